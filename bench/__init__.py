@@ -1,0 +1,1 @@
+"""Benchmarks for ``make bench``: each module measures one target and reports a ratio."""

@@ -1,0 +1,55 @@
+"""The doctor's configuration: one frozen object that flows inward.
+
+Precedence is CLI flag > environment variable > config file > default; only the CLI reads the
+environment (see :func:`doctor._cli.config_from_env`). Library code takes this object.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+__all__ = ["DoctorConfig", "default_roots", "state_home"]
+
+
+def state_home() -> Path:
+    """``$XDG_STATE_HOME`` or ``~/.local/state`` (the CLI's default; the library never calls it)."""
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+
+
+def default_roots() -> tuple[Path, ...]:
+    """Kilroy's default runs directory, then the executor's."""
+    base = state_home()
+    return (base / "kilroy" / "attractor" / "runs", base / "rundoctor" / "runs")
+
+
+@dataclass(frozen=True, slots=True)
+class DoctorConfig:
+    """Thresholds and switches for ingestion and the detectors.
+
+    ``now`` is the clock (epoch seconds) every age is measured against; tests pin it.
+    """
+
+    roots: tuple[Path, ...] = ()
+    #: Used when a run's ``run_config.json`` names no stall timeout (Kilroy's CLI default).
+    stall_timeout_s: float = 600.0
+    #: Failures of one canonical signature on one node that a breaker should stop at.
+    breaker_limit: int = 3
+    #: A back edge taken this many times is a retry loop.
+    retry_loop_min: int = 3
+    #: No progress for this long, while work was pending, is an idle gap.
+    idle_gap_s: float = 2 * 3600.0
+    #: A lease with no heartbeat for this long is stale.
+    stale_lease_s: float = 300.0
+    #: Fragmentation: at least this many failures, and unique reasons / signatures at least this.
+    fragmentation_min_failures: int = 5
+    fragmentation_ratio: float = 2.0
+    checks: tuple[str, ...] = ()
+    threads: int | None = None
+    cache_dir: Path | None = None
+    now: float = field(default_factory=time.time)
+
+    def with_now(self, now: float) -> DoctorConfig:
+        return replace(self, now=now)

@@ -1,0 +1,47 @@
+"""The detectors: one module each, one signature, listed in :data:`DETECTORS`.
+
+A detector is a plain function ``(Context) -> list[Finding]`` named after the finding code it
+reports; its docstring's first line is what ``doctor checks`` prints.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from doctor._detectors._context import Context, Detector, more
+from doctor._detectors.stale_heartbeat import stale_heartbeat
+from doctor._errors import UsageError, did_you_mean
+
+__all__ = ["DETECTORS", "Context", "Detector", "describe", "more", "select"]
+
+#: Every detector, in the order findings are reported.
+DETECTORS: tuple[Detector, ...] = (stale_heartbeat,)
+
+
+def describe(detector: Detector) -> str:
+    """The first line of a detector's docstring.
+
+    >>> describe(stale_heartbeat)
+    'Heartbeats naming a node with no open attempt, or arriving after a scope finished.'
+    """
+    return (detector.__doc__ or "").strip().splitlines()[0]
+
+
+def select(names: Iterable[str]) -> tuple[Detector, ...]:
+    """The detectors named, in catalog order; all of them when ``names`` is empty.
+
+    >>> [d.__name__ for d in select(["stale_heartbeat"])]
+    ['stale_heartbeat']
+    """
+    wanted = list(dict.fromkeys(names))
+    if not wanted:
+        return DETECTORS
+    known = {d.__name__: d for d in DETECTORS}
+    for name in wanted:
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+            raise UsageError(
+                f"unknown check {name!r}{did_you_mean(close)}; `doctor checks` lists them all"
+            )
+    return tuple(d for d in DETECTORS if d.__name__ in wanted)

@@ -1,0 +1,102 @@
+"""``stale_heartbeat``: heartbeats that fake liveness for work that is no longer running."""
+
+from __future__ import annotations
+
+from doctor._detectors._context import Context
+from doctor._facts import iso
+from doctor._model import Finding, Severity
+from doctor._tables import HEARTBEAT_SQL
+
+__all__ = ["stale_heartbeat"]
+
+# Per scope: the last progress event, heartbeats after it, and stage heartbeats whose node had
+# no open attempt at that moment (ASOF: the latest start of that node before the heartbeat).
+_SQL = f"""
+WITH last_progress AS (
+    SELECT run_id, scope, max(seq) AS seq, arg_max(event, seq) AS event,
+           epoch_ns(arg_max(ts, seq)) AS ts
+    FROM events WHERE NOT {HEARTBEAT_SQL} GROUP BY ALL
+),
+after AS (
+    SELECT e.run_id, e.scope, count(*) AS n, epoch_ns(max(e.ts)) AS last_ts
+    FROM events e LEFT JOIN last_progress p USING (run_id, scope)
+    WHERE {HEARTBEAT_SQL.replace("event", "e.event")} AND e.seq > coalesce(p.seq, -1)
+    GROUP BY ALL
+),
+beats AS (
+    SELECT h.run_id, h.scope, h.node_id, h.seq,
+           a.start_seq IS NULL OR (a.end_seq IS NOT NULL AND a.end_seq < h.seq) AS stale
+    FROM (SELECT run_id, scope, node_id, seq FROM events
+          WHERE event = 'stage_heartbeat' AND node_id IS NOT NULL) h
+    ASOF LEFT JOIN (SELECT run_id, scope, node_id, start_seq, end_seq FROM attempts) a
+      ON h.run_id = a.run_id AND h.scope = a.scope AND h.node_id = a.node_id
+     AND h.seq > a.start_seq
+),
+stale AS (
+    SELECT run_id, scope, node_id, count(*) AS n, max(seq) AS last_seq
+    FROM beats WHERE stale GROUP BY ALL
+),
+open_at_end AS (
+    SELECT run_id, scope, count(*) AS n FROM attempts WHERE end_seq IS NULL GROUP BY ALL
+)
+SELECT s.run_id, s.scope, list(s.node_id ORDER BY s.n DESC, s.node_id), list(s.n ORDER BY s.n
+       DESC, s.node_id), max(s.last_seq) > coalesce(any_value(p.seq), -1) AS after_progress,
+       coalesce(any_value(a.n), 0), any_value(a.last_ts), any_value(p.event), any_value(p.ts),
+       coalesce(any_value(o.n), 0)
+FROM stale s
+LEFT JOIN last_progress p USING (run_id, scope)
+LEFT JOIN after a USING (run_id, scope)
+LEFT JOIN open_at_end o USING (run_id, scope)
+GROUP BY s.run_id, s.scope
+UNION ALL
+-- A finished scope (no open attempt) that still receives heartbeats of any kind.
+SELECT a.run_id, a.scope, [], [], true, a.n, a.last_ts, p.event, p.ts, 0
+FROM after a
+LEFT JOIN last_progress p USING (run_id, scope)
+LEFT JOIN open_at_end o USING (run_id, scope)
+WHERE coalesce(o.n, 0) = 0 AND NOT EXISTS (
+    SELECT 1 FROM stale s WHERE s.run_id = a.run_id AND s.scope = a.scope)
+ORDER BY 1, 2
+"""
+
+
+def stale_heartbeat(ctx: Context) -> list[Finding]:
+    """Heartbeats naming a node with no open attempt, or arriving after a scope finished."""
+    findings = []
+    for (run_id, scope, nodes, counts, after_progress, n_after, last_hb, lp_event, lp_ts,
+         _open) in ctx.tables.sql(_SQL):
+        stale_nodes = {str(n): int(c) for n, c in zip(nodes, counts, strict=True)}
+        total = sum(stale_nodes.values())
+        span = round((last_hb - lp_ts) / 1e9, 3) if last_hb is not None and lp_ts else 0.0
+        where = f"branch {scope}" if scope else "the top level"
+        if total:
+            top = ", ".join(f"{n} ({c})" for n, c in list(stale_nodes.items())[:3])
+            summary = (
+                f"{total} stage heartbeats in {where} name nodes with no open attempt ({top}); "
+                f"they fake liveness, so do not read them as progress"
+            )
+        else:
+            summary = f"{n_after} heartbeats arrived in {where} after its work finished"
+        if n_after:
+            summary += f"; {n_after} came in the {span:.0f} s after the last progress event"
+        findings.append(
+            Finding(
+                code="stale_heartbeat",
+                # Stale beats still arriving after the last progress hide a dead or finished
+                # scope from every watchdog; leaked beats that stopped are only noise.
+                severity=Severity.ERROR if after_progress and n_after else Severity.WARNING,
+                summary=summary,
+                run_id=run_id,
+                scope=scope,
+                node_id=next(iter(stale_nodes), None),
+                evidence={
+                    "heartbeats_after_last_progress": int(n_after),
+                    "span_after_last_progress_s": span,
+                    "stale_heartbeats": total,
+                    "stale_nodes": stale_nodes,
+                    "last_progress_event": lp_event,
+                    "last_progress_at": iso(lp_ts),
+                },
+            )
+        )
+    return findings

@@ -1,0 +1,287 @@
+"""The small JSON documents of a run: final, checkpoint, live, status files, pid and lock.
+
+Each is read once, in Python (they are small), and kept with its parse status so that an
+unreadable or torn document becomes a ``torn_artifact`` finding instead of a crash. Status
+files are normalized with Kilroy's own rules (aliases, the legacy ``outcome`` shape).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from doctor._layout import RunLayout, ScopeLayout, is_top_scope, stage_dirs
+
+__all__ = [
+    "Document",
+    "RunDocuments",
+    "ScopeDocuments",
+    "StageStatus",
+    "normalize_status",
+    "read_documents",
+]
+
+_MAX_DOC_BYTES = 32 * 1024 * 1024
+_STATUS_ALIASES = {
+    "ok": "success",
+    "failure": "fail",
+    "error": "fail",
+    "skip": "skipped",
+    "partialsuccess": "partial_success",
+    "partial-success": "partial_success",
+    "degradedsuccess": "degraded_success",
+    "degraded-success": "degraded_success",
+}
+_COST = re.compile(rb'"total_cost_usd"\s*:\s*([0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)')
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One JSON file: its value when it parsed, else why not."""
+
+    path: Path
+    rel: str
+    kind: str
+    size: int
+    mtime_ns: int
+    value: Any = None
+    error: str | None = None
+    line: int | None = None
+    byte_offset: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.value.get(key, default) if isinstance(self.value, dict) else default
+
+
+@dataclass(frozen=True, slots=True)
+class StageStatus:
+    """A node's status file, normalized."""
+
+    node_id: str
+    document: Document
+    status: str | None
+    failure_reason: str | None
+    canonical: bool  # the stage's own status.json, not an archive
+
+
+@dataclass(slots=True)
+class ScopeDocuments:
+    scope: str
+    path: Path
+    final: Document | None = None
+    checkpoint: Document | None = None
+    live: Document | None = None
+    statuses: list[StageStatus] = field(default_factory=list)
+    stranded: list[Document] = field(default_factory=list)  # worktree / .ai status files
+    cost_usd: float | None = None
+    progress_size: int | None = None
+
+
+@dataclass(slots=True)
+class RunDocuments:
+    """Everything but the event streams."""
+
+    run_id: str
+    path: Path
+    layout: str
+    scopes: dict[str, ScopeDocuments]
+    manifest: Document | None = None
+    run_config: Document | None = None
+    pid: int | None = None
+    pid_start_time: int | None = None
+    documents: list[Document] = field(default_factory=list)
+
+    @property
+    def top(self) -> ScopeDocuments:
+        return self.scopes[""]
+
+    @property
+    def final(self) -> Document | None:
+        """The run's terminal record: the latest restart's final.json, else the base one."""
+        for name in sorted(self.scopes, key=_restart_rank, reverse=True):
+            if is_top_scope(name) and self.scopes[name].final is not None:
+                return self.scopes[name].final
+        return None
+
+    @property
+    def stall_timeout_s(self) -> float | None:
+        if self.run_config is None or not self.run_config.ok:
+            return None
+        policy = self.run_config.get("runtime_policy") or {}
+        value = policy.get("stall_timeout_ms") if isinstance(policy, dict) else None
+        return float(value) / 1000.0 if isinstance(value, (int, float)) and value > 0 else None
+
+    @property
+    def cost_usd(self) -> float | None:
+        costs = [s.cost_usd for s in self.scopes.values() if s.cost_usd is not None]
+        final = self.final
+        if final is not None and isinstance(final.get("cost_usd"), (int, float)):
+            costs.append(float(final.get("cost_usd")))
+        return round(sum(costs), 8) if costs else None
+
+
+def _restart_rank(scope: str) -> int:
+    return int(scope.split("-", 1)[1]) if scope.startswith("restart-") else 0
+
+
+def normalize_status(value: Any) -> tuple[str | None, str | None]:
+    """``(status, failure_reason)`` of a status.json value, with Kilroy's parsing rules.
+
+    >>> normalize_status({"status": " OK "})
+    ('success', None)
+    >>> normalize_status({"outcome": "FAILURE", "notes": "tests failed"})
+    ('fail', 'tests failed')
+    """
+    if not isinstance(value, dict):
+        return None, None
+    raw = value.get("status")
+    legacy = raw is None
+    if legacy:
+        raw = value.get("outcome")
+    if not isinstance(raw, str) or not raw.strip():
+        return None, None
+    status = raw.strip().lower()
+    status = _STATUS_ALIASES.get(status, status)
+    reason = value.get("failure_reason")
+    if not isinstance(reason, str) or not reason:
+        reason = None
+        if legacy:
+            for key in ("details", "notes"):
+                if isinstance(value.get(key), str) and value[key]:
+                    reason = value[key]
+                    break
+    return status, reason
+
+
+def _read_json(path: Path, rel: str, kind: str) -> Document | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    base = {"path": path, "rel": rel, "kind": kind, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if st.st_size > _MAX_DOC_BYTES:
+        return Document(**base, error=f"{st.st_size} bytes, over the {_MAX_DOC_BYTES} limit")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return Document(**base, error=f"unreadable: {exc.strerror}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Document(**base, error="not UTF-8", byte_offset=exc.start)
+    if not text.strip():
+        return Document(**base, error="empty file", line=1, byte_offset=0)
+    try:
+        return Document(**base, value=json.loads(text))
+    except json.JSONDecodeError as exc:
+        offset = len(text[: exc.pos].encode("utf-8"))
+        return Document(**base, error=f"not JSON: {exc.msg}", line=exc.lineno, byte_offset=offset)
+    except RecursionError:
+        return Document(**base, error="not JSON: nested too deeply")
+
+
+def _cost_of(paths: list[Path]) -> float | None:
+    total: float | None = None
+    for p in paths:
+        try:
+            data = p.read_bytes()
+        except OSError:
+            continue
+        if b"total_cost_usd" not in data:
+            continue
+        for m in _COST.finditer(data):
+            total = (total or 0.0) + float(m.group(1))
+    return total
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() and 0 < int(text) < 2**31 else None
+
+
+def _scope_documents(
+    run: RunLayout, scope: ScopeLayout, docs: RunDocuments
+) -> ScopeDocuments:
+    prefix = f"{scope.scope}/" if scope.scope else ""
+    out = ScopeDocuments(scope.scope, scope.path)
+
+    def read(path: Path, kind: str) -> Document | None:
+        doc = _read_json(path, os.path.relpath(path, run.path), kind)
+        if doc is not None:
+            docs.documents.append(doc)
+        return doc
+
+    out.final = read(scope.final, "final")
+    out.checkpoint = read(scope.checkpoint, "checkpoint")
+    out.live = read(scope.live, "live")
+    try:
+        out.progress_size = scope.progress.stat().st_size
+    except OSError:
+        out.progress_size = None
+    stdouts: list[Path] = []
+    for stage in stage_dirs(scope.path):
+        for i, status_path in enumerate(stage.status_files):
+            doc = read(status_path, "status")
+            if doc is None:
+                continue
+            status, reason = normalize_status(doc.value) if doc.ok else (None, None)
+            canonical = i == 0 and status_path.parent == stage.path
+            out.statuses.append(StageStatus(stage.node_id, doc, status, reason, canonical))
+        stdouts.extend(stage.stdout_logs)
+    for path in scope.worktree_status_files(run.run_id):
+        doc = read(path, "stranded_status")
+        if doc is not None:
+            out.stranded.append(doc)
+    out.cost_usd = _cost_of(stdouts)
+    del prefix
+    return out
+
+
+def read_documents(run: RunLayout) -> RunDocuments:
+    """Read every JSON document of a run (never raises for bad content)."""
+    docs = RunDocuments(run.run_id, run.path, run.layout, scopes={})
+    docs.manifest = _read_json(run.manifest, "manifest.json", "manifest")
+    docs.run_config = _read_json(run.run_config, "run_config.json", "run_config")
+    docs.documents.extend(d for d in (docs.manifest, docs.run_config) if d is not None)
+    lock = _read_json(run.run_lock, "run.lock.json", "lock")
+    if lock is not None:
+        docs.documents.append(lock)
+        pid = lock.get("pid")
+        if isinstance(pid, int) and pid > 0:
+            docs.pid = pid
+            start = lock.get("pid_start_time")
+            docs.pid_start_time = start if isinstance(start, int) else None
+    if docs.pid is None:
+        docs.pid = _read_pid(run.run_pid)
+    for scope in run.scopes:
+        docs.scopes[scope.scope] = _scope_documents(run, scope, docs)
+    return docs
+
+
+def checkpoint_fields(doc: Document | None) -> Mapping[str, Any]:
+    """``current_node``, ``completed_nodes`` and ``node_retries`` of a checkpoint, typed."""
+    if doc is None or not doc.ok or not isinstance(doc.value, dict):
+        return {}
+    completed = doc.value.get("completed_nodes")
+    retries = doc.value.get("node_retries")
+    return {
+        "current_node": doc.value.get("current_node"),
+        "completed_nodes": [c for c in completed if isinstance(c, str)]
+        if isinstance(completed, list)
+        else [],
+        "node_retries": {k: v for k, v in retries.items() if isinstance(v, int)}
+        if isinstance(retries, dict)
+        else {},
+    }

@@ -1,0 +1,80 @@
+"""The doctor's exception tree.
+
+Every error the library raises on purpose derives from :class:`DoctorError`; the CLI maps each
+to one red line on stderr and a documented exit code (2 for usage and input errors)::
+
+    DoctorError
+     ├── UsageError            bad option values, unknown check names
+     ├── RunNotFound           no run with that id under the roots ("did you mean" attached)
+     ├── UnsafeRunId           an id with a path separator or ``..``
+     ├── RootError             a root that does not exist or cannot be read
+     └── IngestError           a dependency (duckdb, polars, pyarrow) failed on our input
+
+Dependency errors are wrapped at the boundary with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "DoctorError",
+    "IngestError",
+    "RootError",
+    "RunNotFound",
+    "UnsafeRunId",
+    "UsageError",
+    "did_you_mean",
+]
+
+
+class DoctorError(Exception):
+    """Base class of every error the doctor raises on purpose."""
+
+    exit_code = 2
+
+
+class UsageError(DoctorError):
+    """An option has a value the doctor cannot use."""
+
+
+class RootError(DoctorError):
+    """A runs root is missing or unreadable."""
+
+
+class UnsafeRunId(DoctorError):
+    """A run id that could escape its root (path separators, ``..``, NUL)."""
+
+
+class RunNotFound(DoctorError):
+    """No run directory with that id exists under any root."""
+
+    def __init__(self, run_id: str, roots: Iterable[str], candidates: Iterable[str]) -> None:
+        self.run_id = run_id
+        self.roots = list(roots)
+        self.suggestions = difflib.get_close_matches(run_id, list(candidates), n=3, cutoff=0.5)
+        hint = did_you_mean(self.suggestions)
+        where = ", ".join(self.roots) or "(no roots)"
+        super().__init__(
+            f"no run {run_id!r} under {where}{hint}; "
+            "pass --root DIR or set RUNDOCTOR_ROOTS, and `doctor scan` lists the runs there"
+        )
+
+
+class IngestError(DoctorError):
+    """Reading artifacts failed inside a dependency in a way ingestion could not absorb."""
+
+
+def did_you_mean(suggestions: Iterable[str]) -> str:
+    """Render close matches as a message suffix.
+
+    >>> did_you_mean(["stale_heartbeat"])
+    "; did you mean 'stale_heartbeat'?"
+    >>> did_you_mean([])
+    ''
+    """
+    names = list(suggestions)
+    if not names:
+        return ""
+    return "; did you mean " + " or ".join(repr(n) for n in names) + "?"

@@ -1,0 +1,289 @@
+"""Run facts and run state (FINDINGS.md, "facts" and "state"), for many runs at once.
+
+Every query groups by ``run_id``, so facts for a fleet cost one pass per query, not one per
+run. The *top-level stream* of a run is its ``progress.ndjson`` plus those of its
+``restart-N/`` directories (one logical run loop); branches are reported under ``branches``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from doctor._config import DoctorConfig
+from doctor._documents import RunDocuments
+from doctor._liveness import process_alive
+from doctor._tables import HEARTBEAT_SQL, Tables
+
+__all__ = ["TOP_SQL", "RunFacts", "compute_facts", "family_of", "iso"]
+
+#: SQL predicate over ``scope``: the run's own stream and its loop restarts.
+TOP_SQL = "(scope = '' OR regexp_full_match(scope, 'restart-[0-9]+'))"
+#: SQL expression: the node an event names.
+NODE_SQL = "coalesce(node_id, to_node)"
+
+_ROLE = re.compile(r"^(?:impl|implement|verify|check|fix|review|test|plan)_(.+)$")
+
+
+def family_of(node_id: str) -> str:
+    """The node family a phase is reported under: the node id without its role prefix.
+
+    >>> family_of("verify_scaffold"), family_of("fanout")
+    ('scaffold', 'fanout')
+    """
+    m = _ROLE.match(node_id)
+    return m.group(1) if m else node_id
+
+
+def iso(ns: int | None) -> str | None:
+    """Nanoseconds since the epoch as RFC 3339 UTC, trailing zeros trimmed like Kilroy's.
+
+    >>> iso(1770741731818881199)
+    '2026-02-10T16:42:11.818881199Z'
+    >>> iso(1770696025000000000)
+    '2026-02-10T04:00:25Z'
+    """
+    if ns is None:
+        return None
+    secs, frac = divmod(int(ns), 1_000_000_000)
+    base = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    digits = f"{frac:09d}".rstrip("0")
+    return f"{base}.{digits}Z" if digits else f"{base}Z"
+
+
+def _seconds(a: int | None, b: int | None) -> float | None:
+    if a is None or b is None:
+        return None
+    return round((int(b) - int(a)) / 1e9, 3)
+
+
+class RunFacts(dict[str, Any]):
+    """The ``facts`` object of one run, plus private keys (prefixed ``_``) for detectors."""
+
+    def public(self) -> dict[str, Any]:
+        return {k: v for k, v in self.items() if not k.startswith("_")}
+
+
+def _per_run(rows: list[tuple[Any, ...]]) -> dict[str, list[tuple[Any, ...]]]:
+    out: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for row in rows:
+        out[row[0]].append(row[1:])
+    return out
+
+
+def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
+    """Facts and state of every run in ``tables``."""
+    summary = {
+        r[0]: r[1:]
+        for r in tables.sql(f"""
+            SELECT run_id, epoch_ns(min(ts)), epoch_ns(max(ts)),
+                   epoch_ns(max(ts) FILTER (WHERE NOT {HEARTBEAT_SQL})),
+                   count(*), count(*) FILTER (WHERE event = 'stage_attempt_start'),
+                   count(*) FILTER (WHERE event = 'stage_attempt_end'),
+                   arg_max({NODE_SQL}, seq) FILTER (
+                       WHERE NOT {HEARTBEAT_SQL} AND {NODE_SQL} IS NOT NULL),
+                   epoch_ns(max(ts) FILTER (WHERE {HEARTBEAT_SQL}))
+            FROM events WHERE {TOP_SQL} GROUP BY run_id""")
+    }
+    by_type = _per_run(tables.sql(f"""
+        SELECT run_id, event, count(*) FROM events WHERE {TOP_SQL}
+        GROUP BY ALL ORDER BY run_id, 3 DESC, 2"""))
+    edges = _per_run(tables.sql(f"""
+        SELECT run_id, from_node, to_node, count(*) FROM events
+        WHERE {TOP_SQL} AND event = 'edge_selected' GROUP BY ALL ORDER BY run_id, 4 DESC, 2, 3"""))
+    stats = _per_run(tables.sql("""
+        SELECT run_id, scope, node_id, count(*), min(duration_s), median(duration_s),
+               max(duration_s), sum(duration_s)
+        FROM attempts WHERE duration_s IS NOT NULL GROUP BY ALL ORDER BY run_id, scope, 8 DESC"""))
+    open_attempts = _per_run(tables.sql(f"""
+        SELECT run_id, node_id, epoch_ns(start_ts) FROM attempts
+        WHERE end_seq IS NULL AND {TOP_SQL} ORDER BY run_id, start_seq"""))
+    phases = _phases(tables)
+    branches = _per_run(tables.sql(f"""
+        SELECT run_id, scope, epoch_ns(max(ts) FILTER (WHERE NOT {HEARTBEAT_SQL})),
+               epoch_ns(max(ts)),
+               count(*) FILTER (WHERE event = 'stage_attempt_start'),
+               count(*) FILTER (WHERE event = 'stage_attempt_end' AND status IN ('fail', 'retry')),
+               arg_max(status, seq) FILTER (WHERE event = 'stage_attempt_end')
+        FROM events WHERE NOT {TOP_SQL} GROUP BY ALL ORDER BY run_id, scope"""))
+
+    out: dict[str, RunFacts] = {}
+    for run_id, docs in tables.documents.items():
+        started, last_event, last_progress, n, starts, ends, node, last_hb = summary.get(
+            run_id, (None, None, None, 0, 0, 0, None, None)
+        )
+        alive = process_alive(docs.pid, docs.pid_start_time)
+        final = docs.final
+        facts = RunFacts(
+            started_at=iso(started),
+            last_event_at=iso(last_event),
+            last_progress_at=iso(last_progress),
+            wall_s=_seconds(started, last_event),
+            events=int(n),
+            events_by_type={e: int(c) for e, c in by_type.get(run_id, [])},
+            attempts_started=int(starts),
+            attempts_ended=int(ends),
+            final_json=final is not None and final.ok and isinstance(final.value, dict),
+            owner_pid=docs.pid,
+            owner_alive=alive,
+            current_node=_current_node(node, open_attempts.get(run_id, []), docs),
+            edges=[{"from": f, "to": t, "count": int(c)} for f, t, c in edges.get(run_id, [])],
+            phases=_phase_rows(phases.get(run_id, []), started, last_event),
+            branches=[],
+            attempt_stats=[
+                {
+                    "scope": scope,
+                    "node_id": nid,
+                    "attempts": int(c),
+                    "min_s": round(mn, 3),
+                    "median_s": round(md, 3),
+                    "max_s": round(mx, 3),
+                    "total_s": round(tot, 3),
+                }
+                for scope, nid, c, mn, md, mx, tot in stats.get(run_id, [])
+            ],
+            cost_usd=docs.cost_usd,
+        )
+        stall = docs.stall_timeout_s or config.stall_timeout_s
+        facts["stall_timeout_s"] = stall
+        facts["_state"] = run_state(
+            final_status=final.get("status") if facts["final_json"] and final else None,
+            owner_alive=alive,
+            last_progress=last_progress,
+            last_event=last_event,
+            stall_timeout_s=stall,
+            now=config.now,
+        )
+        facts["branches"] = [
+            {
+                "scope": scope,
+                "state": _branch_state(docs, scope, alive, lp, le, stall, config.now),
+                "final_json": _scope_final_ok(docs, scope),
+                "last_progress_at": iso(lp),
+                "attempts_started": int(bs),
+                "failures": int(bf),
+                "last_status": last_status,
+            }
+            for scope, lp, le, bs, bf, last_status in branches.get(run_id, [])
+        ]
+        facts["_last_heartbeat_at"] = iso(last_hb)
+        facts["_open_attempts"] = [a[0] for a in open_attempts.get(run_id, [])]
+        out[run_id] = facts
+    return out
+
+
+def _scope_final_ok(docs: RunDocuments, scope: str) -> bool:
+    sd = docs.scopes.get(scope)
+    return bool(sd and sd.final and sd.final.ok and isinstance(sd.final.value, dict))
+
+
+def _current_node(
+    node: str | None, open_attempts: list[tuple[Any, ...]], docs: RunDocuments
+) -> str | None:
+    # An open fan-out is where the run is, whatever its branches or stale heartbeats say.
+    fanouts = {s.split("/")[-2] for s in docs.scopes if "/" in s and s.count("/") >= 2}
+    fanouts |= {s.split("/")[1] for s in docs.scopes if s.startswith("parallel/")}
+    for (nid, _ts) in reversed(open_attempts):
+        if nid in fanouts:
+            return str(nid)
+    return node
+
+
+def _phases(tables: Tables) -> dict[str, list[tuple[Any, ...]]]:
+    rows = tables.sql(f"""
+        SELECT run_id, node_id, epoch_ns(min(start_ts)), epoch_ns(max(coalesce(end_ts, start_ts))),
+               bool_or(end_ts IS NULL)
+        FROM attempts WHERE {TOP_SQL} GROUP BY ALL ORDER BY run_id, 3""")
+    return _per_run(rows)
+
+
+def _phase_rows(
+    rows: list[tuple[Any, ...]], started: int | None, last_event: int | None
+) -> list[dict[str, Any]]:
+    families: dict[str, list[Any]] = {}
+    for node_id, first, last, is_open in rows:
+        fam = family_of(node_id)
+        end = last_event if is_open and last_event is not None else last
+        if fam not in families:
+            families[fam] = [first, end]
+        else:
+            families[fam][0] = min(families[fam][0], first)
+            families[fam][1] = max(families[fam][1], end)
+    wall = _seconds(started, last_event) or 0.0
+    out = []
+    for fam, (first, last) in sorted(families.items(), key=lambda kv: kv[1][0]):
+        span = _seconds(first, last) or 0.0
+        out.append(
+            {
+                "node": fam,
+                "first_start": iso(first),
+                "last_end": iso(last),
+                "wall_s": span,
+                "share": round(span / wall, 4) if wall else None,
+            }
+        )
+    return out
+
+
+def run_state(
+    *,
+    final_status: Any,
+    owner_alive: bool | None,
+    last_progress: int | None,
+    last_event: int | None,
+    stall_timeout_s: float,
+    now: float,
+) -> str:
+    """The run's state, FINDINGS.md's rules with two readings made explicit.
+
+    * A dead owner means ``orphaned`` even within the stall timeout: nobody is left to write
+      ``final.json``.
+    * An unknown owner past the stall timeout is ``stalled`` while something (heartbeats)
+      still arrives within the timeout, and ``orphaned`` when nothing does.
+
+    >>> run_state(final_status="success", owner_alive=None, last_progress=None,
+    ...           last_event=None, stall_timeout_s=600, now=0)
+    'succeeded'
+    """
+    if final_status in ("success", "fail", "canceled"):
+        return {"success": "succeeded", "fail": "failed", "canceled": "canceled"}[final_status]
+    if owner_alive is False:
+        return "orphaned"
+
+    def fresh(ns: int | None) -> bool:
+        return ns is not None and now - ns / 1e9 <= stall_timeout_s
+
+    if fresh(last_progress):
+        return "running"
+    if owner_alive:
+        return "stalled"
+    return "stalled" if fresh(last_event) else "orphaned"
+
+
+def _branch_state(
+    docs: RunDocuments,
+    scope: str,
+    owner_alive: bool | None,
+    last_progress: int | None,
+    last_event: int | None,
+    stall: float,
+    now: float,
+) -> str:
+    sd = docs.scopes.get(scope)
+    final = sd.final if sd else None
+    status = final.get("status") if final is not None and final.ok else None
+    return run_state(
+        final_status=status,
+        owner_alive=owner_alive,
+        last_progress=last_progress,
+        last_event=last_event,
+        stall_timeout_s=stall,
+        now=now,
+    )
+
+
+def facts_of(facts: Mapping[str, RunFacts], run_id: str) -> RunFacts:
+    return facts.get(run_id, RunFacts())

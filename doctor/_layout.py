@@ -1,0 +1,336 @@
+"""The layout adapter: the one place that knows the file names of a run directory.
+
+It understands Kilroy/Attractor runs of every version in ``kilroy-run-format.md`` (branches with
+and without the ``passN/`` level, ``restart-N/`` directories, the ``.ai/status.json`` and
+``.ai/runs/<run_id>/status.json`` fallbacks, ``run.pid`` and ``run.lock.json``) and the
+executor's native layout, which is a superset (``<node>/attempt-<n>/`` directories and a
+``manifest.json`` whose ``layout`` key says ``rundoctor-native/1``).
+
+A *scope* is one event stream, named by its directory relative to the run: ``""`` for the
+top level, ``"restart-2"`` for a loop restart, ``"parallel/fanout/01-impl_dungeon"`` or
+``"parallel/fan/pass1/01-a"`` for a branch. Symlinks are never followed, so nothing outside
+the run directory is read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from doctor._errors import RootError, RunNotFound, UnsafeRunId
+
+__all__ = [
+    "CHECKPOINT",
+    "FINAL",
+    "LIVE",
+    "MANIFEST",
+    "NATIVE_LAYOUT",
+    "PROGRESS",
+    "RUN_CONFIG",
+    "RunLayout",
+    "ScopeLayout",
+    "StageDir",
+    "check_run_id",
+    "discover",
+    "is_top_scope",
+    "list_run_dirs",
+    "locate_run",
+]
+
+PROGRESS = "progress.ndjson"
+LIVE = "live.json"
+CHECKPOINT = "checkpoint.json"
+FINAL = "final.json"
+MANIFEST = "manifest.json"
+RUN_CONFIG = "run_config.json"
+RUN_PID = "run.pid"
+RUN_LOCK = "run.lock.json"
+STATUS = "status.json"
+PARALLEL_RESULTS = "parallel_results.json"
+NATIVE_LAYOUT = "rundoctor-native/1"
+
+#: Directories directly under a scope that are never stage (node) directories.
+_NOT_NODE_DIRS = frozenset(
+    {"parallel", "worktree", "modeldb", "outputs", "input_snapshot", "artifacts", ".git", ".ai"}
+)
+_RESTART = re.compile(r"restart-(\d+)")
+_TOP_SCOPE = re.compile(r"(?:restart-\d+)?")
+_ATTEMPT_DIR = re.compile(r"(?:attempt[-_](\d+))|(?:visit_(\d+))")
+#: Files that mark a directory as a run: a progress stream or any top-level run document.
+_RUN_MARKERS = (PROGRESS, MANIFEST, FINAL, CHECKPOINT, RUN_PID, RUN_LOCK)
+_MAX_BRANCH_DEPTH = 4
+
+
+def is_top_scope(scope: str) -> bool:
+    """True for the run's own stream and its loop restarts, false for branches.
+
+    >>> is_top_scope(""), is_top_scope("restart-3"), is_top_scope("parallel/f/01-a")
+    (True, True, False)
+    """
+    return _TOP_SCOPE.fullmatch(scope) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class StageDir:
+    """One node's directory in a scope, with every status file found for it."""
+
+    node_id: str
+    path: Path
+    status_files: tuple[Path, ...]  # canonical first, then attempt/visit archives
+    stdout_logs: tuple[Path, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeLayout:
+    """One event stream and the documents beside it."""
+
+    scope: str
+    path: Path
+
+    @property
+    def progress(self) -> Path:
+        return self.path / PROGRESS
+
+    @property
+    def live(self) -> Path:
+        return self.path / LIVE
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT
+
+    @property
+    def final(self) -> Path:
+        return self.path / FINAL
+
+    @property
+    def parallel_results_glob(self) -> Iterator[Path]:
+        for stage in stage_dirs(self.path):
+            candidate = stage.path / PARALLEL_RESULTS
+            if _is_plain_file(candidate):
+                yield candidate
+
+    def worktree_status_files(self, run_id: str) -> list[Path]:
+        """Stranded status files an agent may have written instead of the stage's own."""
+        wt = self.path / "worktree"
+        candidates = [wt / STATUS, wt / ".ai" / STATUS, wt / ".ai" / "runs" / run_id / STATUS]
+        return [p for p in candidates if _is_plain_file(p)]
+
+
+@dataclass(frozen=True, slots=True)
+class RunLayout:
+    """Everything the doctor reads in one run directory."""
+
+    run_id: str
+    path: Path
+    layout: str  # "kilroy" | "native"
+    scopes: tuple[ScopeLayout, ...]
+    manifest: Path
+    run_config: Path
+    run_pid: Path
+    run_lock: Path
+    extra_files: tuple[Path, ...] = field(default=())
+
+    @property
+    def top(self) -> ScopeLayout:
+        return self.scopes[0]
+
+    def scope(self, name: str) -> ScopeLayout:
+        for s in self.scopes:
+            if s.scope == name:
+                return s
+        raise KeyError(name)
+
+
+def check_run_id(run_id: str) -> str:
+    """Refuse ids that could name something outside a root.
+
+    >>> check_run_id("01KH3DN4STSZ3MVKB58YY6RE57")
+    '01KH3DN4STSZ3MVKB58YY6RE57'
+    >>> check_run_id("../etc")
+    Traceback (most recent call last):
+    ...
+    doctor._errors.UnsafeRunId: run id '../etc' contains a path separator or '..'; pass the bare id (the run directory's name)
+    """
+    bad = (
+        not run_id
+        or "/" in run_id
+        or "\\" in run_id
+        or "\x00" in run_id
+        or run_id in {".", ".."}
+        or ".." in run_id
+    )
+    if bad:
+        raise UnsafeRunId(
+            f"run id {run_id!r} contains a path separator or '..'; "
+            "pass the bare id (the run directory's name)"
+        )
+    return run_id
+
+
+def _is_plain_file(path: Path) -> bool:
+    try:
+        return path.is_file() and not path.is_symlink()
+    except OSError:
+        return False
+
+
+def _is_plain_dir(path: Path) -> bool:
+    try:
+        return path.is_dir() and not path.is_symlink()
+    except OSError:
+        return False
+
+
+def _looks_like_run(path: Path) -> bool:
+    return _is_plain_dir(path) and any(_is_plain_file(path / m) for m in _RUN_MARKERS)
+
+
+def list_run_dirs(roots: Sequence[Path]) -> list[Path]:
+    """Every run directory directly under the roots, sorted by root then name.
+
+    A root that is not a readable directory raises :class:`RootError`.
+    """
+    found: list[Path] = []
+    for root in roots:
+        if not root.is_dir():
+            raise RootError(f"runs root {str(root)!r} is not a directory; pass an existing --root")
+        try:
+            entries = sorted(os.scandir(root), key=lambda e: e.name)
+        except OSError as exc:
+            raise RootError(f"cannot read runs root {str(root)!r}: {exc.strerror}") from exc
+        found.extend(
+            Path(e.path)
+            for e in entries
+            if e.is_dir(follow_symlinks=False) and _looks_like_run(Path(e.path))
+        )
+    return found
+
+
+def locate_run(run_id: str, roots: Sequence[Path]) -> Path:
+    """The directory of ``run_id`` under the first root that has it.
+
+    Raises :class:`UnsafeRunId` for ids that could escape a root and :class:`RunNotFound`
+    (with close matches) when no root has it.
+    """
+    check_run_id(run_id)
+    for root in roots:
+        candidate = root / run_id
+        if _looks_like_run(candidate):
+            return candidate
+    known = [p.name for p in list_run_dirs([r for r in roots if r.is_dir()])]
+    raise RunNotFound(run_id, [str(r) for r in roots], known)
+
+
+def _branch_scopes(base: Path, prefix: str) -> Iterator[ScopeLayout]:
+    parallel = base / "parallel"
+    if not _is_plain_dir(parallel):
+        return
+    # Branch roots sit at parallel/<fanout>/<NN>-<key> or parallel/<fanout>/passN/<NN>-<key>;
+    # walk a bounded depth instead of assuming either, never entering worktrees.
+    stack: list[tuple[Path, int]] = [(parallel, 0)]
+    found: list[Path] = []
+    while stack:
+        current, depth = stack.pop()
+        try:
+            children = sorted(os.scandir(current), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in children:
+            if not entry.is_dir(follow_symlinks=False) or entry.name in _NOT_NODE_DIRS:
+                continue
+            child = Path(entry.path)
+            if _is_plain_file(child / PROGRESS):
+                found.append(child)
+            elif depth + 1 < _MAX_BRANCH_DEPTH:
+                stack.append((child, depth + 1))
+    for path in sorted(found):
+        rel = path.relative_to(base).as_posix()
+        yield ScopeLayout(f"{prefix}{rel}", path)
+
+
+def discover(path: Path) -> RunLayout:
+    """Map a run directory's streams and documents without reading them."""
+    path = Path(path)
+    manifest = path / MANIFEST
+    layout = "kilroy"
+    if _is_plain_file(manifest):
+        try:
+            head = manifest.read_bytes()[:4096]
+        except OSError:
+            head = b""
+        if NATIVE_LAYOUT.encode() in head:
+            layout = "native"
+    scopes = [ScopeLayout("", path)]
+    restarts: list[tuple[int, Path]] = []
+    try:
+        for entry in os.scandir(path):
+            m = _RESTART.fullmatch(entry.name)
+            if m and entry.is_dir(follow_symlinks=False):
+                restarts.append((int(m.group(1)), Path(entry.path)))
+    except OSError:
+        pass
+    scopes.extend(_branch_scopes(path, ""))
+    for n, rpath in sorted(restarts):
+        scopes.append(ScopeLayout(f"restart-{n}", rpath))
+        scopes.extend(_branch_scopes(rpath, f"restart-{n}/"))
+    return RunLayout(
+        run_id=path.name,
+        path=path,
+        layout=layout,
+        scopes=tuple(scopes),
+        manifest=manifest,
+        run_config=path / RUN_CONFIG,
+        run_pid=path / RUN_PID,
+        run_lock=path / RUN_LOCK,
+    )
+
+
+def stage_dirs(scope_path: Path) -> list[StageDir]:
+    """Node directories of one scope with their status files and stdout logs.
+
+    The canonical ``status.json`` comes first; Kilroy's ``attempt_<K>/`` and ``visit_<N>/``
+    archives and the executor's ``attempt-<n>/`` directories follow, in numeric order.
+    """
+    out: list[StageDir] = []
+    try:
+        entries = sorted(os.scandir(scope_path), key=lambda e: e.name)
+    except OSError:
+        return out
+    for entry in entries:
+        if (
+            not entry.is_dir(follow_symlinks=False)
+            or entry.name in _NOT_NODE_DIRS
+            or _RESTART.fullmatch(entry.name)
+        ):
+            continue
+        node_dir = Path(entry.path)
+        statuses: list[Path] = []
+        stdouts: list[Path] = []
+        if _is_plain_file(node_dir / STATUS):
+            statuses.append(node_dir / STATUS)
+        if _is_plain_file(node_dir / "stdout.log"):
+            stdouts.append(node_dir / "stdout.log")
+        archives: list[tuple[int, Path]] = []
+        try:
+            for sub in os.scandir(node_dir):
+                m = _ATTEMPT_DIR.fullmatch(sub.name)
+                if m and sub.is_dir(follow_symlinks=False):
+                    archives.append((int(m.group(1) or m.group(2)), Path(sub.path)))
+        except OSError:
+            continue
+        for _, apath in sorted(archives):
+            if _is_plain_file(apath / STATUS):
+                statuses.append(apath / STATUS)
+            if _is_plain_file(apath / "stdout.log"):
+                stdouts.append(apath / "stdout.log")
+        looks_like_stage = statuses or stdouts or any(
+            _is_plain_file(node_dir / f)
+            for f in ("cli_invocation.json", "tool_invocation.json", "prompt.md", "cmd.json")
+        )
+        if looks_like_stage:
+            out.append(StageDir(entry.name, node_dir, tuple(statuses), tuple(stdouts)))
+    return out

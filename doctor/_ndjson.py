@@ -1,0 +1,334 @@
+"""Reading ``progress.ndjson`` streams into the canonical ``events`` table (held in DuckDB).
+
+Two paths fill the same table:
+
+* the *bulk* path hands whole files to one multi-file, multi-threaded DuckDB scan. With
+  ``ignore_errors`` DuckDB keeps one row per non-blank line and leaves a line that does not
+  parse as a row of NULLs, so torn lines are noticed without a second read. ``read_json_objects``
+  is used when the raw line must be kept (diagnosing one run), ``read_json`` with typed
+  columns otherwise (scanning a fleet), which is about twice as fast;
+* the *precise* path reads bytes from a known offset (to resume an append-only file, or to
+  locate the torn lines of a file the bulk path flagged), splits them at newlines in Python and
+  hands the lines to the same DuckDB extraction. It knows each line's number and byte offset.
+
+``seq`` orders records: it is the row's position in ingestion order (DuckDB's ``rowid``, free to
+read), and each stream is ingested contiguously and in file order, so ``seq`` increases along
+every stream. Line numbers and byte offsets are reported for torn lines, which is where a
+person needs them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from doctor._errors import IngestError
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "EVENT_FIELDS",
+    "TornLine",
+    "create_events_table",
+    "register_streams",
+    "read_bulk",
+    "read_precise",
+]
+
+#: Typed fields pulled out of every event line (name -> DuckDB type); ``raw`` keeps the rest.
+EVENT_FIELDS: dict[str, str] = {
+    "event": "VARCHAR",
+    "node_id": "VARCHAR",
+    "attempt": "BIGINT",
+    "max": "BIGINT",
+    "status": "VARCHAR",
+    "failure_reason": "VARCHAR",
+    "failure_class": "VARCHAR",
+    "from_node": "VARCHAR",
+    "to_node": "VARCHAR",
+    "condition": "VARCHAR",
+    "signature": "VARCHAR",
+    "signature_count": "BIGINT",
+    "signature_limit": "BIGINT",
+    "source": "VARCHAR",
+    "branch_key": "VARCHAR",
+    "branch_event": "VARCHAR",
+    "branch_node_id": "VARCHAR",
+    "branch_status": "VARCHAR",
+    "message": "VARCHAR",
+    "reason": "VARCHAR",
+    "epoch": "BIGINT",
+}
+
+#: The canonical events table, in column order. ``ts`` is UTC with nanoseconds.
+EVENT_COLUMNS: dict[str, str] = {
+    "run_id": "VARCHAR",
+    "scope": "VARCHAR",
+    "seq": "BIGINT",
+    "ts": "TIMESTAMP_NS",
+    **EVENT_FIELDS,
+    "raw": "VARCHAR",
+}
+
+# Kilroy writes RFC3339Nano with a Z; TIMESTAMP_NS keeps the nanoseconds but ignores offsets,
+# so anything without a Z goes through TIMESTAMPTZ (microseconds) to honour its offset.
+_TS_SQL = (
+    "CASE WHEN ts_text LIKE '%Z' THEN try_cast(ts_text AS TIMESTAMP_NS) "
+    "ELSE try_cast(try_cast(ts_text AS TIMESTAMPTZ) AS TIMESTAMP_NS) END"
+)
+_TRANSFORM = "{" + ",".join(f'"{k}":"{t}"' for k, t in EVENT_FIELDS.items()) + "}"
+_READ_JSON_COLUMNS = (
+    "{" + ",".join(f"'{k}':'{t}'" for k, t in EVENT_FIELDS.items()) + ",'ts':'VARCHAR'}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TornLine:
+    """A line that is not a JSON object: truncated, corrupt, not UTF-8, or another JSON value."""
+
+    run_id: str
+    scope: str
+    file: Path
+    line: int
+    byte_offset: int
+    detail: str
+
+
+_STORED = {"stream_id": "BIGINT"} | {
+    k: t for k, t in EVENT_COLUMNS.items() if k not in {"run_id", "scope", "seq"}
+}
+
+
+def create_events_table(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the empty ``streams`` and ``events_base`` tables and the ``events`` view.
+
+    Rows store a small ``stream_id``; the view resolves it to ``run_id``/``scope`` through
+    ``streams`` and exposes ``rowid`` as ``seq``.
+    """
+    con.execute(
+        "CREATE OR REPLACE TABLE streams (stream_id BIGINT PRIMARY KEY, run_id VARCHAR, "
+        "scope VARCHAR, path VARCHAR)"
+    )
+    cols = ", ".join(f'"{k}" {t}' for k, t in _STORED.items())
+    con.execute(f"CREATE OR REPLACE TABLE events_base ({cols})")
+    select = ", ".join(
+        "e.rowid AS seq" if k == "seq" else f's."{k}"' if k in {"run_id", "scope"} else f'e."{k}"'
+        for k in EVENT_COLUMNS
+    )
+    con.execute(
+        f"CREATE OR REPLACE VIEW events AS SELECT {select} "
+        "FROM events_base e JOIN streams s ON s.stream_id = e.stream_id WHERE e.event IS NOT NULL"
+    )
+
+
+def register_streams(
+    con: duckdb.DuckDBPyConnection, streams: Sequence[tuple[str, str, Path]]
+) -> list[int]:
+    """Add ``(run_id, scope, path)`` streams; returns their new, consecutive ids."""
+    first = int(con.sql("SELECT coalesce(max(stream_id) + 1, 0) FROM streams").fetchall()[0][0])
+    ids = list(range(first, first + len(streams)))
+    if streams:
+        con.executemany(
+            "INSERT INTO streams VALUES (?, ?, ?, ?)",
+            [(i, r, s, str(p)) for i, (r, s, p) in zip(ids, streams, strict=True)],
+        )
+    return ids
+
+
+def _insert_sql(source: str, *, objects: bool) -> str:
+    """SELECT the canonical columns (plus ``ok``, ``pos``, ``file_key``) from ``source``.
+
+    ``source`` yields ``file_key`` (0-based; the stream id is ``$first + file_key``) and
+    either ``json`` (objects) or the typed columns (read_json). No join: a hash join would
+    reorder rows, and row order is line order.
+    """
+    fields = ", ".join(f'"{k}"' for k in EVENT_FIELDS)
+    if objects:
+        inner = f"""
+            SELECT file_key, pos,
+                   json_type(json) = 'OBJECT' AND json_extract_string(json, '$.event') IS NOT NULL
+                       AS ok,
+                   CASE WHEN json_type(json) = 'OBJECT' THEN json_transform(json, '{_TRANSFORM}')
+                        END AS j,
+                   CASE WHEN json_type(json) = 'OBJECT' THEN json_extract_string(json, '$.ts')
+                        END AS ts_text,
+                   CASE WHEN json_type(json) = 'OBJECT' THEN json::VARCHAR END AS raw
+            FROM {source}"""
+        select_fields = ", ".join(f"j.{k}" for k in EVENT_FIELDS)
+    else:
+        inner = f"""
+            SELECT file_key, pos, event IS NOT NULL AS ok, {fields}, ts AS ts_text,
+                   NULL::VARCHAR AS raw
+            FROM {source}"""
+        select_fields = fields
+    return f"""
+        SELECT $first + p.file_key AS stream_id, {_TS_SQL} AS ts, {select_fields}, p.raw,
+               p.ok, p.pos, p.file_key
+        FROM ({inner}) p
+    """
+
+
+def _load(con: duckdb.DuckDBPyConnection, select: str, params: dict[str, object]) -> list[int]:
+    """Append ``select`` to ``events_base``; return the streams holding unparsable lines.
+
+    Unparsable lines are kept as rows whose ``event`` is NULL (the ``events`` view hides
+    them), which costs far less than staging the scan to filter it.
+    """
+    cols = ", ".join(f'"{k}"' for k in _STORED)
+    con.execute(f"INSERT INTO events_base SELECT {cols} FROM ({select})", params)
+    bad = con.sql(
+        "SELECT DISTINCT stream_id FROM events_base WHERE event IS NULL AND stream_id >= $first "
+        "ORDER BY 1",
+        params={"first": params["first"]},
+    ).fetchall()
+    return [int(r[0]) for r in bad]
+
+
+def read_bulk(
+    con: duckdb.DuckDBPyConnection,
+    files: Sequence[Path],
+    first_stream_id: int,
+    *,
+    keep_raw: bool,
+) -> list[int]:
+    """Append whole files to ``events`` in one DuckDB scan.
+
+    ``files[i]`` is stream ``first_stream_id + i`` (see :func:`register_streams`). Returns the
+    stream ids of files with at least one line that is not a JSON object with an ``event``:
+    delete their rows and read them again with :func:`read_precise` to locate the lines.
+    """
+    if not files:
+        return []
+    paths = [str(f) for f in files]
+    params: dict[str, object] = {"paths": paths, "first": first_stream_id}
+    # list_position maps DuckDB's filename back to our key without a join; the scan keeps
+    # insertion order, so rowid order within a file is line order.
+    reader = "read_json_objects" if keep_raw else "read_json"
+    options = "format='newline_delimited', ignore_errors=true, filename=true"
+    if not keep_raw:
+        options += f", columns={_READ_JSON_COLUMNS}"
+    else:
+        options += ", maximum_object_size=268435456"
+    source = (
+        f"(SELECT list_position($paths, filename) - 1 AS file_key, "
+        f"NULL::BIGINT AS pos, * EXCLUDE (filename) FROM {reader}($paths, {options}))"
+    )
+    if not keep_raw:
+        source = source.replace("* EXCLUDE (filename)", "* EXCLUDE (filename, ts), ts")
+    try:
+        return _load(con, _insert_sql(source, objects=keep_raw), params)
+    except duckdb.Error as exc:
+        raise IngestError(f"DuckDB could not read the event streams: {exc}") from exc
+
+
+def _classify(line: bytes) -> str:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 (byte {exc.start} of the line)"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"not JSON: {exc.msg} at column {exc.colno}"
+    except RecursionError:
+        return "not JSON: nested too deeply"
+    if isinstance(value, dict):
+        return "a JSON object without an event name"
+    return f"a JSON {type(value).__name__}, not an object"
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """What the precise path consumed from one file."""
+
+    torn: tuple[TornLine, ...]
+    end_offset: int  # bytes consumed: the next read resumes here
+    records: int  # non-blank lines consumed
+
+
+def read_precise(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    stream_id: int,
+    key: tuple[str, str],
+    *,
+    offset: int = 0,
+    complete: bool,
+    keep_raw: bool = True,
+    max_line_bytes: int = 64 * 1024 * 1024,
+) -> Chunk:
+    """Append ``path`` from byte ``offset`` to ``events``.
+
+    A last line without a newline is left for the next read unless ``complete`` (the writer is
+    gone), in which case it is parsed or reported torn.
+    """
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except OSError as exc:
+        raise IngestError(f"cannot read {path}: {exc.strerror}") from exc
+    end = len(data) if complete else data.rfind(b"\n") + 1
+    lines = data[:end].split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    texts: list[str | None] = []
+    where: list[tuple[int, int, bytes]] = []  # (line number, byte offset, bytes) per record
+    torn: list[TornLine] = []
+    pos = offset
+    for number, line in enumerate(lines, start=1):
+        start, pos = pos, pos + len(line) + 1
+        if not line.strip():
+            continue
+        where.append((number, start, line))
+        if len(line) > max_line_bytes:
+            torn.append(
+                TornLine(*key, path, number, start, f"line of {len(line)} bytes exceeds the limit")
+            )
+            texts.append(None)
+            continue
+        try:
+            texts.append(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            texts.append(None)
+    con.register(
+        "_rd_lines",
+        pa.table(
+            {
+                "file_key": pa.array([0] * len(texts), pa.int64()),
+                "pos": pa.array(range(1, len(texts) + 1), pa.int64()),
+                "json": pa.array(texts, pa.string()),
+            }
+        ),
+    )
+    try:
+        source = "(SELECT file_key, pos, try_cast(json AS JSON) AS json FROM _rd_lines)"
+        sql = _insert_sql(source, objects=True)
+        if not keep_raw:
+            sql = sql.replace("n.raw,", "NULL::VARCHAR AS raw,")
+        cols = ", ".join(f'"{k}"' for k in _STORED)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _rd_stage AS {sql}",
+            {"first": stream_id},
+        )
+        con.execute(f"INSERT INTO events_base SELECT {cols} FROM _rd_stage WHERE ok ORDER BY pos")
+        bad = con.sql("SELECT pos FROM _rd_stage WHERE NOT ok OR ok IS NULL ORDER BY 1").fetchall()
+        con.execute("DROP TABLE _rd_stage")
+    except duckdb.Error as exc:
+        raise IngestError(f"DuckDB could not parse {path}: {exc}") from exc
+    finally:
+        con.unregister("_rd_lines")
+    reported = {t.line for t in torn}
+    for (bad_pos,) in bad:
+        number, start, line = where[int(bad_pos) - 1]
+        if number not in reported:
+            torn.append(TornLine(*key, path, number, start, _classify(line)))
+    return Chunk(
+        torn=tuple(sorted(torn, key=lambda t: t.line)),
+        end_offset=offset + end,
+        records=len(texts),
+    )

@@ -1,0 +1,123 @@
+"""The canonical tables of one or many runs, held in one DuckDB connection.
+
+=============  ==========================================================================
+table          rows
+=============  ==========================================================================
+``events``     one per event line: run_id, scope, seq, ts, event, node_id, attempt, status,
+               failure_reason, … and ``raw`` (the whole line) when ingested with raw lines
+``attempts``   one per ``stage_attempt_start``, paired with its ``stage_attempt_end``
+``files``      one per artifact read: kind, size, mtime, whether it parsed and why not
+``runs``       one per run directory: path, layout, owner pid
+``torn``       one per line or file that does not parse
+=============  ==========================================================================
+
+Detectors query them with SQL (or pull small frames into Polars); :meth:`Tables.arrow`
+exports any of them as a ``pyarrow.Table`` for notebooks and the Parquet cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from doctor._documents import RunDocuments
+from doctor._ndjson import TornLine, create_events_table
+
+__all__ = ["HEARTBEAT_SQL", "TABLE_NAMES", "Tables", "new_connection"]
+
+TABLE_NAMES = ("events", "attempts", "files", "runs", "torn")
+
+#: SQL predicate over an ``event`` column: FINDINGS.md's definition of a heartbeat event.
+HEARTBEAT_SQL = (
+    "(event IN ('stage_heartbeat', 'branch_heartbeat', 'branch_stale_warning') "
+    "OR event LIKE '%\\_heartbeat' ESCAPE '\\')"
+)
+
+_ATTEMPTS_VIEW = f"""
+CREATE OR REPLACE VIEW attempts AS
+WITH marks AS (
+    SELECT run_id, scope, node_id, attempt, event, ts, seq, status, failure_reason,
+           failure_class, epoch,
+           count(*) FILTER (WHERE event = 'stage_attempt_start') OVER (
+               PARTITION BY run_id, scope, node_id ORDER BY seq ROWS UNBOUNDED PRECEDING
+           ) AS start_no
+    FROM events
+    WHERE event IN ('stage_attempt_start', 'stage_attempt_end') AND node_id IS NOT NULL
+),
+ends AS (
+    SELECT run_id, scope, node_id, start_no,
+           min(seq) AS end_seq, arg_min(ts, seq) AS end_ts, arg_min(status, seq) AS status,
+           arg_min(failure_reason, seq) AS failure_reason,
+           arg_min(failure_class, seq) AS failure_class
+    FROM marks WHERE event = 'stage_attempt_end' AND start_no > 0
+    GROUP BY ALL
+)
+SELECT s.run_id, s.scope, s.node_id, s.attempt, s.start_no, s.seq AS start_seq,
+       s.ts AS start_ts, e.end_seq, e.end_ts,
+       (epoch_ns(e.end_ts) - epoch_ns(s.ts)) / 1e9 AS duration_s,
+       e.status, e.failure_reason, e.failure_class, s.epoch
+FROM marks s
+LEFT JOIN ends e USING (run_id, scope, node_id, start_no)
+WHERE s.event = 'stage_attempt_start'
+"""
+
+
+def new_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the canonical (empty) tables."""
+    con = duckdb.connect(":memory:")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    create_events_table(con)
+    con.execute(_ATTEMPTS_VIEW)
+    con.execute(
+        "CREATE TABLE files (run_id VARCHAR, scope VARCHAR, rel VARCHAR, kind VARCHAR, "
+        "size BIGINT, mtime_ns BIGINT, ok BOOLEAN, detail VARCHAR)"
+    )
+    con.execute(
+        "CREATE TABLE runs (run_id VARCHAR, path VARCHAR, layout VARCHAR, owner_pid BIGINT)"
+    )
+    con.execute(
+        "CREATE TABLE torn (run_id VARCHAR, scope VARCHAR, rel VARCHAR, line BIGINT, "
+        "byte_offset BIGINT, detail VARCHAR)"
+    )
+    return con
+
+
+@dataclass
+class Tables:
+    """Canonical tables plus the parsed documents of each run."""
+
+    con: duckdb.DuckDBPyConnection
+    documents: dict[str, RunDocuments] = field(default_factory=dict)
+    torn_lines: list[TornLine] = field(default_factory=list)
+
+    @property
+    def run_ids(self) -> list[str]:
+        return list(self.documents)
+
+    def sql(self, query: str, **params: Any) -> list[tuple[Any, ...]]:
+        """Rows of ``query`` with ``$name`` parameters."""
+        return self.con.sql(query, params=params or None).fetchall()
+
+    def frame(self, query: str, **params: Any) -> pl.DataFrame:
+        """``query`` as a Polars frame."""
+        return self.con.sql(query, params=params or None).pl()
+
+    def arrow(self, table: str, run_id: str | None = None) -> pa.Table:
+        """One canonical table as Arrow, optionally for one run only."""
+        if table not in TABLE_NAMES:
+            raise KeyError(f"unknown table {table!r}; expected one of {', '.join(TABLE_NAMES)}")
+        where = " WHERE run_id = $run_id" if run_id is not None else ""
+        order = " ORDER BY run_id, scope, seq" if table == "events" else ""
+        params: Mapping[str, Any] | None = {"run_id": run_id} if run_id is not None else None
+        return self.con.sql(f"SELECT * FROM {table}{where}{order}", params=params).to_arrow_table()
+
+    def add_rows(self, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        if rows:
+            marks = ", ".join("?" for _ in rows[0])
+            self.con.executemany(f"INSERT INTO {table} VALUES ({marks})", list(rows))
