@@ -77,12 +77,14 @@ _LEADING_OUT = {
 }
 
 _URL = re.compile(r"(?<![\w.+-])[A-Za-z][\w+.-]*://[^\s'\"<>()\[\]{},;]*")
+_HEXCOLON = re.compile(r"(?<![\w.])[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{0,4}){4,7}(?![\w:])")
+_RUNS = re.compile(r"<n>(?:,? <n>)+")
 _WINPATH = re.compile(r"(?<![\w.-])[A-Za-z]:\\[^\s'\"<>|,;]*")
 
 _WORD = r"(?:[\w~+-]|\.(?=[\w~+-]))"
 _NUM_SUFFIX = re.compile(rf"0{_WORD}*")
 # Run over the reversed text: a marker followed by what was the word's prefix.
-_NUM_PREFIX = re.compile(rf"{_NUM}{_WORD}*")
+_NUM_PREFIX = re.compile(rf"{_NUM}[\w~+-]*")
 _REL_PREFIX = re.compile(rf"{_REL}(?:[\w.@%+~=-]|{_NUM})*")
 _HOST_PREFIX = re.compile(rf"{_PORT}(?=[\w-]*[.{_NUM}])(?:[\w.-]|{_NUM})+")
 
@@ -140,6 +142,8 @@ def canonical_signature(text: str) -> str:
         text = _URL.sub("<url>", text)
     if ":\\" in text:
         text = _WINPATH.sub("<path>", text)
+    if text.count(":") >= 4:
+        text = _HEXCOLON.sub("<addr>", text)
     text = _LEADING.sub(_leading, text)
     text = _NUM_SUFFIX.sub(_NUM, text)
     rev = text[::-1]
@@ -149,6 +153,8 @@ def canonical_signature(text: str) -> str:
         rev = _HOST_PREFIX.sub(">rdda<", rev).replace(_PORT, ">n<:")
     rev = _NUM_PREFIX.sub(">n<", rev)
     text = rev[::-1]
+    if "<n> <n>" in text or "<n>, <n>" in text:
+        text = _RUNS.sub("<n>...", text)
     if len(text) > _MAX_OUTPUT:
         cut = text.rfind(" ", 0, _MAX_OUTPUT + 1)
         text = text[: cut if cut > 0 else _MAX_OUTPUT]
