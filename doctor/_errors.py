@@ -70,11 +70,11 @@ def did_you_mean(suggestions: Iterable[str]) -> str:
     """Render close matches as a message suffix.
 
     >>> did_you_mean(["stale_heartbeat"])
-    "; did you mean 'stale_heartbeat'?"
+    " (did you mean 'stale_heartbeat'?)"
     >>> did_you_mean([])
     ''
     """
     names = list(suggestions)
     if not names:
         return ""
-    return "; did you mean " + " or ".join(repr(n) for n in names) + "?"
+    return " (did you mean " + " or ".join(repr(n) for n in names) + "?)"

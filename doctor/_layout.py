@@ -217,11 +217,17 @@ def locate_run(run_id: str, roots: Sequence[Path]) -> Path:
     (with close matches) when no root has it.
     """
     check_run_id(run_id)
-    for root in roots:
+    existing = [r for r in roots if r.is_dir()]
+    if not existing:
+        raise RootError(
+            "no runs root exists (" + ", ".join(str(r) for r in roots)
+            + "); pass an existing --root DIR or set RUNDOCTOR_ROOTS"
+        )
+    for root in existing:
         candidate = root / run_id
         if _looks_like_run(candidate):
             return candidate
-    known = [p.name for p in list_run_dirs([r for r in roots if r.is_dir()])]
+    known = [p.name for p in list_run_dirs(existing)]
     raise RunNotFound(run_id, [str(r) for r in roots], known)
 
 

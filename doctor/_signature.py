@@ -78,7 +78,7 @@ _LEADING_OUT = {
 
 _URL = re.compile(r"(?<![\w.+-])[A-Za-z][\w+.-]*://[^\s'\"<>()\[\]{},;]*")
 _HEXCOLON = re.compile(r"(?<![\w.])[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{0,4}){4,7}(?![\w:])")
-_RUNS = re.compile(r"<n>(?:,? <n>)+")
+_RUNS = re.compile(r"(?<!\S)<n>(?:,? <n>(?![^\s,]))+")
 _WINPATH = re.compile(r"(?<![\w.-])[A-Za-z]:\\[^\s'\"<>|,;]*")
 
 _WORD = r"(?:[\w~+-]|\.(?=[\w~+-]))"
@@ -154,13 +154,92 @@ def canonical_signature(text: str) -> str:
     rev = _NUM_PREFIX.sub(">n<", rev)
     text = rev[::-1]
     if "<n> <n>" in text or "<n>, <n>" in text:
-        text = _RUNS.sub("<n>...", text)
+        text = _RUNS.sub("<n>", text)
     if len(text) > _MAX_OUTPUT:
         cut = text.rfind(" ", 0, _MAX_OUTPUT + 1)
         text = text[: cut if cut > 0 else _MAX_OUTPUT]
     return text
 
 
+
+_WILD = "<*>"
+_PLACEHOLDER = re.compile(r"<(?:n|str|time|date|addr|path|size|url|\*)>")
+_CUT_AFTER = frozenset("._-:/=([{@#,;")
+_CUT_BEFORE = frozenset("._-:/=)]}@#,;<")
+MIN_DISTINCT = 3
+_ROUNDS = 4
+
+
+def _is_slot_value(token: str) -> bool:
+    rest = _PLACEHOLDER.sub("", token)
+    return rest != token and not any(c.isalpha() for c in rest)
+
+
+def _generalize(values: list[str]) -> str:
+    lo, hi = min(values), max(values)
+    n = 0
+    while n < min(len(lo), len(hi)) and lo[n] == hi[n]:
+        n += 1
+    while n and lo[n - 1] not in _CUT_AFTER:
+        n -= 1
+    shortest = min(len(v) for v in values)
+    m = 0
+    while m < shortest - n and all(v[-1 - m] == values[0][-1 - m] for v in values):
+        m += 1
+    while m and values[0][-m] not in _CUT_BEFORE:
+        m -= 1
+    return values[0][:n] + _WILD + (values[0][-m:] if m else "")
+
+
+MIN_WORDS_A = int(__import__("os").environ.get("MWA", "1"))
+MIN_WORDS_B = int(__import__("os").environ.get("MWB", "3"))
+MIN_DISTINCT = int(__import__("os").environ.get("MD", "3"))
+
+
+def _is_word(token: str) -> bool:
+    return any(c.isalpha() for c in _PLACEHOLDER.sub("", token))
+
+
+def _variable(values: list[str], rest: tuple[str, ...]) -> bool:
+    words = sum(1 for t in rest if _is_word(t))
+    if all(_is_slot_value(v) for v in values):
+        return words >= MIN_WORDS_A
+    return len(values) >= MIN_DISTINCT and words >= MIN_WORDS_B
+
+
 def signature_groups(texts: Sequence[str]) -> list[str]:
     """Draft."""
-    return [canonical_signature(t) for t in texts]
+    sigs = [canonical_signature(t) for t in texts]
+    template: dict[str, tuple[str, ...]] = {s: tuple(s.split(" ")) for s in dict.fromkeys(sigs)}
+    for _ in range(_ROUNDS):
+        members: dict[tuple[str, ...], list[str]] = {}
+        for sig, tpl in template.items():
+            members.setdefault(tpl, []).append(sig)
+        slots: dict[tuple[int, int, int, int], list[tuple[str, ...]]] = {}
+        for tpl in members:
+            n = len(tpl)
+            pre = [0] * (n + 1)
+            for i, tok in enumerate(tpl):
+                pre[i + 1] = hash((pre[i], tok))
+            suf = 0
+            for i in range(n - 1, -1, -1):
+                slots.setdefault((n, i, pre[i], suf), []).append(tpl)
+                suf = hash((suf, tpl[i]))
+        changed = False
+        done: set[tuple[str, ...]] = set()
+        for (n, i, _, _), group in slots.items():
+            group = [t for t in group if t not in done]
+            if len(group) < 2:
+                continue
+            values = sorted({t[i] for t in group})
+            if len(values) < 2 or not _variable(values, group[0][:i] + group[0][i + 1 :]):
+                continue
+            merged = group[0][:i] + (_generalize(values),) + group[0][i + 1 :]
+            for t in group:
+                done.add(t)
+                for sig in members[t]:
+                    template[sig] = merged
+            changed = True
+        if not changed:
+            break
+    return [" ".join(template[s]) for s in sigs]

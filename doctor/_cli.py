@@ -1,0 +1,191 @@
+"""The ``doctor`` command line: parse options, call one library function, render the result.
+
+Exit codes (FINDINGS.md): 0 nothing at ``error`` or above · 1 at least one ``error`` or
+``critical`` finding · 2 usage or input error (one red line on stderr saying what to do).
+This is the only module that reads the environment (``RUNDOCTOR_ROOTS``,
+``RUNDOCTOR_CACHE``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from doctor._config import DoctorConfig, default_roots
+from doctor._detectors import DETECTORS, describe, select
+from doctor._diagnose import diagnose, scan
+from doctor._errors import DoctorError, UsageError
+from doctor._render import render_checks, render_diagnosis, render_markdown, render_scan
+
+__all__ = ["app", "config_from_env", "main"]
+
+app = typer.Typer(
+    name="doctor",
+    help="Diagnose long unattended pipeline runs from their artifacts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+RootOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--root", help="A runs root (repeatable). Default: $RUNDOCTOR_ROOTS, then "
+                 "Kilroy's and the executor's runs directories."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the documented contract).")]
+VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Show evidence.")]
+
+
+def _err(message: str, code: int = 2) -> NoReturn:
+    Console(stderr=True, highlight=False).print(f"[red]error:[/red] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Library errors become one red line and their exit code; no traceback."""
+    try:
+        yield
+    except DoctorError as exc:
+        _err(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _err("interrupted", 130)
+
+
+def config_from_env(roots: list[Path] | None, **overrides: Any) -> DoctorConfig:
+    """Roots from the flag, else ``$RUNDOCTOR_ROOTS`` (``:``-separated), else the defaults."""
+    if roots:
+        chosen = tuple(roots)
+    elif os.environ.get("RUNDOCTOR_ROOTS"):
+        chosen = tuple(Path(p) for p in os.environ["RUNDOCTOR_ROOTS"].split(os.pathsep) if p)
+    else:
+        chosen = tuple(p for p in default_roots() if p.is_dir())
+        if not chosen:
+            raise UsageError(
+                "no runs root found (looked in " + ", ".join(str(p) for p in default_roots())
+                + "); pass --root DIR or set RUNDOCTOR_ROOTS"
+            )
+    cache = os.environ.get("RUNDOCTOR_CACHE")
+    if cache and "cache_dir" not in overrides:
+        overrides["cache_dir"] = Path(cache)
+    return DoctorConfig(roots=chosen, **overrides)
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@app.command("diagnose")
+def diagnose_cmd(
+    run_id: Annotated[str, typer.Option("--run-id", help="The run directory's name.")],
+    root: RootOpt = None,
+    as_json: JsonOpt = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print Markdown.")] = False,
+    check: Annotated[
+        list[str] | None, typer.Option("--check", help="Run only this check (repeatable).")
+    ] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Diagnose one run: facts, state and findings."""
+    with _errors():
+        if as_json and markdown:
+            raise UsageError("--json and --markdown exclude each other; pick one")
+        checks = tuple(check or ())
+        detectors = select(checks)
+        config = config_from_env(root, checks=checks)
+        result = diagnose(run_id, config)
+    if as_json:
+        _emit_json(result.to_json())
+    elif markdown:
+        sys.stdout.write(render_markdown(result))
+    else:
+        render_diagnosis(Console(highlight=False), result, detectors, verbose=verbose)
+    raise typer.Exit(result.exit_code)
+
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str, now: float) -> float:
+    """``24h``/``7d``-style ages or an ISO date/time, as epoch seconds.
+
+    >>> parse_since("2h", 10_000.0)
+    2800.0
+    >>> parse_since("2026-02-10", 0.0)
+    1770681600.0
+    """
+    from datetime import UTC, datetime
+
+    m = _RELATIVE.match(text.strip())
+    if m:
+        return now - float(m.group(1)) * _UNIT[m.group(2)]
+    try:
+        ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r} is neither an age like 24h/7d nor an ISO date like 2026-02-10"
+        ) from None
+    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    if not enabled:
+        yield None
+        return
+    bar = Progress(
+        TextColumn("reading runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True,
+    )
+    task = bar.add_task("scan", total=None)
+    with bar:
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+@app.command("scan")
+def scan_cmd(
+    root: RootOpt = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only runs started since: 24h, 7d, 2026-02-10.")
+    ] = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Diagnose every run under the roots: one row each, fleet facts, cross-run findings."""
+    with _errors():
+        config = config_from_env(root)
+        cutoff = parse_since(since, time.time()) if since else None
+        with _progress(not as_json and sys.stderr.isatty()) as progress:
+            result = scan(config, since=cutoff, progress=progress)
+    if as_json:
+        _emit_json(result.to_json())
+    else:
+        render_scan(Console(highlight=False), result, verbose=verbose)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("checks")
+def checks_cmd(as_json: JsonOpt = False) -> None:
+    """List the detectors, one line each."""
+    if as_json:
+        _emit_json([{"name": d.__name__, "description": describe(d)} for d in DETECTORS])
+    else:
+        render_checks(Console(highlight=False), DETECTORS)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
