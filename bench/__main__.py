@@ -15,7 +15,10 @@ def main(argv: list[str]) -> int:
     names = argv or list(BENCHES)
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
-        print(f"unknown benchmark {unknown[0]!r}; expected one of {', '.join(BENCHES)}", file=sys.stderr)
+        print(
+            f"unknown benchmark {unknown[0]!r}; expected one of {', '.join(BENCHES)}",
+            file=sys.stderr,
+        )
         return 2
     results: list[Result] = []
     for name in names:

@@ -12,7 +12,9 @@ from pathlib import Path
 __all__ = ["BENCH_DIR", "Result", "best_of", "timer"]
 
 #: Where benchmarks keep generated inputs between runs (git-ignored).
-BENCH_DIR = Path(os.environ.get("RUNDOCTOR_BENCH_DIR", Path(__file__).resolve().parent.parent / ".bench"))
+BENCH_DIR = Path(
+    os.environ.get("RUNDOCTOR_BENCH_DIR", Path(__file__).resolve().parent.parent / ".bench")
+)
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,11 @@ app = typer.Typer(
 
 RootOpt = Annotated[
     list[Path] | None,
-    typer.Option("--root", help="A runs root (repeatable). Default: $RUNDOCTOR_ROOTS, then "
-                 "Kilroy's and the executor's runs directories."),
+    typer.Option(
+        "--root",
+        help="A runs root (repeatable). Default: $RUNDOCTOR_ROOTS, then "
+        "Kilroy's and the executor's runs directories.",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the documented contract).")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Show evidence.")]
@@ -74,7 +77,8 @@ def config_from_env(roots: list[Path] | None, **overrides: Any) -> DoctorConfig:
         chosen = tuple(p for p in default_roots() if p.is_dir())
         if not chosen:
             raise UsageError(
-                "no runs root found (looked in " + ", ".join(str(p) for p in default_roots())
+                "no runs root found (looked in "
+                + ", ".join(str(p) for p in default_roots())
                 + "); pass --root DIR or set RUNDOCTOR_ROOTS"
             )
     cache = os.environ.get("RUNDOCTOR_CACHE")
@@ -147,8 +151,12 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
         yield None
         return
     bar = Progress(
-        TextColumn("reading runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=True,
+        TextColumn("reading runs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
     )
     task = bar.add_task("scan", total=None)
     with bar:

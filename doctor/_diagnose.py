@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from doctor._cache import CacheEntry, RunCache, fingerprint
 from doctor._config import DoctorConfig
 from doctor._detectors import Context, select
 from doctor._errors import UsageError
 from doctor._facts import compute_facts
 from doctor._ingest import load_runs
-from doctor._layout import discover, list_run_dirs, locate_run
+from doctor._layout import RunLayout, discover, list_run_dirs, locate_run
 from doctor._model import Diagnosis, Finding, Severity
+from doctor._tables import Tables
 
 __all__ = ["SCAN_SCHEMA", "ScanResult", "diagnose", "diagnose_path", "scan"]
 
@@ -91,8 +94,11 @@ class ScanResult:
                     "counts": d.counts(),
                     "worst": None
                     if worst is None
-                    else {"code": worst.code, "severity": worst.severity.label,
-                          "summary": worst.summary},
+                    else {
+                        "code": worst.code,
+                        "severity": worst.severity.label,
+                        "summary": worst.summary,
+                    },
                     "findings": [f.to_json() for f in d.findings],
                 }
             )
@@ -105,34 +111,91 @@ class ScanResult:
         }
 
 
+def _settings_key(config: DoctorConfig) -> str:
+    """What a cached result depends on besides the files: thresholds and checks."""
+    keep = {
+        k: getattr(config, k)
+        for k in (
+            "stall_timeout_s",
+            "breaker_limit",
+            "retry_loop_min",
+            "idle_gap_s",
+            "stale_lease_s",
+            "fragmentation_min_failures",
+            "fragmentation_ratio",
+            "checks",
+        )
+    }
+    return json.dumps(keep, sort_keys=True, default=str)
+
+
+def _time_independent(d: Diagnosis) -> bool:
+    """A result that cannot change while the files do not: terminal, and nobody writing."""
+    return bool(d.facts.get("final_json")) and d.facts.get("owner_alive") is not True
+
+
 def scan(
     config: DoctorConfig, *, since: float | None = None, progress: Progress | None = None
 ) -> ScanResult:
-    """Diagnose every run under ``config.roots`` (started at or after ``since``, if given)."""
+    """Diagnose every run under ``config.roots`` (started at or after ``since``, if given).
+
+    With ``config.cache_dir``, unchanged finished runs reuse their last diagnosis and grown
+    streams are read from their last byte offset (see :mod:`doctor._cache`).
+    """
     if not config.roots:
         raise UsageError("no runs root: pass --root DIR or set RUNDOCTOR_ROOTS")
-    layouts = [discover(p) for p in list_run_dirs(config.roots)]
-    tables = load_runs(layouts, keep_raw=False, threads=config.threads, progress=progress)
+    layouts = []
+    seen: set[str] = set()
+    for path in list_run_dirs(config.roots):
+        if path.name not in seen:  # the first root wins, as for diagnose
+            seen.add(path.name)
+            layouts.append(discover(path))
+    cache = RunCache(config.cache_dir, _settings_key(config)) if config.cache_dir else None
+    entries: dict[str, CacheEntry] = {}
+    prints: dict[str, dict[str, list[int]]] = {}
+    reused: dict[str, Diagnosis] = {}
+    if cache is not None:
+        for layout in layouts:
+            prints[layout.run_id] = fingerprint(layout)
+            entry = cache.load(layout)
+            if entry is None:
+                continue
+            entries[layout.run_id] = entry
+            if entry.diagnosis is not None and entry.fingerprint == prints[layout.run_id]:
+                reused[layout.run_id] = diagnosis_from_json(entry.diagnosis)
+    to_load = [layout for layout in layouts if layout.run_id not in reused]
+    tables = load_runs(
+        to_load,
+        keep_raw=False,
+        threads=config.threads,
+        progress=progress,
+        cache=cache,
+        entries=entries,
+    )
     facts = compute_facts(tables, config)
     findings = _run_detectors(Context(tables, facts, config))
     by_run: dict[str | None, list[Finding]] = {}
     for f in findings:
         by_run.setdefault(f.run_id, []).append(f)
+    fresh: dict[str, Diagnosis] = {}
+    for layout in to_load:
+        rf = facts[layout.run_id]
+        fresh[layout.run_id] = Diagnosis(
+            run_id=layout.run_id,
+            path=str(layout.path.resolve()),
+            layout=layout.layout,
+            state=rf["_state"],
+            facts=rf.public(),
+            findings=_order(by_run.get(layout.run_id, [])),
+        )
+    if cache is not None:
+        _save(cache, tables, to_load, fresh, prints)
     diagnoses = []
     for layout in layouts:
-        rf = facts[layout.run_id]
-        if since is not None and _started_before(rf.get("started_at"), since):
+        d = reused.get(layout.run_id) or fresh[layout.run_id]
+        if since is not None and _started_before(d.facts.get("started_at"), since):
             continue
-        diagnoses.append(
-            Diagnosis(
-                run_id=layout.run_id,
-                path=str(layout.path.resolve()),
-                layout=layout.layout,
-                state=rf["_state"],
-                facts=rf.public(),
-                findings=_order(by_run.get(layout.run_id, [])),
-            )
-        )
+        diagnoses.append(d)
     by_state: dict[str, int] = {}
     for d in diagnoses:
         by_state[d.state] = by_state.get(d.state, 0) + 1
@@ -141,6 +204,8 @@ def scan(
         "by_state": by_state,
         "events": sum(int(d.facts.get("events") or 0) for d in diagnoses),
         "cost_usd": round(sum(float(d.facts.get("cost_usd") or 0) for d in diagnoses), 8),
+        "read": len(to_load),
+        "reused": len(reused),
     }
     return ScanResult(
         roots=tuple(str(r) for r in config.roots),
@@ -150,14 +215,68 @@ def scan(
     )
 
 
+def _save(
+    cache: RunCache,
+    tables: Tables,
+    layouts: Sequence[RunLayout],
+    fresh: dict[str, Diagnosis],
+    prints: dict[str, dict[str, list[int]]],
+) -> None:
+    keys = {layout.run_id: RunCache.key(layout) for layout in layouts}
+    cache.write_events(tables.con, keys, [layout.run_id for layout in layouts])
+    for layout in layouts:
+        d = fresh[layout.run_id]
+        cache.save(
+            CacheEntry(
+                key=keys[layout.run_id],
+                run_path=str(layout.path),
+                settings=cache.settings,
+                fingerprint=prints[layout.run_id],
+                streams={
+                    scope: st
+                    for (rid, scope), st in tables.stream_states.items()
+                    if rid == layout.run_id
+                },
+                diagnosis=d.to_json() if _time_independent(d) else None,
+            )
+        )
+
+
+def diagnosis_from_json(data: dict[str, Any]) -> Diagnosis:
+    """Rebuild a :class:`Diagnosis` from its JSON contract."""
+    return Diagnosis(
+        run_id=data["run_id"],
+        path=data["path"],
+        layout=data["layout"],
+        state=data["state"],
+        facts=data["facts"],
+        findings=tuple(
+            Finding(
+                code=f["code"],
+                severity=Severity.parse(f["severity"]),
+                summary=f["summary"],
+                evidence=f["evidence"],
+                run_id=data["run_id"],
+                scope=f["scope"],
+                node_id=f["node_id"],
+                repair=f["repair"],
+            )
+            for f in data["findings"]
+        ),
+    )
+
+
 def _started_before(started_at: Any, since: float) -> bool:
     from datetime import datetime
 
     if not isinstance(started_at, str):
         return False
     try:
-        ts = datetime.fromisoformat(started_at.replace("Z", "+00:00")[:26] + "+00:00"
-                                    if "." in started_at else started_at.replace("Z", "+00:00"))
+        ts = datetime.fromisoformat(
+            started_at.replace("Z", "+00:00")[:26] + "+00:00"
+            if "." in started_at
+            else started_at.replace("Z", "+00:00")
+        )
     except ValueError:
         return False
     return ts.timestamp() < since

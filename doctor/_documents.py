@@ -167,26 +167,29 @@ def _read_json(path: Path, rel: str, kind: str) -> Document | None:
         st = path.stat()
     except OSError:
         return None
-    base = {"path": path, "rel": rel, "kind": kind, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+    def doc(**kw: Any) -> Document:
+        return Document(path, rel, kind, st.st_size, st.st_mtime_ns, **kw)
+
     if st.st_size > _MAX_DOC_BYTES:
-        return Document(**base, error=f"{st.st_size} bytes, over the {_MAX_DOC_BYTES} limit")
+        return doc(error=f"{st.st_size} bytes, over the {_MAX_DOC_BYTES} limit")
     try:
         data = path.read_bytes()
     except OSError as exc:
-        return Document(**base, error=f"unreadable: {exc.strerror}")
+        return doc(error=f"unreadable: {exc.strerror}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return Document(**base, error="not UTF-8", byte_offset=exc.start)
+        return doc(error="not UTF-8", byte_offset=exc.start)
     if not text.strip():
-        return Document(**base, error="empty file", line=1, byte_offset=0)
+        return doc(error="empty file", line=1, byte_offset=0)
     try:
-        return Document(**base, value=json.loads(text))
+        return doc(value=json.loads(text))
     except json.JSONDecodeError as exc:
         offset = len(text[: exc.pos].encode("utf-8"))
-        return Document(**base, error=f"not JSON: {exc.msg}", line=exc.lineno, byte_offset=offset)
+        return doc(error=f"not JSON: {exc.msg}", line=exc.lineno, byte_offset=offset)
     except RecursionError:
-        return Document(**base, error="not JSON: nested too deeply")
+        return doc(error="not JSON: nested too deeply")
 
 
 def _cost_of(paths: list[Path]) -> float | None:
@@ -211,9 +214,7 @@ def _read_pid(path: Path) -> int | None:
     return int(text) if text.isdigit() and 0 < int(text) < 2**31 else None
 
 
-def _scope_documents(
-    run: RunLayout, scope: ScopeLayout, docs: RunDocuments
-) -> ScopeDocuments:
+def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> ScopeDocuments:
     prefix = f"{scope.scope}/" if scope.scope else ""
     out = ScopeDocuments(scope.scope, scope.path)
 

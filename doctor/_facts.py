@@ -88,27 +88,37 @@ def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
                    epoch_ns(max(ts) FILTER (WHERE {HEARTBEAT_SQL}))
             FROM events WHERE {TOP_SQL} GROUP BY run_id""")
     }
-    by_type = _per_run(tables.sql(f"""
+    by_type = _per_run(
+        tables.sql(f"""
         SELECT run_id, event, count(*) FROM events WHERE {TOP_SQL}
-        GROUP BY ALL ORDER BY run_id, 3 DESC, 2"""))
-    edges = _per_run(tables.sql(f"""
+        GROUP BY ALL ORDER BY run_id, 3 DESC, 2""")
+    )
+    edges = _per_run(
+        tables.sql(f"""
         SELECT run_id, from_node, to_node, count(*) FROM events
-        WHERE {TOP_SQL} AND event = 'edge_selected' GROUP BY ALL ORDER BY run_id, 4 DESC, 2, 3"""))
-    stats = _per_run(tables.sql("""
+        WHERE {TOP_SQL} AND event = 'edge_selected' GROUP BY ALL ORDER BY run_id, 4 DESC, 2, 3""")
+    )
+    stats = _per_run(
+        tables.sql("""
         SELECT run_id, scope, node_id, count(*), min(duration_s), median(duration_s),
                max(duration_s), sum(duration_s)
-        FROM attempts WHERE duration_s IS NOT NULL GROUP BY ALL ORDER BY run_id, scope, 8 DESC"""))
-    open_attempts = _per_run(tables.sql(f"""
+        FROM attempts WHERE duration_s IS NOT NULL GROUP BY ALL ORDER BY run_id, scope, 8 DESC""")
+    )
+    open_attempts = _per_run(
+        tables.sql(f"""
         SELECT run_id, node_id, epoch_ns(start_ts) FROM attempts
-        WHERE end_seq IS NULL AND {TOP_SQL} ORDER BY run_id, start_seq"""))
+        WHERE end_seq IS NULL AND {TOP_SQL} ORDER BY run_id, start_seq""")
+    )
     phases = _phases(tables)
-    branches = _per_run(tables.sql(f"""
+    branches = _per_run(
+        tables.sql(f"""
         SELECT run_id, scope, epoch_ns(max(ts) FILTER (WHERE NOT {HEARTBEAT_SQL})),
                epoch_ns(max(ts)),
                count(*) FILTER (WHERE event = 'stage_attempt_start'),
                count(*) FILTER (WHERE event = 'stage_attempt_end' AND status IN ('fail', 'retry')),
                arg_max(status, seq) FILTER (WHERE event = 'stage_attempt_end')
-        FROM events WHERE NOT {TOP_SQL} GROUP BY ALL ORDER BY run_id, scope"""))
+        FROM events WHERE NOT {TOP_SQL} GROUP BY ALL ORDER BY run_id, scope""")
+    )
 
     out: dict[str, RunFacts] = {}
     for run_id, docs in tables.documents.items():
@@ -186,7 +196,7 @@ def _current_node(
     # An open fan-out is where the run is, whatever its branches or stale heartbeats say.
     fanouts = {s.split("/")[-2] for s in docs.scopes if "/" in s and s.count("/") >= 2}
     fanouts |= {s.split("/")[1] for s in docs.scopes if s.startswith("parallel/")}
-    for (nid, _ts) in reversed(open_attempts):
+    for nid, _ts in reversed(open_attempts):
         if nid in fanouts:
             return str(nid)
     return node

@@ -1,18 +1,23 @@
 """Ingestion: run directories in, canonical tables out.
 
-All event streams of all runs go through one bulk DuckDB scan; streams with unparsable lines
-are re-read precisely to locate them. The small JSON documents are read in Python.
+All event streams that must be read whole go through one bulk DuckDB scan; streams with
+unparsable lines are re-read precisely to locate them. Streams the cache has already read
+are reloaded from Parquet and read on from their last byte offset. Streams of a run whose
+owner is alive are read precisely up to their last complete line, so a line being written
+is never mistaken for a torn one. The small JSON documents are read in Python.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
+from doctor._cache import CacheEntry, RunCache, StreamState, tail_sha
 from doctor._documents import read_documents
 from doctor._layout import RunLayout
 from doctor._liveness import process_alive
-from doctor._ndjson import TornLine, read_bulk, read_precise, register_streams
+from doctor._ndjson import EVENT_FIELDS, TornLine, read_bulk, read_precise, register_streams
 from doctor._tables import Tables, new_connection
 
 __all__ = ["load_runs"]
@@ -20,11 +25,14 @@ __all__ = ["load_runs"]
 Progress = Callable[[int, int], None]
 
 
-def _is_file(path: os.PathLike[str]) -> bool:
+def _stat(path: Path) -> os.stat_result | None:
     try:
-        return os.path.isfile(path) and not os.path.islink(path)
+        if path.is_symlink():
+            return None
+        st = path.stat()
     except OSError:
-        return False
+        return None
+    return st if os.path.isfile(path) else None
 
 
 def load_runs(
@@ -33,38 +41,120 @@ def load_runs(
     keep_raw: bool,
     threads: int | None = None,
     progress: Progress | None = None,
+    cache: RunCache | None = None,
+    entries: Mapping[str, CacheEntry] | None = None,
 ) -> Tables:
     """Read every run into one :class:`Tables`.
 
     ``keep_raw`` keeps each event's whole line (diagnosing one run); scans leave it out.
-    ``progress(done, total)`` is called as runs' documents are read.
+    ``progress(done, total)`` is called as runs are read. With a ``cache`` and the runs'
+    previous ``entries``, streams that only grew are resumed from their byte offsets.
     """
     con = new_connection(threads)
     tables = Tables(con)
-    streams = [
-        (run.run_id, scope.scope, scope.progress)
-        for run in layouts
-        for scope in run.scopes
-        if _is_file(scope.progress)
-    ]
-    ids = register_streams(con, streams)
-    bad = read_bulk(con, [s[2] for s in streams], ids[0] if ids else 0, keep_raw=keep_raw)
+    entries = entries or {}
     for i, run in enumerate(layouts):
-        docs = read_documents(run)
-        tables.documents[run.run_id] = docs
+        tables.documents[run.run_id] = read_documents(run)
         if progress is not None:
             progress(i + 1, len(layouts))
-    by_id = dict(zip(ids, streams, strict=True))
-    for sid in bad:
-        run_id, scope, path = by_id[sid]
-        docs = tables.documents[run_id]
-        # A live writer may be mid-line: leave its unterminated last line for the next read.
-        alive = process_alive(docs.pid, docs.pid_start_time)
-        con.execute("DELETE FROM events_base WHERE stream_id = ?", [sid])
-        chunk = read_precise(con, path, sid, (run_id, scope), complete=not alive, keep_raw=keep_raw)
+
+    bulk: list[tuple[str, str, Path]] = []
+    live: list[tuple[str, str, Path]] = []
+    resumed: list[tuple[str, str, Path, StreamState]] = []
+    stats: dict[tuple[str, str], os.stat_result] = {}
+    for run in layouts:
+        docs = tables.documents[run.run_id]
+        alive = bool(process_alive(docs.pid, docs.pid_start_time))
+        entry = entries.get(run.run_id)
+        for sl in run.scopes:
+            st = _stat(sl.progress)
+            if st is None:
+                continue
+            stats[(run.run_id, sl.scope)] = st
+            old = entry.streams.get(sl.scope) if entry and cache else None
+            if (
+                old is not None
+                and old.ino == st.st_ino
+                and st.st_size >= old.offset
+                and tail_sha(sl.progress, old.offset) == old.tail_sha
+            ):
+                resumed.append((run.run_id, sl.scope, sl.progress, old))
+            elif alive:
+                live.append((run.run_id, sl.scope, sl.progress))
+            else:
+                bulk.append((run.run_id, sl.scope, sl.progress))
+
+    # Resumed streams first: their cached rows must precede the tails read below.
+    if resumed and cache is not None:
+        ids = register_streams(con, [(r, s, p) for r, s, p, _ in resumed])
+        keys = {r: entries[r].key for r, *_ in resumed}
+        files = sorted({str(f) for k in keys.values() for f in cache.event_files(k)})
+        if files:
+            cols = ", ".join(f'p."{k}"' for k in EVENT_FIELDS)
+            con.execute(
+                f"INSERT INTO events_base SELECT s.stream_id, p.ts, {cols}, NULL "
+                "FROM read_parquet($files, hive_partitioning=false) p "
+                "JOIN streams s ON s.run_id = p.run_id AND s.scope = p.scope "
+                "WHERE s.stream_id >= $first ORDER BY s.stream_id, p.seq",
+                {"files": files, "first": ids[0]},
+            )
+        for sid, (run_id, scope, path, old) in zip(ids, resumed, strict=True):
+            st = stats[(run_id, scope)]
+            torn: list[TornLine] = [TornLine(run_id, scope, path, a, b, c) for a, b, c in old.torn]
+            offset = old.offset
+            if st.st_size > old.offset:
+                chunk = read_precise(
+                    con,
+                    path,
+                    sid,
+                    (run_id, scope),
+                    offset=old.offset,
+                    complete=False,
+                    keep_raw=keep_raw,
+                )
+                torn += chunk.torn
+                offset = chunk.end_offset
+            tables.torn_lines.extend(torn)
+            tables.stream_states[(run_id, scope)] = _state(scope, path, st, offset, torn)
+
+    ids = register_streams(con, bulk)
+    bad = set(read_bulk(con, [p for *_, p in bulk], ids[0] if ids else 0, keep_raw=keep_raw))
+    for sid, (run_id, scope, path) in zip(ids, bulk, strict=True):
+        st = stats[(run_id, scope)]
+        torn = []
+        offset = st.st_size
+        if sid in bad:
+            con.execute("DELETE FROM events_base WHERE stream_id = ?", [sid])
+            chunk = read_precise(con, path, sid, (run_id, scope), complete=True, keep_raw=keep_raw)
+            torn, offset = list(chunk.torn), chunk.end_offset
+        tables.torn_lines.extend(torn)
+        tables.stream_states[(run_id, scope)] = _state(scope, path, st, offset, torn)
+
+    ids = register_streams(con, live)
+    for sid, (run_id, scope, path) in zip(ids, live, strict=True):
+        # A live writer may be mid-line: its unterminated last line waits for the next read.
+        chunk = read_precise(con, path, sid, (run_id, scope), complete=False, keep_raw=keep_raw)
         tables.torn_lines.extend(chunk.torn)
+        st = stats[(run_id, scope)]
+        tables.stream_states[(run_id, scope)] = _state(
+            scope, path, st, chunk.end_offset, list(chunk.torn)
+        )
     _record_files(tables, layouts)
     return tables
+
+
+def _state(
+    scope: str, path: Path, st: os.stat_result, offset: int, torn: Sequence[TornLine]
+) -> StreamState:
+    return StreamState(
+        scope=scope,
+        ino=st.st_ino,
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        offset=offset,
+        tail_sha=tail_sha(path, offset),
+        torn=tuple((t.line, t.byte_offset, t.detail) for t in torn),
+    )
 
 
 def _record_files(tables: Tables, layouts: Sequence[RunLayout]) -> None:
@@ -74,35 +164,52 @@ def _record_files(tables: Tables, layouts: Sequence[RunLayout]) -> None:
     for run in layouts:
         docs = tables.documents[run.run_id]
         runs.append((run.run_id, str(run.path), run.layout, docs.pid))
-        for scope in run.scopes:
-            try:
-                st = scope.progress.stat()
-            except OSError:
+        for sl in run.scopes:
+            state = tables.stream_states.get((run.run_id, sl.scope))
+            if state is None:
                 continue
-            rel = os.path.relpath(scope.progress, run.path)
-            files.append((run.run_id, scope.scope, rel, "progress", st.st_size, st.st_mtime_ns,
-                          True, None))
+            rel = os.path.relpath(sl.progress, run.path)
+            files.append(
+                (
+                    run.run_id,
+                    sl.scope,
+                    rel,
+                    "progress",
+                    state.size,
+                    state.mtime_ns,
+                    not state.torn,
+                    None if not state.torn else f"{len(state.torn)} torn",
+                )
+            )
         for doc in docs.documents:
-            scope = _scope_of(doc.rel, docs.scopes)
-            files.append((run.run_id, scope, doc.rel, doc.kind, doc.size, doc.mtime_ns, doc.ok,
-                          doc.error))
+            scope_name = _scope_of(doc.rel, docs.scopes)
+            files.append(
+                (
+                    run.run_id,
+                    scope_name,
+                    doc.rel,
+                    doc.kind,
+                    doc.size,
+                    doc.mtime_ns,
+                    doc.ok,
+                    doc.error,
+                )
+            )
             if not doc.ok and doc.kind != "stranded_status":
-                torn.append((run.run_id, scope, doc.rel, doc.line, doc.byte_offset, doc.error))
+                torn.append((run.run_id, scope_name, doc.rel, doc.line, doc.byte_offset, doc.error))
     for t in tables.torn_lines:
         run_path = tables.documents[t.run_id].path
-        torn.append((t.run_id, t.scope, os.path.relpath(t.file, run_path), t.line,
-                     t.byte_offset, t.detail))
+        torn.append(
+            (t.run_id, t.scope, os.path.relpath(t.file, run_path), t.line, t.byte_offset, t.detail)
+        )
     tables.add_rows("files", files)
     tables.add_rows("torn", torn)
     tables.add_rows("runs", runs)
 
 
-def _scope_of(rel: str, scopes: dict[str, object]) -> str:
+def _scope_of(rel: str, scopes: Mapping[str, object]) -> str:
     best = ""
     for name in scopes:
         if name and (rel == name or rel.startswith(name + "/")) and len(name) > len(best):
             best = name
     return best
-
-
-__all__ += ["TornLine"]

@@ -150,10 +150,10 @@ def check_run_id(run_id: str) -> str:
 
     >>> check_run_id("01KH3DN4STSZ3MVKB58YY6RE57")
     '01KH3DN4STSZ3MVKB58YY6RE57'
-    >>> check_run_id("../etc")
+    >>> check_run_id("../etc")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    doctor._errors.UnsafeRunId: run id '../etc' contains a path separator or '..'; pass the bare id (the run directory's name)
+    doctor._errors.UnsafeRunId: run id '../etc' contains a path separator or '..'; ...
     """
     bad = (
         not run_id
@@ -220,7 +220,8 @@ def locate_run(run_id: str, roots: Sequence[Path]) -> Path:
     existing = [r for r in roots if r.is_dir()]
     if not existing:
         raise RootError(
-            "no runs root exists (" + ", ".join(str(r) for r in roots)
+            "no runs root exists ("
+            + ", ".join(str(r) for r in roots)
             + "); pass an existing --root DIR or set RUNDOCTOR_ROOTS"
         )
     for root in existing:
@@ -333,9 +334,13 @@ def stage_dirs(scope_path: Path) -> list[StageDir]:
                 statuses.append(apath / STATUS)
             if _is_plain_file(apath / "stdout.log"):
                 stdouts.append(apath / "stdout.log")
-        looks_like_stage = statuses or stdouts or any(
-            _is_plain_file(node_dir / f)
-            for f in ("cli_invocation.json", "tool_invocation.json", "prompt.md", "cmd.json")
+        looks_like_stage = (
+            statuses
+            or stdouts
+            or any(
+                _is_plain_file(node_dir / f)
+                for f in ("cli_invocation.json", "tool_invocation.json", "prompt.md", "cmd.json")
+            )
         )
         if looks_like_stage:
             out.append(StageDir(entry.name, node_dir, tuple(statuses), tuple(stdouts)))

@@ -34,9 +34,9 @@ __all__ = [
     "EVENT_FIELDS",
     "TornLine",
     "create_events_table",
-    "register_streams",
     "read_bulk",
     "read_precise",
+    "register_streams",
 ]
 
 #: Typed fields pulled out of every event line (name -> DuckDB type); ``raw`` keeps the rest.

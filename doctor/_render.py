@@ -28,7 +28,7 @@ _MARK = {
     Severity.CRITICAL: "[bold red][✗][/bold red]",
 }
 _HINTS = {
-    "stale_heartbeat": "ignore these heartbeats as liveness; check the owner process and final.json",
+    "stale_heartbeat": "do not read these heartbeats as liveness; check the owner and final.json",
     "missing_final": "if the owner is gone, `doctor repair --run-id ID` can terminalize the run",
     "unjoined_fanout": "the fan-out never joined: inspect its branches and cancel or rejoin them",
     "status_contract_mismatch": "the work may be done: ingest the stranded status file",
@@ -86,8 +86,9 @@ def render_diagnosis(
         console.print(f"{_MARK[worst]} {escape(label)}")
         for f in found:
             where = f" [dim]({escape(f.scope or 'top level')})[/dim]"
-            console.print(f"    • [{_style(f.severity)}]{f.severity.label}[/]{where} "
-                          f"{escape(f.summary)}")
+            console.print(
+                f"    • [{_style(f.severity)}]{f.severity.label}[/]{where} {escape(f.summary)}"
+            )
             if verbose:
                 for line in _evidence_lines(dict(f.evidence)):
                     console.print(f"        [dim]{escape(line)}[/dim]")
@@ -164,16 +165,19 @@ def render_scan(console: Console, result: ScanResult, *, verbose: bool) -> None:
     console.print(table)
     fleet = result.fleet
     states = ", ".join(f"{n} {s}" for s, n in sorted(fleet.get("by_state", {}).items()))
-    console.print(f"fleet: {fleet.get('runs', 0)} runs ({states or 'none'}), "
-                  f"{fleet.get('events', 0)} events")
+    console.print(
+        f"fleet: {fleet.get('runs', 0)} runs ({states or 'none'}), {fleet.get('events', 0)} events"
+    )
     for f in result.findings:
         console.print(f"  {_MARK[f.severity]} {f.code}: {escape(f.summary)}")
         if verbose:
             for line in _evidence_lines(dict(f.evidence)):
                 console.print(f"        [dim]{escape(line)}[/dim]")
     bad = sum(1 for d in result.diagnoses if d.exit_code)
-    console.print(f"{'[red]✗[/red]' if result.exit_code else '[green]•[/green]'} "
-                  f"{bad} of {len(result.diagnoses)} runs have findings at error or above.")
+    console.print(
+        f"{'[red]✗[/red]' if result.exit_code else '[green]•[/green]'} "
+        f"{bad} of {len(result.diagnoses)} runs have findings at error or above."
+    )
 
 
 def render_checks(console: Console, detectors: Sequence[Detector]) -> None:

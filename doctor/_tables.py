@@ -25,6 +25,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from doctor._cache import StreamState
 from doctor._documents import RunDocuments
 from doctor._ndjson import TornLine, create_events_table
 
@@ -38,7 +39,7 @@ HEARTBEAT_SQL = (
     "OR event LIKE '%\\_heartbeat' ESCAPE '\\')"
 )
 
-_ATTEMPTS_VIEW = f"""
+_ATTEMPTS_VIEW = """
 CREATE OR REPLACE VIEW attempts AS
 WITH marks AS (
     SELECT run_id, scope, node_id, attempt, event, ts, seq, status, failure_reason,
@@ -95,6 +96,7 @@ class Tables:
     con: duckdb.DuckDBPyConnection
     documents: dict[str, RunDocuments] = field(default_factory=dict)
     torn_lines: list[TornLine] = field(default_factory=list)
+    stream_states: dict[tuple[str, str], StreamState] = field(default_factory=dict)
 
     @property
     def run_ids(self) -> list[str]:
@@ -106,7 +108,8 @@ class Tables:
 
     def frame(self, query: str, **params: Any) -> pl.DataFrame:
         """``query`` as a Polars frame."""
-        return self.con.sql(query, params=params or None).pl()
+        frame: pl.DataFrame = self.con.sql(query, params=params or None).pl()
+        return frame
 
     def arrow(self, table: str, run_id: str | None = None) -> pa.Table:
         """One canonical table as Arrow, optionally for one run only."""

@@ -63,8 +63,18 @@ ORDER BY 1, 2
 def stale_heartbeat(ctx: Context) -> list[Finding]:
     """Heartbeats naming a node with no open attempt, or arriving after a scope finished."""
     findings = []
-    for (run_id, scope, nodes, counts, after_progress, n_after, last_hb, lp_event, lp_ts,
-         _open) in ctx.tables.sql(_SQL):
+    for (
+        run_id,
+        scope,
+        nodes,
+        counts,
+        after_progress,
+        n_after,
+        last_hb,
+        lp_event,
+        lp_ts,
+        _open,
+    ) in ctx.tables.sql(_SQL):
         stale_nodes = {str(n): int(c) for n, c in zip(nodes, counts, strict=True)}
         total = sum(stale_nodes.values())
         span = round((last_hb - lp_ts) / 1e9, 3) if last_hb is not None and lp_ts else 0.0

@@ -1,0 +1,195 @@
+"""The scan cache: canonical events as Parquet, resumable byte offsets, reusable results.
+
+Layout under the cache directory::
+
+    events/run_key=<key>/*.parquet   the run's events (hive-partitioned, one COPY per scan)
+    runs/<key>.json                  fingerprints, per-stream byte offsets, torn lines, and
+                                     the last diagnosis when it cannot change by itself
+
+A run whose files are unchanged and whose result does not depend on the clock (a valid
+``final.json`` and no live owner) is not read at all. A run whose append-only streams only
+grew is reloaded from Parquet and read from each stream's last byte offset. Anything else is
+read from scratch. Entries carry :data:`CACHE_VERSION` and the detector configuration, so a
+new release or other thresholds never reuse stale results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from doctor._layout import RunLayout, stage_dirs
+
+__all__ = ["CACHE_VERSION", "CacheEntry", "RunCache", "StreamState", "fingerprint"]
+
+CACHE_VERSION = 1
+_TAIL_CHECK = 64  # bytes before the resume offset that must be unchanged to resume
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    """How far one stream was read."""
+
+    scope: str
+    ino: int
+    size: int
+    mtime_ns: int
+    offset: int
+    tail_sha: str  # sha1 of the _TAIL_CHECK bytes before ``offset``
+    torn: tuple[tuple[int, int, str], ...] = ()  # (line, byte_offset, detail)
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    key: str
+    run_path: str
+    settings: str
+    fingerprint: dict[str, list[int]]
+    streams: dict[str, StreamState] = field(default_factory=dict)
+    diagnosis: dict[str, Any] | None = None
+    progress: list[int] = field(default_factory=list)  # epoch ns of progress events
+
+
+def _stat(path: Path) -> list[int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def fingerprint(layout: RunLayout) -> dict[str, list[int]]:
+    """Size, mtime and inode of every file the doctor reads in a run (no file is opened)."""
+    out: dict[str, list[int]] = {}
+    paths = [layout.manifest, layout.run_config, layout.run_pid, layout.run_lock]
+    for scope in layout.scopes:
+        paths += [scope.progress, scope.final, scope.checkpoint, scope.live]
+        for stage in stage_dirs(scope.path):
+            paths += list(stage.status_files) + list(stage.stdout_logs)
+        paths += scope.worktree_status_files(layout.run_id)
+    for p in paths:
+        st = _stat(p)
+        if st is not None:
+            out[os.path.relpath(p, layout.path)] = st
+    return out
+
+
+def tail_sha(path: Path, offset: int) -> str:
+    """Hash of the bytes just before ``offset``: proof the prefix was not rewritten."""
+    start = max(0, offset - _TAIL_CHECK)
+    try:
+        with path.open("rb") as fh:
+            fh.seek(start)
+            return hashlib.sha1(fh.read(offset - start)).hexdigest()
+    except OSError:
+        return ""
+
+
+class RunCache:
+    """Per-run cache entries and Parquet event files under ``root``."""
+
+    def __init__(self, root: Path, settings: str) -> None:
+        self.root = Path(root)
+        self.settings = f"{CACHE_VERSION}:{settings}"
+        (self.root / "runs").mkdir(parents=True, exist_ok=True)
+        (self.root / "events").mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def key(layout: RunLayout) -> str:
+        digest = hashlib.sha1(str(layout.path.resolve()).encode()).hexdigest()[:12]
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in layout.run_id)[:64]
+        return f"{safe}-{digest}"
+
+    def events_dir(self, key: str) -> Path:
+        return self.root / "events" / f"run_key={key}"
+
+    def load(self, layout: RunLayout) -> CacheEntry | None:
+        path = self.root / "runs" / f"{self.key(layout)}.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if data.get("settings") != self.settings or data.get("run_path") != str(layout.path):
+            return None
+        try:
+            streams = {
+                s["scope"]: StreamState(
+                    s["scope"],
+                    s["ino"],
+                    s["size"],
+                    s["mtime_ns"],
+                    s["offset"],
+                    s["tail_sha"],
+                    tuple((int(a), int(b), str(c)) for a, b, c in s.get("torn", [])),
+                )
+                for s in data.get("streams", [])
+            }
+            return CacheEntry(
+                key=data["key"],
+                run_path=data["run_path"],
+                settings=data["settings"],
+                fingerprint={k: list(v) for k, v in data["fingerprint"].items()},
+                streams=streams,
+                diagnosis=data.get("diagnosis"),
+                progress=[int(x) for x in data.get("progress", [])],
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def save(self, entry: CacheEntry) -> None:
+        data = {
+            "key": entry.key,
+            "run_path": entry.run_path,
+            "settings": entry.settings,
+            "fingerprint": entry.fingerprint,
+            "streams": [
+                {
+                    "scope": s.scope,
+                    "ino": s.ino,
+                    "size": s.size,
+                    "mtime_ns": s.mtime_ns,
+                    "offset": s.offset,
+                    "tail_sha": s.tail_sha,
+                    "torn": [list(t) for t in s.torn],
+                }
+                for s in entry.streams.values()
+            ],
+            "diagnosis": entry.diagnosis,
+            "progress": entry.progress,
+        }
+        path = self.root / "runs" / f"{entry.key}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+
+    def write_events(
+        self, con: duckdb.DuckDBPyConnection, keys: Mapping[str, str], run_ids: Sequence[str]
+    ) -> None:
+        """Write the events of ``run_ids`` (run_id -> cache key in ``keys``), one COPY."""
+        if not run_ids:
+            return
+        for rid in run_ids:
+            shutil.rmtree(self.events_dir(keys[rid]), ignore_errors=True)
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _rd_keys AS "
+            "SELECT unnest($ids) AS run_id, unnest($keys) AS run_key",
+            {"ids": list(run_ids), "keys": [keys[r] for r in run_ids]},
+        )
+        target = str(self.root / "events")
+        con.execute(
+            f"COPY (SELECT e.*, k.run_key FROM events e JOIN _rd_keys k USING (run_id)) "
+            f"TO '{target}' (FORMAT parquet, PARTITION_BY (run_key), OVERWRITE_OR_IGNORE, "
+            f"FILENAME_PATTERN 'events_{{uuid}}')"
+        )
+        con.execute("DROP TABLE _rd_keys")
+
+    def event_files(self, key: str) -> list[Path]:
+        return sorted(self.events_dir(key).glob("*.parquet"))
