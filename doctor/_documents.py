@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,9 +165,11 @@ def normalize_status(value: Any) -> tuple[str | None, str | None]:
 
 def _read_json(path: Path, rel: str, kind: str) -> Document | None:
     try:
-        st = path.stat()
+        st = path.lstat()
     except OSError:
         return None
+    if not stat.S_ISREG(st.st_mode):
+        return None  # a symlink may lead outside the run: never followed
 
     def doc(**kw: Any) -> Document:
         return Document(path, rel, kind, st.st_size, st.st_mtime_ns, **kw)
@@ -180,7 +183,8 @@ def _read_json(path: Path, rel: str, kind: str) -> Document | None:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return doc(error="not UTF-8", byte_offset=exc.start)
+        line = data.count(b"\n", 0, exc.start) + 1
+        return doc(error="not UTF-8", line=line, byte_offset=exc.start)
     if not text.strip():
         return doc(error="empty file", line=1, byte_offset=0)
     try:
@@ -208,6 +212,8 @@ def _cost_of(paths: list[Path]) -> float | None:
 
 def _read_pid(path: Path) -> int | None:
     try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return None  # a symlink may lead outside the run: never followed
         text = path.read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
         return None

@@ -17,7 +17,15 @@ from doctor._cache import CacheEntry, RunCache, StreamState, tail_sha
 from doctor._documents import read_documents
 from doctor._layout import RunLayout
 from doctor._liveness import process_alive
-from doctor._ndjson import EVENT_FIELDS, TornLine, read_bulk, read_precise, register_streams
+from doctor._ndjson import (
+    EVENT_FIELDS,
+    TornLine,
+    last_line,
+    only_last_line_bad,
+    read_bulk,
+    read_precise,
+    register_streams,
+)
 from doctor._tables import Tables, new_connection
 
 __all__ = ["load_runs"]
@@ -119,11 +127,16 @@ def load_runs(
 
     ids = register_streams(con, bulk)
     bad = set(read_bulk(con, [p for *_, p in bulk], ids[0] if ids else 0, keep_raw=keep_raw))
+    cut = only_last_line_bad(con, sorted(bad))
     for sid, (run_id, scope, path) in zip(ids, bulk, strict=True):
         st = stats[(run_id, scope)]
         torn = []
         offset = st.st_size
-        if sid in bad:
+        if sid in cut:
+            # The usual crash: everything parsed but a last line cut short mid-write.
+            line = last_line(path, (run_id, scope))
+            torn = [line] if line is not None else []
+        elif sid in bad:
             con.execute("DELETE FROM events_base WHERE stream_id = ?", [sid])
             chunk = read_precise(con, path, sid, (run_id, scope), complete=True, keep_raw=keep_raw)
             torn, offset = list(chunk.torn), chunk.end_offset
@@ -140,6 +153,7 @@ def load_runs(
             scope, path, st, chunk.end_offset, list(chunk.torn)
         )
     _record_files(tables, layouts)
+    tables.freeze()
     return tables
 
 

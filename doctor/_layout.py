@@ -14,6 +14,7 @@ the run directory is read.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -62,6 +63,7 @@ _ATTEMPT_DIR = re.compile(r"(?:attempt[-_](\d+))|(?:visit_(\d+))")
 #: Files that mark a directory as a run: a progress stream or any top-level run document.
 _RUN_MARKERS = (PROGRESS, MANIFEST, FINAL, CHECKPOINT, RUN_PID, RUN_LOCK)
 _MAX_BRANCH_DEPTH = 4
+_MAX_MANIFEST_BYTES = 32 * 1024 * 1024
 
 
 def is_top_scope(scope: str) -> bool:
@@ -117,7 +119,8 @@ class ScopeLayout:
         """Stranded status files an agent may have written instead of the stage's own."""
         wt = self.path / "worktree"
         candidates = [wt / STATUS, wt / ".ai" / STATUS, wt / ".ai" / "runs" / run_id / STATUS]
-        return [p for p in candidates if _is_plain_file(p)]
+        # Every directory on the way must be real too: a symlinked worktree leads outside.
+        return [p for p in candidates if _is_plain_file(p) and _plain_dirs(self.path, p.parent)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +186,32 @@ def _is_plain_dir(path: Path) -> bool:
         return path.is_dir() and not path.is_symlink()
     except OSError:
         return False
+
+
+def _plain_dirs(base: Path, path: Path) -> bool:
+    """True when every directory from below ``base`` down to ``path`` is a real directory."""
+    while path != base:
+        if not _is_plain_dir(path):
+            return False
+        path = path.parent
+    return True
+
+
+def _manifest_layout(manifest: Path) -> object:
+    """The manifest's ``layout`` key; ``None`` when absent or the manifest does not parse.
+
+    The key is read from the parsed document: the marker text anywhere else (a goal that
+    mentions it) does not make a run native, and a long manifest still is.
+    """
+    if not _is_plain_file(manifest):
+        return None
+    try:
+        if manifest.stat().st_size > _MAX_MANIFEST_BYTES:
+            return None
+        value = json.loads(manifest.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return value.get("layout") if isinstance(value, dict) else None
 
 
 def _looks_like_run(path: Path) -> bool:
@@ -263,14 +292,7 @@ def discover(path: Path) -> RunLayout:
     """Map a run directory's streams and documents without reading them."""
     path = Path(path)
     manifest = path / MANIFEST
-    layout = "kilroy"
-    if _is_plain_file(manifest):
-        try:
-            head = manifest.read_bytes()[:4096]
-        except OSError:
-            head = b""
-        if NATIVE_LAYOUT.encode() in head:
-            layout = "native"
+    layout = "native" if _manifest_layout(manifest) == NATIVE_LAYOUT else "kilroy"
     scopes = [ScopeLayout("", path)]
     restarts: list[tuple[int, Path]] = []
     try:

@@ -34,6 +34,8 @@ __all__ = [
     "EVENT_FIELDS",
     "TornLine",
     "create_events_table",
+    "last_line",
+    "only_last_line_bad",
     "read_bulk",
     "read_precise",
     "register_streams",
@@ -132,19 +134,26 @@ def register_streams(
     first = int(con.sql("SELECT coalesce(max(stream_id) + 1, 0) FROM streams").fetchall()[0][0])
     ids = list(range(first, first + len(streams)))
     if streams:
-        con.executemany(
-            "INSERT INTO streams VALUES (?, ?, ?, ?)",
-            [(i, r, s, str(p)) for i, (r, s, p) in zip(ids, streams, strict=True)],
+        rows = pa.table(
+            {
+                "stream_id": pa.array(ids, pa.int64()),
+                "run_id": [s[0] for s in streams],
+                "scope": [s[1] for s in streams],
+                "path": [str(s[2]) for s in streams],
+            }
         )
+        con.register("_rd_new_streams", rows)
+        con.execute("INSERT INTO streams SELECT * FROM _rd_new_streams")
+        con.unregister("_rd_new_streams")
     return ids
 
 
-def _insert_sql(source: str, *, objects: bool) -> str:
+def _insert_sql(source: str, *, objects: bool, keep_raw: bool = True) -> str:
     """SELECT the canonical columns (plus ``ok``, ``pos``, ``file_key``) from ``source``.
 
     ``source`` yields ``file_key`` (0-based; the stream id is ``$first + file_key``) and
     either ``json`` (objects) or the typed columns (read_json). No join: a hash join would
-    reorder rows, and row order is line order.
+    reorder rows, and row order is line order. Without ``keep_raw`` the ``raw`` column is NULL.
     """
     fields = ", ".join(f'"{k}"' for k in EVENT_FIELDS)
     if objects:
@@ -165,8 +174,9 @@ def _insert_sql(source: str, *, objects: bool) -> str:
                    NULL::VARCHAR AS raw
             FROM {source}"""
         select_fields = fields
+    raw = "p.raw" if keep_raw else "NULL::VARCHAR AS raw"
     return f"""
-        SELECT $first + p.file_key AS stream_id, {_TS_SQL} AS ts, {select_fields}, p.raw,
+        SELECT $first + p.file_key AS stream_id, {_TS_SQL} AS ts, {select_fields}, {raw},
                p.ok, p.pos, p.file_key
         FROM ({inner}) p
     """
@@ -201,8 +211,20 @@ def read_bulk(
     stream ids of files with at least one line that is not a JSON object with an ``event``:
     delete their rows and read them again with :func:`read_precise` to locate the lines.
     """
-    if not files:
-        return []
+    bad: list[int] = []
+    # list_position is linear in the list, so a scan maps filenames in batches: large enough
+    # for DuckDB to read files in parallel, small enough that the lookup stays cheap.
+    for start in range(0, len(files), _BATCH):
+        bad += _read_batch(con, files[start : start + _BATCH], first_stream_id + start, keep_raw)
+    return bad
+
+
+_BATCH = 64
+
+
+def _read_batch(
+    con: duckdb.DuckDBPyConnection, files: Sequence[Path], first_stream_id: int, keep_raw: bool
+) -> list[int]:
     paths = [str(f) for f in files]
     params: dict[str, object] = {"paths": paths, "first": first_stream_id}
     # list_position maps DuckDB's filename back to our key without a join; the scan keeps
@@ -239,6 +261,33 @@ def _classify(line: bytes) -> str:
     if isinstance(value, dict):
         return "a JSON object without an event name"
     return f"a JSON {type(value).__name__}, not an object"
+
+
+def only_last_line_bad(con: duckdb.DuckDBPyConnection, stream_ids: Sequence[int]) -> set[int]:
+    """Streams among ``stream_ids`` whose one unparsable line is their last (a cut write)."""
+    if not stream_ids:
+        return set()
+    rows = con.sql(
+        "SELECT stream_id FROM events_base WHERE list_contains($ids, stream_id) GROUP BY 1 "
+        "HAVING count(*) FILTER (WHERE event IS NULL) = 1 "
+        "AND max(rowid) FILTER (WHERE event IS NULL) = max(rowid)",
+        params={"ids": list(stream_ids)},
+    ).fetchall()
+    return {int(r[0]) for r in rows}
+
+
+def last_line(path: Path, key: tuple[str, str]) -> TornLine | None:
+    """Locate and classify the last non-blank line of ``path`` (byte operations only)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IngestError(f"cannot read {path}: {exc.strerror}") from exc
+    body = data.rstrip(b"\r\n \t")
+    if not body:
+        return None
+    start = body.rfind(b"\n") + 1
+    number = body.count(b"\n") + 1
+    return TornLine(*key, path, number, start, _classify(body[start:]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,9 +356,7 @@ def read_precise(
     )
     try:
         source = "(SELECT file_key, pos, try_cast(json AS JSON) AS json FROM _rd_lines)"
-        sql = _insert_sql(source, objects=True)
-        if not keep_raw:
-            sql = sql.replace("n.raw,", "NULL::VARCHAR AS raw,")
+        sql = _insert_sql(source, objects=True, keep_raw=keep_raw)
         cols = ", ".join(f'"{k}"' for k in _STORED)
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE _rd_stage AS {sql}",

@@ -71,6 +71,9 @@ WHERE s.event = 'stage_attempt_start'
 def new_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the canonical (empty) tables."""
     con = duckdb.connect(":memory:")
+    # Offsets in timestamps are converted through TIMESTAMPTZ, whose cast to TIMESTAMP_NS
+    # uses the session time zone: pin it, or the result would depend on the host's zone.
+    con.execute("SET TimeZone = 'UTC'")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     create_events_table(con)
@@ -121,6 +124,22 @@ class Tables:
         return self.con.sql(f"SELECT * FROM {table}{where}{order}", params=params).to_arrow_table()
 
     def add_rows(self, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        if rows:
-            marks = ", ".join("?" for _ in rows[0])
-            self.con.executemany(f"INSERT INTO {table} VALUES ({marks})", list(rows))
+        """Append rows (tuples in column order) through Arrow: executemany is far slower."""
+        if not rows:
+            return
+        names = [r[0] for r in self.con.sql(f"DESCRIBE {table}").fetchall()]
+        columns = {n: [row[i] for row in rows] for i, n in enumerate(names)}
+        self.con.register("_rd_rows", pa.table(columns))
+        try:
+            self.con.execute(f"INSERT INTO {table} SELECT * FROM _rd_rows")
+        finally:
+            self.con.unregister("_rd_rows")
+
+    def freeze(self) -> None:
+        """Materialize the derived ``attempts`` view once ingestion is complete.
+
+        Facts and detectors query attempts many times; computing its window once is cheaper.
+        """
+        self.con.execute("CREATE OR REPLACE TABLE attempts_frozen AS SELECT * FROM attempts")
+        self.con.execute("DROP VIEW attempts")
+        self.con.execute("ALTER TABLE attempts_frozen RENAME TO attempts")

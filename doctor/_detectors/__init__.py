@@ -10,13 +10,41 @@ import difflib
 from collections.abc import Iterable
 
 from doctor._detectors._context import Context, Detector, more
+from doctor._detectors.checkpoint_drift import checkpoint_drift
+from doctor._detectors.deterministic_retry_loop import deterministic_retry_loop
+from doctor._detectors.fragmented_failure_signatures import fragmented_failure_signatures
+from doctor._detectors.idle_gap import idle_gap
+from doctor._detectors.lost_failure_reason import lost_failure_reason
+from doctor._detectors.missing_final import missing_final
+from doctor._detectors.post_terminal_activity import post_terminal_activity
+from doctor._detectors.retry_loop import retry_loop
 from doctor._detectors.stale_heartbeat import stale_heartbeat
+from doctor._detectors.status_contract_mismatch import status_contract_mismatch
+from doctor._detectors.swallowed_error import swallowed_error
+from doctor._detectors.telemetry_divergence import telemetry_divergence
+from doctor._detectors.torn_artifact import torn_artifact
+from doctor._detectors.unjoined_fanout import unjoined_fanout
 from doctor._errors import UsageError, did_you_mean
 
 __all__ = ["DETECTORS", "Context", "Detector", "describe", "more", "select"]
 
 #: Every detector, in the order findings are reported.
-DETECTORS: tuple[Detector, ...] = (stale_heartbeat,)
+DETECTORS: tuple[Detector, ...] = (
+    stale_heartbeat,
+    missing_final,
+    unjoined_fanout,
+    status_contract_mismatch,
+    fragmented_failure_signatures,
+    retry_loop,
+    deterministic_retry_loop,
+    lost_failure_reason,
+    checkpoint_drift,
+    telemetry_divergence,
+    idle_gap,
+    swallowed_error,
+    torn_artifact,
+    post_terminal_activity,
+)
 
 
 def describe(detector: Detector) -> str:

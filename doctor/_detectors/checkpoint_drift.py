@@ -1,0 +1,211 @@
+"""``checkpoint_drift``: a checkpoint.json that disagrees with its scope's event stream.
+
+Kilroy saves ``checkpoint.json`` after every completed node (format doc §3.3): ``current_node``
+is the last completed node, ``completed_nodes`` the visit history (repeats are legitimate: a
+retry loop revisits nodes), and ``node_retries`` the retries used per node, reset to 0 when the
+node succeeds. So none of "repeats in completed_nodes", "node_retries smaller than the retries
+seen" or "current_node is not where the stream is" is drift by itself. Three conditions are:
+
+* **lost retries** (error): a node was retried (``stage_attempt_start`` with ``attempt > 1``)
+  after its last success, its last attempt is closed, the checkpoint was written after that
+  attempt ended, and ``node_retries`` records 0 (or nothing) for it. The engine would resume
+  with a fresh retry budget for a node that already used it.
+* **duplicate-heavy history** (warning): ``completed_nodes`` holds at least
+  ``DUP_MIN_ENTRIES`` entries and more than ``DUP_RATIO`` entries per distinct node: a loop that
+  kept going long enough to bloat every checkpoint and resume context.
+* **lagging node** (warning): ``current_node`` is neither the stream's last completed node nor
+  the node an ``edge_selected`` moved to after it without attempt events (the exit node).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from doctor._detectors._context import Context, more
+from doctor._documents import checkpoint_fields
+from doctor._model import Finding, Severity
+from doctor._tables import HEARTBEAT_SQL
+
+__all__ = ["DUP_MIN_ENTRIES", "DUP_RATIO", "checkpoint_drift"]
+
+#: completed_nodes with at least this many entries ...
+DUP_MIN_ENTRIES = 20
+#: ... and more than this many entries per distinct node is duplicate-heavy.
+DUP_RATIO = 4.0
+
+_SUCCESS_LIKE = "('success', 'partial_success', 'degraded_success', 'skipped')"
+_TS = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
+
+# Per scope: retries observed, the node of the last progress event naming one, and the last
+# *settled* completed node: the node of the latest stage_attempt_end after which the node's
+# visit is over (a success-like status, the last allowed attempt, a following start of another
+# node or of a new visit, or a later event that closes the visit).
+_SCOPE_SQL = f"""
+WITH ends AS (
+    SELECT run_id, scope, seq, node_id, attempt, "max" AS mx, status
+    FROM events WHERE event = 'stage_attempt_end' AND node_id IS NOT NULL
+),
+starts AS (
+    SELECT run_id, scope, seq, node_id AS next_node, attempt AS next_attempt
+    FROM events WHERE event = 'stage_attempt_start' AND node_id IS NOT NULL
+),
+closers AS (
+    SELECT run_id, scope, seq, coalesce(from_node, node_id) AS node, event
+    FROM events
+    WHERE event IN ('edge_selected', 'stage_retry_blocked', 'run_completed', 'run_failed',
+                    'loop_restart', 'deterministic_failure_cycle_check',
+                    'deterministic_failure_cycle_breaker',
+                    'subgraph_deterministic_failure_cycle_check',
+                    'subgraph_deterministic_failure_cycle_breaker', 'stuck_cycle_breaker')
+),
+settled AS (
+    SELECT e.run_id, e.scope, e.seq, e.node_id
+    FROM ends e ASOF LEFT JOIN starts s
+      ON e.run_id = s.run_id AND e.scope = s.scope AND e.seq < s.seq
+    WHERE e.status IN {_SUCCESS_LIKE}
+       OR (e.mx IS NOT NULL AND e.attempt >= e.mx)
+       OR (s.next_node IS NOT NULL
+           AND NOT (s.next_node = e.node_id AND s.next_attempt > e.attempt))
+       OR EXISTS (SELECT 1 FROM closers c
+                  WHERE c.run_id = e.run_id AND c.scope = e.scope AND c.seq > e.seq
+                    AND (c.node = e.node_id OR c.event IN ('run_completed', 'run_failed',
+                                                           'loop_restart')))
+),
+last_settled AS (
+    SELECT run_id, scope, max(seq) AS seq, arg_max(node_id, seq) AS node
+    FROM settled GROUP BY ALL
+),
+moved_to AS (
+    -- where the stream went after the last completed node, when that node ran no attempts
+    SELECT e.run_id, e.scope, arg_max(e.to_node, e.seq) AS node
+    FROM events e JOIN last_settled l USING (run_id, scope)
+    WHERE e.event = 'edge_selected' AND e.seq > l.seq
+      AND NOT EXISTS (SELECT 1 FROM starts s WHERE s.run_id = e.run_id AND s.scope = e.scope
+                      AND s.next_node = e.to_node AND s.seq > e.seq)
+    GROUP BY ALL
+),
+scopes AS (
+    SELECT run_id, scope,
+           count(*) FILTER (WHERE event = 'stage_attempt_start' AND attempt > 1) AS retries,
+           arg_max(coalesce(node_id, to_node), seq) FILTER (
+               WHERE NOT {HEARTBEAT_SQL} AND coalesce(node_id, to_node) IS NOT NULL) AS actual
+    FROM events GROUP BY ALL
+)
+SELECT s.run_id, s.scope, s.retries, s.actual, l.node, m.node
+FROM scopes s
+LEFT JOIN last_settled l USING (run_id, scope)
+LEFT JOIN moved_to m USING (run_id, scope)
+"""
+# Per node: retries since its last success, whether its last attempt is open, when it ended.
+_NODE_SQL = f"""
+WITH nodes AS (
+    SELECT run_id, scope, node_id,
+           max(end_seq) FILTER (WHERE status IN {_SUCCESS_LIKE}) AS success_seq,
+           arg_max(end_seq IS NULL, start_seq) AS last_open,
+           epoch_ns(arg_max(end_ts, start_seq)) AS last_end
+    FROM attempts GROUP BY ALL
+)
+SELECT a.run_id, a.scope, a.node_id, count(*), any_value(n.last_open), any_value(n.last_end)
+FROM attempts a JOIN nodes n USING (run_id, scope, node_id)
+WHERE a.attempt > 1 AND a.start_seq > coalesce(n.success_seq, -1)
+GROUP BY ALL
+"""
+
+
+def _epoch_ns(text: Any) -> int | None:
+    """RFC 3339 (up to nanoseconds) to epoch nanoseconds; ``None`` when it does not parse."""
+    m = _TS.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
+        return None
+    zone = "+00:00" if m[3] == "Z" else m[3]
+    try:
+        secs = datetime.fromisoformat(m[1] + zone).astimezone(UTC).timestamp()
+    except ValueError:
+        return None
+    return int(secs) * 1_000_000_000 + int((m[2] or "").ljust(9, "0"))
+
+
+def checkpoint_drift(ctx: Context) -> list[Finding]:
+    """Checkpoints that lost retries, bloat with repeats, or lag behind their event stream."""
+    scopes = {(r, s): row for r, s, *row in ctx.tables.sql(_SCOPE_SQL)}
+    pending: dict[tuple[str, str], list[tuple[str, int, bool, int | None]]] = {}
+    for run_id, scope, node, n, last_open, last_end in ctx.tables.sql(_NODE_SQL):
+        pending.setdefault((run_id, scope), []).append(
+            (str(node), int(n), bool(last_open), last_end)
+        )
+
+    findings: list[Finding] = []
+    for run_id, docs in sorted(ctx.tables.documents.items()):
+        for scope, sd in sorted(docs.scopes.items()):
+            doc = sd.checkpoint
+            if doc is None or not doc.ok or not isinstance(doc.value, dict):
+                continue  # absent, or torn (torn_artifact reports it)
+            fields = checkpoint_fields(doc)
+            completed: list[str] = list(fields["completed_nodes"])
+            recorded: dict[str, int] = dict(fields["node_retries"])
+            ck_node = fields["current_node"] if isinstance(fields["current_node"], str) else None
+            ck_ns = _epoch_ns(doc.get("timestamp"))
+            retries, actual, last_done, moved = scopes.get((run_id, scope), (0, None, None, None))
+
+            lost = {
+                node: n
+                for node, n, last_open, last_end in pending.get((run_id, scope), [])
+                if not last_open
+                and recorded.get(node, 0) == 0
+                and (ck_ns is None or last_end is None or ck_ns >= last_end)
+            }
+            entries, unique = len(completed), len(set(completed))
+            bloated = entries >= DUP_MIN_ENTRIES and entries > DUP_RATIO * unique
+            lagging = (
+                ck_node is not None
+                and last_done is not None
+                and ck_node != last_done
+                and ck_node != moved
+            )
+            if not (lost or bloated or lagging):
+                continue
+
+            reasons = []
+            if lost:
+                shown = more([f"{k} ({v})" for k, v in sorted(lost.items())], 3)
+                reasons.append(
+                    f"node_retries records no retries for {shown} although the stream retried "
+                    "them after their last success, so a resume would grant a fresh budget"
+                )
+            if bloated:
+                reasons.append(
+                    f"completed_nodes holds {entries} entries for {unique} distinct nodes"
+                )
+            if lagging:
+                reasons.append(
+                    f"current_node is {ck_node} while the stream last completed {last_done}"
+                )
+            where = f"branch {scope}" if scope else "the top level"
+            findings.append(
+                Finding(
+                    code="checkpoint_drift",
+                    severity=Severity.ERROR if lost else Severity.WARNING,
+                    summary=(
+                        f"The checkpoint of {where} disagrees with its event stream: "
+                        + "; ".join(reasons)
+                        + "; rebuild it from progress.ndjson before resuming"
+                    ),
+                    run_id=run_id,
+                    scope=scope,
+                    node_id=next(iter(sorted(lost)), ck_node),
+                    evidence={
+                        "completed_nodes_entries": entries,
+                        "completed_nodes_unique": unique,
+                        "node_retries_recorded": sum(recorded.values()),
+                        "retries_observed": int(retries),
+                        "checkpoint_node": ck_node,
+                        "actual_node": actual,
+                        "last_completed_node": last_done,
+                        "lost_retries": dict(sorted(lost.items())),
+                        "duplicate_heavy": bloated,
+                    },
+                )
+            )
+    return findings

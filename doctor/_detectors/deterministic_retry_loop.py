@@ -1,0 +1,168 @@
+"""``deterministic_retry_loop``: the same canonical failure, again and again, and nothing stops it.
+
+The failures of a node in a scope (attempt ends with status ``fail`` or ``retry``) are grouped
+by :func:`doctor._signature.canonical_signature` of their reason. A group of at least
+``config.breaker_limit`` failures is reported unless a breaker stopped it or the run stopped on
+it:
+
+* a *breaker stop* is a ``deterministic_failure_cycle_breaker``,
+  ``subgraph_deterministic_failure_cycle_breaker`` or ``stuck_cycle_breaker`` event for the
+  node in the scope after which the signature did not fail again. A breaker event followed by
+  more failures is no stop: the finding is reported with ``breaker_tripped: true``;
+* the run *stopped on it* when it is terminal (a valid ``final.json``) and the scope's last
+  attempt is a failure of the node with that signature.
+
+A *visit* is a run of consecutive attempts of the node with no other node's attempt in between
+(attempt numbers are no help: the February 2026 subgraph runner carried them across
+loop-backs). Failures spread over ``breaker_limit`` visits or more came back through the graph,
+which is what a cycle breaker exists for (``error``); fewer visits means retries inside a visit,
+bounded by the node's retry budget (``warning``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from doctor._detectors._context import Context
+from doctor._facts import facts_of, iso
+from doctor._model import Finding, Severity
+from doctor._signature import canonical_signature
+
+__all__ = ["BREAKER_EVENTS", "deterministic_retry_loop", "visits_sql"]
+
+BREAKER_EVENTS = (
+    "deterministic_failure_cycle_breaker",
+    "subgraph_deterministic_failure_cycle_breaker",
+    "stuck_cycle_breaker",
+)
+_BREAKERS_SQL = ", ".join(f"'{e}'" for e in BREAKER_EVENTS)
+
+
+def visits_sql() -> str:
+    """SQL: ``attempts`` plus ``visit``, the node's visit number in its scope (1, 2, …).
+
+    >>> "lag(node_id)" in visits_sql()
+    True
+    """
+    return """
+    SELECT *, sum(CASE WHEN prev_node IS DISTINCT FROM node_id THEN 1 ELSE 0 END) OVER (
+               PARTITION BY run_id, scope, node_id ORDER BY start_seq ROWS UNBOUNDED PRECEDING
+           ) AS visit
+    FROM (SELECT *, lag(node_id) OVER (PARTITION BY run_id, scope ORDER BY start_seq)
+                     AS prev_node
+          FROM attempts)
+    """
+
+
+_FAILURES_SQL = f"""
+SELECT run_id, scope, node_id, failure_reason, count(*), list(DISTINCT visit), max(end_seq),
+       epoch_ns(min(end_ts)), epoch_ns(max(end_ts))
+FROM ({visits_sql()})
+WHERE end_seq IS NOT NULL AND lower(status) IN ('fail', 'retry')
+GROUP BY ALL
+"""
+_BREAKER_SQL = f"""
+SELECT run_id, scope, node_id, max(seq) FROM events
+WHERE event IN ({_BREAKERS_SQL}) AND node_id IS NOT NULL GROUP BY ALL
+"""
+_LAST_ATTEMPT_SQL = """
+SELECT run_id, scope, arg_max(node_id, start_seq), arg_max(status, start_seq),
+       arg_max(failure_reason, start_seq)
+FROM attempts GROUP BY ALL
+"""
+
+
+@dataclass
+class _Group:
+    count: int = 0
+    visits: set[int] = field(default_factory=set)
+    reasons: dict[str, int] = field(default_factory=dict)
+    latest: dict[str, int] = field(default_factory=dict)  # reason -> its last end_seq
+    last_seq: int = -1
+    first_ts: int | None = None
+    last_ts: int | None = None
+
+
+def _groups(ctx: Context) -> dict[tuple[str, str, str, str], _Group]:
+    out: dict[tuple[str, str, str, str], _Group] = defaultdict(_Group)
+    for (run_id, scope, node, reason, n, visits, last_seq, first_ts,
+         last_ts) in ctx.tables.sql(_FAILURES_SQL):  # fmt: skip
+        g = out[(run_id, scope, node, canonical_signature(reason or ""))]
+        g.count += int(n)
+        g.visits.update(int(v) for v in visits)
+        g.reasons[reason or ""] = g.reasons.get(reason or "", 0) + int(n)
+        g.latest[reason or ""] = max(g.latest.get(reason or "", -1), int(last_seq))
+        g.last_seq = max(g.last_seq, int(last_seq))
+        g.first_ts = first_ts if g.first_ts is None else min(g.first_ts, first_ts)
+        g.last_ts = last_ts if g.last_ts is None else max(g.last_ts, last_ts)
+    return out
+
+
+def _stopped_on(last: tuple[Any, ...] | None, node: str, signature: str) -> bool:
+    if last is None:
+        return False
+    last_node, status, reason = last
+    return (
+        last_node == node
+        and str(status or "").lower() in ("fail", "retry")
+        and canonical_signature(reason or "") == signature
+    )
+
+
+def deterministic_retry_loop(ctx: Context) -> list[Finding]:
+    """The same canonical failure repeating on a node with no breaker stopping it."""
+    limit = ctx.config.breaker_limit
+    groups = {k: g for k, g in _groups(ctx).items() if g.count >= limit}
+    if not groups:
+        return []
+    breakers = {(r, s, n): int(seq) for r, s, n, seq in ctx.tables.sql(_BREAKER_SQL)}
+    last_attempt = {(r, s): (n, st, fr) for r, s, n, st, fr in ctx.tables.sql(_LAST_ATTEMPT_SQL)}
+    findings = []
+    for (run_id, scope, node, signature), g in sorted(groups.items()):
+        breaker_seq = breakers.get((run_id, scope, node))
+        if breaker_seq is not None and breaker_seq > g.last_seq:
+            continue  # the breaker stopped it
+        facts = facts_of(ctx.facts, run_id)
+        if facts.get("final_json") and _stopped_on(
+            last_attempt.get((run_id, scope)), node, signature
+        ):
+            continue  # the run ended on it: bounded
+        where = f" in branch {scope}" if scope else ""
+        # The most frequent raw reason; among equals the most recent one.
+        example = max(g.reasons, key=lambda r: (g.reasons[r], g.latest[r]))
+        looped = len(g.visits) >= limit
+        tripped = breaker_seq is not None
+        summary = (
+            f"{node}{where} failed {g.count} times over {len(g.visits)} visit(s) with the same "
+            f"failure ({example!r})"
+            + (
+                ", and kept failing after a breaker tripped"
+                if tripped
+                else ", and no breaker stopped it"
+            )
+            + "; fix that cause, or add a cycle breaker or retry cap on canonical signatures"
+        )
+        findings.append(
+            Finding(
+                code="deterministic_retry_loop",
+                severity=Severity.ERROR if looped else Severity.WARNING,
+                summary=summary,
+                run_id=run_id,
+                scope=scope,
+                node_id=node,
+                evidence={
+                    "signature": signature,
+                    "count": g.count,
+                    "breaker_tripped": tripped,
+                    "visits": len(g.visits),
+                    "breaker_limit": limit,
+                    "unique_reasons": len(g.reasons),
+                    "example": example,
+                    "first_at": iso(g.first_ts),
+                    "last_at": iso(g.last_ts),
+                },
+            )
+        )
+    return findings

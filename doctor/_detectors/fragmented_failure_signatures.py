@@ -1,0 +1,108 @@
+"""``fragmented_failure_signatures``: one failure written many ways, so no breaker counts it.
+
+Per node and scope, over its failures (attempt ends with status ``fail`` or ``retry``):
+``unique_reasons`` distinct raw reasons, ``canonical_signatures`` distinct
+:func:`doctor._signature.canonical_signature` values. Reported when
+
+* ``failures >= config.fragmentation_min_failures``,
+* ``unique_reasons >= config.fragmentation_ratio * canonical_signatures``, and
+* ``top_signature_count >= breaker_limit``: a breaker counting canonical signatures would
+  have tripped,
+
+where ``breaker_limit`` is the run's own limit (the largest ``signature_limit`` of its
+``[subgraph_]deterministic_failure_cycle_check`` events), else ``config.breaker_limit``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from doctor._detectors._context import Context
+from doctor._detectors.deterministic_retry_loop import BREAKER_EVENTS
+from doctor._model import Finding, Severity
+from doctor._signature import canonical_signature
+
+__all__ = ["fragmented_failure_signatures"]
+
+_CHECKS = "('deterministic_failure_cycle_check', 'subgraph_deterministic_failure_cycle_check')"
+
+_FAILURES_SQL = """
+SELECT run_id, scope, node_id, failure_reason, count(*) FROM attempts
+WHERE end_seq IS NOT NULL AND lower(status) IN ('fail', 'retry')
+GROUP BY ALL ORDER BY ALL
+"""
+_BREAKERS = "(" + ", ".join(f"'{e}'" for e in BREAKER_EVENTS) + ")"
+_CHECKS_SQL = f"""
+SELECT run_id, scope, node_id, max(signature_count) FILTER (WHERE event IN {_CHECKS}),
+       bool_or(event IN {_BREAKERS})
+FROM events
+WHERE (event IN {_CHECKS} OR event IN {_BREAKERS}) AND node_id IS NOT NULL
+GROUP BY ALL
+"""
+_LIMITS_SQL = f"""
+SELECT run_id, max(signature_limit) FROM events
+WHERE event IN {_CHECKS} AND signature_limit > 0 GROUP BY ALL
+"""
+
+
+def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
+    """A node's failures are many distinct strings but few canonical signatures."""
+    cfg = ctx.config
+    reasons: dict[tuple[str, str, str], Counter[str | None]] = defaultdict(Counter)
+    for run_id, scope, node, reason, n in ctx.tables.sql(_FAILURES_SQL):
+        reasons[(run_id, scope, node)][reason] += int(n)
+    candidates = {k: c for k, c in reasons.items() if c.total() >= cfg.fragmentation_min_failures}
+    if not candidates:
+        return []
+    limits = {r: int(lim) for r, lim in ctx.tables.sql(_LIMITS_SQL)}
+    checks = {(r, s, n): (mx, br) for r, s, n, mx, br in ctx.tables.sql(_CHECKS_SQL)}
+    findings = []
+    for (run_id, scope, node), counts in sorted(candidates.items()):
+        signatures: Counter[str] = Counter()
+        for reason, n in counts.items():
+            signatures[canonical_signature(reason or "")] += n
+        top, top_n = min(signatures.items(), key=lambda kv: (-kv[1], kv[0]))
+        limit = limits.get(run_id, cfg.breaker_limit)
+        if not (len(counts) >= cfg.fragmentation_ratio * len(signatures) and top_n >= limit):
+            continue
+        seen, tripped = checks.get((run_id, scope, node), (None, False))
+        seen = int(seen) if seen is not None else None
+        could_not_trip = not tripped and (seen is None or seen < limit)
+        where = f" in branch {scope}" if scope else ""
+        summary = (
+            f"{node}{where} failed {counts.total()} times with {len(counts)} different reasons "
+            f"that are only {len(signatures)} canonical failure(s); the top one repeated "
+            f"{top_n} times (limit {limit})"
+            + (
+                f" yet the run's own breaker counted at most {seen}"
+                if could_not_trip and seen is not None
+                else " and no breaker counted it"
+                if could_not_trip
+                else ""
+            )
+            + "; count failures by canonical signature (strip ids, paths, numbers) "
+            "so the cycle breaker can trip"
+        )
+        findings.append(
+            Finding(
+                code="fragmented_failure_signatures",
+                # The breaker that should have stopped the loop could not: the incident's
+                # scaffold churn. When the run's own breaker tripped anyway it is a warning.
+                severity=Severity.ERROR if could_not_trip else Severity.WARNING,
+                summary=summary,
+                run_id=run_id,
+                scope=scope,
+                node_id=node,
+                evidence={
+                    "failures": counts.total(),
+                    "unique_reasons": len(counts),
+                    "canonical_signatures": len(signatures),
+                    "top_signature": top,
+                    "top_signature_count": top_n,
+                    "breaker_limit": limit,
+                    "max_signature_count_seen": seen,
+                    "breaker_tripped": bool(tripped),
+                },
+            )
+        )
+    return findings

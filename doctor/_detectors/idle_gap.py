@@ -1,0 +1,153 @@
+"""``idle_gap``: long stretches with no execution progress while work was alive or pending.
+
+A run's *life* runs from its first event to its *end*: for a terminal run (valid
+``final.json``) the later of its last progress event and ``final.json``'s ``timestamp``; for a
+run whose owner process is alive, ``config.now``; otherwise (owner dead or unknown) its last
+event of any kind, heartbeats included (beyond that nothing is known). *Progress* is any
+non-heartbeat event in any scope of the run (branches included).
+
+* Per run: the gaps between consecutive progress events of the run, and from its last one to
+  its end, longer than ``config.idle_gap_s``.
+* Fleet (``run_id`` null, scope ``""``), only when the tables hold more than one run (for one
+  run it would repeat the per-run gaps): the gaps between consecutive progress events of all
+  runs together, up to the latest end of any run, during which some run was alive or pending.
+
+``alive_runs``: runs whose life overlaps the gap. ``pending``: runs started before the gap
+ended and not terminal before it began (an orphaned run stays pending for ever). For run
+directories this is the only notion of pending work; a queue's own backlog is not read here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from doctor._detectors._context import Context
+from doctor._facts import iso
+from doctor._model import Finding, Severity
+from doctor._tables import HEARTBEAT_SQL
+
+__all__ = ["idle_gap"]
+
+_SQL = f"""
+WITH given AS (
+    SELECT unnest($ids) AS run_id, unnest($finished) AS finished,
+           unnest($final_ns) AS final_ns, unnest($alive) AS alive
+),
+spans AS (
+    SELECT run_id, epoch_ns(min(ts)) AS first_ns, epoch_ns(max(ts)) AS last_ns,
+           epoch_ns(max(ts) FILTER (WHERE NOT {HEARTBEAT_SQL})) AS last_progress
+    FROM events WHERE ts IS NOT NULL GROUP BY run_id
+),
+lives AS (
+    SELECT s.run_id, s.first_ns AS start_ns, g.finished,
+           CASE WHEN g.finished
+                    THEN greatest(coalesce(s.last_progress, s.first_ns),
+                                  coalesce(g.final_ns, s.first_ns))
+                WHEN g.alive THEN greatest(s.last_ns, $now_ns)
+                ELSE s.last_ns END AS end_ns
+    FROM spans s JOIN given g USING (run_id)
+),
+progress AS (
+    SELECT e.run_id, epoch_ns(e.ts) AS t FROM events e JOIN lives l USING (run_id)
+    WHERE e.ts IS NOT NULL AND NOT {HEARTBEAT_SQL.replace("event", "e.event")}
+      AND epoch_ns(e.ts) <= l.end_ns
+),
+run_points AS (
+    SELECT run_id, t FROM progress
+    UNION ALL SELECT run_id, start_ns FROM lives
+    UNION ALL SELECT run_id, end_ns FROM lives
+),
+fleet_points AS (
+    SELECT t FROM progress UNION ALL SELECT max(end_ns) FROM lives
+),
+gaps AS (
+    SELECT run_id, start_ns, end_ns FROM (
+        SELECT run_id, lag(t) OVER (PARTITION BY run_id ORDER BY t) AS start_ns, t AS end_ns
+        FROM run_points)
+    WHERE end_ns - start_ns > $gap_ns
+    UNION ALL
+    SELECT NULL, start_ns, end_ns FROM (
+        SELECT lag(t) OVER (ORDER BY t) AS start_ns, t AS end_ns FROM fleet_points)
+    WHERE end_ns - start_ns > $gap_ns AND $fleet
+)
+SELECT g.run_id, g.start_ns, g.end_ns,
+       count(*) FILTER (WHERE l.start_ns < g.end_ns AND l.end_ns > g.start_ns) AS alive_runs,
+       count(*) FILTER (WHERE l.start_ns < g.end_ns
+                        AND NOT (l.finished AND l.end_ns <= g.start_ns)) AS pending
+FROM gaps g CROSS JOIN lives l
+GROUP BY ALL
+HAVING g.run_id IS NOT NULL OR alive_runs > 0 OR pending > 0
+ORDER BY g.run_id NULLS LAST, g.start_ns
+"""
+
+
+def _final_ns(ctx: Context, run_id: str) -> int | None:
+    final = ctx.tables.documents[run_id].final
+    stamp = final.get("timestamp") if final is not None and final.ok else None
+    if not isinstance(stamp, str):
+        return None
+    try:
+        # Seconds from datetime; the nanoseconds straight from the text (datetime keeps µs).
+        head, _, frac = stamp.rstrip("Z").partition(".")
+        secs = datetime.fromisoformat(head + "+00:00").timestamp()
+        return int(secs) * 1_000_000_000 + int((frac or "0")[:9].ljust(9, "0"))
+    except ValueError:
+        return None
+
+
+def idle_gap(ctx: Context) -> list[Finding]:
+    """No execution progress for longer than the threshold while runs were alive or pending."""
+    ids = [r for r in ctx.tables.run_ids if r in ctx.facts]
+    if not ids:
+        return []
+    now_ns = int(ctx.config.now * 1e9)
+    rows = ctx.tables.sql(
+        _SQL,
+        ids=ids,
+        finished=[bool(ctx.facts[r].get("final_json")) for r in ids],
+        final_ns=[_final_ns(ctx, r) if ctx.facts[r].get("final_json") else None for r in ids],
+        alive=[ctx.facts[r].get("owner_alive") is True for r in ids],
+        now_ns=now_ns,
+        gap_ns=int(ctx.config.idle_gap_s * 1e9),
+        fleet=len(ids) > 1,
+    )
+    findings = []
+    for run_id, start, end, alive, pending in rows:
+        duration = round((end - start) / 1e9, 3)
+        ongoing = end >= now_ns
+        hours = f"{duration / 3600:.1f} h"
+        if run_id is not None:
+            # A gap the run came back from may be one long silent stage; one still open with
+            # the owner alive is a hung run now.
+            severity = Severity.ERROR if ongoing else Severity.WARNING
+            summary = (
+                f"the run made no progress in any scope for {hours} ({iso(start)} to {iso(end)})"
+                + (" and still has not" if ongoing else "")
+                + "; check what it was waiting on (a hung stage, a lost branch, a dead worker)"
+            )
+        else:
+            # Nothing ran while a run was alive: execution stood still with work in hand.
+            severity = Severity.ERROR if alive else Severity.WARNING
+            summary = (
+                f"no run made progress for {hours} ({iso(start)} to {iso(end)}) while "
+                f"{alive} run(s) were alive and {pending} unfinished; make sure something "
+                "executes pending work (a worker, a scheduler) and alerts when it stops"
+            )
+        findings.append(
+            Finding(
+                code="idle_gap",
+                severity=severity,
+                summary=summary,
+                run_id=run_id,
+                scope="",
+                evidence={
+                    "start": iso(start),
+                    "end": iso(end),
+                    "duration_s": duration,
+                    "pending": int(pending),
+                    "alive_runs": int(alive),
+                    "ongoing": ongoing,
+                },
+            )
+        )
+    return findings

@@ -1,0 +1,158 @@
+"""``missing_final``: a run (or a branch) that stopped without writing its ``final.json``.
+
+Kilroy writes ``final.json`` once, at the top level, when the run terminates; its parallel
+branches never get one (format doc §1.5). So for Kilroy-layout runs a branch is reported only
+when the top level itself never terminalized (it is stalled or orphaned without a final.json):
+the branches' outcomes then exist nowhere but in their event streams. Native-layout runs (the
+executor's) terminalize every branch, so there each branch that is not running and has no
+valid final.json is reported on its own.
+"""
+
+from __future__ import annotations
+
+from doctor._detectors._context import Context, more
+from doctor._facts import TOP_SQL, iso
+from doctor._model import Finding, Severity
+from doctor._tables import HEARTBEAT_SQL
+
+__all__ = ["missing_final"]
+
+# Last progress per scope, and per run over the top-level scopes (the run and its restarts).
+_PROGRESS_SQL = f"""
+SELECT run_id, scope, {TOP_SQL} AS top, epoch_ns(max(ts)) AS last_progress
+FROM events WHERE NOT {HEARTBEAT_SQL} GROUP BY ALL
+"""
+# Nodes with an open attempt (a start with no end), per scope, in start order.
+_OPEN_SQL = f"""
+SELECT run_id, scope, {TOP_SQL} AS top, list(node_id ORDER BY start_seq)
+FROM attempts WHERE end_seq IS NULL GROUP BY ALL
+"""
+
+
+def _idle(now: float, last_progress: int | None) -> float | None:
+    return None if last_progress is None else round(now - last_progress / 1e9, 3)
+
+
+def _span(seconds: float | None) -> str:
+    if seconds is None:
+        return "an unknown time"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
+
+
+def _owner(pid: int | None, alive: bool | None) -> str:
+    if pid is None:
+        return "no recorded owner process"
+    return (
+        f"owner pid {pid} is " + {True: "alive", False: "dead", None: "of unknown liveness"}[alive]
+    )
+
+
+def missing_final(ctx: Context) -> list[Finding]:
+    """Scopes that stopped running without a valid final.json: the run never terminalized."""
+    progress: dict[tuple[str, str], int | None] = {}
+    top_progress: dict[str, int] = {}
+    for run_id, scope, top, last in ctx.tables.sql(_PROGRESS_SQL):
+        progress[(run_id, scope)] = last
+        if top and last is not None:
+            top_progress[run_id] = max(top_progress.get(run_id, last), last)
+    open_nodes: dict[tuple[str, str], list[str]] = {}
+    top_open: dict[str, list[str]] = {}
+    for run_id, scope, top, nodes in ctx.tables.sql(_OPEN_SQL):
+        open_nodes[(run_id, scope)] = [str(n) for n in nodes]
+        if top:
+            top_open.setdefault(run_id, []).extend(str(n) for n in nodes)
+
+    findings: list[Finding] = []
+    for run_id, facts in sorted(ctx.facts.items()):
+        docs = ctx.documents(run_id)
+        state = facts.get("_state")
+        pid, alive = facts.get("owner_pid"), facts.get("owner_alive")
+        # Without a valid final.json the state is running, stalled or orphaned.
+        top_missing = not facts.get("final_json") and state in ("stalled", "orphaned")
+        if top_missing:
+            last = top_progress.get(run_id)
+            idle = _idle(ctx.config.now, last)
+            nodes = top_open.get(run_id, [])
+            where = f" with {more(nodes, 3)} still open" if nodes else ""
+            if state == "orphaned":
+                severity, repair = Severity.CRITICAL, "terminalize"
+                summary = (
+                    f"The run has no final.json and its {_owner(pid, alive)}: it stopped "
+                    f"{_span(idle)} after its last progress{where} and can never finish on its "
+                    "own; terminalize it (write final.json with status fail) so that nothing "
+                    "waits for it"
+                )
+            else:
+                severity, repair = Severity.ERROR, None
+                summary = (
+                    f"The run has no final.json and made no progress for {_span(idle)}{where} "
+                    f"while its {_owner(pid, alive)}; inspect the owner and stop it so that it "
+                    "terminalizes"
+                )
+            findings.append(
+                Finding(
+                    code="missing_final",
+                    severity=severity,
+                    summary=summary,
+                    run_id=run_id,
+                    scope="",
+                    node_id=nodes[-1] if nodes else None,
+                    repair=repair,
+                    evidence={
+                        "last_progress_at": iso(last),
+                        "idle_s": idle,
+                        "owner_pid": pid,
+                        "owner_alive": alive,
+                        "open_attempts": nodes,
+                        "state": state,
+                        "final_json_present": docs.final is not None,
+                    },
+                )
+            )
+        native = docs.layout == "native"
+        if not (native or top_missing):
+            continue
+        for branch in facts.get("branches", []):
+            scope = branch["scope"]
+            if branch.get("final_json") or branch.get("state") == "running":
+                continue
+            last = progress.get((run_id, scope))
+            idle = _idle(ctx.config.now, last)
+            nodes = open_nodes.get((run_id, scope), [])
+            where = f" with {more(nodes, 3)} still open" if nodes else ""
+            why = (
+                "every native branch must terminalize"
+                if native
+                else "Kilroy branches never write one, and the run never terminalized either, so "
+                "the branch's outcome is recorded only in its event stream"
+            )
+            findings.append(
+                Finding(
+                    code="missing_final",
+                    severity=Severity.ERROR,
+                    summary=(
+                        f"Branch {scope} has no final.json and is {branch.get('state')}, idle "
+                        f"for {_span(idle)}{where} ({why}); read its outcome from its "
+                        "progress.ndjson before cleaning the run up"
+                    ),
+                    run_id=run_id,
+                    scope=scope,
+                    node_id=nodes[-1] if nodes else None,
+                    evidence={
+                        "last_progress_at": iso(last),
+                        "idle_s": idle,
+                        "owner_pid": pid,
+                        "owner_alive": alive,
+                        "open_attempts": nodes,
+                        "state": branch.get("state"),
+                        "final_json_present": bool(
+                            docs.scopes.get(scope) and docs.scopes[scope].final is not None
+                        ),
+                    },
+                )
+            )
+    return findings

@@ -1,0 +1,151 @@
+"""``post_terminal_activity``: events written after the run (or a native branch) ended.
+
+The end of a run is its last terminal event (``run_completed`` / ``run_failed``, HEAD builds
+only) and its ``final.json`` ``timestamp`` (every build). Kilroy writes ``final.json`` first,
+then ``run.tgz``, then ``git_push_*`` events and the terminal event (format doc §1.2, §2.7,
+§2.8), so those events are allowed after final.json's timestamp; nothing is allowed after the
+last terminal event. For Kilroy branches (which have no final.json) the run's final.json is the
+reference; native branches have their own.
+
+Activity after the end means another writer: an *overlapping resume* (``resume`` keeps the old
+final.json until it finishes, so "final.json says fail but progress advances", format doc §7,
+§9), a process that never exited, or branch work scheduled after cancellation.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from doctor._detectors._context import Context
+from doctor._facts import TOP_SQL, iso
+from doctor._model import Finding, Severity
+from doctor._tables import HEARTBEAT_SQL
+
+__all__ = ["post_terminal_activity"]
+
+_ALLOWED_AFTER_FINAL = ("git_push_start", "git_push_ok", "git_push_failed", "run_completed",
+                        "run_failed")  # fmt: skip
+_TS = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
+
+# $runs/$scopes/$finals: each scope's reference final.json timestamp (epoch ns, NULL if none).
+_SQL = f"""
+WITH refs AS (
+    SELECT unnest($runs) AS run_id, unnest($scopes) AS scope, unnest($finals) AS final_ns
+),
+terminal AS (
+    SELECT run_id, arg_max(scope, seq) AS scope, max(seq) AS seq
+    FROM events WHERE {TOP_SQL} AND event IN ('run_completed', 'run_failed') GROUP BY ALL
+),
+after AS (
+    SELECT e.run_id, e.scope, e.seq, e.ts, e.event, e.node_id
+    FROM events e
+    LEFT JOIN terminal t ON t.run_id = e.run_id AND t.scope = e.scope
+    LEFT JOIN refs r ON r.run_id = e.run_id AND r.scope = e.scope
+    WHERE (t.seq IS NOT NULL AND e.seq > t.seq)
+       OR (r.final_ns IS NOT NULL AND epoch_ns(e.ts) > r.final_ns
+           AND e.event NOT IN {_ALLOWED_AFTER_FINAL})
+)
+SELECT run_id, scope, count(*), count(*) FILTER (WHERE NOT {HEARTBEAT_SQL}),
+       epoch_ns(arg_min(ts, seq)), arg_min(event, seq), arg_min(node_id, seq)
+FROM after GROUP BY ALL ORDER BY run_id, scope
+"""
+_TERMINAL_SQL = f"""
+SELECT run_id, arg_max(event, seq), epoch_ns(arg_max(ts, seq))
+FROM events WHERE {TOP_SQL} AND event IN ('run_completed', 'run_failed') GROUP BY ALL
+"""
+
+
+def _epoch_ns(text: Any) -> int | None:
+    """RFC 3339 (up to nanoseconds) to epoch nanoseconds; ``None`` when it does not parse."""
+    m = _TS.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
+        return None
+    zone = "+00:00" if m[3] == "Z" else m[3]
+    try:
+        secs = datetime.fromisoformat(m[1] + zone).astimezone(UTC).timestamp()
+    except ValueError:
+        return None
+    return int(secs) * 1_000_000_000 + int((m[2] or "").ljust(9, "0"))
+
+
+def post_terminal_activity(ctx: Context) -> list[Finding]:
+    """Events after the run's terminal event or final.json (overlapping resume, leaked work)."""
+    runs: list[str] = []
+    scopes: list[str] = []
+    finals: list[int | None] = []
+    final_docs: dict[tuple[str, str], tuple[Any, int | None]] = {}
+    for run_id, docs in ctx.tables.documents.items():
+        run_final = docs.final if docs.final is not None and docs.final.ok else None
+        for scope, sd in docs.scopes.items():
+            own = sd.final if sd.final is not None and sd.final.ok else None
+            ref = own if own is not None and docs.layout == "native" else run_final
+            ns = _epoch_ns(ref.get("timestamp")) if ref is not None else None
+            runs.append(run_id)
+            scopes.append(scope)
+            finals.append(ns)
+            final_docs[(run_id, scope)] = (ref, ns)
+    if not runs:
+        return []
+    terminal = {r: (e, ts) for r, e, ts in ctx.tables.sql(_TERMINAL_SQL)}
+    rows = ctx.tables.sql(_SQL, runs=runs, scopes=scopes, finals=finals)
+
+    findings: list[Finding] = []
+    for run_id, scope, n, n_progress, first_ns, first_event, first_node in rows:
+        facts = ctx.facts.get(run_id)
+        alive = facts.get("owner_alive") if facts is not None else None
+        ref, final_ns = final_docs.get((run_id, scope), (None, None))
+        term_event, term_ns = terminal.get(run_id, (None, None))
+        final_status = ref.get("status") if ref is not None else None
+        end = (
+            f"final.json (status {final_status}, {iso(final_ns)})"
+            if final_ns is not None
+            else f"the {term_event} event ({iso(term_ns)})"
+        )
+        where = f"branch {scope}" if scope else "the top level"
+        if n_progress and alive:
+            severity = Severity.WARNING
+            advice = (
+                "an overlapping resume (or a second process) is still working, so final.json "
+                "is stale until it finishes; make sure only one process owns the run and "
+                "diagnose again when it ends"
+            )
+        elif n_progress:
+            severity = Severity.ERROR
+            advice = (
+                "work went on after the run ended (an overlapping resume or branch work "
+                "scheduled after cancellation) and nobody recorded its outcome, so final.json "
+                "is stale; re-terminalize the run from its event stream"
+            )
+        else:
+            severity = Severity.WARNING
+            advice = (
+                "only heartbeats, from a process or ticker that outlived the run; "
+                "they fake liveness, so stop that process"
+            )
+        findings.append(
+            Finding(
+                code="post_terminal_activity",
+                severity=severity,
+                summary=(
+                    f"{n} events in {where} came after {end}, the first ({first_event}) at "
+                    f"{iso(first_ns)}: {advice}"
+                ),
+                run_id=run_id,
+                scope=scope,
+                node_id=first_node,
+                evidence={
+                    "events_after": int(n),
+                    "first_after_at": iso(first_ns),
+                    "first_after_event": first_event,
+                    "progress_events_after": int(n_progress),
+                    "final_status": final_status,
+                    "final_at": iso(final_ns),
+                    "terminal_event": term_event,
+                    "terminal_at": iso(term_ns),
+                    "owner_alive": alive,
+                },
+            )
+        )
+    return findings

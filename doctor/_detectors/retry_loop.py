@@ -1,0 +1,122 @@
+"""``retry_loop``: a back edge taken again and again.
+
+In each scope, a node is *entered* by its first ``stage_attempt_start`` or by the first
+``edge_selected`` into it, whichever comes first. An ``edge_selected`` hop ``u -> v`` is a
+*back edge* when ``v`` was entered no later than ``u`` was first entered: the hop returns to a
+node that precedes its source in the scope. (Reading "the target was entered earlier" as
+"earlier than the hop" would make every hop inside a loop a back edge from its second lap on:
+``impl -> verify`` would count 35 times in incident 04. This reading leaves exactly the edge that
+closes the loop, ``check_scaffold -> impl_scaffold``.) ``traversals`` counts the hop's
+``edge_selected`` events in the scope; ``config.retry_loop_min`` of them make a retry loop.
+
+``loop_wall_s``: from the first entry of ``v`` to the end of the lap begun by the last
+traversal, i.e. the first ``edge_selected`` after the last traversal whose target lies outside
+the loop body (the nodes first entered between ``v``'s and ``u``'s first entries); while no hop
+has left the loop, the scope's last progress event. ``share_of_run``: ``loop_wall_s`` over the
+run's ``wall_s`` fact. Branch streams carry no ``edge_selected`` events, so loops inside
+branches are seen by ``deterministic_retry_loop`` instead.
+"""
+
+from __future__ import annotations
+
+from doctor._detectors._context import Context
+from doctor._facts import facts_of, iso
+from doctor._model import Finding, Severity
+from doctor._tables import HEARTBEAT_SQL
+
+__all__ = ["DOMINANT_SHARE", "retry_loop"]
+
+#: A loop that took at least this share of the run's wall time dominates it.
+DOMINANT_SHARE = 0.5
+
+_SQL = f"""
+WITH hops AS (
+    SELECT run_id, scope, seq, ts, from_node, to_node FROM events
+    WHERE event = 'edge_selected' AND from_node IS NOT NULL AND to_node IS NOT NULL
+),
+firsts AS (
+    SELECT run_id, scope, node, min(seq) AS seq, arg_min(ts, seq) AS ts FROM (
+        SELECT run_id, scope, node_id AS node, seq, ts FROM events
+        WHERE event = 'stage_attempt_start' AND node_id IS NOT NULL
+        UNION ALL
+        SELECT run_id, scope, to_node, seq, ts FROM hops
+    ) GROUP BY ALL
+),
+back AS (
+    SELECT h.run_id, h.scope, h.from_node, h.to_node, count(*) AS n, max(h.seq) AS last_seq,
+           epoch_ns(max(h.ts)) AS last_ts, any_value(v.seq) AS v_seq,
+           epoch_ns(any_value(v.ts)) AS v_ts, any_value(u.seq) AS u_seq
+    FROM hops h
+    JOIN firsts v ON v.run_id = h.run_id AND v.scope = h.scope AND v.node = h.to_node
+    JOIN firsts u ON u.run_id = h.run_id AND u.scope = h.scope AND u.node = h.from_node
+    WHERE v.seq <= u.seq
+    GROUP BY h.run_id, h.scope, h.from_node, h.to_node
+    HAVING count(*) >= $min
+),
+exits AS (
+    SELECT b.run_id, b.scope, b.from_node, b.to_node, epoch_ns(arg_min(h.ts, h.seq)) AS ts
+    FROM back b
+    JOIN hops h ON h.run_id = b.run_id AND h.scope = b.scope AND h.seq > b.last_seq
+    JOIN firsts t ON t.run_id = h.run_id AND t.scope = h.scope AND t.node = h.to_node
+    WHERE t.seq NOT BETWEEN b.v_seq AND b.u_seq
+    GROUP BY ALL
+),
+last_progress AS (
+    SELECT run_id, scope, epoch_ns(max(ts)) AS ts FROM events
+    WHERE NOT {HEARTBEAT_SQL} GROUP BY ALL
+)
+SELECT b.run_id, b.scope, b.from_node, b.to_node, b.n, b.v_ts, b.last_ts,
+       coalesce(x.ts, greatest(p.ts, b.last_ts)) AS end_ts, x.ts IS NULL AS still_looping
+FROM back b
+LEFT JOIN exits x USING (run_id, scope, from_node, to_node)
+LEFT JOIN last_progress p USING (run_id, scope)
+ORDER BY b.run_id, b.scope, b.n DESC, b.from_node, b.to_node
+"""
+
+
+def retry_loop(ctx: Context) -> list[Finding]:
+    """A back edge (a hop to a node entered earlier in the scope) taken repeatedly."""
+    findings = []
+    for (run_id, scope, src, dst, n, first_ts, last_ts, end_ts,
+         still) in ctx.tables.sql(_SQL, min=ctx.config.retry_loop_min):  # fmt: skip
+        facts = facts_of(ctx.facts, run_id)
+        loop_s = round((end_ts - first_ts) / 1e9, 3) if end_ts and first_ts else 0.0
+        wall = facts.get("wall_s")
+        share = round(loop_s / wall, 4) if wall else None
+        where = f" in {scope}" if scope else ""
+        pct = f" ({share:.0%} of the run)" if share is not None else ""
+        summary = (
+            f"the back edge {src} -> {dst}{where} was taken {n} times; the loop ran for "
+            f"{loop_s / 3600:.1f} h{pct}"
+            + (" and has not exited" if still else "")
+            + f"; find why {src} keeps sending work back to {dst} and stop the churn (a "
+            "cycle breaker, a retry cap, or a fix for the repeated failure)"
+        )
+        # A loop that ate most of a run that did not succeed is the incident's failure mode;
+        # a run that converged after a few laps, or a short loop, is worth a look only.
+        dominant = share is not None and share >= DOMINANT_SHARE
+        severity = (
+            Severity.ERROR if dominant and facts.get("_state") != "succeeded" else Severity.WARNING
+        )
+        findings.append(
+            Finding(
+                code="retry_loop",
+                severity=severity,
+                summary=summary,
+                run_id=run_id,
+                scope=scope,
+                node_id=dst,
+                evidence={
+                    "from_node": src,
+                    "to_node": dst,
+                    "traversals": int(n),
+                    "loop_wall_s": loop_s,
+                    "share_of_run": share,
+                    "first_entry_at": iso(first_ts),
+                    "last_traversal_at": iso(last_ts),
+                    "loop_end_at": iso(end_ts),
+                    "still_looping": bool(still),
+                },
+            )
+        )
+    return findings

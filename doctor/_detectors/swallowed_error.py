@@ -1,0 +1,123 @@
+"""``swallowed_error``: failure reasons that carry no information.
+
+The reason patterns live here and are shared with ``lost_failure_reason``:
+
+* *swallowed*: an empty reason, a bare null value (``None``, ``null``, ``nil``, ``<nil>``,
+  ``undefined``, ``NaN``, ``""``, ``{}``, ``[]``), or a short label with nothing after its colon
+  but such a value (``Subprocess failed: None``, ``error:``, ``stderr=null``). This is what a
+  stringified ``None`` exception field looks like (incident 02), and it says nothing at all.
+* *bare exit code*: ``exit status 1``, ``exit code 2``, ``return code 1``. Kilroy tool nodes
+  legitimately report exactly this (Go's ``exec.ExitError`` text) and keep the detail in the
+  stage's ``stderr.log``, so it is only worth knowing.
+* *placeholder* (``lost_failure_reason`` only): engine or validator filler that replaced the
+  real reason: ``failure_reason must be non-empty when status="fail"``, ``max retries
+  exceeded``, or a lone ``error`` / ``failed`` / ``unknown error``.
+"""
+
+from __future__ import annotations
+
+from doctor._detectors._context import Context, more
+from doctor._model import Finding, Severity
+
+__all__ = [
+    "BARE_EXIT_RE",
+    "PLACEHOLDER_RE",
+    "SWALLOWED_RE",
+    "generic_sql",
+    "swallowed_error",
+    "swallowed_sql",
+]
+
+#: A reason that says nothing (full match, after trimming; RE2 syntax for DuckDB).
+SWALLOWED_RE = (
+    r"(?i)(?:[^:=0-9\n]{0,80}[:=]\s*)?"
+    r"""(?:none|null|nil|<nil>|undefined|nan|""|''|\{\}|\[\])?"""
+)
+#: A bare process exit code and nothing else.
+BARE_EXIT_RE = (
+    r"(?i)(?:exit status|exit code|exited with (?:exit )?(?:code|status)|return ?code|"
+    r"status code)\s*[:=]?\s*-?[0-9]+"
+)
+#: Filler written where the real reason was lost.
+PLACEHOLDER_RE = (
+    r"(?i)failure_reason must be non-empty.*|max retries exceeded|unknown(?: error)?|"
+    r"error|errored|failed|failure|fail|status=fail"
+)
+
+#: How many distinct example strings a finding quotes.
+EXAMPLES = 5
+
+
+def _lit(pattern: str) -> str:
+    return "'" + pattern.replace("'", "''") + "'"
+
+
+def _match(column: str, pattern: str) -> str:
+    return f"regexp_full_match(trim(coalesce({column}, '')), {_lit(pattern)})"
+
+
+def swallowed_sql(column: str) -> str:
+    """SQL predicate: ``column`` is a swallowed reason (NULL and empty included)."""
+    return _match(column, SWALLOWED_RE)
+
+
+def generic_sql(column: str) -> str:
+    """SQL predicate: ``column`` is swallowed or a placeholder (``lost_failure_reason``).
+
+    >>> "regexp_full_match" in generic_sql("failure_reason")
+    True
+    """
+    return f"({swallowed_sql(column)} OR {_match(column, PLACEHOLDER_RE)})"
+
+
+_SQL = f"""
+WITH failed AS (
+    SELECT run_id, scope, node_id, failure_reason AS reason, end_seq,
+           CASE WHEN {swallowed_sql("failure_reason")} THEN 'swallowed'
+                WHEN {_match("failure_reason", BARE_EXIT_RE)} THEN 'bare_exit_code' END AS kind
+    FROM attempts
+    WHERE end_seq IS NOT NULL AND lower(status) IN ('fail', 'retry')
+)
+SELECT run_id, scope, node_id, kind, count(*) AS n,
+       list(DISTINCT coalesce(reason, '<null>') ORDER BY coalesce(reason, '<null>')) AS examples,
+       bool_or(reason IS NULL) AS has_null
+FROM failed WHERE kind IS NOT NULL
+GROUP BY ALL ORDER BY run_id, scope, node_id, kind
+"""
+
+
+def swallowed_error(ctx: Context) -> list[Finding]:
+    """Failure reasons that carry no information (None, empty, a bare exit code)."""
+    findings = []
+    for run_id, scope, node_id, kind, n, examples, has_null in ctx.tables.sql(_SQL):
+        # NULL (no failure_reason key at all) is quoted as null, not as a made-up string.
+        shown: list[str | None] = [
+            None if has_null and e == "<null>" else str(e) for e in examples[:EXAMPLES]
+        ]
+        where = f" in branch {scope}" if scope else ""
+        quoted = more([repr(e) if e is not None else "null" for e in examples], EXAMPLES)
+        if kind == "swallowed":
+            severity = Severity.ERROR
+            summary = (
+                f"{node_id}{where} failed {n} time(s) with a reason that says nothing ({quoted}); "
+                f"the real error was swallowed, so fix the code that builds the reason and read "
+                f"the stage's logs for the cause"
+            )
+        else:
+            severity = Severity.INFO
+            summary = (
+                f"{node_id}{where} failed {n} time(s) with only an exit code ({quoted}); "
+                f"the detail is in the stage's stderr.log"
+            )
+        findings.append(
+            Finding(
+                code="swallowed_error",
+                severity=severity,
+                summary=summary,
+                run_id=run_id,
+                scope=scope,
+                node_id=node_id,
+                evidence={"occurrences": int(n), "examples": shown, "kind": kind},
+            )
+        )
+    return findings

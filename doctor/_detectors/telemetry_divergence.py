@@ -1,0 +1,117 @@
+"""``telemetry_divergence``: live.json or checkpoint.json name another node than the stream.
+
+``live.json`` is the last event written (Kilroy overwrites it on every append) and is what
+operators poll to see what a run is doing; ``checkpoint.json``'s ``current_node`` is the last
+completed node. The stream's own answer, ``actual_node``, is the node of the scope's last
+progress event that names one (``coalesce(node_id, to_node)``); for the top level it is the
+run's ``current_node`` fact, which is the fan-out node while a fan-out is open.
+
+* live.json diverges when it names a node (``coalesce(node_id, to_node)``) other than
+  ``actual_node`` that has no open attempt in the scope: typically a leaked ``stage_heartbeat``
+  of a finished node, which makes a stuck scope look busy on old work. A live.json naming no
+  node (``branch_heartbeat``, ``run_completed``) says nothing and is not compared.
+* checkpoint.json diverges when its ``current_node`` is neither ``actual_node`` nor the node
+  of the scope's last ``stage_attempt_end`` (the checkpoint legitimately trails a running node
+  by one). ``checkpoint_drift`` checks the checkpoint against the stream more strictly.
+"""
+
+from __future__ import annotations
+
+from doctor._detectors._context import Context
+from doctor._documents import checkpoint_fields
+from doctor._layout import is_top_scope
+from doctor._model import Finding, Severity
+from doctor._tables import HEARTBEAT_SQL
+
+__all__ = ["telemetry_divergence"]
+
+_SQL = f"""
+WITH per_scope AS (
+    SELECT run_id, scope,
+           arg_max(coalesce(node_id, to_node), seq) FILTER (
+               WHERE NOT {HEARTBEAT_SQL} AND coalesce(node_id, to_node) IS NOT NULL) AS actual,
+           arg_max(node_id, seq) FILTER (
+               WHERE event = 'stage_attempt_end' AND node_id IS NOT NULL) AS last_end
+    FROM events GROUP BY ALL
+),
+open_nodes AS (
+    SELECT run_id, scope, list(DISTINCT node_id) AS nodes
+    FROM attempts WHERE end_seq IS NULL GROUP BY ALL
+)
+SELECT p.run_id, p.scope, p.actual, p.last_end, coalesce(o.nodes, [])
+FROM per_scope p LEFT JOIN open_nodes o USING (run_id, scope)
+"""
+
+
+def _restart_no(scope: str) -> int:
+    return int(scope.split("-", 1)[1]) if scope.startswith("restart-") else 0
+
+
+def telemetry_divergence(ctx: Context) -> list[Finding]:
+    """live.json or checkpoint.json naming another node than the event stream."""
+    rows = {(r, s): (a, le, [str(n) for n in o]) for r, s, a, le, o in ctx.tables.sql(_SQL)}
+    findings: list[Finding] = []
+    for run_id, facts in sorted(ctx.facts.items()):
+        docs = ctx.documents(run_id)
+        tops = [s for s in docs.scopes if is_top_scope(s) and (run_id, s) in rows]
+        # The top level is the current logs root: the latest restart with events.
+        current_top = max(tops, key=_restart_no, default=None)
+        for scope, sd in sorted(docs.scopes.items()):
+            if (run_id, scope) not in rows or (is_top_scope(scope) and scope != current_top):
+                continue
+            actual, last_end, open_nodes = rows[(run_id, scope)]
+            if is_top_scope(scope):
+                actual = facts.get("current_node") or actual
+                state = facts.get("_state")
+            else:
+                state = next(
+                    (b.get("state") for b in facts.get("branches", []) if b["scope"] == scope),
+                    None,
+                )
+            live = sd.live
+            live_node = None
+            if live is not None and live.ok:
+                live_node = live.get("node_id") or live.get("to_node")
+                live_node = live_node if isinstance(live_node, str) else None
+            ck = checkpoint_fields(sd.checkpoint).get("current_node")
+            ck_node = ck if isinstance(ck, str) else None
+            if actual is None:
+                continue
+            live_off = live_node is not None and live_node != actual and live_node not in open_nodes
+            ck_off = ck_node is not None and ck_node not in (actual, last_end)
+            if not (live_off or ck_off):
+                continue
+            where = f"branch {scope}" if scope else "the top level"
+            parts = []
+            if live_off:
+                event = live.get("event") if live is not None else None
+                parts.append(f"live.json shows {event} on {live_node}")
+            if ck_off:
+                parts.append(f"checkpoint.json says current_node {ck_node}")
+            stuck = state in ("stalled", "orphaned")
+            findings.append(
+                Finding(
+                    code="telemetry_divergence",
+                    # A live.json that names dead work on a stuck scope is what misleads the
+                    # person deciding whether the run is hung (incident 04, 1.3).
+                    severity=Severity.ERROR if live_off and stuck else Severity.WARNING,
+                    summary=(
+                        f"In {where}, " + " and ".join(parts) + f", but the stream is at "
+                        f"{actual}"
+                        + (f" and the scope is {state}" if stuck else "")
+                        + "; go by progress.ndjson, not these files, to judge what it is doing"
+                    ),
+                    run_id=run_id,
+                    scope=scope,
+                    node_id=actual,
+                    evidence={
+                        "live_node": live_node,
+                        "checkpoint_node": ck_node,
+                        "actual_node": actual,
+                        "live_event": live.get("event") if live is not None else None,
+                        "open_nodes": sorted(open_nodes),
+                        "state": state,
+                    },
+                )
+            )
+    return findings

@@ -1,0 +1,101 @@
+"""``torn_artifact``: a progress line or JSON document that does not parse.
+
+One finding per file: its first torn line (``line``, ``byte_offset``, ``detail``) and how many
+there are (``count``). A progress stream's *last* line being torn is what a crash in the middle
+of an append leaves (Kilroy appends with plain writes): the events before it are intact and
+truncating the line repairs the file. A torn line in the middle of a stream, or a torn
+``final.json`` / ``checkpoint.json`` / ``status.json`` (all written atomically since the
+Feb-2026 hardening), is lost or corrupted data. ``live.json`` is rewritten non-atomically on
+every event, so a torn one is expected now and then.
+
+A stream's last line is recognized by counting: every non-blank line of a stream is either an
+event or a torn line, so the last torn line is the file's last line when its number equals
+the stream's events plus torn lines (Kilroy writes no blank lines; a stream that has some is
+read as torn mid-file, the safe side).
+"""
+
+from __future__ import annotations
+
+from doctor._detectors._context import Context
+from doctor._model import Finding, Severity
+
+__all__ = ["torn_artifact"]
+
+#: Document kinds whose corruption loses the run's record (the others are warnings).
+_VITAL = ("final", "checkpoint", "status")
+
+_SQL = """
+WITH lines AS (
+    SELECT run_id, scope, count(*) AS n FROM events GROUP BY ALL
+),
+kinds AS (
+    SELECT run_id, rel, any_value(kind) AS kind FROM files GROUP BY ALL
+),
+grouped AS (
+    SELECT run_id, scope, rel, count(*) AS n, max(line) AS last_line,
+           arg_min(line, coalesce(line, 0)) AS line,
+           arg_min(byte_offset, coalesce(line, 0)) AS byte_offset,
+           arg_min(detail, coalesce(line, 0)) AS detail
+    FROM torn GROUP BY ALL
+)
+SELECT g.run_id, g.scope, g.rel, coalesce(k.kind, 'unknown'), g.n, g.line, g.byte_offset,
+       g.detail, g.last_line IS NOT NULL AND g.last_line = coalesce(l.n, 0) + g.n AS ends_file
+FROM grouped g
+LEFT JOIN kinds k ON k.run_id = g.run_id AND k.rel = g.rel
+LEFT JOIN lines l ON l.run_id = g.run_id AND l.scope = g.scope
+ORDER BY g.run_id, g.scope, g.rel
+"""
+
+
+def torn_artifact(ctx: Context) -> list[Finding]:
+    """Progress lines and JSON documents that do not parse, one finding per file."""
+    findings: list[Finding] = []
+    for run_id, scope, rel, kind, n, line, offset, detail, ends_file in ctx.tables.sql(_SQL):
+        stream = kind == "progress"
+        last_only = stream and n == 1 and bool(ends_file)
+        if stream:
+            severity = Severity.WARNING if last_only else Severity.ERROR
+        else:
+            severity = Severity.ERROR if kind in _VITAL else Severity.WARNING
+        at = f"line {line}" if line is not None else "the file"
+        if offset is not None:
+            at += f" (byte {offset})"
+        if last_only:
+            advice = (
+                "the last line is a half-written append from a crash; truncate it "
+                f"at byte {offset}, the events before it are intact"
+            )
+        elif stream:
+            advice = (
+                f"{n} torn line(s) inside the stream: events there are lost or corrupted; "
+                "keep a copy before repairing and do not trust counts around them"
+            )
+        elif kind == "live":
+            advice = "live.json is rewritten non-atomically; read the last progress line instead"
+        elif kind in _VITAL:
+            advice = (
+                f"the {kind} record is unreadable, so the doctor cannot use it; restore it "
+                "from the event stream (or run.tgz)"
+            )
+        else:
+            advice = "the doctor falls back to defaults for what it holds"
+        findings.append(
+            Finding(
+                code="torn_artifact",
+                severity=severity,
+                summary=f"{rel} does not parse at {at}: {detail}; {advice}",
+                run_id=run_id,
+                scope=scope,
+                repair="truncate_torn_line" if last_only else None,
+                evidence={
+                    "file": rel,
+                    "line": int(line) if line is not None else None,
+                    "byte_offset": int(offset) if offset is not None else None,
+                    "detail": detail,
+                    "count": int(n),
+                    "kind": kind,
+                    "last_line": bool(last_only),
+                },
+            )
+        )
+    return findings

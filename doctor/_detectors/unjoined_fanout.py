@@ -1,0 +1,149 @@
+"""``unjoined_fanout``: a fan-out node whose attempt opened and never closed.
+
+A fan-out node is a node with branch scopes under ``<scope>/parallel/<node>/`` (with or
+without the ``passN/`` level). Its ``stage_attempt_start`` opens when it dispatches the
+branches and its ``stage_attempt_end`` comes when it has joined them. An attempt of such a node
+that is still open (the latest start of that node in its scope, with no end) while the scope is
+no longer running means nobody will ever join the branches: their work sits in their own
+directories and the parent waits (or waited) for nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from doctor._detectors._context import Context, more
+from doctor._facts import iso
+from doctor._layout import is_top_scope
+from doctor._model import Finding, Severity
+
+__all__ = ["unjoined_fanout"]
+
+#: Final statuses a branch can end on (Kilroy's success-like set plus fail).
+_FINISHED_STATUSES = ("success", "partial_success", "degraded_success", "skipped", "fail")
+_PASS = re.compile(r"pass(\d+)")
+_BRANCH_DIR = re.compile(r"\d+-(.+)")
+
+# The latest attempt of every node in every scope, when it is open.
+_OPEN_SQL = """
+SELECT run_id, scope, node_id, attempt, epoch_ns(start_ts)
+FROM (
+    SELECT *, row_number() OVER (
+        PARTITION BY run_id, scope, node_id ORDER BY start_seq DESC) AS rn
+    FROM attempts
+)
+WHERE rn = 1 AND end_seq IS NULL
+ORDER BY run_id, scope, start_seq
+"""
+# Per scope: whether an attempt is open, and the status of the last attempt to start.
+_BRANCH_SQL = f"""
+SELECT run_id, scope, bool_or(end_seq IS NULL) AS has_open,
+       arg_max(status, start_seq) IN {_FINISHED_STATUSES} AS last_done
+FROM attempts GROUP BY ALL
+"""
+# Branches the parent saw finish (branch_progress lifecycle step).
+_DONE_SQL = """
+SELECT DISTINCT run_id, scope, branch_key FROM events
+WHERE event = 'branch_progress' AND branch_event = 'branch_subgraph_done'
+"""
+
+
+@dataclass
+class _FanOut:
+    parent: str
+    node: str
+    passes: dict[int, list[str]] = field(default_factory=dict)  # 0 = no passN level
+
+    def branches(self) -> list[str]:
+        """Branch scopes of the latest dispatch (the highest pass; all without pass dirs)."""
+        return sorted(self.passes[max(self.passes)])
+
+
+def _fanouts(scopes: list[str]) -> dict[tuple[str, str], _FanOut]:
+    """(parent scope, fan-out node) -> its branch scopes, from the scope names."""
+    out: dict[tuple[str, str], _FanOut] = {}
+    for scope in scopes:
+        parts = scope.split("/")
+        if "parallel" not in parts:
+            continue
+        i = len(parts) - 1 - parts[::-1].index("parallel")
+        rest = parts[i + 1 :]
+        if len(rest) < 2:
+            continue
+        parent, node = "/".join(parts[:i]), rest[0]
+        m = _PASS.fullmatch(rest[1]) if len(rest) == 3 else None
+        n = int(m.group(1)) if m else 0
+        fan = out.setdefault((parent, node), _FanOut(parent, node))
+        fan.passes.setdefault(n, []).append(scope)
+    return out
+
+
+def _branch_key(scope: str) -> str:
+    last = scope.rsplit("/", 1)[-1]
+    m = _BRANCH_DIR.fullmatch(last)
+    return m.group(1) if m else last
+
+
+def unjoined_fanout(ctx: Context) -> list[Finding]:
+    """Fan-out nodes whose attempt never ended although their scope stopped running."""
+    branch_rows = {(r, s): (bool(o), bool(d)) for r, s, o, d in ctx.tables.sql(_BRANCH_SQL)}
+    done_keys: dict[tuple[str, str], set[str]] = {}
+    for run_id, scope, key in ctx.tables.sql(_DONE_SQL):
+        done_keys.setdefault((run_id, scope), set()).add(str(key))
+    fanouts = {run_id: _fanouts(list(ctx.documents(run_id).scopes)) for run_id in ctx.facts}
+
+    findings: list[Finding] = []
+    for run_id, scope, node, attempt, start_ns in ctx.tables.sql(_OPEN_SQL):
+        fan = fanouts.get(run_id, {}).get((scope, node))
+        if fan is None:
+            continue
+        facts = ctx.facts[run_id]
+        if is_top_scope(scope):
+            state = facts.get("_state")
+        else:
+            state = next(
+                (b.get("state") for b in facts.get("branches", []) if b["scope"] == scope), None
+            )
+        if state == "running":
+            continue
+        branches = fan.branches()
+        finished = []
+        for b in branches:
+            has_open, last_done = branch_rows.get((run_id, b), (False, False))
+            seen_done = _branch_key(b) in done_keys.get((run_id, scope), set())
+            if not has_open and (last_done or seen_done):
+                finished.append(b)
+        unfinished = [b for b in branches if b not in finished]
+        where = f"branch {scope}" if scope else "the top level"
+        left = (
+            f"{len(unfinished)} still unfinished ({more([_branch_key(b) for b in unfinished], 3)})"
+            if unfinished
+            else "all of them finished"
+        )
+        findings.append(
+            Finding(
+                code="unjoined_fanout",
+                severity=Severity.ERROR,
+                summary=(
+                    f"Fan-out {node} in {where} started at {iso(start_ns)} with {len(branches)} "
+                    f"branches ({left}) and never ended, and its scope is {state}: nobody will "
+                    "join the branches, so collect their results from their directories and "
+                    "terminalize the run"
+                ),
+                run_id=run_id,
+                scope=scope,
+                node_id=node,
+                evidence={
+                    "fanout_node": node,
+                    "started_at": iso(start_ns),
+                    "branches": len(branches),
+                    "branches_finished": len(finished),
+                    "attempt": int(attempt) if attempt is not None else None,
+                    "branch_scopes": branches,
+                    "unfinished_branches": unfinished,
+                    "state": state,
+                },
+            )
+        )
+    return findings
