@@ -8,7 +8,7 @@ import sys
 from bench._common import Result
 
 #: Benchmark modules, each with ``run() -> list[Result]``.
-BENCHES = ("signatures",)
+BENCHES = ("diagnose", "scan", "signatures")
 
 
 def main(argv: list[str]) -> int:
