@@ -17,11 +17,17 @@ WITH last_progress AS (
            epoch_ns(arg_max(ts, seq)) AS ts
     FROM events WHERE NOT {HEARTBEAT_SQL} GROUP BY ALL
 ),
-after AS (
-    SELECT e.run_id, e.scope, count(*) AS n, epoch_ns(max(e.ts)) AS last_ts
+after_nodes AS (
+    SELECT e.run_id, e.scope, coalesce(e.node_id, e.branch_key, '') AS node, count(*) AS n,
+           epoch_ns(max(e.ts)) AS last_ts
     FROM events e LEFT JOIN last_progress p USING (run_id, scope)
     WHERE {HEARTBEAT_SQL.replace("event", "e.event")} AND e.seq > coalesce(p.seq, -1)
     GROUP BY ALL
+),
+after AS (
+    SELECT run_id, scope, sum(n) AS n, max(last_ts) AS last_ts,
+           map(list(node ORDER BY n DESC, node), list(n ORDER BY n DESC, node)) AS nodes
+    FROM after_nodes GROUP BY ALL
 ),
 beats AS (
     SELECT h.run_id, h.scope, h.node_id, h.seq,
@@ -42,7 +48,7 @@ open_at_end AS (
 SELECT s.run_id, s.scope, list(s.node_id ORDER BY s.n DESC, s.node_id), list(s.n ORDER BY s.n
        DESC, s.node_id), max(s.last_seq) > coalesce(any_value(p.seq), -1) AS after_progress,
        coalesce(any_value(a.n), 0), any_value(a.last_ts), any_value(p.event), any_value(p.ts),
-       coalesce(any_value(o.n), 0)
+       coalesce(any_value(o.n), 0), any_value(a.nodes)
 FROM stale s
 LEFT JOIN last_progress p USING (run_id, scope)
 LEFT JOIN after a USING (run_id, scope)
@@ -50,7 +56,7 @@ LEFT JOIN open_at_end o USING (run_id, scope)
 GROUP BY s.run_id, s.scope
 UNION ALL
 -- A finished scope (no open attempt) that still receives heartbeats of any kind.
-SELECT a.run_id, a.scope, [], [], true, a.n, a.last_ts, p.event, p.ts, 0
+SELECT a.run_id, a.scope, [], [], true, a.n, a.last_ts, p.event, p.ts, 0, a.nodes
 FROM after a
 LEFT JOIN last_progress p USING (run_id, scope)
 LEFT JOIN open_at_end o USING (run_id, scope)
@@ -74,6 +80,7 @@ def stale_heartbeat(ctx: Context) -> list[Finding]:
         lp_event,
         lp_ts,
         _open,
+        after_nodes,
     ) in ctx.tables.sql(_SQL):
         stale_nodes = {str(n): int(c) for n, c in zip(nodes, counts, strict=True)}
         total = sum(stale_nodes.values())
@@ -106,6 +113,10 @@ def stale_heartbeat(ctx: Context) -> list[Finding]:
                     "stale_nodes": stale_nodes,
                     "last_progress_event": lp_event,
                     "last_progress_at": iso(lp_ts),
+                    # Which nodes the heartbeats after the last progress event name.
+                    "nodes_after_last_progress": {
+                        str(k): int(v) for k, v in (after_nodes or {}).items()
+                    },
                 },
             )
         )
