@@ -1,4 +1,4 @@
-"""``python -m bench [NAME ...]``: run the benchmarks and print measured/target ratios side by side."""
+"""``python -m bench [NAME ...]``: run benchmarks; print measured/target ratios side by side."""
 
 from __future__ import annotations
 

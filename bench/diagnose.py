@@ -18,8 +18,17 @@ def run() -> list[Result]:
     root = BENCH_DIR / "rogue"
     if not (root / RUN_ID / "progress.ndjson").exists():
         build_rogue_run(root)
-    cmd = [sys.executable, "-m", "doctor", "diagnose", "--run-id", RUN_ID, "--root", str(root),
-           "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "doctor",
+        "diagnose",
+        "--run-id",
+        RUN_ID,
+        "--root",
+        str(root),
+        "--json",
+    ]
 
     def once() -> None:
         done = subprocess.run(cmd, capture_output=True, check=False)

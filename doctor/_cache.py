@@ -117,6 +117,8 @@ class RunCache:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
+        if not isinstance(data, dict):
+            return None
         if data.get("settings") != self.settings or data.get("run_path") != str(layout.path):
             return None
         try:

@@ -20,6 +20,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from doctor._config import DoctorConfig, default_roots
@@ -52,7 +53,11 @@ VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Show evidence
 
 
 def _err(message: str, code: int = 2) -> NoReturn:
-    Console(stderr=True, highlight=False).print(f"[red]error:[/red] {message}", soft_wrap=True)
+    # The message quotes user input and artifact text: escape it, or "[/x]" in a run id is
+    # read as markup (and raises) instead of being printed.
+    Console(stderr=True, highlight=False).print(
+        f"[red]error:[/red] {escape(message)}", soft_wrap=True
+    )
     raise typer.Exit(code)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -162,7 +163,9 @@ def scan(
                 continue
             entries[layout.run_id] = entry
             if entry.diagnosis is not None and entry.fingerprint == prints[layout.run_id]:
-                reused[layout.run_id] = diagnosis_from_json(entry.diagnosis)
+                # A damaged entry is not fatal: the run is diagnosed again.
+                with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
+                    reused[layout.run_id] = diagnosis_from_json(entry.diagnosis)
     to_load = [layout for layout in layouts if layout.run_id not in reused]
     tables = load_runs(
         to_load,
@@ -272,11 +275,8 @@ def _started_before(started_at: Any, since: float) -> bool:
     if not isinstance(started_at, str):
         return False
     try:
-        ts = datetime.fromisoformat(
-            started_at.replace("Z", "+00:00")[:26] + "+00:00"
-            if "." in started_at
-            else started_at.replace("Z", "+00:00")
-        )
+        # Python 3.11 reads any number of fraction digits (iso() trims zeros: ".5Z").
+        ts = datetime.fromisoformat(started_at.replace("Z", "+00:00"))
     except ValueError:
         return False
     return ts.timestamp() < since

@@ -38,6 +38,7 @@ _STATUS_ALIASES = {
     "degradedsuccess": "degraded_success",
     "degraded-success": "degraded_success",
 }
+_RESTART_SCOPE = re.compile(r"restart-(\d+)")
 _COST = re.compile(rb'"total_cost_usd"\s*:\s*([0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)')
 
 
@@ -131,7 +132,9 @@ class RunDocuments:
 
 
 def _restart_rank(scope: str) -> int:
-    return int(scope.split("-", 1)[1]) if scope.startswith("restart-") else 0
+    # Only "restart-N" itself has a rank; "restart-N/parallel/…" is a branch inside it.
+    m = _RESTART_SCOPE.fullmatch(scope)
+    return int(m.group(1)) if m else 0
 
 
 def normalize_status(value: Any) -> tuple[str | None, str | None]:

@@ -194,8 +194,13 @@ def _current_node(
     node: str | None, open_attempts: list[tuple[Any, ...]], docs: RunDocuments
 ) -> str | None:
     # An open fan-out is where the run is, whatever its branches or stale heartbeats say.
-    fanouts = {s.split("/")[-2] for s in docs.scopes if "/" in s and s.count("/") >= 2}
-    fanouts |= {s.split("/")[1] for s in docs.scopes if s.startswith("parallel/")}
+    # The fan-out is the directory after "parallel" in [restart-N/]parallel/<fan>/[passN/]<NN>-<k>.
+    fanouts = {
+        parts[i + 1]
+        for parts in (s.split("/") for s in docs.scopes)
+        for i in range(len(parts) - 1)
+        if parts[i] == "parallel"
+    }
     for nid, _ts in reversed(open_attempts):
         if nid in fanouts:
             return str(nid)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from doctor._cache import CacheEntry, RunCache, StreamState, tail_sha
@@ -68,7 +69,7 @@ def load_runs(
 
     bulk: list[tuple[str, str, Path]] = []
     live: list[tuple[str, str, Path]] = []
-    resumed: list[tuple[str, str, Path, StreamState]] = []
+    resumed: list[tuple[str, str, Path, StreamState, bool]] = []
     stats: dict[tuple[str, str], os.stat_result] = {}
     for run in layouts:
         docs = tables.documents[run.run_id]
@@ -84,9 +85,11 @@ def load_runs(
                 old is not None
                 and old.ino == st.st_ino
                 and st.st_size >= old.offset
+                # Same size but a new mtime: rewritten in place, not appended to.
+                and not (st.st_size == old.size and st.st_mtime_ns != old.mtime_ns)
                 and tail_sha(sl.progress, old.offset) == old.tail_sha
             ):
-                resumed.append((run.run_id, sl.scope, sl.progress, old))
+                resumed.append((run.run_id, sl.scope, sl.progress, old, alive))
             elif alive:
                 live.append((run.run_id, sl.scope, sl.progress))
             else:
@@ -94,7 +97,7 @@ def load_runs(
 
     # Resumed streams first: their cached rows must precede the tails read below.
     if resumed and cache is not None:
-        ids = register_streams(con, [(r, s, p) for r, s, p, _ in resumed])
+        ids = register_streams(con, [(r, s, p) for r, s, p, *_ in resumed])
         keys = {r: entries[r].key for r, *_ in resumed}
         files = sorted({str(f) for k in keys.values() for f in cache.event_files(k)})
         if files:
@@ -106,7 +109,7 @@ def load_runs(
                 "WHERE s.stream_id >= $first ORDER BY s.stream_id, p.seq",
                 {"files": files, "first": ids[0]},
             )
-        for sid, (run_id, scope, path, old) in zip(ids, resumed, strict=True):
+        for sid, (run_id, scope, path, old, alive) in zip(ids, resumed, strict=True):
             st = stats[(run_id, scope)]
             torn: list[TornLine] = [TornLine(run_id, scope, path, a, b, c) for a, b, c in old.torn]
             offset = old.offset
@@ -117,10 +120,13 @@ def load_runs(
                     sid,
                     (run_id, scope),
                     offset=old.offset,
-                    complete=False,
+                    # As for a first read: a dead writer's unterminated last line is torn.
+                    complete=not alive,
                     keep_raw=keep_raw,
                 )
-                torn += chunk.torn
+                # read_precise numbers lines from the offset; torn lines need file line numbers.
+                before = _count_lines(path, old.offset) if chunk.torn else 0
+                torn += [replace(t, line=t.line + before) for t in chunk.torn]
                 offset = chunk.end_offset
             tables.torn_lines.extend(torn)
             tables.stream_states[(run_id, scope)] = _state(scope, path, st, offset, torn)
@@ -155,6 +161,22 @@ def load_runs(
     _record_files(tables, layouts)
     tables.freeze()
     return tables
+
+
+def _count_lines(path: Path, offset: int) -> int:
+    """Newlines in the first ``offset`` bytes of ``path`` (only read when a tail has torn lines)."""
+    count, left = 0, offset
+    try:
+        with path.open("rb") as fh:
+            while left > 0:
+                block = fh.read(min(left, 1 << 20))
+                if not block:
+                    break
+                count += block.count(b"\n")
+                left -= len(block)
+    except OSError:
+        pass
+    return count
 
 
 def _state(

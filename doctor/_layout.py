@@ -318,11 +318,37 @@ def discover(path: Path) -> RunLayout:
     )
 
 
+def _archive_dirs(node_dir: Path, *, nested: bool) -> list[Path]:
+    """A node's archive directories in numeric order.
+
+    Kilroy moves a node's whole directory, its ``attempt_<K>/`` included, into ``visit_<N>/``
+    when the node is entered again, so with ``nested`` a visit's own attempt archives come
+    just before the visit.
+    """
+    found: list[tuple[int, Path]] = []
+    try:
+        for sub in os.scandir(node_dir):
+            m = _ATTEMPT_DIR.fullmatch(sub.name)
+            if m and sub.is_dir(follow_symlinks=False):
+                found.append((int(m.group(1) or m.group(2)), Path(sub.path)))
+    except OSError:
+        return []
+    out: list[Path] = []
+    for _, path in sorted(found):
+        if nested and path.name.startswith("visit_"):
+            out.extend(
+                p for p in _archive_dirs(path, nested=False) if not p.name.startswith("visit_")
+            )
+        out.append(path)
+    return out
+
+
 def stage_dirs(scope_path: Path) -> list[StageDir]:
     """Node directories of one scope with their status files and stdout logs.
 
     The canonical ``status.json`` comes first; Kilroy's ``attempt_<K>/`` and ``visit_<N>/``
-    archives and the executor's ``attempt-<n>/`` directories follow, in numeric order.
+    archives (with each visit's own ``attempt_<K>/``) and the executor's ``attempt-<n>/``
+    directories follow, in numeric order.
     """
     out: list[StageDir] = []
     try:
@@ -343,15 +369,7 @@ def stage_dirs(scope_path: Path) -> list[StageDir]:
             statuses.append(node_dir / STATUS)
         if _is_plain_file(node_dir / "stdout.log"):
             stdouts.append(node_dir / "stdout.log")
-        archives: list[tuple[int, Path]] = []
-        try:
-            for sub in os.scandir(node_dir):
-                m = _ATTEMPT_DIR.fullmatch(sub.name)
-                if m and sub.is_dir(follow_symlinks=False):
-                    archives.append((int(m.group(1) or m.group(2)), Path(sub.path)))
-        except OSError:
-            continue
-        for _, apath in sorted(archives):
+        for apath in _archive_dirs(node_dir, nested=True):
             if _is_plain_file(apath / STATUS):
                 statuses.append(apath / STATUS)
             if _is_plain_file(apath / "stdout.log"):

@@ -208,7 +208,8 @@ def read_bulk(
     """Append whole files to ``events`` in one DuckDB scan.
 
     ``files[i]`` is stream ``first_stream_id + i`` (see :func:`register_streams`). Returns the
-    stream ids of files with at least one line that is not a JSON object with an ``event``:
+    stream ids of files with at least one line that is not a JSON object with an ``event``,
+    and of files left unscanned because DuckDB would expand their names as glob patterns:
     delete their rows and read them again with :func:`read_precise` to locate the lines.
     """
     bad: list[int] = []
@@ -222,11 +223,21 @@ def read_bulk(
 _BATCH = 64
 
 
+#: DuckDB expands these in file names ("run[1]/progress.ndjson" would read "run1/…").
+_GLOB_CHARS = frozenset("*?[]{}")
+
+
 def _read_batch(
     con: duckdb.DuckDBPyConnection, files: Sequence[Path], first_stream_id: int, keep_raw: bool
 ) -> list[int]:
     paths = [str(f) for f in files]
-    params: dict[str, object] = {"paths": paths, "first": first_stream_id}
+    # Files whose names DuckDB would read as glob patterns are not scanned; reporting them
+    # as bad sends them to the caller's precise (Python) read instead.
+    unsafe = [first_stream_id + i for i, p in enumerate(paths) if _GLOB_CHARS & set(p)]
+    read = [p for p in paths if not _GLOB_CHARS & set(p)]
+    if not read:
+        return unsafe
+    params: dict[str, object] = {"paths": paths, "read": read, "first": first_stream_id}
     # list_position maps DuckDB's filename back to our key without a join; the scan keeps
     # insertion order, so rowid order within a file is line order.
     reader = "read_json_objects" if keep_raw else "read_json"
@@ -237,12 +248,12 @@ def _read_batch(
         options += ", maximum_object_size=268435456"
     source = (
         f"(SELECT list_position($paths, filename) - 1 AS file_key, "
-        f"NULL::BIGINT AS pos, * EXCLUDE (filename) FROM {reader}($paths, {options}))"
+        f"NULL::BIGINT AS pos, * EXCLUDE (filename) FROM {reader}($read, {options}))"
     )
     if not keep_raw:
         source = source.replace("* EXCLUDE (filename)", "* EXCLUDE (filename, ts), ts")
     try:
-        return _load(con, _insert_sql(source, objects=keep_raw), params)
+        return sorted(_load(con, _insert_sql(source, objects=keep_raw), params) + unsafe)
     except duckdb.Error as exc:
         raise IngestError(f"DuckDB could not read the event streams: {exc}") from exc
 

@@ -78,11 +78,14 @@ def render_diagnosis(
     by_code: dict[str, list[Finding]] = {}
     for f in diagnosis.findings:
         by_code.setdefault(f.code, []).append(f)
-    for detector in detectors:
-        code = detector.__name__
+    # Findings whose code names no listed detector (a detector may report several codes)
+    # are shown after the checks rather than dropped.
+    rows: list[tuple[str, Detector | None]] = [(d.__name__, d) for d in detectors]
+    rows += [(c, None) for c in by_code if c not in {d.__name__ for d in detectors}]
+    for code, detector in rows:
         found = by_code.pop(code, [])
         worst = max((f.severity for f in found), default=None)
-        label = f"{code}: {describe(detector)}" if not found else code
+        label = f"{code}: {describe(detector)}" if not found and detector else code
         console.print(f"{_MARK[worst]} {escape(label)}")
         for f in found:
             where = f" [dim]({escape(f.scope or 'top level')})[/dim]"
@@ -115,7 +118,9 @@ def _style(sev: Severity) -> str:
 
 def _md(text: Any) -> str:
     """Escape artifact text for a Markdown table cell."""
-    s = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    s = str(text).replace("\\", "\\\\").replace("|", "\\|")
+    # CommonMark ends a line at \n, \r\n and a bare \r: any of them would end the row.
+    s = s.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
     for ch in "`*_[]<>":
         s = s.replace(ch, "\\" + ch)
     return s
@@ -181,6 +186,7 @@ def render_scan(console: Console, result: ScanResult, *, verbose: bool) -> None:
 
 
 def render_checks(console: Console, detectors: Sequence[Detector]) -> None:
+    """One line per detector, never wrapped, so ``doctor checks | grep`` sees whole lines."""
     width = max(len(d.__name__) for d in detectors)
     for d in detectors:
-        console.print(f"{d.__name__:<{width}}  {escape(describe(d))}")
+        console.print(f"{d.__name__:<{width}}  {escape(describe(d))}", soft_wrap=True)

@@ -14,21 +14,23 @@ What a signature masks, in the order the masks run:
 2. Whitespace runs become one space; the text is trimmed.
 3. A JSON object inside the text is re-rendered with its keys sorted and its scalar values masked
    (``<str>``, ``<n>``; ``true``, ``false`` and ``null`` stay), so key order never matters.
-4. ``<url>``: ``scheme://...``. ``<addr>``: IPv4 with optional port, IPv6, MAC, ``host.name:port``.
-5. ``<str>``: a quoted single token (``'x'``, ``"x"``, ``\\`x\\```). A quoted phrase with spaces keeps
-   its words (each still masked) because there the words usually are the message:
-   ``"GET /v1/runs HTTP/1.1"`` and ``"POST ..."`` are different failures.
+4. ``<url>``: ``scheme://...``. ``<addr>``: IPv4 with optional port, IPv6, MAC, and
+   ``host:port`` where the host has a dot or a digit (``db.internal:5432``, ``node-3:80``).
+5. ``<str>``: a quoted single token, in single, double or back quotes (``'x'``, ``"x"``). A
+   quoted phrase with spaces keeps its words (each still masked), because there the words
+   usually are the message: ``"GET /v1/runs HTTP/1.1"`` and ``"POST ..."`` differ.
 6. ``<date>``: ``2024-01-02``, ``2017/7/1``, optionally with a time and zone. ``<time>``:
    durations and clock readings, which cannot be told apart once digits are masked
    (``132.4s``, ``10m0s``, ``534529ms``, ``30 seconds``, ``<1 sec``, ``12:04:05.123``, ``00:01``).
    ``<size>``: ``5.2 KB``, ``403 bytes``, ``18846 bytes (18.4 KB)``.
-7. ``<path>``: absolute, home, ``./`` and Windows paths, and relative paths with an extension or
-   at least two slashes (so ``I/O`` stays a word), each with an optional ``:line:col``. Temp
-   dirs are paths.
+7. ``<path>``: absolute (``/tmp/.tmpAb12``), home (``~/x``) and Windows (``C:\\x``) paths, and
+   relative ones (``src/lib.rs``, ``./a/b``) with an extension or two slashes, so ``I/O`` stays
+   a word; each with an optional ``:line:col``. Temp dirs are paths.
 8. ``<n>``: any other token that contains a digit, as a whole: numbers, hex (``0x7f``,
    ``003a90fc``), ids (``blk_-42``, ``attempt_1_0_m_3``), ULIDs, UUIDs, pids, versions. One label
-   for all of them because the same position holds ``7`` in one run and ``0x1f`` in the next. A
-   run of them (``1 2 3``, ``4, 5``) is one ``<n>``.
+   for all of them because the same position holds ``7`` in one run and ``0x1f`` in the next.
+   A dotted name before the digits stays (``core.<n>``). A run of them (``1 2 3``, ``4, 5``) is
+   one ``<n>``.
 9. The result is cut to 512 characters, at a space.
 
 Words without digits (enum values, host names without a port, user names) are kept: telling a
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Sequence
 
 __all__ = ["EMPTY_SIGNATURE", "SIGNATURE_VERSION", "canonical_signature", "signature_groups"]
@@ -73,7 +76,7 @@ _POS = r"(?::0(?::0)?)?"
 # Lookbehinds placed after the literal check the character before it.
 _LEADING = re.compile(
     rf"""
-    0(?<![\w.]0)(?:
+    0(?<![\w.]0)(?=[-/:.\ a-zA-Zµ])(?:
         (?<![:/-]0)(?P<date>[-/]0[-/]0(?:[T_\ :]0[:.,]0(?:[:.,]0)*)?(?:Z|[+-]0(?::0)?)?)
             (?![\w.:/-])
         |(?<![:/-]0)(?P<clock>:0(?::0)?(?:[.,:]0)?)(?![\w:])
@@ -92,10 +95,20 @@ _LEADING = re.compile(
     """,
     re.VERBOSE,
 )
-_LEADING_OUT = {"date": "<date>", "clock": "<time>"}
-_LEADING_OUT |= {"ip": "<addr>", "mac": "<addr>", "size": "<size>", "abs": "<path>"}
-_LEADING_OUT |= {"d0": "<time>", "d1": "<time>", "d2": "<time>", "d3": "<time>"}
-_LEADING_OUT |= {"home": "<path>", "rel": _REL}
+_LEADING_OUT = {
+    "date": "<date>",
+    "clock": "<time>",
+    "ip": "<addr>",
+    "mac": "<addr>",
+    "size": "<size>",
+    "d0": "<time>",
+    "d1": "<time>",
+    "d2": "<time>",
+    "d3": "<time>",
+    "abs": "<path>",
+    "home": "<path>",
+    "rel": _REL,
+}
 
 # Runs after the other masks, so whether the quoted text is one token is decided on what the
 # other masks leave ("'5 sec'" is "'<time>'", one token), as it will be when the signature is
@@ -136,7 +149,9 @@ def _render_json(value: object, depth: int = 0) -> str:
     if depth > _MAX_JSON_DEPTH:
         return "<json>"
     if isinstance(value, dict):
-        pairs = sorted(f"{' '.join(k.split())}: {_render_json(v, depth + 1)}" for k, v in value.items())
+        pairs = sorted(
+            f"{' '.join(k.split())}: {_render_json(v, depth + 1)}" for k, v in value.items()
+        )
         return "{" + ", ".join(pairs) + "}"
     if isinstance(value, list):
         return "[" + ", ".join(_render_json(v, depth + 1) for v in value) + "]"
@@ -183,7 +198,24 @@ def canonical_signature(text: str) -> str:
     """
     if not isinstance(text, str):
         return EMPTY_SIGNATURE
-    text = " ".join(_DIGITS.sub("0", text)[:_MAX_SCAN].split())
+    text = _mask(" ".join(_DIGITS.sub("0", text)[:_MAX_SCAN].split()))
+    return text if len(text) <= _MAX_OUTPUT else _shorten(text)
+
+
+def _shorten(text: str) -> str:
+    for _ in range(3):
+        cut = text.rfind(" ", 0, _MAX_OUTPUT + 1)
+        if cut > 0:
+            return text[:cut]
+        # A token cut in half can match a mask the whole token did not: mask it again.
+        text = _mask(text[:_MAX_OUTPUT])
+        if len(text) <= _MAX_OUTPUT:
+            return text
+    return text[:_MAX_OUTPUT]
+
+
+def _mask(text: str) -> str:
+    """Masks 3 to 8 of the module docstring, on digit- and whitespace-normalised ``text``."""
     if not text:
         return EMPTY_SIGNATURE
     if "{" in text:
@@ -212,9 +244,6 @@ def canonical_signature(text: str) -> str:
             text, found = _QUOTED.subn("<str>", text)
     if "<n> <n>" in text or "<n>, <n>" in text:
         text = _RUNS.sub("<n>", text)
-    if len(text) > _MAX_OUTPUT:
-        cut = text.rfind(" ", 0, _MAX_OUTPUT + 1)
-        text = text[: cut if cut > 0 else _MAX_OUTPUT]
     return text
 
 
@@ -223,11 +252,15 @@ _PLACEHOLDER = re.compile(r"<(?:n|str|time|date|addr|path|size|url|json|\*)>")
 # Where a merged token may keep a common prefix or suffix: at punctuation, never mid-word.
 _CUT_AFTER = frozenset("._-:/=([{@#,;")
 _CUT_BEFORE = frozenset("._-:/=)]}@#,;<")
-#: A slot whose other tokens agree is variable once it holds this many distinct words.
+#: A slot whose other tokens agree is variable once it holds this many distinct words ...
 MIN_DISTINCT = 3
-#: ... and only if the rest of the template keeps this many words, so short texts never merge.
+#: ... while the rest of the template keeps this many words, so short texts never merge ...
 MIN_CONTEXT_WORDS = 3
+#: ... and its words look like identifiers, or are at least this share of its occurrences: names
+#: and ids rarely repeat, enum values (``started``, ``stopped``) do.
+MIN_DISTINCT_SHARE = 0.25
 _ROUNDS = 4
+_IDENTIFIER = re.compile(r"[._/:@$#<]|[a-z][A-Z]")
 
 
 def _has_word(token: str) -> bool:
@@ -238,11 +271,17 @@ def _is_masked(token: str) -> bool:
     return _PLACEHOLDER.search(token) is not None and not _has_word(token)
 
 
-def _variable(values: list[str], rest: tuple[str, ...]) -> bool:
+def _is_identifier(token: str) -> bool:
+    return _IDENTIFIER.search(token.strip(".,;:()[]{}'\"")) is not None
+
+
+def _variable(values: list[str], rest: tuple[str, ...], occurrences: int) -> bool:
     words = sum(1 for token in rest if _has_word(token))
     if all(_is_masked(v) for v in values):
         return words >= 1
-    return len(values) >= MIN_DISTINCT and words >= MIN_CONTEXT_WORDS
+    if len(values) < MIN_DISTINCT or words < MIN_CONTEXT_WORDS:
+        return False
+    return len(values) >= MIN_DISTINCT_SHARE * occurrences or all(map(_is_identifier, values))
 
 
 def _generalize(values: list[str]) -> str:
@@ -262,33 +301,40 @@ def _generalize(values: list[str]) -> str:
     return lo[:n] + _WILD + (lo[-m:] if m else "")
 
 
-def _merge_round(template: dict[str, tuple[str, ...]]) -> bool:
+def _merge_round(template: dict[str, tuple[str, ...]], counts: Counter[str]) -> bool:
     members: dict[tuple[str, ...], list[str]] = {}
     for sig, tokens in template.items():
         members.setdefault(tokens, []).append(sig)
-    # Templates that agree everywhere but at one slot share a key; Python's str hash only
-    # buckets them (collisions are filtered below), so the result never depends on the seed.
-    slots: dict[tuple[int, int, int, int], list[tuple[str, ...]]] = {}
+    # Templates that agree everywhere but at slot i share a bucket. Rolling hashes keep this
+    # linear in the token count; a bucket is split by the exact tokens below, so a collision
+    # costs nothing and the labels never depend on the hash seed.
+    buckets: dict[tuple[int, int, int, int], list[tuple[str, ...]]] = {}
     for tokens in members:
         prefix = [0]
         for token in tokens:
             prefix.append(hash((prefix[-1], token)))
         suffix = 0
         for i in range(len(tokens) - 1, -1, -1):
-            slots.setdefault((len(tokens), i, prefix[i], suffix), []).append(tokens)
+            buckets.setdefault((len(tokens), i, prefix[i], suffix), []).append(tokens)
             suffix = hash((suffix, tokens[i]))
     merged_now: set[tuple[str, ...]] = set()
-    for (_, i, _, _), group in slots.items():
-        rest = group[0][:i] + group[0][i + 1 :]
-        group = [t for t in group if t not in merged_now and t[:i] + t[i + 1 :] == rest]
-        values = sorted({t[i] for t in group})
-        if len(values) < 2 or not _variable(values, rest):
+    for (_, i, _, _), bucket in buckets.items():
+        if len(bucket) < 2:
             continue
-        merged = (*rest[:i], _generalize(values), *rest[i:])
-        for tokens in group:
-            merged_now.add(tokens)
-            for sig in members[tokens]:
-                template[sig] = merged
+        slots: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+        for tokens in bucket:
+            if tokens not in merged_now:
+                slots.setdefault(tokens[:i] + tokens[i + 1 :], []).append(tokens)
+        for rest, group in slots.items():
+            values = sorted({tokens[i] for tokens in group})
+            seen = sum(counts[sig] for tokens in group for sig in members[tokens])
+            if len(values) < 2 or not _variable(values, rest, seen):
+                continue
+            merged = (*rest[:i], _generalize(values), *rest[i:])
+            for tokens in group:
+                merged_now.add(tokens)
+                for sig in members[tokens]:
+                    template[sig] = merged
     return bool(merged_now)
 
 
@@ -299,24 +345,29 @@ def signature_groups(texts: Sequence[str]) -> list[str]:
     a group. Signatures with the same number of tokens that differ in one slot are then merged,
     Drain-style, into a template with ``<*>`` in that slot, when the batch shows the slot is
     variable: all its values are masks (``<n>`` and ``<path>``), or it holds at least
-    ``MIN_DISTINCT`` distinct words while the rest keeps ``MIN_CONTEXT_WORDS`` words. Merging
-    repeats for a few rounds, so several slots can open up. Deterministic: same input, same
-    labels, whatever the hash seed.
+    ``MIN_DISTINCT`` distinct words that look like identifiers or are not repeated much (see
+    ``MIN_DISTINCT_SHARE``), while the rest keeps ``MIN_CONTEXT_WORDS`` words. Merging repeats
+    for a few rounds, so several slots can open up. Deterministic: same input, same labels,
+    whatever the hash seed.
 
-    >>> signature_groups([
+    >>> for label in signature_groups([
     ...     "Loading hive SOFTWARE, from disk",
     ...     "Loading hive SYSTEM, from disk",
-    ...     "Loading hive SAM, from disk",
     ...     "job 7 exited after 3s",
-    ... ])
-    ['Loading hive <*>, from disk', 'Loading hive <*>, from disk', 'Loading hive <*>, from disk', \
-'job <n> exited after <time>']
+    ...     "Loading hive SAM, from disk",
+    ... ]):
+    ...     print(label)
+    Loading hive <*>, from disk
+    Loading hive <*>, from disk
+    job <n> exited after <time>
+    Loading hive <*>, from disk
     >>> signature_groups(["link up on eth0", "link down on eth1"])
     ['link up on <n>', 'link down on <n>']
     """
     sigs = [canonical_signature(t) for t in texts]
-    template = {sig: tuple(sig.split(" ")) for sig in dict.fromkeys(sigs)}
+    counts = Counter(sigs)
+    template = {sig: tuple(sig.split(" ")) for sig in counts}
     for _ in range(_ROUNDS):
-        if not _merge_round(template):
+        if not _merge_round(template, counts):
             break
     return [" ".join(template[sig]) for sig in sigs]

@@ -87,8 +87,9 @@ class _Group:
 
 def _groups(ctx: Context) -> dict[tuple[str, str, str, str], _Group]:
     out: dict[tuple[str, str, str, str], _Group] = defaultdict(_Group)
-    for (run_id, scope, node, reason, n, visits, last_seq, first_ts,
-         last_ts) in ctx.tables.sql(_FAILURES_SQL):  # fmt: skip
+    for run_id, scope, node, reason, n, visits, last_seq, first_ts, last_ts in ctx.tables.sql(
+        _FAILURES_SQL
+    ):
         g = out[(run_id, scope, node, canonical_signature(reason or ""))]
         g.count += int(n)
         g.visits.update(int(v) for v in visits)

@@ -19,14 +19,18 @@ directories this is the only notion of pending work; a queue's own backlog is no
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 
 from doctor._detectors._context import Context
+from doctor._detectors.retry_loop import duration_text
 from doctor._facts import iso
 from doctor._model import Finding, Severity
 from doctor._tables import HEARTBEAT_SQL
 
 __all__ = ["idle_gap"]
+
+_RFC3339_Z = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z")
 
 _SQL = f"""
 WITH given AS (
@@ -82,16 +86,21 @@ ORDER BY g.run_id NULLS LAST, g.start_ns
 
 
 def _final_ns(ctx: Context, run_id: str) -> int | None:
+    """``final.json``'s ``timestamp`` in epoch nanoseconds (None when absent or unparsable)."""
     final = ctx.tables.documents[run_id].final
     stamp = final.get("timestamp") if final is not None and final.ok else None
     if not isinstance(stamp, str):
         return None
+    m = _RFC3339_Z.fullmatch(stamp)
     try:
-        # Seconds from datetime; the nanoseconds straight from the text (datetime keeps µs).
-        head, _, frac = stamp.rstrip("Z").partition(".")
-        secs = datetime.fromisoformat(head + "+00:00").timestamp()
-        return int(secs) * 1_000_000_000 + int((frac or "0")[:9].ljust(9, "0"))
-    except ValueError:
+        if m is None:  # another ISO 8601 form (an offset): microseconds will do
+            dt = datetime.fromisoformat(stamp)
+            dt = dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+            return round(dt.timestamp() * 1e6) * 1000
+        # Kilroy's RFC3339Nano with a Z: keep every nanosecond (datetime keeps microseconds).
+        secs = int(datetime.fromisoformat(m[1] + "+00:00").timestamp())
+        return secs * 1_000_000_000 + int((m[2] or "").ljust(9, "0"))
+    except (ValueError, OverflowError):
         return None
 
 
@@ -115,13 +124,13 @@ def idle_gap(ctx: Context) -> list[Finding]:
     for run_id, start, end, alive, pending in rows:
         duration = round((end - start) / 1e9, 3)
         ongoing = end >= now_ns
-        hours = f"{duration / 3600:.1f} h"
+        span = duration_text(duration)
         if run_id is not None:
             # A gap the run came back from may be one long silent stage; one still open with
             # the owner alive is a hung run now.
             severity = Severity.ERROR if ongoing else Severity.WARNING
             summary = (
-                f"the run made no progress in any scope for {hours} ({iso(start)} to {iso(end)})"
+                f"the run made no progress in any scope for {span} ({iso(start)} to {iso(end)})"
                 + (" and still has not" if ongoing else "")
                 + "; check what it was waiting on (a hung stage, a lost branch, a dead worker)"
             )
@@ -129,7 +138,7 @@ def idle_gap(ctx: Context) -> list[Finding]:
             # Nothing ran while a run was alive: execution stood still with work in hand.
             severity = Severity.ERROR if alive else Severity.WARNING
             summary = (
-                f"no run made progress for {hours} ({iso(start)} to {iso(end)}) while "
+                f"no run made progress for {span} ({iso(start)} to {iso(end)}) while "
                 f"{alive} run(s) were alive and {pending} unfinished; make sure something "
                 "executes pending work (a worker, a scheduler) and alerts when it stops"
             )

@@ -53,8 +53,9 @@ GROUP BY ALL ORDER BY run_id, scope, node_id, reason
 def lost_failure_reason(ctx: Context) -> list[Finding]:
     """Generic or empty failure reasons that hide a concrete upstream failure in the scope."""
     findings = []
-    for (run_id, scope, node_id, reason, n, up_node, up_reason, first, last,
-         n_up) in ctx.tables.sql(_SQL):  # fmt: skip
+    for run_id, scope, node_id, reason, n, up_node, up_reason, first, last, n_up in ctx.tables.sql(
+        _SQL
+    ):
         where = f" in branch {scope}" if scope else ""
         shown = "an empty reason" if not (reason or "").strip() else repr(reason)
         findings.append(

@@ -52,7 +52,7 @@ def _owner(pid: int | None, alive: bool | None) -> str:
 
 
 def missing_final(ctx: Context) -> list[Finding]:
-    """Scopes that stopped running without a valid final.json: the run never terminalized."""
+    """Runs and branches that stopped running without ever writing a valid final.json."""
     progress: dict[tuple[str, str], int | None] = {}
     top_progress: dict[str, int] = {}
     for run_id, scope, top, last in ctx.tables.sql(_PROGRESS_SQL):

@@ -24,7 +24,7 @@ from doctor._facts import facts_of, iso
 from doctor._model import Finding, Severity
 from doctor._tables import HEARTBEAT_SQL
 
-__all__ = ["DOMINANT_SHARE", "retry_loop"]
+__all__ = ["DOMINANT_SHARE", "duration_text", "retry_loop"]
 
 #: A loop that took at least this share of the run's wall time dominates it.
 DOMINANT_SHARE = 0.5
@@ -74,11 +74,25 @@ ORDER BY b.run_id, b.scope, b.n DESC, b.from_node, b.to_node
 """
 
 
+def duration_text(seconds: float) -> str:
+    """A duration the way a person says it.
+
+    >>> duration_text(95), duration_text(2404), duration_text(21281.264)
+    ('95 s', '40 min', '5.9 h')
+    """
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def retry_loop(ctx: Context) -> list[Finding]:
     """A back edge (a hop to a node entered earlier in the scope) taken repeatedly."""
     findings = []
-    for (run_id, scope, src, dst, n, first_ts, last_ts, end_ts,
-         still) in ctx.tables.sql(_SQL, min=ctx.config.retry_loop_min):  # fmt: skip
+    for run_id, scope, src, dst, n, first_ts, last_ts, end_ts, still in ctx.tables.sql(
+        _SQL, min=ctx.config.retry_loop_min
+    ):
         facts = facts_of(ctx.facts, run_id)
         loop_s = round((end_ts - first_ts) / 1e9, 3) if end_ts and first_ts else 0.0
         wall = facts.get("wall_s")
@@ -87,7 +101,7 @@ def retry_loop(ctx: Context) -> list[Finding]:
         pct = f" ({share:.0%} of the run)" if share is not None else ""
         summary = (
             f"the back edge {src} -> {dst}{where} was taken {n} times; the loop ran for "
-            f"{loop_s / 3600:.1f} h{pct}"
+            f"{duration_text(loop_s)}{pct}"
             + (" and has not exited" if still else "")
             + f"; find why {src} keeps sending work back to {dst} and stop the churn (a "
             "cycle breaker, a retry cap, or a fix for the repeated failure)"

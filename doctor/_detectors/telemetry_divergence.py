@@ -13,6 +13,9 @@ run's ``current_node`` fact, which is the fan-out node while a fan-out is open.
 * checkpoint.json diverges when its ``current_node`` is neither ``actual_node`` nor the node
   of the scope's last ``stage_attempt_end`` (the checkpoint legitimately trails a running node
   by one). ``checkpoint_drift`` checks the checkpoint against the stream more strictly.
+
+Severity: error when live.json diverges while the scope is stalled or orphaned with an attempt
+still open (the run looks busy on old work while it is stuck in another); warning otherwise.
 """
 
 from __future__ import annotations
@@ -92,9 +95,13 @@ def telemetry_divergence(ctx: Context) -> list[Finding]:
             findings.append(
                 Finding(
                     code="telemetry_divergence",
-                    # A live.json that names dead work on a stuck scope is what misleads the
-                    # person deciding whether the run is hung (incident 04, 1.3).
-                    severity=Severity.ERROR if live_off and stuck else Severity.WARNING,
+                    # A live.json naming dead work while the scope is stuck in unfinished work
+                    # is what misleads the person deciding whether the run is hung (incident
+                    # 04, 1.3). In a finished scope it is leftover noise (stale_heartbeat
+                    # reports the leak itself).
+                    severity=Severity.ERROR
+                    if live_off and stuck and open_nodes
+                    else Severity.WARNING,
                     summary=(
                         f"In {where}, " + " and ".join(parts) + f", but the stream is at "
                         f"{actual}"

@@ -127,9 +127,9 @@ def unjoined_fanout(ctx: Context) -> list[Finding]:
                 severity=Severity.ERROR,
                 summary=(
                     f"Fan-out {node} in {where} started at {iso(start_ns)} with {len(branches)} "
-                    f"branches ({left}) and never ended, and its scope is {state}: nobody will "
-                    "join the branches, so collect their results from their directories and "
-                    "terminalize the run"
+                    f"branch{'es' if len(branches) != 1 else ''} ({left}) and never ended, and "
+                    f"its scope is {state}: nobody will join the branches, so collect their "
+                    "results from their directories and terminalize the run"
                 ),
                 run_id=run_id,
                 scope=scope,

@@ -1,0 +1,3 @@
+"""Run Doctor's reports: postmortems rendered from diagnoses."""
+
+__all__: list[str] = []

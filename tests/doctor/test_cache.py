@@ -1,0 +1,391 @@
+"""``doctor.scan`` with a cache directory: what is reused, resumed, or read again."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from doctor import DoctorConfig, ScanResult, _ingest, scan
+
+DEAD_PID = "99999999"
+NOW = 1777377600.0  # 2026-04-28T12:00:00Z
+
+
+def _line(event: str, second: int, **fields: Any) -> str:
+    return json.dumps({"event": event, "ts": f"2026-04-28T10:00:{second:02d}Z", **fields}) + "\n"
+
+
+def _attempt(node: str, second: int, status: str = "success") -> str:
+    return _line("stage_attempt_start", second, node_id=node, attempt=1) + _line(
+        "stage_attempt_end", second + 1, node_id=node, attempt=1, status=status
+    )
+
+
+def _run(root: Path, run_id: str, stream: str, *, final: str | None = None) -> Path:
+    run = root / run_id
+    run.mkdir(parents=True)
+    (run / "run.pid").write_text(DEAD_PID)
+    (run / "progress.ndjson").write_text(stream)
+    if final is not None:
+        (run / "final.json").write_text(json.dumps({"status": final, "run_id": run_id}))
+    return run
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    _run(root, "done", _attempt("a", 0) + _line("run_completed", 5), final="success")
+    _run(root, "dead", _attempt("a", 0) + _line("stage_attempt_start", 5, node_id="b"))
+    return root
+
+
+@pytest.fixture
+def config(root: Path, tmp_path: Path) -> DoctorConfig:
+    return DoctorConfig(roots=(root,), cache_dir=tmp_path / "cache", now=NOW)
+
+
+def _runs(result: ScanResult) -> dict[str, dict[str, Any]]:
+    return {r["run_id"]: r for r in result.to_json()["runs"]}
+
+
+def _facts(result: ScanResult, run_id: str) -> dict[str, Any]:
+    (d,) = [d for d in result.diagnoses if d.run_id == run_id]
+    return dict(d.facts)
+
+
+def _append(path: Path, text: str) -> None:
+    with path.open("a") as fh:
+        fh.write(text)
+
+
+# --- reuse --------------------------------------------------------------------------------------
+
+
+def test_a_first_scan_reads_every_run(config: DoctorConfig) -> None:
+    result = scan(config)
+    assert (result.fleet["read"], result.fleet["reused"]) == (2, 0)
+
+
+def test_a_second_scan_with_nothing_changed_reuses_the_finished_run(config: DoctorConfig) -> None:
+    first = scan(config)
+    second = scan(config)
+    # The finished run (final.json, dead owner) is reused; the unfinished one depends on the
+    # clock and is always diagnosed again.
+    assert (second.fleet["read"], second.fleet["reused"]) == (1, 1)
+    assert json.dumps(_runs(second), sort_keys=True) == json.dumps(_runs(first), sort_keys=True)
+
+
+def test_a_scan_without_a_cache_gives_the_same_runs_as_a_cached_one(
+    config: DoctorConfig,
+) -> None:
+    uncached = scan(replace(config, cache_dir=None))
+    scan(config)
+    cached = scan(config)
+    assert json.dumps(_runs(cached), sort_keys=True) == json.dumps(_runs(uncached), sort_keys=True)
+
+
+def test_a_changed_threshold_invalidates_reuse(config: DoctorConfig) -> None:
+    scan(config)
+    result = scan(replace(config, breaker_limit=config.breaker_limit + 1))
+    assert result.fleet["reused"] == 0
+
+
+def test_selecting_other_checks_invalidates_reuse(config: DoctorConfig) -> None:
+    scan(config)
+    result = scan(replace(config, checks=("stale_heartbeat",)))
+    assert result.fleet["reused"] == 0
+
+
+def test_a_touched_document_of_a_finished_run_is_read_again(
+    config: DoctorConfig, root: Path
+) -> None:
+    scan(config)
+    (root / "done/final.json").write_text(json.dumps({"status": "fail", "run_id": "done"}))
+    result = scan(config)
+    assert result.fleet["reused"] == 0
+    assert _runs(result)["done"]["state"] == "failed"
+
+
+# --- resuming streams ---------------------------------------------------------------------------
+
+
+class Reads:
+    """Records which streams ingestion reads whole and which it resumes, and from where."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.whole: list[str] = []
+        self.resumed: list[tuple[str, int]] = []
+        real_bulk, real_precise = _ingest.read_bulk, _ingest.read_precise
+
+        def read_bulk(con: Any, files: Any, first: int, **kw: Any) -> Any:
+            self.whole += [Path(f).parent.name for f in files]
+            return real_bulk(con, files, first, **kw)
+
+        def read_precise(con: Any, path: Path, sid: int, key: Any, **kw: Any) -> Any:
+            if kw.get("offset", 0):
+                self.resumed.append((path.parent.name, kw["offset"]))
+            else:
+                self.whole.append(path.parent.name)
+            return real_precise(con, path, sid, key, **kw)
+
+        monkeypatch.setattr(_ingest, "read_bulk", read_bulk)
+        monkeypatch.setattr(_ingest, "read_precise", read_precise)
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> Reads:
+    return Reads(monkeypatch)
+
+
+def test_lines_appended_to_a_dead_run_are_read_from_the_last_byte_offset(
+    config: DoctorConfig, root: Path, reads: Reads
+) -> None:
+    scan(config)
+    size = (root / "dead/progress.ndjson").stat().st_size
+    reads.whole.clear()
+    _append(root / "dead/progress.ndjson", _line("run_completed", 10))
+    scan(config)
+    assert reads.resumed == [("dead", size)]
+    assert "dead" not in reads.whole
+
+
+def test_lines_appended_to_a_dead_run_are_read_once(config: DoctorConfig, root: Path) -> None:
+    first = scan(config)
+    assert _facts(first, "dead")["events"] == 3
+    _append(root / "dead/progress.ndjson", _line("stage_attempt_end", 9, node_id="b", attempt=1))
+    _append(root / "dead/progress.ndjson", _line("run_completed", 10))
+    second = scan(config)
+    facts = _facts(second, "dead")
+    assert facts["events"] == 5
+    assert facts["events_by_type"] == {
+        "stage_attempt_end": 2,
+        "stage_attempt_start": 2,
+        "run_completed": 1,
+    }
+    assert facts["attempts_ended"] == 2
+    assert facts["last_event_at"] == "2026-04-28T10:00:10Z"
+    third = scan(config)
+    assert _facts(third, "dead")["events"] == 5
+
+
+def test_a_resumed_stream_keeps_its_rows_in_line_order(config: DoctorConfig, root: Path) -> None:
+    scan(config)
+    _append(root / "dead/progress.ndjson", _line("stage_attempt_end", 9, node_id="b", attempt=1))
+    result = scan(config)
+    assert _facts(result, "dead")["attempt_stats"] == [
+        {
+            "scope": "",
+            "node_id": "b",
+            "attempts": 1,
+            "min_s": 4.0,
+            "median_s": 4.0,
+            "max_s": 4.0,
+            "total_s": 4.0,
+        },
+        {
+            "scope": "",
+            "node_id": "a",
+            "attempts": 1,
+            "min_s": 1.0,
+            "median_s": 1.0,
+            "max_s": 1.0,
+            "total_s": 1.0,
+        },
+    ]
+
+
+def test_findings_follow_lines_appended_after_the_last_scan(
+    config: DoctorConfig, root: Path
+) -> None:
+    first = scan(config)
+    assert not any(f["code"] == "stale_heartbeat" for f in _runs(first)["dead"]["findings"])
+    # The open attempt of b ends; heartbeats naming b after that are stale.
+    _append(root / "dead/progress.ndjson", _line("stage_attempt_end", 9, node_id="b", attempt=1))
+    for s in (20, 30, 40):
+        _append(root / "dead/progress.ndjson", _line("stage_heartbeat", s, node_id="b"))
+    second = scan(config)
+    (stale,) = [f for f in _runs(second)["dead"]["findings"] if f["code"] == "stale_heartbeat"]
+    assert stale["evidence"]["stale_heartbeats"] == 3
+
+
+def test_a_torn_line_found_before_a_resume_is_still_reported_after_it(
+    config: DoctorConfig, root: Path
+) -> None:
+    assert config.cache_dir is not None
+    _append(root / "dead/progress.ndjson", "{torn\n")
+    scan(config)
+    offset = len(_attempt("a", 0) + _line("stage_attempt_start", 5, node_id="b"))
+    assert _cached_torn(config.cache_dir, "dead") == [[4, offset]]
+    _append(root / "dead/progress.ndjson", _line("stage_heartbeat", 20, node_id="b"))
+    second = scan(config)
+    assert _cached_torn(config.cache_dir, "dead") == [[4, offset]]
+    assert _facts(second, "dead")["events"] == 4
+
+
+def test_a_partial_last_line_of_a_writer_that_died_is_reported_torn_after_a_resume(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "runs"
+    run = _run(root, "r1", _attempt("a", 0) + '{"event": "stage_attempt_start", "node_id": "b", ')
+    (run / "run.pid").write_text(str(os.getpid()))  # the writer is alive: mid-line
+    cache = tmp_path / "cache"
+    config = DoctorConfig(roots=(root,), cache_dir=cache, now=NOW)
+    scan(config)
+    (run / "run.pid").write_text(DEAD_PID)  # it died without finishing the line
+    scan(config)
+    assert _cached_torn(cache, "r1") == [[3, len(_attempt("a", 0))]]
+
+
+def _cached_torn(cache: Path, run_id: str) -> list[list[Any]]:
+    """The torn lines the cache recorded for ``run_id``'s streams: (line, byte offset)."""
+    (entry,) = [json.loads(p.read_text()) for p in (cache / "runs").glob(f"{run_id}-*.json")]
+    return [t[:2] for s in entry["streams"] for t in s["torn"]]
+
+
+# --- rewritten streams --------------------------------------------------------------------------
+
+
+def test_a_truncated_stream_is_read_from_scratch(
+    config: DoctorConfig, root: Path, reads: Reads
+) -> None:
+    scan(config)
+    (root / "dead/progress.ndjson").write_text(_line("run_started", 0))
+    reads.whole.clear()
+    result = scan(config)
+    assert _facts(result, "dead")["events_by_type"] == {"run_started": 1}
+    assert reads.resumed == []
+    assert "dead" in reads.whole
+
+
+def test_a_rewritten_stream_of_the_same_size_is_read_from_scratch(
+    config: DoctorConfig, root: Path, reads: Reads
+) -> None:
+    scan(config)
+    path = root / "dead/progress.ndjson"
+    old = path.read_text()
+    new = old.replace("stage_attempt_start", "stage_attempt_START")
+    assert len(new) == len(old)
+    with path.open("r+") as fh:  # same inode, same size, other content
+        fh.write(new)
+    reads.whole.clear()
+    result = scan(config)
+    assert _facts(result, "dead")["events_by_type"] == {
+        "stage_attempt_START": 2,
+        "stage_attempt_end": 1,
+    }
+    assert "dead" in reads.whole
+
+
+def test_a_stream_whose_early_line_was_corrupted_in_place_is_read_from_scratch(
+    config: DoctorConfig, root: Path
+) -> None:
+    path = root / "dead/progress.ndjson"
+    for s in range(10, 30):  # enough lines that the first one is far from the end
+        _append(path, _line("stage_heartbeat", s, node_id="b"))
+    scan(config)
+    data = bytearray(path.read_bytes())
+    data[0:1] = b"X"  # a flipped byte in line 1, the rest untouched
+    with path.open("r+b") as fh:
+        fh.write(data)
+    scan(config)
+    assert _cached_torn(config.cache_dir or Path(), "dead") == [[1, 0]]
+
+
+def test_a_stream_replaced_by_another_file_is_read_from_scratch(
+    config: DoctorConfig, root: Path
+) -> None:
+    scan(config)
+    path = root / "dead/progress.ndjson"
+    replacement = path.with_name("new.ndjson")
+    replacement.write_text(path.read_text() + _line("run_completed", 59))
+    os.replace(replacement, path)  # another inode, and the old content as its prefix
+    result = scan(config)
+    assert _facts(result, "dead")["events"] == 4
+
+
+# --- documents appearing later ------------------------------------------------------------------
+
+
+def test_a_run_whose_final_json_appears_later_is_read_again(
+    config: DoctorConfig, root: Path
+) -> None:
+    first = scan(config)
+    assert _runs(first)["dead"]["state"] == "orphaned"
+    (root / "dead/final.json").write_text(json.dumps({"status": "fail", "run_id": "dead"}))
+    second = scan(config)
+    assert _runs(second)["dead"]["state"] == "failed"
+    assert _facts(second, "dead")["final_json"] is True
+    third = scan(config)
+    assert third.fleet["reused"] == 2
+
+
+# --- a damaged cache ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "not json at all",
+        '{"key": ',
+        "[]",
+        "null",
+        '"a string"',
+        '{"settings": 5}',
+    ],
+    ids=["garbage", "truncated", "array", "null", "string", "wrong-types"],
+)
+def test_a_corrupt_cache_entry_is_ignored(config: DoctorConfig, damage: str) -> None:
+    first = scan(config)
+    assert config.cache_dir is not None
+    entries = sorted((config.cache_dir / "runs").glob("*.json"))
+    assert len(entries) == 2
+    for p in entries:
+        p.write_text(damage)
+    second = scan(config)
+    assert second.fleet["reused"] == 0
+    assert json.dumps(_runs(second), sort_keys=True) == json.dumps(_runs(first), sort_keys=True)
+
+
+def test_a_cache_entry_with_a_damaged_diagnosis_is_ignored(config: DoctorConfig) -> None:
+    first = scan(config)
+    assert config.cache_dir is not None
+    for p in (config.cache_dir / "runs").glob("*.json"):
+        entry = json.loads(p.read_text())
+        if entry["diagnosis"] is not None:
+            entry["diagnosis"] = {"run_id": entry["diagnosis"]["run_id"]}
+            p.write_text(json.dumps(entry))
+    second = scan(config)
+    assert json.dumps(_runs(second), sort_keys=True) == json.dumps(_runs(first), sort_keys=True)
+
+
+def test_a_cache_entry_with_damaged_stream_states_is_ignored(
+    config: DoctorConfig, root: Path
+) -> None:
+    scan(config)
+    assert config.cache_dir is not None
+    for p in (config.cache_dir / "runs").glob("*.json"):
+        entry = json.loads(p.read_text())
+        entry["streams"] = [{"scope": ""}]
+        entry["fingerprint"] = {}
+        p.write_text(json.dumps(entry))
+    _append(root / "dead/progress.ndjson", _line("run_completed", 30))
+    result = scan(config)
+    assert _facts(result, "dead")["events"] == 4
+
+
+def test_a_torn_line_appended_after_a_scan_is_numbered_from_the_start_of_the_file(
+    config: DoctorConfig, root: Path
+) -> None:
+    assert config.cache_dir is not None
+    path = root / "dead/progress.ndjson"
+    scan(config)
+    size = path.stat().st_size
+    _append(path, "\n" + _line("stage_heartbeat", 20, node_id="b") + "{torn\n")
+    scan(config)
+    heartbeat = len(_line("stage_heartbeat", 20, node_id="b"))
+    assert _cached_torn(config.cache_dir, "dead") == [[6, size + 1 + heartbeat]]

@@ -1,0 +1,202 @@
+"""``checkpoint_drift``: checkpoints that disagree with their event stream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from doctor import DoctorConfig, Finding, Severity, diagnose_path
+from doctor._detectors.checkpoint_drift import DUP_MIN_ENTRIES
+from fixtures._kilroy import KilroyRun, Stream
+
+START = "2026-02-10T16:00:00Z"
+BRANCH = "parallel/fanout/03-impl_monsters"
+NEXT = {"impl": "verify", "verify": "check", "check": "impl"}
+
+
+def _run(tmp_path: Path) -> KilroyRun:
+    run = KilroyRun(tmp_path, "r1", START)
+    run.run_pid(99999999)
+    return run
+
+
+def _findings(run: KilroyRun) -> list[Finding]:
+    diagnosis = diagnose_path(
+        run.finish(), DoctorConfig(now=run.start_ns / 1e9 + 7200, checks=("checkpoint_drift",))
+    )
+    return list(diagnosis.findings)
+
+
+def _attempt(s: Stream, node: str, t: float, status: str, attempt: int = 1, mx: int = 5) -> None:
+    s.emit("stage_attempt_start", t, node_id=node, attempt=attempt, max=mx)
+    s.emit("stage_attempt_end", t + 5, node_id=node, attempt=attempt, max=mx, status=status)
+
+
+def _loop(s: Stream, laps: int, last: str = "success") -> list[str]:
+    """impl -> verify -> check laps; verify fails until the last lap (attempt 1 each visit)."""
+    done, t = [], 0.0
+    for lap in range(laps):
+        for node in ("impl", "verify", "check"):
+            status = "fail" if node != "impl" and lap < laps - 1 else "success"
+            if lap == laps - 1 and node != "impl":
+                status = last
+            _attempt(s, node, t, status, mx=1 if node == "check" else 4)
+            s.emit("edge_selected", t + 5.1, from_node=node, to_node=NEXT[node])
+            done.append(node)
+            t += 6
+    return done
+
+
+def test_retries_lost_on_a_node_that_never_succeeded_are_an_error(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    s = run.stream(BRANCH)
+    # The Feb-10 subgraph runner: a revisit starts at the next attempt number.
+    for lap in range(3):
+        _attempt(s, "impl_monsters", 100 * lap, "fail", attempt=lap + 1)
+        _attempt(s, "check_monsters", 100 * lap + 10, "fail", mx=1)
+    history = ["impl_monsters", "check_monsters"] * 3
+    run.checkpoint(
+        BRANCH, at=300, current_node="check_monsters", completed_nodes=history, node_retries={}
+    )
+
+    [finding] = _findings(run)
+
+    assert finding.severity is Severity.ERROR
+    assert finding.scope == BRANCH and finding.node_id == "impl_monsters"
+    assert finding.evidence == dict(finding.evidence) | {
+        "completed_nodes_entries": 6,
+        "completed_nodes_unique": 2,
+        "node_retries_recorded": 0,
+        "retries_observed": 2,
+        "checkpoint_node": "check_monsters",
+        "actual_node": "check_monsters",
+        "lost_retries": {"impl_monsters": 2},
+    }
+
+
+def test_retries_followed_by_a_success_are_not_drift(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    s = run.stream()
+    _attempt(s, "build", 1, "fail", attempt=1)
+    _attempt(s, "build", 10, "success", attempt=2)
+    run.checkpoint(at=20, current_node="build", completed_nodes=["build"], node_retries={})
+
+    assert _findings(run) == []
+
+
+def test_recorded_retries_of_a_failed_node_are_not_drift(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    s = run.stream()
+    _attempt(s, "build", 1, "fail", attempt=1, mx=2)
+    _attempt(s, "build", 10, "fail", attempt=2, mx=2)
+    run.checkpoint(at=20, current_node="build", completed_nodes=["build"],
+                   node_retries={"build": 1})  # fmt: skip
+
+    assert _findings(run) == []
+
+
+def test_a_legitimate_loop_with_repeated_completed_nodes_is_not_drift(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    done = _loop(run.stream(), laps=5)
+    assert len(done) < DUP_MIN_ENTRIES
+    run.checkpoint(at=1000, current_node="check", completed_nodes=done,
+                   node_retries={"impl": 0, "verify": 0, "check": 0})  # fmt: skip
+
+    assert _findings(run) == []
+
+
+def test_a_duplicate_heavy_history_is_only_a_warning(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    done = _loop(run.stream(), laps=8, last="fail")
+    run.checkpoint(at=1000, current_node="check", completed_nodes=done, node_retries={})
+
+    [finding] = _findings(run)
+
+    assert finding.severity is Severity.WARNING
+    assert finding.evidence["completed_nodes_entries"] == 24
+    assert finding.evidence["completed_nodes_unique"] == 3
+    assert finding.evidence["duplicate_heavy"] is True
+    assert finding.evidence["lost_retries"] == {}
+
+
+def test_a_checkpoint_behind_the_last_completed_node_is_a_warning(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    s = run.stream()
+    _attempt(s, "a", 1, "success")
+    _attempt(s, "b", 10, "success")
+    s.emit("stage_attempt_start", 20, node_id="c", attempt=1, max=4)
+    run.checkpoint(at=6.5, current_node="a", completed_nodes=["a"], node_retries={"a": 0})
+
+    [finding] = _findings(run)
+
+    assert finding.severity is Severity.WARNING
+    assert finding.evidence["checkpoint_node"] == "a"
+    assert finding.evidence["last_completed_node"] == "b"
+    assert finding.evidence["actual_node"] == "c"
+
+
+def test_a_checkpoint_one_node_behind_a_running_node_is_not_drift(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    s = run.stream()
+    _attempt(s, "a", 1, "success")
+    s.emit("edge_selected", 6.1, from_node="a", to_node="b")
+    s.emit("stage_attempt_start", 7, node_id="b", attempt=1, max=4)
+    run.checkpoint(at=6.05, current_node="a", completed_nodes=["a"], node_retries={"a": 0})
+
+    assert _findings(run) == []
+
+
+def test_a_failed_attempt_awaiting_its_retry_is_not_yet_completed(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    s = run.stream()
+    _attempt(s, "a", 1, "success")
+    _attempt(s, "b", 10, "fail", attempt=1, mx=4)  # killed during the retry sleep
+    run.checkpoint(at=6.05, current_node="a", completed_nodes=["a"], node_retries={"a": 0})
+
+    assert _findings(run) == []
+
+
+def test_an_open_retry_attempt_is_not_drift(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    s = run.stream()
+    _attempt(s, "a", 1, "success")
+    _attempt(s, "b", 10, "fail", attempt=1)
+    s.emit("stage_attempt_start", 16, node_id="b", attempt=2, max=5)
+    run.checkpoint(at=6.05, current_node="a", completed_nodes=["a"], node_retries={"a": 0})
+
+    assert _findings(run) == []
+
+
+def test_a_checkpoint_written_before_the_retried_node_ended_keeps_no_retries(
+    tmp_path: Path,
+) -> None:
+    run = _run(tmp_path)
+    s = run.stream()
+    _attempt(s, "a", 1, "success")
+    _attempt(s, "b", 10, "fail", attempt=1, mx=2)
+    _attempt(s, "b", 20, "fail", attempt=2, mx=2)
+    run.checkpoint(at=6.05, current_node="a", completed_nodes=["a"], node_retries={"a": 0})
+
+    [finding] = _findings(run)  # it lags, but it could not have recorded b's retries yet
+
+    assert finding.severity is Severity.WARNING
+    assert finding.evidence["lost_retries"] == {}
+
+
+def test_the_exit_node_reached_by_an_edge_is_not_lagging(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    s = run.stream()
+    _attempt(s, "a", 1, "success")
+    s.emit("edge_selected", 6.1, from_node="a", to_node="exit")
+    s.emit("run_completed", 6.3, status="success")
+    run.checkpoint(at=6.2, current_node="exit", completed_nodes=["a", "exit"],
+                   node_retries={"a": 0})  # fmt: skip
+
+    assert _findings(run) == []
+
+
+def test_a_torn_checkpoint_is_left_to_torn_artifact(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    _attempt(run.stream(), "a", 1, "fail", attempt=2)
+    run.write_text("checkpoint.json", '{"current_node": "a", "node_ret')
+
+    assert _findings(run) == []

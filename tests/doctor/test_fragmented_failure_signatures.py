@@ -1,0 +1,170 @@
+"""``fragmented_failure_signatures``: many reason strings, few canonical failures."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from doctor import DoctorConfig, Finding, diagnose_path
+from fixtures._kilroy import KilroyRun, Stream
+
+START = "2026-02-10T10:00:00Z"
+NOW = datetime(2026, 2, 10, 18, tzinfo=UTC).timestamp()
+CHECK = "deterministic_failure_cycle_check"
+
+
+def _reasons(n: int) -> list[str]:
+    """``n`` distinct strings, one canonical failure (only counts and temp paths differ)."""
+    return [f"build failed: {i + 1} errors in /tmp/tmp.w{i:03d}/src/main.rs" for i in range(n)]
+
+
+def _fail(s: Stream, at: float, node: str, reason: str) -> None:
+    s.emit("stage_attempt_start", at, node_id=node, attempt=1, max=1)
+    s.emit(
+        "stage_attempt_end",
+        at + 5,
+        node_id=node,
+        attempt=1,
+        max=1,
+        status="fail",
+        failure_reason=reason,
+    )
+
+
+def _check(s: Stream, at: float, count: int, limit: int = 3, node: str = "verify") -> None:
+    s.emit(
+        CHECK,
+        at,
+        node_id=node,
+        signature=f"{node}|deterministic|x",
+        signature_count=count,
+        signature_limit=limit,
+        failure_class="deterministic",
+        failure_reason="x",
+    )
+
+
+def _run(
+    tmp_path: Path, reasons: list[str], counts: list[int] | None = None, limit: int = 3
+) -> KilroyRun:
+    run = KilroyRun(tmp_path, "r1", START)
+    run.run_pid(99999999)
+    s = run.stream()
+    for i, reason in enumerate(reasons):
+        _fail(s, i * 100, "verify", reason)
+        if counts is not None:
+            _check(s, i * 100 + 6, counts[i], limit)
+    return run
+
+
+def _findings(run: KilroyRun) -> list[Finding]:
+    cfg = DoctorConfig(now=NOW, checks=("fragmented_failure_signatures",))
+    return list(diagnose_path(run.finish(), cfg).findings)
+
+
+def test_many_reasons_that_are_one_canonical_failure_are_fragmented(tmp_path: Path) -> None:
+    run = _run(tmp_path, _reasons(8), counts=[1, 1, 2, 1, 1, 2, 1, 1])
+    (f,) = _findings(run)
+    assert f.node_id == "verify"
+    assert f.severity.label == "error"
+    assert f.evidence == f.evidence | {
+        "failures": 8,
+        "unique_reasons": 8,
+        "canonical_signatures": 1,
+        "top_signature": "build failed: <n> errors in <path>",
+        "top_signature_count": 8,
+        "breaker_limit": 3,
+        "max_signature_count_seen": 2,
+    }
+
+
+def test_without_cycle_checks_the_seen_count_is_null_and_the_limit_is_the_configs(
+    tmp_path: Path,
+) -> None:
+    (f,) = _findings(_run(tmp_path, _reasons(5)))
+    assert f.evidence["max_signature_count_seen"] is None
+    assert f.evidence["breaker_limit"] == 3
+
+
+def test_the_breaker_limit_is_the_runs_own_signature_limit(tmp_path: Path) -> None:
+    # A run whose graph sets the limit to 9: six repeats would not have tripped it.
+    assert _findings(_run(tmp_path / "a", _reasons(6), counts=[1] * 6, limit=9)) == []
+    (f,) = _findings(_run(tmp_path / "b", _reasons(6), counts=[1] * 6, limit=5))
+    assert f.evidence["breaker_limit"] == 5
+
+
+def test_too_few_failures_are_not_fragmentation(tmp_path: Path) -> None:
+    assert _findings(_run(tmp_path, _reasons(4))) == []
+
+
+def test_distinct_failures_are_not_fragmentation(tmp_path: Path) -> None:
+    reasons = [
+        "missing crate serde",
+        "unused variable x",
+        "assertion failed",
+        "rustfmt failed",
+        "undefined symbol main",
+        "Permission denied",
+    ]
+    assert _findings(_run(tmp_path, reasons)) == []
+
+
+def test_repeating_the_same_string_is_not_fragmentation(tmp_path: Path) -> None:
+    assert _findings(_run(tmp_path, ["exit status 1"] * 6)) == []
+
+
+def test_a_run_whose_own_breaker_tripped_gets_a_warning(tmp_path: Path) -> None:
+    run = _run(tmp_path, _reasons(6), counts=[1, 2, 3, 1, 2, 3])
+    run.stream().emit("deterministic_failure_cycle_breaker", 700, node_id="verify")
+    (f,) = _findings(run)
+    assert f.severity.label == "warning"
+    assert f.evidence["max_signature_count_seen"] == 3
+
+
+def test_branch_nodes_use_the_subgraph_cycle_checks(tmp_path: Path) -> None:
+    run = KilroyRun(tmp_path, "r1", START)
+    s = run.stream("parallel/fan/01-a")
+    for i, reason in enumerate(_reasons(5)):
+        _fail(s, i * 100, "verify_a", reason)
+        s.emit(
+            "subgraph_deterministic_failure_cycle_check",
+            i * 100 + 6,
+            node_id="verify_a",
+            signature_count=1,
+            signature_limit=4,
+        )
+    (f,) = _findings(run)
+    assert f.scope == "parallel/fan/01-a"
+    assert (f.evidence["breaker_limit"], f.evidence["max_signature_count_seen"]) == (4, 1)
+
+
+ROGUE_NOW = datetime(2026, 2, 11, 9, tzinfo=UTC).timestamp()
+
+
+@pytest.fixture(scope="module")
+def rogue(tmp_path_factory: pytest.TempPathFactory) -> list[Finding]:
+    """Incident 04's run, generated (``fixtures/rogue.py``), diagnosed by this check only."""
+    from fixtures.rogue import build_rogue_run
+
+    path = build_rogue_run(tmp_path_factory.mktemp("rogue"))
+    return list(
+        diagnose_path(
+            path, DoctorConfig(now=ROGUE_NOW, checks=("fragmented_failure_signatures",))
+        ).findings
+    )
+
+
+@pytest.mark.slow
+def test_incident_04_verify_scaffold_has_31_reasons_for_35_failures(rogue: list[Finding]) -> None:
+    (f,) = [f for f in rogue if f.node_id == "verify_scaffold"]
+    assert f.evidence == f.evidence | {
+        "failures": 35,
+        "unique_reasons": 31,
+        "breaker_limit": 3,
+        "max_signature_count_seen": 2,
+    }
+    assert f.evidence["canonical_signatures"] * 2 <= 31
+    assert f.evidence["top_signature_count"] >= 3
+    assert f.severity.label == "error"

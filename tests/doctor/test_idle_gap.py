@@ -1,0 +1,197 @@
+"""``idle_gap``: stretches with no progress, in one run and across all runs."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from doctor import DoctorConfig, Finding, diagnose_path, scan
+from fixtures._kilroy import KilroyRun
+
+START = "2026-03-01T10:00:00Z"
+T0 = datetime(2026, 3, 1, 10, tzinfo=UTC).timestamp()
+NOW = T0 + 12 * 3600
+H = 3600.0
+DEAD = 99999999
+
+
+def _run(root: Path, run_id: str = "r1", *, pid: int = DEAD, start: str = START) -> KilroyRun:
+    run = KilroyRun(root, run_id, start)
+    run.run_pid(pid)
+    return run
+
+
+def _progress(run: KilroyRun, *hours: float, scope: str = "") -> None:
+    for h in hours:
+        run.stream(scope).emit("warning", h * H, message="progress")
+
+
+def _beats(run: KilroyRun, start_h: float, end_h: float, scope: str = "") -> None:
+    h = start_h
+    while h <= end_h:
+        run.stream(scope).emit("stage_heartbeat", h * H, node_id="impl")
+        h += 0.25
+
+
+def _diagnose(run: KilroyRun, now: float = NOW) -> list[Finding]:
+    cfg = DoctorConfig(now=now, checks=("idle_gap",))
+    return list(diagnose_path(run.finish(), cfg).findings)
+
+
+def _scan(root: Path, now: float = NOW) -> list[Finding]:
+    return list(scan(DoctorConfig(roots=(root,), now=now, checks=("idle_gap",))).findings)
+
+
+def test_heartbeats_alone_do_not_end_an_idle_gap(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    _progress(run, 0, 0.5)
+    _beats(run, 0.75, 3.5)
+    (f,) = _diagnose(run)
+    assert f.run_id == "r1"
+    assert (f.evidence["start"], f.evidence["end"]) == (
+        "2026-03-01T10:30:00Z",
+        "2026-03-01T13:30:00Z",
+    )
+    assert f.evidence["duration_s"] == 3 * H
+    assert (f.evidence["alive_runs"], f.evidence["pending"]) == (1, 1)
+    assert f.severity.label == "warning"
+
+
+def test_a_gap_shorter_than_the_threshold_is_not_reported(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    _progress(run, 0, 1.9, 3.8)
+    assert _diagnose(run) == []
+
+
+def test_the_threshold_comes_from_the_config(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    _progress(run, 0, 1.5)
+    path = run.finish()
+    cfg = DoctorConfig(now=NOW, checks=("idle_gap",), idle_gap_s=3600)
+    (f,) = diagnose_path(path, cfg).findings
+    assert f.evidence["duration_s"] == 1.5 * H
+
+
+def test_progress_in_a_branch_is_progress_of_the_run(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    _progress(run, 0)
+    _beats(run, 0.25, 5)  # the parent only beats…
+    _progress(run, 1, 2.5, 4, scope="parallel/fan/01-a")  # …while a branch works
+    assert _diagnose(run) == []
+
+
+def test_nothing_after_a_terminal_run_ended_is_a_gap(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    _progress(run, 0, 1)
+    run.final("success", at=1 * H + 2)
+    _beats(run, 1.25, 6)  # leaked heartbeats after the end
+    assert _diagnose(run) == []
+
+
+def test_a_terminal_run_idle_until_final_json_was_written_has_a_gap(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    _progress(run, 0, 1)
+    run.final("fail", "stopped_by_operator", at=5 * H)  # `attractor stop` after a long hang
+    (f,) = _diagnose(run)
+    assert f.evidence["end"] == "2026-03-01T15:00:00Z"
+
+
+def test_a_final_timestamp_with_an_offset_is_read_in_utc(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    _progress(run, 0, 1)
+    run.write_json("final.json", {"timestamp": "2026-03-01T16:00:00+01:00", "status": "fail"})
+    (f,) = _diagnose(run)
+    assert f.evidence["end"] == "2026-03-01T15:00:00Z"
+
+
+def test_a_dead_owners_run_is_not_idle_past_its_last_event(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    _progress(run, 0, 1)  # then nothing: killed; missing_final's business, not an idle gap
+    assert _diagnose(run) == []
+
+
+def test_a_live_owners_idle_gap_runs_to_now_and_is_an_error(tmp_path: Path) -> None:
+    run = _run(tmp_path, pid=os.getpid())
+    _progress(run, 0, 1)
+    (f,) = _diagnose(run)
+    assert f.evidence["end"] == "2026-03-01T22:00:00Z"
+    assert f.evidence["ongoing"] is True
+    assert f.severity.label == "error"
+
+
+def test_one_run_gets_no_fleet_finding(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    _progress(run, 0, 0.5)
+    _beats(run, 0.75, 4)
+    run.finish()
+    assert [f.run_id for f in _scan(tmp_path)] == []  # scan keeps per-run findings per run
+
+
+def test_a_fleet_gap_while_a_run_was_alive_is_an_error(tmp_path: Path) -> None:
+    hung = _run(tmp_path, "hung")
+    _progress(hung, 0)
+    _beats(hung, 0.25, 6)  # alive (beating) but no progress until 16:00
+    other = _run(tmp_path, "other")
+    _progress(other, 0, 0.5)
+    other.final("success", at=0.5 * H)  # ends where the gap begins: not alive during it
+    late = _run(tmp_path, "late", start="2026-03-01T15:00:00Z")
+    _progress(late, 0, 0.5)
+    late.final("success", at=0.5 * H + 1)
+    for r in (hung, other, late):
+        r.finish()
+    fleet = _scan(tmp_path)
+    (f,) = fleet
+    assert f.run_id is None and f.scope == ""
+    assert (f.evidence["start"], f.evidence["end"]) == (
+        "2026-03-01T10:30:00Z",
+        "2026-03-01T15:00:00Z",
+    )
+    assert f.evidence["alive_runs"] == 1  # only "hung" lived through it
+    assert f.evidence["pending"] == 1
+    assert f.severity.label == "error"
+
+
+def test_no_fleet_gap_between_runs_when_nothing_was_pending(tmp_path: Path) -> None:
+    first = _run(tmp_path, "first")
+    _progress(first, 0, 1)
+    first.final("success", at=1 * H)
+    second = _run(tmp_path, "second", start="2026-03-01T18:00:00Z")
+    _progress(second, 0, 1)
+    second.final("success", at=1 * H)
+    first.finish()
+    second.finish()
+    assert _scan(tmp_path) == []
+
+
+def test_an_orphaned_run_keeps_work_pending_across_a_fleet_gap(tmp_path: Path) -> None:
+    orphan = _run(tmp_path, "orphan")
+    _progress(orphan, 0, 0.5)  # killed at 10:30, never finished
+    later = _run(tmp_path, "later", start="2026-03-01T14:00:00Z")
+    _progress(later, 0, 1)
+    later.final("success", at=1 * H)
+    orphan.finish()
+    later.finish()
+    (f,) = _scan(tmp_path)
+    assert (f.evidence["alive_runs"], f.evidence["pending"]) == (0, 1)
+    assert f.severity.label == "warning"
+
+
+ROGUE_NOW = datetime(2026, 2, 11, 9, tzinfo=UTC).timestamp()
+
+
+@pytest.fixture(scope="module")
+def rogue(tmp_path_factory: pytest.TempPathFactory) -> list[Finding]:
+    """Incident 04's run, generated (``fixtures/rogue.py``), diagnosed by this check only."""
+    from fixtures.rogue import build_rogue_run
+
+    path = build_rogue_run(tmp_path_factory.mktemp("rogue"))
+    config = DoctorConfig(now=ROGUE_NOW, checks=("idle_gap",))
+    return list(diagnose_path(path, config).findings)
+
+
+@pytest.mark.slow
+def test_incident_04_never_stood_still_for_two_hours(rogue: list[Finding]) -> None:
+    assert rogue == []

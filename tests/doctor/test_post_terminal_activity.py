@@ -1,0 +1,136 @@
+"""``post_terminal_activity``: events after the run's terminal event or final.json."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from doctor import DoctorConfig, Finding, Severity, diagnose_path
+from fixtures._kilroy import KilroyRun, Stream
+
+START = "2026-04-28T09:00:00Z"
+
+
+def _run(tmp_path: Path, *, pid: int = 99999999) -> KilroyRun:
+    run = KilroyRun(tmp_path, "r1", START)
+    run.run_pid(pid)
+    return run
+
+
+def _findings(run: KilroyRun) -> list[Finding]:
+    diagnosis = diagnose_path(
+        run.finish(),
+        DoctorConfig(now=run.start_ns / 1e9 + 7200, checks=("post_terminal_activity",)),
+    )
+    return list(diagnosis.findings)
+
+
+def _attempt(s: Stream, node: str, t: float, status: str = "success") -> None:
+    s.emit("stage_attempt_start", t, node_id=node, attempt=1, max=1)
+    s.emit("stage_attempt_end", t + 4, node_id=node, attempt=1, max=1, status=status)
+
+
+def _failed_then_resumed(run: KilroyRun) -> None:
+    top = run.stream()
+    _attempt(top, "build", 1, "fail")
+    run.final("fail", "exit status 1", at=5.2)
+    top.emit("run_failed", 5.3, status="fail", reason="exit status 1")
+    _attempt(top, "build", 600)
+    top.emit("stage_heartbeat", 700, node_id="build", elapsed_s=60)
+
+
+def test_progress_after_final_with_a_dead_owner_is_an_error(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    _failed_then_resumed(run)
+
+    [finding] = _findings(run)
+
+    assert finding.severity is Severity.ERROR
+    assert finding.evidence == dict(finding.evidence) | {
+        "events_after": 3,
+        "progress_events_after": 2,
+        "first_after_at": "2026-04-28T09:10:00Z",
+        "first_after_event": "stage_attempt_start",
+        "final_status": "fail",
+        "final_at": "2026-04-28T09:00:05.2Z",
+        "terminal_event": "run_failed",
+    }
+
+
+def test_progress_after_final_with_a_live_owner_is_an_overlapping_resume(tmp_path: Path) -> None:
+    run = _run(tmp_path, pid=os.getpid())
+    _failed_then_resumed(run)
+
+    [finding] = _findings(run)
+
+    assert finding.severity is Severity.WARNING
+    assert "overlapping resume" in finding.summary
+
+
+def test_git_push_and_the_terminal_event_may_follow_final_json(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    top = run.stream()
+    _attempt(top, "build", 1)
+    run.final("success", at=5.5)
+    top.emit("git_push_start", 5.6, remote="origin", branch="attractor/run/r1")
+    top.emit("git_push_failed", 9.0, remote="origin", branch="attractor/run/r1", error="denied")
+    top.emit("run_completed", 9.1, status="success")
+
+    assert _findings(run) == []
+
+
+def test_anything_after_the_last_terminal_event_is_reported(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    top = run.stream()
+    _attempt(top, "build", 1)
+    top.emit("run_completed", 5.3, status="success")  # no final.json: a HEAD run's only signal
+    top.emit("git_push_start", 5.6, remote="origin", branch="attractor/run/r1")
+
+    [finding] = _findings(run)
+
+    assert finding.evidence["events_after"] == 1
+    assert finding.evidence["first_after_event"] == "git_push_start"
+    assert finding.evidence["final_at"] is None
+
+
+def test_heartbeats_alone_after_the_end_are_a_warning(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    top = run.stream()
+    _attempt(top, "build", 1)
+    run.final("success", at=5.2)
+    top.emit("run_completed", 5.3, status="success")
+    top.emit("stage_heartbeat", 60, node_id="build", elapsed_s=59)
+
+    [finding] = _findings(run)
+
+    assert finding.severity is Severity.WARNING
+    assert finding.evidence["progress_events_after"] == 0
+
+
+def test_branch_work_after_the_run_ended_is_reported_in_the_branch(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    top = run.stream()
+    top.emit("stage_attempt_start", 1, node_id="fan", attempt=1, max=1)
+    top.emit("stage_attempt_end", 20, node_id="fan", attempt=1, max=1, status="fail")
+    run.final("canceled", "context canceled", at=20.5)
+    branch = run.stream("parallel/fan/01-a")
+    _attempt(branch, "a", 2, "fail")
+    branch.emit("stage_attempt_start", 30, node_id="a", attempt=2, max=4)
+
+    [finding] = _findings(run)
+
+    assert finding.scope == "parallel/fan/01-a"
+    assert finding.severity is Severity.ERROR
+    assert finding.evidence["first_after_at"] == "2026-04-28T09:00:30Z"
+
+
+def test_a_resume_that_finished_and_rewrote_final_json_is_not_reported(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    top = run.stream()
+    _attempt(top, "build", 1, "fail")
+    top.emit("run_failed", 5.3, status="fail", reason="exit status 1")
+    _attempt(top, "build", 600)
+    run.final("success", at=604.5)
+    top.emit("run_completed", 604.6, status="success")
+
+    assert _findings(run) == []

@@ -1,0 +1,160 @@
+"""``doctor._render``: what a person sees, rendered to a 100-column in-memory console."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from rich.console import Console
+
+from doctor import DETECTORS, Diagnosis, Finding, ScanResult, Severity
+from doctor._render import render_checks, render_diagnosis, render_markdown, render_scan
+
+HEALTHY_FACTS: dict[str, Any] = {
+    "started_at": "2026-04-28T10:00:00Z",
+    "wall_s": 151.0,
+    "events": 15,
+}
+
+
+def _finding(code: str, severity: Severity, summary: str, **kw: Any) -> Finding:
+    evidence = kw.pop("evidence", {"stale_heartbeats": 3, "stale_nodes": {"build": 3}})
+    return Finding(code, severity, summary, evidence, run_id="r1", **kw)
+
+
+def _diagnosis(*findings: Finding, run_id: str = "r1") -> Diagnosis:
+    return Diagnosis(run_id, "/runs/r1", "kilroy", "failed", HEALTHY_FACTS, tuple(findings))
+
+
+def _render(diagnosis: Diagnosis, *, verbose: bool = False) -> str:
+    out = io.StringIO()
+    render_diagnosis(Console(file=out, width=100), diagnosis, DETECTORS, verbose=verbose)
+    return out.getvalue()
+
+
+def test_a_healthy_diagnosis_says_no_issues_found() -> None:
+    text = _render(_diagnosis())
+    assert "No issues found" in text
+    assert "[✗]" not in text
+    assert "r1 (kilroy)" in text
+
+
+def test_a_healthy_diagnosis_lists_every_check_as_passed() -> None:
+    text = _render(_diagnosis())
+    for detector in DETECTORS:
+        assert f"[✓] {detector.__name__}: " in text
+
+
+def test_an_error_finding_is_a_cross_line_with_its_summary_and_hint() -> None:
+    finding = _finding(
+        "stale_heartbeat", Severity.ERROR, "3 heartbeats name build after it ended", node_id="build"
+    )
+    text = _render(_diagnosis(finding))
+    assert "[✗] stale_heartbeat" in text
+    assert "• error (top level) 3 heartbeats name build after it ended" in text
+    assert "→ do not read these heartbeats as liveness" in text
+    assert "No issues found" not in text
+    assert "Doctor found 1 finding: 1 error." in text
+
+
+def test_a_critical_finding_in_a_branch_names_the_branch() -> None:
+    finding = _finding(
+        "missing_final", Severity.CRITICAL, "no final.json", scope="parallel/fan/01-a"
+    )
+    text = _render(_diagnosis(finding))
+    assert "[✗] missing_final" in text
+    assert "critical (parallel/fan/01-a) no final.json" in text
+
+
+def test_a_warning_is_an_exclamation_line_and_an_info_finding_gets_no_hint() -> None:
+    warning = _finding("stale_heartbeat", Severity.WARNING, "leaked beats")
+    info = _finding("torn_artifact", Severity.INFO, "one torn line")
+    text = _render(_diagnosis(warning, info))
+    assert "[!] stale_heartbeat" in text
+    assert "→ do not read these heartbeats" in text
+    assert "a write was cut short" not in text
+    assert "Doctor found 2 findings: 1 warning, 1 info." in text
+
+
+def test_evidence_is_shown_only_when_verbose() -> None:
+    finding = _finding("stale_heartbeat", Severity.ERROR, "stale")
+    quiet = _render(_diagnosis(finding))
+    loud = _render(_diagnosis(finding), verbose=True)
+    assert "stale_heartbeats: 3" not in quiet
+    assert "stale_heartbeats: 3" in loud
+    assert 'stale_nodes: {"build": 3}' in loud
+
+
+def test_long_evidence_values_are_cut_short() -> None:
+    finding = _finding("stale_heartbeat", Severity.ERROR, "stale", evidence={"examples": "x" * 500})
+    text = _render(_diagnosis(finding), verbose=True)
+    assert "x" * 500 not in text
+    assert "x" * 200 + " …" in text.replace("\n", "")
+
+
+def test_markup_in_artifact_text_is_printed_literally() -> None:
+    finding = _finding(
+        "stale_heartbeat",
+        Severity.ERROR,
+        "reason [bold]boom[/bold] and [/x] stray",
+        scope="parallel/[red]fan[/red]/01-a",
+        evidence={"failure_reason": "[link=http://x]click[/link]"},
+    )
+    text = _render(_diagnosis(finding, run_id="[bold]r1[/bold]"), verbose=True)
+    assert "reason [bold]boom[/bold] and [/x] stray" in text
+    assert "(parallel/[red]fan[/red]/01-a)" in text
+    assert "failure_reason: [link=http://x]click[/link]" in text
+    assert "[bold]r1[/bold] (kilroy)" in text
+
+
+def test_a_finding_whose_code_has_no_detector_is_still_shown() -> None:
+    finding = _finding("stale_lease", Severity.ERROR, "ticket T-1 lease expired")
+    text = _render(_diagnosis(finding))
+    assert "ticket T-1 lease expired" in text
+    assert "Doctor found 1 finding: 1 error." in text
+
+
+def test_markdown_of_a_healthy_diagnosis_says_no_findings() -> None:
+    text = render_markdown(_diagnosis())
+    assert "| | | | | no findings |" in text
+
+
+def test_markdown_escapes_markdown_in_artifact_text() -> None:
+    finding = _finding("stale_heartbeat", Severity.ERROR, "a | b `c` *d* <e>\nf", node_id="n|1")
+    row = next(r for r in render_markdown(_diagnosis(finding)).splitlines() if "stale_" in r)
+    assert "a \\| b \\`c\\` \\*d\\* \\<e\\> f" in row
+    assert "n\\|1" in row
+
+
+def test_scan_output_prints_artifact_text_literally() -> None:
+    finding = _finding("stale_heartbeat", Severity.ERROR, "[bold]loud[/bold]")
+    result = ScanResult(
+        roots=("/runs",),
+        diagnoses=(_diagnosis(finding, run_id="[i]r1[/i]"),),
+        fleet={"runs": 1, "by_state": {"failed": 1}, "events": 15},
+        findings=(Finding("idle_gap", Severity.WARNING, "[u]idle[/u]", {}, run_id=None),),
+    )
+    out = io.StringIO()
+    render_scan(Console(file=out, width=200), result, verbose=False)
+    text = out.getvalue()
+    assert "[i]r1[/i]" in text
+    assert "stale_heartbeat: [bold]loud[/bold]" in text
+    assert "idle_gap: [u]idle[/u]" in text
+    assert "1 of 1 runs have findings at error or above." in text
+
+
+def test_checks_prints_one_whole_line_per_detector_even_in_a_narrow_console() -> None:
+    out = io.StringIO()
+    render_checks(Console(file=out, width=40), DETECTORS)
+    lines = out.getvalue().splitlines()
+    assert [line.split()[0] for line in lines] == [d.__name__ for d in DETECTORS]
+
+
+def test_markdown_keeps_a_row_on_one_line_whatever_the_line_endings_in_artifact_text() -> None:
+    # CommonMark ends a line at \n, at \r\n and at a bare \r: any of them would break the row.
+    finding = _finding("stale_heartbeat", Severity.ERROR, "one\r\ntwo\rthree\nfour")
+    text = render_markdown(_diagnosis(finding))
+    (row,) = [r for r in text.split("\n") if "stale_heartbeat" in r]
+    assert "\r" not in row
+    assert row.endswith(" |")
+    assert "one two three four" in row

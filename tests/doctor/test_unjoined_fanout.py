@@ -1,0 +1,118 @@
+"""``unjoined_fanout``: fan-outs that started and never ended."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from doctor import Diagnosis, DoctorConfig, Finding, Severity, diagnose_path
+from fixtures._kilroy import KilroyRun
+
+START = "2026-02-10T16:00:00Z"
+
+
+def _run(tmp_path: Path, *, pid: int = 99999999) -> KilroyRun:
+    run = KilroyRun(tmp_path, "r1", START)
+    run.run_pid(pid)
+    run.run_config(stall_timeout_ms=600_000)
+    return run
+
+
+def _findings(run: KilroyRun, after_s: float = 7200) -> list[Finding]:
+    diagnosis: Diagnosis = diagnose_path(
+        run.finish(),
+        DoctorConfig(now=run.start_ns / 1e9 + after_s, checks=("unjoined_fanout",)),
+    )
+    return list(diagnosis.findings)
+
+
+def _branch(run: KilroyRun, scope: str, node: str, status: str | None) -> None:
+    s = run.stream(scope)
+    s.emit("stage_attempt_start", 2.0, node_id=node, attempt=1, max=4)
+    if status is not None:
+        s.emit("stage_attempt_end", 30.0, node_id=node, attempt=1, max=4, status=status)
+
+
+def test_open_fanout_in_an_orphaned_run_counts_its_finished_branches(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    run.stream().emit("stage_attempt_start", 1.5, node_id="fanout", attempt=1, max=1)
+    _branch(run, "parallel/fanout/01-a", "a", "success")
+    _branch(run, "parallel/fanout/02-b", "b", "fail")
+    _branch(run, "parallel/fanout/03-c", "c", "retry")  # a retry status is not an ending
+    _branch(run, "parallel/fanout/04-d", "d", None)
+
+    [finding] = _findings(run)
+
+    assert finding.severity is Severity.ERROR
+    assert finding.scope == "" and finding.node_id == "fanout"
+    assert finding.evidence["fanout_node"] == "fanout"
+    assert finding.evidence["started_at"] == "2026-02-10T16:00:01.5Z"
+    assert finding.evidence["branches"] == 4
+    assert finding.evidence["branches_finished"] == 2
+    assert finding.evidence["unfinished_branches"] == [
+        "parallel/fanout/03-c",
+        "parallel/fanout/04-d",
+    ]
+
+
+def test_branch_the_parent_saw_finish_counts_as_finished(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    top = run.stream()
+    top.emit("stage_attempt_start", 1.0, node_id="fan", attempt=1, max=1)
+    top.emit(
+        "branch_progress",
+        31.0,
+        branch_key="c",
+        branch_event="branch_subgraph_done",
+        branch_status="fail",
+    )
+    _branch(run, "parallel/fan/pass1/01-c", "c", "retry")
+
+    [finding] = _findings(run)
+
+    assert finding.evidence["branches_finished"] == 1
+
+
+def test_joined_fanout_is_not_reported(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    top = run.stream()
+    top.emit("stage_attempt_start", 1.0, node_id="fan", attempt=1, max=1)
+    _branch(run, "parallel/fan/01-a", "a", "success")
+    top.emit("stage_attempt_end", 31.0, node_id="fan", attempt=1, max=1, status="success")
+
+    assert _findings(run) == []
+
+
+def test_open_fanout_of_a_running_run_is_not_reported(tmp_path: Path) -> None:
+    run = _run(tmp_path, pid=os.getpid())
+    top = run.stream()
+    top.emit("stage_attempt_start", 1.0, node_id="fan", attempt=1, max=1)
+    top.emit("branch_progress", 30.0, branch_key="a", branch_event="stage_attempt_start")
+    _branch(run, "parallel/fan/01-a", "a", None)
+
+    assert _findings(run, after_s=60) == []
+
+
+def test_pass_directories_count_only_the_latest_dispatch(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    top = run.stream()
+    top.emit("stage_attempt_start", 1.0, node_id="fan", attempt=1, max=1)
+    top.emit("stage_attempt_end", 40.0, node_id="fan", attempt=1, max=1, status="fail")
+    top.emit("stage_attempt_start", 50.0, node_id="fan", attempt=1, max=1)
+    for n, key in (("01", "a"), ("02", "b")):
+        _branch(run, f"parallel/fan/pass1/{n}-{key}", key, "fail")
+    _branch(run, "parallel/fan/pass2/01-a", "a", "success")
+
+    [finding] = _findings(run)
+
+    assert finding.evidence["started_at"] == "2026-02-10T16:00:50Z"
+    assert finding.evidence["branches"] == 1
+    assert finding.evidence["branch_scopes"] == ["parallel/fan/pass2/01-a"]
+
+
+def test_open_node_without_branch_directories_is_not_a_fanout(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    run.stream().emit("stage_attempt_start", 1.0, node_id="build", attempt=1, max=4)
+    _branch(run, "parallel/other/01-a", "a", "success")
+
+    assert _findings(run) == []
