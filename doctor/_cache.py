@@ -55,7 +55,10 @@ class CacheEntry:
     fingerprint: dict[str, list[int]]
     streams: dict[str, StreamState] = field(default_factory=dict)
     diagnosis: dict[str, Any] | None = None
-    progress: list[int] = field(default_factory=list)  # epoch ns of progress events
+    #: For a reused (finished) run: its life [start_ns, end_ns] and thinned progress points,
+    #: which fleet-wide detectors need although the run is not read again.
+    life: list[int] = field(default_factory=list)
+    progress: list[int] = field(default_factory=list)
 
 
 def _stat(path: Path) -> list[int] | None:
@@ -141,6 +144,7 @@ class RunCache:
                 fingerprint={k: list(v) for k, v in data["fingerprint"].items()},
                 streams=streams,
                 diagnosis=data.get("diagnosis"),
+                life=[int(x) for x in data.get("life", [])],
                 progress=[int(x) for x in data.get("progress", [])],
             )
         except (KeyError, TypeError, ValueError):
@@ -165,6 +169,7 @@ class RunCache:
                 for s in entry.streams.values()
             ],
             "diagnosis": entry.diagnosis,
+            "life": entry.life,
             "progress": entry.progress,
         }
         path = self.root / "runs" / f"{entry.key}.json"

@@ -12,6 +12,7 @@ from typing import Any
 from doctor._cache import CacheEntry, RunCache, fingerprint
 from doctor._config import DoctorConfig
 from doctor._detectors import Context, select
+from doctor._detectors.idle_gap import activity
 from doctor._errors import UsageError
 from doctor._facts import compute_facts
 from doctor._ingest import load_runs
@@ -162,7 +163,11 @@ def scan(
             if entry is None:
                 continue
             entries[layout.run_id] = entry
-            if entry.diagnosis is not None and entry.fingerprint == prints[layout.run_id]:
+            if (
+                entry.diagnosis is not None
+                and entry.life
+                and entry.fingerprint == prints[layout.run_id]
+            ):
                 # A damaged entry is not fatal: the run is diagnosed again.
                 with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
                     reused[layout.run_id] = diagnosis_from_json(entry.diagnosis)
@@ -175,8 +180,12 @@ def scan(
         cache=cache,
         entries=entries,
     )
+    # Reused runs are not read again; fleet-wide detectors still see their activity.
+    tables.add_rows("cached_lives", [(r, *entries[r].life[:2]) for r in reused])
+    tables.add_rows("cached_progress", [(r, t) for r in reused for t in entries[r].progress])
     facts = compute_facts(tables, config)
-    findings = _run_detectors(Context(tables, facts, config))
+    ctx = Context(tables, facts, config)
+    findings = _run_detectors(ctx)
     by_run: dict[str | None, list[Finding]] = {}
     for f in findings:
         by_run.setdefault(f.run_id, []).append(f)
@@ -192,7 +201,8 @@ def scan(
             findings=_order(by_run.get(layout.run_id, [])),
         )
     if cache is not None:
-        _save(cache, tables, to_load, fresh, prints)
+        keep = [r for r, d in fresh.items() if _time_independent(d)]
+        _save(cache, tables, to_load, fresh, prints, activity(ctx, keep))
     diagnoses = []
     for layout in layouts:
         d = reused.get(layout.run_id) or fresh[layout.run_id]
@@ -224,6 +234,7 @@ def _save(
     layouts: Sequence[RunLayout],
     fresh: dict[str, Diagnosis],
     prints: dict[str, dict[str, list[int]]],
+    lives: dict[str, tuple[int, int, list[int]]],
 ) -> None:
     keys = {layout.run_id: RunCache.key(layout) for layout in layouts}
     cache.write_events(tables.con, keys, [layout.run_id for layout in layouts])
@@ -240,7 +251,9 @@ def _save(
                     for (rid, scope), st in tables.stream_states.items()
                     if rid == layout.run_id
                 },
-                diagnosis=d.to_json() if _time_independent(d) else None,
+                diagnosis=d.to_json() if layout.run_id in lives else None,
+                life=list(lives[layout.run_id][:2]) if layout.run_id in lives else [],
+                progress=lives[layout.run_id][2] if layout.run_id in lives else [],
             )
         )
 

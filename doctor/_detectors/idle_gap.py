@@ -61,8 +61,13 @@ run_points AS (
     UNION ALL SELECT run_id, start_ns FROM lives
     UNION ALL SELECT run_id, end_ns FROM lives
 ),
+all_lives AS (
+    SELECT run_id, start_ns, finished, end_ns FROM lives
+    UNION ALL SELECT run_id, start_ns, true, end_ns FROM cached_lives
+),
 fleet_points AS (
-    SELECT t FROM progress UNION ALL SELECT max(end_ns) FROM lives
+    SELECT t FROM progress UNION ALL SELECT t FROM cached_progress
+    UNION ALL SELECT max(end_ns) FROM all_lives
 ),
 gaps AS (
     SELECT run_id, start_ns, end_ns FROM (
@@ -78,7 +83,7 @@ SELECT g.run_id, g.start_ns, g.end_ns,
        count(*) FILTER (WHERE l.start_ns < g.end_ns AND l.end_ns > g.start_ns) AS alive_runs,
        count(*) FILTER (WHERE l.start_ns < g.end_ns
                         AND NOT (l.finished AND l.end_ns <= g.start_ns)) AS pending
-FROM gaps g CROSS JOIN lives l
+FROM gaps g CROSS JOIN all_lives l
 GROUP BY ALL
 HAVING g.run_id IS NOT NULL OR alive_runs > 0 OR pending > 0
 ORDER BY g.run_id NULLS LAST, g.start_ns
@@ -104,10 +109,50 @@ def _final_ns(ctx: Context, run_id: str) -> int | None:
         return None
 
 
+def _cached_runs(ctx: Context) -> int:
+    return int(ctx.tables.sql("SELECT count(*) FROM cached_lives")[0][0])
+
+
+# Per run, the first and last progress point in each bucket of half the threshold: two kept
+# points in a row are either in one bucket (closer than the threshold) or were neighbours
+# already, so the gaps longer than the threshold are exactly those of all the points.
+_SPANS_SQL = f"""
+SELECT run_id, epoch_ns(min(ts)), epoch_ns(max(ts) FILTER (WHERE NOT {HEARTBEAT_SQL}))
+FROM events WHERE ts IS NOT NULL AND run_id IN (SELECT unnest($ids)) GROUP BY run_id
+"""
+_BUCKET_SQL = f"""
+SELECT run_id, list(DISTINCT t ORDER BY t) FROM (
+    SELECT run_id, min(epoch_ns(ts)) AS lo, max(epoch_ns(ts)) AS hi
+    FROM events WHERE ts IS NOT NULL AND NOT {HEARTBEAT_SQL} AND run_id IN (SELECT unnest($ids))
+    GROUP BY run_id, epoch_ns(ts) // $width
+) UNPIVOT (t FOR side IN (lo, hi)) GROUP BY run_id
+"""
+
+
+def activity(ctx: Context, run_ids: list[str]) -> dict[str, tuple[int, int, list[int]]]:
+    """For finished runs: their life ``(start_ns, end_ns)`` and thinned progress points.
+
+    A scan caches this for runs whose diagnosis it reuses, so fleet gaps stay exact
+    without reading those runs again.
+    """
+    finished = [r for r in run_ids if r in ctx.facts and ctx.facts[r].get("final_json")]
+    if not finished:
+        return {}
+    spans = {r: (int(a), b) for r, a, b in ctx.tables.sql(_SPANS_SQL, ids=finished)}
+    width = max(1, int(ctx.config.idle_gap_s * 1e9) // 2)
+    points = dict(ctx.tables.sql(_BUCKET_SQL, ids=finished, width=width))
+    out: dict[str, tuple[int, int, list[int]]] = {}
+    for r, (first, last_progress) in spans.items():
+        end = max(last_progress or first, _final_ns(ctx, r) or first)
+        out[r] = (first, end, [int(t) for t in points.get(r, [])])
+    return out
+
+
 def idle_gap(ctx: Context) -> list[Finding]:
     """No execution progress for longer than the threshold while runs were alive or pending."""
     ids = [r for r in ctx.tables.run_ids if r in ctx.facts]
-    if not ids:
+    cached = _cached_runs(ctx)
+    if not ids and cached < 2:
         return []
     now_ns = int(ctx.config.now * 1e9)
     rows = ctx.tables.sql(
@@ -118,7 +163,7 @@ def idle_gap(ctx: Context) -> list[Finding]:
         alive=[ctx.facts[r].get("owner_alive") is True for r in ids],
         now_ns=now_ns,
         gap_ns=int(ctx.config.idle_gap_s * 1e9),
-        fleet=len(ids) > 1,
+        fleet=len(ids) + cached > 1,
     )
     findings = []
     for run_id, start, end, alive, pending in rows:

@@ -389,3 +389,20 @@ def test_a_torn_line_appended_after_a_scan_is_numbered_from_the_start_of_the_fil
     scan(config)
     heartbeat = len(_line("stage_heartbeat", 20, node_id="b"))
     assert _cached_torn(config.cache_dir, "dead") == [[6, size + 1 + heartbeat]]
+
+
+def test_fleet_idle_gap_is_the_same_when_runs_come_from_the_cache(tmp_path: Path) -> None:
+    from fixtures.fleet import build_fleet
+
+    root = build_fleet(tmp_path / "runs", runs=6, events_per_run=200)
+    for i in (3, 4, 5):  # a month later: nothing ran in between
+        p = root / f"fleet-{i:04d}" / "progress.ndjson"
+        p.write_text(p.read_text().replace("2026-05-2", "2026-06-2"))
+    uncached = scan(DoctorConfig(roots=(root,), now=1.9e9))
+    cached = DoctorConfig(roots=(root,), cache_dir=tmp_path / "cache", now=1.9e9)
+    scan(cached)
+    again = scan(cached)
+    assert again.fleet["reused"] == 6
+    gaps = [f.to_json() for f in uncached.findings if f.code == "idle_gap"]
+    assert gaps, "the month without progress is a fleet idle gap"
+    assert [f.to_json() for f in again.findings if f.code == "idle_gap"] == gaps
