@@ -29,15 +29,25 @@ from doctor._cache import StreamState
 from doctor._documents import RunDocuments
 from doctor._ndjson import TornLine, create_events_table
 
-__all__ = ["HEARTBEAT_SQL", "TABLE_NAMES", "Tables", "new_connection"]
+__all__ = ["HEARTBEAT_SQL", "TABLE_NAMES", "Tables", "heartbeat_sql", "new_connection"]
 
 TABLE_NAMES = ("events", "attempts", "files", "runs", "torn")
 
-#: SQL predicate over an ``event`` column: FINDINGS.md's definition of a heartbeat event.
-HEARTBEAT_SQL = (
-    "(event IN ('stage_heartbeat', 'branch_heartbeat', 'branch_stale_warning') "
-    "OR event LIKE '%\\_heartbeat' ESCAPE '\\')"
-)
+
+def heartbeat_sql(column: str = "event") -> str:
+    """SQL predicate: FINDINGS.md's definition of a heartbeat event, over ``column``.
+
+    >>> heartbeat_sql("e.event").startswith("(e.event IN ('stage_heartbeat'")
+    True
+    """
+    return (
+        f"({column} IN ('stage_heartbeat', 'branch_heartbeat', 'branch_stale_warning') "
+        f"OR {column} LIKE '%\\_heartbeat' ESCAPE '\\')"
+    )
+
+
+#: :func:`heartbeat_sql` over the ``event`` column.
+HEARTBEAT_SQL = heartbeat_sql()
 
 _ATTEMPTS_VIEW = """
 CREATE OR REPLACE VIEW attempts AS

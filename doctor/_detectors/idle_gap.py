@@ -26,7 +26,7 @@ from doctor._detectors._context import Context
 from doctor._detectors.retry_loop import duration_text
 from doctor._facts import iso
 from doctor._model import Finding, Severity
-from doctor._tables import HEARTBEAT_SQL
+from doctor._tables import HEARTBEAT_SQL, heartbeat_sql
 
 __all__ = ["idle_gap"]
 
@@ -53,7 +53,7 @@ lives AS (
 ),
 progress AS (
     SELECT e.run_id, epoch_ns(e.ts) AS t FROM events e JOIN lives l USING (run_id)
-    WHERE e.ts IS NOT NULL AND NOT {HEARTBEAT_SQL.replace("event", "e.event")}
+    WHERE e.ts IS NOT NULL AND NOT {heartbeat_sql("e.event")}
       AND epoch_ns(e.ts) <= l.end_ns
 ),
 run_points AS (

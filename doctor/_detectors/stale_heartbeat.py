@@ -5,7 +5,7 @@ from __future__ import annotations
 from doctor._detectors._context import Context
 from doctor._facts import iso
 from doctor._model import Finding, Severity
-from doctor._tables import HEARTBEAT_SQL
+from doctor._tables import HEARTBEAT_SQL, heartbeat_sql
 
 __all__ = ["stale_heartbeat"]
 
@@ -21,7 +21,7 @@ after_nodes AS (
     SELECT e.run_id, e.scope, coalesce(e.node_id, e.branch_key, '') AS node, count(*) AS n,
            epoch_ns(max(e.ts)) AS last_ts
     FROM events e LEFT JOIN last_progress p USING (run_id, scope)
-    WHERE {HEARTBEAT_SQL.replace("event", "e.event")} AND e.seq > coalesce(p.seq, -1)
+    WHERE {heartbeat_sql("e.event")} AND e.seq > coalesce(p.seq, -1)
     GROUP BY ALL
 ),
 after AS (
