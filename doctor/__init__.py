@@ -19,10 +19,12 @@ from doctor._errors import (
 from doctor._ingest import load_runs
 from doctor._layout import discover, list_run_dirs
 from doctor._model import Diagnosis, Finding, Severity
+from doctor._signature import SIGNATURE_VERSION, canonical_signature, signature_groups
 from doctor._tables import Tables
 
 __all__ = [
     "DETECTORS",
+    "SIGNATURE_VERSION",
     "Context",
     "Diagnosis",
     "DoctorConfig",
@@ -36,6 +38,7 @@ __all__ = [
     "Tables",
     "UnsafeRunId",
     "UsageError",
+    "canonical_signature",
     "default_roots",
     "describe",
     "diagnose",
@@ -45,4 +48,5 @@ __all__ = [
     "load_runs",
     "scan",
     "select",
+    "signature_groups",
 ]
