@@ -2,13 +2,15 @@
 
 Layout under the cache directory::
 
-    events/run_key=<key>/*.parquet   the run's events (hive-partitioned, one COPY per scan)
-    runs/<key>.json                  fingerprints, per-stream byte offsets, torn lines, and
-                                     the last diagnosis when it cannot change by itself
+    events/batch-<uuid>.parquet   the events of the runs one scan read (one file per scan)
+    index.json                    run key -> the batch holding its events
+    runs/<key>.json               fingerprints, per-stream byte offsets, torn lines, and the
+                                  last diagnosis when it cannot change by itself
 
-A run whose files are unchanged and whose result does not depend on the clock (a valid
-``final.json`` and no live owner) is not read at all. A run whose append-only streams only
-grew is reloaded from Parquet and read from each stream's last byte offset. Anything else is
+A run whose files are unchanged and whose result cannot change by itself (a valid
+``final.json``, or an owner process that is gone) is not read at all. A run whose append-only
+streams only grew is reloaded from Parquet and read from each stream's last byte offset.
+Anything else is
 read from scratch. Entries carry :data:`CACHE_VERSION` and the detector configuration, so a
 new release or other thresholds never reuse stale results.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,9 +113,6 @@ class RunCache:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in layout.run_id)[:64]
         return f"{safe}-{digest}"
 
-    def events_dir(self, key: str) -> Path:
-        return self.root / "events" / f"run_key={key}"
-
     def load(self, layout: RunLayout) -> CacheEntry | None:
         path = self.root / "runs" / f"{self.key(layout)}.json"
         try:
@@ -177,26 +176,47 @@ class RunCache:
         tmp.write_text(json.dumps(data))
         os.replace(tmp, path)
 
+    def _index(self) -> dict[str, str]:
+        try:
+            data = json.loads((self.root / "index.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
     def write_events(
         self, con: duckdb.DuckDBPyConnection, keys: Mapping[str, str], run_ids: Sequence[str]
     ) -> None:
-        """Write the events of ``run_ids`` (run_id -> cache key in ``keys``), one COPY."""
+        """Write the events of ``run_ids`` (run_id -> cache key in ``keys``) to one new batch.
+
+        One Parquet file per scan is several times cheaper to write than one per run. The
+        index maps each run's key to its batch; batches no run refers to are deleted.
+        """
         if not run_ids:
             return
-        for rid in run_ids:
-            shutil.rmtree(self.events_dir(keys[rid]), ignore_errors=True)
+        batch = f"batch-{uuid.uuid4().hex}.parquet"
+        target = self.root / "events" / batch
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE _rd_keys AS "
-            "SELECT unnest($ids) AS run_id, unnest($keys) AS run_key",
-            {"ids": list(run_ids), "keys": [keys[r] for r in run_ids]},
+            "CREATE OR REPLACE TEMP TABLE _rd_keys AS SELECT unnest($ids) AS run_id",
+            {"ids": list(run_ids)},
         )
-        target = str(self.root / "events")
         con.execute(
-            f"COPY (SELECT e.*, k.run_key FROM events e JOIN _rd_keys k USING (run_id)) "
-            f"TO '{target}' (FORMAT parquet, PARTITION_BY (run_key), OVERWRITE_OR_IGNORE, "
-            f"FILENAME_PATTERN 'events_{{uuid}}')"
+            "COPY (SELECT * EXCLUDE (raw) FROM events SEMI JOIN _rd_keys USING (run_id)) "
+            "TO $target (FORMAT parquet)",
+            {"target": str(target)},
         )
         con.execute("DROP TABLE _rd_keys")
+        index = self._index()
+        index.update({keys[r]: batch for r in run_ids})
+        tmp = self.root / "index.json.tmp"
+        tmp.write_text(json.dumps(index))
+        os.replace(tmp, self.root / "index.json")
+        live = set(index.values())
+        for old in (self.root / "events").glob("batch-*.parquet"):
+            if old.name not in live:
+                old.unlink(missing_ok=True)
 
     def event_files(self, key: str) -> list[Path]:
-        return sorted(self.events_dir(key).glob("*.parquet"))
+        """The batch holding ``key``'s events (empty when it has none)."""
+        batch = self._index().get(key)
+        path = self.root / "events" / batch if batch else None
+        return [path] if path is not None and path.is_file() else []

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from doctor._errors import UsageError
 from doctor._facts import compute_facts
 from doctor._ingest import load_runs
 from doctor._layout import RunLayout, discover, list_run_dirs, locate_run
+from doctor._liveness import process_alive
 from doctor._model import Diagnosis, Finding, Severity
 from doctor._tables import Tables
 
@@ -131,9 +134,30 @@ def _settings_key(config: DoctorConfig) -> str:
     return json.dumps(keep, sort_keys=True, default=str)
 
 
-def _time_independent(d: Diagnosis) -> bool:
-    """A result that cannot change while the files do not: terminal, and nobody writing."""
-    return bool(d.facts.get("final_json")) and d.facts.get("owner_alive") is not True
+def _reusable(d: Diagnosis, now: float) -> Diagnosis | None:
+    """A cached diagnosis brought to ``now``, or None when it may have changed.
+
+    Files unchanged, a result changes only through its owner coming alive (a resume, or pid
+    reuse) or the clock: ``idle_s`` is recomputed from ``last_progress_at``; every other
+    figure and every summary is a function of the files.
+    """
+    pid = d.facts.get("owner_pid")
+    if isinstance(pid, int) and process_alive(pid):
+        return None
+    findings = []
+    for f in d.findings:
+        ev = f.evidence
+        if "idle_s" in ev and isinstance(ev.get("last_progress_at"), str):
+            ev = {**ev, "idle_s": round(now - _epoch(ev["last_progress_at"]), 3)}
+        findings.append(dataclasses.replace(f, evidence=ev))
+    return dataclasses.replace(d, findings=tuple(findings))
+
+
+def _epoch(text: str) -> float:
+    """Seconds since the epoch of an RFC 3339 time written by :func:`doctor._facts.iso`."""
+    head, _, frac = text.rstrip("Z").partition(".")
+    base = datetime.fromisoformat(head + "+00:00").timestamp()
+    return base + (float("0." + frac) if frac else 0.0)
 
 
 def scan(
@@ -170,7 +194,9 @@ def scan(
             ):
                 # A damaged entry is not fatal: the run is diagnosed again.
                 with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
-                    reused[layout.run_id] = diagnosis_from_json(entry.diagnosis)
+                    fresh_enough = _reusable(diagnosis_from_json(entry.diagnosis), config.now)
+                    if fresh_enough is not None:
+                        reused[layout.run_id] = fresh_enough
     to_load = [layout for layout in layouts if layout.run_id not in reused]
     tables = load_runs(
         to_load,
@@ -181,7 +207,10 @@ def scan(
         entries=entries,
     )
     # Reused runs are not read again; fleet-wide detectors still see their activity.
-    tables.add_rows("cached_lives", [(r, *entries[r].life[:2]) for r in reused])
+    tables.add_rows(
+        "cached_lives",
+        [(r, *entries[r].life[:2], bool(reused[r].facts.get("final_json"))) for r in reused],
+    )
     tables.add_rows("cached_progress", [(r, t) for r in reused for t in entries[r].progress])
     facts = compute_facts(tables, config)
     ctx = Context(tables, facts, config)
@@ -201,8 +230,7 @@ def scan(
             findings=_order(by_run.get(layout.run_id, [])),
         )
     if cache is not None:
-        keep = [r for r, d in fresh.items() if _time_independent(d)]
-        _save(cache, tables, to_load, fresh, prints, activity(ctx, keep))
+        _save(cache, tables, to_load, fresh, prints, activity(ctx, list(fresh)))
     diagnoses = []
     for layout in layouts:
         d = reused.get(layout.run_id) or fresh[layout.run_id]
@@ -234,7 +262,7 @@ def _save(
     layouts: Sequence[RunLayout],
     fresh: dict[str, Diagnosis],
     prints: dict[str, dict[str, list[int]]],
-    lives: dict[str, tuple[int, int, list[int]]],
+    lives: dict[str, tuple[int, int, bool, list[int]]],
 ) -> None:
     keys = {layout.run_id: RunCache.key(layout) for layout in layouts}
     cache.write_events(tables.con, keys, [layout.run_id for layout in layouts])
@@ -253,7 +281,7 @@ def _save(
                 },
                 diagnosis=d.to_json() if layout.run_id in lives else None,
                 life=list(lives[layout.run_id][:2]) if layout.run_id in lives else [],
-                progress=lives[layout.run_id][2] if layout.run_id in lives else [],
+                progress=lives[layout.run_id][3] if layout.run_id in lives else [],
             )
         )
 
@@ -283,8 +311,6 @@ def diagnosis_from_json(data: dict[str, Any]) -> Diagnosis:
 
 
 def _started_before(started_at: Any, since: float) -> bool:
-    from datetime import datetime
-
     if not isinstance(started_at, str):
         return False
     try:

@@ -104,7 +104,7 @@ def load_runs(
             cols = ", ".join(f'p."{k}"' for k in EVENT_FIELDS)
             con.execute(
                 f"INSERT INTO events_base SELECT s.stream_id, p.ts, {cols}, NULL "
-                "FROM read_parquet($files, hive_partitioning=false) p "
+                "FROM read_parquet($files) p "
                 "JOIN streams s ON s.run_id = p.run_id AND s.scope = p.scope "
                 "WHERE s.stream_id >= $first ORDER BY s.stream_id, p.seq",
                 {"files": files, "first": ids[0]},

@@ -97,7 +97,10 @@ def new_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     )
     # Finished runs a scan did not read again (their diagnosis came from the cache): their
     # life and thinned progress points, so fleet-wide detectors still see them.
-    con.execute("CREATE TABLE cached_lives (run_id VARCHAR, start_ns BIGINT, end_ns BIGINT)")
+    con.execute(
+        "CREATE TABLE cached_lives (run_id VARCHAR, start_ns BIGINT, end_ns BIGINT, "
+        "finished BOOLEAN)"
+    )
     con.execute("CREATE TABLE cached_progress (run_id VARCHAR, t BIGINT)")
     con.execute(
         "CREATE TABLE torn (run_id VARCHAR, scope VARCHAR, rel VARCHAR, line BIGINT, "

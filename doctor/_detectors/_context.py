@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+
+import pyarrow as pa
 
 from doctor._config import DoctorConfig
 from doctor._documents import RunDocuments
@@ -28,6 +30,25 @@ class Context:
 
     def documents(self, run_id: str) -> RunDocuments:
         return self.tables.documents[run_id]
+
+    def restrict(self, prefix: str, keys: Iterable[tuple[str, str]]) -> None:
+        """Temp views ``<prefix>_events`` and ``<prefix>_attempts`` over the given scopes.
+
+        A detector that only concerns scopes with some document (a checkpoint, live.json)
+        queries these instead of the whole fleet's events.
+        """
+        runs, scopes = zip(*sorted(set(keys)), strict=True) if keys else ((), ())
+        self.tables.con.register(
+            f"{prefix}_keys",
+            pa.table(
+                {"run_id": pa.array(runs, pa.string()), "scope": pa.array(scopes, pa.string())}
+            ),
+        )
+        for table in ("events", "attempts"):
+            self.tables.con.execute(
+                f"CREATE OR REPLACE TEMP VIEW {prefix}_{table} AS SELECT t.* FROM {table} t "
+                f"SEMI JOIN {prefix}_keys k ON k.run_id = t.run_id AND k.scope = t.scope"
+            )
 
 
 #: A detector: a plain function named after the finding code it reports.

@@ -45,15 +45,15 @@ _TS = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\
 _SCOPE_SQL = f"""
 WITH ends AS (
     SELECT run_id, scope, seq, node_id, attempt, "max" AS mx, status
-    FROM events WHERE event = 'stage_attempt_end' AND node_id IS NOT NULL
+    FROM ck_events WHERE event = 'stage_attempt_end' AND node_id IS NOT NULL
 ),
 starts AS (
     SELECT run_id, scope, seq, node_id AS next_node, attempt AS next_attempt
-    FROM events WHERE event = 'stage_attempt_start' AND node_id IS NOT NULL
+    FROM ck_events WHERE event = 'stage_attempt_start' AND node_id IS NOT NULL
 ),
 closers AS (
     SELECT run_id, scope, seq, coalesce(from_node, node_id) AS node, event
-    FROM events
+    FROM ck_events
     WHERE event IN ('edge_selected', 'stage_retry_blocked', 'run_completed', 'run_failed',
                     'loop_restart', 'deterministic_failure_cycle_check',
                     'deterministic_failure_cycle_breaker',
@@ -80,7 +80,7 @@ last_settled AS (
 moved_to AS (
     -- where the stream went after the last completed node, when that node ran no attempts
     SELECT e.run_id, e.scope, arg_max(e.to_node, e.seq) AS node
-    FROM events e JOIN last_settled l USING (run_id, scope)
+    FROM ck_events e JOIN last_settled l USING (run_id, scope)
     WHERE e.event = 'edge_selected' AND e.seq > l.seq
       AND NOT EXISTS (SELECT 1 FROM starts s WHERE s.run_id = e.run_id AND s.scope = e.scope
                       AND s.next_node = e.to_node AND s.seq > e.seq)
@@ -91,7 +91,7 @@ scopes AS (
            count(*) FILTER (WHERE event = 'stage_attempt_start' AND attempt > 1) AS retries,
            arg_max(coalesce(node_id, to_node), seq) FILTER (
                WHERE NOT {HEARTBEAT_SQL} AND coalesce(node_id, to_node) IS NOT NULL) AS actual
-    FROM events GROUP BY ALL
+    FROM ck_events GROUP BY ALL
 )
 SELECT s.run_id, s.scope, s.retries, s.actual, l.node, m.node
 FROM scopes s
@@ -105,10 +105,10 @@ WITH nodes AS (
            max(end_seq) FILTER (WHERE status IN {_SUCCESS_LIKE}) AS success_seq,
            arg_max(end_seq IS NULL, start_seq) AS last_open,
            epoch_ns(arg_max(end_ts, start_seq)) AS last_end
-    FROM attempts GROUP BY ALL
+    FROM ck_attempts GROUP BY ALL
 )
 SELECT a.run_id, a.scope, a.node_id, count(*), any_value(n.last_open), any_value(n.last_end)
-FROM attempts a JOIN nodes n USING (run_id, scope, node_id)
+FROM ck_attempts a JOIN nodes n USING (run_id, scope, node_id)
 WHERE a.attempt > 1 AND a.start_seq > coalesce(n.success_seq, -1)
 GROUP BY ALL
 """
@@ -129,6 +129,15 @@ def _epoch_ns(text: Any) -> int | None:
 
 def checkpoint_drift(ctx: Context) -> list[Finding]:
     """Checkpoints that lost retries, bloat with repeats, or lag behind their event stream."""
+    ctx.restrict(
+        "ck",
+        [
+            (run_id, scope)
+            for run_id, docs in ctx.tables.documents.items()
+            for scope, sd in docs.scopes.items()
+            if sd.checkpoint is not None and sd.checkpoint.ok
+        ],
+    )
     scopes = {(r, s): row for r, s, *row in ctx.tables.sql(_SCOPE_SQL)}
     pending: dict[tuple[str, str], list[tuple[str, int, bool, int | None]]] = {}
     for run_id, scope, node, n, last_open, last_end in ctx.tables.sql(_NODE_SQL):

@@ -63,7 +63,7 @@ run_points AS (
 ),
 all_lives AS (
     SELECT run_id, start_ns, finished, end_ns FROM lives
-    UNION ALL SELECT run_id, start_ns, true, end_ns FROM cached_lives
+    UNION ALL SELECT run_id, start_ns, finished, end_ns FROM cached_lives
 ),
 fleet_points AS (
     SELECT t FROM progress UNION ALL SELECT t FROM cached_progress
@@ -117,7 +117,8 @@ def _cached_runs(ctx: Context) -> int:
 # points in a row are either in one bucket (closer than the threshold) or were neighbours
 # already, so the gaps longer than the threshold are exactly those of all the points.
 _SPANS_SQL = f"""
-SELECT run_id, epoch_ns(min(ts)), epoch_ns(max(ts) FILTER (WHERE NOT {HEARTBEAT_SQL}))
+SELECT run_id, epoch_ns(min(ts)), epoch_ns(max(ts) FILTER (WHERE NOT {HEARTBEAT_SQL})),
+       epoch_ns(max(ts))
 FROM events WHERE ts IS NOT NULL AND run_id IN (SELECT unnest($ids)) GROUP BY run_id
 """
 _BUCKET_SQL = f"""
@@ -129,22 +130,32 @@ SELECT run_id, list(DISTINCT t ORDER BY t) FROM (
 """
 
 
-def activity(ctx: Context, run_ids: list[str]) -> dict[str, tuple[int, int, list[int]]]:
-    """For finished runs: their life ``(start_ns, end_ns)`` and thinned progress points.
+def activity(ctx: Context, run_ids: list[str]) -> dict[str, tuple[int, int, bool, list[int]]]:
+    """For runs that cannot change by themselves (a final.json, or a dead owner): their life
+    ``(start_ns, end_ns)``, whether they finished, and thinned progress points.
 
     A scan caches this for runs whose diagnosis it reuses, so fleet gaps stay exact
-    without reading those runs again.
+    without reading those runs again. Lives end as in :func:`idle_gap`.
     """
-    finished = [r for r in run_ids if r in ctx.facts and ctx.facts[r].get("final_json")]
-    if not finished:
+    ids = [
+        r
+        for r in run_ids
+        if r in ctx.facts
+        and (ctx.facts[r].get("final_json") or ctx.facts[r].get("owner_alive") is False)
+    ]
+    if not ids:
         return {}
-    spans = {r: (int(a), b) for r, a, b in ctx.tables.sql(_SPANS_SQL, ids=finished)}
+    spans = {r: (int(a), b, int(c)) for r, a, b, c in ctx.tables.sql(_SPANS_SQL, ids=ids)}
     width = max(1, int(ctx.config.idle_gap_s * 1e9) // 2)
-    points = dict(ctx.tables.sql(_BUCKET_SQL, ids=finished, width=width))
-    out: dict[str, tuple[int, int, list[int]]] = {}
-    for r, (first, last_progress) in spans.items():
-        end = max(last_progress or first, _final_ns(ctx, r) or first)
-        out[r] = (first, end, [int(t) for t in points.get(r, [])])
+    points = dict(ctx.tables.sql(_BUCKET_SQL, ids=ids, width=width))
+    out: dict[str, tuple[int, int, bool, list[int]]] = {}
+    for r, (first, last_progress, last_event) in spans.items():
+        finished = bool(ctx.facts[r].get("final_json"))
+        # As in idle_gap: a finished run lives to its final.json, a dead owner's to its last
+        # event of any kind.
+        final_end = max(last_progress or first, _final_ns(ctx, r) or first)
+        end = final_end if finished else last_event
+        out[r] = (first, end, finished, [int(t) for t in points.get(r, [])])
     return out
 
 

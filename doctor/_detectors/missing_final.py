@@ -43,6 +43,12 @@ def _span(seconds: float | None) -> str:
     return f"{seconds:.0f} s"
 
 
+def _since(last_progress: int | None) -> str:
+    # A time, not an age: the summary of a run that can no longer change stays true, and a
+    # cached diagnosis can be reused (idle_s, the age, is recomputed from last_progress_at).
+    return iso(last_progress) or "its start (no progress was ever recorded)"
+
+
 def _owner(pid: int | None, alive: bool | None) -> str:
     if pid is None:
         return "no recorded owner process"
@@ -81,8 +87,8 @@ def missing_final(ctx: Context) -> list[Finding]:
             if state == "orphaned":
                 severity, repair = Severity.CRITICAL, "terminalize"
                 summary = (
-                    f"The run has no final.json and its {_owner(pid, alive)}: it stopped "
-                    f"{_span(idle)} after its last progress{where} and can never finish on its "
+                    f"The run has no final.json and its {_owner(pid, alive)}: nothing has "
+                    f"progressed since {_since(last)}{where}, and it can never finish on its "
                     "own; terminalize it (write final.json with status fail) so that nothing "
                     "waits for it"
                 )
@@ -135,9 +141,9 @@ def missing_final(ctx: Context) -> list[Finding]:
                     code="missing_final",
                     severity=Severity.ERROR,
                     summary=(
-                        f"Branch {scope} has no final.json and is {branch.get('state')}, idle "
-                        f"for {_span(idle)}{where} ({why}); read its outcome from its "
-                        "progress.ndjson before cleaning the run up"
+                        f"Branch {scope} has no final.json and is {branch.get('state')}, with no "
+                        f"progress since {_since(last)}{where} ({why}); read its outcome from "
+                        "its progress.ndjson before cleaning the run up"
                     ),
                     run_id=run_id,
                     scope=scope,

@@ -35,11 +35,11 @@ WITH per_scope AS (
                WHERE NOT {HEARTBEAT_SQL} AND coalesce(node_id, to_node) IS NOT NULL) AS actual,
            arg_max(node_id, seq) FILTER (
                WHERE event = 'stage_attempt_end' AND node_id IS NOT NULL) AS last_end
-    FROM events GROUP BY ALL
+    FROM td_events GROUP BY ALL
 ),
 open_nodes AS (
     SELECT run_id, scope, list(DISTINCT node_id) AS nodes
-    FROM attempts WHERE end_seq IS NULL GROUP BY ALL
+    FROM td_attempts WHERE end_seq IS NULL GROUP BY ALL
 )
 SELECT p.run_id, p.scope, p.actual, p.last_end, coalesce(o.nodes, [])
 FROM per_scope p LEFT JOIN open_nodes o USING (run_id, scope)
@@ -52,11 +52,22 @@ def _restart_no(scope: str) -> int:
 
 def telemetry_divergence(ctx: Context) -> list[Finding]:
     """live.json or checkpoint.json naming another node than the event stream."""
+    # Only scopes with a live.json or a checkpoint can diverge: query just those.
+    ctx.restrict(
+        "td",
+        [
+            (run_id, scope)
+            for run_id, docs in ctx.tables.documents.items()
+            for scope, sd in docs.scopes.items()
+            if sd.live is not None or sd.checkpoint is not None
+        ],
+    )
     rows = {(r, s): (a, le, [str(n) for n in o]) for r, s, a, le, o in ctx.tables.sql(_SQL)}
+    streams = set(ctx.tables.stream_states)
     findings: list[Finding] = []
     for run_id, facts in sorted(ctx.facts.items()):
         docs = ctx.documents(run_id)
-        tops = [s for s in docs.scopes if is_top_scope(s) and (run_id, s) in rows]
+        tops = [s for s in docs.scopes if is_top_scope(s) and (run_id, s) in streams]
         # The top level is the current logs root: the latest restart with events.
         current_top = max(tops, key=_restart_no, default=None)
         for scope, sd in sorted(docs.scopes.items()):

@@ -71,13 +71,35 @@ def test_a_first_scan_reads_every_run(config: DoctorConfig) -> None:
     assert (result.fleet["read"], result.fleet["reused"]) == (2, 0)
 
 
-def test_a_second_scan_with_nothing_changed_reuses_the_finished_run(config: DoctorConfig) -> None:
+def test_a_second_scan_with_nothing_changed_reuses_runs_that_cannot_change(
+    config: DoctorConfig,
+) -> None:
     first = scan(config)
     second = scan(config)
-    # The finished run (final.json, dead owner) is reused; the unfinished one depends on the
-    # clock and is always diagnosed again.
-    assert (second.fleet["read"], second.fleet["reused"]) == (1, 1)
+    # Both runs' owners are dead: the finished run and the orphaned one can only change
+    # through their files, so neither is read again.
+    assert (second.fleet["read"], second.fleet["reused"]) == (0, 2)
     assert json.dumps(_runs(second), sort_keys=True) == json.dumps(_runs(first), sort_keys=True)
+
+
+def test_a_run_whose_owner_is_alive_is_always_read_again(config: DoctorConfig, root: Path) -> None:
+    (root / "dead/run.pid").write_text(str(os.getpid()))
+    scan(config)
+    second = scan(config)
+    assert (second.fleet["read"], second.fleet["reused"]) == (1, 1)
+
+
+def test_a_reused_orphan_reports_its_idle_time_at_the_new_clock(
+    config: DoctorConfig,
+) -> None:
+    def idle(result: ScanResult) -> float:
+        (f,) = [f for f in _runs(result)["dead"]["findings"] if f["code"] == "missing_final"]
+        return float(f["evidence"]["idle_s"])
+
+    first = scan(config)
+    later = scan(replace(config, now=config.now + 3600))
+    assert later.fleet["reused"] == 2
+    assert idle(later) == pytest.approx(idle(first) + 3600)
 
 
 def test_a_scan_without_a_cache_gives_the_same_runs_as_a_cached_one(
@@ -107,7 +129,7 @@ def test_a_touched_document_of_a_finished_run_is_read_again(
     scan(config)
     (root / "done/final.json").write_text(json.dumps({"status": "fail", "run_id": "done"}))
     result = scan(config)
-    assert result.fleet["reused"] == 0
+    assert result.fleet["reused"] == 1  # only the untouched "dead" run
     assert _runs(result)["done"]["state"] == "failed"
 
 
