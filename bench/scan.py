@@ -24,7 +24,13 @@ RUNS, PER_RUN = 1000, 8000
 _HB = "event IN ('stage_heartbeat', 'branch_heartbeat', 'branch_stale_warning')"
 
 # The per-run aggregates the scan reports, computed by DuckDB straight from the files: what a
-# person would write with DuckDB alone (read once into a table, then aggregate).
+# person would write with DuckDB alone (read once into a table, then aggregate). One query per
+# thing the scan reports: run summary, events by type, edges (facts, retry_loop), attempt
+# pairing and durations (facts), stale heartbeats, failures by node and reason
+# (deterministic_retry_loop, fragmented_failure_signatures, lost_failure_reason,
+# swallowed_error), first entry of each node (retry_loop back edges), progress gaps
+# (idle_gap), events after a terminal event (post_terminal_activity), unparsable lines
+# (torn_artifact).
 BASELINE_SQL = [
     f"""CREATE OR REPLACE TEMP TABLE ev AS SELECT filename, * EXCLUDE (filename)
         FROM read_json($files, format='newline_delimited', ignore_errors=true, filename=true,
@@ -53,6 +59,18 @@ BASELINE_SQL = [
         ASOF LEFT JOIN att a ON h.filename = a.filename AND h.node_id = a.node_id
             AND h.seq > a.start_seq
         WHERE a.start_seq IS NULL OR a.end_seq < h.seq GROUP BY 1""",
+    "SELECT filename, node_id, failure_reason, count(*) FROM ev "
+    "WHERE event = 'stage_attempt_end' AND status IN ('fail', 'retry') GROUP BY ALL",
+    "SELECT filename, coalesce(node_id, to_node), min(rowid) FROM ev GROUP BY ALL",
+    f"""SELECT filename, max(gap) FROM (
+        SELECT filename, epoch(ts::TIMESTAMP) - lag(epoch(ts::TIMESTAMP)) OVER (
+            PARTITION BY filename ORDER BY ts) AS gap
+        FROM ev WHERE NOT {_HB}) GROUP BY 1""",
+    """SELECT e.filename, count(*) FROM ev e JOIN (
+        SELECT filename, max(rowid) AS t FROM ev
+        WHERE event IN ('run_completed', 'run_failed') GROUP BY 1) x USING (filename)
+        WHERE e.rowid > x.t GROUP BY 1""",
+    "SELECT filename, count(*) FILTER (WHERE event IS NULL) FROM ev GROUP BY 1",
 ]
 
 

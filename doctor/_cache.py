@@ -184,17 +184,35 @@ class RunCache:
         return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     def write_events(
-        self, con: duckdb.DuckDBPyConnection, keys: Mapping[str, str], run_ids: Sequence[str]
+        self,
+        con: duckdb.DuckDBPyConnection,
+        keys: Mapping[str, str],
+        run_ids: Sequence[str],
+        forget: Sequence[str] = (),
     ) -> None:
         """Write the events of ``run_ids`` (run_id -> cache key in ``keys``) to one new batch.
 
         One Parquet file per scan is several times cheaper to write than one per run. The
-        index maps each run's key to its batch; batches no run refers to are deleted.
+        index maps each run's key to its batch; the runs in ``forget`` lose theirs, and
+        batches no run refers to are deleted.
         """
-        if not run_ids:
-            return
+        index = self._index()
+        for run_id in forget:
+            index.pop(keys[run_id], None)
         batch = f"batch-{uuid.uuid4().hex}.parquet"
-        target = self.root / "events" / batch
+        if run_ids:
+            self._copy(con, run_ids, self.root / "events" / batch)
+            index.update({keys[r]: batch for r in run_ids})
+        tmp = self.root / "index.json.tmp"
+        tmp.write_text(json.dumps(index))
+        os.replace(tmp, self.root / "index.json")
+        live = set(index.values())
+        for old in (self.root / "events").glob("batch-*.parquet"):
+            if old.name not in live:
+                old.unlink(missing_ok=True)
+
+    @staticmethod
+    def _copy(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], target: Path) -> None:
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _rd_keys AS SELECT unnest($ids) AS run_id",
             {"ids": list(run_ids)},
@@ -205,15 +223,6 @@ class RunCache:
             {"target": str(target)},
         )
         con.execute("DROP TABLE _rd_keys")
-        index = self._index()
-        index.update({keys[r]: batch for r in run_ids})
-        tmp = self.root / "index.json.tmp"
-        tmp.write_text(json.dumps(index))
-        os.replace(tmp, self.root / "index.json")
-        live = set(index.values())
-        for old in (self.root / "events").glob("batch-*.parquet"):
-            if old.name not in live:
-                old.unlink(missing_ok=True)
 
     def event_files(self, key: str) -> list[Path]:
         """The batch holding ``key``'s events (empty when it has none)."""

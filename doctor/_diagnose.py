@@ -265,23 +265,30 @@ def _save(
     lives: dict[str, tuple[int, int, bool, list[int]]],
 ) -> None:
     keys = {layout.run_id: RunCache.key(layout) for layout in layouts}
-    cache.write_events(tables.con, keys, [layout.run_id for layout in layouts])
+    # Runs that cannot change by themselves get their diagnosis cached, not their events:
+    # only a change to their files makes them read again, and then from scratch. Events are
+    # kept for runs that may still grow, which resume from their byte offsets.
+    growing = [layout.run_id for layout in layouts if layout.run_id not in lives]
+    cache.write_events(tables.con, keys, growing, forget=list(lives))
     for layout in layouts:
         d = fresh[layout.run_id]
+        life = lives.get(layout.run_id)
         cache.save(
             CacheEntry(
                 key=keys[layout.run_id],
                 run_path=str(layout.path),
                 settings=cache.settings,
                 fingerprint=prints[layout.run_id],
-                streams={
+                streams={}
+                if life is not None
+                else {
                     scope: st
                     for (rid, scope), st in tables.stream_states.items()
                     if rid == layout.run_id
                 },
-                diagnosis=d.to_json() if layout.run_id in lives else None,
-                life=list(lives[layout.run_id][:2]) if layout.run_id in lives else [],
-                progress=lives[layout.run_id][3] if layout.run_id in lives else [],
+                diagnosis=d.to_json() if life is not None else None,
+                life=list(life[:2]) if life is not None else [],
+                progress=life[3] if life is not None else [],
             )
         )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -11,6 +11,7 @@ from doctor._config import DoctorConfig
 from doctor._documents import RunDocuments
 from doctor._facts import RunFacts
 from doctor._model import Finding
+from doctor._signature import canonical_signature
 from doctor._tables import Tables
 
 __all__ = ["Context", "Detector", "more"]
@@ -27,6 +28,18 @@ class Context:
     tables: Tables
     facts: Mapping[str, RunFacts]
     config: DoctorConfig
+    _signatures: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def signature(self, reason: str | None) -> str:
+        """:func:`doctor.canonical_signature` of ``reason``, computed once per context.
+
+        Several detectors sign the same failure reasons; a fleet has tens of thousands.
+        """
+        text = reason or ""
+        sig = self._signatures.get(text)
+        if sig is None:
+            sig = self._signatures[text] = canonical_signature(text)
+        return sig
 
     def documents(self, run_id: str) -> RunDocuments:
         return self.tables.documents[run_id]

@@ -28,7 +28,6 @@ from typing import Any
 from doctor._detectors._context import Context
 from doctor._facts import facts_of, iso
 from doctor._model import Finding, Severity
-from doctor._signature import canonical_signature
 
 __all__ = ["BREAKER_EVENTS", "deterministic_retry_loop", "visits_sql"]
 
@@ -90,7 +89,7 @@ def _groups(ctx: Context) -> dict[tuple[str, str, str, str], _Group]:
     for run_id, scope, node, reason, n, visits, last_seq, first_ts, last_ts in ctx.tables.sql(
         _FAILURES_SQL
     ):
-        g = out[(run_id, scope, node, canonical_signature(reason or ""))]
+        g = out[(run_id, scope, node, ctx.signature(reason))]
         g.count += int(n)
         g.visits.update(int(v) for v in visits)
         g.reasons[reason or ""] = g.reasons.get(reason or "", 0) + int(n)
@@ -101,14 +100,14 @@ def _groups(ctx: Context) -> dict[tuple[str, str, str, str], _Group]:
     return out
 
 
-def _stopped_on(last: tuple[Any, ...] | None, node: str, signature: str) -> bool:
+def _stopped_on(ctx: Context, last: tuple[Any, ...] | None, node: str, signature: str) -> bool:
     if last is None:
         return False
     last_node, status, reason = last
     return (
         last_node == node
         and str(status or "").lower() in ("fail", "retry")
-        and canonical_signature(reason or "") == signature
+        and ctx.signature(reason) == signature
     )
 
 
@@ -127,7 +126,7 @@ def deterministic_retry_loop(ctx: Context) -> list[Finding]:
             continue  # the breaker stopped it
         facts = facts_of(ctx.facts, run_id)
         if facts.get("final_json") and _stopped_on(
-            last_attempt.get((run_id, scope)), node, signature
+            ctx, last_attempt.get((run_id, scope)), node, signature
         ):
             continue  # the run ended on it: bounded
         where = f" in branch {scope}" if scope else ""

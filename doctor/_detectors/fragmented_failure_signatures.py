@@ -20,7 +20,6 @@ from collections import Counter, defaultdict
 from doctor._detectors._context import Context
 from doctor._detectors.deterministic_retry_loop import BREAKER_EVENTS
 from doctor._model import Finding, Severity
-from doctor._signature import canonical_signature
 
 __all__ = ["fragmented_failure_signatures"]
 
@@ -60,7 +59,7 @@ def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
     for (run_id, scope, node), counts in sorted(candidates.items()):
         signatures: Counter[str] = Counter()
         for reason, n in counts.items():
-            signatures[canonical_signature(reason or "")] += n
+            signatures[ctx.signature(reason)] += n
         top, top_n = min(signatures.items(), key=lambda kv: (-kv[1], kv[0]))
         limit = limits.get(run_id, cfg.breaker_limit)
         if not (len(counts) >= cfg.fragmentation_ratio * len(signatures) and top_n >= limit):

@@ -164,23 +164,34 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> Reads:
     return Reads(monkeypatch)
 
 
-def test_lines_appended_to_a_dead_run_are_read_from_the_last_byte_offset(
-    config: DoctorConfig, root: Path, reads: Reads
+@pytest.fixture
+def running(root: Path) -> Path:
+    """The unfinished run, with this test process as its live owner: a stream that grows.
+
+    (Runs whose owner is gone have their diagnosis cached instead, and are read from scratch
+    if their files ever change.)
+    """
+    (root / "dead/run.pid").write_text(str(os.getpid()))
+    return root
+
+
+def test_lines_appended_to_a_running_run_are_read_from_the_last_byte_offset(
+    config: DoctorConfig, running: Path, reads: Reads
 ) -> None:
     scan(config)
-    size = (root / "dead/progress.ndjson").stat().st_size
+    size = (running / "dead/progress.ndjson").stat().st_size
     reads.whole.clear()
-    _append(root / "dead/progress.ndjson", _line("run_completed", 10))
+    _append(running / "dead/progress.ndjson", _line("run_completed", 10))
     scan(config)
     assert reads.resumed == [("dead", size)]
     assert "dead" not in reads.whole
 
 
-def test_lines_appended_to_a_dead_run_are_read_once(config: DoctorConfig, root: Path) -> None:
+def test_lines_appended_to_a_running_run_are_read_once(config: DoctorConfig, running: Path) -> None:
     first = scan(config)
     assert _facts(first, "dead")["events"] == 3
-    _append(root / "dead/progress.ndjson", _line("stage_attempt_end", 9, node_id="b", attempt=1))
-    _append(root / "dead/progress.ndjson", _line("run_completed", 10))
+    _append(running / "dead/progress.ndjson", _line("stage_attempt_end", 9, node_id="b", attempt=1))
+    _append(running / "dead/progress.ndjson", _line("run_completed", 10))
     second = scan(config)
     facts = _facts(second, "dead")
     assert facts["events"] == 5
@@ -195,9 +206,9 @@ def test_lines_appended_to_a_dead_run_are_read_once(config: DoctorConfig, root: 
     assert _facts(third, "dead")["events"] == 5
 
 
-def test_a_resumed_stream_keeps_its_rows_in_line_order(config: DoctorConfig, root: Path) -> None:
+def test_a_resumed_stream_keeps_its_rows_in_line_order(config: DoctorConfig, running: Path) -> None:
     scan(config)
-    _append(root / "dead/progress.ndjson", _line("stage_attempt_end", 9, node_id="b", attempt=1))
+    _append(running / "dead/progress.ndjson", _line("stage_attempt_end", 9, node_id="b", attempt=1))
     result = scan(config)
     assert _facts(result, "dead")["attempt_stats"] == [
         {
@@ -222,28 +233,28 @@ def test_a_resumed_stream_keeps_its_rows_in_line_order(config: DoctorConfig, roo
 
 
 def test_findings_follow_lines_appended_after_the_last_scan(
-    config: DoctorConfig, root: Path
+    config: DoctorConfig, running: Path
 ) -> None:
     first = scan(config)
     assert not any(f["code"] == "stale_heartbeat" for f in _runs(first)["dead"]["findings"])
     # The open attempt of b ends; heartbeats naming b after that are stale.
-    _append(root / "dead/progress.ndjson", _line("stage_attempt_end", 9, node_id="b", attempt=1))
+    _append(running / "dead/progress.ndjson", _line("stage_attempt_end", 9, node_id="b", attempt=1))
     for s in (20, 30, 40):
-        _append(root / "dead/progress.ndjson", _line("stage_heartbeat", s, node_id="b"))
+        _append(running / "dead/progress.ndjson", _line("stage_heartbeat", s, node_id="b"))
     second = scan(config)
     (stale,) = [f for f in _runs(second)["dead"]["findings"] if f["code"] == "stale_heartbeat"]
     assert stale["evidence"]["stale_heartbeats"] == 3
 
 
 def test_a_torn_line_found_before_a_resume_is_still_reported_after_it(
-    config: DoctorConfig, root: Path
+    config: DoctorConfig, running: Path
 ) -> None:
     assert config.cache_dir is not None
-    _append(root / "dead/progress.ndjson", "{torn\n")
+    _append(running / "dead/progress.ndjson", "{torn\n")
     scan(config)
     offset = len(_attempt("a", 0) + _line("stage_attempt_start", 5, node_id="b"))
     assert _cached_torn(config.cache_dir, "dead") == [[4, offset]]
-    _append(root / "dead/progress.ndjson", _line("stage_heartbeat", 20, node_id="b"))
+    _append(running / "dead/progress.ndjson", _line("stage_heartbeat", 20, node_id="b"))
     second = scan(config)
     assert _cached_torn(config.cache_dir, "dead") == [[4, offset]]
     assert _facts(second, "dead")["events"] == 4
@@ -259,8 +270,12 @@ def test_a_partial_last_line_of_a_writer_that_died_is_reported_torn_after_a_resu
     config = DoctorConfig(roots=(root,), cache_dir=cache, now=NOW)
     scan(config)
     (run / "run.pid").write_text(DEAD_PID)  # it died without finishing the line
-    scan(config)
-    assert _cached_torn(cache, "r1") == [[3, len(_attempt("a", 0))]]
+    result = scan(config)
+    (torn,) = [f for f in _runs(result)["r1"]["findings"] if f["code"] == "torn_artifact"]
+    assert (torn["evidence"]["line"], torn["evidence"]["byte_offset"]) == (
+        3,
+        len(_attempt("a", 0)),
+    )
 
 
 def _cached_torn(cache: Path, run_id: str) -> list[list[Any]]:
@@ -304,9 +319,9 @@ def test_a_rewritten_stream_of_the_same_size_is_read_from_scratch(
 
 
 def test_a_stream_whose_early_line_was_corrupted_in_place_is_read_from_scratch(
-    config: DoctorConfig, root: Path
+    config: DoctorConfig, running: Path
 ) -> None:
-    path = root / "dead/progress.ndjson"
+    path = running / "dead/progress.ndjson"
     for s in range(10, 30):  # enough lines that the first one is far from the end
         _append(path, _line("stage_heartbeat", s, node_id="b"))
     scan(config)
@@ -401,10 +416,10 @@ def test_a_cache_entry_with_damaged_stream_states_is_ignored(
 
 
 def test_a_torn_line_appended_after_a_scan_is_numbered_from_the_start_of_the_file(
-    config: DoctorConfig, root: Path
+    config: DoctorConfig, running: Path
 ) -> None:
     assert config.cache_dir is not None
-    path = root / "dead/progress.ndjson"
+    path = running / "dead/progress.ndjson"
     scan(config)
     size = path.stat().st_size
     _append(path, "\n" + _line("stage_heartbeat", 20, node_id="b") + "{torn\n")
