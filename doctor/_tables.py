@@ -49,31 +49,35 @@ def heartbeat_sql(column: str = "event") -> str:
 #: :func:`heartbeat_sql` over the ``event`` column.
 HEARTBEAT_SQL = heartbeat_sql()
 
+# Keyed on the integer stream_id of events_base (cheaper to partition and sort than names);
+# run_id and scope are joined onto the attempt rows, which are few.
 _ATTEMPTS_VIEW = """
 CREATE OR REPLACE VIEW attempts AS
 WITH marks AS (
-    SELECT run_id, scope, node_id, attempt, event, ts, seq, status, failure_reason,
+    SELECT stream_id, node_id, attempt, event, ts, rowid AS seq, status, failure_reason,
            failure_class, epoch,
            count(*) FILTER (WHERE event = 'stage_attempt_start') OVER (
-               PARTITION BY run_id, scope, node_id ORDER BY seq ROWS UNBOUNDED PRECEDING
+               PARTITION BY stream_id, node_id ORDER BY rowid ROWS UNBOUNDED PRECEDING
            ) AS start_no
-    FROM events
+    FROM events_base
     WHERE event IN ('stage_attempt_start', 'stage_attempt_end') AND node_id IS NOT NULL
 ),
 ends AS (
-    SELECT run_id, scope, node_id, start_no,
+    SELECT stream_id, node_id, start_no,
            min(seq) AS end_seq, arg_min(ts, seq) AS end_ts, arg_min(status, seq) AS status,
            arg_min(failure_reason, seq) AS failure_reason,
            arg_min(failure_class, seq) AS failure_class
     FROM marks WHERE event = 'stage_attempt_end' AND start_no > 0
     GROUP BY ALL
 )
-SELECT s.run_id, s.scope, s.node_id, s.attempt, s.start_no, s.seq AS start_seq,
+SELECT st.run_id, st.scope, s.node_id, s.attempt, s.start_no, s.seq AS start_seq,
        s.ts AS start_ts, e.end_seq, e.end_ts,
        (epoch_ns(e.end_ts) - epoch_ns(s.ts)) / 1e9 AS duration_s,
-       e.status, e.failure_reason, e.failure_class, s.epoch
+       e.status, e.failure_reason, e.failure_class, s.epoch, s.stream_id
 FROM marks s
-LEFT JOIN ends e USING (run_id, scope, node_id, start_no)
+JOIN streams st ON st.stream_id = s.stream_id
+LEFT JOIN ends e
+  ON e.stream_id = s.stream_id AND e.node_id = s.node_id AND e.start_no = s.start_no
 WHERE s.event = 'stage_attempt_start'
 """
 

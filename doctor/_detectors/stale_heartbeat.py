@@ -30,17 +30,17 @@ after AS (
     FROM after_nodes GROUP BY ALL
 ),
 beats AS (
-    SELECT h.run_id, h.scope, h.node_id, h.seq,
+    -- Keyed on the integer stream_id: this join sees every heartbeat of the fleet.
+    SELECT h.stream_id, h.node_id, h.seq,
            a.start_seq IS NULL OR (a.end_seq IS NOT NULL AND a.end_seq < h.seq) AS stale
-    FROM (SELECT run_id, scope, node_id, seq FROM events
+    FROM (SELECT stream_id, node_id, rowid AS seq FROM events_base
           WHERE event = 'stage_heartbeat' AND node_id IS NOT NULL) h
-    ASOF LEFT JOIN (SELECT run_id, scope, node_id, start_seq, end_seq FROM attempts) a
-      ON h.run_id = a.run_id AND h.scope = a.scope AND h.node_id = a.node_id
-     AND h.seq > a.start_seq
+    ASOF LEFT JOIN (SELECT stream_id, node_id, start_seq, end_seq FROM attempts) a
+      ON h.stream_id = a.stream_id AND h.node_id = a.node_id AND h.seq > a.start_seq
 ),
 stale AS (
-    SELECT run_id, scope, node_id, count(*) AS n, max(seq) AS last_seq
-    FROM beats WHERE stale GROUP BY ALL
+    SELECT st.run_id, st.scope, b.node_id, count(*) AS n, max(b.seq) AS last_seq
+    FROM beats b JOIN streams st USING (stream_id) WHERE b.stale GROUP BY ALL
 ),
 open_at_end AS (
     SELECT run_id, scope, count(*) AS n FROM attempts WHERE end_seq IS NULL GROUP BY ALL
