@@ -11,7 +11,7 @@ from doctor._config import DoctorConfig
 from doctor._documents import RunDocuments
 from doctor._facts import RunFacts
 from doctor._model import Finding
-from doctor._signature import canonical_signature
+from doctor._signature import canonical_signature, signature_key
 from doctor._tables import Tables
 
 __all__ = ["Context", "Detector", "more"]
@@ -33,12 +33,13 @@ class Context:
     def signature(self, reason: str | None) -> str:
         """:func:`doctor.canonical_signature` of ``reason``, computed once per context.
 
-        Several detectors sign the same failure reasons; a fleet has tens of thousands.
+        Several detectors sign the same failure reasons, and a fleet has tens of thousands
+        that differ only in numbers: memoized on :func:`doctor._signature.signature_key`.
         """
-        text = reason or ""
-        sig = self._signatures.get(text)
+        key = signature_key(reason or "")
+        sig = self._signatures.get(key)
         if sig is None:
-            sig = self._signatures[text] = canonical_signature(text)
+            sig = self._signatures[key] = canonical_signature(key)
         return sig
 
     def documents(self, run_id: str) -> RunDocuments:

@@ -343,3 +343,10 @@ def test_grouping_accuracy_counts_a_split_group_wholly_wrong() -> None:
 def test_grouping_accuracy_rejects_mismatched_lengths() -> None:
     with pytest.raises(ValueError, match="2 predictions for 1 messages"):
         grouping_accuracy(["x", "y"], ["A"])
+
+
+@given(st.text(max_size=300))
+def test_texts_with_equal_signature_keys_have_equal_signatures(text: str) -> None:
+    from doctor._signature import signature_key
+
+    assert canonical_signature(signature_key(text)) == canonical_signature(text)
