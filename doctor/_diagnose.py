@@ -16,7 +16,7 @@ from doctor._config import DoctorConfig
 from doctor._detectors import Context, select
 from doctor._detectors.idle_gap import activity
 from doctor._errors import UsageError
-from doctor._facts import compute_facts
+from doctor._facts import compute_facts, parse_iso
 from doctor._ingest import load_runs
 from doctor._layout import RunLayout, discover, list_run_dirs, locate_run
 from doctor._liveness import process_alive
@@ -147,17 +147,11 @@ def _reusable(d: Diagnosis, now: float) -> Diagnosis | None:
     findings = []
     for f in d.findings:
         ev = f.evidence
-        if "idle_s" in ev and isinstance(ev.get("last_progress_at"), str):
-            ev = {**ev, "idle_s": round(now - _epoch(ev["last_progress_at"]), 3)}
+        last = parse_iso(ev.get("last_progress_at"))
+        if "idle_s" in ev and last is not None:
+            ev = {**ev, "idle_s": round(now - last / 1e9, 3)}
         findings.append(dataclasses.replace(f, evidence=ev))
     return dataclasses.replace(d, findings=tuple(findings))
-
-
-def _epoch(text: str) -> float:
-    """Seconds since the epoch of an RFC 3339 time written by :func:`doctor._facts.iso`."""
-    head, _, frac = text.rstrip("Z").partition(".")
-    base = datetime.fromisoformat(head + "+00:00").timestamp()
-    return base + (float("0." + frac) if frac else 0.0)
 
 
 def scan(

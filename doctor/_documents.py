@@ -224,7 +224,6 @@ def _read_pid(path: Path) -> int | None:
 
 
 def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> ScopeDocuments:
-    prefix = f"{scope.scope}/" if scope.scope else ""
     out = ScopeDocuments(scope.scope, scope.path)
 
     def read(path: Path, kind: str) -> Document | None:
@@ -255,7 +254,6 @@ def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> 
         if doc is not None:
             out.stranded.append(doc)
     out.cost_usd = _cost_of(stdouts)
-    del prefix
     return out
 
 

@@ -18,7 +18,7 @@ from doctor._documents import RunDocuments
 from doctor._liveness import process_alive
 from doctor._tables import HEARTBEAT_SQL, Tables
 
-__all__ = ["TOP_SQL", "RunFacts", "compute_facts", "family_of", "iso"]
+__all__ = ["TOP_SQL", "RunFacts", "compute_facts", "family_of", "iso", "parse_iso"]
 
 #: SQL predicate over ``scope``: the run's own stream and its loop restarts.
 TOP_SQL = "(scope = '' OR regexp_full_match(scope, 'restart-[0-9]+'))"
@@ -52,6 +52,31 @@ def iso(ns: int | None) -> str | None:
     base = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     digits = f"{frac:09d}".rstrip("0")
     return f"{base}.{digits}Z" if digits else f"{base}Z"
+
+
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
+
+
+def parse_iso(text: object) -> int | None:
+    """RFC 3339 (up to nanoseconds, ``Z`` or an offset) to epoch nanoseconds; the inverse of
+    :func:`iso`. ``None`` when it does not parse.
+
+    >>> parse_iso("2026-02-10T16:42:11.818881199Z")
+    1770741731818881199
+    >>> parse_iso("2026-02-10T18:42:11.5+02:00") == parse_iso("2026-02-10T16:42:11.5Z")
+    True
+    >>> parse_iso("yesterday") is None
+    True
+    """
+    m = _RFC3339.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
+        return None
+    zone = "+00:00" if m[3] == "Z" else m[3]
+    try:
+        secs = int(datetime.fromisoformat(m[1] + zone).timestamp())
+    except ValueError:
+        return None
+    return secs * 1_000_000_000 + int((m[2] or "").ljust(9, "0"))
 
 
 def _seconds(a: int | None, b: int | None) -> float | None:

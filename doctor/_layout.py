@@ -50,7 +50,6 @@ RUN_CONFIG = "run_config.json"
 RUN_PID = "run.pid"
 RUN_LOCK = "run.lock.json"
 STATUS = "status.json"
-PARALLEL_RESULTS = "parallel_results.json"
 NATIVE_LAYOUT = "rundoctor-native/1"
 
 #: Directories directly under a scope that are never stage (node) directories.
@@ -107,13 +106,6 @@ class ScopeLayout:
     @property
     def final(self) -> Path:
         return self.path / FINAL
-
-    @property
-    def parallel_results_glob(self) -> Iterator[Path]:
-        for stage in stage_dirs(self.path):
-            candidate = stage.path / PARALLEL_RESULTS
-            if _is_plain_file(candidate):
-                yield candidate
 
     def worktree_status_files(self, run_id: str) -> list[Path]:
         """Stranded status files an agent may have written instead of the stage's own."""

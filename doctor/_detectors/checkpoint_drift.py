@@ -19,12 +19,9 @@ seen" or "current_node is not where the stream is" is drift by itself. Three con
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
-from typing import Any
-
 from doctor._detectors._context import Context, more
 from doctor._documents import checkpoint_fields
+from doctor._facts import parse_iso
 from doctor._model import Finding, Severity
 from doctor._tables import HEARTBEAT_SQL
 
@@ -36,7 +33,6 @@ DUP_MIN_ENTRIES = 20
 DUP_RATIO = 4.0
 
 _SUCCESS_LIKE = "('success', 'partial_success', 'degraded_success', 'skipped')"
-_TS = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
 
 # Per scope: retries observed, the node of the last progress event naming one, and the last
 # *settled* completed node: the node of the latest stage_attempt_end after which the node's
@@ -114,19 +110,6 @@ GROUP BY ALL
 """
 
 
-def _epoch_ns(text: Any) -> int | None:
-    """RFC 3339 (up to nanoseconds) to epoch nanoseconds; ``None`` when it does not parse."""
-    m = _TS.fullmatch(text) if isinstance(text, str) else None
-    if m is None:
-        return None
-    zone = "+00:00" if m[3] == "Z" else m[3]
-    try:
-        secs = datetime.fromisoformat(m[1] + zone).astimezone(UTC).timestamp()
-    except ValueError:
-        return None
-    return int(secs) * 1_000_000_000 + int((m[2] or "").ljust(9, "0"))
-
-
 def checkpoint_drift(ctx: Context) -> list[Finding]:
     """Checkpoints that lost retries, bloat with repeats, or lag behind their event stream."""
     ctx.restrict(
@@ -155,7 +138,7 @@ def checkpoint_drift(ctx: Context) -> list[Finding]:
             completed: list[str] = list(fields["completed_nodes"])
             recorded: dict[str, int] = dict(fields["node_retries"])
             ck_node = fields["current_node"] if isinstance(fields["current_node"], str) else None
-            ck_ns = _epoch_ns(doc.get("timestamp"))
+            ck_ns = parse_iso(doc.get("timestamp"))
             retries, actual, last_done, moved = scopes.get((run_id, scope), (0, None, None, None))
 
             lost = {

@@ -19,18 +19,14 @@ directories this is the only notion of pending work; a queue's own backlog is no
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
-
 from doctor._detectors._context import Context
 from doctor._detectors.retry_loop import duration_text
-from doctor._facts import iso
+from doctor._facts import iso, parse_iso
 from doctor._model import Finding, Severity
 from doctor._tables import HEARTBEAT_SQL, heartbeat_sql
 
 __all__ = ["idle_gap"]
 
-_RFC3339_Z = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z")
 
 _SQL = f"""
 WITH given AS (
@@ -93,20 +89,7 @@ ORDER BY g.run_id NULLS LAST, g.start_ns
 def _final_ns(ctx: Context, run_id: str) -> int | None:
     """``final.json``'s ``timestamp`` in epoch nanoseconds (None when absent or unparsable)."""
     final = ctx.tables.documents[run_id].final
-    stamp = final.get("timestamp") if final is not None and final.ok else None
-    if not isinstance(stamp, str):
-        return None
-    m = _RFC3339_Z.fullmatch(stamp)
-    try:
-        if m is None:  # another ISO 8601 form (an offset): microseconds will do
-            dt = datetime.fromisoformat(stamp)
-            dt = dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
-            return round(dt.timestamp() * 1e6) * 1000
-        # Kilroy's RFC3339Nano with a Z: keep every nanosecond (datetime keeps microseconds).
-        secs = int(datetime.fromisoformat(m[1] + "+00:00").timestamp())
-        return secs * 1_000_000_000 + int((m[2] or "").ljust(9, "0"))
-    except (ValueError, OverflowError):
-        return None
+    return parse_iso(final.get("timestamp")) if final is not None and final.ok else None
 
 
 def _cached_runs(ctx: Context) -> int:

@@ -14,12 +14,10 @@ final.json until it finishes, so "final.json says fail but progress advances", f
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
 from typing import Any
 
 from doctor._detectors._context import Context
-from doctor._facts import TOP_SQL, iso
+from doctor._facts import TOP_SQL, iso, parse_iso
 from doctor._model import Finding, Severity
 from doctor._tables import HEARTBEAT_SQL
 
@@ -27,7 +25,6 @@ __all__ = ["post_terminal_activity"]
 
 _ALLOWED_AFTER_FINAL = ("git_push_start", "git_push_ok", "git_push_failed", "run_completed",
                         "run_failed")  # fmt: skip
-_TS = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
 
 # $runs/$scopes/$finals: each scope's reference final.json timestamp (epoch ns, NULL if none).
 _SQL = f"""
@@ -57,19 +54,6 @@ FROM events WHERE {TOP_SQL} AND event IN ('run_completed', 'run_failed') GROUP B
 """
 
 
-def _epoch_ns(text: Any) -> int | None:
-    """RFC 3339 (up to nanoseconds) to epoch nanoseconds; ``None`` when it does not parse."""
-    m = _TS.fullmatch(text) if isinstance(text, str) else None
-    if m is None:
-        return None
-    zone = "+00:00" if m[3] == "Z" else m[3]
-    try:
-        secs = datetime.fromisoformat(m[1] + zone).astimezone(UTC).timestamp()
-    except ValueError:
-        return None
-    return int(secs) * 1_000_000_000 + int((m[2] or "").ljust(9, "0"))
-
-
 def post_terminal_activity(ctx: Context) -> list[Finding]:
     """Events after the run's terminal event or final.json (overlapping resume, leaked work)."""
     runs: list[str] = []
@@ -81,7 +65,7 @@ def post_terminal_activity(ctx: Context) -> list[Finding]:
         for scope, sd in docs.scopes.items():
             own = sd.final if sd.final is not None and sd.final.ok else None
             ref = own if own is not None and docs.layout == "native" else run_final
-            ns = _epoch_ns(ref.get("timestamp")) if ref is not None else None
+            ns = parse_iso(ref.get("timestamp")) if ref is not None else None
             runs.append(run_id)
             scopes.append(scope)
             finals.append(ns)
