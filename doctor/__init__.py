@@ -19,6 +19,7 @@ from doctor._errors import (
 from doctor._ingest import load_runs
 from doctor._layout import discover, list_run_dirs
 from doctor._model import Diagnosis, Finding, Severity
+from doctor._queue_ingest import load_queue
 from doctor._signature import SIGNATURE_VERSION, canonical_signature, signature_groups
 from doctor._tables import Tables
 
@@ -45,6 +46,7 @@ __all__ = [
     "diagnose_path",
     "discover",
     "list_run_dirs",
+    "load_queue",
     "load_runs",
     "scan",
     "select",

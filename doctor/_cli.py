@@ -3,7 +3,7 @@
 Exit codes (FINDINGS.md): 0 nothing at ``error`` or above · 1 at least one ``error`` or
 ``critical`` finding · 2 usage or input error (one red line on stderr saying what to do).
 This is the only module that reads the environment (``RUNDOCTOR_ROOTS``,
-``RUNDOCTOR_CACHE``).
+``RUNDOCTOR_CACHE``, ``RUNDOCTOR_DB``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from doctor._config import DoctorConfig, default_roots
 from doctor._detectors import DETECTORS, describe, select
 from doctor._diagnose import diagnose, scan
 from doctor._errors import DoctorError, UsageError
+from doctor._model import Diagnosis
 from doctor._render import render_checks, render_diagnosis, render_markdown, render_scan
+from doctor._repair import Action, RepairReport, apply_repairs, plan_repairs
 
 __all__ = ["app", "config_from_env", "main"]
 
@@ -80,7 +82,7 @@ def config_from_env(roots: list[Path] | None, **overrides: Any) -> DoctorConfig:
         chosen = tuple(Path(p) for p in os.environ["RUNDOCTOR_ROOTS"].split(os.pathsep) if p)
     else:
         chosen = tuple(p for p in default_roots() if p.is_dir())
-        if not chosen:
+        if not chosen and not overrides.get("db"):  # a queue alone can be scanned
             raise UsageError(
                 "no runs root found (looked in "
                 + ", ".join(str(p) for p in default_roots())
@@ -176,10 +178,18 @@ def scan_cmd(
     ] = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            envvar="RUNDOCTOR_DB",
+            help="Also read a work queue: a SQLite file, sqlite:///ABS/PATH or postgresql://URL.",
+        ),
+    ] = None,
 ) -> None:
     """Diagnose every run under the roots: one row each, fleet facts, cross-run findings."""
     with _errors():
-        config = config_from_env(root)
+        config = config_from_env(root, db=db)
         cutoff = parse_since(since, time.time()) if since else None
         with _progress(not as_json and sys.stderr.isatty()) as progress:
             result = scan(config, since=cutoff, progress=progress)
@@ -197,6 +207,117 @@ def checks_cmd(as_json: JsonOpt = False) -> None:
         _emit_json([{"name": d.__name__, "description": describe(d)} for d in DETECTORS])
     else:
         render_checks(Console(highlight=False), DETECTORS)
+
+
+def _print_plan(console: Console, plan: list[Action], diagnosis: Diagnosis) -> None:
+    console.print(
+        f"[bold]{escape(diagnosis.run_id)}[/bold] · state [bold]{diagnosis.state}[/bold] · "
+        f"{len(plan)} repair(s) planned"
+    )
+    for i, action in enumerate(plan, 1):
+        console.print(f"  {i}. {escape(action.summary)}", soft_wrap=True)
+        if action.blocked:
+            console.print(f"     [yellow]expected to refuse:[/yellow] {escape(action.blocked)}")
+    if plan:
+        console.print("Run again with --apply to carry out the plan (journaled in repairs.ndjson).")
+
+
+def _print_repair(console: Console, report: RepairReport) -> None:
+    marks = {"applied": "[green][✓][/green]", "noop": "[green][=][/green]"}
+    for r in report.results:
+        console.print(
+            f"{marks.get(r.outcome, '[red][✗][/red]')} {escape(r.summary)}", soft_wrap=True
+        )
+        for label, refs in (("resolved", r.resolved), ("introduced", r.introduced)):
+            for ref in refs:
+                where = ref.scope or "top level"
+                console.print(f"    {label}: {ref.code} ({escape(where)})", soft_wrap=True)
+    errors = sum(1 for f in report.remaining if f.severity in ("error", "critical"))
+    console.print(
+        f"State now [bold]{report.state}[/bold]; {len(report.remaining)} finding(s) remain, "
+        f"{errors} at error or above (`doctor diagnose --run-id {escape(report.run_id)}`)."
+    )
+
+
+@app.command("repair")
+def repair_cmd(
+    run_id: Annotated[str, typer.Option("--run-id", help="The run directory's name.")],
+    root: RootOpt = None,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Carry out the plan (default: only print it).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Plan safe repairs for one run; --apply carries them out, journaled, and re-diagnoses."""
+    with _errors():
+        config = config_from_env(root)
+        diagnosis = diagnose(run_id, config)
+        plan = plan_repairs(diagnosis, config)
+        report = apply_repairs(plan, config, run_path=Path(diagnosis.path)) if apply else None
+    if report is None:
+        code = 1 if diagnosis.exit_code or any(a.blocked for a in plan) else 0
+    else:
+        code = report.exit_code
+    if as_json:
+        _emit_json(
+            {
+                "schema": "rundoctor.repair/1",
+                "run_id": diagnosis.run_id,
+                "path": diagnosis.path,
+                "applied": apply,
+                "plan": [a.to_json() for a in plan],
+                "report": None if report is None else report.to_json(),
+            }
+        )
+    elif report is None:
+        _print_plan(Console(highlight=False), plan, diagnosis)
+    else:
+        _print_repair(Console(highlight=False), report)
+    raise typer.Exit(code)
+
+
+@app.command("report")
+def report_cmd(
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="One run's postmortem: the run's name.")
+    ] = None,
+    fleet: Annotated[bool, typer.Option("--fleet", help="A report over every run.")] = False,
+    root: RootOpt = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            envvar="RUNDOCTOR_DB",
+            help="With --fleet: the work queue, for throughput (SQLite file or postgresql://URL).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the Markdown to FILE, not stdout.")
+    ] = None,
+) -> None:
+    """Render a Markdown postmortem of one run (--run-id) or a fleet report (--fleet)."""
+    from reports import queue_throughput_at, render_fleet, render_postmortem
+
+    with _errors():
+        if fleet == (run_id is not None):
+            raise UsageError("pass either --run-id ID (a postmortem) or --fleet (all runs)")
+        if fleet:
+            config = config_from_env(root, db=db)
+            result = scan(config)
+            throughput = queue_throughput_at(db, now=config.now) if db else None
+            text = render_fleet(result, throughput=throughput)
+        else:
+            if db:
+                raise UsageError("--db goes with --fleet; a postmortem reads one run")
+            text = render_postmortem(diagnose(str(run_id), config_from_env(root)))
+        if out is not None:
+            try:
+                out.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"cannot write --out {str(out)!r}: {exc.strerror}") from exc
+    if out is None:
+        sys.stdout.write(text)
+    raise typer.Exit(0)
 
 
 def main() -> None:

@@ -43,10 +43,14 @@ class DoctorConfig:
     idle_gap_s: float = 2 * 3600.0
     #: A lease with no heartbeat for this long is stale.
     stale_lease_s: float = 300.0
+    #: backlog_growth compares tickets created and closed over this many days.
+    window_days: int = 7
     #: Fragmentation: at least this many failures, and unique reasons / signatures at least this.
     fragmentation_min_failures: int = 5
     fragmentation_ratio: float = 2.0
     checks: tuple[str, ...] = ()
+    #: A work queue to read too (``doctor scan --db``): a SQLite path or a PostgreSQL URL.
+    db: str | None = None
     threads: int | None = None
     cache_dir: Path | None = None
     now: float = field(default_factory=time.time)

@@ -21,6 +21,7 @@ from doctor._ingest import load_runs
 from doctor._layout import RunLayout, discover, list_run_dirs, locate_run
 from doctor._liveness import process_alive
 from doctor._model import Diagnosis, Finding, Severity
+from doctor._queue_ingest import load_queue
 from doctor._tables import Tables
 
 __all__ = ["SCAN_SCHEMA", "ScanResult", "diagnose", "diagnose_path", "scan"]
@@ -157,13 +158,14 @@ def _reusable(d: Diagnosis, now: float) -> Diagnosis | None:
 def scan(
     config: DoctorConfig, *, since: float | None = None, progress: Progress | None = None
 ) -> ScanResult:
-    """Diagnose every run under ``config.roots`` (started at or after ``since``, if given).
+    """Diagnose every run under ``config.roots`` (started at or after ``since``, if given),
+    and the work queue at ``config.db`` when one is given.
 
     With ``config.cache_dir``, unchanged finished runs reuse their last diagnosis and grown
     streams are read from their last byte offset (see :mod:`doctor._cache`).
     """
-    if not config.roots:
-        raise UsageError("no runs root: pass --root DIR or set RUNDOCTOR_ROOTS")
+    if not config.roots and not config.db:
+        raise UsageError("no runs root: pass --root DIR or set RUNDOCTOR_ROOTS (or --db URL)")
     layouts = []
     seen: set[str] = set()
     for path in list_run_dirs(config.roots):
@@ -200,6 +202,8 @@ def scan(
         cache=cache,
         entries=entries,
     )
+    if config.db:  # the queue's tables, for the queue detectors (their findings are fleet-wide)
+        load_queue(tables, config.db)
     # Reused runs are not read again; fleet-wide detectors still see their activity.
     tables.add_rows(
         "cached_lives",

@@ -138,11 +138,24 @@ def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
     branches = _per_run(
         tables.sql(f"""
         SELECT run_id, scope, epoch_ns(max(ts) FILTER (WHERE NOT {HEARTBEAT_SQL})),
-               epoch_ns(max(ts)),
+               epoch_ns(max(ts)), epoch_ns(min(ts)),
                count(*) FILTER (WHERE event = 'stage_attempt_start'),
                count(*) FILTER (WHERE event = 'stage_attempt_end' AND status IN ('fail', 'retry')),
                arg_max(status, seq) FILTER (WHERE event = 'stage_attempt_end')
         FROM events WHERE NOT {TOP_SQL} GROUP BY ALL ORDER BY run_id, scope""")
+    )
+    # Extra facts for reports: when each node's attempts ran, and what its failures said.
+    spans = _per_run(
+        tables.sql("""
+        SELECT run_id, scope, node_id, count(*), count(*) FILTER (WHERE end_seq IS NULL),
+               epoch_ns(min(start_ts)), epoch_ns(max(end_ts))
+        FROM attempts GROUP BY ALL ORDER BY run_id, scope, 6, node_id""")
+    )
+    reasons = _per_run(
+        tables.sql("""
+        SELECT run_id, scope, node_id, coalesce(failure_reason, ''), count(*)
+        FROM attempts WHERE status IN ('fail', 'retry')
+        GROUP BY ALL ORDER BY run_id, 5 DESC, scope, node_id, 4""")
     )
 
     out: dict[str, RunFacts] = {}
@@ -181,6 +194,21 @@ def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
                 for scope, nid, c, mn, md, mx, tot in stats.get(run_id, [])
             ],
             cost_usd=docs.cost_usd,
+            attempt_spans=[
+                {
+                    "scope": scope,
+                    "node_id": nid,
+                    "attempts": int(c),
+                    "open": int(n_open),
+                    "first_start": iso(first),
+                    "last_end": iso(last),
+                }
+                for scope, nid, c, n_open, first, last in spans.get(run_id, [])
+            ],
+            failure_reasons=[
+                {"scope": scope, "node_id": nid, "reason": reason, "count": int(c)}
+                for scope, nid, reason, c in reasons.get(run_id, [])
+            ],
         )
         stall = docs.stall_timeout_s or config.stall_timeout_s
         facts["stall_timeout_s"] = stall
@@ -198,11 +226,12 @@ def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
                 "state": _branch_state(docs, scope, alive, lp, le, stall, config.now),
                 "final_json": _scope_final_ok(docs, scope),
                 "last_progress_at": iso(lp),
+                "started_at": iso(first),
                 "attempts_started": int(bs),
                 "failures": int(bf),
                 "last_status": last_status,
             }
-            for scope, lp, le, bs, bf, last_status in branches.get(run_id, [])
+            for scope, lp, le, first, bs, bf, last_status in branches.get(run_id, [])
         ]
         facts["_last_heartbeat_at"] = iso(last_hb)
         facts["_open_attempts"] = [a[0] for a in open_attempts.get(run_id, [])]

@@ -179,9 +179,11 @@ def render_scan(console: Console, result: ScanResult, *, verbose: bool) -> None:
             for line in _evidence_lines(dict(f.evidence)):
                 console.print(f"        [dim]{escape(line)}[/dim]")
     bad = sum(1 for d in result.diagnoses if d.exit_code)
+    fleet_bad = sum(1 for f in result.findings if f.severity >= Severity.ERROR)
+    mark = "[red]✗[/red]" if result.exit_code else "[green]•[/green]"
     console.print(
-        f"{'[red]✗[/red]' if result.exit_code else '[green]•[/green]'} "
-        f"{bad} of {len(result.diagnoses)} runs have findings at error or above."
+        f"{mark} {bad} of {len(result.diagnoses)} runs have findings at error or above"
+        + (f"; {fleet_bad} fleet or queue finding(s) at error or above." if fleet_bad else ".")
     )
 
 

@@ -11,6 +11,9 @@ table          rows
 ``torn``       one per line or file that does not parse
 =============  ==========================================================================
 
+A queue's ``tickets``, ``ticket_deps`` and ``ticket_events`` (the executor's columns) are
+empty unless ``doctor scan --db`` read one (:func:`doctor._queue_ingest.load_queue`).
+
 Detectors query them with SQL (or pull small frames into Polars); :meth:`Tables.arrow`
 exports any of them as a ``pyarrow.Table`` for notebooks and the Parquet cache.
 """
@@ -31,7 +34,16 @@ from doctor._ndjson import TornLine, create_events_table
 
 __all__ = ["HEARTBEAT_SQL", "TABLE_NAMES", "Tables", "heartbeat_sql", "new_connection"]
 
-TABLE_NAMES = ("events", "attempts", "files", "runs", "torn")
+TABLE_NAMES = (
+    "events",
+    "attempts",
+    "files",
+    "runs",
+    "torn",
+    "tickets",
+    "ticket_deps",
+    "ticket_events",
+)
 
 
 def heartbeat_sql(column: str = "event") -> str:
@@ -110,6 +122,22 @@ def new_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
         "CREATE TABLE torn (run_id VARCHAR, scope VARCHAR, rel VARCHAR, line BIGINT, "
         "byte_offset BIGINT, detail VARCHAR)"
     )
+    # A queue's tables (the executor's schema; times are epoch seconds). Empty unless a scan
+    # reads a queue (doctor._queue_ingest.load_queue), so queue detectors find nothing.
+    con.execute(
+        "CREATE TABLE tickets (id VARCHAR, title VARCHAR, graph_path VARCHAR, status VARCHAR, "
+        "priority BIGINT, error_attempts BIGINT, crash_recoveries BIGINT, "
+        "max_error_attempts BIGINT, lease_owner VARCHAR, lease_epoch BIGINT, "
+        "lease_expires_at DOUBLE, last_heartbeat_at DOUBLE, claimed_at DOUBLE, "
+        "session_name VARCHAR, pid BIGINT, pgid BIGINT, proc_start_time BIGINT, host VARCHAR, "
+        "run_id VARCHAR, run_path VARCHAR, reason VARCHAR, created_at DOUBLE, "
+        "updated_at DOUBLE, finished_at DOUBLE)"
+    )
+    con.execute("CREATE TABLE ticket_deps (ticket_id VARCHAR, depends_on VARCHAR)")
+    con.execute(
+        'CREATE TABLE ticket_events (id BIGINT, ticket_id VARCHAR, "at" DOUBLE, event VARCHAR, '
+        "worker VARCHAR, epoch BIGINT, detail VARCHAR)"
+    )
     return con
 
 
@@ -140,6 +168,8 @@ class Tables:
         if table not in TABLE_NAMES:
             raise KeyError(f"unknown table {table!r}; expected one of {', '.join(TABLE_NAMES)}")
         where = " WHERE run_id = $run_id" if run_id is not None else ""
+        if run_id is not None and table.startswith("ticket"):
+            raise KeyError(f"{table} has no run_id column; export it without run_id")
         order = " ORDER BY run_id, scope, seq" if table == "events" else ""
         params: Mapping[str, Any] | None = {"run_id": run_id} if run_id is not None else None
         return self.con.sql(f"SELECT * FROM {table}{where}{order}", params=params).to_arrow_table()

@@ -1,3 +1,52 @@
-"""Run Doctor's reports: postmortems rendered from diagnoses."""
+"""Run Doctor's reports: Markdown postmortems and fleet reports rendered from diagnoses.
 
-__all__: list[str] = []
+>>> from doctor import Diagnosis
+>>> from reports import render_postmortem
+>>> render_postmortem(Diagnosis("r1", "/runs/r1", "kilroy", "succeeded", {})).splitlines()[0]
+'# Postmortem: run r1'
+
+Contexts (one per template) are documented in ``docs/reports.md``; the improvement plan that
+maps finding codes to priorities, actions and acceptance checks is :data:`PLAN`.
+"""
+
+from reports._context import FleetContext, PostmortemContext
+from reports._errors import ReportError
+from reports._escape import Text, code, md, mermaid
+from reports._fleet import fleet_context
+from reports._plan import PLAN, PlanItem, plan_item
+from reports._postmortem import postmortem_context
+from reports._render import TEMPLATES, environment, render, render_fleet, render_postmortem
+from reports._throughput import (
+    DayRow,
+    DurationStats,
+    StatusCount,
+    Throughput,
+    queue_throughput,
+    queue_throughput_at,
+)
+
+__all__ = [
+    "PLAN",
+    "TEMPLATES",
+    "DayRow",
+    "DurationStats",
+    "FleetContext",
+    "PlanItem",
+    "PostmortemContext",
+    "ReportError",
+    "StatusCount",
+    "Text",
+    "Throughput",
+    "code",
+    "environment",
+    "fleet_context",
+    "md",
+    "mermaid",
+    "plan_item",
+    "postmortem_context",
+    "queue_throughput",
+    "queue_throughput_at",
+    "render",
+    "render_fleet",
+    "render_postmortem",
+]

@@ -10,15 +10,20 @@ import difflib
 from collections.abc import Iterable
 
 from doctor._detectors._context import Context, Detector, more
+from doctor._detectors.backlog_growth import backlog_growth
 from doctor._detectors.checkpoint_drift import checkpoint_drift
 from doctor._detectors.deterministic_retry_loop import deterministic_retry_loop
 from doctor._detectors.fragmented_failure_signatures import fragmented_failure_signatures
 from doctor._detectors.idle_gap import idle_gap
 from doctor._detectors.lost_failure_reason import lost_failure_reason
 from doctor._detectors.missing_final import missing_final
+from doctor._detectors.no_progress_lease import no_progress_lease
 from doctor._detectors.post_terminal_activity import post_terminal_activity
+from doctor._detectors.recovery_loop import recovery_loop
 from doctor._detectors.retry_loop import retry_loop
+from doctor._detectors.session_desync import session_desync
 from doctor._detectors.stale_heartbeat import stale_heartbeat
+from doctor._detectors.stale_lease import stale_lease
 from doctor._detectors.status_contract_mismatch import status_contract_mismatch
 from doctor._detectors.swallowed_error import swallowed_error
 from doctor._detectors.telemetry_divergence import telemetry_divergence
@@ -44,6 +49,11 @@ DETECTORS: tuple[Detector, ...] = (
     swallowed_error,
     torn_artifact,
     post_terminal_activity,
+    stale_lease,
+    no_progress_lease,
+    session_desync,
+    recovery_loop,
+    backlog_growth,
 )
 
 

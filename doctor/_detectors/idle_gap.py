@@ -14,12 +14,25 @@ non-heartbeat event in any scope of the run (branches included).
 
 ``alive_runs``: runs whose life overlaps the gap. ``pending``: runs started before the gap
 ended and not terminal before it began (an orphaned run stays pending for ever). For run
-directories this is the only notion of pending work; a queue's own backlog is not read here.
+directories this is the only notion of pending work.
+
+* Queue (``run_id`` null, scope ``""``, ``evidence["source"] == "queue"``), when a queue was
+  read (``doctor scan --db``): stretches longer than ``config.idle_gap_s`` during which some
+  ticket was pending and nothing executed. Progress here is a ``claimed``, ``completed`` or
+  ``failed`` ticket event, or a progress event of any run in the tables. A ticket is pending
+  from its ``created_at`` until it reached a terminal status (``finished_at``, else
+  ``updated_at``), or until ``config.now`` while open; ``blocked`` tickets wait on other
+  tickets and are not pending work. ``pending``: tickets pending during the stretch;
+  ``alive_runs``: tickets whose latest lease (``claimed_at`` to ``finished_at``, or to
+  ``config.now`` while claimed or running) overlaps it. ``error``; ``warning`` when a lease
+  heartbeated until the stretch's end but the run it names is not in the tables (its progress
+  is invisible: ``unseen_leases``).
 """
 
 from __future__ import annotations
 
 from doctor._detectors._context import Context
+from doctor._detectors._queue import LEASED, PROGRESS_EVENTS, TERMINAL, iso_s
 from doctor._detectors.retry_loop import duration_text
 from doctor._facts import iso, parse_iso
 from doctor._model import Finding, Severity
@@ -143,11 +156,11 @@ def activity(ctx: Context, run_ids: list[str]) -> dict[str, tuple[int, int, bool
 
 
 def idle_gap(ctx: Context) -> list[Finding]:
-    """No execution progress for longer than the threshold while runs were alive or pending."""
+    """No execution progress for longer than the threshold while runs or tickets were pending."""
     ids = [r for r in ctx.tables.run_ids if r in ctx.facts]
     cached = _cached_runs(ctx)
     if not ids and cached < 2:
-        return []
+        return _queue_gaps(ctx)
     now_ns = int(ctx.config.now * 1e9)
     rows = ctx.tables.sql(
         _SQL,
@@ -195,6 +208,133 @@ def idle_gap(ctx: Context) -> list[Finding]:
                     "pending": int(pending),
                     "alive_runs": int(alive),
                     "ongoing": ongoing,
+                },
+            )
+        )
+    return findings + _queue_gaps(ctx)
+
+
+# Queue: candidate gaps between execution points (ticket events and run progress), from the
+# first ticket's creation to now; pending intervals cut them to when work was waiting.
+_QUEUE_GAPS_SQL = f"""
+WITH points AS (
+    SELECT "at" AS t FROM ticket_events WHERE event IN {PROGRESS_EVENTS}
+    UNION ALL SELECT epoch_ns(ts) / 1e9 FROM events WHERE ts IS NOT NULL AND NOT {HEARTBEAT_SQL}
+    UNION ALL SELECT t / 1e9 FROM cached_progress
+    UNION ALL SELECT min(created_at) FROM tickets
+    UNION ALL SELECT $now
+)
+SELECT start_s, end_s FROM (
+    SELECT lag(t) OVER (ORDER BY t) AS start_s, t AS end_s FROM points
+    WHERE t IS NOT NULL AND t <= $now)
+WHERE end_s - start_s > $gap ORDER BY start_s
+"""
+_PENDING_SQL = f"""
+SELECT created_at,
+       CASE WHEN status IN {TERMINAL} THEN coalesce(finished_at, updated_at) ELSE $now END AS e
+FROM tickets
+WHERE status <> 'blocked' AND created_at IS NOT NULL
+ORDER BY created_at
+"""
+_STRETCH_SQL = f"""
+WITH stretches AS (SELECT unnest($starts) AS a, unnest($ends) AS b),
+tickets_x AS (
+    SELECT t.*, created_at AS p_start,
+           CASE WHEN status IN {TERMINAL} THEN coalesce(finished_at, updated_at)
+                WHEN status = 'blocked' THEN created_at ELSE $now END AS p_end,
+           CASE WHEN status IN {TERMINAL} THEN coalesce(finished_at, updated_at)
+                WHEN status IN {LEASED} THEN $now ELSE claimed_at END AS l_end,
+           status IN {LEASED} AND (run_id IS NOT NULL OR run_path IS NOT NULL) AND NOT EXISTS (
+               SELECT 1 FROM runs r WHERE r.run_id = t.run_id OR r.path = t.run_path
+           ) AS unseen
+    FROM tickets t
+)
+SELECT s.a, s.b,
+       count(*) FILTER (WHERE x.p_start < s.b AND x.p_end > s.a) AS pending,
+       count(*) FILTER (WHERE x.claimed_at < s.b AND x.l_end > s.a) AS leases,
+       count(*) FILTER (WHERE x.unseen AND x.claimed_at < s.b
+                        AND coalesce(x.last_heartbeat_at, x.claimed_at) >= s.b - $stale) AS unseen
+FROM stretches s CROSS JOIN tickets_x x
+GROUP BY s.a, s.b ORDER BY s.a
+"""
+
+
+def _merged(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The union of intervals sorted by start, as disjoint intervals.
+
+    >>> _merged([(0, 2), (1, 3), (5, 6)])
+    [(0, 3), (5, 6)]
+    """
+    out: list[tuple[float, float]] = []
+    for s, e in intervals:
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        elif e > s:
+            out.append((s, e))
+    return out
+
+
+def _queue_gaps(ctx: Context) -> list[Finding]:
+    """Stretches with pending tickets and no execution (see the module docstring)."""
+    if not ctx.tables.sql("SELECT count(*) FROM tickets")[0][0]:
+        return []
+    cfg = ctx.config
+    gaps = ctx.tables.sql(_QUEUE_GAPS_SQL, now=cfg.now, gap=cfg.idle_gap_s)
+    pending = _merged([(s, e) for s, e in ctx.tables.sql(_PENDING_SQL, now=cfg.now)])
+    stretches: list[tuple[float, float]] = []
+    i = 0
+    for gs, ge in gaps:  # both sorted and disjoint: one pass
+        while i < len(pending) and pending[i][1] <= gs:
+            i += 1
+        j = i
+        while j < len(pending) and pending[j][0] < ge:
+            a, b = max(gs, pending[j][0]), min(ge, pending[j][1])
+            if b - a > cfg.idle_gap_s:
+                stretches.append((a, b))
+            j += 1
+    if not stretches:
+        return []
+    rows = ctx.tables.sql(
+        _STRETCH_SQL,
+        starts=[a for a, _ in stretches],
+        ends=[b for _, b in stretches],
+        now=cfg.now,
+        stale=cfg.stale_lease_s,
+    )
+    findings = []
+    for a, b, waiting, leases, unseen in rows:
+        duration = round(b - a, 3)
+        ongoing = b >= cfg.now
+        start, end = iso_s(a), iso_s(b)
+        summary = (
+            f"no ticket was claimed or finished and no run progressed for "
+            f"{duration_text(duration)} ({start} to {end})"
+            + (" and still none has" if ongoing else "")
+            + f" while {waiting} ticket(s) waited; make sure a worker executes the queue and "
+            "alerts when nothing closes"
+        )
+        if unseen:
+            summary += (
+                f" ({unseen} lease(s) heartbeated through it whose runs are not in the scanned "
+                "roots: scan with --root to see their progress)"
+            )
+        findings.append(
+            Finding(
+                code="idle_gap",
+                # Claimable work stood still; unless a lease the doctor cannot see into worked.
+                severity=Severity.WARNING if unseen else Severity.ERROR,
+                summary=summary,
+                run_id=None,
+                scope="",
+                evidence={
+                    "start": start,
+                    "end": end,
+                    "duration_s": duration,
+                    "pending": int(waiting),
+                    "alive_runs": int(leases),
+                    "ongoing": ongoing,
+                    "source": "queue",
+                    "unseen_leases": int(unseen),
                 },
             )
         )

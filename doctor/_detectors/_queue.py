@@ -1,0 +1,74 @@
+"""Vocabulary shared by the queue detectors (``stale_lease`` … ``backlog_growth``).
+
+The queue's tables are the executor's (``notes/executor-design.md``): times are epoch seconds.
+Queue findings carry ``run_id`` null (a scan reports them with the fleet) and the ticket's
+run, when it has one, as ``evidence["run_id"]``.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from doctor._facts import iso
+
+__all__ = [
+    "LEASED",
+    "OPEN",
+    "PROGRESS_EVENTS",
+    "TERMINAL",
+    "iso_s",
+    "same_host",
+    "this_host",
+    "ticket_label",
+]
+
+#: Statuses whose ticket holds a lease (a worker and, once started, a session).
+LEASED = ("claimed", "running")
+#: Terminal statuses: the row never changes again.
+TERMINAL = ("done", "failed", "canceled", "quarantined")
+#: Statuses of work not finished yet (``blocked`` waits on other tickets).
+OPEN = ("todo", "blocked", "claimed", "running")
+#: Ticket events that mean execution moved: work picked up, or an execution ended.
+PROGRESS_EVENTS = ("claimed", "completed", "failed")
+
+
+def iso_s(seconds: float | None) -> str | None:
+    """Epoch seconds (the queue's unit) as RFC 3339 UTC, to the microsecond (a double holds
+    no more: finer digits would be noise).
+
+    >>> iso_s(1770741731.5)
+    '2026-02-10T16:42:11.5Z'
+    >>> iso_s(1757153097.0532386)
+    '2025-09-06T10:04:57.053239Z'
+    >>> iso_s(None) is None
+    True
+    """
+    return None if seconds is None else iso(round(seconds * 1e6) * 1000)
+
+
+def this_host() -> str:
+    """The name this host records in the queue's ``host`` column."""
+    return socket.gethostname()
+
+
+def same_host(recorded: str | None, here: str) -> bool:
+    """Whether ``recorded`` names this host: equal names, or equal first labels (a worker may
+    record ``box`` where this host says ``box.lan``).
+
+    >>> same_host("box.lan", "box"), same_host("box", "box"), same_host("other", "box")
+    (True, True, False)
+    >>> same_host(None, "box")
+    False
+    """
+    if not recorded:
+        return False
+    return recorded == here or recorded.split(".")[0] == here.split(".")[0]
+
+
+def ticket_label(ticket_id: str, title: str | None) -> str:
+    """How summaries name a ticket.
+
+    >>> ticket_label("t-01", "Mobile App Spec V2")
+    "ticket t-01 ('Mobile App Spec V2')"
+    """
+    return f"ticket {ticket_id} ({title!r})" if title else f"ticket {ticket_id}"

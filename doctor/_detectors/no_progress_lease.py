@@ -1,0 +1,169 @@
+"""``no_progress_lease``: a lease kept alive by heartbeats while its work stands still.
+
+Incident 03's stub executor: a worker claims a ticket and heartbeats for ever, but the work
+never happens, so no reaper (which only looks at heartbeats) ever takes the ticket back.
+
+Candidates are the leases ``stale_lease`` does not report: tickets ``claimed`` or ``running``
+whose last heartbeat (``last_heartbeat_at``, else ``claimed_at``) is within
+``config.stale_lease_s`` of ``config.now``. ``in_progress_s`` is ``now - claimed_at`` (the
+current lease's age). What counts as progress depends on what the doctor can see:
+
+* **run** — the ticket's run is in the tables (a run whose ``run_id`` is the ticket's
+  ``run_id``, or whose path is its ``run_path``): ``progress_events`` are the run's
+  non-heartbeat events (every scope) at or after ``claimed_at``, ``heartbeats`` its heartbeat
+  events in that time. Fires when the last of those progress events (or ``claimed_at`` when
+  there is none) is older than the run's stall timeout. ``error``.
+* **no run** — the ticket names no run (``run_id`` and ``run_path`` null): nothing was ever
+  started for the lease. ``progress_events`` are the ticket's queue events at or after
+  ``claimed_at`` other than ``claimed``, ``heartbeat_gap`` and ``fenced``; ``heartbeats`` are
+  the lease heartbeats the queue proves: its ``heartbeat_gap`` events since the claim, plus
+  one when ``last_heartbeat_at`` is later than ``claimed_at`` (the queue keeps only the latest,
+  so this is a lower bound). Fires after ``config.stall_timeout_s`` without such an event.
+  ``error``.
+* **run not loaded** — the ticket names a run the tables do not hold (scan without its
+  ``--root``, or a run the scan reused from its cache): as *no run*, but only after
+  ``config.idle_gap_s``, and ``warning``: the work may progress where the doctor cannot see.
+"""
+
+from __future__ import annotations
+
+from doctor._detectors._context import Context
+from doctor._detectors._queue import LEASED, iso_s, ticket_label
+from doctor._detectors.retry_loop import duration_text
+from doctor._model import Finding, Severity
+from doctor._tables import HEARTBEAT_SQL
+
+__all__ = ["no_progress_lease"]
+
+_NOT_PROGRESS = ("claimed", "heartbeat_gap", "fenced")
+
+_SQL = f"""
+WITH leased AS (
+    SELECT id, title, status, lease_owner, claimed_at, last_heartbeat_at, run_id, run_path
+    FROM tickets
+    WHERE status IN {LEASED} AND claimed_at IS NOT NULL
+      AND $now - coalesce(last_heartbeat_at, claimed_at) <= $stale
+),
+linked AS (
+    SELECT l.id, min(r.run_id) AS run
+    FROM leased l JOIN runs r ON r.run_id = l.run_id OR r.path = l.run_path
+    GROUP BY l.id
+),
+run_work AS (
+    SELECT k.id, count(e.t) FILTER (WHERE NOT e.hb) AS progress,
+           count(e.t) FILTER (WHERE e.hb) AS heartbeats,
+           max(e.t) FILTER (WHERE NOT e.hb) AS last_progress
+    FROM linked k JOIN leased l USING (id)
+    LEFT JOIN (SELECT run_id, epoch_ns(ts) / 1e9 AS t, {HEARTBEAT_SQL} AS hb
+               FROM events WHERE ts IS NOT NULL) e
+      ON e.run_id = k.run AND e.t >= l.claimed_at
+    GROUP BY k.id
+),
+queue_work AS (
+    SELECT l.id,
+           count(ev.at) FILTER (WHERE ev.event NOT IN {_NOT_PROGRESS}) AS progress,
+           count(ev.at) FILTER (WHERE ev.event = 'heartbeat_gap') AS gaps,
+           max(ev.at) FILTER (WHERE ev.event NOT IN {_NOT_PROGRESS}) AS last_progress
+    FROM leased l LEFT JOIN ticket_events ev ON ev.ticket_id = l.id AND ev.at >= l.claimed_at
+    GROUP BY l.id
+)
+SELECT l.id, l.title, l.status, l.lease_owner, l.claimed_at, l.last_heartbeat_at, l.run_id,
+       l.run_path, k.run, r.progress, r.heartbeats, r.last_progress, q.progress, q.gaps,
+       q.last_progress
+FROM leased l
+LEFT JOIN linked k USING (id)
+LEFT JOIN run_work r USING (id)
+LEFT JOIN queue_work q USING (id)
+ORDER BY l.claimed_at, l.id
+"""
+
+
+def no_progress_lease(ctx: Context) -> list[Finding]:
+    """A lease kept alive by heartbeats while its run (or the ticket) makes no progress."""
+    cfg = ctx.config
+    now = cfg.now
+    findings = []
+    for (
+        ticket_id,
+        title,
+        status,
+        owner,
+        claimed_at,
+        last_hb,
+        run_id,
+        run_path,
+        run,
+        run_progress,
+        run_beats,
+        run_last,
+        q_progress,
+        q_gaps,
+        q_last,
+    ) in ctx.tables.sql(_SQL, now=now, stale=cfg.stale_lease_s):
+        label = ticket_label(ticket_id, title)
+        if run is not None:
+            source = "run"
+            progress, beats, last = int(run_progress), int(run_beats), run_last
+            facts = ctx.facts.get(run)
+            stall = facts.get("stall_timeout_s") if facts is not None else None
+            threshold = float(stall or cfg.stall_timeout_s)
+            severity = Severity.ERROR
+        else:
+            source = "queue"
+            progress, last = int(q_progress), q_last
+            beats = int(q_gaps) + (1 if last_hb is not None and last_hb > claimed_at else 0)
+            named = run_id or run_path
+            threshold = cfg.idle_gap_s if named else cfg.stall_timeout_s
+            severity = Severity.WARNING if named else Severity.ERROR
+        since = max(claimed_at, last if last is not None else claimed_at)
+        quiet = now - since
+        if quiet <= threshold:
+            continue
+        held = now - claimed_at
+        head = (
+            f"{label} has been {status} for {duration_text(held)} (worker {owner or 'unknown'}) "
+            "with its lease kept alive by heartbeats"
+        )
+        if source == "run":
+            summary = (
+                f"{head}, but its run {run} made no progress for {duration_text(quiet)} "
+                f"({progress} progress events and {beats} heartbeats since the claim); the work "
+                "is hung or never really started: inspect the run, then cancel or release the "
+                "ticket"
+            )
+        elif run_id or run_path:
+            summary = (
+                f"{head}, and the queue shows no progress for {duration_text(quiet)}; its run "
+                f"{run_id or run_path} is not in the scanned roots: scan with --root set to the "
+                "runs directory to see whether it progresses"
+            )
+        else:
+            summary = (
+                f"{head}, but no run was ever started for it ({duration_text(quiet)} without "
+                "progress): the worker only heartbeats (a stub executor?); fix the worker, "
+                "then release the ticket"
+            )
+        findings.append(
+            Finding(
+                code="no_progress_lease",
+                severity=severity,
+                summary=summary,
+                scope="",
+                evidence={
+                    "ticket_id": ticket_id,
+                    "in_progress_s": round(held, 3),
+                    "heartbeats": beats,
+                    "progress_events": progress,
+                    "progress_source": source,
+                    "quiet_s": round(quiet, 3),
+                    "threshold_s": threshold,
+                    "last_progress_at": iso_s(last),
+                    "last_heartbeat_at": iso_s(last_hb),
+                    "claimed_at": iso_s(claimed_at),
+                    "status": status,
+                    "worker": owner,
+                    "run_id": run if run is not None else run_id,
+                },
+            )
+        )
+    return findings

@@ -1,0 +1,124 @@
+"""``session_desync``: the queue's record of a session disagrees with the process table.
+
+Incident 02: a project "stuck for 5+ hours without session" whose database row had no
+``session_name``, and a project "marked failed" whose session was still active. The queue
+records each lease's session (``session_name``, ``pid``, ``proc_start_time``, ``host``); the
+doctor checks the ``pid`` with psutil, and the start time (``/proc/PID/stat`` clock ticks) so
+a reused pid is not mistaken for the session. Processes are only visible on this host: a
+``host`` other than this one's (equal names, or equal first labels) gets ``pid_alive`` null.
+
+``kind`` (evidence), severity, repair:
+
+* ``dead_session``: ``claimed``/``running``, this host, the pid is dead → ``error``,
+  ``reclaim`` (the lease will heartbeat or expire with nothing behind it).
+* ``no_session``: ``claimed``/``running`` with neither ``session_name`` nor ``pid`` → ``error``,
+  ``reclaim`` (nobody can tell whether the work lives; the executor records the session in
+  the claim's own transaction).
+* ``live_after_terminal``: ``done``/``failed``/``canceled``/``quarantined``, this host, the
+  pid is alive → ``error`` (a "false failure": work goes on that the queue thinks is over),
+  ``warning`` for ``done`` (a leaked session) or when no ``proc_start_time`` rules out a
+  reused pid; ``reconcile``.
+* ``live_unleased``: ``todo``/``blocked`` with a recorded pid alive here → ``warning``,
+  ``reconcile`` (a second worker may start the same work).
+* ``other_host``: ``claimed``/``running`` on another host → ``info``: check it there.
+* ``no_pid``: ``claimed``/``running`` with a ``session_name`` but no pid → ``info``.
+"""
+
+from __future__ import annotations
+
+import psutil
+
+from doctor._detectors._context import Context
+from doctor._detectors._queue import LEASED, TERMINAL, same_host, this_host, ticket_label
+from doctor._liveness import process_alive
+from doctor._model import Finding, Severity
+
+__all__ = ["session_desync"]
+
+# Leases always; other rows only with a pid (a terminal row without one says nothing).
+_SQL = f"""
+SELECT id, title, status, session_name, pid, proc_start_time, host, run_id, lease_owner
+FROM tickets
+WHERE status IN {LEASED} OR pid IS NOT NULL
+ORDER BY id
+"""
+
+
+def session_desync(ctx: Context) -> list[Finding]:
+    """The queue's record of a session disagrees with the processes running on this host."""
+    rows = ctx.tables.sql(_SQL)
+    if not rows:
+        return []
+    here = this_host()
+    running = set(psutil.pids())
+    findings = []
+    for ticket_id, title, status, session, pid, start, host, run_id, owner in rows:
+        local = same_host(host, here)
+        leased = status in LEASED
+        alive: bool | None = None
+        if pid is not None and local:
+            # Most terminal rows name long-gone pids: only those in the process table are read.
+            alive = bool(process_alive(pid, start)) if pid in running else False
+        label = ticket_label(ticket_id, title)
+        who = f"session {session!r}" if session else "its session"
+        repair: str | None = None
+        if leased and pid is None and session is None:
+            kind, severity, repair = "no_session", Severity.ERROR, "reclaim"
+            summary = (
+                f"{label} is {status} but the queue recorded no session for it (no session "
+                "name, no pid), so nobody can tell whether its work is alive; reclaim it and "
+                "make the worker record its session when it claims"
+            )
+        elif leased and pid is None:
+            kind, severity = "no_pid", Severity.INFO
+            summary = f"{label} is {status} in {who}, but no pid was recorded to check it by"
+        elif leased and not local:
+            kind, severity = "other_host", Severity.INFO
+            summary = (
+                f"{label} is {status} in {who} (pid {pid}) on host {host or '(unknown)'}; "
+                "run the doctor there to check that the session is alive"
+            )
+        elif leased and alive is False:
+            kind, severity, repair = "dead_session", Severity.ERROR, "reclaim"
+            summary = (
+                f"{label} is {status} but {who} (pid {pid}) is no longer running on this host; "
+                "the work died with it: reclaim the ticket so it runs again"
+            )
+        elif status in TERMINAL and alive:
+            kind, repair = "live_after_terminal", "reconcile"
+            severity = Severity.WARNING if status == "done" or start is None else Severity.ERROR
+            summary = (
+                f"{label} is marked {status} but {who} (pid {pid}) is still running on this "
+                "host; find out what it is doing, then stop it or correct the ticket"
+            )
+        elif status in ("todo", "blocked") and alive:
+            kind, severity, repair = "live_unleased", Severity.WARNING, "reconcile"
+            summary = (
+                f"{label} is {status} (no lease) but {who} (pid {pid}) is still running on "
+                "this host; stop it before a worker starts the same work again"
+            )
+        else:
+            continue
+        findings.append(
+            Finding(
+                code="session_desync",
+                severity=severity,
+                summary=summary,
+                scope="",
+                repair=repair,
+                evidence={
+                    "ticket_id": ticket_id,
+                    "recorded_status": status,
+                    "session_name": session,
+                    "pid": pid,
+                    "pid_alive": alive,
+                    "kind": kind,
+                    "host": host,
+                    "this_host": here,
+                    "proc_start_time": start,
+                    "worker": owner,
+                    "run_id": run_id,
+                },
+            )
+        )
+    return findings

@@ -1,0 +1,154 @@
+"""The repair journal: ``repairs.ndjson`` in the run directory, append-only.
+
+One JSON object per line, one line per repair attempt that did something or refused to
+(``applied``, ``refused``, ``failed``, ``breaker``; an action found already done writes
+nothing)::
+
+    {"schema": "rundoctor.repair/1", "at": "2026-02-11T12:00:00Z", "at_s": 1770811200.0,
+     "tool": "rundoctor doctor repair", "version": "0.1.0",
+     "action": "terminalize", "target": "final.json",
+     "finding": {"code": "missing_final", "scope": "", "node_id": "fanout"},
+     "outcome": "applied", "message": "...",
+     "before_sha256": null, "after_sha256": "9f2c…", "backup": null, "source": null}
+
+Lines are appended with one ``write`` on a descriptor opened ``O_APPEND | O_NOFOLLOW`` and
+fsynced, so a crash leaves at most a torn last line, which :func:`read_journal` skips. The
+breaker of :mod:`doctor._repair` counts the journal's ``applied`` and ``failed`` lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "JOURNAL",
+    "JOURNAL_SCHEMA",
+    "JournalEntry",
+    "append_entry",
+    "read_journal",
+    "sha256_of",
+]
+
+JOURNAL = "repairs.ndjson"
+JOURNAL_SCHEMA = "rundoctor.repair/1"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One line of ``repairs.ndjson``."""
+
+    at: str
+    at_s: float
+    tool: str
+    version: str
+    action: str
+    target: str
+    finding: Mapping[str, Any]
+    outcome: str
+    message: str
+    before_sha256: str | None = None
+    after_sha256: str | None = None
+    backup: str | None = None
+    source: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": JOURNAL_SCHEMA,
+            "at": self.at,
+            "at_s": self.at_s,
+            "tool": self.tool,
+            "version": self.version,
+            "action": self.action,
+            "target": self.target,
+            "finding": dict(self.finding),
+            "outcome": self.outcome,
+            "message": self.message,
+            "before_sha256": self.before_sha256,
+            "after_sha256": self.after_sha256,
+            "backup": self.backup,
+            "source": self.source,
+            **dict(self.extra),
+        }
+
+
+def sha256_of(path: Path) -> str | None:
+    """The SHA-256 of a regular file's bytes; ``None`` when there is no such file.
+
+    >>> sha256_of(Path("/nonexistent")) is None
+    True
+    """
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_journal(run_path: Path) -> list[JournalEntry]:
+    """Every well-formed line of the run's journal, in order (none when there is none).
+
+    A journal that is a symlink or not a regular file is not read (it may lead outside the
+    run); torn or foreign lines are skipped.
+    """
+    path = run_path / JOURNAL
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return []
+        data = path.read_bytes()
+    except OSError:
+        return []
+    out = []
+    for raw in data.splitlines():
+        try:
+            obj = json.loads(raw)
+            out.append(
+                JournalEntry(
+                    at=str(obj["at"]),
+                    at_s=float(obj["at_s"]),
+                    tool=str(obj.get("tool", "")),
+                    version=str(obj.get("version", "")),
+                    action=str(obj["action"]),
+                    target=str(obj["target"]),
+                    finding=obj.get("finding") or {},
+                    outcome=str(obj["outcome"]),
+                    message=str(obj.get("message", "")),
+                    before_sha256=obj.get("before_sha256"),
+                    after_sha256=obj.get("after_sha256"),
+                    backup=obj.get("backup"),
+                    source=obj.get("source"),
+                )
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return out
+
+
+def append_entry(run_path: Path, entry: JournalEntry) -> None:
+    """Append one line to the run's journal (created if absent), durably.
+
+    Refuses (``OSError``) a journal that is a symlink: ``O_NOFOLLOW`` never writes through one.
+    """
+    line = (json.dumps(entry.to_json(), ensure_ascii=False, sort_keys=False) + "\n").encode()
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(run_path / JOURNAL, flags, 0o644)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{JOURNAL} is not a regular file")
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)

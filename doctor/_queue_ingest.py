@@ -1,0 +1,267 @@
+"""Ingestion of a work queue: the executor's ``tickets``, ``ticket_deps`` and ``ticket_events``.
+
+The doctor reads the queue's tables directly, by the schema of ``notes/executor-design.md``
+(it never imports the executor), through the database driver into Arrow, and registers them
+in the :class:`~doctor._tables.Tables` connection under the same names. The empty tables, with
+their columns and types, are created by :func:`doctor._tables.new_connection`; those columns
+are the only ones read.
+
+Queue URLs (``doctor scan --db URL``):
+
+=====================================  ===================================================
+``/path/queue.db``, ``queue.db``       a SQLite file
+``sqlite:///ABS/PATH``                 the same, as a URL (``sqlite:////abs`` also works)
+``postgresql://user@host:port/db``     PostgreSQL (``postgres://`` too), through psycopg
+=====================================  ===================================================
+
+SQLite files are opened read-only (``file:…?mode=ro``), so the doctor never creates or
+changes a queue. PostgreSQL is read in one read-only ``REPEATABLE READ`` transaction, so the
+three tables are one consistent snapshot. A queue kept in its own PostgreSQL schema is named
+either the libpq way, ``?options=-csearch_path%3Dmyschema`` (passed through to the server
+untouched; the executor's URLs use the same), or with the doctor's shorthand ``?schema=myschema``
+(removed from the URL before connecting, then ``SET search_path TO myschema``).
+
+Errors are one line saying what to do: a missing file is a :class:`~doctor.RootError`; a
+file that is not a queue, a schema that does not match, or a server that cannot be reached
+is an :class:`~doctor.IngestError`; a URL the doctor cannot read is a
+:class:`~doctor.UsageError`. Passwords never appear in messages.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+import pyarrow as pa
+
+from doctor._errors import IngestError, RootError, UsageError
+from doctor._tables import Tables
+
+__all__ = ["QUEUE_TABLES", "QueueSource", "load_queue", "parse_queue_url"]
+
+#: The queue tables the doctor reads, in the order they are read.
+QUEUE_TABLES = ("tickets", "ticket_deps", "ticket_events")
+
+# Rows are stable across reads (a scan of the same queue gives the same tables).
+_ORDER = {"tickets": "id", "ticket_deps": "ticket_id, depends_on", "ticket_events": "id"}
+_ARROW = {"VARCHAR": pa.string(), "BIGINT": pa.int64(), "DOUBLE": pa.float64()}
+_BATCH = 50_000
+_CONNECT_TIMEOUT_S = 10
+_HINT = "pass --db the executor's queue: a SQLite file, sqlite:///ABS/PATH or postgresql://…"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSource:
+    """Where a queue lives: ``kind`` is ``sqlite`` (``target`` a path) or ``postgres``
+    (``target`` the libpq URL, without the doctor's ``schema=``); ``display`` is safe to print.
+    """
+
+    kind: str
+    target: str
+    schema: str | None
+    display: str
+
+
+def parse_queue_url(url: str) -> QueueSource:
+    """Read a ``--db`` value.
+
+    >>> parse_queue_url("sqlite:///var/q.db").target
+    '/var/q.db'
+    >>> s = parse_queue_url("postgresql://me:pw@db:5432/test?schema=q1&sslmode=disable")
+    >>> s.kind, s.schema
+    ('postgres', 'q1')
+    >>> s.target
+    'postgresql://me:pw@db:5432/test?sslmode=disable'
+    >>> s.display
+    'postgresql://me:***@db:5432/test?sslmode=disable'
+    >>> parse_queue_url("queue.db").kind
+    'sqlite'
+    """
+    text = url.strip()
+    if not text:
+        raise UsageError(f"--db is empty; {_HINT}")
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme in ("postgresql", "postgres"):
+        parts = urlsplit(text)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        schemas = [v for k, v in query if k == "schema"]
+        if any(not s for s in schemas) or len(schemas) > 1:
+            raise UsageError(f"--db {_redact(text)!r}: give schema= once, with a name")
+        target = urlunsplit(parts._replace(query=urlencode([q for q in query if q[0] != "schema"])))
+        return QueueSource("postgres", target, schemas[0] if schemas else None, _redact(target))
+    if scheme == "sqlite":
+        path = unquote(urlsplit(text).path)
+        if not path:
+            raise UsageError(f"--db {text!r} names no file; write sqlite:///ABS/PATH")
+        return QueueSource("sqlite", path, None, path)
+    if scheme:
+        raise UsageError(f"--db {_redact(text)!r}: unknown scheme {scheme!r}; {_HINT}")
+    return QueueSource("sqlite", text, None, text)
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+def load_queue(tables: Tables, url: str) -> None:
+    """Read the queue at ``url`` into ``tables``' ``tickets``, ``ticket_deps`` and
+    ``ticket_events`` (replacing what they held).
+
+    >>> from doctor._tables import new_connection
+    >>> tables = Tables(new_connection())
+    >>> load_queue(tables, "/nonexistent/queue.db")
+    Traceback (most recent call last):
+    ...
+    doctor._errors.RootError: queue database '/nonexistent/queue.db' does not exist; pass --db the executor's queue: a SQLite file, sqlite:///ABS/PATH or postgresql://…
+    """  # noqa: E501
+    source = parse_queue_url(url)
+    columns = {
+        t: [(str(r[0]), str(r[1])) for r in tables.con.sql(f"DESCRIBE {t}").fetchall()]
+        for t in QUEUE_TABLES
+    }
+    read = _read_sqlite if source.kind == "sqlite" else _read_postgres
+    data = read(source, columns)
+    for table in QUEUE_TABLES:
+        tables.con.execute(f"DELETE FROM {table}")
+        tables.con.register("_rd_queue", data[table])
+        try:
+            tables.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rd_queue")
+        finally:
+            tables.con.unregister("_rd_queue")
+
+
+Columns = dict[str, list[tuple[str, str]]]
+Fetch = Callable[[int], Sequence[Sequence[Any]]]
+
+
+def _arrow(source: QueueSource, table: str, cols: list[tuple[str, str]], fetch: Fetch) -> pa.Table:
+    """Batches of driver rows as one Arrow table typed like the DuckDB table."""
+    schema = pa.schema([(name, _ARROW[kind]) for name, kind in cols])
+    batches = []
+    while rows := fetch(_BATCH):
+        arrays = []
+        for i, (name, kind) in enumerate(cols):
+            values = [row[i] for row in rows]
+            try:
+                arrays.append(pa.array(values, _ARROW[kind]))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+                raise IngestError(
+                    f"queue {source.display}: column {table}.{name} holds a value that is not "
+                    f"{kind} ({_one_line(exc)}); is this the executor's queue?"
+                ) from exc
+        batches.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
+    return pa.Table.from_batches(batches, schema=schema)
+
+
+def _missing(source: QueueSource, table: str, have: Iterable[str], want: list[str]) -> None:
+    present = set(have)
+    missing = [c for c in want if c not in present]
+    if missing:
+        raise IngestError(
+            f"queue {source.display}: table {table} has no column(s) {', '.join(missing)}; "
+            "it is not the executor's queue schema the doctor reads (docs/findings.md)"
+        )
+
+
+def _read_sqlite(source: QueueSource, columns: Columns) -> dict[str, pa.Table]:
+    path = Path(source.target)
+    if not path.exists():
+        raise RootError(f"queue database {source.target!r} does not exist; {_HINT}")
+    if not path.is_file():
+        raise RootError(f"queue database {source.target!r} is not a file; {_HINT}")
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    try:
+        con = sqlite3.connect(uri, uri=True, timeout=10)
+    except sqlite3.Error as exc:
+        raise IngestError(f"cannot open queue {source.display}: {_one_line(exc)}") from exc
+    try:
+        # One read transaction: the three tables are one snapshot even while a worker writes.
+        con.execute("BEGIN")
+        have = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+        absent = [t for t in QUEUE_TABLES if t not in have]
+        if absent:
+            raise IngestError(
+                f"{source.display} is not a queue database (no table {', '.join(absent)}); " + _HINT
+            )
+        out = {}
+        for table, cols in columns.items():
+            names = [c for c, _ in cols]
+            info = con.execute(f"PRAGMA table_info({table})").fetchall()
+            _missing(source, table, (r[1] for r in info), names)
+            cur = con.execute(f"SELECT {', '.join(names)} FROM {table} ORDER BY {_ORDER[table]}")
+            out[table] = _arrow(source, table, cols, cur.fetchmany)
+        con.execute("COMMIT")
+        return out
+    except sqlite3.DatabaseError as exc:
+        # "file is not a database", a locked or corrupt file.
+        raise IngestError(f"cannot read queue {source.display}: {_one_line(exc)}; {_HINT}") from exc
+    finally:
+        con.close()
+
+
+def _read_postgres(source: QueueSource, columns: Columns) -> dict[str, pa.Table]:
+    import psycopg
+    from psycopg import sql
+
+    kwargs: dict[str, Any] = {}
+    if "connect_timeout" not in source.target:
+        kwargs["connect_timeout"] = _CONNECT_TIMEOUT_S
+    try:
+        con = psycopg.connect(source.target, **kwargs)
+    except psycopg.ProgrammingError as exc:  # a malformed URL or an unknown parameter
+        raise UsageError(f"--db {source.display}: {_one_line(exc)}; {_HINT}") from exc
+    except psycopg.Error as exc:
+        raise IngestError(
+            f"cannot connect to the queue at {source.display}: {_one_line(exc)}; check that "
+            "PostgreSQL is running and the user, host, port and database are right"
+        ) from exc
+    where = f" (schema {source.schema})" if source.schema else ""
+    try:
+        con.read_only = True
+        con.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        with con.transaction():
+            if source.schema:
+                con.execute(
+                    sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(source.schema))
+                )
+            out = {}
+            for table, cols in columns.items():
+                probe = con.execute(
+                    sql.SQL("SELECT * FROM {} LIMIT 0").format(sql.Identifier(table))
+                )
+                _missing(
+                    source, table, (d.name for d in probe.description or ()), [c for c, _ in cols]
+                )
+                query = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
+                    sql.SQL(", ").join(sql.Identifier(c) for c, _ in cols),
+                    sql.Identifier(table),
+                    sql.SQL(_ORDER[table]),
+                )
+                # A server-side cursor: ticket_events may be long.
+                with con.cursor(name=f"doctor_{table}") as cur:
+                    cur.execute(query)
+                    out[table] = _arrow(source, table, cols, cur.fetchmany)
+            return out
+    except psycopg.errors.UndefinedTable as exc:
+        raise IngestError(
+            f"{source.display}{where} is not a queue database ({_one_line(exc)}); name the "
+            "queue's schema with ?options=-csearch_path%3DNAME or ?schema=NAME, or " + _HINT
+        ) from exc
+    except psycopg.Error as exc:
+        raise IngestError(f"cannot read queue {source.display}{where}: {_one_line(exc)}") from exc
+    finally:
+        con.close()

@@ -1,0 +1,440 @@
+"""The run directory on disk: the one place that writes it.
+
+Layout (Kilroy's, plus the native extras; ``docs/executor-artifacts.md`` has every field)::
+
+    <root>/<run_id>/
+      manifest.json  run_config.json  graph.dot  run.pid  run.lock.json
+      progress.ndjson  live.json  checkpoint.json  final.json
+      worktree/                                   the stages' working directory
+      <node>/status.json                          the node's latest outcome
+      <node>/attempt-<n>/{status.json, stage_status.json, stdout.log, stderr.log,
+                          cmd.json, prompt.md, events.ndjson}
+      parallel/<fanout>/[pass<P>/]<NN>-<branch>/  a branch: the same, minus the run files
+
+Rules the writer enforces, so callers cannot break them:
+
+* every JSON document is written to a temporary file, fsynced and renamed into place, except
+  ``live.json``: a hint rewritten on every event, overwritten in place so that a reader always
+  sees one whole event (see :meth:`RunWriter._write_live`);
+* every event is one whole line appended with ``O_APPEND`` in a single ``write``, stamped with
+  the run id, a random id, the clock's time and the lease epoch;
+* attempt directories are created with ``mkdir`` that fails when the directory exists, so an
+  attempt can never overwrite another one's files;
+* ``checkpoint.json`` lists each completed node once and counts every retry a node used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from executor._events import Event, rfc3339
+from executor._graph import canonical_outcome
+
+__all__ = [
+    "AttemptDir",
+    "Checkpoint",
+    "Clock",
+    "RunWriter",
+    "append_line",
+    "atomic_write_json",
+    "proc_start_ticks",
+]
+
+Clock = Callable[[], float]
+E = TypeVar("E", bound=Event)
+
+
+def atomic_write_json(path: Path, value: Any, *, fsync: bool = True) -> None:
+    """Write ``value`` as indented JSON to ``path``: temp file, fsync, rename.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp())
+    >>> atomic_write_json(d / "x.json", {"a": 1}); (d / "x.json").read_text()
+    '{\\n  "a": 1\\n}\\n'
+    """
+    data = (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _write_all(fd, data)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def append_line(path: Path, line: bytes) -> None:
+    """Append one whole line with ``O_APPEND`` (the file is opened and closed per line)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        _write_all(fd, line)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def proc_start_ticks(pid: int) -> int | None:
+    """Field 22 of ``/proc/PID/stat`` (start time in clock ticks); ``None`` when unknown.
+
+    >>> isinstance(proc_start_ticks(os.getpid()), int)
+    True
+    """
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ")".
+    rest = text[text.rfind(")") + 2 :].split()
+    return int(rest[19]) if len(rest) > 19 and rest[19].isdigit() else None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptDir:
+    """One attempt's own directory, ``<node>/attempt-<index>``."""
+
+    node_id: str
+    index: int
+    path: Path
+    rel: str
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """What ``checkpoint.json`` records: unique completed nodes and true retry counts."""
+
+    current_node: str = ""
+    completed_nodes: list[str] = field(default_factory=list)
+    node_retries: dict[str, int] = field(default_factory=dict)
+    node_visits: dict[str, int] = field(default_factory=dict)
+    signatures: dict[str, int] = field(default_factory=dict)
+    context: dict[str, str] = field(default_factory=dict)
+
+    def complete(self, node_id: str, *, retries: int) -> None:
+        """Record a finished visit of ``node_id`` that used ``retries`` retries.
+
+        >>> ck = Checkpoint(); ck.complete("a", retries=2); ck.complete("a", retries=1)
+        >>> (ck.completed_nodes, ck.node_retries)
+        (['a'], {'a': 3})
+        """
+        self.current_node = node_id
+        if node_id not in self.completed_nodes:
+            self.completed_nodes.append(node_id)
+        self.node_retries[node_id] = self.node_retries.get(node_id, 0) + retries
+
+    def to_json(self, timestamp: str, base_logs_root: str) -> dict[str, Any]:
+        return {
+            "timestamp": timestamp,
+            "current_node": self.current_node,
+            "completed_nodes": list(self.completed_nodes),
+            "node_retries": dict(self.node_retries),
+            "context": dict(self.context),
+            "logs": [],
+            "extra": {
+                "base_logs_root": base_logs_root,
+                "restart_count": 0,
+                "loop_failure_signatures": dict(self.signatures),
+                "node_visits": dict(self.node_visits),
+            },
+        }
+
+
+class RunWriter:
+    """Writes one scope: a run's top level or one of its branches.
+
+    ``sink`` receives every event after it is on disk (the parent's mirror for a branch, the
+    caller's ``on_event`` for the run); it is called with the writer's lock held, so it sees
+    events in file order and must be quick.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        run_id: str,
+        epoch: int = 0,
+        clock: Clock = time.time,
+        fsync: bool = True,
+        sink: Callable[[Event], None] | None = None,
+        base_logs_root: str = "",
+    ) -> None:
+        self.path = path
+        self.run_id = run_id
+        self.epoch = epoch
+        self.clock = clock
+        self.fsync = fsync
+        self.sink = sink
+        self.base_logs_root = base_logs_root
+        self.last_event: Event | None = None
+        self._lock = threading.Lock()
+        self._attempts: dict[str, int] = {}
+        self._statuses: dict[str, tuple[Path, dict[str, Any]]] = {}
+
+    def create(self) -> None:
+        """Create the scope's directory; it must not exist yet (runs are never reused)."""
+        self.path.mkdir(parents=True, exist_ok=False)
+
+    def now(self) -> str:
+        return rfc3339(self.clock())
+
+    def emit(self, event: E, *, attempt: AttemptDir | None = None) -> E:
+        """Stamp ``event``, append it (and to the attempt's ``events.ndjson``), update live.json."""
+        with self._lock:
+            stamped = event.stamped(
+                ts=self.now(), run_id=self.run_id, id=secrets.token_hex(4), epoch=self.epoch
+            )
+            line = stamped.to_line()
+            append_line(self.path / "progress.ndjson", line)
+            if attempt is not None:
+                append_line(attempt.path / "events.ndjson", line)
+            self._write_live(line)
+            self.last_event = stamped
+            if self.sink is not None:
+                self.sink(stamped)
+            return stamped
+
+    def _write_live(self, line: bytes) -> None:
+        """Overwrite ``live.json`` in place, cheaply: replacing a file costs milliseconds on
+        ext4. The new line is padded with spaces to the old length, then the file is cut to
+        the line, so a reader sees either line (plus whitespace): always one valid object."""
+        fd = os.open(self.path / "live.json", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            padded = line + b" " * max(0, os.fstat(fd).st_size - len(line))
+            os.pwrite(fd, padded, 0)
+            os.ftruncate(fd, len(line))
+        finally:
+            os.close(fd)
+
+    def write_json(self, rel: str, value: Any) -> Path:
+        """Write a document atomically at ``rel`` (relative to the scope)."""
+        path = self.path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, value, fsync=self.fsync)
+        return path
+
+    def attempt_status(self, attempt: AttemptDir, doc: dict[str, Any]) -> None:
+        """Write the attempt's ``status.json``."""
+        self.write_json(f"{attempt.rel}/status.json", doc)
+        self._statuses[attempt.node_id] = (attempt.path / "status.json", doc)
+
+    def node_status(self, node_id: str, doc: dict[str, Any]) -> None:
+        """Write ``<node>/status.json``: a hard link to the node's last attempt status when it
+        says the same (no second fsync for the same bytes), else a document of its own."""
+        last = self._statuses.pop(node_id, None)
+        if last is None or last[1] != doc:
+            self.write_json(f"{node_id}/status.json", doc)
+            return
+        tmp = self.path / node_id / f".status.json.{threading.get_ident()}.link"
+        tmp.unlink(missing_ok=True)  # left by a crash between link and rename
+        os.link(last[0], tmp)
+        os.replace(tmp, self.path / node_id / "status.json")
+
+    def new_attempt(self, node_id: str) -> AttemptDir:
+        """A fresh ``<node>/attempt-<n>/``; numbers only grow, existing ones are never reused."""
+        node_dir = self.path / node_id
+        node_dir.mkdir(exist_ok=True)
+        n = self._attempts.get(node_id, 0)
+        while True:
+            n += 1
+            path = node_dir / f"attempt-{n}"
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            self._attempts[node_id] = n
+            return AttemptDir(node_id, n, path, f"{node_id}/attempt-{n}")
+
+    def save_checkpoint(self, ck: Checkpoint) -> None:
+        self.write_json("checkpoint.json", ck.to_json(self.now(), self.base_logs_root))
+
+    def write_final(self, status: str, reason: str, **totals: Any) -> tuple[dict[str, Any], bool]:
+        """Write ``final.json`` (before the terminal event, which the caller emits next).
+
+        The first writer wins: the file is linked into place, which fails when one exists
+        (the reaper terminalized the run of a worker it gave up on). Returns the record on
+        disk and whether it is this one.
+        """
+        final = {
+            "timestamp": self.now(),
+            "status": status,
+            "run_id": self.run_id,
+            "failure_reason": reason,
+            "final_git_commit_sha": "",
+            "cxdb_context_id": "",
+            "cxdb_head_turn_id": "",
+            "epoch": self.epoch,
+            **totals,
+        }
+        path = self.path / "final.json"
+        tmp = self.path / f".final.json.{os.getpid()}.{threading.get_ident()}.tmp"
+        atomic_write_json(tmp, final, fsync=self.fsync)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            existing = json.loads(path.read_bytes())
+            return (existing if isinstance(existing, dict) else {}), False
+        finally:
+            tmp.unlink(missing_ok=True)
+        return final, True
+
+    def acquire_lock(self, pid: int) -> None:
+        """Write ``run.pid`` and take ``run.lock.json`` (exclusive: ``link`` fails if held)."""
+        (self.path / "run.pid").write_text(str(pid))
+        lock = {
+            "pid": pid,
+            "pid_start_time": proc_start_ticks(pid),
+            "run_id": self.run_id,
+            "acquired_at": self.now(),
+        }
+        tmp = self.path / f".run.lock.json.{pid}.tmp"
+        atomic_write_json(tmp, lock, fsync=self.fsync)
+        try:
+            os.link(tmp, self.path / "run.lock.json")
+        finally:
+            tmp.unlink()
+
+    def release_lock(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.path / "run.lock.json").unlink()
+
+
+SUCCESS_LIKE = frozenset({"success", "partial_success", "degraded_success", "skipped"})
+FAILED = frozenset({"fail", "retry"})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a node's visit (or one attempt) produced; routing reads ``status``."""
+
+    status: str
+    failure_reason: str = ""
+    failure_class: str = ""
+    preferred_label: str = ""
+    failure_signature: str = ""
+    notes: str = ""
+    cost_usd: float | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.status in FAILED
+
+    def routing(self) -> dict[str, str]:
+        """The values edge conditions test."""
+        return {
+            "outcome": self.status,
+            "preferred_label": self.preferred_label,
+            "failure_class": self.failure_class,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """Kilroy's ``status.json`` shape; empty fields are left out."""
+        meta = {"failure_class": self.failure_class, "failure_signature": self.failure_signature}
+        if self.cost_usd is not None:
+            meta["cost_usd"] = self.cost_usd  # type: ignore[assignment]
+        out = {
+            "status": self.status,
+            "preferred_label": self.preferred_label,
+            "notes": self.notes,
+            "failure_reason": self.failure_reason,
+            "details": dict(self.details),
+            "meta": {k: v for k, v in meta.items() if v not in ("", None)},
+        }
+        return {k: v for k, v in out.items() if v not in ("", {}, None)}
+
+
+@dataclass(frozen=True, slots=True)
+class Ingestion:
+    """Which status file decided the attempt (``source`` is ``""`` when none did)."""
+
+    source: str
+    path: str
+    diagnostic: str
+    outcome: Outcome | None
+
+
+def _candidates(attempt_dir: Path, worktree: Path, run_id: str) -> list[tuple[str, Path]]:
+    return [
+        ("canonical", attempt_dir / "status.json"),
+        ("worktree", worktree / "status.json"),
+        ("dot_ai", worktree / ".ai" / "status.json"),
+        ("dot_ai", worktree / ".ai" / "runs" / run_id / "status.json"),
+    ]
+
+
+def clear_status_files(worktree: Path, run_id: str) -> None:
+    """Remove status files left in the worktree, so none is attributed to the next stage."""
+    for _, path in _candidates(worktree, worktree, run_id)[1:]:
+        path.unlink(missing_ok=True)
+
+
+def _report(value: Any) -> Outcome:
+    """A stage's status JSON as an :class:`Outcome` (Kilroy's shapes, legacy included)."""
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    raw = value.get("status", value.get("outcome"))
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValueError("no status string")
+    meta: dict[str, Any] = value["meta"] if isinstance(value.get("meta"), dict) else {}
+
+    def text(*keys: str, src: Mapping[str, Any] = value) -> str:
+        found = next((src[k] for k in keys if isinstance(src.get(k), str) and src[k]), "")
+        return str(found)
+
+    cost = value.get("cost_usd", meta.get("cost_usd"))
+    return Outcome(
+        status=canonical_outcome(raw),
+        failure_reason=text("failure_reason") or ("" if "status" in value else text("details")),
+        failure_class=text("failure_class") or text("failure_class", src=meta),
+        preferred_label=text("preferred_label", "preferred_next_label"),
+        failure_signature=text("failure_signature") or text("failure_signature", src=meta),
+        notes=text("notes"),
+        cost_usd=float(cost) if isinstance(cost, int | float) and cost >= 0 else None,
+    )
+
+
+def ingest_status(attempt_dir: Path, worktree: Path, run_id: str) -> Ingestion:
+    """Take the first valid status file (see the module docstring) into the attempt dir."""
+    notes: list[str] = []
+    winner: Ingestion | None = None
+    for source, path in _candidates(attempt_dir, worktree, run_id):
+        if not path.is_file():
+            if winner is None:
+                notes.append(f"{source} missing: {path}")
+            continue
+        try:
+            outcome = _report(json.loads(path.read_bytes()))
+        except (OSError, ValueError) as exc:
+            notes.append(f"{source} invalid: {path}: {exc}")
+            _move(path, attempt_dir / f"stage_status.{source}.invalid")
+            continue
+        if winner is not None:
+            notes.append(f"{source} ignored (an earlier file won): {path}")
+            _move(path, attempt_dir / f"stage_status.{source}.ignored.json")
+            continue
+        _move(path, attempt_dir / "stage_status.json")
+        winner = Ingestion(source, str(path), "", outcome)
+    if winner is None:
+        return Ingestion("", "", "; ".join(notes), None)
+    return Ingestion(winner.source, winner.path, "; ".join(notes), winner.outcome)
+
+
+def _move(src: Path, dst: Path) -> None:
+    try:
+        os.replace(src, dst)
+    except OSError:  # another file system: copy, then remove
+        dst.write_bytes(src.read_bytes())
+        src.unlink(missing_ok=True)

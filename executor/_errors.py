@@ -1,0 +1,81 @@
+"""The executor's exception tree: one base class, mapped at every dependency boundary.
+
+::
+
+    ExecutorError                  anything the executor raises on purpose
+    ├── QueueError                 the ticket queue failed (sqlite3 / psycopg errors, unknown ids)
+    │   └── FencedError            a fenced write (stale lease epoch, lost CAS) was rejected
+    ├── GraphError                 a pipeline graph is invalid (``line`` and ``reason``)
+    ├── BudgetError                timing budgets are inconsistent (lease, heartbeat, grace, ...)
+    └── UsageError                 bad input from the caller: a URL, an option, a path
+
+Dependency errors (``sqlite3.Error``, ``psycopg.Error``) never escape the package: the
+backend catches them and raises a ``QueueError`` ``from`` the original so the cause stays
+in the traceback. The CLI maps ``UsageError``/``GraphError``/``BudgetError`` to exit code 2.
+
+>>> issubclass(FencedError, QueueError) and issubclass(QueueError, ExecutorError)
+True
+>>> str(GraphError(12, "edge to unknown node 'x'"))
+"line 12: edge to unknown node 'x'"
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BudgetError",
+    "ExecutorError",
+    "FencedError",
+    "GraphError",
+    "QueueError",
+    "UsageError",
+]
+
+
+class ExecutorError(Exception):
+    """Base class of every error the executor raises deliberately."""
+
+
+class QueueError(ExecutorError):
+    """The ticket queue could not do what was asked (storage error, unknown ticket, bad state)."""
+
+
+class FencedError(QueueError):
+    """A write's compare-and-set on the lease failed, so the write was rejected.
+
+    For a worker: another worker or the reaper took the ticket over and bumped
+    ``lease_epoch``, or the ticket left ``claimed``/``running`` (terminal rows included); the
+    worker must stop touching the ticket and its run. For the reaper's ``reclaim``: the epoch
+    moved, the ticket is not leased, or it was claimed within the claim grace period.
+
+    >>> err = FencedError("t-0000000000ab", 3, "epoch moved")
+    >>> (err.ticket_id, err.epoch)
+    ('t-0000000000ab', 3)
+    """
+
+    def __init__(self, ticket_id: str, epoch: int, reason: str) -> None:
+        super().__init__(f"ticket {ticket_id}: write with lease epoch {epoch} fenced off: {reason}")
+        self.ticket_id = ticket_id
+        self.epoch = epoch
+        self.reason = reason
+
+
+class GraphError(ExecutorError):
+    """A pipeline graph is invalid; ``line`` is 1-based in the DOT source (0 when unknown).
+
+    >>> err = GraphError(3, "no start node")
+    >>> (err.line, err.reason)
+    (3, 'no start node')
+    """
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}" if line else reason)
+        self.line = line
+        self.reason = reason
+
+
+class BudgetError(ExecutorError):
+    """Timing budgets are inconsistent (e.g. heartbeat interval not below the lease TTL)."""
+
+
+class UsageError(ExecutorError):
+    """The caller passed a bad value (URL, option, path); the message names the accepted forms."""

@@ -1,0 +1,126 @@
+"""The PostgreSQL backend: one shared queue for workers on any number of machines.
+
+Each :class:`PostgresQueue` owns one psycopg connection with autocommit OFF; every method
+runs in one explicit transaction (``conn.transaction()``: BEGIN … COMMIT, ROLLBACK on an
+exception), so the connection is never left idle inside a transaction. Transactions run
+concurrently under READ COMMITTED; what keeps them correct:
+
+- the claim selects its row ``FOR UPDATE SKIP LOCKED``: concurrent claimers take different
+  rows instead of the same one (or of queueing behind each other);
+- every fenced write first locks the row ``FOR UPDATE`` with the epoch in the WHERE clause;
+  a concurrent reclaim that bumps the epoch makes the locked re-check find nothing;
+- cascades lock each dependant before counting its unfinished dependencies, and enqueue
+  locks its dependencies ``FOR SHARE``, so no ticket stays blocked after its last
+  dependency finished (docs/queue.md walks through the interleavings);
+- a transaction PostgreSQL aborts to break a deadlock is run again (``Queue._atomic``).
+
+Every ``psycopg.Error`` becomes a :class:`~executor._errors.QueueError` raised ``from`` it;
+the password in a URL is never repeated in a message.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from executor._errors import QueueError
+from executor._queue import Clock, Queue
+from executor._schema import POSTGRES, Tx, install
+
+__all__ = ["APPLICATION_NAME", "PostgresQueue", "redact"]
+
+#: Shown in ``pg_stat_activity`` so an operator can tell queue connections apart.
+APPLICATION_NAME = "rundoctor-executor"
+
+# Serializes schema creation across processes opening a fresh database at the same moment
+# (CREATE … IF NOT EXISTS alone races on the catalog). Any constant will do; this is "rdqueue".
+_SCHEMA_LOCK_KEY = 0x72647175657565
+
+
+class PostgresQueue(Queue):
+    """A queue in a PostgreSQL database (the tables live in the first schema of search_path)."""
+
+    def __init__(self, url: str, *, clock: Clock = time.time, connect_timeout_s: int = 10) -> None:
+        super().__init__(clock=clock)
+        self.url = url
+        self.connect_timeout_s = connect_timeout_s
+        self._lock = threading.RLock()
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = self._connect()
+        try:
+            with self._transaction() as tx:
+                tx.raw(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})")
+                install(tx, POSTGRES)
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        try:
+            conninfo = self.url
+            if "application_name" not in conninfo:
+                conninfo = make_conninfo(conninfo, application_name=APPLICATION_NAME)
+            return psycopg.connect(
+                conninfo, autocommit=False, connect_timeout=self.connect_timeout_s
+            )
+        except psycopg.Error as exc:
+            raise QueueError(
+                f"cannot connect to the PostgreSQL queue at {redact(self.url)}: "
+                f"{_first_line(exc)}; check that the server is up and the URL's user, host, "
+                "port and database are right"
+            ) from exc
+
+    @contextmanager
+    def _transaction(self, *, write: bool = True) -> Iterator[Tx]:
+        # ``write`` matters to SQLite only: PostgreSQL readers never block writers.
+        with self._lock:
+            if self._conn is None:
+                raise QueueError(f"PostgreSQL queue {redact(self.url)} is closed")
+            if self._conn.broken:
+                # The server restarted or the network dropped: one fresh connection, then on.
+                self._conn = self._connect()
+            conn = self._conn
+            try:
+                with conn.transaction(), conn.cursor() as cursor:
+                    yield Tx(cursor, POSTGRES)
+            except psycopg.Error as exc:
+                raise QueueError(
+                    f"PostgreSQL queue {redact(self.url)}: {_first_line(exc)}"
+                    f" ({type(exc).__name__}); the transaction was rolled back"
+                ) from exc
+
+    def _transient(self, error: BaseException | None) -> bool:
+        # 40P01 and 40001: PostgreSQL rolled the transaction back and asks for it to be run
+        # again. A dropped connection is not retried: its COMMIT may have happened.
+        return isinstance(
+            error, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
+        )
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced, safe for messages and logs.
+
+    >>> redact("postgresql://rd:s3cret@db:5432/queue")
+    'postgresql://rd:***@db:5432/queue'
+    >>> redact("postgresql://postgres@127.0.0.1:5432/test")
+    'postgresql://postgres@127.0.0.1:5432/test'
+    """
+    url = re.sub(r"(?<=://)([^:/@]*):[^@/]*@", r"\1:***@", url)
+    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

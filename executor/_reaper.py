@@ -1,0 +1,234 @@
+"""The reaper: takes dead or expired workers' tickets back, and never lets two runs overlap.
+
+One pass (:func:`reap`) looks at every leased ticket (``claimed`` or ``running``):
+
+* the owner ran on this host and its pid is gone (pid plus start time, so a reused pid cannot
+  fool it): reclaim at once;
+* otherwise, the lease expired (no heartbeat for ``lease_ttl_s``; a NULL heartbeat counts as
+  the claim time), outside the claim grace period: reclaim.
+
+Before the ticket goes back to ``todo``, the dead worker's stage process groups that are still
+running are killed (each attempt records ``process.json``: pid, pgid and start time), and its
+run directory is terminalized: ``final.json`` with status ``fail`` and a reason naming the lost
+worker, written only if no ``final.json`` exists yet (first writer wins, atomically), then a
+``run_failed`` event. Only then the compare-and-set on the lease epoch requeues the ticket;
+when the epoch moved meanwhile, nothing is requeued (someone else handled it). Tickets
+reclaimed more than ``quarantine_after`` times within ``quarantine_window_s`` are quarantined.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from executor._artifacts import append_line, proc_start_ticks
+from executor._config import ExecutorConfig
+from executor._errors import FencedError
+from executor._queue import Queue, Ticket
+
+__all__ = ["PROCESS_FILE", "Reclaim", "kill_stage_groups", "reap", "terminalize_lost_run"]
+
+#: Written by every stage attempt right after its process starts: pid, pgid, pid_start_time.
+PROCESS_FILE = "process.json"
+_SKIP_DIRS = frozenset({"worktree", ".git", "input_snapshot", "outputs", "artifacts"})
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Reclaim:
+    """What one reclaim did."""
+
+    ticket_id: str
+    reason: str
+    status: str  # the ticket's status afterwards: todo | quarantined | "" (CAS lost)
+    killed_groups: tuple[int, ...]
+    terminalized: bool
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "ticket_id": self.ticket_id,
+            "reason": self.reason,
+            "status": self.status,
+            "killed_groups": list(self.killed_groups),
+            "terminalized": self.terminalized,
+        }
+
+
+def _alive(pid: int | None, start: int | None) -> bool:
+    if pid is None or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    ticks = proc_start_ticks(pid)
+    if ticks is None:
+        return False  # gone between the two checks, or a zombie being reaped
+    return start is None or ticks == start
+
+
+def _process_files(run_path: Path) -> Iterator[Path]:
+    stack = [run_path]
+    while stack:
+        d = stack.pop()
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            if e.is_dir(follow_symlinks=False) and e.name not in _SKIP_DIRS:
+                stack.append(Path(e.path))
+            elif e.name == PROCESS_FILE and e.is_file(follow_symlinks=False):
+                yield Path(e.path)
+
+
+def kill_stage_groups(run_path: Path, *, grace_s: float = 0.0) -> tuple[int, ...]:
+    """SIGKILL the process groups of the run's stage attempts that are still running.
+
+    A group is killed only when its leader's pid still runs with the recorded start time, so
+    a reused pid is never hit.
+    """
+    killed: list[int] = []
+    for path in _process_files(run_path):
+        try:
+            info = json.loads(path.read_text())
+            pid, pgid = int(info["pid"]), int(info["pgid"])
+            start = info.get("pid_start_time")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if pgid <= 1 or not _alive(pid, start if isinstance(start, int) else None):
+            continue
+        try:
+            if grace_s > 0:
+                os.killpg(pgid, signal.SIGTERM)
+                deadline = time.monotonic() + grace_s
+                while time.monotonic() < deadline and _alive(pid, start):
+                    time.sleep(0.02)
+            os.killpg(pgid, signal.SIGKILL)
+            killed.append(pgid)
+        except ProcessLookupError:
+            continue
+    return tuple(killed)
+
+
+def terminalize_lost_run(
+    run_path: Path, *, run_id: str, reason: str, epoch: int, now: float
+) -> bool:
+    """Write ``final.json`` (status ``fail``) unless the run already has one; True if written.
+
+    The file appears atomically and only once: it is linked into place, which fails when a
+    ``final.json`` exists, so a worker that wakes up late and the reaper can never both win.
+    """
+    if not run_path.is_dir() or run_path.is_symlink():
+        return False
+    final = run_path / "final.json"
+    stamp = _rfc3339(now)
+    doc = {
+        "timestamp": stamp,
+        "status": "fail",
+        "run_id": run_id,
+        "failure_reason": reason,
+        "final_git_commit_sha": "",
+        "repaired_by": {"tool": "executor.reaper", "at": stamp},
+    }
+    tmp = run_path / f".final.json.reaper.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    line = {
+        "event": "run_failed",
+        "status": "fail",
+        "reason": reason,
+        "run_id": run_id,
+        "ts": stamp,
+        "epoch": epoch,
+    }
+    append_line(run_path / "progress.ndjson", (json.dumps(line) + "\n").encode())
+    return True
+
+
+def _rfc3339(now: float) -> str:
+    secs = int(now)
+    frac = f"{round((now - secs) * 1e9):09d}".rstrip("0")
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    return f"{base}.{frac}Z" if frac else f"{base}Z"
+
+
+def _why(t: Ticket, host: str, now: float) -> str | None:
+    """Why ``t`` should be reclaimed now, or None."""
+    if t.host == host and t.pid is not None and not _alive(t.pid, t.proc_start_time):
+        return f"worker {t.lease_owner} (pid {t.pid} on {host}) is dead"
+    return None
+
+
+def reap(
+    queue: Queue,
+    config: ExecutorConfig,
+    *,
+    host: str | None = None,
+    clock: Clock = time.time,
+) -> list[Reclaim]:
+    """One reaper pass over the queue; returns what it reclaimed.
+
+    >>> from executor._queue import open_queue, SessionInfo
+    >>> q = open_queue(":memory:", clock=lambda: 1000.0)
+    >>> _ = q.enqueue("t", "/p.dot")
+    >>> _ = q.claim("w1", lease_ttl_s=60, session=SessionInfo("s", 99999999, 99999999, 1, "h"))
+    >>> [r.status for r in reap(q, ExecutorConfig(), host="h", clock=lambda: 1000.0)]
+    ['todo']
+    """
+    host = host or socket.gethostname()
+    now = clock()
+    leased = queue.tickets(status=("claimed", "running"))
+    expired = {t.id for t in queue.expired(now, claim_grace_s=config.claim_grace_s)}
+    out: list[Reclaim] = []
+    for t in leased:
+        reason = _why(t, host, now)
+        if reason is None and t.id in expired:
+            seen = t.last_heartbeat_at or t.claimed_at
+            reason = f"lease of worker {t.lease_owner} expired" + (
+                f" ({now - seen:.0f}s without a heartbeat)" if seen is not None else ""
+            )
+        if reason is None:
+            continue
+        killed: tuple[int, ...] = ()
+        written = False
+        if t.run_path:
+            run_path = Path(t.run_path)
+            # Kill the lost worker's stages before the ticket can be claimed again: two
+            # executions of one ticket must never overlap.
+            killed = kill_stage_groups(run_path)
+            written = terminalize_lost_run(
+                run_path,
+                run_id=t.run_id or run_path.name,
+                reason=f"lost worker: {reason}; the ticket was reclaimed",
+                epoch=t.lease_epoch + 1,
+                now=now,
+            )
+        try:
+            after = queue.reclaim(
+                t.id,
+                expected_epoch=t.lease_epoch,
+                reason=reason,
+                quarantine_after=config.quarantine_after,
+                window_s=config.quarantine_window_s,
+                claim_grace_s=0.0 if reason.endswith("is dead") else config.claim_grace_s,
+            )
+            status = after.status
+        except FencedError:
+            status = ""
+        out.append(Reclaim(t.id, reason, status, killed, written))
+    return out

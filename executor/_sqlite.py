@@ -1,0 +1,132 @@
+"""The SQLite backend: one database file shared by any number of worker processes.
+
+Each :class:`SqliteQueue` owns exactly one connection. The file runs in WAL mode (readers
+never block the writer) with ``busy_timeout`` so a writer waits for another process's
+transaction instead of failing at once. Every write transaction starts with ``BEGIN
+IMMEDIATE``: it takes the write lock up front, so two claimers can never both read the same
+``todo`` row and both update it — the second one waits, then sees the first one's claim.
+
+Every ``sqlite3.Error`` becomes a :class:`~executor._errors.QueueError` raised ``from`` it.
+
+>>> q = SqliteQueue(":memory:", clock=lambda: 1.0)
+>>> q.enqueue("x", "/p.dot").status
+'todo'
+>>> q.close()
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from executor._errors import QueueError
+from executor._queue import Clock, Queue
+from executor._schema import SQLITE, Tx, install
+
+__all__ = ["BUSY_TIMEOUT_MS", "SqliteQueue"]
+
+#: How long a writer waits for another process's write transaction before giving up.
+BUSY_TIMEOUT_MS = 5000
+
+
+class SqliteQueue(Queue):
+    """A queue in one SQLite file (or ``":memory:"``, private to this object)."""
+
+    def __init__(
+        self, path: str, *, clock: Clock = time.time, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+    ) -> None:
+        super().__init__(clock=clock)
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        # One connection, possibly used from a heartbeat thread too: the lock keeps each
+        # transaction whole, check_same_thread=False lets the other thread in.
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        try:
+            # isolation_level=None: the module never opens transactions behind our back; we
+            # issue BEGIN IMMEDIATE / COMMIT ourselves.
+            conn = sqlite3.connect(
+                path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=busy_timeout_ms / 1000,
+            )
+            self._conn = conn
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            if path != ":memory:":
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise QueueError(
+                        f"SQLite queue {path!r}: could not switch to WAL mode (got {mode!r}); "
+                        "put the file on a local filesystem that supports shared memory"
+                    )
+            # FULL: a completion acknowledged to the worker survives a power cut too; a lost
+            # completion would re-run the ticket and break "at most one accepted completion".
+            conn.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            self.close()
+            raise _mapped(exc, path, busy_timeout_ms, "open") from exc
+        except QueueError:
+            self.close()
+            raise
+        try:
+            with self._transaction() as tx:
+                install(tx, SQLITE)
+        except BaseException:
+            self.close()
+            raise
+
+    @contextmanager
+    def _transaction(self, *, write: bool = True) -> Iterator[Tx]:
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise QueueError(f"SQLite queue {self.path!r} is closed")
+            cursor = conn.cursor()
+            try:
+                # Readers take no write lock (WAL gives them a consistent snapshot anyway).
+                cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield Tx(cursor, SQLITE)
+                except BaseException:
+                    if conn.in_transaction:
+                        cursor.execute("ROLLBACK")
+                    raise
+                cursor.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise _mapped(exc, self.path, self.busy_timeout_ms, "transaction") from exc
+            finally:
+                cursor.close()
+
+    def close(self) -> None:
+        """Close the connection (idempotent).
+
+        >>> q = SqliteQueue(":memory:")
+        >>> q.close(); q.close()
+        """
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def _mapped(exc: sqlite3.Error, path: str, busy_timeout_ms: int, doing: str) -> QueueError:
+    """One readable QueueError for a sqlite3 error, naming the file and the likely next step."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        hint = (
+            f"another process held the write lock longer than busy_timeout={busy_timeout_ms} ms;"
+            " retry, or use PostgreSQL for many concurrent workers"
+        )
+    elif isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
+        hint = "the file is not a SQLite database; point the queue at another path"
+    elif "unable to open" in text or "readonly" in text:
+        hint = "check that the file and its directory are writable"
+    else:
+        hint = "the queue database refused the statement"
+    return QueueError(f"SQLite queue {path!r} ({doing}): {text}: {hint}")

@@ -1,0 +1,463 @@
+"""One stage attempt: one supervised subprocess, its events, and the outcome it produced.
+
+:func:`run_attempt` is the whole attempt: a fresh ``<node>/attempt-<n>/`` directory,
+``stage_attempt_start``, the command (``cmd.json``; agents also get ``prompt.md`` and a
+``status_contract`` event), the process, the status file ingestion
+(``status_ingestion_decision``), the attempt's ``status.json`` and ``stage_attempt_end``.
+
+The process runs in its own session and process group (``start_new_session=True``) with
+stdin empty and stdout/stderr going straight to ``stdout.log`` and ``stderr.log``; right after
+it starts, ``process.json`` records its pid, group and start time (the reaper stops the group
+of a dead executor's stage with it). One loop
+(:func:`run_process`) supervises it: it notices the exit, the timeout and cancellation, and it
+writes the ``stage_heartbeat`` events while the process runs. Heartbeats therefore come from
+the very loop that returns when the process is gone, and ``stage_attempt_end`` is written only
+after it returned: no heartbeat can follow the end of its attempt, by construction. On timeout
+or cancellation the whole group gets SIGTERM and, after the grace period, SIGKILL. When the
+leader exits, the rest of its group is killed *before* the leader is reaped (``waitid`` with
+``WNOWAIT``), so the group id cannot have been reused by another process.
+
+A failed attempt's reason always names the exit status or the signal, the command, and the
+tail of stderr (:meth:`ProcessResult.describe`); it is never empty and never ``None``.
+Cancellation and timeouts decide first, then a status file the stage wrote (see
+:func:`executor._artifacts.ingest_status`), then the exit status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from executor import _events as ev
+from executor._artifacts import (
+    FAILED,
+    Outcome,
+    RunWriter,
+    atomic_write_json,
+    clear_status_files,
+    ingest_status,
+    proc_start_ticks,
+)
+from executor._config import ExecutorConfig
+from executor._graph import Node
+
+__all__ = [
+    "EX_TEMPFAIL",
+    "Beat",
+    "ProcessResult",
+    "classify",
+    "run_attempt",
+    "run_process",
+    "stage_env",
+]
+
+
+#: Exit status 75 (``EX_TEMPFAIL``) says "try again later": a transient failure.
+EX_TEMPFAIL = 75
+
+_TRANSIENT = re.compile(
+    r"timed out|timeout|deadline exceeded|connection refused|connection reset|could not resolve"
+    r"|name resolution|network is unreachable|no route to host|broken pipe|temporar(?:y|ily)"
+    r"|try again|rate limit|too many requests|service unavailable|bad gateway|econnrefused"
+    r"|econnreset|dial tcp|transport is closing|stream disconnected|cross-device link"
+    r"|os error 18|\b(?:http|status|code)[ :=]*50[234]\b"
+)
+_BUDGET = re.compile(
+    r"turn limit|max[_ ]turns|token limit|context (?:length|window) exceeded"
+    r"|budget exhausted"
+)
+_STRUCTURAL = re.compile(r"scope[_ ]violation")
+_HINTS = {
+    "transient": "transient_infra",
+    "transient_infra": "transient_infra",
+    "transient-infra": "transient_infra",
+    "retryable": "transient_infra",
+    "canceled": "canceled",
+    "cancelled": "canceled",
+    "budget": "budget_exhausted",
+    "budget_exhausted": "budget_exhausted",
+    "compilation_loop": "compilation_loop",
+    "structural": "structural",
+    "write_scope_violation": "structural",
+}
+
+
+def classify(text: str, hint: str = "") -> str:
+    """The failure class: a stage's own hint wins, else hints in the text, else deterministic.
+
+    >>> classify("exit status 1; stderr tail: connection refused"), classify("exit status 1")
+    ('transient_infra', 'deterministic')
+    >>> classify("anything", "Transient")
+    'transient_infra'
+    """
+    if hint.strip():
+        return _HINTS.get(hint.strip().lower(), "deterministic")
+    low = text.lower()
+    if _TRANSIENT.search(low):
+        return "transient_infra"
+    if _BUDGET.search(low):
+        return "budget_exhausted"
+    return "structural" if _STRUCTURAL.search(low) else "deterministic"
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """One heartbeat's measurements."""
+
+    elapsed_s: float
+    stdout_bytes: int
+    stderr_bytes: int
+    since_last_output_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessResult:
+    """How the process ended. ``exit_code`` is ``None`` when a signal ended it."""
+
+    command: str
+    exit_code: int | None
+    signal: str | None
+    duration_s: float
+    stderr_tail: str
+    timed_out: bool = False
+    canceled: bool = False
+    spawn_error: str = ""
+    timeout_s: float = 0.0
+    pid: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not (self.timed_out or self.canceled or self.spawn_error)
+
+    def cause(self) -> str:
+        """Why it ended, with the exit status or the signal name.
+
+        >>> ProcessResult("x", None, "SIGKILL", 1.0, "", timed_out=True, timeout_s=1).cause()
+        'timed out after 1s (process group stopped); killed by signal SIGKILL'
+        """
+        if self.spawn_error:
+            return f"could not start (no process, no exit status): {self.spawn_error}"
+        end = (
+            f"exit status {self.exit_code}"
+            if self.signal is None
+            else (f"killed by signal {self.signal}")
+        )
+        if self.timed_out:
+            return f"timed out after {self.timeout_s:g}s (process group stopped); {end}"
+        if self.canceled:
+            return f"canceled (process group stopped); {end}"
+        return end
+
+    def describe(self, cause: str = "") -> str:
+        """A failure reason: the cause, the command and the stderr tail; never empty."""
+        head = f"{cause} ({self.cause()})" if cause else self.cause()
+        return f"{head}; stderr tail: {self.stderr_tail or '(empty)'}; command: {self.command}"
+
+    def signature_text(self) -> str:
+        """What the breaker's signature is computed from: the cause and stderr, no command."""
+        return f"{self.cause()}: {self.stderr_tail}"
+
+
+def stage_env(base: Mapping[str, str] | None, values: Mapping[str, str]) -> dict[str, str]:
+    """The stage's environment: ``base`` (the executor's own when ``None``) without stale
+    ``KILROY_*`` and ``STAGE_STATUS_PATH`` keys, plus ``values``."""
+    env = dict(os.environ if base is None else base)
+    for key in [k for k in env if k.startswith("KILROY_") or k == "STAGE_STATUS_PATH"]:
+        del env[key]
+    env.update(values)
+    return env
+
+
+def _tail(path: Path, chars: int) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 4 * chars))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError as exc:
+        return f"(stderr.log unreadable: {exc.strerror})"
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    joined = " | ".join(line for line in lines if line)
+    return joined if len(joined) <= chars else "…" + joined[-chars:]
+
+
+def _exited(pid: int) -> bool:
+    # WNOWAIT leaves the leader a zombie: its pid (and so the group id) stays reserved.
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _sizes(attempt_dir: Path) -> tuple[int, int]:
+    def size(name: str) -> int:
+        try:
+            return (attempt_dir / name).stat().st_size
+        except OSError:
+            return 0
+
+    return size("stdout.log"), size("stderr.log")
+
+
+def run_process(
+    argv: tuple[str, ...],
+    *,
+    command: str,
+    cwd: Path,
+    env: Mapping[str, str],
+    attempt_dir: Path,
+    timeout_s: float,
+    grace_s: float,
+    heartbeat_s: float,
+    canceled: Callable[[], bool],
+    on_heartbeat: Callable[[Beat], None],
+    tail_chars: int = 600,
+) -> ProcessResult:
+    """Run ``argv`` to its end under supervision; see the module docstring.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp())
+    >>> r = run_process(("sh", "-c", "echo oops >&2; exit 3"), command="fail", cwd=d, env={},
+    ...                 attempt_dir=d, timeout_s=5, grace_s=1, heartbeat_s=1,
+    ...                 canceled=lambda: False, on_heartbeat=lambda b: None)
+    >>> r.describe()
+    'exit status 3; stderr tail: oops; command: fail'
+    """
+    t0 = time.monotonic()
+    with (
+        (attempt_dir / "stdout.log").open("wb") as out,
+        (attempt_dir / "stderr.log").open("wb") as err,
+    ):
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except (OSError, ValueError) as exc:
+            err.write(f"{exc}\n".encode())
+            err.flush()
+            tail = _tail(attempt_dir / "stderr.log", tail_chars)
+            spent = round(time.monotonic() - t0, 6)
+            return ProcessResult(
+                command, None, None, spent, tail, spawn_error=str(exc), timeout_s=timeout_s
+            )
+    pgid = proc.pid  # the session leader's pid is its group id
+    # Who to stop if this executor dies: the reaper kills groups whose leader still runs. No
+    # fsync: the file only matters while this host is up (a crashed host has no processes).
+    process = {"pid": proc.pid, "pgid": pgid, "pid_start_time": proc_start_ticks(proc.pid)}
+    atomic_write_json(attempt_dir / "process.json", {**process, "command": command}, fsync=False)
+    deadline, next_beat = t0 + timeout_s, t0 + heartbeat_s
+    stop: str | None = None
+    term_at = 0.0
+    killed = False
+    last_sizes, last_output = (0, 0), t0
+    delay = 0.0005
+    while not _exited(proc.pid):
+        now = time.monotonic()
+        if stop is None and (now >= deadline or canceled()):
+            stop = "timeout" if now >= deadline else "cancel"
+            _killpg(pgid, signal.SIGTERM)
+            term_at = now
+        elif stop is not None and not killed and now >= term_at + grace_s:
+            _killpg(pgid, signal.SIGKILL)
+            killed = True
+        if now >= next_beat:
+            sizes = _sizes(attempt_dir)
+            if sizes != last_sizes:
+                last_sizes, last_output = sizes, now
+            on_heartbeat(Beat(round(now - t0, 3), *sizes, round(now - last_output, 3)))
+            while next_beat <= now:
+                next_beat += heartbeat_s
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+    _killpg(pgid, signal.SIGKILL)  # leftovers of the group, before the leader is reaped
+    rc = proc.wait()
+    sig = signal.Signals(-rc).name if rc < 0 else None
+    return ProcessResult(
+        command,
+        rc if rc >= 0 else None,
+        sig,
+        round(time.monotonic() - t0, 6),
+        _tail(attempt_dir / "stderr.log", tail_chars),
+        timed_out=stop == "timeout",
+        canceled=stop == "cancel",
+        timeout_s=timeout_s,
+        pid=proc.pid,
+    )
+
+
+def _contract(prompt: str, status_path: str, fallback: str) -> str:
+    return (
+        f"{prompt}\n\n---\nExecution status contract: when you finish, write a JSON object "
+        'such as {"status": "success"} or {"status": "fail", "failure_reason": "…"} to the '
+        f"absolute path in $STAGE_STATUS_PATH ({status_path}); if you cannot, write it to "
+        f"{fallback}.\n"
+    )
+
+
+def _decide(result: ProcessResult, report: Outcome | None) -> Outcome:
+    """The attempt's outcome: cancellation and timeouts first, then the status file, then the
+    exit status. Failure reasons always carry the exit status or signal, command and stderr."""
+    details = {
+        "pid": result.pid,
+        "exit_code": result.exit_code,
+        "signal": result.signal,
+        "duration_s": result.duration_s,
+        "timed_out": result.timed_out,
+    }
+    sig = result.signature_text()
+    if result.canceled:
+        return Outcome(
+            "fail", result.describe(), "canceled", failure_signature=sig, details=details
+        )
+    if result.timed_out or result.spawn_error:
+        cls = "transient_infra" if result.timed_out else "deterministic"
+        return Outcome("fail", result.describe(), cls, failure_signature=sig, details=details)
+    if report is not None:
+        if report.status not in FAILED:
+            return replace(report, failure_reason="", failure_class="", details=details)
+        said = (
+            report.failure_reason or f"the stage reported status {report.status!r} without a reason"
+        )
+        hint = report.failure_class or ("transient" if report.status == "retry" else "")
+        return replace(
+            report,
+            failure_reason=result.describe(said),
+            failure_class=classify(said, hint),
+            failure_signature=report.failure_signature or said,
+            details=details,
+        )
+    if result.ok:
+        return Outcome("success", notes="exit status 0", details=details)
+    cls = "transient_infra" if result.exit_code == EX_TEMPFAIL else classify(result.stderr_tail)
+    return Outcome("fail", result.describe(), cls, failure_signature=sig, details=details)
+
+
+def run_attempt(
+    w: RunWriter,
+    node: Node,
+    *,
+    attempt: int,
+    max_attempts: int,
+    worktree: Path,
+    config: ExecutorConfig,
+    canceled: Callable[[], bool],
+    predecessor: tuple[str, str],
+) -> tuple[Outcome, float]:
+    """Run one attempt of a tool or agent node; its outcome and its process's seconds."""
+    adir = w.new_attempt(node.id)
+    start = ev.StageAttemptStart(
+        node_id=node.id, attempt=attempt, max=max_attempts, handler=node.kind, attempt_dir=adir.rel
+    )
+    w.emit(start, attempt=adir)
+    clear_status_files(worktree, w.run_id)
+    status_path = str(adir.path / "status.json")
+    fallback = str(worktree / ".ai" / "status.json")
+    values = {
+        "STAGE_STATUS_PATH": status_path,
+        "KILROY_STAGE_STATUS_PATH": status_path,
+        "KILROY_STAGE_STATUS_FALLBACK_PATH": fallback,
+        "KILROY_RUN_ID": w.run_id,
+        "KILROY_NODE_ID": node.id,
+        "KILROY_LOGS_ROOT": str(w.path),
+        "KILROY_STAGE_LOGS_DIR": str(adir.path),
+        "KILROY_WORKTREE_DIR": str(worktree),
+        "KILROY_DATA_DIR": str(worktree / ".kilroy"),
+        "KILROY_PREDECESSOR_NODE": predecessor[0],
+        "KILROY_PREDECESSOR_OUTCOME": predecessor[1],
+        "KILROY_STAGE_ATTEMPT": str(attempt),
+        "KILROY_LEASE_EPOCH": str(w.epoch),
+    }
+    if node.kind == "agent":
+        prompt = adir.path / "prompt.md"
+        prompt.write_text(_contract(node.prompt, status_path, fallback), encoding="utf-8")
+        fields = {
+            "prompt_file": str(prompt),
+            "node_id": node.id,
+            "run_id": w.run_id,
+            "worktree": str(worktree),
+            "status_path": status_path,
+            "attempt_dir": str(adir.path),
+        }
+        argv = tuple(part.format_map(fields) for part in config.agent_command)
+        command = shlex.join(argv)
+        contract = ev.StatusContract(
+            node_id=node.id, attempt=attempt, status_path=status_path, status_fallback_path=fallback
+        )
+        w.emit(contract, attempt=adir)
+    else:
+        argv, command = (*config.shell, node.tool_command), node.tool_command
+    timeout = node.timeout_s or config.stage_timeout_s
+    cmd = {"node_id": node.id, "attempt": attempt, "argv": list(argv), "command": command}
+    w.write_json(
+        f"{adir.rel}/cmd.json", {**cmd, "cwd": str(worktree), "timeout_s": timeout, "env": values}
+    )
+
+    def beat(b: Beat) -> None:
+        heartbeat = ev.StageHeartbeat(
+            node_id=node.id,
+            attempt=attempt,
+            elapsed_s=b.elapsed_s,
+            stdout_bytes=b.stdout_bytes,
+            stderr_bytes=b.stderr_bytes,
+            since_last_output_s=b.since_last_output_s,
+        )
+        w.emit(heartbeat, attempt=adir)
+
+    result = run_process(
+        argv,
+        command=command[:300],
+        cwd=worktree,
+        env=stage_env(None if config.env is None else dict(config.env), values),
+        attempt_dir=adir.path,
+        timeout_s=timeout,
+        grace_s=config.stage_grace_s,
+        heartbeat_s=config.heartbeat_interval_s,
+        canceled=canceled,
+        on_heartbeat=beat,
+        tail_chars=config.stderr_tail_chars,
+    )
+    # run_process has returned: the process group is gone and no heartbeat can follow.
+    ing = ingest_status(adir.path, worktree, w.run_id)
+    decision = ev.StatusIngestionDecision(
+        node_id=node.id,
+        attempt=attempt,
+        source=ing.source,
+        copied=ing.source not in ("", "canonical"),
+        path=ing.path,
+        decided_by="status_file" if ing.outcome else "exit_code",
+        diagnostic=ing.diagnostic,
+    )
+    w.emit(decision, attempt=adir)
+    outcome = _decide(result, ing.outcome)
+    w.attempt_status(adir, outcome.to_json())
+    end = ev.StageAttemptEnd(
+        node_id=node.id,
+        attempt=attempt,
+        max=max_attempts,
+        status=outcome.status,
+        failure_reason=outcome.failure_reason,
+        failure_class=outcome.failure_class,
+        attempt_dir=adir.rel,
+        duration_s=result.duration_s,
+        exit_code=result.exit_code,
+        signal=result.signal,
+        cost_usd=outcome.cost_usd,
+    )
+    w.emit(end, attempt=adir)
+    return outcome, result.duration_s

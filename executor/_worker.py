@@ -1,0 +1,271 @@
+"""Workers: claim tickets, run their pipelines, keep the lease alive, fence themselves.
+
+A worker process runs ``concurrency`` slots. Each slot claims a ticket (the session — worker
+pid, process group, start time, host — is recorded in the same transaction), starts a run
+directory, and runs the ticket's pipeline with :func:`executor.run_pipeline`, stamping the
+lease epoch on every event. While the run lasts, a heartbeat thread extends the lease every
+``heartbeat_interval_s`` on its own connection, and a watchdog fences the slot itself when no
+heartbeat succeeded for ``self_fence_s`` (a stalled database, a frozen process): it cancels the
+run, whose stage process groups are stopped, before the reaper could hand the ticket to anyone
+else (``self_fence_s`` < ``lease_ttl_s``, checked by :meth:`ExecutorConfig.validate`).
+
+A heartbeat rejected for a stale epoch means the reaper took the ticket: the run is canceled
+and the worker writes nothing more for it. The worker also runs the reaper every
+``reaper_interval_s``, so a fleet of workers needs no separate reaper process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from executor._artifacts import proc_start_ticks
+from executor._config import ExecutorConfig
+from executor._errors import FencedError, QueueError, UsageError
+from executor._queue import Lease, Queue, SessionInfo, open_queue
+from executor._reaper import reap
+from executor._runner import RunResult, new_run_id, run_pipeline
+
+__all__ = ["WorkerStats", "run_worker", "worker_session"]
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class WorkerStats:
+    """What a worker did; one object shared by its slots (guarded by ``lock``)."""
+
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    released: int = 0
+    fenced: int = 0
+    reclaimed: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for key, n in counts.items():
+                setattr(self, key, getattr(self, key) + n)
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            k: getattr(self, k)
+            for k in ("claimed", "completed", "failed", "released", "fenced", "reclaimed")
+        }
+
+
+def worker_session(name: str) -> SessionInfo:
+    """This process as the session that runs a ticket."""
+    pid = os.getpid()
+    return SessionInfo(
+        session_name=name,
+        pid=pid,
+        pgid=os.getpgid(0),
+        proc_start_time=proc_start_ticks(pid),
+        host=socket.gethostname(),
+    )
+
+
+class _LeaseKeeper:
+    """Heartbeats for one lease, and the self-fence watchdog that does not trust them."""
+
+    def __init__(
+        self,
+        url: str,
+        lease: Lease,
+        config: ExecutorConfig,
+        clock: Clock,
+        stop: threading.Event,
+    ) -> None:
+        self.url, self.lease, self.config, self.clock, self.stop = url, lease, config, clock, stop
+        self.cancel = threading.Event()
+        self.fenced = threading.Event()
+        self.done = threading.Event()
+        self.last_ok = clock()
+        self._threads = [
+            threading.Thread(target=self._beat, daemon=True, name="lease-heartbeat"),
+            threading.Thread(target=self._watch, daemon=True, name="lease-watchdog"),
+        ]
+
+    def __enter__(self) -> _LeaseKeeper:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        for t in self._threads:
+            t.join(timeout=self.config.heartbeat_interval_s + 5)
+
+    def _beat(self) -> None:
+        interval = self.config.heartbeat_interval_s
+        try:
+            queue = open_queue(self.url, clock=self.clock)
+        except QueueError:
+            return  # the watchdog fences the slot when no heartbeat ever succeeds
+        try:
+            while not self.done.wait(interval):
+                try:
+                    queue.heartbeat(
+                        self.lease, lease_ttl_s=self.config.lease_ttl_s, interval_s=interval
+                    )
+                    self.last_ok = self.clock()
+                except FencedError:
+                    # The reaper took the ticket: stop, and write nothing more for it.
+                    self.fenced.set()
+                    self.cancel.set()
+                    return
+                except QueueError:
+                    continue  # the database is unavailable; the watchdog keeps count
+        finally:
+            queue.close()
+
+    def _watch(self) -> None:
+        # Separate from the heartbeat thread, which may be stuck in a database call.
+        while not self.done.wait(min(0.5, self.config.heartbeat_interval_s / 2)):
+            if self.stop.is_set():
+                self.cancel.set()  # the worker is shutting down: cancel, then release
+                return
+            if self.clock() - self.last_ok > self.config.self_fence_s:
+                self.fenced.set()
+                self.cancel.set()
+                return
+
+
+def _run_ticket(
+    queue: Queue,
+    url: str,
+    lease: Lease,
+    session: SessionInfo,
+    root: Path,
+    config: ExecutorConfig,
+    stop: threading.Event,
+    stats: WorkerStats,
+    clock: Clock,
+) -> RunResult | None:
+    run_id = new_run_id(clock)
+    try:
+        queue.start(lease, run_id=run_id, run_path=root / run_id, session=session)
+    except FencedError:
+        stats.add(fenced=1)
+        return None
+    with _LeaseKeeper(url, lease, config, clock, stop) as keeper:
+        result = run_pipeline(
+            Path(lease.ticket.graph_path),
+            root,
+            config,
+            run_id=run_id,
+            epoch=lease.epoch,
+            clock=clock,
+            cancel=keeper.cancel,
+        )
+    if keeper.fenced.is_set():
+        stats.add(fenced=1)
+        return result
+    try:
+        if result.status == "success":
+            queue.complete(lease, result=result.to_json())
+            stats.add(completed=1)
+        elif result.status == "canceled" and stop.is_set():
+            queue.release(lease, "worker shut down; the run was canceled")
+            stats.add(released=1)
+        else:
+            queue.fail(lease, reason=result.failure_reason or result.status, retryable=False)
+            stats.add(failed=1)
+    except FencedError:
+        stats.add(fenced=1)
+    return result
+
+
+def _slot(
+    url: str,
+    root: Path,
+    config: ExecutorConfig,
+    name: str,
+    once: bool,
+    poll_s: float,
+    stop: threading.Event,
+    stats: WorkerStats,
+    clock: Clock,
+) -> None:
+    queue = open_queue(url, clock=clock)
+    session = worker_session(name)
+    try:
+        while not stop.is_set():
+            lease = queue.claim(name, lease_ttl_s=config.lease_ttl_s, session=session)
+            if lease is None:
+                if once:
+                    return
+                stop.wait(poll_s)
+                continue
+            stats.add(claimed=1)
+            _run_ticket(queue, url, lease, session, root, config, stop, stats, clock)
+    finally:
+        queue.close()
+
+
+def _reaper_loop(
+    url: str, config: ExecutorConfig, stop: threading.Event, stats: WorkerStats, clock: Clock
+) -> None:
+    queue = open_queue(url, clock=clock)
+    try:
+        while not stop.wait(config.reaper_interval_s):
+            try:
+                stats.add(reclaimed=len([r for r in reap(queue, config, clock=clock) if r.status]))
+            except QueueError:
+                continue
+    finally:
+        queue.close()
+
+
+def run_worker(
+    url: str,
+    root: Path,
+    config: ExecutorConfig,
+    *,
+    name: str | None = None,
+    concurrency: int = 1,
+    once: bool = False,
+    poll_s: float = 0.5,
+    reaper: bool = True,
+    stop: threading.Event | None = None,
+    clock: Clock = time.time,
+) -> WorkerStats:
+    """Claim and run tickets until ``stop`` is set (or, with ``once``, the queue is empty).
+
+    Each of the ``concurrency`` slots runs one ticket at a time. Setting ``stop`` cancels the
+    running pipelines (their stages are stopped, ``final.json`` says canceled) and releases
+    their tickets back to ``todo``.
+    """
+    config.validate()
+    if concurrency < 1:
+        raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
+    root.mkdir(parents=True, exist_ok=True)
+    stop = stop or threading.Event()
+    name = name or f"{socket.gethostname()}:{os.getpid()}"
+    stats = WorkerStats()
+    slots = [
+        threading.Thread(
+            target=_slot,
+            args=(url, root, config, f"{name}/{i}", once, poll_s, stop, stats, clock),
+            name=f"slot-{i}",
+        )
+        for i in range(concurrency)
+    ]
+    helper = threading.Thread(
+        target=_reaper_loop, args=(url, config, stop, stats, clock), daemon=True, name="reaper"
+    )
+    if reaper:
+        helper.start()
+    for t in slots:
+        t.start()
+    for t in slots:
+        t.join()
+    stop.set()
+    return stats

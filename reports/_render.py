@@ -1,0 +1,160 @@
+"""Render the report templates to Markdown.
+
+One jinja2 environment: ``StrictUndefined`` (a name the context lacks is an error, not an
+empty string), no HTML autoescaping (the output is Markdown), and a ``finalize`` hook that
+refuses to print artifact text (:class:`reports._escape.Text`) or ``None`` unless a filter
+made it safe. Filters:
+
+=========  ===============================================================================
+``md``     artifact text as inline Markdown (prose, list items, table cells); ``md(n)`` cuts
+``code``   artifact text as an inline code span; ``code(table=True)`` inside a table cell
+``mermaid`` artifact text as a gantt label or section name
+``num``    ``39166`` → ``39,166``; ``num(2)`` keeps two decimals; ``None`` → ``n/a``
+``pct``    a share: ``0.8971`` → ``89.7%``
+``dur``    seconds: ``28076.161`` → ``7h 47m 56s``
+``hours``  seconds: ``13032`` → ``3.62 h``
+``usd``    ``7.88421675`` → ``$7.88421675``
+=========  ===============================================================================
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from typing import Any
+
+import jinja2
+
+from doctor import Diagnosis, ScanResult
+from reports._context import FleetContext, PostmortemContext, duration
+from reports._errors import ReportError
+from reports._escape import Text, code, md, mermaid
+from reports._fleet import fleet_context
+from reports._postmortem import postmortem_context
+from reports._throughput import Throughput
+
+__all__ = ["TEMPLATES", "environment", "render", "render_fleet", "render_postmortem"]
+
+#: The template of each context type.
+TEMPLATES: dict[type, str] = {
+    PostmortemContext: "postmortem.md.j2",
+    FleetContext: "fleet.md.j2",
+}
+
+
+def _finalize(value: Any) -> Any:
+    if isinstance(value, Text):
+        raise ReportError(
+            f"template bug: artifact text {str(value)[:60]!r} printed without an escaping "
+            "filter (md, code or mermaid)"
+        )
+    if value is None:
+        raise ReportError("template bug: None printed; test for none before printing")
+    return value
+
+
+def num(value: object, digits: int = 0) -> str:
+    """A number with thousands separators.
+
+    >>> num(39166), num(2890.231), num(3.625, 2), num(None)
+    ('39,166', '2,890', '3.62', 'n/a')
+    """
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return "n/a"
+    if isinstance(value, int) and digits == 0:
+        return f"{value:,}"
+    return f"{float(value):,.{digits}f}"
+
+
+def pct(value: object, digits: int = 1) -> str:
+    """A share as a percentage.
+
+    >>> pct(0.8971), pct(None)
+    ('89.7%', 'n/a')
+    """
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return "n/a"
+    return f"{float(value) * 100:.{digits}f}%"
+
+
+def hours(value: object) -> str:
+    """Seconds as hours with two decimals.
+
+    >>> hours(13032.0)
+    '3.62 h'
+    """
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return "n/a"
+    return f"{float(value) / 3600:,.2f} h"
+
+
+def usd(value: object) -> str:
+    """A cost in US dollars, every reported digit kept.
+
+    >>> usd(7.88421675), usd(None)
+    ('$7.88421675', 'none reported')
+    """
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return "none reported"
+    return f"${float(value):,.8f}".rstrip("0").rstrip(".")
+
+
+def dur(value: object) -> str:
+    """Seconds as ``7h 47m 56s``.
+
+    >>> dur(2890.231)
+    '48m 10s'
+    """
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return "n/a"
+    return duration(float(value))
+
+
+def environment() -> jinja2.Environment:
+    """The report environment: package templates, strict undefined, escaping filters."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("reports", "templates"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        finalize=_finalize,
+    )
+    env.filters.update(
+        md=md, code=code, mermaid=mermaid, num=num, pct=pct, dur=dur, hours=hours, usd=usd
+    )
+    return env
+
+
+_ENV = environment()
+_BLANK_RUNS = re.compile(r"\n{3,}")
+
+
+def render(context: PostmortemContext | FleetContext) -> str:
+    """Render a context with its template; blank-line runs collapse, one final newline."""
+    template = _ENV.get_template(TEMPLATES[type(context)])
+    variables = {f.name: getattr(context, f.name) for f in fields(context)}
+    text = template.render(**variables)
+    text = "\n".join(line.rstrip() for line in text.splitlines())
+    return _BLANK_RUNS.sub("\n\n", text).strip("\n") + "\n"
+
+
+def render_postmortem(diagnosis: Diagnosis) -> str:
+    """The postmortem of one run, as Markdown, from its diagnosis alone.
+
+    >>> from doctor import Diagnosis
+    >>> print(render_postmortem(Diagnosis("r1", "/runs/r1", "kilroy", "succeeded", {}))[:24])
+    # Postmortem: run r1
+    """
+    return render(postmortem_context(diagnosis))
+
+
+def render_fleet(scan: ScanResult, *, throughput: Throughput | None = None) -> str:
+    """The fleet report of a scan, as Markdown (throughput when a queue's is given).
+
+    >>> from doctor import ScanResult
+    >>> print(render_fleet(ScanResult(("/runs",), (), {"runs": 0}))[:21])
+    # Fleet report: 0 runs
+    """
+    return render(fleet_context(scan, throughput=throughput))

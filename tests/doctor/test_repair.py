@@ -1,0 +1,390 @@
+"""``doctor repair``: each action on a copy of a fixture run, idempotence, refusals, the
+journal, and the breaker."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from doctor import Diagnosis, DoctorConfig, diagnose
+from doctor._journal import JOURNAL, read_journal
+from doctor._repair import Action, FindingRef, RepairReport, apply_repairs, plan_repairs
+from fixtures.rogue import RUN_ID as ROGUE_ID
+from fixtures.rogue import build_rogue_run
+
+CASES = Path(__file__).resolve().parents[2] / "fixtures" / "cases"
+
+
+def _copy_case(case: str, tmp_path: Path) -> tuple[Path, DoctorConfig, str]:
+    spec = json.loads((CASES / case / "expected.json").read_text())
+    root = tmp_path / "runs"
+    shutil.copytree(CASES / case / "run", root)
+    now = datetime.fromisoformat(spec["now"].replace("Z", "+00:00")).timestamp()
+    return root / spec["run_id"], DoctorConfig(roots=(root,), now=now), spec["run_id"]
+
+
+def _plan(run: Path, config: DoctorConfig) -> tuple[Diagnosis, list[Action]]:
+    d = diagnose(run.name, config)
+    return d, plan_repairs(d, config)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _tree(run: Path) -> dict[str, str]:
+    return {p.relative_to(run).as_posix(): _sha(p) for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def _codes(refs: tuple[FindingRef, ...]) -> list[tuple[str, str]]:
+    return [(r.code, r.scope) for r in refs]
+
+
+# ---------------------------------------------------------------- terminalize
+
+
+def test_terminalize_writes_final_json_with_provenance_for_a_dead_owner(tmp_path: Path) -> None:
+    run, config, run_id = _copy_case("fanout_never_joined", tmp_path)
+    _d, plan = _plan(run, config)
+    assert [(a.kind, a.target, a.blocked) for a in plan] == [("terminalize", "final.json", None)]
+    report = apply_repairs(plan, config, run_path=run)
+    (result,) = report.results
+    assert result.outcome == "applied"
+    final = json.loads((run / "final.json").read_text())
+    assert final["status"] == "fail"
+    assert final["run_id"] == run_id
+    assert "owner pid 99999999 is dead" in final["failure_reason"]
+    assert final["repaired_by"]["tool"] == "rundoctor doctor repair"
+    assert final["repaired_by"]["at"] == "2026-02-10T18:00:00Z"
+    assert final["repaired_by"]["finding"] == {
+        "code": "missing_final",
+        "scope": "",
+        "node_id": "fanout",
+    }
+    assert final["repaired_by"]["version"]
+    assert ("missing_final", "") in _codes(result.resolved)
+    assert report.state == "failed"
+
+
+def test_terminalize_resolves_the_branches_missing_final_too(tmp_path: Path) -> None:
+    run, config, _ = _copy_case("fanout_never_joined", tmp_path)
+    _d, plan = _plan(run, config)
+    (result,) = apply_repairs(plan, config, run_path=run).results
+    assert sorted(_codes(result.resolved)) == [
+        ("missing_final", ""),
+        ("missing_final", "parallel/fanout/01-left"),
+        ("missing_final", "parallel/fanout/02-right"),
+    ]
+    assert result.introduced == ()
+
+
+def test_a_second_apply_of_the_same_plan_does_nothing(tmp_path: Path) -> None:
+    run, config, _ = _copy_case("fanout_never_joined", tmp_path)
+    _d, plan = _plan(run, config)
+    apply_repairs(plan, config, run_path=run)
+    before = _tree(run)
+    (again,) = apply_repairs(plan, config, run_path=run).results
+    assert again.outcome == "noop"
+    assert "already done" in again.message
+    assert _tree(run) == before  # the journal too: a no-op writes nothing
+
+
+def test_a_repaired_run_plans_nothing_more(tmp_path: Path) -> None:
+    run, config, _ = _copy_case("fanout_never_joined", tmp_path)
+    _d, plan = _plan(run, config)
+    apply_repairs(plan, config, run_path=run)
+    assert _plan(run, config)[1] == []
+
+
+def test_terminalize_refuses_when_the_owner_came_alive_after_the_plan(tmp_path: Path) -> None:
+    run, config, _ = _copy_case("fanout_never_joined", tmp_path)
+    _d, plan = _plan(run, config)
+    (run / "run.pid").write_text(str(os.getpid()))
+    report = apply_repairs(plan, config, run_path=run)
+    (result,) = report.results
+    assert result.outcome == "refused"
+    assert f"owner pid {os.getpid()} is alive" in result.message
+    assert not (run / "final.json").exists()
+    assert report.exit_code == 1
+    (entry,) = read_journal(run)
+    assert (entry.outcome, entry.before_sha256, entry.after_sha256) == ("refused", None, None)
+
+
+def test_a_live_owner_gets_no_terminalize_plan(tmp_path: Path) -> None:
+    run, config, _ = _copy_case("fanout_never_joined", tmp_path)
+    (run / "run.pid").write_text(str(os.getpid()))
+    d, plan = _plan(run, config)
+    assert d.state != "orphaned"
+    assert [a.kind for a in plan] == []
+
+
+def test_terminalize_waits_for_the_stall_timeout(tmp_path: Path) -> None:
+    run, config, _ = _copy_case("fanout_never_joined", tmp_path)
+    # Last event 16:01:3x; a stall timeout of 600 s has not passed at 16:05.
+    early = config.with_now(datetime.fromisoformat("2026-02-10T16:05:00+00:00").timestamp())
+    d, plan = _plan(run, early)
+    assert d.state == "orphaned"  # a dead owner is orphaned at once
+    (action,) = plan
+    assert action.blocked is not None and "stall timeout" in action.blocked
+    (result,) = apply_repairs(plan, early, run_path=run).results
+    assert result.outcome == "refused" and "within the 600 s stall timeout" in result.message
+    assert not (run / "final.json").exists()
+
+
+def test_terminalize_refuses_when_final_json_appeared(tmp_path: Path) -> None:
+    run, config, _ = _copy_case("fanout_never_joined", tmp_path)
+    _d, plan = _plan(run, config)
+    (run / "final.json").write_text('{"status": "success"}')
+    (result,) = apply_repairs(plan, config, run_path=run).results
+    assert result.outcome == "refused" and "final.json exists" in result.message
+    assert json.loads((run / "final.json").read_text()) == {"status": "success"}
+
+
+# ---------------------------------------------------------------- ingest_status
+
+
+def _stranded(tmp_path: Path) -> tuple[Path, DoctorConfig]:
+    run, config, _ = _copy_case("branch_status_file_stranded", tmp_path)
+    return run, config
+
+
+def test_ingest_status_refuses_to_overwrite_the_canonical_status_file(tmp_path: Path) -> None:
+    run, config = _stranded(tmp_path)
+    canonical = run / "parallel/fanout/01-impl_x/impl_x/status.json"
+    before = canonical.read_bytes()
+    _d, plan = _plan(run, config)
+    (action,) = plan
+    assert action.kind == "ingest_status" and action.blocked is not None
+    (result,) = apply_repairs(plan, config, run_path=run).results
+    assert result.outcome == "refused" and "never overwrites" in result.message
+    assert canonical.read_bytes() == before
+
+
+def test_ingest_status_copies_the_stranded_file_with_provenance(tmp_path: Path) -> None:
+    run, config = _stranded(tmp_path)
+    (run / "parallel/fanout/01-impl_x/impl_x/status.json").unlink()
+    _d, plan = _plan(run, config)
+    (action,) = plan
+    assert (action.kind, action.blocked) == ("ingest_status", None)
+    assert action.source == "parallel/fanout/01-impl_x/worktree/.ai/status.json"
+    report = apply_repairs(plan, config, run_path=run)
+    (result,) = report.results
+    assert result.outcome == "applied"
+    written = json.loads((run / action.target).read_text())
+    assert written["outcome"] == "SUCCESS"
+    assert written["repaired_by"]["source"] == action.source
+    assert written["repaired_by"]["source_sha256"] == _sha(run / action.source)
+    assert result.after_sha256 == _sha(run / action.target)
+    # The stream still records the failure: the finding stays until the run is resumed.
+    assert ("status_contract_mismatch", "parallel/fanout/01-impl_x") in _codes(report.remaining)
+    (again,) = apply_repairs(plan, config, run_path=run).results
+    assert again.outcome == "noop"
+
+
+def test_ingest_status_never_writes_through_a_symlinked_stage_directory(tmp_path: Path) -> None:
+    run, config = _stranded(tmp_path)
+    stage = run / "parallel/fanout/01-impl_x/impl_x"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.rmtree(stage)
+    stage.symlink_to(outside, target_is_directory=True)
+    _d, plan = _plan(run, config)
+    plan = plan or [
+        Action(
+            "ingest_status",
+            "parallel/fanout/01-impl_x/impl_x/status.json",
+            FindingRef("status_contract_mismatch", "error", "parallel/fanout/01-impl_x", "x", ""),
+            "test",
+            source="parallel/fanout/01-impl_x/worktree/.ai/status.json",
+        )
+    ]
+    (result,) = apply_repairs(plan, config, run_path=run).results
+    assert result.outcome == "refused" and "symlink" in result.message
+    assert list(outside.iterdir()) == []
+
+
+def test_a_target_outside_the_run_directory_is_refused(tmp_path: Path) -> None:
+    run, config, _ = _copy_case("fanout_never_joined", tmp_path)
+    _d, plan = _plan(run, config)
+    for target in ("../escaped.json", "/tmp/escaped.json", "a/../../escaped.json"):
+        bad = dataclasses.replace(plan[0], target=target)
+        (result,) = apply_repairs([bad], config, run_path=run).results
+        assert result.outcome == "refused", target
+        assert "not a path inside the run directory" in result.message
+    assert not (tmp_path / "runs" / "escaped.json").exists()
+    assert not (run / "final.json").exists()
+
+
+def test_a_symlinked_journal_stops_every_action(tmp_path: Path) -> None:
+    run, config, _ = _copy_case("fanout_never_joined", tmp_path)
+    _d, plan = _plan(run, config)
+    elsewhere = tmp_path / "elsewhere.ndjson"
+    elsewhere.write_text("")
+    (run / JOURNAL).symlink_to(elsewhere)
+    (result,) = apply_repairs(plan, config, run_path=run).results
+    assert result.outcome == "refused" and JOURNAL in result.message
+    assert elsewhere.read_text() == "" and not (run / "final.json").exists()
+
+
+# ---------------------------------------------------------------- truncate_torn_line
+
+
+def test_truncate_cuts_the_torn_last_line_and_keeps_a_backup(tmp_path: Path) -> None:
+    run, config, _ = _copy_case("torn_last_progress_line", tmp_path)
+    original = (run / "progress.ndjson").read_bytes()
+    _d, plan = _plan(run, config)
+    assert [a.kind for a in plan] == ["truncate_torn_line", "terminalize"]
+    report = apply_repairs(plan, config, run_path=run)
+    cut = report.results[0]
+    assert cut.outcome == "applied"
+    assert (run / "progress.ndjson").read_bytes() == original[:638]
+    assert cut.backup == "progress.ndjson.torn-20260428T120000Z.bak"
+    assert (run / cut.backup).read_bytes() == original
+    assert ("torn_artifact", "") in _codes(cut.resolved)
+    assert [r.outcome for r in report.results] == ["applied", "applied"]
+    assert report.exit_code == 0  # only live.json's warning remains
+
+
+def test_the_journal_records_before_and_after_hashes(tmp_path: Path) -> None:
+    run, config, _ = _copy_case("torn_last_progress_line", tmp_path)
+    original = _sha(run / "progress.ndjson")
+    _d, plan = _plan(run, config)
+    apply_repairs(plan, config, run_path=run)
+    cut, final = read_journal(run)
+    assert (cut.action, cut.target, cut.outcome) == (
+        "truncate_torn_line",
+        "progress.ndjson",
+        "applied",
+    )
+    assert cut.before_sha256 == original == _sha(run / cut.backup)  # type: ignore[operator]
+    assert cut.after_sha256 == _sha(run / "progress.ndjson")
+    assert (final.action, final.before_sha256) == ("terminalize", None)
+    assert final.after_sha256 == _sha(run / "final.json")
+    assert cut.finding["code"] == "torn_artifact" and cut.at == "2026-04-28T12:00:00Z"
+    lines = (run / JOURNAL).read_text().splitlines()
+    assert [json.loads(line)["schema"] for line in lines] == ["rundoctor.repair/1"] * 2
+
+
+def test_truncate_refuses_when_the_stream_changed_after_the_plan(tmp_path: Path) -> None:
+    run, config, _ = _copy_case("torn_last_progress_line", tmp_path)
+    _d, plan = _plan(run, config)
+    with (run / "progress.ndjson").open("ab") as fh:
+        fh.write(b'"}\n')  # the line was completed after all
+    (cut, _final) = apply_repairs(plan, config, run_path=run).results
+    assert cut.outcome == "refused" and "nothing is torn" in cut.message
+
+
+def test_truncate_refuses_while_the_owner_is_alive(tmp_path: Path) -> None:
+    run, config, _ = _copy_case("torn_last_progress_line", tmp_path)
+    _d, plan = _plan(run, config)
+    (run / "run.pid").write_text(str(os.getpid()))
+    cut = apply_repairs(plan[:1], config, run_path=run).results[0]
+    assert cut.outcome == "refused" and "alive" in cut.message
+    assert not list(run.glob("*.bak"))
+
+
+# ---------------------------------------------------------------- the breaker
+
+
+def test_the_breaker_stops_a_repair_that_keeps_being_undone(tmp_path: Path) -> None:
+    run, config, _ = _copy_case("fanout_never_joined", tmp_path)
+    _d, plan = _plan(run, config)
+    for _ in range(3):
+        (result,) = apply_repairs(plan, config, run_path=run).results
+        assert result.outcome == "applied"
+        (run / "final.json").unlink()  # something undoes the repair
+    report = apply_repairs(plan, config, run_path=run)
+    (stopped,) = report.results
+    assert stopped.outcome == "breaker"
+    assert "tried 3 times" in stopped.message and "incident 02" in stopped.message
+    assert not (run / "final.json").exists()
+    assert report.exit_code == 1
+    assert [e.outcome for e in read_journal(run)] == ["applied"] * 3 + ["breaker"]
+
+
+def test_the_breaker_counts_tries_within_its_window_only(tmp_path: Path) -> None:
+    run, config, _ = _copy_case("fanout_never_joined", tmp_path)
+    _d, plan = _plan(run, config)
+    for _ in range(2):
+        apply_repairs(plan, config, run_path=run, breaker_tries=2)
+        (run / "final.json").unlink()
+    (stopped,) = apply_repairs(plan, config, run_path=run, breaker_tries=2).results
+    assert stopped.outcome == "breaker"
+    later = config.with_now(config.now + 25 * 3600)
+    (again,) = apply_repairs(plan, later, run_path=run, breaker_tries=2).results
+    assert again.outcome == "applied"
+
+
+# ---------------------------------------------------------------- the rogue run
+
+
+@pytest.fixture(scope="module")
+def rogue_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[RepairReport, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    build_rogue_run(root)
+    config = DoctorConfig(
+        roots=(root,), now=datetime.fromisoformat("2026-02-11T12:00:00+00:00").timestamp()
+    )
+    d = diagnose(ROGUE_ID, config)
+    return apply_repairs(plan_repairs(d, config), config, run_path=root / ROGUE_ID), root
+
+
+def test_the_rogue_run_is_terminalized_and_its_stranded_status_left_alone(
+    rogue_report: tuple[RepairReport, Path],
+) -> None:
+    report, _root = rogue_report
+    ingest, terminalize = report.results
+    assert (ingest.action.kind, ingest.outcome) == ("ingest_status", "refused")
+    assert (terminalize.action.kind, terminalize.outcome) == ("terminalize", "applied")
+    assert sorted(s for c, s in _codes(terminalize.resolved) if c == "missing_final") == [
+        "",
+        "parallel/fanout/01-impl_dungeon",
+        "parallel/fanout/02-impl_combat_items",
+        "parallel/fanout/03-impl_monsters",
+        "parallel/fanout/04-impl_player_io",
+    ]
+    assert report.state == "failed"
+    remaining = {r.code for r in report.remaining}
+    assert {"stale_heartbeat", "retry_loop", "status_contract_mismatch"} <= remaining
+    assert report.exit_code == 1
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def _doctor(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "doctor", *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_doctor_repair_prints_the_plan_and_applies_it_only_when_asked(tmp_path: Path) -> None:
+    run, _config, run_id = _copy_case("torn_last_progress_line", tmp_path)
+    dry = _doctor("repair", "--run-id", run_id, "--root", run.parent)
+    assert dry.returncode == 1, dry.stderr  # a critical finding is there until applied
+    assert "truncate_torn_line" in dry.stdout and "--apply" in dry.stdout
+    assert not (run / "final.json").exists() and not (run / JOURNAL).exists()
+    done = _doctor("repair", "--run-id", run_id, "--root", run.parent, "--apply", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(done.stdout)
+    assert data["schema"] == "rundoctor.repair/1" and data["applied"] is True
+    assert [r["outcome"] for r in data["report"]["results"]] == ["applied", "applied"]
+    nothing = _doctor("repair", "--run-id", run_id, "--root", run.parent, "--apply")
+    assert nothing.returncode == 0 and "0 at error or above" in nothing.stdout
+
+
+def test_doctor_repair_of_an_unknown_run_exits_2(tmp_path: Path) -> None:
+    done = _doctor("repair", "--run-id", "nope", "--root", tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
