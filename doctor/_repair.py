@@ -10,13 +10,14 @@ Actions on run directories (``shared/FINDINGS.md``'s ``repair`` values):
   ``repaired_by`` provenance) — only when the owner process is dead, no event was written
   within the run's stall timeout, and no top-level ``final.json`` exists.
 * ``ingest_status`` copies a stranded worktree status file to the stage's canonical
-  ``<node>/status.json``, with ``repaired_by`` provenance — never over an existing file.
+  ``<node>/status.json``, with ``repaired_by`` provenance. An existing canonical file is
+  replaced only when it is the engine's placeholder (a ``fail`` whose reason starts with
+  ``missing status.json``/``invalid status.json``, what Kilroy writes when it found no status
+  file), and it is kept as ``<node>/status.json.replaced-<UTC time>.bak``.
 * ``truncate_torn_line`` cuts a torn *last* line off a progress stream, keeping the whole file
   as ``<file>.torn-<UTC time>.bak`` — only when the owner is not alive (a live owner may be
   writing that line).
 
-``reclaim`` and ``reconcile`` (queue leases and session records) are not planned yet: they
-come with the executor's queue.
 
 Every action is idempotent (an action found done, by the journal's hash of its last result, is
 a no-op), re-checks its precondition from the files right before acting and refuses with the
@@ -258,7 +259,8 @@ def plan_repairs(diagnosis: Diagnosis, config: DoctorConfig) -> list[Action]:
         elif f.repair == "ingest_status":
             target, source = ev.get("expected_path"), ev.get("found_path")
             if isinstance(target, str) and isinstance(source, str):
-                exists = os.path.lexists(Path(diagnosis.path) / target)
+                canonical = Path(diagnosis.path) / target
+                kept = os.path.lexists(canonical) and not _is_placeholder(canonical)
                 action = Action(
                     "ingest_status",
                     target,
@@ -266,8 +268,9 @@ def plan_repairs(diagnosis: Diagnosis, config: DoctorConfig) -> list[Action]:
                     f"{f.node_id} failed for want of a status file while {source} holds "
                     f"outcome {ev.get('found_outcome')!r}",
                     source=source,
-                    blocked=f"{target} already exists; the repair never overwrites it"
-                    if exists
+                    blocked=f"{target} already records an outcome; the repair only replaces an "
+                    "engine's 'missing status.json' placeholder"
+                    if kept
                     else None,
                 )
         elif f.repair == "truncate_torn_line":
@@ -460,8 +463,7 @@ def _ingest_status(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
     source = _inside(ctx.run_path, action.source)
     target = _inside(ctx.run_path, action.target, create_dirs=False)
     _check_done(ctx, action, target)
-    if os.path.lexists(target):
-        raise _Refused(f"{action.target} already exists; the repair never overwrites it")
+    replaced = _engine_placeholder(ctx, action, target)
     try:
         if not stat.S_ISREG(source.lstat().st_mode):
             raise _Refused(f"{action.source} is not a regular file")
@@ -481,8 +483,49 @@ def _ingest_status(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
             "source_sha256": sha256_of(source),
         },
     }
-    _create(target, _json_bytes(record))
-    return f"copied {action.source} (outcome {status!r}) to {action.target}", None
+    if replaced is None:
+        _create(target, _json_bytes(record))
+        return f"copied {action.source} (outcome {status!r}) to {action.target}", None
+    _replace(target, _json_bytes(record))
+    return (
+        f"copied {action.source} (outcome {status!r}) over the engine's placeholder "
+        f"{action.target}, which is kept as {replaced}",
+        replaced,
+    )
+
+
+#: Failure reasons an engine writes when it found no status file: the canonical file then
+#: records the contract's failure, not the stage's outcome, and may be replaced (backed up).
+_PLACEHOLDER_REASONS = ("missing status.json", "invalid status.json")
+
+
+def _is_placeholder(path: Path) -> bool:
+    """True when the status file at ``path`` only records that a status file was missing."""
+    try:
+        status, reason = normalize_status(json.loads(path.read_bytes()))
+    except (OSError, ValueError):
+        return False
+    return status in ("fail", "retry") and (reason or "").startswith(_PLACEHOLDER_REASONS)
+
+
+def _engine_placeholder(ctx: _Ctx, action: Action, target: Path) -> str | None:
+    """Back up a canonical status that only says the status file was missing; its backup's
+    path relative to the run. None when there is no canonical file. Refuses anything else."""
+    if not os.path.lexists(target):
+        return None
+    if not _is_placeholder(target):
+        raise _Refused(
+            f"{action.target} already records an outcome; the repair only replaces an "
+            "engine's 'missing status.json' placeholder"
+        )
+    stamp = datetime.fromtimestamp(ctx.config.now, UTC).strftime("%Y%m%dT%H%M%SZ")
+    backup = _inside(ctx.run_path, f"{action.target}.replaced-{stamp}.bak")
+    n = 1
+    while os.path.lexists(backup):
+        n += 1
+        backup = _inside(ctx.run_path, f"{action.target}.replaced-{stamp}-{n}.bak")
+    _create(backup, target.read_bytes())
+    return backup.relative_to(ctx.run_path).as_posix()
 
 
 def _is_event_line(raw: bytes) -> bool:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from executor._events import Event, rfc3339
+from executor._events import Event, RunCompleted, RunFailed, rfc3339
 from executor._graph import canonical_outcome
 
 __all__ = [
@@ -290,6 +290,29 @@ class RunWriter:
             tmp.unlink(missing_ok=True)
         return final, True
 
+    def terminalize(self, status: str, reason: str, **totals: Any) -> tuple[str, str]:
+        """End the run: ``final.json`` first (atomically; the first writer wins), then the
+        terminal event (``run_completed`` or ``run_failed``), then the lock goes.
+
+        When the reaper terminalized the run first, its record stands, no second terminal
+        event is written, and its status and reason are returned.
+        """
+        final, won = self.write_final(status, reason, **totals)
+        if won:
+            wall, cost, attempts = totals["wall_s"], totals["cost_usd"], totals["attempts"]
+            terminal: Event = (
+                RunCompleted(status=status, wall_s=wall, cost_usd=cost, attempts=attempts)
+                if status == "success"
+                else RunFailed(
+                    status=status, reason=reason, wall_s=wall, cost_usd=cost, attempts=attempts
+                )
+            )
+            self.emit(terminal)
+        self.release_lock()
+        if won:
+            return status, reason
+        return str(final.get("status", "fail")), str(final.get("failure_reason", ""))
+
     def acquire_lock(self, pid: int) -> None:
         """Write ``run.pid`` and take ``run.lock.json`` (exclusive: ``link`` fails if held)."""
         (self.path / "run.pid").write_text(str(pid))
@@ -342,9 +365,11 @@ class Outcome:
 
     def to_json(self) -> dict[str, Any]:
         """Kilroy's ``status.json`` shape; empty fields are left out."""
-        meta = {"failure_class": self.failure_class, "failure_signature": self.failure_signature}
-        if self.cost_usd is not None:
-            meta["cost_usd"] = self.cost_usd  # type: ignore[assignment]
+        meta: dict[str, Any] = {
+            "failure_class": self.failure_class,
+            "failure_signature": self.failure_signature,
+            "cost_usd": self.cost_usd,
+        }
         out = {
             "status": self.status,
             "preferred_label": self.preferred_label,

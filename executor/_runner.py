@@ -47,7 +47,7 @@ from typing import Any
 
 from doctor import canonical_signature
 from executor import _events as ev
-from executor._artifacts import Checkpoint, Clock, Outcome, RunWriter
+from executor._artifacts import AttemptDir, Checkpoint, Clock, Outcome, RunWriter
 from executor._config import ExecutorConfig
 from executor._errors import UsageError
 from executor._graph import Edge, Graph, Node, load_graph
@@ -196,7 +196,8 @@ class _Engine:
                 return self._end("fail", reason, node_id)
             outcome, retries = self._visit(node, prev, prev_node)
             self.w.node_status(node_id, outcome.to_json())
-            tripped = self._breaker(node, outcome)
+            # A failure caused by cancellation is not the node's own: not counted.
+            tripped = "" if self.s.token.is_set() else self._breaker(node, outcome)
             self._checkpoint(node_id, retries, outcome, prev_node)
             if self.s.token.is_set():
                 return self._end("canceled", self.s.token.reason, node_id)
@@ -320,7 +321,7 @@ class _Engine:
                 prev, notes=f"conditional pass-through of {prev_node}", cost_usd=None, details={}
             )
         elif node.kind == "fanout":
-            outcome = self._fan_out(node, adir.path)
+            outcome = self._fan_out(node, adir)
         elif node.kind == "fanin":
             outcome = self._fan_in(node)
         else:
@@ -409,7 +410,7 @@ class _Engine:
         check = (
             ev.SubgraphDeterministicFailureCycleCheck
             if self.branch
-            else (ev.DeterministicFailureCycleCheck)
+            else ev.DeterministicFailureCycleCheck
         )
         self.w.emit(
             check(
@@ -426,7 +427,7 @@ class _Engine:
         trip = (
             ev.SubgraphDeterministicFailureCycleBreaker
             if self.branch
-            else (ev.DeterministicFailureCycleBreaker)
+            else ev.DeterministicFailureCycleBreaker
         )
         self.w.emit(
             trip(node_id=node.id, signature=sig, signature_count=count, signature_limit=self.limit)
@@ -439,7 +440,7 @@ class _Engine:
 
     # -- fan-out and fan-in ----------------------------------------------------------------
 
-    def _fan_out(self, node: Node, attempt_dir: Path) -> Outcome:
+    def _fan_out(self, node: Node, adir: AttemptDir) -> Outcome:
         """Run every branch concurrently, terminalize each, join them all."""
         n = self.fan_passes[node.id] = self.fan_passes.get(node.id, 0) + 1
         base = f"parallel/{node.id}" + (f"/pass{n}" if n > 1 else "")
@@ -472,9 +473,7 @@ class _Engine:
             for b in branches
         ]
         self.w.write_json(f"{node.id}/parallel_results.json", results)
-        (attempt_dir / "parallel_results.json").write_bytes(
-            (self.w.path / node.id / "parallel_results.json").read_bytes()
-        )
+        self.w.write_json(f"{adir.rel}/parallel_results.json", results)
         ok = sum(b.end.status == "success" for b in branches)
         notes = f"{ok} of {len(branches)} branches succeeded"
         if ok:
@@ -494,7 +493,6 @@ class _Engine:
             sink=mirror,
         )
         bw.create()
-        shutil.copytree(self.worktree, path / "worktree", symlinks=True)
         self.w.emit(
             ev.BranchProgress(
                 branch_key=key, branch_logs_root=root, branch_event="branch_subgraph_start"
@@ -502,6 +500,7 @@ class _Engine:
         )
         t0 = self.s.clock()
         try:
+            shutil.copytree(self.worktree, path / "worktree", symlinks=True)
             end = _Engine(self.s, bw, start=key, stop=join, worktree=path / "worktree").run()
         except Exception as exc:  # a bug in one branch must not leave the others unjoined
             end = _End("fail", f"executor error in branch {key}: {type(exc).__name__}: {exc}", key)
@@ -702,12 +701,8 @@ def _open_run(w: RunWriter, graph: Graph, graph_path: Path, config: ExecutorConf
 
 
 def _terminalize(w: RunWriter, end: _End, t0: float) -> RunResult:
-    """final.json first (atomically, first writer wins), then the terminal event, then the
-    lock goes. When the reaper terminalized the run first, its record stands and no second
-    terminal event is written."""
-    wall = round(w.clock() - t0, 6)
-    cost = round(end.cost_usd, 8)
-    final, won = w.write_final(
+    wall, cost = round(w.clock() - t0, 6), round(end.cost_usd, 8)
+    status, reason = w.terminalize(
         end.status,
         end.reason,
         last_node=end.last_node,
@@ -716,23 +711,6 @@ def _terminalize(w: RunWriter, end: _End, t0: float) -> RunResult:
         attempts=end.attempts,
         stage_s=round(end.stage_s, 6),
     )
-    if not won:
-        status, reason = str(final.get("status", "fail")), str(final.get("failure_reason", ""))
-    elif end.status == "success":
-        status, reason = end.status, end.reason
-        w.emit(ev.RunCompleted(status="success", wall_s=wall, cost_usd=cost, attempts=end.attempts))
-    else:
-        status, reason = end.status, end.reason
-        w.emit(
-            ev.RunFailed(
-                status=end.status,
-                reason=end.reason,
-                wall_s=wall,
-                cost_usd=cost,
-                attempts=end.attempts,
-            )
-        )
-    w.release_lock()
     return RunResult(w.run_id, w.path, status, reason, wall, cost)
 
 

@@ -65,10 +65,10 @@ EX_TEMPFAIL = 75
 
 _TRANSIENT = re.compile(
     r"timed out|timeout|deadline exceeded|connection refused|connection reset|could not resolve"
-    r"|name resolution|network is unreachable|no route to host|broken pipe|temporar(?:y|ily)"
-    r"|try again|rate limit|too many requests|service unavailable|bad gateway|econnrefused"
-    r"|econnreset|dial tcp|transport is closing|stream disconnected|cross-device link"
-    r"|os error 18|\b(?:http|status|code)[ :=]*50[234]\b"
+    r"|name resolution|network is unreachable|no route to host|broken pipe|temporary failure"
+    r"|temporarily unavailable|try again|rate limit|too many requests|service unavailable"
+    r"|bad gateway|econnrefused|econnreset|dial tcp|transport is closing|stream disconnected"
+    r"|cross-device link|os error 18|\b(?:http|status|code)[ :=]*50[234]\b"
 )
 _BUDGET = re.compile(
     r"turn limit|max[_ ]turns|token limit|context (?:length|window) exceeded"

@@ -157,16 +157,34 @@ def _stranded(tmp_path: Path) -> tuple[Path, DoctorConfig]:
     return run, config
 
 
-def test_ingest_status_refuses_to_overwrite_the_canonical_status_file(tmp_path: Path) -> None:
+def test_ingest_status_replaces_the_engines_missing_status_placeholder_keeping_it(
+    tmp_path: Path,
+) -> None:
     run, config = _stranded(tmp_path)
     canonical = run / "parallel/fanout/01-impl_x/impl_x/status.json"
     before = canonical.read_bytes()
+    assert b"missing status.json" in before
     _d, plan = _plan(run, config)
     (action,) = plan
-    assert action.kind == "ingest_status" and action.blocked is not None
+    assert (action.kind, action.blocked) == ("ingest_status", None)
     (result,) = apply_repairs(plan, config, run_path=run).results
-    assert result.outcome == "refused" and "never overwrites" in result.message
-    assert canonical.read_bytes() == before
+    assert result.outcome == "applied", result.message
+    assert json.loads(canonical.read_text())["repaired_by"]["source"] == action.source
+    (backup,) = canonical.parent.glob("status.json.replaced-*.bak")
+    assert backup.read_bytes() == before
+
+
+def test_ingest_status_never_overwrites_a_canonical_status_with_a_real_outcome(
+    tmp_path: Path,
+) -> None:
+    run, config = _stranded(tmp_path)
+    _d, plan = _plan(run, config)
+    canonical = run / "parallel/fanout/01-impl_x/impl_x/status.json"
+    canonical.write_text('{"status": "success"}')  # the stage's outcome arrived meanwhile
+    (result,) = apply_repairs(plan, config, run_path=run).results
+    assert result.outcome == "refused" and "already records an outcome" in result.message
+    assert canonical.read_text() == '{"status": "success"}'
+    assert not list(canonical.parent.glob("*.bak"))
 
 
 def test_ingest_status_copies_the_stranded_file_with_provenance(tmp_path: Path) -> None:
@@ -338,12 +356,12 @@ def rogue_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[RepairReport
     return apply_repairs(plan_repairs(d, config), config, run_path=root / ROGUE_ID), root
 
 
-def test_the_rogue_run_is_terminalized_and_its_stranded_status_left_alone(
+def test_the_rogue_run_is_terminalized_and_its_stranded_status_ingested(
     rogue_report: tuple[RepairReport, Path],
 ) -> None:
     report, _root = rogue_report
     ingest, terminalize = report.results
-    assert (ingest.action.kind, ingest.outcome) == ("ingest_status", "refused")
+    assert (ingest.action.kind, ingest.outcome) == ("ingest_status", "applied")
     assert (terminalize.action.kind, terminalize.outcome) == ("terminalize", "applied")
     assert sorted(s for c, s in _codes(terminalize.resolved) if c == "missing_final") == [
         "",

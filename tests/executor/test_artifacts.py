@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from executor._artifacts import Checkpoint, RunWriter, atomic_write_json
-from executor._events import EngineWarning, StageAttemptStart
+from executor._events import EngineWarning, Event, StageAttemptStart
 
 
 def writer(tmp_path: Path, **kw: Any) -> RunWriter:
@@ -44,7 +44,7 @@ def test_documents_are_replaced_whole_and_leave_no_temporary_files(tmp_path: Pat
 def test_an_event_is_one_stamped_line_in_the_stream_the_attempt_and_live_json(
     tmp_path: Path,
 ) -> None:
-    seen = []
+    seen: list[Event] = []
     w = writer(tmp_path, sink=seen.append)
     a = w.new_attempt("build")
     start = StageAttemptStart(node_id="build", attempt=1, max=1, handler="tool", attempt_dir=a.rel)

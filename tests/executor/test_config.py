@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from executor import BudgetError, ExecutorConfig, UsageError
@@ -22,9 +24,9 @@ def test_the_defaults_are_consistent() -> None:
         ({"stage_grace_s": -1.0}, "stage_grace_s = -1.0 must be >= 0"),
     ],
 )
-def test_inconsistent_timing_budgets_are_refused(overrides: dict[str, float], message: str) -> None:
+def test_inconsistent_timing_budgets_are_refused(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(BudgetError, match=message):
-        ExecutorConfig(**overrides).validate()  # type: ignore[arg-type]
+        ExecutorConfig(**overrides).validate()
 
 
 @pytest.mark.parametrize(
@@ -36,9 +38,9 @@ def test_inconsistent_timing_budgets_are_refused(overrides: dict[str, float], me
         ({"agent_command": ("agent", "{prompt}")}, "unknown placeholder {prompt}"),
     ],
 )
-def test_meaningless_values_are_usage_errors(overrides: dict[str, object], message: str) -> None:
+def test_meaningless_values_are_usage_errors(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        ExecutorConfig(**overrides).validate()  # type: ignore[arg-type]
+        ExecutorConfig(**overrides).validate()
 
 
 def test_the_recorded_configuration_keeps_environment_values_out() -> None:

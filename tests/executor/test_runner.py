@@ -59,7 +59,7 @@ def streams(path: Path) -> list[Path]:
 def assert_heartbeats_only_inside_open_attempts(path: Path) -> int:
     beats = 0
     for scope in streams(path):
-        open_attempts: set[tuple[str, int]] = set()
+        open_attempts: set[tuple[Any, Any]] = set()
         for e in events(scope):
             key = (e.get("node_id"), e.get("attempt"))
             if e["event"] == "stage_attempt_start":

@@ -50,7 +50,6 @@ def _wait_for(path: Path, within: float = 15.0) -> int:
     return int(path.read_text())
 
 
-@pytest.mark.chaos
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_cancels_the_stage_group_and_final_json_says_canceled(
     tmp_path: Path, sig: signal.Signals
