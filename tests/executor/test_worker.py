@@ -1,0 +1,236 @@
+"""Workers and the reaper, with real worker processes and real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import doctor
+from executor import ExecutorConfig, Queue, open_queue
+from executor._reaper import reap
+from executor._worker import run_worker
+
+FAST = ExecutorConfig(
+    heartbeat_interval_s=0.2,
+    heartbeat_misses=2,
+    self_fence_s=1.0,
+    lease_ttl_s=1.5,
+    reaper_interval_s=0.3,
+    claim_grace_s=0.0,
+    stage_grace_s=0.5,
+)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _pipeline(tmp: Path, command: str, name: str = "p") -> Path:
+    path = tmp / f"{name}.dot"
+    path.write_text(
+        "digraph p { start [shape=Mdiamond]; exit [shape=Msquare];\n"
+        f"  work [shape=parallelogram, tool_command={json.dumps(command)}];\n"
+        "  start -> work -> exit }\n"
+    )
+    return path
+
+
+def _wait(what: Callable[[], object], timeout: float = 20.0) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = what()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'queue.db'}"
+
+
+@pytest.fixture
+def queue(url: str) -> Iterator[Queue]:
+    q = open_queue(url)
+    yield q
+    q.close()
+
+
+def _spawn_worker(url: str, root: Path, *, once: bool = False) -> subprocess.Popen[str]:
+    code = textwrap.dedent(
+        f"""
+        import json, signal, threading
+        from pathlib import Path
+        from executor import ExecutorConfig
+        from executor._worker import run_worker
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *a: stop.set())
+        config = ExecutorConfig(**{json.dumps(_config_fields(FAST))})
+        stats = run_worker({url!r}, Path({str(root)!r}), config, once={once}, stop=stop,
+                           reaper=False)
+        print(json.dumps(stats.to_json()), flush=True)
+        """
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+
+
+def _config_fields(config: ExecutorConfig) -> dict[str, object]:
+    return {
+        k: getattr(config, k)
+        for k in (
+            "heartbeat_interval_s",
+            "heartbeat_misses",
+            "self_fence_s",
+            "lease_ttl_s",
+            "reaper_interval_s",
+            "claim_grace_s",
+            "stage_grace_s",
+        )
+    }
+
+
+def _stage_pid(run_path: Path) -> int:
+    files = list(run_path.glob("**/process.json"))
+    return int(json.loads(files[0].read_text())["pid"]) if files else 0
+
+
+def test_a_worker_runs_queued_tickets_to_done(queue: Queue, url: str, tmp_path: Path) -> None:
+    graph = _pipeline(tmp_path, "echo hi")
+    for i in range(3):
+        queue.enqueue(f"t{i}", str(graph))
+    stats = run_worker(url, tmp_path / "runs", FAST, concurrency=2, once=True)
+    assert (stats.claimed, stats.completed, stats.failed) == (3, 3, 0)
+    tickets = queue.tickets()
+    assert {t.status for t in tickets} == {"done"}
+    for t in tickets:
+        assert t.run_path is not None
+        d = doctor.diagnose_path(Path(t.run_path), doctor.DoctorConfig())
+        assert d.state == "succeeded" and d.exit_code == 0, d.findings
+
+
+def test_a_failing_pipeline_fails_its_ticket_with_the_runs_reason(
+    queue: Queue, url: str, tmp_path: Path
+) -> None:
+    queue.enqueue("bad", str(_pipeline(tmp_path, "echo broken >&2; exit 3")))
+    stats = run_worker(url, tmp_path / "runs", FAST, once=True)
+    (t,) = queue.tickets()
+    assert (stats.failed, t.status, t.error_attempts) == (1, "failed", 1)
+    assert t.reason is not None and "exit status 3" in t.reason and "broken" in t.reason
+
+
+def test_a_sigkilled_worker_is_reclaimed_at_once_and_its_stage_killed(
+    queue: Queue, url: str, tmp_path: Path
+) -> None:
+    queue.enqueue("long", str(_pipeline(tmp_path, "sleep 60")))
+    worker = _spawn_worker(url, tmp_path / "runs")
+    running = _wait(lambda: [t for t in queue.tickets() if t.status == "running"])
+    (ticket,) = running  # type: ignore[misc]
+    run_path = Path(ticket.run_path)
+    stage = _wait(lambda: _stage_pid(run_path))
+    worker.kill()
+    worker.communicate()
+    assert _alive(int(stage))  # the stage outlives its worker: it has its own session
+    (reclaim,) = reap(queue, FAST)
+    assert reclaim.status == "todo" and "is dead" in reclaim.reason
+    assert reclaim.killed_groups and reclaim.terminalized
+    _wait(lambda: not _alive(int(stage)), timeout=5)
+    final = json.loads((run_path / "final.json").read_text())
+    assert final["status"] == "fail" and "lost worker" in final["failure_reason"]
+    after = queue.get(ticket.id)
+    assert (after.status, after.crash_recoveries, after.error_attempts) == ("todo", 1, 0)
+    assert after.lease_epoch == ticket.lease_epoch + 1
+    d = doctor.diagnose_path(run_path, doctor.DoctorConfig())
+    assert d.state == "failed"
+
+
+def test_a_frozen_worker_is_fenced_when_it_wakes_after_its_lease_was_reclaimed(
+    queue: Queue, url: str, tmp_path: Path
+) -> None:
+    queue.enqueue("long", str(_pipeline(tmp_path, "sleep 60")))
+    worker = _spawn_worker(url, tmp_path / "runs")
+    (ticket,) = _wait(lambda: [t for t in queue.tickets() if t.status == "running"])  # type: ignore[misc]
+    run_path = Path(ticket.run_path)
+    stage = int(_wait(lambda: _stage_pid(run_path)))  # type: ignore[arg-type]
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        time.sleep(FAST.lease_ttl_s + 0.3)
+        (reclaim,) = reap(queue, FAST)
+        assert reclaim.status == "todo" and "expired" in reclaim.reason
+        assert not _alive(stage) or _wait(lambda: not _alive(stage), timeout=5)
+        reaper_final = (run_path / "final.json").read_text()
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    # Awake, the old worker finds its lease gone: it writes nothing more for the ticket.
+    time.sleep(FAST.heartbeat_interval_s * 5)
+    worker.terminate()
+    out, _ = worker.communicate(timeout=20)
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["fenced"] == 1 and stats["completed"] == 0
+    assert (run_path / "final.json").read_text() == reaper_final
+    assert queue.get(ticket.id).status == "todo"
+    fenced = [e for e in queue.events(ticket.id) if e.event == "fenced"]
+    assert fenced, "the stale heartbeat was recorded as fenced"
+
+
+def test_sigterm_cancels_the_run_and_releases_the_ticket(
+    queue: Queue, url: str, tmp_path: Path
+) -> None:
+    queue.enqueue("long", str(_pipeline(tmp_path, "sleep 60")))
+    worker = _spawn_worker(url, tmp_path / "runs")
+    (ticket,) = _wait(lambda: [t for t in queue.tickets() if t.status == "running"])  # type: ignore[misc]
+    run_path = Path(ticket.run_path)
+    stage = int(_wait(lambda: _stage_pid(run_path)))  # type: ignore[arg-type]
+    worker.terminate()
+    out, _ = worker.communicate(timeout=20)
+    assert json.loads(out.strip().splitlines()[-1])["released"] == 1
+    assert not _alive(stage)
+    assert json.loads((run_path / "final.json").read_text())["status"] == "canceled"
+    after = queue.get(ticket.id)
+    assert (after.status, after.error_attempts, after.crash_recoveries) == ("todo", 0, 0)
+
+
+def test_a_stalled_database_makes_the_worker_fence_itself_before_its_lease_expires(
+    queue: Queue, url: str, tmp_path: Path
+) -> None:
+    queue.enqueue("long", str(_pipeline(tmp_path, "sleep 60")))
+    worker = _spawn_worker(url, tmp_path / "runs")
+    (ticket,) = _wait(lambda: [t for t in queue.tickets() if t.status == "running"])  # type: ignore[misc]
+    run_path = Path(ticket.run_path)
+    stage = int(_wait(lambda: _stage_pid(run_path)))  # type: ignore[arg-type]
+    blocker = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # every write waits: heartbeats cannot land
+    try:
+        started = time.monotonic()
+        _wait(lambda: (run_path / "final.json").exists(), timeout=FAST.lease_ttl_s * 4)
+        fenced_after = time.monotonic() - started
+        assert not _alive(stage)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert json.loads((run_path / "final.json").read_text())["status"] == "canceled"
+    # It stopped its stage within its self-fence deadline (plus a stage grace), before a
+    # reaper could have handed the ticket to anyone else.
+    assert fenced_after < FAST.self_fence_s + FAST.stage_grace_s + 1.0
+    worker.terminate()
+    worker.communicate(timeout=20)
