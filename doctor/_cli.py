@@ -30,6 +30,7 @@ from doctor._errors import DoctorError, UsageError
 from doctor._model import Diagnosis
 from doctor._render import render_checks, render_diagnosis, render_markdown, render_scan
 from doctor._repair import Action, RepairReport, apply_repairs, plan_repairs
+from executor._cli import app as _executor_app
 
 __all__ = ["app", "config_from_env", "main"]
 
@@ -318,6 +319,11 @@ def report_cmd(
     if out is None:
         sys.stdout.write(text)
     raise typer.Exit(0)
+
+
+# The executor's commands (run, enqueue, worker, reap, tickets) are sub-commands of the one
+# `doctor` console script; they live with the executor, thin over its library.
+app.registered_commands.extend(_executor_app.registered_commands)
 
 
 def main() -> None:

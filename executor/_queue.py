@@ -299,8 +299,17 @@ class Queue(abc.ABC):
 
     # -- the worker's side: claim, then fenced writes ------------------------------------------
 
-    def claim(self, worker: str, *, lease_ttl_s: float, session: SessionInfo) -> Lease | None:
+    def claim(
+        self,
+        worker: str,
+        *,
+        lease_ttl_s: float,
+        session: SessionInfo,
+        ticket_id: str | None = None,
+    ) -> Lease | None:
         """Lease the best claimable ticket (priority, then age), or None when there is none.
+
+        With ``ticket_id``, lease that ticket only, when it is claimable.
 
         The epoch goes up by one, and the worker's session is recorded in the same
         transaction, so a claimed row never lacks the process that holds it (incident 02).
@@ -317,7 +326,11 @@ class Queue(abc.ABC):
 
         def run(tx: Tx) -> Lease | None:
             now = self._clock()
-            candidate = tx.one(sql.CLAIM_CANDIDATE)
+            candidate = (
+                tx.one(sql.CLAIM_CANDIDATE)
+                if ticket_id is None
+                else tx.one(sql.CLAIM_CANDIDATE_ONE, (ticket_id,))
+            )
             if candidate is None:
                 return None
             s = session

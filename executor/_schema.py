@@ -293,6 +293,10 @@ CLAIM_CANDIDATE = (
     " WHERE d.ticket_id = t.id AND p.status <> 'done')"
     " ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1{claim_lock}"
 )
+# The same, restricted to one ticket (``doctor run --db`` runs exactly the ticket it queued).
+CLAIM_CANDIDATE_ONE = CLAIM_CANDIDATE.replace(
+    "WHERE t.status = 'todo' AND", "WHERE t.status = 'todo' AND t.id = ? AND"
+)
 CLAIM = (
     "UPDATE tickets SET status = 'claimed', lease_epoch = lease_epoch + 1, lease_owner = ?,"
     " lease_expires_at = ?, claimed_at = ?, last_heartbeat_at = ?, session_name = ?, pid = ?,"

@@ -27,11 +27,12 @@ from pathlib import Path
 from executor._artifacts import proc_start_ticks
 from executor._config import ExecutorConfig
 from executor._errors import FencedError, QueueError, UsageError
+from executor._events import Event
 from executor._queue import Lease, Queue, SessionInfo, open_queue
 from executor._reaper import reap
 from executor._runner import RunResult, new_run_id, run_pipeline
 
-__all__ = ["WorkerStats", "run_worker", "worker_session"]
+__all__ = ["WorkerStats", "run_ticket", "run_worker", "worker_session"]
 
 Clock = Callable[[], float]
 
@@ -148,6 +149,7 @@ def _run_ticket(
     stop: threading.Event,
     stats: WorkerStats,
     clock: Clock,
+    on_event: Callable[[Event], None] | None = None,
 ) -> RunResult | None:
     run_id = new_run_id(clock)
     try:
@@ -164,6 +166,7 @@ def _run_ticket(
             epoch=lease.epoch,
             clock=clock,
             cancel=keeper.cancel,
+            on_event=on_event,
         )
     if keeper.fenced.is_set():
         stats.add(fenced=1)
@@ -175,12 +178,51 @@ def _run_ticket(
         elif result.status == "canceled" and stop.is_set():
             queue.release(lease, "worker shut down; the run was canceled")
             stats.add(released=1)
+        elif result.status == "canceled":
+            # Canceled from outside (SIGINT of `doctor run --db`): the ticket is canceled too.
+            queue.cancel(lease.ticket_id, result.failure_reason or "the run was canceled")
+            stats.add(failed=1)
         else:
             queue.fail(lease, reason=result.failure_reason or result.status, retryable=False)
             stats.add(failed=1)
     except FencedError:
         stats.add(fenced=1)
     return result
+
+
+def run_ticket(
+    url: str,
+    ticket_id: str,
+    root: Path,
+    config: ExecutorConfig,
+    *,
+    name: str | None = None,
+    clock: Clock = time.time,
+    on_event: Callable[[Event], None] | None = None,
+) -> tuple[RunResult | None, WorkerStats]:
+    """Claim ``ticket_id`` and run it in this thread, with lease heartbeats (``doctor run``).
+
+    Returns ``(None, stats)`` when the ticket could not be claimed (not ``todo``, or a
+    dependency not done). Called from the main thread, SIGTERM and SIGINT cancel the run.
+    """
+    config.validate()
+    root.mkdir(parents=True, exist_ok=True)
+    name = name or f"{socket.gethostname()}:{os.getpid()}"
+    stats = WorkerStats()
+    queue = open_queue(url, clock=clock)
+    try:
+        session = worker_session(name)
+        lease = queue.claim(
+            name, lease_ttl_s=config.lease_ttl_s, session=session, ticket_id=ticket_id
+        )
+        if lease is None:
+            return None, stats
+        stats.add(claimed=1)
+        stop = threading.Event()
+        result = _run_ticket(queue, url, lease, session, root, config, stop, stats, clock, on_event)
+        return result, stats
+    finally:
+        queue.close()
 
 
 def _slot(

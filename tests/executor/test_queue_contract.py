@@ -94,6 +94,15 @@ def test_claims_take_higher_priority_first_then_the_oldest(queue: Queue, clock: 
     assert order == [high_old.id, high_new.id, low.id]
 
 
+def test_a_claim_for_one_ticket_takes_that_ticket_or_nothing(queue: Queue) -> None:
+    high = queue.enqueue("high", "/p.dot", priority=9)
+    low = queue.enqueue("low", "/p.dot")
+    lease = queue.claim("w1", lease_ttl_s=60, session=ME, ticket_id=low.id)
+    assert lease is not None and lease.ticket_id == low.id
+    assert queue.claim("w2", lease_ttl_s=60, session=ME, ticket_id=low.id) is None
+    assert queue.get(high.id).status == "todo"
+
+
 def test_equal_priority_and_time_fall_back_to_the_id(queue: Queue) -> None:
     ids = [queue.enqueue(f"t{i}", GRAPH).id for i in range(5)]  # the clock does not move
     assert [claim(queue).ticket_id for _ in ids] == sorted(ids)
