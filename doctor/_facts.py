@@ -20,6 +20,9 @@ from doctor._tables import HEARTBEAT_SQL, Tables
 
 __all__ = ["TOP_SQL", "RunFacts", "compute_facts", "family_of", "iso", "parse_iso"]
 
+#: ``failure_reasons`` keeps at most this many (scope, node, reason) rows per run.
+MAX_FAILURE_REASONS = 200
+
 #: SQL predicate over ``scope``: the run's own stream and its loop restarts.
 TOP_SQL = "(scope = '' OR regexp_full_match(scope, 'restart-[0-9]+'))"
 #: SQL expression: the node an event names.
@@ -207,7 +210,9 @@ def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
             ],
             failure_reasons=[
                 {"scope": scope, "node_id": nid, "reason": reason, "count": int(c)}
-                for scope, nid, reason, c in reasons.get(run_id, [])
+                # The most frequent first; capped, so a run whose reasons never repeat
+                # (what fragmentation looks like) keeps a bounded diagnosis.
+                for scope, nid, reason, c in reasons.get(run_id, [])[:MAX_FAILURE_REASONS]
             ],
         )
         stall = docs.stall_timeout_s or config.stall_timeout_s
