@@ -8,6 +8,7 @@ This module and :mod:`doctor._cli` are the only ones that read the environment:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -88,7 +89,10 @@ def default_root() -> Path:
 
 
 def _err(message: str, code: int = 2) -> NoReturn:
-    Console(stderr=True, highlight=False).print(f"[red]error:[/red] {escape(message)}")
+    # soft_wrap: one line whatever the terminal width (scripts read the first line).
+    Console(stderr=True, highlight=False).print(
+        f"[red]error:[/red] {escape(message)}", soft_wrap=True
+    )
     raise typer.Exit(code)
 
 
@@ -213,6 +217,12 @@ def worker_cmd(
     db: DbOpt = None,
     root: RootOpt = None,
     once: Annotated[bool, typer.Option("--once", help="Exit when nothing is claimable.")] = False,
+    reaper_interval: Annotated[
+        float | None, typer.Option("--reaper-interval", help="Seconds between reaper passes.")
+    ] = None,
+    lease_ttl: Annotated[
+        float | None, typer.Option("--lease-ttl", help="Lease time-to-live in seconds.")
+    ] = None,
     as_json: JsonOpt = False,
     breaker_limit: BreakerOpt = None,
     agent_command: AgentOpt = None,
@@ -222,10 +232,22 @@ def worker_cmd(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with _errors():
+        config = _config(breaker_limit, agent_command)
+        timing: dict[str, Any] = {}
+        if reaper_interval is not None:
+            timing["reaper_interval_s"] = reaper_interval
+        if lease_ttl is not None:
+            # Keep the budget consistent: self-fence at 3/4 of the TTL, heartbeats every 1/6.
+            timing |= {
+                "lease_ttl_s": lease_ttl,
+                "self_fence_s": lease_ttl * 0.75,
+                "heartbeat_interval_s": lease_ttl / 6,
+            }
+        config = dataclasses.replace(config, **timing) if timing else config
         stats = run_worker(
             _queue_url(db),
             root or default_root(),
-            _config(breaker_limit, agent_command),
+            config,
             concurrency=concurrency,
             once=once,
             stop=stop,

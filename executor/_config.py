@@ -76,10 +76,16 @@ class ExecutorConfig:
     # The worker's budgets (read by the worker and the reaper, checked here).
     lease_ttl_s: float = 60.0
     self_fence_s: float = 45.0
-    reaper_interval_s: float = 15.0
+    #: How often each worker's reaper looks for dead owners and expired leases: one cheap
+    #: query, so often enough that a SIGKILLed worker's ticket is claimed again within ~2 s.
+    reaper_interval_s: float = 1.0
     claim_grace_s: float = 30.0
     quarantine_after: int = 3
     quarantine_window_s: float = 3600.0
+    #: TEST-ONLY, never in production: the worker defeats its own fencing (it adopts the
+    #: ticket's current lease epoch before each write and never fences itself), so a stale
+    #: worker's writes are accepted. The chaos checkers must catch it (tests/chaos).
+    unsafe_disable_fencing: bool = False
 
     def validate(self) -> ExecutorConfig:
         """Return ``self`` when consistent; raise :class:`BudgetError` or :class:`UsageError`.

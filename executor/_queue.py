@@ -1,8 +1,10 @@
-"""The durable ticket queue: records, the :class:`Queue` contract and :func:`open_queue`.
+"""The durable ticket queue: the :class:`Queue` contract and :func:`open_queue`.
 
 One contract, two backends (SQLite embedded, PostgreSQL across machines). Everything that
 decides a ticket's fate lives here, once, as SQL run inside one transaction per call; the
-backends only supply the connection, the transaction and the dialect (``_schema.py``).
+backends only supply the connection, the transaction and the dialect (``_schema.py``). The
+records it hands out (:class:`Ticket`, :class:`Lease`, ...) live in ``_records.py`` and are
+re-exported here, so ``from executor._queue import Ticket`` keeps working.
 
 >>> q = open_queue(":memory:", clock=lambda: 1000.0)
 >>> t = q.enqueue("build", "/pipelines/build.dot")
@@ -23,17 +25,25 @@ import dataclasses
 import difflib
 import json
 import os
-import secrets
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from executor import _schema as sql
 from executor._errors import BudgetError, FencedError, QueueError, UsageError
+from executor._records import (
+    LEASED_STATUSES,
+    STATUSES,
+    TERMINAL_STATUSES,
+    Clock,
+    Lease,
+    SessionInfo,
+    Ticket,
+    TicketEvent,
+    new_ticket_id,
+)
 from executor._schema import Tx
 
 __all__ = [
@@ -49,135 +59,6 @@ __all__ = [
     "new_ticket_id",
     "open_queue",
 ]
-
-#: Epoch seconds; injected everywhere so tests are exact.
-Clock = Callable[[], float]
-
-STATUSES = ("todo", "blocked", "claimed", "running", "done", "failed", "canceled", "quarantined")
-#: A row in one of these is never modified again (enforced by code and by a trigger).
-TERMINAL_STATUSES = frozenset({"done", "failed", "canceled", "quarantined"})
-#: A worker holds a lease on the ticket; every write it makes is fenced by the epoch.
-LEASED_STATUSES = frozenset({"claimed", "running"})
-
-
-@dataclass(frozen=True)
-class SessionInfo:
-    """The process session doing a ticket's work, recorded with the claim and with ``start``."""
-
-    session_name: str
-    pid: int
-    pgid: int
-    proc_start_time: int | None  # /proc/PID/stat field 22: tells a reused pid from the original
-    host: str
-
-
-@dataclass(frozen=True)
-class Ticket:
-    """One row of ``tickets``; fields in column order (see docs/queue.md for their meaning)."""
-
-    id: str
-    title: str
-    graph_path: str
-    status: str
-    priority: int
-    error_attempts: int
-    crash_recoveries: int
-    max_error_attempts: int
-    lease_owner: str | None
-    lease_epoch: int
-    lease_expires_at: float | None
-    last_heartbeat_at: float | None
-    claimed_at: float | None
-    session_name: str | None
-    pid: int | None
-    pgid: int | None
-    proc_start_time: int | None
-    host: str | None
-    run_id: str | None
-    run_path: str | None
-    reason: str | None
-    created_at: float
-    updated_at: float
-    finished_at: float | None
-
-    @property
-    def terminal(self) -> bool:
-        """True once the ticket is done, failed, canceled or quarantined."""
-        return self.status in TERMINAL_STATUSES
-
-    @property
-    def last_alive_at(self) -> float | None:
-        """The last sign of life of the lease: the heartbeat, or the claim when none came yet.
-
-        A NULL heartbeat must never read as "fresh forever" (incident 05).
-        """
-        return self.last_heartbeat_at if self.last_heartbeat_at is not None else self.claimed_at
-
-    def to_json(self) -> dict[str, Any]:
-        """Every column, JSON-ready.
-
-        >>> t = open_queue(":memory:", clock=lambda: 5.0).enqueue("x", "/g.dot")
-        >>> {k: t.to_json()[k] for k in ("status", "lease_epoch", "pid")}
-        {'status': 'todo', 'lease_epoch': 0, 'pid': None}
-        """
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class TicketEvent:
-    """One row of the append-only ``ticket_events``; ``detail`` is the decoded JSON object."""
-
-    id: int
-    ticket_id: str
-    at: float
-    event: str
-    worker: str | None
-    epoch: int | None
-    detail: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Lease:
-    """A worker's claim on a ticket; ``epoch`` fences every write the worker makes with it."""
-
-    ticket: Ticket
-    epoch: int
-    worker: str
-
-    @property
-    def ticket_id(self) -> str:
-        """The leased ticket's id."""
-        return self.ticket.id
-
-
-# Crockford's base32 alphabet is in ASCII order, so ids sort like the numbers they encode.
-_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-_RANDOM_BITS = 18
-_id_lock = threading.Lock()
-_id_last = 0
-
-
-def new_ticket_id(now: float) -> str:
-    """``'t-'`` + 12 base32 chars: 42 bits of milliseconds, then 18 bits of randomness.
-
-    Within one process the ids are strictly increasing even inside one millisecond (the
-    random part counts up), so they sort by creation; across processes they sort by
-    millisecond and the random bits make collisions vanishingly unlikely.
-
-    >>> a, b = new_ticket_id(1700000000.0), new_ticket_id(1700000000.0)
-    >>> a < b and len(a) == 14 and a.startswith("t-")
-    True
-    """
-    global _id_last
-    ms = int(now * 1000) & ((1 << 42) - 1)
-    value = (ms << _RANDOM_BITS) | secrets.randbits(_RANDOM_BITS)
-    with _id_lock:
-        # Same (or an earlier, if the clock stepped back) millisecond: count up from the last.
-        value = max(value, _id_last + 1)
-        _id_last = value
-    chars = [_ALPHABET[(value >> shift) & 31] for shift in range(55, -1, -5)]
-    return "t-" + "".join(chars)
-
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -70,10 +70,14 @@ def _alive(pid: int | None, start: int | None) -> bool:
         return False
     except PermissionError:
         pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # gone between the two checks
+    if stat[stat.rfind(")") + 2 :].startswith("Z"):
+        return False  # a zombie: dead, only not yet collected by its parent
     ticks = proc_start_ticks(pid)
-    if ticks is None:
-        return False  # gone between the two checks, or a zombie being reaped
-    return start is None or ticks == start
+    return ticks is not None and (start is None or ticks == start)
 
 
 def _process_files(run_path: Path) -> Iterator[Path]:

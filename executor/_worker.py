@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from executor._artifacts import proc_start_ticks
@@ -118,6 +118,9 @@ class _LeaseKeeper:
                     )
                     self.last_ok = self.clock()
                 except FencedError:
+                    if self.config.unsafe_disable_fencing:  # TEST-ONLY (ExecutorConfig)
+                        self.lease = _adopt_epoch(queue, self.lease)
+                        continue
                     # The reaper took the ticket: stop, and write nothing more for it.
                     self.fenced.set()
                     self.cancel.set()
@@ -133,10 +136,20 @@ class _LeaseKeeper:
             if self.stop.is_set():
                 self.cancel.set()  # the worker is shutting down: cancel, then release
                 return
+            if self.config.unsafe_disable_fencing:  # TEST-ONLY: never fence itself
+                continue
             if self.clock() - self.last_ok > self.config.self_fence_s:
                 self.fenced.set()
                 self.cancel.set()
                 return
+
+
+def _adopt_epoch(queue: Queue, lease: Lease) -> Lease:
+    """TEST-ONLY (``unsafe_disable_fencing``): the lease with the ticket's current epoch."""
+    try:
+        return replace(lease, epoch=queue.get(lease.ticket_id).lease_epoch)
+    except QueueError:
+        return lease
 
 
 def _run_ticket(
@@ -171,6 +184,8 @@ def _run_ticket(
     if keeper.fenced.is_set():
         stats.add(fenced=1)
         return result
+    if config.unsafe_disable_fencing:  # TEST-ONLY (ExecutorConfig): write as the current epoch
+        lease = _adopt_epoch(queue, lease)
     try:
         if result.status == "success":
             queue.complete(lease, result=result.to_json())
@@ -183,7 +198,8 @@ def _run_ticket(
             queue.cancel(lease.ticket_id, result.failure_reason or "the run was canceled")
             stats.add(failed=1)
         else:
-            queue.fail(lease, reason=result.failure_reason or result.status, retryable=False)
+            # Retryable: the ticket's max_error_attempts decides how many failed runs it gets.
+            queue.fail(lease, reason=result.failure_reason or result.status, retryable=True)
             stats.add(failed=1)
     except FencedError:
         stats.add(fenced=1)
@@ -240,7 +256,13 @@ def _slot(
     session = worker_session(name)
     try:
         while not stop.is_set():
-            lease = queue.claim(name, lease_ttl_s=config.lease_ttl_s, session=session)
+            try:
+                lease = queue.claim(name, lease_ttl_s=config.lease_ttl_s, session=session)
+            except QueueError:
+                # The database is unavailable (a stall, a restart): wait and claim again
+                # rather than let the slot die while the worker looks healthy.
+                stop.wait(max(poll_s, 1.0))
+                continue
             if lease is None:
                 if once:
                     return
@@ -288,6 +310,7 @@ def run_worker(
     config.validate()
     if concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
+    open_queue(url, clock=clock).close()  # a bad URL is the caller's error, not a dead thread
     root.mkdir(parents=True, exist_ok=True)
     stop = stop or threading.Event()
     name = name or f"{socket.gethostname()}:{os.getpid()}"
