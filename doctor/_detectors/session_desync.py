@@ -37,7 +37,8 @@ __all__ = ["session_desync"]
 
 # Leases always; other rows only with a pid (a terminal row without one says nothing).
 _SQL = f"""
-SELECT id, title, status, session_name, pid, proc_start_time, host, run_id, lease_owner
+SELECT id, title, status, session_name, pid, proc_start_time, host, run_id, lease_owner,
+       lease_epoch
 FROM tickets
 WHERE status IN {LEASED} OR pid IS NOT NULL
 ORDER BY id
@@ -52,7 +53,7 @@ def session_desync(ctx: Context) -> list[Finding]:
     here = this_host()
     running = set(psutil.pids())
     findings = []
-    for ticket_id, title, status, session, pid, start, host, run_id, owner in rows:
+    for ticket_id, title, status, session, pid, start, host, run_id, owner, epoch in rows:
         local = same_host(host, here)
         leased = status in LEASED
         alive: bool | None = None
@@ -117,6 +118,8 @@ def session_desync(ctx: Context) -> list[Finding]:
                     "this_host": here,
                     "proc_start_time": start,
                     "worker": owner,
+                    # The lease a reclaim or reconcile must compare-and-set on.
+                    "lease_epoch": epoch,
                     "run_id": run_id,
                 },
             )
