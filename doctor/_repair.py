@@ -18,6 +18,11 @@ Actions on run directories (``shared/FINDINGS.md``'s ``repair`` values):
   as ``<file>.torn-<UTC time>.bak`` — only when the owner is not alive (a live owner may be
   writing that line).
 
+Actions on the work queue (``reclaim``, ``reconcile``; target the ticket id) are planned here
+too, from a scan's queue findings, and applied by :func:`apply_queue_repairs`
+(:mod:`doctor._repair_queue`, which describes them). The records (actions, results, reports)
+live in :mod:`doctor._repair_model`; this module re-exports them, and the queue's entry
+points, so ``from doctor._repair import ...`` names the whole repair loop.
 
 Every action is idempotent (an action found done, by the journal's hash of its last result, is
 a no-op), re-checks its precondition from the files right before acting and refuses with the
@@ -26,6 +31,7 @@ checked, symlinks refused, new files created without overwriting), and is journa
 ``repairs.ndjson`` (:mod:`doctor._journal`) with before and after hashes. A breaker stops the
 same action on the same target after ``breaker_tries`` applied or failed tries within
 ``breaker_window_s`` seconds (from the journal): incident 02's recovery loop cannot happen.
+Queue actions are idempotent by the queue itself (:mod:`doctor._repair_queue`).
 """
 
 from __future__ import annotations
@@ -35,183 +41,59 @@ import dataclasses
 import json
 import os
 import stat
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from doctor._config import DoctorConfig
-from doctor._diagnose import diagnose_path
+from doctor._detectors._queue import same_host, this_host
+from doctor._diagnose import ScanResult, diagnose_path
 from doctor._documents import normalize_status, read_documents
 from doctor._errors import UsageError
 from doctor._facts import iso, parse_iso
-from doctor._journal import JOURNAL, JournalEntry, append_entry, read_journal, sha256_of
+from doctor._journal import JournalEntry, append_entry, read_journal, sha256_of
 from doctor._layout import discover, is_top_scope
 from doctor._liveness import process_alive
-from doctor._model import Diagnosis, Finding, Severity
+from doctor._model import Diagnosis, Finding
+from doctor._repair_model import (
+    ACTIONS,
+    BREAKER_TRIES,
+    BREAKER_WINDOW_S,
+    QUEUE_ACTIONS,
+    TOOL,
+    Action,
+    ActionResult,
+    FindingRef,
+    QueueRepairReport,
+    RepairReport,
+    _breaker,
+    _Ctx,
+    _diff,
+    _Done,
+    _journal_unsafe,
+    _Refused,
+    _version,
+)
+from doctor._repair_queue import apply_queue_repairs, queue_journal_dir
 
 __all__ = [
     "ACTIONS",
     "BREAKER_TRIES",
     "BREAKER_WINDOW_S",
+    "QUEUE_ACTIONS",
     "Action",
     "ActionResult",
     "FindingRef",
+    "QueueRepairReport",
     "RepairReport",
+    "apply_queue_repairs",
     "apply_repairs",
     "plan_repairs",
+    "queue_journal_dir",
 ]
 
-#: The actions this release can carry out, in the order a plan runs them.
-ACTIONS = ("truncate_torn_line", "ingest_status", "terminalize")
-#: The breaker: at most this many applied or failed tries of one action on one target ...
-BREAKER_TRIES = 3
-#: ... within this many seconds.
-BREAKER_WINDOW_S = 24 * 3600.0
-TOOL = "rundoctor doctor repair"
 _TAIL_BYTES = 1 << 16
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("rundoctor")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
-@dataclass(frozen=True, slots=True)
-class FindingRef:
-    """A finding as a repair report names it."""
-
-    code: str
-    severity: str
-    scope: str
-    node_id: str | None
-    summary: str
-
-    @classmethod
-    def of(cls, f: Finding) -> FindingRef:
-        return cls(f.code, f.severity.label, f.scope, f.node_id, f.summary)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "code": self.code,
-            "severity": self.severity,
-            "scope": self.scope,
-            "node_id": self.node_id,
-            "summary": self.summary,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    """One planned repair. ``target`` (and ``source``) are paths relative to the run directory.
-
-    ``blocked`` says why the plan already expects a refusal (``apply_repairs`` re-checks
-    anyway); ``byte_offset`` is where a torn line starts; ``stall_timeout_s`` the run's.
-    """
-
-    kind: str
-    target: str
-    finding: FindingRef
-    reason: str
-    source: str | None = None
-    byte_offset: int | None = None
-    stall_timeout_s: float | None = None
-    blocked: str | None = None
-
-    @property
-    def summary(self) -> str:
-        """One line: what the action does, to what, and why."""
-        what = {
-            "terminalize": f"write {self.target} (status fail)",
-            "ingest_status": f"copy {self.source} to {self.target}",
-            "truncate_torn_line": f"cut the torn last line of {self.target} at byte "
-            f"{self.byte_offset}",
-        }.get(self.kind, self.target)
-        return f"{self.kind}: {what} — {self.reason}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "action": self.kind,
-            "target": self.target,
-            "source": self.source,
-            "byte_offset": self.byte_offset,
-            "finding": self.finding.to_json(),
-            "reason": self.reason,
-            "blocked": self.blocked,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class ActionResult:
-    """What one action did: ``applied``, ``noop`` (already done), ``refused`` (its
-    precondition does not hold), ``failed`` (an error while acting) or ``breaker``."""
-
-    action: Action
-    outcome: str
-    message: str
-    before_sha256: str | None = None
-    after_sha256: str | None = None
-    backup: str | None = None
-    resolved: tuple[FindingRef, ...] = ()
-    introduced: tuple[FindingRef, ...] = ()
-
-    @property
-    def summary(self) -> str:
-        return f"{self.action.kind} {self.action.target}: {self.outcome} — {self.message}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            **self.action.to_json(),
-            "outcome": self.outcome,
-            "message": self.message,
-            "before_sha256": self.before_sha256,
-            "after_sha256": self.after_sha256,
-            "backup": self.backup,
-            "resolved": [r.to_json() for r in self.resolved],
-            "introduced": [r.to_json() for r in self.introduced],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class RepairReport:
-    """The outcome of :func:`apply_repairs`: one result per action, and what remains."""
-
-    run_id: str
-    path: str
-    results: tuple[ActionResult, ...]
-    remaining: tuple[FindingRef, ...]
-    state: str
-
-    @property
-    def exit_code(self) -> int:
-        """0 when every action applied (or was done already) and nothing at ``error`` or above
-        remains; 1 otherwise."""
-        if any(r.outcome not in ("applied", "noop") for r in self.results):
-            return 1
-        return int(any(Severity.parse(f.severity) >= Severity.ERROR for f in self.remaining))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "path": self.path,
-            "state": self.state,
-            "results": [r.to_json() for r in self.results],
-            "remaining": [f.to_json() for f in self.remaining],
-        }
-
-
-class _Refused(Exception):
-    """A precondition does not hold; the message says which."""
-
-
-class _Done(Exception):
-    """The action's result is already in place."""
 
 
 # ---------------------------------------------------------------- planning
@@ -222,20 +104,29 @@ def _age_s(config: DoctorConfig, ts: object) -> float | None:
     return None if ns is None else config.now - ns / 1e9
 
 
-def plan_repairs(diagnosis: Diagnosis, config: DoctorConfig) -> list[Action]:
+def plan_repairs(diagnosis: Diagnosis | ScanResult, config: DoctorConfig) -> list[Action]:
     """The repairs the diagnosis calls for, one per (action, target), in :data:`ACTIONS` order.
+
+    A run's :class:`Diagnosis` plans the run's repairs (and queue repairs, should it carry
+    queue findings); a :class:`ScanResult` plans its fleet findings' repairs: the queue's,
+    present when the scan read ``config.db``.
 
     >>> from doctor import Diagnosis, DoctorConfig
     >>> plan_repairs(Diagnosis("r1", "/runs/r1", "kilroy", "succeeded", {}), DoctorConfig())
     []
     """
-    facts = diagnosis.facts
+    facts: Mapping[str, Any] = {} if isinstance(diagnosis, ScanResult) else diagnosis.facts
+    run_path = None if isinstance(diagnosis, ScanResult) else Path(diagnosis.path)
     actions: dict[tuple[str, str], Action] = {}
     for f in diagnosis.findings:
         ref = FindingRef.of(f)
         ev = f.evidence
         action: Action | None = None
-        if f.repair == "terminalize" and is_top_scope(f.scope):
+        if f.repair in QUEUE_ACTIONS:
+            action = _plan_queue(f, ref, config)
+        elif run_path is None:
+            continue
+        elif f.repair == "terminalize" and is_top_scope(f.scope):
             stall = facts.get("stall_timeout_s")
             stall = float(stall) if isinstance(stall, int | float) else config.stall_timeout_s
             age = _age_s(config, facts.get("last_event_at"))
@@ -259,7 +150,7 @@ def plan_repairs(diagnosis: Diagnosis, config: DoctorConfig) -> list[Action]:
         elif f.repair == "ingest_status":
             target, source = ev.get("expected_path"), ev.get("found_path")
             if isinstance(target, str) and isinstance(source, str):
-                canonical = Path(diagnosis.path) / target
+                canonical = run_path / target
                 kept = os.path.lexists(canonical) and not _is_placeholder(canonical)
                 action = Action(
                     "ingest_status",
@@ -287,10 +178,61 @@ def plan_repairs(diagnosis: Diagnosis, config: DoctorConfig) -> list[Action]:
                     if facts.get("owner_alive") is True
                     else None,
                 )
-        # reclaim and reconcile act on the queue; they come with the executor's queue module.
-        if action is not None:
-            actions.setdefault((action.kind, action.target), action)
+        if action is None:
+            continue
+        key = (action.kind, action.target)
+        # A ticket that is both stale_lease and session_desync: keep the plan with an epoch.
+        if key not in actions or (actions[key].lease_epoch is None and action.lease_epoch):
+            actions[key] = action
     return sorted(actions.values(), key=lambda a: (ACTIONS.index(a.kind), a.target))
+
+
+def _plan_queue(f: Finding, ref: FindingRef, config: DoctorConfig) -> Action | None:
+    """A ``reclaim`` or ``reconcile`` of the finding's ticket, with the plan's forecast."""
+    ev = f.evidence
+    ticket = ev.get("ticket_id")
+    if not isinstance(ticket, str) or f.repair is None:
+        return None
+    epoch, pid = ev.get("lease_epoch"), ev.get("pid")
+    epoch = epoch if isinstance(epoch, int) else None
+    pid = pid if isinstance(pid, int) else None
+    worker, session = ev.get("worker"), ev.get("session_name")
+    status = ev.get("status", ev.get("recorded_status"))
+    start = ev.get("proc_start_time")
+    local = same_host(ev.get("host"), this_host())
+    dead = local and process_alive(pid, start if isinstance(start, int) else None) is False
+    expires = ev.get("lease_expires_at")
+    blocked = None
+    if not config.db:
+        blocked = "no queue given: queue repairs need its URL (doctor repair --db URL)"
+    elif f.repair == "reconcile" and ev.get("pid_alive"):
+        blocked = f"needs a person: the ticket is {status} but its session (pid {pid}) still " + (
+            "runs; the doctor kills nothing, and a terminal row cannot change"
+            if status != "todo" and status != "blocked"
+            else "runs; the doctor kills nothing: stop it before a worker starts the work again"
+        )
+    elif f.code == "stale_lease" and ev.get("lease_expired") is False and expires and not dead:
+        blocked = (
+            f"the lease has not expired (it runs until {expires}) and its owner is not known "
+            "dead on this host: the reaper would not reclaim it yet"
+        )
+    kind = f"{f.code}, {ev['kind']}" if ev.get("kind") else f.code
+    if f.repair == "reclaim":
+        why = f"ticket {ticket} is {status} but its worker {worker or '(unknown)'} looks lost"
+    else:
+        runs = "still runs" if ev.get("pid_alive") else "does not run"
+        why = f"the queue records ticket {ticket} as {status} while its session (pid {pid}) {runs}"
+    return Action(
+        f.repair,
+        ticket,
+        ref,
+        f"{why} ({kind})",
+        blocked=blocked,
+        lease_epoch=epoch,
+        worker=worker if isinstance(worker, str) else None,
+        session_name=session if isinstance(session, str) else None,
+        pid=pid,
+    )
 
 
 # ---------------------------------------------------------------- safe writing
@@ -374,15 +316,6 @@ def _json_bytes(value: Any) -> bytes:
 
 
 # ---------------------------------------------------------------- the actions
-
-
-@dataclass
-class _Ctx:
-    run_path: Path
-    run_id: str
-    config: DoctorConfig
-    journal: list[JournalEntry]
-    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def _last_applied(ctx: _Ctx, action: Action) -> JournalEntry | None:
@@ -574,47 +507,6 @@ _RUNNERS["truncate_torn_line"] = _truncate
 # ---------------------------------------------------------------- applying
 
 
-def _breaker(ctx: _Ctx, action: Action, tries: int, window_s: float) -> str | None:
-    since = ctx.config.now - window_s
-    recent = [
-        e
-        for e in ctx.journal
-        if e.action == action.kind
-        and e.target == action.target
-        and e.outcome in ("applied", "failed")
-        and e.at_s >= since
-    ]
-    if len(recent) < tries:
-        return None
-    return (
-        f"breaker open: {action.kind} on {action.target} was tried {len(recent)} times since "
-        f"{recent[0].at} (limit {tries} in {window_s:.0f} s); something keeps undoing it, and "
-        "repairing it again would be a recovery loop (incident 02). Find what undoes it; the "
-        "tries are in repairs.ndjson"
-    )
-
-
-def _diff(before: Diagnosis, after: Diagnosis) -> tuple[list[FindingRef], list[FindingRef]]:
-    """Findings gone and findings new, by (code, scope, node): a finding whose summary or
-    evidence changed (a state named in it, say) is the same finding, still there."""
-
-    def key(f: Finding) -> tuple[str, str, str | None]:
-        return (f.code, f.scope, f.node_id)
-
-    left = Counter(key(f) for f in after.findings) - Counter(key(f) for f in before.findings)
-    gone = Counter(key(f) for f in before.findings) - Counter(key(f) for f in after.findings)
-    resolved, introduced = [], []
-    for f in before.findings:
-        if gone[key(f)] > 0:
-            gone[key(f)] -= 1
-            resolved.append(FindingRef.of(f))
-    for f in after.findings:
-        if left[key(f)] > 0:
-            left[key(f)] -= 1
-            introduced.append(FindingRef.of(f))
-    return resolved, introduced
-
-
 def _run_dir(run_path: Path) -> Path:
     if run_path.is_symlink() or not run_path.is_dir():
         raise UsageError(f"{str(run_path)!r} is not a run directory (or is a symlink)")
@@ -657,7 +549,7 @@ def apply_repairs(
         result = _apply_one(ctx, action, breaker_tries, breaker_window_s)
         if result.outcome == "applied":
             after = diagnose_path(run_dir, config)
-            resolved, introduced = _diff(current, after)
+            resolved, introduced = _diff(current.findings, after.findings)
             result = dataclasses.replace(
                 result, resolved=tuple(resolved), introduced=tuple(introduced)
             )
@@ -670,17 +562,6 @@ def apply_repairs(
         remaining=tuple(FindingRef.of(f) for f in current.findings),
         state=current.state,
     )
-
-
-def _journal_unsafe(run_path: Path) -> str | None:
-    path = run_path / JOURNAL
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return None
-    if stat.S_ISREG(mode):
-        return None
-    return f"{JOURNAL} is a symlink or not a regular file; nothing is done without a journal"
 
 
 def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> ActionResult:
@@ -699,7 +580,15 @@ def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> Action
             _check_done(ctx, action, target_path)
         tripped = _breaker(ctx, action, tries, window_s)
         if runner is None:
-            outcome, message = "refused", f"unknown action {action.kind!r}"
+            outcome, message = (
+                "refused",
+                f"unknown action {action.kind!r}"
+                + (
+                    " in a run directory: a queue action is applied with --db URL"
+                    if action.kind in QUEUE_ACTIONS
+                    else ""
+                ),
+            )
         elif tripped is not None:
             outcome, message = "breaker", tripped
         else:

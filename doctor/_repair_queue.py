@@ -1,0 +1,404 @@
+"""Repairs on the work queue (``DoctorConfig.db``): :func:`apply_queue_repairs`.
+
+The actions, planned by :func:`doctor._repair.plan_repairs` from a scan's queue findings,
+target the ticket id:
+
+* ``reclaim`` (``stale_lease``, ``session_desync`` without a live session) takes the lost lease
+  back through :func:`executor._reaper.reap`, narrowed to that ticket at the lease epoch the
+  finding saw: the reaper's own preconditions (the owner's pid is dead on this host, or the
+  lease expired outside the claim grace), its killing of the lost worker's stage process
+  groups, its terminalizing of the lost run, then the compare-and-set on the epoch.
+* ``reconcile`` (``session_desync`` with a live session) makes the record agree with the
+  process table: a leased ticket whose pid is dead is reclaimed as above; a terminal (or
+  unleased) ticket whose session still runs needs a person — nothing is killed and a terminal
+  row cannot change, so the action refuses with the reason, journaled.
+
+Queue actions are idempotent by the queue itself (a lease already reclaimed is a no-op), and
+are journaled in ``repairs.ndjson`` (:mod:`doctor._journal`) with the hashes of the ticket's
+row before and after, and the breaker of :mod:`doctor._repair_model` applies to them too.
+Their journal lives next to a SQLite queue, or in the first runs root (or ``journal``) for
+PostgreSQL (:func:`queue_journal_dir`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from doctor._config import DoctorConfig
+from doctor._detectors._queue import LEASED, iso_s, same_host, this_host
+from doctor._diagnose import scan
+from doctor._errors import IngestError, RootError, UsageError
+from doctor._facts import iso
+from doctor._journal import JOURNAL, JournalEntry, append_entry, read_journal
+from doctor._liveness import process_alive
+from doctor._queue_ingest import QueueSource, parse_queue_url
+from doctor._repair_model import (
+    BREAKER_TRIES,
+    BREAKER_WINDOW_S,
+    TOOL,
+    Action,
+    ActionResult,
+    FindingRef,
+    QueueRepairReport,
+    _breaker,
+    _Ctx,
+    _diff,
+    _Done,
+    _journal_unsafe,
+    _Refused,
+    _version,
+)
+from executor import ExecutorConfig, ExecutorError, Queue, QueueError, Ticket, open_queue
+from executor._reaper import reap
+
+__all__ = ["apply_queue_repairs", "queue_journal_dir"]
+
+
+def queue_journal_dir(config: DoctorConfig, journal: Path | None = None) -> Path:
+    """The directory whose ``repairs.ndjson`` journals queue repairs.
+
+    ``journal`` (a directory, or a path ending in ``repairs.ndjson``) when given; else the
+    SQLite queue's own directory; else, for PostgreSQL, the first runs root.
+
+    >>> queue_journal_dir(DoctorConfig(db="/nonexistent/queue.db"))
+    Traceback (most recent call last):
+    ...
+    doctor._errors.UsageError: the repair journal's directory '/nonexistent' does not exist (or is a symlink); pass --journal DIR
+    """  # noqa: E501
+    if journal is not None:
+        where = journal.parent if journal.name == JOURNAL else journal
+    elif not config.db:
+        raise UsageError("queue repairs need the queue: doctor repair --db URL")
+    else:
+        source = parse_queue_url(config.db)
+        if source.kind == "sqlite" and source.target == ":memory:":
+            raise UsageError("a :memory: queue cannot be repaired: it lives in one process only")
+        if source.kind == "sqlite":
+            where = Path(source.target).absolute().parent
+        elif config.roots:
+            where = config.roots[0]
+        else:
+            raise UsageError(
+                "a PostgreSQL queue's repairs are journaled in the runs root: pass --root DIR "
+                "or --journal DIR"
+            )
+    if where.is_symlink() or not where.is_dir():
+        raise UsageError(
+            f"the repair journal's directory {str(where)!r} does not exist (or is a symlink); "
+            "pass --journal DIR"
+        )
+    return Path(os.path.realpath(where))
+
+
+def _queue_url(source: QueueSource) -> str:
+    """The executor's URL for a queue the doctor names (its ``?schema=`` shorthand becomes
+    libpq's ``options=-csearch_path=``, which the executor passes through)."""
+    if source.kind == "sqlite":
+        if not Path(source.target).is_file():
+            raise RootError(f"queue database {source.target!r} does not exist; pass --db the queue")
+        return source.target
+    if source.schema is None:
+        return source.target
+    parts = urlsplit(source.target)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options = " ".join([v for k, v in query if k == "options"] + [f"-csearch_path={source.schema}"])
+    query = [(k, v) for k, v in query if k != "options"] + [("options", options)]
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+
+
+class _OneLease(Queue):
+    """The queue as :func:`executor._reaper.reap` sees it for one repair: the one ticket, and
+    only while it holds the lease at ``epoch`` (the compare-and-set's expected value)."""
+
+    def __init__(self, inner: Queue, ticket_id: str, epoch: int, clock: Callable[[], float]):
+        super().__init__(clock=clock)
+        self._inner, self._ticket_id, self._epoch = inner, ticket_id, epoch
+
+    def _mine(self, found: Iterable[Ticket]) -> list[Ticket]:
+        return [t for t in found if t.id == self._ticket_id and t.lease_epoch == self._epoch]
+
+    def tickets(self, *, status: str | Iterable[str] | None = None) -> list[Ticket]:
+        return self._mine(self._inner.tickets(status=status))
+
+    def expired(self, now: float, *, claim_grace_s: float = 0.0) -> list[Ticket]:
+        return self._mine(self._inner.expired(now, claim_grace_s=claim_grace_s))
+
+    def reclaim(
+        self,
+        ticket_id: str,
+        *,
+        expected_epoch: int,
+        reason: str,
+        quarantine_after: int,
+        window_s: float,
+        claim_grace_s: float = 0.0,
+    ) -> Ticket:
+        return self._inner.reclaim(
+            ticket_id,
+            expected_epoch=expected_epoch,
+            reason=reason,
+            quarantine_after=quarantine_after,
+            window_s=window_s,
+            claim_grace_s=claim_grace_s,
+        )
+
+    def _transaction(self, *, write: bool = True) -> contextlib.AbstractContextManager[Any]:
+        raise AssertionError("the reaper's one-lease view runs no transaction of its own")
+
+    def close(self) -> None:
+        """The view does not own the connection."""
+
+
+@dataclass
+class _QueueCtx:
+    queue: Queue
+    config: DoctorConfig
+    executor: ExecutorConfig
+    breaker: str | None = None  # set per action: why it must not act again
+
+
+class _Breaker(Exception):
+    """The breaker is open: the action would act again on a target it keeps acting on."""
+
+
+def _ticket(q: _QueueCtx, ticket_id: str) -> Ticket:
+    try:
+        return q.queue.get(ticket_id)
+    except QueueError as exc:
+        raise _Refused(str(exc)) from None
+
+
+def _who(t: Ticket) -> str:
+    return f"session {t.session_name!r} (pid {t.pid})" if t.session_name else f"pid {t.pid}"
+
+
+def _lease_gone(q: _QueueCtx, t: Ticket, held: str, match: Callable[[Any], bool]) -> NoReturn:
+    """The lease the finding saw is no longer held: a no-op when it was reclaimed (by the
+    reaper or an earlier repair), else a refusal."""
+    for e in reversed(q.queue.events(t.id)):
+        if e.event == "reclaimed" and match(e):
+            raise _Done(
+                f"already reclaimed: {held} was reclaimed at {iso_s(e.at)} "
+                f"({e.detail.get('reason')}); the ticket is {t.status} at epoch {t.lease_epoch}"
+            )
+    raise _Refused(
+        f"the ticket no longer holds {held} and it was not reclaimed: it is {t.status} at "
+        f"epoch {t.lease_epoch}, so there is no lost lease to take back"
+    )
+
+
+def _not_lost(t: Ticket, cfg: ExecutorConfig, host: str, now: float) -> str:
+    """Why the reaper's precondition does not hold for the leased ticket ``t``."""
+    if t.pid is None:
+        owner = "no owner pid is recorded"
+    elif t.host != host:
+        owner = f"its owner runs on host {t.host}, whose processes cannot be seen from here"
+    else:
+        owner = f"its owner {_who(t)} is alive"
+    claimed = t.claimed_at if t.claimed_at is not None else t.updated_at
+    if now - claimed < cfg.claim_grace_s:
+        lease = f"it was claimed {now - claimed:.0f} s ago, inside the claim grace period"
+    else:
+        until = t.lease_expires_at or t.last_alive_at or t.updated_at
+        lease = f"its lease runs until {iso_s(until)}"
+    return f"the lease no longer looks lost (the reaper's test): {owner}, and {lease}"
+
+
+def _reap_one(q: _QueueCtx, t: Ticket, epoch: int) -> str:
+    """Reclaim ``t``'s lease at ``epoch`` exactly as the reaper does (its preconditions, its
+    kill of orphaned stage groups, its terminalizing of the lost run, its compare-and-set).
+
+    The breaker is consulted here, right before acting: a lease found reclaimed already, or
+    gone, is reported as such however often it was repaired before.
+    """
+    if q.breaker is not None:
+        raise _Breaker(q.breaker)
+    now = q.config.now
+    here = this_host()
+    host = t.host if t.host and same_host(t.host, here) else here  # the detectors' host rule
+    view = _OneLease(q.queue, t.id, epoch, lambda: now)
+    done = reap(view, q.executor, host=host, clock=lambda: now)
+    if not done:
+        raise _Refused(_not_lost(t, q.executor, host, now))
+    (r,) = done
+    did = "".join(
+        [
+            f"; killed the lost worker's stage process group(s) {list(r.killed_groups)}"
+            if r.killed_groups
+            else "",
+            f"; wrote {t.run_path}/final.json (status fail)" if r.terminalized else "",
+        ]
+    )
+    if not r.status:
+        raise _Refused(
+            f"the compare-and-set on lease epoch {epoch} lost: the ticket changed while it was "
+            f"being reclaimed{did}"
+        )
+    return f"reclaimed lease epoch {epoch} ({r.reason}): the ticket is {r.status} now{did}"
+
+
+def _reclaim(q: _QueueCtx, action: Action) -> str:
+    t = _ticket(q, action.target)
+    epoch = action.lease_epoch
+    if epoch is not None:
+        if t.lease_epoch != epoch or t.status not in LEASED:
+            _lease_gone(q, t, f"the lease of epoch {epoch}", lambda e: e.epoch == epoch)
+        return _reap_one(q, t, epoch)
+    holder = (action.worker, action.session_name, action.pid)
+    if t.status in LEASED and (t.lease_owner, t.session_name, t.pid) == holder:
+        return _reap_one(q, t, t.lease_epoch)
+    _lease_gone(
+        q,
+        t,
+        f"the lease of worker {action.worker} (session {action.session_name}, pid {action.pid})",
+        lambda e: (e.worker, e.detail.get("session_name"), e.detail.get("pid")) == holder,
+    )
+
+
+def _reconcile(q: _QueueCtx, action: Action) -> str:
+    t = _ticket(q, action.target)
+    local = same_host(t.host, this_host())
+    alive = process_alive(t.pid, t.proc_start_time) if t.pid is not None and local else None
+    if t.status in LEASED:
+        if alive:
+            raise _Done(f"the record agrees: the ticket is {t.status} and {_who(t)} is alive")
+        return _reap_one(q, t, t.lease_epoch)
+    if alive and t.terminal:
+        raise _Refused(
+            f"needs a person: ticket {t.id} is {t.status}, yet {_who(t)} still runs on this "
+            f"host. The doctor kills nothing, and a terminal row never changes (the database "
+            f"forbids it), so this is recorded in the journal only: find out what pid {t.pid} "
+            f"is doing, then stop it (process group {t.pgid}) or enqueue the work again"
+        )
+    if alive:
+        raise _Refused(
+            f"needs a person: ticket {t.id} is {t.status} (no lease), yet {_who(t)} still runs "
+            f"on this host; the doctor kills nothing: stop it (process group {t.pgid}) before "
+            "a worker starts the same work again"
+        )
+    if t.pid is not None and not local:
+        raise _Refused(
+            f"{_who(t)} was recorded on host {t.host}: run the doctor there, where its "
+            "processes can be seen"
+        )
+    gone = "no session is recorded" if t.pid is None else f"{_who(t)} no longer runs"
+    raise _Done(f"the record agrees now: the ticket is {t.status} and {gone}")
+
+
+_QUEUE_RUNNERS: dict[str, Callable[[_QueueCtx, Action], str]] = {
+    "reclaim": _reclaim,
+    "reconcile": _reconcile,
+}
+
+
+def _row_state(q: _QueueCtx, ticket_id: str) -> tuple[str | None, dict[str, Any]]:
+    """The SHA-256 of the ticket's row (every column, as JSON) and the facts journaled."""
+    try:
+        t = q.queue.get(ticket_id)
+    except QueueError:
+        return None, {}
+    row = json.dumps(t.to_json(), sort_keys=True, default=str).encode()
+    return hashlib.sha256(row).hexdigest(), {"status": t.status, "lease_epoch": t.lease_epoch}
+
+
+def _apply_queue_one(
+    ctx: _Ctx, q: _QueueCtx, display: str, action: Action, tries: int, window_s: float
+) -> ActionResult:
+    unsafe = _journal_unsafe(ctx.run_path)
+    if unsafe is not None:
+        return ActionResult(action, "refused", unsafe)
+    before, was = _row_state(q, action.target)
+    q.breaker = _breaker(ctx, action, tries, window_s)
+    try:
+        if action.kind not in _QUEUE_RUNNERS:
+            outcome, message = "refused", f"{action.kind!r} is not a queue action"
+        else:
+            message, outcome = _QUEUE_RUNNERS[action.kind](q, action), "applied"
+    except _Done as done:
+        return ActionResult(action, "noop", str(done), before, before)
+    except _Breaker as tripped:
+        outcome, message = "breaker", str(tripped)
+    except _Refused as refused:
+        outcome, message = "refused", str(refused)
+    except (ExecutorError, OSError) as exc:
+        outcome, message = "failed", f"{type(exc).__name__}: {exc}"
+    after, now = _row_state(q, action.target)
+    entry = JournalEntry(
+        at=iso(int(ctx.config.now * 1e9)) or "",
+        at_s=ctx.config.now,
+        tool=TOOL,
+        version=_version(),
+        action=action.kind,
+        target=action.target,
+        finding={"code": action.finding.code, "scope": "", "node_id": None},
+        outcome=outcome,
+        message=message,
+        before_sha256=before,
+        after_sha256=after,
+        extra={"queue": display, "lease_epoch": action.lease_epoch, "before": was, "after": now},
+    )
+    try:
+        append_entry(ctx.run_path, entry)
+    except OSError as exc:
+        message += f" (the journal could not be written: {exc})"
+        outcome = "failed" if outcome == "applied" else outcome
+    ctx.journal.append(entry)
+    return ActionResult(action, outcome, message, before, after)
+
+
+def apply_queue_repairs(
+    plan: Sequence[Action],
+    config: DoctorConfig,
+    *,
+    journal: Path | None = None,
+    executor_config: ExecutorConfig | None = None,
+    breaker_tries: int = BREAKER_TRIES,
+    breaker_window_s: float = BREAKER_WINDOW_S,
+) -> QueueRepairReport:
+    """Carry out the queue actions of ``plan`` on the queue at ``config.db``, journaled in
+    :func:`queue_journal_dir`'s ``repairs.ndjson``; the queue is scanned again (alone, without
+    the runs) after each applied action, and the report says what each resolved.
+
+    ``config.now`` is the clock of the reaper's tests and of the queue's writes;
+    ``executor_config`` gives the reaper's claim grace and quarantine (the executor's
+    defaults when omitted).
+    """
+    journal_dir = queue_journal_dir(config, journal)
+    source = parse_queue_url(config.db or "")
+    alone = dataclasses.replace(config, roots=(), cache_dir=None)
+    current = scan(alone).findings
+    ctx = _Ctx(journal_dir, "", config, read_journal(journal_dir))
+    try:
+        queue = open_queue(_queue_url(source), clock=lambda: config.now)
+    except ExecutorError as exc:
+        raise IngestError(f"cannot open the queue {source.display} for repairs: {exc}") from exc
+    results: list[ActionResult] = []
+    with queue:
+        q = _QueueCtx(queue, config, executor_config or ExecutorConfig())
+        for action in plan:
+            result = _apply_queue_one(
+                ctx, q, source.display, action, breaker_tries, breaker_window_s
+            )
+            if result.outcome == "applied":
+                after = scan(alone).findings
+                resolved, introduced = _diff(current, after)
+                result = dataclasses.replace(
+                    result, resolved=tuple(resolved), introduced=tuple(introduced)
+                )
+                current = after
+            results.append(result)
+    return QueueRepairReport(
+        queue=source.display,
+        journal=str(journal_dir / JOURNAL),
+        results=tuple(results),
+        remaining=tuple(FindingRef.of(f) for f in current),
+    )
