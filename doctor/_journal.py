@@ -13,7 +13,7 @@ nothing)::
 
 Lines are appended with one ``write`` on a descriptor opened ``O_APPEND | O_NOFOLLOW`` and
 fsynced, so a crash leaves at most a torn last line, which :func:`read_journal` skips. The
-breaker of :mod:`doctor._repair` counts the journal's ``applied`` and ``failed`` lines.
+breaker (:mod:`doctor._repair_model`) counts the journal's ``applied`` and ``failed`` lines.
 """
 
 from __future__ import annotations
