@@ -14,7 +14,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -23,13 +23,23 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from chaos._cli import app as _chaos_app
 from doctor._config import DoctorConfig, default_roots
 from doctor._detectors import DETECTORS, describe, select
 from doctor._diagnose import diagnose, scan
 from doctor._errors import DoctorError, UsageError
-from doctor._model import Diagnosis
+from doctor._model import Severity
+from doctor._queue_ingest import parse_queue_url
 from doctor._render import render_checks, render_diagnosis, render_markdown, render_scan
-from doctor._repair import Action, RepairReport, apply_repairs, plan_repairs
+from doctor._repair import (
+    Action,
+    QueueRepairReport,
+    RepairReport,
+    apply_queue_repairs,
+    apply_repairs,
+    plan_repairs,
+    queue_journal_dir,
+)
 from executor._cli import app as _executor_app
 
 __all__ = ["app", "config_from_env", "main"]
@@ -210,20 +220,22 @@ def checks_cmd(as_json: JsonOpt = False) -> None:
         render_checks(Console(highlight=False), DETECTORS)
 
 
-def _print_plan(console: Console, plan: list[Action], diagnosis: Diagnosis) -> None:
-    console.print(
-        f"[bold]{escape(diagnosis.run_id)}[/bold] · state [bold]{diagnosis.state}[/bold] · "
-        f"{len(plan)} repair(s) planned"
-    )
+def _print_plan(
+    console: Console, plan: list[Action], header: str, journal: str = "repairs.ndjson"
+) -> None:
+    console.print(f"{header} · {len(plan)} repair(s) planned")
     for i, action in enumerate(plan, 1):
         console.print(f"  {i}. {escape(action.summary)}", soft_wrap=True)
         if action.blocked:
             console.print(f"     [yellow]expected to refuse:[/yellow] {escape(action.blocked)}")
     if plan:
-        console.print("Run again with --apply to carry out the plan (journaled in repairs.ndjson).")
+        console.print(
+            f"Run again with --apply to carry out the plan (journaled in {escape(journal)}).",
+            soft_wrap=True,
+        )
 
 
-def _print_repair(console: Console, report: RepairReport) -> None:
+def _print_repair(console: Console, report: RepairReport | QueueRepairReport) -> None:
     marks = {"applied": "[green][✓][/green]", "noop": "[green][=][/green]"}
     for r in report.results:
         console.print(
@@ -234,6 +246,13 @@ def _print_repair(console: Console, report: RepairReport) -> None:
                 where = ref.scope or "top level"
                 console.print(f"    {label}: {ref.code} ({escape(where)})", soft_wrap=True)
     errors = sum(1 for f in report.remaining if f.severity in ("error", "critical"))
+    if isinstance(report, QueueRepairReport):
+        console.print(
+            f"The queue has {len(report.remaining)} finding(s) left, {errors} at error or above "
+            f"(`doctor scan --db …`); journal: {escape(report.journal)}.",
+            soft_wrap=True,
+        )
+        return
     console.print(
         f"State now [bold]{report.state}[/bold]; {len(report.remaining)} finding(s) remain, "
         f"{errors} at error or above (`doctor diagnose --run-id {escape(report.run_id)}`)."
@@ -242,14 +261,34 @@ def _print_repair(console: Console, report: RepairReport) -> None:
 
 @app.command("repair")
 def repair_cmd(
-    run_id: Annotated[str, typer.Option("--run-id", help="The run directory's name.")],
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="The run directory's name.")
+    ] = None,
     root: RootOpt = None,
     apply: Annotated[
         bool, typer.Option("--apply", help="Carry out the plan (default: only print it).")
     ] = False,
     as_json: JsonOpt = False,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="Repair the work queue instead of a run (reclaim, reconcile): a SQLite "
+            "file, sqlite:///ABS/PATH or postgresql://URL. Never read from $RUNDOCTOR_DB.",
+        ),
+    ] = None,
+    journal: Annotated[
+        Path | None,
+        typer.Option(
+            "--journal",
+            help="With --db: the directory of the queue's repairs.ndjson (default: the "
+            "SQLite file's directory; for PostgreSQL, the first runs root).",
+        ),
+    ] = None,
 ) -> None:
-    """Plan safe repairs for one run; --apply carries them out, journaled, and re-diagnoses."""
+    """Plan safe repairs for one run (or the queue, --db); --apply carries them out, journaled."""
+    if db is not None or run_id is None or journal is not None:
+        _repair_queue(db, root, apply, as_json, journal, run_id)
     with _errors():
         config = config_from_env(root)
         diagnosis = diagnose(run_id, config)
@@ -271,7 +310,55 @@ def repair_cmd(
             }
         )
     elif report is None:
-        _print_plan(Console(highlight=False), plan, diagnosis)
+        header = f"[bold]{escape(diagnosis.run_id)}[/bold] · state [bold]{diagnosis.state}[/bold]"
+        _print_plan(Console(highlight=False), plan, header)
+    else:
+        _print_repair(Console(highlight=False), report)
+    raise typer.Exit(code)
+
+
+def _repair_queue(
+    db: str | None,
+    root: list[Path] | None,
+    apply: bool,
+    as_json: bool,
+    journal: Path | None,
+    run_id: str | None,
+) -> NoReturn:
+    """``doctor repair --db URL``: plan from a scan with the queue (roots optional)."""
+    with _errors():
+        if db is None or run_id is not None:
+            raise UsageError(
+                "pass --run-id ID to repair a run, or --db URL (and --journal) to repair the "
+                "queue; not both"
+            )
+        queue = parse_queue_url(db).display
+        config = config_from_env(root, db=db)
+        result = scan(config)
+        plan = plan_repairs(result, config)
+        where: str | None = None
+        with suppress(UsageError):  # printing a plan needs no journal; --apply does
+            where = str(queue_journal_dir(config, journal) / "repairs.ndjson")
+        report = apply_queue_repairs(plan, config, journal=journal) if apply else None
+    if report is None:
+        worst = any(f.severity >= Severity.ERROR for f in result.findings)
+        code = 1 if worst or any(a.blocked for a in plan) else 0
+    else:
+        code = report.exit_code
+    if as_json:
+        _emit_json(
+            {
+                "schema": "rundoctor.repair/1",
+                "queue": queue,
+                "journal": where if report is None else report.journal,
+                "applied": apply,
+                "plan": [a.to_json() for a in plan],
+                "report": None if report is None else report.to_json(),
+            }
+        )
+    elif report is None:
+        header = f"queue [bold]{escape(queue)}[/bold]"
+        _print_plan(Console(highlight=False), plan, header, where or "repairs.ndjson")
     else:
         _print_repair(Console(highlight=False), report)
     raise typer.Exit(code)
@@ -324,6 +411,8 @@ def report_cmd(
 # The executor's commands (run, enqueue, worker, reap, tickets) are sub-commands of the one
 # `doctor` console script; they live with the executor, thin over its library.
 app.registered_commands.extend(_executor_app.registered_commands)
+# The chaos harness is one sub-app: `doctor chaos run|faults|check` (also `python -m chaos`).
+app.add_typer(_chaos_app, name="chaos")
 
 
 def main() -> None:

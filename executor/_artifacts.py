@@ -50,6 +50,9 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
+
+#: Where a worker's events go once its run was terminalized by someone else (the reaper).
+LATE_EVENTS = "late-events.ndjson"
 E = TypeVar("E", bound=Event)
 
 
@@ -178,6 +181,7 @@ class RunWriter:
         self.fsync = fsync
         self.sink = sink
         self.base_logs_root = base_logs_root
+        self._own_final = False
         self.last_event: Event | None = None
         self._lock = threading.Lock()
         self._attempts: dict[str, int] = {}
@@ -197,6 +201,12 @@ class RunWriter:
                 ts=self.now(), run_id=self.run_id, id=secrets.token_hex(4), epoch=self.epoch
             )
             line = stamped.to_line()
+            if self._sealed_by_other():
+                # The reaper terminalized this run after taking the lease from this (frozen)
+                # worker: the record is closed. Late lines are kept aside, not lost, and never
+                # follow the terminal event (chaos seed 2).
+                append_line(self.path / LATE_EVENTS, line)
+                return stamped
             append_line(self.path / "progress.ndjson", line)
             if attempt is not None:
                 append_line(attempt.path / "events.ndjson", line)
@@ -288,7 +298,12 @@ class RunWriter:
             return (existing if isinstance(existing, dict) else {}), False
         finally:
             tmp.unlink(missing_ok=True)
+        self._own_final = True
         return final, True
+
+    def _sealed_by_other(self) -> bool:
+        """True once someone else (the reaper) wrote this scope's final.json."""
+        return not self._own_final and (self.path / "final.json").exists()
 
     def terminalize(self, status: str, reason: str, **totals: Any) -> tuple[str, str]:
         """End the run: ``final.json`` first (atomically; the first writer wins), then the

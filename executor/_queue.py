@@ -206,7 +206,6 @@ class Queue(abc.ABC):
         _require_seconds("lease_ttl_s", lease_ttl_s)
 
         def run(tx: Tx) -> Lease | None:
-            now = self._clock()
             candidate = (
                 tx.one(sql.CLAIM_CANDIDATE)
                 if ticket_id is None
@@ -214,6 +213,9 @@ class Queue(abc.ABC):
             )
             if candidate is None:
                 return None
+            # The clock is read once the row is locked: a claim that waited behind a stalled
+            # database must not commit a lease that already expired (chaos seed 20).
+            now = self._clock()
             s = session
             lease_params = (worker, now + lease_ttl_s, now, now)
             session_params = (s.session_name, s.pid, s.pgid, s.proc_start_time, s.host)
@@ -412,8 +414,8 @@ class Queue(abc.ABC):
         _require_seconds("claim_grace_s", claim_grace_s, zero_ok=True)
 
         def run(tx: Tx) -> Ticket | FencedError:
-            now = self._clock()
             row = tx.one(sql.LOCK_FULL_TICKET, (ticket_id,))
+            now = self._clock()  # after the lock: time spent waiting for it counts
             if row is None:
                 raise self._unknown(tx, ticket_id)
             before = _ticket(row)
@@ -473,8 +475,8 @@ class Queue(abc.ABC):
         """
 
         def run(tx: Tx) -> Ticket:
-            now = self._clock()
             row = tx.one(sql.LOCK_FULL_TICKET, (ticket_id,))
+            now = self._clock()  # after the lock: time spent waiting for it counts
             if row is None:
                 raise self._unknown(tx, ticket_id)
             before = _ticket(row)
@@ -542,8 +544,8 @@ class Queue(abc.ABC):
         ``fenced`` event, commit it, and raise :class:`FencedError`."""
 
         def run(tx: Tx) -> T | FencedError:
-            now = self._clock()
             row = tx.one(sql.LOCK_LEASED, (lease.ticket_id, lease.epoch))
+            now = self._clock()  # after the lock: time spent waiting for it counts
             if row is not None:
                 return body(tx, _ticket(row), now)
             return self._reject(tx, lease.ticket_id, lease.epoch, lease.worker, action, now)

@@ -23,7 +23,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,14 +144,8 @@ def terminalize_lost_run(
         "final_git_commit_sha": "",
         "repaired_by": {"tool": "executor.reaper", "at": stamp},
     }
-    tmp = run_path / f".final.json.reaper.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    try:
-        os.link(tmp, final)
-    except FileExistsError:
+    if not _link_json(final, doc):
         return False
-    finally:
-        tmp.unlink(missing_ok=True)
     line = {
         "event": "run_failed",
         "status": "fail",
@@ -161,6 +155,35 @@ def terminalize_lost_run(
         "epoch": epoch,
     }
     append_line(run_path / "progress.ndjson", (json.dumps(line) + "\n").encode())
+    # A fan-out the lost worker never joined: its branches end with the run (chaos seed 11).
+    for branch in _open_branches(run_path):
+        _link_json(branch / "final.json", {**doc, "failure_reason": f"{reason} (branch)"})
+    return True
+
+
+def _open_branches(run_path: Path) -> Iterator[Path]:
+    """Branch directories (``parallel/…`` with a progress stream) without a final.json."""
+    parallel = run_path / "parallel"
+    if not parallel.is_dir() or parallel.is_symlink():
+        return
+    for stream in sorted(parallel.glob("**/progress.ndjson")):
+        branch = stream.parent
+        if "worktree" in branch.relative_to(run_path).parts or branch.is_symlink():
+            continue
+        if not (branch / "final.json").exists():
+            yield branch
+
+
+def _link_json(target: Path, doc: Mapping[str, object]) -> bool:
+    """Create ``target`` with ``doc`` unless it exists (atomic: first writer wins)."""
+    tmp = target.with_name(f".{target.name}.reaper.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
     return True
 
 

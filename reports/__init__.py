@@ -9,6 +9,16 @@ Contexts (one per template) are documented in ``docs/reports.md``; the improveme
 maps finding codes to priorities, actions and acceptance checks is :data:`PLAN`.
 """
 
+from reports._chaos import (
+    ChaosContext,
+    FaultKindRow,
+    FaultRow,
+    InvariantView,
+    LatencyRow,
+    RecoveryRow,
+    TicketCount,
+    render_chaos,
+)
 from reports._context import FleetContext, PostmortemContext
 from reports._errors import ReportError
 from reports._escape import Text, code, md, mermaid
@@ -28,15 +38,22 @@ from reports._throughput import (
 __all__ = [
     "PLAN",
     "TEMPLATES",
+    "ChaosContext",
     "DayRow",
     "DurationStats",
+    "FaultKindRow",
+    "FaultRow",
     "FleetContext",
+    "InvariantView",
+    "LatencyRow",
     "PlanItem",
     "PostmortemContext",
+    "RecoveryRow",
     "ReportError",
     "StatusCount",
     "Text",
     "Throughput",
+    "TicketCount",
     "code",
     "environment",
     "fleet_context",
@@ -47,6 +64,7 @@ __all__ = [
     "queue_throughput",
     "queue_throughput_at",
     "render",
+    "render_chaos",
     "render_fleet",
     "render_postmortem",
 ]

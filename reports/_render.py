@@ -26,6 +26,7 @@ from typing import Any
 import jinja2
 
 from doctor import Diagnosis, ScanResult
+from reports._chaos import ChaosContext
 from reports._context import FleetContext, PostmortemContext, duration
 from reports._errors import ReportError
 from reports._escape import Text, code, md, mermaid
@@ -39,6 +40,7 @@ __all__ = ["TEMPLATES", "environment", "render", "render_fleet", "render_postmor
 TEMPLATES: dict[type, str] = {
     PostmortemContext: "postmortem.md.j2",
     FleetContext: "fleet.md.j2",
+    ChaosContext: "chaos.md.j2",
 }
 
 
@@ -131,7 +133,7 @@ _ENV = environment()
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
 
-def render(context: PostmortemContext | FleetContext) -> str:
+def render(context: PostmortemContext | FleetContext | ChaosContext) -> str:
     """Render a context with its template; blank-line runs collapse, one final newline."""
     template = _ENV.get_template(TEMPLATES[type(context)])
     variables = {f.name: getattr(context, f.name) for f in fields(context)}

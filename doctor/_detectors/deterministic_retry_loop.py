@@ -1,9 +1,12 @@
 """``deterministic_retry_loop``: the same canonical failure, again and again, and nothing stops it.
 
 The failures of a node in a scope (attempt ends with status ``fail`` or ``retry``) are grouped
-by :func:`doctor._signature.canonical_signature` of their reason. A group of at least
-``config.breaker_limit`` failures is reported unless a breaker stopped it or the run stopped on
-it:
+by :func:`doctor._signature.canonical_signature` of their reason. A failure that a
+conditional node merely passes on (the same reason as the attempt just before it, on another
+node) is counted for the node that failed, not again for the conditional one. A group of at
+least ``breaker_limit`` failures — the run's own limit (the largest ``signature_limit`` its
+cycle-check or breaker events state, i.e. the graph's), else ``config.breaker_limit`` — is
+reported unless a breaker stopped it or the run stopped on it:
 
 * a *breaker stop* is a ``deterministic_failure_cycle_breaker``,
   ``subgraph_deterministic_failure_cycle_breaker`` or ``stuck_cycle_breaker`` event for the
@@ -50,7 +53,9 @@ def visits_sql() -> str:
                PARTITION BY run_id, scope, node_id ORDER BY start_seq ROWS UNBOUNDED PRECEDING
            ) AS visit
     FROM (SELECT *, lag(node_id) OVER (PARTITION BY run_id, scope ORDER BY start_seq)
-                     AS prev_node
+                     AS prev_node,
+                 lag(failure_reason) OVER (PARTITION BY run_id, scope ORDER BY start_seq)
+                     AS prev_reason
           FROM attempts)
     """
 
@@ -60,6 +65,18 @@ SELECT run_id, scope, node_id, failure_reason, count(*), list(DISTINCT visit), m
        epoch_ns(min(end_ts)), epoch_ns(max(end_ts))
 FROM ({visits_sql()})
 WHERE end_seq IS NOT NULL AND lower(status) IN ('fail', 'retry')
+  -- A conditional node passing on the previous node's failure verbatim is that node's
+  -- failure seen again, not a loop of its own (a breaker counts the node that failed).
+  AND NOT coalesce(prev_node IS DISTINCT FROM node_id AND prev_reason = failure_reason, false)
+GROUP BY ALL
+"""
+# The run's own breaker limit, when its events state one (the graph's breaker_limit).
+_LIMITS_SQL = """
+SELECT run_id, max(signature_limit) FROM events
+WHERE event IN ('deterministic_failure_cycle_check', 'deterministic_failure_cycle_breaker',
+                'subgraph_deterministic_failure_cycle_check',
+                'subgraph_deterministic_failure_cycle_breaker')
+  AND signature_limit > 0
 GROUP BY ALL
 """
 _BREAKER_SQL = f"""
@@ -113,14 +130,19 @@ def _stopped_on(ctx: Context, last: tuple[Any, ...] | None, node: str, signature
 
 def deterministic_retry_loop(ctx: Context) -> list[Finding]:
     """The same canonical failure repeating on a node with no breaker stopping it."""
-    limit = ctx.config.breaker_limit
-    groups = {k: g for k, g in _groups(ctx).items() if g.count >= limit}
+    limits = {r: int(n) for r, n in ctx.tables.sql(_LIMITS_SQL)}
+    groups = {
+        k: g
+        for k, g in _groups(ctx).items()
+        if g.count >= limits.get(k[0], ctx.config.breaker_limit)
+    }
     if not groups:
         return []
     breakers = {(r, s, n): int(seq) for r, s, n, seq in ctx.tables.sql(_BREAKER_SQL)}
     last_attempt = {(r, s): (n, st, fr) for r, s, n, st, fr in ctx.tables.sql(_LAST_ATTEMPT_SQL)}
     findings = []
     for (run_id, scope, node, signature), g in sorted(groups.items()):
+        limit = limits.get(run_id, ctx.config.breaker_limit)
         breaker_seq = breakers.get((run_id, scope, node))
         if breaker_seq is not None and breaker_seq > g.last_seq:
             continue  # the breaker stopped it

@@ -90,6 +90,14 @@ def duration_text(seconds: float) -> str:
 def retry_loop(ctx: Context) -> list[Finding]:
     """A back edge (a hop to a node entered earlier in the scope) taken repeatedly."""
     findings = []
+    broken = {
+        (r, sc)
+        for r, sc in ctx.tables.sql(
+            "SELECT DISTINCT run_id, scope FROM events WHERE event IN ("
+            "'deterministic_failure_cycle_breaker', 'subgraph_deterministic_failure_cycle_breaker',"
+            " 'stuck_cycle_breaker')"
+        )
+    }
     for run_id, scope, src, dst, n, first_ts, last_ts, end_ts, still in ctx.tables.sql(
         _SQL, min=ctx.config.retry_loop_min
     ):
@@ -109,8 +117,12 @@ def retry_loop(ctx: Context) -> list[Finding]:
         # A loop that ate most of a run that did not succeed is the incident's failure mode;
         # a run that converged after a few laps, or a short loop, is worth a look only.
         dominant = share is not None and share >= DOMINANT_SHARE
+        # A loop a cycle breaker stopped did what a breaker is for: bounded, not runaway.
+        stopped = (run_id, scope) in broken
         severity = (
-            Severity.ERROR if dominant and facts.get("_state") != "succeeded" else Severity.WARNING
+            Severity.ERROR
+            if dominant and facts.get("_state") != "succeeded" and not stopped
+            else Severity.WARNING
         )
         findings.append(
             Finding(

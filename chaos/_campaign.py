@@ -1,0 +1,292 @@
+"""The campaign: real worker processes, a seeded workload, faults from a seeded schedule.
+
+:func:`run_campaign` does, in order:
+
+1. builds the workload from the seed (DOT files in ``OUT/campaign/pipelines``) and plans the
+   fault schedule from the same ``random.Random(seed)``; both go into the ``meta`` record;
+2. starts ``workers`` worker processes (``python -m chaos worker``: the executor's worker with
+   its ticket operations recorded), each running the production state machine with the short
+   budgets of :data:`chaos.CHAOS_EXECUTOR` and its own reaper;
+3. for ``duration_s``: keeps the queue fed with tickets drawn from the workload, injects each
+   scheduled fault when it is due (psutil signals, a torn file, a held lock), undoes the ones
+   that end (SIGCONT, the lock's release), and replaces workers that exited;
+4. drains: no new tickets or faults, until every ticket is terminal (or ``drain_timeout_s``);
+5. stops the workers (SIGTERM), collects the history (:mod:`chaos._collect`), runs every
+   checker and writes ``history.ndjson``, ``report.md`` and ``report.json`` into ``out``.
+
+The seed fixes the workload, the arrivals and the schedule; the operating system still decides
+the interleaving, so a replay recreates the conditions of a failure, not every instruction.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import chaos
+from chaos._checkers import Verdict, check
+from chaos._collect import collect, prepare_db, prepare_out
+from chaos._config import CampaignConfig, plan_schedule, redact_url
+from chaos._errors import CampaignError
+from chaos._faults import select_faults
+from chaos._history import FaultRecord, History, Meta, Planned, Recorder, WorkerRecord
+from chaos._injection import Fault, Injection, WorkerHandle
+from chaos._workload import Workload, build_workload
+from executor import ExecutorConfig, ExecutorError, Queue, Ticket, open_queue
+
+__all__ = ["CampaignResult", "run_campaign"]
+
+Clock = Callable[[], float]
+Log = Callable[[str], None]
+_TICK_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignResult:
+    """A finished campaign: its configuration, history, verdicts and where it was written."""
+
+    config: CampaignConfig
+    history: History
+    verdicts: tuple[Verdict, ...]
+    elapsed_s: float
+    out: Path
+
+    @property
+    def ok(self) -> bool:
+        """True when every invariant held."""
+        return all(v.ok for v in self.verdicts)
+
+
+@dataclass(slots=True)
+class _Pending:
+    due: float
+    fault: str
+    target: str
+    undo: Callable[[], dict[str, Any]]
+
+
+class _Campaign:
+    """The running campaign; also the :class:`chaos._injection.Target` faults see."""
+
+    def __init__(
+        self, cfg: CampaignConfig, url: str, executor: ExecutorConfig, clock: Clock, log: Log
+    ) -> None:
+        self.cfg, self.url, self.config, self.clock, self.log = cfg, url, executor, clock, log
+        self.pick = 0
+        self.dir = cfg.out / "campaign"
+        self.handles: list[WorkerHandle] = []
+        self.undos: list[_Pending] = []
+        self.ids: set[str] = set()
+        self.recorder = Recorder(self.dir / "harness.ndjson")
+        self.queue: Queue = open_queue(url, clock=clock)
+        self.config_file = self.dir / "executor.json"
+        self.config_file.write_text(json.dumps(executor.to_json() | {"env": None}, indent=2))
+
+    # -- the Target protocol -------------------------------------------------------------
+
+    def workers(self) -> list[WorkerHandle]:
+        alive = [h for h in self.handles if h.popen.poll() is None]
+        return sorted((h for h in alive if not (h.frozen or h.doomed)), key=lambda h: h.name)
+
+    def leased(self) -> list[Ticket]:
+        found = self.queue.tickets(status=("claimed", "running"))
+        return sorted((t for t in found if t.id in self.ids), key=lambda t: t.id)
+
+    def pending(self, fault: str) -> bool:
+        return any(p.fault == fault for p in self.undos)
+
+    # -- workers -------------------------------------------------------------------------
+
+    def spawn(self) -> WorkerHandle:
+        name = f"w{len(self.handles) + 1}"
+        wdir = self.dir / "workers"
+        command = [
+            sys.executable,
+            "-m",
+            "chaos",
+            "worker",
+            "--db",
+            self.url,
+            "--root",
+            str(self.dir / "runs"),
+            "--name",
+            name,
+            "--config",
+            str(self.config_file),
+            "--history",
+            str(wdir / f"{name}.ndjson"),
+            "--concurrency",
+            str(self.cfg.concurrency),
+        ]
+        # Run from the directory holding the packages, so `-m chaos` finds this checkout.
+        home = Path(chaos.__file__).resolve().parents[1]
+        try:
+            with (wdir / f"{name}.log").open("ab") as out:
+                popen = subprocess.Popen(
+                    command, cwd=home, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+                )
+        except OSError as exc:
+            raise CampaignError(f"cannot start worker {name}: {exc}") from exc
+        handle = WorkerHandle(name, popen)
+        self.handles.append(handle)
+        self.recorder.record(WorkerRecord(self.clock(), name, handle.pid, "start"))
+        return handle
+
+    def supervise(self, *, replace_dead: bool) -> None:
+        """Record exits; keep the fleet at its size."""
+        for h in list(self.handles):
+            code = h.popen.poll()
+            if code is None or h.exited:
+                continue
+            h.exited = True
+            self.recorder.record(
+                WorkerRecord(self.clock(), h.name, h.pid, "exit", code, expected=h.doomed)
+            )
+            if not h.doomed:
+                self.log(f"worker {h.name} (pid {h.pid}) exited by itself with status {code}")
+            if replace_dead:
+                self.spawn()
+
+    def stop_workers(self) -> None:
+        self.undo_due(all_now=True)  # wake the frozen, free the lock: nobody is left stuck
+        for h in self.handles:
+            if h.popen.poll() is None:
+                h.doomed = True
+                h.popen.terminate()
+        deadline = time.monotonic() + 20
+        for h in self.handles:
+            try:
+                h.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                h.popen.kill()
+                h.popen.wait()
+        self.supervise(replace_dead=False)
+
+    # -- faults and tickets --------------------------------------------------------------
+
+    def inject(self, planned: Planned, fault: Fault) -> None:
+        self.pick = planned.pick
+        now = self.clock()
+        try:
+            got: Injection | None = fault.inject(self)
+        except (OSError, ExecutorError) as exc:
+            got = Injection("nothing", {"error": f"{type(exc).__name__}: {exc}"})
+        if got is None:
+            self.recorder.record(FaultRecord(now, fault.name, "skip", "no candidate"))
+            return
+        self.recorder.record(
+            FaultRecord(now, fault.name, "inject", got.target, got.detail, got.runs, got.held)
+        )
+        self.log(f"{planned.at:7.2f}s  {fault.name} → {got.target}")
+        if got.undo is not None:
+            due = self.clock() + got.undo_after_s
+            self.undos.append(_Pending(due, fault.name, got.target, got.undo))
+
+    def undo_due(self, *, all_now: bool = False) -> None:
+        now = self.clock()
+        for p in [p for p in self.undos if all_now or p.due <= now]:
+            self.undos.remove(p)
+            detail = p.undo()
+            self.recorder.record(FaultRecord(self.clock(), p.fault, "recover", p.target, detail))
+
+    def open_tickets(self) -> int:
+        return sum(1 for t in self.queue.tickets() if t.id in self.ids and not t.terminal)
+
+    def feed(self, workload: Workload, rng: random.Random) -> None:
+        want = self.cfg.workers * self.cfg.concurrency + 2
+        for _ in range(max(0, want - self.open_tickets())):
+            p = workload.draw(rng)
+            self.ids.add(self.queue.enqueue(p.name, str(p.path)).id)
+
+
+def run_campaign(
+    config: CampaignConfig, *, log: Log | None = None, clock: Clock = time.time
+) -> CampaignResult:
+    """Run one campaign (see the module doc) and write its history and report to ``config.out``.
+
+    Raises :class:`chaos.UsageError` for a bad configuration and :class:`chaos.CampaignError`
+    when the campaign cannot run; violations are data (``result.verdicts``), not errors.
+    """
+    config.validate()
+    say = log or (lambda _: None)
+    out = prepare_out(config.out)
+    rng = random.Random(config.seed)
+    faults = {f.name: f for f in select_faults(config.faults)}
+    workload = build_workload(rng, out / "campaign" / "pipelines")
+    schedule = plan_schedule(rng, config.duration_s, tuple(faults), mean_gap_s=config.mean_gap_s)
+    executor = replace(config.executor, unsafe_disable_fencing=config.unsafe_disable_fencing)
+    url, cleanup = prepare_db(config, out / "campaign")
+    started = clock()
+    meta = Meta(
+        time=started,
+        seed=config.seed,
+        duration_s=config.duration_s,
+        workers=config.workers,
+        db=redact_url(url if config.db is None else config.db),
+        faults=tuple(faults),
+        schedule=schedule,
+        bounds=config.bounds(),
+        replay=config.replay_command(),
+        config=executor.to_json(),
+    )
+    try:
+        camp = _Campaign(config, url, executor, clock, say)
+    except ExecutorError as exc:
+        raise CampaignError(f"cannot open the queue {meta.db!r}: {exc}") from exc
+    try:
+        try:
+            _drive(camp, workload, rng, schedule, faults, started)
+        finally:
+            camp.stop_workers()
+            camp.recorder.close()
+        history = collect(camp.dir, camp.queue, camp.ids, workload, meta)
+    except ExecutorError as exc:
+        raise CampaignError(f"the campaign lost its queue: {exc}") from exc
+    finally:
+        camp.queue.close()
+        cleanup()
+    verdicts = check(history)
+    result = CampaignResult(config, history, verdicts, clock() - started, out)
+    from chaos._report import write_report
+
+    write_report(result)
+    return result
+
+
+def _drive(
+    camp: _Campaign,
+    workload: Workload,
+    rng: random.Random,
+    schedule: tuple[Planned, ...],
+    faults: dict[str, Fault],
+    started: float,
+) -> None:
+    cfg = camp.cfg
+    for _ in range(cfg.workers):
+        camp.spawn()
+    todo = list(schedule)
+    while (elapsed := camp.clock() - started) < cfg.duration_s:
+        camp.supervise(replace_dead=True)
+        camp.undo_due()
+        while todo and todo[0].at <= elapsed:
+            planned = todo.pop(0)
+            camp.inject(planned, faults[planned.fault])
+        if not camp.pending("stall_database"):  # a write would wait behind the held lock
+            camp.feed(workload, rng)
+        time.sleep(_TICK_S)
+    camp.log(f"{camp.clock() - started:7.2f}s  draining")
+    deadline = camp.clock() + cfg.drain_timeout_s
+    while camp.clock() < deadline:
+        camp.supervise(replace_dead=True)
+        camp.undo_due()
+        if not camp.undos and camp.open_tickets() == 0:
+            return
+        time.sleep(_TICK_S)
+    camp.log(f"drain timed out after {cfg.drain_timeout_s:g}s; tickets are left open")

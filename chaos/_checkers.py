@@ -1,0 +1,366 @@
+"""The invariants: named functions over a :class:`~chaos.History`, listed in :data:`CHECKERS`.
+
+Each checker is ``(History) -> Verdict``; it reads only the history, so a saved
+``history.ndjson`` can be checked again and a hand-made history tests a checker. A violation
+comes with its minimal witness: the few records that prove it (for the first violation found;
+``violations`` counts them all).
+
+A lease is named by ``(ticket, epoch)``; it *ends* at the first ``completed``, ``failed``,
+``released``, ``reclaimed`` or ``canceled`` ticket event carrying that epoch.
+
+>>> from chaos._history import TicketRecord
+>>> h = History((TicketRecord(9.0, "t-1", "long_01", "long", "running", 2),))
+>>> v = no_ticket_lost(h)
+>>> (v.ok, v.summary)
+(False, '1 of 1 tickets not terminal after the drain; first: t-1 (running, epoch 2)')
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+
+from chaos._evidence import (
+    Checker,
+    Found,
+    Verdict,
+    lease_ends,
+    op_pairs,
+    stall_windows,
+    touched_by,
+    verdict,
+)
+from chaos._history import (
+    FaultRecord,
+    History,
+    Op,
+    QueueEvent,
+    Record,
+    RunRecord,
+    TicketRecord,
+    WorkerRecord,
+)
+
+__all__ = [
+    "CHECKERS",
+    "Checker",
+    "Verdict",
+    "at_most_one_completion",
+    "breaker_within_limit",
+    "check",
+    "diagnosis_explained",
+    "final_json_in_time",
+    "no_heartbeat_after_end",
+    "no_stale_write_accepted",
+    "no_ticket_lost",
+    "no_worker_crashed",
+    "percentile",
+    "reclaim_latency",
+]
+
+TERMINAL = frozenset({"done", "failed", "canceled", "quarantined"})
+#: Queue events that a worker writes under its lease (each carries its worker and epoch).
+LEASED_WRITES = frozenset({"completed", "failed", "released", "heartbeat_gap"})
+#: Ops that change the ticket under a lease; an ``ok`` means the queue accepted the write.
+WRITE_OPS = frozenset({"start", "heartbeat", "complete", "fail", "release"})
+
+
+def no_ticket_lost(h: History) -> Verdict:
+    """Every ticket ends terminal (done, failed, canceled or quarantined) once drained."""
+    tickets = {t.ticket: t for t in h.of(TicketRecord)}
+    created = [e for e in h.of(QueueEvent) if e.event == "created"]
+    events = defaultdict(list)
+    for e in h.of(QueueEvent):
+        events[e.ticket].append(e)
+    found: list[Found] = []
+    for e in created:
+        if e.ticket not in tickets:
+            found.append((f"{e.ticket} was created and then vanished from the queue", (e,)))
+    for t in tickets.values():
+        if t.status not in TERMINAL:
+            why = f"first: {t.ticket} ({t.status}, epoch {t.lease_epoch})"
+            found.append((why, (t, *events[t.ticket][-3:])))
+    counts: dict[str, int] = defaultdict(int)
+    for t in tickets.values():
+        counts[t.status] += 1
+    shape = ", ".join(f"{s} {n}" for s, n in sorted(counts.items()))
+    lost = len(found)
+    total = f"{lost} of {len(tickets)} tickets not terminal after the drain; " if lost else ""
+    return verdict(
+        "no_ticket_lost", found, f"all {len(tickets)} tickets ended terminal ({shape})", total
+    )
+
+
+def at_most_one_completion(h: History) -> Verdict:
+    """At most one accepted completion per ticket (queue events and acknowledged ops)."""
+    found: list[Found] = []
+    done: dict[str, list[Record]] = defaultdict(list)
+    for e in h.of(QueueEvent):
+        if e.event == "completed":
+            done[e.ticket].append(e)
+    for ticket, evs in done.items():
+        if len(evs) > 1:
+            found.append((f"{ticket} was completed {len(evs)} times", tuple(evs)))
+    acked: dict[str, list[Record]] = defaultdict(list)
+    for op in h.of(Op):
+        if op.f == "complete" and op.type == "ok" and op.ticket:
+            acked[op.ticket].append(op)
+    for ticket, ops in acked.items():
+        if len(ops) > 1:
+            found.append((f"{len(ops)} completions of {ticket} were acknowledged", tuple(ops)))
+    return verdict(
+        "at_most_one_completion", found, f"{len(done)} tickets completed, each exactly once"
+    )
+
+
+def no_stale_write_accepted(h: History) -> Verdict:
+    """No write under a lease is accepted from a worker that does not hold that epoch, or
+    after the lease was reclaimed."""
+    claims: dict[tuple[str, int], QueueEvent] = {}
+    reclaims: dict[tuple[str, int], QueueEvent] = {}
+    for e in h.of(QueueEvent):
+        if e.epoch is None:
+            continue
+        if e.event == "claimed":
+            claims[(e.ticket, e.epoch)] = e
+        elif e.event == "reclaimed":
+            reclaims.setdefault((e.ticket, e.epoch), e)
+    found: list[Found] = []
+
+    def judge(key: tuple[str, int], worker: str | None, began: float, what: Record) -> None:
+        claim, reclaim = claims.get(key), reclaims.get(key)
+        if claim is not None and claim.worker != worker:
+            why = f"{worker} wrote {key[0]} under epoch {key[1]}, which {claim.worker} holds"
+            found.append((why, (claim, what)))
+        elif reclaim is not None and reclaim.time < began:
+            why = f"{worker} wrote {key[0]} under epoch {key[1]} after it was reclaimed"
+            found.append((why, (reclaim, what)))
+
+    for e in h.of(QueueEvent):
+        if e.event in LEASED_WRITES and e.epoch is not None:
+            judge((e.ticket, e.epoch), e.worker, e.time, e)
+    for invoke, outcome in op_pairs(h.of(Op)):
+        if outcome.type == "ok" and outcome.f in WRITE_OPS and outcome.ticket:
+            judge((outcome.ticket, outcome.epoch or 0), outcome.worker, invoke.time, outcome)
+    writes = sum(1 for o in h.of(Op) if o.type == "ok" and o.f in WRITE_OPS)
+    fenced = sum(1 for e in h.of(QueueEvent) if e.event == "fenced")
+    return verdict(
+        "no_stale_write_accepted",
+        found,
+        f"{writes} accepted writes all came from the epoch's holder; {fenced} stale ones fenced",
+    )
+
+
+def final_json_in_time(h: History) -> Verdict:
+    """Every run directory has a valid ``final.json`` within the bound after its lease ended."""
+    bound = h.bounds.final_s
+    ends = lease_ends(h)
+    found: list[Found] = []
+    worst = 0.0
+    for run in h.of(RunRecord):
+        if not run.ticket:
+            found.append((f"run {run.run_id} has no recorded start", (run,)))
+        elif run.final_problem or run.final_at is None:
+            found.append((f"run {run.run_id}: {run.final_problem}", (run,)))
+        elif (end := ends.get((run.ticket, run.epoch))) is not None:
+            late = run.final_at - end.time
+            worst = max(worst, late)
+            if late > bound:
+                why = f"run {run.run_id}: final.json {late:.2f}s after its lease ended"
+                found.append((f"{why} (bound {bound:g}s)", (end, run)))
+    n = len(h.of(RunRecord))
+    fine = f"all {n} runs have a valid final.json; latest {worst:.2f}s after the lease ended"
+    return verdict("final_json_in_time", found, f"{fine} (bound {bound:g}s)")
+
+
+def no_heartbeat_after_end(h: History) -> Verdict:
+    """No lease heartbeat is accepted after its lease ended; no stage heartbeat follows the
+    end of its attempt."""
+    ends = lease_ends(h)
+    found: list[Found] = []
+    for invoke, outcome in op_pairs(h.of(Op)):
+        if outcome.f != "heartbeat" or outcome.type != "ok" or not outcome.ticket:
+            continue
+        end = ends.get((outcome.ticket, outcome.epoch or 0))
+        if end is not None and invoke.time > end.time:
+            why = f"{outcome.worker} heartbeat {outcome.ticket} epoch {outcome.epoch} after its end"
+            found.append((why, (end, invoke, outcome)))
+    for run in h.of(RunRecord):
+        if run.late_heartbeats:
+            found.append((f"run {run.run_id}: {run.late_heartbeats[0]}", (run,)))
+    beats = sum(1 for o in h.of(Op) if o.f == "heartbeat" and o.type == "ok")
+    return verdict(
+        "no_heartbeat_after_end", found, f"{beats} lease heartbeats, none after their lease ended"
+    )
+
+
+def breaker_within_limit(h: History) -> Verdict:
+    """The breaker stops every deterministic loop at its limit and never a transient-only run.
+
+    Runs a fault touched are held to the limit only: a killed stage may end a loop early, or
+    fail a transient stage for good.
+    """
+    touched = touched_by(h)
+    found: list[Found] = []
+    tripped = 0
+    for run in h.of(RunRecord):
+        tripped += run.breaker_trips > 0
+        limit = run.signature_limit
+        if limit is not None and run.max_signature_count > limit:
+            why = f"run {run.run_id}: a signature counted {run.max_signature_count} (limit {limit})"
+            found.append((why, (run,)))
+        if run.path in touched:
+            continue
+        natural = run.final_by == "executor" and run.final_status == "fail"
+        if run.workload == "deterministic" and natural and run.breaker_trips == 0:
+            found.append((f"deterministic run {run.run_id} failed without a breaker trip", (run,)))
+        if run.workload == "transient" and run.breaker_trips:
+            found.append((f"transient-only run {run.run_id} tripped the breaker", (run,)))
+    return verdict("breaker_within_limit", found, f"{tripped} breaker trips, each within its limit")
+
+
+#: How long after the fault a lease may still have ended by its worker's own hand (a
+#: completion committed just before the signal landed).
+_RACE_S = 1.0
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The nearest-rank ``p``-th percentile of ``values`` (not empty).
+
+    >>> percentile([0.1, 0.2, 0.3, 0.4], 50), percentile([0.1, 0.2, 0.3, 0.4], 99)
+    (0.2, 0.4)
+    """
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _stalled(start: float, end: float, stalls: list[tuple[float, float]]) -> float:
+    """Seconds of [start, end] during which the database was stalled."""
+    return sum(max(0.0, min(end, b) - max(start, a)) for a, b in stalls)
+
+
+def reclaim_latency(h: History) -> Verdict:
+    """Leases of a SIGKILLed or SIGSTOPped worker are reclaimed within the executor's bounds
+    (p50 and p99, stall time excluded).
+
+    Latency runs from the fault to the lease's ``reclaimed`` event. Time the database spent
+    stalled by ``stall_database`` is not counted: no reaper writes through a held lock, and the
+    stall is a fault of its own.
+    """
+    from chaos._faults import FAULTS
+
+    kinds = {f.name: f.reclaims for f in FAULTS if f.reclaims}
+    reclaims: dict[tuple[str, int], QueueEvent] = {}
+    for e in h.of(QueueEvent):
+        if e.event == "reclaimed" and e.epoch is not None:
+            reclaims.setdefault((e.ticket, e.epoch), e)
+    ends, stalls = lease_ends(h), stall_windows(h)
+    samples: dict[str, list[tuple[float, FaultRecord, QueueEvent]]] = defaultdict(list)
+    found: list[Found] = []
+    for f in h.of(FaultRecord):
+        kind = kinds.get(f.fault)
+        if kind is None or f.phase != "inject" or "error" in f.detail:
+            continue
+        for held in f.held:
+            key = (held.ticket, held.epoch)
+            got = reclaims.get(key)
+            if got is None:
+                end = ends.get(key)
+                if end is not None and end.time <= f.time + _RACE_S:
+                    continue  # its worker ended the lease as the signal landed
+                how = f"ended by {end.event} from {end.worker}" if end else "never ended"
+                why = f"{f.fault}: lease {held.ticket} epoch {held.epoch} was not reclaimed ({how})"
+                found.append((why, (f,) if end is None else (f, end)))
+                continue
+            latency = max(0.0, got.time - f.time - _stalled(f.time, got.time, stalls))
+            samples[kind].append((latency, f, got))
+    stats: dict[str, dict[str, float]] = {}
+    b = h.bounds
+    limits = {
+        "sigkill": (b.sigkill_p50_s, b.sigkill_p99_s),
+        "sigstop": (b.sigstop_p50_s, b.sigstop_p99_s),
+    }
+    for kind, (b50, b99) in limits.items():
+        got_samples = samples.get(kind, [])
+        values = [s[0] for s in got_samples]
+        row = {"n": float(len(values)), "bound_p50_s": b50, "bound_p99_s": b99}
+        if values:
+            p50, p99 = percentile(values, 50), percentile(values, 99)
+            row |= {"p50_s": round(p50, 3), "p99_s": round(p99, 3), "max_s": round(max(values), 3)}
+            _, fault, event = max(got_samples, key=lambda s: s[0])
+            for name, value, bound in (("p50", p50, b50), ("p99", p99, b99)):
+                if value > bound:
+                    why = f"{kind} reclaim latency {name} {value:.2f}s exceeds its bound {bound:g}s"
+                    found.append((why, (fault, event)))
+        stats[kind] = row
+
+    def show(kind: str) -> str:
+        row = stats[kind]
+        if not row["n"]:
+            return f"{kind}: no samples"
+        return f"{kind}: n={row['n']:.0f} p50 {row['p50_s']:.2f}s p99 {row['p99_s']:.2f}s"
+
+    fine = f"{show('sigkill')}; {show('sigstop')} (within bounds)"
+    return verdict("reclaim_latency", found, fine, stats=stats)
+
+
+def diagnosis_explained(h: History) -> Verdict:
+    """``doctor.diagnose_path`` finds nothing at error or above in any run, except findings
+    that a fault which touched the run declares it may cause."""
+    from chaos._faults import FAULTS
+
+    declared = {f.name: f.may_cause for f in FAULTS}
+    touched = touched_by(h)
+    found: list[Found] = []
+    explained = 0
+    for run in h.of(RunRecord):
+        faults = touched.get(run.path, ())
+        allowed = set().union(*(declared.get(f.fault, frozenset()) for f in faults))
+        for f in run.findings:
+            if f.severity not in ("error", "critical"):
+                continue
+            if f.code in allowed:
+                explained += 1
+                continue
+            by = ", ".join(sorted({x.fault for x in faults})) or "no fault"
+            why = f"run {run.run_id}: {f.severity} {f.code} ({by} touched it): {f.summary}"
+            found.append((why, (run, *faults)))
+    runs = len(h.of(RunRecord))
+    fine = f"{runs} runs diagnosed: nothing serious beyond {explained} fault-explained findings"
+    return verdict("diagnosis_explained", found, fine)
+
+
+def no_worker_crashed(h: History) -> Verdict:
+    """Every worker that exited was told to (SIGKILL, SIGTERM, the end of the campaign)."""
+    found: list[Found] = [
+        (f"worker {w.name} (pid {w.pid}) exited by itself with status {w.exit_code}", (w,))
+        for w in h.of(WorkerRecord)
+        if w.phase == "exit" and not w.expected
+    ]
+    started = sum(1 for w in h.of(WorkerRecord) if w.phase == "start")
+    return verdict("no_worker_crashed", found, f"{started} workers; none exited unasked")
+
+
+#: Every invariant, in report order.
+CHECKERS: tuple[Checker, ...] = (
+    no_ticket_lost,
+    at_most_one_completion,
+    no_stale_write_accepted,
+    final_json_in_time,
+    no_heartbeat_after_end,
+    breaker_within_limit,
+    reclaim_latency,
+    diagnosis_explained,
+    no_worker_crashed,
+)
+
+
+def check(h: History, checkers: Iterable[Checker] = CHECKERS) -> tuple[Verdict, ...]:
+    """Every checker's verdict on ``h``.
+
+    >>> all(v.ok for v in check(History(())))
+    True
+    """
+    return tuple(c(h) for c in checkers)

@@ -1,0 +1,171 @@
+"""The chaos commands: ``doctor chaos run|faults|check`` (also ``python -m chaos``).
+
+Thin over the library: parse options, call one function, render. Exit codes: 0 every
+invariant held, 1 at least one was violated (the replay command is printed), 2 usage or
+input error (one red line on stderr, no traceback). Nothing here reads the environment: a
+campaign never picks up a production queue from ``$RUNDOCTOR_DB`` by accident.
+
+The hidden ``worker`` command is what a campaign starts for each worker process.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from chaos._campaign import CampaignResult, run_campaign
+from chaos._checkers import check
+from chaos._config import CampaignConfig, executor_from_json, parse_duration
+from chaos._errors import ChaosError, UsageError
+from chaos._evidence import Verdict
+from chaos._faults import FAULTS, parse_faults
+from chaos._history import read_history
+from chaos._recording import serve_worker
+from chaos._report import report_json
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="chaos",
+    help="Kill, freeze and stall the executor from a seed; check that it recovers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _err(message: str, code: int = 2) -> NoReturn:
+    Console(stderr=True, highlight=False).print(
+        f"[red]error:[/red] {escape(message)}", soft_wrap=True
+    )
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except ChaosError as exc:
+        _err(str(exc))
+    except KeyboardInterrupt:
+        _err("interrupted", 130)
+
+
+def _print_verdicts(console: Console, verdicts: tuple[Verdict, ...]) -> None:
+    for v in verdicts:
+        mark = "[green]✓[/green]" if v.ok else "[red]✗[/red]"
+        console.print(f"{mark} {v.name}: {escape(v.summary)}", soft_wrap=True)
+
+
+@app.command("run")
+def run_cmd(
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the workload and the schedule.")],
+    duration: Annotated[
+        str, typer.Option("--duration", help="How long faults are injected: 60s, 20m, 1h.")
+    ] = "60s",
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 4,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="Queue: postgresql://… (the campaign makes its own schema) or a new SQLite "
+            "file. Default: a SQLite file in the campaign directory.",
+        ),
+    ] = None,
+    faults: Annotated[
+        str | None,
+        typer.Option("--faults", help="Comma-separated fault names (default: all of them)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Campaign directory (default chaos-out/seed-N)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print report.json.")] = False,
+    unsafe_disable_fencing: Annotated[
+        bool,
+        typer.Option("--unsafe-disable-fencing", hidden=True, help="Test only: defeat fencing."),
+    ] = False,
+) -> None:
+    """Run a campaign; write report.md, report.json and history.ndjson to --out."""
+    console = Console(stderr=True, highlight=False)
+    with _errors():
+        config = CampaignConfig(
+            seed=seed,
+            duration_s=parse_duration(duration),
+            workers=workers,
+            db=db,
+            faults=parse_faults(faults),
+            out=out or Path("chaos-out") / f"seed-{seed}",
+            unsafe_disable_fencing=unsafe_disable_fencing,
+        ).validate()
+        console.print(f"chaos: seed {seed}, {workers} workers, {duration}; replay with:")
+        console.print(f"  {escape(config.replay_command())}", soft_wrap=True)
+        log = None if as_json else (lambda line: console.print(escape(line), soft_wrap=True))
+        result = run_campaign(config, log=log)
+    _finish(console, result, as_json)
+
+
+def _finish(console: Console, result: CampaignResult, as_json: bool) -> NoReturn:
+    if as_json:
+        sys.stdout.write(json.dumps(report_json(result), indent=2) + "\n")
+    else:
+        _print_verdicts(console, result.verdicts)
+        console.print(f"report: {escape(str(result.out / 'report.md'))}", soft_wrap=True)
+    if not result.ok:
+        failed = ", ".join(v.name for v in result.verdicts if not v.ok)
+        console.print(f"[red]violated:[/red] {escape(failed)}; replay with:", soft_wrap=True)
+        console.print(f"  {escape(result.config.replay_command())}", soft_wrap=True)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command("faults")
+def faults_cmd() -> None:
+    """List the faults and the doctor findings each one may cause."""
+    console = Console(highlight=False)
+    for f in FAULTS:
+        console.print(f"[bold]{f.name}[/bold]  {escape(f.summary)}")
+        may = ", ".join(sorted(f.may_cause)) or "nothing at error or above"
+        console.print(f"    may cause: {escape(may)}", soft_wrap=True)
+
+
+@app.command("check")
+def check_cmd(
+    history: Annotated[Path, typer.Argument(help="A campaign's history.ndjson.")],
+) -> None:
+    """Check a recorded history again (the checkers read nothing else)."""
+    with _errors():
+        try:
+            verdicts = check(read_history(history))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read history {str(history)!r}: {exc}") from exc
+    _print_verdicts(Console(highlight=False), verdicts)
+    raise typer.Exit(0 if all(v.ok for v in verdicts) else 1)
+
+
+@app.command("worker", hidden=True)
+def worker_cmd(
+    db: Annotated[str, typer.Option("--db")],
+    root: Annotated[Path, typer.Option("--root")],
+    name: Annotated[str, typer.Option("--name")],
+    config: Annotated[Path, typer.Option("--config")],
+    history: Annotated[Path, typer.Option("--history")],
+    concurrency: Annotated[int, typer.Option("--concurrency")] = 1,
+) -> None:
+    """One recorded worker of a campaign (started by `doctor chaos run`)."""
+    executor = executor_from_json(json.loads(config.read_text()))
+    stats = serve_worker(db, root, executor, name=name, history=history, concurrency=concurrency)
+    sys.stdout.write(json.dumps(stats) + "\n")
+
+
+def main() -> None:
+    """Entry point of ``python -m chaos``."""
+    app()

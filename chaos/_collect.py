@@ -1,0 +1,265 @@
+"""Preparing a campaign's directory and database, and collecting its history afterwards.
+
+After the drain, the history is assembled from four sources: the harness's own records
+(faults, worker starts and exits), each worker's recorded ticket operations, the queue (its
+``ticket_events`` and every ticket's final row) and the run directories (``final.json``, the
+breaker's events, stage heartbeats, and ``doctor.diagnose_path``'s findings). An ``invoke``
+left without an outcome (its worker was killed mid-call) is closed with an ``info`` op at the
+worker's exit: the call may or may not have happened, and the checkers treat it so.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import doctor
+from chaos._config import CampaignConfig
+from chaos._errors import CampaignError, UsageError
+from chaos._history import (
+    FindingFact,
+    History,
+    Meta,
+    Op,
+    QueueEvent,
+    Record,
+    RunRecord,
+    TicketRecord,
+    WorkerRecord,
+    read_records,
+)
+from chaos._workload import Workload
+from executor import Queue, Ticket
+
+__all__ = ["collect", "prepare_db", "prepare_out", "run_facts"]
+
+_OURS = frozenset({"campaign", "history.ndjson", "report.md", "report.json"})
+_CHECKS = ("deterministic_failure_cycle_check", "subgraph_deterministic_failure_cycle_check")
+_TRIPS = ("deterministic_failure_cycle_breaker", "subgraph_deterministic_failure_cycle_breaker")
+_FINAL_STATUSES = frozenset({"success", "fail", "canceled"})
+
+
+def prepare_out(out: Path) -> Path:
+    """Create ``out`` (or clear a previous campaign's files from it); refuse anything else."""
+    out = out.expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a file; pass a directory")
+    if out.exists():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in _OURS)
+        if foreign:
+            raise UsageError(
+                f"--out {str(out)!r} holds other files ({', '.join(foreign[:3])}); pass an "
+                "empty or new directory"
+            )
+        for name in _OURS:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    try:
+        for sub in ("pipelines", "runs", "workers"):
+            (out / "campaign" / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create --out {str(out)!r}: {exc.strerror}") from exc
+    return out
+
+
+def prepare_db(config: CampaignConfig, directory: Path) -> tuple[str, Callable[[], None]]:
+    """The queue URL the campaign uses, and what to do with the database afterwards.
+
+    No ``--db``: a fresh SQLite file in the campaign directory. A PostgreSQL URL without a
+    ``search_path`` gets a schema of its own (dropped once the history is collected), so the
+    campaign never sees another's tickets; with ``options=`` the caller chose the schema.
+    """
+    if config.db is None:
+        return f"sqlite:///{directory / 'queue.db'}", lambda: None
+    url = config.db
+    if not url.startswith(("postgresql://", "postgres://")):
+        path = Path(url.removeprefix("sqlite://"))
+        if path.exists() and path.stat().st_size > 0:
+            raise UsageError(f"--db {url!r} exists; a campaign needs a fresh queue file")
+        return url, lambda: None
+    if "options=" in url:
+        return url, lambda: None
+    import psycopg
+
+    schema = f"chaos_{config.seed}_{time.time_ns() // 1000:x}"
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+    except psycopg.Error as exc:
+        raise CampaignError(f"cannot create schema {schema} for the campaign: {exc}") from exc
+
+    def drop() -> None:
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        except psycopg.Error:
+            pass  # the history is written; a leftover schema is harmless
+
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-csearch_path%3D{schema}", drop
+
+
+def _close_dangling(ops: list[Op], exits: dict[str, float], end: float) -> list[Op]:
+    """``info`` for every ``invoke`` whose worker died before it could write the outcome."""
+    open_: Counter[tuple[Any, ...]] = Counter()
+    first: dict[tuple[Any, ...], Op] = {}
+    for op in ops:
+        key = (op.worker, op.f, op.ticket, op.epoch)
+        if op.type == "invoke":
+            open_[key] += 1
+            first.setdefault(key, op)
+        elif open_[key] > 0:
+            open_[key] -= 1
+    closing = [
+        Op(
+            exits.get(op.process, end),
+            "info",
+            op.f,
+            op.worker,
+            op.process,
+            op.ticket,
+            op.epoch,
+            {},
+            "no outcome: the worker exited during the call",
+        )
+        for key, op in first.items()
+        for _ in range(open_[key])
+    ]
+    return ops + closing
+
+
+def _lines(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return
+    for line in raw.splitlines():
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue  # a torn line: the doctor reports it, the facts skip it
+        if isinstance(data, dict):
+            yield data
+
+
+def run_facts(path: Path, *, ticket: str, epoch: int, workload: str, now: float) -> RunRecord:
+    """The facts the checkers need about one run directory."""
+    final_status, problem, final_at, final_by = None, "", None, ""
+    try:
+        doc = json.loads((path / "final.json").read_bytes())
+        final_at = (path / "final.json").stat().st_mtime
+    except FileNotFoundError:
+        doc, problem = None, "no final.json"
+    except (OSError, ValueError) as exc:
+        doc, problem = None, f"final.json is unreadable: {exc}"
+    if isinstance(doc, dict):
+        status = doc.get("status")
+        if status not in _FINAL_STATUSES:
+            problem = f"final.json status {status!r} is not success, fail or canceled"
+        elif doc.get("run_id") != path.name:
+            problem = f"final.json names run {doc.get('run_id')!r}, not {path.name!r}"
+        else:
+            final_status = str(status)
+        final_by = "reaper" if isinstance(doc.get("repaired_by"), dict) else "executor"
+    elif doc is not None:
+        problem = "final.json is not a JSON object"
+    limit: int | None = None
+    top, trips = 0, 0
+    late: list[str] = []
+    streams = [path / "progress.ndjson", *sorted(path.glob("parallel/**/progress.ndjson"))]
+    for stream in streams:
+        ended: set[tuple[Any, Any]] = set()
+        for e in _lines(stream):
+            name = e.get("event")
+            key = (e.get("node_id"), e.get("attempt"))
+            if name in _CHECKS:
+                top = max(top, int(e.get("signature_count") or 0))
+                limit = max(limit or 0, int(e.get("signature_limit") or 0))
+            elif name in _TRIPS:
+                trips += 1
+            elif name == "stage_attempt_end":
+                ended.add(key)
+            elif name == "stage_heartbeat" and key in ended:
+                where = str(stream.parent.relative_to(path)) if stream.parent != path else "run"
+                late.append(f"{where}: {key[0]} attempt {key[1]} at {e.get('ts')}")
+    findings = _findings(path, now)
+    return RunRecord(
+        time=final_at or now,
+        run_id=path.name,
+        path=str(path),
+        ticket=ticket,
+        epoch=epoch,
+        workload=workload,
+        final_status=final_status,
+        final_problem=problem,
+        final_at=final_at,
+        final_by=final_by,
+        signature_limit=limit,
+        max_signature_count=top,
+        breaker_trips=trips,
+        late_heartbeats=tuple(late),
+        findings=findings,
+    )
+
+
+def _findings(path: Path, now: float) -> tuple[FindingFact, ...]:
+    try:
+        d = doctor.diagnose_path(path, doctor.DoctorConfig(now=now))
+    except doctor.DoctorError as exc:
+        return (FindingFact("diagnose_failed", "error", f"{type(exc).__name__}: {exc}"),)
+    return tuple(FindingFact(f.code, f.severity.label, f.summary) for f in d.findings)
+
+
+def _ticket_record(t: Ticket, workload: str) -> TicketRecord:
+    return TicketRecord(
+        time=t.finished_at or t.updated_at,
+        ticket=t.id,
+        title=t.title,
+        workload=workload,
+        status=t.status,
+        lease_epoch=t.lease_epoch,
+        error_attempts=t.error_attempts,
+        crash_recoveries=t.crash_recoveries,
+        reason=t.reason or "",
+    )
+
+
+def collect(
+    directory: Path, queue: Queue, ids: Iterable[str], workload: Workload, meta: Meta
+) -> History:
+    """The whole history of a drained campaign whose files are in ``directory``."""
+    ours = set(ids)
+    harness: list[Record] = list(read_records(directory / "harness.ndjson"))
+    exits = {r.name: r.time for r in harness if isinstance(r, WorkerRecord) and r.phase == "exit"}
+    ops: list[Op] = []
+    for f in sorted((directory / "workers").glob("*.ndjson")):
+        ops += [r for r in read_records(f) if isinstance(r, Op)]
+    now = time.time()
+    ops = _close_dangling(ops, exits, now)
+    events = [
+        QueueEvent(e.at, e.id, e.ticket_id, e.event, e.worker, e.epoch, e.detail)
+        for e in queue.events()
+        if e.ticket_id in ours
+    ]
+    kinds = {p.name: p.kind for p in workload.pipelines}
+    tickets = [_ticket_record(t, kinds.get(t.title, "")) for t in queue.tickets() if t.id in ours]
+    title = {t.ticket: t.workload for t in tickets}
+    starts = {str(o.value.get("run_id")): o for o in ops if o.f == "start" and o.type == "invoke"}
+    runs: list[RunRecord] = []
+    for run in sorted(p for p in (directory / "runs").iterdir() if p.is_dir()):
+        # Every run directory is created after its recorded ``start`` invoke; a run without
+        # one has ticket "" and fails the final-json checker, which names it.
+        start = starts.get(run.name)
+        ticket = start.ticket or "" if start is not None else ""
+        epoch = start.epoch or 0 if start is not None else 0
+        facts = run_facts(run, ticket=ticket, epoch=epoch, workload=title.get(ticket, ""), now=now)
+        runs.append(facts)
+    return History((meta, *harness, *ops, *events, *tickets, *runs)).sorted()

@@ -1,0 +1,220 @@
+"""A campaign's configuration, its seeded fault schedule, its bounds and its replay command.
+
+One frozen object flows inward (:class:`CampaignConfig`); only the CLI reads options and the
+environment. The executor under test runs with :data:`CHAOS_EXECUTOR`: the production state
+machine with budgets short enough that a lease expires within seconds, so a one-minute
+campaign sees many reclaims. The checkers' bounds follow from those budgets
+(:meth:`CampaignConfig.bounds`).
+
+>>> cfg = CampaignConfig(seed=7, duration_s=60, faults=("torn_write",), out=Path("/tmp/c"))
+>>> cfg.replay_command()
+'doctor chaos run --seed 7 --duration 60s --workers 4 --faults torn_write --out /tmp/c'
+>>> [p.fault for p in plan_schedule(random.Random(7), 10, ("a", "b"), mean_gap_s=2)][:4]
+['b', 'a', 'a', 'b']
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from chaos._errors import UsageError
+from chaos._faults import fault_names, select_faults
+from chaos._history import Bounds, Planned
+from executor import ExecutorConfig
+
+__all__ = [
+    "CHAOS_EXECUTOR",
+    "CampaignConfig",
+    "executor_from_json",
+    "format_duration",
+    "parse_duration",
+    "plan_schedule",
+    "redact_url",
+]
+
+#: The executor's budgets under chaos: heartbeat 0.5 s × 2 < self-fence 1.5 s < lease 2.5 s.
+CHAOS_EXECUTOR = ExecutorConfig(
+    heartbeat_interval_s=0.5,
+    heartbeat_misses=2,
+    self_fence_s=1.5,
+    lease_ttl_s=2.5,
+    reaper_interval_s=0.5,
+    claim_grace_s=1.0,
+    stage_grace_s=0.5,
+    backoff_initial_s=0.1,
+    backoff_max_s=1.0,
+    quarantine_after=3,
+)
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``90``, ``60s``, ``20m``, ``1h`` or ``1m30s``.
+
+    >>> parse_duration("60s"), parse_duration("1m30s"), parse_duration("90"), parse_duration("2h")
+    (60.0, 90.0, 90.0, 7200.0)
+    >>> parse_duration("soon")
+    Traceback (most recent call last):
+    chaos._errors.UsageError: cannot read duration 'soon'; expected e.g. 90, 60s, 20m or 1h30m
+    """
+    value = text.strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", value):
+        seconds = float(value)
+    elif value and _PART.sub("", value) == "":
+        seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(value))
+    else:
+        raise UsageError(f"cannot read duration {text!r}; expected e.g. 90, 60s, 20m or 1h30m")
+    if seconds <= 0:
+        raise UsageError(f"duration {text!r} must be positive")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest text :func:`parse_duration` reads back as ``seconds``.
+
+    >>> format_duration(60), format_duration(1200), format_duration(2.5)
+    ('60s', '1200s', '2.5s')
+    """
+    return f"{seconds:g}s"
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password (printed commands never carry secrets).
+
+    >>> redact_url("postgresql://u:secret@db:5432/q"), redact_url("/tmp/q.db")
+    ('postgresql://u@db:5432/q', '/tmp/q.db')
+    """
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CampaignConfig:
+    """One campaign: the seed, how long, how many workers, which database and faults.
+
+    ``db=None`` puts a SQLite queue in the campaign directory; ``faults=()`` means all of them.
+    ``unsafe_disable_fencing`` runs the executor with fencing defeated (test-only: the
+    checkers must catch it).
+    """
+
+    seed: int
+    duration_s: float = 60.0
+    workers: int = 4
+    db: str | None = None
+    faults: tuple[str, ...] = ()
+    out: Path = Path("chaos-out")
+    concurrency: int = 1
+    mean_gap_s: float = 3.0
+    drain_timeout_s: float = 120.0
+    unsafe_disable_fencing: bool = False
+    executor: ExecutorConfig = field(default=CHAOS_EXECUTOR)
+
+    def validate(self) -> CampaignConfig:
+        """Return ``self`` when usable; raise :class:`chaos.UsageError` otherwise."""
+        if self.duration_s <= 0:
+            raise UsageError(f"--duration must be positive, got {self.duration_s:g}s")
+        if self.workers < 2:
+            raise UsageError(
+                f"--workers must be at least 2, got {self.workers}: one must stay awake to reap"
+            )
+        if self.concurrency < 1:
+            raise UsageError(f"concurrency must be at least 1, got {self.concurrency}")
+        select_faults(self.faults)
+        self.executor.validate()
+        return self
+
+    @property
+    def fault_list(self) -> tuple[str, ...]:
+        """The selected faults' names, in catalog order."""
+        return tuple(f.name for f in select_faults(self.faults))
+
+    def replay_command(self) -> str:
+        """The command that runs this campaign again (same seed, schedule and workload)."""
+        args = ["doctor", "chaos", "run", "--seed", str(self.seed)]
+        args += ["--duration", format_duration(self.duration_s), "--workers", str(self.workers)]
+        if self.db is not None:
+            args += ["--db", redact_url(self.db)]
+        if self.fault_list != fault_names():
+            args += ["--faults", ",".join(self.fault_list)]
+        args += ["--out", str(self.out)]
+        if self.unsafe_disable_fencing:
+            args.append("--unsafe-disable-fencing")
+        return shlex.join(args)
+
+    def bounds(self) -> Bounds:
+        """The checkers' bounds, from the executor's budgets (docs/chaos.md, "Bounds").
+
+        A dead worker's lease is reclaimed at the next reaper pass; a frozen one's once the
+        lease expired, at the next pass after that; a run's ``final.json`` is on disk before
+        its lease ends, or within a stage grace of a self-fence.
+
+        >>> b = CampaignConfig(seed=1).bounds()
+        >>> (b.sigkill_p50_s, b.sigkill_p99_s, b.sigstop_p50_s, b.sigstop_p99_s, b.final_s)
+        (1.0, 2.5, 3.5, 5.0, 2.5)
+        """
+        e = self.executor
+        return Bounds(
+            final_s=e.stage_grace_s + 2 * e.heartbeat_interval_s + 1.0,
+            sigkill_p50_s=e.reaper_interval_s + 0.5,
+            sigkill_p99_s=2 * e.reaper_interval_s + 1.5,
+            sigstop_p50_s=e.lease_ttl_s + e.reaper_interval_s + 0.5,
+            sigstop_p99_s=e.lease_ttl_s + 2 * e.reaper_interval_s + 1.5,
+        )
+
+
+def executor_from_json(data: dict[str, Any]) -> ExecutorConfig:
+    """The executor configuration a campaign wrote for its workers (``executor.json``).
+
+    >>> executor_from_json(CHAOS_EXECUTOR.to_json()) == CHAOS_EXECUTOR
+    True
+    """
+    fields = dict(data)
+    for name in ("agent_command", "shell"):
+        fields[name] = tuple(fields.get(name) or ())
+    fields["env"] = None  # workers inherit the harness's environment, which it never records
+    return ExecutorConfig(**fields)
+
+
+def plan_schedule(
+    rng: random.Random, duration_s: float, faults: tuple[str, ...], *, mean_gap_s: float = 3.0
+) -> tuple[Planned, ...]:
+    """The fault schedule: ``duration_s / mean_gap_s`` faults (at least one of each), one per
+    equal slot at a seeded offset inside it, dealt from a shuffled deck (every fault comes up
+    once before any comes up twice).
+
+    >>> a = plan_schedule(random.Random(3), 30, ("x", "y", "z"))
+    >>> a == plan_schedule(random.Random(3), 30, ("x", "y", "z"))
+    True
+    >>> (len(a), sorted({p.fault for p in a}), all(2.0 <= p.at < 30 for p in a))
+    (10, ['x', 'y', 'z'], True)
+    """
+    if not faults:
+        return ()
+    warmup = min(2.0, duration_s * 0.1)
+    count = max(len(faults), int(duration_s / mean_gap_s))
+    slot = (duration_s - warmup) / count
+    out: list[Planned] = []
+    deck: list[str] = []
+    for i in range(count):
+        if not deck:
+            deck = list(faults)
+            rng.shuffle(deck)
+        at = warmup + i * slot + rng.uniform(0.0, 0.8 * slot)
+        out.append(Planned(round(at, 3), deck.pop(), rng.randrange(1 << 16)))
+    return tuple(out)

@@ -1,0 +1,79 @@
+"""The fault catalog: one module per fault, all listed in :data:`FAULTS`.
+
+Each fault is a plain function ``(Target) -> Injection | None`` wrapped in a
+:class:`~chaos._injection.Fault` that declares the doctor findings it may cause and the
+reclaim-latency bound its leases are held to. Faults are selected by name (``--faults``),
+unknown names are refused with the closest known ones.
+
+>>> [f.name for f in FAULTS]  # doctest: +NORMALIZE_WHITESPACE
+['sigkill_stage', 'sigkill_worker', 'sigstop_worker', 'sigterm_worker', 'torn_write',
+ 'stall_database']
+>>> select_faults(["torn_wirte"])
+Traceback (most recent call last):
+chaos._errors.UsageError: unknown fault 'torn_wirte' (did you mean 'torn_write'?); \
+`doctor chaos faults` lists them all
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from chaos import (
+    _sigkill_stage,
+    _sigkill_worker,
+    _sigstop_worker,
+    _sigterm_worker,
+    _stall_database,
+    _torn_write,
+)
+from chaos._errors import UsageError, closest, did_you_mean
+from chaos._injection import Fault
+
+__all__ = ["FAULTS", "fault_names", "parse_faults", "select_faults"]
+
+#: Every fault, in the order ``doctor chaos faults`` lists them.
+FAULTS: tuple[Fault, ...] = (
+    _sigkill_stage.FAULT,
+    _sigkill_worker.FAULT,
+    _sigstop_worker.FAULT,
+    _sigterm_worker.FAULT,
+    _torn_write.FAULT,
+    _stall_database.FAULT,
+)
+
+
+def fault_names() -> tuple[str, ...]:
+    """The names of every fault, in catalog order."""
+    return tuple(f.name for f in FAULTS)
+
+
+def select_faults(names: Iterable[str]) -> tuple[Fault, ...]:
+    """The faults named, in catalog order; all of them when ``names`` is empty.
+
+    >>> [f.name for f in select_faults(["stall_database", "sigkill_worker"])]
+    ['sigkill_worker', 'stall_database']
+    """
+    wanted = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+    if not wanted:
+        return FAULTS
+    known = fault_names()
+    for name in wanted:
+        if name not in known:
+            raise UsageError(
+                f"unknown fault {name!r}{did_you_mean(closest(name, known))}; "
+                "`doctor chaos faults` lists them all"
+            )
+    return tuple(f for f in FAULTS if f.name in wanted)
+
+
+def parse_faults(text: str | None) -> tuple[str, ...]:
+    """``--faults a,b`` as names in catalog order (every fault for ``None``, ``""`` or ``all``).
+
+    >>> parse_faults("torn_write, sigkill_stage")
+    ('sigkill_stage', 'torn_write')
+    >>> parse_faults(None) == fault_names()
+    True
+    """
+    if text is None or text.strip() in ("", "all"):
+        return fault_names()
+    return tuple(f.name for f in select_faults(text.split(",")))

@@ -1,0 +1,362 @@
+"""The campaign's history: one NDJSON line per record, one frozen dataclass per record kind.
+
+Every line is a JSON object whose ``kind`` names its dataclass (the discriminator), written
+whole with one ``write`` to a file opened ``O_APPEND``:
+
+========== ======================================================================================
+``meta``    the campaign: seed, duration, workers, database, faults, the seeded schedule, bounds
+``op``      a ticket operation of a worker (Jepsen-style ``invoke`` then ``ok``/``fail``, or
+            ``info`` when its outcome is unknown because the worker died): claim, start,
+            heartbeat, complete, fail, release, reclaim, cancel; with worker, epoch and time
+``fault``   a fault: ``inject`` (target, runs and leases it hit), ``recover``, or ``skip``
+``worker``  a worker process started or exited (and whether the harness meant it to)
+``ticket_event``  a row of the queue's append-only ``ticket_events``, copied after the drain
+``ticket``  a ticket's final row once the workload drained
+``run``     facts about one run directory read after the drain (``final.json``, breaker,
+            stage heartbeats, the doctor's findings)
+========== ======================================================================================
+
+The checkers (:mod:`chaos._checkers`) read nothing else, so a history file is enough to check
+a campaign again (``read_history``) and a hand-made history is enough to test a checker.
+
+>>> op = Op(time=1.5, type="ok", f="complete", worker="w1/0", process="w1", ticket="t-1", epoch=2)
+>>> line = to_line(op)
+>>> line.startswith('{"kind": "op"') and from_line(line) == op
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+import types
+import typing
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+__all__ = [
+    "Bounds",
+    "FaultRecord",
+    "FindingFact",
+    "Held",
+    "History",
+    "Meta",
+    "Op",
+    "Planned",
+    "QueueEvent",
+    "Record",
+    "Recorder",
+    "RunRecord",
+    "TicketRecord",
+    "WorkerRecord",
+    "from_line",
+    "read_history",
+    "to_line",
+    "write_history",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What the checkers hold the executor to, in seconds (see docs/chaos.md, "Bounds").
+
+    ``final_s``: a run's ``final.json`` exists at most this long after its lease ended.
+    ``sigkill_*``/``sigstop_*``: reclaim latency after a worker was killed or frozen, p50 and p99.
+    """
+
+    final_s: float = 5.0
+    sigkill_p50_s: float = 1.5
+    sigkill_p99_s: float = 3.0
+    sigstop_p50_s: float = 4.0
+    sigstop_p99_s: float = 6.0
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One entry of the seeded fault schedule: ``at`` seconds after the start, ``pick`` chooses
+    the target among the candidates present then."""
+
+    at: float
+    fault: str
+    pick: int
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """The campaign: everything needed to replay it."""
+
+    KIND: ClassVar[str] = "meta"
+    time: float
+    seed: int
+    duration_s: float
+    workers: int
+    db: str
+    faults: tuple[str, ...]
+    schedule: tuple[Planned, ...]
+    bounds: Bounds
+    replay: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """A ticket operation, as the worker saw it: ``type`` is invoke, ok, fail or info."""
+
+    KIND: ClassVar[str] = "op"
+    time: float
+    type: str
+    f: str
+    worker: str
+    process: str
+    ticket: str | None
+    epoch: int | None
+    value: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A lease a fault's target held when it was hit."""
+
+    ticket: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class FaultRecord:
+    """A fault: ``phase`` inject, recover or skip (no target was there)."""
+
+    KIND: ClassVar[str] = "fault"
+    time: float
+    fault: str
+    phase: str
+    target: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    runs: tuple[str, ...] = ()
+    held: tuple[Held, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A worker process started or exited; ``expected`` is False for an exit nobody caused."""
+
+    KIND: ClassVar[str] = "worker"
+    time: float
+    name: str
+    pid: int
+    phase: str
+    exit_code: int | None = None
+    expected: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEvent:
+    """A row of the queue's ``ticket_events``."""
+
+    KIND: ClassVar[str] = "ticket_event"
+    time: float
+    id: int
+    ticket: str
+    event: str
+    worker: str | None
+    epoch: int | None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TicketRecord:
+    """A ticket's row after the drain, with the kind of workload it ran."""
+
+    KIND: ClassVar[str] = "ticket"
+    time: float
+    ticket: str
+    title: str
+    workload: str
+    status: str
+    lease_epoch: int
+    error_attempts: int = 0
+    crash_recoveries: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FindingFact:
+    """One finding of ``doctor.diagnose_path``."""
+
+    code: str
+    severity: str
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """Facts about one run directory, read after the drain.
+
+    ``final_by`` is ``executor`` or ``reaper`` (who wrote ``final.json``), ``final_problem`` why
+    it is missing or invalid; ``max_signature_count`` the highest breaker count of any
+    signature and ``signature_limit`` the breaker's limit; ``late_heartbeats`` the stage
+    heartbeats that came after their attempt ended.
+    """
+
+    KIND: ClassVar[str] = "run"
+    time: float
+    run_id: str
+    path: str
+    ticket: str
+    epoch: int
+    workload: str
+    final_status: str | None = None
+    final_problem: str = ""
+    final_at: float | None = None
+    final_by: str = ""
+    signature_limit: int | None = None
+    max_signature_count: int = 0
+    breaker_trips: int = 0
+    late_heartbeats: tuple[str, ...] = ()
+    findings: tuple[FindingFact, ...] = ()
+
+
+Record = Meta | Op | FaultRecord | WorkerRecord | QueueEvent | TicketRecord | RunRecord
+_KINDS: dict[str, type[Any]] = {
+    c.KIND: c for c in (Meta, Op, FaultRecord, WorkerRecord, QueueEvent, TicketRecord, RunRecord)
+}
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """A campaign's records, in time order.
+
+    >>> h = History((Op(2.0, "invoke", "claim", "w1/0", "w1", None, None),))
+    >>> (len(h.of(Op)), h.meta is None, h.bounds.final_s)
+    (1, True, 5.0)
+    """
+
+    records: tuple[Record, ...]
+
+    def of(self, cls: type[R]) -> tuple[R, ...]:
+        """The records of one kind, in order."""
+        return tuple(r for r in self.records if isinstance(r, cls))
+
+    @property
+    def meta(self) -> Meta | None:
+        """The campaign record, if the history has one."""
+        found = self.of(Meta)
+        return found[0] if found else None
+
+    @property
+    def bounds(self) -> Bounds:
+        """The campaign's bounds (the defaults for a history without a ``meta`` record)."""
+        meta = self.meta
+        return meta.bounds if meta is not None else Bounds()
+
+    def sorted(self) -> History:
+        """The same records, ``meta`` first, then by time (stable)."""
+        return History(tuple(sorted(self.records, key=lambda r: (not isinstance(r, Meta), r.time))))
+
+
+def to_json(record: Record) -> dict[str, Any]:
+    """A record as a JSON object, ``kind`` first."""
+    return {"kind": record.KIND, **dataclasses.asdict(record)}
+
+
+def to_line(record: Record) -> str:
+    """One NDJSON line (with its newline)."""
+    return json.dumps(to_json(record), sort_keys=False, default=str) + "\n"
+
+
+def from_line(line: str) -> Record:
+    """Parse one line back into its dataclass; unknown kinds raise ``ValueError``."""
+    data = json.loads(line)
+    if not isinstance(data, dict):
+        raise ValueError(f"a history line must be a JSON object, got {line[:60]!r}")
+    kind = data.pop("kind", None)
+    cls = _KINDS.get(str(kind))
+    if cls is None:
+        raise ValueError(f"unknown record kind {kind!r}; expected one of {', '.join(_KINDS)}")
+    record: Record = _decode(cls, data)
+    return record
+
+
+def _decode(tp: Any, value: Any) -> Any:
+    """Build ``tp`` (a dataclass, tuple[X, ...], X | None, or a plain type) from JSON."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _decode(inner, value)
+    if origin is tuple:
+        return tuple(_decode(typing.get_args(tp)[0], v) for v in value)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        hints = typing.get_type_hints(tp)
+        known = {f.name for f in dataclasses.fields(tp)}
+        return tp(**{k: _decode(hints[k], v) for k, v in value.items() if k in known})
+    if tp is float and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def read_records(path: Path) -> Iterator[Record]:
+    """The records of one NDJSON file; a last line cut short by a crash is skipped."""
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                return  # torn by a crash mid-write: the write never completed
+            if line.strip():
+                yield from_line(line)
+
+
+def read_history(path: Path) -> History:
+    """Read a campaign's ``history.ndjson``."""
+    return History(tuple(read_records(path)))
+
+
+def write_history(path: Path, records: Iterable[Record]) -> None:
+    """Write records to ``path`` (a temp file, fsynced, renamed into place)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in records:
+            f.write(to_line(r))
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+class Recorder:
+    """Appends records to an NDJSON file, one whole ``write`` per line, from any thread.
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "h.ndjson"
+    >>> with Recorder(p) as rec:
+    ...     rec.record(WorkerRecord(1.0, "w1", 42, "start"))
+    >>> [r.name for r in read_records(p)]
+    ['w1']
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def record(self, record: Record) -> None:
+        data = to_line(record).encode()
+        with self._lock:
+            if self._fd >= 0:
+                os.write(self._fd, data)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

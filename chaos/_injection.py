@@ -1,0 +1,174 @@
+"""What a fault is: one plain function over the campaign's :class:`Target`, plus what it may do.
+
+A fault function takes the running campaign (:class:`Target`: its workers, the queue's leased
+tickets, the seeded ``pick`` that chooses among candidates) and either hits something and
+returns an :class:`Injection` (what it hit, the runs and leases it touched, and how to undo it
+later, for SIGSTOP and a stalled database), or returns ``None`` when nothing fit (the campaign
+records a ``skip``). The function's docstring says what it does; :class:`Fault` adds the
+doctor findings it may cause (``may_cause``: codes a run it touched may show at ``error`` or
+above without that being a bug) and which reclaim-latency bound it is measured against.
+
+Targets are chosen deterministically from what is there: candidates sorted by name, then
+``candidates[pick % len(candidates)]`` (:func:`choose`).
+
+>>> choose(["w2", "w1", "w3"], 4)
+'w2'
+>>> choose([], 4) is None
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import psutil
+
+from chaos._history import Held
+from executor import ExecutorConfig, Ticket
+
+__all__ = [
+    "Fault",
+    "Injection",
+    "Stage",
+    "Target",
+    "WorkerHandle",
+    "choose",
+    "held_by",
+    "leases_of",
+    "live_stages",
+    "runs_of",
+]
+
+T = TypeVar("T")
+
+
+class WorkerHandle:
+    """A worker process of the campaign; ``frozen`` while SIGSTOPped, ``doomed`` once the
+    harness killed or terminated it (its exit is expected)."""
+
+    def __init__(self, name: str, popen: subprocess.Popen[bytes]) -> None:
+        self.name = name
+        self.popen = popen
+        self.pid = popen.pid
+        self.frozen = False
+        self.doomed = False
+        self.exited = False  # its exit was recorded
+
+    def process(self) -> psutil.Process:
+        return psutil.Process(self.pid)
+
+    def __repr__(self) -> str:
+        return f"WorkerHandle({self.name!r}, pid={self.pid})"
+
+
+class Target(Protocol):
+    """The running campaign as a fault sees it."""
+
+    #: The seeded number that chooses among candidates.
+    pick: int
+    #: The queue's URL (a SQLite path or a PostgreSQL URL).
+    url: str
+    config: ExecutorConfig
+
+    def workers(self) -> list[WorkerHandle]:
+        """Live workers that are not frozen and not doomed, sorted by name."""
+        ...
+
+    def leased(self) -> list[Ticket]:
+        """The campaign's tickets that are claimed or running now, sorted by id."""
+        ...
+
+    def pending(self, fault: str) -> bool:
+        """True while an injection of ``fault`` waits to be undone."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Injection:
+    """What a fault hit: ``target`` (e.g. ``worker w2 (pid 4242)``), details, the run
+    directories and leases it touched, and an optional ``undo`` run ``undo_after_s`` later."""
+
+    target: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    runs: tuple[str, ...] = ()
+    held: tuple[Held, ...] = ()
+    undo: Callable[[], dict[str, Any]] | None = None
+    undo_after_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A fault of the catalog: its function, the findings it may cause, its latency bound."""
+
+    inject: Callable[[Target], Injection | None]
+    #: Doctor finding codes a run this fault touched may show at ``error`` or above.
+    may_cause: frozenset[str] = frozenset()
+    #: ``sigkill`` or ``sigstop``: the reclaim-latency bound its leases are held to.
+    reclaims: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.inject.__name__
+
+    @property
+    def summary(self) -> str:
+        """The first line of the function's docstring."""
+        return (self.inject.__doc__ or "").strip().splitlines()[0]
+
+
+def choose(candidates: Iterable[T], pick: int, key: Callable[[T], Any] = str) -> T | None:
+    """The candidate ``pick`` selects, after sorting by ``key``; None when there is none."""
+    ordered = sorted(candidates, key=key)
+    return ordered[pick % len(ordered)] if ordered else None
+
+
+def held_by(worker: WorkerHandle, leased: Sequence[Ticket]) -> list[Ticket]:
+    """The leased tickets whose lease this worker's slots hold."""
+    return [t for t in leased if (t.lease_owner or "").startswith(f"{worker.name}/")]
+
+
+def runs_of(tickets: Iterable[Ticket]) -> tuple[str, ...]:
+    """The run directories of tickets that have one."""
+    return tuple(sorted(t.run_path for t in tickets if t.run_path))
+
+
+def leases_of(tickets: Iterable[Ticket]) -> tuple[Held, ...]:
+    """The (ticket, epoch) pairs of tickets."""
+    return tuple(Held(t.id, t.lease_epoch) for t in tickets)
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """A live stage session: its leader's pid and group, in one run directory."""
+
+    run_path: str
+    node: str
+    pid: int
+    pgid: int
+    ticket: str
+
+
+def live_stages(tickets: Iterable[Ticket]) -> list[Stage]:
+    """The stage sessions running now for ``tickets`` (from each attempt's ``process.json``)."""
+    found: list[Stage] = []
+    for t in tickets:
+        if not t.run_path or t.status != "running":
+            continue
+        for path in sorted(Path(t.run_path).glob("**/attempt-*/process.json")):
+            try:
+                info = json.loads(path.read_text())
+                pid, pgid = int(info["pid"]), int(info["pgid"])
+                # The leader still runs in the recorded group: not a reused pid.
+                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE or os.getpgid(pid) != pgid:
+                    continue
+            except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+                continue
+            node = path.parent.parent.name
+            found.append(Stage(t.run_path, node, pid, pgid, t.id))
+    return found

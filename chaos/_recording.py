@@ -1,0 +1,225 @@
+"""A campaign's worker process: the executor's own worker, with every ticket operation recorded.
+
+:func:`serve_worker` runs :func:`executor._worker.run_worker` unchanged, except that each queue
+the worker opens (one per slot, one per lease keeper, one for its reaper) is wrapped in a
+:class:`RecordingQueue`. The wrapper writes an ``invoke`` op before each ticket operation and
+``ok`` (accepted), ``fail`` (rejected: a fenced write, a lost compare-and-set) or ``info``
+(unknown: the database failed mid-call) after it, to the worker's own history file. A worker
+killed mid-operation leaves a bare ``invoke``; the campaign closes it with ``info``.
+
+Claims that find nothing are not recorded (idle slots poll twice a second); a claim that got a
+lease is recorded as ``invoke`` then ``ok``, both written once it returned.
+
+>>> q = RecordingQueue(open_queue(":memory:", clock=lambda: 5.0), None, "w1", clock=lambda: 5.0)
+>>> _ = q.enqueue("x", "/p.dot")
+>>> lease = q.claim("w1/0", lease_ttl_s=10, session=SessionInfo("s", 1, 1, None, "h"))
+>>> [(o.type, o.f, o.epoch) for o in q.ops]
+[('invoke', 'claim', None), ('ok', 'claim', 1)]
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from chaos._history import Op, Recorder
+from executor import (
+    ExecutorConfig,
+    FencedError,
+    Lease,
+    Queue,
+    QueueError,
+    SessionInfo,
+    Ticket,
+    open_queue,
+)
+
+__all__ = ["RecordingQueue", "serve_worker"]
+
+T = TypeVar("T")
+Clock = Callable[[], float]
+
+
+class RecordingQueue:
+    """Delegates everything to ``inner``; records the ticket operations (see the module doc).
+
+    With ``recorder=None`` the ops are kept in :attr:`ops` (for tests).
+    """
+
+    def __init__(
+        self, inner: Queue, recorder: Recorder | None, process: str, *, clock: Clock = time.time
+    ) -> None:
+        self._inner = inner
+        self._recorder = recorder
+        self._process = process
+        self._clock = clock
+        self.ops: list[Op] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def _record(self, op: Op) -> None:
+        if self._recorder is None:
+            self.ops.append(op)
+        else:
+            self._recorder.record(op)
+
+    def _op(
+        self,
+        f: str,
+        worker: str,
+        ticket: str | None,
+        epoch: int | None,
+        call: Callable[[], T],
+        value: Mapping[str, Any],
+        result: Callable[[T], dict[str, Any]] = lambda _: {},
+    ) -> T:
+        def op(kind: str, value: Mapping[str, Any], error: str = "") -> Op:
+            return Op(
+                self._clock(), kind, f, worker, self._process, ticket, epoch, dict(value), error
+            )
+
+        self._record(op("invoke", value))
+        try:
+            out = call()
+        except FencedError as exc:
+            self._record(op("fail", {}, str(exc)))
+            raise
+        except QueueError as exc:
+            self._record(op("info", {}, str(exc)))
+            raise
+        self._record(op("ok", result(out)))
+        return out
+
+    def claim(
+        self,
+        worker: str,
+        *,
+        lease_ttl_s: float,
+        session: SessionInfo,
+        ticket_id: str | None = None,
+    ) -> Lease | None:
+        t0 = self._clock()
+        lease = self._inner.claim(
+            worker, lease_ttl_s=lease_ttl_s, session=session, ticket_id=ticket_id
+        )
+        if lease is not None:
+            args = (worker, self._process, lease.ticket_id)
+            self._record(Op(t0, "invoke", "claim", *args, None, {"pid": session.pid}))
+            self._record(Op(self._clock(), "ok", "claim", *args, lease.epoch))
+        return lease
+
+    def start(self, lease: Lease, *, run_id: str, run_path: Any, session: SessionInfo) -> Ticket:
+        value = {"run_id": run_id, "run_path": str(run_path)}
+        return self._op(
+            "start",
+            lease.worker,
+            lease.ticket_id,
+            lease.epoch,
+            lambda: self._inner.start(lease, run_id=run_id, run_path=run_path, session=session),
+            value,
+        )
+
+    def heartbeat(
+        self, lease: Lease, *, lease_ttl_s: float, interval_s: float | None = None
+    ) -> None:
+        def call() -> None:
+            self._inner.heartbeat(lease, lease_ttl_s=lease_ttl_s, interval_s=interval_s)
+
+        self._op("heartbeat", lease.worker, lease.ticket_id, lease.epoch, call, {})
+
+    def complete(self, lease: Lease, *, result: Mapping[str, Any]) -> Ticket:
+        value = {"run_id": result.get("run_id"), "status": result.get("status")}
+        return self._op(
+            "complete",
+            lease.worker,
+            lease.ticket_id,
+            lease.epoch,
+            lambda: self._inner.complete(lease, result=result),
+            value,
+            lambda t: {"status": t.status},
+        )
+
+    def fail(self, lease: Lease, *, reason: str, retryable: bool) -> Ticket:
+        return self._op(
+            "fail",
+            lease.worker,
+            lease.ticket_id,
+            lease.epoch,
+            lambda: self._inner.fail(lease, reason=reason, retryable=retryable),
+            {"reason": reason[:300], "retryable": retryable},
+            lambda t: {"status": t.status},
+        )
+
+    def release(self, lease: Lease, reason: str) -> Ticket:
+        return self._op(
+            "release",
+            lease.worker,
+            lease.ticket_id,
+            lease.epoch,
+            lambda: self._inner.release(lease, reason),
+            {"reason": reason},
+            lambda t: {"status": t.status},
+        )
+
+    def reclaim(self, ticket_id: str, *, expected_epoch: int, **kw: Any) -> Ticket:
+        return self._op(
+            "reclaim",
+            f"{self._process}/reaper",
+            ticket_id,
+            expected_epoch,
+            lambda: self._inner.reclaim(ticket_id, expected_epoch=expected_epoch, **kw),
+            {"reason": str(kw.get("reason", ""))},
+            lambda t: {"status": t.status, "new_epoch": t.lease_epoch},
+        )
+
+    def cancel(self, ticket_id: str, reason: str) -> Ticket:
+        return self._op(
+            "cancel",
+            f"{self._process}/cancel",
+            ticket_id,
+            None,
+            lambda: self._inner.cancel(ticket_id, reason),
+            {"reason": reason[:300]},
+            lambda t: {"status": t.status},
+        )
+
+
+def serve_worker(
+    url: str,
+    root: Path,
+    config: ExecutorConfig,
+    *,
+    name: str,
+    history: Path,
+    concurrency: int = 1,
+) -> dict[str, int]:
+    """Run one recorded worker until SIGTERM/SIGINT; returns the worker's stats.
+
+    Called from a worker process's main thread (``python -m chaos worker``).
+    """
+    # The executor's worker opens every queue it uses through this one name; wrapping it is
+    # the whole instrumentation, and the worker's logic runs exactly as in production.
+    from executor import _worker
+
+    recorder = Recorder(history)
+
+    def recording_open(target: str | os.PathLike[str], *, clock: Clock = time.time) -> Queue:
+        return cast(Queue, RecordingQueue(open_queue(target, clock=clock), recorder, name))
+
+    cast(Any, _worker).open_queue = recording_open
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stats = _worker.run_worker(
+            url, root, config, name=name, concurrency=concurrency, stop=stop, poll_s=0.2
+        )
+    finally:
+        recorder.close()
+    return stats.to_json()

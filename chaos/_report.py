@@ -1,0 +1,196 @@
+"""The chaos report: ``report.md`` (through the ``reports`` templates) and ``report.json``.
+
+``report.json`` (schema ``rundoctor.chaos/1``) holds at least ``seed``, ``duration_s``,
+``faults`` (one object per injected fault: ``kind``, ``target``, ``at`` in seconds after the
+start, plus ``time``, ``detail``, ``runs`` and ``held``), ``tickets`` (counts by final status)
+and ``invariants`` (``name``, ``ok``, ``summary``, ``violations``, ``witness``: the history
+records that prove the first violation), and the ``replay`` command. ``report.md`` is the same
+campaign for people. Both are written next to ``history.ndjson``, each atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chaos._config import redact_url
+from chaos._evidence import Verdict
+from chaos._faults import FAULTS
+from chaos._history import FaultRecord, QueueEvent, TicketRecord, to_json, to_line, write_history
+from reports import (
+    ChaosContext,
+    FaultKindRow,
+    FaultRow,
+    InvariantView,
+    LatencyRow,
+    RecoveryRow,
+    Text,
+    TicketCount,
+    render_chaos,
+)
+
+if TYPE_CHECKING:
+    from chaos._campaign import CampaignResult
+
+__all__ = ["REPORT_SCHEMA", "chaos_context", "report_json", "write_report"]
+
+REPORT_SCHEMA = "rundoctor.chaos/1"
+#: Queue events that show a recovery (or a refusal that protected one).
+RECOVERIES = ("reclaimed", "fenced", "quarantined", "released", "heartbeat_gap", "canceled")
+_TIMELINE_ROWS = 60
+
+
+def _start(result: CampaignResult) -> float:
+    meta = result.history.meta
+    return meta.time if meta is not None else 0.0
+
+
+def _injected(result: CampaignResult) -> list[FaultRecord]:
+    return [f for f in result.history.of(FaultRecord) if f.phase == "inject"]
+
+
+def _tickets(result: CampaignResult) -> dict[str, int]:
+    return dict(sorted(Counter(t.status for t in result.history.of(TicketRecord)).items()))
+
+
+def _recoveries(result: CampaignResult) -> dict[str, int]:
+    counts = Counter(e.event for e in result.history.of(QueueEvent) if e.event in RECOVERIES)
+    return {name: counts[name] for name in RECOVERIES}
+
+
+def _latency(verdicts: tuple[Verdict, ...]) -> dict[str, Any]:
+    return next((v.stats for v in verdicts if v.name == "reclaim_latency"), {})
+
+
+def report_json(result: CampaignResult) -> dict[str, Any]:
+    """The campaign as the ``report.json`` document."""
+    cfg, t0 = result.config, _start(result)
+    meta = result.history.meta
+    return {
+        "schema": REPORT_SCHEMA,
+        "seed": cfg.seed,
+        "duration_s": cfg.duration_s,
+        "elapsed_s": round(result.elapsed_s, 3),
+        "workers": cfg.workers,
+        "db": redact_url(meta.db) if meta is not None else "",
+        "faults_selected": list(cfg.fault_list),
+        "ok": result.ok,
+        "replay": cfg.replay_command(),
+        "faults": [
+            {
+                "kind": f.fault,
+                "target": f.target,
+                "at": round(f.time - t0, 3),
+                "time": f.time,
+                "detail": f.detail,
+                "runs": list(f.runs),
+                "held": [{"ticket": h.ticket, "epoch": h.epoch} for h in f.held],
+            }
+            for f in _injected(result)
+        ],
+        "schedule": []
+        if meta is None
+        else [{"at": p.at, "fault": p.fault, "pick": p.pick} for p in meta.schedule],
+        "tickets": _tickets(result),
+        "recoveries": _recoveries(result),
+        "latency": _latency(result.verdicts),
+        "invariants": [
+            {
+                "name": v.name,
+                "ok": v.ok,
+                "summary": v.summary,
+                "violations": v.violations,
+                "witness": [to_json(r) for r in v.witness],
+            }
+            for v in result.verdicts
+        ],
+    }
+
+
+def chaos_context(result: CampaignResult) -> ChaosContext:
+    """The report template's context for a finished campaign."""
+    cfg, t0 = result.config, _start(result)
+    meta = result.history.meta
+    records = result.history.of(FaultRecord)
+    injected = _injected(result)
+    kinds = [
+        FaultKindRow(
+            f.name,
+            sum(1 for r in records if r.fault == f.name and r.phase == "inject"),
+            sum(1 for r in records if r.fault == f.name and r.phase == "skip"),
+            tuple(sorted(f.may_cause)),
+        )
+        for f in FAULTS
+        if f.name in cfg.fault_list
+    ]
+    timeline = tuple(
+        FaultRow(
+            round(f.time - t0, 3),
+            f.fault,
+            Text(f.target),
+            Text(json.dumps(f.detail, sort_keys=True)),
+        )
+        for f in injected[:_TIMELINE_ROWS]
+    )
+    latency = _latency(result.verdicts)
+    latencies = tuple(
+        LatencyRow(
+            kind,
+            int(row.get("n", 0)),
+            row.get("p50_s"),
+            row.get("p99_s"),
+            row.get("max_s"),
+            float(row.get("bound_p50_s", 0.0)),
+            float(row.get("bound_p99_s", 0.0)),
+        )
+        for kind, row in latency.items()
+    )
+    invariants = tuple(
+        InvariantView(
+            v.name,
+            v.ok,
+            Text(v.summary),
+            v.violations,
+            tuple(Text(to_line(r).strip()) for r in v.witness),
+        )
+        for v in result.verdicts
+    )
+    return ChaosContext(
+        seed=cfg.seed,
+        duration_s=cfg.duration_s,
+        elapsed_s=round(result.elapsed_s, 3),
+        workers=cfg.workers,
+        db=Text(redact_url(meta.db) if meta is not None else ""),
+        faults_selected=cfg.fault_list,
+        ok=result.ok,
+        violated=sum(1 for v in result.verdicts if not v.ok),
+        replay=Text(cfg.replay_command()),
+        tickets=tuple(TicketCount(s, n) for s, n in _tickets(result).items()),
+        fault_kinds=tuple(kinds),
+        faults=timeline,
+        faults_left_out=max(0, len(injected) - _TIMELINE_ROWS),
+        recoveries=tuple(RecoveryRow(e, n) for e, n in _recoveries(result).items()),
+        latencies=latencies,
+        invariants=invariants,
+    )
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def write_report(result: CampaignResult) -> tuple[Path, Path, Path]:
+    """Write ``history.ndjson``, ``report.json`` and ``report.md`` into the campaign's ``out``."""
+    out = result.out
+    write_history(out / "history.ndjson", result.history.records)
+    _atomic(out / "report.json", json.dumps(report_json(result), indent=2, default=str) + "\n")
+    _atomic(out / "report.md", render_chaos(chaos_context(result)))
+    return out / "history.ndjson", out / "report.json", out / "report.md"

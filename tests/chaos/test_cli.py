@@ -1,0 +1,72 @@
+"""The chaos commands through both front doors: ``doctor chaos`` and ``python -m chaos``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chaos import FAULTS
+from tests.chaos.test_checkers import clean
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    "entry", [("-m", "doctor", "chaos"), ("-m", "chaos")], ids=["doctor", "chaos"]
+)
+def test_faults_lists_every_fault_with_what_it_may_cause(entry: tuple[str, ...]) -> None:
+    done = run(*entry, "faults")
+    assert done.returncode == 0, done.stderr
+    for f in FAULTS:
+        assert f.name in done.stdout
+    assert "may cause: post_terminal_activity" in done.stdout
+
+
+def test_an_unknown_fault_is_one_red_line_and_exit_2(tmp_path: Path) -> None:
+    done = run(
+        "-m",
+        "doctor",
+        "chaos",
+        "run",
+        "--seed",
+        "1",
+        "--faults",
+        "sigkil_worker",
+        "--out",
+        str(tmp_path),
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "unknown fault 'sigkil_worker' (did you mean 'sigkill_worker'" in done.stderr
+    assert list(tmp_path.iterdir()) == []  # refused before anything ran
+
+
+def test_a_bad_duration_is_a_usage_error() -> None:
+    done = run("-m", "chaos", "run", "--seed", "1", "--duration", "soon")
+    assert done.returncode == 2 and "cannot read duration 'soon'" in done.stderr
+
+
+def test_an_out_dir_holding_other_files_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    done = run("-m", "chaos", "run", "--seed", "1", "--duration", "5s", "--out", str(tmp_path))
+    assert done.returncode == 2 and "holds other files (notes.txt)" in done.stderr
+
+
+def test_check_rechecks_a_saved_history_and_exits_1_on_a_violation(tmp_path: Path) -> None:
+    from chaos import write_history
+
+    s = clean()
+    s.event(13.0, "t-1", "completed", "w2/0", 1)
+    write_history(tmp_path / "history.ndjson", s.history().records)
+    done = run("-m", "chaos", "check", str(tmp_path / "history.ndjson"))
+    assert done.returncode == 1
+    assert "✗ at_most_one_completion: t-1 was completed 2 times" in done.stdout
+    assert "✓ no_ticket_lost" in done.stdout

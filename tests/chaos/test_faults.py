@@ -1,0 +1,165 @@
+"""Each fault against real processes and files, through a stand-in for the running campaign."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+from chaos import CHAOS_EXECUTOR, FAULTS, Injection
+from chaos._injection import WorkerHandle
+from executor import ExecutorConfig, SessionInfo, Ticket, open_queue
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+@dataclass
+class Campaign:
+    """What a fault sees of a campaign: workers, leased tickets, the seeded pick."""
+
+    url: str
+    handles: list[WorkerHandle] = field(default_factory=list)
+    tickets: list[Ticket] = field(default_factory=list)
+    pick: int = 0
+    config: ExecutorConfig = CHAOS_EXECUTOR
+    waiting: tuple[str, ...] = ()
+
+    def workers(self) -> list[WorkerHandle]:
+        return [h for h in self.handles if not (h.frozen or h.doomed)]
+
+    def leased(self) -> list[Ticket]:
+        return self.tickets
+
+    def pending(self, fault: str) -> bool:
+        return fault in self.waiting
+
+
+def inject(name: str, campaign: Campaign) -> Injection | None:
+    (fault,) = [f for f in FAULTS if f.name == name]
+    return fault.inject(campaign)
+
+
+@pytest.fixture
+def campaign(tmp_path: Path) -> Iterator[Campaign]:
+    c = Campaign(url=f"sqlite:///{tmp_path / 'q.db'}")
+    yield c
+    for h in c.handles:
+        if h.popen.poll() is None:
+            h.popen.kill()
+            h.popen.wait()
+
+
+def running_ticket(tmp_path: Path, worker: str = "w1/0") -> Ticket:
+    q = open_queue(":memory:")
+    q.enqueue("long_01", "/p/long_01.dot")
+    me = SessionInfo("s", os.getpid(), os.getpgid(0), None, "h")
+    lease = q.claim(worker, lease_ttl_s=10, session=me)
+    assert lease is not None
+    return q.start(lease, run_id="r1", run_path=tmp_path / "r1", session=me)
+
+
+def test_torn_write_cuts_the_last_line_of_progress_in_half(
+    campaign: Campaign, tmp_path: Path
+) -> None:
+    run = tmp_path / "r1"
+    run.mkdir()
+    lines = [json.dumps({"event": "run_started", "n": i}) + "\n" for i in range(3)]
+    (run / "progress.ndjson").write_text("".join(lines))
+    campaign.tickets = [running_ticket(tmp_path)]
+    got = inject("torn_write", campaign)
+    assert got is not None and got.runs == (str(run),)
+    data = (run / "progress.ndjson").read_text()
+    assert data == lines[0] + lines[1] + lines[2][: (len(lines[2]) - 1) // 2]
+    assert got.detail["truncated_to"] == len(data)
+
+
+def test_sigkill_stage_kills_the_stage_session_and_its_children(
+    campaign: Campaign, tmp_path: Path
+) -> None:
+    attempt = tmp_path / "r1" / "work" / "attempt-1"
+    attempt.mkdir(parents=True)
+    stage = subprocess.Popen(["bash", "-c", "sleep 60 & wait"], start_new_session=True)
+    time.sleep(0.2)
+    child = psutil.Process(stage.pid).children()[0]
+    (attempt / "process.json").write_text(json.dumps({"pid": stage.pid, "pgid": stage.pid}))
+    campaign.tickets = [running_ticket(tmp_path)]
+    got = inject("sigkill_stage", campaign)
+    assert got is not None and got.detail["node"] == "work" and got.detail["killed"] == 2
+    assert stage.wait(timeout=5) == -9
+    child.wait(timeout=5)
+    assert not child.is_running()
+
+
+def test_sigkill_stage_skips_when_no_stage_runs(campaign: Campaign, tmp_path: Path) -> None:
+    campaign.tickets = [running_ticket(tmp_path)]
+    assert inject("sigkill_stage", campaign) is None
+
+
+def spawn(campaign: Campaign, name: str) -> WorkerHandle:
+    handle = WorkerHandle(name, subprocess.Popen(SLEEPER))
+    campaign.handles.append(handle)
+    return handle
+
+
+def test_sigkill_worker_prefers_the_worker_holding_a_lease(
+    campaign: Campaign, tmp_path: Path
+) -> None:
+    spawn(campaign, "w1")
+    w2 = spawn(campaign, "w2")
+    ticket = running_ticket(tmp_path, worker="w2/0")
+    campaign.tickets = [ticket]
+    got = inject("sigkill_worker", campaign)
+    assert got is not None and got.target == f"worker w2 (pid {w2.pid})"
+    assert [(h.ticket, h.epoch) for h in got.held] == [(ticket.id, 1)]
+    assert w2.popen.wait(timeout=5) == -9 and w2.doomed
+
+
+def test_sigterm_worker_sends_sigterm_and_expects_the_exit(campaign: Campaign) -> None:
+    w1 = spawn(campaign, "w1")
+    got = inject("sigterm_worker", campaign)
+    assert got is not None and got.held == ()
+    assert w1.popen.wait(timeout=5) == -15 and w1.doomed
+
+
+def test_sigstop_worker_freezes_until_its_undo_and_never_the_last_awake_worker(
+    campaign: Campaign,
+) -> None:
+    w1 = spawn(campaign, "w1")
+    assert inject("sigstop_worker", campaign) is None  # the only worker: it must reap
+    spawn(campaign, "w2")
+    got = inject("sigstop_worker", campaign)
+    assert got is not None and got.undo is not None and w1.frozen
+    assert got.undo_after_s > CHAOS_EXECUTOR.lease_ttl_s + CHAOS_EXECUTOR.reaper_interval_s
+    time.sleep(0.1)
+    assert psutil.Process(w1.pid).status() == psutil.STATUS_STOPPED
+    got.undo()
+    time.sleep(0.1)
+    assert psutil.Process(w1.pid).status() != psutil.STATUS_STOPPED and not w1.frozen
+
+
+def test_stall_database_holds_the_write_lock_until_its_undo(campaign: Campaign) -> None:
+    open_queue(campaign.url).close()
+    got = inject("stall_database", campaign)
+    assert got is not None and got.undo is not None
+    assert got.undo_after_s == CHAOS_EXECUTOR.lease_ttl_s + 1.0
+    other = sqlite3.connect(campaign.url.removeprefix("sqlite://"), timeout=0.1)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        other.execute("BEGIN IMMEDIATE")
+    got.undo()
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("ROLLBACK")
+    other.close()
+
+
+def test_only_one_stall_runs_at_a_time(campaign: Campaign) -> None:
+    campaign.waiting = ("stall_database",)
+    assert inject("stall_database", campaign) is None

@@ -1,0 +1,116 @@
+"""The history format: every record kind survives NDJSON, appends are whole lines."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+from chaos import (
+    Bounds,
+    FaultRecord,
+    FindingFact,
+    Held,
+    History,
+    Meta,
+    Op,
+    Planned,
+    QueueEvent,
+    Record,
+    RunRecord,
+    TicketRecord,
+    WorkerRecord,
+    read_history,
+    write_history,
+)
+from chaos._history import Recorder, from_line, read_records, to_line
+
+EVERY_KIND: tuple[Record, ...] = (
+    Meta(
+        1.0,
+        7,
+        60.0,
+        4,
+        "sqlite:///q.db",
+        ("torn_write",),
+        (Planned(2.5, "torn_write", 9),),
+        Bounds(),
+        "doctor chaos run --seed 7",
+        {"lease_ttl_s": 2.5},
+    ),
+    Op(2.0, "invoke", "heartbeat", "w1/0", "w1", "t-1", 3, {"x": 1}, ""),
+    FaultRecord(
+        3.0, "sigkill_worker", "inject", "worker w1", {"pid": 4}, ("/r/1",), (Held("t-1", 3),)
+    ),
+    WorkerRecord(4.0, "w1", 4, "exit", -9, True),
+    QueueEvent(5.0, 12, "t-1", "reclaimed", "w1/0", 3, {"reason": "dead"}),
+    TicketRecord(6.0, "t-1", "long_01", "long", "done", 4, 0, 1, ""),
+    RunRecord(
+        7.0,
+        "r1",
+        "/r/1",
+        "t-1",
+        3,
+        "long",
+        "fail",
+        "",
+        6.5,
+        "reaper",
+        3,
+        2,
+        0,
+        ("run: work attempt 1",),
+        (FindingFact("torn_artifact", "error", "torn"),),
+    ),
+)
+
+
+def test_every_record_kind_round_trips_through_one_ndjson_line() -> None:
+    for record in EVERY_KIND:
+        line = to_line(record)
+        assert line.endswith("\n") and line.count("\n") == 1
+        assert json.loads(line)["kind"] == type(record).KIND
+        assert from_line(line) == record
+
+
+def test_a_history_file_reads_back_equal(tmp_path: Path) -> None:
+    path = tmp_path / "history.ndjson"
+    write_history(path, EVERY_KIND)
+    assert read_history(path) == History(EVERY_KIND)
+    assert read_history(path).meta == EVERY_KIND[0]
+
+
+def test_a_last_line_torn_by_a_crash_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "w1.ndjson"
+    path.write_text(to_line(EVERY_KIND[1]) + to_line(EVERY_KIND[3])[:20])
+    assert list(read_records(path)) == [EVERY_KIND[1]]
+
+
+def test_an_unknown_record_kind_is_refused_by_name() -> None:
+    try:
+        from_line('{"kind": "opp", "time": 1}')
+    except ValueError as exc:
+        assert "unknown record kind 'opp'" in str(exc)
+    else:
+        raise AssertionError("an unknown kind was accepted")
+
+
+def test_recorders_in_many_threads_append_whole_lines(tmp_path: Path) -> None:
+    path = tmp_path / "h.ndjson"
+    with Recorder(path) as rec:
+
+        def write(n: int) -> None:
+            for i in range(200):
+                rec.record(Op(float(i), "ok", "heartbeat", f"w{n}/0", f"w{n}", "t-1", i))
+
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(list(read_records(path))) == 800
+
+
+def test_sorted_puts_meta_first_then_time_order() -> None:
+    h = History((EVERY_KIND[2], EVERY_KIND[1], EVERY_KIND[0])).sorted()
+    assert [type(r).__name__ for r in h.records] == ["Meta", "Op", "FaultRecord"]

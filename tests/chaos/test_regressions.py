@@ -1,0 +1,197 @@
+"""Bugs the chaos harness found, each pinned to the campaign (seed) that found it.
+
+Each test reproduces the finding directly, without a whole campaign, so it is deterministic.
+A bug that is not fixed yet is ``xfail(strict=True)``: the day it is fixed the test passes,
+strict xfail turns that into a failure, and whoever fixed it removes the mark (and the fault's
+``may_cause`` entry that tolerates it in campaigns).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import doctor
+from chaos import CHAOS_EXECUTOR
+from chaos._stall_database import _lock
+from executor import Lease, Queue, SessionInfo, open_queue, run_pipeline
+from executor._reaper import reap
+from tests.executor.conftest import Backend
+
+REPO = Path(__file__).resolve().parents[2]
+
+# `doctor chaos run --seed 2 --duration 60s` wrote this pipeline (deterministic_01) when the
+# workload still drew breaker limits up to 4.
+SEED_2_LOOP = """digraph deterministic_01 {
+  graph [goal="a fix loop that never converges", breaker_limit=4]
+  node [shape=parallelogram]
+  start [shape=Mdiamond]
+  exit [shape=Msquare]
+  impl [tool_command="n=$(cat .lap 2>/dev/null || echo 0); echo $((n+1)) > .lap; echo patched"]
+  verify [max_retries=0, tool_command="n=$(cat .lap); echo \\"error[E502]: cannot find value \
+x$RANDOM in this scope --> /tmp/build-$RANDOM/src/mod_$n.rs:$((RANDOM % 300)):5 (check took \
+$((RANDOM % 900 + 100))ms, attempt $n)\\" >&2; exit 101"]
+  check [shape=diamond]
+  start -> impl -> verify -> check
+  check -> exit [condition="outcome=success"]
+  check -> impl [condition="outcome=fail", label="retry"]
+}
+"""
+LONG = (
+    "digraph long { start [shape=Mdiamond]; exit [shape=Msquare]; work [shape=parallelogram, "
+    'tool_command="for i in $(seq 1 8); do echo tick $i; sleep 1; done"]; start -> work -> exit }'
+)
+FANOUT = (
+    "digraph fan { start [shape=Mdiamond]; exit [shape=Msquare]; fan [shape=component];"
+    ' join [shape=tripleoctagon]; b1 [shape=parallelogram, tool_command="sleep 8"];'
+    ' b2 [shape=parallelogram, tool_command="sleep 8"];'
+    " start -> fan; fan -> b1 -> join; fan -> b2 -> join; join -> exit }"
+)
+
+
+def serious(path: Path) -> list[str]:
+    d = doctor.diagnose_path(path, doctor.DoctorConfig())
+    return [f.code for f in d.findings if f.severity >= doctor.Severity.ERROR]
+
+
+def test_seed_2_the_breaker_stops_a_loop_whose_graph_allows_four_laps_at_four(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "loop.dot").write_text(SEED_2_LOOP)
+    r = run_pipeline(tmp_path / "loop.dot", tmp_path / "runs", CHAOS_EXECUTOR, run_id="loop")
+    assert r.status == "fail" and "repeated 4 times (limit 4)" in r.failure_reason
+
+
+def test_seed_2_the_doctor_finds_nothing_serious_in_a_loop_the_breaker_stopped(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "loop.dot").write_text(SEED_2_LOOP)
+    r = run_pipeline(tmp_path / "loop.dot", tmp_path / "runs", CHAOS_EXECUTOR, run_id="loop")
+    assert serious(r.path) == []
+
+
+@pytest.fixture
+def campaign_dir(
+    tmp_path: Path,
+) -> Iterator[tuple[str, Queue, Callable[[], subprocess.Popen[bytes]]]]:
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    config = tmp_path / "executor.json"
+    config.write_text(json.dumps(CHAOS_EXECUTOR.to_json()))
+    queue = open_queue(url)
+    workers: list[subprocess.Popen[bytes]] = []
+
+    def spawn() -> subprocess.Popen[bytes]:
+        command = [
+            sys.executable,
+            "-m",
+            "chaos",
+            "worker",
+            "--db",
+            url,
+            "--root",
+            str(tmp_path / "runs"),
+            "--name",
+            f"w{len(workers) + 1}",
+            "--config",
+            str(config),
+            "--history",
+            str(tmp_path / f"w{len(workers) + 1}.ndjson"),
+        ]
+        workers.append(subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL))
+        return workers[-1]
+
+    yield str(tmp_path), queue, spawn
+    for w in workers:
+        if w.poll() is None:
+            os.kill(w.pid, signal.SIGCONT)
+            w.kill()
+            w.wait()
+    queue.close()
+
+
+def _running(queue: Queue, ticket_id: str) -> Path:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        t = queue.get(ticket_id)
+        if t.status == "running" and t.run_path and list(Path(t.run_path).glob("**/process.json")):
+            return Path(t.run_path)
+        time.sleep(0.05)
+    raise AssertionError(f"ticket {ticket_id} never started a stage")
+
+
+@pytest.mark.chaos
+def test_seed_2_a_worker_woken_after_its_lease_was_reclaimed_writes_nothing_more_into_its_run(
+    campaign_dir: tuple[str, Queue, Callable[[], subprocess.Popen[bytes]]],
+) -> None:
+    tmp, queue, spawn = campaign_dir
+    (Path(tmp) / "long.dot").write_text(LONG)
+    ticket = queue.enqueue("long", str(Path(tmp) / "long.dot"))
+    worker = spawn()
+    run = _running(queue, ticket.id)
+    os.kill(worker.pid, signal.SIGSTOP)
+    time.sleep(CHAOS_EXECUTOR.lease_ttl_s + 0.5)
+    assert [r.status for r in reap(queue, CHAOS_EXECUTOR)] == ["todo"]
+    os.kill(worker.pid, signal.SIGCONT)
+    time.sleep(2.0)
+    worker.terminate()
+    worker.wait(timeout=20)
+    events = [json.loads(x)["event"] for x in (run / "progress.ndjson").read_text().splitlines()]
+    assert events[-1] == "run_failed", events[events.index("run_failed") :]
+    assert "post_terminal_activity" not in serious(run)
+
+
+@pytest.mark.chaos
+def test_seed_11_the_reaper_terminalizes_the_open_branches_of_a_lost_fanout(
+    campaign_dir: tuple[str, Queue, Callable[[], subprocess.Popen[bytes]]],
+) -> None:
+    tmp, queue, spawn = campaign_dir
+    (Path(tmp) / "fan.dot").write_text(FANOUT)
+    ticket = queue.enqueue("fan", str(Path(tmp) / "fan.dot"))
+    worker = spawn()
+    run = _running(queue, ticket.id)
+    time.sleep(0.5)  # both branches started
+    worker.kill()
+    worker.wait()
+    assert [r.status for r in reap(queue, CHAOS_EXECUTOR)] == ["todo"]
+    branches = sorted((run / "parallel" / "fan").iterdir())
+    assert len(branches) == 2
+    assert all((b / "final.json").is_file() for b in branches), "a branch has no final.json"
+    assert serious(run) == []
+
+
+def test_seed_20_a_claim_that_waited_behind_a_stalled_database_is_not_born_expired(
+    backend: Backend, request: pytest.FixtureRequest
+) -> None:
+    """Found by ``doctor chaos run --seed 20 --duration 60s --db postgresql://…``: a claim
+    blocked by ``stall_database`` committed a lease that had expired while it waited, the
+    reaper took the ticket from the healthy worker 0.5 s later, killed its stage and
+    terminalized its run (post_terminal_activity followed). SQLite takes its write lock before
+    reading the clock; PostgreSQL waits inside the claim's first statement, after it."""
+    setup, claimer = backend.open(), backend.open()
+    setup.enqueue("long", "/p/long.dot")
+    got: list[Lease | None] = []
+    me = SessionInfo("s", os.getpid(), os.getpgid(0), None, "h")
+    lock = _lock(backend.url)
+    waiter = threading.Thread(
+        target=lambda: got.append(claimer.claim("w1/0", lease_ttl_s=2.5, session=me))
+    )
+    waiter.start()
+    time.sleep(2.0)  # the claim waits behind the lock, longer than nothing
+    released = time.time()
+    lock.rollback()
+    lock.close()
+    waiter.join(timeout=20)
+    setup.close()
+    claimer.close()
+    (lease,) = got
+    assert lease is not None and lease.ticket.lease_expires_at is not None
+    assert lease.ticket.lease_expires_at >= released + 2.5 - 0.5, "the lease was born expired"
