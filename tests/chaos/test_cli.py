@@ -28,7 +28,8 @@ def test_faults_lists_every_fault_with_what_it_may_cause(entry: tuple[str, ...])
     assert done.returncode == 0, done.stderr
     for f in FAULTS:
         assert f.name in done.stdout
-    assert "may cause: post_terminal_activity" in done.stdout
+    assert "may cause: stale_heartbeat, torn_artifact" in done.stdout
+    assert "may cause: nothing at error or above" in done.stdout
 
 
 def test_an_unknown_fault_is_one_red_line_and_exit_2(tmp_path: Path) -> None:
