@@ -138,6 +138,8 @@ def test_a_tickets_table_missing_columns_names_them(tmp_path: Path) -> None:
 def test_a_value_of_the_wrong_type_names_its_column(tmp_path: Path) -> None:
     path, _ = _queue_file(tmp_path)
     con = sqlite3.connect(path)
+    # A hand-edited database: the executor's trigger would refuse to touch terminal rows.
+    con.execute("DROP TRIGGER tickets_terminal_frozen")
     con.execute("UPDATE tickets SET pid = 'tmux-3' WHERE pid IS NOT NULL")
     con.commit()
     con.close()
