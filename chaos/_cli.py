@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -30,6 +28,7 @@ from chaos._faults import FAULTS, parse_faults
 from chaos._history import read_history
 from chaos._recording import serve_worker
 from chaos._report import report_json
+from doctor._cli_errors import reported
 
 __all__ = ["app", "main"]
 
@@ -41,23 +40,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-
-
-def _err(message: str, code: int = 2) -> NoReturn:
-    Console(stderr=True, highlight=False).print(
-        f"[red]error:[/red] {escape(message)}", soft_wrap=True
-    )
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except ChaosError as exc:
-        _err(str(exc))
-    except KeyboardInterrupt:
-        _err("interrupted", 130)
 
 
 def _print_verdicts(console: Console, verdicts: tuple[Verdict, ...]) -> None:
@@ -97,7 +79,7 @@ def run_cmd(
 ) -> None:
     """Run a campaign; write report.md, report.json and history.ndjson to --out."""
     console = Console(stderr=True, highlight=False)
-    with _errors():
+    with reported(ChaosError):
         config = CampaignConfig(
             seed=seed,
             duration_s=parse_duration(duration),
@@ -142,7 +124,7 @@ def check_cmd(
     history: Annotated[Path, typer.Argument(help="A campaign's history.ndjson.")],
 ) -> None:
     """Check a recorded history again (the checkers read nothing else)."""
-    with _errors():
+    with reported(ChaosError):
         try:
             verdicts = check(read_history(history))
         except (OSError, ValueError) as exc:

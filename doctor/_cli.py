@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from chaos._cli import app as _chaos_app
+from doctor._cli_errors import reported
 from doctor._config import DoctorConfig, default_roots
 from doctor._detectors import DETECTORS, describe, select
 from doctor._diagnose import diagnose, scan
@@ -65,26 +66,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the documente
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Show evidence.")]
 
 
-def _err(message: str, code: int = 2) -> NoReturn:
-    # The message quotes user input and artifact text: escape it, or "[/x]" in a run id is
-    # read as markup (and raises) instead of being printed.
-    Console(stderr=True, highlight=False).print(
-        f"[red]error:[/red] {escape(message)}", soft_wrap=True
-    )
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Library errors become one red line and their exit code; no traceback."""
-    try:
-        yield
-    except DoctorError as exc:
-        _err(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        _err("interrupted", 130)
-
-
 def config_from_env(roots: list[Path] | None, **overrides: Any) -> DoctorConfig:
     """Roots from the flag, else ``$RUNDOCTOR_ROOTS`` (``:``-separated), else the defaults."""
     if roots:
@@ -121,7 +102,7 @@ def diagnose_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Diagnose one run: facts, state and findings."""
-    with _errors():
+    with reported(DoctorError):
         if as_json and markdown:
             raise UsageError("--json and --markdown exclude each other; pick one")
         checks = tuple(check or ())
@@ -199,7 +180,7 @@ def scan_cmd(
     ] = None,
 ) -> None:
     """Diagnose every run under the roots: one row each, fleet facts, cross-run findings."""
-    with _errors():
+    with reported(DoctorError):
         config = config_from_env(root, db=db)
         cutoff = parse_since(since, time.time()) if since else None
         with _progress(not as_json and sys.stderr.isatty()) as progress:
@@ -289,7 +270,7 @@ def repair_cmd(
     """Plan safe repairs for one run (or the queue, --db); --apply carries them out, journaled."""
     if db is not None or run_id is None or journal is not None:
         _repair_queue(db, root, apply, as_json, journal, run_id)
-    with _errors():
+    with reported(DoctorError):
         config = config_from_env(root)
         diagnosis = diagnose(run_id, config)
         plan = plan_repairs(diagnosis, config)
@@ -326,7 +307,7 @@ def _repair_queue(
     run_id: str | None,
 ) -> NoReturn:
     """``doctor repair --db URL``: plan from a scan with the queue (roots optional)."""
-    with _errors():
+    with reported(DoctorError):
         if db is None or run_id is not None:
             raise UsageError(
                 "pass --run-id ID to repair a run, or --db URL (and --journal) to repair the "
@@ -386,7 +367,7 @@ def report_cmd(
     """Render a Markdown postmortem of one run (--run-id) or a fleet report (--fleet)."""
     from reports import queue_throughput_at, render_fleet, render_postmortem
 
-    with _errors():
+    with reported(DoctorError):
         if fleet == (run_id is not None):
             raise UsageError("pass either --run-id ID (a postmortem) or --fleet (all runs)")
         if fleet:

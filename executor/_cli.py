@@ -15,16 +15,15 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from doctor._cli_errors import fail, reported
 from doctor._config import state_home
 from executor._config import ExecutorConfig
 from executor._errors import ExecutorError
@@ -88,24 +87,6 @@ def default_root() -> Path:
     return Path(env) if env else state_home() / "rundoctor" / "runs"
 
 
-def _err(message: str, code: int = 2) -> NoReturn:
-    # soft_wrap: one line whatever the terminal width (scripts read the first line).
-    Console(stderr=True, highlight=False).print(
-        f"[red]error:[/red] {escape(message)}", soft_wrap=True
-    )
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except ExecutorError as exc:
-        _err(str(exc))
-    except KeyboardInterrupt:
-        _err("interrupted", 130)
-
-
 def _config(breaker_limit: int | None, agent_command: str | None) -> ExecutorConfig:
     command = agent_command or os.environ.get("RUNDOCTOR_AGENT_COMMAND") or ""
     fields: dict[str, Any] = {"agent_command": tuple(shlex.split(command))}
@@ -155,7 +136,7 @@ def run_cmd(
 ) -> None:
     """Run one pipeline in the foreground with live progress (with --db, as a queued ticket)."""
     console = Console(stderr=True, highlight=False)
-    with _errors():
+    with reported(ExecutorError):
         config = _config(breaker_limit, agent_command)
         load_graph(graph)  # invalid graphs are refused before anything is created
         runs = root or default_root()
@@ -168,7 +149,7 @@ def run_cmd(
             queue.close()
             got, _stats = run_ticket(_queue_url(db), ticket.id, runs, config, on_event=on_event)
             if got is None:
-                _err(f"ticket {ticket.id} could not be claimed; `doctor tickets` shows it")
+                fail(f"ticket {ticket.id} could not be claimed; `doctor tickets` shows it")
             result = got
     if as_json:
         sys.stdout.write(
@@ -194,7 +175,7 @@ def enqueue_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Queue a pipeline run; prints the ticket id."""
-    with _errors():
+    with reported(ExecutorError):
         load_graph(graph)
         queue = open_queue(_queue_url(db))
         try:
@@ -231,7 +212,7 @@ def worker_cmd(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    with _errors():
+    with reported(ExecutorError):
         config = _config(breaker_limit, agent_command)
         timing: dict[str, Any] = {}
         if reaper_interval is not None:
@@ -263,7 +244,7 @@ def worker_cmd(
 @app.command("reap")
 def reap_cmd(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """One reaper pass: reclaim dead or expired workers' tickets."""
-    with _errors():
+    with reported(ExecutorError):
         queue = open_queue(_queue_url(db))
         try:
             done = reap(queue, ExecutorConfig())
@@ -285,7 +266,7 @@ def tickets_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """List tickets (with --json: the queue's records, one object each)."""
-    with _errors():
+    with reported(ExecutorError):
         queue = open_queue(_queue_url(db))
         try:
             found = queue.tickets(status=tuple(status) if status else None)
