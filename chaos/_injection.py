@@ -43,6 +43,7 @@ __all__ = [
     "leases_of",
     "live_stages",
     "runs_of",
+    "signal_worker",
 ]
 
 T = TypeVar("T")
@@ -141,6 +142,29 @@ def runs_of(tickets: Iterable[Ticket]) -> tuple[str, ...]:
 def leases_of(tickets: Iterable[Ticket]) -> tuple[Held, ...]:
     """The (ticket, epoch) pairs of tickets."""
     return tuple(Held(t.id, t.lease_epoch) for t in tickets)
+
+
+def signal_worker(target: Target, send: Callable[[psutil.Process], None]) -> Injection | None:
+    """Pick a worker (one holding a lease when there is one), expect its exit, and ``send``
+    it a signal; the injection records the runs and leases it held."""
+    workers = target.workers()
+    leased = target.leased()
+    busy = [w for w in workers if held_by(w, leased)]
+    worker = choose(busy or workers, target.pick, key=lambda w: w.name)
+    if worker is None:
+        return None
+    held = held_by(worker, leased)
+    worker.doomed = True  # its exit is expected: the campaign replaces it
+    try:
+        send(worker.process())
+    except psutil.Error as exc:
+        return Injection(f"worker {worker.name} (pid {worker.pid})", {"error": str(exc)})
+    return Injection(
+        target=f"worker {worker.name} (pid {worker.pid})",
+        detail={"pid": worker.pid, "worker": worker.name},
+        runs=runs_of(held),
+        held=leases_of(held),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,41 +13,14 @@ the campaign starts a replacement so the fleet keeps its size.
 
 from __future__ import annotations
 
-import psutil
-
-from chaos._injection import (
-    Fault,
-    Injection,
-    Target,
-    choose,
-    held_by,
-    leases_of,
-    runs_of,
-)
+from chaos._injection import Fault, Injection, Target, signal_worker
 
 __all__ = ["FAULT", "sigkill_worker"]
 
 
 def sigkill_worker(target: Target) -> Injection | None:
     """SIGKILL a worker (preferably one holding a lease); another worker's reaper recovers."""
-    workers = target.workers()
-    leased = target.leased()
-    busy = [w for w in workers if held_by(w, leased)]
-    worker = choose(busy or workers, target.pick, key=lambda w: w.name)
-    if worker is None:
-        return None
-    held = held_by(worker, leased)
-    worker.doomed = True  # its exit is expected: the campaign replaces it
-    try:
-        worker.process().kill()
-    except psutil.Error as exc:
-        return Injection(f"worker {worker.name} (pid {worker.pid})", {"error": str(exc)})
-    return Injection(
-        target=f"worker {worker.name} (pid {worker.pid})",
-        detail={"pid": worker.pid, "worker": worker.name},
-        runs=runs_of(held),
-        held=leases_of(held),
-    )
+    return signal_worker(target, lambda process: process.kill())
 
 
 #: The reaper terminalizes the lost run and its open branches (seed 11 found that it did not,
