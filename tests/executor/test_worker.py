@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import doctor
-from executor import ExecutorConfig, Queue, open_queue
+from executor import ExecutorConfig, Queue, Ticket, open_queue
 from executor._reaper import reap
 from executor._worker import run_worker
 
@@ -115,6 +115,26 @@ def _stage_pid(run_path: Path) -> int:
     return int(json.loads(files[0].read_text())["pid"]) if files else 0
 
 
+def _running(
+    queue: Queue, url: str, tmp_path: Path
+) -> tuple[subprocess.Popen[str], Ticket, Path, int]:
+    """A worker process running a long stage: (worker, its ticket, run dir, stage pid)."""
+    queue.enqueue("long", str(_pipeline(tmp_path, "sleep 60")))
+    worker = _spawn_worker(url, tmp_path / "runs")
+    running: list[Ticket] = []
+
+    def started() -> bool:
+        running[:] = [t for t in queue.tickets() if t.status == "running"]
+        return bool(running)
+
+    _wait(started)
+    (ticket,) = running
+    assert ticket.run_path is not None
+    run_path = Path(ticket.run_path)
+    _wait(lambda: _stage_pid(run_path))
+    return worker, ticket, run_path, _stage_pid(run_path)
+
+
 def test_a_worker_runs_queued_tickets_to_done(queue: Queue, url: str, tmp_path: Path) -> None:
     graph = _pipeline(tmp_path, "echo hi")
     for i in range(3):
@@ -142,19 +162,14 @@ def test_a_failing_pipeline_fails_its_ticket_with_the_runs_reason(
 def test_a_sigkilled_worker_is_reclaimed_at_once_and_its_stage_killed(
     queue: Queue, url: str, tmp_path: Path
 ) -> None:
-    queue.enqueue("long", str(_pipeline(tmp_path, "sleep 60")))
-    worker = _spawn_worker(url, tmp_path / "runs")
-    running = _wait(lambda: [t for t in queue.tickets() if t.status == "running"])
-    (ticket,) = running  # type: ignore[misc]
-    run_path = Path(ticket.run_path)
-    stage = _wait(lambda: _stage_pid(run_path))
+    worker, ticket, run_path, stage = _running(queue, url, tmp_path)
     worker.kill()
     worker.communicate()
-    assert _alive(int(stage))  # the stage outlives its worker: it has its own session
+    assert _alive(stage)  # the stage outlives its worker: it has its own session
     (reclaim,) = reap(queue, FAST)
     assert reclaim.status == "todo" and "is dead" in reclaim.reason
     assert reclaim.killed_groups and reclaim.terminalized
-    _wait(lambda: not _alive(int(stage)), timeout=5)
+    _wait(lambda: not _alive(stage), timeout=5)
     final = json.loads((run_path / "final.json").read_text())
     assert final["status"] == "fail" and "lost worker" in final["failure_reason"]
     after = queue.get(ticket.id)
@@ -167,11 +182,7 @@ def test_a_sigkilled_worker_is_reclaimed_at_once_and_its_stage_killed(
 def test_a_frozen_worker_is_fenced_when_it_wakes_after_its_lease_was_reclaimed(
     queue: Queue, url: str, tmp_path: Path
 ) -> None:
-    queue.enqueue("long", str(_pipeline(tmp_path, "sleep 60")))
-    worker = _spawn_worker(url, tmp_path / "runs")
-    (ticket,) = _wait(lambda: [t for t in queue.tickets() if t.status == "running"])  # type: ignore[misc]
-    run_path = Path(ticket.run_path)
-    stage = int(_wait(lambda: _stage_pid(run_path)))  # type: ignore[arg-type]
+    worker, ticket, run_path, stage = _running(queue, url, tmp_path)
     os.kill(worker.pid, signal.SIGSTOP)
     try:
         time.sleep(FAST.lease_ttl_s + 0.3)
@@ -196,11 +207,7 @@ def test_a_frozen_worker_is_fenced_when_it_wakes_after_its_lease_was_reclaimed(
 def test_sigterm_cancels_the_run_and_releases_the_ticket(
     queue: Queue, url: str, tmp_path: Path
 ) -> None:
-    queue.enqueue("long", str(_pipeline(tmp_path, "sleep 60")))
-    worker = _spawn_worker(url, tmp_path / "runs")
-    (ticket,) = _wait(lambda: [t for t in queue.tickets() if t.status == "running"])  # type: ignore[misc]
-    run_path = Path(ticket.run_path)
-    stage = int(_wait(lambda: _stage_pid(run_path)))  # type: ignore[arg-type]
+    worker, ticket, run_path, stage = _running(queue, url, tmp_path)
     worker.terminate()
     out, _ = worker.communicate(timeout=20)
     assert json.loads(out.strip().splitlines()[-1])["released"] == 1
@@ -213,11 +220,7 @@ def test_sigterm_cancels_the_run_and_releases_the_ticket(
 def test_a_stalled_database_makes_the_worker_fence_itself_before_its_lease_expires(
     queue: Queue, url: str, tmp_path: Path
 ) -> None:
-    queue.enqueue("long", str(_pipeline(tmp_path, "sleep 60")))
-    worker = _spawn_worker(url, tmp_path / "runs")
-    (ticket,) = _wait(lambda: [t for t in queue.tickets() if t.status == "running"])  # type: ignore[misc]
-    run_path = Path(ticket.run_path)
-    stage = int(_wait(lambda: _stage_pid(run_path)))  # type: ignore[arg-type]
+    worker, _ticket, run_path, stage = _running(queue, url, tmp_path)
     blocker = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")  # every write waits: heartbeats cannot land
     try:
