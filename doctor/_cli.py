@@ -41,6 +41,7 @@ from doctor._repair import (
     plan_repairs,
     queue_journal_dir,
 )
+from doctor._version import package_version
 from executor._cli import app as _executor_app
 
 __all__ = ["app", "config_from_env", "main"]
@@ -52,6 +53,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 RootOpt = Annotated[
@@ -394,6 +396,28 @@ def report_cmd(
 app.registered_commands.extend(_executor_app.registered_commands)
 # The chaos harness is one sub-app: `doctor chaos run|faults|check` (also `python -m chaos`).
 app.add_typer(_chaos_app, name="chaos")
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"doctor (rundoctor) {package_version()}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            is_eager=True,
+            callback=_version,
+            help="Print the installed version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Diagnose long unattended pipeline runs from their artifacts."""
 
 
 def main() -> None:

@@ -1,0 +1,87 @@
+"""What a user installing the package expects: a licence, metadata, a version, short help, and
+an environment installed exactly from the committed locks."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from importlib.metadata import distribution
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+DOCTOR = str(Path(sys.executable).parent / "doctor")
+
+
+def _locked(path: Path) -> dict[str, str]:
+    """``name -> version`` of every pin in a requirements lock (markers ignored)."""
+    pins = re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;\\]+)", path.read_text(encoding="utf-8"), re.M)
+    return {_normal(name): version for name, version in pins}
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _requirement_name(spec: str) -> str:
+    return _normal(re.split(r"[\s\[<>=!~;]", spec, maxsplit=1)[0])
+
+
+def test_the_licence_is_an_spdx_string_with_a_licence_file() -> None:
+    assert PYPROJECT["project"]["license"] == "MIT"
+    assert "MIT License" in (REPO / "LICENSE").read_text(encoding="utf-8")
+
+
+def test_the_package_has_classifiers_and_urls() -> None:
+    project = PYPROJECT["project"]
+    # PEP 639: with an SPDX ``license`` expression, licence classifiers are an error.
+    assert not any(c.startswith("License ::") for c in project["classifiers"])
+    assert "Typing :: Typed" in project["classifiers"]
+    assert {"Homepage", "Changelog", "Issues"} <= set(project["urls"])
+
+
+def test_every_dependency_has_a_lower_bound_and_an_exact_pin_in_the_locks() -> None:
+    runtime = _locked(REPO / "requirements.lock")
+    test = _locked(REPO / "requirements-test.lock")
+    for spec in PYPROJECT["project"]["dependencies"]:
+        assert ">=" in spec, spec
+        assert _requirement_name(spec) in runtime, spec
+        assert _requirement_name(spec) in test, spec
+    for spec in PYPROJECT["project"]["optional-dependencies"]["test"]:
+        assert ">=" in spec, spec
+        assert _requirement_name(spec) in test, spec
+
+
+def test_the_locks_pin_by_hash_and_name_no_download_address() -> None:
+    for name in ("requirements.lock", "requirements-test.lock", "requirements-build.lock"):
+        text = (REPO / name).read_text(encoding="utf-8")
+        assert "--hash=sha256:" in text and "://" not in text, name
+    assert '"resolved"' not in (REPO / "tools" / "npm" / "package-lock.json").read_text()
+
+
+@pytest.mark.skipif(
+    os.environ.get("RUNDOCTOR_UNLOCKED") == "1", reason="the nightly newest-releases job"
+)
+def test_the_environment_is_installed_exactly_from_the_test_lock() -> None:
+    locked = _locked(REPO / "requirements-test.lock")
+    for name in (_requirement_name(s) for s in PYPROJECT["project"]["dependencies"]):
+        assert distribution(name).version == locked[name], name
+
+
+def test_doctor_version_prints_the_package_version() -> None:
+    done = subprocess.run([DOCTOR, "--version"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0
+    assert done.stdout == f"doctor (rundoctor) {PYPROJECT['project']['version']}\n"
+
+
+@pytest.mark.parametrize("words", [[], ["diagnose"], ["chaos"], ["chaos", "run"], ["worker"]])
+def test_dash_h_is_help_like_dash_dash_help(words: list[str]) -> None:
+    short = subprocess.run([DOCTOR, *words, "-h"], capture_output=True, text=True, check=False)
+    long = subprocess.run([DOCTOR, *words, "--help"], capture_output=True, text=True, check=False)
+    assert (short.returncode, short.stdout) == (0, long.stdout)
+    assert short.stdout.startswith("Usage: doctor")
