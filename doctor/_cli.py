@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from chaos._cli import app as _chaos_app
 from doctor._cli_errors import reported
+from doctor._cli_watch import app as _watch_app
 from doctor._config import DoctorConfig, default_roots
 from doctor._detectors import DETECTORS, describe, select
 from doctor._diagnose import diagnose, scan
@@ -394,6 +395,8 @@ def report_cmd(
 # The executor's commands (run, enqueue, worker, reap, tickets) are sub-commands of the one
 # `doctor` console script; they live with the executor, thin over its library.
 app.registered_commands.extend(_executor_app.registered_commands)
+# Watching and metrics (doctor watch, doctor metrics) live in their own module.
+app.registered_commands.extend(_watch_app.registered_commands)
 # The chaos harness is one sub-app: `doctor chaos run|faults|check` (also `python -m chaos`).
 app.add_typer(_chaos_app, name="chaos")
 
