@@ -366,13 +366,19 @@ def report_cmd(
     out: Annotated[
         Path | None, typer.Option("--out", help="Write the Markdown to FILE, not stdout.")
     ] = None,
+    html: Annotated[
+        bool,
+        typer.Option("--html", help="With --run-id: one self-contained HTML page (SVG timeline)."),
+    ] = False,
 ) -> None:
     """Render a Markdown postmortem of one run (--run-id) or a fleet report (--fleet)."""
-    from reports import queue_throughput_at, render_fleet, render_postmortem
+    from reports import queue_throughput_at, render_fleet, write_postmortem
 
     with reported(DoctorError):
         if fleet == (run_id is not None):
             raise UsageError("pass either --run-id ID (a postmortem) or --fleet (all runs)")
+        if html and fleet:
+            raise UsageError("--html goes with --run-id; the fleet report is Markdown only")
         if fleet:
             config = config_from_env(root, db=db)
             result = scan(config)
@@ -381,8 +387,12 @@ def report_cmd(
         else:
             if db:
                 raise UsageError("--db goes with --fleet; a postmortem reads one run")
-            text = render_postmortem(diagnose(str(run_id), config_from_env(root)))
-        if out is not None:
+            config = config_from_env(root)
+            # The postmortem writes its own --out (and, for Markdown, the SVG beside it).
+            text = write_postmortem(
+                diagnose(str(run_id), config), html=html, out=out, config=config
+            )
+        if out is not None and fleet:
             try:
                 out.write_text(text, encoding="utf-8")
             except OSError as exc:
