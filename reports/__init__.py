@@ -27,7 +27,7 @@ from reports._html import render_postmortem_html, svg_path_for, write_postmortem
 from reports._plan import PLAN, PlanItem, plan_item
 from reports._postmortem import postmortem_context
 from reports._render import TEMPLATES, environment, render, render_fleet, render_postmortem
-from reports._svg import OUTCOME_COLOURS, timeline_svg
+from reports._svg import OUTCOME_COLOURS, timeline_svg, zoom_window
 from reports._throughput import (
     DayRow,
     DurationStats,
@@ -74,4 +74,5 @@ __all__ = [
     "svg_path_for",
     "timeline_svg",
     "write_postmortem",
+    "zoom_window",
 ]

@@ -22,7 +22,7 @@ from markdown_it import MarkdownIt
 
 from doctor import Diagnosis, DoctorConfig, Timeline, run_timeline, write_atomic
 from reports._render import render_postmortem
-from reports._svg import timeline_svg
+from reports._svg import timeline_svg, zoom_window
 
 __all__ = ["render_postmortem_html", "svg_path_for", "write_postmortem"]
 
@@ -94,6 +94,14 @@ def render_postmortem_html(diagnosis: Diagnosis, timeline: Timeline) -> str:
         "outcome and failure reason).</figcaption>"
         '<output id="rendered"></output></figure>\n'
     )
+    window = zoom_window(timeline)
+    if window is not None:
+        figure += (
+            '<figure class="timeline-zoom">'
+            + timeline_svg(timeline, window=window, kind="timeline-zoom")
+            + "<figcaption>The branches' stretch, zoomed: the lanes with an attempt in it."
+            "</figcaption></figure>\n"
+        )
     head, sep, tail = text.partition(_TIMELINE_H2)
     md = _markdown()
     body = md.render(head + sep) + figure + md.render(tail) if sep else md.render(text) + figure

@@ -19,7 +19,7 @@ from html import escape
 
 from doctor import Bar, Timeline
 
-__all__ = ["OUTCOME_COLOURS", "timeline_svg"]
+__all__ = ["OUTCOME_COLOURS", "timeline_svg", "zoom_window"]
 
 #: Bar fill per outcome (``open``: the attempt never ended; ``unknown``: no status).
 OUTCOME_COLOURS = {
@@ -83,8 +83,36 @@ def _ticks(start_ns: int, end_ns: int, width: float) -> list[int]:
     return list(range(first, end_ns + 1, step * 10**9))
 
 
-def timeline_svg(timeline: Timeline, *, width: int = 1400) -> str:
-    """The timeline as an SVG document (a string starting with ``<svg``).
+def zoom_window(timeline: Timeline, share: float = 0.35) -> tuple[int, int] | None:
+    """The stretch the branches ran in, when it is under ``share`` of the run: what a
+    second, zoomed panel shows (a fan-out at the end of a long run is otherwise a sliver).
+
+    >>> from doctor import Bar, Timeline
+    >>> top = Bar("", "a", 1, 1, 0, 90, False, "success", None)
+    >>> branch = Bar("parallel/f/01-x", "b", 1, 1, 90, 100, False, "success", None)
+    >>> zoom_window(Timeline("r", 0, 100, ("", "parallel/f/01-x"), (), (top, branch), ()))
+    (89, 100)
+    """
+    inside = [b for b in timeline.bars if b.scope != ""]
+    if not inside:
+        return None
+    start, end = min(b.start_ns for b in inside), max(b.end_ns for b in inside)
+    span = timeline.end_ns - timeline.start_ns
+    if span <= 0 or end - start >= share * span:
+        return None
+    margin = max(1, (end - start) // 10)
+    return max(timeline.start_ns, start - margin), min(timeline.end_ns, end + margin)
+
+
+def timeline_svg(
+    timeline: Timeline,
+    *,
+    width: int = 1400,
+    window: tuple[int, int] | None = None,
+    kind: str = "timeline",
+) -> str:
+    """The timeline as an SVG document (a string starting with ``<svg``) of class ``kind``;
+    with ``window`` (epoch ns), only that stretch, and the lanes with an attempt in it.
 
     >>> from doctor import Bar, Timeline
     >>> bar = Bar("", "impl", 1, 1, 0, 60 * 10**9, False, "fail", "exit 1")
@@ -92,11 +120,21 @@ def timeline_svg(timeline: Timeline, *, width: int = 1400) -> str:
     >>> svg.count('class="bar outcome-fail"'), svg.count('class="lane"')
     (1, 1)
     """
+    t0, t1 = window or (timeline.start_ns, timeline.end_ns)
+    t1 = max(t1, t0 + 1)
+    shown = [b for b in timeline.bars if b.end_ns >= t0 and b.start_ns <= t1]
+    lanes_shown = (
+        timeline.lanes
+        if window is None
+        else tuple(
+            lane for lane in timeline.lanes if any((b.scope, b.node_id) == lane for b in shown)
+        )
+    )
+    hatch = f"hatch-{kind}"
     plot_w = width - _LABEL_W - 20
-    t0, t1 = timeline.start_ns, max(timeline.end_ns, timeline.start_ns + 1)
 
     def x(ns: int) -> float:
-        return _LABEL_W + (ns - t0) / (t1 - t0) * plot_w
+        return _LABEL_W + (min(max(ns, t0), t1) - t0) / (t1 - t0) * plot_w
 
     dated = (t1 - t0) > 86400 * 10**9
     rows: list[str] = []
@@ -104,7 +142,7 @@ def timeline_svg(timeline: Timeline, *, width: int = 1400) -> str:
     y = _AXIS_H
     lane_y: dict[tuple[str, str], float] = {}
     for scope in timeline.scopes:
-        lanes = [lane for lane in timeline.lanes if lane[0] == scope]
+        lanes = [lane for lane in lanes_shown if lane[0] == scope]
         if not lanes:
             continue
         name = "top level" if scope == "" else f"branch {scope}"
@@ -123,15 +161,21 @@ def timeline_svg(timeline: Timeline, *, width: int = 1400) -> str:
             )
             y += _LANE_H
         for s in timeline.stretches:
-            if s.kind == "heartbeat_only" and s.scope == scope:
+            if (
+                s.kind == "heartbeat_only"
+                and s.scope == scope
+                and s.end_ns >= t0
+                and s.start_ns <= t1
+            ):
                 shades.append(
                     f'<rect class="shade heartbeat-only" x="{x(s.start_ns):.2f}" y="{top}" '
                     f'width="{max(1.0, x(s.end_ns) - x(s.start_ns)):.2f}" height="{y - top}" '
-                    f'fill="url(#hatch)"><title>heartbeats only: {escape(s.detail)}</title></rect>'
+                    f'fill="url(#{hatch})"><title>heartbeats only: {escape(s.detail)}</title>'
+                    "</rect>"
                 )
     chart_bottom = y
     for s in timeline.stretches:
-        if s.kind == "idle_gap":
+        if s.kind == "idle_gap" and s.end_ns >= t0 and s.start_ns <= t1:
             shades.append(
                 f'<rect class="shade idle-gap" x="{x(s.start_ns):.2f}" y="{_AXIS_H}" '
                 f'width="{max(1.0, x(s.end_ns) - x(s.start_ns)):.2f}" '
@@ -139,7 +183,7 @@ def timeline_svg(timeline: Timeline, *, width: int = 1400) -> str:
                 f"<title>idle gap: {escape(s.detail)}</title></rect>"
             )
     bars = []
-    for bar in timeline.bars:
+    for bar in shown:
         outcome = _outcome(bar)
         left = x(bar.start_ns)
         # A bar never thinner than 1.5 px: every lap of a loop stays visible.
@@ -172,18 +216,18 @@ def timeline_svg(timeline: Timeline, *, width: int = 1400) -> str:
         )
         lx += 24 + 8 * len(outcome)
     legend.append(
-        f'<rect x="{lx}" y="{ly - 10}" width="12" height="12" fill="url(#hatch)" '
+        f'<rect x="{lx}" y="{ly - 10}" width="12" height="12" fill="url(#{hatch})" '
         f'stroke="#757575"/><text x="{lx + 16}" y="{ly}">heartbeats only</text>'
         f'<rect x="{lx + 130}" y="{ly - 10}" width="12" height="12" fill="#fdd835" '
         f'fill-opacity="0.4"/><text x="{lx + 146}" y="{ly}">idle gap</text>'
     )
     height = chart_bottom + _LEGEND_H
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="timeline" width="{width}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="{kind}" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" '
         f'font-size="11" data-lanes="{len(lane_y)}" data-bars="{len(bars)}">'
         f"<title>Timeline of run {escape(timeline.run_id)}</title>"
-        '<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" '
+        f'<defs><pattern id="{hatch}" width="6" height="6" patternUnits="userSpaceOnUse" '
         'patternTransform="rotate(45)"><rect width="6" height="6" fill="#e0e0e0"/>'
         '<line x1="0" y1="0" x2="0" y2="6" stroke="#9e9e9e" stroke-width="2"/></pattern></defs>'
         + "".join(rows + shades + axis + bars + legend)

@@ -77,8 +77,14 @@ def test_the_page_is_self_contained(page: Path) -> None:
     assert "```mermaid" not in html and "gantt" not in html
 
 
-def test_every_attempt_is_one_bar_in_its_node_and_scope_lane(page: Path, rogue_root: Path) -> None:
+def _main_svg(page: Path) -> str:
     html = page.read_text(encoding="utf-8")
+    html = html[html.index('<svg xmlns="http://www.w3.org/2000/svg" class="timeline" ') :]
+    return html[: html.index("</svg>")]
+
+
+def test_every_attempt_is_one_bar_in_its_node_and_scope_lane(page: Path, rogue_root: Path) -> None:
+    html = _main_svg(page)
     starts = _attempt_starts(rogue_root / RUN_ID)
     assert html.count('<rect class="bar ') == len(starts) > 124
     assert html.count('<g class="lane"') == len(set(starts))
@@ -94,9 +100,21 @@ def test_bars_say_why_an_attempt_failed_on_hover(page: Path) -> None:
 
 
 def test_heartbeat_only_stretches_are_shaded(page: Path) -> None:
-    html = page.read_text(encoding="utf-8")
+    html = _main_svg(page)
     (shade,) = re.findall(r'<rect class="shade heartbeat-only"[^>]*><title>([^<]*)</title>', html)
     assert "7944 heartbeat(s) and no progress for 48m 10s" in shade  # incident 04's figures
+
+
+def test_the_fan_out_gets_a_zoomed_panel_of_its_own_lanes(page: Path) -> None:
+    html = page.read_text(encoding="utf-8")
+    zoom = html[html.index('class="timeline-zoom"') :]
+    zoom = zoom[: zoom.index("</svg>")]
+    assert "UTC, from 2026-02-10 16:" in zoom  # the fan-out started at 16:21:49
+    assert (
+        zoom.count('data-scope="parallel/fanout/')
+        == html.count('<g class="lane" data-scope="parallel/fanout/') // 2
+    )  # every branch lane, once in each panel
+    assert 'data-node="analyze_spec"' not in zoom  # done hours before the fan-out: left out
 
 
 def test_the_markdown_report_links_its_svg_written_beside_it(
