@@ -289,17 +289,16 @@ def watch(
         try:
             state, events = watch_pass(config.with_now(time.time()), state)
         except DoctorError as exc:
-            report = PassReport(state.passes + 1, error=str(exc))
+            # Nothing was learnt: the state stays as it was, on disk too.
             state = replace(state, passes=state.passes + 1)
-            if once:
-                return report
+            report = PassReport(state.passes, error=str(exc))
         else:
             failures: list[Delivery] = []
             for event in events:
                 emit(event)
                 failures.extend(d for d in _deliver(event, wcfg) if not d.ok)
             report = PassReport(state.passes, tuple(events), tuple(failures))
-        state.save(wcfg.state_path)
+            state.save(wcfg.state_path)
         line = report.log_line()
         if line:
             log(line)

@@ -9,6 +9,7 @@ import pytest
 
 from doctor import DoctorConfig, UsageError
 from doctor._watch import WatchState, watch_pass
+from fixtures import queues
 from fixtures._kilroy import KilroyRun
 
 START = "2026-03-01T10:00:00Z"
@@ -75,3 +76,14 @@ def test_a_state_file_of_another_kind_is_refused(tmp_path: Path) -> None:
     (tmp_path / "s.json").write_text('{"schema": "rundoctor.scan/1"}')
     with pytest.raises(UsageError, match="is not a watch state"):
         WatchState.load(tmp_path / "s.json")
+
+
+def test_the_idle_watchdog_alerts_while_queued_work_waits_and_nothing_runs(tmp_path: Path) -> None:
+    q = queues.incident_01()
+    db = q.write_sqlite(tmp_path / "queue.db")
+    cfg = DoctorConfig(db=str(db), now=q.now)
+    state, events = watch_pass(cfg, WatchState())
+    (watchdog,) = [e for e in events if (e.run_id, e.code) == (None, "idle_gap")]
+    assert watchdog.event == "alert" and watchdog.severity == "error"
+    assert "ticket(s) waited" in watchdog.summary
+    assert watch_pass(cfg.with_now(q.now + 60), state)[1] == []  # still idle: not sent again

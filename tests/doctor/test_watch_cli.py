@@ -171,6 +171,16 @@ def test_bad_options_are_one_line_and_exit_2(
     assert done.stderr.count("\n") == 1 and message in done.stderr
 
 
+def test_a_pass_whose_scan_fails_is_one_line_and_exit_2_with_once(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    done = _run(_watch(tmp_path / "missing", tmp_path / "watch.json", "--once"), env)
+    assert done.returncode == 2
+    assert done.stderr.startswith("watch pass 1: scan failed: runs root ")
+    assert done.stderr.count("\n") == 1
+    assert not (tmp_path / "watch.json").exists()
+
+
 def test_a_damaged_state_file_is_one_line_and_exit_2(tmp_path: Path, env: dict[str, str]) -> None:
     state = tmp_path / "watch.json"
     state.write_text("{not json")
