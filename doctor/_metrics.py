@@ -27,7 +27,14 @@ from doctor._model import RUN_STATES
 from doctor._queue_ingest import load_queue
 from doctor._tables import Tables, new_connection
 
-__all__ = ["TICKET_STATUSES", "QueueStats", "fleet_metrics", "queue_stats", "render_metrics"]
+__all__ = [
+    "TICKET_STATUSES",
+    "QueueStats",
+    "fleet_metrics",
+    "idle_last_day",
+    "queue_stats",
+    "render_metrics",
+]
 
 #: The executor's ticket statuses (every one is reported, zeros included).
 TICKET_STATUSES = (
@@ -140,6 +147,35 @@ def fleet_last_progress(result: ScanResult, queue: QueueStats | None) -> float |
     return max(seconds, default=None)
 
 
+def idle_last_day(result: ScanResult, *, now: float) -> float:
+    """Seconds of the last 24 hours inside the fleet's idle gaps (``idle_gap`` findings of the
+    fleet and the queue; of the run itself when the scan holds one run), overlaps counted once.
+
+    >>> from doctor import Finding, ScanResult, Severity
+    >>> gap = Finding("idle_gap", Severity.ERROR, "s", {"start": "2026-03-01T00:00:00Z",
+    ...     "end": "2026-03-01T12:00:00Z"})
+    >>> idle_last_day(ScanResult((), (), {}, (gap,)), now=1772323200.0 + 30 * 3600)
+    21600.0
+    """
+    gaps = [f for f in result.findings if f.code == "idle_gap"]
+    if len(result.diagnoses) == 1:
+        gaps += [f for f in result.diagnoses[0].findings if f.code == "idle_gap"]
+    spans = []
+    for f in gaps:
+        a, b = parse_iso(f.evidence.get("start")), parse_iso(f.evidence.get("end"))
+        if a is not None and b is not None:
+            lo, hi = max(a / 1e9, now - _DAY_S), min(b / 1e9, now)
+            if hi > lo:
+                spans.append((lo, hi))
+    total, reach = 0.0, float("-inf")
+    for lo, hi in sorted(spans):
+        lo = max(lo, reach)
+        if hi > lo:
+            total += hi - lo
+            reach = hi
+    return round(total, 3)
+
+
 def render_metrics(result: ScanResult, queue: QueueStats | None, *, now: float) -> str:
     """The OpenMetrics exposition of a scan (and a queue's stats), ending with ``# EOF``.
 
@@ -191,6 +227,13 @@ def render_metrics(result: ScanResult, queue: QueueStats | None, *, now: float) 
             [({}, round(max(0.0, now - last), 3))],
             unit="seconds",
         )
+    w.family(
+        "rundoctor_fleet_idle_last_day_seconds",
+        "gauge",
+        "Seconds of the last 24 hours in the fleet's idle gaps (work pending, nothing ran).",
+        [({}, idle_last_day(result, now=now))],
+        unit="seconds",
+    )
     if queue is not None:
         w.family(
             "rundoctor_queue_tickets",

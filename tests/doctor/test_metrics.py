@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from doctor import DoctorConfig, scan
-from doctor._metrics import queue_stats
+from doctor._metrics import queue_stats, render_metrics
 from fixtures import queues
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,3 +125,17 @@ def test_an_unwritable_out_is_one_line_and_exit_2(fleet: Path, tmp_path: Path) -
     done = _doctor("metrics", "--root", str(fleet), "--out", str(tmp_path / "file" / "m.prom"))
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "cannot write" in done.stderr
+
+
+def test_idle_time_of_the_last_day_is_the_overlap_of_the_fleet_s_idle_gaps(tmp_path: Path) -> None:
+    q = queues.incident_01()
+    db = q.write_sqlite(tmp_path / "queue.db")
+    result = scan(DoctorConfig(db=str(db), now=q.now))
+    samples = _parse(render_metrics(result, queue_stats(str(db), now=q.now), now=q.now))
+    ((_, idle),) = samples["rundoctor_fleet_idle_last_day_seconds"]
+    # incident 01: nothing ran for the evening and the night before 05:30, tickets waiting.
+    gaps = [f for f in result.findings if f.code == "idle_gap"]
+    last = max(gaps, key=lambda f: f.evidence["end"])
+    assert last.evidence["ongoing"] is True
+    assert idle == pytest.approx(min(86400.0, last.evidence["duration_s"]))
+    assert 0 < idle <= 86400
