@@ -58,7 +58,11 @@ def _config(root: list[Path] | None, **overrides: Any) -> DoctorConfig:
 
 def default_state_path(config: DoctorConfig) -> Path:
     """``$XDG_STATE_HOME/rundoctor/watch/<digest>.json``: one state per set of roots and
-    queue, so two watches over different fleets never share one."""
+    queue, so two watches over different fleets never share one.
+
+    >>> default_state_path(DoctorConfig(roots=(Path("/runs"),))).parent.name
+    'watch'
+    """
     what = json.dumps([sorted(str(r.resolve()) for r in config.roots), config.db or ""])
     digest = hashlib.sha256(what.encode()).hexdigest()[:16]
     return state_home() / "rundoctor" / "watch" / f"{digest}.json"
