@@ -56,7 +56,12 @@ def slack_text(event: Mapping[str, Any]) -> str:
     ...             "run_id": "r1", "scope": "parallel/f/01-a", "summary": "…"})
     'resolved: stale_heartbeat in run r1 (parallel/f/01-a)'
     """
-    where = "the fleet" if event.get("run_id") is None else f"run {event['run_id']}"
+    if event.get("run_id") is not None:
+        where = f"run {event['run_id']}"
+    elif event.get("ticket_id") is not None:
+        where = f"the queue, ticket {event['ticket_id']}"
+    else:
+        where = "the fleet"
     if event.get("scope"):
         where += f" ({event['scope']})"
     if event.get("event") == "resolved":

@@ -2,9 +2,11 @@
 
 Each pass is a :func:`doctor.scan` (incremental with a cache directory: finished runs that did
 not change are not read again). The findings at ``warning`` or above are *alertable*, keyed by
-``(run_id, scope, code)``; a fleet-wide finding has ``run_id`` ``None``. A key seen for the
-first time is an ``alert`` event; a key alerted before and absent now is a ``resolved`` event.
-A key that persists is never sent again, whatever its severity or summary become.
+``(run_id, scope, code)``; a fleet-wide finding has ``run_id`` ``None``. A queue finding
+about one ticket (``evidence["ticket_id"]``) is keyed by its ticket too, so two desynced
+sessions are two alerts. A key seen for the first time is an ``alert`` event; a key alerted
+before and absent now is a ``resolved`` event. A key that persists is never sent again,
+whatever its severity or summary become.
 
 ``idle_gap`` findings whose stretch has ended (``evidence["ongoing"]`` false) are history, not
 alertable: the watch reports idleness while it lasts. The fleet's ongoing ``idle_gap`` (no run
@@ -47,7 +49,7 @@ __all__ = [
 ]
 
 WATCH_STATE_SCHEMA = "rundoctor.watch-state/1"
-Key = tuple[str | None, str, str]
+Key = tuple[str | None, str, str, str | None]
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)?$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -96,10 +98,12 @@ class WatchEvent:
     summary: str
     first_seen: str
     at: str
+    #: The ticket a queue finding is about (``None`` for run findings).
+    ticket_id: str | None = None
 
     @property
     def key(self) -> Key:
-        return (self.run_id, self.scope, self.code)
+        return (self.run_id, self.scope, self.code, self.ticket_id)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -111,11 +115,15 @@ class WatchEvent:
             "summary": self.summary,
             "first_seen": self.first_seen,
             "at": self.at,
+            "ticket_id": self.ticket_id,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> WatchEvent:
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        return cls(
+            **{f.name: data[f.name] for f in fields(cls) if f.name != "ticket_id"},
+            ticket_id=data.get("ticket_id"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +179,11 @@ def _closed_gap(f: Finding) -> bool:
     return f.code == "idle_gap" and f.evidence.get("ongoing") is False
 
 
+def _ticket(f: Finding) -> str | None:
+    ticket = f.evidence.get("ticket_id") if f.run_id is None else None
+    return None if ticket is None else str(ticket)
+
+
 def alertable(result: ScanResult) -> dict[Key, Finding]:
     """The scan's findings at ``warning`` or above, one per key (the worst), closed idle gaps
     left out.
@@ -179,14 +192,14 @@ def alertable(result: ScanResult) -> dict[Key, Finding]:
     >>> f = Finding("stale_heartbeat", Severity.WARNING, "s", {}, run_id="r1")
     >>> d = Diagnosis("r1", "/r1", "kilroy", "stalled", {}, (f, f))
     >>> list(alertable(ScanResult((), (d,), {})))
-    [('r1', '', 'stale_heartbeat')]
+    [('r1', '', 'stale_heartbeat', None)]
     """
     out: dict[Key, Finding] = {}
     everything: Iterable[Finding] = [f for d in result.diagnoses for f in d.findings]
     for f in [*everything, *result.findings]:
         if f.severity < Severity.WARNING or _closed_gap(f):
             continue
-        key = (f.run_id, f.scope, f.code)
+        key = (f.run_id, f.scope, f.code, _ticket(f))
         if key not in out or f.severity > out[key].severity:
             out[key] = f
     return out
@@ -210,7 +223,7 @@ def watch_pass(config: DoctorConfig, state: WatchState) -> tuple[WatchState, lis
     for key, f in current.items():
         if key not in active:
             event = WatchEvent(
-                "alert", f.run_id, f.scope, f.code, f.severity.label, f.summary, now, now
+                "alert", f.run_id, f.scope, f.code, f.severity.label, f.summary, now, now, key[3]
             )
             active[key] = event
             events.append(event)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -87,3 +88,13 @@ def test_the_idle_watchdog_alerts_while_queued_work_waits_and_nothing_runs(tmp_p
     assert watchdog.event == "alert" and watchdog.severity == "error"
     assert "ticket(s) waited" in watchdog.summary
     assert watch_pass(cfg.with_now(q.now + 60), state)[1] == []  # still idle: not sent again
+
+
+def test_queue_findings_about_two_tickets_are_two_alerts(tmp_path: Path) -> None:
+    pid = os.getpid()
+    q = queues.incident_02(pid, queues.proc_start_ticks(pid))
+    db = q.write_sqlite(tmp_path / "queue.db")
+    _, events = watch_pass(DoctorConfig(db=str(db), now=q.now), WatchState())
+    desynced = sorted(e.ticket_id or "" for e in events if e.code == "session_desync")
+    assert len(desynced) == 2 and len(set(desynced)) == 2
+    assert all(e.run_id is None for e in events if e.code == "session_desync")
