@@ -129,6 +129,15 @@ def test_the_markdown_report_links_its_svg_written_beside_it(
     assert "```mermaid" in out.read_text()  # GitHub still draws its own chart
 
 
+def test_html_goes_with_a_postmortem_not_the_fleet_report(rogue_root: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
+    env["PYTHONPATH"] = str(REPO)
+    cmd = [sys.executable, "-m", "doctor", "report", "--root", str(rogue_root), "--fleet", "--html"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "--html goes with --run-id" in done.stderr
+
+
 def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
