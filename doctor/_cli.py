@@ -364,7 +364,8 @@ def report_cmd(
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write the Markdown to FILE, not stdout.")
+        Path | None,
+        typer.Option("--out", help="Write the report to FILE, not stdout."),
     ] = None,
     html: Annotated[
         bool,
