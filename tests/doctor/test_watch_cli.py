@@ -64,11 +64,16 @@ def test_a_stalled_run_alerts_once_then_resolves_and_a_restart_sends_nothing_aga
     run = LiveRun(root, "r1")
     run.start(time.time())
     with receiver() as rec:
-        args = _watch(root, state, "--interval", "0.1s", "--webhook", rec.url)
-        proc = _spawn(args, env)
+        proc = _spawn(_watch(root, state, "--interval", "0.1s", "--webhook", rec.url), env)
         alert = rec.take()  # the run stops progressing: 2 s later it is an idle gap
         seen = _passes(state)
         wait_for(lambda: _passes(state) >= seen + 5)  # it persists for five more passes
+        assert rec.drained() == []  # exactly one alert while it persisted
+
+        run.finish(time.time())  # the run ends
+        resolved = rec.take()
+        seen = _passes(state)
+        wait_for(lambda: _passes(state) >= seen + 3)
         out = _stop(proc)
 
         assert {k: alert[k] for k in ("event", "run_id", "scope", "code", "severity")} == {
@@ -80,19 +85,6 @@ def test_a_stalled_run_alerts_once_then_resolves_and_a_restart_sends_nothing_aga
         }
         assert alert["text"].startswith("[error] idle_gap in run r1: ")
         assert alert["first_seen"] and alert["summary"]
-        assert rec.drained() == []  # exactly one alert while it persisted
-        assert [json.loads(line)["event"] for line in out.splitlines()] == ["alert"]
-
-        # A restart with the same state: the alert is remembered, nothing is sent again.
-        again = _run(_watch(root, state, "--once", "--webhook", rec.url), env)
-        assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
-
-        run.finish(time.time())  # the run ends
-        proc = _spawn(args, env)
-        resolved = rec.take()
-        seen = _passes(state)
-        wait_for(lambda: _passes(state) >= seen + 3)
-        _stop(proc)
         assert (resolved["event"], resolved["run_id"], resolved["code"]) == (
             "resolved",
             "r1",
@@ -100,11 +92,24 @@ def test_a_stalled_run_alerts_once_then_resolves_and_a_restart_sends_nothing_aga
         )
         assert resolved["first_seen"] == alert["first_seen"]
         assert resolved["text"] == "resolved: idle_gap in run r1"
+        assert [json.loads(line)["event"] for line in out.splitlines()] == ["alert", "resolved"]
 
-        last = _run(_watch(root, state, "--once", "--webhook", rec.url), env)
-        assert (last.returncode, last.stdout) == (0, "")
-        assert rec.drained() == []
-        assert rec.posts == 2
+        # A restart with the same state file sends nothing again.
+        again = _run(_watch(root, state, "--once", "--webhook", rec.url), env)
+        assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+        assert rec.drained() == [] and rec.posts == 2
+
+
+def test_a_restart_while_an_alert_is_open_does_not_send_it_again(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    root, state = tmp_path / "runs", tmp_path / "watch.json"
+    LiveRun(root, "r1").start(time.time() - 60)
+    with receiver() as rec:
+        first = _run(_watch(root, state, "--once", "--webhook", rec.url), env)
+        second = _run(_watch(root, state, "--once", "--webhook", rec.url), env)
+    assert (first.returncode, second.returncode, second.stdout, second.stderr) == (1, 0, "", "")
+    assert rec.posts == 1 and rec.take()["event"] == "alert"
 
 
 def test_once_exits_1_on_a_new_alert_and_logs_one_line(tmp_path: Path, env: dict[str, str]) -> None:
