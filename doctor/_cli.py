@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from chaos._cli import app as _chaos_app
 from doctor._cli_errors import reported
+from doctor._cli_watch import app as _watch_app
 from doctor._config import DoctorConfig, default_roots
 from doctor._detectors import DETECTORS, describe, select
 from doctor._diagnose import diagnose, scan
@@ -363,15 +364,22 @@ def report_cmd(
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write the Markdown to FILE, not stdout.")
+        Path | None,
+        typer.Option("--out", help="Write the report to FILE, not stdout."),
     ] = None,
+    html: Annotated[
+        bool,
+        typer.Option("--html", help="With --run-id: one self-contained HTML page (SVG timeline)."),
+    ] = False,
 ) -> None:
     """Render a Markdown postmortem of one run (--run-id) or a fleet report (--fleet)."""
-    from reports import queue_throughput_at, render_fleet, render_postmortem
+    from reports import queue_throughput_at, render_fleet, write_postmortem
 
     with reported(DoctorError):
         if fleet == (run_id is not None):
             raise UsageError("pass either --run-id ID (a postmortem) or --fleet (all runs)")
+        if html and fleet:
+            raise UsageError("--html goes with --run-id; the fleet report is Markdown only")
         if fleet:
             config = config_from_env(root, db=db)
             result = scan(config)
@@ -380,8 +388,12 @@ def report_cmd(
         else:
             if db:
                 raise UsageError("--db goes with --fleet; a postmortem reads one run")
-            text = render_postmortem(diagnose(str(run_id), config_from_env(root)))
-        if out is not None:
+            config = config_from_env(root)
+            # The postmortem writes its own --out (and, for Markdown, the SVG beside it).
+            text = write_postmortem(
+                diagnose(str(run_id), config), html=html, out=out, config=config
+            )
+        if out is not None and fleet:
             try:
                 out.write_text(text, encoding="utf-8")
             except OSError as exc:
@@ -394,6 +406,8 @@ def report_cmd(
 # The executor's commands (run, enqueue, worker, reap, tickets) are sub-commands of the one
 # `doctor` console script; they live with the executor, thin over its library.
 app.registered_commands.extend(_executor_app.registered_commands)
+# Watching and metrics (doctor watch, doctor metrics) live in their own module.
+app.registered_commands.extend(_watch_app.registered_commands)
 # The chaos harness is one sub-app: `doctor chaos run|faults|check` (also `python -m chaos`).
 app.add_typer(_chaos_app, name="chaos")
 

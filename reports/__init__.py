@@ -23,9 +23,11 @@ from reports._context import FleetContext, PostmortemContext
 from reports._errors import ReportError
 from reports._escape import Text, code, md, mermaid
 from reports._fleet import fleet_context
+from reports._html import render_postmortem_html, svg_path_for, write_postmortem
 from reports._plan import PLAN, PlanItem, plan_item
 from reports._postmortem import postmortem_context
 from reports._render import TEMPLATES, environment, render, render_fleet, render_postmortem
+from reports._svg import OUTCOME_COLOURS, timeline_svg, zoom_window
 from reports._throughput import (
     DayRow,
     DurationStats,
@@ -36,6 +38,7 @@ from reports._throughput import (
 )
 
 __all__ = [
+    "OUTCOME_COLOURS",
     "PLAN",
     "TEMPLATES",
     "ChaosContext",
@@ -67,4 +70,9 @@ __all__ = [
     "render_chaos",
     "render_fleet",
     "render_postmortem",
+    "render_postmortem_html",
+    "svg_path_for",
+    "timeline_svg",
+    "write_postmortem",
+    "zoom_window",
 ]

@@ -1,0 +1,178 @@
+"""``doctor watch`` and ``doctor metrics``: thin commands over :mod:`doctor._watch` and
+:mod:`doctor._metrics`, mounted on the ``doctor`` app by :mod:`doctor._cli`.
+
+``watch`` exit codes: with ``--once``, 0 when the pass sent no new alert, 1 when it did, 2 on
+a usage or input error (or a scan that failed); without ``--once`` it runs until SIGTERM or
+Ctrl-C and exits 0 (2 for a bad option). ``metrics`` exits 0, or 2 on a usage or input error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from doctor._atomic import write_atomic
+from doctor._cli_errors import reported
+from doctor._config import DoctorConfig, state_home
+from doctor._errors import DoctorError, UsageError
+from doctor._metrics import fleet_metrics
+from doctor._notify import slack_text
+from doctor._watch import WatchConfig, WatchEvent, parse_duration, watch
+
+__all__ = ["app", "default_state_path"]
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+
+RootOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--root",
+        help="A runs root (repeatable). Default: $RUNDOCTOR_ROOTS, then "
+        "Kilroy's and the executor's runs directories.",
+    ),
+]
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar="RUNDOCTOR_DB",
+        help="Also read a work queue: a SQLite file, sqlite:///ABS/PATH or postgresql://URL.",
+    ),
+]
+
+
+def _config(root: list[Path] | None, **overrides: Any) -> DoctorConfig:
+    from doctor._cli import config_from_env  # the one place that reads the environment
+
+    return config_from_env(root, **overrides)
+
+
+def default_state_path(config: DoctorConfig) -> Path:
+    """``$XDG_STATE_HOME/rundoctor/watch/<digest>.json``: one state per set of roots and
+    queue, so two watches over different fleets never share one.
+
+    >>> default_state_path(DoctorConfig(roots=(Path("/runs"),))).parent.name
+    'watch'
+    """
+    what = json.dumps([sorted(str(r.resolve()) for r in config.roots), config.db or ""])
+    digest = hashlib.sha256(what.encode()).hexdigest()[:16]
+    return state_home() / "rundoctor" / "watch" / f"{digest}.json"
+
+
+def _webhook(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--webhook {url!r} is not an http:// or https:// URL")
+    return url
+
+
+def _printer(as_json: bool) -> Any:
+    def emit(event: WatchEvent) -> None:
+        data = event.to_json()
+        line = json.dumps(data) if as_json else f"{event.at} {slack_text(data)}"
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    return emit
+
+
+def _log(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+@app.command("watch")
+def watch_cmd(
+    root: RootOpt = None,
+    db: DbOpt = None,
+    interval: Annotated[
+        str, typer.Option("--interval", help="Time between passes: 60s, 5m, 1h.")
+    ] = "60s",
+    idle_gap: Annotated[
+        str,
+        typer.Option(
+            "--idle-gap", help="Alert when nothing progressed for this long (idle_gap): 2h."
+        ),
+    ] = "2h",
+    webhook: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--webhook", help="POST each event as JSON (with a Slack `text`) here (repeatable)."
+        ),
+    ] = None,
+    exec_cmd: Annotated[
+        str | None,
+        typer.Option("--exec", help="Run this command per event, the event's JSON on stdin."),
+    ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            help="What was alerted, kept across restarts. Default: "
+            "$XDG_STATE_HOME/rundoctor/watch/<roots digest>.json.",
+        ),
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="One pass; exit 0 (nothing new), 1 (alerts) or 2.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per event on stdout.")
+    ] = False,
+) -> None:
+    """Scan every --interval; alert once per new finding (warning or above), say when it clears."""
+    stopped = threading.Event()
+    with reported(DoctorError):
+        overrides: dict[str, Any] = {"db": db, "idle_gap_s": parse_duration(idle_gap, "--idle-gap")}
+        if not os.environ.get("RUNDOCTOR_CACHE"):  # passes are incremental by default
+            overrides["cache_dir"] = state_home() / "rundoctor" / "cache"
+        config = _config(root, **overrides)
+        argv = tuple(shlex.split(exec_cmd)) if exec_cmd is not None else ()
+        if exec_cmd is not None and not argv:
+            raise UsageError("--exec needs a command, e.g. --exec 'notify-send doctor'")
+        wcfg = WatchConfig(
+            state_path=state if state is not None else default_state_path(config),
+            interval_s=parse_duration(interval, "--interval"),
+            webhooks=tuple(_webhook(u) for u in webhook or ()),
+            exec_argv=argv,
+        )
+        if not once:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stopped.set())
+        report = watch(
+            config,
+            wcfg,
+            emit=_printer(as_json),
+            log=_log,
+            once=once,
+            stop=stopped.wait,
+        )
+    if not once:
+        raise typer.Exit(0)
+    raise typer.Exit(2 if report.error is not None else 1 if report.alerts else 0)
+
+
+@app.command("metrics")
+def metrics_cmd(
+    root: RootOpt = None,
+    db: DbOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write atomically to FILE (node_exporter's textfile dir)."),
+    ] = None,
+) -> None:
+    """The fleet as OpenMetrics text: runs by state, findings, idleness, and the queue."""
+    with reported(DoctorError):
+        text = fleet_metrics(_config(root, db=db))
+        if out is not None:
+            write_atomic(out, text)
+    if out is None:
+        sys.stdout.write(text)
+    raise typer.Exit(0)

@@ -1,0 +1,278 @@
+"""``doctor metrics``: the fleet as OpenMetrics text, for Prometheus or node_exporter.
+
+Every figure comes from one :func:`doctor.scan` (and, with a queue, one read of its tables), so
+the numbers are the scan's: ``rundoctor_runs{state}`` is ``fleet.by_state`` of
+``doctor scan --json`` (every state present, zeros included), ``rundoctor_findings{code,
+severity}`` counts the findings of every run plus the fleet's. Labels are bounded: run states,
+finding codes, severities and ticket statuses are closed sets; no metric has a per-run label.
+
+With a queue (``--db``), the metrics incident 01 asks to track: tickets by status, tickets that
+moved to ``done`` in the last day, the median time from claim (in progress) to done, reclaims
+and quarantines (``reclaimed`` and ``quarantined`` ticket events, as counters), and
+``rundoctor_fleet_idle_seconds``: how long since anything progressed (a run's progress event,
+or a ticket claimed, completed or failed).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from doctor._config import DoctorConfig
+from doctor._detectors._queue import PROGRESS_EVENTS
+from doctor._diagnose import ScanResult, scan
+from doctor._facts import parse_iso
+from doctor._model import RUN_STATES
+from doctor._queue_ingest import load_queue
+from doctor._tables import Tables, new_connection
+
+__all__ = [
+    "TICKET_STATUSES",
+    "QueueStats",
+    "fleet_metrics",
+    "idle_last_day",
+    "queue_stats",
+    "render_metrics",
+]
+
+#: The executor's ticket statuses (every one is reported, zeros included).
+TICKET_STATUSES = (
+    "todo",
+    "blocked",
+    "claimed",
+    "running",
+    "done",
+    "failed",
+    "canceled",
+    "quarantined",
+)
+_DAY_S = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """The queue's figures for the metrics (times in epoch seconds)."""
+
+    by_status: dict[str, int]
+    done_last_day: int
+    claim_to_done_median_s: float | None
+    reclaims: int
+    quarantines: int
+    last_progress_s: float | None
+
+
+_STATS_SQL = f"""
+SELECT
+    (SELECT count(*) FROM tickets WHERE status = 'done'
+        AND coalesce(finished_at, updated_at) >= $since),
+    (SELECT list(finished_at - claimed_at) FROM tickets WHERE status = 'done'
+        AND finished_at IS NOT NULL AND claimed_at IS NOT NULL),
+    (SELECT count(*) FROM ticket_events WHERE event = 'reclaimed'),
+    (SELECT count(*) FROM ticket_events WHERE event = 'quarantined'),
+    (SELECT max("at") FROM ticket_events WHERE event IN {PROGRESS_EVENTS} AND "at" <= $now)
+"""
+
+
+def queue_stats(url: str, *, now: float) -> QueueStats:
+    """Read the queue at ``url`` (SQLite file or PostgreSQL URL) and sum it up at ``now``."""
+    tables = Tables(new_connection())
+    try:
+        load_queue(tables, url)
+        by_status = dict.fromkeys(TICKET_STATUSES, 0)
+        for status, count in tables.sql("SELECT status, count(*) FROM tickets GROUP BY ALL"):
+            by_status[str(status)] = int(count)
+        done, spans, reclaims, quarantines, last = tables.sql(
+            _STATS_SQL, since=now - _DAY_S, now=now
+        )[0]
+    finally:
+        tables.con.close()
+    spans = [float(s) for s in spans or [] if s is not None and s >= 0]
+    return QueueStats(
+        by_status=by_status,
+        done_last_day=int(done),
+        claim_to_done_median_s=statistics.median(spans) if spans else None,
+        reclaims=int(reclaims),
+        quarantines=int(quarantines),
+        last_progress_s=None if last is None else float(last),
+    )
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(
+        self,
+        name: str,
+        kind: str,
+        help_text: str,
+        samples: Iterable[tuple[dict[str, str], float]],
+        unit: str = "",
+    ) -> None:
+        self.lines.append(f"# TYPE {name} {kind}")
+        if unit:
+            self.lines.append(f"# UNIT {name} {unit}")
+        self.lines.append(f"# HELP {name} {help_text}")
+        suffix = "_total" if kind == "counter" else ""
+        for labels, value in samples:
+            text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+            self.lines.append(
+                f"{name}{suffix}{{{text}}} {_number(value)}"
+                if text
+                else f"{name}{suffix} {_number(value)}"
+            )
+
+
+def fleet_last_progress(result: ScanResult, queue: QueueStats | None) -> float | None:
+    """The latest progress of any run (or ticket), in epoch seconds; None when none is known.
+
+    >>> from doctor import Diagnosis, ScanResult
+    >>> d = Diagnosis("r", "/r", "kilroy", "running", {"last_progress_at": "2026-03-01T10:00:00Z"})
+    >>> fleet_last_progress(ScanResult((), (d,), {}), None)
+    1772359200.0
+    """
+    points = [parse_iso(d.facts.get("last_progress_at")) for d in result.diagnoses]
+    seconds = [p / 1e9 for p in points if p is not None]
+    if queue is not None and queue.last_progress_s is not None:
+        seconds.append(queue.last_progress_s)
+    return max(seconds, default=None)
+
+
+def idle_last_day(result: ScanResult, *, now: float) -> float:
+    """Seconds of the last 24 hours inside the fleet's idle gaps (``idle_gap`` findings of the
+    fleet and the queue; of the run itself when the scan holds one run), overlaps counted once.
+
+    >>> from doctor import Finding, ScanResult, Severity
+    >>> gap = Finding("idle_gap", Severity.ERROR, "s", {"start": "2026-03-01T00:00:00Z",
+    ...     "end": "2026-03-01T12:00:00Z"})
+    >>> idle_last_day(ScanResult((), (), {}, (gap,)), now=1772323200.0 + 30 * 3600)
+    21600.0
+    """
+    gaps = [f for f in result.findings if f.code == "idle_gap"]
+    if len(result.diagnoses) == 1:
+        gaps += [f for f in result.diagnoses[0].findings if f.code == "idle_gap"]
+    spans = []
+    for f in gaps:
+        a, b = parse_iso(f.evidence.get("start")), parse_iso(f.evidence.get("end"))
+        if a is not None and b is not None:
+            lo, hi = max(a / 1e9, now - _DAY_S), min(b / 1e9, now)
+            if hi > lo:
+                spans.append((lo, hi))
+    total, reach = 0.0, float("-inf")
+    for lo, hi in sorted(spans):
+        lo = max(lo, reach)
+        if hi > lo:
+            total += hi - lo
+            reach = hi
+    return round(total, 3)
+
+
+def render_metrics(result: ScanResult, queue: QueueStats | None, *, now: float) -> str:
+    """The OpenMetrics exposition of a scan (and a queue's stats), ending with ``# EOF``.
+
+    >>> from doctor import ScanResult
+    >>> text = render_metrics(ScanResult((), (), {"by_state": {}}), None, now=0.0)
+    >>> 'rundoctor_runs{state="running"} 0' in text.splitlines(), text.endswith("# EOF\\n")
+    (True, True)
+    """
+    w = _Writer()
+    by_state = dict.fromkeys(RUN_STATES, 0)
+    for d in result.diagnoses:
+        by_state[d.state] = by_state.get(d.state, 0) + 1
+    w.family(
+        "rundoctor_runs",
+        "gauge",
+        "Runs under the roots, by state.",
+        [({"state": s}, n) for s, n in by_state.items()],
+    )
+    counts: dict[tuple[str, str], int] = {}
+    for f in [*(f for d in result.diagnoses for f in d.findings), *result.findings]:
+        key = (f.code, f.severity.label)
+        counts[key] = counts.get(key, 0) + 1
+    w.family(
+        "rundoctor_findings",
+        "gauge",
+        "Findings of every run and of the fleet, by code and severity.",
+        [({"code": c, "severity": s}, n) for (c, s), n in sorted(counts.items())],
+    )
+    last = fleet_last_progress(result, queue)
+    w.family(
+        "rundoctor_scan_timestamp_seconds",
+        "gauge",
+        "When the doctor scanned (epoch seconds).",
+        [({}, round(now, 3))],
+        unit="seconds",
+    )
+    if last is not None:
+        w.family(
+            "rundoctor_fleet_last_progress_timestamp_seconds",
+            "gauge",
+            "The latest progress of any run or ticket (epoch seconds).",
+            [({}, round(last, 3))],
+            unit="seconds",
+        )
+        w.family(
+            "rundoctor_fleet_idle_seconds",
+            "gauge",
+            "Seconds since any run or ticket progressed.",
+            [({}, round(max(0.0, now - last), 3))],
+            unit="seconds",
+        )
+    w.family(
+        "rundoctor_fleet_idle_last_day_seconds",
+        "gauge",
+        "Seconds of the last 24 hours in the fleet's idle gaps (work pending, nothing ran).",
+        [({}, idle_last_day(result, now=now))],
+        unit="seconds",
+    )
+    if queue is not None:
+        w.family(
+            "rundoctor_queue_tickets",
+            "gauge",
+            "Tickets in the queue, by status.",
+            [({"status": s}, n) for s, n in queue.by_status.items()],
+        )
+        w.family(
+            "rundoctor_queue_tickets_done_last_day",
+            "gauge",
+            "Tickets that moved to done in the last 24 hours.",
+            [({}, queue.done_last_day)],
+        )
+        if queue.claim_to_done_median_s is not None:
+            w.family(
+                "rundoctor_queue_claim_to_done_median_seconds",
+                "gauge",
+                "Median time from claim (in progress) to done over done tickets.",
+                [({}, round(queue.claim_to_done_median_s, 3))],
+                unit="seconds",
+            )
+        w.family(
+            "rundoctor_queue_reclaims",
+            "counter",
+            "Leases the reaper took back (reclaimed ticket events).",
+            [({}, queue.reclaims)],
+        )
+        w.family(
+            "rundoctor_queue_quarantines",
+            "counter",
+            "Tickets quarantined after repeated reclaims.",
+            [({}, queue.quarantines)],
+        )
+    return "\n".join([*w.lines, "# EOF"]) + "\n"
+
+
+def fleet_metrics(config: DoctorConfig) -> str:
+    """Scan the roots (and the queue at ``config.db``) and render the metrics at
+    ``config.now``."""
+    result = scan(config)
+    queue = queue_stats(config.db, now=config.now) if config.db else None
+    return render_metrics(result, queue, now=config.now)

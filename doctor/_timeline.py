@@ -1,0 +1,183 @@
+"""One run's timeline as data: every attempt, and the stretches where nothing moved.
+
+What :func:`run_timeline` returns is what a picture of the run needs (``reports`` draws it as
+SVG): one :class:`Bar` per attempt (a ``stage_attempt_start`` with its end, if it has one) in
+every scope, each with its node, visit number and outcome, and :class:`Stretch` records:
+
+* ``heartbeat_only``: in one scope, a stretch from a progress event to the next one (or to the
+  scope's last heartbeat) longer than the run's stall timeout, during which only heartbeats
+  arrived: the run looked alive and did nothing.
+* ``idle_gap``: the run's own ``idle_gap`` findings (no progress in any scope).
+
+Times are epoch nanoseconds. An attempt that never ended is open: its bar runs to the last
+event of its scope.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from doctor._config import DoctorConfig
+from doctor._facts import parse_iso
+from doctor._ingest import load_runs
+from doctor._layout import discover
+from doctor._model import Diagnosis
+from doctor._tables import HEARTBEAT_SQL
+
+__all__ = ["Bar", "Stretch", "Timeline", "run_timeline"]
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One attempt of one node in one scope; ``visit`` counts the node's starts in the scope."""
+
+    scope: str
+    node_id: str
+    visit: int
+    attempt: int | None
+    start_ns: int
+    end_ns: int
+    is_open: bool
+    status: str | None
+    failure_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Stretch:
+    """A shaded stretch: ``heartbeat_only`` in one scope, or an ``idle_gap`` of the whole run
+    (``scope`` ``None``)."""
+
+    kind: str
+    scope: str | None
+    start_ns: int
+    end_ns: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """Every attempt and stretch of one run, and the span of its events."""
+
+    run_id: str
+    start_ns: int
+    end_ns: int
+    scopes: tuple[str, ...]
+    lanes: tuple[tuple[str, str], ...]
+    bars: tuple[Bar, ...]
+    stretches: tuple[Stretch, ...]
+
+
+_ATTEMPTS_SQL = """
+WITH last AS (SELECT scope, epoch_ns(max(ts)) AS last_ns FROM events
+              WHERE run_id = $run AND ts IS NOT NULL GROUP BY scope)
+SELECT a.scope, a.node_id, a.start_no, a.attempt, epoch_ns(a.start_ts), epoch_ns(a.end_ts),
+       a.status, a.failure_reason, l.last_ns
+FROM attempts a JOIN last l USING (scope)
+WHERE a.run_id = $run AND a.start_ts IS NOT NULL
+ORDER BY a.start_ts, a.start_seq
+"""
+
+_QUIET_SQL = f"""
+WITH e AS (
+    SELECT scope, epoch_ns(ts) AS t, {HEARTBEAT_SQL} AS hb FROM events
+    WHERE run_id = $run AND ts IS NOT NULL
+),
+p AS (
+    SELECT scope, t AS a,
+           coalesce(lead(t) OVER (PARTITION BY scope ORDER BY t),
+                    (SELECT max(t) FROM e e2 WHERE e2.scope = e.scope)) AS b
+    FROM e WHERE NOT hb
+)
+SELECT p.scope, p.a, p.b, count(*) AS beats
+FROM p JOIN e ON e.scope = p.scope AND e.hb AND e.t > p.a AND e.t <= p.b
+WHERE p.b - p.a > $min_ns
+GROUP BY ALL ORDER BY p.scope, p.a
+"""
+
+
+def _span(seconds: float) -> str:
+    s = round(seconds)
+    h, m = divmod(s // 60, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {s % 60:02d}s"
+
+
+def run_timeline(diagnosis: Diagnosis, config: DoctorConfig | None = None) -> Timeline:
+    """The timeline of the run a diagnosis describes (read again from ``diagnosis.path``).
+
+    >>> import tempfile
+    >>> from doctor import diagnose_path
+    >>> run = Path(tempfile.mkdtemp()) / "r1"
+    >>> run.mkdir()
+    >>> head = '{"run_id": "r1", "node_id": "a", "attempt": 1, '
+    >>> _ = (run / "progress.ndjson").write_text(
+    ...     head + '"event": "stage_attempt_start", "ts": "2026-03-01T10:00:00Z"}\\n'
+    ...     + head + '"event": "stage_attempt_end", "ts": "2026-03-01T10:01:00Z", '
+    ...     '"status": "fail", "failure_reason": "boom"}\\n')
+    >>> timeline = run_timeline(diagnose_path(run, DoctorConfig()))
+    >>> [(b.node_id, b.status, b.failure_reason, b.is_open) for b in timeline.bars]
+    [('a', 'fail', 'boom', False)]
+    """
+    config = config or DoctorConfig()
+    layout = discover(Path(diagnosis.path))
+    tables = load_runs([layout], keep_raw=False, threads=config.threads)
+    try:
+        run = layout.run_id
+        bars = [
+            Bar(
+                scope=str(scope),
+                node_id=str(node),
+                visit=int(visit),
+                attempt=None if attempt is None else int(attempt),
+                start_ns=int(start),
+                end_ns=int(end if end is not None else max(last, start)),
+                is_open=end is None,
+                status=None if status is None else str(status),
+                failure_reason=None if reason is None else str(reason),
+            )
+            for scope, node, visit, attempt, start, end, status, reason, last in tables.sql(
+                _ATTEMPTS_SQL, run=run
+            )
+        ]
+        stall = float(diagnosis.facts.get("stall_timeout_s") or config.stall_timeout_s)
+        quiet = tables.sql(_QUIET_SQL, run=run, min_ns=int(stall * 1e9))
+        span = tables.sql(
+            "SELECT epoch_ns(min(ts)), epoch_ns(max(ts)), list(DISTINCT scope ORDER BY scope) "
+            "FROM events WHERE run_id = $run AND ts IS NOT NULL",
+            run=run,
+        )[0]
+    finally:
+        tables.con.close()
+    stretches = [
+        Stretch(
+            "heartbeat_only",
+            str(scope),
+            int(a),
+            int(b),
+            f"{int(beats)} heartbeat(s) and no progress for {_span((b - a) / 1e9)}",
+        )
+        for scope, a, b, beats in quiet
+    ]
+    for f in diagnosis.findings:
+        if f.code != "idle_gap" or f.run_id not in (diagnosis.run_id, None):
+            continue
+        a, b = parse_iso(f.evidence.get("start")), parse_iso(f.evidence.get("end"))
+        if a is not None and b is not None:
+            stretches.append(Stretch("idle_gap", None, a, b, f.summary))
+    start = int(span[0]) if span[0] is not None else 0
+    end = int(span[1]) if span[1] is not None else start
+    scopes = sorted(set(span[2] or []) | {b.scope for b in bars}, key=lambda s: (s != "", s))
+    lanes: list[tuple[str, str]] = []
+    for scope in scopes:
+        for bar in bars:
+            if bar.scope == scope and (scope, bar.node_id) not in lanes:
+                lanes.append((scope, bar.node_id))
+    return Timeline(
+        run_id=diagnosis.run_id,
+        start_ns=start,
+        end_ns=max(end, start + 1),
+        scopes=tuple(scopes),
+        lanes=tuple(lanes),
+        bars=tuple(bars),
+        stretches=tuple(stretches),
+    )

@@ -1,0 +1,319 @@
+"""``doctor watch``: scan again and again, alert once on what is new, say when it clears.
+
+Each pass is a :func:`doctor.scan` (incremental with a cache directory: finished runs that did
+not change are not read again). The findings at ``warning`` or above are *alertable*, keyed by
+``(run_id, scope, code)``; a fleet-wide finding has ``run_id`` ``None``. A queue finding
+about one ticket (``evidence["ticket_id"]``) is keyed by its ticket too, so two desynced
+sessions are two alerts. A key seen for the first time is an ``alert`` event; a key alerted
+before and absent now is a ``resolved`` event. A key that persists is never sent again,
+whatever its severity or summary become.
+
+``idle_gap`` findings whose stretch has ended (``evidence["ongoing"]`` false) are history, not
+alertable: the watch reports idleness while it lasts. The fleet's ongoing ``idle_gap`` (no run
+progressed, and with a queue no ticket was claimed or finished while tickets waited, for longer
+than ``DoctorConfig.idle_gap_s``) is the *idle watchdog*.
+
+What was alerted lives in a :class:`WatchState` file (``rundoctor.watch-state/1``, written
+atomically after every pass), so a restarted watch sends nothing again. The state holds only
+the alerts still open, so it (and the watch's memory) is bounded by the findings of one scan.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from doctor._atomic import write_atomic
+from doctor._config import DoctorConfig
+from doctor._diagnose import ScanResult, scan
+from doctor._errors import DoctorError, UsageError
+from doctor._facts import iso
+from doctor._model import Finding, Severity
+from doctor._notify import Delivery, post_webhook, run_command
+
+__all__ = [
+    "WATCH_STATE_SCHEMA",
+    "PassReport",
+    "WatchConfig",
+    "WatchEvent",
+    "WatchState",
+    "alertable",
+    "parse_duration",
+    "watch",
+    "watch_pass",
+]
+
+WATCH_STATE_SCHEMA = "rundoctor.watch-state/1"
+Key = tuple[str | None, str, str, str | None]
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)?$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(text: str, option: str = "--interval") -> float:
+    """``60s``, ``2h``, ``1.5m``, ``250ms`` or bare seconds, as seconds (more than zero).
+
+    >>> parse_duration("2h"), parse_duration("90"), parse_duration("250ms")
+    (7200.0, 90.0, 0.25)
+    >>> parse_duration("soon", "--idle-gap")
+    Traceback (most recent call last):
+    ...
+    doctor._errors.UsageError: --idle-gap 'soon' is not a duration; write e.g. 60s, 15m, 2h or 1d
+    """
+    m = _DURATION.match(text.strip())
+    seconds = float(m.group(1)) * _UNIT[m.group(2) or "s"] if m else 0.0
+    if seconds <= 0:
+        raise UsageError(f"{option} {text!r} is not a duration; write e.g. 60s, 15m, 2h or 1d")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class WatchConfig:
+    """How a watch runs and where its events go (the scan's own settings are a DoctorConfig)."""
+
+    state_path: Path
+    interval_s: float = 60.0
+    webhooks: tuple[str, ...] = ()
+    exec_argv: tuple[str, ...] = ()
+    #: A failed webhook POST is tried again this many times, after backoff_s, 2x, 4x...
+    retries: int = 3
+    backoff_s: float = 1.0
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One ``alert`` or ``resolved`` event, as printed, posted and piped (``to_json``)."""
+
+    event: str
+    run_id: str | None
+    scope: str
+    code: str
+    severity: str
+    summary: str
+    first_seen: str
+    at: str
+    #: The ticket a queue finding is about (``None`` for run findings).
+    ticket_id: str | None = None
+
+    @property
+    def key(self) -> Key:
+        return (self.run_id, self.scope, self.code, self.ticket_id)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event": self.event,
+            "run_id": self.run_id,
+            "scope": self.scope,
+            "code": self.code,
+            "severity": self.severity,
+            "summary": self.summary,
+            "first_seen": self.first_seen,
+            "at": self.at,
+            "ticket_id": self.ticket_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WatchEvent:
+        return cls(
+            **{f.name: data[f.name] for f in fields(cls) if f.name != "ticket_id"},
+            ticket_id=data.get("ticket_id"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WatchState:
+    """The alerts still open (by key), and how many passes the watch has made."""
+
+    active: dict[Key, WatchEvent] = field(default_factory=dict)
+    passes: int = 0
+    last_pass_at: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": WATCH_STATE_SCHEMA,
+            "passes": self.passes,
+            "last_pass_at": self.last_pass_at,
+            "active": [e.to_json() for e in self.active.values()],
+        }
+
+    @classmethod
+    def load(cls, path: Path) -> WatchState:
+        """The state in ``path``; an empty state when the file does not exist yet.
+
+        >>> WatchState.load(Path("/nonexistent/watch.json")).passes
+        0
+        """
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls()
+        except (OSError, ValueError) as exc:
+            raise UsageError(
+                f"--state {str(path)!r} cannot be read ({exc}); move it aside or pass another "
+                "--state FILE"
+            ) from exc
+        if not isinstance(data, dict) or data.get("schema") != WATCH_STATE_SCHEMA:
+            raise UsageError(
+                f"--state {str(path)!r} is not a watch state ({WATCH_STATE_SCHEMA}); pass "
+                "another --state FILE"
+            )
+        try:
+            events = [WatchEvent.from_json(e) for e in data["active"]]
+            return cls({e.key: e for e in events}, int(data["passes"]), data["last_pass_at"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(
+                f"--state {str(path)!r} is damaged (missing {exc}); move it aside to start over"
+            ) from exc
+
+    def save(self, path: Path) -> None:
+        write_atomic(path, json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def _closed_gap(f: Finding) -> bool:
+    return f.code == "idle_gap" and f.evidence.get("ongoing") is False
+
+
+def _ticket(f: Finding) -> str | None:
+    ticket = f.evidence.get("ticket_id") if f.run_id is None else None
+    return None if ticket is None else str(ticket)
+
+
+def alertable(result: ScanResult) -> dict[Key, Finding]:
+    """The scan's findings at ``warning`` or above, one per key (the worst), closed idle gaps
+    left out.
+
+    >>> from doctor import Diagnosis, Finding, ScanResult, Severity
+    >>> f = Finding("stale_heartbeat", Severity.WARNING, "s", {}, run_id="r1")
+    >>> d = Diagnosis("r1", "/r1", "kilroy", "stalled", {}, (f, f))
+    >>> list(alertable(ScanResult((), (d,), {})))
+    [('r1', '', 'stale_heartbeat', None)]
+    """
+    out: dict[Key, Finding] = {}
+    everything: Iterable[Finding] = [f for d in result.diagnoses for f in d.findings]
+    for f in [*everything, *result.findings]:
+        if f.severity < Severity.WARNING or _closed_gap(f):
+            continue
+        key = (f.run_id, f.scope, f.code, _ticket(f))
+        if key not in out or f.severity > out[key].severity:
+            out[key] = f
+    return out
+
+
+def watch_pass(config: DoctorConfig, state: WatchState) -> tuple[WatchState, list[WatchEvent]]:
+    """One pass at ``config.now``: the next state and the events to send (alerts first).
+
+    >>> import tempfile
+    >>> cfg = DoctorConfig(roots=(Path(tempfile.mkdtemp()),))
+    >>> state, events = watch_pass(cfg, WatchState())
+    >>> state.passes, events
+    (1, [])
+    """
+    result = scan(config)
+    now = iso(int(config.now * 1e9))
+    assert now is not None
+    current = alertable(result)
+    events: list[WatchEvent] = []
+    active = dict(state.active)
+    for key, f in current.items():
+        if key not in active:
+            event = WatchEvent(
+                "alert", f.run_id, f.scope, f.code, f.severity.label, f.summary, now, now, key[3]
+            )
+            active[key] = event
+            events.append(event)
+    for key in [k for k in active if k not in current]:
+        events.append(replace(active.pop(key), event="resolved", at=now))
+    return WatchState(active, state.passes + 1, now), events
+
+
+@dataclass(frozen=True, slots=True)
+class PassReport:
+    """What one pass did: its events, failed deliveries, or the error that stopped it."""
+
+    passes: int
+    events: tuple[WatchEvent, ...] = ()
+    failures: tuple[Delivery, ...] = ()
+    error: str | None = None
+
+    @property
+    def alerts(self) -> int:
+        return sum(1 for e in self.events if e.event == "alert")
+
+    def log_line(self) -> str | None:
+        """The pass's one stderr line, or None when there is nothing to say.
+
+        >>> PassReport(3, failures=(Delivery("http://h/…", False, 4, "HTTP 500"),)).log_line()
+        'watch pass 3: 0 alert(s), 0 resolved; http://h/… failed after 4 tries: HTTP 500'
+        """
+        if self.error is not None:
+            return f"watch pass {self.passes}: scan failed: {self.error}"
+        if not self.events and not self.failures:
+            return None
+        line = f"watch pass {self.passes}: {self.alerts} alert(s), "
+        line += f"{len(self.events) - self.alerts} resolved"
+        for d in self.failures:
+            line += f"; {d.target} failed after {d.tries} tries: {d.error}"
+        return line
+
+
+def _deliver(event: WatchEvent, wcfg: WatchConfig) -> list[Delivery]:
+    payload = event.to_json()
+    out = [
+        post_webhook(
+            url, payload, retries=wcfg.retries, backoff_s=wcfg.backoff_s, timeout_s=wcfg.timeout_s
+        )
+        for url in wcfg.webhooks
+    ]
+    if wcfg.exec_argv:
+        out.append(run_command(wcfg.exec_argv, payload))
+    return out
+
+
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
+
+
+def watch(
+    config: DoctorConfig,
+    wcfg: WatchConfig,
+    *,
+    emit: Callable[[WatchEvent], None],
+    log: Callable[[str], None],
+    once: bool = False,
+    stop: Callable[[float], bool] | None = None,
+) -> PassReport:
+    """Watch until ``stop(interval)`` returns true (it waits: default a plain sleep; an
+    event's ``wait`` lets a signal handler end it), or for one pass with ``once``. Returns
+    the last pass's report.
+
+    Each pass scans at the current time, hands each event to ``emit`` (stdout) and the
+    webhooks and command, saves the state, and logs at most one line. A pass whose scan fails
+    (a root gone, a queue down) is logged and the watch goes on, except with ``once``.
+    """
+    state = WatchState.load(wcfg.state_path)
+    while True:
+        try:
+            state, events = watch_pass(config.with_now(time.time()), state)
+        except DoctorError as exc:
+            # Nothing was learnt: the state stays as it was, on disk too.
+            state = replace(state, passes=state.passes + 1)
+            report = PassReport(state.passes, error=str(exc))
+        else:
+            failures: list[Delivery] = []
+            for event in events:
+                emit(event)
+                failures.extend(d for d in _deliver(event, wcfg) if not d.ok)
+            report = PassReport(state.passes, tuple(events), tuple(failures))
+            state.save(wcfg.state_path)
+        line = report.log_line()
+        if line:
+            log(line)
+        if once or (stop or _sleep)(wcfg.interval_s):
+            return report

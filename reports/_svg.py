@@ -1,0 +1,235 @@
+"""A run's timeline drawn as one self-contained SVG (no script, no font, no network).
+
+Layout, top to bottom: the time axis (UTC; dates on the ticks when the run spans more than a
+day), then one group per scope (the top level first, then each branch), each with one lane per
+node in order of first start. Every attempt is its own bar, so each lap of a loop shows; bars
+are coloured by outcome and carry a ``<title>`` (the hover text: node, visit, attempt,
+outcome, times, failure reason). Stretches are shaded behind the bars: ``heartbeat_only``
+across its scope's lanes, ``idle_gap`` across the whole chart.
+
+The DOM is part of the contract (tests count it in a browser): ``svg.timeline`` holds one
+``g.lane`` per lane and one ``rect.bar`` per attempt; shaded stretches are
+``rect.shade.heartbeat-only`` and ``rect.shade.idle-gap``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from html import escape
+
+from doctor import Bar, Timeline
+
+__all__ = ["OUTCOME_COLOURS", "timeline_svg", "zoom_window"]
+
+#: Bar fill per outcome (``open``: the attempt never ended; ``unknown``: no status).
+OUTCOME_COLOURS = {
+    "success": "#2e7d32",
+    "partial_success": "#9e9d24",
+    "retry": "#ef6c00",
+    "fail": "#c62828",
+    "skipped": "#9e9e9e",
+    "open": "#1565c0",
+    "unknown": "#6d4c41",
+}
+_LABEL_W = 300
+_LANE_H = 18
+_BAR_H = 12
+_HEADER_H = 20
+_AXIS_H = 34
+_LEGEND_H = 28
+_STEPS_S = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800)
+
+
+def _outcome(bar: Bar) -> str:
+    if bar.is_open:
+        return "open"
+    status = (bar.status or "").lower()
+    return status if status in OUTCOME_COLOURS else "unknown"
+
+
+def _utc(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, UTC)
+
+
+def _clock(ns: int, dated: bool) -> str:
+    return _utc(ns).strftime("%m-%d %H:%M" if dated else "%H:%M")
+
+
+def _seconds(ns: int) -> str:
+    s = round(ns / 1e9)
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}h {m:02d}m {sec:02d}s" if h else f"{m}m {sec:02d}s"
+
+
+def _title(bar: Bar) -> str:
+    where = bar.scope or "top level"
+    attempt = f", attempt {bar.attempt}" if bar.attempt is not None else ""
+    what = "still open (never ended)" if bar.is_open else (bar.status or "no status")
+    text = (
+        f"{bar.node_id} ({where}) visit {bar.visit}{attempt}: {what}\n"
+        f"{_utc(bar.start_ns):%Y-%m-%d %H:%M:%S} to {_utc(bar.end_ns):%H:%M:%S} UTC "
+        f"({_seconds(bar.end_ns - bar.start_ns)})"
+    )
+    if bar.failure_reason:
+        text += f"\nfailure reason: {bar.failure_reason[:400]}"
+    return text
+
+
+def _ticks(start_ns: int, end_ns: int, width: float) -> list[int]:
+    span_s = (end_ns - start_ns) / 1e9
+    step = next((s for s in _STEPS_S if span_s / s <= max(2, width // 110)), _STEPS_S[-1])
+    first = -(-start_ns // (step * 10**9)) * step * 10**9
+    return list(range(first, end_ns + 1, step * 10**9))
+
+
+def zoom_window(timeline: Timeline, share: float = 0.35) -> tuple[int, int] | None:
+    """The stretch the branches ran in, when it is under ``share`` of the run: what a
+    second, zoomed panel shows (a fan-out at the end of a long run is otherwise a sliver).
+
+    >>> from doctor import Bar, Timeline
+    >>> top = Bar("", "a", 1, 1, 0, 90, False, "success", None)
+    >>> branch = Bar("parallel/f/01-x", "b", 1, 1, 90, 100, False, "success", None)
+    >>> zoom_window(Timeline("r", 0, 100, ("", "parallel/f/01-x"), (), (top, branch), ()))
+    (89, 100)
+    """
+    inside = [b for b in timeline.bars if b.scope != ""]
+    if not inside:
+        return None
+    start, end = min(b.start_ns for b in inside), max(b.end_ns for b in inside)
+    span = timeline.end_ns - timeline.start_ns
+    if span <= 0 or end - start >= share * span:
+        return None
+    margin = max(1, (end - start) // 10)
+    return max(timeline.start_ns, start - margin), min(timeline.end_ns, end + margin)
+
+
+def timeline_svg(
+    timeline: Timeline,
+    *,
+    width: int = 1400,
+    window: tuple[int, int] | None = None,
+    kind: str = "timeline",
+) -> str:
+    """The timeline as an SVG document (a string starting with ``<svg``) of class ``kind``;
+    with ``window`` (epoch ns), only that stretch, and the lanes with an attempt in it.
+
+    >>> from doctor import Bar, Timeline
+    >>> bar = Bar("", "impl", 1, 1, 0, 60 * 10**9, False, "fail", "exit 1")
+    >>> svg = timeline_svg(Timeline("r1", 0, 120 * 10**9, ("",), (("", "impl"),), (bar,), ()))
+    >>> svg.count('class="bar outcome-fail"'), svg.count('class="lane"')
+    (1, 1)
+    """
+    t0, t1 = window or (timeline.start_ns, timeline.end_ns)
+    t1 = max(t1, t0 + 1)
+    shown = [b for b in timeline.bars if b.end_ns >= t0 and b.start_ns <= t1]
+    lanes_shown = (
+        timeline.lanes
+        if window is None
+        else tuple(
+            lane for lane in timeline.lanes if any((b.scope, b.node_id) == lane for b in shown)
+        )
+    )
+    hatch = f"hatch-{kind}"
+    plot_w = width - _LABEL_W - 20
+
+    def x(ns: int) -> float:
+        return _LABEL_W + (min(max(ns, t0), t1) - t0) / (t1 - t0) * plot_w
+
+    dated = (t1 - t0) > 86400 * 10**9
+    rows: list[str] = []
+    shades: list[str] = []
+    y = _AXIS_H
+    lane_y: dict[tuple[str, str], float] = {}
+    for scope in timeline.scopes:
+        lanes = [lane for lane in lanes_shown if lane[0] == scope]
+        if not lanes:
+            continue
+        name = "top level" if scope == "" else f"branch {scope}"
+        rows.append(
+            f'<text class="scope" x="4" y="{y + 14}" font-weight="bold">{escape(name)}</text>'
+        )
+        y += _HEADER_H
+        top = y
+        for lane in lanes:
+            lane_y[lane] = y
+            rows.append(
+                f'<g class="lane" data-scope="{escape(scope)}" data-node="{escape(lane[1])}">'
+                f'<rect class="lane-bg" x="{_LABEL_W}" y="{y}" width="{plot_w}" '
+                f'height="{_LANE_H}" fill="#f5f5f5"/>'
+                f'<text x="14" y="{y + 13}">{escape(lane[1])}</text></g>'
+            )
+            y += _LANE_H
+        for s in timeline.stretches:
+            if (
+                s.kind == "heartbeat_only"
+                and s.scope == scope
+                and s.end_ns >= t0
+                and s.start_ns <= t1
+            ):
+                shades.append(
+                    f'<rect class="shade heartbeat-only" x="{x(s.start_ns):.2f}" y="{top}" '
+                    f'width="{max(1.0, x(s.end_ns) - x(s.start_ns)):.2f}" height="{y - top}" '
+                    f'fill="url(#{hatch})"><title>heartbeats only: {escape(s.detail)}</title>'
+                    "</rect>"
+                )
+    chart_bottom = y
+    for s in timeline.stretches:
+        if s.kind == "idle_gap" and s.end_ns >= t0 and s.start_ns <= t1:
+            shades.append(
+                f'<rect class="shade idle-gap" x="{x(s.start_ns):.2f}" y="{_AXIS_H}" '
+                f'width="{max(1.0, x(s.end_ns) - x(s.start_ns)):.2f}" '
+                f'height="{chart_bottom - _AXIS_H}" fill="#fdd835" fill-opacity="0.25">'
+                f"<title>idle gap: {escape(s.detail)}</title></rect>"
+            )
+    bars = []
+    for bar in shown:
+        outcome = _outcome(bar)
+        left = x(bar.start_ns)
+        # A bar never thinner than 1.5 px: every lap of a loop stays visible.
+        w = max(1.5, x(bar.end_ns) - left)
+        bars.append(
+            f'<rect class="bar outcome-{outcome}" x="{left:.2f}" '
+            f'y="{lane_y[(bar.scope, bar.node_id)] + (_LANE_H - _BAR_H) / 2}" '
+            f'width="{w:.2f}" height="{_BAR_H}" fill="{OUTCOME_COLOURS[outcome]}" '
+            f'stroke="#ffffff" stroke-width="0.3"><title>{escape(_title(bar))}</title></rect>'
+        )
+    axis = [
+        f'<text class="axis-caption" x="4" y="14">UTC, from {_utc(t0):%Y-%m-%d %H:%M:%S} '
+        f"to {_utc(t1):%Y-%m-%d %H:%M:%S}</text>"
+    ]
+    for tick in _ticks(t0, t1, plot_w):
+        tx = x(tick)
+        axis.append(
+            f'<g class="tick"><line x1="{tx:.2f}" y1="{_AXIS_H - 6}" x2="{tx:.2f}" '
+            f'y2="{chart_bottom}" stroke="#bdbdbd" stroke-width="0.5"/>'
+            f'<text x="{tx:.2f}" y="{_AXIS_H - 9}" text-anchor="middle">'
+            f"{_clock(tick, dated)}</text></g>"
+        )
+    legend = []
+    lx = 4.0
+    ly = chart_bottom + 18
+    for outcome, colour in OUTCOME_COLOURS.items():
+        legend.append(
+            f'<rect x="{lx}" y="{ly - 10}" width="12" height="12" fill="{colour}"/>'
+            f'<text x="{lx + 16}" y="{ly}">{outcome.replace("_", " ")}</text>'
+        )
+        lx += 24 + 8 * len(outcome)
+    legend.append(
+        f'<rect x="{lx}" y="{ly - 10}" width="12" height="12" fill="url(#{hatch})" '
+        f'stroke="#757575"/><text x="{lx + 16}" y="{ly}">heartbeats only</text>'
+        f'<rect x="{lx + 130}" y="{ly - 10}" width="12" height="12" fill="#fdd835" '
+        f'fill-opacity="0.4"/><text x="{lx + 146}" y="{ly}">idle gap</text>'
+    )
+    height = chart_bottom + _LEGEND_H
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="{kind}" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" '
+        f'font-size="11" data-lanes="{len(lane_y)}" data-bars="{len(bars)}">'
+        f"<title>Timeline of run {escape(timeline.run_id)}</title>"
+        f'<defs><pattern id="{hatch}" width="6" height="6" patternUnits="userSpaceOnUse" '
+        'patternTransform="rotate(45)"><rect width="6" height="6" fill="#e0e0e0"/>'
+        '<line x1="0" y1="0" x2="0" y2="6" stroke="#9e9e9e" stroke-width="2"/></pattern></defs>'
+        + "".join(rows + shades + axis + bars + legend)
+        + "</svg>\n"
+    )

@@ -1,0 +1,196 @@
+"""``doctor watch`` end to end: a real process, a real HTTP receiver, a run that stalls."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.doctor.watch_helpers import LiveRun, receiver, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state-home")
+    env["PYTHONPATH"] = str(REPO)
+    yield env
+
+
+def _watch(root: Path, state: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "doctor", "watch", "--root", str(root), "--state", str(state),
+        "--idle-gap", "2s", "--json", *extra,
+    ]  # fmt: skip
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _passes(state: Path) -> int:
+    try:
+        return int(json.loads(state.read_text())["passes"])
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return out
+
+
+def test_a_stalled_run_alerts_once_then_resolves_and_a_restart_sends_nothing_again(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    root, state = tmp_path / "runs", tmp_path / "watch.json"
+    run = LiveRun(root, "r1")
+    run.start(time.time())
+    with receiver() as rec:
+        proc = _spawn(_watch(root, state, "--interval", "0.1s", "--webhook", rec.url), env)
+        alert = rec.take()  # the run stops progressing: 2 s later it is an idle gap
+        seen = _passes(state)
+        wait_for(lambda: _passes(state) >= seen + 5)  # it persists for five more passes
+        assert rec.drained() == []  # exactly one alert while it persisted
+
+        run.finish(time.time())  # the run ends
+        resolved = rec.take()
+        seen = _passes(state)
+        wait_for(lambda: _passes(state) >= seen + 3)
+        out = _stop(proc)
+
+        assert {k: alert[k] for k in ("event", "run_id", "scope", "code", "severity")} == {
+            "event": "alert",
+            "run_id": "r1",
+            "scope": "",
+            "code": "idle_gap",
+            "severity": "error",
+        }
+        assert alert["text"].startswith("[error] idle_gap in run r1: ")
+        assert alert["first_seen"] and alert["summary"]
+        assert (resolved["event"], resolved["run_id"], resolved["code"]) == (
+            "resolved",
+            "r1",
+            "idle_gap",
+        )
+        assert resolved["first_seen"] == alert["first_seen"]
+        assert resolved["text"] == "resolved: idle_gap in run r1"
+        assert [json.loads(line)["event"] for line in out.splitlines()] == ["alert", "resolved"]
+
+        # A restart with the same state file sends nothing again.
+        again = _run(_watch(root, state, "--once", "--webhook", rec.url), env)
+        assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+        assert rec.drained() == [] and rec.posts == 2
+
+
+def test_a_restart_while_an_alert_is_open_does_not_send_it_again(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    root, state = tmp_path / "runs", tmp_path / "watch.json"
+    LiveRun(root, "r1").start(time.time() - 60)
+    with receiver() as rec:
+        first = _run(_watch(root, state, "--once", "--webhook", rec.url), env)
+        second = _run(_watch(root, state, "--once", "--webhook", rec.url), env)
+    assert (first.returncode, second.returncode, second.stdout, second.stderr) == (1, 0, "", "")
+    assert rec.posts == 1 and rec.take()["event"] == "alert"
+
+
+def test_once_exits_1_on_a_new_alert_and_logs_one_line(tmp_path: Path, env: dict[str, str]) -> None:
+    root, state = tmp_path / "runs", tmp_path / "watch.json"
+    LiveRun(root, "r1").start(time.time() - 60)
+    done = _run(_watch(root, state, "--once"), env)
+    assert done.returncode == 1
+    (event,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert (event["event"], event["code"]) == ("alert", "idle_gap")
+    assert done.stderr == "watch pass 1: 1 alert(s), 0 resolved\n"
+
+
+def test_a_failing_webhook_is_retried_logged_and_does_not_stop_the_watch(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    root, state = tmp_path / "runs", tmp_path / "watch.json"
+    LiveRun(root, "r1").start(time.time() - 60)
+    with receiver() as rec:
+        rec.statuses = [500] * 10
+        done = _run(_watch(root, state, "--once", "--webhook", rec.url), env)
+    assert done.returncode == 1  # the alert still counts, and went to stdout
+    assert rec.posts == 4  # the first try and three retries
+    assert done.stderr.count("\n") == 1
+    assert "failed after 4 tries: HTTP 500" in done.stderr
+    assert json.loads(state.read_text())["passes"] == 1
+
+
+def test_exec_gets_the_event_on_stdin(tmp_path: Path, env: dict[str, str]) -> None:
+    root, state, sink = tmp_path / "runs", tmp_path / "watch.json", tmp_path / "events.ndjson"
+    LiveRun(root, "r1").start(time.time() - 60)
+    hook = (
+        f"{sys.executable} -c 'import sys; open(sys.argv[1], \"a\").write(sys.stdin.read())' {sink}"
+    )
+    done = _run(_watch(root, state, "--once", "--exec", hook), env)
+    assert done.returncode == 1, done.stderr
+    (event,) = [json.loads(line) for line in sink.read_text().splitlines()]
+    assert (event["event"], event["run_id"], event["code"]) == ("alert", "r1", "idle_gap")
+
+
+def test_the_default_state_lives_under_the_state_home(tmp_path: Path, env: dict[str, str]) -> None:
+    root = tmp_path / "runs"
+    LiveRun(root, "r1").start(time.time() - 60)
+    args = [sys.executable, "-m", "doctor", "watch", "--root", str(root), "--once"]
+    first, second = _run([*args, "--idle-gap", "2s"], env), _run([*args, "--idle-gap", "2s"], env)
+    assert (first.returncode, second.returncode, second.stdout) == (1, 0, "")
+    (saved,) = (Path(env["XDG_STATE_HOME"]) / "rundoctor" / "watch").glob("*.json")
+    assert json.loads(saved.read_text())["passes"] == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--interval", "soon"], "--interval 'soon' is not a duration"),
+        (["--idle-gap", "0s"], "--idle-gap '0s' is not a duration"),
+        (["--webhook", "ftp://x"], "--webhook 'ftp://x' is not an http:// or https:// URL"),
+    ],
+)
+def test_bad_options_are_one_line_and_exit_2(
+    tmp_path: Path, env: dict[str, str], args: list[str], message: str
+) -> None:
+    cmd = [sys.executable, "-m", "doctor", "watch", "--root", str(tmp_path), "--once", *args]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and message in done.stderr
+
+
+def test_a_pass_whose_scan_fails_is_one_line_and_exit_2_with_once(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    done = _run(_watch(tmp_path / "missing", tmp_path / "watch.json", "--once"), env)
+    assert done.returncode == 2
+    assert done.stderr.startswith("watch pass 1: scan failed: runs root ")
+    assert done.stderr.count("\n") == 1
+    assert not (tmp_path / "watch.json").exists()
+
+
+def test_a_damaged_state_file_is_one_line_and_exit_2(tmp_path: Path, env: dict[str, str]) -> None:
+    state = tmp_path / "watch.json"
+    state.write_text("{not json")
+    cmd = [*_watch(tmp_path, state), "--once"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "cannot be read" in done.stderr and done.stderr.count("\n") == 1
+    assert state.read_text() == "{not json"  # never overwritten
