@@ -43,10 +43,18 @@ import json
 import re
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-__all__ = ["EMPTY_SIGNATURE", "SIGNATURE_VERSION", "canonical_signature", "signature_groups"]
+__all__ = [
+    "DEFAULT_GROUPING",
+    "EMPTY_SIGNATURE",
+    "SIGNATURE_VERSION",
+    "GroupingConfig",
+    "canonical_signature",
+    "signature_groups",
+]
 
-SIGNATURE_VERSION = 1
+SIGNATURE_VERSION = 2
 
 #: The signature of empty, blank and non-string input.
 EMPTY_SIGNATURE = "<empty>"
@@ -135,7 +143,28 @@ _NUM_PREFIX = re.compile(rf"{_NUM}[\w~+-]*")
 _REL_PREFIX = re.compile(rf"{_REL}(?:[\w.@%+~=-]|{_NUM}|>n<)*")
 # Reversed ``host:port``: the masked port, ``:``, then a host with a dot or a digit in it.
 _HOST_PREFIX = re.compile(r">n<:(?=[\w-]*(?:\.|>n<))(?:[\w.-]|>n<)+")
-_RUNS = re.compile(r"(?<!\S)<n>(?:,? <n>(?![^\s,]))+")
+_KINDS = r"(?:n|addr|path|time|date|size|url|str|\*)"
+# A run of one kind of value, joined by spaces, commas or semicolons, is one value: lists of
+# addresses, channels or ids have as many entries as the run had.
+_RUNS = re.compile(rf"<(?<![^\s,;:=(\[{{]<)({_KINDS})>(?:(?:[,;]\ ?|\ )<\1>)+(?![^\s,;:.)\]}}])")
+# A calendar date in words: an optional weekday, a month name, the day, then optionally a clock
+# time, a zone and a year ("Sat Jun 18 02:08:10 2005", "Dec 10 06:55:46"), or day-first
+# ("18 Jun 2005"). Months are only taken before or after a day number, so "May" alone stays.
+_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]{0,6}\.?"
+_CALENDAR = re.compile(
+    rf"""(?:(?<![\w<>])(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]{{0,6}},?\ )?
+    (?<![\w<>])(?:{_MONTH}\ <n>,?|<n>\ {_MONTH}\ <n>)
+    (?:\ <time>)?(?:\ [A-Z]{{3,4}}(?![\w<]))?(?:,?\ <n>(?![\w<]))?(?![\w<])""",
+    re.VERBOSE,
+)
+# Cheap test for a month name before a day, so most texts skip the full pattern.
+_MONTH_DAY = re.compile(rf"{_MONTH}\ <n>")
+# Empty brackets and brackets holding one value are one thing: "()" and "(host-1)" alike. Only
+# brackets that start a token: in "error[E0433]" or "f(3)" the bracket belongs to its word.
+_BRACKETED = re.compile(r"[(\[{](?<![\w>\])][(\[{])(?:<\*?[a-z]*>)?[)\]}]")
+_BRACKET_OUT = {"()": "(<*>)", "[]": "[<*>]", "{}": "{<*>}"}
+# A relative path that starts at "." or "..": "./run", "../lib/x".
+_DOTPATH = re.compile(r"\.(?<![\w./~-]\.)\.?/[\w.@%+~=-]+(?:/[\w.@%+~=-]*)*(?::0(?::0)?)?")
 
 _DECODER = json.JSONDecoder()
 _MAX_JSON_DEPTH = 32
@@ -236,6 +265,8 @@ def _mask(text: str) -> str:
         text = _URL.sub("<url>", text)
     if ":\\" in text:
         text = _WINPATH.sub("<path>", text)
+    if "./" in text:
+        text = _DOTPATH.sub("<path>", text)
     if text.count(":") >= 5:
         text = _HEXCOLON.sub("<addr>", text)
     text = _NUM_START.sub("<n>", _LEADING.sub(_leading, text))
@@ -254,9 +285,18 @@ def _mask(text: str) -> str:
         text, found = _QUOTED.subn("<str>", text)
         while found:
             text, found = _QUOTED.subn("<str>", text)
-    if "<n> <n>" in text or "<n>, <n>" in text:
-        text = _RUNS.sub("<n>", text)
+    if " <n>" in text and _MONTH_DAY.search(text):
+        text = _CALENDAR.sub("<date>", text)
+    if "> <" in text or ">,<" in text or ">, <" in text or ">;" in text:
+        text = _RUNS.sub(r"<\1>", text)
+    if "()" in text or "[]" in text or "{}" in text or ">)" in text or ">]" in text or ">}" in text:
+        text = _BRACKETED.sub(_bracketed, text)
     return text
+
+
+def _bracketed(match: re.Match[str]) -> str:
+    found = match.group()
+    return _BRACKET_OUT.get(found[0] + found[-1], found)
 
 
 _WILD = "<*>"
@@ -264,15 +304,33 @@ _PLACEHOLDER = re.compile(r"<(?:n|str|time|date|addr|path|size|url|json|\*)>")
 # Where a merged token may keep a common prefix or suffix: at punctuation, never mid-word.
 _CUT_AFTER = frozenset("._-:/=([{@#,;")
 _CUT_BEFORE = frozenset("._-:/=)]}@#,;<")
-#: A slot whose other tokens agree is variable once it holds this many distinct words ...
-MIN_DISTINCT = 3
-#: ... while the rest of the template keeps this many words, so short texts never merge ...
-MIN_CONTEXT_WORDS = 3
-#: ... and its words look like identifiers, or are at least this share of its occurrences: names
-#: and ids rarely repeat, enum values (``started``, ``stopped``) do.
-MIN_DISTINCT_SHARE = 0.25
-_ROUNDS = 4
 _IDENTIFIER = re.compile(r"[._/:@$#<]|[a-z][A-Z]")
+
+
+@dataclass(frozen=True)
+class GroupingConfig:
+    """When ``signature_groups`` calls a position of a group variable. One configuration serves
+    every input; the benchmark chooses it leave-one-dataset-out (see ``docs/signatures.md``).
+
+    A position whose tokens differ within a group is variable when all of them are masks, or
+    when it holds at least ``min_distinct`` distinct words and they are many for the group
+    (``min_share`` of its messages), look like identifiers, or are mostly seen once
+    (``rare_share`` of them occur once): names and ids rarely repeat, enum values
+    (``started``, ``stopped``; ``user=root`` and ``user=guest``) do. A group must keep
+    ``min_context_words`` constant words, so texts never merge on nothing.
+
+    >>> GroupingConfig().min_distinct
+    3
+    """
+
+    min_distinct: int = 3
+    min_share: float = 0.25
+    rare_share: float = 0.5
+    min_context_words: int = 1
+
+
+#: The configuration ``signature_groups`` uses unless told otherwise.
+DEFAULT_GROUPING = GroupingConfig()
 
 
 def _has_word(token: str) -> bool:
@@ -287,13 +345,19 @@ def _is_identifier(token: str) -> bool:
     return _IDENTIFIER.search(token.strip(".,;:()[]{}'\"")) is not None
 
 
-def _variable(values: list[str], rest: tuple[str, ...], occurrences: int) -> bool:
-    words = sum(1 for token in rest if _has_word(token))
-    if all(_is_masked(v) for v in values):
-        return words >= 1
-    if len(values) < MIN_DISTINCT or words < MIN_CONTEXT_WORDS:
+def _variable(seen: Counter[str], messages: int, config: GroupingConfig) -> bool:
+    """Whether a position holding the tokens ``seen`` (token -> messages) varies."""
+    distinct = len(seen)
+    if distinct < 2:
         return False
-    return len(values) >= MIN_DISTINCT_SHARE * occurrences or all(map(_is_identifier, values))
+    if all(map(_is_masked, seen)):
+        return True
+    if distinct < config.min_distinct:
+        return False
+    if distinct >= config.min_share * messages or all(map(_is_identifier, seen)):
+        return True
+    once = sum(1 for n in seen.values() if n == 1)
+    return once >= config.rare_share * distinct
 
 
 def _generalize(values: list[str]) -> str:
@@ -313,54 +377,56 @@ def _generalize(values: list[str]) -> str:
     return lo[:n] + _WILD + (lo[-m:] if m else "")
 
 
-def _merge_round(template: dict[str, tuple[str, ...]], counts: Counter[str]) -> bool:
-    members: dict[tuple[str, ...], list[str]] = {}
-    for sig, tokens in template.items():
-        members.setdefault(tokens, []).append(sig)
-    # Templates that agree everywhere but at slot i share a bucket. Rolling hashes keep this
-    # linear in the token count; a bucket is split by the exact tokens below, so a collision
-    # costs nothing and the labels never depend on the hash seed.
-    buckets: dict[tuple[int, int, int, int], list[tuple[str, ...]]] = {}
-    for tokens in members:
-        prefix = [0]
-        for token in tokens:
-            prefix.append(hash((prefix[-1], token)))
-        suffix = 0
-        for i in range(len(tokens) - 1, -1, -1):
-            buckets.setdefault((len(tokens), i, prefix[i], suffix), []).append(tokens)
-            suffix = hash((suffix, tokens[i]))
-    merged_now: set[tuple[str, ...]] = set()
-    for (_, i, _, _), bucket in buckets.items():
-        if len(bucket) < 2:
+def _partition(
+    members: list[tuple[str, ...]],
+    weight: dict[tuple[str, ...], int],
+    config: GroupingConfig,
+    label: dict[tuple[str, ...], str],
+) -> None:
+    """Label ``members`` (token tuples of one length): split on the least varied position that
+    is not variable until every varying position is variable, then one template for the rest."""
+    stack = [members]
+    while stack:
+        group = stack.pop()
+        if len(group) == 1:
+            label[group[0]] = " ".join(group[0])
             continue
-        slots: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
-        for tokens in bucket:
-            if tokens not in merged_now:
-                slots.setdefault(tokens[:i] + tokens[i + 1 :], []).append(tokens)
-        for rest, group in slots.items():
-            values = sorted({tokens[i] for tokens in group})
-            seen = sum(counts[sig] for tokens in group for sig in members[tokens])
-            if len(values) < 2 or not _variable(values, rest, seen):
+        messages = sum(weight[m] for m in group)
+        columns: list[Counter[str]] = []
+        for p in range(len(group[0])):
+            column: Counter[str] = Counter()
+            for m in group:
+                column[m[p]] += weight[m]
+            columns.append(column)
+        varying = [p for p, column in enumerate(columns) if len(column) > 1]
+        fixed = [p for p in varying if not _variable(columns[p], messages, config)]
+        if not fixed:
+            words = sum(1 for c in columns if len(c) == 1 and _has_word(next(iter(c))))
+            if words >= config.min_context_words:
+                template = " ".join(
+                    _generalize(sorted(c)) if len(c) > 1 else next(iter(c)) for c in columns
+                )
+                for m in group:
+                    label[m] = template
                 continue
-            merged = (*rest[:i], _generalize(values), *rest[i:])
-            for tokens in group:
-                merged_now.add(tokens)
-                for sig in members[tokens]:
-                    template[sig] = merged
-    return bool(merged_now)
+            fixed = varying
+        split = min(fixed, key=lambda p: (len(columns[p]), p))
+        parts: dict[str, list[tuple[str, ...]]] = {}
+        for m in group:
+            parts.setdefault(m[split], []).append(m)
+        stack.extend(parts[token] for token in sorted(parts, reverse=True))
 
 
-def signature_groups(texts: Sequence[str]) -> list[str]:
+def signature_groups(texts: Sequence[str], config: GroupingConfig = DEFAULT_GROUPING) -> list[str]:
     """One group label per text, in order: texts of one failure class share a label.
 
     Texts are first reduced to canonical signatures, so texts sharing a signature always share
-    a group. Signatures with the same number of tokens that differ in one slot are then merged,
-    Drain-style, into a template with ``<*>`` in that slot, when the batch shows the slot is
-    variable: all its values are masks (``<n>`` and ``<path>``), or it holds at least
-    ``MIN_DISTINCT`` distinct words that look like identifiers or are not repeated much (see
-    ``MIN_DISTINCT_SHARE``), while the rest keeps ``MIN_CONTEXT_WORDS`` words. Merging repeats
-    for a few rounds, so several slots can open up. Deterministic: same input, same labels,
-    whatever the hash seed.
+    a group. Signatures with the same number of tokens are then partitioned, position by
+    position, the way Brain and IPLoM do: a position whose tokens differ is split on, least
+    varied first, unless the batch shows it is variable (see :class:`GroupingConfig`); when
+    only variable positions are left, the group is one template with ``<*>`` in them. So
+    ``user=root`` and ``user=guest`` stay apart while a slot holding a new name in almost
+    every message merges. Deterministic: same input, same labels, whatever the hash seed.
 
     >>> for label in signature_groups([
     ...     "Loading hive SOFTWARE, from disk",
@@ -376,10 +442,24 @@ def signature_groups(texts: Sequence[str]) -> list[str]:
     >>> signature_groups(["link up on eth0", "link down on eth1"])
     ['link up on <n>', 'link down on <n>']
     """
-    sigs = [canonical_signature(t) for t in texts]
-    counts = Counter(sigs)
-    template = {sig: tuple(sig.split(" ")) for sig in counts}
-    for _ in range(_ROUNDS):
-        if not _merge_round(template, counts):
-            break
-    return [" ".join(template[sig]) for sig in sigs]
+    return group_signatures([canonical_signature(t) for t in texts], config)
+
+
+def group_signatures(sigs: Sequence[str], config: GroupingConfig = DEFAULT_GROUPING) -> list[str]:
+    """:func:`signature_groups` on texts already reduced by :func:`canonical_signature`.
+
+    >>> group_signatures(["job <n> failed", "job <n> failed"])
+    ['job <n> failed', 'job <n> failed']
+    """
+    weight: dict[tuple[str, ...], int] = {}
+    tokens_of: dict[str, tuple[str, ...]] = {}
+    for sig, n in Counter(sigs).items():
+        tokens = tokens_of[sig] = tuple(sig.split(" "))
+        weight[tokens] = n
+    by_length: dict[int, list[tuple[str, ...]]] = {}
+    for tokens in weight:
+        by_length.setdefault(len(tokens), []).append(tokens)
+    label: dict[tuple[str, ...], str] = {}
+    for length in sorted(by_length):
+        _partition(sorted(by_length[length]), weight, config, label)
+    return [label[tokens_of[sig]] for sig in sigs]
