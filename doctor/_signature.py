@@ -48,8 +48,11 @@ from dataclasses import dataclass
 __all__ = [
     "DEFAULT_GROUPING",
     "EMPTY_SIGNATURE",
+    "GENERIC_WORDS",
+    "MASK_RULES",
     "SIGNATURE_VERSION",
     "GroupingConfig",
+    "MaskRule",
     "canonical_signature",
     "signature_groups",
 ]
@@ -162,6 +165,9 @@ _MONTH_DAY = re.compile(rf"{_MONTH}\ <n>")
 # Empty brackets and brackets holding one value are one thing: "()" and "(host-1)" alike. Only
 # brackets that start a token: in "error[E0433]" or "f(3)" the bracket belongs to its word.
 _BRACKETED = re.compile(r"[(\[{](?<![\w>\])][(\[{])(?:<\*?[a-z]*>)?[)\]}]")
+# A count's noun is singular: "1 warning" and "3 warnings" are one text. Words ending in "ss",
+# "us" or "is" keep their "s" ("process", "status", "this").
+_PLURAL = re.compile(r"(?<=<n>\ )([A-Za-z]{2,}[^\W\dsui_])s(?![\w<])")
 _BRACKET_OUT = {"()": "(<*>)", "[]": "[<*>]", "{}": "{<*>}"}
 # A relative path that starts at "." or "..": "./run", "../lib/x".
 _DOTPATH = re.compile(r"\.(?<![\w./~-]\.)\.?/[\w.@%+~=-]+(?:/[\w.@%+~=-]*)*(?::0(?::0)?)?")
@@ -285,6 +291,8 @@ def _mask(text: str) -> str:
         text, found = _QUOTED.subn("<str>", text)
         while found:
             text, found = _QUOTED.subn("<str>", text)
+    if "<n> " in text:
+        text = _PLURAL.sub(r"\1", text)
     if " <n>" in text and _MONTH_DAY.search(text):
         text = _CALENDAR.sub("<date>", text)
     if "> <" in text or ">,<" in text or ">, <" in text or ">;" in text:
@@ -297,6 +305,161 @@ def _mask(text: str) -> str:
 def _bracketed(match: re.Match[str]) -> str:
     found = match.group()
     return _BRACKET_OUT.get(found[0] + found[-1], found)
+
+
+@dataclass(frozen=True)
+class MaskRule:
+    """One mask of :func:`canonical_signature`, in the order the masks run: its patterns (the
+    compiled regexes the code uses), what it writes, why it is general, and an example.
+
+    >>> MASK_RULES[0].name
+    'digits'
+    """
+
+    name: str
+    patterns: tuple[re.Pattern[str], ...]
+    output: str
+    reason: str
+    example: str
+    signature: str
+
+
+#: Every mask, in order. No pattern names a word of any one system's vocabulary: the only words
+#: they hold are in :data:`GENERIC_WORDS` (tests/doctor/test_signature_rules.py checks both).
+MASK_RULES: tuple[MaskRule, ...] = (
+    MaskRule(
+        "digits",
+        (_DIGITS,),
+        "0",
+        "digit values never tell failure classes apart; the words around them do",
+        "exit status 137",
+        "exit status <n>",
+    ),
+    MaskRule(
+        "json",
+        (),
+        "{key: <str>, ...}",
+        "serializers order keys freely; keys are the message, values are not",
+        'stage failed: {"b": "y", "a": 2}',
+        "stage failed: {a: <n>, b: <str>}",
+    ),
+    MaskRule(
+        "url",
+        (_URL,),
+        "<url>",
+        "a URL is one value, whatever its path and query hold; masked before numbers",
+        "fetch https://example.com/v2/a1b2/runs?page=3 failed",
+        "fetch <url> failed",
+    ),
+    MaskRule(
+        "windows-path",
+        (_WINPATH,),
+        "<path>",
+        "a drive path is one value",
+        r"cannot open C:\runs\7\out.log",
+        "cannot open <path>",
+    ),
+    MaskRule(
+        "dot-path",
+        (_DOTPATH,),
+        "<path>",
+        "a path relative to . or .. is one value even without an extension",
+        "Error loading ./runtime_malloc: missing",
+        "Error loading <path>: missing",
+    ),
+    MaskRule(
+        "hex-colon",
+        (_HEXCOLON,),
+        "<addr>",
+        "IPv6 and MAC addresses that start with a letter",
+        "from fe80::c6b3:1ff:fecd:467f:1",
+        "from <addr>",
+    ),
+    MaskRule(
+        "leading",
+        (_LEADING,),
+        "<date> <time> <addr> <size> <path>",
+        "ISO dates, clock times, durations with their units, IPv4 with port, sizes with their "
+        "units, and absolute, home and relative paths (with :line:col) are single values; paths "
+        "are taken before numbers so a path with digits stays one token",
+        "at 2024-05-01T12:03:04Z took 1.5s on 10.0.0.7:80 read /v2/54fa/servers, 5.2 KB",
+        "at <date> took <time> on <addr> read <path>, <size>",
+    ),
+    MaskRule(
+        "numbers",
+        (_NUM_START, _NUM_SUFFIX, _NUM_PREFIX),
+        "<n>",
+        "any other token with a digit is one value, glued punctuation and units included: "
+        "numbers, hex, ids, UUIDs, versions, 41C, #12, x86_64",
+        "job attempt_1_0_m_3 (pid 0x1f, #12) hit 41C",
+        "job <n> (pid <n>, #<n>) hit <n>",
+    ),
+    MaskRule(
+        "host-port",
+        (_HOST_PREFIX,),
+        "<addr>",
+        "host:port with a dot or digit in the host is an address",
+        "connect db.internal:5432 refused",
+        "connect <addr> refused",
+    ),
+    MaskRule(
+        "quoted",
+        (_QUOTED,),
+        "<str>",
+        "a quoted single token is a value; a quoted phrase keeps its words",
+        "KeyError: 'run_id'",
+        "KeyError: <str>",
+    ),
+    MaskRule(
+        "plural",
+        (_PLURAL,),
+        "singular noun",
+        "after a count, English writes the same noun singular or plural",
+        "cargo: 11 errors, 1 warning emitted",
+        "cargo: <n> error, <n> warning emitted",
+    ),
+    MaskRule(
+        "calendar",
+        (_CALENDAR, _MONTH_DAY),
+        "<date>",
+        "a date in words (weekday, month, day, clock, zone, year) is one value",
+        "connection at Sat Jun 18 02:08:10 2005 closed",
+        "connection at <date> closed",
+    ),
+    MaskRule(
+        "runs",
+        (_RUNS,),
+        "one value",
+        "a list of values of one kind (comma-joined addresses, channels, ids) has as many "
+        "entries as the run had: it is one value",
+        "replicas 10.0.0.1:50010,10.0.0.2:50010 and channels 1, 6, 11 busy",
+        "replicas <addr> and channels <n> busy",
+    ),
+    MaskRule(
+        "brackets",
+        (_BRACKETED,),
+        "(<*>)",
+        "a bracket standing alone holds one value or none: () and (host-1) are alike",
+        "connection from 10.0.0.1 () failed; pci_stats=[] ok",
+        "connection from <addr> (<*>) failed; pci_stats=[<*>] ok",
+    ),
+)
+
+#: The only words mask patterns may contain: units, calendar names and placeholder names, which
+#: every system shares.
+GENERIC_WORDS = frozenset(
+    {
+        # units of time and size
+        *("ns", "us", "µs", "ms", "milli", "micro", "nano", "sec", "secs", "second", "seconds"),
+        *("min", "mins", "minute", "minutes", "hour", "hours", "day", "days", "byte", "bytes"),
+        *("kb", "mb", "gb", "tb", "pb", "eb", "kib", "mib", "gib", "tib", "pib", "eib", "ib"),
+        # calendar names
+        *("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
+        *("mon", "tue", "wed", "thu", "fri", "sat", "sun"),
+        # the placeholders signatures write
+        *("addr", "path", "time", "date", "size", "url", "str"),
+    }
+)
 
 
 _WILD = "<*>"

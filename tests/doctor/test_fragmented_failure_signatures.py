@@ -73,7 +73,7 @@ def test_many_reasons_that_are_one_canonical_failure_are_fragmented(tmp_path: Pa
         "failures": 8,
         "unique_reasons": 8,
         "canonical_signatures": 1,
-        "top_signature": "build failed: <n> errors in <path>",
+        "top_signature": "build failed: <n> error in <path>",
         "top_signature_count": 8,
         "breaker_limit": 3,
         "max_signature_count_seen": 2,
@@ -189,7 +189,7 @@ def test_a_breaker_of_the_doctors_signature_version_is_read_for_the_top_signatur
 ) -> None:
     run = _run(tmp_path, _reasons(6))
     s = run.stream()
-    _signed_check(s, 900, "build failed: <n> errors in <path>", 2, SIGNATURE_VERSION)
+    _signed_check(s, 900, "build failed: <n> error in <path>", 2, SIGNATURE_VERSION)
     _signed_check(s, 901, "some other failure", 5, SIGNATURE_VERSION)
     (f,) = _findings(run)
     assert f.evidence["max_signature_count_seen"] == 2
@@ -200,7 +200,7 @@ def test_a_breaker_of_another_signature_version_is_not_matched_by_signature(
 ) -> None:
     run = _run(tmp_path, _reasons(6))
     s = run.stream()
-    _signed_check(s, 900, "build failed: <n> errors in <path>", 2, SIGNATURE_VERSION - 1)
+    _signed_check(s, 900, "build failed: <n> error in <path>", 2, SIGNATURE_VERSION - 1)
     _signed_check(s, 901, "some other failure", 5, SIGNATURE_VERSION - 1)
     (f,) = _findings(run)
     # Another version's strings mean nothing here: only the node's largest count is used.
