@@ -149,7 +149,6 @@ _HOST_PREFIX = re.compile(r">n<:(?=[\w-]*(?:\.|>n<))(?:[\w.-]|>n<)+")
 _KINDS = r"(?:n|addr|path|time|date|size|url|str|\*)"
 # A run of one kind of value, joined by spaces, commas or semicolons, is one value: lists of
 # addresses, channels or ids have as many entries as the run had.
-_RUNS = re.compile(rf"<(?<![^\s,;:=(\[{{]<)({_KINDS})>(?:(?:[,;]\ ?|\ )<\1>)+(?![^\s,;:.)\]}}])")
 # A calendar date in words: an optional weekday, a month name, the day, then optionally a clock
 # time, a zone and a year ("Sat Jun 18 02:08:10 2005", "Dec 10 06:55:46"), or day-first
 # ("18 Jun 2005"). Months are only taken before or after a day number, so "May" alone stays.
@@ -164,10 +163,31 @@ _CALENDAR = re.compile(
 _MONTH_DAY = re.compile(rf"{_MONTH}\ <n>")
 # Empty brackets and brackets holding one value are one thing: "()" and "(host-1)" alike. Only
 # brackets that start a token: in "error[E0433]" or "f(3)" the bracket belongs to its word.
-_BRACKETED = re.compile(r"[(\[{](?<![\w>\])][(\[{])(?:<\*?[a-z]*>)?[)\]}]")
-# A count's noun is singular: "1 warning" and "3 warnings" are one text. Words ending in "ss",
-# "us" or "is" keep their "s" ("process", "status", "this").
-_PLURAL = re.compile(r"(?<=<n>\ )([A-Za-z]{2,}[^\W\dsui_])s(?![\w<])")
+# A DNS host name without digits ("ns.example.com", "www.cse.cuhk.edu.hk"): known by its generic
+# top-level domain, so dotted config keys and class names ("mapred.task.id") stay words.
+_TLD = r"(?:com|net|org|edu|gov|mil|info|biz|(?:com|net|org|edu|gov|ac|co)\.[a-z]{2})"
+_HOSTNAME = re.compile(
+    rf"(?<![\w.<>@/-])[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.{_TLD}\.?(?![\w<>@/-]|\.\w)"
+)
+_HOSTNAME_HINT = re.compile(rf"\.{_TLD}\b")
+_SEP = r"(?:[,;]\ ?|\ )"
+_NOUN = r"\ [A-Za-z]{2,}[^\W\dsui_]s(?![\w<])"
+# Bracketed values, runs and counted nouns in one pass (one regex call per text is what keeps
+# the throughput), each keyed on the "<" of a value: a bracket standing alone that holds one
+# value or a run of them; a run of one kind of value, with its counted noun if any; a count
+# and its noun, which is made singular ("1 warning" and "3 warnings" are one text; words
+# ending in "ss", "us" or "is" keep their "s": "process", "status", "this").
+_POST = re.compile(
+    rf"""<(?:
+        (?<=[(\[{{]<)(?<![\w>\])][(\[{{]<)(?P<inner>{_KINDS})>(?:{_SEP}<(?P=inner)>)*
+            (?P<close>[)\]}}])
+        |(?<![^\s,;:=(\[{{]<)(?P<kind>{_KINDS})>(?:{_SEP}<(?P=kind)>)+(?![^\s,;:.)\]}}])
+            (?P<noun>{_NOUN})?
+        |n>(?P<counted>{_NOUN}))""",
+    re.VERBOSE,
+)
+# A bracket standing alone that holds nothing.
+_BRACKETED = re.compile(r"[(\[{](?<![\w>\])][(\[{])[)\]}]")
 _BRACKET_OUT = {"()": "(<*>)", "[]": "[<*>]", "{}": "{<*>}"}
 # A relative path that starts at "." or "..": "./run", "../lib/x".
 _DOTPATH = re.compile(r"\.(?<![\w./~-]\.)\.?/[\w.@%+~=-]+(?:/[\w.@%+~=-]*)*(?::0(?::0)?)?")
@@ -291,15 +311,27 @@ def _mask(text: str) -> str:
         text, found = _QUOTED.subn("<str>", text)
         while found:
             text, found = _QUOTED.subn("<str>", text)
-    if "<n> " in text:
-        text = _PLURAL.sub(r"\1", text)
+    if "." in text and _HOSTNAME_HINT.search(text):
+        text = _HOSTNAME.sub("<addr>", text)
     if " <n>" in text and _MONTH_DAY.search(text):
         text = _CALENDAR.sub("<date>", text)
-    if "> <" in text or ">,<" in text or ">, <" in text or ">;" in text:
-        text = _RUNS.sub(r"<\1>", text)
-    if "()" in text or "[]" in text or "{}" in text or ">)" in text or ">]" in text or ">}" in text:
+    if "> " in text or ">," in text or ">;" in text or "(<" in text or "[<" in text or "{<" in text:
+        text = _POST.sub(_post, text)
+    if "()" in text or "[]" in text or "{}" in text:
         text = _BRACKETED.sub(_bracketed, text)
     return text
+
+
+def _post(match: re.Match[str]) -> str:
+    close = match["close"]
+    if close is not None:
+        pair = match.string[match.start() - 1] + close
+        return _BRACKET_OUT[pair][1:] if pair in _BRACKET_OUT else match[0]
+    noun = match["noun"] or match["counted"]
+    kind = match["kind"] or "n"
+    if noun is None:
+        return f"<{kind}>"
+    return f"<{kind}>{noun[:-1] if kind == 'n' else noun}"
 
 
 def _bracketed(match: re.Match[str]) -> str:
@@ -411,8 +443,16 @@ MASK_RULES: tuple[MaskRule, ...] = (
         "KeyError: <str>",
     ),
     MaskRule(
+        "hostname",
+        (_HOSTNAME, _HOSTNAME_HINT),
+        "<addr>",
+        "a DNS name with a generic top-level domain is an address, digits or not",
+        "reverse mapping for ns.example.com failed",
+        "reverse mapping for <addr> failed",
+    ),
+    MaskRule(
         "plural",
-        (_PLURAL,),
+        (_POST,),
         "singular noun",
         "after a count, English writes the same noun singular or plural",
         "cargo: 11 errors, 1 warning emitted",
@@ -428,7 +468,7 @@ MASK_RULES: tuple[MaskRule, ...] = (
     ),
     MaskRule(
         "runs",
-        (_RUNS,),
+        (_POST,),
         "one value",
         "a list of values of one kind (comma-joined addresses, channels, ids) has as many "
         "entries as the run had: it is one value",
@@ -437,7 +477,7 @@ MASK_RULES: tuple[MaskRule, ...] = (
     ),
     MaskRule(
         "brackets",
-        (_BRACKETED,),
+        (_POST, _BRACKETED),
         "(<*>)",
         "a bracket standing alone holds one value or none: () and (host-1) are alike",
         "connection from 10.0.0.1 () failed; pci_stats=[] ok",
@@ -456,6 +496,8 @@ GENERIC_WORDS = frozenset(
         # calendar names
         *("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
         *("mon", "tue", "wed", "thu", "fri", "sat", "sun"),
+        # generic top-level domains
+        *("com", "net", "org", "edu", "gov", "mil", "info", "biz", "ac", "co"),
         # the placeholders signatures write
         *("addr", "path", "time", "date", "size", "url", "str"),
     }
