@@ -1,40 +1,27 @@
 """Failure signatures: one stable string per failure class, and batch grouping of failure texts.
 
-``canonical_signature`` is version ``SIGNATURE_VERSION`` (1). Anything that changes which texts
-share a signature must bump it, because circuit breakers persist counts keyed by signature.
+``canonical_signature`` is version ``SIGNATURE_VERSION`` (2). Anything that changes which texts
+share a signature must bump it, because circuit breakers persist counts keyed by signature; the
+executor records the version in its breaker events and the doctor compares signatures only
+within one version. ``docs/signatures.md`` explains both functions with examples and the
+measured figures.
 
-What a signature masks, in the order the masks run:
+``canonical_signature`` is pure: every ASCII digit run becomes ``0`` first (so digit values
+never matter, for any input), whitespace runs become one space, then the masks of
+:data:`MASK_RULES` run in order, each listed with its reason and an example: JSON re-rendered
+with sorted keys; ``<url>``; Windows, ``./`` and other paths (``<path>``, before numbers, so a
+path with digits is one token); ``<addr>`` for IPv4/IPv6/MAC, ``host:port`` and DNS names with a
+generic top-level domain; ISO dates and clock times (``<date>``, ``<time>``), durations and
+sizes with their units (``<time>``, ``<size>``); ``<n>`` for any other token with a digit, glued
+punctuation and units included (hex, ids, UUIDs, versions, ``41C``); ``<str>`` for a quoted
+single token; ``<date>`` for a date in words (``Sat Jun 18 02:08:10 2005``); one value for a run
+of values of one kind (``1, 6, 11``; comma-joined addresses); ``(<*>)`` for a bracket standing
+alone that is empty or holds values (``()`` and ``(10.0.0.1)`` alike); a counted noun made
+singular (``1 warning``, ``3 warnings``). The result is cut to 512 characters, at a space. No
+mask names any one system's vocabulary (:data:`GENERIC_WORDS` is all they may hold).
 
-1. Every ASCII digit run becomes ``0`` before anything else looks at the text. A signature
-   therefore never depends on digit values, for every input: ``exit status 1`` and
-   ``exit status 2`` collapse, and so do diagnostic codes such as ``E0433`` and ``E0599``. That
-   is on purpose: a breaker is only useful if the invariant "changing numbers never changes the
-   signature" holds without exceptions, and the words of a diagnostic (``failed to resolve``
-   versus ``no method named``) still tell its classes apart.
-2. Whitespace runs become one space; the text is trimmed.
-3. A JSON object inside the text is re-rendered with its keys sorted and its scalar values masked
-   (``<str>``, ``<n>``; ``true``, ``false`` and ``null`` stay), so key order never matters.
-4. ``<url>``: ``scheme://...``. ``<addr>``: IPv4 with optional port, IPv6, MAC, and
-   ``host:port`` where the host has a dot or a digit (``db.internal:5432``, ``node-3:80``).
-5. ``<str>``: a quoted single token, in single, double or back quotes (``'x'``, ``"x"``). A
-   quoted phrase with spaces keeps its words (each still masked), because there the words
-   usually are the message: ``"GET /v1/runs HTTP/1.1"`` and ``"POST ..."`` differ.
-6. ``<date>``: ``2024-01-02``, ``2017/7/1``, optionally with a time and zone. ``<time>``:
-   durations and clock readings, which cannot be told apart once digits are masked
-   (``132.4s``, ``10m0s``, ``534529ms``, ``30 seconds``, ``<1 sec``, ``12:04:05.123``, ``00:01``).
-   ``<size>``: ``5.2 KB``, ``403 bytes``, ``18846 bytes (18.4 KB)``.
-7. ``<path>``: absolute (``/tmp/.tmpAb12``), home (``~/x``) and Windows (``C:\\x``) paths, and
-   relative ones (``src/lib.rs``, ``./a/b``) with an extension or two slashes, so ``I/O`` stays
-   a word; each with an optional ``:line:col``. Temp dirs are paths.
-8. ``<n>``: any other token that contains a digit, as a whole: numbers, hex (``0x7f``,
-   ``003a90fc``), ids (``blk_-42``, ``attempt_1_0_m_3``), ULIDs, UUIDs, pids, versions. One label
-   for all of them because the same position holds ``7`` in one run and ``0x1f`` in the next.
-   A dotted name before the digits stays (``core.<n>``). A run of them (``1 2 3``, ``4, 5``) is
-   one ``<n>``.
-9. The result is cut to 512 characters, at a space.
-
-Words without digits (enum values, host names without a port, user names) are kept: telling a
-variable word from a constant one needs a batch, which is what ``signature_groups`` is for.
+Words without digits (enum values, user names) are kept: telling a variable word from a constant
+one needs a batch, which is what ``signature_groups`` is for.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -154,3 +155,9 @@ def test_hex_ids_and_durations_are_values() -> None:
 def test_every_mask_is_stable_when_applied_to_its_own_output() -> None:
     for rule in MASK_RULES:
         assert canonical_signature(rule.signature) == rule.signature, rule.name
+
+
+def test_the_signatures_page_shows_every_mask_with_its_example() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "signatures.md").read_text()
+    for rule in MASK_RULES:
+        assert f"| {rule.name} | `{rule.example}` | `{rule.signature}` |" in page, rule.name
