@@ -302,7 +302,7 @@ def _mask(text: str) -> str:
         text = _HOSTNAME.sub("<addr>", text)
     if " <n>" in text and _MONTH_DAY.search(text):
         text = _CALENDAR.sub("<date>", text)
-    if "> " in text or ">," in text or ">;" in text or "(<" in text or "[<" in text or "{<" in text:
+    if "<" in text:
         text = _POST.sub(_post, text)
     if "()" in text or "[]" in text or "{}" in text:
         text = _BRACKETED.sub(_bracketed, text)
