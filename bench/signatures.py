@@ -36,9 +36,9 @@ __all__ = ["CONFIG_GRID", "LOGHUB_DIR", "grouping_accuracy", "leave_one_out", "l
 CONFIG_GRID: tuple[GroupingConfig, ...] = (
     DEFAULT_GROUPING,
     *(
-        GroupingConfig(min_distinct=d, min_share=s, rare_share=r, min_context_words=w)
-        for d, s, r, w in product((2, 3, 4, 5), (0.1, 0.25, 0.5), (0.5, 2.0), (1, 3))
-        if GroupingConfig(d, s, r, w) != DEFAULT_GROUPING
+        config
+        for d, s, r, t in product((2, 3, 4, 5), (0.1, 0.25, 0.5), (0.5, 2.0), (0.25, 2.0))
+        if (config := GroupingConfig(d, s, r, t)) != DEFAULT_GROUPING
     ),
 )
 

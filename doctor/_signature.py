@@ -502,14 +502,16 @@ _IDENTIFIER = re.compile(r"[._/:@$#<]|[a-z][A-Z]")
 @dataclass(frozen=True)
 class GroupingConfig:
     """When ``signature_groups`` calls a position of a group variable. One configuration serves
-    every input; the benchmark chooses it leave-one-dataset-out (see ``docs/signatures.md``).
+    every input; the benchmark reports it leave-one-dataset-out (see ``docs/signatures.md``).
 
     A position whose tokens differ within a group is variable when all of them are masks, or
     when it holds at least ``min_distinct`` distinct words and they are many for the group
-    (``min_share`` of its messages), look like identifiers, or are mostly seen once
-    (``rare_share`` of them occur once): names and ids rarely repeat, enum values
-    (``started``, ``stopped``; ``user=root`` and ``user=guest``) do. A group must keep
-    ``min_context_words`` constant words, so texts never merge on nothing.
+    (``min_share`` of its messages), look like identifiers, are mostly seen once
+    (``rare_share`` of them occur once), or are many for the messages left beside the most
+    common one (``tail_share``: ``root`` in most messages, a new name in the others). Names and
+    ids rarely repeat; enum values (``started``, ``stopped``; ``user=root`` and ``user=guest``)
+    do. A template keeps at least ``min_context_words`` constant words, and at least as many as
+    it has variable positions holding words, so unrelated texts of one length never merge.
 
     >>> GroupingConfig().min_distinct
     3
@@ -518,6 +520,7 @@ class GroupingConfig:
     min_distinct: int = 3
     min_share: float = 0.25
     rare_share: float = 0.5
+    tail_share: float = 0.25
     min_context_words: int = 1
 
 
@@ -548,8 +551,14 @@ def _variable(seen: Counter[str], messages: int, config: GroupingConfig) -> bool
         return False
     if distinct >= config.min_share * messages or all(map(_is_identifier, seen)):
         return True
-    once = sum(1 for n in seen.values() if n == 1)
-    return once >= config.rare_share * distinct
+    if config.rare_share <= 1:
+        once = sum(1 for n in seen.values() if n == 1)
+        if once >= config.rare_share * distinct:
+            return True
+    # Beside its most common token (a default such as ``root``), the position still holds
+    # many distinct words for the messages left.
+    rest = messages - max(seen.values())
+    return config.tail_share <= 1 and distinct - 1 >= config.tail_share * rest
 
 
 def _generalize(values: list[str]) -> str:
@@ -594,7 +603,8 @@ def _partition(
         fixed = [p for p in varying if not _variable(columns[p], messages, config)]
         if not fixed:
             words = sum(1 for c in columns if len(c) == 1 and _has_word(next(iter(c))))
-            if words >= config.min_context_words:
+            open_words = sum(1 for p in varying if not all(map(_is_masked, columns[p])))
+            if words >= max(config.min_context_words, open_words):
                 template = " ".join(
                     _generalize(sorted(c)) if len(c) > 1 else next(iter(c)) for c in columns
                 )

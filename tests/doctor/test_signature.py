@@ -350,3 +350,26 @@ def test_texts_with_equal_signature_keys_have_equal_signatures(text: str) -> Non
     from doctor._signature import signature_key
 
     assert canonical_signature(signature_key(text)) == canonical_signature(text)
+
+
+def test_groups_merge_a_slot_with_a_common_default_and_many_rare_names() -> None:
+    texts = [f"Failed password for root from 10.0.0.{i} port 22" for i in range(40)]
+    texts += [
+        f"Failed password for {name} from 10.0.1.1 port 22" for name in ("ana", "bo", "cy")
+    ] * 2
+    assert set(signature_groups(texts)) == {"Failed password for <*> from <addr> port <n>"}
+
+
+def test_groups_keep_two_users_apart_even_when_one_is_rare() -> None:
+    texts = ["session opened for user root"] * 9 + ["session opened for user guest"]
+    assert len(set(signature_groups(texts))) == 2
+
+
+def test_groups_never_merge_unrelated_texts_that_share_a_length_and_one_word() -> None:
+    texts = [
+        "ARPT: 1: setup keepalive Seq: 5 Win: 6",
+        "ARPT: 2: AQM agg results 7 len hi/lo",
+        "ARPT: 3: IOPMPowerSource Information: onSleep, SleepType: Standby",
+        "ARPT: 4: wl0: MDNS: IPV4 Addr: 10.0.0.1 up",
+    ]
+    assert len(set(signature_groups(texts))) == len(texts)
