@@ -177,7 +177,7 @@ _POST = re.compile(
 _BRACKETED = re.compile(r"[(\[{](?<![\w>\])][(\[{])[)\]}]")
 _BRACKET_OUT = {"()": "(<*>)", "[]": "[<*>]", "{}": "{<*>}"}
 # A relative path that starts at "." or "..": "./run", "../lib/x".
-_DOTPATH = re.compile(r"\.(?<![\w./~-]\.)\.?/[\w.@%+~=-]+(?:/[\w.@%+~=-]*)*(?::0(?::0)?)?")
+_DOTPATH = re.compile(r"\.(?<![\w./~>-]\.)\.?/[\w.@%+~=-]+(?:/[\w.@%+~=-]*)*(?::0(?::0)?)?")
 
 _DECODER = json.JSONDecoder()
 _MAX_JSON_DEPTH = 32

@@ -152,6 +152,11 @@ def test_hex_ids_and_durations_are_values() -> None:
     )
 
 
+def test_a_dot_after_a_number_is_no_path() -> None:
+    assert canonical_signature("0./@") == "<n>./@"
+    assert canonical_signature("<n>./@") == "<n>./@"
+
+
 def test_every_mask_is_stable_when_applied_to_its_own_output() -> None:
     for rule in MASK_RULES:
         assert canonical_signature(rule.signature) == rule.signature, rule.name
