@@ -186,6 +186,7 @@ def test_the_breaker_stops_the_varying_text_loop_at_its_limit(tmp_path: Path) ->
     assert breaker[0]["signature"] in r.failure_reason
     ck = json.loads((r.path / "checkpoint.json").read_text())
     assert ck["extra"]["loop_failure_signatures"] == {breaker[0]["signature"]: 3}
+    assert ck["extra"]["loop_failure_signature_version"] == doctor.SIGNATURE_VERSION
     d = doctor.diagnose_path(r.path, doctor.DoctorConfig())
     assert d.state == "failed"
     assert d.facts["events_by_type"]["deterministic_failure_cycle_breaker"] == 1
