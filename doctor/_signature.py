@@ -133,9 +133,10 @@ _NUM_PREFIX = re.compile(rf"{_NUM}[\w~+-]*")
 _REL_PREFIX = re.compile(rf"{_REL}(?:[\w.@%+~=-]|{_NUM}|>n<)*")
 # Reversed ``host:port``: the masked port, ``:``, then a host with a dot or a digit in it.
 _HOST_PREFIX = re.compile(r">n<:(?=[\w-]*(?:\.|>n<))(?:[\w.-]|>n<)+")
+# The placeholders a signature writes. A run of one kind of value, joined by spaces, commas or
+# semicolons, is one value: lists of addresses, channels or ids have as many entries as the
+# run had (see ``_POST``).
 _KINDS = r"(?:n|addr|path|time|date|size|url|str|\*)"
-# A run of one kind of value, joined by spaces, commas or semicolons, is one value: lists of
-# addresses, channels or ids have as many entries as the run had.
 # A calendar date in words: an optional weekday, a month name, the day, then optionally a clock
 # time, a zone and a year ("Sat Jun 18 02:08:10 2005", "Dec 10 06:55:46"), or day-first
 # ("18 Jun 2005"). Months are only taken before or after a day number, so "May" alone stays.
@@ -148,8 +149,6 @@ _CALENDAR = re.compile(
 )
 # Cheap test for a month name before a day, so most texts skip the full pattern.
 _MONTH_DAY = re.compile(rf"{_MONTH}\ <n>")
-# Empty brackets and brackets holding one value are one thing: "()" and "(host-1)" alike. Only
-# brackets that start a token: in "error[E0433]" or "f(3)" the bracket belongs to its word.
 # A DNS host name without digits ("ns.example.com", "www.cse.cuhk.edu.hk"): known by its generic
 # top-level domain, so dotted config keys and class names ("mapred.task.id") stay words.
 _TLD = r"(?:com|net|org|edu|gov|mil|info|biz|(?:com|net|org|edu|gov|ac|co)\.[a-z]{2})"
@@ -173,7 +172,9 @@ _POST = re.compile(
         |n>(?P<counted>{_NOUN}))""",
     re.VERBOSE,
 )
-# A bracket standing alone that holds nothing.
+# Empty brackets and brackets holding values are one thing: "()" and "(host-1)" alike. Only
+# brackets that start a token: in "error[E0433]" or "f(3)" the bracket belongs to its word.
+# ``_POST`` handles brackets with values; this one a bracket standing alone that holds nothing.
 _BRACKETED = re.compile(r"[(\[{](?<![\w>\])][(\[{])[)\]}]")
 _BRACKET_OUT = {"()": "(<*>)", "[]": "[<*>]", "{}": "{<*>}"}
 # A relative path that starts at "." or "..": "./run", "../lib/x".
