@@ -303,11 +303,19 @@ def _mask(text: str) -> str:
         text = _HOSTNAME.sub("<addr>", text)
     if " <n>" in text and _MONTH_DAY.search(text):
         text = _CALENDAR.sub("<date>", text)
-    if "<" in text:
-        text = _POST.sub(_post, text)
-    if "()" in text or "[]" in text or "{}" in text:
-        text = _BRACKETED.sub(_bracketed, text)
-    return text
+    quoted = "'" in text or '"' in text or "`" in text
+    while True:
+        if "<" in text:
+            text = _POST.sub(_post, text)
+        if "()" in text or "[]" in text or "{}" in text:
+            text = _BRACKETED.sub(_bracketed, text)
+        if not quoted:
+            return text
+        # A run or bracket that became one value can leave a quoted single token: mask it, and
+        # look again, until nothing changes (a signature is its own signature).
+        text, found = _QUOTED.subn("<str>", text)
+        if not found:
+            return text
 
 
 def _post(match: re.Match[str]) -> str:

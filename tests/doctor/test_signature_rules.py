@@ -157,6 +157,11 @@ def test_a_dot_after_a_number_is_no_path() -> None:
     assert canonical_signature("<n>./@") == "<n>./@"
 
 
+def test_a_run_that_leaves_a_quoted_single_token_is_masked_again() -> None:
+    assert canonical_signature("'[0 0.'") == "<str>"
+    assert canonical_signature("'()'") == "<str>"
+
+
 def test_every_mask_is_stable_when_applied_to_its_own_output() -> None:
     for rule in MASK_RULES:
         assert canonical_signature(rule.signature) == rule.signature, rule.name
