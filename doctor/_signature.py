@@ -110,11 +110,13 @@ _LEADING_OUT = {
 
 # Runs after the other masks, so whether the quoted text is one token is decided on what the
 # other masks leave ("'5 sec'" is "'<time>'", one token), as it will be when the signature is
+# canonicalised again. A quoted token never holds a brace: the JSON pass, which runs first and
+# looks at a bounded number of braces, must see the same braces when a signature is
 # canonicalised again.
 _QUOTED = re.compile(
-    r"""'(?<![\w>'"`]')[^'\s]*'(?![\w<'"`])
-    |"(?<![\w>'"`]")[^"\s]*"(?![\w<'"`])
-    |`(?<![\w>'"`]`)[^`\s]*`(?![\w<'"`])""",
+    r"""'(?<![\w>'"`]')[^'\s{}]*'(?![\w<'"`])
+    |"(?<![\w>'"`]")[^"\s{}]*"(?![\w<'"`])
+    |`(?<![\w>'"`]`)[^`\s{}]*`(?![\w<'"`])""",
     re.VERBOSE,
 )
 _URL = re.compile(r"(?<![\w.+-])[A-Za-z][\w+.-]*://[^\s'\"<>()\[\]{},;]*")

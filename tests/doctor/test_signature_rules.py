@@ -162,6 +162,12 @@ def test_a_run_that_leaves_a_quoted_single_token_is_masked_again() -> None:
     assert canonical_signature("'()'") == "<str>"
 
 
+def test_a_quoted_brace_stays_for_the_json_pass() -> None:
+    text = "'{'{{{{{{{{ }"
+    signature = canonical_signature(text)
+    assert canonical_signature(signature) == signature
+
+
 def test_every_mask_is_stable_when_applied_to_its_own_output() -> None:
     for rule in MASK_RULES:
         assert canonical_signature(rule.signature) == rule.signature, rule.name
