@@ -1,9 +1,13 @@
 """Failure signatures against the eight Loghub-2k samples: grouping accuracy and throughput.
 
 Each sample is a CSV with the log text in ``Content`` and the hand-checked event class in
-``EventId``. Both functions run with one configuration for every sample; the averages are what
-the targets apply to. The data is read in place (``RUNDOCTOR_LOGHUB_DIR``, else
-``shared/data/loghub-2k-dev`` beside the repository) and never copied into the repository.
+``EventId``. The grouping accuracy reported is leave-one-dataset-out (LODO): for each sample,
+``signature_groups``'s configuration is chosen from ``CONFIG_GRID`` on the other seven (best
+mean accuracy, ties to the earlier grid entry) and scored on the held-out one; the figure is
+the mean of the eight held-out scores. ``canonical_signature`` has nothing to choose (its masks
+are fixed and name no dataset's vocabulary), so its held-out score is its score. The data is
+read in place (``RUNDOCTOR_LOGHUB_DIR``, else ``shared/data/loghub-2k-dev`` beside the
+repository) and never copied into the repository.
 """
 
 from __future__ import annotations
@@ -12,14 +16,31 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Sequence
 from functools import partial
+from itertools import product
 from pathlib import Path
 
 import polars as pl
 
 from bench._common import Result, best_of, timer
-from doctor._signature import canonical_signature, signature_groups
+from doctor._signature import (
+    DEFAULT_GROUPING,
+    GroupingConfig,
+    canonical_signature,
+    group_signatures,
+    signature_groups,
+)
 
-__all__ = ["LOGHUB_DIR", "grouping_accuracy", "load_loghub", "run"]
+__all__ = ["CONFIG_GRID", "LOGHUB_DIR", "grouping_accuracy", "leave_one_out", "load_loghub", "run"]
+
+#: The configurations leave-one-dataset-out chooses from; the shipped default comes first.
+CONFIG_GRID: tuple[GroupingConfig, ...] = (
+    DEFAULT_GROUPING,
+    *(
+        config
+        for d, s, r, t in product((2, 3, 4, 5), (0.1, 0.25, 0.5), (0.5, 2.0), (0.25, 2.0))
+        if (config := GroupingConfig(d, s, r, t)) != DEFAULT_GROUPING
+    ),
+)
 
 LOGHUB_DIR = Path(
     os.environ.get(
@@ -71,6 +92,25 @@ def load_loghub(directory: Path = LOGHUB_DIR) -> dict[str, tuple[list[str], list
     return out
 
 
+def leave_one_out(scores: dict[str, list[float]]) -> tuple[dict[str, float], dict[str, int]]:
+    """Held-out score per dataset and the grid index chosen for it, from ``scores`` (dataset ->
+    one score per configuration): each dataset is scored with the configuration that is best
+    on average over the other datasets, earliest on ties.
+
+    >>> leave_one_out({"a": [0.9, 0.5], "b": [0.9, 0.5], "c": [0.2, 0.9]})
+    ({'a': 0.5, 'b': 0.5, 'c': 0.2}, {'a': 1, 'b': 1, 'c': 0})
+    """
+    held_out: dict[str, float] = {}
+    chosen: dict[str, int] = {}
+    for name in scores:
+        others = [row for other, row in scores.items() if other != name]
+        width = len(scores[name])
+        means = [sum(row[i] for row in others) / max(len(others), 1) for i in range(width)]
+        best = max(range(width), key=lambda i: (means[i], -i))
+        held_out[name], chosen[name] = scores[name][best], best
+    return held_out, chosen
+
+
 def _sign_all(texts: list[str]) -> list[str]:
     return [canonical_signature(t) for t in texts]
 
@@ -91,25 +131,34 @@ def _detail(scores: dict[str, float]) -> str:
 def run() -> list[Result]:
     data = load_loghub()
     signature_ga: dict[str, float] = {}
-    groups_ga: dict[str, float] = {}
+    grid_ga: dict[str, list[float]] = {}
     for name, (contents, truth) in data.items():
-        signature_ga[name] = grouping_accuracy([canonical_signature(t) for t in contents], truth)
-        groups_ga[name] = grouping_accuracy(signature_groups(contents), truth)
+        sigs = [canonical_signature(t) for t in contents]
+        signature_ga[name] = grouping_accuracy(sigs, truth)
+        grid_ga[name] = [
+            grouping_accuracy(group_signatures(sigs, config), truth) for config in CONFIG_GRID
+        ]
+    groups_ga, chosen = leave_one_out(grid_ga)
+    in_sample = sum(row[0] for row in grid_ga.values()) / len(grid_ga)
+    defaults = sum(1 for i in chosen.values() if i == 0)
 
     everything = [text for contents, _ in data.values() for text in contents]
     seconds = _signature_seconds(everything)
+    groups_seconds = sum(
+        best_of(5, partial(signature_groups, contents)) for contents, _ in data.values()
+    )
     with timer() as elapsed:
         signature_groups(everything)
-    groups_seconds = elapsed()
+    all_seconds = elapsed()
 
     return [
         Result(
-            "canonical_signature GA",
+            "canonical_signature GA (leave-one-dataset-out)",
             sum(signature_ga.values()) / len(signature_ga),
-            0.80,
+            0.85,
             "grouping accuracy",
             higher_is_better=True,
-            note=_detail(signature_ga),
+            note=f"{_detail(signature_ga)}; no configuration to choose",
         ),
         Result(
             "canonical_signature throughput",
@@ -120,11 +169,26 @@ def run() -> list[Result]:
             note=f"{len(everything)} messages, best of 5 per 500-message chunk",
         ),
         Result(
-            "signature_groups GA",
+            "signature_groups GA (leave-one-dataset-out)",
             sum(groups_ga.values()) / len(groups_ga),
-            0.90,
+            0.92,
             "grouping accuracy",
             higher_is_better=True,
-            note=f"{_detail(groups_ga)}; all {len(everything)} in one call: {groups_seconds:.2f}s",
+            note=(
+                f"{_detail(groups_ga)}; {len(CONFIG_GRID)} configurations, the shipped default "
+                f"chosen in {defaults} of {len(chosen)} folds; the shipped default (fitted to "
+                f"none of the samples) scores {in_sample:.3f}"
+            ),
+        ),
+        Result(
+            "signature_groups throughput",
+            len(everything) / groups_seconds,
+            50_000,
+            "messages/s",
+            higher_is_better=True,
+            note=(
+                f"one call per sample, best of 5; all {len(everything)} in one call: "
+                f"{all_seconds:.2f}s"
+            ),
         ),
     ]

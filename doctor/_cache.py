@@ -29,6 +29,7 @@ from typing import Any
 import duckdb
 
 from doctor._layout import RunLayout, stage_dirs
+from doctor._signature import SIGNATURE_VERSION
 
 __all__ = ["CACHE_VERSION", "CacheEntry", "RunCache", "StreamState", "fingerprint"]
 
@@ -103,7 +104,8 @@ class RunCache:
 
     def __init__(self, root: Path, settings: str) -> None:
         self.root = Path(root)
-        self.settings = f"{CACHE_VERSION}:{settings}"
+        # Findings depend on how failure texts are signed: a new signature version rereads.
+        self.settings = f"{CACHE_VERSION}:sig{SIGNATURE_VERSION}:{settings}"
         (self.root / "runs").mkdir(parents=True, exist_ok=True)
         (self.root / "events").mkdir(parents=True, exist_ok=True)
 

@@ -56,6 +56,7 @@ EVENT_FIELDS: dict[str, str] = {
     "signature": "VARCHAR",
     "signature_count": "BIGINT",
     "signature_limit": "BIGINT",
+    "signature_version": "BIGINT",
     "source": "VARCHAR",
     "branch_key": "VARCHAR",
     "branch_event": "VARCHAR",

@@ -1,40 +1,27 @@
 """Failure signatures: one stable string per failure class, and batch grouping of failure texts.
 
-``canonical_signature`` is version ``SIGNATURE_VERSION`` (1). Anything that changes which texts
-share a signature must bump it, because circuit breakers persist counts keyed by signature.
+``canonical_signature`` is version ``SIGNATURE_VERSION`` (2). Anything that changes which texts
+share a signature must bump it, because circuit breakers persist counts keyed by signature; the
+executor records the version in its breaker events and the doctor compares signatures only
+within one version. ``docs/signatures.md`` explains both functions with examples and the
+measured figures.
 
-What a signature masks, in the order the masks run:
+``canonical_signature`` is pure: every ASCII digit run becomes ``0`` first (so digit values
+never matter, for any input), whitespace runs become one space, then the masks of
+:data:`MASK_RULES` run in order, each listed with its reason and an example: JSON re-rendered
+with sorted keys; ``<url>``; Windows, ``./`` and other paths (``<path>``, before numbers, so a
+path with digits is one token); ``<addr>`` for IPv4/IPv6/MAC, ``host:port`` and DNS names with a
+generic top-level domain; ISO dates and clock times (``<date>``, ``<time>``), durations and
+sizes with their units (``<time>``, ``<size>``); ``<n>`` for any other token with a digit, glued
+punctuation and units included (hex, ids, UUIDs, versions, ``41C``); ``<str>`` for a quoted
+single token; ``<date>`` for a date in words (``Sat Jun 18 02:08:10 2005``); one value for a run
+of values of one kind (``1, 6, 11``; comma-joined addresses); ``(<*>)`` for a bracket standing
+alone that is empty or holds values (``()`` and ``(10.0.0.1)`` alike); a counted noun made
+singular (``1 warning``, ``3 warnings``). The result is cut to 512 characters, at a space. No
+mask names any one system's vocabulary (:data:`GENERIC_WORDS` is all they may hold).
 
-1. Every ASCII digit run becomes ``0`` before anything else looks at the text. A signature
-   therefore never depends on digit values, for every input: ``exit status 1`` and
-   ``exit status 2`` collapse, and so do diagnostic codes such as ``E0433`` and ``E0599``. That
-   is on purpose: a breaker is only useful if the invariant "changing numbers never changes the
-   signature" holds without exceptions, and the words of a diagnostic (``failed to resolve``
-   versus ``no method named``) still tell its classes apart.
-2. Whitespace runs become one space; the text is trimmed.
-3. A JSON object inside the text is re-rendered with its keys sorted and its scalar values masked
-   (``<str>``, ``<n>``; ``true``, ``false`` and ``null`` stay), so key order never matters.
-4. ``<url>``: ``scheme://...``. ``<addr>``: IPv4 with optional port, IPv6, MAC, and
-   ``host:port`` where the host has a dot or a digit (``db.internal:5432``, ``node-3:80``).
-5. ``<str>``: a quoted single token, in single, double or back quotes (``'x'``, ``"x"``). A
-   quoted phrase with spaces keeps its words (each still masked), because there the words
-   usually are the message: ``"GET /v1/runs HTTP/1.1"`` and ``"POST ..."`` differ.
-6. ``<date>``: ``2024-01-02``, ``2017/7/1``, optionally with a time and zone. ``<time>``:
-   durations and clock readings, which cannot be told apart once digits are masked
-   (``132.4s``, ``10m0s``, ``534529ms``, ``30 seconds``, ``<1 sec``, ``12:04:05.123``, ``00:01``).
-   ``<size>``: ``5.2 KB``, ``403 bytes``, ``18846 bytes (18.4 KB)``.
-7. ``<path>``: absolute (``/tmp/.tmpAb12``), home (``~/x``) and Windows (``C:\\x``) paths, and
-   relative ones (``src/lib.rs``, ``./a/b``) with an extension or two slashes, so ``I/O`` stays
-   a word; each with an optional ``:line:col``. Temp dirs are paths.
-8. ``<n>``: any other token that contains a digit, as a whole: numbers, hex (``0x7f``,
-   ``003a90fc``), ids (``blk_-42``, ``attempt_1_0_m_3``), ULIDs, UUIDs, pids, versions. One label
-   for all of them because the same position holds ``7`` in one run and ``0x1f`` in the next.
-   A dotted name before the digits stays (``core.<n>``). A run of them (``1 2 3``, ``4, 5``) is
-   one ``<n>``.
-9. The result is cut to 512 characters, at a space.
-
-Words without digits (enum values, host names without a port, user names) are kept: telling a
-variable word from a constant one needs a batch, which is what ``signature_groups`` is for.
+Words without digits (enum values, user names) are kept: telling a variable word from a constant
+one needs a batch, which is what ``signature_groups`` is for.
 """
 
 from __future__ import annotations
@@ -43,10 +30,21 @@ import json
 import re
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-__all__ = ["EMPTY_SIGNATURE", "SIGNATURE_VERSION", "canonical_signature", "signature_groups"]
+__all__ = [
+    "DEFAULT_GROUPING",
+    "EMPTY_SIGNATURE",
+    "GENERIC_WORDS",
+    "MASK_RULES",
+    "SIGNATURE_VERSION",
+    "GroupingConfig",
+    "MaskRule",
+    "canonical_signature",
+    "signature_groups",
+]
 
-SIGNATURE_VERSION = 1
+SIGNATURE_VERSION = 2
 
 #: The signature of empty, blank and non-string input.
 EMPTY_SIGNATURE = "<empty>"
@@ -112,11 +110,13 @@ _LEADING_OUT = {
 
 # Runs after the other masks, so whether the quoted text is one token is decided on what the
 # other masks leave ("'5 sec'" is "'<time>'", one token), as it will be when the signature is
+# canonicalised again. A quoted token never holds a brace: the JSON pass, which runs first and
+# looks at a bounded number of braces, must see the same braces when a signature is
 # canonicalised again.
 _QUOTED = re.compile(
-    r"""'(?<![\w>'"`]')[^'\s]*'(?![\w<'"`])
-    |"(?<![\w>'"`]")[^"\s]*"(?![\w<'"`])
-    |`(?<![\w>'"`]`)[^`\s]*`(?![\w<'"`])""",
+    r"""'(?<![\w>'"`]')[^'\s{}]*'(?![\w<'"`])
+    |"(?<![\w>'"`]")[^"\s{}]*"(?![\w<'"`])
+    |`(?<![\w>'"`]`)[^`\s{}]*`(?![\w<'"`])""",
     re.VERBOSE,
 )
 _URL = re.compile(r"(?<![\w.+-])[A-Za-z][\w+.-]*://[^\s'\"<>()\[\]{},;]*")
@@ -135,7 +135,52 @@ _NUM_PREFIX = re.compile(rf"{_NUM}[\w~+-]*")
 _REL_PREFIX = re.compile(rf"{_REL}(?:[\w.@%+~=-]|{_NUM}|>n<)*")
 # Reversed ``host:port``: the masked port, ``:``, then a host with a dot or a digit in it.
 _HOST_PREFIX = re.compile(r">n<:(?=[\w-]*(?:\.|>n<))(?:[\w.-]|>n<)+")
-_RUNS = re.compile(r"(?<!\S)<n>(?:,? <n>(?![^\s,]))+")
+# The placeholders a signature writes. A run of one kind of value, joined by spaces, commas or
+# semicolons, is one value: lists of addresses, channels or ids have as many entries as the
+# run had (see ``_POST``).
+_KINDS = r"(?:n|addr|path|time|date|size|url|str|\*)"
+# A calendar date in words: an optional weekday, a month name, the day, then optionally a clock
+# time, a zone and a year ("Sat Jun 18 02:08:10 2005", "Dec 10 06:55:46"), or day-first
+# ("18 Jun 2005"). Months are only taken before or after a day number, so "May" alone stays.
+_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]{0,6}\.?"
+_CALENDAR = re.compile(
+    rf"""(?:(?<![\w<>])(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]{{0,6}},?\ )?
+    (?<![\w<>])(?:{_MONTH}\ <n>,?|<n>\ {_MONTH}\ <n>)
+    (?:\ <time>)?(?:\ [A-Z]{{3,4}}(?![\w<]))?(?:,?\ <n>(?![\w<]))?(?![\w<])""",
+    re.VERBOSE,
+)
+# Cheap test for a month name before a day, so most texts skip the full pattern.
+_MONTH_DAY = re.compile(rf"{_MONTH}\ <n>")
+# A DNS host name without digits ("ns.example.com", "www.cse.cuhk.edu.hk"): known by its generic
+# top-level domain, so dotted config keys and class names ("mapred.task.id") stay words.
+_TLD = r"(?:com|net|org|edu|gov|mil|info|biz|(?:com|net|org|edu|gov|ac|co)\.[a-z]{2})"
+_HOSTNAME = re.compile(
+    rf"(?<![\w.<>@/-])[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.{_TLD}\.?(?![\w<>@/-]|\.\w)"
+)
+_HOSTNAME_HINT = re.compile(rf"\.{_TLD}\b")
+_SEP = r"(?:[,;]\ ?|\ )"
+_NOUN = r"\ [A-Za-z]{2,}[^\W\dsui_]s(?![\w<])"
+# Bracketed values, runs and counted nouns in one pass (one regex call per text is what keeps
+# the throughput), each keyed on the "<" of a value: a bracket standing alone that holds one
+# value or a run of them; a run of one kind of value, with its counted noun if any; a count
+# and its noun, which is made singular ("1 warning" and "3 warnings" are one text; words
+# ending in "ss", "us" or "is" keep their "s": "process", "status", "this").
+_POST = re.compile(
+    rf"""<(?:
+        (?<=[(\[{{]<)(?<![\w>\])][(\[{{]<)(?P<inner>{_KINDS})>(?:{_SEP}<(?P=inner)>)*
+            (?P<close>[)\]}}])
+        |(?<![^\s,;:=(\[{{]<)(?P<kind>{_KINDS})>(?:{_SEP}<(?P=kind)>)+(?![^\s,;:.)\]}}])
+            (?P<noun>{_NOUN})?
+        |n>(?P<counted>{_NOUN}))""",
+    re.VERBOSE,
+)
+# Empty brackets and brackets holding values are one thing: "()" and "(host-1)" alike. Only
+# brackets that start a token: in "error[E0433]" or "f(3)" the bracket belongs to its word.
+# ``_POST`` handles brackets with values; this one a bracket standing alone that holds nothing.
+_BRACKETED = re.compile(r"[(\[{](?<![\w>\])][(\[{])[)\]}]")
+_BRACKET_OUT = {"()": "(<*>)", "[]": "[<*>]", "{}": "{<*>}"}
+# A relative path that starts at "." or "..": "./run", "../lib/x".
+_DOTPATH = re.compile(r"\.(?<![\w./~>-]\.)\.?/[\w.@%+~=-]+(?:/[\w.@%+~=-]*)*(?::0(?::0)?)?")
 
 _DECODER = json.JSONDecoder()
 _MAX_JSON_DEPTH = 32
@@ -236,6 +281,8 @@ def _mask(text: str) -> str:
         text = _URL.sub("<url>", text)
     if ":\\" in text:
         text = _WINPATH.sub("<path>", text)
+    if "./" in text:
+        text = _DOTPATH.sub("<path>", text)
     if text.count(":") >= 5:
         text = _HEXCOLON.sub("<addr>", text)
     text = _NUM_START.sub("<n>", _LEADING.sub(_leading, text))
@@ -254,9 +301,205 @@ def _mask(text: str) -> str:
         text, found = _QUOTED.subn("<str>", text)
         while found:
             text, found = _QUOTED.subn("<str>", text)
-    if "<n> <n>" in text or "<n>, <n>" in text:
-        text = _RUNS.sub("<n>", text)
-    return text
+    if "." in text and _HOSTNAME_HINT.search(text):
+        text = _HOSTNAME.sub("<addr>", text)
+    if " <n>" in text and _MONTH_DAY.search(text):
+        text = _CALENDAR.sub("<date>", text)
+    quoted = "'" in text or '"' in text or "`" in text
+    while True:
+        if "<" in text:
+            text = _POST.sub(_post, text)
+        if "()" in text or "[]" in text or "{}" in text:
+            text = _BRACKETED.sub(_bracketed, text)
+        if not quoted:
+            return text
+        # A run or bracket that became one value can leave a quoted single token: mask it, and
+        # look again, until nothing changes (a signature is its own signature).
+        text, found = _QUOTED.subn("<str>", text)
+        if not found:
+            return text
+
+
+def _post(match: re.Match[str]) -> str:
+    close = match["close"]
+    if close is not None:
+        pair = match.string[match.start() - 1] + close
+        return _BRACKET_OUT[pair][1:] if pair in _BRACKET_OUT else match[0]
+    noun = match["noun"] or match["counted"]
+    kind = match["kind"] or "n"
+    if noun is None:
+        return f"<{kind}>"
+    return f"<{kind}>{noun[:-1] if kind == 'n' else noun}"
+
+
+def _bracketed(match: re.Match[str]) -> str:
+    found = match.group()
+    return _BRACKET_OUT.get(found[0] + found[-1], found)
+
+
+@dataclass(frozen=True)
+class MaskRule:
+    """One mask of :func:`canonical_signature`, in the order the masks run: its patterns (the
+    compiled regexes the code uses), what it writes, why it is general, and an example.
+
+    >>> MASK_RULES[0].name
+    'digits'
+    """
+
+    name: str
+    patterns: tuple[re.Pattern[str], ...]
+    output: str
+    reason: str
+    example: str
+    signature: str
+
+
+#: Every mask, in order. No pattern names a word of any one system's vocabulary: the only words
+#: they hold are in :data:`GENERIC_WORDS` (tests/doctor/test_signature_rules.py checks both).
+MASK_RULES: tuple[MaskRule, ...] = (
+    MaskRule(
+        "digits",
+        (_DIGITS,),
+        "0",
+        "digit values never tell failure classes apart; the words around them do",
+        "exit status 137",
+        "exit status <n>",
+    ),
+    MaskRule(
+        "json",
+        (),
+        "{key: <str>, ...}",
+        "serializers order keys freely; keys are the message, values are not",
+        'stage failed: {"b": "y", "a": 2}',
+        "stage failed: {a: <n>, b: <str>}",
+    ),
+    MaskRule(
+        "url",
+        (_URL,),
+        "<url>",
+        "a URL is one value, whatever its path and query hold; masked before numbers",
+        "fetch https://example.com/v2/a1b2/runs?page=3 failed",
+        "fetch <url> failed",
+    ),
+    MaskRule(
+        "windows-path",
+        (_WINPATH,),
+        "<path>",
+        "a drive path is one value",
+        r"cannot open C:\runs\7\out.log",
+        "cannot open <path>",
+    ),
+    MaskRule(
+        "dot-path",
+        (_DOTPATH,),
+        "<path>",
+        "a path relative to . or .. is one value even without an extension",
+        "Error loading ./runtime_malloc: missing",
+        "Error loading <path>: missing",
+    ),
+    MaskRule(
+        "hex-colon",
+        (_HEXCOLON,),
+        "<addr>",
+        "IPv6 and MAC addresses that start with a letter",
+        "from fe80::c6b3:1ff:fecd:467f:1",
+        "from <addr>",
+    ),
+    MaskRule(
+        "leading",
+        (_LEADING,),
+        "<date> <time> <addr> <size> <path>",
+        "ISO dates, clock times, durations with their units, IPv4 with port, sizes with their "
+        "units, and absolute, home and relative paths (with :line:col) are single values; paths "
+        "are taken before numbers so a path with digits stays one token",
+        "at 2024-05-01T12:03:04Z took 1.5s on 10.0.0.7:80 read /v2/54fa/servers, 5.2 KB",
+        "at <date> took <time> on <addr> read <path>, <size>",
+    ),
+    MaskRule(
+        "numbers",
+        (_NUM_START, _NUM_SUFFIX, _NUM_PREFIX),
+        "<n>",
+        "any other token with a digit is one value, glued punctuation and units included: "
+        "numbers, hex, ids, UUIDs, versions, 41C, #12, x86_64",
+        "job attempt_1_0_m_3 (pid 0x1f, #12) hit 41C",
+        "job <n> (pid <n>, #<n>) hit <n>",
+    ),
+    MaskRule(
+        "host-port",
+        (_HOST_PREFIX,),
+        "<addr>",
+        "host:port with a dot or digit in the host is an address",
+        "connect db.internal:5432 refused",
+        "connect <addr> refused",
+    ),
+    MaskRule(
+        "quoted",
+        (_QUOTED,),
+        "<str>",
+        "a quoted single token is a value; a quoted phrase keeps its words",
+        "KeyError: 'run_id'",
+        "KeyError: <str>",
+    ),
+    MaskRule(
+        "hostname",
+        (_HOSTNAME, _HOSTNAME_HINT),
+        "<addr>",
+        "a DNS name with a generic top-level domain is an address, digits or not",
+        "reverse mapping for ns.example.com failed",
+        "reverse mapping for <addr> failed",
+    ),
+    MaskRule(
+        "plural",
+        (_POST,),
+        "singular noun",
+        "after a count, English writes the same noun singular or plural",
+        "cargo: 11 errors, 1 warning emitted",
+        "cargo: <n> error, <n> warning emitted",
+    ),
+    MaskRule(
+        "calendar",
+        (_CALENDAR, _MONTH_DAY),
+        "<date>",
+        "a date in words (weekday, month, day, clock, zone, year) is one value",
+        "connection at Sat Jun 18 02:08:10 2005 closed",
+        "connection at <date> closed",
+    ),
+    MaskRule(
+        "runs",
+        (_POST,),
+        "one value",
+        "a list of values of one kind (comma-joined addresses, channels, ids) has as many "
+        "entries as the run had: it is one value",
+        "replicas 10.0.0.1:50010,10.0.0.2:50010 and channels 1, 6, 11 busy",
+        "replicas <addr> and channels <n> busy",
+    ),
+    MaskRule(
+        "brackets",
+        (_POST, _BRACKETED),
+        "(<*>)",
+        "a bracket standing alone holds one value or none: () and (host-1) are alike",
+        "connection from 10.0.0.1 () failed; pci_stats=[] ok",
+        "connection from <addr> (<*>) failed; pci_stats=[<*>] ok",
+    ),
+)
+
+#: The only words mask patterns may contain: units, calendar names and placeholder names, which
+#: every system shares.
+GENERIC_WORDS = frozenset(
+    {
+        # units of time and size
+        *("ns", "us", "µs", "ms", "milli", "micro", "nano", "sec", "secs", "second", "seconds"),
+        *("min", "mins", "minute", "minutes", "hour", "hours", "day", "days", "byte", "bytes"),
+        *("kb", "mb", "gb", "tb", "pb", "eb", "kib", "mib", "gib", "tib", "pib", "eib", "ib"),
+        # calendar names
+        *("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
+        *("mon", "tue", "wed", "thu", "fri", "sat", "sun"),
+        # generic top-level domains
+        *("com", "net", "org", "edu", "gov", "mil", "info", "biz", "ac", "co"),
+        # the placeholders signatures write
+        *("addr", "path", "time", "date", "size", "url", "str"),
+    }
+)
 
 
 _WILD = "<*>"
@@ -264,15 +507,36 @@ _PLACEHOLDER = re.compile(r"<(?:n|str|time|date|addr|path|size|url|json|\*)>")
 # Where a merged token may keep a common prefix or suffix: at punctuation, never mid-word.
 _CUT_AFTER = frozenset("._-:/=([{@#,;")
 _CUT_BEFORE = frozenset("._-:/=)]}@#,;<")
-#: A slot whose other tokens agree is variable once it holds this many distinct words ...
-MIN_DISTINCT = 3
-#: ... while the rest of the template keeps this many words, so short texts never merge ...
-MIN_CONTEXT_WORDS = 3
-#: ... and its words look like identifiers, or are at least this share of its occurrences: names
-#: and ids rarely repeat, enum values (``started``, ``stopped``) do.
-MIN_DISTINCT_SHARE = 0.25
-_ROUNDS = 4
 _IDENTIFIER = re.compile(r"[._/:@$#<]|[a-z][A-Z]")
+
+
+@dataclass(frozen=True)
+class GroupingConfig:
+    """When ``signature_groups`` calls a position of a group variable. One configuration serves
+    every input; the benchmark reports it leave-one-dataset-out (see ``docs/signatures.md``).
+
+    A position whose tokens differ within a group is variable when all of them are masks, or
+    when it holds at least ``min_distinct`` distinct words and they are many for the group
+    (``min_share`` of its messages), look like identifiers, are mostly seen once
+    (``rare_share`` of them occur once), or are many for the messages left beside the most
+    common one (``tail_share``: ``root`` in most messages, a new name in the others). Names and
+    ids rarely repeat; enum values (``started``, ``stopped``; ``user=root`` and ``user=guest``)
+    do. A template keeps at least ``min_context_words`` constant words, and at least as many as
+    it has variable positions holding words, so unrelated texts of one length never merge.
+
+    >>> GroupingConfig().min_distinct
+    3
+    """
+
+    min_distinct: int = 3
+    min_share: float = 0.25
+    rare_share: float = 0.5
+    tail_share: float = 0.25
+    min_context_words: int = 1
+
+
+#: The configuration ``signature_groups`` uses unless told otherwise.
+DEFAULT_GROUPING = GroupingConfig()
 
 
 def _has_word(token: str) -> bool:
@@ -287,13 +551,25 @@ def _is_identifier(token: str) -> bool:
     return _IDENTIFIER.search(token.strip(".,;:()[]{}'\"")) is not None
 
 
-def _variable(values: list[str], rest: tuple[str, ...], occurrences: int) -> bool:
-    words = sum(1 for token in rest if _has_word(token))
-    if all(_is_masked(v) for v in values):
-        return words >= 1
-    if len(values) < MIN_DISTINCT or words < MIN_CONTEXT_WORDS:
+def _variable(seen: Counter[str], messages: int, config: GroupingConfig) -> bool:
+    """Whether a position holding the tokens ``seen`` (token -> messages) varies."""
+    distinct = len(seen)
+    if distinct < 2:
         return False
-    return len(values) >= MIN_DISTINCT_SHARE * occurrences or all(map(_is_identifier, values))
+    if all(map(_is_masked, seen)):
+        return True
+    if distinct < config.min_distinct:
+        return False
+    if distinct >= config.min_share * messages or all(map(_is_identifier, seen)):
+        return True
+    if config.rare_share <= 1:
+        once = sum(1 for n in seen.values() if n == 1)
+        if once >= config.rare_share * distinct:
+            return True
+    # Beside its most common token (a default such as ``root``), the position still holds
+    # many distinct words for the messages left.
+    rest = messages - max(seen.values())
+    return config.tail_share <= 1 and distinct - 1 >= config.tail_share * rest
 
 
 def _generalize(values: list[str]) -> str:
@@ -313,54 +589,57 @@ def _generalize(values: list[str]) -> str:
     return lo[:n] + _WILD + (lo[-m:] if m else "")
 
 
-def _merge_round(template: dict[str, tuple[str, ...]], counts: Counter[str]) -> bool:
-    members: dict[tuple[str, ...], list[str]] = {}
-    for sig, tokens in template.items():
-        members.setdefault(tokens, []).append(sig)
-    # Templates that agree everywhere but at slot i share a bucket. Rolling hashes keep this
-    # linear in the token count; a bucket is split by the exact tokens below, so a collision
-    # costs nothing and the labels never depend on the hash seed.
-    buckets: dict[tuple[int, int, int, int], list[tuple[str, ...]]] = {}
-    for tokens in members:
-        prefix = [0]
-        for token in tokens:
-            prefix.append(hash((prefix[-1], token)))
-        suffix = 0
-        for i in range(len(tokens) - 1, -1, -1):
-            buckets.setdefault((len(tokens), i, prefix[i], suffix), []).append(tokens)
-            suffix = hash((suffix, tokens[i]))
-    merged_now: set[tuple[str, ...]] = set()
-    for (_, i, _, _), bucket in buckets.items():
-        if len(bucket) < 2:
+def _partition(
+    members: list[tuple[str, ...]],
+    weight: dict[tuple[str, ...], int],
+    config: GroupingConfig,
+    label: dict[tuple[str, ...], str],
+) -> None:
+    """Label ``members`` (token tuples of one length): split on the least varied position that
+    is not variable until every varying position is variable, then one template for the rest."""
+    stack = [members]
+    while stack:
+        group = stack.pop()
+        if len(group) == 1:
+            label[group[0]] = " ".join(group[0])
             continue
-        slots: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
-        for tokens in bucket:
-            if tokens not in merged_now:
-                slots.setdefault(tokens[:i] + tokens[i + 1 :], []).append(tokens)
-        for rest, group in slots.items():
-            values = sorted({tokens[i] for tokens in group})
-            seen = sum(counts[sig] for tokens in group for sig in members[tokens])
-            if len(values) < 2 or not _variable(values, rest, seen):
+        messages = sum(weight[m] for m in group)
+        columns: list[Counter[str]] = []
+        for p in range(len(group[0])):
+            column: Counter[str] = Counter()
+            for m in group:
+                column[m[p]] += weight[m]
+            columns.append(column)
+        varying = [p for p, column in enumerate(columns) if len(column) > 1]
+        fixed = [p for p in varying if not _variable(columns[p], messages, config)]
+        if not fixed:
+            words = sum(1 for c in columns if len(c) == 1 and _has_word(next(iter(c))))
+            open_words = sum(1 for p in varying if not all(map(_is_masked, columns[p])))
+            if words >= max(config.min_context_words, open_words):
+                template = " ".join(
+                    _generalize(sorted(c)) if len(c) > 1 else next(iter(c)) for c in columns
+                )
+                for m in group:
+                    label[m] = template
                 continue
-            merged = (*rest[:i], _generalize(values), *rest[i:])
-            for tokens in group:
-                merged_now.add(tokens)
-                for sig in members[tokens]:
-                    template[sig] = merged
-    return bool(merged_now)
+            fixed = varying
+        split = min(fixed, key=lambda p: (len(columns[p]), p))
+        parts: dict[str, list[tuple[str, ...]]] = {}
+        for m in group:
+            parts.setdefault(m[split], []).append(m)
+        stack.extend(parts[token] for token in sorted(parts, reverse=True))
 
 
-def signature_groups(texts: Sequence[str]) -> list[str]:
+def signature_groups(texts: Sequence[str], config: GroupingConfig = DEFAULT_GROUPING) -> list[str]:
     """One group label per text, in order: texts of one failure class share a label.
 
     Texts are first reduced to canonical signatures, so texts sharing a signature always share
-    a group. Signatures with the same number of tokens that differ in one slot are then merged,
-    Drain-style, into a template with ``<*>`` in that slot, when the batch shows the slot is
-    variable: all its values are masks (``<n>`` and ``<path>``), or it holds at least
-    ``MIN_DISTINCT`` distinct words that look like identifiers or are not repeated much (see
-    ``MIN_DISTINCT_SHARE``), while the rest keeps ``MIN_CONTEXT_WORDS`` words. Merging repeats
-    for a few rounds, so several slots can open up. Deterministic: same input, same labels,
-    whatever the hash seed.
+    a group. Signatures with the same number of tokens are then partitioned, position by
+    position, the way Brain and IPLoM do: a position whose tokens differ is split on, least
+    varied first, unless the batch shows it is variable (see :class:`GroupingConfig`); when
+    only variable positions are left, the group is one template with ``<*>`` in them. So
+    ``user=root`` and ``user=guest`` stay apart while a slot holding a new name in almost
+    every message merges. Deterministic: same input, same labels, whatever the hash seed.
 
     >>> for label in signature_groups([
     ...     "Loading hive SOFTWARE, from disk",
@@ -376,10 +655,24 @@ def signature_groups(texts: Sequence[str]) -> list[str]:
     >>> signature_groups(["link up on eth0", "link down on eth1"])
     ['link up on <n>', 'link down on <n>']
     """
-    sigs = [canonical_signature(t) for t in texts]
-    counts = Counter(sigs)
-    template = {sig: tuple(sig.split(" ")) for sig in counts}
-    for _ in range(_ROUNDS):
-        if not _merge_round(template, counts):
-            break
-    return [" ".join(template[sig]) for sig in sigs]
+    return group_signatures([canonical_signature(t) for t in texts], config)
+
+
+def group_signatures(sigs: Sequence[str], config: GroupingConfig = DEFAULT_GROUPING) -> list[str]:
+    """:func:`signature_groups` on texts already reduced by :func:`canonical_signature`.
+
+    >>> group_signatures(["job <n> failed", "job <n> failed"])
+    ['job <n> failed', 'job <n> failed']
+    """
+    weight: dict[tuple[str, ...], int] = {}
+    tokens_of: dict[str, tuple[str, ...]] = {}
+    for sig, n in Counter(sigs).items():
+        tokens = tokens_of[sig] = tuple(sig.split(" "))
+        weight[tokens] = n
+    by_length: dict[int, list[tuple[str, ...]]] = {}
+    for tokens in weight:
+        by_length.setdefault(len(tokens), []).append(tokens)
+    label: dict[tuple[str, ...], str] = {}
+    for length in sorted(by_length):
+        _partition(sorted(by_length[length]), weight, config, label)
+    return [label[tokens_of[sig]] for sig in sigs]

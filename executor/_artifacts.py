@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from doctor import SIGNATURE_VERSION
 from executor._events import Event, RunCompleted, RunFailed, rfc3339
 from executor._graph import canonical_outcome
 
@@ -150,6 +151,7 @@ class Checkpoint:
                 "base_logs_root": base_logs_root,
                 "restart_count": 0,
                 "loop_failure_signatures": dict(self.signatures),
+                "loop_failure_signature_version": SIGNATURE_VERSION,
                 "node_visits": dict(self.node_visits),
             },
         }

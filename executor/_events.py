@@ -242,6 +242,7 @@ class DeterministicFailureCycleCheck(Event):
     signature_limit: int
     failure_class: str
     failure_reason: str
+    signature_version: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -252,6 +253,7 @@ class DeterministicFailureCycleBreaker(Event):
     signature: str
     signature_count: int
     signature_limit: int
+    signature_version: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

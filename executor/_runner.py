@@ -14,8 +14,9 @@ One :class:`_Engine` runs one scope (the run, or a fan-out branch) node by node:
   so a check node's failure carries its upstream cause;
 * **the breaker**: every non-transient failure of a working node is counted under
   ``(node, doctor.canonical_signature(reason))`` for the whole scope (a success never resets
-  it); at ``breaker_limit`` the scope stops with a reason naming the signature. Entering a node
-  more than ``max_node_visits`` times stops it too;
+  it); at ``breaker_limit`` the scope stops with a reason naming the signature. Its events
+  record ``signature_version`` (``doctor.SIGNATURE_VERSION``) so readers compare like with
+  like. Entering a node more than ``max_node_visits`` times stops it too;
 * **fan-out**: a ``component`` node runs each outgoing branch concurrently in its own scope
   (``parallel/<fanout>/<NN>-<branch>/``, own worktree copy, own breaker counters), mirrors
   branch events into the parent stream (``branch_progress``; stage heartbeats become
@@ -45,7 +46,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from doctor import canonical_signature
+from doctor import SIGNATURE_VERSION, canonical_signature
 from executor import _events as ev
 from executor._artifacts import AttemptDir, Checkpoint, Clock, Outcome, RunWriter
 from executor._config import ExecutorConfig
@@ -420,6 +421,7 @@ class _Engine:
                 signature_limit=self.limit,
                 failure_class=outcome.failure_class,
                 failure_reason=outcome.failure_reason,
+                signature_version=SIGNATURE_VERSION,
             )
         )
         if count < self.limit:
@@ -430,7 +432,13 @@ class _Engine:
             else ev.DeterministicFailureCycleBreaker
         )
         self.w.emit(
-            trip(node_id=node.id, signature=sig, signature_count=count, signature_limit=self.limit)
+            trip(
+                node_id=node.id,
+                signature=sig,
+                signature_count=count,
+                signature_limit=self.limit,
+                signature_version=SIGNATURE_VERSION,
+            )
         )
         return (
             f"{self._scope()} aborted: deterministic failure cycle detected — signature "

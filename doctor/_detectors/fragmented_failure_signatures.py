@@ -11,6 +11,10 @@ Per node and scope, over its failures (attempt ends with status ``fail`` or ``re
 
 where ``breaker_limit`` is the run's own limit (the largest ``signature_limit`` of its
 ``[subgraph_]deterministic_failure_cycle_check`` events), else ``config.breaker_limit``.
+
+``max_signature_count_seen`` is what the run's breaker counted for the top signature when its
+events record the doctor's own ``SIGNATURE_VERSION`` (signatures are only compared within one
+version); otherwise, and when no event names that signature, the largest count on the node.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections import Counter, defaultdict
 from doctor._detectors._context import Context
 from doctor._detectors.deterministic_retry_loop import BREAKER_EVENTS
 from doctor._model import Finding, Severity
+from doctor._signature import SIGNATURE_VERSION
 
 __all__ = ["fragmented_failure_signatures"]
 
@@ -36,6 +41,12 @@ SELECT run_id, scope, node_id, max(signature_count) FILTER (WHERE event IN {_CHE
        bool_or(event IN {_BREAKERS})
 FROM events
 WHERE (event IN {_CHECKS} OR event IN {_BREAKERS}) AND node_id IS NOT NULL
+GROUP BY ALL
+"""
+# Counts per breaker signature, only from events signed with the doctor's own version.
+_SAME_VERSION_SQL = f"""
+SELECT run_id, scope, node_id, signature, max(signature_count) FROM events
+WHERE event IN {_CHECKS} AND signature_version = {SIGNATURE_VERSION} AND node_id IS NOT NULL
 GROUP BY ALL
 """
 _LIMITS_SQL = f"""
@@ -55,6 +66,11 @@ def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
         return []
     limits = {r: int(lim) for r, lim in ctx.tables.sql(_LIMITS_SQL)}
     checks = {(r, s, n): (mx, br) for r, s, n, mx, br in ctx.tables.sql(_CHECKS_SQL)}
+    same_version: dict[tuple[str, str, str, str], int] = {}
+    for r, s, n, sig, mx in ctx.tables.sql(_SAME_VERSION_SQL):
+        # The breaker's signature is "<node>|<failure_class>|<canonical signature>".
+        key = (r, s, n, str(sig).split("|", 2)[-1])
+        same_version[key] = max(same_version.get(key, 0), int(mx or 0))
     findings = []
     for (run_id, scope, node), counts in sorted(candidates.items()):
         signatures: Counter[str] = Counter()
@@ -66,6 +82,7 @@ def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
             continue
         seen, tripped = checks.get((run_id, scope, node), (None, False))
         seen = int(seen) if seen is not None else None
+        seen = same_version.get((run_id, scope, node, top), seen)
         could_not_trip = not tripped and (seen is None or seen < limit)
         where = f" in branch {scope}" if scope else ""
         summary = (

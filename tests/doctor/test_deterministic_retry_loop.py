@@ -61,7 +61,7 @@ def test_the_same_canonical_failure_on_three_visits_is_an_error(tmp_path: Path) 
     assert f.evidence["count"] == 3
     assert f.evidence["visits"] == 3
     assert f.evidence["breaker_tripped"] is False
-    assert f.evidence["signature"].startswith("<n> tests failed")
+    assert f.evidence["signature"].startswith("<n> test failed")
 
 
 def test_a_failure_repeated_fewer_times_than_the_breaker_limit_is_not_reported(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from doctor import DoctorConfig, Finding, diagnose_path
+from doctor import SIGNATURE_VERSION, DoctorConfig, Finding, diagnose_path
 from fixtures._kilroy import KilroyRun, Stream
 
 START = "2026-02-10T10:00:00Z"
@@ -73,7 +73,7 @@ def test_many_reasons_that_are_one_canonical_failure_are_fragmented(tmp_path: Pa
         "failures": 8,
         "unique_reasons": 8,
         "canonical_signatures": 1,
-        "top_signature": "build failed: <n> errors in <path>",
+        "top_signature": "build failed: <n> error in <path>",
         "top_signature_count": 8,
         "breaker_limit": 3,
         "max_signature_count_seen": 2,
@@ -168,3 +168,40 @@ def test_incident_04_verify_scaffold_has_31_reasons_for_35_failures(rogue: list[
     assert f.evidence["canonical_signatures"] * 2 <= 31
     assert f.evidence["top_signature_count"] >= 3
     assert f.severity.label == "error"
+
+
+def _signed_check(s: Stream, at: float, signature: str, count: int, version: int) -> None:
+    s.emit(
+        CHECK,
+        at,
+        node_id="verify",
+        signature=f"verify|deterministic|{signature}",
+        signature_count=count,
+        signature_limit=3,
+        failure_class="deterministic",
+        failure_reason="x",
+        signature_version=version,
+    )
+
+
+def test_a_breaker_of_the_doctors_signature_version_is_read_for_the_top_signature(
+    tmp_path: Path,
+) -> None:
+    run = _run(tmp_path, _reasons(6))
+    s = run.stream()
+    _signed_check(s, 900, "build failed: <n> error in <path>", 2, SIGNATURE_VERSION)
+    _signed_check(s, 901, "some other failure", 5, SIGNATURE_VERSION)
+    (f,) = _findings(run)
+    assert f.evidence["max_signature_count_seen"] == 2
+
+
+def test_a_breaker_of_another_signature_version_is_not_matched_by_signature(
+    tmp_path: Path,
+) -> None:
+    run = _run(tmp_path, _reasons(6))
+    s = run.stream()
+    _signed_check(s, 900, "build failed: <n> error in <path>", 2, SIGNATURE_VERSION - 1)
+    _signed_check(s, 901, "some other failure", 5, SIGNATURE_VERSION - 1)
+    (f,) = _findings(run)
+    # Another version's strings mean nothing here: only the node's largest count is used.
+    assert f.evidence["max_signature_count_seen"] == 5

@@ -180,11 +180,13 @@ def test_the_breaker_stops_the_varying_text_loop_at_its_limit(tmp_path: Path) ->
     assert [c["signature_count"] for c in checks] == [1, 2, 3]
     breaker = named(evs, "deterministic_failure_cycle_breaker")
     assert len(breaker) == 1 and breaker[0]["signature"] == checks[0]["signature"]
+    assert {e["signature_version"] for e in [*checks, *breaker]} == {doctor.SIGNATURE_VERSION}
     assert r.status == "fail"
     assert r.failure_reason.startswith("run aborted: deterministic failure cycle detected")
     assert breaker[0]["signature"] in r.failure_reason
     ck = json.loads((r.path / "checkpoint.json").read_text())
     assert ck["extra"]["loop_failure_signatures"] == {breaker[0]["signature"]: 3}
+    assert ck["extra"]["loop_failure_signature_version"] == doctor.SIGNATURE_VERSION
     d = doctor.diagnose_path(r.path, doctor.DoctorConfig())
     assert d.state == "failed"
     assert d.facts["events_by_type"]["deterministic_failure_cycle_breaker"] == 1
