@@ -146,7 +146,7 @@ def render_postmortem(diagnosis: Diagnosis) -> str:
     """The postmortem of one run, as Markdown, from its diagnosis alone.
 
     >>> from doctor import Diagnosis
-    >>> print(render_postmortem(Diagnosis("r1", "/runs/r1", "kilroy", "succeeded", {}))[:24])
+    >>> print(render_postmortem(Diagnosis("r1", "/runs/r1", "kilroy", "succeeded", {}))[:20])
     # Postmortem: run r1
     """
     return render(postmortem_context(diagnosis))
@@ -156,7 +156,7 @@ def render_fleet(scan: ScanResult, *, throughput: Throughput | None = None) -> s
     """The fleet report of a scan, as Markdown (throughput when a queue's is given).
 
     >>> from doctor import ScanResult
-    >>> print(render_fleet(ScanResult(("/runs",), (), {"runs": 0}))[:21])
+    >>> print(render_fleet(ScanResult(("/runs",), (), {"runs": 0}))[:22])
     # Fleet report: 0 runs
     """
     return render(fleet_context(scan, throughput=throughput))
