@@ -1,0 +1,79 @@
+"""Every run the real Kilroy engine wrote in ``fixtures/kilroy/runs/`` is diagnosed as its
+``expected.json`` says (see ``fixtures/kilroy/scenarios.py`` for the keys), and a run that went
+well or was stopped as designed gets no finding at warning or above.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from doctor import DETECTORS, DoctorConfig, Severity, diagnose
+from doctor._render import render_diagnosis
+from fixtures.kilroy.scenarios import SCENARIOS
+
+RUNS = Path(__file__).resolve().parents[2] / "fixtures" / "kilroy" / "runs"
+RUN_DIRS = sorted(p.parent for p in RUNS.glob("*/expected.json"))
+
+
+def _diagnosis(run: Path) -> dict[str, Any]:
+    result: dict[str, Any] = diagnose(run.name, DoctorConfig(roots=(RUNS,))).to_json()
+    return result
+
+
+def _show(findings: list[dict[str, Any]]) -> str:
+    return "\n".join(
+        f"{f['severity']} {f['code']} {f['scope']!r} {f['node_id']}: {f['summary']}"
+        for f in findings
+    )
+
+
+def test_every_scenario_has_a_committed_real_run() -> None:
+    assert sorted(p.name for p in RUN_DIRS) == sorted(s.name for s in SCENARIOS)
+
+
+def test_the_committed_runs_were_written_by_kilroy_itself() -> None:
+    for run in RUN_DIRS:
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert manifest["kilroy_v1"] is True and manifest["run_id"] == run.name
+
+
+@pytest.mark.parametrize("run", RUN_DIRS, ids=[p.name for p in RUN_DIRS])
+def test_real_run_is_diagnosed_as_expected(run: Path) -> None:
+    spec = json.loads((run / "expected.json").read_text())
+    result = _diagnosis(run)
+    findings = result["findings"]
+    shown = _show(findings)
+    assert result["state"] == spec["state"], shown
+    codes = {f["code"] for f in findings}
+    for code in spec["codes_present"]:
+        assert code in codes, f"{code} missing:\n{shown}"
+    for code in spec["codes_absent"]:
+        assert code not in codes, f"{code} reported:\n{shown}"
+    if spec["healthy"]:
+        loud = [f for f in findings if Severity.parse(f["severity"]) >= Severity.WARNING]
+        assert not loud, f"a run that went well or stopped as designed was flagged:\n{shown}"
+    for key, value in spec["facts"].items():
+        assert result["facts"][key] == value, (key, result["facts"].get(key))
+    states = {b["scope"].rsplit("/", 1)[-1]: b["state"] for b in result["facts"]["branches"]}
+    for suffix, state in spec["branches"].items():
+        assert states.get(suffix) == state, (suffix, states)
+    for want in spec["evidence"]:
+        got = [f["evidence"].get(want["key"]) for f in findings if f["code"] == want["code"]]
+        assert want["value"] in got, (want, got, shown)
+
+
+@pytest.mark.parametrize("run", RUN_DIRS, ids=[p.name for p in RUN_DIRS])
+def test_a_failed_run_never_reads_no_issues_found(run: Path) -> None:
+    result = diagnose(run.name, DoctorConfig(roots=(RUNS,)))
+    console = Console(file=io.StringIO(), width=100)
+    render_diagnosis(console, result, DETECTORS, verbose=False)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    if result.state == "failed":
+        assert "No issues found" not in text
+        assert "terminal reason" in text, text
