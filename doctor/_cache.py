@@ -32,7 +32,7 @@ from doctor._layout import RunLayout, stage_dirs
 
 __all__ = ["CACHE_VERSION", "CacheEntry", "RunCache", "StreamState", "fingerprint"]
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 _TAIL_CHECK = 64  # bytes before the resume offset that must be unchanged to resume
 
 
