@@ -7,10 +7,12 @@ run. The *top-level stream* of a run is its ``progress.ndjson`` plus those of it
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from doctor._config import DoctorConfig
@@ -247,6 +249,7 @@ def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
             {
                 "scope": scope,
                 "state": _done_state(done, scope)
+                or _results_state(docs.path, scope)
                 or _branch_state(docs, scope, alive, lp, le, stall, config.now),
                 "final_json": _scope_final_ok(docs, scope),
                 "last_progress_at": iso(lp),
@@ -304,6 +307,41 @@ def _ending(
     if stopped_by is None and reason is not None and reason.startswith("stopped by signal"):
         stopped_by = "signal"
     return reason, stopped_by
+
+
+_MAX_RESULTS_BYTES = 8 * 1024 * 1024
+_FANOUT_SCOPE = re.compile(r"(?:(?P<prefix>.*)/)?parallel/(?P<fanout>[^/]+)/(?:pass\d+/)?[^/]+")
+
+
+def _results_state(run_path: Path, scope: str) -> str | None:
+    """A Kilroy branch's outcome from its fan-out's ``parallel_results.json`` (format doc §3.8).
+
+    The fan-out node's directory (``[restart-N/]<fanout>/``) holds one entry per branch of the
+    latest pass, each with the branch's ``logs_root`` and the ``outcome`` of its last node.
+    Only read when the parent stream has no ``branch_subgraph_done`` for the branch.
+
+    >>> _results_state(Path("/nonexistent"), "parallel/par/pass1/01-a") is None
+    True
+    """
+    m = _FANOUT_SCOPE.fullmatch(scope)
+    if m is None:
+        return None
+    base = run_path / m["prefix"] if m["prefix"] else run_path
+    path = base / m["fanout"] / "parallel_results.json"
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > _MAX_RESULTS_BYTES:
+            return None
+        entries = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(entries, list):
+        return None
+    rows = [
+        (None, e.get("logs_root"), e.get("branch_key"), (e.get("outcome") or {}).get("status"))
+        for e in entries
+        if isinstance(e, dict) and isinstance(e.get("outcome") or {}, dict)
+    ]
+    return _done_state([r for r in rows if isinstance(r[1], str) and r[1]], scope)
 
 
 def _done_state(done: list[tuple[Any, ...]], scope: str) -> str | None:

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 from rich.console import Console
 
-from doctor import DETECTORS, DoctorConfig, Severity, diagnose
+from doctor import DETECTORS, DoctorConfig, Severity, diagnose, scan
 from doctor._render import render_diagnosis
 from fixtures.kilroy.scenarios import SCENARIOS
+from reports import render_postmortem
 
 RUNS = Path(__file__).resolve().parents[2] / "fixtures" / "kilroy" / "runs"
 RUN_DIRS = sorted(p.parent for p in RUNS.glob("*/expected.json"))
@@ -77,3 +79,34 @@ def test_a_failed_run_never_reads_no_issues_found(run: Path) -> None:
     if result.state == "failed":
         assert "No issues found" not in text
         assert "terminal reason" in text, text
+
+
+def test_a_scan_of_the_corpus_agrees_with_each_diagnosis() -> None:
+    result = scan(DoctorConfig(roots=(RUNS,)))
+    by_run = {d.run_id: d for d in result.diagnoses}
+    for run in RUN_DIRS:
+        one = diagnose(run.name, DoctorConfig(roots=(RUNS,)))
+        assert by_run[run.name].state == one.state
+        assert {f.code for f in by_run[run.name].findings} == {f.code for f in one.findings}
+
+
+def test_branch_outcomes_come_from_parallel_results_when_the_parent_stream_lacks_them(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "fanout_one_fails"
+    shutil.copytree(RUNS / "fanout_one_fails", run)
+    progress = run / "progress.ndjson"
+    lines = progress.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if '"branch_subgraph_done"' not in line]
+    assert len(kept) == len(lines) - 2
+    progress.write_text("".join(kept))
+    result = diagnose(run.name, DoctorConfig(roots=(tmp_path,))).to_json()
+    states = {b["scope"].rsplit("/", 1)[-1]: b["state"] for b in result["facts"]["branches"]}
+    assert states == {"01-impl_a": "succeeded", "02-impl_b": "failed"}
+
+
+def test_the_postmortem_of_a_failed_run_states_its_terminal_reason() -> None:
+    text = render_postmortem(diagnose("stall_watchdog", DoctorConfig(roots=(RUNS,))))
+    summary = text[text.index("## Executive summary") : text.index("## Run facts")]
+    assert "stall watchdog timeout after 3s with no progress" in summary
+    assert "`stall_watchdog_timeout`" in summary
