@@ -10,10 +10,20 @@ interrupted one.
 
 from __future__ import annotations
 
-from doctor._facts import STOP_EVENTS_SQL
+from doctor._facts import STOP_EVENTS
 from doctor._tables import Tables
 
-__all__ = ["interrupted_visits"]
+__all__ = ["SCOPE_STOPS", "interrupted_visits"]
+
+#: Events after which a scope does no more work: the run's stops and terminal events, and a
+#: branch's own ends (its cycle breaker, a structural abort, cancellation).
+SCOPE_STOPS = (
+    *STOP_EVENTS,
+    "subgraph_deterministic_failure_cycle_breaker",
+    "subgraph_structural_failure_abort",
+    "subgraph_canceled_exit",
+)
+_SCOPE_STOPS_SQL = "(" + ", ".join(f"'{e}'" for e in SCOPE_STOPS) + ")"
 
 # Per scope: the node of the last attempt end, when nothing routed on from it (no edge, no new
 # attempt) and a stop or terminal event followed; and the node that completed before it.
@@ -25,7 +35,7 @@ WITH last_end AS (
 cut AS (
     SELECT l.* FROM last_end l
     WHERE EXISTS (SELECT 1 FROM {{view}} x WHERE x.run_id = l.run_id AND x.scope = l.scope
-                  AND x.seq > l.seq AND x.event IN {STOP_EVENTS_SQL})
+                  AND x.seq > l.seq AND x.event IN {_SCOPE_STOPS_SQL})
       AND NOT EXISTS (SELECT 1 FROM {{view}} x WHERE x.run_id = l.run_id
                       AND x.scope = l.scope AND x.seq > l.seq
                       AND x.event IN ('edge_selected', 'stage_attempt_start', 'run_completed'))
