@@ -9,8 +9,9 @@ The reason patterns live here and are shared with ``lost_failure_reason``:
 * *bare exit code*: ``exit status 1``, ``exit code 2``, ``return code 1``. Kilroy tool nodes
   legitimately report exactly this (Go's ``exec.ExitError`` text) and keep the detail in the
   stage's own output files (``stderr.log``/``stdout.log`` of the node directory, or of its
-  ``attempt_<K>/`` and ``visit_<N>/`` archives): when one of them has text, the failure is
-  explained there and nothing is reported. A bare exit code whose stage wrote nothing is
+  ``attempt_<K>/`` and ``visit_<N>/`` archives), or the scope's ``failure_dossier.json`` about
+  the node quotes its stderr (``tool.stderr_excerpt``): when one of them has text, the failure
+  is explained there and nothing is reported. A bare exit code whose stage wrote nothing is
   reported at ``info``; so is nothing for a conditional node that merely passes on the
   failure of the attempt before it (the same reason, another node).
 * *placeholder* (``lost_failure_reason`` only): engine or validator filler that replaced the
@@ -20,6 +21,7 @@ The reason patterns live here and are shared with ``lost_failure_reason``:
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -117,6 +119,26 @@ def _has_text(path: Path) -> bool:
         return False
 
 
+def _dossier_explains(run_path: Path, scope: str, node_id: str) -> Path | None:
+    """The scope's ``failure_dossier.json`` when it is about ``node_id`` and quotes its stderr.
+
+    Kilroy overwrites it on every failure (format doc §3.7), so only the latest failed node's
+    is there; its ``tool.stderr_excerpt`` is the stage's stderr.
+    """
+    path = (run_path / scope if scope else run_path) / "failure_dossier.json"
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > _MAX_READ:
+            return None
+        value = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(value, dict) or value.get("failed_node_id") != node_id:
+        return None
+    tool = value.get("tool")
+    excerpt = tool.get("stderr_excerpt") if isinstance(tool, dict) else None
+    return path if isinstance(excerpt, str) and excerpt.strip() else None
+
+
 def stage_output(run_path: Path, scope: str, node_id: str) -> Path | None:
     """The first of the stage's own output files that has text, if any.
 
@@ -135,7 +157,7 @@ def stage_output(run_path: Path, scope: str, node_id: str) -> Path | None:
         for name in _OUTPUTS:
             if _has_text(d / name):
                 return d / name
-    return None
+    return _dossier_explains(run_path, scope, node_id)
 
 
 def swallowed_error(ctx: Context) -> list[Finding]:

@@ -110,3 +110,17 @@ def test_the_postmortem_of_a_failed_run_states_its_terminal_reason() -> None:
     summary = text[text.index("## Executive summary") : text.index("## Run facts")]
     assert "stall watchdog timeout after 3s with no progress" in summary
     assert "`stall_watchdog_timeout`" in summary
+
+
+def test_a_bare_exit_code_is_explained_by_the_failure_dossier_when_the_logs_are_gone(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "retry_exhausted"
+    shutil.copytree(RUNS / "retry_exhausted", run)
+    for log in run.glob("verify/**/std*.log"):
+        log.unlink()
+    config = DoctorConfig(roots=(tmp_path,), checks=("swallowed_error",))
+    assert diagnose(run.name, config).findings == ()
+    (run / "failure_dossier.json").unlink()
+    (finding,) = diagnose(run.name, config).findings
+    assert (finding.node_id, finding.evidence["kind"]) == ("verify", "bare_exit_code")
