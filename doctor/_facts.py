@@ -20,7 +20,16 @@ from doctor._documents import RunDocuments
 from doctor._liveness import process_alive
 from doctor._tables import HEARTBEAT_SQL, Tables
 
-__all__ = ["TOP_SQL", "RunFacts", "compute_facts", "family_of", "iso", "parse_iso"]
+__all__ = [
+    "STOP_EVENTS",
+    "STOP_EVENTS_SQL",
+    "TOP_SQL",
+    "RunFacts",
+    "compute_facts",
+    "family_of",
+    "iso",
+    "parse_iso",
+]
 
 #: ``failure_reasons`` keeps at most this many (scope, node, reason) rows per run.
 MAX_FAILURE_REASONS = 200

@@ -5,12 +5,17 @@ well or was stopped as designed gets no finding at warning or above.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import shutil
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from rich.console import Console
 
@@ -124,3 +129,43 @@ def test_a_bare_exit_code_is_explained_by_the_failure_dossier_when_the_logs_are_
     (run / "failure_dossier.json").unlink()
     (finding,) = diagnose(run.name, config).findings
     assert (finding.node_id, finding.evidence["kind"]) == ("verify", "bare_exit_code")
+
+
+KILROY_RUN = Path(os.environ.get("KILROY_HOME", "/work/shared/kilroy")) / "run.sh"
+
+
+@pytest.mark.skipif(not KILROY_RUN.exists(), reason="the real Kilroy engine is not installed")
+def test_a_finished_branch_of_a_live_fanout_is_succeeded_while_its_sibling_runs(
+    tmp_path: Path,
+) -> None:
+    graph = RUNS.parent / "graphs" / "fanout_killed.dot"
+    logs = tmp_path / "live_fanout"
+    with subprocess.Popen(
+        [str(KILROY_RUN), str(graph), "live_fanout", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
+        try:
+            while '"branch_subgraph_done"' not in _text(logs / "progress.ndjson"):
+                assert proc.poll() is None, "kilroy ended before branch a finished"
+                time.sleep(0.1)
+            result = diagnose("live_fanout", DoctorConfig(roots=(tmp_path,))).to_json()
+        finally:
+            kilroy = psutil.Process(int((logs / "run.pid").read_text()))
+            stages = kilroy.children(recursive=True)
+            kilroy.kill()
+            for p in stages:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.kill()
+            proc.wait(timeout=60)
+    states = {b["scope"].rsplit("/", 1)[-1]: b["state"] for b in result["facts"]["branches"]}
+    assert result["state"] == "running"
+    assert states == {"01-impl_a": "succeeded", "02-impl_b": "running"}
+    assert not [f for f in result["findings"] if f["code"] == "missing_final"]
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
