@@ -11,6 +11,13 @@ Per node and scope, over its failures (attempt ends with status ``fail`` or ``re
 
 where ``breaker_limit`` is the run's own limit (the largest ``signature_limit`` of its
 ``[subgraph_]deterministic_failure_cycle_check`` events), else ``config.breaker_limit``.
+
+Severity: ``error`` when no breaker could trip and nothing stopped the loop (incident 04);
+``warning`` when the run's own breaker tripped anyway; ``info`` when a designed stop ended the
+scope after the node's last failure (``stopped_by``: ``stuck_cycle_breaker`` for
+``max_node_visits``, a cycle breaker, the ``loop_restart`` circuit breaker, the stall
+watchdog): the loop was bounded as designed, and the finding only says why the signature
+breaker did not get there first.
 """
 
 from __future__ import annotations
@@ -38,6 +45,19 @@ FROM events
 WHERE (event IN {_CHECKS} OR event IN {_BREAKERS}) AND node_id IS NOT NULL
 GROUP BY ALL
 """
+_DESIGNED_STOPS = (
+    "'deterministic_failure_cycle_breaker', 'subgraph_deterministic_failure_cycle_breaker', "
+    "'stuck_cycle_breaker', 'loop_restart_circuit_breaker', 'stall_watchdog_timeout'"
+)
+# Per scope, the last designed stop; per node, the end of its last failure.
+_STOPS_SQL = f"""
+SELECT run_id, scope, arg_max(event, seq), max(seq) FROM events
+WHERE event IN ({_DESIGNED_STOPS}) GROUP BY ALL
+"""
+_LAST_FAILURE_SQL = """
+SELECT run_id, scope, node_id, max(end_seq) FROM attempts
+WHERE end_seq IS NOT NULL AND lower(status) IN ('fail', 'retry') GROUP BY ALL
+"""
 _LIMITS_SQL = f"""
 SELECT run_id, max(signature_limit) FROM events
 WHERE event IN {_CHECKS} AND signature_limit > 0 GROUP BY ALL
@@ -55,6 +75,8 @@ def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
         return []
     limits = {r: int(lim) for r, lim in ctx.tables.sql(_LIMITS_SQL)}
     checks = {(r, s, n): (mx, br) for r, s, n, mx, br in ctx.tables.sql(_CHECKS_SQL)}
+    stops = {(r, s): (str(ev), int(seq)) for r, s, ev, seq in ctx.tables.sql(_STOPS_SQL)}
+    last_failure = {(r, s, n): int(q) for r, s, n, q in ctx.tables.sql(_LAST_FAILURE_SQL)}
     findings = []
     for (run_id, scope, node), counts in sorted(candidates.items()):
         signatures: Counter[str] = Counter()
@@ -67,6 +89,10 @@ def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
         seen, tripped = checks.get((run_id, scope, node), (None, False))
         seen = int(seen) if seen is not None else None
         could_not_trip = not tripped and (seen is None or seen < limit)
+        stop = stops.get((run_id, scope))
+        stopped_by = (
+            stop[0] if stop and stop[1] > last_failure.get((run_id, scope, node), -1) else None
+        )
         where = f" in branch {scope}" if scope else ""
         summary = (
             f"{node}{where} failed {counts.total()} times with {len(counts)} different reasons "
@@ -79,15 +105,20 @@ def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
                 if could_not_trip
                 else ""
             )
+            + (f"; {stopped_by} stopped the loop" if stopped_by else "")
             + "; count failures by canonical signature (strip ids, paths, numbers) "
             "so the cycle breaker can trip"
         )
+        if stopped_by is not None:
+            severity = Severity.INFO
+        else:
+            severity = Severity.ERROR if could_not_trip else Severity.WARNING
         findings.append(
             Finding(
                 code="fragmented_failure_signatures",
                 # The breaker that should have stopped the loop could not: the incident's
                 # scaffold churn. When the run's own breaker tripped anyway it is a warning.
-                severity=Severity.ERROR if could_not_trip else Severity.WARNING,
+                severity=severity,
                 summary=summary,
                 run_id=run_id,
                 scope=scope,
@@ -101,6 +132,7 @@ def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
                     "breaker_limit": limit,
                     "max_signature_count_seen": seen,
                     "breaker_tripped": bool(tripped),
+                    "stopped_by": stopped_by,
                 },
             )
         )
