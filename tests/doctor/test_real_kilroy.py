@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import pytest
 from rich.console import Console
 
 from doctor import DETECTORS, DoctorConfig, Severity, diagnose, scan
+from doctor._facts import parse_iso
 from doctor._render import render_diagnosis
 from fixtures.kilroy.scenarios import SCENARIOS
 from reports import render_postmortem
@@ -169,3 +171,22 @@ def _text(path: Path) -> str:
         return path.read_text(errors="replace")
     except OSError:
         return ""
+
+
+def test_the_corpus_holds_the_quirks_the_format_reference_does_not_mention() -> None:
+    # branch_progress timestamps that go back (the parent forwards branch events as they come)
+    backwards = 0
+    for stream in RUNS.glob("*/progress.ndjson"):
+        stamps = [
+            parse_iso(json.loads(line)["ts"]) or 0 for line in stream.read_text().splitlines()
+        ]
+        backwards += sum(1 for a, b in itertools.pairwise(stamps) if b < a)
+    assert backwards >= 1
+    # final.json escapes '<' as \u003c, and reads back as the engine's reason
+    raw = (RUNS / "deterministic_breaker" / "final.json").read_text()
+    assert "\\u003cn\\u003e" in raw
+    assert "<n>" in json.loads(raw)["failure_reason"]
+    # a resumed run may end with an empty final_git_commit_sha: still a valid final.json
+    final = json.loads((RUNS / "resume_after_kill" / "final.json").read_text())
+    assert final["final_git_commit_sha"] == ""
+    assert diagnose("resume_after_kill", DoctorConfig(roots=(RUNS,))).state == "succeeded"
