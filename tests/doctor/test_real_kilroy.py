@@ -190,3 +190,21 @@ def test_the_corpus_holds_the_quirks_the_format_reference_does_not_mention() -> 
     final = json.loads((RUNS / "resume_after_kill" / "final.json").read_text())
     assert final["final_git_commit_sha"] == ""
     assert diagnose("resume_after_kill", DoctorConfig(roots=(RUNS,))).state == "succeeded"
+
+
+def test_unknown_events_leave_a_real_diagnosis_unchanged(tmp_path: Path) -> None:
+    run = tmp_path / "sigterm_mid_stage"
+    shutil.copytree(RUNS / "sigterm_mid_stage", run)
+    before = diagnose(run.name, DoctorConfig(roots=(tmp_path,))).to_json()
+    progress = run / "progress.ndjson"
+    lines = progress.read_text().splitlines(keepends=True)
+    novel = (
+        '{"event":"some_future_event","node_id":"build","will_retry":"maybe",'
+        '"selection_method":7,"run_id":"sigterm_mid_stage","ts":"2026-12-05T23:13:55Z"}\n'
+    )
+    progress.write_text("".join([*lines[:-1], novel, lines[-1]]))
+    after = diagnose(run.name, DoctorConfig(roots=(tmp_path,))).to_json()
+    assert after["state"] == before["state"] == "failed"
+    assert after["findings"] == before["findings"] == []
+    assert after["facts"]["terminal_reason"] == "stopped by signal terminated"
+    assert after["facts"]["events_by_type"]["some_future_event"] == 1
