@@ -338,7 +338,12 @@ def _results_state(run_path: Path, scope: str) -> str | None:
     base = run_path / m["prefix"] if m["prefix"] else run_path
     path = base / m["fanout"] / "parallel_results.json"
     try:
-        if path.is_symlink() or not path.is_file() or path.stat().st_size > _MAX_RESULTS_BYTES:
+        if (
+            path.parent.is_symlink()
+            or path.is_symlink()
+            or not path.is_file()
+            or path.stat().st_size > _MAX_RESULTS_BYTES
+        ):
             return None
         entries = json.loads(path.read_bytes())
     except (OSError, ValueError, RecursionError):

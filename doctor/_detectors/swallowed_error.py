@@ -109,6 +109,14 @@ _OUTPUTS = ("stderr.log", "stdout.log")
 _MAX_READ = 64 * 1024
 
 
+def _plain_dir(path: Path) -> bool:
+    """A real directory, not a symlink (nothing outside the run is read)."""
+    try:
+        return not path.is_symlink() and path.is_dir()
+    except OSError:
+        return False
+
+
 def _has_text(path: Path) -> bool:
     try:
         if path.is_symlink() or not path.is_file():
@@ -146,12 +154,12 @@ def stage_output(run_path: Path, scope: str, node_id: str) -> Path | None:
     level of visits, then their attempts), never following symlinks.
     """
     node_dir = run_path / scope / node_id if scope else run_path / node_id
-    if os.sep in node_id or node_id in ("", ".", "..") or not node_dir.is_dir():
+    if os.sep in node_id or node_id in ("", ".", "..") or not _plain_dir(node_dir):
         return None
     dirs = [node_dir]
-    for parent in (node_dir, *sorted(node_dir.glob("visit_*"))):
-        dirs.extend(sorted(d for d in parent.glob("attempt_*") if not d.is_symlink()))
-        if parent is not node_dir and not parent.is_symlink():
+    for parent in (node_dir, *sorted(d for d in node_dir.glob("visit_*") if _plain_dir(d))):
+        dirs.extend(sorted(d for d in parent.glob("attempt_*") if _plain_dir(d)))
+        if parent is not node_dir:
             dirs.append(parent)
     for d in dirs:
         for name in _OUTPUTS:

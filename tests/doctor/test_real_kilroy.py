@@ -208,3 +208,18 @@ def test_unknown_events_leave_a_real_diagnosis_unchanged(tmp_path: Path) -> None
     assert after["findings"] == before["findings"] == []
     assert after["facts"]["terminal_reason"] == "stopped by signal terminated"
     assert after["facts"]["events_by_type"]["some_future_event"] == 1
+
+
+def test_stage_output_behind_a_symlink_is_never_read(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "verify").mkdir(parents=True)
+    (outside / "verify" / "stderr.log").write_text("a detail from outside the run\n")
+    runs = tmp_path / "runs"
+    run = runs / "retry_exhausted"
+    shutil.copytree(RUNS / "retry_exhausted", run)
+    shutil.rmtree(run / "verify")
+    (run / "failure_dossier.json").unlink()
+    (run / "verify").symlink_to(outside / "verify", target_is_directory=True)
+    config = DoctorConfig(roots=(runs,), checks=("swallowed_error",))
+    (finding,) = diagnose(run.name, config).findings
+    assert finding.evidence["kind"] == "bare_exit_code"
