@@ -33,7 +33,7 @@ from doctor._signature import SIGNATURE_VERSION
 
 __all__ = ["CACHE_VERSION", "CacheEntry", "RunCache", "StreamState", "fingerprint"]
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 _TAIL_CHECK = 64  # bytes before the resume offset that must be unchanged to resume
 
 

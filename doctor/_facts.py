@@ -7,10 +7,12 @@ run. The *top-level stream* of a run is its ``progress.ndjson`` plus those of it
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from doctor._config import DoctorConfig
@@ -18,7 +20,16 @@ from doctor._documents import RunDocuments
 from doctor._liveness import process_alive
 from doctor._tables import HEARTBEAT_SQL, Tables
 
-__all__ = ["TOP_SQL", "RunFacts", "compute_facts", "family_of", "iso", "parse_iso"]
+__all__ = [
+    "STOP_EVENTS",
+    "STOP_EVENTS_SQL",
+    "TOP_SQL",
+    "RunFacts",
+    "compute_facts",
+    "family_of",
+    "iso",
+    "parse_iso",
+]
 
 #: ``failure_reasons`` keeps at most this many (scope, node, reason) rows per run.
 MAX_FAILURE_REASONS = 200
@@ -138,6 +149,18 @@ def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
         WHERE end_seq IS NULL AND {TOP_SQL} ORDER BY run_id, start_seq""")
     )
     phases = _phases(tables)
+    branch_done = _per_run(
+        tables.sql("""
+        SELECT run_id, scope, branch_logs_root, branch_key, arg_max(branch_status, seq)
+        FROM events WHERE event = 'branch_progress' AND branch_event = 'branch_subgraph_done'
+        GROUP BY ALL""")
+    )
+    endings = _per_run(
+        tables.sql(f"""
+        SELECT run_id, event, coalesce(reason, failure_reason), seq FROM events
+        WHERE {TOP_SQL} AND event IN {STOP_EVENTS_SQL}
+        ORDER BY run_id, scope, seq""")
+    )
     branches = _per_run(
         tables.sql(f"""
         SELECT run_id, scope, epoch_ns(max(ts) FILTER (WHERE NOT {HEARTBEAT_SQL})),
@@ -217,6 +240,11 @@ def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
         )
         stall = docs.stall_timeout_s or config.stall_timeout_s
         facts["stall_timeout_s"] = stall
+        facts["terminal_reason"], facts["stopped_by"] = _ending(
+            final.get("status") if facts["final_json"] and final else None,
+            final.get("failure_reason") if facts["final_json"] and final else None,
+            endings.get(run_id, []),
+        )
         facts["_state"] = run_state(
             final_status=final.get("status") if facts["final_json"] and final else None,
             owner_alive=alive,
@@ -225,10 +253,13 @@ def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
             stall_timeout_s=stall,
             now=config.now,
         )
+        done = branch_done.get(run_id, [])
         facts["branches"] = [
             {
                 "scope": scope,
-                "state": _branch_state(docs, scope, alive, lp, le, stall, config.now),
+                "state": _done_state(done, scope)
+                or _results_state(docs.path, scope)
+                or _branch_state(docs, scope, alive, lp, le, stall, config.now),
                 "final_json": _scope_final_ok(docs, scope),
                 "last_progress_at": iso(lp),
                 "started_at": iso(first),
@@ -242,6 +273,114 @@ def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
         facts["_open_attempts"] = [a[0] for a in open_attempts.get(run_id, [])]
         out[run_id] = facts
     return out
+
+
+#: Events that end a Kilroy run loop: its terminal events and the stops that cause them.
+STOP_EVENTS = (
+    "run_completed",
+    "run_failed",
+    "deterministic_failure_cycle_breaker",
+    "stuck_cycle_breaker",
+    "stall_watchdog_timeout",
+    "loop_restart_blocked",
+    "loop_restart_circuit_breaker",
+)
+STOP_EVENTS_SQL = "(" + ", ".join(f"'{e}'" for e in STOP_EVENTS) + ")"
+_SUCCESS_LIKE = ("success", "partial_success", "degraded_success", "skipped")
+
+
+def _ending(
+    status: Any, final_reason: Any, events: list[tuple[Any, ...]]
+) -> tuple[str | None, str | None]:
+    """The run's terminal reason and the stop that ended it.
+
+    The reason is final.json's ``failure_reason``, else the last ``run_failed`` ``reason``;
+    a run that succeeded has none. ``stopped_by`` names the stop event that preceded the
+    terminal one (a breaker, the stall watchdog, a blocked loop_restart), ``signal`` for
+    Kilroy's "stopped by signal" ending, and is null for a run nothing stopped.
+
+    >>> _ending("fail", None, [("stall_watchdog_timeout", None, 1),
+    ...                        ("run_failed", "stall watchdog timeout after 3s", 2)])
+    ('stall watchdog timeout after 3s', 'stall_watchdog_timeout')
+    >>> _ending("success", None, [("run_completed", None, 9)])
+    (None, None)
+    """
+    failed_reasons = [r for e, r, _ in events if e == "run_failed" and r]
+    if status == "success":
+        return None, None
+    reason = final_reason if isinstance(final_reason, str) and final_reason else None
+    if reason is None and failed_reasons:
+        reason = failed_reasons[-1]
+    stops = [e for e, _, _ in events if e not in ("run_completed", "run_failed")]
+    stopped_by: str | None = stops[-1] if stops else None
+    if stopped_by is None and reason is not None and reason.startswith("stopped by signal"):
+        stopped_by = "signal"
+    return reason, stopped_by
+
+
+_MAX_RESULTS_BYTES = 8 * 1024 * 1024
+_FANOUT_SCOPE = re.compile(r"(?:(?P<prefix>.*)/)?parallel/(?P<fanout>[^/]+)/(?:pass\d+/)?[^/]+")
+
+
+def _results_state(run_path: Path, scope: str) -> str | None:
+    """A Kilroy branch's outcome from its fan-out's ``parallel_results.json`` (format doc §3.8).
+
+    The fan-out node's directory (``[restart-N/]<fanout>/``) holds one entry per branch of the
+    latest pass, each with the branch's ``logs_root`` and the ``outcome`` of its last node.
+    Only read when the parent stream has no ``branch_subgraph_done`` for the branch.
+
+    >>> _results_state(Path("/nonexistent"), "parallel/par/pass1/01-a") is None
+    True
+    """
+    m = _FANOUT_SCOPE.fullmatch(scope)
+    if m is None:
+        return None
+    base = run_path / m["prefix"] if m["prefix"] else run_path
+    path = base / m["fanout"] / "parallel_results.json"
+    try:
+        if (
+            path.parent.is_symlink()
+            or path.is_symlink()
+            or not path.is_file()
+            or path.stat().st_size > _MAX_RESULTS_BYTES
+        ):
+            return None
+        entries = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(entries, list):
+        return None
+    rows = [
+        (None, e.get("logs_root"), e.get("branch_key"), (e.get("outcome") or {}).get("status"))
+        for e in entries
+        if isinstance(e, dict) and isinstance(e.get("outcome") or {}, dict)
+    ]
+    return _done_state([r for r in rows if isinstance(r[1], str) and r[1]], scope)
+
+
+def _done_state(done: list[tuple[Any, ...]], scope: str) -> str | None:
+    """A Kilroy branch's outcome as its parent recorded it (``branch_subgraph_done``).
+
+    Matched on ``branch_logs_root`` (the branch's absolute directory, which ends with the
+    scope), else on the branch key at the end of the scope under the same parent.
+    """
+    status: Any = None
+    for parent, logs_root, key, st in done:
+        if isinstance(logs_root, str) and logs_root:
+            if logs_root.rstrip("/").endswith("/" + scope):
+                status = st
+        elif (
+            isinstance(key, str)
+            and scope.startswith(f"{parent}/" if parent else "")
+            and scope.rsplit("/", 1)[-1].split("-", 1)[-1] == key
+        ):
+            status = st
+    if not isinstance(status, str) or not status:
+        return None
+    status = status.strip().lower()
+    if status in _SUCCESS_LIKE:
+        return "succeeded"
+    return "canceled" if status in ("canceled", "cancelled") else "failed"
 
 
 def _scope_final_ok(docs: RunDocuments, scope: str) -> bool:

@@ -75,6 +75,13 @@ def render_diagnosis(
         f"state [bold]{diagnosis.state}[/bold] · started {facts.get('started_at') or '?'} · "
         f"wall {_duration(facts.get('wall_s'))} · {facts.get('events', 0)} events"
     )
+    reason = facts.get("terminal_reason")
+    if reason:
+        stop = facts.get("stopped_by")
+        console.print(
+            f"terminal reason: [bold]{escape(str(reason))}[/bold]"
+            + (f" [dim](stopped by {escape(str(stop))})[/dim]" if stop else "")
+        )
     by_code: dict[str, list[Finding]] = {}
     for f in diagnosis.findings:
         by_code.setdefault(f.code, []).append(f)
@@ -99,7 +106,12 @@ def render_diagnosis(
             console.print(f"    [cyan]→ {escape(_HINTS[code])}[/cyan]")
     counts = diagnosis.counts()
     total = sum(counts.values())
-    if total == 0:
+    if total == 0 and diagnosis.state in ("failed", "canceled"):
+        console.print(
+            f"[yellow]![/yellow] No findings, but the run {diagnosis.state}: see its terminal "
+            "reason above."
+        )
+    elif total == 0:
         console.print("[green]•[/green] No issues found.")
     else:
         parts = ", ".join(f"{n} {label}" for label, n in reversed(counts.items()) if n)

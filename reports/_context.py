@@ -275,6 +275,8 @@ class RunFactsView:
     fanout: FanoutView | None
     live_node: Text | None
     checkpoint_node: Text | None
+    terminal_reason: Text | None = None
+    stopped_by: Text | None = None
 
 
 @dataclass(frozen=True, slots=True)

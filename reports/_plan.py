@@ -175,6 +175,16 @@ PLAN: dict[str, PlanItem] = {
         "Terminalize while a heartbeat ticker runs.",
         "The stream ends with the terminal event.",
     ),
+    "false_success": PlanItem(
+        "P0",
+        "A failed stage cannot end a run in success",
+        _TERMINAL,
+        "Give every stage that can fail an edge for failure (or make it a goal gate), so no "
+        "failure falls back into the exit.",
+        "No fallback edge_selected leaves a failed node into the exit.",
+        "A stage that fails with only a success-conditioned edge.",
+        "The run ends fail, or false_success fires.",
+    ),
     "torn_artifact": PlanItem(
         "P2",
         "Atomic artifact writes",

@@ -115,6 +115,8 @@ def _facts_view(d: Diagnosis) -> RunFactsView:
         fanout=_fanout_view(facts, d.findings),
         live_node=opt_text(telemetry.evidence.get("live_node")) if telemetry else None,
         checkpoint_node=opt_text(telemetry.evidence.get("checkpoint_node")) if telemetry else None,
+        terminal_reason=opt_text(facts.get("terminal_reason")),
+        stopped_by=opt_text(facts.get("stopped_by")),
     )
 
 

@@ -13,6 +13,7 @@ from doctor._detectors._context import Context, Detector, more
 from doctor._detectors.backlog_growth import backlog_growth
 from doctor._detectors.checkpoint_drift import checkpoint_drift
 from doctor._detectors.deterministic_retry_loop import deterministic_retry_loop
+from doctor._detectors.false_success import false_success
 from doctor._detectors.fragmented_failure_signatures import fragmented_failure_signatures
 from doctor._detectors.idle_gap import idle_gap
 from doctor._detectors.lost_failure_reason import lost_failure_reason
@@ -49,6 +50,7 @@ DETECTORS: tuple[Detector, ...] = (
     swallowed_error,
     torn_artifact,
     post_terminal_activity,
+    false_success,
     stale_lease,
     no_progress_lease,
     session_desync,

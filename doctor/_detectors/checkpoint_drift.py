@@ -14,12 +14,16 @@ seen" or "current_node is not where the stream is" is drift by itself. Three con
   ``DUP_MIN_ENTRIES`` entries and more than ``DUP_RATIO`` entries per distinct node: a loop that
   kept going long enough to bloat every checkpoint and resume context.
 * **lagging node** (warning): ``current_node`` is neither the stream's last completed node nor
-  the node an ``edge_selected`` moved to after it without attempt events (the exit node).
+  the node an ``edge_selected`` moved to after it without attempt events (the exit node), nor,
+  when a stop ended the run during a node's visit (a signal, the stall watchdog, a cycle
+  breaker), the node completed before that one: Kilroy does not checkpoint the interrupted
+  node, so the checkpoint is the correct resume point (``_stops.interrupted_visits``).
 """
 
 from __future__ import annotations
 
 from doctor._detectors._context import Context, more
+from doctor._detectors._stops import interrupted_visits
 from doctor._documents import checkpoint_fields
 from doctor._facts import parse_iso
 from doctor._model import Finding, Severity
@@ -128,6 +132,7 @@ def checkpoint_drift(ctx: Context) -> list[Finding]:
             (str(node), int(n), bool(last_open), last_end)
         )
 
+    cut = interrupted_visits(ctx.tables, "ck_events")
     findings: list[Finding] = []
     for run_id, docs in sorted(ctx.tables.documents.items()):
         for scope, sd in sorted(docs.scopes.items()):
@@ -155,6 +160,11 @@ def checkpoint_drift(ctx: Context) -> list[Finding]:
                 and last_done is not None
                 and ck_node != last_done
                 and ck_node != moved
+                and not (
+                    (run_id, scope) in cut
+                    and cut[(run_id, scope)][0] == last_done
+                    and ck_node == cut[(run_id, scope)][1]
+                )
             )
             if not (lost or bloated or lagging):
                 continue

@@ -13,7 +13,15 @@ reported unless a breaker stopped it or the run stopped on it:
   node in the scope after which the signature did not fail again. A breaker event followed by
   more failures is no stop: the finding is reported with ``breaker_tripped: true``;
 * the run *stopped on it* when it is terminal (a valid ``final.json``) and the scope's last
-  attempt is a failure of the node with that signature.
+  attempt is a failure of the node with that signature;
+* its *retry budget stopped it*: the failures fall in fewer than ``breaker_limit`` visits and
+  the node's last failure was followed by Kilroy's ``retry_decision`` with
+  ``will_retry: false`` ("max retries exhausted"): retries inside a visit, bounded by
+  ``max_retries``, are what a retry budget is for.
+
+``breaker_tripped`` is true only when the signature breaker
+(``deterministic_failure_cycle_breaker`` or its ``subgraph_`` form) fired for the node and the
+failure went on; ``stopped_by`` names the last breaker event of the node, if any.
 
 A *visit* is a run of consecutive attempts of the node with no other node's attempt in between
 (attempt numbers are no help: the February 2026 subgraph runner carried them across
@@ -32,7 +40,7 @@ from doctor._detectors._context import Context
 from doctor._facts import facts_of, iso
 from doctor._model import Finding, Severity
 
-__all__ = ["BREAKER_EVENTS", "deterministic_retry_loop", "visits_sql"]
+__all__ = ["BREAKER_EVENTS", "SIGNATURE_BREAKERS", "deterministic_retry_loop", "visits_sql"]
 
 BREAKER_EVENTS = (
     "deterministic_failure_cycle_breaker",
@@ -79,9 +87,17 @@ WHERE event IN ('deterministic_failure_cycle_check', 'deterministic_failure_cycl
   AND signature_limit > 0
 GROUP BY ALL
 """
+#: The signature breakers: the only ones ``breaker_tripped`` speaks of.
+SIGNATURE_BREAKERS = BREAKER_EVENTS[:2]
 _BREAKER_SQL = f"""
-SELECT run_id, scope, node_id, max(seq) FROM events
+SELECT run_id, scope, node_id, max(seq), arg_max(event, seq),
+       bool_or(event IN ('{SIGNATURE_BREAKERS[0]}', '{SIGNATURE_BREAKERS[1]}'))
+FROM events
 WHERE event IN ({_BREAKERS_SQL}) AND node_id IS NOT NULL GROUP BY ALL
+"""
+_EXHAUSTED_SQL = """
+SELECT run_id, scope, node_id, max(seq) FROM events
+WHERE event = 'retry_decision' AND will_retry = false AND node_id IS NOT NULL GROUP BY ALL
 """
 _LAST_ATTEMPT_SQL = """
 SELECT run_id, scope, arg_max(node_id, start_seq), arg_max(status, start_seq),
@@ -138,14 +154,23 @@ def deterministic_retry_loop(ctx: Context) -> list[Finding]:
     }
     if not groups:
         return []
-    breakers = {(r, s, n): int(seq) for r, s, n, seq in ctx.tables.sql(_BREAKER_SQL)}
+    breakers = {
+        (r, s, n): (int(seq), str(ev), bool(sig))
+        for r, s, n, seq, ev, sig in ctx.tables.sql(_BREAKER_SQL)
+    }
+    exhausted = {(r, s, n): int(seq) for r, s, n, seq in ctx.tables.sql(_EXHAUSTED_SQL)}
     last_attempt = {(r, s): (n, st, fr) for r, s, n, st, fr in ctx.tables.sql(_LAST_ATTEMPT_SQL)}
     findings = []
     for (run_id, scope, node, signature), g in sorted(groups.items()):
         limit = limits.get(run_id, ctx.config.breaker_limit)
-        breaker_seq = breakers.get((run_id, scope, node))
+        breaker_seq, breaker_event, signature_breaker = breakers.get(
+            (run_id, scope, node), (None, None, False)
+        )
         if breaker_seq is not None and breaker_seq > g.last_seq:
             continue  # the breaker stopped it
+        budget_seq = exhausted.get((run_id, scope, node))
+        if budget_seq is not None and budget_seq > g.last_seq and len(g.visits) < limit:
+            continue  # its retry budget ran out: max_retries stopped it
         facts = facts_of(ctx.facts, run_id)
         if facts.get("final_json") and _stopped_on(
             ctx, last_attempt.get((run_id, scope)), node, signature
@@ -155,13 +180,13 @@ def deterministic_retry_loop(ctx: Context) -> list[Finding]:
         # The most frequent raw reason; among equals the most recent one.
         example = max(g.reasons, key=lambda r: (g.reasons[r], g.latest[r]))
         looped = len(g.visits) >= limit
-        tripped = breaker_seq is not None
+        tripped = signature_breaker
         summary = (
             f"{node}{where} failed {g.count} times over {len(g.visits)} visit(s) with the same "
             f"failure ({example!r})"
             + (
                 ", and kept failing after a breaker tripped"
-                if tripped
+                if breaker_seq is not None
                 else ", and no breaker stopped it"
             )
             + "; fix that cause, or add a cycle breaker or retry cap on canonical signatures"
@@ -178,6 +203,7 @@ def deterministic_retry_loop(ctx: Context) -> list[Finding]:
                     "signature": signature,
                     "count": g.count,
                     "breaker_tripped": tripped,
+                    "stopped_by": breaker_event,
                     "visits": len(g.visits),
                     "breaker_limit": limit,
                     "unique_reasons": len(g.reasons),

@@ -15,6 +15,13 @@ where ``breaker_limit`` is the run's own limit (the largest ``signature_limit`` 
 ``max_signature_count_seen`` is what the run's breaker counted for the top signature when its
 events record the doctor's own ``SIGNATURE_VERSION`` (signatures are only compared within one
 version); otherwise, and when no event names that signature, the largest count on the node.
+
+Severity: ``error`` when no breaker could trip and nothing stopped the loop (incident 04);
+``warning`` when the run's own breaker tripped anyway; ``info`` when a designed stop ended the
+scope after the node's last failure (``stopped_by``: ``stuck_cycle_breaker`` for
+``max_node_visits``, a cycle breaker, the ``loop_restart`` circuit breaker, the stall
+watchdog): the loop was bounded as designed, and the finding only says why the signature
+breaker did not get there first.
 """
 
 from __future__ import annotations
@@ -49,6 +56,19 @@ SELECT run_id, scope, node_id, signature, max(signature_count) FROM events
 WHERE event IN {_CHECKS} AND signature_version = {SIGNATURE_VERSION} AND node_id IS NOT NULL
 GROUP BY ALL
 """
+_DESIGNED_STOPS = (
+    "'deterministic_failure_cycle_breaker', 'subgraph_deterministic_failure_cycle_breaker', "
+    "'stuck_cycle_breaker', 'loop_restart_circuit_breaker', 'stall_watchdog_timeout'"
+)
+# Per scope, the last designed stop; per node, the end of its last failure.
+_STOPS_SQL = f"""
+SELECT run_id, scope, arg_max(event, seq), max(seq) FROM events
+WHERE event IN ({_DESIGNED_STOPS}) GROUP BY ALL
+"""
+_LAST_FAILURE_SQL = """
+SELECT run_id, scope, node_id, max(end_seq) FROM attempts
+WHERE end_seq IS NOT NULL AND lower(status) IN ('fail', 'retry') GROUP BY ALL
+"""
 _LIMITS_SQL = f"""
 SELECT run_id, max(signature_limit) FROM events
 WHERE event IN {_CHECKS} AND signature_limit > 0 GROUP BY ALL
@@ -71,6 +91,8 @@ def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
         # The breaker's signature is "<node>|<failure_class>|<canonical signature>".
         key = (r, s, n, str(sig).split("|", 2)[-1])
         same_version[key] = max(same_version.get(key, 0), int(mx or 0))
+    stops = {(r, s): (str(ev), int(seq)) for r, s, ev, seq in ctx.tables.sql(_STOPS_SQL)}
+    last_failure = {(r, s, n): int(q) for r, s, n, q in ctx.tables.sql(_LAST_FAILURE_SQL)}
     findings = []
     for (run_id, scope, node), counts in sorted(candidates.items()):
         signatures: Counter[str] = Counter()
@@ -84,6 +106,10 @@ def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
         seen = int(seen) if seen is not None else None
         seen = same_version.get((run_id, scope, node, top), seen)
         could_not_trip = not tripped and (seen is None or seen < limit)
+        stop = stops.get((run_id, scope))
+        stopped_by = (
+            stop[0] if stop and stop[1] > last_failure.get((run_id, scope, node), -1) else None
+        )
         where = f" in branch {scope}" if scope else ""
         summary = (
             f"{node}{where} failed {counts.total()} times with {len(counts)} different reasons "
@@ -96,15 +122,20 @@ def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
                 if could_not_trip
                 else ""
             )
+            + (f"; {stopped_by} stopped the loop" if stopped_by else "")
             + "; count failures by canonical signature (strip ids, paths, numbers) "
             "so the cycle breaker can trip"
         )
+        if stopped_by is not None:
+            severity = Severity.INFO
+        else:
+            severity = Severity.ERROR if could_not_trip else Severity.WARNING
         findings.append(
             Finding(
                 code="fragmented_failure_signatures",
                 # The breaker that should have stopped the loop could not: the incident's
                 # scaffold churn. When the run's own breaker tripped anyway it is a warning.
-                severity=Severity.ERROR if could_not_trip else Severity.WARNING,
+                severity=severity,
                 summary=summary,
                 run_id=run_id,
                 scope=scope,
@@ -118,6 +149,7 @@ def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
                     "breaker_limit": limit,
                     "max_signature_count_seen": seen,
                     "breaker_tripped": bool(tripped),
+                    "stopped_by": stopped_by,
                 },
             )
         )

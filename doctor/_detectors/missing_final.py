@@ -17,6 +17,10 @@ from doctor._tables import HEARTBEAT_SQL
 
 __all__ = ["missing_final"]
 
+#: Branch states that need no final.json: running, or finished as the parent recorded it
+#: (Kilroy's ``branch_subgraph_done``; its branches never write one).
+_NOT_MISSING = ("running", "succeeded", "failed", "canceled")
+
 # Last progress per scope, and per run over the top-level scopes (the run and its restarts).
 _PROGRESS_SQL = f"""
 SELECT run_id, scope, {TOP_SQL} AS top, epoch_ns(max(ts)) AS last_progress
@@ -124,7 +128,7 @@ def missing_final(ctx: Context) -> list[Finding]:
             continue
         for branch in facts.get("branches", []):
             scope = branch["scope"]
-            if branch.get("final_json") or branch.get("state") == "running":
+            if branch.get("final_json") or branch.get("state") in _NOT_MISSING:
                 continue
             last = progress.get((run_id, scope))
             idle = _idle(ctx.config.now, last)

@@ -15,12 +15,19 @@ the loop body (the nodes first entered between ``v``'s and ``u``'s first entries
 has left the loop, the scope's last progress event. ``share_of_run``: ``loop_wall_s`` over the
 run's ``wall_s`` fact. Branch streams carry no ``edge_selected`` events, so loops inside
 branches are seen by ``deterministic_retry_loop`` instead.
+
+``stopped_by``: the stop that ended a loop no hop left: the last stop event of the scope after
+the last traversal (``deterministic_failure_cycle_breaker``, ``stuck_cycle_breaker`` for
+``max_node_visits``, ``stall_watchdog_timeout``, ``loop_restart_blocked``,
+``loop_restart_circuit_breaker``, ``signal`` for Kilroy's "stopped by signal" ``run_failed``,
+``run_failed`` for any other terminal failure). Such a loop is not ``still_looping``, and a
+loop that a breaker or the watchdog ended did what they are for: it is reported at ``info``.
 """
 
 from __future__ import annotations
 
 from doctor._detectors._context import Context
-from doctor._facts import facts_of, iso
+from doctor._facts import STOP_EVENTS_SQL, facts_of, iso
 from doctor._model import Finding, Severity
 from doctor._tables import HEARTBEAT_SQL
 
@@ -66,12 +73,54 @@ last_progress AS (
     WHERE NOT {HEARTBEAT_SQL} GROUP BY ALL
 )
 SELECT b.run_id, b.scope, b.from_node, b.to_node, b.n, b.v_ts, b.last_ts,
-       coalesce(x.ts, greatest(p.ts, b.last_ts)) AS end_ts, x.ts IS NULL AS still_looping
+       coalesce(x.ts, greatest(p.ts, b.last_ts)) AS end_ts, x.ts IS NULL AS still_looping,
+       b.last_seq
 FROM back b
 LEFT JOIN exits x USING (run_id, scope, from_node, to_node)
 LEFT JOIN last_progress p USING (run_id, scope)
 ORDER BY b.run_id, b.scope, b.n DESC, b.from_node, b.to_node
 """
+
+
+#: Stops that end a loop on purpose: Kilroy's breakers and its stall watchdog.
+_DESIGNED_STOPS = frozenset(
+    {
+        "deterministic_failure_cycle_breaker",
+        "subgraph_deterministic_failure_cycle_breaker",
+        "stuck_cycle_breaker",
+        "stall_watchdog_timeout",
+        "loop_restart_blocked",
+        "loop_restart_circuit_breaker",
+    }
+)
+_STOP_TEXT = {
+    "deterministic_failure_cycle_breaker": "the deterministic-failure cycle breaker",
+    "subgraph_deterministic_failure_cycle_breaker": "the branch's cycle breaker",
+    "stuck_cycle_breaker": "max_node_visits (stuck_cycle_breaker)",
+    "stall_watchdog_timeout": "the stall watchdog",
+    "loop_restart_blocked": "a blocked loop_restart",
+    "loop_restart_circuit_breaker": "the loop_restart circuit breaker",
+    "signal": "a signal",
+    "run_failed": "the run's failure",
+}
+
+
+def _stopped_by(stop: tuple[str, str | None, int] | None, last_seq: int) -> str | None:
+    """The stop event that ended a loop whose last traversal is at ``last_seq``, if any.
+
+    >>> _stopped_by(("stuck_cycle_breaker", None, 90), 80)
+    'stuck_cycle_breaker'
+    >>> _stopped_by(("run_failed", "stopped by signal terminated", 90), 80)
+    'signal'
+    >>> _stopped_by(None, 80) is None
+    True
+    """
+    if stop is None or stop[2] < last_seq:
+        return None
+    event, reason, _ = stop
+    if event == "run_failed" and (reason or "").startswith("stopped by signal"):
+        return "signal"
+    return event
 
 
 def duration_text(seconds: float) -> str:
@@ -90,17 +139,22 @@ def duration_text(seconds: float) -> str:
 def retry_loop(ctx: Context) -> list[Finding]:
     """A back edge (a hop to a node entered earlier in the scope) taken repeatedly."""
     findings = []
-    broken = {
-        (r, sc)
-        for r, sc in ctx.tables.sql(
-            "SELECT DISTINCT run_id, scope FROM events WHERE event IN ("
-            "'deterministic_failure_cycle_breaker', 'subgraph_deterministic_failure_cycle_breaker',"
-            " 'stuck_cycle_breaker')"
+    stops = {
+        (r, sc): (ev, reason, int(seq))
+        for r, sc, ev, reason, seq in ctx.tables.sql(
+            "SELECT run_id, scope, coalesce(arg_max(event, seq) FILTER ("
+            "WHERE event <> 'run_failed'), 'run_failed'), "
+            "arg_max(reason, seq) FILTER (WHERE event = 'run_failed'), max(seq) "
+            f"FROM events WHERE event IN {STOP_EVENTS_SQL[:-1]}, "
+            "'subgraph_deterministic_failure_cycle_breaker') AND event <> 'run_completed' "
+            "GROUP BY ALL"
         )
     }
-    for run_id, scope, src, dst, n, first_ts, last_ts, end_ts, still in ctx.tables.sql(
+    for run_id, scope, src, dst, n, first_ts, last_ts, end_ts, still, last_seq in ctx.tables.sql(
         _SQL, min=ctx.config.retry_loop_min
     ):
+        stopped_by = _stopped_by(stops.get((run_id, scope)), last_seq) if still else None
+        still = still and stopped_by is None
         facts = facts_of(ctx.facts, run_id)
         loop_s = round((end_ts - first_ts) / 1e9, 3) if end_ts and first_ts else 0.0
         wall = facts.get("wall_s")
@@ -111,19 +165,20 @@ def retry_loop(ctx: Context) -> list[Finding]:
             f"the back edge {src} -> {dst}{where} was taken {n} times; the loop ran for "
             f"{duration_text(loop_s)}{pct}"
             + (" and has not exited" if still else "")
+            + (f" until {_STOP_TEXT.get(stopped_by, stopped_by)} ended it" if stopped_by else "")
             + f"; find why {src} keeps sending work back to {dst} and stop the churn (a "
             "cycle breaker, a retry cap, or a fix for the repeated failure)"
         )
         # A loop that ate most of a run that did not succeed is the incident's failure mode;
         # a run that converged after a few laps, or a short loop, is worth a look only.
         dominant = share is not None and share >= DOMINANT_SHARE
-        # A loop a cycle breaker stopped did what a breaker is for: bounded, not runaway.
-        stopped = (run_id, scope) in broken
-        severity = (
-            Severity.ERROR
-            if dominant and facts.get("_state") != "succeeded" and not stopped
-            else Severity.WARNING
-        )
+        # A loop a cycle breaker (or the watchdog) stopped did what it is for: bounded.
+        if stopped_by in _DESIGNED_STOPS:
+            severity = Severity.INFO
+        elif dominant and facts.get("_state") != "succeeded" and stopped_by is None:
+            severity = Severity.ERROR
+        else:
+            severity = Severity.WARNING
         findings.append(
             Finding(
                 code="retry_loop",
@@ -142,6 +197,7 @@ def retry_loop(ctx: Context) -> list[Finding]:
                     "last_traversal_at": iso(last_ts),
                     "loop_end_at": iso(end_ts),
                     "still_looping": bool(still),
+                    "stopped_by": stopped_by,
                 },
             )
         )

@@ -12,7 +12,11 @@ Two situations, both about the stage status file (format doc §4.5):
 * **Canonical disagreement.** A node's canonical ``<node>/status.json`` holds another status
   than the ``stage_attempt_end`` of the node's last attempt. Two rewrites Kilroy does on
   purpose are not disagreements: an exhausted ``retry`` recorded as ``fail``, and an exhausted
-  ``fail`` accepted as ``partial_success`` (``allow_partial``).
+  ``fail`` accepted as ``partial_success`` (``allow_partial``). A third is the stop that
+  ended the run: when the run is cancelled (a signal, the stall watchdog) right after a node's
+  attempt ended, Kilroy records the cancellation in the node's ``status.json`` (``fail`` with
+  the run's terminal reason, class ``canceled``) whatever the attempt said, e.g. a fan-out
+  whose ``stage_attempt_end`` says ``partial_success``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 from doctor._detectors._context import Context
 from doctor._documents import Document, normalize_status
+from doctor._facts import facts_of
 from doctor._model import Finding, Severity
 
 __all__ = ["status_contract_mismatch"]
@@ -124,6 +129,7 @@ def status_contract_mismatch(ctx: Context) -> list[Finding]:
 
     last = {(r, s, n): (a, bool(o), st, fr) for r, s, n, a, o, st, fr in ctx.tables.sql(_LAST_SQL)}
     for run_id, docs in sorted(ctx.tables.documents.items()):
+        ending = facts_of(ctx.facts, run_id).get("terminal_reason")
         for scope, sd in sorted(docs.scopes.items()):
             for st in sd.statuses:
                 if not st.canonical or st.status is None:
@@ -137,6 +143,8 @@ def status_contract_mismatch(ctx: Context) -> list[Finding]:
                 ev = str(ev_status).strip().lower()
                 if ev == st.status or (ev, st.status) in _DELIBERATE:
                     continue
+                if st.status == "fail" and st.failure_reason and st.failure_reason == ending:
+                    continue  # Kilroy recorded the stop that ended the run on the node
                 findings.append(
                     Finding(
                         code="status_contract_mismatch",

@@ -8,13 +8,22 @@ The reason patterns live here and are shared with ``lost_failure_reason``:
   stringified ``None`` exception field looks like (incident 02), and it says nothing at all.
 * *bare exit code*: ``exit status 1``, ``exit code 2``, ``return code 1``. Kilroy tool nodes
   legitimately report exactly this (Go's ``exec.ExitError`` text) and keep the detail in the
-  stage's ``stderr.log``, so it is only worth knowing.
+  stage's own output files (``stderr.log``/``stdout.log`` of the node directory, or of its
+  ``attempt_<K>/`` and ``visit_<N>/`` archives), or the scope's ``failure_dossier.json`` about
+  the node quotes its stderr (``tool.stderr_excerpt``): when one of them has text, the failure
+  is explained there and nothing is reported. A bare exit code whose stage wrote nothing is
+  reported at ``info``; so is nothing for a conditional node that merely passes on the
+  failure of the attempt before it (the same reason, another node).
 * *placeholder* (``lost_failure_reason`` only): engine or validator filler that replaced the
   real reason: ``failure_reason must be non-empty when status="fail"``, ``max retries
   exceeded``, or a lone ``error`` / ``failed`` / ``unknown error``.
 """
 
 from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
 
 from doctor._detectors._context import Context, more
 from doctor._model import Finding, Severity
@@ -71,11 +80,21 @@ def generic_sql(column: str) -> str:
 
 
 _SQL = f"""
-WITH failed AS (
+WITH ordered AS (
+    SELECT *, lag(node_id) OVER (PARTITION BY run_id, scope ORDER BY start_seq) AS prev_node,
+           lag(failure_reason) OVER (PARTITION BY run_id, scope ORDER BY start_seq)
+               AS prev_reason
+    FROM attempts
+),
+failed AS (
     SELECT run_id, scope, node_id, failure_reason AS reason, end_seq,
            CASE WHEN {swallowed_sql("failure_reason")} THEN 'swallowed'
-                WHEN {_match("failure_reason", BARE_EXIT_RE)} THEN 'bare_exit_code' END AS kind
-    FROM attempts
+                WHEN {_match("failure_reason", BARE_EXIT_RE)}
+                     -- a conditional node passing on the previous attempt's exit code
+                     AND NOT coalesce(prev_node IS DISTINCT FROM node_id
+                                      AND prev_reason = failure_reason, false)
+                THEN 'bare_exit_code' END AS kind
+    FROM ordered
     WHERE end_seq IS NOT NULL AND lower(status) IN ('fail', 'retry')
 )
 SELECT run_id, scope, node_id, kind, count(*) AS n,
@@ -86,10 +105,77 @@ GROUP BY ALL ORDER BY run_id, scope, node_id, kind
 """
 
 
+_OUTPUTS = ("stderr.log", "stdout.log")
+_MAX_READ = 64 * 1024
+
+
+def _plain_dir(path: Path) -> bool:
+    """A real directory, not a symlink (nothing outside the run is read)."""
+    try:
+        return not path.is_symlink() and path.is_dir()
+    except OSError:
+        return False
+
+
+def _has_text(path: Path) -> bool:
+    try:
+        if path.is_symlink() or not path.is_file():
+            return False
+        with path.open("rb") as fh:
+            return bool(fh.read(_MAX_READ).strip())
+    except OSError:
+        return False
+
+
+def _dossier_explains(run_path: Path, scope: str, node_id: str) -> Path | None:
+    """The scope's ``failure_dossier.json`` when it is about ``node_id`` and quotes its stderr.
+
+    Kilroy overwrites it on every failure (format doc §3.7), so only the latest failed node's
+    is there; its ``tool.stderr_excerpt`` is the stage's stderr.
+    """
+    path = (run_path / scope if scope else run_path) / "failure_dossier.json"
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > _MAX_READ:
+            return None
+        value = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(value, dict) or value.get("failed_node_id") != node_id:
+        return None
+    tool = value.get("tool")
+    excerpt = tool.get("stderr_excerpt") if isinstance(tool, dict) else None
+    return path if isinstance(excerpt, str) and excerpt.strip() else None
+
+
+def stage_output(run_path: Path, scope: str, node_id: str) -> Path | None:
+    """The first of the stage's own output files that has text, if any.
+
+    Looks in ``<scope>/<node_id>/`` and its ``attempt_<K>/``/``visit_<N>/`` archives (one
+    level of visits, then their attempts), never following symlinks.
+    """
+    node_dir = run_path / scope / node_id if scope else run_path / node_id
+    if os.sep in node_id or node_id in ("", ".", "..") or not _plain_dir(node_dir):
+        return None
+    dirs = [node_dir]
+    for parent in (node_dir, *sorted(d for d in node_dir.glob("visit_*") if _plain_dir(d))):
+        dirs.extend(sorted(d for d in parent.glob("attempt_*") if _plain_dir(d)))
+        if parent is not node_dir:
+            dirs.append(parent)
+    for d in dirs:
+        for name in _OUTPUTS:
+            if _has_text(d / name):
+                return d / name
+    return _dossier_explains(run_path, scope, node_id)
+
+
 def swallowed_error(ctx: Context) -> list[Finding]:
     """Failure reasons that carry no information (None, empty, a bare exit code)."""
     findings = []
     for run_id, scope, node_id, kind, n, examples, has_null in ctx.tables.sql(_SQL):
+        if kind == "bare_exit_code" and node_id is not None:
+            run_path = Path(ctx.documents(run_id).path)
+            if stage_output(run_path, scope, str(node_id)) is not None:
+                continue  # the stage's own output says what failed
         # NULL (no failure_reason key at all) is quoted as null, not as a made-up string.
         shown: list[str | None] = [
             None if has_null and e == "<null>" else str(e) for e in examples[:EXAMPLES]
@@ -106,8 +192,8 @@ def swallowed_error(ctx: Context) -> list[Finding]:
         else:
             severity = Severity.INFO
             summary = (
-                f"{node_id}{where} failed {n} time(s) with only an exit code ({quoted}); "
-                f"the detail is in the stage's stderr.log"
+                f"{node_id}{where} failed {n} time(s) with only an exit code ({quoted}) "
+                "and its stage wrote no output that says more; capture the command's stderr"
             )
         findings.append(
             Finding(

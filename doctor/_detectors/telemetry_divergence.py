@@ -12,7 +12,9 @@ run's ``current_node`` fact, which is the fan-out node while a fan-out is open.
   node (``branch_heartbeat``, ``run_completed``) says nothing and is not compared.
 * checkpoint.json diverges when its ``current_node`` is neither ``actual_node`` nor the node
   of the scope's last ``stage_attempt_end`` (the checkpoint legitimately trails a running node
-  by one). ``checkpoint_drift`` checks the checkpoint against the stream more strictly.
+  by one), nor, when a stop ended the run during a node's visit, the node completed before
+  it (Kilroy does not checkpoint the interrupted node: the checkpoint is the resume point).
+  ``checkpoint_drift`` checks the checkpoint against the stream more strictly.
 
 Severity: error when live.json diverges while the scope is stalled or orphaned with an attempt
 still open (the run looks busy on old work while it is stuck in another); warning otherwise.
@@ -21,6 +23,7 @@ still open (the run looks busy on old work while it is stuck in another); warnin
 from __future__ import annotations
 
 from doctor._detectors._context import Context
+from doctor._detectors._stops import interrupted_visits
 from doctor._documents import checkpoint_fields
 from doctor._layout import is_top_scope
 from doctor._model import Finding, Severity
@@ -64,6 +67,7 @@ def telemetry_divergence(ctx: Context) -> list[Finding]:
     )
     rows = {(r, s): (a, le, [str(n) for n in o]) for r, s, a, le, o in ctx.tables.sql(_SQL)}
     streams = set(ctx.tables.stream_states)
+    cut = interrupted_visits(ctx.tables, "td_events")
     findings: list[Finding] = []
     for run_id, facts in sorted(ctx.facts.items()):
         docs = ctx.documents(run_id)
@@ -92,7 +96,8 @@ def telemetry_divergence(ctx: Context) -> list[Finding]:
             if actual is None:
                 continue
             live_off = live_node is not None and live_node != actual and live_node not in open_nodes
-            ck_off = ck_node is not None and ck_node not in (actual, last_end)
+            resume = cut.get((run_id, scope), (None, None))[1]
+            ck_off = ck_node is not None and ck_node not in (actual, last_end, resume)
             if not (live_off or ck_off):
                 continue
             where = f"branch {scope}" if scope else "the top level"

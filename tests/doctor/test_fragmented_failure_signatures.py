@@ -115,12 +115,27 @@ def test_repeating_the_same_string_is_not_fragmentation(tmp_path: Path) -> None:
     assert _findings(_run(tmp_path, ["exit status 1"] * 6)) == []
 
 
-def test_a_run_whose_own_breaker_tripped_gets_a_warning(tmp_path: Path) -> None:
-    run = _run(tmp_path, _reasons(6), counts=[1, 2, 3, 1, 2, 3])
-    run.stream().emit("deterministic_failure_cycle_breaker", 700, node_id="verify")
+def test_a_run_whose_own_breaker_tripped_and_failed_on_gets_a_warning(tmp_path: Path) -> None:
+    run = KilroyRun(tmp_path, "r1", START)
+    run.run_pid(99999999)
+    s = run.stream()
+    for i, (reason, count) in enumerate(zip(_reasons(6), [1, 2, 3, 1, 2, 3], strict=True)):
+        _fail(s, i * 100, "verify", reason)
+        _check(s, i * 100 + 6, count, 3)
+        if i == 2:  # the breaker fires, yet the failures go on (a resume, say)
+            s.emit("deterministic_failure_cycle_breaker", i * 100 + 7, node_id="verify")
     (f,) = _findings(run)
     assert f.severity.label == "warning"
     assert f.evidence["max_signature_count_seen"] == 3
+    assert f.evidence["stopped_by"] is None
+
+
+def test_a_loop_a_breaker_ended_is_only_info_and_names_the_stop(tmp_path: Path) -> None:
+    run = _run(tmp_path, _reasons(6), counts=[1, 2, 3, 1, 2, 3])
+    run.stream().emit("deterministic_failure_cycle_breaker", 700, node_id="verify")
+    (f,) = _findings(run)
+    assert f.severity.label == "info"
+    assert f.evidence["stopped_by"] == "deterministic_failure_cycle_breaker"
 
 
 def test_branch_nodes_use_the_subgraph_cycle_checks(tmp_path: Path) -> None:

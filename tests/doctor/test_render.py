@@ -22,8 +22,8 @@ def _finding(code: str, severity: Severity, summary: str, **kw: Any) -> Finding:
     return Finding(code, severity, summary, evidence, run_id="r1", **kw)
 
 
-def _diagnosis(*findings: Finding, run_id: str = "r1") -> Diagnosis:
-    return Diagnosis(run_id, "/runs/r1", "kilroy", "failed", HEALTHY_FACTS, tuple(findings))
+def _diagnosis(*findings: Finding, run_id: str = "r1", state: str = "succeeded") -> Diagnosis:
+    return Diagnosis(run_id, "/runs/r1", "kilroy", state, HEALTHY_FACTS, tuple(findings))
 
 
 def _render(diagnosis: Diagnosis, *, verbose: bool = False) -> str:
@@ -37,6 +37,15 @@ def test_a_healthy_diagnosis_says_no_issues_found() -> None:
     assert "No issues found" in text
     assert "[✗]" not in text
     assert "r1 (kilroy)" in text
+
+
+def test_a_failed_run_without_findings_shows_its_terminal_reason_not_no_issues() -> None:
+    facts = {**HEALTHY_FACTS, "terminal_reason": "stopped by signal terminated"}
+    facts["stopped_by"] = "signal"
+    text = _render(Diagnosis("r1", "/runs/r1", "kilroy", "failed", facts, ()))
+    assert "terminal reason: stopped by signal terminated (stopped by signal)" in text
+    assert "No issues found" not in text
+    assert "No findings, but the run failed" in text
 
 
 def test_a_healthy_diagnosis_lists_every_check_as_passed() -> None:

@@ -1,0 +1,84 @@
+"""``false_success``: a run that ended ``success`` because Kilroy fell back into its exit.
+
+When a node fails and none of its outgoing edges' conditions match, Kilroy does not stop: when
+all its edges are conditional it picks the best of them anyway (``edge_selected`` with
+``selection_method: "fallback"``, format doc §2.4 and §6, "Edge selection", step 5). If that
+edge leads into the exit node, the exit runs, no goal gate objects, and ``final.json`` says
+``success`` although the work the run was for failed.
+
+Reported (``error``) when, in the run's top-level stream (or a restart's), the run's
+final.json says ``success`` and the scope's last ``edge_selected`` into a node that then ran no
+attempt (the exit node) was a fallback leaving a node whose last attempt before it failed
+(``fail`` or ``retry``).
+"""
+
+from __future__ import annotations
+
+from doctor._detectors._context import Context
+from doctor._facts import TOP_SQL, iso
+from doctor._model import Finding, Severity
+
+__all__ = ["false_success"]
+
+_SQL = f"""
+WITH hops AS (
+    SELECT run_id, scope, seq, ts, from_node, to_node, condition FROM events
+    WHERE {TOP_SQL} AND event = 'edge_selected' AND selection_method = 'fallback'
+      AND from_node IS NOT NULL AND to_node IS NOT NULL
+),
+into_exit AS (
+    SELECT h.* FROM hops h
+    WHERE NOT EXISTS (SELECT 1 FROM events s WHERE s.run_id = h.run_id AND s.scope = h.scope
+                      AND s.seq > h.seq AND s.event = 'stage_attempt_start'
+                      AND s.node_id = h.to_node)
+)
+SELECT h.run_id, h.scope, h.from_node, h.to_node, h.condition, epoch_ns(h.ts),
+       a.status, a.failure_reason, a.attempt, a.max
+FROM into_exit h
+ASOF JOIN (SELECT run_id, scope, seq, node_id, status, failure_reason, attempt, "max"
+           FROM events WHERE event = 'stage_attempt_end') a
+  ON a.run_id = h.run_id AND a.scope = h.scope AND a.seq < h.seq
+WHERE a.node_id = h.from_node AND lower(a.status) IN ('fail', 'retry')
+ORDER BY h.run_id, h.seq
+"""
+
+
+def false_success(ctx: Context) -> list[Finding]:
+    """Runs whose final.json says success because a failed node fell back into the exit."""
+    findings: list[Finding] = []
+    for run_id, scope, src, dst, cond, at, status, reason, attempt, mx in ctx.tables.sql(_SQL):
+        final = ctx.documents(run_id).final
+        if final is None or not final.ok or final.get("status") != "success":
+            continue
+        findings.append(
+            Finding(
+                code="false_success",
+                severity=Severity.ERROR,
+                summary=(
+                    f"final.json says success, but {src} failed ({reason or status!r}) and no "
+                    f"edge condition matched, so Kilroy fell back to the edge into {dst} and "
+                    f"ended the run; treat the run as failed and give {src} an edge for "
+                    "failure (or make it a goal gate)"
+                ),
+                run_id=run_id,
+                scope=scope,
+                node_id=src,
+                evidence={
+                    "from_node": src,
+                    "to_node": dst,
+                    "selection_method": "fallback",
+                    "condition": cond,
+                    "failed_status": status,
+                    "failure_reason": reason,
+                    "attempt": attempt,
+                    "max_attempts": mx,
+                    "edge_at": iso(at),
+                    "final_status": "success",
+                },
+            )
+        )
+    # One finding per run: the last fallback into the exit is the one that ended it.
+    last: dict[str, Finding] = {}
+    for f in findings:
+        last[f.run_id or ""] = f
+    return list(last.values())

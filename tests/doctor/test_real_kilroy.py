@@ -1,0 +1,225 @@
+"""Every run the real Kilroy engine wrote in ``fixtures/kilroy/runs/`` is diagnosed as its
+``expected.json`` says (see ``fixtures/kilroy/scenarios.py`` for the keys), and a run that went
+well or was stopped as designed gets no finding at warning or above.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from rich.console import Console
+
+from doctor import DETECTORS, DoctorConfig, Severity, diagnose, scan
+from doctor._facts import parse_iso
+from doctor._render import render_diagnosis
+from fixtures.kilroy.scenarios import SCENARIOS
+from reports import render_postmortem
+
+RUNS = Path(__file__).resolve().parents[2] / "fixtures" / "kilroy" / "runs"
+RUN_DIRS = sorted(p.parent for p in RUNS.glob("*/expected.json"))
+
+
+def _diagnosis(run: Path) -> dict[str, Any]:
+    result: dict[str, Any] = diagnose(run.name, DoctorConfig(roots=(RUNS,))).to_json()
+    return result
+
+
+def _show(findings: list[dict[str, Any]]) -> str:
+    return "\n".join(
+        f"{f['severity']} {f['code']} {f['scope']!r} {f['node_id']}: {f['summary']}"
+        for f in findings
+    )
+
+
+def test_every_scenario_has_a_committed_real_run() -> None:
+    assert sorted(p.name for p in RUN_DIRS) == sorted(s.name for s in SCENARIOS)
+
+
+def test_the_committed_runs_were_written_by_kilroy_itself() -> None:
+    for run in RUN_DIRS:
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert manifest["kilroy_v1"] is True and manifest["run_id"] == run.name
+
+
+@pytest.mark.parametrize("run", RUN_DIRS, ids=[p.name for p in RUN_DIRS])
+def test_real_run_is_diagnosed_as_expected(run: Path) -> None:
+    spec = json.loads((run / "expected.json").read_text())
+    result = _diagnosis(run)
+    findings = result["findings"]
+    shown = _show(findings)
+    assert result["state"] == spec["state"], shown
+    codes = {f["code"] for f in findings}
+    for code in spec["codes_present"]:
+        assert code in codes, f"{code} missing:\n{shown}"
+    for code in spec["codes_absent"]:
+        assert code not in codes, f"{code} reported:\n{shown}"
+    if spec["healthy"]:
+        loud = [f for f in findings if Severity.parse(f["severity"]) >= Severity.WARNING]
+        assert not loud, f"a run that went well or stopped as designed was flagged:\n{shown}"
+    for key, value in spec["facts"].items():
+        assert result["facts"][key] == value, (key, result["facts"].get(key))
+    states = {b["scope"].rsplit("/", 1)[-1]: b["state"] for b in result["facts"]["branches"]}
+    for suffix, state in spec["branches"].items():
+        assert states.get(suffix) == state, (suffix, states)
+    for want in spec["evidence"]:
+        got = [f["evidence"].get(want["key"]) for f in findings if f["code"] == want["code"]]
+        assert want["value"] in got, (want, got, shown)
+
+
+@pytest.mark.parametrize("run", RUN_DIRS, ids=[p.name for p in RUN_DIRS])
+def test_a_failed_run_never_reads_no_issues_found(run: Path) -> None:
+    result = diagnose(run.name, DoctorConfig(roots=(RUNS,)))
+    console = Console(file=io.StringIO(), width=100)
+    render_diagnosis(console, result, DETECTORS, verbose=False)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    if result.state == "failed":
+        assert "No issues found" not in text
+        assert "terminal reason" in text, text
+
+
+def test_a_scan_of_the_corpus_agrees_with_each_diagnosis() -> None:
+    result = scan(DoctorConfig(roots=(RUNS,)))
+    by_run = {d.run_id: d for d in result.diagnoses}
+    for run in RUN_DIRS:
+        one = diagnose(run.name, DoctorConfig(roots=(RUNS,)))
+        assert by_run[run.name].state == one.state
+        assert {f.code for f in by_run[run.name].findings} == {f.code for f in one.findings}
+
+
+def test_branch_outcomes_come_from_parallel_results_when_the_parent_stream_lacks_them(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "fanout_one_fails"
+    shutil.copytree(RUNS / "fanout_one_fails", run)
+    progress = run / "progress.ndjson"
+    lines = progress.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if '"branch_subgraph_done"' not in line]
+    assert len(kept) == len(lines) - 2
+    progress.write_text("".join(kept))
+    result = diagnose(run.name, DoctorConfig(roots=(tmp_path,))).to_json()
+    states = {b["scope"].rsplit("/", 1)[-1]: b["state"] for b in result["facts"]["branches"]}
+    assert states == {"01-impl_a": "succeeded", "02-impl_b": "failed"}
+
+
+def test_the_postmortem_of_a_failed_run_states_its_terminal_reason() -> None:
+    text = render_postmortem(diagnose("stall_watchdog", DoctorConfig(roots=(RUNS,))))
+    summary = text[text.index("## Executive summary") : text.index("## Run facts")]
+    assert "stall watchdog timeout after 3s with no progress" in summary
+    assert "`stall_watchdog_timeout`" in summary
+
+
+def test_a_bare_exit_code_is_explained_by_the_failure_dossier_when_the_logs_are_gone(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "retry_exhausted"
+    shutil.copytree(RUNS / "retry_exhausted", run)
+    for log in run.glob("verify/**/std*.log"):
+        log.unlink()
+    config = DoctorConfig(roots=(tmp_path,), checks=("swallowed_error",))
+    assert diagnose(run.name, config).findings == ()
+    (run / "failure_dossier.json").unlink()
+    (finding,) = diagnose(run.name, config).findings
+    assert (finding.node_id, finding.evidence["kind"]) == ("verify", "bare_exit_code")
+
+
+KILROY_RUN = Path(os.environ.get("KILROY_HOME", "/work/shared/kilroy")) / "run.sh"
+
+
+@pytest.mark.skipif(not KILROY_RUN.exists(), reason="the real Kilroy engine is not installed")
+def test_a_finished_branch_of_a_live_fanout_is_succeeded_while_its_sibling_runs(
+    tmp_path: Path,
+) -> None:
+    graph = RUNS.parent / "graphs" / "fanout_killed.dot"
+    logs = tmp_path / "live_fanout"
+    with subprocess.Popen(
+        [str(KILROY_RUN), str(graph), "live_fanout", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
+        try:
+            while '"branch_subgraph_done"' not in _text(logs / "progress.ndjson"):
+                assert proc.poll() is None, "kilroy ended before branch a finished"
+                time.sleep(0.1)
+            result = diagnose("live_fanout", DoctorConfig(roots=(tmp_path,))).to_json()
+        finally:
+            kilroy = psutil.Process(int((logs / "run.pid").read_text()))
+            stages = kilroy.children(recursive=True)
+            kilroy.kill()
+            for p in stages:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.kill()
+            proc.wait(timeout=60)
+    states = {b["scope"].rsplit("/", 1)[-1]: b["state"] for b in result["facts"]["branches"]}
+    assert result["state"] == "running"
+    assert states == {"01-impl_a": "succeeded", "02-impl_b": "running"}
+    assert not [f for f in result["findings"] if f["code"] == "missing_final"]
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_the_corpus_holds_the_quirks_the_format_reference_does_not_mention() -> None:
+    # branch_progress timestamps that go back (the parent forwards branch events as they come)
+    backwards = 0
+    for stream in RUNS.glob("*/progress.ndjson"):
+        stamps = [
+            parse_iso(json.loads(line)["ts"]) or 0 for line in stream.read_text().splitlines()
+        ]
+        backwards += sum(1 for a, b in itertools.pairwise(stamps) if b < a)
+    assert backwards >= 1
+    # final.json escapes '<' as \u003c, and reads back as the engine's reason
+    raw = (RUNS / "deterministic_breaker" / "final.json").read_text()
+    assert "\\u003cn\\u003e" in raw
+    assert "<n>" in json.loads(raw)["failure_reason"]
+    # a resumed run may end with an empty final_git_commit_sha: still a valid final.json
+    final = json.loads((RUNS / "resume_after_kill" / "final.json").read_text())
+    assert final["final_git_commit_sha"] == ""
+    assert diagnose("resume_after_kill", DoctorConfig(roots=(RUNS,))).state == "succeeded"
+
+
+def test_unknown_events_leave_a_real_diagnosis_unchanged(tmp_path: Path) -> None:
+    run = tmp_path / "sigterm_mid_stage"
+    shutil.copytree(RUNS / "sigterm_mid_stage", run)
+    before = diagnose(run.name, DoctorConfig(roots=(tmp_path,))).to_json()
+    progress = run / "progress.ndjson"
+    lines = progress.read_text().splitlines(keepends=True)
+    novel = (
+        '{"event":"some_future_event","node_id":"build","will_retry":"maybe",'
+        '"selection_method":7,"run_id":"sigterm_mid_stage","ts":"2026-12-05T23:13:55Z"}\n'
+    )
+    progress.write_text("".join([*lines[:-1], novel, lines[-1]]))
+    after = diagnose(run.name, DoctorConfig(roots=(tmp_path,))).to_json()
+    assert after["state"] == before["state"] == "failed"
+    assert after["findings"] == before["findings"] == []
+    assert after["facts"]["terminal_reason"] == "stopped by signal terminated"
+    assert after["facts"]["events_by_type"]["some_future_event"] == 1
+
+
+def test_stage_output_behind_a_symlink_is_never_read(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "verify").mkdir(parents=True)
+    (outside / "verify" / "stderr.log").write_text("a detail from outside the run\n")
+    runs = tmp_path / "runs"
+    run = runs / "retry_exhausted"
+    shutil.copytree(RUNS / "retry_exhausted", run)
+    shutil.rmtree(run / "verify")
+    (run / "failure_dossier.json").unlink()
+    (run / "verify").symlink_to(outside / "verify", target_is_directory=True)
+    config = DoctorConfig(roots=(runs,), checks=("swallowed_error",))
+    (finding,) = diagnose(run.name, config).findings
+    assert finding.evidence["kind"] == "bare_exit_code"
