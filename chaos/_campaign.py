@@ -146,13 +146,34 @@ class _Campaign:
             if code is None or h.exited:
                 continue
             h.exited = True
+            said, traceback = self.last_words(h)
             self.recorder.record(
-                WorkerRecord(self.clock(), h.name, h.pid, "exit", code, expected=h.doomed)
+                WorkerRecord(
+                    self.clock(),
+                    h.name,
+                    h.pid,
+                    "exit",
+                    code,
+                    expected=h.doomed,
+                    said=said,
+                    traceback=traceback,
+                )
             )
             if not h.doomed:
-                self.log(f"worker {h.name} (pid {h.pid}) exited by itself with status {code}")
+                self.log(
+                    f"worker {h.name} (pid {h.pid}) exited by itself with status {code}: {said}"
+                )
             if replace_dead:
                 self.spawn()
+
+    def last_words(self, h: WorkerHandle) -> tuple[str, bool]:
+        """The last line of a worker's log, and whether the log holds a traceback."""
+        try:
+            text = (self.dir / "workers" / f"{h.name}.log").read_text(errors="replace")
+        except OSError:
+            return "", False
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return (lines[-1][:500] if lines else ""), "Traceback (most recent call last)" in text
 
     def stop_workers(self) -> None:
         self.undo_due(all_now=True)  # wake the frozen, free the lock: nobody is left stuck

@@ -50,9 +50,11 @@ __all__ = [
     "breaker_within_limit",
     "check",
     "diagnosis_explained",
+    "every_worker_exit_explained",
     "final_json_in_time",
     "no_heartbeat_after_end",
     "no_stale_write_accepted",
+    "no_succeeded_run_rerun",
     "no_ticket_lost",
     "no_worker_crashed",
     "percentile",
@@ -343,6 +345,59 @@ def no_worker_crashed(h: History) -> Verdict:
     return verdict("no_worker_crashed", found, f"{started} workers; none exited unasked")
 
 
+def no_succeeded_run_rerun(h: History) -> Verdict:
+    """No ticket is claimed again after one of its runs succeeded (``final.json`` written by
+    the executor with status ``success``): a database that blinked, a worker lost between its
+    record and its ``complete``, must never make succeeded work run twice.
+
+    >>> from chaos._history import RunRecord
+    >>> ran = RunRecord(5.0, "r1", "/runs/r1", "t-1", 1, "success", final_status="success",
+    ...                 final_by="executor")
+    >>> again = QueueEvent(9.0, 7, "t-1", "claimed", "w2/0", 2)
+    >>> no_succeeded_run_rerun(History((ran, again))).summary
+    'ticket t-1 was claimed again (epoch 2) after its run r1 (epoch 1) succeeded'
+    """
+    succeeded: dict[str, RunRecord] = {}
+    for run in h.of(RunRecord):
+        if run.final_status == "success" and run.final_by == "executor" and run.ticket:
+            first = succeeded.get(run.ticket)
+            if first is None or run.epoch < first.epoch:
+                succeeded[run.ticket] = run
+    found: list[Found] = []
+    for e in h.of(QueueEvent):
+        ok = succeeded.get(e.ticket)
+        if e.event == "claimed" and ok is not None and (e.epoch or 0) > ok.epoch:
+            why = (
+                f"ticket {e.ticket} was claimed again (epoch {e.epoch}) after its run "
+                f"{ok.run_id} (epoch {ok.epoch}) succeeded"
+            )
+            found.append((why, (ok, e)))
+    fine = f"{len(succeeded)} tickets whose work succeeded; none was run again"
+    return verdict("no_succeeded_run_rerun", found, fine)
+
+
+def every_worker_exit_explained(h: History) -> Verdict:
+    """Every worker exit is explained: the harness caused it, or the worker said why in one
+    line (``cannot continue``, exit 3); and no worker's log holds a traceback.
+
+    >>> gave_up = WorkerRecord(9.0, "w1", 42, "exit", 3, expected=False,
+    ...                        said="error: worker w1 cannot continue: the queue stayed away")
+    >>> every_worker_exit_explained(History((gave_up,))).ok
+    True
+    """
+    found: list[Found] = []
+    for w in h.of(WorkerRecord):
+        if w.phase != "exit":
+            continue
+        if w.traceback:
+            found.append((f"worker {w.name} (pid {w.pid}) wrote a traceback: {w.said}", (w,)))
+        elif not w.expected and (w.exit_code == 0 or "cannot continue" not in w.said):
+            why = f"worker {w.name} (pid {w.pid}) exited with status {w.exit_code} unexplained"
+            found.append((why + (f": {w.said!r}" if w.said else ""), (w,)))
+    exits = sum(1 for w in h.of(WorkerRecord) if w.phase == "exit")
+    return verdict("every_worker_exit_explained", found, f"{exits} worker exits, each explained")
+
+
 #: Every invariant, in report order.
 CHECKERS: tuple[Checker, ...] = (
     no_ticket_lost,
@@ -354,6 +409,8 @@ CHECKERS: tuple[Checker, ...] = (
     reclaim_latency,
     diagnosis_explained,
     no_worker_crashed,
+    no_succeeded_run_rerun,
+    every_worker_exit_explained,
 )
 
 

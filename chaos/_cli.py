@@ -29,6 +29,7 @@ from chaos._history import read_history
 from chaos._recording import serve_worker
 from chaos._report import report_json
 from doctor._cli_errors import reported
+from executor import ExecutorError
 
 __all__ = ["app", "main"]
 
@@ -145,7 +146,11 @@ def worker_cmd(
 ) -> None:
     """One recorded worker of a campaign (started by `doctor chaos run`)."""
     executor = executor_from_json(json.loads(config.read_text()))
-    stats = serve_worker(db, root, executor, name=name, history=history, concurrency=concurrency)
+    # A worker that cannot continue (its database stayed away) says why in one line, exit 3.
+    with reported(ExecutorError):
+        stats = serve_worker(
+            db, root, executor, name=name, history=history, concurrency=concurrency
+        )
     sys.stdout.write(json.dumps(stats) + "\n")
 
 
