@@ -39,13 +39,15 @@ from chaos._faults import select_faults
 from chaos._history import FaultRecord, History, Meta, Planned, Recorder, WorkerRecord
 from chaos._injection import Fault, Injection, WorkerHandle
 from chaos._workload import Workload, build_workload
-from executor import ExecutorConfig, ExecutorError, Queue, Ticket, open_queue
+from executor import ExecutorConfig, ExecutorError, Queue, QueueError, Ticket, open_queue
 
 __all__ = ["CampaignResult", "run_campaign"]
 
 Clock = Callable[[], float]
 Log = Callable[[str], None]
 _TICK_S = 0.1
+#: Faults during which the harness's own writes would wait or fail: no feeding meanwhile.
+_DATABASE_FAULTS = ("stall_database", "restart_database", "database_outage")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,8 @@ class _Campaign:
         self.cfg, self.url, self.config, self.clock, self.log = cfg, url, executor, clock, log
         self.pick = 0
         self.dir = cfg.out / "campaign"
+        self.db_control = cfg.db_control
+        self.scratch = self.dir / "faults"
         self.handles: list[WorkerHandle] = []
         self.undos: list[_Pending] = []
         self.ids: set[str] = set()
@@ -101,6 +105,15 @@ class _Campaign:
 
     def pending(self, fault: str) -> bool:
         return any(p.fault == fault for p in self.undos)
+
+    def enqueue(self, title: str, graph: Path) -> Ticket:
+        ticket = self.queue.enqueue(title, str(graph))
+        self.ids.add(ticket.id)
+        return ticket
+
+    def database_away(self) -> bool:
+        """True while a fault holds the database (a held lock, a storm, an outage)."""
+        return any(self.pending(f) for f in _DATABASE_FAULTS)
 
     # -- workers -------------------------------------------------------------------------
 
@@ -218,13 +231,23 @@ class _Campaign:
             self.recorder.record(FaultRecord(self.clock(), p.fault, "recover", p.target, detail))
 
     def open_tickets(self) -> int:
-        return sum(1 for t in self.queue.tickets() if t.id in self.ids and not t.terminal)
+        """Tickets not terminal yet (-1 while the database does not answer)."""
+        try:
+            return sum(1 for t in self.queue.tickets() if t.id in self.ids and not t.terminal)
+        except QueueError:  # a restart's dead connection; the next call reconnects
+            return -1
 
     def feed(self, workload: Workload, rng: random.Random) -> None:
         want = self.cfg.workers * self.cfg.concurrency + 2
-        for _ in range(max(0, want - self.open_tickets())):
+        have = self.open_tickets()
+        if have < 0:
+            return
+        for _ in range(max(0, want - have)):
             p = workload.draw(rng)
-            self.ids.add(self.queue.enqueue(p.name, str(p.path)).id)
+            try:
+                self.ids.add(self.queue.enqueue(p.name, str(p.path)).id)
+            except QueueError:
+                return  # the database blinked: feed again next tick (the draw is spent)
 
 
 def run_campaign(
@@ -299,7 +322,7 @@ def _drive(
         while todo and todo[0].at <= elapsed:
             planned = todo.pop(0)
             camp.inject(planned, faults[planned.fault])
-        if not camp.pending("stall_database"):  # a write would wait behind the held lock
+        if not camp.database_away():  # a write would wait behind the lock, or fail
             camp.feed(workload, rng)
         time.sleep(_TICK_S)
     camp.log(f"{camp.clock() - started:7.2f}s  draining")

@@ -243,6 +243,12 @@ def _stalled(start: float, end: float, stalls: list[tuple[float, float]]) -> flo
     return sum(max(0.0, min(end, b) - max(start, a)) for a, b in stalls)
 
 
+def _adopted(e: QueueEvent) -> bool:
+    """A completion the reaper wrote for a lost worker whose run had succeeded."""
+    result = e.detail.get("result")
+    return e.event == "completed" and isinstance(result, dict) and "adopted_by" in result
+
+
 def reclaim_latency(h: History) -> Verdict:
     """Leases of a SIGKILLed or SIGSTOPped worker are reclaimed within the executor's bounds
     (p50 and p99, stall time excluded).
@@ -268,8 +274,10 @@ def reclaim_latency(h: History) -> Verdict:
         for held in f.held:
             key = (held.ticket, held.epoch)
             got = reclaims.get(key)
+            end = ends.get(key)
+            if got is None and end is not None and _adopted(end):
+                got = end  # the reaper completed the lost worker's succeeded run instead
             if got is None:
-                end = ends.get(key)
                 if end is not None and end.time <= f.time + _RACE_S:
                     continue  # its worker ended the lease as the signal landed
                 how = f"ended by {end.event} from {end.worker}" if end else "never ended"

@@ -69,6 +69,15 @@ def run_cmd(
         str | None,
         typer.Option("--faults", help="Comma-separated fault names (default: all of them)."),
     ] = None,
+    db_control: Annotated[
+        str | None,
+        typer.Option(
+            "--db-control",
+            help="Command that restarts/stops/starts the PostgreSQL under test, with {action} "
+            "(e.g. 'pg_ctl -D DIR -m fast -w {action}'); without it the database faults "
+            "skip on PostgreSQL. Never the shared server.",
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="Campaign directory (default chaos-out/seed-N)."),
@@ -88,6 +97,7 @@ def run_cmd(
             workers=workers,
             db=db,
             faults=parse_faults(faults),
+            db_control=db_control,
             out=out or Path("chaos-out") / f"seed-{seed}",
             unsafe_disable_fencing=unsafe_disable_fencing,
         ).validate()

@@ -124,6 +124,9 @@ class CampaignConfig:
     drain_timeout_s: float = 120.0
     unsafe_disable_fencing: bool = False
     executor: ExecutorConfig = field(default=CHAOS_EXECUTOR)
+    #: How to restart, stop and start the database under test (``{action}``): never the
+    #: shared server of other people's tests. None skips the database faults on PostgreSQL.
+    db_control: str | None = None
 
     def validate(self) -> CampaignConfig:
         """Return ``self`` when usable; raise :class:`chaos.UsageError` otherwise."""
@@ -136,6 +139,11 @@ class CampaignConfig:
         if self.concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, got {self.concurrency}")
         select_faults(self.faults)
+        if self.db_control is not None and "{action}" not in self.db_control:
+            raise UsageError(
+                f"--db-control {self.db_control!r} has no {{action}}; e.g. "
+                "'pg_ctl -D /tmp/pg/data -m fast -w {action}' (restart, stop, start)"
+            )
         self.executor.validate()
         return self
 
@@ -150,6 +158,8 @@ class CampaignConfig:
         args += ["--duration", format_duration(self.duration_s), "--workers", str(self.workers)]
         if self.db is not None:
             args += ["--db", redact_url(self.db)]
+        if self.db_control is not None:
+            args += ["--db-control", self.db_control]
         if self.fault_list != fault_names():
             args += ["--faults", ",".join(self.fault_list)]
         args += ["--out", str(self.out)]

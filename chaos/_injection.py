@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ __all__ = [
     "Target",
     "WorkerHandle",
     "choose",
+    "control_database",
     "held_by",
     "leases_of",
     "live_stages",
@@ -76,6 +78,15 @@ class Target(Protocol):
     #: The queue's URL (a SQLite path or a PostgreSQL URL).
     url: str
     config: ExecutorConfig
+    #: The command that controls the database under test (``{action}`` is ``restart``,
+    #: ``stop`` or ``start``), or None: database faults on PostgreSQL are then skipped.
+    db_control: str | None
+    #: A directory the faults may write into (e.g. pipelines they enqueue).
+    scratch: Path
+
+    def enqueue(self, title: str, graph: Path) -> Ticket:
+        """Enqueue a ticket of the campaign's (its fate is checked like every other)."""
+        ...
 
     def workers(self) -> list[WorkerHandle]:
         """Live workers that are not frozen and not doomed, sorted by name."""
@@ -165,6 +176,23 @@ def signal_worker(target: Target, send: Callable[[psutil.Process], None]) -> Inj
         runs=runs_of(held),
         held=leases_of(held),
     )
+
+
+def control_database(template: str, action: str) -> dict[str, Any]:
+    """Run the database-control command with ``{action}`` filled in; what happened, as detail.
+
+    >>> control_database("true {action}", "restart")["exit_status"]
+    0
+    """
+    argv = shlex.split(template.replace("{action}", action))
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"action": action, "error": f"{type(exc).__name__}: {exc}"}
+    out = {"action": action, "exit_status": done.returncode}
+    if done.returncode != 0:
+        out["error"] = (done.stderr or done.stdout).strip()[-300:]
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import shlex
 import shutil
 import socket
 import subprocess
@@ -66,21 +67,31 @@ class PrivatePostgres:
             cwd=self.home,
         )
 
-    def control(self, action: str, *extra: str) -> None:
-        """``pg_ctl ACTION`` on this cluster only (waits for it to finish)."""
+    def _pg_ctl(self, action: str, *extra: str) -> list[str]:
         options = f"-p {self.port} -k {self.home} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._as_postgres(
+        log = str(self.home / "server.log")
+        return [
             str(BIN / "pg_ctl"),
             "-D",
             str(self.data),
             "-l",
-            str(self.home / "server.log"),
+            log,
             "-o",
             options,
             "-w",
             *extra,
             action,
-        )
+        ]
+
+    def control(self, action: str, *extra: str) -> None:
+        """``pg_ctl ACTION`` on this cluster only (waits for it to finish)."""
+        self._as_postgres(*self._pg_ctl(action, *extra))
+
+    def control_command(self) -> str:
+        """This cluster's control as a command template (``{action}``: restart, stop, start),
+        the form ``doctor chaos run --db-control`` takes."""
+        argv = ["runuser", "-u", "postgres", "--", *self._pg_ctl("{action}", "-m", "fast")]
+        return shlex.join(argv)
 
     def start(self) -> None:
         self.control("start")
