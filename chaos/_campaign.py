@@ -37,7 +37,7 @@ from chaos._config import CampaignConfig, plan_schedule, redact_url
 from chaos._errors import CampaignError
 from chaos._faults import select_faults
 from chaos._history import FaultRecord, History, Meta, Planned, Recorder, WorkerRecord
-from chaos._injection import Fault, Injection, WorkerHandle
+from chaos._injection import DATABASE_FAULTS, Fault, Injection, WorkerHandle
 from chaos._workload import Workload, build_workload
 from executor import ExecutorConfig, ExecutorError, Queue, QueueError, Ticket, open_queue
 
@@ -46,8 +46,6 @@ __all__ = ["CampaignResult", "run_campaign"]
 Clock = Callable[[], float]
 Log = Callable[[str], None]
 _TICK_S = 0.1
-#: Faults during which the harness's own writes would wait or fail: no feeding meanwhile.
-_DATABASE_FAULTS = ("stall_database", "restart_database", "database_outage")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +111,7 @@ class _Campaign:
 
     def database_away(self) -> bool:
         """True while a fault holds the database (a held lock, a storm, an outage)."""
-        return any(self.pending(f) for f in _DATABASE_FAULTS)
+        return any(self.pending(f) for f in DATABASE_FAULTS)
 
     # -- workers -------------------------------------------------------------------------
 

@@ -19,7 +19,14 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from chaos._injection import Fault, Injection, Target, control_database, runs_of
+from chaos._injection import (
+    DATABASE_FAULTS,
+    Fault,
+    Injection,
+    Target,
+    control_database,
+    runs_of,
+)
 from executor._sqlite import BUSY_TIMEOUT_MS
 
 __all__ = ["FAULT", "database_outage"]
@@ -35,8 +42,8 @@ def _unlock(conn: sqlite3.Connection) -> dict[str, Any]:
 
 def database_outage(target: Target) -> Injection | None:
     """Take the queue's database away for longer than a lease (PostgreSQL stop; SQLite lock)."""
-    if target.pending("database_outage") or target.pending("restart_database"):
-        return None
+    if any(target.pending(f) for f in DATABASE_FAULTS):
+        return None  # one at a time: a second lock would wait for the first one's undo
     running = [t for t in target.leased() if t.status == "running"]
     if target.url.startswith(("postgresql://", "postgres://")):
         if not target.db_control:

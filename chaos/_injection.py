@@ -34,6 +34,7 @@ from chaos._history import Held
 from executor import ExecutorConfig, Ticket
 
 __all__ = [
+    "DATABASE_FAULTS",
     "Fault",
     "Injection",
     "Stage",
@@ -49,6 +50,10 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: Faults that hold the queue's database away; only one of them runs at a time, and the
+#: harness feeds no tickets meanwhile.
+DATABASE_FAULTS = ("stall_database", "restart_database", "database_outage")
 
 
 class WorkerHandle:

@@ -22,7 +22,14 @@ import threading
 import time
 from typing import Any
 
-from chaos._injection import Fault, Injection, Target, control_database, runs_of
+from chaos._injection import (
+    DATABASE_FAULTS,
+    Fault,
+    Injection,
+    Target,
+    control_database,
+    runs_of,
+)
 
 __all__ = ["FAULT", "restart_database"]
 
@@ -53,8 +60,8 @@ def _end_storm(stop: threading.Event, thread: threading.Thread) -> dict[str, Any
 
 def restart_database(target: Target) -> Injection | None:
     """Restart the queue's database (PostgreSQL via --db-control; SQLite: a lock storm)."""
-    if target.pending("restart_database") or target.pending("database_outage"):
-        return None
+    if any(target.pending(f) for f in DATABASE_FAULTS):
+        return None  # one at a time: a second lock would wait for the first one's undo
     running = [t for t in target.leased() if t.status == "running"]
     if target.url.startswith(("postgresql://", "postgres://")):
         if not target.db_control:
