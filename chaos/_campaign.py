@@ -84,6 +84,7 @@ class _Campaign:
         self.db_control = cfg.db_control
         self.scratch = self.dir / "faults"
         self.handles: list[WorkerHandle] = []
+        self.owed = 0  # replacements deferred while the database is away
         self.undos: list[_Pending] = []
         self.ids: set[str] = set()
         self.recorder = Recorder(self.dir / "harness.ndjson")
@@ -151,7 +152,15 @@ class _Campaign:
         return handle
 
     def supervise(self, *, replace_dead: bool) -> None:
-        """Record exits; keep the fleet at its size."""
+        """Record exits; keep the fleet at its size.
+
+        Replacements wait while the database is held away: a worker that cannot reach its
+        queue when it starts is a configuration error (exit 2), not a fault to survive.
+        """
+        if replace_dead and not self.database_away():
+            while self.owed > 0:
+                self.owed -= 1
+                self.spawn()
         for h in list(self.handles):
             code = h.popen.poll()
             if code is None or h.exited:
@@ -174,8 +183,10 @@ class _Campaign:
                 self.log(
                     f"worker {h.name} (pid {h.pid}) exited by itself with status {code}: {said}"
                 )
-            if replace_dead:
+            if replace_dead and not self.database_away():
                 self.spawn()
+            elif replace_dead:
+                self.owed += 1
 
     def last_words(self, h: WorkerHandle) -> tuple[str, bool]:
         """The last line of a worker's log, and whether the log holds a traceback."""

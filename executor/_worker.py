@@ -540,6 +540,7 @@ def run_worker(
     reaper: bool = True,
     stop: threading.Event | None = None,
     clock: Clock = time.time,
+    wait_for_database: bool = False,
 ) -> WorkerStats:
     """Claim and run tickets until ``stop`` is set (or, with ``once``, the queue is empty).
 
@@ -547,13 +548,24 @@ def run_worker(
     running pipelines (their stages are stopped, ``final.json`` says canceled) and releases
     their tickets back to ``todo``. Raises :class:`~executor.WorkerError` (after every slot
     released what it could) when the queue stayed unavailable past ``database_outage_s``.
+
+    A queue that cannot be reached at start is the caller's error (a bad URL, a wrong port),
+    raised at once; with ``wait_for_database`` (a fleet whose URL is known to be good, such
+    as a chaos campaign's replacement workers) it is waited for like any outage.
     """
     config.validate()
     if concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
-    open_queue(url, clock=clock).close()  # a bad URL is the caller's error, not a dead thread
-    root.mkdir(parents=True, exist_ok=True)
     stop = stop or threading.Event()
+    if wait_for_database:
+        first = _persist(
+            lambda: open_queue(url, clock=clock), "open the queue", config, _Fleet(), quit=stop
+        )
+        if first is not None:
+            first.close()
+    else:
+        open_queue(url, clock=clock).close()  # a bad URL is the caller's error, not a dead thread
+    root.mkdir(parents=True, exist_ok=True)
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     stats = WorkerStats()
     fleet = _Fleet()
