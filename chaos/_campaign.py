@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -83,6 +84,7 @@ class _Campaign:
         self.dir = cfg.out / "campaign"
         self.db_control = cfg.db_control
         self.scratch = self.dir / "faults"
+        self.runs_root = self.dir / "runs"
         self.handles: list[WorkerHandle] = []
         self.owed = 0  # replacements deferred while the database is away
         self.undos: list[_Pending] = []
@@ -127,7 +129,7 @@ class _Campaign:
             "--db",
             self.url,
             "--root",
-            str(self.dir / "runs"),
+            str(self.runs_root),
             "--name",
             name,
             "--config",
@@ -237,7 +239,10 @@ class _Campaign:
         for p in [p for p in self.undos if all_now or p.due <= now]:
             self.undos.remove(p)
             detail = p.undo()
-            self.recorder.record(FaultRecord(self.clock(), p.fault, "recover", p.target, detail))
+            runs = tuple(str(r) for r in detail.pop("runs", ()))
+            self.recorder.record(
+                FaultRecord(self.clock(), p.fault, "recover", p.target, detail, runs)
+            )
 
     def open_tickets(self) -> int:
         """Tickets not terminal yet (-1 while the database does not answer)."""
@@ -293,6 +298,7 @@ def run_campaign(
         camp = _Campaign(config, url, executor, clock, say)
     except ExecutorError as exc:
         raise CampaignError(f"cannot open the queue {meta.db!r}: {exc}") from exc
+    unmount = _mount_runs(camp.runs_root, config.runs_tmpfs_mb) if config.runs_tmpfs_mb else None
     try:
         try:
             _drive(camp, workload, rng, schedule, faults, started)
@@ -305,12 +311,39 @@ def run_campaign(
     finally:
         camp.queue.close()
         cleanup()
+        if unmount is not None:
+            unmount()
     verdicts = check(history)
     result = CampaignResult(config, history, verdicts, clock() - started, out)
     from chaos._report import write_report
 
     write_report(result)
     return result
+
+
+def _mount_runs(runs: Path, size_mb: int) -> Callable[[], None]:
+    """Mount a tmpfs of ``size_mb`` MiB on ``runs``; the function that keeps a copy of the
+    runs (``runs.kept``) and unmounts it."""
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(runs)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise CampaignError(
+            f"--runs-tmpfs: cannot mount a tmpfs on {str(runs)!r} ({done.stderr.strip()}); "
+            "it needs root"
+        )
+
+    def unmount() -> None:
+        subprocess.run(["mount", "-o", "remount,rw", str(runs)], capture_output=True, check=False)
+        for leftover in runs.glob(".chaos-*"):
+            leftover.unlink(missing_ok=True)
+        shutil.copytree(runs, runs.with_name("runs.kept"), symlinks=True, dirs_exist_ok=True)
+        subprocess.run(["umount", "-l", str(runs)], capture_output=True, check=False)
+
+    return unmount
 
 
 def _drive(

@@ -154,15 +154,36 @@ def no_stale_write_accepted(h: History) -> Verdict:
     )
 
 
+#: What a worker's ``failed`` (or the reaper's ``reclaimed``) reason says when the run's
+#: directory could not be written: then the reason stands for the missing ``final.json``.
+_UNWRITABLE = ("could not be written", "could not be terminalized")
+
+
+def _unwritable(h: History) -> set[tuple[str, int]]:
+    """Leases whose run directory the disk refused, as their queue events say."""
+    out: set[tuple[str, int]] = set()
+    for e in h.of(QueueEvent):
+        reason = str(e.detail.get("reason", ""))
+        refused = any(text in reason for text in _UNWRITABLE)
+        if refused and e.event in ("failed", "reclaimed") and e.epoch is not None:
+            out.add((e.ticket, e.epoch))
+    return out
+
+
 def final_json_in_time(h: History) -> Verdict:
-    """Every run directory has a valid ``final.json`` within the bound after its lease ended."""
+    """Every run directory has a valid ``final.json`` within the bound after its lease ended,
+    or, when the disk refused it, its ticket's ``failed``/``reclaimed`` reason says so."""
     bound = h.bounds.final_s
     ends = lease_ends(h)
     found: list[Found] = []
     worst = 0.0
+    unwritable = _unwritable(h)
+    refused = 0
     for run in h.of(RunRecord):
         if not run.ticket:
             found.append((f"run {run.run_id} has no recorded start", (run,)))
+        elif (run.final_problem or run.final_at is None) and (run.ticket, run.epoch) in unwritable:
+            refused += 1  # the disk refused it: the ticket's terminal reason says so instead
         elif run.final_problem or run.final_at is None:
             found.append((f"run {run.run_id}: {run.final_problem}", (run,)))
         elif (end := ends.get((run.ticket, run.epoch))) is not None:
@@ -173,6 +194,11 @@ def final_json_in_time(h: History) -> Verdict:
                 found.append((f"{why} (bound {bound:g}s)", (end, run)))
     n = len(h.of(RunRecord))
     fine = f"all {n} runs have a valid final.json; latest {worst:.2f}s after the lease ended"
+    if refused:
+        fine = (
+            f"all {n} runs have a valid final.json or, for {refused} the disk refused, a "
+            f"terminal reason; latest {worst:.2f}s after the lease ended"
+        )
     return verdict("final_json_in_time", found, f"{fine} (bound {bound:g}s)")
 
 

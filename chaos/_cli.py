@@ -78,6 +78,14 @@ def run_cmd(
             "skip on PostgreSQL. Never the shared server.",
         ),
     ] = None,
+    runs_tmpfs: Annotated[
+        int | None,
+        typer.Option(
+            "--runs-tmpfs",
+            help="Mount a tmpfs of this many MiB as the runs root (root only) so that "
+            "disk_full and read_only_root can run; without it they skip.",
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="Campaign directory (default chaos-out/seed-N)."),
@@ -98,6 +106,7 @@ def run_cmd(
             db=db,
             faults=parse_faults(faults),
             db_control=db_control,
+            runs_tmpfs_mb=runs_tmpfs,
             out=out or Path("chaos-out") / f"seed-{seed}",
             unsafe_disable_fencing=unsafe_disable_fencing,
         ).validate()

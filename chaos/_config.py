@@ -127,6 +127,9 @@ class CampaignConfig:
     #: How to restart, stop and start the database under test (``{action}``): never the
     #: shared server of other people's tests. None skips the database faults on PostgreSQL.
     db_control: str | None = None
+    #: Mount a tmpfs of this many MiB as the runs root (root only), so that ``disk_full`` and
+    #: ``read_only_root`` have a file system of their own; None: they are skipped.
+    runs_tmpfs_mb: int | None = None
 
     def validate(self) -> CampaignConfig:
         """Return ``self`` when usable; raise :class:`chaos.UsageError` otherwise."""
@@ -139,6 +142,8 @@ class CampaignConfig:
         if self.concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, got {self.concurrency}")
         select_faults(self.faults)
+        if self.runs_tmpfs_mb is not None and self.runs_tmpfs_mb < 1:
+            raise UsageError(f"--runs-tmpfs must be at least 1 MiB, got {self.runs_tmpfs_mb}")
         if self.db_control is not None and "{action}" not in self.db_control:
             raise UsageError(
                 f"--db-control {self.db_control!r} has no {{action}}; e.g. "
@@ -160,6 +165,8 @@ class CampaignConfig:
             args += ["--db", redact_url(self.db)]
         if self.db_control is not None:
             args += ["--db-control", self.db_control]
+        if self.runs_tmpfs_mb is not None:
+            args += ["--runs-tmpfs", str(self.runs_tmpfs_mb)]
         if self.fault_list != fault_names():
             args += ["--faults", ",".join(self.fault_list)]
         args += ["--out", str(self.out)]

@@ -115,9 +115,11 @@ def touched_by(h: History) -> dict[str, tuple[FaultRecord, ...]]:
     """
     out: dict[str, list[FaultRecord]] = defaultdict(list)
     for f in h.of(FaultRecord):
-        if f.phase == "inject":
+        # A disk fault learns the runs it hit when it ends: its recover record names them.
+        if f.phase in ("inject", "recover"):
             for run in f.runs:
-                out[run].append(f)
+                if f not in out[run]:
+                    out[run].append(f)
     return {k: tuple(v) for k, v in out.items()}
 
 

@@ -7,7 +7,8 @@ unknown names are refused with the closest known ones.
 
 >>> [f.name for f in FAULTS]  # doctest: +NORMALIZE_WHITESPACE
 ['sigkill_stage', 'sigkill_worker', 'sigstop_worker', 'sigterm_worker', 'torn_write',
- 'stall_database', 'restart_database', 'database_outage', 'remove_pipeline', 'kill_mid_write']
+ 'stall_database', 'restart_database', 'database_outage', 'remove_pipeline', 'kill_mid_write',
+ 'disk_full', 'read_only_root']
 >>> select_faults(["torn_wirte"])
 Traceback (most recent call last):
 chaos._errors.UsageError: unknown fault 'torn_wirte' (did you mean 'torn_write'?); \
@@ -20,7 +21,9 @@ from collections.abc import Iterable
 
 from chaos import (
     _database_outage,
+    _disk_full,
     _kill_mid_write,
+    _read_only_root,
     _remove_pipeline,
     _restart_database,
     _sigkill_stage,
@@ -47,6 +50,8 @@ FAULTS: tuple[Fault, ...] = (
     _database_outage.FAULT,
     _remove_pipeline.FAULT,
     _kill_mid_write.FAULT,
+    _disk_full.FAULT,
+    _read_only_root.FAULT,
 )
 
 

@@ -35,6 +35,7 @@ from executor import ExecutorConfig, Ticket
 
 __all__ = [
     "DATABASE_FAULTS",
+    "DISK_FINDINGS",
     "Fault",
     "Injection",
     "Stage",
@@ -46,6 +47,7 @@ __all__ = [
     "leases_of",
     "live_stages",
     "runs_of",
+    "runs_under",
     "signal_worker",
 ]
 
@@ -54,6 +56,22 @@ T = TypeVar("T")
 #: Faults that hold the queue's database away; only one of them runs at a time, and the
 #: harness feeds no tickets meanwhile.
 DATABASE_FAULTS = ("stall_database", "restart_database", "database_outage")
+#: What a run whose writes a full or read-only disk refused may show: no ``final.json`` (its
+#: ticket's reason says why), a torn last line, or the events that would have closed an
+#: attempt, a fan-out or the checkpoint missing.
+DISK_FINDINGS = frozenset(
+    {
+        "missing_final",
+        "torn_artifact",
+        "stale_heartbeat",
+        "unjoined_fanout",
+        "checkpoint_drift",
+        "post_terminal_activity",
+        "telemetry_divergence",
+        "status_contract_mismatch",
+        "lost_failure_reason",
+    }
+)
 
 
 class WorkerHandle:
@@ -88,6 +106,8 @@ class Target(Protocol):
     db_control: str | None
     #: A directory the faults may write into (e.g. pipelines they enqueue).
     scratch: Path
+    #: Where the workers put their run directories.
+    runs_root: Path
 
     def enqueue(self, title: str, graph: Path) -> Ticket:
         """Enqueue a ticket of the campaign's (its fate is checked like every other)."""
@@ -153,6 +173,19 @@ def held_by(worker: WorkerHandle, leased: Sequence[Ticket]) -> list[Ticket]:
 def runs_of(tickets: Iterable[Ticket]) -> tuple[str, ...]:
     """The run directories of tickets that have one."""
     return tuple(sorted(t.run_path for t in tickets if t.run_path))
+
+
+def runs_under(root: str, since: float) -> list[str]:
+    """Run directories under ``root`` changed since ``since`` (the ones a disk fault hit)."""
+    out: list[str] = []
+    with os.scandir(root) as entries:
+        for e in entries:
+            try:
+                if e.is_dir(follow_symlinks=False) and e.stat().st_mtime >= since - 1.0:
+                    out.append(e.path)
+            except OSError:
+                continue
+    return sorted(out)
 
 
 def leases_of(tickets: Iterable[Ticket]) -> tuple[Held, ...]:

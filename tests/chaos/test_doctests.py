@@ -25,6 +25,8 @@ WITHOUT_EXAMPLES = {
     "chaos._database_outage",
     "chaos._remove_pipeline",
     "chaos._kill_mid_write",
+    "chaos._disk_full",
+    "chaos._read_only_root",
     # Processes and whole campaigns: tests/chaos/test_campaign.py.
     "chaos._campaign",
     "chaos._cli",

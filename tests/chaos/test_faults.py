@@ -39,6 +39,7 @@ class Campaign:
     waiting: tuple[str, ...] = ()
     db_control: str | None = None
     scratch: Path = Path("/nonexistent")
+    runs_root: Path = Path("/nonexistent")
     enqueued: list[Ticket] = field(default_factory=list)
 
     def enqueue(self, title: str, graph: Path) -> Ticket:
@@ -292,3 +293,49 @@ def test_kill_mid_write_tears_the_last_line_then_kills_the_worker_holding_the_ru
     assert w2.popen.wait(timeout=5) == -9 and w2.doomed
     assert not (run / "progress.ndjson").read_bytes().endswith(b"\n")  # ends mid-line
     assert got.runs == (str(run),) and len(got.held) == 1
+
+
+def test_disk_faults_skip_a_runs_root_that_is_not_a_file_system_of_its_own(
+    campaign: Campaign, tmp_path: Path
+) -> None:
+    campaign.runs_root = tmp_path  # shared with everything else in /tmp: never filled
+    assert inject("disk_full", campaign) is None
+    assert inject("read_only_root", campaign) is None
+
+
+@pytest.fixture
+def runs_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(runs)], check=True)
+    try:
+        yield runs
+    finally:
+        subprocess.run(["umount", "-l", str(runs)], check=False)
+
+
+def test_disk_full_fills_the_runs_root_until_its_undo_and_names_the_runs_it_hit(
+    campaign: Campaign, runs_tmpfs: Path
+) -> None:
+    campaign.runs_root = runs_tmpfs
+    got = inject("disk_full", campaign)
+    assert got is not None and got.undo is not None and got.detail["filled_bytes"] > 0
+    (runs_tmpfs / "r1").mkdir()  # a run started while the disk is full
+    with pytest.raises(OSError, match="No space left"):
+        (runs_tmpfs / "r1" / "x").write_bytes(b"x" * 65536)
+    assert got.undo()["runs"] == [str(runs_tmpfs / "r1")]
+    (runs_tmpfs / "r1" / "x").write_bytes(b"x" * 65536)  # free again
+
+
+def test_read_only_root_remounts_the_runs_root_until_its_undo(
+    campaign: Campaign, runs_tmpfs: Path
+) -> None:
+    campaign.runs_root = runs_tmpfs
+    got = inject("read_only_root", campaign)
+    assert got is not None and got.undo is not None and got.detail["exit_status"] == 0
+    with pytest.raises(OSError, match="Read-only"):
+        (runs_tmpfs / "r1").mkdir()
+    assert got.undo()["mode"] == "rw"
+    (runs_tmpfs / "r1").mkdir()
