@@ -423,3 +423,40 @@ def test_a_worker_whose_database_stays_away_exits_saying_why_and_its_succeeded_r
         (reclaim,) = reap(q, PATIENT, clock=lambda: time.time() + PATIENT.lease_ttl_s + 1)
         assert reclaim.status == "done"
         assert _completions(q, tid) == ["claimed", "completed"]
+
+
+@pytest.mark.postgres
+def test_a_worker_process_whose_database_stays_away_exits_3_with_one_line_saying_why(
+    pg_url: str, private_pg: PrivatePostgres, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    queue, (tid,), go = _parked_tickets(pg_url, tmp_path, 1)
+    queue.close()
+    config = tmp_path / "executor.json"
+    config.write_text(json.dumps(replace(PATIENT, database_outage_s=2.0).to_json()))
+    # The campaign's worker entry point: the executor's run_worker behind the same
+    # error reporting as `doctor worker`, with a configuration file for the short budget.
+    command = [sys.executable, "-m", "chaos", "worker", "--db", pg_url]
+    command += ["--root", str(tmp_path / "runs"), "--name", "w1", "--config", str(config)]
+    command += ["--history", str(tmp_path / "w1.ndjson")]
+    worker = subprocess.Popen(
+        command, cwd=Path(__file__).resolve().parents[2], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait(lambda: _started(tmp_path) == 1)
+        private_pg.stop()
+        go.touch()
+        _, err = worker.communicate(timeout=120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert worker.returncode == 3, err
+    assert "Traceback" not in err
+    assert lines[-1].startswith("error: worker w1 cannot continue: completion of ticket")
+    assert "unavailable for 2 s" in " ".join(lines[-2:])
+    private_pg.start()
+    with open_queue(pg_url) as q:
+        assert q.get(tid).status == "running"  # left to the reaper, which keeps the success
