@@ -460,3 +460,18 @@ def test_a_worker_process_whose_database_stays_away_exits_3_with_one_line_saying
     private_pg.start()
     with open_queue(pg_url) as q:
         assert q.get(tid).status == "running"  # left to the reaper, which keeps the success
+
+
+def test_a_final_json_write_that_fails_once_is_tried_again_and_lands(tmp_path: Path) -> None:
+    from executor._artifacts import RunWriter
+
+    writer = RunWriter(tmp_path / "r1", run_id="r1")
+    writer.create()
+    # The first try's temporary file cannot be created (a dangling link into a directory that
+    # does not exist: ENOENT); the retry removes it and writes for real.
+    tmp = writer.path / f".final.json.{os.getpid()}.{threading.get_ident()}.tmp"
+    tmp.symlink_to(tmp_path / "gone" / "final.json")
+    record, won = writer.write_final("success", "", wall_s=1.0)
+    assert won and record["status"] == "success"
+    assert json.loads((writer.path / "final.json").read_text())["status"] == "success"
+    assert not tmp.exists() and not tmp.is_symlink()
