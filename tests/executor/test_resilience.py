@@ -475,3 +475,29 @@ def test_a_final_json_write_that_fails_once_is_tried_again_and_lands(tmp_path: P
     assert won and record["status"] == "success"
     assert json.loads((writer.path / "final.json").read_text())["status"] == "success"
     assert not tmp.exists() and not tmp.is_symlink()
+
+
+def test_the_reaper_thread_logs_a_failed_pass_and_reclaims_at_a_later_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from executor._worker import _reaper_loop
+
+    home = tmp_path / "not-yet"  # the queue's directory does not exist at first
+    url = str(home / "queue.db")
+    stop, stats = threading.Event(), WorkerStats()
+    thread = threading.Thread(target=_reaper_loop, args=(url, PATIENT, stop, stats, time.time))
+    thread.start()
+    seen: list[str] = []
+    try:
+        _wait(lambda: "reaper pass failed" in _retried_lines(capsys, seen))
+        home.mkdir()
+        with open_queue(url) as q:
+            q.enqueue("lost", "/p.dot")
+            assert q.claim("w", lease_ttl_s=30, session=_dead_session()) is not None
+        _wait(lambda: stats.reclaimed == 1)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    err = "".join(seen) + capsys.readouterr().err
+    assert err.count("reaper pass failed") == 1 and "Traceback" not in err
