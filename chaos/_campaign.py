@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -37,9 +38,9 @@ from chaos._config import CampaignConfig, plan_schedule, redact_url
 from chaos._errors import CampaignError
 from chaos._faults import select_faults
 from chaos._history import FaultRecord, History, Meta, Planned, Recorder, WorkerRecord
-from chaos._injection import Fault, Injection, WorkerHandle
+from chaos._injection import DATABASE_FAULTS, Fault, Injection, WorkerHandle
 from chaos._workload import Workload, build_workload
-from executor import ExecutorConfig, ExecutorError, Queue, Ticket, open_queue
+from executor import ExecutorConfig, ExecutorError, Queue, QueueError, Ticket, open_queue
 
 __all__ = ["CampaignResult", "run_campaign"]
 
@@ -81,7 +82,11 @@ class _Campaign:
         self.cfg, self.url, self.config, self.clock, self.log = cfg, url, executor, clock, log
         self.pick = 0
         self.dir = cfg.out / "campaign"
+        self.db_control = cfg.db_control
+        self.scratch = self.dir / "faults"
+        self.runs_root = self.dir / "runs"
         self.handles: list[WorkerHandle] = []
+        self.owed = 0  # replacements deferred while the database is away
         self.undos: list[_Pending] = []
         self.ids: set[str] = set()
         self.recorder = Recorder(self.dir / "harness.ndjson")
@@ -102,6 +107,15 @@ class _Campaign:
     def pending(self, fault: str) -> bool:
         return any(p.fault == fault for p in self.undos)
 
+    def enqueue(self, title: str, graph: Path) -> Ticket:
+        ticket = self.queue.enqueue(title, str(graph))
+        self.ids.add(ticket.id)
+        return ticket
+
+    def database_away(self) -> bool:
+        """True while a fault holds the database (a held lock, a storm, an outage)."""
+        return any(self.pending(f) for f in DATABASE_FAULTS)
+
     # -- workers -------------------------------------------------------------------------
 
     def spawn(self) -> WorkerHandle:
@@ -115,7 +129,7 @@ class _Campaign:
             "--db",
             self.url,
             "--root",
-            str(self.dir / "runs"),
+            str(self.runs_root),
             "--name",
             name,
             "--config",
@@ -140,19 +154,50 @@ class _Campaign:
         return handle
 
     def supervise(self, *, replace_dead: bool) -> None:
-        """Record exits; keep the fleet at its size."""
+        """Record exits; keep the fleet at its size.
+
+        Replacements wait while the database is held away: a worker that cannot reach its
+        queue when it starts is a configuration error (exit 2), not a fault to survive.
+        """
+        if replace_dead and not self.database_away():
+            while self.owed > 0:
+                self.owed -= 1
+                self.spawn()
         for h in list(self.handles):
             code = h.popen.poll()
             if code is None or h.exited:
                 continue
             h.exited = True
+            said, traceback = self.last_words(h)
             self.recorder.record(
-                WorkerRecord(self.clock(), h.name, h.pid, "exit", code, expected=h.doomed)
+                WorkerRecord(
+                    self.clock(),
+                    h.name,
+                    h.pid,
+                    "exit",
+                    code,
+                    expected=h.doomed,
+                    said=said,
+                    traceback=traceback,
+                )
             )
             if not h.doomed:
-                self.log(f"worker {h.name} (pid {h.pid}) exited by itself with status {code}")
-            if replace_dead:
+                self.log(
+                    f"worker {h.name} (pid {h.pid}) exited by itself with status {code}: {said}"
+                )
+            if replace_dead and not self.database_away():
                 self.spawn()
+            elif replace_dead:
+                self.owed += 1
+
+    def last_words(self, h: WorkerHandle) -> tuple[str, bool]:
+        """The last line of a worker's log, and whether the log holds a traceback."""
+        try:
+            text = (self.dir / "workers" / f"{h.name}.log").read_text(errors="replace")
+        except OSError:
+            return "", False
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return (lines[-1][:500] if lines else ""), "Traceback (most recent call last)" in text
 
     def stop_workers(self) -> None:
         self.undo_due(all_now=True)  # wake the frozen, free the lock: nobody is left stuck
@@ -194,16 +239,29 @@ class _Campaign:
         for p in [p for p in self.undos if all_now or p.due <= now]:
             self.undos.remove(p)
             detail = p.undo()
-            self.recorder.record(FaultRecord(self.clock(), p.fault, "recover", p.target, detail))
+            runs = tuple(str(r) for r in detail.pop("runs", ()))
+            self.recorder.record(
+                FaultRecord(self.clock(), p.fault, "recover", p.target, detail, runs)
+            )
 
     def open_tickets(self) -> int:
-        return sum(1 for t in self.queue.tickets() if t.id in self.ids and not t.terminal)
+        """Tickets not terminal yet (-1 while the database does not answer)."""
+        try:
+            return sum(1 for t in self.queue.tickets() if t.id in self.ids and not t.terminal)
+        except QueueError:  # a restart's dead connection; the next call reconnects
+            return -1
 
     def feed(self, workload: Workload, rng: random.Random) -> None:
         want = self.cfg.workers * self.cfg.concurrency + 2
-        for _ in range(max(0, want - self.open_tickets())):
+        have = self.open_tickets()
+        if have < 0:
+            return
+        for _ in range(max(0, want - have)):
             p = workload.draw(rng)
-            self.ids.add(self.queue.enqueue(p.name, str(p.path)).id)
+            try:
+                self.ids.add(self.queue.enqueue(p.name, str(p.path)).id)
+            except QueueError:
+                return  # the database blinked: feed again next tick (the draw is spent)
 
 
 def run_campaign(
@@ -240,6 +298,7 @@ def run_campaign(
         camp = _Campaign(config, url, executor, clock, say)
     except ExecutorError as exc:
         raise CampaignError(f"cannot open the queue {meta.db!r}: {exc}") from exc
+    unmount = _mount_runs(camp.runs_root, config.runs_tmpfs_mb) if config.runs_tmpfs_mb else None
     try:
         try:
             _drive(camp, workload, rng, schedule, faults, started)
@@ -252,12 +311,39 @@ def run_campaign(
     finally:
         camp.queue.close()
         cleanup()
+        if unmount is not None:
+            unmount()
     verdicts = check(history)
     result = CampaignResult(config, history, verdicts, clock() - started, out)
     from chaos._report import write_report
 
     write_report(result)
     return result
+
+
+def _mount_runs(runs: Path, size_mb: int) -> Callable[[], None]:
+    """Mount a tmpfs of ``size_mb`` MiB on ``runs``; the function that keeps a copy of the
+    runs (``runs.kept``) and unmounts it."""
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(runs)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise CampaignError(
+            f"--runs-tmpfs: cannot mount a tmpfs on {str(runs)!r} ({done.stderr.strip()}); "
+            "it needs root"
+        )
+
+    def unmount() -> None:
+        subprocess.run(["mount", "-o", "remount,rw", str(runs)], capture_output=True, check=False)
+        for leftover in runs.glob(".chaos-*"):
+            leftover.unlink(missing_ok=True)
+        shutil.copytree(runs, runs.with_name("runs.kept"), symlinks=True, dirs_exist_ok=True)
+        subprocess.run(["umount", "-l", str(runs)], capture_output=True, check=False)
+
+    return unmount
 
 
 def _drive(
@@ -278,7 +364,7 @@ def _drive(
         while todo and todo[0].at <= elapsed:
             planned = todo.pop(0)
             camp.inject(planned, faults[planned.fault])
-        if not camp.pending("stall_database"):  # a write would wait behind the held lock
+        if not camp.database_away():  # a write would wait behind the lock, or fail
             camp.feed(workload, rng)
         time.sleep(_TICK_S)
     camp.log(f"{camp.clock() - started:7.2f}s  draining")

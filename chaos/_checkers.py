@@ -50,9 +50,11 @@ __all__ = [
     "breaker_within_limit",
     "check",
     "diagnosis_explained",
+    "every_worker_exit_explained",
     "final_json_in_time",
     "no_heartbeat_after_end",
     "no_stale_write_accepted",
+    "no_succeeded_run_rerun",
     "no_ticket_lost",
     "no_worker_crashed",
     "percentile",
@@ -152,15 +154,36 @@ def no_stale_write_accepted(h: History) -> Verdict:
     )
 
 
+#: What a worker's ``failed`` (or the reaper's ``reclaimed``) reason says when the run's
+#: directory could not be written: then the reason stands for the missing ``final.json``.
+_UNWRITABLE = ("could not be written", "could not be terminalized")
+
+
+def _unwritable(h: History) -> set[tuple[str, int]]:
+    """Leases whose run directory the disk refused, as their queue events say."""
+    out: set[tuple[str, int]] = set()
+    for e in h.of(QueueEvent):
+        reason = str(e.detail.get("reason", ""))
+        refused = any(text in reason for text in _UNWRITABLE)
+        if refused and e.event in ("failed", "reclaimed") and e.epoch is not None:
+            out.add((e.ticket, e.epoch))
+    return out
+
+
 def final_json_in_time(h: History) -> Verdict:
-    """Every run directory has a valid ``final.json`` within the bound after its lease ended."""
+    """Every run directory has a valid ``final.json`` within the bound after its lease ended,
+    or, when the disk refused it, its ticket's ``failed``/``reclaimed`` reason says so."""
     bound = h.bounds.final_s
     ends = lease_ends(h)
     found: list[Found] = []
     worst = 0.0
+    unwritable = _unwritable(h)
+    refused = 0
     for run in h.of(RunRecord):
         if not run.ticket:
             found.append((f"run {run.run_id} has no recorded start", (run,)))
+        elif (run.final_problem or run.final_at is None) and (run.ticket, run.epoch) in unwritable:
+            refused += 1  # the disk refused it: the ticket's terminal reason says so instead
         elif run.final_problem or run.final_at is None:
             found.append((f"run {run.run_id}: {run.final_problem}", (run,)))
         elif (end := ends.get((run.ticket, run.epoch))) is not None:
@@ -171,6 +194,11 @@ def final_json_in_time(h: History) -> Verdict:
                 found.append((f"{why} (bound {bound:g}s)", (end, run)))
     n = len(h.of(RunRecord))
     fine = f"all {n} runs have a valid final.json; latest {worst:.2f}s after the lease ended"
+    if refused:
+        fine = (
+            f"all {n} runs have a valid final.json or, for {refused} the disk refused, a "
+            f"terminal reason; latest {worst:.2f}s after the lease ended"
+        )
     return verdict("final_json_in_time", found, f"{fine} (bound {bound:g}s)")
 
 
@@ -241,6 +269,12 @@ def _stalled(start: float, end: float, stalls: list[tuple[float, float]]) -> flo
     return sum(max(0.0, min(end, b) - max(start, a)) for a, b in stalls)
 
 
+def _adopted(e: QueueEvent) -> bool:
+    """A completion the reaper wrote for a lost worker whose run had succeeded."""
+    result = e.detail.get("result")
+    return e.event == "completed" and isinstance(result, dict) and "adopted_by" in result
+
+
 # Fewer reclaims than this are held to the p99 bound only (docs/chaos.md, "Bounds").
 _MIN_SAMPLES_FOR_P50 = 5
 
@@ -270,8 +304,10 @@ def reclaim_latency(h: History) -> Verdict:
         for held in f.held:
             key = (held.ticket, held.epoch)
             got = reclaims.get(key)
+            end = ends.get(key)
+            if got is None and end is not None and _adopted(end):
+                got = end  # the reaper completed the lost worker's succeeded run instead
             if got is None:
-                end = ends.get(key)
                 if end is not None and end.time <= f.time + _RACE_S:
                     continue  # its worker ended the lease as the signal landed
                 how = f"ended by {end.event} from {end.worker}" if end else "never ended"
@@ -350,6 +386,59 @@ def no_worker_crashed(h: History) -> Verdict:
     return verdict("no_worker_crashed", found, f"{started} workers; none exited unasked")
 
 
+def no_succeeded_run_rerun(h: History) -> Verdict:
+    """No ticket is claimed again after one of its runs succeeded (``final.json`` written by
+    the executor with status ``success``): a database that blinked, a worker lost between its
+    record and its ``complete``, must never make succeeded work run twice.
+
+    >>> from chaos._history import RunRecord
+    >>> ran = RunRecord(5.0, "r1", "/runs/r1", "t-1", 1, "success", final_status="success",
+    ...                 final_by="executor")
+    >>> again = QueueEvent(9.0, 7, "t-1", "claimed", "w2/0", 2)
+    >>> no_succeeded_run_rerun(History((ran, again))).summary
+    'ticket t-1 was claimed again (epoch 2) after its run r1 (epoch 1) succeeded'
+    """
+    succeeded: dict[str, RunRecord] = {}
+    for run in h.of(RunRecord):
+        if run.final_status == "success" and run.final_by == "executor" and run.ticket:
+            first = succeeded.get(run.ticket)
+            if first is None or run.epoch < first.epoch:
+                succeeded[run.ticket] = run
+    found: list[Found] = []
+    for e in h.of(QueueEvent):
+        ok = succeeded.get(e.ticket)
+        if e.event == "claimed" and ok is not None and (e.epoch or 0) > ok.epoch:
+            why = (
+                f"ticket {e.ticket} was claimed again (epoch {e.epoch}) after its run "
+                f"{ok.run_id} (epoch {ok.epoch}) succeeded"
+            )
+            found.append((why, (ok, e)))
+    fine = f"{len(succeeded)} tickets whose work succeeded; none was run again"
+    return verdict("no_succeeded_run_rerun", found, fine)
+
+
+def every_worker_exit_explained(h: History) -> Verdict:
+    """Every worker exit is explained: the harness caused it, or the worker said why in one
+    line (``cannot continue``, exit 3); and no worker's log holds a traceback.
+
+    >>> gave_up = WorkerRecord(9.0, "w1", 42, "exit", 3, expected=False,
+    ...                        said="error: worker w1 cannot continue: the queue stayed away")
+    >>> every_worker_exit_explained(History((gave_up,))).ok
+    True
+    """
+    found: list[Found] = []
+    for w in h.of(WorkerRecord):
+        if w.phase != "exit":
+            continue
+        if w.traceback:
+            found.append((f"worker {w.name} (pid {w.pid}) wrote a traceback: {w.said}", (w,)))
+        elif not w.expected and (w.exit_code == 0 or "cannot continue" not in w.said):
+            why = f"worker {w.name} (pid {w.pid}) exited with status {w.exit_code} unexplained"
+            found.append((why + (f": {w.said!r}" if w.said else ""), (w,)))
+    exits = sum(1 for w in h.of(WorkerRecord) if w.phase == "exit")
+    return verdict("every_worker_exit_explained", found, f"{exits} worker exits, each explained")
+
+
 #: Every invariant, in report order.
 CHECKERS: tuple[Checker, ...] = (
     no_ticket_lost,
@@ -361,6 +450,8 @@ CHECKERS: tuple[Checker, ...] = (
     reclaim_latency,
     diagnosis_explained,
     no_worker_crashed,
+    no_succeeded_run_rerun,
+    every_worker_exit_explained,
 )
 
 

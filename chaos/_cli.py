@@ -29,6 +29,7 @@ from chaos._history import read_history
 from chaos._recording import serve_worker
 from chaos._report import report_json
 from doctor._cli_errors import reported
+from executor import ExecutorError
 
 __all__ = ["app", "main"]
 
@@ -68,6 +69,23 @@ def run_cmd(
         str | None,
         typer.Option("--faults", help="Comma-separated fault names (default: all of them)."),
     ] = None,
+    db_control: Annotated[
+        str | None,
+        typer.Option(
+            "--db-control",
+            help="Command that restarts/stops/starts the PostgreSQL under test, with {action} "
+            "(e.g. 'pg_ctl -D DIR -m fast -w {action}'); without it the database faults "
+            "skip on PostgreSQL. Never the shared server.",
+        ),
+    ] = None,
+    runs_tmpfs: Annotated[
+        int | None,
+        typer.Option(
+            "--runs-tmpfs",
+            help="Mount a tmpfs of this many MiB as the runs root (root only) so that "
+            "disk_full and read_only_root can run; without it they skip.",
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="Campaign directory (default chaos-out/seed-N)."),
@@ -87,6 +105,8 @@ def run_cmd(
             workers=workers,
             db=db,
             faults=parse_faults(faults),
+            db_control=db_control,
+            runs_tmpfs_mb=runs_tmpfs,
             out=out or Path("chaos-out") / f"seed-{seed}",
             unsafe_disable_fencing=unsafe_disable_fencing,
         ).validate()
@@ -145,7 +165,11 @@ def worker_cmd(
 ) -> None:
     """One recorded worker of a campaign (started by `doctor chaos run`)."""
     executor = executor_from_json(json.loads(config.read_text()))
-    stats = serve_worker(db, root, executor, name=name, history=history, concurrency=concurrency)
+    # A worker that cannot continue (its database stayed away) says why in one line, exit 3.
+    with reported(ExecutorError):
+        stats = serve_worker(
+            db, root, executor, name=name, history=history, concurrency=concurrency
+        )
     sys.stdout.write(json.dumps(stats) + "\n")
 
 

@@ -124,6 +124,12 @@ class CampaignConfig:
     drain_timeout_s: float = 120.0
     unsafe_disable_fencing: bool = False
     executor: ExecutorConfig = field(default=CHAOS_EXECUTOR)
+    #: How to restart, stop and start the database under test (``{action}``): never the
+    #: shared server of other people's tests. None skips the database faults on PostgreSQL.
+    db_control: str | None = None
+    #: Mount a tmpfs of this many MiB as the runs root (root only), so that ``disk_full`` and
+    #: ``read_only_root`` have a file system of their own; None: they are skipped.
+    runs_tmpfs_mb: int | None = None
 
     def validate(self) -> CampaignConfig:
         """Return ``self`` when usable; raise :class:`chaos.UsageError` otherwise."""
@@ -136,6 +142,13 @@ class CampaignConfig:
         if self.concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, got {self.concurrency}")
         select_faults(self.faults)
+        if self.runs_tmpfs_mb is not None and self.runs_tmpfs_mb < 1:
+            raise UsageError(f"--runs-tmpfs must be at least 1 MiB, got {self.runs_tmpfs_mb}")
+        if self.db_control is not None and "{action}" not in self.db_control:
+            raise UsageError(
+                f"--db-control {self.db_control!r} has no {{action}}; e.g. "
+                "'pg_ctl -D /tmp/pg/data -m fast -w {action}' (restart, stop, start)"
+            )
         self.executor.validate()
         return self
 
@@ -150,6 +163,10 @@ class CampaignConfig:
         args += ["--duration", format_duration(self.duration_s), "--workers", str(self.workers)]
         if self.db is not None:
             args += ["--db", redact_url(self.db)]
+        if self.db_control is not None:
+            args += ["--db-control", self.db_control]
+        if self.runs_tmpfs_mb is not None:
+            args += ["--runs-tmpfs", str(self.runs_tmpfs_mb)]
         if self.fault_list != fault_names():
             args += ["--faults", ",".join(self.fault_list)]
         args += ["--out", str(self.out)]

@@ -115,14 +115,17 @@ def touched_by(h: History) -> dict[str, tuple[FaultRecord, ...]]:
     """
     out: dict[str, list[FaultRecord]] = defaultdict(list)
     for f in h.of(FaultRecord):
-        if f.phase == "inject":
+        # A disk fault learns the runs it hit when it ends: its recover record names them.
+        if f.phase in ("inject", "recover"):
             for run in f.runs:
-                out[run].append(f)
+                if f not in out[run]:
+                    out[run].append(f)
     return {k: tuple(v) for k, v in out.items()}
 
 
 def stall_windows(h: History) -> list[tuple[float, float]]:
-    """When the database was stalled: (inject time, recover time) of ``stall_database``.
+    """When the database was held away: (inject time, recover time) of ``stall_database``,
+    ``database_outage`` and the ``restart_database`` lock storm.
 
     >>> h = History((FaultRecord(1.0, "stall_database", "inject", "db"),
     ...              FaultRecord(4.5, "stall_database", "recover", "db")))
@@ -130,15 +133,13 @@ def stall_windows(h: History) -> list[tuple[float, float]]:
     [(1.0, 4.5)]
     """
     out: list[tuple[float, float]] = []
-    start: float | None = None
+    start: dict[str, float] = {}
     for f in h.of(FaultRecord):
-        if f.fault != "stall_database":
+        if f.fault not in ("stall_database", "database_outage", "restart_database"):
             continue
         if f.phase == "inject" and "error" not in f.detail:
-            start = f.time
-        elif f.phase == "recover" and start is not None:
-            out.append((start, f.time))
-            start = None
-    if start is not None:
-        out.append((start, float("inf")))
-    return out
+            start[f.fault] = f.time
+        elif f.phase == "recover" and f.fault in start:
+            out.append((start.pop(f.fault), f.time))
+    out += [(t, float("inf")) for t in start.values()]
+    return sorted(out)

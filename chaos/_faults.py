@@ -7,7 +7,8 @@ unknown names are refused with the closest known ones.
 
 >>> [f.name for f in FAULTS]  # doctest: +NORMALIZE_WHITESPACE
 ['sigkill_stage', 'sigkill_worker', 'sigstop_worker', 'sigterm_worker', 'torn_write',
- 'stall_database']
+ 'stall_database', 'restart_database', 'database_outage', 'remove_pipeline', 'kill_mid_write',
+ 'disk_full', 'read_only_root']
 >>> select_faults(["torn_wirte"])
 Traceback (most recent call last):
 chaos._errors.UsageError: unknown fault 'torn_wirte' (did you mean 'torn_write'?); \
@@ -19,6 +20,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from chaos import (
+    _database_outage,
+    _disk_full,
+    _kill_mid_write,
+    _read_only_root,
+    _remove_pipeline,
+    _restart_database,
     _sigkill_stage,
     _sigkill_worker,
     _sigstop_worker,
@@ -39,6 +46,12 @@ FAULTS: tuple[Fault, ...] = (
     _sigterm_worker.FAULT,
     _torn_write.FAULT,
     _stall_database.FAULT,
+    _restart_database.FAULT,
+    _database_outage.FAULT,
+    _remove_pipeline.FAULT,
+    _kill_mid_write.FAULT,
+    _disk_full.FAULT,
+    _read_only_root.FAULT,
 )
 
 

@@ -151,6 +151,10 @@ class WorkerRecord:
     phase: str
     exit_code: int | None = None
     expected: bool = True
+    #: At its exit: the last line the worker wrote (stdout or stderr), and whether its log
+    #: holds a Python traceback.
+    said: str = ""
+    traceback: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,20 +34,44 @@ from chaos._history import Held
 from executor import ExecutorConfig, Ticket
 
 __all__ = [
+    "DATABASE_FAULTS",
+    "DISK_FINDINGS",
     "Fault",
     "Injection",
     "Stage",
     "Target",
     "WorkerHandle",
     "choose",
+    "control_database",
     "held_by",
     "leases_of",
     "live_stages",
     "runs_of",
+    "runs_under",
     "signal_worker",
 ]
 
 T = TypeVar("T")
+
+#: Faults that hold the queue's database away; only one of them runs at a time, and the
+#: harness feeds no tickets meanwhile.
+DATABASE_FAULTS = ("stall_database", "restart_database", "database_outage")
+#: What a run whose writes a full or read-only disk refused may show: no ``final.json`` (its
+#: ticket's reason says why), a torn last line, or the events that would have closed an
+#: attempt, a fan-out or the checkpoint missing.
+DISK_FINDINGS = frozenset(
+    {
+        "missing_final",
+        "torn_artifact",
+        "stale_heartbeat",
+        "unjoined_fanout",
+        "checkpoint_drift",
+        "post_terminal_activity",
+        "telemetry_divergence",
+        "status_contract_mismatch",
+        "lost_failure_reason",
+    }
+)
 
 
 class WorkerHandle:
@@ -76,6 +101,17 @@ class Target(Protocol):
     #: The queue's URL (a SQLite path or a PostgreSQL URL).
     url: str
     config: ExecutorConfig
+    #: The command that controls the database under test (``{action}`` is ``restart``,
+    #: ``stop`` or ``start``), or None: database faults on PostgreSQL are then skipped.
+    db_control: str | None
+    #: A directory the faults may write into (e.g. pipelines they enqueue).
+    scratch: Path
+    #: Where the workers put their run directories.
+    runs_root: Path
+
+    def enqueue(self, title: str, graph: Path) -> Ticket:
+        """Enqueue a ticket of the campaign's (its fate is checked like every other)."""
+        ...
 
     def workers(self) -> list[WorkerHandle]:
         """Live workers that are not frozen and not doomed, sorted by name."""
@@ -139,6 +175,19 @@ def runs_of(tickets: Iterable[Ticket]) -> tuple[str, ...]:
     return tuple(sorted(t.run_path for t in tickets if t.run_path))
 
 
+def runs_under(root: str, since: float) -> list[str]:
+    """Run directories under ``root`` changed since ``since`` (the ones a disk fault hit)."""
+    out: list[str] = []
+    with os.scandir(root) as entries:
+        for e in entries:
+            try:
+                if e.is_dir(follow_symlinks=False) and e.stat().st_mtime >= since - 1.0:
+                    out.append(e.path)
+            except OSError:
+                continue
+    return sorted(out)
+
+
 def leases_of(tickets: Iterable[Ticket]) -> tuple[Held, ...]:
     """The (ticket, epoch) pairs of tickets."""
     return tuple(Held(t.id, t.lease_epoch) for t in tickets)
@@ -165,6 +214,23 @@ def signal_worker(target: Target, send: Callable[[psutil.Process], None]) -> Inj
         runs=runs_of(held),
         held=leases_of(held),
     )
+
+
+def control_database(template: str, action: str) -> dict[str, Any]:
+    """Run the database-control command with ``{action}`` filled in; what happened, as detail.
+
+    >>> control_database("true {action}", "restart")["exit_status"]
+    0
+    """
+    argv = shlex.split(template.replace("{action}", action))
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"action": action, "error": f"{type(exc).__name__}: {exc}"}
+    out = {"action": action, "exit_status": done.returncode}
+    if done.returncode != 0:
+        out["error"] = (done.stderr or done.stdout).strip()[-300:]
+    return out
 
 
 @dataclass(frozen=True, slots=True)

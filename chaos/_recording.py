@@ -218,7 +218,14 @@ def serve_worker(
         signal.signal(sig, lambda *_: stop.set())
     try:
         stats = _worker.run_worker(
-            url, root, config, name=name, concurrency=concurrency, stop=stop, poll_s=0.2
+            url,
+            root,
+            config,
+            name=name,
+            concurrency=concurrency,
+            stop=stop,
+            poll_s=0.2,
+            wait_for_database=True,  # a replacement may start while the database restarts
         )
     finally:
         recorder.close()

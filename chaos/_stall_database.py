@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from chaos._injection import Fault, Injection, Target, leases_of, runs_of
+from chaos._injection import DATABASE_FAULTS, Fault, Injection, Target, leases_of, runs_of
 
 __all__ = ["FAULT", "stall_database"]
 
@@ -45,8 +45,8 @@ def _release(conn: Any) -> dict[str, Any]:
 
 def stall_database(target: Target) -> Injection | None:
     """Hold the queue's write lock for longer than the lease: every worker must fence itself."""
-    if target.pending("stall_database"):
-        return None
+    if any(target.pending(f) for f in DATABASE_FAULTS):
+        return None  # one at a time: a second lock would wait for the first one's undo
     leased = target.leased()
     try:
         conn = _lock(target.url)

@@ -8,6 +8,7 @@ from executor._errors import (
     GraphError,
     QueueError,
     UsageError,
+    WorkerError,
 )
 from executor._events import EVENTS, Event
 from executor._graph import Graph, load_graph, parse_graph
@@ -31,6 +32,7 @@ __all__ = [
     "Ticket",
     "TicketEvent",
     "UsageError",
+    "WorkerError",
     "load_graph",
     "open_queue",
     "parse_graph",

@@ -45,6 +45,7 @@ __all__ = [
     "Checkpoint",
     "Clock",
     "RunWriter",
+    "append_fresh_line",
     "append_line",
     "atomic_write_json",
     "proc_start_ticks",
@@ -81,6 +82,44 @@ def append_line(path: Path, line: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         _write_all(fd, line)
+    finally:
+        os.close(fd)
+
+
+#: Pauses before the second and third try of a ``final.json`` write (a disk that filled up
+#: for a moment: a log rotated, a temporary file removed).
+_FINAL_RETRY_S = (0.1, 0.5)
+
+
+def _retried(write: Callable[[], None], tmp: Path) -> None:
+    """``write()``, tried again after each pause of :data:`_FINAL_RETRY_S` on ``OSError``."""
+    for pause in (*_FINAL_RETRY_S, None):
+        try:
+            write()
+            return
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)  # a partial temporary file takes space too
+            if pause is None:
+                raise
+            time.sleep(pause)
+
+
+def append_fresh_line(path: Path, line: bytes) -> None:
+    """Append ``line`` on a line of its own: a newline first when the file ends mid-line
+    (its writer was killed half-way through), so the torn line stays alone and this one
+    stays readable.
+
+    >>> import tempfile; p = Path(tempfile.mkdtemp()) / "s.ndjson"
+    >>> _ = p.write_bytes(b'{"a": 1}\\n{"b": ')
+    >>> append_fresh_line(p, b'{"c": 3}\\n'); p.read_bytes().splitlines()[-1]
+    b'{"c": 3}'
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+        _write_all(fd, (b"\n" if torn else b"") + line)
     finally:
         os.close(fd)
 
@@ -292,7 +331,7 @@ class RunWriter:
         }
         path = self.path / "final.json"
         tmp = self.path / f".final.json.{os.getpid()}.{threading.get_ident()}.tmp"
-        atomic_write_json(tmp, final, fsync=self.fsync)
+        _retried(lambda: atomic_write_json(tmp, final, fsync=self.fsync), tmp)
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -324,8 +363,12 @@ class RunWriter:
                     status=status, reason=reason, wall_s=wall, cost_usd=cost, attempts=attempts
                 )
             )
-            self.emit(terminal)
-        self.release_lock()
+            # final.json is the record and it is on disk: a full disk that refuses the
+            # terminal line (or live.json) must not turn a finished run into an error.
+            with contextlib.suppress(OSError):
+                self.emit(terminal)
+        with contextlib.suppress(OSError):
+            self.release_lock()
         if won:
             return status, reason
         return str(final.get("status", "fail")), str(final.get("failure_reason", ""))

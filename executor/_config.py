@@ -82,6 +82,10 @@ class ExecutorConfig:
     claim_grace_s: float = 30.0
     quarantine_after: int = 3
     quarantine_window_s: float = 3600.0
+    #: How long a worker rides out an unreachable or locked queue database (a restart, an
+    #: outage, SQLite's ``database is locked``), retrying each queue call with backoff, before
+    #: it gives up and exits non-zero (:class:`~executor.WorkerError`).
+    database_outage_s: float = 300.0
     #: TEST-ONLY, never in production: the worker defeats its own fencing (it adopts the
     #: ticket's current lease epoch before each write and never fences itself), so a stale
     #: worker's writes are accepted. The chaos checkers must catch it (tests/chaos).
@@ -102,6 +106,7 @@ class ExecutorConfig:
             "self_fence_s": self.self_fence_s,
             "reaper_interval_s": self.reaper_interval_s,
             "quarantine_window_s": self.quarantine_window_s,
+            "database_outage_s": self.database_outage_s,
             "backoff_factor": self.backoff_factor,
         }
         for name, value in positive.items():

@@ -7,11 +7,13 @@
     │   └── FencedError            a fenced write (stale lease epoch, lost CAS) was rejected
     ├── GraphError                 a pipeline graph is invalid (``line`` and ``reason``)
     ├── BudgetError                timing budgets are inconsistent (lease, heartbeat, grace, ...)
-    └── UsageError                 bad input from the caller: a URL, an option, a path
+    ├── UsageError                 bad input from the caller: a URL, an option, a path
+    └── WorkerError                a worker cannot continue (its database stayed away): exit 3
 
 Dependency errors (``sqlite3.Error``, ``psycopg.Error``) never escape the package: the
 backend catches them and raises a ``QueueError`` ``from`` the original so the cause stays
-in the traceback. The CLI maps ``UsageError``/``GraphError``/``BudgetError`` to exit code 2.
+in the traceback. The CLI maps ``UsageError``/``GraphError``/``BudgetError`` to exit code 2 and
+``WorkerError`` to its ``exit_code``, 3.
 
 >>> issubclass(FencedError, QueueError) and issubclass(QueueError, ExecutorError)
 True
@@ -28,6 +30,7 @@ __all__ = [
     "GraphError",
     "QueueError",
     "UsageError",
+    "WorkerError",
 ]
 
 
@@ -79,3 +82,15 @@ class BudgetError(ExecutorError):
 
 class UsageError(ExecutorError):
     """The caller passed a bad value (URL, option, path); the message names the accepted forms."""
+
+
+class WorkerError(ExecutorError):
+    """A worker cannot continue: its queue stayed unreachable (or locked) past its outage budget.
+
+    The worker released what it could first; ``exit_code`` is what ``doctor worker`` exits with.
+
+    >>> WorkerError("the queue stayed unreachable for 300 s").exit_code
+    3
+    """
+
+    exit_code = 3

@@ -81,8 +81,10 @@ class PostgresQueue(Queue):
         with self._lock:
             if self._conn is None:
                 raise QueueError(f"PostgreSQL queue {redact(self.url)} is closed")
-            if self._conn.broken:
-                # The server restarted or the network dropped: one fresh connection, then on.
+            if self._conn.broken or self._conn.closed:
+                # The server restarted or the network dropped: one fresh connection, then on
+                # (a refused connection raises QueueError, which the worker retries).
+                self._conn.close()
                 self._conn = self._connect()
             conn = self._conn
             try:
@@ -96,7 +98,8 @@ class PostgresQueue(Queue):
 
     def _transient(self, error: BaseException | None) -> bool:
         # 40P01 and 40001: PostgreSQL rolled the transaction back and asks for it to be run
-        # again. A dropped connection is not retried: its COMMIT may have happened.
+        # again. A dropped connection is not retried here: its COMMIT may have happened, so
+        # the worker (executor._worker._persist) first checks whether it did.
         return isinstance(
             error, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
         )

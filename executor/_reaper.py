@@ -14,6 +14,13 @@ worker, written only if no ``final.json`` exists yet (first writer wins, atomica
 ``run_failed`` event. Only then the compare-and-set on the lease epoch requeues the ticket;
 when the epoch moved meanwhile, nothing is requeued (someone else handled it). Tickets
 reclaimed more than ``quarantine_after`` times within ``quarantine_window_s`` are quarantined.
+
+A run whose own worker already wrote ``final.json`` with status ``success`` at the ticket's
+current lease epoch did its work: the worker was lost (or its database blinked) between the
+record and the ``complete``. Its ticket is completed for it (the same fenced write, at that
+epoch), never run again. A run directory that cannot be written (a full disk, a read-only
+file system) does not stop the pass: the ticket is still reclaimed, its reason says why the
+run has no ``final.json``.
 """
 
 from __future__ import annotations
@@ -27,10 +34,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from executor._artifacts import append_line, proc_start_ticks
+from executor._artifacts import append_fresh_line, proc_start_ticks
 from executor._config import ExecutorConfig
 from executor._errors import FencedError
-from executor._queue import Queue, Ticket
+from executor._queue import Lease, Queue, Ticket
 
 __all__ = ["PROCESS_FILE", "Reclaim", "kill_stage_groups", "reap", "terminalize_lost_run"]
 
@@ -154,7 +161,8 @@ def terminalize_lost_run(
         "ts": stamp,
         "epoch": epoch,
     }
-    append_line(run_path / "progress.ndjson", (json.dumps(line) + "\n").encode())
+    # The lost worker may have died half-way through a line: start on a fresh one.
+    append_fresh_line(run_path / "progress.ndjson", (json.dumps(line) + "\n").encode())
     # A fan-out the lost worker never joined: its branches end with the run (chaos seed 11).
     for branch in _open_branches(run_path):
         _link_json(branch / "final.json", {**doc, "failure_reason": f"{reason} (branch)"})
@@ -201,6 +209,33 @@ def _why(t: Ticket, host: str, now: float) -> str | None:
     return None
 
 
+def _succeeded(run_path: Path, epoch: int) -> bool:
+    """True when the run's own worker recorded success at ``epoch`` (its ``final.json``)."""
+    try:
+        doc = json.loads((run_path / "final.json").read_bytes())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(doc, dict)
+        and doc.get("status") == "success"
+        and doc.get("epoch") == epoch
+        and "repaired_by" not in doc
+    )
+
+
+def _adopt(queue: Queue, t: Ticket, reason: str) -> Reclaim:
+    """Complete a lost worker's ticket whose run succeeded (fenced at the ticket's epoch)."""
+    why = f"{reason}; its run had succeeded (final.json), so the ticket was completed for it"
+    lease = Lease(t, t.lease_epoch, t.lease_owner or "reaper")
+    try:
+        status = queue.complete(
+            lease, result={"adopted_by": "executor.reaper", "reason": why}
+        ).status
+    except FencedError:
+        status = ""
+    return Reclaim(t.id, why, status, (), False)
+
+
 def reap(
     queue: Queue,
     config: ExecutorConfig,
@@ -235,16 +270,22 @@ def reap(
         written = False
         if t.run_path:
             run_path = Path(t.run_path)
+            if _succeeded(run_path, t.lease_epoch):
+                out.append(_adopt(queue, t, reason))
+                continue
             # Kill the lost worker's stages before the ticket can be claimed again: two
             # executions of one ticket must never overlap.
             killed = kill_stage_groups(run_path)
-            written = terminalize_lost_run(
-                run_path,
-                run_id=t.run_id or run_path.name,
-                reason=f"lost worker: {reason}; the ticket was reclaimed",
-                epoch=t.lease_epoch + 1,
-                now=now,
-            )
+            try:
+                written = terminalize_lost_run(
+                    run_path,
+                    run_id=t.run_id or run_path.name,
+                    reason=f"lost worker: {reason}; the ticket was reclaimed",
+                    epoch=t.lease_epoch + 1,
+                    now=now,
+                )
+            except OSError as exc:  # ENOSPC, EROFS: the queue still learns what happened
+                reason = f"{reason}; its run directory could not be terminalized ({exc})"
         try:
             after = queue.reclaim(
                 t.id,
@@ -252,7 +293,7 @@ def reap(
                 reason=reason,
                 quarantine_after=config.quarantine_after,
                 window_s=config.quarantine_window_s,
-                claim_grace_s=0.0 if reason.endswith("is dead") else config.claim_grace_s,
+                claim_grace_s=0.0 if "is dead" in reason else config.claim_grace_s,
             )
             status = after.status
         except FencedError:

@@ -12,21 +12,40 @@ else (``self_fence_s`` < ``lease_ttl_s``, checked by :meth:`ExecutorConfig.valid
 A heartbeat rejected for a stale epoch means the reaper took the ticket: the run is canceled
 and the worker writes nothing more for it. The worker also runs the reaper every
 ``reaper_interval_s``, so a fleet of workers needs no separate reaper process.
+
+The database may blink (a PostgreSQL restart, an outage, SQLite's ``database is locked``):
+every queue call is retried with backoff (:func:`_persist`) for up to ``database_outage_s``.
+A write that may have committed before its connection dropped is checked, not repeated
+blindly: the retry first looks for its own event (``completed``, ``failed``, ``released``, at
+its lease epoch) in the ticket's log. A ticket whose pipeline cannot be loaded, or whose run
+directory cannot be written, fails with that reason; no error kills a slot silently. A worker
+that cannot continue (the queue stayed away past its budget) lets its other slots release
+what they can, then :func:`run_worker` raises :class:`~executor.WorkerError` (exit 3).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from executor._artifacts import proc_start_ticks
 from executor._config import ExecutorConfig
-from executor._errors import FencedError, QueueError, UsageError
+from executor._errors import (
+    BudgetError,
+    FencedError,
+    GraphError,
+    QueueError,
+    UsageError,
+    WorkerError,
+)
 from executor._events import Event
 from executor._queue import Lease, Queue, SessionInfo, open_queue
 from executor._reaper import reap
@@ -35,6 +54,97 @@ from executor._runner import RunResult, new_run_id, run_pipeline
 __all__ = ["WorkerStats", "run_ticket", "run_worker", "worker_session"]
 
 Clock = Callable[[], float]
+T = TypeVar("T")
+
+#: Backoff between two tries of a queue call: doubles from the first to the last value.
+_BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.1, 2.0
+
+
+def _say(message: str) -> None:
+    """One line on stderr: what the worker rode out or gave up on (never a traceback)."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"rundoctor worker {os.getpid()}: {message}\n")
+        sys.stderr.flush()
+
+
+class _Fleet:
+    """What a worker's threads share about its health: once ``doomed``, every slot stops
+    waiting for the database (one last try each) and the worker exits with ``why``."""
+
+    def __init__(self) -> None:
+        self.doomed = threading.Event()
+        self.why = ""
+        self._lock = threading.Lock()
+
+    def give_up(self, why: str) -> None:
+        with self._lock:
+            if not self.why:
+                self.why = why
+        self.doomed.set()
+
+
+def _persist(
+    call: Callable[[], T],
+    what: str,
+    config: ExecutorConfig,
+    fleet: _Fleet,
+    *,
+    landed: Callable[[], bool] | None = None,
+    quit: threading.Event | None = None,
+) -> T | None:
+    """Run the queue call ``call`` until the database answers, riding out outages.
+
+    A :class:`FencedError` is an answer and passes through. Any other :class:`QueueError`
+    (connection lost, server restarting, ``database is locked``) is retried with backoff for
+    up to ``config.database_outage_s``; before each retry ``landed()`` checks whether the
+    previous try committed before its connection dropped (then None is returned instead of
+    writing twice). Returns None at once when ``quit`` is set; raises :class:`WorkerError`
+    when the budget is spent or the worker is already giving up.
+
+    >>> calls = []
+    >>> def flaky() -> str:
+    ...     calls.append(1)
+    ...     if len(calls) < 3:
+    ...         raise QueueError("database is locked")
+    ...     return "ok"
+    >>> (_persist(flaky, "test", ExecutorConfig(), _Fleet()), len(calls))
+    ('ok', 3)
+    """
+    deadline = time.monotonic() + config.database_outage_s
+    delay, tried, told = _BACKOFF_FIRST_S, False, False
+    while True:
+        try:
+            if tried and landed is not None and landed():
+                _say(f"{what}: the earlier try had committed; not repeated")
+                return None
+            tried = True
+            return call()
+        except FencedError:
+            raise
+        except QueueError as exc:
+            if fleet.doomed.is_set() or time.monotonic() >= deadline:
+                why = (
+                    f"the queue stayed unavailable for {config.database_outage_s:g} s (last: {exc})"
+                    if not fleet.doomed.is_set()
+                    else f"the worker is giving up ({fleet.why})"
+                )
+                raise WorkerError(f"{what}: {why}") from exc
+            if not told:
+                _say(f"{what}: {exc}; retrying with backoff")
+                told = True
+        if quit is not None and quit.wait(delay):
+            return None
+        if quit is None:
+            fleet.doomed.wait(delay)
+        delay = min(delay * 2, _BACKOFF_MAX_S)
+
+
+def _logged(queue: Queue, lease: Lease, event: str) -> bool:
+    """True when the ticket's log holds ``event`` written with this lease (epoch and worker)."""
+    return any(
+        e.event == event and e.epoch == lease.epoch and e.worker == lease.worker
+        for e in queue.events(lease.ticket_id)
+    )
 
 
 @dataclass
@@ -106,19 +216,19 @@ class _LeaseKeeper:
 
     def _beat(self) -> None:
         interval = self.config.heartbeat_interval_s
-        try:
-            queue = open_queue(self.url, clock=self.clock)
-        except QueueError:
-            return  # the watchdog fences the slot when no heartbeat ever succeeds
+        queue: Queue | None = None
         try:
             while not self.done.wait(interval):
                 try:
+                    if queue is None:  # opened here, so a database that blinked is retried
+                        queue = open_queue(self.url, clock=self.clock)
                     queue.heartbeat(
                         self.lease, lease_ttl_s=self.config.lease_ttl_s, interval_s=interval
                     )
                     self.last_ok = self.clock()
                 except FencedError:
                     if self.config.unsafe_disable_fencing:  # TEST-ONLY (ExecutorConfig)
+                        assert queue is not None
                         self.lease = _adopt_epoch(queue, self.lease)
                         continue
                     # The reaper took the ticket: stop, and write nothing more for it.
@@ -128,7 +238,8 @@ class _LeaseKeeper:
                 except QueueError:
                     continue  # the database is unavailable; the watchdog keeps count
         finally:
-            queue.close()
+            if queue is not None:
+                queue.close()
 
     def _watch(self) -> None:
         # Separate from the heartbeat thread, which may be stuck in a database call.
@@ -162,48 +273,118 @@ def _run_ticket(
     stop: threading.Event,
     stats: WorkerStats,
     clock: Clock,
+    fleet: _Fleet,
     on_event: Callable[[Event], None] | None = None,
 ) -> RunResult | None:
     run_id = new_run_id(clock)
+    tid = lease.ticket_id
+
+    def started() -> bool:
+        t = queue.get(tid)
+        return t.run_id == run_id and t.lease_epoch == lease.epoch
+
     try:
-        queue.start(lease, run_id=run_id, run_path=root / run_id, session=session)
+        _persist(
+            lambda: queue.start(lease, run_id=run_id, run_path=root / run_id, session=session),
+            f"start of ticket {tid}",
+            config,
+            fleet,
+            landed=started,
+        )
     except FencedError:
         stats.add(fenced=1)
         return None
+    result: RunResult | None = None
+    broken = ""
     with _LeaseKeeper(url, lease, config, clock, stop) as keeper:
-        result = run_pipeline(
-            Path(lease.ticket.graph_path),
-            root,
-            config,
-            run_id=run_id,
-            epoch=lease.epoch,
-            clock=clock,
-            cancel=keeper.cancel,
-            on_event=on_event,
-        )
+        try:
+            result = run_pipeline(
+                Path(lease.ticket.graph_path),
+                root,
+                config,
+                run_id=run_id,
+                epoch=lease.epoch,
+                clock=clock,
+                cancel=keeper.cancel,
+                on_event=on_event,
+            )
+        except (GraphError, UsageError, BudgetError) as exc:
+            # Deleted or made invalid after enqueue: this ticket's fault, not the slot's.
+            broken = f"the ticket's pipeline {lease.ticket.graph_path!r} cannot be run: {exc}"
+        except OSError as exc:  # ENOSPC, EROFS, EACCES under the runs root
+            broken = (
+                f"the run directory {str(root / run_id)!r} could not be written "
+                f"({exc}); free space or fix permissions under {str(root)!r}, then enqueue again"
+            )
+        except Exception as exc:  # a bug must fail its ticket, never kill the slot silently
+            broken = f"executor error: {type(exc).__name__}: {exc}"
     if keeper.fenced.is_set():
         stats.add(fenced=1)
         return result
     if config.unsafe_disable_fencing:  # TEST-ONLY (ExecutorConfig): write as the current epoch
         lease = _adopt_epoch(queue, lease)
     try:
-        if result.status == "success":
-            queue.complete(lease, result=result.to_json())
+        if result is None:
+            _say(f"ticket {tid} failed: {broken}")
+            _fail_for_good(queue, lease, broken, config, fleet)
+            stats.add(failed=1)
+        elif result.status == "success":
+            run = result.to_json()
+            _persist(
+                lambda: queue.complete(lease, result=run),
+                f"completion of ticket {tid}",
+                config,
+                fleet,
+                landed=lambda: _logged(queue, lease, "completed"),
+            )
             stats.add(completed=1)
         elif result.status == "canceled" and stop.is_set():
-            queue.release(lease, "worker shut down; the run was canceled")
+            _persist(
+                lambda: queue.release(lease, "worker shut down; the run was canceled"),
+                f"release of ticket {tid}",
+                config,
+                fleet,
+                landed=lambda: _logged(queue, lease, "released"),
+            )
             stats.add(released=1)
         elif result.status == "canceled":
             # Canceled from outside (SIGINT of `doctor run --db`): the ticket is canceled too.
-            queue.cancel(lease.ticket_id, result.failure_reason or "the run was canceled")
+            why = result.failure_reason or "the run was canceled"
+            _persist(
+                lambda: queue.cancel(tid, why),
+                f"cancel of ticket {tid}",
+                config,
+                fleet,
+                landed=lambda: queue.get(tid).terminal,
+            )
             stats.add(failed=1)
         else:
             # Retryable: the ticket's max_error_attempts decides how many failed runs it gets.
-            queue.fail(lease, reason=result.failure_reason or result.status, retryable=True)
+            why = result.failure_reason or result.status
+            _persist(
+                lambda: queue.fail(lease, reason=why, retryable=True),
+                f"fail of ticket {tid}",
+                config,
+                fleet,
+                landed=lambda: _logged(queue, lease, "failed"),
+            )
             stats.add(failed=1)
     except FencedError:
         stats.add(fenced=1)
     return result
+
+
+def _fail_for_good(
+    queue: Queue, lease: Lease, reason: str, config: ExecutorConfig, fleet: _Fleet
+) -> None:
+    """Fail the ticket, not retryable: its pipeline or run directory is unusable."""
+    _persist(
+        lambda: queue.fail(lease, reason=reason, retryable=False),
+        f"fail of ticket {lease.ticket_id}",
+        config,
+        fleet,
+        landed=lambda: _logged(queue, lease, "failed"),
+    )
 
 
 def run_ticket(
@@ -235,7 +416,10 @@ def run_ticket(
             return None, stats
         stats.add(claimed=1)
         stop = threading.Event()
-        result = _run_ticket(queue, url, lease, session, root, config, stop, stats, clock, on_event)
+        fleet = _Fleet()
+        result = _run_ticket(
+            queue, url, lease, session, root, config, stop, stats, clock, fleet, on_event
+        )
         return result, stats
     finally:
         queue.close()
@@ -251,25 +435,67 @@ def _slot(
     stop: threading.Event,
     stats: WorkerStats,
     clock: Clock,
+    fleet: _Fleet,
 ) -> None:
-    queue = open_queue(url, clock=clock)
+    """Claim and run tickets until ``stop``; every error is handled or ends the worker."""
+    try:
+        _slot_loop(url, root, config, name, once, poll_s, stop, stats, clock, fleet)
+    except WorkerError as exc:
+        _say(f"slot {name} gives up: {exc}")
+        fleet.give_up(str(exc))
+        stop.set()  # the other slots cancel their runs and release what they can
+    except Exception as exc:  # never a silent death: the worker exits and says why
+        why = f"slot {name} crashed: {type(exc).__name__}: {exc}"
+        _say(why)
+        fleet.give_up(why)
+        stop.set()
+
+
+def _slot_loop(
+    url: str,
+    root: Path,
+    config: ExecutorConfig,
+    name: str,
+    once: bool,
+    poll_s: float,
+    stop: threading.Event,
+    stats: WorkerStats,
+    clock: Clock,
+    fleet: _Fleet,
+) -> None:
+    queue = _persist(
+        lambda: open_queue(url, clock=clock), "open the queue", config, fleet, quit=stop
+    )
+    if queue is None:
+        return
     session = worker_session(name)
     try:
         while not stop.is_set():
-            try:
-                lease = queue.claim(name, lease_ttl_s=config.lease_ttl_s, session=session)
-            except QueueError:
-                # The database is unavailable (a stall, a restart): wait and claim again
-                # rather than let the slot die while the worker looks healthy.
-                stop.wait(max(poll_s, 1.0))
-                continue
+            # The database is unavailable (a stall, a restart): claim again with backoff
+            # rather than let the slot die while the worker looks healthy.
+            lease = _persist(
+                lambda: queue.claim(name, lease_ttl_s=config.lease_ttl_s, session=session),
+                "claim",
+                config,
+                fleet,
+                quit=stop,
+            )
             if lease is None:
-                if once:
+                if once or stop.is_set():
                     return
                 stop.wait(poll_s)
                 continue
             stats.add(claimed=1)
-            _run_ticket(queue, url, lease, session, root, config, stop, stats, clock)
+            try:
+                _run_ticket(queue, url, lease, session, root, config, stop, stats, clock, fleet)
+            except WorkerError:
+                raise
+            except Exception as exc:  # a bug: fail this ticket, keep the slot
+                reason = f"executor error: {type(exc).__name__}: {exc}"
+                _say(f"ticket {lease.ticket_id}: {reason}")
+                with contextlib.suppress(FencedError):
+                    _fail_for_good(queue, lease, reason, config, fleet)
+                stats.add(failed=1)
     finally:
         queue.close()
 
@@ -277,15 +503,29 @@ def _slot(
 def _reaper_loop(
     url: str, config: ExecutorConfig, stop: threading.Event, stats: WorkerStats, clock: Clock
 ) -> None:
-    queue = open_queue(url, clock=clock)
+    """Reap every ``reaper_interval_s``; any error is logged and the next pass tries again."""
+    queue: Queue | None = None
+    told = ""
     try:
         while not stop.wait(config.reaper_interval_s):
             try:
-                stats.add(reclaimed=len([r for r in reap(queue, config, clock=clock) if r.status]))
-            except QueueError:
-                continue
+                if queue is None:
+                    queue = open_queue(url, clock=clock)
+                found = reap(queue, config, clock=clock)
+                stats.add(reclaimed=len([r for r in found if r.status]))
+                told = ""
+            except Exception as exc:
+                text = f"{type(exc).__name__}: {exc}"
+                if text != told:  # once per distinct error, not once per pass
+                    _say(f"reaper pass failed: {text}; trying again next pass")
+                    told = text
+                if isinstance(exc, QueueError) and queue is not None:
+                    with contextlib.suppress(Exception):
+                        queue.close()
+                    queue = None
     finally:
-        queue.close()
+        if queue is not None:
+            queue.close()
 
 
 def run_worker(
@@ -300,25 +540,39 @@ def run_worker(
     reaper: bool = True,
     stop: threading.Event | None = None,
     clock: Clock = time.time,
+    wait_for_database: bool = False,
 ) -> WorkerStats:
     """Claim and run tickets until ``stop`` is set (or, with ``once``, the queue is empty).
 
     Each of the ``concurrency`` slots runs one ticket at a time. Setting ``stop`` cancels the
     running pipelines (their stages are stopped, ``final.json`` says canceled) and releases
-    their tickets back to ``todo``.
+    their tickets back to ``todo``. Raises :class:`~executor.WorkerError` (after every slot
+    released what it could) when the queue stayed unavailable past ``database_outage_s``.
+
+    A queue that cannot be reached at start is the caller's error (a bad URL, a wrong port),
+    raised at once; with ``wait_for_database`` (a fleet whose URL is known to be good, such
+    as a chaos campaign's replacement workers) it is waited for like any outage.
     """
     config.validate()
     if concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
-    open_queue(url, clock=clock).close()  # a bad URL is the caller's error, not a dead thread
-    root.mkdir(parents=True, exist_ok=True)
     stop = stop or threading.Event()
+    if wait_for_database:
+        first = _persist(
+            lambda: open_queue(url, clock=clock), "open the queue", config, _Fleet(), quit=stop
+        )
+        if first is not None:
+            first.close()
+    else:
+        open_queue(url, clock=clock).close()  # a bad URL is the caller's error, not a dead thread
+    root.mkdir(parents=True, exist_ok=True)
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     stats = WorkerStats()
+    fleet = _Fleet()
     slots = [
         threading.Thread(
             target=_slot,
-            args=(url, root, config, f"{name}/{i}", once, poll_s, stop, stats, clock),
+            args=(url, root, config, f"{name}/{i}", once, poll_s, stop, stats, clock, fleet),
             name=f"slot-{i}",
         )
         for i in range(concurrency)
@@ -333,4 +587,7 @@ def run_worker(
     for t in slots:
         t.join()
     stop.set()
+    if fleet.why:
+        done = ", ".join(f"{k} {v}" for k, v in stats.to_json().items())
+        raise WorkerError(f"worker {name} cannot continue: {fleet.why} ({done})")
     return stats

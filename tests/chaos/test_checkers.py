@@ -13,13 +13,16 @@ from chaos import (
     QueueEvent,
     RunRecord,
     TicketRecord,
+    WorkerRecord,
     at_most_one_completion,
     breaker_within_limit,
     check,
     diagnosis_explained,
+    every_worker_exit_explained,
     final_json_in_time,
     no_heartbeat_after_end,
     no_stale_write_accepted,
+    no_succeeded_run_rerun,
     no_ticket_lost,
     no_worker_crashed,
     reclaim_latency,
@@ -287,6 +290,40 @@ def test_a_worker_that_exited_unasked_is_a_crash() -> None:
     v = no_worker_crashed(s.history())
     assert not v.ok and v.witness == (crash,)
     assert v.summary == "worker w9 (pid 42) exited by itself with status -9"
+
+
+def test_a_ticket_claimed_again_after_its_run_succeeded_is_succeeded_work_run_twice() -> None:
+    s = clean()
+    ran = s.run("r7", "t-3", 1)  # final.json success, by the executor
+    s.lease("t-3", 1, "w1/0", at=30, end=31, ending="reclaimed")  # the database blinked
+    s.lease("t-3", 2, "w1/0", at=32, end=33)
+    v = no_succeeded_run_rerun(s.history())
+    assert not v.ok and v.witness[0] == ran
+    assert (
+        v.summary == "ticket t-3 was claimed again (epoch 2) after its run r7 (epoch 1) succeeded"
+    )
+
+
+def test_a_run_the_reaper_failed_may_run_again() -> None:
+    assert no_succeeded_run_rerun(clean().history()).ok  # r1 (reaper, fail) then r2
+
+
+def test_a_worker_that_gave_up_saying_why_is_explained_one_that_exited_silently_is_not() -> None:
+    s = clean()
+    said = "error: worker w8 cannot continue: the queue stayed unavailable for 300 s"
+    s.add(WorkerRecord(5.0, "w8", 43, "exit", 3, expected=False, said=said))
+    assert every_worker_exit_explained(s.history()).ok
+    silent = s.add(WorkerRecord(6.0, "w9", 44, "exit", 0, expected=False, said="done"))
+    v = every_worker_exit_explained(s.history())
+    assert not v.ok and v.witness == (silent,)
+    assert v.summary == "worker w9 (pid 44) exited with status 0 unexplained: 'done'"
+
+
+def test_a_traceback_in_a_worker_log_is_never_explained() -> None:
+    s = clean()
+    s.add(WorkerRecord(6.0, "w9", 44, "exit", -15, expected=True, said="X", traceback=True))
+    v = every_worker_exit_explained(s.history())
+    assert not v.ok and "wrote a traceback" in v.summary
 
 
 def test_every_checker_has_a_docstring_and_a_unique_name() -> None:

@@ -21,6 +21,12 @@ WITHOUT_EXAMPLES = {
     "chaos._sigterm_worker",
     "chaos._stall_database",
     "chaos._torn_write",
+    "chaos._restart_database",
+    "chaos._database_outage",
+    "chaos._remove_pipeline",
+    "chaos._kill_mid_write",
+    "chaos._disk_full",
+    "chaos._read_only_root",
     # Processes and whole campaigns: tests/chaos/test_campaign.py.
     "chaos._campaign",
     "chaos._cli",

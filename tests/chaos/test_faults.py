@@ -13,11 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
 
 from chaos import CHAOS_EXECUTOR, FAULTS, Injection
 from chaos._injection import WorkerHandle
 from executor import ExecutorConfig, SessionInfo, Ticket, open_queue
+from executor._sqlite import BUSY_TIMEOUT_MS
+from executor._worker import run_worker
+from tests.executor import private_postgres
+from tests.executor.private_postgres import PrivatePostgres
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 
@@ -32,6 +37,16 @@ class Campaign:
     pick: int = 0
     config: ExecutorConfig = CHAOS_EXECUTOR
     waiting: tuple[str, ...] = ()
+    db_control: str | None = None
+    scratch: Path = Path("/nonexistent")
+    runs_root: Path = Path("/nonexistent")
+    enqueued: list[Ticket] = field(default_factory=list)
+
+    def enqueue(self, title: str, graph: Path) -> Ticket:
+        with open_queue(self.url) as q:
+            ticket = q.enqueue(title, str(graph))
+        self.enqueued.append(ticket)
+        return ticket
 
     def workers(self) -> list[WorkerHandle]:
         return [h for h in self.handles if not (h.frozen or h.doomed)]
@@ -50,7 +65,7 @@ def inject(name: str, campaign: Campaign) -> Injection | None:
 
 @pytest.fixture
 def campaign(tmp_path: Path) -> Iterator[Campaign]:
-    c = Campaign(url=f"sqlite:///{tmp_path / 'q.db'}")
+    c = Campaign(url=f"sqlite:///{tmp_path / 'q.db'}", scratch=tmp_path / "faults")
     yield c
     for h in c.handles:
         if h.popen.poll() is None:
@@ -163,3 +178,164 @@ def test_stall_database_holds_the_write_lock_until_its_undo(campaign: Campaign) 
 def test_only_one_stall_runs_at_a_time(campaign: Campaign) -> None:
     campaign.waiting = ("stall_database",)
     assert inject("stall_database", campaign) is None
+
+
+def test_database_outage_on_sqlite_holds_the_lock_past_the_busy_timeout_until_its_undo(
+    campaign: Campaign,
+) -> None:
+    open_queue(campaign.url).close()
+    got = inject("database_outage", campaign)
+    assert got is not None and got.undo is not None
+    assert got.undo_after_s == BUSY_TIMEOUT_MS / 1000 + 1.0  # writers fail, not only wait
+    other = sqlite3.connect(campaign.url.removeprefix("sqlite://"), timeout=0.1)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        other.execute("BEGIN IMMEDIATE")
+    got.undo()
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("ROLLBACK")
+    other.close()
+
+
+def test_restart_database_on_sqlite_is_a_lock_storm_that_its_undo_ends(
+    campaign: Campaign,
+) -> None:
+    open_queue(campaign.url).close()
+    got = inject("restart_database", campaign)
+    assert got is not None and got.undo is not None and "lock storm" in got.target
+    other = sqlite3.connect(campaign.url.removeprefix("sqlite://"), timeout=0)
+    refused = 0
+    while refused == 0:  # the storm holds the lock nearly all the time: meet it once
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            refused += 1
+    got.undo()
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("ROLLBACK")
+    other.close()
+
+
+def test_database_faults_on_postgresql_skip_without_a_control_command(campaign: Campaign) -> None:
+    campaign.url = "postgresql://postgres@127.0.0.1:5432/test"  # never restarted: no control
+    assert inject("restart_database", campaign) is None
+    assert inject("database_outage", campaign) is None
+
+
+def test_only_one_database_fault_runs_at_a_time(campaign: Campaign) -> None:
+    campaign.waiting = ("database_outage",)
+    assert inject("restart_database", campaign) is None
+    campaign.waiting = ("restart_database",)
+    assert inject("database_outage", campaign) is None
+
+
+@pytest.fixture(scope="module")
+def private_pg() -> Iterator[PrivatePostgres]:
+    why = private_postgres.unavailable()
+    if why is not None:
+        pytest.skip(f"no private PostgreSQL cluster: {why}")
+    pg = PrivatePostgres()
+    try:
+        yield pg
+    finally:
+        pg.destroy()
+
+
+@pytest.mark.postgres
+def test_restart_and_outage_on_postgresql_use_the_control_command_of_the_database_under_test(
+    campaign: Campaign, private_pg: PrivatePostgres
+) -> None:
+    campaign.url, campaign.db_control = private_pg.url, private_pg.control_command()
+    before = psycopg.connect(private_pg.url, autocommit=True)
+    got = inject("restart_database", campaign)
+    assert got is not None and got.detail == {"action": "restart", "exit_status": 0}
+    with pytest.raises(psycopg.OperationalError):
+        before.execute("SELECT 1")  # every session was terminated
+    before.close()
+    got = inject("database_outage", campaign)
+    assert got is not None and got.undo is not None and got.detail["exit_status"] == 0
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(private_pg.url, connect_timeout=2)
+    assert got.undo() == {"action": "start", "exit_status": 0}
+    with psycopg.connect(private_pg.url) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_remove_pipeline_enqueues_a_ticket_whose_graph_then_goes_away(
+    campaign: Campaign, tmp_path: Path
+) -> None:
+    deleted = inject("remove_pipeline", campaign)
+    campaign.pick = 1
+    broken = inject("remove_pipeline", campaign)
+    assert deleted is not None and broken is not None
+    assert (deleted.detail["how"], broken.detail["how"]) == ("deleted", "made invalid")
+    assert not Path(deleted.detail["graph"]).exists()
+    stats = run_worker(campaign.url, tmp_path / "runs", CHAOS_EXECUTOR, once=True, reaper=False)
+    assert stats.failed == 2
+    with open_queue(campaign.url) as q:
+        for t in campaign.enqueued:
+            after = q.get(t.id)
+            assert after.status == "failed" and "cannot be run" in (after.reason or "")
+
+
+def test_kill_mid_write_tears_the_last_line_then_kills_the_worker_holding_the_run(
+    campaign: Campaign, tmp_path: Path
+) -> None:
+    spawn(campaign, "w1")
+    w2 = spawn(campaign, "w2")
+    run = tmp_path / "r1"
+    run.mkdir()
+    lines = [json.dumps({"event": "run_started", "n": i}) + "\n" for i in range(3)]
+    (run / "progress.ndjson").write_text("".join(lines))
+    campaign.tickets = [running_ticket(tmp_path, worker="w2/0")]
+    got = inject("kill_mid_write", campaign)
+    assert got is not None and got.target == f"worker w2 (pid {w2.pid})"
+    assert w2.popen.wait(timeout=5) == -9 and w2.doomed
+    assert not (run / "progress.ndjson").read_bytes().endswith(b"\n")  # ends mid-line
+    assert got.runs == (str(run),) and len(got.held) == 1
+
+
+def test_disk_faults_skip_a_runs_root_that_is_not_a_file_system_of_its_own(
+    campaign: Campaign, tmp_path: Path
+) -> None:
+    campaign.runs_root = tmp_path  # shared with everything else in /tmp: never filled
+    assert inject("disk_full", campaign) is None
+    assert inject("read_only_root", campaign) is None
+
+
+@pytest.fixture
+def runs_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(runs)], check=True)
+    try:
+        yield runs
+    finally:
+        subprocess.run(["umount", "-l", str(runs)], check=False)
+
+
+def test_disk_full_fills_the_runs_root_until_its_undo_and_names_the_runs_it_hit(
+    campaign: Campaign, runs_tmpfs: Path
+) -> None:
+    campaign.runs_root = runs_tmpfs
+    got = inject("disk_full", campaign)
+    assert got is not None and got.undo is not None and got.detail["filled_bytes"] > 0
+    (runs_tmpfs / "r1").mkdir()  # a run started while the disk is full
+    with pytest.raises(OSError, match="No space left"):
+        (runs_tmpfs / "r1" / "x").write_bytes(b"x" * 65536)
+    assert got.undo()["runs"] == [str(runs_tmpfs / "r1")]
+    (runs_tmpfs / "r1" / "x").write_bytes(b"x" * 65536)  # free again
+
+
+def test_read_only_root_remounts_the_runs_root_until_its_undo(
+    campaign: Campaign, runs_tmpfs: Path
+) -> None:
+    campaign.runs_root = runs_tmpfs
+    got = inject("read_only_root", campaign)
+    assert got is not None and got.undo is not None and got.detail["exit_status"] == 0
+    with pytest.raises(OSError, match="Read-only"):
+        (runs_tmpfs / "r1").mkdir()
+    assert got.undo()["mode"] == "rw"
+    (runs_tmpfs / "r1").mkdir()

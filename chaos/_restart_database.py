@@ -1,0 +1,87 @@
+"""Fault ``restart_database``: restart the queue's database under the workers' feet.
+
+PostgreSQL: the campaign's ``--db-control`` command restarts the database under test (e.g.
+``pg_ctl -D DIR -m fast -w {action}`` for a private cluster, ``docker {action} ID`` for a
+service container; ``{action}`` becomes ``restart``). Every session is terminated
+(``AdminShutdown``); the next queue call of every worker meets a dead connection. Without a
+control command the fault is skipped: the harness never restarts a server it was not handed.
+
+SQLite has no server to restart; its equivalent is a lock storm: for a few seconds the harness
+takes the write lock again and again (held 0.4 s, freed for 20 ms), so every write queues
+behind it and heartbeats land late.
+
+The executor promises that no call is lost and no slot dies: every queue call is retried
+with backoff, a write that may have committed is checked, not repeated; every ticket ends
+terminal and none whose run succeeded runs again.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from typing import Any
+
+from chaos._injection import (
+    DATABASE_FAULTS,
+    Fault,
+    Injection,
+    Target,
+    control_database,
+    runs_of,
+)
+
+__all__ = ["FAULT", "restart_database"]
+
+#: How long the SQLite lock storm lasts, how long each lock is held and freed.
+STORM_S, HOLD_S, GAP_S = 3.0, 0.4, 0.02
+
+
+def _storm(path: str, stop: threading.Event) -> None:
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+    try:
+        while not stop.is_set():
+            try:
+                conn.execute("BEGIN EXCLUSIVE")
+                stop.wait(HOLD_S)
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # a worker held it this time: try again after the gap
+            time.sleep(GAP_S)
+    finally:
+        conn.close()
+
+
+def _end_storm(stop: threading.Event, thread: threading.Thread) -> dict[str, Any]:
+    stop.set()
+    thread.join()
+    return {}
+
+
+def restart_database(target: Target) -> Injection | None:
+    """Restart the queue's database (PostgreSQL via --db-control; SQLite: a lock storm)."""
+    if any(target.pending(f) for f in DATABASE_FAULTS):
+        return None  # one at a time: a second lock would wait for the first one's undo
+    running = [t for t in target.leased() if t.status == "running"]
+    if target.url.startswith(("postgresql://", "postgres://")):
+        if not target.db_control:
+            return None  # no command to restart the database under test: skipped
+        detail = control_database(target.db_control, "restart")
+        return Injection("the queue database (restart)", detail, runs=runs_of(running))
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=_storm, args=(target.url.removeprefix("sqlite://"), stop), daemon=True
+    )
+    thread.start()
+    return Injection(
+        target="the queue database (lock storm)",
+        detail={"storm_s": STORM_S, "hold_s": HOLD_S, "gap_s": GAP_S},
+        runs=runs_of(running),
+        undo=lambda: _end_storm(stop, thread),
+        undo_after_s=STORM_S,
+    )
+
+
+#: A running run may self-fence behind the storm (canceled, a healthy terminal run) and be
+#: reclaimed: nothing at error may follow.
+FAULT = Fault(restart_database, may_cause=frozenset())

@@ -1,0 +1,503 @@
+"""Workers and the reaper survive what real infrastructure does (issue 15).
+
+A database that restarts, goes away or stays locked past its busy timeout; a runs root that
+fills up or turns read-only; a pipeline file deleted after enqueue; a worker killed half-way
+through a line. Real databases (SQLite files, a private PostgreSQL cluster that the test
+restarts and stops), real stages, real mounts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from executor import ExecutorConfig, Queue, QueueError, SessionInfo, WorkerError, open_queue
+from executor._reaper import reap
+from executor._runner import run_pipeline
+from executor._worker import WorkerStats, _Fleet, _logged, _persist, run_worker
+from tests.executor import private_postgres
+from tests.executor.private_postgres import PrivatePostgres
+
+#: Lease budgets long enough that no worker fences itself during a few seconds of outage.
+PATIENT = ExecutorConfig(
+    heartbeat_interval_s=0.5,
+    heartbeat_misses=2,
+    self_fence_s=20.0,
+    lease_ttl_s=30.0,
+    reaper_interval_s=0.3,
+    claim_grace_s=0.0,
+    stage_grace_s=0.5,
+)
+
+
+def _graph(tmp: Path, command: str, name: str = "p") -> Path:
+    path = tmp / f"{name}.dot"
+    path.write_text(
+        "digraph p { start [shape=Mdiamond]; exit [shape=Msquare];\n"
+        f"  work [shape=parallelogram, tool_command={json.dumps(command)}];\n"
+        "  start -> work -> exit }\n"
+    )
+    return path
+
+
+def _wait(what: Callable[[], object], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if what():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _dead_session() -> SessionInfo:
+    """The session of a worker that is gone: a pid that exited, on this host."""
+    import socket
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return SessionInfo("gone", proc.pid, proc.pid, 1, socket.gethostname())
+
+
+class _WorkerThread:
+    """``run_worker`` in a thread; keeps what it returned or raised."""
+
+    def __init__(self, url: str, root: Path, config: ExecutorConfig, concurrency: int) -> None:
+        self.stop = threading.Event()
+        self.stats: WorkerStats | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(
+            target=self._run, args=(url, root, config, concurrency), daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, url: str, root: Path, config: ExecutorConfig, concurrency: int) -> None:
+        try:
+            self.stats = run_worker(
+                url, root, config, concurrency=concurrency, stop=self.stop, poll_s=0.1
+            )
+        except BaseException as exc:
+            self.error = exc
+
+    def finish(self, timeout: float = 60.0) -> None:
+        self.stop.set()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the worker did not stop"
+
+
+def _completions(queue: Queue, ticket_id: str) -> list[str]:
+    return [e.event for e in queue.events(ticket_id) if e.event in ("claimed", "completed")]
+
+
+def _retried_lines(capsys: pytest.CaptureFixture[str], seen: list[str]) -> str:
+    seen.append(capsys.readouterr().err)
+    return "".join(seen)
+
+
+# -- SQLite -----------------------------------------------------------------------------------
+
+HOLDER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN EXCLUSIVE")
+open(sys.argv[2], "w").close()
+time.sleep(float(sys.argv[3]))
+conn.execute("ROLLBACK")
+"""
+
+
+def test_a_database_locked_past_the_busy_timeout_at_completion_neither_kills_the_slot_nor_runs_the_ticket_twice(  # noqa: E501
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "queue.db"
+    holder = tmp_path / "holder.py"
+    holder.write_text(HOLDER)
+    flag = tmp_path / "locked"
+    # The stage leaves behind a process that holds the queue's write lock for 6.5 s, longer
+    # than SQLite's 5 s busy timeout: the worker's `complete` meets "database is locked".
+    stage = (
+        f"setsid {sys.executable} {holder} {db} {flag} 6.5 </dev/null >/dev/null 2>&1 & "
+        f"while [ ! -f {flag} ]; do sleep 0.02; done"
+    )
+    queue = open_queue(str(db))
+    ticket = queue.enqueue("locked-at-completion", str(_graph(tmp_path, stage)))
+    follower = queue.enqueue("behind-it", str(_graph(tmp_path, "true", "q")))
+    stats = run_worker(str(db), tmp_path / "runs", PATIENT, once=True, reaper=False)
+    err = capsys.readouterr().err
+    assert "database is locked" in err and "retrying" in err  # the scenario did happen
+    assert "Traceback" not in err and "Exception in thread" not in err
+    assert (stats.completed, stats.fenced) == (2, 0)
+    assert [queue.get(t.id).status for t in (ticket, follower)] == ["done", "done"]
+    assert _completions(queue, ticket.id) == ["claimed", "completed"]
+    assert len(list((tmp_path / "runs").iterdir())) == 2  # each ticket ran once
+    queue.close()
+
+
+def test_a_complete_that_committed_before_its_connection_dropped_is_checked_not_repeated(
+    tmp_path: Path,
+) -> None:
+    queue = open_queue(str(tmp_path / "queue.db"))
+    ticket = queue.enqueue("x", "/p.dot")
+    lease = queue.claim("w", lease_ttl_s=30, session=SessionInfo("s", 1, 1, None, "h"))
+    assert lease is not None
+
+    def committed_then_lost() -> object:
+        queue.complete(lease, result={"status": "success"})
+        raise QueueError("server closed the connection unexpectedly")  # the ack never came
+
+    got = _persist(
+        committed_then_lost,
+        "completion",
+        PATIENT,
+        _Fleet(),
+        landed=lambda: _logged(queue, lease, "completed"),
+    )
+    assert got is None
+    assert queue.get(ticket.id).status == "done"
+    events = [e.event for e in queue.events(ticket.id)]
+    assert events.count("completed") == 1 and "fenced" not in events
+    queue.close()
+
+
+def test_a_pipeline_deleted_or_broken_after_enqueue_fails_its_ticket_and_the_healthy_ones_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue = open_queue(str(tmp_path / "queue.db"))
+    gone_graph = _graph(tmp_path, "true", "gone")
+    broken_graph = _graph(tmp_path, "true", "broken")
+    gone = queue.enqueue("gone", str(gone_graph), priority=9)
+    broken = queue.enqueue("broken", str(broken_graph), priority=9)
+    healthy = [queue.enqueue(f"ok{i}", str(_graph(tmp_path, "true", f"ok{i}"))) for i in range(3)]
+    gone_graph.unlink()
+    broken_graph.write_text("digraph p { start -> }")
+    stats = run_worker(
+        str(tmp_path / "queue.db"), tmp_path / "runs", PATIENT, concurrency=2, once=True
+    )
+    assert "Traceback" not in capsys.readouterr().err
+    assert (stats.completed, stats.failed) == (3, 2)
+    for t in (gone, broken):
+        after = queue.get(t.id)
+        assert after.status == "failed"
+        assert after.reason is not None and "pipeline" in after.reason
+        assert str(tmp_path / t.title) in after.reason and "cannot be run" in after.reason
+    assert {queue.get(t.id).status for t in healthy} == {"done"}
+    queue.close()
+
+
+def test_the_reaper_starts_its_run_failed_line_on_a_fresh_line_after_a_torn_one(
+    tmp_path: Path,
+) -> None:
+    queue = open_queue(str(tmp_path / "queue.db"))
+    queue.enqueue("torn", "/p.dot")
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    whole = json.dumps({"event": "stage_attempt_start", "run_id": "r1"})
+    (run / "progress.ndjson").write_text(whole + "\n" + whole[: len(whole) // 2])
+    lease = queue.claim("w", lease_ttl_s=30, session=_dead_session())
+    assert lease is not None
+    queue.start(lease, run_id="r1", run_path=run, session=_dead_session())
+    (reclaim,) = reap(queue, PATIENT)
+    assert reclaim.status == "todo" and reclaim.terminalized
+    lines = (run / "progress.ndjson").read_bytes().splitlines()
+    assert len(lines) == 3 and lines[1] == whole[: len(whole) // 2].encode()
+    assert json.loads(lines[2])["event"] == "run_failed"
+    queue.close()
+
+
+def test_a_lost_worker_whose_run_had_succeeded_gets_its_ticket_completed_not_run_again(
+    tmp_path: Path,
+) -> None:
+    queue = open_queue(str(tmp_path / "queue.db"))
+    t = queue.enqueue("done-but-unacknowledged", str(_graph(tmp_path, "true")))
+    lease = queue.claim("w", lease_ttl_s=30, session=_dead_session())
+    assert lease is not None
+    queue.start(lease, run_id="r1", run_path=tmp_path / "runs" / "r1", session=_dead_session())
+    # The worker finished the run (final.json success at its epoch), then died before
+    # `complete` reached the queue.
+    result = run_pipeline(
+        Path(t.graph_path), tmp_path / "runs", PATIENT, run_id="r1", epoch=lease.epoch
+    )
+    assert result.status == "success"
+    (reclaim,) = reap(queue, PATIENT)
+    assert reclaim.status == "done" and "had succeeded" in reclaim.reason
+    after = queue.get(t.id)
+    assert (after.status, after.lease_epoch, after.crash_recoveries) == ("done", 1, 0)
+    assert [e.event for e in queue.events(t.id)].count("completed") == 1
+    final = json.loads((tmp_path / "runs" / "r1" / "final.json").read_text())
+    assert final["status"] == "success" and "repaired_by" not in final
+    queue.close()
+
+
+# -- full and read-only disks -----------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (root only), unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_runs_root_that_fills_up_fails_the_ticket_with_the_reason_and_the_worker_goes_on(
+    tmp_path: Path, tiny_disk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue = open_queue(str(tmp_path / "queue.db"))
+    fill = f"dd if=/dev/zero of={tiny_disk}/filler bs=64k 2>/dev/null; true"
+    filler = queue.enqueue("fills-the-disk", str(_graph(tmp_path, fill, "fill")), priority=9)
+    after_it = queue.enqueue("after-it", str(_graph(tmp_path, "true", "after")))
+    stats = run_worker(str(tmp_path / "queue.db"), tiny_disk / "runs", PATIENT, once=True)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Exception in thread" not in err
+    assert stats.claimed == 2 and stats.completed + stats.failed == 2
+    first = queue.get(filler.id)
+    assert first.status == "failed"
+    assert first.reason is not None and "No space left on device" in first.reason
+    assert queue.get(after_it.id).terminal
+    queue.close()
+
+
+def test_a_read_only_runs_root_fails_tickets_and_the_reaper_still_reclaims(
+    tmp_path: Path, tiny_disk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue = open_queue(str(tmp_path / "queue.db"))
+    lost_run = tiny_disk / "runs" / "r-lost"
+    lost_run.mkdir(parents=True)
+    (lost_run / "progress.ndjson").write_text('{"event": "run_started"}\n')
+    lost = queue.enqueue("lost", str(_graph(tmp_path, "true", "lost")))
+    lease = queue.claim("w", lease_ttl_s=30, session=_dead_session())
+    assert lease is not None
+    queue.start(lease, run_id="r-lost", run_path=lost_run, session=_dead_session())
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
+    (reclaim,) = reap(queue, PATIENT)  # no traceback: the queue learns why
+    assert reclaim.status == "todo" and not reclaim.terminalized
+    assert "could not be terminalized" in reclaim.reason and "Read-only" in reclaim.reason
+    assert queue.get(lost.id).reason == reclaim.reason
+    # A worker on the read-only root fails the ticket with the reason instead of dying.
+    stats = run_worker(str(tmp_path / "queue.db"), tiny_disk / "runs", PATIENT, once=True)
+    assert "Traceback" not in capsys.readouterr().err
+    after = queue.get(lost.id)
+    assert (stats.failed, after.status) == (1, "failed")
+    assert after.reason is not None and "Read-only file system" in after.reason
+    queue.close()
+
+
+# -- PostgreSQL: a private cluster, restarted and stopped -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def private_pg() -> Iterator[PrivatePostgres]:
+    why = private_postgres.unavailable()
+    if why is not None:
+        pytest.skip(f"no private PostgreSQL cluster: {why}")
+    pg = PrivatePostgres()
+    try:
+        yield pg
+    finally:
+        pg.destroy()
+
+
+@pytest.fixture
+def pg_url(private_pg: PrivatePostgres) -> Iterator[str]:
+    with contextlib.suppress(subprocess.CalledProcessError):  # already running
+        private_pg.start()  # a previous test may have left it stopped
+    schema = f"rdq_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(private_pg.url, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    yield f"{private_pg.url}?options=-csearch_path%3D{schema}"
+
+
+def _parked_tickets(url: str, tmp_path: Path, n: int) -> tuple[Queue, list[str], Path]:
+    """``n`` tickets whose stages announce they started, then wait for the file ``go``."""
+    stage = (
+        f"mktemp {tmp_path}/started.XXXXXX >/dev/null; "
+        f"while [ ! -f {tmp_path}/go ]; do sleep 0.05; done"
+    )
+    graph = _graph(tmp_path, stage)
+    queue = open_queue(url)
+    ids = [queue.enqueue(f"t{i}", str(graph)).id for i in range(n)]
+    return queue, ids, tmp_path / "go"
+
+
+def _started(tmp_path: Path) -> int:
+    return len(list(tmp_path.glob("started.*")))
+
+
+def _all_done(url: str, ids: list[str]) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with open_queue(url) as q:
+                return all(q.get(i).status == "done" for i in ids)
+        except QueueError:
+            return False  # the server is still coming back
+
+    return check
+
+
+@pytest.mark.postgres
+def test_a_postgres_restart_while_runs_finish_leaves_every_ticket_done_exactly_once(
+    pg_url: str, private_pg: PrivatePostgres, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue, ids, go = _parked_tickets(pg_url, tmp_path, 3)
+    queue.close()
+    worker = _WorkerThread(pg_url, tmp_path / "runs", PATIENT, concurrency=3)
+    _wait(lambda: _started(tmp_path) == 3)
+    private_pg.restart()  # every session gets AdminShutdown; the next call meets it
+    go.touch()
+    _wait(_all_done(pg_url, ids))
+    worker.finish()
+    err = capsys.readouterr().err
+    assert worker.error is None, worker.error
+    assert worker.stats is not None and (worker.stats.completed, worker.stats.fenced) == (3, 0)
+    assert "retrying" in err and "Traceback" not in err  # the restart was met and ridden out
+    with open_queue(pg_url) as q:
+        for i in ids:
+            assert _completions(q, i) == ["claimed", "completed"]
+    assert len(list((tmp_path / "runs").iterdir())) == 3
+
+
+@pytest.mark.postgres
+def test_a_postgres_outage_while_runs_finish_is_ridden_out_and_no_ticket_runs_twice(
+    pg_url: str, private_pg: PrivatePostgres, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue, ids, go = _parked_tickets(pg_url, tmp_path, 3)
+    queue.close()
+    worker = _WorkerThread(pg_url, tmp_path / "runs", PATIENT, concurrency=3)
+    _wait(lambda: _started(tmp_path) == 3)
+    private_pg.stop()
+    go.touch()
+    seen: list[str] = []
+    # Every run ends while the server is down: each completion fails and is retried.
+    _wait(lambda: _retried_lines(capsys, seen).count("completion of ticket") == 3)
+    assert len(list((tmp_path / "runs").glob("*/final.json"))) == 3
+    private_pg.start()
+    _wait(_all_done(pg_url, ids))
+    worker.finish()
+    err = "".join(seen) + capsys.readouterr().err
+    assert worker.error is None, worker.error
+    assert worker.stats is not None and (worker.stats.completed, worker.stats.fenced) == (3, 0)
+    assert "Traceback" not in err
+    with open_queue(pg_url) as q:
+        for i in ids:
+            assert _completions(q, i) == ["claimed", "completed"]
+
+
+@pytest.mark.postgres
+def test_a_worker_whose_database_stays_away_exits_saying_why_and_its_succeeded_run_is_kept(
+    pg_url: str, private_pg: PrivatePostgres, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dataclasses import replace
+
+    queue, (tid,), go = _parked_tickets(pg_url, tmp_path, 1)
+    queue.close()
+    short = replace(PATIENT, database_outage_s=2.0)
+    worker = _WorkerThread(pg_url, tmp_path / "runs", short, concurrency=2)
+    _wait(lambda: _started(tmp_path) == 1)
+    private_pg.stop()
+    go.touch()
+    worker.thread.join(60)  # it gives up by itself, without being told to stop
+    assert not worker.thread.is_alive()
+    assert isinstance(worker.error, WorkerError), worker.error
+    assert "cannot continue" in str(worker.error) and "unavailable" in str(worker.error)
+    assert "Traceback" not in capsys.readouterr().err
+    private_pg.start()
+    with open_queue(pg_url) as q:
+        assert q.get(tid).status == "running"  # the completion never reached the queue
+        # The next reaper pass (here: once its lease expired) keeps the succeeded run.
+        (reclaim,) = reap(q, PATIENT, clock=lambda: time.time() + PATIENT.lease_ttl_s + 1)
+        assert reclaim.status == "done"
+        assert _completions(q, tid) == ["claimed", "completed"]
+
+
+@pytest.mark.postgres
+def test_a_worker_process_whose_database_stays_away_exits_3_with_one_line_saying_why(
+    pg_url: str, private_pg: PrivatePostgres, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    queue, (tid,), go = _parked_tickets(pg_url, tmp_path, 1)
+    queue.close()
+    config = tmp_path / "executor.json"
+    config.write_text(json.dumps(replace(PATIENT, database_outage_s=2.0).to_json()))
+    # The campaign's worker entry point: the executor's run_worker behind the same
+    # error reporting as `doctor worker`, with a configuration file for the short budget.
+    command = [sys.executable, "-m", "chaos", "worker", "--db", pg_url]
+    command += ["--root", str(tmp_path / "runs"), "--name", "w1", "--config", str(config)]
+    command += ["--history", str(tmp_path / "w1.ndjson")]
+    worker = subprocess.Popen(
+        command, cwd=Path(__file__).resolve().parents[2], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait(lambda: _started(tmp_path) == 1)
+        private_pg.stop()
+        go.touch()
+        _, err = worker.communicate(timeout=120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert worker.returncode == 3, err
+    assert "Traceback" not in err
+    assert lines[-1].startswith("error: worker w1 cannot continue: completion of ticket")
+    assert "unavailable for 2 s" in " ".join(lines[-2:])
+    private_pg.start()
+    with open_queue(pg_url) as q:
+        assert q.get(tid).status == "running"  # left to the reaper, which keeps the success
+
+
+def test_a_final_json_write_that_fails_once_is_tried_again_and_lands(tmp_path: Path) -> None:
+    from executor._artifacts import RunWriter
+
+    writer = RunWriter(tmp_path / "r1", run_id="r1")
+    writer.create()
+    # The first try's temporary file cannot be created (a dangling link into a directory that
+    # does not exist: ENOENT); the retry removes it and writes for real.
+    tmp = writer.path / f".final.json.{os.getpid()}.{threading.get_ident()}.tmp"
+    tmp.symlink_to(tmp_path / "gone" / "final.json")
+    record, won = writer.write_final("success", "", wall_s=1.0)
+    assert won and record["status"] == "success"
+    assert json.loads((writer.path / "final.json").read_text())["status"] == "success"
+    assert not tmp.exists() and not tmp.is_symlink()
+
+
+def test_the_reaper_thread_logs_a_failed_pass_and_reclaims_at_a_later_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from executor._worker import _reaper_loop
+
+    home = tmp_path / "not-yet"  # the queue's directory does not exist at first
+    url = str(home / "queue.db")
+    stop, stats = threading.Event(), WorkerStats()
+    thread = threading.Thread(target=_reaper_loop, args=(url, PATIENT, stop, stats, time.time))
+    thread.start()
+    seen: list[str] = []
+    try:
+        _wait(lambda: "reaper pass failed" in _retried_lines(capsys, seen))
+        home.mkdir()
+        with open_queue(url) as q:
+            q.enqueue("lost", "/p.dot")
+            assert q.claim("w", lease_ttl_s=30, session=_dead_session()) is not None
+        _wait(lambda: stats.reclaimed == 1)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    err = "".join(seen) + capsys.readouterr().err
+    assert err.count("reaper pass failed") == 1 and "Traceback" not in err
