@@ -29,6 +29,7 @@ from typing import Any
 import duckdb
 
 from doctor._layout import RunLayout, stage_dirs
+from doctor._ndjson import open_regular
 
 __all__ = ["CACHE_VERSION", "CacheEntry", "RunCache", "StreamState", "fingerprint"]
 
@@ -65,7 +66,7 @@ class CacheEntry:
 
 def _stat(path: Path) -> list[int] | None:
     try:
-        st = path.stat()
+        st = path.lstat()
     except OSError:
         return None
     return [st.st_size, st.st_mtime_ns, st.st_ino]
@@ -91,7 +92,7 @@ def tail_sha(path: Path, offset: int) -> str:
     """Hash of the bytes just before ``offset``: proof the prefix was not rewritten."""
     start = max(0, offset - _TAIL_CHECK)
     try:
-        with path.open("rb") as fh:
+        with open_regular(path) as fh:
             fh.seek(start)
             return hashlib.sha1(fh.read(offset - start)).hexdigest()
     except OSError:

@@ -19,7 +19,7 @@ from doctor._errors import UsageError
 from doctor._facts import compute_facts, parse_iso
 from doctor._ingest import load_runs
 from doctor._layout import RunLayout, discover, list_run_dirs, locate_run
-from doctor._liveness import process_alive
+from doctor._liveness import owner_alive
 from doctor._model import Diagnosis, Finding, Severity
 from doctor._queue_ingest import load_queue
 from doctor._tables import Tables
@@ -143,7 +143,7 @@ def _reusable(d: Diagnosis, now: float) -> Diagnosis | None:
     figure and every summary is a function of the files.
     """
     pid = d.facts.get("owner_pid")
-    if isinstance(pid, int) and process_alive(pid):
+    if isinstance(pid, int) and owner_alive(pid):
         return None
     findings = []
     for f in d.findings:

@@ -19,10 +19,14 @@ person needs them.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 import pyarrow as pa
@@ -30,12 +34,15 @@ import pyarrow as pa
 from doctor._errors import IngestError
 
 __all__ = [
+    "CHUNK_BYTES",
     "EVENT_COLUMNS",
     "EVENT_FIELDS",
+    "MAX_LINE_BYTES",
     "TornLine",
     "create_events_table",
     "last_line",
     "only_last_line_bad",
+    "open_regular",
     "read_bulk",
     "read_precise",
     "register_streams",
@@ -241,11 +248,14 @@ def _read_batch(
     # list_position maps DuckDB's filename back to our key without a join; the scan keeps
     # insertion order, so rowid order within a file is line order.
     reader = "read_json_objects" if keep_raw else "read_json"
-    options = "format='newline_delimited', ignore_errors=true, filename=true"
+    # Lines over MAX_LINE_BYTES make DuckDB fail the scan: the batch is then read file by
+    # file, and the file with such a line by the precise path, which reports it torn.
+    options = (
+        "format='newline_delimited', ignore_errors=true, filename=true, "
+        f"maximum_object_size={MAX_LINE_BYTES + 1}"
+    )
     if not keep_raw:
         options += f", columns={_READ_JSON_COLUMNS}"
-    else:
-        options += ", maximum_object_size=268435456"
     source = (
         f"(SELECT list_position($paths, filename) - 1 AS file_key, "
         f"NULL::BIGINT AS pos, * EXCLUDE (filename) FROM {reader}($read, {options}))"
@@ -255,7 +265,22 @@ def _read_batch(
     try:
         return sorted(_load(con, _insert_sql(source, objects=keep_raw), params) + unsafe)
     except duckdb.Error as exc:
-        raise IngestError(f"DuckDB could not read the event streams: {exc}") from exc
+        if len(files) == 1:
+            # This file alone fails the scan (a line over the limit, an unreadable file):
+            # the caller reads it precisely, so the failure stays this stream's.
+            con.execute("DELETE FROM events_base WHERE stream_id = ?", [first_stream_id])
+            return [first_stream_id]
+        if isinstance(exc, duckdb.InterruptException):
+            raise IngestError(f"DuckDB could not read the event streams: {exc}") from exc
+    # One file failed the batch: read the batch again file by file.
+    con.execute(
+        "DELETE FROM events_base WHERE stream_id >= ? AND stream_id < ?",
+        [first_stream_id, first_stream_id + len(files)],
+    )
+    bad: list[int] = []
+    for i, f in enumerate(files):
+        bad += _read_batch(con, [f], first_stream_id + i, keep_raw)
+    return sorted(bad)
 
 
 def _classify(line: bytes) -> str:
@@ -287,18 +312,68 @@ def only_last_line_bad(con: duckdb.DuckDBPyConnection, stream_ids: Sequence[int]
     return {int(r[0]) for r in rows}
 
 
-def last_line(path: Path, key: tuple[str, str]) -> TornLine | None:
-    """Locate and classify the last non-blank line of ``path`` (byte operations only)."""
+def open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading when it is a regular file: never through a symlink, and
+    never blocking on a FIFO (``O_NONBLOCK``; the descriptor is checked before any read).
+
+    Raises ``OSError`` otherwise.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags)
     try:
-        data = path.read_bytes()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def last_line(path: Path, key: tuple[str, str]) -> TornLine | None:
+    """Locate and classify the last non-blank line of ``path`` (read in bounded blocks)."""
+    try:
+        with open_regular(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            # Walk back from the end to the newline before the last non-blank line.
+            end, tail = size, b""
+            while end > 0:
+                start = max(0, end - CHUNK_BYTES)
+                fh.seek(start)
+                tail = fh.read(end - start) + tail
+                end = start
+                body = tail.rstrip(b"\r\n \t")
+                if (body and b"\n" in body) or len(tail) > MAX_LINE_BYTES + CHUNK_BYTES:
+                    break
+            body = tail.rstrip(b"\r\n \t")
+            if not body:
+                return None
+            cut = body.rfind(b"\n") + 1
+            line_start = end + cut
+            # The line's number: newlines before it, counted in bounded blocks.
+            number, fh_pos = 1, 0
+            fh.seek(0)
+            while fh_pos < line_start:
+                block = fh.read(min(CHUNK_BYTES, line_start - fh_pos))
+                if not block:
+                    break
+                number += block.count(b"\n")
+                fh_pos += len(block)
     except OSError as exc:
         raise IngestError(f"cannot read {path}: {exc.strerror}") from exc
-    body = data.rstrip(b"\r\n \t")
-    if not body:
-        return None
-    start = body.rfind(b"\n") + 1
-    number = body.count(b"\n") + 1
-    return TornLine(*key, path, number, start, _classify(body[start:]))
+    line = body[cut:]
+    if len(line) > MAX_LINE_BYTES:
+        return TornLine(*key, path, number, line_start, _too_long(len(line)))
+    return TornLine(*key, path, number, line_start, _classify(line))
+
+
+#: A line longer than this is not parsed: it is a torn line (``torn_artifact``) of its run.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+#: Streams are read (precise path) in blocks of this many bytes, whatever their size.
+CHUNK_BYTES = 8 * 1024 * 1024
+
+
+def _too_long(n: int) -> str:
+    return f"line of {n} bytes exceeds the {MAX_LINE_BYTES}-byte limit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,47 +385,17 @@ class Chunk:
     records: int  # non-blank lines consumed
 
 
-def read_precise(
+def _insert_lines(
     con: duckdb.DuckDBPyConnection,
     path: Path,
     stream_id: int,
     key: tuple[str, str],
-    *,
-    offset: int = 0,
-    complete: bool,
-    keep_raw: bool = True,
-    max_line_bytes: int = 64 * 1024 * 1024,
-) -> Chunk:
-    """Append ``path`` from byte ``offset`` to ``events``.
-
-    A last line without a newline is left for the next read unless ``complete`` (the writer is
-    gone), in which case it is parsed or reported torn.
-    """
-    try:
-        with path.open("rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-    except OSError as exc:
-        raise IngestError(f"cannot read {path}: {exc.strerror}") from exc
-    end = len(data) if complete else data.rfind(b"\n") + 1
-    lines = data[:end].split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
+    lines: list[tuple[int, int, bytes]],
+    keep_raw: bool,
+) -> list[TornLine]:
+    """Append a batch of ``(line number, byte offset, bytes)`` lines; their torn lines."""
     texts: list[str | None] = []
-    where: list[tuple[int, int, bytes]] = []  # (line number, byte offset, bytes) per record
-    torn: list[TornLine] = []
-    pos = offset
-    for number, line in enumerate(lines, start=1):
-        start, pos = pos, pos + len(line) + 1
-        if not line.strip():
-            continue
-        where.append((number, start, line))
-        if len(line) > max_line_bytes:
-            torn.append(
-                TornLine(*key, path, number, start, f"line of {len(line)} bytes exceeds the limit")
-            )
-            texts.append(None)
-            continue
+    for _number, _start, line in lines:
         try:
             texts.append(line.decode("utf-8"))
         except UnicodeDecodeError:
@@ -365,6 +410,7 @@ def read_precise(
             }
         ),
     )
+    del texts
     try:
         source = "(SELECT file_key, pos, try_cast(json AS JSON) AS json FROM _rd_lines)"
         sql = _insert_sql(source, objects=True, keep_raw=keep_raw)
@@ -380,13 +426,103 @@ def read_precise(
         raise IngestError(f"DuckDB could not parse {path}: {exc}") from exc
     finally:
         con.unregister("_rd_lines")
-    reported = {t.line for t in torn}
+    out = []
     for (bad_pos,) in bad:
-        number, start, line = where[int(bad_pos) - 1]
-        if number not in reported:
-            torn.append(TornLine(*key, path, number, start, _classify(line)))
+        number, start, line = lines[int(bad_pos) - 1]
+        out.append(TornLine(*key, path, number, start, _classify(line)))
+    return out
+
+
+def read_precise(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    stream_id: int,
+    key: tuple[str, str],
+    *,
+    offset: int = 0,
+    complete: bool,
+    keep_raw: bool = True,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Chunk:
+    """Append ``path`` from byte ``offset`` to ``events``, reading ``chunk_bytes`` at a time.
+
+    A last line without a newline is left for the next read unless ``complete`` (the writer is
+    gone), in which case it is parsed or reported torn. A line over ``max_line_bytes`` is
+    reported torn without being held in memory. Line numbers count from ``offset``.
+    """
+    torn: list[TornLine] = []
+    records = 0
+    number = 0  # lines seen so far
+    consumed = offset  # bytes fully accounted for
+    carry = b""  # the start of a line not yet ended
+    long_from: int | None = None  # byte offset of an overlong line being skipped
+    carry_len = 0  # its length so far
+    try:
+        with open_regular(path) as fh:
+            fh.seek(offset)
+            while True:
+                block = fh.read(chunk_bytes)
+                eof = not block
+                batch: list[tuple[int, int, bytes]] = []
+                if eof:
+                    if not complete:
+                        break
+                    if long_from is not None:
+                        number += 1
+                        torn.append(TornLine(*key, path, number, long_from, _too_long(carry_len)))
+                        records += 1
+                        consumed += carry_len
+                        long_from = None
+                    elif carry.strip():
+                        number += 1
+                        batch.append((number, consumed, carry))
+                        consumed += len(carry)
+                    carry = b""
+                else:
+                    data = carry + block if carry else block
+                    base = consumed if long_from is None else consumed + carry_len
+                    if long_from is not None:
+                        nl = block.find(b"\n")
+                        if nl < 0:
+                            carry_len += len(block)
+                            continue
+                        number += 1
+                        carry_len += nl
+                        torn.append(TornLine(*key, path, number, long_from, _too_long(carry_len)))
+                        records += 1
+                        consumed = long_from + carry_len + 1
+                        long_from = None
+                        data, base = block[nl + 1 :], consumed
+                    pos = 0
+                    while True:
+                        nl = data.find(b"\n", pos)
+                        if nl < 0:
+                            break
+                        line = data[pos:nl]
+                        number += 1
+                        if line.strip():
+                            if len(line) > max_line_bytes:
+                                torn.append(
+                                    TornLine(*key, path, number, base + pos, _too_long(len(line)))
+                                )
+                                records += 1
+                            else:
+                                batch.append((number, base + pos, line))
+                        pos = nl + 1
+                    consumed = base + pos
+                    carry = data[pos:]
+                    if len(carry) > max_line_bytes:
+                        long_from, carry_len, carry = consumed, len(carry), b""
+                if batch:
+                    records += len(batch)
+                    torn += _insert_lines(con, path, stream_id, key, batch, keep_raw)
+                if eof:
+                    break
+    except OSError as exc:
+        raise IngestError(f"cannot read {path}: {exc.strerror}") from exc
     return Chunk(
         torn=tuple(sorted(torn, key=lambda t: t.line)),
-        end_offset=offset + end,
-        records=len(texts),
+        end_offset=consumed,
+        records=records,
     )

@@ -54,7 +54,7 @@ from doctor._errors import UsageError
 from doctor._facts import iso, parse_iso
 from doctor._journal import JournalEntry, append_entry, read_journal, sha256_of
 from doctor._layout import discover, is_top_scope
-from doctor._liveness import process_alive
+from doctor._liveness import owner_alive, process_alive
 from doctor._model import Diagnosis, Finding
 from doctor._repair_model import (
     ACTIONS,
@@ -333,7 +333,7 @@ def _check_done(ctx: _Ctx, action: Action, path: Path) -> None:
 
 def _owner_alive(ctx: _Ctx) -> bool | None:
     docs = read_documents(discover(ctx.run_path))
-    return process_alive(docs.pid, docs.pid_start_time)
+    return owner_alive(docs.pid, docs.pid_start_time)
 
 
 def _last_event_ns(path: Path) -> int | None:
@@ -362,7 +362,7 @@ def _terminalize(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
     finals = [s.final for s in docs.scopes.values() if is_top_scope(s.scope) and s.final]
     if finals or os.path.lexists(target):
         raise _Refused("a top-level final.json exists: the run terminalized after the plan")
-    alive = process_alive(docs.pid, docs.pid_start_time)
+    alive = owner_alive(docs.pid, docs.pid_start_time)
     if alive is not False:
         who = "no owner pid is recorded" if docs.pid is None else f"owner pid {docs.pid} is alive"
         raise _Refused(f"{who}; only a run whose owner is dead is terminalized")
