@@ -23,7 +23,7 @@ from pathlib import Path
 from doctor._cache import CacheEntry, RunCache, StreamState, tail_sha
 from doctor._documents import RunDocuments, ScopeDocuments, read_documents
 from doctor._errors import IngestError
-from doctor._layout import RunLayout, Unreadable
+from doctor._layout import RunLayout, Unreadable, display_name
 from doctor._liveness import owner_alive
 from doctor._ndjson import (
     EVENT_FIELDS,
@@ -242,7 +242,7 @@ def _record_files(tables: Tables, layouts: Sequence[RunLayout]) -> None:
     runs: list[tuple[object, ...]] = []
     for run in layouts:
         docs = tables.documents[run.run_id]
-        runs.append((run.run_id, str(run.path), run.layout, docs.pid))
+        runs.append((run.run_id, display_name(str(run.path)), run.layout, docs.pid))
         for sl in run.scopes:
             state = tables.stream_states.get((run.run_id, sl.scope))
             if state is None:

@@ -24,7 +24,7 @@ import json
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -146,13 +146,18 @@ def register_streams(
                 "stream_id": pa.array(ids, pa.int64()),
                 "run_id": [s[0] for s in streams],
                 "scope": [s[1] for s in streams],
-                "path": [str(s[2]) for s in streams],
+                "path": [_text(str(s[2])) for s in streams],
             }
         )
         con.register("_rd_new_streams", rows)
         con.execute("INSERT INTO streams SELECT * FROM _rd_new_streams")
         con.unregister("_rd_new_streams")
     return ids
+
+
+def _text(name: str) -> str:
+    """A path as text: bytes that are not UTF-8 written ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _insert_sql(source: str, *, objects: bool, keep_raw: bool = True) -> str:
@@ -234,14 +239,25 @@ _BATCH = 64
 _GLOB_CHARS = frozenset("*?[]{}")
 
 
+def _scannable(path: str) -> bool:
+    if _GLOB_CHARS & set(path):
+        return False
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _read_batch(
     con: duckdb.DuckDBPyConnection, files: Sequence[Path], first_stream_id: int, keep_raw: bool
 ) -> list[int]:
     paths = [str(f) for f in files]
     # Files whose names DuckDB would read as glob patterns are not scanned; reporting them
     # as bad sends them to the caller's precise (Python) read instead.
-    unsafe = [first_stream_id + i for i, p in enumerate(paths) if _GLOB_CHARS & set(p)]
-    read = [p for p in paths if not _GLOB_CHARS & set(p)]
+    # So are names that are not UTF-8 (DuckDB takes text): Python opens them by bytes.
+    unsafe = [first_stream_id + i for i, p in enumerate(paths) if not _scannable(p)]
+    read = [p for p in paths if _scannable(p)]
     if not read:
         return unsafe
     params: dict[str, object] = {"paths": paths, "read": read, "first": first_stream_id}
@@ -369,11 +385,26 @@ def last_line(path: Path, key: tuple[str, str]) -> TornLine | None:
 #: A line longer than this is not parsed: it is a torn line (``torn_artifact``) of its run.
 MAX_LINE_BYTES = 16 * 1024 * 1024
 #: Streams are read (precise path) in blocks of this many bytes, whatever their size.
-CHUNK_BYTES = 8 * 1024 * 1024
+CHUNK_BYTES = 1024 * 1024
 
 
 def _too_long(n: int) -> str:
     return f"line of {n} bytes exceeds the {MAX_LINE_BYTES}-byte limit"
+
+
+#: A stream's torn lines are located up to this many (and the last one); the rest counted.
+MAX_TORN_LINES = 1000
+
+
+def _classify_at(path: Path, t: TornLine) -> str:
+    """Classify the torn line ``t`` again from the file (its bytes were not kept)."""
+    try:
+        with open_regular(path) as fh:
+            fh.seek(t.byte_offset)
+            line = fh.readline(MAX_LINE_BYTES + 1).rstrip(b"\n")
+    except OSError:
+        return "unreadable"
+    return _classify(line)
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,8 +423,10 @@ def _insert_lines(
     key: tuple[str, str],
     lines: list[tuple[int, int, bytes]],
     keep_raw: bool,
-) -> list[TornLine]:
-    """Append a batch of ``(line number, byte offset, bytes)`` lines; their torn lines."""
+    room: int,
+) -> tuple[list[TornLine], int, tuple[int, int, bytes] | None]:
+    """Append a batch of ``(line number, byte offset, bytes)`` lines: its first ``room`` torn
+    lines, how many there are, and the last one's ``(number, offset, bytes)``."""
     texts: list[str | None] = []
     for _number, _start, line in lines:
         try:
@@ -420,7 +453,10 @@ def _insert_lines(
             {"first": stream_id},
         )
         con.execute(f"INSERT INTO events_base SELECT {cols} FROM _rd_stage WHERE ok ORDER BY pos")
-        bad = con.sql("SELECT pos FROM _rd_stage WHERE NOT ok OR ok IS NULL ORDER BY 1").fetchall()
+        # Only the first ``room`` torn lines are located; the rest are counted.
+        not_ok = "FROM _rd_stage WHERE NOT ok OR ok IS NULL"
+        bad = con.sql(f"SELECT pos {not_ok} ORDER BY 1 LIMIT {int(room)}").fetchall()
+        n_bad, last = con.sql(f"SELECT count(*), max(pos) {not_ok}").fetchall()[0]
         con.execute("DROP TABLE _rd_stage")
     except duckdb.Error as exc:
         raise IngestError(f"DuckDB could not parse {path}: {exc}") from exc
@@ -430,7 +466,7 @@ def _insert_lines(
     for (bad_pos,) in bad:
         number, start, line = lines[int(bad_pos) - 1]
         out.append(TornLine(*key, path, number, start, _classify(line)))
-    return out
+    return out, int(n_bad), None if last is None else lines[int(last) - 1]
 
 
 def read_precise(
@@ -452,6 +488,8 @@ def read_precise(
     reported torn without being held in memory. Line numbers count from ``offset``.
     """
     torn: list[TornLine] = []
+    n_torn = 0  # torn lines in all; only the first MAX_TORN_LINES are kept
+    last_torn: TornLine | None = None
     records = 0
     number = 0  # lines seen so far
     consumed = offset  # bytes fully accounted for
@@ -470,7 +508,9 @@ def read_precise(
                         break
                     if long_from is not None:
                         number += 1
-                        torn.append(TornLine(*key, path, number, long_from, _too_long(carry_len)))
+                        t = TornLine(*key, path, number, long_from, _too_long(carry_len))
+                        n_torn, last_torn = n_torn + 1, t
+                        torn += [t][: max(0, MAX_TORN_LINES - len(torn))]
                         records += 1
                         consumed += carry_len
                         long_from = None
@@ -489,7 +529,9 @@ def read_precise(
                             continue
                         number += 1
                         carry_len += nl
-                        torn.append(TornLine(*key, path, number, long_from, _too_long(carry_len)))
+                        t = TornLine(*key, path, number, long_from, _too_long(carry_len))
+                        n_torn, last_torn = n_torn + 1, t
+                        torn += [t][: max(0, MAX_TORN_LINES - len(torn))]
                         records += 1
                         consumed = long_from + carry_len + 1
                         long_from = None
@@ -503,9 +545,9 @@ def read_precise(
                         number += 1
                         if line.strip():
                             if len(line) > max_line_bytes:
-                                torn.append(
-                                    TornLine(*key, path, number, base + pos, _too_long(len(line)))
-                                )
+                                t = TornLine(*key, path, number, base + pos, _too_long(len(line)))
+                                n_torn, last_torn = n_torn + 1, t
+                                torn += [t][: max(0, MAX_TORN_LINES - len(torn))]
                                 records += 1
                             else:
                                 batch.append((number, base + pos, line))
@@ -516,13 +558,28 @@ def read_precise(
                         long_from, carry_len, carry = consumed, len(carry), b""
                 if batch:
                     records += len(batch)
-                    torn += _insert_lines(con, path, stream_id, key, batch, keep_raw)
+                    room = max(0, MAX_TORN_LINES - len(torn))
+                    found, n_bad, last = _insert_lines(
+                        con, path, stream_id, key, batch, keep_raw, room
+                    )
+                    torn += found
+                    n_torn += n_bad
+                    if last is not None:
+                        last_torn = TornLine(*key, path, last[0], last[1], "")
+                    del batch
                 if eof:
                     break
     except OSError as exc:
         raise IngestError(f"cannot read {path}: {exc.strerror}") from exc
+    torn.sort(key=lambda t: t.line)
+    if n_torn > len(torn) and last_torn is not None:
+        # The rest are counted, not listed: the last one closes the list, saying so.
+        if not last_torn.detail:
+            last_torn = replace(last_torn, detail=_classify_at(path, last_torn))
+        more = f"{n_torn} torn lines in all, the first {len(torn)} listed"
+        torn.append(replace(last_torn, detail=f"{last_torn.detail} ({more})"))
     return Chunk(
-        torn=tuple(sorted(torn, key=lambda t: t.line)),
+        torn=tuple(torn),
         end_offset=consumed,
         records=records,
     )

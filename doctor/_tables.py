@@ -56,7 +56,7 @@ __all__ = [
 #: The memory a diagnosis of one run may take, the whole process included.
 MEMORY_BUDGET_BYTES = 1 << 30
 #: DuckDB's share of it (``memory_limit``); the rest is Python, Arrow and the interpreter.
-DUCKDB_MEMORY_LIMIT = "512MiB"
+DUCKDB_MEMORY_LIMIT = "256MiB"
 #: The most DuckDB may spill to its private temporary directory before it gives up.
 DUCKDB_TEMP_LIMIT = "4GiB"
 
