@@ -13,13 +13,13 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 DEAD_PID = "99999999"
 HANG_GUARD_S = 300
 
@@ -34,7 +34,7 @@ def doctor(
         text=True,
         errors="backslashreplace",
         env={**base, "COLUMNS": "100", **(env or {})},
-        cwd=cwd or REPO,
+        cwd=cwd or Path(tempfile.gettempdir()),  # not the checkout: the installed doctor
         check=False,
         timeout=HANG_GUARD_S,
     )
@@ -171,6 +171,7 @@ def test_a_run_pid_naming_the_doctor_itself_is_not_the_live_owner(tmp_path: Path
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,
+        cwd=tmp_path,
         check=False,
         timeout=HANG_GUARD_S,
     )
@@ -312,6 +313,7 @@ def test_a_crash_of_the_doctor_is_one_line_exit_70_and_a_file_with_the_traceback
         capture_output=True,
         text=True,
         env=env,
+        cwd=tmp_path,
         check=False,
         timeout=HANG_GUARD_S,
     )
@@ -326,6 +328,7 @@ def test_a_crash_of_the_doctor_is_one_line_exit_70_and_a_file_with_the_traceback
         capture_output=True,
         text=True,
         env={**env, "RUNDOCTOR_DEBUG": "1"},
+        cwd=tmp_path,
         check=False,
         timeout=HANG_GUARD_S,
     )
