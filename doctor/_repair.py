@@ -26,8 +26,11 @@ points, so ``from doctor._repair import ...`` names the whole repair loop.
 
 Every action is idempotent (an action found done, by the journal's hash of its last result, is
 a no-op), re-checks its precondition from the files right before acting and refuses with the
-reason when it no longer holds, writes only inside the run directory (paths are resolved and
-checked, symlinks refused, new files created without overwriting), and is journaled in
+reason when it no longer holds, writes only inside the run directory (every path walked from
+the run's directory descriptor with ``O_NOFOLLOW``, so a symlink swapped in after a check is
+never followed; new files created without overwriting), holds the run's own lock while it
+terminalizes or truncates (so a resuming run and the repair exclude each other), and is
+journaled in
 ``repairs.ndjson`` (:mod:`doctor._journal`) with before and after hashes. A breaker stops the
 same action on the same target after ``breaker_tries`` applied or failed tries within
 ``breaker_window_s`` seconds (from the journal): incident 02's recovery loop cannot happen.
@@ -265,12 +268,6 @@ def _check_rel(rel: str) -> PurePosixPath:
     return pure
 
 
-def _inside(run_path: Path, rel: str, *, create_dirs: bool = False) -> Path:
-    """``run_path / rel`` after checking ``rel`` names a path inside the run (no ``..``, no
-    NUL, not absolute). Only for naming and hashing: writes go through :func:`_parent`."""
-    return run_path / _check_rel(rel)
-
-
 def _open_run(run_path: Path) -> int:
     try:
         return os.open(run_path, _DIR_FLAGS)
@@ -506,11 +503,6 @@ def _check_done(ctx: _Ctx, action: Action) -> None:
     last = _last_applied(ctx, action)
     if last is not None and last.after_sha256 and _sha_rel(ctx, action.target) == last.after_sha256:
         raise _Done(f"already done at {last.at} (the file still has the hash that repair left)")
-
-
-def _owner_alive(ctx: _Ctx) -> bool | None:
-    docs = read_documents(discover(ctx.run_path))
-    return owner_alive(docs.pid, docs.pid_start_time)
 
 
 def _last_event_ns(path: Path) -> int | None:
@@ -774,10 +766,18 @@ _RUNNERS["truncate_torn_line"] = _truncate
 # ---------------------------------------------------------------- applying
 
 
-def _run_dir(run_path: Path) -> Path:
-    if run_path.is_symlink() or not run_path.is_dir():
-        raise UsageError(f"{str(run_path)!r} is not a run directory (or is a symlink)")
-    return Path(os.path.realpath(run_path))
+def _run_dir(run_path: Path) -> tuple[Path, int]:
+    """The run directory's path (its parents resolved, not itself) and a descriptor opened on
+    it without following a symlink: everything the repair writes goes through the descriptor,
+    so a run directory swapped for a symlink after this point is never written through."""
+    run_path = Path(run_path)
+    fd = _open_run(run_path)
+    try:
+        parent = Path(os.path.realpath(run_path.parent))
+    except OSError as exc:
+        os.close(fd)
+        raise UsageError(f"{str(run_path)!r} is not a run directory: {exc}") from exc
+    return parent / run_path.name, fd
 
 
 def apply_repairs(
@@ -798,10 +798,9 @@ def apply_repairs(
     ...     apply_repairs([], DoctorConfig(now=0.0), run_path=Path(d) / "run1").results
     ()
     """
-    run_dir = _run_dir(run_path)
-    current = diagnose_path(run_dir, config)
-    run_fd = _open_run(run_dir)
+    run_dir, run_fd = _run_dir(run_path)
     try:
+        current = diagnose_path(run_dir, config)
         ctx = _Ctx(run_dir, current.run_id, config, read_journal(run_dir), run_fd=run_fd)
         results, current = _apply_all(ctx, plan, current, breaker_tries, breaker_window_s)
     finally:
