@@ -532,11 +532,9 @@ def _terminalize(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
         finals = [s.final for s in docs.scopes.values() if is_top_scope(s.scope) and s.final]
         if finals or _lstat_at(dfd, name) is not None:
             raise _Refused("a top-level final.json exists: the run terminalized after the plan")
-        alive = owner_alive(docs.pid, docs.pid_start_time) if docs.pid != os.getpid() else False
-        if docs.pid == os.getpid():  # our own lock: the owner is run.pid's
-            alive = owner_alive(_pid_file(ctx), None)
+        pid, start = _recorded_owner(ctx, docs.pid, docs.pid_start_time)
+        alive = owner_alive(pid, start)
         if alive is not False:
-            pid = docs.pid if docs.pid != os.getpid() else _pid_file(ctx)
             who = "no owner pid is recorded" if pid is None else f"owner pid {pid} is alive"
             raise _Refused(f"{who}; only a run whose owner is dead is terminalized")
         stall = action.stall_timeout_s or docs.stall_timeout_s or ctx.config.stall_timeout_s
@@ -574,16 +572,25 @@ def _pid_file(ctx: _Ctx) -> int | None:
     return valid_pid(int(text)) if text.isdigit() and len(text) <= 10 else None
 
 
-def _stale_owner(ctx: _Ctx, pid: int | None) -> int | None:
-    """The dead owner's pid: the set-aside stale lock's, else run.pid's (not this process)."""
+def _recorded_owner(ctx: _Ctx, pid: int | None, start: int | None) -> tuple[int | None, int | None]:
+    """The run's owner as recorded before the repair took the lock: the lock's, unless the
+    lock is this process's own, then the stale lock set aside, else ``run.pid``."""
     if pid is not None and pid != os.getpid():
-        return pid
+        return pid, start
     try:
         value, _ = parse_json(_read_at(ctx.run_fd, f".{_LOCK}.stale-{os.getpid()}", _LOCK))
-        stale = valid_pid(value.get("pid")) if isinstance(value, dict) else None
     except (_Refused, OSError, ValueError):
-        stale = None
-    return stale if stale is not None else _pid_file(ctx)
+        value = None
+    if isinstance(value, dict) and valid_pid(value.get("pid")) is not None:
+        began = value.get("pid_start_time")
+        ok = isinstance(began, int) and not isinstance(began, bool) and 0 <= began < 2**62
+        return valid_pid(value.get("pid")), began if ok else None
+    return _pid_file(ctx), None
+
+
+def _stale_owner(ctx: _Ctx, pid: int | None) -> int | None:
+    """The dead owner's pid (see :func:`_recorded_owner`)."""
+    return _recorded_owner(ctx, pid, None)[0]
 
 
 def _ingest_status(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
@@ -704,9 +711,7 @@ def _truncate(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
 
 def _owner_alive_but_us(ctx: _Ctx) -> bool | None:
     docs = read_documents(discover(ctx.run_path))
-    if docs.pid == os.getpid():  # the lock is ours: the owner is run.pid's
-        return owner_alive(_pid_file(ctx), None)
-    return owner_alive(docs.pid, docs.pid_start_time)
+    return owner_alive(*_recorded_owner(ctx, docs.pid, docs.pid_start_time))
 
 
 def _pread_all(fd: int, offset: int) -> bytes:

@@ -25,7 +25,7 @@ from doctor._errors import UsageError
 from doctor._repair import Action, FindingRef, apply_repairs, plan_repairs
 
 CASES = Path(__file__).resolve().parents[2] / "fixtures" / "cases"
-TRIES = 60
+TRIES = 40
 
 
 def _copy_case(case: str, tmp_path: Path) -> tuple[Path, DoctorConfig]:
@@ -289,3 +289,38 @@ def test_truncation_never_drops_a_line_appended_after_its_check(tmp_path: Path) 
         lost += line.encode() not in stream.read_bytes()
     print(f"truncation racing an append: {dict(outcomes)}, lines lost: {lost}")
     assert lost == 0, outcomes
+
+
+# --- the run's lock ------------------------------------------------------------------------------
+
+
+def test_terminalize_takes_a_stale_lock_and_puts_it_back(tmp_path: Path) -> None:
+    run, config = _copy_case("fanout_never_joined", tmp_path)
+    plan = plan_repairs(diagnose(run.name, config), config)
+    (run / "run.pid").unlink()
+    stale = json.dumps({"pid": 99999999, "pid_start_time": 5, "run_id": run.name}).encode()
+    (run / "run.lock.json").write_bytes(stale)
+    (result,) = apply_repairs(plan, config, run_path=run).results
+    assert result.outcome == "applied", result.message
+    assert (
+        "owner pid 99999999 is dead"
+        in json.loads((run / "final.json").read_text())["failure_reason"]
+    )
+    assert (run / "run.lock.json").read_bytes() == stale  # the crashed owner's record stays
+    assert not list(run.glob(".run.lock.json*"))
+
+
+def test_terminalize_refuses_while_a_live_process_holds_the_lock(tmp_path: Path) -> None:
+    run, config = _copy_case("fanout_never_joined", tmp_path)
+    plan = plan_repairs(diagnose(run.name, config), config)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=-1)
+    try:
+        lock = json.dumps({"pid": holder.pid, "run_id": run.name}).encode()
+        (run / "run.lock.json").write_bytes(lock)
+        (result,) = apply_repairs(plan, config, run_path=run).results
+    finally:
+        holder.communicate(b"")
+    assert result.outcome == "refused"
+    assert f"pid {holder.pid}" in result.message
+    assert not (run / "final.json").exists()
+    assert (run / "run.lock.json").read_bytes() == lock
