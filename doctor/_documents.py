@@ -333,19 +333,42 @@ def _read_json(
 
 
 def _cost_of(paths: list[Path]) -> float | None:
+    """Sum of ``total_cost_usd`` figures in stdout logs, read in bounded blocks."""
     total: float | None = None
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     for p in paths:
         try:
-            data = p.read_bytes()
+            fd = os.open(p, flags)
         except OSError:
             continue
-        if b"total_cost_usd" not in data:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            carry = b""
+            while True:
+                block = os.read(fd, _LOG_BLOCK)
+                data = carry + block
+                # Whole lines only (a figure never spans a newline); the rest waits for the
+                # next block, unless the file ended or a line outgrows the bound.
+                cut = data.rfind(b"\n") + 1 if block else len(data)
+                if block and cut == 0 and len(data) > _LOG_MAX_LINE:
+                    cut = len(data)
+                for m in _COST.finditer(data, 0, cut):
+                    value = float(m.group(1))
+                    if math.isfinite(value):
+                        total = (total or 0.0) + value
+                carry = data[cut:]
+                if not block:
+                    break
+        except OSError:
             continue
-        for m in _COST.finditer(data):
-            value = float(m.group(1))
-            if math.isfinite(value):
-                total = (total or 0.0) + value
+        finally:
+            os.close(fd)
     return total
+
+
+_LOG_BLOCK = 1 << 20
+_LOG_MAX_LINE = 16 << 20
 
 
 def _read_pid(path: Path, unreadable: list[Unreadable]) -> int | None:

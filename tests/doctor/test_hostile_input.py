@@ -394,3 +394,14 @@ def test_a_stream_repeating_one_attempt_stays_within_the_memory_budget(tmp_path:
     assert code == 1
     assert peak < BUDGET, f"peak RSS {peak / 2**20:.0f} MiB"
     assert not (tmp_path / ".tmp").exists()
+
+
+def test_cost_figures_in_a_large_stdout_log_are_read_in_blocks_each_once(tmp_path: Path) -> None:
+    from doctor._documents import read_documents
+    from doctor._layout import discover
+
+    run = _run(tmp_path, "r1")
+    line = json.dumps({"type": "result", "total_cost_usd": 0.25}).encode() + b"\n"
+    filler = b"x" * ((1 << 20) - 20) + b"\n"  # puts the second figure across a block boundary
+    (run / "build/stdout.log").write_bytes(line + filler + line + b"y" * (3 << 20) + b"\n" + line)
+    assert read_documents(discover(run)).top.cost_usd == 0.75
