@@ -281,13 +281,13 @@ def _read_batch(
     try:
         return sorted(_load(con, _insert_sql(source, objects=keep_raw), params) + unsafe)
     except duckdb.Error as exc:
+        if isinstance(exc, duckdb.InterruptException):
+            raise IngestError(f"DuckDB could not read the event streams: {exc}") from exc
         if len(files) == 1:
             # This file alone fails the scan (a line over the limit, an unreadable file):
             # the caller reads it precisely, so the failure stays this stream's.
             con.execute("DELETE FROM events_base WHERE stream_id = ?", [first_stream_id])
             return [first_stream_id]
-        if isinstance(exc, duckdb.InterruptException):
-            raise IngestError(f"DuckDB could not read the event streams: {exc}") from exc
     # One file failed the batch: read the batch again file by file.
     con.execute(
         "DELETE FROM events_base WHERE stream_id >= ? AND stream_id < ?",

@@ -53,11 +53,11 @@ def _swap_forever(real: str, outside: str, go: Any, idle: Any, done: Any, swaps:
         os.symlink(outside, real, target_is_directory=True)
         with swaps.get_lock():
             swaps.value += 1
-        for _ in range(random.randrange(200)):  # a symlink for a moment ...
+        for _ in range(random.randrange(500)):  # a symlink for a moment ...
             pass
         os.unlink(real)
         os.rename(aside, real)
-        for _ in range(random.randrange(800)):  # ... the real directory for longer
+        for _ in range(random.randrange(50_000)):  # ... the real directory for longer
             pass
     idle.set()
 
