@@ -105,12 +105,22 @@ def read_journal(run_path: Path) -> list[JournalEntry]:
     run); torn or foreign lines are skipped.
     """
     path = run_path / JOURNAL
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     try:
-        if not stat.S_ISREG(path.lstat().st_mode):
-            return []
-        data = path.read_bytes()
+        fd = os.open(path, flags)  # never through a symlink, never blocking on a FIFO
     except OSError:
         return []
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return []
+        chunks = []
+        while block := os.read(fd, 1 << 20):
+            chunks.append(block)
+        data = b"".join(chunks)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
     out = []
     for raw in data.splitlines():
         try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,10 +231,16 @@ def _manifest_layout(manifest: Path) -> object:
     """
     if not _is_plain_file(manifest):
         return None
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     try:
-        if manifest.stat().st_size > _MAX_MANIFEST_BYTES:
-            return None
-        value = json.loads(manifest.read_bytes())
+        fd = os.open(manifest, flags)  # checked again on the descriptor: never a FIFO
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_MANIFEST_BYTES:
+                return None
+            value = json.loads(os.read(fd, _MAX_MANIFEST_BYTES + 1))
+        finally:
+            os.close(fd)
     except (OSError, ValueError, RecursionError):
         return None
     return value.get("layout") if isinstance(value, dict) else None
