@@ -110,7 +110,7 @@ class RunCache:
 
     @staticmethod
     def key(layout: RunLayout) -> str:
-        digest = hashlib.sha1(str(layout.path.resolve()).encode()).hexdigest()[:12]
+        digest = hashlib.sha1(os.fsencode(layout.path.resolve())).hexdigest()[:12]
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in layout.run_id)[:64]
         return f"{safe}-{digest}"
 

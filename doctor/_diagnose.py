@@ -183,7 +183,7 @@ def scan(
     broken: dict[str, Exception] = {}
     for layout in layouts:
         try:
-            diagnose_path(layout.path, dataclasses.replace(config, cache_dir=None))
+            _scan_layouts(dataclasses.replace(config, db=None), [layout], None, None)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # this run's failure is this run's finding
