@@ -29,11 +29,12 @@ from typing import Any
 import duckdb
 
 from doctor._layout import RunLayout, stage_dirs
+from doctor._ndjson import open_regular
 from doctor._signature import SIGNATURE_VERSION
 
 __all__ = ["CACHE_VERSION", "CacheEntry", "RunCache", "StreamState", "fingerprint"]
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 _TAIL_CHECK = 64  # bytes before the resume offset that must be unchanged to resume
 
 
@@ -66,7 +67,7 @@ class CacheEntry:
 
 def _stat(path: Path) -> list[int] | None:
     try:
-        st = path.stat()
+        st = path.lstat()
     except OSError:
         return None
     return [st.st_size, st.st_mtime_ns, st.st_ino]
@@ -92,7 +93,7 @@ def tail_sha(path: Path, offset: int) -> str:
     """Hash of the bytes just before ``offset``: proof the prefix was not rewritten."""
     start = max(0, offset - _TAIL_CHECK)
     try:
-        with path.open("rb") as fh:
+        with open_regular(path) as fh:
             fh.seek(start)
             return hashlib.sha1(fh.read(offset - start)).hexdigest()
     except OSError:
@@ -111,7 +112,7 @@ class RunCache:
 
     @staticmethod
     def key(layout: RunLayout) -> str:
-        digest = hashlib.sha1(str(layout.path.resolve()).encode()).hexdigest()[:12]
+        digest = hashlib.sha1(os.fsencode(layout.path.resolve())).hexdigest()[:12]
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in layout.run_id)[:64]
         return f"{safe}-{digest}"
 

@@ -24,12 +24,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from chaos._cli import app as _chaos_app
-from doctor._cli_errors import reported
+from doctor._cli_errors import crash_guarded, reported
 from doctor._cli_watch import app as _watch_app
 from doctor._config import DoctorConfig, default_roots
 from doctor._detectors import DETECTORS, describe, select
 from doctor._diagnose import diagnose, scan
 from doctor._errors import DoctorError, UsageError
+from doctor._liveness import exclude_self_as_owner
 from doctor._model import Severity
 from doctor._queue_ingest import parse_queue_url
 from doctor._render import render_checks, render_diagnosis, render_markdown, render_scan
@@ -435,5 +436,6 @@ def _root(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (a crash of the tool exits 70 with one line, no traceback)."""
+    exclude_self_as_owner()  # a run.pid naming this very process is a reused pid
+    crash_guarded(app)()

@@ -15,11 +15,11 @@ from doctor._cache import CacheEntry, RunCache, fingerprint
 from doctor._config import DoctorConfig
 from doctor._detectors import Context, select
 from doctor._detectors.idle_gap import activity
-from doctor._errors import UsageError
-from doctor._facts import compute_facts, parse_iso
-from doctor._ingest import load_runs
-from doctor._layout import RunLayout, discover, list_run_dirs, locate_run
-from doctor._liveness import process_alive
+from doctor._errors import RootError, UsageError
+from doctor._facts import compute_facts, parse_iso, run_state
+from doctor._ingest import _documents_of, load_runs
+from doctor._layout import RunLayout, discover, display_name, list_run_dirs, locate_run
+from doctor._liveness import owner_alive
 from doctor._model import Diagnosis, Finding, Severity
 from doctor._queue_ingest import load_queue
 from doctor._tables import Tables
@@ -50,7 +50,7 @@ def diagnose_path(path: Path, config: DoctorConfig) -> Diagnosis:
     run_facts = facts[layout.run_id]
     return Diagnosis(
         run_id=layout.run_id,
-        path=str(layout.path.resolve()),
+        path=display_name(str(layout.path.resolve())),
         layout=layout.layout,
         state=run_facts["_state"],
         facts=run_facts.public(),
@@ -143,7 +143,7 @@ def _reusable(d: Diagnosis, now: float) -> Diagnosis | None:
     figure and every summary is a function of the files.
     """
     pid = d.facts.get("owner_pid")
-    if isinstance(pid, int) and process_alive(pid):
+    if isinstance(pid, int) and owner_alive(pid):
         return None
     findings = []
     for f in d.findings:
@@ -172,6 +172,80 @@ def scan(
         if path.name not in seen:  # the first root wins, as for diagnose
             seen.add(path.name)
             layouts.append(discover(path))
+    try:
+        return _scan_layouts(config, layouts, since, progress)
+    except (UsageError, RootError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # isolated below; re-raised when no run explains it
+        failure = exc
+    # Something failed the whole scan: find the runs that fail alone, report each as its own
+    # finding, and scan the others. A failure no single run explains is the tool's.
+    broken: dict[str, Exception] = {}
+    for layout in layouts:
+        try:
+            _scan_layouts(dataclasses.replace(config, db=None), [layout], None, None)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # this run's failure is this run's finding
+            broken[layout.run_id] = exc
+    if not broken:
+        raise failure
+    good = [layout for layout in layouts if layout.run_id not in broken]
+    result = _scan_layouts(config, good, since, progress)
+    failed = [
+        _undiagnosable(layout, broken[layout.run_id], config)
+        for layout in layouts
+        if layout.run_id in broken
+    ]
+    diagnoses = sorted(
+        (*result.diagnoses, *failed), key=lambda d: [x.run_id for x in layouts].index(d.run_id)
+    )
+    fleet = {**result.fleet, "runs": len(diagnoses), "read": result.fleet["read"] + len(failed)}
+    by_state = dict(fleet["by_state"])
+    for d in failed:
+        by_state[d.state] = by_state.get(d.state, 0) + 1
+    fleet["by_state"] = by_state
+    return dataclasses.replace(result, diagnoses=tuple(diagnoses), fleet=fleet)
+
+
+def _undiagnosable(layout: RunLayout, exc: Exception, config: DoctorConfig) -> Diagnosis:
+    """A run the doctor failed on: its state from its documents alone, and one finding."""
+    docs = _documents_of(layout)
+    final = docs.final
+    status = final.get("status") if final is not None and final.ok else None
+    state = run_state(
+        final_status=status,
+        owner_alive=owner_alive(docs.pid, docs.pid_start_time),
+        last_progress=None,
+        last_event=None,
+        stall_timeout_s=docs.stall_timeout_s or config.stall_timeout_s,
+        now=config.now,
+    )
+    detail = f"the doctor failed on this run: {type(exc).__name__}: {str(exc)[:300]}"
+    finding = Finding(
+        code="unreadable_artifact",
+        severity=Severity.ERROR,
+        summary=f". (run) could not be read as written: {detail}; the rest of the fleet was "
+        "diagnosed without it; `doctor diagnose --run-id` on it says more",
+        run_id=layout.run_id,
+        evidence={"file": ".", "kind": "run", "detail": detail},
+    )
+    return Diagnosis(
+        run_id=layout.run_id,
+        path=display_name(str(layout.path.absolute())),
+        layout=layout.layout,
+        state=state,
+        facts={"final_json": status is not None, "owner_pid": docs.pid},
+        findings=(finding,),
+    )
+
+
+def _scan_layouts(
+    config: DoctorConfig,
+    layouts: list[RunLayout],
+    since: float | None,
+    progress: Progress | None,
+) -> ScanResult:
     cache = RunCache(config.cache_dir, _settings_key(config)) if config.cache_dir else None
     entries: dict[str, CacheEntry] = {}
     prints: dict[str, dict[str, list[int]]] = {}
@@ -221,7 +295,7 @@ def scan(
         rf = facts[layout.run_id]
         fresh[layout.run_id] = Diagnosis(
             run_id=layout.run_id,
-            path=str(layout.path.resolve()),
+            path=display_name(str(layout.path.resolve())),
             layout=layout.layout,
             state=rf["_state"],
             facts=rf.public(),

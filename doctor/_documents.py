@@ -3,11 +3,21 @@
 Each is read once, in Python (they are small), and kept with its parse status so that an
 unreadable or torn document becomes a ``torn_artifact`` finding instead of a crash. Status
 files are normalized with Kilroy's own rules (aliases, the legacy ``outcome`` shape).
+
+Every input is bytes until proven otherwise: a document is opened ``O_NOFOLLOW|O_NONBLOCK``
+and read only when the descriptor is a regular file (a FIFO named ``final.json`` is never
+opened for reading, where it would block, and is reported as an ``unreadable_artifact``); an
+integer too long to convert, a non-finite number or an escaped lone surrogate makes the
+document torn; a pid is a pid only when it fits ``pid_t``. Duplicate keys are read
+**first-wins**, as DuckDB reads event lines, and each is reported (``unreadable_artifact``,
+a warning).
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import re
 import stat
@@ -16,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from doctor._layout import RunLayout, ScopeLayout, is_top_scope, stage_dirs
+from doctor._layout import RunLayout, ScopeLayout, Unreadable, is_top_scope, stage_dirs
+from doctor._liveness import valid_pid
 
 __all__ = [
     "Document",
@@ -101,6 +112,9 @@ class RunDocuments:
     pid: int | None = None
     pid_start_time: int | None = None
     documents: list[Document] = field(default_factory=list)
+    #: Artifacts that could not be read as written (not regular files, names that are not
+    #: UTF-8, duplicate keys, streams over the budget): ``unreadable_artifact`` findings.
+    unreadable: list[Unreadable] = field(default_factory=list)
 
     @property
     def top(self) -> ScopeDocuments:
@@ -166,23 +180,134 @@ def normalize_status(value: Any) -> tuple[str | None, str | None]:
     return status, reason
 
 
-def _read_json(path: Path, rel: str, kind: str) -> Document | None:
+class _NotData(ValueError):
+    """A JSON value the doctor will not take as data (non-finite number, lone surrogate)."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NotData(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotData(f"number {text[:20]}... does not fit a double")
+    return value
+
+
+def _first_wins(duplicates: list[str]) -> Any:
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                duplicates.append(key)
+            else:
+                out[key] = value
+        return out
+
+    return hook
+
+
+def parse_json(data: bytes) -> tuple[Any, list[str]]:
+    """Parse one JSON document as the doctor reads every document: duplicate keys first-wins
+    (returned), and numbers and strings that are not data (an integer over Python's 4,300
+    digits, a non-finite number, an escaped lone surrogate) raise ``ValueError``.
+
+    >>> parse_json(b'{"status": "success", "status": "fail"}')
+    ({'status': 'success'}, ['status'])
+    >>> try:
+    ...     parse_json(b'{"cost": 1e999}')
+    ... except ValueError as exc:
+    ...     print(exc)
+    number 1e999... does not fit a double
+    """
+    duplicates: list[str] = []
+    value = json.loads(
+        data,
+        object_pairs_hook=_first_wins(duplicates),
+        parse_constant=_reject_constant,
+        parse_float=_finite,
+    )
+    if b"\\u" in data:
+        try:  # only an escape can make a string that is not UTF-8
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise _NotData("a string escapes a lone UTF-16 surrogate") from None
+    return value, duplicates
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symlink"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_regular(path: Path, limit: int) -> tuple[os.stat_result, bytes | None, str | None]:
+    """``(stat, bytes, None)`` of a regular file of at most ``limit`` bytes, opened without
+    following a symlink or blocking on a FIFO; else ``(stat, None, why)``. Raises
+    ``FileNotFoundError`` when there is no such file.
+    """
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        return st, None, f"{_file_kind(st.st_mode)}, not a regular file: never read"
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOCTTY", 0)
     try:
-        st = path.lstat()
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise
+        return st, None, f"unreadable: {exc.strerror}"
+    try:
+        st = os.fstat(fd)  # what was opened, not what was checked
+        if not stat.S_ISREG(st.st_mode):
+            return st, None, f"{_file_kind(st.st_mode)}, not a regular file: never read"
+        if st.st_size > limit:
+            return st, None, f"{st.st_size} bytes, over the {limit} limit"
+        chunks: list[bytes] = []
+        left = limit + 1
+        while left > 0:
+            block = os.read(fd, min(left, 1 << 20))
+            if not block:
+                break
+            chunks.append(block)
+            left -= len(block)
+    except OSError as exc:
+        return st, None, f"unreadable: {exc.strerror}"
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        return st, None, f"grew over the {limit} limit while read"
+    return st, data, None
+
+
+def _read_json(
+    path: Path, rel: str, kind: str, unreadable: list[Unreadable] | None = None
+) -> Document | None:
+    try:
+        st, data, why = read_regular(path, _MAX_DOC_BYTES)
     except OSError:
         return None
-    if not stat.S_ISREG(st.st_mode):
+    if data is None and stat.S_ISLNK(st.st_mode):
         return None  # a symlink may lead outside the run: never followed
+    if data is None and not stat.S_ISREG(st.st_mode):
+        if unreadable is not None:
+            unreadable.append(Unreadable(rel, kind, why or "not a regular file"))
+        return None
 
     def doc(**kw: Any) -> Document:
         return Document(path, rel, kind, st.st_size, st.st_mtime_ns, **kw)
 
-    if st.st_size > _MAX_DOC_BYTES:
-        return doc(error=f"{st.st_size} bytes, over the {_MAX_DOC_BYTES} limit")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return doc(error=f"unreadable: {exc.strerror}")
+    if data is None:
+        return doc(error=why)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -191,43 +316,80 @@ def _read_json(path: Path, rel: str, kind: str) -> Document | None:
     if not text.strip():
         return doc(error="empty file", line=1, byte_offset=0)
     try:
-        return doc(value=json.loads(text))
+        value, duplicates = parse_json(data)
     except json.JSONDecodeError as exc:
         offset = len(text[: exc.pos].encode("utf-8"))
         return doc(error=f"not JSON: {exc.msg}", line=exc.lineno, byte_offset=offset)
     except RecursionError:
         return doc(error="not JSON: nested too deeply")
+    except ValueError as exc:  # an integer over 4,300 digits, a non-finite number, ...
+        return doc(error=f"not data: {str(exc)[:120]}")
+    if duplicates and unreadable is not None:
+        names = ", ".join(repr(k) for k in dict.fromkeys(duplicates))
+        unreadable.append(
+            Unreadable(rel, kind, f"duplicate key(s) {names[:200]}: the first value is read")
+        )
+    return doc(value=value)
 
 
 def _cost_of(paths: list[Path]) -> float | None:
+    """Sum of ``total_cost_usd`` figures in stdout logs, read in bounded blocks."""
     total: float | None = None
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     for p in paths:
         try:
-            data = p.read_bytes()
+            fd = os.open(p, flags)
         except OSError:
             continue
-        if b"total_cost_usd" not in data:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            carry = b""
+            while True:
+                block = os.read(fd, _LOG_BLOCK)
+                data = carry + block
+                # Whole lines only (a figure never spans a newline); the rest waits for the
+                # next block, unless the file ended or a line outgrows the bound.
+                cut = data.rfind(b"\n") + 1 if block else len(data)
+                if block and cut == 0 and len(data) > _LOG_MAX_LINE:
+                    cut = len(data)
+                for m in _COST.finditer(data, 0, cut):
+                    value = float(m.group(1))
+                    if math.isfinite(value):
+                        total = (total or 0.0) + value
+                carry = data[cut:]
+                if not block:
+                    break
+        except OSError:
             continue
-        for m in _COST.finditer(data):
-            total = (total or 0.0) + float(m.group(1))
+        finally:
+            os.close(fd)
     return total
 
 
-def _read_pid(path: Path) -> int | None:
+_LOG_BLOCK = 1 << 20
+_LOG_MAX_LINE = 16 << 20
+
+
+def _read_pid(path: Path, unreadable: list[Unreadable]) -> int | None:
     try:
-        if not stat.S_ISREG(path.lstat().st_mode):
-            return None  # a symlink may lead outside the run: never followed
-        text = path.read_text(encoding="utf-8", errors="replace").strip()
+        st, data, why = read_regular(path, 64)
     except OSError:
         return None
-    return int(text) if text.isdigit() and 0 < int(text) < 2**31 else None
+    if data is None:
+        if not stat.S_ISLNK(st.st_mode):  # a symlink may lead outside the run: never followed
+            unreadable.append(Unreadable("run.pid", "pid", why or "unreadable"))
+        return None
+    text = data.strip()
+    # At most 64 bytes, ASCII digits only: no long-integer conversion is ever attempted.
+    return valid_pid(int(text)) if text.isdigit() and len(text) <= 10 else None
 
 
 def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> ScopeDocuments:
     out = ScopeDocuments(scope.scope, scope.path)
 
     def read(path: Path, kind: str) -> Document | None:
-        doc = _read_json(path, os.path.relpath(path, run.path), kind)
+        doc = _read_json(path, os.path.relpath(path, run.path), kind, docs.unreadable)
         if doc is not None:
             docs.documents.append(doc)
         return doc
@@ -236,9 +398,15 @@ def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> 
     out.checkpoint = read(scope.checkpoint, "checkpoint")
     out.live = read(scope.live, "live")
     try:
-        out.progress_size = scope.progress.stat().st_size
+        st = scope.progress.lstat()
     except OSError:
         out.progress_size = None
+    else:
+        out.progress_size = st.st_size if stat.S_ISREG(st.st_mode) else None
+        if not stat.S_ISREG(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+            rel = os.path.relpath(scope.progress, run.path)
+            why = f"{_file_kind(st.st_mode)}, not a regular file: never read"
+            docs.unreadable.append(Unreadable(rel, "progress", why))
     stdouts: list[Path] = []
     for stage in stage_dirs(scope.path):
         for i, status_path in enumerate(stage.status_files):
@@ -260,19 +428,23 @@ def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> 
 def read_documents(run: RunLayout) -> RunDocuments:
     """Read every JSON document of a run (never raises for bad content)."""
     docs = RunDocuments(run.run_id, run.path, run.layout, scopes={})
-    docs.manifest = _read_json(run.manifest, "manifest.json", "manifest")
-    docs.run_config = _read_json(run.run_config, "run_config.json", "run_config")
+    docs.unreadable.extend(run.unreadable)
+    bad = docs.unreadable
+    docs.manifest = _read_json(run.manifest, "manifest.json", "manifest", bad)
+    docs.run_config = _read_json(run.run_config, "run_config.json", "run_config", bad)
     docs.documents.extend(d for d in (docs.manifest, docs.run_config) if d is not None)
-    lock = _read_json(run.run_lock, "run.lock.json", "lock")
+    lock = _read_json(run.run_lock, "run.lock.json", "lock", bad)
     if lock is not None:
         docs.documents.append(lock)
-        pid = lock.get("pid")
-        if isinstance(pid, int) and pid > 0:
+        pid = valid_pid(lock.get("pid"))
+        if pid is not None:
             docs.pid = pid
             start = lock.get("pid_start_time")
-            docs.pid_start_time = start if isinstance(start, int) else None
+            # A start time is clock ticks since boot: bounded like the pid, never huge.
+            ok = isinstance(start, int) and not isinstance(start, bool) and 0 <= start < 2**62
+            docs.pid_start_time = start if ok else None
     if docs.pid is None:
-        docs.pid = _read_pid(run.run_pid)
+        docs.pid = _read_pid(run.run_pid, bad)
     for scope in run.scopes:
         docs.scopes[scope.scope] = _scope_documents(run, scope, docs)
     return docs

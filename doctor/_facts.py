@@ -17,7 +17,7 @@ from typing import Any
 
 from doctor._config import DoctorConfig
 from doctor._documents import RunDocuments
-from doctor._liveness import process_alive
+from doctor._liveness import owner_alive
 from doctor._tables import HEARTBEAT_SQL, Tables
 
 __all__ = [
@@ -189,7 +189,7 @@ def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
         started, last_event, last_progress, n, starts, ends, node, last_hb = summary.get(
             run_id, (None, None, None, 0, 0, 0, None, None)
         )
-        alive = process_alive(docs.pid, docs.pid_start_time)
+        alive = owner_alive(docs.pid, docs.pid_start_time)
         final = docs.final
         facts = RunFacts(
             started_at=iso(started),

@@ -5,24 +5,32 @@ unparsable lines are re-read precisely to locate them. Streams the cache has alr
 are reloaded from Parquet and read on from their last byte offset. Streams of a run whose
 owner is alive are read precisely up to their last complete line, so a line being written
 is never mistaken for a torn one. The small JSON documents are read in Python.
+
+One run's failure is that run's finding, never the whole read's: a stream that cannot be read
+(a line over the budget, a read error, DuckDB refusing it) becomes an ``unreadable_artifact``
+of its run and its rows are dropped; a run whose documents cannot be read at all is kept with
+an ``unreadable_artifact`` saying why.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from doctor._cache import CacheEntry, RunCache, StreamState, tail_sha
-from doctor._documents import read_documents
-from doctor._layout import RunLayout
-from doctor._liveness import process_alive
+from doctor._documents import RunDocuments, ScopeDocuments, read_documents
+from doctor._errors import IngestError
+from doctor._layout import RunLayout, Unreadable, display_name
+from doctor._liveness import owner_alive
 from doctor._ndjson import (
     EVENT_FIELDS,
     TornLine,
     last_line,
     only_last_line_bad,
+    open_regular,
     read_bulk,
     read_precise,
     register_streams,
@@ -35,13 +43,30 @@ Progress = Callable[[int, int], None]
 
 
 def _stat(path: Path) -> os.stat_result | None:
+    """The stream's stat when it is a regular file (a FIFO is never opened: it would block)."""
     try:
-        if path.is_symlink():
-            return None
-        st = path.stat()
+        st = path.lstat()
     except OSError:
         return None
-    return st if os.path.isfile(path) else None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def _documents_of(run: RunLayout) -> RunDocuments:
+    """The run's documents; a failure to read them is the run's finding, not the scan's."""
+    try:
+        return read_documents(run)
+    except (OSError, ValueError, RecursionError, MemoryError, IngestError) as exc:
+        docs = RunDocuments(run.run_id, run.path, run.layout, scopes={})
+        docs.scopes = {s.scope: ScopeDocuments(s.scope, s.path) for s in run.scopes}
+        why = f"its documents could not be read: {type(exc).__name__}: {str(exc)[:200]}"
+        docs.unreadable.append(Unreadable(".", "run", why))
+        return docs
+
+
+def _stream_failed(tables: Tables, run_id: str, rel: str, sid: int, exc: Exception) -> None:
+    tables.con.execute("DELETE FROM events_base WHERE stream_id = ?", [sid])
+    why = f"the stream could not be read: {str(exc)[:300]}"
+    tables.documents[run_id].unreadable.append(Unreadable(rel, "progress", why))
 
 
 def load_runs(
@@ -63,7 +88,7 @@ def load_runs(
     tables = Tables(con)
     entries = entries or {}
     for i, run in enumerate(layouts):
-        tables.documents[run.run_id] = read_documents(run)
+        tables.documents[run.run_id] = _documents_of(run)
         if progress is not None:
             progress(i + 1, len(layouts))
 
@@ -73,7 +98,7 @@ def load_runs(
     stats: dict[tuple[str, str], os.stat_result] = {}
     for run in layouts:
         docs = tables.documents[run.run_id]
-        alive = bool(process_alive(docs.pid, docs.pid_start_time))
+        alive = bool(owner_alive(docs.pid, docs.pid_start_time))
         entry = entries.get(run.run_id)
         for sl in run.scopes:
             st = _stat(sl.progress)
@@ -114,16 +139,20 @@ def load_runs(
             torn: list[TornLine] = [TornLine(run_id, scope, path, a, b, c) for a, b, c in old.torn]
             offset = old.offset
             if st.st_size > old.offset:
-                chunk = read_precise(
-                    con,
-                    path,
-                    sid,
-                    (run_id, scope),
-                    offset=old.offset,
-                    # As for a first read: a dead writer's unterminated last line is torn.
-                    complete=not alive,
-                    keep_raw=keep_raw,
-                )
+                try:
+                    chunk = read_precise(
+                        con,
+                        path,
+                        sid,
+                        (run_id, scope),
+                        offset=old.offset,
+                        # As for a first read: a dead writer's unterminated last line is torn.
+                        complete=not alive,
+                        keep_raw=keep_raw,
+                    )
+                except IngestError as exc:
+                    _stream_failed(tables, run_id, _rel(tables, run_id, path), sid, exc)
+                    continue
                 # read_precise numbers lines from the offset; torn lines need file line numbers.
                 before = _count_lines(path, old.offset) if chunk.torn else 0
                 torn += [replace(t, line=t.line + before) for t in chunk.torn]
@@ -138,21 +167,31 @@ def load_runs(
         st = stats[(run_id, scope)]
         torn = []
         offset = st.st_size
-        if sid in cut:
-            # The usual crash: everything parsed but a last line cut short mid-write.
-            line = last_line(path, (run_id, scope))
-            torn = [line] if line is not None else []
-        elif sid in bad:
-            con.execute("DELETE FROM events_base WHERE stream_id = ?", [sid])
-            chunk = read_precise(con, path, sid, (run_id, scope), complete=True, keep_raw=keep_raw)
-            torn, offset = list(chunk.torn), chunk.end_offset
+        try:
+            if sid in cut:
+                # The usual crash: everything parsed but a last line cut short mid-write.
+                line = last_line(path, (run_id, scope))
+                torn = [line] if line is not None else []
+            elif sid in bad:
+                con.execute("DELETE FROM events_base WHERE stream_id = ?", [sid])
+                chunk = read_precise(
+                    con, path, sid, (run_id, scope), complete=True, keep_raw=keep_raw
+                )
+                torn, offset = list(chunk.torn), chunk.end_offset
+        except IngestError as exc:
+            _stream_failed(tables, run_id, _rel(tables, run_id, path), sid, exc)
+            continue
         tables.torn_lines.extend(torn)
         tables.stream_states[(run_id, scope)] = _state(scope, path, st, offset, torn)
 
     ids = register_streams(con, live)
     for sid, (run_id, scope, path) in zip(ids, live, strict=True):
         # A live writer may be mid-line: its unterminated last line waits for the next read.
-        chunk = read_precise(con, path, sid, (run_id, scope), complete=False, keep_raw=keep_raw)
+        try:
+            chunk = read_precise(con, path, sid, (run_id, scope), complete=False, keep_raw=keep_raw)
+        except IngestError as exc:
+            _stream_failed(tables, run_id, _rel(tables, run_id, path), sid, exc)
+            continue
         tables.torn_lines.extend(chunk.torn)
         st = stats[(run_id, scope)]
         tables.stream_states[(run_id, scope)] = _state(
@@ -163,11 +202,15 @@ def load_runs(
     return tables
 
 
+def _rel(tables: Tables, run_id: str, path: Path) -> str:
+    return os.path.relpath(path, tables.documents[run_id].path)
+
+
 def _count_lines(path: Path, offset: int) -> int:
     """Newlines in the first ``offset`` bytes of ``path`` (only read when a tail has torn lines)."""
     count, left = 0, offset
     try:
-        with path.open("rb") as fh:
+        with open_regular(path) as fh:
             while left > 0:
                 block = fh.read(min(left, 1 << 20))
                 if not block:
@@ -199,7 +242,7 @@ def _record_files(tables: Tables, layouts: Sequence[RunLayout]) -> None:
     runs: list[tuple[object, ...]] = []
     for run in layouts:
         docs = tables.documents[run.run_id]
-        runs.append((run.run_id, str(run.path), run.layout, docs.pid))
+        runs.append((run.run_id, display_name(str(run.path)), run.layout, docs.pid))
         for sl in run.scopes:
             state = tables.stream_states.get((run.run_id, sl.scope))
             if state is None:
@@ -238,8 +281,14 @@ def _record_files(tables: Tables, layouts: Sequence[RunLayout]) -> None:
         torn.append(
             (t.run_id, t.scope, os.path.relpath(t.file, run_path), t.line, t.byte_offset, t.detail)
         )
+    unreadable = [
+        (run.run_id, _scope_of(u.rel, tables.documents[run.run_id].scopes), u.rel, u.kind, u.detail)
+        for run in layouts
+        for u in tables.documents[run.run_id].unreadable
+    ]
     tables.add_rows("files", files)
     tables.add_rows("torn", torn)
+    tables.add_rows("unreadable", unreadable)
     tables.add_rows("runs", runs)
 
 

@@ -105,12 +105,22 @@ def read_journal(run_path: Path) -> list[JournalEntry]:
     run); torn or foreign lines are skipped.
     """
     path = run_path / JOURNAL
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     try:
-        if not stat.S_ISREG(path.lstat().st_mode):
-            return []
-        data = path.read_bytes()
+        fd = os.open(path, flags)  # never through a symlink, never blocking on a FIFO
     except OSError:
         return []
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return []
+        chunks = []
+        while block := os.read(fd, 1 << 20):
+            chunks.append(block)
+        data = b"".join(chunks)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
     out = []
     for raw in data.splitlines():
         try:
@@ -137,14 +147,19 @@ def read_journal(run_path: Path) -> list[JournalEntry]:
     return out
 
 
-def append_entry(run_path: Path, entry: JournalEntry) -> None:
+def append_entry(run_path: Path, entry: JournalEntry, *, dir_fd: int | None = None) -> None:
     """Append one line to the run's journal (created if absent), durably.
 
     Refuses (``OSError``) a journal that is a symlink: ``O_NOFOLLOW`` never writes through one.
+    With ``dir_fd`` (the run directory, opened without following a symlink) the journal is
+    opened relative to it, so a run directory swapped for a symlink is never written through.
     """
-    line = (json.dumps(entry.to_json(), ensure_ascii=False, sort_keys=False) + "\n").encode()
+    line = (json.dumps(entry.to_json(), ensure_ascii=True, sort_keys=False) + "\n").encode()
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(run_path / JOURNAL, flags, 0o644)
+    if dir_fd is not None:
+        fd = os.open(JOURNAL, flags | os.O_NONBLOCK, 0o644, dir_fd=dir_fd)
+    else:
+        fd = os.open(run_path / JOURNAL, flags | os.O_NONBLOCK, 0o644)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{JOURNAL} is not a regular file")

@@ -10,6 +10,11 @@ A *scope* is one event stream, named by its directory relative to the run: ``""`
 top level, ``"restart-2"`` for a loop restart, ``"parallel/fanout/01-impl_dungeon"`` or
 ``"parallel/fan/pass1/01-a"`` for a branch. Symlinks are never followed, so nothing outside
 the run directory is read.
+
+Names are bytes until proven otherwise: a node or branch directory whose name is not UTF-8
+is not read but recorded in :attr:`RunLayout.unreadable` (an ``unreadable_artifact``
+finding), and a run directory whose name is not UTF-8 gets a run id with the bad bytes
+written ``\\xNN`` (its path keeps the real name).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +40,10 @@ __all__ = [
     "RunLayout",
     "ScopeLayout",
     "StageDir",
+    "Unreadable",
     "check_run_id",
     "discover",
+    "display_name",
     "is_top_scope",
     "list_run_dirs",
     "locate_run",
@@ -72,6 +80,31 @@ def is_top_scope(scope: str) -> bool:
     (True, True, False)
     """
     return _TOP_SCOPE.fullmatch(scope) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """An artifact the doctor could not read as written: where (relative to the run), what
+    kind of artifact it should have been, and why."""
+
+    rel: str
+    kind: str
+    detail: str
+
+
+def display_name(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (held as surrogates) written ``\\xNN``.
+
+    >>> display_name("node" + b"\\xff".decode("utf-8", "surrogateescape"))
+    'node\\\\xff'
+    >>> display_name("build")
+    'build'
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _is_text(name: str) -> bool:
+    return display_name(name) == name
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +161,7 @@ class RunLayout:
     run_pid: Path
     run_lock: Path
     extra_files: tuple[Path, ...] = field(default=())
+    unreadable: tuple[Unreadable, ...] = field(default=())
 
     @property
     def top(self) -> ScopeLayout:
@@ -197,10 +231,16 @@ def _manifest_layout(manifest: Path) -> object:
     """
     if not _is_plain_file(manifest):
         return None
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     try:
-        if manifest.stat().st_size > _MAX_MANIFEST_BYTES:
-            return None
-        value = json.loads(manifest.read_bytes())
+        fd = os.open(manifest, flags)  # checked again on the descriptor: never a FIFO
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_MANIFEST_BYTES:
+                return None
+            value = json.loads(os.read(fd, _MAX_MANIFEST_BYTES + 1))
+        finally:
+            os.close(fd)
     except (OSError, ValueError, RecursionError):
         return None
     return value.get("layout") if isinstance(value, dict) else None
@@ -253,7 +293,9 @@ def locate_run(run_id: str, roots: Sequence[Path]) -> Path:
     raise RunNotFound(run_id, [str(r) for r in roots], known)
 
 
-def _branch_scopes(base: Path, prefix: str) -> Iterator[ScopeLayout]:
+def _branch_scopes(
+    base: Path, prefix: str, unreadable: list[Unreadable] | None = None
+) -> Iterator[ScopeLayout]:
     parallel = base / "parallel"
     if not _is_plain_dir(parallel):
         return
@@ -271,6 +313,11 @@ def _branch_scopes(base: Path, prefix: str) -> Iterator[ScopeLayout]:
             if not entry.is_dir(follow_symlinks=False) or entry.name in _NOT_NODE_DIRS:
                 continue
             child = Path(entry.path)
+            if not _is_text(entry.name):
+                if unreadable is not None:
+                    rel = display_name(f"{prefix}{child.relative_to(base).as_posix()}")
+                    unreadable.append(Unreadable(rel, "branch", "its name is not UTF-8: not read"))
+                continue
             if _is_plain_file(child / PROGRESS):
                 found.append(child)
             elif depth + 1 < _MAX_BRANCH_DEPTH:
@@ -286,6 +333,7 @@ def discover(path: Path) -> RunLayout:
     manifest = path / MANIFEST
     layout = "native" if _manifest_layout(manifest) == NATIVE_LAYOUT else "kilroy"
     scopes = [ScopeLayout("", path)]
+    unreadable: list[Unreadable] = []
     restarts: list[tuple[int, Path]] = []
     try:
         for entry in os.scandir(path):
@@ -294,12 +342,16 @@ def discover(path: Path) -> RunLayout:
                 restarts.append((int(m.group(1)), Path(entry.path)))
     except OSError:
         pass
-    scopes.extend(_branch_scopes(path, ""))
+    scopes.extend(_branch_scopes(path, "", unreadable))
     for n, rpath in sorted(restarts):
         scopes.append(ScopeLayout(f"restart-{n}", rpath))
-        scopes.extend(_branch_scopes(rpath, f"restart-{n}/"))
+        scopes.extend(_branch_scopes(rpath, f"restart-{n}/", unreadable))
+    for scope in scopes:
+        for name in _not_text_names(scope.path):
+            rel = display_name(os.path.join(scope.scope, name) if scope.scope else name)
+            unreadable.append(Unreadable(rel, "node", "its name is not UTF-8: not read"))
     return RunLayout(
-        run_id=path.name,
+        run_id=display_name(path.name),
         path=path,
         layout=layout,
         scopes=tuple(scopes),
@@ -307,7 +359,20 @@ def discover(path: Path) -> RunLayout:
         run_config=path / RUN_CONFIG,
         run_pid=path / RUN_PID,
         run_lock=path / RUN_LOCK,
+        unreadable=tuple(unreadable),
     )
+
+
+def _not_text_names(scope_path: Path) -> list[str]:
+    """Directories directly in a scope whose names are not UTF-8 (never read as stages)."""
+    try:
+        return sorted(
+            e.name
+            for e in os.scandir(scope_path)
+            if not _is_text(e.name) and e.is_dir(follow_symlinks=False)
+        )
+    except OSError:
+        return []
 
 
 def _archive_dirs(node_dir: Path, *, nested: bool) -> list[Path]:
@@ -350,6 +415,7 @@ def stage_dirs(scope_path: Path) -> list[StageDir]:
     for entry in entries:
         if (
             not entry.is_dir(follow_symlinks=False)
+            or not _is_text(entry.name)  # recorded by discover() as unreadable
             or entry.name in _NOT_NODE_DIRS
             or _RESTART.fullmatch(entry.name)
         ):

@@ -19,10 +19,14 @@ person needs them.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 import pyarrow as pa
@@ -30,12 +34,15 @@ import pyarrow as pa
 from doctor._errors import IngestError
 
 __all__ = [
+    "CHUNK_BYTES",
     "EVENT_COLUMNS",
     "EVENT_FIELDS",
+    "MAX_LINE_BYTES",
     "TornLine",
     "create_events_table",
     "last_line",
     "only_last_line_bad",
+    "open_regular",
     "read_bulk",
     "read_precise",
     "register_streams",
@@ -143,13 +150,18 @@ def register_streams(
                 "stream_id": pa.array(ids, pa.int64()),
                 "run_id": [s[0] for s in streams],
                 "scope": [s[1] for s in streams],
-                "path": [str(s[2]) for s in streams],
+                "path": [_text(str(s[2])) for s in streams],
             }
         )
         con.register("_rd_new_streams", rows)
         con.execute("INSERT INTO streams SELECT * FROM _rd_new_streams")
         con.unregister("_rd_new_streams")
     return ids
+
+
+def _text(name: str) -> str:
+    """A path as text: bytes that are not UTF-8 written ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _insert_sql(source: str, *, objects: bool, keep_raw: bool = True) -> str:
@@ -231,25 +243,39 @@ _BATCH = 64
 _GLOB_CHARS = frozenset("*?[]{}")
 
 
+def _scannable(path: str) -> bool:
+    if _GLOB_CHARS & set(path):
+        return False
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _read_batch(
     con: duckdb.DuckDBPyConnection, files: Sequence[Path], first_stream_id: int, keep_raw: bool
 ) -> list[int]:
     paths = [str(f) for f in files]
     # Files whose names DuckDB would read as glob patterns are not scanned; reporting them
     # as bad sends them to the caller's precise (Python) read instead.
-    unsafe = [first_stream_id + i for i, p in enumerate(paths) if _GLOB_CHARS & set(p)]
-    read = [p for p in paths if not _GLOB_CHARS & set(p)]
+    # So are names that are not UTF-8 (DuckDB takes text): Python opens them by bytes.
+    unsafe = [first_stream_id + i for i, p in enumerate(paths) if not _scannable(p)]
+    read = [p for p in paths if _scannable(p)]
     if not read:
         return unsafe
     params: dict[str, object] = {"paths": paths, "read": read, "first": first_stream_id}
     # list_position maps DuckDB's filename back to our key without a join; the scan keeps
     # insertion order, so rowid order within a file is line order.
     reader = "read_json_objects" if keep_raw else "read_json"
-    options = "format='newline_delimited', ignore_errors=true, filename=true"
+    # Lines over MAX_LINE_BYTES make DuckDB fail the scan: the batch is then read file by
+    # file, and the file with such a line by the precise path, which reports it torn.
+    options = (
+        "format='newline_delimited', ignore_errors=true, filename=true, "
+        f"maximum_object_size={MAX_LINE_BYTES + 1}"
+    )
     if not keep_raw:
         options += f", columns={_READ_JSON_COLUMNS}"
-    else:
-        options += ", maximum_object_size=268435456"
     source = (
         f"(SELECT list_position($paths, filename) - 1 AS file_key, "
         f"NULL::BIGINT AS pos, * EXCLUDE (filename) FROM {reader}($read, {options}))"
@@ -259,7 +285,22 @@ def _read_batch(
     try:
         return sorted(_load(con, _insert_sql(source, objects=keep_raw), params) + unsafe)
     except duckdb.Error as exc:
-        raise IngestError(f"DuckDB could not read the event streams: {exc}") from exc
+        if isinstance(exc, duckdb.InterruptException):
+            raise IngestError(f"DuckDB could not read the event streams: {exc}") from exc
+        if len(files) == 1:
+            # This file alone fails the scan (a line over the limit, an unreadable file):
+            # the caller reads it precisely, so the failure stays this stream's.
+            con.execute("DELETE FROM events_base WHERE stream_id = ?", [first_stream_id])
+            return [first_stream_id]
+    # One file failed the batch: read the batch again file by file.
+    con.execute(
+        "DELETE FROM events_base WHERE stream_id >= ? AND stream_id < ?",
+        [first_stream_id, first_stream_id + len(files)],
+    )
+    bad: list[int] = []
+    for i, f in enumerate(files):
+        bad += _read_batch(con, [f], first_stream_id + i, keep_raw)
+    return sorted(bad)
 
 
 def _classify(line: bytes) -> str:
@@ -291,18 +332,83 @@ def only_last_line_bad(con: duckdb.DuckDBPyConnection, stream_ids: Sequence[int]
     return {int(r[0]) for r in rows}
 
 
-def last_line(path: Path, key: tuple[str, str]) -> TornLine | None:
-    """Locate and classify the last non-blank line of ``path`` (byte operations only)."""
+def open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading when it is a regular file: never through a symlink, and
+    never blocking on a FIFO (``O_NONBLOCK``; the descriptor is checked before any read).
+
+    Raises ``OSError`` otherwise.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags)
     try:
-        data = path.read_bytes()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def last_line(path: Path, key: tuple[str, str]) -> TornLine | None:
+    """Locate and classify the last non-blank line of ``path`` (read in bounded blocks)."""
+    try:
+        with open_regular(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            # Walk back from the end to the newline before the last non-blank line.
+            end, tail = size, b""
+            while end > 0:
+                start = max(0, end - CHUNK_BYTES)
+                fh.seek(start)
+                tail = fh.read(end - start) + tail
+                end = start
+                body = tail.rstrip(b"\r\n \t")
+                if (body and b"\n" in body) or len(tail) > MAX_LINE_BYTES + CHUNK_BYTES:
+                    break
+            body = tail.rstrip(b"\r\n \t")
+            if not body:
+                return None
+            cut = body.rfind(b"\n") + 1
+            line_start = end + cut
+            # The line's number: newlines before it, counted in bounded blocks.
+            number, fh_pos = 1, 0
+            fh.seek(0)
+            while fh_pos < line_start:
+                block = fh.read(min(CHUNK_BYTES, line_start - fh_pos))
+                if not block:
+                    break
+                number += block.count(b"\n")
+                fh_pos += len(block)
     except OSError as exc:
         raise IngestError(f"cannot read {path}: {exc.strerror}") from exc
-    body = data.rstrip(b"\r\n \t")
-    if not body:
-        return None
-    start = body.rfind(b"\n") + 1
-    number = body.count(b"\n") + 1
-    return TornLine(*key, path, number, start, _classify(body[start:]))
+    line = body[cut:]
+    if len(line) > MAX_LINE_BYTES:
+        return TornLine(*key, path, number, line_start, _too_long(len(line)))
+    return TornLine(*key, path, number, line_start, _classify(line))
+
+
+#: A line longer than this is not parsed: it is a torn line (``torn_artifact``) of its run.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+#: Streams are read (precise path) in blocks of this many bytes, whatever their size.
+CHUNK_BYTES = 1024 * 1024
+
+
+def _too_long(n: int) -> str:
+    return f"line of {n} bytes exceeds the {MAX_LINE_BYTES}-byte limit"
+
+
+#: A stream's torn lines are located up to this many (and the last one); the rest counted.
+MAX_TORN_LINES = 1000
+
+
+def _classify_at(path: Path, t: TornLine) -> str:
+    """Classify the torn line ``t`` again from the file (its bytes were not kept)."""
+    try:
+        with open_regular(path) as fh:
+            fh.seek(t.byte_offset)
+            line = fh.readline(MAX_LINE_BYTES + 1).rstrip(b"\n")
+    except OSError:
+        return "unreadable"
+    return _classify(line)
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,47 +420,19 @@ class Chunk:
     records: int  # non-blank lines consumed
 
 
-def read_precise(
+def _insert_lines(
     con: duckdb.DuckDBPyConnection,
     path: Path,
     stream_id: int,
     key: tuple[str, str],
-    *,
-    offset: int = 0,
-    complete: bool,
-    keep_raw: bool = True,
-    max_line_bytes: int = 64 * 1024 * 1024,
-) -> Chunk:
-    """Append ``path`` from byte ``offset`` to ``events``.
-
-    A last line without a newline is left for the next read unless ``complete`` (the writer is
-    gone), in which case it is parsed or reported torn.
-    """
-    try:
-        with path.open("rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-    except OSError as exc:
-        raise IngestError(f"cannot read {path}: {exc.strerror}") from exc
-    end = len(data) if complete else data.rfind(b"\n") + 1
-    lines = data[:end].split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
+    lines: list[tuple[int, int, bytes]],
+    keep_raw: bool,
+    room: int,
+) -> tuple[list[TornLine], int, tuple[int, int, bytes] | None]:
+    """Append a batch of ``(line number, byte offset, bytes)`` lines: its first ``room`` torn
+    lines, how many there are, and the last one's ``(number, offset, bytes)``."""
     texts: list[str | None] = []
-    where: list[tuple[int, int, bytes]] = []  # (line number, byte offset, bytes) per record
-    torn: list[TornLine] = []
-    pos = offset
-    for number, line in enumerate(lines, start=1):
-        start, pos = pos, pos + len(line) + 1
-        if not line.strip():
-            continue
-        where.append((number, start, line))
-        if len(line) > max_line_bytes:
-            torn.append(
-                TornLine(*key, path, number, start, f"line of {len(line)} bytes exceeds the limit")
-            )
-            texts.append(None)
-            continue
+    for _number, _start, line in lines:
         try:
             texts.append(line.decode("utf-8"))
         except UnicodeDecodeError:
@@ -369,6 +447,7 @@ def read_precise(
             }
         ),
     )
+    del texts
     try:
         source = "(SELECT file_key, pos, try_cast(json AS JSON) AS json FROM _rd_lines)"
         sql = _insert_sql(source, objects=True, keep_raw=keep_raw)
@@ -378,19 +457,133 @@ def read_precise(
             {"first": stream_id},
         )
         con.execute(f"INSERT INTO events_base SELECT {cols} FROM _rd_stage WHERE ok ORDER BY pos")
-        bad = con.sql("SELECT pos FROM _rd_stage WHERE NOT ok OR ok IS NULL ORDER BY 1").fetchall()
+        # Only the first ``room`` torn lines are located; the rest are counted.
+        not_ok = "FROM _rd_stage WHERE NOT ok OR ok IS NULL"
+        bad = con.sql(f"SELECT pos {not_ok} ORDER BY 1 LIMIT {int(room)}").fetchall()
+        n_bad, last = con.sql(f"SELECT count(*), max(pos) {not_ok}").fetchall()[0]
         con.execute("DROP TABLE _rd_stage")
     except duckdb.Error as exc:
         raise IngestError(f"DuckDB could not parse {path}: {exc}") from exc
     finally:
         con.unregister("_rd_lines")
-    reported = {t.line for t in torn}
+    out = []
     for (bad_pos,) in bad:
-        number, start, line = where[int(bad_pos) - 1]
-        if number not in reported:
-            torn.append(TornLine(*key, path, number, start, _classify(line)))
+        number, start, line = lines[int(bad_pos) - 1]
+        out.append(TornLine(*key, path, number, start, _classify(line)))
+    return out, int(n_bad), None if last is None else lines[int(last) - 1]
+
+
+def read_precise(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    stream_id: int,
+    key: tuple[str, str],
+    *,
+    offset: int = 0,
+    complete: bool,
+    keep_raw: bool = True,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Chunk:
+    """Append ``path`` from byte ``offset`` to ``events``, reading ``chunk_bytes`` at a time.
+
+    A last line without a newline is left for the next read unless ``complete`` (the writer is
+    gone), in which case it is parsed or reported torn. A line over ``max_line_bytes`` is
+    reported torn without being held in memory. Line numbers count from ``offset``.
+    """
+    torn: list[TornLine] = []
+    n_torn = 0  # torn lines in all; only the first MAX_TORN_LINES are kept
+    last_torn: TornLine | None = None
+    records = 0
+    number = 0  # lines seen so far
+    consumed = offset  # bytes fully accounted for
+    carry = b""  # the start of a line not yet ended
+    long_from: int | None = None  # byte offset of an overlong line being skipped
+    carry_len = 0  # its length so far
+    try:
+        with open_regular(path) as fh:
+            fh.seek(offset)
+            while True:
+                block = fh.read(chunk_bytes)
+                eof = not block
+                batch: list[tuple[int, int, bytes]] = []
+                if eof:
+                    if not complete:
+                        break
+                    if long_from is not None:
+                        number += 1
+                        t = TornLine(*key, path, number, long_from, _too_long(carry_len))
+                        n_torn, last_torn = n_torn + 1, t
+                        torn += [t][: max(0, MAX_TORN_LINES - len(torn))]
+                        records += 1
+                        consumed += carry_len
+                        long_from = None
+                    elif carry.strip():
+                        number += 1
+                        batch.append((number, consumed, carry))
+                        consumed += len(carry)
+                    carry = b""
+                else:
+                    data = carry + block if carry else block
+                    base = consumed if long_from is None else consumed + carry_len
+                    if long_from is not None:
+                        nl = block.find(b"\n")
+                        if nl < 0:
+                            carry_len += len(block)
+                            continue
+                        number += 1
+                        carry_len += nl
+                        t = TornLine(*key, path, number, long_from, _too_long(carry_len))
+                        n_torn, last_torn = n_torn + 1, t
+                        torn += [t][: max(0, MAX_TORN_LINES - len(torn))]
+                        records += 1
+                        consumed = long_from + carry_len + 1
+                        long_from = None
+                        data, base = block[nl + 1 :], consumed
+                    pos = 0
+                    while True:
+                        nl = data.find(b"\n", pos)
+                        if nl < 0:
+                            break
+                        line = data[pos:nl]
+                        number += 1
+                        if line.strip():
+                            if len(line) > max_line_bytes:
+                                t = TornLine(*key, path, number, base + pos, _too_long(len(line)))
+                                n_torn, last_torn = n_torn + 1, t
+                                torn += [t][: max(0, MAX_TORN_LINES - len(torn))]
+                                records += 1
+                            else:
+                                batch.append((number, base + pos, line))
+                        pos = nl + 1
+                    consumed = base + pos
+                    carry = data[pos:]
+                    if len(carry) > max_line_bytes:
+                        long_from, carry_len, carry = consumed, len(carry), b""
+                if batch:
+                    records += len(batch)
+                    room = max(0, MAX_TORN_LINES - len(torn))
+                    found, n_bad, last = _insert_lines(
+                        con, path, stream_id, key, batch, keep_raw, room
+                    )
+                    torn += found
+                    n_torn += n_bad
+                    if last is not None:
+                        last_torn = TornLine(*key, path, last[0], last[1], "")
+                    del batch
+                if eof:
+                    break
+    except OSError as exc:
+        raise IngestError(f"cannot read {path}: {exc.strerror}") from exc
+    torn.sort(key=lambda t: t.line)
+    if n_torn > len(torn) and last_torn is not None:
+        # The rest are counted, not listed: the last one closes the list, saying so.
+        if not last_torn.detail:
+            last_torn = replace(last_torn, detail=_classify_at(path, last_torn))
+        more = f"{n_torn} torn lines in all, the first {len(torn)} listed"
+        torn.append(replace(last_torn, detail=f"{last_torn.detail} ({more})"))
     return Chunk(
-        torn=tuple(sorted(torn, key=lambda t: t.line)),
-        end_offset=offset + end,
-        records=len(texts),
+        torn=tuple(torn),
+        end_offset=consumed,
+        records=records,
     )

@@ -26,8 +26,11 @@ points, so ``from doctor._repair import ...`` names the whole repair loop.
 
 Every action is idempotent (an action found done, by the journal's hash of its last result, is
 a no-op), re-checks its precondition from the files right before acting and refuses with the
-reason when it no longer holds, writes only inside the run directory (paths are resolved and
-checked, symlinks refused, new files created without overwriting), and is journaled in
+reason when it no longer holds, writes only inside the run directory (every path walked from
+the run's directory descriptor with ``O_NOFOLLOW``, so a symlink swapped in after a check is
+never followed; new files created without overwriting), holds the run's own lock while it
+terminalizes or truncates (so a resuming run and the repair exclude each other), and is
+journaled in
 ``repairs.ndjson`` (:mod:`doctor._journal`) with before and after hashes. A breaker stops the
 same action on the same target after ``breaker_tries`` applied or failed tries within
 ``breaker_window_s`` seconds (from the journal): incident 02's recovery loop cannot happen.
@@ -38,10 +41,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import fcntl
+import hashlib
 import json
 import os
 import stat
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -49,13 +56,14 @@ from typing import Any
 from doctor._config import DoctorConfig
 from doctor._detectors._queue import same_host, this_host
 from doctor._diagnose import ScanResult, diagnose_path
-from doctor._documents import normalize_status, read_documents
+from doctor._documents import normalize_status, parse_json, read_documents
 from doctor._errors import UsageError
 from doctor._facts import iso, parse_iso
-from doctor._journal import JournalEntry, append_entry, read_journal, sha256_of
+from doctor._journal import JournalEntry, append_entry, read_journal
 from doctor._layout import discover, is_top_scope
-from doctor._liveness import process_alive
+from doctor._liveness import _start_ticks, owner_alive, process_alive, valid_pid
 from doctor._model import Diagnosis, Finding
+from doctor._ndjson import open_regular
 from doctor._repair_model import (
     ACTIONS,
     BREAKER_TRIES,
@@ -236,52 +244,121 @@ def _plan_queue(f: Finding, ref: FindingRef, config: DoctorConfig) -> Action | N
 
 
 # ---------------------------------------------------------------- safe writing
+#
+# Every path is walked from the run directory's descriptor (``ctx.run_fd``), one component at
+# a time, each opened ``O_NOFOLLOW``: a directory swapped for a symlink after any check is
+# never followed, because nothing is ever looked up by its full path again. Files are created,
+# replaced and read relative to their directory's descriptor.
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
 
 
-def _inside(run_path: Path, rel: str, *, create_dirs: bool = False) -> Path:
-    """``run_path / rel`` after checking it cannot lead outside the run directory.
-
-    ``rel`` must be relative, without ``..``; no component may be a symlink; the parent must
-    be a real directory inside the run (created when ``create_dirs``).
-    """
+def _check_rel(rel: str) -> PurePosixPath:
+    """``rel`` as a relative path without ``..`` or NUL, else refused."""
     pure = PurePosixPath(rel)
-    if not rel or pure.is_absolute() or "\\" in rel or any(p in ("..", ".") for p in pure.parts):
+    if (
+        not rel
+        or "\x00" in rel
+        or pure.is_absolute()
+        or "\\" in rel
+        or any(p in ("..", ".") for p in pure.parts)
+    ):
         raise _Refused(f"{rel!r} is not a path inside the run directory")
-    here = run_path
-    for part in pure.parts[:-1]:
-        here = here / part
-        try:
-            st = here.lstat()
-        except FileNotFoundError:
-            if not create_dirs:
-                raise _Refused(f"{here.relative_to(run_path)} does not exist") from None
-            here.mkdir()
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            raise _Refused(f"{here.relative_to(run_path)} is a symlink; repairs never follow one")
-        if not stat.S_ISDIR(st.st_mode):
-            raise _Refused(f"{here.relative_to(run_path)} is not a directory")
-    target = here / pure.parts[-1]
-    if os.path.islink(target):
-        raise _Refused(f"{rel} is a symlink; repairs never write through one")
-    real_parent = Path(os.path.realpath(target.parent))
-    if real_parent != run_path and run_path not in real_parent.parents:
-        raise _Refused(f"{rel} resolves outside the run directory")
-    return target
+    return pure
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
+def _open_run(run_path: Path) -> int:
+    try:
+        return os.open(run_path, _DIR_FLAGS)
+    except OSError as exc:
+        raise UsageError(
+            f"{str(run_path)!r} is not a run directory (or is a symlink): {exc.strerror}"
+        ) from exc
+
+
+@contextlib.contextmanager
+def _parent(ctx: _Ctx, rel: str, *, create_dirs: bool = False) -> Iterator[tuple[int, str]]:
+    """``(directory descriptor, file name)`` of ``rel``, every directory on the way opened
+    relative to the last without following a symlink (created when ``create_dirs``)."""
+    pure = _check_rel(rel)
+    fd = os.dup(ctx.run_fd)
+    try:
+        walked = PurePosixPath()
+        for part in pure.parts[:-1]:
+            walked /= part
+            try:
+                nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create_dirs:
+                    raise _Refused(f"{walked} does not exist") from None
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                try:
+                    nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except OSError:
+                    raise _Refused(f"{walked} is a symlink or not a directory") from None
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                    raise _Refused(
+                        f"{walked} is a symlink or not a directory; repairs never follow one"
+                    ) from None
+                raise
             os.close(fd)
+            fd = nfd
+        yield fd, pure.parts[-1]
+    finally:
+        os.close(fd)
 
 
-def _write_temp(target: Path, data: bytes) -> Path:
-    tmp = target.with_name(f".{target.name}.repair-{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+def _lstat_at(dfd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _read_at(dfd: int, name: str, what: str) -> bytes:
+    """The bytes of the regular file ``name`` in ``dfd`` (never a symlink, never a FIFO)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | _NOFOLLOW, dir_fd=dfd)
+    except FileNotFoundError:
+        raise _Refused(f"{what} no longer exists") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _Refused(f"{what} is a symlink; repairs never read through one") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _Refused(f"{what} is not a regular file")
+        chunks = []
+        while block := os.read(fd, 1 << 20):
+            chunks.append(block)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _sha_rel(ctx: _Ctx, rel: str) -> str | None:
+    """SHA-256 of the regular file at ``rel`` (None when absent or unreachable)."""
+    try:
+        with _parent(ctx, rel) as (dfd, name):
+            st = _lstat_at(dfd, name)
+            if st is None or not stat.S_ISREG(st.st_mode):
+                return None
+            return hashlib.sha256(_read_at(dfd, name, rel)).hexdigest()
+    except (_Refused, OSError):
+        return None
+
+
+def _fsync_fd(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.fsync(fd)
+
+
+def _write_temp(dfd: int, name: str, data: bytes) -> str:
+    tmp = f".{name}.repair-{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644, dir_fd=dfd)
     try:
         os.write(fd, data)
         os.fsync(fd)
@@ -290,29 +367,126 @@ def _write_temp(target: Path, data: bytes) -> Path:
     return tmp
 
 
-def _create(target: Path, data: bytes) -> None:
+def _create(dfd: int, name: str, data: bytes) -> None:
     """Write a new file atomically; never replaces an existing one (hard link, then unlink)."""
-    tmp = _write_temp(target, data)
+    tmp = _write_temp(dfd, name, data)
     try:
-        os.link(tmp, target)  # fails with FileExistsError rather than overwrite
+        # fails with FileExistsError rather than overwrite
+        os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
     finally:
-        tmp.unlink()
-    _fsync_dir(target.parent)
+        os.unlink(tmp, dir_fd=dfd)
+    _fsync_fd(dfd)
 
 
-def _replace(target: Path, data: bytes) -> None:
+def _replace(dfd: int, name: str, data: bytes) -> None:
     """Replace a file atomically (temp file, fsync, rename)."""
-    tmp = _write_temp(target, data)
+    tmp = _write_temp(dfd, name, data)
     try:
-        os.replace(tmp, target)
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
     except OSError:
-        tmp.unlink()
+        os.unlink(tmp, dir_fd=dfd)
         raise
-    _fsync_dir(target.parent)
+    _fsync_fd(dfd)
 
 
 def _json_bytes(value: Any) -> bytes:
-    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode()
+    return (json.dumps(value, indent=2, ensure_ascii=True) + "\n").encode()
+
+
+# ---------------------------------------------------------------- the run's lock
+
+_LOCK = "run.lock.json"
+
+
+@contextlib.contextmanager
+def _run_lock(ctx: _Ctx) -> Iterator[None]:
+    """Hold the run's own lock (``run.lock.json``, Kilroy's protocol) while repairing.
+
+    The lock is created exclusively (temp file, then a hard link that fails when the name
+    exists). A lock whose owner is alive refuses the repair; a stale one (its owner dead) is
+    set aside with a rename, the repair takes the lock, and on release the stale lock is put
+    back, so the run still records its crashed owner. A resuming run that takes the lock
+    first makes the repair refuse; one that comes while the repair holds it finds it held by
+    a live process (this one) and waits or refuses, as Kilroy's resume does. An advisory
+    ``flock`` on the run directory also excludes a second ``doctor repair``.
+    """
+    try:
+        fcntl.flock(ctx.run_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise _Refused("another doctor repair holds this run") from None
+    me = os.getpid()
+    lock = {
+        "pid": me,
+        "pid_start_time": _start_ticks(me),
+        "run_id": ctx.run_id,
+        "acquired_at": iso(time.time_ns()),
+        "repaired_by": TOOL,
+    }
+    stale = f".{_LOCK}.stale-{me}"
+    set_aside = False
+    ours: os.stat_result | None = None
+    try:
+        tmp = _write_temp(ctx.run_fd, _LOCK, _json_bytes(lock))
+        try:
+            for _ in range(3):
+                try:
+                    os.link(tmp, _LOCK, src_dir_fd=ctx.run_fd, dst_dir_fd=ctx.run_fd)
+                    ours = os.stat(_LOCK, dir_fd=ctx.run_fd, follow_symlinks=False)
+                    break
+                except FileExistsError:
+                    pass
+                if set_aside:
+                    raise _Refused(
+                        "the run's lock was taken while the repair set a stale one aside"
+                    )
+                held = _lock_holder(ctx)
+                if held is not None:
+                    raise _Refused(held)
+                try:  # stale: set it aside (one rename: only one party wins it)
+                    os.rename(_LOCK, stale, src_dir_fd=ctx.run_fd, dst_dir_fd=ctx.run_fd)
+                    set_aside = True
+                except FileNotFoundError:
+                    continue
+                if _lock_holder(ctx, stale) is not None:  # a live lock won the race: give back
+                    with contextlib.suppress(OSError):
+                        os.link(stale, _LOCK, src_dir_fd=ctx.run_fd, dst_dir_fd=ctx.run_fd)
+                    os.unlink(stale, dir_fd=ctx.run_fd)
+                    set_aside = False
+                    raise _Refused("the run's lock was taken by a live process")
+            else:
+                raise _Refused("the run's lock keeps changing hands")
+        finally:
+            os.unlink(tmp, dir_fd=ctx.run_fd)
+        yield
+    finally:
+        if ours is not None:
+            now = _lstat_at(ctx.run_fd, _LOCK)
+            if now is not None and (now.st_ino, now.st_dev) == (ours.st_ino, ours.st_dev):
+                os.unlink(_LOCK, dir_fd=ctx.run_fd)
+        if set_aside:
+            with contextlib.suppress(OSError):  # someone else's lock stays where it is
+                os.link(stale, _LOCK, src_dir_fd=ctx.run_fd, dst_dir_fd=ctx.run_fd)
+            with contextlib.suppress(OSError):
+                os.unlink(stale, dir_fd=ctx.run_fd)
+        fcntl.flock(ctx.run_fd, fcntl.LOCK_UN)
+
+
+def _lock_holder(ctx: _Ctx, name: str = _LOCK) -> str | None:
+    """Why the lock file ``name`` is held (its owner alive or unknown), or None when stale."""
+    try:
+        value, _dups = parse_json(_read_at(ctx.run_fd, name, name))
+    except _Refused as exc:
+        if "no longer exists" in str(exc):
+            return None
+        return f"the run's lock is unreadable ({exc}); a person should look"
+    except ValueError:
+        return "the run's lock does not parse; a person should look"
+    pid = valid_pid(value.get("pid")) if isinstance(value, dict) else None
+    start = value.get("pid_start_time") if isinstance(value, dict) else None
+    alive = owner_alive(pid, start if isinstance(start, int) else None)
+    if pid is not None and alive is False:
+        return None
+    return f"the run's lock is held by pid {pid} ({'alive' if alive else 'not known dead'})"
 
 
 # ---------------------------------------------------------------- the actions
@@ -325,84 +499,110 @@ def _last_applied(ctx: _Ctx, action: Action) -> JournalEntry | None:
     return None
 
 
-def _check_done(ctx: _Ctx, action: Action, path: Path) -> None:
+def _check_done(ctx: _Ctx, action: Action) -> None:
     last = _last_applied(ctx, action)
-    if last is not None and last.after_sha256 and sha256_of(path) == last.after_sha256:
+    if last is not None and last.after_sha256 and _sha_rel(ctx, action.target) == last.after_sha256:
         raise _Done(f"already done at {last.at} (the file still has the hash that repair left)")
-
-
-def _owner_alive(ctx: _Ctx) -> bool | None:
-    docs = read_documents(discover(ctx.run_path))
-    return process_alive(docs.pid, docs.pid_start_time)
 
 
 def _last_event_ns(path: Path) -> int | None:
     """The ``ts`` of the last complete line of a progress stream (read from its tail)."""
     try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
+        with open_regular(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
             fh.seek(max(size - _TAIL_BYTES, 0))
-            tail = fh.read()
+            tail = fh.read(_TAIL_BYTES)
     except OSError:
         return None
     for raw in reversed(tail.split(b"\n")[:-1]):
         with contextlib.suppress(ValueError, AttributeError):
-            ns = parse_iso(json.loads(raw).get("ts"))
+            ns = parse_iso(parse_json(raw)[0].get("ts"))
             if ns is not None:
                 return ns
     return None
 
 
 def _terminalize(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
-    target = _inside(ctx.run_path, action.target)
-    _check_done(ctx, action, target)
-    layout = discover(ctx.run_path)
-    docs = read_documents(layout)
-    finals = [s.final for s in docs.scopes.values() if is_top_scope(s.scope) and s.final]
-    if finals or os.path.lexists(target):
-        raise _Refused("a top-level final.json exists: the run terminalized after the plan")
-    alive = process_alive(docs.pid, docs.pid_start_time)
-    if alive is not False:
-        who = "no owner pid is recorded" if docs.pid is None else f"owner pid {docs.pid} is alive"
-        raise _Refused(f"{who}; only a run whose owner is dead is terminalized")
-    stall = action.stall_timeout_s or docs.stall_timeout_s or ctx.config.stall_timeout_s
-    latest = max((ns for s in layout.scopes if (ns := _last_event_ns(s.progress))), default=None)
-    if latest is not None and ctx.config.now - latest / 1e9 <= stall:
-        raise _Refused(
-            f"an event was written at {iso(latest)}, within the {stall:.0f} s stall timeout"
+    _check_rel(action.target)
+    _check_done(ctx, action)
+    with _run_lock(ctx), _parent(ctx, action.target) as (dfd, name):
+        # Checked with the lock held: a resuming run cannot start between check and write.
+        layout = discover(ctx.run_path)
+        docs = read_documents(layout)
+        finals = [s.final for s in docs.scopes.values() if is_top_scope(s.scope) and s.final]
+        if finals or _lstat_at(dfd, name) is not None:
+            raise _Refused("a top-level final.json exists: the run terminalized after the plan")
+        pid, start = _recorded_owner(ctx, docs.pid, docs.pid_start_time)
+        alive = owner_alive(pid, start)
+        if alive is not False:
+            who = "no owner pid is recorded" if pid is None else f"owner pid {pid} is alive"
+            raise _Refused(f"{who}; only a run whose owner is dead is terminalized")
+        stall = action.stall_timeout_s or docs.stall_timeout_s or ctx.config.stall_timeout_s
+        latest = max(
+            (ns for s in layout.scopes if (ns := _last_event_ns(s.progress))), default=None
         )
-    opened = action.finding
-    final = {
-        # The run ended with its last event; when the repair ran is in repaired_by.at. (The
-        # repair's own time would open an idle gap from the last event to the repair.)
-        "timestamp": iso(latest) if latest is not None else iso(int(ctx.config.now * 1e9)),
-        "status": "fail",
-        "run_id": ctx.run_id,
-        "failure_reason": (
-            f"terminalized by doctor repair: owner pid {docs.pid} is dead and no event was "
-            f"written since {iso(latest) if latest else 'the start'} (stall timeout "
-            f"{stall:.0f} s); finding {opened.code}: {opened.summary}"
-        ),
-        "repaired_by": ctx.provenance,
-    }
-    _create(target, _json_bytes(final))
+        if latest is not None and ctx.config.now - latest / 1e9 <= stall:
+            raise _Refused(
+                f"an event was written at {iso(latest)}, within the {stall:.0f} s stall timeout"
+            )
+        owner = _stale_owner(ctx, docs.pid)
+        opened = action.finding
+        final = {
+            # The run ended with its last event; when the repair ran is in repaired_by.at.
+            # (The repair's own time would open an idle gap from the last event to the repair.)
+            "timestamp": iso(latest) if latest is not None else iso(int(ctx.config.now * 1e9)),
+            "status": "fail",
+            "run_id": ctx.run_id,
+            "failure_reason": (
+                f"terminalized by doctor repair: owner pid {owner} is dead and no event was "
+                f"written since {iso(latest) if latest else 'the start'} (stall timeout "
+                f"{stall:.0f} s); finding {opened.code}: {opened.summary}"
+            ),
+            "repaired_by": ctx.provenance,
+        }
+        _create(dfd, name, _json_bytes(final))
     return f"wrote {action.target} with status fail", None
+
+
+def _pid_file(ctx: _Ctx) -> int | None:
+    try:
+        text = _read_at(ctx.run_fd, "run.pid", "run.pid").strip()
+    except (_Refused, OSError):
+        return None
+    return valid_pid(int(text)) if text.isdigit() and len(text) <= 10 else None
+
+
+def _recorded_owner(ctx: _Ctx, pid: int | None, start: int | None) -> tuple[int | None, int | None]:
+    """The run's owner as recorded before the repair took the lock: the lock's, unless the
+    lock is this process's own, then the stale lock set aside, else ``run.pid``."""
+    if pid is not None and pid != os.getpid():
+        return pid, start
+    try:
+        value, _ = parse_json(_read_at(ctx.run_fd, f".{_LOCK}.stale-{os.getpid()}", _LOCK))
+    except (_Refused, OSError, ValueError):
+        value = None
+    if isinstance(value, dict) and valid_pid(value.get("pid")) is not None:
+        began = value.get("pid_start_time")
+        ok = isinstance(began, int) and not isinstance(began, bool) and 0 <= began < 2**62
+        return valid_pid(value.get("pid")), began if ok else None
+    return _pid_file(ctx), None
+
+
+def _stale_owner(ctx: _Ctx, pid: int | None) -> int | None:
+    """The dead owner's pid (see :func:`_recorded_owner`)."""
+    return _recorded_owner(ctx, pid, None)[0]
 
 
 def _ingest_status(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
     if action.source is None:
         raise _Refused("the plan names no stranded status file")
-    source = _inside(ctx.run_path, action.source)
-    target = _inside(ctx.run_path, action.target, create_dirs=False)
-    _check_done(ctx, action, target)
-    replaced = _engine_placeholder(ctx, action, target)
+    _check_rel(action.source)
+    _check_rel(action.target)
+    _check_done(ctx, action)
+    with _parent(ctx, action.source) as (sfd, sname):
+        raw = _read_at(sfd, sname, action.source)
     try:
-        if not stat.S_ISREG(source.lstat().st_mode):
-            raise _Refused(f"{action.source} is not a regular file")
-        value = json.loads(source.read_bytes())
-    except FileNotFoundError:
-        raise _Refused(f"{action.source} no longer exists") from None
+        value, _dups = parse_json(raw)
     except ValueError as exc:
         raise _Refused(f"{action.source} no longer parses: {exc}") from None
     status, _reason = normalize_status(value)
@@ -413,13 +613,15 @@ def _ingest_status(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
         "repaired_by": {
             **ctx.provenance,
             "source": action.source,
-            "source_sha256": sha256_of(source),
+            "source_sha256": hashlib.sha256(raw).hexdigest(),
         },
     }
-    if replaced is None:
-        _create(target, _json_bytes(record))
-        return f"copied {action.source} (outcome {status!r}) to {action.target}", None
-    _replace(target, _json_bytes(record))
+    with _parent(ctx, action.target) as (dfd, name):
+        replaced = _engine_placeholder(ctx, action, dfd, name)
+        if replaced is None:
+            _create(dfd, name, _json_bytes(record))
+            return f"copied {action.source} (outcome {status!r}) to {action.target}", None
+        _replace(dfd, name, _json_bytes(record))
     return (
         f"copied {action.source} (outcome {status!r}) over the engine's placeholder "
         f"{action.target}, which is kept as {replaced}",
@@ -432,51 +634,100 @@ def _ingest_status(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
 _PLACEHOLDER_REASONS = ("missing status.json", "invalid status.json")
 
 
-def _is_placeholder(path: Path) -> bool:
-    """True when the status file at ``path`` only records that a status file was missing."""
+def _placeholder_bytes(data: bytes) -> bool:
     try:
-        status, reason = normalize_status(json.loads(path.read_bytes()))
-    except (OSError, ValueError):
+        status, reason = normalize_status(parse_json(data)[0])
+    except ValueError:
         return False
     return status in ("fail", "retry") and (reason or "").startswith(_PLACEHOLDER_REASONS)
 
 
-def _engine_placeholder(ctx: _Ctx, action: Action, target: Path) -> str | None:
+def _is_placeholder(path: Path) -> bool:
+    """True when the status file at ``path`` only records that a status file was missing."""
+    try:
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        with open_regular(path) as fh:
+            data = fh.read(_MAX_STATUS_BYTES)
+    except OSError:
+        return False
+    return _placeholder_bytes(data)
+
+
+_MAX_STATUS_BYTES = 32 * 1024 * 1024
+
+
+def _engine_placeholder(ctx: _Ctx, action: Action, dfd: int, name: str) -> str | None:
     """Back up a canonical status that only says the status file was missing; its backup's
     path relative to the run. None when there is no canonical file. Refuses anything else."""
-    if not os.path.lexists(target):
+    if _lstat_at(dfd, name) is None:
         return None
-    if not _is_placeholder(target):
+    data = _read_at(dfd, name, action.target)
+    if not _placeholder_bytes(data):
         raise _Refused(
             f"{action.target} already records an outcome; the repair only replaces an "
             "engine's 'missing status.json' placeholder"
         )
     stamp = datetime.fromtimestamp(ctx.config.now, UTC).strftime("%Y%m%dT%H%M%SZ")
-    backup = _inside(ctx.run_path, f"{action.target}.replaced-{stamp}.bak")
+    backup = f"{name}.replaced-{stamp}.bak"
     n = 1
-    while os.path.lexists(backup):
+    while _lstat_at(dfd, backup) is not None:
         n += 1
-        backup = _inside(ctx.run_path, f"{action.target}.replaced-{stamp}-{n}.bak")
-    _create(backup, target.read_bytes())
-    return backup.relative_to(ctx.run_path).as_posix()
+        backup = f"{name}.replaced-{stamp}-{n}.bak"
+    _create(dfd, backup, data)
+    return (PurePosixPath(action.target).parent / backup).as_posix()
 
 
 def _is_event_line(raw: bytes) -> bool:
     try:
-        obj = json.loads(raw)
+        obj, _dups = parse_json(raw)
     except ValueError:
         return False
     return isinstance(obj, dict) and isinstance(obj.get("event"), str)
 
 
 def _truncate(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
-    target = _inside(ctx.run_path, action.target)
-    _check_done(ctx, action, target)
-    if not os.path.lexists(target):
-        raise _Refused(f"{action.target} no longer exists")
-    if _owner_alive(ctx) is True:
-        raise _Refused("the owner process is alive and may be writing that line")
-    data = target.read_bytes()
+    _check_rel(action.target)
+    _check_done(ctx, action)
+    with _run_lock(ctx), _parent(ctx, action.target) as (dfd, name):
+        if _lstat_at(dfd, name) is None:
+            raise _Refused(f"{action.target} no longer exists")
+        if _owner_alive_but_us(ctx) is True:
+            raise _Refused("the owner process is alive and may be writing that line")
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_NONBLOCK | _NOFOLLOW, dir_fd=dfd)
+        except OSError as exc:
+            raise _Refused(f"{action.target} cannot be opened: {exc.strerror}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise _Refused(f"{action.target} is not a regular file")
+            # An advisory lock on the stream itself: writers that take it are excluded.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return _cut_torn_tail(ctx, action, dfd, name, fd)
+        finally:
+            os.close(fd)
+
+
+def _owner_alive_but_us(ctx: _Ctx) -> bool | None:
+    docs = read_documents(discover(ctx.run_path))
+    return owner_alive(*_recorded_owner(ctx, docs.pid, docs.pid_start_time))
+
+
+def _pread_all(fd: int, offset: int) -> bytes:
+    chunks = []
+    while block := os.pread(fd, 1 << 20, offset):
+        chunks.append(block)
+        offset += len(block)
+    return b"".join(chunks)
+
+
+def _cut_torn_tail(
+    ctx: _Ctx, action: Action, dfd: int, name: str, fd: int
+) -> tuple[str, str | None]:
+    """Cut the torn last line in place, on the descriptor checked; bytes appended after the
+    check are never dropped: the cut keeps everything past the torn bytes the check saw."""
+    data = _pread_all(fd, 0)
     start = data.rfind(b"\n") + 1
     tail = data[start:]
     if not tail.strip():
@@ -489,14 +740,27 @@ def _truncate(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
     if _is_event_line(tail):
         raise _Refused(f"the last line of {action.target} parses: it is not torn")
     stamp = datetime.fromtimestamp(ctx.config.now, UTC).strftime("%Y%m%dT%H%M%SZ")
-    backup = _inside(ctx.run_path, f"{action.target}.torn-{stamp}.bak")
+    backup = f"{name}.torn-{stamp}.bak"
     n = 1
-    while os.path.lexists(backup):
+    while _lstat_at(dfd, backup) is not None:
         n += 1
-        backup = _inside(ctx.run_path, f"{action.target}.torn-{stamp}-{n}.bak")
-    _create(backup, data)
-    _replace(target, data[:start])
-    rel = backup.relative_to(ctx.run_path).as_posix()
+        backup = f"{name}.torn-{stamp}-{n}.bak"
+    _create(dfd, backup, data)
+    # Move whatever follows the torn bytes (appended since the read) down over them, then cut
+    # the file to its new length. An append landing between the last size check and the cut
+    # is caught by comparing sizes: the cut is undone from the bytes read, and retried.
+    end, moved = len(data), b""
+    for _ in range(100):
+        moved += _pread_all(fd, end + len(moved))
+        if moved:  # never overlaps bytes not yet read: start < end
+            os.pwrite(fd, moved, start)
+        if os.fstat(fd).st_size == end + len(moved):
+            os.ftruncate(fd, start + len(moved))
+            break
+    else:
+        raise _Refused(f"{action.target} keeps growing: a writer is alive")
+    os.fsync(fd)
+    rel = (PurePosixPath(action.target).parent / backup).as_posix()
     return f"cut {len(tail)} byte(s) at byte {start}; the whole file is kept as {rel}", rel
 
 
@@ -507,10 +771,18 @@ _RUNNERS["truncate_torn_line"] = _truncate
 # ---------------------------------------------------------------- applying
 
 
-def _run_dir(run_path: Path) -> Path:
-    if run_path.is_symlink() or not run_path.is_dir():
-        raise UsageError(f"{str(run_path)!r} is not a run directory (or is a symlink)")
-    return Path(os.path.realpath(run_path))
+def _run_dir(run_path: Path) -> tuple[Path, int]:
+    """The run directory's path (its parents resolved, not itself) and a descriptor opened on
+    it without following a symlink: everything the repair writes goes through the descriptor,
+    so a run directory swapped for a symlink after this point is never written through."""
+    run_path = Path(run_path)
+    fd = _open_run(run_path)
+    try:
+        parent = Path(os.path.realpath(run_path.parent))
+    except OSError as exc:
+        os.close(fd)
+        raise UsageError(f"{str(run_path)!r} is not a run directory: {exc}") from exc
+    return parent / run_path.name, fd
 
 
 def apply_repairs(
@@ -531,9 +803,30 @@ def apply_repairs(
     ...     apply_repairs([], DoctorConfig(now=0.0), run_path=Path(d) / "run1").results
     ()
     """
-    run_dir = _run_dir(run_path)
-    current = diagnose_path(run_dir, config)
-    ctx = _Ctx(run_dir, current.run_id, config, read_journal(run_dir))
+    run_dir, run_fd = _run_dir(run_path)
+    try:
+        current = diagnose_path(run_dir, config)
+        ctx = _Ctx(run_dir, current.run_id, config, read_journal(run_dir), run_fd=run_fd)
+        results, current = _apply_all(ctx, plan, current, breaker_tries, breaker_window_s)
+    finally:
+        os.close(run_fd)
+    return RepairReport(
+        run_id=current.run_id,
+        path=current.path,
+        results=tuple(results),
+        remaining=tuple(FindingRef.of(f) for f in current.findings),
+        state=current.state,
+    )
+
+
+def _apply_all(
+    ctx: _Ctx,
+    plan: Sequence[Action],
+    current: Diagnosis,
+    breaker_tries: int,
+    breaker_window_s: float,
+) -> tuple[list[ActionResult], Diagnosis]:
+    config, run_dir = ctx.config, ctx.run_path
     results: list[ActionResult] = []
     for action in plan:
         ctx.provenance = {
@@ -555,13 +848,7 @@ def apply_repairs(
             )
             current = after
         results.append(result)
-    return RepairReport(
-        run_id=current.run_id,
-        path=current.path,
-        results=tuple(results),
-        remaining=tuple(FindingRef.of(f) for f in current.findings),
-        state=current.state,
-    )
+    return results, current
 
 
 def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> ActionResult:
@@ -569,15 +856,16 @@ def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> Action
     if unsafe is not None:
         return ActionResult(action, "refused", unsafe)
     try:
-        target_path: Path | None = _inside(ctx.run_path, action.target)
+        _check_rel(action.target)
+        hashable = True
     except _Refused:
-        target_path = None  # the runner refuses with the reason; nothing is hashed
-    before = sha256_of(target_path) if target_path is not None else None
+        hashable = False  # the runner refuses with the reason; nothing is hashed
+    before = _sha_rel(ctx, action.target) if hashable else None
     runner = _RUNNERS.get(action.kind)
     backup: str | None = None
     try:
-        if target_path is not None:
-            _check_done(ctx, action, target_path)
+        if hashable:
+            _check_done(ctx, action)
         tripped = _breaker(ctx, action, tries, window_s)
         if runner is None:
             outcome, message = (
@@ -600,7 +888,7 @@ def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> Action
         outcome, message = "refused", str(refused)
     except OSError as exc:
         outcome, message = "failed", f"{type(exc).__name__}: {exc}"
-    after = sha256_of(target_path) if target_path is not None else None
+    after = _sha_rel(ctx, action.target) if hashable else None
     entry = JournalEntry(
         at=iso(int(ctx.config.now * 1e9)) or "",
         at_s=ctx.config.now,
@@ -621,7 +909,7 @@ def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> Action
         source=action.source,
     )
     try:
-        append_entry(ctx.run_path, entry)
+        append_entry(ctx.run_path, entry, dir_fd=ctx.run_fd)
     except OSError as exc:
         message += f" (the journal could not be written: {exc})"
         outcome = "failed" if outcome == "applied" else outcome

@@ -250,6 +250,8 @@ class _Ctx:
     config: DoctorConfig
     journal: list[JournalEntry]
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: The run directory opened ``O_DIRECTORY|O_NOFOLLOW``: every write is relative to it.
+    run_fd: int = -1
 
 
 def _breaker(ctx: _Ctx, action: Action, tries: int, window_s: float) -> str | None:

@@ -9,7 +9,13 @@ table          rows
 ``files``      one per artifact read: kind, size, mtime, whether it parsed and why not
 ``runs``       one per run directory: path, layout, owner pid
 ``torn``       one per line or file that does not parse
+``unreadable`` one per artifact that could not be read as written (not a regular file, a
+               name that is not UTF-8, a stream over the budget, duplicate keys)
 =============  ==========================================================================
+
+Memory and disk are bounded: DuckDB gets :data:`DUCKDB_MEMORY_LIMIT` of the per-run budget
+(:data:`MEMORY_BUDGET_BYTES`, 1 GiB) and spills to a private temporary directory (never the
+working directory), at most :data:`DUCKDB_TEMP_LIMIT`, removed when the connection goes.
 
 A queue's ``tickets``, ``ticket_deps`` and ``ticket_events`` (the executor's columns) are
 empty unless ``doctor scan --db`` read one (:func:`doctor._queue_ingest.load_queue`).
@@ -20,8 +26,12 @@ exports any of them as a ``pyarrow.Table`` for notebooks and the Parquet cache.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -32,7 +42,23 @@ from doctor._cache import StreamState
 from doctor._documents import RunDocuments
 from doctor._ndjson import TornLine, create_events_table
 
-__all__ = ["HEARTBEAT_SQL", "TABLE_NAMES", "Tables", "heartbeat_sql", "new_connection"]
+__all__ = [
+    "DUCKDB_MEMORY_LIMIT",
+    "DUCKDB_TEMP_LIMIT",
+    "HEARTBEAT_SQL",
+    "MEMORY_BUDGET_BYTES",
+    "TABLE_NAMES",
+    "Tables",
+    "heartbeat_sql",
+    "new_connection",
+]
+
+#: The memory a diagnosis of one run may take, the whole process included.
+MEMORY_BUDGET_BYTES = 1 << 30
+#: DuckDB's share of it (``memory_limit``); the rest is Python, Arrow and the interpreter.
+DUCKDB_MEMORY_LIMIT = "256MiB"
+#: The most DuckDB may spill to its private temporary directory before it gives up.
+DUCKDB_TEMP_LIMIT = "4GiB"
 
 TABLE_NAMES = (
     "events",
@@ -40,6 +66,7 @@ TABLE_NAMES = (
     "files",
     "runs",
     "torn",
+    "unreadable",
     "tickets",
     "ticket_deps",
     "ticket_events",
@@ -97,6 +124,14 @@ WHERE s.event = 'stage_attempt_start'
 def new_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the canonical (empty) tables."""
     con = duckdb.connect(":memory:")
+    # DuckDB spills to "./.tmp" by default: a private directory instead, removed with the
+    # connection (or at exit), and both memory and spill bounded.
+    scratch = tempfile.mkdtemp(prefix="rundoctor-duckdb-")
+    weakref.finalize(con, shutil.rmtree, scratch, True)  # also runs at interpreter exit
+    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+    con.execute("SET temp_directory = $dir", {"dir": str(Path(scratch) / "spill")})
+    con.execute(f"SET max_temp_directory_size = '{DUCKDB_TEMP_LIMIT}'")
+    con.execute("SET preserve_insertion_order = true")
     # Offsets in timestamps are converted through TIMESTAMPTZ, whose cast to TIMESTAMP_NS
     # uses the session time zone: pin it, or the result would depend on the host's zone.
     con.execute("SET TimeZone = 'UTC'")
@@ -107,6 +142,10 @@ def new_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     con.execute(
         "CREATE TABLE files (run_id VARCHAR, scope VARCHAR, rel VARCHAR, kind VARCHAR, "
         "size BIGINT, mtime_ns BIGINT, ok BOOLEAN, detail VARCHAR)"
+    )
+    con.execute(
+        "CREATE TABLE unreadable (run_id VARCHAR, scope VARCHAR, rel VARCHAR, kind VARCHAR, "
+        "detail VARCHAR)"
     )
     con.execute(
         "CREATE TABLE runs (run_id VARCHAR, path VARCHAR, layout VARCHAR, owner_pid BIGINT)"

@@ -30,6 +30,7 @@ from doctor._detectors.swallowed_error import swallowed_error
 from doctor._detectors.telemetry_divergence import telemetry_divergence
 from doctor._detectors.torn_artifact import torn_artifact
 from doctor._detectors.unjoined_fanout import unjoined_fanout
+from doctor._detectors.unreadable_artifact import unreadable_artifact
 from doctor._errors import UsageError, did_you_mean
 
 __all__ = ["DETECTORS", "Context", "Detector", "describe", "more", "select"]
@@ -49,6 +50,7 @@ DETECTORS: tuple[Detector, ...] = (
     idle_gap,
     swallowed_error,
     torn_artifact,
+    unreadable_artifact,
     post_terminal_activity,
     false_success,
     stale_lease,

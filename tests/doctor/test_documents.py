@@ -218,14 +218,14 @@ def test_an_unreadable_document_is_an_error(
 ) -> None:
     run = _run(tmp_path)
     target = _write(run / "final.json", '{"status": "success"}')
-    real_read_bytes = Path.read_bytes
+    real_open = os.open
 
-    def read_bytes(self: Path) -> bytes:
-        if self == target:  # chmod 000 does not stop root, so refuse the read here
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_read_bytes(self)
+    def refusing_open(path: Any, flags: int, *args: Any, **kw: Any) -> int:
+        if Path(path) == target:  # chmod 000 does not stop root, so refuse the open here
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kw)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(os, "open", refusing_open)
     final = _final(run)
     assert final.error == "unreadable: Permission denied"
     assert final.value is None

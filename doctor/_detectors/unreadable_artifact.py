@@ -1,0 +1,54 @@
+"""``unreadable_artifact``: an artifact the doctor could not read as it was written.
+
+A FIFO, device, socket or directory where a run keeps a regular file (``progress.ndjson``,
+``final.json``, ``checkpoint.json``, ``run.pid``, …; never opened for reading), a node or
+branch directory whose name is not UTF-8, an event line over the per-line budget, a stream or
+run whose reading failed, and duplicate keys in a JSON document (read first-wins, as DuckDB
+reads event lines). One finding per artifact. Whatever the doctor could not read is missing
+from the diagnosis: the run's state and facts rest on the rest. Duplicate keys, and files
+that hold nothing the state depends on, are warnings; the rest are errors.
+"""
+
+from __future__ import annotations
+
+from doctor._detectors._context import Context
+from doctor._model import Finding, Severity
+
+__all__ = ["unreadable_artifact"]
+
+#: Kinds whose loss changes what the doctor can say about the run.
+_VITAL = ("progress", "final", "checkpoint", "status", "node", "branch", "run", "lock", "pid")
+
+_SQL = """
+SELECT run_id, scope, rel, kind, detail FROM unreadable
+ORDER BY run_id, scope, rel, detail
+"""
+
+
+def unreadable_artifact(ctx: Context) -> list[Finding]:
+    """Artifacts the doctor could not read as written: not regular files, undecodable names."""
+    findings: list[Finding] = []
+    seen: set[tuple[str, str, str]] = set()
+    for run_id, scope, rel, kind, detail in ctx.tables.sql(_SQL):
+        if (run_id, rel, detail) in seen:
+            continue
+        seen.add((run_id, rel, detail))
+        duplicate = detail.startswith("duplicate key")
+        severity = Severity.ERROR if kind in _VITAL and not duplicate else Severity.WARNING
+        advice = (
+            "fix the writer; until then the doctor reads the first value"
+            if duplicate
+            else "the doctor left it out, so the diagnosis does not account for it; "
+            "look at the file and restore it from the run's other records"
+        )
+        findings.append(
+            Finding(
+                code="unreadable_artifact",
+                severity=severity,
+                summary=f"{rel} ({kind}) could not be read as written: {detail}; {advice}",
+                run_id=run_id,
+                scope=scope,
+                evidence={"file": rel, "kind": kind, "detail": detail},
+            )
+        )
+    return findings

@@ -1,0 +1,414 @@
+"""Hostile input: every bad artifact is its run's finding, never a crash of the doctor, and a
+crash of the doctor itself is one line and exit 70.
+
+Each test builds the input the issue found crashing (or misreading) the doctor and runs the real
+``doctor`` command line in a subprocess. ``timeout`` on a subprocess is a guard against a hang
+(a FIFO opened for reading blocks forever), not a speed assertion.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DEAD_PID = "99999999"
+HANG_GUARD_S = 300
+
+
+def doctor(
+    *args: str | bytes | Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
+    return subprocess.run(
+        [sys.executable, "-m", "doctor", *[a if isinstance(a, bytes) else str(a) for a in args]],
+        capture_output=True,
+        text=True,
+        errors="backslashreplace",
+        env={**base, "COLUMNS": "100", **(env or {})},
+        cwd=cwd or Path(tempfile.gettempdir()),  # not the checkout: the installed doctor
+        check=False,
+        timeout=HANG_GUARD_S,
+    )
+
+
+def _event(event: str, second: int, **fields: Any) -> str:
+    return json.dumps({"event": event, "ts": f"2026-04-28T10:00:{second:02d}Z", **fields}) + "\n"
+
+
+def _run(root: Path, run_id: str, *, final: str | None = "success") -> Path:
+    """A finished run: one successful attempt of ``build``, a dead owner, ``final.json``."""
+    run = root / run_id
+    run.mkdir(parents=True)
+    (run / "run.pid").write_text(DEAD_PID)
+    (run / "progress.ndjson").write_text(
+        _event("stage_attempt_start", 0, node_id="build", attempt=1)
+        + _event("stage_attempt_end", 5, node_id="build", attempt=1, status="success")
+    )
+    (run / "build").mkdir()
+    (run / "build/status.json").write_text(json.dumps({"status": "success"}))
+    if final is not None:
+        (run / "final.json").write_text(json.dumps({"status": final, "run_id": run_id}))
+    return run
+
+
+def _no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode in (0, 1), result
+
+
+def _codes(result: subprocess.CompletedProcess[str]) -> list[tuple[str, str]]:
+    data = json.loads(result.stdout)
+    return [(f["code"], f["severity"]) for f in data["findings"]]
+
+
+def _scan_rows(root: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    result = doctor("scan", "--root", root, "--json", env=env)
+    _no_traceback(result)
+    return {r["run_id"]: r for r in json.loads(result.stdout)["runs"]}
+
+
+# --- names that are not UTF-8 ----------------------------------------------------------------
+
+
+def _non_utf8_node(root: Path) -> Path:
+    run = _run(root, "r1")
+    node = os.path.join(os.fsencode(run), b"impl\xff")
+    os.mkdir(node)
+    with open(os.path.join(node, b"status.json"), "w") as fh:
+        fh.write(json.dumps({"status": "fail"}))
+    return run
+
+
+@pytest.mark.parametrize("command", ["diagnose", "report", "repair"])
+def test_a_node_directory_whose_name_is_not_utf8_is_the_run_s_finding(
+    tmp_path: Path, command: str
+) -> None:
+    _non_utf8_node(tmp_path)
+    result = doctor(command, "--run-id", "r1", "--root", tmp_path)
+    _no_traceback(result)
+    if command == "diagnose":
+        findings = json.loads(
+            doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json").stdout
+        )
+        (finding,) = findings["findings"]
+        assert finding["code"] == "unreadable_artifact"
+        assert finding["evidence"]["file"] == "impl\\xff"
+        assert "not UTF-8" in finding["summary"]
+
+
+def test_a_run_directory_whose_name_is_not_utf8_is_scanned_with_the_others(
+    tmp_path: Path,
+) -> None:
+    _run(tmp_path, "good")
+    bad = os.path.join(os.fsencode(tmp_path), b"run\xfe")
+    os.mkdir(bad)
+    with open(os.path.join(bad, b"progress.ndjson"), "w") as fh:
+        fh.write(_event("run_started", 0))
+    rows = _scan_rows(tmp_path)
+    assert rows["good"]["state"] == "succeeded" and rows["good"]["findings"] == []
+    assert "run\\xfe" in rows
+    result = doctor("diagnose", "--run-id", b"run\xfe", "--root", tmp_path, "--json")
+    _no_traceback(result)
+    assert json.loads(result.stdout)["run_id"] == "run\\xfe"
+
+
+# --- numbers that are not data -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["final.json", "checkpoint.json", "build/status.json"])
+def test_an_integer_of_5000_digits_in_a_document_is_a_torn_artifact(
+    tmp_path: Path, name: str
+) -> None:
+    run = _run(tmp_path, "r1")
+    (run / name).write_text('{"status": "success", "cost_usd": ' + "9" * 5000 + "}")
+    result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json")
+    _no_traceback(result)
+    torn = [f for f in json.loads(result.stdout)["findings"] if f["code"] == "torn_artifact"]
+    assert [f["evidence"]["file"] for f in torn] == [name]
+    assert "5000 digits" in torn[0]["evidence"]["detail"]
+
+
+def test_a_lock_pid_of_2_to_the_63_is_no_pid(tmp_path: Path) -> None:
+    run = _run(tmp_path, "r1", final=None)
+    (run / "run.lock.json").write_text(json.dumps({"pid": 2**63, "pid_start_time": 10**30}))
+    result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json")
+    _no_traceback(result)
+    facts = json.loads(result.stdout)["facts"]
+    assert facts["owner_pid"] == int(DEAD_PID)  # run.pid is read instead
+    assert facts["owner_alive"] is False
+
+
+def test_run_pid_1_is_not_reported_as_the_live_owner(tmp_path: Path) -> None:
+    run = _run(tmp_path, "r1", final=None)
+    (run / "run.pid").write_text("1")
+    result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json")
+    _no_traceback(result)
+    assert json.loads(result.stdout)["facts"]["owner_alive"] is not True
+
+
+def test_a_run_pid_naming_the_doctor_itself_is_not_the_live_owner(tmp_path: Path) -> None:
+    run = _run(tmp_path, "r1", final=None)
+    # The doctor process writes its own pid into run.pid, then diagnoses: a reused pid.
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        open({str(run / "run.pid")!r}, "w").write(str(os.getpid()))
+        sys.argv = ["doctor", "diagnose", "--run-id", "r1", "--root", {str(tmp_path)!r}, "--json"]
+        from doctor._cli import main
+        main()
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+        timeout=HANG_GUARD_S,
+    )
+    _no_traceback(result)
+    facts = json.loads(result.stdout)["facts"]
+    assert facts["owner_pid"] == int((run / "run.pid").read_text())
+    assert facts["owner_alive"] is False
+
+
+# --- files that are not regular files ----------------------------------------------------------
+
+
+def test_a_fifo_progress_stream_is_never_opened_and_is_an_error(tmp_path: Path) -> None:
+    run = _run(tmp_path, "r1")
+    (run / "progress.ndjson").unlink()
+    os.mkfifo(run / "progress.ndjson")
+    result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json")
+    _no_traceback(result)
+    assert result.returncode == 1
+    assert ("unreadable_artifact", "error") in _codes(result)
+    detail = json.loads(result.stdout)["findings"][0]["evidence"]["detail"]
+    assert detail.startswith("a FIFO, not a regular file")
+
+
+@pytest.mark.parametrize("name", ["final.json", "checkpoint.json", "run.lock.json", "run.pid"])
+def test_a_fifo_document_is_never_opened_and_is_reported(tmp_path: Path, name: str) -> None:
+    run = _run(tmp_path, "r1")
+    (run / name).unlink(missing_ok=True)
+    os.mkfifo(run / name)
+    result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json")
+    _no_traceback(result)
+    findings = json.loads(result.stdout)["findings"]
+    assert any(
+        f["code"] == "unreadable_artifact" and f["evidence"]["file"] == name for f in findings
+    )
+
+
+def test_dev_null_as_final_json_is_reported(tmp_path: Path) -> None:
+    run = _run(tmp_path, "r1", final=None)
+    try:
+        os.mknod(run / "final.json", 0o600 | 0o020000, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("creating a device node needs CAP_MKNOD")
+    result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json")
+    _no_traceback(result)
+    findings = json.loads(result.stdout)["findings"]
+    (bad,) = [f for f in findings if f["code"] == "unreadable_artifact"]
+    assert bad["evidence"]["detail"].startswith("a character device")
+
+
+# --- duplicate keys ------------------------------------------------------------------------------
+
+
+def test_duplicate_keys_read_first_wins_in_documents_and_streams_alike(tmp_path: Path) -> None:
+    run = _run(tmp_path, "r1", final=None)
+    (run / "final.json").write_text('{"status": "success", "status": "fail"}')
+    with (run / "progress.ndjson").open("a") as fh:
+        fh.write(
+            '{"event": "stage_attempt_start", "event": "stage_heartbeat", '
+            '"ts": "2026-04-28T10:00:06Z", "node_id": "test", "attempt": 1}\n'
+        )
+    result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json")
+    _no_traceback(result)
+    data = json.loads(result.stdout)
+    assert data["state"] == "succeeded"  # the first "status"
+    assert data["facts"]["attempts_started"] == 2  # the first "event"
+    dup = [f for f in data["findings"] if f["code"] == "unreadable_artifact"]
+    assert [(f["severity"], f["evidence"]["file"]) for f in dup] == [("warning", "final.json")]
+    assert "duplicate key(s) 'status'" in dup[0]["summary"]
+
+
+# --- one run's failure is that run's finding ---------------------------------------------------
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_fleet_with_every_hostile_run_still_scans_and_the_good_run_stays_clean(
+    tmp_path: Path, cached: bool
+) -> None:
+    env = {"RUNDOCTOR_CACHE": str(tmp_path.parent / f"{tmp_path.name}-cache")} if cached else None
+    _run(tmp_path, "good")
+    bad = os.path.join(os.fsencode(tmp_path), b"run\xfe")
+    os.mkdir(bad)
+    with open(os.path.join(bad, b"progress.ndjson"), "w") as fh:
+        fh.write(_event("run_started", 0))
+    _non_utf8_node(tmp_path / "n")
+    os.rename(tmp_path / "n/r1", tmp_path / "nonutf8")
+    big = _run(tmp_path, "bigint")
+    (big / "checkpoint.json").write_text('{"current_node": ' + "1" * 4301 + "}")
+    pid = _run(tmp_path, "bigpid", final=None)
+    (pid / "run.lock.json").write_text(json.dumps({"pid": 2**64}))
+    fifo = _run(tmp_path, "fifo")
+    (fifo / "progress.ndjson").unlink()
+    os.mkfifo(fifo / "progress.ndjson")
+    for _ in range(2 if cached else 1):  # the second scan reuses what the cache holds
+        rows = _scan_rows(tmp_path, env)
+        assert sorted(rows) == ["bigint", "bigpid", "fifo", "good", "nonutf8", "run\\xfe"]
+        assert rows["good"]["findings"] == []
+        for name in ("bigint", "fifo", "nonutf8"):
+            codes = {f["code"] for f in rows[name]["findings"]}
+            assert codes & {"torn_artifact", "unreadable_artifact"}, name
+
+
+def test_a_line_over_16_mib_is_that_run_s_torn_line_and_the_scan_reads_the_rest(
+    tmp_path: Path,
+) -> None:
+    _run(tmp_path, "good")
+    long = _run(tmp_path, "long")
+    with (long / "progress.ndjson").open("a") as fh:
+        fh.write("not json\n")  # a torn line: the stream is read line by line, in blocks
+        fh.write('{"event": "note", "ts": "2026-04-28T10:00:07Z", "message": "')
+        fh.write("x" * (16 * 1024 * 1024 + 10))
+        fh.write('"}\n')
+        fh.write(_event("stage_heartbeat", 8, node_id="build"))
+    rows = _scan_rows(tmp_path)
+    assert rows["good"]["findings"] == []
+    (torn,) = [f for f in rows["long"]["findings"] if f["code"] == "torn_artifact"]
+    assert torn["evidence"]["count"] == 2
+    assert torn["evidence"]["line"] == 3
+    result = doctor("diagnose", "--run-id", "long", "--root", tmp_path, "--json")
+    _no_traceback(result)
+    facts = json.loads(result.stdout)["facts"]
+    assert facts["events_by_type"]["stage_heartbeat"] == 1  # read on past the long line
+
+
+# --- a crash of the tool -----------------------------------------------------------------------
+
+_CRASH = """
+import sys
+import doctor._cli as cli
+def boom(*a, **k):
+    raise RuntimeError("injected bug")
+cli.diagnose = boom
+sys.argv = ["doctor", "diagnose", "--run-id", "r1", "--root", sys.argv[1]]
+cli.main()
+"""
+
+
+def test_a_crash_of_the_doctor_is_one_line_exit_70_and_a_file_with_the_traceback(
+    tmp_path: Path,
+) -> None:
+    _run(tmp_path / "runs", "r1")
+    env = {k: v for k, v in os.environ.items() if k != "RUNDOCTOR_DEBUG"}
+    env["TMPDIR"] = str(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", _CRASH, str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+        timeout=HANG_GUARD_S,
+    )
+    assert result.returncode == 70
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: internal error (a bug in rundoctor): RuntimeError: injected bug")
+    (report,) = tmp_path.glob("rundoctor-crash-*.txt")
+    assert str(report) in line
+    assert "Traceback" in report.read_text() and "injected bug" in report.read_text()
+    debug = subprocess.run(
+        [sys.executable, "-c", _CRASH, str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        env={**env, "RUNDOCTOR_DEBUG": "1"},
+        cwd=tmp_path,
+        check=False,
+        timeout=HANG_GUARD_S,
+    )
+    assert debug.returncode == 70
+    assert "Traceback" in debug.stderr
+
+
+# --- memory and disk within budget ---------------------------------------------------------------
+
+_MEASURE = """
+import resource, subprocess, sys
+r = subprocess.run([sys.executable, "-m", "doctor", *sys.argv[1:]], capture_output=True)
+print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def _peak_rss_bytes(tmp_path: Path, *args: str | Path) -> tuple[int, int]:
+    """Peak RSS of one whole ``doctor`` process, measured by a parent that runs only it."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
+    out = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**env, "TMPDIR": str(scratch)},
+        cwd=tmp_path,
+        check=True,
+        timeout=HANG_GUARD_S,
+    ).stdout.split()
+    assert resource.RUSAGE_CHILDREN  # Linux reports ru_maxrss in KiB
+    return int(out[0]), int(out[1]) * 1024
+
+
+BUDGET = 1 << 30
+
+
+def test_a_stream_of_three_million_non_event_lines_stays_within_the_memory_budget(
+    tmp_path: Path,
+) -> None:
+    run = _run(tmp_path / "runs", "r1", final=None)
+    with (run / "progress.ndjson").open("a") as fh:
+        fh.write("{}\n" * 3_000_000)  # 9 MB: the doctor took 2.4 GB for it before
+    code, peak = _peak_rss_bytes(tmp_path, "diagnose", "--run-id", "r1", "--root", "runs")
+    assert code == 1  # torn lines inside the stream: an error finding
+    assert peak < BUDGET, f"peak RSS {peak / 2**20:.0f} MiB"
+    # DuckDB spilled (if at all) into a private directory that is gone, not into the cwd.
+    assert not (tmp_path / ".tmp").exists()
+    assert list((tmp_path / "tmp").glob("rundoctor-duckdb-*")) == []
+
+
+def test_a_stream_repeating_one_attempt_stays_within_the_memory_budget(tmp_path: Path) -> None:
+    run = _run(tmp_path / "runs", "r1", final=None)
+    records = (
+        _event("stage_attempt_start", 0, node_id="build", attempt=1)
+        + _event("stage_heartbeat", 1, node_id="build")
+        + _event("stage_attempt_end", 2, node_id="build", attempt=1, status="fail")
+    )
+    with (run / "progress.ndjson").open("a") as fh:
+        for _ in range(20):
+            fh.write(records * 5_000)  # ~19 MB in all
+    code, peak = _peak_rss_bytes(tmp_path, "diagnose", "--run-id", "r1", "--root", "runs")
+    assert code == 1
+    assert peak < BUDGET, f"peak RSS {peak / 2**20:.0f} MiB"
+    assert not (tmp_path / ".tmp").exists()
+
+
+def test_cost_figures_in_a_large_stdout_log_are_read_in_blocks_each_once(tmp_path: Path) -> None:
+    from doctor._documents import read_documents
+    from doctor._layout import discover
+
+    run = _run(tmp_path, "r1")
+    line = json.dumps({"type": "result", "total_cost_usd": 0.25}).encode() + b"\n"
+    filler = b"x" * ((1 << 20) - 20) + b"\n"  # puts the second figure across a block boundary
+    (run / "build/stdout.log").write_bytes(line + filler + line + b"y" * (3 << 20) + b"\n" + line)
+    assert read_documents(discover(run)).top.cost_usd == 0.75
