@@ -28,7 +28,7 @@ from chaos._faults import FAULTS, parse_faults
 from chaos._history import read_history
 from chaos._recording import serve_worker
 from chaos._report import report_json
-from doctor._cli_errors import reported
+from doctor._cli_errors import OneLineGroup, reported
 
 __all__ = ["app", "main"]
 
@@ -36,7 +36,8 @@ app = typer.Typer(
     name="chaos",
     help="Kill, freeze and stall the executor from a seed; check that it recovers.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    cls=OneLineGroup,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},

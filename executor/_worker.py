@@ -28,13 +28,15 @@ from executor._artifacts import proc_start_ticks
 from executor._config import ExecutorConfig
 from executor._errors import FencedError, QueueError, UsageError
 from executor._events import Event
-from executor._queue import Lease, Queue, SessionInfo, open_queue
+from executor._queue import Lease, Queue, SessionInfo, Ticket, open_queue
 from executor._reaper import reap
 from executor._runner import RunResult, new_run_id, run_pipeline
 
 __all__ = ["WorkerStats", "run_ticket", "run_worker", "worker_session"]
 
 Clock = Callable[[], float]
+#: Told of each ticket a worker claims (``"claimed"``) and runs (``"finished"``, the result).
+TicketHook = Callable[[str, Ticket, RunResult | None], None]
 
 
 @dataclass
@@ -251,6 +253,7 @@ def _slot(
     stop: threading.Event,
     stats: WorkerStats,
     clock: Clock,
+    on_ticket: TicketHook | None = None,
 ) -> None:
     queue = open_queue(url, clock=clock)
     session = worker_session(name)
@@ -269,7 +272,11 @@ def _slot(
                 stop.wait(poll_s)
                 continue
             stats.add(claimed=1)
-            _run_ticket(queue, url, lease, session, root, config, stop, stats, clock)
+            if on_ticket is not None:
+                on_ticket("claimed", lease.ticket, None)
+            result = _run_ticket(queue, url, lease, session, root, config, stop, stats, clock)
+            if on_ticket is not None:
+                on_ticket("finished", lease.ticket, result)
     finally:
         queue.close()
 
@@ -300,12 +307,15 @@ def run_worker(
     reaper: bool = True,
     stop: threading.Event | None = None,
     clock: Clock = time.time,
+    on_ticket: TicketHook | None = None,
 ) -> WorkerStats:
     """Claim and run tickets until ``stop`` is set (or, with ``once``, the queue is empty).
 
     Each of the ``concurrency`` slots runs one ticket at a time. Setting ``stop`` cancels the
     running pipelines (their stages are stopped, ``final.json`` says canceled) and releases
-    their tickets back to ``todo``.
+    their tickets back to ``todo``. ``on_ticket("claimed", ticket, None)`` is called (from the
+    slot's thread) when a ticket is claimed, ``on_ticket("finished", ticket, result)`` when
+    its run ended (result ``None`` when the lease was lost before the run started).
     """
     config.validate()
     if concurrency < 1:
@@ -318,7 +328,7 @@ def run_worker(
     slots = [
         threading.Thread(
             target=_slot,
-            args=(url, root, config, f"{name}/{i}", once, poll_s, stop, stats, clock),
+            args=(url, root, config, f"{name}/{i}", once, poll_s, stop, stats, clock, on_ticket),
             name=f"slot-{i}",
         )
         for i in range(concurrency)

@@ -77,9 +77,12 @@ ORDER BY b.run_id, b.scope, b.n DESC, b.from_node, b.to_node
 def duration_text(seconds: float) -> str:
     """A duration the way a person says it.
 
-    >>> duration_text(95), duration_text(2404), duration_text(21281.264)
-    ('95 s', '40 min', '5.9 h')
+    >>> duration_text(95), duration_text(2404), duration_text(21281.264), duration_text(4991400)
+    ('95 s', '40 min', '5.9 h', '57 d 18 h')
     """
+    if seconds >= 2 * 86400:
+        days, rest = divmod(round(seconds / 3600), 24)
+        return f"{days} d {rest} h"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 2 * 3600:
