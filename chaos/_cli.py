@@ -27,7 +27,7 @@ from chaos._evidence import Verdict
 from chaos._faults import FAULTS, parse_faults
 from chaos._history import read_history
 from chaos._recording import serve_worker
-from chaos._report import report_json
+from chaos._report import invariants_json, report_json
 from doctor._cli_errors import OneLineGroup, reported
 
 __all__ = ["app", "main"]
@@ -112,8 +112,24 @@ def _finish(console: Console, result: CampaignResult, as_json: bool) -> NoReturn
 
 
 @app.command("faults")
-def faults_cmd() -> None:
+def faults_cmd(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the faults as JSON, one object each.")
+    ] = False,
+) -> None:
     """List the faults and the doctor findings each one may cause."""
+    if as_json:
+        faults = [
+            {
+                "name": f.name,
+                "summary": f.summary,
+                "may_cause": sorted(f.may_cause),
+                "reclaims": f.reclaims or None,
+            }
+            for f in FAULTS
+        ]
+        sys.stdout.write(json.dumps(faults, indent=2) + "\n")
+        return
     console = Console(highlight=False)
     for f in FAULTS:
         console.print(f"[bold]{f.name}[/bold]  {escape(f.summary)}")
@@ -123,7 +139,13 @@ def faults_cmd() -> None:
 
 @app.command("check")
 def check_cmd(
-    history: Annotated[Path, typer.Argument(help="A campaign's history.ndjson.")],
+    history: Annotated[
+        Path, typer.Argument(metavar="HISTORY", help="A campaign's history.ndjson.")
+    ],
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the verdicts as report.json's invariants list."),
+    ] = False,
 ) -> None:
     """Check a recorded history again (the checkers read nothing else)."""
     with reported(ChaosError):
@@ -131,7 +153,10 @@ def check_cmd(
             verdicts = check(read_history(history))
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot read history {str(history)!r}: {exc}") from exc
-    _print_verdicts(Console(highlight=False), verdicts)
+    if as_json:
+        sys.stdout.write(json.dumps(invariants_json(verdicts), indent=2) + "\n")
+    else:
+        _print_verdicts(Console(highlight=False), verdicts)
     raise typer.Exit(0 if all(v.ok for v in verdicts) else 1)
 
 
