@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -141,3 +143,43 @@ def test_a_usage_error_of_typer_is_one_line_naming_the_help(tmp_path: Path) -> N
     assert line == "error: missing option '--run-id' (see `doctor diagnose --help`)"
     line = _assert_one_line_error(doctor("scna"))
     assert "did you mean 'scan'" in line.lower()
+
+
+# -- hints can be pasted, output is not hard-wrapped in a pipe ---------------------------------
+
+ORPHANED = Path(__file__).resolve().parents[2] / "fixtures/cases/fanout_never_joined/run"
+
+
+def _piped(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """As under cron: stdout a pipe, no COLUMNS."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
+    env.pop("COLUMNS", None)
+    return subprocess.run(
+        [*_command(), *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd
+    )
+
+
+def test_every_command_diagnose_prints_runs_when_pasted(tmp_path: Path) -> None:
+    shutil.copytree(ORPHANED, tmp_path / "runs")
+    shown = _piped("diagnose", "--run-id", "fanout01", "--root", tmp_path / "runs")
+    assert shown.returncode == 1, shown.stderr
+    commands = [
+        shlex.split(line)
+        for line in shown.stdout.splitlines()
+        if line.strip().startswith("doctor ")
+    ]
+    assert [c[:2] for c in commands] == [["doctor", "repair"], ["doctor", "diagnose"]]
+    for command in commands:
+        pasted = _piped(*command[1:], cwd=tmp_path / "runs")  # from anywhere: the root is in it
+        assert pasted.returncode in (0, 1), (command, pasted.stderr)
+        assert "error:" not in pasted.stderr
+
+
+def test_piped_diagnose_and_scan_never_break_a_line(tmp_path: Path) -> None:
+    shutil.copytree(ORPHANED, tmp_path / "runs")
+    for args in (("diagnose", "--run-id", "fanout01"), ("scan",)):
+        out = _piped(*args, "--root", tmp_path / "runs").stdout
+        assert "so that nothing waits for it" in out  # the end of a long summary, on its line
+        long = [line for line in out.splitlines() if "terminalize it (write final.json" in line]
+        assert long and all("The run has no final.json" in line for line in long), out
+        assert all(line == line.rstrip() for line in out.splitlines())

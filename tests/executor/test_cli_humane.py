@@ -218,3 +218,23 @@ def test_shell_completion_completes_command_names(env: dict[str, str]) -> None:
         timeout=60,
     )
     assert "tickets" in proc.stdout.split(), (proc.stdout, proc.stderr)
+
+
+def test_piped_progress_of_doctor_run_is_never_hard_wrapped(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    graph = tmp_path / "noisy.dot"
+    graph.write_text(
+        "digraph noisy { start [shape=Mdiamond]; exit [shape=Msquare];"
+        ' boom [shape=parallelogram, tool_command="echo'
+        ' the compiler could not find the header file it was told to include >&2; exit 1"];'
+        " start -> boom -> exit }"
+    )
+    proc = _doctor(env, "run", graph)  # stderr is a pipe; COLUMNS is unset
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert any(
+        line.startswith("✗ boom fail: exit status 1") and "it was told to include;" in line
+        for line in lines
+    ), proc.stderr
+    assert re.search(r"^run \S+: fail \(/\S+\)$", proc.stderr, re.M), proc.stderr
