@@ -52,26 +52,34 @@ def _print_verdicts(console: Console, verdicts: tuple[Verdict, ...]) -> None:
 
 @app.command("run")
 def run_cmd(
-    seed: Annotated[int, typer.Option("--seed", help="Seeds the workload and the schedule.")],
+    seed: Annotated[
+        int, typer.Option("--seed", metavar="N", help="Seeds the workload and the schedule.")
+    ],
     duration: Annotated[
-        str, typer.Option("--duration", help="How long faults are injected: 60s, 20m, 1h.")
+        str,
+        typer.Option(
+            "--duration", metavar="DURATION", help="How long faults are injected: 60s, 20m, 1h."
+        ),
     ] = "60s",
-    workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 4,
+    workers: Annotated[int, typer.Option("--workers", metavar="N", help="Worker processes.")] = 4,
     db: Annotated[
         str | None,
         typer.Option(
             "--db",
+            metavar="URL",
             help="Queue: postgresql://… (the campaign makes its own schema) or a new SQLite "
             "file. Default: a SQLite file in the campaign directory.",
         ),
     ] = None,
     faults: Annotated[
         str | None,
-        typer.Option("--faults", help="Comma-separated fault names (default: all of them)."),
+        typer.Option(
+            "--faults", metavar="NAMES", help="Comma-separated fault names (default: all of them)."
+        ),
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Campaign directory (default chaos-out/seed-N)."),
+        typer.Option("--out", metavar="DIR", help="Campaign directory (default chaos-out/seed-N)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json.")] = False,
     unsafe_disable_fencing: Annotated[

@@ -245,7 +245,9 @@ def scan_cmd(
         ),
     ] = 0,
     as_json: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Show the fleet findings' evidence.")
+    ] = False,
     db: Annotated[
         str | None,
         typer.Option(

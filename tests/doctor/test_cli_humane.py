@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.doctor.test_cli import (
     HEALTHY_ROOT,
     _assert_one_line_error,
@@ -183,3 +185,27 @@ def test_piped_diagnose_and_scan_never_break_a_line(tmp_path: Path) -> None:
         long = [line for line in out.splitlines() if "terminalize it (write final.json" in line]
         assert long and all("The run has no final.json" in line for line in long), out
         assert all(line == line.rstrip() for line in out.splitlines())
+
+
+COMMANDS = [
+    ("diagnose",),
+    ("scan",),
+    ("checks",),
+    ("repair",),
+    ("report",),
+    ("chaos", "run"),
+    ("chaos", "faults"),
+    ("chaos", "check"),
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_option_has_help_text_and_a_plain_metavar(command: tuple[str, ...]) -> None:
+    shown = _piped(*command, "--help")
+    assert shown.returncode == 0, shown.stderr
+    options = [line for line in shown.stdout.splitlines() if line.startswith("  -")]
+    assert options, shown.stdout
+    for line in options:
+        flags, _, text = line.strip().partition("  ")
+        assert text.strip(), f"{flags} has no help text"
+        assert "<" not in flags, line  # `--seed N`, not `--seed <int>`
