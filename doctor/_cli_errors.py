@@ -76,6 +76,8 @@ def reported(*errors: type[Exception]) -> Iterator[None]:
     """Turn the given library errors into :func:`fail` (their ``exit_code``, else 2)."""
     try:
         yield
+    except (typer.Exit, click_errors.ClickException):
+        raise  # already reported (fail), or typer's own
     except BaseException as exc:
         if is_interrupt(exc):
             fail("interrupted", INTERRUPTED)

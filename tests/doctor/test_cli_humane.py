@@ -9,11 +9,16 @@ import shlex
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
+import typer
 
+from doctor._cli_errors import reported
+from doctor._errors import DoctorError, IngestError
 from tests.doctor.test_cli import (
     HEALTHY_ROOT,
     _assert_one_line_error,
@@ -209,3 +214,29 @@ def test_every_option_has_help_text_and_a_plain_metavar(command: tuple[str, ...]
         flags, _, text = line.strip().partition("  ")
         assert text.strip(), f"{flags} has no help text"
         assert "<" not in flags, line  # `--seed N`, not `--seed <int>`
+
+
+def test_a_duckdb_interrupt_wrapped_in_a_library_error_is_still_an_interrupt(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    con = duckdb.connect()
+    # Readiness: query_progress() leaves -1 once the query runs (it needs the progress bar on).
+    con.execute("SET enable_progress_bar = true; SET enable_progress_bar_print = false")
+
+    def interrupt_once_running() -> None:
+        while con.query_progress() == -1:  # -1: no query running yet
+            time.sleep(0.001)
+        con.interrupt()
+
+    helper = threading.Thread(target=interrupt_once_running)
+    helper.start()
+    with pytest.raises(typer.Exit) as ended, reported(DoctorError):
+        try:
+            con.execute(
+                "SELECT count(*) FROM range(100000000000) t WHERE t.range % 7 = 3"
+            ).fetchall()
+        except duckdb.Error as exc:  # as doctor._ndjson wraps what DuckDB raises
+            raise IngestError(f"DuckDB could not read the event streams: {exc}") from exc
+    helper.join()
+    assert ended.value.exit_code == 130
+    assert capsys.readouterr().err == "error: interrupted\n"
