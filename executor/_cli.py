@@ -23,10 +23,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from doctor._cli_errors import INTERRUPTED, OneLineGroup, console, fail, reported
 from doctor._config import state_home
+from doctor._render import fit_columns, one_line_table, print_table
 from executor._config import ExecutorConfig
 from executor._errors import ExecutorError
 from executor._events import Event
@@ -427,23 +427,29 @@ def tickets_cmd(
     if as_json:
         sys.stdout.write(json.dumps([t.to_json() for t in found], indent=2) + "\n")
         return
-    table = Table(title=f"{len(found)} ticket{'s' * (len(found) != 1)}")
-    # Ids are pasted into other commands: whole, never wrapped; free text ends in an ellipsis.
-    ids = {"id": [t.id for t in found], "run": [t.run_id or "" for t in found]}
-    for col in ("id", "status", "title", "epoch", "owner", "run", "reason"):
-        whole = max((len(v) for v in ids.get(col, [])), default=0) or None
-        table.add_column(col, no_wrap=True, overflow="ellipsis", min_width=whole)
-    for t in found:
-        table.add_row(
-            t.id,
-            t.status,
-            escape(t.title),
-            str(t.lease_epoch),
-            escape(t.lease_owner or ""),
-            t.run_id or "",
-            escape(t.reason or ""),
-        )
-    console().print(table)
+    rows = [
+        {
+            "id": t.id,
+            "status": t.status,
+            "title": t.title,
+            "epoch": str(t.lease_epoch),
+            "owner": t.lease_owner or "",
+            "run": t.run_id or "",
+            "reason": " ".join((t.reason or "").split()),
+        }
+        for t in found
+    ]
+    out = console()
+    # Ids are pasted into other commands: whole; free text is cut with an ellipsis.
+    columns = fit_columns(
+        rows,
+        ("id", "status", "title", "epoch", "owner", "run", "reason"),
+        out.width,
+        free=("title", "owner", "reason"),
+        optional=("epoch", "owner"),
+    )
+    title = f"{len(found)} ticket{'s' * (len(found) != 1)}"
+    print_table(out, one_line_table(title, rows, columns, right=("epoch",)))
 
 
 def main() -> None:

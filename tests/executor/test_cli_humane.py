@@ -238,3 +238,18 @@ def test_piped_progress_of_doctor_run_is_never_hard_wrapped(
         for line in lines
     ), proc.stderr
     assert re.search(r"^run \S+: fail \(/\S+\)$", proc.stderr, re.M), proc.stderr
+
+
+@pytest.mark.parametrize("width", ["60", "160"])
+def test_the_tickets_table_is_one_line_per_ticket_with_ids_whole(
+    env: dict[str, str], width: str
+) -> None:
+    long_title = "a title far longer than any narrow terminal would show on one line " * 2
+    ids = [_doctor(env, "enqueue", SIMPLE, "--title", long_title).stdout.strip() for _ in range(2)]
+    proc = _doctor({**env, "COLUMNS": width}, "tickets")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if "todo" in line]
+    assert len(rows) == 2, proc.stdout
+    for ticket_id, row in zip(ids, rows, strict=True):
+        assert ticket_id in row and len(row) <= int(width)
+        assert "…" in row  # the title is cut, not wrapped
