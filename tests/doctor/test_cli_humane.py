@@ -240,3 +240,12 @@ def test_a_duckdb_interrupt_wrapped_in_a_library_error_is_still_an_interrupt(
     helper.join()
     assert ended.value.exit_code == 130
     assert capsys.readouterr().err == "error: interrupted\n"
+
+
+def test_a_run_without_a_recorded_owner_reads_as_english(tmp_path: Path) -> None:
+    run = _write_run(tmp_path, "r1", [_line("stage_attempt_start", 0, node_id="a", attempt=1)])
+    (run / "run.pid").unlink()
+    data = json.loads(doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json").stdout)
+    (summary,) = [f["summary"] for f in data["findings"] if f["code"] == "missing_final"]
+    assert "its owner process was never recorded" in summary
+    assert "its no recorded" not in summary
