@@ -280,10 +280,14 @@ def checks_cmd(as_json: JsonOpt = False) -> None:
         render_checks(console(), DETECTORS)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def _print_plan(
     console: Console, plan: list[Action], header: str, journal: str = "repairs.ndjson"
 ) -> None:
-    console.print(f"{header} · {len(plan)} repair(s) planned")
+    console.print(f"{header} · {_count(len(plan), 'repair')} planned")
     for i, action in enumerate(plan, 1):
         console.print(f"  {i}. {escape(action.summary)}", soft_wrap=True)
         if action.blocked:
@@ -308,13 +312,15 @@ def _print_repair(console: Console, report: RepairReport | QueueRepairReport, ag
     errors = sum(1 for f in report.remaining if f.severity in ("error", "critical"))
     if isinstance(report, QueueRepairReport):
         console.print(
-            f"The queue has {len(report.remaining)} finding(s) left, {errors} at error or above "
+            f"The queue has {_count(len(report.remaining), 'finding')} left, {errors} at error "
+            "or above "
             f"(`{escape(again)}`); journal: {escape(report.journal)}.",
             soft_wrap=True,
         )
         return
     console.print(
-        f"State now [bold]{report.state}[/bold]; {len(report.remaining)} finding(s) remain, "
+        f"State now [bold]{report.state}[/bold]; {_count(len(report.remaining), 'finding')} "
+        "left, "
         f"{errors} at error or above (`{escape(again)}`).",
         soft_wrap=True,
     )

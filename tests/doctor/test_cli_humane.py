@@ -249,3 +249,20 @@ def test_a_run_without_a_recorded_owner_reads_as_english(tmp_path: Path) -> None
     (summary,) = [f["summary"] for f in data["findings"] if f["code"] == "missing_final"]
     assert "its owner process was never recorded" in summary
     assert "its no recorded" not in summary
+
+
+def test_the_command_repair_prints_after_applying_can_be_pasted(tmp_path: Path) -> None:
+    shutil.copytree(ORPHANED, tmp_path / "runs")
+    applied = _piped("repair", "--run-id", tmp_path / "runs" / "fanout01", "--apply")
+    assert "1 repair planned" not in applied.stdout and "finding(s)" not in applied.stdout
+    command = shlex.split(applied.stdout.split("`")[1])
+    assert command == [
+        "doctor",
+        "diagnose",
+        "--run-id",
+        "fanout01",
+        "--root",
+        str(tmp_path / "runs"),
+    ]
+    pasted = _piped(*command[1:])
+    assert pasted.returncode in (0, 1) and "error:" not in pasted.stderr, pasted.stderr
