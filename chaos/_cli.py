@@ -27,8 +27,8 @@ from chaos._evidence import Verdict
 from chaos._faults import FAULTS, parse_faults
 from chaos._history import read_history
 from chaos._recording import serve_worker
-from chaos._report import report_json
-from doctor._cli_errors import reported
+from chaos._report import invariants_json, report_json
+from doctor._cli_errors import OneLineGroup, reported
 from executor import ExecutorError
 
 __all__ = ["app", "main"]
@@ -37,7 +37,8 @@ app = typer.Typer(
     name="chaos",
     help="Kill, freeze and stall the executor from a seed; check that it recovers.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    cls=OneLineGroup,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -52,27 +53,36 @@ def _print_verdicts(console: Console, verdicts: tuple[Verdict, ...]) -> None:
 
 @app.command("run")
 def run_cmd(
-    seed: Annotated[int, typer.Option("--seed", help="Seeds the workload and the schedule.")],
+    seed: Annotated[
+        int, typer.Option("--seed", metavar="N", help="Seeds the workload and the schedule.")
+    ],
     duration: Annotated[
-        str, typer.Option("--duration", help="How long faults are injected: 60s, 20m, 1h.")
+        str,
+        typer.Option(
+            "--duration", metavar="DURATION", help="How long faults are injected: 60s, 20m, 1h."
+        ),
     ] = "60s",
-    workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 4,
+    workers: Annotated[int, typer.Option("--workers", metavar="N", help="Worker processes.")] = 4,
     db: Annotated[
         str | None,
         typer.Option(
             "--db",
+            metavar="URL",
             help="Queue: postgresql://… (the campaign makes its own schema) or a new SQLite "
             "file. Default: a SQLite file in the campaign directory.",
         ),
     ] = None,
     faults: Annotated[
         str | None,
-        typer.Option("--faults", help="Comma-separated fault names (default: all of them)."),
+        typer.Option(
+            "--faults", metavar="NAMES", help="Comma-separated fault names (default: all of them)."
+        ),
     ] = None,
     db_control: Annotated[
         str | None,
         typer.Option(
             "--db-control",
+            metavar="CMD",
             help="Command that restarts/stops/starts the PostgreSQL under test, with {action} "
             "(e.g. 'pg_ctl -D DIR -m fast -w {action}'); without it the database faults "
             "skip on PostgreSQL. Never the shared server.",
@@ -82,13 +92,14 @@ def run_cmd(
         int | None,
         typer.Option(
             "--runs-tmpfs",
+            metavar="MB",
             help="Mount a tmpfs of this many MiB as the runs root (root only) so that "
             "disk_full and read_only_root can run; without it they skip.",
         ),
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Campaign directory (default chaos-out/seed-N)."),
+        typer.Option("--out", metavar="DIR", help="Campaign directory (default chaos-out/seed-N)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json.")] = False,
     unsafe_disable_fencing: Annotated[
@@ -131,8 +142,24 @@ def _finish(console: Console, result: CampaignResult, as_json: bool) -> NoReturn
 
 
 @app.command("faults")
-def faults_cmd() -> None:
+def faults_cmd(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the faults as JSON, one object each.")
+    ] = False,
+) -> None:
     """List the faults and the doctor findings each one may cause."""
+    if as_json:
+        faults = [
+            {
+                "name": f.name,
+                "summary": f.summary,
+                "may_cause": sorted(f.may_cause),
+                "reclaims": f.reclaims or None,
+            }
+            for f in FAULTS
+        ]
+        sys.stdout.write(json.dumps(faults, indent=2) + "\n")
+        return
     console = Console(highlight=False)
     for f in FAULTS:
         console.print(f"[bold]{f.name}[/bold]  {escape(f.summary)}")
@@ -142,7 +169,13 @@ def faults_cmd() -> None:
 
 @app.command("check")
 def check_cmd(
-    history: Annotated[Path, typer.Argument(help="A campaign's history.ndjson.")],
+    history: Annotated[
+        Path, typer.Argument(metavar="HISTORY", help="A campaign's history.ndjson.")
+    ],
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the verdicts as report.json's invariants list."),
+    ] = False,
 ) -> None:
     """Check a recorded history again (the checkers read nothing else)."""
     with reported(ChaosError):
@@ -150,7 +183,10 @@ def check_cmd(
             verdicts = check(read_history(history))
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot read history {str(history)!r}: {exc}") from exc
-    _print_verdicts(Console(highlight=False), verdicts)
+    if as_json:
+        sys.stdout.write(json.dumps(invariants_json(verdicts), indent=2) + "\n")
+    else:
+        _print_verdicts(Console(highlight=False), verdicts)
     raise typer.Exit(0 if all(v.ok for v in verdicts) else 1)
 
 

@@ -35,7 +35,7 @@ from reports import (
 if TYPE_CHECKING:
     from chaos._campaign import CampaignResult
 
-__all__ = ["REPORT_SCHEMA", "chaos_context", "report_json", "write_report"]
+__all__ = ["REPORT_SCHEMA", "chaos_context", "invariants_json", "report_json", "write_report"]
 
 REPORT_SCHEMA = "rundoctor.chaos/1"
 #: Queue events that show a recovery (or a refusal that protected one).
@@ -97,17 +97,22 @@ def report_json(result: CampaignResult) -> dict[str, Any]:
         "tickets": _tickets(result),
         "recoveries": _recoveries(result),
         "latency": _latency(result.verdicts),
-        "invariants": [
-            {
-                "name": v.name,
-                "ok": v.ok,
-                "summary": v.summary,
-                "violations": v.violations,
-                "witness": [to_json(r) for r in v.witness],
-            }
-            for v in result.verdicts
-        ],
+        "invariants": invariants_json(result.verdicts),
     }
+
+
+def invariants_json(verdicts: tuple[Verdict, ...]) -> list[dict[str, Any]]:
+    """The verdicts as ``report.json``'s ``invariants`` (also ``doctor chaos check --json``)."""
+    return [
+        {
+            "name": v.name,
+            "ok": v.ok,
+            "summary": v.summary,
+            "violations": v.violations,
+            "witness": [to_json(r) for r in v.witness],
+        }
+        for v in verdicts
+    ]
 
 
 def chaos_context(result: CampaignResult) -> ChaosContext:

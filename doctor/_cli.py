@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,16 +25,25 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from chaos._cli import app as _chaos_app
-from doctor._cli_errors import crash_guarded, reported
+from doctor._atomic import write_atomic
+from doctor._cli_errors import OneLineGroup, console, crash_guarded, reported
 from doctor._cli_watch import app as _watch_app
 from doctor._config import DoctorConfig, default_roots
 from doctor._detectors import DETECTORS, describe, select
 from doctor._diagnose import diagnose, scan
-from doctor._errors import DoctorError, UsageError
+from doctor._errors import DoctorError, RootError, UsageError
+from doctor._layout import _looks_like_run as looks_like_run
+from doctor._layout import list_run_dirs
 from doctor._liveness import exclude_self_as_owner
 from doctor._model import Severity
 from doctor._queue_ingest import parse_queue_url
-from doctor._render import render_checks, render_diagnosis, render_markdown, render_scan
+from doctor._render import (
+    render_checks,
+    render_diagnosis,
+    render_markdown,
+    render_scan,
+    run_command,
+)
 from doctor._repair import (
     Action,
     QueueRepairReport,
@@ -52,7 +62,8 @@ app = typer.Typer(
     name="doctor",
     help="Diagnose long unattended pipeline runs from their artifacts.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    cls=OneLineGroup,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -62,17 +73,60 @@ RootOpt = Annotated[
     list[Path] | None,
     typer.Option(
         "--root",
+        metavar="DIR",
         help="A runs root (repeatable). Default: $RUNDOCTOR_ROOTS, then "
         "Kilroy's and the executor's runs directories.",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the documented contract).")]
-VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Show evidence.")]
+VerboseOpt = Annotated[
+    bool, typer.Option("-v", "--verbose", help="Show evidence and list the passing checks.")
+]
+
+
+def _check_roots(roots: list[Path]) -> None:
+    """A ``--root`` that is missing, a file, or a run directory itself: say which, and what
+    to pass instead (every command the same way)."""
+    for root in roots:
+        if not root.exists():
+            raise RootError(f"runs root {str(root)!r} does not exist; pass an existing --root DIR")
+        if not root.is_dir():
+            raise RootError(
+                f"runs root {str(root)!r} is a file, not a directory; pass --root the "
+                "directory that holds the run directories"
+            )
+        if looks_like_run(root) and not list_run_dirs([root]):
+            raise RootError(
+                f"{str(root)!r} is a run directory, not a runs root; diagnose it with "
+                f"`doctor diagnose --run-id {shlex.quote(str(root))}` or pass --root "
+                f"{shlex.quote(str(root.resolve().parent))}"
+            )
+
+
+def given_run(run_id: str, roots: list[Path] | None) -> tuple[str, list[Path] | None]:
+    """``--run-id`` may be a run directory's path: its parent is then the root, its name the id.
+
+    >>> given_run("01KH3DN4", None)
+    ('01KH3DN4', None)
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp()) / "r1"
+    >>> d.mkdir()
+    >>> given_run(str(d), None) == ("r1", [d.parent.resolve()])
+    True
+    """
+    if not any(sep in run_id for sep in ("/", "\\")) and run_id not in (".", ".."):
+        return run_id, roots
+    path = Path(run_id).expanduser()
+    if not path.is_dir():
+        return run_id, roots  # refused by the run id check, which names the value
+    path = path.resolve()
+    return path.name, [path.parent]
 
 
 def config_from_env(roots: list[Path] | None, **overrides: Any) -> DoctorConfig:
     """Roots from the flag, else ``$RUNDOCTOR_ROOTS`` (``:``-separated), else the defaults."""
     if roots:
+        _check_roots(roots)
         chosen = tuple(roots)
     elif os.environ.get("RUNDOCTOR_ROOTS"):
         chosen = tuple(Path(p) for p in os.environ["RUNDOCTOR_ROOTS"].split(os.pathsep) if p)
@@ -96,21 +150,30 @@ def _emit_json(data: Any) -> None:
 
 @app.command("diagnose")
 def diagnose_cmd(
-    run_id: Annotated[str, typer.Option("--run-id", help="The run directory's name.")],
+    run_id: Annotated[
+        str,
+        typer.Option(
+            "--run-id",
+            metavar="ID",
+            help="The run directory's name (or its path: then its parent is the root).",
+        ),
+    ],
     root: RootOpt = None,
     as_json: JsonOpt = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print Markdown.")] = False,
     check: Annotated[
-        list[str] | None, typer.Option("--check", help="Run only this check (repeatable).")
+        list[str] | None,
+        typer.Option("--check", metavar="NAME", help="Run only this check (repeatable)."),
     ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Diagnose one run: facts, state and findings."""
+    """Diagnose one run: failing checks first with a runnable hint, passing ones folded."""
     with reported(DoctorError):
         if as_json and markdown:
             raise UsageError("--json and --markdown exclude each other; pick one")
         checks = tuple(check or ())
         detectors = select(checks)
+        run_id, root = given_run(run_id, root)
         config = config_from_env(root, checks=checks)
         result = diagnose(run_id, config)
     if as_json:
@@ -118,7 +181,7 @@ def diagnose_cmd(
     elif markdown:
         sys.stdout.write(render_markdown(result))
     else:
-        render_diagnosis(Console(highlight=False), result, detectors, verbose=verbose)
+        render_diagnosis(console(), result, detectors, verbose=verbose)
     raise typer.Exit(result.exit_code)
 
 
@@ -170,20 +233,35 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
 def scan_cmd(
     root: RootOpt = None,
     since: Annotated[
-        str | None, typer.Option("--since", help="Only runs started since: 24h, 7d, 2026-02-10.")
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="WHEN",
+            help="Only runs started since, and fleet findings still going on then: 24h, 7d, "
+            "2026-02-10.",
+        ),
     ] = None,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit", metavar="N", min=0, help="Show the N worst runs (default 0: all of them)."
+        ),
+    ] = 0,
     as_json: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Show the fleet findings' evidence.")
+    ] = False,
     db: Annotated[
         str | None,
         typer.Option(
             "--db",
             envvar="RUNDOCTOR_DB",
+            metavar="URL",
             help="Also read a work queue: a SQLite file, sqlite:///ABS/PATH or postgresql://URL.",
         ),
     ] = None,
 ) -> None:
-    """Diagnose every run under the roots: one row each, fleet facts, cross-run findings."""
+    """Diagnose every run under the roots: one row each (worst first), fleet findings."""
     with reported(DoctorError):
         config = config_from_env(root, db=db)
         cutoff = parse_since(since, time.time()) if since else None
@@ -192,7 +270,7 @@ def scan_cmd(
     if as_json:
         _emit_json(result.to_json())
     else:
-        render_scan(Console(highlight=False), result, verbose=verbose)
+        render_scan(console(), result, verbose=verbose, limit=limit, now=config.now)
     raise typer.Exit(result.exit_code)
 
 
@@ -202,13 +280,17 @@ def checks_cmd(as_json: JsonOpt = False) -> None:
     if as_json:
         _emit_json([{"name": d.__name__, "description": describe(d)} for d in DETECTORS])
     else:
-        render_checks(Console(highlight=False), DETECTORS)
+        render_checks(console(), DETECTORS)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def _print_plan(
     console: Console, plan: list[Action], header: str, journal: str = "repairs.ndjson"
 ) -> None:
-    console.print(f"{header} · {len(plan)} repair(s) planned")
+    console.print(f"{header} · {_count(len(plan), 'repair')} planned")
     for i, action in enumerate(plan, 1):
         console.print(f"  {i}. {escape(action.summary)}", soft_wrap=True)
         if action.blocked:
@@ -220,7 +302,7 @@ def _print_plan(
         )
 
 
-def _print_repair(console: Console, report: RepairReport | QueueRepairReport) -> None:
+def _print_repair(console: Console, report: RepairReport | QueueRepairReport, again: str) -> None:
     marks = {"applied": "[green][✓][/green]", "noop": "[green][=][/green]"}
     for r in report.results:
         console.print(
@@ -233,21 +315,29 @@ def _print_repair(console: Console, report: RepairReport | QueueRepairReport) ->
     errors = sum(1 for f in report.remaining if f.severity in ("error", "critical"))
     if isinstance(report, QueueRepairReport):
         console.print(
-            f"The queue has {len(report.remaining)} finding(s) left, {errors} at error or above "
-            f"(`doctor scan --db …`); journal: {escape(report.journal)}.",
+            f"The queue has {_count(len(report.remaining), 'finding')} left, {errors} at error "
+            "or above "
+            f"(`{escape(again)}`); journal: {escape(report.journal)}.",
             soft_wrap=True,
         )
         return
     console.print(
-        f"State now [bold]{report.state}[/bold]; {len(report.remaining)} finding(s) remain, "
-        f"{errors} at error or above (`doctor diagnose --run-id {escape(report.run_id)}`)."
+        f"State now [bold]{report.state}[/bold]; {_count(len(report.remaining), 'finding')} "
+        "left, "
+        f"{errors} at error or above (`{escape(again)}`).",
+        soft_wrap=True,
     )
 
 
 @app.command("repair")
 def repair_cmd(
     run_id: Annotated[
-        str | None, typer.Option("--run-id", help="The run directory's name.")
+        str | None,
+        typer.Option(
+            "--run-id",
+            metavar="ID",
+            help="The run directory's name (or its path: then its parent is the root).",
+        ),
     ] = None,
     root: RootOpt = None,
     apply: Annotated[
@@ -258,6 +348,7 @@ def repair_cmd(
         str | None,
         typer.Option(
             "--db",
+            metavar="URL",
             help="Repair the work queue instead of a run (reclaim, reconcile): a SQLite "
             "file, sqlite:///ABS/PATH or postgresql://URL. Never read from $RUNDOCTOR_DB.",
         ),
@@ -266,6 +357,7 @@ def repair_cmd(
         Path | None,
         typer.Option(
             "--journal",
+            metavar="DIR",
             help="With --db: the directory of the queue's repairs.ndjson (default: the "
             "SQLite file's directory; for PostgreSQL, the first runs root).",
         ),
@@ -275,6 +367,7 @@ def repair_cmd(
     if db is not None or run_id is None or journal is not None:
         _repair_queue(db, root, apply, as_json, journal, run_id)
     with reported(DoctorError):
+        run_id, root = given_run(run_id, root)
         config = config_from_env(root)
         diagnosis = diagnose(run_id, config)
         plan = plan_repairs(diagnosis, config)
@@ -296,9 +389,9 @@ def repair_cmd(
         )
     elif report is None:
         header = f"[bold]{escape(diagnosis.run_id)}[/bold] · state [bold]{diagnosis.state}[/bold]"
-        _print_plan(Console(highlight=False), plan, header)
+        _print_plan(console(), plan, header)
     else:
-        _print_repair(Console(highlight=False), report)
+        _print_repair(console(), report, run_command("diagnose", diagnosis))
     raise typer.Exit(code)
 
 
@@ -343,16 +436,22 @@ def _repair_queue(
         )
     elif report is None:
         header = f"queue [bold]{escape(queue)}[/bold]"
-        _print_plan(Console(highlight=False), plan, header, where or "repairs.ndjson")
+        _print_plan(console(), plan, header, where or "repairs.ndjson")
     else:
-        _print_repair(Console(highlight=False), report)
+        again = ["doctor", "scan", "--db", db] + [
+            w for r in config.roots for w in ("--root", str(r))
+        ]
+        _print_repair(console(), report, " ".join(shlex.quote(w) for w in again))
     raise typer.Exit(code)
 
 
 @app.command("report")
 def report_cmd(
     run_id: Annotated[
-        str | None, typer.Option("--run-id", help="One run's postmortem: the run's name.")
+        str | None,
+        typer.Option(
+            "--run-id", metavar="ID", help="One run's postmortem: the run's name (or path)."
+        ),
     ] = None,
     fleet: Annotated[bool, typer.Option("--fleet", help="A report over every run.")] = False,
     root: RootOpt = None,
@@ -361,12 +460,13 @@ def report_cmd(
         typer.Option(
             "--db",
             envvar="RUNDOCTOR_DB",
+            metavar="URL",
             help="With --fleet: the work queue, for throughput (SQLite file or postgresql://URL).",
         ),
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Write the report to FILE, not stdout."),
+        typer.Option("--out", metavar="FILE", help="Write the report to FILE, not stdout."),
     ] = None,
     html: Annotated[
         bool,
@@ -389,16 +489,12 @@ def report_cmd(
         else:
             if db:
                 raise UsageError("--db goes with --fleet; a postmortem reads one run")
+            run_id, root = given_run(str(run_id), root)
             config = config_from_env(root)
             # The postmortem writes its own --out (and, for Markdown, the SVG beside it).
-            text = write_postmortem(
-                diagnose(str(run_id), config), html=html, out=out, config=config
-            )
+            text = write_postmortem(diagnose(run_id, config), html=html, out=out, config=config)
         if out is not None and fleet:
-            try:
-                out.write_text(text, encoding="utf-8")
-            except OSError as exc:
-                raise UsageError(f"cannot write --out {str(out)!r}: {exc.strerror}") from exc
+            write_atomic(out, text)  # whole or not at all: Ctrl-C leaves no half report
     if out is None:
         sys.stdout.write(text)
     raise typer.Exit(0)

@@ -324,8 +324,32 @@ def _scan_layouts(
         roots=tuple(str(r) for r in config.roots),
         diagnoses=tuple(diagnoses),
         fleet=fleet,
-        findings=_order(by_run.get(None, [])),
+        findings=_order(
+            [f for f in by_run.get(None, []) if since is None or not _ended_before(f, since)]
+        ),
     )
+
+
+#: Evidence keys that say when a fleet finding's stretch of time ended (idle_gap, recovery_loop).
+_END_KEYS = ("end", "last_at")
+
+
+def _ended_before(finding: Finding, since: float) -> bool:
+    """Whether a fleet finding is about a stretch that ended before ``since`` (``scan --since``
+    leaves it out, as it leaves out the runs started before). Findings about the present
+    (a stale lease now, a backlog growing now) carry no end and are always kept.
+
+    >>> f = Finding("idle_gap", Severity.ERROR, "s", {"end": "2026-01-01T00:00:00Z"})
+    >>> _ended_before(f, 1767225600.0), _ended_before(f, 1767225599.0)
+    (False, False)
+    >>> _ended_before(f, 1767225601.0)
+    True
+    """
+    for key in _END_KEYS:
+        value = finding.evidence.get(key)
+        if isinstance(value, str):
+            return _started_before(value, since)
+    return False
 
 
 def _save(

@@ -7,18 +7,33 @@ render to ``Console(file=io.StringIO(), width=100)``.
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Sequence
-from typing import Any
+from datetime import UTC, datetime
+from pathlib import PurePath
+from typing import Any, Literal
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from doctor._detectors import Detector, describe
 from doctor._diagnose import ScanResult
 from doctor._model import Diagnosis, Finding, Severity
 
-__all__ = ["render_checks", "render_diagnosis", "render_markdown", "render_scan"]
+__all__ = [
+    "QUEUE_CHECKS",
+    "fit_columns",
+    "one_line_table",
+    "print_table",
+    "render_checks",
+    "render_diagnosis",
+    "render_markdown",
+    "render_scan",
+    "run_command",
+]
 
 _MARK = {
     None: "[green][✓][/green]",
@@ -27,14 +42,20 @@ _MARK = {
     Severity.ERROR: "[red][✗][/red]",
     Severity.CRITICAL: "[bold red][✗][/bold red]",
 }
+#: Checks that read the work queue: a diagnosis of one run directory reads none.
+QUEUE_CHECKS = frozenset(
+    {"stale_lease", "no_progress_lease", "session_desync", "recovery_loop", "backlog_growth"}
+)
 _HINTS = {
-    "stale_heartbeat": "do not read these heartbeats as liveness; check the owner and final.json",
-    "missing_final": "if the owner is gone, `doctor repair --run-id ID` can terminalize the run",
+    "stale_heartbeat": "do not read these heartbeats as liveness; check the owner process and "
+    "final.json",
+    "missing_final": "inspect the owner process and stop it, so that the run terminalizes",
     "unjoined_fanout": "the fan-out never joined: inspect its branches and cancel or rejoin them",
-    "status_contract_mismatch": "the work may be done: ingest the stranded status file",
+    "status_contract_mismatch": "the work may be done: read the stranded status file",
     "fragmented_failure_signatures": "these failures are one class: break the loop on the "
     "canonical signature",
-    "retry_loop": "a back edge dominates the run: cap visits or fix what the check rejects",
+    "retry_loop": "a back edge was taken again and again: cap its visits or fix what the check "
+    "rejects",
     "deterministic_retry_loop": "the same failure repeats: stop retrying and fix the cause",
     "lost_failure_reason": "the real cause is upstream: read the upstream reason",
     "checkpoint_drift": "do not resume from this checkpoint without checking it",
@@ -44,15 +65,64 @@ _HINTS = {
     "torn_artifact": "a write was cut short: the run crashed mid-write",
     "post_terminal_activity": "something kept writing after the end: look for a second process",
 }
+#: What ``doctor repair`` does for a finding's ``repair``, for the hint that offers it.
+_REPAIR_WORDS = {
+    "terminalize": "terminalizing the run (final.json with status fail)",
+    "ingest_status": "ingesting the stranded status file",
+    "truncate_torn_line": "cutting the torn last line",
+}
+
+
+def run_command(command: str, diagnosis: Diagnosis, *extra: str) -> str:
+    """A command line for this run that can be pasted: the real run id and its root, quoted.
+
+    >>> d = Diagnosis("r 1", "/runs/r 1", "native", "failed", {})
+    >>> run_command("repair", d, "--apply")
+    "doctor repair --run-id 'r 1' --root /runs --apply"
+    """
+    root = str(PurePath(diagnosis.path).parent)
+    words = ["doctor", command, "--run-id", diagnosis.run_id, "--root", root, *extra]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _hint(code: str, found: Sequence[Finding], diagnosis: Diagnosis) -> tuple[str, str | None]:
+    """The hint under a failing check, and the command it offers (a repair when a finding
+    has one)."""
+    repairs = sorted({f.repair for f in found if f.repair in _REPAIR_WORDS})
+    if repairs:
+        what = " and ".join(_REPAIR_WORDS[r] for r in repairs)
+        return f"plan {what} with this, then run it again with --apply:", run_command(
+            "repair", diagnosis
+        )
+    return _HINTS.get(code, ""), None
 
 
 def _duration(seconds: float | None) -> str:
+    """Days, hours, minutes (seconds only under an hour).
+
+    >>> [_duration(s) for s in (None, 42, 151, 7380, 24146820)]
+    ['?', '42s', '2m 31s', '2h 03m', '279d 11h 27m']
+    """
     if seconds is None:
         return "?"
     s = int(seconds)
-    h, rem = divmod(s, 3600)
+    d, rem = divmod(s, 86400)
+    h, rem = divmod(rem, 3600)
     m, sec = divmod(rem, 60)
-    return f"{h}h {m:02d}m" if h else f"{m}m {sec:02d}s"
+    if d:
+        return f"{d}d {h}h {m:02d}m"
+    if h:
+        return f"{h}h {m:02d}m"
+    return f"{m}m {sec:02d}s" if m else f"{sec}s"
+
+
+def _plural(n: int, word: str) -> str:
+    """``1 run``, ``2 runs``.
+
+    >>> _plural(1, "ticket"), _plural(0, "run")
+    ('1 ticket', '0 runs')
+    """
+    return f"{n} {word}{'s' * (n != 1)}"
 
 
 def _evidence_lines(evidence: dict[str, Any], limit: int = 200) -> list[str]:
@@ -65,15 +135,40 @@ def _evidence_lines(evidence: dict[str, Any], limit: int = 200) -> list[str]:
     return lines
 
 
+def _hanging(console: Console, lead: str, text: str) -> None:
+    """``lead`` then ``text``; wrapped lines of ``text`` start under its first character.
+
+    No padding is added at line ends; with a soft-wrapping console (output is not a
+    terminal) the whole is one line.
+    """
+    head, body = Text.from_markup(lead), Text.from_markup(text)
+    indent = head.cell_len + 1
+    if console.soft_wrap or console.width < indent + 20:
+        console.print(Text.assemble(head, " ", body), soft_wrap=True)
+        return
+    for i, line in enumerate(body.wrap(console, console.width - indent)):
+        line.rstrip()
+        console.print(Text.assemble(head if i == 0 else " " * (indent - 1), " ", line))
+
+
+def _command_line(console: Console, indent: str, command: str) -> None:
+    """A command on a line of its own, never broken by a newline, so it can be pasted."""
+    console.print(f"{indent}[bold]{escape(command)}[/bold]", soft_wrap=True)
+
+
 def render_diagnosis(
     console: Console, diagnosis: Diagnosis, detectors: Sequence[Detector], *, verbose: bool
 ) -> None:
-    """``flutter doctor``-style: one line per check, hints, evidence under ``verbose``."""
+    """``flutter doctor``-style: failing checks first (worst first) with a runnable hint,
+    passing checks folded into one line (``verbose`` lists them and shows evidence), checks
+    that do not apply to one run directory (the queue's) said so in one line."""
     facts = diagnosis.facts
-    console.print(
-        f"[bold]{escape(diagnosis.run_id)}[/bold] ({diagnosis.layout}) · "
-        f"state [bold]{diagnosis.state}[/bold] · started {facts.get('started_at') or '?'} · "
-        f"wall {_duration(facts.get('wall_s'))} · {facts.get('events', 0)} events"
+    _hanging(
+        console,
+        f"[bold]{escape(diagnosis.run_id)}[/bold]",
+        f"({diagnosis.layout}) · state [bold]{diagnosis.state}[/bold] · started "
+        f"{facts.get('started_at') or '?'} · wall {_duration(facts.get('wall_s'))} · "
+        f"{_plural(facts.get('events') or 0, 'event')}",
     )
     reason = facts.get("terminal_reason")
     if reason:
@@ -85,25 +180,50 @@ def render_diagnosis(
     by_code: dict[str, list[Finding]] = {}
     for f in diagnosis.findings:
         by_code.setdefault(f.code, []).append(f)
-    # Findings whose code names no listed detector (a detector may report several codes)
-    # are shown after the checks rather than dropped.
-    rows: list[tuple[str, Detector | None]] = [(d.__name__, d) for d in detectors]
-    rows += [(c, None) for c in by_code if c not in {d.__name__ for d in detectors}]
-    for code, detector in rows:
-        found = by_code.pop(code, [])
-        worst = max((f.severity for f in found), default=None)
-        label = f"{code}: {describe(detector)}" if not found and detector else code
-        console.print(f"{_MARK[worst]} {escape(label)}")
+    order = {d.__name__: i for i, d in enumerate(detectors)}
+    # Failing checks worst first; codes that name no listed detector are shown, not dropped.
+    failing = sorted(
+        by_code, key=lambda c: (-max(f.severity for f in by_code[c]), order.get(c, len(order)))
+    )
+    for code in failing:
+        found = by_code[code]
+        worst = max(f.severity for f in found)
+        console.print(f"{_MARK[worst]} {escape(code)}")
         for f in found:
-            where = f" [dim]({escape(f.scope or 'top level')})[/dim]"
-            console.print(
-                f"    • [{_style(f.severity)}]{f.severity.label}[/]{where} {escape(f.summary)}"
+            where = f"[dim]({escape(f.scope or 'top level')})[/dim]"
+            _hanging(
+                console,
+                "    •",
+                f"[{_style(f.severity)}]{f.severity.label}[/] {where} {escape(f.summary)}",
             )
             if verbose:
                 for line in _evidence_lines(dict(f.evidence)):
-                    console.print(f"        [dim]{escape(line)}[/dim]")
-        if found and worst is not None and worst >= Severity.WARNING and code in _HINTS:
-            console.print(f"    [cyan]→ {escape(_HINTS[code])}[/cyan]")
+                    _hanging(console, "       ", f"[dim]{escape(line)}[/dim]")
+        if worst >= Severity.WARNING:
+            advice, command = _hint(code, found, diagnosis)
+            if advice:
+                _hanging(console, "    [cyan]→[/cyan]", f"[cyan]{escape(advice)}[/cyan]")
+            if command:
+                _command_line(console, "      ", command)
+    passed = [d.__name__ for d in detectors if d.__name__ not in by_code]
+    apart = [name for name in passed if name in QUEUE_CHECKS]
+    passed = [name for name in passed if name not in QUEUE_CHECKS]
+    if passed:
+        if verbose:
+            for name in passed:
+                console.print(f"{_MARK[None]} {name}: no findings")
+        else:
+            others = "other " if by_code else ""
+            console.print(
+                f"{_MARK[None]} {_plural(len(passed), others + 'check')} passed (-v lists them)"
+            )
+    if apart:
+        listed = f": {', '.join(apart)}" if verbose else ""
+        console.print(
+            f"[dim][-] {_plural(len(apart), 'queue check')} do not apply here{listed} "
+            "(a scan with --db runs them)[/dim]",
+            soft_wrap=True,
+        )
     counts = diagnosis.counts()
     total = sum(counts.values())
     if total == 0 and diagnosis.state in ("failed", "canceled"):
@@ -116,7 +236,10 @@ def render_diagnosis(
     else:
         parts = ", ".join(f"{n} {label}" for label, n in reversed(counts.items()) if n)
         mark = "[red]✗[/red]" if diagnosis.exit_code else "[yellow]![/yellow]"
-        console.print(f"{mark} Doctor found {total} finding{'s' * (total != 1)}: {parts}.")
+        console.print(f"{mark} Doctor found {_plural(total, 'finding')}: {parts}.")
+        if not verbose:
+            console.print("  The evidence of each finding:")
+            _command_line(console, "    ", run_command("diagnose", diagnosis, "-v"))
 
 
 def _style(sev: Severity) -> str:
@@ -148,7 +271,8 @@ def render_markdown(diagnosis: Diagnosis) -> str:
         f"- started: {f.get('started_at')}, last event: {f.get('last_event_at')}, "
         f"last progress: {f.get('last_progress_at')}",
         f"- events: {f.get('events')}, attempts started/ended: "
-        f"{f.get('attempts_started')}/{f.get('attempts_ended')}, final.json: {f.get('final_json')}",
+        f"{f.get('attempts_started')}/{f.get('attempts_ended')}, "
+        f"final.json: {'present' if f.get('final_json') else 'missing'}",
         "",
         "| severity | code | scope | node | summary |",
         "|---|---|---|---|---|",
@@ -163,39 +287,190 @@ def render_markdown(diagnosis: Diagnosis) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_scan(console: Console, result: ScanResult, *, verbose: bool) -> None:
-    table = Table(title=f"{len(result.diagnoses)} runs", expand=False)
-    for col in ("run", "state", "crit", "err", "warn", "info", "worst finding"):
-        table.add_column(col, overflow="fold")
-    for d in result.diagnoses:
+def _started(started_at: Any) -> str:
+    """``2026-04-28 10:00`` from an ISO time (what a person scans a column for)."""
+    if not isinstance(started_at, str) or len(started_at) < 16:
+        return "?"
+    return started_at[:10] + " " + started_at[11:16]
+
+
+def _age(started_at: Any, now: float | None) -> str:
+    if now is None or not isinstance(started_at, str):
+        return "?"
+    try:
+        ts = datetime.fromisoformat(started_at.replace("Z", "+00:00"))
+    except ValueError:
+        return "?"
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return " ".join(_duration(max(0.0, now - ts.timestamp())).split()[:2])
+
+
+def _severity_key(d: Diagnosis) -> tuple[int, int, int, int, str]:
+    c = d.counts()
+    worst = -1 if d.worst is None else int(d.worst)
+    return (-worst, -c["critical"], -c["error"], -c["warning"], d.run_id)
+
+
+_COUNTS = ("crit", "err", "warn", "info")
+#: Scan columns in order; the optional ones go first when the width runs short.
+_SCAN_COLUMNS = ("run", "state", "started", "age", "wall", *_COUNTS, "worst finding")
+_OPTIONAL = ("started", "wall", "age")
+_MIN_FREE = 24
+
+
+def fit_columns(
+    rows: Sequence[dict[str, str]],
+    columns: Sequence[str],
+    width: int,
+    *,
+    free: Sequence[str],
+    optional: Sequence[str] = (),
+) -> list[tuple[str, int]]:
+    """Column widths for one line per row in ``width`` cells. The ``free`` columns (text)
+    share what the others leave and end in an ellipsis where cut; every other column (ids,
+    counts) is whole. The ``optional`` ones are dropped, in order, while the free columns
+    would get fewer than 24 cells each.
+
+    >>> row = {c: "x" for c in _SCAN_COLUMNS} | {"run": "r" * 26, "worst finding": "w" * 90}
+    >>> def fit(width):
+    ...     return dict(fit_columns([row], _SCAN_COLUMNS, width, free=["worst finding"],
+    ...                            optional=_OPTIONAL))
+    >>> fit(80)["worst finding"], "started" in fit(80)
+    (16, False)
+    >>> fit(160)["worst finding"], "started" in fit(160)
+    (73, True)
+    """
+    natural = {c: max([len(c), *(len(r[c]) for r in rows)]) for c in columns}
+    names = list(columns)
+
+    def rest() -> int:  # three cells between columns: padding, rule, padding
+        return width - sum(natural[c] for c in names if c not in free) - 3 * (len(names) - 1)
+
+    wanted = sum(min(natural[c], _MIN_FREE) for c in free)
+    for drop in optional:
+        if rest() >= wanted:
+            break
+        names.remove(drop)
+    widths = {c: natural[c] for c in names if c not in free}
+    left = rest()
+    # Narrow free columns take what they need; the rest is shared by the wide ones.
+    for i, c in enumerate(sorted(free, key=lambda c: natural[c])):
+        share = left // (len(free) - i)
+        widths[c] = max(min(natural[c], share), min(len(c), natural[c]), 1)
+        left -= widths[c]
+    return [(c, widths[c]) for c in names]
+
+
+def one_line_table(
+    title: str,
+    rows: Sequence[dict[str, str]],
+    columns: Sequence[tuple[str, int]],
+    *,
+    right: Sequence[str] = (),
+) -> Table:
+    """A table whose rows are one line each, in the widths :func:`fit_columns` chose."""
+    table = Table(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        expand=False,
+        title_justify="left",
+    )
+    for name, width in columns:
+        justify: Literal["left", "right"] = "right" if name in right else "left"
+        table.add_column(name, no_wrap=True, overflow="ellipsis", width=width, justify=justify)
+    for row in rows:
+        table.add_row(*(escape(row[name]) for name, _ in columns))
+    return table
+
+
+def print_table(console: Console, table: Table) -> None:
+    """Piped, a table is as wide as its content, with no padding after the last column."""
+    if not console.soft_wrap:
+        console.print(table)
+        return
+    with console.capture() as captured:
+        console.print(table)
+    console.out("\n".join(line.rstrip() for line in captured.get().splitlines()))
+
+
+def render_scan(
+    console: Console,
+    result: ScanResult,
+    *,
+    verbose: bool,
+    limit: int | None = None,
+    now: float | None = None,
+) -> None:
+    """One line per run, worst first, whatever the width: ids whole, the worst finding cut
+    with an ellipsis; ``limit`` rows at most; a per-code rollup; the fleet's findings."""
+    runs = sorted(result.diagnoses, key=_severity_key)
+    shown = runs if not limit else runs[:limit]
+    rows = []
+    for d in shown:
         c = d.counts()
         worst = d.findings[0] if d.findings else None
-        table.add_row(
-            escape(d.run_id),
-            d.state,
-            str(c["critical"] or ""),
-            str(c["error"] or ""),
-            str(c["warning"] or ""),
-            str(c["info"] or ""),
-            "" if worst is None else escape(f"{worst.code}: {worst.summary}")[:120],
+        started = d.facts.get("started_at")
+        rows.append(
+            {
+                "run": d.run_id,
+                "state": d.state,
+                "started": _started(started),
+                "age": _age(started, now),
+                "wall": " ".join(_duration(d.facts.get("wall_s")).split()[:2]),
+                "crit": str(c["critical"] or ""),
+                "err": str(c["error"] or ""),
+                "warn": str(c["warning"] or ""),
+                "info": str(c["info"] or ""),
+                "worst finding": ""
+                if worst is None
+                else " ".join(f"{worst.code}: {worst.summary}".split()),
+            }
         )
-    console.print(table)
+    columns = fit_columns(
+        rows, _SCAN_COLUMNS, console.width, free=["worst finding"], optional=_OPTIONAL
+    )
+    print_table(console, one_line_table(_plural(len(runs), "run"), rows, columns, right=_COUNTS))
+    if len(shown) < len(runs):
+        console.print(
+            f"… {_plural(len(runs) - len(shown), 'more run')} (worst first; --limit 0 shows all)"
+        )
+    codes: dict[str, list[Finding]] = {}
+    for f in [f for d in runs for f in d.findings] + list(result.findings):
+        codes.setdefault(f.code, []).append(f)
+    if codes:
+        rollup = sorted(
+            codes.items(), key=lambda kv: (-max(f.severity for f in kv[1]), -len(kv[1]), kv[0])
+        )
+        console.print(
+            "by code: " + " · ".join(f"{code} {len(found)}" for code, found in rollup),
+            soft_wrap=True,
+        )
     fleet = result.fleet
     states = ", ".join(f"{n} {s}" for s, n in sorted(fleet.get("by_state", {}).items()))
     console.print(
-        f"fleet: {fleet.get('runs', 0)} runs ({states or 'none'}), {fleet.get('events', 0)} events"
+        f"fleet: {_plural(int(fleet.get('runs', 0)), 'run')} ({states or 'none'}), "
+        f"{_plural(int(fleet.get('events', 0)), 'event')}"
     )
     for f in result.findings:
-        console.print(f"  {_MARK[f.severity]} {f.code}: {escape(f.summary)}")
+        _hanging(console, f"  {_MARK[f.severity]}", f"{f.code}: {escape(f.summary)}")
         if verbose:
             for line in _evidence_lines(dict(f.evidence)):
-                console.print(f"        [dim]{escape(line)}[/dim]")
+                _hanging(console, "       ", f"[dim]{escape(line)}[/dim]")
     bad = sum(1 for d in result.diagnoses if d.exit_code)
     fleet_bad = sum(1 for f in result.findings if f.severity >= Severity.ERROR)
     mark = "[red]✗[/red]" if result.exit_code else "[green]•[/green]"
+    n = len(result.diagnoses)
     console.print(
-        f"{mark} {bad} of {len(result.diagnoses)} runs have findings at error or above"
-        + (f"; {fleet_bad} fleet or queue finding(s) at error or above." if fleet_bad else ".")
+        f"{mark} {bad} of {_plural(n, 'run')} {'has' if bad == 1 else 'have'} findings at error "
+        "or above"
+        + (
+            f"; {_plural(fleet_bad, 'fleet or queue finding')} at error or above."
+            if fleet_bad
+            else "."
+        )
     )
 
 

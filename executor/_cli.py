@@ -9,6 +9,7 @@ This module and :mod:`doctor._cli` are the only ones that read the environment:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import shlex
@@ -17,22 +18,23 @@ import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from doctor._cli_errors import fail, reported
+from doctor._cli_errors import INTERRUPTED, OneLineGroup, console, fail, reported
 from doctor._config import state_home
+from doctor._render import fit_columns, one_line_table, print_table
 from executor._config import ExecutorConfig
 from executor._errors import ExecutorError
 from executor._events import Event
 from executor._graph import load_graph
-from executor._queue import open_queue
+from executor._queue import Ticket, open_queue
 from executor._reaper import reap
-from executor._runner import run_pipeline
-from executor._worker import run_ticket, run_worker
+from executor._runner import RunResult, run_pipeline
+from executor._worker import TicketHook, run_ticket, run_worker
 
 __all__ = ["app", "default_db", "default_root", "main"]
 
@@ -40,16 +42,19 @@ app = typer.Typer(
     name="executor",
     help="Run pipelines durably: queue, workers, reaper.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    cls=OneLineGroup,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+GraphArg = Annotated[Path, typer.Argument(metavar="GRAPH", help="The pipeline's DOT file.")]
 DbOpt = Annotated[
     str | None,
     typer.Option(
         "--db",
+        metavar="URL",
         help="Queue: a SQLite file, sqlite:///PATH or postgresql://… "
         "(default $RUNDOCTOR_DB, else $XDG_STATE_HOME/rundoctor/queue.db).",
     ),
@@ -57,7 +62,9 @@ DbOpt = Annotated[
 RootOpt = Annotated[
     Path | None,
     typer.Option(
-        "--root", help="Runs root (default $RUNDOCTOR_ROOT, else $XDG_STATE_HOME/rundoctor/runs)."
+        "--root",
+        metavar="DIR",
+        help="Runs root (default $RUNDOCTOR_ROOT, else $XDG_STATE_HOME/rundoctor/runs).",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -65,6 +72,7 @@ BreakerOpt = Annotated[
     int | None,
     typer.Option(
         "--breaker-limit",
+        metavar="N",
         help="Deterministic failures of one signature that stop a "
         "run (default 3; a graph's breaker_limit attribute wins).",
     ),
@@ -73,10 +81,15 @@ AgentOpt = Annotated[
     str | None,
     typer.Option(
         "--agent-command",
+        metavar="COMMAND",
         help="Command line for agent (box) nodes, e.g. "
         "'claude -p {prompt_file}' (default $RUNDOCTOR_AGENT_COMMAND).",
     ),
 ]
+
+
+def _stderr() -> Console:
+    return console(stderr=True)
 
 
 def default_db() -> str:
@@ -90,17 +103,71 @@ def default_root() -> Path:
 
 def _config(breaker_limit: int | None, agent_command: str | None) -> ExecutorConfig:
     command = agent_command or os.environ.get("RUNDOCTOR_AGENT_COMMAND") or ""
-    fields: dict[str, Any] = {"agent_command": tuple(shlex.split(command))}
+    try:
+        parts = tuple(shlex.split(command))
+    except ValueError as exc:
+        fail(f"--agent-command {command!r} cannot be split into words: {exc}")
+    fields: dict[str, Any] = {"agent_command": parts}
     if breaker_limit is not None:
         fields["breaker_limit"] = breaker_limit
     return ExecutorConfig(**fields)
 
 
-def _queue_url(db: str | None) -> str:
-    url = db or default_db()
-    if "://" not in url:
-        Path(url).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    return url
+def _check_agents(graph: Path, config: ExecutorConfig) -> None:
+    """Refuse a graph with agent nodes when no agent command is set, naming the flag."""
+    agents = sorted(n.id for n in load_graph(graph).nodes.values() if n.kind == "agent")
+    if agents and not config.agent_command:
+        fail(
+            f"agent node(s) {', '.join(agents)} need a command to run: pass "
+            "--agent-command 'CMD {prompt_file}' or set RUNDOCTOR_AGENT_COMMAND"
+        )
+
+
+def _schema_url(url: str) -> str:
+    """``postgresql://…?schema=NAME`` (as ``doctor scan`` takes it) for libpq: search_path.
+
+    >>> _schema_url("postgresql://u@h/db?schema=q1")
+    'postgresql://u@h/db?options=-csearch_path%3Dq1'
+    >>> _schema_url("queue.db")
+    'queue.db'
+    """
+    if not url.startswith(("postgresql://", "postgres://")) or "schema=" not in url:
+        return url
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [v for k, v in query if k == "schema"]
+    if len(schemas) != 1 or not schemas[0] or any(k == "options" for k, _ in query):
+        fail(f"--db {url!r}: give schema=NAME once, with a name, and no options= beside it")
+    rest = [(k, v) for k, v in query if k != "schema"]
+    rest.append(("options", f"-csearch_path={schemas[0]}"))
+    return urlunsplit(parts._replace(query=urlencode(rest)))
+
+
+def _queue_url(db: str | None, *, create: bool = False) -> str:
+    """The queue's URL; a SQLite queue that does not exist is created only when ``create``.
+
+    Inspecting commands (``tickets``, ``reap``) and a worker not asked to create one refuse a
+    missing file, with the queue files next to it as "did you mean", instead of leaving an
+    empty queue (or a directory) behind under a mistyped name.
+    """
+    url = _schema_url(db or default_db())
+    if "://" in url and not url.startswith("sqlite://"):
+        return url
+    path = Path(url.removeprefix("sqlite://")).expanduser()
+    if path.exists() or str(path) == ":memory:" or not url.strip():
+        return url
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return url
+    near = []
+    if path.parent.is_dir():
+        names = [p.name for p in path.parent.iterdir() if p.suffix in (".db", ".sqlite")]
+        near = difflib.get_close_matches(path.name, names, n=1)
+    hint = f"did you mean {str(path.parent / near[0])!r}? " if near else ""
+    fail(
+        f"no queue at {str(path)!r}; {hint}`doctor enqueue GRAPH --db {shlex.quote(url)}` "
+        "creates one (or pass --db a SQLite file, sqlite:///ABS/PATH or postgresql://…)"
+    )
 
 
 def _progress(console: Console) -> Any:
@@ -109,18 +176,22 @@ def _progress(console: Console) -> Any:
         name = data.get("event")
         node = data.get("node_id") or ""
         if name == "stage_attempt_start":
-            console.print(f"[dim]→[/dim] {escape(node)} attempt {data.get('attempt')}")
+            console.print(
+                f"[dim]→[/dim] {escape(node)} attempt {data.get('attempt')}", soft_wrap=True
+            )
         elif name == "stage_attempt_end":
             ok = data.get("status") in ("success", "partial_success")
             mark = "[green]✓[/green]" if ok else "[red]✗[/red]"
             reason = data.get("failure_reason") or ""
             console.print(
                 f"{mark} {escape(node)} {data.get('status')}"
-                + (f": {escape(str(reason))[:160]}" if reason else "")
+                + (f": {escape(str(reason)[:160])}" if reason else ""),
+                soft_wrap=True,
             )
         elif name in ("deterministic_failure_cycle_breaker", "run_failed", "run_completed"):
             console.print(
-                f"[bold]{escape(str(name))}[/bold] {escape(str(data.get('reason') or ''))}"
+                f"[bold]{escape(str(name))}[/bold] {escape(str(data.get('reason') or ''))}",
+                soft_wrap=True,
             )
 
     return show
@@ -128,7 +199,7 @@ def _progress(console: Console) -> Any:
 
 @app.command("run")
 def run_cmd(
-    graph: Annotated[Path, typer.Argument(help="The pipeline's DOT file.")],
+    graph: GraphArg,
     root: RootOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -136,22 +207,27 @@ def run_cmd(
     agent_command: AgentOpt = None,
 ) -> None:
     """Run one pipeline in the foreground with live progress (with --db, as a queued ticket)."""
-    console = Console(stderr=True, highlight=False)
+    console = _stderr()
     with reported(ExecutorError):
         config = _config(breaker_limit, agent_command)
         load_graph(graph)  # invalid graphs are refused before anything is created
+        _check_agents(graph, config)
         runs = root or default_root()
         on_event = None if as_json else _progress(console)
         if db is None:
             result = run_pipeline(graph.resolve(), runs, config, on_event=on_event)
         else:
-            queue = open_queue(_queue_url(db))
+            url = _queue_url(db, create=True)
+            queue = open_queue(url)
             ticket = queue.enqueue(graph.stem, str(graph.resolve()), priority=1_000_000)
             queue.close()
-            got, _stats = run_ticket(_queue_url(db), ticket.id, runs, config, on_event=on_event)
+            got, _stats = run_ticket(url, ticket.id, runs, config, on_event=on_event)
             if got is None:
                 fail(f"ticket {ticket.id} could not be claimed; `doctor tickets` shows it")
             result = got
+    if result.status == "canceled" and "SIGINT" in result.failure_reason:
+        # Ctrl-C: the run was canceled and terminalized (final.json says so); the one line.
+        fail(f"interrupted; run {result.run_id} was canceled ({result.path})", INTERRUPTED)
     if as_json:
         sys.stdout.write(
             json.dumps(
@@ -160,25 +236,47 @@ def run_cmd(
             + "\n"
         )
     else:
-        console.print(f"run {result.run_id}: [bold]{result.status}[/bold] ({result.path})")
+        console.print(
+            f"run {escape(result.run_id)}: [bold]{result.status}[/bold] "
+            f"({escape(str(result.path))})",
+            soft_wrap=True,
+        )
     raise typer.Exit(0 if result.status == "success" else 1)
 
 
 @app.command("enqueue")
 def enqueue_cmd(
-    graph: Annotated[Path, typer.Argument(help="The pipeline's DOT file.")],
+    graph: GraphArg,
     db: DbOpt = None,
     root: RootOpt = None,
-    title: Annotated[str | None, typer.Option("--title")] = None,
-    priority: Annotated[int, typer.Option("--priority")] = 0,
-    depends_on: Annotated[list[str] | None, typer.Option("--depends-on")] = None,
-    max_error_attempts: Annotated[int, typer.Option("--max-error-attempts")] = 1,
+    title: Annotated[
+        str | None,
+        typer.Option("--title", metavar="TEXT", help="A name for people (default: the file's)."),
+    ] = None,
+    priority: Annotated[
+        int,
+        typer.Option("--priority", metavar="N", help="Higher is claimed first (default 0)."),
+    ] = 0,
+    depends_on: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--depends-on",
+            metavar="TICKET",
+            help="A ticket id that must be done first (repeatable).",
+        ),
+    ] = None,
+    max_error_attempts: Annotated[
+        int,
+        typer.Option(
+            "--max-error-attempts", metavar="N", help="Failed runs a ticket gets (default 1)."
+        ),
+    ] = 1,
     as_json: JsonOpt = False,
 ) -> None:
-    """Queue a pipeline run; prints the ticket id."""
+    """Queue a pipeline run (creating the queue if needed); prints the ticket id."""
     with reported(ExecutorError):
         load_graph(graph)
-        queue = open_queue(_queue_url(db))
+        queue = open_queue(_queue_url(db, create=True))
         try:
             ticket = queue.enqueue(
                 title or graph.stem,
@@ -193,17 +291,51 @@ def enqueue_cmd(
     sys.stdout.write((json.dumps(ticket.to_json()) if as_json else ticket.id) + "\n")
 
 
+def _ticket_line(console: Console) -> TicketHook:
+    """One line on stderr per ticket claimed and per ticket finished."""
+
+    def show(event: str, ticket: Ticket, result: RunResult | None) -> None:
+        name = f"{escape(ticket.id)} ({escape(ticket.title)})"
+        if event == "claimed":
+            console.print(f"[dim]→[/dim] claimed {name}", soft_wrap=True)
+        elif result is None:
+            console.print(f"[yellow]![/yellow] {name}: lease lost before the run", soft_wrap=True)
+        else:
+            mark = "[green]✓[/green]" if result.status == "success" else "[red]✗[/red]"
+            reason = f": {escape(result.failure_reason[:160])}" if result.failure_reason else ""
+            console.print(
+                f"{mark} {name} {result.status} in {result.wall_s:.1f}s, "
+                f"run {escape(result.run_id)}{reason}",
+                soft_wrap=True,
+            )
+
+    return show
+
+
 @app.command("worker")
 def worker_cmd(
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Tickets run at once.")] = 1,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", metavar="N", help="Tickets run at once.")
+    ] = 1,
     db: DbOpt = None,
     root: RootOpt = None,
     once: Annotated[bool, typer.Option("--once", help="Exit when nothing is claimable.")] = False,
+    create_queue: Annotated[
+        bool,
+        typer.Option(
+            "--create-queue", help="Create the SQLite queue (and its directory) if missing."
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("-q", "--quiet", help="No line per ticket claimed and finished.")
+    ] = False,
     reaper_interval: Annotated[
-        float | None, typer.Option("--reaper-interval", help="Seconds between reaper passes.")
+        float | None,
+        typer.Option("--reaper-interval", metavar="SECONDS", help="Seconds between reaper passes."),
     ] = None,
     lease_ttl: Annotated[
-        float | None, typer.Option("--lease-ttl", help="Lease time-to-live in seconds.")
+        float | None,
+        typer.Option("--lease-ttl", metavar="SECONDS", help="Lease time-to-live in seconds."),
     ] = None,
     as_json: JsonOpt = False,
     breaker_limit: BreakerOpt = None,
@@ -211,8 +343,15 @@ def worker_cmd(
 ) -> None:
     """Claim and run tickets until SIGTERM/SIGINT (runs are canceled, tickets released)."""
     stop = threading.Event()
+    signals: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        signals.append(signum)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
+    console = _stderr()
     with reported(ExecutorError):
         config = _config(breaker_limit, agent_command)
         timing: dict[str, Any] = {}
@@ -226,20 +365,24 @@ def worker_cmd(
                 "heartbeat_interval_s": lease_ttl / 6,
             }
         config = dataclasses.replace(config, **timing) if timing else config
+        if concurrency < 1:  # before the queue is looked at: the flag is the mistake
+            fail(f"--concurrency must be at least 1, got {concurrency}")
         stats = run_worker(
-            _queue_url(db),
+            _queue_url(db, create=create_queue),
             root or default_root(),
             config,
             concurrency=concurrency,
             once=once,
             stop=stop,
+            on_ticket=None if quiet else _ticket_line(console),
         )
     if as_json:
         sys.stdout.write(json.dumps(stats.to_json()) + "\n")
-    else:
-        Console(stderr=True).print(
-            "worker stopped: " + ", ".join(f"{k} {v}" for k, v in stats.to_json().items())
-        )
+    summary = "worker stopped: " + ", ".join(f"{k} {v}" for k, v in stats.to_json().items())
+    if signal.SIGINT in signals:
+        fail(f"interrupted; {summary} (running tickets were released)", INTERRUPTED)
+    if not as_json:
+        console.print(summary, soft_wrap=True)
 
 
 @app.command("reap")
@@ -254,16 +397,24 @@ def reap_cmd(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         sys.stdout.write(json.dumps([r.to_json() for r in done]) + "\n")
         return
-    console = Console(highlight=False)
+    out = console()
     for r in done:
-        console.print(f"{escape(r.ticket_id)}: {r.status or 'not reclaimed'} ({escape(r.reason)})")
-    console.print(f"{len(done)} ticket(s) reclaimed")
+        out.print(f"{escape(r.ticket_id)}: {r.status or 'not reclaimed'} ({escape(r.reason)})")
+    out.print(f"{len(done)} ticket{'s' * (len(done) != 1)} reclaimed")
 
 
 @app.command("tickets")
 def tickets_cmd(
     db: DbOpt = None,
-    status: Annotated[list[str] | None, typer.Option("--status")] = None,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status",
+            metavar="STATUS",
+            help="Only tickets in this status (repeatable): todo, blocked, claimed, running, "
+            "done, failed, canceled.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List tickets (with --json: the queue's records, one object each)."""
@@ -276,21 +427,31 @@ def tickets_cmd(
     if as_json:
         sys.stdout.write(json.dumps([t.to_json() for t in found], indent=2) + "\n")
         return
-    table = Table(title=f"{len(found)} tickets")
-    for col in ("id", "status", "title", "epoch", "owner", "run", "reason"):
-        table.add_column(col, overflow="fold")
-    for t in found:
-        table.add_row(
-            t.id,
-            t.status,
-            escape(t.title),
-            str(t.lease_epoch),
-            escape(t.lease_owner or ""),
-            t.run_id or "",
-            escape((t.reason or "")[:80]),
-        )
-    Console(highlight=False).print(table)
+    rows = [
+        {
+            "id": t.id,
+            "status": t.status,
+            "title": t.title,
+            "epoch": str(t.lease_epoch),
+            "owner": t.lease_owner or "",
+            "run": t.run_id or "",
+            "reason": " ".join((t.reason or "").split()),
+        }
+        for t in found
+    ]
+    out = console()
+    # Ids are pasted into other commands: whole; free text is cut with an ellipsis.
+    columns = fit_columns(
+        rows,
+        ("id", "status", "title", "epoch", "owner", "run", "reason"),
+        out.width,
+        free=("title", "owner", "reason"),
+        optional=("epoch", "owner"),
+    )
+    title = f"{len(found)} ticket{'s' * (len(found) != 1)}"
+    print_table(out, one_line_table(title, rows, columns, right=("epoch",)))
 
 
 def main() -> None:
+    """Entry point of ``python -m executor``."""
     app()

@@ -6,9 +6,11 @@
 (``status_ingestion_decision``), the attempt's ``status.json`` and ``stage_attempt_end``.
 
 The process runs in its own session and process group (``start_new_session=True``) with
-stdin empty and stdout/stderr going straight to ``stdout.log`` and ``stderr.log``; right after
-it starts, ``process.json`` records its pid, group and start time (the reaper stops the group
-of a dead executor's stage with it). One loop
+stdin empty and stdout/stderr read by the supervising loop into ``stdout.log`` and
+``stderr.log``, each capped (:class:`CappedLog`): output that never ends keeps its first
+:data:`LOG_HEAD_BYTES` and its last :data:`LOG_TAIL_BYTES`, with one line in between saying
+how many bytes were dropped. Right after it starts, ``process.json`` records its pid, group
+and start time (the reaper stops the group of a dead executor's stage with it). One loop
 (:func:`run_process`) supervises it: it notices the exit, the timeout and cancellation, and it
 writes the ``stage_heartbeat`` events while the process runs. Heartbeats therefore come from
 the very loop that returns when the process is gone, and ``stage_attempt_end`` is written only
@@ -28,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import shlex
 import signal
 import subprocess
@@ -189,6 +192,96 @@ def _tail(path: Path, chars: int) -> str:
     return joined if len(joined) <= chars else "…" + joined[-chars:]
 
 
+#: What a stage's log keeps of output that never ends: its first and its last bytes.
+LOG_HEAD_BYTES = 1 << 20
+LOG_TAIL_BYTES = 4 << 20
+
+
+class CappedLog:
+    """A log file that keeps the first ``head`` and the last ``tail`` bytes written to it.
+
+    While no more than ``head + tail`` bytes came, the file holds them all. Past that, it
+    holds the head, one line naming the number of bytes dropped, then the tail (rewritten
+    by :meth:`flush`, which the supervising loop calls at each heartbeat and at the end).
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "out.log"
+    >>> with CappedLog(p, head=4, tail=3) as log:
+    ...     log.write(b"0123456789")
+    >>> p.read_bytes()
+    b'0123\\n[rundoctor: 3 bytes of output dropped here; the first 4 and the last 3 are kept]\\n789'
+    >>> log.received, log.dropped
+    (10, 3)
+    """
+
+    def __init__(self, path: Path, *, head: int = LOG_HEAD_BYTES, tail: int = LOG_TAIL_BYTES):
+        self.path, self.head, self.tail = path, head, tail
+        self.received = 0
+        self.dropped = 0
+        self._head = 0  # bytes of the head written
+        self._end = bytearray()  # what came after the head, at most ``tail`` bytes once cut
+        self._file = path.open("wb")
+
+    def __enter__(self) -> CappedLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(self, data: bytes) -> None:
+        self.received += len(data)
+        room = self.head - self._head
+        if room > 0:
+            self._file.seek(self._head)
+            self._file.write(data[:room])
+            self._head += len(data[:room])
+            data = data[room:]
+        if not data:
+            return
+        self._end += data
+        if self.dropped or len(self._end) > self.tail:
+            cut = max(0, len(self._end) - self.tail)
+            del self._end[:cut]
+            self.dropped += cut
+
+    def flush(self) -> None:
+        """Put the tail (and the dropped-bytes line) after the head in the file."""
+        self._file.seek(self._head)
+        if self.dropped:
+            self._file.write(
+                f"\n[rundoctor: {self.dropped} bytes of output dropped here; the first "
+                f"{self.head} and the last {self.tail} are kept]\n".encode()
+            )
+        self._file.write(self._end)
+        self._file.truncate()
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self.flush()
+            self._file.close()
+
+
+def _drain(pipes: dict[int, CappedLog], wait_s: float) -> None:
+    """Move what the pipes hold into their logs (waiting up to ``wait_s`` for any); a pipe
+    at its end is closed and forgotten."""
+    if not pipes:
+        time.sleep(wait_s)
+        return
+    ready, _, _ = select.select(list(pipes), [], [], wait_s)
+    for fd in ready:
+        for _ in range(16):  # at most 16 MiB per pipe per turn: the loop must keep beating
+            try:
+                chunk = os.read(fd, 1 << 20)
+            except BlockingIOError:
+                break
+            if not chunk:
+                os.close(fd)
+                del pipes[fd]
+                break
+            pipes[fd].write(chunk)
+
+
 def _exited(pid: int) -> bool:
     # WNOWAIT leaves the leader a zombie: its pid (and so the group id) stays reserved.
     return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
@@ -197,16 +290,6 @@ def _exited(pid: int) -> bool:
 def _killpg(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-
-
-def _sizes(attempt_dir: Path) -> tuple[int, int]:
-    def size(name: str) -> int:
-        try:
-            return (attempt_dir / name).stat().st_size
-        except OSError:
-            return 0
-
-    return size("stdout.log"), size("stderr.log")
 
 
 def run_process(
@@ -222,8 +305,11 @@ def run_process(
     canceled: Callable[[], bool],
     on_heartbeat: Callable[[Beat], None],
     tail_chars: int = 600,
+    head_bytes: int = LOG_HEAD_BYTES,
+    tail_bytes: int = LOG_TAIL_BYTES,
 ) -> ProcessResult:
-    """Run ``argv`` to its end under supervision; see the module docstring.
+    """Run ``argv`` to its end under supervision; see the module docstring. Each log keeps
+    its first ``head_bytes`` and its last ``tail_bytes`` (:class:`CappedLog`).
 
     >>> import tempfile; d = Path(tempfile.mkdtemp())
     >>> r = run_process(("sh", "-c", "echo oops >&2; exit 3"), command="fail", cwd=d, env={},
@@ -233,33 +319,85 @@ def run_process(
     'exit status 3; stderr tail: oops; command: fail'
     """
     t0 = time.monotonic()
-    with (
-        (attempt_dir / "stdout.log").open("wb") as out,
-        (attempt_dir / "stderr.log").open("wb") as err,
-    ):
+    out = CappedLog(attempt_dir / "stdout.log", head=head_bytes, tail=tail_bytes)
+    err = CappedLog(attempt_dir / "stderr.log", head=head_bytes, tail=tail_bytes)
+    with out, err:
         try:
             proc = subprocess.Popen(
                 argv,
                 cwd=cwd,
                 env=dict(env),
                 stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 start_new_session=True,
                 close_fds=True,
             )
         except (OSError, ValueError) as exc:
             err.write(f"{exc}\n".encode())
-            err.flush()
+            err.close()
             tail = _tail(attempt_dir / "stderr.log", tail_chars)
             spent = round(time.monotonic() - t0, 6)
             return ProcessResult(
                 command, None, None, spent, tail, spawn_error=str(exc), timeout_s=timeout_s
             )
+        assert proc.stdout is not None and proc.stderr is not None
+        pipes: dict[int, CappedLog] = {}
+        for stream, log in ((proc.stdout, out), (proc.stderr, err)):
+            fd = os.dup(stream.fileno())
+            stream.close()
+            os.set_blocking(fd, False)
+            pipes[fd] = log
+        try:
+            rc, stop = _supervise(
+                proc,
+                pipes,
+                out,
+                err,
+                t0,
+                timeout_s,
+                grace_s,
+                heartbeat_s,
+                canceled,
+                on_heartbeat,
+                command,
+            )
+        finally:
+            for fd in list(pipes):
+                os.close(fd)
+    sig = signal.Signals(-rc).name if rc < 0 else None
+    return ProcessResult(
+        command,
+        rc if rc >= 0 else None,
+        sig,
+        round(time.monotonic() - t0, 6),
+        _tail(attempt_dir / "stderr.log", tail_chars),
+        timed_out=stop == "timeout",
+        canceled=stop == "cancel",
+        timeout_s=timeout_s,
+        pid=proc.pid,
+    )
+
+
+def _supervise(
+    proc: subprocess.Popen[bytes],
+    pipes: dict[int, CappedLog],
+    out: CappedLog,
+    err: CappedLog,
+    t0: float,
+    timeout_s: float,
+    grace_s: float,
+    heartbeat_s: float,
+    canceled: Callable[[], bool],
+    on_heartbeat: Callable[[Beat], None],
+    command: str,
+) -> tuple[int, str | None]:
+    """The one loop of :func:`run_process`: output, timeout, cancellation, heartbeats."""
     pgid = proc.pid  # the session leader's pid is its group id
     # Who to stop if this executor dies: the reaper kills groups whose leader still runs. No
     # fsync: the file only matters while this host is up (a crashed host has no processes).
     process = {"pid": proc.pid, "pgid": pgid, "pid_start_time": proc_start_ticks(proc.pid)}
+    attempt_dir = out.path.parent
     atomic_write_json(attempt_dir / "process.json", {**process, "command": command}, fsync=False)
     deadline, next_beat = t0 + timeout_s, t0 + heartbeat_s
     stop: str | None = None
@@ -277,28 +415,26 @@ def run_process(
             _killpg(pgid, signal.SIGKILL)
             killed = True
         if now >= next_beat:
-            sizes = _sizes(attempt_dir)
+            out.flush()
+            err.flush()
+            sizes = (out.received, err.received)
             if sizes != last_sizes:
                 last_sizes, last_output = sizes, now
             on_heartbeat(Beat(round(now - t0, 3), *sizes, round(now - last_output, 3)))
             while next_beat <= now:
                 next_beat += heartbeat_s
-        time.sleep(delay)
+        _drain(pipes, delay)
         delay = min(delay * 2, 0.02)
     _killpg(pgid, signal.SIGKILL)  # leftovers of the group, before the leader is reaped
     rc = proc.wait()
-    sig = signal.Signals(-rc).name if rc < 0 else None
-    return ProcessResult(
-        command,
-        rc if rc >= 0 else None,
-        sig,
-        round(time.monotonic() - t0, 6),
-        _tail(attempt_dir / "stderr.log", tail_chars),
-        timed_out=stop == "timeout",
-        canceled=stop == "cancel",
-        timeout_s=timeout_s,
-        pid=proc.pid,
-    )
+    # What the group wrote before it died is in the pipes; a process that left the group and
+    # holds a pipe open is not waited for.
+    for _ in range(64):
+        before = len(pipes), out.received, err.received
+        _drain(pipes, 0.0)
+        if not pipes or before == (len(pipes), out.received, err.received):
+            break
+    return rc, stop
 
 
 def _contract(prompt: str, status_path: str, fallback: str) -> str:

@@ -47,7 +47,7 @@ from executor._errors import (
     WorkerError,
 )
 from executor._events import Event
-from executor._queue import Lease, Queue, SessionInfo, open_queue
+from executor._queue import Lease, Queue, SessionInfo, Ticket, open_queue
 from executor._reaper import reap
 from executor._runner import RunResult, new_run_id, run_pipeline
 
@@ -145,6 +145,10 @@ def _logged(queue: Queue, lease: Lease, event: str) -> bool:
         e.event == event and e.epoch == lease.epoch and e.worker == lease.worker
         for e in queue.events(lease.ticket_id)
     )
+
+
+#: Told of each ticket a worker claims (``"claimed"``) and runs (``"finished"``, the result).
+TicketHook = Callable[[str, Ticket, RunResult | None], None]
 
 
 @dataclass
@@ -436,10 +440,11 @@ def _slot(
     stats: WorkerStats,
     clock: Clock,
     fleet: _Fleet,
+    on_ticket: TicketHook | None = None,
 ) -> None:
     """Claim and run tickets until ``stop``; every error is handled or ends the worker."""
     try:
-        _slot_loop(url, root, config, name, once, poll_s, stop, stats, clock, fleet)
+        _slot_loop(url, root, config, name, once, poll_s, stop, stats, clock, fleet, on_ticket)
     except WorkerError as exc:
         _say(f"slot {name} gives up: {exc}")
         fleet.give_up(str(exc))
@@ -462,6 +467,7 @@ def _slot_loop(
     stats: WorkerStats,
     clock: Clock,
     fleet: _Fleet,
+    on_ticket: TicketHook | None,
 ) -> None:
     queue = _persist(
         lambda: open_queue(url, clock=clock), "open the queue", config, fleet, quit=stop
@@ -486,8 +492,13 @@ def _slot_loop(
                 stop.wait(poll_s)
                 continue
             stats.add(claimed=1)
+            if on_ticket is not None:
+                on_ticket("claimed", lease.ticket, None)
+            result: RunResult | None = None
             try:
-                _run_ticket(queue, url, lease, session, root, config, stop, stats, clock, fleet)
+                result = _run_ticket(
+                    queue, url, lease, session, root, config, stop, stats, clock, fleet
+                )
             except WorkerError:
                 raise
             except Exception as exc:  # a bug: fail this ticket, keep the slot
@@ -496,6 +507,8 @@ def _slot_loop(
                 with contextlib.suppress(FencedError):
                     _fail_for_good(queue, lease, reason, config, fleet)
                 stats.add(failed=1)
+            if on_ticket is not None:
+                on_ticket("finished", lease.ticket, result)
     finally:
         queue.close()
 
@@ -541,6 +554,7 @@ def run_worker(
     stop: threading.Event | None = None,
     clock: Clock = time.time,
     wait_for_database: bool = False,
+    on_ticket: TicketHook | None = None,
 ) -> WorkerStats:
     """Claim and run tickets until ``stop`` is set (or, with ``once``, the queue is empty).
 
@@ -552,6 +566,10 @@ def run_worker(
     A queue that cannot be reached at start is the caller's error (a bad URL, a wrong port),
     raised at once; with ``wait_for_database`` (a fleet whose URL is known to be good, such
     as a chaos campaign's replacement workers) it is waited for like any outage.
+
+    ``on_ticket("claimed", ticket, None)`` is called (from the slot's thread) when a ticket is
+    claimed, ``on_ticket("finished", ticket, result)`` when its run ended (result ``None`` when
+    the lease was lost before the run started, or the ticket failed on an executor error).
     """
     config.validate()
     if concurrency < 1:
@@ -572,7 +590,19 @@ def run_worker(
     slots = [
         threading.Thread(
             target=_slot,
-            args=(url, root, config, f"{name}/{i}", once, poll_s, stop, stats, clock, fleet),
+            args=(
+                url,
+                root,
+                config,
+                f"{name}/{i}",
+                once,
+                poll_s,
+                stop,
+                stats,
+                clock,
+                fleet,
+                on_ticket,
+            ),
             name=f"slot-{i}",
         )
         for i in range(concurrency)

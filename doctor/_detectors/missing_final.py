@@ -40,6 +40,9 @@ def _idle(now: float, last_progress: int | None) -> float | None:
 def _span(seconds: float | None) -> str:
     if seconds is None:
         return "an unknown time"
+    if seconds >= 2 * 86400:
+        days, rest = divmod(round(seconds / 3600), 24)
+        return f"{days} d {rest} h"
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} h"
     if seconds >= 60:
@@ -55,7 +58,7 @@ def _since(last_progress: int | None) -> str:
 
 def _owner(pid: int | None, alive: bool | None) -> str:
     if pid is None:
-        return "no recorded owner process"
+        return "owner process was never recorded"
     return (
         f"owner pid {pid} is " + {True: "alive", False: "dead", None: "of unknown liveness"}[alive]
     )

@@ -126,9 +126,12 @@ def _stopped_by(stop: tuple[str, str | None, int] | None, last_seq: int) -> str 
 def duration_text(seconds: float) -> str:
     """A duration the way a person says it.
 
-    >>> duration_text(95), duration_text(2404), duration_text(21281.264)
-    ('95 s', '40 min', '5.9 h')
+    >>> duration_text(95), duration_text(2404), duration_text(21281.264), duration_text(4991400)
+    ('95 s', '40 min', '5.9 h', '57 d 18 h')
     """
+    if seconds >= 2 * 86400:
+        days, rest = divmod(round(seconds / 3600), 24)
+        return f"{days} d {rest} h"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 2 * 3600:

@@ -71,3 +71,29 @@ def test_check_rechecks_a_saved_history_and_exits_1_on_a_violation(tmp_path: Pat
     assert done.returncode == 1
     assert "✗ at_most_one_completion: t-1 was completed 2 times" in done.stdout
     assert "✓ no_ticket_lost" in done.stdout
+
+
+def test_faults_json_lists_every_fault_with_what_it_may_cause() -> None:
+    import json
+
+    done = run("-m", "doctor", "chaos", "faults", "--json")
+    assert done.returncode == 0, done.stderr
+    faults = json.loads(done.stdout)
+    assert [f["name"] for f in faults] == [f.name for f in FAULTS]
+    assert all(set(f) == {"name", "summary", "may_cause", "reclaims"} for f in faults)
+
+
+def test_check_json_prints_the_verdicts_and_keeps_the_exit_code(tmp_path: Path) -> None:
+    import json
+
+    from chaos import write_history
+
+    s = clean()
+    s.event(13.0, "t-1", "completed", "w2/0", 1)
+    write_history(tmp_path / "history.ndjson", s.history().records)
+    done = run("-m", "doctor", "chaos", "check", str(tmp_path / "history.ndjson"), "--json")
+    assert done.returncode == 1
+    verdicts = {v["name"]: v for v in json.loads(done.stdout)}
+    assert verdicts["at_most_one_completion"]["ok"] is False
+    assert verdicts["at_most_one_completion"]["witness"]
+    assert verdicts["no_ticket_lost"]["ok"] is True

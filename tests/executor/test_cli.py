@@ -212,12 +212,11 @@ def test_tickets_table_without_json(env: dict[str, str]) -> None:
     ticket_id = _doctor(env, "enqueue", SIMPLE).stdout.strip()
     proc = _doctor(env, "tickets")
     assert proc.returncode == 0, proc.stderr
-    assert "1 tickets" in proc.stdout and "todo" in proc.stdout
-    assert ticket_id[:6] in proc.stdout
+    assert "1 ticket\n" in proc.stdout and "todo" in proc.stdout
+    assert ticket_id in proc.stdout  # piped, an id is whole: it is pasted into other commands
 
 
 def test_reap_json_reclaims_a_dead_workers_ticket(env: dict[str, str], tmp_path: Path) -> None:
-    assert _json(_doctor(env, "reap", "--json")) == []
     with open_queue(tmp_path / "queue.db") as queue:
         ticket = queue.enqueue("orphan", str(SIMPLE))
         # This process, but with another start time: a worker whose pid was reused, i.e. dead.

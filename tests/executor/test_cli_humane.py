@@ -1,0 +1,255 @@
+"""The executor's commands as a person meets them (issue 13): Ctrl-C, mistakes, progress, help.
+
+Real subprocesses, real SIGINT: a test waits for the stage to say it started (a file it
+writes) before sending the signal, and the command must end with one line and exit 130.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from executor import open_queue
+from tests.executor.conftest import PG_URL, require_postgres
+from tests.executor.test_cli import PIPELINES, SIMPLE, _base_env, _doctor, _json, _usage_error
+
+AGENTS = PIPELINES / "agent_status.dot"
+
+LONG = """digraph long {{
+  start [shape=Mdiamond]
+  exit [shape=Msquare]
+  wait [shape=parallelogram, timeout="300s", tool_command="touch {ready} && sleep 120"]
+  start -> wait -> exit
+}}
+"""
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    env = _base_env(tmp_path)
+    env["RUNDOCTOR_DB"] = str(tmp_path / "queue.db")
+    env["RUNDOCTOR_ROOT"] = str(tmp_path / "runs")
+    return env
+
+
+def _long_graph(tmp_path: Path) -> tuple[Path, Path]:
+    ready = tmp_path / "stage-started"
+    graph = tmp_path / "long.dot"
+    graph.write_text(LONG.format(ready=ready))
+    return graph, ready
+
+
+def _interrupt_when(proc: subprocess.Popen[str], ready: Path, within: float = 60.0) -> None:
+    """Send SIGINT once ``ready`` exists (the readiness signal), not after a guessed sleep."""
+    end = time.monotonic() + within
+    while not ready.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < end, f"{ready} never appeared"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+
+
+def _start(env: dict[str, str], *args: str | Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "doctor", *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _one_interrupted_line(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: interrupted"), err
+    assert "Traceback" not in err
+    return out, lines[-1]
+
+
+# -- Ctrl-C -------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_during_doctor_run_cancels_the_run_and_exits_130(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    graph, ready = _long_graph(tmp_path)
+    proc = _start(env, "run", graph, "--json")
+    _interrupt_when(proc, ready)
+    out, line = _one_interrupted_line(proc)
+    assert out == ""  # nothing half-written on stdout
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name in line
+    assert json.loads((run / "final.json").read_text())["status"] == "canceled"
+
+
+def test_ctrl_c_stops_a_worker_releases_its_ticket_and_exits_130(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    graph, ready = _long_graph(tmp_path)
+    ticket_id = _doctor(env, "enqueue", graph).stdout.strip()
+    proc = _start(env, "worker", "--quiet")
+    _interrupt_when(proc, ready)
+    _out, line = _one_interrupted_line(proc)
+    assert "worker stopped" in line and "released 1" in line
+    (ticket,) = _json(_doctor(env, "tickets", "--json"))
+    assert (ticket["id"], ticket["status"]) == (ticket_id, "todo")
+
+
+# -- mistakes never create anything ----------------------------------------------------------
+
+
+def test_tickets_with_a_mistyped_db_creates_nothing_and_suggests_the_real_queue(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    _doctor(env, "enqueue", SIMPLE)
+    typo = tmp_path / "queu.db"
+    for command in ("tickets", "reap"):
+        line = _usage_error(_doctor(env, command, "--db", typo))
+        assert f"no queue at '{typo}'" in line
+        assert f"did you mean '{tmp_path / 'queue.db'}'" in line
+        assert "doctor enqueue GRAPH --db" in line
+        assert not typo.exists()
+
+
+def test_a_worker_on_a_missing_directory_creates_nothing(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "nonexistent" / "dir" / "q.db"
+    line = _usage_error(_doctor(env, "worker", "--db", missing, "--once"))
+    assert str(missing) in line
+    assert not (tmp_path / "nonexistent").exists()
+
+
+def test_a_worker_creates_its_queue_when_asked(env: dict[str, str], tmp_path: Path) -> None:
+    fresh = tmp_path / "new" / "q.db"
+    proc = _doctor(env, "worker", "--db", fresh, "--once", "--create-queue", "--json")
+    assert _json(proc)["claimed"] == 0
+    assert fresh.is_file()
+
+
+def test_reap_takes_a_schema_parameter_as_scan_does(env: dict[str, str]) -> None:
+    require_postgres()
+    schema = f"rd13_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        open_queue(f"{PG_URL}?options=-csearch_path%3D{schema}").close()
+        proc = _doctor(env, "reap", "--db", f"{PG_URL}?schema={schema}", "--json")
+        assert _json(proc) == []
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_a_missing_agent_command_names_the_flag_and_the_variable(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    line = _usage_error(_doctor(env, "run", AGENTS))
+    assert "--agent-command" in line and "RUNDOCTOR_AGENT_COMMAND" in line
+    assert "config." not in line and "('" not in line  # no library field, no Python tuple
+    assert not (tmp_path / "runs").exists()
+
+
+def test_typer_usage_errors_are_one_line_like_the_tools_own(env: dict[str, str]) -> None:
+    line = _usage_error(_doctor(env, "worker", "--concurency", "2"))
+    assert "--concurency" in line and "doctor worker --help" in line
+    line = _usage_error(_doctor(env, "enqueue"))
+    assert "GRAPH" in line
+
+
+# -- progress, help, completion ------------------------------------------------------------------
+
+
+def test_a_worker_prints_a_line_per_ticket_claimed_and_finished(env: dict[str, str]) -> None:
+    ticket_id = _doctor(env, "enqueue", SIMPLE).stdout.strip()
+    proc = _doctor(env, "worker", "--once")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert any(f"claimed {ticket_id}" in x for x in lines), proc.stderr
+    assert any(ticket_id in x and "success" in x for x in lines), proc.stderr
+    assert lines[-1].startswith("worker stopped: claimed 1")
+
+
+def test_quiet_silences_the_worker_progress_lines(env: dict[str, str]) -> None:
+    ticket_id = _doctor(env, "enqueue", SIMPLE).stdout.strip()
+    proc = _doctor(env, "worker", "--once", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert ticket_id not in proc.stderr
+    assert proc.stderr.startswith("worker stopped: claimed 1")
+
+
+@pytest.mark.parametrize("command", ["run", "enqueue", "worker", "reap", "tickets"])
+def test_every_option_has_help_and_a_plain_metavar(env: dict[str, str], command: str) -> None:
+    proc = _doctor(env, command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "<list[" not in proc.stdout, proc.stdout
+    options = re.findall(r"^  (-[-\w, ]+?)( [A-Z]+)?(?:\s{2,}(\S.*))?$", proc.stdout, re.M)
+    assert options, proc.stdout
+    for flags, _metavar, text in options:
+        assert text.strip(), f"{flags} has no help text:\n{proc.stdout}"
+    for line in proc.stdout.splitlines():
+        if line.startswith("  -"):
+            assert "<" not in line.split("  ")[1], line  # METAVAR, not <type>
+
+
+def test_shell_completion_completes_command_names(env: dict[str, str]) -> None:
+    script = Path(sys.executable).parent / "doctor"  # completion is keyed on the script's name
+    proc = subprocess.run(
+        [str(script)],
+        env={
+            **env,
+            "_DOCTOR_COMPLETE": "complete_bash",
+            "COMP_WORDS": "doctor tick",
+            "COMP_CWORD": "1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "tickets" in proc.stdout.split(), (proc.stdout, proc.stderr)
+
+
+def test_piped_progress_of_doctor_run_is_never_hard_wrapped(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    graph = tmp_path / "noisy.dot"
+    graph.write_text(
+        "digraph noisy { start [shape=Mdiamond]; exit [shape=Msquare];"
+        ' boom [shape=parallelogram, tool_command="echo'
+        ' the compiler could not find the header file it was told to include >&2; exit 1"];'
+        " start -> boom -> exit }"
+    )
+    proc = _doctor(env, "run", graph)  # stderr is a pipe; COLUMNS is unset
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert any(
+        line.startswith("✗ boom fail: exit status 1") and "it was told to include;" in line
+        for line in lines
+    ), proc.stderr
+    assert re.search(r"^run \S+: fail \(/\S+\)$", proc.stderr, re.M), proc.stderr
+
+
+@pytest.mark.parametrize("width", ["60", "160"])
+def test_the_tickets_table_is_one_line_per_ticket_with_ids_whole(
+    env: dict[str, str], width: str
+) -> None:
+    long_title = "a title far longer than any narrow terminal would show on one line " * 2
+    ids = [_doctor(env, "enqueue", SIMPLE, "--title", long_title).stdout.strip() for _ in range(2)]
+    proc = _doctor({**env, "COLUMNS": width}, "tickets")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if "todo" in line]
+    assert len(rows) == 2, proc.stdout
+    for ticket_id, row in zip(ids, rows, strict=True):
+        assert ticket_id in row and len(row) <= int(width)
+        assert "…" in row  # the title is cut, not wrapped
