@@ -58,9 +58,10 @@ _DIGITS = re.compile(r"[0-9]+")
 
 # Markers for masks whose start is only known after a second pass over the reversed text. They
 # are whitespace characters: ``str.split`` has removed every one of them from the input, and no
-# ``\w`` class can swallow one.
-_NUM = "\u2000"
-_REL = "\u2001"
+# ``\w`` class can swallow one. They are below U+0100 so that a Latin-1 text stays a one-byte
+# string while they are in it (a wider marker makes every later pass copy and scan 2-byte text).
+_NUM = "\x1e"
+_REL = "\x1f"
 
 _DUR = (
     r"(?:\.0)?(?:ns|us|µs|ms|s|m|h)(?:0(?:\.0)?(?:ns|us|µs|ms|s|m|h))*(?!\w)"
@@ -128,13 +129,13 @@ _HEXCOLON = re.compile(r"(?<![\w.>])[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{0,4}){4,7}(?
 # on without trying every position, so tokens that start with their digit are masked in one
 # pass, and the others in two: from the first digit to the token's end, then over the reversed
 # text from the marker back to the token's start.
-_NUM_WORD = r"(?:[\w~+-]|\.(?=[\w~+-]))*"
+_NUM_WORD = r"[\w~+-]*(?:\.(?=[\w~+-])[\w~+-]*)*"
 _NUM_START = re.compile(rf"0(?<![\w~+-]0){_NUM_WORD}")
 _NUM_SUFFIX = re.compile(rf"0{_NUM_WORD}")
 _NUM_PREFIX = re.compile(rf"{_NUM}[\w~+-]*")
-_REL_PREFIX = re.compile(rf"{_REL}(?:[\w.@%+~=-]|{_NUM}|>n<)*")
+_REL_PREFIX = re.compile(rf"{_REL}[\w.@%+~=-]*(?:(?:{_NUM}|>n<)[\w.@%+~=-]*)*")
 # Reversed ``host:port``: the masked port, ``:``, then a host with a dot or a digit in it.
-_HOST_PREFIX = re.compile(r">n<:(?=[\w-]*(?:\.|>n<))(?:[\w.-]|>n<)+")
+_HOST_PREFIX = re.compile(r">n<:(?=[\w-]*(?:\.|>n<))[\w.-]*(?:>n<[\w.-]*)*")
 # The placeholders a signature writes. A run of one kind of value, joined by spaces, commas or
 # semicolons, is one value: lists of addresses, channels or ids have as many entries as the
 # run had (see ``_POST``).
