@@ -75,7 +75,7 @@ _POS = r"(?::0(?::0)?)?"
 # Lookbehinds placed after the literal check the character before it.
 _LEADING = re.compile(
     rf"""
-    0(?<![\w.]0)(?=[-/:.\ a-zA-Zµ])(?:
+    0(?<![\w.]0)(?=[-/:a-fA-FKMGTPEnumshµ]|\.0|\ [KMGTPEBbmnshdu])(?:
         (?<![:/-]0)(?P<date>[-/]0[-/]0(?:[T_\ :]0[:.,]0(?:[:.,]0)*)?(?:Z|[+-]0(?::0)?)?)
             (?![\w.:/-])
         |(?<![:/-]0)(?P<clock>:0(?::0)?(?:[.,:]0)?)(?![\w:])
