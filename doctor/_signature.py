@@ -55,6 +55,12 @@ _MAX_SCAN = 8192
 _MAX_OUTPUT = 512
 
 _DIGITS = re.compile(r"[0-9]+")
+# What canonical_signature does instead of ``_DIGITS.sub("0", text)``, with the same result and
+# fewer regex matches: on the UTF-8 bytes (no multi-byte character holds an ASCII digit byte;
+# "surrogatepass" round-trips every str), one table lookup makes every digit "0", then only
+# runs of several digits are collapsed.
+_ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+_ZEROS = re.compile(b"00+")
 
 # Markers for masks whose start is only known after a second pass over the reversed text. They
 # are whitespace characters: ``str.split`` has removed every one of them from the input, and no
@@ -256,7 +262,10 @@ def canonical_signature(text: str) -> str:
     """
     if not isinstance(text, str):
         return EMPTY_SIGNATURE
-    text = _mask(" ".join(_DIGITS.sub("0", text)[:_MAX_SCAN].split()))
+    data = text.encode("utf-8", "surrogatepass").translate(_ZERO_DIGITS)
+    if b"00" in data:
+        data = _ZEROS.sub(b"0", data)
+    text = _mask(" ".join(data.decode("utf-8", "surrogatepass")[:_MAX_SCAN].split()))
     return text if len(text) <= _MAX_OUTPUT else _shorten(text)
 
 
