@@ -306,16 +306,18 @@ def _mask(text: str) -> str:
         if ">n<:" in rev:
             rev = _HOST_PREFIX.sub(">rdda<", rev)
         text = rev[::-1]
-    if "'" in text or '"' in text or "`" in text:
+    quoted = "'" in text or '"' in text or "`" in text
+    if quoted:
         # Until nothing matches: masking "("x")" makes its outer quotes hold one token.
         text, found = _QUOTED.subn("<str>", text)
         while found:
             text, found = _QUOTED.subn("<str>", text)
+        quoted = "'" in text or '"' in text or "`" in text
+    # Host names and dates neither hold nor leave quotes, so ``quoted`` stays right below.
     if "." in text and _HOSTNAME_HINT.search(text):
         text = _HOSTNAME.sub("<addr>", text)
     if " <n>" in text and _MONTH_DAY.search(text):
         text = _CALENDAR.sub("<date>", text)
-    quoted = "'" in text or '"' in text or "`" in text
     while True:
         if "<" in text:
             text = _POST.sub(_post, text)
