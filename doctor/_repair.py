@@ -34,6 +34,8 @@ journaled in
 ``repairs.ndjson`` (:mod:`doctor._journal`) with before and after hashes. A breaker stops the
 same action on the same target after ``breaker_tries`` applied or failed tries within
 ``breaker_window_s`` seconds (from the journal): incident 02's recovery loop cannot happen.
+``apply_repairs(..., race_hook=...)`` is the one test seam: a callable run between an action's
+last check and its first write, so the race tests hit that window deterministically.
 Queue actions are idempotent by the queue itself (:mod:`doctor._repair_queue`).
 """
 
@@ -46,9 +48,10 @@ import fcntl
 import hashlib
 import json
 import os
+import signal
 import stat
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -560,6 +563,7 @@ def _terminalize(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
             ),
             "repaired_by": ctx.provenance,
         }
+        ctx.checked(action.kind)  # every check passed, the lock is held: a resume waits
         _create(dfd, name, _json_bytes(final))
     return f"wrote {action.target} with status fail", None
 
@@ -617,10 +621,13 @@ def _ingest_status(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
         },
     }
     with _parent(ctx, action.target) as (dfd, name):
-        replaced = _engine_placeholder(ctx, action, dfd, name)
-        if replaced is None:
+        placeholder = _engine_placeholder(action, dfd, name)
+        # Checked; from here on only ``dfd`` is written, whatever the path now names.
+        ctx.checked(action.kind)
+        if placeholder is None:
             _create(dfd, name, _json_bytes(record))
             return f"copied {action.source} (outcome {status!r}) to {action.target}", None
+        replaced = _back_up(ctx, action, dfd, name, placeholder)
         _replace(dfd, name, _json_bytes(record))
     return (
         f"copied {action.source} (outcome {status!r}) over the engine's placeholder "
@@ -658,9 +665,9 @@ def _is_placeholder(path: Path) -> bool:
 _MAX_STATUS_BYTES = 32 * 1024 * 1024
 
 
-def _engine_placeholder(ctx: _Ctx, action: Action, dfd: int, name: str) -> str | None:
-    """Back up a canonical status that only says the status file was missing; its backup's
-    path relative to the run. None when there is no canonical file. Refuses anything else."""
+def _engine_placeholder(action: Action, dfd: int, name: str) -> bytes | None:
+    """The bytes of a canonical status that only says the status file was missing; None when
+    there is no canonical file. Refuses anything else."""
     if _lstat_at(dfd, name) is None:
         return None
     data = _read_at(dfd, name, action.target)
@@ -669,6 +676,12 @@ def _engine_placeholder(ctx: _Ctx, action: Action, dfd: int, name: str) -> str |
             f"{action.target} already records an outcome; the repair only replaces an "
             "engine's 'missing status.json' placeholder"
         )
+    return data
+
+
+def _back_up(ctx: _Ctx, action: Action, dfd: int, name: str, data: bytes) -> str:
+    """Keep the placeholder ``data`` as ``<name>.replaced-<UTC time>.bak``; its path relative
+    to the run."""
     stamp = datetime.fromtimestamp(ctx.config.now, UTC).strftime("%Y%m%dT%H%M%SZ")
     backup = f"{name}.replaced-{stamp}.bak"
     n = 1
@@ -722,6 +735,39 @@ def _pread_all(fd: int, offset: int) -> bytes:
     return b"".join(chunks)
 
 
+@contextlib.contextmanager
+def _sole_open(fd: int, what: str) -> Iterator[None]:
+    """Hold a write lease (Linux ``F_SETLEASE``) on the stream ``fd`` while it is cut.
+
+    The kernel grants the lease only while no other process has the file open, and a process
+    that opens it meanwhile waits in ``open`` until the lease is released: no append can land
+    between the cut's last size check and its ``ftruncate``. Another process holding the
+    stream open refuses the action (it may be a writer). The lease-break notice is sent as
+    ``SIGURG``, ignored by default (``SIGIO``'s default would end this process). Where leases
+    are not available (another OS, a file system without them, a stream owned by another user
+    without ``CAP_LEASE``) the cut goes ahead without one, as before.
+    """
+    setlease: int | None = getattr(fcntl, "F_SETLEASE", None)
+    leased = False
+    if setlease is not None:
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
+            fcntl.fcntl(fd, setlease, fcntl.F_WRLCK)
+            leased = True
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EBUSY):
+                raise _Refused(
+                    f"{what} is open in another process (a writer may be alive); try again "
+                    "when it has closed it"
+                ) from None
+    try:
+        yield
+    finally:
+        if leased and setlease is not None:
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, setlease, fcntl.F_UNLCK)
+
+
 def _cut_torn_tail(
     ctx: _Ctx, action: Action, dfd: int, name: str, fd: int
 ) -> tuple[str, str | None]:
@@ -739,26 +785,29 @@ def _cut_torn_tail(
         )
     if _is_event_line(tail):
         raise _Refused(f"the last line of {action.target} parses: it is not torn")
-    stamp = datetime.fromtimestamp(ctx.config.now, UTC).strftime("%Y%m%dT%H%M%SZ")
-    backup = f"{name}.torn-{stamp}.bak"
-    n = 1
-    while _lstat_at(dfd, backup) is not None:
-        n += 1
-        backup = f"{name}.torn-{stamp}-{n}.bak"
-    _create(dfd, backup, data)
-    # Move whatever follows the torn bytes (appended since the read) down over them, then cut
-    # the file to its new length. An append landing between the last size check and the cut
-    # is caught by comparing sizes: the cut is undone from the bytes read, and retried.
-    end, moved = len(data), b""
-    for _ in range(100):
-        moved += _pread_all(fd, end + len(moved))
-        if moved:  # never overlaps bytes not yet read: start < end
-            os.pwrite(fd, moved, start)
-        if os.fstat(fd).st_size == end + len(moved):
-            os.ftruncate(fd, start + len(moved))
-            break
-    else:
-        raise _Refused(f"{action.target} keeps growing: a writer is alive")
+    ctx.checked(action.kind)  # checked on this descriptor: an append now is moved, not lost
+    with _sole_open(fd, action.target):
+        stamp = datetime.fromtimestamp(ctx.config.now, UTC).strftime("%Y%m%dT%H%M%SZ")
+        backup = f"{name}.torn-{stamp}.bak"
+        n = 1
+        while _lstat_at(dfd, backup) is not None:
+            n += 1
+            backup = f"{name}.torn-{stamp}-{n}.bak"
+        _create(dfd, backup, data)
+        # Move whatever follows the torn bytes (appended since the read, before the lease)
+        # down over them, then cut the file to its new length; the size is checked again
+        # after each move, and under the lease nothing can be appended between that check
+        # and the cut.
+        end, moved = len(data), b""
+        for _ in range(100):
+            moved += _pread_all(fd, end + len(moved))
+            if moved:  # never overlaps bytes not yet read: start < end
+                os.pwrite(fd, moved, start)
+            if os.fstat(fd).st_size == end + len(moved):
+                os.ftruncate(fd, start + len(moved))
+                break
+        else:
+            raise _Refused(f"{action.target} keeps growing: a writer is alive")
     os.fsync(fd)
     rel = (PurePosixPath(action.target).parent / backup).as_posix()
     return f"cut {len(tail)} byte(s) at byte {start}; the whole file is kept as {rel}", rel
@@ -792,9 +841,18 @@ def apply_repairs(
     run_path: Path,
     breaker_tries: int = BREAKER_TRIES,
     breaker_window_s: float = BREAKER_WINDOW_S,
+    race_hook: Callable[[str], None] | None = None,
 ) -> RepairReport:
     """Carry out ``plan`` in the run directory ``run_path`` and diagnose again after each
     applied action; the report says what each action resolved and what remains.
+
+    ``race_hook`` is a test seam, None outside tests: it is called with the action's kind once
+    per run-directory action that reaches its write, after every precondition was checked
+    (for ``terminalize`` and ``truncate_torn_line`` with the run's lock held) and before the
+    first byte is written (the backup, or the target). A test changes the run there (swaps a
+    directory for a symlink, resumes the run, appends to the stream) to hit the window
+    between check and write every time instead of by chance; what the repair writes next
+    must still land inside the run and lose nothing.
 
     >>> import tempfile
     >>> from doctor import DoctorConfig
@@ -806,7 +864,14 @@ def apply_repairs(
     run_dir, run_fd = _run_dir(run_path)
     try:
         current = diagnose_path(run_dir, config)
-        ctx = _Ctx(run_dir, current.run_id, config, read_journal(run_dir), run_fd=run_fd)
+        ctx = _Ctx(
+            run_dir,
+            current.run_id,
+            config,
+            read_journal(run_dir),
+            run_fd=run_fd,
+            race_hook=race_hook,
+        )
         results, current = _apply_all(ctx, plan, current, breaker_tries, breaker_window_s)
     finally:
         os.close(run_fd)

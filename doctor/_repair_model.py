@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import stat
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -252,6 +252,13 @@ class _Ctx:
     provenance: dict[str, Any] = field(default_factory=dict)
     #: The run directory opened ``O_DIRECTORY|O_NOFOLLOW``: every write is relative to it.
     run_fd: int = -1
+    #: The test seam of :func:`doctor._repair.apply_repairs` (``race_hook``), else None.
+    race_hook: Callable[[str], None] | None = None
+
+    def checked(self, kind: str) -> None:
+        """An action has checked its preconditions and is about to write: call the seam."""
+        if self.race_hook is not None:
+            self.race_hook(kind)
 
 
 def _breaker(ctx: _Ctx, action: Action, tries: int, window_s: float) -> str | None:

@@ -1,9 +1,14 @@
 """``doctor repair`` cannot be steered: real races against symlink swaps, a resuming run and
-an appending writer, many tries each (bounded in count; no wall-clock assertion).
+an appending writer.
 
-Each test runs the real repair (``apply_repairs``) while another thread or process changes
-the run directory under it, and asserts the invariant on every try: nothing is written outside
-the run, no ``final.json`` appears under a live run's lock, no appended line is lost.
+Two kinds of test. The deterministic ones change the run exactly inside the window between an
+action's last check and its first write, through ``apply_repairs``'s ``race_hook`` seam (no
+module attribute is patched): each of them fails on the repair code before issue 15 (commit
+fdba52a) with the same hook placed at the same point of its actions. The randomized ones run
+the real repair while another process changes the run at moments of its own choosing, a
+bounded number of tries each (no wall-clock assertion). Both assert the same invariants:
+nothing is written outside the run, no ``final.json`` appears under a live run's lock, no
+appended line is lost.
 """
 
 from __future__ import annotations
@@ -137,6 +142,47 @@ def test_ingest_status_never_writes_outside_while_the_stage_directory_is_swapped
     )
 
 
+def test_ingest_status_writes_inside_the_run_when_the_stage_is_swapped_between_check_and_write(
+    tmp_path: Path,
+) -> None:
+    """The stage directory becomes a symlink to a directory outside the run after every check.
+
+    Before issue 15 the repair checked the target's path (``_inside`` resolved it inside the
+    run) and then wrote it by that path (``_create``/``_replace``): the write followed the new
+    symlink and ``status.json`` landed in ``outside`` (fails the first assertion below). Now
+    the stage directory was opened ``O_NOFOLLOW`` before the check and the write goes through
+    that descriptor: into the real directory, wherever it has moved inside the run.
+    """
+    run, config = _copy_case("branch_status_file_stranded", tmp_path)
+    stage = run / "parallel/fanout/01-impl_x/impl_x"
+    aside = stage.with_name(stage.name + ".aside")
+    plan = plan_repairs(diagnose(run.name, config), config)
+    assert [a.kind for a in plan] == ["ingest_status"]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    hooked: list[str] = []
+
+    def swap_stage_for_a_symlink(kind: str) -> None:
+        hooked.append(kind)
+        stage.rename(aside)
+        stage.symlink_to(outside, target_is_directory=True)
+
+    try:
+        (result,) = apply_repairs(
+            plan, config, run_path=run, race_hook=swap_stage_for_a_symlink
+        ).results
+    finally:
+        if aside.exists():
+            stage.unlink()
+            aside.rename(stage)
+    assert hooked == ["ingest_status"]
+    assert _files(outside) == [], "the repair wrote through the swapped-in symlink"
+    assert result.outcome == "applied", result.message
+    repaired = json.loads((stage / "status.json").read_text())
+    assert repaired["repaired_by"]["source"] == plan[0].source
+    assert [p.name for p in stage.glob("status.json.replaced-*.bak")] != []
+
+
 def test_terminalize_never_writes_outside_while_the_run_directory_is_swapped(
     tmp_path: Path,
 ) -> None:
@@ -229,6 +275,66 @@ sys.exit(0)
 """
 
 
+_RESUME_ONCE = r"""
+import json, os, sys
+run = sys.argv[1]
+lock = os.path.join(run, "run.lock.json")
+tmp = os.path.join(run, f".resume-{os.getpid()}.tmp")
+with open(tmp, "w") as fh:
+    json.dump({"pid": os.getpid(), "run_id": "resume"}, fh)
+try:
+    os.link(tmp, lock)  # Kilroy's protocol: the lock is created exclusively
+except FileExistsError:
+    sys.exit(3)  # held by a live process: the resume refuses
+finally:
+    os.unlink(tmp)
+with open(os.path.join(run, "progress.ndjson"), "a") as fh:
+    fh.write(json.dumps({"event": "run_resumed", "ts": "2026-02-10T00:00:00Z"}) + "\n")
+print("resumed", flush=True)
+sys.stdin.read()  # the run goes on until the test ends it
+os.unlink(lock)
+"""
+
+
+def test_a_run_resuming_between_terminalize_check_and_write_gets_no_final_json(
+    tmp_path: Path,
+) -> None:
+    """The run resumes (takes ``run.lock.json`` and appends ``run_resumed``) after every check.
+
+    Before issue 15 the repair took no lock: the resume succeeded inside the window and the
+    repair then wrote ``final.json`` "fail" under the live run (fails the first assertion
+    below). Now the repair checks and writes holding the run's lock, so the resume finds it
+    held by a live process and refuses; the repair's ``final.json`` is then right.
+    """
+    run, config = _copy_case("fanout_never_joined", tmp_path)
+    (run / "run.lock.json").unlink(missing_ok=True)
+    plan = plan_repairs(diagnose(run.name, config), config)
+    assert [a.kind for a in plan] == ["terminalize"]
+    resumers: list[subprocess.Popen[str]] = []
+    resumed: list[bool] = []
+
+    def resume_the_run(kind: str) -> None:
+        resumer = subprocess.Popen(
+            [sys.executable, "-c", _RESUME_ONCE, str(run)], stdin=-1, stdout=-1, text=True
+        )
+        resumers.append(resumer)
+        assert resumer.stdout is not None
+        resumed.append(resumer.stdout.readline().strip() == "resumed")  # or it exited
+
+    try:
+        (result,) = apply_repairs(plan, config, run_path=run, race_hook=resume_the_run).results
+        final_under_live_run = bool(resumed and resumed[0]) and (run / "final.json").exists()
+    finally:
+        for resumer in resumers:
+            resumer.communicate("")
+    assert len(resumers) == 1
+    assert not final_under_live_run, "final.json was written under a live run"
+    assert resumers[0].returncode == 3  # the repair held the lock: the resume refused
+    assert result.outcome == "applied", result.message
+    assert json.loads((run / "final.json").read_text())["status"] == "fail"
+    assert not (run / "run.lock.json").exists()  # the repair released its lock
+
+
 def test_terminalize_and_a_resuming_run_exclude_each_other(tmp_path: Path) -> None:
     run, config = _copy_case("fanout_never_joined", tmp_path)
     plan = plan_repairs(diagnose(run.name, config), config)
@@ -289,6 +395,81 @@ def test_truncation_never_drops_a_line_appended_after_its_check(tmp_path: Path) 
         lost += line.encode() not in stream.read_bytes()
     print(f"truncation racing an append: {dict(outcomes)}, lines lost: {lost}")
     assert lost == 0, outcomes
+
+
+def test_a_line_appended_between_truncation_check_and_cut_is_kept(tmp_path: Path) -> None:
+    """A writer appends a whole line after the torn tail was checked, before anything is cut.
+
+    Before issue 15 the repair had read the file, then wrote the backup and replaced the file
+    with the bytes it had read up to the torn line: the appended line was lost (fails the first
+    assertion below). Now the cut is made in place on the descriptor it checked, and whatever
+    follows the bytes it read is moved down over the torn bytes and kept.
+    """
+    run, config = _copy_case("torn_last_progress_line", tmp_path)
+    plan = plan_repairs(diagnose(run.name, config), config)[:1]
+    assert [a.kind for a in plan] == ["truncate_torn_line"]
+    stream = run / "progress.ndjson"
+    original = stream.read_bytes()
+    offset = plan[0].byte_offset
+    assert offset is not None
+    line = (json.dumps({"event": "appended", "ts": "2026-02-10T00:00:00Z"}) + "\n").encode()
+
+    def append_a_line(kind: str) -> None:
+        fd = os.open(stream, os.O_WRONLY | os.O_APPEND)  # another open file, as a writer's
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    (result,) = apply_repairs(plan, config, run_path=run, race_hook=append_a_line).results
+    after = stream.read_bytes()
+    assert line in after, "the appended line was lost"
+    assert result.outcome == "applied", result.message
+    assert after == original[:offset] + line  # the torn bytes are gone, nothing else
+    assert result.backup is not None and (run / result.backup).read_bytes() == original
+
+
+def test_a_writer_holding_the_stream_open_makes_truncation_refuse(tmp_path: Path) -> None:
+    """A writer opens the stream after the check and keeps it open across the repair.
+
+    Before issue 15 the repair replaced the stream (a new file renamed over it): the writer's
+    descriptor still named the old file, so the line it wrote next was lost from the stream
+    (fails the first assertion below). Now the cut needs the stream to itself (a write lease,
+    granted only while no other process has the file open): the repair refuses, the file is
+    untouched, and the writer's line lands in it.
+    """
+    run, config = _copy_case("torn_last_progress_line", tmp_path)
+    plan = plan_repairs(diagnose(run.name, config), config)[:1]
+    stream = run / "progress.ndjson"
+    original = stream.read_bytes()
+    line = (json.dumps({"event": "appended", "ts": "2026-02-10T00:00:00Z"}) + "\n").encode()
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND); "
+            "print('open', flush=True); os.write(fd, sys.stdin.buffer.read())",
+            str(stream),
+        ],
+        stdin=-1,
+        stdout=-1,
+    )
+
+    def a_writer_opens_the_stream(kind: str) -> None:
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == b"open\n"
+
+    try:
+        (result,) = apply_repairs(
+            plan, config, run_path=run, race_hook=a_writer_opens_the_stream
+        ).results
+    finally:
+        writer.communicate(line)
+    assert line in stream.read_bytes(), "the writer's line was lost"
+    assert result.outcome == "refused", result.message
+    assert "open in another process" in result.message
+    assert stream.read_bytes() == original + line
+    assert list(run.glob("*.bak")) == []
 
 
 # --- the run's lock ------------------------------------------------------------------------------
