@@ -154,8 +154,9 @@ def no_stale_write_accepted(h: History) -> Verdict:
     )
 
 
-#: What a worker's ``failed`` (or the reaper's ``reclaimed``) reason says when the run's
-#: directory could not be written: then the reason stands for the missing ``final.json``.
+#: What a worker's ``failed`` or ``released`` (or the reaper's ``reclaimed``) reason says when
+#: the run's directory could not be written: then the reason stands for the missing
+#: ``final.json``.
 _UNWRITABLE = ("could not be written", "could not be terminalized")
 
 
@@ -165,14 +166,15 @@ def _unwritable(h: History) -> set[tuple[str, int]]:
     for e in h.of(QueueEvent):
         reason = str(e.detail.get("reason", ""))
         refused = any(text in reason for text in _UNWRITABLE)
-        if refused and e.event in ("failed", "reclaimed") and e.epoch is not None:
+        if refused and e.event in ("failed", "released", "reclaimed") and e.epoch is not None:
             out.add((e.ticket, e.epoch))
     return out
 
 
 def final_json_in_time(h: History) -> Verdict:
     """Every run directory has a valid ``final.json`` within the bound after its lease ended,
-    or, when the disk refused it, its ticket's ``failed``/``reclaimed`` reason says so."""
+    or, when the disk refused it, its ticket's ``failed``/``released``/``reclaimed`` reason
+    says so."""
     bound = h.bounds.final_s
     ends = lease_ends(h)
     found: list[Found] = []

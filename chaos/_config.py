@@ -50,6 +50,7 @@ CHAOS_EXECUTOR = ExecutorConfig(
     backoff_initial_s=0.1,
     backoff_max_s=1.0,
     quarantine_after=3,
+    root_refusal_backoff_s=0.5,
 )
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}

@@ -86,6 +86,14 @@ class ExecutorConfig:
     #: outage, SQLite's ``database is locked``), retrying each queue call with backoff, before
     #: it gives up and exits non-zero (:class:`~executor.WorkerError`).
     database_outage_s: float = 300.0
+    #: A runs root that refuses writes as a whole (ENOSPC, EROFS, EDQUOT while the run
+    #: directory or its ``final.json`` is written) is not the ticket's fault: the worker
+    #: releases the ticket back to ``todo`` with the reason, up to this many times per ticket
+    #: (counted in the ticket's log), then fails it with the reason. 0 fails it at once.
+    root_refusal_releases: int = 5
+    #: After such a refusal the worker pauses claiming this long, doubling on each further
+    #: refusal (up to 60 s, or this value if longer) until a run writes its ``final.json``.
+    root_refusal_backoff_s: float = 5.0
     #: TEST-ONLY, never in production: the worker defeats its own fencing (it adopts the
     #: ticket's current lease epoch before each write and never fences itself), so a stale
     #: worker's writes are accepted. The chaos checkers must catch it (tests/chaos).
@@ -117,6 +125,7 @@ class ExecutorConfig:
             "claim_grace_s": self.claim_grace_s,
             "backoff_initial_s": self.backoff_initial_s,
             "backoff_max_s": self.backoff_max_s,
+            "root_refusal_backoff_s": self.root_refusal_backoff_s,
         }
         for name, value in non_negative.items():
             if not value >= 0:
@@ -141,6 +150,7 @@ class ExecutorConfig:
             "max_node_visits": (self.max_node_visits, 1),
             "max_parallel": (self.max_parallel, 1),
             "quarantine_after": (self.quarantine_after, 1),
+            "root_refusal_releases": (self.root_refusal_releases, 0),
             "stderr_tail_chars": (self.stderr_tail_chars, 80),
         }
         for name, (value, low) in counts.items():

@@ -18,7 +18,11 @@ every queue call is retried with backoff (:func:`_persist`) for up to ``database
 A write that may have committed before its connection dropped is checked, not repeated
 blindly: the retry first looks for its own event (``completed``, ``failed``, ``released``, at
 its lease epoch) in the ticket's log. A ticket whose pipeline cannot be loaded, or whose run
-directory cannot be written, fails with that reason; no error kills a slot silently. A worker
+directory cannot be written, fails with that reason; no error kills a slot silently. A runs
+root that refuses writes as a whole (full, read-only, over quota: ENOSPC, EROFS, EDQUOT) is not
+the ticket's fault: the ticket goes back to ``todo`` with the reason (at most
+``root_refusal_releases`` times, then it fails with it) and the worker pauses claiming, with
+backoff, so a disk that is full for a while does not throw the queue's work away. A worker
 that cannot continue (the queue stayed away past its budget) lets its other slots release
 what they can, then :func:`run_worker` raises :class:`~executor.WorkerError` (exit 3).
 """
@@ -26,6 +30,7 @@ what they can, then :func:`run_worker` raises :class:`~executor.WorkerError` (ex
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import sys
@@ -67,14 +72,46 @@ def _say(message: str) -> None:
         sys.stderr.flush()
 
 
+#: The errors of a runs root that refuses writes as a whole: full, read-only, over quota.
+ROOT_REFUSALS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT})
+#: How a release for such a refusal starts its reason (counted in the ticket's log).
+ROOT_REFUSED = "the runs root refused writes"
+#: The longest pause between claims while the runs root refuses writes (unless the first
+#: pause, ``root_refusal_backoff_s``, is longer).
+_ROOT_PAUSE_MAX_S = 60.0
+
+
 class _Fleet:
     """What a worker's threads share about its health: once ``doomed``, every slot stops
-    waiting for the database (one last try each) and the worker exits with ``why``."""
+    waiting for the database (one last try each) and the worker exits with ``why``; while the
+    runs root refuses writes, every slot pauses claiming until ``resume_at``."""
 
     def __init__(self) -> None:
         self.doomed = threading.Event()
         self.why = ""
         self._lock = threading.Lock()
+        self.resume_at = 0.0  # time.monotonic() before which no slot claims
+        self._pause = 0.0  # the next pause; 0 while the runs root takes writes
+
+    def root_refused(self, config: ExecutorConfig) -> float:
+        """The runs root refused writes: pause claiming (doubling each time); the pause."""
+        first = config.root_refusal_backoff_s
+        with self._lock:
+            pause = self._pause or first
+            self._pause = min(pause * 2, max(first, _ROOT_PAUSE_MAX_S))
+            self.resume_at = max(self.resume_at, time.monotonic() + pause)
+            return pause
+
+    def root_took_writes(self) -> None:
+        """A run wrote its ``final.json``: claim at full speed again."""
+        with self._lock:
+            self._pause = 0.0
+            self.resume_at = 0.0
+
+    def claim_pause(self) -> float:
+        """Seconds until slots may claim again (0 when they may now)."""
+        with self._lock:
+            return max(0.0, self.resume_at - time.monotonic())
 
     def give_up(self, why: str) -> None:
         with self._lock:
@@ -300,6 +337,7 @@ def _run_ticket(
         return None
     result: RunResult | None = None
     broken = ""
+    refused = False  # the runs root refused writes as a whole (ROOT_REFUSALS)
     with _LeaseKeeper(url, lease, config, clock, stop) as keeper:
         try:
             result = run_pipeline(
@@ -316,10 +354,11 @@ def _run_ticket(
             # Deleted or made invalid after enqueue: this ticket's fault, not the slot's.
             broken = f"the ticket's pipeline {lease.ticket.graph_path!r} cannot be run: {exc}"
         except OSError as exc:  # ENOSPC, EROFS, EACCES under the runs root
+            refused = exc.errno in ROOT_REFUSALS
             broken = (
                 f"the run directory {str(root / run_id)!r} could not be written "
-                f"({exc}); free space or fix permissions under {str(root)!r}, then enqueue again"
-            )
+                f"({exc}); free space or fix permissions under {str(root)!r}"
+            ) + ("" if refused else ", then enqueue again")
         except Exception as exc:  # a bug must fail its ticket, never kill the slot silently
             broken = f"executor error: {type(exc).__name__}: {exc}"
     if keeper.fenced.is_set():
@@ -327,8 +366,12 @@ def _run_ticket(
         return result
     if config.unsafe_disable_fencing:  # TEST-ONLY (ExecutorConfig): write as the current epoch
         lease = _adopt_epoch(queue, lease)
+    if result is not None:
+        fleet.root_took_writes()
     try:
-        if result is None:
+        if result is None and refused:
+            _root_refused(queue, lease, broken, config, fleet, stats)
+        elif result is None:
             _say(f"ticket {tid} failed: {broken}")
             _fail_for_good(queue, lease, broken, config, fleet)
             stats.add(failed=1)
@@ -378,6 +421,49 @@ def _run_ticket(
     return result
 
 
+def _root_refused(
+    queue: Queue,
+    lease: Lease,
+    why: str,
+    config: ExecutorConfig,
+    fleet: _Fleet,
+    stats: WorkerStats,
+) -> None:
+    """The runs root refused the run's writes: give the ticket back (``todo``, the reason
+    recorded) and pause claiming, or fail it once it was given back
+    ``config.root_refusal_releases`` times for that reason."""
+    tid = lease.ticket_id
+    before = _persist(
+        lambda: sum(
+            1
+            for e in queue.events(tid)
+            if e.event == "released" and str(e.detail.get("reason", "")).startswith(ROOT_REFUSED)
+        ),
+        f"events of ticket {tid}",
+        config,
+        fleet,
+    )
+    n, limit = (before or 0) + 1, config.root_refusal_releases
+    pause = fleet.root_refused(config)
+    if n > limit:
+        again = f" (refused {n} times, released {n - 1})" if limit else ""
+        reason = f"{why}{again}, then enqueue again"
+        _say(f"ticket {tid} failed: {reason}")
+        _fail_for_good(queue, lease, reason, config, fleet)
+        stats.add(failed=1)
+        return
+    reason = f"{ROOT_REFUSED} ({n} of {limit} releases): {why}"
+    _say(f"ticket {tid} back to todo: {reason}; claims pause {pause:g} s")
+    _persist(
+        lambda: queue.release(lease, reason),
+        f"release of ticket {tid}",
+        config,
+        fleet,
+        landed=lambda: _logged(queue, lease, "released"),
+    )
+    stats.add(released=1)
+
+
 def _fail_for_good(
     queue: Queue, lease: Lease, reason: str, config: ExecutorConfig, fleet: _Fleet
 ) -> None:
@@ -407,6 +493,8 @@ def run_ticket(
     dependency not done). Called from the main thread, SIGTERM and SIGINT cancel the run.
     """
     config.validate()
+    # In the foreground there is no later claim: a runs root that refuses writes fails it.
+    config = replace(config, root_refusal_releases=0)
     root.mkdir(parents=True, exist_ok=True)
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     stats = WorkerStats()
@@ -477,6 +565,10 @@ def _slot_loop(
     session = worker_session(name)
     try:
         while not stop.is_set():
+            pause = fleet.claim_pause()  # the runs root refused writes: wait before claiming
+            if pause > 0:
+                stop.wait(pause)
+                continue
             # The database is unavailable (a stall, a restart): claim again with backoff
             # rather than let the slot die while the worker looks healthy.
             lease = _persist(

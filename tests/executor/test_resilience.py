@@ -17,15 +17,24 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from executor import ExecutorConfig, Queue, QueueError, SessionInfo, WorkerError, open_queue
+from executor import (
+    ExecutorConfig,
+    Queue,
+    QueueError,
+    SessionInfo,
+    Ticket,
+    WorkerError,
+    open_queue,
+)
 from executor._reaper import reap
 from executor._runner import run_pipeline
-from executor._worker import WorkerStats, _Fleet, _logged, _persist, run_worker
+from executor._worker import ROOT_REFUSED, WorkerStats, _Fleet, _logged, _persist, run_worker
 from tests.executor import private_postgres
 from tests.executor.private_postgres import PrivatePostgres
 
@@ -255,25 +264,82 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_a_runs_root_that_fills_up_fails_the_ticket_with_the_reason_and_the_worker_goes_on(
+#: Refusals of the runs root: two releases per ticket, short pauses between claims.
+REFUSING = replace(PATIENT, root_refusal_releases=2, root_refusal_backoff_s=0.05)
+
+
+def _fill(disk: Path) -> Path:
+    """Fill the file system at ``disk`` until ENOSPC; the filler file."""
+    filler = disk / "filler"
+    subprocess.run(f"dd if=/dev/zero of={filler} bs=64k 2>/dev/null; true", shell=True, check=True)
+    return filler
+
+
+def _root_releases(queue: Queue, ticket_id: str) -> list[str]:
+    return [
+        str(e.detail["reason"])
+        for e in queue.events(ticket_id)
+        if e.event == "released" and str(e.detail.get("reason", "")).startswith(ROOT_REFUSED)
+    ]
+
+
+def test_a_full_runs_root_gives_the_ticket_back_and_it_runs_once_space_is_freed(
+    tmp_path: Path, tiny_disk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue = open_queue(str(tmp_path / "queue.db"))
+    ticket = queue.enqueue("waits-for-space", str(_graph(tmp_path, "true")))
+    (tiny_disk / "runs").mkdir()
+    filler = _fill(tiny_disk)
+    seen: list[tuple[str, str]] = []
+
+    def free_space_after_the_first_release(what: str, t: Ticket, _: object) -> None:
+        seen.append((what, queue.get(t.id).status))
+        if what == "finished":
+            filler.unlink(missing_ok=True)  # the disk was full for a while only
+
+    stats = run_worker(
+        str(tmp_path / "queue.db"),
+        tiny_disk / "runs",
+        REFUSING,
+        once=True,
+        on_ticket=free_space_after_the_first_release,
+    )
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Exception in thread" not in err
+    assert seen[:2] == [("claimed", "claimed"), ("finished", "todo")]  # given back, not failed
+    (released,) = _root_releases(queue, ticket.id)
+    assert "No space left on device" in released and "1 of 2 releases" in released
+    assert "back to todo" in err
+    after = queue.get(ticket.id)
+    assert (after.status, after.error_attempts) == ("done", 0)
+    assert (stats.claimed, stats.released, stats.completed, stats.failed) == (2, 1, 1, 0)
+    events = [e.event for e in queue.events(ticket.id)]
+    assert events.count("claimed") == 2 and events.count("completed") == 1
+    queue.close()
+
+
+def test_a_runs_root_that_stays_full_fails_each_ticket_after_its_releases_and_the_worker_goes_on(
     tmp_path: Path, tiny_disk: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     queue = open_queue(str(tmp_path / "queue.db"))
     fill = f"dd if=/dev/zero of={tiny_disk}/filler bs=64k 2>/dev/null; true"
     filler = queue.enqueue("fills-the-disk", str(_graph(tmp_path, fill, "fill")), priority=9)
     after_it = queue.enqueue("after-it", str(_graph(tmp_path, "true", "after")))
-    stats = run_worker(str(tmp_path / "queue.db"), tiny_disk / "runs", PATIENT, once=True)
+    stats = run_worker(str(tmp_path / "queue.db"), tiny_disk / "runs", REFUSING, once=True)
     err = capsys.readouterr().err
     assert "Traceback" not in err and "Exception in thread" not in err
-    assert stats.claimed == 2 and stats.completed + stats.failed == 2
-    first = queue.get(filler.id)
-    assert first.status == "failed"
-    assert first.reason is not None and "No space left on device" in first.reason
-    assert queue.get(after_it.id).terminal
+    # Each ticket: given back twice with the reason, failed at its third refusal.
+    assert (stats.claimed, stats.released, stats.failed, stats.completed) == (6, 4, 2, 0)
+    for t in (filler, after_it):
+        assert len(_root_releases(queue, t.id)) == 2
+        final = queue.get(t.id)
+        assert final.status == "failed"
+        assert final.reason is not None and "No space left on device" in final.reason
+        assert "refused 3 times, released 2" in final.reason
     queue.close()
 
 
-def test_a_read_only_runs_root_fails_tickets_and_the_reaper_still_reclaims(
+def test_a_read_only_runs_root_gives_tickets_back_then_fails_them_and_the_reaper_still_reclaims(
     tmp_path: Path, tiny_disk: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     queue = open_queue(str(tmp_path / "queue.db"))
@@ -289,13 +355,24 @@ def test_a_read_only_runs_root_fails_tickets_and_the_reaper_still_reclaims(
     assert reclaim.status == "todo" and not reclaim.terminalized
     assert "could not be terminalized" in reclaim.reason and "Read-only" in reclaim.reason
     assert queue.get(lost.id).reason == reclaim.reason
-    # A worker on the read-only root fails the ticket with the reason instead of dying.
-    stats = run_worker(str(tmp_path / "queue.db"), tiny_disk / "runs", PATIENT, once=True)
+    # A worker on the read-only root gives the ticket back (twice), then fails it with the
+    # reason, instead of dying.
+    stats = run_worker(str(tmp_path / "queue.db"), tiny_disk / "runs", REFUSING, once=True)
     assert "Traceback" not in capsys.readouterr().err
     after = queue.get(lost.id)
-    assert (stats.failed, after.status) == (1, "failed")
+    assert (stats.released, stats.failed, after.status) == (2, 1, "failed")
     assert after.reason is not None and "Read-only file system" in after.reason
+    assert all("Read-only file system" in r for r in _root_releases(queue, lost.id))
     queue.close()
+
+
+def test_claims_pause_longer_on_each_refusal_of_the_runs_root_until_a_run_writes() -> None:
+    fleet, config = _Fleet(), ExecutorConfig(root_refusal_backoff_s=5.0)
+    assert fleet.claim_pause() == 0.0
+    assert [fleet.root_refused(config) for _ in range(6)] == [5, 10, 20, 40, 60, 60]
+    assert fleet.claim_pause() > 0
+    fleet.root_took_writes()
+    assert (fleet.claim_pause(), fleet.root_refused(config)) == (0.0, 5)
 
 
 # -- PostgreSQL: a private cluster, restarted and stopped -------------------------------------
