@@ -29,7 +29,9 @@ a no-op), re-checks its precondition from the files right before acting and refu
 reason when it no longer holds, writes only inside the run directory (every path walked from
 the run's directory descriptor with ``O_NOFOLLOW``, so a symlink swapped in after a check is
 never followed; new files created without overwriting), holds the run's own lock while it
-terminalizes or truncates (so a resuming run and the repair exclude each other), and is
+terminalizes or truncates (so a resuming run and the repair exclude each other), cuts a stream
+only under a write lease (no other process has it open, none can open it to append meanwhile;
+:func:`_sole_open`), and is
 journaled in
 ``repairs.ndjson`` (:mod:`doctor._journal`) with before and after hashes. A breaker stops the
 same action on the same target after ``breaker_tries`` applied or failed tries within
