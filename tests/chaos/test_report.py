@@ -133,6 +133,8 @@ def _documented() -> dict[str, set[str]]:
         if line.startswith("### "):
             current = line[4:].strip()
             out[current] = set()
+        elif line.startswith("#"):
+            current = None  # a section of another level ends the context's table
         elif current and line.startswith("| `"):
             out[current].add(line.split("`")[1])
     return out

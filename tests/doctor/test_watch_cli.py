@@ -179,9 +179,22 @@ def test_bad_options_are_one_line_and_exit_2(
 def test_a_pass_whose_scan_fails_is_one_line_and_exit_2_with_once(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
+    not_a_queue = tmp_path / "queue.db"
+    not_a_queue.write_text("not a database\n")
+    args = _watch(tmp_path, tmp_path / "watch.json", "--db", str(not_a_queue), "--once")
+    done = _run(args, env)
+    assert done.returncode == 2
+    assert done.stderr.startswith("watch pass 1: scan failed: cannot read queue ")
+    assert done.stderr.count("\n") == 1
+    assert not (tmp_path / "watch.json").exists()
+
+
+def test_a_missing_root_is_the_one_line_every_command_gives(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
     done = _run(_watch(tmp_path / "missing", tmp_path / "watch.json", "--once"), env)
     assert done.returncode == 2
-    assert done.stderr.startswith("watch pass 1: scan failed: runs root ")
+    assert done.stderr.startswith("error: runs root ") and "does not exist" in done.stderr
     assert done.stderr.count("\n") == 1
     assert not (tmp_path / "watch.json").exists()
 
