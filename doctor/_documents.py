@@ -28,6 +28,7 @@ from typing import Any
 
 from doctor._layout import RunLayout, ScopeLayout, Unreadable, is_top_scope, stage_dirs
 from doctor._liveness import valid_pid
+from doctor._model import noun
 
 __all__ = [
     "Document",
@@ -325,10 +326,10 @@ def _read_json(
     except ValueError as exc:  # an integer over 4,300 digits, a non-finite number, ...
         return doc(error=f"not data: {str(exc)[:120]}")
     if duplicates and unreadable is not None:
-        names = ", ".join(repr(k) for k in dict.fromkeys(duplicates))
-        unreadable.append(
-            Unreadable(rel, kind, f"duplicate key(s) {names[:200]}: the first value is read")
-        )
+        keys = dict.fromkeys(duplicates)
+        names = ", ".join(repr(k) for k in keys)
+        what = f"duplicate {noun(len(keys), 'key')} {names[:200]}: the first value is read"
+        unreadable.append(Unreadable(rel, kind, what))
     return doc(value=value)
 
 

@@ -39,6 +39,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 import pyarrow as pa
 
 from doctor._errors import IngestError, RootError, UsageError
+from doctor._model import noun
 from doctor._tables import Tables
 
 __all__ = ["QUEUE_TABLES", "QueueSource", "load_queue", "parse_queue_url"]
@@ -172,8 +173,9 @@ def _missing(source: QueueSource, table: str, have: Iterable[str], want: list[st
     missing = [c for c in want if c not in present]
     if missing:
         raise IngestError(
-            f"queue {source.display}: table {table} has no column(s) {', '.join(missing)}; "
-            "it is not the executor's queue schema the doctor reads (docs/findings.md)"
+            f"queue {source.display}: table {table} has no {noun(len(missing), 'column')} "
+            f"{', '.join(missing)}; it is not the executor's queue schema the doctor reads "
+            "(docs/findings.md)"
         )
 
 

@@ -22,6 +22,7 @@ from rich.text import Text
 from doctor._detectors import Detector, describe
 from doctor._diagnose import ScanResult
 from doctor._model import Diagnosis, Finding, Severity
+from doctor._model import plural as _plural
 
 __all__ = [
     "QUEUE_CHECKS",
@@ -114,15 +115,6 @@ def _duration(seconds: float | None) -> str:
     if h:
         return f"{h}h {m:02d}m"
     return f"{m}m {sec:02d}s" if m else f"{sec}s"
-
-
-def _plural(n: int, word: str) -> str:
-    """``1 run``, ``2 runs``.
-
-    >>> _plural(1, "ticket"), _plural(0, "run")
-    ('1 ticket', '0 runs')
-    """
-    return f"{n} {word}{'s' * (n != 1)}"
 
 
 def _evidence_lines(evidence: dict[str, Any], limit: int = 200) -> list[str]:
@@ -273,6 +265,11 @@ def render_markdown(diagnosis: Diagnosis) -> str:
         f"- events: {f.get('events')}, attempts started/ended: "
         f"{f.get('attempts_started')}/{f.get('attempts_ended')}, "
         f"final.json: {'present' if f.get('final_json') else 'missing'}",
+    ]
+    if f.get("terminal_reason"):  # as the human output prints it, when the run says why
+        stop = f" (stopped by {_md(str(f['stopped_by']))})" if f.get("stopped_by") else ""
+        lines.append(f"- terminal reason: **{_md(str(f['terminal_reason']))}**{stop}")
+    lines += [
         "",
         "| severity | code | scope | node | summary |",
         "|---|---|---|---|---|",

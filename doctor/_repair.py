@@ -67,7 +67,7 @@ from doctor._facts import iso, parse_iso
 from doctor._journal import JournalEntry, append_entry, read_journal
 from doctor._layout import discover, is_top_scope
 from doctor._liveness import _start_ticks, owner_alive, process_alive, valid_pid
-from doctor._model import Diagnosis, Finding
+from doctor._model import Diagnosis, Finding, plural
 from doctor._ndjson import open_regular
 from doctor._repair_model import (
     ACTIONS,
@@ -812,7 +812,7 @@ def _cut_torn_tail(
             raise _Refused(f"{action.target} keeps growing: a writer is alive")
     os.fsync(fd)
     rel = (PurePosixPath(action.target).parent / backup).as_posix()
-    return f"cut {len(tail)} byte(s) at byte {start}; the whole file is kept as {rel}", rel
+    return f"cut {plural(len(tail), 'byte')} at byte {start}; the whole file is kept as {rel}", rel
 
 
 _RUNNERS = {"terminalize": _terminalize, "ingest_status": _ingest_status}

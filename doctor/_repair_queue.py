@@ -40,6 +40,7 @@ from doctor._errors import IngestError, RootError, UsageError
 from doctor._facts import iso
 from doctor._journal import JOURNAL, JournalEntry, append_entry, read_journal
 from doctor._liveness import process_alive
+from doctor._model import noun
 from doctor._queue_ingest import QueueSource, parse_queue_url
 from doctor._repair_model import (
     BREAKER_TRIES,
@@ -232,7 +233,8 @@ def _reap_one(q: _QueueCtx, t: Ticket, epoch: int) -> str:
     (r,) = done
     did = "".join(
         [
-            f"; killed the lost worker's stage process group(s) {list(r.killed_groups)}"
+            f"; killed the lost worker's stage process "
+            f"{noun(len(r.killed_groups), 'group')} {list(r.killed_groups)}"
             if r.killed_groups
             else "",
             f"; wrote {t.run_path}/final.json (status fail)" if r.terminalized else "",

@@ -22,7 +22,7 @@ from doctor._config import DoctorConfig
 from doctor._facts import parse_iso
 from doctor._ingest import load_runs
 from doctor._layout import discover
-from doctor._model import Diagnosis
+from doctor._model import Diagnosis, plural
 from doctor._tables import HEARTBEAT_SQL
 
 __all__ = ["Bar", "Stretch", "Timeline", "run_timeline"]
@@ -154,7 +154,7 @@ def run_timeline(diagnosis: Diagnosis, config: DoctorConfig | None = None) -> Ti
             str(scope),
             int(a),
             int(b),
-            f"{int(beats)} heartbeat(s) and no progress for {_span((b - a) / 1e9)}",
+            f"{plural(int(beats), 'heartbeat')} and no progress for {_span((b - a) / 1e9)}",
         )
         for scope, a, b, beats in quiet
     ]

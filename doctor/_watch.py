@@ -33,7 +33,7 @@ from doctor._config import DoctorConfig
 from doctor._diagnose import ScanResult, scan
 from doctor._errors import DoctorError, UsageError
 from doctor._facts import iso
-from doctor._model import Finding, Severity
+from doctor._model import Finding, Severity, plural
 from doctor._notify import Delivery, post_webhook, run_command
 
 __all__ = [
@@ -249,13 +249,13 @@ class PassReport:
         """The pass's one stderr line, or None when there is nothing to say.
 
         >>> PassReport(3, failures=(Delivery("http://h/…", False, 4, "HTTP 500"),)).log_line()
-        'watch pass 3: 0 alert(s), 0 resolved; http://h/… failed after 4 tries: HTTP 500'
+        'watch pass 3: 0 alerts, 0 resolved; http://h/… failed after 4 tries: HTTP 500'
         """
         if self.error is not None:
             return f"watch pass {self.passes}: scan failed: {self.error}"
         if not self.events and not self.failures:
             return None
-        line = f"watch pass {self.passes}: {self.alerts} alert(s), "
+        line = f"watch pass {self.passes}: {plural(self.alerts, 'alert')}, "
         line += f"{len(self.events) - self.alerts} resolved"
         for d in self.failures:
             line += f"; {d.target} failed after {d.tries} tries: {d.error}"

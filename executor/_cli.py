@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import typer
@@ -28,12 +28,13 @@ from doctor._cli_errors import INTERRUPTED, OneLineGroup, console, fail, reporte
 from doctor._config import state_home
 from doctor._render import fit_columns, one_line_table, print_table
 from executor._config import ExecutorConfig
-from executor._errors import ExecutorError
+from executor._errors import ExecutorError, NoQueueError
 from executor._events import Event
 from executor._graph import load_graph
-from executor._queue import Ticket, open_queue
+from executor._postgres import redact
+from executor._queue import Queue, Ticket, open_queue
 from executor._reaper import reap
-from executor._runner import RunResult, run_pipeline
+from executor._runner import RunResult, missing_agent_command, run_pipeline
 from executor._worker import TicketHook, run_ticket, run_worker
 
 __all__ = ["app", "default_db", "default_root", "main"]
@@ -117,10 +118,7 @@ def _check_agents(graph: Path, config: ExecutorConfig) -> None:
     """Refuse a graph with agent nodes when no agent command is set, naming the flag."""
     agents = sorted(n.id for n in load_graph(graph).nodes.values() if n.kind == "agent")
     if agents and not config.agent_command:
-        fail(
-            f"agent node(s) {', '.join(agents)} need a command to run: pass "
-            "--agent-command 'CMD {prompt_file}' or set RUNDOCTOR_AGENT_COMMAND"
-        )
+        fail(missing_agent_command(agents))
 
 
 def _schema_url(url: str) -> str:
@@ -168,6 +166,24 @@ def _queue_url(db: str | None, *, create: bool = False) -> str:
         f"no queue at {str(path)!r}; {hint}`doctor enqueue GRAPH --db {shlex.quote(url)}` "
         "creates one (or pass --db a SQLite file, sqlite:///ABS/PATH or postgresql://…)"
     )
+
+
+def _no_queue(db: str | None) -> NoReturn:
+    """Fail for a queue whose tables (or PostgreSQL schema) do not exist, naming the cure."""
+    given = shlex.quote(redact(db or default_db()))
+    fail(
+        f"no queue at {given}: its tables do not exist (nothing was created); "
+        f"`doctor enqueue GRAPH --db {given}` or `doctor worker --create-queue --db {given}` "
+        "creates one"
+    )
+
+
+def _open_existing(db: str | None) -> Queue:
+    """The queue at ``db`` for an inspecting command: never created, refused when missing."""
+    try:
+        return open_queue(_queue_url(db), create=False)
+    except NoQueueError:
+        _no_queue(db)
 
 
 def _progress(console: Console) -> Any:
@@ -298,6 +314,10 @@ def _ticket_line(console: Console) -> TicketHook:
         name = f"{escape(ticket.id)} ({escape(ticket.title)})"
         if event == "claimed":
             console.print(f"[dim]→[/dim] claimed {name}", soft_wrap=True)
+        elif result is None and ticket.status == "failed":  # its pipeline could not be run
+            console.print(
+                f"[red]✗[/red] {name} failed: {escape(ticket.reason or '')}", soft_wrap=True
+            )
         elif result is None:
             console.print(f"[yellow]![/yellow] {name}: lease lost before the run", soft_wrap=True)
         else:
@@ -323,7 +343,9 @@ def worker_cmd(
     create_queue: Annotated[
         bool,
         typer.Option(
-            "--create-queue", help="Create the SQLite queue (and its directory) if missing."
+            "--create-queue",
+            help="Create the queue if missing (a SQLite file and its directory, or "
+            "PostgreSQL tables and the schema=NAME schema).",
         ),
     ] = False,
     quiet: Annotated[
@@ -367,15 +389,19 @@ def worker_cmd(
         config = dataclasses.replace(config, **timing) if timing else config
         if concurrency < 1:  # before the queue is looked at: the flag is the mistake
             fail(f"--concurrency must be at least 1, got {concurrency}")
-        stats = run_worker(
-            _queue_url(db, create=create_queue),
-            root or default_root(),
-            config,
-            concurrency=concurrency,
-            once=once,
-            stop=stop,
-            on_ticket=None if quiet else _ticket_line(console),
-        )
+        try:
+            stats = run_worker(
+                _queue_url(db, create=create_queue),
+                root or default_root(),
+                config,
+                concurrency=concurrency,
+                once=once,
+                stop=stop,
+                on_ticket=None if quiet else _ticket_line(console),
+                create=create_queue,
+            )
+        except NoQueueError:
+            _no_queue(db)
     if as_json:
         sys.stdout.write(json.dumps(stats.to_json()) + "\n")
     summary = "worker stopped: " + ", ".join(f"{k} {v}" for k, v in stats.to_json().items())
@@ -389,7 +415,7 @@ def worker_cmd(
 def reap_cmd(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """One reaper pass: reclaim dead or expired workers' tickets."""
     with reported(ExecutorError):
-        queue = open_queue(_queue_url(db))
+        queue = _open_existing(db)
         try:
             done = reap(queue, ExecutorConfig())
         finally:
@@ -419,7 +445,7 @@ def tickets_cmd(
 ) -> None:
     """List tickets (with --json: the queue's records, one object each)."""
     with reported(ExecutorError):
-        queue = open_queue(_queue_url(db))
+        queue = _open_existing(db)
         try:
             found = queue.tickets(status=tuple(status) if status else None)
         finally:

@@ -8,6 +8,7 @@
     ├── GraphError                 a pipeline graph is invalid (``line`` and ``reason``)
     ├── BudgetError                timing budgets are inconsistent (lease, heartbeat, grace, ...)
     ├── UsageError                 bad input from the caller: a URL, an option, a path
+    │   └── NoQueueError           ``open_queue(url, create=False)`` found no queue there
     └── WorkerError                a worker cannot continue (its database stayed away): exit 3
 
 Dependency errors (``sqlite3.Error``, ``psycopg.Error``) never escape the package: the
@@ -28,6 +29,7 @@ __all__ = [
     "ExecutorError",
     "FencedError",
     "GraphError",
+    "NoQueueError",
     "QueueError",
     "UsageError",
     "WorkerError",
@@ -82,6 +84,21 @@ class BudgetError(ExecutorError):
 
 class UsageError(ExecutorError):
     """The caller passed a bad value (URL, option, path); the message names the accepted forms."""
+
+
+class NoQueueError(UsageError):
+    """No queue at ``url`` (its tables, or its PostgreSQL schema, do not exist); nothing created.
+
+    Raised by ``open_queue(url, create=False)``, which inspecting callers use so that a
+    mistyped URL never leaves an empty queue behind.
+
+    >>> NoQueueError("q.db").url
+    'q.db'
+    """
+
+    def __init__(self, url: str) -> None:
+        super().__init__(f"no queue at {url}: its tables do not exist (nothing was created)")
+        self.url = url
 
 
 class WorkerError(ExecutorError):

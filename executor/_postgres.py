@@ -27,9 +27,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from executor._errors import QueueError
+from executor._errors import NoQueueError, QueueError
 from executor._queue import Clock, Queue
 from executor._schema import POSTGRES, Tx, install
 
@@ -46,7 +47,14 @@ _SCHEMA_LOCK_KEY = 0x72647175657565
 class PostgresQueue(Queue):
     """A queue in a PostgreSQL database (the tables live in the first schema of search_path)."""
 
-    def __init__(self, url: str, *, clock: Clock = time.time, connect_timeout_s: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Clock = time.time,
+        connect_timeout_s: int = 10,
+        create: bool = True,
+    ) -> None:
         super().__init__(clock=clock)
         self.url = url
         self.connect_timeout_s = connect_timeout_s
@@ -54,7 +62,13 @@ class PostgresQueue(Queue):
         self._conn: psycopg.Connection[tuple[object, ...]] | None = self._connect()
         try:
             with self._transaction() as tx:
-                tx.raw(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})")
+                if not create:
+                    # Inspecting: no lock, no DDL; a missing schema or table is an answer.
+                    if not tx.raw(POSTGRES.has_schema):
+                        raise NoQueueError(redact(url))
+                else:
+                    tx.raw(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})")
+                    _create_search_schema(tx)
                 install(tx, POSTGRES)
         except BaseException:
             self.close()
@@ -110,6 +124,20 @@ class PostgresQueue(Queue):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _create_search_schema(tx: Tx) -> None:
+    """Create the first schema of ``search_path`` when none of its schemas exists.
+
+    ``?schema=NAME`` (search_path NAME alone) then makes the queue in NAME, rather than
+    failing with "no schema has been selected to create in".
+    """
+    if tx.raw("SELECT current_schema()")[0][0] is not None:
+        return
+    first = str(tx.raw("SHOW search_path")[0][0]).split(",")[0].strip()
+    name = first[1:-1].replace('""', '"') if first.startswith('"') else first
+    if name and name != "$user":
+        tx.raw(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)).as_string())
 
 
 def redact(url: str) -> str:

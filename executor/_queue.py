@@ -686,8 +686,13 @@ def _require_seconds(what: str, value: float, *, zero_ok: bool = False) -> None:
 _URL_FORMS = "a SQLite file path, sqlite:///ABS/PATH, or postgresql://user@host:port/db"
 
 
-def open_queue(url: str | os.PathLike[str], *, clock: Clock = time.time) -> Queue:
+def open_queue(
+    url: str | os.PathLike[str], *, clock: Clock = time.time, create: bool = True
+) -> Queue:
     """Open (creating the schema if needed) the queue at ``url``.
+
+    With ``create=False`` (inspecting callers) nothing is created: a queue whose file, tables
+    or PostgreSQL schema do not exist raises :class:`~executor.NoQueueError` instead.
 
     Accepted forms: a SQLite file path (``":memory:"`` for a private in-memory queue),
     ``sqlite:///ABS/PATH``, or ``postgresql://user@host:port/db`` (``postgres://`` too; libpq
@@ -695,6 +700,10 @@ def open_queue(url: str | os.PathLike[str], *, clock: Clock = time.time) -> Queu
 
     >>> open_queue(":memory:").tickets()
     []
+    >>> import tempfile
+    >>> open_queue(tempfile.mkdtemp() + "/q.db", create=False)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    executor._errors.NoQueueError: no queue at /.../q.db: its tables do not exist ...
     >>> open_queue("mysql://db/queue")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     executor._errors.UsageError: cannot open queue 'mysql://db/queue': expected a SQLite ...
@@ -703,7 +712,7 @@ def open_queue(url: str | os.PathLike[str], *, clock: Clock = time.time) -> Queu
     if text.startswith(("postgresql://", "postgres://")):
         from executor._postgres import PostgresQueue
 
-        return PostgresQueue(text, clock=clock)
+        return PostgresQueue(text, clock=clock, create=create)
     if text.startswith("sqlite://"):
         text = text.removeprefix("sqlite://")
         if not text.startswith("/"):
@@ -726,4 +735,4 @@ def open_queue(url: str | os.PathLike[str], *, clock: Clock = time.time) -> Queu
             )
     from executor._sqlite import SqliteQueue
 
-    return SqliteQueue(text, clock=clock)
+    return SqliteQueue(text, clock=clock, create=create)

@@ -47,6 +47,7 @@ from types import FrameType
 from typing import Any
 
 from doctor import SIGNATURE_VERSION, canonical_signature
+from doctor._model import noun
 from executor import _events as ev
 from executor._artifacts import AttemptDir, Checkpoint, Clock, Outcome, RunWriter
 from executor._config import ExecutorConfig
@@ -54,7 +55,7 @@ from executor._errors import UsageError
 from executor._graph import Edge, Graph, Node, load_graph
 from executor._stage import run_attempt
 
-__all__ = ["RunResult", "new_run_id", "run_pipeline"]
+__all__ = ["RunResult", "missing_agent_command", "new_run_id", "run_pipeline"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _NOT_COUNTED = frozenset({"transient_infra", "canceled"})
@@ -592,6 +593,22 @@ def _norm(label: str) -> str:
     return " ".join(label.lower().split())
 
 
+def missing_agent_command(agents: list[str]) -> str:
+    """What a graph with agent nodes and no agent command is told, wherever it runs.
+
+    One message for ``doctor run``, a worker's ticket and the library, naming what a person
+    sets (``ExecutorConfig.agent_command`` is what those fill in).
+
+    >>> missing_agent_command(["plan"])  # doctest: +ELLIPSIS
+    "agent node plan needs an agent command to run: pass --agent-command 'CMD {prompt_file}' ..."
+    """
+    return (
+        f"{noun(len(agents), 'agent node')} {', '.join(agents)} "
+        f"{noun(len(agents), 'needs', 'need')} an agent command to run: pass "
+        "--agent-command 'CMD {prompt_file}' or set RUNDOCTOR_AGENT_COMMAND"
+    )
+
+
 def run_pipeline(
     graph_path: Path,
     root: Path,
@@ -627,10 +644,7 @@ def run_pipeline(
     graph = load_graph(graph_path)
     agents = sorted(n.id for n in graph.nodes.values() if n.kind == "agent")
     if agents and not config.agent_command:
-        raise UsageError(
-            f"agent node(s) {', '.join(agents)} need config.agent_command, e.g. "
-            "('python', '-m', 'fixtures.fake_agent', '{prompt_file}')"
-        )
+        raise UsageError(missing_agent_command(agents))
     run_id = run_id or new_run_id(clock)
     if run_id in (".", "..") or any(c in run_id for c in "/\\\x00"):
         raise UsageError(f"run id {run_id!r} must be a plain directory name")

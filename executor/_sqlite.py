@@ -21,8 +21,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from executor._errors import QueueError
+from executor._errors import NoQueueError, QueueError
 from executor._queue import Clock, Queue
 from executor._schema import SQLITE, Tx, install
 
@@ -36,7 +37,12 @@ class SqliteQueue(Queue):
     """A queue in one SQLite file (or ``":memory:"``, private to this object)."""
 
     def __init__(
-        self, path: str, *, clock: Clock = time.time, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+        self,
+        path: str,
+        *,
+        clock: Clock = time.time,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        create: bool = True,
     ) -> None:
         super().__init__(clock=clock)
         self.path = path
@@ -45,6 +51,8 @@ class SqliteQueue(Queue):
         # transaction whole, check_same_thread=False lets the other thread in.
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        if not create and path != ":memory:" and not Path(path).is_file():
+            raise NoQueueError(path)  # sqlite3.connect would create the file
         try:
             # isolation_level=None: the module never opens transactions behind our back; we
             # issue BEGIN IMMEDIATE / COMMIT ourselves.
@@ -56,6 +64,9 @@ class SqliteQueue(Queue):
             )
             self._conn = conn
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            # Inspecting (``create=False``): look before anything is written (WAL included).
+            if not create and not conn.execute(SQLITE.has_schema).fetchall():
+                raise NoQueueError(path)
             if path != ":memory:":
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() != "wal":

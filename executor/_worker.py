@@ -45,6 +45,7 @@ from executor._artifacts import proc_start_ticks
 from executor._config import ExecutorConfig
 from executor._errors import (
     BudgetError,
+    ExecutorError,
     FencedError,
     GraphError,
     QueueError,
@@ -600,7 +601,11 @@ def _slot_loop(
                     _fail_for_good(queue, lease, reason, config, fleet)
                 stats.add(failed=1)
             if on_ticket is not None:
-                on_ticket("finished", lease.ticket, result)
+                shown = lease.ticket
+                if result is None:  # failed before a run (its reason is in the queue) or fenced
+                    with contextlib.suppress(ExecutorError):
+                        shown = queue.get(lease.ticket_id)
+                on_ticket("finished", shown, result)
     finally:
         queue.close()
 
@@ -647,6 +652,7 @@ def run_worker(
     clock: Clock = time.time,
     wait_for_database: bool = False,
     on_ticket: TicketHook | None = None,
+    create: bool = True,
 ) -> WorkerStats:
     """Claim and run tickets until ``stop`` is set (or, with ``once``, the queue is empty).
 
@@ -661,7 +667,12 @@ def run_worker(
 
     ``on_ticket("claimed", ticket, None)`` is called (from the slot's thread) when a ticket is
     claimed, ``on_ticket("finished", ticket, result)`` when its run ended (result ``None`` when
-    the lease was lost before the run started, or the ticket failed on an executor error).
+    the lease was lost before the run started, or the ticket failed on an executor error or
+    a pipeline that cannot be run; then ``ticket`` is re-read, so its ``status`` and
+    ``reason`` say which).
+
+    With ``create=False`` a queue that does not exist yet raises
+    :class:`~executor.NoQueueError` instead of being created.
     """
     config.validate()
     if concurrency < 1:
@@ -669,12 +680,18 @@ def run_worker(
     stop = stop or threading.Event()
     if wait_for_database:
         first = _persist(
-            lambda: open_queue(url, clock=clock), "open the queue", config, _Fleet(), quit=stop
+            lambda: open_queue(url, clock=clock, create=create),
+            "open the queue",
+            config,
+            _Fleet(),
+            quit=stop,
         )
         if first is not None:
             first.close()
     else:
-        open_queue(url, clock=clock).close()  # a bad URL is the caller's error, not a dead thread
+        open_queue(
+            url, clock=clock, create=create
+        ).close()  # a bad URL is the caller's error, not a dead thread
     root.mkdir(parents=True, exist_ok=True)
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     stats = WorkerStats()

@@ -49,7 +49,8 @@ _MEASURE = """
   var lanes = svg.querySelectorAll("g.lane").length;
   out.setAttribute("data-bars", String(drawn.length));
   out.setAttribute("data-lanes", String(lanes));
-  out.textContent = drawn.length + " attempt bar(s) drawn in " + lanes + " lane(s).";
+  out.textContent = drawn.length + (drawn.length === 1 ? " attempt bar" : " attempt bars") +
+    " drawn in " + lanes + (lanes === 1 ? " lane." : " lanes.");
 })();
 """
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'"

@@ -14,6 +14,7 @@ made it safe. Filters:
 ``dur``    seconds: ``28076.161`` → ``7h 47m 56s``
 ``hours``  seconds: ``13032`` → ``3.62 h``
 ``usd``    ``7.88421675`` → ``$7.88421675``
+``counted`` a count and its noun: ``1|counted("run")`` → ``1 run``, ``2`` → ``2 runs``
 =========  ===============================================================================
 """
 
@@ -26,6 +27,7 @@ from typing import Any
 import jinja2
 
 from doctor import Diagnosis, ScanResult
+from doctor._model import plural
 from reports._chaos import ChaosContext
 from reports._context import FleetContext, PostmortemContext, duration
 from reports._errors import ReportError
@@ -66,6 +68,16 @@ def num(value: object, digits: int = 0) -> str:
     if isinstance(value, int) and digits == 0:
         return f"{value:,}"
     return f"{float(value):,.{digits}f}"
+
+
+def counted(value: object, word: str, many: str | None = None, digits: int = 0) -> str:
+    """A count (as :func:`num` writes it) and its noun, singular for one (never "run(s)").
+
+    >>> counted(1, "run"), counted(39166, "event"), counted(2, "class", "classes")
+    ('1 run', '39,166 events', '2 classes')
+    """
+    n = value if isinstance(value, int | float) and not isinstance(value, bool) else 0
+    return plural(n, word, many, shown=num(value, digits))
 
 
 def pct(value: object, digits: int = 1) -> str:
@@ -124,7 +136,15 @@ def environment() -> jinja2.Environment:
         finalize=_finalize,
     )
     env.filters.update(
-        md=md, code=code, mermaid=mermaid, num=num, pct=pct, dur=dur, hours=hours, usd=usd
+        md=md,
+        code=code,
+        mermaid=mermaid,
+        num=num,
+        counted=counted,
+        pct=pct,
+        dur=dur,
+        hours=hours,
+        usd=usd,
     )
     return env
 

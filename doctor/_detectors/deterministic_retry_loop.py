@@ -38,7 +38,7 @@ from typing import Any
 
 from doctor._detectors._context import Context
 from doctor._facts import facts_of, iso
-from doctor._model import Finding, Severity
+from doctor._model import Finding, Severity, plural
 
 __all__ = ["BREAKER_EVENTS", "SIGNATURE_BREAKERS", "deterministic_retry_loop", "visits_sql"]
 
@@ -182,8 +182,8 @@ def deterministic_retry_loop(ctx: Context) -> list[Finding]:
         looped = len(g.visits) >= limit
         tripped = signature_breaker
         summary = (
-            f"{node}{where} failed {g.count} times over {len(g.visits)} visit(s) with the same "
-            f"failure ({example!r})"
+            f"{node}{where} failed {g.count} times over {plural(len(g.visits), 'visit')} "
+            f"with the same failure ({example!r})"
             + (
                 ", and kept failing after a breaker tripped"
                 if breaker_seq is not None

@@ -30,7 +30,7 @@ from collections import Counter, defaultdict
 
 from doctor._detectors._context import Context
 from doctor._detectors.deterministic_retry_loop import BREAKER_EVENTS
-from doctor._model import Finding, Severity
+from doctor._model import Finding, Severity, plural
 from doctor._signature import SIGNATURE_VERSION
 
 __all__ = ["fragmented_failure_signatures"]
@@ -113,7 +113,7 @@ def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
         where = f" in branch {scope}" if scope else ""
         summary = (
             f"{node}{where} failed {counts.total()} times with {len(counts)} different reasons "
-            f"that are only {len(signatures)} canonical failure(s); the top one repeated "
+            f"that are only {plural(len(signatures), 'canonical failure')}; the top one repeated "
             f"{top_n} times (limit {limit})"
             + (
                 f" yet the run's own breaker counted at most {seen}"

@@ -35,7 +35,7 @@ from doctor._detectors._context import Context
 from doctor._detectors._queue import LEASED, PROGRESS_EVENTS, TERMINAL, iso_s
 from doctor._detectors.retry_loop import duration_text
 from doctor._facts import iso, parse_iso
-from doctor._model import Finding, Severity
+from doctor._model import Finding, Severity, noun, plural
 from doctor._tables import HEARTBEAT_SQL, heartbeat_sql
 
 __all__ = ["idle_gap"]
@@ -191,8 +191,9 @@ def idle_gap(ctx: Context) -> list[Finding]:
             severity = Severity.ERROR if alive else Severity.WARNING
             summary = (
                 f"no run made progress for {span} ({iso(start)} to {iso(end)}) while "
-                f"{alive} run(s) were alive and {pending} unfinished; make sure something "
-                "executes pending work (a worker, a scheduler) and alerts when it stops"
+                f"{plural(alive, 'run')} {noun(alive, 'was', 'were')} alive and {pending} "
+                "unfinished; make sure something executes pending work (a worker, a scheduler) "
+                "and alerts when it stops"
             )
         findings.append(
             Finding(
@@ -310,13 +311,13 @@ def _queue_gaps(ctx: Context) -> list[Finding]:
             f"no ticket was claimed or finished and no run progressed for "
             f"{duration_text(duration)} ({start} to {end})"
             + (" and still none has" if ongoing else "")
-            + f" while {waiting} ticket(s) waited; make sure a worker executes the queue and "
-            "alerts when nothing closes"
+            + f" while {plural(waiting, 'ticket')} waited; make sure a worker executes the queue "
+            "and alerts when nothing closes"
         )
         if unseen:
             summary += (
-                f" ({unseen} lease(s) heartbeated through it whose runs are not in the scanned "
-                "roots: scan with --root to see their progress)"
+                f" ({plural(unseen, 'lease')} heartbeated through it whose runs are not in the "
+                "scanned roots: scan with --root to see their progress)"
             )
         findings.append(
             Finding(

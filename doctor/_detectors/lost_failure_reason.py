@@ -15,7 +15,7 @@ from __future__ import annotations
 from doctor._detectors._context import Context
 from doctor._detectors.swallowed_error import generic_sql
 from doctor._facts import iso
-from doctor._model import Finding, Severity
+from doctor._model import Finding, Severity, plural
 
 __all__ = ["lost_failure_reason"]
 
@@ -65,8 +65,8 @@ def lost_failure_reason(ctx: Context) -> list[Finding]:
                 # cause: the incident's check nodes hid every branch's real failure this way.
                 severity=Severity.ERROR,
                 summary=(
-                    f"{node_id}{where} failed {n} time(s) with {shown} right after {up_node} "
-                    f"failed with {up_reason!r}; act on that upstream reason, and make "
+                    f"{node_id}{where} failed {plural(n, 'time')} with {shown} right after "
+                    f"{up_node} failed with {up_reason!r}; act on that upstream reason, and make "
                     f"{node_id} carry it through instead of a generic one"
                 ),
                 run_id=run_id,

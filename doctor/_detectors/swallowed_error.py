@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 
 from doctor._detectors._context import Context, more
-from doctor._model import Finding, Severity
+from doctor._model import Finding, Severity, plural
 
 __all__ = [
     "BARE_EXIT_RE",
@@ -185,14 +185,14 @@ def swallowed_error(ctx: Context) -> list[Finding]:
         if kind == "swallowed":
             severity = Severity.ERROR
             summary = (
-                f"{node_id}{where} failed {n} time(s) with a reason that says nothing ({quoted}); "
-                f"the real error was swallowed, so fix the code that builds the reason and read "
-                f"the stage's logs for the cause"
+                f"{node_id}{where} failed {plural(n, 'time')} with a reason that says nothing "
+                f"({quoted}); the real error was swallowed, so fix the code that builds the "
+                "reason and read the stage's logs for the cause"
             )
         else:
             severity = Severity.INFO
             summary = (
-                f"{node_id}{where} failed {n} time(s) with only an exit code ({quoted}) "
+                f"{node_id}{where} failed {plural(n, 'time')} with only an exit code ({quoted}) "
                 "and its stage wrote no output that says more; capture the command's stderr"
             )
         findings.append(

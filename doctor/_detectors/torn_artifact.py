@@ -17,7 +17,7 @@ read as torn mid-file, the safe side).
 from __future__ import annotations
 
 from doctor._detectors._context import Context
-from doctor._model import Finding, Severity
+from doctor._model import Finding, Severity, plural
 
 __all__ = ["torn_artifact"]
 
@@ -67,7 +67,7 @@ def torn_artifact(ctx: Context) -> list[Finding]:
             )
         elif stream:
             advice = (
-                f"{n} torn line(s) inside the stream: events there are lost or corrupted; "
+                f"{plural(n, 'torn line')} inside the stream: events there are lost or corrupted; "
                 "keep a copy before repairing and do not trust counts around them"
             )
         elif kind == "live":

@@ -240,7 +240,7 @@ def test_duplicate_keys_read_first_wins_in_documents_and_streams_alike(tmp_path:
     assert data["facts"]["attempts_started"] == 2  # the first "event"
     dup = [f for f in data["findings"] if f["code"] == "unreadable_artifact"]
     assert [(f["severity"], f["evidence"]["file"]) for f in dup] == [("warning", "final.json")]
-    assert "duplicate key(s) 'status'" in dup[0]["summary"]
+    assert "duplicate key 'status'" in dup[0]["summary"]
 
 
 # --- one run's failure is that run's finding ---------------------------------------------------

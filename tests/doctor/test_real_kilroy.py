@@ -22,7 +22,7 @@ from rich.console import Console
 
 from doctor import DETECTORS, DoctorConfig, Severity, diagnose, scan
 from doctor._facts import parse_iso
-from doctor._render import render_diagnosis
+from doctor._render import render_diagnosis, render_markdown
 from fixtures.kilroy.scenarios import SCENARIOS
 from reports import render_postmortem
 
@@ -117,6 +117,18 @@ def test_the_postmortem_of_a_failed_run_states_its_terminal_reason() -> None:
     summary = text[text.index("## Executive summary") : text.index("## Run facts")]
     assert "stall watchdog timeout after 3s with no progress" in summary
     assert "`stall_watchdog_timeout`" in summary
+
+
+def test_the_markdown_diagnosis_states_the_terminal_reason_as_the_terminal_does() -> None:
+    result = diagnose("stall_watchdog", DoctorConfig(roots=(RUNS,)))
+    reason, stop = result.facts["terminal_reason"], result.facts["stopped_by"]
+    assert reason and stop, result.facts
+    shown = [
+        line.replace("\\", "")  # Markdown escapes, as in stall\_watchdog
+        for line in render_markdown(result).splitlines()
+        if line.startswith("- terminal reason:")
+    ]
+    assert shown == [f"- terminal reason: **{reason}** (stopped by {stop})"]
 
 
 def test_a_bare_exit_code_is_explained_by_the_failure_dossier_when_the_logs_are_gone(

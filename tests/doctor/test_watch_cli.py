@@ -119,7 +119,7 @@ def test_once_exits_1_on_a_new_alert_and_logs_one_line(tmp_path: Path, env: dict
     assert done.returncode == 1
     (event,) = [json.loads(line) for line in done.stdout.splitlines()]
     assert (event["event"], event["code"]) == ("alert", "idle_gap")
-    assert done.stderr == "watch pass 1: 1 alert(s), 0 resolved\n"
+    assert done.stderr == "watch pass 1: 1 alert, 0 resolved\n"
 
 
 def test_a_failing_webhook_is_retried_logged_and_does_not_stop_the_watch(

@@ -53,6 +53,10 @@ class Backend:
     def open(self, clock: FakeClock | None = None) -> Queue:
         return open_queue(self.url) if clock is None else open_queue(self.url, clock=clock)
 
+    def open_existing(self) -> Queue:
+        """Open the queue as inspecting commands do: never created."""
+        return open_queue(self.url, create=False)
+
     def raw(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement outside the queue (``?`` placeholders), committed at once."""
         if self.name == "sqlite":

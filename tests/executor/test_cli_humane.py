@@ -152,6 +152,107 @@ def test_reap_takes_a_schema_parameter_as_scan_does(env: dict[str, str]) -> None
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+def _schema_exists(schema: str) -> bool:
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        found = admin.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        return bool(found.fetchall())
+
+
+def _tables_in(schema: str) -> list[str]:
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        found = admin.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        )
+        return sorted(str(row[0]) for row in found.fetchall())
+
+
+def _drop_schema(schema: str) -> None:
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+INSPECTING = (("tickets",), ("reap",), ("worker", "--once"))
+
+
+@pytest.mark.postgres
+def test_inspecting_a_postgres_schema_that_does_not_exist_creates_nothing(
+    env: dict[str, str],
+) -> None:
+    require_postgres()
+    schema = f"rd13_{uuid.uuid4().hex[:12]}"
+    try:
+        for command in INSPECTING:
+            line = _usage_error(_doctor(env, *command, "--db", f"{PG_URL}?schema={schema}"))
+            assert f"no queue at '{PG_URL}?schema={schema}'" in line, command
+            assert "doctor enqueue GRAPH --db" in line and "doctor worker --create-queue" in line
+            assert not _schema_exists(schema), command
+    finally:
+        _drop_schema(schema)
+
+
+@pytest.mark.postgres
+def test_inspecting_an_empty_postgres_schema_creates_no_tables(env: dict[str, str]) -> None:
+    require_postgres()
+    schema = f"rd13_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        for command in INSPECTING:
+            line = _usage_error(_doctor(env, *command, "--db", f"{PG_URL}?schema={schema}"))
+            assert "doctor worker --create-queue" in line, command
+            assert _tables_in(schema) == [], command
+    finally:
+        _drop_schema(schema)
+
+
+@pytest.mark.postgres
+def test_enqueue_and_create_queue_make_the_schema_the_hint_names(env: dict[str, str]) -> None:
+    require_postgres()
+    made, asked = (f"rd13_{uuid.uuid4().hex[:12]}" for _ in range(2))
+    try:
+        ticket_id = _doctor(env, "enqueue", SIMPLE, "--db", f"{PG_URL}?schema={made}").stdout
+        found = _json(_doctor(env, "tickets", "--db", f"{PG_URL}?schema={made}", "--json"))
+        assert [t["id"] for t in found] == [ticket_id.strip()]
+        proc = _doctor(
+            env, "worker", "--once", "--create-queue", "--json", "--db", f"{PG_URL}?schema={asked}"
+        )
+        assert _json(proc)["claimed"] == 0
+        assert "tickets" in _tables_in(asked)
+    finally:
+        _drop_schema(made)
+        _drop_schema(asked)
+
+
+def test_a_sqlite_file_without_a_queue_is_left_untouched(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    other = tmp_path / "other.db"
+    other.write_bytes(b"")
+    for command in INSPECTING:
+        line = _usage_error(_doctor(env, *command, "--db", other))
+        assert "doctor worker --create-queue" in line, command
+        assert other.read_bytes() == b"", command
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("other")) == [
+            "other.db"
+        ]
+
+
+def test_a_worker_ticket_missing_its_agent_command_names_the_flag_and_the_variable(
+    env: dict[str, str],
+) -> None:
+    ticket_id = _doctor(env, "enqueue", AGENTS).stdout.strip()
+    proc = _doctor(env, "worker", "--once")
+    assert proc.returncode == 0, proc.stderr
+    (ticket,) = _json(_doctor(env, "tickets", "--json"))
+    assert ticket["id"] == ticket_id and ticket["status"] == "failed"
+    line = _usage_error(_doctor(env, "run", AGENTS)).removeprefix("error: ")
+    assert line in ticket["reason"]  # the same words as `doctor run`
+    assert "--agent-command" in line and "RUNDOCTOR_AGENT_COMMAND" in line
+    assert "config." not in ticket["reason"] and "('" not in ticket["reason"]
+    shown = [ln for ln in proc.stderr.splitlines() if ln.startswith(f"✗ {ticket_id}")]
+    assert len(shown) == 1 and line in shown[0], proc.stderr
+
+
 def test_a_missing_agent_command_names_the_flag_and_the_variable(
     env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -20,6 +20,7 @@ from executor import (
     BudgetError,
     FencedError,
     Lease,
+    NoQueueError,
     Queue,
     QueueError,
     SessionInfo,
@@ -47,6 +48,26 @@ def reclaim(queue: Queue, lease: Lease, **kw: Any) -> Ticket:
 
 def event_names(queue: Queue, ticket_id: str) -> list[str]:
     return [e.event for e in queue.events(ticket_id)]
+
+
+# -- opening without creating ------------------------------------------------------------------
+
+
+def test_opening_without_create_refuses_a_missing_queue_and_creates_nothing(
+    backend: Backend,
+) -> None:
+    with pytest.raises(NoQueueError):
+        backend.open_existing()
+    if backend.name == "sqlite":
+        assert not Path(backend.target).exists()
+    else:
+        assert backend.raw("SELECT to_regclass('tickets') IS NULL") == [(True,)]
+    backend.open().close()  # the default creates it; then an inspecting open reads it
+    queue = backend.open_existing()
+    try:
+        assert queue.tickets() == []
+    finally:
+        queue.close()
 
 
 # -- enqueue and claim order ------------------------------------------------------------------

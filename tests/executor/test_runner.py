@@ -448,7 +448,7 @@ def test_an_on_event_callback_that_raises_cancels_the_run(tmp_path: Path) -> Non
 
 
 def test_bad_inputs_are_refused_before_anything_is_created(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match=r"need config\.agent_command"):
+    with pytest.raises(UsageError, match=r"needs an agent command to run: pass --agent-command"):
         run(tmp_path, agents("w"), cfg=ExecutorConfig())
     with pytest.raises(GraphError, match="line 1: no exit node"):
         run(tmp_path, "digraph a { start [shape=Mdiamond] }")

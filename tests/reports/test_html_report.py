@@ -102,7 +102,7 @@ def test_bars_say_why_an_attempt_failed_on_hover(page: Path) -> None:
 def test_heartbeat_only_stretches_are_shaded(page: Path) -> None:
     html = _main_svg(page)
     (shade,) = re.findall(r'<rect class="shade heartbeat-only"[^>]*><title>([^<]*)</title>', html)
-    assert "7944 heartbeat(s) and no progress for 48m 10s" in shade  # incident 04's figures
+    assert "7944 heartbeats and no progress for 48m 10s" in shade  # incident 04's figures
 
 
 def test_the_fan_out_gets_a_zoomed_panel_of_its_own_lanes(page: Path) -> None:

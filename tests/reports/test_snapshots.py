@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -59,6 +60,22 @@ def _case(name: str) -> Diagnosis:
 )
 def test_postmortem_of_a_fixture_case_matches_its_snapshot(case: str) -> None:
     assert_snapshot(f"postmortem_{case}", render_postmortem(_case(case)))
+
+
+#: "run(s)", "class(es)": a count written without deciding its noun.
+HEDGED = re.compile(r"[A-Za-z]\((?:s|es)\)")
+ONE_OF_MANY = re.compile(r"(?<![\d.,])1 (?:findings|scopes|attempts|times|visits|runs|failures)\b")
+
+
+@pytest.mark.parametrize(
+    "case", sorted(p.name for p in CASES.iterdir() if (p / "expected.json").is_file())
+)
+def test_counts_agree_with_their_nouns_in_summaries_and_postmortems(case: str) -> None:
+    d = _case(case)
+    texts = [f.summary for f in d.findings] + [render_postmortem(d)]
+    for text in texts:
+        assert not HEDGED.search(text), HEDGED.findall(text)
+        assert not ONE_OF_MANY.search(text), ONE_OF_MANY.findall(text)
 
 
 def test_postmortem_of_the_rogue_run_matches_its_snapshot(tmp_path: Path) -> None:

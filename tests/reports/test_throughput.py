@@ -204,7 +204,7 @@ def test_doctor_report_fleet_with_db_prints_throughput(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "## Throughput" in done.stdout and "2 ticket(s) in the queue" in done.stdout
+    assert "## Throughput" in done.stdout and "2 tickets in the queue" in done.stdout
 
 
 def test_doctor_report_fleet_with_a_missing_queue_exits_2(tmp_path: Path) -> None:
