@@ -20,8 +20,7 @@ from typing import Any, ClassVar
 import typer.main
 from typer._click import Command, Context, HelpFormatter, Parameter
 from typer._click.shell_completion import CompletionItem
-from typer._coercion import RuntimeParam, build_runtime_param
-from typer.core import TyperCommand, _TyperParameter
+from typer.core import TyperCommand
 from typer.models import TyperInfo
 
 from doctor._cli_errors import OneLineGroup
@@ -29,28 +28,37 @@ from doctor._cli_errors import OneLineGroup
 __all__ = ["LazyGroup", "Mount"]
 
 
-@dataclass(frozen=True)
-class _Deferred(RuntimeParam):
-    """typer's coercion of a parameter, built when a value needs it (not for an absent one).
+try:  # typer's own parameter coercion (0.29): private, so a typer without it is no error
+    from typer._coercion import RuntimeParam, build_runtime_param
+    from typer.core import _TyperParameter
+except ImportError:  # pragma: no cover - nothing to defer: every command is only slower
+    _DEFERRABLE = False
+else:
+    _DEFERRABLE = True
 
-    typer 0.29 builds a Pydantic ``TypeAdapter`` for every parameter a command processes,
-    even a flag left out (``--help``, ``--install-completion``: value ``None``), so any
-    command would import Pydantic (about as long as the rest of ``doctor checks``). An absent
-    value is ``None`` whatever the type; a given one gets typer's own coercion, unchanged.
-    """
+    @dataclass(frozen=True)
+    class _Deferred(RuntimeParam):
+        """typer's coercion of a parameter, built when a value needs it (not for an absent one).
 
-    def _coerce_value(self, value: Any, param: _TyperParameter, ctx: Context) -> Any:
-        real = param._runtime_param = build_runtime_param(param.type_descriptor)
-        return real._coerce_value(value, param=param, ctx=ctx)
+        typer 0.29 builds a Pydantic ``TypeAdapter`` for every parameter a command processes,
+        even a flag left out (``--help``, ``--install-completion``: value ``None``), so any
+        command would import Pydantic (about as long as the rest of ``doctor checks``). An
+        absent value is ``None`` whatever the type; a given one gets typer's own coercion.
+        """
+
+        def _coerce_value(self, value: Any, param: _TyperParameter, ctx: Context) -> Any:
+            real = param._runtime_param = build_runtime_param(param.type_descriptor)
+            return real._coerce_value(value, param=param, ctx=ctx)
 
 
 def _defer_coercion(params: list[Parameter]) -> None:
     """Make typer build each parameter's coercion only when a value needs it."""
+    if not _DEFERRABLE:  # pragma: no cover
+        return
     for param in params:
         if isinstance(param, _TyperParameter) and param._runtime_param is None:
-            param._runtime_param = _Deferred(
-                param.type_descriptor.parameter_info, param.type_descriptor.annotation
-            )
+            info = param.type_descriptor
+            param._runtime_param = _Deferred(info.parameter_info, info.annotation)
 
 
 @dataclass(frozen=True, slots=True)
