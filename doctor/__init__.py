@@ -5,27 +5,31 @@
 True
 """
 
-from doctor._atomic import write_atomic
-from doctor._config import DoctorConfig, default_roots
-from doctor._detectors import DETECTORS, Context, describe, select
-from doctor._diagnose import ScanResult, diagnose, diagnose_path, scan
-from doctor._errors import (
-    DoctorError,
-    IngestError,
-    RootError,
-    RunNotFound,
-    UnsafeRunId,
-    UsageError,
-)
-from doctor._ingest import load_runs
-from doctor._layout import discover, list_run_dirs
-from doctor._metrics import fleet_metrics
-from doctor._model import Diagnosis, Finding, Severity
-from doctor._queue_ingest import load_queue
-from doctor._signature import SIGNATURE_VERSION, canonical_signature, signature_groups
-from doctor._tables import Tables
-from doctor._timeline import Bar, Stretch, Timeline, run_timeline
-from doctor._watch import WatchConfig, WatchEvent, WatchState, watch, watch_pass
+import importlib
+import typing
+
+if typing.TYPE_CHECKING:
+    from doctor._atomic import write_atomic
+    from doctor._config import DoctorConfig, default_roots
+    from doctor._detectors import DETECTORS, Context, describe, select
+    from doctor._diagnose import ScanResult, diagnose, diagnose_path, scan
+    from doctor._errors import (
+        DoctorError,
+        IngestError,
+        RootError,
+        RunNotFound,
+        UnsafeRunId,
+        UsageError,
+    )
+    from doctor._ingest import load_runs
+    from doctor._layout import discover, list_run_dirs
+    from doctor._metrics import fleet_metrics
+    from doctor._model import Diagnosis, Finding, Severity
+    from doctor._queue_ingest import load_queue
+    from doctor._signature import SIGNATURE_VERSION, canonical_signature, signature_groups
+    from doctor._tables import Tables
+    from doctor._timeline import Bar, Stretch, Timeline, run_timeline
+    from doctor._watch import WatchConfig, WatchEvent, WatchState, watch, watch_pass
 
 __all__ = [
     "DETECTORS",
@@ -67,3 +71,60 @@ __all__ = [
     "watch_pass",
     "write_atomic",
 ]
+
+# The front door is lazy (PEP 562): `import doctor` costs nothing until a name is used, so
+# `doctor --help` and `doctor checks` do not load DuckDB, Polars or Arrow, and a command
+# pays only for the modules it needs. Each name lives in the module written beside it.
+_HOMES = {
+    "Bar": "doctor._timeline",
+    "Context": "doctor._detectors",
+    "DETECTORS": "doctor._detectors",
+    "Diagnosis": "doctor._model",
+    "DoctorConfig": "doctor._config",
+    "DoctorError": "doctor._errors",
+    "Finding": "doctor._model",
+    "IngestError": "doctor._errors",
+    "RootError": "doctor._errors",
+    "RunNotFound": "doctor._errors",
+    "SIGNATURE_VERSION": "doctor._signature",
+    "ScanResult": "doctor._diagnose",
+    "Severity": "doctor._model",
+    "Stretch": "doctor._timeline",
+    "Tables": "doctor._tables",
+    "Timeline": "doctor._timeline",
+    "UnsafeRunId": "doctor._errors",
+    "UsageError": "doctor._errors",
+    "WatchConfig": "doctor._watch",
+    "WatchEvent": "doctor._watch",
+    "WatchState": "doctor._watch",
+    "canonical_signature": "doctor._signature",
+    "default_roots": "doctor._config",
+    "describe": "doctor._detectors",
+    "diagnose": "doctor._diagnose",
+    "diagnose_path": "doctor._diagnose",
+    "discover": "doctor._layout",
+    "fleet_metrics": "doctor._metrics",
+    "list_run_dirs": "doctor._layout",
+    "load_queue": "doctor._queue_ingest",
+    "load_runs": "doctor._ingest",
+    "run_timeline": "doctor._timeline",
+    "scan": "doctor._diagnose",
+    "select": "doctor._detectors",
+    "signature_groups": "doctor._signature",
+    "watch": "doctor._watch",
+    "watch_pass": "doctor._watch",
+    "write_atomic": "doctor._atomic",
+}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'doctor' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # once: later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

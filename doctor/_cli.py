@@ -17,53 +17,86 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from chaos._cli import app as _chaos_app
-from doctor._atomic import write_atomic
-from doctor._cli_errors import OneLineGroup, console, crash_guarded, reported
-from doctor._cli_watch import app as _watch_app
+from doctor._cli_errors import console, crash_guarded, reported
+from doctor._cli_lazy import LazyGroup, Mount
 from doctor._config import DoctorConfig, default_roots
-from doctor._detectors import DETECTORS, describe, select
-from doctor._diagnose import diagnose, scan
 from doctor._errors import DoctorError, RootError, UsageError
 from doctor._layout import _looks_like_run as looks_like_run
 from doctor._layout import list_run_dirs
-from doctor._liveness import exclude_self_as_owner
-from doctor._model import Severity
-from doctor._queue_ingest import parse_queue_url
-from doctor._render import (
-    render_checks,
-    render_diagnosis,
-    render_markdown,
-    render_scan,
-    run_command,
-)
-from doctor._repair import (
-    Action,
-    QueueRepairReport,
-    RepairReport,
-    apply_queue_repairs,
-    apply_repairs,
-    plan_repairs,
-    queue_journal_dir,
-)
 from doctor._version import package_version
-from executor._cli import app as _executor_app
+
+if TYPE_CHECKING:  # the commands import what they run, so each pays only for its own
+    from rich.console import Console
+
+    from doctor._diagnose import ScanResult
+    from doctor._model import Diagnosis
+    from doctor._repair import Action, QueueRepairReport, RepairReport
 
 __all__ = ["app", "config_from_env", "main"]
+
+
+class _Root(LazyGroup):
+    """``doctor``: its own commands, then the other packages', mounted by name."""
+
+    mounts = (
+        # The executor's commands live with the executor, thin over its library.
+        Mount(
+            "run",
+            "executor._cli",
+            "Run one pipeline in the foreground with live progress (with --db, as a queued "
+            "ticket).",
+        ),
+        Mount(
+            "enqueue",
+            "executor._cli",
+            "Queue a pipeline run (creating the queue if needed); prints the ticket id.",
+        ),
+        Mount(
+            "worker",
+            "executor._cli",
+            "Claim and run tickets until SIGTERM/SIGINT (runs are canceled, tickets released).",
+        ),
+        Mount(
+            "reap", "executor._cli", "One reaper pass: reclaim dead or expired workers' tickets."
+        ),
+        Mount(
+            "tickets",
+            "executor._cli",
+            "List tickets (with --json: the queue's records, one object each).",
+        ),
+        # Watching and metrics live in their own module.
+        Mount(
+            "watch",
+            "doctor._cli_watch",
+            "Scan every --interval; alert once per new finding (warning or above), say when it "
+            "clears.",
+        ),
+        Mount(
+            "metrics",
+            "doctor._cli_watch",
+            "The fleet as OpenMetrics text: runs by state, findings, idleness, and the queue.",
+        ),
+        # The chaos harness is one sub-app: `doctor chaos run|faults|check` (also `python -m
+        # chaos`).
+        Mount(
+            "chaos",
+            "chaos._cli",
+            "Kill, freeze and stall the executor from a seed; check that it recovers.",
+            group=True,
+        ),
+    )
+
 
 app = typer.Typer(
     name="doctor",
     help="Diagnose long unattended pipeline runs from their artifacts.",
     no_args_is_help=True,
     add_completion=True,
-    cls=OneLineGroup,
+    cls=_Root,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -144,6 +177,20 @@ def config_from_env(roots: list[Path] | None, **overrides: Any) -> DoctorConfig:
     return DoctorConfig(roots=chosen, **overrides)
 
 
+def diagnose(run_id: str, config: DoctorConfig) -> Diagnosis:
+    """:func:`doctor.diagnose`, imported when a command runs it."""
+    from doctor._diagnose import diagnose as diagnose_run
+
+    return diagnose_run(run_id, config)
+
+
+def scan(config: DoctorConfig, **options: Any) -> ScanResult:
+    """:func:`doctor.scan`, imported when a command runs it."""
+    from doctor._diagnose import scan as scan_runs
+
+    return scan_runs(config, **options)
+
+
 def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -168,6 +215,9 @@ def diagnose_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Diagnose one run: failing checks first with a runnable hint, passing ones folded."""
+    from doctor._detectors import select
+    from doctor._render import render_diagnosis, render_markdown
+
     with reported(DoctorError):
         if as_json and markdown:
             raise UsageError("--json and --markdown exclude each other; pick one")
@@ -216,6 +266,9 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
     if not enabled:
         yield None
         return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     bar = Progress(
         TextColumn("reading runs"),
         BarColumn(),
@@ -262,6 +315,8 @@ def scan_cmd(
     ] = None,
 ) -> None:
     """Diagnose every run under the roots: one row each (worst first), fleet findings."""
+    from doctor._render import render_scan
+
     with reported(DoctorError):
         config = config_from_env(root, db=db)
         cutoff = parse_since(since, time.time()) if since else None
@@ -277,6 +332,9 @@ def scan_cmd(
 @app.command("checks")
 def checks_cmd(as_json: JsonOpt = False) -> None:
     """List the detectors, one line each."""
+    from doctor._detectors import DETECTORS, describe
+    from doctor._render import render_checks
+
     if as_json:
         _emit_json([{"name": d.__name__, "description": describe(d)} for d in DETECTORS])
     else:
@@ -290,6 +348,8 @@ def _count(n: int, noun: str) -> str:
 def _print_plan(
     console: Console, plan: list[Action], header: str, journal: str = "repairs.ndjson"
 ) -> None:
+    from rich.markup import escape
+
     console.print(f"{header} · {_count(len(plan), 'repair')} planned")
     for i, action in enumerate(plan, 1):
         console.print(f"  {i}. {escape(action.summary)}", soft_wrap=True)
@@ -303,6 +363,10 @@ def _print_plan(
 
 
 def _print_repair(console: Console, report: RepairReport | QueueRepairReport, again: str) -> None:
+    from rich.markup import escape
+
+    from doctor._repair import QueueRepairReport
+
     marks = {"applied": "[green][✓][/green]", "noop": "[green][=][/green]"}
     for r in report.results:
         console.print(
@@ -364,6 +428,11 @@ def repair_cmd(
     ] = None,
 ) -> None:
     """Plan safe repairs for one run (or the queue, --db); --apply carries them out, journaled."""
+    from rich.markup import escape
+
+    from doctor._render import run_command
+    from doctor._repair import apply_repairs, plan_repairs
+
     if db is not None or run_id is None or journal is not None:
         _repair_queue(db, root, apply, as_json, journal, run_id)
     with reported(DoctorError):
@@ -404,6 +473,12 @@ def _repair_queue(
     run_id: str | None,
 ) -> NoReturn:
     """``doctor repair --db URL``: plan from a scan with the queue (roots optional)."""
+    from rich.markup import escape
+
+    from doctor._model import Severity
+    from doctor._queue_ingest import parse_queue_url
+    from doctor._repair import apply_queue_repairs, plan_repairs, queue_journal_dir
+
     with reported(DoctorError):
         if db is None or run_id is not None:
             raise UsageError(
@@ -474,6 +549,7 @@ def report_cmd(
     ] = False,
 ) -> None:
     """Render a Markdown postmortem of one run (--run-id) or a fleet report (--fleet)."""
+    from doctor._atomic import write_atomic
     from reports import queue_throughput_at, render_fleet, write_postmortem
 
     with reported(DoctorError):
@@ -500,15 +576,6 @@ def report_cmd(
     raise typer.Exit(0)
 
 
-# The executor's commands (run, enqueue, worker, reap, tickets) are sub-commands of the one
-# `doctor` console script; they live with the executor, thin over its library.
-app.registered_commands.extend(_executor_app.registered_commands)
-# Watching and metrics (doctor watch, doctor metrics) live in their own module.
-app.registered_commands.extend(_watch_app.registered_commands)
-# The chaos harness is one sub-app: `doctor chaos run|faults|check` (also `python -m chaos`).
-app.add_typer(_chaos_app, name="chaos")
-
-
 def _version(value: bool) -> None:
     if value:
         sys.stdout.write(f"doctor (rundoctor) {package_version()}\n")
@@ -533,5 +600,7 @@ def _root(
 
 def main() -> None:
     """Console-script entry point (a crash of the tool exits 70 with one line, no traceback)."""
+    from doctor._liveness import exclude_self_as_owner
+
     exclude_self_as_owner()  # a run.pid naming this very process is a reused pid
     crash_guarded(app)()

@@ -16,14 +16,14 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import duckdb
 import typer
-from rich.console import Console
-from rich.markup import escape
 from typer._click import exceptions as click_errors
 from typer.core import TyperGroup
+
+if TYPE_CHECKING:  # Rich is imported by what prints: `doctor --help` does not need it
+    from rich.console import Console
 
 __all__ = [
     "CRASH_EXIT_CODE",
@@ -47,6 +47,9 @@ INTERRUPTED = 130
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` on stderr as one line and exit with ``code``."""
+    from rich.console import Console
+    from rich.markup import escape
+
     # The message quotes user input and artifact text: escape it, or "[/x]" in a run id is
     # read as markup (and raises); soft_wrap keeps it one line whatever the width.
     Console(stderr=True, highlight=False).print(
@@ -69,10 +72,16 @@ def is_interrupt(exc: BaseException | None) -> bool:
     >>> is_interrupt(ValueError("bad"))
     False
     """
+    # DuckDB's exception only exists once DuckDB is loaded (a command that never queried it,
+    # such as `doctor --help`, must not pay for importing it here).
+    duckdb = sys.modules.get("duckdb")
+    kinds: tuple[type[BaseException], ...] = (KeyboardInterrupt, typer.Abort)
+    if duckdb is not None:
+        kinds += (duckdb.InterruptException,)
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, KeyboardInterrupt | duckdb.InterruptException | typer.Abort):
+        if isinstance(exc, kinds):
             return True
         if isinstance(exc, RuntimeError) and str(exc).strip() == "Query interrupted":
             return True
@@ -170,6 +179,8 @@ def console(*, stderr: bool = False) -> Console:
     >>> console().soft_wrap == (not sys.stdout.isatty())
     True
     """
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     if stream.isatty() or os.environ.get("COLUMNS"):
         return Console(highlight=False, stderr=stderr)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 
-import psutil
-
 __all__ = [
     "CLOCK_TICKS",
     "PID_MAX",
@@ -60,6 +58,8 @@ def process_alive(pid: int | None, start_time: int | None = None) -> bool | None
         return None
     if valid_pid(pid) is None or pid > PID_MAX:
         return False  # no process can have it
+    import psutil  # here, not at import: every command loads this module (main)
+
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:

@@ -26,10 +26,10 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import duckdb
-import pyarrow as pa
+if TYPE_CHECKING:  # loaded by the functions that ingest: `doctor checks` needs neither
+    import duckdb
 
 from doctor._errors import IngestError
 
@@ -142,6 +142,8 @@ def register_streams(
     con: duckdb.DuckDBPyConnection, streams: Sequence[tuple[str, str, Path]]
 ) -> list[int]:
     """Add ``(run_id, scope, path)`` streams; returns their new, consecutive ids."""
+    import pyarrow as pa
+
     first = int(con.sql("SELECT coalesce(max(stream_id) + 1, 0) FROM streams").fetchall()[0][0])
     ids = list(range(first, first + len(streams)))
     if streams:
@@ -256,6 +258,8 @@ def _scannable(path: str) -> bool:
 def _read_batch(
     con: duckdb.DuckDBPyConnection, files: Sequence[Path], first_stream_id: int, keep_raw: bool
 ) -> list[int]:
+    import duckdb
+
     paths = [str(f) for f in files]
     # Files whose names DuckDB would read as glob patterns are not scanned; reporting them
     # as bad sends them to the caller's precise (Python) read instead.
@@ -431,6 +435,9 @@ def _insert_lines(
 ) -> tuple[list[TornLine], int, tuple[int, int, bytes] | None]:
     """Append a batch of ``(line number, byte offset, bytes)`` lines: its first ``room`` torn
     lines, how many there are, and the last one's ``(number, offset, bytes)``."""
+    import duckdb
+    import pyarrow as pa
+
     texts: list[str | None] = []
     for _number, _start, line in lines:
         try:

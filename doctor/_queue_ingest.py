@@ -33,14 +33,15 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
-
-import pyarrow as pa
 
 from doctor._errors import IngestError, RootError, UsageError
 from doctor._model import noun
 from doctor._tables import Tables
+
+if TYPE_CHECKING:  # loaded when a queue is read: a diagnosis of one run needs no Arrow here
+    import pyarrow as pa
 
 __all__ = ["QUEUE_TABLES", "QueueSource", "load_queue", "parse_queue_url"]
 
@@ -49,7 +50,6 @@ QUEUE_TABLES = ("tickets", "ticket_deps", "ticket_events")
 
 # Rows are stable across reads (a scan of the same queue gives the same tables).
 _ORDER = {"tickets": "id", "ticket_deps": "ticket_id, depends_on", "ticket_events": "id"}
-_ARROW = {"VARCHAR": pa.string(), "BIGINT": pa.int64(), "DOUBLE": pa.float64()}
 _BATCH = 50_000
 _CONNECT_TIMEOUT_S = 10
 _HINT = "pass --db the executor's queue: a SQLite file, sqlite:///ABS/PATH or postgresql://…"
@@ -151,14 +151,17 @@ Fetch = Callable[[int], Sequence[Sequence[Any]]]
 
 def _arrow(source: QueueSource, table: str, cols: list[tuple[str, str]], fetch: Fetch) -> pa.Table:
     """Batches of driver rows as one Arrow table typed like the DuckDB table."""
-    schema = pa.schema([(name, _ARROW[kind]) for name, kind in cols])
+    import pyarrow as pa
+
+    arrow_types = {"VARCHAR": pa.string(), "BIGINT": pa.int64(), "DOUBLE": pa.float64()}
+    schema = pa.schema([(name, arrow_types[kind]) for name, kind in cols])
     batches = []
     while rows := fetch(_BATCH):
         arrays = []
         for i, (name, kind) in enumerate(cols):
             values = [row[i] for row in rows]
             try:
-                arrays.append(pa.array(values, _ARROW[kind]))
+                arrays.append(pa.array(values, arrow_types[kind]))
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
                 raise IngestError(
                     f"queue {source.display}: column {table}.{name} holds a value that is not "

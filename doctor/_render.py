@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import PurePath
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich import box
 from rich.console import Console
@@ -20,9 +20,11 @@ from rich.table import Table
 from rich.text import Text
 
 from doctor._detectors import Detector, describe
-from doctor._diagnose import ScanResult
 from doctor._model import Diagnosis, Finding, Severity
 from doctor._model import plural as _plural
+
+if TYPE_CHECKING:
+    from doctor._diagnose import ScanResult
 
 __all__ = [
     "QUEUE_CHECKS",

@@ -32,11 +32,12 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
-import polars as pl
-import pyarrow as pa
+if TYPE_CHECKING:  # loaded where used: listing the checks needs none of them
+    import duckdb
+    import polars as pl
+    import pyarrow as pa
 
 from doctor._cache import StreamState
 from doctor._documents import RunDocuments
@@ -123,6 +124,8 @@ WHERE s.event = 'stage_attempt_start'
 
 def new_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the canonical (empty) tables."""
+    import duckdb
+
     con = duckdb.connect(":memory:")
     # DuckDB spills to "./.tmp" by default: a private directory instead, removed with the
     # connection (or at exit), and both memory and spill bounded.
@@ -217,6 +220,8 @@ class Tables:
         """Append rows (tuples in column order) through Arrow: executemany is far slower."""
         if not rows:
             return
+        import pyarrow as pa
+
         names = [r[0] for r in self.con.sql(f"DESCRIBE {table}").fetchall()]
         columns = {n: [row[i] for row in rows] for i, n in enumerate(names)}
         self.con.register("_rd_rows", pa.table(columns))

@@ -6,8 +6,6 @@ True
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 __all__ = ["DISTRIBUTION", "package_version"]
 
 DISTRIBUTION = "rundoctor"
@@ -15,6 +13,8 @@ DISTRIBUTION = "rundoctor"
 
 def package_version() -> str:
     """The version of the installed ``rundoctor``, or ``0+unknown`` when run from a bare tree."""
+    from importlib.metadata import PackageNotFoundError, version  # only --version pays for it
+
     try:
         return version(DISTRIBUTION)
     except PackageNotFoundError:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
-from doctor._config import DoctorConfig
-from doctor._documents import RunDocuments
-from doctor._facts import RunFacts
 from doctor._model import Finding
 from doctor._signature import canonical_signature, signature_key
-from doctor._tables import Tables
+
+if TYPE_CHECKING:  # what a detector runs on; importing the detectors needs none of it
+    from doctor._config import DoctorConfig
+    from doctor._documents import RunDocuments
+    from doctor._facts import RunFacts
+    from doctor._tables import Tables
 
 __all__ = ["Context", "Detector", "more"]
 
@@ -51,6 +52,8 @@ class Context:
         A detector that only concerns scopes with some document (a checkpoint, live.json)
         queries these instead of the whole fleet's events.
         """
+        import pyarrow as pa
+
         runs, scopes = zip(*sorted(set(keys)), strict=True) if keys else ((), ())
         self.tables.con.register(
             f"{prefix}_keys",

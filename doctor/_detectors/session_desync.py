@@ -26,8 +26,6 @@ a reused pid is not mistaken for the session. Processes are only visible on this
 
 from __future__ import annotations
 
-import psutil
-
 from doctor._detectors._context import Context
 from doctor._detectors._queue import LEASED, TERMINAL, same_host, this_host, ticket_label
 from doctor._liveness import process_alive
@@ -51,6 +49,8 @@ def session_desync(ctx: Context) -> list[Finding]:
     if not rows:
         return []
     here = this_host()
+    import psutil  # here: listing the checks need not load it
+
     running = set(psutil.pids())
     findings = []
     for ticket_id, title, status, session, pid, start, host, run_id, owner, epoch in rows:

@@ -1,0 +1,102 @@
+"""Each command imports what it needs: the ``doctor`` root mounts the others' commands lazily.
+
+A fresh interpreter runs one command in-process and reports the modules it loaded; the speed
+itself is measured by ``make bench`` (bench/startup.py), never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.main import get_command
+
+from doctor._cli import _Root, app
+from doctor._cli_lazy import Mount
+
+REPO = Path(__file__).resolve().parents[2]
+HEALTHY_RUN = REPO / "fixtures/cases/healthy_tool_run/run/healthy01"
+
+# Runs the CLI as the console script does, then writes the loaded modules' names to argv[1].
+_PROBE = """
+import json, sys
+import doctor._cli as cli
+out, args = sys.argv[1], sys.argv[2:]
+code = cli.app(args=args, prog_name="doctor", standalone_mode=False)
+with open(out, "w") as fh:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, fh)
+"""
+
+#: What neither `doctor --help` nor `doctor checks` may load.
+HEAVY = ("duckdb", "polars", "pyarrow", "numpy", "pydantic", "chaos", "executor", "reports")
+
+
+def _loaded(tmp_path: Path, *args: str) -> tuple[int, set[str]]:
+    out = tmp_path / "modules.json"
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(out), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    return report["code"], set(report["modules"])
+
+
+def _packages(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    """The ``names`` of which ``modules`` holds the package or any of its submodules."""
+    return [n for n in names if any(m == n or m.startswith(n + ".") for m in modules)]
+
+
+def test_the_top_level_help_loads_no_command_module_and_nothing_heavy(tmp_path: Path) -> None:
+    code, modules = _loaded(tmp_path, "--help")
+    assert code == 0
+    assert _packages(modules, HEAVY) == []
+    assert "doctor._cli_watch" not in modules and "doctor._detectors" not in modules
+
+
+def test_checks_loads_the_detectors_but_nothing_heavy(tmp_path: Path) -> None:
+    code, modules = _loaded(tmp_path, "checks")
+    assert code == 0
+    assert "doctor._detectors" in modules  # really ran
+    assert _packages(modules, HEAVY) == []
+
+
+def test_diagnose_loads_duckdb_but_not_chaos_the_runner_reports_or_polars(tmp_path: Path) -> None:
+    code, modules = _loaded(
+        tmp_path, "diagnose", "--run-id", HEALTHY_RUN.name, "--root", str(HEALTHY_RUN.parent)
+    )
+    assert code == 0
+    assert "duckdb" in modules  # really diagnosed
+    assert _packages(modules, ("chaos", "executor._runner", "reports", "polars")) == []
+
+
+def test_a_mounted_command_is_loaded_when_invoked(tmp_path: Path) -> None:
+    code, modules = _loaded(tmp_path, "chaos", "faults", "--json")
+    assert code == 0
+    assert "chaos._cli" in modules
+
+
+@pytest.mark.parametrize("mount", _Root.mounts, ids=lambda m: m.name)
+def test_a_mounts_listed_help_is_the_commands_own(mount: Mount) -> None:
+    root = get_command(app)
+    assert isinstance(root, _Root)
+    real, listed = root.commands[mount.name], mount.listing()
+    for limit in (20, 45, 80, 1000):
+        assert listed.get_short_help_str(limit) == real.get_short_help_str(limit)
+    assert not real.hidden
+
+
+def test_every_command_is_listed_once_in_order_the_roots_own_first() -> None:
+    root = get_command(app)
+    assert isinstance(root, _Root)
+    names = list(root.commands)
+    assert names[:5] == ["diagnose", "scan", "checks", "repair", "report"]
+    assert names[5:] == [m.name for m in _Root.mounts]
+    assert len(set(names)) == len(names)
