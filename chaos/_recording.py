@@ -209,8 +209,11 @@ def serve_worker(
 
     recorder = Recorder(history)
 
-    def recording_open(target: str | os.PathLike[str], *, clock: Clock = time.time) -> Queue:
-        return cast(Queue, RecordingQueue(open_queue(target, clock=clock), recorder, name))
+    def recording_open(
+        target: str | os.PathLike[str], *, clock: Clock = time.time, create: bool = True
+    ) -> Queue:
+        queue = open_queue(target, clock=clock, create=create)
+        return cast(Queue, RecordingQueue(queue, recorder, name))
 
     cast(Any, _worker).open_queue = recording_open
     stop = threading.Event()
