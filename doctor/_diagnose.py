@@ -48,9 +48,13 @@ def diagnose_path(path: Path, config: DoctorConfig) -> Diagnosis:
     facts = compute_facts(tables, config)
     findings = _run_detectors(Context(tables, facts, config))
     run_facts = facts[layout.run_id]
+    try:
+        resolved = layout.path.resolve()
+    except OSError:  # the directory moved or was swapped while it was read
+        resolved = layout.path.absolute()
     return Diagnosis(
         run_id=layout.run_id,
-        path=display_name(str(layout.path.resolve())),
+        path=display_name(str(resolved)),
         layout=layout.layout,
         state=run_facts["_state"],
         facts=run_facts.public(),
