@@ -62,8 +62,8 @@ demo:
 	$(BIN)/python -m fixtures.demo
 
 lint: install
-	$(BIN)/ruff check doctor executor chaos reports fixtures tests bench
-	$(BIN)/ruff format --check doctor executor chaos reports fixtures tests bench
+	$(BIN)/ruff check rundoctor doctor executor chaos reports fixtures tests bench
+	$(BIN)/ruff format --check rundoctor doctor executor chaos reports fixtures tests bench
 
 typecheck: install
 	$(BIN)/mypy --strict

@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from bench._common import Result, timer
-from doctor._signature import (
+from rundoctor.signature import (
     DEFAULT_GROUPING,
     GroupingConfig,
     canonical_signature,

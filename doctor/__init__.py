@@ -26,10 +26,10 @@ if typing.TYPE_CHECKING:
     from doctor._metrics import fleet_metrics
     from doctor._model import Diagnosis, Finding, Severity
     from doctor._queue_ingest import load_queue
-    from doctor._signature import SIGNATURE_VERSION, canonical_signature, signature_groups
     from doctor._tables import Tables
     from doctor._timeline import Bar, Stretch, Timeline, run_timeline
     from doctor._watch import WatchConfig, WatchEvent, WatchState, watch, watch_pass
+    from rundoctor.signature import SIGNATURE_VERSION, canonical_signature, signature_groups
 
 __all__ = [
     "DETECTORS",
@@ -86,7 +86,7 @@ _HOMES = {
     "IngestError": "doctor._errors",
     "RootError": "doctor._errors",
     "RunNotFound": "doctor._errors",
-    "SIGNATURE_VERSION": "doctor._signature",
+    "SIGNATURE_VERSION": "rundoctor.signature",
     "ScanResult": "doctor._diagnose",
     "Severity": "doctor._model",
     "Stretch": "doctor._timeline",
@@ -97,7 +97,7 @@ _HOMES = {
     "WatchConfig": "doctor._watch",
     "WatchEvent": "doctor._watch",
     "WatchState": "doctor._watch",
-    "canonical_signature": "doctor._signature",
+    "canonical_signature": "rundoctor.signature",
     "default_roots": "doctor._config",
     "describe": "doctor._detectors",
     "diagnose": "doctor._diagnose",
@@ -110,7 +110,7 @@ _HOMES = {
     "run_timeline": "doctor._timeline",
     "scan": "doctor._diagnose",
     "select": "doctor._detectors",
-    "signature_groups": "doctor._signature",
+    "signature_groups": "rundoctor.signature",
     "watch": "doctor._watch",
     "watch_pass": "doctor._watch",
     "write_atomic": "doctor._atomic",

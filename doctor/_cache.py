@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 from doctor._layout import RunLayout, stage_dirs
 from doctor._ndjson import open_regular
-from doctor._signature import SIGNATURE_VERSION
+from rundoctor.signature import SIGNATURE_VERSION
 
 __all__ = ["CACHE_VERSION", "CacheEntry", "RunCache", "StreamState", "fingerprint"]
 

@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from doctor import SIGNATURE_VERSION
 from executor._events import Event, RunCompleted, RunFailed, rfc3339
 from executor._graph import canonical_outcome
+from rundoctor.signature import SIGNATURE_VERSION
 
 __all__ = [
     "AttemptDir",

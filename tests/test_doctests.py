@@ -13,7 +13,7 @@ import pkgutil
 
 import pytest
 
-PACKAGES = ("doctor", "executor", "chaos", "reports")
+PACKAGES = ("rundoctor", "doctor", "executor", "chaos", "reports")
 
 
 def _modules() -> list[str]:

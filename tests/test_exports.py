@@ -11,7 +11,7 @@ import types
 
 import pytest
 
-PACKAGES = ("doctor", "executor", "chaos", "reports")
+PACKAGES = ("rundoctor", "doctor", "executor", "chaos", "reports")
 
 
 def _package(name: str) -> types.ModuleType:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from doctor._model import Finding
-from doctor._signature import canonical_signature, signature_key
+from rundoctor.signature import canonical_signature, signature_key
 
 if TYPE_CHECKING:  # what a detector runs on; importing the detectors needs none of it
     from doctor._config import DoctorConfig
@@ -35,7 +35,7 @@ class Context:
         """:func:`doctor.canonical_signature` of ``reason``, computed once per context.
 
         Several detectors sign the same failure reasons, and a fleet has tens of thousands
-        that differ only in numbers: memoized on :func:`doctor._signature.signature_key`.
+        that differ only in numbers: memoized on :func:`rundoctor.signature.signature_key`.
         """
         key = signature_key(reason or "")
         sig = self._signatures.get(key)

@@ -1,7 +1,7 @@
 """``deterministic_retry_loop``: the same canonical failure, again and again, and nothing stops it.
 
 The failures of a node in a scope (attempt ends with status ``fail`` or ``retry``) are grouped
-by :func:`doctor._signature.canonical_signature` of their reason. A failure that a
+by :func:`rundoctor.signature.canonical_signature` of their reason. A failure that a
 conditional node merely passes on (the same reason as the attempt just before it, on another
 node) is counted for the node that failed, not again for the conditional one. A group of at
 least ``breaker_limit`` failures — the run's own limit (the largest ``signature_limit`` its

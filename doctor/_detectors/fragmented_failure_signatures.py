@@ -2,7 +2,7 @@
 
 Per node and scope, over its failures (attempt ends with status ``fail`` or ``retry``):
 ``unique_reasons`` distinct raw reasons, ``canonical_signatures`` distinct
-:func:`doctor._signature.canonical_signature` values. Reported when
+:func:`rundoctor.signature.canonical_signature` values. Reported when
 
 * ``failures >= config.fragmentation_min_failures``,
 * ``unique_reasons >= config.fragmentation_ratio * canonical_signatures``, and
@@ -31,7 +31,7 @@ from collections import Counter, defaultdict
 from doctor._detectors._context import Context
 from doctor._detectors.deterministic_retry_loop import BREAKER_EVENTS
 from doctor._model import Finding, Severity, plural
-from doctor._signature import SIGNATURE_VERSION
+from rundoctor.signature import SIGNATURE_VERSION
 
 __all__ = ["fragmented_failure_signatures"]
 

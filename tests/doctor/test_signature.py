@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.signatures import grouping_accuracy
-from doctor._signature import (
+from rundoctor.signature import (
     EMPTY_SIGNATURE,
     SIGNATURE_VERSION,
     canonical_signature,
@@ -310,7 +310,7 @@ def test_groups_label_the_brief_example_readably() -> None:
 
 def test_signatures_and_groups_do_not_depend_on_the_hash_seed() -> None:
     script = (
-        "from doctor._signature import canonical_signature, signature_groups\n"
+        "from rundoctor.signature import canonical_signature, signature_groups\n"
         "texts = [f'job {w} of pool {p} failed on host-{i}' for i, (w, p) in enumerate(\n"
         "    [('a', 'x'), ('b', 'x'), ('c', 'x'), ('a', 'y'), ('b', 'y'), ('d', 'z')])]\n"
         'texts.append(\'{"z": 1, "a": [2, "q"], "m": {"k": null}} at /tmp/x 5s\')\n'
@@ -348,7 +348,7 @@ def test_grouping_accuracy_rejects_mismatched_lengths() -> None:
 
 @given(st.text(max_size=300))
 def test_texts_with_equal_signature_keys_have_equal_signatures(text: str) -> None:
-    from doctor._signature import signature_key
+    from rundoctor.signature import signature_key
 
     assert canonical_signature(signature_key(text)) == canonical_signature(text)
 

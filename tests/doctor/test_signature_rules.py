@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.signatures import LOGHUB_DIR, load_loghub
-from doctor._signature import GENERIC_WORDS, MASK_RULES, MaskRule, canonical_signature
+from rundoctor.signature import GENERIC_WORDS, MASK_RULES, MaskRule, canonical_signature
 
 # Regex syntax that is not a word: named groups, escapes, character classes.
 _SYNTAX = (
