@@ -28,8 +28,8 @@ from chaos._faults import FAULTS, parse_faults
 from chaos._history import read_history
 from chaos._recording import serve_worker
 from chaos._report import invariants_json, report_json
-from doctor._cli_errors import OneLineGroup, reported
 from executor import ExecutorError
+from executor.console import OneLineGroup, reported
 
 __all__ = ["app", "main"]
 

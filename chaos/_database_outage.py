@@ -27,7 +27,7 @@ from chaos._injection import (
     control_database,
     runs_of,
 )
-from executor._sqlite import BUSY_TIMEOUT_MS
+from executor import BUSY_TIMEOUT_MS
 
 __all__ = ["FAULT", "database_outage"]
 

@@ -13,16 +13,11 @@ original where the harness meets them.
 
 >>> issubclass(UsageError, ChaosError) and issubclass(CampaignError, ChaosError)
 True
->>> did_you_mean(["sigkill_worker"])
-" (did you mean 'sigkill_worker'?)"
 """
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable
-
-__all__ = ["CampaignError", "ChaosError", "UsageError", "closest", "did_you_mean"]
+__all__ = ["CampaignError", "ChaosError", "UsageError"]
 
 
 class ChaosError(Exception):
@@ -35,24 +30,3 @@ class UsageError(ChaosError):
 
 class CampaignError(ChaosError):
     """The campaign could not run (a worker would not start, the database is unreachable)."""
-
-
-def did_you_mean(suggestions: Iterable[str]) -> str:
-    """Render close matches as a message suffix (empty when there are none).
-
-    >>> did_you_mean([])
-    ''
-    """
-    names = list(suggestions)
-    if not names:
-        return ""
-    return " (did you mean " + " or ".join(repr(n) for n in names) + "?)"
-
-
-def closest(name: str, known: Iterable[str]) -> list[str]:
-    """The known names closest to ``name``, best first.
-
-    >>> closest("sigkill_wroker", ["sigkill_worker", "torn_write"])
-    ['sigkill_worker']
-    """
-    return difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)

@@ -1,11 +1,12 @@
 """A campaign's worker process: the executor's own worker, with every ticket operation recorded.
 
-:func:`serve_worker` runs :func:`executor._worker.run_worker` unchanged, except that each queue
-the worker opens (one per slot, one per lease keeper, one for its reaper) is wrapped in a
-:class:`RecordingQueue`. The wrapper writes an ``invoke`` op before each ticket operation and
-``ok`` (accepted), ``fail`` (rejected: a fenced write, a lost compare-and-set) or ``info``
-(unknown: the database failed mid-call) after it, to the worker's own history file. A worker
-killed mid-operation leaves a bare ``invoke``; the campaign closes it with ``info``.
+:func:`serve_worker` runs :func:`executor.run_worker` unchanged, except that each queue the
+worker opens (one per slot, one per lease keeper, one for its reaper) is wrapped in a
+:class:`RecordingQueue`, through the queue opener the worker takes as a parameter
+(``opener``). The wrapper writes an ``invoke`` op before each ticket operation and ``ok``
+(accepted), ``fail`` (rejected: a fenced write, a lost compare-and-set) or ``info`` (unknown:
+the database failed mid-call) after it, to the worker's own history file. A worker killed
+mid-operation leaves a bare ``invoke``; the campaign closes it with ``info``.
 
 Claims that find nothing are not recorded (idle slots poll twice a second); a claim that got a
 lease is recorded as ``invoke`` then ``ok``, both written once it returned.
@@ -37,6 +38,7 @@ from executor import (
     SessionInfo,
     Ticket,
     open_queue,
+    run_worker,
 )
 
 __all__ = ["RecordingQueue", "serve_worker"]
@@ -203,24 +205,21 @@ def serve_worker(
 
     Called from a worker process's main thread (``python -m chaos worker``).
     """
-    # The executor's worker opens every queue it uses through this one name; wrapping it is
-    # the whole instrumentation, and the worker's logic runs exactly as in production.
-    from executor import _worker
-
     recorder = Recorder(history)
 
+    # The executor's worker opens every queue it uses through the opener it is given; wrapping
+    # it is the whole instrumentation, and the worker's logic runs exactly as in production.
     def recording_open(
         target: str | os.PathLike[str], *, clock: Clock = time.time, create: bool = True
     ) -> Queue:
         queue = open_queue(target, clock=clock, create=create)
         return cast(Queue, RecordingQueue(queue, recorder, name))
 
-    cast(Any, _worker).open_queue = recording_open
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        stats = _worker.run_worker(
+        stats = run_worker(
             url,
             root,
             config,
@@ -229,6 +228,7 @@ def serve_worker(
             stop=stop,
             poll_s=0.2,
             wait_for_database=True,  # a replacement may start while the database restarts
+            opener=recording_open,
         )
     finally:
         recorder.close()

@@ -10,6 +10,7 @@ import typing
 
 if typing.TYPE_CHECKING:
     from doctor._atomic import write_atomic
+    from doctor._cli import config_from_env, given_run
     from doctor._config import DoctorConfig, default_roots
     from doctor._detectors import DETECTORS, Context, describe, select
     from doctor._diagnose import ScanResult, diagnose, diagnose_path, scan
@@ -25,7 +26,7 @@ if typing.TYPE_CHECKING:
     from doctor._layout import discover, list_run_dirs
     from doctor._metrics import fleet_metrics
     from doctor._model import Diagnosis, Finding, Severity
-    from doctor._queue_ingest import load_queue
+    from doctor._queue_ingest import load_queue, queue_tables
     from doctor._tables import Tables
     from doctor._timeline import Bar, Stretch, Timeline, run_timeline
     from doctor._watch import WatchConfig, WatchEvent, WatchState, watch, watch_pass
@@ -54,15 +55,18 @@ __all__ = [
     "WatchEvent",
     "WatchState",
     "canonical_signature",
+    "config_from_env",
     "default_roots",
     "describe",
     "diagnose",
     "diagnose_path",
     "discover",
     "fleet_metrics",
+    "given_run",
     "list_run_dirs",
     "load_queue",
     "load_runs",
+    "queue_tables",
     "run_timeline",
     "scan",
     "select",
@@ -98,15 +102,18 @@ _HOMES = {
     "WatchEvent": "doctor._watch",
     "WatchState": "doctor._watch",
     "canonical_signature": "rundoctor.signature",
+    "config_from_env": "doctor._cli",
     "default_roots": "doctor._config",
     "describe": "doctor._detectors",
     "diagnose": "doctor._diagnose",
     "diagnose_path": "doctor._diagnose",
     "discover": "doctor._layout",
     "fleet_metrics": "doctor._metrics",
+    "given_run": "doctor._cli",
     "list_run_dirs": "doctor._layout",
     "load_queue": "doctor._queue_ingest",
     "load_runs": "doctor._ingest",
+    "queue_tables": "doctor._queue_ingest",
     "run_timeline": "doctor._timeline",
     "scan": "doctor._diagnose",
     "select": "doctor._detectors",

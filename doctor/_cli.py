@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from doctor._cli_errors import console, crash_guarded, reported
 from doctor._cli_lazy import LazyGroup, Mount
 from doctor._config import DoctorConfig, default_roots
 from doctor._errors import DoctorError, RootError, UsageError
 from doctor._layout import _looks_like_run as looks_like_run
 from doctor._layout import list_run_dirs
 from doctor._version import package_version
+from executor.console import console, reported
+from rundoctor.errors import crash_guarded
 
 if TYPE_CHECKING:  # the commands import what they run, so each pays only for its own
     from rich.console import Console
@@ -43,6 +44,12 @@ class _Root(LazyGroup):
     """``doctor``: its own commands, then the other packages', mounted by name."""
 
     mounts = (
+        # The reports sit above the doctor: their command lives with them.
+        Mount(
+            "report",
+            "reports._cli",
+            "Render a Markdown postmortem of one run (--run-id) or a fleet report (--fleet).",
+        ),
         # The executor's commands live with the executor, thin over its library.
         Mount(
             "run",
@@ -518,62 +525,6 @@ def _repair_queue(
         ]
         _print_repair(console(), report, " ".join(shlex.quote(w) for w in again))
     raise typer.Exit(code)
-
-
-@app.command("report")
-def report_cmd(
-    run_id: Annotated[
-        str | None,
-        typer.Option(
-            "--run-id", metavar="ID", help="One run's postmortem: the run's name (or path)."
-        ),
-    ] = None,
-    fleet: Annotated[bool, typer.Option("--fleet", help="A report over every run.")] = False,
-    root: RootOpt = None,
-    db: Annotated[
-        str | None,
-        typer.Option(
-            "--db",
-            envvar="RUNDOCTOR_DB",
-            metavar="URL",
-            help="With --fleet: the work queue, for throughput (SQLite file or postgresql://URL).",
-        ),
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", metavar="FILE", help="Write the report to FILE, not stdout."),
-    ] = None,
-    html: Annotated[
-        bool,
-        typer.Option("--html", help="With --run-id: one self-contained HTML page (SVG timeline)."),
-    ] = False,
-) -> None:
-    """Render a Markdown postmortem of one run (--run-id) or a fleet report (--fleet)."""
-    from doctor._atomic import write_atomic
-    from reports import queue_throughput_at, render_fleet, write_postmortem
-
-    with reported(DoctorError):
-        if fleet == (run_id is not None):
-            raise UsageError("pass either --run-id ID (a postmortem) or --fleet (all runs)")
-        if html and fleet:
-            raise UsageError("--html goes with --run-id; the fleet report is Markdown only")
-        if fleet:
-            config = config_from_env(root, db=db)
-            result = scan(config)
-            throughput = queue_throughput_at(db, now=config.now) if db else None
-            text = render_fleet(result, throughput=throughput)
-        else:
-            if db:
-                raise UsageError("--db goes with --fleet; a postmortem reads one run")
-            run_id, root = given_run(str(run_id), root)
-            config = config_from_env(root)
-            # The postmortem writes its own --out (and, for Markdown, the SVG beside it).
-            text = write_postmortem(diagnose(run_id, config), html=html, out=out, config=config)
-        if out is not None and fleet:
-            write_atomic(out, text)  # whole or not at all: Ctrl-C leaves no half report
-    if out is None:
-        sys.stdout.write(text)
-    raise typer.Exit(0)
 
 
 def _version(value: bool) -> None:

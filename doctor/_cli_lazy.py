@@ -6,7 +6,7 @@ needs: ``doctor --help`` and ``doctor checks`` load neither the executor nor cha
 ``doctor diagnose`` not chaos. A :class:`Mount` names a command, the module whose typer
 ``app`` defines it and the command's one-line help, so the top-level help and shell completion
 list every command without importing any of them (a test keeps those lines equal to the
-commands' own). :class:`LazyGroup` is the :class:`~doctor._cli_errors.OneLineGroup` that
+commands' own). :class:`LazyGroup` is the :class:`~executor.console.OneLineGroup` that
 resolves them (see click's "Lazily Loading Subcommands").
 """
 
@@ -23,7 +23,7 @@ from typer._click.shell_completion import CompletionItem
 from typer.core import TyperCommand
 from typer.models import TyperInfo
 
-from doctor._cli_errors import OneLineGroup
+from executor.console import OneLineGroup
 
 __all__ = ["LazyGroup", "Mount"]
 

@@ -21,12 +21,13 @@ from typing import Annotated, Any
 import typer
 
 from doctor._atomic import write_atomic
-from doctor._cli_errors import reported
-from doctor._config import DoctorConfig, state_home
+from doctor._config import DoctorConfig
 from doctor._errors import DoctorError, UsageError
 from doctor._metrics import fleet_metrics
 from doctor._notify import slack_text
 from doctor._watch import WatchConfig, WatchEvent, parse_duration, watch
+from executor.console import reported
+from rundoctor.paths import state_home
 
 __all__ = ["app", "default_state_path"]
 

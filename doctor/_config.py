@@ -6,17 +6,13 @@ environment (see :func:`doctor._cli.config_from_env`). Library code takes this o
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-__all__ = ["DoctorConfig", "default_roots", "state_home"]
+from rundoctor.paths import state_home
 
-
-def state_home() -> Path:
-    """``$XDG_STATE_HOME`` or ``~/.local/state`` (the CLI's default; the library never calls it)."""
-    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+__all__ = ["DoctorConfig", "default_roots"]
 
 
 def default_roots() -> tuple[Path, ...]:

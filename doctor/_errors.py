@@ -15,8 +15,9 @@ Dependency errors are wrapped at the boundary with ``raise ... from``.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
+
+from rundoctor.errors import close_matches, did_you_mean
 
 __all__ = [
     "DoctorError",
@@ -25,7 +26,6 @@ __all__ = [
     "RunNotFound",
     "UnsafeRunId",
     "UsageError",
-    "did_you_mean",
 ]
 
 
@@ -53,7 +53,7 @@ class RunNotFound(DoctorError):
     def __init__(self, run_id: str, roots: Iterable[str], candidates: Iterable[str]) -> None:
         self.run_id = run_id
         self.roots = list(roots)
-        self.suggestions = difflib.get_close_matches(run_id, list(candidates), n=3, cutoff=0.5)
+        self.suggestions = close_matches(run_id, candidates)
         hint = did_you_mean(self.suggestions)
         where = ", ".join(self.roots) or "(no roots)"
         super().__init__(
@@ -64,17 +64,3 @@ class RunNotFound(DoctorError):
 
 class IngestError(DoctorError):
     """Reading artifacts failed inside a dependency in a way ingestion could not absorb."""
-
-
-def did_you_mean(suggestions: Iterable[str]) -> str:
-    """Render close matches as a message suffix.
-
-    >>> did_you_mean(["stale_heartbeat"])
-    " (did you mean 'stale_heartbeat'?)"
-    >>> did_you_mean([])
-    ''
-    """
-    names = list(suggestions)
-    if not names:
-        return ""
-    return " (did you mean " + " or ".join(repr(n) for n in names) + "?)"

@@ -11,6 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# Counted nouns are the base's (one way for every package); the doctor's modules take them
+# from here with the rest of the model.
+from rundoctor.words import noun, plural
+
 __all__ = [
     "DIAGNOSIS_SCHEMA",
     "REPAIRS",
@@ -25,29 +29,6 @@ __all__ = [
 DIAGNOSIS_SCHEMA = "rundoctor.diagnosis/1"
 RUN_STATES = ("running", "succeeded", "failed", "canceled", "stalled", "orphaned")
 REPAIRS = ("terminalize", "ingest_status", "reclaim", "reconcile", "truncate_torn_line")
-
-
-def noun(n: float, word: str, many: str | None = None) -> str:
-    """``word`` for one of it, else its plural (``many``, else ``word`` + s); see :func:`plural`.
-
-    >>> noun(1, "column"), noun(3, "column"), noun(2, "branch", "branches")
-    ('column', 'columns', 'branches')
-    """
-    return word if n == 1 else (many or word + "s")
-
-
-def plural(n: float, word: str, many: str | None = None, *, shown: str | None = None) -> str:
-    """``n`` (or ``shown``, its formatted text) and ``word``, singular for one, else plural.
-
-    The one way counted nouns are written in summaries, reports and command output, never
-    "run(s)".
-
-    >>> plural(1, "run"), plural(0, "run"), plural(2, "class", "classes")
-    ('1 run', '0 runs', '2 classes')
-    >>> plural(39166, "event", shown="39,166")
-    '39,166 events'
-    """
-    return f"{n if shown is None else shown} {noun(n, word, many)}"
 
 
 class Severity(enum.IntEnum):

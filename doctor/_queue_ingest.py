@@ -43,7 +43,7 @@ from doctor._tables import Tables
 if TYPE_CHECKING:  # loaded when a queue is read: a diagnosis of one run needs no Arrow here
     import pyarrow as pa
 
-__all__ = ["QUEUE_TABLES", "QueueSource", "load_queue", "parse_queue_url"]
+__all__ = ["QUEUE_TABLES", "QueueSource", "load_queue", "parse_queue_url", "queue_tables"]
 
 #: The queue tables the doctor reads, in the order they are read.
 QUEUE_TABLES = ("tickets", "ticket_deps", "ticket_events")
@@ -143,6 +143,24 @@ def load_queue(tables: Tables, url: str) -> None:
             tables.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rd_queue")
         finally:
             tables.con.unregister("_rd_queue")
+
+
+def queue_tables(url: str) -> Tables:
+    """The queue at ``url`` alone, read into fresh tables (what ``reports`` computes
+    throughput from); the doctor's errors (exit 2) when it cannot be read.
+
+    >>> import tempfile
+    >>> from executor import open_queue
+    >>> path = tempfile.mkdtemp() + "/queue.db"
+    >>> _ = open_queue(path).enqueue("demo", "/p.dot")
+    >>> queue_tables(path).con.sql("SELECT status FROM tickets").fetchall()
+    [('todo',)]
+    """
+    from doctor._tables import new_connection
+
+    tables = Tables(new_connection())
+    load_queue(tables, url)
+    return tables
 
 
 Columns = dict[str, list[tuple[str, str]]]

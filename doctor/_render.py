@@ -11,26 +11,22 @@ import shlex
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
 from doctor._detectors import Detector, describe
 from doctor._model import Diagnosis, Finding, Severity
 from doctor._model import plural as _plural
+from executor.console import fit_columns, one_line_table, print_table
 
 if TYPE_CHECKING:
     from doctor._diagnose import ScanResult
 
 __all__ = [
     "QUEUE_CHECKS",
-    "fit_columns",
-    "one_line_table",
-    "print_table",
     "render_checks",
     "render_diagnosis",
     "render_markdown",
@@ -315,84 +311,6 @@ _COUNTS = ("crit", "err", "warn", "info")
 #: Scan columns in order; the optional ones go first when the width runs short.
 _SCAN_COLUMNS = ("run", "state", "started", "age", "wall", *_COUNTS, "worst finding")
 _OPTIONAL = ("started", "wall", "age")
-_MIN_FREE = 24
-
-
-def fit_columns(
-    rows: Sequence[dict[str, str]],
-    columns: Sequence[str],
-    width: int,
-    *,
-    free: Sequence[str],
-    optional: Sequence[str] = (),
-) -> list[tuple[str, int]]:
-    """Column widths for one line per row in ``width`` cells. The ``free`` columns (text)
-    share what the others leave and end in an ellipsis where cut; every other column (ids,
-    counts) is whole. The ``optional`` ones are dropped, in order, while the free columns
-    would get fewer than 24 cells each.
-
-    >>> row = {c: "x" for c in _SCAN_COLUMNS} | {"run": "r" * 26, "worst finding": "w" * 90}
-    >>> def fit(width):
-    ...     return dict(fit_columns([row], _SCAN_COLUMNS, width, free=["worst finding"],
-    ...                            optional=_OPTIONAL))
-    >>> fit(80)["worst finding"], "started" in fit(80)
-    (16, False)
-    >>> fit(160)["worst finding"], "started" in fit(160)
-    (73, True)
-    """
-    natural = {c: max([len(c), *(len(r[c]) for r in rows)]) for c in columns}
-    names = list(columns)
-
-    def rest() -> int:  # three cells between columns: padding, rule, padding
-        return width - sum(natural[c] for c in names if c not in free) - 3 * (len(names) - 1)
-
-    wanted = sum(min(natural[c], _MIN_FREE) for c in free)
-    for drop in optional:
-        if rest() >= wanted:
-            break
-        names.remove(drop)
-    widths = {c: natural[c] for c in names if c not in free}
-    left = rest()
-    # Narrow free columns take what they need; the rest is shared by the wide ones.
-    for i, c in enumerate(sorted(free, key=lambda c: natural[c])):
-        share = left // (len(free) - i)
-        widths[c] = max(min(natural[c], share), min(len(c), natural[c]), 1)
-        left -= widths[c]
-    return [(c, widths[c]) for c in names]
-
-
-def one_line_table(
-    title: str,
-    rows: Sequence[dict[str, str]],
-    columns: Sequence[tuple[str, int]],
-    *,
-    right: Sequence[str] = (),
-) -> Table:
-    """A table whose rows are one line each, in the widths :func:`fit_columns` chose."""
-    table = Table(
-        title=title,
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        expand=False,
-        title_justify="left",
-    )
-    for name, width in columns:
-        justify: Literal["left", "right"] = "right" if name in right else "left"
-        table.add_column(name, no_wrap=True, overflow="ellipsis", width=width, justify=justify)
-    for row in rows:
-        table.add_row(*(escape(row[name]) for name, _ in columns))
-    return table
-
-
-def print_table(console: Console, table: Table) -> None:
-    """Piped, a table is as wide as its content, with no padding after the last column."""
-    if not console.soft_wrap:
-        console.print(table)
-        return
-    with console.capture() as captured:
-        console.print(table)
-    console.out("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
 def render_scan(

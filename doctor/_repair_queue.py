@@ -4,7 +4,7 @@ The actions, planned by :func:`doctor._repair.plan_repairs` from a scan's queue 
 target the ticket id:
 
 * ``reclaim`` (``stale_lease``, ``session_desync`` without a live session) takes the lost lease
-  back through :func:`executor._reaper.reap`, narrowed to that ticket at the lease epoch the
+  back through :func:`executor.reap`, narrowed to that ticket at the lease epoch the
   finding saw: the reaper's own preconditions (the owner's pid is dead on this host, or the
   lease expired outside the claim grace), its killing of the lost worker's stage process
   groups, its terminalizing of the lost run, then the compare-and-set on the epoch.
@@ -58,8 +58,7 @@ from doctor._repair_model import (
     _Refused,
     _version,
 )
-from executor import ExecutorConfig, ExecutorError, Queue, QueueError, Ticket, open_queue
-from executor._reaper import reap
+from executor import ExecutorConfig, ExecutorError, Queue, QueueError, Ticket, open_queue, reap
 
 __all__ = ["apply_queue_repairs", "queue_journal_dir"]
 
@@ -117,7 +116,7 @@ def _queue_url(source: QueueSource) -> str:
 
 
 class _OneLease(Queue):
-    """The queue as :func:`executor._reaper.reap` sees it for one repair: the one ticket, and
+    """The queue as :func:`executor.reap` sees it for one repair: the one ticket, and
     only while it holds the lease at ``epoch`` (the compare-and-set's expected value)."""
 
     def __init__(self, inner: Queue, ticket_id: str, epoch: int, clock: Callable[[], float]):

@@ -1,22 +1,40 @@
-"""Run Doctor's durable executor: runs pipelines of stages and writes their artifacts."""
+"""Run Doctor's durable executor: runs pipelines of stages and writes their artifacts.
 
-from executor._config import ExecutorConfig
-from executor._errors import (
-    BudgetError,
-    ExecutorError,
-    FencedError,
-    GraphError,
-    NoQueueError,
-    QueueError,
-    UsageError,
-    WorkerError,
-)
-from executor._events import EVENTS, Event
-from executor._graph import Graph, load_graph, parse_graph
-from executor._queue import Lease, Queue, SessionInfo, Ticket, TicketEvent, open_queue
-from executor._runner import RunResult, run_pipeline
+The front door of the executor for every other package: the queue API, the worker and reaper
+entry points, the errors. It stands on :mod:`rundoctor` alone (never on the doctor), so a
+worker host loads no analysis stack. The shared command-line kit is :mod:`executor.console`.
+
+>>> from executor import open_queue
+>>> queue = open_queue(":memory:", clock=lambda: 5.0)
+>>> queue.enqueue("demo", "/p.dot").status
+'todo'
+"""
+
+import importlib
+import typing
+
+if typing.TYPE_CHECKING:
+    from executor._config import ExecutorConfig
+    from executor._errors import (
+        BudgetError,
+        ExecutorError,
+        FencedError,
+        GraphError,
+        NoQueueError,
+        QueueError,
+        UsageError,
+        WorkerError,
+    )
+    from executor._events import EVENTS, Event
+    from executor._graph import Graph, load_graph, parse_graph
+    from executor._queue import Lease, Queue, SessionInfo, Ticket, TicketEvent, open_queue
+    from executor._reaper import Reclaim, reap
+    from executor._runner import RunResult, run_pipeline
+    from executor._sqlite import BUSY_TIMEOUT_MS
+    from executor._worker import QueueOpener, WorkerStats, run_ticket, run_worker
 
 __all__ = [
+    "BUSY_TIMEOUT_MS",
     "EVENTS",
     "BudgetError",
     "Event",
@@ -29,14 +47,68 @@ __all__ = [
     "NoQueueError",
     "Queue",
     "QueueError",
+    "QueueOpener",
+    "Reclaim",
     "RunResult",
     "SessionInfo",
     "Ticket",
     "TicketEvent",
     "UsageError",
     "WorkerError",
+    "WorkerStats",
     "load_graph",
     "open_queue",
     "parse_graph",
+    "reap",
     "run_pipeline",
+    "run_ticket",
+    "run_worker",
 ]
+
+# The front door is lazy (PEP 562), like the doctor's: `import executor` costs nothing until a
+# name is used, and `executor.console` (which every command line imports) does not pull in the
+# queue or the runner. Each name lives in the module written beside it.
+_HOMES = {
+    "BUSY_TIMEOUT_MS": "executor._sqlite",
+    "BudgetError": "executor._errors",
+    "EVENTS": "executor._events",
+    "Event": "executor._events",
+    "ExecutorConfig": "executor._config",
+    "ExecutorError": "executor._errors",
+    "FencedError": "executor._errors",
+    "Graph": "executor._graph",
+    "GraphError": "executor._errors",
+    "Lease": "executor._queue",
+    "NoQueueError": "executor._errors",
+    "Queue": "executor._queue",
+    "QueueError": "executor._errors",
+    "QueueOpener": "executor._worker",
+    "Reclaim": "executor._reaper",
+    "RunResult": "executor._runner",
+    "SessionInfo": "executor._queue",
+    "Ticket": "executor._queue",
+    "TicketEvent": "executor._queue",
+    "UsageError": "executor._errors",
+    "WorkerError": "executor._errors",
+    "WorkerStats": "executor._worker",
+    "load_graph": "executor._graph",
+    "open_queue": "executor._queue",
+    "parse_graph": "executor._graph",
+    "reap": "executor._reaper",
+    "run_pipeline": "executor._runner",
+    "run_ticket": "executor._worker",
+    "run_worker": "executor._worker",
+}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'executor' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # once: later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -9,7 +9,6 @@ This module and :mod:`doctor._cli` are the only ones that read the environment:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 import shlex
@@ -24,9 +23,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from doctor._cli_errors import INTERRUPTED, OneLineGroup, console, fail, reported
-from doctor._config import state_home
-from doctor._render import fit_columns, one_line_table, print_table
 from executor._config import ExecutorConfig
 from executor._errors import ExecutorError, NoQueueError
 from executor._events import Event
@@ -36,6 +32,17 @@ from executor._queue import Queue, Ticket, open_queue
 from executor._reaper import reap
 from executor._runner import RunResult, missing_agent_command, run_pipeline
 from executor._worker import TicketHook, run_ticket, run_worker
+from executor.console import (
+    OneLineGroup,
+    console,
+    fail,
+    fit_columns,
+    one_line_table,
+    print_table,
+    reported,
+)
+from rundoctor.errors import INTERRUPTED, close_matches, did_you_mean
+from rundoctor.paths import state_home
 
 __all__ = ["app", "default_db", "default_root", "main"]
 
@@ -157,13 +164,13 @@ def _queue_url(db: str | None, *, create: bool = False) -> str:
     if create:
         path.parent.mkdir(parents=True, exist_ok=True)
         return url
-    near = []
+    near: list[str] = []
     if path.parent.is_dir():
         names = [p.name for p in path.parent.iterdir() if p.suffix in (".db", ".sqlite")]
-        near = difflib.get_close_matches(path.name, names, n=1)
-    hint = f"did you mean {str(path.parent / near[0])!r}? " if near else ""
+        near = [str(path.parent / n) for n in close_matches(path.name, names, n=1)]
     fail(
-        f"no queue at {str(path)!r}; {hint}`doctor enqueue GRAPH --db {shlex.quote(url)}` "
+        f"no queue at {str(path)!r}{did_you_mean(near)}; "
+        f"`doctor enqueue GRAPH --db {shlex.quote(url)}` "
         "creates one (or pass --db a SQLite file, sqlite:///ABS/PATH or postgresql://…)"
     )
 

@@ -18,7 +18,6 @@ that converge on one fan-in, …) follow the parser at the end of this module.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import re
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from functools import cached_property
 from pathlib import Path
 
 from executor._errors import GraphError, UsageError
+from rundoctor.errors import close_matches, did_you_mean
 
 __all__ = [
     "Condition",
@@ -118,8 +118,7 @@ class Condition:
                 raise GraphError(line, f"condition {text!r}: {part!r} is not key=value")
             key, op, value = m.group(1), m.group(2) or "truthy", m.group(3).strip()
             if key not in CONDITION_KEYS:
-                near = difflib.get_close_matches(key, CONDITION_KEYS, n=1)
-                hint = f"; did you mean {near[0]!r}?" if near else ""
+                hint = did_you_mean(close_matches(key, CONDITION_KEYS, n=1))
                 raise GraphError(
                     line,
                     f"condition {text!r} tests unknown key {key!r} "
@@ -375,7 +374,7 @@ def parse_graph(source: str) -> Graph:
     >>> parse_graph("digraph { start [shape=Mdiamond]; exit [shape=Msquare]; start -> exti }")
     Traceback (most recent call last):
     ...
-    executor._errors.GraphError: line 1: edge endpoint 'exti' is not declared; did you mean 'exit'?
+    executor._errors.GraphError: line 1: edge endpoint 'exti' is not declared (did you mean 'exit'?)
     """
     p = _Parser(source)
     name, end_line = p.parse()
@@ -400,8 +399,7 @@ def parse_graph(source: str) -> Graph:
 
 
 def _near(name: str, choices: Mapping[str, object]) -> str:
-    near = difflib.get_close_matches(name, list(choices), n=1)
-    return f"; did you mean {near[0]!r}?" if near else ""
+    return did_you_mean(close_matches(name, choices, n=1))
 
 
 def _int(value: str, *, line: int, what: str, low: int) -> int:

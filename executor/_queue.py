@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import difflib
 import json
 import os
 import time
@@ -45,6 +44,7 @@ from executor._records import (
     new_ticket_id,
 )
 from executor._schema import Tx
+from rundoctor.errors import close_matches, did_you_mean
 
 __all__ = [
     "LEASED_STATUSES",
@@ -612,9 +612,9 @@ class Queue(abc.ABC):
 
     def _unknown(self, tx: Tx, ticket_id: str) -> QueueError:
         ids = [r[0] for r in tx.rows(sql.SELECT_IDS)]
-        close = difflib.get_close_matches(ticket_id, ids, n=3, cutoff=0.6)
+        close = close_matches(ticket_id, ids)
         hint = (
-            f"; did you mean {' or '.join(close)}?"
+            did_you_mean(close)
             if close
             else f" (it holds {len(ids)} tickets; ids look like t-0123456789ab)"
         )

@@ -46,7 +46,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from doctor._model import noun
 from executor import _events as ev
 from executor._artifacts import AttemptDir, Checkpoint, Clock, Outcome, RunWriter
 from executor._config import ExecutorConfig
@@ -54,6 +53,7 @@ from executor._errors import UsageError
 from executor._graph import Edge, Graph, Node, load_graph
 from executor._stage import run_attempt
 from rundoctor.signature import SIGNATURE_VERSION, canonical_signature
+from rundoctor.words import noun
 
 __all__ = ["RunResult", "missing_agent_command", "new_run_id", "run_pipeline"]
 

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from executor._artifacts import proc_start_ticks
 from executor._config import ExecutorConfig
@@ -57,10 +57,27 @@ from executor._queue import Lease, Queue, SessionInfo, Ticket, open_queue
 from executor._reaper import reap
 from executor._runner import RunResult, new_run_id, run_pipeline
 
-__all__ = ["WorkerStats", "run_ticket", "run_worker", "worker_session"]
+__all__ = ["QueueOpener", "WorkerStats", "run_ticket", "run_worker", "worker_session"]
 
 Clock = Callable[[], float]
 T = TypeVar("T")
+
+#: How a slot, a lease keeper or the reaper thread gets its own connection to the queue.
+Connect = Callable[[], Queue]
+
+
+class QueueOpener(Protocol):
+    """What opens a queue for a worker: :func:`executor.open_queue`'s signature.
+
+    :func:`run_worker` and :func:`run_ticket` open every queue they use (one per slot, one
+    per lease keeper, one for the reaper) through the one they are given, so a caller can
+    wrap each connection (the chaos harness records every ticket operation this way).
+    """
+
+    def __call__(
+        self, target: str | os.PathLike[str], /, *, clock: Clock = ..., create: bool = ...
+    ) -> Queue: ...
+
 
 #: Backoff between two tries of a queue call: doubles from the first to the last value.
 _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.1, 2.0
@@ -230,13 +247,14 @@ class _LeaseKeeper:
 
     def __init__(
         self,
-        url: str,
+        connect: Connect,
         lease: Lease,
         config: ExecutorConfig,
         clock: Clock,
         stop: threading.Event,
     ) -> None:
-        self.url, self.lease, self.config, self.clock, self.stop = url, lease, config, clock, stop
+        self.connect, self.lease, self.config = connect, lease, config
+        self.clock, self.stop = clock, stop
         self.cancel = threading.Event()
         self.fenced = threading.Event()
         self.done = threading.Event()
@@ -263,7 +281,7 @@ class _LeaseKeeper:
             while not self.done.wait(interval):
                 try:
                     if queue is None:  # opened here, so a database that blinked is retried
-                        queue = open_queue(self.url, clock=self.clock)
+                        queue = self.connect()
                     queue.heartbeat(
                         self.lease, lease_ttl_s=self.config.lease_ttl_s, interval_s=interval
                     )
@@ -307,7 +325,7 @@ def _adopt_epoch(queue: Queue, lease: Lease) -> Lease:
 
 def _run_ticket(
     queue: Queue,
-    url: str,
+    connect: Connect,
     lease: Lease,
     session: SessionInfo,
     root: Path,
@@ -339,7 +357,7 @@ def _run_ticket(
     result: RunResult | None = None
     broken = ""
     refused = False  # the runs root refused writes as a whole (ROOT_REFUSALS)
-    with _LeaseKeeper(url, lease, config, clock, stop) as keeper:
+    with _LeaseKeeper(connect, lease, config, clock, stop) as keeper:
         try:
             result = run_pipeline(
                 Path(lease.ticket.graph_path),
@@ -487,6 +505,7 @@ def run_ticket(
     name: str | None = None,
     clock: Clock = time.time,
     on_event: Callable[[Event], None] | None = None,
+    opener: QueueOpener = open_queue,
 ) -> tuple[RunResult | None, WorkerStats]:
     """Claim ``ticket_id`` and run it in this thread, with lease heartbeats (``doctor run``).
 
@@ -499,7 +518,7 @@ def run_ticket(
     root.mkdir(parents=True, exist_ok=True)
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     stats = WorkerStats()
-    queue = open_queue(url, clock=clock)
+    queue = opener(url, clock=clock)
     try:
         session = worker_session(name)
         lease = queue.claim(
@@ -511,7 +530,17 @@ def run_ticket(
         stop = threading.Event()
         fleet = _Fleet()
         result = _run_ticket(
-            queue, url, lease, session, root, config, stop, stats, clock, fleet, on_event
+            queue,
+            lambda: opener(url, clock=clock),
+            lease,
+            session,
+            root,
+            config,
+            stop,
+            stats,
+            clock,
+            fleet,
+            on_event,
         )
         return result, stats
     finally:
@@ -519,7 +548,7 @@ def run_ticket(
 
 
 def _slot(
-    url: str,
+    connect: Connect,
     root: Path,
     config: ExecutorConfig,
     name: str,
@@ -533,7 +562,7 @@ def _slot(
 ) -> None:
     """Claim and run tickets until ``stop``; every error is handled or ends the worker."""
     try:
-        _slot_loop(url, root, config, name, once, poll_s, stop, stats, clock, fleet, on_ticket)
+        _slot_loop(connect, root, config, name, once, poll_s, stop, stats, clock, fleet, on_ticket)
     except WorkerError as exc:
         _say(f"slot {name} gives up: {exc}")
         fleet.give_up(str(exc))
@@ -546,7 +575,7 @@ def _slot(
 
 
 def _slot_loop(
-    url: str,
+    connect: Connect,
     root: Path,
     config: ExecutorConfig,
     name: str,
@@ -558,9 +587,7 @@ def _slot_loop(
     fleet: _Fleet,
     on_ticket: TicketHook | None,
 ) -> None:
-    queue = _persist(
-        lambda: open_queue(url, clock=clock), "open the queue", config, fleet, quit=stop
-    )
+    queue = _persist(connect, "open the queue", config, fleet, quit=stop)
     if queue is None:
         return
     session = worker_session(name)
@@ -590,7 +617,7 @@ def _slot_loop(
             result: RunResult | None = None
             try:
                 result = _run_ticket(
-                    queue, url, lease, session, root, config, stop, stats, clock, fleet
+                    queue, connect, lease, session, root, config, stop, stats, clock, fleet
                 )
             except WorkerError:
                 raise
@@ -611,7 +638,11 @@ def _slot_loop(
 
 
 def _reaper_loop(
-    url: str, config: ExecutorConfig, stop: threading.Event, stats: WorkerStats, clock: Clock
+    connect: Connect,
+    config: ExecutorConfig,
+    stop: threading.Event,
+    stats: WorkerStats,
+    clock: Clock,
 ) -> None:
     """Reap every ``reaper_interval_s``; any error is logged and the next pass tries again."""
     queue: Queue | None = None
@@ -620,7 +651,7 @@ def _reaper_loop(
         while not stop.wait(config.reaper_interval_s):
             try:
                 if queue is None:
-                    queue = open_queue(url, clock=clock)
+                    queue = connect()
                 found = reap(queue, config, clock=clock)
                 stats.add(reclaimed=len([r for r in found if r.status]))
                 told = ""
@@ -653,6 +684,7 @@ def run_worker(
     wait_for_database: bool = False,
     on_ticket: TicketHook | None = None,
     create: bool = True,
+    opener: QueueOpener = open_queue,
 ) -> WorkerStats:
     """Claim and run tickets until ``stop`` is set (or, with ``once``, the queue is empty).
 
@@ -673,6 +705,8 @@ def run_worker(
 
     With ``create=False`` a queue that does not exist yet raises
     :class:`~executor.NoQueueError` instead of being created.
+
+    Every queue the worker uses is opened with ``opener`` (see :class:`QueueOpener`).
     """
     config.validate()
     if concurrency < 1:
@@ -680,7 +714,7 @@ def run_worker(
     stop = stop or threading.Event()
     if wait_for_database:
         first = _persist(
-            lambda: open_queue(url, clock=clock, create=create),
+            lambda: opener(url, clock=clock, create=create),
             "open the queue",
             config,
             _Fleet(),
@@ -689,18 +723,22 @@ def run_worker(
         if first is not None:
             first.close()
     else:
-        open_queue(
+        opener(
             url, clock=clock, create=create
         ).close()  # a bad URL is the caller's error, not a dead thread
     root.mkdir(parents=True, exist_ok=True)
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     stats = WorkerStats()
     fleet = _Fleet()
+
+    def connect() -> Queue:  # each thread's own connection, once the queue exists
+        return opener(url, clock=clock)
+
     slots = [
         threading.Thread(
             target=_slot,
             args=(
-                url,
+                connect,
                 root,
                 config,
                 f"{name}/{i}",
@@ -717,7 +755,7 @@ def run_worker(
         for i in range(concurrency)
     ]
     helper = threading.Thread(
-        target=_reaper_loop, args=(url, config, stop, stats, clock), daemon=True, name="reaper"
+        target=_reaper_loop, args=(connect, config, stop, stats, clock), daemon=True, name="reaper"
     )
     if reaper:
         helper.start()

@@ -27,7 +27,6 @@ from typing import Any
 import jinja2
 
 from doctor import Diagnosis, ScanResult
-from doctor._model import plural
 from reports._chaos import ChaosContext
 from reports._context import FleetContext, PostmortemContext, duration
 from reports._errors import ReportError
@@ -35,6 +34,7 @@ from reports._escape import Text, code, md, mermaid
 from reports._fleet import fleet_context
 from reports._postmortem import postmortem_context
 from reports._throughput import Throughput
+from rundoctor.words import plural
 
 __all__ = ["TEMPLATES", "environment", "render", "render_fleet", "render_postmortem"]
 

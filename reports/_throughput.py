@@ -237,10 +237,6 @@ def queue_throughput_at(url: str, *, now: float, days: int = 14) -> Throughput:
     """Read the queue at ``url`` with the doctor's queue reader (``doctor scan --db``'s URL
     forms) and compute its throughput; the doctor's errors (exit 2) when it cannot be read."""
     # The doctor's queue reader is the one place that knows queue URLs and backends.
-    from doctor import Tables
-    from doctor._queue_ingest import load_queue
-    from doctor._tables import new_connection
+    from doctor import queue_tables
 
-    tables = Tables(new_connection())
-    load_queue(tables, url)
-    return queue_throughput(tables.con, now=now, days=days)
+    return queue_throughput(queue_tables(url).con, now=now, days=days)

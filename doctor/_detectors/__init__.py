@@ -6,7 +6,6 @@ reports; its docstring's first line is what ``doctor checks`` prints.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 from doctor._detectors._context import Context, Detector, more
@@ -31,7 +30,8 @@ from doctor._detectors.telemetry_divergence import telemetry_divergence
 from doctor._detectors.torn_artifact import torn_artifact
 from doctor._detectors.unjoined_fanout import unjoined_fanout
 from doctor._detectors.unreadable_artifact import unreadable_artifact
-from doctor._errors import UsageError, did_you_mean
+from doctor._errors import UsageError
+from rundoctor.errors import close_matches, did_you_mean
 
 __all__ = ["DETECTORS", "Context", "Detector", "describe", "more", "select"]
 
@@ -82,7 +82,7 @@ def select(names: Iterable[str]) -> tuple[Detector, ...]:
     known = {d.__name__: d for d in DETECTORS}
     for name in wanted:
         if name not in known:
-            close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+            close = close_matches(name, known)
             raise UsageError(
                 f"unknown check {name!r}{did_you_mean(close)}; `doctor checks` lists them all"
             )

@@ -17,8 +17,8 @@ import duckdb
 import pytest
 import typer
 
-from doctor._cli_errors import reported
 from doctor._errors import DoctorError, IngestError
+from executor.console import reported
 from tests.doctor.test_cli import (
     HEALTHY_ROOT,
     _assert_one_line_error,

@@ -31,7 +31,15 @@ with open(out, "w") as fh:
 """
 
 #: What neither `doctor --help` nor `doctor checks` may load.
-HEAVY = ("duckdb", "polars", "pyarrow", "numpy", "pydantic", "chaos", "executor", "reports")
+HEAVY = ("duckdb", "polars", "pyarrow", "numpy", "pydantic", "chaos", "reports")
+
+#: Of the executor they load only its (lazy) front door and the command-line kit every
+#: command line shares: no queue, no runner, no executor command.
+EXECUTOR_KIT = {"executor", "executor.console"}
+
+
+def _executor_modules(modules: set[str]) -> set[str]:
+    return {m for m in modules if m.split(".")[0] == "executor"}
 
 
 def _loaded(tmp_path: Path, *args: str) -> tuple[int, set[str]]:
@@ -58,6 +66,7 @@ def test_the_top_level_help_loads_no_command_module_and_nothing_heavy(tmp_path: 
     code, modules = _loaded(tmp_path, "--help")
     assert code == 0
     assert _packages(modules, HEAVY) == []
+    assert _executor_modules(modules) <= EXECUTOR_KIT
     assert "doctor._cli_watch" not in modules and "doctor._detectors" not in modules
 
 
@@ -66,6 +75,7 @@ def test_checks_loads_the_detectors_but_nothing_heavy(tmp_path: Path) -> None:
     assert code == 0
     assert "doctor._detectors" in modules  # really ran
     assert _packages(modules, HEAVY) == []
+    assert _executor_modules(modules) <= EXECUTOR_KIT
 
 
 def test_diagnose_loads_duckdb_but_not_chaos_the_runner_reports_or_polars(tmp_path: Path) -> None:
@@ -97,6 +107,6 @@ def test_every_command_is_listed_once_in_order_the_roots_own_first() -> None:
     root = get_command(app)
     assert isinstance(root, _Root)
     names = list(root.commands)
-    assert names[:5] == ["diagnose", "scan", "checks", "repair", "report"]
-    assert names[5:] == [m.name for m in _Root.mounts]
+    assert names[:4] == ["diagnose", "scan", "checks", "repair"]
+    assert names[4:] == [m.name for m in _Root.mounts]
     assert len(set(names)) == len(names)

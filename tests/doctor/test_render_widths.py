@@ -11,8 +11,8 @@ import pytest
 from rich.console import Console
 
 from doctor import DETECTORS, Diagnosis, Finding, ScanResult, Severity
-from doctor._cli_errors import PIPE_WIDTH
 from doctor._render import render_diagnosis, render_markdown, render_scan
+from executor.console import PIPE_WIDTH
 
 ULID = "01KH3DN4STSZ3MVKB58YY6RE57"
 LONG = "the run has no final.json and its owner pid 4242 is dead: " + "word " * 40 + "END"

@@ -106,7 +106,7 @@ BAD = [
     (HEAD + tool("a", extra=", max_retries=-1") + "start -> a -> exit }", 4, "max_retries"),
     (HEAD + "  graph [breaker_limit=0]\n  start -> exit }", 4, "breaker_limit"),
     (HEAD + "  retry_target=nowhere\n  start -> exit }", 4, "graph retry_target 'nowhere'"),
-    (HEAD + "  start -> exti }", 4, "edge endpoint 'exti' is not declared; did you mean 'exit'?"),
+    (HEAD + "  start -> exti }", 4, "edge endpoint 'exti' is not declared (did you mean 'exit'?)"),
     (HEAD + tool("a") + "  start -> a -> exit [weight=heavy] }", 5, "weight 'heavy'"),
     (HEAD + '  start -> exit [condition="outcom=success"] }', 4, "did you mean 'outcome'"),
     (HEAD + '  start -> exit [condition="outcome=a || outcome=b"] }', 4, "'&&' only"),

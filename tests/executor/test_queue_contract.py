@@ -614,7 +614,7 @@ def test_an_unknown_ticket_id_suggests_the_close_one(queue: Queue) -> None:
         lambda: queue.enqueue("y", GRAPH, depends_on=[typo]),
     ):
         with pytest.raises(
-            QueueError, match=f"no ticket '{typo}' in the queue; did you mean {t.id}"
+            QueueError, match=rf"no ticket '{typo}' in the queue \(did you mean '{t.id}'\?\)"
         ):
             call()
     assert len(queue.tickets()) == 1  # the refused enqueue left nothing behind

@@ -1,48 +1,55 @@
-"""How every command line of the project reports a failure: one red line, an exit code.
+"""The command-line kit every Run Doctor program shares: one red line, an exit code, tables.
 
-Shared by ``doctor``'s own commands and the executor's and chaos's sub-commands, so that all of
-them behave alike: library errors end the command with one line on stderr and a documented
-exit code, never a traceback. :class:`OneLineGroup` is the click group of all three apps: it
-gives typer's own usage errors the same one-line shape (exit 2) and is the one interrupt path
-(Ctrl-C anywhere, DuckDB's "Query interrupted" included: ``error: interrupted``, exit 130).
+Used by the executor's commands (``doctor run``, ``worker``, ``tickets``…), the doctor's, the
+reports' and chaos's, so that all of them behave alike: library errors end the command with
+one line on stderr and a documented exit code (:mod:`rundoctor.errors`), never a traceback.
+:class:`OneLineGroup` is the click group of every app: it gives typer's own usage errors the
+same one-line shape (exit 2) and is the one interrupt path (Ctrl-C anywhere, DuckDB's "Query
+interrupted" included: ``error: interrupted``, exit 130). :func:`fit_columns`,
+:func:`one_line_table` and :func:`print_table` lay out the one-line-per-row tables of
+``doctor scan`` and ``doctor tickets``.
+
+It lives in the executor, the lowest package with a command line, because it needs typer and
+Rich, which the standard-library base :mod:`rundoctor` may not import; the packages above
+import it by this public name (``docs/architecture.md``). Importing it loads neither the
+executor's queue nor its runner.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
-import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import typer
 from typer._click import exceptions as click_errors
 from typer.core import TyperGroup
 
+from rundoctor.errors import INTERRUPTED
+
 if TYPE_CHECKING:  # Rich is imported by what prints: `doctor --help` does not need it
     from rich.console import Console
+    from rich.table import Table
 
 __all__ = [
-    "CRASH_EXIT_CODE",
-    "INTERRUPTED",
     "PIPE_WIDTH",
     "OneLineGroup",
     "console",
-    "crash_guarded",
     "fail",
+    "fit_columns",
     "is_interrupt",
+    "one_line_table",
+    "print_table",
     "reported",
 ]
 
-#: The exit code of a crash of the tool itself (an unexpected exception): ``EX_SOFTWARE``
-#: from ``sysexits.h``, distinct from 1 ("findings at error") and 2 (usage or input error).
-CRASH_EXIT_CODE = 70
+#: The width a table is laid out in when output is not a terminal (as wide as its content).
+PIPE_WIDTH = 10_000
 
-#: The exit code of a command stopped by Ctrl-C (SIGINT), as shells report it.
-INTERRUPTED = 130
+#: The fewest cells a free (text) column of a one-line table gets before optional ones go.
+_MIN_FREE = 24
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -187,50 +194,84 @@ def console(*, stderr: bool = False) -> Console:
     return Console(highlight=False, stderr=stderr, soft_wrap=True, width=PIPE_WIDTH)
 
 
-#: The width a table is laid out in when output is not a terminal (as wide as its content).
-PIPE_WIDTH = 10_000
+def fit_columns(
+    rows: Sequence[dict[str, str]],
+    columns: Sequence[str],
+    width: int,
+    *,
+    free: Sequence[str],
+    optional: Sequence[str] = (),
+) -> list[tuple[str, int]]:
+    """Column widths for one line per row in ``width`` cells. The ``free`` columns (text)
+    share what the others leave and end in an ellipsis where cut; every other column (ids,
+    counts) is whole. The ``optional`` ones are dropped, in order, while the free columns
+    would get fewer than 24 cells each.
 
-
-def _crash_report(exc: BaseException) -> Path | None:
-    """Write the traceback to a private temp file; its path (None when none could be written)."""
-    text = "".join(traceback.format_exception(exc))
-    try:
-        fd, name = tempfile.mkstemp(prefix="rundoctor-crash-", suffix=".txt")
-        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
-            fh.write(f"argv: {sys.argv!r}\n{text}")
-    except OSError:
-        return None
-    return Path(name)
-
-
-def crash_guarded(main: Callable[[], object]) -> Callable[[], None]:
-    """Wrap a console-script entry point: an unexpected exception (a bug of the tool, not an
-    input error) ends it with one line naming the exception and the file holding the
-    traceback, and exit code :data:`CRASH_EXIT_CODE`. ``RUNDOCTOR_DEBUG=1`` prints the
-    traceback instead.
-
-    >>> crash_guarded(lambda: None)()
+    >>> columns = ("run", "state", "started", "age", "wall", "crit", "err", "warn", "info",
+    ...            "worst finding")
+    >>> row = {c: "x" for c in columns} | {"run": "r" * 26, "worst finding": "w" * 90}
+    >>> def fit(width):
+    ...     return dict(fit_columns([row], columns, width, free=["worst finding"],
+    ...                            optional=("started", "wall", "age")))
+    >>> fit(80)["worst finding"], "started" in fit(80)
+    (16, False)
+    >>> fit(160)["worst finding"], "started" in fit(160)
+    (73, True)
     """
+    natural = {c: max([len(c), *(len(r[c]) for r in rows)]) for c in columns}
+    names = list(columns)
 
-    def run() -> None:
-        try:
-            main()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            if os.environ.get("RUNDOCTOR_DEBUG", "") not in ("", "0"):
-                traceback.print_exc()
-                raise SystemExit(CRASH_EXIT_CODE) from None
-            where = _crash_report(exc)
-            detail = f"details in {where}" if where else "set RUNDOCTOR_DEBUG=1 for details"
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            sys.stderr.write(
-                f"error: internal error (a bug in rundoctor): {type(exc).__name__}"
-                f"{': ' + first[:200] if first else ''}; {detail}; "
-                "RUNDOCTOR_DEBUG=1 prints the traceback\n".encode(
-                    "utf-8", "backslashreplace"
-                ).decode("utf-8")
-            )
-            raise SystemExit(CRASH_EXIT_CODE) from None
+    def rest() -> int:  # three cells between columns: padding, rule, padding
+        return width - sum(natural[c] for c in names if c not in free) - 3 * (len(names) - 1)
 
-    return run
+    wanted = sum(min(natural[c], _MIN_FREE) for c in free)
+    for drop in optional:
+        if rest() >= wanted:
+            break
+        names.remove(drop)
+    widths = {c: natural[c] for c in names if c not in free}
+    left = rest()
+    # Narrow free columns take what they need; the rest is shared by the wide ones.
+    for i, c in enumerate(sorted(free, key=lambda c: natural[c])):
+        share = left // (len(free) - i)
+        widths[c] = max(min(natural[c], share), min(len(c), natural[c]), 1)
+        left -= widths[c]
+    return [(c, widths[c]) for c in names]
+
+
+def one_line_table(
+    title: str,
+    rows: Sequence[dict[str, str]],
+    columns: Sequence[tuple[str, int]],
+    *,
+    right: Sequence[str] = (),
+) -> Table:
+    """A table whose rows are one line each, in the widths :func:`fit_columns` chose."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        expand=False,
+        title_justify="left",
+    )
+    for name, width in columns:
+        justify: Literal["left", "right"] = "right" if name in right else "left"
+        table.add_column(name, no_wrap=True, overflow="ellipsis", width=width, justify=justify)
+    for row in rows:
+        table.add_row(*(escape(row[name]) for name, _ in columns))
+    return table
+
+
+def print_table(console: Console, table: Table) -> None:
+    """Piped, a table is as wide as its content, with no padding after the last column."""
+    if not console.soft_wrap:
+        console.print(table)
+        return
+    with console.capture() as captured:
+        console.print(table)
+    console.out("\n".join(line.rstrip() for line in captured.get().splitlines()))

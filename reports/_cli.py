@@ -1,0 +1,94 @@
+"""The reports' command: ``doctor report`` (a postmortem of one run, or a fleet report).
+
+Thin over the library: parse options, call the doctor for the diagnoses, render them here.
+It lives with the reports, not the doctor, because the doctor sits below the reports (the
+``doctor`` root mounts it by name; see ``docs/architecture.md``). Exit codes: 0 written, 2
+usage or input error (one red line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from doctor import DoctorError, UsageError, config_from_env, given_run
+from executor.console import OneLineGroup, reported
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="report",
+    add_completion=False,
+    cls=OneLineGroup,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.command("report")
+def report_cmd(
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id", metavar="ID", help="One run's postmortem: the run's name (or path)."
+        ),
+    ] = None,
+    fleet: Annotated[bool, typer.Option("--fleet", help="A report over every run.")] = False,
+    root: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--root",
+            metavar="DIR",
+            help="A runs root (repeatable). Default: $RUNDOCTOR_ROOTS, then "
+            "Kilroy's and the executor's runs directories.",
+        ),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            envvar="RUNDOCTOR_DB",
+            metavar="URL",
+            help="With --fleet: the work queue, for throughput (SQLite file or postgresql://URL).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="FILE", help="Write the report to FILE, not stdout."),
+    ] = None,
+    html: Annotated[
+        bool,
+        typer.Option("--html", help="With --run-id: one self-contained HTML page (SVG timeline)."),
+    ] = False,
+) -> None:
+    """Render a Markdown postmortem of one run (--run-id) or a fleet report (--fleet)."""
+    from doctor import diagnose, scan, write_atomic
+    from reports._html import write_postmortem
+    from reports._render import render_fleet
+    from reports._throughput import queue_throughput_at
+
+    with reported(DoctorError):
+        if fleet == (run_id is not None):
+            raise UsageError("pass either --run-id ID (a postmortem) or --fleet (all runs)")
+        if html and fleet:
+            raise UsageError("--html goes with --run-id; the fleet report is Markdown only")
+        if fleet:
+            config = config_from_env(root, db=db)
+            result = scan(config)
+            throughput = queue_throughput_at(db, now=config.now) if db else None
+            text = render_fleet(result, throughput=throughput)
+        else:
+            if db:
+                raise UsageError("--db goes with --fleet; a postmortem reads one run")
+            run_id, root = given_run(str(run_id), root)
+            config = config_from_env(root)
+            # The postmortem writes its own --out (and, for Markdown, the SVG beside it).
+            text = write_postmortem(diagnose(run_id, config), html=html, out=out, config=config)
+        if out is not None and fleet:
+            write_atomic(out, text)  # whole or not at all: Ctrl-C leaves no half report
+    if out is None:
+        sys.stdout.write(text)
+    raise typer.Exit(0)

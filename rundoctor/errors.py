@@ -1,0 +1,120 @@
+"""How every Run Doctor program ends on bad input: exit codes, "did you mean", crash lines.
+
+The parts of the one-line error contract that need no terminal library: the documented exit
+codes, the one way close matches are found and written (unknown run ids, checks, faults,
+ticket ids, graph nodes, queue files), and the guard that turns a crash of the tool into one
+line and a file holding the traceback. Printing the red ``error:`` line itself is the command
+lines' business (``executor.console``, which needs Rich and typer).
+
+>>> did_you_mean(close_matches("stale_hartbeat", ["stale_heartbeat", "idle_gap"]))
+" (did you mean 'stale_heartbeat'?)"
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+__all__ = [
+    "CRASH_EXIT_CODE",
+    "INTERRUPTED",
+    "SUGGESTION_CUTOFF",
+    "USAGE_EXIT_CODE",
+    "close_matches",
+    "crash_guarded",
+    "did_you_mean",
+]
+
+#: The exit code of bad input: a usage error, an unknown name, an unreadable file.
+USAGE_EXIT_CODE = 2
+
+#: The exit code of a crash of the tool itself (an unexpected exception): ``EX_SOFTWARE``
+#: from ``sysexits.h``, distinct from 1 ("findings at error") and 2 (usage or input error).
+CRASH_EXIT_CODE = 70
+
+#: The exit code of a command stopped by Ctrl-C (SIGINT), as shells report it.
+INTERRUPTED = 130
+
+#: How alike a known name must be to be suggested (:func:`difflib.get_close_matches`'s own
+#: default): one typo in a short check name, a few in a 26-character run id, never a
+#: different word that happens to share letters.
+SUGGESTION_CUTOFF = 0.6
+
+
+def close_matches(name: str, known: Iterable[str], *, n: int = 3) -> list[str]:
+    """The known names closest to ``name``, best first (at most ``n``; none when none is close).
+
+    >>> close_matches("sigkill_wroker", ["sigkill_worker", "torn_write"])
+    ['sigkill_worker']
+    >>> close_matches("exti", ["start", "exit"], n=1)
+    ['exit']
+    >>> close_matches("zzz", ["start", "exit"])
+    []
+    """
+    return difflib.get_close_matches(name, list(known), n=n, cutoff=SUGGESTION_CUTOFF)
+
+
+def did_you_mean(suggestions: Iterable[str]) -> str:
+    """Close matches as a message suffix, empty when there are none.
+
+    >>> did_you_mean(["stale_heartbeat"])
+    " (did you mean 'stale_heartbeat'?)"
+    >>> did_you_mean(["a1", "a2"])
+    " (did you mean 'a1' or 'a2'?)"
+    >>> did_you_mean([])
+    ''
+    """
+    names = list(suggestions)
+    if not names:
+        return ""
+    return " (did you mean " + " or ".join(repr(n) for n in names) + "?)"
+
+
+def _crash_report(exc: BaseException) -> Path | None:
+    """Write the traceback to a private temp file; its path (None when none could be written)."""
+    text = "".join(traceback.format_exception(exc))
+    try:
+        fd, name = tempfile.mkstemp(prefix="rundoctor-crash-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
+            fh.write(f"argv: {sys.argv!r}\n{text}")
+    except OSError:
+        return None
+    return Path(name)
+
+
+def crash_guarded(main: Callable[[], object]) -> Callable[[], None]:
+    """Wrap a console-script entry point: an unexpected exception (a bug of the tool, not an
+    input error) ends it with one line naming the exception and the file holding the
+    traceback, and exit code :data:`CRASH_EXIT_CODE`. ``RUNDOCTOR_DEBUG=1`` prints the
+    traceback instead.
+
+    >>> crash_guarded(lambda: None)()
+    """
+
+    def run() -> None:
+        try:
+            main()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if os.environ.get("RUNDOCTOR_DEBUG", "") not in ("", "0"):
+                traceback.print_exc()
+                raise SystemExit(CRASH_EXIT_CODE) from None
+            where = _crash_report(exc)
+            detail = f"details in {where}" if where else "set RUNDOCTOR_DEBUG=1 for details"
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            sys.stderr.write(
+                f"error: internal error (a bug in rundoctor): {type(exc).__name__}"
+                f"{': ' + first[:200] if first else ''}; {detail}; "
+                "RUNDOCTOR_DEBUG=1 prints the traceback\n".encode(
+                    "utf-8", "backslashreplace"
+                ).decode("utf-8")
+            )
+            raise SystemExit(CRASH_EXIT_CODE) from None
+
+    return run
