@@ -13,10 +13,11 @@ One :class:`_Engine` runs one scope (the run, or a fan-out branch) node by node:
 * **conditional nodes** pass the previous outcome through *with its failure reason verbatim*,
   so a check node's failure carries its upstream cause;
 * **the breaker**: every non-transient failure of a working node is counted under
-  ``(node, doctor.canonical_signature(reason))`` for the whole scope (a success never resets
-  it); at ``breaker_limit`` the scope stops with a reason naming the signature. Its events
-  record ``signature_version`` (``doctor.SIGNATURE_VERSION``) so readers compare like with
-  like. Entering a node more than ``max_node_visits`` times stops it too;
+  ``(node, rundoctor.signature.canonical_signature(reason))`` for the whole scope (a success
+  never resets it); at ``breaker_limit`` the scope stops with a reason naming the signature.
+  Its events record ``signature_version`` (``rundoctor.signature.SIGNATURE_VERSION``) so
+  readers compare like with like. Entering a node more than ``max_node_visits`` times stops
+  it too;
 * **fan-out**: a ``component`` node runs each outgoing branch concurrently in its own scope
   (``parallel/<fanout>/<NN>-<branch>/``, own worktree copy, own breaker counters), mirrors
   branch events into the parent stream (``branch_progress``; stage heartbeats become
