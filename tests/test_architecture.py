@@ -225,9 +225,12 @@ def test_the_executor_loads_nothing_of_the_packages_above_it(tmp_path: Path) -> 
     assert sorted(_tops(modules) & {"doctor", "reports", "chaos"}) == []
 
 
-BASE_MODULES = ["rundoctor"] + sorted(
-    f"rundoctor.{p.stem}" for p in (REPO / "rundoctor").glob("*.py") if p.stem != "__init__"
-)
+BASE_MODULES = [
+    "rundoctor",
+    *sorted(
+        f"rundoctor.{p.stem}" for p in (REPO / "rundoctor").glob("*.py") if p.stem != "__init__"
+    ),
+]
 
 
 @pytest.mark.parametrize("module", BASE_MODULES)
