@@ -2,8 +2,9 @@
 
 Exit codes (FINDINGS.md): 0 nothing at ``error`` or above · 1 at least one ``error`` or
 ``critical`` finding · 2 usage or input error (one red line on stderr saying what to do).
-This is the only module that reads the environment (``RUNDOCTOR_ROOTS``,
-``RUNDOCTOR_CACHE``, ``RUNDOCTOR_DB``).
+This module and the command modules it mounts are the only ones that read the environment
+(here ``RUNDOCTOR_ROOTS``, ``RUNDOCTOR_CACHE``, ``RUNDOCTOR_DB``). It is the root of every
+package's commands; see ``docs/architecture.md``.
 """
 
 from __future__ import annotations

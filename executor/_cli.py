@@ -2,7 +2,8 @@
 
 Thin over the library: parse options, call one function, render. Exit codes: 0 success,
 1 the run or ticket failed, 2 usage or input error (one red line on stderr, no traceback).
-This module and :mod:`doctor._cli` are the only ones that read the environment:
+The command modules (this one, the ``doctor`` root and what it mounts) are the only ones
+that read the environment; here:
 ``RUNDOCTOR_DB`` (queue URL), ``RUNDOCTOR_ROOT`` (runs root), ``RUNDOCTOR_AGENT_COMMAND``.
 """
 
