@@ -239,3 +239,28 @@ def test_the_base_loads_only_the_standard_library(tmp_path: Path, module: str) -
     assert module in modules
     outside = sorted(t for t in _tops(modules) if t not in sys.stdlib_module_names)
     assert outside == ["rundoctor"]
+
+
+def test_one_root_mounts_the_other_packages_commands_by_name() -> None:
+    mounts = {
+        f"{path.relative_to(REPO)}": [
+            node.args[1].value
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "Mount"
+            and isinstance(node.args[1], ast.Constant)
+        ]
+        for package in LAYERS
+        for path in sorted((REPO / package).rglob("*.py"))
+    }
+    roots = {file: modules for file, modules in mounts.items() if modules}
+    assert list(roots) == ["doctor/_cli.py"]
+    # What it names are command modules, each the home of one package's commands.
+    assert {m.rpartition(".")[2].startswith("_cli") for m in roots["doctor/_cli.py"]} == {True}
+    assert {m.split(".")[0] for m in roots["doctor/_cli.py"]} == {
+        "executor",
+        "doctor",
+        "reports",
+        "chaos",
+    }
