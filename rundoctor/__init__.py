@@ -9,6 +9,9 @@ Modules:
 
 - :mod:`rundoctor.signature`: canonical failure signatures (what the executor's breaker
   counts and the doctor groups by).
+- :mod:`rundoctor.errors`: exit codes, "did you mean" (one cutoff), the crash guard.
+- :mod:`rundoctor.words`: counted nouns ("1 run", "3 runs").
+- :mod:`rundoctor.paths`: the state directory every default lives under.
 """
 
 from __future__ import annotations
