@@ -41,10 +41,10 @@ from chaos._history import FaultRecord, History, Meta, Planned, Recorder, Worker
 from chaos._injection import DATABASE_FAULTS, Fault, Injection, WorkerHandle
 from chaos._workload import Workload, build_workload
 from executor import ExecutorConfig, ExecutorError, Queue, QueueError, Ticket, open_queue
+from rundoctor.clock import Clock
 
 __all__ = ["CampaignResult", "run_campaign"]
 
-Clock = Callable[[], float]
 Log = Callable[[str], None]
 _TICK_S = 0.1
 

@@ -38,11 +38,11 @@ from executor import (
     Ticket,
     open_queue,
 )
+from rundoctor.clock import Clock
 
 __all__ = ["RecordingQueue", "serve_worker"]
 
 T = TypeVar("T")
-Clock = Callable[[], float]
 
 
 class RecordingQueue:

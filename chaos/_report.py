@@ -11,7 +11,6 @@ campaign for people. Both are written next to ``history.ndjson``, each atomicall
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,7 @@ from reports import (
     TicketCount,
     render_chaos,
 )
+from rundoctor.atomic import replace_file
 
 if TYPE_CHECKING:
     from chaos._campaign import CampaignResult
@@ -183,19 +183,10 @@ def chaos_context(result: CampaignResult) -> ChaosContext:
     )
 
 
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
 def write_report(result: CampaignResult) -> tuple[Path, Path, Path]:
     """Write ``history.ndjson``, ``report.json`` and ``report.md`` into the campaign's ``out``."""
     out = result.out
     write_history(out / "history.ndjson", result.history.records)
-    _atomic(out / "report.json", json.dumps(report_json(result), indent=2, default=str) + "\n")
-    _atomic(out / "report.md", render_chaos(chaos_context(result)))
+    replace_file(out / "report.json", json.dumps(report_json(result), indent=2, default=str) + "\n")
+    replace_file(out / "report.md", render_chaos(chaos_context(result)))
     return out / "history.ndjson", out / "report.json", out / "report.md"

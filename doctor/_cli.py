@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import sys
 import time
@@ -235,28 +234,29 @@ def diagnose_cmd(
     raise typer.Exit(result.exit_code)
 
 
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_since(text: str, now: float) -> float:
-    """``24h``/``7d``-style ages or an ISO date/time, as epoch seconds.
+    """An age (a duration, :mod:`rundoctor.durations`: ``24h``, ``7d``, ``1h30m``) or an
+    ISO date/time, as epoch seconds.
 
-    >>> parse_since("2h", 10_000.0)
-    2800.0
+    >>> parse_since("2h", 10_000.0), parse_since("1h30m", 10_000.0)
+    (2800.0, 4600.0)
     >>> parse_since("2026-02-10", 0.0)
     1770681600.0
     """
     from datetime import UTC, datetime
 
-    m = _RELATIVE.match(text.strip())
-    if m:
-        return now - float(m.group(1)) * _UNIT[m.group(2)]
+    from rundoctor.durations import DurationError, parse_duration
+
+    try:
+        return now - parse_duration(text)
+    except DurationError:
+        pass
     try:
         ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise UsageError(
-            f"--since {text!r} is neither an age like 24h/7d nor an ISO date like 2026-02-10"
+            f"--since {text!r} is neither an age like 24h, 7d or 1h30m nor an ISO date like "
+            "2026-02-10"
         ) from None
     return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
 
@@ -600,7 +600,7 @@ def _root(
 
 def main() -> None:
     """Console-script entry point (a crash of the tool exits 70 with one line, no traceback)."""
-    from doctor._liveness import exclude_self_as_owner
+    from rundoctor.liveness import exclude_self_as_owner
 
     exclude_self_as_owner()  # a run.pid naming this very process is a reused pid
     crash_guarded(app)()

@@ -37,7 +37,6 @@ from executor._records import (
     LEASED_STATUSES,
     STATUSES,
     TERMINAL_STATUSES,
-    Clock,
     Lease,
     SessionInfo,
     Ticket,
@@ -45,12 +44,12 @@ from executor._records import (
     new_ticket_id,
 )
 from executor._schema import Tx
+from rundoctor.clock import Clock
 
 __all__ = [
     "LEASED_STATUSES",
     "STATUSES",
     "TERMINAL_STATUSES",
-    "Clock",
     "Lease",
     "Queue",
     "SessionInfo",

@@ -47,10 +47,10 @@ from executor._artifacts import (
     atomic_write_json,
     clear_status_files,
     ingest_status,
-    proc_start_ticks,
 )
 from executor._config import ExecutorConfig
 from executor._graph import Node
+from rundoctor.liveness import start_ticks
 
 __all__ = [
     "EX_TEMPFAIL",
@@ -396,7 +396,7 @@ def _supervise(
     pgid = proc.pid  # the session leader's pid is its group id
     # Who to stop if this executor dies: the reaper kills groups whose leader still runs. No
     # fsync: the file only matters while this host is up (a crashed host has no processes).
-    process = {"pid": proc.pid, "pgid": pgid, "pid_start_time": proc_start_ticks(proc.pid)}
+    process = {"pid": proc.pid, "pgid": pgid, "pid_start_time": start_ticks(proc.pid)}
     attempt_dir = out.path.parent
     atomic_write_json(attempt_dir / "process.json", {**process, "command": command}, fsync=False)
     deadline, next_beat = t0 + timeout_s, t0 + heartbeat_s

@@ -41,7 +41,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
-from executor._artifacts import proc_start_ticks
 from executor._config import ExecutorConfig
 from executor._errors import (
     BudgetError,
@@ -56,10 +55,11 @@ from executor._events import Event
 from executor._queue import Lease, Queue, SessionInfo, Ticket, open_queue
 from executor._reaper import reap
 from executor._runner import RunResult, new_run_id, run_pipeline
+from rundoctor.clock import Clock
+from rundoctor.liveness import start_ticks
 
 __all__ = ["WorkerStats", "run_ticket", "run_worker", "worker_session"]
 
-Clock = Callable[[], float]
 T = TypeVar("T")
 
 #: Backoff between two tries of a queue call: doubles from the first to the last value.
@@ -220,7 +220,7 @@ def worker_session(name: str) -> SessionInfo:
         session_name=name,
         pid=pid,
         pgid=os.getpgid(0),
-        proc_start_time=proc_start_ticks(pid),
+        proc_start_time=start_ticks(pid),
         host=socket.gethostname(),
     )
 

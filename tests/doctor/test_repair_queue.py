@@ -32,8 +32,8 @@ from doctor._repair import (
     queue_journal_dir,
 )
 from executor import ExecutorConfig, Queue, SessionInfo, open_queue
-from executor._artifacts import proc_start_ticks
 from executor._reaper import reap
+from rundoctor.liveness import start_ticks as proc_start_ticks
 
 NOW = 1_780_000_000.0  # 2026-05-28T20:26:40Z
 DEAD_PID = 99_999_999  # above PID_MAX_LIMIT (2**22): never a live process
