@@ -104,8 +104,6 @@ class CampaignConfig:
     """One campaign: the seed, how long, how many workers, which database and faults.
 
     ``db=None`` puts a SQLite queue in the campaign directory; ``faults=()`` means all of them.
-    ``unsafe_disable_fencing`` runs the executor with fencing defeated (test-only: the
-    checkers must catch it).
     """
 
     seed: int
@@ -117,7 +115,6 @@ class CampaignConfig:
     concurrency: int = 1
     mean_gap_s: float = 3.0
     drain_timeout_s: float = 120.0
-    unsafe_disable_fencing: bool = False
     executor: ExecutorConfig = field(default=CHAOS_EXECUTOR)
     #: How to restart, stop and start the database under test (``{action}``): never the
     #: shared server of other people's tests. None skips the database faults on PostgreSQL.
@@ -165,8 +162,6 @@ class CampaignConfig:
         if self.fault_list != fault_names():
             args += ["--faults", ",".join(self.fault_list)]
         args += ["--out", str(self.out)]
-        if self.unsafe_disable_fencing:
-            args.append("--unsafe-disable-fencing")
         return shlex.join(args)
 
     def bounds(self) -> Bounds:

@@ -94,10 +94,6 @@ class ExecutorConfig:
     #: After such a refusal the worker pauses claiming this long, doubling on each further
     #: refusal (up to 60 s, or this value if longer) until a run writes its ``final.json``.
     root_refusal_backoff_s: float = 5.0
-    #: TEST-ONLY, never in production: the worker defeats its own fencing (it adopts the
-    #: ticket's current lease epoch before each write and never fences itself), so a stale
-    #: worker's writes are accepted. The chaos checkers must catch it (tests/chaos).
-    unsafe_disable_fencing: bool = False
 
     def validate(self) -> ExecutorConfig:
         """Return ``self`` when consistent; raise :class:`BudgetError` or :class:`UsageError`.

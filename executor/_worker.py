@@ -269,10 +269,6 @@ class _LeaseKeeper:
                     )
                     self.last_ok = self.clock()
                 except FencedError:
-                    if self.config.unsafe_disable_fencing:  # TEST-ONLY (ExecutorConfig)
-                        assert queue is not None
-                        self.lease = _adopt_epoch(queue, self.lease)
-                        continue
                     # The reaper took the ticket: stop, and write nothing more for it.
                     self.fenced.set()
                     self.cancel.set()
@@ -289,36 +285,35 @@ class _LeaseKeeper:
             if self.stop.is_set():
                 self.cancel.set()  # the worker is shutting down: cancel, then release
                 return
-            if self.config.unsafe_disable_fencing:  # TEST-ONLY: never fence itself
-                continue
             if self.clock() - self.last_ok > self.config.self_fence_s:
                 self.fenced.set()
                 self.cancel.set()
                 return
 
 
-def _adopt_epoch(queue: Queue, lease: Lease) -> Lease:
-    """TEST-ONLY (``unsafe_disable_fencing``): the lease with the ticket's current epoch."""
-    try:
-        return replace(lease, epoch=queue.get(lease.ticket_id).lease_epoch)
-    except QueueError:
-        return lease
+@dataclass(frozen=True, slots=True)
+class _Slots:
+    """What the slots of one worker share (``run_ticket`` builds one for its single ticket)."""
+
+    url: str
+    root: Path
+    config: ExecutorConfig
+    stop: threading.Event
+    stats: WorkerStats
+    clock: Clock
+    fleet: _Fleet
 
 
 def _run_ticket(
+    ctx: _Slots,
     queue: Queue,
-    url: str,
     lease: Lease,
     session: SessionInfo,
-    root: Path,
-    config: ExecutorConfig,
-    stop: threading.Event,
-    stats: WorkerStats,
-    clock: Clock,
-    fleet: _Fleet,
     on_event: Callable[[Event], None] | None = None,
 ) -> RunResult | None:
-    run_id = new_run_id(clock)
+    """Start the ticket's run under ``lease``, run it with lease heartbeats, record the
+    outcome; the result (None when the run never started)."""
+    run_id = new_run_id(ctx.clock)
     tid = lease.ticket_id
 
     def started() -> bool:
@@ -327,48 +322,74 @@ def _run_ticket(
 
     try:
         _persist(
-            lambda: queue.start(lease, run_id=run_id, run_path=root / run_id, session=session),
+            lambda: queue.start(lease, run_id=run_id, run_path=ctx.root / run_id, session=session),
             f"start of ticket {tid}",
-            config,
-            fleet,
+            ctx.config,
+            ctx.fleet,
             landed=started,
         )
     except FencedError:
-        stats.add(fenced=1)
+        ctx.stats.add(fenced=1)
         return None
-    result: RunResult | None = None
-    broken = ""
-    refused = False  # the runs root refused writes as a whole (ROOT_REFUSALS)
-    with _LeaseKeeper(url, lease, config, clock, stop) as keeper:
-        try:
-            result = run_pipeline(
-                Path(lease.ticket.graph_path),
-                root,
-                config,
-                run_id=run_id,
-                epoch=lease.epoch,
-                clock=clock,
-                cancel=keeper.cancel,
-                on_event=on_event,
-            )
-        except (GraphError, UsageError, BudgetError) as exc:
-            # Deleted or made invalid after enqueue: this ticket's fault, not the slot's.
-            broken = f"the ticket's pipeline {lease.ticket.graph_path!r} cannot be run: {exc}"
-        except OSError as exc:  # ENOSPC, EROFS, EACCES under the runs root
-            refused = exc.errno in ROOT_REFUSALS
-            broken = (
-                f"the run directory {str(root / run_id)!r} could not be written "
-                f"({exc}); free space or fix permissions under {str(root)!r}"
-            ) + ("" if refused else ", then enqueue again")
-        except Exception as exc:  # a bug must fail its ticket, never kill the slot silently
-            broken = f"executor error: {type(exc).__name__}: {exc}"
+    with _LeaseKeeper(ctx.url, lease, ctx.config, ctx.clock, ctx.stop) as keeper:
+        result, broken, refused = _run(ctx, lease, run_id, keeper.cancel, on_event)
     if keeper.fenced.is_set():
-        stats.add(fenced=1)
+        ctx.stats.add(fenced=1)
         return result
-    if config.unsafe_disable_fencing:  # TEST-ONLY (ExecutorConfig): write as the current epoch
-        lease = _adopt_epoch(queue, lease)
     if result is not None:
-        fleet.root_took_writes()
+        ctx.fleet.root_took_writes()
+    _record_outcome(ctx, queue, keeper.lease, result, broken, refused)
+    return result
+
+
+def _run(
+    ctx: _Slots,
+    lease: Lease,
+    run_id: str,
+    cancel: threading.Event,
+    on_event: Callable[[Event], None] | None,
+) -> tuple[RunResult | None, str, bool]:
+    """Run the ticket's pipeline: ``(result, why it could not run, the runs root refused)``."""
+    root, graph = ctx.root, lease.ticket.graph_path
+    try:
+        result = run_pipeline(
+            Path(graph),
+            root,
+            ctx.config,
+            run_id=run_id,
+            epoch=lease.epoch,
+            clock=ctx.clock,
+            cancel=cancel,
+            on_event=on_event,
+        )
+    except (GraphError, UsageError, BudgetError) as exc:
+        # Deleted or made invalid after enqueue: this ticket's fault, not the slot's.
+        return None, f"the ticket's pipeline {graph!r} cannot be run: {exc}", False
+    except OSError as exc:  # ENOSPC, EROFS, EACCES under the runs root
+        refused = exc.errno in ROOT_REFUSALS  # the runs root refused writes as a whole
+        broken = (
+            f"the run directory {str(root / run_id)!r} could not be written "
+            f"({exc}); free space or fix permissions under {str(root)!r}"
+        ) + ("" if refused else ", then enqueue again")
+        return None, broken, refused
+    except Exception as exc:  # a bug must fail its ticket, never kill the slot silently
+        return None, f"executor error: {type(exc).__name__}: {exc}", False
+    return result, "", False
+
+
+def _record_outcome(
+    ctx: _Slots,
+    queue: Queue,
+    lease: Lease,
+    result: RunResult | None,
+    broken: str,
+    refused: bool,
+) -> None:
+    """Write the run's outcome to the ticket (fenced at ``lease``): complete, release, cancel
+    or fail it; a pipeline that could not run (``broken``) fails it for good, a runs root that
+    refused writes (``refused``) gives it back."""
+    tid = lease.ticket_id
+    config, fleet, stats, stop = ctx.config, ctx.fleet, ctx.stats, ctx.stop
     try:
         if result is None and refused:
             _root_refused(queue, lease, broken, config, fleet, stats)
@@ -419,7 +440,6 @@ def _run_ticket(
             stats.add(failed=1)
     except FencedError:
         stats.add(fenced=1)
-    return result
 
 
 def _root_refused(
@@ -508,106 +528,92 @@ def run_ticket(
         if lease is None:
             return None, stats
         stats.add(claimed=1)
-        stop = threading.Event()
-        fleet = _Fleet()
-        result = _run_ticket(
-            queue, url, lease, session, root, config, stop, stats, clock, fleet, on_event
-        )
-        return result, stats
+        ctx = _Slots(url, root, config, threading.Event(), stats, clock, _Fleet())
+        return _run_ticket(ctx, queue, lease, session, on_event), stats
     finally:
         queue.close()
 
 
 def _slot(
-    url: str,
-    root: Path,
-    config: ExecutorConfig,
-    name: str,
-    once: bool,
-    poll_s: float,
-    stop: threading.Event,
-    stats: WorkerStats,
-    clock: Clock,
-    fleet: _Fleet,
-    on_ticket: TicketHook | None = None,
+    ctx: _Slots, name: str, once: bool, poll_s: float, on_ticket: TicketHook | None = None
 ) -> None:
     """Claim and run tickets until ``stop``; every error is handled or ends the worker."""
     try:
-        _slot_loop(url, root, config, name, once, poll_s, stop, stats, clock, fleet, on_ticket)
+        _slot_loop(ctx, name, once, poll_s, on_ticket)
     except WorkerError as exc:
         _say(f"slot {name} gives up: {exc}")
-        fleet.give_up(str(exc))
-        stop.set()  # the other slots cancel their runs and release what they can
+        ctx.fleet.give_up(str(exc))
+        ctx.stop.set()  # the other slots cancel their runs and release what they can
     except Exception as exc:  # never a silent death: the worker exits and says why
         why = f"slot {name} crashed: {type(exc).__name__}: {exc}"
         _say(why)
-        fleet.give_up(why)
-        stop.set()
+        ctx.fleet.give_up(why)
+        ctx.stop.set()
 
 
 def _slot_loop(
-    url: str,
-    root: Path,
-    config: ExecutorConfig,
-    name: str,
-    once: bool,
-    poll_s: float,
-    stop: threading.Event,
-    stats: WorkerStats,
-    clock: Clock,
-    fleet: _Fleet,
-    on_ticket: TicketHook | None,
+    ctx: _Slots, name: str, once: bool, poll_s: float, on_ticket: TicketHook | None
 ) -> None:
+    """Claim a ticket, run it, repeat: until ``stop`` (or, with ``once``, an empty queue)."""
     queue = _persist(
-        lambda: open_queue(url, clock=clock), "open the queue", config, fleet, quit=stop
+        lambda: open_queue(ctx.url, clock=ctx.clock),
+        "open the queue",
+        ctx.config,
+        ctx.fleet,
+        quit=ctx.stop,
     )
     if queue is None:
         return
     session = worker_session(name)
     try:
-        while not stop.is_set():
-            pause = fleet.claim_pause()  # the runs root refused writes: wait before claiming
+        while not ctx.stop.is_set():
+            pause = ctx.fleet.claim_pause()  # the runs root refused writes: wait before claiming
             if pause > 0:
-                stop.wait(pause)
+                ctx.stop.wait(pause)
                 continue
             # The database is unavailable (a stall, a restart): claim again with backoff
             # rather than let the slot die while the worker looks healthy.
             lease = _persist(
-                lambda: queue.claim(name, lease_ttl_s=config.lease_ttl_s, session=session),
+                lambda: queue.claim(name, lease_ttl_s=ctx.config.lease_ttl_s, session=session),
                 "claim",
-                config,
-                fleet,
-                quit=stop,
+                ctx.config,
+                ctx.fleet,
+                quit=ctx.stop,
             )
             if lease is None:
-                if once or stop.is_set():
+                if once or ctx.stop.is_set():
                     return
-                stop.wait(poll_s)
+                ctx.stop.wait(poll_s)
                 continue
-            stats.add(claimed=1)
-            if on_ticket is not None:
-                on_ticket("claimed", lease.ticket, None)
-            result: RunResult | None = None
-            try:
-                result = _run_ticket(
-                    queue, url, lease, session, root, config, stop, stats, clock, fleet
-                )
-            except WorkerError:
-                raise
-            except Exception as exc:  # a bug: fail this ticket, keep the slot
-                reason = f"executor error: {type(exc).__name__}: {exc}"
-                _say(f"ticket {lease.ticket_id}: {reason}")
-                with contextlib.suppress(FencedError):
-                    _fail_for_good(queue, lease, reason, config, fleet)
-                stats.add(failed=1)
-            if on_ticket is not None:
-                shown = lease.ticket
-                if result is None:  # failed before a run (its reason is in the queue) or fenced
-                    with contextlib.suppress(ExecutorError):
-                        shown = queue.get(lease.ticket_id)
-                on_ticket("finished", shown, result)
+            _run_claimed(ctx, queue, lease, session, on_ticket)
     finally:
         queue.close()
+
+
+def _run_claimed(
+    ctx: _Slots, queue: Queue, lease: Lease, session: SessionInfo, on_ticket: TicketHook | None
+) -> None:
+    """Run one claimed ticket; an executor bug fails the ticket and keeps the slot."""
+    ctx.stats.add(claimed=1)
+    if on_ticket is not None:
+        on_ticket("claimed", lease.ticket, None)
+    result: RunResult | None = None
+    try:
+        result = _run_ticket(ctx, queue, lease, session)
+    except WorkerError:
+        raise
+    except Exception as exc:  # a bug: fail this ticket, keep the slot
+        reason = f"executor error: {type(exc).__name__}: {exc}"
+        _say(f"ticket {lease.ticket_id}: {reason}")
+        with contextlib.suppress(FencedError):
+            _fail_for_good(queue, lease, reason, ctx.config, ctx.fleet)
+        ctx.stats.add(failed=1)
+    if on_ticket is not None:
+        shown = lease.ticket
+        if result is None:  # failed before a run (its reason is in the queue) or fenced
+            with contextlib.suppress(ExecutorError):
+                shown = queue.get(lease.ticket_id)
+        on_ticket("finished", shown, result)
 
 
 def _reaper_loop(
@@ -696,23 +702,10 @@ def run_worker(
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     stats = WorkerStats()
     fleet = _Fleet()
+    ctx = _Slots(url, root, config, stop, stats, clock, fleet)
     slots = [
         threading.Thread(
-            target=_slot,
-            args=(
-                url,
-                root,
-                config,
-                f"{name}/{i}",
-                once,
-                poll_s,
-                stop,
-                stats,
-                clock,
-                fleet,
-                on_ticket,
-            ),
-            name=f"slot-{i}",
+            target=_slot, args=(ctx, f"{name}/{i}", once, poll_s, on_ticket), name=f"slot-{i}"
         )
         for i in range(concurrency)
     ]
