@@ -155,25 +155,42 @@ def given_run(run_id: str, roots: list[Path] | None) -> tuple[str, list[Path] | 
     return path.name, [path.parent]
 
 
-def config_from_env(roots: list[Path] | None, **overrides: Any) -> DoctorConfig:
-    """Roots from the flag, else ``$RUNDOCTOR_ROOTS`` (``:``-separated), else the defaults."""
+def config_from_env(
+    roots: list[Path] | None, *, fallback: dict[str, Any] | None = None, **overrides: Any
+) -> DoctorConfig:
+    """The flags (``roots`` and ``overrides``; None is "not given") over the environment over
+    the config file's ``[doctor]`` (:mod:`rundoctor.config`) over the command's own defaults
+    (``fallback``) over :class:`DoctorConfig`'s.
+
+    Roots from the flag, else ``$RUNDOCTOR_ROOTS`` (``:``-separated), else the config file's
+    ``roots``, else the default directories that exist.
+    """
+    from rundoctor.config import ConfigError, file_settings
+
+    try:
+        settings = file_settings(os.environ, "doctor", DoctorConfig, exclude=("checks", "now"))
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     if roots:
         _check_roots(roots)
         chosen = tuple(roots)
     elif os.environ.get("RUNDOCTOR_ROOTS"):
         chosen = tuple(Path(p) for p in os.environ["RUNDOCTOR_ROOTS"].split(os.pathsep) if p)
+    elif settings.get("roots"):
+        chosen = settings["roots"]
     else:
         chosen = tuple(p for p in default_roots() if p.is_dir())
         if not chosen and not overrides.get("db"):  # a queue alone can be scanned
             raise UsageError(
                 "no runs root found (looked in "
                 + ", ".join(str(p) for p in default_roots())
-                + "); pass --root DIR or set RUNDOCTOR_ROOTS"
+                + "); pass --root DIR, set RUNDOCTOR_ROOTS or roots in the config file"
             )
     cache = os.environ.get("RUNDOCTOR_CACHE")
     if cache and "cache_dir" not in overrides:
         overrides["cache_dir"] = Path(cache)
-    return DoctorConfig(roots=chosen, **overrides)
+    return DoctorConfig(**{**(fallback or {}), **settings, "roots": chosen, **overrides})
 
 
 def diagnose(run_id: str, config: DoctorConfig) -> Diagnosis:

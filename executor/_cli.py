@@ -103,12 +103,20 @@ def default_root() -> Path:
 
 
 def _config(breaker_limit: int | None, agent_command: str | None) -> ExecutorConfig:
-    command = agent_command or os.environ.get("RUNDOCTOR_AGENT_COMMAND") or ""
+    """The flags over the environment over the config file's ``[executor]`` over the
+    defaults (:mod:`rundoctor.config`)."""
+    from rundoctor.config import ConfigError, file_settings
+
     try:
-        parts = tuple(shlex.split(command))
-    except ValueError as exc:
-        fail(f"--agent-command {command!r} cannot be split into words: {exc}")
-    fields: dict[str, Any] = {"agent_command": parts}
+        fields = file_settings(os.environ, "executor", ExecutorConfig, exclude=("env",))
+    except ConfigError as exc:
+        fail(str(exc))
+    command = agent_command or os.environ.get("RUNDOCTOR_AGENT_COMMAND")
+    if command is not None:
+        try:
+            fields["agent_command"] = tuple(shlex.split(command))
+        except ValueError as exc:
+            fail(f"--agent-command {command!r} cannot be split into words: {exc}")
     if breaker_limit is not None:
         fields["breaker_limit"] = breaker_limit
     return ExecutorConfig(**fields)
