@@ -1,9 +1,10 @@
 """The executor's configuration: one frozen, typed object that flows inward.
 
-Precedence is CLI flag > environment variable > config file > default; only the CLI reads the
-environment. Library code takes an :class:`ExecutorConfig` and calls :meth:`~ExecutorConfig.
-validate` before it starts anything, so an inconsistent budget is refused up front instead of
-surfacing hours later as a lease that expires under a live worker.
+Precedence is CLI flag > environment variable > config file (``[executor]``, see
+:mod:`rundoctor.config`) > default; only the CLI reads the environment. Library code takes
+an :class:`ExecutorConfig` and calls :meth:`~ExecutorConfig.validate` before it starts
+anything, so an inconsistent budget is refused up front instead of surfacing hours later as a
+lease that expires under a live worker.
 
 The timing budgets of a worker must nest (all in seconds)::
 
