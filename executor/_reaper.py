@@ -241,39 +241,43 @@ def reap(
             reason = f"lease of worker {t.lease_owner} expired" + (
                 f" ({now - seen:.0f}s without a heartbeat)" if seen is not None else ""
             )
-        if reason is None:
-            continue
-        killed: tuple[int, ...] = ()
-        written = False
-        if t.run_path:
-            run_path = Path(t.run_path)
-            if _succeeded(run_path, t.lease_epoch):
-                out.append(_adopt(queue, t, reason))
-                continue
-            # Kill the lost worker's stages before the ticket can be claimed again: two
-            # executions of one ticket must never overlap.
-            killed = kill_stage_groups(run_path)
-            try:
-                written = terminalize_lost_run(
-                    run_path,
-                    run_id=t.run_id or run_path.name,
-                    reason=f"lost worker: {reason}; the ticket was reclaimed",
-                    epoch=t.lease_epoch + 1,
-                    now=now,
-                )
-            except OSError as exc:  # ENOSPC, EROFS: the queue still learns what happened
-                reason = f"{reason}; its run directory could not be terminalized ({exc})"
-        try:
-            after = queue.reclaim(
-                t.id,
-                expected_epoch=t.lease_epoch,
-                reason=reason,
-                quarantine_after=config.quarantine_after,
-                window_s=config.quarantine_window_s,
-                claim_grace_s=0.0 if "is dead" in reason else config.claim_grace_s,
-            )
-            status = after.status
-        except FencedError:
-            status = ""
-        out.append(Reclaim(t.id, reason, status, killed, written))
+        if reason is not None:
+            out.append(_reclaim(queue, config, t, reason, now))
     return out
+
+
+def _reclaim(queue: Queue, config: ExecutorConfig, t: Ticket, reason: str, now: float) -> Reclaim:
+    """Take ``t`` back from its lost worker: adopt its succeeded run, or kill the run's stages,
+    terminalize the run, then reclaim the ticket (fenced at its epoch)."""
+    killed: tuple[int, ...] = ()
+    written = False
+    if t.run_path:
+        run_path = Path(t.run_path)
+        if _succeeded(run_path, t.lease_epoch):
+            return _adopt(queue, t, reason)
+        # Kill the lost worker's stages before the ticket can be claimed again: two
+        # executions of one ticket must never overlap.
+        killed = kill_stage_groups(run_path)
+        try:
+            written = terminalize_lost_run(
+                run_path,
+                run_id=t.run_id or run_path.name,
+                reason=f"lost worker: {reason}; the ticket was reclaimed",
+                epoch=t.lease_epoch + 1,
+                now=now,
+            )
+        except OSError as exc:  # ENOSPC, EROFS: the queue still learns what happened
+            reason = f"{reason}; its run directory could not be terminalized ({exc})"
+    try:
+        after = queue.reclaim(
+            t.id,
+            expected_epoch=t.lease_epoch,
+            reason=reason,
+            quarantine_after=config.quarantine_after,
+            window_s=config.quarantine_window_s,
+            claim_grace_s=0.0 if "is dead" in reason else config.claim_grace_s,
+        )
+        status = after.status
+    except FencedError:
+        status = ""
+    return Reclaim(t.id, reason, status, killed, written)

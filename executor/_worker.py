@@ -644,6 +644,32 @@ def _reaper_loop(
             queue.close()
 
 
+def _open_first(
+    url: str,
+    config: ExecutorConfig,
+    *,
+    clock: Clock,
+    create: bool,
+    wait: bool,
+    stop: threading.Event,
+) -> None:
+    """Open the queue once before any slot starts: a queue that cannot be reached is the
+    caller's error (a bad URL, not a dead thread), raised here; with ``wait`` it is waited
+    for like any outage."""
+    if not wait:
+        open_queue(url, clock=clock, create=create).close()
+        return
+    first = _persist(
+        lambda: open_queue(url, clock=clock, create=create),
+        "open the queue",
+        config,
+        _Fleet(),
+        quit=stop,
+    )
+    if first is not None:
+        first.close()
+
+
 def run_worker(
     url: str,
     root: Path,
@@ -684,20 +710,7 @@ def run_worker(
     if concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
     stop = stop or threading.Event()
-    if wait_for_database:
-        first = _persist(
-            lambda: open_queue(url, clock=clock, create=create),
-            "open the queue",
-            config,
-            _Fleet(),
-            quit=stop,
-        )
-        if first is not None:
-            first.close()
-    else:
-        open_queue(
-            url, clock=clock, create=create
-        ).close()  # a bad URL is the caller's error, not a dead thread
+    _open_first(url, config, clock=clock, create=create, wait=wait_for_database, stop=stop)
     root.mkdir(parents=True, exist_ok=True)
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     stats = WorkerStats()
