@@ -181,7 +181,7 @@ def config_from_env(
         chosen = settings["roots"]
     else:
         chosen = tuple(p for p in default_roots() if p.is_dir())
-        if not chosen and not overrides.get("db"):  # a queue alone can be scanned
+        if not chosen and not (overrides.get("db") or settings.get("db")):  # a queue alone
             raise UsageError(
                 "no runs root found (looked in "
                 + ", ".join(str(p) for p in default_roots())
