@@ -132,3 +132,13 @@ def test_watch_refuses_a_zero_interval_in_one_line(tmp_path: Path) -> None:
         _doctor("watch", "--root", HEALTHY_ROOT, "--state", tmp_path / "s.json", "--interval", "0")
     )
     assert "--interval" in line and "more than zero" in line
+
+
+def test_worker_timing_options_take_durations_and_refuse_bad_ones_in_one_line(
+    tmp_path: Path,
+) -> None:
+    args = ("worker", "--db", tmp_path / "q.db", "--root", tmp_path / "runs", "--once")
+    line = _one_line_error(_doctor(*args, "--create-queue", "--lease-ttl", "soon"))
+    assert "--lease-ttl" in line and "'soon'" in line
+    done = _doctor(*args, "--create-queue", "--lease-ttl", "2m", "--reaper-interval", "500ms")
+    assert done.returncode == 0, done.stderr
