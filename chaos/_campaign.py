@@ -3,7 +3,10 @@
 :func:`run_campaign` does, in order:
 
 1. builds the workload from the seed (DOT files in ``OUT/campaign/pipelines``) and plans the
-   fault schedule from the same ``random.Random(seed)``; both go into the ``meta`` record;
+   fault schedule from the same ``random.Random(seed)``; both go into the ``meta`` record.
+   The arrivals (which pipeline the n-th ticket runs) come from a generator of their own,
+   ``random.Random(f"{seed}/arrivals")``, so nothing that happens at run time (a slot that
+   frees early, an enqueue refused while the database is away) shifts them;
 2. starts ``workers`` worker processes (``python -m chaos worker``: the executor's worker with
    its ticket operations recorded), each running the production state machine with the short
    budgets of :data:`chaos.CHAOS_EXECUTOR` and its own reaper;
@@ -14,8 +17,10 @@
 5. stops the workers (SIGTERM), collects the history (:mod:`chaos._collect`), runs every
    checker and writes ``history.ndjson``, ``report.md`` and ``report.json`` into ``out``.
 
-The seed fixes the workload, the arrivals and the schedule; the operating system still decides
-the interleaving, so a replay recreates the conditions of a failure, not every instruction.
+The seed fixes the workload, the sequence of arrivals and the schedule (each fault's kind, time
+and ``pick``); the operating system still decides the interleaving, hence how many arrivals
+a campaign gets through and which candidates a ``pick`` chooses among, so a replay recreates
+the conditions of a failure, not every instruction.
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +44,12 @@ from chaos._errors import CampaignError
 from chaos._faults import select_faults
 from chaos._history import FaultRecord, History, Meta, Planned, Recorder, WorkerRecord
 from chaos._injection import DATABASE_FAULTS, Fault, Injection, WorkerHandle
-from chaos._workload import Workload, build_workload
+from chaos._workload import Pipeline, build_workload
 from executor import ExecutorConfig, ExecutorError, Queue, QueueError, Ticket, open_queue
+from rundoctor.clock import Clock
 
 __all__ = ["CampaignResult", "run_campaign"]
 
-Clock = Callable[[], float]
 Log = Callable[[str], None]
 _TICK_S = 0.1
 
@@ -87,6 +92,7 @@ class _Campaign:
         self.runs_root = self.dir / "runs"
         self.handles: list[WorkerHandle] = []
         self.owed = 0  # replacements deferred while the database is away
+        self.next_arrival: Pipeline | None = None  # drawn, not enqueued yet
         self.undos: list[_Pending] = []
         self.ids: set[str] = set()
         self.recorder = Recorder(self.dir / "harness.ndjson")
@@ -251,17 +257,20 @@ class _Campaign:
         except QueueError:  # a restart's dead connection; the next call reconnects
             return -1
 
-    def feed(self, workload: Workload, rng: random.Random) -> None:
+    def feed(self, arrivals: Iterator[Pipeline]) -> None:
+        """Enqueue the next arrivals until ``workers × concurrency + 2`` tickets are open."""
         want = self.cfg.workers * self.cfg.concurrency + 2
         have = self.open_tickets()
         if have < 0:
             return
         for _ in range(max(0, want - have)):
-            p = workload.draw(rng)
+            p = self.next_arrival or next(arrivals)
             try:
                 self.ids.add(self.queue.enqueue(p.name, str(p.path)).id)
             except QueueError:
-                return  # the database blinked: feed again next tick (the draw is spent)
+                self.next_arrival = p  # the database blinked: this one goes first next tick
+                return
+            self.next_arrival = None
 
 
 def run_campaign(
@@ -279,7 +288,8 @@ def run_campaign(
     faults = {f.name: f for f in select_faults(config.faults)}
     workload = build_workload(rng, out / "campaign" / "pipelines")
     schedule = plan_schedule(rng, config.duration_s, tuple(faults), mean_gap_s=config.mean_gap_s)
-    executor = replace(config.executor, unsafe_disable_fencing=config.unsafe_disable_fencing)
+    arrivals = workload.arrivals(random.Random(f"{config.seed}/arrivals"))
+    executor = config.executor
     url, cleanup = prepare_db(config, out / "campaign")
     started = clock()
     meta = Meta(
@@ -301,7 +311,7 @@ def run_campaign(
     unmount = _mount_runs(camp.runs_root, config.runs_tmpfs_mb) if config.runs_tmpfs_mb else None
     try:
         try:
-            _drive(camp, workload, rng, schedule, faults, started)
+            _drive(camp, arrivals, schedule, faults, started)
         finally:
             camp.stop_workers()
             camp.recorder.close()
@@ -348,8 +358,7 @@ def _mount_runs(runs: Path, size_mb: int) -> Callable[[], None]:
 
 def _drive(
     camp: _Campaign,
-    workload: Workload,
-    rng: random.Random,
+    arrivals: Iterator[Pipeline],
     schedule: tuple[Planned, ...],
     faults: dict[str, Fault],
     started: float,
@@ -365,7 +374,7 @@ def _drive(
             planned = todo.pop(0)
             camp.inject(planned, faults[planned.fault])
         if not camp.database_away():  # a write would wait behind the lock, or fail
-            camp.feed(workload, rng)
+            camp.feed(arrivals)
         time.sleep(_TICK_S)
     camp.log(f"{camp.clock() - started:7.2f}s  draining")
     deadline = camp.clock() + cfg.drain_timeout_s

@@ -32,6 +32,7 @@ from chaos._evidence import (
     verdict,
 )
 from chaos._history import (
+    Bounds,
     FaultRecord,
     History,
     Op,
@@ -289,6 +290,25 @@ def reclaim_latency(h: History) -> Verdict:
     stalled by ``stall_database`` is not counted: no reaper writes through a held lock, and the
     stall is a fault of its own.
     """
+    samples, found = _reclaim_samples(h)
+    stats, slow = _latency_stats(samples, h.bounds)
+
+    def show(kind: str) -> str:
+        row = stats[kind]
+        if not row["n"]:
+            return f"{kind}: no samples"
+        return f"{kind}: n={row['n']:.0f} p50 {row['p50_s']:.2f}s p99 {row['p99_s']:.2f}s"
+
+    fine = f"{show('sigkill')}; {show('sigstop')} (within bounds)"
+    return verdict("reclaim_latency", found + slow, fine, stats=stats)
+
+
+_Sample = tuple[float, FaultRecord, QueueEvent]
+
+
+def _reclaim_samples(h: History) -> tuple[dict[str, list[_Sample]], list[Found]]:
+    """Each held lease of a reclaiming fault: its latency by kind (``sigkill``, ``sigstop``),
+    or a violation when it was never reclaimed."""
     from chaos._faults import FAULTS
 
     kinds = {f.name: f.reclaims for f in FAULTS if f.reclaims}
@@ -297,7 +317,7 @@ def reclaim_latency(h: History) -> Verdict:
         if e.event == "reclaimed" and e.epoch is not None:
             reclaims.setdefault((e.ticket, e.epoch), e)
     ends, stalls = lease_ends(h), stall_windows(h)
-    samples: dict[str, list[tuple[float, FaultRecord, QueueEvent]]] = defaultdict(list)
+    samples: dict[str, list[_Sample]] = defaultdict(list)
     found: list[Found] = []
     for f in h.of(FaultRecord):
         kind = kinds.get(f.fault)
@@ -318,8 +338,15 @@ def reclaim_latency(h: History) -> Verdict:
                 continue
             latency = max(0.0, got.time - f.time - _stalled(f.time, got.time, stalls))
             samples[kind].append((latency, f, got))
+    return samples, found
+
+
+def _latency_stats(
+    samples: dict[str, list[_Sample]], b: Bounds
+) -> tuple[dict[str, dict[str, float]], list[Found]]:
+    """Per kind: n, p50, p99 and max against the bounds; a violation per bound exceeded."""
     stats: dict[str, dict[str, float]] = {}
-    b = h.bounds
+    found: list[Found] = []
     limits = {
         "sigkill": (b.sigkill_p50_s, b.sigkill_p99_s),
         "sigstop": (b.sigstop_p50_s, b.sigstop_p99_s),
@@ -340,15 +367,7 @@ def reclaim_latency(h: History) -> Verdict:
                     why = f"{kind} reclaim latency {name} {value:.2f}s exceeds its bound {bound:g}s"
                     found.append((why, (fault, event)))
         stats[kind] = row
-
-    def show(kind: str) -> str:
-        row = stats[kind]
-        if not row["n"]:
-            return f"{kind}: no samples"
-        return f"{kind}: n={row['n']:.0f} p50 {row['p50_s']:.2f}s p99 {row['p99_s']:.2f}s"
-
-    fine = f"{show('sigkill')}; {show('sigstop')} (within bounds)"
-    return verdict("reclaim_latency", found, fine, stats=stats)
+    return stats, found
 
 
 def diagnosis_explained(h: History) -> Verdict:

@@ -102,10 +102,6 @@ def run_cmd(
         typer.Option("--out", metavar="DIR", help="Campaign directory (default chaos-out/seed-N)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json.")] = False,
-    unsafe_disable_fencing: Annotated[
-        bool,
-        typer.Option("--unsafe-disable-fencing", hidden=True, help="Test only: defeat fencing."),
-    ] = False,
 ) -> None:
     """Run a campaign; write report.md, report.json and history.ndjson to --out."""
     console = Console(stderr=True, highlight=False)
@@ -119,7 +115,6 @@ def run_cmd(
             db_control=db_control,
             runs_tmpfs_mb=runs_tmpfs,
             out=out or Path("chaos-out") / f"seed-{seed}",
-            unsafe_disable_fencing=unsafe_disable_fencing,
         ).validate()
         console.print(f"chaos: seed {seed}, {workers} workers, {duration}; replay with:")
         console.print(f"  {escape(config.replay_command())}", soft_wrap=True)

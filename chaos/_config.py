@@ -8,7 +8,7 @@ campaign sees many reclaims. The checkers' bounds follow from those budgets
 
 >>> cfg = CampaignConfig(seed=7, duration_s=60, faults=("torn_write",), out=Path("/tmp/c"))
 >>> cfg.replay_command()
-'doctor chaos run --seed 7 --duration 60s --workers 4 --faults torn_write --out /tmp/c'
+'doctor chaos run --seed 7 --duration 1m --workers 4 --faults torn_write --out /tmp/c'
 >>> [p.fault for p in plan_schedule(random.Random(7), 10, ("a", "b"), mean_gap_s=2)][:4]
 ['b', 'a', 'a', 'b']
 """
@@ -16,7 +16,6 @@ campaign sees many reclaims. The checkers' bounds follow from those budgets
 from __future__ import annotations
 
 import random
-import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from chaos._errors import UsageError
 from chaos._faults import fault_names, select_faults
 from chaos._history import Bounds, Planned
 from executor import ExecutorConfig
+from rundoctor import durations
 
 __all__ = [
     "CHAOS_EXECUTOR",
@@ -53,26 +53,20 @@ CHAOS_EXECUTOR = ExecutorConfig(
     root_refusal_backoff_s=0.5,
 )
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-
 
 def parse_duration(text: str) -> float:
-    """Seconds from ``90``, ``60s``, ``20m``, ``1h`` or ``1m30s``.
+    """Seconds from ``90``, ``60s``, ``20m``, ``1h30m`` or ``1d`` (:mod:`rundoctor.durations`).
 
-    >>> parse_duration("60s"), parse_duration("1m30s"), parse_duration("90"), parse_duration("2h")
-    (60.0, 90.0, 90.0, 7200.0)
-    >>> parse_duration("soon")
+    >>> parse_duration("60s"), parse_duration("1m30s"), parse_duration("90"), parse_duration("1d")
+    (60.0, 90.0, 90.0, 86400.0)
+    >>> parse_duration("soon")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    chaos._errors.UsageError: cannot read duration 'soon'; expected e.g. 90, 60s, 20m or 1h30m
+    chaos._errors.UsageError: --duration: 'soon' is not a duration; write e.g. 90, 250ms, ...
     """
-    value = text.strip().lower()
-    if re.fullmatch(r"\d+(?:\.\d+)?", value):
-        seconds = float(value)
-    elif value and _PART.sub("", value) == "":
-        seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(value))
-    else:
-        raise UsageError(f"cannot read duration {text!r}; expected e.g. 90, 60s, 20m or 1h30m")
+    try:
+        seconds = durations.parse_duration(text)
+    except durations.DurationError as exc:
+        raise UsageError(f"--duration: {exc}") from None
     if seconds <= 0:
         raise UsageError(f"duration {text!r} must be positive")
     return seconds
@@ -82,9 +76,9 @@ def format_duration(seconds: float) -> str:
     """The shortest text :func:`parse_duration` reads back as ``seconds``.
 
     >>> format_duration(60), format_duration(1200), format_duration(2.5)
-    ('60s', '1200s', '2.5s')
+    ('1m', '20m', '2.5s')
     """
-    return f"{seconds:g}s"
+    return durations.format_duration(seconds)
 
 
 def redact_url(url: str) -> str:
@@ -110,8 +104,6 @@ class CampaignConfig:
     """One campaign: the seed, how long, how many workers, which database and faults.
 
     ``db=None`` puts a SQLite queue in the campaign directory; ``faults=()`` means all of them.
-    ``unsafe_disable_fencing`` runs the executor with fencing defeated (test-only: the
-    checkers must catch it).
     """
 
     seed: int
@@ -123,7 +115,6 @@ class CampaignConfig:
     concurrency: int = 1
     mean_gap_s: float = 3.0
     drain_timeout_s: float = 120.0
-    unsafe_disable_fencing: bool = False
     executor: ExecutorConfig = field(default=CHAOS_EXECUTOR)
     #: How to restart, stop and start the database under test (``{action}``): never the
     #: shared server of other people's tests. None skips the database faults on PostgreSQL.
@@ -171,8 +162,6 @@ class CampaignConfig:
         if self.fault_list != fault_names():
             args += ["--faults", ",".join(self.fault_list)]
         args += ["--out", str(self.out)]
-        if self.unsafe_disable_fencing:
-            args.append("--unsafe-disable-fencing")
         return shlex.join(args)
 
     def bounds(self) -> Bounds:

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from rundoctor.atomic import replace_file
+
 __all__ = [
     "Bounds",
     "FaultRecord",
@@ -321,14 +323,8 @@ def read_history(path: Path) -> History:
 
 
 def write_history(path: Path, records: Iterable[Record]) -> None:
-    """Write records to ``path`` (a temp file, fsynced, renamed into place)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in records:
-            f.write(to_line(r))
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    """Write records to ``path`` atomically (:func:`rundoctor.atomic.replace_file`)."""
+    replace_file(path, "".join(to_line(r) for r in records))
 
 
 class Recorder:

@@ -40,11 +40,11 @@ from executor import (
     open_queue,
     run_worker,
 )
+from rundoctor.clock import Clock
 
 __all__ = ["RecordingQueue", "serve_worker"]
 
 T = TypeVar("T")
-Clock = Callable[[], float]
 
 
 class RecordingQueue:

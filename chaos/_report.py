@@ -11,8 +11,8 @@ campaign for people. Both are written next to ``history.ndjson``, each atomicall
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ from reports import (
     TicketCount,
     render_chaos,
 )
+from rundoctor.atomic import replace_file
 
 if TYPE_CHECKING:
     from chaos._campaign import CampaignResult
@@ -117,52 +118,9 @@ def invariants_json(verdicts: tuple[Verdict, ...]) -> list[dict[str, Any]]:
 
 def chaos_context(result: CampaignResult) -> ChaosContext:
     """The report template's context for a finished campaign."""
-    cfg, t0 = result.config, _start(result)
+    cfg = result.config
     meta = result.history.meta
-    records = result.history.of(FaultRecord)
     injected = _injected(result)
-    kinds = [
-        FaultKindRow(
-            f.name,
-            sum(1 for r in records if r.fault == f.name and r.phase == "inject"),
-            sum(1 for r in records if r.fault == f.name and r.phase == "skip"),
-            tuple(sorted(f.may_cause)),
-        )
-        for f in FAULTS
-        if f.name in cfg.fault_list
-    ]
-    timeline = tuple(
-        FaultRow(
-            round(f.time - t0, 3),
-            f.fault,
-            Text(f.target),
-            Text(json.dumps(f.detail, sort_keys=True)),
-        )
-        for f in injected[:_TIMELINE_ROWS]
-    )
-    latency = _latency(result.verdicts)
-    latencies = tuple(
-        LatencyRow(
-            kind,
-            int(row.get("n", 0)),
-            row.get("p50_s"),
-            row.get("p99_s"),
-            row.get("max_s"),
-            float(row.get("bound_p50_s", 0.0)),
-            float(row.get("bound_p99_s", 0.0)),
-        )
-        for kind, row in latency.items()
-    )
-    invariants = tuple(
-        InvariantView(
-            v.name,
-            v.ok,
-            Text(v.summary),
-            v.violations,
-            tuple(Text(to_line(r).strip()) for r in v.witness),
-        )
-        for v in result.verdicts
-    )
     return ChaosContext(
         seed=cfg.seed,
         duration_s=cfg.duration_s,
@@ -174,28 +132,72 @@ def chaos_context(result: CampaignResult) -> ChaosContext:
         violated=sum(1 for v in result.verdicts if not v.ok),
         replay=Text(cfg.replay_command()),
         tickets=tuple(TicketCount(s, n) for s, n in _tickets(result).items()),
-        fault_kinds=tuple(kinds),
-        faults=timeline,
+        fault_kinds=_fault_kinds(result),
+        faults=_fault_rows(injected[:_TIMELINE_ROWS], _start(result)),
         faults_left_out=max(0, len(injected) - _TIMELINE_ROWS),
         recoveries=tuple(RecoveryRow(e, n) for e, n in _recoveries(result).items()),
-        latencies=latencies,
-        invariants=invariants,
+        latencies=_latency_rows(result.verdicts),
+        invariants=tuple(
+            InvariantView(
+                v.name,
+                v.ok,
+                Text(v.summary),
+                v.violations,
+                tuple(Text(to_line(r).strip()) for r in v.witness),
+            )
+            for v in result.verdicts
+        ),
     )
 
 
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+def _fault_kinds(result: CampaignResult) -> tuple[FaultKindRow, ...]:
+    """Each selected fault: how often it was injected and skipped, what it may cause."""
+    records = result.history.of(FaultRecord)
+    return tuple(
+        FaultKindRow(
+            f.name,
+            sum(1 for r in records if r.fault == f.name and r.phase == "inject"),
+            sum(1 for r in records if r.fault == f.name and r.phase == "skip"),
+            tuple(sorted(f.may_cause)),
+        )
+        for f in FAULTS
+        if f.name in result.config.fault_list
+    )
+
+
+def _fault_rows(injected: Sequence[FaultRecord], t0: float) -> tuple[FaultRow, ...]:
+    """The injections, seconds after the start, with their targets and details."""
+    return tuple(
+        FaultRow(
+            round(f.time - t0, 3),
+            f.fault,
+            Text(f.target),
+            Text(json.dumps(f.detail, sort_keys=True)),
+        )
+        for f in injected
+    )
+
+
+def _latency_rows(verdicts: tuple[Verdict, ...]) -> tuple[LatencyRow, ...]:
+    """The reclaim latency checker's statistics, one row per kind."""
+    return tuple(
+        LatencyRow(
+            kind,
+            int(row.get("n", 0)),
+            row.get("p50_s"),
+            row.get("p99_s"),
+            row.get("max_s"),
+            float(row.get("bound_p50_s", 0.0)),
+            float(row.get("bound_p99_s", 0.0)),
+        )
+        for kind, row in _latency(verdicts).items()
+    )
 
 
 def write_report(result: CampaignResult) -> tuple[Path, Path, Path]:
     """Write ``history.ndjson``, ``report.json`` and ``report.md`` into the campaign's ``out``."""
     out = result.out
     write_history(out / "history.ndjson", result.history.records)
-    _atomic(out / "report.json", json.dumps(report_json(result), indent=2, default=str) + "\n")
-    _atomic(out / "report.md", render_chaos(chaos_context(result)))
+    replace_file(out / "report.json", json.dumps(report_json(result), indent=2, default=str) + "\n")
+    replace_file(out / "report.md", render_chaos(chaos_context(result)))
     return out / "history.ndjson", out / "report.json", out / "report.md"

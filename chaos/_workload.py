@@ -13,7 +13,8 @@ Five kinds, each with what the checkers expect of it:
 =================  ===========================================================================
 
 Everything random comes from the ``random.Random`` passed in, so one seed gives the same
-pipelines, byte for byte, and the same sequence of arrivals.
+pipelines, byte for byte; the arrivals come from a generator of their own
+(:meth:`Workload.arrivals`), so their sequence does not depend on when the queue has room.
 
 >>> import random, tempfile
 >>> w = build_workload(random.Random(7), Path(tempfile.mkdtemp()))
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +66,20 @@ class Workload:
         kinds = sorted({p.kind for p in self.pipelines})
         kind = rng.choices(kinds, weights=[KINDS[k] for k in kinds])[0]
         return rng.choice([p for p in self.pipelines if p.kind == kind])
+
+    def arrivals(self, rng: random.Random) -> Iterator[Pipeline]:
+        """The campaign's arrivals in order, without end: each a :meth:`draw` from ``rng``
+        alone, so the n-th ticket is the same pipeline in every replay of a seed, whenever
+        the queue has room for it.
+
+        >>> import tempfile
+        >>> w = build_workload(random.Random(7), Path(tempfile.mkdtemp()))
+        >>> a, b = w.arrivals(random.Random(2)), w.arrivals(random.Random(2))
+        >>> [next(a).name for _ in range(5)] == [next(b).name for _ in range(5)]
+        True
+        """
+        while True:
+            yield self.draw(rng)
 
     def by_name(self) -> dict[str, Pipeline]:
         """Pipelines by name (a ticket's title is its pipeline's name)."""

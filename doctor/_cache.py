@@ -31,11 +31,16 @@ if TYPE_CHECKING:
 
 from doctor._layout import RunLayout, stage_dirs
 from doctor._ndjson import open_regular
+from rundoctor.atomic import replace_file
 from rundoctor.signature import SIGNATURE_VERSION
 
 __all__ = ["CACHE_VERSION", "CacheEntry", "RunCache", "StreamState", "fingerprint"]
 
 CACHE_VERSION = 4
+#: Cache files are written atomically (unique temporary name, rename) but not fsynced: a
+#: crash loses at most a cache entry, which the next scan rebuilds, and an fsync per run
+#: would dominate a cold scan's write time.
+_DURABLE = False
 _TAIL_CHECK = 64  # bytes before the resume offset that must be unchanged to resume
 
 
@@ -176,9 +181,7 @@ class RunCache:
             "progress": entry.progress,
         }
         path = self.root / "runs" / f"{entry.key}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        replace_file(path, json.dumps(data), fsync=_DURABLE)
 
     def _index(self) -> dict[str, str]:
         try:
@@ -207,9 +210,7 @@ class RunCache:
         if run_ids:
             self._copy(con, run_ids, self.root / "events" / batch)
             index.update({keys[r]: batch for r in run_ids})
-        tmp = self.root / "index.json.tmp"
-        tmp.write_text(json.dumps(index))
-        os.replace(tmp, self.root / "index.json")
+        replace_file(self.root / "index.json", json.dumps(index), fsync=_DURABLE)
         live = set(index.values())
         for old in (self.root / "events").glob("batch-*.parquet"):
             if old.name not in live:

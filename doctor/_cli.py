@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import sys
 import time
@@ -164,25 +163,42 @@ def given_run(run_id: str, roots: list[Path] | None) -> tuple[str, list[Path] | 
     return path.name, [path.parent]
 
 
-def config_from_env(roots: list[Path] | None, **overrides: Any) -> DoctorConfig:
-    """Roots from the flag, else ``$RUNDOCTOR_ROOTS`` (``:``-separated), else the defaults."""
+def config_from_env(
+    roots: list[Path] | None, *, fallback: dict[str, Any] | None = None, **overrides: Any
+) -> DoctorConfig:
+    """The flags (``roots`` and ``overrides``; None is "not given") over the environment over
+    the config file's ``[doctor]`` (:mod:`rundoctor.config`) over the command's own defaults
+    (``fallback``) over :class:`DoctorConfig`'s.
+
+    Roots from the flag, else ``$RUNDOCTOR_ROOTS`` (``:``-separated), else the config file's
+    ``roots``, else the default directories that exist.
+    """
+    from rundoctor.config import ConfigError, file_settings
+
+    try:
+        settings = file_settings(os.environ, "doctor", DoctorConfig, exclude=("checks", "now"))
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     if roots:
         _check_roots(roots)
         chosen = tuple(roots)
     elif os.environ.get("RUNDOCTOR_ROOTS"):
         chosen = tuple(Path(p) for p in os.environ["RUNDOCTOR_ROOTS"].split(os.pathsep) if p)
+    elif settings.get("roots"):
+        chosen = settings["roots"]
     else:
         chosen = tuple(p for p in default_roots() if p.is_dir())
-        if not chosen and not overrides.get("db"):  # a queue alone can be scanned
+        if not chosen and not (overrides.get("db") or settings.get("db")):  # a queue alone
             raise UsageError(
                 "no runs root found (looked in "
                 + ", ".join(str(p) for p in default_roots())
-                + "); pass --root DIR or set RUNDOCTOR_ROOTS"
+                + "); pass --root DIR, set RUNDOCTOR_ROOTS or roots in the config file"
             )
     cache = os.environ.get("RUNDOCTOR_CACHE")
     if cache and "cache_dir" not in overrides:
         overrides["cache_dir"] = Path(cache)
-    return DoctorConfig(roots=chosen, **overrides)
+    return DoctorConfig(**{**(fallback or {}), **settings, "roots": chosen, **overrides})
 
 
 def diagnose(run_id: str, config: DoctorConfig) -> Diagnosis:
@@ -243,28 +259,29 @@ def diagnose_cmd(
     raise typer.Exit(result.exit_code)
 
 
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_since(text: str, now: float) -> float:
-    """``24h``/``7d``-style ages or an ISO date/time, as epoch seconds.
+    """An age (a duration, :mod:`rundoctor.durations`: ``24h``, ``7d``, ``1h30m``) or an
+    ISO date/time, as epoch seconds.
 
-    >>> parse_since("2h", 10_000.0)
-    2800.0
+    >>> parse_since("2h", 10_000.0), parse_since("1h30m", 10_000.0)
+    (2800.0, 4600.0)
     >>> parse_since("2026-02-10", 0.0)
     1770681600.0
     """
     from datetime import UTC, datetime
 
-    m = _RELATIVE.match(text.strip())
-    if m:
-        return now - float(m.group(1)) * _UNIT[m.group(2)]
+    from rundoctor.durations import DurationError, parse_duration
+
+    try:
+        return now - parse_duration(text)
+    except DurationError:
+        pass
     try:
         ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise UsageError(
-            f"--since {text!r} is neither an age like 24h/7d nor an ISO date like 2026-02-10"
+            f"--since {text!r} is neither an age like 24h, 7d or 1h30m nor an ISO date like "
+            "2026-02-10"
         ) from None
     return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
 
@@ -552,7 +569,7 @@ def _root(
 
 def main() -> None:
     """Console-script entry point (a crash of the tool exits 70 with one line, no traceback)."""
-    from doctor._liveness import exclude_self_as_owner
+    from rundoctor.liveness import exclude_self_as_owner
 
     exclude_self_as_owner()  # a run.pid naming this very process is a reused pid
     crash_guarded(app)()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shlex
 import signal
 import sys
@@ -51,10 +50,12 @@ DbOpt = Annotated[
 ]
 
 
-def _config(root: list[Path] | None, **overrides: Any) -> DoctorConfig:
+def _config(
+    root: list[Path] | None, *, fallback: dict[str, Any] | None = None, **overrides: Any
+) -> DoctorConfig:
     from doctor._cli import config_from_env  # the one place that reads the environment
 
-    return config_from_env(root, **overrides)
+    return config_from_env(root, fallback=fallback, **overrides)
 
 
 def default_state_path(config: DoctorConfig) -> Path:
@@ -98,11 +99,12 @@ def watch_cmd(
         str, typer.Option("--interval", help="Time between passes: 60s, 5m, 1h.")
     ] = "60s",
     idle_gap: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--idle-gap", help="Alert when nothing progressed for this long (idle_gap): 2h."
+            "--idle-gap",
+            help="Alert when nothing progressed for this long (idle_gap).  [default: 2h]",
         ),
-    ] = "2h",
+    ] = None,
     webhook: Annotated[
         list[str] | None,
         typer.Option(
@@ -131,10 +133,10 @@ def watch_cmd(
     """Scan every --interval; alert once per new finding (warning or above), say when it clears."""
     stopped = threading.Event()
     with reported(DoctorError):
-        overrides: dict[str, Any] = {"db": db, "idle_gap_s": parse_duration(idle_gap, "--idle-gap")}
-        if not os.environ.get("RUNDOCTOR_CACHE"):  # passes are incremental by default
-            overrides["cache_dir"] = state_home() / "rundoctor" / "cache"
-        config = _config(root, **overrides)
+        gap = None if idle_gap is None else parse_duration(idle_gap, "--idle-gap")
+        # Passes are incremental by default (the environment or the config file may say where).
+        cache = {"cache_dir": state_home() / "rundoctor" / "cache"}
+        config = _config(root, fallback=cache, db=db, idle_gap_s=gap)
         argv = tuple(shlex.split(exec_cmd)) if exec_cmd is not None else ()
         if exec_cmd is not None and not argv:
             raise UsageError("--exec needs a command, e.g. --exec 'notify-send doctor'")

@@ -1,7 +1,8 @@
 """The doctor's configuration: one frozen object that flows inward.
 
-Precedence is CLI flag > environment variable > config file > default; only the CLI reads the
-environment (see :func:`doctor._cli.config_from_env`). Library code takes this object.
+Precedence is CLI flag > environment variable > config file (``[doctor]``, see
+:mod:`rundoctor.config`) > default; only the CLI reads the environment (see
+:func:`doctor._cli.config_from_env`). Library code takes this object.
 """
 
 from __future__ import annotations

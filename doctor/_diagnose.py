@@ -19,10 +19,10 @@ from doctor._errors import RootError, UsageError
 from doctor._facts import compute_facts, parse_iso, run_state
 from doctor._ingest import _documents_of, load_runs
 from doctor._layout import RunLayout, discover, display_name, list_run_dirs, locate_run
-from doctor._liveness import owner_alive
 from doctor._model import Diagnosis, Finding, Severity
 from doctor._queue_ingest import load_queue
 from doctor._tables import Tables
+from rundoctor.liveness import owner_alive
 
 __all__ = ["SCAN_SCHEMA", "ScanResult", "diagnose", "diagnose_path", "scan"]
 

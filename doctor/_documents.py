@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from doctor._layout import RunLayout, ScopeLayout, Unreadable, is_top_scope, stage_dirs
-from doctor._liveness import valid_pid
 from doctor._model import noun
+from rundoctor.liveness import valid_pid
 
 __all__ = [
     "Document",

@@ -17,8 +17,8 @@ from typing import Any
 
 from doctor._config import DoctorConfig
 from doctor._documents import RunDocuments
-from doctor._liveness import owner_alive
 from doctor._tables import HEARTBEAT_SQL, Tables
+from rundoctor.liveness import owner_alive
 
 __all__ = [
     "STOP_EVENTS",

@@ -24,7 +24,6 @@ from doctor._cache import CacheEntry, RunCache, StreamState, tail_sha
 from doctor._documents import RunDocuments, ScopeDocuments, read_documents
 from doctor._errors import IngestError
 from doctor._layout import RunLayout, Unreadable, display_name
-from doctor._liveness import owner_alive
 from doctor._ndjson import (
     EVENT_FIELDS,
     TornLine,
@@ -36,6 +35,7 @@ from doctor._ndjson import (
     register_streams,
 )
 from doctor._tables import Tables, new_connection
+from rundoctor.liveness import owner_alive
 
 __all__ = ["load_runs"]
 

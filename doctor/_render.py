@@ -21,6 +21,7 @@ from doctor._detectors import Detector, describe
 from doctor._model import Diagnosis, Finding, Severity
 from doctor._model import plural as _plural
 from executor.console import fit_columns, one_line_table, print_table
+from rundoctor.markdown import md as _md
 
 if TYPE_CHECKING:
     from doctor._diagnose import ScanResult
@@ -239,16 +240,6 @@ def _style(sev: Severity) -> str:
         Severity.ERROR: "red",
         Severity.CRITICAL: "bold red",
     }[sev]
-
-
-def _md(text: Any) -> str:
-    """Escape artifact text for a Markdown table cell."""
-    s = str(text).replace("\\", "\\\\").replace("|", "\\|")
-    # CommonMark ends a line at \n, \r\n and a bare \r: any of them would end the row.
-    s = s.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
-    for ch in "`*_[]<>":
-        s = s.replace(ch, "\\" + ch)
-    return s
 
 
 def render_markdown(diagnosis: Diagnosis) -> str:

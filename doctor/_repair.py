@@ -66,7 +66,6 @@ from doctor._errors import UsageError
 from doctor._facts import iso, parse_iso
 from doctor._journal import JournalEntry, append_entry, read_journal
 from doctor._layout import discover, is_top_scope
-from doctor._liveness import _start_ticks, owner_alive, process_alive, valid_pid
 from doctor._model import Diagnosis, Finding, plural
 from doctor._ndjson import open_regular
 from doctor._repair_model import (
@@ -89,6 +88,8 @@ from doctor._repair_model import (
     _version,
 )
 from doctor._repair_queue import apply_queue_repairs, queue_journal_dir
+from rundoctor.atomic import create_file, replace_file
+from rundoctor.liveness import owner_alive, start_ticks, valid_pid
 
 __all__ = [
     "ACTIONS",
@@ -213,7 +214,7 @@ def _plan_queue(f: Finding, ref: FindingRef, config: DoctorConfig) -> Action | N
     status = ev.get("status", ev.get("recorded_status"))
     start = ev.get("proc_start_time")
     local = same_host(ev.get("host"), this_host())
-    dead = local and process_alive(pid, start if isinstance(start, int) else None) is False
+    dead = local and owner_alive(pid, start if isinstance(start, int) else None) is False
     expires = ev.get("lease_expires_at")
     blocked = None
     if not config.db:
@@ -356,42 +357,15 @@ def _sha_rel(ctx: _Ctx, rel: str) -> str | None:
         return None
 
 
-def _fsync_fd(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.fsync(fd)
-
-
-def _write_temp(dfd: int, name: str, data: bytes) -> str:
-    tmp = f".{name}.repair-{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644, dir_fd=dfd)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return tmp
-
-
 def _create(dfd: int, name: str, data: bytes) -> None:
-    """Write a new file atomically; never replaces an existing one (hard link, then unlink)."""
-    tmp = _write_temp(dfd, name, data)
-    try:
-        # fails with FileExistsError rather than overwrite
-        os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
-    finally:
-        os.unlink(tmp, dir_fd=dfd)
-    _fsync_fd(dfd)
+    """Write a new file atomically; never replaces an existing one (FileExistsError)."""
+    if not create_file(name, data, dir_fd=dfd):
+        raise FileExistsError(errno.EEXIST, "refusing to replace an existing file", name)
 
 
 def _replace(dfd: int, name: str, data: bytes) -> None:
     """Replace a file atomically (temp file, fsync, rename)."""
-    tmp = _write_temp(dfd, name, data)
-    try:
-        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-    except OSError:
-        os.unlink(tmp, dir_fd=dfd)
-        raise
-    _fsync_fd(dfd)
+    replace_file(name, data, dir_fd=dfd)
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -422,7 +396,7 @@ def _run_lock(ctx: _Ctx) -> Iterator[None]:
     me = os.getpid()
     lock = {
         "pid": me,
-        "pid_start_time": _start_ticks(me),
+        "pid_start_time": start_ticks(me),
         "run_id": ctx.run_id,
         "acquired_at": iso(time.time_ns()),
         "repaired_by": TOOL,
@@ -431,37 +405,28 @@ def _run_lock(ctx: _Ctx) -> Iterator[None]:
     set_aside = False
     ours: os.stat_result | None = None
     try:
-        tmp = _write_temp(ctx.run_fd, _LOCK, _json_bytes(lock))
-        try:
-            for _ in range(3):
-                try:
-                    os.link(tmp, _LOCK, src_dir_fd=ctx.run_fd, dst_dir_fd=ctx.run_fd)
-                    ours = os.stat(_LOCK, dir_fd=ctx.run_fd, follow_symlinks=False)
-                    break
-                except FileExistsError:
-                    pass
-                if set_aside:
-                    raise _Refused(
-                        "the run's lock was taken while the repair set a stale one aside"
-                    )
-                held = _lock_holder(ctx)
-                if held is not None:
-                    raise _Refused(held)
-                try:  # stale: set it aside (one rename: only one party wins it)
-                    os.rename(_LOCK, stale, src_dir_fd=ctx.run_fd, dst_dir_fd=ctx.run_fd)
-                    set_aside = True
-                except FileNotFoundError:
-                    continue
-                if _lock_holder(ctx, stale) is not None:  # a live lock won the race: give back
-                    with contextlib.suppress(OSError):
-                        os.link(stale, _LOCK, src_dir_fd=ctx.run_fd, dst_dir_fd=ctx.run_fd)
-                    os.unlink(stale, dir_fd=ctx.run_fd)
-                    set_aside = False
-                    raise _Refused("the run's lock was taken by a live process")
-            else:
-                raise _Refused("the run's lock keeps changing hands")
-        finally:
-            os.unlink(tmp, dir_fd=ctx.run_fd)
+        for _ in range(3):
+            if create_file(_LOCK, _json_bytes(lock), dir_fd=ctx.run_fd):
+                ours = os.stat(_LOCK, dir_fd=ctx.run_fd, follow_symlinks=False)
+                break
+            if set_aside:
+                raise _Refused("the run's lock was taken while the repair set a stale one aside")
+            held = _lock_holder(ctx)
+            if held is not None:
+                raise _Refused(held)
+            try:  # stale: set it aside (one rename: only one party wins it)
+                os.rename(_LOCK, stale, src_dir_fd=ctx.run_fd, dst_dir_fd=ctx.run_fd)
+                set_aside = True
+            except FileNotFoundError:
+                continue
+            if _lock_holder(ctx, stale) is not None:  # a live lock won the race: give back
+                with contextlib.suppress(OSError):
+                    os.link(stale, _LOCK, src_dir_fd=ctx.run_fd, dst_dir_fd=ctx.run_fd)
+                os.unlink(stale, dir_fd=ctx.run_fd)
+                set_aside = False
+                raise _Refused("the run's lock was taken by a live process")
+        else:
+            raise _Refused("the run's lock keeps changing hands")
         yield
     finally:
         if ours is not None:

@@ -39,7 +39,6 @@ from doctor._diagnose import scan
 from doctor._errors import IngestError, RootError, UsageError
 from doctor._facts import iso
 from doctor._journal import JOURNAL, JournalEntry, append_entry, read_journal
-from doctor._liveness import process_alive
 from doctor._model import noun
 from doctor._queue_ingest import QueueSource, parse_queue_url
 from doctor._repair_model import (
@@ -59,6 +58,7 @@ from doctor._repair_model import (
     _version,
 )
 from executor import ExecutorConfig, ExecutorError, Queue, QueueError, Ticket, open_queue, reap
+from rundoctor.liveness import process_alive
 
 __all__ = ["apply_queue_repairs", "queue_journal_dir"]
 

@@ -21,7 +21,6 @@ the alerts still open, so it (and the watch's memory) is bounded by the findings
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
@@ -35,6 +34,7 @@ from doctor._errors import DoctorError, UsageError
 from doctor._facts import iso
 from doctor._model import Finding, Severity, plural
 from doctor._notify import Delivery, post_webhook, run_command
+from rundoctor import durations
 
 __all__ = [
     "WATCH_STATE_SCHEMA",
@@ -51,24 +51,23 @@ __all__ = [
 WATCH_STATE_SCHEMA = "rundoctor.watch-state/1"
 Key = tuple[str | None, str, str, str | None]
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)?$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-
 
 def parse_duration(text: str, option: str = "--interval") -> float:
-    """``60s``, ``2h``, ``1.5m``, ``250ms`` or bare seconds, as seconds (more than zero).
+    """The value of ``option`` as seconds, more than zero (:mod:`rundoctor.durations`).
 
-    >>> parse_duration("2h"), parse_duration("90"), parse_duration("250ms")
-    (7200.0, 90.0, 0.25)
-    >>> parse_duration("soon", "--idle-gap")
+    >>> parse_duration("2h"), parse_duration("90"), parse_duration("1h30m")
+    (7200.0, 90.0, 5400.0)
+    >>> parse_duration("soon", "--idle-gap")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    doctor._errors.UsageError: --idle-gap 'soon' is not a duration; write e.g. 60s, 15m, 2h or 1d
+    doctor._errors.UsageError: --idle-gap: 'soon' is not a duration; write e.g. 90, 250ms, ...
     """
-    m = _DURATION.match(text.strip())
-    seconds = float(m.group(1)) * _UNIT[m.group(2) or "s"] if m else 0.0
+    try:
+        seconds = durations.parse_duration(text)
+    except durations.DurationError as exc:
+        raise UsageError(f"{option}: {exc}") from None
     if seconds <= 0:
-        raise UsageError(f"{option} {text!r} is not a duration; write e.g. 60s, 15m, 2h or 1d")
+        raise UsageError(f"{option} {text!r} must be more than zero, e.g. 60s, 15m or 1h30m")
     return seconds
 
 

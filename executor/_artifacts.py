@@ -26,6 +26,7 @@ Rules the writer enforces, so callers cannot break them:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -38,20 +39,20 @@ from typing import Any, TypeVar
 
 from executor._events import Event, RunCompleted, RunFailed, rfc3339
 from executor._graph import canonical_outcome
+from rundoctor.atomic import create_file, replace_file
+from rundoctor.clock import Clock
+from rundoctor.liveness import start_ticks
 from rundoctor.signature import SIGNATURE_VERSION
 
 __all__ = [
     "AttemptDir",
     "Checkpoint",
-    "Clock",
     "RunWriter",
     "append_fresh_line",
     "append_line",
     "atomic_write_json",
-    "proc_start_ticks",
 ]
 
-Clock = Callable[[], float]
 
 #: Where a worker's events go once its run was terminalized by someone else (the reaper).
 LATE_EVENTS = "late-events.ndjson"
@@ -59,22 +60,17 @@ E = TypeVar("E", bound=Event)
 
 
 def atomic_write_json(path: Path, value: Any, *, fsync: bool = True) -> None:
-    """Write ``value`` as indented JSON to ``path``: temp file, fsync, rename.
+    """Write ``value`` as indented JSON to ``path`` (:func:`rundoctor.atomic.replace_file`).
 
     >>> import tempfile; d = Path(tempfile.mkdtemp())
     >>> atomic_write_json(d / "x.json", {"a": 1}); (d / "x.json").read_text()
     '{\\n  "a": 1\\n}\\n'
     """
-    data = (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        _write_all(fd, data)
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    replace_file(path, _json_bytes(value), fsync=fsync)
+
+
+def _json_bytes(value: Any) -> bytes:
+    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def append_line(path: Path, line: bytes) -> None:
@@ -91,18 +87,17 @@ def append_line(path: Path, line: bytes) -> None:
 _FINAL_RETRY_S = (0.1, 0.5)
 
 
-def _retried(write: Callable[[], None], tmp: Path) -> None:
-    """``write()``, tried again after each pause of :data:`_FINAL_RETRY_S` on ``OSError``."""
+def _retried(write: Callable[[], bool]) -> bool:
+    """``write()``, tried again after each pause of :data:`_FINAL_RETRY_S` on ``OSError``
+    (the atomic writer removes its partial temporary file first: it takes space too)."""
     for pause in (*_FINAL_RETRY_S, None):
         try:
-            write()
-            return
+            return write()
         except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)  # a partial temporary file takes space too
             if pause is None:
                 raise
             time.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 def append_fresh_line(path: Path, line: bytes) -> None:
@@ -128,21 +123,6 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def proc_start_ticks(pid: int) -> int | None:
-    """Field 22 of ``/proc/PID/stat`` (start time in clock ticks); ``None`` when unknown.
-
-    >>> isinstance(proc_start_ticks(os.getpid()), int)
-    True
-    """
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ")".
-    rest = text[text.rfind(")") + 2 :].split()
-    return int(rest[19]) if len(rest) > 19 and rest[19].isdigit() else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,15 +310,9 @@ class RunWriter:
             **totals,
         }
         path = self.path / "final.json"
-        tmp = self.path / f".final.json.{os.getpid()}.{threading.get_ident()}.tmp"
-        _retried(lambda: atomic_write_json(tmp, final, fsync=self.fsync), tmp)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
+        if not _retried(lambda: create_file(path, _json_bytes(final), fsync=self.fsync)):
             existing = json.loads(path.read_bytes())
             return (existing if isinstance(existing, dict) else {}), False
-        finally:
-            tmp.unlink(missing_ok=True)
         self._own_final = True
         return final, True
 
@@ -378,16 +352,13 @@ class RunWriter:
         (self.path / "run.pid").write_text(str(pid))
         lock = {
             "pid": pid,
-            "pid_start_time": proc_start_ticks(pid),
+            "pid_start_time": start_ticks(pid),
             "run_id": self.run_id,
             "acquired_at": self.now(),
         }
-        tmp = self.path / f".run.lock.json.{pid}.tmp"
-        atomic_write_json(tmp, lock, fsync=self.fsync)
-        try:
-            os.link(tmp, self.path / "run.lock.json")
-        finally:
-            tmp.unlink()
+        target = self.path / "run.lock.json"
+        if not create_file(target, _json_bytes(lock), fsync=self.fsync):
+            raise FileExistsError(errno.EEXIST, "the run's lock is held", str(target))
 
     def release_lock(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -110,13 +110,31 @@ def default_root() -> Path:
     return Path(env) if env else state_home() / "rundoctor" / "runs"
 
 
-def _config(breaker_limit: int | None, agent_command: str | None) -> ExecutorConfig:
-    command = agent_command or os.environ.get("RUNDOCTOR_AGENT_COMMAND") or ""
+def _seconds(option: str, text: str) -> float:
+    """``text`` in the duration grammar (:mod:`rundoctor.durations`), or one line and exit 2."""
+    from rundoctor.durations import DurationError, parse_duration
+
     try:
-        parts = tuple(shlex.split(command))
-    except ValueError as exc:
-        fail(f"--agent-command {command!r} cannot be split into words: {exc}")
-    fields: dict[str, Any] = {"agent_command": parts}
+        return parse_duration(text)
+    except DurationError as exc:
+        fail(f"{option}: {exc}")
+
+
+def _config(breaker_limit: int | None, agent_command: str | None) -> ExecutorConfig:
+    """The flags over the environment over the config file's ``[executor]`` over the
+    defaults (:mod:`rundoctor.config`)."""
+    from rundoctor.config import ConfigError, file_settings
+
+    try:
+        fields = file_settings(os.environ, "executor", ExecutorConfig, exclude=("env",))
+    except ConfigError as exc:
+        fail(str(exc))
+    command = agent_command or os.environ.get("RUNDOCTOR_AGENT_COMMAND")
+    if command is not None:
+        try:
+            fields["agent_command"] = tuple(shlex.split(command))
+        except ValueError as exc:
+            fail(f"--agent-command {command!r} cannot be split into words: {exc}")
     if breaker_limit is not None:
         fields["breaker_limit"] = breaker_limit
     return ExecutorConfig(**fields)
@@ -360,12 +378,14 @@ def worker_cmd(
         bool, typer.Option("-q", "--quiet", help="No line per ticket claimed and finished.")
     ] = False,
     reaper_interval: Annotated[
-        float | None,
-        typer.Option("--reaper-interval", metavar="SECONDS", help="Seconds between reaper passes."),
+        str | None,
+        typer.Option(
+            "--reaper-interval", metavar="DURATION", help="Time between reaper passes: 1s, 500ms."
+        ),
     ] = None,
     lease_ttl: Annotated[
-        float | None,
-        typer.Option("--lease-ttl", metavar="SECONDS", help="Lease time-to-live in seconds."),
+        str | None,
+        typer.Option("--lease-ttl", metavar="DURATION", help="Lease time-to-live: 60s, 2m."),
     ] = None,
     as_json: JsonOpt = False,
     breaker_limit: BreakerOpt = None,
@@ -386,13 +406,14 @@ def worker_cmd(
         config = _config(breaker_limit, agent_command)
         timing: dict[str, Any] = {}
         if reaper_interval is not None:
-            timing["reaper_interval_s"] = reaper_interval
+            timing["reaper_interval_s"] = _seconds("--reaper-interval", reaper_interval)
         if lease_ttl is not None:
+            lease_ttl_s = _seconds("--lease-ttl", lease_ttl)
             # Keep the budget consistent: self-fence at 3/4 of the TTL, heartbeats every 1/6.
             timing |= {
-                "lease_ttl_s": lease_ttl,
-                "self_fence_s": lease_ttl * 0.75,
-                "heartbeat_interval_s": lease_ttl / 6,
+                "lease_ttl_s": lease_ttl_s,
+                "self_fence_s": lease_ttl_s * 0.75,
+                "heartbeat_interval_s": lease_ttl_s / 6,
             }
         config = dataclasses.replace(config, **timing) if timing else config
         if concurrency < 1:  # before the queue is looked at: the flag is the mistake

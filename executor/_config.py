@@ -1,9 +1,10 @@
 """The executor's configuration: one frozen, typed object that flows inward.
 
-Precedence is CLI flag > environment variable > config file > default; only the CLI reads the
-environment. Library code takes an :class:`ExecutorConfig` and calls :meth:`~ExecutorConfig.
-validate` before it starts anything, so an inconsistent budget is refused up front instead of
-surfacing hours later as a lease that expires under a live worker.
+Precedence is CLI flag > environment variable > config file (``[executor]``, see
+:mod:`rundoctor.config`) > default; only the CLI reads the environment. Library code takes
+an :class:`ExecutorConfig` and calls :meth:`~ExecutorConfig.validate` before it starts
+anything, so an inconsistent budget is refused up front instead of surfacing hours later as a
+lease that expires under a live worker.
 
 The timing budgets of a worker must nest (all in seconds)::
 
@@ -94,10 +95,6 @@ class ExecutorConfig:
     #: After such a refusal the worker pauses claiming this long, doubling on each further
     #: refusal (up to 60 s, or this value if longer) until a run writes its ``final.json``.
     root_refusal_backoff_s: float = 5.0
-    #: TEST-ONLY, never in production: the worker defeats its own fencing (it adopts the
-    #: ticket's current lease epoch before each write and never fences itself), so a stale
-    #: worker's writes are accepted. The chaos checkers must catch it (tests/chaos).
-    unsafe_disable_fencing: bool = False
 
     def validate(self) -> ExecutorConfig:
         """Return ``self`` when consistent; raise :class:`BudgetError` or :class:`UsageError`.

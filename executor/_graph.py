@@ -26,6 +26,7 @@ from functools import cached_property
 from pathlib import Path
 
 from executor._errors import GraphError, UsageError
+from rundoctor.durations import parse_duration
 from rundoctor.errors import close_matches, did_you_mean
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
     "Graph",
     "Node",
     "load_graph",
-    "parse_duration",
     "parse_graph",
 ]
 
@@ -71,21 +71,7 @@ _TOKEN = re.compile(
     re.X | re.S,
 )
 _ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _KEYWORDS = {"digraph", "graph", "node", "edge", "subgraph", "strict"}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``250ms``, ``900s``, ``15m``, ``2h``, ``1d`` or a bare number (seconds).
-
-    >>> parse_duration("250ms"), parse_duration("15m"), parse_duration("30")
-    (0.25, 900.0, 30.0)
-    """
-    m = _DURATION.fullmatch(text.strip())
-    if m is None:
-        raise ValueError(f"{text!r} is not a duration like 250ms, 900s, 15m, 2h or 1d")
-    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 def canonical_outcome(status: str) -> str:

@@ -31,8 +31,9 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from executor._errors import NoQueueError, QueueError
-from executor._queue import Clock, Queue
+from executor._queue import Queue
 from executor._schema import POSTGRES, Tx, install
+from rundoctor.clock import Clock
 
 __all__ = ["APPLICATION_NAME", "PostgresQueue", "redact"]
 

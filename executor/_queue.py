@@ -36,7 +36,6 @@ from executor._records import (
     LEASED_STATUSES,
     STATUSES,
     TERMINAL_STATUSES,
-    Clock,
     Lease,
     SessionInfo,
     Ticket,
@@ -44,13 +43,13 @@ from executor._records import (
     new_ticket_id,
 )
 from executor._schema import Tx
+from rundoctor.clock import Clock
 from rundoctor.errors import close_matches, did_you_mean
 
 __all__ = [
     "LEASED_STATUSES",
     "STATUSES",
     "TERMINAL_STATUSES",
-    "Clock",
     "Lease",
     "Queue",
     "SessionInfo",

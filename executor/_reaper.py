@@ -30,22 +30,23 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from executor._artifacts import append_fresh_line, proc_start_ticks
+from executor._artifacts import append_fresh_line
 from executor._config import ExecutorConfig
 from executor._errors import FencedError
 from executor._queue import Lease, Queue, Ticket
+from rundoctor.atomic import create_file
+from rundoctor.clock import Clock
+from rundoctor.liveness import owner_alive, process_alive
 
 __all__ = ["PROCESS_FILE", "Reclaim", "kill_stage_groups", "reap", "terminalize_lost_run"]
 
 #: Written by every stage attempt right after its process starts: pid, pgid, pid_start_time.
 PROCESS_FILE = "process.json"
 _SKIP_DIRS = frozenset({"worktree", ".git", "input_snapshot", "outputs", "artifacts"})
-
-Clock = Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,25 +67,6 @@ class Reclaim:
             "killed_groups": list(self.killed_groups),
             "terminalized": self.terminalized,
         }
-
-
-def _alive(pid: int | None, start: int | None) -> bool:
-    if pid is None or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False  # gone between the two checks
-    if stat[stat.rfind(")") + 2 :].startswith("Z"):
-        return False  # a zombie: dead, only not yet collected by its parent
-    ticks = proc_start_ticks(pid)
-    return ticks is not None and (start is None or ticks == start)
 
 
 def _process_files(run_path: Path) -> Iterator[Path]:
@@ -116,13 +98,14 @@ def kill_stage_groups(run_path: Path, *, grace_s: float = 0.0) -> tuple[int, ...
             start = info.get("pid_start_time")
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if pgid <= 1 or not _alive(pid, start if isinstance(start, int) else None):
+        start = start if isinstance(start, int) else None
+        if pgid <= 1 or not process_alive(pid, start):
             continue
         try:
             if grace_s > 0:
                 os.killpg(pgid, signal.SIGTERM)
                 deadline = time.monotonic() + grace_s
-                while time.monotonic() < deadline and _alive(pid, start):
+                while time.monotonic() < deadline and process_alive(pid, start):
                     time.sleep(0.02)
             os.killpg(pgid, signal.SIGKILL)
             killed.append(pgid)
@@ -184,15 +167,7 @@ def _open_branches(run_path: Path) -> Iterator[Path]:
 
 def _link_json(target: Path, doc: Mapping[str, object]) -> bool:
     """Create ``target`` with ``doc`` unless it exists (atomic: first writer wins)."""
-    tmp = target.with_name(f".{target.name}.reaper.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    try:
-        os.link(tmp, target)
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink(missing_ok=True)
-    return True
+    return create_file(target, json.dumps(doc, indent=2) + "\n")
 
 
 def _rfc3339(now: float) -> str:
@@ -204,7 +179,9 @@ def _rfc3339(now: float) -> str:
 
 def _why(t: Ticket, host: str, now: float) -> str | None:
     """Why ``t`` should be reclaimed now, or None."""
-    if t.host == host and t.pid is not None and not _alive(t.pid, t.proc_start_time):
+    # Dead needs proof (rundoctor.liveness): pid 1 or an unknowable process is left to the
+    # lease's expiry.
+    if t.host == host and owner_alive(t.pid, t.proc_start_time) is False:
         return f"worker {t.lease_owner} (pid {t.pid} on {host}) is dead"
     return None
 
@@ -264,39 +241,43 @@ def reap(
             reason = f"lease of worker {t.lease_owner} expired" + (
                 f" ({now - seen:.0f}s without a heartbeat)" if seen is not None else ""
             )
-        if reason is None:
-            continue
-        killed: tuple[int, ...] = ()
-        written = False
-        if t.run_path:
-            run_path = Path(t.run_path)
-            if _succeeded(run_path, t.lease_epoch):
-                out.append(_adopt(queue, t, reason))
-                continue
-            # Kill the lost worker's stages before the ticket can be claimed again: two
-            # executions of one ticket must never overlap.
-            killed = kill_stage_groups(run_path)
-            try:
-                written = terminalize_lost_run(
-                    run_path,
-                    run_id=t.run_id or run_path.name,
-                    reason=f"lost worker: {reason}; the ticket was reclaimed",
-                    epoch=t.lease_epoch + 1,
-                    now=now,
-                )
-            except OSError as exc:  # ENOSPC, EROFS: the queue still learns what happened
-                reason = f"{reason}; its run directory could not be terminalized ({exc})"
-        try:
-            after = queue.reclaim(
-                t.id,
-                expected_epoch=t.lease_epoch,
-                reason=reason,
-                quarantine_after=config.quarantine_after,
-                window_s=config.quarantine_window_s,
-                claim_grace_s=0.0 if "is dead" in reason else config.claim_grace_s,
-            )
-            status = after.status
-        except FencedError:
-            status = ""
-        out.append(Reclaim(t.id, reason, status, killed, written))
+        if reason is not None:
+            out.append(_reclaim(queue, config, t, reason, now))
     return out
+
+
+def _reclaim(queue: Queue, config: ExecutorConfig, t: Ticket, reason: str, now: float) -> Reclaim:
+    """Take ``t`` back from its lost worker: adopt its succeeded run, or kill the run's stages,
+    terminalize the run, then reclaim the ticket (fenced at its epoch)."""
+    killed: tuple[int, ...] = ()
+    written = False
+    if t.run_path:
+        run_path = Path(t.run_path)
+        if _succeeded(run_path, t.lease_epoch):
+            return _adopt(queue, t, reason)
+        # Kill the lost worker's stages before the ticket can be claimed again: two
+        # executions of one ticket must never overlap.
+        killed = kill_stage_groups(run_path)
+        try:
+            written = terminalize_lost_run(
+                run_path,
+                run_id=t.run_id or run_path.name,
+                reason=f"lost worker: {reason}; the ticket was reclaimed",
+                epoch=t.lease_epoch + 1,
+                now=now,
+            )
+        except OSError as exc:  # ENOSPC, EROFS: the queue still learns what happened
+            reason = f"{reason}; its run directory could not be terminalized ({exc})"
+    try:
+        after = queue.reclaim(
+            t.id,
+            expected_epoch=t.lease_epoch,
+            reason=reason,
+            quarantine_after=config.quarantine_after,
+            window_s=config.quarantine_window_s,
+            claim_grace_s=0.0 if "is dead" in reason else config.claim_grace_s,
+        )
+        status = after.status
+    except FencedError:
+        status = ""
+    return Reclaim(t.id, reason, status, killed, written)

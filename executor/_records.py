@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,6 @@ __all__ = [
     "LEASED_STATUSES",
     "STATUSES",
     "TERMINAL_STATUSES",
-    "Clock",
     "Lease",
     "SessionInfo",
     "Ticket",
@@ -30,7 +28,6 @@ __all__ = [
 ]
 
 #: Epoch seconds; injected everywhere so tests are exact.
-Clock = Callable[[], float]
 
 STATUSES = ("todo", "blocked", "claimed", "running", "done", "failed", "canceled", "quarantined")
 #: A row in one of these is never modified again (enforced by code and by a trigger).

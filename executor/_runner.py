@@ -48,11 +48,12 @@ from types import FrameType
 from typing import Any
 
 from executor import _events as ev
-from executor._artifacts import AttemptDir, Checkpoint, Clock, Outcome, RunWriter
+from executor._artifacts import AttemptDir, Checkpoint, Outcome, RunWriter
 from executor._config import ExecutorConfig
 from executor._errors import UsageError
 from executor._graph import Edge, Graph, Node, load_graph
 from executor._stage import run_attempt
+from rundoctor.clock import Clock
 from rundoctor.signature import SIGNATURE_VERSION, canonical_signature
 from rundoctor.words import noun
 

@@ -24,8 +24,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from executor._errors import NoQueueError, QueueError
-from executor._queue import Clock, Queue
+from executor._queue import Queue
 from executor._schema import SQLITE, Tx, install
+from rundoctor.clock import Clock
 
 __all__ = ["BUSY_TIMEOUT_MS", "SqliteQueue"]
 

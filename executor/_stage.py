@@ -42,15 +42,16 @@ from pathlib import Path
 from executor import _events as ev
 from executor._artifacts import (
     FAILED,
+    AttemptDir,
     Outcome,
     RunWriter,
     atomic_write_json,
     clear_status_files,
     ingest_status,
-    proc_start_ticks,
 )
 from executor._config import ExecutorConfig
 from executor._graph import Node
+from rundoctor.liveness import start_ticks
 
 __all__ = [
     "EX_TEMPFAIL",
@@ -396,7 +397,7 @@ def _supervise(
     pgid = proc.pid  # the session leader's pid is its group id
     # Who to stop if this executor dies: the reaper kills groups whose leader still runs. No
     # fsync: the file only matters while this host is up (a crashed host has no processes).
-    process = {"pid": proc.pid, "pgid": pgid, "pid_start_time": proc_start_ticks(proc.pid)}
+    process = {"pid": proc.pid, "pgid": pgid, "pid_start_time": start_ticks(proc.pid)}
     attempt_dir = out.path.parent
     atomic_write_json(attempt_dir / "process.json", {**process, "command": command}, fsync=False)
     deadline, next_beat = t0 + timeout_s, t0 + heartbeat_s
@@ -484,6 +485,26 @@ def _decide(result: ProcessResult, report: Outcome | None) -> Outcome:
     return Outcome("fail", result.describe(), cls, failure_signature=sig, details=details)
 
 
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """One attempt being run: where it writes and what it is told."""
+
+    w: RunWriter
+    node: Node
+    adir: AttemptDir
+    attempt: int
+    max_attempts: int
+    worktree: Path
+
+    @property
+    def status_path(self) -> str:
+        return str(self.adir.path / "status.json")
+
+    @property
+    def fallback(self) -> str:
+        return str(self.worktree / ".ai" / "status.json")
+
+
 def run_attempt(
     w: RunWriter,
     node: Node,
@@ -495,49 +516,21 @@ def run_attempt(
     canceled: Callable[[], bool],
     predecessor: tuple[str, str],
 ) -> tuple[Outcome, float]:
-    """Run one attempt of a tool or agent node; its outcome and its process's seconds."""
+    """Run one attempt of a tool or agent node; its outcome and its process's seconds.
+
+    The phases: open the attempt (its directory, ``stage_attempt_start``), build the command
+    and its environment (``cmd.json``), run the process with heartbeats, then ingest the
+    status file and record the outcome (``status.json``, ``stage_attempt_end``).
+    """
     adir = w.new_attempt(node.id)
     start = ev.StageAttemptStart(
         node_id=node.id, attempt=attempt, max=max_attempts, handler=node.kind, attempt_dir=adir.rel
     )
     w.emit(start, attempt=adir)
     clear_status_files(worktree, w.run_id)
-    status_path = str(adir.path / "status.json")
-    fallback = str(worktree / ".ai" / "status.json")
-    values = {
-        "STAGE_STATUS_PATH": status_path,
-        "KILROY_STAGE_STATUS_PATH": status_path,
-        "KILROY_STAGE_STATUS_FALLBACK_PATH": fallback,
-        "KILROY_RUN_ID": w.run_id,
-        "KILROY_NODE_ID": node.id,
-        "KILROY_LOGS_ROOT": str(w.path),
-        "KILROY_STAGE_LOGS_DIR": str(adir.path),
-        "KILROY_WORKTREE_DIR": str(worktree),
-        "KILROY_DATA_DIR": str(worktree / ".kilroy"),
-        "KILROY_PREDECESSOR_NODE": predecessor[0],
-        "KILROY_PREDECESSOR_OUTCOME": predecessor[1],
-        "KILROY_STAGE_ATTEMPT": str(attempt),
-        "KILROY_LEASE_EPOCH": str(w.epoch),
-    }
-    if node.kind == "agent":
-        prompt = adir.path / "prompt.md"
-        prompt.write_text(_contract(node.prompt, status_path, fallback), encoding="utf-8")
-        fields = {
-            "prompt_file": str(prompt),
-            "node_id": node.id,
-            "run_id": w.run_id,
-            "worktree": str(worktree),
-            "status_path": status_path,
-            "attempt_dir": str(adir.path),
-        }
-        argv = tuple(part.format_map(fields) for part in config.agent_command)
-        command = shlex.join(argv)
-        contract = ev.StatusContract(
-            node_id=node.id, attempt=attempt, status_path=status_path, status_fallback_path=fallback
-        )
-        w.emit(contract, attempt=adir)
-    else:
-        argv, command = (*config.shell, node.tool_command), node.tool_command
+    a = _Attempt(w, node, adir, attempt, max_attempts, worktree)
+    values = _stage_values(a, predecessor)
+    argv, command = _command(a, config)
     timeout = node.timeout_s or config.stage_timeout_s
     cmd = {"node_id": node.id, "attempt": attempt, "argv": list(argv), "command": command}
     w.write_json(
@@ -569,10 +562,65 @@ def run_attempt(
         tail_chars=config.stderr_tail_chars,
     )
     # run_process has returned: the process group is gone and no heartbeat can follow.
-    ing = ingest_status(adir.path, worktree, w.run_id)
+    return _conclude(a, result), result.duration_s
+
+
+def _stage_values(a: _Attempt, predecessor: tuple[str, str]) -> dict[str, str]:
+    """The variables a stage is told (Kilroy's names): where to write its status, who ran
+    before it, which attempt and lease epoch this is."""
+    w, worktree = a.w, a.worktree
+    return {
+        "STAGE_STATUS_PATH": a.status_path,
+        "KILROY_STAGE_STATUS_PATH": a.status_path,
+        "KILROY_STAGE_STATUS_FALLBACK_PATH": a.fallback,
+        "KILROY_RUN_ID": w.run_id,
+        "KILROY_NODE_ID": a.node.id,
+        "KILROY_LOGS_ROOT": str(w.path),
+        "KILROY_STAGE_LOGS_DIR": str(a.adir.path),
+        "KILROY_WORKTREE_DIR": str(worktree),
+        "KILROY_DATA_DIR": str(worktree / ".kilroy"),
+        "KILROY_PREDECESSOR_NODE": predecessor[0],
+        "KILROY_PREDECESSOR_OUTCOME": predecessor[1],
+        "KILROY_STAGE_ATTEMPT": str(a.attempt),
+        "KILROY_LEASE_EPOCH": str(w.epoch),
+    }
+
+
+def _command(a: _Attempt, config: ExecutorConfig) -> tuple[tuple[str, ...], str]:
+    """``(argv, command line)``: the shell running a tool node's command, or the agent CLI
+    with the node's prompt (``prompt.md``, the status contract appended) for an agent node."""
+    node, w = a.node, a.w
+    if node.kind != "agent":
+        return (*config.shell, node.tool_command), node.tool_command
+    prompt = a.adir.path / "prompt.md"
+    prompt.write_text(_contract(node.prompt, a.status_path, a.fallback), encoding="utf-8")
+    fields = {
+        "prompt_file": str(prompt),
+        "node_id": node.id,
+        "run_id": w.run_id,
+        "worktree": str(a.worktree),
+        "status_path": a.status_path,
+        "attempt_dir": str(a.adir.path),
+    }
+    argv = tuple(part.format_map(fields) for part in config.agent_command)
+    contract = ev.StatusContract(
+        node_id=node.id,
+        attempt=a.attempt,
+        status_path=a.status_path,
+        status_fallback_path=a.fallback,
+    )
+    w.emit(contract, attempt=a.adir)
+    return argv, shlex.join(argv)
+
+
+def _conclude(a: _Attempt, result: ProcessResult) -> Outcome:
+    """Ingest the stage's status file, decide the outcome, write it (``status.json``) and end
+    the attempt (``stage_attempt_end``)."""
+    node, w, adir = a.node, a.w, a.adir
+    ing = ingest_status(adir.path, a.worktree, w.run_id)
     decision = ev.StatusIngestionDecision(
         node_id=node.id,
-        attempt=attempt,
+        attempt=a.attempt,
         source=ing.source,
         copied=ing.source not in ("", "canonical"),
         path=ing.path,
@@ -584,8 +632,8 @@ def run_attempt(
     w.attempt_status(adir, outcome.to_json())
     end = ev.StageAttemptEnd(
         node_id=node.id,
-        attempt=attempt,
-        max=max_attempts,
+        attempt=a.attempt,
+        max=a.max_attempts,
         status=outcome.status,
         failure_reason=outcome.failure_reason,
         failure_class=outcome.failure_class,
@@ -596,4 +644,4 @@ def run_attempt(
         cost_usd=outcome.cost_usd,
     )
     w.emit(end, attempt=adir)
-    return outcome, result.duration_s
+    return outcome

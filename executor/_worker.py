@@ -41,7 +41,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from executor._artifacts import proc_start_ticks
 from executor._config import ExecutorConfig
 from executor._errors import (
     BudgetError,
@@ -56,10 +55,11 @@ from executor._events import Event
 from executor._queue import Lease, Queue, SessionInfo, Ticket, open_queue
 from executor._reaper import reap
 from executor._runner import RunResult, new_run_id, run_pipeline
+from rundoctor.clock import Clock
+from rundoctor.liveness import start_ticks
 
 __all__ = ["QueueOpener", "WorkerStats", "run_ticket", "run_worker", "worker_session"]
 
-Clock = Callable[[], float]
 T = TypeVar("T")
 
 #: How a slot, a lease keeper or the reaper thread gets its own connection to the queue.
@@ -237,7 +237,7 @@ def worker_session(name: str) -> SessionInfo:
         session_name=name,
         pid=pid,
         pgid=os.getpgid(0),
-        proc_start_time=proc_start_ticks(pid),
+        proc_start_time=start_ticks(pid),
         host=socket.gethostname(),
     )
 
@@ -287,10 +287,6 @@ class _LeaseKeeper:
                     )
                     self.last_ok = self.clock()
                 except FencedError:
-                    if self.config.unsafe_disable_fencing:  # TEST-ONLY (ExecutorConfig)
-                        assert queue is not None
-                        self.lease = _adopt_epoch(queue, self.lease)
-                        continue
                     # The reaper took the ticket: stop, and write nothing more for it.
                     self.fenced.set()
                     self.cancel.set()
@@ -307,36 +303,36 @@ class _LeaseKeeper:
             if self.stop.is_set():
                 self.cancel.set()  # the worker is shutting down: cancel, then release
                 return
-            if self.config.unsafe_disable_fencing:  # TEST-ONLY: never fence itself
-                continue
             if self.clock() - self.last_ok > self.config.self_fence_s:
                 self.fenced.set()
                 self.cancel.set()
                 return
 
 
-def _adopt_epoch(queue: Queue, lease: Lease) -> Lease:
-    """TEST-ONLY (``unsafe_disable_fencing``): the lease with the ticket's current epoch."""
-    try:
-        return replace(lease, epoch=queue.get(lease.ticket_id).lease_epoch)
-    except QueueError:
-        return lease
+@dataclass(frozen=True, slots=True)
+class _Slots:
+    """What the slots of one worker share (``run_ticket`` builds one for its single ticket);
+    ``connect`` opens each thread's own connection to the queue."""
+
+    connect: Connect
+    root: Path
+    config: ExecutorConfig
+    stop: threading.Event
+    stats: WorkerStats
+    clock: Clock
+    fleet: _Fleet
 
 
 def _run_ticket(
+    ctx: _Slots,
     queue: Queue,
-    connect: Connect,
     lease: Lease,
     session: SessionInfo,
-    root: Path,
-    config: ExecutorConfig,
-    stop: threading.Event,
-    stats: WorkerStats,
-    clock: Clock,
-    fleet: _Fleet,
     on_event: Callable[[Event], None] | None = None,
 ) -> RunResult | None:
-    run_id = new_run_id(clock)
+    """Start the ticket's run under ``lease``, run it with lease heartbeats, record the
+    outcome; the result (None when the run never started)."""
+    run_id = new_run_id(ctx.clock)
     tid = lease.ticket_id
 
     def started() -> bool:
@@ -345,48 +341,74 @@ def _run_ticket(
 
     try:
         _persist(
-            lambda: queue.start(lease, run_id=run_id, run_path=root / run_id, session=session),
+            lambda: queue.start(lease, run_id=run_id, run_path=ctx.root / run_id, session=session),
             f"start of ticket {tid}",
-            config,
-            fleet,
+            ctx.config,
+            ctx.fleet,
             landed=started,
         )
     except FencedError:
-        stats.add(fenced=1)
+        ctx.stats.add(fenced=1)
         return None
-    result: RunResult | None = None
-    broken = ""
-    refused = False  # the runs root refused writes as a whole (ROOT_REFUSALS)
-    with _LeaseKeeper(connect, lease, config, clock, stop) as keeper:
-        try:
-            result = run_pipeline(
-                Path(lease.ticket.graph_path),
-                root,
-                config,
-                run_id=run_id,
-                epoch=lease.epoch,
-                clock=clock,
-                cancel=keeper.cancel,
-                on_event=on_event,
-            )
-        except (GraphError, UsageError, BudgetError) as exc:
-            # Deleted or made invalid after enqueue: this ticket's fault, not the slot's.
-            broken = f"the ticket's pipeline {lease.ticket.graph_path!r} cannot be run: {exc}"
-        except OSError as exc:  # ENOSPC, EROFS, EACCES under the runs root
-            refused = exc.errno in ROOT_REFUSALS
-            broken = (
-                f"the run directory {str(root / run_id)!r} could not be written "
-                f"({exc}); free space or fix permissions under {str(root)!r}"
-            ) + ("" if refused else ", then enqueue again")
-        except Exception as exc:  # a bug must fail its ticket, never kill the slot silently
-            broken = f"executor error: {type(exc).__name__}: {exc}"
+    with _LeaseKeeper(ctx.connect, lease, ctx.config, ctx.clock, ctx.stop) as keeper:
+        result, broken, refused = _run(ctx, lease, run_id, keeper.cancel, on_event)
     if keeper.fenced.is_set():
-        stats.add(fenced=1)
+        ctx.stats.add(fenced=1)
         return result
-    if config.unsafe_disable_fencing:  # TEST-ONLY (ExecutorConfig): write as the current epoch
-        lease = _adopt_epoch(queue, lease)
     if result is not None:
-        fleet.root_took_writes()
+        ctx.fleet.root_took_writes()
+    _record_outcome(ctx, queue, keeper.lease, result, broken, refused)
+    return result
+
+
+def _run(
+    ctx: _Slots,
+    lease: Lease,
+    run_id: str,
+    cancel: threading.Event,
+    on_event: Callable[[Event], None] | None,
+) -> tuple[RunResult | None, str, bool]:
+    """Run the ticket's pipeline: ``(result, why it could not run, the runs root refused)``."""
+    root, graph = ctx.root, lease.ticket.graph_path
+    try:
+        result = run_pipeline(
+            Path(graph),
+            root,
+            ctx.config,
+            run_id=run_id,
+            epoch=lease.epoch,
+            clock=ctx.clock,
+            cancel=cancel,
+            on_event=on_event,
+        )
+    except (GraphError, UsageError, BudgetError) as exc:
+        # Deleted or made invalid after enqueue: this ticket's fault, not the slot's.
+        return None, f"the ticket's pipeline {graph!r} cannot be run: {exc}", False
+    except OSError as exc:  # ENOSPC, EROFS, EACCES under the runs root
+        refused = exc.errno in ROOT_REFUSALS  # the runs root refused writes as a whole
+        broken = (
+            f"the run directory {str(root / run_id)!r} could not be written "
+            f"({exc}); free space or fix permissions under {str(root)!r}"
+        ) + ("" if refused else ", then enqueue again")
+        return None, broken, refused
+    except Exception as exc:  # a bug must fail its ticket, never kill the slot silently
+        return None, f"executor error: {type(exc).__name__}: {exc}", False
+    return result, "", False
+
+
+def _record_outcome(
+    ctx: _Slots,
+    queue: Queue,
+    lease: Lease,
+    result: RunResult | None,
+    broken: str,
+    refused: bool,
+) -> None:
+    """Write the run's outcome to the ticket (fenced at ``lease``): complete, release, cancel
+    or fail it; a pipeline that could not run (``broken``) fails it for good, a runs root that
+    refused writes (``refused``) gives it back."""
+    tid = lease.ticket_id
+    config, fleet, stats, stop = ctx.config, ctx.fleet, ctx.stats, ctx.stop
     try:
         if result is None and refused:
             _root_refused(queue, lease, broken, config, fleet, stats)
@@ -437,7 +459,6 @@ def _run_ticket(
             stats.add(failed=1)
     except FencedError:
         stats.add(fenced=1)
-    return result
 
 
 def _root_refused(
@@ -527,114 +548,93 @@ def run_ticket(
         if lease is None:
             return None, stats
         stats.add(claimed=1)
-        stop = threading.Event()
-        fleet = _Fleet()
-        result = _run_ticket(
-            queue,
-            lambda: opener(url, clock=clock),
-            lease,
-            session,
-            root,
-            config,
-            stop,
-            stats,
-            clock,
-            fleet,
-            on_event,
-        )
-        return result, stats
+        connect: Connect = lambda: opener(url, clock=clock)  # noqa: E731
+        ctx = _Slots(connect, root, config, threading.Event(), stats, clock, _Fleet())
+        return _run_ticket(ctx, queue, lease, session, on_event), stats
     finally:
         queue.close()
 
 
 def _slot(
-    connect: Connect,
-    root: Path,
-    config: ExecutorConfig,
-    name: str,
-    once: bool,
-    poll_s: float,
-    stop: threading.Event,
-    stats: WorkerStats,
-    clock: Clock,
-    fleet: _Fleet,
-    on_ticket: TicketHook | None = None,
+    ctx: _Slots, name: str, once: bool, poll_s: float, on_ticket: TicketHook | None = None
 ) -> None:
     """Claim and run tickets until ``stop``; every error is handled or ends the worker."""
     try:
-        _slot_loop(connect, root, config, name, once, poll_s, stop, stats, clock, fleet, on_ticket)
+        _slot_loop(ctx, name, once, poll_s, on_ticket)
     except WorkerError as exc:
         _say(f"slot {name} gives up: {exc}")
-        fleet.give_up(str(exc))
-        stop.set()  # the other slots cancel their runs and release what they can
+        ctx.fleet.give_up(str(exc))
+        ctx.stop.set()  # the other slots cancel their runs and release what they can
     except Exception as exc:  # never a silent death: the worker exits and says why
         why = f"slot {name} crashed: {type(exc).__name__}: {exc}"
         _say(why)
-        fleet.give_up(why)
-        stop.set()
+        ctx.fleet.give_up(why)
+        ctx.stop.set()
 
 
 def _slot_loop(
-    connect: Connect,
-    root: Path,
-    config: ExecutorConfig,
-    name: str,
-    once: bool,
-    poll_s: float,
-    stop: threading.Event,
-    stats: WorkerStats,
-    clock: Clock,
-    fleet: _Fleet,
-    on_ticket: TicketHook | None,
+    ctx: _Slots, name: str, once: bool, poll_s: float, on_ticket: TicketHook | None
 ) -> None:
-    queue = _persist(connect, "open the queue", config, fleet, quit=stop)
+    """Claim a ticket, run it, repeat: until ``stop`` (or, with ``once``, an empty queue)."""
+    queue = _persist(
+        ctx.connect,
+        "open the queue",
+        ctx.config,
+        ctx.fleet,
+        quit=ctx.stop,
+    )
     if queue is None:
         return
     session = worker_session(name)
     try:
-        while not stop.is_set():
-            pause = fleet.claim_pause()  # the runs root refused writes: wait before claiming
+        while not ctx.stop.is_set():
+            pause = ctx.fleet.claim_pause()  # the runs root refused writes: wait before claiming
             if pause > 0:
-                stop.wait(pause)
+                ctx.stop.wait(pause)
                 continue
             # The database is unavailable (a stall, a restart): claim again with backoff
             # rather than let the slot die while the worker looks healthy.
             lease = _persist(
-                lambda: queue.claim(name, lease_ttl_s=config.lease_ttl_s, session=session),
+                lambda: queue.claim(name, lease_ttl_s=ctx.config.lease_ttl_s, session=session),
                 "claim",
-                config,
-                fleet,
-                quit=stop,
+                ctx.config,
+                ctx.fleet,
+                quit=ctx.stop,
             )
             if lease is None:
-                if once or stop.is_set():
+                if once or ctx.stop.is_set():
                     return
-                stop.wait(poll_s)
+                ctx.stop.wait(poll_s)
                 continue
-            stats.add(claimed=1)
-            if on_ticket is not None:
-                on_ticket("claimed", lease.ticket, None)
-            result: RunResult | None = None
-            try:
-                result = _run_ticket(
-                    queue, connect, lease, session, root, config, stop, stats, clock, fleet
-                )
-            except WorkerError:
-                raise
-            except Exception as exc:  # a bug: fail this ticket, keep the slot
-                reason = f"executor error: {type(exc).__name__}: {exc}"
-                _say(f"ticket {lease.ticket_id}: {reason}")
-                with contextlib.suppress(FencedError):
-                    _fail_for_good(queue, lease, reason, config, fleet)
-                stats.add(failed=1)
-            if on_ticket is not None:
-                shown = lease.ticket
-                if result is None:  # failed before a run (its reason is in the queue) or fenced
-                    with contextlib.suppress(ExecutorError):
-                        shown = queue.get(lease.ticket_id)
-                on_ticket("finished", shown, result)
+            _run_claimed(ctx, queue, lease, session, on_ticket)
     finally:
         queue.close()
+
+
+def _run_claimed(
+    ctx: _Slots, queue: Queue, lease: Lease, session: SessionInfo, on_ticket: TicketHook | None
+) -> None:
+    """Run one claimed ticket; an executor bug fails the ticket and keeps the slot."""
+    ctx.stats.add(claimed=1)
+    if on_ticket is not None:
+        on_ticket("claimed", lease.ticket, None)
+    result: RunResult | None = None
+    try:
+        result = _run_ticket(ctx, queue, lease, session)
+    except WorkerError:
+        raise
+    except Exception as exc:  # a bug: fail this ticket, keep the slot
+        reason = f"executor error: {type(exc).__name__}: {exc}"
+        _say(f"ticket {lease.ticket_id}: {reason}")
+        with contextlib.suppress(FencedError):
+            _fail_for_good(queue, lease, reason, ctx.config, ctx.fleet)
+        ctx.stats.add(failed=1)
+    if on_ticket is not None:
+        shown = lease.ticket
+        if result is None:  # failed before a run (its reason is in the queue) or fenced
+            with contextlib.suppress(ExecutorError):
+                shown = queue.get(lease.ticket_id)
+        on_ticket("finished", shown, result)
 
 
 def _reaper_loop(
@@ -667,6 +667,33 @@ def _reaper_loop(
     finally:
         if queue is not None:
             queue.close()
+
+
+def _open_first(
+    url: str,
+    config: ExecutorConfig,
+    *,
+    opener: QueueOpener,
+    clock: Clock,
+    create: bool,
+    wait: bool,
+    stop: threading.Event,
+) -> None:
+    """Open the queue once before any slot starts: a queue that cannot be reached is the
+    caller's error (a bad URL, not a dead thread), raised here; with ``wait`` it is waited
+    for like any outage."""
+    if not wait:
+        opener(url, clock=clock, create=create).close()
+        return
+    first = _persist(
+        lambda: opener(url, clock=clock, create=create),
+        "open the queue",
+        config,
+        _Fleet(),
+        quit=stop,
+    )
+    if first is not None:
+        first.close()
 
 
 def run_worker(
@@ -712,20 +739,9 @@ def run_worker(
     if concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
     stop = stop or threading.Event()
-    if wait_for_database:
-        first = _persist(
-            lambda: opener(url, clock=clock, create=create),
-            "open the queue",
-            config,
-            _Fleet(),
-            quit=stop,
-        )
-        if first is not None:
-            first.close()
-    else:
-        opener(
-            url, clock=clock, create=create
-        ).close()  # a bad URL is the caller's error, not a dead thread
+    _open_first(
+        url, config, opener=opener, clock=clock, create=create, wait=wait_for_database, stop=stop
+    )
     root.mkdir(parents=True, exist_ok=True)
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     stats = WorkerStats()
@@ -734,23 +750,10 @@ def run_worker(
     def connect() -> Queue:  # each thread's own connection, once the queue exists
         return opener(url, clock=clock)
 
+    ctx = _Slots(connect, root, config, stop, stats, clock, fleet)
     slots = [
         threading.Thread(
-            target=_slot,
-            args=(
-                connect,
-                root,
-                config,
-                f"{name}/{i}",
-                once,
-                poll_s,
-                stop,
-                stats,
-                clock,
-                fleet,
-                on_ticket,
-            ),
-            name=f"slot-{i}",
+            target=_slot, args=(ctx, f"{name}/{i}", once, poll_s, on_ticket), name=f"slot-{i}"
         )
         for i in range(concurrency)
     ]

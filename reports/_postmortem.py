@@ -152,105 +152,122 @@ def _stamp(status_open: bool, crit: bool) -> str:
 
 
 def _timeline(d: Diagnosis, facts: RunFactsView) -> Timeline:
-    f = d.facts
-    last_event = f.get("last_event_at")
-    counter = iter(range(1, 1_000_000))
-    failing = {
-        (str(r.get("scope", "")), str(r.get("node_id")))
-        for r in f.get("failure_reasons") or []
-        if as_int(r.get("count")) > 0
-    }
-
-    def task(label: str, start: object, end: object, *, is_open: bool, crit: bool) -> GanttTask:
-        s, e = gantt_time(start), gantt_time(end)
-        return GanttTask(
-            id=f"t{next(counter)}",
-            label=Text(label),
-            status=_stamp(is_open, crit),
-            start=s or "",
-            end=e or s or "",
-        )
-
-    sections: list[GanttSection] = []
-    terminal = d.state in ("succeeded", "failed", "canceled")
-    phases = tuple(
-        task(
-            str(p.get("node")),
-            p.get("first_start"),
-            p.get("last_end"),
-            is_open=not terminal and p.get("last_end") == last_event,
-            crit=False,
-        )
-        for p in f.get("phases") or []
-        if gantt_time(p.get("first_start"))
-    )
-    if phases:
-        sections.append(GanttSection(Text("Phases"), phases))
-    spans: dict[str, list[Mapping[str, Any]]] = {}
-    for span in f.get("attempt_spans") or []:
-        spans.setdefault(str(span.get("scope", "")), []).append(span)
-
-    def attempt_tasks(scope: str, scope_end: object) -> list[GanttTask]:
-        out = []
-        for span in spans.get(scope, []):
-            if not gantt_time(span.get("first_start")):
-                continue
-            is_open = as_int(span.get("open")) > 0
-            end = scope_end if is_open or not span.get("last_end") else span.get("last_end")
-            n = as_int(span.get("attempts"))
-            out.append(
-                task(
-                    f"{span.get('node_id')} ×{n}",
-                    span.get("first_start"),
-                    end,
-                    is_open=is_open and not terminal,
-                    crit=(scope, str(span.get("node_id"))) in failing,
-                )
-            )
-        return out
-
-    top_tasks = [
-        t for scope in sorted(spans) if is_top(scope) for t in attempt_tasks(scope, last_event)
-    ]
-    if top_tasks:
-        sections.append(GanttSection(Text(f"Attempts, {TOP}"), tuple(top_tasks)))
-    branches = list(f.get("branches") or [])
+    """The run's Gantt chart (phases, the top scope's attempts, each branch's, late heartbeats)
+    and its table of moments."""
+    gantt = _Gantt(d)
+    branches = list(d.facts.get("branches") or [])
+    sections = [*gantt.phases(), *gantt.top_attempts()]
     for branch in branches[:MAX_GANTT_BRANCHES]:
-        scope = str(branch.get("scope", ""))
-        stale = _first(d.findings, "stale_heartbeat", scope)
-        tasks = attempt_tasks(scope, branch.get("last_progress_at") or last_event)
-        if stale is not None:
-            since = stale.evidence.get("last_progress_at")
-            until = iso_plus(since, stale.evidence.get("span_after_last_progress_s"))
-            if gantt_time(since) and until:
-                n = as_int(stale.evidence.get("heartbeats_after_last_progress"))
-                tasks.append(
-                    task(f"{n} heartbeats after progress", since, until, is_open=False, crit=True)
-                )
-        if tasks:
-            sections.append(GanttSection(Text(scope.rsplit("/", 1)[-1]), tuple(tasks)))
-    top_stale = _first(d.findings, "stale_heartbeat")
-    if top_stale is not None and sections:
-        since = top_stale.evidence.get("last_progress_at")
-        until = iso_plus(since, top_stale.evidence.get("span_after_last_progress_s"))
-        n = as_int(top_stale.evidence.get("heartbeats_after_last_progress"))
-        if gantt_time(since) and until and n:
-            sections.append(
-                GanttSection(
-                    Text(f"Heartbeats, {TOP}"),
-                    (
-                        task(
-                            f"{n} heartbeats after progress", since, until, is_open=False, crit=True
-                        ),
-                    ),
-                )
-            )
+        sections += gantt.branch(branch)
+    if sections:
+        sections += gantt.top_heartbeats()
     return Timeline(
         title=Text(f"Run {d.run_id} (UTC)"),
         sections=tuple(sections),
         branches_left_out=max(len(branches) - MAX_GANTT_BRANCHES, 0),
         rows=_timeline_rows(d, facts),
     )
+
+
+class _Gantt:
+    """Builds the sections of a run's Gantt chart; task ids count up across sections."""
+
+    def __init__(self, d: Diagnosis) -> None:
+        f = d.facts
+        self.d = d
+        self.last_event = f.get("last_event_at")
+        self.terminal = d.state in ("succeeded", "failed", "canceled")
+        self.counter = iter(range(1, 1_000_000))
+        self.failing = {
+            (str(r.get("scope", "")), str(r.get("node_id")))
+            for r in f.get("failure_reasons") or []
+            if as_int(r.get("count")) > 0
+        }
+        self.spans: dict[str, list[Mapping[str, Any]]] = {}
+        for span in f.get("attempt_spans") or []:
+            self.spans.setdefault(str(span.get("scope", "")), []).append(span)
+
+    def task(
+        self, label: str, start: object, end: object, *, is_open: bool, crit: bool
+    ) -> GanttTask:
+        s, e = gantt_time(start), gantt_time(end)
+        return GanttTask(
+            id=f"t{next(self.counter)}",
+            label=Text(label),
+            status=_stamp(is_open, crit),
+            start=s or "",
+            end=e or s or "",
+        )
+
+    def phases(self) -> list[GanttSection]:
+        """The phases (one task per node, first start to last end)."""
+        tasks = tuple(
+            self.task(
+                str(p.get("node")),
+                p.get("first_start"),
+                p.get("last_end"),
+                is_open=not self.terminal and p.get("last_end") == self.last_event,
+                crit=False,
+            )
+            for p in self.d.facts.get("phases") or []
+            if gantt_time(p.get("first_start"))
+        )
+        return [GanttSection(Text("Phases"), tasks)] if tasks else []
+
+    def attempts(self, scope: str, scope_end: object) -> list[GanttTask]:
+        """One task per node of ``scope`` (its attempts, first start to last end)."""
+        out = []
+        for span in self.spans.get(scope, []):
+            if not gantt_time(span.get("first_start")):
+                continue
+            is_open = as_int(span.get("open")) > 0
+            end = scope_end if is_open or not span.get("last_end") else span.get("last_end")
+            n = as_int(span.get("attempts"))
+            out.append(
+                self.task(
+                    f"{span.get('node_id')} ×{n}",
+                    span.get("first_start"),
+                    end,
+                    is_open=is_open and not self.terminal,
+                    crit=(scope, str(span.get("node_id"))) in self.failing,
+                )
+            )
+        return out
+
+    def top_attempts(self) -> list[GanttSection]:
+        tasks = [
+            t
+            for scope in sorted(self.spans)
+            if is_top(scope)
+            for t in self.attempts(scope, self.last_event)
+        ]
+        return [GanttSection(Text(f"Attempts, {TOP}"), tuple(tasks))] if tasks else []
+
+    def branch(self, branch: Mapping[str, Any]) -> list[GanttSection]:
+        """A branch's attempts, and its heartbeats after its last progress when stale."""
+        scope = str(branch.get("scope", ""))
+        tasks = self.attempts(scope, branch.get("last_progress_at") or self.last_event)
+        late = self.late_heartbeats(_first(self.d.findings, "stale_heartbeat", scope))
+        tasks += late
+        return [GanttSection(Text(scope.rsplit("/", 1)[-1]), tuple(tasks))] if tasks else []
+
+    def top_heartbeats(self) -> list[GanttSection]:
+        late = self.late_heartbeats(_first(self.d.findings, "stale_heartbeat"), need_count=True)
+        return [GanttSection(Text(f"Heartbeats, {TOP}"), tuple(late))] if late else []
+
+    def late_heartbeats(
+        self, stale: Finding | None, *, need_count: bool = False
+    ) -> list[GanttTask]:
+        """The span of a ``stale_heartbeat`` finding's heartbeats after the last progress."""
+        if stale is None:
+            return []
+        since = stale.evidence.get("last_progress_at")
+        until = iso_plus(since, stale.evidence.get("span_after_last_progress_s"))
+        n = as_int(stale.evidence.get("heartbeats_after_last_progress"))
+        if not (gantt_time(since) and until) or (need_count and not n):
+            return []
+        label = f"{n} heartbeats after progress"
+        return [self.task(label, since, until, is_open=False, crit=True)]
 
 
 def _timeline_rows(d: Diagnosis, facts: RunFactsView) -> tuple[TimelineRow, ...]:

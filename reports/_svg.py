@@ -14,6 +14,8 @@ The DOM is part of the contract (tests count it in a browser): ``svg.timeline`` 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 
@@ -104,6 +106,26 @@ def zoom_window(timeline: Timeline, share: float = 0.35) -> tuple[int, int] | No
     return max(timeline.start_ns, start - margin), min(timeline.end_ns, end + margin)
 
 
+@dataclass(frozen=True, slots=True)
+class _Scale:
+    """Epoch nanoseconds ``t0``..``t1`` onto the plot's ``plot_w`` pixels right of the labels."""
+
+    t0: int
+    t1: int
+    plot_w: float
+
+    def x(self, ns: int) -> float:
+        return _LABEL_W + (min(max(ns, self.t0), self.t1) - self.t0) / (self.t1 - self.t0) * (
+            self.plot_w
+        )
+
+    def shows(self, start_ns: int, end_ns: int) -> bool:
+        return end_ns >= self.t0 and start_ns <= self.t1
+
+    def width(self, start_ns: int, end_ns: int) -> float:
+        return max(1.0, self.x(end_ns) - self.x(start_ns))
+
+
 def timeline_svg(
     timeline: Timeline,
     *,
@@ -121,8 +143,8 @@ def timeline_svg(
     (1, 1)
     """
     t0, t1 = window or (timeline.start_ns, timeline.end_ns)
-    t1 = max(t1, t0 + 1)
-    shown = [b for b in timeline.bars if b.end_ns >= t0 and b.start_ns <= t1]
+    scale = _Scale(t0, max(t1, t0 + 1), width - _LABEL_W - 20)
+    shown = [b for b in timeline.bars if scale.shows(b.start_ns, b.end_ns)]
     lanes_shown = (
         timeline.lanes
         if window is None
@@ -131,15 +153,33 @@ def timeline_svg(
         )
     )
     hatch = f"hatch-{kind}"
-    plot_w = width - _LABEL_W - 20
+    rows, shades, lane_y, chart_bottom = _lanes(timeline, lanes_shown, scale, hatch)
+    shades += _idle_gaps(timeline, scale, chart_bottom)
+    bars = [_bar(bar, scale, lane_y[(bar.scope, bar.node_id)]) for bar in shown]
+    axis = _axis(scale, chart_bottom)
+    legend = _legend(chart_bottom + 18, hatch)
+    height = chart_bottom + _LEGEND_H
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="{kind}" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" '
+        f'font-size="11" data-lanes="{len(lane_y)}" data-bars="{len(bars)}">'
+        f"<title>Timeline of run {escape(timeline.run_id)}</title>"
+        f'<defs><pattern id="{hatch}" width="6" height="6" patternUnits="userSpaceOnUse" '
+        'patternTransform="rotate(45)"><rect width="6" height="6" fill="#e0e0e0"/>'
+        '<line x1="0" y1="0" x2="0" y2="6" stroke="#9e9e9e" stroke-width="2"/></pattern></defs>'
+        + "".join(rows + shades + axis + bars + legend)
+        + "</svg>\n"
+    )
 
-    def x(ns: int) -> float:
-        return _LABEL_W + (min(max(ns, t0), t1) - t0) / (t1 - t0) * plot_w
 
-    dated = (t1 - t0) > 86400 * 10**9
+def _lanes(
+    timeline: Timeline, lanes_shown: Sequence[tuple[str, str]], scale: _Scale, hatch: str
+) -> tuple[list[str], list[str], dict[tuple[str, str], float], float]:
+    """Each scope's header and lanes, its heartbeat-only stretches shaded: the rows, the
+    shades, each lane's y and the chart's bottom."""
     rows: list[str] = []
     shades: list[str] = []
-    y = _AXIS_H
+    y: float = _AXIS_H
     lane_y: dict[tuple[str, str], float] = {}
     for scope in timeline.scopes:
         lanes = [lane for lane in lanes_shown if lane[0] == scope]
@@ -155,7 +195,7 @@ def timeline_svg(
             lane_y[lane] = y
             rows.append(
                 f'<g class="lane" data-scope="{escape(scope)}" data-node="{escape(lane[1])}">'
-                f'<rect class="lane-bg" x="{_LABEL_W}" y="{y}" width="{plot_w}" '
+                f'<rect class="lane-bg" x="{_LABEL_W}" y="{y}" width="{scale.plot_w}" '
                 f'height="{_LANE_H}" fill="#f5f5f5"/>'
                 f'<text x="14" y="{y + 13}">{escape(lane[1])}</text></g>'
             )
@@ -164,51 +204,66 @@ def timeline_svg(
             if (
                 s.kind == "heartbeat_only"
                 and s.scope == scope
-                and s.end_ns >= t0
-                and s.start_ns <= t1
+                and scale.shows(s.start_ns, s.end_ns)
             ):
                 shades.append(
-                    f'<rect class="shade heartbeat-only" x="{x(s.start_ns):.2f}" y="{top}" '
-                    f'width="{max(1.0, x(s.end_ns) - x(s.start_ns)):.2f}" height="{y - top}" '
-                    f'fill="url(#{hatch})"><title>heartbeats only: {escape(s.detail)}</title>'
-                    "</rect>"
+                    f'<rect class="shade heartbeat-only" x="{scale.x(s.start_ns):.2f}" '
+                    f'y="{top}" width="{scale.width(s.start_ns, s.end_ns):.2f}" '
+                    f'height="{y - top}" fill="url(#{hatch})"><title>heartbeats only: '
+                    f"{escape(s.detail)}</title></rect>"
                 )
-    chart_bottom = y
-    for s in timeline.stretches:
-        if s.kind == "idle_gap" and s.end_ns >= t0 and s.start_ns <= t1:
-            shades.append(
-                f'<rect class="shade idle-gap" x="{x(s.start_ns):.2f}" y="{_AXIS_H}" '
-                f'width="{max(1.0, x(s.end_ns) - x(s.start_ns)):.2f}" '
-                f'height="{chart_bottom - _AXIS_H}" fill="#fdd835" fill-opacity="0.25">'
-                f"<title>idle gap: {escape(s.detail)}</title></rect>"
-            )
-    bars = []
-    for bar in shown:
-        outcome = _outcome(bar)
-        left = x(bar.start_ns)
-        # A bar never thinner than 1.5 px: every lap of a loop stays visible.
-        w = max(1.5, x(bar.end_ns) - left)
-        bars.append(
-            f'<rect class="bar outcome-{outcome}" x="{left:.2f}" '
-            f'y="{lane_y[(bar.scope, bar.node_id)] + (_LANE_H - _BAR_H) / 2}" '
-            f'width="{w:.2f}" height="{_BAR_H}" fill="{OUTCOME_COLOURS[outcome]}" '
-            f'stroke="#ffffff" stroke-width="0.3"><title>{escape(_title(bar))}</title></rect>'
-        )
+    return rows, shades, lane_y, y
+
+
+def _idle_gaps(timeline: Timeline, scale: _Scale, chart_bottom: float) -> list[str]:
+    """The fleet's idle gaps, shaded across every lane."""
+    return [
+        f'<rect class="shade idle-gap" x="{scale.x(s.start_ns):.2f}" y="{_AXIS_H}" '
+        f'width="{scale.width(s.start_ns, s.end_ns):.2f}" '
+        f'height="{chart_bottom - _AXIS_H}" fill="#fdd835" fill-opacity="0.25">'
+        f"<title>idle gap: {escape(s.detail)}</title></rect>"
+        for s in timeline.stretches
+        if s.kind == "idle_gap" and scale.shows(s.start_ns, s.end_ns)
+    ]
+
+
+def _bar(bar: Bar, scale: _Scale, lane_y: float) -> str:
+    """One attempt's bar, coloured by outcome, its details in a tooltip."""
+    outcome = _outcome(bar)
+    left = scale.x(bar.start_ns)
+    # A bar never thinner than 1.5 px: every lap of a loop stays visible.
+    w = max(1.5, scale.x(bar.end_ns) - left)
+    return (
+        f'<rect class="bar outcome-{outcome}" x="{left:.2f}" '
+        f'y="{lane_y + (_LANE_H - _BAR_H) / 2}" '
+        f'width="{w:.2f}" height="{_BAR_H}" fill="{OUTCOME_COLOURS[outcome]}" '
+        f'stroke="#ffffff" stroke-width="0.3"><title>{escape(_title(bar))}</title></rect>'
+    )
+
+
+def _axis(scale: _Scale, chart_bottom: float) -> list[str]:
+    """The caption (UTC range) and the ticks, each with a grid line down the chart."""
+    t0, t1 = scale.t0, scale.t1
+    dated = (t1 - t0) > 86400 * 10**9
     axis = [
         f'<text class="axis-caption" x="4" y="14">UTC, from {_utc(t0):%Y-%m-%d %H:%M:%S} '
         f"to {_utc(t1):%Y-%m-%d %H:%M:%S}</text>"
     ]
-    for tick in _ticks(t0, t1, plot_w):
-        tx = x(tick)
+    for tick in _ticks(t0, t1, scale.plot_w):
+        tx = scale.x(tick)
         axis.append(
             f'<g class="tick"><line x1="{tx:.2f}" y1="{_AXIS_H - 6}" x2="{tx:.2f}" '
             f'y2="{chart_bottom}" stroke="#bdbdbd" stroke-width="0.5"/>'
             f'<text x="{tx:.2f}" y="{_AXIS_H - 9}" text-anchor="middle">'
             f"{_clock(tick, dated)}</text></g>"
         )
+    return axis
+
+
+def _legend(ly: float, hatch: str) -> list[str]:
+    """The outcome colours, the heartbeat-only hatch and the idle-gap shade."""
     legend = []
     lx = 4.0
-    ly = chart_bottom + 18
     for outcome, colour in OUTCOME_COLOURS.items():
         legend.append(
             f'<rect x="{lx}" y="{ly - 10}" width="12" height="12" fill="{colour}"/>'
@@ -221,15 +276,4 @@ def timeline_svg(
         f'<rect x="{lx + 130}" y="{ly - 10}" width="12" height="12" fill="#fdd835" '
         f'fill-opacity="0.4"/><text x="{lx + 146}" y="{ly}">idle gap</text>'
     )
-    height = chart_bottom + _LEGEND_H
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="{kind}" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" '
-        f'font-size="11" data-lanes="{len(lane_y)}" data-bars="{len(bars)}">'
-        f"<title>Timeline of run {escape(timeline.run_id)}</title>"
-        f'<defs><pattern id="{hatch}" width="6" height="6" patternUnits="userSpaceOnUse" '
-        'patternTransform="rotate(45)"><rect width="6" height="6" fill="#e0e0e0"/>'
-        '<line x1="0" y1="0" x2="0" y2="6" stroke="#9e9e9e" stroke-width="2"/></pattern></defs>'
-        + "".join(rows + shades + axis + bars + legend)
-        + "</svg>\n"
-    )
+    return legend

@@ -7,6 +7,12 @@ only the executor never loads the analysis stack (DuckDB, Polars, Arrow). See
 
 Modules:
 
+- :mod:`rundoctor.atomic`: atomic file writes (temporary file, fsync, rename or link).
+- :mod:`rundoctor.clock`: the ``Clock`` type every package injects.
+- :mod:`rundoctor.config`: the config file (TOML) the command lines read.
+- :mod:`rundoctor.durations`: the one duration grammar (``1h30m``) and its formatter.
+- :mod:`rundoctor.liveness`: is a recorded process alive here, and plausibly the same one.
+- :mod:`rundoctor.markdown`: escaping artifact text for Markdown.
 - :mod:`rundoctor.signature`: canonical failure signatures (what the executor's breaker
   counts and the doctor groups by).
 - :mod:`rundoctor.errors`: exit codes, "did you mean" (one cutoff), the crash guard.

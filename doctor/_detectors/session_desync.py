@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from doctor._detectors._context import Context
 from doctor._detectors._queue import LEASED, TERMINAL, same_host, this_host, ticket_label
-from doctor._liveness import process_alive
 from doctor._model import Finding, Severity
+from rundoctor.liveness import process_alive
 
 __all__ = ["session_desync"]
 

@@ -8,6 +8,7 @@ defeated (test-only) and must be caught, through the command line, with the repl
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ from chaos import (
     CampaignConfig,
     CampaignResult,
     FaultRecord,
+    Meta,
+    QueueEvent,
     RunRecord,
     TicketRecord,
     run_campaign,
@@ -32,6 +35,8 @@ REPO = Path(__file__).resolve().parents[2]
 SMOKE_SEED = 1
 POSTGRES_SEED = 4
 UNFENCED_SEED = 3
+REPLAY_SEED = 6
+UNFENCED = Path(__file__).resolve().parent / "unfenced"
 #: stall_database stays out of the PostgreSQL smoke until a claim that waited behind the lock
 #: stops committing an expired lease (tests/chaos/test_regressions.py, seed 20); the nightly
 #: campaigns still run it.
@@ -120,6 +125,8 @@ def test_a_shorter_campaign_on_postgresql_keeps_every_invariant(
 def test_with_fencing_disabled_the_stale_write_checker_catches_the_woken_worker(
     tmp_path: Path,
 ) -> None:
+    # The workers' fencing is defeated by tests/chaos/unfenced/sitecustomize.py (a test-local
+    # lease keeper), not by a switch in the library.
     out = tmp_path / "unfenced"
     command = [
         sys.executable,
@@ -136,13 +143,14 @@ def test_with_fencing_disabled_the_stale_write_checker_catches_the_woken_worker(
         "sigstop_worker",
         "--out",
         str(out),
-        "--unsafe-disable-fencing",
     ]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240)
+    path = os.pathsep.join([str(UNFENCED), str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path, "RUNDOCTOR_TEST_UNFENCED": "1"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 1, done.stderr
     replay = (
         f"doctor chaos run --seed {UNFENCED_SEED} --duration 15s --workers 4 --faults "
-        f"sigstop_worker --out {out} --unsafe-disable-fencing"
+        f"sigstop_worker --out {out}"
     )
     assert "replay with:" in done.stderr and replay in " ".join(done.stderr.split())
     doc = json.loads((out / "report.json").read_text())
@@ -154,3 +162,43 @@ def test_with_fencing_disabled_the_stale_write_checker_catches_the_woken_worker(
         assert write["worker"] != lease["worker"] and write["epoch"] == lease["epoch"]
     else:  # or it began after the lease was reclaimed
         assert lease["event"] == "reclaimed" and write["time"] > lease["time"]
+
+
+def _operations(result: CampaignResult) -> tuple[list[str], list[str]]:
+    """The campaign's arrivals (the titles of its tickets, in enqueue order) and its faults
+    (each scheduled fault's name, in the order it fired or was skipped)."""
+    history = result.history
+    titles = {t.ticket: t.title for t in history.of(TicketRecord)}
+    created = sorted((e.id, e.ticket) for e in history.of(QueueEvent) if e.event == "created")
+    fired = [f.fault for f in history.of(FaultRecord) if f.phase in ("inject", "skip")]
+    return [titles[ticket] for _, ticket in created], fired
+
+
+def test_a_replay_of_a_seed_enqueues_the_same_tickets_and_fires_the_same_faults(
+    tmp_path: Path,
+) -> None:
+    # Before: the arrivals were drawn from the schedule's generator as slots freed, so a
+    # replay's tickets depended on timing. Now they are a sequence of their own: a campaign
+    # gets through more or fewer of them, never others.
+    runs = []
+    for n in (1, 2):
+        config = CampaignConfig(
+            seed=REPLAY_SEED,
+            duration_s=6,
+            workers=2,
+            faults=("torn_write", "sigkill_stage"),
+            mean_gap_s=2,
+            out=tmp_path / f"replay-{n}",
+        )
+        runs.append(run_campaign(config))
+    first, second = runs
+    assert first.history.of(Meta)[0].schedule == second.history.of(Meta)[0].schedule
+    (arrived_1, fired_1), (arrived_2, fired_2) = _operations(first), _operations(second)
+    assert fired_1 == fired_2 == [p.fault for p in first.history.of(Meta)[0].schedule]
+    common = min(len(arrived_1), len(arrived_2))
+    assert common >= 4  # the first fill alone is workers + 2 tickets
+    assert arrived_1[:common] == arrived_2[:common]
+    pipelines = [
+        {p.name: p.read_bytes() for p in (r.out / "campaign" / "pipelines").iterdir()} for r in runs
+    ]
+    assert pipelines[0] == pipelines[1]

@@ -1,4 +1,4 @@
-"""``doctor._documents`` and ``doctor._liveness``: the small JSON files of a run, and its owner."""
+"""``doctor._documents`` and ``rundoctor.liveness``: a run's small JSON files, and its owner."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 from doctor._documents import Document, RunDocuments, normalize_status, read_documents
 from doctor._ingest import load_runs
 from doctor._layout import discover
-from doctor._liveness import _start_ticks, process_alive
 from doctor._tables import Tables
+from rundoctor.liveness import owner_alive, process_alive, start_ticks
 
 DEAD_PID = 99999999
 
@@ -317,7 +317,7 @@ def test_cost_reaches_the_run_facts(tmp_path: Path) -> None:
 
 
 def _my_start_ticks() -> int:
-    ticks = _start_ticks(os.getpid())
+    ticks = start_ticks(os.getpid())
     if ticks is None:
         pytest.skip("no /proc/PID/stat on this host")
     return ticks
@@ -379,7 +379,7 @@ def test_a_pid_that_cannot_exist_is_dead() -> None:
 
 
 def test_no_pid_means_unknown() -> None:
-    assert process_alive(None) is None
+    assert owner_alive(None) is None
 
 
 def test_a_zombie_counts_as_dead() -> None:

@@ -18,7 +18,7 @@ from doctor._layout import (
     locate_run,
     stage_dirs,
 )
-from doctor._liveness import process_alive
+from rundoctor.liveness import process_alive
 
 DEAD_PID = "99999999"
 TS = "2026-04-28T10:00:00Z"

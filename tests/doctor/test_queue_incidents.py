@@ -18,8 +18,8 @@ import pytest
 from doctor import DoctorConfig, Finding, Severity, scan
 from fixtures import queues
 from fixtures.queues import QueueRows
+from tests.helpers import PG_URL, require_postgres
 
-PG_URL = os.environ.get("RUNDOCTOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 PID = os.getpid()
 START = queues.proc_start_ticks(PID)
 
@@ -38,15 +38,7 @@ Load = Callable[[QueueRows], str]
 
 def postgres_or_skip() -> None:
     """Skip (fail under CI=true) when PostgreSQL cannot be reached."""
-    import psycopg
-
-    try:
-        psycopg.connect(PG_URL, connect_timeout=3).close()
-    except psycopg.Error as exc:
-        message = f"PostgreSQL at {PG_URL} is unreachable: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_postgres()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

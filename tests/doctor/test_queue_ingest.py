@@ -15,9 +15,9 @@ from doctor import DoctorConfig, IngestError, RootError, UsageError, scan
 from doctor._queue_ingest import QUEUE_TABLES, load_queue, parse_queue_url
 from doctor._tables import Tables, new_connection
 from fixtures import queues
+from tests.helpers import PG_URL, require_postgres
 
 REPO = Path(__file__).resolve().parents[2]
-PG_URL = os.environ.get("RUNDOCTOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def _queue_file(tmp_path: Path) -> tuple[Path, queues.QueueRows]:
@@ -34,14 +34,7 @@ def _count(tables: Tables, table: str) -> int:
 
 
 def _pg() -> None:
-    import psycopg
-
-    try:
-        psycopg.connect(PG_URL, connect_timeout=3).close()
-    except psycopg.Error as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL at {PG_URL} is unreachable: {exc}")
-        pytest.skip(f"PostgreSQL at {PG_URL} is unreachable: {exc}")
+    require_postgres()
 
 
 def _drop(schema: str) -> None:

@@ -32,13 +32,13 @@ from doctor._repair import (
     queue_journal_dir,
 )
 from executor import ExecutorConfig, Queue, SessionInfo, open_queue
-from executor._artifacts import proc_start_ticks
 from executor._reaper import reap
+from rundoctor.liveness import start_ticks as proc_start_ticks
+from tests.helpers import PG_URL, require_postgres
 
 NOW = 1_780_000_000.0  # 2026-05-28T20:26:40Z
 DEAD_PID = 99_999_999  # above PID_MAX_LIMIT (2**22): never a live process
 HOST = socket.gethostname()
-PG_URL = os.environ.get("RUNDOCTOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 class Clock:
@@ -406,15 +406,10 @@ def test_doctor_repair_wants_a_run_or_a_queue(tmp_path: Path) -> None:
 def pg_schema() -> Iterator[str]:
     """A fresh schema (tests/executor/conftest.py's pattern); skipped locally, failed under
     ``CI=true``, when the server cannot be reached."""
-    try:
-        with psycopg.connect(PG_URL, connect_timeout=3, autocommit=True) as admin:
-            schema = f"rd_repair_{uuid.uuid4().hex[:12]}"
-            admin.execute(f"CREATE SCHEMA {schema}")
-    except psycopg.Error as exc:
-        message = f"PostgreSQL at {PG_URL} is unreachable: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " (CI=true: PostgreSQL tests must run, never skip)")
-        pytest.skip(message)
+    require_postgres()
+    with psycopg.connect(PG_URL, connect_timeout=3, autocommit=True) as admin:
+        schema = f"rd_repair_{uuid.uuid4().hex[:12]}"
+        admin.execute(f"CREATE SCHEMA {schema}")
     try:
         yield schema
     finally:

@@ -162,8 +162,8 @@ def test_the_default_state_lives_under_the_state_home(tmp_path: Path, env: dict[
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--interval", "soon"], "--interval 'soon' is not a duration"),
-        (["--idle-gap", "0s"], "--idle-gap '0s' is not a duration"),
+        (["--interval", "soon"], "--interval: 'soon' is not a duration"),
+        (["--idle-gap", "0s"], "--idle-gap '0s' must be more than zero"),
         (["--webhook", "ftp://x"], "--webhook 'ftp://x' is not an http:// or https:// URL"),
     ],
 )

@@ -9,8 +9,6 @@ $(ls /etc/postgresql) main start``).
 
 from __future__ import annotations
 
-import functools
-import os
 import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
@@ -22,8 +20,8 @@ import psycopg
 import pytest
 
 from executor import Queue, open_queue
+from tests.helpers import PG_URL, require_postgres
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 START = 1_700_000_000.0
 
 
@@ -68,27 +66,6 @@ class Backend:
         with psycopg.connect(self.target, autocommit=True) as pg:
             cur = pg.execute(statement.replace("?", "%s"), tuple(params) or None)
             return cur.fetchall() if cur.description else []
-
-
-@functools.cache
-def _postgres_unreachable() -> str | None:
-    try:
-        with psycopg.connect(PG_URL, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return None
-
-
-def require_postgres() -> None:
-    """Skip (locally) or fail (``CI=true``) when PostgreSQL is not there."""
-    reason = _postgres_unreachable()
-    if reason is None:
-        return
-    message = f"PostgreSQL at {PG_URL} is unreachable: {reason}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message + " (CI=true: PostgreSQL tests must run, never skip)")
-    pytest.skip(message)
 
 
 @pytest.fixture

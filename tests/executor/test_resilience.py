@@ -9,6 +9,7 @@ restarts and stops), real stages, real mounts.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import subprocess
@@ -539,19 +540,28 @@ def test_a_worker_process_whose_database_stays_away_exits_3_with_one_line_saying
         assert q.get(tid).status == "running"  # left to the reaper, which keeps the success
 
 
-def test_a_final_json_write_that_fails_once_is_tried_again_and_lands(tmp_path: Path) -> None:
-    from executor._artifacts import RunWriter
+def test_a_final_json_write_that_fails_once_is_tried_again_and_lands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from executor import _artifacts
+    from rundoctor.atomic import create_file
 
-    writer = RunWriter(tmp_path / "r1", run_id="r1")
+    writer = _artifacts.RunWriter(tmp_path / "r1", run_id="r1")
     writer.create()
-    # The first try's temporary file cannot be created (a dangling link into a directory that
-    # does not exist: ENOENT); the retry removes it and writes for real.
-    tmp = writer.path / f".final.json.{os.getpid()}.{threading.get_ident()}.tmp"
-    tmp.symlink_to(tmp_path / "gone" / "final.json")
+    tries: list[str] = []
+
+    def full_once(path: Path, data: bytes, *, fsync: bool = True) -> bool:
+        # The first try runs into a full disk (a log rotated a moment later frees it).
+        tries.append(str(path))
+        if len(tries) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return create_file(path, data, fsync=fsync)
+
+    monkeypatch.setattr(_artifacts, "create_file", full_once)
     record, won = writer.write_final("success", "", wall_s=1.0)
-    assert won and record["status"] == "success"
+    assert won and record["status"] == "success" and len(tries) == 2
     assert json.loads((writer.path / "final.json").read_text())["status"] == "success"
-    assert not tmp.exists() and not tmp.is_symlink()
+    assert not [p.name for p in writer.path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_the_reaper_thread_logs_a_failed_pass_and_reclaims_at_a_later_one(

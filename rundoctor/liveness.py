@@ -1,0 +1,143 @@
+"""Is a process alive on this host, and is it plausibly the one that was recorded?
+
+One answer for every package: the executor's reaper (reclaim a dead worker's ticket), the
+doctor (is a run's owner alive), its repairs (may a lock be set aside). A record names a pid
+and, where it could, the process's start time in clock ticks (field 22 of ``/proc/PID/stat``,
+Kilroy's ``pid_start_time``), which tells a live owner from an unrelated process that reused
+its pid.
+
+The rules, in order:
+
+- a value that cannot be a pid (not an int, a bool, zero, negative, ``>= 2**31``, or above
+  Linux's ``PID_MAX_LIMIT``) names no live process: dead;
+- ``kill(pid, 0)`` says whether the pid exists (``EPERM``: it exists, someone else owns it);
+- a zombie (state ``Z`` or ``X``) is dead: it does no more work;
+- with a recorded start time, a process that started at another time is a reused pid: dead;
+- **an unknown start time proves nothing either way**: when none was recorded, or this host
+  cannot say when the process started (no ``/proc``), a live pid counts as alive. Dead needs
+  proof, because the callers' next step on "dead" (reclaim a ticket, terminalize a run, set a
+  lock aside) is worse when wrong than waiting for the lease to expire.
+
+:func:`owner_alive` adds the pids that are alive but prove nothing about a run's owner: pid 1
+and the pids registered with :func:`exclude_self_as_owner`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = [
+    "CLOCK_TICKS",
+    "PID_MAX",
+    "exclude_self_as_owner",
+    "owner_alive",
+    "process_alive",
+    "start_ticks",
+    "valid_pid",
+]
+
+#: Linux clock ticks per second, the unit of a recorded start time (``/proc/PID/stat``).
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+#: Linux's largest possible pid (``PID_MAX_LIMIT``, 2^22): a recorded pid above it names no
+#: live process here (it is dead without asking the kernel).
+PID_MAX = 1 << 22
+
+_PROC = Path("/proc")
+
+
+def valid_pid(value: object) -> int | None:
+    """``value`` as a pid when it can be one: an int (not a bool) that fits ``pid_t``.
+
+    >>> valid_pid(1234), valid_pid(2**63), valid_pid(True), valid_pid("12"), valid_pid(0)
+    (1234, None, None, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
+        return None
+    return value
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (from the state on)."""
+    try:
+        stat = (_PROC / str(pid) / "stat").read_bytes()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ")".
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot; ``None`` when unknown.
+
+    >>> isinstance(start_ticks(os.getpid()), int), start_ticks(2**40)
+    (True, None)
+    """
+    if valid_pid(pid) is None:
+        return None
+    fields = _stat_fields(pid)
+    if fields is None or len(fields) <= 19 or not fields[19].isdigit():
+        return None
+    return int(fields[19])
+
+
+def process_alive(pid: int, start_time: int | None = None) -> bool:
+    """True when ``pid`` runs here (and, when ``start_time`` is known, started then).
+
+    >>> process_alive(os.getpid()), process_alive(2**63), process_alive(os.getpid(), -1)
+    (True, False, False)
+    """
+    if valid_pid(pid) is None or pid > PID_MAX:
+        return False  # no process can have it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists; it belongs to someone else
+    fields = _stat_fields(pid)
+    if fields is None:
+        # No stat: on a host with /proc the process went away between the two looks; without
+        # /proc its state and start time are unknown, and unknown is not dead.
+        return not _PROC.joinpath("self").exists()
+    if fields and fields[0] in (b"Z", b"X"):
+        return False  # a zombie: dead, only not yet collected by its parent
+    if start_time is not None:
+        ticks = int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
+        if ticks is not None and ticks != start_time:
+            return False  # the pid was reused
+    return True
+
+
+#: Pids that are never taken as a run's live owner without a matching start time.
+_NOT_OWNERS: set[int] = set()
+
+
+def exclude_self_as_owner() -> None:
+    """Never take this process's pid as a run's live owner (the ``doctor`` command calls it:
+    a recorded pid equal to the doctor's own was reused by it, the owner is gone). A caller
+    that owns runs itself (a worker, its reaper, tests) does not call it.
+    """
+    _NOT_OWNERS.add(os.getpid())
+
+
+def owner_alive(pid: int | None, start_time: int | None = None) -> bool | None:
+    """Is the process recorded as a run's (or a lease's) owner alive and plausibly that owner?
+
+    As :func:`process_alive`, with ``None`` (unknown) where nothing can be said: no pid was
+    recorded, or the pid is 1 (init, alive forever: a stale ``run.pid`` in a container says 1)
+    without a matching start time. A pid registered by :func:`exclude_self_as_owner` is dead
+    without a matching start time.
+
+    >>> owner_alive(1), owner_alive(None), owner_alive(2**63), owner_alive(os.getpid())
+    (None, None, False, True)
+    """
+    if pid is None:
+        return None
+    if pid == 1 or pid in _NOT_OWNERS:
+        ticks = start_ticks(pid) if start_time is not None else None
+        if ticks is not None and ticks == start_time:
+            return True
+        return None if pid == 1 else False
+    return process_alive(pid, start_time)

@@ -1,0 +1,162 @@
+"""The config file: flag > environment > file > default, for the doctor and the executor.
+
+The command lines run as real processes with a real TOML file named by ``RUNDOCTOR_CONFIG``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from doctor import DoctorConfig
+from executor import ExecutorConfig
+from rundoctor.config import ConfigError, config_path, file_settings
+
+REPO = Path(__file__).resolve().parents[2]
+HEALTHY = REPO / "fixtures/cases/healthy_tool_run/run"  # one run, healthy01
+TOOL_GRAPH = REPO / "fixtures/pipelines/tool_simple.dot"
+
+
+def _doctor(*args: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).parent / "doctor"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "doctor"]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
+    return subprocess.run(
+        [*command, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**base, "COLUMNS": "100", **env},
+        cwd=REPO,
+        check=False,
+    )
+
+
+def _file(tmp_path: Path, text: str) -> dict[str, str]:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return {"RUNDOCTOR_CONFIG": str(path)}
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# --- the library -------------------------------------------------------------------------------
+
+
+def test_no_file_is_no_settings(tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    assert config_path(env) is None
+    assert file_settings(env, "doctor", DoctorConfig) == {}
+
+
+def test_the_default_location_is_under_xdg_config_home(tmp_path: Path) -> None:
+    (tmp_path / "rundoctor").mkdir()
+    (tmp_path / "rundoctor" / "config.toml").write_text("[doctor]\nstale_lease_s = 60\n")
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    assert file_settings(env, "doctor", DoctorConfig) == {"stale_lease_s": 60.0}
+
+
+def test_values_take_the_field_types(tmp_path: Path) -> None:
+    env = _file(
+        tmp_path,
+        '[doctor]\nroots = ["/a", "~/b"]\nbreaker_limit = 5\ncache_dir = "/c"\n'
+        '[executor]\nagent_command = ["claude", "-p", "{prompt_file}"]\nfsync = false\n',
+    )
+    doctor = file_settings(env, "doctor", DoctorConfig)
+    assert doctor == {
+        "roots": (Path("/a"), Path("~/b").expanduser()),
+        "breaker_limit": 5,
+        "cache_dir": Path("/c"),
+    }
+    executor = file_settings(env, "executor", ExecutorConfig)
+    assert executor == {"agent_command": ("claude", "-p", "{prompt_file}"), "fsync": False}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[doctor\n", "is not valid TOML"),
+        ("[docter]\n", "unknown section [docter]"),
+        ("[doctor]\nidle_gap = 60\n", "unknown key 'idle_gap' in [doctor]"),
+        ('[doctor]\nidle_gap_s = "2h"\n', "idle_gap_s: '2h' is not a number"),
+        ("[doctor]\nbreaker_limit = true\n", "breaker_limit: True is not a whole number"),
+        ("[doctor]\nnow = 5\n", "unknown key 'now'"),
+    ],
+)
+def test_a_bad_file_is_one_error_naming_file_and_key(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    env = _file(tmp_path, text)
+    with pytest.raises(ConfigError, match="config file") as info:
+        file_settings(env, "doctor", DoctorConfig, exclude=("now",))
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_named_file_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        file_settings({"RUNDOCTOR_CONFIG": str(tmp_path / "nope.toml")}, "doctor", DoctorConfig)
+
+
+# --- the doctor's command line -----------------------------------------------------------------
+
+
+def _scanned_roots(result: subprocess.CompletedProcess[str]) -> set[str]:
+    assert result.returncode in (0, 1), result.stderr
+    return {run["run_id"] for run in json.loads(result.stdout)["runs"]}
+
+
+def test_scan_reads_its_roots_from_the_file(tmp_path: Path) -> None:
+    env = _file(tmp_path, f'[doctor]\nroots = ["{HEALTHY}"]\n')
+    assert _scanned_roots(_doctor("scan", "--json", env=env)) == {"healthy01"}
+
+
+def test_the_environment_beats_the_file_and_the_flag_beats_both(tmp_path: Path) -> None:
+    empty = tmp_path / "empty-root"
+    empty.mkdir()
+    env = _file(tmp_path, f'[doctor]\nroots = ["{empty}"]\n')
+    assert _scanned_roots(_doctor("scan", "--json", env=env)) == set()
+    by_env = {**env, "RUNDOCTOR_ROOTS": str(HEALTHY)}
+    assert _scanned_roots(_doctor("scan", "--json", env=by_env)) == {"healthy01"}
+    by_flag = {**env, "RUNDOCTOR_ROOTS": str(empty)}
+    flagged = _doctor("scan", "--json", "--root", HEALTHY, env=by_flag)
+    assert _scanned_roots(flagged) == {"healthy01"}
+
+
+def test_a_bad_file_stops_a_doctor_command_with_one_line(tmp_path: Path) -> None:
+    env = _file(tmp_path, "[doctor]\nidle_gap = 60\n")
+    line = _one_line_error(_doctor("scan", "--root", HEALTHY, env=env))
+    assert "unknown key 'idle_gap'" in line and str(tmp_path / "config.toml") in line
+
+
+# --- the executor's command line ---------------------------------------------------------------
+
+
+def _breaker_limit(tmp_path: Path, env: dict[str, str], *flags: str) -> int:
+    root = tmp_path / f"runs-{len(list(tmp_path.iterdir()))}"
+    done = _doctor("run", TOOL_GRAPH, "--root", root, "--json", *flags, env=env)
+    assert done.returncode == 0, done.stderr
+    (run,) = root.iterdir()
+    return int(json.loads((run / "run_config.json").read_text())["executor"]["breaker_limit"])
+
+
+def test_run_takes_executor_settings_from_the_file_under_its_flags(tmp_path: Path) -> None:
+    env = _file(tmp_path, "[executor]\nbreaker_limit = 7\n")
+    assert _breaker_limit(tmp_path, {"XDG_CONFIG_HOME": str(tmp_path / "none")}) == 3
+    assert _breaker_limit(tmp_path, env) == 7
+    assert _breaker_limit(tmp_path, env, "--breaker-limit", "5") == 5
+
+
+def test_a_bad_executor_section_stops_run_with_one_line(tmp_path: Path) -> None:
+    env = _file(tmp_path, '[executor]\nlease_ttl_s = "long"\n')
+    line = _one_line_error(_doctor("run", TOOL_GRAPH, "--root", tmp_path / "r", env=env))
+    assert "lease_ttl_s: 'long' is not a number" in line

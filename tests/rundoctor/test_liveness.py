@@ -1,0 +1,115 @@
+"""``rundoctor.liveness``: one answer to "is that process alive?" for the doctor and the reaper.
+
+Processes are real: this test process, a child that exited (a zombie until reaped), a child
+that was reaped, and pids that cannot exist.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from executor._reaper import _why
+from executor._records import Ticket
+from rundoctor.liveness import (
+    PID_MAX,
+    owner_alive,
+    process_alive,
+    start_ticks,
+    valid_pid,
+)
+
+HOST = socket.gethostname()
+
+
+def _my_ticks() -> int:
+    ticks = start_ticks(os.getpid())
+    if ticks is None:
+        pytest.skip("no /proc/PID/stat on this host")
+    return ticks
+
+
+def _ticket(pid: int | None, start: int | None) -> Ticket:
+    now = time.time()
+    return Ticket(
+        id="t-1", title="", graph_path="g.dot", status="running", priority=0,
+        error_attempts=0, crash_recoveries=0, max_error_attempts=3, lease_owner="w-1",
+        lease_epoch=1, lease_expires_at=now + 60, last_heartbeat_at=now, claimed_at=now,
+        session_name=None, pid=pid, pgid=pid, proc_start_time=start, host=HOST, run_id=None,
+        run_path=None, reason=None, created_at=now, updated_at=now, finished_at=None,
+    )  # fmt: skip
+
+
+def test_a_live_pid_whose_start_time_was_not_recorded_counts_as_alive() -> None:
+    # The one documented answer for an unknown start time: dead needs proof.
+    assert process_alive(os.getpid(), None) is True
+    assert owner_alive(os.getpid(), None) is True
+
+
+def test_the_reaper_agrees_with_the_doctor_on_an_unknown_start_time() -> None:
+    # Before: the doctor said alive and the reaper reclaimed the ticket of the same process.
+    assert _why(_ticket(os.getpid(), None), HOST, time.time()) is None
+    assert owner_alive(os.getpid(), None) is True
+
+
+def test_the_reaper_reclaims_a_dead_owner_and_a_reused_pid() -> None:
+    assert _why(_ticket(PID_MAX + 1, None), HOST, time.time()) is not None
+    assert _why(_ticket(os.getpid(), _my_ticks() + 1), HOST, time.time()) is not None
+    assert _why(_ticket(os.getpid(), _my_ticks()), HOST, time.time()) is None
+
+
+def test_pid_1_is_unknown_as_an_owner_and_never_reclaimed() -> None:
+    assert process_alive(1) is True  # init is alive...
+    assert owner_alive(1) is None  # ...but proves nothing about a run's owner
+    assert _why(_ticket(1, None), HOST, time.time()) is None
+
+
+@pytest.mark.parametrize("pid", [0, -1, 2**31, 2**63, PID_MAX + 1])
+def test_a_pid_that_cannot_exist_is_dead_without_asking_the_kernel(pid: int) -> None:
+    assert process_alive(pid) is False
+    assert owner_alive(pid) is False
+
+
+@pytest.mark.parametrize("value", [True, "12", 1.5, None, 2**63])
+def test_values_that_are_not_pids_are_refused(value: object) -> None:
+    assert valid_pid(value) is None
+
+
+def test_a_reused_pid_with_another_start_time_is_dead() -> None:
+    assert process_alive(os.getpid(), _my_ticks() + 1) is False
+    assert process_alive(os.getpid(), _my_ticks()) is True
+
+
+def test_a_zombie_is_dead_and_a_reaped_child_is_dead() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        while True:  # wait for the exit, however long it takes (no time limit)
+            stat = Path(f"/proc/{child.pid}/stat").read_bytes()
+            if stat[stat.rfind(b")") + 2 :].startswith(b"Z"):
+                break
+            time.sleep(0.01)
+        assert process_alive(child.pid) is False
+    finally:
+        child.wait()
+    assert process_alive(child.pid) is False
+
+
+def test_the_doctor_command_does_not_take_its_own_pid_as_an_owner() -> None:
+    # In a child: the exclusion is process-wide and must not leak into this test process.
+    code = (
+        "import os\n"
+        "from rundoctor.liveness import exclude_self_as_owner, owner_alive, start_ticks\n"
+        "exclude_self_as_owner()\n"
+        "me = os.getpid()\n"
+        "print(owner_alive(me), owner_alive(me, start_ticks(me)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["False", "True"]
