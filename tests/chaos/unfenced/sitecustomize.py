@@ -16,7 +16,7 @@ import os
 if os.environ.get("RUNDOCTOR_TEST_UNFENCED") == "1":
     from executor import _worker
     from executor._errors import FencedError, QueueError
-    from executor._queue import Lease, Queue, open_queue
+    from executor._queue import Lease, Queue
 
     def _current(queue: Queue, lease: Lease) -> Lease:
         try:
@@ -32,7 +32,7 @@ if os.environ.get("RUNDOCTOR_TEST_UNFENCED") == "1":
                 while not self.done.wait(interval):
                     try:
                         if queue is None:
-                            queue = open_queue(self.url, clock=self.clock)
+                            queue = self.connect()
                         queue.heartbeat(
                             self.lease, lease_ttl_s=self.config.lease_ttl_s, interval_s=interval
                         )
@@ -54,8 +54,11 @@ if os.environ.get("RUNDOCTOR_TEST_UNFENCED") == "1":
         def __exit__(self, *exc: object) -> None:
             super().__exit__(*exc)
             try:  # the outcome is written as the ticket's current epoch
-                with open_queue(self.url, clock=self.clock) as queue:
+                queue = self.connect()
+                try:
                     self.lease = _current(queue, self.lease)
+                finally:
+                    queue.close()
             except QueueError:
                 pass
 
