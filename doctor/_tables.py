@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # loaded where used: listing the checks needs none of them
 
 from doctor._cache import StreamState
 from doctor._documents import RunDocuments
-from doctor._ndjson import TornLine, create_events_table
+from doctor._ndjson import TornLine, create_events_table, insert_columns
 
 __all__ = [
     "DUCKDB_MEMORY_LIMIT",
@@ -217,18 +217,16 @@ class Tables:
         return self.con.sql(f"SELECT * FROM {table}{where}{order}", params=params).to_arrow_table()
 
     def add_rows(self, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Append rows (tuples in column order) through Arrow: executemany is far slower."""
+        """Append rows (tuples in column order) as typed list parameters, one per column:
+        no Arrow to import, and far faster than executemany."""
         if not rows:
             return
-        import pyarrow as pa
-
-        names = [r[0] for r in self.con.sql(f"DESCRIBE {table}").fetchall()]
-        columns = {n: [row[i] for row in rows] for i, n in enumerate(names)}
-        self.con.register("_rd_rows", pa.table(columns))
-        try:
-            self.con.execute(f"INSERT INTO {table} SELECT * FROM _rd_rows")
-        finally:
-            self.con.unregister("_rd_rows")
+        described = self.con.sql(f"DESCRIBE {table}").fetchall()
+        insert_columns(
+            self.con,
+            table,
+            {str(r[0]): (str(r[1]), [row[i] for row in rows]) for i, r in enumerate(described)},
+        )
 
     def freeze(self) -> None:
         """Materialize the derived ``attempts`` view once ingestion is complete.

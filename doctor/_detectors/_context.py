@@ -52,17 +52,18 @@ class Context:
         A detector that only concerns scopes with some document (a checkpoint, live.json)
         queries these instead of the whole fleet's events.
         """
-        import pyarrow as pa
+        from doctor._ndjson import insert_columns
 
-        runs, scopes = zip(*sorted(set(keys)), strict=True) if keys else ((), ())
-        self.tables.con.register(
-            f"{prefix}_keys",
-            pa.table(
-                {"run_id": pa.array(runs, pa.string()), "scope": pa.array(scopes, pa.string())}
-            ),
-        )
+        pairs = sorted(set(keys))
+        con = self.tables.con
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}_keys (run_id VARCHAR, scope VARCHAR)")
+        if pairs:
+            runs, scopes = [p[0] for p in pairs], [p[1] for p in pairs]
+            insert_columns(
+                con, f"{prefix}_keys", {"run_id": ("VARCHAR", runs), "scope": ("VARCHAR", scopes)}
+            )
         for table in ("events", "attempts"):
-            self.tables.con.execute(
+            con.execute(
                 f"CREATE OR REPLACE TEMP VIEW {prefix}_{table} AS SELECT t.* FROM {table} t "
                 f"SEMI JOIN {prefix}_keys k ON k.run_id = t.run_id AND k.scope = t.scope"
             )

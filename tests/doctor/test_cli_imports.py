@@ -7,6 +7,7 @@ itself is measured by ``make bench`` (bench/startup.py), never asserted here.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,13 +69,30 @@ def test_checks_loads_the_detectors_but_nothing_heavy(tmp_path: Path) -> None:
     assert _packages(modules, HEAVY) == []
 
 
-def test_diagnose_loads_duckdb_but_not_chaos_the_runner_reports_or_polars(tmp_path: Path) -> None:
+def test_diagnose_loads_duckdb_but_not_chaos_the_runner_reports_polars_or_arrow(
+    tmp_path: Path,
+) -> None:
     code, modules = _loaded(
         tmp_path, "diagnose", "--run-id", HEALTHY_RUN.name, "--root", str(HEALTHY_RUN.parent)
     )
     assert code == 0
     assert "duckdb" in modules  # really diagnosed
     assert _packages(modules, ("chaos", "executor._runner", "reports", "polars")) == []
+    # Rows reach DuckDB as list parameters, not Arrow tables: no Arrow, so no NumPy either.
+    assert _packages(modules, ("pyarrow", "numpy", "pandas")) == []
+
+
+def test_diagnose_reading_torn_lines_precisely_loads_no_arrow(tmp_path: Path) -> None:
+    # A line torn mid-stream sends the stream to the precise (Python) read.
+    run = tmp_path / "runs" / HEALTHY_RUN.name
+    shutil.copytree(HEALTHY_RUN, run)
+    lines = (run / "progress.ndjson").read_bytes().splitlines(keepends=True)
+    (run / "progress.ndjson").write_bytes(
+        b"".join([*lines[:2], b'{"event": "x", "ts\n', *lines[2:]])
+    )
+    code, modules = _loaded(tmp_path, "diagnose", "--run-id", run.name, "--root", str(run.parent))
+    assert code == 1  # the torn line is an error finding: the run really was read
+    assert _packages(modules, ("pyarrow", "numpy", "pandas", "polars")) == []
 
 
 def test_a_mounted_command_is_loaded_when_invoked(tmp_path: Path) -> None:
