@@ -82,7 +82,9 @@ def test_diagnose_loads_duckdb_but_not_chaos_the_runner_reports_polars_or_arrow(
     assert _packages(modules, ("pyarrow", "numpy", "pandas")) == []
 
 
-def test_diagnose_reading_torn_lines_precisely_loads_no_arrow(tmp_path: Path) -> None:
+def test_diagnose_json_reading_torn_lines_precisely_loads_no_arrow_and_no_rich(
+    tmp_path: Path,
+) -> None:
     # A line torn mid-stream sends the stream to the precise (Python) read.
     run = tmp_path / "runs" / HEALTHY_RUN.name
     shutil.copytree(HEALTHY_RUN, run)
@@ -90,9 +92,11 @@ def test_diagnose_reading_torn_lines_precisely_loads_no_arrow(tmp_path: Path) ->
     (run / "progress.ndjson").write_bytes(
         b"".join([*lines[:2], b'{"event": "x", "ts\n', *lines[2:]])
     )
-    code, modules = _loaded(tmp_path, "diagnose", "--run-id", run.name, "--root", str(run.parent))
+    args = ("diagnose", "--run-id", run.name, "--root", str(run.parent), "--json")
+    code, modules = _loaded(tmp_path, *args)
     assert code == 1  # the torn line is an error finding: the run really was read
     assert _packages(modules, ("pyarrow", "numpy", "pandas", "polars")) == []
+    assert _packages(modules, ("rich",)) == []  # JSON out: no console, no renderers
 
 
 def test_a_mounted_command_is_loaded_when_invoked(tmp_path: Path) -> None:
