@@ -77,13 +77,14 @@ TABLE_NAMES = (
 def heartbeat_sql(column: str = "event") -> str:
     """SQL predicate: FINDINGS.md's definition of a heartbeat event, over ``column``.
 
-    >>> heartbeat_sql("e.event").startswith("(e.event IN ('stage_heartbeat'")
-    True
+    ``stage_heartbeat``, ``branch_heartbeat``, ``branch_stale_warning`` and any
+    ``*_heartbeat``: the first two are of the last kind, and ``ends_with`` is the same test as
+    ``LIKE '%\\_heartbeat'`` at less than half the cost (it runs on every row, many times).
+
+    >>> heartbeat_sql("e.event")
+    "(e.event = 'branch_stale_warning' OR ends_with(e.event, '_heartbeat'))"
     """
-    return (
-        f"({column} IN ('stage_heartbeat', 'branch_heartbeat', 'branch_stale_warning') "
-        f"OR {column} LIKE '%\\_heartbeat' ESCAPE '\\')"
-    )
+    return f"({column} = 'branch_stale_warning' OR ends_with({column}, '_heartbeat'))"
 
 
 #: :func:`heartbeat_sql` over the ``event`` column.
