@@ -198,8 +198,11 @@ class Tables:
         return list(self.documents)
 
     def sql(self, query: str, **params: Any) -> list[tuple[Any, ...]]:
-        """Rows of ``query`` with ``$name`` parameters."""
-        return self.con.sql(query, params=params or None).fetchall()
+        """Rows of ``query`` with ``$name`` parameters.
+
+        Run with ``execute``: ``sql`` would build a relation, binding the query once more.
+        """
+        return self.con.execute(query, params or None).fetchall()
 
     def frame(self, query: str, **params: Any) -> pl.DataFrame:
         """``query`` as a Polars frame."""

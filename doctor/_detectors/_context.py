@@ -30,6 +30,21 @@ class Context:
     facts: Mapping[str, RunFacts]
     config: DoctorConfig
     _signatures: dict[str, str] = field(default_factory=dict, repr=False)
+    _memo: dict[str, bool] = field(default_factory=dict, repr=False)
+
+    def has_queue(self) -> bool:
+        """Whether a queue was read (``tickets`` or ``ticket_events`` has a row), asked once.
+
+        The queue detectors find nothing without one (``diagnose`` never reads a queue), so
+        they return at once instead of planning their queries over empty tables.
+        """
+        known = self._memo.get("queue")
+        if known is None:
+            rows = self.tables.sql(
+                "SELECT EXISTS (SELECT 1 FROM tickets) OR EXISTS (SELECT 1 FROM ticket_events)"
+            )
+            known = self._memo["queue"] = bool(rows[0][0])
+        return known
 
     def signature(self, reason: str | None) -> str:
         """:func:`doctor.canonical_signature` of ``reason``, computed once per context.
