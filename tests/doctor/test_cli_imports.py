@@ -97,6 +97,8 @@ def test_diagnose_json_reading_torn_lines_precisely_loads_no_arrow_and_no_rich(
     assert code == 1  # the torn line is an error finding: the run really was read
     assert _packages(modules, ("pyarrow", "numpy", "pandas", "polars")) == []
     assert _packages(modules, ("rich",)) == []  # JSON out: no console, no renderers
+    # A text option, a flag and --root DIR: typer's result without its Pydantic adapters.
+    assert _packages(modules, ("pydantic",)) == []
 
 
 def test_a_mounted_command_is_loaded_when_invoked(tmp_path: Path) -> None:
@@ -122,3 +124,46 @@ def test_every_command_is_listed_once_in_order_the_roots_own_first() -> None:
     assert names[:5] == ["diagnose", "scan", "checks", "repair", "report"]
     assert names[5:] == [m.name for m in _Root.mounts]
     assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"run_id": "r1"},
+        {"run_id": "a b é"},
+        {"run_id": "-"},
+        {"root": ("/tmp",)},
+        {"root": (".", "/nonexistent/dir", "-", "/etc/hostname", "rel/../x")},
+    ],
+)
+def test_plain_values_coerce_exactly_as_typer_does(values: dict[str, object]) -> None:
+    from typer._click import Context
+    from typer._coercion import build_runtime_param
+    from typer.core import _TyperParameter
+
+    from doctor._cli_lazy import _plain_value
+
+    root = get_command(app)
+    assert isinstance(root, _Root)
+    command = root.get_command(Context(root), "diagnose")
+    assert command is not None
+    ctx = Context(command)
+    for param in command.params:
+        if param.name not in values:
+            continue
+        assert isinstance(param, _TyperParameter)
+        value, desc = values[param.name], param.type_descriptor
+        typer_says = build_runtime_param(desc)._coerce_value(value, param=param, ctx=ctx)
+        done, ours = _plain_value(desc.annotation, desc.parameter_info, value, param, ctx)
+        assert done
+        assert ours == typer_says
+        assert [type(v) for v in (ours if isinstance(ours, list) else [ours])] == [
+            type(v) for v in (typer_says if isinstance(typer_says, list) else [typer_says])
+        ]
+
+
+@pytest.mark.parametrize("value", ["", "bad\udcff", "nul\0"])
+def test_text_pydantic_may_refuse_is_left_to_typer(value: str) -> None:
+    from doctor._cli_lazy import _plain_value
+
+    assert _plain_value(str, None, value, None, None) == (False, None)  # type: ignore[arg-type]
