@@ -46,13 +46,13 @@ _BREAKERS = "(" + ", ".join(f"'{e}'" for e in BREAKER_EVENTS) + ")"
 _CHECKS_SQL = f"""
 SELECT run_id, scope, node_id, max(signature_count) FILTER (WHERE event IN {_CHECKS}),
        bool_or(event IN {_BREAKERS})
-FROM events
+FROM progress_events
 WHERE (event IN {_CHECKS} OR event IN {_BREAKERS}) AND node_id IS NOT NULL
 GROUP BY ALL
 """
 # Counts per breaker signature, only from events signed with the doctor's own version.
 _SAME_VERSION_SQL = f"""
-SELECT run_id, scope, node_id, signature, max(signature_count) FROM events
+SELECT run_id, scope, node_id, signature, max(signature_count) FROM progress_events
 WHERE event IN {_CHECKS} AND signature_version = {SIGNATURE_VERSION} AND node_id IS NOT NULL
 GROUP BY ALL
 """
@@ -62,7 +62,7 @@ _DESIGNED_STOPS = (
 )
 # Per scope, the last designed stop; per node, the end of its last failure.
 _STOPS_SQL = f"""
-SELECT run_id, scope, arg_max(event, seq), max(seq) FROM events
+SELECT run_id, scope, arg_max(event, seq), max(seq) FROM progress_events
 WHERE event IN ({_DESIGNED_STOPS}) GROUP BY ALL
 """
 _LAST_FAILURE_SQL = """
@@ -70,7 +70,7 @@ SELECT run_id, scope, node_id, max(end_seq) FROM attempts
 WHERE end_seq IS NOT NULL AND lower(status) IN ('fail', 'retry') GROUP BY ALL
 """
 _LIMITS_SQL = f"""
-SELECT run_id, max(signature_limit) FROM events
+SELECT run_id, max(signature_limit) FROM progress_events
 WHERE event IN {_CHECKS} AND signature_limit > 0 GROUP BY ALL
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from doctor._detectors._context import Context
 from doctor._facts import iso
 from doctor._model import Finding, Severity
-from doctor._tables import HEARTBEAT_SQL, heartbeat_sql
+from doctor._tables import heartbeat_sql
 
 __all__ = ["stale_heartbeat"]
 
@@ -15,7 +15,7 @@ _SQL = f"""
 WITH last_progress AS (
     SELECT run_id, scope, max(seq) AS seq, arg_max(event, seq) AS event,
            epoch_ns(arg_max(ts, seq)) AS ts
-    FROM events WHERE NOT {HEARTBEAT_SQL} GROUP BY ALL
+    FROM progress_events GROUP BY ALL
 ),
 after_nodes AS (
     SELECT e.run_id, e.scope, coalesce(e.node_id, e.branch_key, '') AS node, count(*) AS n,
