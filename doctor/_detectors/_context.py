@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from doctor._model import Finding
-from rundoctor.signature import canonical_signature, signature_key
 
 if TYPE_CHECKING:  # what a detector runs on; importing the detectors needs none of it
     from doctor._config import DoctorConfig
@@ -52,6 +51,10 @@ class Context:
         Several detectors sign the same failure reasons, and a fleet has tens of thousands
         that differ only in numbers: memoized on :func:`rundoctor.signature.signature_key`.
         """
+        # Imported on first use: its rules compile dozens of patterns, and a run without
+        # failures never signs a reason.
+        from rundoctor.signature import canonical_signature, signature_key
+
         key = signature_key(reason or "")
         sig = self._signatures.get(key)
         if sig is None:
