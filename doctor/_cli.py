@@ -240,7 +240,6 @@ def diagnose_cmd(
 ) -> None:
     """Diagnose one run: failing checks first with a runnable hint, passing ones folded."""
     from doctor._detectors import select
-    from doctor._render import render_diagnosis, render_markdown
 
     with reported(DoctorError):
         if as_json and markdown:
@@ -250,11 +249,15 @@ def diagnose_cmd(
         run_id, root = given_run(run_id, root)
         config = config_from_env(root, checks=checks)
         result = diagnose(run_id, config)
-    if as_json:
+    if as_json:  # Rich and the renderers are imported only for text output
         _emit_json(result.to_json())
     elif markdown:
+        from doctor._render import render_markdown
+
         sys.stdout.write(render_markdown(result))
     else:
+        from doctor._render import render_diagnosis
+
         render_diagnosis(console(), result, detectors, verbose=verbose)
     raise typer.Exit(result.exit_code)
 

@@ -44,7 +44,8 @@ def _run_detectors(ctx: Context) -> list[Finding]:
 def diagnose_path(path: Path, config: DoctorConfig) -> Diagnosis:
     """Diagnose the run directory at ``path``."""
     layout = discover(path)
-    tables = load_runs([layout], keep_raw=True, threads=config.threads)
+    # No raw lines: no detector reads them, and the typed scan is about twice as fast.
+    tables = load_runs([layout], keep_raw=False, threads=config.threads)
     facts = compute_facts(tables, config)
     findings = _run_detectors(Context(tables, facts, config))
     run_facts = facts[layout.run_id]

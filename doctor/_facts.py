@@ -134,7 +134,7 @@ def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
     )
     edges = _per_run(
         tables.sql(f"""
-        SELECT run_id, from_node, to_node, count(*) FROM events
+        SELECT run_id, from_node, to_node, count(*) FROM progress_events
         WHERE {TOP_SQL} AND event = 'edge_selected' GROUP BY ALL ORDER BY run_id, 4 DESC, 2, 3""")
     )
     stats = _per_run(
@@ -152,12 +152,13 @@ def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
     branch_done = _per_run(
         tables.sql("""
         SELECT run_id, scope, branch_logs_root, branch_key, arg_max(branch_status, seq)
-        FROM events WHERE event = 'branch_progress' AND branch_event = 'branch_subgraph_done'
+        FROM progress_events
+        WHERE event = 'branch_progress' AND branch_event = 'branch_subgraph_done'
         GROUP BY ALL""")
     )
     endings = _per_run(
         tables.sql(f"""
-        SELECT run_id, event, coalesce(reason, failure_reason), seq FROM events
+        SELECT run_id, event, coalesce(reason, failure_reason), seq FROM progress_events
         WHERE {TOP_SQL} AND event IN {STOP_EVENTS_SQL}
         ORDER BY run_id, scope, seq""")
     )

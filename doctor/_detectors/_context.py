@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from doctor._model import Finding
-from rundoctor.signature import canonical_signature, signature_key
 
 if TYPE_CHECKING:  # what a detector runs on; importing the detectors needs none of it
     from doctor._config import DoctorConfig
@@ -30,6 +29,21 @@ class Context:
     facts: Mapping[str, RunFacts]
     config: DoctorConfig
     _signatures: dict[str, str] = field(default_factory=dict, repr=False)
+    _memo: dict[str, bool] = field(default_factory=dict, repr=False)
+
+    def has_queue(self) -> bool:
+        """Whether a queue was read (``tickets`` or ``ticket_events`` has a row), asked once.
+
+        The queue detectors find nothing without one (``diagnose`` never reads a queue), so
+        they return at once instead of planning their queries over empty tables.
+        """
+        known = self._memo.get("queue")
+        if known is None:
+            rows = self.tables.sql(
+                "SELECT EXISTS (SELECT 1 FROM tickets) OR EXISTS (SELECT 1 FROM ticket_events)"
+            )
+            known = self._memo["queue"] = bool(rows[0][0])
+        return known
 
     def signature(self, reason: str | None) -> str:
         """:func:`doctor.canonical_signature` of ``reason``, computed once per context.
@@ -37,6 +51,10 @@ class Context:
         Several detectors sign the same failure reasons, and a fleet has tens of thousands
         that differ only in numbers: memoized on :func:`rundoctor.signature.signature_key`.
         """
+        # Imported on first use: its rules compile dozens of patterns, and a run without
+        # failures never signs a reason.
+        from rundoctor.signature import canonical_signature, signature_key
+
         key = signature_key(reason or "")
         sig = self._signatures.get(key)
         if sig is None:
@@ -52,17 +70,18 @@ class Context:
         A detector that only concerns scopes with some document (a checkpoint, live.json)
         queries these instead of the whole fleet's events.
         """
-        import pyarrow as pa
+        from doctor._ndjson import insert_columns
 
-        runs, scopes = zip(*sorted(set(keys)), strict=True) if keys else ((), ())
-        self.tables.con.register(
-            f"{prefix}_keys",
-            pa.table(
-                {"run_id": pa.array(runs, pa.string()), "scope": pa.array(scopes, pa.string())}
-            ),
-        )
+        pairs = sorted(set(keys))
+        con = self.tables.con
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}_keys (run_id VARCHAR, scope VARCHAR)")
+        if pairs:
+            runs, scopes = [p[0] for p in pairs], [p[1] for p in pairs]
+            insert_columns(
+                con, f"{prefix}_keys", {"run_id": ("VARCHAR", runs), "scope": ("VARCHAR", scopes)}
+            )
         for table in ("events", "attempts"):
-            self.tables.con.execute(
+            con.execute(
                 f"CREATE OR REPLACE TEMP VIEW {prefix}_{table} AS SELECT t.* FROM {table} t "
                 f"SEMI JOIN {prefix}_keys k ON k.run_id = t.run_id AND k.scope = t.scope"
             )

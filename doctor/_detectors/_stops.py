@@ -50,11 +50,12 @@ FROM cut c
 
 
 def interrupted_visits(
-    tables: Tables, view: str = "events"
+    tables: Tables, view: str = "progress_events"
 ) -> dict[tuple[str, str], tuple[str, str | None]]:
     """``{(run_id, scope): (interrupted_node, resume_node)}`` for scopes a stop ended mid-visit.
 
-    ``view`` is the events table or a detector's restricted view of it.
+    ``view`` is the events table (by default its non-heartbeat rows: the events this reads) or
+    a detector's restricted view of it.
     """
     rows = tables.sql(_SQL.format(view=view))
     return {(r, s): (str(node), None if prev is None else str(prev)) for r, s, node, prev in rows}

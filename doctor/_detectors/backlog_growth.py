@@ -37,6 +37,8 @@ FROM tickets
 
 def backlog_growth(ctx: Context) -> list[Finding]:
     """Tickets are created faster than they are closed over the last days."""
+    if not ctx.has_queue():  # no queue read: no ticket to report on
+        return []
     days = ctx.config.window_days
     if days <= 0:
         return []

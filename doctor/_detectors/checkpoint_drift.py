@@ -116,15 +116,15 @@ GROUP BY ALL
 
 def checkpoint_drift(ctx: Context) -> list[Finding]:
     """Checkpoints that lost retries, bloat with repeats, or lag behind their event stream."""
-    ctx.restrict(
-        "ck",
-        [
-            (run_id, scope)
-            for run_id, docs in ctx.tables.documents.items()
-            for scope, sd in docs.scopes.items()
-            if sd.checkpoint is not None and sd.checkpoint.ok
-        ],
-    )
+    keys = [
+        (run_id, scope)
+        for run_id, docs in ctx.tables.documents.items()
+        for scope, sd in docs.scopes.items()
+        if sd.checkpoint is not None and sd.checkpoint.ok
+    ]
+    if not keys:  # no checkpoint that parsed: nothing to compare, and no query to plan
+        return []
+    ctx.restrict("ck", keys)
     scopes = {(r, s): row for r, s, *row in ctx.tables.sql(_SCOPE_SQL)}
     pending: dict[tuple[str, str], list[tuple[str, int, bool, int | None]]] = {}
     for run_id, scope, node, n, last_open, last_end in ctx.tables.sql(_NODE_SQL):

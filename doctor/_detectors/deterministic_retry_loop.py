@@ -80,7 +80,7 @@ GROUP BY ALL
 """
 # The run's own breaker limit, when its events state one (the graph's breaker_limit).
 _LIMITS_SQL = """
-SELECT run_id, max(signature_limit) FROM events
+SELECT run_id, max(signature_limit) FROM progress_events
 WHERE event IN ('deterministic_failure_cycle_check', 'deterministic_failure_cycle_breaker',
                 'subgraph_deterministic_failure_cycle_check',
                 'subgraph_deterministic_failure_cycle_breaker')
@@ -92,11 +92,11 @@ SIGNATURE_BREAKERS = BREAKER_EVENTS[:2]
 _BREAKER_SQL = f"""
 SELECT run_id, scope, node_id, max(seq), arg_max(event, seq),
        bool_or(event IN ('{SIGNATURE_BREAKERS[0]}', '{SIGNATURE_BREAKERS[1]}'))
-FROM events
+FROM progress_events
 WHERE event IN ({_BREAKERS_SQL}) AND node_id IS NOT NULL GROUP BY ALL
 """
 _EXHAUSTED_SQL = """
-SELECT run_id, scope, node_id, max(seq) FROM events
+SELECT run_id, scope, node_id, max(seq) FROM progress_events
 WHERE event = 'retry_decision' AND will_retry = false AND node_id IS NOT NULL GROUP BY ALL
 """
 _LAST_ATTEMPT_SQL = """

@@ -22,21 +22,21 @@ __all__ = ["false_success"]
 
 _SQL = f"""
 WITH hops AS (
-    SELECT run_id, scope, seq, ts, from_node, to_node, condition FROM events
+    SELECT run_id, scope, seq, ts, from_node, to_node, condition FROM progress_events
     WHERE {TOP_SQL} AND event = 'edge_selected' AND selection_method = 'fallback'
       AND from_node IS NOT NULL AND to_node IS NOT NULL
 ),
 into_exit AS (
     SELECT h.* FROM hops h
-    WHERE NOT EXISTS (SELECT 1 FROM events s WHERE s.run_id = h.run_id AND s.scope = h.scope
-                      AND s.seq > h.seq AND s.event = 'stage_attempt_start'
-                      AND s.node_id = h.to_node)
+    WHERE NOT EXISTS (SELECT 1 FROM progress_events s
+                      WHERE s.run_id = h.run_id AND s.scope = h.scope AND s.seq > h.seq
+                        AND s.event = 'stage_attempt_start' AND s.node_id = h.to_node)
 )
 SELECT h.run_id, h.scope, h.from_node, h.to_node, h.condition, epoch_ns(h.ts),
        a.status, a.failure_reason, a.attempt, a.max
 FROM into_exit h
 ASOF JOIN (SELECT run_id, scope, seq, node_id, status, failure_reason, attempt, "max"
-           FROM events WHERE event = 'stage_attempt_end') a
+           FROM progress_events WHERE event = 'stage_attempt_end') a
   ON a.run_id = h.run_id AND a.scope = h.scope AND a.seq < h.seq
 WHERE a.node_id = h.from_node AND lower(a.status) IN ('fail', 'retry')
 ORDER BY h.run_id, h.seq

@@ -31,7 +31,6 @@ from collections import Counter, defaultdict
 from doctor._detectors._context import Context
 from doctor._detectors.deterministic_retry_loop import BREAKER_EVENTS
 from doctor._model import Finding, Severity, plural
-from rundoctor.signature import SIGNATURE_VERSION
 
 __all__ = ["fragmented_failure_signatures"]
 
@@ -46,23 +45,31 @@ _BREAKERS = "(" + ", ".join(f"'{e}'" for e in BREAKER_EVENTS) + ")"
 _CHECKS_SQL = f"""
 SELECT run_id, scope, node_id, max(signature_count) FILTER (WHERE event IN {_CHECKS}),
        bool_or(event IN {_BREAKERS})
-FROM events
+FROM progress_events
 WHERE (event IN {_CHECKS} OR event IN {_BREAKERS}) AND node_id IS NOT NULL
 GROUP BY ALL
 """
-# Counts per breaker signature, only from events signed with the doctor's own version.
-_SAME_VERSION_SQL = f"""
-SELECT run_id, scope, node_id, signature, max(signature_count) FROM events
+
+
+def _same_version_sql() -> str:
+    """Counts per breaker signature, only from events signed with the doctor's own version
+    (imported here: the signature rules are only needed once a node has failures)."""
+    from rundoctor.signature import SIGNATURE_VERSION
+
+    return f"""
+SELECT run_id, scope, node_id, signature, max(signature_count) FROM progress_events
 WHERE event IN {_CHECKS} AND signature_version = {SIGNATURE_VERSION} AND node_id IS NOT NULL
 GROUP BY ALL
 """
+
+
 _DESIGNED_STOPS = (
     "'deterministic_failure_cycle_breaker', 'subgraph_deterministic_failure_cycle_breaker', "
     "'stuck_cycle_breaker', 'loop_restart_circuit_breaker', 'stall_watchdog_timeout'"
 )
 # Per scope, the last designed stop; per node, the end of its last failure.
 _STOPS_SQL = f"""
-SELECT run_id, scope, arg_max(event, seq), max(seq) FROM events
+SELECT run_id, scope, arg_max(event, seq), max(seq) FROM progress_events
 WHERE event IN ({_DESIGNED_STOPS}) GROUP BY ALL
 """
 _LAST_FAILURE_SQL = """
@@ -70,7 +77,7 @@ SELECT run_id, scope, node_id, max(end_seq) FROM attempts
 WHERE end_seq IS NOT NULL AND lower(status) IN ('fail', 'retry') GROUP BY ALL
 """
 _LIMITS_SQL = f"""
-SELECT run_id, max(signature_limit) FROM events
+SELECT run_id, max(signature_limit) FROM progress_events
 WHERE event IN {_CHECKS} AND signature_limit > 0 GROUP BY ALL
 """
 
@@ -87,7 +94,7 @@ def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
     limits = {r: int(lim) for r, lim in ctx.tables.sql(_LIMITS_SQL)}
     checks = {(r, s, n): (mx, br) for r, s, n, mx, br in ctx.tables.sql(_CHECKS_SQL)}
     same_version: dict[tuple[str, str, str, str], int] = {}
-    for r, s, n, sig, mx in ctx.tables.sql(_SAME_VERSION_SQL):
+    for r, s, n, sig, mx in ctx.tables.sql(_same_version_sql()):
         # The breaker's signature is "<node>|<failure_class>|<canonical signature>".
         key = (r, s, n, str(sig).split("|", 2)[-1])
         same_version[key] = max(same_version.get(key, 0), int(mx or 0))

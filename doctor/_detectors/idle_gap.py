@@ -36,7 +36,7 @@ from doctor._detectors._queue import LEASED, PROGRESS_EVENTS, TERMINAL, iso_s
 from doctor._detectors.retry_loop import duration_text
 from doctor._facts import iso, parse_iso
 from doctor._model import Finding, Severity, noun, plural
-from doctor._tables import HEARTBEAT_SQL, heartbeat_sql
+from doctor._tables import HEARTBEAT_SQL
 
 __all__ = ["idle_gap"]
 
@@ -61,8 +61,8 @@ lives AS (
     FROM spans s JOIN given g USING (run_id)
 ),
 progress AS (
-    SELECT e.run_id, epoch_ns(e.ts) AS t FROM events e JOIN lives l USING (run_id)
-    WHERE e.ts IS NOT NULL AND NOT {heartbeat_sql("e.event")}
+    SELECT e.run_id, epoch_ns(e.ts) AS t FROM progress_events e JOIN lives l USING (run_id)
+    WHERE e.ts IS NOT NULL
       AND epoch_ns(e.ts) <= l.end_ns
 ),
 run_points AS (
@@ -117,10 +117,10 @@ SELECT run_id, epoch_ns(min(ts)), epoch_ns(max(ts) FILTER (WHERE NOT {HEARTBEAT_
        epoch_ns(max(ts))
 FROM events WHERE ts IS NOT NULL AND run_id IN (SELECT unnest($ids)) GROUP BY run_id
 """
-_BUCKET_SQL = f"""
+_BUCKET_SQL = """
 SELECT run_id, list(DISTINCT t ORDER BY t) FROM (
     SELECT run_id, min(epoch_ns(ts)) AS lo, max(epoch_ns(ts)) AS hi
-    FROM events WHERE ts IS NOT NULL AND NOT {HEARTBEAT_SQL} AND run_id IN (SELECT unnest($ids))
+    FROM progress_events WHERE ts IS NOT NULL AND run_id IN (SELECT unnest($ids))
     GROUP BY run_id, epoch_ns(ts) // $width
 ) UNPIVOT (t FOR side IN (lo, hi)) GROUP BY run_id
 """
@@ -220,7 +220,7 @@ def idle_gap(ctx: Context) -> list[Finding]:
 _QUEUE_GAPS_SQL = f"""
 WITH points AS (
     SELECT "at" AS t FROM ticket_events WHERE event IN {PROGRESS_EVENTS}
-    UNION ALL SELECT epoch_ns(ts) / 1e9 FROM events WHERE ts IS NOT NULL AND NOT {HEARTBEAT_SQL}
+    UNION ALL SELECT epoch_ns(ts) / 1e9 FROM progress_events WHERE ts IS NOT NULL
     UNION ALL SELECT t / 1e9 FROM cached_progress
     UNION ALL SELECT min(created_at) FROM tickets
     UNION ALL SELECT $now

@@ -13,7 +13,6 @@ from __future__ import annotations
 from doctor._detectors._context import Context, more
 from doctor._facts import TOP_SQL, iso
 from doctor._model import Finding, Severity
-from doctor._tables import HEARTBEAT_SQL
 
 __all__ = ["missing_final"]
 
@@ -24,7 +23,7 @@ _NOT_MISSING = ("running", "succeeded", "failed", "canceled")
 # Last progress per scope, and per run over the top-level scopes (the run and its restarts).
 _PROGRESS_SQL = f"""
 SELECT run_id, scope, {TOP_SQL} AS top, epoch_ns(max(ts)) AS last_progress
-FROM events WHERE NOT {HEARTBEAT_SQL} GROUP BY ALL
+FROM progress_events GROUP BY ALL
 """
 # Nodes with an open attempt (a start with no end), per scope, in start order.
 _OPEN_SQL = f"""

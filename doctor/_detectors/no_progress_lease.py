@@ -80,6 +80,8 @@ ORDER BY l.claimed_at, l.id
 
 def no_progress_lease(ctx: Context) -> list[Finding]:
     """A lease kept alive by heartbeats while its run (or the ticket) makes no progress."""
+    if not ctx.has_queue():  # no queue read: no ticket to report on
+        return []
     cfg = ctx.config
     now = cfg.now
     findings = []

@@ -33,7 +33,7 @@ WITH refs AS (
 ),
 terminal AS (
     SELECT run_id, arg_max(scope, seq) AS scope, max(seq) AS seq
-    FROM events WHERE {TOP_SQL} AND event IN ('run_completed', 'run_failed') GROUP BY ALL
+    FROM progress_events WHERE {TOP_SQL} AND event IN ('run_completed', 'run_failed') GROUP BY ALL
 ),
 after AS (
     SELECT e.run_id, e.scope, e.seq, e.ts, e.event, e.node_id
@@ -50,7 +50,7 @@ FROM after GROUP BY ALL ORDER BY run_id, scope
 """
 _TERMINAL_SQL = f"""
 SELECT run_id, arg_max(event, seq), epoch_ns(arg_max(ts, seq))
-FROM events WHERE {TOP_SQL} AND event IN ('run_completed', 'run_failed') GROUP BY ALL
+FROM progress_events WHERE {TOP_SQL} AND event IN ('run_completed', 'run_failed') GROUP BY ALL
 """
 
 
@@ -73,6 +73,8 @@ def post_terminal_activity(ctx: Context) -> list[Finding]:
     if not runs:
         return []
     terminal = {r: (e, ts) for r, e, ts in ctx.tables.sql(_TERMINAL_SQL)}
+    if not terminal and all(ns is None for ns in finals):
+        return []  # nothing ended: no event can come after an end (and no scan of them all)
     rows = ctx.tables.sql(_SQL, runs=runs, scopes=scopes, finals=finals)
 
     findings: list[Finding] = []

@@ -44,6 +44,8 @@ ORDER BY p.recoveries DESC, p.ticket_id
 
 def recovery_loop(ctx: Context) -> list[Finding]:
     """The same ticket reclaimed from dead workers again and again within a day."""
+    if not ctx.has_queue():  # no queue read: no ticket to report on
+        return []
     findings = []
     for (
         ticket_id,

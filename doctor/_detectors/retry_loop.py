@@ -29,21 +29,20 @@ from __future__ import annotations
 from doctor._detectors._context import Context
 from doctor._facts import STOP_EVENTS_SQL, facts_of, iso
 from doctor._model import Finding, Severity
-from doctor._tables import HEARTBEAT_SQL
 
 __all__ = ["DOMINANT_SHARE", "duration_text", "retry_loop"]
 
 #: A loop that took at least this share of the run's wall time dominates it.
 DOMINANT_SHARE = 0.5
 
-_SQL = f"""
+_SQL = """
 WITH hops AS (
-    SELECT run_id, scope, seq, ts, from_node, to_node FROM events
+    SELECT run_id, scope, seq, ts, from_node, to_node FROM progress_events
     WHERE event = 'edge_selected' AND from_node IS NOT NULL AND to_node IS NOT NULL
 ),
 firsts AS (
     SELECT run_id, scope, node, min(seq) AS seq, arg_min(ts, seq) AS ts FROM (
-        SELECT run_id, scope, node_id AS node, seq, ts FROM events
+        SELECT run_id, scope, node_id AS node, seq, ts FROM progress_events
         WHERE event = 'stage_attempt_start' AND node_id IS NOT NULL
         UNION ALL
         SELECT run_id, scope, to_node, seq, ts FROM hops
@@ -69,8 +68,7 @@ exits AS (
     GROUP BY ALL
 ),
 last_progress AS (
-    SELECT run_id, scope, epoch_ns(max(ts)) AS ts FROM events
-    WHERE NOT {HEARTBEAT_SQL} GROUP BY ALL
+    SELECT run_id, scope, epoch_ns(max(ts)) AS ts FROM progress_events GROUP BY ALL
 )
 SELECT b.run_id, b.scope, b.from_node, b.to_node, b.n, b.v_ts, b.last_ts,
        coalesce(x.ts, greatest(p.ts, b.last_ts)) AS end_ts, x.ts IS NULL AS still_looping,
@@ -148,7 +146,7 @@ def retry_loop(ctx: Context) -> list[Finding]:
             "SELECT run_id, scope, coalesce(arg_max(event, seq) FILTER ("
             "WHERE event <> 'run_failed'), 'run_failed'), "
             "arg_max(reason, seq) FILTER (WHERE event = 'run_failed'), max(seq) "
-            f"FROM events WHERE event IN {STOP_EVENTS_SQL[:-1]}, "
+            f"FROM progress_events WHERE event IN {STOP_EVENTS_SQL[:-1]}, "
             "'subgraph_deterministic_failure_cycle_breaker') AND event <> 'run_completed' "
             "GROUP BY ALL"
         )

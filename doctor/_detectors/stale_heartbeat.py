@@ -5,17 +5,65 @@ from __future__ import annotations
 from doctor._detectors._context import Context
 from doctor._facts import iso
 from doctor._model import Finding, Severity
-from doctor._tables import HEARTBEAT_SQL, heartbeat_sql
+from doctor._tables import heartbeat_sql
 
 __all__ = ["stale_heartbeat"]
 
+# Stage heartbeats with no open attempt of their node: the latest start of that node before
+# the heartbeat (ASOF), when it has no end or ended later. Keyed on the integer stream_id:
+# these joins see every heartbeat of the fleet.
+_STALE_ASOF = """
+beats AS (
+    SELECT h.stream_id, h.node_id, h.seq,
+           a.start_seq IS NULL OR (a.end_seq IS NOT NULL AND a.end_seq < h.seq) AS stale
+    FROM (SELECT stream_id, node_id, rowid AS seq FROM events_base
+          WHERE event = 'stage_heartbeat' AND node_id IS NOT NULL) h
+    ASOF LEFT JOIN (SELECT stream_id, node_id, start_seq, end_seq FROM attempts) a
+      ON h.stream_id = a.stream_id AND h.node_id = a.node_id AND h.seq > a.start_seq
+),
+stale AS (
+    SELECT st.run_id, st.scope, b.node_id, count(*) AS n, max(b.seq) AS last_seq
+    FROM beats b JOIN streams st USING (stream_id) WHERE b.stale GROUP BY ALL
+),
+"""
+# The same set when each node has few attempts: every attempt covers the seqs after its
+# start, up to its end and before the node's next start (the start the ASOF join would pick
+# then), exclusive; a heartbeat outside all its node's spans is stale. The spans of a node are
+# disjoint, so a heartbeat matches at most one: a hash join on the node, with no sort of the
+# heartbeats (several times cheaper), but one comparison per heartbeat and attempt of its node.
+_STALE_SPANS = """
+spans AS (
+    SELECT stream_id, node_id, start_seq AS lo,
+           least(coalesce(end_seq + 1, 9223372036854775807),
+                 coalesce(lead(start_seq) OVER (PARTITION BY stream_id, node_id
+                                                ORDER BY start_seq), 9223372036854775807)) AS hi
+    FROM attempts
+),
+stale AS (
+    SELECT st.run_id, st.scope, h.node_id, count(*) AS n, max(h.seq) AS last_seq
+    FROM (SELECT stream_id, node_id, rowid AS seq FROM events_base
+          WHERE event = 'stage_heartbeat' AND node_id IS NOT NULL) h
+    LEFT JOIN spans a
+      ON a.stream_id = h.stream_id AND a.node_id = h.node_id AND h.seq > a.lo AND h.seq < a.hi
+    JOIN streams st ON st.stream_id = h.stream_id
+    WHERE a.lo IS NULL
+    GROUP BY ALL
+),
+"""
+#: Above this many attempts of one node in one stream, the ASOF join is the cheaper one.
+MAX_SPANS_PER_NODE = 8
+_MOST_SPANS_SQL = (
+    "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM attempts "
+    "GROUP BY stream_id, node_id)"
+)
+
 # Per scope: the last progress event, heartbeats after it, and stage heartbeats whose node had
-# no open attempt at that moment (ASOF: the latest start of that node before the heartbeat).
-_SQL = f"""
+# no open attempt at that moment ({stale}: one of the two above).
+_TEMPLATE = f"""
 WITH last_progress AS (
     SELECT run_id, scope, max(seq) AS seq, arg_max(event, seq) AS event,
            epoch_ns(arg_max(ts, seq)) AS ts
-    FROM events WHERE NOT {HEARTBEAT_SQL} GROUP BY ALL
+    FROM progress_events GROUP BY ALL
 ),
 after_nodes AS (
     SELECT e.run_id, e.scope, coalesce(e.node_id, e.branch_key, '') AS node, count(*) AS n,
@@ -29,20 +77,7 @@ after AS (
            map(list(node ORDER BY n DESC, node), list(n ORDER BY n DESC, node)) AS nodes
     FROM after_nodes GROUP BY ALL
 ),
-beats AS (
-    -- Keyed on the integer stream_id: this join sees every heartbeat of the fleet.
-    SELECT h.stream_id, h.node_id, h.seq,
-           a.start_seq IS NULL OR (a.end_seq IS NOT NULL AND a.end_seq < h.seq) AS stale
-    FROM (SELECT stream_id, node_id, rowid AS seq FROM events_base
-          WHERE event = 'stage_heartbeat' AND node_id IS NOT NULL) h
-    ASOF LEFT JOIN (SELECT stream_id, node_id, start_seq, end_seq FROM attempts) a
-      ON h.stream_id = a.stream_id AND h.node_id = a.node_id AND h.seq > a.start_seq
-),
-stale AS (
-    SELECT st.run_id, st.scope, b.node_id, count(*) AS n, max(b.seq) AS last_seq
-    FROM beats b JOIN streams st USING (stream_id) WHERE b.stale GROUP BY ALL
-),
-open_at_end AS (
+{{stale}}open_at_end AS (
     SELECT run_id, scope, count(*) AS n FROM attempts WHERE end_seq IS NULL GROUP BY ALL
 )
 SELECT s.run_id, s.scope, list(s.node_id ORDER BY s.n DESC, s.node_id), list(s.n ORDER BY s.n
@@ -66,6 +101,11 @@ ORDER BY 1, 2
 """
 
 
+def _stale_sql(ctx: Context) -> str:
+    (most,) = ctx.tables.sql(_MOST_SPANS_SQL)[0]
+    return _STALE_SPANS if int(most) <= MAX_SPANS_PER_NODE else _STALE_ASOF
+
+
 def stale_heartbeat(ctx: Context) -> list[Finding]:
     """Heartbeats naming a node with no open attempt, or arriving after a scope finished."""
     findings = []
@@ -81,7 +121,7 @@ def stale_heartbeat(ctx: Context) -> list[Finding]:
         lp_ts,
         _open,
         after_nodes,
-    ) in ctx.tables.sql(_SQL):
+    ) in ctx.tables.sql(_TEMPLATE.replace("{stale}", _stale_sql(ctx))):
         stale_nodes = {str(n): int(c) for n, c in zip(nodes, counts, strict=True)}
         total = sum(stale_nodes.values())
         span = round((last_hb - lp_ts) / 1e9, 3) if last_hb is not None and lp_ts else 0.0

@@ -42,7 +42,7 @@ WHERE a.end_seq IS NOT NULL AND a.status IN ('fail', 'retry') AND (
     a.failure_reason LIKE 'missing status.json%'
     OR a.failure_reason LIKE 'invalid status.json%'
     OR EXISTS (
-        SELECT 1 FROM events d
+        SELECT 1 FROM progress_events d
         WHERE d.run_id = a.run_id AND d.scope = a.scope AND d.node_id = a.node_id
           AND d.event = 'status_ingestion_decision' AND coalesce(d.source, '') = ''
           AND d.seq > a.start_seq AND d.seq < a.end_seq))

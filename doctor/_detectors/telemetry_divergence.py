@@ -56,15 +56,15 @@ def _restart_no(scope: str) -> int:
 def telemetry_divergence(ctx: Context) -> list[Finding]:
     """live.json or checkpoint.json naming another node than the event stream."""
     # Only scopes with a live.json or a checkpoint can diverge: query just those.
-    ctx.restrict(
-        "td",
-        [
-            (run_id, scope)
-            for run_id, docs in ctx.tables.documents.items()
-            for scope, sd in docs.scopes.items()
-            if sd.live is not None or sd.checkpoint is not None
-        ],
-    )
+    keys = [
+        (run_id, scope)
+        for run_id, docs in ctx.tables.documents.items()
+        for scope, sd in docs.scopes.items()
+        if sd.live is not None or sd.checkpoint is not None
+    ]
+    if not keys:  # no live.json, no checkpoint: nothing can diverge
+        return []
+    ctx.restrict("td", keys)
     rows = {(r, s): (a, le, [str(n) for n in o]) for r, s, a, le, o in ctx.tables.sql(_SQL)}
     streams = set(ctx.tables.stream_states)
     cut = interrupted_visits(ctx.tables, "td_events")

@@ -44,7 +44,7 @@ FROM attempts GROUP BY ALL
 """
 # Branches the parent saw finish (branch_progress lifecycle step).
 _DONE_SQL = """
-SELECT DISTINCT run_id, scope, branch_key FROM events
+SELECT DISTINCT run_id, scope, branch_key FROM progress_events
 WHERE event = 'branch_progress' AND branch_event = 'branch_subgraph_done'
 """
 

@@ -7,6 +7,7 @@ itself is measured by ``make bench`` (bench/startup.py), never asserted here.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,13 +79,36 @@ def test_checks_loads_the_detectors_but_nothing_heavy(tmp_path: Path) -> None:
     assert _executor_modules(modules) <= EXECUTOR_KIT
 
 
-def test_diagnose_loads_duckdb_but_not_chaos_the_runner_reports_or_polars(tmp_path: Path) -> None:
+def test_diagnose_loads_duckdb_but_not_chaos_the_runner_reports_polars_or_arrow(
+    tmp_path: Path,
+) -> None:
     code, modules = _loaded(
         tmp_path, "diagnose", "--run-id", HEALTHY_RUN.name, "--root", str(HEALTHY_RUN.parent)
     )
     assert code == 0
     assert "duckdb" in modules  # really diagnosed
     assert _packages(modules, ("chaos", "executor._runner", "reports", "polars")) == []
+    # Rows reach DuckDB as list parameters, not Arrow tables: no Arrow, so no NumPy either.
+    assert _packages(modules, ("pyarrow", "numpy", "pandas")) == []
+
+
+def test_diagnose_json_reading_torn_lines_precisely_loads_no_arrow_and_no_rich(
+    tmp_path: Path,
+) -> None:
+    # A line torn mid-stream sends the stream to the precise (Python) read.
+    run = tmp_path / "runs" / HEALTHY_RUN.name
+    shutil.copytree(HEALTHY_RUN, run)
+    lines = (run / "progress.ndjson").read_bytes().splitlines(keepends=True)
+    (run / "progress.ndjson").write_bytes(
+        b"".join([*lines[:2], b'{"event": "x", "ts\n', *lines[2:]])
+    )
+    args = ("diagnose", "--run-id", run.name, "--root", str(run.parent), "--json")
+    code, modules = _loaded(tmp_path, *args)
+    assert code == 1  # the torn line is an error finding: the run really was read
+    assert _packages(modules, ("pyarrow", "numpy", "pandas", "polars")) == []
+    assert _packages(modules, ("rich",)) == []  # JSON out: no console, no renderers
+    # A text option, a flag and --root DIR: typer's result without its Pydantic adapters.
+    assert _packages(modules, ("pydantic",)) == []
 
 
 def test_a_mounted_command_is_loaded_when_invoked(tmp_path: Path) -> None:
@@ -110,3 +134,46 @@ def test_every_command_is_listed_once_in_order_the_roots_own_first() -> None:
     assert names[:4] == ["diagnose", "scan", "checks", "repair"]
     assert names[4:] == [m.name for m in _Root.mounts]
     assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"run_id": "r1"},
+        {"run_id": "a b é"},
+        {"run_id": "-"},
+        {"root": ("/tmp",)},
+        {"root": (".", "/nonexistent/dir", "-", "/etc/hostname", "rel/../x")},
+    ],
+)
+def test_plain_values_coerce_exactly_as_typer_does(values: dict[str, object]) -> None:
+    from typer._click import Context
+    from typer._coercion import build_runtime_param
+    from typer.core import _TyperParameter
+
+    from doctor._cli_lazy import _plain_value
+
+    root = get_command(app)
+    assert isinstance(root, _Root)
+    command = root.get_command(Context(root), "diagnose")
+    assert command is not None
+    ctx = Context(command)
+    for param in command.params:
+        if param.name not in values:
+            continue
+        assert isinstance(param, _TyperParameter)
+        value, desc = values[param.name], param.type_descriptor
+        typer_says = build_runtime_param(desc)._coerce_value(value, param=param, ctx=ctx)
+        done, ours = _plain_value(desc.annotation, desc.parameter_info, value, param, ctx)
+        assert done
+        assert ours == typer_says
+        assert [type(v) for v in (ours if isinstance(ours, list) else [ours])] == [
+            type(v) for v in (typer_says if isinstance(typer_says, list) else [typer_says])
+        ]
+
+
+@pytest.mark.parametrize("value", ["", "bad\udcff", "nul\0"])
+def test_text_pydantic_may_refuse_is_left_to_typer(value: str) -> None:
+    from doctor._cli_lazy import _plain_value
+
+    assert _plain_value(str, None, value, None, None) == (False, None)  # type: ignore[arg-type]

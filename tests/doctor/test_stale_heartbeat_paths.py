@@ -1,0 +1,71 @@
+"""``stale_heartbeat``'s two plans (an ASOF join, or spans for nodes with few attempts) agree.
+
+The detector picks the spans plan when no node has more than ``MAX_SPANS_PER_NODE`` attempts in
+one stream; both must find the same stale heartbeats on every shape of attempts: overlapping
+starts, an attempt never ended, heartbeats before any start, after an end, of another node.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from doctor._config import DoctorConfig
+from doctor._detectors import Context
+from doctor._facts import compute_facts
+from doctor._ingest import load_runs
+from doctor._layout import discover
+
+detector = importlib.import_module("doctor._detectors.stale_heartbeat")
+
+
+def _write(run: Path, events: list[tuple[str, str | None]]) -> None:
+    run.mkdir(parents=True)
+    (run / "run.pid").write_text("99999999")
+    lines = []
+    for i, (event, node) in enumerate(events):
+        fields: dict[str, Any] = {
+            "event": event,
+            "ts": f"2026-04-28T10:{i // 60:02d}:{i % 60:02d}Z",
+        }
+        if node is not None:
+            fields["node_id"] = node
+        lines.append(json.dumps(fields) + "\n")
+    (run / "progress.ndjson").write_text("".join(lines))
+
+
+def _shape(attempts_of_a: int) -> list[tuple[str, str | None]]:
+    hb = "stage_heartbeat"
+    ev: list[tuple[str, str | None]] = [(hb, "a"), (hb, "b")]  # before any start: stale
+    ev += [("stage_attempt_start", "a"), (hb, "a"), ("stage_attempt_start", "a"), (hb, "a")]
+    ev += [("stage_attempt_end", "a"), (hb, "a"), (hb, "b")]  # overlapping starts, one end
+    for _ in range(attempts_of_a):
+        ev += [("stage_attempt_start", "a"), (hb, "a"), ("stage_attempt_end", "a"), (hb, "a")]
+    ev += [("stage_attempt_start", "b"), (hb, "b"), (hb, "a")]  # b never ends
+    ev += [("edge_selected", None), (hb, "a"), (hb, "b"), (hb, None)]
+    return ev
+
+
+@pytest.mark.parametrize("attempts_of_a", [1, 3, detector.MAX_SPANS_PER_NODE + 2])
+def test_both_plans_find_the_same_stale_heartbeats(tmp_path: Path, attempts_of_a: int) -> None:
+    run = tmp_path / "r1"
+    _write(run, _shape(attempts_of_a))
+    config = DoctorConfig(roots=(tmp_path,), now=1_800_000_000.0)
+    tables = load_runs([discover(run)], keep_raw=False)
+    ctx = Context(tables, compute_facts(tables, config), config)
+    asof = tables.sql(detector._TEMPLATE.replace("{stale}", detector._STALE_ASOF))
+    spans = tables.sql(detector._TEMPLATE.replace("{stale}", detector._STALE_SPANS))
+    assert asof == spans
+    ((_run, _scope, nodes, counts, *_rest),) = asof
+    # a: before its first start, after the overlapping pair's end, after each later attempt's
+    # end, and twice after its last; b: twice before its start (never after: it never ends).
+    assert dict(zip(nodes, counts, strict=True)) == {"a": 4 + attempts_of_a, "b": 2}
+    chosen = detector._stale_sql(ctx)
+    many = attempts_of_a + 2 > detector.MAX_SPANS_PER_NODE
+    assert chosen is (detector._STALE_ASOF if many else detector._STALE_SPANS)
+    (finding,) = detector.stale_heartbeat(ctx)
+    assert finding.evidence["stale_nodes"] == {"a": 4 + attempts_of_a, "b": 2}
