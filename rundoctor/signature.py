@@ -41,6 +41,7 @@ __all__ = [
     "GroupingConfig",
     "MaskRule",
     "canonical_signature",
+    "clear_signature_memo",
     "signature_groups",
 ]
 
@@ -192,6 +193,15 @@ _BRACKET_OUT = {"()": "(<*>)", "[]": "[<*>]", "{}": "{<*>}"}
 # A relative path that starts at "." or "..": "./run", "../lib/x".
 _DOTPATH = re.compile(r"\.(?<![\w./~>-]\.)\.?/[\w.@%+~=-]+(?:/[\w.@%+~=-]*)*(?::0(?::0)?)?")
 
+# Failure texts repeat: a log or a retry loop writes one template again and again with other
+# numbers. The signature depends only on the text with every digit made "0", so those bytes are
+# an exact memo key: equal keys give equal signatures whatever the digits were. Only short
+# texts are kept (hashing a long one costs more than it saves), and the memo is emptied when
+# full, which bounds it to about _MEMO_ENTRIES * (_MEMO_KEY_BYTES + _MAX_OUTPUT) bytes.
+_MEMO: dict[bytes, str] = {}
+_MEMO_ENTRIES = 4096
+_MEMO_KEY_BYTES = 1024
+
 _DECODER = json.JSONDecoder()
 _MAX_JSON_DEPTH = 32
 
@@ -265,11 +275,32 @@ def canonical_signature(text: str) -> str:
     """
     if not isinstance(text, str):
         return EMPTY_SIGNATURE
-    data = text.encode("utf-8", "surrogatepass").translate(_ZERO_DIGITS)
-    if b"00" in data:
-        data = _ZEROS.sub(b"0", data)
+    key = text.encode("utf-8", "surrogatepass").translate(_ZERO_DIGITS)
+    small = len(key) <= _MEMO_KEY_BYTES
+    if small:
+        found = _MEMO.get(key)
+        if found is not None:
+            return found
+    data = _ZEROS.sub(b"0", key) if b"00" in key else key
     text = _mask(" ".join(data.decode("utf-8", "surrogatepass")[:_MAX_SCAN].split()))
-    return text if len(text) <= _MAX_OUTPUT else _shorten(text)
+    if len(text) > _MAX_OUTPUT:
+        text = _shorten(text)
+    if small:
+        if len(_MEMO) >= _MEMO_ENTRIES:
+            _MEMO.clear()
+        _MEMO[key] = text
+    return text
+
+
+def clear_signature_memo() -> None:
+    """Forget every signature :func:`canonical_signature` has memoized.
+
+    Signatures never change by it (the memo is exact); benchmarks call it so that every text
+    is signed from scratch the first time it is seen in a timed pass.
+
+    >>> clear_signature_memo()
+    """
+    _MEMO.clear()
 
 
 def _shorten(text: str) -> str:
