@@ -20,6 +20,9 @@ alone that is empty or holds values (``()`` and ``(10.0.0.1)`` alike); a counted
 singular (``1 warning``, ``3 warnings``). The result is cut to 512 characters, at a space. No
 mask names any one system's vocabulary (:data:`GENERIC_WORDS` is all they may hold).
 
+Signatures are memoized on the text with its digits zeroed, which is exact (equal keys give
+equal signatures); ``docs/signatures.md`` gives the bound and the figures with and without it.
+
 Words without digits (enum values, user names) are kept: telling a variable word from a constant
 one needs a batch, which is what ``signature_groups`` is for.
 """
@@ -197,7 +200,8 @@ _DOTPATH = re.compile(r"\.(?<![\w./~>-]\.)\.?/[\w.@%+~=-]+(?:/[\w.@%+~=-]*)*(?::
 # numbers. The signature depends only on the text with every digit made "0", so those bytes are
 # an exact memo key: equal keys give equal signatures whatever the digits were. Only short
 # texts are kept (hashing a long one costs more than it saves), and the memo is emptied when
-# full, which bounds it to about _MEMO_ENTRIES * (_MEMO_KEY_BYTES + _MAX_OUTPUT) bytes.
+# full, which bounds it to about _MEMO_ENTRIES * (_MEMO_KEY_BYTES + _MAX_OUTPUT) bytes plus
+# object overheads (about 7 MB; 1.2 MB for 100-byte texts).
 _MEMO: dict[bytes, str] = {}
 _MEMO_ENTRIES = 4096
 _MEMO_KEY_BYTES = 1024
