@@ -7,7 +7,7 @@ mean accuracy, ties to the earlier grid entry) and scored on the held-out one; t
 the mean of the eight held-out scores. ``canonical_signature`` has nothing to choose (its masks
 are fixed and name no dataset's vocabulary), so its held-out score is its score. The data is
 read in place (``RUNDOCTOR_LOGHUB_DIR``, else ``shared/data/loghub-2k-dev`` beside the
-repository) and never copied into the repository.
+repository or a directory above it) and never copied into the repository.
 """
 
 from __future__ import annotations
@@ -44,12 +44,19 @@ CONFIG_GRID: tuple[GroupingConfig, ...] = (
     ),
 )
 
-LOGHUB_DIR = Path(
-    os.environ.get(
-        "RUNDOCTOR_LOGHUB_DIR",
-        Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "loghub-2k-dev",
-    )
-)
+
+def _default_loghub_dir() -> Path:
+    """``shared/data/loghub-2k-dev`` beside the repository, or beside a directory above it (a
+    git worktree under ``wt/`` finds the samples of the main checkout's neighbour)."""
+    repo = Path(__file__).resolve().parent.parent
+    for above in repo.parents:
+        candidate = above / "shared" / "data" / "loghub-2k-dev"
+        if candidate.is_dir():
+            return candidate
+    return repo.parent / "shared" / "data" / "loghub-2k-dev"
+
+
+LOGHUB_DIR = Path(os.environ.get("RUNDOCTOR_LOGHUB_DIR") or _default_loghub_dir())
 _SUFFIX = "_2k.log_structured_corrected.csv"
 
 
