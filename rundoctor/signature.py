@@ -333,14 +333,18 @@ def _mask(text: str) -> str:
         text = _DOTPATH.sub("<path>", text)
     if text.count(":") >= 5:
         text = _HEXCOLON.sub("<addr>", text)
-    text = _NUM_START.sub("<n>", _LEADING.sub(_leading, text))
     if "0" in text:
-        text = _NUM_SUFFIX.sub(_NUM, text)
+        text = _NUM_START.sub("<n>", _LEADING.sub(_leading, text))
+        if "0" in text:
+            text = _NUM_SUFFIX.sub(_NUM, text)
+    elif "/" in text:
+        text = _LEADING.sub(_leading, text)
     if _NUM in text or _REL in text or ":<n>" in text:
         rev = text[::-1]
         if _REL in rev:
             rev = _REL_PREFIX.sub(">htap<", rev)
-        rev = _NUM_PREFIX.sub(">n<", rev)
+        if _NUM in rev:
+            rev = _NUM_PREFIX.sub(">n<", rev)
         if ">n<:" in rev:
             rev = _HOST_PREFIX.sub(">rdda<", rev)
         text = rev[::-1]
