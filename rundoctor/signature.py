@@ -64,7 +64,7 @@ _DIGITS = re.compile(r"[0-9]+")
 # "surrogatepass" round-trips every str), one table lookup makes every digit "0", then only
 # runs of several digits are collapsed.
 _ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
-_ZEROS = re.compile(b"00+")
+_ZEROS = re.compile("00+")
 
 # Markers for masks whose start is only known after a second pass over the reversed text. They
 # are whitespace characters: ``str.split`` has removed every one of them from the input, and no
@@ -285,8 +285,10 @@ def canonical_signature(text: str) -> str:
         found = _MEMO.get(key)
         if found is not None:
             return found
-    data = _ZEROS.sub(b"0", key) if b"00" in key else key
-    text = _mask(" ".join(data.decode("utf-8", "surrogatepass")[:_MAX_SCAN].split()))
+    text = key.decode("utf-8", "surrogatepass")
+    if "00" in text:
+        text = _ZEROS.sub("0", text)
+    text = _mask(" ".join(text[:_MAX_SCAN].split()))
     if len(text) > _MAX_OUTPUT:
         text = _shorten(text)
     if small:
