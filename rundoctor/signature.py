@@ -65,6 +65,7 @@ _DIGITS = re.compile(r"[0-9]+")
 # runs of several digits are collapsed.
 _ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 _ZEROS = re.compile("00+")
+_RARE = b"{/\\'\"`([<>~"
 
 # Markers for masks whose start is only known after a second pass over the reversed text. They
 # are whitespace characters: ``str.split`` has removed every one of them from the input, and no
@@ -83,8 +84,7 @@ _POS = r"(?::0(?::0)?)?"
 # Every alternative starts with a literal character, so the regex engine jumps between candidate
 # characters instead of trying every position: that is what makes the throughput target.
 # Lookbehinds placed after the literal check the character before it.
-_LEADING = re.compile(
-    rf"""
+_LEADING_NUMBER = rf"""
     0(?<![\w.]0)(?=[-/:a-fA-FKMGTPEnumshµ]|\.0|\ [KMGTPEBbmnshdu])(?:
         (?<![:/-]0)(?P<date>[-/]0[-/]0(?:[T_\ :]0[:.,]0(?:[:.,]0)*)?(?:Z|[+-]0(?::0)?)?)
             (?![\w.:/-])
@@ -93,7 +93,9 @@ _LEADING = re.compile(
         |(?<![:-]0)(?P<mac>[0-9a-fA-F]{{0,3}}(?::[0-9a-fA-F]{{0,4}}){{3,7}})(?![\w:])
         |(?P<size>(?:\.0)?\ ?(?:[KMGTPE]i?B|bytes?|B)
             (?:\ \(0(?:\.0)?\ ?(?:[KMGTPE]i?B|bytes?)\))?)(?!\w)
-        |(?P<d0>{_DUR}))
+        |(?P<d0>{_DUR}))"""
+_LEADING = re.compile(
+    rf"""{_LEADING_NUMBER}
     |<0(?<!\w<0)(?P<d1>{_DUR})
     |>0(?<!\w>0)(?P<d2>{_DUR})
     |~0(?<!\w~0)(?P<d3>{_DUR})
@@ -104,6 +106,7 @@ _LEADING = re.compile(
     """,
     re.VERBOSE,
 )
+_LEADING_NUMBER_ONLY = re.compile(_LEADING_NUMBER, re.VERBOSE)
 _LEADING_OUT = {
     "date": "<date>",
     "clock": "<time>",
@@ -288,7 +291,7 @@ def canonical_signature(text: str) -> str:
     text = key.decode("utf-8", "surrogatepass")
     if "00" in text:
         text = _ZEROS.sub("0", text)
-    text = _mask(" ".join(text[:_MAX_SCAN].split()))
+    text = _mask(" ".join(text[:_MAX_SCAN].split()), len(key.translate(None, _RARE)) == len(key))
     if len(text) > _MAX_OUTPUT:
         text = _shorten(text)
     if small:
@@ -321,25 +324,26 @@ def _shorten(text: str) -> str:
     return text[:_MAX_OUTPUT]
 
 
-def _mask(text: str) -> str:
+def _mask(text: str, plain: bool = False) -> str:
     """Masks 3 to 8 of the module docstring, on digit- and whitespace-normalised ``text``."""
     if not text:
         return EMPTY_SIGNATURE
-    if "{" in text:
-        text = _canonical_json(text)
-    if "://" in text:
-        text = _URL.sub("<url>", text)
-    if ":\\" in text:
-        text = _WINPATH.sub("<path>", text)
-    if "./" in text:
-        text = _DOTPATH.sub("<path>", text)
+    if not plain:
+        if "{" in text:
+            text = _canonical_json(text)
+        if "://" in text:
+            text = _URL.sub("<url>", text)
+        if ":\\" in text:
+            text = _WINPATH.sub("<path>", text)
+        if "./" in text:
+            text = _DOTPATH.sub("<path>", text)
     if text.count(":") >= 5:
         text = _HEXCOLON.sub("<addr>", text)
     if "0" in text:
-        text = _NUM_START.sub("<n>", _LEADING.sub(_leading, text))
+        text = _NUM_START.sub("<n>", (_LEADING_NUMBER_ONLY if plain else _LEADING).sub(_leading, text))
         if "0" in text:
             text = _NUM_SUFFIX.sub(_NUM, text)
-    elif "/" in text:
+    elif not plain and "/" in text:
         text = _LEADING.sub(_leading, text)
     if _NUM in text or _REL in text or ":<n>" in text:
         rev = text[::-1]
@@ -350,7 +354,7 @@ def _mask(text: str) -> str:
         if ">n<:" in rev:
             rev = _HOST_PREFIX.sub(">rdda<", rev)
         text = rev[::-1]
-    quoted = "'" in text or '"' in text or "`" in text
+    quoted = not plain and ("'" in text or '"' in text or "`" in text)
     if quoted:
         # Until nothing matches: masking "("x")" makes its outer quotes hold one token.
         text, found = _QUOTED.subn("<str>", text)
@@ -365,7 +369,7 @@ def _mask(text: str) -> str:
     while True:
         if "<" in text:
             text = _POST.sub(_post, text)
-        if "()" in text or "[]" in text or "{}" in text:
+        if not plain and ("()" in text or "[]" in text or "{}" in text):
             text = _BRACKETED.sub(_bracketed, text)
         if not quoted:
             return text
