@@ -183,9 +183,9 @@ _POST = re.compile(
     rf"""<(?:
         (?<=[(\[{{]<)(?<![\w>\])][(\[{{]<)(?P<inner>{_KINDS})>(?:{_SEP}<(?P=inner)>)*
             (?P<close>[)\]}}])
-        |(?<![^\s,;:=(\[{{]<)(?=[a-z*]+>{_SEP}<)(?P<kind>{_KINDS})>(?:{_SEP}<(?P=kind)>)+
+        |(?<![^\s,;:=(\[{{]<)(?=[a-z*]++>{_SEP}<)(?P<kind>{_KINDS})>(?:{_SEP}<(?P=kind)>)+
             (?![^\s,;:.)\]}}])(?P<noun>{_NOUN})?
-        |n>(?=\ \w*s(?![\w<]))(?P<counted>{_NOUN}))""",
+        |n>(?=\ \w++(?<=s)(?!<))(?P<counted>{_NOUN}))""",
     re.VERBOSE,
 )
 # The two lookaheads only fail early where the alternative after them would fail anyway (a run
