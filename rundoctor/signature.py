@@ -142,13 +142,13 @@ _HEXCOLON = re.compile(r"(?<![\w.>])[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{0,4}){4,7}(?
 # on without trying every position, so tokens that start with their digit are masked in one
 # pass, and the others in two: from the first digit to the token's end, then over the reversed
 # text from the marker back to the token's start.
-_NUM_WORD = r"[\w~+-]*(?:\.(?=[\w~+-])[\w~+-]*)*"
+_NUM_WORD = r"[\w~+-]*+(?:\.(?=[\w~+-])[\w~+-]*+)*+"
 _NUM_START = re.compile(rf"0(?<![\w~+-]0){_NUM_WORD}")
 _NUM_SUFFIX = re.compile(rf"0{_NUM_WORD}")
-_NUM_PREFIX = re.compile(rf"{_NUM}[\w~+-]*")
+_NUM_PREFIX = re.compile(rf"{_NUM}[\w~+-]*+")
 _REL_PREFIX = re.compile(rf"{_REL}[\w.@%+~=-]*(?:(?:{_NUM}|>n<)[\w.@%+~=-]*)*")
 # Reversed ``host:port``: the masked port, ``:``, then a host with a dot or a digit in it.
-_HOST_PREFIX = re.compile(r">n<:(?=[\w-]*(?:\.|>n<))[\w.-]*(?:>n<[\w.-]*)*")
+_HOST_PREFIX = re.compile(r">n<:(?=[\w-]*+(?:\.|>n<))[\w.-]*+(?:>n<[\w.-]*+)*+")
 # The placeholders a signature writes. A run of one kind of value, joined by spaces, commas or
 # semicolons, is one value: lists of addresses, channels or ids have as many entries as the
 # run had (see ``_POST``).
