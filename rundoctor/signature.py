@@ -340,7 +340,11 @@ def _mask(text: str, plain: bool = False) -> str:
     if text.count(":") >= 5:
         text = _HEXCOLON.sub("<addr>", text)
     if "0" in text:
-        text = _NUM_START.sub("<n>", (_LEADING_NUMBER_ONLY if plain else _LEADING).sub(_leading, text))
+        # Only the alternatives keyed on a digit can match without "/", "<0", ">0" or "~0".
+        numeric = plain or (
+            "/" not in text and "<0" not in text and ">0" not in text and "~0" not in text
+        )
+        text = _NUM_START.sub("<n>", (_LEADING_NUMBER_ONLY if numeric else _LEADING).sub(_leading, text))
         if "0" in text:
             text = _NUM_SUFFIX.sub(_NUM, text)
     elif not plain and "/" in text:
