@@ -344,7 +344,9 @@ def _mask(text: str, plain: bool = False) -> str:
         numeric = plain or (
             "/" not in text and "<0" not in text and ">0" not in text and "~0" not in text
         )
-        text = _NUM_START.sub("<n>", (_LEADING_NUMBER_ONLY if numeric else _LEADING).sub(_leading, text))
+        text = _NUM_START.sub(
+            "<n>", (_LEADING_NUMBER_ONLY if numeric else _LEADING).sub(_leading, text)
+        )
         if "0" in text:
             text = _NUM_SUFFIX.sub(_NUM, text)
     elif not plain and "/" in text:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rundoctor.signature as signature
@@ -57,6 +57,66 @@ def test_a_memo_entry_answers_for_other_digits_as_the_frozen_copy_does(
     canonical_signature(text)
     changed = DIGIT_RUN.sub(lambda _: data.draw(DIGITS), text)
     assert canonical_signature(changed) == frozen.canonical_signature(changed)
+
+
+# Pieces of what the fast paths of canonical_signature test for before they skip a pass or take
+# a narrower pattern: digits and digit runs (ASCII and not), the bytes that select the full
+# masks ("/", quotes, brackets, braces, "<", ">", "~", a backslash), "<0" ">0" "~0" before a
+# duration, ":" and "." around numbers and host names, "," and ";" between values, words that
+# end in "s" after a count, month names, placeholders already in the text, and whitespace
+# that str.split() removes (tabs, the marker bytes \x1c-\x1f, NEL, no-break and wide spaces).
+FAST_PATH_PIECES = st.sampled_from(
+    [
+        "0", "00", "7", "42", "1.5", "10.0.0.1", "10.0.0.1:80", "fe80::1", "0x1f", "v1.2.3",
+        "a0.0b", "blk_-17", "x86_64", "attempt_1_2_m_3", "wl0", "2024-05-01T12:03:04Z", "12:03",
+        " ", "  ", "\t", "\n", "\x1c", "\x1d", "\x1e", "\x1f", "\x85", "\xa0", "\u2000",
+        "\u3000", "\u0663", "\uff10", "\u00b2", "é", "Ω", "/", "./", "../", "~/", "/tmp/x.rs",
+        ":", "::", ".", ",", ", ", ";", "; ", "-", "_", "~", "+", "=", "@", "#", "%", "\\",
+        "C:\\", "://", "'", '"', "`", "(", ")", "[", "]", "{", "}", "()", "[]", "<", ">",
+        "<0", ">0", "~0", "<n>", "<addr>", ":<n>", "<*>", "(<n>)", "ms", "s", " ms", " sec",
+        " KB", "B", " bytes", "µs", "h", "e", "E", "K", "error", " errors", " warning",
+        "s,", "ss", "status", "Jun", "Jun.", "June", "Sat", "Dec", "host.example.com", "a.b",
+        "db.internal", "true", '"k": ',
+    ]
+)  # fmt: skip
+# Short texts too: a fast path is taken only when the other pieces are absent.
+FAST_PATH_TEXTS = st.one_of(
+    st.lists(FAST_PATH_PIECES, max_size=6).map("".join),
+    st.lists(FAST_PATH_PIECES, max_size=40).map("".join),
+)
+
+
+@settings(max_examples=1500, database=None, deadline=None)
+@given(FAST_PATH_TEXTS)
+def test_text_made_of_what_the_fast_paths_test_for_gets_the_frozen_signature(text: str) -> None:
+    clear_signature_memo()
+    assert canonical_signature(text) == frozen.canonical_signature(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Each one takes a different fast path (or none): no digit, no slash, a slash, a
+        # comparison before a duration, a bracket or quote that selects the full masks.
+        "connection reset by peer",
+        "size 10 of 4 KB in 3 ms at 10.0.0.1:80",
+        "read /var/log/7.log and ./x/9 then ~/run/3",
+        "took <5ms, >10 ms and ~3s",
+        "took <5ms",
+        "took >5ms",
+        "wait ~3s",
+        "wait (~3s)",
+        "KeyError: 'run_7'",
+        "job (pid 42) said 'done 7' [1, 2, 3] {}",
+        "v1.2.3 a0.0b blk_-17 attempt_1_2_m_3 wl0",
+        "db.internal:5432 refused, 3 retries, 1 warning, 11 errors",
+        "on Jun 18 02:08:10 2005 and 18 Jun 2005",
+        "tab\there  and\x1cthere\u3000wide \u0663\u0664 digits",
+    ],
+)
+def test_each_fast_path_gives_the_frozen_signature(text: str) -> None:
+    clear_signature_memo()
+    assert canonical_signature(text) == frozen.canonical_signature(text)
 
 
 def test_long_texts_bypass_the_memo_and_keep_their_signature() -> None:
