@@ -68,10 +68,18 @@ _ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 _ZEROS = re.compile("00+")
 # A text with none of these bytes is "plain": the JSON, URL, path, quote and bracket masks
 # cannot apply, and of the leading masks only those keyed on a digit can (the others need "/",
-# or "<", ">" or "~" right before a digit). One ``bytes.translate`` tells. No mask adds a
-# brace, bracket, quote, slash or "~"; before the leading masks a plain text can only have
-# gained "<addr>" from the hex-colon mask, which never has a digit right after it.
+# or "<", ">" or "~" right before a digit). No mask adds a brace, bracket, quote, slash or
+# "~"; before the leading masks a plain text can only have gained "<addr>" from the hex-colon
+# mask, which never has a digit right after it.
 _RARE = b"{/\\'\"`([<>~"
+# Likewise a plain text without any of these capitals holds no month name (placeholders are
+# lower-case), and the calendar search, a character-set scan over the whole text, is skipped.
+_MONTH_INITIALS = b"ADFJMNOS"
+# One ``bytes.translate`` of the memo key answers both: "r" for a byte of ``_RARE``, "m" for a
+# month initial.
+_CLASSES = bytes(
+    ord("r") if b in _RARE else ord("m") if b in _MONTH_INITIALS else ord(" ") for b in range(256)
+)
 
 # Markers for masks whose start is only known after a second pass over the reversed text. They
 # are whitespace characters: ``str.split`` has removed every one of them from the input, and no
@@ -300,7 +308,9 @@ def canonical_signature(text: str) -> str:
     text = key.decode("utf-8", "surrogatepass")
     if "00" in text:
         text = _ZEROS.sub("0", text)
-    text = _mask(" ".join(text[:_MAX_SCAN].split()), len(key.translate(None, _RARE)) == len(key))
+    classes = key.translate(_CLASSES).decode("latin-1")
+    plain = "r" not in classes
+    text = _mask(" ".join(text[:_MAX_SCAN].split()), plain, not plain or "m" in classes)
     if len(text) > _MAX_OUTPUT:
         text = _shorten(text)
     if small:
@@ -333,11 +343,12 @@ def _shorten(text: str) -> str:
     return text[:_MAX_OUTPUT]
 
 
-def _mask(text: str, plain: bool = False) -> str:
+def _mask(text: str, plain: bool = False, months: bool = True) -> str:
     """Masks 3 to 8 of the module docstring, on digit- and whitespace-normalised ``text``.
 
     ``plain``: the text has none of the bytes of ``_RARE``, so the masks that need them are
-    skipped untested. Each test below only skips a pass that could not match.
+    skipped untested; ``months``: it may hold a month name (JSON can decode one, so a text that
+    is not plain always may). Each test below only skips a pass that could not match.
     """
     if not text:
         return EMPTY_SIGNATURE
@@ -383,7 +394,7 @@ def _mask(text: str, plain: bool = False) -> str:
     # Host names and dates neither hold nor leave quotes, so ``quoted`` stays right below.
     if "." in text and _HOSTNAME_HINT.search(text):
         text = _HOSTNAME.sub("<addr>", text)
-    if " <n>" in text and _MONTH_DAY.search(text):
+    if months and " <n>" in text and _MONTH_DAY.search(text):
         text = _CALENDAR.sub("<date>", text)
     while True:
         if "<" in text:

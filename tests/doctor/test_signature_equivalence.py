@@ -119,6 +119,19 @@ def test_each_fast_path_gives_the_frozen_signature(text: str) -> None:
     assert canonical_signature(text) == frozen.canonical_signature(text)
 
 
+@pytest.mark.parametrize(
+    "month", ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+)
+def test_a_month_alone_among_lower_case_words_still_makes_a_date(month: str) -> None:
+    # The calendar search is skipped for text without a month's capital; each month is tried
+    # alone, so a capital missing from that test fails here.
+    clear_signature_memo()
+    text = f"due on {month} 7 at 10:30"
+    assert (
+        canonical_signature(text) == frozen.canonical_signature(text) == "due on <date> at <time>"
+    )
+
+
 def test_long_texts_bypass_the_memo_and_keep_their_signature() -> None:
     clear_signature_memo()
     text = "failed at /srv/run/7/out.log: " + "x1 'q' " * 400
