@@ -1,0 +1,318 @@
+"""A frozen copy of ``canonical_signature`` version 2 as it was before the memo (issue 11).
+
+``tests/doctor/test_signature_equivalence.py`` checks the shipped function against this one:
+any change of output must bump ``SIGNATURE_VERSION`` (breakers persist counts keyed by
+signature), and then this copy is replaced by the new version's. Do not edit it otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+SIGNATURE_VERSION = 2  # the version this copy computes
+
+#: The signature of empty, blank and non-string input.
+EMPTY_SIGNATURE = "<empty>"
+
+# Only this much of the digit-normalised text is looked at, which bounds the work per message;
+# the signature is cut far shorter anyway.
+_MAX_SCAN = 8192
+_MAX_OUTPUT = 512
+
+_DIGITS = re.compile(r"[0-9]+")
+# What canonical_signature does instead of ``_DIGITS.sub("0", text)``, with the same result and
+# fewer regex matches: on the UTF-8 bytes (no multi-byte character holds an ASCII digit byte;
+# "surrogatepass" round-trips every str), one table lookup makes every digit "0", then only
+# runs of several digits are collapsed.
+_ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+_ZEROS = re.compile(b"00+")
+
+# Markers for masks whose start is only known after a second pass over the reversed text. They
+# are whitespace characters: ``str.split`` has removed every one of them from the input, and no
+# ``\w`` class can swallow one. They are below U+0100 so that a Latin-1 text stays a one-byte
+# string while they are in it (a wider marker makes every later pass copy and scan 2-byte text).
+_NUM = "\x1e"
+_REL = "\x1f"
+
+_DUR = (
+    r"(?:\.0)?(?:ns|us|µs|ms|s|m|h)(?:0(?:\.0)?(?:ns|us|µs|ms|s|m|h))*(?!\w)"
+    r"|(?:\.0)?\ (?:(?:milli|micro|nano)?seconds?|secs?|minutes?|mins?|hours?|days?|ms|us|ns)(?!\w)"
+)
+_PC = r"[\w.@%+~=-]"
+_POS = r"(?::0(?::0)?)?"
+
+# Every alternative starts with a literal character, so the regex engine jumps between candidate
+# characters instead of trying every position: that is what makes the throughput target.
+# Lookbehinds placed after the literal check the character before it.
+_LEADING = re.compile(
+    rf"""
+    0(?<![\w.]0)(?=[-/:a-fA-FKMGTPEnumshµ]|\.0|\ [KMGTPEBbmnshdu])(?:
+        (?<![:/-]0)(?P<date>[-/]0[-/]0(?:[T_\ :]0[:.,]0(?:[:.,]0)*)?(?:Z|[+-]0(?::0)?)?)
+            (?![\w.:/-])
+        |(?<![:/-]0)(?P<clock>:0(?::0)?(?:[.,:]0)?)(?![\w:])
+        |(?<![:-]0)(?P<ip>\.0\.0\.0(?::0)?)(?![\w.])
+        |(?<![:-]0)(?P<mac>[0-9a-fA-F]{{0,3}}(?::[0-9a-fA-F]{{0,4}}){{3,7}})(?![\w:])
+        |(?P<size>(?:\.0)?\ ?(?:[KMGTPE]i?B|bytes?|B)
+            (?:\ \(0(?:\.0)?\ ?(?:[KMGTPE]i?B|bytes?)\))?)(?!\w)
+        |(?P<d0>{_DUR}))
+    |<0(?<!\w<0)(?P<d1>{_DUR})
+    |>0(?<!\w>0)(?P<d2>{_DUR})
+    |~0(?<!\w~0)(?P<d3>{_DUR})
+    |/(?<![\w.~/>-]/)(?!0\.0\.0\.0(?![\w.]))(?P<abs>{_PC}+(?:/{_PC}*)*{_POS})
+    |~/(?<![\w.>]~/)(?P<home>{_PC}*(?:/{_PC}*)*{_POS})
+    |/(?<=[\w.-]/)(?P<rel>(?:(?:{_PC}+/)+{_PC}*|(?:{_PC}+/)*[\w@%+~=-]*\.[A-Za-z][\w.-]*){_POS})
+        (?![\w/])
+    """,
+    re.VERBOSE,
+)
+_LEADING_OUT = {
+    "date": "<date>",
+    "clock": "<time>",
+    "ip": "<addr>",
+    "mac": "<addr>",
+    "size": "<size>",
+    "d0": "<time>",
+    "d1": "<time>",
+    "d2": "<time>",
+    "d3": "<time>",
+    "abs": "<path>",
+    "home": "<path>",
+    "rel": _REL,
+}
+
+# Runs after the other masks, so whether the quoted text is one token is decided on what the
+# other masks leave ("'5 sec'" is "'<time>'", one token), as it will be when the signature is
+# canonicalised again. A quoted token never holds a brace: the JSON pass, which runs first and
+# looks at a bounded number of braces, must see the same braces when a signature is
+# canonicalised again.
+_QUOTED = re.compile(
+    r"""'(?<![\w>'"`]')[^'\s{}]*'(?![\w<'"`])
+    |"(?<![\w>'"`]")[^"\s{}]*"(?![\w<'"`])
+    |`(?<![\w>'"`]`)[^`\s{}]*`(?![\w<'"`])""",
+    re.VERBOSE,
+)
+_URL = re.compile(r"(?<![\w.+-])[A-Za-z][\w+.-]*://[^\s'\"<>()\[\]{},;]*")
+_WINPATH = re.compile(r"(?<![\w.-])[A-Za-z]:\\[^\s'\"<>|,;]*")
+# Letter-led IPv6 and MAC addresses; the digit-led ones are in _LEADING.
+_HEXCOLON = re.compile(r"(?<![\w.>])[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{0,4}){4,7}(?![\w:<])")
+
+# A token with a digit is masked whole. A regex cannot start a match before the digit it keys
+# on without trying every position, so tokens that start with their digit are masked in one
+# pass, and the others in two: from the first digit to the token's end, then over the reversed
+# text from the marker back to the token's start.
+_NUM_WORD = r"[\w~+-]*(?:\.(?=[\w~+-])[\w~+-]*)*"
+_NUM_START = re.compile(rf"0(?<![\w~+-]0){_NUM_WORD}")
+_NUM_SUFFIX = re.compile(rf"0{_NUM_WORD}")
+_NUM_PREFIX = re.compile(rf"{_NUM}[\w~+-]*")
+_REL_PREFIX = re.compile(rf"{_REL}[\w.@%+~=-]*(?:(?:{_NUM}|>n<)[\w.@%+~=-]*)*")
+# Reversed ``host:port``: the masked port, ``:``, then a host with a dot or a digit in it.
+_HOST_PREFIX = re.compile(r">n<:(?=[\w-]*(?:\.|>n<))[\w.-]*(?:>n<[\w.-]*)*")
+# The placeholders a signature writes. A run of one kind of value, joined by spaces, commas or
+# semicolons, is one value: lists of addresses, channels or ids have as many entries as the
+# run had (see ``_POST``).
+_KINDS = r"(?:n|addr|path|time|date|size|url|str|\*)"
+# A calendar date in words: an optional weekday, a month name, the day, then optionally a clock
+# time, a zone and a year ("Sat Jun 18 02:08:10 2005", "Dec 10 06:55:46"), or day-first
+# ("18 Jun 2005"). Months are only taken before or after a day number, so "May" alone stays.
+_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]{0,6}\.?"
+_CALENDAR = re.compile(
+    rf"""(?:(?<![\w<>])(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]{{0,6}},?\ )?
+    (?<![\w<>])(?:{_MONTH}\ <n>,?|<n>\ {_MONTH}\ <n>)
+    (?:\ <time>)?(?:\ [A-Z]{{3,4}}(?![\w<]))?(?:,?\ <n>(?![\w<]))?(?![\w<])""",
+    re.VERBOSE,
+)
+# Cheap test for a month name before a day, so most texts skip the full pattern.
+_MONTH_DAY = re.compile(rf"{_MONTH}\ <n>")
+# A DNS host name without digits ("ns.example.com", "www.cse.cuhk.edu.hk"): known by its generic
+# top-level domain, so dotted config keys and class names ("mapred.task.id") stay words.
+_TLD = r"(?:com|net|org|edu|gov|mil|info|biz|(?:com|net|org|edu|gov|ac|co)\.[a-z]{2})"
+_HOSTNAME = re.compile(
+    rf"(?<![\w.<>@/-])[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.{_TLD}\.?(?![\w<>@/-]|\.\w)"
+)
+_HOSTNAME_HINT = re.compile(rf"\.{_TLD}\b")
+_SEP = r"(?:[,;]\ ?|\ )"
+_NOUN = r"\ [A-Za-z]{2,}[^\W\dsui_]s(?![\w<])"
+# Bracketed values, runs and counted nouns in one pass (one regex call per text is what keeps
+# the throughput), each keyed on the "<" of a value: a bracket standing alone that holds one
+# value or a run of them; a run of one kind of value, with its counted noun if any; a count
+# and its noun, which is made singular ("1 warning" and "3 warnings" are one text; words
+# ending in "ss", "us" or "is" keep their "s": "process", "status", "this").
+_POST = re.compile(
+    rf"""<(?:
+        (?<=[(\[{{]<)(?<![\w>\])][(\[{{]<)(?P<inner>{_KINDS})>(?:{_SEP}<(?P=inner)>)*
+            (?P<close>[)\]}}])
+        |(?<![^\s,;:=(\[{{]<)(?=[a-z*]+>{_SEP}<)(?P<kind>{_KINDS})>(?:{_SEP}<(?P=kind)>)+
+            (?![^\s,;:.)\]}}])(?P<noun>{_NOUN})?
+        |n>(?=\ \w*s(?![\w<]))(?P<counted>{_NOUN}))""",
+    re.VERBOSE,
+)
+# The two lookaheads only fail early where the alternative after them would fail anyway (a run
+# needs another value after its separator; a counted noun is a word ending in "s"): they spare
+# the regex engine the slower attempts, they change no match.
+# Empty brackets and brackets holding values are one thing: "()" and "(host-1)" alike. Only
+# brackets that start a token: in "error[E0433]" or "f(3)" the bracket belongs to its word.
+# ``_POST`` handles brackets with values; this one a bracket standing alone that holds nothing.
+_BRACKETED = re.compile(r"[(\[{](?<![\w>\])][(\[{])[)\]}]")
+_BRACKET_OUT = {"()": "(<*>)", "[]": "[<*>]", "{}": "{<*>}"}
+# A relative path that starts at "." or "..": "./run", "../lib/x".
+_DOTPATH = re.compile(r"\.(?<![\w./~>-]\.)\.?/[\w.@%+~=-]+(?:/[\w.@%+~=-]*)*(?::0(?::0)?)?")
+
+_DECODER = json.JSONDecoder()
+_MAX_JSON_DEPTH = 32
+
+
+def _leading(match: re.Match[str]) -> str:
+    return _LEADING_OUT[match.lastgroup or "rel"]
+
+
+def _render_json(value: object, depth: int = 0) -> str:
+    if depth > _MAX_JSON_DEPTH:
+        return "<json>"
+    if isinstance(value, dict):
+        pairs = sorted(
+            f"{' '.join(k.split())}: {_render_json(v, depth + 1)}" for k, v in value.items()
+        )
+        return "{" + ", ".join(pairs) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_render_json(v, depth + 1) for v in value) + "]"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return "<str>" if isinstance(value, str) else "<n>"
+
+
+def _canonical_json(text: str) -> str:
+    """Re-render the JSON objects in ``text``; key order is the thing that must not matter."""
+    out: list[str] = []
+    done = 0
+    start = text.find("{")
+    for _ in range(8):
+        if start < 0:
+            break
+        try:
+            value, end = _DECODER.raw_decode(text, start)
+        except (ValueError, RecursionError):
+            start = text.find("{", start + 1)
+            continue
+        out += (text[done:start], _render_json(value))
+        done = end
+        start = text.find("{", end)
+    out.append(text[done:])
+    return "".join(out)
+
+
+def signature_key(text: str) -> str:
+    """A cheap key such that equal keys give equal canonical signatures.
+
+    :func:`canonical_signature` masks digit runs before anything else, so texts that differ
+    only in digits share a signature; callers signing many texts memoize on this key.
+
+    >>> signature_key("exit status 137 after 12.5s")
+    'exit status 0 after 0.0s'
+    """
+    return _DIGITS.sub("0", text)
+
+
+def canonical_signature(text: str) -> str:
+    """The failure class of ``text``: what varies between instances of one failure is masked.
+
+    Pure and deterministic; see the module docstring for every mask and why.
+
+    >>> canonical_signature("verify failed: cargo build exited 101 after 132.4s at src/lib.rs:12:5")
+    'verify failed: cargo build exited <n> after <time> at <path>'
+    >>> canonical_signature("exit status 1") == canonical_signature("exit status 2")
+    True
+    >>> canonical_signature('{"b": "y", "a": 2}')
+    '{a: <n>, b: <str>}'
+    >>> canonical_signature("connect to db.internal:5432 failed (pid 4242, 1.5 KB read)")
+    'connect to <addr> failed (pid <n>, <size> read)'
+    >>> canonical_signature("   ")
+    '<empty>'
+    """
+    if not isinstance(text, str):
+        return EMPTY_SIGNATURE
+    data = text.encode("utf-8", "surrogatepass").translate(_ZERO_DIGITS)
+    if b"00" in data:
+        data = _ZEROS.sub(b"0", data)
+    text = _mask(" ".join(data.decode("utf-8", "surrogatepass")[:_MAX_SCAN].split()))
+    return text if len(text) <= _MAX_OUTPUT else _shorten(text)
+
+
+def _shorten(text: str) -> str:
+    for _ in range(3):
+        cut = text.rfind(" ", 0, _MAX_OUTPUT + 1)
+        if cut > 0:
+            return text[:cut]
+        # A token cut in half can match a mask the whole token did not: mask it again.
+        text = _mask(text[:_MAX_OUTPUT])
+        if len(text) <= _MAX_OUTPUT:
+            return text
+    return text[:_MAX_OUTPUT]
+
+
+def _mask(text: str) -> str:
+    """Masks 3 to 8 of the module docstring, on digit- and whitespace-normalised ``text``."""
+    if not text:
+        return EMPTY_SIGNATURE
+    if "{" in text:
+        text = _canonical_json(text)
+    if "://" in text:
+        text = _URL.sub("<url>", text)
+    if ":\\" in text:
+        text = _WINPATH.sub("<path>", text)
+    if "./" in text:
+        text = _DOTPATH.sub("<path>", text)
+    if text.count(":") >= 5:
+        text = _HEXCOLON.sub("<addr>", text)
+    text = _NUM_START.sub("<n>", _LEADING.sub(_leading, text))
+    if "0" in text:
+        text = _NUM_SUFFIX.sub(_NUM, text)
+    if _NUM in text or _REL in text or ":<n>" in text:
+        rev = text[::-1]
+        if _REL in rev:
+            rev = _REL_PREFIX.sub(">htap<", rev)
+        rev = _NUM_PREFIX.sub(">n<", rev)
+        if ">n<:" in rev:
+            rev = _HOST_PREFIX.sub(">rdda<", rev)
+        text = rev[::-1]
+    quoted = "'" in text or '"' in text or "`" in text
+    if quoted:
+        # Until nothing matches: masking "("x")" makes its outer quotes hold one token.
+        text, found = _QUOTED.subn("<str>", text)
+        while found:
+            text, found = _QUOTED.subn("<str>", text)
+        quoted = "'" in text or '"' in text or "`" in text
+    # Host names and dates neither hold nor leave quotes, so ``quoted`` stays right below.
+    if "." in text and _HOSTNAME_HINT.search(text):
+        text = _HOSTNAME.sub("<addr>", text)
+    if " <n>" in text and _MONTH_DAY.search(text):
+        text = _CALENDAR.sub("<date>", text)
+    while True:
+        if "<" in text:
+            text = _POST.sub(_post, text)
+        if "()" in text or "[]" in text or "{}" in text:
+            text = _BRACKETED.sub(_bracketed, text)
+        if not quoted:
+            return text
+        # A run or bracket that became one value can leave a quoted single token: mask it, and
+        # look again, until nothing changes (a signature is its own signature).
+        text, found = _QUOTED.subn("<str>", text)
+        if not found:
+            return text
+
+
+def _post(match: re.Match[str]) -> str:
+    close = match["close"]
+    if close is not None:
+        pair = match.string[match.start() - 1] + close
+        return _BRACKET_OUT[pair][1:] if pair in _BRACKET_OUT else match[0]
+    noun = match["noun"] or match["counted"]
+    kind = match["kind"] or "n"
+    if noun is None:
+        return f"<{kind}>"
+    return f"<{kind}>{noun[:-1] if kind == 'n' else noun}"
+
+
+def _bracketed(match: re.Match[str]) -> str:
+    found = match.group()
+    return _BRACKET_OUT.get(found[0] + found[-1], found)
