@@ -153,8 +153,8 @@ def new_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     con.execute(
         "CREATE TABLE runs (run_id VARCHAR, path VARCHAR, layout VARCHAR, owner_pid BIGINT)"
     )
-    # Finished runs a scan did not read again (their diagnosis came from the cache): their
-    # life and thinned progress points, so fleet-wide detectors still see them.
+    # Runs a scan's fleet phase sees through their activity, not their events
+    # (doctor._scan): their life and thinned progress points, for fleet-wide detectors.
     con.execute(
         "CREATE TABLE cached_lives (run_id VARCHAR, start_ns BIGINT, end_ns BIGINT, "
         "finished BOOLEAN)"
