@@ -29,7 +29,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +44,7 @@ from rundoctor.signature import SIGNATURE_VERSION
 __all__ = [
     "CACHE_VERSION",
     "CacheEntry",
+    "LazyFacts",
     "RunCache",
     "StreamState",
     "fingerprint",
@@ -88,6 +89,47 @@ class CacheEntry:
     events: str | None = None
 
 
+#: Facts a scan reads of every run (fleet sums, ``--since``, the table): kept parsed.
+_FACTS_HEAD = ("started_at", "wall_s", "events", "cost_usd")
+
+
+class LazyFacts(Mapping[str, Any]):
+    """A cached diagnosis's facts, parsed from their JSON text when first looked into.
+
+    A rescan prints findings, not facts: parsing a thousand runs' facts would be most of its
+    time. The few facts every scan reads (:data:`_FACTS_HEAD`) are at hand unparsed.
+    """
+
+    __slots__ = ("_head", "_parsed", "_text")
+
+    def __init__(self, text: str, head: Mapping[str, Any]) -> None:
+        self._text = text
+        self._head = dict(head)
+        self._parsed: dict[str, Any] | None = None
+
+    def _all(self) -> dict[str, Any]:
+        if self._parsed is None:
+            self._parsed = _str_keyed(json.loads(self._text))
+        return self._parsed
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if self._parsed is None and key in self._head:
+            return self._head[key]
+        return self._all().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._all()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (self._all(),))
+
+
 def _stat(path: Path) -> list[int] | None:
     try:
         st = path.lstat()
@@ -109,10 +151,13 @@ def fingerprint(layout: RunLayout) -> dict[str, list[int]]:
         if m is not None:  # a branch's outcome may come from its fan-out's results
             base = layout.path / m["prefix"] if m["prefix"] else layout.path
             paths.append(base / m["fanout"] / "parallel_results.json")
+    base = str(layout.path) + os.sep
     for p in paths:
         st = _stat(p)
         if st is not None:
-            out[os.path.relpath(p, layout.path)] = st
+            name = str(p)
+            # Every path is under the run (os.path.relpath is the slow way to say so).
+            out[name[len(base) :] if name.startswith(base) else os.path.relpath(p, base)] = st
     return out
 
 
@@ -195,13 +240,20 @@ class RunCache:
                 for s in data.get("streams", [])
             }
             events = data.get("events")
+            diagnosis = data.get("diagnosis")
+            if diagnosis:
+                diagnosis = _str_keyed(diagnosis)
+                facts = diagnosis["facts"]
+                if not isinstance(facts, str):
+                    raise TypeError("facts are kept as JSON text")
+                diagnosis["facts"] = LazyFacts(facts, _str_keyed(data["facts_head"]))
             entry = CacheEntry(
                 key=str(data["key"]),
                 run_path=str(data["run_path"]),
                 settings=str(data["settings"]),
                 fingerprint={str(k): list(v) for k, v in data["fingerprint"].items()},
                 streams=streams,
-                diagnosis=_str_keyed(data["diagnosis"]) if data.get("diagnosis") else None,
+                diagnosis=diagnosis or None,
                 clock=_str_keyed(data.get("clock", {})),
                 activity=_str_keyed(data.get("activity", {})),
                 events=str(events) if isinstance(events, str) else None,
@@ -217,6 +269,11 @@ class RunCache:
             self._files[entry.key] = entry.events
 
     def save(self, entry: CacheEntry) -> None:
+        diagnosis, head = entry.diagnosis, {}
+        if diagnosis is not None:
+            facts = dict(diagnosis["facts"])
+            head = {k: facts.get(k) for k in _FACTS_HEAD}
+            diagnosis = {**diagnosis, "facts": json.dumps(facts)}
         data = {
             "key": entry.key,
             "run_path": entry.run_path,
@@ -234,7 +291,8 @@ class RunCache:
                 }
                 for s in entry.streams.values()
             ],
-            "diagnosis": entry.diagnosis,
+            "diagnosis": diagnosis,
+            "facts_head": head,
             "clock": entry.clock,
             "activity": entry.activity,
             "events": entry.events,

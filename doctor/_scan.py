@@ -342,8 +342,9 @@ def _batches(layouts: Sequence[RunLayout], sizes: dict[str, int]) -> Iterator[li
 
 def _stream_bytes(layout: RunLayout, prints: dict[str, list[int]]) -> int:
     total = 0
+    base = str(layout.path) + os.sep
     for scope in layout.scopes:
-        st = prints.get(os.path.relpath(scope.progress, layout.path))
+        st = prints.get(str(scope.progress).removeprefix(base))
         if st is not None:
             total += st[0]
         elif not prints:
@@ -481,13 +482,60 @@ def fleet_findings(
     A run a lease of the queue names is read again here (its events are what
     ``no_progress_lease`` counts); every other run is seen through its activity.
     """
+    detectors = [d for d in select(config.checks) if d.__name__ in FLEET_DETECTORS]
+    if not detectors:
+        return []
+    if not config.db:
+        # Without a queue only idle_gap has anything to see: in Python, over the runs'
+        # activity, so a rescan loads neither DuckDB nor Arrow.
+        if not any(d.__name__ == "idle_gap" for d in detectors):
+            return []
+        from doctor._detectors.idle_gap import activity_gaps
+
+        lives, points = _lives(config, layouts, outcomes)
+        by_run: dict[str, list[int]] = {}
+        for run_id, t in points:
+            by_run.setdefault(run_id, []).append(t)
+        return activity_gaps(lives, by_run, config)
+    return _fleet_in_duckdb(config, layouts, outcomes, detectors)
+
+
+def _lives(
+    config: DoctorConfig, layouts: Sequence[RunLayout], outcomes: dict[str, RunOutcome]
+) -> tuple[list[tuple[str, int, int, bool]], list[tuple[str, int]]]:
+    """Each run's life (run, start_ns, end_ns, finished) and progress points (run, t)."""
+    now_ns = int(config.now * 1e9)
+    lives: list[tuple[str, int, int, bool]] = []
+    points: list[tuple[str, int]] = []
+    for x in layouts:
+        outcome = outcomes[x.run_id]
+        a = outcome.activity
+        first = a.get("first")
+        if first is None:
+            continue
+        # As idle_gap's lives: a finished run lives to its final.json, one whose owner is
+        # alive to now, any other to its last event of any kind.
+        if a["finished"]:
+            end = max(a["last_progress"] or first, a["final_ns"] or first)
+        elif outcome.clock.get("alive") is True:
+            end = max(a["last_event"], now_ns)
+        else:
+            end = a["last_event"]
+        lives.append((x.run_id, int(first), int(end), bool(a["finished"])))
+        points.extend((x.run_id, int(t)) for t in a["points"])
+    return lives, points
+
+
+def _fleet_in_duckdb(
+    config: DoctorConfig,
+    layouts: Sequence[RunLayout],
+    outcomes: dict[str, RunOutcome],
+    detectors: Sequence[Callable[[Context], list[Finding]]],
+) -> list[Finding]:
     from doctor._detectors._queue import LEASED
     from doctor._ingest import load_runs
     from doctor._queue_ingest import load_queue
 
-    detectors = [d for d in select(config.checks) if d.__name__ in FLEET_DETECTORS]
-    if not detectors:
-        return []
     linked: set[str] = set()
     if config.db:
         probe = load_runs([], keep_raw=False, threads=config.threads)
@@ -505,25 +553,7 @@ def fleet_findings(
             load_queue(tables, config.db)
         others = [x for x in layouts if x.run_id not in linked]
         tables.add_rows("runs", _run_rows(others, outcomes))
-        now_ns = int(config.now * 1e9)
-        lives: list[tuple[Any, ...]] = []
-        points: list[tuple[Any, ...]] = []
-        for x in others:
-            outcome = outcomes[x.run_id]
-            a = outcome.activity
-            first = a.get("first")
-            if first is None:
-                continue
-            # As idle_gap's lives: a finished run lives to its final.json, one whose owner is
-            # alive to now, any other to its last event of any kind.
-            if a["finished"]:
-                end = max(a["last_progress"] or first, a["final_ns"] or first)
-            elif outcome.clock.get("alive") is True:
-                end = max(a["last_event"], now_ns)
-            else:
-                end = a["last_event"]
-            lives.append((x.run_id, first, end, a["finished"]))
-            points.extend((x.run_id, t) for t in a["points"])
+        lives, points = _lives(config, others, outcomes)
         tables.add_rows("cached_lives", lives)
         tables.add_rows("cached_progress", points)
         ctx = Context(tables, compute_facts(tables, config), config)

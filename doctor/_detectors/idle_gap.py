@@ -36,6 +36,9 @@ directories this is the only notion of pending work.
 
 from __future__ import annotations
 
+import itertools
+from typing import TYPE_CHECKING, Any
+
 from doctor._detectors._context import Context
 from doctor._detectors._queue import LEASED, PROGRESS_EVENTS, TERMINAL, iso_s
 from doctor._detectors.retry_loop import duration_text
@@ -43,7 +46,10 @@ from doctor._facts import iso, parse_iso
 from doctor._model import Finding, Severity, noun, plural
 from doctor._tables import HEARTBEAT_SQL, heartbeat_sql
 
-__all__ = ["idle_gap"]
+if TYPE_CHECKING:
+    from doctor._config import DoctorConfig
+
+__all__ = ["activity_gaps", "idle_gap"]
 
 
 _SQL = f"""
@@ -138,6 +144,43 @@ def idle_gap(ctx: Context) -> list[Finding]:
         gap_ns=int(ctx.config.idle_gap_s * 1e9),
         fleet=len(ids) + cached > 1,
     )
+    return _findings(rows, now_ns) + _queue_gaps(ctx)
+
+
+def activity_gaps(
+    lives: list[tuple[str, int, int, bool]],
+    points: dict[str, list[int]],
+    config: DoctorConfig,
+) -> list[Finding]:
+    """:func:`idle_gap` (without a queue) over runs' activity alone, in Python: what a scan's
+    fleet phase runs when no DuckDB is needed otherwise. ``lives`` are (run, start_ns,
+    end_ns, finished); ``points`` each run's thinned progress points. Gives what the SQL
+    gives over ``cached_lives`` and ``cached_progress`` (a test checks both on one fleet).
+    """
+    gap = int(config.idle_gap_s * 1e9)
+    kept = {r: [t for t in points.get(r, []) if t <= end] for r, _, end, _ in lives}
+
+    def gaps(ts: list[int]) -> list[tuple[int, int]]:
+        ts = sorted(ts)
+        return [(a, b) for a, b in itertools.pairwise(ts) if b - a > gap]
+
+    found: list[tuple[str | None, int, int]] = []
+    for run_id, start, end, _ in sorted(lives):
+        found += [(run_id, a, b) for a, b in gaps([*kept[run_id], start, end])]
+    if len(lives) > 1:
+        fleet = [t for ts in kept.values() for t in ts] + [max(e for _, _, e, _ in lives)]
+        found += [(None, a, b) for a, b in gaps(fleet)]
+    rows = []
+    for owner, a, b in found:
+        alive = sum(1 for _, s, e, _ in lives if s < b and e > a)
+        pending = sum(1 for _, s, e, fin in lives if s < b and not (fin and e <= a))
+        if owner is not None or alive or pending:
+            rows.append((owner, a, b, alive, pending))
+    rows.sort(key=lambda row: (row[0] is None, row[0] or "", row[1]))
+    return _findings(rows, int(config.now * 1e9))
+
+
+def _findings(rows: list[tuple[Any, ...]], now_ns: int) -> list[Finding]:
     findings = []
     for run_id, start, end, alive, pending in rows:
         duration = round((end - start) / 1e9, 3)
@@ -178,7 +221,7 @@ def idle_gap(ctx: Context) -> list[Finding]:
                 },
             )
         )
-    return findings + _queue_gaps(ctx)
+    return findings
 
 
 # Queue: candidate gaps between execution points (ticket events and run progress), from the

@@ -305,3 +305,34 @@ def test_two_scans_at_once_on_one_cache_both_give_the_cold_result(tmp_path: Path
     third = subprocess.run(doctor, env=cached_env, capture_output=True, text=True, check=False)
     assert _without_ages(third.stdout) == _without_ages(cold.stdout)
     assert json.loads(third.stdout)["fleet"]["reused"] == 40
+
+
+# --- the fleet phase ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alive", [False, True])
+def test_fleet_idle_gaps_in_python_are_those_of_the_sql(tmp_path: Path, alive: bool) -> None:
+    from doctor._detectors import select
+    from doctor._layout import discover, list_run_dirs
+    from fixtures.fleet import build_fleet
+
+    root = build_fleet(tmp_path / "runs", runs=8, events_per_run=300, kilroy=True, crashed=0.5)
+    for i in (5, 6, 7):  # a month later: nothing ran in between
+        p = root / f"fleet-{i:04d}" / "progress.ndjson"
+        p.write_text(p.read_text().replace("2026-05-2", "2026-06-2"))
+    if alive:  # one owner alive: its run lives until now
+        (root / "fleet-0007" / "run.pid").write_text(str(os.getpid()))
+    # Progress every 32 s in each run (heartbeats between), runs an hour apart.
+    config = DoctorConfig(roots=(root,), now=1.9e9, idle_gap_s=20)
+    layouts = [discover(p) for p in list_run_dirs([root])]
+    outcomes, _ = _scan.scan_runs(config, layouts, "x", None)
+    in_python = [
+        f.to_json() | {"run": f.run_id} for f in _scan.fleet_findings(config, layouts, outcomes)
+    ]
+    in_sql = [
+        f.to_json() | {"run": f.run_id}
+        for f in _scan._fleet_in_duckdb(config, layouts, outcomes, select(["idle_gap"]))
+    ]
+    assert in_python == in_sql
+    assert any(f["run"] is None for f in in_sql), "the month is a fleet gap"
+    assert any(f["run"] is not None for f in in_sql), "and a gap of some runs"
