@@ -149,8 +149,8 @@ def fingerprint(layout: RunLayout) -> dict[str, list[int]]:
         paths += scope.worktree_status_files(layout.run_id)
         m = _FANOUT_SCOPE.fullmatch(scope.scope)
         if m is not None:  # a branch's outcome may come from its fan-out's results
-            base = layout.path / m["prefix"] if m["prefix"] else layout.path
-            paths.append(base / m["fanout"] / "parallel_results.json")
+            fanout = layout.path / m["prefix"] if m["prefix"] else layout.path
+            paths.append(fanout / m["fanout"] / "parallel_results.json")
     base = str(layout.path) + os.sep
     for p in paths:
         st = _stat(p)
