@@ -5,7 +5,7 @@ Layout under the cache directory::
     runs/<key>.json                          per run: the identity of every file the doctor
                                              read, per-stream byte offsets and torn lines,
                                              the diagnosis, its clock inputs and its activity
-    events/run=<key>/part-<uuid>_0.parquet   the run's events (hive layout: one partition
+    events/run=<key>/part-<uuid>.parquet     the run's events (hive layout: one partition
                                              per run, ``run`` is the partition column)
 
 A run whose files are unchanged is not read again, whatever its state: its diagnosis is
@@ -301,35 +301,41 @@ class RunCache:
 
     def write_events(self, con: duckdb.DuckDBPyConnection, keys: dict[str, str]) -> dict[str, str]:
         """Write the events of the runs in ``keys`` (run_id -> cache key), one new Parquet
-        file per run in its ``run=<key>`` partition, in one DuckDB statement.
+        file per run in its ``run=<key>`` partition.
 
         Returns run_id -> the new file (relative to the cache directory); runs without events
         get none. The files they replace are deleted by :meth:`forget_events` once the new
-        entries are saved.
+        entries are saved. (One ``COPY`` per run over its stream ids is about three times
+        cheaper than one ``COPY ... PARTITION_BY``.)
         """
-        if not keys:
-            return {}
-        import pyarrow as pa
+        from doctor._ndjson import EVENT_COLUMNS
 
-        batch = uuid.uuid4().hex
-        con.register(
-            "_rd_keys",
-            pa.table({"run_id": list(keys), "run": list(keys.values())}),
+        cols = ", ".join(
+            "e.rowid AS seq"
+            if k == "seq"
+            else f's."{k}"'
+            if k in {"run_id", "scope"}
+            else f'e."{k}"'
+            for k in EVENT_COLUMNS
+            if k != "raw"
         )
-        try:
-            con.execute(
-                "COPY (SELECT e.* EXCLUDE (raw), k.run FROM events e JOIN _rd_keys k "
-                "USING (run_id) ORDER BY k.run, e.seq) TO $target (FORMAT parquet, "
-                "PARTITION_BY (run), OVERWRITE_OR_IGNORE, FILENAME_PATTERN $pattern)",
-                {"target": str(self.root / "events"), "pattern": f"part-{batch}_{{i}}"},
-            )
-        finally:
-            con.unregister("_rd_keys")
+        ranges = con.execute(
+            "SELECT run_id, min(stream_id), max(stream_id) FROM streams "
+            "WHERE run_id IN (SELECT unnest($ids)) GROUP BY run_id",
+            {"ids": list(keys)},
+        ).fetchall()
+        batch = uuid.uuid4().hex
         out: dict[str, str] = {}
-        for run_id, key in keys.items():
-            rel = f"events/run={key}/part-{batch}_0.parquet"
-            if (self.root / rel).is_file():
-                out[run_id] = rel
+        for run_id, lo, hi in ranges:
+            rel = f"events/run={keys[run_id]}/part-{batch}.parquet"
+            (self.root / rel).parent.mkdir(exist_ok=True)
+            con.execute(
+                f"COPY (SELECT {cols} FROM events_base e JOIN streams s USING (stream_id) "
+                "WHERE e.stream_id BETWEEN $lo AND $hi AND s.run_id = $run "
+                "AND e.event IS NOT NULL ORDER BY e.rowid) TO $target (FORMAT parquet)",
+                {"lo": lo, "hi": hi, "run": run_id, "target": str(self.root / rel)},
+            )
+            out[run_id] = rel
         return out
 
     def forget_events(self, old: Sequence[str | None], keep: Sequence[str | None]) -> None:

@@ -270,7 +270,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(
-        TextColumn("reading runs"),
+        TextColumn("diagnosing runs"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
