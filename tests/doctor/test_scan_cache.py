@@ -336,3 +336,50 @@ def test_fleet_idle_gaps_in_python_are_those_of_the_sql(tmp_path: Path, alive: b
     assert in_python == in_sql
     assert any(f["run"] is None for f in in_sql), "the month is a fleet gap"
     assert any(f["run"] is not None for f in in_sql), "and a gap of some runs"
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "artifacts.md"
+
+
+def _dataset_doc() -> str:
+    text = DOC.read_text()
+    start = text.index("### The events dataset")
+    return text[start : text.index("\n## ", start)]
+
+
+def _blocks(lang: str) -> list[str]:
+    parts = _dataset_doc().split(f"```{lang}\n")[1:]
+    return [p.split("```", 1)[0] for p in parts]
+
+
+def test_the_documented_dataset_queries_run_on_a_real_cache(
+    config: DoctorConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import duckdb
+
+    scan(config)
+    cache = str(config.cache_dir)
+    (sql,) = _blocks("sql")
+    rows = duckdb.sql(sql.replace("DIR", cache)).fetchall()
+    assert rows and rows[0][0] == "dead" and rows[0][2] == 1  # its one failed attempt
+    (python,) = _blocks("python")
+    exec(compile(python.replace("DIR", cache), str(DOC), "exec"), {})
+    printed = capsys.readouterr().out
+    assert "stalled" in printed and "heartbeats" in printed
+
+
+def test_the_documented_dataset_schema_is_the_one_written(config: DoctorConfig) -> None:
+    import duckdb
+
+    scan(config)
+    columns = [
+        name
+        for name, *_ in duckdb.sql(
+            f"DESCRIBE SELECT * FROM read_parquet('{config.cache_dir}/events/*/*.parquet', "
+            "hive_partitioning = true)"
+        ).fetchall()
+    ]
+    table = _dataset_doc().split("| column |", 1)[1].split("\n\n", 1)[0]
+    first_cells = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    documented = [c for cell in first_cells for c in cell.split("`")[1::2]]
+    assert sorted(documented) == sorted(columns)
