@@ -138,6 +138,9 @@ def new_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     # Offsets in timestamps are converted through TIMESTAMPTZ, whose cast to TIMESTAMP_NS
     # uses the session time zone: pin it, or the result would depend on the host's zone.
     con.execute("SET TimeZone = 'UTC'")
+    # DuckDB draws a progress bar on stdout for queries over 2 s (a scan's batch on a busy
+    # machine): it would corrupt `--json` output.
+    con.execute("SET enable_progress_bar = false")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     create_events_table(con)

@@ -383,3 +383,11 @@ def test_the_documented_dataset_schema_is_the_one_written(config: DoctorConfig) 
     first_cells = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
     documented = [c for cell in first_cells for c in cell.split("`")[1::2]]
     assert sorted(documented) == sorted(columns)
+
+
+def test_duckdb_draws_no_progress_bar_that_would_corrupt_json_output() -> None:
+    # A batch's query over 2 s (a busy machine) drew DuckDB's bar on stdout, before `--json`.
+    from doctor._tables import new_connection
+
+    con = new_connection(1)
+    assert con.sql("SELECT current_setting('enable_progress_bar')").fetchall() == [(False,)]
