@@ -315,8 +315,6 @@ def scan_cmd(
     ] = None,
 ) -> None:
     """Diagnose every run under the roots: one row each (worst first), fleet findings."""
-    from doctor._render import render_scan
-
     with reported(DoctorError):
         config = config_from_env(root, db=db)
         cutoff = parse_since(since, time.time()) if since else None
@@ -325,6 +323,8 @@ def scan_cmd(
     if as_json:
         _emit_json(result.to_json())
     else:
+        from doctor._render import render_scan  # here: --json output needs no Rich
+
         render_scan(console(), result, verbose=verbose, limit=limit, now=config.now)
     raise typer.Exit(result.exit_code)
 

@@ -56,7 +56,7 @@ __all__ = ["BATCH_BYTES", "BATCH_RUNS", "FLEET_DETECTORS", "MAX_WORKERS", "RunOu
 Progress = Callable[[int, int], None]
 
 #: Event-stream bytes per batch: what one DuckDB connection holds at a time.
-BATCH_BYTES = 64 << 20
+BATCH_BYTES = 96 << 20
 #: Runs per batch at most (many tiny runs still make bounded batches).
 BATCH_RUNS = 128
 #: Processes diagnosing batches side by side, at most (one per core, up to this).
