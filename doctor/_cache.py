@@ -29,7 +29,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -304,7 +304,7 @@ class RunCache:
         file per run in its ``run=<key>`` partition.
 
         Returns run_id -> the new file (relative to the cache directory); runs without events
-        get none. The files they replace are deleted by :meth:`forget_events` once the new
+        get none. The files they replace are deleted by :meth:`prune_events` once the new
         entries are saved. (One ``COPY`` per run over its stream ids is about three times
         cheaper than one ``COPY ... PARTITION_BY``.)
         """
@@ -338,13 +338,27 @@ class RunCache:
             out[run_id] = rel
         return out
 
-    def forget_events(self, old: Sequence[str | None], keep: Sequence[str | None]) -> None:
-        """Delete the superseded event files ``old`` (those not in ``keep``)."""
-        live = {k for k in keep if k}
-        for rel in old:
-            if rel and rel not in live:
-                with contextlib.suppress(OSError):
-                    (self.root / rel).unlink()
+    def prune_events(self, key: str, keep: str | None) -> None:
+        """Delete the run's event files older than ``keep``, the one its entry names.
+
+        So the dataset holds one file per run at rest, whatever an interrupted scan left. A
+        newer file is a concurrent scan's, whose entry may be saved after this one: it stays
+        (and prunes this one). Should the two scans' writes and saves cross, an entry may name
+        a file the other pruned: that run is read again next time.
+        """
+        folder = self.root / "events" / f"run={key}"
+        try:
+            names = os.listdir(folder)
+            newest = (self.root / keep).stat().st_mtime_ns if keep else None
+        except OSError:
+            return
+        for name in names:
+            if f"events/run={key}/{name}" == keep or not name.endswith(".parquet"):
+                continue
+            with contextlib.suppress(OSError):
+                path = folder / name
+                if newest is None or path.stat().st_mtime_ns <= newest:
+                    path.unlink()
 
     def events_present(self, entry: CacheEntry) -> bool:
         return entry.events is not None and (self.root / entry.events).is_file()

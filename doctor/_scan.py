@@ -156,7 +156,6 @@ def diagnose_batch(batch: _Batch) -> list[RunOutcome]:
 def _save(cache: RunCache, tables: Tables, batch: _Batch, outcomes: list[RunOutcome]) -> None:
     keys = {layout.run_id: RunCache.key(layout) for layout in batch.layouts}
     files = cache.write_events(tables.con, keys)
-    old = [e.events for e in batch.entries.values()]
     for layout, outcome in zip(batch.layouts, outcomes, strict=True):
         run_id = layout.run_id
         cache.save(
@@ -174,7 +173,8 @@ def _save(cache: RunCache, tables: Tables, batch: _Batch, outcomes: list[RunOutc
                 events=files.get(run_id),
             )
         )
-    cache.forget_events(old, list(files.values()))
+    for layout in batch.layouts:
+        cache.prune_events(keys[layout.run_id], files.get(layout.run_id))
 
 
 _BRANCH_SQL = f"""
@@ -376,9 +376,12 @@ def scan_runs(
                 fresh = at_clock(outcome, config) if outcome is not None else None
             except (KeyError, TypeError, ValueError, AttributeError):
                 fresh = None  # a damaged entry: the run is read again
-            if fresh is not None:
+            # A run whose events file went (a concurrent scan's prune) is read again, so the
+            # dataset stays whole.
+            events_kept = entry.events is None or cache.events_present(entry)
+            if fresh is not None and events_kept:
                 done[layout.run_id] = dataclasses.replace(fresh, run_id=layout.run_id)
-            elif entry.streams and cache.events_present(entry):
+            elif entry.streams and events_kept and entry.events is not None:
                 entries[layout.run_id] = entry  # grown streams resume from their offsets
             else:
                 entries[layout.run_id] = dataclasses.replace(entry, streams={})

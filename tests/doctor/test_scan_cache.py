@@ -297,14 +297,18 @@ def test_two_scans_at_once_on_one_cache_both_give_the_cold_result(tmp_path: Path
     for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == cold.returncode, err.decode()
         assert _without_ages(out.decode()) == _without_ages(cold.stdout)
-    # The cache is whole: every entry reads, no temporary file is left, and a third scan
-    # reuses every run.
+    # The cache is whole: every entry reads, no temporary file is left, a third scan gives
+    # the same (reading again the runs whose events file the other scan pruned, if any), and
+    # a fourth reuses every run, each with one events file.
     assert not list(cache.rglob("*.tmp"))
     for entry in (cache / "runs").glob("*.json"):
         json.loads(entry.read_text())
-    third = subprocess.run(doctor, env=cached_env, capture_output=True, text=True, check=False)
-    assert _without_ages(third.stdout) == _without_ages(cold.stdout)
-    assert json.loads(third.stdout)["fleet"]["reused"] == 40
+    for _ in range(2):
+        again = subprocess.run(doctor, env=cached_env, capture_output=True, text=True)
+        assert _without_ages(again.stdout) == _without_ages(cold.stdout)
+    assert json.loads(again.stdout)["fleet"]["reused"] == 40
+    runs = list((cache / "events").iterdir())
+    assert len(runs) == 40 and all(len(list(d.glob("*.parquet"))) == 1 for d in runs)
 
 
 # --- the fleet phase ----------------------------------------------------------------------------
@@ -391,3 +395,29 @@ def test_duckdb_draws_no_progress_bar_that_would_corrupt_json_output() -> None:
 
     con = new_connection(1)
     assert con.sql("SELECT current_setting('enable_progress_bar')").fetchall() == [(False,)]
+
+
+def test_the_dataset_holds_one_file_per_run_after_rereads_and_interrupted_scans(
+    config: DoctorConfig, root: Path
+) -> None:
+    scan(config)
+    assert config.cache_dir is not None
+    events = config.cache_dir / "events"
+    (first,) = (events).glob("run=dead-*")
+    stray = first / "part-left-by-an-interrupted-scan.parquet"
+    stray.write_bytes(b"")
+    with (root / "dead/progress.ndjson").open("a") as fh:
+        fh.write(_line("run_failed", "08:00:09", reason="gave up"))
+    scan(config)
+    assert [len(list(d.glob("*.parquet"))) for d in events.iterdir()] == [1] * 6
+    assert not stray.exists()
+
+
+def test_a_run_whose_events_file_went_is_read_again(config: DoctorConfig) -> None:
+    scan(config)
+    assert config.cache_dir is not None
+    (gone,) = config.cache_dir.glob("events/run=done-*/*.parquet")
+    gone.unlink()  # what a concurrent scan's prune can do
+    again = scan(config)
+    assert again.fleet["read"] == 1
+    assert list(gone.parent.glob("*.parquet"))
