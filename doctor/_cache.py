@@ -1,27 +1,35 @@
-"""The scan cache: canonical events as Parquet, resumable byte offsets, reusable results.
+"""The scan cache: one entry per run, and the runs' events as a Parquet dataset.
 
 Layout under the cache directory::
 
-    events/batch-<uuid>.parquet   the events of the runs one scan read (one file per scan)
-    index.json                    run key -> the batch holding its events
-    runs/<key>.json               fingerprints, per-stream byte offsets, torn lines, and the
-                                  last diagnosis when it cannot change by itself
+    runs/<key>.json                          per run: the identity of every file the doctor
+                                             read, per-stream byte offsets and torn lines,
+                                             the diagnosis, its clock inputs and its activity
+    events/run=<key>/part-<uuid>.parquet     the run's events (hive layout: one partition
+                                             per run, ``run`` is the partition column)
 
-A run whose files are unchanged and whose result cannot change by itself (a valid
-``final.json``, or an owner process that is gone) is not read at all. A run whose append-only
-streams only grew is reloaded from Parquet and read from each stream's last byte offset.
-Anything else is
-read from scratch. Entries carry :data:`CACHE_VERSION` and the detector configuration, so a
-new release or other thresholds never reuse stale results.
+A run whose files are unchanged is not read again, whatever its state: its diagnosis is
+brought to the new clock (see :mod:`doctor._scan`). A run whose append-only streams only grew
+is reloaded from its Parquet partition and read from each stream's last byte offset. Anything
+else is read from scratch. Entries carry :data:`CACHE_VERSION` and the detector
+configuration, so a new release or other thresholds never reuse stale results.
+
+Writes are atomic (a temporary file with a unique name, renamed into place), so scans sharing
+one cache directory never see half an entry; the last writer of an entry wins, and a run whose
+Parquet partition vanished under a concurrent scan is read again. Entries are not fsynced: a
+cache entry lost to a power failure is a run read again, and fsyncing a thousand entries
+would cost seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,14 +42,22 @@ from doctor._ndjson import open_regular
 from rundoctor.atomic import replace_file
 from rundoctor.signature import SIGNATURE_VERSION
 
-__all__ = ["CACHE_VERSION", "CacheEntry", "RunCache", "StreamState", "fingerprint"]
+__all__ = [
+    "CACHE_VERSION",
+    "CacheEntry",
+    "LazyFacts",
+    "RunCache",
+    "StreamState",
+    "fingerprint",
+]
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 #: Cache files are written atomically (unique temporary name, rename) but not fsynced: a
 #: crash loses at most a cache entry, which the next scan rebuilds, and an fsync per run
 #: would dominate a cold scan's write time.
 _DURABLE = False
 _TAIL_CHECK = 64  # bytes before the resume offset that must be unchanged to resume
+_FANOUT_SCOPE = re.compile(r"(?:(?P<prefix>.*)/)?parallel/(?P<fanout>[^/]+)/(?:pass\d+/)?[^/]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,16 +75,63 @@ class StreamState:
 
 @dataclass(slots=True)
 class CacheEntry:
+    """What a scan keeps of one run (see the module docstring)."""
+
     key: str
     run_path: str
     settings: str
     fingerprint: dict[str, list[int]]
     streams: dict[str, StreamState] = field(default_factory=dict)
+    #: The run's diagnosis (``rundoctor.diagnosis/1``) without the fleet-phase findings.
     diagnosis: dict[str, Any] | None = None
-    #: For a reused (finished) run: its life [start_ns, end_ns] and thinned progress points,
-    #: which fleet-wide detectors need although the run is not read again.
-    life: list[int] = field(default_factory=list)
-    progress: list[int] = field(default_factory=list)
+    #: What the diagnosis's clock-dependent parts were computed from (``doctor._scan``).
+    clock: dict[str, Any] = field(default_factory=dict)
+    #: The run's activity for fleet-wide detectors: first event, last progress, last event,
+    #: final.json's time, and thinned progress points (``doctor._scan``).
+    activity: dict[str, Any] = field(default_factory=dict)
+    #: The Parquet file holding the run's events, relative to the cache directory.
+    events: str | None = None
+
+
+#: Facts a scan reads of every run (fleet sums, ``--since``, the table): kept parsed.
+_FACTS_HEAD = ("started_at", "wall_s", "events", "cost_usd")
+
+
+class LazyFacts(Mapping[str, Any]):
+    """A cached diagnosis's facts, parsed from their JSON text when first looked into.
+
+    A rescan prints findings, not facts: parsing a thousand runs' facts would be most of its
+    time. The few facts every scan reads (:data:`_FACTS_HEAD`) are at hand unparsed.
+    """
+
+    __slots__ = ("_head", "_parsed", "_text")
+
+    def __init__(self, text: str, head: Mapping[str, Any]) -> None:
+        self._text = text
+        self._head = dict(head)
+        self._parsed: dict[str, Any] | None = None
+
+    def _all(self) -> dict[str, Any]:
+        if self._parsed is None:
+            self._parsed = _str_keyed(json.loads(self._text))
+        return self._parsed
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if self._parsed is None and key in self._head:
+            return self._head[key]
+        return self._all().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._all()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (self._all(),))
 
 
 def _stat(path: Path) -> list[int] | None:
@@ -88,10 +151,17 @@ def fingerprint(layout: RunLayout) -> dict[str, list[int]]:
         for stage in stage_dirs(scope.path):
             paths += list(stage.status_files) + list(stage.stdout_logs)
         paths += scope.worktree_status_files(layout.run_id)
+        m = _FANOUT_SCOPE.fullmatch(scope.scope)
+        if m is not None:  # a branch's outcome may come from its fan-out's results
+            fanout = layout.path / m["prefix"] if m["prefix"] else layout.path
+            paths.append(fanout / m["fanout"] / "parallel_results.json")
+    base = str(layout.path) + os.sep
     for p in paths:
         st = _stat(p)
         if st is not None:
-            out[os.path.relpath(p, layout.path)] = st
+            name = str(p)
+            # Every path is under the run (os.path.relpath is the slow way to say so).
+            out[name[len(base) :] if name.startswith(base) else os.path.relpath(p, base)] = st
     return out
 
 
@@ -106,8 +176,14 @@ def tail_sha(path: Path, offset: int) -> str:
         return ""
 
 
+def _str_keyed(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError("expected an object")
+    return {str(k): v for k, v in value.items()}
+
+
 class RunCache:
-    """Per-run cache entries and Parquet event files under ``root``."""
+    """Per-run cache entries and the Parquet events dataset under ``root``."""
 
     def __init__(self, root: Path, settings: str) -> None:
         self.root = Path(root)
@@ -115,6 +191,7 @@ class RunCache:
         self.settings = f"{CACHE_VERSION}:sig{SIGNATURE_VERSION}:{settings}"
         (self.root / "runs").mkdir(parents=True, exist_ok=True)
         (self.root / "events").mkdir(parents=True, exist_ok=True)
+        self._files: dict[str, str] = {}
 
     @staticmethod
     def key(layout: RunLayout) -> str:
@@ -122,10 +199,11 @@ class RunCache:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in layout.run_id)[:64]
         return f"{safe}-{digest}"
 
-    def load(self, layout: RunLayout) -> CacheEntry | None:
-        path = self.root / "runs" / f"{self.key(layout)}.json"
+    def load(self, layout: RunLayout, key: str | None = None) -> CacheEntry | None:
+        """The run's entry, or None when there is none or it does not fit this scan."""
+        path = self.root / "runs" / f"{key or self.key(layout)}.json"
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_bytes())
         except (OSError, ValueError):
             return None
         if not isinstance(data, dict):
@@ -135,30 +213,51 @@ class RunCache:
         try:
             streams = {
                 s["scope"]: StreamState(
-                    s["scope"],
-                    s["ino"],
-                    s["size"],
-                    s["mtime_ns"],
-                    s["offset"],
-                    s["tail_sha"],
+                    str(s["scope"]),
+                    int(s["ino"]),
+                    int(s["size"]),
+                    int(s["mtime_ns"]),
+                    int(s["offset"]),
+                    str(s["tail_sha"]),
                     tuple((int(a), int(b), str(c)) for a, b, c in s.get("torn", [])),
                 )
                 for s in data.get("streams", [])
             }
-            return CacheEntry(
-                key=data["key"],
-                run_path=data["run_path"],
-                settings=data["settings"],
-                fingerprint={k: list(v) for k, v in data["fingerprint"].items()},
+            events = data.get("events")
+            diagnosis = data.get("diagnosis")
+            if diagnosis:
+                diagnosis = _str_keyed(diagnosis)
+                facts = diagnosis["facts"]
+                if not isinstance(facts, str):
+                    raise TypeError("facts are kept as JSON text")
+                diagnosis["facts"] = LazyFacts(facts, _str_keyed(data["facts_head"]))
+            entry = CacheEntry(
+                key=str(data["key"]),
+                run_path=str(data["run_path"]),
+                settings=str(data["settings"]),
+                fingerprint={str(k): list(v) for k, v in data["fingerprint"].items()},
                 streams=streams,
-                diagnosis=data.get("diagnosis"),
-                life=[int(x) for x in data.get("life", [])],
-                progress=[int(x) for x in data.get("progress", [])],
+                diagnosis=diagnosis or None,
+                clock=_str_keyed(data.get("clock", {})),
+                activity=_str_keyed(data.get("activity", {})),
+                events=str(events) if isinstance(events, str) else None,
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             return None
+        self.remember(entry)
+        return entry
+
+    def remember(self, entry: CacheEntry) -> None:
+        """Know where ``entry``'s events are (for :meth:`event_files`)."""
+        if entry.events is not None:
+            self._files[entry.key] = entry.events
 
     def save(self, entry: CacheEntry) -> None:
+        diagnosis, head = entry.diagnosis, {}
+        if diagnosis is not None:
+            facts = dict(diagnosis["facts"])
+            head = {k: facts.get(k) for k in _FACTS_HEAD}
+            diagnosis = {**diagnosis, "facts": json.dumps(facts)}
         data = {
             "key": entry.key,
             "run_path": entry.run_path,
@@ -176,61 +275,81 @@ class RunCache:
                 }
                 for s in entry.streams.values()
             ],
-            "diagnosis": entry.diagnosis,
-            "life": entry.life,
-            "progress": entry.progress,
+            "diagnosis": diagnosis,
+            "facts_head": head,
+            "clock": entry.clock,
+            "activity": entry.activity,
+            "events": entry.events,
         }
         path = self.root / "runs" / f"{entry.key}.json"
         replace_file(path, json.dumps(data), fsync=_DURABLE)
 
-    def _index(self) -> dict[str, str]:
-        try:
-            data = json.loads((self.root / "index.json").read_text())
-        except (OSError, ValueError):
-            return {}
-        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    def write_events(self, con: duckdb.DuckDBPyConnection, keys: dict[str, str]) -> dict[str, str]:
+        """Write the events of the runs in ``keys`` (run_id -> cache key), one new Parquet
+        file per run in its ``run=<key>`` partition.
 
-    def write_events(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        keys: Mapping[str, str],
-        run_ids: Sequence[str],
-        forget: Sequence[str] = (),
-    ) -> None:
-        """Write the events of ``run_ids`` (run_id -> cache key in ``keys``) to one new batch.
-
-        One Parquet file per scan is several times cheaper to write than one per run. The
-        index maps each run's key to its batch; the runs in ``forget`` lose theirs, and
-        batches no run refers to are deleted.
+        Returns run_id -> the new file (relative to the cache directory); runs without events
+        get none. The files they replace are deleted by :meth:`prune_events` once the new
+        entries are saved. (One ``COPY`` per run over its stream ids is about three times
+        cheaper than one ``COPY ... PARTITION_BY``.)
         """
-        index = self._index()
-        for run_id in forget:
-            index.pop(keys[run_id], None)
-        batch = f"batch-{uuid.uuid4().hex}.parquet"
-        if run_ids:
-            self._copy(con, run_ids, self.root / "events" / batch)
-            index.update({keys[r]: batch for r in run_ids})
-        replace_file(self.root / "index.json", json.dumps(index), fsync=_DURABLE)
-        live = set(index.values())
-        for old in (self.root / "events").glob("batch-*.parquet"):
-            if old.name not in live:
-                old.unlink(missing_ok=True)
+        from doctor._ndjson import EVENT_COLUMNS
 
-    @staticmethod
-    def _copy(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], target: Path) -> None:
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE _rd_keys AS SELECT unnest($ids) AS run_id",
-            {"ids": list(run_ids)},
+        cols = ", ".join(
+            "e.rowid AS seq"
+            if k == "seq"
+            else f's."{k}"'
+            if k in {"run_id", "scope"}
+            else f'e."{k}"'
+            for k in EVENT_COLUMNS
+            if k != "raw"
         )
-        con.execute(
-            "COPY (SELECT * EXCLUDE (raw) FROM events SEMI JOIN _rd_keys USING (run_id)) "
-            "TO $target (FORMAT parquet)",
-            {"target": str(target)},
-        )
-        con.execute("DROP TABLE _rd_keys")
+        ranges = con.execute(
+            "SELECT run_id, min(stream_id), max(stream_id) FROM streams "
+            "WHERE run_id IN (SELECT unnest($ids)) GROUP BY run_id",
+            {"ids": list(keys)},
+        ).fetchall()
+        batch = uuid.uuid4().hex
+        out: dict[str, str] = {}
+        for run_id, lo, hi in ranges:
+            rel = f"events/run={keys[run_id]}/part-{batch}.parquet"
+            (self.root / rel).parent.mkdir(exist_ok=True)
+            con.execute(
+                f"COPY (SELECT {cols} FROM events_base e JOIN streams s USING (stream_id) "
+                "WHERE e.stream_id BETWEEN $lo AND $hi AND s.run_id = $run "
+                "AND e.event IS NOT NULL ORDER BY e.rowid) TO $target (FORMAT parquet)",
+                {"lo": lo, "hi": hi, "run": run_id, "target": str(self.root / rel)},
+            )
+            out[run_id] = rel
+        return out
+
+    def prune_events(self, key: str, keep: str | None) -> None:
+        """Delete the run's event files older than ``keep``, the one its entry names.
+
+        So the dataset holds one file per run at rest, whatever an interrupted scan left. A
+        newer file is a concurrent scan's, whose entry may be saved after this one: it stays
+        (and prunes this one). Should the two scans' writes and saves cross, an entry may name
+        a file the other pruned: that run is read again next time.
+        """
+        folder = self.root / "events" / f"run={key}"
+        try:
+            names = os.listdir(folder)
+            newest = (self.root / keep).stat().st_mtime_ns if keep else None
+        except OSError:
+            return
+        for name in names:
+            if f"events/run={key}/{name}" == keep or not name.endswith(".parquet"):
+                continue
+            with contextlib.suppress(OSError):
+                path = folder / name
+                if newest is None or path.stat().st_mtime_ns <= newest:
+                    path.unlink()
+
+    def events_present(self, entry: CacheEntry) -> bool:
+        return entry.events is not None and (self.root / entry.events).is_file()
 
     def event_files(self, key: str) -> list[Path]:
-        """The batch holding ``key``'s events (empty when it has none)."""
-        batch = self._index().get(key)
-        path = self.root / "events" / batch if batch else None
+        """The Parquet file holding ``key``'s events (empty when it has none)."""
+        rel = self._files.get(key)
+        path = self.root / rel if rel else None
         return [path] if path is not None and path.is_file() else []

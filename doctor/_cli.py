@@ -9,7 +9,6 @@ package's commands; see ``docs/architecture.md``.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
@@ -216,7 +215,9 @@ def scan(config: DoctorConfig, **options: Any) -> ScanResult:
 
 
 def _emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    from doctor._json_out import dumps_indented  # json.dumps(indent=2), twice as fast
+
+    sys.stdout.write(dumps_indented(data) + "\n")
 
 
 @app.command("diagnose")
@@ -298,7 +299,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(
-        TextColumn("reading runs"),
+        TextColumn("diagnosing runs"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -343,8 +344,6 @@ def scan_cmd(
     ] = None,
 ) -> None:
     """Diagnose every run under the roots: one row each (worst first), fleet findings."""
-    from doctor._render import render_scan
-
     with reported(DoctorError):
         config = config_from_env(root, db=db)
         cutoff = parse_since(since, time.time()) if since else None
@@ -353,6 +352,8 @@ def scan_cmd(
     if as_json:
         _emit_json(result.to_json())
     else:
+        from doctor._render import render_scan  # here: --json output needs no Rich
+
         render_scan(console(), result, verbose=verbose, limit=limit, now=config.now)
     raise typer.Exit(result.exit_code)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 from collections.abc import Callable, Sequence
@@ -11,17 +10,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from doctor._cache import CacheEntry, RunCache, fingerprint
 from doctor._config import DoctorConfig
 from doctor._detectors import Context, select
-from doctor._detectors.idle_gap import activity
 from doctor._errors import RootError, UsageError
-from doctor._facts import compute_facts, parse_iso, run_state
+from doctor._facts import compute_facts, run_state
 from doctor._ingest import _documents_of, load_runs
 from doctor._layout import RunLayout, discover, display_name, list_run_dirs, locate_run
 from doctor._model import Diagnosis, Finding, Severity
-from doctor._queue_ingest import load_queue
-from doctor._tables import Tables
 from rundoctor.liveness import owner_alive
 
 __all__ = ["SCAN_SCHEMA", "ScanResult", "diagnose", "diagnose_path", "scan"]
@@ -140,34 +135,16 @@ def _settings_key(config: DoctorConfig) -> str:
     return json.dumps(keep, sort_keys=True, default=str)
 
 
-def _reusable(d: Diagnosis, now: float) -> Diagnosis | None:
-    """A cached diagnosis brought to ``now``, or None when it may have changed.
-
-    Files unchanged, a result changes only through its owner coming alive (a resume, or pid
-    reuse) or the clock: ``idle_s`` is recomputed from ``last_progress_at``; every other
-    figure and every summary is a function of the files.
-    """
-    pid = d.facts.get("owner_pid")
-    if isinstance(pid, int) and owner_alive(pid):
-        return None
-    findings = []
-    for f in d.findings:
-        ev = f.evidence
-        last = parse_iso(ev.get("last_progress_at"))
-        if "idle_s" in ev and last is not None:
-            ev = {**ev, "idle_s": round(now - last / 1e9, 3)}
-        findings.append(dataclasses.replace(f, evidence=ev))
-    return dataclasses.replace(d, findings=tuple(findings))
-
-
 def scan(
     config: DoctorConfig, *, since: float | None = None, progress: Progress | None = None
 ) -> ScanResult:
     """Diagnose every run under ``config.roots`` (started at or after ``since``, if given),
     and the work queue at ``config.db`` when one is given.
 
-    With ``config.cache_dir``, unchanged finished runs reuse their last diagnosis and grown
-    streams are read from their last byte offset (see :mod:`doctor._cache`).
+    Runs are diagnosed in bounded batches, on both cores for a large fleet, and the
+    detectors that look across runs run once at the end (see :mod:`doctor._scan`). With
+    ``config.cache_dir``, an unchanged run reuses its diagnosis brought to the clock and
+    grown streams are read from their last byte offset (see :mod:`doctor._cache`).
     """
     if not config.roots and not config.db:
         raise UsageError("no runs root: pass --root DIR or set RUNDOCTOR_ROOTS (or --db URL)")
@@ -251,66 +228,17 @@ def _scan_layouts(
     since: float | None,
     progress: Progress | None,
 ) -> ScanResult:
-    cache = RunCache(config.cache_dir, _settings_key(config)) if config.cache_dir else None
-    entries: dict[str, CacheEntry] = {}
-    prints: dict[str, dict[str, list[int]]] = {}
-    reused: dict[str, Diagnosis] = {}
-    if cache is not None:
-        for layout in layouts:
-            prints[layout.run_id] = fingerprint(layout)
-            entry = cache.load(layout)
-            if entry is None:
-                continue
-            entries[layout.run_id] = entry
-            if (
-                entry.diagnosis is not None
-                and entry.life
-                and entry.fingerprint == prints[layout.run_id]
-            ):
-                # A damaged entry is not fatal: the run is diagnosed again.
-                with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
-                    fresh_enough = _reusable(diagnosis_from_json(entry.diagnosis), config.now)
-                    if fresh_enough is not None:
-                        reused[layout.run_id] = fresh_enough
-    to_load = [layout for layout in layouts if layout.run_id not in reused]
-    tables = load_runs(
-        to_load,
-        keep_raw=False,
-        threads=config.threads,
-        progress=progress,
-        cache=cache,
-        entries=entries,
-    )
-    if config.db:  # the queue's tables, for the queue detectors (their findings are fleet-wide)
-        load_queue(tables, config.db)
-    # Reused runs are not read again; fleet-wide detectors still see their activity.
-    tables.add_rows(
-        "cached_lives",
-        [(r, *entries[r].life[:2], bool(reused[r].facts.get("final_json"))) for r in reused],
-    )
-    tables.add_rows("cached_progress", [(r, t) for r in reused for t in entries[r].progress])
-    facts = compute_facts(tables, config)
-    ctx = Context(tables, facts, config)
-    findings = _run_detectors(ctx)
+    from doctor._scan import fleet_findings, scan_runs
+
+    outcomes, read = scan_runs(config, layouts, _settings_key(config), progress)
     by_run: dict[str | None, list[Finding]] = {}
-    for f in findings:
+    for f in fleet_findings(config, layouts, outcomes):
         by_run.setdefault(f.run_id, []).append(f)
-    fresh: dict[str, Diagnosis] = {}
-    for layout in to_load:
-        rf = facts[layout.run_id]
-        fresh[layout.run_id] = Diagnosis(
-            run_id=layout.run_id,
-            path=display_name(str(layout.path.resolve())),
-            layout=layout.layout,
-            state=rf["_state"],
-            facts=rf.public(),
-            findings=_order(by_run.get(layout.run_id, [])),
-        )
-    if cache is not None:
-        _save(cache, tables, to_load, fresh, prints, activity(ctx, list(fresh)))
     diagnoses = []
     for layout in layouts:
-        d = reused.get(layout.run_id) or fresh[layout.run_id]
+        d = diagnosis_from_json(outcomes[layout.run_id].diagnosis)
+        if layout.run_id in by_run:
+            d = dataclasses.replace(d, findings=_order([*d.findings, *by_run[layout.run_id]]))
         if since is not None and _started_before(d.facts.get("started_at"), since):
             continue
         diagnoses.append(d)
@@ -322,8 +250,8 @@ def _scan_layouts(
         "by_state": by_state,
         "events": sum(int(d.facts.get("events") or 0) for d in diagnoses),
         "cost_usd": round(sum(float(d.facts.get("cost_usd") or 0) for d in diagnoses), 8),
-        "read": len(to_load),
-        "reused": len(reused),
+        "read": read,
+        "reused": len(layouts) - read,
     }
     return ScanResult(
         roots=tuple(str(r) for r in config.roots),
@@ -355,43 +283,6 @@ def _ended_before(finding: Finding, since: float) -> bool:
         if isinstance(value, str):
             return _started_before(value, since)
     return False
-
-
-def _save(
-    cache: RunCache,
-    tables: Tables,
-    layouts: Sequence[RunLayout],
-    fresh: dict[str, Diagnosis],
-    prints: dict[str, dict[str, list[int]]],
-    lives: dict[str, tuple[int, int, bool, list[int]]],
-) -> None:
-    keys = {layout.run_id: RunCache.key(layout) for layout in layouts}
-    # Runs that cannot change by themselves get their diagnosis cached, not their events:
-    # only a change to their files makes them read again, and then from scratch. Events are
-    # kept for runs that may still grow, which resume from their byte offsets.
-    growing = [layout.run_id for layout in layouts if layout.run_id not in lives]
-    cache.write_events(tables.con, keys, growing, forget=list(lives))
-    for layout in layouts:
-        d = fresh[layout.run_id]
-        life = lives.get(layout.run_id)
-        cache.save(
-            CacheEntry(
-                key=keys[layout.run_id],
-                run_path=str(layout.path),
-                settings=cache.settings,
-                fingerprint=prints[layout.run_id],
-                streams={}
-                if life is not None
-                else {
-                    scope: st
-                    for (rid, scope), st in tables.stream_states.items()
-                    if rid == layout.run_id
-                },
-                diagnosis=d.to_json() if life is not None else None,
-                life=list(life[:2]) if life is not None else [],
-                progress=life[3] if life is not None else [],
-            )
-        )
 
 
 def diagnosis_from_json(data: dict[str, Any]) -> Diagnosis:

@@ -139,6 +139,9 @@ def new_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     # Offsets in timestamps are converted through TIMESTAMPTZ, whose cast to TIMESTAMP_NS
     # uses the session time zone: pin it, or the result would depend on the host's zone.
     con.execute("SET TimeZone = 'UTC'")
+    # DuckDB draws a progress bar on stdout for queries over 2 s (a scan's batch on a busy
+    # machine): it would corrupt `--json` output.
+    con.execute("SET enable_progress_bar = false")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     create_events_table(con)
@@ -154,8 +157,8 @@ def new_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     con.execute(
         "CREATE TABLE runs (run_id VARCHAR, path VARCHAR, layout VARCHAR, owner_pid BIGINT)"
     )
-    # Finished runs a scan did not read again (their diagnosis came from the cache): their
-    # life and thinned progress points, so fleet-wide detectors still see them.
+    # Runs a scan's fleet phase sees through their activity, not their events
+    # (doctor._scan): their life and thinned progress points, for fleet-wide detectors.
     con.execute(
         "CREATE TABLE cached_lives (run_id VARCHAR, start_ns BIGINT, end_ns BIGINT, "
         "finished BOOLEAN)"

@@ -30,7 +30,9 @@ from pathlib import Path
 __all__ = [
     "CLOCK_TICKS",
     "PID_MAX",
+    "exclude_owners",
     "exclude_self_as_owner",
+    "excluded_owners",
     "owner_alive",
     "process_alive",
     "start_ticks",
@@ -120,6 +122,18 @@ def exclude_self_as_owner() -> None:
     that owns runs itself (a worker, its reaper, tests) does not call it.
     """
     _NOT_OWNERS.add(os.getpid())
+
+
+def excluded_owners() -> frozenset[int]:
+    """The pids this process never takes as a run's live owner (see
+    :func:`exclude_self_as_owner`), to hand to a worker process it starts."""
+    return frozenset(_NOT_OWNERS)
+
+
+def exclude_owners(pids: frozenset[int] | set[int]) -> None:
+    """Never take ``pids`` as a run's live owner either: a worker process of the doctor's
+    scan inherits its parent's exclusions this way (the parent's pid is not a run's owner)."""
+    _NOT_OWNERS.update(pids)
 
 
 def owner_alive(pid: int | None, start_time: int | None = None) -> bool | None:

@@ -12,6 +12,11 @@ non-heartbeat event in any scope of the run (branches included).
   run it would repeat the per-run gaps): the gaps between consecutive progress events of all
   runs together, up to the latest end of any run, during which some run was alive or pending.
 
+A scan gives the detector every run as its *activity* (tables ``cached_lives`` and
+``cached_progress``: its life and its progress points thinned to the first and last of each
+half-threshold bucket, which keeps every gap longer than the threshold), not its events; both
+kinds of run give the same gaps.
+
 ``alive_runs``: runs whose life overlaps the gap. ``pending``: runs started before the gap
 ended and not terminal before it began (an orphaned run stays pending for ever). For run
 directories this is the only notion of pending work.
@@ -31,6 +36,9 @@ directories this is the only notion of pending work.
 
 from __future__ import annotations
 
+import itertools
+from typing import TYPE_CHECKING, Any
+
 from doctor._detectors._context import Context
 from doctor._detectors._queue import LEASED, PROGRESS_EVENTS, TERMINAL, iso_s
 from doctor._detectors.retry_loop import duration_text
@@ -38,7 +46,10 @@ from doctor._facts import iso, parse_iso
 from doctor._model import Finding, Severity, noun, plural
 from doctor._tables import HEARTBEAT_SQL
 
-__all__ = ["idle_gap"]
+if TYPE_CHECKING:
+    from doctor._config import DoctorConfig
+
+__all__ = ["activity_gaps", "idle_gap"]
 
 
 _SQL = f"""
@@ -65,17 +76,24 @@ progress AS (
     WHERE e.ts IS NOT NULL
       AND epoch_ns(e.ts) <= l.end_ns
 ),
+kept_progress AS (
+    SELECT p.run_id, p.t FROM cached_progress p JOIN cached_lives c USING (run_id)
+    WHERE p.t <= c.end_ns
+),
 run_points AS (
     SELECT run_id, t FROM progress
     UNION ALL SELECT run_id, start_ns FROM lives
     UNION ALL SELECT run_id, end_ns FROM lives
+    UNION ALL SELECT run_id, t FROM kept_progress
+    UNION ALL SELECT run_id, start_ns FROM cached_lives
+    UNION ALL SELECT run_id, end_ns FROM cached_lives
 ),
 all_lives AS (
     SELECT run_id, start_ns, finished, end_ns FROM lives
     UNION ALL SELECT run_id, start_ns, finished, end_ns FROM cached_lives
 ),
 fleet_points AS (
-    SELECT t FROM progress UNION ALL SELECT t FROM cached_progress
+    SELECT t FROM progress UNION ALL SELECT t FROM kept_progress
     UNION ALL SELECT max(end_ns) FROM all_lives
 ),
 gaps AS (
@@ -109,57 +127,11 @@ def _cached_runs(ctx: Context) -> int:
     return int(ctx.tables.sql("SELECT count(*) FROM cached_lives")[0][0])
 
 
-# Per run, the first and last progress point in each bucket of half the threshold: two kept
-# points in a row are either in one bucket (closer than the threshold) or were neighbours
-# already, so the gaps longer than the threshold are exactly those of all the points.
-_SPANS_SQL = f"""
-SELECT run_id, epoch_ns(min(ts)), epoch_ns(max(ts) FILTER (WHERE NOT {HEARTBEAT_SQL})),
-       epoch_ns(max(ts))
-FROM events WHERE ts IS NOT NULL AND run_id IN (SELECT unnest($ids)) GROUP BY run_id
-"""
-_BUCKET_SQL = """
-SELECT run_id, list(DISTINCT t ORDER BY t) FROM (
-    SELECT run_id, min(epoch_ns(ts)) AS lo, max(epoch_ns(ts)) AS hi
-    FROM progress_events WHERE ts IS NOT NULL AND run_id IN (SELECT unnest($ids))
-    GROUP BY run_id, epoch_ns(ts) // $width
-) UNPIVOT (t FOR side IN (lo, hi)) GROUP BY run_id
-"""
-
-
-def activity(ctx: Context, run_ids: list[str]) -> dict[str, tuple[int, int, bool, list[int]]]:
-    """For runs that cannot change by themselves (a final.json, or a dead owner): their life
-    ``(start_ns, end_ns)``, whether they finished, and thinned progress points.
-
-    A scan caches this for runs whose diagnosis it reuses, so fleet gaps stay exact
-    without reading those runs again. Lives end as in :func:`idle_gap`.
-    """
-    ids = [
-        r
-        for r in run_ids
-        if r in ctx.facts
-        and (ctx.facts[r].get("final_json") or ctx.facts[r].get("owner_alive") is False)
-    ]
-    if not ids:
-        return {}
-    spans = {r: (int(a), b, int(c)) for r, a, b, c in ctx.tables.sql(_SPANS_SQL, ids=ids)}
-    width = max(1, int(ctx.config.idle_gap_s * 1e9) // 2)
-    points = dict(ctx.tables.sql(_BUCKET_SQL, ids=ids, width=width))
-    out: dict[str, tuple[int, int, bool, list[int]]] = {}
-    for r, (first, last_progress, last_event) in spans.items():
-        finished = bool(ctx.facts[r].get("final_json"))
-        # As in idle_gap: a finished run lives to its final.json, a dead owner's to its last
-        # event of any kind.
-        final_end = max(last_progress or first, _final_ns(ctx, r) or first)
-        end = final_end if finished else last_event
-        out[r] = (first, end, finished, [int(t) for t in points.get(r, [])])
-    return out
-
-
 def idle_gap(ctx: Context) -> list[Finding]:
     """No execution progress for longer than the threshold while runs or tickets were pending."""
     ids = [r for r in ctx.tables.run_ids if r in ctx.facts]
     cached = _cached_runs(ctx)
-    if not ids and cached < 2:
+    if not ids and not cached:
         return _queue_gaps(ctx)
     now_ns = int(ctx.config.now * 1e9)
     rows = ctx.tables.sql(
@@ -172,6 +144,43 @@ def idle_gap(ctx: Context) -> list[Finding]:
         gap_ns=int(ctx.config.idle_gap_s * 1e9),
         fleet=len(ids) + cached > 1,
     )
+    return _findings(rows, now_ns) + _queue_gaps(ctx)
+
+
+def activity_gaps(
+    lives: list[tuple[str, int, int, bool]],
+    points: dict[str, list[int]],
+    config: DoctorConfig,
+) -> list[Finding]:
+    """:func:`idle_gap` (without a queue) over runs' activity alone, in Python: what a scan's
+    fleet phase runs when no DuckDB is needed otherwise. ``lives`` are (run, start_ns,
+    end_ns, finished); ``points`` each run's thinned progress points. Gives what the SQL
+    gives over ``cached_lives`` and ``cached_progress`` (a test checks both on one fleet).
+    """
+    gap = int(config.idle_gap_s * 1e9)
+    kept = {r: [t for t in points.get(r, []) if t <= end] for r, _, end, _ in lives}
+
+    def gaps(ts: list[int]) -> list[tuple[int, int]]:
+        ts = sorted(ts)
+        return [(a, b) for a, b in itertools.pairwise(ts) if b - a > gap]
+
+    found: list[tuple[str | None, int, int]] = []
+    for run_id, start, end, _ in sorted(lives):
+        found += [(run_id, a, b) for a, b in gaps([*kept[run_id], start, end])]
+    if len(lives) > 1:
+        fleet = [t for ts in kept.values() for t in ts] + [max(e for _, _, e, _ in lives)]
+        found += [(None, a, b) for a, b in gaps(fleet)]
+    rows = []
+    for owner, a, b in found:
+        alive = sum(1 for _, s, e, _ in lives if s < b and e > a)
+        pending = sum(1 for _, s, e, fin in lives if s < b and not (fin and e <= a))
+        if owner is not None or alive or pending:
+            rows.append((owner, a, b, alive, pending))
+    rows.sort(key=lambda row: (row[0] is None, row[0] or "", row[1]))
+    return _findings(rows, int(config.now * 1e9))
+
+
+def _findings(rows: list[tuple[Any, ...]], now_ns: int) -> list[Finding]:
     findings = []
     for run_id, start, end, alive, pending in rows:
         duration = round((end - start) / 1e9, 3)
@@ -212,7 +221,7 @@ def idle_gap(ctx: Context) -> list[Finding]:
                 },
             )
         )
-    return findings + _queue_gaps(ctx)
+    return findings
 
 
 # Queue: candidate gaps between execution points (ticket events and run progress), from the

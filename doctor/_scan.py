@@ -1,0 +1,565 @@
+"""``doctor scan``: every run under the roots, in bounded batches, with a cache.
+
+A scan has three phases:
+
+1. **Plan.** Each run's files are fingerprinted (inode, size, mtime of every file the doctor
+   reads; nothing is opened). With a cache, a run whose fingerprint matches its entry is not
+   read: its cached diagnosis is *brought to the clock* (below). Other runs are read, those
+   whose streams only grew from their last byte offsets.
+2. **Diagnose, in batches.** Runs to read are cut into batches of at most
+   :data:`BATCH_BYTES` of event streams (and :data:`BATCH_RUNS` runs). Each batch is read into
+   its own DuckDB connection, its facts computed and every per-run detector run; the batch's
+   events, diagnoses and activity go to the cache, and the connection is dropped. Memory is
+   that of a batch, not of the fleet. With several batches and enough bytes, two processes
+   diagnose batches side by side (the machine's cores, at most :data:`MAX_WORKERS`).
+3. **Fleet.** The detectors that look across runs (``idle_gap`` and the queue's) run once over
+   every run's *activity* (first event, last progress, last event, final.json's time, and its
+   progress points thinned to the first and last of each half-threshold bucket, which keeps
+   every gap longer than the threshold) and the queue, at the current clock.
+
+**Bringing a diagnosis to the clock.** Files unchanged, what a run's diagnosis depends on
+besides its files is the owner process's liveness and the clock. Both enter through few
+values, kept with the entry (``clock``): the owner pid (and start time), final.json's status,
+the stall timeout, the last progress and last event times of the run and of each branch.
+A rescan checks liveness again and recomputes the run's state and its branches' states; when
+all are as cached, every finding is as cached except the ages measured against the clock,
+which are recomputed (``idle_s`` from ``last_progress_at``, and the "no progress for …" of a
+stalled run); ``idle_gap`` is recomputed in the fleet phase anyway. When one changed (a
+running run became stalled, an owner died), the run is diagnosed again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from doctor._cache import CacheEntry, RunCache, fingerprint
+from doctor._config import DoctorConfig
+from doctor._detectors import Context, select
+from doctor._diagnose import _order
+from doctor._facts import TOP_SQL, compute_facts, parse_iso, run_state
+from doctor._layout import RunLayout, display_name
+from doctor._model import Diagnosis, Finding
+from doctor._tables import HEARTBEAT_SQL
+from rundoctor.liveness import exclude_owners, excluded_owners, owner_alive
+
+if TYPE_CHECKING:
+    from doctor._tables import Tables
+
+__all__ = ["BATCH_BYTES", "BATCH_RUNS", "FLEET_DETECTORS", "MAX_WORKERS", "RunOutcome", "scan_runs"]
+
+Progress = Callable[[int, int], None]
+
+#: Event-stream bytes per batch: what one DuckDB connection holds at a time.
+BATCH_BYTES = 96 << 20
+#: Runs per batch at most (many tiny runs still make bounded batches).
+BATCH_RUNS = 128
+#: Processes diagnosing batches side by side, at most (one per core, up to this).
+MAX_WORKERS = 2
+#: Below this many bytes to read, one process is faster than starting another.
+PARALLEL_MIN_BYTES = 96 << 20
+#: Detectors that look across runs or at the queue: run once per scan, in the fleet phase.
+FLEET_DETECTORS = (
+    "idle_gap",
+    "stale_lease",
+    "no_progress_lease",
+    "session_desync",
+    "recovery_loop",
+    "backlog_growth",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """One run's result from its batch (or the cache): JSON-able, so it crosses processes."""
+
+    run_id: str
+    diagnosis: dict[str, Any]
+    clock: dict[str, Any]
+    activity: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Batch:
+    config: DoctorConfig
+    settings: str
+    layouts: tuple[RunLayout, ...]
+    entries: dict[str, CacheEntry]
+    prints: dict[str, dict[str, list[int]]]
+    threads: int | None
+    not_owners: frozenset[int] = field(default_factory=frozenset)
+
+
+# --- phase 2: one batch -------------------------------------------------------------------------
+
+
+def _per_run_detectors(config: DoctorConfig) -> list[Callable[[Context], list[Finding]]]:
+    return [d for d in select(config.checks) if d.__name__ not in FLEET_DETECTORS]
+
+
+def diagnose_batch(batch: _Batch) -> list[RunOutcome]:
+    """Read, diagnose and cache one batch of runs (in this process or a worker)."""
+    from doctor._ingest import load_runs
+
+    exclude_owners(batch.not_owners)
+    config = batch.config
+    cache = RunCache(config.cache_dir, batch.settings) if config.cache_dir else None
+    if cache is not None:
+        for entry in batch.entries.values():
+            cache.remember(entry)
+    tables = load_runs(
+        list(batch.layouts),
+        keep_raw=False,
+        threads=batch.threads,
+        cache=cache,
+        entries=batch.entries,
+    )
+    try:
+        facts = compute_facts(tables, config)
+        ctx = Context(tables, facts, config)
+        by_run: dict[str, list[Finding]] = {}
+        for detector in _per_run_detectors(config):
+            for f in detector(ctx):
+                if f.run_id is not None:
+                    by_run.setdefault(f.run_id, []).append(f)
+        ids = [layout.run_id for layout in batch.layouts]
+        clocks = _clock_inputs(tables, facts, config, ids)
+        activity = _activity(tables, facts, config, ids)
+        outcomes = []
+        for layout in batch.layouts:
+            rf = facts[layout.run_id]
+            d = Diagnosis(
+                run_id=layout.run_id,
+                path=display_name(str(layout.path.resolve())),
+                layout=layout.layout,
+                state=rf["_state"],
+                facts=rf.public(),
+                findings=_order(by_run.get(layout.run_id, [])),
+            )
+            outcomes.append(
+                RunOutcome(
+                    layout.run_id, d.to_json(), clocks[layout.run_id], activity[layout.run_id]
+                )
+            )
+        if cache is not None:
+            _save(cache, tables, batch, outcomes)
+    finally:
+        tables.con.close()
+    return outcomes
+
+
+def _save(cache: RunCache, tables: Tables, batch: _Batch, outcomes: list[RunOutcome]) -> None:
+    keys = {layout.run_id: RunCache.key(layout) for layout in batch.layouts}
+    files = cache.write_events(tables.con, keys)
+    for layout, outcome in zip(batch.layouts, outcomes, strict=True):
+        run_id = layout.run_id
+        cache.save(
+            CacheEntry(
+                key=keys[run_id],
+                run_path=str(layout.path),
+                settings=cache.settings,
+                fingerprint=batch.prints[run_id],
+                streams={
+                    scope: st for (rid, scope), st in tables.stream_states.items() if rid == run_id
+                },
+                diagnosis=outcome.diagnosis,
+                clock=outcome.clock,
+                activity=outcome.activity,
+                events=files.get(run_id),
+            )
+        )
+    for layout in batch.layouts:
+        cache.prune_events(keys[layout.run_id], files.get(layout.run_id))
+
+
+_BRANCH_SQL = f"""
+SELECT run_id, scope, epoch_ns(max(ts)) FROM events
+WHERE NOT {TOP_SQL} AND run_id IN (SELECT unnest($ids)) GROUP BY ALL
+"""
+
+
+def _clock_inputs(
+    tables: Tables, facts: dict[str, Any], config: DoctorConfig, ids: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Per run, what its clock- and liveness-dependent results were computed from."""
+    from doctor._facts import _branch_state
+
+    last_events = {(r, s): t for r, s, t in tables.sql(_BRANCH_SQL, ids=ids)}
+    out: dict[str, dict[str, Any]] = {}
+    for run_id in ids:
+        rf = facts[run_id]
+        docs = tables.documents[run_id]
+        final = docs.final
+        alive = rf.get("owner_alive")
+        stall = rf.get("stall_timeout_s")
+        branches = []
+        for b in rf.get("branches", []):
+            scope = b["scope"]
+            sd = docs.scopes.get(scope)
+            sfinal = sd.final if sd else None
+            status = sfinal.get("status") if sfinal is not None and sfinal.ok else None
+            lp, le = parse_iso(b.get("last_progress_at")), last_events.get((run_id, scope))
+            computed = _branch_state(docs, scope, alive, lp, le, stall, config.now)
+            # A branch state that is not the clock's (the parent's record of it, or its fan-out's
+            # results) is fixed by the files.
+            fixed = b["state"] if b["state"] != computed else None
+            branches.append([scope, lp, le, status, fixed, b["state"]])
+        out[run_id] = {
+            "final_status": final.get("status") if rf.get("final_json") and final else None,
+            "pid": docs.pid,
+            "start_time": docs.pid_start_time,
+            "stall": stall,
+            "last_progress": parse_iso(rf.get("last_progress_at")),
+            "last_event": parse_iso(rf.get("last_event_at")),
+            "alive": alive,
+            "state": rf["_state"],
+            "branches": branches,
+        }
+    return out
+
+
+# Per run, the first and last progress point in each bucket of half the threshold: two kept
+# points in a row are either in one bucket (closer than the threshold) or were neighbours
+# already, so the gaps longer than the threshold are exactly those of all the points.
+_SPANS_SQL = f"""
+SELECT run_id, epoch_ns(min(ts)), epoch_ns(max(ts) FILTER (WHERE NOT {HEARTBEAT_SQL})),
+       epoch_ns(max(ts))
+FROM events WHERE ts IS NOT NULL AND run_id IN (SELECT unnest($ids)) GROUP BY run_id
+"""
+_BUCKET_SQL = f"""
+SELECT run_id, list(DISTINCT t ORDER BY t) FROM (
+    SELECT run_id, min(epoch_ns(ts)) AS lo, max(epoch_ns(ts)) AS hi
+    FROM events WHERE ts IS NOT NULL AND NOT {HEARTBEAT_SQL} AND run_id IN (SELECT unnest($ids))
+    GROUP BY run_id, epoch_ns(ts) // $width
+) UNPIVOT (t FOR side IN (lo, hi)) GROUP BY run_id
+"""
+
+
+def _activity(
+    tables: Tables, facts: dict[str, Any], config: DoctorConfig, ids: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Per run, what the fleet phase needs of its events (see the module docstring)."""
+    spans = {r: (int(a), b, int(c)) for r, a, b, c in tables.sql(_SPANS_SQL, ids=ids)}
+    width = max(1, int(config.idle_gap_s * 1e9) // 2)
+    points = dict(tables.sql(_BUCKET_SQL, ids=ids, width=width))
+    out: dict[str, dict[str, Any]] = {}
+    for r in ids:
+        final = tables.documents[r].final
+        finished = bool(facts[r].get("final_json"))
+        first, last_progress, last_event = spans.get(r, (None, None, None))
+        out[r] = {
+            "first": first,
+            "last_progress": last_progress,
+            "last_event": last_event,
+            "finished": finished,
+            "final_ns": parse_iso(final.get("timestamp"))
+            if finished and final is not None
+            else None,
+            "points": [int(t) for t in points.get(r, [])],
+        }
+    return out
+
+
+# --- phase 1: plan and bring cached diagnoses to the clock --------------------------------------
+
+
+def at_clock(outcome: RunOutcome, config: DoctorConfig) -> RunOutcome | None:
+    """``outcome`` (from the cache) at ``config.now``, or None when it may have changed.
+
+    See the module docstring: liveness, the run's state and its branches' states must be as
+    cached; ages are then recomputed.
+    """
+    clock = outcome.clock
+    alive = owner_alive(clock["pid"], clock["start_time"])
+    if alive != clock["alive"]:
+        return None
+    stall = float(clock["stall"])
+
+    def state(final_status: Any, lp: int | None, le: int | None) -> str:
+        return run_state(
+            final_status=final_status,
+            owner_alive=alive,
+            last_progress=lp,
+            last_event=le,
+            stall_timeout_s=stall,
+            now=config.now,
+        )
+
+    if state(clock["final_status"], clock["last_progress"], clock["last_event"]) != clock["state"]:
+        return None
+    for _scope, lp, le, status, fixed, was in clock["branches"]:
+        if fixed is None and state(status, lp, le) != was:
+            return None
+    d = outcome.diagnosis
+    findings = [_finding_at_clock(f, config.now) for f in d["findings"]]
+    return dataclasses.replace(outcome, diagnosis={**d, "findings": findings})
+
+
+def _finding_at_clock(f: dict[str, Any], now: float) -> dict[str, Any]:
+    ev = f["evidence"]
+    last = parse_iso(ev.get("last_progress_at"))
+    if "idle_s" not in ev or last is None:
+        return f
+    from doctor._detectors.missing_final import _span
+
+    old, new = ev["idle_s"], round(now - last / 1e9, 3)
+    summary = f["summary"]
+    if f["code"] == "missing_final" and isinstance(old, int | float):
+        summary = summary.replace(
+            f"no progress for {_span(old)}", f"no progress for {_span(new)}", 1
+        )
+    return {**f, "summary": summary, "evidence": {**ev, "idle_s": new}}
+
+
+def _cached(entry: CacheEntry | None, prints: dict[str, list[int]]) -> RunOutcome | None:
+    if entry is None or entry.diagnosis is None or not entry.clock or not entry.activity:
+        return None
+    if entry.fingerprint != prints:
+        return None
+    return RunOutcome(
+        str(entry.diagnosis.get("run_id")), entry.diagnosis, entry.clock, entry.activity
+    )
+
+
+def _batches(layouts: Sequence[RunLayout], sizes: dict[str, int]) -> Iterator[list[RunLayout]]:
+    batch: list[RunLayout] = []
+    total = 0
+    for layout in layouts:
+        size = sizes.get(layout.run_id, 0)
+        if batch and (total + size > BATCH_BYTES or len(batch) >= BATCH_RUNS):
+            yield batch
+            batch, total = [], 0
+        batch.append(layout)
+        total += size
+    if batch:
+        yield batch
+
+
+def _stream_bytes(layout: RunLayout, prints: dict[str, list[int]]) -> int:
+    total = 0
+    base = str(layout.path) + os.sep
+    for scope in layout.scopes:
+        st = prints.get(str(scope.progress).removeprefix(base))
+        if st is not None:
+            total += st[0]
+        elif not prints:
+            with contextlib.suppress(OSError):
+                total += scope.progress.stat().st_size
+    return total
+
+
+def scan_runs(
+    config: DoctorConfig,
+    layouts: Sequence[RunLayout],
+    settings: str,
+    progress: Progress | None,
+) -> tuple[dict[str, RunOutcome], int]:
+    """Phases 1 and 2: every run's outcome (run_id ->), and how many were read."""
+    cache = RunCache(config.cache_dir, settings) if config.cache_dir else None
+    total = len(layouts)
+    prints: dict[str, dict[str, list[int]]] = {}
+    entries: dict[str, CacheEntry] = {}
+    done: dict[str, RunOutcome] = {}
+    if cache is not None:
+        for i, layout in enumerate(layouts):
+            prints[layout.run_id] = fingerprint(layout)
+            entry = cache.load(layout)
+            if entry is None:
+                continue
+            try:
+                outcome = _cached(entry, prints[layout.run_id])
+                fresh = at_clock(outcome, config) if outcome is not None else None
+            except (KeyError, TypeError, ValueError, AttributeError):
+                fresh = None  # a damaged entry: the run is read again
+            # A run whose events file went (a concurrent scan's prune) is read again, so the
+            # dataset stays whole.
+            events_kept = entry.events is None or cache.events_present(entry)
+            if fresh is not None and events_kept:
+                done[layout.run_id] = dataclasses.replace(fresh, run_id=layout.run_id)
+            elif entry.streams and events_kept and entry.events is not None:
+                entries[layout.run_id] = entry  # grown streams resume from their offsets
+            else:
+                entries[layout.run_id] = dataclasses.replace(entry, streams={})
+            if progress is not None and i % 64 == 63:
+                progress(len(done), total)
+    to_read = [layout for layout in layouts if layout.run_id not in done]
+    if progress is not None:
+        progress(len(done), total)
+    sizes = {
+        layout.run_id: _stream_bytes(layout, prints.get(layout.run_id, {})) for layout in to_read
+    }
+    batches = [
+        _Batch(
+            config,
+            settings,
+            tuple(b),
+            {x.run_id: entries[x.run_id] for x in b if x.run_id in entries},
+            {x.run_id: prints.get(x.run_id, {}) for x in b},
+            config.threads,
+            excluded_owners(),
+        )
+        for b in _batches(to_read, sizes)
+    ]
+    workers = min(MAX_WORKERS, os.cpu_count() or 1, len(batches))
+    if workers > 1 and sum(sizes.values()) >= PARALLEL_MIN_BYTES:
+        results = _in_pool(batches, workers, progress, len(done), total)
+    else:
+        results = _in_process(batches, progress, len(done), total)
+    for outcome in results:
+        done[outcome.run_id] = outcome
+    return done, len(to_read)
+
+
+def _safely(batch: _Batch) -> list[RunOutcome]:
+    """A batch; when it fails with cached entries, once more reading its runs from scratch
+    (a concurrent scan may have replaced a Parquet file it resumed from)."""
+    try:
+        return diagnose_batch(batch)
+    except KeyboardInterrupt:
+        raise
+    except Exception:
+        if not batch.entries:
+            raise
+    return diagnose_batch(dataclasses.replace(batch, entries={}))
+
+
+def _in_process(
+    batches: list[_Batch], progress: Progress | None, start: int, total: int
+) -> list[RunOutcome]:
+    out: list[RunOutcome] = []
+    for batch in batches:
+        out.extend(_safely(batch))
+        if progress is not None:
+            progress(start + len(out), total)
+    return out
+
+
+def _in_pool(
+    batches: list[_Batch], workers: int, progress: Progress | None, start: int, total: int
+) -> list[RunOutcome]:
+    import multiprocessing
+
+    out: list[RunOutcome] = []
+    # Each worker's DuckDB gets one thread: the processes are the parallelism.
+    batches = [dataclasses.replace(b, threads=1) for b in batches]
+    # spawn, not fork: DuckDB's threads do not survive a fork.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending: set[Future[list[RunOutcome]]] = {pool.submit(_safely, b) for b in batches}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                out.extend(fut.result())
+            if progress is not None:
+                progress(start + len(out), total)
+    return out
+
+
+# --- phase 3: the fleet -------------------------------------------------------------------------
+
+_LEASED_RUNS_SQL = """
+SELECT DISTINCT r.run_id FROM tickets t JOIN runs r ON r.run_id = t.run_id OR r.path = t.run_path
+WHERE t.status IN {leased}
+"""
+
+
+def _run_rows(
+    layouts: Sequence[RunLayout], outcomes: dict[str, RunOutcome]
+) -> list[tuple[Any, ...]]:
+    return [
+        (x.run_id, display_name(str(x.path)), x.layout, outcomes[x.run_id].clock.get("pid"))
+        for x in layouts
+    ]
+
+
+def fleet_findings(
+    config: DoctorConfig, layouts: Sequence[RunLayout], outcomes: dict[str, RunOutcome]
+) -> list[Finding]:
+    """Phase 3: the fleet detectors over every run's activity and the queue, at the clock.
+
+    A run a lease of the queue names is read again here (its events are what
+    ``no_progress_lease`` counts); every other run is seen through its activity.
+    """
+    detectors = [d for d in select(config.checks) if d.__name__ in FLEET_DETECTORS]
+    if not detectors:
+        return []
+    if not config.db:
+        # Without a queue only idle_gap has anything to see: in Python, over the runs'
+        # activity, so a rescan loads neither DuckDB nor Arrow.
+        if not any(d.__name__ == "idle_gap" for d in detectors):
+            return []
+        from doctor._detectors.idle_gap import activity_gaps
+
+        lives, points = _lives(config, layouts, outcomes)
+        by_run: dict[str, list[int]] = {}
+        for run_id, t in points:
+            by_run.setdefault(run_id, []).append(t)
+        return activity_gaps(lives, by_run, config)
+    return _fleet_in_duckdb(config, layouts, outcomes, detectors)
+
+
+def _lives(
+    config: DoctorConfig, layouts: Sequence[RunLayout], outcomes: dict[str, RunOutcome]
+) -> tuple[list[tuple[str, int, int, bool]], list[tuple[str, int]]]:
+    """Each run's life (run, start_ns, end_ns, finished) and progress points (run, t)."""
+    now_ns = int(config.now * 1e9)
+    lives: list[tuple[str, int, int, bool]] = []
+    points: list[tuple[str, int]] = []
+    for x in layouts:
+        outcome = outcomes[x.run_id]
+        a = outcome.activity
+        first = a.get("first")
+        if first is None:
+            continue
+        # As idle_gap's lives: a finished run lives to its final.json, one whose owner is
+        # alive to now, any other to its last event of any kind.
+        if a["finished"]:
+            end = max(a["last_progress"] or first, a["final_ns"] or first)
+        elif outcome.clock.get("alive") is True:
+            end = max(a["last_event"], now_ns)
+        else:
+            end = a["last_event"]
+        lives.append((x.run_id, int(first), int(end), bool(a["finished"])))
+        points.extend((x.run_id, int(t)) for t in a["points"])
+    return lives, points
+
+
+def _fleet_in_duckdb(
+    config: DoctorConfig,
+    layouts: Sequence[RunLayout],
+    outcomes: dict[str, RunOutcome],
+    detectors: Sequence[Callable[[Context], list[Finding]]],
+) -> list[Finding]:
+    from doctor._detectors._queue import LEASED
+    from doctor._ingest import load_runs
+    from doctor._queue_ingest import load_queue
+
+    linked: set[str] = set()
+    if config.db:
+        probe = load_runs([], keep_raw=False, threads=config.threads)
+        try:
+            load_queue(probe, config.db)
+            probe.add_rows("runs", _run_rows(layouts, outcomes))
+            linked = {r for (r,) in probe.sql(_LEASED_RUNS_SQL.format(leased=LEASED))}
+        finally:
+            probe.con.close()
+    tables = load_runs(
+        [x for x in layouts if x.run_id in linked], keep_raw=False, threads=config.threads
+    )
+    try:
+        if config.db:
+            load_queue(tables, config.db)
+        others = [x for x in layouts if x.run_id not in linked]
+        tables.add_rows("runs", _run_rows(others, outcomes))
+        lives, points = _lives(config, others, outcomes)
+        tables.add_rows("cached_lives", lives)
+        tables.add_rows("cached_progress", points)
+        ctx = Context(tables, compute_facts(tables, config), config)
+        return [f for d in detectors for f in d(ctx)]
+    finally:
+        tables.con.close()

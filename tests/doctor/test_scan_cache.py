@@ -1,0 +1,423 @@
+"""``doctor scan`` with a cache: a rescan gives the cold scan's result, whatever the runs' states.
+
+The runs below cover the states a run can be in when it is scanned again: finished, orphaned
+with a dead owner, orphaned with no ``run.pid`` at all (killed by a crash), running and
+stalled with a live owner (this test process), and stalled with an unknown owner whose
+heartbeats still arrive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from doctor import DoctorConfig, ScanResult, _scan, scan
+
+NOW = 1777377600.0  # 2026-04-28T12:00:00Z
+DEAD_PID = "99999999"
+
+
+def _line(event: str, at: str, **fields: Any) -> str:
+    return json.dumps({"event": event, "ts": f"2026-04-28T{at}Z", **fields}) + "\n"
+
+
+def _attempt(node: str, start: str, end: str, status: str = "success") -> str:
+    return _line("stage_attempt_start", start, node_id=node, attempt=1) + _line(
+        "stage_attempt_end", end, node_id=node, attempt=1, status=status
+    )
+
+
+def _run(
+    root: Path, run_id: str, stream: str, *, pid: str | None, final: str | None = None
+) -> Path:
+    run = root / run_id
+    run.mkdir(parents=True)
+    if pid is not None:
+        (run / "run.pid").write_text(pid)
+    (run / "progress.ndjson").write_text(stream)
+    if final is not None:
+        (run / "final.json").write_text(json.dumps({"status": final, "run_id": run_id}))
+    return run
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    me = str(os.getpid())
+    _run(
+        root,
+        "done",
+        _attempt("a", "09:00:00", "09:00:05") + _line("run_completed", "09:00:06"),
+        pid=DEAD_PID,
+        final="success",
+    )
+    _run(
+        root,
+        "dead",
+        _attempt("a", "08:00:00", "08:00:01", "fail")
+        + _line("stage_attempt_start", "08:00:02", node_id="b"),
+        pid=DEAD_PID,
+    )
+    _run(  # killed by a crash: no final.json, no run.pid, a torn last line
+        root,
+        "crashed",
+        _attempt("a", "07:00:00", "07:00:01") + '{"event":"stage_heartbeat","ts":"2026-0',
+        pid=None,
+    )
+    _run(
+        root,
+        "running",
+        _attempt("a", "11:50:00", "11:51:00")
+        + _line("stage_attempt_start", "11:58:00", node_id="b"),
+        pid=me,
+    )
+    _run(
+        root,
+        "stalled",
+        _line("stage_attempt_start", "10:00:00", node_id="c")
+        + _line("stage_heartbeat", "11:59:00", node_id="c"),
+        pid=me,
+    )
+    _run(  # an unknown owner whose heartbeats still arrive: stalled, not orphaned
+        root,
+        "quiet",
+        _line("stage_attempt_start", "11:00:00", node_id="d")
+        + _line("stage_heartbeat", "11:57:00", node_id="d"),
+        pid=None,
+    )
+    return root
+
+
+@pytest.fixture
+def config(root: Path, tmp_path: Path) -> DoctorConfig:
+    return DoctorConfig(roots=(root,), cache_dir=tmp_path / "cache", now=NOW)
+
+
+def _json(result: ScanResult) -> str:
+    """The scan's JSON but for how many runs it read and reused (a cold scan reads them all)."""
+    data = result.to_json()
+    data["fleet"] = {k: v for k, v in data["fleet"].items() if k not in ("read", "reused")}
+    return json.dumps(data, sort_keys=True, indent=1)
+
+
+def _uncached(config: DoctorConfig) -> str:
+    return _json(scan(replace(config, cache_dir=None)))
+
+
+def test_a_rescan_with_nothing_changed_reads_no_run_and_gives_the_cold_result(
+    config: DoctorConfig,
+) -> None:
+    cold = _uncached(config)
+    first = scan(config)
+    again = scan(config)
+    assert {d.state for d in first.diagnoses} == {
+        "succeeded",
+        "orphaned",
+        "running",
+        "stalled",
+    }
+    assert (again.fleet["read"], again.fleet["reused"]) == (0, 6)
+    assert _json(first) == cold
+    assert _json(again) == cold
+
+
+def test_a_rescan_later_gives_what_a_cold_scan_gives_at_that_clock(config: DoctorConfig) -> None:
+    scan(config)
+    for later in (NOW + 30, NOW + 3600, NOW + 86400):
+        at = replace(config, now=later)
+        assert _json(scan(at)) == _uncached(at)
+
+
+def test_a_rescan_later_rereads_only_the_runs_whose_state_the_clock_changed(
+    config: DoctorConfig,
+) -> None:
+    scan(config)
+    later = scan(replace(config, now=NOW + 3600))
+    # "running" is stalled an hour later and "quiet" orphaned: both are diagnosed again.
+    states = {d.run_id: d.state for d in later.diagnoses}
+    assert (states["running"], states["quiet"]) == ("stalled", "orphaned")
+    assert later.fleet["read"] == 2
+
+
+def test_a_stalled_run_reused_later_says_how_long_it_has_been_stalled_now(
+    config: DoctorConfig,
+) -> None:
+    def missing(result: ScanResult) -> dict[str, Any]:
+        (f,) = [
+            f.to_json()
+            for d in result.diagnoses
+            if d.run_id == "stalled"
+            for f in d.findings
+            if f.code == "missing_final"
+        ]
+        return f
+
+    first = missing(scan(config))
+    at = replace(config, now=NOW + 7200)
+    later = scan(at)
+    assert later.fleet["reused"] >= 1
+    assert missing(later)["evidence"]["idle_s"] == first["evidence"]["idle_s"] + 7200
+    assert "no progress for 4.0 h" in missing(later)["summary"]
+    assert _json(later) == _uncached(at)
+
+
+def test_a_rescan_after_one_run_grew_rereads_that_run_only(
+    config: DoctorConfig, root: Path
+) -> None:
+    scan(config)
+    with (root / "running/progress.ndjson").open("a") as fh:
+        fh.write(_line("stage_heartbeat", "11:59:30", node_id="b"))
+    again = scan(config)
+    assert again.fleet["read"] == 1
+    assert _json(again) == _uncached(config)
+
+
+def test_a_rescan_after_a_dead_run_was_touched_rereads_it_with_the_same_result(
+    config: DoctorConfig, root: Path
+) -> None:
+    scan(config)
+    path = root / "dead/progress.ndjson"
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    again = scan(config)
+    assert again.fleet["read"] == 1
+    assert _json(again) == _uncached(config)
+
+
+def test_a_rescan_after_an_owner_died_rereads_its_run(config: DoctorConfig, root: Path) -> None:
+    scan(config)
+    cache = config.cache_dir
+    assert cache is not None
+    # The owner's pid is recorded as it was; it is the owner that died, not the file.
+    (entry_path,) = (cache / "runs").glob("stalled-*.json")
+    entry = json.loads(entry_path.read_text())
+    entry["clock"]["pid"] = int(DEAD_PID)
+    entry_path.write_text(json.dumps(entry))
+    assert scan(config).fleet["read"] == 1
+
+
+def test_batches_of_any_size_give_the_same_result(
+    config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = _uncached(config)
+    monkeypatch.setattr(_scan, "BATCH_RUNS", 1)
+    assert _uncached(config) == whole
+    monkeypatch.setattr(_scan, "BATCH_RUNS", 4)
+    assert _json(scan(config)) == whole
+    assert _json(scan(config)) == whole
+
+
+def test_batches_diagnosed_by_worker_processes_give_the_same_result(
+    config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = _uncached(config)
+    monkeypatch.setattr(_scan, "BATCH_RUNS", 2)
+    monkeypatch.setattr(_scan, "PARALLEL_MIN_BYTES", 0)
+    seen: list[int] = []
+    real = _scan._in_pool
+
+    def in_pool(batches: Any, workers: int, *args: Any) -> Any:
+        seen.append(workers)
+        return real(batches, workers, *args)
+
+    monkeypatch.setattr(_scan, "_in_pool", in_pool)
+    assert _json(scan(config)) == whole
+    assert seen and seen[0] >= 1
+    if (os.cpu_count() or 1) > 1:
+        assert seen == [2]
+
+
+def test_progress_reaches_the_total_only_when_every_run_is_diagnosed(
+    config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_scan, "BATCH_RUNS", 2)
+    calls: list[tuple[int, int]] = []
+    scan(config, progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (6, 6)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert (2, 6) in calls and (4, 6) in calls  # one step per diagnosed batch
+
+
+# --- the cache as a dataset ---------------------------------------------------------------------
+
+
+def test_the_cached_events_are_a_parquet_dataset_partitioned_by_run(
+    config: DoctorConfig,
+) -> None:
+    import duckdb
+
+    result = scan(config)
+    assert config.cache_dir is not None
+    rows = duckdb.sql(
+        f"SELECT run, count(*) FROM read_parquet('{config.cache_dir}/events/*/*.parquet', "
+        "hive_partitioning = true) GROUP BY run"
+    ).fetchall()
+    counts = {run.split("-")[0]: n for run, n in rows}
+    assert counts == {d.run_id: d.facts["events"] for d in result.diagnoses}
+
+
+# --- concurrent scans ---------------------------------------------------------------------------
+
+
+def _without_ages(text: str) -> Any:
+    """A scan's JSON without what depends on when it ran (the processes' clocks differ)."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in ("idle_s", "read", "reused")}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(json.loads(text))
+
+
+def test_two_scans_at_once_on_one_cache_both_give_the_cold_result(tmp_path: Path) -> None:
+    from fixtures.fleet import build_fleet
+
+    root = build_fleet(tmp_path / "runs", runs=40, events_per_run=400, kilroy=True, crashed=0.5)
+    cache = tmp_path / "cache"
+    doctor = [sys.executable, "-m", "doctor", "scan", "--root", str(root), "--json"]
+    env = {k: v for k, v in os.environ.items() if k != "RUNDOCTOR_CACHE"}
+    cold = subprocess.run(doctor, env=env, capture_output=True, text=True, check=False)
+    assert cold.returncode in (0, 1), cold.stderr
+    cached_env = {**env, "RUNDOCTOR_CACHE": str(cache)}
+    procs = [
+        subprocess.Popen(doctor, env=cached_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outs = [p.communicate() for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == cold.returncode, err.decode()
+        assert _without_ages(out.decode()) == _without_ages(cold.stdout)
+    # The cache is whole: every entry reads, no temporary file is left, a third scan gives
+    # the same (reading again the runs whose events file the other scan pruned, if any), and
+    # a fourth reuses every run, each with one events file.
+    assert not list(cache.rglob("*.tmp"))
+    for entry in (cache / "runs").glob("*.json"):
+        json.loads(entry.read_text())
+    for _ in range(2):
+        again = subprocess.run(doctor, env=cached_env, capture_output=True, text=True)
+        assert _without_ages(again.stdout) == _without_ages(cold.stdout)
+    assert json.loads(again.stdout)["fleet"]["reused"] == 40
+    runs = list((cache / "events").iterdir())
+    assert len(runs) == 40 and all(len(list(d.glob("*.parquet"))) == 1 for d in runs)
+
+
+# --- the fleet phase ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alive", [False, True])
+def test_fleet_idle_gaps_in_python_are_those_of_the_sql(tmp_path: Path, alive: bool) -> None:
+    from doctor._detectors import select
+    from doctor._layout import discover, list_run_dirs
+    from fixtures.fleet import build_fleet
+
+    root = build_fleet(tmp_path / "runs", runs=8, events_per_run=300, kilroy=True, crashed=0.5)
+    for i in (5, 6, 7):  # a month later: nothing ran in between
+        p = root / f"fleet-{i:04d}" / "progress.ndjson"
+        p.write_text(p.read_text().replace("2026-05-2", "2026-06-2"))
+    if alive:  # one owner alive: its run lives until now
+        (root / "fleet-0007" / "run.pid").write_text(str(os.getpid()))
+    # Progress every 32 s in each run (heartbeats between), runs an hour apart.
+    config = DoctorConfig(roots=(root,), now=1.9e9, idle_gap_s=20)
+    layouts = [discover(p) for p in list_run_dirs([root])]
+    outcomes, _ = _scan.scan_runs(config, layouts, "x", None)
+    in_python = [
+        f.to_json() | {"run": f.run_id} for f in _scan.fleet_findings(config, layouts, outcomes)
+    ]
+    in_sql = [
+        f.to_json() | {"run": f.run_id}
+        for f in _scan._fleet_in_duckdb(config, layouts, outcomes, select(["idle_gap"]))
+    ]
+    assert in_python == in_sql
+    assert any(f["run"] is None for f in in_sql), "the month is a fleet gap"
+    assert any(f["run"] is not None for f in in_sql), "and a gap of some runs"
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "artifacts.md"
+
+
+def _dataset_doc() -> str:
+    text = DOC.read_text()
+    start = text.index("### The events dataset")
+    return text[start : text.index("\n## ", start)]
+
+
+def _blocks(lang: str) -> list[str]:
+    parts = _dataset_doc().split(f"```{lang}\n")[1:]
+    return [p.split("```", 1)[0] for p in parts]
+
+
+def test_the_documented_dataset_queries_run_on_a_real_cache(
+    config: DoctorConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import duckdb
+
+    scan(config)
+    cache = str(config.cache_dir)
+    (sql,) = _blocks("sql")
+    rows = duckdb.sql(sql.replace("DIR", cache)).fetchall()
+    assert rows and rows[0][0] == "dead" and rows[0][2] == 1  # its one failed attempt
+    (python,) = _blocks("python")
+    exec(compile(python.replace("DIR", cache), str(DOC), "exec"), {})
+    printed = capsys.readouterr().out
+    assert "stalled" in printed and "heartbeats" in printed
+
+
+def test_the_documented_dataset_schema_is_the_one_written(config: DoctorConfig) -> None:
+    import duckdb
+
+    scan(config)
+    columns = [
+        name
+        for name, *_ in duckdb.sql(
+            f"DESCRIBE SELECT * FROM read_parquet('{config.cache_dir}/events/*/*.parquet', "
+            "hive_partitioning = true)"
+        ).fetchall()
+    ]
+    table = _dataset_doc().split("| column |", 1)[1].split("\n\n", 1)[0]
+    first_cells = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    documented = [c for cell in first_cells for c in cell.split("`")[1::2]]
+    assert sorted(documented) == sorted(columns)
+
+
+def test_duckdb_draws_no_progress_bar_that_would_corrupt_json_output() -> None:
+    # A batch's query over 2 s (a busy machine) drew DuckDB's bar on stdout, before `--json`.
+    from doctor._tables import new_connection
+
+    con = new_connection(1)
+    assert con.sql("SELECT current_setting('enable_progress_bar')").fetchall() == [(False,)]
+
+
+def test_the_dataset_holds_one_file_per_run_after_rereads_and_interrupted_scans(
+    config: DoctorConfig, root: Path
+) -> None:
+    scan(config)
+    assert config.cache_dir is not None
+    events = config.cache_dir / "events"
+    (first,) = (events).glob("run=dead-*")
+    stray = first / "part-left-by-an-interrupted-scan.parquet"
+    stray.write_bytes(b"")
+    with (root / "dead/progress.ndjson").open("a") as fh:
+        fh.write(_line("run_failed", "08:00:09", reason="gave up"))
+    scan(config)
+    assert [len(list(d.glob("*.parquet"))) for d in events.iterdir()] == [1] * 6
+    assert not stray.exists()
+
+
+def test_a_run_whose_events_file_went_is_read_again(config: DoctorConfig) -> None:
+    scan(config)
+    assert config.cache_dir is not None
+    (gone,) = config.cache_dir.glob("events/run=done-*/*.parquet")
+    gone.unlink()  # what a concurrent scan's prune can do
+    again = scan(config)
+    assert again.fleet["read"] == 1
+    assert list(gone.parent.glob("*.parquet"))
