@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +196,56 @@ def test_a_fifo_progress_stream_is_never_opened_and_is_an_error(tmp_path: Path) 
     assert ("unreadable_artifact", "error") in _codes(result)
     detail = json.loads(result.stdout)["findings"][0]["evidence"]["detail"]
     assert detail.startswith("a FIFO, not a regular file")
+
+
+def test_a_fifo_swapped_in_after_the_check_is_never_read_by_the_bulk_scan(tmp_path: Path) -> None:
+    """The stream is a regular file when ingestion checks it, a FIFO when it is opened.
+
+    ``read_bulk``'s ``race_hook`` swaps the FIFO in exactly between the check (``lstat``) and
+    the open. Before, DuckDB opened the stream by its name: it blocked on the FIFO (a helper
+    thread below opens its write end, so the test never hangs) and read it as empty, so the
+    run was ``succeeded`` with no finding. Now the stream is opened ``O_NONBLOCK|O_NOFOLLOW``
+    and checked on the descriptor, DuckDB reads the descriptor, and the FIFO is the run's
+    ``unreadable_artifact``.
+    """
+    from doctor import DoctorConfig
+    from doctor._detectors._context import Context
+    from doctor._detectors.unreadable_artifact import unreadable_artifact
+    from doctor._facts import compute_facts
+    from doctor._ingest import load_runs
+    from doctor._layout import discover
+
+    run = _run(tmp_path, "r1")
+    stream = run / "progress.ndjson"
+    done = threading.Event()
+    swapped: list[list[Path]] = []
+
+    def unblock_a_reader() -> None:
+        while not done.is_set():  # a reader blocked on the FIFO gets end-of-file
+            try:
+                os.close(os.open(stream, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # ENXIO: nobody has it open for reading
+                done.wait(0.001)
+
+    def swap_in_a_fifo(files: Sequence[Path]) -> None:
+        swapped.append(list(files))
+        if len(swapped) == 1:
+            stream.unlink()
+            os.mkfifo(stream)
+            threading.Thread(target=unblock_a_reader, daemon=True).start()
+
+    try:
+        tables = load_runs([discover(run)], keep_raw=True, race_hook=swap_in_a_fifo)
+    finally:
+        done.set()
+    assert swapped[0] == [stream]
+    config = DoctorConfig(roots=(tmp_path,))
+    findings = unreadable_artifact(Context(tables, compute_facts(tables, config), config))
+    assert [(f.code, f.severity.name, f.evidence["file"]) for f in findings] == [
+        ("unreadable_artifact", "ERROR", "progress.ndjson")
+    ]
+    assert "a FIFO, not a regular file" in findings[0].evidence["detail"]
+    assert tables.sql("SELECT count(*) FROM events WHERE run_id = 'r1'") == [(0,)]
 
 
 @pytest.mark.parametrize("name", ["final.json", "checkpoint.json", "run.lock.json", "run.pid"])
