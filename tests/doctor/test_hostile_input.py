@@ -455,6 +455,48 @@ def test_a_stream_repeating_one_attempt_stays_within_the_memory_budget(tmp_path:
     assert not (tmp_path / ".tmp").exists()
 
 
+_HOLD_A_CONNECTION = """
+import sys
+from doctor._tables import new_connection
+con = new_connection()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_the_spill_directory_of_a_killed_doctor_is_removed_by_the_next_one(tmp_path: Path) -> None:
+    """SIGKILL (or SIGTERM) runs no exit handler, so a killed doctor leaves its private spill
+    directory (up to 4 GiB) behind; the next doctor removes it, and only it: a live doctor's
+    directory is kept (its owner holds a lock on it)."""
+    _run(tmp_path / "runs", "r1")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
+    env["TMPDIR"] = str(scratch)
+
+    def holder() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_A_CONNECTION], stdin=-1, stdout=-1, text=True, env=env
+        )
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        return proc
+
+    killed, live = holder(), holder()
+    try:
+        dirs = set(scratch.glob("rundoctor-duckdb-*"))
+        assert len(dirs) == 2
+        killed.kill()
+        killed.communicate()
+        assert set(scratch.glob("rundoctor-duckdb-*")) == dirs  # left behind
+        result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path / "runs", env=env)
+        _no_traceback(result)
+        (kept,) = scratch.glob("rundoctor-duckdb-*")
+        assert kept in dirs  # the live doctor's, not the killed one's
+    finally:
+        live.communicate("")
+    assert list(scratch.glob("rundoctor-duckdb-*")) == []  # the live one removed its own
+
+
 def test_cost_figures_in_a_large_stdout_log_are_read_in_blocks_each_once(tmp_path: Path) -> None:
     from doctor._documents import read_documents
     from doctor._layout import discover
