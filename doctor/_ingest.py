@@ -26,6 +26,7 @@ from doctor._errors import IngestError
 from doctor._layout import RunLayout, Unreadable, display_name
 from doctor._ndjson import (
     EVENT_FIELDS,
+    RaceHook,
     TornLine,
     last_line,
     only_last_line_bad,
@@ -77,12 +78,14 @@ def load_runs(
     progress: Progress | None = None,
     cache: RunCache | None = None,
     entries: Mapping[str, CacheEntry] | None = None,
+    race_hook: RaceHook | None = None,
 ) -> Tables:
     """Read every run into one :class:`Tables`.
 
     ``keep_raw`` keeps each event's whole line (diagnosing one run); scans leave it out.
     ``progress(done, total)`` is called as runs are read. With a ``cache`` and the runs'
     previous ``entries``, streams that only grew are resumed from their byte offsets.
+    ``race_hook`` is a test seam (see :func:`doctor._ndjson.read_bulk`), None outside tests.
     """
     con = new_connection(threads)
     tables = Tables(con)
@@ -161,7 +164,9 @@ def load_runs(
             tables.stream_states[(run_id, scope)] = _state(scope, path, st, offset, torn)
 
     ids = register_streams(con, bulk)
-    bad = set(read_bulk(con, [p for *_, p in bulk], ids[0] if ids else 0, keep_raw=keep_raw))
+    first = ids[0] if ids else 0
+    paths = [p for *_, p in bulk]
+    bad = set(read_bulk(con, paths, first, keep_raw=keep_raw, race_hook=race_hook))
     cut = only_last_line_bad(con, sorted(bad))
     for sid, (run_id, scope, path) in zip(ids, bulk, strict=True):
         st = stats[(run_id, scope)]
