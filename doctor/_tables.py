@@ -26,6 +26,7 @@ exports any of them as a ``pyarrow.Table`` for notebooks and the Parquet cache.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -190,8 +191,10 @@ def new_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     # uses the session time zone: pin it, or the result would depend on the host's zone.
     con.execute("SET TimeZone = 'UTC'")
     # DuckDB draws a progress bar on stdout for queries over 2 s (a scan's batch on a busy
-    # machine): it would corrupt `--json` output.
-    con.execute("SET enable_progress_bar = false")
+    # machine): it would corrupt `--json` output. In Jupyter (no stdout to corrupt) DuckDB
+    # refuses to change the setting without ipywidgets: it then stays as it is.
+    with contextlib.suppress(duckdb.InvalidInputException):
+        con.execute("SET enable_progress_bar = false")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     create_events_table(con)

@@ -572,7 +572,9 @@ def test_the_reaper_thread_logs_a_failed_pass_and_reclaims_at_a_later_one(
     home = tmp_path / "not-yet"  # the queue's directory does not exist at first
     url = str(home / "queue.db")
     stop, stats = threading.Event(), WorkerStats()
-    thread = threading.Thread(target=_reaper_loop, args=(url, PATIENT, stop, stats, time.time))
+    thread = threading.Thread(
+        target=_reaper_loop, args=(lambda: open_queue(url), PATIENT, stop, stats, time.time)
+    )
     thread.start()
     seen: list[str] = []
     try:
