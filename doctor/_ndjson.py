@@ -449,6 +449,7 @@ def _insert_lines(
     stream_id: int,
     key: tuple[str, str],
     lines: list[tuple[int, int, bytes]],
+    *,
     keep_raw: bool,
     room: int,
 ) -> tuple[list[TornLine], int, tuple[int, int, bytes] | None]:
@@ -582,7 +583,7 @@ def read_precise(
                     records += len(batch)
                     room = max(0, MAX_TORN_LINES - len(torn))
                     found, n_bad, last = _insert_lines(
-                        con, path, stream_id, key, batch, keep_raw, room
+                        con, path, stream_id, key, batch, keep_raw=keep_raw, room=room
                     )
                     torn += found
                     n_torn += n_bad
