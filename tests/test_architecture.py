@@ -275,7 +275,6 @@ MAX_POSITIONAL = 6
 #: break the rule (a stale entry fails ``test_the_allow_list_names_only_real_offenders``).
 ALLOWED: dict[str, str] = {
     "doctor/_ndjson.py:read_precise": "not yet split",
-    "doctor/_detectors/telemetry_divergence.py:telemetry_divergence": "not yet split",
     "doctor/_detectors/session_desync.py:session_desync": "not yet split",
     "doctor/_detectors/post_terminal_activity.py:post_terminal_activity": "not yet split",
     "doctor/_render.py:render_diagnosis": "not yet split",
