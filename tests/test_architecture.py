@@ -275,7 +275,6 @@ MAX_POSITIONAL = 6
 #: break the rule (a stale entry fails ``test_the_allow_list_names_only_real_offenders``).
 ALLOWED: dict[str, str] = {
     "doctor/_ndjson.py:read_precise": "not yet split",
-    "reports/_throughput.py:queue_throughput": "not yet split",
     "doctor/_detectors/fragmented_failure_signatures.py:fragmented_failure_signatures": (
         "not yet split"
     ),
