@@ -275,9 +275,6 @@ MAX_POSITIONAL = 6
 #: break the rule (a stale entry fails ``test_the_allow_list_names_only_real_offenders``).
 ALLOWED: dict[str, str] = {
     "doctor/_ndjson.py:read_precise": "not yet split",
-    "doctor/_detectors/fragmented_failure_signatures.py:fragmented_failure_signatures": (
-        "not yet split"
-    ),
     "doctor/_repair.py:plan_repairs": "not yet split",
     "executor/_graph.py:_check_fanouts": "not yet split",
     "doctor/_detectors/deterministic_retry_loop.py:deterministic_retry_loop": "not yet split",
