@@ -275,18 +275,7 @@ MAX_POSITIONAL = 6
 #: break the rule (a stale entry fails ``test_the_allow_list_names_only_real_offenders``).
 ALLOWED: dict[str, str] = {
     "doctor/_ndjson.py:read_precise": "not yet split",
-    "doctor/_repair.py:plan_repairs": "not yet split",
-    "executor/_graph.py:_check_fanouts": "not yet split",
-    "doctor/_detectors/deterministic_retry_loop.py:deterministic_retry_loop": "not yet split",
-    "doctor/_detectors/retry_loop.py:retry_loop": "not yet split",
-    "doctor/_repair.py:_apply_one": "not yet split",
-    "doctor/_timeline.py:run_timeline": "not yet split",
-    "doctor/_detectors/unjoined_fanout.py:unjoined_fanout": "not yet split",
     "doctor/_detectors/idle_gap.py:_queue_gaps": "not yet split",
-    "executor/_runner.py:_Engine._visit": "not yet split",
-    "executor/_stage.py:_supervise": "not yet split",
-    "chaos/_recording.py:RecordingQueue._op": "not yet split",
-    "executor/_queue.py:Queue._event": "not yet split",
 }
 
 
