@@ -26,6 +26,7 @@ from doctor._errors import IngestError
 from doctor._layout import RunLayout, Unreadable, display_name
 from doctor._ndjson import (
     EVENT_FIELDS,
+    RaceHook,
     TornLine,
     last_line,
     only_last_line_bad,
@@ -77,12 +78,14 @@ def load_runs(
     progress: Progress | None = None,
     cache: RunCache | None = None,
     entries: Mapping[str, CacheEntry] | None = None,
+    race_hook: RaceHook | None = None,
 ) -> Tables:
     """Read every run into one :class:`Tables`.
 
     ``keep_raw`` keeps each event's whole line (diagnosing one run); scans leave it out.
     ``progress(done, total)`` is called as runs are read. With a ``cache`` and the runs'
     previous ``entries``, streams that only grew are resumed from their byte offsets.
+    ``race_hook`` is a test seam (see :func:`doctor._ndjson.read_bulk`), None outside tests.
     """
     con = new_connection(threads)
     tables = Tables(con)
@@ -95,7 +98,7 @@ def load_runs(
     # Resumed streams first: their cached rows must precede the tails read below.
     if plan.resumed and cache is not None:
         _load_resumed(tables, plan, cache, entries, keep_raw=keep_raw)
-    _load_bulk(tables, plan, keep_raw=keep_raw)
+    _load_bulk(tables, plan, keep_raw=keep_raw, race_hook=race_hook)
     _load_live(tables, plan, keep_raw=keep_raw)
     _record_files(tables, layouts)
     tables.freeze()
@@ -199,13 +202,17 @@ def _load_resumed(
         tables.stream_states[(run_id, scope)] = _state(scope, path, st, offset, torn)
 
 
-def _load_bulk(tables: Tables, plan: _StreamPlan, *, keep_raw: bool) -> None:
+def _load_bulk(
+    tables: Tables, plan: _StreamPlan, *, keep_raw: bool, race_hook: RaceHook | None
+) -> None:
     """Dead writers' streams in one pass; a stream that did not parse whole is read again
     line by line, unless only its last line was cut short."""
     con = tables.con
     bulk = plan.bulk
     ids = register_streams(con, bulk)
-    bad = set(read_bulk(con, [p for *_, p in bulk], ids[0] if ids else 0, keep_raw=keep_raw))
+    first = ids[0] if ids else 0
+    paths = [p for *_, p in bulk]
+    bad = set(read_bulk(con, paths, first, keep_raw=keep_raw, race_hook=race_hook))
     cut = only_last_line_bad(con, sorted(bad))
     for sid, (run_id, scope, path) in zip(ids, bulk, strict=True):
         st = plan.stats[(run_id, scope)]

@@ -23,7 +23,7 @@ import errno
 import json
 import os
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -38,6 +38,7 @@ __all__ = [
     "EVENT_COLUMNS",
     "EVENT_FIELDS",
     "MAX_LINE_BYTES",
+    "RaceHook",
     "TornLine",
     "create_events_table",
     "insert_columns",
@@ -241,20 +242,36 @@ def read_bulk(
     first_stream_id: int,
     *,
     keep_raw: bool,
+    race_hook: RaceHook | None = None,
 ) -> list[int]:
     """Append whole files to ``events`` in one DuckDB scan.
 
     ``files[i]`` is stream ``first_stream_id + i`` (see :func:`register_streams`). Returns the
     stream ids of files with at least one line that is not a JSON object with an ``event``,
-    and of files left unscanned because DuckDB would expand their names as glob patterns:
-    delete their rows and read them again with :func:`read_precise` to locate the lines.
+    and of files left unscanned because DuckDB would expand their names as glob patterns, or
+    because they are no longer regular files when opened: delete their rows and read them
+    again with :func:`read_precise` to locate the lines (or fail, with the reason).
+
+    DuckDB never opens a stream by its name: each is opened here (:func:`open_regular`: no
+    symlink followed, no FIFO blocked on, a regular file or nothing) and DuckDB reads the
+    opened descriptor (``/proc/self/fd/N``), so a FIFO or device swapped in after the caller's
+    check is never read. ``race_hook`` is a test seam, None outside tests: called with a
+    batch's files just before they are opened.
     """
     bad: list[int] = []
     # list_position is linear in the list, so a scan maps filenames in batches: large enough
     # for DuckDB to read files in parallel, small enough that the lookup stays cheap.
     for start in range(0, len(files), _BATCH):
-        bad += _read_batch(con, files[start : start + _BATCH], first_stream_id + start, keep_raw)
+        batch = files[start : start + _BATCH]
+        bad += _read_batch(con, batch, first_stream_id + start, keep_raw, race_hook)
     return bad
+
+
+#: ``read_bulk``'s test seam: called with a batch's files between the check and the open.
+RaceHook = Callable[[Sequence[Path]], None]
+
+#: Where an open descriptor can be named to DuckDB (Linux; ``/dev/fd`` elsewhere).
+_FD_DIR = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
 
 
 _BATCH = 64
@@ -275,16 +292,53 @@ def _scannable(path: str) -> bool:
 
 
 def _read_batch(
-    con: duckdb.DuckDBPyConnection, files: Sequence[Path], first_stream_id: int, keep_raw: bool
+    con: duckdb.DuckDBPyConnection,
+    files: Sequence[Path],
+    first_stream_id: int,
+    keep_raw: bool,
+    race_hook: RaceHook | None = None,
+) -> list[int]:
+    if race_hook is not None:
+        race_hook(files)
+    fds: list[int | None] = []
+    try:
+        for f in files:
+            fds.append(_open_fd(f))
+        return _scan_batch(con, files, fds, first_stream_id, keep_raw, race_hook)
+    finally:
+        for fd in fds:
+            if fd is not None:
+                os.close(fd)
+
+
+def _open_fd(path: Path) -> int | None:
+    """A descriptor of ``path`` when it is a scannable regular file, else None."""
+    if not _scannable(str(path)):
+        return None
+    try:
+        with open_regular(path) as fh:
+            return os.dup(fh.fileno())
+    except OSError:
+        return None  # a FIFO, device or symlink swapped in, or gone: the precise read says so
+
+
+def _scan_batch(
+    con: duckdb.DuckDBPyConnection,
+    files: Sequence[Path],
+    fds: Sequence[int | None],
+    first_stream_id: int,
+    keep_raw: bool,
+    race_hook: RaceHook | None,
 ) -> list[int]:
     import duckdb
 
-    paths = [str(f) for f in files]
     # Files whose names DuckDB would read as glob patterns are not scanned; reporting them
     # as bad sends them to the caller's precise (Python) read instead.
     # So are names that are not UTF-8 (DuckDB takes text): Python opens them by bytes.
-    unsafe = [first_stream_id + i for i, p in enumerate(paths) if not _scannable(p)]
-    read = [p for p in paths if _scannable(p)]
+    # And files that were no longer regular files when opened: the precise read fails them.
+    unsafe = [first_stream_id + i for i, fd in enumerate(fds) if fd is None]
+    paths = ["" if fd is None else f"{_FD_DIR}/{fd}" for fd in fds]
+    read = [p for p in paths if p]
     if not read:
         return unsafe
     params: dict[str, object] = {"paths": paths, "read": read, "first": first_stream_id}
@@ -322,7 +376,7 @@ def _read_batch(
     )
     bad: list[int] = []
     for i, f in enumerate(files):
-        bad += _read_batch(con, [f], first_stream_id + i, keep_raw)
+        bad += _read_batch(con, [f], first_stream_id + i, keep_raw, race_hook)
     return sorted(bad)
 
 
@@ -364,8 +418,13 @@ def open_regular(path: Path) -> BinaryIO:
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOCTTY", 0)
     fd = os.open(path, flags)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            from doctor._documents import _file_kind
+
+            kind = _file_kind(mode)
+            why = kind if kind == "not a regular file" else f"{kind}, not a regular file"
+            raise OSError(errno.EINVAL, why, str(path))
         return os.fdopen(fd, "rb", buffering=0)
     except BaseException:
         os.close(fd)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from doctor import Diagnosis
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = REPO / "fixtures" / "cases"
@@ -13,3 +18,25 @@ CASES = REPO / "fixtures" / "cases"
 @pytest.fixture
 def cases_dir() -> Path:
     return CASES
+
+
+#: The clock the detector tests diagnose incident 04's generated run at.
+ROGUE_NOW = datetime(2026, 2, 11, 9, tzinfo=UTC).timestamp()
+
+
+@pytest.fixture(scope="session")
+def rogue_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Incident 04's run, generated once per session (``fixtures/rogue.py``). Read only: a test
+    that changes the run builds its own."""
+    from fixtures.rogue import build_rogue_run
+
+    return build_rogue_run(tmp_path_factory.mktemp("rogue"))
+
+
+@pytest.fixture(scope="session")
+def rogue_diagnosis(rogue_run: Path) -> Diagnosis:
+    """``rogue_run`` diagnosed once, with every check, at ``ROGUE_NOW``. Each detector's
+    findings are the same as diagnosing with that check alone (checked when this was shared)."""
+    from doctor import DoctorConfig, diagnose_path
+
+    return diagnose_path(rogue_run, DoctorConfig(now=ROGUE_NOW))

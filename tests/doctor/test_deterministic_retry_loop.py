@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from doctor import DoctorConfig, Finding, diagnose_path
+from doctor import Diagnosis, DoctorConfig, Finding, diagnose_path
 from fixtures._kilroy import KilroyRun, Stream
 
 START = "2026-03-01T10:00:00Z"
@@ -158,20 +158,11 @@ def test_attempt_numbers_running_on_across_loop_backs_still_count_as_visits(
     assert set(findings) == {"impl_monsters", "verify_monsters", "check_monsters"}
 
 
-ROGUE_NOW = datetime(2026, 2, 11, 9, tzinfo=UTC).timestamp()
-
-
 @pytest.fixture(scope="module")
-def rogue(tmp_path_factory: pytest.TempPathFactory) -> list[Finding]:
-    """Incident 04's run, generated (``fixtures/rogue.py``), diagnosed by this check only."""
-    from fixtures.rogue import build_rogue_run
-
-    path = build_rogue_run(tmp_path_factory.mktemp("rogue"))
-    return list(
-        diagnose_path(
-            path, DoctorConfig(now=ROGUE_NOW, checks=("deterministic_retry_loop",))
-        ).findings
-    )
+def rogue(rogue_diagnosis: Diagnosis) -> list[Finding]:
+    """Incident 04's run (``fixtures/rogue.py``), built and diagnosed once per session
+    (tests/conftest.py): this check's findings, the same as diagnosing with it alone."""
+    return [f for f in rogue_diagnosis.findings if f.code == "deterministic_retry_loop"]
 
 
 @pytest.mark.slow

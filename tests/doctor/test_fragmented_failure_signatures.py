@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from doctor import SIGNATURE_VERSION, DoctorConfig, Finding, diagnose_path
+from doctor import SIGNATURE_VERSION, Diagnosis, DoctorConfig, Finding, diagnose_path
 from fixtures._kilroy import KilroyRun, Stream
 
 START = "2026-02-10T10:00:00Z"
@@ -155,20 +155,11 @@ def test_branch_nodes_use_the_subgraph_cycle_checks(tmp_path: Path) -> None:
     assert (f.evidence["breaker_limit"], f.evidence["max_signature_count_seen"]) == (4, 1)
 
 
-ROGUE_NOW = datetime(2026, 2, 11, 9, tzinfo=UTC).timestamp()
-
-
 @pytest.fixture(scope="module")
-def rogue(tmp_path_factory: pytest.TempPathFactory) -> list[Finding]:
-    """Incident 04's run, generated (``fixtures/rogue.py``), diagnosed by this check only."""
-    from fixtures.rogue import build_rogue_run
-
-    path = build_rogue_run(tmp_path_factory.mktemp("rogue"))
-    return list(
-        diagnose_path(
-            path, DoctorConfig(now=ROGUE_NOW, checks=("fragmented_failure_signatures",))
-        ).findings
-    )
+def rogue(rogue_diagnosis: Diagnosis) -> list[Finding]:
+    """Incident 04's run (``fixtures/rogue.py``), built and diagnosed once per session
+    (tests/conftest.py): this check's findings, the same as diagnosing with it alone."""
+    return [f for f in rogue_diagnosis.findings if f.code == "fragmented_failure_signatures"]
 
 
 @pytest.mark.slow

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +196,56 @@ def test_a_fifo_progress_stream_is_never_opened_and_is_an_error(tmp_path: Path) 
     assert ("unreadable_artifact", "error") in _codes(result)
     detail = json.loads(result.stdout)["findings"][0]["evidence"]["detail"]
     assert detail.startswith("a FIFO, not a regular file")
+
+
+def test_a_fifo_swapped_in_after_the_check_is_never_read_by_the_bulk_scan(tmp_path: Path) -> None:
+    """The stream is a regular file when ingestion checks it, a FIFO when it is opened.
+
+    ``read_bulk``'s ``race_hook`` swaps the FIFO in exactly between the check (``lstat``) and
+    the open. Before, DuckDB opened the stream by its name: it blocked on the FIFO (a helper
+    thread below opens its write end, so the test never hangs) and read it as empty, so the
+    run was ``succeeded`` with no finding. Now the stream is opened ``O_NONBLOCK|O_NOFOLLOW``
+    and checked on the descriptor, DuckDB reads the descriptor, and the FIFO is the run's
+    ``unreadable_artifact``.
+    """
+    from doctor import DoctorConfig
+    from doctor._detectors._context import Context
+    from doctor._detectors.unreadable_artifact import unreadable_artifact
+    from doctor._facts import compute_facts
+    from doctor._ingest import load_runs
+    from doctor._layout import discover
+
+    run = _run(tmp_path, "r1")
+    stream = run / "progress.ndjson"
+    done = threading.Event()
+    swapped: list[list[Path]] = []
+
+    def unblock_a_reader() -> None:
+        while not done.is_set():  # a reader blocked on the FIFO gets end-of-file
+            try:
+                os.close(os.open(stream, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # ENXIO: nobody has it open for reading
+                done.wait(0.001)
+
+    def swap_in_a_fifo(files: Sequence[Path]) -> None:
+        swapped.append(list(files))
+        if len(swapped) == 1:
+            stream.unlink()
+            os.mkfifo(stream)
+            threading.Thread(target=unblock_a_reader, daemon=True).start()
+
+    try:
+        tables = load_runs([discover(run)], keep_raw=True, race_hook=swap_in_a_fifo)
+    finally:
+        done.set()
+    assert swapped[0] == [stream]
+    config = DoctorConfig(roots=(tmp_path,))
+    findings = unreadable_artifact(Context(tables, compute_facts(tables, config), config))
+    assert [(f.code, f.severity.name, f.evidence["file"]) for f in findings] == [
+        ("unreadable_artifact", "ERROR", "progress.ndjson")
+    ]
+    assert "a FIFO, not a regular file" in findings[0].evidence["detail"]
+    assert tables.sql("SELECT count(*) FROM events WHERE run_id = 'r1'") == [(0,)]
 
 
 @pytest.mark.parametrize("name", ["final.json", "checkpoint.json", "run.lock.json", "run.pid"])
@@ -401,6 +453,48 @@ def test_a_stream_repeating_one_attempt_stays_within_the_memory_budget(tmp_path:
     assert code == 1
     assert peak < BUDGET, f"peak RSS {peak / 2**20:.0f} MiB"
     assert not (tmp_path / ".tmp").exists()
+
+
+_HOLD_A_CONNECTION = """
+import sys
+from doctor._tables import new_connection
+con = new_connection()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_the_spill_directory_of_a_killed_doctor_is_removed_by_the_next_one(tmp_path: Path) -> None:
+    """SIGKILL (or SIGTERM) runs no exit handler, so a killed doctor leaves its private spill
+    directory (up to 4 GiB) behind; the next doctor removes it, and only it: a live doctor's
+    directory is kept (its owner holds a lock on it)."""
+    _run(tmp_path / "runs", "r1")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
+    env["TMPDIR"] = str(scratch)
+
+    def holder() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_A_CONNECTION], stdin=-1, stdout=-1, text=True, env=env
+        )
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        return proc
+
+    killed, live = holder(), holder()
+    try:
+        dirs = set(scratch.glob("rundoctor-duckdb-*"))
+        assert len(dirs) == 2
+        killed.kill()
+        killed.communicate()
+        assert set(scratch.glob("rundoctor-duckdb-*")) == dirs  # left behind
+        result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path / "runs", env=env)
+        _no_traceback(result)
+        (kept,) = scratch.glob("rundoctor-duckdb-*")
+        assert kept in dirs  # the live doctor's, not the killed one's
+    finally:
+        live.communicate("")
+    assert list(scratch.glob("rundoctor-duckdb-*")) == []  # the live one removed its own
 
 
 def test_cost_figures_in_a_large_stdout_log_are_read_in_blocks_each_once(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from doctor import DoctorConfig, Finding, diagnose_path, scan
+from doctor import Diagnosis, DoctorConfig, Finding, diagnose_path, scan
 from fixtures._kilroy import KilroyRun
 
 START = "2026-03-01T10:00:00Z"
@@ -179,17 +179,11 @@ def test_an_orphaned_run_keeps_work_pending_across_a_fleet_gap(tmp_path: Path) -
     assert f.severity.label == "warning"
 
 
-ROGUE_NOW = datetime(2026, 2, 11, 9, tzinfo=UTC).timestamp()
-
-
 @pytest.fixture(scope="module")
-def rogue(tmp_path_factory: pytest.TempPathFactory) -> list[Finding]:
-    """Incident 04's run, generated (``fixtures/rogue.py``), diagnosed by this check only."""
-    from fixtures.rogue import build_rogue_run
-
-    path = build_rogue_run(tmp_path_factory.mktemp("rogue"))
-    config = DoctorConfig(now=ROGUE_NOW, checks=("idle_gap",))
-    return list(diagnose_path(path, config).findings)
+def rogue(rogue_diagnosis: Diagnosis) -> list[Finding]:
+    """Incident 04's run (``fixtures/rogue.py``), built and diagnosed once per session
+    (tests/conftest.py): this check's findings, the same as diagnosing with it alone."""
+    return [f for f in rogue_diagnosis.findings if f.code == "idle_gap"]
 
 
 @pytest.mark.slow

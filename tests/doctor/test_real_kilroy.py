@@ -6,6 +6,7 @@ well or was stopped as designed gets no finding at warning or above.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import itertools
 import json
@@ -20,7 +21,7 @@ import psutil
 import pytest
 from rich.console import Console
 
-from doctor import DETECTORS, DoctorConfig, Severity, diagnose, scan
+from doctor import DETECTORS, Diagnosis, DoctorConfig, Severity, diagnose, scan
 from doctor._facts import parse_iso
 from doctor._render import render_diagnosis, render_markdown
 from fixtures.kilroy.scenarios import SCENARIOS
@@ -30,8 +31,15 @@ RUNS = Path(__file__).resolve().parents[2] / "fixtures" / "kilroy" / "runs"
 RUN_DIRS = sorted(p.parent for p in RUNS.glob("*/expected.json"))
 
 
+@functools.cache
+def _diagnosed(name: str) -> Diagnosis:
+    """The diagnosis of a committed run, made once per test session: several tests check
+    different properties of the same (frozen) diagnosis of the same unchanging files."""
+    return diagnose(name, DoctorConfig(roots=(RUNS,)))
+
+
 def _diagnosis(run: Path) -> dict[str, Any]:
-    result: dict[str, Any] = diagnose(run.name, DoctorConfig(roots=(RUNS,))).to_json()
+    result: dict[str, Any] = _diagnosed(run.name).to_json()
     return result
 
 
@@ -79,7 +87,7 @@ def test_real_run_is_diagnosed_as_expected(run: Path) -> None:
 
 @pytest.mark.parametrize("run", RUN_DIRS, ids=[p.name for p in RUN_DIRS])
 def test_a_failed_run_never_reads_no_issues_found(run: Path) -> None:
-    result = diagnose(run.name, DoctorConfig(roots=(RUNS,)))
+    result = _diagnosed(run.name)
     console = Console(file=io.StringIO(), width=100)
     render_diagnosis(console, result, DETECTORS, verbose=False)
     text = console.file.getvalue()  # type: ignore[attr-defined]
@@ -92,7 +100,7 @@ def test_a_scan_of_the_corpus_agrees_with_each_diagnosis() -> None:
     result = scan(DoctorConfig(roots=(RUNS,)))
     by_run = {d.run_id: d for d in result.diagnoses}
     for run in RUN_DIRS:
-        one = diagnose(run.name, DoctorConfig(roots=(RUNS,)))
+        one = _diagnosed(run.name)
         assert by_run[run.name].state == one.state
         assert {f.code for f in by_run[run.name].findings} == {f.code for f in one.findings}
 
@@ -113,14 +121,14 @@ def test_branch_outcomes_come_from_parallel_results_when_the_parent_stream_lacks
 
 
 def test_the_postmortem_of_a_failed_run_states_its_terminal_reason() -> None:
-    text = render_postmortem(diagnose("stall_watchdog", DoctorConfig(roots=(RUNS,))))
+    text = render_postmortem(_diagnosed("stall_watchdog"))
     summary = text[text.index("## Executive summary") : text.index("## Run facts")]
     assert "stall watchdog timeout after 3s with no progress" in summary
     assert "`stall_watchdog_timeout`" in summary
 
 
 def test_the_markdown_diagnosis_states_the_terminal_reason_as_the_terminal_does() -> None:
-    result = diagnose("stall_watchdog", DoctorConfig(roots=(RUNS,)))
+    result = _diagnosed("stall_watchdog")
     reason, stop = result.facts["terminal_reason"], result.facts["stopped_by"]
     assert reason and stop, result.facts
     shown = [
@@ -201,7 +209,7 @@ def test_the_corpus_holds_the_quirks_the_format_reference_does_not_mention() -> 
     # a resumed run may end with an empty final_git_commit_sha: still a valid final.json
     final = json.loads((RUNS / "resume_after_kill" / "final.json").read_text())
     assert final["final_git_commit_sha"] == ""
-    assert diagnose("resume_after_kill", DoctorConfig(roots=(RUNS,))).state == "succeeded"
+    assert _diagnosed("resume_after_kill").state == "succeeded"
 
 
 def test_unknown_events_leave_a_real_diagnosis_unchanged(tmp_path: Path) -> None:

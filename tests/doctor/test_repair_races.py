@@ -30,8 +30,9 @@ from doctor._errors import UsageError
 from doctor._repair import Action, FindingRef, apply_repairs, plan_repairs
 
 CASES = Path(__file__).resolve().parents[2] / "fixtures" / "cases"
-# 40 in every test run; RUNDOCTOR_RACE_TRIES=1000 for the figures in docs/repair.md.
-TRIES = int(os.environ.get("RUNDOCTOR_RACE_TRIES", "40"))
+# 20 in every test run (the deterministic tests pin each window; these sample the rest);
+# RUNDOCTOR_RACE_TRIES=1000 for the figures in docs/repair.md.
+TRIES = int(os.environ.get("RUNDOCTOR_RACE_TRIES", "20"))
 
 
 def _copy_case(case: str, tmp_path: Path) -> tuple[Path, DoctorConfig]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from doctor import DoctorConfig, Finding, diagnose_path
+from doctor import Diagnosis, DoctorConfig, Finding, diagnose_path
 from fixtures._kilroy import KilroyRun, Stream
 
 START = "2026-03-01T10:00:00Z"
@@ -156,17 +156,11 @@ def test_loops_are_counted_per_scope(tmp_path: Path) -> None:
     assert _findings(run) == []
 
 
-ROGUE_NOW = datetime(2026, 2, 11, 9, tzinfo=UTC).timestamp()
-
-
 @pytest.fixture(scope="module")
-def rogue(tmp_path_factory: pytest.TempPathFactory) -> list[Finding]:
-    """Incident 04's run, generated (``fixtures/rogue.py``), diagnosed by this check only."""
-    from fixtures.rogue import build_rogue_run
-
-    path = build_rogue_run(tmp_path_factory.mktemp("rogue"))
-    config = DoctorConfig(now=ROGUE_NOW, checks=("retry_loop",))
-    return list(diagnose_path(path, config).findings)
+def rogue(rogue_diagnosis: Diagnosis) -> list[Finding]:
+    """Incident 04's run (``fixtures/rogue.py``), built and diagnosed once per session
+    (tests/conftest.py): this check's findings, the same as diagnosing with it alone."""
+    return [f for f in rogue_diagnosis.findings if f.code == "retry_loop"]
 
 
 @pytest.mark.slow

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fixtures.rogue import RUN_ID, build_rogue_run
+from fixtures.rogue import RUN_ID
 
 TOP = ""
 B01 = "parallel/fanout/01-impl_dungeon"
@@ -23,9 +24,8 @@ B04 = "parallel/fanout/04-impl_player_io"
 
 
 @pytest.fixture(scope="module")
-def diagnosis(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("runs")
-    build_rogue_run(root)
+def diagnosis(rogue_run: Path) -> dict[str, Any]:
+    root = rogue_run.parent  # built once per session (tests/conftest.py)
     done = subprocess.run(
         [
             sys.executable,

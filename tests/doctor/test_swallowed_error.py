@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from doctor import DoctorConfig, Finding, diagnose_path
+from doctor import Diagnosis, DoctorConfig, Finding, diagnose_path
 from doctor._detectors.swallowed_error import BARE_EXIT_RE, generic_sql, swallowed_sql
 from fixtures._kilroy import KilroyRun, Stream
 
@@ -133,18 +133,11 @@ def test_examples_are_capped_and_the_summary_says_how_many_more(tmp_path: Path) 
     assert "… and 2 more" in f.summary
 
 
-ROGUE_NOW = datetime(2026, 2, 11, 9, tzinfo=UTC).timestamp()
-
-
 @pytest.fixture(scope="module")
-def rogue(tmp_path_factory: pytest.TempPathFactory) -> list[Finding]:
-    """Incident 04's run, generated (``fixtures/rogue.py``), diagnosed by this check only."""
-    from fixtures.rogue import build_rogue_run
-
-    path = build_rogue_run(tmp_path_factory.mktemp("rogue"))
-    return list(
-        diagnose_path(path, DoctorConfig(now=ROGUE_NOW, checks=("swallowed_error",))).findings
-    )
+def rogue(rogue_diagnosis: Diagnosis) -> list[Finding]:
+    """Incident 04's run (``fixtures/rogue.py``), built and diagnosed once per session
+    (tests/conftest.py): this check's findings, the same as diagnosing with it alone."""
+    return [f for f in rogue_diagnosis.findings if f.code == "swallowed_error"]
 
 
 @pytest.mark.slow

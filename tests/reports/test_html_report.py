@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.rogue import RUN_ID, build_rogue_run
+from fixtures.rogue import RUN_ID
 from tests.helpers import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,10 +35,8 @@ CHROMIUM_FLAGS = (
 
 
 @pytest.fixture(scope="module")
-def rogue_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("runs")
-    build_rogue_run(root)
-    return root
+def rogue_root(rogue_run: Path) -> Path:
+    return rogue_run.parent  # the session's generated run, alone in its root
 
 
 def _report(root: Path, *args: str) -> subprocess.CompletedProcess[str]:

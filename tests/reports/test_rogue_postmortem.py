@@ -15,17 +15,15 @@ from typing import Any
 import pytest
 
 from doctor import Diagnosis, DoctorConfig, Finding, diagnose
-from fixtures.rogue import RUN_ID, build_rogue_run
+from fixtures.rogue import RUN_ID
 from reports import render_postmortem
 
 NOW = datetime.fromisoformat("2026-02-11T12:00:00+00:00").timestamp()
 
 
 @pytest.fixture(scope="module")
-def rogue(tmp_path_factory: pytest.TempPathFactory) -> Diagnosis:
-    root = tmp_path_factory.mktemp("runs")
-    build_rogue_run(root)
-    return diagnose(RUN_ID, DoctorConfig(roots=(root,), now=NOW))
+def rogue(rogue_run: Path) -> Diagnosis:
+    return diagnose(RUN_ID, DoctorConfig(roots=(rogue_run.parent,), now=NOW))
 
 
 @pytest.fixture(scope="module")
