@@ -78,6 +78,7 @@ class RecordingQueue:
         ticket: str | None,
         epoch: int | None,
         call: Callable[[], T],
+        *,
         value: Mapping[str, Any],
         result: Callable[[T], dict[str, Any]] = lambda _: {},
     ) -> T:
@@ -124,7 +125,7 @@ class RecordingQueue:
             lease.ticket_id,
             lease.epoch,
             lambda: self._inner.start(lease, run_id=run_id, run_path=run_path, session=session),
-            value,
+            value=value,
         )
 
     def heartbeat(
@@ -133,7 +134,7 @@ class RecordingQueue:
         def call() -> None:
             self._inner.heartbeat(lease, lease_ttl_s=lease_ttl_s, interval_s=interval_s)
 
-        self._op("heartbeat", lease.worker, lease.ticket_id, lease.epoch, call, {})
+        self._op("heartbeat", lease.worker, lease.ticket_id, lease.epoch, call, value={})
 
     def complete(self, lease: Lease, *, result: Mapping[str, Any]) -> Ticket:
         value = {"run_id": result.get("run_id"), "status": result.get("status")}
@@ -143,8 +144,8 @@ class RecordingQueue:
             lease.ticket_id,
             lease.epoch,
             lambda: self._inner.complete(lease, result=result),
-            value,
-            lambda t: {"status": t.status},
+            value=value,
+            result=lambda t: {"status": t.status},
         )
 
     def fail(self, lease: Lease, *, reason: str, retryable: bool) -> Ticket:
@@ -154,8 +155,8 @@ class RecordingQueue:
             lease.ticket_id,
             lease.epoch,
             lambda: self._inner.fail(lease, reason=reason, retryable=retryable),
-            {"reason": reason[:300], "retryable": retryable},
-            lambda t: {"status": t.status},
+            value={"reason": reason[:300], "retryable": retryable},
+            result=lambda t: {"status": t.status},
         )
 
     def release(self, lease: Lease, reason: str) -> Ticket:
@@ -165,8 +166,8 @@ class RecordingQueue:
             lease.ticket_id,
             lease.epoch,
             lambda: self._inner.release(lease, reason),
-            {"reason": reason},
-            lambda t: {"status": t.status},
+            value={"reason": reason},
+            result=lambda t: {"status": t.status},
         )
 
     def reclaim(self, ticket_id: str, *, expected_epoch: int, **kw: Any) -> Ticket:
@@ -176,8 +177,8 @@ class RecordingQueue:
             ticket_id,
             expected_epoch,
             lambda: self._inner.reclaim(ticket_id, expected_epoch=expected_epoch, **kw),
-            {"reason": str(kw.get("reason", ""))},
-            lambda t: {"status": t.status, "new_epoch": t.lease_epoch},
+            value={"reason": str(kw.get("reason", ""))},
+            result=lambda t: {"status": t.status, "new_epoch": t.lease_epoch},
         )
 
     def cancel(self, ticket_id: str, reason: str) -> Ticket:
@@ -187,8 +188,8 @@ class RecordingQueue:
             ticket_id,
             None,
             lambda: self._inner.cancel(ticket_id, reason),
-            {"reason": reason[:300]},
-            lambda t: {"status": t.status},
+            value={"reason": reason[:300]},
+            result=lambda t: {"status": t.status},
         )
 
 

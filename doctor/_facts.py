@@ -11,6 +11,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -113,169 +114,6 @@ def _per_run(rows: list[tuple[Any, ...]]) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
-def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
-    """Facts and state of every run in ``tables``."""
-    summary = {
-        r[0]: r[1:]
-        for r in tables.sql(f"""
-            SELECT run_id, epoch_ns(min(ts)), epoch_ns(max(ts)),
-                   epoch_ns(max(ts) FILTER (WHERE NOT {HEARTBEAT_SQL})),
-                   count(*), count(*) FILTER (WHERE event = 'stage_attempt_start'),
-                   count(*) FILTER (WHERE event = 'stage_attempt_end'),
-                   arg_max({NODE_SQL}, seq) FILTER (
-                       WHERE NOT {HEARTBEAT_SQL} AND {NODE_SQL} IS NOT NULL),
-                   epoch_ns(max(ts) FILTER (WHERE {HEARTBEAT_SQL}))
-            FROM events WHERE {TOP_SQL} GROUP BY run_id""")
-    }
-    by_type = _per_run(
-        tables.sql(f"""
-        SELECT run_id, event, count(*) FROM events WHERE {TOP_SQL}
-        GROUP BY ALL ORDER BY run_id, 3 DESC, 2""")
-    )
-    edges = _per_run(
-        tables.sql(f"""
-        SELECT run_id, from_node, to_node, count(*) FROM progress_events
-        WHERE {TOP_SQL} AND event = 'edge_selected' GROUP BY ALL ORDER BY run_id, 4 DESC, 2, 3""")
-    )
-    stats = _per_run(
-        tables.sql("""
-        SELECT run_id, scope, node_id, count(*), min(duration_s), median(duration_s),
-               max(duration_s), sum(duration_s)
-        FROM attempts WHERE duration_s IS NOT NULL GROUP BY ALL ORDER BY run_id, scope, 8 DESC""")
-    )
-    open_attempts = _per_run(
-        tables.sql(f"""
-        SELECT run_id, node_id, epoch_ns(start_ts) FROM attempts
-        WHERE end_seq IS NULL AND {TOP_SQL} ORDER BY run_id, start_seq""")
-    )
-    phases = _phases(tables)
-    branch_done = _per_run(
-        tables.sql("""
-        SELECT run_id, scope, branch_logs_root, branch_key, arg_max(branch_status, seq)
-        FROM progress_events
-        WHERE event = 'branch_progress' AND branch_event = 'branch_subgraph_done'
-        GROUP BY ALL""")
-    )
-    endings = _per_run(
-        tables.sql(f"""
-        SELECT run_id, event, coalesce(reason, failure_reason), seq FROM progress_events
-        WHERE {TOP_SQL} AND event IN {STOP_EVENTS_SQL}
-        ORDER BY run_id, scope, seq""")
-    )
-    branches = _per_run(
-        tables.sql(f"""
-        SELECT run_id, scope, epoch_ns(max(ts) FILTER (WHERE NOT {HEARTBEAT_SQL})),
-               epoch_ns(max(ts)), epoch_ns(min(ts)),
-               count(*) FILTER (WHERE event = 'stage_attempt_start'),
-               count(*) FILTER (WHERE event = 'stage_attempt_end' AND status IN ('fail', 'retry')),
-               arg_max(status, seq) FILTER (WHERE event = 'stage_attempt_end')
-        FROM events WHERE NOT {TOP_SQL} GROUP BY ALL ORDER BY run_id, scope""")
-    )
-    # Extra facts for reports: when each node's attempts ran, and what its failures said.
-    spans = _per_run(
-        tables.sql("""
-        SELECT run_id, scope, node_id, count(*), count(*) FILTER (WHERE end_seq IS NULL),
-               epoch_ns(min(start_ts)), epoch_ns(max(end_ts))
-        FROM attempts GROUP BY ALL ORDER BY run_id, scope, 6, node_id""")
-    )
-    reasons = _per_run(
-        tables.sql("""
-        SELECT run_id, scope, node_id, coalesce(failure_reason, ''), count(*)
-        FROM attempts WHERE status IN ('fail', 'retry')
-        GROUP BY ALL ORDER BY run_id, 5 DESC, scope, node_id, 4""")
-    )
-
-    out: dict[str, RunFacts] = {}
-    for run_id, docs in tables.documents.items():
-        started, last_event, last_progress, n, starts, ends, node, last_hb = summary.get(
-            run_id, (None, None, None, 0, 0, 0, None, None)
-        )
-        alive = owner_alive(docs.pid, docs.pid_start_time)
-        final = docs.final
-        facts = RunFacts(
-            started_at=iso(started),
-            last_event_at=iso(last_event),
-            last_progress_at=iso(last_progress),
-            wall_s=_seconds(started, last_event),
-            events=int(n),
-            events_by_type={e: int(c) for e, c in by_type.get(run_id, [])},
-            attempts_started=int(starts),
-            attempts_ended=int(ends),
-            final_json=final is not None and final.ok and isinstance(final.value, dict),
-            owner_pid=docs.pid,
-            owner_alive=alive,
-            current_node=_current_node(node, open_attempts.get(run_id, []), docs),
-            edges=[{"from": f, "to": t, "count": int(c)} for f, t, c in edges.get(run_id, [])],
-            phases=_phase_rows(phases.get(run_id, []), started, last_event),
-            branches=[],
-            attempt_stats=[
-                {
-                    "scope": scope,
-                    "node_id": nid,
-                    "attempts": int(c),
-                    "min_s": round(mn, 3),
-                    "median_s": round(md, 3),
-                    "max_s": round(mx, 3),
-                    "total_s": round(tot, 3),
-                }
-                for scope, nid, c, mn, md, mx, tot in stats.get(run_id, [])
-            ],
-            cost_usd=docs.cost_usd,
-            attempt_spans=[
-                {
-                    "scope": scope,
-                    "node_id": nid,
-                    "attempts": int(c),
-                    "open": int(n_open),
-                    "first_start": iso(first),
-                    "last_end": iso(last),
-                }
-                for scope, nid, c, n_open, first, last in spans.get(run_id, [])
-            ],
-            failure_reasons=[
-                {"scope": scope, "node_id": nid, "reason": reason, "count": int(c)}
-                # The most frequent first; capped, so a run whose reasons never repeat
-                # (what fragmentation looks like) keeps a bounded diagnosis.
-                for scope, nid, reason, c in reasons.get(run_id, [])[:MAX_FAILURE_REASONS]
-            ],
-        )
-        stall = docs.stall_timeout_s or config.stall_timeout_s
-        facts["stall_timeout_s"] = stall
-        facts["terminal_reason"], facts["stopped_by"] = _ending(
-            final.get("status") if facts["final_json"] and final else None,
-            final.get("failure_reason") if facts["final_json"] and final else None,
-            endings.get(run_id, []),
-        )
-        facts["_state"] = run_state(
-            final_status=final.get("status") if facts["final_json"] and final else None,
-            owner_alive=alive,
-            last_progress=last_progress,
-            last_event=last_event,
-            stall_timeout_s=stall,
-            now=config.now,
-        )
-        done = branch_done.get(run_id, [])
-        facts["branches"] = [
-            {
-                "scope": scope,
-                "state": _done_state(done, scope)
-                or _results_state(docs.path, scope)
-                or _branch_state(docs, scope, alive, lp, le, stall, config.now),
-                "final_json": _scope_final_ok(docs, scope),
-                "last_progress_at": iso(lp),
-                "started_at": iso(first),
-                "attempts_started": int(bs),
-                "failures": int(bf),
-                "last_status": last_status,
-            }
-            for scope, lp, le, first, bs, bf, last_status in branches.get(run_id, [])
-        ]
-        facts["_last_heartbeat_at"] = iso(last_hb)
-        facts["_open_attempts"] = [a[0] for a in open_attempts.get(run_id, [])]
-        out[run_id] = facts
-    return out
-
-
 #: Events that end a Kilroy run loop: its terminal events and the stops that cause them.
 STOP_EVENTS = (
     "run_completed",
@@ -287,6 +125,227 @@ STOP_EVENTS = (
     "loop_restart_circuit_breaker",
 )
 STOP_EVENTS_SQL = "(" + ", ".join(f"'{e}'" for e in STOP_EVENTS) + ")"
+
+# The queries behind the facts, one row group per run (the run id comes first).
+_SUMMARY_SQL = f"""
+            SELECT run_id, epoch_ns(min(ts)), epoch_ns(max(ts)),
+                   epoch_ns(max(ts) FILTER (WHERE NOT {HEARTBEAT_SQL})),
+                   count(*), count(*) FILTER (WHERE event = 'stage_attempt_start'),
+                   count(*) FILTER (WHERE event = 'stage_attempt_end'),
+                   arg_max({NODE_SQL}, seq) FILTER (
+                       WHERE NOT {HEARTBEAT_SQL} AND {NODE_SQL} IS NOT NULL),
+                   epoch_ns(max(ts) FILTER (WHERE {HEARTBEAT_SQL}))
+            FROM events WHERE {TOP_SQL} GROUP BY run_id"""
+_BY_TYPE_SQL = f"""
+        SELECT run_id, event, count(*) FROM events WHERE {TOP_SQL}
+        GROUP BY ALL ORDER BY run_id, 3 DESC, 2"""
+_EDGES_SQL = f"""
+        SELECT run_id, from_node, to_node, count(*) FROM progress_events
+        WHERE {TOP_SQL} AND event = 'edge_selected' GROUP BY ALL ORDER BY run_id, 4 DESC, 2, 3"""
+_STATS_SQL = """
+        SELECT run_id, scope, node_id, count(*), min(duration_s), median(duration_s),
+               max(duration_s), sum(duration_s)
+        FROM attempts WHERE duration_s IS NOT NULL GROUP BY ALL ORDER BY run_id, scope, 8 DESC"""
+_OPEN_ATTEMPTS_SQL = f"""
+        SELECT run_id, node_id, epoch_ns(start_ts) FROM attempts
+        WHERE end_seq IS NULL AND {TOP_SQL} ORDER BY run_id, start_seq"""
+_BRANCH_DONE_SQL = """
+        SELECT run_id, scope, branch_logs_root, branch_key, arg_max(branch_status, seq)
+        FROM progress_events
+        WHERE event = 'branch_progress' AND branch_event = 'branch_subgraph_done'
+        GROUP BY ALL"""
+_ENDINGS_SQL = f"""
+        SELECT run_id, event, coalesce(reason, failure_reason), seq FROM progress_events
+        WHERE {TOP_SQL} AND event IN {STOP_EVENTS_SQL}
+        ORDER BY run_id, scope, seq"""
+_BRANCHES_SQL = f"""
+        SELECT run_id, scope, epoch_ns(max(ts) FILTER (WHERE NOT {HEARTBEAT_SQL})),
+               epoch_ns(max(ts)), epoch_ns(min(ts)),
+               count(*) FILTER (WHERE event = 'stage_attempt_start'),
+               count(*) FILTER (WHERE event = 'stage_attempt_end' AND status IN ('fail', 'retry')),
+               arg_max(status, seq) FILTER (WHERE event = 'stage_attempt_end')
+        FROM events WHERE NOT {TOP_SQL} GROUP BY ALL ORDER BY run_id, scope"""
+_SPANS_SQL = """
+        SELECT run_id, scope, node_id, count(*), count(*) FILTER (WHERE end_seq IS NULL),
+               epoch_ns(min(start_ts)), epoch_ns(max(end_ts))
+        FROM attempts GROUP BY ALL ORDER BY run_id, scope, 6, node_id"""
+_REASONS_SQL = """
+        SELECT run_id, scope, node_id, coalesce(failure_reason, ''), count(*)
+        FROM attempts WHERE status IN ('fail', 'retry')
+        GROUP BY ALL ORDER BY run_id, 5 DESC, scope, node_id, 4"""
+
+_Rows = dict[str, list[tuple[Any, ...]]]
+
+
+@dataclass(frozen=True)
+class _FleetRows:
+    """What every query returned, grouped by run id (``summary`` holds one row per run)."""
+
+    summary: dict[str, tuple[Any, ...]]
+    by_type: _Rows
+    edges: _Rows
+    stats: _Rows
+    open_attempts: _Rows
+    phases: _Rows
+    branch_done: _Rows
+    endings: _Rows
+    branches: _Rows
+    # Extra facts for reports: when each node's attempts ran, and what its failures said.
+    spans: _Rows
+    reasons: _Rows
+
+
+def _query_fleet(tables: Tables) -> _FleetRows:
+    """Phase 1: run every query once over all runs, in the order the facts need them."""
+    return _FleetRows(
+        summary={r[0]: r[1:] for r in tables.sql(_SUMMARY_SQL)},
+        by_type=_per_run(tables.sql(_BY_TYPE_SQL)),
+        edges=_per_run(tables.sql(_EDGES_SQL)),
+        stats=_per_run(tables.sql(_STATS_SQL)),
+        open_attempts=_per_run(tables.sql(_OPEN_ATTEMPTS_SQL)),
+        phases=_phases(tables),
+        branch_done=_per_run(tables.sql(_BRANCH_DONE_SQL)),
+        endings=_per_run(tables.sql(_ENDINGS_SQL)),
+        branches=_per_run(tables.sql(_BRANCHES_SQL)),
+        spans=_per_run(tables.sql(_SPANS_SQL)),
+        reasons=_per_run(tables.sql(_REASONS_SQL)),
+    )
+
+
+def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
+    """Facts and state of every run in ``tables``."""
+    rows = _query_fleet(tables)
+    return {
+        run_id: _run_facts(run_id, docs, rows, config) for run_id, docs in tables.documents.items()
+    }
+
+
+def _run_facts(run_id: str, docs: RunDocuments, rows: _FleetRows, config: DoctorConfig) -> RunFacts:
+    """Phase 2, per run: the public facts from its rows, then its ending, state, branches
+    and the private keys the detectors read."""
+    started, last_event, last_progress, n, starts, ends, node, last_hb = rows.summary.get(
+        run_id, (None, None, None, 0, 0, 0, None, None)
+    )
+    alive = owner_alive(docs.pid, docs.pid_start_time)
+    final = docs.final
+    facts = RunFacts(
+        started_at=iso(started),
+        last_event_at=iso(last_event),
+        last_progress_at=iso(last_progress),
+        wall_s=_seconds(started, last_event),
+        events=int(n),
+        events_by_type={e: int(c) for e, c in rows.by_type.get(run_id, [])},
+        attempts_started=int(starts),
+        attempts_ended=int(ends),
+        final_json=final is not None and final.ok and isinstance(final.value, dict),
+        owner_pid=docs.pid,
+        owner_alive=alive,
+        current_node=_current_node(node, rows.open_attempts.get(run_id, []), docs),
+        edges=[{"from": f, "to": t, "count": int(c)} for f, t, c in rows.edges.get(run_id, [])],
+        phases=_phase_rows(rows.phases.get(run_id, []), started, last_event),
+        branches=[],
+        attempt_stats=_attempt_stats(rows.stats.get(run_id, [])),
+        cost_usd=docs.cost_usd,
+        attempt_spans=_attempt_spans(rows.spans.get(run_id, [])),
+        failure_reasons=_failure_reasons(rows.reasons.get(run_id, [])),
+    )
+    stall = docs.stall_timeout_s or config.stall_timeout_s
+    facts["stall_timeout_s"] = stall
+    final_status = final.get("status") if facts["final_json"] and final else None
+    facts["terminal_reason"], facts["stopped_by"] = _ending(
+        final_status,
+        final.get("failure_reason") if facts["final_json"] and final else None,
+        rows.endings.get(run_id, []),
+    )
+    facts["_state"] = run_state(
+        final_status=final_status,
+        owner_alive=alive,
+        last_progress=last_progress,
+        last_event=last_event,
+        stall_timeout_s=stall,
+        now=config.now,
+    )
+    facts["branches"] = _branch_facts(
+        docs, rows, run_id, _Liveness(alive=alive, stall=stall, now=config.now)
+    )
+    facts["_last_heartbeat_at"] = iso(last_hb)
+    facts["_open_attempts"] = [a[0] for a in rows.open_attempts.get(run_id, [])]
+    return facts
+
+
+def _attempt_stats(stats: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """``attempt_stats``: count and duration spread of each (scope, node)'s attempts."""
+    return [
+        {
+            "scope": scope,
+            "node_id": nid,
+            "attempts": int(c),
+            "min_s": round(mn, 3),
+            "median_s": round(md, 3),
+            "max_s": round(mx, 3),
+            "total_s": round(tot, 3),
+        }
+        for scope, nid, c, mn, md, mx, tot in stats
+    ]
+
+
+def _attempt_spans(spans: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """``attempt_spans``: when each (scope, node)'s attempts ran, and how many are open."""
+    return [
+        {
+            "scope": scope,
+            "node_id": nid,
+            "attempts": int(c),
+            "open": int(n_open),
+            "first_start": iso(first),
+            "last_end": iso(last),
+        }
+        for scope, nid, c, n_open, first, last in spans
+    ]
+
+
+def _failure_reasons(reasons: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """``failure_reasons``: what the failed attempts said, the most frequent first; capped,
+    so a run whose reasons never repeat (what fragmentation looks like) keeps a bounded
+    diagnosis."""
+    return [
+        {"scope": scope, "node_id": nid, "reason": reason, "count": int(c)}
+        for scope, nid, reason, c in reasons[:MAX_FAILURE_REASONS]
+    ]
+
+
+@dataclass(frozen=True)
+class _Liveness:
+    """What a branch's state is judged against: its run's owner, stall timeout and now."""
+
+    alive: bool | None
+    stall: float
+    now: float
+
+
+def _branch_facts(
+    docs: RunDocuments, rows: _FleetRows, run_id: str, live: _Liveness
+) -> list[dict[str, Any]]:
+    """``branches``: each branch scope's state (its done event, its results file, else its
+    own liveness) and its progress."""
+    done = rows.branch_done.get(run_id, [])
+    return [
+        {
+            "scope": scope,
+            "state": _done_state(done, scope)
+            or _results_state(docs.path, scope)
+            or _branch_state(docs, scope, live, last_progress=lp, last_event=le),
+            "final_json": _scope_final_ok(docs, scope),
+            "last_progress_at": iso(lp),
+            "started_at": iso(first),
+            "attempts_started": int(bs),
+            "failures": int(bf),
+            "last_status": last_status,
+        }
+        for scope, lp, le, first, bs, bf, last_status in rows.branches.get(run_id, [])
+    ]
+
+
 _SUCCESS_LIKE = ("success", "partial_success", "degraded_success", "skipped")
 
 
@@ -480,22 +539,22 @@ def run_state(
 def _branch_state(
     docs: RunDocuments,
     scope: str,
-    owner_alive: bool | None,
+    live: _Liveness,
+    *,
     last_progress: int | None,
     last_event: int | None,
-    stall: float,
-    now: float,
 ) -> str:
+    """A branch scope's state from its own final document and events, like a run's."""
     sd = docs.scopes.get(scope)
     final = sd.final if sd else None
     status = final.get("status") if final is not None and final.ok else None
     return run_state(
         final_status=status,
-        owner_alive=owner_alive,
+        owner_alive=live.alive,
         last_progress=last_progress,
         last_event=last_event,
-        stall_timeout_s=stall,
-        now=now,
+        stall_timeout_s=live.stall,
+        now=live.now,
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from doctor._cache import CacheEntry, RunCache, StreamState, tail_sha
@@ -94,11 +94,37 @@ def load_runs(
         tables.documents[run.run_id] = _documents_of(run)
         if progress is not None:
             progress(i + 1, len(layouts))
+    plan = _plan_streams(tables, layouts, cache, entries)
+    # Resumed streams first: their cached rows must precede the tails read below.
+    if plan.resumed and cache is not None:
+        _load_resumed(tables, plan, cache, entries, keep_raw=keep_raw)
+    _load_bulk(tables, plan, keep_raw=keep_raw, race_hook=race_hook)
+    _load_live(tables, plan, keep_raw=keep_raw)
+    _record_files(tables, layouts)
+    tables.freeze()
+    return tables
 
-    bulk: list[tuple[str, str, Path]] = []
-    live: list[tuple[str, str, Path]] = []
-    resumed: list[tuple[str, str, Path, StreamState, bool]] = []
-    stats: dict[tuple[str, str], os.stat_result] = {}
+
+@dataclass(frozen=True)
+class _StreamPlan:
+    """How each progress stream is read: ``resumed`` from a cached offset (with its cached
+    state and whether its writer is alive), ``bulk`` in one pass (a dead writer's), ``live``
+    line by line (a live writer's); ``stats`` is each stream's ``stat`` as planned."""
+
+    bulk: list[tuple[str, str, Path]]
+    live: list[tuple[str, str, Path]]
+    resumed: list[tuple[str, str, Path, StreamState, bool]]
+    stats: dict[tuple[str, str], os.stat_result]
+
+
+def _plan_streams(
+    tables: Tables,
+    layouts: Sequence[RunLayout],
+    cache: RunCache | None,
+    entries: Mapping[str, CacheEntry],
+) -> _StreamPlan:
+    """Sort every stream that exists into resumed, bulk or live (see :class:`_StreamPlan`)."""
+    plan = _StreamPlan(bulk=[], live=[], resumed=[], stats={})
     for run in layouts:
         docs = tables.documents[run.run_id]
         alive = bool(owner_alive(docs.pid, docs.pid_start_time))
@@ -107,7 +133,7 @@ def load_runs(
             st = _stat(sl.progress)
             if st is None:
                 continue
-            stats[(run.run_id, sl.scope)] = st
+            plan.stats[(run.run_id, sl.scope)] = st
             old = entry.streams.get(sl.scope) if entry and cache else None
             if (
                 old is not None
@@ -117,59 +143,79 @@ def load_runs(
                 and not (st.st_size == old.size and st.st_mtime_ns != old.mtime_ns)
                 and tail_sha(sl.progress, old.offset) == old.tail_sha
             ):
-                resumed.append((run.run_id, sl.scope, sl.progress, old, alive))
+                plan.resumed.append((run.run_id, sl.scope, sl.progress, old, alive))
             elif alive:
-                live.append((run.run_id, sl.scope, sl.progress))
+                plan.live.append((run.run_id, sl.scope, sl.progress))
             else:
-                bulk.append((run.run_id, sl.scope, sl.progress))
+                plan.bulk.append((run.run_id, sl.scope, sl.progress))
+    return plan
 
-    # Resumed streams first: their cached rows must precede the tails read below.
-    if resumed and cache is not None:
-        ids = register_streams(con, [(r, s, p) for r, s, p, *_ in resumed])
-        keys = {r: entries[r].key for r, *_ in resumed}
-        files = sorted({str(f) for k in keys.values() for f in cache.event_files(k)})
-        if files:
-            cols = ", ".join(f'p."{k}"' for k in EVENT_FIELDS)
-            con.execute(
-                f"INSERT INTO events_base SELECT s.stream_id, p.ts, {cols}, NULL "
-                "FROM read_parquet($files) p "
-                "JOIN streams s ON s.run_id = p.run_id AND s.scope = p.scope "
-                "WHERE s.stream_id >= $first ORDER BY s.stream_id, p.seq",
-                {"files": files, "first": ids[0]},
-            )
-        for sid, (run_id, scope, path, old, alive) in zip(ids, resumed, strict=True):
-            st = stats[(run_id, scope)]
-            torn: list[TornLine] = [TornLine(run_id, scope, path, a, b, c) for a, b, c in old.torn]
-            offset = old.offset
-            if st.st_size > old.offset:
-                try:
-                    chunk = read_precise(
-                        con,
-                        path,
-                        sid,
-                        (run_id, scope),
-                        offset=old.offset,
-                        # As for a first read: a dead writer's unterminated last line is torn.
-                        complete=not alive,
-                        keep_raw=keep_raw,
-                    )
-                except IngestError as exc:
-                    _stream_failed(tables, run_id, _rel(tables, run_id, path), sid, exc)
-                    continue
-                # read_precise numbers lines from the offset; torn lines need file line numbers.
-                before = _count_lines(path, old.offset) if chunk.torn else 0
-                torn += [replace(t, line=t.line + before) for t in chunk.torn]
-                offset = chunk.end_offset
-            tables.torn_lines.extend(torn)
-            tables.stream_states[(run_id, scope)] = _state(scope, path, st, offset, torn)
 
+def _load_resumed(
+    tables: Tables,
+    plan: _StreamPlan,
+    cache: RunCache,
+    entries: Mapping[str, CacheEntry],
+    *,
+    keep_raw: bool,
+) -> None:
+    """Resumed streams: their cached rows from the cache's event files, then each tail read
+    from its cached offset."""
+    con = tables.con
+    resumed = plan.resumed
+    ids = register_streams(con, [(r, s, p) for r, s, p, *_ in resumed])
+    keys = {r: entries[r].key for r, *_ in resumed}
+    files = sorted({str(f) for k in keys.values() for f in cache.event_files(k)})
+    if files:
+        cols = ", ".join(f'p."{k}"' for k in EVENT_FIELDS)
+        con.execute(
+            f"INSERT INTO events_base SELECT s.stream_id, p.ts, {cols}, NULL "
+            "FROM read_parquet($files) p "
+            "JOIN streams s ON s.run_id = p.run_id AND s.scope = p.scope "
+            "WHERE s.stream_id >= $first ORDER BY s.stream_id, p.seq",
+            {"files": files, "first": ids[0]},
+        )
+    for sid, (run_id, scope, path, old, alive) in zip(ids, resumed, strict=True):
+        st = plan.stats[(run_id, scope)]
+        torn: list[TornLine] = [TornLine(run_id, scope, path, a, b, c) for a, b, c in old.torn]
+        offset = old.offset
+        if st.st_size > old.offset:
+            try:
+                chunk = read_precise(
+                    con,
+                    path,
+                    sid,
+                    (run_id, scope),
+                    offset=old.offset,
+                    # As for a first read: a dead writer's unterminated last line is torn.
+                    complete=not alive,
+                    keep_raw=keep_raw,
+                )
+            except IngestError as exc:
+                _stream_failed(tables, run_id, _rel(tables, run_id, path), sid, exc)
+                continue
+            # read_precise numbers lines from the offset; torn lines need file line numbers.
+            before = _count_lines(path, old.offset) if chunk.torn else 0
+            torn += [replace(t, line=t.line + before) for t in chunk.torn]
+            offset = chunk.end_offset
+        tables.torn_lines.extend(torn)
+        tables.stream_states[(run_id, scope)] = _state(scope, path, st, offset, torn)
+
+
+def _load_bulk(
+    tables: Tables, plan: _StreamPlan, *, keep_raw: bool, race_hook: RaceHook | None
+) -> None:
+    """Dead writers' streams in one pass; a stream that did not parse whole is read again
+    line by line, unless only its last line was cut short."""
+    con = tables.con
+    bulk = plan.bulk
     ids = register_streams(con, bulk)
     first = ids[0] if ids else 0
     paths = [p for *_, p in bulk]
     bad = set(read_bulk(con, paths, first, keep_raw=keep_raw, race_hook=race_hook))
     cut = only_last_line_bad(con, sorted(bad))
     for sid, (run_id, scope, path) in zip(ids, bulk, strict=True):
-        st = stats[(run_id, scope)]
+        st = plan.stats[(run_id, scope)]
         torn = []
         offset = st.st_size
         try:
@@ -189,8 +235,12 @@ def load_runs(
         tables.torn_lines.extend(torn)
         tables.stream_states[(run_id, scope)] = _state(scope, path, st, offset, torn)
 
-    ids = register_streams(con, live)
-    for sid, (run_id, scope, path) in zip(ids, live, strict=True):
+
+def _load_live(tables: Tables, plan: _StreamPlan, *, keep_raw: bool) -> None:
+    """Live writers' streams, line by line."""
+    con = tables.con
+    ids = register_streams(con, plan.live)
+    for sid, (run_id, scope, path) in zip(ids, plan.live, strict=True):
         # A live writer may be mid-line: its unterminated last line waits for the next read.
         try:
             chunk = read_precise(con, path, sid, (run_id, scope), complete=False, keep_raw=keep_raw)
@@ -198,13 +248,10 @@ def load_runs(
             _stream_failed(tables, run_id, _rel(tables, run_id, path), sid, exc)
             continue
         tables.torn_lines.extend(chunk.torn)
-        st = stats[(run_id, scope)]
+        st = plan.stats[(run_id, scope)]
         tables.stream_states[(run_id, scope)] = _state(
             scope, path, st, chunk.end_offset, list(chunk.torn)
         )
-    _record_files(tables, layouts)
-    tables.freeze()
-    return tables
 
 
 def _rel(tables: Tables, run_id: str, path: Path) -> str:

@@ -185,6 +185,15 @@ def render_metrics(result: ScanResult, queue: QueueStats | None, *, now: float) 
     (True, True)
     """
     w = _Writer()
+    _run_families(w, result)
+    _fleet_families(w, result, queue, now=now)
+    if queue is not None:
+        _queue_families(w, queue)
+    return "\n".join([*w.lines, "# EOF"]) + "\n"
+
+
+def _run_families(w: _Writer, result: ScanResult) -> None:
+    """Runs by state and findings by code and severity."""
     by_state = dict.fromkeys(RUN_STATES, 0)
     for d in result.diagnoses:
         by_state[d.state] = by_state.get(d.state, 0) + 1
@@ -204,6 +213,12 @@ def render_metrics(result: ScanResult, queue: QueueStats | None, *, now: float) 
         "Findings of every run and of the fleet, by code and severity.",
         [({"code": c, "severity": s}, n) for (c, s), n in sorted(counts.items())],
     )
+
+
+def _fleet_families(
+    w: _Writer, result: ScanResult, queue: QueueStats | None, *, now: float
+) -> None:
+    """When the scan ran, the fleet's last progress and its idle time."""
     last = fleet_last_progress(result, queue)
     w.family(
         "rundoctor_scan_timestamp_seconds",
@@ -234,40 +249,42 @@ def render_metrics(result: ScanResult, queue: QueueStats | None, *, now: float) 
         [({}, idle_last_day(result, now=now))],
         unit="seconds",
     )
-    if queue is not None:
+
+
+def _queue_families(w: _Writer, queue: QueueStats) -> None:
+    """The queue's tickets by status, throughput, reclaims and quarantines."""
+    w.family(
+        "rundoctor_queue_tickets",
+        "gauge",
+        "Tickets in the queue, by status.",
+        [({"status": s}, n) for s, n in queue.by_status.items()],
+    )
+    w.family(
+        "rundoctor_queue_tickets_done_last_day",
+        "gauge",
+        "Tickets that moved to done in the last 24 hours.",
+        [({}, queue.done_last_day)],
+    )
+    if queue.claim_to_done_median_s is not None:
         w.family(
-            "rundoctor_queue_tickets",
+            "rundoctor_queue_claim_to_done_median_seconds",
             "gauge",
-            "Tickets in the queue, by status.",
-            [({"status": s}, n) for s, n in queue.by_status.items()],
+            "Median time from claim (in progress) to done over done tickets.",
+            [({}, round(queue.claim_to_done_median_s, 3))],
+            unit="seconds",
         )
-        w.family(
-            "rundoctor_queue_tickets_done_last_day",
-            "gauge",
-            "Tickets that moved to done in the last 24 hours.",
-            [({}, queue.done_last_day)],
-        )
-        if queue.claim_to_done_median_s is not None:
-            w.family(
-                "rundoctor_queue_claim_to_done_median_seconds",
-                "gauge",
-                "Median time from claim (in progress) to done over done tickets.",
-                [({}, round(queue.claim_to_done_median_s, 3))],
-                unit="seconds",
-            )
-        w.family(
-            "rundoctor_queue_reclaims",
-            "counter",
-            "Leases the reaper took back (reclaimed ticket events).",
-            [({}, queue.reclaims)],
-        )
-        w.family(
-            "rundoctor_queue_quarantines",
-            "counter",
-            "Tickets quarantined after repeated reclaims.",
-            [({}, queue.quarantines)],
-        )
-    return "\n".join([*w.lines, "# EOF"]) + "\n"
+    w.family(
+        "rundoctor_queue_reclaims",
+        "counter",
+        "Leases the reaper took back (reclaimed ticket events).",
+        [({}, queue.reclaims)],
+    )
+    w.family(
+        "rundoctor_queue_quarantines",
+        "counter",
+        "Tickets quarantined after repeated reclaims.",
+        [({}, queue.quarantines)],
+    )
 
 
 def fleet_metrics(config: DoctorConfig) -> str:

@@ -24,7 +24,7 @@ import json
 import os
 import stat
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -508,6 +508,7 @@ def _insert_lines(
     stream_id: int,
     key: tuple[str, str],
     lines: list[tuple[int, int, bytes]],
+    *,
     keep_raw: bool,
     room: int,
 ) -> tuple[list[TornLine], int, tuple[int, int, bytes] | None]:
@@ -568,99 +569,128 @@ def read_precise(
     gone), in which case it is parsed or reported torn. A line over ``max_line_bytes`` is
     reported torn without being held in memory. Line numbers count from ``offset``.
     """
-    torn: list[TornLine] = []
-    n_torn = 0  # torn lines in all; only the first MAX_TORN_LINES are kept
-    last_torn: TornLine | None = None
-    records = 0
-    number = 0  # lines seen so far
-    consumed = offset  # bytes fully accounted for
-    carry = b""  # the start of a line not yet ended
-    long_from: int | None = None  # byte offset of an overlong line being skipped
-    carry_len = 0  # its length so far
+    cur = _Cursor(key=key, path=path, max_line_bytes=max_line_bytes, consumed=offset)
     try:
         with open_regular(path) as fh:
             fh.seek(offset)
             while True:
                 block = fh.read(chunk_bytes)
                 eof = not block
-                batch: list[tuple[int, int, bytes]] = []
-                if eof:
-                    if not complete:
-                        break
-                    if long_from is not None:
-                        number += 1
-                        t = TornLine(*key, path, number, long_from, _too_long(carry_len))
-                        n_torn, last_torn = n_torn + 1, t
-                        torn += [t][: max(0, MAX_TORN_LINES - len(torn))]
-                        records += 1
-                        consumed += carry_len
-                        long_from = None
-                    elif carry.strip():
-                        number += 1
-                        batch.append((number, consumed, carry))
-                        consumed += len(carry)
-                    carry = b""
-                else:
-                    data = carry + block if carry else block
-                    base = consumed if long_from is None else consumed + carry_len
-                    if long_from is not None:
-                        nl = block.find(b"\n")
-                        if nl < 0:
-                            carry_len += len(block)
-                            continue
-                        number += 1
-                        carry_len += nl
-                        t = TornLine(*key, path, number, long_from, _too_long(carry_len))
-                        n_torn, last_torn = n_torn + 1, t
-                        torn += [t][: max(0, MAX_TORN_LINES - len(torn))]
-                        records += 1
-                        consumed = long_from + carry_len + 1
-                        long_from = None
-                        data, base = block[nl + 1 :], consumed
-                    pos = 0
-                    while True:
-                        nl = data.find(b"\n", pos)
-                        if nl < 0:
-                            break
-                        line = data[pos:nl]
-                        number += 1
-                        if line.strip():
-                            if len(line) > max_line_bytes:
-                                t = TornLine(*key, path, number, base + pos, _too_long(len(line)))
-                                n_torn, last_torn = n_torn + 1, t
-                                torn += [t][: max(0, MAX_TORN_LINES - len(torn))]
-                                records += 1
-                            else:
-                                batch.append((number, base + pos, line))
-                        pos = nl + 1
-                    consumed = base + pos
-                    carry = data[pos:]
-                    if len(carry) > max_line_bytes:
-                        long_from, carry_len, carry = consumed, len(carry), b""
+                if eof and not complete:
+                    break
+                batch = cur.at_eof() if eof else cur.take(block)
                 if batch:
-                    records += len(batch)
-                    room = max(0, MAX_TORN_LINES - len(torn))
+                    cur.records += len(batch)
+                    room = max(0, MAX_TORN_LINES - len(cur.torn))
                     found, n_bad, last = _insert_lines(
-                        con, path, stream_id, key, batch, keep_raw, room
+                        con, path, stream_id, key, batch, keep_raw=keep_raw, room=room
                     )
-                    torn += found
-                    n_torn += n_bad
+                    cur.torn += found
+                    cur.n_torn += n_bad
                     if last is not None:
-                        last_torn = TornLine(*key, path, last[0], last[1], "")
+                        cur.last_torn = TornLine(*key, path, last[0], last[1], "")
                     del batch
                 if eof:
                     break
     except OSError as exc:
         raise IngestError(f"cannot read {path}: {exc.strerror}") from exc
-    torn.sort(key=lambda t: t.line)
-    if n_torn > len(torn) and last_torn is not None:
-        # The rest are counted, not listed: the last one closes the list, saying so.
-        if not last_torn.detail:
-            last_torn = replace(last_torn, detail=_classify_at(path, last_torn))
-        more = f"{n_torn} torn lines in all, the first {len(torn)} listed"
-        torn.append(replace(last_torn, detail=f"{last_torn.detail} ({more})"))
-    return Chunk(
-        torn=tuple(torn),
-        end_offset=consumed,
-        records=records,
-    )
+    return cur.chunk()
+
+
+@dataclass
+class _Cursor:
+    """Where a precise read of one file stands: lines seen, bytes fully accounted for, the
+    start of a line not yet ended (``carry``), an overlong line being skipped (from byte
+    ``long_from``, ``carry_len`` bytes so far), and the torn lines found (the first
+    ``MAX_TORN_LINES`` kept, ``n_torn`` in all, the last one remembered)."""
+
+    key: tuple[str, str]
+    path: Path
+    max_line_bytes: int
+    consumed: int
+    records: int = 0  # non-blank lines consumed
+    number: int = 0
+    carry: bytes = b""
+    long_from: int | None = None
+    carry_len: int = 0
+    torn: list[TornLine] = field(default_factory=list)
+    n_torn: int = 0
+    last_torn: TornLine | None = None
+
+    def _too_long(self, start: int, length: int) -> None:
+        """Line ``number``, from byte ``start``, is torn for its ``length``."""
+        t = TornLine(*self.key, self.path, self.number, start, _too_long(length))
+        self.n_torn, self.last_torn = self.n_torn + 1, t
+        self.torn += [t][: max(0, MAX_TORN_LINES - len(self.torn))]
+        self.records += 1
+
+    def at_eof(self) -> list[tuple[int, int, bytes]]:
+        """The writer is gone: an unended last line is a line (an overlong one is torn)."""
+        batch = []
+        if self.long_from is not None:
+            self.number += 1
+            self._too_long(self.long_from, self.carry_len)
+            self.consumed += self.carry_len
+            self.long_from = None
+        elif self.carry.strip():
+            self.number += 1
+            batch.append((self.number, self.consumed, self.carry))
+            self.consumed += len(self.carry)
+        self.carry = b""
+        return batch
+
+    def take(self, block: bytes) -> list[tuple[int, int, bytes]]:
+        """The ended, non-blank lines of ``block`` (after what was carried over) as
+        ``(number, byte offset, bytes)``; overlong ones are reported torn instead."""
+        batch: list[tuple[int, int, bytes]] = []
+        data = self.carry + block if self.carry else block
+        base = self.consumed if self.long_from is None else self.consumed + self.carry_len
+        if self.long_from is not None:
+            nl = block.find(b"\n")
+            if nl < 0:
+                self.carry_len += len(block)
+                return batch
+            self.number += 1
+            self.carry_len += nl
+            self._too_long(self.long_from, self.carry_len)
+            self.consumed = self.long_from + self.carry_len + 1
+            self.long_from = None
+            data, base = block[nl + 1 :], self.consumed
+        max_line_bytes, number = self.max_line_bytes, self.number  # locals: the hot loop
+        pos = 0
+        while True:
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                break
+            line = data[pos:nl]
+            number += 1
+            if line.strip():
+                if len(line) > max_line_bytes:
+                    self.number = number
+                    self._too_long(base + pos, len(line))
+                else:
+                    batch.append((number, base + pos, line))
+            pos = nl + 1
+        self.number = number
+        self.consumed = base + pos
+        self.carry = data[pos:]
+        if len(self.carry) > max_line_bytes:
+            self.long_from, self.carry_len, self.carry = self.consumed, len(self.carry), b""
+        return batch
+
+    def chunk(self) -> Chunk:
+        """What was consumed; torn lines beyond those listed are counted on the last one."""
+        torn = self.torn
+        torn.sort(key=lambda t: t.line)
+        last_torn = self.last_torn
+        if self.n_torn > len(torn) and last_torn is not None:
+            # The rest are counted, not listed: the last one closes the list, saying so.
+            if not last_torn.detail:
+                last_torn = replace(last_torn, detail=_classify_at(self.path, last_torn))
+            more = f"{self.n_torn} torn lines in all, the first {len(torn)} listed"
+            torn.append(replace(last_torn, detail=f"{last_torn.detail} ({more})"))
+        return Chunk(
+            torn=tuple(torn),
+            end_offset=self.consumed,
+            records=self.records,
+        )

@@ -153,6 +153,17 @@ def render_diagnosis(
     """``flutter doctor``-style: failing checks first (worst first) with a runnable hint,
     passing checks folded into one line (``verbose`` lists them and shows evidence), checks
     that do not apply to one run directory (the queue's) said so in one line."""
+    _diagnosis_head(console, diagnosis)
+    by_code: dict[str, list[Finding]] = {}
+    for f in diagnosis.findings:
+        by_code.setdefault(f.code, []).append(f)
+    _failing_checks(console, diagnosis, detectors, by_code, verbose=verbose)
+    _passing_checks(console, detectors, by_code, verbose=verbose)
+    _diagnosis_total(console, diagnosis, verbose=verbose)
+
+
+def _diagnosis_head(console: Console, diagnosis: Diagnosis) -> None:
+    """The run's id, layout, state, start, wall time and events; its terminal reason."""
     facts = diagnosis.facts
     _hanging(
         console,
@@ -168,9 +179,17 @@ def render_diagnosis(
             f"terminal reason: [bold]{escape(str(reason))}[/bold]"
             + (f" [dim](stopped by {escape(str(stop))})[/dim]" if stop else "")
         )
-    by_code: dict[str, list[Finding]] = {}
-    for f in diagnosis.findings:
-        by_code.setdefault(f.code, []).append(f)
+
+
+def _failing_checks(
+    console: Console,
+    diagnosis: Diagnosis,
+    detectors: Sequence[Detector],
+    by_code: dict[str, list[Finding]],
+    *,
+    verbose: bool,
+) -> None:
+    """Each check with findings, worst first: its findings, then a hint and a command."""
     order = {d.__name__: i for i, d in enumerate(detectors)}
     # Failing checks worst first; codes that name no listed detector are shown, not dropped.
     failing = sorted(
@@ -196,6 +215,16 @@ def render_diagnosis(
                 _hanging(console, "    [cyan]→[/cyan]", f"[cyan]{escape(advice)}[/cyan]")
             if command:
                 _command_line(console, "      ", command)
+
+
+def _passing_checks(
+    console: Console,
+    detectors: Sequence[Detector],
+    by_code: dict[str, list[Finding]],
+    *,
+    verbose: bool,
+) -> None:
+    """The checks without findings folded into one line, and the queue's checks apart."""
     passed = [d.__name__ for d in detectors if d.__name__ not in by_code]
     apart = [name for name in passed if name in QUEUE_CHECKS]
     passed = [name for name in passed if name not in QUEUE_CHECKS]
@@ -215,6 +244,10 @@ def render_diagnosis(
             "(a scan with --db runs them)[/dim]",
             soft_wrap=True,
         )
+
+
+def _diagnosis_total(console: Console, diagnosis: Diagnosis, *, verbose: bool) -> None:
+    """The closing line: no issues, or the findings by severity and where the evidence is."""
     counts = diagnosis.counts()
     total = sum(counts.values())
     if total == 0 and diagnosis.state in ("failed", "canceled"):
@@ -316,27 +349,7 @@ def render_scan(
     with an ellipsis; ``limit`` rows at most; a per-code rollup; the fleet's findings."""
     runs = sorted(result.diagnoses, key=_severity_key)
     shown = runs if not limit else runs[:limit]
-    rows = []
-    for d in shown:
-        c = d.counts()
-        worst = d.findings[0] if d.findings else None
-        started = d.facts.get("started_at")
-        rows.append(
-            {
-                "run": d.run_id,
-                "state": d.state,
-                "started": _started(started),
-                "age": _age(started, now),
-                "wall": " ".join(_duration(d.facts.get("wall_s")).split()[:2]),
-                "crit": str(c["critical"] or ""),
-                "err": str(c["error"] or ""),
-                "warn": str(c["warning"] or ""),
-                "info": str(c["info"] or ""),
-                "worst finding": ""
-                if worst is None
-                else " ".join(f"{worst.code}: {worst.summary}".split()),
-            }
-        )
+    rows = [_scan_row(d, now) for d in shown]
     columns = fit_columns(
         rows, _SCAN_COLUMNS, console.width, free=["worst finding"], optional=_OPTIONAL
     )
@@ -345,6 +358,33 @@ def render_scan(
         console.print(
             f"… {_plural(len(runs) - len(shown), 'more run')} (worst first; --limit 0 shows all)"
         )
+    _scan_rollup(console, runs, result)
+    _scan_fleet(console, result, verbose=verbose)
+
+
+def _scan_row(d: Diagnosis, now: float | None) -> dict[str, str]:
+    """One run's row of the scan table."""
+    c = d.counts()
+    worst = d.findings[0] if d.findings else None
+    started = d.facts.get("started_at")
+    return {
+        "run": d.run_id,
+        "state": d.state,
+        "started": _started(started),
+        "age": _age(started, now),
+        "wall": " ".join(_duration(d.facts.get("wall_s")).split()[:2]),
+        "crit": str(c["critical"] or ""),
+        "err": str(c["error"] or ""),
+        "warn": str(c["warning"] or ""),
+        "info": str(c["info"] or ""),
+        "worst finding": ""
+        if worst is None
+        else " ".join(f"{worst.code}: {worst.summary}".split()),
+    }
+
+
+def _scan_rollup(console: Console, runs: list[Diagnosis], result: ScanResult) -> None:
+    """How many findings of each code, worst code first."""
     codes: dict[str, list[Finding]] = {}
     for f in [f for d in runs for f in d.findings] + list(result.findings):
         codes.setdefault(f.code, []).append(f)
@@ -356,6 +396,10 @@ def render_scan(
             "by code: " + " · ".join(f"{code} {len(found)}" for code, found in rollup),
             soft_wrap=True,
         )
+
+
+def _scan_fleet(console: Console, result: ScanResult, *, verbose: bool) -> None:
+    """The fleet's runs and events, its own findings, and the closing verdict."""
     fleet = result.fleet
     states = ", ".join(f"{n} {s}" for s, n in sorted(fleet.get("by_state", {}).items()))
     console.print(

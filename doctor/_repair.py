@@ -134,64 +134,12 @@ def plan_repairs(diagnosis: Diagnosis | ScanResult, config: DoctorConfig) -> lis
     actions: dict[tuple[str, str], Action] = {}
     for f in diagnosis.findings:
         ref = FindingRef.of(f)
-        ev = f.evidence
-        action: Action | None = None
         if f.repair in QUEUE_ACTIONS:
             action = _plan_queue(f, ref, config)
         elif run_path is None:
             continue
-        elif f.repair == "terminalize" and is_top_scope(f.scope):
-            stall = facts.get("stall_timeout_s")
-            stall = float(stall) if isinstance(stall, int | float) else config.stall_timeout_s
-            age = _age_s(config, facts.get("last_event_at"))
-            blocked = None
-            if facts.get("owner_alive") is not False:
-                blocked = "the owner process is not known to be dead"
-            elif age is not None and age <= stall:
-                blocked = (
-                    f"the last event is {age:.0f} s old, within the {stall:.0f} s stall timeout"
-                )
-            pid = facts.get("owner_pid")
-            action = Action(
-                "terminalize",
-                "final.json",
-                ref,
-                f"owner pid {pid} is dead and nothing was written since "
-                f"{facts.get('last_event_at')} (stall timeout {stall:.0f} s)",
-                stall_timeout_s=stall,
-                blocked=blocked,
-            )
-        elif f.repair == "ingest_status":
-            target, source = ev.get("expected_path"), ev.get("found_path")
-            if isinstance(target, str) and isinstance(source, str):
-                canonical = run_path / target
-                kept = os.path.lexists(canonical) and not _is_placeholder(canonical)
-                action = Action(
-                    "ingest_status",
-                    target,
-                    ref,
-                    f"{f.node_id} failed for want of a status file while {source} holds "
-                    f"outcome {ev.get('found_outcome')!r}",
-                    source=source,
-                    blocked=f"{target} already records an outcome; the repair only replaces an "
-                    "engine's 'missing status.json' placeholder"
-                    if kept
-                    else None,
-                )
-        elif f.repair == "truncate_torn_line":
-            target, offset = ev.get("file"), ev.get("byte_offset")
-            if isinstance(target, str) and isinstance(offset, int):
-                action = Action(
-                    "truncate_torn_line",
-                    target,
-                    ref,
-                    f"its last line, from byte {offset}, is a half-written append "
-                    f"({ev.get('detail')})",
-                    byte_offset=offset,
-                    blocked="the owner process is alive and may be writing that line"
-                    if facts.get("owner_alive") is True
-                    else None,
-                )
+        else:
+            action = _plan_run(f, ref, facts, run_path, config)
         if action is None:
             continue
         key = (action.kind, action.target)
@@ -199,6 +147,83 @@ def plan_repairs(diagnosis: Diagnosis | ScanResult, config: DoctorConfig) -> lis
         if key not in actions or (actions[key].lease_epoch is None and action.lease_epoch):
             actions[key] = action
     return sorted(actions.values(), key=lambda a: (ACTIONS.index(a.kind), a.target))
+
+
+def _plan_run(
+    f: Finding, ref: FindingRef, facts: Mapping[str, Any], run_path: Path, config: DoctorConfig
+) -> Action | None:
+    """The repair of a run's finding, or None when it names none this module plans."""
+    if f.repair == "terminalize" and is_top_scope(f.scope):
+        return _plan_terminalize(ref, facts, config)
+    if f.repair == "ingest_status":
+        return _plan_ingest_status(f, ref, run_path)
+    if f.repair == "truncate_torn_line":
+        return _plan_truncate(f, ref, facts)
+    return None
+
+
+def _plan_terminalize(ref: FindingRef, facts: Mapping[str, Any], config: DoctorConfig) -> Action:
+    """Write the run's final.json; blocked while its owner may live or its last event is
+    within the stall timeout."""
+    stall = facts.get("stall_timeout_s")
+    stall = float(stall) if isinstance(stall, int | float) else config.stall_timeout_s
+    age = _age_s(config, facts.get("last_event_at"))
+    blocked = None
+    if facts.get("owner_alive") is not False:
+        blocked = "the owner process is not known to be dead"
+    elif age is not None and age <= stall:
+        blocked = f"the last event is {age:.0f} s old, within the {stall:.0f} s stall timeout"
+    pid = facts.get("owner_pid")
+    return Action(
+        "terminalize",
+        "final.json",
+        ref,
+        f"owner pid {pid} is dead and nothing was written since "
+        f"{facts.get('last_event_at')} (stall timeout {stall:.0f} s)",
+        stall_timeout_s=stall,
+        blocked=blocked,
+    )
+
+
+def _plan_ingest_status(f: Finding, ref: FindingRef, run_path: Path) -> Action | None:
+    """Copy a stranded status file to the canonical path; blocked unless what is there is
+    only the engine's placeholder."""
+    ev = f.evidence
+    target, source = ev.get("expected_path"), ev.get("found_path")
+    if not (isinstance(target, str) and isinstance(source, str)):
+        return None
+    canonical = run_path / target
+    kept = os.path.lexists(canonical) and not _is_placeholder(canonical)
+    return Action(
+        "ingest_status",
+        target,
+        ref,
+        f"{f.node_id} failed for want of a status file while {source} holds "
+        f"outcome {ev.get('found_outcome')!r}",
+        source=source,
+        blocked=f"{target} already records an outcome; the repair only replaces an "
+        "engine's 'missing status.json' placeholder"
+        if kept
+        else None,
+    )
+
+
+def _plan_truncate(f: Finding, ref: FindingRef, facts: Mapping[str, Any]) -> Action | None:
+    """Cut a torn last line off a stream; blocked while its owner is alive."""
+    ev = f.evidence
+    target, offset = ev.get("file"), ev.get("byte_offset")
+    if not (isinstance(target, str) and isinstance(offset, int)):
+        return None
+    return Action(
+        "truncate_torn_line",
+        target,
+        ref,
+        f"its last line, from byte {offset}, is a half-written append ({ev.get('detail')})",
+        byte_offset=offset,
+        blocked="the owner process is alive and may be writing that line"
+        if facts.get("owner_alive") is True
+        else None,
+    )
 
 
 def _plan_queue(f: Finding, ref: FindingRef, config: DoctorConfig) -> Action | None:
@@ -884,6 +909,8 @@ def _apply_all(
 
 
 def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> ActionResult:
+    """Apply one action unless the journal is unsafe, it is already done, or the breaker
+    tripped; journal what happened, with the target's hashes before and after."""
     unsafe = _journal_unsafe(ctx.run_path)
     if unsafe is not None:
         return ActionResult(action, "refused", unsafe)
@@ -921,7 +948,31 @@ def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> Action
     except OSError as exc:
         outcome, message = "failed", f"{type(exc).__name__}: {exc}"
     after = _sha_rel(ctx, action.target) if hashable else None
-    entry = JournalEntry(
+    entry = _journal_entry(
+        ctx, action, outcome=outcome, message=message, before=before, after=after, backup=backup
+    )
+    try:
+        append_entry(ctx.run_path, entry, dir_fd=ctx.run_fd)
+    except OSError as exc:
+        message += f" (the journal could not be written: {exc})"
+        outcome = "failed" if outcome == "applied" else outcome
+    ctx.journal.append(entry)
+    return ActionResult(action, outcome, message, before, after, backup)
+
+
+def _journal_entry(
+    ctx: _Ctx,
+    action: Action,
+    *,
+    outcome: str,
+    message: str,
+    before: str | None,
+    after: str | None,
+    backup: str | None,
+) -> JournalEntry:
+    """The journal's record of one action: what was done to which target, for which
+    finding, and the target's hashes before and after."""
+    return JournalEntry(
         at=iso(int(ctx.config.now * 1e9)) or "",
         at_s=ctx.config.now,
         tool=TOOL,
@@ -940,10 +991,3 @@ def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> Action
         backup=backup,
         source=action.source,
     )
-    try:
-        append_entry(ctx.run_path, entry, dir_fd=ctx.run_fd)
-    except OSError as exc:
-        message += f" (the journal could not be written: {exc})"
-        outcome = "failed" if outcome == "applied" else outcome
-    ctx.journal.append(entry)
-    return ActionResult(action, outcome, message, before, after, backup)

@@ -187,7 +187,7 @@ def _clock_inputs(
     tables: Tables, facts: dict[str, Any], config: DoctorConfig, ids: list[str]
 ) -> dict[str, dict[str, Any]]:
     """Per run, what its clock- and liveness-dependent results were computed from."""
-    from doctor._facts import _branch_state
+    from doctor._facts import _branch_state, _Liveness
 
     last_events = {(r, s): t for r, s, t in tables.sql(_BRANCH_SQL, ids=ids)}
     out: dict[str, dict[str, Any]] = {}
@@ -197,6 +197,7 @@ def _clock_inputs(
         final = docs.final
         alive = rf.get("owner_alive")
         stall = rf.get("stall_timeout_s")
+        live = _Liveness(alive=alive, stall=stall, now=config.now)
         branches = []
         for b in rf.get("branches", []):
             scope = b["scope"]
@@ -204,7 +205,7 @@ def _clock_inputs(
             sfinal = sd.final if sd else None
             status = sfinal.get("status") if sfinal is not None and sfinal.ok else None
             lp, le = parse_iso(b.get("last_progress_at")), last_events.get((run_id, scope))
-            computed = _branch_state(docs, scope, alive, lp, le, stall, config.now)
+            computed = _branch_state(docs, scope, live, last_progress=lp, last_event=le)
             # A branch state that is not the clock's (the parent's record of it, or its fan-out's
             # results) is fixed by the files.
             fixed = b["state"] if b["state"] != computed else None

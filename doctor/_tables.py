@@ -183,6 +183,14 @@ def new_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     _remove_orphaned_scratch()
     scratch, lock = _own_scratch()
     weakref.finalize(con, _drop_scratch, scratch, lock)  # also runs at interpreter exit
+    _configure(con, scratch, threads)
+    _create_tables(con)
+    return con
+
+
+def _configure(con: duckdb.DuckDBPyConnection, scratch: str, threads: int | None) -> None:
+    """Bounded memory and spill (under ``scratch``), insertion order kept, UTC, no progress
+    bar, and ``threads`` when given."""
     con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
     con.execute("SET temp_directory = $dir", {"dir": str(Path(scratch) / "spill")})
     con.execute(f"SET max_temp_directory_size = '{DUCKDB_TEMP_LIMIT}'")
@@ -197,6 +205,11 @@ def new_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
         con.execute("SET enable_progress_bar = false")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
+
+
+def _create_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """The canonical tables, empty: events and attempts, files, runs, torn lines, what a
+    scan's fleet phase reads of cached runs, and a queue's tables."""
     create_events_table(con)
     con.execute(_ATTEMPTS_VIEW)
     con.execute(
@@ -237,7 +250,6 @@ def new_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
         'CREATE TABLE ticket_events (id BIGINT, ticket_id VARCHAR, "at" DOUBLE, event VARCHAR, '
         "worker VARCHAR, epoch BIGINT, detail VARCHAR)"
     )
-    return con
 
 
 @dataclass

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from doctor._config import DoctorConfig
 from doctor._facts import parse_iso
@@ -102,6 +103,35 @@ def _span(seconds: float) -> str:
     return f"{h}h {m:02d}m" if h else f"{m}m {s % 60:02d}s"
 
 
+#: The run's first and last event times, and its scopes.
+_SPAN_SQL = (
+    "SELECT epoch_ns(min(ts)), epoch_ns(max(ts)), list(DISTINCT scope ORDER BY scope) "
+    "FROM events WHERE run_id = $run AND ts IS NOT NULL"
+)
+
+
+def _stretches(diagnosis: Diagnosis, quiet: list[tuple[Any, ...]]) -> list[Stretch]:
+    """The shaded stretches: heartbeats without progress (the ``quiet`` rows), then the
+    diagnosis's idle gaps of this run."""
+    stretches = [
+        Stretch(
+            "heartbeat_only",
+            str(scope),
+            int(a),
+            int(b),
+            f"{plural(int(beats), 'heartbeat')} and no progress for {_span((b - a) / 1e9)}",
+        )
+        for scope, a, b, beats in quiet
+    ]
+    for f in diagnosis.findings:
+        if f.code != "idle_gap" or f.run_id not in (diagnosis.run_id, None):
+            continue
+        a, b = parse_iso(f.evidence.get("start")), parse_iso(f.evidence.get("end"))
+        if a is not None and b is not None:
+            stretches.append(Stretch("idle_gap", None, a, b, f.summary))
+    return stretches
+
+
 def run_timeline(diagnosis: Diagnosis, config: DoctorConfig | None = None) -> Timeline:
     """The timeline of the run a diagnosis describes (read again from ``diagnosis.path``).
 
@@ -141,29 +171,10 @@ def run_timeline(diagnosis: Diagnosis, config: DoctorConfig | None = None) -> Ti
         ]
         stall = float(diagnosis.facts.get("stall_timeout_s") or config.stall_timeout_s)
         quiet = tables.sql(_QUIET_SQL, run=run, min_ns=int(stall * 1e9))
-        span = tables.sql(
-            "SELECT epoch_ns(min(ts)), epoch_ns(max(ts)), list(DISTINCT scope ORDER BY scope) "
-            "FROM events WHERE run_id = $run AND ts IS NOT NULL",
-            run=run,
-        )[0]
+        span = tables.sql(_SPAN_SQL, run=run)[0]
     finally:
         tables.con.close()
-    stretches = [
-        Stretch(
-            "heartbeat_only",
-            str(scope),
-            int(a),
-            int(b),
-            f"{plural(int(beats), 'heartbeat')} and no progress for {_span((b - a) / 1e9)}",
-        )
-        for scope, a, b, beats in quiet
-    ]
-    for f in diagnosis.findings:
-        if f.code != "idle_gap" or f.run_id not in (diagnosis.run_id, None):
-            continue
-        a, b = parse_iso(f.evidence.get("start")), parse_iso(f.evidence.get("end"))
-        if a is not None and b is not None:
-            stretches.append(Stretch("idle_gap", None, a, b, f.summary))
+    stretches = _stretches(diagnosis, quiet)
     start = int(span[0]) if span[0] is not None else 0
     end = int(span[1]) if span[1] is not None else start
     scopes = sorted(set(span[2] or []) | {b.scope for b in bars}, key=lambda s: (s != "", s))

@@ -505,32 +505,16 @@ def _successors(g: Graph, node_id: str) -> list[str]:
 
 
 def _check_fanouts(g: Graph) -> tuple[dict[str, str], dict[str, str]]:
+    """Each fan-out's branches: disjoint regions of at least one node that converge on one
+    fan-in of their own, entered only from the fan-out, with no retry target inside from
+    outside. Returns ``(fan-out -> fan-in, node -> its fan-out)``."""
     joins: dict[str, str] = {}
     branch_of: dict[str, str] = {}
     owner: dict[str, str] = {}  # node -> "fanout/branch" it belongs to
     for fan in (n for n in g.nodes.values() if n.kind == "fanout"):
         hit: set[str] = set()
         for e in g.outgoing(fan.id):
-            region, fanins, seen = [], set(), {e.dst}
-            stack = [(e.dst, e.line)]
-            while stack:
-                nid, via = stack.pop()
-                node = g.nodes[nid]
-                if node.kind == "fanin":
-                    fanins.add(nid)
-                    continue
-                if node.kind in ("exit", "fanout"):
-                    what = "reaches exit" if node.kind == "exit" else "holds a nested fan-out"
-                    raise GraphError(
-                        via,
-                        f"branch {e.dst!r} of fan-out {fan.id!r} {what} ({nid!r}) "
-                        "before its fan-in; branches must end at one tripleoctagon fan-in",
-                    )
-                region.append(nid)
-                for nxt, line in _links(g, nid):
-                    if nxt not in seen:
-                        seen.add(nxt)
-                        stack.append((nxt, line))
+            region, fanins = _branch_region(g, fan.id, e)
             if not region or len(fanins) != 1 or (hit and fanins != hit):
                 raise GraphError(
                     e.line,
@@ -552,6 +536,42 @@ def _check_fanouts(g: Graph) -> tuple[dict[str, str], dict[str, str]]:
         if join in joins.values():
             raise GraphError(g.nodes[join].line, f"fan-in {join!r} joins more than one fan-out")
         joins[fan.id] = join
+    _check_branch_entries(g, owner, branch_of, joins)
+    _check_retry_targets(g, owner)
+    return joins, branch_of
+
+
+def _branch_region(g: Graph, fan: str, e: Edge) -> tuple[list[str], set[str]]:
+    """The nodes the branch starting at edge ``e`` of fan-out ``fan`` runs, and the fan-ins
+    it reaches; a branch that reaches exit or another fan-out first is an error."""
+    region, fanins, seen = [], set(), {e.dst}
+    stack = [(e.dst, e.line)]
+    while stack:
+        nid, via = stack.pop()
+        node = g.nodes[nid]
+        if node.kind == "fanin":
+            fanins.add(nid)
+            continue
+        if node.kind in ("exit", "fanout"):
+            what = "reaches exit" if node.kind == "exit" else "holds a nested fan-out"
+            raise GraphError(
+                via,
+                f"branch {e.dst!r} of fan-out {fan!r} {what} ({nid!r}) "
+                "before its fan-in; branches must end at one tripleoctagon fan-in",
+            )
+        region.append(nid)
+        for nxt, line in _links(g, nid):
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, line))
+    return region, fanins
+
+
+def _check_branch_entries(
+    g: Graph, owner: dict[str, str], branch_of: dict[str, str], joins: dict[str, str]
+) -> None:
+    """No edge enters a branch from outside but its fan-out's; a fan-in is entered only
+    from its own fan-out's branches."""
     join_of = {j: f for f, j in joins.items()}
     for e in g.edges:
         inside = owner.get(e.dst)
@@ -567,6 +587,10 @@ def _check_fanouts(g: Graph) -> tuple[dict[str, str], dict[str, str]]:
                 f"edge {e.src} -> {e.dst}: a fan-in is entered only from the branches of its "
                 "fan-out",
             )
+
+
+def _check_retry_targets(g: Graph, owner: dict[str, str]) -> None:
+    """No retry target (a node's or the graph's) lies inside a branch its node is not in."""
     targets = [(n.line, n.id, n.retry_target) for n in g.nodes.values() if n.retry_target]
     targets.append((0, "", g.attrs.get("retry_target", "")))
     for line, nid, target in targets:
@@ -574,7 +598,6 @@ def _check_fanouts(g: Graph) -> tuple[dict[str, str], dict[str, str]]:
             raise GraphError(
                 line, f"retry_target {target!r} lies inside branch {owner[target]} of a fan-out"
             )
-    return joins, branch_of
 
 
 def _check_reachability(g: Graph) -> None:

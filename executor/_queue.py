@@ -223,7 +223,15 @@ class Queue(abc.ABC):
                 return None
             ticket = _ticket(row)
             detail = {"lease_expires_at": now + lease_ttl_s, "session": dataclasses.asdict(s)}
-            self._event(tx, ticket.id, now, "claimed", worker, ticket.lease_epoch, detail)
+            self._event(
+                tx,
+                ticket.id,
+                now,
+                "claimed",
+                worker=worker,
+                epoch=ticket.lease_epoch,
+                detail=detail,
+            )
             return Lease(ticket, ticket.lease_epoch, worker)
 
         return self._atomic(run)
@@ -280,7 +288,15 @@ class Queue(abc.ABC):
                     "threshold_s": 2 * expected,
                     "previous_at": previous,
                 }
-                self._event(tx, t.id, now, "heartbeat_gap", lease.worker, lease.epoch, gap)
+                self._event(
+                    tx,
+                    t.id,
+                    now,
+                    "heartbeat_gap",
+                    worker=lease.worker,
+                    epoch=lease.epoch,
+                    detail=gap,
+                )
 
         self._fenced(lease, "heartbeat", body)
 
@@ -300,7 +316,9 @@ class Queue(abc.ABC):
                 tx, sql.FINISH, ("done", t.error_attempts, None, now, now, t.id, t.lease_epoch)
             )
             detail = {"result": dict(result), "run_id": t.run_id, "run_path": t.run_path}
-            self._event(tx, t.id, now, "completed", lease.worker, lease.epoch, detail)
+            self._event(
+                tx, t.id, now, "completed", worker=lease.worker, epoch=lease.epoch, detail=detail
+            )
             self._unblock_dependants(tx, t.id, now)
             return done
 
@@ -336,7 +354,9 @@ class Queue(abc.ABC):
                 "run_id": t.run_id,
                 "run_path": t.run_path,
             }
-            self._event(tx, t.id, now, "failed", lease.worker, lease.epoch, detail)
+            self._event(
+                tx, t.id, now, "failed", worker=lease.worker, epoch=lease.epoch, detail=detail
+            )
             if not retry:
                 self._block_dependants(tx, t.id, "failed", now)
             return out
@@ -357,7 +377,9 @@ class Queue(abc.ABC):
         def body(tx: Tx, t: Ticket, now: float) -> Ticket:
             out = _updated(tx, sql.REQUEUE, (t.error_attempts, reason, now, t.id, t.lease_epoch))
             detail = {"reason": reason, "run_id": t.run_id, "session_name": t.session_name}
-            self._event(tx, t.id, now, "released", lease.worker, lease.epoch, detail)
+            self._event(
+                tx, t.id, now, "released", worker=lease.worker, epoch=lease.epoch, detail=detail
+            )
             return out
 
         return self._fenced(lease, "release", body)
@@ -432,25 +454,12 @@ class Queue(abc.ABC):
             after_row = tx.one(sql.RECLAIM, (status, why, finished, now, *cas))
             if after_row is not None:
                 after = _ticket(after_row)
-                detail = {
-                    "reason": reason,
-                    "new_epoch": after.lease_epoch,
-                    "reclaims_in_window": recent,
-                    "crash_recoveries": after.crash_recoveries,
-                    "previous_status": before.status,
-                    "session_name": before.session_name,
-                    "pid": before.pid,
-                    "host": before.host,
-                    "run_id": before.run_id,
-                }
-                self._event(
-                    tx, ticket_id, now, "reclaimed", before.lease_owner, expected_epoch, detail
+                self._record_reclaim(
+                    tx,
+                    before,
+                    after,
+                    _Reclaim(now, expected_epoch, reason, recent, why if quarantine else None),
                 )
-                if quarantine:
-                    self._event(
-                        tx, ticket_id, now, "quarantined", None, after.lease_epoch, {"reason": why}
-                    )
-                    self._block_dependants(tx, ticket_id, "quarantined", now)
                 return after
             grace = None
             if before.lease_epoch == expected_epoch and before.status in LEASED_STATUSES:
@@ -461,6 +470,41 @@ class Queue(abc.ABC):
             return self._reject(tx, ticket_id, expected_epoch, None, "reclaim", now, why=grace)
 
         return _raise_fenced(self._atomic(run))
+
+    def _record_reclaim(self, tx: Tx, before: Ticket, after: Ticket, r: _Reclaim) -> None:
+        """The events of a reclaim (and of the quarantine it caused, which also blocks the
+        ticket's dependants)."""
+        ticket_id = before.id
+        detail = {
+            "reason": r.reason,
+            "new_epoch": after.lease_epoch,
+            "reclaims_in_window": r.recent,
+            "crash_recoveries": after.crash_recoveries,
+            "previous_status": before.status,
+            "session_name": before.session_name,
+            "pid": before.pid,
+            "host": before.host,
+            "run_id": before.run_id,
+        }
+        self._event(
+            tx,
+            ticket_id,
+            r.now,
+            "reclaimed",
+            worker=before.lease_owner,
+            epoch=r.expected_epoch,
+            detail=detail,
+        )
+        if r.quarantined_why is not None:
+            self._event(
+                tx,
+                ticket_id,
+                r.now,
+                "quarantined",
+                epoch=after.lease_epoch,
+                detail={"reason": r.quarantined_why},
+            )
+            self._block_dependants(tx, ticket_id, "quarantined", r.now)
 
     # -- operator actions and reads ------------------------------------------------------------
 
@@ -487,7 +531,13 @@ class Queue(abc.ABC):
             out = _updated(tx, sql.CANCEL, (reason, now, now, ticket_id))
             detail = {"reason": reason, "previous_status": before.status}
             self._event(
-                tx, ticket_id, now, "canceled", before.lease_owner, before.lease_epoch, detail
+                tx,
+                ticket_id,
+                now,
+                "canceled",
+                worker=before.lease_owner,
+                epoch=before.lease_epoch,
+                detail=detail,
             )
             self._block_dependants(tx, ticket_id, "canceled", now)
             return out
@@ -571,7 +621,7 @@ class Queue(abc.ABC):
             "current_epoch": current.lease_epoch if current else None,
             "current_status": current.status if current else None,
         }
-        self._event(tx, ticket_id, now, "fenced", worker, epoch, detail)
+        self._event(tx, ticket_id, now, "fenced", worker=worker, epoch=epoch, detail=detail)
         return FencedError(ticket_id, epoch, f"{action} rejected: {why}")
 
     def _unblock_dependants(self, tx: Tx, ticket_id: str, now: float) -> None:
@@ -625,6 +675,7 @@ class Queue(abc.ABC):
         ticket_id: str,
         at: float,
         event: str,
+        *,
         worker: str | None = None,
         epoch: int | None = None,
         detail: Mapping[str, Any] | None = None,
@@ -735,3 +786,15 @@ def open_queue(
     from executor._sqlite import SqliteQueue
 
     return SqliteQueue(text, clock=clock, create=create)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Reclaim:
+    """One reclaim as it is recorded: when, the epoch it took back, why, how many reclaims
+    the window now holds, and why it quarantined the ticket (None when it did not)."""
+
+    now: float
+    expected_epoch: int
+    reason: str
+    recent: int
+    quarantined_why: str | None

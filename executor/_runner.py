@@ -243,6 +243,9 @@ class _Engine:
     # -- visits and attempts ---------------------------------------------------------------
 
     def _visit(self, node: Node, prev: Outcome, prev_node: str) -> tuple[Outcome, int]:
+        """Run ``node`` to its outcome: one attempt for a node without a process, else
+        attempts until one does not fail, the failure is not retried, or the run is
+        canceled. Returns the outcome and how many retries it took."""
         if node.kind not in ("tool", "agent"):
             return self._single(node, prev, prev_node), 0
         default = self.g.int_attr("default_max_retry", self.cfg.default_max_retries)
@@ -264,33 +267,7 @@ class _Engine:
             self.totals.stage_s += spent
             if not outcome.failed or outcome.failure_class == "canceled":
                 return outcome, retries
-            more = attempt <= max_retries
-            transient = outcome.failure_class == "transient_infra"
-            will = more and transient and self.s.take_retry()
-            why = _verdict(will=will, more=more, transient=transient, cls=outcome.failure_class)
-            self.w.emit(
-                ev.RetryDecision(
-                    node_id=node.id,
-                    attempt=attempt,
-                    max_retries=max_retries,
-                    will_retry=will,
-                    failure_class=outcome.failure_class,
-                    reason=f"{outcome.failure_reason}, {why}",
-                )
-            )
-            if not will:
-                if more:
-                    self.w.emit(
-                        ev.StageRetryBlocked(
-                            node_id=node.id,
-                            attempt=attempt,
-                            max=max_retries + 1,
-                            status=outcome.status,
-                            failure_reason=outcome.failure_reason,
-                            failure_class=outcome.failure_class,
-                            max_retry=max_retries,
-                        )
-                    )
+            if not self._will_retry(node, outcome, attempt=attempt, max_retries=max_retries):
                 return replace(outcome, status="fail"), retries
             delay = self._backoff(node.id, attempt)
             self.w.emit(
@@ -305,6 +282,38 @@ class _Engine:
             if self.s.token.wait(delay):
                 return replace(outcome, status="fail"), retries
             attempt, retries = attempt + 1, retries + 1
+
+    def _will_retry(self, node: Node, outcome: Outcome, *, attempt: int, max_retries: int) -> bool:
+        """Decide whether a failed attempt is retried (attempts left, a transient failure,
+        and the run's retry budget) and record the decision; a retry refused while attempts
+        were left is recorded as blocked."""
+        more = attempt <= max_retries
+        transient = outcome.failure_class == "transient_infra"
+        will = more and transient and self.s.take_retry()
+        why = _verdict(will=will, more=more, transient=transient, cls=outcome.failure_class)
+        self.w.emit(
+            ev.RetryDecision(
+                node_id=node.id,
+                attempt=attempt,
+                max_retries=max_retries,
+                will_retry=will,
+                failure_class=outcome.failure_class,
+                reason=f"{outcome.failure_reason}, {why}",
+            )
+        )
+        if not will and more:
+            self.w.emit(
+                ev.StageRetryBlocked(
+                    node_id=node.id,
+                    attempt=attempt,
+                    max=max_retries + 1,
+                    status=outcome.status,
+                    failure_reason=outcome.failure_reason,
+                    failure_class=outcome.failure_class,
+                    max_retry=max_retries,
+                )
+            )
+        return will
 
     def _backoff(self, node_id: str, attempt: int) -> float:
         base = self.cfg.backoff_initial_s * self.cfg.backoff_factor ** (attempt - 1)

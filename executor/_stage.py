@@ -353,15 +353,14 @@ def run_process(
             rc, stop = _supervise(
                 proc,
                 pipes,
-                out,
-                err,
+                (out, err),
                 t0,
-                timeout_s,
-                grace_s,
-                heartbeat_s,
-                canceled,
-                on_heartbeat,
-                command,
+                timeout_s=timeout_s,
+                grace_s=grace_s,
+                heartbeat_s=heartbeat_s,
+                canceled=canceled,
+                on_heartbeat=on_heartbeat,
+                command=command,
             )
         finally:
             for fd in list(pipes):
@@ -383,9 +382,9 @@ def run_process(
 def _supervise(
     proc: subprocess.Popen[bytes],
     pipes: dict[int, CappedLog],
-    out: CappedLog,
-    err: CappedLog,
+    logs: tuple[CappedLog, CappedLog],
     t0: float,
+    *,
     timeout_s: float,
     grace_s: float,
     heartbeat_s: float,
@@ -393,7 +392,9 @@ def _supervise(
     on_heartbeat: Callable[[Beat], None],
     command: str,
 ) -> tuple[int, str | None]:
-    """The one loop of :func:`run_process`: output, timeout, cancellation, heartbeats."""
+    """The one loop of :func:`run_process`: output, timeout, cancellation, heartbeats.
+    ``logs`` are the stdout and stderr logs ``pipes`` drain into."""
+    out, err = logs
     pgid = proc.pid  # the session leader's pid is its group id
     # Who to stop if this executor dies: the reaper kills groups whose leader still runs. No
     # fsync: the file only matters while this host is up (a crashed host has no processes).

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -140,58 +140,11 @@ def queue_throughput(con: Any, *, now: float, days: int = 14) -> Throughput:
     per_ticket: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for ticket, at, event in events:
         per_ticket[str(ticket)].append((float(at), str(event)))
-
-    created: dict[str, int] = defaultdict(int)
-    closed: dict[str, int] = defaultdict(int)
-    done: dict[str, int] = defaultdict(int)
-    to_done: list[tuple[str, float]] = []
-    # (time, +1/-1 pending, +1/-1 in progress) changes, swept below.
-    changes: list[tuple[float, int, int]] = []
+    tally = _Tally()
     for evs in per_ticket.values():
-        state = "none"  # none | pending | running | blocked | closed
-        claimed_at: float | None = None
-        for i, (at, event) in enumerate(evs):
-            new = state
-            if event == "created":
-                created[_day(at)] += 1
-                new = "pending"
-            elif event in _BACK_TO_TODO:
-                new = "pending"
-            elif event == "blocked":
-                new = "blocked"
-            elif event == "claimed":
-                new, claimed_at = "running", at
-            elif event == "failed":
-                again = any(e == "claimed" for _t, e in evs[i + 1 :])
-                new = "pending" if again else "closed"
-                if not again:
-                    closed[_day(at)] += 1
-            elif event in _TERMINAL:
-                new = "closed"
-                closed[_day(at)] += 1
-                if event == "completed":
-                    done[_day(at)] += 1
-                    if claimed_at is not None:
-                        to_done.append((_day(at), at - claimed_at))
-            if new != state:
-                changes.append(
-                    (
-                        at,
-                        (new == "pending") - (state == "pending"),
-                        (new == "running") - (state == "running"),
-                    )
-                )
-                state = new
-
-    idle: dict[str, float] = defaultdict(float)
-    changes.sort(key=lambda c: c[0])
-    pending = running = 0
-    prev: float | None = None
-    for at, dp, dr in [*changes, (now, 0, 0)]:
-        if prev is not None and pending > 0 and running == 0 and at > prev:
-            _spread(idle, prev, min(at, now))
-        pending, running = pending + dp, running + dr
-        prev = at if prev is None else max(prev, at)
+        _replay(evs, tally)
+    created, closed, done, to_done = tally.created, tally.closed, tally.done, tally.to_done
+    idle = _idle_seconds(tally.changes, now)
 
     seen = sorted({*created, *closed, *done, *idle})
     window = _calendar(seen[0], seen[-1])[-days:] if seen else []
@@ -210,6 +163,73 @@ def queue_throughput(con: Any, *, now: float, days: int = 14) -> Throughput:
         idle_h_total=round(sum(r.idle_h for r in rows), 2),
         time_to_done=_stats([s for d, s in to_done if d in window]),
     )
+
+
+@dataclass(frozen=True)
+class _Tally:
+    """Per UTC day: tickets created, closed and done; each done ticket's claim-to-done
+    time by its day; and the ``(time, Δpending, Δin progress)`` changes to sweep."""
+
+    created: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    closed: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    done: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    to_done: list[tuple[str, float]] = field(default_factory=list)
+    changes: list[tuple[float, int, int]] = field(default_factory=list)
+
+
+def _replay(evs: list[tuple[float, str]], tally: _Tally) -> None:
+    """Walk one ticket's events in time order through none, pending, running, blocked and
+    closed, counting into ``tally`` (a failure followed by a claim goes back to pending)."""
+    created, closed, done = tally.created, tally.closed, tally.done
+    state = "none"  # none | pending | running | blocked | closed
+    claimed_at: float | None = None
+    for i, (at, event) in enumerate(evs):
+        new = state
+        if event == "created":
+            created[_day(at)] += 1
+            new = "pending"
+        elif event in _BACK_TO_TODO:
+            new = "pending"
+        elif event == "blocked":
+            new = "blocked"
+        elif event == "claimed":
+            new, claimed_at = "running", at
+        elif event == "failed":
+            again = any(e == "claimed" for _t, e in evs[i + 1 :])
+            new = "pending" if again else "closed"
+            if not again:
+                closed[_day(at)] += 1
+        elif event in _TERMINAL:
+            new = "closed"
+            closed[_day(at)] += 1
+            if event == "completed":
+                done[_day(at)] += 1
+                if claimed_at is not None:
+                    tally.to_done.append((_day(at), at - claimed_at))
+        if new != state:
+            tally.changes.append(
+                (
+                    at,
+                    (new == "pending") - (state == "pending"),
+                    (new == "running") - (state == "running"),
+                )
+            )
+            state = new
+
+
+def _idle_seconds(changes: list[tuple[float, int, int]], now: float) -> dict[str, float]:
+    """Per UTC day, the seconds in which work was pending and none was in progress, swept
+    over ``changes`` in time order up to ``now``."""
+    idle: dict[str, float] = defaultdict(float)
+    changes.sort(key=lambda c: c[0])
+    pending = running = 0
+    prev: float | None = None
+    for at, dp, dr in [*changes, (now, 0, 0)]:
+        if prev is not None and pending > 0 and running == 0 and at > prev:
+            _spread(idle, prev, min(at, now))
+        pending, running = pending + dp, running + dr
+        prev = at if prev is None else max(prev, at)
+    return idle
 
 
 def _calendar(first: str, last: str) -> list[str]:

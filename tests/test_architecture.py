@@ -264,3 +264,108 @@ def test_one_root_mounts_the_other_packages_commands_by_name() -> None:
         "reports",
         "chaos",
     }
+
+
+# Functions read along their phases: no library function over MAX_LINES lines, none taking
+# more than MAX_POSITIONAL positional parameters.
+MAX_LINES = 60
+MAX_POSITIONAL = 6
+
+#: ``"file:qualified.name"`` -> why it stays as it is. Keep it short; every entry must still
+#: break the rule (a stale entry fails ``test_the_allow_list_names_only_real_offenders``).
+#: Empty today: every function was split along its phases (issue 12).
+ALLOWED: dict[str, str] = {}
+
+
+def _body_lines(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines from the first statement after the docstring to the function's last line."""
+    body = fn.body
+    first = body[0]
+    if (
+        isinstance(first, ast.Expr)
+        and isinstance(first.value, ast.Constant)
+        and isinstance(first.value.value, str)
+    ):
+        body = body[1:]
+    return 0 if not body else (fn.end_lineno or fn.lineno) - body[0].lineno + 1
+
+
+def _positional(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Positional-only and positional-or-keyword parameters, defaults or not; the receiver
+    (``self``/``cls``) is not counted."""
+    names = [a.arg for a in (*fn.args.posonlyargs, *fn.args.args)]
+    return len(names) - (1 if names[:1] in (["self"], ["cls"]) else 0)
+
+
+def _is_command(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """Decorated ``@app.command(...)`` or ``@app.callback(...)``: typer passes every option
+    by name, so its parameters are keyword parameters in effect."""
+    return any(
+        isinstance(target := (d.func if isinstance(d, ast.Call) else d), ast.Attribute)
+        and target.attr in ("command", "callback")
+        for d in fn.decorator_list
+    )
+
+
+def function_shapes(root: Path, packages: tuple[str, ...]) -> dict[str, str]:
+    """``"file:qualified.name"`` -> what breaks the rule, for every function (methods and
+    nested functions included, each counted on its own; a nested function's lines also
+    count in its parent's) over ``MAX_LINES`` body lines or with more than
+    ``MAX_POSITIONAL`` positional parameters (command functions exempt from the latter)."""
+    found: dict[str, str] = {}
+
+    def visit(node: ast.AST, file: str, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                name = prefix + child.name
+                faults = []
+                if (lines := _body_lines(child)) > MAX_LINES:
+                    faults.append(f"{lines} lines")
+                if (count := _positional(child)) > MAX_POSITIONAL and not _is_command(child):
+                    faults.append(f"{count} positional parameters")
+                if faults:
+                    found[f"{file}:{name}"] = ", ".join(faults)
+                visit(child, file, name + ".")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, file, prefix + child.name + ".")
+            else:
+                visit(child, file, prefix)
+
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+            visit(tree, str(path.relative_to(root)), "")
+    return found
+
+
+def test_library_functions_are_short_and_take_few_positional_parameters() -> None:
+    """Every function of the five packages has at most 60 lines of body (its docstring not
+    counted; a long SQL text belongs in a module constant) and at most 6 positional
+    parameters (keyword-only ones are free: they read at the call site). Typer command
+    functions are exempt from the parameter count only, since typer passes their options by
+    name. ``ALLOWED`` lists the exceptions, each with its reason."""
+    found = function_shapes(REPO, LAYERS)
+    assert {k: v for k, v in found.items() if k not in ALLOWED} == {}
+
+
+def test_the_allow_list_names_only_real_offenders() -> None:
+    found = function_shapes(REPO, LAYERS)
+    assert sorted(k for k in ALLOWED if k not in found) == []
+
+
+def test_a_long_function_and_a_wide_signature_are_found(tmp_path: Path) -> None:
+    body = "".join(f"    x{i} = {i}\n" for i in range(61))
+    _plant(
+        tmp_path,
+        {
+            "pkg/__init__.py": f'def long():\n    """Doc."""\n{body}',
+            "pkg/_m.py": "class C:\n"
+            "    def wide(self, a, b, c, d, e, f, g, *, h=1):\n        pass\n"
+            "    def ok(self, a, b, c, d, e, f, *, g=1, h=2):\n        pass\n"
+            "@app.command('x')\ndef cmd(a, b, c, d, e, f, g):\n    pass\n",
+        },
+    )
+    assert function_shapes(tmp_path, ("pkg",)) == {
+        "pkg/__init__.py:long": "61 lines",
+        "pkg/_m.py:C.wide": "7 positional parameters",
+    }

@@ -22,9 +22,12 @@ seen" or "current_node is not where the stream is" is drift by itself. Three con
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from doctor._detectors._context import Context, more
 from doctor._detectors._stops import interrupted_visits
-from doctor._documents import checkpoint_fields
+from doctor._documents import Document, checkpoint_fields
 from doctor._facts import parse_iso
 from doctor._model import Finding, Severity
 from doctor._tables import HEARTBEAT_SQL
@@ -125,89 +128,138 @@ def checkpoint_drift(ctx: Context) -> list[Finding]:
     if not keys:  # no checkpoint that parsed: nothing to compare, and no query to plan
         return []
     ctx.restrict("ck", keys)
-    scopes = {(r, s): row for r, s, *row in ctx.tables.sql(_SCOPE_SQL)}
-    pending: dict[tuple[str, str], list[tuple[str, int, bool, int | None]]] = {}
-    for run_id, scope, node, n, last_open, last_end in ctx.tables.sql(_NODE_SQL):
-        pending.setdefault((run_id, scope), []).append(
-            (str(node), int(n), bool(last_open), last_end)
-        )
-
-    cut = interrupted_visits(ctx.tables, "ck_events")
+    stream = _read_stream(ctx)
     findings: list[Finding] = []
     for run_id, docs in sorted(ctx.tables.documents.items()):
         for scope, sd in sorted(docs.scopes.items()):
             doc = sd.checkpoint
             if doc is None or not doc.ok or not isinstance(doc.value, dict):
                 continue  # absent, or torn (torn_artifact reports it)
-            fields = checkpoint_fields(doc)
-            completed: list[str] = list(fields["completed_nodes"])
-            recorded: dict[str, int] = dict(fields["node_retries"])
-            ck_node = fields["current_node"] if isinstance(fields["current_node"], str) else None
-            ck_ns = parse_iso(doc.get("timestamp"))
-            retries, actual, last_done, moved = scopes.get((run_id, scope), (0, None, None, None))
-
-            lost = {
-                node: n
-                for node, n, last_open, last_end in pending.get((run_id, scope), [])
-                if not last_open
-                and recorded.get(node, 0) == 0
-                and (ck_ns is None or last_end is None or ck_ns >= last_end)
-            }
-            entries, unique = len(completed), len(set(completed))
-            bloated = entries >= DUP_MIN_ENTRIES and entries > DUP_RATIO * unique
-            lagging = (
-                ck_node is not None
-                and last_done is not None
-                and ck_node != last_done
-                and ck_node != moved
-                and not (
-                    (run_id, scope) in cut
-                    and cut[(run_id, scope)][0] == last_done
-                    and ck_node == cut[(run_id, scope)][1]
-                )
-            )
-            if not (lost or bloated or lagging):
-                continue
-
-            reasons = []
-            if lost:
-                shown = more([f"{k} ({v})" for k, v in sorted(lost.items())], 3)
-                reasons.append(
-                    f"node_retries records no retries for {shown} although the stream retried "
-                    "them after their last success, so a resume would grant a fresh budget"
-                )
-            if bloated:
-                reasons.append(
-                    f"completed_nodes holds {entries} entries for {unique} distinct nodes"
-                )
-            if lagging:
-                reasons.append(
-                    f"current_node is {ck_node} while the stream last completed {last_done}"
-                )
-            where = f"branch {scope}" if scope else "the top level"
-            findings.append(
-                Finding(
-                    code="checkpoint_drift",
-                    severity=Severity.ERROR if lost else Severity.WARNING,
-                    summary=(
-                        f"The checkpoint of {where} disagrees with its event stream: "
-                        + "; ".join(reasons)
-                        + "; rebuild it from progress.ndjson before resuming"
-                    ),
-                    run_id=run_id,
-                    scope=scope,
-                    node_id=next(iter(sorted(lost)), ck_node),
-                    evidence={
-                        "completed_nodes_entries": entries,
-                        "completed_nodes_unique": unique,
-                        "node_retries_recorded": sum(recorded.values()),
-                        "retries_observed": int(retries),
-                        "checkpoint_node": ck_node,
-                        "actual_node": actual,
-                        "last_completed_node": last_done,
-                        "lost_retries": dict(sorted(lost.items())),
-                        "duplicate_heavy": bloated,
-                    },
-                )
-            )
+            drift = _drift_of(doc, stream, (run_id, scope))
+            if drift.lost or drift.bloated or drift.lagging:
+                findings.append(_finding(run_id, scope, drift))
     return findings
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """What the checkpointed scopes' event streams say: per scope its retries and nodes
+    (``_SCOPE_SQL``), per node its retries after its last success (``_NODE_SQL``), and the
+    visits a stop interrupted."""
+
+    scopes: dict[tuple[str, str], list[Any]]
+    pending: dict[tuple[str, str], list[tuple[str, int, bool, int | None]]]
+    cut: dict[tuple[str, str], tuple[str, str | None]]
+
+
+def _read_stream(ctx: Context) -> _Stream:
+    """Phase 1: the queries over the checkpointed scopes (``ck_events``)."""
+    scopes = {(r, s): row for r, s, *row in ctx.tables.sql(_SCOPE_SQL)}
+    pending: dict[tuple[str, str], list[tuple[str, int, bool, int | None]]] = {}
+    for run_id, scope, node, n, last_open, last_end in ctx.tables.sql(_NODE_SQL):
+        pending.setdefault((run_id, scope), []).append(
+            (str(node), int(n), bool(last_open), last_end)
+        )
+    return _Stream(scopes, pending, interrupted_visits(ctx.tables, "ck_events"))
+
+
+@dataclass(frozen=True)
+class _Drift:
+    """How one scope's checkpoint disagrees with its stream (nothing when all three are
+    false): ``lost`` retries, ``bloated`` completed_nodes, a ``lagging`` current_node."""
+
+    lost: dict[str, int]
+    bloated: bool
+    lagging: bool
+    entries: int
+    unique: int
+    recorded: dict[str, int]
+    ck_node: str | None
+    retries: Any
+    actual: Any
+    last_done: Any
+
+    def reasons(self) -> list[str]:
+        """One clause per disagreement, for the summary."""
+        reasons = []
+        if self.lost:
+            shown = more([f"{k} ({v})" for k, v in sorted(self.lost.items())], 3)
+            reasons.append(
+                f"node_retries records no retries for {shown} although the stream retried "
+                "them after their last success, so a resume would grant a fresh budget"
+            )
+        if self.bloated:
+            reasons.append(
+                f"completed_nodes holds {self.entries} entries for {self.unique} distinct nodes"
+            )
+        if self.lagging:
+            reasons.append(
+                f"current_node is {self.ck_node} while the stream last completed {self.last_done}"
+            )
+        return reasons
+
+
+def _drift_of(doc: Document, stream: _Stream, key: tuple[str, str]) -> _Drift:
+    """Phase 2, per scope: compare the checkpoint ``doc`` of ``key`` with its stream."""
+    fields = checkpoint_fields(doc)
+    completed: list[str] = list(fields["completed_nodes"])
+    recorded: dict[str, int] = dict(fields["node_retries"])
+    ck_node = fields["current_node"] if isinstance(fields["current_node"], str) else None
+    ck_ns = parse_iso(doc.get("timestamp"))
+    retries, actual, last_done, moved = stream.scopes.get(key, (0, None, None, None))
+    lost = {
+        node: n
+        for node, n, last_open, last_end in stream.pending.get(key, [])
+        if not last_open
+        and recorded.get(node, 0) == 0
+        and (ck_ns is None or last_end is None or ck_ns >= last_end)
+    }
+    entries, unique = len(completed), len(set(completed))
+    cut = stream.cut
+    lagging = (
+        ck_node is not None
+        and last_done is not None
+        and ck_node != last_done
+        and ck_node != moved
+        and not (key in cut and cut[key][0] == last_done and ck_node == cut[key][1])
+    )
+    return _Drift(
+        lost=lost,
+        bloated=entries >= DUP_MIN_ENTRIES and entries > DUP_RATIO * unique,
+        lagging=lagging,
+        entries=entries,
+        unique=unique,
+        recorded=recorded,
+        ck_node=ck_node,
+        retries=retries,
+        actual=actual,
+        last_done=last_done,
+    )
+
+
+def _finding(run_id: str, scope: str, drift: _Drift) -> Finding:
+    """Phase 3: the finding of a drifted checkpoint; lost retries make it an error."""
+    where = f"branch {scope}" if scope else "the top level"
+    return Finding(
+        code="checkpoint_drift",
+        severity=Severity.ERROR if drift.lost else Severity.WARNING,
+        summary=(
+            f"The checkpoint of {where} disagrees with its event stream: "
+            + "; ".join(drift.reasons())
+            + "; rebuild it from progress.ndjson before resuming"
+        ),
+        run_id=run_id,
+        scope=scope,
+        node_id=next(iter(sorted(drift.lost)), drift.ck_node),
+        evidence={
+            "completed_nodes_entries": drift.entries,
+            "completed_nodes_unique": drift.unique,
+            "node_retries_recorded": sum(drift.recorded.values()),
+            "retries_observed": int(drift.retries),
+            "checkpoint_node": drift.ck_node,
+            "actual_node": drift.actual,
+            "last_completed_node": drift.last_done,
+            "lost_retries": dict(sorted(drift.lost.items())),
+            "duplicate_heavy": drift.bloated,
+        },
+    )

@@ -176,41 +176,56 @@ def deterministic_retry_loop(ctx: Context) -> list[Finding]:
             ctx, last_attempt.get((run_id, scope)), node, signature
         ):
             continue  # the run ended on it: bounded
-        where = f" in branch {scope}" if scope else ""
-        # The most frequent raw reason; among equals the most recent one.
-        example = max(g.reasons, key=lambda r: (g.reasons[r], g.latest[r]))
-        looped = len(g.visits) >= limit
-        tripped = signature_breaker
-        summary = (
-            f"{node}{where} failed {g.count} times over {plural(len(g.visits), 'visit')} "
-            f"with the same failure ({example!r})"
-            + (
-                ", and kept failing after a breaker tripped"
-                if breaker_seq is not None
-                else ", and no breaker stopped it"
-            )
-            + "; fix that cause, or add a cycle breaker or retry cap on canonical signatures"
-        )
         findings.append(
-            Finding(
-                code="deterministic_retry_loop",
-                severity=Severity.ERROR if looped else Severity.WARNING,
-                summary=summary,
-                run_id=run_id,
-                scope=scope,
-                node_id=node,
-                evidence={
-                    "signature": signature,
-                    "count": g.count,
-                    "breaker_tripped": tripped,
-                    "stopped_by": breaker_event,
-                    "visits": len(g.visits),
-                    "breaker_limit": limit,
-                    "unique_reasons": len(g.reasons),
-                    "example": example,
-                    "first_at": iso(g.first_ts),
-                    "last_at": iso(g.last_ts),
-                },
+            _finding(
+                (run_id, scope, node, signature),
+                g,
+                limit,
+                (breaker_seq, breaker_event, signature_breaker),
             )
         )
     return findings
+
+
+def _finding(
+    key: tuple[str, str, str, str], g: _Group, limit: int, breaker: tuple[Any, Any, bool]
+) -> Finding:
+    """The finding of a loop nothing stopped: an error once it spans ``limit`` visits.
+    ``breaker`` is the sequence and event of the node's last breaker (or Nones), and
+    whether it was a signature breaker."""
+    run_id, scope, node, signature = key
+    breaker_seq, breaker_event, signature_breaker = breaker
+    where = f" in branch {scope}" if scope else ""
+    # The most frequent raw reason; among equals the most recent one.
+    example = max(g.reasons, key=lambda r: (g.reasons[r], g.latest[r]))
+    looped = len(g.visits) >= limit
+    summary = (
+        f"{node}{where} failed {g.count} times over {plural(len(g.visits), 'visit')} "
+        f"with the same failure ({example!r})"
+        + (
+            ", and kept failing after a breaker tripped"
+            if breaker_seq is not None
+            else ", and no breaker stopped it"
+        )
+        + "; fix that cause, or add a cycle breaker or retry cap on canonical signatures"
+    )
+    return Finding(
+        code="deterministic_retry_loop",
+        severity=Severity.ERROR if looped else Severity.WARNING,
+        summary=summary,
+        run_id=run_id,
+        scope=scope,
+        node_id=node,
+        evidence={
+            "signature": signature,
+            "count": g.count,
+            "breaker_tripped": signature_breaker,
+            "stopped_by": breaker_event,
+            "visits": len(g.visits),
+            "breaker_limit": limit,
+            "unique_reasons": len(g.reasons),
+            "example": example,
+            "first_at": iso(g.first_ts),
+            "last_at": iso(g.last_ts),
+        },
+    )

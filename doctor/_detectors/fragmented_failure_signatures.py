@@ -27,6 +27,8 @@ breaker did not get there first.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any
 
 from doctor._detectors._context import Context
 from doctor._detectors.deterministic_retry_loop import BREAKER_EVENTS
@@ -91,73 +93,136 @@ def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
     candidates = {k: c for k, c in reasons.items() if c.total() >= cfg.fragmentation_min_failures}
     if not candidates:
         return []
-    limits = {r: int(lim) for r, lim in ctx.tables.sql(_LIMITS_SQL)}
-    checks = {(r, s, n): (mx, br) for r, s, n, mx, br in ctx.tables.sql(_CHECKS_SQL)}
+    breakers = _read_breakers(ctx)
+    findings = []
+    for key, counts in sorted(candidates.items()):
+        fragmented = _fragmented(ctx, key, counts, breakers)
+        if fragmented is not None:
+            findings.append(_finding(key, fragmented))
+    return findings
+
+
+@dataclass(frozen=True)
+class _Breakers:
+    """What the runs' own cycle breakers did: their limits, the checks they made per node,
+    the counts they reached per signature, and the stops that ended each scope."""
+
+    limits: dict[str, int]
+    checks: dict[tuple[str, str, str], tuple[Any, Any]]
+    same_version: dict[tuple[str, str, str, str], int]
+    stops: dict[tuple[str, str], tuple[str, int]]
+    last_failure: dict[tuple[str, str, str], int]
+
+
+def _read_breakers(ctx: Context) -> _Breakers:
+    """Phase 1: the breaker queries, over the runs with enough failures."""
     same_version: dict[tuple[str, str, str, str], int] = {}
     for r, s, n, sig, mx in ctx.tables.sql(_same_version_sql()):
         # The breaker's signature is "<node>|<failure_class>|<canonical signature>".
         key = (r, s, n, str(sig).split("|", 2)[-1])
         same_version[key] = max(same_version.get(key, 0), int(mx or 0))
-    stops = {(r, s): (str(ev), int(seq)) for r, s, ev, seq in ctx.tables.sql(_STOPS_SQL)}
-    last_failure = {(r, s, n): int(q) for r, s, n, q in ctx.tables.sql(_LAST_FAILURE_SQL)}
-    findings = []
-    for (run_id, scope, node), counts in sorted(candidates.items()):
-        signatures: Counter[str] = Counter()
-        for reason, n in counts.items():
-            signatures[ctx.signature(reason)] += n
-        top, top_n = min(signatures.items(), key=lambda kv: (-kv[1], kv[0]))
-        limit = limits.get(run_id, cfg.breaker_limit)
-        if not (len(counts) >= cfg.fragmentation_ratio * len(signatures) and top_n >= limit):
-            continue
-        seen, tripped = checks.get((run_id, scope, node), (None, False))
-        seen = int(seen) if seen is not None else None
-        seen = same_version.get((run_id, scope, node, top), seen)
-        could_not_trip = not tripped and (seen is None or seen < limit)
-        stop = stops.get((run_id, scope))
-        stopped_by = (
-            stop[0] if stop and stop[1] > last_failure.get((run_id, scope, node), -1) else None
+    return _Breakers(
+        limits={r: int(lim) for r, lim in ctx.tables.sql(_LIMITS_SQL)},
+        checks={(r, s, n): (mx, br) for r, s, n, mx, br in ctx.tables.sql(_CHECKS_SQL)},
+        same_version=same_version,
+        stops={(r, s): (str(ev), int(seq)) for r, s, ev, seq in ctx.tables.sql(_STOPS_SQL)},
+        last_failure={(r, s, n): int(q) for r, s, n, q in ctx.tables.sql(_LAST_FAILURE_SQL)},
+    )
+
+
+@dataclass(frozen=True)
+class _Fragmented:
+    """One node's fragmented failures: its reasons, their canonical signatures, the top one,
+    and what its run's breaker saw of them."""
+
+    counts: Counter[str | None]
+    signatures: Counter[str]
+    top: str
+    top_n: int
+    limit: int
+    seen: int | None
+    tripped: Any
+    could_not_trip: bool
+    stopped_by: str | None
+
+
+def _fragmented(
+    ctx: Context,
+    key: tuple[str, str, str],
+    counts: Counter[str | None],
+    breakers: _Breakers,
+) -> _Fragmented | None:
+    """Phase 2: group a node's reasons by canonical signature; None unless they fragment
+    (many reasons per signature) and the top signature reached the breaker's limit."""
+    cfg = ctx.config
+    run_id, scope, node = key
+    signatures: Counter[str] = Counter()
+    for reason, n in counts.items():
+        signatures[ctx.signature(reason)] += n
+    top, top_n = min(signatures.items(), key=lambda kv: (-kv[1], kv[0]))
+    limit = breakers.limits.get(run_id, cfg.breaker_limit)
+    if not (len(counts) >= cfg.fragmentation_ratio * len(signatures) and top_n >= limit):
+        return None
+    seen, tripped = breakers.checks.get(key, (None, False))
+    seen = int(seen) if seen is not None else None
+    seen = breakers.same_version.get((run_id, scope, node, top), seen)
+    stop = breakers.stops.get((run_id, scope))
+    return _Fragmented(
+        counts=counts,
+        signatures=signatures,
+        top=top,
+        top_n=top_n,
+        limit=limit,
+        seen=seen,
+        tripped=tripped,
+        could_not_trip=not tripped and (seen is None or seen < limit),
+        stopped_by=(stop[0] if stop and stop[1] > breakers.last_failure.get(key, -1) else None),
+    )
+
+
+def _finding(key: tuple[str, str, str], f: _Fragmented) -> Finding:
+    """Phase 3: the finding; an error when the run's breaker could not trip, a warning
+    when it did, information when a stop ended the loop anyway."""
+    run_id, scope, node = key
+    counts, seen, stopped_by = f.counts, f.seen, f.stopped_by
+    where = f" in branch {scope}" if scope else ""
+    summary = (
+        f"{node}{where} failed {counts.total()} times with {len(counts)} different reasons "
+        f"that are only {plural(len(f.signatures), 'canonical failure')}; the top one repeated "
+        f"{f.top_n} times (limit {f.limit})"
+        + (
+            f" yet the run's own breaker counted at most {seen}"
+            if f.could_not_trip and seen is not None
+            else " and no breaker counted it"
+            if f.could_not_trip
+            else ""
         )
-        where = f" in branch {scope}" if scope else ""
-        summary = (
-            f"{node}{where} failed {counts.total()} times with {len(counts)} different reasons "
-            f"that are only {plural(len(signatures), 'canonical failure')}; the top one repeated "
-            f"{top_n} times (limit {limit})"
-            + (
-                f" yet the run's own breaker counted at most {seen}"
-                if could_not_trip and seen is not None
-                else " and no breaker counted it"
-                if could_not_trip
-                else ""
-            )
-            + (f"; {stopped_by} stopped the loop" if stopped_by else "")
-            + "; count failures by canonical signature (strip ids, paths, numbers) "
-            "so the cycle breaker can trip"
-        )
-        if stopped_by is not None:
-            severity = Severity.INFO
-        else:
-            severity = Severity.ERROR if could_not_trip else Severity.WARNING
-        findings.append(
-            Finding(
-                code="fragmented_failure_signatures",
-                # The breaker that should have stopped the loop could not: the incident's
-                # scaffold churn. When the run's own breaker tripped anyway it is a warning.
-                severity=severity,
-                summary=summary,
-                run_id=run_id,
-                scope=scope,
-                node_id=node,
-                evidence={
-                    "failures": counts.total(),
-                    "unique_reasons": len(counts),
-                    "canonical_signatures": len(signatures),
-                    "top_signature": top,
-                    "top_signature_count": top_n,
-                    "breaker_limit": limit,
-                    "max_signature_count_seen": seen,
-                    "breaker_tripped": bool(tripped),
-                    "stopped_by": stopped_by,
-                },
-            )
-        )
-    return findings
+        + (f"; {stopped_by} stopped the loop" if stopped_by else "")
+        + "; count failures by canonical signature (strip ids, paths, numbers) "
+        "so the cycle breaker can trip"
+    )
+    if stopped_by is not None:
+        severity = Severity.INFO
+    else:
+        severity = Severity.ERROR if f.could_not_trip else Severity.WARNING
+    return Finding(
+        code="fragmented_failure_signatures",
+        # The breaker that should have stopped the loop could not: the incident's
+        # scaffold churn. When the run's own breaker tripped anyway it is a warning.
+        severity=severity,
+        summary=summary,
+        run_id=run_id,
+        scope=scope,
+        node_id=node,
+        evidence={
+            "failures": counts.total(),
+            "unique_reasons": len(counts),
+            "canonical_signatures": len(f.signatures),
+            "top_signature": f.top,
+            "top_signature_count": f.top_n,
+            "breaker_limit": f.limit,
+            "max_signature_count_seen": seen,
+            "breaker_tripped": bool(f.tripped),
+            "stopped_by": stopped_by,
+        },
+    )

@@ -284,6 +284,25 @@ def _merged(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
+def _overlaps(
+    gaps: list[tuple[Any, ...]], pending: list[tuple[float, float]], min_s: float
+) -> list[tuple[float, float]]:
+    """Where the gaps without execution overlap stretches with pending tickets, longer than
+    ``min_s``; both lists sorted and disjoint, so one pass."""
+    stretches: list[tuple[float, float]] = []
+    i = 0
+    for gs, ge in gaps:
+        while i < len(pending) and pending[i][1] <= gs:
+            i += 1
+        j = i
+        while j < len(pending) and pending[j][0] < ge:
+            a, b = max(gs, pending[j][0]), min(ge, pending[j][1])
+            if b - a > min_s:
+                stretches.append((a, b))
+            j += 1
+    return stretches
+
+
 def _queue_gaps(ctx: Context) -> list[Finding]:
     """Stretches with pending tickets and no execution (see the module docstring)."""
     if not ctx.tables.sql("SELECT count(*) FROM tickets")[0][0]:
@@ -291,17 +310,7 @@ def _queue_gaps(ctx: Context) -> list[Finding]:
     cfg = ctx.config
     gaps = ctx.tables.sql(_QUEUE_GAPS_SQL, now=cfg.now, gap=cfg.idle_gap_s)
     pending = _merged([(s, e) for s, e in ctx.tables.sql(_PENDING_SQL, now=cfg.now)])
-    stretches: list[tuple[float, float]] = []
-    i = 0
-    for gs, ge in gaps:  # both sorted and disjoint: one pass
-        while i < len(pending) and pending[i][1] <= gs:
-            i += 1
-        j = i
-        while j < len(pending) and pending[j][0] < ge:
-            a, b = max(gs, pending[j][0]), min(ge, pending[j][1])
-            if b - a > cfg.idle_gap_s:
-                stretches.append((a, b))
-            j += 1
+    stretches = _overlaps(gaps, pending, cfg.idle_gap_s)
     if not stretches:
         return []
     rows = ctx.tables.sql(

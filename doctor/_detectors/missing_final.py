@@ -10,8 +10,10 @@ valid final.json is reported on its own.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from doctor._detectors._context import Context, more
-from doctor._facts import TOP_SQL, iso
+from doctor._facts import TOP_SQL, RunFacts, iso
 from doctor._model import Finding, Severity
 
 __all__ = ["missing_final"]
@@ -63,108 +65,137 @@ def _owner(pid: int | None, alive: bool | None) -> str:
     )
 
 
+@dataclass(frozen=True)
+class _Progress:
+    """Last progress and open attempts, per (run, scope) and per run over its top level."""
+
+    progress: dict[tuple[str, str], int | None]
+    top_progress: dict[str, int]
+    open_nodes: dict[tuple[str, str], list[str]]
+    top_open: dict[str, list[str]]
+
+
+def _read_progress(ctx: Context) -> _Progress:
+    """Phase 1: the two queries, grouped per scope and per run's top level."""
+    out = _Progress(progress={}, top_progress={}, open_nodes={}, top_open={})
+    for run_id, scope, top, last in ctx.tables.sql(_PROGRESS_SQL):
+        out.progress[(run_id, scope)] = last
+        if top and last is not None:
+            out.top_progress[run_id] = max(out.top_progress.get(run_id, last), last)
+    for run_id, scope, top, nodes in ctx.tables.sql(_OPEN_SQL):
+        out.open_nodes[(run_id, scope)] = [str(n) for n in nodes]
+        if top:
+            out.top_open.setdefault(run_id, []).extend(str(n) for n in nodes)
+    return out
+
+
 def missing_final(ctx: Context) -> list[Finding]:
     """Runs and branches that stopped running without ever writing a valid final.json."""
-    progress: dict[tuple[str, str], int | None] = {}
-    top_progress: dict[str, int] = {}
-    for run_id, scope, top, last in ctx.tables.sql(_PROGRESS_SQL):
-        progress[(run_id, scope)] = last
-        if top and last is not None:
-            top_progress[run_id] = max(top_progress.get(run_id, last), last)
-    open_nodes: dict[tuple[str, str], list[str]] = {}
-    top_open: dict[str, list[str]] = {}
-    for run_id, scope, top, nodes in ctx.tables.sql(_OPEN_SQL):
-        open_nodes[(run_id, scope)] = [str(n) for n in nodes]
-        if top:
-            top_open.setdefault(run_id, []).extend(str(n) for n in nodes)
-
+    seen = _read_progress(ctx)
     findings: list[Finding] = []
     for run_id, facts in sorted(ctx.facts.items()):
         docs = ctx.documents(run_id)
         state = facts.get("_state")
-        pid, alive = facts.get("owner_pid"), facts.get("owner_alive")
         # Without a valid final.json the state is running, stalled or orphaned.
         top_missing = not facts.get("final_json") and state in ("stalled", "orphaned")
         if top_missing:
-            last = top_progress.get(run_id)
-            idle = _idle(ctx.config.now, last)
-            nodes = top_open.get(run_id, [])
-            where = f" with {more(nodes, 3)} still open" if nodes else ""
-            if state == "orphaned":
-                severity, repair = Severity.CRITICAL, "terminalize"
-                summary = (
-                    f"The run has no final.json and its {_owner(pid, alive)}: nothing has "
-                    f"progressed since {_since(last)}{where}, and it can never finish on its "
-                    "own; terminalize it (write final.json with status fail) so that nothing "
-                    "waits for it"
-                )
-            else:
-                severity, repair = Severity.ERROR, None
-                summary = (
-                    f"The run has no final.json and made no progress for {_span(idle)}{where} "
-                    f"while its {_owner(pid, alive)}; inspect the owner and stop it so that it "
-                    "terminalizes"
-                )
-            findings.append(
-                Finding(
-                    code="missing_final",
-                    severity=severity,
-                    summary=summary,
-                    run_id=run_id,
-                    scope="",
-                    node_id=nodes[-1] if nodes else None,
-                    repair=repair,
-                    evidence={
-                        "last_progress_at": iso(last),
-                        "idle_s": idle,
-                        "owner_pid": pid,
-                        "owner_alive": alive,
-                        "open_attempts": nodes,
-                        "state": state,
-                        "final_json_present": docs.final is not None,
-                    },
-                )
-            )
+            findings.append(_run_finding(ctx, run_id, facts, seen))
         native = docs.layout == "native"
         if not (native or top_missing):
             continue
-        for branch in facts.get("branches", []):
-            scope = branch["scope"]
-            if branch.get("final_json") or branch.get("state") in _NOT_MISSING:
-                continue
-            last = progress.get((run_id, scope))
-            idle = _idle(ctx.config.now, last)
-            nodes = open_nodes.get((run_id, scope), [])
-            where = f" with {more(nodes, 3)} still open" if nodes else ""
-            why = (
-                "every native branch must terminalize"
-                if native
-                else "Kilroy branches never write one, and the run never terminalized either, so "
-                "the branch's outcome is recorded only in its event stream"
-            )
-            findings.append(
-                Finding(
-                    code="missing_final",
-                    severity=Severity.ERROR,
-                    summary=(
-                        f"Branch {scope} has no final.json and is {branch.get('state')}, with no "
-                        f"progress since {_since(last)}{where} ({why}); read its outcome from "
-                        "its progress.ndjson before cleaning the run up"
+        findings.extend(_branch_findings(ctx, run_id, facts, seen))
+    return findings
+
+
+def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) -> Finding:
+    """The run itself stalled or orphaned without a final.json: orphaned is critical and
+    terminalized by repair; stalled is an error for a human to look at."""
+    docs = ctx.documents(run_id)
+    state = facts.get("_state")
+    pid, alive = facts.get("owner_pid"), facts.get("owner_alive")
+    last = seen.top_progress.get(run_id)
+    idle = _idle(ctx.config.now, last)
+    nodes = seen.top_open.get(run_id, [])
+    where = f" with {more(nodes, 3)} still open" if nodes else ""
+    if state == "orphaned":
+        severity, repair = Severity.CRITICAL, "terminalize"
+        summary = (
+            f"The run has no final.json and its {_owner(pid, alive)}: nothing has "
+            f"progressed since {_since(last)}{where}, and it can never finish on its "
+            "own; terminalize it (write final.json with status fail) so that nothing "
+            "waits for it"
+        )
+    else:
+        severity, repair = Severity.ERROR, None
+        summary = (
+            f"The run has no final.json and made no progress for {_span(idle)}{where} "
+            f"while its {_owner(pid, alive)}; inspect the owner and stop it so that it "
+            "terminalizes"
+        )
+    return Finding(
+        code="missing_final",
+        severity=severity,
+        summary=summary,
+        run_id=run_id,
+        scope="",
+        node_id=nodes[-1] if nodes else None,
+        repair=repair,
+        evidence={
+            "last_progress_at": iso(last),
+            "idle_s": idle,
+            "owner_pid": pid,
+            "owner_alive": alive,
+            "open_attempts": nodes,
+            "state": state,
+            "final_json_present": docs.final is not None,
+        },
+    )
+
+
+def _branch_findings(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) -> list[Finding]:
+    """Each branch that is not running, not finished as its parent recorded, and has no
+    valid final.json (native runs always; Kilroy runs when the top level never ended)."""
+    docs = ctx.documents(run_id)
+    native = docs.layout == "native"
+    pid, alive = facts.get("owner_pid"), facts.get("owner_alive")
+    findings: list[Finding] = []
+    for branch in facts.get("branches", []):
+        scope = branch["scope"]
+        if branch.get("final_json") or branch.get("state") in _NOT_MISSING:
+            continue
+        last = seen.progress.get((run_id, scope))
+        idle = _idle(ctx.config.now, last)
+        nodes = seen.open_nodes.get((run_id, scope), [])
+        where = f" with {more(nodes, 3)} still open" if nodes else ""
+        why = (
+            "every native branch must terminalize"
+            if native
+            else "Kilroy branches never write one, and the run never terminalized either, so "
+            "the branch's outcome is recorded only in its event stream"
+        )
+        findings.append(
+            Finding(
+                code="missing_final",
+                severity=Severity.ERROR,
+                summary=(
+                    f"Branch {scope} has no final.json and is {branch.get('state')}, with no "
+                    f"progress since {_since(last)}{where} ({why}); read its outcome from "
+                    "its progress.ndjson before cleaning the run up"
+                ),
+                run_id=run_id,
+                scope=scope,
+                node_id=nodes[-1] if nodes else None,
+                evidence={
+                    "last_progress_at": iso(last),
+                    "idle_s": idle,
+                    "owner_pid": pid,
+                    "owner_alive": alive,
+                    "open_attempts": nodes,
+                    "state": branch.get("state"),
+                    "final_json_present": bool(
+                        docs.scopes.get(scope) and docs.scopes[scope].final is not None
                     ),
-                    run_id=run_id,
-                    scope=scope,
-                    node_id=nodes[-1] if nodes else None,
-                    evidence={
-                        "last_progress_at": iso(last),
-                        "idle_s": idle,
-                        "owner_pid": pid,
-                        "owner_alive": alive,
-                        "open_attempts": nodes,
-                        "state": branch.get("state"),
-                        "final_json_present": bool(
-                            docs.scopes.get(scope) and docs.scopes[scope].final is not None
-                        ),
-                    },
-                )
+                },
             )
+        )
     return findings

@@ -27,6 +27,9 @@ current lease's age). What counts as progress depends on what the doctor can see
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from doctor._detectors._context import Context
 from doctor._detectors._queue import LEASED, iso_s, ticket_label
 from doctor._detectors.retry_loop import duration_text
@@ -78,6 +81,40 @@ ORDER BY l.claimed_at, l.id
 """
 
 
+@dataclass(frozen=True)
+class _Lease:
+    """One leased ticket: a row of ``_SQL``, its run's progress and the queue's."""
+
+    ticket_id: Any
+    title: Any
+    status: Any
+    owner: Any
+    claimed_at: Any
+    last_hb: Any
+    run_id: Any
+    run_path: Any
+    run: Any
+    run_progress: Any
+    run_beats: Any
+    run_last: Any
+    q_progress: Any
+    q_gaps: Any
+    q_last: Any
+
+
+@dataclass(frozen=True)
+class _Measure:
+    """What the lease's progress is measured from (its scanned run, else the queue's own
+    records) and the quiet time it may have."""
+
+    source: str
+    progress: int
+    beats: int
+    last: Any
+    threshold: float
+    severity: Severity
+
+
 def no_progress_lease(ctx: Context) -> list[Finding]:
     """A lease kept alive by heartbeats while its run (or the ticket) makes no progress."""
     if not ctx.has_queue():  # no queue read: no ticket to report on
@@ -85,87 +122,93 @@ def no_progress_lease(ctx: Context) -> list[Finding]:
     cfg = ctx.config
     now = cfg.now
     findings = []
-    for (
-        ticket_id,
-        title,
-        status,
-        owner,
-        claimed_at,
-        last_hb,
-        run_id,
-        run_path,
-        run,
-        run_progress,
-        run_beats,
-        run_last,
-        q_progress,
-        q_gaps,
-        q_last,
-    ) in ctx.tables.sql(_SQL, now=now, stale=cfg.stale_lease_s):
-        label = ticket_label(ticket_id, title)
-        if run is not None:
-            source = "run"
-            progress, beats, last = int(run_progress), int(run_beats), run_last
-            facts = ctx.facts.get(run)
-            stall = facts.get("stall_timeout_s") if facts is not None else None
-            threshold = float(stall or cfg.stall_timeout_s)
-            severity = Severity.ERROR
-        else:
-            source = "queue"
-            progress, last = int(q_progress), q_last
-            beats = int(q_gaps) + (1 if last_hb is not None and last_hb > claimed_at else 0)
-            named = run_id or run_path
-            threshold = cfg.idle_gap_s if named else cfg.stall_timeout_s
-            severity = Severity.WARNING if named else Severity.ERROR
-        since = max(claimed_at, last if last is not None else claimed_at)
+    for row in ctx.tables.sql(_SQL, now=now, stale=cfg.stale_lease_s):
+        lease = _Lease(*row)
+        measure = _measure(ctx, lease)
+        last = measure.last
+        since = max(lease.claimed_at, last if last is not None else lease.claimed_at)
         quiet = now - since
-        if quiet <= threshold:
+        if quiet <= measure.threshold:
             continue
-        held = now - claimed_at
-        head = (
-            f"{label} has been {status} for {duration_text(held)} (worker {owner or 'unknown'}) "
-            "with its lease kept alive by heartbeats"
-        )
-        if source == "run":
-            summary = (
-                f"{head}, but its run {run} made no progress for {duration_text(quiet)} "
-                f"({progress} progress events and {beats} heartbeats since the claim); the work "
-                "is hung or never really started: inspect the run, then cancel or release the "
-                "ticket"
-            )
-        elif run_id or run_path:
-            summary = (
-                f"{head}, and the queue shows no progress for {duration_text(quiet)}; its run "
-                f"{run_id or run_path} is not in the scanned roots: scan with --root set to the "
-                "runs directory to see whether it progresses"
-            )
-        else:
-            summary = (
-                f"{head}, but no run was ever started for it ({duration_text(quiet)} without "
-                "progress): the worker only heartbeats (a stub executor?); fix the worker, "
-                "then release the ticket"
-            )
-        findings.append(
-            Finding(
-                code="no_progress_lease",
-                severity=severity,
-                summary=summary,
-                scope="",
-                evidence={
-                    "ticket_id": ticket_id,
-                    "in_progress_s": round(held, 3),
-                    "heartbeats": beats,
-                    "progress_events": progress,
-                    "progress_source": source,
-                    "quiet_s": round(quiet, 3),
-                    "threshold_s": threshold,
-                    "last_progress_at": iso_s(last),
-                    "last_heartbeat_at": iso_s(last_hb),
-                    "claimed_at": iso_s(claimed_at),
-                    "status": status,
-                    "worker": owner,
-                    "run_id": run if run is not None else run_id,
-                },
-            )
-        )
+        findings.append(_finding(lease, measure, quiet=quiet, held=now - lease.claimed_at))
     return findings
+
+
+def _measure(ctx: Context, lease: _Lease) -> _Measure:
+    """The run's progress when it was scanned (its stall timeout the limit), else the
+    queue's (the idle-gap limit when it names a run that was not scanned)."""
+    cfg = ctx.config
+    if lease.run is not None:
+        facts = ctx.facts.get(lease.run)
+        stall = facts.get("stall_timeout_s") if facts is not None else None
+        return _Measure(
+            source="run",
+            progress=int(lease.run_progress),
+            beats=int(lease.run_beats),
+            last=lease.run_last,
+            threshold=float(stall or cfg.stall_timeout_s),
+            severity=Severity.ERROR,
+        )
+    last_hb, claimed_at = lease.last_hb, lease.claimed_at
+    named = lease.run_id or lease.run_path
+    return _Measure(
+        source="queue",
+        progress=int(lease.q_progress),
+        beats=int(lease.q_gaps) + (1 if last_hb is not None and last_hb > claimed_at else 0),
+        last=lease.q_last,
+        threshold=cfg.idle_gap_s if named else cfg.stall_timeout_s,
+        severity=Severity.WARNING if named else Severity.ERROR,
+    )
+
+
+def _summary(lease: _Lease, measure: _Measure, *, quiet: float, held: float) -> str:
+    """What the lease looks like and the next step: inspect the run, scan its root, or fix a
+    worker that only heartbeats."""
+    label = ticket_label(lease.ticket_id, lease.title)
+    head = (
+        f"{label} has been {lease.status} for {duration_text(held)} "
+        f"(worker {lease.owner or 'unknown'}) with its lease kept alive by heartbeats"
+    )
+    if measure.source == "run":
+        return (
+            f"{head}, but its run {lease.run} made no progress for {duration_text(quiet)} "
+            f"({measure.progress} progress events and {measure.beats} heartbeats since the "
+            "claim); the work is hung or never really started: inspect the run, then cancel "
+            "or release the ticket"
+        )
+    if lease.run_id or lease.run_path:
+        return (
+            f"{head}, and the queue shows no progress for {duration_text(quiet)}; its run "
+            f"{lease.run_id or lease.run_path} is not in the scanned roots: scan with --root "
+            "set to the runs directory to see whether it progresses"
+        )
+    return (
+        f"{head}, but no run was ever started for it ({duration_text(quiet)} without "
+        "progress): the worker only heartbeats (a stub executor?); fix the worker, "
+        "then release the ticket"
+    )
+
+
+def _finding(lease: _Lease, measure: _Measure, *, quiet: float, held: float) -> Finding:
+    """The finding of a lease quiet for longer than its threshold."""
+    return Finding(
+        code="no_progress_lease",
+        severity=measure.severity,
+        summary=_summary(lease, measure, quiet=quiet, held=held),
+        scope="",
+        evidence={
+            "ticket_id": lease.ticket_id,
+            "in_progress_s": round(held, 3),
+            "heartbeats": measure.beats,
+            "progress_events": measure.progress,
+            "progress_source": measure.source,
+            "quiet_s": round(quiet, 3),
+            "threshold_s": measure.threshold,
+            "last_progress_at": iso_s(measure.last),
+            "last_heartbeat_at": iso_s(lease.last_hb),
+            "claimed_at": iso_s(lease.claimed_at),
+            "status": lease.status,
+            "worker": lease.owner,
+            "run_id": lease.run if lease.run is not None else lease.run_id,
+        },
+    )

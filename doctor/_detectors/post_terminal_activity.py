@@ -56,20 +56,7 @@ FROM progress_events WHERE {TOP_SQL} AND event IN ('run_completed', 'run_failed'
 
 def post_terminal_activity(ctx: Context) -> list[Finding]:
     """Events after the run's terminal event or final.json (overlapping resume, leaked work)."""
-    runs: list[str] = []
-    scopes: list[str] = []
-    finals: list[int | None] = []
-    final_docs: dict[tuple[str, str], tuple[Any, int | None]] = {}
-    for run_id, docs in ctx.tables.documents.items():
-        run_final = docs.final if docs.final is not None and docs.final.ok else None
-        for scope, sd in docs.scopes.items():
-            own = sd.final if sd.final is not None and sd.final.ok else None
-            ref = own if own is not None and docs.layout == "native" else run_final
-            ns = parse_iso(ref.get("timestamp")) if ref is not None else None
-            runs.append(run_id)
-            scopes.append(scope)
-            finals.append(ns)
-            final_docs[(run_id, scope)] = (ref, ns)
+    runs, scopes, finals, final_docs = _ends(ctx)
     if not runs:
         return []
     terminal = {r: (e, ts) for r, e, ts in ctx.tables.sql(_TERMINAL_SQL)}
@@ -90,26 +77,7 @@ def post_terminal_activity(ctx: Context) -> list[Finding]:
             else f"the {term_event} event ({iso(term_ns)})"
         )
         where = f"branch {scope}" if scope else "the top level"
-        if n_progress and alive:
-            severity = Severity.WARNING
-            advice = (
-                "an overlapping resume (or a second process) is still working, so final.json "
-                "is stale until it finishes; make sure only one process owns the run and "
-                "diagnose again when it ends"
-            )
-        elif n_progress:
-            severity = Severity.ERROR
-            advice = (
-                "work went on after the run ended (an overlapping resume or branch work "
-                "scheduled after cancellation) and nobody recorded its outcome, so final.json "
-                "is stale; re-terminalize the run from its event stream"
-            )
-        else:
-            severity = Severity.WARNING
-            advice = (
-                "only heartbeats, from a process or ticker that outlived the run; "
-                "they fake liveness, so stop that process"
-            )
+        severity, advice = _advice(n_progress, alive)
         findings.append(
             Finding(
                 code="post_terminal_activity",
@@ -135,3 +103,48 @@ def post_terminal_activity(ctx: Context) -> list[Finding]:
             )
         )
     return findings
+
+
+def _ends(
+    ctx: Context,
+) -> tuple[list[str], list[str], list[int | None], dict[tuple[str, str], tuple[Any, int | None]]]:
+    """Where each scope ended: parallel lists of run, scope and final.json time (a native
+    scope's own final.json, else its run's) for the query, and per scope the final.json
+    document and its time."""
+    runs: list[str] = []
+    scopes: list[str] = []
+    finals: list[int | None] = []
+    final_docs: dict[tuple[str, str], tuple[Any, int | None]] = {}
+    for run_id, docs in ctx.tables.documents.items():
+        run_final = docs.final if docs.final is not None and docs.final.ok else None
+        for scope, sd in docs.scopes.items():
+            own = sd.final if sd.final is not None and sd.final.ok else None
+            ref = own if own is not None and docs.layout == "native" else run_final
+            ns = parse_iso(ref.get("timestamp")) if ref is not None else None
+            runs.append(run_id)
+            scopes.append(scope)
+            finals.append(ns)
+            final_docs[(run_id, scope)] = (ref, ns)
+    return runs, scopes, finals, final_docs
+
+
+def _advice(n_progress: int, alive: bool | None) -> tuple[Severity, str]:
+    """How bad late events are and what to do: progress while the owner lives is an
+    overlapping resume; progress after it died is unrecorded work; heartbeats only are a
+    leaked ticker."""
+    if n_progress and alive:
+        return Severity.WARNING, (
+            "an overlapping resume (or a second process) is still working, so final.json "
+            "is stale until it finishes; make sure only one process owns the run and "
+            "diagnose again when it ends"
+        )
+    if n_progress:
+        return Severity.ERROR, (
+            "work went on after the run ended (an overlapping resume or branch work "
+            "scheduled after cancellation) and nobody recorded its outcome, so final.json "
+            "is stale; re-terminalize the run from its event stream"
+        )
+    return Severity.WARNING, (
+        "only heartbeats, from a process or ticker that outlived the run; "
+        "they fake liveness, so stop that process"
+    )

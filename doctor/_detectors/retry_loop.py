@@ -137,19 +137,33 @@ def duration_text(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+#: Per scope, the stop that ended it (a run_failed only when nothing else did), the reason
+#: a run_failed gave, and the last stop's sequence number.
+_STOPS_SQL = (
+    "SELECT run_id, scope, coalesce(arg_max(event, seq) FILTER ("
+    "WHERE event <> 'run_failed'), 'run_failed'), "
+    "arg_max(reason, seq) FILTER (WHERE event = 'run_failed'), max(seq) "
+    f"FROM progress_events WHERE event IN {STOP_EVENTS_SQL[:-1]}, "
+    "'subgraph_deterministic_failure_cycle_breaker') AND event <> 'run_completed' "
+    "GROUP BY ALL"
+)
+
+
+def _severity(stopped_by: str | None, *, dominant: bool, state: object) -> Severity:
+    """A loop a cycle breaker (or the watchdog) stopped did what it is for: bounded, info.
+    One that dominated a run that did not succeed, with nothing stopping it, is an error."""
+    if stopped_by in _DESIGNED_STOPS:
+        return Severity.INFO
+    if dominant and state != "succeeded" and stopped_by is None:
+        return Severity.ERROR
+    return Severity.WARNING
+
+
 def retry_loop(ctx: Context) -> list[Finding]:
     """A back edge (a hop to a node entered earlier in the scope) taken repeatedly."""
     findings = []
     stops = {
-        (r, sc): (ev, reason, int(seq))
-        for r, sc, ev, reason, seq in ctx.tables.sql(
-            "SELECT run_id, scope, coalesce(arg_max(event, seq) FILTER ("
-            "WHERE event <> 'run_failed'), 'run_failed'), "
-            "arg_max(reason, seq) FILTER (WHERE event = 'run_failed'), max(seq) "
-            f"FROM progress_events WHERE event IN {STOP_EVENTS_SQL[:-1]}, "
-            "'subgraph_deterministic_failure_cycle_breaker') AND event <> 'run_completed' "
-            "GROUP BY ALL"
-        )
+        (r, sc): (ev, reason, int(seq)) for r, sc, ev, reason, seq in ctx.tables.sql(_STOPS_SQL)
     }
     for run_id, scope, src, dst, n, first_ts, last_ts, end_ts, still, last_seq in ctx.tables.sql(
         _SQL, min=ctx.config.retry_loop_min
@@ -173,17 +187,10 @@ def retry_loop(ctx: Context) -> list[Finding]:
         # A loop that ate most of a run that did not succeed is the incident's failure mode;
         # a run that converged after a few laps, or a short loop, is worth a look only.
         dominant = share is not None and share >= DOMINANT_SHARE
-        # A loop a cycle breaker (or the watchdog) stopped did what it is for: bounded.
-        if stopped_by in _DESIGNED_STOPS:
-            severity = Severity.INFO
-        elif dominant and facts.get("_state") != "succeeded" and stopped_by is None:
-            severity = Severity.ERROR
-        else:
-            severity = Severity.WARNING
         findings.append(
             Finding(
                 code="retry_loop",
-                severity=severity,
+                severity=_severity(stopped_by, dominant=dominant, state=facts.get("_state")),
                 summary=summary,
                 run_id=run_id,
                 scope=scope,

@@ -26,6 +26,9 @@ a reused pid is not mistaken for the session. Processes are only visible on this
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from doctor._detectors._context import Context
 from doctor._detectors._queue import LEASED, TERMINAL, same_host, this_host, ticket_label
 from doctor._model import Finding, Severity
@@ -57,73 +60,136 @@ def session_desync(ctx: Context) -> list[Finding]:
     findings = []
     for ticket_id, title, status, session, pid, start, host, run_id, owner, epoch in rows:
         local = same_host(host, here)
-        leased = status in LEASED
         alive: bool | None = None
         if pid is not None and local:
             # Most terminal rows name long-gone pids: only those in the process table are read.
             alive = bool(process_alive(pid, start)) if pid in running else False
-        label = ticket_label(ticket_id, title)
-        who = f"session {session!r}" if session else "its session"
-        repair: str | None = None
-        if leased and pid is None and session is None:
-            kind, severity, repair = "no_session", Severity.ERROR, "reclaim"
-            summary = (
+        s = _Session(
+            ticket_id=ticket_id,
+            title=title,
+            status=status,
+            session=session,
+            pid=pid,
+            start=start,
+            host=host,
+            run_id=run_id,
+            owner=owner,
+            epoch=epoch,
+            local=local,
+            alive=alive,
+            here=here,
+        )
+        verdict = _verdict(s)
+        if verdict is not None:
+            findings.append(_finding(s, verdict))
+    return findings
+
+
+@dataclass(frozen=True)
+class _Session:
+    """One ticket's recorded session (a row of ``_SQL``), and what this host says of it."""
+
+    ticket_id: Any
+    title: Any
+    status: Any
+    session: Any
+    pid: Any
+    start: Any
+    host: Any
+    run_id: Any
+    owner: Any
+    epoch: Any
+    local: bool
+    alive: bool | None
+    here: str
+
+
+def _verdict(s: _Session) -> tuple[str, Severity, str | None, str] | None:
+    """``(kind, severity, repair, summary)`` of a session that disagrees, None otherwise."""
+    status, pid = s.status, s.pid
+    leased = status in LEASED
+    label = ticket_label(s.ticket_id, s.title)
+    who = f"session {s.session!r}" if s.session else "its session"
+    if leased and pid is None and s.session is None:
+        return (
+            "no_session",
+            Severity.ERROR,
+            "reclaim",
+            (
                 f"{label} is {status} but the queue recorded no session for it (no session "
                 "name, no pid), so nobody can tell whether its work is alive; reclaim it and "
                 "make the worker record its session when it claims"
-            )
-        elif leased and pid is None:
-            kind, severity = "no_pid", Severity.INFO
-            summary = f"{label} is {status} in {who}, but no pid was recorded to check it by"
-        elif leased and not local:
-            kind, severity = "other_host", Severity.INFO
-            summary = (
-                f"{label} is {status} in {who} (pid {pid}) on host {host or '(unknown)'}; "
+            ),
+        )
+    if leased and pid is None:
+        summary = f"{label} is {status} in {who}, but no pid was recorded to check it by"
+        return "no_pid", Severity.INFO, None, summary
+    if leased and not s.local:
+        return (
+            "other_host",
+            Severity.INFO,
+            None,
+            (
+                f"{label} is {status} in {who} (pid {pid}) on host {s.host or '(unknown)'}; "
                 "run the doctor there to check that the session is alive"
-            )
-        elif leased and alive is False:
-            kind, severity, repair = "dead_session", Severity.ERROR, "reclaim"
-            summary = (
+            ),
+        )
+    if leased and s.alive is False:
+        return (
+            "dead_session",
+            Severity.ERROR,
+            "reclaim",
+            (
                 f"{label} is {status} but {who} (pid {pid}) is no longer running on this host; "
                 "the work died with it: reclaim the ticket so it runs again"
-            )
-        elif status in TERMINAL and alive:
-            kind, repair = "live_after_terminal", "reconcile"
-            severity = Severity.WARNING if status == "done" or start is None else Severity.ERROR
-            summary = (
+            ),
+        )
+    if status in TERMINAL and s.alive:
+        severity = Severity.WARNING if status == "done" or s.start is None else Severity.ERROR
+        return (
+            "live_after_terminal",
+            severity,
+            "reconcile",
+            (
                 f"{label} is marked {status} but {who} (pid {pid}) is still running on this "
                 "host; find out what it is doing, then stop it or correct the ticket"
-            )
-        elif status in ("todo", "blocked") and alive:
-            kind, severity, repair = "live_unleased", Severity.WARNING, "reconcile"
-            summary = (
+            ),
+        )
+    if status in ("todo", "blocked") and s.alive:
+        return (
+            "live_unleased",
+            Severity.WARNING,
+            "reconcile",
+            (
                 f"{label} is {status} (no lease) but {who} (pid {pid}) is still running on "
                 "this host; stop it before a worker starts the same work again"
-            )
-        else:
-            continue
-        findings.append(
-            Finding(
-                code="session_desync",
-                severity=severity,
-                summary=summary,
-                scope="",
-                repair=repair,
-                evidence={
-                    "ticket_id": ticket_id,
-                    "recorded_status": status,
-                    "session_name": session,
-                    "pid": pid,
-                    "pid_alive": alive,
-                    "kind": kind,
-                    "host": host,
-                    "this_host": here,
-                    "proc_start_time": start,
-                    "worker": owner,
-                    # The lease a reclaim or reconcile must compare-and-set on.
-                    "lease_epoch": epoch,
-                    "run_id": run_id,
-                },
-            )
+            ),
         )
-    return findings
+    return None
+
+
+def _finding(s: _Session, verdict: tuple[str, Severity, str | None, str]) -> Finding:
+    """The finding of a disagreeing session, with what a reclaim or reconcile needs."""
+    kind, severity, repair, summary = verdict
+    return Finding(
+        code="session_desync",
+        severity=severity,
+        summary=summary,
+        scope="",
+        repair=repair,
+        evidence={
+            "ticket_id": s.ticket_id,
+            "recorded_status": s.status,
+            "session_name": s.session,
+            "pid": s.pid,
+            "pid_alive": s.alive,
+            "kind": kind,
+            "host": s.host,
+            "this_host": s.here,
+            "proc_start_time": s.start,
+            "worker": s.owner,
+            # The lease a reclaim or reconcile must compare-and-set on.
+            "lease_epoch": s.epoch,
+            "run_id": s.run_id,
+        },
+    )

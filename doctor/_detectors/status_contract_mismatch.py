@@ -75,8 +75,13 @@ def _stranded_outcome(docs: list[Document]) -> tuple[str, str, list[dict[str, An
 
 def status_contract_mismatch(ctx: Context) -> list[Finding]:
     """Attempts failed for want of a status file that exists elsewhere, or status.json vs stream."""
-    findings: list[Finding] = []
+    return [*_stranded_status(ctx), *_disagreeing_status(ctx)]
 
+
+def _stranded_status(ctx: Context) -> list[Finding]:
+    """Attempts that failed for want of a status.json while the agent wrote its outcome in
+    another file of the scope (ingested by repair when the outcome is success-like)."""
+    findings: list[Finding] = []
     by_scope: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
     for run_id, scope, node, attempt, reason, _end in ctx.tables.sql(_MISSING_SQL):
         by_scope.setdefault((run_id, scope), []).append((node, attempt, reason))
@@ -126,7 +131,13 @@ def status_contract_mismatch(ctx: Context) -> list[Finding]:
                 },
             )
         )
+    return findings
 
+
+def _disagreeing_status(ctx: Context) -> list[Finding]:
+    """A canonical status.json whose outcome the stream's last ended attempt of the node
+    contradicts (deliberate rewrites and the run's own stop excepted)."""
+    findings: list[Finding] = []
     last = {(r, s, n): (a, bool(o), st, fr) for r, s, n, a, o, st, fr in ctx.tables.sql(_LAST_SQL)}
     for run_id, docs in sorted(ctx.tables.documents.items()):
         ending = facts_of(ctx.facts, run_id).get("terminal_reason")

@@ -22,9 +22,13 @@ still open (the run looks busy on old work while it is stuck in another); warnin
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from doctor._detectors._context import Context
 from doctor._detectors._stops import interrupted_visits
-from doctor._documents import checkpoint_fields
+from doctor._documents import ScopeDocuments, checkpoint_fields
+from doctor._facts import RunFacts
 from doctor._layout import is_top_scope
 from doctor._model import Finding, Severity
 from doctor._tables import HEARTBEAT_SQL
@@ -77,64 +81,104 @@ def telemetry_divergence(ctx: Context) -> list[Finding]:
         for scope, sd in sorted(docs.scopes.items()):
             if (run_id, scope) not in rows or (is_top_scope(scope) and scope != current_top):
                 continue
-            actual, last_end, open_nodes = rows[(run_id, scope)]
-            if is_top_scope(scope):
-                actual = facts.get("current_node") or actual
-                state = facts.get("_state")
-            else:
-                state = next(
-                    (b.get("state") for b in facts.get("branches", []) if b["scope"] == scope),
-                    None,
-                )
-            live = sd.live
-            live_node = None
-            if live is not None and live.ok:
-                live_node = live.get("node_id") or live.get("to_node")
-                live_node = live_node if isinstance(live_node, str) else None
-            ck = checkpoint_fields(sd.checkpoint).get("current_node")
-            ck_node = ck if isinstance(ck, str) else None
-            if actual is None:
-                continue
-            live_off = live_node is not None and live_node != actual and live_node not in open_nodes
             resume = cut.get((run_id, scope), (None, None))[1]
-            ck_off = ck_node is not None and ck_node not in (actual, last_end, resume)
-            if not (live_off or ck_off):
-                continue
-            where = f"branch {scope}" if scope else "the top level"
-            parts = []
-            if live_off:
-                event = live.get("event") if live is not None else None
-                parts.append(f"live.json shows {event} on {live_node}")
-            if ck_off:
-                parts.append(f"checkpoint.json says current_node {ck_node}")
-            stuck = state in ("stalled", "orphaned")
-            findings.append(
-                Finding(
-                    code="telemetry_divergence",
-                    # A live.json naming dead work while the scope is stuck in unfinished work
-                    # is what misleads the person deciding whether the run is hung (incident
-                    # 04, 1.3). In a finished scope it is leftover noise (stale_heartbeat
-                    # reports the leak itself).
-                    severity=Severity.ERROR
-                    if live_off and stuck and open_nodes
-                    else Severity.WARNING,
-                    summary=(
-                        f"In {where}, " + " and ".join(parts) + f", but the stream is at "
-                        f"{actual}"
-                        + (f" and the scope is {state}" if stuck else "")
-                        + "; go by progress.ndjson, not these files, to judge what it is doing"
-                    ),
-                    run_id=run_id,
-                    scope=scope,
-                    node_id=actual,
-                    evidence={
-                        "live_node": live_node,
-                        "checkpoint_node": ck_node,
-                        "actual_node": actual,
-                        "live_event": live.get("event") if live is not None else None,
-                        "open_nodes": sorted(open_nodes),
-                        "state": state,
-                    },
-                )
-            )
+            found = _divergence(facts, sd, rows[(run_id, scope)], resume, scope=scope)
+            if found is not None:
+                findings.append(_finding(run_id, scope, found))
     return findings
+
+
+@dataclass(frozen=True)
+class _Divergence:
+    """What a scope's live.json and checkpoint name against the stream's ``actual`` node."""
+
+    actual: str
+    state: Any
+    live_node: str | None
+    live_event: Any
+    ck_node: str | None
+    live_off: bool
+    ck_off: bool
+    open_nodes: list[str]
+
+
+def _divergence(
+    facts: RunFacts,
+    sd: ScopeDocuments,
+    row: tuple[Any, Any, list[str]],
+    resume: str | None,
+    *,
+    scope: str,
+) -> _Divergence | None:
+    """Compare one scope's documents with its stream ``row`` (actual node, last ended node,
+    open nodes); None when they agree. ``resume`` is where a stop that cut a visit short
+    resumes (the checkpoint may already name it)."""
+    actual, last_end, open_nodes = row
+    if is_top_scope(scope):
+        actual = facts.get("current_node") or actual
+        state = facts.get("_state")
+    else:
+        state = next(
+            (b.get("state") for b in facts.get("branches", []) if b["scope"] == scope),
+            None,
+        )
+    live = sd.live
+    live_node = None
+    if live is not None and live.ok:
+        live_node = live.get("node_id") or live.get("to_node")
+        live_node = live_node if isinstance(live_node, str) else None
+    ck = checkpoint_fields(sd.checkpoint).get("current_node")
+    ck_node = ck if isinstance(ck, str) else None
+    if actual is None:
+        return None
+    live_off = live_node is not None and live_node != actual and live_node not in open_nodes
+    ck_off = ck_node is not None and ck_node not in (actual, last_end, resume)
+    if not (live_off or ck_off):
+        return None
+    return _Divergence(
+        actual=actual,
+        state=state,
+        live_node=live_node,
+        live_event=live.get("event") if live is not None else None,
+        ck_node=ck_node,
+        live_off=live_off,
+        ck_off=ck_off,
+        open_nodes=open_nodes,
+    )
+
+
+def _finding(run_id: str, scope: str, d: _Divergence) -> Finding:
+    """The finding of a diverging scope: an error when live.json names dead work while the
+    scope is stuck in unfinished work."""
+    where = f"branch {scope}" if scope else "the top level"
+    parts = []
+    if d.live_off:
+        parts.append(f"live.json shows {d.live_event} on {d.live_node}")
+    if d.ck_off:
+        parts.append(f"checkpoint.json says current_node {d.ck_node}")
+    stuck = d.state in ("stalled", "orphaned")
+    return Finding(
+        code="telemetry_divergence",
+        # A live.json naming dead work while the scope is stuck in unfinished work
+        # is what misleads the person deciding whether the run is hung (incident
+        # 04, 1.3). In a finished scope it is leftover noise (stale_heartbeat
+        # reports the leak itself).
+        severity=Severity.ERROR if d.live_off and stuck and d.open_nodes else Severity.WARNING,
+        summary=(
+            f"In {where}, " + " and ".join(parts) + f", but the stream is at "
+            f"{d.actual}"
+            + (f" and the scope is {d.state}" if stuck else "")
+            + "; go by progress.ndjson, not these files, to judge what it is doing"
+        ),
+        run_id=run_id,
+        scope=scope,
+        node_id=d.actual,
+        evidence={
+            "live_node": d.live_node,
+            "checkpoint_node": d.ck_node,
+            "actual_node": d.actual,
+            "live_event": d.live_event,
+            "open_nodes": sorted(d.open_nodes),
+            "state": d.state,
+        },
+    )

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from doctor._detectors._context import Context, more
-from doctor._facts import iso
+from doctor._facts import RunFacts, iso
 from doctor._layout import is_top_scope
 from doctor._model import Finding, Severity
 
@@ -85,6 +86,30 @@ def _branch_key(scope: str) -> str:
     return m.group(1) if m else last
 
 
+def _scope_state(facts: RunFacts, scope: str) -> Any:
+    """The state of the run's top level, or of one of its branches."""
+    if is_top_scope(scope):
+        return facts.get("_state")
+    return next((b.get("state") for b in facts.get("branches", []) if b["scope"] == scope), None)
+
+
+def _finished(
+    branches: list[str],
+    run_id: str,
+    branch_rows: dict[tuple[str, str], tuple[bool, bool]],
+    done: set[str],
+) -> list[str]:
+    """The branches that finished: no open attempt, and a last attempt that ended done or
+    a ``done`` record (the branch keys the parent saw finish)."""
+    finished = []
+    for b in branches:
+        has_open, last_done = branch_rows.get((run_id, b), (False, False))
+        seen_done = _branch_key(b) in done
+        if not has_open and (last_done or seen_done):
+            finished.append(b)
+    return finished
+
+
 def unjoined_fanout(ctx: Context) -> list[Finding]:
     """Fan-out nodes whose attempt never ended although their scope stopped running."""
     branch_rows = {(r, s): (bool(o), bool(d)) for r, s, o, d in ctx.tables.sql(_BRANCH_SQL)}
@@ -99,21 +124,11 @@ def unjoined_fanout(ctx: Context) -> list[Finding]:
         if fan is None:
             continue
         facts = ctx.facts[run_id]
-        if is_top_scope(scope):
-            state = facts.get("_state")
-        else:
-            state = next(
-                (b.get("state") for b in facts.get("branches", []) if b["scope"] == scope), None
-            )
+        state = _scope_state(facts, scope)
         if state == "running":
             continue
         branches = fan.branches()
-        finished = []
-        for b in branches:
-            has_open, last_done = branch_rows.get((run_id, b), (False, False))
-            seen_done = _branch_key(b) in done_keys.get((run_id, scope), set())
-            if not has_open and (last_done or seen_done):
-                finished.append(b)
+        finished = _finished(branches, run_id, branch_rows, done_keys.get((run_id, scope), set()))
         unfinished = [b for b in branches if b not in finished]
         where = f"branch {scope}" if scope else "the top level"
         left = (
