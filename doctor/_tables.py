@@ -191,6 +191,8 @@ def new_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
 def _configure(con: duckdb.DuckDBPyConnection, scratch: str, threads: int | None) -> None:
     """Bounded memory and spill (under ``scratch``), insertion order kept, UTC, no progress
     bar, and ``threads`` when given."""
+    import duckdb
+
     con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
     con.execute("SET temp_directory = $dir", {"dir": str(Path(scratch) / "spill")})
     con.execute(f"SET max_temp_directory_size = '{DUCKDB_TEMP_LIMIT}'")
