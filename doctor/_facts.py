@@ -33,6 +33,10 @@ __all__ = [
 
 #: ``failure_reasons`` keeps at most this many (scope, node, reason) rows per run.
 MAX_FAILURE_REASONS = 200
+#: ``attempt_stats``, ``attempt_spans``, ``phases`` and ``edges`` keep at most this many rows
+#: per run (the rest are counted in ``rows_omitted``): a run of 380,000 distinct nodes would
+#: otherwise build (and print) over a million rows, past the memory budget.
+MAX_NODE_ROWS = 1000
 
 #: SQL predicate over ``scope``: the run's own stream and its loop restarts.
 TOP_SQL = "(scope = '' OR regexp_full_match(scope, 'restart-[0-9]+'))"
@@ -132,23 +136,32 @@ def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
         SELECT run_id, event, count(*) FROM events WHERE {TOP_SQL}
         GROUP BY ALL ORDER BY run_id, 3 DESC, 2""")
     )
-    edges = _per_run(
-        tables.sql(f"""
-        SELECT run_id, from_node, to_node, count(*) FROM progress_events
-        WHERE {TOP_SQL} AND event = 'edge_selected' GROUP BY ALL ORDER BY run_id, 4 DESC, 2, 3""")
+    omitted: dict[str, dict[str, int]] = {}
+    edges = _bounded(
+        tables,
+        "edges",
+        f"""SELECT run_id, from_node, to_node, count(*) AS n FROM progress_events
+        WHERE {TOP_SQL} AND event = 'edge_selected' GROUP BY ALL""",
+        keep="n DESC, from_node, to_node",
+        order="run_id, n DESC, from_node, to_node",
+        omitted=omitted,
     )
-    stats = _per_run(
-        tables.sql("""
-        SELECT run_id, scope, node_id, count(*), min(duration_s), median(duration_s),
-               max(duration_s), sum(duration_s)
-        FROM attempts WHERE duration_s IS NOT NULL GROUP BY ALL ORDER BY run_id, scope, 8 DESC""")
+    stats = _bounded(
+        tables,
+        "attempt_stats",
+        """SELECT run_id, scope, node_id, count(*), min(duration_s), median(duration_s),
+               max(duration_s), sum(duration_s) AS total
+        FROM attempts WHERE duration_s IS NOT NULL GROUP BY ALL""",
+        keep="total DESC, scope, node_id",
+        order="run_id, scope, total DESC, node_id",
+        omitted=omitted,
     )
     open_attempts = _per_run(
         tables.sql(f"""
         SELECT run_id, node_id, epoch_ns(start_ts) FROM attempts
         WHERE end_seq IS NULL AND {TOP_SQL} ORDER BY run_id, start_seq""")
     )
-    phases = _phases(tables)
+    phases = _phases(tables, omitted)
     branch_done = _per_run(
         tables.sql("""
         SELECT run_id, scope, branch_logs_root, branch_key, arg_max(branch_status, seq)
@@ -172,11 +185,15 @@ def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
         FROM events WHERE NOT {TOP_SQL} GROUP BY ALL ORDER BY run_id, scope""")
     )
     # Extra facts for reports: when each node's attempts ran, and what its failures said.
-    spans = _per_run(
-        tables.sql("""
-        SELECT run_id, scope, node_id, count(*), count(*) FILTER (WHERE end_seq IS NULL),
-               epoch_ns(min(start_ts)), epoch_ns(max(end_ts))
-        FROM attempts GROUP BY ALL ORDER BY run_id, scope, 6, node_id""")
+    spans = _bounded(
+        tables,
+        "attempt_spans",
+        """SELECT run_id, scope, node_id, count(*) AS n, count(*) FILTER (WHERE end_seq IS NULL),
+               epoch_ns(min(start_ts)) AS first_ns, epoch_ns(max(end_ts))
+        FROM attempts GROUP BY ALL""",
+        keep="n DESC, first_ns, scope, node_id",
+        order="run_id, scope, first_ns, node_id",
+        omitted=omitted,
     )
     reasons = _per_run(
         tables.sql("""
@@ -272,6 +289,8 @@ def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
         ]
         facts["_last_heartbeat_at"] = iso(last_hb)
         facts["_open_attempts"] = [a[0] for a in open_attempts.get(run_id, [])]
+        if run_id in omitted:
+            facts["rows_omitted"] = omitted[run_id]
         out[run_id] = facts
     return out
 
@@ -406,29 +425,65 @@ def _current_node(
     return node
 
 
-def _phases(tables: Tables) -> dict[str, list[tuple[Any, ...]]]:
+def _bounded(
+    tables: Tables,
+    name: str,
+    query: str,
+    *,
+    keep: str,
+    order: str,
+    omitted: dict[str, dict[str, int]],
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Per run, the rows of ``query`` (run_id first): at most :data:`MAX_NODE_ROWS`, those
+    first in ``keep`` order, returned in ``order``; ``omitted[run_id][name]`` counts the rest.
+    The cut is made in DuckDB, so a run of many nodes never has all its rows in Python."""
     rows = tables.sql(f"""
-        SELECT run_id, node_id, epoch_ns(min(start_ts)), epoch_ns(max(coalesce(end_ts, start_ts))),
-               bool_or(end_ts IS NULL)
-        FROM attempts WHERE {TOP_SQL} GROUP BY ALL ORDER BY run_id, 3""")
-    return _per_run(rows)
+        SELECT *, count(*) OVER (PARTITION BY run_id) AS _total FROM ({query})
+        QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY {keep}) <= {MAX_NODE_ROWS}
+        ORDER BY {order}""")
+    out: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for row in rows:
+        if row[-1] > MAX_NODE_ROWS:
+            omitted.setdefault(row[0], {})[name] = int(row[-1]) - MAX_NODE_ROWS
+        out[row[0]].append(row[1:-1])
+    return out
+
+
+#: :func:`family_of` in SQL (RE2): ``\n?`` because Python's ``$`` also matches before a
+#: trailing newline.
+_FAMILY_SQL = (
+    "coalesce(nullif(regexp_extract(node_id, "
+    "'^(?:impl|implement|verify|check|fix|review|test|plan)_(.+)\n?$', 1), ''), node_id)"
+)
+
+
+def _phases(tables: Tables, omitted: dict[str, dict[str, int]]) -> dict[str, list[tuple[Any, ...]]]:
+    """Per run, its node families' attempts (family, first start, last end, open): the open
+    ones and then the longest, at most :data:`MAX_NODE_ROWS`."""
+    return _bounded(
+        tables,
+        "phases",
+        f"""SELECT run_id, {_FAMILY_SQL} AS family, epoch_ns(min(start_ts)) AS first_ns,
+               epoch_ns(max(coalesce(end_ts, start_ts))) AS last_ns,
+               bool_or(end_ts IS NULL) AS is_open
+        FROM attempts WHERE {TOP_SQL} GROUP BY ALL""",
+        keep="is_open DESC, last_ns - first_ns DESC, family",
+        order="run_id, first_ns, family",
+        omitted=omitted,
+    )
 
 
 def _phase_rows(
     rows: list[tuple[Any, ...]], started: int | None, last_event: int | None
 ) -> list[dict[str, Any]]:
-    families: dict[str, list[Any]] = {}
-    for node_id, first, last, is_open in rows:
-        fam = family_of(node_id)
-        end = last_event if is_open and last_event is not None else last
-        if fam not in families:
-            families[fam] = [first, end]
-        else:
-            families[fam][0] = min(families[fam][0], first)
-            families[fam][1] = max(families[fam][1], end)
+    # An open family lasts to the run's last event (every attempt ends by then).
+    families = [
+        (fam, first, last_event if is_open and last_event is not None else last)
+        for fam, first, last, is_open in rows
+    ]
     wall = _seconds(started, last_event) or 0.0
     out = []
-    for fam, (first, last) in sorted(families.items(), key=lambda kv: kv[1][0]):
+    for fam, first, last in families:
         span = _seconds(first, last) or 0.0
         out.append(
             {

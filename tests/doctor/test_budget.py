@@ -118,3 +118,25 @@ def test_a_limit_that_is_not_a_size_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "RUNDOCTOR_SPILL_LIMIT 'lots' is not a size" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_per_node_facts_keep_at_most_1000_rows_and_count_the_rest(tmp_path: Path) -> None:
+    _run(tmp_path, "wide", 1_500, heartbeats=0)
+    result = doctor("diagnose", "--run-id", "wide", "--root", tmp_path, "--json")
+    assert result.returncode == 1
+    facts = json.loads(result.stdout)["facts"]
+    assert facts["rows_omitted"] == {"attempt_stats": 500, "attempt_spans": 500, "phases": 500}
+    for key in ("attempt_stats", "attempt_spans", "phases"):
+        assert len(facts[key]) == 1_000
+    assert facts["attempts_started"] == 4_500  # the counts still cover every node
+    # Spans keep the nodes with the most attempts (all tie at 3: the earliest), in start order.
+    spans = [s["node_id"] for s in facts["attempt_spans"]]
+    assert spans == [f"node_{n:07d}" for n in range(1_000)]
+
+
+def test_a_run_under_the_cap_has_no_rows_omitted(tmp_path: Path) -> None:
+    _run(tmp_path, "narrow", 10, heartbeats=0)
+    result = doctor("diagnose", "--run-id", "narrow", "--root", tmp_path, "--json")
+    facts = json.loads(result.stdout)["facts"]
+    assert "rows_omitted" not in facts
+    assert len(facts["attempt_stats"]) == len(facts["attempt_spans"]) == len(facts["phases"]) == 10
