@@ -196,10 +196,14 @@ def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
         omitted=omitted,
     )
     reasons = _per_run(
-        tables.sql("""
-        SELECT run_id, scope, node_id, coalesce(failure_reason, ''), count(*)
-        FROM attempts WHERE status IN ('fail', 'retry')
-        GROUP BY ALL ORDER BY run_id, 5 DESC, scope, node_id, 4""")
+        tables.sql(f"""
+        SELECT * FROM (
+            SELECT run_id, scope, node_id, coalesce(failure_reason, '') AS reason, count(*) AS n
+            FROM attempts WHERE status IN ('fail', 'retry') GROUP BY ALL)
+        -- cut here, not in Python: a run of many failing nodes has a row for each
+        QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY n DESC, scope, node_id, reason)
+            <= {MAX_FAILURE_REASONS}
+        ORDER BY run_id, n DESC, scope, node_id, reason""")
     )
 
     out: dict[str, RunFacts] = {}
