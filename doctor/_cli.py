@@ -197,7 +197,19 @@ def config_from_env(
     cache = os.environ.get("RUNDOCTOR_CACHE")
     if cache and "cache_dir" not in overrides:
         overrides["cache_dir"] = Path(cache)
+    _budget_from_env(settings)
     return DoctorConfig(**{**(fallback or {}), **settings, "roots": chosen, **overrides})
+
+
+def _budget_from_env(settings: dict[str, Any]) -> None:
+    """DuckDB's memory and spill limits: the environment over the config file, checked."""
+    from doctor._budget import MEMORY_ENV, SPILL_ENV, check_size
+
+    for key, env in (("memory_limit", MEMORY_ENV), ("spill_limit", SPILL_ENV)):
+        if os.environ.get(env):
+            settings[key] = check_size(env, os.environ[env])
+        elif key in settings:
+            settings[key] = check_size(key, settings[key])
 
 
 def diagnose(run_id: str, config: DoctorConfig) -> Diagnosis:

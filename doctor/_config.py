@@ -50,6 +50,11 @@ class DoctorConfig:
     db: str | None = None
     threads: int | None = None
     cache_dir: Path | None = None
+    #: DuckDB's memory for one connection (one run, or one scan batch): its ``memory_limit``.
+    memory_limit: str = "256MiB"
+    #: The most DuckDB may spill to its private temporary directory (``max_temp_directory_size``);
+    #: a run over either limit is its ``unreadable_artifact`` (:mod:`doctor._budget`).
+    spill_limit: str = "4GiB"
     now: float = field(default_factory=time.time)
 
     def with_now(self, now: float) -> DoctorConfig:

@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from doctor._budget import budget_detail, exceeded
 from doctor._config import DoctorConfig
 from doctor._detectors import Context, select
 from doctor._errors import RootError, UsageError
@@ -39,10 +40,21 @@ def _run_detectors(ctx: Context) -> list[Finding]:
 def diagnose_path(path: Path, config: DoctorConfig) -> Diagnosis:
     """Diagnose the run directory at ``path``."""
     layout = discover(path)
-    # No raw lines: no detector reads them, and the typed scan is about twice as fast.
-    tables = load_runs([layout], keep_raw=False, threads=config.threads)
-    facts = compute_facts(tables, config)
-    findings = _run_detectors(Context(tables, facts, config))
+    try:
+        # No raw lines: no detector reads them, and the typed scan is about twice as fast.
+        tables = load_runs(
+            [layout],
+            keep_raw=False,
+            threads=config.threads,
+            limits=(config.memory_limit, config.spill_limit),
+        )
+        facts = compute_facts(tables, config)
+        findings = _run_detectors(Context(tables, facts, config))
+    except Exception as exc:  # over the budget: the run's finding (doctor._budget)
+        limit = exceeded(exc)
+        if limit is None:
+            raise
+        return over_budget(layout, budget_detail(limit, config), config)
     run_facts = facts[layout.run_id]
     try:
         resolved = layout.path.resolve()
@@ -188,6 +200,20 @@ def scan(
         by_state[d.state] = by_state.get(d.state, 0) + 1
     fleet["by_state"] = by_state
     return dataclasses.replace(result, diagnoses=tuple(diagnoses), fleet=fleet)
+
+
+def over_budget(layout: RunLayout, detail: str, config: DoctorConfig) -> Diagnosis:
+    """A run over the resource budget (``detail``, from :func:`doctor._budget.budget_detail`):
+    its state from its documents alone, and one ``unreadable_artifact`` saying so."""
+    d = _undiagnosable(layout, MemoryError(), config)
+    finding = Finding(
+        code="unreadable_artifact",
+        severity=Severity.ERROR,
+        summary=f". (run) was not diagnosed: {detail}",
+        run_id=layout.run_id,
+        evidence={"file": ".", "kind": "run", "detail": detail},
+    )
+    return dataclasses.replace(d, findings=(finding,))
 
 
 def _undiagnosable(layout: RunLayout, exc: Exception, config: DoctorConfig) -> Diagnosis:

@@ -34,6 +34,10 @@ __all__ = [
 
 #: ``failure_reasons`` keeps at most this many (scope, node, reason) rows per run.
 MAX_FAILURE_REASONS = 200
+#: ``attempt_stats``, ``attempt_spans``, ``phases`` and ``edges`` keep at most this many rows
+#: per run (the rest are counted in ``rows_omitted``): a run of 380,000 distinct nodes would
+#: otherwise build (and print) over a million rows, past the memory budget.
+MAX_NODE_ROWS = 1000
 
 #: SQL predicate over ``scope``: the run's own stream and its loop restarts.
 TOP_SQL = "(scope = '' OR regexp_full_match(scope, 'restart-[0-9]+'))"
@@ -139,13 +143,14 @@ _SUMMARY_SQL = f"""
 _BY_TYPE_SQL = f"""
         SELECT run_id, event, count(*) FROM events WHERE {TOP_SQL}
         GROUP BY ALL ORDER BY run_id, 3 DESC, 2"""
+# Per-node rows are cut to MAX_NODE_ROWS per run by :func:`_bounded` (keep / order).
 _EDGES_SQL = f"""
-        SELECT run_id, from_node, to_node, count(*) FROM progress_events
-        WHERE {TOP_SQL} AND event = 'edge_selected' GROUP BY ALL ORDER BY run_id, 4 DESC, 2, 3"""
+        SELECT run_id, from_node, to_node, count(*) AS n FROM progress_events
+        WHERE {TOP_SQL} AND event = 'edge_selected' GROUP BY ALL"""
 _STATS_SQL = """
         SELECT run_id, scope, node_id, count(*), min(duration_s), median(duration_s),
-               max(duration_s), sum(duration_s)
-        FROM attempts WHERE duration_s IS NOT NULL GROUP BY ALL ORDER BY run_id, scope, 8 DESC"""
+               max(duration_s), sum(duration_s) AS total
+        FROM attempts WHERE duration_s IS NOT NULL GROUP BY ALL"""
 _OPEN_ATTEMPTS_SQL = f"""
         SELECT run_id, node_id, epoch_ns(start_ts) FROM attempts
         WHERE end_seq IS NULL AND {TOP_SQL} ORDER BY run_id, start_seq"""
@@ -166,13 +171,17 @@ _BRANCHES_SQL = f"""
                arg_max(status, seq) FILTER (WHERE event = 'stage_attempt_end')
         FROM events WHERE NOT {TOP_SQL} GROUP BY ALL ORDER BY run_id, scope"""
 _SPANS_SQL = """
-        SELECT run_id, scope, node_id, count(*), count(*) FILTER (WHERE end_seq IS NULL),
-               epoch_ns(min(start_ts)), epoch_ns(max(end_ts))
-        FROM attempts GROUP BY ALL ORDER BY run_id, scope, 6, node_id"""
-_REASONS_SQL = """
-        SELECT run_id, scope, node_id, coalesce(failure_reason, ''), count(*)
-        FROM attempts WHERE status IN ('fail', 'retry')
-        GROUP BY ALL ORDER BY run_id, 5 DESC, scope, node_id, 4"""
+        SELECT run_id, scope, node_id, count(*) AS n, count(*) FILTER (WHERE end_seq IS NULL),
+               epoch_ns(min(start_ts)) AS first_ns, epoch_ns(max(end_ts))
+        FROM attempts GROUP BY ALL"""
+_REASONS_SQL = f"""
+        SELECT * FROM (
+            SELECT run_id, scope, node_id, coalesce(failure_reason, '') AS reason, count(*) AS n
+            FROM attempts WHERE status IN ('fail', 'retry') GROUP BY ALL)
+        -- cut here, not in Python: a run of many failing nodes has a row for each
+        QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY n DESC, scope, node_id, reason)
+            <= {MAX_FAILURE_REASONS}
+        ORDER BY run_id, n DESC, scope, node_id, reason"""
 
 _Rows = dict[str, list[tuple[Any, ...]]]
 
@@ -193,22 +202,47 @@ class _FleetRows:
     # Extra facts for reports: when each node's attempts ran, and what its failures said.
     spans: _Rows
     reasons: _Rows
+    #: run_id -> fact name -> how many per-node rows were cut (``rows_omitted``)
+    omitted: dict[str, dict[str, int]]
 
 
 def _query_fleet(tables: Tables) -> _FleetRows:
     """Phase 1: run every query once over all runs, in the order the facts need them."""
+    omitted: dict[str, dict[str, int]] = {}
     return _FleetRows(
         summary={r[0]: r[1:] for r in tables.sql(_SUMMARY_SQL)},
         by_type=_per_run(tables.sql(_BY_TYPE_SQL)),
-        edges=_per_run(tables.sql(_EDGES_SQL)),
-        stats=_per_run(tables.sql(_STATS_SQL)),
+        edges=_bounded(
+            tables,
+            "edges",
+            _EDGES_SQL,
+            keep="n DESC, from_node, to_node",
+            order="run_id, n DESC, from_node, to_node",
+            omitted=omitted,
+        ),
+        stats=_bounded(
+            tables,
+            "attempt_stats",
+            _STATS_SQL,
+            keep="total DESC, scope, node_id",
+            order="run_id, scope, total DESC, node_id",
+            omitted=omitted,
+        ),
         open_attempts=_per_run(tables.sql(_OPEN_ATTEMPTS_SQL)),
-        phases=_phases(tables),
+        phases=_phases(tables, omitted),
         branch_done=_per_run(tables.sql(_BRANCH_DONE_SQL)),
         endings=_per_run(tables.sql(_ENDINGS_SQL)),
         branches=_per_run(tables.sql(_BRANCHES_SQL)),
-        spans=_per_run(tables.sql(_SPANS_SQL)),
+        spans=_bounded(
+            tables,
+            "attempt_spans",
+            _SPANS_SQL,
+            keep="n DESC, first_ns, scope, node_id",
+            order="run_id, scope, first_ns, node_id",
+            omitted=omitted,
+        ),
         reasons=_per_run(tables.sql(_REASONS_SQL)),
+        omitted=omitted,
     )
 
 
@@ -270,6 +304,8 @@ def _run_facts(run_id: str, docs: RunDocuments, rows: _FleetRows, config: Doctor
     )
     facts["_last_heartbeat_at"] = iso(last_hb)
     facts["_open_attempts"] = [a[0] for a in rows.open_attempts.get(run_id, [])]
+    if run_id in rows.omitted:
+        facts["rows_omitted"] = rows.omitted[run_id]
     return facts
 
 
@@ -465,29 +501,65 @@ def _current_node(
     return node
 
 
-def _phases(tables: Tables) -> dict[str, list[tuple[Any, ...]]]:
+def _bounded(
+    tables: Tables,
+    name: str,
+    query: str,
+    *,
+    keep: str,
+    order: str,
+    omitted: dict[str, dict[str, int]],
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Per run, the rows of ``query`` (run_id first): at most :data:`MAX_NODE_ROWS`, those
+    first in ``keep`` order, returned in ``order``; ``omitted[run_id][name]`` counts the rest.
+    The cut is made in DuckDB, so a run of many nodes never has all its rows in Python."""
     rows = tables.sql(f"""
-        SELECT run_id, node_id, epoch_ns(min(start_ts)), epoch_ns(max(coalesce(end_ts, start_ts))),
-               bool_or(end_ts IS NULL)
-        FROM attempts WHERE {TOP_SQL} GROUP BY ALL ORDER BY run_id, 3""")
-    return _per_run(rows)
+        SELECT *, count(*) OVER (PARTITION BY run_id) AS _total FROM ({query})
+        QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY {keep}) <= {MAX_NODE_ROWS}
+        ORDER BY {order}""")
+    out: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for row in rows:
+        if row[-1] > MAX_NODE_ROWS:
+            omitted.setdefault(row[0], {})[name] = int(row[-1]) - MAX_NODE_ROWS
+        out[row[0]].append(row[1:-1])
+    return out
+
+
+#: :func:`family_of` in SQL (RE2): ``\n?`` because Python's ``$`` also matches before a
+#: trailing newline.
+_FAMILY_SQL = (
+    "coalesce(nullif(regexp_extract(node_id, "
+    "'^(?:impl|implement|verify|check|fix|review|test|plan)_(.+)\n?$', 1), ''), node_id)"
+)
+
+
+def _phases(tables: Tables, omitted: dict[str, dict[str, int]]) -> dict[str, list[tuple[Any, ...]]]:
+    """Per run, its node families' attempts (family, first start, last end, open): the open
+    ones and then the longest, at most :data:`MAX_NODE_ROWS`."""
+    return _bounded(
+        tables,
+        "phases",
+        f"""SELECT run_id, {_FAMILY_SQL} AS family, epoch_ns(min(start_ts)) AS first_ns,
+               epoch_ns(max(coalesce(end_ts, start_ts))) AS last_ns,
+               bool_or(end_ts IS NULL) AS is_open
+        FROM attempts WHERE {TOP_SQL} GROUP BY ALL""",
+        keep="is_open DESC, last_ns - first_ns DESC, family",
+        order="run_id, first_ns, family",
+        omitted=omitted,
+    )
 
 
 def _phase_rows(
     rows: list[tuple[Any, ...]], started: int | None, last_event: int | None
 ) -> list[dict[str, Any]]:
-    families: dict[str, list[Any]] = {}
-    for node_id, first, last, is_open in rows:
-        fam = family_of(node_id)
-        end = last_event if is_open and last_event is not None else last
-        if fam not in families:
-            families[fam] = [first, end]
-        else:
-            families[fam][0] = min(families[fam][0], first)
-            families[fam][1] = max(families[fam][1], end)
+    # An open family lasts to the run's last event (every attempt ends by then).
+    families = [
+        (fam, first, last_event if is_open and last_event is not None else last)
+        for fam, first, last, is_open in rows
+    ]
     wall = _seconds(started, last_event) or 0.0
     out = []
-    for fam, (first, last) in sorted(families.items(), key=lambda kv: kv[1][0]):
+    for fam, first, last in families:
         span = _seconds(first, last) or 0.0
         out.append(
             {

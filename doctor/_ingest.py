@@ -79,6 +79,7 @@ def load_runs(
     cache: RunCache | None = None,
     entries: Mapping[str, CacheEntry] | None = None,
     race_hook: RaceHook | None = None,
+    limits: tuple[str, str] | None = None,
 ) -> Tables:
     """Read every run into one :class:`Tables`.
 
@@ -86,8 +87,14 @@ def load_runs(
     ``progress(done, total)`` is called as runs are read. With a ``cache`` and the runs'
     previous ``entries``, streams that only grew are resumed from their byte offsets.
     ``race_hook`` is a test seam (see :func:`doctor._ndjson.read_bulk`), None outside tests.
+    ``limits`` is DuckDB's (memory_limit, spill_limit) (:mod:`doctor._budget`); over either,
+    DuckDB's out-of-memory error is raised, never taken for one stream's failure.
     """
-    con = new_connection(threads)
+    con = (
+        new_connection(threads)
+        if limits is None
+        else new_connection(threads, memory_limit=limits[0], spill_limit=limits[1])
+    )
     tables = Tables(con)
     entries = entries or {}
     for i, run in enumerate(layouts):

@@ -361,6 +361,8 @@ def _scan_batch(
         source = source.replace("* EXCLUDE (filename)", "* EXCLUDE (filename, ts), ts")
     try:
         return sorted(_load(con, _insert_sql(source, objects=keep_raw), params) + unsafe)
+    except duckdb.OutOfMemoryException:
+        raise  # over the run's budget: the run's finding (doctor._budget), not a stream's
     except duckdb.Error as exc:
         if isinstance(exc, duckdb.InterruptException):
             raise IngestError(f"DuckDB could not read the event streams: {exc}") from exc
@@ -542,6 +544,8 @@ def _insert_lines(
         bad = con.sql(f"SELECT pos {not_ok} ORDER BY 1 LIMIT {int(room)}").fetchall()
         n_bad, last = con.sql(f"SELECT count(*), max(pos) {not_ok}").fetchall()[0]
         con.execute("DROP TABLE _rd_stage")
+    except duckdb.OutOfMemoryException:
+        raise  # over the run's budget: the run's finding (doctor._budget), not a stream's
     except duckdb.Error as exc:
         raise IngestError(f"DuckDB could not parse {path}: {exc}") from exc
     out = []

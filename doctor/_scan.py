@@ -38,6 +38,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from doctor._budget import budget_detail, exceeded
 from doctor._cache import CacheEntry, RunCache, fingerprint
 from doctor._config import DoctorConfig
 from doctor._detectors import Context, select
@@ -118,6 +119,7 @@ def diagnose_batch(batch: _Batch) -> list[RunOutcome]:
         threads=batch.threads,
         cache=cache,
         entries=batch.entries,
+        limits=(config.memory_limit, config.spill_limit),
     )
     try:
         facts = compute_facts(tables, config)
@@ -418,15 +420,52 @@ def scan_runs(
 
 def _safely(batch: _Batch) -> list[RunOutcome]:
     """A batch; when it fails with cached entries, once more reading its runs from scratch
-    (a concurrent scan may have replaced a Parquet file it resumed from)."""
+    (a concurrent scan may have replaced a Parquet file it resumed from). A batch over the
+    resource budget is diagnosed run by run (:func:`_one_by_one`)."""
     try:
         return diagnose_batch(batch)
     except KeyboardInterrupt:
         raise
-    except Exception:
+    except Exception as exc:
+        if exceeded(exc) is not None:
+            return _one_by_one(batch, exc)
         if not batch.entries:
             raise
     return diagnose_batch(dataclasses.replace(batch, entries={}))
+
+
+def _one_by_one(batch: _Batch, exc: Exception) -> list[RunOutcome]:
+    """The batch's runs each alone, after ``exc`` put the batch over the resource budget: a
+    run still over it alone gets the finding (:mod:`doctor._budget`), the others their
+    diagnosis."""
+    out: list[RunOutcome] = []
+    for layout in batch.layouts:
+        limit = exceeded(exc) if len(batch.layouts) == 1 else None
+        if limit is None:
+            entries = {k: v for k, v in batch.entries.items() if k == layout.run_id}
+            try:
+                out.extend(
+                    diagnose_batch(dataclasses.replace(batch, layouts=(layout,), entries=entries))
+                )
+                continue
+            except KeyboardInterrupt:
+                raise
+            except Exception as again:
+                limit = exceeded(again)
+                if limit is None:
+                    raise
+        out.append(_over_budget_outcome(layout, limit, batch.config))
+    return out
+
+
+def _over_budget_outcome(layout: RunLayout, limit: str, config: DoctorConfig) -> RunOutcome:
+    """A run over the budget: its finding, the owner for the fleet phase, and no activity
+    (the fleet's ``idle_gap`` does not see it). Never cached: a rescan reads it again."""
+    from doctor._diagnose import over_budget
+
+    d = over_budget(layout, budget_detail(limit, config), config)
+    clock = {"pid": d.facts.get("owner_pid"), "alive": None, "state": d.state}
+    return RunOutcome(layout.run_id, d.to_json(), clock, {"first": None})
 
 
 def _in_process(

@@ -173,8 +173,14 @@ def _drop_scratch(scratch: str, fd: int) -> None:
     os.close(fd)
 
 
-def new_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the canonical (empty) tables."""
+def new_connection(
+    threads: int | None = None,
+    *,
+    memory_limit: str = DUCKDB_MEMORY_LIMIT,
+    spill_limit: str = DUCKDB_TEMP_LIMIT,
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the canonical (empty) tables, its memory and spill
+    bounded by ``memory_limit`` and ``spill_limit`` (DuckDB sizes: ``256MiB``, ``4GiB``)."""
     import duckdb
 
     con = duckdb.connect(":memory:")
@@ -183,19 +189,25 @@ def new_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     _remove_orphaned_scratch()
     scratch, lock = _own_scratch()
     weakref.finalize(con, _drop_scratch, scratch, lock)  # also runs at interpreter exit
-    _configure(con, scratch, threads)
+    _configure(con, scratch, threads, memory_limit, spill_limit)
     _create_tables(con)
     return con
 
 
-def _configure(con: duckdb.DuckDBPyConnection, scratch: str, threads: int | None) -> None:
+def _configure(
+    con: duckdb.DuckDBPyConnection,
+    scratch: str,
+    threads: int | None,
+    memory_limit: str,
+    spill_limit: str,
+) -> None:
     """Bounded memory and spill (under ``scratch``), insertion order kept, UTC, no progress
     bar, and ``threads`` when given."""
     import duckdb
 
-    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+    con.execute("SET memory_limit = $v", {"v": memory_limit})
     con.execute("SET temp_directory = $dir", {"dir": str(Path(scratch) / "spill")})
-    con.execute(f"SET max_temp_directory_size = '{DUCKDB_TEMP_LIMIT}'")
+    con.execute("SET max_temp_directory_size = $v", {"v": spill_limit})
     con.execute("SET preserve_insertion_order = true")
     # Offsets in timestamps are converted through TIMESTAMPTZ, whose cast to TIMESTAMP_NS
     # uses the session time zone: pin it, or the result would depend on the host's zone.
