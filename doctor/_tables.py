@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # loaded where used: listing the checks needs none of them
     import polars as pl
     import pyarrow as pa
 
-from doctor._cache import StreamState
+    from doctor._cache import StreamState
 from doctor._documents import RunDocuments
 from doctor._ndjson import TornLine, create_events_table, insert_columns
 
