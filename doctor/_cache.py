@@ -5,6 +5,8 @@ Layout under the cache directory::
     runs/<key>.json                          per run: the identity of every file the doctor
                                              read, per-stream byte offsets and torn lines,
                                              the diagnosis, its clock inputs and its activity
+                                             (one JSON line), then the diagnosis's facts and
+                                             findings as kept text (below)
     events/run=<key>/part-<uuid>.parquet     the run's events (hive layout: one partition
                                              per run, ``run`` is the partition column)
 
@@ -13,6 +15,12 @@ brought to the new clock (see :mod:`doctor._scan`). A run whose append-only stre
 is reloaded from its Parquet partition and read from each stream's last byte offset. Anything
 else is read from scratch. Entries carry :data:`CACHE_VERSION` and the detector
 configuration, so a new release or other thresholds never reuse stale results.
+
+An entry is one file read at once: a first line of JSON (everything above but the facts and
+the findings, with their lengths in bytes under ``body``), then the facts' JSON text and each
+finding's JSON text as a scan prints it (:mod:`doctor._kept`), back to back. A rescan parses
+the first line only; the facts are parsed when first looked into, the findings when they
+depend on the clock or are looked into, and the rest is spliced into the scan's JSON as it is.
 
 Writes are atomic (a temporary file with a unique name, renamed into place), so scans sharing
 one cache directory never see half an entry; the last writer of an entry wins, and a run whose
@@ -37,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import duckdb
 
+from doctor._kept import SEVERITY_LABELS, KeptFindings
 from doctor._layout import RunLayout, stage_dirs
 from doctor._ndjson import open_regular
 from rundoctor.atomic import replace_file
@@ -51,7 +60,7 @@ __all__ = [
     "fingerprint",
 ]
 
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 #: Cache files are written atomically (unique temporary name, rename) but not fsynced: a
 #: crash loses at most a cache entry, which the next scan rebuilds, and an fsync per run
 #: would dominate a cold scan's write time.
@@ -82,7 +91,8 @@ class CacheEntry:
     settings: str
     fingerprint: dict[str, list[int]]
     streams: dict[str, StreamState] = field(default_factory=dict)
-    #: The run's diagnosis (``rundoctor.diagnosis/1``) without the fleet-phase findings.
+    #: The run's diagnosis (``rundoctor.diagnosis/1``) without the fleet-phase findings
+    #: (loaded: its facts a :class:`LazyFacts`, its findings :class:`KeptFindings`).
     diagnosis: dict[str, Any] | None = None
     #: What the diagnosis's clock-dependent parts were computed from (``doctor._scan``).
     clock: dict[str, Any] = field(default_factory=dict)
@@ -106,7 +116,7 @@ class LazyFacts(Mapping[str, Any]):
 
     __slots__ = ("_head", "_parsed", "_text")
 
-    def __init__(self, text: str, head: Mapping[str, Any]) -> None:
+    def __init__(self, text: str | bytes, head: Mapping[str, Any]) -> None:
         self._text = text
         self._head = dict(head)
         self._parsed: dict[str, Any] | None = None
@@ -182,6 +192,26 @@ def _str_keyed(value: Any) -> dict[str, Any]:
     return {str(k): v for k, v in value.items()}
 
 
+def _body(raw: bytes, layout: Mapping[str, Any]) -> tuple[bytes, KeptFindings]:
+    """An entry's facts (JSON text) and findings, cut from the bytes after its first line."""
+    start = int(layout["facts"])
+    facts, texts, ranks = raw[:start], [], []
+    block = raw[start:].decode("ascii")
+    at = 0
+    for rank, size in layout["findings"]:
+        texts.append(block[at : at + size])
+        ranks.append(int(rank))
+        at += size
+    clocked = [int(i) for i in layout["clocked"]]
+    if (
+        at != len(block)
+        or not all(0 <= r < len(SEVERITY_LABELS) for r in ranks)
+        or not all(0 <= i < len(texts) for i in clocked)
+    ):
+        raise ValueError("the entry's body is not what its first line says")
+    return facts, KeptFindings(texts, ranks, clocked)
+
+
 class RunCache:
     """Per-run cache entries and the Parquet events dataset under ``root``."""
 
@@ -203,8 +233,15 @@ class RunCache:
         """The run's entry, or None when there is none or it does not fit this scan."""
         path = self.root / "runs" / f"{key or self.key(layout)}.json"
         try:
-            data = json.loads(path.read_bytes())
-        except (OSError, ValueError):
+            raw = path.read_bytes()
+        except OSError:
+            return None
+        end = raw.find(b"\n")
+        if end < 0:  # not this format's (an older version's entry is one JSON document)
+            return None
+        try:
+            data = json.loads(raw[:end])
+        except ValueError:
             return None
         if not isinstance(data, dict):
             return None
@@ -227,10 +264,9 @@ class RunCache:
             diagnosis = data.get("diagnosis")
             if diagnosis:
                 diagnosis = _str_keyed(diagnosis)
-                facts = diagnosis["facts"]
-                if not isinstance(facts, str):
-                    raise TypeError("facts are kept as JSON text")
+                facts, findings = _body(raw[end + 1 :], data["body"])
                 diagnosis["facts"] = LazyFacts(facts, _str_keyed(data["facts_head"]))
+                diagnosis["findings"] = findings
             entry = CacheEntry(
                 key=str(data["key"]),
                 run_path=str(data["run_path"]),
@@ -242,7 +278,7 @@ class RunCache:
                 activity=_str_keyed(data.get("activity", {})),
                 events=str(events) if isinstance(events, str) else None,
             )
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
             return None
         self.remember(entry)
         return entry
@@ -253,11 +289,22 @@ class RunCache:
             self._files[entry.key] = entry.events
 
     def save(self, entry: CacheEntry) -> None:
-        diagnosis, head = entry.diagnosis, {}
+        diagnosis, head, body = entry.diagnosis, {}, {}
+        texts: list[bytes] = []
         if diagnosis is not None:
             facts = dict(diagnosis["facts"])
             head = {k: facts.get(k) for k in _FACTS_HEAD}
-            diagnosis = {**diagnosis, "facts": json.dumps(facts)}
+            kept = diagnosis["findings"]
+            if not isinstance(kept, KeptFindings):
+                kept = KeptFindings.of(kept)
+            # ASCII (json.dumps and dumps_indented escape the rest): bytes are characters.
+            texts = [json.dumps(facts).encode("ascii"), *(t.encode("ascii") for t in kept.texts)]
+            body = {
+                "facts": len(texts[0]),
+                "findings": [[rank, len(t)] for rank, t in zip(kept.ranks, texts[1:], strict=True)],
+                "clocked": list(kept.clocked),
+            }
+            diagnosis = {k: v for k, v in diagnosis.items() if k not in ("facts", "findings")}
         data = {
             "key": entry.key,
             "run_path": entry.run_path,
@@ -277,12 +324,13 @@ class RunCache:
             ],
             "diagnosis": diagnosis,
             "facts_head": head,
+            "body": body,
             "clock": entry.clock,
             "activity": entry.activity,
             "events": entry.events,
         }
         path = self.root / "runs" / f"{entry.key}.json"
-        replace_file(path, json.dumps(data), fsync=_DURABLE)
+        replace_file(path, b"\n".join([json.dumps(data).encode(), b"".join(texts)]), fsync=_DURABLE)
 
     def write_events(self, con: duckdb.DuckDBPyConnection, keys: dict[str, str]) -> dict[str, str]:
         """Write the events of the runs in ``keys`` (run_id -> cache key), one new Parquet

@@ -43,6 +43,7 @@ from doctor._config import DoctorConfig
 from doctor._detectors import Context, select
 from doctor._diagnose import _order
 from doctor._facts import TOP_SQL, compute_facts, parse_iso, run_state
+from doctor._kept import KeptFindings
 from doctor._layout import RunLayout, display_name
 from doctor._model import Diagnosis, Finding
 from doctor._tables import HEARTBEAT_SQL
@@ -296,7 +297,13 @@ def at_clock(outcome: RunOutcome, config: DoctorConfig) -> RunOutcome | None:
         if fixed is None and state(status, lp, le) != was:
             return None
     d = outcome.diagnosis
-    findings = [_finding_at_clock(f, config.now) for f in d["findings"]]
+    kept = d["findings"]
+    findings: Sequence[dict[str, Any]]
+    if isinstance(kept, KeptFindings):  # only the findings with an age are parsed
+        changed = {i: _finding_at_clock(kept.parsed(i), config.now) for i in kept.clocked}
+        findings = kept.replaced(changed)
+    else:
+        findings = [_finding_at_clock(f, config.now) for f in kept]
     return dataclasses.replace(outcome, diagnosis={**d, "findings": findings})
 
 

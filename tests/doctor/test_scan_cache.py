@@ -100,11 +100,30 @@ def config(root: Path, tmp_path: Path) -> DoctorConfig:
     return DoctorConfig(roots=(root,), cache_dir=tmp_path / "cache", now=NOW)
 
 
+def _text(result: ScanResult) -> str:
+    """The scan's JSON as `doctor scan --json` prints it (the cached runs' findings spliced
+    as kept), checked to be the standard library's encoding of :meth:`ScanResult.to_json`."""
+    text = result.to_json_text()
+    assert text == json.dumps(result.to_json(), indent=2, default=str)
+    return text
+
+
 def _json(result: ScanResult) -> str:
-    """The scan's JSON but for how many runs it read and reused (a cold scan reads them all)."""
+    """The scan's JSON but for how many runs it read and reused (a cold scan reads them all),
+    its printed text checked on the way (:func:`_text`)."""
+    _text(result)
     data = result.to_json()
     data["fleet"] = {k: v for k, v in data["fleet"].items() if k not in ("read", "reused")}
     return json.dumps(data, sort_keys=True, indent=1)
+
+
+def _entry(path: Path) -> tuple[dict[str, Any], bytes]:
+    """A cache entry's first line (parsed) and the kept text after it, checked whole."""
+    head, _, body = path.read_bytes().partition(b"\n")
+    entry = json.loads(head)
+    layout = entry["body"]
+    assert len(body) == layout["facts"] + sum(n for _, n in layout["findings"])
+    return entry, body
 
 
 def _uncached(config: DoctorConfig) -> str:
@@ -126,6 +145,71 @@ def test_a_rescan_with_nothing_changed_reads_no_run_and_gives_the_cold_result(
     assert (again.fleet["read"], again.fleet["reused"]) == (0, 6)
     assert _json(first) == cold
     assert _json(again) == cold
+
+
+def _kept_runs(result: ScanResult) -> int:
+    """How many of the result's runs are still kept as text (not built into diagnoses)."""
+    from doctor._diagnose import _Diagnoses, _KeptRun
+
+    runs = result.diagnoses
+    assert isinstance(runs, _Diagnoses)
+    return sum(isinstance(item, _KeptRun) for item in runs._items)
+
+
+def test_a_rescan_prints_the_cold_scans_text_splicing_every_run_kept(
+    config: DoctorConfig,
+) -> None:
+    def printed(result: ScanResult) -> str:
+        text = result.to_json_text()
+        for key in ("read", "reused"):
+            text = text.replace(f'"{key}": {result.fleet[key]}', f'"{key}": -')
+        return text
+
+    cold = printed(scan(replace(config, cache_dir=None)))
+    scan(config)
+    for later in (NOW, NOW + 5):  # ages change: "stalled" and "quiet"'s idle_s
+        again = scan(replace(config, now=later))
+        assert again.fleet["read"] == 0
+        assert _kept_runs(again) == 6  # nothing was parsed into diagnoses to print it
+        text = printed(again)
+        assert _kept_runs(again) == 6
+        if later == NOW:
+            assert text == cold
+        assert text == printed(scan(replace(config, cache_dir=None, now=later)))
+        assert again.exit_code == scan(replace(config, cache_dir=None, now=later)).exit_code
+        assert _text(again)  # and the diagnoses, built, encode to the same text
+
+
+def test_kept_findings_are_the_findings_as_the_standard_library_writes_them() -> None:
+    from doctor._kept import FINDINGS_LEVEL, KeptFindings
+
+    findings = [
+        {
+            "code": code,
+            "severity": severity,
+            "scope": "parallel/f/01-é",
+            "node_id": None,
+            "summary": 'quote " \\ \n tab \t \u2028 \U0001f600',
+            "evidence": {"idle_s": 1e-300, "n": [1, 2.5, None, True, {}], "nan": float("inf")},
+            "repair": None,
+        }
+        for code, severity in (("a", "critical"), ("b", "info"))
+    ]
+    kept = KeptFindings.of(findings)
+    assert list(kept) == findings and kept[1] == findings[1] and kept[-1] == findings[-1]
+    assert kept.ranks == (3, 0) and kept.clocked == (0, 1)
+    wrapped = json.dumps({"runs": [{"findings": findings}]}, indent=2)
+    assert kept.json_text().level == FINDINGS_LEVEL - 1
+    from doctor._json_out import dumps_indented
+
+    assert dumps_indented({"runs": [{"findings": kept.json_text()}]}) == wrapped
+    assert dumps_indented([kept.json_text()]) == json.dumps([findings], indent=2)
+    changed = {**findings[1], "summary": "now"}
+    again = kept.replaced({1: changed})
+    assert list(again) == [findings[0], changed]
+    assert dumps_indented({"runs": [{"findings": again.json_text()}]}) == json.dumps(
+        {"runs": [{"findings": [findings[0], changed]}]}, indent=2
+    )
 
 
 def test_a_rescan_later_gives_what_a_cold_scan_gives_at_that_clock(config: DoctorConfig) -> None:
@@ -197,9 +281,9 @@ def test_a_rescan_after_an_owner_died_rereads_its_run(config: DoctorConfig, root
     assert cache is not None
     # The owner's pid is recorded as it was; it is the owner that died, not the file.
     (entry_path,) = (cache / "runs").glob("stalled-*.json")
-    entry = json.loads(entry_path.read_text())
+    entry, body = _entry(entry_path)
     entry["clock"]["pid"] = int(DEAD_PID)
-    entry_path.write_text(json.dumps(entry))
+    entry_path.write_bytes(json.dumps(entry).encode() + b"\n" + body)
     assert scan(config).fleet["read"] == 1
 
 
@@ -302,7 +386,7 @@ def test_two_scans_at_once_on_one_cache_both_give_the_cold_result(tmp_path: Path
     # a fourth reuses every run, each with one events file.
     assert not list(cache.rglob("*.tmp"))
     for entry in (cache / "runs").glob("*.json"):
-        json.loads(entry.read_text())
+        _entry(entry)
     for _ in range(2):
         again = subprocess.run(doctor, env=cached_env, capture_output=True, text=True)
         assert _without_ages(again.stdout) == _without_ages(cold.stdout)
