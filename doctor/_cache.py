@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     import duckdb
 
 from doctor._kept import SEVERITY_LABELS, KeptFindings
-from doctor._layout import RunLayout, stage_dirs
+from doctor._layout import CHECKPOINT, FINAL, LIVE, PROGRESS, RunLayout, stage_dirs
 from doctor._ndjson import open_regular
 from rundoctor.atomic import replace_file
 from rundoctor.signature import SIGNATURE_VERSION
@@ -103,6 +103,8 @@ class CacheEntry:
     events: str | None = None
 
 
+#: What a kept diagnosis holds besides its facts and findings (all text).
+_DIAGNOSIS_HEAD = ("schema", "run_id", "path", "layout", "state")
 #: Facts a scan reads of every run (fleet sums, ``--since``, the table): kept parsed.
 _FACTS_HEAD = ("started_at", "wall_s", "events", "cost_usd")
 
@@ -144,34 +146,88 @@ class LazyFacts(Mapping[str, Any]):
         return (dict, (self._all(),))
 
 
-def _stat(path: Path) -> list[int] | None:
+def _stat(path: Path | str) -> list[int] | None:
     try:
-        st = path.lstat()
-    except OSError:
+        st = os.lstat(path)
+    except (OSError, ValueError):
         return None
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
+class _Listing:
+    """What one listing of a directory says: its entries' names, and whether any is a real
+    directory. A directory that cannot be listed says nothing (every name is looked up)."""
+
+    __slots__ = ("dirs", "names")
+
+    def __init__(self, path: str) -> None:
+        try:
+            entries = list(os.scandir(path))
+        except OSError:
+            self.names: set[str] | None = None
+            self.dirs: set[str] | None = None
+            return
+        self.names = {e.name for e in entries}
+        self.dirs = {e.name for e in entries if e.is_dir(follow_symlinks=False)}
+
+    def may_hold(self, name: str) -> bool:
+        return self.names is None or name in self.names
+
+    def may_hold_dir(self, name: str | None = None) -> bool:
+        """Whether the directory may hold a real directory (called ``name``, or any)."""
+        return self.dirs is None or (bool(self.dirs) if name is None else name in self.dirs)
+
+
 def fingerprint(layout: RunLayout) -> dict[str, list[int]]:
-    """Size, mtime and inode of every file the doctor reads in a run (no file is opened)."""
+    """Size, mtime and inode of every file the doctor reads in a run (no file is opened).
+
+    Each scope's directory is listed once: a name it does not hold is not looked up, and
+    stage and worktree files are looked for only where a directory could hold them (as
+    :func:`doctor._layout.stage_dirs` and ``worktree_status_files`` would find none).
+    """
     out: dict[str, list[int]] = {}
-    paths = [layout.manifest, layout.run_config, layout.run_pid, layout.run_lock]
+    base = str(layout.path) + os.sep
+    listings: dict[str, _Listing] = {}
+
+    def listing(folder: str) -> _Listing:
+        found = listings.get(folder)
+        if found is None:
+            found = listings[folder] = _Listing(folder)
+        return found
+
+    def add(path: str) -> None:
+        st = _stat(path)
+        if st is not None:
+            # Every path is under the run (os.path.relpath is the slow way to say so).
+            out[path[len(base) :] if path.startswith(base) else os.path.relpath(path, base)] = st
+
+    def add_listed(folder: str, name: str) -> None:
+        if listing(folder).may_hold(name):
+            add(os.path.join(folder, name))
+
+    for doc in (layout.manifest, layout.run_config, layout.run_pid, layout.run_lock):
+        folder, name = os.path.split(str(doc))
+        if folder:
+            add_listed(folder, name)
+        else:
+            add(name)
     for scope in layout.scopes:
-        paths += [scope.progress, scope.final, scope.checkpoint, scope.live]
-        for stage in stage_dirs(scope.path):
-            paths += list(stage.status_files) + list(stage.stdout_logs)
-        paths += scope.worktree_status_files(layout.run_id)
+        folder = str(scope.path)
+        for name in (PROGRESS, FINAL, CHECKPOINT, LIVE):
+            add_listed(folder, name)
+        seen = listing(folder)
+        paths: list[Path] = []
+        if seen.may_hold_dir():
+            for stage in stage_dirs(scope.path):
+                paths += list(stage.status_files) + list(stage.stdout_logs)
+        if seen.may_hold_dir("worktree"):
+            paths += scope.worktree_status_files(layout.run_id)
         m = _FANOUT_SCOPE.fullmatch(scope.scope)
         if m is not None:  # a branch's outcome may come from its fan-out's results
             fanout = layout.path / m["prefix"] if m["prefix"] else layout.path
             paths.append(fanout / m["fanout"] / "parallel_results.json")
-    base = str(layout.path) + os.sep
-    for p in paths:
-        st = _stat(p)
-        if st is not None:
-            name = str(p)
-            # Every path is under the run (os.path.relpath is the slow way to say so).
-            out[name[len(base) :] if name.startswith(base) else os.path.relpath(p, base)] = st
+        for p in paths:
+            add(str(p))
     return out
 
 
@@ -195,21 +251,17 @@ def _str_keyed(value: Any) -> dict[str, Any]:
 def _body(raw: bytes, layout: Mapping[str, Any]) -> tuple[bytes, KeptFindings]:
     """An entry's facts (JSON text) and findings, cut from the bytes after its first line."""
     start = int(layout["facts"])
-    facts, texts, ranks = raw[:start], [], []
-    block = raw[start:].decode("ascii")
-    at = 0
+    facts = raw[:start]
+    if len(facts) != start:
+        raise ValueError("the entry's body is shorter than its first line says")
+    sizes, ranks = [], []
     for rank, size in layout["findings"]:
-        texts.append(block[at : at + size])
+        if not 0 <= rank < len(SEVERITY_LABELS):
+            raise ValueError(f"no severity of rank {rank}")
         ranks.append(int(rank))
-        at += size
+        sizes.append(int(size))
     clocked = [int(i) for i in layout["clocked"]]
-    if (
-        at != len(block)
-        or not all(0 <= r < len(SEVERITY_LABELS) for r in ranks)
-        or not all(0 <= i < len(texts) for i in clocked)
-    ):
-        raise ValueError("the entry's body is not what its first line says")
-    return facts, KeptFindings(texts, ranks, clocked)
+    return facts, KeptFindings(raw[start:].decode("ascii"), sizes, ranks, clocked)
 
 
 class RunCache:
@@ -222,18 +274,36 @@ class RunCache:
         (self.root / "runs").mkdir(parents=True, exist_ok=True)
         (self.root / "events").mkdir(parents=True, exist_ok=True)
         self._files: dict[str, str] = {}
+        self._parents: dict[str, str] = {}
+        self._runs = str(self.root / "runs")
 
     @staticmethod
-    def key(layout: RunLayout) -> str:
-        digest = hashlib.sha1(os.fsencode(layout.path.resolve())).hexdigest()[:12]
+    def key(layout: RunLayout, resolved: str | None = None) -> str:
+        """The run's key: its name made safe, and a hash of its resolved path."""
+        real = resolved if resolved is not None else str(layout.path.resolve())
+        digest = hashlib.sha1(os.fsencode(real)).hexdigest()[:12]
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in layout.run_id)[:64]
         return f"{safe}-{digest}"
 
+    def key_of(self, layout: RunLayout) -> str:
+        """:meth:`key`, resolving each runs root once per scan: a run directory that is not
+        a symlink resolves to its name under its resolved parent (``Path.resolve`` would
+        look up every component of every run's path)."""
+        path = str(layout.path)
+        parent, name = os.path.split(path)
+        if not parent or name in ("", ".", "..") or os.path.islink(path):
+            return self.key(layout)
+        real = self._parents.get(parent)
+        if real is None:
+            real = self._parents[parent] = os.path.realpath(parent)
+        return self.key(layout, os.path.join(real, name))
+
     def load(self, layout: RunLayout, key: str | None = None) -> CacheEntry | None:
         """The run's entry, or None when there is none or it does not fit this scan."""
-        path = self.root / "runs" / f"{key or self.key(layout)}.json"
+        path = os.path.join(self._runs, f"{key or self.key_of(layout)}.json")
         try:
-            raw = path.read_bytes()
+            with open(path, "rb") as fh:
+                raw = fh.read()
         except OSError:
             return None
         end = raw.find(b"\n")
@@ -264,6 +334,8 @@ class RunCache:
             diagnosis = data.get("diagnosis")
             if diagnosis:
                 diagnosis = _str_keyed(diagnosis)
+                if not all(isinstance(diagnosis.get(k), str) for k in _DIAGNOSIS_HEAD):
+                    raise TypeError("a diagnosis names its run, path, layout and state")
                 facts, findings = _body(raw[end + 1 :], data["body"])
                 diagnosis["facts"] = LazyFacts(facts, _str_keyed(data["facts_head"]))
                 diagnosis["findings"] = findings
@@ -298,10 +370,10 @@ class RunCache:
             if not isinstance(kept, KeptFindings):
                 kept = KeptFindings.of(kept)
             # ASCII (json.dumps and dumps_indented escape the rest): bytes are characters.
-            texts = [json.dumps(facts).encode("ascii"), *(t.encode("ascii") for t in kept.texts)]
+            texts = [json.dumps(facts).encode("ascii"), kept.block.encode("ascii")]
             body = {
                 "facts": len(texts[0]),
-                "findings": [[rank, len(t)] for rank, t in zip(kept.ranks, texts[1:], strict=True)],
+                "findings": [list(x) for x in zip(kept.ranks, kept.sizes, strict=True)],
                 "clocked": list(kept.clocked),
             }
             diagnosis = {k: v for k, v in diagnosis.items() if k not in ("facts", "findings")}

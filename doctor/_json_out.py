@@ -15,7 +15,7 @@ import json
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
-__all__ = ["JSONText", "dumps_indented"]
+__all__ = ["JSONText", "dumps_indented", "scalar_text"]
 
 
 def _float(value: float) -> str:
@@ -111,6 +111,25 @@ def dumps_indented(value: Any, level: int = 0) -> str:
 
     encode(value, level)
     return "".join(out)
+
+
+def scalar_text(value: Any) -> str | None:
+    """A JSON scalar's text as :func:`dumps_indented` writes it (None for anything else).
+
+    >>> [scalar_text(v) for v in (None, True, 3, 2.5, float("nan"), "s", [])]
+    ['null', 'true', '3', '2.5', 'NaN', None, None]
+    """
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return _float(value)
+    return None
 
 
 def _key(k: Any) -> str:

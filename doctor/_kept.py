@@ -2,13 +2,14 @@
 
 A rescan of a large fleet with nothing changed prints what it printed before, but for the ages
 measured against the clock. Parsing every run's findings from the cache and encoding them
-again was most of such a rescan's time, so the cache keeps each finding as the text
-:func:`doctor._json_out.dumps_indented` writes for it where a scan's JSON places it
-(:data:`FINDINGS_LEVEL`), with its severity and whether it depends on the clock. A rescan
-parses only the findings that do (``idle_s``: one per stalled or orphaned run), and the
-scan's JSON splices the rest as they are (:meth:`KeptFindings.json_text`). Anything that
-looks into them (the library's :class:`~doctor.Diagnosis`, the text table, ``watch``) gets
-the parsed findings, as before.
+again was most of such a rescan's time, so the cache keeps a run's findings as the text
+:func:`doctor._json_out.dumps_indented` writes for them where a scan's JSON places them
+(:data:`FINDINGS_LEVEL`, one *block*: the findings joined by :data:`SEPARATOR`), with each
+one's size, severity and whether it depends on the clock. A rescan parses only the findings
+that do (``idle_s``: one per stalled or orphaned run) and writes those again in the block;
+the scan's JSON splices the block as it is (:meth:`KeptFindings.json_text`). Anything that
+looks into the findings (the library's :class:`~doctor.Diagnosis`, the text table,
+``watch``) gets them parsed, as before.
 """
 
 from __future__ import annotations
@@ -19,43 +20,52 @@ from typing import Any, overload
 
 from doctor._json_out import JSONText, dumps_indented
 
-__all__ = ["FINDINGS_LEVEL", "SEVERITY_LABELS", "KeptFindings"]
+__all__ = ["FINDINGS_LEVEL", "SEPARATOR", "SEVERITY_LABELS", "KeptFindings"]
 
 #: How deep a scan's JSON writes a run's findings: ``{"runs": [{"findings": [HERE]}]}``
 #: (``ScanResult.to_json``; a test compares the spliced text with the encoded one).
 FINDINGS_LEVEL = 4
+#: Between two findings of a block (as ``dumps_indented`` separates list items there).
+SEPARATOR = ",\n" + "  " * FINDINGS_LEVEL
 #: Severity labels by rank (``doctor._model.Severity``; kept as ranks in the cache).
 SEVERITY_LABELS = ("info", "warning", "error", "critical")
 
 
 class KeptFindings(Sequence[dict[str, Any]]):
-    """A run's ordered findings (their JSON objects), kept as text.
+    """A run's ordered findings (their JSON objects), kept as one block of text.
 
-    ``texts[i]`` is finding ``i`` as written at :data:`FINDINGS_LEVEL`, ``ranks[i]`` its
+    ``block`` holds each finding as written at :data:`FINDINGS_LEVEL`, joined by
+    :data:`SEPARATOR`; ``sizes[i]`` is finding ``i``'s length in it, ``ranks[i]`` its
     severity's rank, and ``clocked`` the indices of those whose evidence has an ``idle_s``
     (brought to the clock by a rescan).
 
     >>> f = {"code": "c", "severity": "error", "scope": "", "node_id": None,
     ...      "summary": "s", "evidence": {"idle_s": 1.5}, "repair": None}
-    >>> kept = KeptFindings.of([f])
-    >>> (kept[0] == f, kept.ranks, kept.clocked, kept.counts()["error"])
-    (True, (2,), (0,), 1)
+    >>> kept = KeptFindings.of([f, {**f, "severity": "info", "evidence": {}}])
+    >>> (kept[0] == f, kept.ranks, kept.clocked, kept.counts()["error"], len(kept))
+    (True, (2, 0), (0,), 1, 2)
     """
 
-    __slots__ = ("_parsed", "clocked", "ranks", "texts")
+    __slots__ = ("_parsed", "block", "clocked", "ranks", "sizes")
 
     def __init__(
         self,
-        texts: Sequence[str],
+        block: str,
+        sizes: Sequence[int],
         ranks: Sequence[int],
         clocked: Sequence[int],
         parsed: Mapping[int, dict[str, Any]] | None = None,
     ) -> None:
-        if len(texts) != len(ranks):
+        if len(sizes) != len(ranks):
             raise ValueError("one severity per finding")
-        self.texts = tuple(texts)
+        if len(block) != sum(sizes) + len(SEPARATOR) * max(0, len(sizes) - 1):
+            raise ValueError("the block is not as long as its findings")
+        self.block = block
+        self.sizes = tuple(sizes)
         self.ranks = tuple(ranks)
         self.clocked = tuple(clocked)
+        if not all(0 <= i < len(self.sizes) for i in self.clocked):
+            raise ValueError("a clocked finding that is not there")
         self._parsed: dict[int, dict[str, Any]] = dict(parsed or {})
 
     @classmethod
@@ -68,23 +78,47 @@ class KeptFindings(Sequence[dict[str, Any]]):
             evidence = f.get("evidence")
             if isinstance(evidence, Mapping) and "idle_s" in evidence:
                 clocked.append(i)
-        return cls(texts, ranks, clocked)
+        return cls(SEPARATOR.join(texts), [len(t) for t in texts], ranks, clocked)
+
+    def _starts(self) -> list[int]:
+        starts, at = [], 0
+        for size in self.sizes:
+            starts.append(at)
+            at += size + len(SEPARATOR)
+        return starts
+
+    def text(self, i: int) -> str:
+        """Finding ``i``'s text."""
+        start = self._starts()[i]
+        return self.block[start : start + self.sizes[i]]
+
+    def texts(self) -> list[str]:
+        return [self.block[a : a + n] for a, n in zip(self._starts(), self.sizes, strict=True)]
 
     def parsed(self, i: int) -> dict[str, Any]:
         """Finding ``i``'s JSON object (parsed once)."""
         found = self._parsed.get(i)
         if found is None:
-            found = self._parsed[i] = _object(json.loads(self.texts[i]))
+            found = self._parsed[i] = _object(json.loads(self.text(i)))
         return found
 
-    def replaced(self, changed: Mapping[int, dict[str, Any]]) -> KeptFindings:
-        """These findings with the objects ``changed`` (by index) written anew."""
+    def replaced(self, changed: Mapping[int, tuple[dict[str, Any], str | None]]) -> KeptFindings:
+        """These findings with ``changed`` ones (index -> the object, and its text or None
+        to write it here) in their places."""
         if not changed:
             return self
-        texts = list(self.texts)
-        for i, f in changed.items():
-            texts[i] = dumps_indented(f, FINDINGS_LEVEL)
-        return KeptFindings(texts, self.ranks, self.clocked, {**self._parsed, **changed})
+        starts, sizes = self._starts(), list(self.sizes)
+        pieces, at = [], 0
+        for i in sorted(changed):
+            f, text = changed[i]
+            if text is None:
+                text = dumps_indented(f, FINDINGS_LEVEL)
+            pieces += [self.block[at : starts[i]], text]
+            at = starts[i] + sizes[i]
+            sizes[i] = len(text)
+        pieces.append(self.block[at:])
+        parsed = {**self._parsed, **{i: f for i, (f, _) in changed.items()}}
+        return KeptFindings("".join(pieces), sizes, self.ranks, self.clocked, parsed)
 
     def merged(self, others: Sequence[Mapping[str, Any]]) -> KeptFindings:
         """These findings and ``others`` (JSON objects) in the order a diagnosis keeps them
@@ -93,14 +127,16 @@ class KeptFindings(Sequence[dict[str, Any]]):
             return self
         more = KeptFindings.of(others)
         rows = [
-            (self.texts[i], self.ranks[i], self.parsed(i), i in self.clocked)
-            for i in range(len(self.texts))
+            (text, self.ranks[i], self.parsed(i), i in self.clocked)
+            for i, text in enumerate(self.texts())
         ] + [
-            (more.texts[i], more.ranks[i], dict(f), i in more.clocked) for i, f in enumerate(others)
+            (text, more.ranks[i], dict(others[i]), i in more.clocked)
+            for i, text in enumerate(more.texts())
         ]
         rows.sort(key=lambda r: (-r[1], r[2]["scope"], r[2]["code"], r[2]["node_id"] or ""))
         return KeptFindings(
-            [r[0] for r in rows],
+            SEPARATOR.join(r[0] for r in rows),
+            [len(r[0]) for r in rows],
             [r[1] for r in rows],
             [i for i, r in enumerate(rows) if r[3]],
             {i: r[2] for i, r in enumerate(rows)},
@@ -108,18 +144,15 @@ class KeptFindings(Sequence[dict[str, Any]]):
 
     def counts(self) -> dict[str, int]:
         """Findings per severity label, every label present (``Diagnosis.counts``)."""
-        out = dict.fromkeys(SEVERITY_LABELS, 0)
-        for r in self.ranks:
-            out[SEVERITY_LABELS[r]] += 1
-        return out
+        ranks = self.ranks
+        return {label: ranks.count(r) for r, label in enumerate(SEVERITY_LABELS)}
 
     def json_text(self) -> JSONText:
         """The findings' list as a scan's JSON writes it (one level above the findings)."""
-        if not self.texts:
+        if not self.sizes:
             return JSONText("[]", FINDINGS_LEVEL - 1)
-        inner = "\n" + "  " * FINDINGS_LEVEL
-        close = "\n" + "  " * (FINDINGS_LEVEL - 1) + "]"
-        return JSONText("[" + inner + ("," + inner).join(self.texts) + close, FINDINGS_LEVEL - 1)
+        pad = "\n" + "  " * (FINDINGS_LEVEL - 1)
+        return JSONText(f"[{pad}  {self.block}{pad}]", FINDINGS_LEVEL - 1)
 
     @overload
     def __getitem__(self, i: int) -> dict[str, Any]: ...
@@ -129,30 +162,30 @@ class KeptFindings(Sequence[dict[str, Any]]):
 
     def __getitem__(self, i: int | slice) -> dict[str, Any] | Sequence[dict[str, Any]]:
         if isinstance(i, slice):
-            return [self.parsed(j) for j in range(*i.indices(len(self.texts)))]
-        return self.parsed(range(len(self.texts))[i])
+            return [self.parsed(j) for j in range(*i.indices(len(self.sizes)))]
+        return self.parsed(range(len(self.sizes))[i])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        if len(self._parsed) < len(self.texts):  # one parse for all (faster than one each)
-            whole = json.loads("[" + ",".join(self.texts) + "]")
+        if len(self._parsed) < len(self.sizes):  # one parse for all (faster than one each)
+            whole = json.loads("[" + self.block + "]")
             self._parsed = {i: _object(f) for i, f in enumerate(whole)} | self._parsed
-        return (self._parsed[i] for i in range(len(self.texts)))
+        return (self._parsed[i] for i in range(len(self.sizes)))
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return len(self.sizes)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, KeptFindings):
-            return self.texts == other.texts
+            return self.block == other.block
         return isinstance(other, Sequence) and list(self) == list(other)
 
     __hash__ = None  # type: ignore[assignment]
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (KeptFindings, (self.texts, self.ranks, self.clocked))
+        return (KeptFindings, (self.block, self.sizes, self.ranks, self.clocked))
 
     def __repr__(self) -> str:
-        return f"KeptFindings({len(self.texts)} findings)"
+        return f"KeptFindings({len(self.sizes)} findings)"
 
 
 def _object(value: Any) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from doctor._config import DoctorConfig
 from doctor._detectors import Context, select
 from doctor._diagnose import _order
 from doctor._facts import TOP_SQL, compute_facts, parse_iso, run_state
-from doctor._kept import KeptFindings
+from doctor._kept import FINDINGS_LEVEL, KeptFindings
 from doctor._layout import RunLayout, display_name
 from doctor._model import Diagnosis, Finding
 from doctor._tables import HEARTBEAT_SQL
@@ -300,8 +300,7 @@ def at_clock(outcome: RunOutcome, config: DoctorConfig) -> RunOutcome | None:
     kept = d["findings"]
     findings: Sequence[dict[str, Any]]
     if isinstance(kept, KeptFindings):  # only the findings with an age are parsed
-        changed = {i: _finding_at_clock(kept.parsed(i), config.now) for i in kept.clocked}
-        findings = kept.replaced(changed)
+        findings = _kept_at_clock(kept, config.now)
     else:
         findings = [_finding_at_clock(f, config.now) for f in kept]
     return dataclasses.replace(outcome, diagnosis={**d, "findings": findings})
@@ -321,6 +320,49 @@ def _finding_at_clock(f: dict[str, Any], now: float) -> dict[str, Any]:
             f"no progress for {_span(old)}", f"no progress for {_span(new)}", 1
         )
     return {**f, "summary": summary, "evidence": {**ev, "idle_s": new}}
+
+
+def _kept_at_clock(kept: KeptFindings, now: float) -> KeptFindings:
+    """Kept findings at ``now``: those with an age parsed, brought to the clock and their
+    text patched where it changed (written anew when the patch does not apply)."""
+    changed: dict[int, tuple[dict[str, Any], str | None]] = {}
+    for i in kept.clocked:
+        f = kept.parsed(i)
+        g = _finding_at_clock(f, now)
+        if g is not f:
+            changed[i] = (g, _patched(kept.text(i), f, g))
+    return kept.replaced(changed)
+
+
+def _patched(text: str, old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """``old``'s kept text with the values :func:`_finding_at_clock` changes (the summary,
+    the evidence's ``idle_s``) as ``new`` has them; None when it cannot be done exactly."""
+    from json.encoder import encode_basestring_ascii
+
+    from doctor._json_out import scalar_text
+
+    pad = "\n" + "  " * (FINDINGS_LEVEL + 1)  # the finding's keys; its evidence's one deeper
+    was, now = scalar_text(old["evidence"]["idle_s"]), scalar_text(new["evidence"]["idle_s"])
+    if not (isinstance(old["summary"], str) and isinstance(new["summary"], str)):
+        return None
+    if was is None or now is None:
+        return None
+    swaps = [
+        (f'{pad}  "idle_s": {was}', f'{pad}  "idle_s": {now}'),
+        (
+            f'{pad}"summary": {encode_basestring_ascii(old["summary"])}',
+            f'{pad}"summary": {encode_basestring_ascii(new["summary"])}',
+        ),
+    ]
+    for before, after in swaps:
+        # The key's whole line: followed by the next key (",") or the object's end.
+        for tail in (",", "\n"):
+            if text.count(before + tail) == 1:
+                text = text.replace(before + tail, after + tail)
+                break
+        else:
+            return None
+    return text
 
 
 def _cached(entry: CacheEntry | None, prints: dict[str, list[int]]) -> RunOutcome | None:
@@ -375,7 +417,7 @@ def scan_runs(
     if cache is not None:
         for i, layout in enumerate(layouts):
             prints[layout.run_id] = fingerprint(layout)
-            entry = cache.load(layout)
+            entry = cache.load(layout, cache.key_of(layout))
             if entry is None:
                 continue
             try:

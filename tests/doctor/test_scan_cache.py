@@ -121,8 +121,11 @@ def _entry(path: Path) -> tuple[dict[str, Any], bytes]:
     """A cache entry's first line (parsed) and the kept text after it, checked whole."""
     head, _, body = path.read_bytes().partition(b"\n")
     entry = json.loads(head)
-    layout = entry["body"]
-    assert len(body) == layout["facts"] + sum(n for _, n in layout["findings"])
+    from doctor._kept import SEPARATOR
+
+    layout, n = entry["body"], len(entry["body"]["findings"])
+    sizes = sum(size for _, size in layout["findings"]) + len(SEPARATOR) * max(0, n - 1)
+    assert len(body) == layout["facts"] + sizes
     return entry, body
 
 
@@ -180,36 +183,61 @@ def test_a_rescan_prints_the_cold_scans_text_splicing_every_run_kept(
         assert _text(again)  # and the diagnoses, built, encode to the same text
 
 
+def _finding(code: str, severity: str, **evidence: Any) -> dict[str, Any]:
+    return {
+        "code": code,
+        "severity": severity,
+        "scope": "parallel/f/01-é",
+        "node_id": None,
+        "summary": 'quote " \\ \n tab \t \u2028 \U0001f600 no progress for 2.0 h',
+        "evidence": {"n": [1, 2.5, None, True, {"idle_s": 3}], "nan": float("inf"), **evidence},
+        "repair": None,
+    }
+
+
 def test_kept_findings_are_the_findings_as_the_standard_library_writes_them() -> None:
+    from doctor._json_out import dumps_indented
     from doctor._kept import FINDINGS_LEVEL, KeptFindings
 
-    findings = [
-        {
-            "code": code,
-            "severity": severity,
-            "scope": "parallel/f/01-é",
-            "node_id": None,
-            "summary": 'quote " \\ \n tab \t \u2028 \U0001f600',
-            "evidence": {"idle_s": 1e-300, "n": [1, 2.5, None, True, {}], "nan": float("inf")},
-            "repair": None,
-        }
-        for code, severity in (("a", "critical"), ("b", "info"))
-    ]
+    findings = [_finding("a", "critical", idle_s=1e-300), _finding("b", "info", idle_s=None)]
     kept = KeptFindings.of(findings)
     assert list(kept) == findings and kept[1] == findings[1] and kept[-1] == findings[-1]
     assert kept.ranks == (3, 0) and kept.clocked == (0, 1)
-    wrapped = json.dumps({"runs": [{"findings": findings}]}, indent=2)
+    assert [kept.text(i) for i in (0, 1)] == kept.texts()
     assert kept.json_text().level == FINDINGS_LEVEL - 1
-    from doctor._json_out import dumps_indented
 
-    assert dumps_indented({"runs": [{"findings": kept.json_text()}]}) == wrapped
+    def printed(findings: Any) -> str:
+        return dumps_indented({"runs": [{"findings": findings}]})
+
+    assert printed(kept.json_text()) == json.dumps({"runs": [{"findings": findings}]}, indent=2)
     assert dumps_indented([kept.json_text()]) == json.dumps([findings], indent=2)
+    assert printed(KeptFindings.of([]).json_text()) == printed([])
     changed = {**findings[1], "summary": "now"}
-    again = kept.replaced({1: changed})
-    assert list(again) == [findings[0], changed]
-    assert dumps_indented({"runs": [{"findings": again.json_text()}]}) == json.dumps(
-        {"runs": [{"findings": [findings[0], changed]}]}, indent=2
-    )
+    for text in (None, dumps_indented(changed, FINDINGS_LEVEL)):
+        again = kept.replaced({1: (changed, text)})
+        assert list(again) == [findings[0], changed]
+        assert printed(again.json_text()) == printed([findings[0], changed])
+        assert again.replaced({0: (findings[0], None)}).block == again.block
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(16512037.928, 16519237.928), (5, 7205.5), (None, 2.0), (1e-300, 1e300), (0.5, 0.5)],
+)
+@pytest.mark.parametrize("last", [True, False])
+def test_a_clocked_findings_patched_text_is_its_text_written_anew(
+    old: Any, new: Any, last: bool
+) -> None:
+    from doctor._json_out import dumps_indented
+    from doctor._kept import FINDINGS_LEVEL
+
+    f = _finding("missing_final", "critical", idle_s=old, last_progress_at="x")
+    if last:  # idle_s the evidence's last key
+        f["evidence"] = {k: v for k, v in f["evidence"].items() if k != "idle_s"} | {"idle_s": old}
+    g = {**f, "summary": f["summary"].replace("2.0 h", "4.0 h"), "evidence": {**f["evidence"]}}
+    g["evidence"]["idle_s"] = new
+    text = dumps_indented(f, FINDINGS_LEVEL)
+    assert _scan._patched(text, f, g) == dumps_indented(g, FINDINGS_LEVEL)
 
 
 def test_a_rescan_later_gives_what_a_cold_scan_gives_at_that_clock(config: DoctorConfig) -> None:
