@@ -466,7 +466,7 @@ class RunCache:
                     path.unlink()
 
     def events_present(self, entry: CacheEntry) -> bool:
-        return entry.events is not None and (self.root / entry.events).is_file()
+        return entry.events is not None and os.path.isfile(os.path.join(self.root, entry.events))
 
     def event_files(self, key: str) -> list[Path]:
         """The Parquet file holding ``key``'s events (empty when it has none)."""

@@ -15,7 +15,8 @@ from doctor._detectors import Context, select
 from doctor._errors import RootError, UsageError
 from doctor._facts import compute_facts, run_state
 from doctor._ingest import _documents_of, load_runs
-from doctor._kept import KeptFindings
+from doctor._json_out import JSONText
+from doctor._kept import KeptFindings, run_text
 from doctor._layout import RunLayout, discover, display_name, list_run_dirs, locate_run
 from doctor._model import Diagnosis, Finding, Severity
 from rundoctor.liveness import owner_alive
@@ -112,7 +113,7 @@ class ScanResult:
             return dumps_indented(self._json(runs.scan_json()))
         return dumps_indented(self.to_json())
 
-    def _json(self, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    def _json(self, runs: list[Any]) -> dict[str, Any]:
         return {
             "schema": SCAN_SCHEMA,
             "roots": list(self.roots),
@@ -148,10 +149,15 @@ class _KeptRun:
     def diagnosis(self) -> Diagnosis:
         return diagnosis_from_json(self.data)
 
-    def scan_json(self) -> dict[str, Any]:
-        """:func:`_run_json` of :meth:`diagnosis`, with the findings spliced as kept."""
+    def scan_json(self) -> JSONText | dict[str, Any]:
+        """:func:`_run_json` of :meth:`diagnosis`, with the findings spliced as kept (the
+        whole object as text when its values are all text, as they are)."""
         data, kept = self.data, self.findings
         worst = kept.parsed(0) if kept else None
+        head = (data["run_id"], data["path"], data["layout"], data["state"])
+        text = run_text(*head, kept, worst)
+        if text is not None:
+            return text
         return {
             "run_id": data["run_id"],
             "path": data["path"],
@@ -212,7 +218,7 @@ class _Diagnoses(Sequence[Diagnosis]):
                 out.extend(f.severity for f in item.findings)
         return out
 
-    def scan_json(self) -> list[dict[str, Any]]:
+    def scan_json(self) -> list[Any]:
         return [
             item.scan_json() if isinstance(item, _KeptRun) else _run_json(item)
             for item in self._items

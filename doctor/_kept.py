@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from json.encoder import encode_basestring_ascii
 from typing import Any, overload
 
 from doctor._json_out import JSONText, dumps_indented
 
-__all__ = ["FINDINGS_LEVEL", "SEPARATOR", "SEVERITY_LABELS", "KeptFindings"]
+__all__ = ["FINDINGS_LEVEL", "SEPARATOR", "SEVERITY_LABELS", "KeptFindings", "run_text"]
 
 #: How deep a scan's JSON writes a run's findings: ``{"runs": [{"findings": [HERE]}]}``
 #: (``ScanResult.to_json``; a test compares the spliced text with the encoded one).
@@ -186,6 +187,67 @@ class KeptFindings(Sequence[dict[str, Any]]):
 
     def __repr__(self) -> str:
         return f"KeptFindings({len(self.sizes)} findings)"
+
+
+def run_text(
+    run_id: Any,
+    path: Any,
+    layout: Any,
+    state: Any,
+    kept: KeptFindings,
+    worst: Mapping[str, Any] | None,
+) -> JSONText | None:
+    """A run's object in a scan's JSON (``doctor._diagnose._run_json``: its head, counts,
+    worst finding and findings) as :func:`dumps_indented` writes it two levels above the
+    findings; None when a value is not text (the encoder then writes it).
+
+    >>> kept = KeptFindings.of([])
+    >>> run = {"run_id": "r", "path": "/p", "layout": "kilroy", "state": "running",
+    ...        "counts": kept.counts(), "worst": None, "findings": []}
+    >>> text = run_text("r", "/p", "kilroy", "running", kept, None)
+    >>> text is not None and text.text == dumps_indented(run, FINDINGS_LEVEL - 2)
+    True
+    """
+    head = [run_id, path, layout, state]
+    if worst is not None:
+        head += [worst["code"], worst["severity"], worst["summary"]]
+    if not all(type(v) is str for v in head):
+        return None
+    e = encode_basestring_ascii
+    level = FINDINGS_LEVEL - 2
+    outer, inner = "\n" + "  " * level, "\n" + "  " * (level + 1)
+    deeper = inner + "  "
+    counts = kept.counts()
+    parts = [
+        "{",
+        inner,
+        f'"run_id": {e(run_id)},',
+        inner,
+        f'"path": {e(path)},',
+        inner,
+        f'"layout": {e(layout)},',
+        inner,
+        f'"state": {e(state)},',
+        inner,
+        '"counts": {',
+        ",".join(f'{deeper}"{label}": {int(counts[label])}' for label in SEVERITY_LABELS),
+        inner,
+        "},",
+        inner,
+    ]
+    if worst is None:
+        parts.append('"worst": null,')
+    else:
+        parts += [
+            '"worst": {',
+            f'{deeper}"code": {e(worst["code"])},',
+            f'{deeper}"severity": {e(worst["severity"])},',
+            f'{deeper}"summary": {e(worst["summary"])}',
+            inner,
+            "},",
+        ]
+    parts += [inner, '"findings": ', kept.json_text().text, outer, "}"]
+    return JSONText("".join(parts), level)
 
 
 def _object(value: Any) -> dict[str, Any]:

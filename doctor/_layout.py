@@ -248,8 +248,11 @@ def _manifest_layout(manifest: Path) -> object:
     return value.get("layout") if isinstance(value, dict) else None
 
 
-def _looks_like_run(path: Path) -> bool:
-    return _is_plain_dir(path) and any(_is_plain_file(path / m) for m in _RUN_MARKERS)
+def _looks_like_run(path: Path | str) -> bool:
+    folder = os.fspath(path)
+    return _is_plain_dir(folder) and any(
+        _is_plain_file(os.path.join(folder, m)) for m in _RUN_MARKERS
+    )
 
 
 def list_run_dirs(roots: Sequence[Path]) -> list[Path]:
@@ -268,7 +271,7 @@ def list_run_dirs(roots: Sequence[Path]) -> list[Path]:
         found.extend(
             Path(e.path)
             for e in entries
-            if e.is_dir(follow_symlinks=False) and _looks_like_run(Path(e.path))
+            if e.is_dir(follow_symlinks=False) and _looks_like_run(e.path)
         )
     return found
 

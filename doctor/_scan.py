@@ -303,7 +303,7 @@ def at_clock(outcome: RunOutcome, config: DoctorConfig) -> RunOutcome | None:
         findings = _kept_at_clock(kept, config.now)
     else:
         findings = [_finding_at_clock(f, config.now) for f in kept]
-    return dataclasses.replace(outcome, diagnosis={**d, "findings": findings})
+    return RunOutcome(outcome.run_id, {**d, "findings": findings}, clock, outcome.activity)
 
 
 def _finding_at_clock(f: dict[str, Any], now: float) -> dict[str, Any]:
@@ -429,7 +429,9 @@ def scan_runs(
             # dataset stays whole.
             events_kept = entry.events is None or cache.events_present(entry)
             if fresh is not None and events_kept:
-                done[layout.run_id] = dataclasses.replace(fresh, run_id=layout.run_id)
+                done[layout.run_id] = RunOutcome(
+                    layout.run_id, fresh.diagnosis, fresh.clock, fresh.activity
+                )
             elif entry.streams and events_kept and entry.events is not None:
                 entries[layout.run_id] = entry  # grown streams resume from their offsets
             else:
