@@ -46,7 +46,18 @@ if TYPE_CHECKING:
     import duckdb
 
 from doctor._kept import SEVERITY_LABELS, KeptFindings
-from doctor._layout import CHECKPOINT, FINAL, LIVE, PROGRESS, RunLayout, stage_dirs
+from doctor._layout import (
+    CHECKPOINT,
+    FINAL,
+    LIVE,
+    MANIFEST,
+    PROGRESS,
+    RUN_CONFIG,
+    RUN_LOCK,
+    RUN_PID,
+    RunLayout,
+    stage_dirs,
+)
 from doctor._ndjson import open_regular
 from rundoctor.atomic import replace_file
 from rundoctor.signature import SIGNATURE_VERSION
@@ -116,21 +127,25 @@ class LazyFacts(Mapping[str, Any]):
     time. The few facts every scan reads (:data:`_FACTS_HEAD`) are at hand unparsed.
     """
 
-    __slots__ = ("_head", "_parsed", "_text")
+    __slots__ = ("_parsed", "_span", "_text", "head")
 
-    def __init__(self, text: str | bytes, head: Mapping[str, Any]) -> None:
-        self._text = text
-        self._head = dict(head)
+    def __init__(
+        self, text: str | bytes, start: int = 0, end: int | None = None, head: Any = None
+    ) -> None:
+        self._text = text  # the facts are text[start:end]: cut when first looked into
+        self._span = (start, len(text) if end is None else end)
+        self.head: Mapping[str, Any] = head if head is not None else {}
         self._parsed: dict[str, Any] | None = None
 
     def _all(self) -> dict[str, Any]:
         if self._parsed is None:
-            self._parsed = _str_keyed(json.loads(self._text))
+            start, end = self._span
+            self._parsed = _str_keyed(json.loads(self._text[start:end]))
         return self._parsed
 
     def get(self, key: str, default: Any = None) -> Any:
-        if self._parsed is None and key in self._head:
-            return self._head[key]
+        if self._parsed is None and key in self.head:
+            return self.head[key]
         return self._all().get(key, default)
 
     def __getitem__(self, key: str) -> Any:
@@ -205,12 +220,9 @@ def fingerprint(layout: RunLayout) -> dict[str, list[int]]:
         if listing(folder).may_hold(name):
             add(os.path.join(folder, name))
 
-    for doc in (layout.manifest, layout.run_config, layout.run_pid, layout.run_lock):
-        folder, name = os.path.split(str(doc))
-        if folder:
-            add_listed(folder, name)
-        else:
-            add(name)
+    top = str(layout.path)
+    for name in (MANIFEST, RUN_CONFIG, RUN_PID, RUN_LOCK):  # the run's own documents
+        add_listed(top, name)
     for scope in layout.scopes:
         folder = str(scope.path)
         for name in (PROGRESS, FINAL, CHECKPOINT, LIVE):
@@ -243,25 +255,24 @@ def tail_sha(path: Path, offset: int) -> str:
 
 
 def _str_keyed(value: Any) -> dict[str, Any]:
+    """A JSON object (its keys are text)."""
     if not isinstance(value, dict):
         raise TypeError("expected an object")
-    return {str(k): v for k, v in value.items()}
+    return value
 
 
-def _body(raw: bytes, layout: Mapping[str, Any]) -> tuple[bytes, KeptFindings]:
-    """An entry's facts (JSON text) and findings, cut from the bytes after its first line."""
-    start = int(layout["facts"])
-    facts = raw[:start]
-    if len(facts) != start:
+def _body(raw: bytes, at: int, layout: Mapping[str, Any]) -> tuple[LazyFacts, KeptFindings]:
+    """An entry's facts (parsed when looked into) and findings, from ``raw[at:]``."""
+    ends = at + int(layout["facts"])
+    if len(raw) < ends:
         raise ValueError("the entry's body is shorter than its first line says")
-    sizes, ranks = [], []
-    for rank, size in layout["findings"]:
-        if not 0 <= rank < len(SEVERITY_LABELS):
-            raise ValueError(f"no severity of rank {rank}")
-        ranks.append(int(rank))
-        sizes.append(int(size))
+    meta = layout["findings"]
+    ranks, sizes = [int(r) for r, _ in meta], [int(n) for _, n in meta]
+    if ranks and not 0 <= min(ranks) <= max(ranks) < len(SEVERITY_LABELS):
+        raise ValueError("a severity rank out of range")
     clocked = [int(i) for i in layout["clocked"]]
-    return facts, KeptFindings(raw[start:].decode("ascii"), sizes, ranks, clocked)
+    block = str(memoryview(raw)[ends:], "ascii")
+    return LazyFacts(raw, at, ends), KeptFindings(block, sizes, ranks, clocked)
 
 
 class RunCache:
@@ -336,14 +347,15 @@ class RunCache:
                 diagnosis = _str_keyed(diagnosis)
                 if not all(isinstance(diagnosis.get(k), str) for k in _DIAGNOSIS_HEAD):
                     raise TypeError("a diagnosis names its run, path, layout and state")
-                facts, findings = _body(raw[end + 1 :], data["body"])
-                diagnosis["facts"] = LazyFacts(facts, _str_keyed(data["facts_head"]))
+                facts, findings = _body(raw, end + 1, data["body"])
+                facts.head = _str_keyed(data["facts_head"])
+                diagnosis["facts"] = facts
                 diagnosis["findings"] = findings
             entry = CacheEntry(
                 key=str(data["key"]),
                 run_path=str(data["run_path"]),
                 settings=str(data["settings"]),
-                fingerprint={str(k): list(v) for k, v in data["fingerprint"].items()},
+                fingerprint=_str_keyed(data["fingerprint"]),
                 streams=streams,
                 diagnosis=diagnosis or None,
                 clock=_str_keyed(data.get("clock", {})),

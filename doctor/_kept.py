@@ -88,9 +88,12 @@ class KeptFindings(Sequence[dict[str, Any]]):
             at += size + len(SEPARATOR)
         return starts
 
+    def _start(self, i: int) -> int:
+        return sum(self.sizes[:i]) + i * len(SEPARATOR)
+
     def text(self, i: int) -> str:
         """Finding ``i``'s text."""
-        start = self._starts()[i]
+        start = self._start(i)
         return self.block[start : start + self.sizes[i]]
 
     def texts(self) -> list[str]:
@@ -108,7 +111,8 @@ class KeptFindings(Sequence[dict[str, Any]]):
         to write it here) in their places."""
         if not changed:
             return self
-        starts, sizes = self._starts(), list(self.sizes)
+        sizes = list(self.sizes)
+        starts = {i: self._start(i) for i in changed}
         pieces, at = [], 0
         for i in sorted(changed):
             f, text = changed[i]

@@ -156,12 +156,25 @@ class RunLayout:
     path: Path
     layout: str  # "kilroy" | "native"
     scopes: tuple[ScopeLayout, ...]
-    manifest: Path
-    run_config: Path
-    run_pid: Path
-    run_lock: Path
     extra_files: tuple[Path, ...] = field(default=())
     unreadable: tuple[Unreadable, ...] = field(default=())
+
+    # The run's own documents, named when asked for (a rescan of a large fleet reads none).
+    @property
+    def manifest(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def run_config(self) -> Path:
+        return self.path / RUN_CONFIG
+
+    @property
+    def run_pid(self) -> Path:
+        return self.path / RUN_PID
+
+    @property
+    def run_lock(self) -> Path:
+        return self.path / RUN_LOCK
 
     @property
     def top(self) -> ScopeLayout:
@@ -225,7 +238,7 @@ def _plain_dirs(base: Path, path: Path) -> bool:
     return True
 
 
-def _manifest_layout(manifest: Path) -> object:
+def _manifest_layout(manifest: Path | str) -> object:
     """The manifest's ``layout`` key; ``None`` when absent or the manifest does not parse.
 
     The key is read from the parsed document: the marker text anywhere else (a goal that
@@ -340,8 +353,9 @@ def discover(path: Path) -> RunLayout:
     except OSError:
         listing = None
     names = None if listing is None else {e.name for e in listing}
-    manifest = path / MANIFEST
-    native = (names is None or MANIFEST in names) and _manifest_layout(manifest) == NATIVE_LAYOUT
+    native = (names is None or MANIFEST in names) and _manifest_layout(
+        os.path.join(path, MANIFEST)
+    ) == NATIVE_LAYOUT
     scopes = [ScopeLayout("", path)]
     unreadable: list[Unreadable] = []
     restarts: list[tuple[int, Path]] = []
@@ -367,10 +381,6 @@ def discover(path: Path) -> RunLayout:
         path=path,
         layout="native" if native else "kilroy",
         scopes=tuple(scopes),
-        manifest=manifest,
-        run_config=path / RUN_CONFIG,
-        run_pid=path / RUN_PID,
-        run_lock=path / RUN_LOCK,
         unreadable=tuple(unreadable),
     )
 
