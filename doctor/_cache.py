@@ -5,6 +5,8 @@ Layout under the cache directory::
     runs/<key>.json                          per run: the identity of every file the doctor
                                              read, per-stream byte offsets and torn lines,
                                              the diagnosis, its clock inputs and its activity
+                                             (one JSON line), then the diagnosis's facts and
+                                             findings as kept text (below)
     events/run=<key>/part-<uuid>.parquet     the run's events (hive layout: one partition
                                              per run, ``run`` is the partition column)
 
@@ -13,6 +15,12 @@ brought to the new clock (see :mod:`doctor._scan`). A run whose append-only stre
 is reloaded from its Parquet partition and read from each stream's last byte offset. Anything
 else is read from scratch. Entries carry :data:`CACHE_VERSION` and the detector
 configuration, so a new release or other thresholds never reuse stale results.
+
+An entry is one file read at once: a first line of JSON (everything above but the facts and
+the findings, with their lengths in bytes under ``body``), then the facts' JSON text and each
+finding's JSON text as a scan prints it (:mod:`doctor._kept`), back to back. A rescan parses
+the first line only; the facts are parsed when first looked into, the findings when they
+depend on the clock or are looked into, and the rest is spliced into the scan's JSON as it is.
 
 Writes are atomic (a temporary file with a unique name, renamed into place), so scans sharing
 one cache directory never see half an entry; the last writer of an entry wins, and a run whose
@@ -37,7 +45,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import duckdb
 
-from doctor._layout import RunLayout, stage_dirs
+from doctor._kept import SEVERITY_LABELS, KeptFindings
+from doctor._layout import (
+    CHECKPOINT,
+    FINAL,
+    LIVE,
+    MANIFEST,
+    PROGRESS,
+    RUN_CONFIG,
+    RUN_LOCK,
+    RUN_PID,
+    RunLayout,
+    stage_dirs,
+)
 from doctor._ndjson import open_regular
 from rundoctor.atomic import replace_file
 
@@ -50,7 +70,7 @@ __all__ = [
     "fingerprint",
 ]
 
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 #: Cache files are written atomically (unique temporary name, rename) but not fsynced: a
 #: crash loses at most a cache entry, which the next scan rebuilds, and an fsync per run
 #: would dominate a cold scan's write time.
@@ -81,7 +101,8 @@ class CacheEntry:
     settings: str
     fingerprint: dict[str, list[int]]
     streams: dict[str, StreamState] = field(default_factory=dict)
-    #: The run's diagnosis (``rundoctor.diagnosis/1``) without the fleet-phase findings.
+    #: The run's diagnosis (``rundoctor.diagnosis/1``) without the fleet-phase findings
+    #: (loaded: its facts a :class:`LazyFacts`, its findings :class:`KeptFindings`).
     diagnosis: dict[str, Any] | None = None
     #: What the diagnosis's clock-dependent parts were computed from (``doctor._scan``).
     clock: dict[str, Any] = field(default_factory=dict)
@@ -92,6 +113,8 @@ class CacheEntry:
     events: str | None = None
 
 
+#: What a kept diagnosis holds besides its facts and findings (all text).
+_DIAGNOSIS_HEAD = ("schema", "run_id", "path", "layout", "state")
 #: Facts a scan reads of every run (fleet sums, ``--since``, the table): kept parsed.
 _FACTS_HEAD = ("started_at", "wall_s", "events", "cost_usd")
 
@@ -103,21 +126,25 @@ class LazyFacts(Mapping[str, Any]):
     time. The few facts every scan reads (:data:`_FACTS_HEAD`) are at hand unparsed.
     """
 
-    __slots__ = ("_head", "_parsed", "_text")
+    __slots__ = ("_parsed", "_span", "_text", "head")
 
-    def __init__(self, text: str, head: Mapping[str, Any]) -> None:
-        self._text = text
-        self._head = dict(head)
+    def __init__(
+        self, text: str | bytes, start: int = 0, end: int | None = None, head: Any = None
+    ) -> None:
+        self._text = text  # the facts are text[start:end]: cut when first looked into
+        self._span = (start, len(text) if end is None else end)
+        self.head: Mapping[str, Any] = head if head is not None else {}
         self._parsed: dict[str, Any] | None = None
 
     def _all(self) -> dict[str, Any]:
         if self._parsed is None:
-            self._parsed = _str_keyed(json.loads(self._text))
+            start, end = self._span
+            self._parsed = _str_keyed(json.loads(self._text[start:end]))
         return self._parsed
 
     def get(self, key: str, default: Any = None) -> Any:
-        if self._parsed is None and key in self._head:
-            return self._head[key]
+        if self._parsed is None and key in self.head:
+            return self.head[key]
         return self._all().get(key, default)
 
     def __getitem__(self, key: str) -> Any:
@@ -133,34 +160,85 @@ class LazyFacts(Mapping[str, Any]):
         return (dict, (self._all(),))
 
 
-def _stat(path: Path) -> list[int] | None:
+def _stat(path: Path | str) -> list[int] | None:
     try:
-        st = path.lstat()
-    except OSError:
+        st = os.lstat(path)
+    except (OSError, ValueError):
         return None
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
+class _Listing:
+    """What one listing of a directory says: its entries' names, and whether any is a real
+    directory. A directory that cannot be listed says nothing (every name is looked up)."""
+
+    __slots__ = ("dirs", "names")
+
+    def __init__(self, path: str) -> None:
+        try:
+            entries = list(os.scandir(path))
+        except OSError:
+            self.names: set[str] | None = None
+            self.dirs: set[str] | None = None
+            return
+        self.names = {e.name for e in entries}
+        self.dirs = {e.name for e in entries if e.is_dir(follow_symlinks=False)}
+
+    def may_hold(self, name: str) -> bool:
+        return self.names is None or name in self.names
+
+    def may_hold_dir(self, name: str | None = None) -> bool:
+        """Whether the directory may hold a real directory (called ``name``, or any)."""
+        return self.dirs is None or (bool(self.dirs) if name is None else name in self.dirs)
+
+
 def fingerprint(layout: RunLayout) -> dict[str, list[int]]:
-    """Size, mtime and inode of every file the doctor reads in a run (no file is opened)."""
+    """Size, mtime and inode of every file the doctor reads in a run (no file is opened).
+
+    Each scope's directory is listed once: a name it does not hold is not looked up, and
+    stage and worktree files are looked for only where a directory could hold them (as
+    :func:`doctor._layout.stage_dirs` and ``worktree_status_files`` would find none).
+    """
     out: dict[str, list[int]] = {}
-    paths = [layout.manifest, layout.run_config, layout.run_pid, layout.run_lock]
+    base = str(layout.path) + os.sep
+    listings: dict[str, _Listing] = {}
+
+    def listing(folder: str) -> _Listing:
+        found = listings.get(folder)
+        if found is None:
+            found = listings[folder] = _Listing(folder)
+        return found
+
+    def add(path: str) -> None:
+        st = _stat(path)
+        if st is not None:
+            # Every path is under the run (os.path.relpath is the slow way to say so).
+            out[path[len(base) :] if path.startswith(base) else os.path.relpath(path, base)] = st
+
+    def add_listed(folder: str, name: str) -> None:
+        if listing(folder).may_hold(name):
+            add(os.path.join(folder, name))
+
+    top = str(layout.path)
+    for name in (MANIFEST, RUN_CONFIG, RUN_PID, RUN_LOCK):  # the run's own documents
+        add_listed(top, name)
     for scope in layout.scopes:
-        paths += [scope.progress, scope.final, scope.checkpoint, scope.live]
-        for stage in stage_dirs(scope.path):
-            paths += list(stage.status_files) + list(stage.stdout_logs)
-        paths += scope.worktree_status_files(layout.run_id)
+        folder = str(scope.path)
+        for name in (PROGRESS, FINAL, CHECKPOINT, LIVE):
+            add_listed(folder, name)
+        seen = listing(folder)
+        paths: list[Path] = []
+        if seen.may_hold_dir():
+            for stage in stage_dirs(scope.path):
+                paths += list(stage.status_files) + list(stage.stdout_logs)
+        if seen.may_hold_dir("worktree"):
+            paths += scope.worktree_status_files(layout.run_id)
         m = _FANOUT_SCOPE.fullmatch(scope.scope)
         if m is not None:  # a branch's outcome may come from its fan-out's results
             fanout = layout.path / m["prefix"] if m["prefix"] else layout.path
             paths.append(fanout / m["fanout"] / "parallel_results.json")
-    base = str(layout.path) + os.sep
-    for p in paths:
-        st = _stat(p)
-        if st is not None:
-            name = str(p)
-            # Every path is under the run (os.path.relpath is the slow way to say so).
-            out[name[len(base) :] if name.startswith(base) else os.path.relpath(p, base)] = st
+        for p in paths:
+            add(str(p))
     return out
 
 
@@ -176,9 +254,24 @@ def tail_sha(path: Path, offset: int) -> str:
 
 
 def _str_keyed(value: Any) -> dict[str, Any]:
+    """A JSON object (its keys are text)."""
     if not isinstance(value, dict):
         raise TypeError("expected an object")
-    return {str(k): v for k, v in value.items()}
+    return value
+
+
+def _body(raw: bytes, at: int, layout: Mapping[str, Any]) -> tuple[LazyFacts, KeptFindings]:
+    """An entry's facts (parsed when looked into) and findings, from ``raw[at:]``."""
+    ends = at + int(layout["facts"])
+    if len(raw) < ends:
+        raise ValueError("the entry's body is shorter than its first line says")
+    meta = layout["findings"]
+    ranks, sizes = [int(r) for r, _ in meta], [int(n) for _, n in meta]
+    if ranks and not 0 <= min(ranks) <= max(ranks) < len(SEVERITY_LABELS):
+        raise ValueError("a severity rank out of range")
+    clocked = [int(i) for i in layout["clocked"]]
+    block = str(memoryview(raw)[ends:], "ascii")
+    return LazyFacts(raw, at, ends), KeptFindings(block, sizes, ranks, clocked)
 
 
 class RunCache:
@@ -193,19 +286,44 @@ class RunCache:
         (self.root / "runs").mkdir(parents=True, exist_ok=True)
         (self.root / "events").mkdir(parents=True, exist_ok=True)
         self._files: dict[str, str] = {}
+        self._parents: dict[str, str] = {}
+        self._runs = str(self.root / "runs")
 
     @staticmethod
-    def key(layout: RunLayout) -> str:
-        digest = hashlib.sha1(os.fsencode(layout.path.resolve())).hexdigest()[:12]
+    def key(layout: RunLayout, resolved: str | None = None) -> str:
+        """The run's key: its name made safe, and a hash of its resolved path."""
+        real = resolved if resolved is not None else str(layout.path.resolve())
+        digest = hashlib.sha1(os.fsencode(real)).hexdigest()[:12]
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in layout.run_id)[:64]
         return f"{safe}-{digest}"
 
+    def key_of(self, layout: RunLayout) -> str:
+        """:meth:`key`, resolving each runs root once per scan: a run directory that is not
+        a symlink resolves to its name under its resolved parent (``Path.resolve`` would
+        look up every component of every run's path)."""
+        path = str(layout.path)
+        parent, name = os.path.split(path)
+        if not parent or name in ("", ".", "..") or os.path.islink(path):
+            return self.key(layout)
+        real = self._parents.get(parent)
+        if real is None:
+            real = self._parents[parent] = os.path.realpath(parent)
+        return self.key(layout, os.path.join(real, name))
+
     def load(self, layout: RunLayout, key: str | None = None) -> CacheEntry | None:
         """The run's entry, or None when there is none or it does not fit this scan."""
-        path = self.root / "runs" / f"{key or self.key(layout)}.json"
+        path = os.path.join(self._runs, f"{key or self.key_of(layout)}.json")
         try:
-            data = json.loads(path.read_bytes())
-        except (OSError, ValueError):
+            with open(path, "rb") as fh:
+                raw = fh.read()
+        except OSError:
+            return None
+        end = raw.find(b"\n")
+        if end < 0:  # not this format's (an older version's entry is one JSON document)
+            return None
+        try:
+            data = json.loads(raw[:end])
+        except ValueError:
             return None
         if not isinstance(data, dict):
             return None
@@ -228,22 +346,24 @@ class RunCache:
             diagnosis = data.get("diagnosis")
             if diagnosis:
                 diagnosis = _str_keyed(diagnosis)
-                facts = diagnosis["facts"]
-                if not isinstance(facts, str):
-                    raise TypeError("facts are kept as JSON text")
-                diagnosis["facts"] = LazyFacts(facts, _str_keyed(data["facts_head"]))
+                if not all(isinstance(diagnosis.get(k), str) for k in _DIAGNOSIS_HEAD):
+                    raise TypeError("a diagnosis names its run, path, layout and state")
+                facts, findings = _body(raw, end + 1, data["body"])
+                facts.head = _str_keyed(data["facts_head"])
+                diagnosis["facts"] = facts
+                diagnosis["findings"] = findings
             entry = CacheEntry(
                 key=str(data["key"]),
                 run_path=str(data["run_path"]),
                 settings=str(data["settings"]),
-                fingerprint={str(k): list(v) for k, v in data["fingerprint"].items()},
+                fingerprint=_str_keyed(data["fingerprint"]),
                 streams=streams,
                 diagnosis=diagnosis or None,
                 clock=_str_keyed(data.get("clock", {})),
                 activity=_str_keyed(data.get("activity", {})),
                 events=str(events) if isinstance(events, str) else None,
             )
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
             return None
         self.remember(entry)
         return entry
@@ -254,11 +374,22 @@ class RunCache:
             self._files[entry.key] = entry.events
 
     def save(self, entry: CacheEntry) -> None:
-        diagnosis, head = entry.diagnosis, {}
+        diagnosis, head, body = entry.diagnosis, {}, {}
+        texts: list[bytes] = []
         if diagnosis is not None:
             facts = dict(diagnosis["facts"])
             head = {k: facts.get(k) for k in _FACTS_HEAD}
-            diagnosis = {**diagnosis, "facts": json.dumps(facts)}
+            kept = diagnosis["findings"]
+            if not isinstance(kept, KeptFindings):
+                kept = KeptFindings.of(kept)
+            # ASCII (json.dumps and dumps_indented escape the rest): bytes are characters.
+            texts = [json.dumps(facts).encode("ascii"), kept.block.encode("ascii")]
+            body = {
+                "facts": len(texts[0]),
+                "findings": [list(x) for x in zip(kept.ranks, kept.sizes, strict=True)],
+                "clocked": list(kept.clocked),
+            }
+            diagnosis = {k: v for k, v in diagnosis.items() if k not in ("facts", "findings")}
         data = {
             "key": entry.key,
             "run_path": entry.run_path,
@@ -278,12 +409,13 @@ class RunCache:
             ],
             "diagnosis": diagnosis,
             "facts_head": head,
+            "body": body,
             "clock": entry.clock,
             "activity": entry.activity,
             "events": entry.events,
         }
         path = self.root / "runs" / f"{entry.key}.json"
-        replace_file(path, json.dumps(data), fsync=_DURABLE)
+        replace_file(path, b"\n".join([json.dumps(data).encode(), b"".join(texts)]), fsync=_DURABLE)
 
     def write_events(self, con: duckdb.DuckDBPyConnection, keys: dict[str, str]) -> dict[str, str]:
         """Write the events of the runs in ``keys`` (run_id -> cache key), one new Parquet
@@ -347,7 +479,7 @@ class RunCache:
                     path.unlink()
 
     def events_present(self, entry: CacheEntry) -> bool:
-        return entry.events is not None and (self.root / entry.events).is_file()
+        return entry.events is not None and os.path.isfile(os.path.join(self.root, entry.events))
 
     def event_files(self, key: str) -> list[Path]:
         """The Parquet file holding ``key``'s events (empty when it has none)."""

@@ -361,8 +361,8 @@ def scan_cmd(
         cutoff = parse_since(since, time.time()) if since else None
         with _progress(not as_json and sys.stderr.isatty()) as progress:
             result = scan(config, since=cutoff, progress=progress)
-    if as_json:
-        _emit_json(result.to_json())
+    if as_json:  # cached runs' findings are spliced as kept, not parsed and encoded again
+        sys.stdout.write(result.to_json_text() + "\n")
     else:
         from doctor._render import render_scan  # here: --json output needs no Rich
 

@@ -64,12 +64,23 @@ else:
             return False
         return True
 
+    def _plain_int(value: object) -> int | None:
+        """An int, or the int of plain decimal digits (``--limit 5``); None for anything
+        else (signs, spaces, underscores, other digits: typer's own coercion takes those)."""
+        if type(value) is int:
+            return value
+        if type(value) is str and 0 < len(value) <= 18 and value.isascii() and value.isdigit():
+            return int(value)
+        return None
+
     def _plain_value(
         annotation: Any, info: Any, value: Any, param: _TyperParameter, ctx: Context
     ) -> tuple[bool, Any]:
         """typer's result for the values it gives back unchanged, without Pydantic.
 
-        A ``str`` option given text, a ``bool`` flag, and a ``list[Path]`` option given
+        A ``str`` option given text, a ``bool`` flag, an ``int`` option given an int or
+        plain digits within its ``min``/``max`` (``scan --limit``, whose default 0 is
+        coerced too), and a ``list[Path]`` option given
         text that passes typer's own path checks: the value (the ``Path`` of each item),
         exactly what typer's Pydantic adapters return, at none of their import cost (about
         a quarter of ``doctor diagnose --json`` of a large run). Anything else (``(False,
@@ -81,6 +92,15 @@ else:
             return True, value
         if annotation is str and _text(value):
             return True, value
+        if annotation is int and not getattr(info, "clamp", False):
+            number = _plain_int(value)
+            low, high = getattr(info, "min", None), getattr(info, "max", None)
+            if (
+                number is not None
+                and (low is None or number >= low)
+                and (high is None or number <= high)
+            ):
+                return True, number
         if (
             get_origin(annotation) is list
             and get_args(annotation) == (Path,)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from doctor._budget import budget_detail, exceeded
 from doctor._config import DoctorConfig
@@ -16,6 +16,8 @@ from doctor._detectors import Context, select
 from doctor._errors import RootError, UsageError
 from doctor._facts import compute_facts, run_state
 from doctor._ingest import _documents_of, load_runs
+from doctor._json_out import JSONText
+from doctor._kept import KeptFindings, run_text
 from doctor._layout import RunLayout, discover, display_name, list_run_dirs, locate_run
 from doctor._model import Diagnosis, Finding, Severity
 from rundoctor.liveness import owner_alive
@@ -83,43 +85,47 @@ def diagnose(run_id: str, config: DoctorConfig) -> Diagnosis:
 
 @dataclass(frozen=True)
 class ScanResult:
-    """Every run under the roots, fleet facts, and cross-run findings."""
+    """Every run under the roots, fleet facts, and cross-run findings.
+
+    ``diagnoses`` is a sequence of :class:`Diagnosis` (a scan that reused cached runs builds
+    each one when first looked into; :meth:`to_json_text` needs none of them).
+    """
 
     roots: tuple[str, ...]
-    diagnoses: tuple[Diagnosis, ...]
+    diagnoses: Sequence[Diagnosis]
     fleet: dict[str, Any]
     findings: tuple[Finding, ...] = field(default_factory=tuple)
 
     @property
     def exit_code(self) -> int:
+        runs = self.diagnoses
         worst = max(
-            [f.severity for d in self.diagnoses for f in d.findings]
-            + [f.severity for f in self.findings],
+            [
+                *(
+                    runs.severities()
+                    if isinstance(runs, _Diagnoses)
+                    else (f.severity for d in runs for f in d.findings)
+                ),
+                *(f.severity for f in self.findings),
+            ],
             default=None,
         )
         return 1 if worst is not None and worst >= Severity.ERROR else 0
 
     def to_json(self) -> dict[str, Any]:
-        runs = []
-        for d in self.diagnoses:
-            worst = d.findings[0] if d.findings else None
-            runs.append(
-                {
-                    "run_id": d.run_id,
-                    "path": d.path,
-                    "layout": d.layout,
-                    "state": d.state,
-                    "counts": d.counts(),
-                    "worst": None
-                    if worst is None
-                    else {
-                        "code": worst.code,
-                        "severity": worst.severity.label,
-                        "summary": worst.summary,
-                    },
-                    "findings": [f.to_json() for f in d.findings],
-                }
-            )
+        return self._json([_run_json(d) for d in self.diagnoses])
+
+    def to_json_text(self) -> str:
+        """``json.dumps(self.to_json(), indent=2, default=str)``: the findings of runs brought
+        from the cache are spliced as the text they were kept as (:mod:`doctor._kept`)."""
+        from doctor._json_out import dumps_indented
+
+        runs = self.diagnoses
+        if isinstance(runs, _Diagnoses):
+            return dumps_indented(self._json(runs.scan_json()))
+        return dumps_indented(self.to_json())
+
+    def _json(self, runs: list[Any]) -> dict[str, Any]:
         return {
             "schema": SCAN_SCHEMA,
             "roots": list(self.roots),
@@ -127,6 +133,108 @@ class ScanResult:
             "fleet": self.fleet,
             "findings": [f.to_json() for f in self.findings],
         }
+
+
+def _run_json(d: Diagnosis) -> dict[str, Any]:
+    """A run's object in a scan's JSON."""
+    worst = d.findings[0] if d.findings else None
+    return {
+        "run_id": d.run_id,
+        "path": d.path,
+        "layout": d.layout,
+        "state": d.state,
+        "counts": d.counts(),
+        "worst": None
+        if worst is None
+        else {"code": worst.code, "severity": worst.severity.label, "summary": worst.summary},
+        "findings": [f.to_json() for f in d.findings],
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _KeptRun:
+    """A run brought from the cache: its diagnosis's JSON, findings kept as text."""
+
+    data: dict[str, Any]
+    findings: KeptFindings
+
+    def diagnosis(self) -> Diagnosis:
+        return diagnosis_from_json(self.data)
+
+    def scan_json(self) -> JSONText | dict[str, Any]:
+        """:func:`_run_json` of :meth:`diagnosis`, with the findings spliced as kept (the
+        whole object as text when its values are all text, as they are)."""
+        data, kept = self.data, self.findings
+        worst = kept.parsed(0) if kept else None
+        head = (data["run_id"], data["path"], data["layout"], data["state"])
+        text = run_text(*head, kept, worst)
+        if text is not None:
+            return text
+        return {
+            "run_id": data["run_id"],
+            "path": data["path"],
+            "layout": data["layout"],
+            "state": data["state"],
+            "counts": kept.counts(),
+            "worst": None
+            if worst is None
+            else {
+                "code": worst["code"],
+                "severity": worst["severity"],
+                "summary": worst["summary"],
+            },
+            "findings": kept.json_text(),
+        }
+
+
+class _Diagnoses(Sequence[Diagnosis]):
+    """A scan's diagnoses, those of runs brought from the cache built when looked into."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: list[Diagnosis | _KeptRun]) -> None:
+        self._items = items
+
+    @overload
+    def __getitem__(self, i: int) -> Diagnosis: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Diagnosis]: ...
+
+    def __getitem__(self, i: int | slice) -> Diagnosis | Sequence[Diagnosis]:
+        if isinstance(i, slice):
+            return tuple(self[j] for j in range(*i.indices(len(self._items))))
+        item = self._items[i]
+        if isinstance(item, _KeptRun):
+            item = self._items[i] = item.diagnosis()
+        return item
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and tuple(self) == tuple(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+    def severities(self) -> list[Severity]:
+        """The severities found in each run (without building the diagnoses)."""
+        out: list[Severity] = []
+        for item in self._items:
+            if isinstance(item, _KeptRun):
+                out.extend(Severity(r) for r in set(item.findings.ranks))
+            else:
+                out.extend(f.severity for f in item.findings)
+        return out
+
+    def scan_json(self) -> list[Any]:
+        return [
+            item.scan_json() if isinstance(item, _KeptRun) else _run_json(item)
+            for item in self._items
+        ]
 
 
 def _settings_key(config: DoctorConfig) -> str:
@@ -260,28 +368,44 @@ def _scan_layouts(
     by_run: dict[str | None, list[Finding]] = {}
     for f in fleet_findings(config, layouts, outcomes):
         by_run.setdefault(f.run_id, []).append(f)
-    diagnoses = []
+    items: list[Diagnosis | _KeptRun] = []
+    states: list[str] = []
+    facts: list[Mapping[str, Any]] = []
     for layout in layouts:
-        d = diagnosis_from_json(outcomes[layout.run_id].diagnosis)
-        if layout.run_id in by_run:
-            d = dataclasses.replace(d, findings=_order([*d.findings, *by_run[layout.run_id]]))
-        if since is not None and _started_before(d.facts.get("started_at"), since):
+        data = outcomes[layout.run_id].diagnosis
+        kept = data["findings"]
+        item: Diagnosis | _KeptRun
+        if isinstance(kept, KeptFindings):
+            if layout.run_id in by_run:
+                kept = kept.merged([f.to_json() for f in by_run[layout.run_id]])
+                data = {**data, "findings": kept}
+            item = _KeptRun(data, kept)
+        else:
+            item = diagnosis_from_json(data)
+            if layout.run_id in by_run:
+                item = dataclasses.replace(
+                    item, findings=_order([*item.findings, *by_run[layout.run_id]])
+                )
+        if since is not None and _started_before(data["facts"].get("started_at"), since):
             continue
-        diagnoses.append(d)
+        items.append(item)
+        states.append(data["state"])
+        facts.append(data["facts"])
+    diagnoses = _Diagnoses(items)
     by_state: dict[str, int] = {}
-    for d in diagnoses:
-        by_state[d.state] = by_state.get(d.state, 0) + 1
+    for state in states:
+        by_state[state] = by_state.get(state, 0) + 1
     fleet = {
         "runs": len(diagnoses),
         "by_state": by_state,
-        "events": sum(int(d.facts.get("events") or 0) for d in diagnoses),
-        "cost_usd": round(sum(float(d.facts.get("cost_usd") or 0) for d in diagnoses), 8),
+        "events": sum(int(f.get("events") or 0) for f in facts),
+        "cost_usd": round(sum(float(f.get("cost_usd") or 0) for f in facts), 8),
         "read": read,
         "reused": len(layouts) - read,
     }
     return ScanResult(
         roots=tuple(str(r) for r in config.roots),
-        diagnoses=tuple(diagnoses),
+        diagnoses=diagnoses,
         fleet=fleet,
         findings=_order(
             [f for f in by_run.get(None, []) if since is None or not _ended_before(f, since)]

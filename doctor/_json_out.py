@@ -4,6 +4,9 @@ The standard library encodes with C only without ``indent``; with it, every toke
 through a chain of Python generators, which was a third of a 1,000-run rescan's time
 (17 MB of JSON). This encoder walks the value once, appending to one list, and leaves strings
 and floats to the same C and ``repr`` functions the standard one uses.
+
+A value may hold :class:`JSONText`: text this encoder wrote earlier (a scan's cached
+findings), spliced as it is instead of being parsed and encoded again.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
-__all__ = ["dumps_indented"]
+__all__ = ["JSONText", "dumps_indented", "scalar_text"]
 
 
 def _float(value: float) -> str:
@@ -25,8 +28,35 @@ def _float(value: float) -> str:
     return float.__repr__(value)
 
 
-def dumps_indented(value: Any) -> str:
-    """``json.dumps(value, indent=2, default=str)``.
+class JSONText:
+    """A value's text as :func:`dumps_indented` wrote it at nesting ``level``: spliced as it
+    is where it is placed at that level (re-indented elsewhere).
+
+    >>> inner = JSONText(dumps_indented({"b": [1]}, level=1), level=1)
+    >>> dumps_indented({"a": inner}) == json.dumps({"a": {"b": [1]}}, indent=2)
+    True
+    >>> dumps_indented([[inner]]) == json.dumps([[{"b": [1]}]], indent=2)
+    True
+    """
+
+    __slots__ = ("level", "text")
+
+    def __init__(self, text: str, level: int) -> None:
+        self.text = text
+        self.level = level
+
+    def at(self, level: int) -> str:
+        """The text as written at ``level`` (it holds no raw newline but its own)."""
+        if level == self.level:
+            return self.text
+        if level > self.level:
+            return self.text.replace("\n", "\n" + "  " * (level - self.level))
+        return self.text.replace("\n" + "  " * (self.level - level), "\n")
+
+
+def dumps_indented(value: Any, level: int = 0) -> str:
+    """``json.dumps(value, indent=2, default=str)``; with ``level``, as that value is written
+    nested ``level`` deep (its inner lines indented ``level`` more steps).
 
     >>> data = {"a": [1, 2.5, None, True, {}], "b": {"c": "é"}, "d": []}
     >>> dumps_indented(data) == json.dumps(data, indent=2, default=str)
@@ -74,11 +104,32 @@ def dumps_indented(value: Any) -> str:
                 first = False
                 encode(v, level + 1)
             append("\n" + "  " * level + "]")
+        elif isinstance(o, JSONText):
+            append(o.at(level))
         else:
             encode(str(o), level)
 
-    encode(value, 0)
+    encode(value, level)
     return "".join(out)
+
+
+def scalar_text(value: Any) -> str | None:
+    """A JSON scalar's text as :func:`dumps_indented` writes it (None for anything else).
+
+    >>> [scalar_text(v) for v in (None, True, 3, 2.5, float("nan"), "s", [])]
+    ['null', 'true', '3', '2.5', 'NaN', None, None]
+    """
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return _float(value)
+    return None
 
 
 def _key(k: Any) -> str:

@@ -23,7 +23,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,12 +156,25 @@ class RunLayout:
     path: Path
     layout: str  # "kilroy" | "native"
     scopes: tuple[ScopeLayout, ...]
-    manifest: Path
-    run_config: Path
-    run_pid: Path
-    run_lock: Path
     extra_files: tuple[Path, ...] = field(default=())
     unreadable: tuple[Unreadable, ...] = field(default=())
+
+    # The run's own documents, named when asked for (a rescan of a large fleet reads none).
+    @property
+    def manifest(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def run_config(self) -> Path:
+        return self.path / RUN_CONFIG
+
+    @property
+    def run_pid(self) -> Path:
+        return self.path / RUN_PID
+
+    @property
+    def run_lock(self) -> Path:
+        return self.path / RUN_LOCK
 
     @property
     def top(self) -> ScopeLayout:
@@ -200,17 +213,19 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-def _is_plain_file(path: Path) -> bool:
+def _is_plain_file(path: Path | str) -> bool:
+    """A regular file, not a symlink (one ``lstat``)."""
     try:
-        return path.is_file() and not path.is_symlink()
-    except OSError:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except (OSError, ValueError):
         return False
 
 
-def _is_plain_dir(path: Path) -> bool:
+def _is_plain_dir(path: Path | str) -> bool:
+    """A directory, not a symlink (one ``lstat``)."""
     try:
-        return path.is_dir() and not path.is_symlink()
-    except OSError:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except (OSError, ValueError):
         return False
 
 
@@ -223,7 +238,7 @@ def _plain_dirs(base: Path, path: Path) -> bool:
     return True
 
 
-def _manifest_layout(manifest: Path) -> object:
+def _manifest_layout(manifest: Path | str) -> object:
     """The manifest's ``layout`` key; ``None`` when absent or the manifest does not parse.
 
     The key is read from the parsed document: the marker text anywhere else (a goal that
@@ -246,8 +261,11 @@ def _manifest_layout(manifest: Path) -> object:
     return value.get("layout") if isinstance(value, dict) else None
 
 
-def _looks_like_run(path: Path) -> bool:
-    return _is_plain_dir(path) and any(_is_plain_file(path / m) for m in _RUN_MARKERS)
+def _looks_like_run(path: Path | str) -> bool:
+    folder = os.fspath(path)
+    return _is_plain_dir(folder) and any(
+        _is_plain_file(os.path.join(folder, m)) for m in _RUN_MARKERS
+    )
 
 
 def list_run_dirs(roots: Sequence[Path]) -> list[Path]:
@@ -266,7 +284,7 @@ def list_run_dirs(roots: Sequence[Path]) -> list[Path]:
         found.extend(
             Path(e.path)
             for e in entries
-            if e.is_dir(follow_symlinks=False) and _looks_like_run(Path(e.path))
+            if e.is_dir(follow_symlinks=False) and _looks_like_run(e.path)
         )
     return found
 
@@ -330,35 +348,39 @@ def _branch_scopes(
 def discover(path: Path) -> RunLayout:
     """Map a run directory's streams and documents without reading them."""
     path = Path(path)
-    manifest = path / MANIFEST
-    layout = "native" if _manifest_layout(manifest) == NATIVE_LAYOUT else "kilroy"
+    try:  # one listing of the run directory answers most questions below
+        listing: list[os.DirEntry[str]] | None = list(os.scandir(path))
+    except OSError:
+        listing = None
+    names = None if listing is None else {e.name for e in listing}
+    native = (names is None or MANIFEST in names) and _manifest_layout(
+        os.path.join(path, MANIFEST)
+    ) == NATIVE_LAYOUT
     scopes = [ScopeLayout("", path)]
     unreadable: list[Unreadable] = []
     restarts: list[tuple[int, Path]] = []
-    try:
-        for entry in os.scandir(path):
-            m = _RESTART.fullmatch(entry.name)
-            if m and entry.is_dir(follow_symlinks=False):
-                restarts.append((int(m.group(1)), Path(entry.path)))
-    except OSError:
-        pass
-    scopes.extend(_branch_scopes(path, "", unreadable))
+    for entry in listing or ():
+        m = _RESTART.fullmatch(entry.name)
+        if m and entry.is_dir(follow_symlinks=False):
+            restarts.append((int(m.group(1)), Path(entry.path)))
+    if names is None or "parallel" in names:
+        scopes.extend(_branch_scopes(path, "", unreadable))
     for n, rpath in sorted(restarts):
         scopes.append(ScopeLayout(f"restart-{n}", rpath))
         scopes.extend(_branch_scopes(rpath, f"restart-{n}/", unreadable))
     for scope in scopes:
-        for name in _not_text_names(scope.path):
+        if scope.scope == "" and listing is not None:
+            not_text = _not_text_dirs(listing)
+        else:
+            not_text = _not_text_names(scope.path)
+        for name in not_text:
             rel = display_name(os.path.join(scope.scope, name) if scope.scope else name)
             unreadable.append(Unreadable(rel, "node", "its name is not UTF-8: not read"))
     return RunLayout(
         run_id=display_name(path.name),
         path=path,
-        layout=layout,
+        layout="native" if native else "kilroy",
         scopes=tuple(scopes),
-        manifest=manifest,
-        run_config=path / RUN_CONFIG,
-        run_pid=path / RUN_PID,
-        run_lock=path / RUN_LOCK,
         unreadable=tuple(unreadable),
     )
 
@@ -366,13 +388,15 @@ def discover(path: Path) -> RunLayout:
 def _not_text_names(scope_path: Path) -> list[str]:
     """Directories directly in a scope whose names are not UTF-8 (never read as stages)."""
     try:
-        return sorted(
-            e.name
-            for e in os.scandir(scope_path)
-            if not _is_text(e.name) and e.is_dir(follow_symlinks=False)
-        )
+        return _not_text_dirs(os.scandir(scope_path))
     except OSError:
         return []
+
+
+def _not_text_dirs(entries: Iterable[os.DirEntry[str]]) -> list[str]:
+    return sorted(
+        e.name for e in entries if not _is_text(e.name) and e.is_dir(follow_symlinks=False)
+    )
 
 
 def _archive_dirs(node_dir: Path, *, nested: bool) -> list[Path]:

@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,12 +44,15 @@ from doctor._config import DoctorConfig
 from doctor._detectors import Context, select
 from doctor._diagnose import _order
 from doctor._facts import TOP_SQL, compute_facts, parse_iso, run_state
+from doctor._kept import FINDINGS_LEVEL, KeptFindings
 from doctor._layout import RunLayout, display_name
 from doctor._model import Diagnosis, Finding
 from doctor._tables import HEARTBEAT_SQL
 from rundoctor.liveness import exclude_owners, excluded_owners, owner_alive
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from doctor._tables import Tables
 
 __all__ = ["BATCH_BYTES", "BATCH_RUNS", "FLEET_DETECTORS", "MAX_WORKERS", "RunOutcome", "scan_runs"]
@@ -299,8 +302,13 @@ def at_clock(outcome: RunOutcome, config: DoctorConfig) -> RunOutcome | None:
         if fixed is None and state(status, lp, le) != was:
             return None
     d = outcome.diagnosis
-    findings = [_finding_at_clock(f, config.now) for f in d["findings"]]
-    return dataclasses.replace(outcome, diagnosis={**d, "findings": findings})
+    kept = d["findings"]
+    findings: Sequence[dict[str, Any]]
+    if isinstance(kept, KeptFindings):  # only the findings with an age are parsed
+        findings = _kept_at_clock(kept, config.now)
+    else:
+        findings = [_finding_at_clock(f, config.now) for f in kept]
+    return RunOutcome(outcome.run_id, {**d, "findings": findings}, clock, outcome.activity)
 
 
 def _finding_at_clock(f: dict[str, Any], now: float) -> dict[str, Any]:
@@ -317,6 +325,49 @@ def _finding_at_clock(f: dict[str, Any], now: float) -> dict[str, Any]:
             f"no progress for {_span(old)}", f"no progress for {_span(new)}", 1
         )
     return {**f, "summary": summary, "evidence": {**ev, "idle_s": new}}
+
+
+def _kept_at_clock(kept: KeptFindings, now: float) -> KeptFindings:
+    """Kept findings at ``now``: those with an age parsed, brought to the clock and their
+    text patched where it changed (written anew when the patch does not apply)."""
+    changed: dict[int, tuple[dict[str, Any], str | None]] = {}
+    for i in kept.clocked:
+        f = kept.parsed(i)
+        g = _finding_at_clock(f, now)
+        if g is not f:
+            changed[i] = (g, _patched(kept.text(i), f, g))
+    return kept.replaced(changed)
+
+
+def _patched(text: str, old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """``old``'s kept text with the values :func:`_finding_at_clock` changes (the summary,
+    the evidence's ``idle_s``) as ``new`` has them; None when it cannot be done exactly."""
+    from json.encoder import encode_basestring_ascii
+
+    from doctor._json_out import scalar_text
+
+    pad = "\n" + "  " * (FINDINGS_LEVEL + 1)  # the finding's keys; its evidence's one deeper
+    was, now = scalar_text(old["evidence"]["idle_s"]), scalar_text(new["evidence"]["idle_s"])
+    if not (isinstance(old["summary"], str) and isinstance(new["summary"], str)):
+        return None
+    if was is None or now is None:
+        return None
+    swaps = [
+        (f'{pad}  "idle_s": {was}', f'{pad}  "idle_s": {now}'),
+        (
+            f'{pad}"summary": {encode_basestring_ascii(old["summary"])}',
+            f'{pad}"summary": {encode_basestring_ascii(new["summary"])}',
+        ),
+    ]
+    for before, after in swaps:
+        # The key's whole line: followed by the next key (",") or the object's end.
+        for tail in (",", "\n"):
+            if text.count(before + tail) == 1:
+                text = text.replace(before + tail, after + tail)
+                break
+        else:
+            return None
+    return text
 
 
 def _cached(entry: CacheEntry | None, prints: dict[str, list[int]]) -> RunOutcome | None:
@@ -356,6 +407,55 @@ def _stream_bytes(layout: RunLayout, prints: dict[str, list[int]]) -> int:
     return total
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a rescan allocates a thousand runs' small objects
+    (none of them cycles; collections were 4% of a rescan's instructions)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _plan(
+    config: DoctorConfig,
+    cache: RunCache,
+    layouts: Sequence[RunLayout],
+    prints: dict[str, dict[str, list[int]]],
+    entries: dict[str, CacheEntry],
+    done: dict[str, RunOutcome],
+    progress: Progress | None,
+) -> None:
+    """Phase 1: fingerprint every run; bring each unchanged one's entry to the clock (into
+    ``done``), and keep the others' entries (to resume grown streams from)."""
+    for i, layout in enumerate(layouts):
+        prints[layout.run_id] = fingerprint(layout)
+        entry = cache.load(layout, cache.key_of(layout))
+        if entry is None:
+            continue
+        try:
+            outcome = _cached(entry, prints[layout.run_id])
+            fresh = at_clock(outcome, config) if outcome is not None else None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            fresh = None  # a damaged entry: the run is read again
+        # A run whose events file went (a concurrent scan's prune) is read again, so the
+        # dataset stays whole.
+        events_kept = entry.events is None or cache.events_present(entry)
+        if fresh is not None and events_kept:
+            done[layout.run_id] = RunOutcome(
+                layout.run_id, fresh.diagnosis, fresh.clock, fresh.activity
+            )
+        elif entry.streams and events_kept and entry.events is not None:
+            entries[layout.run_id] = entry  # grown streams resume from their offsets
+        else:
+            entries[layout.run_id] = dataclasses.replace(entry, streams={})
+        if progress is not None and i % 64 == 63:
+            progress(len(done), len(layouts))
+
+
 def scan_runs(
     config: DoctorConfig,
     layouts: Sequence[RunLayout],
@@ -369,27 +469,8 @@ def scan_runs(
     entries: dict[str, CacheEntry] = {}
     done: dict[str, RunOutcome] = {}
     if cache is not None:
-        for i, layout in enumerate(layouts):
-            prints[layout.run_id] = fingerprint(layout)
-            entry = cache.load(layout)
-            if entry is None:
-                continue
-            try:
-                outcome = _cached(entry, prints[layout.run_id])
-                fresh = at_clock(outcome, config) if outcome is not None else None
-            except (KeyError, TypeError, ValueError, AttributeError):
-                fresh = None  # a damaged entry: the run is read again
-            # A run whose events file went (a concurrent scan's prune) is read again, so the
-            # dataset stays whole.
-            events_kept = entry.events is None or cache.events_present(entry)
-            if fresh is not None and events_kept:
-                done[layout.run_id] = dataclasses.replace(fresh, run_id=layout.run_id)
-            elif entry.streams and events_kept and entry.events is not None:
-                entries[layout.run_id] = entry  # grown streams resume from their offsets
-            else:
-                entries[layout.run_id] = dataclasses.replace(entry, streams={})
-            if progress is not None and i % 64 == 63:
-                progress(len(done), total)
+        with _collector_paused():
+            _plan(config, cache, layouts, prints, entries, done, progress)
     to_read = [layout for layout in layouts if layout.run_id not in done]
     if progress is not None:
         progress(len(done), total)
@@ -483,6 +564,7 @@ def _in_pool(
     batches: list[_Batch], workers: int, progress: Progress | None, start: int, total: int
 ) -> list[RunOutcome]:
     import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     out: list[RunOutcome] = []
     # Each worker's DuckDB gets one thread: the processes are the parallelism.

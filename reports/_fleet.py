@@ -8,6 +8,7 @@ is given (:func:`reports.queue_throughput`).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 
 from doctor import Diagnosis, ScanResult, Severity, signature_groups
 from reports._context import (
@@ -34,7 +35,7 @@ MAX_SIGNATURES = 10
 MAX_IDLE_GAPS = 10
 
 
-def _worst(diagnoses: tuple[Diagnosis, ...]) -> list[WorstRun]:
+def _worst(diagnoses: Sequence[Diagnosis]) -> list[WorstRun]:
     rows = []
     for d in diagnoses:
         if not d.findings:
@@ -55,7 +56,7 @@ def _worst(diagnoses: tuple[Diagnosis, ...]) -> list[WorstRun]:
     return rows
 
 
-def _signatures(diagnoses: tuple[Diagnosis, ...]) -> tuple[list[SignatureRow], int, int]:
+def _signatures(diagnoses: Sequence[Diagnosis]) -> tuple[list[SignatureRow], int, int]:
     """The Pareto rows (all of them), the number of failures, the number of classes."""
     texts: list[str] = []
     owners: list[str] = []

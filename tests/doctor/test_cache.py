@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from doctor import DoctorConfig, ScanResult, _ingest, scan
+from doctor._layout import RunLayout
 
 DEAD_PID = "99999999"
 NOW = 1777377600.0  # 2026-04-28T12:00:00Z
@@ -279,9 +280,21 @@ def test_a_partial_last_line_of_a_writer_that_died_is_reported_torn_after_a_resu
     )
 
 
+def _entry(path: Path) -> dict[str, Any]:
+    """A cache entry's first line: everything but the facts and findings kept as text."""
+    head: dict[str, Any] = json.loads(path.read_bytes().partition(b"\n")[0])
+    return head
+
+
+def _rewrite_entry(path: Path, entry: dict[str, Any]) -> None:
+    """Replace the entry's first line, keeping the text after it."""
+    body = path.read_bytes().partition(b"\n")[2]
+    path.write_bytes(json.dumps(entry).encode() + b"\n" + body)
+
+
 def _cached_torn(cache: Path, run_id: str) -> list[list[Any]]:
     """The torn lines the cache recorded for ``run_id``'s streams: (line, byte offset)."""
-    (entry,) = [json.loads(p.read_text()) for p in (cache / "runs").glob(f"{run_id}-*.json")]
+    (entry,) = [_entry(p) for p in (cache / "runs").glob(f"{run_id}-*.json")]
     return [t[:2] for s in entry["streams"] for t in s["torn"]]
 
 
@@ -389,14 +402,41 @@ def test_a_corrupt_cache_entry_is_ignored(config: DoctorConfig, damage: str) -> 
     assert json.dumps(_runs(second), sort_keys=True) == json.dumps(_runs(first), sort_keys=True)
 
 
+@pytest.mark.parametrize("cut", ["short", "long", "not-ascii", "ranks", "clocked"])
+def test_a_cache_entry_whose_kept_text_is_not_what_its_first_line_says_is_ignored(
+    config: DoctorConfig, cut: str
+) -> None:
+    first = scan(config)
+    assert config.cache_dir is not None
+    untouched = 0  # a run without findings has no rank to damage
+    for p in (config.cache_dir / "runs").glob("*.json"):
+        head, _, body = p.read_bytes().partition(b"\n")
+        entry = json.loads(head)
+        untouched += cut == "ranks" and not entry["body"]["findings"]
+        if cut == "short":
+            body = body[:-1]
+        elif cut == "long":
+            body += b" "
+        elif cut == "not-ascii":
+            body = body[:-1] + "é".encode()
+        elif cut == "ranks":
+            entry["body"]["findings"] = [[7, n] for _, n in entry["body"]["findings"]]
+        else:
+            entry["body"]["clocked"] = [len(entry["body"]["findings"])]
+        p.write_bytes(json.dumps(entry).encode() + b"\n" + body)
+    second = scan(config)
+    assert second.fleet["reused"] == untouched < 2
+    assert json.dumps(_runs(second), sort_keys=True) == json.dumps(_runs(first), sort_keys=True)
+
+
 def test_a_cache_entry_with_a_damaged_diagnosis_is_ignored(config: DoctorConfig) -> None:
     first = scan(config)
     assert config.cache_dir is not None
     for p in (config.cache_dir / "runs").glob("*.json"):
-        entry = json.loads(p.read_text())
+        entry = _entry(p)
         if entry["diagnosis"] is not None:
             entry["diagnosis"] = {"run_id": entry["diagnosis"]["run_id"]}
-            p.write_text(json.dumps(entry))
+            _rewrite_entry(p, entry)
     second = scan(config)
     assert json.dumps(_runs(second), sort_keys=True) == json.dumps(_runs(first), sort_keys=True)
 
@@ -407,10 +447,10 @@ def test_a_cache_entry_with_damaged_stream_states_is_ignored(
     scan(config)
     assert config.cache_dir is not None
     for p in (config.cache_dir / "runs").glob("*.json"):
-        entry = json.loads(p.read_text())
+        entry = _entry(p)
         entry["streams"] = [{"scope": ""}]
         entry["fingerprint"] = {}
-        p.write_text(json.dumps(entry))
+        _rewrite_entry(p, entry)
     _append(root / "dead/progress.ndjson", _line("run_completed", 30))
     result = scan(config)
     assert _facts(result, "dead")["events"] == 4
@@ -444,3 +484,73 @@ def test_fleet_idle_gap_is_the_same_when_runs_come_from_the_cache(tmp_path: Path
     gaps = [f.to_json() for f in uncached.findings if f.code == "idle_gap"]
     assert gaps, "the month without progress is a fleet idle gap"
     assert [f.to_json() for f in again.findings if f.code == "idle_gap"] == gaps
+
+
+# --- fingerprints -------------------------------------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+
+
+def _every_named_file(layout: RunLayout) -> dict[str, list[int]]:
+    """The fingerprint the plain way: every file the layout names, looked up one by one."""
+    from doctor._cache import _FANOUT_SCOPE
+    from doctor._layout import stage_dirs
+
+    paths = [layout.manifest, layout.run_config, layout.run_pid, layout.run_lock]
+    for scope in layout.scopes:
+        paths += [scope.progress, scope.final, scope.checkpoint, scope.live]
+        for stage in stage_dirs(scope.path):
+            paths += [*stage.status_files, *stage.stdout_logs]
+        paths += scope.worktree_status_files(layout.run_id)
+        m = _FANOUT_SCOPE.fullmatch(scope.scope)
+        if m is not None:
+            fanout = layout.path / m["prefix"] if m["prefix"] else layout.path
+            paths.append(fanout / m["fanout"] / "parallel_results.json")
+    out = {}
+    for p in paths:
+        try:
+            st = p.lstat()
+        except OSError:
+            continue
+        out[os.path.relpath(p, layout.path)] = [st.st_size, st.st_mtime_ns, st.st_ino]
+    return out
+
+
+def test_a_fingerprint_is_every_file_the_layout_names_looked_up_one_by_one() -> None:
+    from doctor._cache import fingerprint
+    from doctor._layout import discover, list_run_dirs
+
+    roots = sorted({p.parent.parent for p in FIXTURES.glob("**/progress.ndjson")})
+    runs = [discover(p) for p in list_run_dirs([r for r in roots if r.is_dir()])]
+    assert len(runs) > 20
+    assert any(len(x.scopes) > 2 for x in runs)  # branches and restarts
+    assert any(k.count("/") > 1 for x in runs for k in fingerprint(x))  # stage status files
+    for layout in runs:
+        assert fingerprint(layout) == _every_named_file(layout), layout.path
+
+
+def test_a_runs_key_resolving_its_root_once_is_the_key_of_its_resolved_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from doctor._cache import RunCache
+    from doctor._layout import discover
+
+    real = tmp_path / "real"
+    (real / "r1").mkdir(parents=True)
+    (real / "elsewhere").mkdir()
+    (real / "linked").symlink_to(real / "elsewhere")  # a run directory that is a symlink
+    (tmp_path / "root").symlink_to(real)  # a root that is one
+    monkeypatch.chdir(tmp_path)
+    cache = RunCache(tmp_path / "cache", "x")
+    paths = [
+        real / "r1",
+        tmp_path / "root" / "r1",
+        Path("root/r1"),
+        Path("real/../root/r1"),
+        tmp_path / "root" / "linked",
+        Path("r1-missing"),
+    ]
+    for path in paths:
+        layout = discover(path)
+        assert cache.key_of(layout) == RunCache.key(layout), path
+    assert len({cache.key_of(discover(p)) for p in paths[:4]}) == 1

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.main import get_command
@@ -136,33 +137,44 @@ def test_every_command_is_listed_once_in_order_the_roots_own_first() -> None:
     assert len(set(names)) == len(names)
 
 
-@pytest.mark.parametrize(
-    "values",
-    [
-        {"run_id": "r1"},
-        {"run_id": "a b é"},
-        {"run_id": "-"},
-        {"root": ("/tmp",)},
-        {"root": (".", "/nonexistent/dir", "-", "/etc/hostname", "rel/../x")},
-    ],
-)
-def test_plain_values_coerce_exactly_as_typer_does(values: dict[str, object]) -> None:
+def _typer_param(command_name: str, name: str) -> tuple[Any, Any]:
     from typer._click import Context
-    from typer._coercion import build_runtime_param
     from typer.core import _TyperParameter
-
-    from doctor._cli_lazy import _plain_value
 
     root = get_command(app)
     assert isinstance(root, _Root)
-    command = root.get_command(Context(root), "diagnose")
+    command = root.get_command(Context(root), command_name)
     assert command is not None
-    ctx = Context(command)
-    for param in command.params:
-        if param.name not in values:
-            continue
-        assert isinstance(param, _TyperParameter)
-        value, desc = values[param.name], param.type_descriptor
+    (param,) = [p for p in command.params if p.name == name]
+    assert isinstance(param, _TyperParameter)
+    return param, Context(command)
+
+
+@pytest.mark.parametrize(
+    ("command_name", "values"),
+    [
+        ("diagnose", {"run_id": "r1"}),
+        ("diagnose", {"run_id": "a b é"}),
+        ("diagnose", {"run_id": "-"}),
+        ("diagnose", {"root": ("/tmp",)}),
+        ("diagnose", {"root": (".", "/nonexistent/dir", "-", "/etc/hostname", "rel/../x")}),
+        ("scan", {"limit": 0}),  # the default: coerced on every scan
+        ("scan", {"limit": "5"}),
+        ("scan", {"limit": "007"}),
+        ("scan", {"limit": 2**40}),
+        ("scan", {"limit": "123456789012345678"}),
+    ],
+)
+def test_plain_values_coerce_exactly_as_typer_does(
+    command_name: str, values: dict[str, object]
+) -> None:
+    from typer._coercion import build_runtime_param
+
+    from doctor._cli_lazy import _plain_value
+
+    for name, value in values.items():
+        param, ctx = _typer_param(command_name, name)
+        desc = param.type_descriptor
         typer_says = build_runtime_param(desc)._coerce_value(value, param=param, ctx=ctx)
         done, ours = _plain_value(desc.annotation, desc.parameter_info, value, param, ctx)
         assert done
@@ -170,6 +182,17 @@ def test_plain_values_coerce_exactly_as_typer_does(values: dict[str, object]) ->
         assert [type(v) for v in (ours if isinstance(ours, list) else [ours])] == [
             type(v) for v in (typer_says if isinstance(typer_says, list) else [typer_says])
         ]
+
+
+@pytest.mark.parametrize(
+    "value", [-1, "-1", " 5", "5_0", "+5", "5.0", "\u0663", True, "", "1" * 19]
+)
+def test_numbers_typer_refuses_or_reads_its_own_way_are_left_to_typer(value: object) -> None:
+    from doctor._cli_lazy import _plain_value
+
+    param, ctx = _typer_param("scan", "limit")
+    desc = param.type_descriptor
+    assert _plain_value(desc.annotation, desc.parameter_info, value, param, ctx) == (False, None)
 
 
 @pytest.mark.parametrize("value", ["", "bad\udcff", "nul\0"])

@@ -100,11 +100,33 @@ def config(root: Path, tmp_path: Path) -> DoctorConfig:
     return DoctorConfig(roots=(root,), cache_dir=tmp_path / "cache", now=NOW)
 
 
+def _text(result: ScanResult) -> str:
+    """The scan's JSON as `doctor scan --json` prints it (the cached runs' findings spliced
+    as kept), checked to be the standard library's encoding of :meth:`ScanResult.to_json`."""
+    text = result.to_json_text()
+    assert text == json.dumps(result.to_json(), indent=2, default=str)
+    return text
+
+
 def _json(result: ScanResult) -> str:
-    """The scan's JSON but for how many runs it read and reused (a cold scan reads them all)."""
+    """The scan's JSON but for how many runs it read and reused (a cold scan reads them all),
+    its printed text checked on the way (:func:`_text`)."""
+    _text(result)
     data = result.to_json()
     data["fleet"] = {k: v for k, v in data["fleet"].items() if k not in ("read", "reused")}
     return json.dumps(data, sort_keys=True, indent=1)
+
+
+def _entry(path: Path) -> tuple[dict[str, Any], bytes]:
+    """A cache entry's first line (parsed) and the kept text after it, checked whole."""
+    head, _, body = path.read_bytes().partition(b"\n")
+    entry = json.loads(head)
+    from doctor._kept import SEPARATOR
+
+    layout, n = entry["body"], len(entry["body"]["findings"])
+    sizes = sum(size for _, size in layout["findings"]) + len(SEPARATOR) * max(0, n - 1)
+    assert len(body) == layout["facts"] + sizes
+    return entry, body
 
 
 def _uncached(config: DoctorConfig) -> str:
@@ -126,6 +148,96 @@ def test_a_rescan_with_nothing_changed_reads_no_run_and_gives_the_cold_result(
     assert (again.fleet["read"], again.fleet["reused"]) == (0, 6)
     assert _json(first) == cold
     assert _json(again) == cold
+
+
+def _kept_runs(result: ScanResult) -> int:
+    """How many of the result's runs are still kept as text (not built into diagnoses)."""
+    from doctor._diagnose import _Diagnoses, _KeptRun
+
+    runs = result.diagnoses
+    assert isinstance(runs, _Diagnoses)
+    return sum(isinstance(item, _KeptRun) for item in runs._items)
+
+
+def test_a_rescan_prints_the_cold_scans_text_splicing_every_run_kept(
+    config: DoctorConfig,
+) -> None:
+    def printed(result: ScanResult) -> str:
+        text = result.to_json_text()
+        for key in ("read", "reused"):
+            text = text.replace(f'"{key}": {result.fleet[key]}', f'"{key}": -')
+        return text
+
+    cold = printed(scan(replace(config, cache_dir=None)))
+    scan(config)
+    for later in (NOW, NOW + 5):  # ages change: "stalled" and "quiet"'s idle_s
+        again = scan(replace(config, now=later))
+        assert again.fleet["read"] == 0
+        assert _kept_runs(again) == 6  # nothing was parsed into diagnoses to print it
+        text = printed(again)
+        assert _kept_runs(again) == 6
+        if later == NOW:
+            assert text == cold
+        assert text == printed(scan(replace(config, cache_dir=None, now=later)))
+        assert again.exit_code == scan(replace(config, cache_dir=None, now=later)).exit_code
+        assert _text(again)  # and the diagnoses, built, encode to the same text
+
+
+def _finding(code: str, severity: str, **evidence: Any) -> dict[str, Any]:
+    return {
+        "code": code,
+        "severity": severity,
+        "scope": "parallel/f/01-é",
+        "node_id": None,
+        "summary": 'quote " \\ \n tab \t \u2028 \U0001f600 no progress for 2.0 h',
+        "evidence": {"n": [1, 2.5, None, True, {"idle_s": 3}], "nan": float("inf"), **evidence},
+        "repair": None,
+    }
+
+
+def test_kept_findings_are_the_findings_as_the_standard_library_writes_them() -> None:
+    from doctor._json_out import dumps_indented
+    from doctor._kept import FINDINGS_LEVEL, KeptFindings
+
+    findings = [_finding("a", "critical", idle_s=1e-300), _finding("b", "info", idle_s=None)]
+    kept = KeptFindings.of(findings)
+    assert list(kept) == findings and kept[1] == findings[1] and kept[-1] == findings[-1]
+    assert kept.ranks == (3, 0) and kept.clocked == (0, 1)
+    assert [kept.text(i) for i in (0, 1)] == kept.texts()
+    assert kept.json_text().level == FINDINGS_LEVEL - 1
+
+    def printed(findings: Any) -> str:
+        return dumps_indented({"runs": [{"findings": findings}]})
+
+    assert printed(kept.json_text()) == json.dumps({"runs": [{"findings": findings}]}, indent=2)
+    assert dumps_indented([kept.json_text()]) == json.dumps([findings], indent=2)
+    assert printed(KeptFindings.of([]).json_text()) == printed([])
+    changed = {**findings[1], "summary": "now"}
+    for text in (None, dumps_indented(changed, FINDINGS_LEVEL)):
+        again = kept.replaced({1: (changed, text)})
+        assert list(again) == [findings[0], changed]
+        assert printed(again.json_text()) == printed([findings[0], changed])
+        assert again.replaced({0: (findings[0], None)}).block == again.block
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(16512037.928, 16519237.928), (5, 7205.5), (None, 2.0), (1e-300, 1e300), (0.5, 0.5)],
+)
+@pytest.mark.parametrize("last", [True, False])
+def test_a_clocked_findings_patched_text_is_its_text_written_anew(
+    old: Any, new: Any, last: bool
+) -> None:
+    from doctor._json_out import dumps_indented
+    from doctor._kept import FINDINGS_LEVEL
+
+    f = _finding("missing_final", "critical", idle_s=old, last_progress_at="x")
+    if last:  # idle_s the evidence's last key
+        f["evidence"] = {k: v for k, v in f["evidence"].items() if k != "idle_s"} | {"idle_s": old}
+    g = {**f, "summary": f["summary"].replace("2.0 h", "4.0 h"), "evidence": {**f["evidence"]}}
+    g["evidence"]["idle_s"] = new
+    text = dumps_indented(f, FINDINGS_LEVEL)
+    assert _scan._patched(text, f, g) == dumps_indented(g, FINDINGS_LEVEL)
 
 
 def test_a_rescan_later_gives_what_a_cold_scan_gives_at_that_clock(config: DoctorConfig) -> None:
@@ -197,9 +309,9 @@ def test_a_rescan_after_an_owner_died_rereads_its_run(config: DoctorConfig, root
     assert cache is not None
     # The owner's pid is recorded as it was; it is the owner that died, not the file.
     (entry_path,) = (cache / "runs").glob("stalled-*.json")
-    entry = json.loads(entry_path.read_text())
+    entry, body = _entry(entry_path)
     entry["clock"]["pid"] = int(DEAD_PID)
-    entry_path.write_text(json.dumps(entry))
+    entry_path.write_bytes(json.dumps(entry).encode() + b"\n" + body)
     assert scan(config).fleet["read"] == 1
 
 
@@ -302,7 +414,7 @@ def test_two_scans_at_once_on_one_cache_both_give_the_cold_result(tmp_path: Path
     # a fourth reuses every run, each with one events file.
     assert not list(cache.rglob("*.tmp"))
     for entry in (cache / "runs").glob("*.json"):
-        json.loads(entry.read_text())
+        _entry(entry)
     for _ in range(2):
         again = subprocess.run(doctor, env=cached_env, capture_output=True, text=True)
         assert _without_ages(again.stdout) == _without_ages(cold.stdout)
