@@ -427,6 +427,7 @@ def _plan(
     prints: dict[str, dict[str, list[int]]],
     entries: dict[str, CacheEntry],
     done: dict[str, RunOutcome],
+    *,
     progress: Progress | None,
 ) -> None:
     """Phase 1: fingerprint every run; bring each unchanged one's entry to the clock (into
@@ -470,7 +471,7 @@ def scan_runs(
     done: dict[str, RunOutcome] = {}
     if cache is not None:
         with _collector_paused():
-            _plan(config, cache, layouts, prints, entries, done, progress)
+            _plan(config, cache, layouts, prints, entries, done, progress=progress)
     to_read = [layout for layout in layouts if layout.run_id not in done]
     if progress is not None:
         progress(len(done), total)
