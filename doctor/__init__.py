@@ -5,8 +5,9 @@
 True
 """
 
-import importlib
 import typing
+
+from rundoctor.lazy import lazy_exports as _lazy_exports
 
 if typing.TYPE_CHECKING:
     from doctor._atomic import write_atomic
@@ -124,14 +125,4 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'doctor' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # once: later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy_exports("doctor", _HOMES, __all__, globals())

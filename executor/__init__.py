@@ -10,8 +10,9 @@ worker host loads no analysis stack. The shared command-line kit is :mod:`execut
 'todo'
 """
 
-import importlib
 import typing
+
+from rundoctor.lazy import lazy_exports as _lazy_exports
 
 if typing.TYPE_CHECKING:
     from executor._config import ExecutorConfig
@@ -101,14 +102,4 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'executor' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # once: later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy_exports("executor", _HOMES, __all__, globals())

@@ -11,6 +11,7 @@ Modules:
 - :mod:`rundoctor.clock`: the ``Clock`` type every package injects.
 - :mod:`rundoctor.config`: the config file (TOML) the command lines read.
 - :mod:`rundoctor.durations`: the one duration grammar (``1h30m``) and its formatter.
+- :mod:`rundoctor.lazy`: lazy front doors (a package's names load on first use).
 - :mod:`rundoctor.liveness`: is a recorded process alive here, and plausibly the same one.
 - :mod:`rundoctor.markdown`: escaping artifact text for Markdown.
 - :mod:`rundoctor.signature`: canonical failure signatures (what the executor's breaker
