@@ -11,6 +11,7 @@ from rundoctor.lazy import lazy_exports as _lazy_exports
 
 if typing.TYPE_CHECKING:
     from doctor._atomic import write_atomic
+    from doctor._budget import check_budget
     from doctor._cli import config_from_env, given_run
     from doctor._config import DoctorConfig, default_roots
     from doctor._detectors import DETECTORS, Context, describe, select
@@ -18,6 +19,7 @@ if typing.TYPE_CHECKING:
     from doctor._errors import (
         DoctorError,
         IngestError,
+        OverBudget,
         RootError,
         RunNotFound,
         UnsafeRunId,
@@ -29,12 +31,21 @@ if typing.TYPE_CHECKING:
     from doctor._model import Diagnosis, Finding, Severity
     from doctor._queue_ingest import load_queue, queue_tables
     from doctor._tables import Tables
-    from doctor._timeline import Bar, Stretch, Timeline, run_timeline
+    from doctor._timeline import (
+        MAX_TIMELINE_BARS,
+        MAX_TIMELINE_STRETCHES,
+        Bar,
+        Stretch,
+        Timeline,
+        run_timeline,
+    )
     from doctor._watch import WatchConfig, WatchEvent, WatchState, watch, watch_pass
     from rundoctor.signature import SIGNATURE_VERSION, canonical_signature, signature_groups
 
 __all__ = [
     "DETECTORS",
+    "MAX_TIMELINE_BARS",
+    "MAX_TIMELINE_STRETCHES",
     "SIGNATURE_VERSION",
     "Bar",
     "Context",
@@ -43,6 +54,7 @@ __all__ = [
     "DoctorError",
     "Finding",
     "IngestError",
+    "OverBudget",
     "RootError",
     "RunNotFound",
     "ScanResult",
@@ -56,6 +68,7 @@ __all__ = [
     "WatchEvent",
     "WatchState",
     "canonical_signature",
+    "check_budget",
     "config_from_env",
     "default_roots",
     "describe",
@@ -84,11 +97,14 @@ _HOMES = {
     "Bar": "doctor._timeline",
     "Context": "doctor._detectors",
     "DETECTORS": "doctor._detectors",
+    "MAX_TIMELINE_BARS": "doctor._timeline",
+    "MAX_TIMELINE_STRETCHES": "doctor._timeline",
     "Diagnosis": "doctor._model",
     "DoctorConfig": "doctor._config",
     "DoctorError": "doctor._errors",
     "Finding": "doctor._model",
     "IngestError": "doctor._errors",
+    "OverBudget": "doctor._errors",
     "RootError": "doctor._errors",
     "RunNotFound": "doctor._errors",
     "SIGNATURE_VERSION": "rundoctor.signature",
@@ -103,6 +119,7 @@ _HOMES = {
     "WatchEvent": "doctor._watch",
     "WatchState": "doctor._watch",
     "canonical_signature": "rundoctor.signature",
+    "check_budget": "doctor._budget",
     "config_from_env": "doctor._cli",
     "default_roots": "doctor._config",
     "describe": "doctor._detectors",

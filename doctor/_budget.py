@@ -11,6 +11,10 @@ batch's runs one by one so that only the run over the budget gets the finding.
 Both limits are set with ``RUNDOCTOR_MEMORY_LIMIT`` / ``RUNDOCTOR_SPILL_LIMIT`` or
 ``memory_limit`` / ``spill_limit`` in the config file's ``[doctor]`` (DuckDB's sizes:
 ``512MiB``, ``8GiB``, ``2GB``).
+
+A command that needs the whole run, such as its postmortem (``doctor report``), cannot make
+do with the finding: for a run over the budget it raises :class:`doctor.OverBudget` (one
+line, exit 2) saying the same, never a crash.
 """
 
 from __future__ import annotations
@@ -18,12 +22,26 @@ from __future__ import annotations
 import re
 
 from doctor._config import DoctorConfig
-from doctor._errors import UsageError
+from doctor._errors import OverBudget, UsageError
+from doctor._model import Diagnosis
 
-__all__ = ["MEMORY_ENV", "SPILL_ENV", "budget_detail", "check_size", "exceeded"]
+__all__ = [
+    "LIMITS",
+    "MEMORY_ENV",
+    "SPILL_ENV",
+    "budget_detail",
+    "check_budget",
+    "check_size",
+    "exceeded",
+    "over_budget_error",
+]
 
 MEMORY_ENV = "RUNDOCTOR_MEMORY_LIMIT"
 SPILL_ENV = "RUNDOCTOR_SPILL_LIMIT"
+
+#: What :func:`exceeded` may say was reached.
+LIMITS = ("memory_limit", "spill_limit", "python")
+_PREFIX = "over the resource budget: "
 
 _SIZE = re.compile(r"[0-9]+(?:\.[0-9]+)?\s*(?:[KMGT]i?B|B|bytes)", re.IGNORECASE)
 
@@ -58,25 +76,57 @@ def exceeded(exc: BaseException) -> str | None:
     return None
 
 
-def budget_detail(limit: str, config: DoctorConfig) -> str:
-    """What the run's finding says for ``limit`` (from :func:`exceeded`).
+def budget_detail(limit: str, config: DoctorConfig, *, again: str = "diagnose") -> str:
+    """What the run's finding says for ``limit`` (from :func:`exceeded`); ``again`` is the
+    command to run once the limit is raised.
 
     >>> budget_detail("spill_limit", DoctorConfig())[:60]
     'over the resource budget: DuckDB would spill more than 4GiB '
     """
     if limit == "spill_limit":
         return (
-            f"over the resource budget: DuckDB would spill more than {config.spill_limit} to "
+            f"{_PREFIX}DuckDB would spill more than {config.spill_limit} to "
             f"its temporary directory for this run; raise it with {SPILL_ENV}=SIZE (or "
-            "spill_limit in the config file's [doctor]) and diagnose it again"
+            f"spill_limit in the config file's [doctor]) and {again} it again"
         )
     if limit == "memory_limit":
         return (
-            f"over the resource budget: DuckDB needed more than {config.memory_limit} of "
+            f"{_PREFIX}DuckDB needed more than {config.memory_limit} of "
             f"memory for this run; raise it with {MEMORY_ENV}=SIZE (or memory_limit in the "
-            "config file's [doctor]) and diagnose it again"
+            f"config file's [doctor]) and {again} it again"
         )
     return (
-        "over the resource budget: Python ran out of memory building this run's facts; "
-        "diagnose it on a machine with more memory"
+        f"{_PREFIX}Python ran out of memory building this run's facts; "
+        f"{again} it on a machine with more memory"
     )
+
+
+def over_budget_error(
+    run_id: str, limit: str, config: DoctorConfig, *, again: str = "report"
+) -> OverBudget:
+    """The error of a command that needs the whole run ``run_id`` when it is over ``limit``.
+
+    >>> str(over_budget_error("r1", "memory_limit", DoctorConfig()))[:70]
+    "run 'r1' is over the resource budget: DuckDB needed more than 256MiB o"
+    """
+    return OverBudget(f"run {run_id!r} is {budget_detail(limit, config, again=again)}")
+
+
+def check_budget(diagnosis: Diagnosis, config: DoctorConfig, *, again: str = "report") -> None:
+    """Raise :class:`OverBudget` when ``diagnosis`` is that of a run over the budget (its
+    ``unreadable_artifact`` of kind ``run`` from :func:`budget_detail`): a command that needs
+    the whole run, such as its postmortem, cannot make do with that finding.
+
+    >>> check_budget(Diagnosis("r1", "/r1", "kilroy", "succeeded", {}), DoctorConfig())
+    """
+    for f in diagnosis.findings:
+        detail = f.evidence.get("detail")
+        if f.code != "unreadable_artifact" or f.evidence.get("kind") != "run":
+            continue
+        if not isinstance(detail, str) or not detail.startswith(_PREFIX):
+            continue
+        for limit in LIMITS:
+            if detail == budget_detail(limit, config):
+                raise over_budget_error(diagnosis.run_id, limit, config, again=again)
+        # Diagnosed under other limits than ``config``'s: its own words.
+        raise OverBudget(f"run {diagnosis.run_id!r} is {detail}")

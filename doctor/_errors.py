@@ -8,7 +8,8 @@ to one red line on stderr and a documented exit code (2 for usage and input erro
      ├── RunNotFound           no run with that id under the roots ("did you mean" attached)
      ├── UnsafeRunId           an id with a path separator or ``..``
      ├── RootError             a root that does not exist or cannot be read
-     └── IngestError           a dependency (duckdb, polars, pyarrow) failed on our input
+     ├── IngestError           a dependency (duckdb, polars, pyarrow) failed on our input
+     └── OverBudget            a run that cannot be read within the resource budget
 
 Dependency errors are wrapped at the boundary with ``raise ... from``.
 """
@@ -22,6 +23,7 @@ from rundoctor.errors import close_matches, did_you_mean
 __all__ = [
     "DoctorError",
     "IngestError",
+    "OverBudget",
     "RootError",
     "RunNotFound",
     "UnsafeRunId",
@@ -64,3 +66,9 @@ class RunNotFound(DoctorError):
 
 class IngestError(DoctorError):
     """Reading artifacts failed inside a dependency in a way ingestion could not absorb."""
+
+
+class OverBudget(DoctorError):
+    """A run that cannot be read within the per-run resource budget (:mod:`doctor._budget`)
+    for a command that needs all of it, such as its postmortem: the message names the limit
+    and how to raise it."""

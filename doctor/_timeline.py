@@ -11,6 +11,15 @@ every scope, each with its node, visit number and outcome, and :class:`Stretch` 
 
 Times are epoch nanoseconds. An attempt that never ended is open: its bar runs to the last
 event of its scope.
+
+The timeline is bounded, whatever the size of the run (a picture of a million attempts is
+no picture, and a million :class:`Bar` objects do not fit the budget): at most
+:data:`MAX_TIMELINE_BARS` attempts, the first and the last half of them in start order, the
+others counted in ``Timeline.bars_omitted`` and marked by one ``omitted`` stretch from the
+first omitted start to the last; at most :data:`MAX_TIMELINE_STRETCHES` ``heartbeat_only``
+stretches (the longest), the others counted in ``Timeline.stretches_omitted``; failure
+reasons cut to :data:`MAX_TIMELINE_REASON` characters. It is read within the run's resource budget
+(:mod:`doctor._budget`): a run over it is :class:`doctor.OverBudget`, one line, never a crash.
 """
 
 from __future__ import annotations
@@ -19,14 +28,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from doctor._budget import exceeded, over_budget_error
 from doctor._config import DoctorConfig
 from doctor._facts import parse_iso
 from doctor._ingest import load_runs
 from doctor._layout import discover
 from doctor._model import Diagnosis, plural
-from doctor._tables import HEARTBEAT_SQL
+from doctor._tables import HEARTBEAT_SQL, Tables
 
-__all__ = ["Bar", "Stretch", "Timeline", "run_timeline"]
+__all__ = [
+    "MAX_TIMELINE_BARS",
+    "MAX_TIMELINE_REASON",
+    "MAX_TIMELINE_STRETCHES",
+    "Bar",
+    "Stretch",
+    "Timeline",
+    "run_timeline",
+]
+
+#: At most this many attempt bars: the first and the last half of them in start order.
+MAX_TIMELINE_BARS = 2_000
+#: At most this many ``heartbeat_only`` stretches: the longest.
+MAX_TIMELINE_STRETCHES = 500
+#: A bar's failure reason is cut to this many characters (the hover text shows 400).
+MAX_TIMELINE_REASON = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +72,7 @@ class Bar:
 @dataclass(frozen=True, slots=True)
 class Stretch:
     """A shaded stretch: ``heartbeat_only`` in one scope, or an ``idle_gap`` of the whole run
-    (``scope`` ``None``)."""
+    (``scope`` ``None``), or the stretch whose attempts were ``omitted`` (``scope`` ``None``)."""
 
     kind: str
     scope: str | None
@@ -58,7 +83,8 @@ class Stretch:
 
 @dataclass(frozen=True, slots=True)
 class Timeline:
-    """Every attempt and stretch of one run, and the span of its events."""
+    """The attempts and stretches of one run (bounded: see the module), and the span of its
+    events; ``bars_omitted`` and ``stretches_omitted`` count what was left out."""
 
     run_id: str
     start_ns: int
@@ -67,16 +93,30 @@ class Timeline:
     lanes: tuple[tuple[str, str], ...]
     bars: tuple[Bar, ...]
     stretches: tuple[Stretch, ...]
+    bars_omitted: int = 0
+    stretches_omitted: int = 0
 
 
-_ATTEMPTS_SQL = """
+# The run's attempts numbered in start order (k), n in all.
+_RANKED = """
 WITH last AS (SELECT scope, epoch_ns(max(ts)) AS last_ns FROM events
-              WHERE run_id = $run AND ts IS NOT NULL GROUP BY scope)
-SELECT a.scope, a.node_id, a.start_no, a.attempt, epoch_ns(a.start_ts), epoch_ns(a.end_ts),
-       a.status, a.failure_reason, l.last_ns
-FROM attempts a JOIN last l USING (scope)
-WHERE a.run_id = $run AND a.start_ts IS NOT NULL
-ORDER BY a.start_ts, a.start_seq
+              WHERE run_id = $run AND ts IS NOT NULL GROUP BY scope),
+ranked AS (
+    SELECT a.scope, a.node_id, a.start_no, a.attempt, epoch_ns(a.start_ts) AS start_ns,
+           epoch_ns(a.end_ts) AS end_ns, a.status, left(a.failure_reason, $reason) AS reason,
+           l.last_ns, row_number() OVER (ORDER BY a.start_ts, a.start_seq) AS k,
+           count(*) OVER () AS n
+    FROM attempts a JOIN last l USING (scope)
+    WHERE a.run_id = $run AND a.start_ts IS NOT NULL
+)
+"""
+_ATTEMPTS_SQL = f"""{_RANKED}
+SELECT scope, node_id, start_no, attempt, start_ns, end_ns, status, reason, last_ns FROM ranked
+WHERE k <= $half OR k > n - $half ORDER BY k
+"""
+# The attempts left out: how many, and the stretch they started in.
+_OMITTED_SQL = f"""{_RANKED}
+SELECT count(*), min(start_ns), max(start_ns) FROM ranked WHERE k > $half AND k <= n - $half
 """
 
 _QUIET_SQL = f"""
@@ -90,10 +130,14 @@ p AS (
                     (SELECT max(t) FROM e e2 WHERE e2.scope = e.scope)) AS b
     FROM e WHERE NOT hb
 )
-SELECT p.scope, p.a, p.b, count(*) AS beats
-FROM p JOIN e ON e.scope = p.scope AND e.hb AND e.t > p.a AND e.t <= p.b
-WHERE p.b - p.a > $min_ns
-GROUP BY ALL ORDER BY p.scope, p.a
+SELECT scope, a, b, beats, count(*) OVER () AS n FROM (
+    SELECT p.scope, p.a, p.b, count(*) AS beats
+    FROM p JOIN e ON e.scope = p.scope AND e.hb AND e.t > p.a AND e.t <= p.b
+    WHERE p.b - p.a > $min_ns
+    GROUP BY ALL
+)
+QUALIFY row_number() OVER (ORDER BY b - a DESC, scope, a) <= $cap
+ORDER BY scope, a
 """
 
 
@@ -150,39 +194,78 @@ def run_timeline(diagnosis: Diagnosis, config: DoctorConfig | None = None) -> Ti
     """
     config = config or DoctorConfig()
     layout = discover(Path(diagnosis.path))
-    tables = load_runs([layout], keep_raw=False, threads=config.threads)
+    stall = float(diagnosis.facts.get("stall_timeout_s") or config.stall_timeout_s)
     try:
-        run = layout.run_id
-        bars = [
-            Bar(
-                scope=str(scope),
-                node_id=str(node),
-                visit=int(visit),
-                attempt=None if attempt is None else int(attempt),
-                start_ns=int(start),
-                end_ns=int(end if end is not None else max(last, start)),
-                is_open=end is None,
-                status=None if status is None else str(status),
-                failure_reason=None if reason is None else str(reason),
+        tables = load_runs(
+            [layout],
+            keep_raw=False,
+            threads=config.threads,
+            limits=(config.memory_limit, config.spill_limit),
+        )
+        try:
+            bars, omitted = _bars(tables, layout.run_id)
+            quiet = tables.sql(
+                _QUIET_SQL, run=layout.run_id, min_ns=int(stall * 1e9), cap=MAX_TIMELINE_STRETCHES
             )
-            for scope, node, visit, attempt, start, end, status, reason, last in tables.sql(
-                _ATTEMPTS_SQL, run=run
-            )
-        ]
-        stall = float(diagnosis.facts.get("stall_timeout_s") or config.stall_timeout_s)
-        quiet = tables.sql(_QUIET_SQL, run=run, min_ns=int(stall * 1e9))
-        span = tables.sql(_SPAN_SQL, run=run)[0]
-    finally:
-        tables.con.close()
-    stretches = _stretches(diagnosis, quiet)
+            span = tables.sql(_SPAN_SQL, run=layout.run_id)[0]
+        finally:
+            tables.con.close()
+    except Exception as exc:  # over the budget: one line (doctor._budget), not a crash
+        limit = exceeded(exc)
+        if limit is None:
+            raise
+        raise over_budget_error(diagnosis.run_id, limit, config) from exc
+    return _assemble(diagnosis, bars, omitted, quiet, span)
+
+
+def _bars(tables: Tables, run: str) -> tuple[list[Bar], tuple[int, Stretch] | None]:
+    """The kept attempts' bars (see the module), and how many were omitted with the
+    ``omitted`` stretch, if any were."""
+    rows = tables.sql(
+        _ATTEMPTS_SQL, run=run, half=MAX_TIMELINE_BARS // 2, reason=MAX_TIMELINE_REASON
+    )
+    bars = [
+        Bar(
+            scope=str(scope),
+            node_id=str(node),
+            visit=int(visit),
+            attempt=None if attempt is None else int(attempt),
+            start_ns=int(start),
+            end_ns=int(end if end is not None else max(last, start)),
+            is_open=end is None,
+            status=None if status is None else str(status),
+            failure_reason=None if reason is None else str(reason),
+        )
+        for scope, node, visit, attempt, start, end, status, reason, last in rows
+    ]
+    if len(bars) < MAX_TIMELINE_BARS:
+        return bars, None
+    n, first, last = tables.sql(_OMITTED_SQL, run=run, half=MAX_TIMELINE_BARS // 2, reason=0)[0]
+    if not n:
+        return bars, None
+    count = plural(int(n), "attempt", shown=f"{int(n):,}")
+    what = f"{count} omitted (the first and last {MAX_TIMELINE_BARS // 2:,} are drawn)"
+    return bars, (int(n), Stretch("omitted", None, int(first), int(last), what))
+
+
+def _assemble(
+    diagnosis: Diagnosis,
+    bars: list[Bar],
+    omitted: tuple[int, Stretch] | None,
+    quiet: list[tuple[Any, ...]],
+    span: tuple[Any, ...],
+) -> Timeline:
+    """The timeline from what was read: lanes in order of first start within each scope."""
+    stretches = _stretches(diagnosis, [row[:4] for row in quiet])
+    if omitted is not None:
+        stretches.append(omitted[1])
     start = int(span[0]) if span[0] is not None else 0
     end = int(span[1]) if span[1] is not None else start
     scopes = sorted(set(span[2] or []) | {b.scope for b in bars}, key=lambda s: (s != "", s))
-    lanes: list[tuple[str, str]] = []
-    for scope in scopes:
-        for bar in bars:
-            if bar.scope == scope and (scope, bar.node_id) not in lanes:
-                lanes.append((scope, bar.node_id))
+    by_scope: dict[str, dict[tuple[str, str], None]] = {}
+    for b in bars:  # in start order: a lane's place is its node's first start
+        by_scope.setdefault(b.scope, {})[(b.scope, b.node_id)] = None
+    lanes = [lane for scope in scopes for lane in by_scope.get(scope, {})]
     return Timeline(
         run_id=diagnosis.run_id,
         start_ns=start,
@@ -191,4 +274,6 @@ def run_timeline(diagnosis: Diagnosis, config: DoctorConfig | None = None) -> Ti
         lanes=tuple(lanes),
         bars=tuple(bars),
         stretches=tuple(stretches),
+        bars_omitted=0 if omitted is None else omitted[0],
+        stretches_omitted=int(quiet[0][4]) - len(quiet) if quiet else 0,
     )

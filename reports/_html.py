@@ -10,6 +10,11 @@ the same without it.
 
 Written with ``--out``, the Markdown postmortem gets the same SVG as a file beside it
 (``<name>.timeline.svg``), linked under its "Timeline" heading. Files are written atomically.
+
+The timeline is bounded (:func:`doctor.run_timeline`: at most ``doctor.MAX_TIMELINE_BARS``
+attempts drawn, the others counted in the caption). A run over the resource budget has no
+postmortem: :func:`write_postmortem` raises :class:`doctor.OverBudget` (one line, exit 2 in
+the CLI) naming the limit and how to raise it.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
-from doctor import Diagnosis, DoctorConfig, Timeline, run_timeline, write_atomic
+from doctor import Diagnosis, DoctorConfig, Timeline, check_budget, run_timeline, write_atomic
 from reports._render import render_postmortem
 from reports._svg import timeline_svg, zoom_window
+from rundoctor.words import plural
 
 __all__ = ["render_postmortem_html", "svg_path_for", "write_postmortem"]
 
@@ -92,7 +98,7 @@ def render_postmortem_html(diagnosis: Diagnosis, timeline: Timeline) -> str:
         '<figure class="timeline">'
         + timeline_svg(timeline)
         + "<figcaption>One lane per node per scope, one bar per attempt (hover for the "
-        "outcome and failure reason).</figcaption>"
+        f"outcome and failure reason).{_omitted(timeline)}</figcaption>"
         '<output id="rendered"></output></figure>\n'
     )
     window = zoom_window(timeline)
@@ -117,6 +123,19 @@ def render_postmortem_html(diagnosis: Diagnosis, timeline: Timeline) -> str:
     )
 
 
+def _omitted(timeline: Timeline) -> str:
+    """The caption's word on what the bounded timeline left out (empty when nothing)."""
+    n = timeline.bars_omitted
+    if not n:
+        return ""
+    count = plural(n, "attempt", shown=f"{n:,}")
+    half = f"{len(timeline.bars) // 2:,}"
+    return (
+        f" {count} omitted: the first and last {half} in start order are drawn, the "
+        "stretch of the others is shaded grey."
+    )
+
+
 def _with_svg_link(text: str, svg_name: str, run_id: str) -> str:
     link = f"![Timeline of run {run_id}]({svg_name})\n\n"
     head, sep, tail = text.partition(_TIMELINE_H2)
@@ -131,7 +150,11 @@ def write_postmortem(
     config: DoctorConfig | None = None,
 ) -> str:
     """The postmortem (HTML or Markdown) as text; with ``out``, also written there, and for
-    Markdown the timeline SVG beside it (:func:`svg_path_for`), linked from the report."""
+    Markdown the timeline SVG beside it (:func:`svg_path_for`), linked from the report.
+
+    A run over the resource budget is :class:`doctor.OverBudget`: its diagnosis is only the
+    finding saying so, and its timeline could not be read either."""
+    check_budget(diagnosis, config or DoctorConfig())
     if not html and out is None:
         return render_postmortem(diagnosis)
     timeline = run_timeline(diagnosis, config)

@@ -5,11 +5,14 @@ day), then one group per scope (the top level first, then each branch), each wit
 node in order of first start. Every attempt is its own bar, so each lap of a loop shows; bars
 are coloured by outcome and carry a ``<title>`` (the hover text: node, visit, attempt,
 outcome, times, failure reason). Stretches are shaded behind the bars: ``heartbeat_only``
-across its scope's lanes, ``idle_gap`` across the whole chart.
+across its scope's lanes, ``idle_gap`` across the whole chart, and, on a run with more
+attempts than :data:`doctor.MAX_TIMELINE_BARS`, the ``omitted`` stretch whose attempts are not
+drawn (its count beside the axis caption, in ``text.omitted``).
 
 The DOM is part of the contract (tests count it in a browser): ``svg.timeline`` holds one
-``g.lane`` per lane and one ``rect.bar`` per attempt; shaded stretches are
-``rect.shade.heartbeat-only`` and ``rect.shade.idle-gap``.
+``g.lane`` per lane and one ``rect.bar`` per attempt drawn; shaded stretches are
+``rect.shade.heartbeat-only``, ``rect.shade.idle-gap`` and ``rect.shade.omitted``; the svg's
+``data-omitted`` (when some were) counts the attempts left out.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from datetime import UTC, datetime
 from html import escape
 
 from doctor import Bar, Timeline
+from rundoctor.words import plural
 
 __all__ = ["OUTCOME_COLOURS", "timeline_svg", "zoom_window"]
 
@@ -156,13 +160,14 @@ def timeline_svg(
     rows, shades, lane_y, chart_bottom = _lanes(timeline, lanes_shown, scale, hatch)
     shades += _idle_gaps(timeline, scale, chart_bottom)
     bars = [_bar(bar, scale, lane_y[(bar.scope, bar.node_id)]) for bar in shown]
-    axis = _axis(scale, chart_bottom)
+    axis = _axis(scale, chart_bottom) + _omitted_note(timeline)
+    omitted = f' data-omitted="{timeline.bars_omitted}"' if timeline.bars_omitted else ""
     legend = _legend(chart_bottom + 18, hatch)
     height = chart_bottom + _LEGEND_H
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="{kind}" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" '
-        f'font-size="11" data-lanes="{len(lane_y)}" data-bars="{len(bars)}">'
+        f'font-size="11" data-lanes="{len(lane_y)}" data-bars="{len(bars)}"{omitted}>'
         f"<title>Timeline of run {escape(timeline.run_id)}</title>"
         f'<defs><pattern id="{hatch}" width="6" height="6" patternUnits="userSpaceOnUse" '
         'patternTransform="rotate(45)"><rect width="6" height="6" fill="#e0e0e0"/>'
@@ -215,16 +220,41 @@ def _lanes(
     return rows, shades, lane_y, y
 
 
+#: How stretches of the whole run are shaded: (DOM class, fill, opacity, hover prefix).
+_RUN_SHADES = {
+    "idle_gap": ("idle-gap", "#fdd835", 0.25, "idle gap"),
+    "omitted": ("omitted", "#90a4ae", 0.3, "not drawn"),
+}
+
+
 def _idle_gaps(timeline: Timeline, scale: _Scale, chart_bottom: float) -> list[str]:
-    """The fleet's idle gaps, shaded across every lane."""
-    return [
-        f'<rect class="shade idle-gap" x="{scale.x(s.start_ns):.2f}" y="{_AXIS_H}" '
-        f'width="{scale.width(s.start_ns, s.end_ns):.2f}" '
-        f'height="{chart_bottom - _AXIS_H}" fill="#fdd835" fill-opacity="0.25">'
-        f"<title>idle gap: {escape(s.detail)}</title></rect>"
-        for s in timeline.stretches
-        if s.kind == "idle_gap" and scale.shows(s.start_ns, s.end_ns)
-    ]
+    """The fleet's idle gaps, and the stretch of omitted attempts, shaded across every lane."""
+    out = []
+    for s in timeline.stretches:
+        shade = _RUN_SHADES.get(s.kind)
+        if shade is None or not scale.shows(s.start_ns, s.end_ns):
+            continue
+        cls, fill, opacity, what = shade
+        out.append(
+            f'<rect class="shade {cls}" x="{scale.x(s.start_ns):.2f}" y="{_AXIS_H}" '
+            f'width="{scale.width(s.start_ns, s.end_ns):.2f}" '
+            f'height="{chart_bottom - _AXIS_H}" fill="{fill}" fill-opacity="{opacity}">'
+            f"<title>{what}: {escape(s.detail)}</title></rect>"
+        )
+    return out
+
+
+def _omitted_note(timeline: Timeline) -> list[str]:
+    """What the bounded timeline left out, beside the axis caption (nothing when nothing)."""
+    parts = []
+    if n := timeline.bars_omitted:
+        parts.append(f"{plural(n, 'attempt', shown=f'{n:,}')} not drawn (shaded grey)")
+    if n := timeline.stretches_omitted:
+        what = plural(n, "stretch", "stretches", shown=f"{n:,}")
+        parts.append(f"{what} of heartbeats only, the shortest, not shaded")
+    if not parts:
+        return []
+    return [f'<text class="omitted" x="{_LABEL_W + 140}" y="14">{"; ".join(parts)}</text>']
 
 
 def _bar(bar: Bar, scale: _Scale, lane_y: float) -> str:
