@@ -32,8 +32,7 @@ bounded by the node's retry budget (``warning``).
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from doctor._detectors._context import Context
@@ -68,19 +67,62 @@ def visits_sql() -> str:
     """
 
 
+# The run's failures that count (one row each), of the nodes with enough of them to reach
+# the run's limit, with ``key``: the reason with digit runs masked, as
+# :func:`rundoctor.signature.signature_key` does (ASCII digits in both), so that equal keys
+# have equal signatures and a loop whose reasons differ only in numbers is signed once.
 _FAILURES_SQL = f"""
-SELECT run_id, scope, node_id, failure_reason, count(*), list(DISTINCT visit), max(end_seq),
-       epoch_ns(min(end_ts)), epoch_ns(max(end_ts))
-FROM ({visits_sql()})
-WHERE end_seq IS NOT NULL AND lower(status) IN ('fail', 'retry')
-  -- A conditional node passing on the previous node's failure verbatim is that node's
-  -- failure seen again, not a loop of its own (a breaker counts the node that failed).
-  AND NOT coalesce(prev_node IS DISTINCT FROM node_id AND prev_reason = failure_reason, false)
-GROUP BY ALL
+CREATE OR REPLACE TEMP TABLE _drl_fail AS
+WITH limits AS ({{limits}}),
+f AS (
+    SELECT run_id, scope, node_id, coalesce(failure_reason, '') AS reason, visit, end_seq,
+           end_ts, count(*) OVER (PARTITION BY run_id, scope, node_id) AS node_failures
+    FROM ({visits_sql()})
+    WHERE end_seq IS NOT NULL AND lower(status) IN ('fail', 'retry')
+      -- A conditional node passing on the previous node's failure verbatim is that node's
+      -- failure seen again, not a loop of its own (a breaker counts the node that failed).
+      AND NOT coalesce(prev_node IS DISTINCT FROM node_id AND prev_reason = failure_reason, false)
+)
+SELECT f.run_id, scope, node_id, reason, regexp_replace(reason, '[0-9]+', '0', 'g') AS key,
+       visit, end_seq, end_ts
+FROM f LEFT JOIN limits l USING (run_id)
+WHERE node_failures >= coalesce(l.lim, $default)
 """
+# The distinct keys numbered, to be signed a page at a time.
+_KEYS_SQL = """
+CREATE OR REPLACE TEMP TABLE _drl_keys AS
+SELECT key, row_number() OVER (ORDER BY key) AS i FROM (SELECT DISTINCT key FROM _drl_fail)
+"""
+# One row per (run, scope, node, signature) at the run's limit or over: the count, visits,
+# last failure, first and last end, distinct reasons, and the example (the most frequent
+# reason, among equals the most recent).
+_GROUPS_SQL = """
+WITH limits AS ({limits}),
+f AS (SELECT f.*, s.sig FROM _drl_fail f JOIN _drl_sig s USING (key)),
+g AS (
+    SELECT run_id, scope, node_id, sig, count(*) AS n, count(DISTINCT visit) AS visits,
+           max(end_seq) AS last_seq, epoch_ns(min(end_ts)) AS first_ts,
+           epoch_ns(max(end_ts)) AS last_ts, count(DISTINCT reason) AS reasons
+    FROM f GROUP BY ALL
+),
+ex AS (
+    SELECT run_id, scope, node_id, sig, reason FROM (
+        SELECT run_id, scope, node_id, sig, reason, count(*) AS n, max(end_seq) AS last
+        FROM f GROUP BY ALL
+    )
+    QUALIFY row_number() OVER (PARTITION BY run_id, scope, node_id, sig
+                               ORDER BY n DESC, last DESC) = 1
+)
+SELECT g.run_id, g.scope, g.node_id, g.sig, n, visits, reasons, ex.reason, last_seq,
+       first_ts, last_ts
+FROM g JOIN ex USING (run_id, scope, node_id, sig) LEFT JOIN limits l USING (run_id)
+WHERE n >= coalesce(l.lim, $default)
+"""
+#: Keys signed per page: what is held in Python at once.
+_PAGE = 10_000
 # The run's own breaker limit, when its events state one (the graph's breaker_limit).
 _LIMITS_SQL = """
-SELECT run_id, max(signature_limit) FROM progress_events
+SELECT run_id, max(signature_limit) AS lim FROM progress_events
 WHERE event IN ('deterministic_failure_cycle_check', 'deterministic_failure_cycle_breaker',
                 'subgraph_deterministic_failure_cycle_check',
                 'subgraph_deterministic_failure_cycle_breaker')
@@ -106,31 +148,64 @@ FROM attempts GROUP BY ALL
 """
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Group:
-    count: int = 0
-    visits: set[int] = field(default_factory=set)
-    reasons: dict[str, int] = field(default_factory=dict)
-    latest: dict[str, int] = field(default_factory=dict)  # reason -> its last end_seq
-    last_seq: int = -1
-    first_ts: int | None = None
-    last_ts: int | None = None
+    """One node's failures of one signature: ``count`` failures over ``visits`` visits with
+    ``reasons`` distinct reasons, ``example`` the most frequent (among equals the most
+    recent), the last failure's ``last_seq`` and the first and last end times."""
+
+    count: int
+    visits: int
+    reasons: int
+    example: str
+    last_seq: int
+    first_ts: int | None
+    last_ts: int | None
+
+
+def _sign_keys(ctx: Context) -> None:
+    """``_drl_sig``: each failure key's canonical signature, signed in Python a page at a
+    time (the signature is Python's alone), so a stream of a million distinct reasons never
+    sits in Python whole."""
+    from doctor._ndjson import insert_columns
+    from rundoctor.signature import canonical_signature
+
+    con = ctx.tables.con
+    con.execute(_KEYS_SQL)
+    con.execute("CREATE OR REPLACE TEMP TABLE _drl_sig (key VARCHAR, sig VARCHAR)")
+    (total,) = con.execute("SELECT count(*) FROM _drl_keys").fetchall()[0]
+    for low in range(0, int(total), _PAGE):
+        keys = [
+            str(k)
+            for (k,) in con.execute(
+                "SELECT key FROM _drl_keys WHERE i > $low AND i <= $high ORDER BY i",
+                {"low": low, "high": low + _PAGE},
+            ).fetchall()
+        ]
+        # The key is the reason's signature_key: signing it is signing the reason.
+        sigs = [canonical_signature(k) for k in keys]
+        insert_columns(con, "_drl_sig", {"key": ("VARCHAR", keys), "sig": ("VARCHAR", sigs)})
 
 
 def _groups(ctx: Context) -> dict[tuple[str, str, str, str], _Group]:
-    out: dict[tuple[str, str, str, str], _Group] = defaultdict(_Group)
-    for run_id, scope, node, reason, n, visits, last_seq, first_ts, last_ts in ctx.tables.sql(
-        _FAILURES_SQL
-    ):
-        g = out[(run_id, scope, node, ctx.signature(reason))]
-        g.count += int(n)
-        g.visits.update(int(v) for v in visits)
-        g.reasons[reason or ""] = g.reasons.get(reason or "", 0) + int(n)
-        g.latest[reason or ""] = max(g.latest.get(reason or "", -1), int(last_seq))
-        g.last_seq = max(g.last_seq, int(last_seq))
-        g.first_ts = first_ts if g.first_ts is None else min(g.first_ts, first_ts)
-        g.last_ts = last_ts if g.last_ts is None else max(g.last_ts, last_ts)
-    return out
+    """The (run, scope, node, signature) groups at their run's limit or over, aggregated in
+    DuckDB: what Python holds is a row per group, not per failure."""
+    params = {"default": ctx.config.breaker_limit}
+    ctx.tables.sql(_FAILURES_SQL.format(limits=_LIMITS_SQL), **params)
+    try:
+        _sign_keys(ctx)
+        rows = ctx.tables.sql(_GROUPS_SQL.format(limits=_LIMITS_SQL), **params)
+    finally:
+        ctx.tables.con.execute(
+            "DROP TABLE IF EXISTS _drl_fail; DROP TABLE IF EXISTS _drl_keys; "
+            "DROP TABLE IF EXISTS _drl_sig"
+        )
+    return {
+        (str(run_id), str(scope), str(node), str(sig)): _Group(
+            int(n), int(visits), int(reasons), str(example), int(last), first, last_ts
+        )
+        for run_id, scope, node, sig, n, visits, reasons, example, last, first, last_ts in rows
+    }
 
 
 def _stopped_on(ctx: Context, last: tuple[Any, ...] | None, node: str, signature: str) -> bool:
@@ -146,12 +221,7 @@ def _stopped_on(ctx: Context, last: tuple[Any, ...] | None, node: str, signature
 
 def deterministic_retry_loop(ctx: Context) -> list[Finding]:
     """The same canonical failure repeating on a node with no breaker stopping it."""
-    limits = {r: int(n) for r, n in ctx.tables.sql(_LIMITS_SQL)}
-    groups = {
-        k: g
-        for k, g in _groups(ctx).items()
-        if g.count >= limits.get(k[0], ctx.config.breaker_limit)
-    }
+    groups = _groups(ctx)
     if not groups:
         return []
     breakers = {
@@ -160,6 +230,7 @@ def deterministic_retry_loop(ctx: Context) -> list[Finding]:
     }
     exhausted = {(r, s, n): int(seq) for r, s, n, seq in ctx.tables.sql(_EXHAUSTED_SQL)}
     last_attempt = {(r, s): (n, st, fr) for r, s, n, st, fr in ctx.tables.sql(_LAST_ATTEMPT_SQL)}
+    limits = {r: int(n) for r, n in ctx.tables.sql(_LIMITS_SQL)}
     findings = []
     for (run_id, scope, node, signature), g in sorted(groups.items()):
         limit = limits.get(run_id, ctx.config.breaker_limit)
@@ -169,7 +240,7 @@ def deterministic_retry_loop(ctx: Context) -> list[Finding]:
         if breaker_seq is not None and breaker_seq > g.last_seq:
             continue  # the breaker stopped it
         budget_seq = exhausted.get((run_id, scope, node))
-        if budget_seq is not None and budget_seq > g.last_seq and len(g.visits) < limit:
+        if budget_seq is not None and budget_seq > g.last_seq and g.visits < limit:
             continue  # its retry budget ran out: max_retries stopped it
         facts = facts_of(ctx.facts, run_id)
         if facts.get("final_json") and _stopped_on(
@@ -196,11 +267,10 @@ def _finding(
     run_id, scope, node, signature = key
     breaker_seq, breaker_event, signature_breaker = breaker
     where = f" in branch {scope}" if scope else ""
-    # The most frequent raw reason; among equals the most recent one.
-    example = max(g.reasons, key=lambda r: (g.reasons[r], g.latest[r]))
-    looped = len(g.visits) >= limit
+    example = g.example
+    looped = g.visits >= limit
     summary = (
-        f"{node}{where} failed {g.count} times over {plural(len(g.visits), 'visit')} "
+        f"{node}{where} failed {g.count} times over {plural(g.visits, 'visit')} "
         f"with the same failure ({example!r})"
         + (
             ", and kept failing after a breaker tripped"
@@ -221,9 +291,9 @@ def _finding(
             "count": g.count,
             "breaker_tripped": signature_breaker,
             "stopped_by": breaker_event,
-            "visits": len(g.visits),
+            "visits": g.visits,
             "breaker_limit": limit,
-            "unique_reasons": len(g.reasons),
+            "unique_reasons": g.reasons,
             "example": example,
             "first_at": iso(g.first_ts),
             "last_at": iso(g.last_ts),

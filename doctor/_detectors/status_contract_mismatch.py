@@ -34,10 +34,13 @@ SUCCESS_LIKE = frozenset({"success", "partial_success", "degraded_success", "ski
 #: (event status, canonical status) pairs Kilroy produces itself after the last attempt.
 _DELIBERATE = frozenset({("retry", "fail"), ("fail", "partial_success")})
 
-# Attempts that ended fail/retry because no usable status file was found.
+# Attempts that ended fail/retry because no usable status file was found, in the scopes with
+# a stranded status file (``scm_attempts``, :meth:`Context.restrict`): kept in DuckDB, so a
+# stream of a million such failures is never a million rows in Python.
 _MISSING_SQL = """
+CREATE OR REPLACE TEMP TABLE _scm_missing AS
 SELECT a.run_id, a.scope, a.node_id, a.attempt, a.failure_reason, a.end_seq
-FROM attempts a
+FROM scm_attempts a
 WHERE a.end_seq IS NOT NULL AND a.status IN ('fail', 'retry') AND (
     a.failure_reason LIKE 'missing status.json%'
     OR a.failure_reason LIKE 'invalid status.json%'
@@ -46,7 +49,18 @@ WHERE a.end_seq IS NOT NULL AND a.status IN ('fail', 'retry') AND (
         WHERE d.run_id = a.run_id AND d.scope = a.scope AND d.node_id = a.node_id
           AND d.event = 'status_ingestion_decision' AND coalesce(d.source, '') = ''
           AND d.seq > a.start_seq AND d.seq < a.end_seq))
-ORDER BY a.run_id, a.scope, a.end_seq
+"""
+# Per scope: how many failed so, and the latest of them.
+_LATEST_SQL = """
+SELECT run_id, scope, count(*) OVER (PARTITION BY run_id, scope), node_id, attempt,
+       failure_reason
+FROM _scm_missing
+QUALIFY row_number() OVER (PARTITION BY run_id, scope ORDER BY end_seq DESC) = 1
+"""
+# Per scope and node: how many, in order of each node's first such failure.
+_BY_NODE_SQL = """
+SELECT run_id, scope, node_id, count(*) FROM _scm_missing
+GROUP BY ALL ORDER BY run_id, scope, min(end_seq)
 """
 # The last attempt of every node in every scope.
 _LAST_SQL = """
@@ -78,28 +92,45 @@ def status_contract_mismatch(ctx: Context) -> list[Finding]:
     return [*_stranded_status(ctx), *_disagreeing_status(ctx)]
 
 
+def _missing(
+    ctx: Context, keys: list[tuple[str, str]]
+) -> tuple[dict[tuple[str, str], tuple[Any, ...]], dict[tuple[str, str], dict[str, int]]]:
+    """For the scopes ``keys``: (count, node, attempt, reason) of the latest attempt that
+    failed for want of a status file, and how many did per node (in order of first failure).
+    """
+    ctx.restrict("scm", keys)
+    con = ctx.tables.con
+    con.execute(_MISSING_SQL)
+    try:
+        latest = {
+            (r, s): (int(n), node, a, fr) for r, s, n, node, a, fr in ctx.tables.sql(_LATEST_SQL)
+        }
+        counts: dict[tuple[str, str], dict[str, int]] = {}
+        for r, s, node, n in ctx.tables.sql(_BY_NODE_SQL):
+            counts.setdefault((r, s), {})[str(node)] = int(n)
+    finally:
+        con.execute("DROP TABLE IF EXISTS _scm_missing")
+    return latest, counts
+
+
 def _stranded_status(ctx: Context) -> list[Finding]:
     """Attempts that failed for want of a status.json while the agent wrote its outcome in
     another file of the scope (ingested by repair when the outcome is success-like)."""
+    stranded_in = {
+        (run_id, scope): found
+        for run_id, docs in ctx.tables.documents.items()
+        for scope, sd in docs.scopes.items()
+        if (found := _stranded_outcome(sd.stranded)) is not None
+    }
+    if not stranded_in:
+        return []  # nothing stranded anywhere: no attempt to look at
+    latest, counts = _missing(ctx, sorted(stranded_in))
     findings: list[Finding] = []
-    by_scope: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
-    for run_id, scope, node, attempt, reason, _end in ctx.tables.sql(_MISSING_SQL):
-        by_scope.setdefault((run_id, scope), []).append((node, attempt, reason))
-    for (run_id, scope), failed in sorted(by_scope.items()):
-        if run_id not in ctx.tables.documents:
-            continue
-        sd = ctx.documents(run_id).scopes.get(scope)
-        stranded = _stranded_outcome(sd.stranded) if sd is not None else None
-        if stranded is None:
-            continue
-        found_path, outcome, all_found = stranded
-        node, attempt, reason = failed[-1]
-        counts: dict[str, int] = {}
-        for n, _a, _r in failed:
-            counts[str(n)] = counts.get(str(n), 0) + 1
+    for (run_id, scope), (n_failed, node, attempt, reason) in sorted(latest.items()):
+        found_path, outcome, all_found = stranded_in[(run_id, scope)]
         ingest = outcome in SUCCESS_LIKE
         where = f"branch {scope}" if scope else "the top level"
-        others = f" ({len(failed)} attempts in {where} failed the same way)" if failed[1:] else ""
+        others = f" ({n_failed} attempts in {where} failed the same way)" if n_failed > 1 else ""
         findings.append(
             Finding(
                 code="status_contract_mismatch",
@@ -125,8 +156,8 @@ def _stranded_status(ctx: Context) -> list[Finding]:
                     "expected_path": _rel(scope, str(node), "status.json"),
                     "found_path": found_path,
                     "found_outcome": outcome,
-                    "failed_attempts": len(failed),
-                    "failed_by_node": counts,
+                    "failed_attempts": n_failed,
+                    "failed_by_node": counts[(run_id, scope)],
                     "stranded": all_found,
                 },
             )
