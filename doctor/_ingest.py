@@ -60,6 +60,11 @@ def _documents_of(run: RunLayout) -> RunDocuments:
         docs = RunDocuments(run.run_id, run.path, run.layout, scopes={})
         docs.scopes = {s.scope: ScopeDocuments(s.scope, s.path) for s in run.scopes}
         why = f"its documents could not be read: {type(exc).__name__}: {str(exc)[:200]}"
+        if isinstance(exc, MemoryError):  # it has no message: say what it means (_budget)
+            why = (
+                "its documents could not be read: over the resource budget: Python ran out "
+                "of memory reading them; diagnose it on a machine with more memory"
+            )
         docs.unreadable.append(Unreadable(".", "run", why))
         return docs
 
