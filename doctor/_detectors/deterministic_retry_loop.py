@@ -146,6 +146,8 @@ def _stopped_on(ctx: Context, last: tuple[Any, ...] | None, node: str, signature
 
 def deterministic_retry_loop(ctx: Context) -> list[Finding]:
     """The same canonical failure repeating on a node with no breaker stopping it."""
+    if not ctx.has_failed_attempts():
+        return []
     limits = {r: int(n) for r, n in ctx.tables.sql(_LIMITS_SQL)}
     groups = {
         k: g

@@ -82,6 +82,8 @@ def _stranded_status(ctx: Context) -> list[Finding]:
     """Attempts that failed for want of a status.json while the agent wrote its outcome in
     another file of the scope (ingested by repair when the outcome is success-like)."""
     findings: list[Finding] = []
+    if not ctx.has_failed_attempts():
+        return findings
     by_scope: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
     for run_id, scope, node, attempt, reason, _end in ctx.tables.sql(_MISSING_SQL):
         by_scope.setdefault((run_id, scope), []).append((node, attempt, reason))
