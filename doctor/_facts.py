@@ -133,20 +133,23 @@ STOP_EVENTS_SQL = "(" + ", ".join(f"'{e}'" for e in STOP_EVENTS) + ")"
 # The queries behind the facts, one row group per run (the run id comes first).
 # Every event line is read once: counted and timed per (scope, event) from the base table
 # (grouping its small stream id, then naming it), which is what the run's summary, its event
-# counts and its branches' times need; the rest comes from the non-heartbeat rows.
+# counts and its branches' times need; the rest comes from the non-heartbeat rows. A branch
+# scope needs no more than its heartbeats, its attempt starts and its other events apart: its
+# rows are summed to those three (``event`` kept for starts only), however many kinds it has.
 _COUNTS_SQL = f"""
         WITH g AS (
             SELECT stream_id, event, count(*) AS n, min(ts) AS first_ts, max(ts) AS last_ts
             FROM events_base WHERE event IS NOT NULL GROUP BY ALL
         ),
         named AS (
-            SELECT s.run_id, s.scope, g.event, sum(g.n) AS n, min(g.first_ts) AS first_ts,
-                   max(g.last_ts) AS last_ts
-            FROM g JOIN streams s ON s.stream_id = g.stream_id GROUP BY ALL
+            SELECT s.run_id, s.scope, {TOP_SQL} AS top, {HEARTBEAT_SQL} AS hb, g.event, g.n,
+                   g.first_ts, g.last_ts
+            FROM g JOIN streams s ON s.stream_id = g.stream_id
         )
-        SELECT run_id, scope, {TOP_SQL}, {HEARTBEAT_SQL}, event, n::BIGINT, epoch_ns(first_ts),
-               epoch_ns(last_ts)
-        FROM named"""
+        SELECT run_id, scope, top, hb,
+               CASE WHEN top OR event = 'stage_attempt_start' THEN event END AS kind,
+               sum(n)::BIGINT, epoch_ns(min(first_ts)), epoch_ns(max(last_ts))
+        FROM named GROUP BY run_id, scope, top, hb, kind"""
 # Per scope: its last node (the row, to take the run's latest), its failed or retried ends
 # and the status of its last end.
 _MARKS_SQL = f"""
