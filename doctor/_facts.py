@@ -131,18 +131,33 @@ STOP_EVENTS = (
 STOP_EVENTS_SQL = "(" + ", ".join(f"'{e}'" for e in STOP_EVENTS) + ")"
 
 # The queries behind the facts, one row group per run (the run id comes first).
-_SUMMARY_SQL = f"""
-            SELECT run_id, epoch_ns(min(ts)), epoch_ns(max(ts)),
-                   epoch_ns(max(ts) FILTER (WHERE NOT {HEARTBEAT_SQL})),
-                   count(*), count(*) FILTER (WHERE event = 'stage_attempt_start'),
-                   count(*) FILTER (WHERE event = 'stage_attempt_end'),
-                   arg_max({NODE_SQL}, seq) FILTER (
-                       WHERE NOT {HEARTBEAT_SQL} AND {NODE_SQL} IS NOT NULL),
-                   epoch_ns(max(ts) FILTER (WHERE {HEARTBEAT_SQL}))
-            FROM events WHERE {TOP_SQL} GROUP BY run_id"""
-_BY_TYPE_SQL = f"""
-        SELECT run_id, event, count(*) FROM events WHERE {TOP_SQL}
-        GROUP BY ALL ORDER BY run_id, 3 DESC, 2"""
+# Every event line is read once: counted and timed per (scope, event) from the base table
+# (grouping its small stream id, then naming it), which is what the run's summary, its event
+# counts and its branches' times need; the rest comes from the non-heartbeat rows. A branch
+# scope needs no more than its heartbeats, its attempt starts and its other events apart: its
+# rows are summed to those three (``event`` kept for starts only), however many kinds it has.
+_COUNTS_SQL = f"""
+        WITH g AS (
+            SELECT stream_id, event, count(*) AS n, min(ts) AS first_ts, max(ts) AS last_ts
+            FROM events_base WHERE event IS NOT NULL GROUP BY ALL
+        ),
+        named AS (
+            SELECT s.run_id, s.scope, {TOP_SQL} AS top, {HEARTBEAT_SQL} AS hb, g.event, g.n,
+                   g.first_ts, g.last_ts
+            FROM g JOIN streams s ON s.stream_id = g.stream_id
+        )
+        SELECT run_id, scope, top, hb,
+               CASE WHEN top OR event = 'stage_attempt_start' THEN event END AS kind,
+               sum(n)::BIGINT, epoch_ns(min(first_ts)), epoch_ns(max(last_ts))
+        FROM named GROUP BY run_id, scope, top, hb, kind"""
+# Per scope: its last node (the row, to take the run's latest), its failed or retried ends
+# and the status of its last end.
+_MARKS_SQL = f"""
+        SELECT run_id, scope, max(seq) FILTER (WHERE {NODE_SQL} IS NOT NULL),
+               arg_max({NODE_SQL}, seq) FILTER (WHERE {NODE_SQL} IS NOT NULL),
+               count(*) FILTER (WHERE event = 'stage_attempt_end' AND status IN ('fail', 'retry')),
+               arg_max(status, seq) FILTER (WHERE event = 'stage_attempt_end')
+        FROM progress_events GROUP BY ALL"""
 # Per-node rows are cut to MAX_NODE_ROWS per run by :func:`_bounded` (keep / order).
 _EDGES_SQL = f"""
         SELECT run_id, from_node, to_node, count(*) AS n FROM progress_events
@@ -163,13 +178,6 @@ _ENDINGS_SQL = f"""
         SELECT run_id, event, coalesce(reason, failure_reason), seq FROM progress_events
         WHERE {TOP_SQL} AND event IN {STOP_EVENTS_SQL}
         ORDER BY run_id, scope, seq"""
-_BRANCHES_SQL = f"""
-        SELECT run_id, scope, epoch_ns(max(ts) FILTER (WHERE NOT {HEARTBEAT_SQL})),
-               epoch_ns(max(ts)), epoch_ns(min(ts)),
-               count(*) FILTER (WHERE event = 'stage_attempt_start'),
-               count(*) FILTER (WHERE event = 'stage_attempt_end' AND status IN ('fail', 'retry')),
-               arg_max(status, seq) FILTER (WHERE event = 'stage_attempt_end')
-        FROM events WHERE NOT {TOP_SQL} GROUP BY ALL ORDER BY run_id, scope"""
 _SPANS_SQL = """
         SELECT run_id, scope, node_id, count(*) AS n, count(*) FILTER (WHERE end_seq IS NULL),
                epoch_ns(min(start_ts)) AS first_ns, epoch_ns(max(end_ts))
@@ -209,9 +217,10 @@ class _FleetRows:
 def _query_fleet(tables: Tables) -> _FleetRows:
     """Phase 1: run every query once over all runs, in the order the facts need them."""
     omitted: dict[str, dict[str, int]] = {}
+    summary, by_type, branches = _event_rows(tables)
     return _FleetRows(
-        summary={r[0]: r[1:] for r in tables.sql(_SUMMARY_SQL)},
-        by_type=_per_run(tables.sql(_BY_TYPE_SQL)),
+        summary=summary,
+        by_type=by_type,
         edges=_bounded(
             tables,
             "edges",
@@ -232,7 +241,7 @@ def _query_fleet(tables: Tables) -> _FleetRows:
         phases=_phases(tables, omitted),
         branch_done=_per_run(tables.sql(_BRANCH_DONE_SQL)),
         endings=_per_run(tables.sql(_ENDINGS_SQL)),
-        branches=_per_run(tables.sql(_BRANCHES_SQL)),
+        branches=branches,
         spans=_bounded(
             tables,
             "attempt_spans",
@@ -243,6 +252,75 @@ def _query_fleet(tables: Tables) -> _FleetRows:
         ),
         reasons=_per_run(tables.sql(_REASONS_SQL)),
         omitted=omitted,
+    )
+
+
+def _max(values: list[Any]) -> Any:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _min(values: list[Any]) -> Any:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def _event_rows(tables: Tables) -> tuple[dict[str, tuple[Any, ...]], _Rows, _Rows]:
+    """Each run's summary row, its event counts (top-level stream, the most frequent first)
+    and its branches' rows (in scope order), from one read of every event line
+    (:data:`_COUNTS_SQL`) and one of the non-heartbeat rows (:data:`_MARKS_SQL`).
+
+    A summary is ``(first ts, last ts, last non-heartbeat ts, events, attempt starts,
+    attempt ends, latest node, last heartbeat ts)``, times in epoch nanoseconds; a branch row
+    ``(scope, last non-heartbeat ts, last ts, first ts, attempt starts, failed or retried
+    ends, status of the last end)``.
+    """
+    groups: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
+    tops: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    top_scopes: set[tuple[str, str]] = set()
+    for run_id, scope, top, hb, event, n, first, last in tables.sql(_COUNTS_SQL):
+        row = (hb, event, int(n), first, last)
+        if top:
+            tops[run_id].append(row)
+            top_scopes.add((run_id, scope))
+        else:
+            groups[(run_id, scope)].append(row)
+    marks = {(r[0], r[1]): r[2:] for r in tables.sql(_MARKS_SQL)}
+    # The run's latest node: that of the latest row naming one, over its top-level scopes.
+    latest: dict[str, tuple[int, Any]] = {}
+    for key, (seq, node, _, _) in marks.items():
+        if key in top_scopes and seq is not None and seq > latest.get(key[0], (-1, None))[0]:
+            latest[key[0]] = (seq, node)
+    summary: dict[str, tuple[Any, ...]] = {}
+    by_type: _Rows = {}
+    for run_id, rows in tops.items():
+        summary[run_id] = (
+            *_times(rows),
+            sum(n for _, _, n, _, _ in rows),
+            sum(n for _, e, n, _, _ in rows if e == "stage_attempt_start"),
+            sum(n for _, e, n, _, _ in rows if e == "stage_attempt_end"),
+            latest.get(run_id, (None, None))[1],
+            _max([last for hb, _, _, _, last in rows if hb]),
+        )
+        counts: dict[str, int] = defaultdict(int)
+        for _, event, n, _, _ in rows:
+            counts[event] += n
+        by_type[run_id] = sorted(counts.items(), key=lambda c: (-c[1], c[0]))
+    branches: _Rows = defaultdict(list)
+    for (run_id, scope), rows in sorted(groups.items()):
+        _, _, ends, last_status = marks.get((run_id, scope), (None, None, 0, None))
+        first, last, last_progress = _times(rows)
+        starts = sum(n for _, e, n, _, _ in rows if e == "stage_attempt_start")
+        branches[run_id].append((scope, last_progress, last, first, starts, ends, last_status))
+    return summary, by_type, branches
+
+
+def _times(rows: list[tuple[Any, ...]]) -> tuple[Any, Any, Any]:
+    """``(first, last, last non-heartbeat)`` of ``(hb, event, n, first, last)`` rows."""
+    return (
+        _min([first for _, _, _, first, _ in rows]),
+        _max([last for _, _, _, _, last in rows]),
+        _max([last for hb, _, _, _, last in rows if not hb]),
     )
 
 

@@ -307,7 +307,7 @@ class Tables:
         no Arrow to import, and far faster than executemany."""
         if not rows:
             return
-        described = self.con.sql(f"DESCRIBE {table}").fetchall()
+        described = self.con.execute(f"DESCRIBE {table}").fetchall()
         insert_columns(
             self.con,
             table,

@@ -45,6 +45,22 @@ class Context:
             known = self._memo["queue"] = bool(rows[0][0])
         return known
 
+    def has_failed_attempts(self) -> bool:
+        """Whether any attempt ended ``fail`` or ``retry`` (any case), asked once.
+
+        The detectors of failure reasons (lost, swallowed, repeating, fragmented, a missing
+        status file) look only at such attempts: a run where every attempt succeeded (most
+        runs) skips planning their queries.
+        """
+        known = self._memo.get("failed")
+        if known is None:
+            rows = self.tables.sql(
+                "SELECT EXISTS (SELECT 1 FROM attempts "
+                "WHERE end_seq IS NOT NULL AND lower(status) IN ('fail', 'retry'))"
+            )
+            known = self._memo["failed"] = bool(rows[0][0])
+        return known
+
     def signature(self, reason: str | None) -> str:
         """:func:`doctor.canonical_signature` of ``reason``, computed once per context.
 

@@ -7,8 +7,6 @@ run, when it has one, as ``evidence["run_id"]``.
 
 from __future__ import annotations
 
-import socket
-
 from doctor._facts import iso
 
 __all__ = [
@@ -48,6 +46,8 @@ def iso_s(seconds: float | None) -> str | None:
 
 def this_host() -> str:
     """The name this host records in the queue's ``host`` column."""
+    import socket  # only queue detectors with a queue to judge ask: `diagnose` never does
+
     return socket.gethostname()
 
 

@@ -221,6 +221,8 @@ def _stopped_on(ctx: Context, last: tuple[Any, ...] | None, node: str, signature
 
 def deterministic_retry_loop(ctx: Context) -> list[Finding]:
     """The same canonical failure repeating on a node with no breaker stopping it."""
+    if not ctx.has_failed_attempts():
+        return []
     groups = _groups(ctx)
     if not groups:
         return []

@@ -86,6 +86,8 @@ WHERE event IN {_CHECKS} AND signature_limit > 0 GROUP BY ALL
 
 def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
     """A node's failures are many distinct strings but few canonical signatures."""
+    if not ctx.has_failed_attempts():
+        return []
     cfg = ctx.config
     reasons: dict[tuple[str, str, str], Counter[str | None]] = defaultdict(Counter)
     for run_id, scope, node, reason, n in ctx.tables.sql(_FAILURES_SQL):

@@ -52,7 +52,9 @@ GROUP BY ALL ORDER BY run_id, scope, node_id, reason
 
 def lost_failure_reason(ctx: Context) -> list[Finding]:
     """Generic or empty failure reasons that hide a concrete upstream failure in the scope."""
-    findings = []
+    findings: list[Finding] = []
+    if not ctx.has_failed_attempts():
+        return findings
     for run_id, scope, node_id, reason, n, up_node, up_reason, first, last, n_up in ctx.tables.sql(
         _SQL
     ):

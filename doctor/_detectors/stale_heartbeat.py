@@ -69,7 +69,11 @@ after_nodes AS (
     SELECT e.run_id, e.scope, coalesce(e.node_id, e.branch_key, '') AS node, count(*) AS n,
            epoch_ns(max(e.ts)) AS last_ts
     FROM events e LEFT JOIN last_progress p USING (run_id, scope)
-    WHERE {heartbeat_sql("e.event")} AND e.seq > coalesce(p.seq, -1)
+    -- Nothing before the earliest of the streams' last progress events is after its own:
+    -- those rows (most of them) are dropped before the join. A stream without any keeps all.
+    WHERE e.seq > (SELECT min(coalesce(l.seq, -1))
+                   FROM streams LEFT JOIN last_progress l USING (run_id, scope))
+      AND {heartbeat_sql("e.event")} AND e.seq > coalesce(p.seq, -1)
     GROUP BY ALL
 ),
 after AS (

@@ -122,8 +122,8 @@ def _stranded_status(ctx: Context) -> list[Finding]:
         for scope, sd in docs.scopes.items()
         if (found := _stranded_outcome(sd.stranded)) is not None
     }
-    if not stranded_in:
-        return []  # nothing stranded anywhere: no attempt to look at
+    if not stranded_in or not ctx.has_failed_attempts():
+        return []  # nothing stranded anywhere, or no attempt failed: nothing to look at
     latest, counts = _missing(ctx, sorted(stranded_in))
     findings: list[Finding] = []
     for (run_id, scope), (n_failed, node, attempt, reason) in sorted(latest.items()):

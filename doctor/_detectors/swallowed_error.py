@@ -170,7 +170,9 @@ def stage_output(run_path: Path, scope: str, node_id: str) -> Path | None:
 
 def swallowed_error(ctx: Context) -> list[Finding]:
     """Failure reasons that carry no information (None, empty, a bare exit code)."""
-    findings = []
+    findings: list[Finding] = []
+    if not ctx.has_failed_attempts():
+        return findings
     for run_id, scope, node_id, kind, n, examples, has_null in ctx.tables.sql(_SQL):
         if kind == "bare_exit_code" and node_id is not None:
             run_path = Path(ctx.documents(run_id).path)

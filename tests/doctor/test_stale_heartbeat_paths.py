@@ -69,3 +69,32 @@ def test_both_plans_find_the_same_stale_heartbeats(tmp_path: Path, attempts_of_a
     assert chosen is (detector._STALE_ASOF if many else detector._STALE_SPANS)
     (finding,) = detector.stale_heartbeat(ctx)
     assert finding.evidence["stale_nodes"] == {"a": 4 + attempts_of_a, "b": 2}
+
+
+def test_heartbeats_after_the_last_progress_are_counted_per_stream_in_a_fleet(
+    tmp_path: Path,
+) -> None:
+    """Heartbeats before the earliest stream's last progress event are skipped before the join;
+    each stream's own last progress still decides, and a stream without one keeps them all."""
+    hb, start, end = "stage_heartbeat", "stage_attempt_start", "stage_attempt_end"
+    runs = {
+        # Ends early: its last progress event has the smallest seq of the fleet.
+        "r1": [(start, "a"), (hb, "a"), (end, "a"), (hb, "a"), (hb, "a")],
+        # Heartbeats after r1's last progress but before its own: none count.
+        "r2": [(start, "b"), (hb, "b"), (hb, "b"), (hb, "b"), (end, "b"), (hb, "b")],
+        # No progress event at all: every heartbeat is after it.
+        "r3": [(hb, "c"), (hb, "c"), (hb, "c")],
+    }
+    for name, events in runs.items():
+        _write(tmp_path / name, events)
+    config = DoctorConfig(roots=(tmp_path,), now=1_800_000_000.0)
+    tables = load_runs([discover(tmp_path / n) for n in runs], keep_raw=False)
+    ctx = Context(tables, compute_facts(tables, config), config)
+    after = {
+        f.run_id: (
+            f.evidence["heartbeats_after_last_progress"],
+            f.evidence["nodes_after_last_progress"],
+        )
+        for f in detector.stale_heartbeat(ctx)
+    }
+    assert after == {"r1": (2, {"a": 2}), "r2": (1, {"b": 1}), "r3": (3, {"c": 3})}
