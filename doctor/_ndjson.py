@@ -165,7 +165,7 @@ def register_streams(
     con: duckdb.DuckDBPyConnection, streams: Sequence[tuple[str, str, Path]]
 ) -> list[int]:
     """Add ``(run_id, scope, path)`` streams; returns their new, consecutive ids."""
-    first = int(con.sql("SELECT coalesce(max(stream_id) + 1, 0) FROM streams").fetchall()[0][0])
+    first = int(con.execute("SELECT coalesce(max(stream_id) + 1, 0) FROM streams").fetchall()[0][0])
     ids = list(range(first, first + len(streams)))
     if streams:
         insert_columns(
@@ -228,10 +228,10 @@ def _load(con: duckdb.DuckDBPyConnection, select: str, params: dict[str, object]
     """
     cols = ", ".join(f'"{k}"' for k in _STORED)
     con.execute(f"INSERT INTO events_base SELECT {cols} FROM ({select})", params)
-    bad = con.sql(
+    bad = con.execute(
         "SELECT DISTINCT stream_id FROM events_base WHERE event IS NULL AND stream_id >= $first "
         "ORDER BY 1",
-        params={"first": params["first"]},
+        {"first": params["first"]},
     ).fetchall()
     return [int(r[0]) for r in bad]
 
@@ -330,7 +330,9 @@ def _scan_batch(
     keep_raw: bool,
     race_hook: RaceHook | None,
 ) -> list[int]:
-    import duckdb
+    from doctor._engine import engine
+
+    db = engine(relations=False)  # a scan's connection may have no relation layer
 
     # Files whose names DuckDB would read as glob patterns are not scanned; reporting them
     # as bad sends them to the caller's precise (Python) read instead.
@@ -361,10 +363,10 @@ def _scan_batch(
         source = source.replace("* EXCLUDE (filename)", "* EXCLUDE (filename, ts), ts")
     try:
         return sorted(_load(con, _insert_sql(source, objects=keep_raw), params) + unsafe)
-    except duckdb.OutOfMemoryException:
+    except db.OutOfMemoryException:
         raise  # over the run's budget: the run's finding (doctor._budget), not a stream's
-    except duckdb.Error as exc:
-        if isinstance(exc, duckdb.InterruptException):
+    except db.Error as exc:
+        if isinstance(exc, db.InterruptException):
             raise IngestError(f"DuckDB could not read the event streams: {exc}") from exc
         if len(files) == 1:
             # This file alone fails the scan (a line over the limit, an unreadable file):
@@ -402,11 +404,11 @@ def only_last_line_bad(con: duckdb.DuckDBPyConnection, stream_ids: Sequence[int]
     """Streams among ``stream_ids`` whose one unparsable line is their last (a cut write)."""
     if not stream_ids:
         return set()
-    rows = con.sql(
+    rows = con.execute(
         "SELECT stream_id FROM events_base WHERE list_contains($ids, stream_id) GROUP BY 1 "
         "HAVING count(*) FILTER (WHERE event IS NULL) = 1 "
         "AND max(rowid) FILTER (WHERE event IS NULL) = max(rowid)",
-        params={"ids": list(stream_ids)},
+        {"ids": list(stream_ids)},
     ).fetchall()
     return {int(r[0]) for r in rows}
 
@@ -516,7 +518,9 @@ def _insert_lines(
 ) -> tuple[list[TornLine], int, tuple[int, int, bytes] | None]:
     """Append a batch of ``(line number, byte offset, bytes)`` lines: its first ``room`` torn
     lines, how many there are, and the last one's ``(number, offset, bytes)``."""
-    import duckdb
+    from doctor._engine import engine
+
+    db = engine(relations=False)  # a scan's connection may have no relation layer
 
     texts: list[str | None] = []
     for _number, _start, line in lines:
@@ -541,12 +545,12 @@ def _insert_lines(
         con.execute(f"INSERT INTO events_base SELECT {cols} FROM _rd_stage WHERE ok ORDER BY pos")
         # Only the first ``room`` torn lines are located; the rest are counted.
         not_ok = "FROM _rd_stage WHERE NOT ok OR ok IS NULL"
-        bad = con.sql(f"SELECT pos {not_ok} ORDER BY 1 LIMIT {int(room)}").fetchall()
-        n_bad, last = con.sql(f"SELECT count(*), max(pos) {not_ok}").fetchall()[0]
+        bad = con.execute(f"SELECT pos {not_ok} ORDER BY 1 LIMIT {int(room)}").fetchall()
+        n_bad, last = con.execute(f"SELECT count(*), max(pos) {not_ok}").fetchall()[0]
         con.execute("DROP TABLE _rd_stage")
-    except duckdb.OutOfMemoryException:
+    except db.OutOfMemoryException:
         raise  # over the run's budget: the run's finding (doctor._budget), not a stream's
-    except duckdb.Error as exc:
+    except db.Error as exc:
         raise IngestError(f"DuckDB could not parse {path}: {exc}") from exc
     out = []
     for (bad_pos,) in bad:

@@ -326,6 +326,27 @@ def test_batches_of_any_size_give_the_same_result(
     assert _json(scan(config)) == whole
 
 
+def test_small_batches_run_on_one_duckdb_thread_with_the_same_result(
+    config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[int | None] = []
+    real = _scan.diagnose_batch
+
+    def spy(batch: Any) -> Any:
+        threads.append(batch.threads)
+        return real(batch)
+
+    monkeypatch.setattr(_scan, "diagnose_batch", spy)
+    small = _uncached(config)
+    monkeypatch.setattr(_scan, "ONE_THREAD_BYTES", 0)  # every batch on DuckDB's default
+    assert _uncached(config) == small
+    assert threads == [1, None]
+    # --threads (config.threads) is the user's word, whatever the batch's size.
+    monkeypatch.setattr(_scan, "ONE_THREAD_BYTES", 1 << 40)
+    _uncached(replace(config, threads=2))
+    assert threads[-1] == 2
+
+
 def test_batches_diagnosed_by_worker_processes_give_the_same_result(
     config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
