@@ -12,7 +12,7 @@ from typing import Any, overload
 
 from doctor._budget import budget_detail, exceeded
 from doctor._config import DoctorConfig
-from doctor._detectors import Context, select
+from doctor._detectors import Context
 from doctor._errors import RootError, UsageError
 from doctor._facts import compute_facts, run_state
 from doctor._ingest import _documents_of, load_runs
@@ -33,6 +33,8 @@ def _order(findings: Sequence[Finding]) -> tuple[Finding, ...]:
 
 
 def _run_detectors(ctx: Context) -> list[Finding]:
+    from doctor._detectors import select
+
     findings: list[Finding] = []
     for detector in select(ctx.config.checks):
         findings.extend(detector(ctx))

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from doctor._budget import budget_detail, exceeded
 from doctor._cache import CacheEntry, RunCache, fingerprint
 from doctor._config import DoctorConfig
-from doctor._detectors import Context, select
+from doctor._detectors import Context
 from doctor._diagnose import _order
 from doctor._facts import TOP_SQL, compute_facts, parse_iso, run_state
 from doctor._kept import FINDINGS_LEVEL, KeptFindings
@@ -107,6 +107,8 @@ class _Batch:
 
 
 def _per_run_detectors(config: DoctorConfig) -> list[Callable[[Context], list[Finding]]]:
+    from doctor._detectors import select
+
     return [d for d in select(config.checks) if d.__name__ not in FLEET_DETECTORS]
 
 
@@ -618,13 +620,11 @@ def fleet_findings(
     A run a lease of the queue names is read again here (its events are what
     ``no_progress_lease`` counts); every other run is seen through its activity.
     """
-    detectors = [d for d in select(config.checks) if d.__name__ in FLEET_DETECTORS]
-    if not detectors:
-        return []
     if not config.db:
         # Without a queue only idle_gap has anything to see: in Python, over the runs'
-        # activity, so a rescan loads neither DuckDB nor Arrow.
-        if not any(d.__name__ == "idle_gap" for d in detectors):
+        # activity, so a rescan loads neither DuckDB nor Arrow, nor (every check selected, no
+        # name to check) the catalog of detectors.
+        if config.checks and not any(d.__name__ == "idle_gap" for d in _fleet(config)):
             return []
         from doctor._detectors.idle_gap import activity_gaps
 
@@ -633,7 +633,16 @@ def fleet_findings(
         for run_id, t in points:
             by_run.setdefault(run_id, []).append(t)
         return activity_gaps(lives, by_run, config)
+    detectors = _fleet(config)
+    if not detectors:
+        return []
     return _fleet_in_duckdb(config, layouts, outcomes, detectors)
+
+
+def _fleet(config: DoctorConfig) -> list[Callable[[Context], list[Finding]]]:
+    from doctor._detectors import select
+
+    return [d for d in select(config.checks) if d.__name__ in FLEET_DETECTORS]
 
 
 def _lives(

@@ -112,7 +112,7 @@ def test_diagnose_json_reading_torn_lines_precisely_loads_no_arrow_and_no_rich(
     assert _packages(modules, ("pydantic",)) == []
 
 
-def test_a_scan_and_a_rescan_after_a_run_grew_load_duckdbs_engine_not_its_python_layer(
+def test_scans_load_duckdbs_engine_not_its_python_layer_and_a_rescan_neither(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A scan's batches only run statements: `_duckdb`, not the `duckdb` package's relation
@@ -136,6 +136,14 @@ def test_a_scan_and_a_rescan_after_a_run_grew_load_duckdbs_engine_not_its_python
         assert code == 1  # the torn line is an error finding
         assert "_duckdb" in modules  # runs were really read
         assert _packages(modules, ("duckdb", "pyarrow", "numpy", "polars")) == []
+    # Nothing changed: no DuckDB at all, and of the detectors only the fleet's idle_gap (and
+    # what words an age): not the catalog that imports them all.
+    code, modules = _loaded(tmp_path, *args)
+    assert code == 1
+    assert _packages(modules, ("_duckdb", "duckdb", "pyarrow", "numpy", "polars")) == []
+    assert "doctor._detectors.idle_gap" in modules
+    assert "doctor._detectors._catalog" not in modules
+    assert "doctor._detectors.stale_heartbeat" not in modules
 
 
 def test_a_mounted_command_is_loaded_when_invoked(tmp_path: Path) -> None:
