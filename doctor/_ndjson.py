@@ -165,19 +165,20 @@ def register_streams(
     con: duckdb.DuckDBPyConnection, streams: Sequence[tuple[str, str, Path]]
 ) -> list[int]:
     """Add ``(run_id, scope, path)`` streams; returns their new, consecutive ids."""
+    if not streams:
+        return []
     first = int(con.execute("SELECT coalesce(max(stream_id) + 1, 0) FROM streams").fetchall()[0][0])
     ids = list(range(first, first + len(streams)))
-    if streams:
-        insert_columns(
-            con,
-            "streams",
-            {
-                "stream_id": ("BIGINT", ids),
-                "run_id": ("VARCHAR", [s[0] for s in streams]),
-                "scope": ("VARCHAR", [s[1] for s in streams]),
-                "path": ("VARCHAR", [_text(str(s[2])) for s in streams]),
-            },
-        )
+    insert_columns(
+        con,
+        "streams",
+        {
+            "stream_id": ("BIGINT", ids),
+            "run_id": ("VARCHAR", [s[0] for s in streams]),
+            "scope": ("VARCHAR", [s[1] for s in streams]),
+            "path": ("VARCHAR", [_text(str(s[2])) for s in streams]),
+        },
+    )
     return ids
 
 
