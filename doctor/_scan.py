@@ -629,10 +629,7 @@ def fleet_findings(
         from doctor._detectors.idle_gap import activity_gaps
 
         lives, points = _lives(config, layouts, outcomes)
-        by_run: dict[str, list[int]] = {}
-        for run_id, t in points:
-            by_run.setdefault(run_id, []).append(t)
-        return activity_gaps(lives, by_run, config)
+        return activity_gaps(lives, points, config)
     detectors = _fleet(config)
     if not detectors:
         return []
@@ -647,11 +644,11 @@ def _fleet(config: DoctorConfig) -> list[Callable[[Context], list[Finding]]]:
 
 def _lives(
     config: DoctorConfig, layouts: Sequence[RunLayout], outcomes: dict[str, RunOutcome]
-) -> tuple[list[tuple[str, int, int, bool]], list[tuple[str, int]]]:
-    """Each run's life (run, start_ns, end_ns, finished) and progress points (run, t)."""
+) -> tuple[list[tuple[str, int, int, bool]], dict[str, list[int]]]:
+    """Each run's life (run, start_ns, end_ns, finished) and progress points (run -> t)."""
     now_ns = int(config.now * 1e9)
     lives: list[tuple[str, int, int, bool]] = []
-    points: list[tuple[str, int]] = []
+    points: dict[str, list[int]] = {}
     for x in layouts:
         outcome = outcomes[x.run_id]
         a = outcome.activity
@@ -667,7 +664,7 @@ def _lives(
         else:
             end = a["last_event"]
         lives.append((x.run_id, int(first), int(end), bool(a["finished"])))
-        points.extend((x.run_id, int(t)) for t in a["points"])
+        points[x.run_id] = [int(t) for t in a["points"]]
     return lives, points
 
 
@@ -700,7 +697,7 @@ def _fleet_in_duckdb(
         tables.add_rows("runs", _run_rows(others, outcomes))
         lives, points = _lives(config, others, outcomes)
         tables.add_rows("cached_lives", lives)
-        tables.add_rows("cached_progress", points)
+        tables.add_rows("cached_progress", [(r, t) for r, ts in points.items() for t in ts])
         ctx = Context(tables, compute_facts(tables, config), config)
         return [f for d in detectors for f in d(ctx)]
     finally:
