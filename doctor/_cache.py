@@ -271,7 +271,9 @@ def _body(raw: bytes, at: int, layout: Mapping[str, Any]) -> tuple[LazyFacts, Ke
         raise ValueError("a severity rank out of range")
     clocked = [int(i) for i in layout["clocked"]]
     block = str(memoryview(raw)[ends:], "ascii")
-    return LazyFacts(raw, at, ends), KeptFindings(block, sizes, ranks, clocked)
+    # The facts' bytes only: holding the whole entry would keep a thousand runs' findings
+    # twice (as read, and as text) until the scan ends.
+    return LazyFacts(raw[at:ends]), KeptFindings(block, sizes, ranks, clocked)
 
 
 class RunCache:
