@@ -362,7 +362,9 @@ def scan_cmd(
         with _progress(not as_json and sys.stderr.isatty()) as progress:
             result = scan(config, since=cutoff, progress=progress)
     if as_json:  # cached runs' findings are spliced as kept, not parsed and encoded again
-        sys.stdout.write(result.to_json_text() + "\n")
+        # Piece by piece: a large fleet's text is megabytes (doctor._json_out.write_indented).
+        result.write_json_text(sys.stdout.write)
+        sys.stdout.write("\n")
     else:
         from doctor._render import render_scan  # here: --json output needs no Rich
 

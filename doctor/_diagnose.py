@@ -127,6 +127,17 @@ class ScanResult:
             return dumps_indented(self._json(runs.scan_json()))
         return dumps_indented(self.to_json())
 
+    def write_json_text(self, write: Callable[[str], object]) -> None:
+        """:meth:`to_json_text`, given piece by piece to ``write`` (``sys.stdout.write``): a
+        large fleet's text is never one string, nor copied whole to be encoded."""
+        from doctor._json_out import write_indented
+
+        runs = self.diagnoses
+        if isinstance(runs, _Diagnoses):
+            write_indented(self._json(runs.scan_json()), write)
+        else:
+            write_indented(self.to_json(), write)
+
     def _json(self, runs: list[Any]) -> dict[str, Any]:
         return {
             "schema": SCAN_SCHEMA,

@@ -12,10 +12,11 @@ findings), spliced as it is instead of being parsed and encoded again.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
-__all__ = ["JSONText", "dumps_indented", "scalar_text"]
+__all__ = ["JSONText", "dumps_indented", "scalar_text", "write_indented"]
 
 
 def _float(value: float) -> str:
@@ -63,7 +64,20 @@ def dumps_indented(value: Any, level: int = 0) -> str:
     True
     """
     out: list[str] = []
-    append = out.append
+    write_indented(value, out.append, level)
+    return "".join(out)
+
+
+def write_indented(value: Any, write: Callable[[str], object], level: int = 0) -> None:
+    """:func:`dumps_indented`'s text, given piece by piece to ``write``: a scan's JSON is
+    megabytes, which a stream takes without one string of it all being built and copied.
+
+    >>> pieces: list[str] = []
+    >>> write_indented({"a": [1, "b"]}, pieces.append)
+    >>> "".join(pieces) == dumps_indented({"a": [1, "b"]})
+    True
+    """
+    append = write
 
     def encode(o: Any, level: int) -> None:
         if isinstance(o, str):
@@ -110,7 +124,6 @@ def dumps_indented(value: Any, level: int = 0) -> str:
             encode(str(o), level)
 
     encode(value, level)
-    return "".join(out)
 
 
 def scalar_text(value: Any) -> str | None:

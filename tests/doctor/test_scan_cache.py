@@ -104,6 +104,9 @@ def _text(result: ScanResult) -> str:
     """The scan's JSON as `doctor scan --json` prints it (the cached runs' findings spliced
     as kept), checked to be the standard library's encoding of :meth:`ScanResult.to_json`."""
     text = result.to_json_text()
+    pieces: list[str] = []
+    result.write_json_text(pieces.append)  # what the command writes, piece by piece
+    assert "".join(pieces) == text
     assert text == json.dumps(result.to_json(), indent=2, default=str)
     return text
 
