@@ -12,7 +12,7 @@ findings), spliced as it is instead of being parsed and encoded again.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
@@ -38,13 +38,31 @@ class JSONText:
     True
     >>> dumps_indented([[inner]]) == json.dumps([[{"b": [1]}]], indent=2)
     True
+
+    A text may be given as the pieces it is made of (``parts``, at ``level``): they are
+    written one by one where the text is placed at its level, never joined for it.
+
+    >>> JSONText.of_parts(["[", "1", "]"], 0).text
+    '[1]'
     """
 
-    __slots__ = ("level", "text")
+    __slots__ = ("level", "parts")
 
     def __init__(self, text: str, level: int) -> None:
-        self.text = text
+        self.parts: tuple[str, ...] = (text,)
         self.level = level
+
+    @classmethod
+    def of_parts(cls, parts: Sequence[str], level: int) -> JSONText:
+        """The text ``"".join(parts)`` written at ``level``, kept as its ``parts``."""
+        made = cls("", level)
+        made.parts = tuple(parts)
+        return made
+
+    @property
+    def text(self) -> str:
+        parts = self.parts
+        return parts[0] if len(parts) == 1 else "".join(parts)
 
     def at(self, level: int) -> str:
         """The text as written at ``level`` (it holds no raw newline but its own)."""
@@ -119,7 +137,11 @@ def write_indented(value: Any, write: Callable[[str], object], level: int = 0) -
                 encode(v, level + 1)
             append("\n" + "  " * level + "]")
         elif isinstance(o, JSONText):
-            append(o.at(level))
+            if o.level == level:
+                for part in o.parts:
+                    append(part)
+            else:
+                append(o.at(level))
         else:
             encode(str(o), level)
 
