@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
-__all__ = ["JSONText", "dumps_indented", "scalar_text", "write_indented"]
+__all__ = ["Chunked", "JSONText", "dumps_indented", "scalar_text", "write_indented"]
 
 
 def _float(value: float) -> str:
@@ -146,6 +146,45 @@ def write_indented(value: Any, write: Callable[[str], object], level: int = 0) -
             encode(str(o), level)
 
     encode(value, level)
+
+
+class Chunked:
+    """A ``write`` given pieces gathered into writes of at least ``size`` characters (a
+    piece that long goes out alone): ``sys.stdout`` may be unbuffered (``PYTHONUNBUFFERED``),
+    one system call per write, and a scan's JSON is tens of thousands of pieces.
+
+    >>> out: list[str] = []
+    >>> chunked = Chunked(out.append, size=4)
+    >>> for piece in ("a", "b", "cdef", "g"):
+    ...     chunked(piece)
+    >>> chunked.flush()
+    >>> out
+    ['ab', 'cdef', 'g']
+    """
+
+    __slots__ = ("_pending", "_size", "_total", "_write")
+
+    def __init__(self, write: Callable[[str], object], size: int = 1 << 16) -> None:
+        self._write = write
+        self._size = size
+        self._pending: list[str] = []
+        self._total = 0
+
+    def __call__(self, piece: str) -> None:
+        if len(piece) >= self._size:
+            self.flush()
+            self._write(piece)
+            return
+        self._pending.append(piece)
+        self._total += len(piece)
+        if self._total >= self._size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._write("".join(self._pending))
+            self._pending.clear()
+            self._total = 0
 
 
 def scalar_text(value: Any) -> str | None:
