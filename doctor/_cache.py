@@ -76,6 +76,9 @@ CACHE_VERSION = 6
 #: would dominate a cold scan's write time.
 _DURABLE = False
 _TAIL_CHECK = 64  # bytes before the resume offset that must be unchanged to resume
+#: What a run key replaces with "_": anything but letters and digits (``str.isalnum``, which
+#: is what ``\w`` matches besides "_") and "-_.".
+_UNSAFE_KEY = re.compile(r"[^\w.-]")
 _FANOUT_SCOPE = re.compile(r"(?:(?P<prefix>.*)/)?parallel/(?P<fanout>[^/]+)/(?:pass\d+/)?[^/]+")
 
 
@@ -271,7 +274,9 @@ def _body(raw: bytes, at: int, layout: Mapping[str, Any]) -> tuple[LazyFacts, Ke
         raise ValueError("a severity rank out of range")
     clocked = [int(i) for i in layout["clocked"]]
     block = str(memoryview(raw)[ends:], "ascii")
-    return LazyFacts(raw, at, ends), KeptFindings(block, sizes, ranks, clocked)
+    # The facts' bytes only: holding the whole entry would keep a thousand runs' findings
+    # twice (as read, and as text) until the scan ends.
+    return LazyFacts(raw[at:ends]), KeptFindings(block, sizes, ranks, clocked)
 
 
 class RunCache:
@@ -294,7 +299,7 @@ class RunCache:
         """The run's key: its name made safe, and a hash of its resolved path."""
         real = resolved if resolved is not None else str(layout.path.resolve())
         digest = hashlib.sha1(os.fsencode(real)).hexdigest()[:12]
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in layout.run_id)[:64]
+        safe = _UNSAFE_KEY.sub("_", layout.run_id)[:64]
         return f"{safe}-{digest}"
 
     def key_of(self, layout: RunLayout) -> str:

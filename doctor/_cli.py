@@ -362,7 +362,13 @@ def scan_cmd(
         with _progress(not as_json and sys.stderr.isatty()) as progress:
             result = scan(config, since=cutoff, progress=progress)
     if as_json:  # cached runs' findings are spliced as kept, not parsed and encoded again
-        sys.stdout.write(result.to_json_text() + "\n")
+        from doctor._json_out import Chunked
+
+        # Piece by piece, in chunks: a large fleet's text is megabytes (doctor._json_out).
+        out = Chunked(sys.stdout.write)
+        result.write_json_text(out)
+        out("\n")
+        out.flush()
     else:
         from doctor._render import render_scan  # here: --json output needs no Rich
 

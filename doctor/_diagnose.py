@@ -12,7 +12,7 @@ from typing import Any, overload
 
 from doctor._budget import budget_detail, exceeded
 from doctor._config import DoctorConfig
-from doctor._detectors import Context, select
+from doctor._detectors import Context
 from doctor._errors import RootError, UsageError
 from doctor._facts import compute_facts, run_state
 from doctor._ingest import _documents_of, load_runs
@@ -33,6 +33,8 @@ def _order(findings: Sequence[Finding]) -> tuple[Finding, ...]:
 
 
 def _run_detectors(ctx: Context) -> list[Finding]:
+    from doctor._detectors import select
+
     findings: list[Finding] = []
     for detector in select(ctx.config.checks):
         findings.extend(detector(ctx))
@@ -124,6 +126,17 @@ class ScanResult:
         if isinstance(runs, _Diagnoses):
             return dumps_indented(self._json(runs.scan_json()))
         return dumps_indented(self.to_json())
+
+    def write_json_text(self, write: Callable[[str], object]) -> None:
+        """:meth:`to_json_text`, given piece by piece to ``write`` (``sys.stdout.write``): a
+        large fleet's text is never one string, nor copied whole to be encoded."""
+        from doctor._json_out import write_indented
+
+        runs = self.diagnoses
+        if isinstance(runs, _Diagnoses):
+            write_indented(self._json(runs.scan_json()), write)
+        else:
+            write_indented(self.to_json(), write)
 
     def _json(self, runs: list[Any]) -> dict[str, Any]:
         return {

@@ -85,6 +85,7 @@ def load_runs(
     entries: Mapping[str, CacheEntry] | None = None,
     race_hook: RaceHook | None = None,
     limits: tuple[str, str] | None = None,
+    relations: bool = True,
 ) -> Tables:
     """Read every run into one :class:`Tables`.
 
@@ -94,12 +95,11 @@ def load_runs(
     ``race_hook`` is a test seam (see :func:`doctor._ndjson.read_bulk`), None outside tests.
     ``limits`` is DuckDB's (memory_limit, spill_limit) (:mod:`doctor._budget`); over either,
     DuckDB's out-of-memory error is raised, never taken for one stream's failure.
+    ``relations=False``: the tables are queried through ``execute`` only (a scan's batch), and
+    DuckDB's Python relation layer need not be imported (:mod:`doctor._engine`).
     """
-    con = (
-        new_connection(threads)
-        if limits is None
-        else new_connection(threads, memory_limit=limits[0], spill_limit=limits[1])
-    )
+    budget = {} if limits is None else {"memory_limit": limits[0], "spill_limit": limits[1]}
+    con = new_connection(threads, relations=relations, **budget)
     tables = Tables(con)
     entries = entries or {}
     for i, run in enumerate(layouts):

@@ -12,10 +12,11 @@ findings), spliced as it is instead of being parsed and encoded again.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
-__all__ = ["JSONText", "dumps_indented", "scalar_text"]
+__all__ = ["Chunked", "JSONText", "dumps_indented", "scalar_text", "write_indented"]
 
 
 def _float(value: float) -> str:
@@ -37,13 +38,31 @@ class JSONText:
     True
     >>> dumps_indented([[inner]]) == json.dumps([[{"b": [1]}]], indent=2)
     True
+
+    A text may be given as the pieces it is made of (``parts``, at ``level``): they are
+    written one by one where the text is placed at its level, never joined for it.
+
+    >>> JSONText.of_parts(["[", "1", "]"], 0).text
+    '[1]'
     """
 
-    __slots__ = ("level", "text")
+    __slots__ = ("level", "parts")
 
     def __init__(self, text: str, level: int) -> None:
-        self.text = text
+        self.parts: tuple[str, ...] = (text,)
         self.level = level
+
+    @classmethod
+    def of_parts(cls, parts: Sequence[str], level: int) -> JSONText:
+        """The text ``"".join(parts)`` written at ``level``, kept as its ``parts``."""
+        made = cls("", level)
+        made.parts = tuple(parts)
+        return made
+
+    @property
+    def text(self) -> str:
+        parts = self.parts
+        return parts[0] if len(parts) == 1 else "".join(parts)
 
     def at(self, level: int) -> str:
         """The text as written at ``level`` (it holds no raw newline but its own)."""
@@ -63,7 +82,20 @@ def dumps_indented(value: Any, level: int = 0) -> str:
     True
     """
     out: list[str] = []
-    append = out.append
+    write_indented(value, out.append, level)
+    return "".join(out)
+
+
+def write_indented(value: Any, write: Callable[[str], object], level: int = 0) -> None:
+    """:func:`dumps_indented`'s text, given piece by piece to ``write``: a scan's JSON is
+    megabytes, which a stream takes without one string of it all being built and copied.
+
+    >>> pieces: list[str] = []
+    >>> write_indented({"a": [1, "b"]}, pieces.append)
+    >>> "".join(pieces) == dumps_indented({"a": [1, "b"]})
+    True
+    """
+    append = write
 
     def encode(o: Any, level: int) -> None:
         if isinstance(o, str):
@@ -105,12 +137,54 @@ def dumps_indented(value: Any, level: int = 0) -> str:
                 encode(v, level + 1)
             append("\n" + "  " * level + "]")
         elif isinstance(o, JSONText):
-            append(o.at(level))
+            if o.level == level:
+                for part in o.parts:
+                    append(part)
+            else:
+                append(o.at(level))
         else:
             encode(str(o), level)
 
     encode(value, level)
-    return "".join(out)
+
+
+class Chunked:
+    """A ``write`` given pieces gathered into writes of at least ``size`` characters (a
+    piece that long goes out alone): ``sys.stdout`` may be unbuffered (``PYTHONUNBUFFERED``),
+    one system call per write, and a scan's JSON is tens of thousands of pieces.
+
+    >>> out: list[str] = []
+    >>> chunked = Chunked(out.append, size=4)
+    >>> for piece in ("a", "b", "cdef", "g"):
+    ...     chunked(piece)
+    >>> chunked.flush()
+    >>> out
+    ['ab', 'cdef', 'g']
+    """
+
+    __slots__ = ("_pending", "_size", "_total", "_write")
+
+    def __init__(self, write: Callable[[str], object], size: int = 1 << 16) -> None:
+        self._write = write
+        self._size = size
+        self._pending: list[str] = []
+        self._total = 0
+
+    def __call__(self, piece: str) -> None:
+        if len(piece) >= self._size:
+            self.flush()
+            self._write(piece)
+            return
+        self._pending.append(piece)
+        self._total += len(piece)
+        if self._total >= self._size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._write("".join(self._pending))
+            self._pending.clear()
+            self._total = 0
 
 
 def scalar_text(value: Any) -> str | None:

@@ -157,7 +157,7 @@ class KeptFindings(Sequence[dict[str, Any]]):
         if not self.sizes:
             return JSONText("[]", FINDINGS_LEVEL - 1)
         pad = "\n" + "  " * (FINDINGS_LEVEL - 1)
-        return JSONText(f"[{pad}  {self.block}{pad}]", FINDINGS_LEVEL - 1)
+        return JSONText.of_parts(["[", f"{pad}  ", self.block, pad, "]"], FINDINGS_LEVEL - 1)
 
     @overload
     def __getitem__(self, i: int) -> dict[str, Any]: ...
@@ -250,8 +250,9 @@ def run_text(
             inner,
             "},",
         ]
-    parts += [inner, '"findings": ', kept.json_text().text, outer, "}"]
-    return JSONText("".join(parts), level)
+    # The findings' block is not copied: the run's text is written piece by piece.
+    parts += [inner, '"findings": ', *kept.json_text().parts, outer, "}"]
+    return JSONText.of_parts(parts, level)
 
 
 def _object(value: Any) -> dict[str, Any]:

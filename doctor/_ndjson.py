@@ -165,19 +165,20 @@ def register_streams(
     con: duckdb.DuckDBPyConnection, streams: Sequence[tuple[str, str, Path]]
 ) -> list[int]:
     """Add ``(run_id, scope, path)`` streams; returns their new, consecutive ids."""
+    if not streams:
+        return []
     first = int(con.execute("SELECT coalesce(max(stream_id) + 1, 0) FROM streams").fetchall()[0][0])
     ids = list(range(first, first + len(streams)))
-    if streams:
-        insert_columns(
-            con,
-            "streams",
-            {
-                "stream_id": ("BIGINT", ids),
-                "run_id": ("VARCHAR", [s[0] for s in streams]),
-                "scope": ("VARCHAR", [s[1] for s in streams]),
-                "path": ("VARCHAR", [_text(str(s[2])) for s in streams]),
-            },
-        )
+    insert_columns(
+        con,
+        "streams",
+        {
+            "stream_id": ("BIGINT", ids),
+            "run_id": ("VARCHAR", [s[0] for s in streams]),
+            "scope": ("VARCHAR", [s[1] for s in streams]),
+            "path": ("VARCHAR", [_text(str(s[2])) for s in streams]),
+        },
+    )
     return ids
 
 
@@ -331,7 +332,9 @@ def _scan_batch(
     keep_raw: bool,
     race_hook: RaceHook | None,
 ) -> list[int]:
-    import duckdb
+    from doctor._engine import engine
+
+    db = engine(relations=False)  # a scan's connection may have no relation layer
 
     # Files whose names DuckDB would read as glob patterns are not scanned; reporting them
     # as bad sends them to the caller's precise (Python) read instead.
@@ -362,10 +365,10 @@ def _scan_batch(
         source = source.replace("* EXCLUDE (filename)", "* EXCLUDE (filename, ts), ts")
     try:
         return sorted(_load(con, _insert_sql(source, objects=keep_raw), params) + unsafe)
-    except duckdb.OutOfMemoryException:
+    except db.OutOfMemoryException:
         raise  # over the run's budget: the run's finding (doctor._budget), not a stream's
-    except duckdb.Error as exc:
-        if isinstance(exc, duckdb.InterruptException):
+    except db.Error as exc:
+        if isinstance(exc, db.InterruptException):
             raise IngestError(f"DuckDB could not read the event streams: {exc}") from exc
         if len(files) == 1:
             # This file alone fails the scan (a line over the limit, an unreadable file):
@@ -517,7 +520,9 @@ def _insert_lines(
 ) -> tuple[list[TornLine], int, tuple[int, int, bytes] | None]:
     """Append a batch of ``(line number, byte offset, bytes)`` lines: its first ``room`` torn
     lines, how many there are, and the last one's ``(number, offset, bytes)``."""
-    import duckdb
+    from doctor._engine import engine
+
+    db = engine(relations=False)  # a scan's connection may have no relation layer
 
     texts: list[str | None] = []
     for _number, _start, line in lines:
@@ -545,9 +550,9 @@ def _insert_lines(
         bad = con.execute(f"SELECT pos {not_ok} ORDER BY 1 LIMIT {int(room)}").fetchall()
         n_bad, last = con.execute(f"SELECT count(*), max(pos) {not_ok}").fetchall()[0]
         con.execute("DROP TABLE _rd_stage")
-    except duckdb.OutOfMemoryException:
+    except db.OutOfMemoryException:
         raise  # over the run's budget: the run's finding (doctor._budget), not a stream's
-    except duckdb.Error as exc:
+    except db.Error as exc:
         raise IngestError(f"DuckDB could not parse {path}: {exc}") from exc
     out = []
     for (bad_pos,) in bad:

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from doctor._budget import budget_detail, exceeded
 from doctor._cache import CacheEntry, RunCache, fingerprint
 from doctor._config import DoctorConfig
-from doctor._detectors import Context, select
+from doctor._detectors import Context
 from doctor._diagnose import _order
 from doctor._facts import TOP_SQL, compute_facts, parse_iso, run_state
 from doctor._kept import FINDINGS_LEVEL, KeptFindings
@@ -67,6 +67,10 @@ BATCH_RUNS = 128
 MAX_WORKERS = 2
 #: Below this many bytes to read, one process is faster than starting another.
 PARALLEL_MIN_BYTES = 96 << 20
+#: A batch of fewer event-stream bytes runs on one DuckDB thread (unless ``--threads`` says
+#: otherwise): its queries are too small to split, and a second thread made each of them
+#: slower (a run of 8,100 events: 20-40% per query, and the connection's start).
+ONE_THREAD_BYTES = 8 << 20
 #: Detectors that look across runs or at the queue: run once per scan, in the fleet phase.
 FLEET_DETECTORS = (
     "idle_gap",
@@ -103,6 +107,8 @@ class _Batch:
 
 
 def _per_run_detectors(config: DoctorConfig) -> list[Callable[[Context], list[Finding]]]:
+    from doctor._detectors import select
+
     return [d for d in select(config.checks) if d.__name__ not in FLEET_DETECTORS]
 
 
@@ -123,6 +129,7 @@ def diagnose_batch(batch: _Batch) -> list[RunOutcome]:
         cache=cache,
         entries=batch.entries,
         limits=(config.memory_limit, config.spill_limit),
+        relations=False,
     )
     try:
         facts = compute_facts(tables, config)
@@ -485,7 +492,7 @@ def scan_runs(
             tuple(b),
             {x.run_id: entries[x.run_id] for x in b if x.run_id in entries},
             {x.run_id: prints.get(x.run_id, {}) for x in b},
-            config.threads,
+            config.threads or _small_batch_threads(b, sizes),
             excluded_owners(),
         )
         for b in _batches(to_read, sizes)
@@ -498,6 +505,11 @@ def scan_runs(
     for outcome in results:
         done[outcome.run_id] = outcome
     return done, len(to_read)
+
+
+def _small_batch_threads(batch: Sequence[RunLayout], sizes: dict[str, int]) -> int | None:
+    """One DuckDB thread for a batch under :data:`ONE_THREAD_BYTES`, else DuckDB's default."""
+    return 1 if sum(sizes.get(x.run_id, 0) for x in batch) < ONE_THREAD_BYTES else None
 
 
 def _safely(batch: _Batch) -> list[RunOutcome]:
@@ -608,31 +620,35 @@ def fleet_findings(
     A run a lease of the queue names is read again here (its events are what
     ``no_progress_lease`` counts); every other run is seen through its activity.
     """
-    detectors = [d for d in select(config.checks) if d.__name__ in FLEET_DETECTORS]
-    if not detectors:
-        return []
     if not config.db:
         # Without a queue only idle_gap has anything to see: in Python, over the runs'
-        # activity, so a rescan loads neither DuckDB nor Arrow.
-        if not any(d.__name__ == "idle_gap" for d in detectors):
+        # activity, so a rescan loads neither DuckDB nor Arrow, nor (every check selected, no
+        # name to check) the catalog of detectors.
+        if config.checks and not any(d.__name__ == "idle_gap" for d in _fleet(config)):
             return []
         from doctor._detectors.idle_gap import activity_gaps
 
         lives, points = _lives(config, layouts, outcomes)
-        by_run: dict[str, list[int]] = {}
-        for run_id, t in points:
-            by_run.setdefault(run_id, []).append(t)
-        return activity_gaps(lives, by_run, config)
+        return activity_gaps(lives, points, config)
+    detectors = _fleet(config)
+    if not detectors:
+        return []
     return _fleet_in_duckdb(config, layouts, outcomes, detectors)
+
+
+def _fleet(config: DoctorConfig) -> list[Callable[[Context], list[Finding]]]:
+    from doctor._detectors import select
+
+    return [d for d in select(config.checks) if d.__name__ in FLEET_DETECTORS]
 
 
 def _lives(
     config: DoctorConfig, layouts: Sequence[RunLayout], outcomes: dict[str, RunOutcome]
-) -> tuple[list[tuple[str, int, int, bool]], list[tuple[str, int]]]:
-    """Each run's life (run, start_ns, end_ns, finished) and progress points (run, t)."""
+) -> tuple[list[tuple[str, int, int, bool]], dict[str, list[int]]]:
+    """Each run's life (run, start_ns, end_ns, finished) and progress points (run -> t)."""
     now_ns = int(config.now * 1e9)
     lives: list[tuple[str, int, int, bool]] = []
-    points: list[tuple[str, int]] = []
+    points: dict[str, list[int]] = {}
     for x in layouts:
         outcome = outcomes[x.run_id]
         a = outcome.activity
@@ -648,7 +664,7 @@ def _lives(
         else:
             end = a["last_event"]
         lives.append((x.run_id, int(first), int(end), bool(a["finished"])))
-        points.extend((x.run_id, int(t)) for t in a["points"])
+        points[x.run_id] = [int(t) for t in a["points"]]
     return lives, points
 
 
@@ -681,7 +697,7 @@ def _fleet_in_duckdb(
         tables.add_rows("runs", _run_rows(others, outcomes))
         lives, points = _lives(config, others, outcomes)
         tables.add_rows("cached_lives", lives)
-        tables.add_rows("cached_progress", points)
+        tables.add_rows("cached_progress", [(r, t) for r, ts in points.items() for t in ts])
         ctx = Context(tables, compute_facts(tables, config), config)
         return [f for d in detectors for f in d(ctx)]
     finally:

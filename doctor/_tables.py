@@ -35,6 +35,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # loaded where used: listing the checks needs none of them
@@ -178,92 +179,102 @@ def new_connection(
     *,
     memory_limit: str = DUCKDB_MEMORY_LIMIT,
     spill_limit: str = DUCKDB_TEMP_LIMIT,
+    relations: bool = True,
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the canonical (empty) tables, its memory and spill
-    bounded by ``memory_limit`` and ``spill_limit`` (DuckDB sizes: ``256MiB``, ``4GiB``)."""
-    import duckdb
+    bounded by ``memory_limit`` and ``spill_limit`` (DuckDB sizes: ``256MiB``, ``4GiB``).
 
-    con = duckdb.connect(":memory:")
+    ``relations=False`` is for a connection used through ``execute`` only (a scan's batch):
+    DuckDB's Python relation layer (``con.sql``) is then not imported for it
+    (:mod:`doctor._engine`)."""
+    from doctor._engine import engine
+
+    db = engine(relations=relations)
     # DuckDB spills to "./.tmp" by default: a private directory instead, removed with the
     # connection (or at exit), and both memory and spill bounded.
     _remove_orphaned_scratch()
     scratch, lock = _own_scratch()
+    try:
+        # Set as the database starts: cheaper than a statement each, and with ``threads`` its
+        # thread pool is never started larger.
+        con: duckdb.DuckDBPyConnection = db.connect(
+            ":memory:", config=_settings(scratch, threads, memory_limit, spill_limit)
+        )
+    except BaseException:
+        _drop_scratch(scratch, lock)
+        raise
     weakref.finalize(con, _drop_scratch, scratch, lock)  # also runs at interpreter exit
-    _configure(con, scratch, threads, memory_limit, spill_limit)
+    _configure(con, db)
     _create_tables(con)
     return con
 
 
-def _configure(
-    con: duckdb.DuckDBPyConnection,
-    scratch: str,
-    threads: int | None,
-    memory_limit: str,
-    spill_limit: str,
-) -> None:
-    """Bounded memory and spill (under ``scratch``), insertion order kept, UTC, no progress
-    bar, and ``threads`` when given."""
-    import duckdb
+def _settings(
+    scratch: str, threads: int | None, memory_limit: str, spill_limit: str
+) -> dict[str, str | int | bool]:
+    """Bounded memory and spill (under ``scratch``), insertion order kept, and ``threads``
+    when given."""
+    settings: dict[str, str | int | bool] = {
+        "memory_limit": memory_limit,
+        "temp_directory": str(Path(scratch) / "spill"),
+        "max_temp_directory_size": spill_limit,
+        "preserve_insertion_order": True,
+    }
+    if threads:
+        settings["threads"] = int(threads)
+    return settings
 
-    con.execute("SET memory_limit = $v", {"v": memory_limit})
-    con.execute("SET temp_directory = $dir", {"dir": str(Path(scratch) / "spill")})
-    con.execute("SET max_temp_directory_size = $v", {"v": spill_limit})
-    con.execute("SET preserve_insertion_order = true")
+
+def _configure(con: duckdb.DuckDBPyConnection, db: ModuleType) -> None:
+    """UTC and no progress bar: session settings, which a database's ``config`` refuses."""
     # Offsets in timestamps are converted through TIMESTAMPTZ, whose cast to TIMESTAMP_NS
     # uses the session time zone: pin it, or the result would depend on the host's zone.
     con.execute("SET TimeZone = 'UTC'")
     # DuckDB draws a progress bar on stdout for queries over 2 s (a scan's batch on a busy
     # machine): it would corrupt `--json` output. In Jupyter (no stdout to corrupt) DuckDB
     # refuses to change the setting without ipywidgets: it then stays as it is.
-    with contextlib.suppress(duckdb.InvalidInputException):
+    with contextlib.suppress(db.InvalidInputException):
         con.execute("SET enable_progress_bar = false")
-    if threads:
-        con.execute(f"SET threads = {int(threads)}")
 
 
-def _create_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """The canonical tables, empty: events and attempts, files, runs, torn lines, what a
-    scan's fleet phase reads of cached runs, and a queue's tables."""
-    create_events_table(con)
-    con.execute(_ATTEMPTS_VIEW)
-    con.execute(
+# The canonical tables but events' (doctor._ndjson.create_events_table), one script: one
+# statement each would pay DuckDB's per-statement cost a dozen times per connection.
+_TABLES_SQL = ";".join(
+    [
+        _ATTEMPTS_VIEW,
         "CREATE TABLE files (run_id VARCHAR, scope VARCHAR, rel VARCHAR, kind VARCHAR, "
-        "size BIGINT, mtime_ns BIGINT, ok BOOLEAN, detail VARCHAR)"
-    )
-    con.execute(
+        "size BIGINT, mtime_ns BIGINT, ok BOOLEAN, detail VARCHAR)",
         "CREATE TABLE unreadable (run_id VARCHAR, scope VARCHAR, rel VARCHAR, kind VARCHAR, "
-        "detail VARCHAR)"
-    )
-    con.execute(
-        "CREATE TABLE runs (run_id VARCHAR, path VARCHAR, layout VARCHAR, owner_pid BIGINT)"
-    )
-    # Runs a scan's fleet phase sees through their activity, not their events
-    # (doctor._scan): their life and thinned progress points, for fleet-wide detectors.
-    con.execute(
+        "detail VARCHAR)",
+        "CREATE TABLE runs (run_id VARCHAR, path VARCHAR, layout VARCHAR, owner_pid BIGINT)",
+        # Runs a scan's fleet phase sees through their activity, not their events
+        # (doctor._scan): their life and thinned progress points, for fleet-wide detectors.
         "CREATE TABLE cached_lives (run_id VARCHAR, start_ns BIGINT, end_ns BIGINT, "
-        "finished BOOLEAN)"
-    )
-    con.execute("CREATE TABLE cached_progress (run_id VARCHAR, t BIGINT)")
-    con.execute(
+        "finished BOOLEAN)",
+        "CREATE TABLE cached_progress (run_id VARCHAR, t BIGINT)",
         "CREATE TABLE torn (run_id VARCHAR, scope VARCHAR, rel VARCHAR, line BIGINT, "
-        "byte_offset BIGINT, detail VARCHAR)"
-    )
-    # A queue's tables (the executor's schema; times are epoch seconds). Empty unless a scan
-    # reads a queue (doctor._queue_ingest.load_queue), so queue detectors find nothing.
-    con.execute(
+        "byte_offset BIGINT, detail VARCHAR)",
+        # A queue's tables (the executor's schema; times are epoch seconds). Empty unless a
+        # scan reads a queue (doctor._queue_ingest.load_queue), so queue detectors find nothing.
         "CREATE TABLE tickets (id VARCHAR, title VARCHAR, graph_path VARCHAR, status VARCHAR, "
         "priority BIGINT, error_attempts BIGINT, crash_recoveries BIGINT, "
         "max_error_attempts BIGINT, lease_owner VARCHAR, lease_epoch BIGINT, "
         "lease_expires_at DOUBLE, last_heartbeat_at DOUBLE, claimed_at DOUBLE, "
         "session_name VARCHAR, pid BIGINT, pgid BIGINT, proc_start_time BIGINT, host VARCHAR, "
         "run_id VARCHAR, run_path VARCHAR, reason VARCHAR, created_at DOUBLE, "
-        "updated_at DOUBLE, finished_at DOUBLE)"
-    )
-    con.execute("CREATE TABLE ticket_deps (ticket_id VARCHAR, depends_on VARCHAR)")
-    con.execute(
+        "updated_at DOUBLE, finished_at DOUBLE)",
+        "CREATE TABLE ticket_deps (ticket_id VARCHAR, depends_on VARCHAR)",
         'CREATE TABLE ticket_events (id BIGINT, ticket_id VARCHAR, "at" DOUBLE, event VARCHAR, '
-        "worker VARCHAR, epoch BIGINT, detail VARCHAR)"
-    )
+        "worker VARCHAR, epoch BIGINT, detail VARCHAR)",
+    ]
+)
+
+
+def _create_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """The canonical tables, empty: events and attempts, files, runs, torn lines, what a
+    scan's fleet phase reads of cached runs, and a queue's tables."""
+    create_events_table(con)
+    con.execute(_TABLES_SQL)
 
 
 @dataclass
@@ -288,6 +299,8 @@ class Tables:
 
     def frame(self, query: str, **params: Any) -> pl.DataFrame:
         """``query`` as a Polars frame."""
+        import duckdb  # noqa: F401  (the relation API: a scan's connection may not have it yet)
+
         frame: pl.DataFrame = self.con.sql(query, params=params or None).pl()
         return frame
 
@@ -300,6 +313,8 @@ class Tables:
             raise KeyError(f"{table} has no run_id column; export it without run_id")
         order = " ORDER BY run_id, scope, seq" if table == "events" else ""
         params: Mapping[str, Any] | None = {"run_id": run_id} if run_id is not None else None
+        import duckdb  # noqa: F401  (the relation API: a scan's connection may not have it yet)
+
         return self.con.sql(f"SELECT * FROM {table}{where}{order}", params=params).to_arrow_table()
 
     def add_rows(self, table: str, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -80,8 +80,9 @@ def is_interrupt(exc: BaseException | None) -> bool:
     False
     """
     # DuckDB's exception only exists once DuckDB is loaded (a command that never queried it,
-    # such as `doctor --help`, must not pay for importing it here).
-    duckdb = sys.modules.get("duckdb")
+    # such as `doctor --help`, must not pay for importing it here); a scan may have loaded
+    # only its engine, `_duckdb`, whose exceptions the `duckdb` package re-exports.
+    duckdb = sys.modules.get("duckdb") or sys.modules.get("_duckdb")
     kinds: tuple[type[BaseException], ...] = (KeyboardInterrupt, typer.Abort)
     if duckdb is not None:
         kinds += (duckdb.InterruptException,)

@@ -2,88 +2,28 @@
 
 A detector is a plain function ``(Context) -> list[Finding]`` named after the finding code it
 reports; its docstring's first line is what ``doctor checks`` prints.
+
+The catalog (:data:`DETECTORS`, :func:`select`, :func:`describe`, in
+:mod:`doctor._detectors._catalog`) loads on first use (PEP 562): a detector module imported
+alone (a rescan's ``idle_gap``) does not import the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from doctor._detectors._context import Context, Detector, more
-from doctor._detectors.backlog_growth import backlog_growth
-from doctor._detectors.checkpoint_drift import checkpoint_drift
-from doctor._detectors.deterministic_retry_loop import deterministic_retry_loop
-from doctor._detectors.false_success import false_success
-from doctor._detectors.fragmented_failure_signatures import fragmented_failure_signatures
-from doctor._detectors.idle_gap import idle_gap
-from doctor._detectors.lost_failure_reason import lost_failure_reason
-from doctor._detectors.missing_final import missing_final
-from doctor._detectors.no_progress_lease import no_progress_lease
-from doctor._detectors.post_terminal_activity import post_terminal_activity
-from doctor._detectors.recovery_loop import recovery_loop
-from doctor._detectors.retry_loop import retry_loop
-from doctor._detectors.session_desync import session_desync
-from doctor._detectors.stale_heartbeat import stale_heartbeat
-from doctor._detectors.stale_lease import stale_lease
-from doctor._detectors.status_contract_mismatch import status_contract_mismatch
-from doctor._detectors.swallowed_error import swallowed_error
-from doctor._detectors.telemetry_divergence import telemetry_divergence
-from doctor._detectors.torn_artifact import torn_artifact
-from doctor._detectors.unjoined_fanout import unjoined_fanout
-from doctor._detectors.unreadable_artifact import unreadable_artifact
-from doctor._errors import UsageError
-from rundoctor.errors import close_matches, did_you_mean
+from rundoctor.lazy import lazy_exports as _lazy_exports
+
+if TYPE_CHECKING:
+    from doctor._detectors._catalog import DETECTORS, describe, select
 
 __all__ = ["DETECTORS", "Context", "Detector", "describe", "more", "select"]
 
-#: Every detector, in the order findings are reported.
-DETECTORS: tuple[Detector, ...] = (
-    stale_heartbeat,
-    missing_final,
-    unjoined_fanout,
-    status_contract_mismatch,
-    fragmented_failure_signatures,
-    retry_loop,
-    deterministic_retry_loop,
-    lost_failure_reason,
-    checkpoint_drift,
-    telemetry_divergence,
-    idle_gap,
-    swallowed_error,
-    torn_artifact,
-    unreadable_artifact,
-    post_terminal_activity,
-    false_success,
-    stale_lease,
-    no_progress_lease,
-    session_desync,
-    recovery_loop,
-    backlog_growth,
+_CATALOG = "doctor._detectors._catalog"
+__getattr__, __dir__ = _lazy_exports(
+    "doctor._detectors",
+    {"DETECTORS": _CATALOG, "describe": _CATALOG, "select": _CATALOG},
+    __all__,
+    globals(),
 )
-
-
-def describe(detector: Detector) -> str:
-    """The first line of a detector's docstring.
-
-    >>> describe(stale_heartbeat)
-    'Heartbeats naming a node with no open attempt, or arriving after a scope finished.'
-    """
-    return (detector.__doc__ or "").strip().splitlines()[0]
-
-
-def select(names: Iterable[str]) -> tuple[Detector, ...]:
-    """The detectors named, in catalog order; all of them when ``names`` is empty.
-
-    >>> [d.__name__ for d in select(["stale_heartbeat"])]
-    ['stale_heartbeat']
-    """
-    wanted = list(dict.fromkeys(names))
-    if not wanted:
-        return DETECTORS
-    known = {d.__name__: d for d in DETECTORS}
-    for name in wanted:
-        if name not in known:
-            close = close_matches(name, known)
-            raise UsageError(
-                f"unknown check {name!r}{did_you_mean(close)}; `doctor checks` lists them all"
-            )
-    return tuple(d for d in DETECTORS if d.__name__ in wanted)

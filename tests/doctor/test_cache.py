@@ -554,3 +554,18 @@ def test_a_runs_key_resolving_its_root_once_is_the_key_of_its_resolved_path(
         layout = discover(path)
         assert cache.key_of(layout) == RunCache.key(layout), path
     assert len({cache.key_of(discover(p)) for p in paths[:4]}) == 1
+
+
+def test_a_run_key_keeps_letters_digits_and_dashes_as_every_earlier_cache_did() -> None:
+    # Keys name the entries earlier scans wrote: the same key for every run name, or a
+    # rescan reads the fleet again. The earlier rule, character by character:
+    from doctor._cache import RunCache
+
+    def earlier(name: str) -> str:
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:64]
+
+    names = ["".join(map(chr, range(start, start + 64))) for start in range(0, 0x30000, 64)]
+    names += ["fleet-0001", "a b/c", "\udcff\udc80", "ｒｕｎ①", "x" * 100]
+    for name in names:
+        layout = RunLayout(run_id=name, path=Path("/runs") / "r", layout="kilroy", scopes=())
+        assert RunCache.key(layout, "/runs/r").rsplit("-", 1)[0] == earlier(name)

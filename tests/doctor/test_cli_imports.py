@@ -112,6 +112,40 @@ def test_diagnose_json_reading_torn_lines_precisely_loads_no_arrow_and_no_rich(
     assert _packages(modules, ("pydantic",)) == []
 
 
+def test_scans_load_duckdbs_engine_not_its_python_layer_and_a_rescan_neither(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A scan's batches only run statements: `_duckdb`, not the `duckdb` package's relation
+    # layer (doctor._engine). Both reads are covered: the bulk scan of a healthy run, the
+    # precise one of a stream torn mid-way, then a grown stream resumed from its offset.
+    root = tmp_path / "runs"
+    shutil.copytree(HEALTHY_RUN, root / "healthy")
+    torn = root / "torn"
+    shutil.copytree(HEALTHY_RUN, torn)
+    lines = (torn / "progress.ndjson").read_bytes().splitlines(keepends=True)
+    (torn / "progress.ndjson").write_bytes(
+        b"".join([*lines[:2], b'{"event": "x", "ts\n', *lines[2:]])
+    )
+    monkeypatch.setenv("RUNDOCTOR_CACHE", str(tmp_path / "cache"))
+    args = ("scan", "--root", str(root), "--json")
+    for grow in (False, True):
+        if grow:  # the rescan resumes this stream from its cached offset
+            with (root / "healthy/progress.ndjson").open("ab") as fh:
+                fh.write(lines[-1])
+        code, modules = _loaded(tmp_path, *args)
+        assert code == 1  # the torn line is an error finding
+        assert "_duckdb" in modules  # runs were really read
+        assert _packages(modules, ("duckdb", "pyarrow", "numpy", "polars")) == []
+    # Nothing changed: no DuckDB at all, and of the detectors only the fleet's idle_gap (and
+    # what words an age): not the catalog that imports them all.
+    code, modules = _loaded(tmp_path, *args)
+    assert code == 1
+    assert _packages(modules, ("_duckdb", "duckdb", "pyarrow", "numpy", "polars")) == []
+    assert "doctor._detectors.idle_gap" in modules
+    assert "doctor._detectors._catalog" not in modules
+    assert "doctor._detectors.stale_heartbeat" not in modules
+
+
 def test_a_mounted_command_is_loaded_when_invoked(tmp_path: Path) -> None:
     code, modules = _loaded(tmp_path, "chaos", "faults", "--json")
     assert code == 0

@@ -104,6 +104,9 @@ def _text(result: ScanResult) -> str:
     """The scan's JSON as `doctor scan --json` prints it (the cached runs' findings spliced
     as kept), checked to be the standard library's encoding of :meth:`ScanResult.to_json`."""
     text = result.to_json_text()
+    pieces: list[str] = []
+    result.write_json_text(pieces.append)  # what the command writes, piece by piece
+    assert "".join(pieces) == text
     assert text == json.dumps(result.to_json(), indent=2, default=str)
     return text
 
@@ -324,6 +327,27 @@ def test_batches_of_any_size_give_the_same_result(
     monkeypatch.setattr(_scan, "BATCH_RUNS", 4)
     assert _json(scan(config)) == whole
     assert _json(scan(config)) == whole
+
+
+def test_small_batches_run_on_one_duckdb_thread_with_the_same_result(
+    config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[int | None] = []
+    real = _scan.diagnose_batch
+
+    def spy(batch: Any) -> Any:
+        threads.append(batch.threads)
+        return real(batch)
+
+    monkeypatch.setattr(_scan, "diagnose_batch", spy)
+    small = _uncached(config)
+    monkeypatch.setattr(_scan, "ONE_THREAD_BYTES", 0)  # every batch on DuckDB's default
+    assert _uncached(config) == small
+    assert threads == [1, None]
+    # --threads (config.threads) is the user's word, whatever the batch's size.
+    monkeypatch.setattr(_scan, "ONE_THREAD_BYTES", 1 << 40)
+    _uncached(replace(config, threads=2))
+    assert threads[-1] == 2
 
 
 def test_batches_diagnosed_by_worker_processes_give_the_same_result(
