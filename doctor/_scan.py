@@ -146,10 +146,12 @@ def diagnose_batch(batch: _Batch) -> list[RunOutcome]:
                 facts=rf.public(),
                 findings=_order(by_run.get(layout.run_id, [])),
             )
+            data = d.to_json()
+            # The findings as the text the scan prints and the cache keeps, written here (in
+            # a worker, beside the others): the main process splices it as a cached run's.
+            data["findings"] = KeptFindings.of(data["findings"])
             outcomes.append(
-                RunOutcome(
-                    layout.run_id, d.to_json(), clocks[layout.run_id], activity[layout.run_id]
-                )
+                RunOutcome(layout.run_id, data, clocks[layout.run_id], activity[layout.run_id])
             )
         if cache is not None:
             _save(cache, tables, batch, outcomes)
