@@ -11,7 +11,10 @@ A scan has three phases:
    its own DuckDB connection, its facts computed and every per-run detector run; the batch's
    events, diagnoses and activity go to the cache, and the connection is dropped. Memory is
    that of a batch, not of the fleet. With several batches and enough bytes, two processes
-   diagnose batches side by side (the machine's cores, at most :data:`MAX_WORKERS`).
+   diagnose batches side by side (the machine's cores, at most :data:`MAX_WORKERS`); the
+   batches are then as even as they can be and a multiple of the workers, which finish
+   together. A batch returns its runs' findings as the text the scan prints (as the cache
+   keeps them), so the main process splices them in as it does a cached run's.
 3. **Fleet.** The detectors that look across runs (``idle_gap`` and the queue's) run once over
    every run's *activity* (first event, last progress, last event, final.json's time, and its
    progress points thinned to the first and last of each half-threshold bucket, which keeps
