@@ -430,33 +430,33 @@ class RunCache:
         get none. The files they replace are deleted by :meth:`prune_events` once the new
         entries are saved. (One ``COPY`` per run over its stream ids is about three times
         cheaper than one ``COPY ... PARTITION_BY``.)
-        """
-        from doctor._ndjson import EVENT_COLUMNS
 
-        cols = ", ".join(
-            "e.rowid AS seq"
-            if k == "seq"
-            else f's."{k}"'
-            if k in {"run_id", "scope"}
-            else f'e."{k}"'
-            for k in EVENT_COLUMNS
-            if k != "raw"
-        )
-        ranges = con.execute(
-            "SELECT run_id, min(stream_id), max(stream_id) FROM streams "
-            "WHERE run_id IN (SELECT unnest($ids)) GROUP BY run_id",
+        Each ``COPY`` reads ``events_base`` alone, in its own order: a scan of the table is in
+        ``rowid`` order (``seq``) and insertion order is preserved, so rows are written as
+        an ``ORDER BY seq`` would write them. The run's name and its streams' scopes are
+        parameters (a join with ``streams`` and a sort were a third of a cold scan's writes).
+        """
+        streams: dict[str, list[tuple[int, str]]] = {}
+        for run_id, sid, scope in con.execute(
+            "SELECT run_id, stream_id, scope FROM streams WHERE run_id IN (SELECT unnest($ids)) "
+            "ORDER BY stream_id",
             {"ids": list(keys)},
-        ).fetchall()
+        ).fetchall():
+            streams.setdefault(run_id, []).append((int(sid), scope))
         batch = uuid.uuid4().hex
         out: dict[str, str] = {}
-        for run_id, lo, hi in ranges:
+        for run_id, ids in streams.items():
             rel = f"events/run={keys[run_id]}/part-{batch}.parquet"
             (self.root / rel).parent.mkdir(exist_ok=True)
             con.execute(
-                f"COPY (SELECT {cols} FROM events_base e JOIN streams s USING (stream_id) "
-                "WHERE e.stream_id BETWEEN $lo AND $hi AND s.run_id = $run "
-                "AND e.event IS NOT NULL ORDER BY e.rowid) TO $target (FORMAT parquet)",
-                {"lo": lo, "hi": hi, "run": run_id, "target": str(self.root / rel)},
+                f"COPY ({_events_sql(ids)}) TO $target (FORMAT parquet)",
+                {
+                    "run": run_id,
+                    "lo": ids[0][0],
+                    "hi": ids[-1][0],
+                    **{f"s{i}": scope for i, (_, scope) in enumerate(ids)},
+                    "target": str(self.root / rel),
+                },
             )
             out[run_id] = rel
         return out
@@ -491,3 +491,34 @@ class RunCache:
         rel = self._files.get(key)
         path = self.root / rel if rel else None
         return [path] if path is not None and path.is_file() else []
+
+
+def _gaps(ids: list[tuple[int, str]]) -> bool:
+    """Whether a run's stream ids (ascending) leave out ids between the first and the last."""
+    return ids[-1][0] - ids[0][0] + 1 != len(ids)
+
+
+def _events_sql(ids: list[tuple[int, str]]) -> str:
+    """One run's rows of ``events_base`` in the dataset's columns (see
+    :meth:`RunCache.write_events`); ``ids`` are its streams ``(stream_id, scope)``, ascending.
+    Parameters: ``$run``, ``$lo`` and ``$hi`` (the first and last id), and ``$s<i>``, the
+    scope of its i-th stream."""
+    from doctor._ndjson import EVENT_COLUMNS
+
+    if len(ids) == 1:
+        scope = "$s0::VARCHAR"
+    else:
+        # A CASE, not a list lookup: the Parquet writer then knows the column is never NULL
+        # and marks it required, as it did when scopes were joined from ``streams``.
+        whens = " ".join(f"WHEN {int(sid)} THEN $s{i}::VARCHAR" for i, (sid, _) in enumerate(ids))
+        scope = f"CASE e.stream_id {whens} ELSE '' END"
+    special = {"run_id": "$run::VARCHAR", "scope": scope, "seq": "e.rowid"}
+    cols = ", ".join(
+        f'{special[k]} AS "{k}"' if k in special else f'e."{k}"'
+        for k in EVENT_COLUMNS
+        if k != "raw"
+    )
+    where = "e.stream_id BETWEEN $lo AND $hi AND e.event IS NOT NULL"
+    if _gaps(ids):  # other runs' streams between: only this run's
+        where += f" AND e.stream_id IN ({', '.join(str(int(sid)) for sid, _ in ids)})"
+    return f"SELECT {cols} FROM events_base e WHERE {where}"

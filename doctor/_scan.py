@@ -11,7 +11,10 @@ A scan has three phases:
    its own DuckDB connection, its facts computed and every per-run detector run; the batch's
    events, diagnoses and activity go to the cache, and the connection is dropped. Memory is
    that of a batch, not of the fleet. With several batches and enough bytes, two processes
-   diagnose batches side by side (the machine's cores, at most :data:`MAX_WORKERS`).
+   diagnose batches side by side (the machine's cores, at most :data:`MAX_WORKERS`); the
+   batches are then as even as they can be and a multiple of the workers, which finish
+   together. A batch returns its runs' findings as the text the scan prints (as the cache
+   keeps them), so the main process splices them in as it does a cached run's.
 3. **Fleet.** The detectors that look across runs (``idle_gap`` and the queue's) run once over
    every run's *activity* (first event, last progress, last event, final.json's time, and its
    progress points thinned to the first and last of each half-threshold bucket, which keeps
@@ -153,10 +156,12 @@ def diagnose_batch(batch: _Batch) -> list[RunOutcome]:
                 facts=rf.public(),
                 findings=_order(by_run.get(layout.run_id, [])),
             )
+            data = d.to_json()
+            # The findings as the text the scan prints and the cache keeps, written here (in
+            # a worker, beside the others): the main process splices it as a cached run's.
+            data["findings"] = KeptFindings.of(data["findings"])
             outcomes.append(
-                RunOutcome(
-                    layout.run_id, d.to_json(), clocks[layout.run_id], activity[layout.run_id]
-                )
+                RunOutcome(layout.run_id, data, clocks[layout.run_id], activity[layout.run_id])
             )
         if cache is not None:
             _save(cache, tables, batch, outcomes)
@@ -387,16 +392,35 @@ def _cached(entry: CacheEntry | None, prints: dict[str, list[int]]) -> RunOutcom
     )
 
 
-def _batches(layouts: Sequence[RunLayout], sizes: dict[str, int]) -> Iterator[list[RunLayout]]:
+def _batches(
+    layouts: Sequence[RunLayout], sizes: dict[str, int], workers: int = 1
+) -> Iterator[list[RunLayout]]:
+    """``layouts`` in order, cut into batches of at most :data:`BATCH_BYTES` of streams and
+    :data:`BATCH_RUNS` runs, as even in bytes as they can be and, when there are several, a
+    multiple of ``workers`` of them: the workers then finish together, where cutting full
+    batches would leave one worker alone with the last (a fleet of 14.3 full batches: 15).
+    """
+    total = sum(sizes.get(x.run_id, 0) for x in layouts)
+    # A batch is its share of the bytes give or take half a run at each end (a run over half
+    # a batch counts as half: a larger one is a batch of its own anyway).
+    half = min(max(sizes.values(), default=0), BATCH_BYTES // 2) // 2
+    parts = max(1, -(-total // (BATCH_BYTES - half)), -(-len(layouts) // BATCH_RUNS))
+    if parts > 1:
+        parts = -(-parts // workers) * workers
     batch: list[RunLayout] = []
-    total = 0
+    size_sum = done = share = 0  # bytes in the batch and before this run; the batch's share
     for layout in layouts:
         size = sizes.get(layout.run_id, 0)
-        if batch and (total + size > BATCH_BYTES or len(batch) >= BATCH_RUNS):
+        # The run's middle, in shares (total / parts; in integers, so the last run's middle
+        # is never past the last share).
+        middle = (2 * done + size) * parts // max(1, 2 * total)
+        full = size_sum + size > BATCH_BYTES or len(batch) >= BATCH_RUNS
+        if batch and (full or middle > share):
             yield batch
-            batch, total = [], 0
+            batch, size_sum, share = [], 0, max(share + 1, middle)
         batch.append(layout)
-        total += size
+        size_sum += size
+        done += size
     if batch:
         yield batch
 
@@ -485,6 +509,8 @@ def scan_runs(
     sizes = {
         layout.run_id: _stream_bytes(layout, prints.get(layout.run_id, {})) for layout in to_read
     }
+    parallel = sum(sizes.values()) >= PARALLEL_MIN_BYTES
+    cores = min(MAX_WORKERS, os.cpu_count() or 1) if parallel else 1
     batches = [
         _Batch(
             config,
@@ -495,10 +521,10 @@ def scan_runs(
             config.threads or _small_batch_threads(b, sizes),
             excluded_owners(),
         )
-        for b in _batches(to_read, sizes)
+        for b in _batches(to_read, sizes, cores)
     ]
-    workers = min(MAX_WORKERS, os.cpu_count() or 1, len(batches))
-    if workers > 1 and sum(sizes.values()) >= PARALLEL_MIN_BYTES:
+    workers = min(cores, len(batches))
+    if workers > 1:
         results = _in_pool(batches, workers, progress, len(done), total)
     else:
         results = _in_process(batches, progress, len(done), total)

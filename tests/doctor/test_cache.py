@@ -569,3 +569,46 @@ def test_a_run_key_keeps_letters_digits_and_dashes_as_every_earlier_cache_did() 
     for name in names:
         layout = RunLayout(run_id=name, path=Path("/runs") / "r", layout="kilroy", scopes=())
         assert RunCache.key(layout, "/runs/r").rsplit("-", 1)[0] == earlier(name)
+
+
+def test_a_runs_events_file_holds_its_rows_of_the_events_table_in_seq_order(
+    tmp_path: Path,
+) -> None:
+    # Streams of runs interleaved (a run's ids not consecutive), rows of one stream deleted
+    # and appended again after the others (a stream re-read precisely), a row without an
+    # event (a torn line): each run's file is its rows of `events`, in `seq` order.
+    import duckdb
+
+    from doctor._cache import RunCache
+    from doctor._ndjson import EVENT_COLUMNS, register_streams
+    from doctor._tables import new_connection
+
+    con = new_connection(2)
+    streams = [("A", ""), ("B", ""), ("A", "parallel/x/01-k"), ("A", "restart-1"), ("C", "")]
+    ids = register_streams(con, [(r, s, tmp_path / f"{i}") for i, (r, s) in enumerate(streams)])
+    con.execute(
+        "INSERT INTO events_base (stream_id, ts, event, node_id) "
+        "SELECT $ids[1 + (i * 7) % 5], TIMESTAMP_NS '2026-04-28 10:00:00' + to_seconds(i), "
+        "CASE WHEN i % 97 = 0 THEN NULL ELSE 'e' || (i % 5) END, 'n' || (i % 3) "
+        "FROM range(20000) t(i)",
+        {"ids": ids},
+    )
+    con.execute("DELETE FROM events_base WHERE stream_id = $s AND rowid < 5000", {"s": ids[0]})
+    con.execute(
+        "INSERT INTO events_base (stream_id, ts, event) SELECT $s, ts, 'again' FROM events_base "
+        "WHERE stream_id = $t LIMIT 3000",
+        {"s": ids[0], "t": ids[2]},
+    )
+    cache = RunCache(tmp_path / "cache", "x")
+    files = cache.write_events(con, {"A": "A-1", "B": "B-1", "C": "C-1"})
+    cols = ", ".join(f'"{k}"' for k in EVENT_COLUMNS if k != "raw")
+    for run_id, rel in files.items():
+        path = str(tmp_path / "cache" / rel)
+        written = duckdb.sql(
+            f"SELECT * FROM read_parquet('{path}', hive_partitioning = false)"
+        ).fetchall()
+        expected = con.execute(
+            f"SELECT {cols} FROM events WHERE run_id = $r ORDER BY seq", {"r": run_id}
+        ).fetchall()
+        assert written == expected and written
+    assert sorted(files) == ["A", "B", "C"]

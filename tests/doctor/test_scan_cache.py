@@ -350,6 +350,33 @@ def test_small_batches_run_on_one_duckdb_thread_with_the_same_result(
     assert threads[-1] == 2
 
 
+@pytest.mark.parametrize(
+    ("sizes", "batches"),
+    [
+        ([1_430_000] * 1000, 16),  # the benchmark's fleet: 14.3 full batches, 16 even ones
+        ([5 << 20] * 10, 1),  # one batch: no worker waits
+        ([300 << 20] + [1 << 20] * 200, None),  # one run larger than a batch
+        ([0] * 300, 3),  # empty streams: batches of BATCH_RUNS runs
+    ],
+)
+def test_batches_are_even_and_as_many_as_a_multiple_of_the_workers(
+    sizes: list[int], batches: int | None
+) -> None:
+    from types import SimpleNamespace
+
+    layouts: Any = [SimpleNamespace(run_id=f"r{i}") for i in range(len(sizes))]
+    by_run = {x.run_id: n for x, n in zip(layouts, sizes, strict=True)}
+    cut = list(_scan._batches(layouts, by_run, workers=2))
+    assert [x for b in cut for x in b] == layouts  # every run once, in order
+    assert all(len(b) <= _scan.BATCH_RUNS for b in cut)
+    totals = [sum(by_run[x.run_id] for x in b) for b in cut]
+    assert all(t <= _scan.BATCH_BYTES or len(b) == 1 for t, b in zip(totals, cut, strict=True))
+    if batches is not None:
+        assert len(cut) == batches
+    if batches and batches > 1 and sum(sizes):
+        assert max(totals) - min(totals) <= max(sizes)  # even: within a run of each other
+
+
 def test_batches_diagnosed_by_worker_processes_give_the_same_result(
     config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
