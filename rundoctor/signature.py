@@ -64,11 +64,13 @@ _MAX_OUTPUT = 512
 _DIGITS = re.compile(r"[0-9]+")
 # What canonical_signature does instead of ``_DIGITS.sub("0", text)``, with the same result and
 # no regex: on the UTF-8 bytes (no multi-byte character holds an ASCII digit byte;
-# "surrogatepass" round-trips every str), one table lookup makes every digit "0", then runs of
-# several zeros are collapsed on the decoded text by ``str.replace`` until none is left (three
-# calls for runs of up to six digits; a regex substitution costs an allocation per run, and
-# texts hold three runs on average). ``"00" in`` a str is a plain search; on bytes it first
-# tries the operand as an integer and costs more than it saves.
+# "surrogatepass" round-trips every str), one table lookup makes every digit "0". A run of
+# zeros is then one digit to every mask: the masks that look at digits match ``0++`` where a
+# single "0" stands for a number (``_LEADING``, ``_DOTPATH``), or take a token with its zeros
+# whole (the number masks), so runs are collapsed to one "0" (``_collapse``) only before the
+# two steps that count characters: JSON parsing (no leading zeros) and the hex-colon mask
+# (1 to 4 hex digits a group), and before a long text is cut. Collapsing every text cost 10%
+# of a signature.
 _ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 # A text with none of these bytes is "plain": the JSON, URL, path, quote and bracket masks
 # cannot apply, and of the leading masks only those keyed on a digit can (the others need "/",
@@ -104,34 +106,40 @@ _NUM = "\x1e"
 _REL = "\x1f"
 
 _DUR = (
-    r"(?:\.0)?(?:ns|us|µs|ms|s|m|h)(?:0(?:\.0)?(?:ns|us|µs|ms|s|m|h))*(?!\w)"
-    r"|(?:\.0)?\ (?:(?:milli|micro|nano)?seconds?|secs?|minutes?|mins?|hours?|days?|ms|us|ns)(?!\w)"
+    r"(?:\.0++)?(?:ns|us|µs|ms|s|m|h)(?:0++(?:\.0++)?(?:ns|us|µs|ms|s|m|h))*(?!\w)"
+    r"|(?:\.0++)?\ (?:(?:milli|micro|nano)?seconds?|secs?|minutes?|mins?|hours?|days?|ms|us|ns)"
+    r"(?!\w)"
 )
 _PC = r"[\w.@%+~=-]"
-_POS = r"(?::0(?::0)?)?"
+_POS = r"(?::0++(?::0++)?)?"
 
 # Every alternative starts with a literal character, so the regex engine jumps between candidate
-# characters instead of trying every position: that is what makes the throughput target.
+# characters instead of trying every position: that is what makes the throughput target. A run
+# of zeros is one number (``0*+`` after the first, ``0++`` elsewhere, possessive as a single
+# character would be), and the lookbehinds right after the first "0" see what precedes the run.
 # Lookbehinds placed after the literal check the character before it. The alternatives keyed on
 # "0" are also compiled alone (``_LEADING_NUMBER_ONLY``): a single literal first character is
 # found by a plain search, a set of them by testing each character against the set, 2 to 3
 # times slower on a text without a match. ``_mask`` uses it when no other alternative can match.
 _LEADING_NUMBER = rf"""
-    0(?<![\w.]0)(?=[-/:a-fA-FKMGTPEnumshµ]|\.0|\ [KMGTPEBbmnshdu])(?:
-        (?<![:/-]0)(?P<date>[-/]0[-/]0(?:[T_\ :]0[:.,]0(?:[:.,]0)*)?(?:Z|[+-]0(?::0)?)?)
-            (?![\w.:/-])
-        |(?<![:/-]0)(?P<clock>:0(?::0)?(?:[.,:]0)?)(?![\w:])
-        |(?<![:-]0)(?P<ip>\.0\.0\.0(?::0)?)(?![\w.])
-        |(?<![:-]0)(?P<mac>[0-9a-fA-F]{{0,3}}(?::[0-9a-fA-F]{{0,4}}){{3,7}})(?![\w:])
-        |(?P<size>(?:\.0)?\ ?(?:[KMGTPE]i?B|bytes?|B)
-            (?:\ \(0(?:\.0)?\ ?(?:[KMGTPE]i?B|bytes?)\))?)(?!\w)
-        |(?P<d0>{_DUR}))"""
+    0(?<![\w.]0)(?=0*+(?:[-/:a-fA-FKMGTPEnumshµ]|\.0|\ [KMGTPEBbmnshdu]))(?:
+        (?<![:/-]0)0*+(?:
+            (?P<date>[-/]0++[-/]0++(?:[T_\ :]0++[:.,]0++(?:[:.,]0++)*)?(?:Z|[+-]0++(?::0++)?)?)
+                (?![\w.:/-])
+            |(?P<clock>:0++(?::0++)?(?:[.,:]0++)?)(?![\w:]))
+        |(?<![:-]0)0*+(?:
+            (?P<ip>\.0++\.0++\.0++(?::0++)?)(?![\w.])
+            |(?P<mac>(?:0++|[a-fA-F]){{0,3}}(?::(?:0++|[a-fA-F]){{0,4}}){{3,7}})(?![\w:]))
+        |0*+(?:
+            (?P<size>(?:\.0++)?\ ?(?:[KMGTPE]i?B|bytes?|B)
+                (?:\ \(0++(?:\.0++)?\ ?(?:[KMGTPE]i?B|bytes?)\))?)(?!\w)
+            |(?P<d0>{_DUR})))"""
 _LEADING = re.compile(
     rf"""{_LEADING_NUMBER}
-    |<0(?<!\w<0)(?P<d1>{_DUR})
-    |>0(?<!\w>0)(?P<d2>{_DUR})
-    |~0(?<!\w~0)(?P<d3>{_DUR})
-    |/(?<![\w.~/>-]/)(?!0\.0\.0\.0(?![\w.]))(?P<abs>{_PC}+(?:/{_PC}*)*{_POS})
+    |<0(?<!\w<0)0*+(?P<d1>{_DUR})
+    |>0(?<!\w>0)0*+(?P<d2>{_DUR})
+    |~0(?<!\w~0)0*+(?P<d3>{_DUR})
+    |/(?<![\w.~/>-]/)(?!0++\.0++\.0++\.0++(?![\w.]))(?P<abs>{_PC}+(?:/{_PC}*)*{_POS})
     |~/(?<![\w.>]~/)(?P<home>{_PC}*(?:/{_PC}*)*{_POS})
     |/(?<=[\w.-]/)(?P<rel>(?:(?:{_PC}+/)+{_PC}*|(?:{_PC}+/)*[\w@%+~=-]*\.[A-Za-z][\w.-]*){_POS})
         (?![\w/])
@@ -234,7 +242,7 @@ _COUNTED = re.compile(rf"<n>(?=\ \w++(?<=s)(?!<))({_NOUN_STEM})s(?![\w<])")
 _BRACKETED = re.compile(r"[(\[{](?<![\w>\])][(\[{])[)\]}]")
 _BRACKET_OUT = {"()": "(<*>)", "[]": "[<*>]", "{}": "{<*>}"}
 # A relative path that starts at "." or "..": "./run", "../lib/x".
-_DOTPATH = re.compile(r"\.(?<![\w./~>-]\.)\.?/[\w.@%+~=-]+(?:/[\w.@%+~=-]*)*(?::0(?::0)?)?")
+_DOTPATH = re.compile(r"\.(?<![\w./~>-]\.)\.?/[\w.@%+~=-]+(?:/[\w.@%+~=-]*)*(?::0++(?::0++)?)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,10 +418,8 @@ def canonical_signature(text: str) -> str:
         if found is not None:
             return found
     text = key.decode("utf-8", "surrogatepass")
-    if "00" in text:
-        text = text.replace("000", "0").replace("00", "0")
-        while "00" in text:
-            text = text.replace("00", "0")
+    if len(text) > _MAX_SCAN and "00" in text:
+        text = _collapse(text)
     classes = key.translate(_CLASSES).decode("latin-1")
     plain = "r" not in classes
     text = text[:_MAX_SCAN]
@@ -471,7 +477,8 @@ def _shorten(text: str) -> str:
 
 
 def _mask(text: str, plain: bool = False, months: bool = True) -> str:
-    """Masks 3 to 8 of the module docstring, on digit- and whitespace-normalised ``text``.
+    """Masks 3 to 8 of the module docstring, on whitespace-normalised ``text`` whose digits are
+    all "0" (runs of them collapsed or not: the masks treat a run as one digit).
 
     ``plain``: the text has none of the bytes of ``_RARE``, so the masks that need them are
     skipped untested; ``months``: it may hold a month name (JSON can decode one, so a text that
@@ -480,7 +487,7 @@ def _mask(text: str, plain: bool = False, months: bool = True) -> str:
     if not text:
         return EMPTY_SIGNATURE
     if not plain and "{" in text:
-        text = _canonical_json(text)
+        text = _canonical_json(_collapse(text))
     # No mask writes a non-ASCII character, so an ASCII text stays one until the end.
     p = _ASCII_PATTERNS if text.isascii() else _PATTERNS
     if not plain:
@@ -490,8 +497,11 @@ def _mask(text: str, plain: bool = False, months: bool = True) -> str:
             text = p.winpath.sub("<path>", text)
         if "./" in text:
             text = p.dotpath.sub("<path>", text)
-    if text.count(":") >= 5 and _colon_run(text):
-        text = p.hexcolon.sub("<addr>", text)
+    if text.count(":") >= 5:
+        # The hex-colon pass counts hex digits: it takes collapsed digit runs.
+        text = _collapse(text)
+        if _colon_run(text):
+            text = p.hexcolon.sub("<addr>", text)
     if "0" in text:
         # Only the alternatives keyed on a digit can match without "/", "<0", ">0" or "~0".
         numeric = plain or (
@@ -514,6 +524,15 @@ def _mask(text: str, plain: bool = False, months: bool = True) -> str:
             rev = p.host_prefix.sub(">rdda<", rev)
         text = rev[::-1]
     return _mask_words(text, p, plain, months)
+
+
+def _collapse(text: str) -> str:
+    """``text`` with every run of zeros made one "0" (three ``str.replace`` calls for runs of up
+    to six digits, more only for longer ones; a regex substitution allocates per run)."""
+    text = text.replace("000", "0").replace("00", "0")
+    while "00" in text:
+        text = text.replace("00", "0")
+    return text
 
 
 def _colon_run(text: str) -> bool:
