@@ -723,7 +723,7 @@ MASK_RULES: tuple[MaskRule, ...] = (
     ),
     MaskRule(
         "plural",
-        (_POST,),
+        (_POST, _COUNTED),
         "singular noun",
         "after a count, English writes the same noun singular or plural",
         "cargo: 11 errors, 1 warning emitted",
