@@ -253,8 +253,9 @@ class _Patterns:
     (``_ASCII_PATTERNS``) for a text that is all ASCII, as most failure texts are. On such a
     text both match alike (``\\w``, ``\\d``, ``\\b`` and ``\\s`` differ only on other
     characters, and the whitespace that ASCII ``\\s`` lacks, U+001C to U+001F, is gone from
-    a normalised text whenever a pattern with ``\\s`` runs), but an ASCII class is one bit test
-    per character where a Unicode one asks the character database.
+    a normalised text whenever a pattern with ``\\s`` runs). The ASCII copies spell every class
+    out as its ASCII members (``_ascii_pattern``), which ``re`` compiles to one bitmap test per
+    character, where ``[\\w~+-]`` as written tests a bitmap, then asks the character database.
     """
 
     url: re.Pattern[str]
