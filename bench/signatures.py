@@ -30,6 +30,7 @@ from rundoctor.signature import (
     clear_signature_memo,
     group_signatures,
     signature_groups,
+    signature_memo_disabled,
 )
 
 __all__ = ["CONFIG_GRID", "LOGHUB_DIR", "grouping_accuracy", "leave_one_out", "load_loghub", "run"]
@@ -126,11 +127,12 @@ def _sign_all(texts: list[str]) -> list[str]:
     return [canonical_signature(t) for t in texts]
 
 
-def _sign_each_fresh(texts: list[str]) -> None:
-    """Sign ``texts`` with the memo emptied before every one: no text is ever a memo hit."""
-    for t in texts:
-        clear_signature_memo()
-        canonical_signature(t)
+def _sign_without_memo(texts: list[str]) -> None:
+    """Sign ``texts`` with the memo off: every text is signed from scratch, as on a stream in
+    which no text repeats once its digits are zeroed."""
+    with signature_memo_disabled():
+        for t in texts:
+            canonical_signature(t)
 
 
 def _groups_fresh(texts: list[str]) -> list[str]:
@@ -193,7 +195,7 @@ def run() -> list[Result]:
 
     everything = [text for contents, _ in data.values() for text in contents]
     seconds, cpu_seconds = _signature_seconds(everything)
-    fresh_seconds, fresh_cpu = _signature_seconds(everything, sign=_sign_each_fresh)
+    bare_seconds, bare_cpu = _signature_seconds(everything, sign=_sign_without_memo)
     misses = sum(
         len({_memo_key(t) for t in everything[i : i + 500]}) for i in range(0, len(everything), 500)
     )
@@ -223,11 +225,7 @@ def run() -> list[Result]:
             note=(
                 f"{len(everything)} messages, wall clock, best of 5 per 500-message chunk, "
                 f"each run from an empty memo ({misses} of the {len(everything)} signed from "
-                f"scratch); with the memo emptied before every message, so no text is a hit, "
-                f"{len(everything) / fresh_seconds:,.0f}/s wall, "
-                f"{len(everything) / fresh_cpu:,.0f}/CPU-s "
-                f"({'at or above' if len(everything) / fresh_cpu >= 200_000 else 'below'} "
-                f"200,000 per CPU-second)"
+                f"scratch); without the memo, see the line below"
             ),
         ),
         Result(
@@ -237,6 +235,19 @@ def run() -> list[Result]:
             "messages/CPU-s",
             higher_is_better=True,
             note="the same runs in this process's CPU time, which a loaded machine inflates less",
+        ),
+        Result(
+            "canonical_signature throughput without its memo",
+            len(everything) / bare_cpu,
+            200_000,
+            "messages/CPU-s",
+            higher_is_better=True,
+            note=(
+                f"the memo off (signature_memo_disabled), so each of the {len(everything)} "
+                f"messages is signed from scratch, as on a stream in which no text repeats: "
+                f"this process's CPU time, best of 5 per 500-message chunk, summed; wall clock "
+                f"the same way: {len(everything) / bare_seconds:,.0f}/s"
+            ),
         ),
         Result(
             "signature_groups GA (leave-one-dataset-out)",

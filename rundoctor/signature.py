@@ -21,7 +21,8 @@ singular (``1 warning``, ``3 warnings``). The result is cut to 512 characters, a
 mask names any one system's vocabulary (:data:`GENERIC_WORDS` is all they may hold).
 
 Signatures are memoized on the text with its digits zeroed, which is exact (equal keys give
-equal signatures); ``docs/signatures.md`` gives the bound and the figures with and without it.
+equal signatures); ``docs/signatures.md`` gives the bound and the figures with and without it
+(:func:`signature_memo_disabled` turns it off).
 
 Words without digits (enum values, user names) are kept: telling a variable word from a constant
 one needs a batch, which is what ``signature_groups`` is for.
@@ -32,7 +33,8 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "canonical_signature",
     "clear_signature_memo",
     "signature_groups",
+    "signature_memo_disabled",
 ]
 
 SIGNATURE_VERSION = 2
@@ -60,12 +63,15 @@ _MAX_OUTPUT = 512
 
 _DIGITS = re.compile(r"[0-9]+")
 # What canonical_signature does instead of ``_DIGITS.sub("0", text)``, with the same result and
-# fewer regex matches: on the UTF-8 bytes (no multi-byte character holds an ASCII digit byte;
-# "surrogatepass" round-trips every str), one table lookup makes every digit "0", then only
-# runs of several digits are collapsed, on the decoded text (``"00" in`` a str is a plain
-# search; on bytes it first tries the operand as an integer and costs more than it saves).
+# no regex: on the UTF-8 bytes (no multi-byte character holds an ASCII digit byte;
+# "surrogatepass" round-trips every str), one table lookup makes every digit "0". A run of
+# zeros is then one digit to every mask: the masks that look at digits match ``0++`` where a
+# single "0" stands for a number (``_LEADING``, ``_DOTPATH``), or take a token with its zeros
+# whole (the number masks), so runs are collapsed to one "0" (``_collapse``) only before the
+# two steps that count characters: JSON parsing (no leading zeros) and the hex-colon mask
+# (1 to 4 hex digits a group), and before a long text is cut. Collapsing every text cost 10%
+# of a signature.
 _ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
-_ZEROS = re.compile("00+")
 # A text with none of these bytes is "plain": the JSON, URL, path, quote and bracket masks
 # cannot apply, and of the leading masks only those keyed on a digit can (the others need "/",
 # or "<", ">" or "~" right before a digit). No mask adds a brace, bracket, quote, slash or
@@ -75,10 +81,21 @@ _RARE = b"{/\\'\"`([<>~"
 # Likewise a plain text without any of these capitals holds no month name (placeholders are
 # lower-case), and the calendar search, a character-set scan over the whole text, is skipped.
 _MONTH_INITIALS = b"ADFJMNOS"
-# One ``bytes.translate`` of the memo key answers both: "r" for a byte of ``_RARE``, "m" for a
-# month initial.
+# One ``bytes.translate`` of the memo key answers these and a third: "r" for a byte of
+# ``_RARE``, "m" for a month initial, "w" for a byte of whitespace other than the space or of a
+# non-ASCII character (every non-ASCII whitespace is one). A text without a "w", without two
+# spaces in a row and without a space at either end is already whitespace-normalised, and
+# ``str.split`` and ``str.join`` are skipped.
+_OTHER_SPACE = b"\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f" + bytes(range(0x80, 0x100))
 _CLASSES = bytes(
-    ord("r") if b in _RARE else ord("m") if b in _MONTH_INITIALS else ord(" ") for b in range(256)
+    ord("r")
+    if b in _RARE
+    else ord("m")
+    if b in _MONTH_INITIALS
+    else ord("w")
+    if b in _OTHER_SPACE
+    else ord(" ")
+    for b in range(256)
 )
 
 # Markers for masks whose start is only known after a second pass over the reversed text. They
@@ -89,34 +106,40 @@ _NUM = "\x1e"
 _REL = "\x1f"
 
 _DUR = (
-    r"(?:\.0)?(?:ns|us|µs|ms|s|m|h)(?:0(?:\.0)?(?:ns|us|µs|ms|s|m|h))*(?!\w)"
-    r"|(?:\.0)?\ (?:(?:milli|micro|nano)?seconds?|secs?|minutes?|mins?|hours?|days?|ms|us|ns)(?!\w)"
+    r"(?:\.0++)?(?:ns|us|µs|ms|s|m|h)(?:0++(?:\.0++)?(?:ns|us|µs|ms|s|m|h))*(?!\w)"
+    r"|(?:\.0++)?\ (?:(?:milli|micro|nano)?seconds?|secs?|minutes?|mins?|hours?|days?|ms|us|ns)"
+    r"(?!\w)"
 )
 _PC = r"[\w.@%+~=-]"
-_POS = r"(?::0(?::0)?)?"
+_POS = r"(?::0++(?::0++)?)?"
 
 # Every alternative starts with a literal character, so the regex engine jumps between candidate
-# characters instead of trying every position: that is what makes the throughput target.
+# characters instead of trying every position: that is what makes the throughput target. A run
+# of zeros is one number (``0*+`` after the first, ``0++`` elsewhere, possessive as a single
+# character would be), and the lookbehinds right after the first "0" see what precedes the run.
 # Lookbehinds placed after the literal check the character before it. The alternatives keyed on
 # "0" are also compiled alone (``_LEADING_NUMBER_ONLY``): a single literal first character is
 # found by a plain search, a set of them by testing each character against the set, 2 to 3
 # times slower on a text without a match. ``_mask`` uses it when no other alternative can match.
 _LEADING_NUMBER = rf"""
-    0(?<![\w.]0)(?=[-/:a-fA-FKMGTPEnumshµ]|\.0|\ [KMGTPEBbmnshdu])(?:
-        (?<![:/-]0)(?P<date>[-/]0[-/]0(?:[T_\ :]0[:.,]0(?:[:.,]0)*)?(?:Z|[+-]0(?::0)?)?)
-            (?![\w.:/-])
-        |(?<![:/-]0)(?P<clock>:0(?::0)?(?:[.,:]0)?)(?![\w:])
-        |(?<![:-]0)(?P<ip>\.0\.0\.0(?::0)?)(?![\w.])
-        |(?<![:-]0)(?P<mac>[0-9a-fA-F]{{0,3}}(?::[0-9a-fA-F]{{0,4}}){{3,7}})(?![\w:])
-        |(?P<size>(?:\.0)?\ ?(?:[KMGTPE]i?B|bytes?|B)
-            (?:\ \(0(?:\.0)?\ ?(?:[KMGTPE]i?B|bytes?)\))?)(?!\w)
-        |(?P<d0>{_DUR}))"""
+    0(?<![\w.]0)(?=0*+(?:[-/:a-fA-FKMGTPEnumshµ]|\.0|\ [KMGTPEBbmnshdu]))(?:
+        (?<![:/-]0)0*+(?:
+            (?P<date>[-/]0++[-/]0++(?:[T_\ :]0++[:.,]0++(?:[:.,]0++)*)?(?:Z|[+-]0++(?::0++)?)?)
+                (?![\w.:/-])
+            |(?P<clock>:0++(?::0++)?(?:[.,:]0++)?)(?![\w:]))
+        |(?<![:-]0)0*+(?:
+            (?P<ip>\.0++\.0++\.0++(?::0++)?)(?![\w.])
+            |(?P<mac>(?:0++|[a-fA-F]){{0,3}}(?::(?:0++|[a-fA-F]){{0,4}}){{3,7}})(?![\w:]))
+        |0*+(?:
+            (?P<size>(?:\.0++)?\ ?(?:[KMGTPE]i?B|bytes?|B)
+                (?:\ \(0++(?:\.0++)?\ ?(?:[KMGTPE]i?B|bytes?)\))?)(?!\w)
+            |(?P<d0>{_DUR})))"""
 _LEADING = re.compile(
     rf"""{_LEADING_NUMBER}
-    |<0(?<!\w<0)(?P<d1>{_DUR})
-    |>0(?<!\w>0)(?P<d2>{_DUR})
-    |~0(?<!\w~0)(?P<d3>{_DUR})
-    |/(?<![\w.~/>-]/)(?!0\.0\.0\.0(?![\w.]))(?P<abs>{_PC}+(?:/{_PC}*)*{_POS})
+    |<0(?<!\w<0)0*+(?P<d1>{_DUR})
+    |>0(?<!\w>0)0*+(?P<d2>{_DUR})
+    |~0(?<!\w~0)0*+(?P<d3>{_DUR})
+    |/(?<![\w.~/>-]/)(?!0++\.0++\.0++\.0++(?![\w.]))(?P<abs>{_PC}+(?:/{_PC}*)*{_POS})
     |~/(?<![\w.>]~/)(?P<home>{_PC}*(?:/{_PC}*)*{_POS})
     |/(?<=[\w.-]/)(?P<rel>(?:(?:{_PC}+/)+{_PC}*|(?:{_PC}+/)*[\w@%+~=-]*\.[A-Za-z][\w.-]*){_POS})
         (?![\w/])
@@ -190,12 +213,15 @@ _HOSTNAME = re.compile(
 )
 _HOSTNAME_HINT = re.compile(rf"\.{_TLD}\b")
 _SEP = r"(?:[,;]\ ?|\ )"
-_NOUN = r"\ [A-Za-z]{2,}[^\W\dsui_]s(?![\w<])"
+_NOUN_STEM = r"\ [A-Za-z]{2,}[^\W\dsui_]"
+_NOUN = rf"{_NOUN_STEM}s(?![\w<])"
 # Bracketed values, runs and counted nouns in one pass (one regex call per text is what keeps
-# the throughput), each keyed on the "<" of a value: a bracket standing alone that holds one
-# value or a run of them; a run of one kind of value, with its counted noun if any; a count
-# and its noun, which is made singular ("1 warning" and "3 warnings" are one text; words
-# ending in "ss", "us" or "is" keep their "s": "process", "status", "this").
+# the throughput; ``_mask_words`` runs it only on a text where a run or a bracket can match, and
+# ``_COUNTED`` on one where only a counted noun can), each keyed on the "<" of a value: a
+# bracket standing alone that holds one value or a run of them; a run of one kind of value,
+# with its counted noun if any; a count and its noun, which is made singular ("1 warning" and
+# "3 warnings" are one text; words ending in "ss", "us" or "is" keep their "s": "process",
+# "status", "this").
 _POST = re.compile(
     rf"""<(?:
         (?<=[(\[{{]<)(?<![\w>\])][(\[{{]<)(?P<inner>{_KINDS})>(?:{_SEP}<(?P=inner)>)*
@@ -205,6 +231,8 @@ _POST = re.compile(
         |n>(?=\ \w++(?<=s)(?!<))(?P<counted>{_NOUN}))""",
     re.VERBOSE,
 )
+# ``_POST``'s counted-noun alternative alone, for a text where no other can match.
+_COUNTED = re.compile(rf"<n>(?=\ \w++(?<=s)(?!<))({_NOUN_STEM})s(?![\w<])")
 # The two lookaheads only fail early where the alternative after them would fail anyway (a run
 # needs another value after its separator; a counted noun is a word ending in "s"): they spare
 # the regex engine the slower attempts, they change no match.
@@ -214,7 +242,92 @@ _POST = re.compile(
 _BRACKETED = re.compile(r"[(\[{](?<![\w>\])][(\[{])[)\]}]")
 _BRACKET_OUT = {"()": "(<*>)", "[]": "[<*>]", "{}": "{<*>}"}
 # A relative path that starts at "." or "..": "./run", "../lib/x".
-_DOTPATH = re.compile(r"\.(?<![\w./~>-]\.)\.?/[\w.@%+~=-]+(?:/[\w.@%+~=-]*)*(?::0(?::0)?)?")
+_DOTPATH = re.compile(r"\.(?<![\w./~>-]\.)\.?/[\w.@%+~=-]+(?:/[\w.@%+~=-]*)*(?::0++(?::0++)?)?")
+
+
+@dataclass(frozen=True, slots=True)
+class _Patterns:
+    """The patterns ``_mask`` runs, by role.
+
+    They are compiled twice: as written (``_PATTERNS``), and with ``re.ASCII``
+    (``_ASCII_PATTERNS``) for a text that is all ASCII, as most failure texts are. On such a
+    text both match alike (``\\w``, ``\\d``, ``\\b`` and ``\\s`` differ only on other
+    characters, and the whitespace that ASCII ``\\s`` lacks, U+001C to U+001F, is gone from
+    a normalised text whenever a pattern with ``\\s`` runs). The ASCII copies spell every class
+    out as its ASCII members (``_ascii_pattern``), which ``re`` compiles to one bitmap test per
+    character, where ``[\\w~+-]`` as written tests a bitmap, then asks the character database.
+    """
+
+    url: re.Pattern[str]
+    winpath: re.Pattern[str]
+    dotpath: re.Pattern[str]
+    hexcolon: re.Pattern[str]
+    leading: re.Pattern[str]
+    leading_number: re.Pattern[str]
+    num_start: re.Pattern[str]
+    num_suffix: re.Pattern[str]
+    rel_prefix: re.Pattern[str]
+    num_prefix: re.Pattern[str]
+    host_prefix: re.Pattern[str]
+    quoted: re.Pattern[str]
+    hostname_hint: re.Pattern[str]
+    hostname: re.Pattern[str]
+    month_day: re.Pattern[str]
+    calendar: re.Pattern[str]
+    post: re.Pattern[str]
+    counted: re.Pattern[str]
+    bracketed: re.Pattern[str]
+
+
+_CLASS_ESCAPES = frozenset("wWdDsS")
+
+
+def _ascii_class(source: str) -> str:
+    """The ASCII members of the class ``source`` (``[...]`` or ``\\w``...) spelled out, which
+    ``re`` compiles to one bitmap, where a class holding a category tests it separately."""
+    members = [chr(c) for c in range(128) if re.fullmatch(source, chr(c), re.ASCII)]
+    if not members:
+        return "(?!)"
+    return "[" + "".join("\\" + ch if ch in "\\]^-[" else ch for ch in members) + "]"
+
+
+def _ascii_pattern(pattern: str) -> str:
+    """``pattern`` with every class replaced by its ASCII members: on an ASCII text it matches
+    exactly what ``pattern`` matches, in fewer steps."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "\\":
+            escape = pattern[i : i + 2]
+            out.append(_ascii_class(escape) if escape[1:] in _CLASS_ESCAPES else escape)
+            i += 2
+        elif pattern[i] == "[":
+            j = i + 2 if pattern[i + 1] == "^" else i + 1
+            if pattern[j] == "]":
+                raise ValueError(f"a class that starts with ']' in {pattern!r}")
+            while pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            out.append(_ascii_class(pattern[i : j + 1]))
+            i = j + 1
+        else:
+            out.append(pattern[i])
+            i += 1
+    return "".join(out)
+
+
+_PATTERN_LIST = (
+    *(_URL, _WINPATH, _DOTPATH, _HEXCOLON, _LEADING, _LEADING_NUMBER_ONLY, _NUM_START),
+    *(_NUM_SUFFIX, _REL_PREFIX, _NUM_PREFIX, _HOST_PREFIX, _QUOTED, _HOSTNAME_HINT),
+    *(_HOSTNAME, _MONTH_DAY, _CALENDAR, _POST, _COUNTED, _BRACKETED),
+)
+_PATTERNS = _Patterns(*_PATTERN_LIST)
+_ASCII_PATTERNS = _Patterns(
+    *(
+        re.compile(_ascii_pattern(p.pattern), p.flags & ~re.UNICODE | re.ASCII)
+        for p in _PATTERN_LIST
+    )
+)
+
 
 # Failure texts repeat: a log or a retry loop writes one template again and again with other
 # numbers. The signature depends only on the text with every digit made "0", so those bytes are
@@ -306,11 +419,14 @@ def canonical_signature(text: str) -> str:
         if found is not None:
             return found
     text = key.decode("utf-8", "surrogatepass")
-    if "00" in text:
-        text = _ZEROS.sub("0", text)
+    if len(text) > _MAX_SCAN and "00" in text:
+        text = _collapse(text)
     classes = key.translate(_CLASSES).decode("latin-1")
     plain = "r" not in classes
-    text = _mask(" ".join(text[:_MAX_SCAN].split()), plain, not plain or "m" in classes)
+    text = text[:_MAX_SCAN]
+    if "w" in classes or "  " in text or text[:1] == " " or text[-1:] == " ":
+        text = " ".join(text.split())
+    text = _mask(text, plain, not plain or "m" in classes)
     if len(text) > _MAX_OUTPUT:
         text = _shorten(text)
     if small:
@@ -318,6 +434,24 @@ def canonical_signature(text: str) -> str:
             _MEMO.clear()
         _MEMO[key] = text
     return text
+
+
+@contextmanager
+def signature_memo_disabled() -> Iterator[None]:
+    """Sign every text from scratch inside the block: :func:`canonical_signature` neither looks
+    up nor keeps a memo entry, so a benchmark measures the masks themselves, as on a stream in
+    which no text repeats once its digits are zeroed. Signatures never change by it.
+
+    >>> with signature_memo_disabled():
+    ...     canonical_signature("exit status 7")
+    'exit status <n>'
+    """
+    global _MEMO_KEY_BYTES
+    kept, _MEMO_KEY_BYTES = _MEMO_KEY_BYTES, -1
+    try:
+        yield
+    finally:
+        _MEMO_KEY_BYTES = kept
 
 
 def clear_signature_memo() -> None:
@@ -344,7 +478,8 @@ def _shorten(text: str) -> str:
 
 
 def _mask(text: str, plain: bool = False, months: bool = True) -> str:
-    """Masks 3 to 8 of the module docstring, on digit- and whitespace-normalised ``text``.
+    """Masks 3 to 8 of the module docstring, on whitespace-normalised ``text`` whose digits are
+    all "0" (runs of them collapsed or not: the masks treat a run as one digit).
 
     ``plain``: the text has none of the bytes of ``_RARE``, so the masks that need them are
     skipped untested; ``months``: it may hold a month name (JSON can decode one, so a text that
@@ -352,60 +487,105 @@ def _mask(text: str, plain: bool = False, months: bool = True) -> str:
     """
     if not text:
         return EMPTY_SIGNATURE
+    if not plain and "{" in text:
+        text = _canonical_json(_collapse(text))
+    # No mask writes a non-ASCII character, so an ASCII text stays one until the end.
+    p = _ASCII_PATTERNS if text.isascii() else _PATTERNS
     if not plain:
-        if "{" in text:
-            text = _canonical_json(text)
         if "://" in text:
-            text = _URL.sub("<url>", text)
+            text = p.url.sub("<url>", text)
         if ":\\" in text:
-            text = _WINPATH.sub("<path>", text)
+            text = p.winpath.sub("<path>", text)
         if "./" in text:
-            text = _DOTPATH.sub("<path>", text)
+            text = p.dotpath.sub("<path>", text)
     if text.count(":") >= 5:
-        text = _HEXCOLON.sub("<addr>", text)
+        # The hex-colon pass counts hex digits: it takes collapsed digit runs.
+        text = _collapse(text)
+        if _colon_run(text):
+            text = p.hexcolon.sub("<addr>", text)
     if "0" in text:
         # Only the alternatives keyed on a digit can match without "/", "<0", ">0" or "~0".
         numeric = plain or (
             "/" not in text and "<0" not in text and ">0" not in text and "~0" not in text
         )
-        text = _NUM_START.sub(
-            "<n>", (_LEADING_NUMBER_ONLY if numeric else _LEADING).sub(_leading, text)
+        text = p.num_start.sub(
+            "<n>", (p.leading_number if numeric else p.leading).sub(_leading, text)
         )
         if "0" in text:
-            text = _NUM_SUFFIX.sub(_NUM, text)
+            text = p.num_suffix.sub(_NUM, text)
     elif not plain and "/" in text:
-        text = _LEADING.sub(_leading, text)
+        text = p.leading.sub(_leading, text)
     if _NUM in text or _REL in text or ":<n>" in text:
         rev = text[::-1]
         if _REL in rev:
-            rev = _REL_PREFIX.sub(">htap<", rev)
+            rev = p.rel_prefix.sub(">htap<", rev)
         if _NUM in rev:
-            rev = _NUM_PREFIX.sub(">n<", rev)
+            rev = p.num_prefix.sub(">n<", rev)
         if ">n<:" in rev:
-            rev = _HOST_PREFIX.sub(">rdda<", rev)
+            rev = p.host_prefix.sub(">rdda<", rev)
         text = rev[::-1]
+    return _mask_words(text, p, plain, months)
+
+
+def _collapse(text: str) -> str:
+    """``text`` with every run of zeros made one "0" (three ``str.replace`` calls for runs of up
+    to six digits, more only for longer ones; a regex substitution allocates per run)."""
+    text = text.replace("000", "0").replace("00", "0")
+    while "00" in text:
+        text = text.replace("00", "0")
+    return text
+
+
+def _colon_run(text: str) -> bool:
+    """Whether four colons in a row each follow the one before within five characters, as in
+    every address ``_HEXCOLON`` takes: that pass tries every hex digit of the text, and most
+    texts with five colons hold clock times, not addresses."""
+    run, last = 0, -9
+    at = text.find(":")
+    while at >= 0:
+        run = run + 1 if at - last <= 5 else 1
+        if run == 4:
+            return True
+        last = at
+        at = text.find(":", at + 1)
+    return False
+
+
+def _mask_words(text: str, p: _Patterns, plain: bool, months: bool) -> str:
+    """The masks of :func:`_mask` that look at words and placeholders: quotes, host names,
+    dates in words, runs, brackets and counted nouns."""
     quoted = not plain and ("'" in text or '"' in text or "`" in text)
     if quoted:
         # Until nothing matches: masking "("x")" makes its outer quotes hold one token.
-        text, found = _QUOTED.subn("<str>", text)
+        text, found = p.quoted.subn("<str>", text)
         while found:
-            text, found = _QUOTED.subn("<str>", text)
+            text, found = p.quoted.subn("<str>", text)
         quoted = "'" in text or '"' in text or "`" in text
     # Host names and dates neither hold nor leave quotes, so ``quoted`` stays right below.
-    if "." in text and _HOSTNAME_HINT.search(text):
-        text = _HOSTNAME.sub("<addr>", text)
-    if months and " <n>" in text and _MONTH_DAY.search(text):
-        text = _CALENDAR.sub("<date>", text)
+    if "." in text and p.hostname_hint.search(text):
+        text = p.hostname.sub("<addr>", text)
+    if months and " <n>" in text and p.month_day.search(text):
+        text = p.calendar.sub("<date>", text)
     while True:
-        if "<" in text:
-            text = _POST.sub(_post, text)
+        # A run needs ">" and a separator before its next "<"; a bracket alternative "(<",
+        # "[<" or "{<" (a plain text has no bracket). Without either, only counted nouns can
+        # change, and they need "n> ".
+        if (
+            "> <" in text
+            or ">," in text
+            or ">;" in text
+            or (not plain and ("(<" in text or "[<" in text or "{<" in text))
+        ):
+            text = p.post.sub(_post, text)
+        elif "n> " in text:
+            text = p.counted.sub(_counted, text)
         if not plain and ("()" in text or "[]" in text or "{}" in text):
-            text = _BRACKETED.sub(_bracketed, text)
+            text = p.bracketed.sub(_bracketed, text)
         if not quoted:
             return text
         # A run or bracket that became one value can leave a quoted single token: mask it, and
         # look again, until nothing changes (a signature is its own signature).
-        text, found = _QUOTED.subn("<str>", text)
+        text, found = p.quoted.subn("<str>", text)
         if not found:
             return text
 
@@ -420,6 +600,10 @@ def _post(match: re.Match[str]) -> str:
     if noun is None:
         return f"<{kind}>"
     return f"<{kind}>{noun[:-1] if kind == 'n' else noun}"
+
+
+def _counted(match: re.Match[str]) -> str:
+    return "<n>" + match[1]
 
 
 def _bracketed(match: re.Match[str]) -> str:
@@ -540,7 +724,7 @@ MASK_RULES: tuple[MaskRule, ...] = (
     ),
     MaskRule(
         "plural",
-        (_POST,),
+        (_POST, _COUNTED),
         "singular noun",
         "after a count, English writes the same noun singular or plural",
         "cargo: 11 errors, 1 warning emitted",

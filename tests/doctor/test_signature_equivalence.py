@@ -77,6 +77,10 @@ FAST_PATH_PIECES = st.sampled_from(
         " KB", "B", " bytes", "µs", "h", "e", "E", "K", "error", " errors", " warning",
         "s,", "ss", "status", "Jun", "Jun.", "June", "Sat", "Dec", "host.example.com", "a.b",
         "db.internal", "true", '"k": ',
+        # Issue 11, no memo: hex-colon runs against clock times, runs and counted nouns,
+        # leading, trailing and doubled spaces.
+        "ab:cd:ef:01:23:45", "1:2:3:4:5:6", "a:b:c:d:e", "12:30:00 12:30:01", ": :",
+        "<n> ", "> <", ">,", ">;", "n> ", " 3 files", " 2 class", "s ",
     ]
 )  # fmt: skip
 # Short texts too: a fast path is taken only when the other pieces are absent.
@@ -151,3 +155,94 @@ def test_non_string_input_is_not_memoized() -> None:
     clear_signature_memo()
     assert canonical_signature(None) == frozen.canonical_signature(None) == "<empty>"  # type: ignore[arg-type]
     assert not signature._MEMO
+
+
+# The same texts, ASCII only: they take the patterns compiled with ``re.ASCII``.
+ASCII_PIECES = FAST_PATH_PIECES.filter(str.isascii)
+ASCII_TEXTS = st.one_of(
+    st.lists(ASCII_PIECES, max_size=6).map("".join),
+    st.lists(ASCII_PIECES, max_size=40).map("".join),
+    st.text(st.characters(max_codepoint=127), max_size=80),
+)
+
+
+@settings(max_examples=1500, database=None, deadline=None)
+@given(ASCII_TEXTS)
+def test_ascii_text_gets_the_frozen_signature(text: str) -> None:
+    clear_signature_memo()
+    assert canonical_signature(text) == frozen.canonical_signature(text)
+
+
+def _matches(
+    pattern: re.Pattern[str], text: str
+) -> list[tuple[tuple[int, int], tuple[object, ...]]]:
+    return [(m.span(), m.groups()) for m in pattern.finditer(text)]
+
+
+@settings(max_examples=400, database=None, deadline=None)
+@given(ASCII_TEXTS)
+def test_each_ascii_pattern_matches_as_written_on_ascii_text(text: str) -> None:
+    for name in signature._Patterns.__slots__:
+        written = getattr(signature._PATTERNS, name)
+        ascii_only = getattr(signature._ASCII_PATTERNS, name)
+        assert _matches(ascii_only, text) == _matches(written, text), name
+
+
+@pytest.mark.skipif(not LOGHUB_DIR.is_dir(), reason="the Loghub-2k samples are not on this machine")
+def test_each_ascii_pattern_matches_as_written_on_the_development_messages() -> None:
+    texts = [t for contents, _ in load_loghub().values() for t in contents if t.isascii()]
+    for name in signature._Patterns.__slots__:
+        written = getattr(signature._PATTERNS, name)
+        ascii_only = getattr(signature._ASCII_PATTERNS, name)
+        for text in texts:
+            assert _matches(ascii_only, text) == _matches(written, text), (name, text)
+
+
+def test_without_the_memo_signatures_are_the_same_and_nothing_is_kept() -> None:
+    texts = ["exit status 7", "exit status 8", "read 3 files from /tmp/x", "  tab\there  "]
+    clear_signature_memo()
+    with signature.signature_memo_disabled():
+        bare = [canonical_signature(t) for t in texts]
+        assert not signature._MEMO
+    assert bare == [frozen.canonical_signature(t) for t in texts]
+    assert [canonical_signature(t) for t in texts] == bare
+    assert signature._MEMO
+
+
+@pytest.mark.parametrize(
+    ("text", "run"),
+    [
+        ("from fe80::c6b3:1ff:fecd:467f:1", True),
+        ("chip FF:F0:0F:0:E0:0:0:0D ok", True),
+        ("at 0:0:0 and 0:0:0 then 0:0", False),
+        ("key: a, key: b, key: c, key: d, key: e", False),
+    ],
+)
+def test_the_hex_colon_pass_is_skipped_only_without_four_close_colons(text: str, run: bool) -> None:
+    assert signature._colon_run(text) is run
+    clear_signature_memo()
+    assert canonical_signature(text) == frozen.canonical_signature(text)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "at {}-{}-{}T{}:{}:{}.{}Z done",
+        "took {}ms then {}.{} sec and {}h{}m",
+        "from {}.{}.{}.{}:{} to /{}.{}.{}.{} ok",
+        "read {}.{} KB ({} bytes) of {} MB",
+        "mac {}b:{}:{}:3a:b{}:{} and {}::{}",
+        "open ./run/{}/x:{}:{} and /srv/{}:{}",
+        "wait <{}ms, >{} s, ~{}us",
+        "ids a:b:{}:c:d:e and {}:{}:{}:{}:{}:{}",
+        '{{"a": {}, "b{}": [{}, {}]}} then {}',
+        "blk_-{} core.{} x{}_{} v{}.{}.{}",
+    ],
+)
+@pytest.mark.parametrize("width", [1, 2, 3, 5, 9])
+def test_a_digit_run_of_any_length_is_one_digit_to_every_mask(template: str, width: int) -> None:
+    # Digit runs are collapsed only before JSON, the hex-colon mask and a cut: elsewhere the
+    # masks read a run of zeros as one digit, whatever its length.
+    text = template.format(*(str(10 ** (width - 1) + i)[-width:] for i in range(12)))
+    clear_signature_memo()
+    assert canonical_signature(text) == frozen.canonical_signature(text)
