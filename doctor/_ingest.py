@@ -99,8 +99,9 @@ def load_runs(
     DuckDB's Python relation layer need not be imported (:mod:`doctor._engine`).
     """
     budget = {} if limits is None else {"memory_limit": limits[0], "spill_limit": limits[1]}
-    con = new_connection(threads, relations=relations, **budget)
-    tables = Tables(con)
+    # No attempts view: frozen into a table below, before anything reads it.
+    con = new_connection(threads, relations=relations, attempts_view=False, **budget)
+    tables = Tables(con, attempts_view=False)
     entries = entries or {}
     for i, run in enumerate(layouts):
         tables.documents[run.run_id] = _documents_of(run)
