@@ -148,7 +148,8 @@ _COUNTS_SQL = f"""
         )
         SELECT run_id, scope, top, hb,
                CASE WHEN top OR event = 'stage_attempt_start' THEN event END AS kind,
-               sum(n)::BIGINT, epoch_ns(min(first_ts)), epoch_ns(max(last_ts))
+               sum(n)::BIGINT, epoch_ns(min(first_ts)), epoch_ns(max(last_ts)),
+               list(DISTINCT event) AS kinds
         FROM named GROUP BY run_id, scope, top, hb, kind"""
 # Per scope: its last node (the row, to take the run's latest), its failed or retried ends
 # and the status of its last end.
@@ -215,9 +216,15 @@ class _FleetRows:
 
 
 def _query_fleet(tables: Tables) -> _FleetRows:
-    """Phase 1: run every query once over all runs, in the order the facts need them."""
+    """Phase 1: run every query once over all runs, in the order the facts need them.
+
+    A query over events of kinds the runs do not have (``attempts`` is built from
+    ``stage_attempt_start`` events) would return no row: it is not run.
+    """
     omitted: dict[str, dict[str, int]] = {}
-    summary, by_type, branches = _event_rows(tables)
+    summary, by_type, branches, kinds = _event_rows(tables)
+    tables.event_kinds = kinds
+    attempts = "stage_attempt_start" in kinds
     return _FleetRows(
         summary=summary,
         by_type=by_type,
@@ -228,7 +235,9 @@ def _query_fleet(tables: Tables) -> _FleetRows:
             keep="n DESC, from_node, to_node",
             order="run_id, n DESC, from_node, to_node",
             omitted=omitted,
-        ),
+        )
+        if "edge_selected" in kinds
+        else {},
         stats=_bounded(
             tables,
             "attempt_stats",
@@ -236,11 +245,13 @@ def _query_fleet(tables: Tables) -> _FleetRows:
             keep="total DESC, scope, node_id",
             order="run_id, scope, total DESC, node_id",
             omitted=omitted,
-        ),
-        open_attempts=_per_run(tables.sql(_OPEN_ATTEMPTS_SQL)),
-        phases=_phases(tables, omitted),
-        branch_done=_per_run(tables.sql(_BRANCH_DONE_SQL)),
-        endings=_per_run(tables.sql(_ENDINGS_SQL)),
+        )
+        if attempts
+        else {},
+        open_attempts=_per_run(tables.sql(_OPEN_ATTEMPTS_SQL)) if attempts else {},
+        phases=_phases(tables, omitted) if attempts else {},
+        branch_done=_per_run(tables.sql(_BRANCH_DONE_SQL)) if "branch_progress" in kinds else {},
+        endings=_per_run(tables.sql(_ENDINGS_SQL)) if kinds & set(STOP_EVENTS) else {},
         branches=branches,
         spans=_bounded(
             tables,
@@ -249,8 +260,10 @@ def _query_fleet(tables: Tables) -> _FleetRows:
             keep="n DESC, first_ns, scope, node_id",
             order="run_id, scope, first_ns, node_id",
             omitted=omitted,
-        ),
-        reasons=_per_run(tables.sql(_REASONS_SQL)),
+        )
+        if attempts
+        else {},
+        reasons=_per_run(tables.sql(_REASONS_SQL)) if attempts else {},
         omitted=omitted,
     )
 
@@ -265,7 +278,9 @@ def _min(values: list[Any]) -> Any:
     return min(present) if present else None
 
 
-def _event_rows(tables: Tables) -> tuple[dict[str, tuple[Any, ...]], _Rows, _Rows]:
+def _event_rows(
+    tables: Tables,
+) -> tuple[dict[str, tuple[Any, ...]], _Rows, _Rows, frozenset[str]]:
     """Each run's summary row, its event counts (top-level stream, the most frequent first)
     and its branches' rows (in scope order), from one read of every event line
     (:data:`_COUNTS_SQL`) and one of the non-heartbeat rows (:data:`_MARKS_SQL`).
@@ -273,12 +288,14 @@ def _event_rows(tables: Tables) -> tuple[dict[str, tuple[Any, ...]], _Rows, _Row
     A summary is ``(first ts, last ts, last non-heartbeat ts, events, attempt starts,
     attempt ends, latest node, last heartbeat ts)``, times in epoch nanoseconds; a branch row
     ``(scope, last non-heartbeat ts, last ts, first ts, attempt starts, failed or retried
-    ends, status of the last end)``.
+    ends, status of the last end)``. Last, every event kind of the runs (any scope).
     """
     groups: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
     tops: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     top_scopes: set[tuple[str, str]] = set()
-    for run_id, scope, top, hb, event, n, first, last in tables.sql(_COUNTS_SQL):
+    kinds: set[str] = set()
+    for run_id, scope, top, hb, event, n, first, last, present in tables.sql(_COUNTS_SQL):
+        kinds.update(present)
         row = (hb, event, int(n), first, last)
         if top:
             tops[run_id].append(row)
@@ -312,7 +329,7 @@ def _event_rows(tables: Tables) -> tuple[dict[str, tuple[Any, ...]], _Rows, _Row
         first, last, last_progress = _times(rows)
         starts = sum(n for _, e, n, _, _ in rows if e == "stage_attempt_start")
         branches[run_id].append((scope, last_progress, last, first, starts, ends, last_status))
-    return summary, by_type, branches
+    return summary, by_type, branches, frozenset(kinds)
 
 
 def _times(rows: list[tuple[Any, ...]]) -> tuple[Any, Any, Any]:

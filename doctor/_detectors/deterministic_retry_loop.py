@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from doctor._detectors._context import Context
+from doctor._detectors._context import Context, needs
 from doctor._facts import facts_of, iso
 from doctor._model import Finding, Severity, plural
 
@@ -121,11 +121,15 @@ WHERE n >= coalesce(l.lim, $default)
 #: Keys signed per page: what is held in Python at once.
 _PAGE = 10_000
 # The run's own breaker limit, when its events state one (the graph's breaker_limit).
-_LIMITS_SQL = """
+_LIMIT_EVENTS = (
+    "deterministic_failure_cycle_check",
+    "deterministic_failure_cycle_breaker",
+    "subgraph_deterministic_failure_cycle_check",
+    "subgraph_deterministic_failure_cycle_breaker",
+)
+_LIMITS_SQL = f"""
 SELECT run_id, max(signature_limit) AS lim FROM progress_events
-WHERE event IN ('deterministic_failure_cycle_check', 'deterministic_failure_cycle_breaker',
-                'subgraph_deterministic_failure_cycle_check',
-                'subgraph_deterministic_failure_cycle_breaker')
+WHERE event IN ({", ".join(f"'{e}'" for e in _LIMIT_EVENTS)})
   AND signature_limit > 0
 GROUP BY ALL
 """
@@ -173,8 +177,8 @@ def _sign_keys(ctx: Context) -> None:
     con = ctx.tables.con
     con.execute(_KEYS_SQL)
     con.execute("CREATE OR REPLACE TEMP TABLE _drl_sig (key VARCHAR, sig VARCHAR)")
-    (total,) = con.execute("SELECT count(*) FROM _drl_keys").fetchall()[0]
-    for low in range(0, int(total), _PAGE):
+    low = 0
+    while True:  # pages until one is short (no count asked first: a statement less)
         keys = [
             str(k)
             for (k,) in con.execute(
@@ -182,9 +186,13 @@ def _sign_keys(ctx: Context) -> None:
                 {"low": low, "high": low + _PAGE},
             ).fetchall()
         ]
-        # The key is the reason's signature_key: signing it is signing the reason.
-        sigs = [canonical_signature(k) for k in keys]
-        insert_columns(con, "_drl_sig", {"key": ("VARCHAR", keys), "sig": ("VARCHAR", sigs)})
+        if keys:
+            # The key is the reason's signature_key: signing it is signing the reason.
+            sigs = [canonical_signature(k) for k in keys]
+            insert_columns(con, "_drl_sig", {"key": ("VARCHAR", keys), "sig": ("VARCHAR", sigs)})
+        if len(keys) < _PAGE:
+            return
+        low += _PAGE
 
 
 def _groups(ctx: Context) -> dict[tuple[str, str, str, str], _Group]:
@@ -219,20 +227,21 @@ def _stopped_on(ctx: Context, last: tuple[Any, ...] | None, node: str, signature
     )
 
 
+@needs(failed_attempts=True)
 def deterministic_retry_loop(ctx: Context) -> list[Finding]:
     """The same canonical failure repeating on a node with no breaker stopping it."""
-    if not ctx.has_failed_attempts():
-        return []
     groups = _groups(ctx)
     if not groups:
         return []
     breakers = {
         (r, s, n): (int(seq), str(ev), bool(sig))
-        for r, s, n, seq, ev, sig in ctx.tables.sql(_BREAKER_SQL)
+        for r, s, n, seq, ev, sig in ctx.rows_of(BREAKER_EVENTS, _BREAKER_SQL)
     }
-    exhausted = {(r, s, n): int(seq) for r, s, n, seq in ctx.tables.sql(_EXHAUSTED_SQL)}
+    exhausted = {
+        (r, s, n): int(seq) for r, s, n, seq in ctx.rows_of(("retry_decision",), _EXHAUSTED_SQL)
+    }
     last_attempt = {(r, s): (n, st, fr) for r, s, n, st, fr in ctx.tables.sql(_LAST_ATTEMPT_SQL)}
-    limits = {r: int(n) for r, n in ctx.tables.sql(_LIMITS_SQL)}
+    limits = {r: int(n) for r, n in ctx.rows_of(_LIMIT_EVENTS, _LIMITS_SQL)}
     findings = []
     for (run_id, scope, node, signature), g in sorted(groups.items()):
         limit = limits.get(run_id, ctx.config.breaker_limit)
