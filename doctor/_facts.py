@@ -193,6 +193,8 @@ _REASONS_SQL = f"""
         ORDER BY run_id, n DESC, scope, node_id, reason"""
 
 _Rows = dict[str, list[tuple[Any, ...]]]
+#: Every kind a facts query filters on (with ``skip_absent=False``: as if all were present).
+_EVERY_KIND = frozenset({"stage_attempt_start", "edge_selected", "branch_progress", *STOP_EVENTS})
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,8 @@ class _FleetRows:
     branch_done: _Rows
     endings: _Rows
     branches: _Rows
+    #: run_id -> (first ts, last ts, last non-heartbeat ts) over every scope of the run
+    activity: dict[str, tuple[Any, Any, Any]]
     # Extra facts for reports: when each node's attempts ran, and what its failures said.
     spans: _Rows
     reasons: _Rows
@@ -215,15 +219,17 @@ class _FleetRows:
     omitted: dict[str, dict[str, int]]
 
 
-def _query_fleet(tables: Tables) -> _FleetRows:
+def _query_fleet(tables: Tables, *, skip_absent: bool = True) -> _FleetRows:
     """Phase 1: run every query once over all runs, in the order the facts need them.
 
     A query over events of kinds the runs do not have (``attempts`` is built from
     ``stage_attempt_start`` events) would return no row: it is not run.
     """
     omitted: dict[str, dict[str, int]] = {}
-    summary, by_type, branches, kinds = _event_rows(tables)
+    summary, by_type, branches, kinds, activity = _event_rows(tables)
     tables.event_kinds = kinds
+    if not skip_absent:  # every query, as a test compares
+        kinds = _EVERY_KIND
     attempts = "stage_attempt_start" in kinds
     return _FleetRows(
         summary=summary,
@@ -253,6 +259,7 @@ def _query_fleet(tables: Tables) -> _FleetRows:
         branch_done=_per_run(tables.sql(_BRANCH_DONE_SQL)) if "branch_progress" in kinds else {},
         endings=_per_run(tables.sql(_ENDINGS_SQL)) if kinds & set(STOP_EVENTS) else {},
         branches=branches,
+        activity=activity,
         spans=_bounded(
             tables,
             "attempt_spans",
@@ -280,7 +287,9 @@ def _min(values: list[Any]) -> Any:
 
 def _event_rows(
     tables: Tables,
-) -> tuple[dict[str, tuple[Any, ...]], _Rows, _Rows, frozenset[str]]:
+) -> tuple[
+    dict[str, tuple[Any, ...]], _Rows, _Rows, frozenset[str], dict[str, tuple[Any, Any, Any]]
+]:
     """Each run's summary row, its event counts (top-level stream, the most frequent first)
     and its branches' rows (in scope order), from one read of every event line
     (:data:`_COUNTS_SQL`) and one of the non-heartbeat rows (:data:`_MARKS_SQL`).
@@ -288,15 +297,19 @@ def _event_rows(
     A summary is ``(first ts, last ts, last non-heartbeat ts, events, attempt starts,
     attempt ends, latest node, last heartbeat ts)``, times in epoch nanoseconds; a branch row
     ``(scope, last non-heartbeat ts, last ts, first ts, attempt starts, failed or retried
-    ends, status of the last end)``. Last, every event kind of the runs (any scope).
+    ends, status of the last end)``. Then every event kind of the runs (any scope), and each
+    run's ``(first, last, last non-heartbeat)`` times over all its scopes (what a scan keeps
+    of its activity, :func:`doctor._scan._activity`).
     """
     groups: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
     tops: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     top_scopes: set[tuple[str, str]] = set()
     kinds: set[str] = set()
+    every: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for run_id, scope, top, hb, event, n, first, last, present in tables.sql(_COUNTS_SQL):
         kinds.update(present)
         row = (hb, event, int(n), first, last)
+        every[run_id].append(row)
         if top:
             tops[run_id].append(row)
             top_scopes.add((run_id, scope))
@@ -329,7 +342,8 @@ def _event_rows(
         first, last, last_progress = _times(rows)
         starts = sum(n for _, e, n, _, _ in rows if e == "stage_attempt_start")
         branches[run_id].append((scope, last_progress, last, first, starts, ends, last_status))
-    return summary, by_type, branches, frozenset(kinds)
+    activity = {run_id: _times(rows) for run_id, rows in every.items()}
+    return summary, by_type, branches, frozenset(kinds), activity
 
 
 def _times(rows: list[tuple[Any, ...]]) -> tuple[Any, Any, Any]:
@@ -341,9 +355,13 @@ def _times(rows: list[tuple[Any, ...]]) -> tuple[Any, Any, Any]:
     )
 
 
-def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
-    """Facts and state of every run in ``tables``."""
-    rows = _query_fleet(tables)
+def compute_facts(
+    tables: Tables, config: DoctorConfig, *, skip_absent: bool = True
+) -> dict[str, RunFacts]:
+    """Facts and state of every run in ``tables`` (recording its event kinds in
+    ``tables.event_kinds``). ``skip_absent=False`` runs even the queries over event kinds the
+    runs do not have, which return no row (a test compares)."""
+    rows = _query_fleet(tables, skip_absent=skip_absent)
     return {
         run_id: _run_facts(run_id, docs, rows, config) for run_id, docs in tables.documents.items()
     }
@@ -399,6 +417,10 @@ def _run_facts(run_id: str, docs: RunDocuments, rows: _FleetRows, config: Doctor
     )
     facts["_last_heartbeat_at"] = iso(last_hb)
     facts["_open_attempts"] = [a[0] for a in rows.open_attempts.get(run_id, [])]
+    # For a scan's cache (doctor._scan): the run's times over all its scopes, and each
+    # branch's last event (either would be a statement of its own there).
+    facts["_activity"] = rows.activity.get(run_id, (None, None, None))
+    facts["_branch_last_event"] = {b[0]: b[2] for b in rows.branches.get(run_id, [])}
     if run_id in rows.omitted:
         facts["rows_omitted"] = rows.omitted[run_id]
     return facts

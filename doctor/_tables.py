@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # loaded where used: listing the checks needs none of them
 
     from doctor._cache import StreamState
 from doctor._documents import RunDocuments
-from doctor._ndjson import TornLine, create_events_table, insert_columns
+from doctor._ndjson import TornLine, create_events_table, insert_columns, register_streams
 
 __all__ = [
     "DUCKDB_MEMORY_LIMIT",
@@ -350,6 +350,9 @@ class Tables:
     stream_states: dict[tuple[str, str], StreamState] = field(default_factory=dict)
     #: Whether the connection has the ``attempts`` view (:func:`new_connection`).
     attempts_view: bool = True
+    #: Every stream registered through :meth:`register_streams`, ``(stream_id, run_id,
+    #: scope)`` in id order: what the cache writes each run's events by.
+    streams: list[tuple[int, str, str]] = field(default_factory=list)
     #: Every event kind in ``events`` (any run, any scope), once
     #: :func:`doctor._facts.compute_facts` has counted them (None before): what lets a
     #: detector or a fact query skip a batch without the events it looks at
@@ -386,6 +389,14 @@ class Tables:
         import duckdb  # noqa: F401  (the relation API: a scan's connection may not have it yet)
 
         return self.con.sql(f"SELECT * FROM {table}{where}{order}", params=params).to_arrow_table()
+
+    def register_streams(self, streams: Sequence[tuple[str, str, Path]]) -> list[int]:
+        """:func:`doctor._ndjson.register_streams`, numbered on from the last one registered
+        here (DuckDB is not asked for the next free id)."""
+        first = self.streams[-1][0] + 1 if self.streams else 0
+        ids = register_streams(self.con, streams, first)
+        self.streams.extend((i, s[0], s[1]) for i, s in zip(ids, streams, strict=True))
+        return ids
 
     def add_rows(self, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
         """Append rows (tuples in column order) as typed list parameters, one per column:
