@@ -226,14 +226,15 @@ def _query_fleet(tables: Tables, *, skip_absent: bool = True) -> _FleetRows:
     ``stage_attempt_start`` events) would return no row: it is not run.
     """
     omitted: dict[str, dict[str, int]] = {}
-    summary, by_type, branches, kinds, activity = _event_rows(tables)
-    tables.event_kinds = kinds
+    ev = _event_rows(tables)
+    tables.event_kinds = kinds = ev.kinds
+    failed = ev.failed_ends
     if not skip_absent:  # every query, as a test compares
-        kinds = _EVERY_KIND
+        kinds, failed = _EVERY_KIND, True
     attempts = "stage_attempt_start" in kinds
     return _FleetRows(
-        summary=summary,
-        by_type=by_type,
+        summary=ev.summary,
+        by_type=ev.by_type,
         edges=_bounded(
             tables,
             "edges",
@@ -258,8 +259,8 @@ def _query_fleet(tables: Tables, *, skip_absent: bool = True) -> _FleetRows:
         phases=_phases(tables, omitted) if attempts else {},
         branch_done=_per_run(tables.sql(_BRANCH_DONE_SQL)) if "branch_progress" in kinds else {},
         endings=_per_run(tables.sql(_ENDINGS_SQL)) if kinds & set(STOP_EVENTS) else {},
-        branches=branches,
-        activity=activity,
+        branches=ev.branches,
+        activity=ev.activity,
         spans=_bounded(
             tables,
             "attempt_spans",
@@ -270,7 +271,7 @@ def _query_fleet(tables: Tables, *, skip_absent: bool = True) -> _FleetRows:
         )
         if attempts
         else {},
-        reasons=_per_run(tables.sql(_REASONS_SQL)) if attempts else {},
+        reasons=_per_run(tables.sql(_REASONS_SQL)) if attempts and failed else {},
         omitted=omitted,
     )
 
@@ -285,11 +286,21 @@ def _min(values: list[Any]) -> Any:
     return min(present) if present else None
 
 
-def _event_rows(
-    tables: Tables,
-) -> tuple[
-    dict[str, tuple[Any, ...]], _Rows, _Rows, frozenset[str], dict[str, tuple[Any, Any, Any]]
-]:
+@dataclass(frozen=True)
+class _EventRows:
+    """What :func:`_event_rows` returns (see there)."""
+
+    summary: dict[str, tuple[Any, ...]]
+    by_type: _Rows
+    branches: _Rows
+    kinds: frozenset[str]
+    activity: dict[str, tuple[Any, Any, Any]]
+    #: Whether a ``stage_attempt_end`` says ``fail`` or ``retry`` (as written): without one,
+    #: no attempt did (:data:`_REASONS_SQL` has no row).
+    failed_ends: bool
+
+
+def _event_rows(tables: Tables) -> _EventRows:
     """Each run's summary row, its event counts (top-level stream, the most frequent first)
     and its branches' rows (in scope order), from one read of every event line
     (:data:`_COUNTS_SQL`) and one of the non-heartbeat rows (:data:`_MARKS_SQL`).
@@ -299,7 +310,7 @@ def _event_rows(
     ``(scope, last non-heartbeat ts, last ts, first ts, attempt starts, failed or retried
     ends, status of the last end)``. Then every event kind of the runs (any scope), and each
     run's ``(first, last, last non-heartbeat)`` times over all its scopes (what a scan keeps
-    of its activity, :func:`doctor._scan._activity`).
+    of its activity, :func:`doctor._scan._activity`), and whether an attempt end failed.
     """
     groups: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
     tops: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
@@ -343,7 +354,8 @@ def _event_rows(
         starts = sum(n for _, e, n, _, _ in rows if e == "stage_attempt_start")
         branches[run_id].append((scope, last_progress, last, first, starts, ends, last_status))
     activity = {run_id: _times(rows) for run_id, rows in every.items()}
-    return summary, by_type, branches, frozenset(kinds), activity
+    failed_ends = any(m[2] for m in marks.values())
+    return _EventRows(summary, by_type, branches, frozenset(kinds), activity, failed_ends)
 
 
 def _times(rows: list[tuple[Any, ...]]) -> tuple[Any, Any, Any]:
