@@ -46,6 +46,12 @@ class Context:
     #: False runs every detector and query whatever the batch holds (what the tests compare
     #: with: tests/doctor/test_detector_needs.py).
     skip_absent: bool = True
+    #: The scopes each :meth:`restrict` prefix covers, and the interrupted visits found so far
+    #: (over which scopes): a second detector asking of the same scopes is answered from these.
+    _restricted: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict, repr=False)
+    _cuts: list[tuple[frozenset[tuple[str, str]], dict[tuple[str, str], Any]]] = field(
+        default_factory=list, repr=False
+    )
 
     def _presence(self, key: str) -> int:
         """One of :data:`_PRESENCE`, all asked at the first question (one statement)."""
@@ -140,21 +146,37 @@ class Context:
         A detector that only concerns scopes with some document (a checkpoint, live.json)
         queries these instead of the whole fleet's events.
         """
-        from doctor._ndjson import insert_columns
-
         pairs = sorted(set(keys))
+        self._restricted[prefix] = frozenset(pairs)
         con = self.tables.con
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}_keys (run_id VARCHAR, scope VARCHAR)")
-        if pairs:
-            runs, scopes = [p[0] for p in pairs], [p[1] for p in pairs]
-            insert_columns(
-                con, f"{prefix}_keys", {"run_id": ("VARCHAR", runs), "scope": ("VARCHAR", scopes)}
-            )
-        for table in ("events", "attempts"):
-            con.execute(
+        # Three statements: the keys made from their lists, then both views in one script.
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {prefix}_keys AS SELECT "
+            "unnest($runs::VARCHAR[]) AS run_id, unnest($scopes::VARCHAR[]) AS scope",
+            {"runs": [p[0] for p in pairs], "scopes": [p[1] for p in pairs]},
+        )
+        con.execute(
+            ";".join(
                 f"CREATE OR REPLACE TEMP VIEW {prefix}_{table} AS SELECT t.* FROM {table} t "
                 f"SEMI JOIN {prefix}_keys k ON k.run_id = t.run_id AND k.scope = t.scope"
+                for table in ("events", "attempts")
             )
+        )
+
+    def interrupted_visits(self, prefix: str) -> dict[tuple[str, str], tuple[str, str | None]]:
+        """:func:`doctor._detectors._stops.interrupted_visits` of the scopes :meth:`restrict`
+        gave ``prefix``. Each scope's answer depends on its own events alone, so scopes
+        already answered for another prefix (``telemetry_divergence`` after
+        ``checkpoint_drift``, most often the same scopes) are not asked again."""
+        from doctor._detectors._stops import interrupted_visits
+
+        keys = self._restricted[prefix]
+        for known, cut in self._cuts:
+            if keys <= known:
+                return {k: v for k, v in cut.items() if k in keys}
+        cut = interrupted_visits(self.tables, f"{prefix}_events")
+        self._cuts.append((keys, cut))
+        return cut
 
 
 #: A detector: a plain function named after the finding code it reports.
