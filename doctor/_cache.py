@@ -37,7 +37,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -422,7 +422,12 @@ class RunCache:
         path = self.root / "runs" / f"{entry.key}.json"
         replace_file(path, b"\n".join([json.dumps(data).encode(), b"".join(texts)]), fsync=_DURABLE)
 
-    def write_events(self, con: duckdb.DuckDBPyConnection, keys: dict[str, str]) -> dict[str, str]:
+    def write_events(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        keys: dict[str, str],
+        registered: Sequence[tuple[int, str, str]] | None = None,
+    ) -> dict[str, str]:
         """Write the events of the runs in ``keys`` (run_id -> cache key), one new Parquet
         file per run in its ``run=<key>`` partition.
 
@@ -435,14 +440,17 @@ class RunCache:
         ``rowid`` order (``seq``) and insertion order is preserved, so rows are written as
         an ``ORDER BY seq`` would write them. The run's name and its streams' scopes are
         parameters (a join with ``streams`` and a sort were a third of a cold scan's writes).
+        ``registered``: the ``streams`` rows, ``(stream_id, run_id, scope)`` in id order, when
+        the caller holds them (:attr:`doctor._tables.Tables.streams`); else they are read.
         """
+        if registered is None:
+            registered = con.execute(
+                "SELECT stream_id, run_id, scope FROM streams ORDER BY stream_id"
+            ).fetchall()
         streams: dict[str, list[tuple[int, str]]] = {}
-        for run_id, sid, scope in con.execute(
-            "SELECT run_id, stream_id, scope FROM streams WHERE run_id IN (SELECT unnest($ids)) "
-            "ORDER BY stream_id",
-            {"ids": list(keys)},
-        ).fetchall():
-            streams.setdefault(run_id, []).append((int(sid), scope))
+        for sid, run_id, scope in registered:
+            if run_id in keys:
+                streams.setdefault(run_id, []).append((int(sid), scope))
         batch = uuid.uuid4().hex
         out: dict[str, str] = {}
         for run_id, ids in streams.items():

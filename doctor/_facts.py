@@ -148,7 +148,8 @@ _COUNTS_SQL = f"""
         )
         SELECT run_id, scope, top, hb,
                CASE WHEN top OR event = 'stage_attempt_start' THEN event END AS kind,
-               sum(n)::BIGINT, epoch_ns(min(first_ts)), epoch_ns(max(last_ts))
+               sum(n)::BIGINT, epoch_ns(min(first_ts)), epoch_ns(max(last_ts)),
+               list(DISTINCT event) AS kinds
         FROM named GROUP BY run_id, scope, top, hb, kind"""
 # Per scope: its last node (the row, to take the run's latest), its failed or retried ends
 # and the status of its last end.
@@ -192,6 +193,8 @@ _REASONS_SQL = f"""
         ORDER BY run_id, n DESC, scope, node_id, reason"""
 
 _Rows = dict[str, list[tuple[Any, ...]]]
+#: Every kind a facts query filters on (with ``skip_absent=False``: as if all were present).
+_EVERY_KIND = frozenset({"stage_attempt_start", "edge_selected", "branch_progress", *STOP_EVENTS})
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,8 @@ class _FleetRows:
     branch_done: _Rows
     endings: _Rows
     branches: _Rows
+    #: run_id -> (first ts, last ts, last non-heartbeat ts) over every scope of the run
+    activity: dict[str, tuple[Any, Any, Any]]
     # Extra facts for reports: when each node's attempts ran, and what its failures said.
     spans: _Rows
     reasons: _Rows
@@ -214,13 +219,22 @@ class _FleetRows:
     omitted: dict[str, dict[str, int]]
 
 
-def _query_fleet(tables: Tables) -> _FleetRows:
-    """Phase 1: run every query once over all runs, in the order the facts need them."""
+def _query_fleet(tables: Tables, *, skip_absent: bool = True) -> _FleetRows:
+    """Phase 1: run every query once over all runs, in the order the facts need them.
+
+    A query over events of kinds the runs do not have (``attempts`` is built from
+    ``stage_attempt_start`` events) would return no row: it is not run.
+    """
     omitted: dict[str, dict[str, int]] = {}
-    summary, by_type, branches = _event_rows(tables)
+    ev = _event_rows(tables)
+    tables.event_kinds = kinds = ev.kinds
+    failed = ev.failed_ends
+    if not skip_absent:  # every query, as a test compares
+        kinds, failed = _EVERY_KIND, True
+    attempts = "stage_attempt_start" in kinds
     return _FleetRows(
-        summary=summary,
-        by_type=by_type,
+        summary=ev.summary,
+        by_type=ev.by_type,
         edges=_bounded(
             tables,
             "edges",
@@ -228,7 +242,9 @@ def _query_fleet(tables: Tables) -> _FleetRows:
             keep="n DESC, from_node, to_node",
             order="run_id, n DESC, from_node, to_node",
             omitted=omitted,
-        ),
+        )
+        if "edge_selected" in kinds
+        else {},
         stats=_bounded(
             tables,
             "attempt_stats",
@@ -236,12 +252,15 @@ def _query_fleet(tables: Tables) -> _FleetRows:
             keep="total DESC, scope, node_id",
             order="run_id, scope, total DESC, node_id",
             omitted=omitted,
-        ),
-        open_attempts=_per_run(tables.sql(_OPEN_ATTEMPTS_SQL)),
-        phases=_phases(tables, omitted),
-        branch_done=_per_run(tables.sql(_BRANCH_DONE_SQL)),
-        endings=_per_run(tables.sql(_ENDINGS_SQL)),
-        branches=branches,
+        )
+        if attempts
+        else {},
+        open_attempts=_per_run(tables.sql(_OPEN_ATTEMPTS_SQL)) if attempts else {},
+        phases=_phases(tables, omitted) if attempts else {},
+        branch_done=_per_run(tables.sql(_BRANCH_DONE_SQL)) if "branch_progress" in kinds else {},
+        endings=_per_run(tables.sql(_ENDINGS_SQL)) if kinds & set(STOP_EVENTS) else {},
+        branches=ev.branches,
+        activity=ev.activity,
         spans=_bounded(
             tables,
             "attempt_spans",
@@ -249,8 +268,10 @@ def _query_fleet(tables: Tables) -> _FleetRows:
             keep="n DESC, first_ns, scope, node_id",
             order="run_id, scope, first_ns, node_id",
             omitted=omitted,
-        ),
-        reasons=_per_run(tables.sql(_REASONS_SQL)),
+        )
+        if attempts
+        else {},
+        reasons=_per_run(tables.sql(_REASONS_SQL)) if attempts and failed else {},
         omitted=omitted,
     )
 
@@ -265,7 +286,21 @@ def _min(values: list[Any]) -> Any:
     return min(present) if present else None
 
 
-def _event_rows(tables: Tables) -> tuple[dict[str, tuple[Any, ...]], _Rows, _Rows]:
+@dataclass(frozen=True)
+class _EventRows:
+    """What :func:`_event_rows` returns (see there)."""
+
+    summary: dict[str, tuple[Any, ...]]
+    by_type: _Rows
+    branches: _Rows
+    kinds: frozenset[str]
+    activity: dict[str, tuple[Any, Any, Any]]
+    #: Whether a ``stage_attempt_end`` says ``fail`` or ``retry`` (as written): without one,
+    #: no attempt did (:data:`_REASONS_SQL` has no row).
+    failed_ends: bool
+
+
+def _event_rows(tables: Tables) -> _EventRows:
     """Each run's summary row, its event counts (top-level stream, the most frequent first)
     and its branches' rows (in scope order), from one read of every event line
     (:data:`_COUNTS_SQL`) and one of the non-heartbeat rows (:data:`_MARKS_SQL`).
@@ -273,13 +308,19 @@ def _event_rows(tables: Tables) -> tuple[dict[str, tuple[Any, ...]], _Rows, _Row
     A summary is ``(first ts, last ts, last non-heartbeat ts, events, attempt starts,
     attempt ends, latest node, last heartbeat ts)``, times in epoch nanoseconds; a branch row
     ``(scope, last non-heartbeat ts, last ts, first ts, attempt starts, failed or retried
-    ends, status of the last end)``.
+    ends, status of the last end)``. Then every event kind of the runs (any scope), and each
+    run's ``(first, last, last non-heartbeat)`` times over all its scopes (what a scan keeps
+    of its activity, :func:`doctor._scan._activity`), and whether an attempt end failed.
     """
     groups: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
     tops: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     top_scopes: set[tuple[str, str]] = set()
-    for run_id, scope, top, hb, event, n, first, last in tables.sql(_COUNTS_SQL):
+    kinds: set[str] = set()
+    every: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for run_id, scope, top, hb, event, n, first, last, present in tables.sql(_COUNTS_SQL):
+        kinds.update(present)
         row = (hb, event, int(n), first, last)
+        every[run_id].append(row)
         if top:
             tops[run_id].append(row)
             top_scopes.add((run_id, scope))
@@ -312,7 +353,9 @@ def _event_rows(tables: Tables) -> tuple[dict[str, tuple[Any, ...]], _Rows, _Row
         first, last, last_progress = _times(rows)
         starts = sum(n for _, e, n, _, _ in rows if e == "stage_attempt_start")
         branches[run_id].append((scope, last_progress, last, first, starts, ends, last_status))
-    return summary, by_type, branches
+    activity = {run_id: _times(rows) for run_id, rows in every.items()}
+    failed_ends = any(m[2] for m in marks.values())
+    return _EventRows(summary, by_type, branches, frozenset(kinds), activity, failed_ends)
 
 
 def _times(rows: list[tuple[Any, ...]]) -> tuple[Any, Any, Any]:
@@ -324,9 +367,13 @@ def _times(rows: list[tuple[Any, ...]]) -> tuple[Any, Any, Any]:
     )
 
 
-def compute_facts(tables: Tables, config: DoctorConfig) -> dict[str, RunFacts]:
-    """Facts and state of every run in ``tables``."""
-    rows = _query_fleet(tables)
+def compute_facts(
+    tables: Tables, config: DoctorConfig, *, skip_absent: bool = True
+) -> dict[str, RunFacts]:
+    """Facts and state of every run in ``tables`` (recording its event kinds in
+    ``tables.event_kinds``). ``skip_absent=False`` runs even the queries over event kinds the
+    runs do not have, which return no row (a test compares)."""
+    rows = _query_fleet(tables, skip_absent=skip_absent)
     return {
         run_id: _run_facts(run_id, docs, rows, config) for run_id, docs in tables.documents.items()
     }
@@ -382,6 +429,10 @@ def _run_facts(run_id: str, docs: RunDocuments, rows: _FleetRows, config: Doctor
     )
     facts["_last_heartbeat_at"] = iso(last_hb)
     facts["_open_attempts"] = [a[0] for a in rows.open_attempts.get(run_id, [])]
+    # For a scan's cache (doctor._scan): the run's times over all its scopes, and each
+    # branch's last event (either would be a statement of its own there).
+    facts["_activity"] = rows.activity.get(run_id, (None, None, None))
+    facts["_branch_last_event"] = {b[0]: b[2] for b in rows.branches.get(run_id, [])}
     if run_id in rows.omitted:
         facts["rows_omitted"] = rows.omitted[run_id]
     return facts

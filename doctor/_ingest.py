@@ -33,7 +33,6 @@ from doctor._ndjson import (
     open_regular,
     read_bulk,
     read_precise,
-    register_streams,
 )
 from doctor._tables import Tables, new_connection
 from rundoctor.liveness import owner_alive
@@ -99,8 +98,9 @@ def load_runs(
     DuckDB's Python relation layer need not be imported (:mod:`doctor._engine`).
     """
     budget = {} if limits is None else {"memory_limit": limits[0], "spill_limit": limits[1]}
-    con = new_connection(threads, relations=relations, **budget)
-    tables = Tables(con)
+    # No attempts view: frozen into a table below, before anything reads it.
+    con = new_connection(threads, relations=relations, attempts_view=False, **budget)
+    tables = Tables(con, attempts_view=False)
     entries = entries or {}
     for i, run in enumerate(layouts):
         tables.documents[run.run_id] = _documents_of(run)
@@ -175,7 +175,7 @@ def _load_resumed(
     from its cached offset."""
     con = tables.con
     resumed = plan.resumed
-    ids = register_streams(con, [(r, s, p) for r, s, p, *_ in resumed])
+    ids = tables.register_streams([(r, s, p) for r, s, p, *_ in resumed])
     keys = {r: entries[r].key for r, *_ in resumed}
     files = sorted({str(f) for k in keys.values() for f in cache.event_files(k)})
     if files:
@@ -221,7 +221,7 @@ def _load_bulk(
     line by line, unless only its last line was cut short."""
     con = tables.con
     bulk = plan.bulk
-    ids = register_streams(con, bulk)
+    ids = tables.register_streams(bulk)
     first = ids[0] if ids else 0
     paths = [p for *_, p in bulk]
     bad = set(read_bulk(con, paths, first, keep_raw=keep_raw, race_hook=race_hook))
@@ -251,7 +251,7 @@ def _load_bulk(
 def _load_live(tables: Tables, plan: _StreamPlan, *, keep_raw: bool) -> None:
     """Live writers' streams, line by line."""
     con = tables.con
-    ids = register_streams(con, plan.live)
+    ids = tables.register_streams(plan.live)
     for sid, (run_id, scope, path) in zip(ids, plan.live, strict=True):
         # A live writer may be mid-line: its unterminated last line waits for the next read.
         try:

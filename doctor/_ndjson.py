@@ -162,12 +162,17 @@ def insert_columns(
 
 
 def register_streams(
-    con: duckdb.DuckDBPyConnection, streams: Sequence[tuple[str, str, Path]]
+    con: duckdb.DuckDBPyConnection,
+    streams: Sequence[tuple[str, str, Path]],
+    first: int | None = None,
 ) -> list[int]:
-    """Add ``(run_id, scope, path)`` streams; returns their new, consecutive ids."""
+    """Add ``(run_id, scope, path)`` streams; returns their new, consecutive ids, from
+    ``first`` when the caller knows the next free id (else DuckDB is asked)."""
     if not streams:
         return []
-    first = int(con.execute("SELECT coalesce(max(stream_id) + 1, 0) FROM streams").fetchall()[0][0])
+    if first is None:
+        sql = "SELECT coalesce(max(stream_id) + 1, 0) FROM streams"
+        first = int(con.execute(sql).fetchall()[0][0])
     ids = list(range(first, first + len(streams)))
     insert_columns(
         con,
@@ -545,10 +550,14 @@ def _insert_lines(
         )
         del texts
         con.execute(f"INSERT INTO events_base SELECT {cols} FROM _rd_stage WHERE ok ORDER BY pos")
-        # Only the first ``room`` torn lines are located; the rest are counted.
-        not_ok = "FROM _rd_stage WHERE NOT ok OR ok IS NULL"
-        bad = con.execute(f"SELECT pos {not_ok} ORDER BY 1 LIMIT {int(room)}").fetchall()
-        n_bad, last = con.execute(f"SELECT count(*), max(pos) {not_ok}").fetchall()[0]
+        # Only the first ``room`` torn lines are located; the rest are counted (by the same
+        # statement: each row carries the count and the last one).
+        rows = con.execute(
+            "SELECT pos, count(*) OVER (), max(pos) OVER () FROM _rd_stage "
+            f"WHERE NOT ok OR ok IS NULL ORDER BY 1 LIMIT {max(1, int(room))}"
+        ).fetchall()
+        n_bad, last = (rows[0][1], rows[0][2]) if rows else (0, None)
+        bad = [(r[0],) for r in rows[: max(0, int(room))]]
         con.execute("DROP TABLE _rd_stage")
     except db.OutOfMemoryException:
         raise  # over the run's budget: the run's finding (doctor._budget), not a stream's

@@ -46,7 +46,7 @@ from doctor._cache import CacheEntry, RunCache, fingerprint
 from doctor._config import DoctorConfig
 from doctor._detectors import Context
 from doctor._diagnose import _order
-from doctor._facts import TOP_SQL, compute_facts, parse_iso, run_state
+from doctor._facts import compute_facts, parse_iso, run_state
 from doctor._kept import FINDINGS_LEVEL, KeptFindings
 from doctor._layout import RunLayout, display_name
 from doctor._model import Diagnosis, Finding
@@ -172,7 +172,7 @@ def diagnose_batch(batch: _Batch) -> list[RunOutcome]:
 
 def _save(cache: RunCache, tables: Tables, batch: _Batch, outcomes: list[RunOutcome]) -> None:
     keys = {layout.run_id: RunCache.key(layout) for layout in batch.layouts}
-    files = cache.write_events(tables.con, keys)
+    files = cache.write_events(tables.con, keys, tables.streams)
     for layout, outcome in zip(batch.layouts, outcomes, strict=True):
         run_id = layout.run_id
         cache.save(
@@ -194,22 +194,16 @@ def _save(cache: RunCache, tables: Tables, batch: _Batch, outcomes: list[RunOutc
         cache.prune_events(keys[layout.run_id], files.get(layout.run_id))
 
 
-_BRANCH_SQL = f"""
-SELECT run_id, scope, epoch_ns(max(ts)) FROM events
-WHERE NOT {TOP_SQL} AND run_id IN (SELECT unnest($ids)) GROUP BY ALL
-"""
-
-
 def _clock_inputs(
     tables: Tables, facts: dict[str, Any], config: DoctorConfig, ids: list[str]
 ) -> dict[str, dict[str, Any]]:
     """Per run, what its clock- and liveness-dependent results were computed from."""
     from doctor._facts import _branch_state, _Liveness
 
-    last_events = {(r, s): t for r, s, t in tables.sql(_BRANCH_SQL, ids=ids)}
     out: dict[str, dict[str, Any]] = {}
     for run_id in ids:
         rf = facts[run_id]
+        last_events = rf["_branch_last_event"]  # the facts read it: no statement of its own
         docs = tables.documents[run_id]
         final = docs.final
         alive = rf.get("owner_alive")
@@ -221,7 +215,7 @@ def _clock_inputs(
             sd = docs.scopes.get(scope)
             sfinal = sd.final if sd else None
             status = sfinal.get("status") if sfinal is not None and sfinal.ok else None
-            lp, le = parse_iso(b.get("last_progress_at")), last_events.get((run_id, scope))
+            lp, le = parse_iso(b.get("last_progress_at")), last_events.get(scope)
             computed = _branch_state(docs, scope, live, last_progress=lp, last_event=le)
             # A branch state that is not the clock's (the parent's record of it, or its fan-out's
             # results) is fixed by the files.
@@ -244,11 +238,6 @@ def _clock_inputs(
 # Per run, the first and last progress point in each bucket of half the threshold: two kept
 # points in a row are either in one bucket (closer than the threshold) or were neighbours
 # already, so the gaps longer than the threshold are exactly those of all the points.
-_SPANS_SQL = f"""
-SELECT run_id, epoch_ns(min(ts)), epoch_ns(max(ts) FILTER (WHERE NOT {HEARTBEAT_SQL})),
-       epoch_ns(max(ts))
-FROM events WHERE ts IS NOT NULL AND run_id IN (SELECT unnest($ids)) GROUP BY run_id
-"""
 _BUCKET_SQL = f"""
 SELECT run_id, list(DISTINCT t ORDER BY t) FROM (
     SELECT run_id, min(epoch_ns(ts)) AS lo, max(epoch_ns(ts)) AS hi
@@ -261,15 +250,15 @@ SELECT run_id, list(DISTINCT t ORDER BY t) FROM (
 def _activity(
     tables: Tables, facts: dict[str, Any], config: DoctorConfig, ids: list[str]
 ) -> dict[str, dict[str, Any]]:
-    """Per run, what the fleet phase needs of its events (see the module docstring)."""
-    spans = {r: (int(a), b, int(c)) for r, a, b, c in tables.sql(_SPANS_SQL, ids=ids)}
+    """Per run, what the fleet phase needs of its events (see the module docstring); its
+    first, last progress and last event times are the facts' (``_activity``)."""
     width = max(1, int(config.idle_gap_s * 1e9) // 2)
     points = dict(tables.sql(_BUCKET_SQL, ids=ids, width=width))
     out: dict[str, dict[str, Any]] = {}
     for r in ids:
         final = tables.documents[r].final
         finished = bool(facts[r].get("final_json"))
-        first, last_progress, last_event = spans.get(r, (None, None, None))
+        first, last_event, last_progress = facts[r]["_activity"]
         out[r] = {
             "first": first,
             "last_progress": last_progress,

@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # loaded where used: listing the checks needs none of them
 
     from doctor._cache import StreamState
 from doctor._documents import RunDocuments
-from doctor._ndjson import TornLine, create_events_table, insert_columns
+from doctor._ndjson import TornLine, create_events_table, insert_columns, register_streams
 
 __all__ = [
     "DUCKDB_MEMORY_LIMIT",
@@ -96,8 +96,7 @@ HEARTBEAT_SQL = heartbeat_sql()
 
 # Keyed on the integer stream_id of events_base (cheaper to partition and sort than names);
 # run_id and scope are joined onto the attempt rows, which are few.
-_ATTEMPTS_VIEW = """
-CREATE OR REPLACE VIEW attempts AS
+_ATTEMPTS_SQL = """
 WITH marks AS (
     SELECT stream_id, node_id, attempt, event, ts, rowid AS seq, status, failure_reason,
            failure_class, epoch,
@@ -127,6 +126,7 @@ LEFT JOIN ends e
   ON e.stream_id = s.stream_id AND e.node_id = s.node_id AND e.start_no = s.start_no
 WHERE s.event = 'stage_attempt_start'
 """
+_ATTEMPTS_VIEW = "CREATE OR REPLACE VIEW attempts AS " + _ATTEMPTS_SQL
 
 
 _SCRATCH_PREFIX = "rundoctor-duckdb-"
@@ -180,13 +180,16 @@ def new_connection(
     memory_limit: str = DUCKDB_MEMORY_LIMIT,
     spill_limit: str = DUCKDB_TEMP_LIMIT,
     relations: bool = True,
+    attempts_view: bool = True,
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the canonical (empty) tables, its memory and spill
     bounded by ``memory_limit`` and ``spill_limit`` (DuckDB sizes: ``256MiB``, ``4GiB``).
 
     ``relations=False`` is for a connection used through ``execute`` only (a scan's batch):
     DuckDB's Python relation layer (``con.sql``) is then not imported for it
-    (:mod:`doctor._engine`)."""
+    (:mod:`doctor._engine`). ``attempts_view=False`` leaves ``attempts`` out, for a caller
+    that calls :meth:`Tables.freeze` before any query (:func:`doctor._ingest.load_runs`): the
+    view would only be dropped unread."""
     from doctor._engine import engine
 
     db = engine(relations=relations)
@@ -205,7 +208,7 @@ def new_connection(
         raise
     weakref.finalize(con, _drop_scratch, scratch, lock)  # also runs at interpreter exit
     _configure(con, db)
-    _create_tables(con)
+    _create_tables(con, attempts_view=attempts_view)
     return con
 
 
@@ -237,44 +240,104 @@ def _configure(con: duckdb.DuckDBPyConnection, db: ModuleType) -> None:
         con.execute("SET enable_progress_bar = false")
 
 
-# The canonical tables but events' (doctor._ndjson.create_events_table), one script: one
-# statement each would pay DuckDB's per-statement cost a dozen times per connection.
+#: The canonical tables but events' (doctor._ndjson.create_events_table) and attempts: each
+#: one's columns and types, in order. :meth:`Tables.add_rows` types its parameters from here
+#: instead of asking DuckDB (``DESCRIBE``, a statement per table filled).
+_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "files": (
+        ("run_id", "VARCHAR"),
+        ("scope", "VARCHAR"),
+        ("rel", "VARCHAR"),
+        ("kind", "VARCHAR"),
+        ("size", "BIGINT"),
+        ("mtime_ns", "BIGINT"),
+        ("ok", "BOOLEAN"),
+        ("detail", "VARCHAR"),
+    ),
+    "unreadable": (
+        ("run_id", "VARCHAR"),
+        ("scope", "VARCHAR"),
+        ("rel", "VARCHAR"),
+        ("kind", "VARCHAR"),
+        ("detail", "VARCHAR"),
+    ),
+    "runs": (
+        ("run_id", "VARCHAR"),
+        ("path", "VARCHAR"),
+        ("layout", "VARCHAR"),
+        ("owner_pid", "BIGINT"),
+    ),
+    # Runs a scan's fleet phase sees through their activity, not their events
+    # (doctor._scan): their life and thinned progress points, for fleet-wide detectors.
+    "cached_lives": (
+        ("run_id", "VARCHAR"),
+        ("start_ns", "BIGINT"),
+        ("end_ns", "BIGINT"),
+        ("finished", "BOOLEAN"),
+    ),
+    "cached_progress": (("run_id", "VARCHAR"), ("t", "BIGINT")),
+    "torn": (
+        ("run_id", "VARCHAR"),
+        ("scope", "VARCHAR"),
+        ("rel", "VARCHAR"),
+        ("line", "BIGINT"),
+        ("byte_offset", "BIGINT"),
+        ("detail", "VARCHAR"),
+    ),
+    # A queue's tables (the executor's schema; times are epoch seconds). Empty unless a
+    # scan reads a queue (doctor._queue_ingest.load_queue), so queue detectors find nothing.
+    "tickets": (
+        ("id", "VARCHAR"),
+        ("title", "VARCHAR"),
+        ("graph_path", "VARCHAR"),
+        ("status", "VARCHAR"),
+        ("priority", "BIGINT"),
+        ("error_attempts", "BIGINT"),
+        ("crash_recoveries", "BIGINT"),
+        ("max_error_attempts", "BIGINT"),
+        ("lease_owner", "VARCHAR"),
+        ("lease_epoch", "BIGINT"),
+        ("lease_expires_at", "DOUBLE"),
+        ("last_heartbeat_at", "DOUBLE"),
+        ("claimed_at", "DOUBLE"),
+        ("session_name", "VARCHAR"),
+        ("pid", "BIGINT"),
+        ("pgid", "BIGINT"),
+        ("proc_start_time", "BIGINT"),
+        ("host", "VARCHAR"),
+        ("run_id", "VARCHAR"),
+        ("run_path", "VARCHAR"),
+        ("reason", "VARCHAR"),
+        ("created_at", "DOUBLE"),
+        ("updated_at", "DOUBLE"),
+        ("finished_at", "DOUBLE"),
+    ),
+    "ticket_deps": (("ticket_id", "VARCHAR"), ("depends_on", "VARCHAR")),
+    "ticket_events": (
+        ("id", "BIGINT"),
+        ("ticket_id", "VARCHAR"),
+        ("at", "DOUBLE"),
+        ("event", "VARCHAR"),
+        ("worker", "VARCHAR"),
+        ("epoch", "BIGINT"),
+        ("detail", "VARCHAR"),
+    ),
+}
+
+# The other tables, one script: one statement each would pay DuckDB's per-statement cost a
+# dozen times per connection.
 _TABLES_SQL = ";".join(
-    [
-        _ATTEMPTS_VIEW,
-        "CREATE TABLE files (run_id VARCHAR, scope VARCHAR, rel VARCHAR, kind VARCHAR, "
-        "size BIGINT, mtime_ns BIGINT, ok BOOLEAN, detail VARCHAR)",
-        "CREATE TABLE unreadable (run_id VARCHAR, scope VARCHAR, rel VARCHAR, kind VARCHAR, "
-        "detail VARCHAR)",
-        "CREATE TABLE runs (run_id VARCHAR, path VARCHAR, layout VARCHAR, owner_pid BIGINT)",
-        # Runs a scan's fleet phase sees through their activity, not their events
-        # (doctor._scan): their life and thinned progress points, for fleet-wide detectors.
-        "CREATE TABLE cached_lives (run_id VARCHAR, start_ns BIGINT, end_ns BIGINT, "
-        "finished BOOLEAN)",
-        "CREATE TABLE cached_progress (run_id VARCHAR, t BIGINT)",
-        "CREATE TABLE torn (run_id VARCHAR, scope VARCHAR, rel VARCHAR, line BIGINT, "
-        "byte_offset BIGINT, detail VARCHAR)",
-        # A queue's tables (the executor's schema; times are epoch seconds). Empty unless a
-        # scan reads a queue (doctor._queue_ingest.load_queue), so queue detectors find nothing.
-        "CREATE TABLE tickets (id VARCHAR, title VARCHAR, graph_path VARCHAR, status VARCHAR, "
-        "priority BIGINT, error_attempts BIGINT, crash_recoveries BIGINT, "
-        "max_error_attempts BIGINT, lease_owner VARCHAR, lease_epoch BIGINT, "
-        "lease_expires_at DOUBLE, last_heartbeat_at DOUBLE, claimed_at DOUBLE, "
-        "session_name VARCHAR, pid BIGINT, pgid BIGINT, proc_start_time BIGINT, host VARCHAR, "
-        "run_id VARCHAR, run_path VARCHAR, reason VARCHAR, created_at DOUBLE, "
-        "updated_at DOUBLE, finished_at DOUBLE)",
-        "CREATE TABLE ticket_deps (ticket_id VARCHAR, depends_on VARCHAR)",
-        'CREATE TABLE ticket_events (id BIGINT, ticket_id VARCHAR, "at" DOUBLE, event VARCHAR, '
-        "worker VARCHAR, epoch BIGINT, detail VARCHAR)",
-    ]
+    f"CREATE TABLE {table} (" + ", ".join(f'"{c}" {t}' for c, t in cols) + ")"
+    for table, cols in _COLUMNS.items()
 )
 
 
-def _create_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """The canonical tables, empty: events and attempts, files, runs, torn lines, what a
+def _create_tables(con: duckdb.DuckDBPyConnection, *, attempts_view: bool) -> None:
+    """The canonical tables, empty: events and attempts (a view, unless the caller makes it
+    a table once the events are in: :meth:`Tables.freeze`), files, runs, torn lines, what a
     scan's fleet phase reads of cached runs, and a queue's tables."""
     create_events_table(con)
-    con.execute(_TABLES_SQL)
+    con.execute(f"{_ATTEMPTS_VIEW};{_TABLES_SQL}" if attempts_view else _TABLES_SQL)
 
 
 @dataclass
@@ -285,6 +348,16 @@ class Tables:
     documents: dict[str, RunDocuments] = field(default_factory=dict)
     torn_lines: list[TornLine] = field(default_factory=list)
     stream_states: dict[tuple[str, str], StreamState] = field(default_factory=dict)
+    #: Whether the connection has the ``attempts`` view (:func:`new_connection`).
+    attempts_view: bool = True
+    #: Every stream registered through :meth:`register_streams`, ``(stream_id, run_id,
+    #: scope)`` in id order: what the cache writes each run's events by.
+    streams: list[tuple[int, str, str]] = field(default_factory=list)
+    #: Every event kind in ``events`` (any run, any scope), once
+    #: :func:`doctor._facts.compute_facts` has counted them (None before): what lets a
+    #: detector or a fact query skip a batch without the events it looks at
+    #: (:class:`doctor._detectors.Needs`).
+    event_kinds: frozenset[str] | None = None
 
     @property
     def run_ids(self) -> list[str]:
@@ -317,30 +390,42 @@ class Tables:
 
         return self.con.sql(f"SELECT * FROM {table}{where}{order}", params=params).to_arrow_table()
 
+    def register_streams(self, streams: Sequence[tuple[str, str, Path]]) -> list[int]:
+        """:func:`doctor._ndjson.register_streams`, numbered on from the last one registered
+        here (DuckDB is not asked for the next free id)."""
+        first = self.streams[-1][0] + 1 if self.streams else 0
+        ids = register_streams(self.con, streams, first)
+        self.streams.extend((i, s[0], s[1]) for i, s in zip(ids, streams, strict=True))
+        return ids
+
     def add_rows(self, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
         """Append rows (tuples in column order) as typed list parameters, one per column:
         no Arrow to import, and far faster than executemany."""
         if not rows:
             return
-        described = self.con.execute(f"DESCRIBE {table}").fetchall()
+        # The columns as created (no DESCRIBE round trip); any other table as DuckDB has it.
+        columns = _COLUMNS.get(table) or tuple(
+            (str(r[0]), str(r[1])) for r in self.con.execute(f"DESCRIBE {table}").fetchall()
+        )
         insert_columns(
             self.con,
             table,
-            {str(r[0]): (str(r[1]), [row[i] for row in rows]) for i, r in enumerate(described)},
+            {name: (kind, [row[i] for row in rows]) for i, (name, kind) in enumerate(columns)},
         )
 
     def freeze(self) -> None:
-        """Materialize the derived ``attempts`` view once ingestion is complete.
+        """Materialize ``attempts`` once ingestion is complete (replacing its view, if the
+        connection has one).
 
         Facts and detectors query attempts many times; computing its window once is cheaper.
         So with ``progress_events``, the rows of ``events`` that are not heartbeats (the same
         columns, ``seq`` included): heartbeats are most of a stream's lines, and most queries
         look only at the other events, so they read this table instead of skipping them.
+        Two statements on a connection made without the view (:func:`new_connection`).
         """
         self.con.execute(
-            "CREATE OR REPLACE TABLE attempts_frozen AS SELECT * FROM attempts;"
-            "DROP VIEW attempts;"
-            "ALTER TABLE attempts_frozen RENAME TO attempts;"
+            ("DROP VIEW IF EXISTS attempts;" if self.attempts_view else "")
+            + f"CREATE TABLE attempts AS {_ATTEMPTS_SQL};"
             "CREATE OR REPLACE TABLE progress_events AS "
             f"SELECT * FROM events WHERE NOT {HEARTBEAT_SQL}"
         )

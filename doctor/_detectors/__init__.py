@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from doctor._detectors._context import Context, Detector, more
+from doctor._detectors._context import Context, Detector, Needs, more, needs
 from rundoctor.lazy import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
     from doctor._detectors._catalog import DETECTORS, describe, select
 
-__all__ = ["DETECTORS", "Context", "Detector", "describe", "more", "select"]
+__all__ = ["DETECTORS", "Context", "Detector", "Needs", "describe", "more", "needs", "select"]
 
 _CATALOG = "doctor._detectors._catalog"
 __getattr__, __dir__ = _lazy_exports(

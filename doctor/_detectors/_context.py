@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from doctor._model import Finding
 
@@ -14,7 +15,19 @@ if TYPE_CHECKING:  # what a detector runs on; importing the detectors needs none
     from doctor._facts import RunFacts
     from doctor._tables import Tables
 
-__all__ = ["Context", "Detector", "more"]
+__all__ = ["NEEDS", "Context", "Detector", "Needs", "more", "needs"]
+
+# What the batch holds, asked of DuckDB once per context in one statement (not one per
+# detector): whether an attempt failed, whether the tables that are usually empty have a row,
+# and how many runs a scan's fleet phase sees through their activity only.
+_PRESENCE_SQL = """
+SELECT EXISTS (SELECT 1 FROM attempts
+               WHERE end_seq IS NOT NULL AND lower(status) IN ('fail', 'retry')),
+       EXISTS (SELECT 1 FROM torn), EXISTS (SELECT 1 FROM unreadable),
+       EXISTS (SELECT 1 FROM tickets), EXISTS (SELECT 1 FROM ticket_events),
+       (SELECT count(*) FROM cached_lives)
+"""
+_PRESENCE = ("failed", "torn", "unreadable", "tickets", "ticket_events", "cached_lives")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,37 +42,84 @@ class Context:
     facts: Mapping[str, RunFacts]
     config: DoctorConfig
     _signatures: dict[str, str] = field(default_factory=dict, repr=False)
-    _memo: dict[str, bool] = field(default_factory=dict, repr=False)
+    _memo: dict[str, int] = field(default_factory=dict, repr=False)
+    #: False runs every detector and query whatever the batch holds (what the tests compare
+    #: with: tests/doctor/test_detector_needs.py).
+    skip_absent: bool = True
+    #: The scopes each :meth:`restrict` prefix covers, and the interrupted visits found so far
+    #: (over which scopes): a second detector asking of the same scopes is answered from these.
+    _restricted: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict, repr=False)
+    _cuts: list[tuple[frozenset[tuple[str, str]], dict[tuple[str, str], Any]]] = field(
+        default_factory=list, repr=False
+    )
+
+    def _presence(self, key: str) -> int:
+        """One of :data:`_PRESENCE`, all asked at the first question (one statement)."""
+        if not self._memo:
+            row = self.tables.sql(_PRESENCE_SQL)[0]
+            self._memo.update({k: int(v) for k, v in zip(_PRESENCE, row, strict=True)})
+        return self._memo[key]
 
     def has_queue(self) -> bool:
-        """Whether a queue was read (``tickets`` or ``ticket_events`` has a row), asked once.
+        """Whether a queue was read (``tickets`` or ``ticket_events`` has a row).
 
         The queue detectors find nothing without one (``diagnose`` never reads a queue), so
         they return at once instead of planning their queries over empty tables.
         """
-        known = self._memo.get("queue")
-        if known is None:
-            rows = self.tables.sql(
-                "SELECT EXISTS (SELECT 1 FROM tickets) OR EXISTS (SELECT 1 FROM ticket_events)"
-            )
-            known = self._memo["queue"] = bool(rows[0][0])
-        return known
+        return bool(self._presence("tickets") or self._presence("ticket_events"))
+
+    def has_rows(self, table: str) -> bool:
+        """Whether ``torn``, ``unreadable``, ``tickets``, ``ticket_events`` or
+        ``cached_lives`` has a row (most batches have none)."""
+        return bool(self._presence(table))
+
+    def cached_runs(self) -> int:
+        """How many runs a scan's fleet phase sees through their activity (``cached_lives``)."""
+        return self._presence("cached_lives")
 
     def has_failed_attempts(self) -> bool:
-        """Whether any attempt ended ``fail`` or ``retry`` (any case), asked once.
+        """Whether any attempt ended ``fail`` or ``retry`` (any case).
 
         The detectors of failure reasons (lost, swallowed, repeating, fragmented, a missing
         status file) look only at such attempts: a run where every attempt succeeded (most
-        runs) skips planning their queries.
+        runs) skips planning their queries. No attempt ended at all: known without asking.
         """
-        known = self._memo.get("failed")
-        if known is None:
-            rows = self.tables.sql(
-                "SELECT EXISTS (SELECT 1 FROM attempts "
-                "WHERE end_seq IS NOT NULL AND lower(status) IN ('fail', 'retry'))"
-            )
-            known = self._memo["failed"] = bool(rows[0][0])
-        return known
+        if not self.has_events("stage_attempt_start", "stage_attempt_end"):
+            return False
+        return bool(self._presence("failed"))
+
+    def has_events(self, *kinds: str) -> bool:
+        """Whether the batch has events of every kind given (any run, any scope): known from
+        what :func:`doctor._facts.compute_facts` counted (true when it was not asked)."""
+        present = self.tables.event_kinds
+        return present is None or all(k in present for k in kinds)
+
+    def has_any_event(self, kinds: Iterable[str]) -> bool:
+        """Whether the batch has events of one of ``kinds`` (true when not counted)."""
+        present = self.tables.event_kinds
+        return present is None or any(k in present for k in kinds)
+
+    def rows_of(self, kinds: Iterable[str], query: str, **params: Any) -> list[tuple[Any, ...]]:
+        """Rows of ``query``, a query that keeps only events of ``kinds``: none, without
+        asking DuckDB, when the batch has no event of these kinds."""
+        if self.skip_absent and not self.has_any_event(kinds):
+            return []
+        return self.tables.sql(query, **params)
+
+    def lacks(self, need: Needs) -> bool:
+        """Whether the batch misses something ``need`` says the detector looks at: asked
+        from what is known first (event kinds, documents), DuckDB last and once."""
+        if not self.has_events(*need.events):
+            return True
+        if need.any_events and not self.has_any_event(need.any_events):
+            return True
+        if need.when is not None and not need.when(self):
+            return True
+        if need.failed_attempts and not self.has_failed_attempts():
+            return True
+        if need.queue and not self.has_queue():
+            return True
+        return not all(self.has_rows(t) for t in need.tables)
 
     def signature(self, reason: str | None) -> str:
         """:func:`doctor.canonical_signature` of ``reason``, computed once per context.
@@ -86,25 +146,93 @@ class Context:
         A detector that only concerns scopes with some document (a checkpoint, live.json)
         queries these instead of the whole fleet's events.
         """
-        from doctor._ndjson import insert_columns
-
         pairs = sorted(set(keys))
+        self._restricted[prefix] = frozenset(pairs)
         con = self.tables.con
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}_keys (run_id VARCHAR, scope VARCHAR)")
-        if pairs:
-            runs, scopes = [p[0] for p in pairs], [p[1] for p in pairs]
-            insert_columns(
-                con, f"{prefix}_keys", {"run_id": ("VARCHAR", runs), "scope": ("VARCHAR", scopes)}
-            )
-        for table in ("events", "attempts"):
-            con.execute(
+        # Three statements: the keys made from their lists, then both views in one script.
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {prefix}_keys AS SELECT "
+            "unnest($runs::VARCHAR[]) AS run_id, unnest($scopes::VARCHAR[]) AS scope",
+            {"runs": [p[0] for p in pairs], "scopes": [p[1] for p in pairs]},
+        )
+        con.execute(
+            ";".join(
                 f"CREATE OR REPLACE TEMP VIEW {prefix}_{table} AS SELECT t.* FROM {table} t "
                 f"SEMI JOIN {prefix}_keys k ON k.run_id = t.run_id AND k.scope = t.scope"
+                for table in ("events", "attempts")
             )
+        )
+
+    def interrupted_visits(self, prefix: str) -> dict[tuple[str, str], tuple[str, str | None]]:
+        """:func:`doctor._detectors._stops.interrupted_visits` of the scopes :meth:`restrict`
+        gave ``prefix``. Each scope's answer depends on its own events alone, so scopes
+        already answered for another prefix (``telemetry_divergence`` after
+        ``checkpoint_drift``, most often the same scopes) are not asked again."""
+        from doctor._detectors._stops import interrupted_visits
+
+        keys = self._restricted[prefix]
+        for known, cut in self._cuts:
+            if keys <= known:
+                return {k: v for k, v in cut.items() if k in keys}
+        cut = interrupted_visits(self.tables, f"{prefix}_events")
+        self._cuts.append((keys, cut))
+        return cut
 
 
 #: A detector: a plain function named after the finding code it reports.
 Detector = Callable[[Context], list[Finding]]
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """What a detector looks at, declared with :func:`needs`: a batch without it gets no
+    finding from the detector, which then returns at once instead of running its queries
+    (each costs DuckDB 1-2 ms to parse and plan, whatever the data; a batch ran about 45).
+
+    Every field must hold for the detector to run: ``events``, kinds all present in the batch
+    (any run, any scope); ``any_events``, one of these kinds at least; ``failed_attempts``, an
+    attempt ended ``fail`` or ``retry``; ``queue``, a queue was read; ``tables``, each of these
+    tables has a row (:meth:`Context.has_rows`); ``when``, a test of what Python already holds
+    (documents, facts). A need must be exact: the detector, run on a batch that lacks it, finds
+    nothing (tests/doctor/test_detector_needs.py runs them all with the skip off to check).
+    """
+
+    events: tuple[str, ...] = ()
+    any_events: tuple[str, ...] = ()
+    failed_attempts: bool = False
+    queue: bool = False
+    tables: tuple[str, ...] = ()
+    when: Callable[[Context], bool] | None = None
+
+
+#: Each declared detector's :class:`Needs`, by name.
+NEEDS: dict[str, Needs] = {}
+
+
+def needs(
+    *,
+    events: Iterable[str] = (),
+    any_events: Iterable[str] = (),
+    failed_attempts: bool = False,
+    queue: bool = False,
+    tables: Iterable[str] = (),
+    when: Callable[[Context], bool] | None = None,
+) -> Callable[[Detector], Detector]:
+    """Declare what a detector looks at (:class:`Needs`): it returns ``[]`` at once on a
+    batch that lacks it, unless the context says not to skip (``skip_absent=False``)."""
+    need = Needs(tuple(events), tuple(any_events), failed_attempts, queue, tuple(tables), when)
+
+    def declare(detector: Detector) -> Detector:
+        @functools.wraps(detector)
+        def run(ctx: Context) -> list[Finding]:
+            if ctx.skip_absent and ctx.lacks(need):
+                return []
+            return detector(ctx)
+
+        NEEDS[detector.__name__] = need
+        return run
+
+    return declare
 
 
 def more(items: list[str], limit: int = 5) -> str:

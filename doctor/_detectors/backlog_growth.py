@@ -14,7 +14,7 @@ tickets wait (no execution, incident 01); ``warning`` when closing merely lags.
 
 from __future__ import annotations
 
-from doctor._detectors._context import Context
+from doctor._detectors._context import Context, needs
 from doctor._detectors._queue import OPEN, TERMINAL, iso_s
 from doctor._model import Finding, Severity
 
@@ -35,10 +35,9 @@ FROM tickets
 """
 
 
+@needs(queue=True)
 def backlog_growth(ctx: Context) -> list[Finding]:
     """Tickets are created faster than they are closed over the last days."""
-    if not ctx.has_queue():  # no queue read: no ticket to report on
-        return []
     days = ctx.config.window_days
     if days <= 0:
         return []

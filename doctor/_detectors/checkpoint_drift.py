@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from doctor._detectors._context import Context, more
-from doctor._detectors._stops import interrupted_visits
 from doctor._documents import Document, checkpoint_fields
 from doctor._facts import parse_iso
 from doctor._model import Finding, Severity
@@ -160,7 +159,7 @@ def _read_stream(ctx: Context) -> _Stream:
         pending.setdefault((run_id, scope), []).append(
             (str(node), int(n), bool(last_open), last_end)
         )
-    return _Stream(scopes, pending, interrupted_visits(ctx.tables, "ck_events"))
+    return _Stream(scopes, pending, ctx.interrupted_visits("ck"))
 
 
 @dataclass(frozen=True)

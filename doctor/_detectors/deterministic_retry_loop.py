@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from doctor._detectors._context import Context
+from doctor._detectors._context import Context, needs
 from doctor._facts import facts_of, iso
 from doctor._model import Finding, Severity, plural
 
@@ -88,11 +88,6 @@ SELECT f.run_id, scope, node_id, reason, regexp_replace(reason, '[0-9]+', '0', '
 FROM f LEFT JOIN limits l USING (run_id)
 WHERE node_failures >= coalesce(l.lim, $default)
 """
-# The distinct keys numbered, to be signed a page at a time.
-_KEYS_SQL = """
-CREATE OR REPLACE TEMP TABLE _drl_keys AS
-SELECT key, row_number() OVER (ORDER BY key) AS i FROM (SELECT DISTINCT key FROM _drl_fail)
-"""
 # One row per (run, scope, node, signature) at the run's limit or over: the count, visits,
 # last failure, first and last end, distinct reasons, and the example (the most frequent
 # reason, among equals the most recent).
@@ -121,11 +116,15 @@ WHERE n >= coalesce(l.lim, $default)
 #: Keys signed per page: what is held in Python at once.
 _PAGE = 10_000
 # The run's own breaker limit, when its events state one (the graph's breaker_limit).
-_LIMITS_SQL = """
+_LIMIT_EVENTS = (
+    "deterministic_failure_cycle_check",
+    "deterministic_failure_cycle_breaker",
+    "subgraph_deterministic_failure_cycle_check",
+    "subgraph_deterministic_failure_cycle_breaker",
+)
+_LIMITS_SQL = f"""
 SELECT run_id, max(signature_limit) AS lim FROM progress_events
-WHERE event IN ('deterministic_failure_cycle_check', 'deterministic_failure_cycle_breaker',
-                'subgraph_deterministic_failure_cycle_check',
-                'subgraph_deterministic_failure_cycle_breaker')
+WHERE event IN ({", ".join(f"'{e}'" for e in _LIMIT_EVENTS)})
   AND signature_limit > 0
 GROUP BY ALL
 """
@@ -163,28 +162,44 @@ class _Group:
     last_ts: int | None
 
 
-def _sign_keys(ctx: Context) -> None:
+def _sign_keys(ctx: Context) -> bool:
     """``_drl_sig``: each failure key's canonical signature, signed in Python a page at a
     time (the signature is Python's alone), so a stream of a million distinct reasons never
-    sits in Python whole."""
+    sits in Python whole. False, and no table, when there is no key to sign.
+
+    Pages are read from ``_drl_fail`` in key order, and the first one creates the table it
+    goes into: no numbered copy of the keys, no count, no empty table made first."""
     from doctor._ndjson import insert_columns
     from rundoctor.signature import canonical_signature
 
     con = ctx.tables.con
-    con.execute(_KEYS_SQL)
-    con.execute("CREATE OR REPLACE TEMP TABLE _drl_sig (key VARCHAR, sig VARCHAR)")
-    (total,) = con.execute("SELECT count(*) FROM _drl_keys").fetchall()[0]
-    for low in range(0, int(total), _PAGE):
+    low = 0
+    while True:  # pages until one is short
         keys = [
             str(k)
             for (k,) in con.execute(
-                "SELECT key FROM _drl_keys WHERE i > $low AND i <= $high ORDER BY i",
-                {"low": low, "high": low + _PAGE},
+                "SELECT DISTINCT key FROM _drl_fail ORDER BY key LIMIT $page OFFSET $low",
+                {"page": _PAGE, "low": low},
             ).fetchall()
         ]
+        if not keys and not low:
+            return False
         # The key is the reason's signature_key: signing it is signing the reason.
-        sigs = [canonical_signature(k) for k in keys]
-        insert_columns(con, "_drl_sig", {"key": ("VARCHAR", keys), "sig": ("VARCHAR", sigs)})
+        columns = {
+            "key": ("VARCHAR", keys),
+            "sig": ("VARCHAR", [canonical_signature(k) for k in keys]),
+        }
+        if not low:
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _drl_sig AS "
+                "SELECT unnest($key::VARCHAR[]) AS key, unnest($sig::VARCHAR[]) AS sig",
+                {name: values for name, (_, values) in columns.items()},
+            )
+        elif keys:
+            insert_columns(con, "_drl_sig", columns)
+        if len(keys) < _PAGE:
+            return True
+        low += _PAGE
 
 
 def _groups(ctx: Context) -> dict[tuple[str, str, str, str], _Group]:
@@ -193,13 +208,11 @@ def _groups(ctx: Context) -> dict[tuple[str, str, str, str], _Group]:
     params = {"default": ctx.config.breaker_limit}
     ctx.tables.sql(_FAILURES_SQL.format(limits=_LIMITS_SQL), **params)
     try:
-        _sign_keys(ctx)
-        rows = ctx.tables.sql(_GROUPS_SQL.format(limits=_LIMITS_SQL), **params)
+        signed = _sign_keys(ctx)
+        # No failure at its run's limit (no key): no group either.
+        rows = ctx.tables.sql(_GROUPS_SQL.format(limits=_LIMITS_SQL), **params) if signed else []
     finally:
-        ctx.tables.con.execute(
-            "DROP TABLE IF EXISTS _drl_fail; DROP TABLE IF EXISTS _drl_keys; "
-            "DROP TABLE IF EXISTS _drl_sig"
-        )
+        ctx.tables.con.execute("DROP TABLE IF EXISTS _drl_fail; DROP TABLE IF EXISTS _drl_sig")
     return {
         (str(run_id), str(scope), str(node), str(sig)): _Group(
             int(n), int(visits), int(reasons), str(example), int(last), first, last_ts
@@ -219,20 +232,21 @@ def _stopped_on(ctx: Context, last: tuple[Any, ...] | None, node: str, signature
     )
 
 
+@needs(failed_attempts=True)
 def deterministic_retry_loop(ctx: Context) -> list[Finding]:
     """The same canonical failure repeating on a node with no breaker stopping it."""
-    if not ctx.has_failed_attempts():
-        return []
     groups = _groups(ctx)
     if not groups:
         return []
     breakers = {
         (r, s, n): (int(seq), str(ev), bool(sig))
-        for r, s, n, seq, ev, sig in ctx.tables.sql(_BREAKER_SQL)
+        for r, s, n, seq, ev, sig in ctx.rows_of(BREAKER_EVENTS, _BREAKER_SQL)
     }
-    exhausted = {(r, s, n): int(seq) for r, s, n, seq in ctx.tables.sql(_EXHAUSTED_SQL)}
+    exhausted = {
+        (r, s, n): int(seq) for r, s, n, seq in ctx.rows_of(("retry_decision",), _EXHAUSTED_SQL)
+    }
     last_attempt = {(r, s): (n, st, fr) for r, s, n, st, fr in ctx.tables.sql(_LAST_ATTEMPT_SQL)}
-    limits = {r: int(n) for r, n in ctx.tables.sql(_LIMITS_SQL)}
+    limits = {r: int(n) for r, n in ctx.rows_of(_LIMIT_EVENTS, _LIMITS_SQL)}
     findings = []
     for (run_id, scope, node, signature), g in sorted(groups.items()):
         limit = limits.get(run_id, ctx.config.breaker_limit)

@@ -14,7 +14,7 @@ attempt (the exit node) was a fallback leaving a node whose last attempt before 
 
 from __future__ import annotations
 
-from doctor._detectors._context import Context
+from doctor._detectors._context import Context, needs
 from doctor._facts import TOP_SQL, iso
 from doctor._model import Finding, Severity
 
@@ -43,12 +43,22 @@ ORDER BY h.run_id, h.seq
 """
 
 
+def _says_success(ctx: Context) -> bool:
+    """Whether a run's final.json says success: only such a run can be falsely successful."""
+    return any(_success(ctx, run_id) for run_id in ctx.tables.documents)
+
+
+def _success(ctx: Context, run_id: str) -> bool:
+    final = ctx.documents(run_id).final
+    return final is not None and final.ok and final.get("status") == "success"
+
+
+@needs(events=("edge_selected", "stage_attempt_end"), when=_says_success)
 def false_success(ctx: Context) -> list[Finding]:
     """Runs whose final.json says success because a failed node fell back into the exit."""
     findings: list[Finding] = []
     for run_id, scope, src, dst, cond, at, status, reason, attempt, mx in ctx.tables.sql(_SQL):
-        final = ctx.documents(run_id).final
-        if final is None or not final.ok or final.get("status") != "success":
+        if not _success(ctx, run_id):
             continue
         findings.append(
             Finding(

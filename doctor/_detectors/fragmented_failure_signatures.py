@@ -30,16 +30,17 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from doctor._detectors._context import Context
+from doctor._detectors._context import Context, needs
 from doctor._detectors.deterministic_retry_loop import BREAKER_EVENTS
 from doctor._model import Finding, Severity, plural
 
 __all__ = ["fragmented_failure_signatures"]
 
-_CHECKS = "('deterministic_failure_cycle_check', 'subgraph_deterministic_failure_cycle_check')"
+_CHECK_EVENTS = ("deterministic_failure_cycle_check", "subgraph_deterministic_failure_cycle_check")
+_CHECKS = "(" + ", ".join(f"'{e}'" for e in _CHECK_EVENTS) + ")"
 
 _FAILURES_SQL = """
-SELECT run_id, scope, node_id, failure_reason, count(*) FROM attempts
+SELECT run_id, scope, node_id, failure_reason, count(*), max(end_seq) FROM attempts
 WHERE end_seq IS NOT NULL AND lower(status) IN ('fail', 'retry')
 GROUP BY ALL ORDER BY ALL
 """
@@ -65,18 +66,18 @@ GROUP BY ALL
 """
 
 
-_DESIGNED_STOPS = (
-    "'deterministic_failure_cycle_breaker', 'subgraph_deterministic_failure_cycle_breaker', "
-    "'stuck_cycle_breaker', 'loop_restart_circuit_breaker', 'stall_watchdog_timeout'"
+_DESIGNED_STOP_EVENTS = (
+    "deterministic_failure_cycle_breaker",
+    "subgraph_deterministic_failure_cycle_breaker",
+    "stuck_cycle_breaker",
+    "loop_restart_circuit_breaker",
+    "stall_watchdog_timeout",
 )
-# Per scope, the last designed stop; per node, the end of its last failure.
+# Per scope, the last designed stop (per node, the end of its last failure comes with the
+# failures: :data:`_FAILURES_SQL`).
 _STOPS_SQL = f"""
 SELECT run_id, scope, arg_max(event, seq), max(seq) FROM progress_events
-WHERE event IN ({_DESIGNED_STOPS}) GROUP BY ALL
-"""
-_LAST_FAILURE_SQL = """
-SELECT run_id, scope, node_id, max(end_seq) FROM attempts
-WHERE end_seq IS NOT NULL AND lower(status) IN ('fail', 'retry') GROUP BY ALL
+WHERE event IN ({", ".join(f"'{e}'" for e in _DESIGNED_STOP_EVENTS)}) GROUP BY ALL
 """
 _LIMITS_SQL = f"""
 SELECT run_id, max(signature_limit) FROM progress_events
@@ -84,18 +85,20 @@ WHERE event IN {_CHECKS} AND signature_limit > 0 GROUP BY ALL
 """
 
 
+@needs(failed_attempts=True)
 def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
     """A node's failures are many distinct strings but few canonical signatures."""
-    if not ctx.has_failed_attempts():
-        return []
     cfg = ctx.config
     reasons: dict[tuple[str, str, str], Counter[str | None]] = defaultdict(Counter)
-    for run_id, scope, node, reason, n in ctx.tables.sql(_FAILURES_SQL):
+    last_failure: dict[tuple[str, str, str], int] = {}
+    for run_id, scope, node, reason, n, last in ctx.tables.sql(_FAILURES_SQL):
         reasons[(run_id, scope, node)][reason] += int(n)
+        key = (run_id, scope, node)
+        last_failure[key] = max(last_failure.get(key, -1), int(last))
     candidates = {k: c for k, c in reasons.items() if c.total() >= cfg.fragmentation_min_failures}
     if not candidates:
         return []
-    breakers = _read_breakers(ctx)
+    breakers = _read_breakers(ctx, last_failure)
     findings = []
     for key, counts in sorted(candidates.items()):
         fragmented = _fragmented(ctx, key, counts, breakers)
@@ -116,19 +119,27 @@ class _Breakers:
     last_failure: dict[tuple[str, str, str], int]
 
 
-def _read_breakers(ctx: Context) -> _Breakers:
-    """Phase 1: the breaker queries, over the runs with enough failures."""
+def _read_breakers(ctx: Context, last_failure: dict[tuple[str, str, str], int]) -> _Breakers:
+    """Phase 1: the breaker queries, over the runs with enough failures (each skipped when
+    the batch has none of the events it reads)."""
     same_version: dict[tuple[str, str, str, str], int] = {}
-    for r, s, n, sig, mx in ctx.tables.sql(_same_version_sql()):
+    checks = _CHECK_EVENTS
+    for r, s, n, sig, mx in ctx.rows_of(checks, _same_version_sql()):
         # The breaker's signature is "<node>|<failure_class>|<canonical signature>".
         key = (r, s, n, str(sig).split("|", 2)[-1])
         same_version[key] = max(same_version.get(key, 0), int(mx or 0))
     return _Breakers(
-        limits={r: int(lim) for r, lim in ctx.tables.sql(_LIMITS_SQL)},
-        checks={(r, s, n): (mx, br) for r, s, n, mx, br in ctx.tables.sql(_CHECKS_SQL)},
+        limits={r: int(lim) for r, lim in ctx.rows_of(checks, _LIMITS_SQL)},
+        checks={
+            (r, s, n): (mx, br)
+            for r, s, n, mx, br in ctx.rows_of((*checks, *BREAKER_EVENTS), _CHECKS_SQL)
+        },
         same_version=same_version,
-        stops={(r, s): (str(ev), int(seq)) for r, s, ev, seq in ctx.tables.sql(_STOPS_SQL)},
-        last_failure={(r, s, n): int(q) for r, s, n, q in ctx.tables.sql(_LAST_FAILURE_SQL)},
+        stops={
+            (r, s): (str(ev), int(seq))
+            for r, s, ev, seq in ctx.rows_of(_DESIGNED_STOP_EVENTS, _STOPS_SQL)
+        },
+        last_failure=last_failure,
     )
 
 

@@ -123,14 +123,10 @@ def _final_ns(ctx: Context, run_id: str) -> int | None:
     return parse_iso(final.get("timestamp")) if final is not None and final.ok else None
 
 
-def _cached_runs(ctx: Context) -> int:
-    return int(ctx.tables.sql("SELECT count(*) FROM cached_lives")[0][0])
-
-
 def idle_gap(ctx: Context) -> list[Finding]:
     """No execution progress for longer than the threshold while runs or tickets were pending."""
     ids = [r for r in ctx.tables.run_ids if r in ctx.facts]
-    cached = _cached_runs(ctx)
+    cached = ctx.cached_runs()
     if not ids and not cached:
         return _queue_gaps(ctx)
     now_ns = int(ctx.config.now * 1e9)
@@ -305,7 +301,7 @@ def _overlaps(
 
 def _queue_gaps(ctx: Context) -> list[Finding]:
     """Stretches with pending tickets and no execution (see the module docstring)."""
-    if not ctx.tables.sql("SELECT count(*) FROM tickets")[0][0]:
+    if not ctx.has_rows("tickets"):
         return []
     cfg = ctx.config
     gaps = ctx.tables.sql(_QUEUE_GAPS_SQL, now=cfg.now, gap=cfg.idle_gap_s)

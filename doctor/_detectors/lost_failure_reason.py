@@ -12,7 +12,7 @@ causes live in the branch scopes (Kilroy keeps them in the status file's failure
 
 from __future__ import annotations
 
-from doctor._detectors._context import Context
+from doctor._detectors._context import Context, needs
 from doctor._detectors.swallowed_error import generic_sql
 from doctor._facts import iso
 from doctor._model import Finding, Severity, plural
@@ -50,11 +50,10 @@ GROUP BY ALL ORDER BY run_id, scope, node_id, reason
 """
 
 
+@needs(failed_attempts=True)
 def lost_failure_reason(ctx: Context) -> list[Finding]:
     """Generic or empty failure reasons that hide a concrete upstream failure in the scope."""
     findings: list[Finding] = []
-    if not ctx.has_failed_attempts():
-        return findings
     for run_id, scope, node_id, reason, n, up_node, up_reason, first, last, n_up in ctx.tables.sql(
         _SQL
     ):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from doctor._detectors._context import Context, more
+from doctor._detectors._context import Context, more, needs
 from doctor._facts import TOP_SQL, RunFacts, iso
 from doctor._model import Finding, Severity
 
@@ -89,15 +89,28 @@ def _read_progress(ctx: Context) -> _Progress:
     return out
 
 
+def _top_missing(facts: RunFacts) -> bool:
+    # Without a valid final.json the state is running, stalled or orphaned.
+    return not facts.get("final_json") and facts.get("_state") in ("stalled", "orphaned")
+
+
+def _looked_at(ctx: Context) -> bool:
+    """Whether a run lacks its final.json, or is native (its branches may lack theirs): the
+    only runs :func:`missing_final` reports on (a batch of finished Kilroy runs has none)."""
+    return any(
+        _top_missing(facts) or ctx.documents(run_id).layout == "native"
+        for run_id, facts in ctx.facts.items()
+    )
+
+
+@needs(when=_looked_at)
 def missing_final(ctx: Context) -> list[Finding]:
     """Runs and branches that stopped running without ever writing a valid final.json."""
     seen = _read_progress(ctx)
     findings: list[Finding] = []
     for run_id, facts in sorted(ctx.facts.items()):
         docs = ctx.documents(run_id)
-        state = facts.get("_state")
-        # Without a valid final.json the state is running, stalled or orphaned.
-        top_missing = not facts.get("final_json") and state in ("stalled", "orphaned")
+        top_missing = _top_missing(facts)
         if top_missing:
             findings.append(_run_finding(ctx, run_id, facts, seen))
         native = docs.layout == "native"

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from doctor._detectors._context import Context
+from doctor._detectors._context import Context, needs
 from doctor._detectors._queue import LEASED, iso_s, ticket_label
 from doctor._detectors.retry_loop import duration_text
 from doctor._model import Finding, Severity
@@ -115,10 +115,9 @@ class _Measure:
     severity: Severity
 
 
+@needs(queue=True)
 def no_progress_lease(ctx: Context) -> list[Finding]:
     """A lease kept alive by heartbeats while its run (or the ticket) makes no progress."""
-    if not ctx.has_queue():  # no queue read: no ticket to report on
-        return []
     cfg = ctx.config
     now = cfg.now
     findings = []

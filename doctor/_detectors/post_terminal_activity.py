@@ -59,7 +59,8 @@ def post_terminal_activity(ctx: Context) -> list[Finding]:
     runs, scopes, finals, final_docs = _ends(ctx)
     if not runs:
         return []
-    terminal = {r: (e, ts) for r, e, ts in ctx.tables.sql(_TERMINAL_SQL)}
+    ends = ("run_completed", "run_failed")
+    terminal = {r: (e, ts) for r, e, ts in ctx.rows_of(ends, _TERMINAL_SQL)}
     if not terminal and all(ns is None for ns in finals):
         return []  # nothing ended: no event can come after an end (and no scan of them all)
     rows = ctx.tables.sql(_SQL, runs=runs, scopes=scopes, finals=finals)

@@ -11,7 +11,7 @@ or done, failed, canceled) looped but stopped: ``warning``.
 
 from __future__ import annotations
 
-from doctor._detectors._context import Context
+from doctor._detectors._context import Context, needs
 from doctor._detectors._queue import OPEN, iso_s, ticket_label
 from doctor._model import Finding, Severity
 
@@ -42,10 +42,9 @@ ORDER BY p.recoveries DESC, p.ticket_id
 """
 
 
+@needs(queue=True)
 def recovery_loop(ctx: Context) -> list[Finding]:
     """The same ticket reclaimed from dead workers again and again within a day."""
-    if not ctx.has_queue():  # no queue read: no ticket to report on
-        return []
     findings = []
     for (
         ticket_id,

@@ -26,8 +26,8 @@ loop that a breaker or the watchdog ended did what they are for: it is reported 
 
 from __future__ import annotations
 
-from doctor._detectors._context import Context
-from doctor._facts import STOP_EVENTS_SQL, facts_of, iso
+from doctor._detectors._context import Context, needs
+from doctor._facts import STOP_EVENTS, STOP_EVENTS_SQL, facts_of, iso
 from doctor._model import Finding, Severity
 
 __all__ = ["DOMINANT_SHARE", "duration_text", "retry_loop"]
@@ -149,6 +149,13 @@ _STOPS_SQL = (
 )
 
 
+#: The events :data:`_STOPS_SQL` keeps.
+_STOP_KINDS = (
+    *(e for e in STOP_EVENTS if e != "run_completed"),
+    "subgraph_deterministic_failure_cycle_breaker",
+)
+
+
 def _severity(stopped_by: str | None, *, dominant: bool, state: object) -> Severity:
     """A loop a cycle breaker (or the watchdog) stopped did what it is for: bounded, info.
     One that dominated a run that did not succeed, with nothing stopping it, is an error."""
@@ -159,11 +166,13 @@ def _severity(stopped_by: str | None, *, dominant: bool, state: object) -> Sever
     return Severity.WARNING
 
 
+@needs(events=("edge_selected",))  # a back edge is one of them
 def retry_loop(ctx: Context) -> list[Finding]:
     """A back edge (a hop to a node entered earlier in the scope) taken repeatedly."""
     findings = []
     stops = {
-        (r, sc): (ev, reason, int(seq)) for r, sc, ev, reason, seq in ctx.tables.sql(_STOPS_SQL)
+        (r, sc): (ev, reason, int(seq))
+        for r, sc, ev, reason, seq in ctx.rows_of(_STOP_KINDS, _STOPS_SQL)
     }
     for run_id, scope, src, dst, n, first_ts, last_ts, end_ts, still, last_seq in ctx.tables.sql(
         _SQL, min=ctx.config.retry_loop_min

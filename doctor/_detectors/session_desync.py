@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from doctor._detectors._context import Context
+from doctor._detectors._context import Context, needs
 from doctor._detectors._queue import LEASED, TERMINAL, same_host, this_host, ticket_label
 from doctor._model import Finding, Severity
 from rundoctor.liveness import process_alive
@@ -46,10 +46,9 @@ ORDER BY id
 """
 
 
+@needs(queue=True)
 def session_desync(ctx: Context) -> list[Finding]:
     """The queue's record of a session disagrees with the processes running on this host."""
-    if not ctx.has_queue():  # no queue read: no ticket to report on
-        return []
     rows = ctx.tables.sql(_SQL)
     if not rows:
         return []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from doctor._detectors._context import Context
+from doctor._detectors._context import Context, needs
 from doctor._facts import iso
 from doctor._model import Finding, Severity
 from doctor._tables import heartbeat_sql
@@ -52,10 +52,6 @@ stale AS (
 """
 #: Above this many attempts of one node in one stream, the ASOF join is the cheaper one.
 MAX_SPANS_PER_NODE = 8
-_MOST_SPANS_SQL = (
-    "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM attempts "
-    "GROUP BY stream_id, node_id)"
-)
 
 # Per scope: the last progress event, heartbeats after it, and stage heartbeats whose node had
 # no open attempt at that moment ({stale}: one of the two above).
@@ -106,10 +102,25 @@ ORDER BY 1, 2
 
 
 def _stale_sql(ctx: Context) -> str:
-    (most,) = ctx.tables.sql(_MOST_SPANS_SQL)[0]
-    return _STALE_SPANS if int(most) <= MAX_SPANS_PER_NODE else _STALE_ASOF
+    """The cheaper of the two (they find the same heartbeats), from the most attempts of one
+    node in one scope: the facts' ``attempt_spans`` count them (and keep the largest counts
+    when they cut a run's rows), so DuckDB need not be asked."""
+    most = max(
+        (int(s["attempts"]) for f in ctx.facts.values() for s in f.get("attempt_spans", [])),
+        default=0,
+    )
+    return _STALE_SPANS if most <= MAX_SPANS_PER_NODE else _STALE_ASOF
 
 
+def _has_heartbeats(ctx: Context) -> bool:
+    """Whether the batch has heartbeats (of any kind: :func:`doctor._tables.heartbeat_sql`)."""
+    kinds = ctx.tables.event_kinds
+    return kinds is None or any(
+        k == "branch_stale_warning" or k.endswith("_heartbeat") for k in kinds
+    )
+
+
+@needs(when=_has_heartbeats)
 def stale_heartbeat(ctx: Context) -> list[Finding]:
     """Heartbeats naming a node with no open attempt, or arriving after a scope finished."""
     findings = []

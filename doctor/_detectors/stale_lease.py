@@ -9,7 +9,7 @@ something reclaims it.
 
 from __future__ import annotations
 
-from doctor._detectors._context import Context
+from doctor._detectors._context import Context, needs
 from doctor._detectors._queue import LEASED, iso_s, ticket_label
 from doctor._detectors.retry_loop import duration_text
 from doctor._model import Finding, Severity
@@ -26,10 +26,9 @@ ORDER BY age_s DESC, id
 """
 
 
+@needs(queue=True)
 def stale_lease(ctx: Context) -> list[Finding]:
     """A claimed or running ticket whose lease has had no heartbeat for too long."""
-    if not ctx.has_queue():  # no queue read: no ticket to report on
-        return []
     now = ctx.config.now
     findings = []
     for (

@@ -169,6 +169,13 @@ def _disagreeing_status(ctx: Context) -> list[Finding]:
     """A canonical status.json whose outcome the stream's last ended attempt of the node
     contradicts (deliberate rewrites and the run's own stop excepted)."""
     findings: list[Finding] = []
+    if not any(
+        st.canonical and st.status is not None
+        for docs in ctx.tables.documents.values()
+        for sd in docs.scopes.values()
+        for st in sd.statuses
+    ):
+        return findings  # no status.json to compare with the stream: no query to plan
     last = {(r, s, n): (a, bool(o), st, fr) for r, s, n, a, o, st, fr in ctx.tables.sql(_LAST_SQL)}
     for run_id, docs in sorted(ctx.tables.documents.items()):
         ending = facts_of(ctx.facts, run_id).get("terminal_reason")

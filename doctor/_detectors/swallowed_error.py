@@ -25,7 +25,7 @@ import json
 import os
 from pathlib import Path
 
-from doctor._detectors._context import Context, more
+from doctor._detectors._context import Context, more, needs
 from doctor._model import Finding, Severity, plural
 
 __all__ = [
@@ -168,11 +168,10 @@ def stage_output(run_path: Path, scope: str, node_id: str) -> Path | None:
     return _dossier_explains(run_path, scope, node_id)
 
 
+@needs(failed_attempts=True)
 def swallowed_error(ctx: Context) -> list[Finding]:
     """Failure reasons that carry no information (None, empty, a bare exit code)."""
     findings: list[Finding] = []
-    if not ctx.has_failed_attempts():
-        return findings
     for run_id, scope, node_id, kind, n, examples, has_null in ctx.tables.sql(_SQL):
         if kind == "bare_exit_code" and node_id is not None:
             run_path = Path(ctx.documents(run_id).path)

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from doctor._detectors._context import Context
-from doctor._detectors._stops import interrupted_visits
 from doctor._documents import ScopeDocuments, checkpoint_fields
 from doctor._facts import RunFacts
 from doctor._layout import is_top_scope
@@ -71,7 +70,7 @@ def telemetry_divergence(ctx: Context) -> list[Finding]:
     ctx.restrict("td", keys)
     rows = {(r, s): (a, le, [str(n) for n in o]) for r, s, a, le, o in ctx.tables.sql(_SQL)}
     streams = set(ctx.tables.stream_states)
-    cut = interrupted_visits(ctx.tables, "td_events")
+    cut = ctx.interrupted_visits("td")
     findings: list[Finding] = []
     for run_id, facts in sorted(ctx.facts.items()):
         docs = ctx.documents(run_id)

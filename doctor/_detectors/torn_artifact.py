@@ -16,7 +16,7 @@ read as torn mid-file, the safe side).
 
 from __future__ import annotations
 
-from doctor._detectors._context import Context
+from doctor._detectors._context import Context, needs
 from doctor._model import Finding, Severity, plural
 
 __all__ = ["torn_artifact"]
@@ -47,12 +47,11 @@ ORDER BY g.run_id, g.scope, g.rel
 """
 
 
+# Most runs have nothing torn: then no stream's lines need counting (a pass over them all).
+@needs(tables=("torn",))
 def torn_artifact(ctx: Context) -> list[Finding]:
     """Progress lines and JSON documents that do not parse, one finding per file."""
     findings: list[Finding] = []
-    # Most runs have nothing torn: then no stream's lines need counting (a pass over them all).
-    if not ctx.tables.sql("SELECT EXISTS (SELECT 1 FROM torn)")[0][0]:
-        return findings
     for run_id, scope, rel, kind, n, line, offset, detail, ends_file in ctx.tables.sql(_SQL):
         stream = kind == "progress"
         last_only = stream and n == 1 and bool(ends_file)

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from doctor._detectors._context import Context, more
+from doctor._detectors._context import Context, more, needs
 from doctor._facts import RunFacts, iso
 from doctor._layout import is_top_scope
 from doctor._model import Finding, Severity
@@ -110,6 +110,12 @@ def _finished(
     return finished
 
 
+def _has_fanouts(ctx: Context) -> bool:
+    """Whether a run has a fan-out (a ``parallel/`` scope): only a fan-out node is reported."""
+    return any(_fanouts(list(ctx.documents(run_id).scopes)) for run_id in ctx.facts)
+
+
+@needs(events=("stage_attempt_start",), when=_has_fanouts)
 def unjoined_fanout(ctx: Context) -> list[Finding]:
     """Fan-out nodes whose attempt never ended although their scope stopped running."""
     branch_rows = {(r, s): (bool(o), bool(d)) for r, s, o, d in ctx.tables.sql(_BRANCH_SQL)}

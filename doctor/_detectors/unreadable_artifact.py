@@ -11,7 +11,7 @@ that hold nothing the state depends on, are warnings; the rest are errors.
 
 from __future__ import annotations
 
-from doctor._detectors._context import Context
+from doctor._detectors._context import Context, needs
 from doctor._model import Finding, Severity
 
 __all__ = ["unreadable_artifact"]
@@ -25,6 +25,7 @@ ORDER BY run_id, scope, rel, detail
 """
 
 
+@needs(tables=("unreadable",))
 def unreadable_artifact(ctx: Context) -> list[Finding]:
     """Artifacts the doctor could not read as written: not regular files, undecodable names."""
     findings: list[Finding] = []
