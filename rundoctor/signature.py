@@ -250,7 +250,8 @@ class _Patterns:
     """The patterns ``_mask`` runs, by role.
 
     They are compiled twice: as written (``_PATTERNS``), and with ``re.ASCII``
-    (``_ASCII_PATTERNS``) for a text that is all ASCII, as most failure texts are. On such a
+    (``_ascii_patterns()``, on first use) for a text that is all ASCII, as most failure
+    texts are. On such a
     text both match alike (``\\w``, ``\\d``, ``\\b`` and ``\\s`` differ only on other
     characters, and the whitespace that ASCII ``\\s`` lacks, U+001C to U+001F, is gone from
     a normalised text whenever a pattern with ``\\s`` runs). The ASCII copies spell every class
@@ -321,12 +322,24 @@ _PATTERN_LIST = (
     *(_HOSTNAME, _MONTH_DAY, _CALENDAR, _POST, _COUNTED, _BRACKETED),
 )
 _PATTERNS = _Patterns(*_PATTERN_LIST)
-_ASCII_PATTERNS = _Patterns(
-    *(
-        re.compile(_ascii_pattern(p.pattern), p.flags & ~re.UNICODE | re.ASCII)
-        for p in _PATTERN_LIST
-    )
-)
+
+
+def _ascii_patterns() -> _Patterns:
+    """The ASCII masks, compiled on the first ASCII text: spelling their classes out takes
+    about 16 ms, which every command importing this module for ``SIGNATURE_VERSION`` alone
+    (a rescan, a worker) would otherwise pay at import."""
+    global _ASCII_PATTERNS
+    if _ASCII_PATTERNS is None:
+        _ASCII_PATTERNS = _Patterns(
+            *(
+                re.compile(_ascii_pattern(p.pattern), p.flags & ~re.UNICODE | re.ASCII)
+                for p in _PATTERN_LIST
+            )
+        )
+    return _ASCII_PATTERNS
+
+
+_ASCII_PATTERNS: _Patterns | None = None
 
 
 # Failure texts repeat: a log or a retry loop writes one template again and again with other
@@ -490,7 +503,7 @@ def _mask(text: str, plain: bool = False, months: bool = True) -> str:
     if not plain and "{" in text:
         text = _canonical_json(_collapse(text))
     # No mask writes a non-ASCII character, so an ASCII text stays one until the end.
-    p = _ASCII_PATTERNS if text.isascii() else _PATTERNS
+    p = (_ASCII_PATTERNS or _ascii_patterns()) if text.isascii() else _PATTERNS
     if not plain:
         if "://" in text:
             text = p.url.sub("<url>", text)
