@@ -182,6 +182,10 @@ def _matches(
 @settings(max_examples=400, database=None, deadline=None)
 @given(ASCII_TEXTS)
 def test_each_ascii_pattern_matches_as_written_on_ascii_text(text: str) -> None:
+    # The masks see normalised text: U+001C to U+001F, whitespace to ``\s`` as written but
+    # not to ASCII ``\s``, are gone from it (str.split removes them) before any mask with
+    # ``\s`` runs; hypothesis found "C:\\\x1c" matching differently when they were kept.
+    text = text.translate(dict.fromkeys(range(0x1C, 0x20)))
     for name in signature._Patterns.__slots__:
         written = getattr(signature._PATTERNS, name)
         ascii_only = getattr(signature._ascii_patterns(), name)
