@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,11 @@ TINY = {"RUNDOCTOR_MEMORY_LIMIT": "64MiB", "RUNDOCTOR_SPILL_LIMIT": "1MiB"}
 
 
 def doctor(
-    *args: str | Path, env: dict[str, str] | None = None
+    *args: str | Path,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """The doctor as a process, with none of this environment's ``RUNDOCTOR_`` settings."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
     return subprocess.run(
         [sys.executable, "-m", "doctor", *map(str, args)],
@@ -33,6 +37,7 @@ def doctor(
         cwd=Path(tempfile.gettempdir()),
         check=False,
         timeout=HANG_GUARD_S,
+        preexec_fn=preexec_fn,  # only setrlimit, in the child
     )
 
 

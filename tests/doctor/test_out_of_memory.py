@@ -19,35 +19,16 @@ import resource
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.doctor.test_budget import _run
+from tests.doctor.test_budget import HANG_GUARD_S, _run, doctor
 
-HANG_GUARD_S = 300
 #: Below what DuckDB's JSON reader and a 15,000-node run need (its read buffer alone is 32 MiB).
 SMALL_MEMORY = {"RUNDOCTOR_MEMORY_LIMIT": "16MiB"}
-
-
-def doctor(
-    *args: str | Path,
-    env: dict[str, str] | None = None,
-    preexec_fn: Callable[[], None] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
-    return subprocess.run(
-        [sys.executable, "-m", "doctor", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**base, "COLUMNS": "100", **(env or {})},
-        cwd=Path(tempfile.gettempdir()),
-        check=False,
-        timeout=HANG_GUARD_S,
-        preexec_fn=preexec_fn,  # only setrlimit, in the child
-    )
 
 
 def _findings(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:

@@ -9,11 +9,8 @@ or the config, as ``tests/doctor/test_budget.py`` does, not from gigabytes on di
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
-import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,25 +25,9 @@ from doctor import (
     run_timeline,
 )
 from reports import write_postmortem
-from tests.doctor.test_budget import TINY, _run
+from tests.doctor.test_budget import TINY, _run, doctor
 
-HANG_GUARD_S = 300
 NODES = 1_500  # three attempts each: 4,500 attempts, over MAX_TIMELINE_BARS
-
-
-def doctor(
-    *args: str | Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
-    return subprocess.run(
-        [sys.executable, "-m", "doctor", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**base, "COLUMNS": "100", **(env or {})},
-        cwd=Path(tempfile.gettempdir()),
-        check=False,
-        timeout=HANG_GUARD_S,
-    )
 
 
 def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
