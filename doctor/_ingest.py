@@ -19,6 +19,7 @@ import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from doctor._cache import CacheEntry, RunCache, StreamState, tail_sha
 from doctor._documents import RunDocuments, ScopeDocuments, read_documents
@@ -37,7 +38,10 @@ from doctor._ndjson import (
 from doctor._tables import Tables, new_connection
 from rundoctor.liveness import owner_alive
 
-__all__ = ["load_runs"]
+if TYPE_CHECKING:
+    from doctor._config import DoctorConfig
+
+__all__ = ["load_run", "load_runs"]
 
 Progress = Callable[[int, int], None]
 
@@ -72,6 +76,17 @@ def _stream_failed(tables: Tables, run_id: str, rel: str, sid: int, exc: Excepti
     tables.con.execute("DELETE FROM events_base WHERE stream_id = ?", [sid])
     why = f"the stream could not be read: {str(exc)[:300]}"
     tables.documents[run_id].unreadable.append(Unreadable(rel, "progress", why))
+
+
+def load_run(layout: RunLayout, config: DoctorConfig) -> Tables:
+    """One run, as a diagnosis and its timeline read it: the typed scan (no detector reads the
+    raw lines, and it is about twice as fast) on ``config``'s threads, within its budget."""
+    return load_runs(
+        [layout],
+        keep_raw=False,
+        threads=config.threads,
+        limits=(config.memory_limit, config.spill_limit),
+    )
 
 
 def load_runs(

@@ -31,7 +31,7 @@ from typing import Any
 from doctor._budget import exceeded, over_budget_error
 from doctor._config import DoctorConfig
 from doctor._facts import parse_iso
-from doctor._ingest import load_runs
+from doctor._ingest import load_run
 from doctor._layout import discover
 from doctor._model import Diagnosis, plural
 from doctor._tables import HEARTBEAT_SQL, Tables
@@ -196,12 +196,7 @@ def run_timeline(diagnosis: Diagnosis, config: DoctorConfig | None = None) -> Ti
     layout = discover(Path(diagnosis.path))
     stall = float(diagnosis.facts.get("stall_timeout_s") or config.stall_timeout_s)
     try:
-        tables = load_runs(
-            [layout],
-            keep_raw=False,
-            threads=config.threads,
-            limits=(config.memory_limit, config.spill_limit),
-        )
+        tables = load_run(layout, config)
         try:
             bars, omitted = _bars(tables, layout.run_id)
             quiet = tables.sql(

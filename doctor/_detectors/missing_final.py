@@ -120,6 +120,28 @@ def missing_final(ctx: Context) -> list[Finding]:
     return findings
 
 
+def _evidence(
+    last: int | None,
+    idle: float | None,
+    facts: RunFacts,
+    nodes: list[str],
+    state: object,
+    *,
+    final: object,
+) -> dict[str, object]:
+    """A missing_final finding's evidence, the same keys for a run and a branch (FINDINGS.md):
+    ``final`` is the scope's final.json document, None when there is none."""
+    return {
+        "last_progress_at": iso(last),
+        "idle_s": idle,
+        "owner_pid": facts.get("owner_pid"),
+        "owner_alive": facts.get("owner_alive"),
+        "open_attempts": nodes,
+        "state": state,
+        "final_json_present": final is not None,
+    }
+
+
 def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) -> Finding:
     """The run itself stalled or orphaned without a final.json: orphaned is critical and
     terminalized by repair; stalled is an error for a human to look at."""
@@ -153,15 +175,7 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
         scope="",
         node_id=nodes[-1] if nodes else None,
         repair=repair,
-        evidence={
-            "last_progress_at": iso(last),
-            "idle_s": idle,
-            "owner_pid": pid,
-            "owner_alive": alive,
-            "open_attempts": nodes,
-            "state": state,
-            "final_json_present": docs.final is not None,
-        },
+        evidence=_evidence(last, idle, facts, nodes, state, final=docs.final),
     )
 
 
@@ -170,7 +184,6 @@ def _branch_findings(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress
     valid final.json (native runs always; Kilroy runs when the top level never ended)."""
     docs = ctx.documents(run_id)
     native = docs.layout == "native"
-    pid, alive = facts.get("owner_pid"), facts.get("owner_alive")
     findings: list[Finding] = []
     for branch in facts.get("branches", []):
         scope = branch["scope"]
@@ -198,17 +211,14 @@ def _branch_findings(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress
                 run_id=run_id,
                 scope=scope,
                 node_id=nodes[-1] if nodes else None,
-                evidence={
-                    "last_progress_at": iso(last),
-                    "idle_s": idle,
-                    "owner_pid": pid,
-                    "owner_alive": alive,
-                    "open_attempts": nodes,
-                    "state": branch.get("state"),
-                    "final_json_present": bool(
-                        docs.scopes.get(scope) and docs.scopes[scope].final is not None
-                    ),
-                },
+                evidence=_evidence(
+                    last,
+                    idle,
+                    facts,
+                    nodes,
+                    branch.get("state"),
+                    final=sd.final if (sd := docs.scopes.get(scope)) else None,
+                ),
             )
         )
     return findings
