@@ -81,12 +81,16 @@ def _kernel_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _printed(nb: Any) -> list[str]:
+    """Each code cell's standard output, as one text.
+
+    The kernel flushes stdout on its own timing, so one cell's text may arrive as one stream
+    output or several (a CI run split ``print(...)``'s line from its newline); what a reader
+    sees, the cell's text, is what must match.
+    """
     return [
-        o.text
+        "".join(o.text for o in c.outputs if o.output_type == "stream" and o.name == "stdout")
         for c in nb.cells
         if c.cell_type == "code"
-        for o in c.outputs
-        if o.output_type == "stream" and o.name == "stdout"
     ]
 
 
@@ -111,4 +115,4 @@ def test_the_notebook_runs_on_runs_passed_as_parameters_and_prints_what_is_commi
     fresh = execute(path, tmp_path)  # raises CellExecutionError on any error
     committed = nbformat.read(path, as_version=4)
     assert _printed(fresh) == _printed(committed)
-    assert _printed(fresh)
+    assert any(_printed(fresh))
