@@ -27,7 +27,7 @@ from doctor._layout import _looks_like_run as looks_like_run
 from doctor._layout import list_run_dirs
 from doctor._version import package_version
 from executor.console import console, reported
-from rundoctor.errors import crash_guarded
+from rundoctor.errors import crash_guarded, exit_when_done
 
 if TYPE_CHECKING:  # the commands import what they run, so each pays only for its own
     from rich.console import Console
@@ -594,4 +594,4 @@ def main() -> None:
     from rundoctor.liveness import exclude_self_as_owner
 
     exclude_self_as_owner()  # a run.pid naming this very process is a reused pid
-    crash_guarded(app)()
+    exit_when_done(crash_guarded(app))

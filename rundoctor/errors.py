@@ -12,13 +12,16 @@ lines' business (``executor.console``, which needs Rich and typer).
 
 from __future__ import annotations
 
+import atexit
 import difflib
 import os
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import NoReturn
 
 __all__ = [
     "CRASH_EXIT_CODE",
@@ -28,6 +31,7 @@ __all__ = [
     "close_matches",
     "crash_guarded",
     "did_you_mean",
+    "exit_when_done",
 ]
 
 #: The exit code of bad input: a usage error, an unknown name, an unreadable file.
@@ -118,3 +122,35 @@ def crash_guarded(main: Callable[[], object]) -> Callable[[], None]:
             raise SystemExit(CRASH_EXIT_CODE) from None
 
     return run
+
+
+def exit_when_done(main: Callable[[], object]) -> NoReturn:
+    """Run a console-script entry point, then end the process without tearing it down.
+
+    A process that exits normally frees every object and unloads every module first: after a
+    scan that is a thousand runs' cached entries and DuckDB's library, about 20 ms of a 0.5 s
+    rescan, for nothing the process still does. Here, once ``main`` returns (or exits), the
+    ``atexit`` functions run (the libraries' clean-ups: temporary directories, worker
+    processes), standard output and error are flushed, and the process ends with ``main``'s
+    exit code. While another thread is still running, or when a flush fails (a closed pipe),
+    the process exits the normal way, which joins the thread or reports the failed write as
+    it always has. Only for a process's entry point: a caller never gets control back.
+    """
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        if isinstance(exc.code, int):
+            code = exc.code
+        elif exc.code is not None:  # as the interpreter does with sys.exit("message")
+            print(exc.code, file=sys.stderr)
+            code = 1
+    if threading.active_count() > 1:
+        raise SystemExit(code)
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        raise SystemExit(code) from None
+    os._exit(code)

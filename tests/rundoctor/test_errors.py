@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 from rundoctor.errors import SUGGESTION_CUTOFF, close_matches, did_you_mean
@@ -43,3 +46,60 @@ def test_difflib_is_imported_by_the_base_alone() -> None:
         or (isinstance(node, ast.ImportFrom) and node.module == "difflib")
     )
     assert users == ["rundoctor/errors.py"]
+
+
+# --- exit_when_done: the entry point's quick exit ------------------------------------------------
+
+
+def _entry(body: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """A process whose entry point is ``main`` (``body``, indented) run by exit_when_done."""
+    script = "\n".join(
+        [
+            "import atexit, pathlib, sys, threading",
+            "from rundoctor.errors import exit_when_done",
+            f"OUT = pathlib.Path({str(tmp_path)!r})",
+            "def main():",
+            *("    " + line for line in textwrap.dedent(body).splitlines()),
+            "exit_when_done(main)",
+        ]
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_the_atexit_functions_run_and_buffered_output_is_written(tmp_path: Path) -> None:
+    result = _entry(
+        """
+        atexit.register(lambda: (OUT / "cleaned").write_text("yes"))
+        sys.stdout.write("no newline, still buffered")
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "no newline, still buffered"
+    assert (tmp_path / "cleaned").read_text() == "yes"
+
+
+def test_the_exit_code_is_mains_and_a_message_exits_1(tmp_path: Path) -> None:
+    assert _entry("sys.exit(3)", tmp_path).returncode == 3
+    assert _entry("sys.exit(None)", tmp_path).returncode == 0
+    said = _entry("sys.exit('cannot go on')", tmp_path)
+    assert (said.returncode, said.stderr) == (1, "cannot go on\n")
+
+
+def test_a_thread_still_running_is_waited_for(tmp_path: Path) -> None:
+    # The thread writes only after main has returned: a process ended at once would lose it.
+    result = _entry(
+        """
+        done = threading.Event()
+        def later():
+            done.wait()
+            (OUT / "written").write_text("by the thread")
+        threading.Thread(target=later).start()
+        done.set()
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "written").read_text() == "by the thread"
