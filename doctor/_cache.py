@@ -315,6 +315,13 @@ class RunCache:
             real = self._parents[parent] = os.path.realpath(parent)
         return self.key(layout, os.path.join(real, name))
 
+    def written_ns(self, key: str) -> int | None:
+        """When the entry ``key`` was last written (its file's mtime), None without one."""
+        try:
+            return os.stat(os.path.join(self._runs, f"{key}.json")).st_mtime_ns
+        except (OSError, ValueError):
+            return None
+
     def load(self, layout: RunLayout, key: str | None = None) -> CacheEntry | None:
         """The run's entry, or None when there is none or it does not fit this scan."""
         path = os.path.join(self._runs, f"{key or self.key_of(layout)}.json")

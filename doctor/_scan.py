@@ -445,36 +445,62 @@ def _plan(
     cache: RunCache,
     layouts: Sequence[RunLayout],
     prints: dict[str, dict[str, list[int]]],
+    keys: dict[str, str],
     entries: dict[str, CacheEntry],
     done: dict[str, RunOutcome],
     *,
-    progress: Progress | None,
+    progress: Progress | None = None,
 ) -> None:
-    """Phase 1: fingerprint every run; bring each unchanged one's entry to the clock (into
-    ``done``), and keep the others' entries (to resume grown streams from)."""
+    """Phase 1: bring each unchanged run's entry to the clock (into ``done``), and keep the
+    others' entries (to resume grown streams from)."""
     for i, layout in enumerate(layouts):
-        prints[layout.run_id] = fingerprint(layout)
-        entry = cache.load(layout, cache.key_of(layout))
-        if entry is None:
-            continue
-        try:
-            outcome = _cached(entry, prints[layout.run_id])
-            fresh = at_clock(outcome, config) if outcome is not None else None
-        except (KeyError, TypeError, ValueError, AttributeError):
-            fresh = None  # a damaged entry: the run is read again
-        # A run whose events file went (a concurrent scan's prune) is read again, so the
-        # dataset stays whole.
-        events_kept = entry.events is None or cache.events_present(entry)
-        if fresh is not None and events_kept:
-            done[layout.run_id] = RunOutcome(
-                layout.run_id, fresh.diagnosis, fresh.clock, fresh.activity
-            )
-        elif entry.streams and events_kept and entry.events is not None:
-            entries[layout.run_id] = entry  # grown streams resume from their offsets
-        else:
-            entries[layout.run_id] = dataclasses.replace(entry, streams={})
+        run_id = layout.run_id
+        entry = cache.load(layout, keys[run_id])
+        if entry is not None:
+            found = _classify(config, cache, entry, prints[run_id])
+            if isinstance(found, RunOutcome):
+                done[run_id] = RunOutcome(run_id, found.diagnosis, found.clock, found.activity)
+            else:
+                entries[run_id] = found
         if progress is not None and i % 64 == 63:
             progress(len(done), len(layouts))
+
+
+def _classify(
+    config: DoctorConfig, cache: RunCache, entry: CacheEntry, prints: dict[str, list[int]]
+) -> RunOutcome | CacheEntry:
+    """A cached run's outcome brought to the clock when its files are as cached and it still
+    holds; else the entry to read the run with (its streams' offsets only when they can be
+    resumed from)."""
+    try:
+        outcome = _cached(entry, prints)
+        fresh = at_clock(outcome, config) if outcome is not None else None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        fresh = None  # a damaged entry: the run is read again
+    # A run whose events file went (a concurrent scan's prune) is read again, so the
+    # dataset stays whole.
+    events_kept = entry.events is None or cache.events_present(entry)
+    if fresh is not None and events_kept:
+        return fresh
+    if entry.streams and events_kept and entry.events is not None:
+        return entry  # grown streams resume from their offsets
+    return dataclasses.replace(entry, streams={})
+
+
+def _changed(
+    cache: RunCache,
+    layouts: Sequence[RunLayout],
+    prints: dict[str, dict[str, list[int]]],
+    keys: dict[str, str],
+) -> list[RunLayout]:
+    """The runs that have a file written after their entry was, or no entry: most likely
+    those that must be read (the plan decides), found with one ``stat`` each."""
+    out: list[RunLayout] = []
+    for layout in layouts:
+        written = cache.written_ns(keys[layout.run_id])
+        if written is None or any(st[1] > written for st in prints[layout.run_id].values()):
+            out.append(layout)
+    return out
 
 
 def scan_runs(
@@ -483,43 +509,98 @@ def scan_runs(
     settings: str,
     progress: Progress | None,
 ) -> tuple[dict[str, RunOutcome], int]:
-    """Phases 1 and 2: every run's outcome (run_id ->), and how many were read."""
+    """Phases 1 and 2: every run's outcome (run_id ->), and how many were read.
+
+    With a cache, the runs with a file written after their entry (or without one) are
+    planned first: when those to read make a small batch, as after a run or two grew, it is
+    diagnosed on a thread while the other runs are planned (DuckDB works without holding the
+    interpreter's lock), instead of after them.
+    """
     cache = RunCache(config.cache_dir, settings) if config.cache_dir else None
     total = len(layouts)
     prints: dict[str, dict[str, list[int]]] = {}
     entries: dict[str, CacheEntry] = {}
     done: dict[str, RunOutcome] = {}
+    early: Future[list[RunOutcome]] | None = None
+    early_ids: set[str] = set()
     if cache is not None:
         with _collector_paused():
-            _plan(config, cache, layouts, prints, entries, done, progress=progress)
-    to_read = [layout for layout in layouts if layout.run_id not in done]
+            keys = {x.run_id: cache.key_of(x) for x in layouts}
+            for layout in layouts:
+                prints[layout.run_id] = fingerprint(layout)
+            changed = _changed(cache, layouts, prints, keys)
+            _plan(config, cache, changed, prints, keys, entries, done)
+            first = [x for x in changed if x.run_id not in done]
+            seen = {x.run_id for x in changed}
+            rest = [x for x in layouts if x.run_id not in seen]
+            first_sizes = {x.run_id: _stream_bytes(x, prints[x.run_id]) for x in first}
+            if (
+                first
+                and rest  # runs left to plan, for the thread to overlap
+                and len(first) <= BATCH_RUNS
+                and sum(first_sizes.values()) < ONE_THREAD_BYTES
+            ):
+                early = _on_thread(_batch(config, settings, first, entries, prints, first_sizes))
+                early_ids = set(first_sizes)
+            _plan(config, cache, rest, prints, keys, entries, done, progress=progress)
+    to_read = [x for x in layouts if x.run_id not in done and x.run_id not in early_ids]
     if progress is not None:
         progress(len(done), total)
-    sizes = {
-        layout.run_id: _stream_bytes(layout, prints.get(layout.run_id, {})) for layout in to_read
-    }
+    sizes = {x.run_id: _stream_bytes(x, prints.get(x.run_id, {})) for x in to_read}
     parallel = sum(sizes.values()) >= PARALLEL_MIN_BYTES
     cores = min(MAX_WORKERS, os.cpu_count() or 1) if parallel else 1
     batches = [
-        _Batch(
-            config,
-            settings,
-            tuple(b),
-            {x.run_id: entries[x.run_id] for x in b if x.run_id in entries},
-            {x.run_id: prints.get(x.run_id, {}) for x in b},
-            config.threads or _small_batch_threads(b, sizes),
-            excluded_owners(),
-        )
-        for b in _batches(to_read, sizes, cores)
+        _batch(config, settings, b, entries, prints, sizes) for b in _batches(to_read, sizes, cores)
     ]
     workers = min(cores, len(batches))
-    if workers > 1:
-        results = _in_pool(batches, workers, progress, len(done), total)
-    else:
-        results = _in_process(batches, progress, len(done), total)
+    try:
+        if workers > 1:
+            results = _in_pool(batches, workers, progress, len(done), total)
+        else:
+            results = _in_process(batches, progress, len(done), total)
+    except BaseException:
+        if early is not None:  # never leave a thread writing the cache behind
+            from concurrent.futures import wait
+
+            wait([early])
+        raise
+    if early is not None:
+        results = [*early.result(), *results]
+        if progress is not None:
+            progress(total, total)
     for outcome in results:
         done[outcome.run_id] = outcome
-    return done, len(to_read)
+    return done, len(to_read) + len(early_ids)
+
+
+def _batch(
+    config: DoctorConfig,
+    settings: str,
+    layouts: Sequence[RunLayout],
+    entries: dict[str, CacheEntry],
+    prints: dict[str, dict[str, list[int]]],
+    sizes: dict[str, int],
+) -> _Batch:
+    return _Batch(
+        config,
+        settings,
+        tuple(layouts),
+        {x.run_id: entries[x.run_id] for x in layouts if x.run_id in entries},
+        {x.run_id: prints.get(x.run_id, {}) for x in layouts},
+        config.threads or _small_batch_threads(layouts, sizes),
+        excluded_owners(),
+    )
+
+
+def _on_thread(batch: _Batch) -> Future[list[RunOutcome]]:
+    """``batch`` diagnosed on a thread of its own (its result or error in the future)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rundoctor-scan")
+    try:
+        return pool.submit(_safely, batch)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with the batch
 
 
 def _small_batch_threads(batch: Sequence[RunLayout], sizes: dict[str, int]) -> int | None:

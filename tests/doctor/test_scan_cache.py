@@ -294,6 +294,28 @@ def test_a_rescan_after_one_run_grew_rereads_that_run_only(
     assert _json(again) == _uncached(config)
 
 
+def test_the_run_that_grew_is_diagnosed_on_a_thread_while_the_others_are_planned(
+    config: DoctorConfig, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scan(config)
+    on_thread: list[tuple[str, ...]] = []
+    real = _scan._on_thread
+
+    def spy(batch: Any) -> Any:
+        on_thread.append(tuple(x.run_id for x in batch.layouts))
+        return real(batch)
+
+    monkeypatch.setattr(_scan, "_on_thread", spy)
+    assert scan(config).fleet["read"] == 0
+    assert on_thread == []  # nothing written since the entries were
+    with (root / "running/progress.ndjson").open("a") as fh:
+        fh.write(_line("stage_heartbeat", "11:59:30", node_id="b"))
+    again = scan(config)
+    assert on_thread == [("running",)]
+    assert again.fleet["read"] == 1
+    assert _json(again) == _uncached(config)
+
+
 def test_a_rescan_after_a_dead_run_was_touched_rereads_it_with_the_same_result(
     config: DoctorConfig, root: Path
 ) -> None:
