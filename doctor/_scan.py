@@ -445,10 +445,10 @@ def _plan(
     cache: RunCache,
     layouts: Sequence[RunLayout],
     prints: dict[str, dict[str, list[int]]],
+    *,
     keys: dict[str, str],
     entries: dict[str, CacheEntry],
     done: dict[str, RunOutcome],
-    *,
     progress: Progress | None = None,
 ) -> None:
     """Phase 1: bring each unchanged run's entry to the clock (into ``done``), and keep the
@@ -509,13 +509,7 @@ def scan_runs(
     settings: str,
     progress: Progress | None,
 ) -> tuple[dict[str, RunOutcome], int]:
-    """Phases 1 and 2: every run's outcome (run_id ->), and how many were read.
-
-    With a cache, the runs with a file written after their entry (or without one) are
-    planned first: when those to read make a small batch, as after a run or two grew, it is
-    diagnosed on a thread while the other runs are planned (DuckDB works without holding the
-    interpreter's lock), instead of after them.
-    """
+    """Phases 1 and 2: every run's outcome (run_id ->), and how many were read."""
     cache = RunCache(config.cache_dir, settings) if config.cache_dir else None
     total = len(layouts)
     prints: dict[str, dict[str, list[int]]] = {}
@@ -524,25 +518,16 @@ def scan_runs(
     early: Future[list[RunOutcome]] | None = None
     early_ids: set[str] = set()
     if cache is not None:
-        with _collector_paused():
-            keys = {x.run_id: cache.key_of(x) for x in layouts}
-            for layout in layouts:
-                prints[layout.run_id] = fingerprint(layout)
-            changed = _changed(cache, layouts, prints, keys)
-            _plan(config, cache, changed, prints, keys, entries, done)
-            first = [x for x in changed if x.run_id not in done]
-            seen = {x.run_id for x in changed}
-            rest = [x for x in layouts if x.run_id not in seen]
-            first_sizes = {x.run_id: _stream_bytes(x, prints[x.run_id]) for x in first}
-            if (
-                first
-                and rest  # runs left to plan, for the thread to overlap
-                and len(first) <= BATCH_RUNS
-                and sum(first_sizes.values()) < ONE_THREAD_BYTES
-            ):
-                early = _on_thread(_batch(config, settings, first, entries, prints, first_sizes))
-                early_ids = set(first_sizes)
-            _plan(config, cache, rest, prints, keys, entries, done, progress=progress)
+        early, early_ids = _plan_cached(
+            config,
+            cache,
+            layouts,
+            settings,
+            prints=prints,
+            entries=entries,
+            done=done,
+            progress=progress,
+        )
     to_read = [x for x in layouts if x.run_id not in done and x.run_id not in early_ids]
     if progress is not None:
         progress(len(done), total)
@@ -571,6 +556,45 @@ def scan_runs(
     for outcome in results:
         done[outcome.run_id] = outcome
     return done, len(to_read) + len(early_ids)
+
+
+def _plan_cached(
+    config: DoctorConfig,
+    cache: RunCache,
+    layouts: Sequence[RunLayout],
+    settings: str,
+    *,
+    prints: dict[str, dict[str, list[int]]],
+    entries: dict[str, CacheEntry],
+    done: dict[str, RunOutcome],
+    progress: Progress | None,
+) -> tuple[Future[list[RunOutcome]] | None, set[str]]:
+    """Phase 1 with a cache: every run fingerprinted (into ``prints``), then planned (into
+    ``done`` or ``entries``, see :func:`_plan`). The runs with a file written after their
+    entry (or without one) are planned first: when those to read make a small batch, as
+    after a run or two grew, it is diagnosed on a thread while the other runs are planned
+    (DuckDB works without holding the interpreter's lock), instead of after them. Returns
+    that batch's future and its runs (None and none without it)."""
+    early: Future[list[RunOutcome]] | None = None
+    with _collector_paused():
+        keys = {x.run_id: cache.key_of(x) for x in layouts}
+        for layout in layouts:
+            prints[layout.run_id] = fingerprint(layout)
+        changed = _changed(cache, layouts, prints, keys)
+        _plan(config, cache, changed, prints, keys=keys, entries=entries, done=done)
+        first = [x for x in changed if x.run_id not in done]
+        seen = {x.run_id for x in changed}
+        rest = [x for x in layouts if x.run_id not in seen]
+        sizes = {x.run_id: _stream_bytes(x, prints[x.run_id]) for x in first}
+        if (
+            first
+            and rest  # runs left to plan, for the thread to overlap
+            and len(first) <= BATCH_RUNS
+            and sum(sizes.values()) < ONE_THREAD_BYTES
+        ):
+            early = _on_thread(_batch(config, settings, first, entries, prints, sizes))
+        _plan(config, cache, rest, prints, keys=keys, entries=entries, done=done, progress=progress)
+    return early, set(sizes) if early is not None else set()
 
 
 def _batch(
