@@ -544,10 +544,7 @@ def scan_runs(
         else:
             results = _in_process(batches, progress, len(done), total)
     except BaseException:
-        if early is not None:  # never leave a thread writing the cache behind
-            from concurrent.futures import wait
-
-            wait([early])
+        _settle(early)
         raise
     if early is not None:
         results = [*early.result(), *results]
@@ -593,7 +590,20 @@ def _plan_cached(
             and sum(sizes.values()) < ONE_THREAD_BYTES
         ):
             early = _on_thread(_batch(config, settings, first, entries, prints, sizes))
-        _plan(config, cache, rest, prints, keys=keys, entries=entries, done=done, progress=progress)
+        try:
+            _plan(
+                config,
+                cache,
+                rest,
+                prints,
+                keys=keys,
+                entries=entries,
+                done=done,
+                progress=progress,
+            )
+        except BaseException:
+            _settle(early)
+            raise
     return early, set(sizes) if early is not None else set()
 
 
@@ -614,6 +624,15 @@ def _batch(
         config.threads or _small_batch_threads(layouts, sizes),
         excluded_owners(),
     )
+
+
+def _settle(early: Future[list[RunOutcome]] | None) -> None:
+    """Wait for the batch on a thread when the scan fails before taking its result: never
+    leave a thread writing the cache behind (its own error, if any, is not the scan's)."""
+    if early is not None:
+        from concurrent.futures import wait
+
+        wait([early])
 
 
 def _on_thread(batch: _Batch) -> Future[list[RunOutcome]]:

@@ -316,6 +316,36 @@ def test_the_run_that_grew_is_diagnosed_on_a_thread_while_the_others_are_planned
     assert _json(again) == _uncached(config)
 
 
+def test_a_plan_that_fails_waits_for_the_batch_on_its_thread(
+    config: DoctorConfig, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from doctor._diagnose import _settings_key
+    from doctor._layout import discover
+
+    scan(config)
+    with (root / "running/progress.ndjson").open("a") as fh:
+        fh.write(_line("stage_heartbeat", "11:59:30", node_id="b"))
+    finished: list[bool] = []
+    real_thread, real_plan = _scan._on_thread, _scan._plan
+
+    def on_thread(batch: Any) -> Any:
+        future = real_thread(batch)
+        future.add_done_callback(lambda f: finished.append(f.exception() is None))
+        return future
+
+    def plan(*args: Any, **kwargs: Any) -> None:
+        if kwargs.get("progress") is not None:  # the other runs' plan, after the thread starts
+            raise RuntimeError("the plan failed")
+        real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(_scan, "_on_thread", on_thread)
+    monkeypatch.setattr(_scan, "_plan", plan)
+    layouts = [discover(p) for p in sorted(root.iterdir())]
+    with pytest.raises(RuntimeError, match="the plan failed"):
+        _scan.scan_runs(config, layouts, _settings_key(config), progress=lambda d, t: None)
+    assert finished == [True]  # the batch was done before the failure went on
+
+
 def test_a_rescan_after_a_dead_run_was_touched_rereads_it_with_the_same_result(
     config: DoctorConfig, root: Path
 ) -> None:
