@@ -8,7 +8,16 @@ import sys
 from bench._common import Result
 
 #: Benchmark modules, each with ``run() -> list[Result]``.
-BENCHES = ("claims", "diagnose", "reclaim", "scan", "signatures", "stage_overhead", "startup")
+BENCHES = (
+    "claims",
+    "diagnose",
+    "many_runs",
+    "reclaim",
+    "scan",
+    "signatures",
+    "stage_overhead",
+    "startup",
+)
 
 
 def main(argv: list[str]) -> int:

@@ -43,7 +43,7 @@ from bench._common import BENCH_DIR, Result
 from doctor._ndjson import _READ_JSON_COLUMNS
 from fixtures.fleet import build_fleet
 
-__all__ = ["fleet_dir", "measure", "run"]
+__all__ = ["GB", "doctor_scan", "fleet_dir", "measure", "run"]
 
 RUNS, PER_RUN, CRASHED = 1000, 8100, 0.6
 GB = 1 << 30
@@ -184,7 +184,7 @@ def _duckdb(root: Path, queries: list[str]) -> tuple[float, int]:
     return wall, peak
 
 
-def _doctor_scan(root: Path, cache: Path) -> tuple[float, int, dict[str, object]]:
+def doctor_scan(root: Path, cache: Path) -> tuple[float, int, dict[str, object]]:
     # With bytecode cached, as an installed tool has it (as bench/startup.py measures):
     # PYTHONDONTWRITEBYTECODE would make every run compile the modules it imports again.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -212,12 +212,12 @@ def run() -> list[Result]:
     grown = root / "fleet-0001" / "progress.ndjson"
     original = grown.stat().st_size
     try:
-        cold, cold_mem, cold_fleet = _doctor_scan(root, cache)
-        rescans = [_doctor_scan(root, cache) for _ in range(3)]
+        cold, cold_mem, cold_fleet = doctor_scan(root, cache)
+        rescans = [doctor_scan(root, cache) for _ in range(3)]
         warm, warm_mem, warm_fleet = min(rescans, key=lambda r: r[0])
         with grown.open("a") as fh:
             fh.write('{"event":"stage_heartbeat","node_id":"node_1","ts":"2026-05-28T23:00:00Z"}\n')
-        after, _, after_fleet = _doctor_scan(root, cache)
+        after, _, after_fleet = doctor_scan(root, cache)
     finally:
         with grown.open("r+b") as fh:
             fh.truncate(original)
