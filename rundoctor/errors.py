@@ -147,6 +147,8 @@ def exit_when_done(main: Callable[[], object]) -> NoReturn:
             code = 1
     if threading.active_count() > 1:
         raise SystemExit(code)
+    # What the interpreter's exit would run first, and only once: the functions run are
+    # unregistered, so the normal exit below (a failed flush) does not run them again.
     atexit._run_exitfuncs()
     try:
         sys.stdout.flush()
