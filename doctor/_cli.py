@@ -118,6 +118,15 @@ RootOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the documented contract).")]
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar="RUNDOCTOR_DB",
+        metavar="URL",
+        help="Also read a work queue: a SQLite file, sqlite:///ABS/PATH or postgresql://URL.",
+    ),
+]
 VerboseOpt = Annotated[
     bool, typer.Option("-v", "--verbose", help="Show evidence and list the passing checks.")
 ]
@@ -345,15 +354,7 @@ def scan_cmd(
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="Show the fleet findings' evidence.")
     ] = False,
-    db: Annotated[
-        str | None,
-        typer.Option(
-            "--db",
-            envvar="RUNDOCTOR_DB",
-            metavar="URL",
-            help="Also read a work queue: a SQLite file, sqlite:///ABS/PATH or postgresql://URL.",
-        ),
-    ] = None,
+    db: DbOpt = None,
 ) -> None:
     """Diagnose every run under the roots: one row each (worst first), fleet findings."""
     with reported(DoctorError):

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from doctor._atomic import write_atomic
+from doctor._cli import DbOpt, JsonOpt, RootOpt
 from doctor._config import DoctorConfig
 from doctor._errors import DoctorError, UsageError
 from doctor._metrics import fleet_metrics
@@ -31,23 +32,6 @@ from rundoctor.paths import state_home
 __all__ = ["app", "default_state_path"]
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
-
-RootOpt = Annotated[
-    list[Path] | None,
-    typer.Option(
-        "--root",
-        help="A runs root (repeatable). Default: $RUNDOCTOR_ROOTS, then "
-        "Kilroy's and the executor's runs directories.",
-    ),
-]
-DbOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        envvar="RUNDOCTOR_DB",
-        help="Also read a work queue: a SQLite file, sqlite:///ABS/PATH or postgresql://URL.",
-    ),
-]
 
 
 def _config(
@@ -168,12 +152,15 @@ def metrics_cmd(
     db: DbOpt = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Write atomically to FILE (node_exporter's textfile dir)."),
+        typer.Option(
+            "--out", metavar="FILE", help="Write atomically to FILE (node_exporter's textfile dir)."
+        ),
     ] = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """The fleet as OpenMetrics text: runs by state, findings, idleness, and the queue."""
     with reported(DoctorError):
-        text = fleet_metrics(_config(root, db=db))
+        text = fleet_metrics(_config(root, db=db), as_json=json_out)
         if out is not None:
             write_atomic(out, text)
     if out is None:

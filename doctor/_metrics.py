@@ -18,6 +18,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from doctor._config import DoctorConfig
 from doctor._detectors._queue import PROGRESS_EVENTS
@@ -28,13 +29,18 @@ from doctor._queue_ingest import load_queue
 from doctor._tables import Tables, new_connection
 
 __all__ = [
+    "METRICS_SCHEMA",
     "TICKET_STATUSES",
     "QueueStats",
     "fleet_metrics",
     "idle_last_day",
+    "metrics_document",
     "queue_stats",
     "render_metrics",
 ]
+
+#: The ``schema`` of ``doctor metrics --json`` (:func:`metrics_document`).
+METRICS_SCHEMA = "rundoctor.metrics/1"
 
 #: The executor's ticket statuses (every one is reported, zeros included).
 TICKET_STATUSES = (
@@ -107,8 +113,11 @@ def _number(value: float) -> str:
 
 
 class _Writer:
+    """The metric families, as OpenMetrics lines and as JSON objects (one walk, two forms)."""
+
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.families: list[dict[str, Any]] = []
 
     def family(
         self,
@@ -123,6 +132,7 @@ class _Writer:
             self.lines.append(f"# UNIT {name} {unit}")
         self.lines.append(f"# HELP {name} {help_text}")
         suffix = "_total" if kind == "counter" else ""
+        listed = []
         for labels, value in samples:
             text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
             self.lines.append(
@@ -130,6 +140,11 @@ class _Writer:
                 if text
                 else f"{name}{suffix} {_number(value)}"
             )
+            number = int(value) if float(value).is_integer() else float(value)
+            listed.append({"name": name + suffix, "labels": dict(labels), "value": number})
+        self.families.append(
+            {"name": name, "type": kind, "unit": unit or None, "help": help_text, "samples": listed}
+        )
 
 
 def fleet_last_progress(result: ScanResult, queue: QueueStats | None) -> float | None:
@@ -184,12 +199,31 @@ def render_metrics(result: ScanResult, queue: QueueStats | None, *, now: float) 
     >>> 'rundoctor_runs{state="running"} 0' in text.splitlines(), text.endswith("# EOF\\n")
     (True, True)
     """
+    w = _written(result, queue, now=now)
+    return "\n".join([*w.lines, "# EOF"]) + "\n"
+
+
+def metrics_document(result: ScanResult, queue: QueueStats | None, *, now: float) -> dict[str, Any]:
+    """:func:`render_metrics`'s families as a JSON document (``doctor metrics --json``): each
+    family's name, type, unit (None without one), help and samples (the sample's name as the
+    text writes it, its labels and its value).
+
+    >>> from doctor import ScanResult
+    >>> doc = metrics_document(ScanResult((), (), {"by_state": {}}), None, now=0.0)
+    >>> doc["schema"], doc["families"][0]["samples"][0]
+    ('rundoctor.metrics/1', {'name': 'rundoctor_runs', 'labels': {'state': 'running'}, 'value': 0})
+    """
+    w = _written(result, queue, now=now)
+    return {"schema": METRICS_SCHEMA, "families": w.families}
+
+
+def _written(result: ScanResult, queue: QueueStats | None, *, now: float) -> _Writer:
     w = _Writer()
     _run_families(w, result)
     _fleet_families(w, result, queue, now=now)
     if queue is not None:
         _queue_families(w, queue)
-    return "\n".join([*w.lines, "# EOF"]) + "\n"
+    return w
 
 
 def _run_families(w: _Writer, result: ScanResult) -> None:
@@ -287,9 +321,13 @@ def _queue_families(w: _Writer, queue: QueueStats) -> None:
     )
 
 
-def fleet_metrics(config: DoctorConfig) -> str:
+def fleet_metrics(config: DoctorConfig, *, as_json: bool = False) -> str:
     """Scan the roots (and the queue at ``config.db``) and render the metrics at
-    ``config.now``."""
+    ``config.now``: OpenMetrics text, or with ``as_json`` :func:`metrics_document`'s JSON."""
     result = scan(config)
     queue = queue_stats(config.db, now=config.now) if config.db else None
+    if as_json:
+        from doctor._json_out import dumps_indented
+
+        return dumps_indented(metrics_document(result, queue, now=config.now)) + "\n"
     return render_metrics(result, queue, now=config.now)

@@ -17,10 +17,11 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from doctor import DoctorConfig, scan
-from doctor._metrics import queue_stats, render_metrics
+from doctor._metrics import metrics_document, queue_stats, render_metrics
 from fixtures import queues
 
 REPO = Path(__file__).resolve().parents[2]
+NOW_FOR_JSON = 1777377600.0  # 2026-04-28T12:00:00Z
 CASES = ("back_edge_taken_repeatedly", "resumed_run_completed", "fanout_never_joined")
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
@@ -139,3 +140,33 @@ def test_idle_time_of_the_last_day_is_the_overlap_of_the_fleet_s_idle_gaps(tmp_p
     assert last.evidence["ongoing"] is True
     assert idle == pytest.approx(min(86400.0, last.evidence["duration_s"]))
     assert 0 < idle <= 86400
+
+
+def test_the_json_document_holds_the_texts_families_and_samples(
+    fleet: Path, tmp_path: Path
+) -> None:
+    config = DoctorConfig(roots=(fleet,), now=NOW_FOR_JSON)
+    result = scan(config)
+    text = render_metrics(result, None, now=config.now)
+    doc = metrics_document(result, None, now=config.now)
+    assert doc["schema"] == "rundoctor.metrics/1"
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert [f["name"] for f in doc["families"]] == list(families)
+    for family in doc["families"]:
+        parsed = families[family["name"]]
+        assert (family["type"], family["help"], family["unit"] or "") == (
+            parsed.type,
+            parsed.documentation,
+            parsed.unit,
+        )
+        assert [(s["name"], s["labels"], s["value"]) for s in family["samples"]] == [
+            (s.name, dict(s.labels), s.value) for s in parsed.samples
+        ]
+    # The command: --json on stdout, and with --out written to the file instead.
+    printed = _doctor("metrics", "--root", str(fleet), "--json")
+    assert printed.returncode == 0, printed.stderr
+    assert [f["name"] for f in json.loads(printed.stdout)["families"]] == list(families)
+    out = tmp_path / "metrics.json"
+    written = _doctor("metrics", "--root", str(fleet), "--json", "--out", str(out))
+    assert (written.returncode, written.stdout) == (0, "")
+    assert json.loads(out.read_text())["schema"] == "rundoctor.metrics/1"
