@@ -135,9 +135,18 @@ def exit_when_done(main: Callable[[], object]) -> NoReturn:
     exit code. While another thread is still running, or when a flush fails (a closed pipe),
     the process exits the normal way, which joins the thread or reports the failed write as
     it always has. Only for a process's entry point: a caller never gets control back.
+
+    A process started with its standard output closed (``doctor scan >&-``: Python's
+    ``sys.stdout`` is then None) cannot print what it was asked for: ``main`` is not run, and
+    the process says so in one line and exits :data:`USAGE_EXIT_CODE`, as ``ls >&-`` does.
     """
+    if sys.stderr is None:  # closed too: nothing can be said, but nothing may crash on it
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process's, until it ends)
     code = 0
     try:
+        if sys.stdout is None:
+            print("error: standard output is closed; nothing could be printed", file=sys.stderr)
+            raise SystemExit(USAGE_EXIT_CODE)
         main()
     except SystemExit as exc:
         if isinstance(exc.code, int):
@@ -151,8 +160,9 @@ def exit_when_done(main: Callable[[], object]) -> NoReturn:
     # unregistered, so the normal exit below (a failed flush) does not run them again.
     atexit._run_exitfuncs()
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
     except (OSError, ValueError):
         raise SystemExit(code) from None
     os._exit(code)

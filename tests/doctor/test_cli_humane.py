@@ -266,3 +266,19 @@ def test_the_command_repair_prints_after_applying_can_be_pasted(tmp_path: Path) 
     ]
     pasted = _piped(*command[1:])
     assert pasted.returncode in (0, 1) and "error:" not in pasted.stderr, pasted.stderr
+
+
+# -- a closed standard output -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [("checks",), ("scan", "--root", str(HEALTHY_ROOT), "--json")])
+def test_a_closed_standard_output_is_one_line_and_exit_2(args: tuple[str, ...]) -> None:
+    # `doctor … >&-`: Python starts with sys.stdout None; nothing may crash on it.
+    line = " ".join(shlex.quote(w) for w in [*_command(), *args])
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
+    result = subprocess.run(
+        ["bash", "-c", f"{line} >&-"], capture_output=True, text=True, env=base, check=False
+    )
+    assert _assert_one_line_error(result) == (
+        "error: standard output is closed; nothing could be printed"
+    )

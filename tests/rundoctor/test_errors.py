@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -103,3 +104,22 @@ def test_a_thread_still_running_is_waited_for(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "written").read_text() == "by the thread"
+
+
+def test_a_closed_standard_output_runs_nothing_and_exits_2(tmp_path: Path) -> None:
+    script = "\n".join(
+        [
+            "import pathlib",
+            "from rundoctor.errors import exit_when_done",
+            f"exit_when_done(lambda: pathlib.Path({str(tmp_path / 'ran')!r}).write_text('x'))",
+        ]
+    )
+    line = f"{shlex.quote(sys.executable)} -c {shlex.quote(script)}"
+    closed = subprocess.run(["bash", "-c", f"{line} >&-"], capture_output=True, text=True)
+    assert (closed.returncode, closed.stderr) == (
+        2,
+        "error: standard output is closed; nothing could be printed\n",
+    )
+    assert not (tmp_path / "ran").exists()
+    both = subprocess.run(["bash", "-c", f"{line} >&- 2>&-"], capture_output=True, text=True)
+    assert both.returncode == 2  # nothing to say it on, and still no crash
