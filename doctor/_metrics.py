@@ -108,8 +108,9 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+def _number(value: float) -> int | float:
+    """A sample's value as written: an integer when it is one (``3``, not ``3.0``)."""
+    return int(value) if float(value).is_integer() else float(value)
 
 
 class _Writer:
@@ -134,13 +135,11 @@ class _Writer:
         suffix = "_total" if kind == "counter" else ""
         listed = []
         for labels, value in samples:
+            number = _number(value)
             text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
             self.lines.append(
-                f"{name}{suffix}{{{text}}} {_number(value)}"
-                if text
-                else f"{name}{suffix} {_number(value)}"
+                f"{name}{suffix}{{{text}}} {number!r}" if text else f"{name}{suffix} {number!r}"
             )
-            number = int(value) if float(value).is_integer() else float(value)
             listed.append({"name": name + suffix, "labels": dict(labels), "value": number})
         self.families.append(
             {"name": name, "type": kind, "unit": unit or None, "help": help_text, "samples": listed}
