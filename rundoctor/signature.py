@@ -335,9 +335,9 @@ _PATTERNS = _Patterns(*_PATTERN_LIST)
 
 
 def _ascii_patterns() -> _Patterns:
-    """The ASCII masks, compiled on the first ASCII text: spelling their classes out takes
-    about 16 ms, which every command importing this module for ``SIGNATURE_VERSION`` alone
-    (a rescan, a worker) would otherwise pay at import."""
+    """The ASCII masks, compiled once: spelling their classes out and compiling them takes
+    about 20 to 40 ms, which every command importing this module for ``SIGNATURE_VERSION``
+    alone (a rescan, a worker) would otherwise pay at import."""
     global _ASCII_PATTERNS
     if _ASCII_PATTERNS is None:
         _ASCII_PATTERNS = _Patterns(
@@ -350,6 +350,23 @@ def _ascii_patterns() -> _Patterns:
 
 
 _ASCII_PATTERNS: _Patterns | None = None
+
+#: ASCII texts masked with the patterns as written before the ASCII masks are compiled: both
+#: give the same result on such a text, and the masks save about a microsecond a text, so
+#: compiling them pays only over thousands of texts (a rescan that reads one run signs a few
+#: dozen, and would spend 20 to 40 ms compiling them).
+ASCII_MASKS_AFTER = 2048
+_ascii_texts = [0]
+
+
+def _patterns_for(text: str) -> _Patterns:
+    """The masks for ``text``: the ASCII ones for an ASCII text once they pay."""
+    if not text.isascii():
+        return _PATTERNS
+    if _ASCII_PATTERNS is not None:
+        return _ASCII_PATTERNS
+    _ascii_texts[0] += 1
+    return _ascii_patterns() if _ascii_texts[0] > ASCII_MASKS_AFTER else _PATTERNS
 
 
 # Failure texts repeat: a log or a retry loop writes one template again and again with other
@@ -513,7 +530,7 @@ def _mask(text: str, plain: bool = False, months: bool = True) -> str:
     if not plain and "{" in text:
         text = _canonical_json(_collapse(text))
     # No mask writes a non-ASCII character, so an ASCII text stays one until the end.
-    p = (_ASCII_PATTERNS or _ascii_patterns()) if text.isascii() else _PATTERNS
+    p = _patterns_for(text)
     if not plain:
         if "://" in text:
             text = p.url.sub("<url>", text)

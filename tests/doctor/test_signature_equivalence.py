@@ -250,3 +250,22 @@ def test_a_digit_run_of_any_length_is_one_digit_to_every_mask(template: str, wid
     text = template.format(*(str(10 ** (width - 1) + i)[-width:] for i in range(12)))
     clear_signature_memo()
     assert canonical_signature(text) == frozen.canonical_signature(text)
+
+
+def test_the_ascii_masks_are_compiled_only_once_enough_ascii_texts_were_signed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A rescan that signs a few dozen texts never pays for compiling them; a long read does,
+    # and the signatures are those of the patterns as written either way.
+    monkeypatch.setattr(signature, "_ASCII_PATTERNS", None)
+    monkeypatch.setattr(signature, "_ascii_texts", [0])
+    monkeypatch.setattr(signature, "ASCII_MASKS_AFTER", 5)
+    texts = [f"retry {i} of job-{i} failed at ./src/m{i}.rs:{i}" for i in range(12)]
+    with signature.signature_memo_disabled():
+        early = [canonical_signature(t) for t in texts[:5]]
+        assert signature._ASCII_PATTERNS is None
+        canonical_signature("caf\u00e9 closed")  # not ASCII: not counted
+        assert signature._ascii_texts == [5]
+        late = [canonical_signature(t) for t in texts[5:]]
+        assert signature._ASCII_PATTERNS is not None
+    assert early + late == [frozen.canonical_signature(t) for t in texts]
