@@ -23,8 +23,9 @@ sum of the resident sets of the process and its children, sampled every 20 ms):
   **rescan** with nothing changed, and a rescan after **one run grew** by one line.
 
 Targets (issue 10): cold ≤ 1.5× the simple DuckDB process; peak memory ≤ 1 GB; a rescan with
-nothing changed ≤ 0.5 s; the rescan after one run grew reads only that run (``fleet.read``
-is 1) and is timed against the same 0.5 s.
+nothing changed ≤ 0.5 s (best of three rescans); the rescan after one run grew reads only
+that run (``fleet.read`` is 1) and is timed against the same 0.5 s, also the best of three:
+the run grows by one line before each of them, so each reads it again.
 """
 
 from __future__ import annotations
@@ -222,9 +223,16 @@ def run() -> list[Result]:
         cold, cold_mem, cold_fleet = doctor_scan(root, cache)
         rescans = [doctor_scan(root, cache) for _ in range(3)]
         warm, warm_mem, warm_fleet = min(rescans, key=lambda r: r[0])
-        with grown.open("a") as fh:
-            fh.write('{"event":"stage_heartbeat","node_id":"node_1","ts":"2026-05-28T23:00:00Z"}\n')
-        after, _, after_fleet = doctor_scan(root, cache)
+        grew = []
+        for second in range(3):  # the run grows by one line before each rescan
+            with grown.open("a") as fh:
+                fh.write(
+                    '{"event":"stage_heartbeat","node_id":"node_1",'
+                    f'"ts":"2026-05-28T23:00:0{second}Z"}}\n'
+                )
+            grew.append(doctor_scan(root, cache))
+        after, _, after_fleet = min(grew, key=lambda r: r[0])
+        reads = sorted({int(str(r[2]["read"])) for r in grew})
     finally:
         with grown.open("r+b") as fh:
             fh.truncate(original)
@@ -266,7 +274,7 @@ def run() -> list[Result]:
             after,
             0.5,
             "s",
-            note=f"CPU {after_fleet['cpu_s']} s; read {after_fleet['read']} run (target: 1)"
-            f"{scaled}",
+            note=f"best of 3, each after the run grew by a line; CPU {after_fleet['cpu_s']} s; "
+            f"read {'/'.join(map(str, reads))} run (target: 1){scaled}",
         ),
     ]
