@@ -70,6 +70,8 @@ _ATTEMPT_DIR = re.compile(r"(?:attempt[-_](\d+))|(?:visit_(\d+))")
 #: Files that mark a directory as a run: a progress stream or any top-level run document.
 _RUN_MARKERS = (PROGRESS, MANIFEST, FINAL, CHECKPOINT, RUN_PID, RUN_LOCK)
 _MAX_BRANCH_DEPTH = 4
+#: Fan-outs inside branches inside branches…: how many levels of them are read.
+_MAX_FANOUT_NESTING = 8
 _MAX_MANIFEST_BYTES = 32 * 1024 * 1024
 
 
@@ -312,13 +314,16 @@ def locate_run(run_id: str, roots: Sequence[Path]) -> Path:
 
 
 def _branch_scopes(
-    base: Path, prefix: str, unreadable: list[Unreadable] | None = None
+    base: Path, prefix: str, unreadable: list[Unreadable] | None = None, nesting: int = 0
 ) -> Iterator[ScopeLayout]:
     parallel = base / "parallel"
     if not _is_plain_dir(parallel):
         return
     # Branch roots sit at parallel/<fanout>/<NN>-<key> or parallel/<fanout>/passN/<NN>-<key>;
-    # walk a bounded depth instead of assuming either, never entering worktrees.
+    # walk a bounded depth instead of assuming either, never entering worktrees. A branch that
+    # runs a fan-out of its own holds that fan-out's branches in its own parallel/ directory
+    # (Kilroy nests them: parallel/par/pass1/01-a/parallel/inner/pass1/02-a2), a bounded
+    # number of levels deep.
     stack: list[tuple[Path, int]] = [(parallel, 0)]
     found: list[Path] = []
     while stack:
@@ -343,6 +348,8 @@ def _branch_scopes(
     for path in sorted(found):
         rel = path.relative_to(base).as_posix()
         yield ScopeLayout(f"{prefix}{rel}", path)
+        if nesting + 1 < _MAX_FANOUT_NESTING:
+            yield from _branch_scopes(path, f"{prefix}{rel}/", unreadable, nesting + 1)
 
 
 def discover(path: Path) -> RunLayout:

@@ -477,3 +477,19 @@ def test_an_open_fan_out_is_the_current_node_in_every_branch_layout(
     _write(run / restart / branch / "progress.ndjson", _events("stage_attempt_start", node="x"))
     facts = diagnose("r1", DoctorConfig(roots=(tmp_path,), now=1.78e9)).facts
     assert facts["current_node"] == "fan"
+
+
+def test_the_branches_of_a_fanout_nested_in_a_branch_are_scopes(tmp_path: Path) -> None:
+    # Kilroy runs a branch's own fan-out under the branch: <branch>/parallel/<node>/passN/…
+    run = _run(tmp_path)
+    _write(run / "parallel/par/pass1/01-a/progress.ndjson", _events("stage_attempt_start"))
+    _write(run / "parallel/par/pass1/01-a/parallel/in/pass1/01-x/progress.ndjson", _events("y"))
+    _write(run / "parallel/par/pass1/01-a/parallel/in/pass1/02-z/progress.ndjson", _events("y"))
+    _write(run / "parallel/par/pass1/02-b/progress.ndjson", _events("stage_attempt_start"))
+    assert _scopes(run) == [
+        "",
+        "parallel/par/pass1/01-a",
+        "parallel/par/pass1/01-a/parallel/in/pass1/01-x",
+        "parallel/par/pass1/01-a/parallel/in/pass1/02-z",
+        "parallel/par/pass1/02-b",
+    ]
