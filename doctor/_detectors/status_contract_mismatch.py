@@ -10,9 +10,11 @@ Two situations, both about the stage status file (format doc §4.5):
   The finding names the scope's latest such attempt (the worktree is shared by every stage of
   the scope, and the file belongs to no stage in particular); ``failed_attempts`` counts them.
 * **Canonical disagreement.** A node's canonical ``<node>/status.json`` holds another status
-  than the ``stage_attempt_end`` of the node's last attempt. Two rewrites Kilroy does on
-  purpose are not disagreements: an exhausted ``retry`` recorded as ``fail``, and an exhausted
-  ``fail`` accepted as ``partial_success`` (``allow_partial``). A third is the stop that
+  than the ``stage_attempt_end`` of the node's last attempt. Kilroy's own rewrite of an
+  outcome it gave up on is not a disagreement: when the last attempt ended on anything but a
+  success-like status (``fail``, ``retry``, or a custom outcome no edge condition matched,
+  e.g. ``pending``), Kilroy records ``fail`` (``max retries exceeded`` for a custom outcome)
+  or, with ``allow_partial``, ``partial_success``. Another is the stop that
   ended the run: when the run is cancelled (a signal, the stall watchdog) right after a node's
   attempt ended, Kilroy records the cancellation in the node's ``status.json`` (``fail`` with
   the run's terminal reason, class ``canceled``) whatever the attempt said, e.g. a fan-out
@@ -31,8 +33,10 @@ from doctor._model import Finding, Severity
 __all__ = ["status_contract_mismatch"]
 
 SUCCESS_LIKE = frozenset({"success", "partial_success", "degraded_success", "skipped"})
-#: (event status, canonical status) pairs Kilroy produces itself after the last attempt.
-_DELIBERATE = frozenset({("retry", "fail"), ("fail", "partial_success")})
+#: What Kilroy records for a node whose last attempt ended on a status that is not
+#: success-like (fail, retry, a custom outcome no condition matched): fail, or partial_success
+#: under allow_partial (real runs custom_outcome_exhausted, retry_partial).
+_GAVE_UP = frozenset({"fail", "partial_success"})
 
 # Attempts that ended fail/retry because no usable status file was found, in the scopes with
 # a stranded status file (``scm_attempts``, :meth:`Context.restrict`): kept in DuckDB, so a
@@ -190,8 +194,8 @@ def _disagreeing_status(ctx: Context) -> list[Finding]:
                 if is_open or ev_status is None:
                     continue  # the engine deletes status.json before an attempt; not ours yet
                 ev = str(ev_status).strip().lower()
-                if ev == st.status or (ev, st.status) in _DELIBERATE:
-                    continue
+                if ev == st.status or (ev not in SUCCESS_LIKE and st.status in _GAVE_UP):
+                    continue  # the same, or Kilroy's own record of an outcome it gave up on
                 if st.status == "fail" and st.failure_reason and st.failure_reason == ending:
                     continue  # Kilroy recorded the stop that ended the run on the node
                 findings.append(
