@@ -13,7 +13,10 @@ run's ``current_node`` fact, which is the fan-out node while a fan-out is open.
 * checkpoint.json diverges when its ``current_node`` is neither ``actual_node`` nor the node
   of the scope's last ``stage_attempt_end`` (the checkpoint legitimately trails a running node
   by one), nor, when a stop ended the run during a node's visit, the node completed before
-  it (Kilroy does not checkpoint the interrupted node: the checkpoint is the resume point).
+  it (Kilroy does not checkpoint the interrupted node: the checkpoint is the resume point),
+  nor, while the last ended attempt's node is retrying (a ``stage_retry_sleep`` of it follows
+  its last attempt end), the node completed before that visit: Kilroy checkpoints a node
+  once its visit ends, not after each failed attempt.
   ``checkpoint_drift`` checks the checkpoint against the stream more strictly.
 
 Severity: error when live.json diverges while the scope is stalled or orphaned with an attempt
@@ -40,15 +43,32 @@ WITH per_scope AS (
            arg_max(coalesce(node_id, to_node), seq) FILTER (
                WHERE NOT {HEARTBEAT_SQL} AND coalesce(node_id, to_node) IS NOT NULL) AS actual,
            arg_max(node_id, seq) FILTER (
-               WHERE event = 'stage_attempt_end' AND node_id IS NOT NULL) AS last_end
+               WHERE event = 'stage_attempt_end' AND node_id IS NOT NULL) AS last_end,
+           max(seq) FILTER (
+               WHERE event = 'stage_attempt_end' AND node_id IS NOT NULL) AS last_end_seq
     FROM td_events GROUP BY ALL
 ),
 open_nodes AS (
     SELECT run_id, scope, list(DISTINCT node_id) AS nodes
     FROM td_attempts WHERE end_seq IS NULL GROUP BY ALL
+),
+-- The node whose visit the last ended attempt belongs to is still retrying (Kilroy slept
+-- before its next attempt): the node completed before that visit, the one the checkpoint
+-- names until the visit ends.
+retrying AS (
+    SELECT p.run_id, p.scope,
+           (SELECT arg_max(e.node_id, e.seq) FROM td_events e
+            WHERE e.run_id = p.run_id AND e.scope = p.scope AND e.seq < p.last_end_seq
+              AND e.event = 'stage_attempt_end' AND e.node_id IS NOT NULL
+              AND e.node_id <> p.last_end) AS before
+    FROM per_scope p
+    WHERE EXISTS (SELECT 1 FROM td_events s
+                  WHERE s.run_id = p.run_id AND s.scope = p.scope AND s.seq > p.last_end_seq
+                    AND s.event = 'stage_retry_sleep' AND s.node_id = p.last_end)
 )
-SELECT p.run_id, p.scope, p.actual, p.last_end, coalesce(o.nodes, [])
+SELECT p.run_id, p.scope, p.actual, p.last_end, coalesce(o.nodes, []), r.before
 FROM per_scope p LEFT JOIN open_nodes o USING (run_id, scope)
+LEFT JOIN retrying r USING (run_id, scope)
 """
 
 
@@ -68,7 +88,7 @@ def telemetry_divergence(ctx: Context) -> list[Finding]:
     if not keys:  # no live.json, no checkpoint: nothing can diverge
         return []
     ctx.restrict("td", keys)
-    rows = {(r, s): (a, le, [str(n) for n in o]) for r, s, a, le, o in ctx.tables.sql(_SQL)}
+    rows = {(r, s): (a, le, [str(n) for n in o], b) for r, s, a, le, o, b in ctx.tables.sql(_SQL)}
     streams = set(ctx.tables.stream_states)
     cut = ctx.interrupted_visits("td")
     findings: list[Finding] = []
@@ -104,15 +124,16 @@ class _Divergence:
 def _divergence(
     facts: RunFacts,
     sd: ScopeDocuments,
-    row: tuple[Any, Any, list[str]],
+    row: tuple[Any, Any, list[str], Any],
     resume: str | None,
     *,
     scope: str,
 ) -> _Divergence | None:
     """Compare one scope's documents with its stream ``row`` (actual node, last ended node,
-    open nodes); None when they agree. ``resume`` is where a stop that cut a visit short
-    resumes (the checkpoint may already name it)."""
-    actual, last_end, open_nodes = row
+    open nodes, the node completed before a visit still retrying); None when they agree.
+    ``resume`` is where a stop that cut a visit short resumes (the checkpoint may already name
+    it)."""
+    actual, last_end, open_nodes, before_retrying = row
     if is_top_scope(scope):
         actual = facts.get("current_node") or actual
         state = facts.get("_state")
@@ -131,7 +152,7 @@ def _divergence(
     if actual is None:
         return None
     live_off = live_node is not None and live_node != actual and live_node not in open_nodes
-    ck_off = ck_node is not None and ck_node not in (actual, last_end, resume)
+    ck_off = ck_node is not None and ck_node not in (actual, last_end, resume, before_retrying)
     if not (live_off or ck_off):
         return None
     return _Divergence(

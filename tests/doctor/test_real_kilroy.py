@@ -186,6 +186,36 @@ def test_a_finished_branch_of_a_live_fanout_is_succeeded_while_its_sibling_runs(
     assert not [f for f in result["findings"] if f["code"] == "missing_final"]
 
 
+@pytest.mark.skipif(not KILROY_RUN.exists(), reason="the real Kilroy engine is not installed")
+def test_a_live_run_sleeping_before_a_retry_is_running_with_nothing_to_report(
+    tmp_path: Path,
+) -> None:
+    # Between attempts no attempt is open and checkpoint.json still names the node before the
+    # retried one (Kilroy checkpoints a node when its visit ends): neither is a divergence.
+    graph = RUNS.parent / "graphs" / "retry_sleep.dot"
+    logs = tmp_path / "live_retry"
+    with subprocess.Popen(
+        [str(KILROY_RUN), str(graph), "live_retry", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
+        try:
+            while '"stage_retry_sleep"' not in _text(logs / "progress.ndjson"):
+                assert proc.poll() is None, "kilroy ended before its first retry sleep"
+                time.sleep(0.1)
+            result = diagnose("live_retry", DoctorConfig(roots=(tmp_path,))).to_json()
+        finally:
+            kilroy = psutil.Process(int((logs / "run.pid").read_text()))
+            stages = kilroy.children(recursive=True)
+            kilroy.kill()
+            for p in stages:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.kill()
+            proc.wait(timeout=60)
+    assert result["state"] == "running"
+    assert result["findings"] == [], _show(result["findings"])
+
+
 def _text(path: Path) -> str:
     try:
         return path.read_text(errors="replace")
