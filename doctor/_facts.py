@@ -168,8 +168,11 @@ _STATS_SQL = """
                max(duration_s), sum(duration_s) AS total
         FROM attempts WHERE duration_s IS NOT NULL GROUP BY ALL"""
 _OPEN_ATTEMPTS_SQL = f"""
-        SELECT run_id, node_id, epoch_ns(start_ts) FROM attempts
-        WHERE end_seq IS NULL AND {TOP_SQL} ORDER BY run_id, start_seq"""
+        SELECT run_id, node_id, epoch_ns(start_ts) FROM (
+            SELECT * FROM attempts WHERE {TOP_SQL}
+            QUALIFY row_number() OVER (
+                PARTITION BY run_id, scope, node_id ORDER BY start_seq DESC) = 1)
+        WHERE end_seq IS NULL ORDER BY run_id, start_seq"""
 _BRANCH_DONE_SQL = """
         SELECT run_id, scope, branch_logs_root, branch_key, arg_max(branch_status, seq)
         FROM progress_events

@@ -27,10 +27,16 @@ _PROGRESS_SQL = f"""
 SELECT run_id, scope, {TOP_SQL} AS top, epoch_ns(max(ts)) AS last_progress
 FROM progress_events GROUP BY ALL
 """
-# Nodes with an open attempt (a start with no end), per scope, in start order.
+# Nodes with an open attempt, per scope, in start order: a node's latest start with no end
+# (FINDINGS.md's "open attempt"; a start a resume superseded, its process killed before it
+# could end, is not open work: real resumed runs start the node again).
 _OPEN_SQL = f"""
 SELECT run_id, scope, {TOP_SQL} AS top, list(node_id ORDER BY start_seq)
-FROM attempts WHERE end_seq IS NULL GROUP BY ALL
+FROM (
+    SELECT run_id, scope, node_id, start_seq, end_seq FROM attempts
+    QUALIFY row_number() OVER (PARTITION BY run_id, scope, node_id ORDER BY start_seq DESC) = 1
+)
+WHERE end_seq IS NULL GROUP BY ALL
 """
 
 

@@ -134,3 +134,41 @@ def test_torn_final_json_counts_as_missing(tmp_path: Path) -> None:
 
     assert finding.severity is Severity.CRITICAL
     assert finding.evidence["final_json_present"] is True
+
+
+def test_a_start_a_resume_superseded_is_not_an_open_attempt(tmp_path: Path) -> None:
+    # Killed while build ran, resumed (Kilroy starts build's attempt 1 again in the same
+    # stream), killed again: build has one open attempt, the latest start (FINDINGS.md).
+    run = _run(tmp_path)
+    top = run.stream()
+    top.emit("stage_attempt_start", 1.0, node_id="prep", attempt=1, max=4)
+    top.emit("stage_attempt_end", 2.0, node_id="prep", attempt=1, max=4, status="success")
+    top.emit("stage_attempt_start", 3.0, node_id="build", attempt=1, max=1)
+    top.emit("stage_attempt_start", 60.0, node_id="build", attempt=1, max=1)
+
+    diagnosis = _diagnose(run, 3600)
+    finding = _by_scope(diagnosis)[""]
+
+    assert finding.evidence["open_attempts"] == ["build"]
+    assert "build, build" not in finding.summary
+    assert diagnosis.facts["current_node"] == "build"
+
+
+def test_a_fanout_a_resume_ran_again_to_its_end_is_not_where_the_run_is(tmp_path: Path) -> None:
+    # The killed run's fan-out start stays unmatched; the resume's own start of it ended and
+    # the run went on to verify, which is where it is.
+    run = _run(tmp_path)
+    top = run.stream()
+    top.emit("stage_attempt_start", 1.0, node_id="fan", attempt=1, max=1)
+    top.emit("stage_attempt_start", 60.0, node_id="fan", attempt=1, max=1)
+    top.emit("stage_attempt_end", 90.0, node_id="fan", attempt=1, max=1, status="success")
+    top.emit("edge_selected", 91.0, from_node="fan", to_node="verify")
+    top.emit("stage_attempt_start", 92.0, node_id="verify", attempt=1, max=1)
+    run.stream("parallel/fan/pass1/01-a").emit(
+        "stage_attempt_start", 2.0, node_id="a", attempt=1, max=1
+    )
+
+    diagnosis = _diagnose(run, 3600)
+
+    assert diagnosis.facts["current_node"] == "verify"
+    assert _by_scope(diagnosis)[""].evidence["open_attempts"] == ["verify"]
