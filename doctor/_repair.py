@@ -174,12 +174,13 @@ def _plan_terminalize(ref: FindingRef, facts: Mapping[str, Any], config: DoctorC
     elif age is not None and age <= stall:
         blocked = f"the last event is {age:.0f} s old, within the {stall:.0f} s stall timeout"
     pid = facts.get("owner_pid")
+    last = facts.get("last_event_at")
+    since = f"nothing was written since {last}" if last else "it never wrote an event"
     return Action(
         "terminalize",
         "final.json",
         ref,
-        f"owner pid {pid} is dead and nothing was written since "
-        f"{facts.get('last_event_at')} (stall timeout {stall:.0f} s)",
+        f"owner pid {pid} is dead and {since} (stall timeout {stall:.0f} s)",
         stall_timeout_s=stall,
         blocked=blocked,
     )

@@ -140,6 +140,17 @@ def test_terminalize_waits_for_the_stall_timeout(tmp_path: Path) -> None:
     assert not (run / "final.json").exists()
 
 
+def test_terminalize_of_a_run_killed_before_its_first_event_says_so(tmp_path: Path) -> None:
+    # Real Kilroy killed during its preflight: run.pid and run_config.json, no stream yet.
+    run, config, _ = _copy_case("fanout_never_joined", tmp_path)
+    for stream in run.rglob("progress.ndjson"):
+        stream.unlink()
+    _d, plan = _plan(run, config)
+    (action,) = plan
+    assert "since None" not in action.reason
+    assert "never wrote an event" in action.reason
+
+
 def test_terminalize_refuses_when_final_json_appeared(tmp_path: Path) -> None:
     run, config, _ = _copy_case("fanout_never_joined", tmp_path)
     _d, plan = _plan(run, config)
