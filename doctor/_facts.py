@@ -22,6 +22,7 @@ from doctor._tables import HEARTBEAT_SQL, Tables
 from rundoctor.liveness import owner_alive
 
 __all__ = [
+    "LATEST_ATTEMPTS_SQL",
     "STOP_EVENTS",
     "STOP_EVENTS_SQL",
     "TOP_SQL",
@@ -43,6 +44,13 @@ MAX_NODE_ROWS = 1000
 TOP_SQL = "(scope = '' OR regexp_full_match(scope, 'restart-[0-9]+'))"
 #: SQL expression: the node an event names.
 NODE_SQL = "coalesce(node_id, to_node)"
+#: SQL: each node's latest attempt in each scope (rows of ``attempts``). An *open attempt* is
+#: such a row without an end: a start that a resume superseded (its process killed before it
+#: could end; real resumed runs start the node again) is not open work.
+LATEST_ATTEMPTS_SQL = (
+    "SELECT * FROM attempts QUALIFY row_number() OVER ("
+    "PARTITION BY run_id, scope, node_id ORDER BY start_seq DESC) = 1"
+)
 
 _ROLE = re.compile(r"^(?:impl|implement|verify|check|fix|review|test|plan)_(.+)$")
 
@@ -168,11 +176,8 @@ _STATS_SQL = """
                max(duration_s), sum(duration_s) AS total
         FROM attempts WHERE duration_s IS NOT NULL GROUP BY ALL"""
 _OPEN_ATTEMPTS_SQL = f"""
-        SELECT run_id, node_id, epoch_ns(start_ts) FROM (
-            SELECT * FROM attempts WHERE {TOP_SQL}
-            QUALIFY row_number() OVER (
-                PARTITION BY run_id, scope, node_id ORDER BY start_seq DESC) = 1)
-        WHERE end_seq IS NULL ORDER BY run_id, start_seq"""
+        SELECT run_id, node_id, epoch_ns(start_ts) FROM ({LATEST_ATTEMPTS_SQL})
+        WHERE end_seq IS NULL AND {TOP_SQL} ORDER BY run_id, start_seq"""
 _BRANCH_DONE_SQL = """
         SELECT run_id, scope, branch_logs_root, branch_key, arg_max(branch_status, seq)
         FROM progress_events

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from doctor._detectors._context import Context, more, needs
-from doctor._facts import TOP_SQL, RunFacts, iso
+from doctor._facts import LATEST_ATTEMPTS_SQL, TOP_SQL, RunFacts, iso
 from doctor._model import Finding, Severity
 
 __all__ = ["missing_final"]
@@ -27,15 +27,11 @@ _PROGRESS_SQL = f"""
 SELECT run_id, scope, {TOP_SQL} AS top, epoch_ns(max(ts)) AS last_progress
 FROM progress_events GROUP BY ALL
 """
-# Nodes with an open attempt, per scope, in start order: a node's latest start with no end
-# (FINDINGS.md's "open attempt"; a start a resume superseded, its process killed before it
-# could end, is not open work: real resumed runs start the node again).
+# Nodes with an open attempt (LATEST_ATTEMPTS_SQL: a node's latest start with no end), per
+# scope, in start order.
 _OPEN_SQL = f"""
 SELECT run_id, scope, {TOP_SQL} AS top, list(node_id ORDER BY start_seq)
-FROM (
-    SELECT run_id, scope, node_id, start_seq, end_seq FROM attempts
-    QUALIFY row_number() OVER (PARTITION BY run_id, scope, node_id ORDER BY start_seq DESC) = 1
-)
+FROM ({LATEST_ATTEMPTS_SQL})
 WHERE end_seq IS NULL GROUP BY ALL
 """
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from doctor._detectors._context import Context, needs
-from doctor._facts import iso
+from doctor._facts import LATEST_ATTEMPTS_SQL, iso
 from doctor._model import Finding, Severity
 from doctor._tables import heartbeat_sql
 
@@ -78,7 +78,8 @@ after AS (
     FROM after_nodes GROUP BY ALL
 ),
 {{stale}}open_at_end AS (
-    SELECT run_id, scope, count(*) AS n FROM attempts WHERE end_seq IS NULL GROUP BY ALL
+    SELECT run_id, scope, count(*) AS n FROM ({LATEST_ATTEMPTS_SQL})
+    WHERE end_seq IS NULL GROUP BY ALL
 )
 SELECT s.run_id, s.scope, list(s.node_id ORDER BY s.n DESC, s.node_id), list(s.n ORDER BY s.n
        DESC, s.node_id), max(s.last_seq) > coalesce(any_value(p.seq), -1) AS after_progress,

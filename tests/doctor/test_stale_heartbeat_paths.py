@@ -98,3 +98,17 @@ def test_heartbeats_after_the_last_progress_are_counted_per_stream_in_a_fleet(
         for f in detector.stale_heartbeat(ctx)
     }
     assert after == {"r1": (2, {"a": 2}), "r2": (1, {"b": 1}), "r3": (3, {"c": 3})}
+
+
+def test_a_start_a_resume_superseded_does_not_keep_a_finished_scope_open(tmp_path: Path) -> None:
+    """Killed mid-stage, resumed, the node started again and ended: the scope is finished,
+    so heartbeats still arriving after its last progress are stale, although the first start
+    never got its end (a node's latest start is its open attempt, not an older one)."""
+    run = tmp_path / "r1"
+    hb, start, end = "stage_heartbeat", "stage_attempt_start", "stage_attempt_end"
+    _write(run, [(start, "a"), (hb, "a"), (start, "a"), (hb, "a"), (end, "a")] + [(hb, None)] * 3)
+    config = DoctorConfig(roots=(tmp_path,), now=1_800_000_000.0)
+    tables = load_runs([discover(run)], keep_raw=False)
+    (finding,) = detector.stale_heartbeat(Context(tables, compute_facts(tables, config), config))
+    assert finding.evidence["heartbeats_after_last_progress"] == 3
+    assert finding.evidence["stale_heartbeats"] == 0
