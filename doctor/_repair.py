@@ -8,7 +8,8 @@ Actions on run directories (``shared/FINDINGS.md``'s ``repair`` values):
 
 * ``terminalize`` writes ``final.json`` (status ``fail``, a ``failure_reason`` naming why, and
   ``repaired_by`` provenance) — only when the owner process is dead, no event was written
-  within the run's stall timeout, and no top-level ``final.json`` exists.
+  within the run's stall timeout (a run without events: it did not start within it), and no
+  top-level ``final.json`` exists.
 * ``ingest_status`` copies a stranded worktree status file to the stage's canonical
   ``<node>/status.json``, with ``repaired_by`` provenance. An existing canonical file is
   replaced only when it is the engine's placeholder (a ``fail`` whose reason starts with
@@ -65,7 +66,7 @@ from doctor._documents import normalize_status, parse_json, read_documents
 from doctor._errors import UsageError
 from doctor._facts import iso, parse_iso
 from doctor._journal import JournalEntry, append_entry, read_journal
-from doctor._layout import discover, is_top_scope
+from doctor._layout import MANIFEST, RUN_CONFIG, RUN_PID, discover, is_top_scope
 from doctor._model import Diagnosis, Finding, plural
 from doctor._ndjson import open_regular
 from doctor._repair_model import (
@@ -154,7 +155,7 @@ def _plan_run(
 ) -> Action | None:
     """The repair of a run's finding, or None when it names none this module plans."""
     if f.repair == "terminalize" and is_top_scope(f.scope):
-        return _plan_terminalize(ref, facts, config)
+        return _plan_terminalize(ref, facts, config, run_path)
     if f.repair == "ingest_status":
         return _plan_ingest_status(f, ref, run_path)
     if f.repair == "truncate_torn_line":
@@ -162,17 +163,44 @@ def _plan_run(
     return None
 
 
-def _plan_terminalize(ref: FindingRef, facts: Mapping[str, Any], config: DoctorConfig) -> Action:
-    """Write the run's final.json; blocked while its owner may live or its last event is
-    within the stall timeout."""
+#: What a run writes as it starts, before its first event: for a run without events, the
+#: newest of them is when it last wrote (``run.lock.json`` is not one: a repair holds it).
+_START_DOCUMENTS = (MANIFEST, RUN_CONFIG, RUN_PID)
+
+
+def _start_written_ns(run: Path | int) -> int | None:
+    """When the run's newest start document was written (epoch ns), None without any;
+    ``run`` is its directory, or a descriptor of it."""
+    newest: int | None = None
+    for name in _START_DOCUMENTS:
+        try:
+            if isinstance(run, int):
+                st = os.stat(name, dir_fd=run, follow_symlinks=False)
+            else:
+                st = os.lstat(run / name)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            newest = st.st_mtime_ns if newest is None else max(newest, st.st_mtime_ns)
+    return newest
+
+
+def _plan_terminalize(
+    ref: FindingRef, facts: Mapping[str, Any], config: DoctorConfig, run_path: Path
+) -> Action:
+    """Write the run's final.json; blocked while its owner may live or its last event (its
+    start, when it wrote none) is within the stall timeout."""
     stall = facts.get("stall_timeout_s")
     stall = float(stall) if isinstance(stall, int | float) else config.stall_timeout_s
     age = _age_s(config, facts.get("last_event_at"))
+    what = "the last event"
+    if facts.get("last_event_at") is None and (started := _start_written_ns(run_path)):
+        age, what = config.now - started / 1e9, "the run wrote no event; its start"
     blocked = None
     if facts.get("owner_alive") is not False:
         blocked = "the owner process is not known to be dead"
     elif age is not None and age <= stall:
-        blocked = f"the last event is {age:.0f} s old, within the {stall:.0f} s stall timeout"
+        blocked = f"{what} is {age:.0f} s old, within the {stall:.0f} s stall timeout"
     pid = facts.get("owner_pid")
     last = facts.get("last_event_at")
     since = f"nothing was written since {last}" if last else "it never wrote an event"
@@ -540,6 +568,12 @@ def _terminalize(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
         if latest is not None and ctx.config.now - latest / 1e9 <= stall:
             raise _Refused(
                 f"an event was written at {iso(latest)}, within the {stall:.0f} s stall timeout"
+            )
+        started = _start_written_ns(ctx.run_fd) if latest is None else None
+        if started is not None and ctx.config.now - started / 1e9 <= stall:
+            raise _Refused(
+                f"the run wrote no event and started at {iso(started)}, within the "
+                f"{stall:.0f} s stall timeout"
             )
         owner = _stale_owner(ctx, docs.pid)
         opened = action.finding

@@ -151,6 +151,37 @@ def test_terminalize_of_a_run_killed_before_its_first_event_says_so(tmp_path: Pa
     assert "never wrote an event" in action.reason
 
 
+def test_terminalize_of_a_run_without_events_waits_for_the_stall_timeout_from_its_start(
+    tmp_path: Path,
+) -> None:
+    # No event to measure the age from: the run's start documents (run.pid, manifest.json,
+    # run_config.json) say when it last wrote, at the plan and again at the write.
+    run, config, _ = _copy_case("fanout_never_joined", tmp_path)
+    for stream in run.rglob("progress.ndjson"):
+        stream.unlink()
+    started = config.now - 60
+    names = ("run.pid", "manifest.json", "run_config.json")
+    starts = [run / n for n in names if (run / n).exists()]
+    assert starts
+    for path in starts:
+        os.utime(path, (started, started))
+    _d, plan = _plan(run, config)
+    (action,) = plan
+    assert action.blocked == (
+        "the run wrote no event; its start is 60 s old, within the 600 s stall timeout"
+    )
+    later = config.with_now(config.now + 600)
+    _d, unblocked = _plan(run, later)
+    assert [a.blocked for a in unblocked] == [None]
+    # Applied while the start is still recent (the plan's check passed later): refused.
+    (result,) = apply_repairs(unblocked, config, run_path=run).results
+    assert result.outcome == "refused"
+    assert "wrote no event and started at" in result.message
+    assert not (run / "final.json").exists()
+    (result,) = apply_repairs(unblocked, later, run_path=run).results
+    assert result.outcome == "applied"
+
+
 def test_terminalize_refuses_when_final_json_appeared(tmp_path: Path) -> None:
     run, config, _ = _copy_case("fanout_never_joined", tmp_path)
     _d, plan = _plan(run, config)
