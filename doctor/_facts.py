@@ -18,6 +18,7 @@ from typing import Any
 
 from doctor._config import DoctorConfig
 from doctor._documents import RunDocuments
+from doctor._layout import is_top_scope
 from doctor._tables import HEARTBEAT_SQL, Tables
 from rundoctor.liveness import owner_alive
 
@@ -31,6 +32,7 @@ __all__ = [
     "family_of",
     "iso",
     "parse_iso",
+    "scope_state",
 ]
 
 #: ``failure_reasons`` keeps at most this many (scope, node, reason) rows per run.
@@ -187,10 +189,15 @@ _ENDINGS_SQL = f"""
         SELECT run_id, event, coalesce(reason, failure_reason), seq FROM progress_events
         WHERE {TOP_SQL} AND event IN {STOP_EVENTS_SQL}
         ORDER BY run_id, scope, seq"""
-_SPANS_SQL = """
-        SELECT run_id, scope, node_id, count(*) AS n, count(*) FILTER (WHERE end_seq IS NULL),
+# An attempt is open when it is its node's latest start in the scope and has no end (a start a
+# resume superseded is not: see LATEST_ATTEMPTS_SQL), for the spans' and the phases' "open".
+_OPEN_FLAG_SQL = (
+    "end_seq IS NULL AND start_seq = max(start_seq) OVER (PARTITION BY run_id, scope, node_id)"
+)
+_SPANS_SQL = f"""
+        SELECT run_id, scope, node_id, count(*) AS n, count(*) FILTER (WHERE is_open),
                epoch_ns(min(start_ts)) AS first_ns, epoch_ns(max(end_ts))
-        FROM attempts GROUP BY ALL"""
+        FROM (SELECT *, {_OPEN_FLAG_SQL} AS is_open FROM attempts) GROUP BY ALL"""
 _REASONS_SQL = f"""
         SELECT * FROM (
             SELECT run_id, scope, node_id, coalesce(failure_reason, '') AS reason, count(*) AS n
@@ -678,8 +685,9 @@ def _phases(tables: Tables, omitted: dict[str, dict[str, int]]) -> dict[str, lis
         "phases",
         f"""SELECT run_id, {_FAMILY_SQL} AS family, epoch_ns(min(start_ts)) AS first_ns,
                epoch_ns(max(coalesce(end_ts, start_ts))) AS last_ns,
-               bool_or(end_ts IS NULL) AS is_open
-        FROM attempts WHERE {TOP_SQL} GROUP BY ALL""",
+               bool_or(is_open) AS is_open
+        FROM (SELECT *, {_OPEN_FLAG_SQL} AS is_open FROM attempts WHERE {TOP_SQL})
+        GROUP BY ALL""",
         keep="is_open DESC, last_ns - first_ns DESC, family",
         order="run_id, first_ns, family",
         omitted=omitted,
@@ -765,6 +773,14 @@ def _branch_state(
         stall_timeout_s=live.stall,
         now=live.now,
     )
+
+
+def scope_state(facts: RunFacts, scope: str) -> Any:
+    """The state of the run's top level (a restart's is the run's), or of one of its
+    branches (None for a scope the facts do not list)."""
+    if is_top_scope(scope):
+        return facts.get("_state")
+    return next((b.get("state") for b in facts.get("branches", []) if b["scope"] == scope), None)
 
 
 def facts_of(facts: Mapping[str, RunFacts], run_id: str) -> RunFacts:

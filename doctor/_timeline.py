@@ -10,7 +10,8 @@ every scope, each with its node, visit number and outcome, and :class:`Stretch` 
 * ``idle_gap``: the run's own ``idle_gap`` findings (no progress in any scope).
 
 Times are epoch nanoseconds. An attempt that never ended is open: its bar runs to the last
-event of its scope.
+event of its scope; unless the node started again in its scope (a resume superseded it: the
+process that ran it died), then it is not open and its bar ends at that next start.
 
 The timeline is bounded, whatever the size of the run (a picture of a million attempts is
 no picture, and a million :class:`Bar` objects do not fit the budget): at most
@@ -105,13 +106,16 @@ ranked AS (
     SELECT a.scope, a.node_id, a.start_no, a.attempt, epoch_ns(a.start_ts) AS start_ns,
            epoch_ns(a.end_ts) AS end_ns, a.status, left(a.failure_reason, $reason) AS reason,
            l.last_ns, row_number() OVER (ORDER BY a.start_ts, a.start_seq) AS k,
+           epoch_ns(lead(a.start_ts) OVER (
+               PARTITION BY a.scope, a.node_id ORDER BY a.start_seq)) AS next_ns,
            count(*) OVER () AS n
     FROM attempts a JOIN last l USING (scope)
     WHERE a.run_id = $run AND a.start_ts IS NOT NULL
 )
 """
 _ATTEMPTS_SQL = f"""{_RANKED}
-SELECT scope, node_id, start_no, attempt, start_ns, end_ns, status, reason, last_ns FROM ranked
+SELECT scope, node_id, start_no, attempt, start_ns, end_ns, status, reason, last_ns, next_ns
+FROM ranked
 WHERE k <= $half OR k > n - $half ORDER BY k
 """
 # The attempts left out: how many, and the stretch they started in.
@@ -226,12 +230,12 @@ def _bars(tables: Tables, run: str) -> tuple[list[Bar], tuple[int, Stretch] | No
             visit=int(visit),
             attempt=None if attempt is None else int(attempt),
             start_ns=int(start),
-            end_ns=int(end if end is not None else max(last, start)),
-            is_open=end is None,
+            end_ns=int(end if end is not None else max(nxt if nxt is not None else last, start)),
+            is_open=end is None and nxt is None,
             status=None if status is None else str(status),
             failure_reason=None if reason is None else str(reason),
         )
-        for scope, node, visit, attempt, start, end, status, reason, last in rows
+        for scope, node, visit, attempt, start, end, status, reason, last, nxt in rows
     ]
     if len(bars) < MAX_TIMELINE_BARS:
         return bars, None

@@ -17,7 +17,12 @@ seen" or "current_node is not where the stream is" is drift by itself. Three con
   the node an ``edge_selected`` moved to after it without attempt events (the exit node), nor,
   when a stop ended the run during a node's visit (a signal, the stall watchdog, a cycle
   breaker), the node completed before that one: Kilroy does not checkpoint the interrupted
-  node, so the checkpoint is the correct resume point (``_stops.interrupted_visits``).
+  node, so the checkpoint is the correct resume point (``_stops.interrupted_visits``); nor,
+  in a running scope where nothing started since the last completed node ended and the
+  checkpoint was written before that end, the node completed before it: Kilroy saves a
+  node's checkpoint after its attempt end (after the fan-in and git commit of a fan-out), so
+  a live run shows this between the two. A dead scope stuck there still lags (its resume
+  runs that node again).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 
 from doctor._detectors._context import Context, more
 from doctor._documents import Document, checkpoint_fields
-from doctor._facts import parse_iso
+from doctor._facts import parse_iso, scope_state
 from doctor._model import Finding, Severity
 from doctor._tables import HEARTBEAT_SQL
 
@@ -46,7 +51,7 @@ _SUCCESS_LIKE = "('success', 'partial_success', 'degraded_success', 'skipped')"
 # node or of a new visit, or a later event that closes the visit).
 _SCOPE_SQL = f"""
 WITH ends AS (
-    SELECT run_id, scope, seq, node_id, attempt, "max" AS mx, status
+    SELECT run_id, scope, seq, node_id, attempt, "max" AS mx, status, ts
     FROM ck_events WHERE event = 'stage_attempt_end' AND node_id IS NOT NULL
 ),
 starts AS (
@@ -63,7 +68,7 @@ closers AS (
                     'subgraph_deterministic_failure_cycle_breaker', 'stuck_cycle_breaker')
 ),
 settled AS (
-    SELECT e.run_id, e.scope, e.seq, e.node_id
+    SELECT e.run_id, e.scope, e.seq, e.node_id, e.ts
     FROM ends e ASOF LEFT JOIN starts s
       ON e.run_id = s.run_id AND e.scope = s.scope AND e.seq < s.seq
     WHERE e.status IN {_SUCCESS_LIKE}
@@ -76,8 +81,17 @@ settled AS (
                                                            'loop_restart')))
 ),
 last_settled AS (
-    SELECT run_id, scope, max(seq) AS seq, arg_max(node_id, seq) AS node
+    SELECT run_id, scope, max(seq) AS seq, arg_max(node_id, seq) AS node,
+           epoch_ns(arg_max(ts, seq)) AS end_ns
     FROM settled GROUP BY ALL
+),
+-- the node settled before the last one (another node): what a checkpoint written before the
+-- last one ended names
+before_last AS (
+    SELECT s.run_id, s.scope, arg_max(s.node_id, s.seq) AS node
+    FROM settled s JOIN last_settled l USING (run_id, scope)
+    WHERE s.seq < l.seq AND s.node_id <> l.node
+    GROUP BY ALL
 ),
 moved_to AS (
     -- where the stream went after the last completed node, when that node ran no attempts
@@ -95,10 +109,13 @@ scopes AS (
                WHERE NOT {HEARTBEAT_SQL} AND coalesce(node_id, to_node) IS NOT NULL) AS actual
     FROM ck_events GROUP BY ALL
 )
-SELECT s.run_id, s.scope, s.retries, s.actual, l.node, m.node
+SELECT s.run_id, s.scope, s.retries, s.actual, l.node, m.node, b.node, l.end_ns,
+       EXISTS (SELECT 1 FROM starts n WHERE n.run_id = s.run_id AND n.scope = s.scope
+               AND n.seq > l.seq) AS started_after
 FROM scopes s
 LEFT JOIN last_settled l USING (run_id, scope)
 LEFT JOIN moved_to m USING (run_id, scope)
+LEFT JOIN before_last b USING (run_id, scope)
 """
 # Per node: retries since its last success, whether its last attempt is open, when it ended.
 _NODE_SQL = f"""
@@ -134,7 +151,8 @@ def checkpoint_drift(ctx: Context) -> list[Finding]:
             doc = sd.checkpoint
             if doc is None or not doc.ok or not isinstance(doc.value, dict):
                 continue  # absent, or torn (torn_artifact reports it)
-            drift = _drift_of(doc, stream, (run_id, scope))
+            state = scope_state(ctx.facts[run_id], scope) if run_id in ctx.facts else None
+            drift = _drift_of(doc, stream, (run_id, scope), running=state == "running")
             if drift.lost or drift.bloated or drift.lagging:
                 findings.append(_finding(run_id, scope, drift))
     return findings
@@ -198,14 +216,17 @@ class _Drift:
         return reasons
 
 
-def _drift_of(doc: Document, stream: _Stream, key: tuple[str, str]) -> _Drift:
-    """Phase 2, per scope: compare the checkpoint ``doc`` of ``key`` with its stream."""
+def _drift_of(doc: Document, stream: _Stream, key: tuple[str, str], *, running: bool) -> _Drift:
+    """Phase 2, per scope: compare the checkpoint ``doc`` of ``key`` with its stream
+    (``running``: the scope's state is ``running``)."""
     fields = checkpoint_fields(doc)
     completed: list[str] = list(fields["completed_nodes"])
     recorded: dict[str, int] = dict(fields["node_retries"])
     ck_node = fields["current_node"] if isinstance(fields["current_node"], str) else None
     ck_ns = parse_iso(doc.get("timestamp"))
-    retries, actual, last_done, moved = stream.scopes.get(key, (0, None, None, None))
+    retries, actual, last_done, moved, before, done_ns, started_after = stream.scopes.get(
+        key, (0, None, None, None, None, None, False)
+    )
     lost = {
         node: n
         for node, n, last_open, last_end in stream.pending.get(key, [])
@@ -221,6 +242,16 @@ def _drift_of(doc: Document, stream: _Stream, key: tuple[str, str]) -> _Drift:
         and ck_node != last_done
         and ck_node != moved
         and not (key in cut and cut[key][0] == last_done and ck_node == cut[key][1])
+        # a live scope whose last completed node's checkpoint is being written: Kilroy saves
+        # it after the attempt's end, before anything starts next
+        and not (
+            running
+            and ck_node == before
+            and not started_after
+            and ck_ns is not None
+            and done_ns is not None
+            and ck_ns < done_ns
+        )
     )
     return _Drift(
         lost=lost,

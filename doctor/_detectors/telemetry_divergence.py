@@ -15,8 +15,10 @@ run's ``current_node`` fact, which is the fan-out node while a fan-out is open.
   by one), nor, when a stop ended the run during a node's visit, the node completed before
   it (Kilroy does not checkpoint the interrupted node: the checkpoint is the resume point),
   nor, while the last ended attempt's node is retrying (a ``stage_retry_sleep`` of it follows
-  its last attempt end), the node completed before that visit: Kilroy checkpoints a node
-  once its visit ends, not after each failed attempt.
+  its last attempt end) or, in a running scope where nothing started since that attempt
+  ended, when the checkpoint was written before that end, the node completed before that
+  visit: Kilroy checkpoints a node once its visit ends, not after each failed attempt, and
+  saves it after the attempt's end event (a live run shows it one node behind in between).
   ``checkpoint_drift`` checks the checkpoint against the stream more strictly.
 
 Severity: error when live.json diverges while the scope is stalled or orphaned with an attempt
@@ -30,7 +32,7 @@ from typing import Any
 
 from doctor._detectors._context import Context
 from doctor._documents import ScopeDocuments, checkpoint_fields
-from doctor._facts import RunFacts
+from doctor._facts import RunFacts, parse_iso, scope_state
 from doctor._layout import is_top_scope
 from doctor._model import Finding, Severity
 from doctor._tables import HEARTBEAT_SQL
@@ -45,30 +47,35 @@ WITH per_scope AS (
            arg_max(node_id, seq) FILTER (
                WHERE event = 'stage_attempt_end' AND node_id IS NOT NULL) AS last_end,
            max(seq) FILTER (
-               WHERE event = 'stage_attempt_end' AND node_id IS NOT NULL) AS last_end_seq
+               WHERE event = 'stage_attempt_end' AND node_id IS NOT NULL) AS last_end_seq,
+           epoch_ns(arg_max(ts, seq) FILTER (
+               WHERE event = 'stage_attempt_end' AND node_id IS NOT NULL)) AS last_end_ns,
+           max(seq) FILTER (
+               WHERE event = 'stage_attempt_start' AND node_id IS NOT NULL) AS last_start_seq
     FROM td_events GROUP BY ALL
 ),
 open_nodes AS (
     SELECT run_id, scope, list(DISTINCT node_id) AS nodes
     FROM td_attempts WHERE end_seq IS NULL GROUP BY ALL
 ),
--- The node whose visit the last ended attempt belongs to is still retrying (Kilroy slept
--- before its next attempt): the node completed before that visit, the one the checkpoint
--- names until the visit ends.
-retrying AS (
+-- The node completed before the last ended attempt's node, and whether that node is still
+-- retrying (Kilroy slept before its next attempt): the checkpoint names the node before
+-- until the visit ends.
+before AS (
     SELECT p.run_id, p.scope,
            (SELECT arg_max(e.node_id, e.seq) FROM td_events e
             WHERE e.run_id = p.run_id AND e.scope = p.scope AND e.seq < p.last_end_seq
               AND e.event = 'stage_attempt_end' AND e.node_id IS NOT NULL
-              AND e.node_id <> p.last_end) AS before
-    FROM per_scope p
-    WHERE EXISTS (SELECT 1 FROM td_events s
-                  WHERE s.run_id = p.run_id AND s.scope = p.scope AND s.seq > p.last_end_seq
-                    AND s.event = 'stage_retry_sleep' AND s.node_id = p.last_end)
+              AND e.node_id <> p.last_end) AS before,
+           EXISTS (SELECT 1 FROM td_events s
+                   WHERE s.run_id = p.run_id AND s.scope = p.scope AND s.seq > p.last_end_seq
+                     AND s.event = 'stage_retry_sleep' AND s.node_id = p.last_end) AS retrying
+    FROM per_scope p WHERE p.last_end IS NOT NULL
 )
-SELECT p.run_id, p.scope, p.actual, p.last_end, coalesce(o.nodes, []), r.before
+SELECT p.run_id, p.scope, p.actual, p.last_end, coalesce(o.nodes, []), b.before, b.retrying,
+       CASE WHEN coalesce(p.last_start_seq, -1) < p.last_end_seq THEN p.last_end_ns END
 FROM per_scope p LEFT JOIN open_nodes o USING (run_id, scope)
-LEFT JOIN retrying r USING (run_id, scope)
+LEFT JOIN before b USING (run_id, scope)
 """
 
 
@@ -88,7 +95,10 @@ def telemetry_divergence(ctx: Context) -> list[Finding]:
     if not keys:  # no live.json, no checkpoint: nothing can diverge
         return []
     ctx.restrict("td", keys)
-    rows = {(r, s): (a, le, [str(n) for n in o], b) for r, s, a, le, o, b in ctx.tables.sql(_SQL)}
+    rows = {
+        (r, s): (a, le, [str(n) for n in o], b, bool(rt), ns)
+        for r, s, a, le, o, b, rt, ns in ctx.tables.sql(_SQL)
+    }
     streams = set(ctx.tables.stream_states)
     cut = ctx.interrupted_visits("td")
     findings: list[Finding] = []
@@ -124,24 +134,20 @@ class _Divergence:
 def _divergence(
     facts: RunFacts,
     sd: ScopeDocuments,
-    row: tuple[Any, Any, list[str], Any],
+    row: tuple[Any, Any, list[str], Any, bool, Any],
     resume: str | None,
     *,
     scope: str,
 ) -> _Divergence | None:
     """Compare one scope's documents with its stream ``row`` (actual node, last ended node,
-    open nodes, the node completed before a visit still retrying); None when they agree.
+    open nodes, the node completed before the last ended one, whether that one is retrying,
+    when it ended); None when they agree.
     ``resume`` is where a stop that cut a visit short resumes (the checkpoint may already name
     it)."""
-    actual, last_end, open_nodes, before_retrying = row
+    actual, last_end, open_nodes, before, retrying, last_end_ns = row
     if is_top_scope(scope):
         actual = facts.get("current_node") or actual
-        state = facts.get("_state")
-    else:
-        state = next(
-            (b.get("state") for b in facts.get("branches", []) if b["scope"] == scope),
-            None,
-        )
+    state = scope_state(facts, scope)
     live = sd.live
     live_node = None
     if live is not None and live.ok:
@@ -149,10 +155,16 @@ def _divergence(
         live_node = live_node if isinstance(live_node, str) else None
     ck = checkpoint_fields(sd.checkpoint).get("current_node")
     ck_node = ck if isinstance(ck, str) else None
+    ck_ns = parse_iso(sd.checkpoint.get("timestamp")) if sd.checkpoint is not None else None
+    # The checkpoint names the node completed before the last ended one while that one is
+    # retrying, or, in a running scope where nothing started since, when it was written
+    # before that one ended (Kilroy saves a node's checkpoint after its end).
+    saving = state == "running" and ck_ns is not None and last_end_ns is not None
+    behind = before if retrying or (saving and ck_ns < last_end_ns) else None
     if actual is None:
         return None
     live_off = live_node is not None and live_node != actual and live_node not in open_nodes
-    ck_off = ck_node is not None and ck_node not in (actual, last_end, resume, before_retrying)
+    ck_off = ck_node is not None and ck_node not in (actual, last_end, resume, behind)
     if not (live_off or ck_off):
         return None
     return _Divergence(

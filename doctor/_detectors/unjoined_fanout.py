@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from doctor._detectors._context import Context, more, needs
-from doctor._facts import RunFacts, iso
-from doctor._layout import is_top_scope
+from doctor._facts import iso, scope_state
 from doctor._model import Finding, Severity
 
 __all__ = ["unjoined_fanout"]
@@ -86,13 +84,6 @@ def _branch_key(scope: str) -> str:
     return m.group(1) if m else last
 
 
-def _scope_state(facts: RunFacts, scope: str) -> Any:
-    """The state of the run's top level, or of one of its branches."""
-    if is_top_scope(scope):
-        return facts.get("_state")
-    return next((b.get("state") for b in facts.get("branches", []) if b["scope"] == scope), None)
-
-
 def _finished(
     branches: list[str],
     run_id: str,
@@ -130,7 +121,7 @@ def unjoined_fanout(ctx: Context) -> list[Finding]:
         if fan is None:
             continue
         facts = ctx.facts[run_id]
-        state = _scope_state(facts, scope)
+        state = scope_state(facts, scope)
         if state == "running":
             continue
         branches = fan.branches()

@@ -24,6 +24,7 @@ from rich.console import Console
 from doctor import DETECTORS, Diagnosis, DoctorConfig, Severity, diagnose, scan
 from doctor._facts import parse_iso
 from doctor._render import render_diagnosis, render_markdown
+from doctor._timeline import run_timeline
 from fixtures.kilroy.scenarios import SCENARIOS
 from reports import render_postmortem
 
@@ -273,3 +274,70 @@ def test_stage_output_behind_a_symlink_is_never_read(tmp_path: Path) -> None:
     config = DoctorConfig(roots=(runs,), checks=("swallowed_error",))
     (finding,) = diagnose(run.name, config).findings
     assert finding.evidence["kind"] == "bare_exit_code"
+
+
+def test_a_start_a_resume_superseded_is_not_open_in_phases_spans_or_the_timeline() -> None:
+    # resume_after_kill: build's first start was killed with its owner; the resume started it
+    # again and it ended. Neither the phase nor the spans may treat the dead start as open
+    # work that lasts to the run's last event.
+    result = _diagnosed("resume_after_kill")
+    assert result.state == "succeeded"
+    (span,) = [s for s in result.facts["attempt_spans"] if s["node_id"] == "build"]
+    assert (span["attempts"], span["open"]) == (2, 0)
+    (phase,) = [p for p in result.facts["phases"] if p["node"] == "build"]
+    assert phase["last_end"] == span["last_end"] != result.facts["last_event_at"]
+    bars = [b for b in run_timeline(result).bars if b.node_id == "build"]
+    assert [b.is_open for b in bars] == [False, False]
+    assert bars[0].end_ns == bars[1].start_ns  # the dead start's bar ends where it restarted
+
+
+def _rewound_to_the_end_of(run: Path, node: str, before: str) -> None:
+    """Cut ``run``'s stream just after ``node``'s last attempt end and put back the checkpoint
+    Kilroy had then: ``before`` completed (Kilroy saves a node's checkpoint after its end)."""
+    progress = run / "progress.ndjson"
+    lines = progress.read_text().splitlines(keepends=True)
+    events = [json.loads(line) for line in lines]
+    cut = max(
+        i
+        for i, e in enumerate(events)
+        if e["event"] == "stage_attempt_end" and e.get("node_id") == node
+    )
+    progress.write_text("".join(lines[: cut + 1]))
+    (run / "live.json").write_text(lines[cut])
+    before_end = max(
+        e["ts"]
+        for e in events[:cut]
+        if e["event"] == "stage_attempt_end" and e.get("node_id") == before
+    )
+    checkpoint = json.loads((run / "checkpoint.json").read_text())
+    checkpoint.update(timestamp=before_end, current_node=before, completed_nodes=[before])
+    checkpoint["node_retries"] = {}
+    (run / "checkpoint.json").write_text(json.dumps(checkpoint, indent=2))
+    (run / "final.json").unlink()
+
+
+def test_a_checkpoint_not_yet_saved_for_the_node_that_just_ended_is_no_drift(
+    tmp_path: Path,
+) -> None:
+    # Kilroy appends a node's stage_attempt_end, then saves its checkpoint (after the fan-in
+    # and git commit of a fan-out: ~80 ms with 14 branches). A live run diagnosed in between
+    # has a checkpoint one node behind that is being brought up to date. (One killed there
+    # keeps it: its resume runs the node again, which checkpoint_drift still reports.)
+    run = tmp_path / "fanout_all_ok"
+    shutil.copytree(RUNS / "fanout_all_ok", run)
+    _rewound_to_the_end_of(run, "par", before="start")
+    with subprocess.Popen(["sleep", "60"]) as owner:
+        try:
+            (run / "run.pid").write_text(str(owner.pid))
+            now = parse_iso(json.loads((run / "live.json").read_text())["ts"])
+            assert now is not None
+            live = DoctorConfig(roots=(tmp_path,), now=now / 1e9 + 1)
+            result = diagnose(run.name, live).to_json()
+        finally:
+            owner.kill()
+    assert result["state"] == "running"
+    assert result["findings"] == [], _show(result["findings"])
+    dead = diagnose(run.name, DoctorConfig(roots=(tmp_path,))).to_json()
+    codes = {f["code"] for f in dead["findings"]}
+    assert dead["state"] == "orphaned"
+    assert {"missing_final", "checkpoint_drift"} <= codes, _show(dead["findings"])
