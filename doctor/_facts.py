@@ -161,13 +161,14 @@ _COUNTS_SQL = f"""
                sum(n)::BIGINT, epoch_ns(min(first_ts)), epoch_ns(max(last_ts)),
                list(DISTINCT event) AS kinds
         FROM named GROUP BY run_id, scope, top, hb, kind"""
-# Per scope: its last node (the row, to take the run's latest), its failed or retried ends
-# and the status of its last end.
+# Per scope: its last node (the row's time and seq, to take the run's latest), its failed or
+# retried ends and the status of its last end.
 _MARKS_SQL = f"""
         SELECT run_id, scope, max(seq) FILTER (WHERE {NODE_SQL} IS NOT NULL),
                arg_max({NODE_SQL}, seq) FILTER (WHERE {NODE_SQL} IS NOT NULL),
                count(*) FILTER (WHERE event = 'stage_attempt_end' AND status IN ('fail', 'retry')),
-               arg_max(status, seq) FILTER (WHERE event = 'stage_attempt_end')
+               arg_max(status, seq) FILTER (WHERE event = 'stage_attempt_end'),
+               epoch_ns(arg_max(ts, seq) FILTER (WHERE {NODE_SQL} IS NOT NULL))
         FROM progress_events GROUP BY ALL"""
 # Per-node rows are cut to MAX_NODE_ROWS per run by :func:`_bounded` (keep / order).
 _EDGES_SQL = f"""
@@ -342,11 +343,14 @@ def _event_rows(tables: Tables) -> _EventRows:
         else:
             groups[(run_id, scope)].append(row)
     marks = {(r[0], r[1]): r[2:] for r in tables.sql(_MARKS_SQL)}
-    # The run's latest node: that of the latest row naming one, over its top-level scopes.
-    latest: dict[str, tuple[int, Any]] = {}
-    for key, (seq, node, _, _) in marks.items():
-        if key in top_scopes and seq is not None and seq > latest.get(key[0], (-1, None))[0]:
-            latest[key[0]] = (seq, node)
+    # The run's latest node: that of the latest row naming one, over its top-level scopes:
+    # the last in its stream, and of the scopes the one whose row is the latest in time (a
+    # resume of a restarted run goes on in the base directory, after its restart-N's rows).
+    latest: dict[str, tuple[tuple[int, int], Any]] = {}
+    for key, (seq, node, _, _, ts) in marks.items():
+        when = (-1 if ts is None else int(ts), int(seq) if seq is not None else -1)
+        if key in top_scopes and seq is not None and when > latest.get(key[0], ((-2, -2), None))[0]:
+            latest[key[0]] = (when, node)
     summary: dict[str, tuple[Any, ...]] = {}
     by_type: _Rows = {}
     for run_id, rows in tops.items():
@@ -364,7 +368,7 @@ def _event_rows(tables: Tables) -> _EventRows:
         by_type[run_id] = sorted(counts.items(), key=lambda c: (-c[1], c[0]))
     branches: _Rows = defaultdict(list)
     for (run_id, scope), rows in sorted(groups.items()):
-        _, _, ends, last_status = marks.get((run_id, scope), (None, None, 0, None))
+        _, _, ends, last_status, _ = marks.get((run_id, scope), (None, None, 0, None, None))
         first, last, last_progress = _times(rows)
         starts = sum(n for _, e, n, _, _ in rows if e == "stage_attempt_start")
         branches[run_id].append((scope, last_progress, last, first, starts, ends, last_status))
