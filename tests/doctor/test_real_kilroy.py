@@ -157,22 +157,20 @@ def test_a_bare_exit_code_is_explained_by_the_failure_dossier_when_the_logs_are_
 KILROY_RUN = Path(os.environ.get("KILROY_HOME", "/work/shared/kilroy")) / "run.sh"
 
 
-@pytest.mark.skipif(not KILROY_RUN.exists(), reason="the real Kilroy engine is not installed")
-def test_a_finished_branch_of_a_live_fanout_is_succeeded_while_its_sibling_runs(
-    tmp_path: Path,
-) -> None:
-    graph = RUNS.parent / "graphs" / "fanout_killed.dot"
-    logs = tmp_path / "live_fanout"
+def _diagnose_live(tmp_path: Path, graph: str, run_id: str, marker: str) -> dict[str, Any]:
+    """Run the real engine on ``graph`` and diagnose the run as soon as its stream holds
+    ``marker`` (the engine still running), then kill the engine and its stages."""
+    logs = tmp_path / run_id
     with subprocess.Popen(
-        [str(KILROY_RUN), str(graph), "live_fanout", str(tmp_path)],
+        [str(KILROY_RUN), str(RUNS.parent / "graphs" / graph), run_id, str(tmp_path)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     ) as proc:
         try:
-            while '"branch_subgraph_done"' not in _text(logs / "progress.ndjson"):
-                assert proc.poll() is None, "kilroy ended before branch a finished"
+            while marker not in _text(logs / "progress.ndjson"):
+                assert proc.poll() is None, f"kilroy ended before {marker} was written"
                 time.sleep(0.1)
-            result = diagnose("live_fanout", DoctorConfig(roots=(tmp_path,))).to_json()
+            return diagnose(run_id, DoctorConfig(roots=(tmp_path,))).to_json()
         finally:
             kilroy = psutil.Process(int((logs / "run.pid").read_text()))
             stages = kilroy.children(recursive=True)
@@ -181,6 +179,13 @@ def test_a_finished_branch_of_a_live_fanout_is_succeeded_while_its_sibling_runs(
                 with contextlib.suppress(psutil.NoSuchProcess):
                     p.kill()
             proc.wait(timeout=60)
+
+
+@pytest.mark.skipif(not KILROY_RUN.exists(), reason="the real Kilroy engine is not installed")
+def test_a_finished_branch_of_a_live_fanout_is_succeeded_while_its_sibling_runs(
+    tmp_path: Path,
+) -> None:
+    result = _diagnose_live(tmp_path, "fanout_killed.dot", "live_fanout", '"branch_subgraph_done"')
     states = {b["scope"].rsplit("/", 1)[-1]: b["state"] for b in result["facts"]["branches"]}
     assert result["state"] == "running"
     assert states == {"01-impl_a": "succeeded", "02-impl_b": "running"}
@@ -193,26 +198,7 @@ def test_a_live_run_sleeping_before_a_retry_is_running_with_nothing_to_report(
 ) -> None:
     # Between attempts no attempt is open and checkpoint.json still names the node before the
     # retried one (Kilroy checkpoints a node when its visit ends): neither is a divergence.
-    graph = RUNS.parent / "graphs" / "retry_sleep.dot"
-    logs = tmp_path / "live_retry"
-    with subprocess.Popen(
-        [str(KILROY_RUN), str(graph), "live_retry", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    ) as proc:
-        try:
-            while '"stage_retry_sleep"' not in _text(logs / "progress.ndjson"):
-                assert proc.poll() is None, "kilroy ended before its first retry sleep"
-                time.sleep(0.1)
-            result = diagnose("live_retry", DoctorConfig(roots=(tmp_path,))).to_json()
-        finally:
-            kilroy = psutil.Process(int((logs / "run.pid").read_text()))
-            stages = kilroy.children(recursive=True)
-            kilroy.kill()
-            for p in stages:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    p.kill()
-            proc.wait(timeout=60)
+    result = _diagnose_live(tmp_path, "retry_sleep.dot", "live_retry", '"stage_retry_sleep"')
     assert result["state"] == "running"
     assert result["findings"] == [], _show(result["findings"])
 
