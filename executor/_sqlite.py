@@ -115,6 +115,14 @@ class SqliteQueue(Queue):
             finally:
                 cursor.close()
 
+    def __del__(self) -> None:
+        # A queue dropped without close() (a docstring example, a one-off inspection) still
+        # closes its connection: Python 3.13 warns (ResourceWarning) about a connection
+        # garbage-collected open. getattr: __init__ may have failed before setting it.
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            conn.close()
+
     def close(self) -> None:
         """Close the connection (idempotent).
 

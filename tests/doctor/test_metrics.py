@@ -9,6 +9,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ def test_no_metric_carries_a_per_run_label(fleet: Path) -> None:
 
 
 def _sqlite(path: Path, sql: str) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(path) as con:
+    with closing(sqlite3.connect(path)) as con:
         return con.execute(sql).fetchall()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,11 +59,11 @@ class Backend:
     def raw(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement outside the queue (``?`` placeholders), committed at once."""
         if self.name == "sqlite":
-            with sqlite3.connect(self.target, isolation_level=None, timeout=5) as conn:
+            # closing(): a sqlite3 connection's own ``with`` commits but never closes.
+            conn = sqlite3.connect(self.target, isolation_level=None, timeout=5)
+            with closing(conn):
                 cursor = conn.execute(statement, tuple(params))
-                rows = cursor.fetchall() if cursor.description else []
-            conn.close()
-            return rows
+                return cursor.fetchall() if cursor.description else []
         with psycopg.connect(self.target, autocommit=True) as pg:
             cur = pg.execute(statement.replace("?", "%s"), tuple(params) or None)
             return cur.fetchall() if cur.description else []
