@@ -67,7 +67,7 @@ _ALIASES = {"ok": "success", "failure": "fail", "error": "fail", "skip": "skippe
 _TOKEN = re.compile(
     r"""(?P<nl>\n)|(?P<ws>[ \t\r\f\v]+)|(?P<comment>//[^\n]*|\#[^\n]*|/\*.*?\*/)
     |(?P<string>"(?:[^"\\]|\\.)*")|(?P<arrow>->)|(?P<undirected>--)
-    |(?P<word>(?:-(?=[0-9.]))?[A-Za-z0-9_.]+)|(?P<punct>[{}\[\]=;,])""",
+    |(?P<word>(?:-(?=[0-9.]))?[A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*)|(?P<punct>[{}\[\]=;,])""",
     re.X | re.S,
 )
 _ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

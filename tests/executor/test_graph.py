@@ -82,6 +82,24 @@ def test_every_example_pipeline_is_valid(name: str) -> None:
     assert load_graph(PIPELINES / f"{name}.dot").name == name
 
 
+def test_bare_values_may_hold_hyphens_as_kilroys_own_graphs_write_model_names() -> None:
+    # The agent node of the real engine's example graph (shared/kilroy/graphs/agent_one.dot).
+    g = parse_graph(
+        HEAD + "  impl [shape=box, llm_provider=openai, llm_model=gpt-5.2, max_retries=0, "
+        'goal_gate=true, prompt="Implement it."]\n'
+        '  start->impl\n  impl -> exit [condition="outcome=success"]\n'
+        '  impl->exit [condition="outcome!=success"]\n}'
+    )
+    assert g.nodes["impl"].attrs["llm_model"] == "gpt-5.2"
+    assert [(e.src, e.dst) for e in g.edges] == [
+        ("start", "impl"),
+        ("impl", "exit"),
+        ("impl", "exit"),
+    ]
+    with pytest.raises(GraphError, match="node id 'a-b' must match"):
+        parse_graph(HEAD + "  a-b [shape=box]\n}")
+
+
 def test_an_unreadable_graph_file_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="cannot read pipeline graph"):
         load_graph(tmp_path / "missing.dot")
