@@ -49,6 +49,7 @@ from doctor._kept import SEVERITY_LABELS, KeptFindings
 from doctor._layout import (
     CHECKPOINT,
     FINAL,
+    GRAPH_DOT,
     LIVE,
     MANIFEST,
     PROGRESS,
@@ -223,7 +224,7 @@ def fingerprint(layout: RunLayout) -> dict[str, list[int]]:
             add(os.path.join(folder, name))
 
     top = str(layout.path)
-    for name in (MANIFEST, RUN_CONFIG, RUN_PID, RUN_LOCK):  # the run's own documents
+    for name in (MANIFEST, RUN_CONFIG, RUN_PID, RUN_LOCK, GRAPH_DOT):  # the run's own documents
         add_listed(top, name)
     for scope in layout.scopes:
         folder = str(scope.path)

@@ -26,7 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from doctor._layout import RunLayout, ScopeLayout, Unreadable, is_top_scope, stage_dirs
+from doctor._layout import (
+    GRAPH_DOT,
+    RunLayout,
+    ScopeLayout,
+    Unreadable,
+    is_top_scope,
+    stage_dirs,
+)
 from doctor._model import noun
 from rundoctor.liveness import valid_pid
 
@@ -35,11 +42,13 @@ __all__ = [
     "RunDocuments",
     "ScopeDocuments",
     "StageStatus",
+    "fanout_branch_count",
     "normalize_status",
     "read_documents",
 ]
 
 _MAX_DOC_BYTES = 32 * 1024 * 1024
+_MAX_GRAPH_BYTES = 4 * 1024 * 1024
 _STATUS_ALIASES = {
     "ok": "success",
     "failure": "fail",
@@ -466,3 +475,24 @@ def checkpoint_fields(doc: Document | None) -> Mapping[str, Any]:
         if isinstance(retries, dict)
         else {},
     }
+
+
+def fanout_branch_count(run_path: Path, node: str) -> int | None:
+    """How many branches the fan-out ``node`` dispatches: the nodes its outgoing edges lead to
+    in the run's ``graph.dot`` (Kilroy numbers branch directories by them, format doc §1.5,
+    and starts at most ``max_parallel`` at a time, so fewer directories may exist yet). None
+    when the run has no such graph, it cannot be read, or it is not DOT the reader takes.
+    """
+    from executor import GraphError, graph_edges
+
+    try:
+        _st, data, _why = read_regular(run_path / GRAPH_DOT, _MAX_GRAPH_BYTES)
+    except OSError:
+        return None
+    if data is None:
+        return None
+    try:
+        edges = graph_edges(data.decode("utf-8"))
+    except (UnicodeDecodeError, GraphError, RecursionError):
+        return None
+    return len({b for a, b in edges if a == node}) or None

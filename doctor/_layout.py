@@ -32,6 +32,7 @@ from doctor._errors import RootError, RunNotFound, UnsafeRunId
 __all__ = [
     "CHECKPOINT",
     "FINAL",
+    "GRAPH_DOT",
     "LIVE",
     "MANIFEST",
     "NATIVE_LAYOUT",
@@ -57,6 +58,8 @@ MANIFEST = "manifest.json"
 RUN_CONFIG = "run_config.json"
 RUN_PID = "run.pid"
 RUN_LOCK = "run.lock.json"
+#: The graph the run executes (a Kilroy run copies it into its logs root).
+GRAPH_DOT = "graph.dot"
 STATUS = "status.json"
 NATIVE_LAYOUT = "rundoctor-native/1"
 
@@ -177,6 +180,10 @@ class RunLayout:
     @property
     def run_lock(self) -> Path:
         return self.path / RUN_LOCK
+
+    @property
+    def graph(self) -> Path:
+        return self.path / GRAPH_DOT
 
     @property
     def top(self) -> ScopeLayout:

@@ -27,7 +27,7 @@ if typing.TYPE_CHECKING:
         WorkerError,
     )
     from executor._events import EVENTS, Event
-    from executor._graph import Graph, load_graph, parse_graph
+    from executor._graph import Graph, graph_edges, load_graph, parse_graph
     from executor._queue import Lease, Queue, SessionInfo, Ticket, TicketEvent, open_queue
     from executor._reaper import Reclaim, reap
     from executor._runner import RunResult, run_pipeline
@@ -57,6 +57,7 @@ __all__ = [
     "UsageError",
     "WorkerError",
     "WorkerStats",
+    "graph_edges",
     "load_graph",
     "open_queue",
     "parse_graph",
@@ -92,6 +93,7 @@ _HOMES = {
     "UsageError": "executor._errors",
     "WorkerError": "executor._errors",
     "WorkerStats": "executor._worker",
+    "graph_edges": "executor._graph",
     "load_graph": "executor._graph",
     "open_queue": "executor._queue",
     "parse_graph": "executor._graph",

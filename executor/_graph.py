@@ -354,6 +354,20 @@ class _Parser:
         return attrs
 
 
+def graph_edges(source: str) -> list[tuple[str, str]]:
+    """The edges of DOT ``source`` as written, ``(from, to)`` in file order, without checking
+    that the graph is one the executor runs (any shape, nesting or attribute): for readers of
+    another engine's graphs, as the doctor reads a Kilroy run's ``graph.dot``.
+    :class:`GraphError` on what the syntax does not accept.
+
+    >>> graph_edges("digraph { par [shape=component]; par -> a; par -> b -> j [x=1] }")
+    [('par', 'a'), ('par', 'b'), ('b', 'j')]
+    """
+    parser = _Parser(source)
+    parser.parse()
+    return [(a, b) for a, b, _line, _attrs in parser.edges]
+
+
 def parse_graph(source: str) -> Graph:
     """Parse and validate DOT ``source``; :class:`GraphError` names the line and the reason.
 

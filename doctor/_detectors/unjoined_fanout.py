@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from doctor._detectors._context import Context, more, needs
+from doctor._documents import fanout_branch_count
 from doctor._facts import iso, scope_state
 from doctor._model import Finding, Severity
 
@@ -127,12 +128,18 @@ def unjoined_fanout(ctx: Context) -> list[Finding]:
         branches = fan.branches()
         finished = _finished(branches, run_id, branch_rows, done_keys.get((run_id, scope), set()))
         unfinished = [b for b in branches if b not in finished]
+        # The graph says how many branches the dispatch has; Kilroy starts at most
+        # max_parallel at a time, so the others have no directory yet.
+        planned = fanout_branch_count(ctx.documents(run_id).path, node) or 0
+        total = max(planned, len(branches))
         where = f"branch {scope}" if scope else "the top level"
-        left = (
-            f"{len(unfinished)} still unfinished ({more([_branch_key(b) for b in unfinished], 3)})"
-            if unfinished
-            else "all of them finished"
-        )
+        parts = []
+        if unfinished:
+            keys = more([_branch_key(b) for b in unfinished], 3)
+            parts.append(f"{len(unfinished)} still unfinished ({keys})")
+        if total > len(branches):
+            parts.append(f"{total - len(branches)} never started")
+        left = "; ".join(parts) or "all of them finished"
         # In a terminalized run (a final.json: the reaper's or a repair's) the fan-out is
         # closed by that end, which its own findings explain; open, it is a hang.
         closed = bool(facts.get("final_json"))
@@ -141,8 +148,8 @@ def unjoined_fanout(ctx: Context) -> list[Finding]:
                 code="unjoined_fanout",
                 severity=Severity.WARNING if closed else Severity.ERROR,
                 summary=(
-                    f"Fan-out {node} in {where} started at {iso(start_ns)} with {len(branches)} "
-                    f"branch{'es' if len(branches) != 1 else ''} ({left}) and never ended, and "
+                    f"Fan-out {node} in {where} started at {iso(start_ns)} with {total} "
+                    f"branch{'es' if total != 1 else ''} ({left}) and never ended, and "
                     f"its scope is {state}: nobody will join the branches, so collect their "
                     "results from their directories and terminalize the run"
                 ),
@@ -152,8 +159,9 @@ def unjoined_fanout(ctx: Context) -> list[Finding]:
                 evidence={
                     "fanout_node": node,
                     "started_at": iso(start_ns),
-                    "branches": len(branches),
+                    "branches": total,
                     "branches_finished": len(finished),
+                    "branches_started": len(branches),
                     "attempt": int(attempt) if attempt is not None else None,
                     "branch_scopes": branches,
                     "unfinished_branches": unfinished,

@@ -496,7 +496,7 @@ def _every_named_file(layout: RunLayout) -> dict[str, list[int]]:
     from doctor._cache import _FANOUT_SCOPE
     from doctor._layout import stage_dirs
 
-    paths = [layout.manifest, layout.run_config, layout.run_pid, layout.run_lock]
+    paths = [layout.manifest, layout.run_config, layout.run_pid, layout.run_lock, layout.graph]
     for scope in layout.scopes:
         paths += [scope.progress, scope.final, scope.checkpoint, scope.live]
         for stage in stage_dirs(scope.path):

@@ -55,6 +55,33 @@ def test_open_fanout_in_an_orphaned_run_counts_its_finished_branches(tmp_path: P
     ]
 
 
+def test_branches_kilroy_had_not_started_yet_are_counted_from_the_runs_graph(
+    tmp_path: Path,
+) -> None:
+    # Kilroy starts at most max_parallel (4) branches at a time: a run frozen early in a
+    # 6-branch fan-out has 2 branch directories, and its graph.dot says there are 6.
+    run = _run(tmp_path)
+    run.stream().emit("stage_attempt_start", 1.5, node_id="par", attempt=1, max=1)
+    _branch(run, "parallel/par/pass1/01-w0", "w0", "success")
+    _branch(run, "parallel/par/pass1/02-w1", "w1", None)
+    path = run.finish()
+    edges = "".join(f"  par -> w{i}; w{i} -> join\n" for i in range(6))
+    (path / "graph.dot").write_text(
+        "digraph g {\n  start [shape=Mdiamond]\n  par [shape=component]\n"
+        f"  join [shape=tripleoctagon]\n  exit [shape=Msquare]\n  start -> par\n{edges}"
+        '  join -> exit [condition="outcome=success"]\n}\n'
+    )
+    config = DoctorConfig(now=run.start_ns / 1e9 + 7200, checks=("unjoined_fanout",))
+    [finding] = diagnose_path(path, config).findings
+    assert (finding.evidence["branches"], finding.evidence["branches_started"]) == (6, 2)
+    assert finding.evidence["branches_finished"] == 1
+    assert "with 6 branches (1 still unfinished (w1); 4 never started)" in finding.summary
+    # A graph the reader cannot take leaves the count to the directories.
+    (path / "graph.dot").write_text("digraph g { par -> <html> }")
+    [finding] = diagnose_path(path, config).findings
+    assert (finding.evidence["branches"], finding.evidence["branches_started"]) == (2, 2)
+
+
 def test_branch_the_parent_saw_finish_counts_as_finished(tmp_path: Path) -> None:
     run = _run(tmp_path)
     top = run.stream()
