@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from doctor._detectors._context import Context, more, needs
 from doctor._documents import fanout_branch_count
-from doctor._facts import iso, scope_state
+from doctor._facts import LATEST_ATTEMPTS_SQL, iso, scope_state
 from doctor._model import Finding, Severity
 
 __all__ = ["unjoined_fanout"]
@@ -26,14 +26,10 @@ _PASS = re.compile(r"pass(\d+)")
 _BRANCH_DIR = re.compile(r"\d+-(.+)")
 
 # The latest attempt of every node in every scope, when it is open.
-_OPEN_SQL = """
+_OPEN_SQL = f"""
 SELECT run_id, scope, node_id, attempt, epoch_ns(start_ts)
-FROM (
-    SELECT *, row_number() OVER (
-        PARTITION BY run_id, scope, node_id ORDER BY start_seq DESC) AS rn
-    FROM attempts
-)
-WHERE rn = 1 AND end_seq IS NULL
+FROM ({LATEST_ATTEMPTS_SQL})
+WHERE end_seq IS NULL
 ORDER BY run_id, scope, start_seq
 """
 # Per scope: whether an attempt is open, and the status of the last attempt to start.
