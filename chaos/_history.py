@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from rundoctor.atomic import replace_file
+from rundoctor.paths import read_regular_text
 
 __all__ = [
     "Bounds",
@@ -318,8 +319,11 @@ def read_records(path: Path) -> Iterator[Record]:
 
 
 def read_history(path: Path) -> History:
-    """Read a campaign's ``history.ndjson``."""
-    return History(tuple(read_records(path)))
+    """Read a campaign's ``history.ndjson`` (a FIFO or device is ``OSError``, never a hang)."""
+    text = read_regular_text(path)
+    if text and not text.endswith("\n"):  # torn by a crash mid-write, as read_records skips
+        text = text[: text.rfind("\n") + 1]
+    return History(tuple(from_line(line) for line in text.splitlines() if line.strip()))
 
 
 def write_history(path: Path, records: Iterable[Record]) -> None:

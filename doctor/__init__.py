@@ -10,7 +10,7 @@ import typing
 from rundoctor.lazy import lazy_exports as _lazy_exports
 
 if typing.TYPE_CHECKING:
-    from doctor._atomic import write_atomic
+    from doctor._atomic import check_output, write_atomic
     from doctor._budget import check_budget
     from doctor._cli import config_from_env, given_run
     from doctor._config import DoctorConfig, default_roots
@@ -69,6 +69,7 @@ __all__ = [
     "WatchState",
     "canonical_signature",
     "check_budget",
+    "check_output",
     "config_from_env",
     "default_roots",
     "describe",
@@ -120,6 +121,7 @@ _HOMES = {
     "WatchState": "doctor._watch",
     "canonical_signature": "rundoctor.signature",
     "check_budget": "doctor._budget",
+    "check_output": "doctor._atomic",
     "config_from_env": "doctor._cli",
     "default_roots": "doctor._config",
     "describe": "doctor._detectors",

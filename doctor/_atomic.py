@@ -7,12 +7,56 @@ old file or the new one, never half of one; a crash leaves at most a stray tempo
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from doctor._errors import UsageError
 from rundoctor.atomic import replace_file
 
-__all__ = ["write_atomic"]
+__all__ = ["check_output", "write_atomic"]
+
+
+def check_output(path: Path) -> Path:
+    """``path`` when a file may be written there; else :class:`doctor.UsageError` saying why.
+
+    Refused: a path that names no file (``--out ''``, ``.``, ``..``, ``/``), an existing
+    directory, and an existing FIFO, device or socket (an atomic write would replace it with
+    a regular file), and a parent that is a file.
+
+    >>> check_output(Path(""))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    doctor._errors.UsageError: cannot write '.': it names a directory, not a file; pick a ...
+    """
+    if path.name in ("", ".", ".."):
+        raise UsageError(f"cannot write {str(path)!r}: it names a directory, not a file; {_NEXT}")
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except NotADirectoryError:
+        mode = None  # a parent that is a file: found below, with its name
+    except OSError as exc:
+        raise UsageError(f"cannot write {str(path)!r}: {exc.strerror or exc}; {_NEXT}") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise UsageError(f"cannot write {str(path)!r}: it is a directory; {_NEXT}")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise UsageError(
+            f"cannot write {str(path)!r}: it is not a regular file (a FIFO, device or socket "
+            f"would be replaced); {_NEXT}"
+        )
+    for parent in path.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise UsageError(
+                    f"cannot write {str(path)!r}: {str(parent)!r} is a file, not a directory; "
+                    f"{_NEXT}"
+                )
+            break
+    return path
+
+
+_NEXT = "pick a writable file path"
 
 
 def write_atomic(path: Path, data: bytes | str) -> Path:
@@ -25,6 +69,7 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
     >>> write_atomic(target, "up 1\\n").read_text()
     'up 1\\n'
     """
+    check_output(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         replace_file(path, data)

@@ -32,6 +32,7 @@ would cost seconds.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import duckdb
 
+from doctor._errors import UsageError
 from doctor._kept import SEVERITY_LABELS, KeptFindings
 from doctor._layout import (
     CHECKPOINT,
@@ -289,8 +291,19 @@ class RunCache:
         from rundoctor.signature import SIGNATURE_VERSION  # its rules cost listing the checks
 
         self.settings = f"{CACHE_VERSION}:sig{SIGNATURE_VERSION}:{settings}"
-        (self.root / "runs").mkdir(parents=True, exist_ok=True)
-        (self.root / "events").mkdir(parents=True, exist_ok=True)
+        # A cache that cannot be written is the scan's mistake, said once: not each changed
+        # run's unreadable_artifact when DuckDB fails to write its events there.
+        try:
+            for sub in ("runs", "events"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+                if not os.access(self.root / sub, os.W_OK | os.X_OK):
+                    raise PermissionError(errno.EACCES, "not writable", str(self.root / sub))
+        except OSError as exc:  # a file, a read-only or full disk, no permission
+            raise UsageError(
+                f"cannot use the scan cache directory {str(self.root)!r}: "
+                f"{exc.strerror or exc} ({exc.filename}); point RUNDOCTOR_CACHE (or cache_dir "
+                "in the config file) at a writable directory, or unset it"
+            ) from None
         self._files: dict[str, str] = {}
         self._parents: dict[str, str] = {}
         self._runs = str(self.root / "runs")

@@ -26,7 +26,7 @@ from doctor._errors import DoctorError, RootError, UsageError
 from doctor._layout import _looks_like_run as looks_like_run
 from doctor._layout import list_run_dirs
 from doctor._version import package_version
-from executor.console import console, reported
+from executor.console import console, plain, reported
 from rundoctor.errors import crash_guarded, exit_when_done
 
 if TYPE_CHECKING:  # the commands import what they run, so each pays only for its own
@@ -396,47 +396,45 @@ def _count(n: int, noun: str) -> str:
 def _print_plan(
     console: Console, plan: list[Action], header: str, journal: str = "repairs.ndjson"
 ) -> None:
-    from rich.markup import escape
 
     console.print(f"{header} · {_count(len(plan), 'repair')} planned")
     for i, action in enumerate(plan, 1):
-        console.print(f"  {i}. {escape(action.summary)}", soft_wrap=True)
+        console.print(f"  {i}. {plain(action.summary)}", soft_wrap=True)
         if action.blocked:
-            console.print(f"     [yellow]expected to refuse:[/yellow] {escape(action.blocked)}")
+            console.print(f"     [yellow]expected to refuse:[/yellow] {plain(action.blocked)}")
     if plan:
         console.print(
-            f"Run again with --apply to carry out the plan (journaled in {escape(journal)}).",
+            f"Run again with --apply to carry out the plan (journaled in {plain(journal)}).",
             soft_wrap=True,
         )
 
 
 def _print_repair(console: Console, report: RepairReport | QueueRepairReport, again: str) -> None:
-    from rich.markup import escape
 
     from doctor._repair import QueueRepairReport
 
     marks = {"applied": "[green][✓][/green]", "noop": "[green][=][/green]"}
     for r in report.results:
         console.print(
-            f"{marks.get(r.outcome, '[red][✗][/red]')} {escape(r.summary)}", soft_wrap=True
+            f"{marks.get(r.outcome, '[red][✗][/red]')} {plain(r.summary)}", soft_wrap=True
         )
         for label, refs in (("resolved", r.resolved), ("introduced", r.introduced)):
             for ref in refs:
                 where = ref.scope or "top level"
-                console.print(f"    {label}: {ref.code} ({escape(where)})", soft_wrap=True)
+                console.print(f"    {label}: {ref.code} ({plain(where)})", soft_wrap=True)
     errors = sum(1 for f in report.remaining if f.severity in ("error", "critical"))
     if isinstance(report, QueueRepairReport):
         console.print(
             f"The queue has {_count(len(report.remaining), 'finding')} left, {errors} at error "
             "or above "
-            f"(`{escape(again)}`); journal: {escape(report.journal)}.",
+            f"(`{plain(again)}`); journal: {plain(report.journal)}.",
             soft_wrap=True,
         )
         return
     console.print(
         f"State now [bold]{report.state}[/bold]; {_count(len(report.remaining), 'finding')} "
         "left, "
-        f"{errors} at error or above (`{escape(again)}`).",
+        f"{errors} at error or above (`{plain(again)}`).",
         soft_wrap=True,
     )
 
@@ -476,7 +474,6 @@ def repair_cmd(
     ] = None,
 ) -> None:
     """Plan safe repairs for one run (or the queue, --db); --apply carries them out, journaled."""
-    from rich.markup import escape
 
     from doctor._render import run_command
     from doctor._repair import apply_repairs, plan_repairs
@@ -505,7 +502,7 @@ def repair_cmd(
             }
         )
     elif report is None:
-        header = f"[bold]{escape(diagnosis.run_id)}[/bold] · state [bold]{diagnosis.state}[/bold]"
+        header = f"[bold]{plain(diagnosis.run_id)}[/bold] · state [bold]{diagnosis.state}[/bold]"
         _print_plan(console(), plan, header)
     else:
         _print_repair(console(), report, run_command("diagnose", diagnosis))
@@ -521,7 +518,6 @@ def _repair_queue(
     run_id: str | None,
 ) -> NoReturn:
     """``doctor repair --db URL``: plan from a scan with the queue (roots optional)."""
-    from rich.markup import escape
 
     from doctor._model import Severity
     from doctor._queue_ingest import parse_queue_url
@@ -558,7 +554,7 @@ def _repair_queue(
             }
         )
     elif report is None:
-        header = f"queue [bold]{escape(queue)}[/bold]"
+        header = f"queue [bold]{plain(queue)}[/bold]"
         _print_plan(console(), plan, header, where or "repairs.ndjson")
     else:
         again = ["doctor", "scan", "--db", db] + [

@@ -24,7 +24,7 @@ from doctor._cli import DbOpt, JsonOpt, RootOpt
 from doctor._config import DoctorConfig
 from doctor._errors import DoctorError, UsageError
 from doctor._metrics import fleet_metrics
-from doctor._notify import slack_text
+from doctor._notify import check_webhook, slack_text
 from doctor._watch import WatchConfig, WatchEvent, parse_duration, watch
 from executor.console import reported
 from rundoctor.paths import state_home
@@ -52,12 +52,6 @@ def default_state_path(config: DoctorConfig) -> Path:
     what = json.dumps([sorted(str(r.resolve()) for r in config.roots), config.db or ""])
     digest = hashlib.sha256(what.encode()).hexdigest()[:16]
     return state_home() / "rundoctor" / "watch" / f"{digest}.json"
-
-
-def _webhook(url: str) -> str:
-    if not url.startswith(("http://", "https://")):
-        raise UsageError(f"--webhook {url!r} is not an http:// or https:// URL")
-    return url
 
 
 def _printer(as_json: bool) -> Any:
@@ -121,13 +115,18 @@ def watch_cmd(
         # Passes are incremental by default (the environment or the config file may say where).
         cache = {"cache_dir": state_home() / "rundoctor" / "cache"}
         config = _config(root, fallback=cache, db=db, idle_gap_s=gap)
-        argv = tuple(shlex.split(exec_cmd)) if exec_cmd is not None else ()
+        try:
+            argv = tuple(shlex.split(exec_cmd)) if exec_cmd is not None else ()
+        except ValueError as exc:  # "No closing quotation"
+            raise UsageError(
+                f"--exec {exec_cmd!r} cannot be split into words ({exc}); quote it as a shell would"
+            ) from None
         if exec_cmd is not None and not argv:
             raise UsageError("--exec needs a command, e.g. --exec 'notify-send doctor'")
         wcfg = WatchConfig(
             state_path=state if state is not None else default_state_path(config),
             interval_s=parse_duration(interval, "--interval"),
-            webhooks=tuple(_webhook(u) for u in webhook or ()),
+            webhooks=tuple(check_webhook(u) for u in webhook or ()),
             exec_argv=argv,
         )
         if not once:

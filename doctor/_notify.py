@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["Delivery", "post_webhook", "run_command", "safe_url", "slack_text"]
+from doctor._errors import UsageError
+
+__all__ = ["Delivery", "check_webhook", "post_webhook", "run_command", "safe_url", "slack_text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,31 @@ class Delivery:
     ok: bool
     tries: int
     error: str | None = None
+
+
+def check_webhook(url: str) -> str:
+    """``url`` when it is an ``http://`` or ``https://`` URL with a host (and a numeric port,
+    if any); else :class:`doctor.UsageError` naming it, before any pass runs.
+
+    >>> check_webhook("https://hooks.slack.com/services/T0/B0/XYZ")
+    'https://hooks.slack.com/services/T0/B0/XYZ'
+    >>> check_webhook("http://[::1/")
+    Traceback (most recent call last):
+    ...
+    doctor._errors.UsageError: --webhook 'http://…' is not a URL (Invalid IPv6 URL); pass e.g. https://hooks.slack.com/services/…
+    """
+    hint = "pass e.g. https://hooks.slack.com/services/…"
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--webhook {url!r} is not an http:// or https:// URL; {hint}")
+    shown = url.split("://", 1)[0] + "://…"  # the path may hold a token: never printed
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number raises here, not mid-watch)
+    except ValueError as exc:
+        raise UsageError(f"--webhook {shown!r} is not a URL ({exc}); {hint}") from None
+    if not parts.hostname:
+        raise UsageError(f"--webhook {shown!r} names no host; {hint}")
+    return url
 
 
 def safe_url(url: str) -> str:

@@ -87,7 +87,11 @@ def parse_queue_url(url: str) -> QueueSource:
         raise UsageError(f"--db is empty; {_HINT}")
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     if scheme in ("postgresql", "postgres"):
-        parts = urlsplit(text)
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 (a port that is not a number raises here, not later)
+        except ValueError as exc:  # "Invalid IPv6 URL", "Port could not be cast …"
+            raise UsageError(f"--db {_redact(text)!r} is not a URL ({exc}); {_HINT}") from None
         query = parse_qsl(parts.query, keep_blank_values=True)
         schemas = [v for k, v in query if k == "schema"]
         if any(not s for s in schemas) or len(schemas) > 1:
@@ -105,7 +109,10 @@ def parse_queue_url(url: str) -> QueueSource:
 
 
 def _redact(url: str) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not a URL: a password in it cannot be found, so none is shown
+        return url.split("://", 1)[0] + "://…"
     if parts.password is None:
         return url
     user = parts.username or ""

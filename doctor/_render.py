@@ -7,7 +7,6 @@ render to ``Console(file=io.StringIO(), width=100)``.
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import PurePath
@@ -22,6 +21,7 @@ from doctor._model import Diagnosis, Finding, Severity
 from doctor._model import plural as _plural
 from executor.console import fit_columns, one_line_table, print_table
 from rundoctor.markdown import md as _md
+from rundoctor.terminal import printable, shell_quote
 
 if TYPE_CHECKING:
     from doctor._diagnose import ScanResult
@@ -73,6 +73,11 @@ _REPAIR_WORDS = {
 }
 
 
+def _text(value: str) -> str:
+    """Artifact text for the console: markup escaped, control characters made visible."""
+    return escape(printable(value))
+
+
 def run_command(command: str, diagnosis: Diagnosis, *extra: str) -> str:
     """A command line for this run that can be pasted: the real run id and its root, quoted.
 
@@ -82,7 +87,7 @@ def run_command(command: str, diagnosis: Diagnosis, *extra: str) -> str:
     """
     root = str(PurePath(diagnosis.path).parent)
     words = ["doctor", command, "--run-id", diagnosis.run_id, "--root", root, *extra]
-    return " ".join(shlex.quote(w) for w in words)
+    return " ".join(shell_quote(w) for w in words)
 
 
 def _hint(code: str, found: Sequence[Finding], diagnosis: Diagnosis) -> tuple[str, str | None]:
@@ -144,7 +149,7 @@ def _hanging(console: Console, lead: str, text: str) -> None:
 
 def _command_line(console: Console, indent: str, command: str) -> None:
     """A command on a line of its own, never broken by a newline, so it can be pasted."""
-    console.print(f"{indent}[bold]{escape(command)}[/bold]", soft_wrap=True)
+    console.print(f"{indent}[bold]{_text(command)}[/bold]", soft_wrap=True)
 
 
 def render_diagnosis(
@@ -167,7 +172,7 @@ def _diagnosis_head(console: Console, diagnosis: Diagnosis) -> None:
     facts = diagnosis.facts
     _hanging(
         console,
-        f"[bold]{escape(diagnosis.run_id)}[/bold]",
+        f"[bold]{_text(diagnosis.run_id)}[/bold]",
         f"({diagnosis.layout}) · state [bold]{diagnosis.state}[/bold] · started "
         f"{facts.get('started_at') or '?'} · wall {_duration(facts.get('wall_s'))} · "
         f"{_plural(facts.get('events') or 0, 'event')}",
@@ -176,8 +181,8 @@ def _diagnosis_head(console: Console, diagnosis: Diagnosis) -> None:
     if reason:
         stop = facts.get("stopped_by")
         console.print(
-            f"terminal reason: [bold]{escape(str(reason))}[/bold]"
-            + (f" [dim](stopped by {escape(str(stop))})[/dim]" if stop else "")
+            f"terminal reason: [bold]{_text(str(reason))}[/bold]"
+            + (f" [dim](stopped by {_text(str(stop))})[/dim]" if stop else "")
         )
 
 
@@ -198,21 +203,21 @@ def _failing_checks(
     for code in failing:
         found = by_code[code]
         worst = max(f.severity for f in found)
-        console.print(f"{_MARK[worst]} {escape(code)}")
+        console.print(f"{_MARK[worst]} {_text(code)}")
         for f in found:
-            where = f"[dim]({escape(f.scope or 'top level')})[/dim]"
+            where = f"[dim]({_text(f.scope or 'top level')})[/dim]"
             _hanging(
                 console,
                 "    •",
-                f"[{_style(f.severity)}]{f.severity.label}[/] {where} {escape(f.summary)}",
+                f"[{_style(f.severity)}]{f.severity.label}[/] {where} {_text(f.summary)}",
             )
             if verbose:
                 for line in _evidence_lines(dict(f.evidence)):
-                    _hanging(console, "       ", f"[dim]{escape(line)}[/dim]")
+                    _hanging(console, "       ", f"[dim]{_text(line)}[/dim]")
         if worst >= Severity.WARNING:
             advice, command = _hint(code, found, diagnosis)
             if advice:
-                _hanging(console, "    [cyan]→[/cyan]", f"[cyan]{escape(advice)}[/cyan]")
+                _hanging(console, "    [cyan]→[/cyan]", f"[cyan]{_text(advice)}[/cyan]")
             if command:
                 _command_line(console, "      ", command)
 
@@ -407,10 +412,10 @@ def _scan_fleet(console: Console, result: ScanResult, *, verbose: bool) -> None:
         f"{_plural(int(fleet.get('events', 0)), 'event')}"
     )
     for f in result.findings:
-        _hanging(console, f"  {_MARK[f.severity]}", f"{f.code}: {escape(f.summary)}")
+        _hanging(console, f"  {_MARK[f.severity]}", f"{f.code}: {_text(f.summary)}")
         if verbose:
             for line in _evidence_lines(dict(f.evidence)):
-                _hanging(console, "       ", f"[dim]{escape(line)}[/dim]")
+                _hanging(console, "       ", f"[dim]{_text(line)}[/dim]")
     bad = sum(1 for d in result.diagnoses if d.exit_code)
     fleet_bad = sum(1 for f in result.findings if f.severity >= Severity.ERROR)
     mark = "[red]✗[/red]" if result.exit_code else "[green]•[/green]"
@@ -430,4 +435,4 @@ def render_checks(console: Console, detectors: Sequence[Detector]) -> None:
     """One line per detector, never wrapped, so ``doctor checks | grep`` sees whole lines."""
     width = max(len(d.__name__) for d in detectors)
     for d in detectors:
-        console.print(f"{d.__name__:<{width}}  {escape(describe(d))}", soft_wrap=True)
+        console.print(f"{d.__name__:<{width}}  {_text(describe(d))}", soft_wrap=True)

@@ -22,7 +22,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from executor._config import ExecutorConfig
 from executor._errors import ExecutorError, NoQueueError
@@ -32,13 +31,14 @@ from executor._postgres import redact
 from executor._queue import Queue, Ticket, open_queue
 from executor._reaper import reap
 from executor._runner import RunResult, missing_agent_command, run_pipeline
-from executor._worker import TicketHook, run_ticket, run_worker
+from executor._worker import MAX_CONCURRENCY, TicketHook, run_ticket, run_worker
 from executor.console import (
     OneLineGroup,
     console,
     fail,
     fit_columns,
     one_line_table,
+    plain,
     print_table,
     reported,
 )
@@ -157,7 +157,10 @@ def _schema_url(url: str) -> str:
     """
     if not url.startswith(("postgresql://", "postgres://")) or "schema=" not in url:
         return url
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL"
+        fail(f"--db {redact(url)!r} is not a URL ({exc})")
     query = parse_qsl(parts.query, keep_blank_values=True)
     schemas = [v for k, v in query if k == "schema"]
     if len(schemas) != 1 or not schemas[0] or any(k == "options" for k, _ in query):
@@ -219,20 +222,20 @@ def _progress(console: Console) -> Any:
         node = data.get("node_id") or ""
         if name == "stage_attempt_start":
             console.print(
-                f"[dim]→[/dim] {escape(node)} attempt {data.get('attempt')}", soft_wrap=True
+                f"[dim]→[/dim] {plain(node)} attempt {data.get('attempt')}", soft_wrap=True
             )
         elif name == "stage_attempt_end":
             ok = data.get("status") in ("success", "partial_success")
             mark = "[green]✓[/green]" if ok else "[red]✗[/red]"
             reason = data.get("failure_reason") or ""
             console.print(
-                f"{mark} {escape(node)} {data.get('status')}"
-                + (f": {escape(str(reason)[:160])}" if reason else ""),
+                f"{mark} {plain(node)} {data.get('status')}"
+                + (f": {plain(str(reason)[:160])}" if reason else ""),
                 soft_wrap=True,
             )
         elif name in ("deterministic_failure_cycle_breaker", "run_failed", "run_completed"):
             console.print(
-                f"[bold]{escape(str(name))}[/bold] {escape(str(data.get('reason') or ''))}",
+                f"[bold]{plain(str(name))}[/bold] {plain(str(data.get('reason') or ''))}",
                 soft_wrap=True,
             )
 
@@ -279,8 +282,7 @@ def run_cmd(
         )
     else:
         console.print(
-            f"run {escape(result.run_id)}: [bold]{result.status}[/bold] "
-            f"({escape(str(result.path))})",
+            f"run {plain(result.run_id)}: [bold]{result.status}[/bold] ({plain(str(result.path))})",
             soft_wrap=True,
         )
     raise typer.Exit(0 if result.status == "success" else 1)
@@ -337,21 +339,21 @@ def _ticket_line(console: Console) -> TicketHook:
     """One line on stderr per ticket claimed and per ticket finished."""
 
     def show(event: str, ticket: Ticket, result: RunResult | None) -> None:
-        name = f"{escape(ticket.id)} ({escape(ticket.title)})"
+        name = f"{plain(ticket.id)} ({plain(ticket.title)})"
         if event == "claimed":
             console.print(f"[dim]→[/dim] claimed {name}", soft_wrap=True)
         elif result is None and ticket.status == "failed":  # its pipeline could not be run
             console.print(
-                f"[red]✗[/red] {name} failed: {escape(ticket.reason or '')}", soft_wrap=True
+                f"[red]✗[/red] {name} failed: {plain(ticket.reason or '')}", soft_wrap=True
             )
         elif result is None:
             console.print(f"[yellow]![/yellow] {name}: lease lost before the run", soft_wrap=True)
         else:
             mark = "[green]✓[/green]" if result.status == "success" else "[red]✗[/red]"
-            reason = f": {escape(result.failure_reason[:160])}" if result.failure_reason else ""
+            reason = f": {plain(result.failure_reason[:160])}" if result.failure_reason else ""
             console.print(
                 f"{mark} {name} {result.status} in {result.wall_s:.1f}s, "
-                f"run {escape(result.run_id)}{reason}",
+                f"run {plain(result.run_id)}{reason}",
                 soft_wrap=True,
             )
 
@@ -416,8 +418,11 @@ def worker_cmd(
                 "heartbeat_interval_s": lease_ttl_s / 6,
             }
         config = dataclasses.replace(config, **timing) if timing else config
-        if concurrency < 1:  # before the queue is looked at: the flag is the mistake
-            fail(f"--concurrency must be at least 1, got {concurrency}")
+        if not 1 <= concurrency <= MAX_CONCURRENCY:  # before the queue is looked at
+            fail(
+                f"--concurrency must be from 1 to {MAX_CONCURRENCY}, got {concurrency}; run "
+                "more workers for more"
+            )
         try:
             stats = run_worker(
                 _queue_url(db, create=create_queue),
@@ -454,7 +459,7 @@ def reap_cmd(db: DbOpt = None, as_json: JsonOpt = False) -> None:
         return
     out = console()
     for r in done:
-        out.print(f"{escape(r.ticket_id)}: {r.status or 'not reclaimed'} ({escape(r.reason)})")
+        out.print(f"{plain(r.ticket_id)}: {r.status or 'not reclaimed'} ({plain(r.reason)})")
     out.print(f"{len(done)} ticket{'s' * (len(done) != 1)} reclaimed")
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from executor._errors import GraphError, UsageError
 from rundoctor.durations import parse_duration
 from rundoctor.errors import close_matches, did_you_mean
+from rundoctor.paths import read_regular_text
 
 __all__ = [
     "Condition",
@@ -207,7 +208,7 @@ def load_graph(path: Path) -> Graph:
     ('p', 'exit')
     """
     try:
-        source = Path(path).read_text(encoding="utf-8")
+        source = read_regular_text(Path(path))
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read pipeline graph {str(path)!r}: {exc}") from exc
     return parse_graph(source)

@@ -62,6 +62,8 @@ __all__ = [
 T = TypeVar("T")
 R = TypeVar("R")
 _ATTEMPTS = 3
+#: The range of the queue's INTEGER columns that a caller sets (PostgreSQL's 32-bit INTEGER).
+_INT32 = 2**31
 _Body = Callable[[Tx, Ticket, float], T]
 
 
@@ -136,6 +138,17 @@ class Queue(abc.ABC):
             raise UsageError(f"graph_path {path!r} is relative; pass the DOT file's absolute path")
         if max_error_attempts < 1:
             raise UsageError(f"max_error_attempts must be at least 1, got {max_error_attempts}")
+        # Both are INTEGER columns: 32 bits on PostgreSQL, and a wider number would crash
+        # SQLite's driver; refuse it by name rather than fail the insert.
+        for name, value, low in (
+            ("priority", priority, -_INT32),
+            ("max_error_attempts", max_error_attempts, 1),
+        ):
+            if not low <= value < _INT32:
+                raise UsageError(
+                    f"{name} {value} is out of range; pass a whole number from {low} to "
+                    f"{_INT32 - 1}"
+                )
         if isinstance(depends_on, str):
             raise UsageError(
                 f"depends_on takes a list of ticket ids, got the string {depends_on!r}"

@@ -91,6 +91,10 @@ def _say(message: str) -> None:
 
 
 #: The errors of a runs root that refuses writes as a whole: full, read-only, over quota.
+#: The most slots one worker process runs: each is a thread, a connection and a pipeline's
+#: processes, and a mistyped ``--concurrency 100000000`` must not exhaust the host's memory.
+MAX_CONCURRENCY = 1024
+
 ROOT_REFUSALS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT})
 #: How a release for such a refusal starts its reason (counted in the ticket's log).
 ROOT_REFUSED = "the runs root refused writes"
@@ -736,8 +740,11 @@ def run_worker(
     Every queue the worker uses is opened with ``opener`` (see :class:`QueueOpener`).
     """
     config.validate()
-    if concurrency < 1:
-        raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise UsageError(
+            f"--concurrency must be from 1 to {MAX_CONCURRENCY}, got {concurrency} (each slot is "
+            "a thread, a database connection and a running pipeline); run more workers instead"
+        )
     stop = stop or threading.Event()
     _open_first(
         url, config, opener=opener, clock=clock, create=create, wait=wait_for_database, stop=stop

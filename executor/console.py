@@ -41,6 +41,7 @@ __all__ = [
     "fit_columns",
     "is_interrupt",
     "one_line_table",
+    "plain",
     "print_table",
     "reported",
 ]
@@ -52,15 +53,32 @@ PIPE_WIDTH = 10_000
 _MIN_FREE = 24
 
 
+def plain(text: str) -> str:
+    """Text from artifacts or users for a Rich console: markup escaped, control characters
+    written as escapes (:func:`rundoctor.terminal.printable`), so it prints as itself.
+
+    >>> print(plain("[red]x\x1b[2J"))
+    \\[red]x\\x1b[2J
+    """
+    from rich.markup import escape
+
+    from rundoctor.terminal import printable
+
+    return escape(printable(text))
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` on stderr as one line and exit with ``code``."""
     from rich.console import Console
     from rich.markup import escape
 
+    from rundoctor.terminal import printable
+
     # The message quotes user input and artifact text: escape it, or "[/x]" in a run id is
-    # read as markup (and raises); soft_wrap keeps it one line whatever the width.
+    # read as markup (and raises), and a line break or escape sequence in it would break the
+    # one line or reach the terminal; soft_wrap keeps it one line whatever the width.
     Console(stderr=True, highlight=False).print(
-        f"[red]error:[/red] {escape(message)}", soft_wrap=True
+        f"[red]error:[/red] {escape(printable(message))}", soft_wrap=True
     )
     raise typer.Exit(code)
 
@@ -219,7 +237,10 @@ def fit_columns(
     >>> fit(160)["worst finding"], "started" in fit(160)
     (73, True)
     """
-    natural = {c: max([len(c), *(len(r[c]) for r in rows)]) for c in columns}
+    from rundoctor.terminal import printable
+
+    # As wide as one_line_table shows them: a control character takes its escape's cells.
+    natural = {c: max([len(c), *(len(printable(r[c])) for r in rows)]) for c in columns}
     names = list(columns)
 
     def rest() -> int:  # three cells between columns: padding, rule, padding
@@ -252,6 +273,8 @@ def one_line_table(
     from rich.markup import escape
     from rich.table import Table
 
+    from rundoctor.terminal import printable
+
     table = Table(
         title=title,
         box=box.SIMPLE_HEAD,
@@ -263,8 +286,8 @@ def one_line_table(
     for name, width in columns:
         justify: Literal["left", "right"] = "right" if name in right else "left"
         table.add_column(name, no_wrap=True, overflow="ellipsis", width=width, justify=justify)
-    for row in rows:
-        table.add_row(*(escape(row[name]) for name, _ in columns))
+    for row in rows:  # cells hold artifact text: markup and control characters shown as such
+        table.add_row(*(escape(printable(row[name])) for name, _ in columns))
     return table
 
 

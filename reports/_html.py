@@ -25,7 +25,15 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
-from doctor import Diagnosis, DoctorConfig, Timeline, check_budget, run_timeline, write_atomic
+from doctor import (
+    Diagnosis,
+    DoctorConfig,
+    Timeline,
+    check_budget,
+    check_output,
+    run_timeline,
+    write_atomic,
+)
 from reports._render import render_postmortem
 from reports._svg import timeline_svg, zoom_window
 from rundoctor.words import plural
@@ -154,6 +162,8 @@ def write_postmortem(
 
     A run over the resource budget is :class:`doctor.OverBudget`: its diagnosis is only the
     finding saying so, and its timeline could not be read either."""
+    if out is not None:  # before anything is written: the SVG's name derives from it
+        check_output(out)
     check_budget(diagnosis, config or DoctorConfig())
     if not html and out is None:
         return render_postmortem(diagnosis)

@@ -8,7 +8,9 @@ parts, largest unit first, without spaces between parts::
 Units: ``ms`` milliseconds, ``s`` seconds, ``m`` minutes, ``h`` hours, ``d`` days (86,400 s),
 ``w`` weeks (7 d). Case does not matter and surrounding spaces are ignored. A unit may appear
 once; a part may be fractional (``1.5h``). Months and years are not durations (their length
-varies): write days. Negative values do not parse.
+varies): write days. Negative values do not parse, nor does anything longer than
+:data:`MAX_SECONDS` (a hundred years: past it a wait overflows the platform's clock, and no
+option of the tools means it).
 
 :func:`format_duration` writes the shortest text :func:`parse_duration` reads back exactly.
 Callers decide what a zero means (``--since 0s`` is now; an ``--interval`` must be more).
@@ -20,7 +22,7 @@ import math
 import re
 from decimal import Decimal
 
-__all__ = ["UNITS", "DurationError", "format_duration", "parse_duration"]
+__all__ = ["MAX_SECONDS", "UNITS", "DurationError", "format_duration", "parse_duration"]
 
 #: Seconds per unit, largest first (the order parts must appear in).
 UNITS: dict[str, float] = {
@@ -31,6 +33,10 @@ UNITS: dict[str, float] = {
     "s": 1.0,
     "ms": 0.001,
 }
+
+#: The longest duration that parses: 5,218 weeks (36,526 days, about a century). A longer
+#: one is refused with one line, never handed to ``Event.wait`` or ``time_t``, which overflow.
+MAX_SECONDS = 5218 * 604800.0
 
 _NUMBER = r"\d+(?:\.\d+)?"
 _PART = re.compile(rf"({_NUMBER})(ms|[wdhms])")
@@ -56,7 +62,7 @@ def parse_duration(text: str) -> float:
     """
     value = text.strip().lower()
     if re.fullmatch(_NUMBER, value):
-        return float(value)
+        return _bounded(text, float(value))
     if not _WHOLE.fullmatch(value):
         raise DurationError(f"{text!r} is not a duration; write e.g. {_EXAMPLES}")
     parts = _PART.findall(value)
@@ -66,9 +72,23 @@ def parse_duration(text: str) -> float:
         raise DurationError(
             f"{text!r} is not a duration: write each unit once, largest first (e.g. 1h30m)"
         )
-    seconds = math.fsum(float(number) * UNITS[unit] for number, unit in parts)
-    if not math.isfinite(seconds):
-        raise DurationError(f"{text!r} is too long a duration")
+    return _bounded(text, math.fsum(float(number) * UNITS[unit] for number, unit in parts))
+
+
+def _bounded(text: str, seconds: float) -> float:
+    """``seconds``, unless it is past :data:`MAX_SECONDS` (or not finite).
+
+    >>> _bounded("2w", 1209600.0)
+    1209600.0
+    >>> _bounded("1e9d", 1e9 * 86400)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    rundoctor.durations.DurationError: '1e9d' is too long a duration: at most 5218w (about ...
+    """
+    if not math.isfinite(seconds) or seconds > MAX_SECONDS:
+        raise DurationError(
+            f"{text!r} is too long a duration: at most 5218w (about a hundred years)"
+        )
     return seconds
 
 

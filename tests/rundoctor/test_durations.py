@@ -52,6 +52,15 @@ def test_text_that_is_not_a_duration_is_refused_in_one_line(text: str) -> None:
     assert "\n" not in message and repr(text) in message
 
 
+@pytest.mark.parametrize("text", ["5219w", "9999999999w", "99999999999999999999", "36527d"])
+def test_a_duration_past_a_century_is_refused_in_one_line(text: str) -> None:
+    # Before: accepted, then `watch --interval 9999999999w` crashed in Event.wait (time_t).
+    with pytest.raises(DurationError, match="too long a duration") as info:
+        parse_duration(text)
+    assert "\n" not in str(info.value) and repr(text) in str(info.value)
+    assert parse_duration("5218w") == 5218 * 604800.0
+
+
 @given(st.integers(min_value=0, max_value=10**9))
 def test_formatting_whole_seconds_reads_back_exactly(seconds: int) -> None:
     assert parse_duration(format_duration(seconds)) == seconds

@@ -1,0 +1,236 @@
+"""Every ``doctor`` subcommand fed hostile or odd input: one line on stderr and a documented
+exit code, never a crash (exit 70), a hang, a traceback or a file of the user's replaced."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+HEALTHY_ROOT = REPO / "fixtures/cases/healthy_tool_run/run"
+GRAPH = REPO / "fixtures/pipelines/tool_simple.dot"
+
+
+def _doctor(
+    *args: str | Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).parent / "doctor"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "doctor"]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
+    return subprocess.run(
+        [*command, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**base, "COLUMNS": "100", **(env or {})},
+        cwd=REPO,
+        check=False,
+        timeout=timeout,
+    )
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    assert result.returncode == code, result
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_watch_refuses_an_interval_past_a_century(tmp_path: Path) -> None:
+    # Before: the first pass ran, then Event.wait overflowed time_t (exit 70).
+    line = _one_line_error(
+        _doctor(
+            "watch",
+            "--root",
+            HEALTHY_ROOT,
+            "--state",
+            tmp_path / "s.json",
+            "--interval",
+            "9999999999w",
+        )
+    )
+    assert "--interval" in line and "too long a duration" in line
+
+
+# -- URLs that urllib cannot split ----------------------------------------------------------
+
+
+def test_a_db_url_that_is_not_a_url_is_one_line_for_the_doctor_and_the_executor(
+    tmp_path: Path,
+) -> None:
+    # Before: ValueError("Invalid IPv6 URL") from urlsplit, exit 70.
+    line = _one_line_error(_doctor("scan", "--root", HEALTHY_ROOT, "--db", "postgresql://[::1"))
+    assert "is not a URL" in line and "Invalid IPv6 URL" in line
+    line = _one_line_error(_doctor("tickets", "--db", "postgresql://[::1/q?schema=s"))
+    assert "is not a URL" in line
+
+
+@pytest.mark.parametrize("url", ["http://[::1/", "http://hooks.example:abc/x", "https:///x"])
+def test_a_webhook_that_is_not_a_url_is_refused_before_the_first_pass(
+    tmp_path: Path, url: str
+) -> None:
+    # Before: the pass ran and printed its alerts, then the POST crashed (exit 70).
+    result = _doctor(
+        "watch",
+        "--root",
+        HEALTHY_ROOT,
+        "--state",
+        tmp_path / "s.json",
+        "--once",
+        "--webhook",
+        url,
+    )
+    assert "--webhook" in _one_line_error(result) and result.stdout == ""
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_an_exec_command_with_an_open_quote_is_one_line(tmp_path: Path) -> None:
+    result = _doctor(
+        "watch", "--root", HEALTHY_ROOT, "--state", tmp_path / "s.json", "--once", "--exec", "'"
+    )
+    assert "--exec" in _one_line_error(result) and "No closing quotation" in result.stderr
+
+
+# -- --out ------------------------------------------------------------------------------------
+
+
+def test_report_out_that_names_no_file_is_one_line(tmp_path: Path) -> None:
+    # Before: `--out ''` is Path('.'), whose SVG name could not be formed (exit 70).
+    args = ("report", "--run-id", "healthy01", "--root", HEALTHY_ROOT, "--out")
+    assert "names a directory" in _one_line_error(_doctor(*args, ""))
+    assert "is a directory" in _one_line_error(_doctor(*args, tmp_path))
+
+
+def test_report_and_metrics_out_never_replace_a_fifo(tmp_path: Path) -> None:
+    # Before: the atomic rename replaced the named pipe with a regular file.
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    report = _doctor("report", "--run-id", "healthy01", "--root", HEALTHY_ROOT, "--out", fifo)
+    assert "not a regular file" in _one_line_error(report)
+    metrics = _doctor("metrics", "--root", HEALTHY_ROOT, "--out", fifo)
+    assert "not a regular file" in _one_line_error(metrics)
+    assert fifo.is_fifo() and not (tmp_path / "pipe.timeline.svg").exists()
+
+
+def test_out_under_a_file_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("mine\n")
+    line = _one_line_error(
+        _doctor("metrics", "--root", HEALTHY_ROOT, "--out", tmp_path / "f" / "m.prom")
+    )
+    assert f"'{tmp_path / 'f'}' is a file, not a directory" in line
+    assert (tmp_path / "f").read_text() == "mine\n"
+
+
+# -- FIFOs where a file is read -----------------------------------------------------------------
+
+
+def test_enqueue_run_and_chaos_check_of_a_fifo_refuse_it_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    # Before: open() of a FIFO nobody writes blocked forever.
+    fifo = tmp_path / "graph.dot"
+    os.mkfifo(fifo)
+    for args in (
+        ("enqueue", fifo, "--db", tmp_path / "q.db"),
+        ("run", fifo, "--root", tmp_path / "runs"),
+        ("chaos", "check", fifo),
+    ):
+        assert "not a regular file" in _one_line_error(_doctor(*args, timeout=30))
+    assert not (tmp_path / "q.db").exists()
+
+
+# -- numbers past what a queue or a host can hold --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "option", [("--priority", "99999999999999999999999"), ("--max-error-attempts", "2147483648")]
+)
+def test_enqueue_refuses_numbers_the_queue_cannot_store(
+    tmp_path: Path, option: tuple[str, str]
+) -> None:
+    # Before: OverflowError from sqlite3 (exit 70).
+    result = _doctor("enqueue", GRAPH, "--db", tmp_path / "q.db", *option)
+    assert "out of range" in _one_line_error(result)
+
+
+def test_worker_refuses_a_concurrency_that_would_exhaust_memory(tmp_path: Path) -> None:
+    # Before: a list of 10**20 threads was built until the OOM killer ended the worker.
+    result = _doctor(
+        "worker", "--db", tmp_path / "q.db", "--once", "--concurrency", "100000000000000000000"
+    )
+    assert "--concurrency must be from 1 to 1024" in _one_line_error(result)
+
+
+# -- the scan cache ---------------------------------------------------------------------------
+
+
+def test_a_cache_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    # Before: NotADirectoryError from mkdir (exit 70).
+    (tmp_path / "cache").write_text("")
+    result = _doctor(
+        "scan", "--root", HEALTHY_ROOT, env={"RUNDOCTOR_CACHE": str(tmp_path / "cache")}
+    )
+    assert "RUNDOCTOR_CACHE" in _one_line_error(result)
+
+
+def test_a_cache_that_cannot_be_written_is_the_scans_error_not_each_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: every changed run got an unreadable_artifact naming DuckDB's failed write.
+    from doctor._cache import RunCache
+    from doctor._errors import UsageError
+
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: False if "events" in str(p) else real(p, m))
+    with pytest.raises(UsageError, match="not writable"):
+        RunCache(tmp_path / "cache", "settings")
+
+
+# -- control characters in names ------------------------------------------------------------
+
+
+def test_control_characters_in_a_run_id_never_reach_the_terminal(tmp_path: Path) -> None:
+    # Before: the escape sequence and the line break were printed raw: a scan row in two.
+    name = "esc\x1b[31mred\nx"
+    shutil.copytree(HEALTHY_ROOT / "healthy01", tmp_path / name)
+    scan = _doctor("scan", "--root", tmp_path)
+    assert "\x1b" not in scan.stdout
+    [row] = [line for line in scan.stdout.splitlines() if line.startswith("esc")]
+    assert row.startswith("esc\\x1b[31mred\\nx ") and "succeeded" in row
+    diagnosis = _doctor("diagnose", "--run-id", name, "--root", tmp_path)
+    assert "\x1b" not in diagnosis.stdout
+    hint = diagnosis.stdout.strip().splitlines()[-1].strip()
+    assert hint.startswith("doctor diagnose --run-id $'esc\\x1b[31mred\\nx' --root ")
+    words = subprocess.run(
+        ["bash", "-c", f"printf '%s\\0' {hint}"], capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    assert words[3] == name  # the pasted hint names the very directory
+
+
+def test_control_characters_in_a_ticket_title_stay_on_its_row(tmp_path: Path) -> None:
+    db = tmp_path / "q.db"
+    assert _doctor("enqueue", GRAPH, "--db", db, "--title", "x\x1b[2J\ny").returncode == 0
+    listed = _doctor("tickets", "--db", db)
+    assert "\x1b" not in listed.stdout
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("t-"))
+    assert "x\\x1b[2J\\ny" in row
+
+
+def test_a_stage_that_prints_colours_does_not_colour_the_progress_lines(tmp_path: Path) -> None:
+    # Before: the failure's stderr tail went to the terminal with its escape sequences.
+    graph = tmp_path / "red.dot"
+    graph.write_text(
+        "digraph red {\n"
+        '  node [shape=parallelogram, timeout="30s"]\n'
+        "  start [shape=Mdiamond]\n  exit [shape=Msquare]\n"
+        "  work [tool_command=\"printf '\\\\033[31mboom\\\\033[0m\\\\n' >&2; exit 3\"]\n"
+        "  start -> work -> exit\n}\n"
+    )
+    result = _doctor("run", graph, "--root", tmp_path / "runs")
+    assert result.returncode == 1, result.stderr
+    assert "\x1b" not in result.stderr and "\\x1b[31mboom" in result.stderr
