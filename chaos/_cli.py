@@ -29,7 +29,7 @@ from chaos._history import read_history
 from chaos._recording import serve_worker
 from chaos._report import invariants_json, report_json
 from executor import ExecutorError
-from executor.console import OneLineGroup, reported
+from executor.console import OneLineGroup, quiet_console, reported
 
 __all__ = ["app", "main"]
 
@@ -155,7 +155,7 @@ def faults_cmd(
         ]
         sys.stdout.write(json.dumps(faults, indent=2) + "\n")
         return
-    console = Console(highlight=False)
+    console = quiet_console(highlight=False)
     for f in FAULTS:
         console.print(f"[bold]{f.name}[/bold]  {escape(f.summary)}")
         may = ", ".join(sorted(f.may_cause)) or "nothing at error or above"
@@ -181,7 +181,7 @@ def check_cmd(
     if as_json:
         sys.stdout.write(json.dumps(invariants_json(verdicts), indent=2) + "\n")
     else:
-        _print_verdicts(Console(highlight=False), verdicts)
+        _print_verdicts(quiet_console(highlight=False), verdicts)
     raise typer.Exit(0 if all(v.ok for v in verdicts) else 1)
 
 

@@ -17,6 +17,7 @@ executor's queue nor its runner.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -27,7 +28,7 @@ import typer
 from typer._click import exceptions as click_errors
 from typer.core import TyperGroup
 
-from rundoctor.errors import INTERRUPTED
+from rundoctor.errors import BROKEN_PIPE, INTERRUPTED, silence_stdout
 
 if TYPE_CHECKING:  # Rich is imported by what prints: `doctor --help` does not need it
     from rich.console import Console
@@ -43,6 +44,7 @@ __all__ = [
     "one_line_table",
     "plain",
     "print_table",
+    "quiet_console",
     "reported",
 ]
 
@@ -205,12 +207,35 @@ def console(*, stderr: bool = False) -> Console:
     >>> console().soft_wrap == (not sys.stdout.isatty())
     True
     """
-    from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
     if stream.isatty() or os.environ.get("COLUMNS"):
-        return Console(highlight=False, stderr=stderr)
-    return Console(highlight=False, stderr=stderr, soft_wrap=True, width=PIPE_WIDTH)
+        return quiet_console(highlight=False, stderr=stderr)
+    return quiet_console(highlight=False, stderr=stderr, soft_wrap=True, width=PIPE_WIDTH)
+
+
+def quiet_console(**options: Any) -> Console:
+    """A Rich ``Console(**options)`` that ends the command quietly with
+    :data:`~rundoctor.errors.BROKEN_PIPE` (141) when the reader of its output goes away
+    (``| head``), where Rich's own ends it with 1, the code of "findings at error".
+
+    >>> quiet_console(highlight=False).on_broken_pipe.__qualname__
+    '_quiet_class.<locals>.Quiet.on_broken_pipe'
+    """
+    return _quiet_class()(**options)
+
+
+@functools.cache
+def _quiet_class() -> type[Console]:
+    from rich.console import Console
+
+    class Quiet(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            silence_stdout()
+            raise SystemExit(BROKEN_PIPE)
+
+    return Quiet
 
 
 def fit_columns(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import NoReturn
 
 __all__ = [
+    "BROKEN_PIPE",
     "CRASH_EXIT_CODE",
     "INTERRUPTED",
     "SUGGESTION_CUTOFF",
@@ -32,6 +33,7 @@ __all__ = [
     "crash_guarded",
     "did_you_mean",
     "exit_when_done",
+    "silence_stdout",
 ]
 
 #: The exit code of bad input: a usage error, an unknown name, an unreadable file.
@@ -43,6 +45,24 @@ CRASH_EXIT_CODE = 70
 
 #: The exit code of a command stopped by Ctrl-C (SIGINT), as shells report it.
 INTERRUPTED = 130
+
+#: The exit code of a command whose standard output's reader went away (``doctor scan |
+#: head``): 128 + SIGPIPE, what a shell reports for a tool the signal ended, and never 1
+#: ("findings at error"), which Rich's default would give.
+BROKEN_PIPE = 141
+
+
+def silence_stdout() -> None:
+    """Point file descriptor 1 at ``/dev/null``: once the reader of standard output is gone,
+    what is still buffered (and the interpreter's last flush) goes nowhere, without a
+    second ``BrokenPipeError`` on the way out."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno() if sys.stdout is not None else 1)
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
 
 #: How alike a known name must be to be suggested (:func:`difflib.get_close_matches`'s own
 #: default): one typo in a short check name, a few in a 26-character run id, never a
@@ -105,6 +125,9 @@ def crash_guarded(main: Callable[[], object]) -> Callable[[], None]:
             main()
         except (SystemExit, KeyboardInterrupt):
             raise
+        except BrokenPipeError:  # the reader went away: nothing to say, nobody to say it to
+            silence_stdout()
+            raise SystemExit(BROKEN_PIPE) from None
         except Exception as exc:
             if os.environ.get("RUNDOCTOR_DEBUG", "") not in ("", "0"):
                 traceback.print_exc()
@@ -163,6 +186,9 @@ def exit_when_done(main: Callable[[], object]) -> NoReturn:
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:
                 stream.flush()
+    except BrokenPipeError:
+        silence_stdout()
+        os._exit(BROKEN_PIPE)
     except (OSError, ValueError):
         raise SystemExit(code) from None
     os._exit(code)

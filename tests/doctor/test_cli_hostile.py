@@ -234,3 +234,27 @@ def test_a_stage_that_prints_colours_does_not_colour_the_progress_lines(tmp_path
     result = _doctor("run", graph, "--root", tmp_path / "runs")
     assert result.returncode == 1, result.stderr
     assert "\x1b" not in result.stderr and "\\x1b[31mboom" in result.stderr
+
+
+# -- a reader that goes away --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args", [("checks",), ("chaos", "faults"), ("scan", "--root", HEALTHY_ROOT)]
+)
+def test_a_reader_that_goes_away_ends_the_command_quietly_with_141(args: tuple[str, ...]) -> None:
+    # Before: Rich's default ended it with 1, "findings at error", for a list of checks.
+    script = Path(sys.executable).parent / "doctor"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "doctor"]
+    with subprocess.Popen(
+        [*command, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")},
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # before the command prints its first line
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 141, stderr
+    assert stderr == ""
