@@ -206,9 +206,12 @@ def check_run_id(run_id: str) -> str:
     ...
     doctor._errors.UnsafeRunId: run id '../etc' contains a path separator or '..'; ...
     """
+    if not run_id.strip():
+        raise UnsafeRunId(
+            f"run id {run_id!r} is empty; pass the run directory's name (`doctor scan` lists them)"
+        )
     bad = (
-        not run_id
-        or "/" in run_id
+        "/" in run_id
         or "\\" in run_id
         or "\x00" in run_id
         or run_id in {".", ".."}

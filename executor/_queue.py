@@ -577,8 +577,9 @@ class Queue(abc.ABC):
         wanted = {status} if isinstance(status, str) else None if status is None else set(status)
         unknown = sorted((wanted or set()) - set(STATUSES))
         if unknown:
+            hint = did_you_mean(close_matches(unknown[0], STATUSES, n=1))
             raise UsageError(
-                f"unknown status {unknown[0]!r}; expected one of {', '.join(STATUSES)}"
+                f"unknown status {unknown[0]!r}{hint}; expected one of {', '.join(STATUSES)}"
             )
         found = self._atomic(lambda tx: [_ticket(r) for r in tx.rows(sql.SELECT_TICKETS)], False)
         return [t for t in found if wanted is None or t.status in wanted]

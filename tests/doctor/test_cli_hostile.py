@@ -258,3 +258,19 @@ def test_a_reader_that_goes_away_ends_the_command_quietly_with_141(args: tuple[s
         stderr = proc.stderr.read().decode()
         assert proc.wait(timeout=60) == 141, stderr
     assert stderr == ""
+
+
+# -- small mistakes, clear words --------------------------------------------------------------
+
+
+def test_an_empty_run_id_is_called_empty() -> None:
+    # Before: "run id '' contains a path separator or '..'".
+    line = _one_line_error(_doctor("diagnose", "--run-id", "", "--root", HEALTHY_ROOT))
+    assert "run id '' is empty" in line
+
+
+def test_a_mistyped_ticket_status_gets_did_you_mean(tmp_path: Path) -> None:
+    db = tmp_path / "q.db"
+    assert _doctor("enqueue", GRAPH, "--db", db).returncode == 0
+    line = _one_line_error(_doctor("tickets", "--db", db, "--status", "don"))
+    assert "unknown status 'don' (did you mean 'done'?)" in line
