@@ -673,6 +673,13 @@ def run_pipeline(
     with _signals(token):  # before the directory exists: no window without terminalization
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):  # the root, or a parent, is a file
+            msg = (
+                f"runs root {str(path.parent)!r} is not a directory; pass --root (or set "
+                "RUNDOCTOR_ROOT to) a directory"
+            )
+            raise UsageError(msg) from None
+        try:
             writer.create()
         except FileExistsError:
             msg = f"run directory {str(path)!r} already exists; pass a new run id"

@@ -540,7 +540,7 @@ def run_ticket(
     config.validate()
     # In the foreground there is no later claim: a runs root that refuses writes fails it.
     config = replace(config, root_refusal_releases=0)
-    root.mkdir(parents=True, exist_ok=True)
+    make_root(root)
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     stats = WorkerStats()
     queue = opener(url, clock=clock)
@@ -700,6 +700,28 @@ def _open_first(
         first.close()
 
 
+def make_root(root: Path) -> None:
+    """Create the runs root (and its parents), or :class:`UsageError` saying why it cannot be.
+
+    >>> make_root(Path("/dev/null/runs"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    executor._errors.UsageError: runs root '/dev/null/runs' cannot be created: Not a directory; ...
+    """
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # exist_ok only excuses a directory
+        raise UsageError(
+            f"runs root {str(root)!r} is not a directory; pass --root (or set RUNDOCTOR_ROOT "
+            "to) a directory"
+        ) from None
+    except OSError as exc:
+        raise UsageError(
+            f"runs root {str(root)!r} cannot be created: {exc.strerror or exc}; pass --root "
+            "(or set RUNDOCTOR_ROOT to) a writable directory"
+        ) from None
+
+
 def run_worker(
     url: str,
     root: Path,
@@ -749,7 +771,7 @@ def run_worker(
     _open_first(
         url, config, opener=opener, clock=clock, create=create, wait=wait_for_database, stop=stop
     )
-    root.mkdir(parents=True, exist_ok=True)
+    make_root(root)
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     stats = WorkerStats()
     fleet = _Fleet()

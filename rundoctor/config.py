@@ -32,6 +32,8 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+from rundoctor.paths import read_regular_text
+
 __all__ = ["SECTIONS", "ConfigError", "config_path", "file_settings"]
 
 #: The sections a config file may have.
@@ -59,9 +61,10 @@ def config_path(environ: Mapping[str, str]) -> Path | None:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+    try:  # a FIFO is refused, not waited on forever
+        data = tomllib.loads(read_regular_text(path))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text: {exc}") from None
     except FileNotFoundError:
         raise ConfigError(
             f"config file {str(path)!r} does not exist; create it or unset RUNDOCTOR_CONFIG"

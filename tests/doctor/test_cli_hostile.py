@@ -274,3 +274,27 @@ def test_a_mistyped_ticket_status_gets_did_you_mean(tmp_path: Path) -> None:
     assert _doctor("enqueue", GRAPH, "--db", db).returncode == 0
     line = _one_line_error(_doctor("tickets", "--db", db, "--status", "don"))
     assert "unknown status 'don' (did you mean 'done'?)" in line
+
+
+@pytest.mark.parametrize("under", ["", "sub"])
+def test_a_runs_root_that_is_a_file_is_named_for_run_and_worker(tmp_path: Path, under: str) -> None:
+    # Before: `worker` crashed (FileExistsError, exit 70); `run` blamed the run directory
+    # ("already exists; pass a new run id").
+    (tmp_path / "f").write_text("mine\n")
+    root = tmp_path / "f" / under if under else tmp_path / "f"
+    for args in (
+        ("worker", "--db", tmp_path / "q.db", "--create-queue", "--once", "--root", root),
+        ("run", GRAPH, "--root", root),
+    ):
+        line = _one_line_error(_doctor(*args))
+        assert f"runs root '{root}'" in line and "already exists" not in line
+    assert (tmp_path / "f").read_text() == "mine\n"
+
+
+def test_a_config_file_that_is_a_fifo_is_refused_instead_of_hanging(tmp_path: Path) -> None:
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    result = _doctor(
+        "scan", "--root", HEALTHY_ROOT, env={"RUNDOCTOR_CONFIG": str(fifo)}, timeout=30
+    )
+    assert "not a regular file" in _one_line_error(result)
