@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import difflib
+import errno
 import os
 import sys
 import tempfile
@@ -50,6 +51,9 @@ INTERRUPTED = 130
 #: head``): 128 + SIGPIPE, what a shell reports for a tool the signal ended, and never 1
 #: ("findings at error"), which Rich's default would give.
 BROKEN_PIPE = 141
+
+#: Write errors that say the disk (or the quota, or the file size limit) is full.
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def silence_stdout() -> None:
@@ -128,23 +132,39 @@ def crash_guarded(main: Callable[[], object]) -> Callable[[], None]:
         except BrokenPipeError:  # the reader went away: nothing to say, nobody to say it to
             silence_stdout()
             raise SystemExit(BROKEN_PIPE) from None
-        except Exception as exc:
-            if os.environ.get("RUNDOCTOR_DEBUG", "") not in ("", "0"):
-                traceback.print_exc()
-                raise SystemExit(CRASH_EXIT_CODE) from None
-            where = _crash_report(exc)
-            detail = f"details in {where}" if where else "set RUNDOCTOR_DEBUG=1 for details"
-            first = str(exc).splitlines()[0] if str(exc) else ""
+        except OSError as exc:
+            if exc.filename is not None or exc.errno not in _NO_ROOM:
+                _crashed(exc)
+            # A write with no file named: standard output (`>/dev/full`) or a descriptor the
+            # command holds, on a full disk or over quota. The machine's state, not a bug.
             sys.stderr.write(
-                f"error: internal error (a bug in rundoctor): {type(exc).__name__}"
-                f"{': ' + first[:200] if first else ''}; {detail}; "
-                "RUNDOCTOR_DEBUG=1 prints the traceback\n".encode(
-                    "utf-8", "backslashreplace"
-                ).decode("utf-8")
+                f"error: cannot write: {exc.strerror or exc} (standard output, or a file the "
+                "command writes); free space or redirect standard output elsewhere\n"
             )
-            raise SystemExit(CRASH_EXIT_CODE) from None
+            silence_stdout()
+            raise SystemExit(USAGE_EXIT_CODE) from None
+        except Exception as exc:
+            _crashed(exc)
 
     return run
+
+
+def _crashed(exc: Exception) -> NoReturn:
+    """End the process for an unexpected exception (see :func:`crash_guarded`)."""
+    if os.environ.get("RUNDOCTOR_DEBUG", "") not in ("", "0"):
+        traceback.print_exception(exc)
+        raise SystemExit(CRASH_EXIT_CODE) from None
+    where = _crash_report(exc)
+    detail = f"details in {where}" if where else "set RUNDOCTOR_DEBUG=1 for details"
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    sys.stderr.write(
+        f"error: internal error (a bug in rundoctor): {type(exc).__name__}"
+        f"{': ' + first[:200] if first else ''}; {detail}; "
+        "RUNDOCTOR_DEBUG=1 prints the traceback\n".encode("utf-8", "backslashreplace").decode(
+            "utf-8"
+        )
+    )
+    raise SystemExit(CRASH_EXIT_CODE) from None
 
 
 def exit_when_done(main: Callable[[], object]) -> NoReturn:

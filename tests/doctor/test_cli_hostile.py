@@ -298,3 +298,22 @@ def test_a_config_file_that_is_a_fifo_is_refused_instead_of_hanging(tmp_path: Pa
         "scan", "--root", HEALTHY_ROOT, env={"RUNDOCTOR_CONFIG": str(fifo)}, timeout=30
     )
     assert "not a regular file" in _one_line_error(result)
+
+
+@pytest.mark.parametrize("args", [("checks",), ("scan", "--root", HEALTHY_ROOT, "--json")])
+def test_a_full_standard_output_is_one_line_not_a_crash(args: tuple[str, ...]) -> None:
+    # Before: "internal error (a bug in rundoctor): OSError: [Errno 28]", exit 70.
+    script = Path(sys.executable).parent / "doctor"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "doctor"]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [*command, *map(str, args)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env={k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")},
+            check=False,
+            timeout=60,
+        )
+    assert "No space left on device" in _one_line_error(result)
