@@ -52,10 +52,20 @@ class UnsafeRunId(DoctorError):
 class RunNotFound(DoctorError):
     """No run directory with that id exists under any root."""
 
-    def __init__(self, run_id: str, roots: Iterable[str], candidates: Iterable[str]) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        roots: Iterable[str],
+        candidates: Iterable[str],
+        *,
+        reason: str | None = None,
+    ) -> None:
         self.run_id = run_id
         self.roots = list(roots)
         self.suggestions = close_matches(run_id, candidates)
+        if reason is not None:  # the name is there but is no run (a symlink): say so
+            super().__init__(reason)
+            return
         hint = did_you_mean(self.suggestions)
         where = ", ".join(self.roots) or "(no roots)"
         super().__init__(

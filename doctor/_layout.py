@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from doctor._errors import RootError, RunNotFound, UnsafeRunId
+from rundoctor.terminal import shell_quote
 
 __all__ = [
     "CHECKPOINT",
@@ -319,6 +320,22 @@ def locate_run(run_id: str, roots: Sequence[Path]) -> Path:
         candidate = root / run_id
         if _looks_like_run(candidate):
             return candidate
+    for root in existing:  # say why a name that is there is not read
+        candidate = root / run_id
+        if candidate.is_symlink():
+            target = os.path.realpath(candidate)
+            then = (
+                f"pass the run's own path: --run-id {shell_quote(target)}"
+                if _looks_like_run(target)
+                else "and its target is not a run directory"
+            )
+            raise RunNotFound(
+                run_id,
+                [str(r) for r in roots],
+                (),
+                reason=f"{str(candidate)!r} is a symlink (to {target!r}), which the doctor "
+                f"never follows out of a runs root; {then}",
+            )
     known = [p.name for p in list_run_dirs(existing)]
     raise RunNotFound(run_id, [str(r) for r in roots], known)
 

@@ -317,3 +317,15 @@ def test_a_full_standard_output_is_one_line_not_a_crash(args: tuple[str, ...]) -
             timeout=60,
         )
     assert "No space left on device" in _one_line_error(result)
+
+
+def test_a_symlinked_run_id_says_it_is_a_symlink_and_where_the_run_is(tmp_path: Path) -> None:
+    # Before: "no run 'linked' under ROOT", though `ls ROOT` shows it.
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "linked").symlink_to(HEALTHY_ROOT / "healthy01")
+    (root / "out").symlink_to("/etc")
+    line = _one_line_error(_doctor("diagnose", "--run-id", "linked", "--root", root))
+    assert "is a symlink" in line and f"--run-id {HEALTHY_ROOT / 'healthy01'}" in line
+    line = _one_line_error(_doctor("diagnose", "--run-id", "out", "--root", root))
+    assert "is a symlink" in line and "not a run directory" in line
