@@ -1,4 +1,5 @@
-"""Helpers every test package shares: the one "skip locally, fail under CI" rule.
+"""Helpers every test package shares: the one "skip locally, fail under CI" rule, and the
+``doctor`` command line as a whole process (:func:`run_doctor`).
 
 A test that needs something outside the repository (the PostgreSQL server at 127.0.0.1:5432,
 a headless Chromium, actionlint) skips on a laptop that lacks it, and FAILS under ``CI=true``,
@@ -10,16 +11,41 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
-__all__ = ["PG_URL", "require_postgres", "unavailable"]
+__all__ = ["PG_URL", "REPO", "require_postgres", "run_doctor", "unavailable"]
 
 #: The test server (user ``postgres``, database ``test``); ``RUNDOCTOR_TEST_POSTGRES`` names
 #: another. Start it with ``pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main
 #: start``.
 PG_URL = os.environ.get("RUNDOCTOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+#: The repository's root: where ``run_doctor`` runs.
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_doctor(
+    *args: str | Path, env: dict[str, str] | None = None, timeout: float | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``doctor ARGS`` as a whole process from the repository's root (the installed script,
+    else ``python -m doctor``), with no ``RUNDOCTOR_*`` variable of the caller's but ``env``'s,
+    100 columns wide, its output captured as text."""
+    script = Path(sys.executable).parent / "doctor"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "doctor"]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
+    return subprocess.run(
+        [*command, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**base, "COLUMNS": "100", **(env or {})},
+        cwd=REPO,
+        check=False,
+        timeout=timeout,
+    )
 
 
 def unavailable(message: str, *, required: bool = False) -> NoReturn:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_doctor
+
 REPO = Path(__file__).resolve().parents[2]
 HEALTHY_ROOT = REPO / "fixtures/cases/healthy_tool_run/run"
 GRAPH = REPO / "fixtures/pipelines/tool_simple.dot"
@@ -19,18 +21,7 @@ GRAPH = REPO / "fixtures/pipelines/tool_simple.dot"
 def _doctor(
     *args: str | Path, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).parent / "doctor"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "doctor"]
-    base = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
-    return subprocess.run(
-        [*command, *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**base, "COLUMNS": "100", **(env or {})},
-        cwd=REPO,
-        check=False,
-        timeout=timeout,
-    )
+    return run_doctor(*args, env=env, timeout=timeout)
 
 
 def _one_line_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:

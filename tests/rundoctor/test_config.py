@@ -6,9 +6,7 @@ The command lines run as real processes with a real TOML file named by ``RUNDOCT
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ import pytest
 from doctor import DoctorConfig
 from executor import ExecutorConfig
 from rundoctor.config import ConfigError, config_path, file_settings
+from tests.helpers import run_doctor
 
 REPO = Path(__file__).resolve().parents[2]
 HEALTHY = REPO / "fixtures/cases/healthy_tool_run/run"  # one run, healthy01
@@ -23,17 +22,7 @@ TOOL_GRAPH = REPO / "fixtures/pipelines/tool_simple.dot"
 
 
 def _doctor(*args: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).parent / "doctor"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "doctor"]
-    base = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
-    return subprocess.run(
-        [*command, *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**base, "COLUMNS": "100", **env},
-        cwd=REPO,
-        check=False,
-    )
+    return run_doctor(*args, env=env)
 
 
 def _file(tmp_path: Path, text: str) -> dict[str, str]:

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from hypothesis import strategies as st
 
 from executor import GraphError, parse_graph
 from rundoctor.durations import DurationError, format_duration, parse_duration
+from tests.helpers import run_doctor
 
 REPO = Path(__file__).resolve().parents[2]
 HEALTHY_ROOT = REPO / "fixtures/cases/healthy_tool_run/run"
@@ -97,17 +96,7 @@ def test_a_graph_timeout_takes_combined_units() -> None:
 
 
 def _doctor(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).parent / "doctor"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "doctor"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
-    return subprocess.run(
-        [*command, *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**env, "COLUMNS": "100"},
-        cwd=REPO,
-        check=False,
-    )
+    return run_doctor(*args)
 
 
 def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
