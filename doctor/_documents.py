@@ -38,6 +38,7 @@ from doctor._model import noun
 from rundoctor.liveness import valid_pid
 
 __all__ = [
+    "TERMINAL_STATUSES",
     "Document",
     "RunDocuments",
     "ScopeDocuments",
@@ -49,6 +50,8 @@ __all__ = [
 
 _MAX_DOC_BYTES = 32 * 1024 * 1024
 _MAX_GRAPH_BYTES = 4 * 1024 * 1024
+#: The statuses of a final.json that end a run (``doctor._facts.run_state``'s).
+TERMINAL_STATUSES = ("success", "fail", "canceled")
 _STATUS_ALIASES = {
     "ok": "success",
     "failure": "fail",
@@ -405,6 +408,20 @@ def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> 
         return doc
 
     out.final = read(scope.final, "final")
+    if out.final is not None and out.final.ok and isinstance(out.final.value, dict):
+        status = out.final.value.get("status")
+        if status not in TERMINAL_STATUSES:
+            # Parsed, so a final.json exists (FINDINGS.md's final_json), but it ends nothing:
+            # the state cannot be succeeded, failed or canceled, and this says why.
+            shown = repr(status) if isinstance(status, str | int | float | None) else "not text"
+            docs.unreadable.append(
+                Unreadable(
+                    out.final.rel,
+                    "final",
+                    f"its status {shown[:80]} is none of {', '.join(TERMINAL_STATUSES)}: "
+                    "the run's end is not recorded",
+                )
+            )
     out.checkpoint = read(scope.checkpoint, "checkpoint")
     out.live = read(scope.live, "live")
     try:

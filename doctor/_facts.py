@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from doctor._config import DoctorConfig
-from doctor._documents import RunDocuments
+from doctor._documents import TERMINAL_STATUSES, RunDocuments
 from doctor._layout import is_top_scope
 from doctor._tables import HEARTBEAT_SQL, Tables
 from rundoctor.liveness import owner_alive
@@ -742,7 +742,7 @@ def run_state(
     ...           last_event=None, stall_timeout_s=600, now=0)
     'succeeded'
     """
-    if final_status in ("success", "fail", "canceled"):
+    if final_status in TERMINAL_STATUSES:
         return {"success": "succeeded", "fail": "failed", "canceled": "canceled"}[final_status]
     if owner_alive is False:
         return "orphaned"

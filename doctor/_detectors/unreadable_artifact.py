@@ -4,7 +4,8 @@ A FIFO, device, socket or directory where a run keeps a regular file (``progress
 ``final.json``, ``checkpoint.json``, ``run.pid``, …; never opened for reading), a node or
 branch directory whose name is not UTF-8, an event line over the per-line budget, a stream or
 run whose reading failed, and duplicate keys in a JSON document (read first-wins, as DuckDB
-reads event lines). One finding per artifact. Whatever the doctor could not read is missing
+reads event lines), and a ``final.json`` whose status is none of a final's (it parses, but
+ends nothing). One finding per artifact. Whatever the doctor could not read is missing
 from the diagnosis: the run's state and facts rest on the rest. Duplicate keys, and files
 that hold nothing the state depends on, are warnings; the rest are errors.
 """
@@ -36,12 +37,15 @@ def unreadable_artifact(ctx: Context) -> list[Finding]:
         seen.add((run_id, rel, detail))
         duplicate = detail.startswith("duplicate key")
         severity = Severity.ERROR if kind in _VITAL and not duplicate else Severity.WARNING
-        advice = (
-            "fix the writer; until then the doctor reads the first value"
-            if duplicate
-            else "the doctor left it out, so the diagnosis does not account for it; "
-            "look at the file and restore it from the run's other records"
-        )
+        if duplicate:
+            advice = "fix the writer; until then the doctor reads the first value"
+        elif kind == "final" and detail.startswith("its status"):
+            advice = "the run's state rests on its owner and events instead; fix the writer"
+        else:
+            advice = (
+                "the doctor left it out, so the diagnosis does not account for it; "
+                "look at the file and restore it from the run's other records"
+            )
         findings.append(
             Finding(
                 code="unreadable_artifact",

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from doctor import DoctorConfig, Severity, diagnose_path
+
 DEAD_PID = "99999999"
 HANG_GUARD_S = 300
 
@@ -272,6 +274,21 @@ def test_dev_null_as_final_json_is_reported(tmp_path: Path) -> None:
     findings = json.loads(result.stdout)["findings"]
     (bad,) = [f for f in findings if f["code"] == "unreadable_artifact"]
     assert bad["evidence"]["detail"].startswith("a character device")
+
+
+@pytest.mark.parametrize("status", [5, "weird", None, ["success"]])
+def test_a_final_json_whose_status_ends_nothing_is_why_the_run_is_orphaned(
+    tmp_path: Path, status: object
+) -> None:
+    run = _run(tmp_path, "r1", final=None)
+    (run / "final.json").write_text(json.dumps({"status": status, "run_id": "r1"}))
+    d = diagnose_path(run, DoctorConfig(now=1_800_000_000.0))
+    assert (d.state, d.facts["final_json"]) == ("orphaned", True)  # parsed, ends nothing
+    (bad,) = [f for f in d.findings if f.code == "unreadable_artifact"]
+    assert bad.severity is Severity.ERROR
+    assert "is none of success, fail, canceled" in str(bad.evidence["detail"])
+    ok = _run(tmp_path / "ok", "r1")
+    assert not diagnose_path(ok, DoctorConfig(now=1_800_000_000.0)).findings
 
 
 # --- duplicate keys ------------------------------------------------------------------------------
