@@ -90,11 +90,11 @@ def _say(message: str) -> None:
         sys.stderr.flush()
 
 
-#: The errors of a runs root that refuses writes as a whole: full, read-only, over quota.
 #: The most slots one worker process runs: each is a thread, a connection and a pipeline's
 #: processes, and a mistyped ``--concurrency 100000000`` must not exhaust the host's memory.
 MAX_CONCURRENCY = 1024
 
+#: The errors of a runs root that refuses writes as a whole: full, read-only, over quota.
 ROOT_REFUSALS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT})
 #: How a release for such a refusal starts its reason (counted in the ticket's log).
 ROOT_REFUSED = "the runs root refused writes"
