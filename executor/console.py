@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # Rich is imported by what prints: `doctor --help` does not n
     from rich.table import Table
 
 __all__ = [
+    "DIRECTORY_OPTIONS",
     "PIPE_WIDTH",
     "OneLineGroup",
     "console",
@@ -132,6 +133,29 @@ def reported(*errors: type[Exception]) -> Iterator[None]:
         raise
 
 
+#: Options naming a directory to read: an empty value (``--root "$UNSET"``) is refused, where
+#: a path would take it for the current directory and read that instead.
+DIRECTORY_OPTIONS = ("--root",)
+
+
+def _empty_directory(args: Sequence[str]) -> str | None:
+    """The first of :data:`DIRECTORY_OPTIONS` given an empty value in ``args``, else None.
+
+    >>> _empty_directory(["scan", "--root", "", "--json"]), _empty_directory(["--root=runs"])
+    ('--root', None)
+    """
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        name, eq, value = arg.partition("=")
+        if name not in DIRECTORY_OPTIONS:
+            continue
+        given = value if eq else (args[i + 1] if i + 1 < len(args) else None)
+        if given is not None and not given.strip():
+            return name
+    return None
+
+
 class OneLineGroup(TyperGroup):
     """The click group of every app: one-line usage errors, one interrupt path."""
 
@@ -154,6 +178,11 @@ class OneLineGroup(TyperGroup):
         **extra: Any,
     ) -> Any:
         try:
+            empty = _empty_directory(sys.argv[1:] if args is None else args)
+            if empty is not None:
+                raise click_errors.BadParameter(
+                    "is empty; pass a directory (an unset variable?)", param_hint=f"'{empty}'"
+                )
             rv = super().main(
                 args=args,
                 prog_name=prog_name,

@@ -32,6 +32,24 @@ def _one_line_error(result: subprocess.CompletedProcess[str], code: int = 2) -> 
     return lines[0]
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["scan"],
+        ["diagnose", "--run-id", "healthy01"],
+        ["report", "--fleet"],
+        ["watch", "--once"],
+        ["metrics"],
+        ["worker", "--once"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_an_empty_root_is_refused_not_read_as_the_current_directory(command: list[str]) -> None:
+    # `--root "$RUNS"` with RUNS unset: a path would read '' as '.', and scan wherever it is.
+    line = _one_line_error(_doctor(*command, "--root", ""))
+    assert "'--root': is empty; pass a directory" in line
+
+
 def test_watch_refuses_an_interval_past_a_century(tmp_path: Path) -> None:
     # Before: the first pass ran, then Event.wait overflowed time_t (exit 70).
     line = _one_line_error(
