@@ -413,7 +413,8 @@ def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> 
         if status not in TERMINAL_STATUSES:
             # Parsed, so a final.json exists (FINDINGS.md's final_json), but it ends nothing:
             # the state cannot be succeeded, failed or canceled, and this says why.
-            shown = repr(status) if isinstance(status, str | int | float | None) else "not text"
+            kind = type(status).__name__
+            shown = repr(status) if isinstance(status, str | int | float | None) else f"(a {kind})"
             docs.unreadable.append(
                 Unreadable(
                     out.final.rel,
