@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from doctor import _ndjson
 from doctor._ingest import load_runs
 from doctor._layout import discover
 from doctor._tables import Tables
@@ -45,7 +46,18 @@ def _values(tables: Tables, column: str, run_id: str | None = None) -> list[Any]
     return [r[0] for r in rows]
 
 
-both_paths = pytest.mark.parametrize("keep_raw", [True, False], ids=["raw", "typed"])
+@pytest.fixture(params=["raw", "objects", "typed"])
+def keep_raw(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Each way a stream is read in bulk, as ``keep_raw``: whole lines kept (``raw``), and
+    without them small files as JSON objects (``objects``) and larger ones through typed
+    columns (``typed``: every file here is small, so the size limit is set to 0)."""
+    if request.param == "typed":
+        monkeypatch.setattr(_ndjson, "OBJECTS_BELOW_BYTES", 0)
+    return bool(request.param == "raw")
+
+
+#: The test takes ``keep_raw`` from the fixture above: it runs once per reader.
+both_paths = pytest.mark.usefixtures("keep_raw")
 
 
 # --- order --------------------------------------------------------------------------------------
@@ -388,3 +400,61 @@ def test_a_glob_named_run_still_reports_its_torn_lines(tmp_path: Path) -> None:
     assert [t[1:3] for t in _torn(tables)] == [(2, len(_line(attempt=1)))]
     assert _values(tables, "attempt", "run[1]") == [1, 3]
     assert _values(tables, "attempt", "run1") == [9]
+
+
+# --- the two bulk readers -----------------------------------------------------------------------
+
+#: Event objects whose fields have the wrong type, twice the same key, nesting, escapes: every
+#: line is an event, so the bulk read keeps them all (no precise read), with what it can type.
+_AWKWARD = [
+    {"event": "stage_attempt_end", "node_id": "a", "attempt": "2", "ts": "2026-01-01T00:00:01Z"},
+    {"event": "stage_attempt_end", "node_id": "a", "attempt": "x", "ts": "2026-01-01T00:00:02Z"},
+    {"event": "x", "node_id": {"nested": 1}, "attempt": [1, 2], "ts": 1767225600},
+    {"event": "x", "node_id": 5, "will_retry": "yes", "max": True, "ts": "2026-01-01T02:00:03+02:00"},
+    {"event": "x\u0000y", "message": "caf\u00e9 \U0001f600 a\nb", "ts": "2026-01-01T00:00:04Z"},
+    {"event": "x", "will_retry": 1, "epoch": "7", "signature_count": 1e3, "ts": "garbage"},
+    {"event": "x", "attempt": 99999999999999999999, "ts": "2026-01-01T00:00:06.123456789Z"},
+]
+
+
+def _awkward_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, below: int) -> list[Any]:
+    from doctor import _ingest
+
+    def no_precise_read(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a stream of event objects was read line by line")
+
+    monkeypatch.setattr(_ndjson, "OBJECTS_BELOW_BYTES", below)
+    monkeypatch.setattr(_ingest, "read_precise", no_precise_read)
+    data = b"".join(json.dumps(x).encode() + b"\n" for x in _AWKWARD)
+    data += b'{"event": "dup", "event": "twice", "ts": "2026-01-01T00:00:07Z"}\n'
+    tables = _load(_run(tmp_path / str(below), "r1", data), keep_raw=False)
+    assert _torn(tables) == []
+    return tables.sql("SELECT * EXCLUDE (seq, raw) FROM events ORDER BY seq")
+
+
+def test_small_and_large_files_are_read_alike_by_their_two_readers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files under ``OBJECTS_BELOW_BYTES`` are read as JSON objects, larger ones through
+    typed columns: the same lines give the same rows either way."""
+    typed = _awkward_rows(tmp_path, monkeypatch, 0)
+    objects = _awkward_rows(tmp_path, monkeypatch, 1 << 30)
+    assert typed == objects
+    from doctor._ndjson import EVENT_COLUMNS
+
+    names = [c for c in EVENT_COLUMNS if c not in ("seq", "raw")]
+    got = [{k: v for k, v in zip(names, row, strict=True) if v is not None} for row in objects]
+    assert [(r["event"], r.get("attempt")) for r in got] == [
+        ("stage_attempt_end", 2),  # a number in a string is the number
+        ("stage_attempt_end", None),  # text that is not one is no attempt
+        ("x", None),
+        ("x", None),
+        ("x\x00y", None),
+        ("x", None),
+        ("x", None),  # past BIGINT: none
+        ("dup", None),  # a repeated key: the first
+    ]
+    assert got[2]["node_id"] == '{"nested":1}' and "ts" not in got[2]  # epoch numbers: no ts
+    assert got[3]["node_id"] == "5" and got[3]["ts"].hour == 0  # +02:00 read as UTC
+    assert got[4]["message"] == "caf\u00e9 \U0001f600 a\nb"
+    assert "ts" not in got[5] and got[5]["epoch"] == 7
