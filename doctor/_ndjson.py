@@ -358,12 +358,12 @@ def _scan_batch(
             objects = keep_raw or os.fstat(fd).st_size < OBJECTS_BELOW_BYTES
             by_reader.setdefault(objects, []).append(path)
     try:
-        bad = set(unsafe)
+        unparsed = set(unsafe)
         for objects, read in by_reader.items():
             params = {"paths": paths, "read": read, "first": first_stream_id}
             select = _insert_sql(_source(objects), objects=objects, keep_raw=keep_raw)
-            bad.update(_load(con, select, params))
-        return sorted(bad)
+            unparsed.update(_load(con, select, params))
+        return sorted(unparsed)
     except db.OutOfMemoryException:
         raise  # over the run's budget: the run's finding (doctor._budget), not a stream's
     except db.Error as exc:

@@ -449,6 +449,29 @@ def test_batches_diagnosed_by_worker_processes_give_the_same_result(
         assert seen == [2]
 
 
+@pytest.mark.parametrize("run_cost", [0, _scan.PARALLEL_MIN_BYTES // 4])
+def test_many_small_runs_take_both_cores_though_their_bytes_are_few(
+    config: DoctorConfig, monkeypatch: pytest.MonkeyPatch, run_cost: int
+) -> None:
+    """Whether worker processes are started counts each run's own cost, not only its
+    streams' bytes (the six runs here are a few KB: by their bytes alone, one process)."""
+    monkeypatch.setattr(_scan, "BATCH_RUNS", 2)
+    monkeypatch.setattr(_scan, "RUN_COST_BYTES", run_cost)
+    pools: list[int] = []
+    real = _scan._in_pool
+
+    def in_pool(batches: Any, workers: int, *args: Any) -> Any:
+        pools.append(workers)
+        return real(batches, workers, *args)
+
+    monkeypatch.setattr(_scan, "_in_pool", in_pool)
+    scan(config)
+    # Six runs at a quarter of the threshold each: workers, as many as the cores (up to 2).
+    assert pools == (
+        [min(2, os.cpu_count() or 1)] if run_cost and (os.cpu_count() or 1) > 1 else []
+    )
+
+
 def test_progress_reaches_the_total_only_when_every_run_is_diagnosed(
     config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
