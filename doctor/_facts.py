@@ -23,6 +23,7 @@ from doctor._tables import HEARTBEAT_SQL, Tables
 from rundoctor.liveness import owner_alive
 
 __all__ = [
+    "ATTEMPTS_OPEN_SQL",
     "LATEST_ATTEMPTS_SQL",
     "STOP_EVENTS",
     "STOP_EVENTS_SQL",
@@ -46,13 +47,40 @@ MAX_NODE_ROWS = 1000
 TOP_SQL = "(scope = '' OR regexp_full_match(scope, 'restart-[0-9]+'))"
 #: SQL expression: the node an event names.
 NODE_SQL = "coalesce(node_id, to_node)"
-#: SQL: each node's latest attempt in each scope (rows of ``attempts``). An *open attempt* is
-#: such a row without an end: a start that a resume superseded (its process killed before it
-#: could end; real resumed runs start the node again) is not open work.
-LATEST_ATTEMPTS_SQL = (
-    "SELECT * FROM attempts QUALIFY row_number() OVER ("
-    "PARTITION BY run_id, scope, node_id ORDER BY start_seq DESC) = 1"
-)
+#: SQL: per run and scope, ``went_on``: the latest attempt start in the run's top-level scopes
+#: other than the one the scope belongs to (itself, or the ``restart-N`` or base directory its
+#: branch directory lies under); NULL for a run of one top-level scope. Kilroy's run loop
+#: works in one top-level scope at a time: a ``loop_restart`` takes it to ``restart-N/``, and
+#: ``kilroy attractor resume`` of a restarted run back to the base directory (real run
+#: ``loop_restart_resumed``). An attempt that started before ``went_on`` and never ended was
+#: left behind by its dead process: the run went on elsewhere after it started.
+_WENT_ON_SQL = f"""
+    WITH s AS (SELECT run_id, scope, max(start_ts) AS last_start FROM attempts GROUP BY ALL),
+    t AS (SELECT * FROM s WHERE {TOP_SQL})
+    SELECT s.run_id, s.scope, max(t.last_start) AS went_on
+    FROM s JOIN t ON t.run_id = s.run_id
+     AND t.scope <> regexp_extract(s.scope, '^(restart-[0-9]+)(/|$)', 1)
+    GROUP BY ALL"""
+#: SQL over rows of ``attempts`` joined to :data:`_WENT_ON_SQL` as ``w``: the attempt started
+#: before the run went on in another of its top-level scopes.
+_LEFT_BEHIND_SQL = "coalesce(a.start_ts < w.went_on, false)"
+#: SQL: each node's latest attempt in each scope (rows of ``attempts``), with ``is_open``. An
+#: *open attempt* is such a row without an end, unless the run went on in another of its
+#: top-level scopes after it started (:data:`_WENT_ON_SQL`). So neither a start that a resume
+#: superseded (its process killed before it could end; real resumed runs start the node again)
+#: nor one in a ``restart-N`` scope that a resume left for the base directory is open work.
+LATEST_ATTEMPTS_SQL = f"""
+    SELECT a.*, a.end_seq IS NULL AND NOT {_LEFT_BEHIND_SQL} AS is_open
+    FROM (SELECT * FROM attempts QUALIFY row_number() OVER (
+              PARTITION BY run_id, scope, node_id ORDER BY start_seq DESC) = 1) a
+    LEFT JOIN ({_WENT_ON_SQL}) w ON w.run_id = a.run_id AND w.scope = a.scope"""
+#: SQL: every row of ``attempts`` with ``is_open`` as :data:`LATEST_ATTEMPTS_SQL` defines it
+#: (false for all but a node's latest start in its scope).
+ATTEMPTS_OPEN_SQL = f"""
+    SELECT a.*, a.end_seq IS NULL
+               AND a.start_seq = max(a.start_seq) OVER (PARTITION BY a.run_id, a.scope, a.node_id)
+               AND NOT {_LEFT_BEHIND_SQL} AS is_open
+    FROM attempts a LEFT JOIN ({_WENT_ON_SQL}) w ON w.run_id = a.run_id AND w.scope = a.scope"""
 
 _ROLE = re.compile(r"^(?:impl|implement|verify|check|fix|review|test|plan)_(.+)$")
 
@@ -180,7 +208,7 @@ _STATS_SQL = """
         FROM attempts WHERE duration_s IS NOT NULL GROUP BY ALL"""
 _OPEN_ATTEMPTS_SQL = f"""
         SELECT run_id, node_id, epoch_ns(start_ts) FROM ({LATEST_ATTEMPTS_SQL})
-        WHERE end_seq IS NULL AND {TOP_SQL} ORDER BY run_id, start_seq"""
+        WHERE is_open AND {TOP_SQL} ORDER BY run_id, start_seq"""
 _BRANCH_DONE_SQL = """
         SELECT run_id, scope, branch_logs_root, branch_key, arg_max(branch_status, seq)
         FROM progress_events
@@ -190,15 +218,11 @@ _ENDINGS_SQL = f"""
         SELECT run_id, event, coalesce(reason, failure_reason), seq FROM progress_events
         WHERE {TOP_SQL} AND event IN {STOP_EVENTS_SQL}
         ORDER BY run_id, scope, seq"""
-# An attempt is open when it is its node's latest start in the scope and has no end (a start a
-# resume superseded is not: see LATEST_ATTEMPTS_SQL), for the spans' and the phases' "open".
-_OPEN_FLAG_SQL = (
-    "end_seq IS NULL AND start_seq = max(start_seq) OVER (PARTITION BY run_id, scope, node_id)"
-)
+# The spans' and the phases' "open" is the open attempt (ATTEMPTS_OPEN_SQL).
 _SPANS_SQL = f"""
         SELECT run_id, scope, node_id, count(*) AS n, count(*) FILTER (WHERE is_open),
                epoch_ns(min(start_ts)) AS first_ns, epoch_ns(max(end_ts))
-        FROM (SELECT *, {_OPEN_FLAG_SQL} AS is_open FROM attempts) GROUP BY ALL"""
+        FROM ({ATTEMPTS_OPEN_SQL}) GROUP BY ALL"""
 _REASONS_SQL = f"""
         SELECT * FROM (
             SELECT run_id, scope, node_id, coalesce(failure_reason, '') AS reason, count(*) AS n
@@ -690,7 +714,7 @@ def _phases(tables: Tables, omitted: dict[str, dict[str, int]]) -> dict[str, lis
         f"""SELECT run_id, {_FAMILY_SQL} AS family, epoch_ns(min(start_ts)) AS first_ns,
                epoch_ns(max(coalesce(end_ts, start_ts))) AS last_ns,
                bool_or(is_open) AS is_open
-        FROM (SELECT *, {_OPEN_FLAG_SQL} AS is_open FROM attempts WHERE {TOP_SQL})
+        FROM ({ATTEMPTS_OPEN_SQL}) WHERE {TOP_SQL}
         GROUP BY ALL""",
         keep="is_open DESC, last_ns - first_ns DESC, family",
         order="run_id, first_ns, family",

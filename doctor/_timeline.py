@@ -9,9 +9,11 @@ every scope, each with its node, visit number and outcome, and :class:`Stretch` 
   arrived: the run looked alive and did nothing.
 * ``idle_gap``: the run's own ``idle_gap`` findings (no progress in any scope).
 
-Times are epoch nanoseconds. An attempt that never ended is open: its bar runs to the last
-event of its scope; unless the node started again in its scope (a resume superseded it: the
-process that ran it died), then it is not open and its bar ends at that next start.
+Times are epoch nanoseconds. An attempt that never ended runs to the last event of its scope,
+or to the node's next start in its scope when it started again (a resume superseded it: the
+process that ran it died). It is open as the facts say (:data:`doctor._facts.ATTEMPTS_OPEN_SQL`):
+not when superseded, nor when the run went on in another of its top-level scopes after it
+started (a resume of a run killed in ``restart-N`` goes on in the base directory).
 
 The timeline is bounded, whatever the size of the run (a picture of a million attempts is
 no picture, and a million :class:`Bar` objects do not fit the budget): at most
@@ -31,7 +33,7 @@ from typing import Any
 
 from doctor._budget import exceeded, over_budget_error
 from doctor._config import DoctorConfig
-from doctor._facts import parse_iso
+from doctor._facts import ATTEMPTS_OPEN_SQL, parse_iso
 from doctor._ingest import load_run
 from doctor._layout import discover
 from doctor._model import Diagnosis, plural
@@ -99,22 +101,23 @@ class Timeline:
 
 
 # The run's attempts numbered in start order (k), n in all.
-_RANKED = """
+_RANKED = f"""
 WITH last AS (SELECT scope, epoch_ns(max(ts)) AS last_ns FROM events
               WHERE run_id = $run AND ts IS NOT NULL GROUP BY scope),
 ranked AS (
     SELECT a.scope, a.node_id, a.start_no, a.attempt, epoch_ns(a.start_ts) AS start_ns,
            epoch_ns(a.end_ts) AS end_ns, a.status, left(a.failure_reason, $reason) AS reason,
-           l.last_ns, row_number() OVER (ORDER BY a.start_ts, a.start_seq) AS k,
+           l.last_ns, a.is_open, row_number() OVER (ORDER BY a.start_ts, a.start_seq) AS k,
            epoch_ns(lead(a.start_ts) OVER (
                PARTITION BY a.scope, a.node_id ORDER BY a.start_seq)) AS next_ns,
            count(*) OVER () AS n
-    FROM attempts a JOIN last l USING (scope)
+    FROM ({ATTEMPTS_OPEN_SQL}) a JOIN last l USING (scope)
     WHERE a.run_id = $run AND a.start_ts IS NOT NULL
 )
 """
 _ATTEMPTS_SQL = f"""{_RANKED}
-SELECT scope, node_id, start_no, attempt, start_ns, end_ns, status, reason, last_ns, next_ns
+SELECT scope, node_id, start_no, attempt, start_ns, end_ns, status, reason, last_ns, next_ns,
+       is_open
 FROM ranked
 WHERE k <= $half OR k > n - $half ORDER BY k
 """
@@ -231,11 +234,11 @@ def _bars(tables: Tables, run: str) -> tuple[list[Bar], tuple[int, Stretch] | No
             attempt=None if attempt is None else int(attempt),
             start_ns=int(start),
             end_ns=int(end if end is not None else max(nxt if nxt is not None else last, start)),
-            is_open=end is None and nxt is None,
+            is_open=bool(is_open),
             status=None if status is None else str(status),
             failure_reason=None if reason is None else str(reason),
         )
-        for scope, node, visit, attempt, start, end, status, reason, last, nxt in rows
+        for scope, node, visit, attempt, start, end, status, reason, last, nxt, is_open in rows
     ]
     if len(bars) < MAX_TIMELINE_BARS:
         return bars, None

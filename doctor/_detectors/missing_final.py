@@ -27,12 +27,12 @@ _PROGRESS_SQL = f"""
 SELECT run_id, scope, {TOP_SQL} AS top, epoch_ns(max(ts)) AS last_progress
 FROM progress_events GROUP BY ALL
 """
-# Nodes with an open attempt (LATEST_ATTEMPTS_SQL: a node's latest start with no end), per
-# scope, in start order.
+# Nodes with an open attempt (LATEST_ATTEMPTS_SQL: a node's latest start with no end, unless
+# the run went on in another of its top-level scopes after it), per scope, in start order.
 _OPEN_SQL = f"""
 SELECT run_id, scope, {TOP_SQL} AS top, list(node_id ORDER BY start_seq)
 FROM ({LATEST_ATTEMPTS_SQL})
-WHERE end_seq IS NULL GROUP BY ALL
+WHERE is_open GROUP BY ALL
 """
 
 

@@ -81,6 +81,9 @@ after AS (
            map(list(node ORDER BY n DESC, node), list(n ORDER BY n DESC, node)) AS nodes
     FROM after_nodes GROUP BY ALL
 ),
+-- A scope's latest starts without an end. One the run left behind in a restart-N scope (is_open
+-- false: the run went on elsewhere) still counts: that scope did not finish, its process died,
+-- and the heartbeats after its last progress came from that attempt before it did.
 {{stale}}open_at_end AS (
     SELECT run_id, scope, count(*) AS n FROM ({LATEST_ATTEMPTS_SQL})
     WHERE end_seq IS NULL GROUP BY ALL

@@ -29,7 +29,7 @@ _BRANCH_DIR = re.compile(r"\d+-(.+)")
 _OPEN_SQL = f"""
 SELECT run_id, scope, node_id, attempt, epoch_ns(start_ts)
 FROM ({LATEST_ATTEMPTS_SQL})
-WHERE end_seq IS NULL
+WHERE is_open
 ORDER BY run_id, scope, start_seq
 """
 # Per scope: whether an attempt is open, and the status of the last attempt to start.

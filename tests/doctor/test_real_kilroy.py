@@ -327,3 +327,68 @@ def test_a_checkpoint_not_yet_saved_for_the_node_that_just_ended_is_no_drift(
     codes = {f["code"] for f in dead["findings"]}
     assert dead["state"] == "orphaned"
     assert {"missing_final", "checkpoint_drift"} <= codes, _show(dead["findings"])
+
+
+def test_an_attempt_of_a_restart_scope_a_resume_left_is_not_open() -> None:
+    # loop_restart_resumed: fetch was killed in restart-1/; the resume went on in the base
+    # directory (prepare, fetch, exit). restart-1's fetch never ended, but the run went on
+    # after it: not open in the spans, the phases or the timeline.
+    result = _diagnosed("loop_restart_resumed")
+    assert result.state == "succeeded"
+    spans = {(s["scope"], s["node_id"]): s for s in result.facts["attempt_spans"]}
+    assert (spans["restart-1", "fetch"]["last_end"], spans["restart-1", "fetch"]["open"]) == (
+        None,
+        0,
+    )
+    (phase,) = [p for p in result.facts["phases"] if p["node"] == "fetch"]
+    assert phase["last_end"] == spans["", "fetch"]["last_end"] != result.facts["last_event_at"]
+    (bar,) = [
+        b for b in run_timeline(result).bars if (b.scope, b.node_id) == ("restart-1", "fetch")
+    ]
+    assert (bar.status, bar.is_open) == (None, False)
+
+
+def test_a_fanout_of_a_restart_scope_a_resume_left_is_neither_current_nor_unjoined() -> None:
+    result = _diagnosed("loop_restart_fanout_resumed")
+    assert result.state == "succeeded"
+    assert result.facts["current_node"] == "exit"
+    assert not [f for f in result.findings if f.code == "unjoined_fanout"], result.findings
+    left = [s for s in result.facts["attempt_spans"] if s["scope"].startswith("restart-1")]
+    assert {(s["scope"], s["node_id"]) for s in left if s["last_end"] is None} == {
+        ("restart-1", "par"),
+        ("restart-1/parallel/par/pass1/01-impl_a", "impl_a"),
+        ("restart-1/parallel/par/pass1/02-impl_b", "impl_b"),
+    }
+    assert [s["open"] for s in left] == [0] * len(left)
+
+
+def test_a_resumed_restart_killed_again_has_only_its_last_stage_open() -> None:
+    # loop_restart_resumed_killed: impl killed in restart-1/ while heartbeating, the resume
+    # killed in build in the base directory. build is the open attempt, not impl; and impl's
+    # heartbeats came before its process died, so they are not stale.
+    result = _diagnosed("loop_restart_resumed_killed")
+    (finding,) = [f for f in result.findings if f.code == "missing_final"]
+    assert (finding.node_id, finding.evidence["open_attempts"]) == ("build", ["build"])
+    assert not [f for f in result.findings if f.code == "stale_heartbeat"], result.findings
+    assert result.facts["events_by_type"]["stage_heartbeat"] >= 1
+
+
+def test_an_attempt_killed_in_a_restart_scope_stays_open_until_the_run_goes_on(
+    tmp_path: Path,
+) -> None:
+    # loop_restart_resumed as it was before its resume: the base stream ends with the
+    # loop_restart event and no final.json. Nothing went on after restart-1's fetch: it is open.
+    run = tmp_path / "loop_restart_resumed"
+    shutil.copytree(RUNS / "loop_restart_resumed", run)
+    progress = run / "progress.ndjson"
+    lines = progress.read_text().splitlines(keepends=True)
+    cut = next(i for i, line in enumerate(lines) if '"event":"loop_restart"' in line)
+    progress.write_text("".join(lines[: cut + 1]))
+    (run / "final.json").unlink()
+    result = diagnose(run.name, DoctorConfig(roots=(tmp_path,)))
+    assert result.state == "orphaned"
+    (finding,) = [f for f in result.findings if f.code == "missing_final"]
+    assert (finding.node_id, finding.evidence["open_attempts"]) == ("fetch", ["fetch"])
+    spans = {(s["scope"], s["node_id"]): s["open"] for s in result.facts["attempt_spans"]}
+    assert spans["restart-1", "fetch"] == 1
+    assert result.facts["current_node"] == "fetch"
