@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from doctor import DoctorConfig, ScanResult, _scan, scan
+from doctor import DoctorConfig, ScanResult, _cache, _scan, scan
 
 NOW = 1777377600.0  # 2026-04-28T12:00:00Z
 DEAD_PID = "99999999"
@@ -100,6 +100,19 @@ def config(root: Path, tmp_path: Path) -> DoctorConfig:
     return DoctorConfig(roots=(root,), cache_dir=tmp_path / "cache", now=NOW)
 
 
+@pytest.fixture(params=["partitioned", "one_by_one"])
+def writer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each way a batch's events files are written: the runs here are small, so by one
+    partitioned ``COPY``; or one ``COPY`` per run, as for runs of thousands of events."""
+    if request.param == "one_by_one":
+        monkeypatch.setattr(_cache, "PARTITIONED_BELOW_ROWS", 0)
+    return str(request.param)
+
+
+#: The test runs once per :func:`writer`.
+both_writers = pytest.mark.usefixtures("writer")
+
+
 def _text(result: ScanResult) -> str:
     """The scan's JSON as `doctor scan --json` prints it (the cached runs' findings spliced
     as kept), checked to be the standard library's encoding of :meth:`ScanResult.to_json`."""
@@ -136,6 +149,7 @@ def _uncached(config: DoctorConfig) -> str:
     return _json(scan(replace(config, cache_dir=None)))
 
 
+@both_writers
 def test_a_rescan_with_nothing_changed_reads_no_run_and_gives_the_cold_result(
     config: DoctorConfig,
 ) -> None:
@@ -283,6 +297,7 @@ def test_a_stalled_run_reused_later_says_how_long_it_has_been_stalled_now(
     assert _json(later) == _uncached(at)
 
 
+@both_writers
 def test_a_rescan_after_one_run_grew_rereads_that_run_only(
     config: DoctorConfig, root: Path
 ) -> None:
@@ -346,6 +361,7 @@ def test_a_plan_that_fails_waits_for_the_batch_on_its_thread(
     assert finished == [True]  # the batch was done before the failure went on
 
 
+@both_writers
 def test_a_rescan_after_a_dead_run_was_touched_rereads_it_with_the_same_result(
     config: DoctorConfig, root: Path
 ) -> None:
@@ -486,6 +502,7 @@ def test_progress_reaches_the_total_only_when_every_run_is_diagnosed(
 # --- the cache as a dataset ---------------------------------------------------------------------
 
 
+@both_writers
 def test_the_cached_events_are_a_parquet_dataset_partitioned_by_run(
     config: DoctorConfig,
 ) -> None:
@@ -499,6 +516,49 @@ def test_the_cached_events_are_a_parquet_dataset_partitioned_by_run(
     ).fetchall()
     counts = {run.split("-")[0]: n for run, n in rows}
     assert counts == {d.run_id: d.facts["events"] for d in result.diagnoses}
+
+
+def test_small_runs_share_one_partitioned_write_and_larger_ones_get_one_each(
+    config: DoctorConfig, writer: str
+) -> None:
+    scan(config)
+    assert config.cache_dir is not None
+    files = sorted(config.cache_dir.glob("events/run=*/*.parquet"))
+    assert len(files) == 6
+    # The partitioned COPY names a partition's files part-<batch>-<i>; a run's own COPY
+    # part-<batch>. One batch here: one name.
+    stems = {f.stem for f in files}
+    assert len(stems) == 1
+    assert stems.pop().endswith("-0") == (writer == "partitioned")
+
+
+def test_a_partitioned_write_that_left_a_run_two_files_is_written_run_by_run(
+    config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should DuckDB split a run's rows over two files (it reopens a partition's file past
+    ``partitioned_write_max_open_files``), the batch's files go and each run gets its own
+    ``COPY``: one file per run, whose rows the rescan resumes from."""
+    import uuid
+
+    fixed = uuid.UUID(int=42)
+    monkeypatch.setattr(_cache.uuid, "uuid4", lambda: fixed)
+    cold = _uncached(config)
+    assert config.cache_dir is not None
+    for key in ("dead", "running"):  # a second file of the batch, as a reopened partition's
+        folder = config.cache_dir / "events" / f"run={_cache.RunCache.key(_layout_of(config, key))}"
+        folder.mkdir(parents=True)
+        (folder / f"part-{fixed.hex}-1.parquet").write_bytes(b"")
+    assert _json(scan(config)) == cold
+    per_run = [sorted(d.iterdir()) for d in (config.cache_dir / "events").iterdir()]
+    assert [[f.name for f in files] for files in per_run] == [[f"part-{fixed.hex}.parquet"]] * 6
+    again = scan(config)
+    assert (again.fleet["read"], _json(again)) == (0, cold)
+
+
+def _layout_of(config: DoctorConfig, run_id: str) -> Any:
+    from doctor._layout import discover
+
+    return discover(config.roots[0] / run_id)
 
 
 # --- concurrent scans ---------------------------------------------------------------------------
@@ -594,6 +654,7 @@ def _blocks(lang: str) -> list[str]:
     return [p.split("```", 1)[0] for p in parts]
 
 
+@both_writers
 def test_the_documented_dataset_queries_run_on_a_real_cache(
     config: DoctorConfig, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -610,6 +671,7 @@ def test_the_documented_dataset_queries_run_on_a_real_cache(
     assert "stalled" in printed and "heartbeats" in printed
 
 
+@both_writers
 def test_the_documented_dataset_schema_is_the_one_written(config: DoctorConfig) -> None:
     import duckdb
 
@@ -635,6 +697,7 @@ def test_duckdb_draws_no_progress_bar_that_would_corrupt_json_output() -> None:
     assert con.sql("SELECT current_setting('enable_progress_bar')").fetchall() == [(False,)]
 
 
+@both_writers
 def test_the_dataset_holds_one_file_per_run_after_rereads_and_interrupted_scans(
     config: DoctorConfig, root: Path
 ) -> None:
@@ -651,6 +714,7 @@ def test_the_dataset_holds_one_file_per_run_after_rereads_and_interrupted_scans(
     assert not stray.exists()
 
 
+@both_writers
 def test_a_run_whose_events_file_went_is_read_again(config: DoctorConfig) -> None:
     scan(config)
     assert config.cache_dir is not None
