@@ -45,7 +45,16 @@ from bench._common import BENCH_DIR, Result
 from doctor._ndjson import _READ_JSON_COLUMNS
 from fixtures.fleet import build_fleet
 
-__all__ = ["GB", "doctor_scan", "fleet_dir", "measure", "run"]
+__all__ = [
+    "GB",
+    "LAST_CPU",
+    "SIMPLE_SQL",
+    "doctor_scan",
+    "duckdb_process",
+    "fleet_dir",
+    "measure",
+    "run",
+]
 
 RUNS, PER_RUN, CRASHED = 1000, 8100, 0.6
 GB = 1 << 30
@@ -181,7 +190,9 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, i
         return wall, peak, out.read().decode()
 
 
-def _duckdb(root: Path, queries: list[str]) -> tuple[float, int]:
+def duckdb_process(root: Path, queries: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak memory of one DuckDB process running ``queries`` over the
+    ``progress.ndjson`` files under ``root`` (its CPU seconds: ``LAST_CPU[0]``)."""
     wall, peak, _ = measure([sys.executable, "-c", _DUCKDB_SCRIPT, str(root), json.dumps(queries)])
     return wall, peak
 
@@ -208,11 +219,11 @@ def run() -> list[Result]:
     root = fleet_dir(runs)
     scaled = "" if runs == RUNS else f" (scaled to {runs} runs: RUNDOCTOR_BENCH_SCALE)"
     size = sum(p.stat().st_size for p in root.glob("*/progress.ndjson"))
-    simple, simple_mem = _duckdb(root, [SIMPLE_SQL])
+    simple, simple_mem = duckdb_process(root, [SIMPLE_SQL])
     simple_cpu = LAST_CPU[0]
-    heavy, heavy_mem = _duckdb(root, HEAVY_SQL)
+    heavy, heavy_mem = duckdb_process(root, HEAVY_SQL)
     heavy_cpu = LAST_CPU[0]
-    floor, floor_mem = _duckdb(root, FLOOR_SQL)
+    floor, floor_mem = duckdb_process(root, FLOOR_SQL)
     floor_cpu = LAST_CPU[0]
     cache = Path(tempfile.mkdtemp(prefix="rundoctor-bench-cache-"))
     grown = root / "fleet-0001" / "progress.ndjson"

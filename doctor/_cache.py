@@ -91,6 +91,8 @@ _HIVE_SAFE_KEY = re.compile(r"[A-Za-z0-9_.-]+")
 #: (ms a run, one COPY each / partitioned): 60 rows 2.24 / 1.10, 1,000 rows 2.75 / 2.07,
 #: 3,000 rows 3.31 / 4.06, 8,000 rows 6.17 / 9.40.
 PARTITIONED_BELOW_ROWS = 1000
+#: Runs one partitioned ``COPY`` writes at most (each has a file open until it ends).
+_PARTITIONS_AT_ONCE = 128
 _FANOUT_SCOPE = re.compile(r"(?:(?P<prefix>.*)/)?parallel/(?P<fanout>[^/]+)/(?:pass\d+/)?[^/]+")
 
 
@@ -531,24 +533,31 @@ class RunCache:
         None when a run's rows did not land in exactly one file (its files of this batch are
         then deleted): the caller writes the runs one by one instead.
         """
-        pairs = [(sid, run_id, scope) for run_id, ids in streams.items() for sid, scope in ids]
         events = self.root / "events"
         prefix = f"part-{batch}-"
+        runs = list(streams.items())
         # One file per run: the writer keeps every run's file open to the end (DuckDB's
-        # default closes the least recent beyond 100, and a later row opens a second file).
-        con.execute(f"SET partitioned_write_max_open_files = {max(100, 2 * len(streams))}")
-        con.execute(
-            f"COPY ({_partitioned_sql()}) TO $target (FORMAT parquet, PARTITION_BY (run), "
-            f"WRITE_PARTITION_COLUMNS false, FILENAME_PATTERN '{prefix}{{i}}', "
-            "OVERWRITE_OR_IGNORE)",
-            {
-                "sids": [p[0] for p in pairs],
-                "keys": [keys[p[1]] for p in pairs],
-                "runs": [p[1] for p in pairs],
-                "scopes": [p[2] for p in pairs],
-                "target": str(events),
-            },
-        )
+        # default closes the least recent beyond 100, and a later row opens a second file),
+        # so a COPY takes at most _PARTITIONS_AT_ONCE runs (open files are a bounded resource).
+        con.execute(f"SET partitioned_write_max_open_files = {2 * _PARTITIONS_AT_ONCE}")
+        for start in range(0, len(runs), _PARTITIONS_AT_ONCE):
+            pairs = [
+                (sid, run_id, scope)
+                for run_id, ids in runs[start : start + _PARTITIONS_AT_ONCE]
+                for sid, scope in ids
+            ]
+            con.execute(
+                f"COPY ({_partitioned_sql()}) TO $target (FORMAT parquet, PARTITION_BY (run), "
+                f"WRITE_PARTITION_COLUMNS false, FILENAME_PATTERN '{prefix}{{i}}', "
+                "OVERWRITE_OR_IGNORE)",
+                {
+                    "sids": [p[0] for p in pairs],
+                    "keys": [keys[p[1]] for p in pairs],
+                    "runs": [p[1] for p in pairs],
+                    "scopes": [p[2] for p in pairs],
+                    "target": str(events),
+                },
+            )
         out: dict[str, str] = {}
         whole = True
         for run_id in streams:

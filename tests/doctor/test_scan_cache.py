@@ -100,12 +100,15 @@ def config(root: Path, tmp_path: Path) -> DoctorConfig:
     return DoctorConfig(roots=(root,), cache_dir=tmp_path / "cache", now=NOW)
 
 
-@pytest.fixture(params=["partitioned", "one_by_one"])
+@pytest.fixture(params=["partitioned", "partitioned_by_twos", "one_by_one"])
 def writer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each way a batch's events files are written: the runs here are small, so by one
-    partitioned ``COPY``; or one ``COPY`` per run, as for runs of thousands of events."""
+    partitioned ``COPY`` (or several, each of at most ``_PARTITIONS_AT_ONCE`` runs); or one
+    ``COPY`` per run, as for runs of thousands of events."""
     if request.param == "one_by_one":
         monkeypatch.setattr(_cache, "PARTITIONED_BELOW_ROWS", 0)
+    if request.param == "partitioned_by_twos":
+        monkeypatch.setattr(_cache, "_PARTITIONS_AT_ONCE", 2)
     return str(request.param)
 
 
@@ -424,7 +427,7 @@ def test_small_batches_run_on_one_duckdb_thread_with_the_same_result(
         ([1_430_000] * 1000, 16),  # the benchmark's fleet: 14.3 full batches, 16 even ones
         ([5 << 20] * 10, 1),  # one batch: no worker waits
         ([300 << 20] + [1 << 20] * 200, None),  # one run larger than a batch
-        ([0] * 300, 3),  # empty streams: batches of BATCH_RUNS runs
+        ([0] * 1200, 3),  # empty streams: batches of BATCH_RUNS (512) runs
     ],
 )
 def test_batches_are_even_and_as_many_as_a_multiple_of_the_workers(
@@ -529,7 +532,7 @@ def test_small_runs_share_one_partitioned_write_and_larger_ones_get_one_each(
     # part-<batch>. One batch here: one name.
     stems = {f.stem for f in files}
     assert len(stems) == 1
-    assert stems.pop().endswith("-0") == (writer == "partitioned")
+    assert stems.pop().endswith("-0") == writer.startswith("partitioned")
 
 
 def test_a_partitioned_write_that_left_a_run_two_files_is_written_run_by_run(
