@@ -29,20 +29,25 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_doctor(
-    *args: str | Path, env: dict[str, str] | None = None, timeout: float | None = None
+    *args: str | bytes | Path,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``doctor ARGS`` as a whole process from the repository's root (the installed script,
-    else ``python -m doctor``), with no ``RUNDOCTOR_*`` variable of the caller's but ``env``'s,
-    100 columns wide, its output captured as text."""
+    """``doctor ARGS`` as a whole process from ``cwd`` (default: the repository's root) with
+    the installed script (else ``python -m doctor``), with no ``RUNDOCTOR_*`` variable of the
+    caller's but ``env``'s, 100 columns wide, its output captured as text (bytes that are not
+    UTF-8 as ``\\x..``). ``args`` may be bytes: a name that is not UTF-8."""
     script = Path(sys.executable).parent / "doctor"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "doctor"]
     base = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
     return subprocess.run(
-        [*command, *map(str, args)],
+        [*command, *[a if isinstance(a, bytes) else str(a) for a in args]],
         capture_output=True,
         text=True,
+        errors="backslashreplace",
         env={**base, "COLUMNS": "100", **(env or {})},
-        cwd=REPO,
+        cwd=cwd or REPO,
         check=False,
         timeout=timeout,
     )

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from doctor import DoctorConfig, Severity, diagnose_path
+from tests.helpers import run_doctor
 
 DEAD_PID = "99999999"
 HANG_GUARD_S = 300
@@ -31,17 +32,8 @@ HANG_GUARD_S = 300
 def doctor(
     *args: str | bytes | Path, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
-    return subprocess.run(
-        [sys.executable, "-m", "doctor", *[a if isinstance(a, bytes) else str(a) for a in args]],
-        capture_output=True,
-        text=True,
-        errors="backslashreplace",
-        env={**base, "COLUMNS": "100", **(env or {})},
-        cwd=cwd or Path(tempfile.gettempdir()),  # not the checkout: the installed doctor
-        check=False,
-        timeout=HANG_GUARD_S,
-    )
+    # Not from the checkout: the installed doctor, whatever the working directory holds.
+    return run_doctor(*args, env=env, cwd=cwd or Path(tempfile.gettempdir()), timeout=HANG_GUARD_S)
 
 
 def _event(event: str, second: int, **fields: Any) -> str:
