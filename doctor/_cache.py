@@ -540,6 +540,10 @@ class RunCache:
         # default closes the least recent beyond 100, and a later row opens a second file),
         # so a COPY takes at most _PARTITIONS_AT_ONCE runs (open files are a bounded resource).
         con.execute(f"SET partitioned_write_max_open_files = {2 * _PARTITIONS_AT_ONCE}")
+        for run_id in streams:
+            # Made here, not by DuckDB: its mkdir fails when a concurrent scan's made the
+            # same directory between its check and its own.
+            (events / f"run={keys[run_id]}").mkdir(exist_ok=True)
         for start in range(0, len(runs), _PARTITIONS_AT_ONCE):
             pairs = [
                 (sid, run_id, scope)
