@@ -562,9 +562,18 @@ class RunCache:
                     "target": str(events),
                 },
             )
+        # The streams with event rows: their run has a file, even when none is found below
+        # (a concurrent scan's prune took it as it was written: the entry names it, so the
+        # next scan reads the run again, as after a one-run COPY).
+        with_rows = {
+            int(r[0])
+            for r in con.execute(
+                "SELECT DISTINCT stream_id FROM events_base WHERE event IS NOT NULL"
+            ).fetchall()
+        }
         out: dict[str, str] = {}
         whole = True
-        for run_id in streams:
+        for run_id, ids in streams.items():
             folder = events / f"run={keys[run_id]}"
             try:
                 names = [n for n in os.listdir(folder) if n.startswith(prefix)]
@@ -572,6 +581,8 @@ class RunCache:
                 names = []
             if len(names) == 1:
                 out[run_id] = f"events/run={keys[run_id]}/{names[0]}"
+            elif not names and any(sid in with_rows for sid, _ in ids):
+                out[run_id] = f"events/run={keys[run_id]}/{prefix}0.parquet"
             elif names:
                 whole = False
                 for name in names:

@@ -558,6 +558,35 @@ def test_a_partitioned_write_that_left_a_run_two_files_is_written_run_by_run(
     assert (again.fleet["read"], _json(again)) == (0, cold)
 
 
+def test_a_file_a_concurrent_prune_took_during_the_partitioned_write_is_read_again(
+    config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The partitioned COPY writes a batch's files together; another scan's prune can delete
+    one before the COPY lists them. The run's entry still names its file, so the next scan
+    reads the run again (an entry without a file would be a run without events, forever)."""
+    cold = _uncached(config)
+    listdir = os.listdir
+
+    def pruned_meanwhile(path: Any) -> list[str]:
+        names = listdir(path)
+        if "run=dead-" in str(path):
+            for name in names:
+                if name.startswith("part-"):
+                    os.unlink(os.path.join(path, name))
+            return listdir(path)
+        return names
+
+    monkeypatch.setattr(_cache.os, "listdir", pruned_meanwhile)
+    assert _json(scan(config)) == cold
+    monkeypatch.undo()
+    assert config.cache_dir is not None
+    (entry,) = (config.cache_dir / "runs").glob("dead-*.json")
+    assert _entry(entry)[0]["events"] is not None
+    again = scan(config)
+    assert (again.fleet["read"], _json(again)) == (1, cold)
+    assert len(list(config.cache_dir.glob("events/run=dead-*/*.parquet"))) == 1
+
+
 def _layout_of(config: DoctorConfig, run_id: str) -> Any:
     from doctor._layout import discover
 
