@@ -257,6 +257,8 @@ class _FleetRows:
     reasons: _Rows
     #: run_id -> fact name -> how many per-node rows were cut (``rows_omitted``)
     omitted: dict[str, dict[str, int]]
+    #: run_id -> the top-level scope the run worked in last
+    current_scope: dict[str, str]
 
 
 def _query_fleet(tables: Tables, *, skip_absent: bool = True) -> _FleetRows:
@@ -313,6 +315,7 @@ def _query_fleet(tables: Tables, *, skip_absent: bool = True) -> _FleetRows:
         else {},
         reasons=_per_run(tables.sql(_REASONS_SQL)) if attempts and failed else {},
         omitted=omitted,
+        current_scope=ev.current_scope,
     )
 
 
@@ -338,6 +341,8 @@ class _EventRows:
     #: Whether a ``stage_attempt_end`` says ``fail`` or ``retry`` (as written): without one,
     #: no attempt did (:data:`_REASONS_SQL` has no row).
     failed_ends: bool
+    #: run_id -> the top-level scope the run worked in last (``current_node``'s).
+    current_scope: dict[str, str]
 
 
 def _event_rows(tables: Tables) -> _EventRows:
@@ -350,7 +355,8 @@ def _event_rows(tables: Tables) -> _EventRows:
     ``(scope, last non-heartbeat ts, last ts, first ts, attempt starts, failed or retried
     ends, status of the last end)``. Then every event kind of the runs (any scope), and each
     run's ``(first, last, last non-heartbeat)`` times over all its scopes (what a scan keeps
-    of its activity, :func:`doctor._scan._activity`), and whether an attempt end failed.
+    of its activity, :func:`doctor._scan._activity`), whether an attempt end failed, and the
+    top-level scope holding the latest node (the one the run worked in last).
     """
     groups: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
     tops: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
@@ -370,11 +376,12 @@ def _event_rows(tables: Tables) -> _EventRows:
     # The run's latest node: that of the latest row naming one, over its top-level scopes:
     # the last in its stream, and of the scopes the one whose row is the latest in time (a
     # resume of a restarted run goes on in the base directory, after its restart-N's rows).
-    latest: dict[str, tuple[tuple[int, int], Any]] = {}
+    # That scope is the one the run worked in last (its current logs root).
+    latest: dict[str, tuple[tuple[int, int], Any, str]] = {}
     for key, (seq, node, _, _, ts) in marks.items():
         when = (-1 if ts is None else int(ts), int(seq) if seq is not None else -1)
-        if key in top_scopes and seq is not None and when > latest.get(key[0], ((-2, -2), None))[0]:
-            latest[key[0]] = (when, node)
+        if key in top_scopes and seq is not None and when > latest.get(key[0], ((-2, -2),))[0]:
+            latest[key[0]] = (when, node, key[1])
     summary: dict[str, tuple[Any, ...]] = {}
     by_type: _Rows = {}
     for run_id, rows in tops.items():
@@ -398,7 +405,8 @@ def _event_rows(tables: Tables) -> _EventRows:
         branches[run_id].append((scope, last_progress, last, first, starts, ends, last_status))
     activity = {run_id: _times(rows) for run_id, rows in every.items()}
     failed_ends = any(m[2] for m in marks.values())
-    return _EventRows(summary, by_type, branches, frozenset(kinds), activity, failed_ends)
+    current = {run_id: row[2] for run_id, row in latest.items()}
+    return _EventRows(summary, by_type, branches, frozenset(kinds), activity, failed_ends, current)
 
 
 def _times(rows: list[tuple[Any, ...]]) -> tuple[Any, Any, Any]:
@@ -472,6 +480,9 @@ def _run_facts(run_id: str, docs: RunDocuments, rows: _FleetRows, config: Doctor
     )
     facts["_last_heartbeat_at"] = iso(last_hb)
     facts["_open_attempts"] = [a[0] for a in rows.open_attempts.get(run_id, [])]
+    # The top-level scope ("" or "restart-N") the run worked in last: its current logs root,
+    # where current_node was taken from; None when no top-level event names a node.
+    facts["_current_scope"] = rows.current_scope.get(run_id)
     # For a scan's cache (doctor._scan): the run's times over all its scopes, and each
     # branch's last event (either would be a statement of its own there).
     facts["_activity"] = rows.activity.get(run_id, (None, None, None))

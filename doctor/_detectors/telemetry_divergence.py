@@ -4,7 +4,11 @@
 operators poll to see what a run is doing; ``checkpoint.json``'s ``current_node`` is the last
 completed node. The stream's own answer, ``actual_node``, is the node of the scope's last
 progress event that names one (``coalesce(node_id, to_node)``); for the top level it is the
-run's ``current_node`` fact, which is the fan-out node while a fan-out is open.
+run's ``current_node`` fact, which is the fan-out node while a fan-out is open. Of the top
+level's scopes (the base directory and its ``restart-N/``) only the one the run worked in last
+is compared, the one ``current_node`` comes from (its latest row naming a node is the latest in
+time): a ``loop_restart`` moves the run to ``restart-N/``, and ``kilroy attractor resume`` of a
+restarted run goes on in the base directory, so the documents of a scope it left are history.
 
 * live.json diverges when it names a node (``coalesce(node_id, to_node)``) other than
   ``actual_node`` that has no open attempt in the scope: typically a leaked ``stage_heartbeat``
@@ -79,10 +83,6 @@ LEFT JOIN before b USING (run_id, scope)
 """
 
 
-def _restart_no(scope: str) -> int:
-    return int(scope.split("-", 1)[1]) if scope.startswith("restart-") else 0
-
-
 def telemetry_divergence(ctx: Context) -> list[Finding]:
     """live.json or checkpoint.json naming another node than the event stream."""
     # Only scopes with a live.json or a checkpoint can diverge: query just those.
@@ -99,14 +99,14 @@ def telemetry_divergence(ctx: Context) -> list[Finding]:
         (r, s): (a, le, [str(n) for n in o], b, bool(rt), ns)
         for r, s, a, le, o, b, rt, ns in ctx.tables.sql(_SQL)
     }
-    streams = set(ctx.tables.stream_states)
     cut = ctx.interrupted_visits("td")
     findings: list[Finding] = []
     for run_id, facts in sorted(ctx.facts.items()):
         docs = ctx.documents(run_id)
-        tops = [s for s in docs.scopes if is_top_scope(s) and (run_id, s) in streams]
-        # The top level is the current logs root: the latest restart with events.
-        current_top = max(tops, key=_restart_no, default=None)
+        # The top level is the current logs root: the top-level scope the run worked in last
+        # (in time, as for current_node), not the highest restart-N: a resume of a restarted
+        # run goes on in the base directory, and the restart it left says nothing any more.
+        current_top = facts.get("_current_scope")
         for scope, sd in sorted(docs.scopes.items()):
             if (run_id, scope) not in rows or (is_top_scope(scope) and scope != current_top):
                 continue

@@ -143,3 +143,36 @@ def test_only_the_latest_restart_speaks_for_the_top_level(tmp_path: Path) -> Non
     restart.emit("stage_heartbeat", 170, node_id="b", elapsed_s=60)
 
     assert _findings(run) == []
+
+
+def test_a_restart_a_resume_left_for_the_base_directory_does_not_speak_for_the_top_level(
+    tmp_path: Path,
+) -> None:
+    # A restarted run killed in restart-1 while it slept before b's retry, resumed: Kilroy's
+    # resume goes on in the base directory. restart-1's live.json still names b, whose attempt
+    # ended; the base directory, where the run is now, is the top level's current logs root.
+    run = _run(tmp_path)
+    base = run.stream()
+    base.emit("stage_attempt_start", 1, node_id="fetch", attempt=1, max=1)
+    base.emit("stage_attempt_end", 2, node_id="fetch", attempt=1, max=1, status="fail")
+    base.emit("loop_restart", 3, restart_count=1)
+    restart = run.stream("restart-1")
+    _done(restart, "fetch", 4)
+    restart.emit("stage_attempt_start", 10, node_id="b", attempt=1, max=2)
+    restart.emit("stage_attempt_end", 11, node_id="b", attempt=1, max=2, status="fail")
+    restart.emit("stage_retry_sleep", 12, node_id="b", attempt=1, delay_ms=20_000)
+    run.checkpoint("restart-1", at=9.5, current_node="fetch", completed_nodes=["fetch"])
+    _done(base, "fetch", 20)
+    _done(base, "b", 30)
+    _done(base, "c", 40)
+    base.emit("stage_heartbeat", 50, node_id="fetch", elapsed_s=30)  # a leak, after the resume
+    run.checkpoint(at=45.5, current_node="c", completed_nodes=["fetch", "fetch", "b", "c"])
+
+    [finding] = _findings(run)
+
+    assert finding.scope == ""
+    assert finding.evidence == dict(finding.evidence) | {
+        "live_node": "fetch",
+        "checkpoint_node": "c",
+        "actual_node": "c",
+    }
