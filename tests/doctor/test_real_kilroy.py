@@ -373,6 +373,37 @@ def test_a_resumed_restart_killed_again_has_only_its_last_stage_open() -> None:
     assert result.facts["events_by_type"]["stage_heartbeat"] >= 1
 
 
+def test_a_restart_a_resume_left_is_not_the_top_levels_telemetry() -> None:
+    # loop_restart_retry_resumed: killed in restart-1/ while Kilroy slept before flaky's
+    # retry (its live.json: stage_retry_sleep on flaky, whose attempt had ended), resumed in
+    # the base directory to exit. restart-1's documents are history, not the run's telemetry.
+    result = _diagnosed("loop_restart_retry_resumed")
+    assert (
+        json.loads((RUNS / result.run_id / "restart-1" / "live.json").read_text())["event"]
+        == "stage_retry_sleep"
+    )
+    assert not [f for f in result.findings if f.code == "telemetry_divergence"], result.findings
+
+
+def test_the_base_directory_a_resumed_restart_went_on_in_is_the_top_levels_telemetry(
+    tmp_path: Path,
+) -> None:
+    # loop_restart_resumed with the base directory's live.json a leaked heartbeat of prepare
+    # (ended in the resume): that is where the run worked last, so it is compared.
+    run = tmp_path / "loop_restart_resumed"
+    shutil.copytree(RUNS / "loop_restart_resumed", run)
+    last = json.loads((run / "live.json").read_text())
+    leak = {"event": "stage_heartbeat", "node_id": "prepare", "elapsed_s": 60, "ts": last["ts"]}
+    (run / "live.json").write_text(json.dumps({**leak, "run_id": run.name}) + "\n")
+    config = DoctorConfig(roots=(tmp_path,), checks=("telemetry_divergence",))
+    (finding,) = diagnose(run.name, config).findings
+    assert (finding.scope, finding.evidence["live_node"], finding.evidence["actual_node"]) == (
+        "",
+        "prepare",
+        "exit",
+    )
+
+
 def test_an_attempt_killed_in_a_restart_scope_stays_open_until_the_run_goes_on(
     tmp_path: Path,
 ) -> None:
