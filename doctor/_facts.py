@@ -210,7 +210,8 @@ _OPEN_ATTEMPTS_SQL = f"""
         SELECT run_id, node_id, epoch_ns(start_ts) FROM ({LATEST_ATTEMPTS_SQL})
         WHERE is_open AND {TOP_SQL} ORDER BY run_id, start_seq"""
 _BRANCH_DONE_SQL = """
-        SELECT run_id, scope, branch_logs_root, branch_key, arg_max(branch_status, seq)
+        SELECT run_id, scope, branch_logs_root, branch_key, arg_max(branch_status, seq),
+               epoch_ns(max(ts))
         FROM progress_events
         WHERE event = 'branch_progress' AND branch_event = 'branch_subgraph_done'
         GROUP BY ALL"""
@@ -353,10 +354,10 @@ def _event_rows(tables: Tables) -> _EventRows:
     A summary is ``(first ts, last ts, last non-heartbeat ts, events, attempt starts,
     attempt ends, latest node, last heartbeat ts)``, times in epoch nanoseconds; a branch row
     ``(scope, last non-heartbeat ts, last ts, first ts, attempt starts, failed or retried
-    ends, status of the last end)``. Then every event kind of the runs (any scope), and each
-    run's ``(first, last, last non-heartbeat)`` times over all its scopes (what a scan keeps
-    of its activity, :func:`doctor._scan._activity`), whether an attempt end failed, and the
-    top-level scope holding the latest node (the one the run worked in last).
+    ends, status of the last end, last attempt start ts)``. Then every event kind of the runs
+    (any scope), and each run's ``(first, last, last non-heartbeat)`` times over all its scopes
+    (what a scan keeps of its activity, :func:`doctor._scan._activity`), whether an attempt end
+    failed, and the top-level scope holding the latest node (the one the run worked in last).
     """
     groups: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
     tops: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
@@ -402,7 +403,10 @@ def _event_rows(tables: Tables) -> _EventRows:
         _, _, ends, last_status, _ = marks.get((run_id, scope), (None, None, 0, None, None))
         first, last, last_progress = _times(rows)
         starts = sum(n for _, e, n, _, _ in rows if e == "stage_attempt_start")
-        branches[run_id].append((scope, last_progress, last, first, starts, ends, last_status))
+        last_start = _max([last for _, e, _, _, last in rows if e == "stage_attempt_start"])
+        branches[run_id].append(
+            (scope, last_progress, last, first, starts, ends, last_status, last_start)
+        )
     activity = {run_id: _times(rows) for run_id, rows in every.items()}
     failed_ends = any(m[2] for m in marks.values())
     current = {run_id: row[2] for run_id, row in latest.items()}
@@ -545,14 +549,13 @@ class _Liveness:
 def _branch_facts(
     docs: RunDocuments, rows: _FleetRows, run_id: str, live: _Liveness
 ) -> list[dict[str, Any]]:
-    """``branches``: each branch scope's state (its done event, its results file, else its
-    own liveness) and its progress."""
+    """``branches``: each branch scope's state (as its parent recorded it, else its own
+    liveness) and its progress."""
     done = rows.branch_done.get(run_id, [])
     return [
         {
             "scope": scope,
-            "state": _done_state(done, scope)
-            or _results_state(docs.path, scope)
+            "state": _recorded_state(docs, done, scope, last_start)
             or _branch_state(docs, scope, live, last_progress=lp, last_event=le),
             "final_json": _scope_final_ok(docs, scope),
             "last_progress_at": iso(lp),
@@ -561,7 +564,7 @@ def _branch_facts(
             "failures": int(bf),
             "last_status": last_status,
         }
-        for scope, lp, le, first, bs, bf, last_status in rows.branches.get(run_id, [])
+        for scope, lp, le, first, bs, bf, last_status, last_start in rows.branches.get(run_id, [])
     ]
 
 
@@ -601,6 +604,27 @@ _MAX_RESULTS_BYTES = 8 * 1024 * 1024
 _FANOUT_SCOPE = re.compile(r"(?:(?P<prefix>.*)/)?parallel/(?P<fanout>[^/]+)/(?:pass\d+/)?[^/]+")
 
 
+def _recorded_state(
+    docs: RunDocuments, done: list[tuple[Any, ...]], scope: str, last_start: int | None
+) -> str | None:
+    """A Kilroy branch's outcome as its parent recorded it: the parent stream's latest
+    ``branch_subgraph_done`` for it, else its fan-out's ``parallel_results.json``.
+
+    None when there is neither, or when the branch started an attempt after that record:
+    ``kilroy attractor resume`` of a run killed mid-fan-out dispatches the fan-out again into
+    the same ``passN/`` directories (real run ``fanout_resumed_killed``), so the record (and
+    the results of any join before it) are of the dispatch before, and the branch's state is
+    its own stream's.
+    """
+    records = [(ns, st) for parent, root, key, st, ns in done if _names(parent, root, key, scope)]
+    if not records:
+        return _results_state(docs.path, scope)
+    done_ns, status = max(records, key=lambda r: -1 if r[0] is None else int(r[0]))
+    if done_ns is not None and last_start is not None and int(done_ns) < int(last_start):
+        return None
+    return _outcome_state(status)
+
+
 def _results_state(run_path: Path, scope: str) -> str | None:
     """A Kilroy branch's outcome from its fan-out's ``parallel_results.json`` (format doc §3.8).
 
@@ -629,31 +653,39 @@ def _results_state(run_path: Path, scope: str) -> str | None:
         return None
     if not isinstance(entries, list):
         return None
-    rows = [
-        (None, e.get("logs_root"), e.get("branch_key"), (e.get("outcome") or {}).get("status"))
-        for e in entries
-        if isinstance(e, dict) and isinstance(e.get("outcome") or {}, dict)
-    ]
-    return _done_state([r for r in rows if isinstance(r[1], str) and r[1]], scope)
+    status: Any = None
+    for e in entries:
+        if not isinstance(e, dict) or not isinstance(e.get("outcome") or {}, dict):
+            continue
+        root = e.get("logs_root")
+        if isinstance(root, str) and root and _names(None, root, e.get("branch_key"), scope):
+            status = (e.get("outcome") or {}).get("status")
+    return _outcome_state(status)
 
 
-def _done_state(done: list[tuple[Any, ...]], scope: str) -> str | None:
-    """A Kilroy branch's outcome as its parent recorded it (``branch_subgraph_done``).
+def _names(parent: Any, logs_root: Any, key: Any, scope: str) -> bool:
+    """Whether a parent's record of a branch (its ``branch_subgraph_done``, or an entry of its
+    ``parallel_results.json``) is of branch ``scope``.
 
     Matched on ``branch_logs_root`` (the branch's absolute directory, which ends with the
     scope), else on the branch key at the end of the scope under the same parent.
+
+    >>> _names("", "/tmp/r/parallel/par/pass1/01-a", "a", "parallel/par/pass1/01-a")
+    True
+    >>> _names("", None, "a", "parallel/par/pass1/02-b")
+    False
     """
-    status: Any = None
-    for parent, logs_root, key, st in done:
-        if isinstance(logs_root, str) and logs_root:
-            if logs_root.rstrip("/").endswith("/" + scope):
-                status = st
-        elif (
-            isinstance(key, str)
-            and scope.startswith(f"{parent}/" if parent else "")
-            and scope.rsplit("/", 1)[-1].split("-", 1)[-1] == key
-        ):
-            status = st
+    if isinstance(logs_root, str) and logs_root:
+        return logs_root.rstrip("/").endswith("/" + scope)
+    return (
+        isinstance(key, str)
+        and scope.startswith(f"{parent}/" if parent else "")
+        and scope.rsplit("/", 1)[-1].split("-", 1)[-1] == key
+    )
+
+
+def _outcome_state(status: Any) -> str | None:
+    """The branch state a recorded outcome status means; None for no status."""
     if not isinstance(status, str) or not status:
         return None
     status = status.strip().lower()
