@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from doctor._detectors._context import Context, more, needs
 from doctor._documents import fanout_branch_count
-from doctor._facts import LATEST_ATTEMPTS_SQL, iso, scope_state
+from doctor._facts import ATTEMPTS_OPEN_SQL, LATEST_ATTEMPTS_SQL, iso, scope_state
 from doctor._model import Finding, Severity
 
 __all__ = ["unjoined_fanout"]
@@ -32,11 +32,13 @@ FROM ({LATEST_ATTEMPTS_SQL})
 WHERE is_open
 ORDER BY run_id, scope, start_seq
 """
-# Per scope: whether an attempt is open, and the status of the last attempt to start.
+# Per scope: whether an attempt is open (ATTEMPTS_OPEN_SQL: a node's latest start without an
+# end; a start a resume superseded is not, as when a resume dispatches a killed fan-out again
+# into the same branch directories), and the status of the last attempt to start.
 _BRANCH_SQL = f"""
-SELECT run_id, scope, bool_or(end_seq IS NULL) AS has_open,
+SELECT run_id, scope, bool_or(is_open) AS has_open,
        arg_max(status, start_seq) IN {_FINISHED_STATUSES} AS last_done
-FROM attempts GROUP BY ALL
+FROM ({ATTEMPTS_OPEN_SQL}) GROUP BY ALL
 """
 # Branches the parent saw finish (branch_progress lifecycle step).
 _DONE_SQL = """

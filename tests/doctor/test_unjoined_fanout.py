@@ -143,3 +143,33 @@ def test_open_node_without_branch_directories_is_not_a_fanout(tmp_path: Path) ->
     _branch(run, "parallel/other/01-a", "a", "success")
 
     assert _findings(run) == []
+
+
+def test_a_branch_that_finished_when_a_resume_dispatched_it_again_is_finished(
+    tmp_path: Path,
+) -> None:
+    # Killed while b ran and a had finished; the resume dispatches fan again into the same
+    # directories (real run fanout_resumed_killed), b finishes and a runs: killed again. b's
+    # start of the killed dispatch never ended, but its latest did.
+    run = _run(tmp_path)
+    top = run.stream()
+    top.emit("stage_attempt_start", 1.0, node_id="fan", attempt=1, max=1)
+    top.emit("branch_progress", 31.0, branch_key="a", branch_event="branch_subgraph_done",
+             branch_status="success")  # fmt: skip
+    top.emit("stage_attempt_start", 60.0, node_id="fan", attempt=1, max=1)
+    top.emit("branch_progress", 71.0, branch_key="b", branch_event="branch_subgraph_done",
+             branch_status="success")  # fmt: skip
+    a = run.stream("parallel/fan/pass1/01-a")
+    a.emit("stage_attempt_start", 2.0, node_id="a", attempt=1, max=4)
+    a.emit("stage_attempt_end", 30.0, node_id="a", attempt=1, max=4, status="success")
+    a.emit("stage_attempt_start", 61.0, node_id="a", attempt=1, max=4)
+    b = run.stream("parallel/fan/pass1/02-b")
+    b.emit("stage_attempt_start", 2.5, node_id="b", attempt=1, max=4)
+    b.emit("stage_attempt_start", 61.5, node_id="b", attempt=1, max=4)
+    b.emit("stage_attempt_end", 70.0, node_id="b", attempt=1, max=4, status="success")
+
+    [finding] = _findings(run)
+
+    assert finding.evidence["started_at"] == "2026-02-10T16:01:00Z"
+    assert finding.evidence["branches_finished"] == 1
+    assert finding.evidence["unfinished_branches"] == ["parallel/fan/pass1/01-a"]
