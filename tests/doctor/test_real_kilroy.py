@@ -404,6 +404,24 @@ def test_the_base_directory_a_resumed_restart_went_on_in_is_the_top_levels_telem
     )
 
 
+def test_a_fanout_a_resume_dispatched_again_is_read_from_the_latest_dispatch() -> None:
+    # fanout_resumed_killed: the resume dispatches par again into the same pass1 directories.
+    # Open: par's second start and impl_a's (b's killed start was superseded and ended);
+    # impl_a's earlier branch_subgraph_done is of the dispatch before.
+    result = _diagnosed("fanout_resumed_killed")
+    spans = {
+        (s["scope"], s["node_id"]): (s["attempts"], s["open"])
+        for s in result.facts["attempt_spans"]
+    }
+    assert spans == {
+        ("", "start"): (1, 0),
+        ("", "par"): (2, 1),
+        ("parallel/par/pass1/01-impl_a", "impl_a"): (2, 1),
+        ("parallel/par/pass1/02-impl_b", "impl_b"): (2, 0),
+    }
+    assert result.facts["current_node"] == "par"
+
+
 def test_an_attempt_killed_in_a_restart_scope_stays_open_until_the_run_goes_on(
     tmp_path: Path,
 ) -> None:
