@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from doctor._layout import is_top_scope
 from doctor._model import Finding
 
 if TYPE_CHECKING:  # what a detector runs on; importing the detectors needs none of it
@@ -15,7 +16,7 @@ if TYPE_CHECKING:  # what a detector runs on; importing the detectors needs none
     from doctor._facts import RunFacts
     from doctor._tables import Tables
 
-__all__ = ["NEEDS", "Context", "Detector", "Needs", "more", "needs"]
+__all__ = ["NEEDS", "Context", "Detector", "Needs", "in_scope", "more", "needs", "scope_words"]
 
 # What the batch holds, asked of DuckDB once per context in one statement (not one per
 # detector): whether an attempt failed, whether the tables that are usually empty have a row,
@@ -244,3 +245,28 @@ def more(items: list[str], limit: int = 5) -> str:
     if len(items) <= limit:
         return ", ".join(items)
     return ", ".join(items[:limit]) + f" … and {len(items) - limit} more"
+
+
+def scope_words(scope: str) -> str:
+    """How a summary names a scope: the top level, one of its loop restarts, or a branch.
+
+    A ``restart-N`` directory carries the run's own loop on after a ``loop_restart`` (the
+    facts count it in the top-level stream); it is no branch. A branch under it still is.
+
+    >>> scope_words(""), scope_words("restart-1")
+    ('the top level', "the top level's restart-1")
+    >>> scope_words("restart-1/parallel/par/pass1/01-a")
+    'branch restart-1/parallel/par/pass1/01-a'
+    """
+    if not scope:
+        return "the top level"
+    return f"the top level's {scope}" if is_top_scope(scope) else f"branch {scope}"
+
+
+def in_scope(scope: str) -> str:
+    """:func:`scope_words` after a node's name (" in …"), nothing for the top level's own.
+
+    >>> "verify" + in_scope(""), "verify" + in_scope("restart-2")
+    ('verify', "verify in the top level's restart-2")
+    """
+    return f" in {scope_words(scope)}" if scope else ""

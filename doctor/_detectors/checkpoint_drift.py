@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from doctor._detectors._context import Context, more
+from doctor._detectors._context import Context, more, scope_words
 from doctor._documents import Document, checkpoint_fields
 from doctor._facts import parse_iso, scope_state
 from doctor._model import Finding, Severity
@@ -269,7 +269,7 @@ def _drift_of(doc: Document, stream: _Stream, key: tuple[str, str], *, running: 
 
 def _finding(run_id: str, scope: str, drift: _Drift) -> Finding:
     """Phase 3: the finding of a drifted checkpoint; lost retries make it an error."""
-    where = f"branch {scope}" if scope else "the top level"
+    where = scope_words(scope)
     return Finding(
         code="checkpoint_drift",
         severity=Severity.ERROR if drift.lost else Severity.WARNING,

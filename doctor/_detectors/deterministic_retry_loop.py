@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from doctor._detectors._context import Context, needs
+from doctor._detectors._context import Context, in_scope, needs
 from doctor._facts import facts_of, iso
 from doctor._model import Finding, Severity, plural
 
@@ -282,7 +282,7 @@ def _finding(
     whether it was a signature breaker."""
     run_id, scope, node, signature = key
     breaker_seq, breaker_event, signature_breaker = breaker
-    where = f" in branch {scope}" if scope else ""
+    where = in_scope(scope)
     example = g.example
     looped = g.visits >= limit
     summary = (

@@ -30,7 +30,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from doctor._detectors._context import Context, needs
+from doctor._detectors._context import Context, in_scope, needs
 from doctor._detectors.deterministic_retry_loop import BREAKER_EVENTS
 from doctor._model import Finding, Severity, plural
 
@@ -198,7 +198,7 @@ def _finding(key: tuple[str, str, str], f: _Fragmented) -> Finding:
     when it did, information when a stop ended the loop anyway."""
     run_id, scope, node = key
     counts, seen, stopped_by = f.counts, f.seen, f.stopped_by
-    where = f" in branch {scope}" if scope else ""
+    where = in_scope(scope)
     summary = (
         f"{node}{where} failed {counts.total()} times with {len(counts)} different reasons "
         f"that are only {plural(len(f.signatures), 'canonical failure')}; the top one repeated "

@@ -12,7 +12,7 @@ causes live in the branch scopes (Kilroy keeps them in the status file's failure
 
 from __future__ import annotations
 
-from doctor._detectors._context import Context, needs
+from doctor._detectors._context import Context, in_scope, needs
 from doctor._detectors.swallowed_error import generic_sql
 from doctor._facts import iso
 from doctor._model import Finding, Severity, plural
@@ -57,7 +57,7 @@ def lost_failure_reason(ctx: Context) -> list[Finding]:
     for run_id, scope, node_id, reason, n, up_node, up_reason, first, last, n_up in ctx.tables.sql(
         _SQL
     ):
-        where = f" in branch {scope}" if scope else ""
+        where = in_scope(scope)
         shown = "an empty reason" if not (reason or "").strip() else repr(reason)
         findings.append(
             Finding(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from doctor._detectors._context import Context
+from doctor._detectors._context import Context, scope_words
 from doctor._facts import TOP_SQL, iso, parse_iso
 from doctor._model import Finding, Severity
 from doctor._tables import HEARTBEAT_SQL
@@ -77,7 +77,7 @@ def post_terminal_activity(ctx: Context) -> list[Finding]:
             if final_ns is not None
             else f"the {term_event} event ({iso(term_ns)})"
         )
-        where = f"branch {scope}" if scope else "the top level"
+        where = scope_words(scope)
         severity, advice = _advice(n_progress, alive)
         findings.append(
             Finding(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from doctor._detectors._context import Context, needs
+from doctor._detectors._context import Context, needs, scope_words
 from doctor._facts import LATEST_ATTEMPTS_SQL, iso
 from doctor._model import Finding, Severity
 from doctor._tables import heartbeat_sql
@@ -148,7 +148,7 @@ def stale_heartbeat(ctx: Context) -> list[Finding]:
         stale_nodes = {str(n): int(c) for n, c in zip(nodes, counts, strict=True)}
         total = sum(stale_nodes.values())
         span = round((last_hb - lp_ts) / 1e9, 3) if last_hb is not None and lp_ts else 0.0
-        where = f"branch {scope}" if scope else "the top level"
+        where = scope_words(scope)
         if total:
             top = ", ".join(f"{n} ({c})" for n, c in list(stale_nodes.items())[:3])
             summary = (

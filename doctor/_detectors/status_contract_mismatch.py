@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from doctor._detectors._context import Context
+from doctor._detectors._context import Context, scope_words
 from doctor._documents import Document, normalize_status
 from doctor._facts import facts_of
 from doctor._model import Finding, Severity
@@ -133,7 +133,7 @@ def _stranded_status(ctx: Context) -> list[Finding]:
     for (run_id, scope), (n_failed, node, attempt, reason) in sorted(latest.items()):
         found_path, outcome, all_found = stranded_in[(run_id, scope)]
         ingest = outcome in SUCCESS_LIKE
-        where = f"branch {scope}" if scope else "the top level"
+        where = scope_words(scope)
         others = f" ({n_failed} attempts in {where} failed the same way)" if n_failed > 1 else ""
         findings.append(
             Finding(

@@ -25,7 +25,7 @@ import json
 import os
 from pathlib import Path
 
-from doctor._detectors._context import Context, more, needs
+from doctor._detectors._context import Context, in_scope, more, needs
 from doctor._model import Finding, Severity, plural
 
 __all__ = [
@@ -181,7 +181,7 @@ def swallowed_error(ctx: Context) -> list[Finding]:
         shown: list[str | None] = [
             None if has_null and e == "<null>" else str(e) for e in examples[:EXAMPLES]
         ]
-        where = f" in branch {scope}" if scope else ""
+        where = in_scope(scope)
         quoted = more([repr(e) if e is not None else "null" for e in examples], EXAMPLES)
         if kind == "swallowed":
             severity = Severity.ERROR

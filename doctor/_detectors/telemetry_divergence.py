@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from doctor._detectors._context import Context
+from doctor._detectors._context import Context, scope_words
 from doctor._documents import ScopeDocuments, checkpoint_fields
 from doctor._facts import RunFacts, parse_iso, scope_state
 from doctor._layout import is_top_scope
@@ -182,7 +182,7 @@ def _divergence(
 def _finding(run_id: str, scope: str, d: _Divergence) -> Finding:
     """The finding of a diverging scope: an error when live.json names dead work while the
     scope is stuck in unfinished work."""
-    where = f"branch {scope}" if scope else "the top level"
+    where = scope_words(scope)
     parts = []
     if d.live_off:
         parts.append(f"live.json shows {d.live_event} on {d.live_node}")

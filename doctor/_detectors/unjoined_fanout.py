@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from doctor._detectors._context import Context, more, needs
+from doctor._detectors._context import Context, more, needs, scope_words
 from doctor._documents import fanout_branch_count
 from doctor._facts import ATTEMPTS_OPEN_SQL, LATEST_ATTEMPTS_SQL, iso, scope_state
 from doctor._model import Finding, Severity
@@ -130,7 +130,7 @@ def unjoined_fanout(ctx: Context) -> list[Finding]:
         # max_parallel at a time, so the others have no directory yet.
         planned = fanout_branch_count(ctx.documents(run_id).path, node) or 0
         total = max(planned, len(branches))
-        where = f"branch {scope}" if scope else "the top level"
+        where = scope_words(scope)
         parts = []
         if unfinished:
             keys = more([_branch_key(b) for b in unfinished], 3)

@@ -173,3 +173,22 @@ def test_a_branch_that_finished_when_a_resume_dispatched_it_again_is_finished(
     assert finding.evidence["started_at"] == "2026-02-10T16:01:00Z"
     assert finding.evidence["branches_finished"] == 1
     assert finding.evidence["unfinished_branches"] == ["parallel/fan/pass1/01-a"]
+
+
+def test_a_fanout_left_open_in_a_restart_is_named_as_the_top_levels_restart(
+    tmp_path: Path,
+) -> None:
+    run = _run(tmp_path)
+    base = run.stream()
+    base.emit("stage_attempt_start", 0.1, node_id="fetch", attempt=1, max=1)
+    base.emit("stage_attempt_end", 0.2, node_id="fetch", attempt=1, max=1, status="fail")
+    base.emit("loop_restart", 0.3, restart_count=1)
+    run.stream("restart-1").emit("stage_attempt_start", 1.5, node_id="fan", attempt=1, max=1)
+    _branch(run, "restart-1/parallel/fan/pass1/01-a", "a", None)
+
+    [finding] = _findings(run)
+
+    assert finding.scope == "restart-1"
+    assert finding.summary.startswith(
+        "Fan-out fan in the top level's restart-1 started at 2026-02-10T16:00:01.5Z"
+    ), finding.summary
