@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from html import escape
 
 from doctor import Bar, Timeline
+from reports._context import is_top
 from rundoctor.words import plural
 
 __all__ = ["OUTCOME_COLOURS", "timeline_svg", "zoom_window"]
@@ -177,6 +178,17 @@ def timeline_svg(
     )
 
 
+def _scope_name(scope: str) -> str:
+    """A scope's header: a ``restart-N`` carries the top level's loop on, it is no branch.
+
+    >>> _scope_name(""), _scope_name("restart-1"), _scope_name("restart-1/parallel/f/01-x")
+    ('top level', "top level's restart-1", 'branch restart-1/parallel/f/01-x')
+    """
+    if scope == "":
+        return "top level"
+    return f"top level's {scope}" if is_top(scope) else f"branch {scope}"
+
+
 def _lanes(
     timeline: Timeline, lanes_shown: Sequence[tuple[str, str]], scale: _Scale, hatch: str
 ) -> tuple[list[str], list[str], dict[tuple[str, str], float], float]:
@@ -190,7 +202,7 @@ def _lanes(
         lanes = [lane for lane in lanes_shown if lane[0] == scope]
         if not lanes:
             continue
-        name = "top level" if scope == "" else f"branch {scope}"
+        name = _scope_name(scope)
         rows.append(
             f'<text class="scope" x="4" y="{y + 14}" font-weight="bold">{escape(name)}</text>'
         )

@@ -94,3 +94,18 @@ def test_branches_are_lanes_of_their_own_and_a_late_fan_out_is_zoomed() -> None:
     assert window is not None
     zoomed = timeline_svg(timeline, window=window, kind="timeline-zoom")
     assert 'class="timeline-zoom"' in zoomed and zoomed.count('class="bar ') == 2
+
+
+def test_a_restart_is_headed_as_the_top_levels_and_a_branch_under_it_as_a_branch() -> None:
+    bars = [
+        _bar("fetch", T0, T0 + H, "fail"),
+        _bar("par", T0 + H, T0 + 2 * H, scope="restart-1"),
+        _bar("a", T0 + H, T0 + 2 * H, scope="restart-1/parallel/par/pass1/01-a"),
+    ]
+    svg = timeline_svg(_timeline(bars, T0 + 2 * H))
+    headers = re.findall(r'<text class="scope"[^>]*>([^<]*)</text>', svg)
+    assert headers == [
+        "top level",
+        "top level&#x27;s restart-1",
+        "branch restart-1/parallel/par/pass1/01-a",
+    ]
