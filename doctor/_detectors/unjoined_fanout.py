@@ -139,17 +139,24 @@ def unjoined_fanout(ctx: Context) -> list[Finding]:
             parts.append(f"{total - len(branches)} never started")
         left = "; ".join(parts) or "all of them finished"
         # In a terminalized run (a final.json: the reaper's or a repair's) the fan-out is
-        # closed by that end, which its own findings explain; open, it is a hang.
+        # closed by that end, which its own findings explain; open, it is a hang. (FINDINGS.md
+        # sets no severity per code; an error here would fail a run `doctor repair` has just
+        # terminalized for the hang it closed.)
         closed = bool(facts.get("final_json"))
+        head = (
+            f"Fan-out {node} in {where} started at {iso(start_ns)} with {total} "
+            f"branch{'es' if total != 1 else ''} ({left}) and never ended"
+        )
         findings.append(
             Finding(
                 code="unjoined_fanout",
                 severity=Severity.WARNING if closed else Severity.ERROR,
                 summary=(
-                    f"Fan-out {node} in {where} started at {iso(start_ns)} with {total} "
-                    f"branch{'es' if total != 1 else ''} ({left}) and never ended, and "
-                    f"its scope is {state}: nobody will join the branches, so collect their "
-                    "results from their directories and terminalize the run"
+                    f"{head} before the run was terminalized (its scope is {state}): nobody "
+                    "joined the branches, so collect their results from their directories"
+                    if closed
+                    else f"{head}, and its scope is {state}: nobody will join the branches, so "
+                    "collect their results from their directories and terminalize the run"
                 ),
                 run_id=run_id,
                 scope=scope,

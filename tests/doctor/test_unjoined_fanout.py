@@ -192,3 +192,20 @@ def test_a_fanout_left_open_in_a_restart_is_named_as_the_top_levels_restart(
     assert finding.summary.startswith(
         "Fan-out fan in the top level's restart-1 started at 2026-02-10T16:00:01.5Z"
     ), finding.summary
+
+
+def test_a_fanout_left_open_by_a_terminalized_run_is_a_warning(tmp_path: Path) -> None:
+    # doctor repair wrote final.json (status fail) for the orphaned run: that end closed the
+    # fan-out; the branches' results are still only in their directories.
+    run = _run(tmp_path)
+    run.stream().emit("stage_attempt_start", 1.5, node_id="fanout", attempt=1, max=1)
+    _branch(run, "parallel/fanout/01-a", "a", "success")
+    _branch(run, "parallel/fanout/02-b", "b", None)
+    run.final("fail", "terminalized by doctor repair", at=3600)
+
+    [finding] = _findings(run)
+
+    assert finding.severity is Severity.WARNING
+    assert finding.evidence["state"] == "failed"
+    assert "before the run was terminalized (its scope is failed)" in finding.summary
+    assert "terminalize the run" not in finding.summary
