@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from doctor import Diagnosis, DoctorConfig, Finding, Severity, diagnose_path
-from fixtures._kilroy import KilroyRun
+from fixtures._kilroy import KilroyRun, fanout_dispatched_again
 
 START = "2026-02-10T16:00:00Z"
 DEAD = 99999999
@@ -181,21 +181,7 @@ def test_a_branch_a_resume_dispatched_again_is_not_done_by_its_parents_earlier_r
     # the same directories (real run fanout_resumed_killed): a runs again, killed with the
     # resumed run. The earlier record is of the dispatch before: a is orphaned, not succeeded.
     run = _run(tmp_path)
-    top = run.stream()
-    top.emit("stage_attempt_start", 1.0, node_id="fan", attempt=1, max=1)
-    top.emit("branch_progress", 31.0, branch_key="a", branch_event="branch_subgraph_done",
-             branch_status="success")  # fmt: skip
-    top.emit("stage_attempt_start", 60.0, node_id="fan", attempt=1, max=1)
-    top.emit("branch_progress", 71.0, branch_key="b", branch_event="branch_subgraph_done",
-             branch_status="success")  # fmt: skip
-    a = run.stream("parallel/fan/pass1/01-a")
-    a.emit("stage_attempt_start", 2.0, node_id="a", attempt=1, max=4)
-    a.emit("stage_attempt_end", 30.0, node_id="a", attempt=1, max=4, status="success")
-    a.emit("stage_attempt_start", 61.0, node_id="a", attempt=1, max=4)
-    b = run.stream("parallel/fan/pass1/02-b")
-    b.emit("stage_attempt_start", 2.5, node_id="b", attempt=1, max=4)
-    b.emit("stage_attempt_start", 61.5, node_id="b", attempt=1, max=4)
-    b.emit("stage_attempt_end", 70.0, node_id="b", attempt=1, max=4, status="success")
+    fanout_dispatched_again(run)
 
     diagnosis = _diagnose(run, 3600)
     found = _by_scope(diagnosis)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from doctor import Diagnosis, DoctorConfig, Finding, Severity, diagnose_path
-from fixtures._kilroy import KilroyRun
+from fixtures._kilroy import KilroyRun, fanout_dispatched_again
 
 START = "2026-02-10T16:00:00Z"
 
@@ -152,21 +152,7 @@ def test_a_branch_that_finished_when_a_resume_dispatched_it_again_is_finished(
     # directories (real run fanout_resumed_killed), b finishes and a runs: killed again. b's
     # start of the killed dispatch never ended, but its latest did.
     run = _run(tmp_path)
-    top = run.stream()
-    top.emit("stage_attempt_start", 1.0, node_id="fan", attempt=1, max=1)
-    top.emit("branch_progress", 31.0, branch_key="a", branch_event="branch_subgraph_done",
-             branch_status="success")  # fmt: skip
-    top.emit("stage_attempt_start", 60.0, node_id="fan", attempt=1, max=1)
-    top.emit("branch_progress", 71.0, branch_key="b", branch_event="branch_subgraph_done",
-             branch_status="success")  # fmt: skip
-    a = run.stream("parallel/fan/pass1/01-a")
-    a.emit("stage_attempt_start", 2.0, node_id="a", attempt=1, max=4)
-    a.emit("stage_attempt_end", 30.0, node_id="a", attempt=1, max=4, status="success")
-    a.emit("stage_attempt_start", 61.0, node_id="a", attempt=1, max=4)
-    b = run.stream("parallel/fan/pass1/02-b")
-    b.emit("stage_attempt_start", 2.5, node_id="b", attempt=1, max=4)
-    b.emit("stage_attempt_start", 61.5, node_id="b", attempt=1, max=4)
-    b.emit("stage_attempt_end", 70.0, node_id="b", attempt=1, max=4, status="success")
+    fanout_dispatched_again(run)
 
     [finding] = _findings(run)
 
