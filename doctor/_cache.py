@@ -562,6 +562,17 @@ class RunCache:
                     "target": str(events),
                 },
             )
+        return self._partitioned_files(con, keys, streams, prefix)
+
+    def _partitioned_files(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        keys: dict[str, str],
+        streams: dict[str, list[tuple[int, str]]],
+        prefix: str,
+    ) -> dict[str, str] | None:
+        """Each run's file the partitioned ``COPY`` wrote (named ``prefix``…), or None (and
+        none of them left) when a run's rows landed in several."""
         # The streams with event rows: their run has a file, even when none is found below
         # (a concurrent scan's prune took it as it was written: the entry names it, so the
         # next scan reads the run again, as after a one-run COPY).
@@ -574,7 +585,7 @@ class RunCache:
         out: dict[str, str] = {}
         whole = True
         for run_id, ids in streams.items():
-            folder = events / f"run={keys[run_id]}"
+            folder = self.root / "events" / f"run={keys[run_id]}"
             try:
                 names = [n for n in os.listdir(folder) if n.startswith(prefix)]
             except FileNotFoundError:

@@ -105,6 +105,35 @@ def _has_fanouts(ctx: Context) -> bool:
     return any(_fanouts(list(ctx.documents(run_id).scopes)) for run_id in ctx.facts)
 
 
+def _left(unfinished: list[str], total: int, started: int) -> str:
+    """What became of a fan-out's ``total`` branches, ``started`` of them with a directory.
+
+    >>> _left(["parallel/fan/pass1/01-a"], 3, 2)
+    '1 still unfinished (a); 1 never started'
+    """
+    parts = []
+    if unfinished:
+        keys = more([_branch_key(b) for b in unfinished], 3)
+        parts.append(f"{len(unfinished)} still unfinished ({keys})")
+    if total > started:
+        parts.append(f"{total - started} never started")
+    return "; ".join(parts) or "all of them finished"
+
+
+def _summary(head: str, state: str, *, closed: bool) -> str:
+    """The finding's summary after ``head``: what to do, for a terminalized (``closed``)
+    run or an open one."""
+    if closed:
+        return (
+            f"{head} before the run was terminalized (its scope is {state}): nobody joined "
+            "the branches, so collect their results from their directories"
+        )
+    return (
+        f"{head}, and its scope is {state}: nobody will join the branches, so collect their "
+        "results from their directories and terminalize the run"
+    )
+
+
 @needs(events=("stage_attempt_start",), when=_has_fanouts)
 def unjoined_fanout(ctx: Context) -> list[Finding]:
     """Fan-out nodes whose attempt never ended although their scope stopped running."""
@@ -130,34 +159,21 @@ def unjoined_fanout(ctx: Context) -> list[Finding]:
         # max_parallel at a time, so the others have no directory yet.
         planned = fanout_branch_count(ctx.documents(run_id).path, node) or 0
         total = max(planned, len(branches))
-        where = scope_words(scope)
-        parts = []
-        if unfinished:
-            keys = more([_branch_key(b) for b in unfinished], 3)
-            parts.append(f"{len(unfinished)} still unfinished ({keys})")
-        if total > len(branches):
-            parts.append(f"{total - len(branches)} never started")
-        left = "; ".join(parts) or "all of them finished"
         # In a terminalized run (a final.json: the reaper's or a repair's) the fan-out is
         # closed by that end, which its own findings explain; open, it is a hang. (FINDINGS.md
         # sets no severity per code; an error here would fail a run `doctor repair` has just
         # terminalized for the hang it closed.)
         closed = bool(facts.get("final_json"))
         head = (
-            f"Fan-out {node} in {where} started at {iso(start_ns)} with {total} "
-            f"branch{'es' if total != 1 else ''} ({left}) and never ended"
+            f"Fan-out {node} in {scope_words(scope)} started at {iso(start_ns)} with {total} "
+            f"branch{'es' if total != 1 else ''} ({_left(unfinished, total, len(branches))}) "
+            "and never ended"
         )
         findings.append(
             Finding(
                 code="unjoined_fanout",
                 severity=Severity.WARNING if closed else Severity.ERROR,
-                summary=(
-                    f"{head} before the run was terminalized (its scope is {state}): nobody "
-                    "joined the branches, so collect their results from their directories"
-                    if closed
-                    else f"{head}, and its scope is {state}: nobody will join the branches, so "
-                    "collect their results from their directories and terminalize the run"
-                ),
+                summary=_summary(head, state, closed=closed),
                 run_id=run_id,
                 scope=scope,
                 node_id=node,
