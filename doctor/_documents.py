@@ -63,6 +63,7 @@ _STATUS_ALIASES = {
     "degraded-success": "degraded_success",
 }
 _RESTART_SCOPE = re.compile(r"restart-(\d+)")
+_RESTART_PREFIX = re.compile(r"(restart-\d+)(?:/|$)")
 _COST = re.compile(rb'"total_cost_usd"\s*:\s*([0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)')
 
 
@@ -135,11 +136,40 @@ class RunDocuments:
 
     @property
     def final(self) -> Document | None:
-        """The run's terminal record: the latest restart's final.json, else the base one."""
-        for name in sorted(self.scopes, key=_restart_rank, reverse=True):
-            if is_top_scope(name) and self.scopes[name].final is not None:
-                return self.scopes[name].final
-        return None
+        """The run's terminal record: of its top-level final.json files (the base directory's
+        and its ``restart-N/``'s), the one the run wrote last, by the ``timestamp`` each
+        records (:func:`_written_order`).
+
+        Not the latest restart's: ``kilroy attractor resume`` of a run stopped in
+        ``restart-N/`` (whose stop wrote its final.json there and in the base directory) goes
+        on in the base directory and rewrites only the base one (real run
+        ``loop_restart_sigterm_resumed``).
+        """
+        finals = [
+            (name, sd.final)
+            for name, sd in self.scopes.items()
+            if is_top_scope(name) and sd.final is not None
+        ]
+        if not finals:
+            return None
+        return max(finals, key=lambda pair: _written_order(*pair))[1]
+
+    def top_final_of(self, scope: str) -> Document | None:
+        """The final.json of the top-level scope ``scope`` lies in (itself, or the
+        ``restart-N/`` or base directory over a branch): the record of how that scope ended,
+        which is not the run's once a resume went on in another top-level scope.
+
+        >>> docs = RunDocuments("r", Path("r"), "kilroy", {"restart-1": ScopeDocuments(
+        ...     "restart-1", Path("r/restart-1"), final=Document(
+        ...         Path("r/restart-1/final.json"), "restart-1/final.json", "final", 0, 0))})
+        >>> docs.top_final_of("restart-1/parallel/par/pass1/01-a").rel
+        'restart-1/final.json'
+        >>> docs.top_final_of("parallel/par/pass1/01-a") is None
+        True
+        """
+        m = _RESTART_PREFIX.match(scope)
+        top = self.scopes.get(m.group(1) if m else "")
+        return top.final if top is not None else None
 
     @property
     def stall_timeout_s(self) -> float | None:
@@ -162,6 +192,28 @@ def _restart_rank(scope: str) -> int:
     # Only "restart-N" itself has a rank; "restart-N/parallel/…" is a branch inside it.
     m = _RESTART_SCOPE.fullmatch(scope)
     return int(m.group(1)) if m else 0
+
+
+def _written_order(scope: str, final: Document) -> tuple[bool, int, int]:
+    """Sort key of a top-level final.json by when the run wrote it: its recorded
+    ``timestamp``, the run's own clock (file times do not survive a copy or a checkout).
+
+    Kilroy saves one outcome, with one timestamp, to the logs root it ended in and to the base
+    directory (``persistTerminalOutcome``), so equal timestamps are one write: the restart's
+    copy is taken, the directory the run ended in. A final.json whose timestamp cannot be read
+    (torn, none recorded) comes before every one that records one; among those, the latest
+    restart's.
+
+    >>> doc = Document(Path("final.json"), "final.json", "final", 0, 0,
+    ...                value={"timestamp": "2026-12-06T13:42:15.338942156Z"})
+    >>> _written_order("", doc), _written_order("restart-2", doc)[0::2]
+    ((True, 1796564535338942156, 0), (True, 2))
+    """
+    # doctor._facts reads RunDocuments, so its parser is imported here, not at the top.
+    from doctor._facts import parse_iso
+
+    ns = parse_iso(final.get("timestamp")) if final.ok else None
+    return ns is not None, ns or 0, _restart_rank(scope)
 
 
 def normalize_status(value: Any) -> tuple[str | None, str | None]:

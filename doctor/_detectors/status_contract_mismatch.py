@@ -18,7 +18,9 @@ Two situations, both about the stage status file (format doc §4.5):
   ended the run: when the run is cancelled (a signal, the stall watchdog) right after a node's
   attempt ended, Kilroy records the cancellation in the node's ``status.json`` (``fail`` with
   the run's terminal reason, class ``canceled``) whatever the attempt said, e.g. a fan-out
-  whose ``stage_attempt_end`` says ``partial_success``.
+  whose ``stage_attempt_end`` says ``partial_success``. The stop may have ended only the
+  ``restart-N`` the node ran in: a resume goes on in the base directory and the run ends
+  there, while ``restart-N/final.json`` keeps the stop's reason.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from doctor._detectors._context import Context, scope_words
-from doctor._documents import Document, normalize_status
+from doctor._documents import Document, RunDocuments, normalize_status
 from doctor._facts import facts_of
 from doctor._model import Finding, Severity
 
@@ -169,6 +171,19 @@ def _stranded_status(ctx: Context) -> list[Finding]:
     return findings
 
 
+def _stops(ending: Any, docs: RunDocuments, scope: str) -> set[str]:
+    """The reasons a stop recorded on a node of ``scope`` may carry: the run's terminal
+    reason, and that of the final.json of the top-level scope ``scope`` lies in. A
+    ``restart-N`` stopped by a signal and left by a resume that went on in the base directory
+    keeps its own (real run ``loop_restart_sigterm_resumed``: the run's final.json is the
+    base one, ``success``, while ``restart-1/final.json`` records the signal). A fan-out the
+    signal caught there just after its attempt ended ``partial_success`` keeps a status.json
+    saying ``fail`` with that reason (a real run too large for the corpus showed it)."""
+    own = docs.top_final_of(scope)
+    reasons = (ending, own.get("failure_reason") if own is not None and own.ok else None)
+    return {r for r in reasons if isinstance(r, str) and r}
+
+
 def _disagreeing_status(ctx: Context) -> list[Finding]:
     """A canonical status.json whose outcome the stream's last ended attempt of the node
     contradicts (deliberate rewrites and the run's own stop excepted)."""
@@ -196,8 +211,8 @@ def _disagreeing_status(ctx: Context) -> list[Finding]:
                 ev = str(ev_status).strip().lower()
                 if ev == st.status or (ev not in SUCCESS_LIKE and st.status in _GAVE_UP):
                     continue  # the same, or Kilroy's own record of an outcome it gave up on
-                if st.status == "fail" and st.failure_reason and st.failure_reason == ending:
-                    continue  # Kilroy recorded the stop that ended the run on the node
+                if st.status == "fail" and st.failure_reason in _stops(ending, docs, scope):
+                    continue  # Kilroy recorded the stop that ended the run (or restart) on the node
                 findings.append(
                     Finding(
                         code="status_contract_mismatch",

@@ -399,7 +399,74 @@ def test_a_zombie_counts_as_dead() -> None:
 # --- the run's terminal record ------------------------------------------------------------------
 
 
-def test_the_latest_restart_s_final_json_is_the_run_s_final(tmp_path: Path) -> None:
+def _final_at(run: Path, scope: str, status: str, ts: str) -> None:
+    """A top-level final.json as Kilroy saves one: its status at ``ts`` (recorded)."""
+    where = run / scope if scope else run
+    _write(where / "final.json", json.dumps({"timestamp": ts, "status": status}))
+
+
+def _restarted(tmp_path: Path) -> Path:
+    run = _run(tmp_path)
+    _write(run / "restart-1/progress.ndjson", '{"event": "x"}\n')
+    return run
+
+
+def test_the_final_json_the_run_wrote_last_is_the_run_s_final(tmp_path: Path) -> None:
+    # loop_restart_sigterm_resumed: a signal stopped restart-1/ (its final.json and the base
+    # one say fail), and the resume went on in the base directory, whose final.json it
+    # rewrote: success, an hour later. The run's end is the base one, not the restart's.
+    run = _restarted(tmp_path)
+    _final_at(run, "restart-1", "fail", "2026-12-06T13:41:15.257795677Z")
+    _final_at(run, "", "success", "2026-12-06T14:42:15.338942156Z")
+    final = _docs(run).final
+    assert final is not None
+    assert (final.rel, final.get("status")) == ("final.json", "success")
+
+
+def test_a_restart_s_final_json_written_after_the_base_one_is_the_run_s_final(
+    tmp_path: Path,
+) -> None:
+    # A resume of restart-1/ itself (``--logs-root …/restart-1``) of a run directory that was
+    # moved: Kilroy rewrites restart-1/final.json, and the base one at the recorded old path.
+    run = _restarted(tmp_path)
+    _final_at(run, "", "fail", "2026-12-06T13:42:25.052334354Z")
+    _final_at(run, "restart-1", "success", "2026-12-06T13:46:27.520796315Z")
+    final = _docs(run).final
+    assert final is not None
+    assert (final.rel, final.get("status")) == ("restart-1/final.json", "success")
+
+
+def test_one_outcome_saved_to_a_restart_and_the_base_is_read_from_the_restart(
+    tmp_path: Path,
+) -> None:
+    # Kilroy saves the outcome of a run that ends in restart-N/ there and in the base
+    # directory, with one timestamp (real run loop_restart_transient).
+    run = _restarted(tmp_path)
+    for scope in ("", "restart-1"):
+        _final_at(run, scope, "success", "2026-12-05T23:13:42.324847926Z")
+    final = _docs(run).final
+    assert final is not None
+    assert final.rel == "restart-1/final.json"
+
+
+def test_a_final_json_without_a_readable_timestamp_comes_before_a_recorded_one(
+    tmp_path: Path,
+) -> None:
+    run = _restarted(tmp_path)
+    _final_at(run, "", "fail", "2026-12-06T13:41:15Z")
+    _write(run / "restart-1/final.json", '{"timestamp": "2026-12-06T13:4')  # torn
+    final = _docs(run).final
+    assert final is not None
+    assert final.rel == "final.json"
+    _write(run / "restart-1/final.json", '{"status": "success", "timestamp": "yesterday"}')
+    final = _docs(run).final
+    assert final is not None
+    assert final.rel == "final.json"
+
+
+def test_without_recorded_timestamps_the_latest_restart_s_final_json_is_the_run_s_final(
+    tmp_path: Path,
+) -> None:
     run = _run(tmp_path)
     _write(run / "final.json", '{"status": "fail"}')
     for n, status in ((2, "fail"), (10, "success"), (9, "fail")):

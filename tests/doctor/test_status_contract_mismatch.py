@@ -160,3 +160,47 @@ def test_status_of_an_open_attempt_is_not_compared(tmp_path: Path) -> None:
     run.node_status("", "a", {"status": "success"})
 
     assert _findings(run) == []
+
+
+SIGNAL = "stopped by signal terminated"
+
+
+def _fanout_stopped_in_a_restart(run: KilroyRun, *, verify: str | None = None) -> None:
+    """As the real engine left it: a loop restart, a signal in restart-1/ just after the
+    fan-out par ended ``partial_success`` (Kilroy records the stop in par's status.json, and
+    saves its outcome to restart-1/ and the base directory). With ``verify``, a node verify
+    ended success before, and its status.json says fail with that reason."""
+    run.stream().emit("loop_restart", 1.0, restart_count=1)
+    if verify is not None:
+        _attempt(run, "restart-1", "verify", 1.5, "success")
+        run.node_status("restart-1", "verify", {"status": "fail", "failure_reason": verify})
+    _attempt(run, "restart-1", "par", 12.0, "partial_success", "1 of 2 branches failed")
+    run.stream("restart-1").emit("run_failed", 22.5, status="fail", reason=SIGNAL)
+    run.node_status("restart-1", "par", {"status": "fail", "failure_reason": SIGNAL})
+    for scope in ("", "restart-1"):
+        run.final("fail", SIGNAL, at=22.4, scope=scope)
+
+
+def test_the_stop_a_restart_recorded_is_no_mismatch_once_a_resume_went_on(
+    tmp_path: Path,
+) -> None:
+    # The resume went on in the base directory and succeeded: the run's terminal reason is
+    # none, but restart-1's final.json still records the stop it wrote on par.
+    run = _run(tmp_path)
+    _fanout_stopped_in_a_restart(run)
+    _attempt(run, "", "par", 30.0, "success")
+    run.node_status("", "par", {"status": "success"})
+    run.stream().emit("run_completed", 50.0, status="success")
+    run.final("success", at=49.9)
+
+    assert _findings(run) == []
+
+
+def test_a_restart_s_record_of_a_stop_excuses_only_the_reason_it_gave(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    _fanout_stopped_in_a_restart(run, verify="exit status 1")
+    run.final("success", at=49.9)
+
+    [finding] = _findings(run)
+
+    assert (finding.scope, finding.node_id) == ("restart-1", "verify")
