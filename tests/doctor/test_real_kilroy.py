@@ -24,6 +24,7 @@ from rich.console import Console
 from doctor import DETECTORS, Diagnosis, DoctorConfig, Severity, diagnose, scan
 from doctor._facts import parse_iso
 from doctor._render import render_diagnosis, render_markdown
+from doctor._repair import apply_repairs, plan_repairs
 from doctor._timeline import run_timeline
 from fixtures.kilroy.scenarios import SCENARIOS
 from reports import render_postmortem
@@ -441,3 +442,50 @@ def test_an_attempt_killed_in_a_restart_scope_stays_open_until_the_run_goes_on(
     spans = {(s["scope"], s["node_id"]): s["open"] for s in result.facts["attempt_spans"]}
     assert spans["restart-1", "fetch"] == 1
     assert result.facts["current_node"] == "fetch"
+
+
+def test_a_restart_stopped_by_a_signal_and_resumed_in_the_base_directory_ended_there() -> None:
+    # loop_restart_sigterm_resumed: SIGTERM in restart-1/ (Kilroy saves "stopped by signal"
+    # to restart-1/final.json and the base one), then the resume went on in the base directory
+    # to success and rewrote the base final.json only. The run's end is the one written last.
+    run = RUNS / "loop_restart_sigterm_resumed"
+    stopped = json.loads((run / "restart-1" / "final.json").read_text())
+    ended = json.loads((run / "final.json").read_text())
+    assert (stopped["status"], stopped["failure_reason"]) == (
+        "fail",
+        "stopped by signal terminated",
+    )
+    assert ended["status"] == "success"
+    assert (parse_iso(ended["timestamp"]) or 0) > (parse_iso(stopped["timestamp"]) or 0)
+    result = _diagnosed(run.name)
+    assert result.state == "succeeded"
+    assert result.findings == (), _show([f.to_json() for f in result.findings])
+    assert (result.facts["terminal_reason"], result.facts["stopped_by"]) == (None, None)
+    assert result.facts["current_node"] == "exit"
+    assert plan_repairs(result, DoctorConfig(roots=(RUNS,))) == []
+    console = Console(file=io.StringIO(), width=100)
+    render_diagnosis(console, result, DETECTORS, verbose=False)
+    assert "terminal reason" not in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_a_restarted_run_a_resume_left_unfinished_is_terminalized_in_the_base_directory(
+    tmp_path: Path,
+) -> None:
+    # loop_restart_resumed_killed: killed in restart-1/, resumed in the base directory, killed
+    # again: no final.json anywhere. The repair writes the base one (Kilroy's base logs root)
+    # and the run is read from it; restart-1/ keeps none.
+    run = tmp_path / "loop_restart_resumed_killed"
+    shutil.copytree(RUNS / run.name, run)
+    last = _diagnosed(run.name).facts["last_event_at"]
+    config = DoctorConfig(roots=(tmp_path,), now=(parse_iso(last) or 0) / 1e9 + 86400)
+    plan = plan_repairs(diagnose(run.name, config), config)
+    assert [(a.kind, a.target, a.blocked) for a in plan] == [("terminalize", "final.json", None)]
+    (done,) = apply_repairs(plan, config, run_path=run).results
+    assert done.outcome == "applied"
+    assert not (run / "restart-1" / "final.json").exists()
+    final = json.loads((run / "final.json").read_text())
+    assert final["timestamp"] == last
+    after = diagnose(run.name, config)
+    assert after.state == "failed"
+    assert after.facts["terminal_reason"] == final["failure_reason"]
+    assert plan_repairs(after, config) == []

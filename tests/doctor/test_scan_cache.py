@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -755,3 +756,28 @@ def test_a_run_whose_events_file_went_is_read_again(config: DoctorConfig) -> Non
     again = scan(config)
     assert again.fleet["read"] == 1
     assert list(gone.parent.glob("*.parquet"))
+
+
+def test_a_rescan_after_a_resume_rewrote_a_restarted_run_s_base_final_json_reads_its_end(
+    tmp_path: Path,
+) -> None:
+    # loop_restart_sigterm_resumed while its resume ran: the base final.json was still the
+    # copy of restart-1's (Kilroy saves a stop to both), so the run read failed with events
+    # after its end. The resume's success, written to the base directory only, is its end.
+    runs = Path(__file__).resolve().parents[2] / "fixtures" / "kilroy" / "runs"
+    real = runs / "loop_restart_sigterm_resumed"
+    root = tmp_path / "runs"
+    run = root / real.name
+    shutil.copytree(real, run)
+    (run / "final.json").write_bytes((real / "restart-1" / "final.json").read_bytes())
+    later = 1796572800.0  # 2026-12-06T16:00:00Z, after the run
+    config = DoctorConfig(roots=(root,), cache_dir=tmp_path / "cache", now=later)
+    (stale,) = scan(config).diagnoses
+    assert stale.state == "failed"
+    assert [f.code for f in stale.findings] == ["post_terminal_activity"]
+    (run / "final.json").write_bytes((real / "final.json").read_bytes())
+    again = scan(config)
+    assert again.fleet["read"] == 1
+    (ended,) = again.diagnoses
+    assert (ended.state, ended.findings) == ("succeeded", ())
+    assert _json(again) == _uncached(config)
