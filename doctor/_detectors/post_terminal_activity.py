@@ -1,11 +1,12 @@
 """``post_terminal_activity``: events written after the run (or a native branch) ended.
 
 The end of a run is its last terminal event (``run_completed`` / ``run_failed``, HEAD builds
-only) and its ``final.json`` ``timestamp`` (every build). Kilroy writes ``final.json`` first,
-then ``run.tgz``, then ``git_push_*`` events and the terminal event (format doc §1.2, §2.7,
-§2.8), so those events are allowed after final.json's timestamp; nothing is allowed after the
-last terminal event. For Kilroy branches (which have no final.json) the run's final.json is the
-reference; native branches have their own.
+only; the latest in time over its top-level streams) and the ``timestamp`` of its
+``final.json`` (every build; the top-level one it wrote last). Kilroy writes ``final.json``
+first, then ``run.tgz``, then ``git_push_*`` events and the terminal event (format doc §1.2,
+§2.7, §2.8), so those events are allowed after final.json's timestamp; nothing is allowed
+after the last terminal event. For Kilroy branches (which have no final.json) the run's
+final.json is the reference; native branches have their own.
 
 Activity after the end means another writer: an *overlapping resume* (``resume`` keeps the old
 final.json until it finishes, so "final.json says fail but progress advances", format doc §7,
@@ -26,15 +27,19 @@ __all__ = ["post_terminal_activity"]
 _ALLOWED_AFTER_FINAL = ("git_push_start", "git_push_ok", "git_push_failed", "run_completed",
                         "run_failed")  # fmt: skip
 
+# The run's last terminal event: the latest in time over its top-level streams (seq orders a
+# stream, not streams: a resume of a restarted run ends in the base directory, after the
+# restart-N's own end, real run loop_restart_sigterm_resumed), the last in its stream on a tie.
+_LAST_TERMINAL_SQL = f"""
+    SELECT run_id, scope, seq, event, ts FROM progress_events
+    WHERE {TOP_SQL} AND event IN ('run_completed', 'run_failed')
+    QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY ts DESC NULLS LAST, seq DESC) = 1"""
 # $runs/$scopes/$finals: each scope's reference final.json timestamp (epoch ns, NULL if none).
 _SQL = f"""
 WITH refs AS (
     SELECT unnest($runs) AS run_id, unnest($scopes) AS scope, unnest($finals) AS final_ns
 ),
-terminal AS (
-    SELECT run_id, arg_max(scope, seq) AS scope, max(seq) AS seq
-    FROM progress_events WHERE {TOP_SQL} AND event IN ('run_completed', 'run_failed') GROUP BY ALL
-),
+terminal AS ({_LAST_TERMINAL_SQL}),
 after AS (
     SELECT e.run_id, e.scope, e.seq, e.ts, e.event, e.node_id
     FROM events e
@@ -48,10 +53,7 @@ SELECT run_id, scope, count(*), count(*) FILTER (WHERE NOT {HEARTBEAT_SQL}),
        epoch_ns(arg_min(ts, seq)), arg_min(event, seq), arg_min(node_id, seq)
 FROM after GROUP BY ALL ORDER BY run_id, scope
 """
-_TERMINAL_SQL = f"""
-SELECT run_id, arg_max(event, seq), epoch_ns(arg_max(ts, seq))
-FROM progress_events WHERE {TOP_SQL} AND event IN ('run_completed', 'run_failed') GROUP BY ALL
-"""
+_TERMINAL_SQL = f"SELECT run_id, event, epoch_ns(ts) FROM ({_LAST_TERMINAL_SQL})"
 
 
 def post_terminal_activity(ctx: Context) -> list[Finding]:

@@ -134,3 +134,52 @@ def test_a_resume_that_finished_and_rewrote_final_json_is_not_reported(tmp_path:
     top.emit("run_completed", 604.6, status="success")
 
     assert _findings(run) == []
+
+
+def _restart_stopped_then_resumed_in_the_base(run: KilroyRun) -> Stream:
+    """As the real run loop_restart_sigterm_resumed: a loop restart, a signal in restart-1/
+    (whose outcome Kilroy saves there and in the base directory), then a resume that went on
+    in the base directory to success and rewrote only the base final.json."""
+    top = run.stream()
+    _attempt(top, "fetch", 1, "fail")
+    top.emit("loop_restart", 5.5, restart_count=1)
+    restart = run.stream("restart-1")
+    restart.emit("stage_attempt_start", 6, node_id="build", attempt=1, max=4)
+    restart.emit(
+        "stage_attempt_end", 8, node_id="build", attempt=1, max=4, status="fail",
+        failure_reason="stopped by signal terminated",
+    )  # fmt: skip
+    for scope in ("", "restart-1"):
+        run.final("fail", "stopped by signal terminated", at=8.1, scope=scope)
+    restart.emit("run_failed", 8.2, status="fail", reason="stopped by signal terminated")
+    _attempt(top, "build", 9)
+    run.final("success", at=13.5)
+    top.emit("run_completed", 13.6, status="success")
+    return top
+
+
+def test_a_resume_that_went_on_in_the_base_directory_after_a_stopped_restart_ended_the_run(
+    tmp_path: Path,
+) -> None:
+    # The run's end is the base final.json the resume wrote last, not restart-1's.
+    run = _run(tmp_path)
+    _restart_stopped_then_resumed_in_the_base(run)
+
+    assert _findings(run) == []
+
+
+def test_the_end_of_a_resumed_restart_is_the_terminal_event_written_last(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    top = _restart_stopped_then_resumed_in_the_base(run)
+    top.emit("stage_heartbeat", 60, node_id="build", elapsed_s=51)
+
+    [finding] = _findings(run)
+
+    assert (finding.scope, finding.severity) == ("", Severity.WARNING)
+    assert finding.evidence == dict(finding.evidence) | {
+        "events_after": 1,
+        "final_status": "success",
+        "final_at": "2026-04-28T09:00:13.5Z",
+        "terminal_event": "run_completed",
+        "terminal_at": "2026-04-28T09:00:13.6Z",
+    }
