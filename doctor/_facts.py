@@ -215,10 +215,13 @@ _BRANCH_DONE_SQL = """
         FROM progress_events
         WHERE event = 'branch_progress' AND branch_event = 'branch_subgraph_done'
         GROUP BY ALL"""
+# The run's stops and terminal events in the order it wrote them: by time over its top-level
+# streams (seq orders a stream, not streams: a resume of a restarted run goes on in the base
+# directory, after the restart-N's own stop), by place in the stream on a tie.
 _ENDINGS_SQL = f"""
         SELECT run_id, event, coalesce(reason, failure_reason), seq FROM progress_events
         WHERE {TOP_SQL} AND event IN {STOP_EVENTS_SQL}
-        ORDER BY run_id, scope, seq"""
+        ORDER BY run_id, ts, seq"""
 # The spans' and the phases' "open" is the open attempt (ATTEMPTS_OPEN_SQL).
 _SPANS_SQL = f"""
         SELECT run_id, scope, node_id, count(*) AS n, count(*) FILTER (WHERE is_open),
