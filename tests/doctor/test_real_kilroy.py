@@ -22,7 +22,9 @@ import pytest
 from rich.console import Console
 
 from doctor import DETECTORS, Diagnosis, DoctorConfig, Severity, diagnose, scan
-from doctor._facts import parse_iso
+from doctor._facts import compute_facts, parse_iso
+from doctor._ingest import load_runs
+from doctor._layout import discover
 from doctor._render import render_diagnosis, render_markdown
 from doctor._repair import apply_repairs, plan_repairs
 from doctor._timeline import run_timeline
@@ -489,3 +491,19 @@ def test_a_restarted_run_a_resume_left_unfinished_is_terminalized_in_the_base_di
     assert after.state == "failed"
     assert after.facts["terminal_reason"] == final["failure_reason"]
     assert plan_repairs(after, config) == []
+
+
+def test_every_real_run_s_final_json_is_that_of_the_scope_it_worked_in_last() -> None:
+    # The run's final.json (the top-level one with the latest timestamp) and the facts'
+    # current logs root (the top-level scope whose latest event naming a node is the latest)
+    # are read from different records of the same run: they must agree on real runs.
+    tables = load_runs([discover(run) for run in RUN_DIRS], keep_raw=False)
+    facts = compute_facts(tables, DoctorConfig(roots=(RUNS,)))
+    ended = {}
+    for run_id, docs in tables.documents.items():
+        final = docs.final
+        if final is not None:
+            current = docs.scopes[facts[run_id]["_current_scope"]]
+            ended[run_id] = (final.rel, current.final.rel if current.final else None)
+    assert "loop_restart_sigterm_resumed" in ended
+    assert {r: rel for r, (rel, own) in ended.items() if rel != own} == {}
