@@ -201,8 +201,8 @@ def _written_order(scope: str, final: Document) -> tuple[bool, int, int]:
     Kilroy saves one outcome, with one timestamp, to the logs root it ended in and to the base
     directory (``persistTerminalOutcome``), so equal timestamps are one write: the restart's
     copy is taken, the directory the run ended in. A final.json whose timestamp cannot be read
-    (torn, none recorded) comes before every one that records one; among those, the latest
-    restart's.
+    (torn, none recorded) ranks below every one that has one; when none has one, the highest
+    restart's is taken (the rule before timestamps were read).
 
     >>> doc = Document(Path("final.json"), "final.json", "final", 0, 0,
     ...                value={"timestamp": "2026-12-06T13:42:15.338942156Z"})
