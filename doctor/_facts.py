@@ -579,28 +579,61 @@ def _ending(
 ) -> tuple[str | None, str | None]:
     """The run's terminal reason and the stop that ended it.
 
-    The reason is final.json's ``failure_reason``, else the last ``run_failed`` ``reason``;
-    a run that succeeded has none. ``stopped_by`` names the stop event that preceded the
-    terminal one (a breaker, the stall watchdog, a blocked loop_restart), ``signal`` for
-    Kilroy's "stopped by signal" ending, and is null for a run nothing stopped.
+    The reason is final.json's ``failure_reason``, else the ``run_failed`` ``reason`` of the
+    run's last ending; a run that succeeded has none. ``stopped_by`` names the stop event of
+    that ending (a breaker, the stall watchdog, a blocked loop_restart), ``signal`` for
+    Kilroy's "stopped by signal" ending, and is null for a run nothing stopped. An ending
+    before the last one (the watchdog, then ``kilroy attractor resume``, then a signal)
+    belongs to an earlier attempt of the run: see :func:`_last_ending`.
 
     >>> _ending("fail", None, [("stall_watchdog_timeout", None, 1),
     ...                        ("run_failed", "stall watchdog timeout after 3s", 2)])
     ('stall watchdog timeout after 3s', 'stall_watchdog_timeout')
     >>> _ending("success", None, [("run_completed", None, 9)])
     (None, None)
+    >>> _ending("fail", "stopped by signal terminated",
+    ...         [("stall_watchdog_timeout", None, 1), ("run_failed", "stall …", 2),
+    ...          ("run_failed", "stopped by signal terminated", 40)])
+    ('stopped by signal terminated', 'signal')
     """
-    failed_reasons = [r for e, r, _ in events if e == "run_failed" and r]
     if status == "success":
         return None, None
+    last = _last_ending(events)
+    failed_reasons = [r for e, r, _ in last if e == "run_failed" and r]
     reason = final_reason if isinstance(final_reason, str) and final_reason else None
     if reason is None and failed_reasons:
         reason = failed_reasons[-1]
-    stops = [e for e, _, _ in events if e not in ("run_completed", "run_failed")]
+    stops = [e for e, _, _ in last if e not in _TERMINAL_EVENTS]
     stopped_by: str | None = stops[-1] if stops else None
     if stopped_by is None and reason is not None and reason.startswith("stopped by signal"):
         stopped_by = "signal"
     return reason, stopped_by
+
+
+_TERMINAL_EVENTS = ("run_completed", "run_failed")
+
+
+def _last_ending(events: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The stops and terminal event of the run's last ending, of its ``events`` in time order.
+
+    A terminal event (``run_completed``, ``run_failed``) closes an ending; the stops before it,
+    after the terminal event before, are that ending's. A resumed run appends its own ending
+    after the one it resumed from (in the base directory, or after a ``restart-N``'s), so only
+    the last counts; stops after the last terminal event (a stop whose ``run_failed`` was never
+    written) are the last ending.
+
+    >>> _last_ending([("stuck_cycle_breaker", None, 1), ("run_failed", "x", 2),
+    ...               ("run_completed", None, 9)])
+    [('run_completed', None, 9)]
+    >>> _last_ending([("run_failed", "x", 2), ("stall_watchdog_timeout", None, 9)])
+    [('stall_watchdog_timeout', None, 9)]
+    """
+    ends = [i for i, (event, *_) in enumerate(events) if event in _TERMINAL_EVENTS]
+    if not ends:
+        return events
+    if ends[-1] < len(events) - 1:
+        return events[ends[-1] + 1 :]
+    return events[ends[-2] + 1 :] if len(ends) > 1 else events
 
 
 _MAX_RESULTS_BYTES = 8 * 1024 * 1024
