@@ -6,16 +6,19 @@ all its edges are conditional it picks the best of them anyway (``edge_selected`
 edge leads into the exit node, the exit runs, no goal gate objects, and ``final.json`` says
 ``success`` although the work the run was for failed.
 
-Reported (``error``) when, in the run's top-level stream (or a restart's), the run's
-final.json says ``success`` and the scope's last ``edge_selected`` into a node that then ran no
-attempt (the exit node) was a fallback leaving a node whose last attempt before it failed
-(``fail`` or ``retry``).
+Reported (``error``) when the run's final.json says ``success`` and, in the top-level scope
+the run ended in, the last ``edge_selected`` into a node that then ran no attempt there (the
+exit node) was a fallback leaving a node whose last attempt before it failed (``fail`` or
+``retry``). That scope is the one the run worked in last (the facts' ``_current_scope``: the
+base directory or a ``restart-N/``), the one whose ending final.json records. A hop in another
+top-level scope did not end the run: Kilroy writes the edge of a ``loop_restart`` into the
+scope it leaves and runs its target in ``restart-N/``, so there the target "ran no attempt".
 """
 
 from __future__ import annotations
 
 from doctor._detectors._context import Context, needs
-from doctor._facts import TOP_SQL, iso
+from doctor._facts import TOP_SQL, facts_of, iso
 from doctor._model import Finding, Severity
 
 __all__ = ["false_success"]
@@ -53,12 +56,18 @@ def _success(ctx: Context, run_id: str) -> bool:
     return final is not None and final.ok and final.get("status") == "success"
 
 
+def _ended_in(ctx: Context, run_id: str, scope: str) -> bool:
+    """Whether ``scope`` is the top-level scope the run worked in last (any, when unknown)."""
+    current = facts_of(ctx.facts, run_id).get("_current_scope")
+    return current is None or current == scope
+
+
 @needs(events=("edge_selected", "stage_attempt_end"), when=_says_success)
 def false_success(ctx: Context) -> list[Finding]:
     """Runs whose final.json says success because a failed node fell back into the exit."""
     findings: list[Finding] = []
     for run_id, scope, src, dst, cond, at, status, reason, attempt, mx in ctx.tables.sql(_SQL):
-        if not _success(ctx, run_id):
+        if not _success(ctx, run_id) or not _ended_in(ctx, run_id, scope):
             continue
         findings.append(
             Finding(
