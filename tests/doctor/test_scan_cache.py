@@ -449,20 +449,26 @@ def test_batches_are_even_and_as_many_as_a_multiple_of_the_workers(
         assert max(totals) - min(totals) <= max(sizes)  # even: within a run of each other
 
 
+def _pools(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The worker counts of the scan's process pools, one per pool started, as they start."""
+    pools: list[int] = []
+    real = _scan._in_pool
+
+    def in_pool(batches: Any, workers: int, *args: Any) -> Any:
+        pools.append(workers)
+        return real(batches, workers, *args)
+
+    monkeypatch.setattr(_scan, "_in_pool", in_pool)
+    return pools
+
+
 def test_batches_diagnosed_by_worker_processes_give_the_same_result(
     config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     whole = _uncached(config)
     monkeypatch.setattr(_scan, "BATCH_RUNS", 2)
     monkeypatch.setattr(_scan, "PARALLEL_MIN_BYTES", 0)
-    seen: list[int] = []
-    real = _scan._in_pool
-
-    def in_pool(batches: Any, workers: int, *args: Any) -> Any:
-        seen.append(workers)
-        return real(batches, workers, *args)
-
-    monkeypatch.setattr(_scan, "_in_pool", in_pool)
+    seen = _pools(monkeypatch)
     assert _json(scan(config)) == whole
     assert seen and seen[0] >= 1
     if (os.cpu_count() or 1) > 1:
@@ -477,14 +483,7 @@ def test_many_small_runs_take_both_cores_though_their_bytes_are_few(
     streams' bytes (the six runs here are a few KB: by their bytes alone, one process)."""
     monkeypatch.setattr(_scan, "BATCH_RUNS", 2)
     monkeypatch.setattr(_scan, "RUN_COST_BYTES", run_cost)
-    pools: list[int] = []
-    real = _scan._in_pool
-
-    def in_pool(batches: Any, workers: int, *args: Any) -> Any:
-        pools.append(workers)
-        return real(batches, workers, *args)
-
-    monkeypatch.setattr(_scan, "_in_pool", in_pool)
+    pools = _pools(monkeypatch)
     scan(config)
     # Six runs at a quarter of the threshold each: workers, as many as the cores (up to 2).
     assert pools == (
