@@ -535,6 +535,25 @@ def test_small_runs_share_one_partitioned_write_and_larger_ones_get_one_each(
     assert stems.pop().endswith("-0") == writer.startswith("partitioned")
 
 
+def test_duckdb_names_partitions_after_every_key_the_partitioned_write_takes(
+    tmp_path: Path,
+) -> None:
+    """Keys of letters, digits and ``_.-`` only go through the partitioned write, which finds
+    each run's file under ``run=<key>``: DuckDB must write such values as they are (a key it
+    escaped would leave its run's entry naming a file that is elsewhere)."""
+    import duckdb
+
+    keys = ["v1.2-0a1b", "a_b-c", "UPPER.x", "..dots", ".hidden", "0-9_", "x."]
+    assert all(_cache._HIVE_SAFE_KEY.fullmatch(k) for k in keys)
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT unnest($k) AS run, 1 AS v", {"k": keys})
+    con.execute(
+        f"COPY t TO '{tmp_path}' (FORMAT parquet, PARTITION_BY (run), "
+        "WRITE_PARTITION_COLUMNS false, FILENAME_PATTERN 'p-{i}', OVERWRITE_OR_IGNORE)"
+    )
+    assert sorted(os.listdir(tmp_path)) == sorted(f"run={k}" for k in keys)
+
+
 def test_a_partitioned_write_that_left_a_run_two_files_is_written_run_by_run(
     config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
