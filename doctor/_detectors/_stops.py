@@ -6,14 +6,43 @@ deterministic-failure cycle breaker), Kilroy deliberately saves no checkpoint fo
 resume must start (format doc §3.3: "a breaker trip aborts before saving"). So in such a scope
 the checkpoint's ``current_node`` is right when it names the node completed before the
 interrupted one.
+
+A loop's stop (``retry_loop``, ``fragmented_failure_signatures``, ``deterministic_retry_loop``)
+is the first of its scope's *endings* after the loop's last traversal or failure, and only when
+the loop did no more work after it (:func:`loop_stop`): ``kilroy attractor resume`` appends to
+the stream it stopped, so one stream can hold a stop, a resumed run going on (looping again, or
+leaving the loop) and that run's own ending; neither the last stop of the scope nor one before
+the loop's last lap is that loop's. An ending is a terminal event (``run_failed``,
+``run_completed``; a ``loop_restart``, after which the run works in ``restart-N/``) with the
+stops written just before it, or stops no terminal event followed before more work began.
+Loops are compared with endings in their own stream, by ``seq``: the stream a loop ran in is the
+one its ending is written to (a stop goes to the current logs root), and a run that leaves that
+stream writes ``loop_restart`` there first; the time order across the run's top-level streams
+(:func:`doctor._facts._last_ending`) decides the run's ending, not a loop's.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
 from doctor._facts import STOP_EVENTS
 from doctor._tables import Tables
 
-__all__ = ["SCOPE_STOPS", "interrupted_visits"]
+if TYPE_CHECKING:
+    from doctor._detectors._context import Context
+
+__all__ = [
+    "ENDING_EVENTS",
+    "NODE_WORK_SQL",
+    "SCOPE_STOPS",
+    "Ending",
+    "interrupted_visits",
+    "loop_stop",
+    "scope_endings",
+]
 
 #: Events after which a scope does no more work: the run's stops and terminal events, and a
 #: branch's own ends (its cycle breaker, a structural abort, cancellation).
@@ -59,3 +88,128 @@ def interrupted_visits(
     """
     rows = tables.sql(_SQL.format(view=view))
     return {(r, s): (str(node), None if prev is None else str(prev)) for r, s, node, prev in rows}
+
+
+#: The events that end a scope's run loop: :data:`SCOPE_STOPS`, and ``loop_restart`` (the run
+#: goes on in ``restart-N/``; what the stream holds after it is a resume's).
+ENDING_EVENTS = (*SCOPE_STOPS, "loop_restart")
+#: The events that close an ending: the stops written before one belong to it.
+_TERMINALS = frozenset({"run_completed", "run_failed", "loop_restart"})
+
+# Per scope with an ending, its ending events in stream order, each with the seq of the next
+# stage_attempt_start (work begun after it: a stop it follows is not its ending's).
+_ENDINGS_SQL = f"""
+WITH e AS (
+    SELECT run_id, scope, seq, event, coalesce(reason, failure_reason) AS reason, node_id
+    FROM progress_events
+    WHERE event IN ({", ".join(f"'{e}'" for e in ENDING_EVENTS)})
+),
+starts AS (
+    SELECT run_id, scope, seq FROM progress_events
+    WHERE event = 'stage_attempt_start' AND (run_id, scope) IN (SELECT run_id, scope FROM e)
+)
+SELECT e.run_id, e.scope, e.seq, e.event, e.reason, e.node_id,
+       (SELECT min(s.seq) FROM starts s
+        WHERE s.run_id = e.run_id AND s.scope = e.scope AND s.seq > e.seq) AS next_start
+FROM e ORDER BY e.run_id, e.scope, e.seq
+"""
+
+#: Per node and scope, the seq of its last attempt event (start, or end when it ended): the
+#: node's last work, which a loop of its failures did after its stop when it comes later.
+NODE_WORK_SQL = """
+SELECT run_id, scope, node_id, max(coalesce(end_seq, start_seq)) FROM attempts
+WHERE node_id IS NOT NULL GROUP BY ALL
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """One ending of a scope: ``stops`` (event, node) written for it, in order, the
+    ``terminal`` event that closed it (None when none did) and its ``reason``, and ``seq``:
+    its last event's.
+
+    >>> Ending(9, (("stall_watchdog_timeout", None),), "run_failed", "stall …").stopped_by
+    'stall_watchdog_timeout'
+    >>> Ending(9, (), "run_failed", "stopped by signal terminated").stopped_by
+    'signal'
+    >>> Ending(9, (), "run_completed", None).stopped_by is None
+    True
+    """
+
+    seq: int
+    stops: tuple[tuple[str, str | None], ...]
+    terminal: str | None
+    reason: str | None
+
+    @property
+    def stopped_by(self) -> str | None:
+        """What a loop this ending stopped was stopped by: its last stop, else ``signal``
+        for Kilroy's "stopped by signal" ``run_failed``, else ``run_failed``; None for a
+        ``run_completed`` or a ``loop_restart`` (the loop was left, not stopped)."""
+        if self.stops:
+            return self.stops[-1][0]
+        if self.terminal != "run_failed":
+            return None
+        return "signal" if (self.reason or "").startswith("stopped by signal") else "run_failed"
+
+    def stopped(self, events: Iterable[str], node: str) -> bool:
+        """Whether one of ``events`` of ``node`` is among its stops."""
+        wanted = frozenset(events)
+        return any(event in wanted and who == node for event, who in self.stops)
+
+
+def _endings(rows: Iterable[tuple[Any, ...]]) -> list[Ending]:
+    """A scope's endings from its ending events ``(seq, event, reason, node, next_start)``
+    in stream order.
+
+    >>> [e.seq for e in _endings([(5, "stuck_cycle_breaker", None, "a", 9),
+    ...                            (6, "run_failed", "x", None, 9)])]
+    [6]
+    >>> [e.stopped_by for e in _endings([(5, "stall_watchdog_timeout", None, None, 7),
+    ...                                  (30, "run_failed", "stopped by signal t", None, None)])]
+    ['stall_watchdog_timeout', 'signal']
+    """
+    out: list[Ending] = []
+    stops: list[tuple[str, str | None]] = []
+    last = (-1, None)  # the seq and next start of the pending stops' last one
+    for seq, event, reason, node, next_start in rows:
+        if stops and last[1] is not None and last[1] < seq:  # work began after those stops
+            out.append(Ending(last[0], tuple(stops), None, None))
+            stops = []
+        if event in _TERMINALS:
+            out.append(Ending(int(seq), tuple(stops), str(event), reason))
+            stops = []
+        else:
+            stops.append((str(event), None if node is None else str(node)))
+            last = (int(seq), next_start)
+    if stops:
+        out.append(Ending(last[0], tuple(stops), None, None))
+    return out
+
+
+def scope_endings(ctx: Context) -> dict[tuple[str, str], list[Ending]]:
+    """``{(run_id, scope): endings}``, each scope's endings in stream order."""
+    rows: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
+    for run_id, scope, *row in ctx.rows_of(ENDING_EVENTS, _ENDINGS_SQL):
+        rows[(str(run_id), str(scope))].append(tuple(row))
+    return {key: _endings(scope_rows) for key, scope_rows in rows.items()}
+
+
+def loop_stop(endings: Sequence[Ending], last: int, work: int) -> Ending | None:
+    """The ending that stopped a loop whose last traversal or failure is at seq ``last``
+    and whose last work of any kind at ``work`` (``>= last``): the scope's first ending after
+    ``last``, when the loop did no work after it; None otherwise.
+
+    >>> watchdog = Ending(50, (("stall_watchdog_timeout", None),), "run_failed", "stall …")
+    >>> signal = Ending(90, (), "run_failed", "stopped by signal terminated")
+    >>> loop_stop([watchdog, signal], 40, 40).stopped_by   # the loop ended at the watchdog
+    'stall_watchdog_timeout'
+    >>> loop_stop([watchdog, signal], 70, 70).stopped_by   # a resume looped on, then SIGTERM
+    'signal'
+    >>> loop_stop([watchdog, signal], 40, 60) is None      # a resume went on from the loop
+    True
+    """
+    for ending in endings:
+        if ending.seq > last:
+            return ending if ending.seq > work else None
+    return None

@@ -16,18 +16,22 @@ has left the loop, the scope's last progress event. ``share_of_run``: ``loop_wal
 run's ``wall_s`` fact. Branch streams carry no ``edge_selected`` events, so loops inside
 branches are seen by ``deterministic_retry_loop`` instead.
 
-``stopped_by``: the stop that ended a loop no hop left: the last stop event of the scope after
-the last traversal (``deterministic_failure_cycle_breaker``, ``stuck_cycle_breaker`` for
+``stopped_by``: the stop that ended a loop no hop left: the scope's first ending after the
+last traversal, when the loop did no more work after it (:func:`doctor._detectors._stops.loop_stop`:
+a resumed run that laps again, or works on in the loop, was not stopped by the stop it resumed
+from). Its last stop (``deterministic_failure_cycle_breaker``, ``stuck_cycle_breaker`` for
 ``max_node_visits``, ``stall_watchdog_timeout``, ``loop_restart_blocked``,
-``loop_restart_circuit_breaker``, ``signal`` for Kilroy's "stopped by signal" ``run_failed``,
-``run_failed`` for any other terminal failure). Such a loop is not ``still_looping``, and a
-loop that a breaker or the watchdog ended did what they are for: it is reported at ``info``.
+``loop_restart_circuit_breaker``), else ``signal`` for Kilroy's "stopped by signal"
+``run_failed``, else ``run_failed`` for any other terminal failure. Such a loop is not
+``still_looping``, and a loop that a breaker or the watchdog ended did what they are for: it is
+reported at ``info``.
 """
 
 from __future__ import annotations
 
 from doctor._detectors._context import Context, needs
-from doctor._facts import STOP_EVENTS, STOP_EVENTS_SQL, facts_of, iso
+from doctor._detectors._stops import loop_stop, scope_endings
+from doctor._facts import facts_of, iso
 from doctor._model import Finding, Severity
 
 __all__ = ["DOMINANT_SHARE", "duration_text", "retry_loop"]
@@ -68,11 +72,13 @@ exits AS (
     GROUP BY ALL
 ),
 last_progress AS (
-    SELECT run_id, scope, epoch_ns(max(ts)) AS ts FROM progress_events GROUP BY ALL
+    SELECT run_id, scope, epoch_ns(max(ts)) AS ts,
+           max(seq) FILTER (WHERE event IN ('stage_attempt_start', 'edge_selected')) AS work
+    FROM progress_events GROUP BY ALL
 )
 SELECT b.run_id, b.scope, b.from_node, b.to_node, b.n, b.v_ts, b.last_ts,
        coalesce(x.ts, greatest(p.ts, b.last_ts)) AS end_ts, x.ts IS NULL AS still_looping,
-       b.last_seq
+       b.last_seq, greatest(p.work, b.last_seq) AS last_work
 FROM back b
 LEFT JOIN exits x USING (run_id, scope, from_node, to_node)
 LEFT JOIN last_progress p USING (run_id, scope)
@@ -103,24 +109,6 @@ _STOP_TEXT = {
 }
 
 
-def _stopped_by(stop: tuple[str, str | None, int] | None, last_seq: int) -> str | None:
-    """The stop event that ended a loop whose last traversal is at ``last_seq``, if any.
-
-    >>> _stopped_by(("stuck_cycle_breaker", None, 90), 80)
-    'stuck_cycle_breaker'
-    >>> _stopped_by(("run_failed", "stopped by signal terminated", 90), 80)
-    'signal'
-    >>> _stopped_by(None, 80) is None
-    True
-    """
-    if stop is None or stop[2] < last_seq:
-        return None
-    event, reason, _ = stop
-    if event == "run_failed" and (reason or "").startswith("stopped by signal"):
-        return "signal"
-    return event
-
-
 def duration_text(seconds: float) -> str:
     """A duration the way a person says it.
 
@@ -137,25 +125,6 @@ def duration_text(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-#: Per scope, the stop that ended it (a run_failed only when nothing else did), the reason
-#: a run_failed gave, and the last stop's sequence number.
-_STOPS_SQL = (
-    "SELECT run_id, scope, coalesce(arg_max(event, seq) FILTER ("
-    "WHERE event <> 'run_failed'), 'run_failed'), "
-    "arg_max(reason, seq) FILTER (WHERE event = 'run_failed'), max(seq) "
-    f"FROM progress_events WHERE event IN {STOP_EVENTS_SQL[:-1]}, "
-    "'subgraph_deterministic_failure_cycle_breaker') AND event <> 'run_completed' "
-    "GROUP BY ALL"
-)
-
-
-#: The events :data:`_STOPS_SQL` keeps.
-_STOP_KINDS = (
-    *(e for e in STOP_EVENTS if e != "run_completed"),
-    "subgraph_deterministic_failure_cycle_breaker",
-)
-
-
 def _severity(stopped_by: str | None, *, dominant: bool, state: object) -> Severity:
     """A loop a cycle breaker (or the watchdog) stopped did what it is for: bounded, info.
     One that dominated a run that did not succeed, with nothing stopping it, is an error."""
@@ -170,15 +139,13 @@ def _severity(stopped_by: str | None, *, dominant: bool, state: object) -> Sever
 def retry_loop(ctx: Context) -> list[Finding]:
     """A back edge (a hop to a node entered earlier in the scope) taken repeatedly."""
     findings = []
-    stops = {
-        (r, sc): (ev, reason, int(seq))
-        for r, sc, ev, reason, seq in ctx.rows_of(_STOP_KINDS, _STOPS_SQL)
-    }
-    for run_id, scope, src, dst, n, first_ts, last_ts, end_ts, still, last_seq in ctx.tables.sql(
-        _SQL, min=ctx.config.retry_loop_min
-    ):
-        stopped_by = _stopped_by(stops.get((run_id, scope)), last_seq) if still else None
-        still = still and stopped_by is None
+    endings = scope_endings(ctx)
+    rows = ctx.tables.sql(_SQL, min=ctx.config.retry_loop_min)
+    for run_id, scope, src, dst, n, first_ts, last_ts, end_ts, still, last, work in rows:
+        # While no hop left the loop, every later hop or attempt in the scope is the loop's.
+        stop = loop_stop(endings.get((run_id, scope), ()), last, work) if still else None
+        stopped_by = stop.stopped_by if stop else None
+        still = still and stop is None  # a loop_restart or run_completed left it
         facts = facts_of(ctx.facts, run_id)
         loop_s = round((end_ts - first_ts) / 1e9, 3) if end_ts and first_ts else 0.0
         wall = facts.get("wall_s")

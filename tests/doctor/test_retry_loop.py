@@ -163,6 +163,77 @@ def rogue(rogue_diagnosis: Diagnosis) -> list[Finding]:
     return [f for f in rogue_diagnosis.findings if f.code == "retry_loop"]
 
 
+SIGNAL = "stopped by signal terminated"
+WATCHDOG = "stall watchdog timeout after 3s with no progress"
+
+
+def _lap(s: Stream, t: float) -> float:
+    """One more lap of :func:`_laps`' loop from ``t``: check -> impl, then impl, verify and
+    check failing again."""
+    _hop(s, t, "check", "impl")
+    _attempt(s, t + 1, t + 50, "impl", "success")
+    _hop(s, t + 51, "impl", "verify")
+    _attempt(s, t + 52, t + 90, "verify", "fail", "x")
+    _hop(s, t + 91, "verify", "check")
+    _attempt(s, t + 92, t + 93, "check", "fail")
+    return t + 100
+
+
+def test_a_loop_a_resume_took_up_again_is_stopped_by_the_resumed_runs_ending(
+    tmp_path: Path,
+) -> None:
+    run = _run(tmp_path)
+    s = run.stream()
+    t = _lap(s, _laps(s, 3, leave_to=None))
+    s.emit("stall_watchdog_timeout", t + 1)
+    s.emit("run_failed", t + 2, reason=WATCHDOG)
+    t = _lap(s, _lap(s, t + 10))  # `kilroy attractor resume` (no watchdog) laps on
+    s.emit("run_failed", t + 1, reason=SIGNAL)
+    (f,) = _findings(run)
+    assert (f.evidence["traversals"], f.evidence["stopped_by"]) == (5, "signal")
+    assert f.severity.label != "info"  # the watchdog bounded the first run only
+
+
+def test_a_stop_whose_run_failed_never_came_is_not_the_resumed_runs_ending(
+    tmp_path: Path,
+) -> None:
+    run = _run(tmp_path)
+    s = run.stream()
+    t = _lap(s, _laps(s, 3, leave_to=None))
+    s.emit("stuck_cycle_breaker", t + 1, node_id="impl")  # then SIGKILL: no run_failed
+    t = _lap(s, t + 10)
+    s.emit("run_failed", t + 1, reason=SIGNAL)
+    (f,) = _findings(run)
+    assert f.evidence["stopped_by"] == "signal"
+
+
+def test_a_loop_a_resumed_run_works_on_in_was_not_stopped_by_the_stop_before(
+    tmp_path: Path,
+) -> None:
+    run = _run(tmp_path)
+    s = run.stream()
+    t = _lap(s, _laps(s, 3, leave_to=None))
+    s.emit("stall_watchdog_timeout", t + 1)
+    s.emit("run_failed", t + 2, reason=WATCHDOG)
+    # The resumed run starts where the checkpoint points (no hop), and is still there.
+    s.emit("stage_attempt_start", t + 11, node_id="impl", attempt=1, max=4)
+    (f,) = _findings(run)
+    assert (f.evidence["stopped_by"], f.evidence["still_looping"]) == (None, True)
+
+
+def test_a_loop_the_resumed_run_left_is_not_stopped_by_its_ending(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    s = run.stream()
+    t = _lap(s, _laps(s, 3, leave_to=None))
+    s.emit("stall_watchdog_timeout", t + 1)
+    s.emit("run_failed", t + 2, reason=WATCHDOG)
+    _hop(s, t + 10, "check", "deploy")  # the resume leaves the loop, then is stopped
+    s.emit("stage_attempt_start", t + 11, node_id="deploy", attempt=1, max=4)
+    s.emit("run_failed", t + 20, reason=SIGNAL)
+    (f,) = _findings(run)
+    assert (f.evidence["stopped_by"], f.evidence["still_looping"]) == (None, False)
+
+
 @pytest.mark.slow
 def test_incident_04_scaffold_loop_is_35_traversals_that_dominate_the_run(
     rogue: list[Finding],
