@@ -18,10 +18,12 @@ version); otherwise, and when no event names that signature, the largest count o
 
 Severity: ``error`` when no breaker could trip and nothing stopped the loop (incident 04);
 ``warning`` when the run's own breaker tripped anyway; ``info`` when a designed stop ended the
-scope after the node's last failure (``stopped_by``: ``stuck_cycle_breaker`` for
-``max_node_visits``, a cycle breaker, the ``loop_restart`` circuit breaker, the stall
-watchdog): the loop was bounded as designed, and the finding only says why the signature
-breaker did not get there first.
+loop (``stopped_by``: ``stuck_cycle_breaker`` for ``max_node_visits``, a cycle breaker, the
+``loop_restart`` circuit breaker, the stall watchdog): the loop was bounded as designed, and the
+finding only says why the signature breaker did not get there first. The loop's stop is the
+scope's first ending after the node's last failure, when the node had no attempt after it
+(:func:`doctor._detectors._stops.loop_stop`): a resumed run that ran the node again was not
+stopped by the stop it resumed from.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from doctor._detectors._context import Context, in_scope, needs
+from doctor._detectors._stops import NODE_WORK_SQL, Ending, loop_stop, scope_endings
 from doctor._detectors.deterministic_retry_loop import BREAKER_EVENTS
 from doctor._model import Finding, Severity, plural
 
@@ -66,19 +69,16 @@ GROUP BY ALL
 """
 
 
-_DESIGNED_STOP_EVENTS = (
-    "deterministic_failure_cycle_breaker",
-    "subgraph_deterministic_failure_cycle_breaker",
-    "stuck_cycle_breaker",
-    "loop_restart_circuit_breaker",
-    "stall_watchdog_timeout",
+#: The stops that bound a loop as designed.
+_DESIGNED_STOP_EVENTS = frozenset(
+    {
+        "deterministic_failure_cycle_breaker",
+        "subgraph_deterministic_failure_cycle_breaker",
+        "stuck_cycle_breaker",
+        "loop_restart_circuit_breaker",
+        "stall_watchdog_timeout",
+    }
 )
-# Per scope, the last designed stop (per node, the end of its last failure comes with the
-# failures: :data:`_FAILURES_SQL`).
-_STOPS_SQL = f"""
-SELECT run_id, scope, arg_max(event, seq), max(seq) FROM progress_events
-WHERE event IN ({", ".join(f"'{e}'" for e in _DESIGNED_STOP_EVENTS)}) GROUP BY ALL
-"""
 _LIMITS_SQL = f"""
 SELECT run_id, max(signature_limit) FROM progress_events
 WHERE event IN {_CHECKS} AND signature_limit > 0 GROUP BY ALL
@@ -110,13 +110,15 @@ def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
 @dataclass(frozen=True)
 class _Breakers:
     """What the runs' own cycle breakers did: their limits, the checks they made per node,
-    the counts they reached per signature, and the stops that ended each scope."""
+    the counts they reached per signature, each scope's endings, and per node its last
+    failure and its last attempt."""
 
     limits: dict[str, int]
     checks: dict[tuple[str, str, str], tuple[Any, Any]]
     same_version: dict[tuple[str, str, str, str], int]
-    stops: dict[tuple[str, str], tuple[str, int]]
+    endings: dict[tuple[str, str], list[Ending]]
     last_failure: dict[tuple[str, str, str], int]
+    last_work: dict[tuple[str, str, str], int]
 
 
 def _read_breakers(ctx: Context, last_failure: dict[tuple[str, str, str], int]) -> _Breakers:
@@ -135,11 +137,9 @@ def _read_breakers(ctx: Context, last_failure: dict[tuple[str, str, str], int]) 
             for r, s, n, mx, br in ctx.rows_of((*checks, *BREAKER_EVENTS), _CHECKS_SQL)
         },
         same_version=same_version,
-        stops={
-            (r, s): (str(ev), int(seq))
-            for r, s, ev, seq in ctx.rows_of(_DESIGNED_STOP_EVENTS, _STOPS_SQL)
-        },
+        endings=scope_endings(ctx),
         last_failure=last_failure,
+        last_work={(r, s, n): int(seq) for r, s, n, seq in ctx.tables.sql(NODE_WORK_SQL)},
     )
 
 
@@ -179,7 +179,11 @@ def _fragmented(
     seen, tripped = breakers.checks.get(key, (None, False))
     seen = int(seen) if seen is not None else None
     seen = breakers.same_version.get((run_id, scope, node, top), seen)
-    stop = breakers.stops.get((run_id, scope))
+    last = breakers.last_failure.get(key, -1)
+    stop = loop_stop(
+        breakers.endings.get((run_id, scope), ()), last, breakers.last_work.get(key, last)
+    )
+    stopped_by = stop.stopped_by if stop else None
     return _Fragmented(
         counts=counts,
         signatures=signatures,
@@ -189,7 +193,7 @@ def _fragmented(
         seen=seen,
         tripped=tripped,
         could_not_trip=not tripped and (seen is None or seen < limit),
-        stopped_by=(stop[0] if stop and stop[1] > breakers.last_failure.get(key, -1) else None),
+        stopped_by=stopped_by if stopped_by in _DESIGNED_STOP_EVENTS else None,
     )
 
 

@@ -138,6 +138,29 @@ def test_a_loop_a_breaker_ended_is_only_info_and_names_the_stop(tmp_path: Path) 
     assert f.evidence["stopped_by"] == "deterministic_failure_cycle_breaker"
 
 
+def test_a_node_run_again_after_the_stop_was_not_stopped_by_it(tmp_path: Path) -> None:
+    run = _run(tmp_path, _reasons(6), counts=[1] * 6)
+    s = run.stream()
+    s.emit("stuck_cycle_breaker", 700, node_id="implement")
+    s.emit("run_failed", 701, reason='run aborted: node "implement" visited 6 times')
+    s.emit("stage_attempt_start", 800, node_id="verify", attempt=1, max=1)
+    s.emit("stage_attempt_end", 805, node_id="verify", attempt=1, max=1, status="success")
+    s.emit("run_completed", 810, status="success")  # `kilroy attractor resume`: verify passed
+    (f,) = _findings(run)
+    assert f.evidence["stopped_by"] is None
+    assert f.severity.label == "error"
+
+
+def test_a_stop_after_the_loops_own_ending_is_not_its_stop(tmp_path: Path) -> None:
+    run = _run(tmp_path, _reasons(6), counts=[1] * 6)
+    s = run.stream()
+    s.emit("run_failed", 700, reason="stopped by signal terminated")
+    s.emit("stuck_cycle_breaker", 800, node_id="implement")  # the resumed run's, elsewhere
+    s.emit("run_failed", 801, reason='run aborted: node "implement" visited 6 times')
+    (f,) = _findings(run)
+    assert f.evidence["stopped_by"] is None
+
+
 def test_branch_nodes_use_the_subgraph_cycle_checks(tmp_path: Path) -> None:
     run = KilroyRun(tmp_path, "r1", START)
     s = run.stream("parallel/fan/01-a")
