@@ -8,10 +8,11 @@ least ``breaker_limit`` failures — the run's own limit (the largest ``signatur
 cycle-check or breaker events state, i.e. the graph's), else ``config.breaker_limit`` — is
 reported unless a breaker stopped it or the run stopped on it:
 
-* a *breaker stop* is a ``deterministic_failure_cycle_breaker``,
-  ``subgraph_deterministic_failure_cycle_breaker`` or ``stuck_cycle_breaker`` event for the
-  node in the scope after which the signature did not fail again. A breaker event followed by
-  more failures is no stop: the finding is reported with ``breaker_tripped: true``;
+* a *breaker stop*: the loop's stop (the scope's first ending after its last failure:
+  :func:`doctor._detectors._stops.loop_stop`) is a
+  ``deterministic_failure_cycle_breaker``, ``subgraph_deterministic_failure_cycle_breaker`` or
+  ``stuck_cycle_breaker`` event for the node. A breaker event followed by more failures is no
+  stop: the finding is reported with ``breaker_tripped: true``;
 * the run *stopped on it* when it is terminal (a valid ``final.json``) and the scope's last
   attempt is a failure of the node with that signature;
 * its *retry budget stopped it*: the failures fall in fewer than ``breaker_limit`` visits and
@@ -20,8 +21,10 @@ reported unless a breaker stopped it or the run stopped on it:
   ``max_retries``, are what a retry budget is for.
 
 ``breaker_tripped`` is true only when the signature breaker
-(``deterministic_failure_cycle_breaker`` or its ``subgraph_`` form) fired for the node and the
-failure went on; ``stopped_by`` names the last breaker event of the node, if any.
+(``deterministic_failure_cycle_breaker`` or its ``subgraph_`` form) fired for the node between
+the loop's first and last failure: the failure went on after it (a breaker before the loop's
+first failure, which a resume went on from, is not this loop's). ``stopped_by`` names the
+loop's stop (its last stop event, ``signal`` or ``run_failed``), null when none ended it.
 
 A *visit* is a run of consecutive attempts of the node with no other node's attempt in between
 (attempt numbers are no help: the February 2026 subgraph runner carried them across
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from doctor._detectors._context import Context, in_scope, needs
+from doctor._detectors._stops import Ending, loop_stop, scope_endings
 from doctor._facts import facts_of, iso
 from doctor._model import Finding, Severity, plural
 
@@ -96,7 +100,7 @@ WITH limits AS ({limits}),
 f AS (SELECT f.*, s.sig FROM _drl_fail f JOIN _drl_sig s USING (key)),
 g AS (
     SELECT run_id, scope, node_id, sig, count(*) AS n, count(DISTINCT visit) AS visits,
-           max(end_seq) AS last_seq, epoch_ns(min(end_ts)) AS first_ts,
+           min(end_seq) AS first_seq, max(end_seq) AS last_seq, epoch_ns(min(end_ts)) AS first_ts,
            epoch_ns(max(end_ts)) AS last_ts, count(DISTINCT reason) AS reasons
     FROM f GROUP BY ALL
 ),
@@ -108,8 +112,8 @@ ex AS (
     QUALIFY row_number() OVER (PARTITION BY run_id, scope, node_id, sig
                                ORDER BY n DESC, last DESC) = 1
 )
-SELECT g.run_id, g.scope, g.node_id, g.sig, n, visits, reasons, ex.reason, last_seq,
-       first_ts, last_ts
+SELECT g.run_id, g.scope, g.node_id, g.sig, n, visits, reasons, ex.reason, first_seq,
+       last_seq, first_ts, last_ts
 FROM g JOIN ex USING (run_id, scope, node_id, sig) LEFT JOIN limits l USING (run_id)
 WHERE n >= coalesce(l.lim, $default)
 """
@@ -131,15 +135,15 @@ GROUP BY ALL
 #: The signature breakers: the only ones ``breaker_tripped`` speaks of.
 SIGNATURE_BREAKERS = BREAKER_EVENTS[:2]
 _BREAKER_SQL = f"""
-SELECT run_id, scope, node_id, max(seq), arg_max(event, seq),
-       bool_or(event IN ('{SIGNATURE_BREAKERS[0]}', '{SIGNATURE_BREAKERS[1]}'))
+SELECT run_id, scope, node_id, seq, event IN ('{SIGNATURE_BREAKERS[0]}', '{SIGNATURE_BREAKERS[1]}')
 FROM progress_events
-WHERE event IN ({_BREAKERS_SQL}) AND node_id IS NOT NULL GROUP BY ALL
+WHERE event IN ({_BREAKERS_SQL}) AND node_id IS NOT NULL ORDER BY ALL
 """
 _EXHAUSTED_SQL = """
 SELECT run_id, scope, node_id, max(seq) FROM progress_events
 WHERE event = 'retry_decision' AND will_retry = false AND node_id IS NOT NULL GROUP BY ALL
 """
+_EXHAUSTS = ("retry_decision",)
 _LAST_ATTEMPT_SQL = """
 SELECT run_id, scope, arg_max(node_id, start_seq), arg_max(status, start_seq),
        arg_max(failure_reason, start_seq)
@@ -151,12 +155,14 @@ FROM attempts GROUP BY ALL
 class _Group:
     """One node's failures of one signature: ``count`` failures over ``visits`` visits with
     ``reasons`` distinct reasons, ``example`` the most frequent (among equals the most
-    recent), the last failure's ``last_seq`` and the first and last end times."""
+    recent), the first and last failure's ``first_seq`` and ``last_seq`` and the first and
+    last end times."""
 
     count: int
     visits: int
     reasons: int
     example: str
+    first_seq: int
     last_seq: int
     first_ts: int | None
     last_ts: int | None
@@ -215,9 +221,9 @@ def _groups(ctx: Context) -> dict[tuple[str, str, str, str], _Group]:
         ctx.tables.con.execute("DROP TABLE IF EXISTS _drl_fail; DROP TABLE IF EXISTS _drl_sig")
     return {
         (str(run_id), str(scope), str(node), str(sig)): _Group(
-            int(n), int(visits), int(reasons), str(example), int(last), first, last_ts
+            int(n), int(visits), int(reasons), str(example), int(first), int(last), *times
         )
-        for run_id, scope, node, sig, n, visits, reasons, example, last, first, last_ts in rows
+        for run_id, scope, node, sig, n, visits, reasons, example, first, last, *times in rows
     }
 
 
@@ -232,30 +238,46 @@ def _stopped_on(ctx: Context, last: tuple[Any, ...] | None, node: str, signature
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Stops:
+    """What may have stopped the loops: each scope's endings, each node's breaker events
+    ``(seq, is a signature breaker)`` and its spent retry budgets."""
+
+    endings: dict[tuple[str, str], list[Ending]]
+    breakers: dict[tuple[str, str, str], list[tuple[int, bool]]]
+    exhausted: dict[tuple[str, str, str], int]
+
+
+def _read_stops(ctx: Context) -> _Stops:
+    breakers: dict[tuple[str, str, str], list[tuple[int, bool]]] = {}
+    for r, s, n, seq, signature in ctx.rows_of(BREAKER_EVENTS, _BREAKER_SQL):
+        breakers.setdefault((r, s, n), []).append((int(seq), bool(signature)))
+    return _Stops(
+        endings=scope_endings(ctx),
+        breakers=breakers,
+        exhausted={(r, s, n): int(seq) for r, s, n, seq in ctx.rows_of(_EXHAUSTS, _EXHAUSTED_SQL)},
+    )
+
+
 @needs(failed_attempts=True)
 def deterministic_retry_loop(ctx: Context) -> list[Finding]:
     """The same canonical failure repeating on a node with no breaker stopping it."""
     groups = _groups(ctx)
     if not groups:
         return []
-    breakers = {
-        (r, s, n): (int(seq), str(ev), bool(sig))
-        for r, s, n, seq, ev, sig in ctx.rows_of(BREAKER_EVENTS, _BREAKER_SQL)
-    }
-    exhausted = {
-        (r, s, n): int(seq) for r, s, n, seq in ctx.rows_of(("retry_decision",), _EXHAUSTED_SQL)
-    }
+    stops = _read_stops(ctx)
     last_attempt = {(r, s): (n, st, fr) for r, s, n, st, fr in ctx.tables.sql(_LAST_ATTEMPT_SQL)}
     limits = {r: int(n) for r, n in ctx.rows_of(_LIMIT_EVENTS, _LIMITS_SQL)}
     findings = []
     for (run_id, scope, node, signature), g in sorted(groups.items()):
         limit = limits.get(run_id, ctx.config.breaker_limit)
-        breaker_seq, breaker_event, signature_breaker = breakers.get(
-            (run_id, scope, node), (None, None, False)
-        )
-        if breaker_seq is not None and breaker_seq > g.last_seq:
+        node_key = (run_id, scope, node)
+        # The loop's work is its failures: the node failing otherwise, or passing, after a
+        # stop (a resume) is not this loop going on.
+        stop = loop_stop(stops.endings.get((run_id, scope), ()), g.last_seq, g.last_seq)
+        if stop is not None and stop.stopped(BREAKER_EVENTS, node):
             continue  # the breaker stopped it
-        budget_seq = exhausted.get((run_id, scope, node))
+        budget_seq = stops.exhausted.get(node_key)
         if budget_seq is not None and budget_seq > g.last_seq and g.visits < limit:
             continue  # its retry budget ran out: max_retries stopped it
         facts = facts_of(ctx.facts, run_id)
@@ -263,25 +285,27 @@ def deterministic_retry_loop(ctx: Context) -> list[Finding]:
             ctx, last_attempt.get((run_id, scope)), node, signature
         ):
             continue  # the run ended on it: bounded
+        # Breakers that fired while the loop went on (not one before it, which a resume left).
+        during = [b for b in stops.breakers.get(node_key, ()) if g.first_seq < b[0] < g.last_seq]
         findings.append(
             _finding(
                 (run_id, scope, node, signature),
                 g,
                 limit,
-                (breaker_seq, breaker_event, signature_breaker),
+                (bool(during), any(sig for _, sig in during), stop.stopped_by if stop else None),
             )
         )
     return findings
 
 
 def _finding(
-    key: tuple[str, str, str, str], g: _Group, limit: int, breaker: tuple[Any, Any, bool]
+    key: tuple[str, str, str, str], g: _Group, limit: int, breaker: tuple[bool, bool, str | None]
 ) -> Finding:
     """The finding of a loop nothing stopped: an error once it spans ``limit`` visits.
-    ``breaker`` is the sequence and event of the node's last breaker (or Nones), and
-    whether it was a signature breaker."""
+    ``breaker``: whether a breaker of the node fired while the loop went on, whether a
+    signature breaker did, and what stopped the loop (None when nothing did)."""
     run_id, scope, node, signature = key
-    breaker_seq, breaker_event, signature_breaker = breaker
+    tripped, signature_breaker, stopped_by = breaker
     where = in_scope(scope)
     example = g.example
     looped = g.visits >= limit
@@ -290,9 +314,10 @@ def _finding(
         f"with the same failure ({example!r})"
         + (
             ", and kept failing after a breaker tripped"
-            if breaker_seq is not None
+            if tripped
             else ", and no breaker stopped it"
         )
+        + (f" ({stopped_by} ended it)" if stopped_by else "")
         + "; fix that cause, or add a cycle breaker or retry cap on canonical signatures"
     )
     return Finding(
@@ -306,7 +331,7 @@ def _finding(
             "signature": signature,
             "count": g.count,
             "breaker_tripped": signature_breaker,
-            "stopped_by": breaker_event,
+            "stopped_by": stopped_by,
             "visits": g.visits,
             "breaker_limit": limit,
             "unique_reasons": g.reasons,

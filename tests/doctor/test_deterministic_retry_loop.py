@@ -104,6 +104,32 @@ def test_failures_after_a_breaker_tripped_are_reported_as_breaker_tripped(tmp_pa
     assert f.evidence["count"] == 4
 
 
+def test_a_breaker_before_the_loops_first_failure_is_not_tripped_for_it(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    s = run.stream()
+    t = _visits(s, ["exit status 1"] * 3)
+    s.emit("deterministic_failure_cycle_breaker", t, node_id="verify", signature_count=3)
+    s.emit("run_failed", t + 1, reason="run aborted: deterministic failure cycle detected")
+    # `kilroy attractor resume`: verify fails on, another way, and nothing stops it.
+    _visits(s, [f"cannot open /tmp/tmp.{k}/out.o" for k in "abc"], t=t + 100)
+    (f,) = _findings(run)
+    assert (f.evidence["count"], f.evidence["breaker_tripped"]) == (3, False)
+    assert f.evidence["stopped_by"] is None
+    assert "no breaker stopped it" in f.summary
+
+
+def test_a_breaker_after_a_signal_ended_the_loop_does_not_stop_it(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    s = run.stream()
+    t = _visits(s, ["exit status 1"] * 3)
+    s.emit("run_failed", t, reason="stopped by signal terminated")
+    # The resumed run stops before verify runs again: not the loop's stop.
+    s.emit("stuck_cycle_breaker", t + 100, node_id="verify", visit_count=3, visit_limit=3)
+    s.emit("run_failed", t + 101, reason='run aborted: node "verify" visited 3 times')
+    (f,) = _findings(run)
+    assert (f.evidence["stopped_by"], f.evidence["breaker_tripped"]) == ("signal", False)
+
+
 def test_a_breaker_for_another_node_does_not_stop_the_loop(tmp_path: Path) -> None:
     run = _run(tmp_path)
     s = run.stream()
