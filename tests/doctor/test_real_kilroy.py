@@ -507,3 +507,38 @@ def test_every_real_run_s_final_json_is_that_of_the_scope_it_worked_in_last() ->
             ended[run_id] = (final.rel, current.final.rel if current.final else None)
     assert "loop_restart_sigterm_resumed" in ended
     assert {r: rel for r, (rel, own) in ended.items() if rel != own} == {}
+
+
+def _events_of(run: Path) -> list[tuple[int, str, Any]]:
+    """``(seq, event, node_id or reason)`` of a run's top-level stream."""
+    rows = [json.loads(line) for line in (run / "progress.ndjson").read_text().splitlines()]
+    return [(i, e["event"], e.get("node_id") or e.get("reason")) for i, e in enumerate(rows)]
+
+
+def test_a_loop_a_resume_took_up_after_the_breaker_was_stopped_by_the_signal() -> None:
+    # loop_breaker_resumed_sigterm: the signature breaker ended the run, `kilroy attractor
+    # resume` looped on with another failure until SIGTERM. Not the breaker's loop any more.
+    run = RUNS / "loop_breaker_resumed_sigterm"
+    events = _events_of(run)
+    breaker = next(i for i, ev, _ in events if ev == "deterministic_failure_cycle_breaker")
+    laps = [i for i, ev, _ in events if ev == "edge_selected"]
+    assert sum(i > breaker for i in laps) >= 3
+    assert events[-1][1:] == ("run_failed", "stopped by signal terminated")
+    findings = {f.code: f for f in _diagnosed(run.name).findings}
+    loop, det = findings["retry_loop"], findings["deterministic_retry_loop"]
+    assert (loop.evidence["stopped_by"], loop.severity.label) == ("signal", "warning")
+    assert det.evidence["signature"] == "verify failed: cannot open <path>"
+    assert (det.evidence["breaker_tripped"], det.evidence["stopped_by"]) == (False, "signal")
+
+
+def test_a_node_a_resume_ran_again_after_max_node_visits_was_not_stopped_by_it() -> None:
+    # loop_visits_resumed: max_node_visits ended the run after verify's 5th failure; the
+    # resume ran verify again and it passed: the breaker did not bound verify's failures.
+    run = RUNS / "loop_visits_resumed"
+    events = _events_of(run)
+    stop = next(i for i, ev, _ in events if ev == "stuck_cycle_breaker")
+    assert any(i > stop and ev == "stage_attempt_start" and n == "verify" for i, ev, n in events)
+    findings = {f.code: f for f in _diagnosed(run.name).findings}
+    fragmented = findings["fragmented_failure_signatures"]
+    assert (fragmented.evidence["stopped_by"], fragmented.severity.label) == (None, "error")
+    assert findings["retry_loop"].evidence["stopped_by"] is None
