@@ -43,14 +43,14 @@ _CHECK_EVENTS = ("deterministic_failure_cycle_check", "subgraph_deterministic_fa
 _CHECKS = "(" + ", ".join(f"'{e}'" for e in _CHECK_EVENTS) + ")"
 
 _FAILURES_SQL = """
-SELECT run_id, scope, node_id, failure_reason, count(*), max(end_seq) FROM attempts
+SELECT run_id, scope, node_id, failure_reason, count(*), min(end_seq), max(end_seq) FROM attempts
 WHERE end_seq IS NOT NULL AND lower(status) IN ('fail', 'retry')
 GROUP BY ALL ORDER BY ALL
 """
 _BREAKERS = "(" + ", ".join(f"'{e}'" for e in BREAKER_EVENTS) + ")"
 _CHECKS_SQL = f"""
 SELECT run_id, scope, node_id, max(signature_count) FILTER (WHERE event IN {_CHECKS}),
-       bool_or(event IN {_BREAKERS})
+       max(seq) FILTER (WHERE event IN {_BREAKERS})
 FROM progress_events
 WHERE (event IN {_CHECKS} OR event IN {_BREAKERS}) AND node_id IS NOT NULL
 GROUP BY ALL
@@ -90,15 +90,16 @@ def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
     """A node's failures are many distinct strings but few canonical signatures."""
     cfg = ctx.config
     reasons: dict[tuple[str, str, str], Counter[str | None]] = defaultdict(Counter)
-    last_failure: dict[tuple[str, str, str], int] = {}
-    for run_id, scope, node, reason, n, last in ctx.tables.sql(_FAILURES_SQL):
+    spans: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for run_id, scope, node, reason, n, first, last in ctx.tables.sql(_FAILURES_SQL):
         reasons[(run_id, scope, node)][reason] += int(n)
         key = (run_id, scope, node)
-        last_failure[key] = max(last_failure.get(key, -1), int(last))
+        was = spans.get(key, (int(first), int(last)))
+        spans[key] = (min(was[0], int(first)), max(was[1], int(last)))
     candidates = {k: c for k, c in reasons.items() if c.total() >= cfg.fragmentation_min_failures}
     if not candidates:
         return []
-    breakers = _read_breakers(ctx, last_failure)
+    breakers = _read_breakers(ctx, spans)
     findings = []
     for key, counts in sorted(candidates.items()):
         fragmented = _fragmented(ctx, key, counts, breakers)
@@ -110,18 +111,20 @@ def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
 @dataclass(frozen=True)
 class _Breakers:
     """What the runs' own cycle breakers did: their limits, the checks they made per node,
-    the counts they reached per signature, each scope's endings, and per node its last
-    failure and its last attempt."""
+    the counts they reached per signature, each scope's endings, and per node its first and
+    last failure and its last attempt."""
 
     limits: dict[str, int]
     checks: dict[tuple[str, str, str], tuple[Any, Any]]
     same_version: dict[tuple[str, str, str, str], int]
     endings: dict[tuple[str, str], list[Ending]]
-    last_failure: dict[tuple[str, str, str], int]
+    failures: dict[tuple[str, str, str], tuple[int, int]]
     last_work: dict[tuple[str, str, str], int]
 
 
-def _read_breakers(ctx: Context, last_failure: dict[tuple[str, str, str], int]) -> _Breakers:
+def _read_breakers(
+    ctx: Context, failures: dict[tuple[str, str, str], tuple[int, int]]
+) -> _Breakers:
     """Phase 1: the breaker queries, over the runs with enough failures (each skipped when
     the batch has none of the events it reads)."""
     same_version: dict[tuple[str, str, str, str], int] = {}
@@ -138,7 +141,7 @@ def _read_breakers(ctx: Context, last_failure: dict[tuple[str, str, str], int]) 
         },
         same_version=same_version,
         endings=scope_endings(ctx),
-        last_failure=last_failure,
+        failures=failures,
         last_work={(r, s, n): int(seq) for r, s, n, seq in ctx.tables.sql(NODE_WORK_SQL)},
     )
 
@@ -176,10 +179,13 @@ def _fragmented(
     limit = breakers.limits.get(run_id, cfg.breaker_limit)
     if not (len(counts) >= cfg.fragmentation_ratio * len(signatures) and top_n >= limit):
         return None
-    seen, tripped = breakers.checks.get(key, (None, False))
+    seen, breaker_seq = breakers.checks.get(key, (None, None))
+    first, last = breakers.failures[key]
+    # A breaker of the node before its first failure (a resume went on from it) is not this
+    # loop's.
+    tripped = breaker_seq is not None and int(breaker_seq) > first
     seen = int(seen) if seen is not None else None
     seen = breakers.same_version.get((run_id, scope, node, top), seen)
-    last = breakers.last_failure.get(key, -1)
     stop = loop_stop(
         breakers.endings.get((run_id, scope), ()), last, breakers.last_work.get(key, last)
     )

@@ -161,6 +161,21 @@ def test_a_stop_after_the_loops_own_ending_is_not_its_stop(tmp_path: Path) -> No
     assert f.evidence["stopped_by"] is None
 
 
+def test_a_breaker_before_the_nodes_first_failure_did_not_trip_for_its_loop(
+    tmp_path: Path,
+) -> None:
+    run = KilroyRun(tmp_path, "r1", START)
+    run.run_pid(99999999)
+    s = run.stream()
+    s.emit("stuck_cycle_breaker", 0, node_id="verify")  # before verify ever ran
+    s.emit("run_failed", 1, reason='run aborted: node "verify" visited 3 times')
+    for i, reason in enumerate(_reasons(6)):  # `kilroy attractor resume`, then the loop
+        _fail(s, 100 + i * 100, "verify", reason)
+        _check(s, 100 + i * 100 + 6, 1, 3)
+    (f,) = _findings(run)
+    assert (f.evidence["breaker_tripped"], f.severity.label) == (False, "error")
+
+
 def test_branch_nodes_use_the_subgraph_cycle_checks(tmp_path: Path) -> None:
     run = KilroyRun(tmp_path, "r1", START)
     s = run.stream("parallel/fan/01-a")
