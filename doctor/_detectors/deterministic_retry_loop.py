@@ -249,6 +249,8 @@ class _Stops:
 
 
 def _read_stops(ctx: Context) -> _Stops:
+    """The stop queries (the breakers and budgets each skipped when the batch has none of
+    their events)."""
     breakers: dict[tuple[str, str, str], list[tuple[int, bool]]] = {}
     for r, s, n, seq, signature in ctx.rows_of(BREAKER_EVENTS, _BREAKER_SQL):
         breakers.setdefault((r, s, n), []).append((int(seq), bool(signature)))
