@@ -17,9 +17,10 @@ run's ``wall_s`` fact. Branch streams carry no ``edge_selected`` events, so loop
 branches are seen by ``deterministic_retry_loop`` instead.
 
 ``stopped_by``: the stop that ended a loop no hop left: the scope's first ending after the
-last traversal, when the loop did no more work after it (:func:`doctor._detectors._stops.loop_stop`:
-a resumed run that laps again, or works on in the loop, was not stopped by the stop it resumed
-from). Its last stop (``deterministic_failure_cycle_breaker``, ``stuck_cycle_breaker`` for
+loop's last work (every hop and attempt in the scope after the loop began is the loop's while no
+hop has left it; :func:`doctor._detectors._stops.loop_stop`): a resumed run that laps again, or
+works on in the loop, was stopped by its own ending, not by the stop it resumed from. Its
+last stop (``deterministic_failure_cycle_breaker``, ``stuck_cycle_breaker`` for
 ``max_node_visits``, ``stall_watchdog_timeout``, ``loop_restart_blocked``,
 ``loop_restart_circuit_breaker``), else ``signal`` for Kilroy's "stopped by signal"
 ``run_failed``, else ``run_failed`` for any other terminal failure. Such a loop is not
@@ -141,9 +142,11 @@ def retry_loop(ctx: Context) -> list[Finding]:
     findings = []
     endings = scope_endings(ctx)
     rows = ctx.tables.sql(_SQL, min=ctx.config.retry_loop_min)
-    for run_id, scope, src, dst, n, first_ts, last_ts, end_ts, still, last, work in rows:
-        # While no hop left the loop, every later hop or attempt in the scope is the loop's.
-        stop = loop_stop(endings.get((run_id, scope), ()), last, work) if still else None
+    for run_id, scope, src, dst, n, first_ts, last_ts, end_ts, still, _last, work in rows:
+        # While no hop left the loop, every later hop or attempt in the scope is the loop's:
+        # its stop is the first ending after all of them (a resumed run that worked on in the
+        # loop, even short of a lap, was stopped by its own ending, not the one it resumed from).
+        stop = loop_stop(endings.get((run_id, scope), ()), work, work) if still else None
         stopped_by = stop.stopped_by if stop else None
         still = still and stop is None  # a loop_restart or run_completed left it
         facts = facts_of(ctx.facts, run_id)

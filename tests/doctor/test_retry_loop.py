@@ -221,6 +221,21 @@ def test_a_loop_a_resumed_run_works_on_in_was_not_stopped_by_the_stop_before(
     assert (f.evidence["stopped_by"], f.evidence["still_looping"]) == (None, True)
 
 
+def test_a_loop_a_resumed_run_worked_on_in_short_of_a_lap_is_stopped_by_its_ending(
+    tmp_path: Path,
+) -> None:
+    run = _run(tmp_path)
+    s = run.stream()
+    t = _lap(s, _laps(s, 3, leave_to=None))
+    s.emit("stall_watchdog_timeout", t + 1)
+    s.emit("run_failed", t + 2, reason=WATCHDOG)
+    # The resumed run starts impl again (no hop yet) and is stopped by SIGTERM there.
+    s.emit("stage_attempt_start", t + 11, node_id="impl", attempt=1, max=4)
+    s.emit("run_failed", t + 20, reason=SIGNAL)
+    (f,) = _findings(run)
+    assert (f.evidence["stopped_by"], f.evidence["still_looping"]) == ("signal", False)
+
+
 def test_a_loop_the_resumed_run_left_is_not_stopped_by_its_ending(tmp_path: Path) -> None:
     run = _run(tmp_path)
     s = run.stream()
