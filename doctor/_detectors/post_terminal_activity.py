@@ -8,6 +8,12 @@ first, then ``run.tgz``, then ``git_push_*`` events and the terminal event (form
 after the last terminal event. For Kilroy branches (which have no final.json) the run's
 final.json is the reference; native branches have their own.
 
+A resume of a run that had already ended is not activity: ``kilroy attractor resume`` first
+materializes the run's inputs again (``input_materialization_*``, ``scope: "resume"``; and runs
+the config's ``setup_command_*``), then finds the checkpoint at the exit and returns, writing
+nothing else and keeping final.json (real run ``resume_after_success``). Those preamble events
+are not counted; whatever work a resume does after them is.
+
 Activity after the end means another writer: an *overlapping resume* (``resume`` keeps the old
 final.json until it finishes, so "final.json says fail but progress advances", format doc §7,
 §9), a process that never exited, or branch work scheduled after cancellation.
@@ -26,6 +32,10 @@ __all__ = ["post_terminal_activity"]
 
 _ALLOWED_AFTER_FINAL = ("git_push_start", "git_push_ok", "git_push_failed", "run_completed",
                         "run_failed")  # fmt: skip
+# What a resume writes before it reads the checkpoint (format doc §2.7): no stage work.
+_RESUME_PREAMBLE_SQL = (
+    "(starts_with(e.event, 'input_materialization_') OR starts_with(e.event, 'setup_command_'))"
+)
 
 # The run's last terminal event: the latest in time over its top-level streams (seq orders a
 # stream, not streams: a resume of a restarted run ends in the base directory, after the
@@ -45,9 +55,10 @@ after AS (
     FROM events e
     LEFT JOIN terminal t ON t.run_id = e.run_id AND t.scope = e.scope
     LEFT JOIN refs r ON r.run_id = e.run_id AND r.scope = e.scope
-    WHERE (t.seq IS NOT NULL AND e.seq > t.seq)
-       OR (r.final_ns IS NOT NULL AND epoch_ns(e.ts) > r.final_ns
-           AND e.event NOT IN {_ALLOWED_AFTER_FINAL})
+    WHERE ((t.seq IS NOT NULL AND e.seq > t.seq)
+           OR (r.final_ns IS NOT NULL AND epoch_ns(e.ts) > r.final_ns
+               AND e.event NOT IN {_ALLOWED_AFTER_FINAL}))
+      AND NOT {_RESUME_PREAMBLE_SQL}
 )
 SELECT run_id, scope, count(*), count(*) FILTER (WHERE NOT {HEARTBEAT_SQL}),
        epoch_ns(arg_min(ts, seq)), arg_min(event, seq), arg_min(node_id, seq)

@@ -136,6 +136,43 @@ def test_a_resume_that_finished_and_rewrote_final_json_is_not_reported(tmp_path:
     assert _findings(run) == []
 
 
+def _resume_preamble(s: Stream, t: float) -> None:
+    """What ``kilroy attractor resume`` writes before it reads the checkpoint."""
+    s.emit("setup_command_start", t, index=0, command="make deps")
+    s.emit("setup_command_ok", t + 0.1, index=0, command="make deps", stdout="")
+    for step in ("started", "progress", "completed"):
+        s.emit(f"input_materialization_{step}", t + 0.2, scope="resume")
+
+
+def test_a_resume_of_a_run_that_had_ended_and_found_nothing_to_do_is_not_reported(
+    tmp_path: Path,
+) -> None:
+    run = _run(tmp_path)
+    top = run.stream()
+    _attempt(top, "build", 1)
+    run.final("success", at=5.2)
+    top.emit("run_completed", 5.3, status="success")
+    _resume_preamble(top, 600)  # as the real run resume_after_success: nothing else follows
+
+    assert _findings(run) == []
+
+
+def test_work_a_resume_does_after_its_preamble_is_still_reported(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    top = run.stream()
+    _attempt(top, "build", 1, "fail")
+    run.final("fail", "exit status 1", at=5.2)
+    top.emit("run_failed", 5.3, status="fail", reason="exit status 1")
+    _resume_preamble(top, 600)
+    top.emit("stage_attempt_start", 601, node_id="build", attempt=1, max=1)
+
+    [finding] = _findings(run)
+
+    assert finding.severity is Severity.ERROR
+    assert finding.evidence["events_after"] == 1
+    assert finding.evidence["first_after_event"] == "stage_attempt_start"
+
+
 def _restart_stopped_then_resumed_in_the_base(run: KilroyRun) -> Stream:
     """As the real run loop_restart_sigterm_resumed: a loop restart, a signal in restart-1/
     (whose outcome Kilroy saves there and in the base directory), then a resume that went on
