@@ -34,6 +34,7 @@ __all__ = [
     "iso",
     "parse_iso",
     "scope_state",
+    "signal_stop",
 ]
 
 #: ``failure_reasons`` keeps at most this many (scope, node, reason) rows per run.
@@ -605,12 +606,31 @@ def _ending(
         reason = failed_reasons[-1]
     stops = [e for e, _, _ in last if e not in _TERMINAL_EVENTS]
     stopped_by: str | None = stops[-1] if stops else None
-    if stopped_by is None and reason is not None and reason.startswith("stopped by signal"):
+    if stopped_by is None and signal_stop(reason):
         stopped_by = "signal"
     return reason, stopped_by
 
 
 _TERMINAL_EVENTS = ("run_completed", "run_failed")
+
+
+def signal_stop(reason: object) -> bool:
+    """Whether a failure reason is Kilroy's "stopped by signal" ending, said by the run or
+    wrapped by the construct the signal ended (a concurrent region: ``concurrent region "c1"
+    failed: branch node a failed: stopped by signal terminated``, real run
+    ``concurrent_sigterm``; Go wraps errors as ``context: cause``).
+
+    >>> signal_stop("stopped by signal terminated")
+    True
+    >>> signal_stop('concurrent region "c1" failed: branch node a failed: stopped by signal '
+    ...             'interrupt')
+    True
+    >>> signal_stop("exit status 1"), signal_stop(None)
+    (False, False)
+    """
+    if not isinstance(reason, str):
+        return False
+    return reason.startswith("stopped by signal") or ": stopped by signal" in reason
 
 
 def _last_ending(events: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from doctor._facts import STOP_EVENTS
+from doctor._facts import STOP_EVENTS, signal_stop
 from doctor._tables import Tables
 
 if TYPE_CHECKING:
@@ -55,7 +55,11 @@ SCOPE_STOPS = (
 _SCOPE_STOPS_SQL = "(" + ", ".join(f"'{e}'" for e in SCOPE_STOPS) + ")"
 
 # Per scope: the node of the last attempt end, when nothing routed on from it (no edge, no new
-# attempt) and a stop or terminal event followed; and the node that completed before it.
+# attempt) and a stop or terminal event followed; and the node that completed before its visit
+# began (its first attempt's start). Before the visit, not before its end: in a concurrent
+# region (pentagon/cylinder) the region's nodes run at once in the one stream, and a stop ends
+# them all; the other node ending first is not a completed resume point, the split before
+# them is (real run concurrent_sigterm: checkpoint ``split``, ``b`` then ``a`` ended).
 _SQL = f"""
 WITH last_end AS (
     SELECT run_id, scope, max(seq) AS seq, arg_max(node_id, seq) AS node
@@ -68,13 +72,21 @@ cut AS (
       AND NOT EXISTS (SELECT 1 FROM {{view}} x WHERE x.run_id = l.run_id
                       AND x.scope = l.scope AND x.seq > l.seq
                       AND x.event IN ('edge_selected', 'stage_attempt_start', 'run_completed'))
+),
+visit AS (
+    SELECT c.*, coalesce(
+        (SELECT max(x.seq) FROM {{view}} x
+         WHERE x.run_id = c.run_id AND x.scope = c.scope AND x.seq < c.seq
+           AND x.event = 'stage_attempt_start' AND x.node_id = c.node
+           AND coalesce(x.attempt, 1) <= 1), c.seq) AS visit_seq
+    FROM cut c
 )
-SELECT c.run_id, c.scope, c.node,
+SELECT v.run_id, v.scope, v.node,
        (SELECT arg_max(x.node_id, x.seq) FROM {{view}} x
-        WHERE x.run_id = c.run_id AND x.scope = c.scope AND x.seq < c.seq
+        WHERE x.run_id = v.run_id AND x.scope = v.scope AND x.seq < v.visit_seq
           AND x.event = 'stage_attempt_end' AND x.node_id IS NOT NULL
-          AND x.node_id <> c.node) AS resume_node
-FROM cut c
+          AND x.node_id <> v.node) AS resume_node
+FROM visit v
 """
 
 
@@ -150,7 +162,7 @@ class Ending:
             return self.stops[-1][0]
         if self.terminal != "run_failed":
             return None
-        return "signal" if (self.reason or "").startswith("stopped by signal") else "run_failed"
+        return "signal" if signal_stop(self.reason) else "run_failed"
 
     def stopped(self, events: Iterable[str], node: str) -> bool:
         """Whether one of ``events`` of ``node`` is among its stops."""

@@ -200,3 +200,33 @@ def test_a_torn_checkpoint_is_left_to_torn_artifact(tmp_path: Path) -> None:
     run.write_text("checkpoint.json", '{"current_node": "a", "node_ret')
 
     assert _findings(run) == []
+
+
+def _concurrent_region_stopped(run: KilroyRun, reason: str) -> None:
+    """As the real run concurrent_sigterm: a signal while both nodes of a concurrent region
+    (pentagon ``split``) run; Kilroy ends both and checkpoints neither."""
+    top = run.stream()
+    _attempt(top, "start", 0, "success", mx=1)
+    top.emit("edge_selected", 5.1, from_node="start", to_node="split")
+    _attempt(top, "split", 6, "success", mx=1)
+    top.emit("concurrent_split_started", 11.1, concurrent_id="c1", split_node="split")
+    top.emit("stage_attempt_start", 12, node_id="b", attempt=1, max=1)
+    top.emit("stage_attempt_start", 12.1, node_id="a", attempt=1, max=4)
+    top.emit("stage_attempt_end", 20, node_id="a", attempt=1, max=4, status="fail",
+             failure_reason="stopped by signal terminated")  # fmt: skip
+    top.emit("stage_attempt_end", 20.1, node_id="b", attempt=1, max=1, status="fail",
+             failure_reason="stopped by signal terminated")  # fmt: skip
+    top.emit("concurrent_split_completed", 20.2, concurrent_id="c1", failed_nodes=["a", "b"])
+    run.final("fail", reason, at=20.3)
+    top.emit("run_failed", 20.4, status="fail", reason=reason)
+    run.checkpoint(current_node="split", completed_nodes=["start", "split"])
+
+
+def test_a_checkpoint_at_the_split_of_a_stopped_concurrent_region_is_not_drift(
+    tmp_path: Path,
+) -> None:
+    run = _run(tmp_path)
+    reason = 'concurrent region "c1" failed: branch node a failed: stopped by signal terminated'
+    _concurrent_region_stopped(run, reason)
+
+    assert _findings(run) == []
