@@ -48,28 +48,40 @@ MAX_NODE_ROWS = 1000
 TOP_SQL = "(scope = '' OR regexp_full_match(scope, 'restart-[0-9]+'))"
 #: SQL expression: the node an event names.
 NODE_SQL = "coalesce(node_id, to_node)"
-#: SQL: per run and scope, ``went_on``: the latest attempt start in the run's top-level scopes
-#: other than the one the scope belongs to (itself, or the ``restart-N`` or base directory its
-#: branch directory lies under); NULL for a run of one top-level scope. Kilroy's run loop
-#: works in one top-level scope at a time: a ``loop_restart`` takes it to ``restart-N/``, and
-#: ``kilroy attractor resume`` of a restarted run back to the base directory (real run
-#: ``loop_restart_resumed``). An attempt that started before ``went_on`` and never ended was
-#: left behind by its dead process: the run went on elsewhere after it started.
+#: SQL: per run and scope, ``went_on``: when the run went on past what the scope's unended
+#: attempts could still be doing. That is the latest attempt start in the run's top-level
+#: scopes other than the one the scope belongs to (itself, or the ``restart-N`` or base
+#: directory its branch directory lies under): Kilroy's run loop works in one top-level scope
+#: at a time, a ``loop_restart`` takes it to ``restart-N/``, and ``kilroy attractor resume``
+#: of a restarted run back to the base directory (real run ``loop_restart_resumed``). Or the
+#: run's last terminal event (``run_completed``/``run_failed`` in its top-level scopes): the
+#: process that wrote it had ended every attempt it ran, so a start before it without an end
+#: was its killed predecessor's; the resume need not run that node again in the same place
+#: (a concurrent region killed and resumed runs as a fan-out, its nodes in branch directories:
+#: real run ``concurrent_killed_resumed``). NULL when neither exists. An attempt that started
+#: before ``went_on`` and never ended was left behind by its dead process.
 _WENT_ON_SQL = f"""
     WITH s AS (SELECT run_id, scope, max(start_ts) AS last_start FROM attempts GROUP BY ALL),
-    t AS (SELECT * FROM s WHERE {TOP_SQL})
-    SELECT s.run_id, s.scope, max(t.last_start) AS went_on
-    FROM s JOIN t ON t.run_id = s.run_id
-     AND t.scope <> regexp_extract(s.scope, '^(restart-[0-9]+)(/|$)', 1)
-    GROUP BY ALL"""
+    t AS (SELECT * FROM s WHERE {TOP_SQL}),
+    elsewhere AS (
+        SELECT s.run_id, s.scope, max(t.last_start) AS went_on
+        FROM s JOIN t ON t.run_id = s.run_id
+         AND t.scope <> regexp_extract(s.scope, '^(restart-[0-9]+)(/|$)', 1)
+        GROUP BY ALL),
+    ended AS (
+        SELECT run_id, max(ts) AS ended_at FROM progress_events
+        WHERE {TOP_SQL} AND event IN ('run_completed', 'run_failed') GROUP BY ALL)
+    SELECT s.run_id, s.scope, greatest(x.went_on, e.ended_at) AS went_on
+    FROM s LEFT JOIN elsewhere x USING (run_id, scope) LEFT JOIN ended e USING (run_id)"""
 #: SQL over rows of ``attempts`` joined to :data:`_WENT_ON_SQL` as ``w``: the attempt started
 #: before the run went on in another of its top-level scopes.
 _LEFT_BEHIND_SQL = "coalesce(a.start_ts < w.went_on, false)"
 #: SQL: each node's latest attempt in each scope (rows of ``attempts``), with ``is_open``. An
 #: *open attempt* is such a row without an end, unless the run went on in another of its
-#: top-level scopes after it started (:data:`_WENT_ON_SQL`). So neither a start that a resume
-#: superseded (its process killed before it could end; real resumed runs start the node again)
-#: nor one in a ``restart-N`` scope that a resume left for the base directory is open work.
+#: top-level scopes, or ended, after it started (:data:`_WENT_ON_SQL`). So neither a start
+#: that a resume superseded (its process killed before it could end; real resumed runs start
+#: the node again) nor one in a ``restart-N`` scope that a resume left for the base directory,
+#: nor one a resume that then ended never ran again, is open work.
 LATEST_ATTEMPTS_SQL = f"""
     SELECT a.*, a.end_seq IS NULL AND NOT {_LEFT_BEHIND_SQL} AS is_open
     FROM (SELECT * FROM attempts QUALIFY row_number() OVER (

@@ -280,6 +280,22 @@ def test_a_start_a_resume_superseded_is_not_open_in_phases_spans_or_the_timeline
     assert bars[0].end_ns == bars[1].start_ns  # the dead start's bar ends where it restarted
 
 
+def test_a_start_a_resume_never_ran_again_where_it_was_is_not_open_once_the_run_ended() -> None:
+    # concurrent_killed_resumed: a and b were killed in the concurrent region (top-level
+    # stream); the resume ran them as a fan-out, in branch directories, and the run completed.
+    # Their top-level starts never ended and nothing started them there again, but the process
+    # that wrote run_completed had ended every attempt it ran: not open in the spans, the
+    # phases or the timeline.
+    result = _diagnosed("concurrent_killed_resumed")
+    assert result.state == "succeeded"
+    spans = {(s["scope"], s["node_id"]): s for s in result.facts["attempt_spans"]}
+    assert [spans["", n]["open"] for n in ("a", "b")] == [0, 0]
+    phases = {p["node"]: p for p in result.facts["phases"]}
+    assert all(phases[n]["last_end"] != result.facts["last_event_at"] for n in ("a", "b"))
+    bars = [b for b in run_timeline(result).bars if b.scope == "" and b.node_id in ("a", "b")]
+    assert [b.is_open for b in bars] == [False, False]
+
+
 def _rewound_to_the_end_of(run: Path, node: str, before: str) -> None:
     """Cut ``run``'s stream just after ``node``'s last attempt end and put back the checkpoint
     Kilroy had then: ``before`` completed (Kilroy saves a node's checkpoint after its end)."""
