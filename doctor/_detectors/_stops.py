@@ -7,6 +7,13 @@ resume must start (format doc §3.3: "a breaker trip aborts before saving"). So 
 the checkpoint's ``current_node`` is right when it names the node completed before the
 interrupted one.
 
+What says the run ended there: a stop or terminal event after the attempt's end, or, in a
+top-level scope, the run's final.json not ``success`` written after it. Runs of builds before
+2026-04-27 have no terminal event (format doc §8): a signal leaves no event at all, and the
+stall watchdog's event comes before the attempt it cancels ends; a final.json Kilroy wrote
+without a terminal event (a resume that failed before its engine started, ``kilroy
+attractor stop`` for a dead process) is the same.
+
 A loop's stop (``retry_loop``, ``fragmented_failure_signatures``, ``deterministic_retry_loop``)
 is the first of its scope's *endings* after the loop's last traversal or failure, and only when
 the loop did no more work after it (:func:`loop_stop`): ``kilroy attractor resume`` appends to
@@ -28,7 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from doctor._facts import STOP_EVENTS, signal_stop
+from doctor._facts import STOP_EVENTS, TOP_SQL, parse_iso, signal_stop
 from doctor._tables import Tables
 
 if TYPE_CHECKING:
@@ -61,14 +68,20 @@ _SCOPE_STOPS_SQL = "(" + ", ".join(f"'{e}'" for e in SCOPE_STOPS) + ")"
 # them all; the other node ending first is not a completed resume point, the split before
 # them is (real run concurrent_sigterm: checkpoint ``split``, ``b`` then ``a`` ended).
 _SQL = f"""
-WITH last_end AS (
-    SELECT run_id, scope, max(seq) AS seq, arg_max(node_id, seq) AS node
+WITH failed AS (
+    SELECT unnest($runs::VARCHAR[]) AS run_id, unnest($finals::BIGINT[]) AS final_ns
+),
+last_end AS (
+    SELECT run_id, scope, max(seq) AS seq, arg_max(node_id, seq) AS node,
+           epoch_ns(arg_max(ts, seq)) AS end_ns
     FROM {{view}} WHERE event = 'stage_attempt_end' AND node_id IS NOT NULL GROUP BY ALL
 ),
 cut AS (
     SELECT l.* FROM last_end l
-    WHERE EXISTS (SELECT 1 FROM {{view}} x WHERE x.run_id = l.run_id AND x.scope = l.scope
-                  AND x.seq > l.seq AND x.event IN {_SCOPE_STOPS_SQL})
+    WHERE (EXISTS (SELECT 1 FROM {{view}} x WHERE x.run_id = l.run_id AND x.scope = l.scope
+                   AND x.seq > l.seq AND x.event IN {_SCOPE_STOPS_SQL})
+           OR ({TOP_SQL} AND EXISTS (SELECT 1 FROM failed f WHERE f.run_id = l.run_id
+                                     AND f.final_ns > l.end_ns)))
       AND NOT EXISTS (SELECT 1 FROM {{view}} x WHERE x.run_id = l.run_id
                       AND x.scope = l.scope AND x.seq > l.seq
                       AND x.event IN ('edge_selected', 'stage_attempt_start', 'run_completed'))
@@ -98,7 +111,15 @@ def interrupted_visits(
     ``view`` is the events table (by default its non-heartbeat rows: the events this reads) or
     a detector's restricted view of it.
     """
-    rows = tables.sql(_SQL.format(view=view))
+    runs: list[str] = []
+    finals: list[int] = []
+    for run_id, docs in tables.documents.items():
+        final = docs.final
+        ns = parse_iso(final.get("timestamp")) if final is not None and final.ok else None
+        if ns is not None and final is not None and final.get("status") != "success":
+            runs.append(run_id)
+            finals.append(ns)
+    rows = tables.sql(_SQL.format(view=view), runs=runs, finals=finals)
     return {(r, s): (str(node), None if prev is None else str(prev)) for r, s, node, prev in rows}
 
 

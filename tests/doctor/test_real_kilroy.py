@@ -250,6 +250,42 @@ def test_unknown_events_leave_a_real_diagnosis_unchanged(tmp_path: Path) -> None
     assert after["facts"]["events_by_type"]["some_future_event"] == 1
 
 
+#: Events builds before 2026-04-27 did not write (format doc §8): the terminal events, then
+#: (before 2026-04-01) ``retry_decision``.
+_NEWER_EVENTS = frozenset({"run_completed", "run_failed", "retry_decision"})
+
+
+def _as_an_older_build_wrote_it(run: Path) -> None:
+    """Rewrite a real run's streams as a February/March 2026 build wrote them: no terminal
+    event, no ``retry_decision``, no ``id`` envelope field; final.json alone ends the run."""
+    for stream in run.rglob("progress.ndjson"):
+        events = [json.loads(line) for line in stream.read_text().splitlines()]
+        kept = [{k: v for k, v in e.items() if k != "id"} for e in events]
+        stream.write_text(
+            "".join(json.dumps(e) + "\n" for e in kept if e["event"] not in _NEWER_EVENTS)
+        )
+
+
+@pytest.mark.parametrize(
+    "name", ["sigterm_mid_stage", "stall_watchdog", "operator_stop", "sigterm_mid_fanout"]
+)
+def test_a_stop_is_read_from_final_json_in_a_run_without_terminal_events(
+    tmp_path: Path, name: str
+) -> None:
+    # Before 2026-04-27 a stopped run's stream just ends (a signal writes no event; the
+    # watchdog's event comes before the attempt it cancels ends): final.json says it stopped.
+    # The checkpoint at the node before the interrupted one is still the resume point.
+    run = tmp_path / name
+    shutil.copytree(RUNS / name, run)
+    _as_an_older_build_wrote_it(run)
+    expected = json.loads((RUNS / name / "expected.json").read_text())
+    result = diagnose(name, DoctorConfig(roots=(tmp_path,))).to_json()
+    assert result["state"] == expected["state"] == "failed"
+    assert _show(result["findings"]) == ""
+    stop = {k: result["facts"][k] for k in ("terminal_reason", "stopped_by")}
+    assert stop == {k: expected["facts"][k] for k in stop}
+
+
 def test_stage_output_behind_a_symlink_is_never_read(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     (outside / "verify").mkdir(parents=True)
