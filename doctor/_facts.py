@@ -24,6 +24,7 @@ from rundoctor.liveness import owner_alive
 
 __all__ = [
     "ATTEMPTS_OPEN_SQL",
+    "BRANCH_LIFECYCLE_SQL",
     "LATEST_ATTEMPTS_SQL",
     "STOP_EVENTS",
     "STOP_EVENTS_SQL",
@@ -222,11 +223,15 @@ _STATS_SQL = """
 _OPEN_ATTEMPTS_SQL = f"""
         SELECT run_id, node_id, epoch_ns(start_ts) FROM ({LATEST_ATTEMPTS_SQL})
         WHERE is_open AND {TOP_SQL} ORDER BY run_id, start_seq"""
-_BRANCH_DONE_SQL = """
+#: Events by which a parent forwards its branches' lifecycle: ``branch_progress`` since about
+#: 2026-02-11, ``branch_liveness`` in the builds of 2026-02-10/11 (format doc §2.6), which
+#: carries ``branch_key``, ``branch_logs_root`` and ``branch_event`` only (no status).
+BRANCH_LIFECYCLE_SQL = "('branch_progress', 'branch_liveness')"
+_BRANCH_DONE_SQL = f"""
         SELECT run_id, scope, branch_logs_root, branch_key, arg_max(branch_status, seq),
                epoch_ns(max(ts))
         FROM progress_events
-        WHERE event = 'branch_progress' AND branch_event = 'branch_subgraph_done'
+        WHERE event IN {BRANCH_LIFECYCLE_SQL} AND branch_event = 'branch_subgraph_done'
         GROUP BY ALL"""
 # The run's stops and terminal events in the order it wrote them: by time over its top-level
 # streams (seq orders a stream, not streams: a resume of a restarted run goes on in the base
@@ -251,7 +256,9 @@ _REASONS_SQL = f"""
 
 _Rows = dict[str, list[tuple[Any, ...]]]
 #: Every kind a facts query filters on (with ``skip_absent=False``: as if all were present).
-_EVERY_KIND = frozenset({"stage_attempt_start", "edge_selected", "branch_progress", *STOP_EVENTS})
+_EVERY_KIND = frozenset(
+    {"stage_attempt_start", "edge_selected", "branch_progress", "branch_liveness", *STOP_EVENTS}
+)
 
 
 @dataclass(frozen=True)
@@ -316,7 +323,9 @@ def _query_fleet(tables: Tables, *, skip_absent: bool = True) -> _FleetRows:
         else {},
         open_attempts=_per_run(tables.sql(_OPEN_ATTEMPTS_SQL)) if attempts else {},
         phases=_phases(tables, omitted) if attempts else {},
-        branch_done=_per_run(tables.sql(_BRANCH_DONE_SQL)) if "branch_progress" in kinds else {},
+        branch_done=_per_run(tables.sql(_BRANCH_DONE_SQL))
+        if kinds & {"branch_progress", "branch_liveness"}
+        else {},
         endings=_per_run(tables.sql(_ENDINGS_SQL)) if kinds & set(STOP_EVENTS) else {},
         branches=ev.branches,
         activity=ev.activity,
@@ -571,7 +580,7 @@ def _branch_facts(
     return [
         {
             "scope": scope,
-            "state": _recorded_state(docs, done, scope, last_start)
+            "state": _recorded_state(docs, done, scope, last_start, last_status)
             or _branch_state(docs, scope, live, last_progress=lp, last_event=le),
             "final_json": _scope_final_ok(docs, scope),
             "last_progress_at": iso(lp),
@@ -673,10 +682,17 @@ _FANOUT_SCOPE = re.compile(r"(?:(?P<prefix>.*)/)?parallel/(?P<fanout>[^/]+)/(?:p
 
 
 def _recorded_state(
-    docs: RunDocuments, done: list[tuple[Any, ...]], scope: str, last_start: int | None
+    docs: RunDocuments,
+    done: list[tuple[Any, ...]],
+    scope: str,
+    last_start: int | None,
+    last_status: Any = None,
 ) -> str | None:
     """A Kilroy branch's outcome as its parent recorded it: the parent stream's latest
-    ``branch_subgraph_done`` for it, else its fan-out's ``parallel_results.json``.
+    ``branch_subgraph_done`` for it, else its fan-out's ``parallel_results.json``. A record
+    without a status (``branch_liveness``, 2026-02-10/11 builds) says the branch finished;
+    its outcome is then that of its last attempt (``last_status``), what its subgraph
+    returned.
 
     None when there is neither, or when the branch started an attempt after that record:
     ``kilroy attractor resume`` of a run killed mid-fan-out dispatches the fan-out again into
@@ -690,7 +706,7 @@ def _recorded_state(
     done_ns, status = max(records, key=lambda r: -1 if r[0] is None else int(r[0]))
     if done_ns is not None and last_start is not None and int(done_ns) < int(last_start):
         return None
-    return _outcome_state(status)
+    return _outcome_state(status) or _outcome_state(last_status)
 
 
 def _results_state(run_path: Path, scope: str) -> str | None:

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 
 from doctor._detectors._context import Context, more, needs, scope_words
 from doctor._documents import fanout_branch_count
-from doctor._facts import ATTEMPTS_OPEN_SQL, LATEST_ATTEMPTS_SQL, iso, scope_state
+from doctor._facts import (
+    ATTEMPTS_OPEN_SQL,
+    BRANCH_LIFECYCLE_SQL,
+    LATEST_ATTEMPTS_SQL,
+    iso,
+    scope_state,
+)
 from doctor._model import Finding, Severity
 
 __all__ = ["unjoined_fanout"]
@@ -40,10 +46,10 @@ SELECT run_id, scope, bool_or(is_open) AS has_open,
        arg_max(status, start_seq) IN {_FINISHED_STATUSES} AS last_done
 FROM ({ATTEMPTS_OPEN_SQL}) GROUP BY ALL
 """
-# Branches the parent saw finish (branch_progress lifecycle step).
-_DONE_SQL = """
+# Branches the parent saw finish (branch_progress, or the older branch_liveness, lifecycle step).
+_DONE_SQL = f"""
 SELECT DISTINCT run_id, scope, branch_key FROM progress_events
-WHERE event = 'branch_progress' AND branch_event = 'branch_subgraph_done'
+WHERE event IN {BRANCH_LIFECYCLE_SQL} AND branch_event = 'branch_subgraph_done'
 """
 
 

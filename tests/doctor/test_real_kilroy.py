@@ -286,6 +286,50 @@ def test_a_stop_is_read_from_final_json_in_a_run_without_terminal_events(
     assert stop == {k: expected["facts"][k] for k in stop}
 
 
+_LIVENESS_KEYS = ("event", "ts", "run_id", "branch_key", "branch_logs_root", "branch_event")
+
+
+def _as_a_february_10_build_wrote_it(run: Path) -> None:
+    """Rewrite a real fan-out run as the builds of 2026-02-10/11 wrote it (format doc §1.5,
+    §2.6): as :func:`_as_an_older_build_wrote_it`, branch directories without the ``passN``
+    level, and the parent forwarding its branches' lifecycle and events as ``branch_liveness``
+    (``branch_key``, ``branch_logs_root``, ``branch_event`` only) instead of
+    ``branch_progress`` and ``branch_heartbeat``."""
+    _as_an_older_build_wrote_it(run)
+    for pass_dir in run.glob("parallel/*/pass1"):
+        for branch in pass_dir.iterdir():
+            branch.rename(pass_dir.parent / branch.name)
+        pass_dir.rmdir()
+    progress = run / "progress.ndjson"
+    events = []
+    for e in map(json.loads, progress.read_text().splitlines()):
+        if e["event"] == "branch_heartbeat":
+            continue
+        if e["event"] == "branch_progress":
+            e = {k: e[k] for k in _LIVENESS_KEYS if k in e} | {"event": "branch_liveness"}
+            e["branch_logs_root"] = e["branch_logs_root"].replace("/pass1/", "/")
+        events.append(e)
+    progress.write_text("".join(json.dumps(e) + "\n" for e in events))
+
+
+@pytest.mark.parametrize("name", ["fanout_killed", "fanout_one_fails", "sigterm_mid_fanout"])
+def test_branches_a_february_10_build_reported_done_by_branch_liveness_are_finished(
+    tmp_path: Path, name: str
+) -> None:
+    # branch_liveness branch_subgraph_done says the branch finished, without its status: the
+    # branch's outcome is its last attempt's, as with branch_progress.
+    run = tmp_path / name
+    shutil.copytree(RUNS / name, run)
+    _as_a_february_10_build_wrote_it(run)
+    expected = json.loads((RUNS / name / "expected.json").read_text())
+    result = diagnose(name, DoctorConfig(roots=(tmp_path,))).to_json()
+    assert result["state"] == expected["state"]
+    states = {b["scope"].rsplit("/", 1)[-1]: b["state"] for b in result["facts"]["branches"]}
+    assert states == expected["branches"]
+    codes = sorted({f["code"] for f in result["findings"] if f["severity"] != "info"})
+    assert codes == expected["codes_present"], _show(result["findings"])
+
+
 def test_stage_output_behind_a_symlink_is_never_read(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     (outside / "verify").mkdir(parents=True)
