@@ -486,6 +486,25 @@ class RunCache:
             if run_id in keys:
                 streams.setdefault(run_id, []).append((int(sid), scope))
         batch = uuid.uuid4().hex
+        try:
+            return self._write_events(con, keys, streams, batch)
+        except BaseException:
+            # A failed write (a full disk) leaves no part of its files: no entry names them.
+            for run_id in streams:
+                folder = self.root / "events" / f"run={keys[run_id]}"
+                for path in folder.glob(f"part-{batch}*.parquet"):
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+            raise
+
+    def _write_events(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        keys: dict[str, str],
+        streams: dict[str, list[tuple[int, str]]],
+        batch: str,
+    ) -> dict[str, str]:
+        """:meth:`write_events`, its files named after ``batch``."""
         if self._small_runs(con, keys, streams):
             written = self._write_partitioned(con, keys, streams, batch)
             if written is not None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from doctor._budget import budget_detail, exceeded
 from doctor._config import DoctorConfig
@@ -21,6 +21,9 @@ from doctor._kept import KeptFindings, run_text
 from doctor._layout import RunLayout, discover, display_name, list_run_dirs, locate_run
 from doctor._model import Diagnosis, Finding, Severity
 from rundoctor.liveness import owner_alive
+
+if TYPE_CHECKING:
+    from doctor._scan import RunOutcome
 
 __all__ = ["SCAN_SCHEMA", "ScanResult", "diagnose", "diagnose_path", "scan"]
 
@@ -410,6 +413,9 @@ def _scan_layouts(
         "read": read,
         "reused": len(layouts) - read,
     }
+    notes = cache_notes(outcomes[x.run_id] for x in layouts)
+    if notes:
+        fleet["cache_notes"] = notes
     return ScanResult(
         roots=tuple(str(r) for r in config.roots),
         diagnoses=diagnoses,
@@ -418,6 +424,20 @@ def _scan_layouts(
             [f for f in by_run.get(None, []) if since is None or not _ended_before(f, since)]
         ),
     )
+
+
+def cache_notes(outcomes: Iterable[RunOutcome]) -> list[str]:
+    """What went wrong with the scan cache, one line per kind, with how many runs it hit.
+
+    >>> from doctor._scan import RunOutcome
+    >>> cache_notes([RunOutcome("r1", {}, {}, {}, "not saved to the cache: No space left")] * 2)
+    ['2 runs not saved to the cache: No space left']
+    """
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        if o.cache_note is not None:
+            counts[o.cache_note] = counts.get(o.cache_note, 0) + 1
+    return [f"{n} run{'s' * (n != 1)} {note}" for note, n in counts.items()]
 
 
 #: Evidence keys that say when a fleet finding's stretch of time ended (idle_gap, recovery_loop).

@@ -101,6 +101,9 @@ class RunOutcome:
     diagnosis: dict[str, Any]
     clock: dict[str, Any]
     activity: dict[str, Any]
+    #: What went wrong with the run's cache entry, when something did (the scan says so in
+    #: ``fleet.cache_notes``): the run was diagnosed from its files all the same.
+    cache_note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,32 +175,78 @@ def diagnose_batch(batch: _Batch) -> list[RunOutcome]:
                 RunOutcome(layout.run_id, data, clocks[layout.run_id], activity[layout.run_id])
             )
         if cache is not None:
-            _save(cache, tables, batch, outcomes)
+            outcomes = _saved(cache, tables, batch, outcomes)
     finally:
         tables.con.close()
     return outcomes
 
 
-def _save(cache: RunCache, tables: Tables, batch: _Batch, outcomes: list[RunOutcome]) -> None:
+def _saved(
+    cache: RunCache, tables: Tables, batch: _Batch, outcomes: list[RunOutcome]
+) -> list[RunOutcome]:
+    """``outcomes``, saved to the cache. A cache that cannot take them (a full disk, a
+    read-only one, a write error) is the cache's failure, never the runs': their diagnoses
+    stand, marked with a note, and the next scan reads them again."""
+    saved: set[str] = set()
+    try:
+        _save(cache, tables, batch, outcomes, saved)
+    except Exception as exc:
+        # An OSError, or DuckDB's own (its module is not imported here: the scan loads
+        # DuckDB's engine, not its Python layer).
+        if exceeded(exc) is not None or not (
+            isinstance(exc, OSError) or type(exc).__module__ == "_duckdb"
+        ):
+            raise
+        note = f"not saved to the cache: {_short(exc)}; the next scan reads them again"
+        return [
+            o if o.run_id in saved else dataclasses.replace(o, cache_note=note) for o in outcomes
+        ]
+    return outcomes
+
+
+def _short(exc: BaseException) -> str:
+    """``exc`` in one short line: an OSError's own words, else its first line."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+
+
+def _save(
+    cache: RunCache, tables: Tables, batch: _Batch, outcomes: list[RunOutcome], saved: set[str]
+) -> None:
+    """The batch's events and entries written to the cache, each saved run into ``saved``.
+    On a failure, the event files of the runs not saved are removed (no entry names them:
+    on a full disk they would keep it full) and the error raised."""
     keys = {layout.run_id: RunCache.key(layout) for layout in batch.layouts}
     files = cache.write_events(tables.con, keys, tables.streams)
-    for layout, outcome in zip(batch.layouts, outcomes, strict=True):
-        run_id = layout.run_id
-        cache.save(
-            CacheEntry(
-                key=keys[run_id],
-                run_path=str(layout.path),
-                settings=cache.settings,
-                fingerprint=batch.prints[run_id],
-                streams={
-                    scope: st for (rid, scope), st in tables.stream_states.items() if rid == run_id
-                },
-                diagnosis=outcome.diagnosis,
-                clock=outcome.clock,
-                activity=outcome.activity,
-                events=files.get(run_id),
+    try:
+        for layout, outcome in zip(batch.layouts, outcomes, strict=True):
+            run_id = layout.run_id
+            cache.save(
+                CacheEntry(
+                    key=keys[run_id],
+                    run_path=str(layout.path),
+                    settings=cache.settings,
+                    fingerprint=batch.prints[run_id],
+                    streams={
+                        scope: st
+                        for (rid, scope), st in tables.stream_states.items()
+                        if rid == run_id
+                    },
+                    diagnosis=outcome.diagnosis,
+                    clock=outcome.clock,
+                    activity=outcome.activity,
+                    events=files.get(run_id),
+                )
             )
-        )
+            saved.add(run_id)
+    except BaseException:
+        for run_id, rel in files.items():
+            if run_id not in saved:
+                with contextlib.suppress(OSError):
+                    (cache.root / rel).unlink()
+        raise
     for layout in batch.layouts:
         cache.prune_events(keys[layout.run_id], files.get(layout.run_id))
 
@@ -672,7 +721,13 @@ def _safely(batch: _Batch) -> list[RunOutcome]:
             return _one_by_one(batch, exc)
         if not batch.entries:
             raise
-    return diagnose_batch(dataclasses.replace(batch, entries={}))
+        why = _short(exc)
+        note = f"read again from the run directory: the cached events could not be read ({why})"
+    again = diagnose_batch(dataclasses.replace(batch, entries={}))
+    return [
+        dataclasses.replace(o, cache_note=o.cache_note or note) if o.run_id in batch.entries else o
+        for o in again
+    ]
 
 
 def _one_by_one(batch: _Batch, exc: Exception) -> list[RunOutcome]:

@@ -799,3 +799,66 @@ def test_a_rescan_after_a_resume_rewrote_a_restarted_run_s_base_final_json_reads
     (ended,) = again.diagnoses
     assert (ended.state, ended.findings) == ("succeeded", ())
     assert _json(again) == _uncached(config)
+
+
+# --- a cache that cannot take a batch, or be resumed from ---------------------------------------
+
+
+def _no_space(*args: Any, **kwargs: Any) -> None:
+    raise OSError(28, "No space left on device")
+
+
+def _noted(result: ScanResult) -> tuple[list[str], str]:
+    """The scan's cache notes, and its :func:`_json` without them."""
+    notes = result.fleet.pop("cache_notes", [])
+    return notes, _json(result)
+
+
+@both_writers
+def test_a_full_cache_leaves_every_run_s_diagnosis_as_without_one_and_says_so(
+    config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cold = _uncached(config)
+    monkeypatch.setattr(_cache.RunCache, "save", _no_space)
+    notes, full = _noted(scan(config))
+    assert notes == [
+        "6 runs not saved to the cache: No space left on device; the next scan reads them again"
+    ]
+    assert full == cold
+    # No events file is left that no entry names: on a full disk it would keep it full.
+    assert config.cache_dir is not None
+    assert list(config.cache_dir.glob("events/*/*.parquet")) == []
+
+
+def test_a_cache_whose_events_cannot_be_written_is_a_note_not_each_run_s_finding(
+    config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import duckdb
+
+    def write_fails(*args: Any, **kwargs: Any) -> None:
+        raise duckdb.IOException("IO Error: Could not write file: No space left on device")
+
+    cold = _uncached(config)
+    monkeypatch.setattr(_cache.RunCache, "_write_events", write_fails)
+    notes, result = _noted(scan(config))
+    assert notes == [
+        "6 runs not saved to the cache: IOException: IO Error: Could not write file: No space "
+        "left on device; the next scan reads them again"
+    ]
+    assert result == cold
+    monkeypatch.undo()
+    assert scan(config).fleet["read"] == 6  # nothing was kept: every run is read again
+
+
+def test_a_truncated_events_file_is_read_around_and_the_scan_says_so(
+    config: DoctorConfig, root: Path
+) -> None:
+    scan(config)
+    assert config.cache_dir is not None
+    for path in config.cache_dir.glob("events/*/*.parquet"):
+        path.write_bytes(path.read_bytes()[:100])
+    with (root / "dead" / "progress.ndjson").open("a") as fh:  # resumed from its events file
+        fh.write(_line("stage_heartbeat", "08:00:03", node_id="b"))
+    (note,), again = _noted(scan(config))
+    assert note.startswith("1 run read again from the run directory: the cached events could not")
+    assert again == _uncached(config)
