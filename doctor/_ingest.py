@@ -27,8 +27,10 @@ from doctor._errors import IngestError
 from doctor._layout import RunLayout, Unreadable, display_name
 from doctor._ndjson import (
     EVENT_FIELDS,
+    MAX_LINE_BYTES,
     RaceHook,
     TornLine,
+    has_long_line,
     last_line,
     only_last_line_bad,
     open_regular,
@@ -240,7 +242,14 @@ def _load_bulk(
     first = ids[0] if ids else 0
     paths = [p for *_, p in bulk]
     bad = set(read_bulk(con, paths, first, keep_raw=keep_raw, race_hook=race_hook))
-    cut = only_last_line_bad(con, sorted(bad))
+    # Lines over the limit, which DuckDB parsed: torn lines, as the precise path reports them.
+    long = {
+        sid
+        for sid, (run_id, scope, path) in zip(ids, bulk, strict=True)
+        if plan.stats[(run_id, scope)].st_size > MAX_LINE_BYTES and has_long_line(path)
+    }
+    cut = only_last_line_bad(con, sorted(bad)) - long
+    bad |= long
     for sid, (run_id, scope, path) in zip(ids, bulk, strict=True):
         st = plan.stats[(run_id, scope)]
         torn = []

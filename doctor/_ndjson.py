@@ -41,6 +41,7 @@ __all__ = [
     "RaceHook",
     "TornLine",
     "create_events_table",
+    "has_long_line",
     "insert_columns",
     "last_line",
     "only_last_line_bad",
@@ -398,8 +399,9 @@ def _source(objects: bool) -> str:
     ``list_position`` maps DuckDB's filename back without a join), as JSON objects
     (``json``) or read_json's typed columns. The scan keeps insertion order, so rowid order
     within a file is line order."""
-    # Lines over MAX_LINE_BYTES make DuckDB fail the scan: the batch is then read file by
-    # file, and the file with such a line by the precise path, which reports it torn.
+    # maximum_object_size lets DuckDB take lines up to MAX_LINE_BYTES; it does not refuse
+    # longer ones, so the caller looks for them (has_long_line) and reads such a file by the
+    # precise path, which reports them torn.
     options = (
         "format='newline_delimited', ignore_errors=true, filename=true, "
         f"maximum_object_size={MAX_LINE_BYTES + 1}"
@@ -501,6 +503,40 @@ def last_line(path: Path, key: tuple[str, str]) -> TornLine | None:
     if len(line) > MAX_LINE_BYTES:
         return TornLine(*key, path, number, line_start, _too_long(len(line)))
     return TornLine(*key, path, number, line_start, _classify(line))
+
+
+def has_long_line(path: Path, limit: int | None = None) -> bool:
+    """Whether ``path`` has a line of more than ``limit`` bytes (:data:`MAX_LINE_BYTES`),
+    read in blocks of :data:`CHUNK_BYTES`: only a stream that long can have one.
+
+    DuckDB's ``read_json`` does not hold lines to its ``maximum_object_size`` (2.0: it
+    parses longer ones), so the bulk path asks this of every stream over the limit, and
+    one with such a line is read by the precise path, which reports it torn.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "progress.ndjson"
+    >>> _ = path.write_bytes(b'{"event": "a"}\\n' + b"x" * 40 + b"\\n")
+    >>> has_long_line(path, 39), has_long_line(path, 40)
+    (True, False)
+    """
+    limit = MAX_LINE_BYTES if limit is None else limit
+    run = 0  # bytes since the last newline
+    try:
+        with open_regular(path) as fh:
+            while block := fh.read(min(CHUNK_BYTES, limit)):
+                first = block.find(b"\n")
+                if first < 0:
+                    run += len(block)
+                else:
+                    if run + first > limit:
+                        return True
+                    # Lines wholly inside the block are shorter than it: within the limit.
+                    run = len(block) - block.rfind(b"\n") - 1
+                if run > limit:
+                    return True
+    except OSError:
+        return False  # the precise path says why, if it cannot read it either
+    return False
 
 
 #: A line longer than this is not parsed: it is a torn line (``torn_artifact``) of its run.

@@ -357,6 +357,25 @@ def test_a_line_over_16_mib_is_that_run_s_torn_line_and_the_scan_reads_the_rest(
     assert facts["events_by_type"]["stage_heartbeat"] == 1  # read on past the long line
 
 
+def test_a_well_formed_line_over_16_mib_is_a_torn_line_though_duckdb_parses_it(
+    tmp_path: Path,
+) -> None:
+    # No other bad line: the stream is read in one bulk scan, which took the long line as an
+    # event, where a line-by-line read (a live run, a resumed stream) calls it torn.
+    long = _run(tmp_path, "long")
+    with (long / "progress.ndjson").open("a") as fh:
+        fh.write('{"event": "note", "ts": "2026-04-28T10:00:07Z", "message": "')
+        fh.write("x" * (16 * 1024 * 1024 + 10))
+        fh.write('"}\n')
+        fh.write(_event("stage_heartbeat", 8, node_id="build"))
+    (torn,) = [f for f in _scan_rows(tmp_path)["long"]["findings"] if f["code"] == "torn_artifact"]
+    assert torn["evidence"]["detail"].startswith("line of 16777288 bytes exceeds the 16777216")
+    result = doctor("diagnose", "--run-id", "long", "--root", tmp_path, "--json")
+    facts = json.loads(result.stdout)["facts"]
+    assert "note" not in facts["events_by_type"]
+    assert facts["events_by_type"]["stage_heartbeat"] == 1  # read on past the long line
+
+
 # --- a crash of the tool -----------------------------------------------------------------------
 
 _CRASH = """
