@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +19,14 @@ from doctor._facts import compute_facts, run_state
 from doctor._ingest import _documents_of, load_run
 from doctor._json_out import JSONText
 from doctor._kept import KeptFindings, run_text
-from doctor._layout import RunLayout, discover, display_name, list_run_dirs, locate_run
+from doctor._layout import (
+    RunLayout,
+    discover,
+    display_name,
+    list_run_dirs,
+    locate_run,
+    runs_below,
+)
 from doctor._model import Diagnosis, Finding, Severity
 from rundoctor.liveness import owner_alive
 
@@ -278,14 +286,10 @@ def scan(
     """
     if not config.roots and not config.db:
         raise UsageError("no runs root: pass --root DIR or set RUNDOCTOR_ROOTS (or --db URL)")
-    layouts = []
-    seen: set[str] = set()
-    for path in list_run_dirs(config.roots):
-        if path.name not in seen:  # the first root wins, as for diagnose
-            seen.add(path.name)
-            layouts.append(discover(path))
+    paths, notes = _run_dirs(config.roots)
+    layouts = [discover(path) for path in paths]
     try:
-        return _scan_layouts(config, layouts, since, progress)
+        return _noted(_scan_layouts(config, layouts, since, progress), notes)
     except (UsageError, RootError, KeyboardInterrupt):
         raise
     except Exception as exc:  # isolated below; re-raised when no run explains it
@@ -317,7 +321,55 @@ def scan(
     for d in failed:
         by_state[d.state] = by_state.get(d.state, 0) + 1
     fleet["by_state"] = by_state
-    return dataclasses.replace(result, diagnoses=tuple(diagnoses), fleet=fleet)
+    return _noted(dataclasses.replace(result, diagnoses=tuple(diagnoses), fleet=fleet), notes)
+
+
+def _run_dirs(roots: Sequence[Path]) -> tuple[list[Path], list[str]]:
+    """The runs to scan, and what the scan must say of the roots: the runs of an id an
+    earlier root has (the first root wins, as for ``diagnose``), and the runs one level
+    below a root that holds none itself. Neither is scanned, and neither goes unsaid."""
+    found: dict[str, Path] = {}
+    shadowed: dict[tuple[str, str], list[str]] = {}
+    for path in list_run_dirs(roots):
+        first = found.setdefault(path.name, path)
+        if first is not path and os.path.realpath(first) != os.path.realpath(path):
+            shadowed.setdefault((str(path.parent), str(first.parent)), []).append(path.name)
+    notes = [
+        f"{_count(len(names), 'run')} under {root} not scanned: {_listed(names)} "
+        f"{'is' if len(names) == 1 else 'are'} also under {winner}, which comes first "
+        f"(as for diagnose); scan --root {root} alone to see {'it' if len(names) == 1 else 'them'}"
+        for (root, winner), names in shadowed.items()
+    ]
+    parents = {str(p.parent) for p in found.values()}
+    for root in roots:
+        if str(root) not in parents and (below := runs_below(root)):
+            groups = sorted({str(p.parent) for p in below})
+            notes.append(
+                f"no run directly under {root}, which is where the doctor looks; "
+                f"{_count(len(below), 'run')} one level down, in {_listed(groups)}: "
+                f"pass --root {groups[0]}"
+            )
+    return list(found.values()), notes
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def _listed(names: Sequence[str], most: int = 3) -> str:
+    """
+    >>> _listed(["a", "b", "c", "d", "e"])
+    'a, b, c … and 2 more'
+    """
+    more = f" … and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def _noted(result: ScanResult, notes: list[str]) -> ScanResult:
+    """``result`` with the roots' ``notes`` (:func:`_run_dirs`) in ``fleet.root_notes``."""
+    if not notes:
+        return result
+    return dataclasses.replace(result, fleet={**result.fleet, "root_notes": notes})
 
 
 def over_budget(layout: RunLayout, detail: str, config: DoctorConfig) -> Diagnosis:

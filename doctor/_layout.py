@@ -19,6 +19,7 @@ written ``\\xNN`` (its path keeps the real name).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -49,6 +50,7 @@ __all__ = [
     "is_top_scope",
     "list_run_dirs",
     "locate_run",
+    "runs_below",
 ]
 
 PROGRESS = "progress.ndjson"
@@ -299,6 +301,32 @@ def list_run_dirs(roots: Sequence[Path]) -> list[Path]:
             for e in entries
             if e.is_dir(follow_symlinks=False) and _looks_like_run(e.path)
         )
+    return found
+
+
+#: Directories under a root without runs that :func:`runs_below` looks into, at most.
+_LOOK_BELOW = 1000
+
+
+def runs_below(root: Path) -> list[Path]:
+    """Run directories one level below ``root`` (in its first :data:`_LOOK_BELOW`
+    directories, by name): where a root that holds no run itself keeps them, grouped.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "2026-12" / "r1").mkdir(parents=True)
+    >>> _ = (root / "2026-12" / "r1" / "progress.ndjson").write_text("")
+    >>> [p.relative_to(root).as_posix() for p in runs_below(root)]
+    ['2026-12/r1']
+    """
+    try:
+        groups = sorted(e.path for e in os.scandir(root) if e.is_dir(follow_symlinks=False))
+    except OSError:
+        return []
+    found: list[Path] = []
+    for group in groups[:_LOOK_BELOW]:
+        with contextlib.suppress(OSError):
+            found += list_run_dirs([Path(group)])
     return found
 
 

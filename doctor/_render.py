@@ -411,6 +411,8 @@ def _scan_fleet(console: Console, result: ScanResult, *, verbose: bool) -> None:
         f"fleet: {_plural(int(fleet.get('runs', 0)), 'run')} ({states or 'none'}), "
         f"{_plural(int(fleet.get('events', 0)), 'event')}"
     )
+    for note in fleet.get("root_notes", ()):  # runs the scan did not read, and why
+        _hanging(console, f"  {_MARK[Severity.WARNING]}", f"roots: {_text(str(note))}")
     for note in fleet.get("cache_notes", ()):  # the cache's trouble: the runs are diagnosed
         _hanging(console, f"  {_MARK[Severity.WARNING]}", f"cache: {_text(str(note))}")
     for f in result.findings:

@@ -493,3 +493,43 @@ def test_the_branches_of_a_fanout_nested_in_a_branch_are_scopes(tmp_path: Path) 
         "parallel/par/pass1/01-a/parallel/in/pass1/02-z",
         "parallel/par/pass1/02-b",
     ]
+
+
+# --- what a scan of several roots, or of a root of groups, leaves out ---------------------------
+
+
+def test_a_run_whose_id_an_earlier_root_has_is_named_by_the_scan_not_dropped_silently(
+    tmp_path: Path,
+) -> None:
+    for root in ("a", "b"):
+        _run(tmp_path / root, "r1")
+    _run(tmp_path / "b", "r2")
+    result = scan(DoctorConfig(roots=(tmp_path / "a", tmp_path / "b"), now=1_800_000_000.0))
+    assert [d.path for d in result.diagnoses] == [
+        str(tmp_path / "a" / "r1"),
+        str(tmp_path / "b" / "r2"),
+    ]
+    assert result.fleet["root_notes"] == [
+        f"1 run under {tmp_path / 'b'} not scanned: r1 is also under {tmp_path / 'a'}, which "
+        f"comes first (as for diagnose); scan --root {tmp_path / 'b'} alone to see it"
+    ]
+
+
+def test_one_root_given_twice_scans_each_run_once_and_says_nothing(tmp_path: Path) -> None:
+    _run(tmp_path / "a", "r1")
+    result = scan(DoctorConfig(roots=(tmp_path / "a", tmp_path / "a"), now=1_800_000_000.0))
+    assert len(result.diagnoses) == 1
+    assert "root_notes" not in result.fleet
+
+
+def test_a_root_whose_runs_are_one_level_down_says_where_they_are(tmp_path: Path) -> None:
+    _run(tmp_path / "runs" / "2026-12", "r1")
+    _run(tmp_path / "runs" / "2026-12", "r2")
+    (tmp_path / "runs" / "empty").mkdir()
+    result = scan(DoctorConfig(roots=(tmp_path / "runs",), now=1_800_000_000.0))
+    assert len(result.diagnoses) == 0
+    group = tmp_path / "runs" / "2026-12"
+    assert result.fleet["root_notes"] == [
+        f"no run directly under {tmp_path / 'runs'}, which is where the doctor looks; 2 runs one "
+        f"level down, in {group}: pass --root {group}"
+    ]
