@@ -248,8 +248,16 @@ def _load_bulk(
         for sid, (run_id, scope, path) in zip(ids, bulk, strict=True)
         if plan.stats[(run_id, scope)].st_size > MAX_LINE_BYTES and has_long_line(path)
     }
-    cut = only_last_line_bad(con, sorted(bad)) - long
-    bad |= long
+    # A stream that grew (or changed) while DuckDB read it: its rows go past the size it
+    # was planned at, which the cache would resume from (reading those lines twice). It is
+    # read again line by line, which knows the offset it reached.
+    moved = {
+        sid
+        for sid, (run_id, scope, path) in zip(ids, bulk, strict=True)
+        if _moved(path, plan.stats[(run_id, scope)])
+    }
+    cut = only_last_line_bad(con, sorted(bad)) - long - moved
+    bad |= long | moved
     for sid, (run_id, scope, path) in zip(ids, bulk, strict=True):
         st = plan.stats[(run_id, scope)]
         torn = []
@@ -270,6 +278,16 @@ def _load_bulk(
             continue
         tables.torn_lines.extend(torn)
         tables.stream_states[(run_id, scope)] = _state(scope, path, st, offset, torn)
+
+
+def _moved(path: Path, planned: os.stat_result) -> bool:
+    """Whether ``path`` is no longer the file it was when planned (size, mtime, inode)."""
+    st = _stat(path)
+    return st is None or (st.st_size, st.st_mtime_ns, st.st_ino) != (
+        planned.st_size,
+        planned.st_mtime_ns,
+        planned.st_ino,
+    )
 
 
 def _load_live(tables: Tables, plan: _StreamPlan, *, keep_raw: bool) -> None:

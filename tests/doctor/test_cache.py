@@ -301,6 +301,31 @@ def _cached_torn(cache: Path, run_id: str) -> list[list[Any]]:
 # --- rewritten streams --------------------------------------------------------------------------
 
 
+def test_a_stream_that_grew_while_it_was_read_is_resumed_where_the_read_ended(
+    config: DoctorConfig, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A live writer the doctor does not know of (no run.pid says so) appends while the bulk
+    # scan reads: the rows went past the size the stream was planned at, and the rescan
+    # resumed from that size, counting the appended line twice.
+    stream = root / "dead" / "progress.ndjson"
+    (root / "dead" / "run.pid").unlink()
+    bulk = _ingest.read_bulk
+
+    def grows_as_it_is_read(*args: Any, **kwargs: Any) -> list[int]:
+        def append(files: Any) -> None:
+            with stream.open("a") as fh:
+                fh.write(_line("stage_heartbeat", 6, node_id="b"))
+
+        return bulk(*args, **{**kwargs, "race_hook": append})
+
+    monkeypatch.setattr(_ingest, "read_bulk", grows_as_it_is_read)
+    scan(config)
+    monkeypatch.undo()
+    again = _facts(scan(config), "dead")["events_by_type"]
+    assert again == _facts(scan(replace(config, cache_dir=None)), "dead")["events_by_type"]
+    assert again["stage_heartbeat"] == 1
+
+
 def test_a_truncated_stream_is_read_from_scratch(
     config: DoctorConfig, root: Path, reads: Reads
 ) -> None:
