@@ -576,7 +576,7 @@ def _branch_facts(
 ) -> list[dict[str, Any]]:
     """``branches``: each branch scope's state (as its parent recorded it, else its own
     liveness) and its progress."""
-    done = rows.branch_done.get(run_id, [])
+    done = _DoneRecords(rows.branch_done.get(run_id, []))
     return [
         {
             "scope": scope,
@@ -681,9 +681,49 @@ _MAX_RESULTS_BYTES = 8 * 1024 * 1024
 _FANOUT_SCOPE = re.compile(r"(?:(?P<prefix>.*)/)?parallel/(?P<fanout>[^/]+)/(?:pass\d+/)?[^/]+")
 
 
+class _DoneRecords:
+    """A run's ``branch_subgraph_done`` records ``(parent, logs_root, key, status, ns)``,
+    indexed by the branch scopes each can name (see :func:`_names`): a fan-out of B branches
+    finds each branch's records at once, where trying every record for every branch took
+    B² :func:`_names` calls (3,000 branches: 12 million, 20 s).
+
+    >>> done = _DoneRecords([("", "/r/parallel/p/pass1/01-a", "a", "success", 1),
+    ...                      ("", None, "b", "fail", 2)])
+    >>> done.of("parallel/p/pass1/01-a"), done.of("parallel/p/pass1/02-b"), done.of("x")
+    ([(1, 'success')], [(2, 'fail')], [])
+    """
+
+    def __init__(self, records: list[tuple[Any, ...]]) -> None:
+        self._by_suffix: dict[str, list[int]] = {}
+        self._by_key: dict[str, list[int]] = {}
+        self._records = records
+        #: Each fan-out's parallel_results.json, read once for all its branches.
+        self.results: dict[Path, dict[str, Any] | None] = {}
+        for i, (_parent, root, key, _status, _ns) in enumerate(records):
+            if isinstance(root, str) and root:
+                # _names: the root ends with "/" + scope, so the scope is a suffix of it
+                # starting after one of its slashes.
+                parts = root.rstrip("/").split("/")
+                for j in range(1, len(parts)):
+                    self._by_suffix.setdefault("/".join(parts[j:]), []).append(i)
+            elif isinstance(key, str):
+                self._by_key.setdefault(key, []).append(i)
+
+    def of(self, scope: str) -> list[tuple[Any, Any]]:
+        """``(ns, status)`` of the records of branch ``scope``, in the records' order."""
+        key = scope.rsplit("/", 1)[-1].split("-", 1)[-1]
+        found = set(self._by_suffix.get(scope, ())) | set(self._by_key.get(key, ()))
+        return [
+            (ns, st)
+            for i in sorted(found)
+            for parent, root, key, st, ns in (self._records[i],)
+            if _names(parent, root, key, scope)
+        ]
+
+
 def _recorded_state(
     docs: RunDocuments,
-    done: list[tuple[Any, ...]],
+    done: _DoneRecords,
     scope: str,
     last_start: int | None,
     last_status: Any = None,
@@ -700,21 +740,24 @@ def _recorded_state(
     the results of any join before it) are of the dispatch before, and the branch's state is
     its own stream's.
     """
-    records = [(ns, st) for parent, root, key, st, ns in done if _names(parent, root, key, scope)]
+    records = done.of(scope)
     if not records:
-        return _results_state(docs.path, scope)
+        return _results_state(docs.path, scope, done.results)
     done_ns, status = max(records, key=lambda r: -1 if r[0] is None else int(r[0]))
     if done_ns is not None and last_start is not None and int(done_ns) < int(last_start):
         return None
     return _outcome_state(status) or _outcome_state(last_status)
 
 
-def _results_state(run_path: Path, scope: str) -> str | None:
+def _results_state(
+    run_path: Path, scope: str, read: dict[Path, dict[str, Any] | None] | None = None
+) -> str | None:
     """A Kilroy branch's outcome from its fan-out's ``parallel_results.json`` (format doc §3.8).
 
     The fan-out node's directory (``[restart-N/]<fanout>/``) holds one entry per branch of the
     latest pass, each with the branch's ``logs_root`` and the ``outcome`` of its last node.
-    Only read when the parent stream has no ``branch_subgraph_done`` for the branch.
+    Only read when the parent stream has no ``branch_subgraph_done`` for the branch; ``read``
+    keeps each file's entries for the fan-out's other branches (:func:`_results_of`).
 
     >>> _results_state(Path("/nonexistent"), "parallel/par/pass1/01-a") is None
     True
@@ -724,6 +767,16 @@ def _results_state(run_path: Path, scope: str) -> str | None:
         return None
     base = run_path / m["prefix"] if m["prefix"] else run_path
     path = base / m["fanout"] / "parallel_results.json"
+    read = {} if read is None else read
+    if path not in read:
+        read[path] = _results_of(path)
+    statuses = read[path]
+    return None if statuses is None else _outcome_state(statuses.get(scope))
+
+
+def _results_of(path: Path) -> dict[str, Any] | None:
+    """``path``'s entries as the status of the last one naming each scope (every scope its
+    ``logs_root`` can name, as :func:`_names` matches), None when it cannot be read."""
     try:
         if (
             path.parent.is_symlink()
@@ -737,14 +790,16 @@ def _results_state(run_path: Path, scope: str) -> str | None:
         return None
     if not isinstance(entries, list):
         return None
-    status: Any = None
+    statuses: dict[str, Any] = {}
     for e in entries:
         if not isinstance(e, dict) or not isinstance(e.get("outcome") or {}, dict):
             continue
         root = e.get("logs_root")
-        if isinstance(root, str) and root and _names(None, root, e.get("branch_key"), scope):
-            status = (e.get("outcome") or {}).get("status")
-    return _outcome_state(status)
+        if isinstance(root, str) and root:
+            parts = root.rstrip("/").split("/")
+            for k in range(1, len(parts)):
+                statuses["/".join(parts[k:])] = (e.get("outcome") or {}).get("status")
+    return statuses
 
 
 def _names(parent: Any, logs_root: Any, key: Any, scope: str) -> bool:

@@ -103,3 +103,92 @@ def test_a_resume_that_completed_keeps_no_stop_of_the_run_before(tmp_path: Path)
     facts = _facts(run)
 
     assert (facts["terminal_reason"], facts["stopped_by"]) == (None, None)
+
+
+def _fanout(run: Path, branches: int, *, results: bool = False) -> None:
+    """A run whose fan-out ``par`` ran ``branches`` branches, every third failed, as its
+    parent stream recorded them (``branch_subgraph_done`` with the branch's logs root), or
+    with ``results`` as the fan-out's ``parallel_results.json`` alone recorded them."""
+    import json
+
+    def line(second: int, event: str, **fields: Any) -> str:
+        ts = f"2026-04-28T09:{second // 60:02d}:{second % 60:02d}Z"
+        return json.dumps({"event": event, "ts": ts, **fields}) + "\n"
+
+    top = [line(0, "stage_attempt_start", node_id="par", attempt=1)]
+    for i in range(branches):
+        scope = f"parallel/par/pass1/{i + 1:03d}-b{i}"
+        (run / scope).mkdir(parents=True)
+        (run / scope / "progress.ndjson").write_text(
+            line(1, "stage_attempt_start", node_id=f"b{i}", attempt=1)
+            + line(2, "stage_attempt_end", node_id=f"b{i}", attempt=1, status="success")
+        )
+        status = "fail" if i % 3 == 0 else "success"
+        top.append(
+            line(
+                3,
+                "branch_progress",
+                branch_event="branch_subgraph_done",
+                branch_key=f"b{i}",
+                branch_logs_root=str(run / scope),
+                branch_status=status,
+            )
+        )
+    if results:
+        entries = [
+            {
+                "branch_key": d["branch_key"],
+                "logs_root": d["branch_logs_root"],
+                "outcome": {"status": d["branch_status"]},
+            }
+            for d in map(json.loads, top[1:])
+        ]
+        (run / "par").mkdir()
+        (run / "par" / "parallel_results.json").write_text(json.dumps(entries))
+        top = top[:1]
+    (run / "progress.ndjson").write_text("".join(top))
+    (run / "run.pid").write_text("99999999")
+
+
+def test_each_branch_of_a_wide_fan_out_finds_its_parent_s_record_without_trying_every_one(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    from doctor import _facts
+
+    run = tmp_path / "wide"
+    _fanout(run, 90)
+    calls = 0
+    names = _facts._names
+
+    def counted(*args: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        return names(*args)
+
+    monkeypatch.setattr(_facts, "_names", counted)
+    facts = diagnose_path(run, DoctorConfig(roots=(tmp_path,), now=1_800_000_000.0)).facts
+    states = [b["state"] for b in facts["branches"]]
+    assert states == ["failed" if i % 3 == 0 else "succeeded" for i in range(90)]
+    assert calls <= 2 * 90  # each branch tries its own records, not the 90 of the fan-out
+
+
+def test_a_wide_fan_out_s_results_file_is_read_once_for_all_its_branches(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    import json
+
+    run = tmp_path / "wide"
+    _fanout(run, 90, results=True)
+    reads = 0
+    loads = json.loads
+
+    def counted(text: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal reads
+        reads += isinstance(text, bytes) and text.startswith(b'[{"branch_key"')
+        return loads(text, *args, **kwargs)
+
+    monkeypatch.setattr(json, "loads", counted)
+    facts = diagnose_path(run, DoctorConfig(roots=(tmp_path,), now=1_800_000_000.0)).facts
+    states = [b["state"] for b in facts["branches"]]
+    assert states == ["failed" if i % 3 == 0 else "succeeded" for i in range(90)]
+    assert reads == 1  # it was parsed again for each of the 90 branches
