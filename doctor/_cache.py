@@ -270,6 +270,18 @@ def tail_sha(path: Path, offset: int) -> str:
         return ""
 
 
+def _one_document(raw: bytes) -> bool:
+    """Whether ``raw`` is one JSON object: an older version's entry, not a damaged one.
+
+    >>> _one_document(b'{"key": "r1"}'), _one_document(b"garbage"), _one_document(b'{"key')
+    (True, False, False)
+    """
+    try:
+        return isinstance(json.loads(raw), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
 def _str_keyed(value: Any) -> dict[str, Any]:
     """A JSON object (its keys are text)."""
     if not isinstance(value, dict):
@@ -318,6 +330,9 @@ class RunCache:
         self._files: dict[str, str] = {}
         self._parents: dict[str, str] = {}
         self._runs = str(self.root / "runs")
+        #: Keys whose entry :meth:`load` found damaged (not JSON, cut short, of the wrong
+        #: shape), as opposed to missing or of other settings: the scan says so.
+        self.damaged: set[str] = set()
 
     @staticmethod
     def key(layout: RunLayout, resolved: str | None = None) -> str:
@@ -349,7 +364,8 @@ class RunCache:
 
     def load(self, layout: RunLayout, key: str | None = None) -> CacheEntry | None:
         """The run's entry, or None when there is none or it does not fit this scan."""
-        path = os.path.join(self._runs, f"{key or self.key_of(layout)}.json")
+        key = key or self.key_of(layout)
+        path = os.path.join(self._runs, f"{key}.json")
         try:
             with open(path, "rb") as fh:
                 raw = fh.read()
@@ -357,12 +373,15 @@ class RunCache:
             return None
         end = raw.find(b"\n")
         if end < 0:  # not this format's (an older version's entry is one JSON document)
+            if not _one_document(raw):
+                self.damaged.add(key)
             return None
         try:
             data = json.loads(raw[:end])
         except ValueError:
-            return None
+            data = None
         if not isinstance(data, dict):
+            self.damaged.add(key)
             return None
         if data.get("settings") != self.settings or data.get("run_path") != str(layout.path):
             return None
@@ -401,6 +420,7 @@ class RunCache:
                 events=str(events) if isinstance(events, str) else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            self.damaged.add(key)
             return None
         self.remember(entry)
         return entry

@@ -37,6 +37,7 @@ import contextlib
 import dataclasses
 import gc
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -205,9 +206,21 @@ def _saved(
 
 
 def _short(exc: BaseException) -> str:
-    """``exc`` in one short line: an OSError's own words, else its first line."""
+    """``exc`` in one short line: an OSError's own words, the system's for the errno DuckDB
+    names (its message names the file and byte range too: one note per batch), else its
+    first line.
+
+    >>> _short(OSError(28, "No space left on device"))
+    'No space left on device'
+    >>> _short(RuntimeError('IO Error: Async write failed for range [offset=0, size=3699]: '
+    ...                     '{"exception_type":"IO","errno":"28"}'))
+    'No space left on device'
+    """
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
+    named = re.search(r'"errno":\s*"?(\d+)', str(exc))
+    if named is not None:
+        return os.strerror(int(named[1]))
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
 
@@ -609,7 +622,20 @@ def scan_runs(
             progress(total, total)
     for outcome in results:
         done[outcome.run_id] = outcome
+    if cache is not None and cache.damaged:
+        _note_damaged(cache, layouts, done)
     return done, len(to_read) + len(early_ids)
+
+
+def _note_damaged(
+    cache: RunCache, layouts: Sequence[RunLayout], done: dict[str, RunOutcome]
+) -> None:
+    """The runs whose cache entry was damaged (:attr:`RunCache.damaged`) noted as read again."""
+    note = "read again from the run directory: the cache entry was damaged"
+    for x in layouts:
+        outcome = done.get(x.run_id)
+        if outcome is not None and outcome.cache_note is None and cache.key_of(x) in cache.damaged:
+            done[x.run_id] = dataclasses.replace(outcome, cache_note=note)
 
 
 def _plan_cached(

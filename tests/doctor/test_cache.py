@@ -427,6 +427,29 @@ def test_a_corrupt_cache_entry_is_ignored(config: DoctorConfig, damage: str) -> 
     assert json.dumps(_runs(second), sort_keys=True) == json.dumps(_runs(first), sort_keys=True)
 
 
+@pytest.mark.parametrize(
+    "damage",
+    ["not json at all", '{"key": ', "[]\n", "null\n", "first line cut"],
+    ids=["garbage", "truncated", "array", "null", "body-cut"],
+)
+def test_a_damaged_cache_entry_is_read_again_and_the_scan_says_so(
+    config: DoctorConfig, damage: str
+) -> None:
+    first = scan(config)
+    assert config.cache_dir is not None
+    for p in (config.cache_dir / "runs").glob("*.json"):
+        text = damage
+        if damage == "first line cut":
+            text = p.read_text().partition("\n")[0] + "\n{"  # a body shorter than it says
+        p.write_text(text)
+    second = scan(config)
+    assert second.fleet["cache_notes"] == [
+        "2 runs read again from the run directory: the cache entry was damaged"
+    ]
+    assert json.dumps(_runs(second), sort_keys=True) == json.dumps(_runs(first), sort_keys=True)
+    assert "cache_notes" not in scan(config).fleet  # the entries were written anew
+
+
 @pytest.mark.parametrize("cut", ["short", "long", "not-ascii", "ranks", "clocked"])
 def test_a_cache_entry_whose_kept_text_is_not_what_its_first_line_says_is_ignored(
     config: DoctorConfig, cut: str
