@@ -29,7 +29,9 @@ is an :class:`~doctor.IngestError`; a URL the doctor cannot read is a
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +45,14 @@ from doctor._tables import Tables
 if TYPE_CHECKING:  # loaded when a queue is read: a diagnosis of one run needs no Arrow here
     import pyarrow as pa
 
-__all__ = ["QUEUE_TABLES", "QueueSource", "load_queue", "parse_queue_url", "queue_tables"]
+__all__ = [
+    "QUEUE_TABLES",
+    "QueueSource",
+    "load_queue",
+    "parse_queue_url",
+    "queue_tables",
+    "sqlite_file",
+]
 
 #: The queue tables the doctor reads, in the order they are read.
 QUEUE_TABLES = ("tickets", "ticket_deps", "ticket_events")
@@ -207,12 +216,38 @@ def _missing(source: QueueSource, table: str, have: Iterable[str], want: list[st
         )
 
 
+def sqlite_file(target: str) -> Path:
+    """The SQLite queue file ``target`` names, once it is known to be a file this process may
+    read; else a :class:`~doctor.RootError` that says why (missing, not a file, or a file or
+    directory the permissions hide).
+
+    >>> sqlite_file("/nonexistent/queue.db")
+    Traceback (most recent call last):
+    ...
+    doctor._errors.RootError: queue database '/nonexistent/queue.db' does not exist; pass --db the executor's queue: a SQLite file, sqlite:///ABS/PATH or postgresql://…
+    """  # noqa: E501
+    path = Path(target)
+    try:
+        st = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise RootError(f"queue database {target!r} does not exist; {_HINT}") from None
+    except OSError as exc:  # EACCES on a directory on the way, ELOOP, ENAMETOOLONG
+        raise RootError(
+            f"queue database {target!r} cannot be reached ({exc.strerror or exc}); check the "
+            "permissions of its directories, or run the doctor as a user who can read the queue"
+        ) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise RootError(f"queue database {target!r} is not a file; {_HINT}")
+    if not os.access(path, os.R_OK):
+        raise RootError(
+            f"queue database {target!r} cannot be read (permission denied); run the doctor as "
+            "a user who can read the queue, or grant read access to the file"
+        )
+    return path
+
+
 def _read_sqlite(source: QueueSource, columns: Columns) -> dict[str, pa.Table]:
-    path = Path(source.target)
-    if not path.exists():
-        raise RootError(f"queue database {source.target!r} does not exist; {_HINT}")
-    if not path.is_file():
-        raise RootError(f"queue database {source.target!r} is not a file; {_HINT}")
+    path = sqlite_file(source.target)
     uri = f"file:{quote(str(path.resolve()))}?mode=ro"
     try:
         con = sqlite3.connect(uri, uri=True, timeout=10)

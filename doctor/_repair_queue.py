@@ -36,11 +36,11 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from doctor._config import DoctorConfig
 from doctor._detectors._queue import LEASED, iso_s, same_host, this_host
 from doctor._diagnose import scan
-from doctor._errors import IngestError, RootError, UsageError
+from doctor._errors import IngestError, UsageError
 from doctor._facts import iso
 from doctor._journal import JOURNAL, JournalEntry, append_entry, read_journal
 from doctor._model import noun
-from doctor._queue_ingest import QueueSource, parse_queue_url
+from doctor._queue_ingest import QueueSource, parse_queue_url, sqlite_file
 from doctor._repair_model import (
     BREAKER_TRIES,
     BREAKER_WINDOW_S,
@@ -103,9 +103,7 @@ def _queue_url(source: QueueSource) -> str:
     """The executor's URL for a queue the doctor names (its ``?schema=`` shorthand becomes
     libpq's ``options=-csearch_path=``, which the executor passes through)."""
     if source.kind == "sqlite":
-        if not Path(source.target).is_file():
-            raise RootError(f"queue database {source.target!r} does not exist; pass --db the queue")
-        return source.target
+        return str(sqlite_file(source.target))
     if source.schema is None:
         return source.target
     parts = urlsplit(source.target)

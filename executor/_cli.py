@@ -181,7 +181,11 @@ def _queue_url(db: str | None, *, create: bool = False) -> str:
     if "://" in url and not url.startswith("sqlite://"):
         return url
     path = Path(url.removeprefix("sqlite://")).expanduser()
-    if path.exists() or str(path) == ":memory:" or not url.strip():
+    try:
+        found = path.exists()
+    except OSError:  # a directory on the way that cannot be searched: the queue says so
+        return url
+    if found or str(path) == ":memory:" or not url.strip():
         return url
     if create:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -788,6 +788,15 @@ def open_queue(
         raise UsageError(f"cannot open queue {os.fspath(url)!r}: expected {_URL_FORMS}")
     if text != ":memory:":
         path = Path(text)
+        try:
+            path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # created below (or refused, create=False)
+        except OSError as exc:  # EACCES on a directory on the way: say so, not a traceback
+            raise QueueError(
+                f"cannot open queue {text!r}: it cannot be reached ({exc.strerror or exc}); "
+                "check the permissions of its directories"
+            ) from exc
         if path.is_dir():
             raise UsageError(
                 f"cannot open queue {text!r}: it is a directory; expected {_URL_FORMS}"

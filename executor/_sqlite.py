@@ -52,7 +52,7 @@ class SqliteQueue(Queue):
         # transaction whole, check_same_thread=False lets the other thread in.
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
-        if not create and path != ":memory:" and not Path(path).is_file():
+        if not create and path != ":memory:" and not _is_file(path):
             raise NoQueueError(path)  # sqlite3.connect would create the file
         try:
             # isolation_level=None: the module never opens transactions behind our back; we
@@ -133,6 +133,22 @@ class SqliteQueue(Queue):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _is_file(path: str) -> bool:
+    """Whether ``path`` is a file; a directory on the way that cannot be searched (EACCES) is
+    a :class:`QueueError` that says so, not "no queue" (which is a guess) nor a traceback.
+
+    >>> _is_file("/nonexistent/queue.db")
+    False
+    """
+    try:
+        return Path(path).is_file()
+    except OSError as exc:
+        raise QueueError(
+            f"SQLite queue {path!r} cannot be reached ({exc.strerror or exc}): check the "
+            "permissions of its directories"
+        ) from exc
 
 
 def _mapped(exc: sqlite3.Error, path: str, busy_timeout_ms: int, doing: str) -> QueueError:

@@ -1,0 +1,97 @@
+"""Queue databases the doctor has not seen: permissions, other schemas, locks, odd URLs.
+
+Each test points the whole ``doctor`` process (or the library) at a real SQLite file or the
+real PostgreSQL test server, and expects one clear line with a documented exit code, never a
+traceback, and the database unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fixtures import queues
+from tests.helpers import REPO, unavailable
+
+# Drops the capabilities that let root ignore file permissions, so root sees what a user sees.
+_NO_OVERRIDE = ("--bounding-set", "-dac_override,-dac_read_search")
+_NO_INHERIT = ("--inh-caps", "-dac_override,-dac_read_search")
+
+
+def _as_a_user() -> list[str]:
+    """The prefix that runs a command with file permissions enforced (root ignores them)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        unavailable("running as root without setpriv: file permissions cannot be enforced")
+    return [setpriv, *_NO_OVERRIDE, *_NO_INHERIT]
+
+
+def _doctor(*args: str, tmp_path: Path, user: bool = False) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
+    base["XDG_STATE_HOME"] = str(tmp_path / "state")  # no default runs roots
+    prefix = _as_a_user() if user else []
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "doctor", *args],
+        capture_output=True,
+        text=True,
+        env={**base, "COLUMNS": "100", "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+        check=False,
+        timeout=120,
+    )
+
+
+def _one_line(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    return line
+
+
+@pytest.fixture
+def queue_db(tmp_path: Path) -> Path:
+    return queues.incident_05(host="elsewhere").write_sqlite(tmp_path / "queue.db")
+
+
+@pytest.fixture
+def hidden(queue_db: Path) -> Iterator[Path]:
+    """The queue in a directory nobody but its owner may enter (mode 000)."""
+    where = queue_db.parent / "private"
+    where.mkdir()
+    moved = queue_db.rename(where / "queue.db")
+    where.chmod(0)
+    try:
+        yield moved
+    finally:
+        where.chmod(0o755)
+
+
+# --- permissions --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["scan"], ["repair"], ["repair", "--apply"], ["tickets"]])
+def test_a_queue_in_a_directory_that_cannot_be_entered_is_one_line_and_exit_2(
+    hidden: Path, tmp_path: Path, command: list[str]
+) -> None:
+    line = _one_line(_doctor(*command, "--db", str(hidden), tmp_path=tmp_path, user=True))
+    assert "cannot be reached (Permission denied)" in line
+    assert "permissions of its directories" in line
+
+
+def test_a_queue_file_that_cannot_be_read_says_permission_denied(
+    queue_db: Path, tmp_path: Path
+) -> None:
+    queue_db.chmod(0)
+    try:
+        line = _one_line(_doctor("scan", "--db", str(queue_db), tmp_path=tmp_path, user=True))
+    finally:
+        queue_db.chmod(0o644)
+    assert "cannot be read (permission denied)" in line
