@@ -12,6 +12,7 @@ Queue URLs (``doctor scan --db URL``):
 ``/path/queue.db``, ``queue.db``       a SQLite file
 ``sqlite:///ABS/PATH``                 the same, as a URL (``sqlite:////abs`` also works)
 ``postgresql://user@host:port/db``     PostgreSQL (``postgres://`` too), through psycopg
+``postgresql:///db?host=/run/pg``      the same, libpq's form for a local server
 =====================================  ===================================================
 
 SQLite files are opened read-only (``file:…?mode=ro``), so the doctor never creates or
@@ -24,19 +25,21 @@ untouched; the executor's URLs use the same), or with the doctor's shorthand ``?
 Errors are one line saying what to do: a missing file is a :class:`~doctor.RootError`; a
 file that is not a queue, a schema that does not match, or a server that cannot be reached
 is an :class:`~doctor.IngestError`; a URL the doctor cannot read is a
-:class:`~doctor.UsageError`. Passwords never appear in messages.
+:class:`~doctor.UsageError`. Passwords (``user:pw@`` or ``?password=``) never appear in
+messages, not even where the driver quotes the URL back.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from doctor._errors import IngestError, RootError, UsageError
 from doctor._model import noun
@@ -61,6 +64,8 @@ QUEUE_TABLES = ("tickets", "ticket_deps", "ticket_events")
 _ORDER = {"tickets": "id", "ticket_deps": "ticket_id, depends_on", "ticket_events": "id"}
 _BATCH = 50_000
 _CONNECT_TIMEOUT_S = 10
+# libpq takes the password as a query parameter too (``?password=…``).
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
 _HINT = "pass --db the executor's queue: a SQLite file, sqlite:///ABS/PATH or postgresql://…"
 
 
@@ -105,7 +110,10 @@ def parse_queue_url(url: str) -> QueueSource:
         schemas = [v for k, v in query if k == "schema"]
         if any(not s for s in schemas) or len(schemas) > 1:
             raise UsageError(f"--db {_redact(text)!r}: give schema= once, with a name")
-        target = urlunsplit(parts._replace(query=urlencode([q for q in query if q[0] != "schema"])))
+        target = text
+        if schemas:  # the URL as given but for schema=: urlunsplit would drop an empty host
+            rest = urlencode([q for q in query if q[0] != "schema"])
+            target = text.split("?", 1)[0] + (f"?{rest}" if rest else "")
         return QueueSource("postgres", target, schemas[0] if schemas else None, _redact(target))
     if scheme == "sqlite":
         path = unquote(urlsplit(text).path)
@@ -118,20 +126,44 @@ def parse_queue_url(url: str) -> QueueSource:
 
 
 def _redact(url: str) -> str:
+    """``url`` with its password hidden, in the user part or as libpq's ``password=``.
+
+    >>> _redact("postgresql://me:pw@db/q?sslmode=disable&password=pw2")
+    'postgresql://me:***@db/q?sslmode=disable&password=***'
+    >>> _redact("postgresql:///q?host=/run/pg&password=pw")
+    'postgresql:///q?host=/run/pg&password=***'
+    """
     try:
         parts = urlsplit(url)
     except ValueError:  # not a URL: a password in it cannot be found, so none is shown
         return url.split("://", 1)[0] + "://…"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.netloc.rsplit("@", 1)[1]
+        url = url.replace(f"//{parts.netloc}", f"//{user}:***@{host}", 1)
+    return _QUERY_PASSWORD.sub(r"\1***", url)
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException, url: str = "") -> str:
+    """The first line of ``exc``'s message, without ``url``'s password should the driver
+    have repeated it (libpq quotes a connection string it cannot parse)."""
     text = str(exc).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__
+    line = text.splitlines()[0].strip() if text else type(exc).__name__
+    for secret in _passwords(url):
+        line = line.replace(secret, "***")
+    return line
+
+
+def _passwords(url: str) -> list[str]:
+    """The passwords ``url`` holds, as written and decoded, longest first."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.password or ""] + [v for k, v in parse_qsl(parts.query) if k == "password"]
+    except ValueError:
+        return []
+    raw = [m.group(0).split("=", 1)[1] for m in _QUERY_PASSWORD.finditer(url)]
+    netloc = parts.netloc.rsplit("@", 1)[0].partition(":")[2] if "@" in parts.netloc else ""
+    return sorted({p for p in [*found, *raw, netloc] if p}, key=len, reverse=True)
 
 
 def load_queue(tables: Tables, url: str) -> None:
@@ -282,16 +314,17 @@ def _read_postgres(source: QueueSource, columns: Columns) -> dict[str, pa.Table]
     import psycopg
     from psycopg import sql
 
+    url = source.target
     kwargs: dict[str, Any] = {}
     if "connect_timeout" not in source.target:
         kwargs["connect_timeout"] = _CONNECT_TIMEOUT_S
     try:
         con = psycopg.connect(source.target, **kwargs)
     except psycopg.ProgrammingError as exc:  # a malformed URL or an unknown parameter
-        raise UsageError(f"--db {source.display}: {_one_line(exc)}; {_HINT}") from exc
+        raise UsageError(f"--db {source.display}: {_one_line(exc, url)}; {_HINT}") from exc
     except psycopg.Error as exc:
         raise IngestError(
-            f"cannot connect to the queue at {source.display}: {_one_line(exc)}; check that "
+            f"cannot connect to the queue at {source.display}: {_one_line(exc, url)}; check that "
             "PostgreSQL is running and the user, host, port and database are right"
         ) from exc
     where = f" (schema {source.schema})" if source.schema else ""
@@ -323,10 +356,11 @@ def _read_postgres(source: QueueSource, columns: Columns) -> dict[str, pa.Table]
             return out
     except psycopg.errors.UndefinedTable as exc:
         raise IngestError(
-            f"{source.display}{where} is not a queue database ({_one_line(exc)}); name the "
+            f"{source.display}{where} is not a queue database ({_one_line(exc, url)}); name the "
             "queue's schema with ?options=-csearch_path%3DNAME or ?schema=NAME, or " + _HINT
         ) from exc
     except psycopg.Error as exc:
-        raise IngestError(f"cannot read queue {source.display}{where}: {_one_line(exc)}") from exc
+        msg = _one_line(exc, url)
+        raise IngestError(f"cannot read queue {source.display}{where}: {msg}") from exc
     finally:
         con.close()

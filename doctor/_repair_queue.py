@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from doctor._config import DoctorConfig
 from doctor._detectors._queue import LEASED, iso_s, same_host, this_host
@@ -110,7 +110,8 @@ def _queue_url(source: QueueSource) -> str:
     query = parse_qsl(parts.query, keep_blank_values=True)
     options = " ".join([v for k, v in query if k == "options"] + [f"-csearch_path={source.schema}"])
     query = [(k, v) for k, v in query if k != "options"] + [("options", options)]
-    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+    # Not urlunsplit: it drops the empty host of postgresql:///db (a local socket).
+    return source.target.split("?", 1)[0] + "?" + urlencode(query, quote_via=quote)
 
 
 class _OneLease(Queue):

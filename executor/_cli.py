@@ -18,7 +18,7 @@ import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import typer
 from rich.console import Console
@@ -152,6 +152,8 @@ def _schema_url(url: str) -> str:
 
     >>> _schema_url("postgresql://u@h/db?schema=q1")
     'postgresql://u@h/db?options=-csearch_path%3Dq1'
+    >>> _schema_url("postgresql:///db?host=/run/pg&schema=q1")
+    'postgresql:///db?host=%2Frun%2Fpg&options=-csearch_path%3Dq1'
     >>> _schema_url("queue.db")
     'queue.db'
     """
@@ -164,10 +166,11 @@ def _schema_url(url: str) -> str:
     query = parse_qsl(parts.query, keep_blank_values=True)
     schemas = [v for k, v in query if k == "schema"]
     if len(schemas) != 1 or not schemas[0] or any(k == "options" for k, _ in query):
-        fail(f"--db {url!r}: give schema=NAME once, with a name, and no options= beside it")
+        fail(f"--db {redact(url)!r}: give schema=NAME once, with a name, and no options= beside it")
     rest = [(k, v) for k, v in query if k != "schema"]
     rest.append(("options", f"-csearch_path={schemas[0]}"))
-    return urlunsplit(parts._replace(query=urlencode(rest)))
+    # Not urlunsplit: it drops the empty host of postgresql:///db (a local socket).
+    return url.split("?", 1)[0] + "?" + urlencode(rest)
 
 
 def _queue_url(db: str | None, *, create: bool = False) -> str:

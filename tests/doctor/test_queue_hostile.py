@@ -11,13 +11,18 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 
+from doctor import IngestError
+from doctor._queue_ingest import load_queue, parse_queue_url
+from doctor._tables import Tables, new_connection
 from fixtures import queues
-from tests.helpers import REPO, unavailable
+from tests.helpers import PG_URL, REPO, require_postgres, unavailable
 
 # Drops the capabilities that let root ignore file permissions, so root sees what a user sees.
 _NO_OVERRIDE = ("--bounding-set", "-dac_override,-dac_read_search")
@@ -95,3 +100,69 @@ def test_a_queue_file_that_cannot_be_read_says_permission_denied(
     finally:
         queue_db.chmod(0o644)
     assert "cannot be read (permission denied)" in line
+
+
+# --- PostgreSQL URLs ----------------------------------------------------------------------------
+
+
+def _pg_schema() -> Iterator[str]:
+    require_postgres()
+    schema = f"rd_hostile_{uuid.uuid4().hex[:12]}"
+    queues.incident_05(host="elsewhere").write_postgres(PG_URL, schema)
+    try:
+        yield schema
+    finally:
+        import psycopg
+
+        with psycopg.connect(PG_URL, autocommit=True) as con:
+            con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+pg_schema = pytest.fixture(_pg_schema)
+
+
+def _socketless(schema: str) -> str:
+    """PG_URL with an empty host part, libpq's form for a local server: host etc. as query."""
+    p = urlsplit(PG_URL)
+    where = urlencode({"host": p.hostname or "", "port": p.port or 5432, "user": p.username or ""})
+    return f"postgresql://{p.path}?{where}&schema={schema}"
+
+
+def test_a_password_given_as_a_query_parameter_is_never_printed(tmp_path: Path) -> None:
+    url = "postgresql://me@127.0.0.1:1/test?password=s3cret-q&sslmode=disable"
+    with pytest.raises(IngestError, match="cannot connect") as info:
+        load_queue(Tables(new_connection()), url)
+    assert "s3cret" not in str(info.value) and "password=***" in str(info.value)
+    result = _doctor("scan", "--db", url, tmp_path=tmp_path)
+    assert "s3cret" not in _one_line(result)
+
+
+def test_a_password_the_driver_repeats_in_its_message_is_hidden(tmp_path: Path) -> None:
+    # libpq quotes the part of a URL it cannot parse: here, the password is in it.
+    url = "postgresql:///test?host=127.0.0.1&password=s3cret-q&bogus=1"
+    line = _one_line(_doctor("scan", "--db", url, tmp_path=tmp_path))
+    assert "s3cret" not in line
+
+
+def test_the_schema_shorthand_keeps_an_empty_host_part() -> None:
+    source = parse_queue_url("postgresql:///queue?host=/run/postgresql&schema=q1")
+    assert source.target == "postgresql:///queue?host=%2Frun%2Fpostgresql"
+    assert source.schema == "q1"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", ["scan", "tickets"])
+def test_a_url_with_an_empty_host_part_reads_the_queue(
+    pg_schema: str, tmp_path: Path, command: str
+) -> None:
+    result = _doctor(command, "--db", _socketless(pg_schema), tmp_path=tmp_path)
+    assert result.returncode in (0, 1), result.stderr
+    assert "stale_lease" in result.stdout or "running" in result.stdout
+
+
+@pytest.mark.postgres
+def test_a_repair_plan_reads_a_url_with_an_empty_host_part(pg_schema: str, tmp_path: Path) -> None:
+    url = _socketless(pg_schema)
+    result = _doctor("repair", "--db", url, "--root", str(tmp_path), tmp_path=tmp_path)
+    assert result.returncode in (0, 1), result.stderr
+    assert "reclaim" in result.stdout
