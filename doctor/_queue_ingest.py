@@ -64,6 +64,13 @@ QUEUE_TABLES = ("tickets", "ticket_deps", "ticket_events")
 _ORDER = {"tickets": "id", "ticket_deps": "ticket_id, depends_on", "ticket_events": "id"}
 _BATCH = 50_000
 _CONNECT_TIMEOUT_S = 10
+#: How long a read waits for another process's lock on the queue (a SQLite writer outside WAL
+#: mode, a PostgreSQL migration) before it gives up with one line, instead of hanging.
+LOCK_TIMEOUT_S = 10.0
+_LOCKED = (
+    "another process held a lock on the queue for over {s:g} s ({what}); the doctor reads "
+    "without waiting longer: run it again when that is done"
+)
 # libpq takes the password as a query parameter too (``?password=…``).
 _QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
 _HINT = "pass --db the executor's queue: a SQLite file, sqlite:///ABS/PATH or postgresql://…"
@@ -282,7 +289,7 @@ def _read_sqlite(source: QueueSource, columns: Columns) -> dict[str, pa.Table]:
     path = sqlite_file(source.target)
     uri = f"file:{quote(str(path.resolve()))}?mode=ro"
     try:
-        con = sqlite3.connect(uri, uri=True, timeout=10)
+        con = sqlite3.connect(uri, uri=True, timeout=LOCK_TIMEOUT_S)
     except sqlite3.Error as exc:
         raise IngestError(f"cannot open queue {source.display}: {_one_line(exc)}") from exc
     try:
@@ -303,8 +310,14 @@ def _read_sqlite(source: QueueSource, columns: Columns) -> dict[str, pa.Table]:
             out[table] = _arrow(source, table, cols, cur.fetchmany)
         con.execute("COMMIT")
         return out
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise IngestError(f"cannot read queue {source.display}: {_one_line(exc)}") from exc
+        what = "a writer outside WAL mode, or a checkpoint"
+        locked = _LOCKED.format(s=LOCK_TIMEOUT_S, what=what)
+        raise IngestError(f"cannot read queue {source.display}: {locked}") from exc
     except sqlite3.DatabaseError as exc:
-        # "file is not a database", a locked or corrupt file.
+        # "file is not a database", a corrupt file.
         raise IngestError(f"cannot read queue {source.display}: {_one_line(exc)}; {_HINT}") from exc
     finally:
         con.close()
@@ -332,6 +345,8 @@ def _read_postgres(source: QueueSource, columns: Columns) -> dict[str, pa.Table]
         con.read_only = True
         con.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with con.transaction():
+            # A table locked by a migration (ALTER, VACUUM FULL) must not hang the doctor.
+            con.execute(f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_S * 1000)}")
             if source.schema:
                 con.execute(
                     sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(source.schema))
@@ -359,6 +374,9 @@ def _read_postgres(source: QueueSource, columns: Columns) -> dict[str, pa.Table]
             f"{source.display}{where} is not a queue database ({_one_line(exc, url)}); name the "
             "queue's schema with ?options=-csearch_path%3DNAME or ?schema=NAME, or " + _HINT
         ) from exc
+    except psycopg.errors.LockNotAvailable as exc:
+        locked = _LOCKED.format(s=LOCK_TIMEOUT_S, what="a migration, or an explicit LOCK TABLE")
+        raise IngestError(f"cannot read queue {source.display}{where}: {locked}") from exc
     except psycopg.Error as exc:
         msg = _one_line(exc, url)
         raise IngestError(f"cannot read queue {source.display}{where}: {msg}") from exc

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 
-from doctor import IngestError
+from doctor import IngestError, _queue_ingest
 from doctor._queue_ingest import load_queue, parse_queue_url
 from doctor._tables import Tables, new_connection
 from fixtures import queues
@@ -166,3 +168,39 @@ def test_a_repair_plan_reads_a_url_with_an_empty_host_part(pg_schema: str, tmp_p
     result = _doctor("repair", "--db", url, "--root", str(tmp_path), tmp_path=tmp_path)
     assert result.returncode in (0, 1), result.stderr
     assert "reclaim" in result.stdout
+
+
+# --- locks --------------------------------------------------------------------------------------
+
+
+def test_a_sqlite_writer_holding_its_lock_makes_the_read_give_up_in_one_line(
+    queue_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_queue_ingest, "LOCK_TIMEOUT_S", 0.2)
+    writer = sqlite3.connect(queue_db, isolation_level=None)
+    writer.execute("PRAGMA journal_mode = DELETE")  # a writer outside WAL locks readers out
+    writer.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(IngestError, match=r"held a lock on the queue for over 0\.2 s"):
+            load_queue(Tables(new_connection()), str(queue_db))
+        assert time.monotonic() - started < 5
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+@pytest.mark.postgres
+def test_a_postgres_table_locked_by_a_migration_makes_the_read_give_up_not_hang(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    monkeypatch.setattr(_queue_ingest, "LOCK_TIMEOUT_S", 0.5)
+    with psycopg.connect(PG_URL) as migration:
+        migration.execute(f'LOCK TABLE "{pg_schema}".ticket_events IN ACCESS EXCLUSIVE MODE')
+        started = time.monotonic()
+        with pytest.raises(IngestError, match=r"held a lock on the queue for over 0\.5 s"):
+            load_queue(Tables(new_connection()), f"{PG_URL}?schema={pg_schema}")
+        assert time.monotonic() - started < 10
+        migration.rollback()
