@@ -52,17 +52,24 @@ def this_host() -> str:
 
 
 def same_host(recorded: str | None, here: str) -> bool:
-    """Whether ``recorded`` names this host: equal names, or equal first labels (a worker may
-    record ``box`` where this host says ``box.lan``).
+    """Whether ``recorded`` names this host: equal names (case aside), or a short name equal
+    to the other's first label (a worker may record ``box`` where this host says ``box.lan``).
+    Two full names in different domains are two hosts: ``box.east`` is not ``box.west``, and
+    taking it for this one would judge a remote worker's pid by this host's process table.
 
-    >>> same_host("box.lan", "box"), same_host("box", "box"), same_host("other", "box")
-    (True, True, False)
-    >>> same_host(None, "box")
-    False
+    >>> same_host("box.lan", "box"), same_host("box", "box.lan"), same_host("box", "box")
+    (True, True, True)
+    >>> same_host("other", "box"), same_host("box.east", "box.west"), same_host(None, "box")
+    (False, False, False)
     """
     if not recorded:
         return False
-    return recorded == here or recorded.split(".")[0] == here.split(".")[0]
+    a, b = recorded.lower().rstrip("."), here.lower().rstrip(".")
+    if a == b:
+        return True
+    if "." in a and "." in b:
+        return False
+    return a.split(".")[0] == b.split(".")[0]
 
 
 def ticket_label(ticket_id: str, title: str | None) -> str:

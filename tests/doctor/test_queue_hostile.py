@@ -20,9 +20,13 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 
-from doctor import IngestError, _queue_ingest
+from doctor import DoctorConfig, IngestError, _queue_ingest, _repair, _repair_queue, scan
+from doctor._detectors import session_desync
+from doctor._detectors._queue import same_host
 from doctor._queue_ingest import load_queue, parse_queue_url
+from doctor._repair import apply_queue_repairs, plan_repairs
 from doctor._tables import Tables, new_connection
+from executor import SessionInfo, open_queue
 from fixtures import queues
 from tests.helpers import PG_URL, REPO, require_postgres, unavailable
 
@@ -204,3 +208,33 @@ def test_a_postgres_table_locked_by_a_migration_makes_the_read_give_up_not_hang(
             load_queue(Tables(new_connection()), f"{PG_URL}?schema={pg_schema}")
         assert time.monotonic() - started < 10
         migration.rollback()
+
+
+# --- workers on other hosts ---------------------------------------------------------------------
+
+
+def test_a_full_host_name_in_another_domain_is_another_host() -> None:
+    assert not same_host("build.east.example", "build.west.example")
+    assert same_host("build", "build.west.example") and same_host("BUILD.lan.", "build.lan")
+
+
+def test_repair_leaves_alone_the_live_lease_of_a_worker_on_a_namesake_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This host is build.west; the worker runs on build.east, where its pid may well live:
+    # this host's process table says nothing about it, and its lease is fresh.
+    for module in (session_desync, _repair_queue, _repair):
+        monkeypatch.setattr(module, "this_host", lambda: "build.west.example")
+    now = 1_780_000_000.0
+    db = tmp_path / "queue.db"
+    with open_queue(db, clock=lambda: now) as queue:
+        t = queue.enqueue("build", "/p/build.dot")
+        remote = SessionInfo("rd-w1", pid=4_000_000, pgid=4_000_000, proc_start_time=1,
+                             host="build.east.example")  # fmt: skip
+        queue.claim("w1", lease_ttl_s=3600, session=remote)
+        config = DoctorConfig(db=str(db), now=now + 5)
+        plan = plan_repairs(scan(config), config)
+        report = apply_queue_repairs(plan, config)
+        assert all(r.outcome != "applied" for r in report.results), report.results
+        after = queue.get(t.id)
+    assert (after.status, after.lease_epoch) == ("claimed", 1)
