@@ -60,6 +60,9 @@ __all__ = [
 #: The queue tables the doctor reads, in the order they are read.
 QUEUE_TABLES = ("tickets", "ticket_deps", "ticket_events")
 
+#: The executor's queue schema the doctor reads (``executor._schema.SCHEMA_VERSION``).
+QUEUE_SCHEMA_VERSION = 1
+
 # Rows are stable across reads (a scan of the same queue gives the same tables).
 _ORDER = {"tickets": "id", "ticket_deps": "ticket_id, depends_on", "ticket_events": "id"}
 _BATCH = 50_000
@@ -244,6 +247,19 @@ def _arrow(source: QueueSource, table: str, cols: list[tuple[str, str]], fetch: 
     return pa.Table.from_batches(batches, schema=schema)
 
 
+def _check_version(source: QueueSource, rows: Sequence[Sequence[Any]]) -> None:
+    """Refuse a queue whose ``schema_version`` names another schema than the one the doctor
+    reads: its columns may mean other things. A queue without the table is read as it is."""
+    found = sorted({r[0] for r in rows})
+    if found and found != [QUEUE_SCHEMA_VERSION]:
+        versions = ", ".join(str(v) for v in found)
+        raise IngestError(
+            f"queue {source.display} has schema version {versions}; this doctor reads version "
+            f"{QUEUE_SCHEMA_VERSION}: use the doctor that ships with the executor that wrote it "
+            "(pip install -U rundoctor)"
+        )
+
+
 def _missing(source: QueueSource, table: str, have: Iterable[str], want: list[str]) -> None:
     present = set(have)
     missing = [c for c in want if c not in present]
@@ -301,6 +317,8 @@ def _read_sqlite(source: QueueSource, columns: Columns) -> dict[str, pa.Table]:
             raise IngestError(
                 f"{source.display} is not a queue database (no table {', '.join(absent)}); " + _HINT
             )
+        if "schema_version" in have:
+            _check_version(source, con.execute("SELECT version FROM schema_version").fetchall())
         out = {}
         for table, cols in columns.items():
             names = [c for c, _ in cols]
@@ -351,6 +369,8 @@ def _read_postgres(source: QueueSource, columns: Columns) -> dict[str, pa.Table]
                 con.execute(
                     sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(source.schema))
                 )
+            if con.execute("SELECT to_regclass('schema_version')").fetchone() != (None,):
+                _check_version(source, con.execute("SELECT version FROM schema_version").fetchall())
             out = {}
             for table, cols in columns.items():
                 probe = con.execute(

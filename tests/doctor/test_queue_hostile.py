@@ -27,6 +27,7 @@ from doctor._queue_ingest import load_queue, parse_queue_url
 from doctor._repair import apply_queue_repairs, plan_repairs
 from doctor._tables import Tables, new_connection
 from executor import SessionInfo, open_queue
+from executor._schema import SCHEMA_VERSION
 from fixtures import queues
 from tests.helpers import PG_URL, REPO, require_postgres, unavailable
 
@@ -238,3 +239,43 @@ def test_repair_leaves_alone_the_live_lease_of_a_worker_on_a_namesake_host(
         assert all(r.outcome != "applied" for r in report.results), report.results
         after = queue.get(t.id)
     assert (after.status, after.lease_epoch) == ("claimed", 1)
+
+
+# --- other schemas ------------------------------------------------------------------------------
+
+
+def test_the_doctor_reads_the_executors_schema_version() -> None:
+    assert _queue_ingest.QUEUE_SCHEMA_VERSION == SCHEMA_VERSION
+
+
+def test_a_sqlite_queue_of_a_newer_schema_version_is_refused_in_one_line(
+    queue_db: Path, tmp_path: Path
+) -> None:
+    con = sqlite3.connect(queue_db)
+    con.execute("UPDATE schema_version SET version = 2")
+    con.commit()
+    con.close()
+    before = queue_db.read_bytes()
+    line = _one_line(_doctor("scan", "--db", str(queue_db), tmp_path=tmp_path))
+    assert "has schema version 2; this doctor reads version 1" in line
+    assert queue_db.read_bytes() == before
+
+
+def test_a_sqlite_queue_without_a_schema_version_is_read_as_it_is(queue_db: Path) -> None:
+    con = sqlite3.connect(queue_db)
+    con.execute("DROP TABLE schema_version")
+    con.commit()
+    con.close()
+    tables = Tables(new_connection())
+    load_queue(tables, str(queue_db))
+    assert tables.sql("SELECT count(*) FROM tickets")[0][0] > 0
+
+
+@pytest.mark.postgres
+def test_a_postgres_queue_of_a_newer_schema_version_is_refused(pg_schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as con:
+        con.execute(f'UPDATE "{pg_schema}".schema_version SET version = 3')
+    with pytest.raises(IngestError, match="has schema version 3; this doctor reads version 1"):
+        load_queue(Tables(new_connection()), f"{PG_URL}?schema={pg_schema}")
