@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # loaded when a queue is read: a diagnosis of one run needs n
 __all__ = [
     "QUEUE_TABLES",
     "QueueSource",
+    "copy_queue",
     "load_queue",
     "parse_queue_url",
     "queue_tables",
@@ -178,7 +179,7 @@ def _passwords(url: str) -> list[str]:
 
 def load_queue(tables: Tables, url: str) -> None:
     """Read the queue at ``url`` into ``tables``' ``tickets``, ``ticket_deps`` and
-    ``ticket_events`` (replacing what they held).
+    ``ticket_events`` (replacing what they held), in batches of 50,000 rows.
 
     >>> from doctor._tables import new_connection
     >>> tables = Tables(new_connection())
@@ -193,14 +194,41 @@ def load_queue(tables: Tables, url: str) -> None:
         for t in QUEUE_TABLES
     }
     read = _read_sqlite if source.kind == "sqlite" else _read_postgres
-    data = read(source, columns)
+    # Each batch goes into DuckDB as it is read: Python holds one batch, never the whole queue
+    # (no DuckDB transaction around it either: its undo data cost more memory than the rows).
+    # A read that fails raises, and the caller drops the half-filled tables.
     for table in QUEUE_TABLES:
         tables.con.execute(f"DELETE FROM {table}")
-        tables.con.register("_rd_queue", data[table])
+    read(source, columns, lambda table, batch: _insert(tables, table, batch))
+
+
+def copy_queue(source: Tables, target: Tables) -> None:
+    """Copy the queue tables ``source`` holds into ``target`` (replacing what it held), batch by
+    batch: a scan reads the database once, though it needs the queue in two connections.
+
+    >>> from doctor._tables import new_connection
+    >>> a, b = Tables(new_connection()), Tables(new_connection())
+    >>> a.con.execute("INSERT INTO ticket_deps VALUES ('t2', 't1')") and None
+    >>> copy_queue(a, b)
+    >>> b.sql("SELECT * FROM ticket_deps")
+    [('t2', 't1')]
+    """
+    for table in QUEUE_TABLES:
+        target.con.execute(f"DELETE FROM {table}")
+        reader = source.con.sql(f"SELECT * FROM {table}").to_arrow_reader(_BATCH)
+        target.con.register("_rd_queue", reader)
         try:
-            tables.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rd_queue")
+            target.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rd_queue")
         finally:
-            tables.con.unregister("_rd_queue")
+            target.con.unregister("_rd_queue")
+
+
+def _insert(tables: Tables, table: str, batch: pa.RecordBatch) -> None:
+    tables.con.register("_rd_queue", batch)
+    try:
+        tables.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rd_queue")
+    finally:
+        tables.con.unregister("_rd_queue")
 
 
 def queue_tables(url: str) -> Tables:
@@ -223,15 +251,17 @@ def queue_tables(url: str) -> Tables:
 
 Columns = dict[str, list[tuple[str, str]]]
 Fetch = Callable[[int], Sequence[Sequence[Any]]]
+Sink = Callable[[str, "pa.RecordBatch"], None]
 
 
-def _arrow(source: QueueSource, table: str, cols: list[tuple[str, str]], fetch: Fetch) -> pa.Table:
-    """Batches of driver rows as one Arrow table typed like the DuckDB table."""
+def _stream(
+    source: QueueSource, table: str, cols: list[tuple[str, str]], fetch: Fetch, sink: Sink
+) -> None:
+    """Batches of driver rows, typed like the DuckDB table, handed to ``sink`` one by one."""
     import pyarrow as pa
 
     arrow_types = {"VARCHAR": pa.string(), "BIGINT": pa.int64(), "DOUBLE": pa.float64()}
     schema = pa.schema([(name, arrow_types[kind]) for name, kind in cols])
-    batches = []
     while rows := fetch(_BATCH):
         arrays = []
         for i, (name, kind) in enumerate(cols):
@@ -243,8 +273,8 @@ def _arrow(source: QueueSource, table: str, cols: list[tuple[str, str]], fetch: 
                     f"queue {source.display}: column {table}.{name} holds a value that is not "
                     f"{kind} ({_one_line(exc)}); is this the executor's queue?"
                 ) from exc
-        batches.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
-    return pa.Table.from_batches(batches, schema=schema)
+        del rows  # the driver's rows go before DuckDB copies the batch
+        sink(table, pa.RecordBatch.from_arrays(arrays, schema=schema))
 
 
 def _check_version(source: QueueSource, rows: Sequence[Sequence[Any]]) -> None:
@@ -301,7 +331,7 @@ def sqlite_file(target: str) -> Path:
     return path
 
 
-def _read_sqlite(source: QueueSource, columns: Columns) -> dict[str, pa.Table]:
+def _read_sqlite(source: QueueSource, columns: Columns, sink: Sink) -> None:
     path = sqlite_file(source.target)
     uri = f"file:{quote(str(path.resolve()))}?mode=ro"
     try:
@@ -319,15 +349,13 @@ def _read_sqlite(source: QueueSource, columns: Columns) -> dict[str, pa.Table]:
             )
         if "schema_version" in have:
             _check_version(source, con.execute("SELECT version FROM schema_version").fetchall())
-        out = {}
         for table, cols in columns.items():
             names = [c for c, _ in cols]
             info = con.execute(f"PRAGMA table_info({table})").fetchall()
             _missing(source, table, (r[1] for r in info), names)
             cur = con.execute(f"SELECT {', '.join(names)} FROM {table} ORDER BY {_ORDER[table]}")
-            out[table] = _arrow(source, table, cols, cur.fetchmany)
+            _stream(source, table, cols, cur.fetchmany, sink)
         con.execute("COMMIT")
-        return out
     except sqlite3.OperationalError as exc:
         if "locked" not in str(exc) and "busy" not in str(exc):
             raise IngestError(f"cannot read queue {source.display}: {_one_line(exc)}") from exc
@@ -341,7 +369,7 @@ def _read_sqlite(source: QueueSource, columns: Columns) -> dict[str, pa.Table]:
         con.close()
 
 
-def _read_postgres(source: QueueSource, columns: Columns) -> dict[str, pa.Table]:
+def _read_postgres(source: QueueSource, columns: Columns, sink: Sink) -> None:
     import psycopg
     from psycopg import sql
 
@@ -371,7 +399,6 @@ def _read_postgres(source: QueueSource, columns: Columns) -> dict[str, pa.Table]
                 )
             if con.execute("SELECT to_regclass('schema_version')").fetchone() != (None,):
                 _check_version(source, con.execute("SELECT version FROM schema_version").fetchall())
-            out = {}
             for table, cols in columns.items():
                 probe = con.execute(
                     sql.SQL("SELECT * FROM {} LIMIT 0").format(sql.Identifier(table))
@@ -387,8 +414,7 @@ def _read_postgres(source: QueueSource, columns: Columns) -> dict[str, pa.Table]
                 # A server-side cursor: ticket_events may be long.
                 with con.cursor(name=f"doctor_{table}") as cur:
                     cur.execute(query)
-                    out[table] = _arrow(source, table, cols, cur.fetchmany)
-            return out
+                    _stream(source, table, cols, cur.fetchmany, sink)
     except psycopg.errors.UndefinedTable as exc:
         raise IngestError(
             f"{source.display}{where} is not a queue database ({_one_line(exc, url)}); name the "

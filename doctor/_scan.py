@@ -904,23 +904,23 @@ def _fleet_in_duckdb(
 ) -> list[Finding]:
     from doctor._detectors._queue import LEASED
     from doctor._ingest import load_runs
-    from doctor._queue_ingest import load_queue
+    from doctor._queue_ingest import copy_queue, load_queue
 
     linked: set[str] = set()
-    if config.db:
-        probe = load_runs([], keep_raw=False, threads=config.threads)
-        try:
+    probe = load_runs([], keep_raw=False, threads=config.threads)
+    try:
+        if config.db:  # read once: the runs to read in full, then a copy of the same snapshot
             load_queue(probe, config.db)
             probe.add_rows("runs", _run_rows(layouts, outcomes))
             linked = {r for (r,) in probe.sql(_LEASED_RUNS_SQL.format(leased=LEASED))}
-        finally:
-            probe.con.close()
-    tables = load_runs(
-        [x for x in layouts if x.run_id in linked], keep_raw=False, threads=config.threads
-    )
-    try:
+        tables = load_runs(
+            [x for x in layouts if x.run_id in linked], keep_raw=False, threads=config.threads
+        )
         if config.db:
-            load_queue(tables, config.db)
+            copy_queue(probe, tables)
+    finally:
+        probe.con.close()
+    try:
         others = [x for x in layouts if x.run_id not in linked]
         tables.add_rows("runs", _run_rows(others, outcomes))
         lives, points = _lives(config, others, outcomes)

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pytest
@@ -23,7 +24,7 @@ import pytest
 from doctor import DoctorConfig, IngestError, _queue_ingest, _repair, _repair_queue, scan
 from doctor._detectors import session_desync
 from doctor._detectors._queue import same_host
-from doctor._queue_ingest import load_queue, parse_queue_url
+from doctor._queue_ingest import copy_queue, load_queue, parse_queue_url
 from doctor._repair import apply_queue_repairs, plan_repairs
 from doctor._tables import Tables, new_connection
 from executor import SessionInfo, open_queue
@@ -279,3 +280,49 @@ def test_a_postgres_queue_of_a_newer_schema_version_is_refused(pg_schema: str) -
         con.execute(f'UPDATE "{pg_schema}".schema_version SET version = 3')
     with pytest.raises(IngestError, match="has schema version 3; this doctor reads version 1"):
         load_queue(Tables(new_connection()), f"{PG_URL}?schema={pg_schema}")
+
+
+# --- size ---------------------------------------------------------------------------------------
+
+
+def test_a_scan_reads_the_queue_database_once(
+    queue_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    real = _queue_ingest._read_sqlite
+
+    def counting(*args: Any) -> None:
+        reads.append("read")
+        real(*args)
+
+    monkeypatch.setattr(_queue_ingest, "_read_sqlite", counting)
+    found = scan(DoctorConfig(db=str(queue_db), now=1_780_000_000.0)).findings
+    assert reads == ["read"]
+    assert any(f.code == "stale_lease" for f in found)
+
+
+def test_the_queue_goes_into_duckdb_a_batch_at_a_time(
+    queue_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_queue_ingest, "_BATCH", 3)
+    sizes: list[int] = []
+    real = _queue_ingest._insert
+
+    def counting(tables: Tables, table: str, batch: Any) -> None:
+        sizes.append(batch.num_rows)
+        real(tables, table, batch)
+
+    monkeypatch.setattr(_queue_ingest, "_insert", counting)
+    tables = Tables(new_connection())
+    load_queue(tables, str(queue_db))
+    events = tables.sql("SELECT count(*) FROM ticket_events")[0][0]
+    assert max(sizes) == 3 and sum(sizes) >= events > 3
+
+
+def test_a_copy_of_the_queue_holds_the_same_rows(queue_db: Path) -> None:
+    a, b = Tables(new_connection()), Tables(new_connection())
+    load_queue(a, str(queue_db))
+    copy_queue(a, b)
+    for table in _queue_ingest.QUEUE_TABLES:
+        query = f"SELECT * FROM {table} ORDER BY ALL"
+        assert a.sql(query) == b.sql(query)
