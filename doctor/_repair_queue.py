@@ -366,7 +366,8 @@ def apply_queue_repairs(
 ) -> QueueRepairReport:
     """Carry out the queue actions of ``plan`` on the queue at ``config.db``, journaled in
     :func:`queue_journal_dir`'s ``repairs.ndjson``; the queue is scanned again (alone, without
-    the runs) after each applied action, and the report says what each resolved.
+    the runs) once after the actions, when one was applied, and the report says what each
+    resolved (the findings of its ticket; those of no repaired ticket go with the last one).
 
     ``config.now`` is the clock of the reaper's tests and of the queue's writes;
     ``executor_config`` gives the reaper's claim grace and quarantine (the executor's
@@ -385,20 +386,41 @@ def apply_queue_repairs(
     with queue:
         q = _QueueCtx(queue, config, executor_config or ExecutorConfig())
         for action in plan:
-            result = _apply_queue_one(
-                ctx, q, source.display, action, breaker_tries, breaker_window_s
+            results.append(
+                _apply_queue_one(ctx, q, source.display, action, breaker_tries, breaker_window_s)
             )
-            if result.outcome == "applied":
-                after = scan(alone).findings
-                resolved, introduced = _diff(current, after)
-                result = dataclasses.replace(
-                    result, resolved=tuple(resolved), introduced=tuple(introduced)
-                )
-                current = after
-            results.append(result)
+    if any(r.outcome == "applied" for r in results):
+        # One scan verifies them all: a scan after each action made a plan of thousands of
+        # reclaims on a large queue take days.
+        after = scan(alone).findings
+        results = _attribute(results, *_diff(current, after))
+        current = after
     return QueueRepairReport(
         queue=source.display,
         journal=str(journal_dir / JOURNAL),
         results=tuple(results),
         remaining=tuple(FindingRef.of(f) for f in current),
     )
+
+
+def _attribute(
+    results: list[ActionResult], resolved: list[FindingRef], introduced: list[FindingRef]
+) -> list[ActionResult]:
+    """Each applied action with the findings of its ticket that the scan after the repairs no
+    longer (or newly) reports; findings of no repaired ticket go with the last applied action.
+    """
+    applied = [i for i, r in enumerate(results) if r.outcome == "applied"]
+    owner: dict[str, int] = {}
+    for i in applied:
+        owner.setdefault(results[i].action.target, i)
+    gone: dict[int, list[FindingRef]] = {i: [] for i in applied}
+    new: dict[int, list[FindingRef]] = {i: [] for i in applied}
+    for refs, into in ((resolved, gone), (introduced, new)):
+        for ref in refs:
+            into[owner.get(ref.ticket_id or "", applied[-1])].append(ref)
+    return [
+        dataclasses.replace(r, resolved=tuple(gone[i]), introduced=tuple(new[i]))
+        if i in gone
+        else r
+        for i, r in enumerate(results)
+    ]

@@ -326,3 +326,31 @@ def test_a_copy_of_the_queue_holds_the_same_rows(queue_db: Path) -> None:
     for table in _queue_ingest.QUEUE_TABLES:
         query = f"SELECT * FROM {table} ORDER BY ALL"
         assert a.sql(query) == b.sql(query)
+
+
+def test_repairing_many_leases_scans_the_queue_once_after_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = 1_780_000_000.0
+    db = tmp_path / "queue.db"
+    dead = SessionInfo("rd-w1", pid=99_999_999, pgid=99_999_999, proc_start_time=1, host="gone")
+    with open_queue(db, clock=lambda: now - 7200) as queue:
+        ids = [queue.enqueue(f"t{i}", "/p.dot").id for i in range(4)]
+        for _ in ids:
+            queue.claim("w1", lease_ttl_s=60, session=dead)
+    scans: list[int] = []
+    real = scan
+
+    def counting(config: DoctorConfig) -> Any:
+        scans.append(1)
+        return real(config)
+
+    monkeypatch.setattr(_repair_queue, "scan", counting)
+    config = DoctorConfig(db=str(db), now=now)
+    plan = plan_repairs(scan(config), config)
+    report = apply_queue_repairs(plan, config)
+    assert [r.outcome for r in report.results] == ["applied"] * 4
+    assert len(scans) == 2  # before the actions, and once after them all
+    for r in report.results:  # each action is credited with its own ticket's findings
+        assert {ref.ticket_id for ref in r.resolved} == {r.action.target}
+    assert report.remaining == () or all(ref.ticket_id is None for ref in report.remaining)
