@@ -403,6 +403,11 @@ def _scan_rollup(console: Console, runs: list[Diagnosis], result: ScanResult) ->
         )
 
 
+#: Fleet findings of one code shown in the terminal; a queue of 200,000 tickets may have tens
+#: of thousands (``scan --json`` has every one).
+FLEET_SHOWN_PER_CODE = 20
+
+
 def _scan_fleet(console: Console, result: ScanResult, *, verbose: bool) -> None:
     """The fleet's runs and events, its own findings, and the closing verdict."""
     fleet = result.fleet
@@ -415,11 +420,19 @@ def _scan_fleet(console: Console, result: ScanResult, *, verbose: bool) -> None:
         _hanging(console, f"  {_MARK[Severity.WARNING]}", f"roots: {_text(str(note))}")
     for note in fleet.get("cache_notes", ()):  # the cache's trouble: the runs are diagnosed
         _hanging(console, f"  {_MARK[Severity.WARNING]}", f"cache: {_text(str(note))}")
+    shown: dict[str, int] = {}
     for f in result.findings:
+        shown[f.code] = shown.get(f.code, 0) + 1
+        if shown[f.code] > FLEET_SHOWN_PER_CODE:
+            continue
         _hanging(console, f"  {_MARK[f.severity]}", f"{f.code}: {_text(f.summary)}")
         if verbose:
             for line in _evidence_lines(dict(f.evidence)):
                 _hanging(console, "       ", f"[dim]{_text(line)}[/dim]")
+    for code, n in shown.items():
+        if n > FLEET_SHOWN_PER_CODE:
+            more = n - FLEET_SHOWN_PER_CODE
+            console.print(f"  … and {more} more {code} (scan --json lists them all)")
     bad = sum(1 for d in result.diagnoses if d.exit_code)
     fleet_bad = sum(1 for f in result.findings if f.severity >= Severity.ERROR)
     mark = "[red]✗[/red]" if result.exit_code else "[green]•[/green]"

@@ -354,3 +354,21 @@ def test_repairing_many_leases_scans_the_queue_once_after_them(
     for r in report.results:  # each action is credited with its own ticket's findings
         assert {ref.ticket_id for ref in r.resolved} == {r.action.target}
     assert report.remaining == () or all(ref.ticket_id is None for ref in report.remaining)
+
+
+def test_the_terminal_shows_twenty_fleet_findings_of_a_code_and_counts_the_rest(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "queue.db"
+    dead = SessionInfo("rd-w1", pid=99_999_999, pgid=99_999_999, proc_start_time=1, host="gone")
+    with open_queue(db, clock=lambda: time.time() - 7200) as queue:
+        for i in range(25):
+            queue.enqueue(f"t{i}", "/p.dot")
+            queue.claim("w1", lease_ttl_s=60, session=dead)
+    result = _doctor("scan", "--db", str(db), tmp_path=tmp_path)
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert sum("stale_lease: ticket" in line for line in lines) == 20
+    assert "  … and 5 more stale_lease (scan --json lists them all)" in lines
+    listed = _doctor("scan", "--db", str(db), "--json", tmp_path=tmp_path)
+    assert listed.stdout.count('"code": "stale_lease"') == 25
