@@ -372,3 +372,33 @@ def test_the_terminal_shows_twenty_fleet_findings_of_a_code_and_counts_the_rest(
     assert "  … and 5 more stale_lease (scan --json lists them all)" in lines
     listed = _doctor("scan", "--db", str(db), "--json", tmp_path=tmp_path)
     assert listed.stdout.count('"code": "stale_lease"') == 25
+
+
+@pytest.mark.postgres
+def test_a_server_that_drops_the_doctor_mid_read_is_one_line_and_the_queue_is_intact(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    name = f"rd_doctor_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(_queue_ingest, "_BATCH", 2)
+    real = _queue_ingest._insert
+
+    def then_drop(tables: Tables, table: str, batch: Any) -> None:
+        real(tables, table, batch)
+        # Only the doctor's own backend, from another connection: the server keeps running.
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (name,),
+            )
+
+    monkeypatch.setattr(_queue_ingest, "_insert", then_drop)
+    url = f"{PG_URL}?schema={pg_schema}&application_name={name}"
+    with pytest.raises(IngestError, match="cannot read queue") as info:
+        load_queue(Tables(new_connection()), url)
+    assert "\n" not in str(info.value)
+    with psycopg.connect(PG_URL) as con:
+        count = con.execute(f'SELECT count(*) FROM "{pg_schema}".tickets').fetchone()
+    assert count is not None and count[0] == len(queues.incident_05(host="elsewhere").tickets)
