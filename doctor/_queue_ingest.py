@@ -31,6 +31,7 @@ messages, not even where the driver quotes the URL back.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sqlite3
@@ -266,6 +267,8 @@ def _stream(
         arrays = []
         for i, (name, kind) in enumerate(cols):
             values = [row[i] for row in rows]
+            if kind == "DOUBLE":  # NaN and ±inf are no time: unknown, as NULL is
+                values = [v if v is None or _finite(v) else None for v in values]
             try:
                 arrays.append(pa.array(values, arrow_types[kind]))
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
@@ -275,6 +278,15 @@ def _stream(
                 ) from exc
         del rows  # the driver's rows go before DuckDB copies the batch
         sink(table, pa.RecordBatch.from_arrays(arrays, schema=schema))
+
+
+def _finite(value: Any) -> bool:
+    """False for NaN and ±inf (True for anything else: a string fails later, by its column).
+
+    >>> _finite(1.5), _finite(float("inf")), _finite(float("nan")), _finite("x")
+    (True, False, False, True)
+    """
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def _check_version(source: QueueSource, rows: Sequence[Sequence[Any]]) -> None:

@@ -40,8 +40,20 @@ def iso_s(seconds: float | None) -> str | None:
     '2025-09-06T10:04:57.053239Z'
     >>> iso_s(None) is None
     True
+
+    A value no calendar holds (NaN, infinite, before year 1 or after 9999: a worker that wrote
+    another unit, or a hand-edited row) is None, as an unknown time is:
+
+    >>> iso_s(float("inf")), iso_s(1e300), iso_s(-1e13), iso_s(float("nan"))
+    (None, None, None, None)
     """
-    return None if seconds is None else iso(round(seconds * 1e6) * 1000)
+    if seconds is None or not _MIN_S <= seconds <= _MAX_S:  # NaN fails every comparison
+        return None
+    return iso(round(seconds * 1e6) * 1000)
+
+
+# The seconds of 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z: datetime's range.
+_MIN_S, _MAX_S = -62_135_596_800.0, 253_402_300_799.0
 
 
 def this_host() -> str:

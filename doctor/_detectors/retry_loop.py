@@ -115,7 +115,11 @@ def duration_text(seconds: float) -> str:
 
     >>> duration_text(95), duration_text(2404), duration_text(21281.264), duration_text(4991400)
     ('95 s', '40 min', '5.9 h', '57 d 18 h')
+    >>> duration_text(float("inf"))  # a time a queue row holds as infinite
+    'an unbounded time'
     """
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return "an unbounded time"
     if seconds >= 2 * 86400:
         days, rest = divmod(round(seconds / 3600), 24)
         return f"{days} d {rest} h"

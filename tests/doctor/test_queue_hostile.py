@@ -7,6 +7,7 @@ traceback, and the database unchanged.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -402,3 +403,33 @@ def test_a_server_that_drops_the_doctor_mid_read_is_one_line_and_the_queue_is_in
     with psycopg.connect(PG_URL) as con:
         count = con.execute(f'SELECT count(*) FROM "{pg_schema}".tickets').fetchone()
     assert count is not None and count[0] == len(queues.incident_05(host="elsewhere").tickets)
+
+
+# --- odd timestamps -----------------------------------------------------------------------------
+
+_ODD_TIMES = {
+    "infinite heartbeat": "last_heartbeat_at = 9e999",
+    "minus infinite heartbeat": "last_heartbeat_at = -9e999",
+    "heartbeat past year 9999": "last_heartbeat_at = 1e300",
+    "heartbeat before year 1": "last_heartbeat_at = -1e300",
+    "claim before year 1": "claimed_at = -1e13, last_heartbeat_at = NULL",
+    "creation before year 1": "created_at = -1e13",
+}
+
+
+@pytest.mark.parametrize("assignment", _ODD_TIMES.values(), ids=list(_ODD_TIMES))
+def test_a_lease_time_no_calendar_holds_neither_crashes_nor_breaks_the_json(
+    queue_db: Path, tmp_path: Path, assignment: str
+) -> None:
+    con = sqlite3.connect(queue_db)
+    con.execute(f"UPDATE tickets SET {assignment} WHERE status = 'running'")
+    con.commit()
+    con.close()
+    before = queue_db.read_bytes()
+    for command in (["scan", "--json"], ["repair"]):
+        result = _doctor(*command, "--db", str(queue_db), tmp_path=tmp_path)
+        assert result.returncode in (0, 1), result.stderr
+        assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+        if "--json" in command:  # strict JSON: no NaN or Infinity for jq to choke on
+            json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"JSON has {c}"))
+    assert queue_db.read_bytes() == before
