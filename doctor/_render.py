@@ -44,7 +44,14 @@ _MARK = {
 }
 #: Checks that read the work queue: a diagnosis of one run directory reads none.
 QUEUE_CHECKS = frozenset(
-    {"stale_lease", "no_progress_lease", "session_desync", "recovery_loop", "backlog_growth"}
+    {
+        "stale_lease",
+        "no_progress_lease",
+        "session_desync",
+        "recovery_loop",
+        "backlog_growth",
+        "clock_skew",
+    }
 )
 _HINTS = {
     "stale_heartbeat": "do not read these heartbeats as liveness; check the owner process and "

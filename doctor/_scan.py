@@ -91,6 +91,7 @@ FLEET_DETECTORS = (
     "session_desync",
     "recovery_loop",
     "backlog_growth",
+    "clock_skew",
 )
 
 

@@ -239,6 +239,15 @@ PLAN: dict[str, PlanItem] = {
         "A ticket that crashes its worker every time.",
         "It is quarantined after N recoveries with its reason.",
     ),
+    "clock_skew": PlanItem(
+        "P1",
+        "Clock discipline",
+        _SCHEDULE,
+        "Run NTP on every worker host; record queue times in epoch seconds only.",
+        "No lease's heartbeat lies ahead of the reader's clock by more than the stale threshold.",
+        "A worker whose clock is set an hour ahead.",
+        "clock_skew fires; after NTP it does not.",
+    ),
     "backlog_growth": PlanItem(
         "P2",
         "Capacity planning",

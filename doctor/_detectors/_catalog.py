@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from doctor._detectors._context import Detector
 from doctor._detectors.backlog_growth import backlog_growth
 from doctor._detectors.checkpoint_drift import checkpoint_drift
+from doctor._detectors.clock_skew import clock_skew
 from doctor._detectors.deterministic_retry_loop import deterministic_retry_loop
 from doctor._detectors.false_success import false_success
 from doctor._detectors.fragmented_failure_signatures import fragmented_failure_signatures
@@ -58,6 +59,7 @@ DETECTORS: tuple[Detector, ...] = (
     session_desync,
     recovery_loop,
     backlog_growth,
+    clock_skew,
 )
 
 

@@ -22,7 +22,7 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 
-from doctor import DoctorConfig, IngestError, _queue_ingest, _repair, _repair_queue, scan
+from doctor import DoctorConfig, IngestError, Severity, _queue_ingest, _repair, _repair_queue, scan
 from doctor._detectors import session_desync
 from doctor._detectors._queue import same_host
 from doctor._queue_ingest import copy_queue, load_queue, parse_queue_url
@@ -433,3 +433,44 @@ def test_a_lease_time_no_calendar_holds_neither_crashes_nor_breaks_the_json(
         if "--json" in command:  # strict JSON: no NaN or Infinity for jq to choke on
             json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"JSON has {c}"))
     assert queue_db.read_bytes() == before
+
+
+# --- clock skew ---------------------------------------------------------------------------------
+
+
+def _lease_heartbeat_at(tmp_path: Path, heartbeat: float) -> Path:
+    """A queue with one running lease whose worker recorded its heartbeat at ``heartbeat``."""
+    db = tmp_path / "skew.db"
+    with open_queue(db, clock=lambda: heartbeat) as queue:
+        queue.enqueue("build", "/p.dot")
+        queue.claim("w1", lease_ttl_s=60, session=SessionInfo("s", 4_000_000, 4_000_000, 1, "b"))
+    return db
+
+
+def _codes(db: Path, now: float) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for f in scan(DoctorConfig(db=str(db), now=now)).findings:
+        out.setdefault(f.code, []).append(f)
+    return out
+
+
+def test_a_dead_worker_whose_clock_ran_an_hour_ahead_is_a_clock_skew(tmp_path: Path) -> None:
+    now = 1_780_000_000.0
+    codes = _codes(_lease_heartbeat_at(tmp_path, now + 3600), now)
+    # Its lease cannot be aged: stale_lease is silent, however long the worker has been dead.
+    assert "stale_lease" not in codes
+    (skew,) = codes["clock_skew"]
+    assert skew.severity == Severity.WARNING and skew.repair is None
+    assert skew.evidence["ahead_s"] == 3600.0 and skew.evidence["worker"] == "w1"
+    assert "60 min ahead of this host's clock" in skew.summary
+
+
+def test_a_worker_a_little_ahead_is_within_the_stale_threshold(tmp_path: Path) -> None:
+    now = 1_780_000_000.0
+    assert "clock_skew" not in _codes(_lease_heartbeat_at(tmp_path, now + 120), now)
+
+
+def test_milliseconds_recorded_as_seconds_are_a_clock_skew(tmp_path: Path) -> None:
+    now = 1_780_000_000.0
+    (skew,) = _codes(_lease_heartbeat_at(tmp_path, now * 1000), now)["clock_skew"]
+    assert skew.evidence["last_heartbeat_at"] is None  # no calendar holds it
