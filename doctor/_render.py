@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from doctor._detectors import Detector, describe
+from doctor._detectors._context import QUEUE_CHECKS
 from doctor._model import Diagnosis, Finding, Severity
 from doctor._model import plural as _plural
 from executor.console import fit_columns, one_line_table, print_table
@@ -42,17 +43,6 @@ _MARK = {
     Severity.ERROR: "[red][✗][/red]",
     Severity.CRITICAL: "[bold red][✗][/bold red]",
 }
-#: Checks that read the work queue: a diagnosis of one run directory reads none.
-QUEUE_CHECKS = frozenset(
-    {
-        "stale_lease",
-        "no_progress_lease",
-        "session_desync",
-        "recovery_loop",
-        "backlog_growth",
-        "clock_skew",
-    }
-)
 _HINTS = {
     "stale_heartbeat": "do not read these heartbeats as liveness; check the owner process and "
     "final.json",

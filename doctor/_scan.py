@@ -46,6 +46,7 @@ from doctor._budget import budget_detail, exceeded
 from doctor._cache import CacheEntry, RunCache, fingerprint
 from doctor._config import DoctorConfig
 from doctor._detectors import Context
+from doctor._detectors._context import QUEUE_CHECKS
 from doctor._diagnose import _order
 from doctor._facts import compute_facts, parse_iso, run_state
 from doctor._kept import FINDINGS_LEVEL, KeptFindings
@@ -84,15 +85,7 @@ RUN_COST_BYTES = 128 << 10
 #: slower (a run of 8,100 events: 20-40% per query, and the connection's start).
 ONE_THREAD_BYTES = 8 << 20
 #: Detectors that look across runs or at the queue: run once per scan, in the fleet phase.
-FLEET_DETECTORS = (
-    "idle_gap",
-    "stale_lease",
-    "no_progress_lease",
-    "session_desync",
-    "recovery_loop",
-    "backlog_growth",
-    "clock_skew",
-)
+FLEET_DETECTORS = ("idle_gap", *QUEUE_CHECKS)
 
 
 @dataclass(frozen=True, slots=True)

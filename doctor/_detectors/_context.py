@@ -16,7 +16,17 @@ if TYPE_CHECKING:  # what a detector runs on; importing the detectors needs none
     from doctor._facts import RunFacts
     from doctor._tables import Tables
 
-__all__ = ["NEEDS", "Context", "Detector", "Needs", "in_scope", "more", "needs", "scope_words"]
+__all__ = [
+    "NEEDS",
+    "QUEUE_CHECKS",
+    "Context",
+    "Detector",
+    "Needs",
+    "in_scope",
+    "more",
+    "needs",
+    "scope_words",
+]
 
 # What the batch holds, asked of DuckDB once per context in one statement (not one per
 # detector): whether an attempt failed, whether the tables that are usually empty have a row,
@@ -208,6 +218,18 @@ class Needs:
 
 #: Each declared detector's :class:`Needs`, by name.
 NEEDS: dict[str, Needs] = {}
+#: The detectors that read the work queue (``needs(queue=True)``; a test holds the two equal),
+#: by name, for the callers that must know them without importing every detector: a scan runs
+#: them in its fleet phase, and a diagnosis of one run directory, which reads no queue, lists
+#: them apart.
+QUEUE_CHECKS: tuple[str, ...] = (
+    "stale_lease",
+    "no_progress_lease",
+    "session_desync",
+    "recovery_loop",
+    "backlog_growth",
+    "clock_skew",
+)
 
 
 def needs(

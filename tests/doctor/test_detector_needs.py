@@ -106,3 +106,12 @@ def test_a_need_lacking_returns_at_once_and_the_skip_can_be_turned_off(tmp_path:
     assert probe(Context(tables, facts, config, skip_absent=False)) == [] and calls == ["ran"]
     assert probe.__name__ == "probe" and NEEDS["probe"] == Needs(events=("no_such_event",))
     del NEEDS["probe"]
+
+
+def test_the_queue_checks_named_for_the_scan_and_the_renderer_are_those_that_need_the_queue() -> (
+    None
+):
+    from doctor._detectors._context import QUEUE_CHECKS
+
+    declared = {d.__name__ for d in DETECTORS if d.__name__ in NEEDS and NEEDS[d.__name__].queue}
+    assert set(QUEUE_CHECKS) == declared
