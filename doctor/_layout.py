@@ -259,6 +259,12 @@ def _manifest_layout(manifest: Path | str) -> object:
     The key is read from the parsed document: the marker text anywhere else (a goal that
     mentions it) does not make a run native, and a long manifest still is.
     """
+    return _manifest_key(manifest, "layout")
+
+
+def _manifest_key(manifest: Path | str, key: str) -> object:
+    """The manifest's ``key``; ``None`` when absent, or when the manifest is no regular file
+    (never a FIFO, never through a symlink), is too long or does not parse."""
     if not _is_plain_file(manifest):
         return None
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
@@ -273,7 +279,7 @@ def _manifest_layout(manifest: Path | str) -> object:
             os.close(fd)
     except (OSError, ValueError, RecursionError):
         return None
-    return value.get("layout") if isinstance(value, dict) else None
+    return value.get(key) if isinstance(value, dict) else None
 
 
 def _looks_like_run(path: Path | str) -> bool:
@@ -331,7 +337,9 @@ def runs_below(root: Path) -> list[Path]:
 
 
 def locate_run(run_id: str, roots: Sequence[Path]) -> Path:
-    """The directory of ``run_id`` under the first root that has it.
+    """The directory of ``run_id`` under the first root that has it; when no root has a
+    directory of that name, the one run directory whose ``manifest.json`` names the run (a run
+    directory renamed or moved after the run).
 
     Raises :class:`UnsafeRunId` for ids that could escape a root and :class:`RunNotFound`
     (with close matches) when no root has it.
@@ -364,8 +372,29 @@ def locate_run(run_id: str, roots: Sequence[Path]) -> Path:
                 reason=f"{str(candidate)!r} is a symlink (to {target!r}), which the doctor "
                 f"never follows out of a runs root; {then}",
             )
-    known = [p.name for p in list_run_dirs(existing)]
-    raise RunNotFound(run_id, [str(r) for r in roots], known)
+    runs = list_run_dirs(existing)
+    named = _named_by_manifest(run_id, runs)
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise RunNotFound(
+            run_id,
+            [str(r) for r in roots],
+            (),
+            reason=f"no directory is named {run_id!r}, and the manifests of "
+            f"{len(named)} run directories name that run ("
+            + ", ".join(repr(str(p)) for p in named[:5])
+            + (f" … and {len(named) - 5} more" if len(named) > 5 else "")
+            + "): pass one by its directory name",
+        )
+    raise RunNotFound(run_id, [str(r) for r in roots], [p.name for p in runs])
+
+
+def _named_by_manifest(run_id: str, runs: Sequence[Path]) -> list[Path]:
+    """The run directories whose ``manifest.json`` names ``run_id`` (its ``run_id`` key): a
+    Kilroy run directory renamed or moved under a root is still found by the id its
+    artifacts carry. Read only when no directory has the name, to say why it is missing."""
+    return [p for p in runs if _manifest_key(p / "manifest.json", "run_id") == run_id]
 
 
 def _branch_scopes(

@@ -311,6 +311,26 @@ def test_an_unknown_run_id_with_nothing_close_has_no_suggestion(tmp_path: Path) 
     assert "did you mean" not in str(info.value)
 
 
+def test_a_renamed_run_directory_is_found_by_the_run_id_its_manifest_names(
+    tmp_path: Path,
+) -> None:
+    moved = _run(tmp_path, "fo1-copy")
+    _write(moved / "manifest.json", json.dumps({"run_id": "fo1", "logs_root": "/elsewhere/fo1"}))
+    _run(tmp_path, "other")
+    assert locate_run("fo1", [tmp_path]) == moved
+
+
+def test_two_directories_whose_manifests_name_one_run_are_named_not_guessed(
+    tmp_path: Path,
+) -> None:
+    for name in ("fo1-a", "fo1-b"):
+        _write(_run(tmp_path, name) / "manifest.json", json.dumps({"run_id": "fo1"}))
+    with pytest.raises(RunNotFound) as info:
+        locate_run("fo1", [tmp_path])
+    assert "manifests of 2 run directories name that run" in str(info.value)
+    assert "fo1-a" in str(info.value) and "fo1-b" in str(info.value)
+
+
 def test_a_directory_without_run_files_is_not_a_run(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     _write(tmp_path / "notes/readme.txt", "x")
