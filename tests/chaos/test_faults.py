@@ -339,3 +339,36 @@ def test_read_only_root_remounts_the_runs_root_until_its_undo(
         (runs_tmpfs / "r1").mkdir()
     assert got.undo()["mode"] == "rw"
     (runs_tmpfs / "r1").mkdir()
+
+
+def _mounts_at(path: Path) -> int:
+    """How many mounts are stacked on ``path`` (``/proc/self/mountinfo``'s fifth field)."""
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    return sum(1 for line in lines if line.split()[4] == str(path))
+
+
+def test_read_only_root_refuses_writes_even_while_a_stage_holds_a_log_open_until_its_undo(
+    campaign: Campaign, runs_tmpfs: Path
+) -> None:
+    # Before: `mount -o remount,ro` failed with "mount point is busy" whenever a file under the
+    # runs root was open for writing (a running stage's log), so in campaigns the fault was
+    # recorded with its error and never happened (`--seed 1 --duration 35s --runs-tmpfs 16`).
+    campaign.runs_root = runs_tmpfs
+    (runs_tmpfs / "r1").mkdir()
+    with (runs_tmpfs / "r1" / "stdout.log").open("ab") as log:
+        stage = subprocess.Popen(["bash", "-c", "echo tick; exec sleep 60"], stdout=log)
+    try:
+        assert _mounts_at(runs_tmpfs) == 1
+        got = inject("read_only_root", campaign)
+        assert got is not None and got.undo is not None, got and got.detail
+        assert got.detail["exit_status"] == 0 and "error" not in got.detail
+        for write in (lambda: (runs_tmpfs / "r2").mkdir(), (runs_tmpfs / "r1" / "x").touch):
+            with pytest.raises(OSError, match="Read-only"):
+                write()
+        back = got.undo()
+        assert back["mode"] == "rw" and back["exit_status"] == 0
+        (runs_tmpfs / "r2").mkdir()
+        assert _mounts_at(runs_tmpfs) == 1  # the runs root as it was: nothing left on top
+    finally:
+        stage.kill()
+        stage.wait()
