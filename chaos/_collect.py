@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -73,7 +74,8 @@ def prepare_out(out: Path) -> Path:
 def prepare_db(config: CampaignConfig, directory: Path) -> tuple[str, Callable[[], None]]:
     """The queue URL the campaign uses, and what to do with the database afterwards.
 
-    No ``--db``: a fresh SQLite file in the campaign directory. A PostgreSQL URL without a
+    No ``--db``: a fresh SQLite file in the campaign directory. A SQLite ``--db`` must be new,
+    or the queue a previous campaign in ``directory`` left (replaced). A PostgreSQL URL without a
     ``search_path`` gets a schema of its own (dropped once the history is collected), so the
     campaign never sees another's tickets; with ``options=`` the caller chose the schema.
     """
@@ -83,7 +85,12 @@ def prepare_db(config: CampaignConfig, directory: Path) -> tuple[str, Callable[[
     if not url.startswith(("postgresql://", "postgres://")):
         path = Path(url.removeprefix("sqlite://"))
         if path.exists() and path.stat().st_size > 0:
-            raise UsageError(f"--db {url!r} exists; a campaign needs a fresh queue file")
+            if not _campaign_queue(path, directory):
+                raise UsageError(
+                    f"--db {url!r} exists; a campaign needs a fresh queue file (or the queue a "
+                    "previous campaign in the same --out left, which its replay replaces)"
+                )
+            _remove_sqlite(path)
         return url, lambda: None
     if "options=" in url:
         return url, lambda: None
@@ -105,6 +112,31 @@ def prepare_db(config: CampaignConfig, directory: Path) -> tuple[str, Callable[[
 
     sep = "&" if "?" in url else "?"
     return f"{url}{sep}options=-csearch_path%3D{schema}", drop
+
+
+def _campaign_queue(path: Path, directory: Path) -> bool:
+    """True when ``path`` is the SQLite queue of a previous campaign in ``directory``: it has
+    tickets, and every one runs a pipeline of that campaign (its workload or a fault's).
+
+    The printed replay command names the same ``--db`` and ``--out``; the queue it finds is
+    that campaign's, and only such a queue is replaced (the replay was refused before).
+    """
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("SELECT graph_path FROM tickets").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False  # not a queue (or not readable): never replaced
+    home = directory.resolve()
+    return bool(rows) and all(Path(str(r[0])).is_relative_to(home) for r in rows)
+
+
+def _remove_sqlite(path: Path) -> None:
+    """Delete a SQLite database and its journal, WAL and shared-memory files."""
+    for file in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))):
+        file.unlink(missing_ok=True)
 
 
 def _close_dangling(ops: list[Op], exits: dict[str, float], end: float) -> list[Op]:

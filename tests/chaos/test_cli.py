@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from chaos import FAULTS
+from executor import open_queue
 from tests.chaos.test_checkers import clean
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,3 +100,48 @@ def test_check_json_prints_the_verdicts_and_keeps_the_exit_code(tmp_path: Path) 
     assert verdicts["at_most_one_completion"]["ok"] is False
     assert verdicts["at_most_one_completion"]["witness"]
     assert verdicts["no_ticket_lost"]["ok"] is True
+
+
+def _replay(printed: str) -> list[str]:
+    """The printed replay command (``doctor chaos run …``) as ``python -m chaos run …``."""
+    line = next(x for x in printed.splitlines() if x.strip().startswith("doctor chaos run "))
+    return ["-m", "chaos", *shlex.split(line)[2:]]
+
+
+def _schedule(out: Path) -> list[object]:
+    with (out / "history.ndjson").open() as f:
+        meta = json.loads(f.readline())
+    assert meta["kind"] == "meta"
+    return list(meta["schedule"])
+
+
+@pytest.mark.chaos
+def test_the_printed_replay_of_a_campaign_on_a_sqlite_db_file_runs_the_same_schedule(
+    tmp_path: Path,
+) -> None:
+    # Before: the replay command named the same --db, which the first campaign had filled,
+    # and was refused ("exists; a campaign needs a fresh queue file", exit 2).
+    db, out = tmp_path / "q.db", tmp_path / "out"
+    first = run(
+        "-m", "chaos", "run", "--seed", "6", "--duration", "3s", "--workers", "2",
+        "--faults", "torn_write", "--db", str(db), "--out", str(out),
+    )  # fmt: skip
+    assert first.returncode == 0, first.stdout + first.stderr
+    schedule = _schedule(out)
+    again = run(*_replay(first.stdout + first.stderr))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert _schedule(out) == schedule
+
+
+def test_a_sqlite_db_file_that_is_not_a_previous_campaigns_queue_is_refused_untouched(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "q.db"
+    queue = open_queue(f"sqlite:///{db}")
+    queue.enqueue("mine", str(tmp_path / "pipelines" / "mine.dot"))
+    queue.close()
+    before = db.read_bytes()
+    done = run("-m", "chaos", "run", "--seed", "1", "--db", str(db), "--out", str(tmp_path / "o"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "exists; a campaign needs a fresh queue file" in done.stderr
+    assert db.read_bytes() == before
