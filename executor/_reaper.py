@@ -242,13 +242,18 @@ def reap(
                 f" ({now - seen:.0f}s without a heartbeat)" if seen is not None else ""
             )
         if reason is not None:
-            out.append(_reclaim(queue, config, t, reason, now))
+            out.append(_reclaim(queue, config, t, reason, clock))
     return out
 
 
-def _reclaim(queue: Queue, config: ExecutorConfig, t: Ticket, reason: str, now: float) -> Reclaim:
+def _reclaim(queue: Queue, config: ExecutorConfig, t: Ticket, reason: str, clock: Clock) -> Reclaim:
     """Take ``t`` back from its lost worker: adopt its succeeded run, or kill the run's stages,
-    terminalize the run, then reclaim the ticket (fenced at its epoch)."""
+    terminalize the run, then reclaim the ticket (fenced at its epoch).
+
+    ``final.json`` and ``run_failed`` carry the time they are written, not the time the pass
+    began: an earlier reclaim of the pass can wait seconds behind the database (a worker
+    frozen while it held the SQLite lock), and a run stamped then ended "before" the events its
+    woken worker wrote meanwhile (``post_terminal_activity``, chaos seed 39)."""
     killed: tuple[int, ...] = ()
     written = False
     if t.run_path:
@@ -264,7 +269,7 @@ def _reclaim(queue: Queue, config: ExecutorConfig, t: Ticket, reason: str, now: 
                 run_id=t.run_id or run_path.name,
                 reason=f"lost worker: {reason}; the ticket was reclaimed",
                 epoch=t.lease_epoch + 1,
-                now=now,
+                now=clock(),
             )
         except OSError as exc:  # ENOSPC, EROFS: the queue still learns what happened
             reason = f"{reason}; its run directory could not be terminalized ({exc})"

@@ -8,6 +8,7 @@ strict xfail turns that into a failure, and whoever fixed it removes the mark (a
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import signal
@@ -195,3 +196,48 @@ def test_seed_20_a_claim_that_waited_behind_a_stalled_database_is_not_born_expir
     (lease,) = got
     assert lease is not None and lease.ticket.lease_expires_at is not None
     assert lease.ticket.lease_expires_at >= released + 2.5 - 0.5, "the lease was born expired"
+
+
+def test_seed_39_a_lost_run_is_stamped_when_the_reaper_terminalizes_it_not_when_its_pass_began(
+    tmp_path: Path,
+) -> None:
+    """Found by ``doctor chaos run --seed 39 --duration 30s --faults sigkill_stage,
+    sigkill_worker,sigstop_worker,sigterm_worker,torn_write,stall_database,kill_mid_write``: a
+    worker frozen while it held the SQLite lock held up the whole queue; a reaper pass that
+    began meanwhile waited on its first reclaim, then terminalized the frozen worker's run with
+    the pass's start time, 2.3 s before the events the woken worker had just written into it
+    (``post_terminal_activity``)."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    queue = open_queue(url)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # the lost worker: a real process, dead
+    lost = SessionInfo("w1", gone.pid, gone.pid, None, "h")
+    runs = []
+    for n in (1, 2):
+        queue.enqueue(f"long_0{n}", "/p/long.dot")
+        lease = queue.claim(f"w{n}/0", lease_ttl_s=60, session=lost)
+        assert lease is not None
+        run = tmp_path / f"r{n}"
+        run.mkdir()
+        (run / "progress.ndjson").write_text('{"event":"run_started"}\n')
+        queue.start(lease, run_id=f"r{n}", run_path=run, session=lost)
+        runs.append((lease.ticket_id, run))
+    lock = _lock(url)  # the queue held away: the pass's first reclaim waits for it
+    threading.Timer(1.0, lambda: (lock.rollback(), lock.close())).start()
+    reclaims = reap(queue, CHAOS_EXECUTOR, host="h")
+    assert [r.status for r in reclaims] == ["todo", "todo"]
+    (first, _), (_, second_run) = runs
+    reclaimed_at = next(e.at for e in queue.events(first) if e.event == "reclaimed")
+    queue.close()
+    final = json.loads((second_run / "final.json").read_text())
+    stamped = doctor_time(final["timestamp"])
+    # Terminalized after the first reclaim committed, so stamped after it (was: before it).
+    assert stamped >= reclaimed_at, (final["timestamp"], reclaimed_at)
+    last = json.loads((second_run / "progress.ndjson").read_text().splitlines()[-1])
+    assert last["event"] == "run_failed" and last["ts"] == final["timestamp"]
+
+
+def doctor_time(stamp: str) -> float:
+    """Epoch seconds of an RFC 3339 ``...Z`` stamp with up to nine fractional digits."""
+    whole, _, frac = stamp.removesuffix("Z").partition(".")
+    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + float(f"0.{frac or 0}")
