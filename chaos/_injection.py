@@ -195,8 +195,14 @@ def leases_of(tickets: Iterable[Ticket]) -> tuple[Held, ...]:
 
 def signal_worker(target: Target, send: Callable[[psutil.Process], None]) -> Injection | None:
     """Pick a worker (one holding a lease when there is one), expect its exit, and ``send``
-    it a signal; the injection records the runs and leases it held."""
+    it a signal; the injection records the runs and leases it held.
+
+    Never the last awake worker: with the others frozen (``sigstop_worker``), nobody would reap
+    its leases until a replacement had started, far past the ``sigkill`` bound (``--seed 41
+    --duration 6s --workers 2``: 2.5-2.6 s)."""
     workers = target.workers()
+    if len(workers) < 2:
+        return None  # the last awake worker is the reaper of everyone else (seed 41)
     leased = target.leased()
     busy = [w for w in workers if held_by(w, leased)]
     worker = choose(busy or workers, target.pick, key=lambda w: w.name)

@@ -21,11 +21,12 @@ __all__ = ["FAULT", "kill_mid_write"]
 
 def kill_mid_write(target: Target) -> Injection | None:
     """Freeze a worker with a running run, tear its last progress line, then SIGKILL it."""
+    workers = target.workers()
+    if len(workers) < 2:
+        return None  # the last awake worker is the reaper of everyone else (seed 41)
     leased = target.leased()
     busy = [
-        w
-        for w in target.workers()
-        if any(t.status == "running" and t.run_path for t in held_by(w, leased))
+        w for w in workers if any(t.status == "running" and t.run_path for t in held_by(w, leased))
     ]
     worker = choose(busy, target.pick, key=lambda w: w.name)
     if worker is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -140,6 +141,7 @@ def test_sigkill_worker_prefers_the_worker_holding_a_lease(
 
 def test_sigterm_worker_sends_sigterm_and_expects_the_exit(campaign: Campaign) -> None:
     w1 = spawn(campaign, "w1")
+    spawn(campaign, "w2")  # someone stays awake to reap
     got = inject("sigterm_worker", campaign)
     assert got is not None and got.held == ()
     assert w1.popen.wait(timeout=5) == -15 and w1.doomed
@@ -372,3 +374,25 @@ def test_read_only_root_refuses_writes_even_while_a_stage_holds_a_log_open_until
     finally:
         stage.kill()
         stage.wait()
+
+
+def test_no_fault_kills_or_terminates_the_last_awake_worker(
+    campaign: Campaign, tmp_path: Path
+) -> None:
+    # `--seed 41 --duration 6s --workers 2`: sigstop_worker froze w2, then sigkill_worker
+    # killed w1, the last awake worker; nobody reaped w1's lease until a replacement had
+    # started (2.5-2.6 s, over the sigkill bound). Now the kill faults skip instead.
+    w1 = spawn(campaign, "w1")
+    w2 = spawn(campaign, "w2")
+    run = tmp_path / "r1"
+    run.mkdir()
+    (run / "progress.ndjson").write_text('{"event": "run_started"}\n')
+    campaign.tickets = [running_ticket(tmp_path, worker="w1/0")]
+    os.kill(w2.pid, signal.SIGSTOP)
+    w2.frozen = True
+    try:
+        for name in ("sigkill_worker", "sigterm_worker", "kill_mid_write"):
+            assert inject(name, campaign) is None, name
+        assert w1.popen.poll() is None and not w1.doomed
+    finally:
+        os.kill(w2.pid, signal.SIGCONT)
