@@ -18,9 +18,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import doctor
-from chaos._config import CampaignConfig
+from chaos._config import CampaignConfig, redact_url
 from chaos._errors import CampaignError, UsageError
 from chaos._history import (
     FindingFact,
@@ -94,6 +95,12 @@ def prepare_db(config: CampaignConfig, directory: Path) -> tuple[str, Callable[[
         return url, lambda: None
     if "options=" in url:
         return url, lambda: None
+    if any(k == "schema" for k, _ in parse_qsl(url.partition("?")[2])):
+        raise UsageError(
+            f"--db {redact_url(url)!r}: a campaign makes a schema of its own (chaos_<seed>_…) and "
+            "drops it after; pass the URL without schema=, or with "
+            "options=-csearch_path%3DNAME to choose the schema yourself"
+        )
     import psycopg
 
     schema = f"chaos_{config.seed}_{time.time_ns() // 1000:x}"
@@ -101,7 +108,8 @@ def prepare_db(config: CampaignConfig, directory: Path) -> tuple[str, Callable[[
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
             conn.execute(f"CREATE SCHEMA {schema}")
     except psycopg.Error as exc:
-        raise CampaignError(f"cannot create schema {schema} for the campaign: {exc}") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CampaignError(f"cannot create schema {schema} for the campaign: {first}") from exc
 
     def drop() -> None:
         try:

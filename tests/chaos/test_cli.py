@@ -145,3 +145,14 @@ def test_a_sqlite_db_file_that_is_not_a_previous_campaigns_queue_is_refused_unto
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "exists; a campaign needs a fresh queue file" in done.stderr
     assert db.read_bytes() == before
+
+
+def test_a_postgresql_url_naming_a_schema_is_refused_in_one_line_before_connecting(
+    tmp_path: Path,
+) -> None:
+    # Port 9 has no server: the refusal comes before any connection is tried.
+    url = "postgresql://me:s3cret@127.0.0.1:9/db?schema=mine"
+    done = run("-m", "chaos", "run", "--seed", "1", "--db", url, "--out", str(tmp_path / "o"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "a campaign makes a schema of its own" in done.stderr
+    assert "s3cret" not in done.stderr + done.stdout
