@@ -141,3 +141,76 @@ def test_incident_04_check_nodes_of_branches_02_to_04_lost_their_reasons(
         "04-impl_player_io": ("verify_player_io", "turn limit reached (max_turns=8)"),
     }
     assert all(f.evidence["reason"] == GENERIC for f in rogue)
+
+
+CANCELED_RUN = 'concurrent region "c1" failed: branch node a failed: context canceled'
+
+
+def _concurrent_region(run: KilroyRun, b_reason: str, run_reason: str = CANCELED_RUN) -> None:
+    # Kilroy's own order (real run concurrent_sibling_fails): both start, b fails, a is
+    # canceled, the run fails naming a.
+    s = run.stream()
+    s.emit("stage_attempt_start", 0, node_id="a", attempt=1, max=4)
+    s.emit("stage_attempt_start", 0.1, node_id="b", attempt=1, max=1)
+    s.emit(
+        "stage_attempt_end",
+        1,
+        node_id="b",
+        attempt=1,
+        max=1,
+        status="fail",
+        failure_reason=b_reason,
+    )
+    s.emit(
+        "stage_attempt_end",
+        1.2,
+        node_id="a",
+        attempt=1,
+        max=4,
+        status="fail",
+        failure_reason="signal: killed",
+    )
+    s.emit("run_failed", 1.5, reason=run_reason, status="fail")
+    run.final("fail", run_reason)
+
+
+def test_a_node_canceled_because_a_sibling_failed_points_to_the_sibling(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    _concurrent_region(run, "exit status 1")
+    (f,) = _findings(run)
+    assert (f.scope, f.node_id, f.severity.label) == ("", "a", "error")
+    assert f.evidence == f.evidence | {
+        "reason": CANCELED_RUN,
+        "occurrences": 1,
+        "upstream_node": "b",
+        "upstream_reason": "exit status 1",
+    }
+
+
+def test_a_canceled_node_the_run_reason_does_not_name_keeps_its_own_reason(
+    tmp_path: Path,
+) -> None:
+    run = _run(tmp_path)
+    _concurrent_region(run, "tests failed", run_reason="stopped by operator")
+    (f,) = _findings(run)
+    assert (f.node_id, f.evidence["reason"], f.evidence["upstream_node"]) == (
+        "a",
+        "signal: killed",
+        "b",
+    )
+
+
+def test_siblings_both_stopped_by_a_signal_lost_nothing(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    _concurrent_region(run, "signal: killed")
+    assert _findings(run) == []
+
+
+def test_a_cancellation_after_the_sibling_failure_ended_is_not_caused_by_it(
+    tmp_path: Path,
+) -> None:
+    run = _run(tmp_path)
+    s = run.stream()
+    _attempt(s, 0, "b", "fail", "exit status 1")
+    _attempt(s, 10, "a", "fail", "signal: killed")
+    assert _findings(run) == []
