@@ -55,12 +55,14 @@ NODE_SQL = "coalesce(node_id, to_node)"
 #: directory its branch directory lies under): Kilroy's run loop works in one top-level scope
 #: at a time, a ``loop_restart`` takes it to ``restart-N/``, and ``kilroy attractor resume``
 #: of a restarted run back to the base directory (real run ``loop_restart_resumed``). Or the
-#: run's last terminal event (``run_completed``/``run_failed`` in its top-level scopes): the
-#: process that wrote it had ended every attempt it ran, so a start before it without an end
-#: was its killed predecessor's; the resume need not run that node again in the same place
-#: (a concurrent region killed and resumed runs as a fan-out, its nodes in branch directories:
-#: real run ``concurrent_killed_resumed``). NULL when neither exists. An attempt that started
-#: before ``went_on`` and never ended was left behind by its dead process.
+#: run's last terminal event (``run_completed``/``run_failed`` in its top-level scopes) or
+#: the latest recorded ``timestamp`` of a top-level final.json (table ``finals``): the process
+#: that wrote it had ended every attempt it ran, so a start before it without an end was its
+#: killed predecessor's; the resume need not run that node again in the same place (a
+#: concurrent region killed and resumed runs as a fan-out, its nodes in branch directories:
+#: real run ``concurrent_killed_resumed``), and a resume that fails before the engine starts
+#: writes a final.json and no event (real run ``resume_no_git``). NULL when none exists. An
+#: attempt that started before ``went_on`` and never ended was left behind by its dead process.
 _WENT_ON_SQL = f"""
     WITH s AS (SELECT run_id, scope, max(start_ts) AS last_start FROM attempts GROUP BY ALL),
     t AS (SELECT * FROM s WHERE {TOP_SQL}),
@@ -70,8 +72,12 @@ _WENT_ON_SQL = f"""
          AND t.scope <> regexp_extract(s.scope, '^(restart-[0-9]+)(/|$)', 1)
         GROUP BY ALL),
     ended AS (
-        SELECT run_id, max(ts) AS ended_at FROM progress_events
-        WHERE {TOP_SQL} AND event IN ('run_completed', 'run_failed') GROUP BY ALL)
+        SELECT run_id, max(ended_at) AS ended_at FROM (
+            SELECT run_id, ts AS ended_at FROM progress_events
+            WHERE {TOP_SQL} AND event IN ('run_completed', 'run_failed')
+            UNION ALL
+            SELECT run_id, make_timestamp_ns(ts_ns) FROM finals WHERE {TOP_SQL})
+        GROUP BY ALL)
     SELECT s.run_id, s.scope, greatest(x.went_on, e.ended_at) AS went_on
     FROM s LEFT JOIN elsewhere x USING (run_id, scope) LEFT JOIN ended e USING (run_id)"""
 #: SQL over rows of ``attempts`` joined to :data:`_WENT_ON_SQL` as ``w``: the attempt started

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from doctor._cache import CacheEntry, RunCache, StreamState, tail_sha
 from doctor._documents import RunDocuments, ScopeDocuments, read_documents
 from doctor._errors import IngestError
+from doctor._facts import parse_iso
 from doctor._layout import RunLayout, Unreadable, display_name
 from doctor._ndjson import (
     EVENT_FIELDS,
@@ -396,6 +397,20 @@ def _record_files(tables: Tables, layouts: Sequence[RunLayout]) -> None:
     tables.add_rows("torn", torn)
     tables.add_rows("unreadable", unreadable)
     tables.add_rows("runs", runs)
+    tables.add_rows("finals", _final_rows(tables, layouts))
+
+
+def _final_rows(tables: Tables, layouts: Sequence[RunLayout]) -> list[tuple[object, ...]]:
+    """``(run_id, scope, ts_ns)`` of each final.json with a readable recorded ``timestamp``:
+    when the run ended, for a final.json written without a terminal event (a resume that
+    fails before the engine starts; real run ``resume_no_git``)."""
+    rows: list[tuple[object, ...]] = []
+    for run in layouts:
+        for name, sd in tables.documents[run.run_id].scopes.items():
+            ns = parse_iso(sd.final.get("timestamp")) if sd.final is not None else None
+            if ns is not None:
+                rows.append((run.run_id, name, ns))
+    return rows
 
 
 def _scope_of(rel: str, scopes: Mapping[str, object]) -> str:

@@ -376,6 +376,33 @@ def test_a_start_a_resume_never_ran_again_where_it_was_is_not_open_once_the_run_
     assert [b.is_open for b in bars] == [False, False]
 
 
+def test_a_final_json_written_without_a_terminal_event_closes_the_killed_attempt() -> None:
+    # resume_no_git: build was killed mid-stage; the resume failed before the engine started
+    # (no-git mode: "checkpoint missing git_commit_sha") and wrote final.json, no event. The
+    # run ended after build started, so build's start is not open work.
+    result = _diagnosed("resume_no_git")
+    assert result.state == "failed"
+    spans = {(s["scope"], s["node_id"]): s for s in result.facts["attempt_spans"]}
+    assert spans["", "build"]["open"] == 0
+    bars = [b for b in run_timeline(result).bars if b.scope == "" and b.node_id == "build"]
+    assert [b.is_open for b in bars] == [False]
+
+
+def test_a_start_after_the_final_json_was_written_stays_open(tmp_path: Path) -> None:
+    # An overlapping resume's own start, after the final.json it did not write yet: open.
+    run = tmp_path / "resume_no_git"
+    shutil.copytree(RUNS / "resume_no_git", run)
+    final_ts = json.loads((run / "final.json").read_text())["timestamp"]
+    later = final_ts.replace("Z", "1Z") if "." in final_ts else final_ts[:-1] + ".1Z"
+    start = {"event": "stage_attempt_start", "run_id": run.name, "ts": later,
+             "node_id": "build", "attempt": 1, "max": 1}  # fmt: skip
+    with (run / "progress.ndjson").open("a") as f:
+        f.write(json.dumps(start) + "\n")
+    result = diagnose(run.name, DoctorConfig(roots=(tmp_path,)))
+    spans = {(s["scope"], s["node_id"]): s for s in result.facts["attempt_spans"]}
+    assert spans["", "build"]["open"] == 1
+
+
 def _rewound_to_the_end_of(run: Path, node: str, before: str) -> None:
     """Cut ``run``'s stream just after ``node``'s last attempt end and put back the checkpoint
     Kilroy had then: ``before`` completed (Kilroy saves a node's checkpoint after its end)."""
