@@ -403,11 +403,16 @@ def _record_files(tables: Tables, layouts: Sequence[RunLayout]) -> None:
 def _final_rows(tables: Tables, layouts: Sequence[RunLayout]) -> list[tuple[object, ...]]:
     """``(run_id, scope, ts_ns)`` of each final.json with a readable recorded ``timestamp``:
     when the run ended, for a final.json written without a terminal event (a resume that
-    fails before the engine starts; real run ``resume_no_git``)."""
+    fails before the engine starts; real run ``resume_no_git``). Not ``doctor repair``'s
+    (``repaired_by``): ``terminalize`` stamps the run's last event on the doctor's judgement,
+    and the work it found open stays visible as the hang it was (``unjoined_fanout``)."""
     rows: list[tuple[object, ...]] = []
     for run in layouts:
         for name, sd in tables.documents[run.run_id].scopes.items():
-            ns = parse_iso(sd.final.get("timestamp")) if sd.final is not None else None
+            final = sd.final
+            if final is None or final.get("repaired_by") is not None:
+                continue
+            ns = parse_iso(final.get("timestamp"))
             if ns is not None:
                 rows.append((run.run_id, name, ns))
     return rows
