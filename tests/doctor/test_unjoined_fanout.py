@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -180,6 +181,18 @@ def test_a_fanout_left_open_in_a_restart_is_named_as_the_top_levels_restart(
     ), finding.summary
 
 
+def test_a_fanout_a_later_final_json_ended_is_closed(tmp_path: Path) -> None:
+    # Kilroy's resume that fails before the engine starts writes final.json and no event
+    # (real run resume_no_git): the run ended after the fan-out started, so it is not open.
+    run = _run(tmp_path)
+    run.stream().emit("stage_attempt_start", 1.5, node_id="fanout", attempt=1, max=1)
+    _branch(run, "parallel/fanout/01-a", "a", "success")
+    _branch(run, "parallel/fanout/02-b", "b", None)
+    run.final("fail", "checkpoint missing git_commit_sha", at=3600)
+
+    assert _findings(run) == []
+
+
 def test_a_fanout_left_open_by_a_terminalized_run_is_a_warning(tmp_path: Path) -> None:
     # doctor repair wrote final.json (status fail) for the orphaned run: that end closed the
     # fan-out; the branches' results are still only in their directories.
@@ -187,7 +200,12 @@ def test_a_fanout_left_open_by_a_terminalized_run_is_a_warning(tmp_path: Path) -
     run.stream().emit("stage_attempt_start", 1.5, node_id="fanout", attempt=1, max=1)
     _branch(run, "parallel/fanout/01-a", "a", "success")
     _branch(run, "parallel/fanout/02-b", "b", None)
-    run.final("fail", "terminalized by doctor repair", at=3600)
+    # As terminalize writes it: with its provenance (a final.json without one closes the
+    # attempts started before its timestamp: test_a_fanout_a_later_final_json_ended_is_closed).
+    final = run.final("fail", "terminalized by doctor repair", at=3600)
+    doc = json.loads(final.read_text())
+    doc["repaired_by"] = {"tool": "rundoctor", "finding": {"code": "missing_final"}}
+    run.write_json("final.json", doc)
 
     [finding] = _findings(run)
 
