@@ -82,13 +82,20 @@ def format_duration(seconds: float) -> str:
 
 
 def redact_url(url: str) -> str:
-    """A database URL without its password (printed commands never carry secrets).
+    """A database URL without its password, in the user part or the query (printed commands
+    never carry secrets).
 
     >>> redact_url("postgresql://u:secret@db:5432/q"), redact_url("/tmp/q.db")
     ('postgresql://u@db:5432/q', '/tmp/q.db')
+    >>> redact_url("postgresql://u@db/q?password=secret&sslmode=require")
+    'postgresql://u@db/q?sslmode=require'
     """
     if "://" not in url:
         return url
+    head, sep, query = url.partition("?")
+    if sep:
+        kept = [part for part in query.split("&") if part.split("=", 1)[0].lower() != "password"]
+        url = head + ("?" + "&".join(kept) if kept else "")
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -156,3 +156,13 @@ def test_a_postgresql_url_naming_a_schema_is_refused_in_one_line_before_connecti
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "a campaign makes a schema of its own" in done.stderr
     assert "s3cret" not in done.stderr + done.stdout
+
+
+def test_a_password_in_the_db_urls_query_is_never_printed(tmp_path: Path) -> None:
+    # Port 9 has no server: the campaign stops at its schema, after printing its replay.
+    url = "postgresql://me@127.0.0.1:9/db?password=s3cret&connect_timeout=5"
+    done = run("-m", "chaos", "run", "--seed", "1", "--db", url, "--out", str(tmp_path / "o"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "replay with" in done.stdout + done.stderr
+    assert "s3cret" not in done.stdout + done.stderr
+    assert "connect_timeout=5" in done.stdout + done.stderr  # the rest of the query is kept
