@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from doctor._layout import is_top_scope
 from doctor._model import Finding
@@ -38,6 +38,8 @@ SELECT EXISTS (SELECT 1 FROM attempts
        EXISTS (SELECT 1 FROM tickets), EXISTS (SELECT 1 FROM ticket_events),
        (SELECT count(*) FROM cached_lives)
 """
+_T = TypeVar("_T")
+
 _PRESENCE = ("failed", "torn", "unreadable", "tickets", "ticket_events", "cached_lives")
 
 
@@ -63,6 +65,23 @@ class Context:
     _cuts: list[tuple[frozenset[tuple[str, str]], dict[tuple[str, str], Any]]] = field(
         default_factory=list, repr=False
     )
+    #: What :meth:`once` computed, by key.
+    _once: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def once(self, key: str, compute: Callable[[Context], _T]) -> _T:
+        """``compute(self)``, computed at the first call with ``key`` and reused after: what
+        several detectors derive alike from the same tables (a scope's endings) is asked once.
+
+        >>> from types import SimpleNamespace
+        >>> ctx = Context(SimpleNamespace(), {}, SimpleNamespace())  # type: ignore[arg-type]
+        >>> calls = []
+        >>> [ctx.once("k", lambda c: calls.append(1) or len(calls)) for _ in range(3)]
+        [1, 1, 1]
+        """
+        if key not in self._once:
+            self._once[key] = compute(self)
+        value: _T = self._once[key]
+        return value
 
     def _presence(self, key: str) -> int:
         """One of :data:`_PRESENCE`, all asked at the first question (one statement)."""

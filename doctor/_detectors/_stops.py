@@ -221,7 +221,12 @@ def _endings(rows: Iterable[tuple[Any, ...]]) -> list[Ending]:
 
 
 def scope_endings(ctx: Context) -> dict[tuple[str, str], list[Ending]]:
-    """``{(run_id, scope): endings}``, each scope's endings in stream order."""
+    """``{(run_id, scope): endings}``, each scope's endings in stream order: asked of DuckDB
+    once per context, however many loop detectors ask (:meth:`Context.once`)."""
+    return ctx.once("scope_endings", _scope_endings)
+
+
+def _scope_endings(ctx: Context) -> dict[tuple[str, str], list[Ending]]:
     rows: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
     for run_id, scope, *row in ctx.rows_of(ENDING_EVENTS, _ENDINGS_SQL):
         rows[(str(run_id), str(scope))].append(tuple(row))

@@ -14,7 +14,7 @@ from doctor._ingest import load_runs
 from doctor._layout import discover
 
 
-def _context(tmp_path: Path, status: str) -> Context:
+def _context(tmp_path: Path, status: str, *, then: tuple[dict[str, object], ...] = ()) -> Context:
     run = tmp_path / "r1"
     run.mkdir(parents=True)
     (run / "run.pid").write_text("99999999")
@@ -33,6 +33,7 @@ def _context(tmp_path: Path, status: str) -> Context:
             "failure_reason": "",
             "ts": "2026-04-28T10:00:01Z",
         },
+        *then,
     ]
     (run / "progress.ndjson").write_text("".join(json.dumps(x) + "\n" for x in lines))
     config = DoctorConfig(roots=(tmp_path,), now=1_800_000_000.0)
@@ -58,3 +59,23 @@ def test_an_empty_failure_reason_is_still_found_when_the_attempt_failed(tmp_path
     ctx = _context(tmp_path, "fail")
     assert [f.code for f in swallowed_error(ctx)] == ["swallowed_error"]
     assert swallowed_error(_context(tmp_path / "ok", "success")) == []
+
+
+def test_the_scopes_endings_are_asked_of_duckdb_once_per_context(tmp_path: Path) -> None:
+    # retry_loop, deterministic_retry_loop and fragmented_failure_signatures all ask for them.
+    from doctor._detectors._stops import _ENDINGS_SQL, scope_endings
+
+    failed = {"event": "run_failed", "failure_reason": "x", "ts": "2026-04-28T10:00:02Z"}
+    ctx = _context(tmp_path, "fail", then=(failed,))
+    asked: list[str] = []
+    sql = ctx.tables.sql
+
+    def counted(query: str, **params: object) -> list[tuple[object, ...]]:
+        asked.append(query)
+        return sql(query, **params)
+
+    ctx.tables.sql = counted  # type: ignore[method-assign]
+    first = scope_endings(ctx)
+    assert scope_endings(ctx) is first
+    assert scope_endings(ctx) is first
+    assert asked.count(_ENDINGS_SQL) == 1
