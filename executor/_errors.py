@@ -65,17 +65,24 @@ class FencedError(QueueError):
 
 
 class GraphError(ExecutorError):
-    """A pipeline graph is invalid; ``line`` is 1-based in the DOT source (0 when unknown).
+    """A pipeline graph is invalid; ``line`` is 1-based in the DOT source (0 when unknown);
+    ``path`` names the file when the graph was read from one.
 
     >>> err = GraphError(3, "no start node")
-    >>> (err.line, err.reason)
-    (3, 'no start node')
+    >>> (err.line, err.reason, str(err))
+    (3, 'no start node', 'line 3: no start node')
+    >>> str(GraphError(3, "no start node", path="p.dot"))
+    "pipeline graph 'p.dot', line 3: no start node"
     """
 
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(f"line {line}: {reason}" if line else reason)
+    def __init__(self, line: int, reason: str, *, path: str | None = None) -> None:
+        where = f"line {line}: " if line else ""
+        if path is not None:
+            where = f"pipeline graph {path!r}, {where}" if line else f"pipeline graph {path!r}: "
+        super().__init__(f"{where}{reason}")
         self.line = line
         self.reason = reason
+        self.path = path
 
 
 class BudgetError(ExecutorError):

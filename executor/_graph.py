@@ -211,7 +211,10 @@ def load_graph(path: Path) -> Graph:
         source = read_regular_text(Path(path))
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read pipeline graph {str(path)!r}: {exc}") from exc
-    return parse_graph(source)
+    try:
+        return parse_graph(source)
+    except GraphError as exc:  # name the file: a command may be given several
+        raise GraphError(exc.line, exc.reason, path=str(path)) from None
 
 
 @dataclass(slots=True)

@@ -247,7 +247,7 @@ def test_an_invalid_graph_is_refused_with_its_line_and_reason(
     bad.write_text("digraph bad {\n  start [shape=Mdiamond]\n  start -> ghost\n}\n")
     for command in ("run", "enqueue"):
         line = _usage_error(_doctor(env, command, bad))
-        assert "line 3" in line and "ghost" in line, line
+        assert f"pipeline graph {str(bad)!r}, line 3" in line and "ghost" in line, line
     runs = tmp_path / "runs"
     assert not runs.exists() or not any(runs.iterdir())  # refused before anything ran
     assert not (tmp_path / "queue.db").exists()
