@@ -3,14 +3,16 @@
 Thin over the library: parse options, call the doctor for the diagnoses, render them here.
 It lives with the reports, not the doctor, because the doctor sits below the reports (the
 ``doctor`` root mounts it by name; see ``docs/architecture.md``). Exit codes: 0 written, 2
-usage or input error (one red line on stderr, no traceback).
+usage or input error (one red line on stderr, no traceback). ``--json`` prints what was
+written (:func:`reports._written.report_record`) instead of the report.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -63,12 +65,21 @@ def report_cmd(
         bool,
         typer.Option("--html", help="With --run-id: one self-contained HTML page (SVG timeline)."),
     ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print what was written as JSON (rundoctor.report/1): kind, format, run_id, "
+            "files, bytes, and the report's text when there is no --out.",
+        ),
+    ] = False,
 ) -> None:
     """Render a Markdown postmortem of one run (--run-id) or a fleet report (--fleet)."""
     from doctor import diagnose, scan, write_atomic
     from reports._html import write_postmortem
     from reports._render import render_fleet
     from reports._throughput import queue_throughput_at
+    from reports._written import report_record
 
     with reported(DoctorError):
         if fleet == (run_id is not None):
@@ -86,9 +97,15 @@ def report_cmd(
             run_id, root = given_run(str(run_id), root)
             config = config_from_env(root)
             # The postmortem writes its own --out (and, for Markdown, the SVG beside it).
-            text = write_postmortem(diagnose(run_id, config), html=html, out=out, config=config)
+            diagnosis = diagnose(run_id, config)
+            run_id = diagnosis.run_id
+            text = write_postmortem(diagnosis, html=html, out=out, config=config)
         if out is not None and fleet:
             write_atomic(out, text)  # whole or not at all: Ctrl-C leaves no half report
-    if out is None:
+    if as_json:
+        kind: Literal["postmortem", "fleet"] = "fleet" if fleet else "postmortem"
+        record = report_record(kind, html=html, run_id=run_id, out=out, text=text)
+        sys.stdout.write(json.dumps(record, indent=2) + "\n")
+    elif out is None:
         sys.stdout.write(text)
     raise typer.Exit(0)
