@@ -16,6 +16,7 @@ if typing.TYPE_CHECKING:
     from doctor._config import DoctorConfig, default_roots
     from doctor._detectors import DETECTORS, Context, describe, select
     from doctor._diagnose import ScanResult, diagnose, diagnose_path, scan
+    from doctor._discovery import list_run_dirs
     from doctor._errors import (
         DoctorError,
         IngestError,
@@ -26,7 +27,7 @@ if typing.TYPE_CHECKING:
         UsageError,
     )
     from doctor._ingest import load_runs
-    from doctor._layout import discover, list_run_dirs
+    from doctor._layout import discover
     from doctor._metrics import fleet_metrics
     from doctor._model import Diagnosis, Finding, Severity
     from doctor._queue_ingest import load_queue, queue_tables
@@ -130,7 +131,7 @@ _HOMES = {
     "discover": "doctor._layout",
     "fleet_metrics": "doctor._metrics",
     "given_run": "doctor._cli",
-    "list_run_dirs": "doctor._layout",
+    "list_run_dirs": "doctor._discovery",
     "load_queue": "doctor._queue_ingest",
     "load_runs": "doctor._ingest",
     "queue_tables": "doctor._queue_ingest",

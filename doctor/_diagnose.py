@@ -14,19 +14,13 @@ from typing import TYPE_CHECKING, Any, overload
 from doctor._budget import budget_detail, exceeded
 from doctor._config import DoctorConfig
 from doctor._detectors import Context
+from doctor._discovery import locate_run, walk_notes, walk_root
 from doctor._errors import RootError, UsageError
 from doctor._facts import compute_facts, run_state
 from doctor._ingest import _documents_of, load_run
 from doctor._json_out import JSONText
 from doctor._kept import KeptFindings, run_text
-from doctor._layout import (
-    RunLayout,
-    discover,
-    display_name,
-    list_run_dirs,
-    locate_run,
-    runs_below,
-)
+from doctor._layout import RunLayout, discover, display_name
 from doctor._model import Diagnosis, Finding, Severity
 from rundoctor.liveness import owner_alive
 
@@ -87,7 +81,7 @@ def diagnose(run_id: str, config: DoctorConfig) -> Diagnosis:
     """
     if not config.roots:
         raise UsageError("no runs root: pass --root DIR or set RUNDOCTOR_ROOTS")
-    return diagnose_path(locate_run(run_id, config.roots), config)
+    return diagnose_path(locate_run(run_id, config.roots, _skipped(config)), config)
 
 
 @dataclass(frozen=True)
@@ -286,7 +280,7 @@ def scan(
     """
     if not config.roots and not config.db:
         raise UsageError("no runs root: pass --root DIR or set RUNDOCTOR_ROOTS (or --db URL)")
-    paths, notes = _run_dirs(config.roots)
+    paths, notes = _run_dirs(config.roots, _skipped(config))
     layouts = [discover(path) for path in paths]
     try:
         return _noted(_scan_layouts(config, layouts, since, progress), notes)
@@ -324,32 +318,44 @@ def scan(
     return _noted(dataclasses.replace(result, diagnoses=tuple(diagnoses), fleet=fleet), notes)
 
 
-def _run_dirs(roots: Sequence[Path]) -> tuple[list[Path], list[str]]:
+def _skipped(config: DoctorConfig) -> frozenset[str]:
+    """The scan cache directory, as each root's walk would reach it: never walked into."""
+    if config.cache_dir is None:
+        return frozenset()
+    cache = os.path.realpath(config.cache_dir)
+    skip: set[str] = set()
+    for root in config.roots:
+        real = os.path.realpath(root)
+        if cache.startswith(real.rstrip(os.sep) + os.sep):
+            skip.add(os.path.join(os.fspath(root), os.path.relpath(cache, real)))
+    return frozenset(skip)
+
+
+def _run_dirs(roots: Sequence[Path], skip: frozenset[str]) -> tuple[list[Path], list[str]]:
     """The runs to scan, and what the scan must say of the roots: the runs of an id an
-    earlier root has (the first root wins, as for ``diagnose``), and the runs one level
-    below a root that holds none itself. Neither is scanned, and neither goes unsaid."""
+    earlier root, a shallower or an earlier group has (the first root, then the shallowest
+    wins, as for ``diagnose``), and what the walk of each root did not look into
+    (:func:`doctor._discovery.walk_notes`). None of it is scanned, and none goes unsaid."""
+    walks = [walk_root(root, skip) for root in roots]
     found: dict[str, Path] = {}
     shadowed: dict[tuple[str, str], list[str]] = {}
-    for path in list_run_dirs(roots):
-        first = found.setdefault(path.name, path)
-        if first is not path and os.path.realpath(first) != os.path.realpath(path):
-            shadowed.setdefault((str(path.parent), str(first.parent)), []).append(path.name)
+    for walk in walks:
+        for path in sorted(walk.runs, key=walk.depth):  # stable: then by path
+            first = found.setdefault(path.name, path)
+            if first is not path and os.path.realpath(first) != os.path.realpath(path):
+                key = (str(path.parent), str(first.parent))
+                shadowed.setdefault(key, []).append(display_name(path.name))
     notes = [
-        f"{_count(len(names), 'run')} under {root} not scanned: {_listed(names)} "
-        f"{'is' if len(names) == 1 else 'are'} also under {winner}, which comes first "
-        f"(as for diagnose); scan --root {root} alone to see {'it' if len(names) == 1 else 'them'}"
-        for (root, winner), names in shadowed.items()
+        f"{_count(len(names), 'run')} under {display_name(where)} not scanned: {_listed(names)} "
+        f"{'is' if len(names) == 1 else 'are'} also under {display_name(winner)}, which comes "
+        f"first (as for diagnose); scan --root {display_name(where)} alone to see "
+        f"{'it' if len(names) == 1 else 'them'}"
+        for (where, winner), names in shadowed.items()
     ]
-    parents = {str(p.parent) for p in found.values()}
-    for root in roots:
-        if str(root) not in parents and (below := runs_below(root)):
-            groups = sorted({str(p.parent) for p in below})
-            notes.append(
-                f"no run directly under {root}, which is where the doctor looks; "
-                f"{_count(len(below), 'run')} one level down, in {_listed(groups)}: "
-                f"pass --root {groups[0]}"
-            )
-    return list(found.values()), notes
+    real_roots = [os.path.realpath(root) for root in roots]
+    for walk in walks:
+        notes.extend(walk_notes(walk, real_roots))
+    return [p for walk in walks for p in walk.runs if found[p.name] is p], notes
 
 
 def _count(n: int, noun: str) -> str:

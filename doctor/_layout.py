@@ -19,17 +19,13 @@ written ``\\xNN`` (its path keeps the real name).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from doctor._errors import RootError, RunNotFound, UnsafeRunId
-from rundoctor.terminal import shell_quote
 
 __all__ = [
     "CHECKPOINT",
@@ -44,13 +40,9 @@ __all__ = [
     "ScopeLayout",
     "StageDir",
     "Unreadable",
-    "check_run_id",
     "discover",
     "display_name",
     "is_top_scope",
-    "list_run_dirs",
-    "locate_run",
-    "runs_below",
 ]
 
 PROGRESS = "progress.ndjson"
@@ -199,35 +191,6 @@ class RunLayout:
         raise KeyError(name)
 
 
-def check_run_id(run_id: str) -> str:
-    """Refuse ids that could name something outside a root.
-
-    >>> check_run_id("01KH3DN4STSZ3MVKB58YY6RE57")
-    '01KH3DN4STSZ3MVKB58YY6RE57'
-    >>> check_run_id("../etc")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    doctor._errors.UnsafeRunId: run id '../etc' contains a path separator or '..'; ...
-    """
-    if not run_id.strip():
-        raise UnsafeRunId(
-            f"run id {run_id!r} is empty; pass the run directory's name (`doctor scan` lists them)"
-        )
-    bad = (
-        "/" in run_id
-        or "\\" in run_id
-        or "\x00" in run_id
-        or run_id in {".", ".."}
-        or ".." in run_id
-    )
-    if bad:
-        raise UnsafeRunId(
-            f"run id {run_id!r} contains a path separator or '..'; "
-            "pass the bare id (the run directory's name)"
-        )
-    return run_id
-
-
 def _is_plain_file(path: Path | str) -> bool:
     """A regular file, not a symlink (one ``lstat``)."""
     try:
@@ -287,114 +250,6 @@ def _looks_like_run(path: Path | str) -> bool:
     return _is_plain_dir(folder) and any(
         _is_plain_file(os.path.join(folder, m)) for m in _RUN_MARKERS
     )
-
-
-def list_run_dirs(roots: Sequence[Path]) -> list[Path]:
-    """Every run directory directly under the roots, sorted by root then name.
-
-    A root that is not a readable directory raises :class:`RootError`.
-    """
-    found: list[Path] = []
-    for root in roots:
-        if not root.is_dir():
-            raise RootError(f"runs root {str(root)!r} is not a directory; pass an existing --root")
-        try:
-            entries = sorted(os.scandir(root), key=lambda e: e.name)
-        except OSError as exc:
-            raise RootError(f"cannot read runs root {str(root)!r}: {exc.strerror}") from exc
-        found.extend(
-            Path(e.path)
-            for e in entries
-            if e.is_dir(follow_symlinks=False) and _looks_like_run(e.path)
-        )
-    return found
-
-
-#: Directories under a root without runs that :func:`runs_below` looks into, at most.
-_LOOK_BELOW = 1000
-
-
-def runs_below(root: Path) -> list[Path]:
-    """Run directories one level below ``root`` (in its first :data:`_LOOK_BELOW`
-    directories, by name): where a root that holds no run itself keeps them, grouped.
-
-    >>> import tempfile
-    >>> root = Path(tempfile.mkdtemp())
-    >>> (root / "2026-12" / "r1").mkdir(parents=True)
-    >>> _ = (root / "2026-12" / "r1" / "progress.ndjson").write_text("")
-    >>> [p.relative_to(root).as_posix() for p in runs_below(root)]
-    ['2026-12/r1']
-    """
-    try:
-        groups = sorted(e.path for e in os.scandir(root) if e.is_dir(follow_symlinks=False))
-    except OSError:
-        return []
-    found: list[Path] = []
-    for group in groups[:_LOOK_BELOW]:
-        with contextlib.suppress(OSError):
-            found += list_run_dirs([Path(group)])
-    return found
-
-
-def locate_run(run_id: str, roots: Sequence[Path]) -> Path:
-    """The directory of ``run_id`` under the first root that has it; when no root has a
-    directory of that name, the one run directory whose ``manifest.json`` names the run (a run
-    directory renamed or moved after the run).
-
-    Raises :class:`UnsafeRunId` for ids that could escape a root and :class:`RunNotFound`
-    (with close matches) when no root has it.
-    """
-    check_run_id(run_id)
-    existing = [r for r in roots if r.is_dir()]
-    if not existing:
-        raise RootError(
-            "no runs root exists ("
-            + ", ".join(str(r) for r in roots)
-            + "); pass an existing --root DIR or set RUNDOCTOR_ROOTS"
-        )
-    for root in existing:
-        candidate = root / run_id
-        if _looks_like_run(candidate):
-            return candidate
-    for root in existing:  # say why a name that is there is not read
-        candidate = root / run_id
-        if candidate.is_symlink():
-            target = os.path.realpath(candidate)
-            then = (
-                f"pass the run's own path: --run-id {shell_quote(target)}"
-                if _looks_like_run(target)
-                else "and its target is not a run directory"
-            )
-            raise RunNotFound(
-                run_id,
-                [str(r) for r in roots],
-                (),
-                reason=f"{str(candidate)!r} is a symlink (to {target!r}), which the doctor "
-                f"never follows out of a runs root; {then}",
-            )
-    runs = list_run_dirs(existing)
-    named = _named_by_manifest(run_id, runs)
-    if len(named) == 1:
-        return named[0]
-    if named:
-        raise RunNotFound(
-            run_id,
-            [str(r) for r in roots],
-            (),
-            reason=f"no directory is named {run_id!r}, and the manifests of "
-            f"{len(named)} run directories name that run ("
-            + ", ".join(repr(str(p)) for p in named[:5])
-            + (f" … and {len(named) - 5} more" if len(named) > 5 else "")
-            + "): pass one by its directory name",
-        )
-    raise RunNotFound(run_id, [str(r) for r in roots], [p.name for p in runs])
-
-
-def _named_by_manifest(run_id: str, runs: Sequence[Path]) -> list[Path]:
-    """The run directories whose ``manifest.json`` names ``run_id`` (its ``run_id`` key): a
-    Kilroy run directory renamed or moved under a root is still found by the id its
-    artifacts carry. Read only when no directory has the name, to say why it is missing."""
-    return [p for p in runs if _manifest_key(p / "manifest.json", "run_id") == run_id]
 
 
 def _branch_scopes(

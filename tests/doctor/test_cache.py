@@ -566,7 +566,8 @@ def _every_named_file(layout: RunLayout) -> dict[str, list[int]]:
 
 def test_a_fingerprint_is_every_file_the_layout_names_looked_up_one_by_one() -> None:
     from doctor._cache import fingerprint
-    from doctor._layout import discover, list_run_dirs
+    from doctor._discovery import list_run_dirs
+    from doctor._layout import discover
 
     roots = sorted({p.parent.parent for p in FIXTURES.glob("**/progress.ndjson")})
     runs = [discover(p) for p in list_run_dirs([r for r in roots if r.is_dir()])]

@@ -15,9 +15,10 @@ import pytest
 from doctor._config import DoctorConfig
 from doctor._detectors import DETECTORS, Context, Needs, needs
 from doctor._detectors._context import NEEDS
+from doctor._discovery import list_run_dirs
 from doctor._facts import compute_facts
 from doctor._ingest import load_runs
-from doctor._layout import discover, list_run_dirs
+from doctor._layout import discover
 from doctor._model import Finding
 
 ROOT = Path(__file__).resolve().parents[2] / "fixtures"

@@ -9,15 +9,9 @@ from pathlib import Path
 import pytest
 
 from doctor import DoctorConfig, diagnose, scan
+from doctor._discovery import check_run_id, list_run_dirs, locate_run
 from doctor._errors import RootError, RunNotFound, UnsafeRunId
-from doctor._layout import (
-    check_run_id,
-    discover,
-    is_top_scope,
-    list_run_dirs,
-    locate_run,
-    stage_dirs,
-)
+from doctor._layout import discover, is_top_scope, stage_dirs
 from rundoctor.liveness import process_alive
 
 DEAD_PID = "99999999"
@@ -268,13 +262,17 @@ def test_a_branch_has_its_own_stranded_worktree_status(tmp_path: Path) -> None:
 # --- run ids ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", ["", "..", ".", "../x", "a/b", "a\\b", "a\x00b", "x/..", "a..b"])
+@pytest.mark.parametrize(
+    "bad", ["", "..", ".", "../x", "/etc", "a//b", "a/./b", "a/", "a\\b", "a\x00b", "x/..", "a..b"]
+)
 def test_a_run_id_that_could_leave_the_root_is_refused(bad: str) -> None:
     with pytest.raises(UnsafeRunId):
         check_run_id(bad)
 
 
-@pytest.mark.parametrize("good", ["01KH3DN4STSZ3MVKB58YY6RE57", "linear-test", "a.b", "run_1"])
+@pytest.mark.parametrize(
+    "good", ["01KH3DN4STSZ3MVKB58YY6RE57", "linear-test", "a.b", "run_1", "2026/12/05/r1"]
+)
 def test_an_ordinary_run_id_is_accepted(good: str) -> None:
     assert check_run_id(good) == good
 
@@ -542,14 +540,11 @@ def test_one_root_given_twice_scans_each_run_once_and_says_nothing(tmp_path: Pat
     assert "root_notes" not in result.fleet
 
 
-def test_a_root_whose_runs_are_one_level_down_says_where_they_are(tmp_path: Path) -> None:
+def test_a_root_whose_runs_are_one_level_down_scans_them(tmp_path: Path) -> None:
+    # Runs kept in groups are runs of the root (tests/doctor/test_discovery.py for the rest).
     _run(tmp_path / "runs" / "2026-12", "r1")
     _run(tmp_path / "runs" / "2026-12", "r2")
     (tmp_path / "runs" / "empty").mkdir()
     result = scan(DoctorConfig(roots=(tmp_path / "runs",), now=1_800_000_000.0))
-    assert len(result.diagnoses) == 0
-    group = tmp_path / "runs" / "2026-12"
-    assert result.fleet["root_notes"] == [
-        f"no run directly under {tmp_path / 'runs'}, which is where the doctor looks; 2 runs one "
-        f"level down, in {group}: pass --root {group}"
-    ]
+    assert [d.run_id for d in result.diagnoses] == ["r1", "r2"]
+    assert "root_notes" not in result.fleet

@@ -666,7 +666,8 @@ def test_two_scans_at_once_on_one_cache_both_give_the_cold_result(tmp_path: Path
 @pytest.mark.parametrize("alive", [False, True])
 def test_fleet_idle_gaps_in_python_are_those_of_the_sql(tmp_path: Path, alive: bool) -> None:
     from doctor._detectors import select
-    from doctor._layout import discover, list_run_dirs
+    from doctor._discovery import list_run_dirs
+    from doctor._layout import discover
     from fixtures.fleet import build_fleet
 
     root = build_fleet(tmp_path / "runs", runs=8, events_per_run=300, kilroy=True, crashed=0.5)
