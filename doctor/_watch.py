@@ -213,6 +213,14 @@ def watch_pass(config: DoctorConfig, state: WatchState) -> tuple[WatchState, lis
     >>> state.passes, events
     (1, [])
     """
+    state, events, _ = _pass(config, state)
+    return state, events
+
+
+def _pass(
+    config: DoctorConfig, state: WatchState
+) -> tuple[WatchState, list[WatchEvent], tuple[str, ...]]:
+    """:func:`watch_pass`, and what the scan said of the roots (``fleet.root_notes``)."""
     result = scan(config)
     now = iso(int(config.now * 1e9))
     assert now is not None
@@ -228,7 +236,8 @@ def watch_pass(config: DoctorConfig, state: WatchState) -> tuple[WatchState, lis
             events.append(event)
     for key in [k for k in active if k not in current]:
         events.append(replace(active.pop(key), event="resolved", at=now))
-    return WatchState(active, state.passes + 1, now), events
+    notes = tuple(str(n) for n in result.fleet.get("root_notes", ()))
+    return WatchState(active, state.passes + 1, now), events, notes
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,13 +302,16 @@ def watch(
     the last pass's report.
 
     Each pass scans at the current time, hands each event to ``emit`` (stdout) and the
-    webhooks and command, saves the state, and logs at most one line. A pass whose scan fails
-    (a root gone, a queue down) is logged and the watch goes on, except with ``once``.
+    webhooks and command, saves the state, and logs at most one line, after what the scan
+    says of the roots (runs it could not look into, ``fleet.root_notes``) when that changed.
+    A pass whose scan fails (a root gone, a queue down) is logged and the watch goes on,
+    except with ``once``.
     """
     state = WatchState.load(wcfg.state_path)
+    said: tuple[str, ...] = ()  # the roots' notes last logged: logged again when they change
     while True:
         try:
-            state, events = watch_pass(config.with_now(time.time()), state)
+            state, events, notes = _pass(config.with_now(time.time()), state)
         except DoctorError as exc:
             # Nothing was learnt: the state stays as it was, on disk too.
             state = replace(state, passes=state.passes + 1)
@@ -311,6 +323,9 @@ def watch(
                 failures.extend(d for d in _deliver(event, wcfg) if not d.ok)
             report = PassReport(state.passes, tuple(events), tuple(failures))
             state.save(wcfg.state_path)
+            for note in notes if notes != said else ():
+                log(f"watch pass {state.passes}: roots: {note}")
+            said = notes
         line = report.log_line()
         if line:
             log(line)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from doctor import DoctorConfig, UsageError
-from doctor._watch import WatchState, watch_pass
+from doctor._watch import WatchConfig, WatchState, watch, watch_pass
 from fixtures import queues
 from fixtures._kilroy import KilroyRun
 
@@ -98,3 +98,30 @@ def test_queue_findings_about_two_tickets_are_two_alerts(tmp_path: Path) -> None
     desynced = sorted(e.ticket_id or "" for e in events if e.code == "session_desync")
     assert len(desynced) == 2 and len(set(desynced)) == 2
     assert all(e.run_id is None for e in events if e.code == "session_desync")
+
+
+def test_what_a_root_leaves_out_is_logged_when_it_changes_not_every_pass(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    for group in ("a", "b"):  # one run id in two groups: b's is not scanned, and the scan says so
+        _stalled(root / group, "dup").finish()
+    lines: list[str] = []
+    passes: list[float] = []
+
+    def stop(interval: float) -> bool:
+        passes.append(interval)
+        if len(passes) == 2:  # after the second pass, b's run goes: the scan says nothing
+            os.rename(root / "b" / "dup", tmp_path / "dup")
+        return len(passes) == 3
+
+    watch(
+        _cfg(root, T0),
+        WatchConfig(state_path=tmp_path / "watch.json", interval_s=0.0),
+        emit=lambda _: None,
+        log=lines.append,
+        stop=stop,
+    )
+    assert [line for line in lines if "roots:" in line] == [
+        f"watch pass 1: roots: 1 run under {root / 'b'} not scanned: dup is also under "
+        f"{root / 'a'}, which comes first (as for diagnose); scan --root {root / 'b'} alone to "
+        "see it"
+    ]
