@@ -62,8 +62,8 @@ class RootWalk:
     runs: tuple[Path, ...]
     #: Directories at :data:`MAX_DEPTH` that are no run and were not walked into.
     too_deep: tuple[Path, ...] = ()
-    #: Directories left unlisted when :data:`MAX_LISTED` stopped the walk.
-    not_listed: tuple[Path, ...] = ()
+    #: Directories left unlisted when :data:`MAX_LISTED` stopped the walk (their paths).
+    not_listed: tuple[str, ...] = ()
     #: Directories that could not be listed, with why.
     unreadable: tuple[tuple[Path, str], ...] = ()
     #: Symlinks to directories, never followed, with their targets (``None``: a loop).
@@ -163,7 +163,7 @@ def walk_root(root: Path, skip: Collection[str] = ()) -> RootWalk:
         root,
         tuple(sorted(walk.runs, key=lambda p: os.fspath(p)[base:].split(os.sep))),
         tuple(walk.too_deep),
-        tuple(Path(g) for g, _ in reversed(stack)),
+        tuple(g for g, _ in reversed(stack)),
         tuple(walk.unreadable),
         tuple(walk.links),
     )
@@ -313,12 +313,12 @@ def _named_by_manifest(run_id: str, runs: Sequence[Path]) -> list[Path]:
 
 def _count(n: int, noun: str) -> str:
     """
-    >>> _count(1, "symlink"), _count(2, "directory")
-    ('1 symlink', '2 directories')
+    >>> _count(1, "symlink"), _count(90001, "directory")
+    ('1 symlink', '90,001 directories')
     """
     if n != 1:
         noun = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
-    return f"{n} {noun}"
+    return f"{n:,} {noun}"
 
 
 def _listed(paths: Sequence[Path | str], most: int = 3) -> str:
@@ -326,8 +326,8 @@ def _listed(paths: Sequence[Path | str], most: int = 3) -> str:
     >>> _listed(["a", "b", "c", "d", "e"])
     'a, b, c … and 2 more'
     """
-    names = [display_name(str(p)) for p in paths]
-    more = f" … and {len(names) - most} more" if len(names) > most else ""
+    names = [display_name(str(p)) for p in paths[:most]]
+    more = f" … and {len(paths) - most:,} more" if len(paths) > most else ""
     return ", ".join(names[:most]) + more
 
 

@@ -6,7 +6,7 @@ to one red line on stderr and a documented exit code (2 for usage and input erro
     DoctorError
      ├── UsageError            bad option values, unknown check names
      ├── RunNotFound           no run with that id under the roots ("did you mean" attached)
-     ├── UnsafeRunId           an id with a path separator or ``..``
+     ├── UnsafeRunId           an id that is absolute or holds ``..``
      ├── RootError             a root that does not exist or cannot be read
      ├── IngestError           a dependency (duckdb, polars, pyarrow) failed on our input
      └── OverBudget            a run that cannot be read within the resource budget
