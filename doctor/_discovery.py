@@ -155,7 +155,8 @@ def walk_root(root: Path, skip: Collection[str] = ()) -> RootWalk:
         try:
             entries = _listing(group)
         except OSError as exc:
-            walk.unreadable.append((Path(group), exc.strerror or type(exc).__name__))
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):  # else gone since: nothing missed
+                walk.unreadable.append((Path(group), exc.strerror or type(exc).__name__))
             continue
         stack.extend((g, depth + 1) for g in reversed(walk.take(entries, depth, skip)))
     base = len(os.fspath(root).rstrip(os.sep)) + 1
@@ -251,16 +252,16 @@ def locate_run(run_id: str, roots: Sequence[Path], skip: Collection[str] = ()) -
             found = _by_name(run_id, walks[-1])
         if found is not None:
             return found
-    _refuse_symlink(run_id, roots, existing)
+    links = [path for walk in walks for path, _ in walk.links if path.name == run_id]
+    _refuse_symlink(run_id, roots, [root / run_id for root in existing] + links)
     if len(walks) < len(existing):  # a relative path that named no run: walk for suggestions
         walks = [walk_root(root, skip) for root in existing]
     return _by_manifest(run_id, roots, walks)
 
 
-def _refuse_symlink(run_id: str, roots: Sequence[Path], existing: Sequence[Path]) -> None:
+def _refuse_symlink(run_id: str, roots: Sequence[Path], candidates: Sequence[Path]) -> None:
     """Say why a name that is there is not read: it is a symlink."""
-    for root in existing:
-        candidate = root / run_id
+    for candidate in candidates:
         if candidate.is_symlink():
             target = os.path.realpath(candidate)
             then = (

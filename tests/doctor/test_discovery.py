@@ -313,3 +313,14 @@ def test_an_unreadable_group_is_a_note_not_a_traceback(locked: Path) -> None:
         f"1 directory under {locked} could not be listed (Permission denied); runs in it are "
         f"not scanned: {locked / 'locked'}"
     ]
+
+
+def test_a_nested_symlink_named_as_the_run_says_it_is_a_symlink(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    target = _copy("fanout_all_ok", outside / "fanout_all_ok")
+    (root / "team").mkdir(parents=True)
+    (root / "team" / "linked").symlink_to(target, target_is_directory=True)
+    with pytest.raises(RunNotFound) as info:
+        diagnose("linked", _config(root))
+    assert f"{str(root / 'team' / 'linked')!r} is a symlink" in str(info.value)
+    assert f"--run-id {target}" in str(info.value)
