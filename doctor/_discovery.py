@@ -12,8 +12,8 @@ A root holds its runs directly (``R/<run>``), grouped (``R/2026/12/05/<run>``,
   :attr:`RootWalk.not_listed` say so.
 * Symlinks are never followed (a symlink loop cannot hang the walk): a symlink to a directory
   is recorded in :attr:`RootWalk.links` with its target, or ``None`` when it does not resolve.
-  Hidden directories (``.git``, ``.trash``) and the scan cache directory are not walked into;
-  a directory that cannot be listed is recorded in :attr:`RootWalk.unreadable`.
+  Hidden directories (``.git``, ``.trash``), ``lost+found`` and the scan cache directory
+  are not walked into; a directory that cannot be listed is in :attr:`RootWalk.unreadable`.
 * A root that is a run directory itself yields the runs directly in it, never its insides.
 
 Discovery costs a listing per group and ``lstat`` calls for the markers: no file is read.
@@ -51,6 +51,11 @@ MAX_DEPTH = 5
 #: Directories listed under one root at most (a root's own listing included): a fleet of
 #: runs grouped by day over ten years lists about 4,000.
 MAX_LISTED = 10_000
+
+
+#: Directories never walked into: a file system's own (a root that is a mount point has one,
+#: which only its owner may list).
+_NOT_GROUPS = frozenset({"lost+found"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +119,7 @@ class _Walk:
                 continue
             elif _looks_like_run(entry.path):
                 self.runs.append(Path(entry.path))
-            elif entry.name.startswith(".") or entry.path in skip:
+            elif entry.name.startswith(".") or entry.name in _NOT_GROUPS or entry.path in skip:
                 continue
             elif depth >= MAX_DEPTH:
                 self.too_deep.append(Path(entry.path))

@@ -284,15 +284,19 @@ def _as_a_user() -> list[str]:
 
 @pytest.fixture
 def locked(tmp_path: Path) -> Iterator[Path]:
-    """A root with a readable group and a group nobody but its owner may list (mode 000)."""
+    """A root with a readable group and a group nobody but its owner may list (mode 000),
+    and a mount point's ``lost+found`` (mode 700, its owner another user's)."""
     root = tmp_path / "root"
     _copy("fanout_all_ok", root / "open" / "seen")
     _copy("fanout_one_fails", root / "locked" / "hidden-run")
-    (root / "locked").chmod(0)
+    for name in ("locked", "lost+found"):
+        (root / name).mkdir(exist_ok=True)
+        (root / name).chmod(0)
     try:
         yield root
     finally:
-        (root / "locked").chmod(0o755)
+        for name in ("locked", "lost+found"):
+            (root / name).chmod(0o755)
 
 
 def test_an_unreadable_group_is_a_note_not_a_traceback(locked: Path) -> None:
