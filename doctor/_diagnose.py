@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, overload
 from doctor._budget import budget_detail, exceeded
 from doctor._config import DoctorConfig
 from doctor._detectors import Context
-from doctor._discovery import locate_run, walk_notes, walk_root
+from doctor._discovery import locate_run, runs_to_scan
 from doctor._errors import RootError, UsageError
 from doctor._facts import compute_facts, run_state
 from doctor._ingest import _documents_of, load_run
@@ -280,7 +280,7 @@ def scan(
     """
     if not config.roots and not config.db:
         raise UsageError("no runs root: pass --root DIR or set RUNDOCTOR_ROOTS (or --db URL)")
-    paths, notes = _run_dirs(config.roots, _skipped(config))
+    paths, notes = runs_to_scan(config.roots, _skipped(config))
     layouts = [discover(path) for path in paths]
     try:
         return _noted(_scan_layouts(config, layouts, since, progress), notes)
@@ -331,48 +331,9 @@ def _skipped(config: DoctorConfig) -> frozenset[str]:
     return frozenset(skip)
 
 
-def _run_dirs(roots: Sequence[Path], skip: frozenset[str]) -> tuple[list[Path], list[str]]:
-    """The runs to scan, and what the scan must say of the roots: the runs of an id an
-    earlier root, a shallower or an earlier group has (the first root, then the shallowest
-    wins, as for ``diagnose``), and what the walk of each root did not look into
-    (:func:`doctor._discovery.walk_notes`). None of it is scanned, and none goes unsaid."""
-    walks = [walk_root(root, skip) for root in roots]
-    found: dict[str, Path] = {}
-    shadowed: dict[tuple[str, str], list[str]] = {}
-    for walk in walks:
-        for path in sorted(walk.runs, key=walk.depth):  # stable: then by path
-            first = found.setdefault(path.name, path)
-            if first is not path and os.path.realpath(first) != os.path.realpath(path):
-                key = (str(path.parent), str(first.parent))
-                shadowed.setdefault(key, []).append(display_name(path.name))
-    notes = [
-        f"{_count(len(names), 'run')} under {display_name(where)} not scanned: {_listed(names)} "
-        f"{'is' if len(names) == 1 else 'are'} also under {display_name(winner)}, which comes "
-        f"first (as for diagnose); scan --root {display_name(where)} alone to see "
-        f"{'it' if len(names) == 1 else 'them'}"
-        for (where, winner), names in shadowed.items()
-    ]
-    real_roots = [os.path.realpath(root) for root in roots]
-    for walk in walks:
-        notes.extend(walk_notes(walk, real_roots))
-    return [p for walk in walks for p in walk.runs if found[p.name] is p], notes
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
-
-
-def _listed(names: Sequence[str], most: int = 3) -> str:
-    """
-    >>> _listed(["a", "b", "c", "d", "e"])
-    'a, b, c … and 2 more'
-    """
-    more = f" … and {len(names) - most} more" if len(names) > most else ""
-    return ", ".join(names[:most]) + more
-
-
 def _noted(result: ScanResult, notes: list[str]) -> ScanResult:
-    """``result`` with the roots' ``notes`` (:func:`_run_dirs`) in ``fleet.root_notes``."""
+    """``result`` with the roots' ``notes`` (:func:`doctor._discovery.runs_to_scan`) in
+    ``fleet.root_notes``."""
     if not notes:
         return result
     return dataclasses.replace(result, fleet={**result.fleet, "root_notes": notes})

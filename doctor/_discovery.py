@@ -41,6 +41,7 @@ __all__ = [
     "check_run_id",
     "list_run_dirs",
     "locate_run",
+    "runs_to_scan",
     "walk_notes",
     "walk_root",
 ]
@@ -181,6 +182,47 @@ def list_run_dirs(roots: Sequence[Path], skip: Collection[str] = ()) -> list[Pat
     A root that is not a readable directory raises :class:`RootError`.
     """
     return [run for root in roots for run in walk_root(root, skip).runs]
+
+
+def runs_to_scan(roots: Sequence[Path], skip: Collection[str] = ()) -> tuple[list[Path], list[str]]:
+    """The runs a scan of ``roots`` reads, by root then path, and what it must say of the
+    roots (``fleet.root_notes``): the runs of a name an earlier root, a shallower or an
+    earlier group has (the first root, then the shallowest, then the first by path wins, as
+    :func:`locate_run` picks), and what each walk did not look into (:func:`walk_notes`).
+    None of it is scanned, and none goes unsaid. One run reached from two roots (a root and
+    a group of it) is scanned once, silently.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for rel in ("a/dup", "b/dup", "b/other"):
+    ...     (root / rel).mkdir(parents=True)
+    ...     _ = (root / rel / "progress.ndjson").write_text("")
+    >>> runs, (note,) = runs_to_scan([root])
+    >>> [p.relative_to(root).as_posix() for p in runs]
+    ['a/dup', 'b/other']
+    >>> note.replace(str(root), "R")  # doctest: +NORMALIZE_WHITESPACE
+    '1 run under R/b not scanned: dup is also under R/a, which comes first (as for diagnose);
+     scan --root R/b alone to see it'
+    """
+    walks = [walk_root(root, skip) for root in roots]
+    found: dict[str, Path] = {}
+    shadowed: dict[tuple[str, str], list[str]] = {}
+    for walk in walks:
+        for path in sorted(walk.runs, key=walk.depth):  # stable: then by path
+            first = found.setdefault(path.name, path)
+            if first is not path and os.path.realpath(first) != os.path.realpath(path):
+                key = (display_name(str(path.parent)), display_name(str(first.parent)))
+                shadowed.setdefault(key, []).append(path.name)
+    notes = [
+        f"{_count(len(names), 'run')} under {where} not scanned: {_listed(names)} "
+        f"{'is' if len(names) == 1 else 'are'} also under {winner}, which comes first (as for "
+        f"diagnose); scan --root {where} alone to see {'it' if len(names) == 1 else 'them'}"
+        for (where, winner), names in shadowed.items()
+    ]
+    real_roots = [os.path.realpath(root) for root in roots]
+    for walk in walks:
+        notes.extend(walk_notes(walk, real_roots))
+    return [p for walk in walks for p in walk.runs if found[p.name] is p], notes
 
 
 def check_run_id(run_id: str) -> str:
