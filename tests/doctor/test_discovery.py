@@ -129,6 +129,21 @@ def test_did_you_mean_names_nested_runs(corpus: tuple[Path, Path]) -> None:
     assert f"2026/12/05/{name}" in info.value.suggestions
 
 
+def test_executor_runs_written_into_groups_are_scanned_beside_kilroy_runs(tmp_path: Path) -> None:
+    graph = REPO / "fixtures" / "pipelines" / "tool_simple.dot"
+    written = []
+    for group in ("team-a/2026-12", "team-b"):
+        done = run_doctor("run", graph, "--root", tmp_path / group, "--json", timeout=120)
+        assert done.returncode == 0, done.stderr
+        written.append(json.loads(done.stdout))
+    kilroy = _copy(NAMES[0], tmp_path / "team-b" / "kilroy" / NAMES[0])
+    result = scan(_config(tmp_path))
+    assert sorted((d.path, d.layout) for d in result.diagnoses) == sorted(
+        [*((w["path"], "native") for w in written), (str(kilroy.resolve()), "kilroy")]
+    )
+    assert diagnose(written[0]["run_id"], _config(tmp_path)).path == written[0]["path"]
+
+
 def test_a_nested_run_renamed_is_found_by_the_run_id_its_manifest_names(tmp_path: Path) -> None:
     name = NAMES[0]
     moved = _copy(name, tmp_path / "proj" / "2026-12" / f"{name}-copy")
