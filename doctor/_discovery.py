@@ -348,7 +348,8 @@ def _by_manifest(run_id: str, roots: Sequence[Path], walks: Sequence[RootWalk]) 
         for p in w.runs
         if w.depth(p) > 1
     ]
-    raise RunNotFound(run_id, [str(r) for r in roots], candidates)
+    unsearched = sum(len(w.too_deep) + len(w.not_listed) + len(w.unreadable) for w in walks)
+    raise RunNotFound(run_id, [str(r) for r in roots], candidates, unsearched=unsearched)
 
 
 def _named_by_manifest(run_id: str, runs: Sequence[Path]) -> list[Path]:

@@ -46,7 +46,7 @@ class RootError(DoctorError):
 
 
 class UnsafeRunId(DoctorError):
-    """A run id that could escape its root (path separators, ``..``, NUL)."""
+    """A run id that could escape its root (absolute, ``..``, backslashes, NUL)."""
 
 
 class RunNotFound(DoctorError):
@@ -59,6 +59,7 @@ class RunNotFound(DoctorError):
         candidates: Iterable[str],
         *,
         reason: str | None = None,
+        unsearched: int = 0,
     ) -> None:
         self.run_id = run_id
         self.roots = list(roots)
@@ -68,9 +69,16 @@ class RunNotFound(DoctorError):
             return
         hint = did_you_mean(self.suggestions)
         where = ", ".join(self.roots) or "(no roots)"
+        # Directories the search could not look into (doctor._discovery): the run may be there.
+        and_where = (
+            f"; {unsearched} director{'y was' if unsearched == 1 else 'ies were'} not looked "
+            "into, and `doctor scan` names them"
+            if unsearched
+            else ", and `doctor scan` lists the runs there"
+        )
         super().__init__(
-            f"no run {run_id!r} under {where}{hint}; "
-            "pass --root DIR or set RUNDOCTOR_ROOTS, and `doctor scan` lists the runs there"
+            f"no run {run_id!r} under {where}{hint}; pass --root DIR or set RUNDOCTOR_ROOTS"
+            + and_where
         )
 
 

@@ -241,6 +241,11 @@ def test_runs_below_the_depth_bound_are_named_not_dropped_silently(tmp_path: Pat
     assert "roots: 1 directory 5 levels under" in _rendered(result)
     (missed,) = scan(_config(deepest / "lower")).diagnoses
     assert missed.run_id == "missed"
+    with pytest.raises(RunNotFound) as info:
+        diagnose("missed", _config(tmp_path))
+    assert "1 directory was not looked into, and `doctor scan` names them" in str(info.value)
+    deep = "/".join(deepest.relative_to(tmp_path).parts)
+    assert diagnose(f"{deep}/lower/missed", _config(tmp_path)).run_id == "missed"
 
 
 def test_a_walk_stopped_by_the_listing_bound_says_where_it_stopped(
