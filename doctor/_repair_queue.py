@@ -379,7 +379,9 @@ def apply_queue_repairs(
     current = scan(alone).findings
     ctx = _Ctx(journal_dir, "", config, read_journal(journal_dir))
     try:
-        queue = open_queue(_queue_url(source), clock=lambda: config.now)
+        # server_clock=False: the repair stamps and judges at the doctor's ``now``, the
+        # clock its scan found the leases lost at (not the database server's).
+        queue = open_queue(_queue_url(source), clock=lambda: config.now, server_clock=False)
     except ExecutorError as exc:
         raise IngestError(f"cannot open the queue {source.display} for repairs: {exc}") from exc
     results: list[ActionResult] = []

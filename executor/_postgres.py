@@ -14,6 +14,11 @@ concurrently under READ COMMITTED; what keeps them correct:
   dependency finished (docs/queue.md walks through the interleavings);
 - a transaction PostgreSQL aborts to break a deadlock is run again (``Queue._atomic``).
 
+Every time a transaction stamps or compares is the server's (``clock_timestamp()``, read once
+the rows it decides on are locked), so workers and reapers on machines whose clocks disagree
+still agree on every lease (:mod:`executor._clocks`); ``server_clock=False`` keeps the
+injected clock instead, for tests that pin time.
+
 Every ``psycopg.Error`` becomes a :class:`~executor._errors.QueueError` raised ``from`` it;
 the password in a URL is never repeated in a message.
 """
@@ -30,6 +35,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from executor._clocks import SERVER_NOW, ClockOffset, measure
 from executor._errors import NoQueueError, QueueError
 from executor._queue import Queue
 from executor._schema import POSTGRES, Tx, install
@@ -55,10 +61,13 @@ class PostgresQueue(Queue):
         clock: Clock = time.time,
         connect_timeout_s: int = 10,
         create: bool = True,
+        server_clock: bool = True,
     ) -> None:
         super().__init__(clock=clock)
         self.url = url
         self.connect_timeout_s = connect_timeout_s
+        self.server_clock = server_clock
+        self._offset: ClockOffset | None = None
         self._lock = threading.RLock()
         self._conn: psycopg.Connection[tuple[object, ...]] | None = self._connect()
         try:
@@ -110,6 +119,24 @@ class PostgresQueue(Queue):
                     f"PostgreSQL queue {redact(self.url)}: {_first_line(exc)}"
                     f" ({type(exc).__name__}); the transaction was rolled back"
                 ) from exc
+
+    def now(self) -> float:
+        """The server's time (one transaction), or the injected clock's without ``server_clock``."""
+        if not self.server_clock:
+            return self._clock()
+        return self._atomic(self._now, write=False)
+
+    @property
+    def clock_offset(self) -> ClockOffset | None:
+        """The server's clock minus the injected clock, as measured by the last transaction
+        that read the time (None before any, or without ``server_clock``)."""
+        return self._offset
+
+    def _now(self, tx: Tx) -> float:
+        if not self.server_clock:
+            return self._clock()
+        server, self._offset = measure(self._clock, lambda: float(tx.raw(SERVER_NOW)[0][0]))
+        return server
 
     def _transient(self, error: BaseException | None) -> bool:
         # 40P01 and 40001: PostgreSQL rolled the transaction back and asks for it to be run

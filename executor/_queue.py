@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from executor import _schema as sql
+from executor._clocks import ClockOffset
 from executor._errors import BudgetError, FencedError, QueueError, UsageError
 from executor._records import (
     LEASED_STATUSES,
@@ -76,6 +77,31 @@ class Queue(abc.ABC):
 
     def __init__(self, *, clock: Clock) -> None:
         self._clock = clock
+
+    def now(self) -> float:
+        """The time in the queue's clock: the one every lease time is stamped and compared in.
+
+        The injected clock for SQLite (one machine, one clock); the database server's for a
+        PostgreSQL queue (see :mod:`executor._clocks`). A reaper ages leases with it.
+
+        >>> open_queue(":memory:", clock=lambda: 42.0).now()
+        42.0
+        """
+        return self._clock()
+
+    @property
+    def clock_offset(self) -> ClockOffset | None:
+        """The server's clock minus the injected clock, as last measured; None for a queue
+        that has one clock (SQLite) or has not read the server's yet.
+
+        >>> print(open_queue(":memory:").clock_offset)
+        None
+        """
+        return None
+
+    def _now(self, tx: Tx) -> float:
+        """ "Now" inside transaction ``tx``, read once the rows it decides on are locked."""
+        return self._clock()
 
     @abc.abstractmethod
     def _transaction(self, *, write: bool = True) -> AbstractContextManager[Tx]:
@@ -156,7 +182,7 @@ class Queue(abc.ABC):
         deps = sorted(set(depends_on))  # one global lock order: no deadlocks between enqueues
 
         def run(tx: Tx) -> Ticket:
-            now = self._clock()
+            now = self._now(tx)
             waiting: list[str] = []
             doomed: list[str] = []
             for dep in deps:
@@ -227,7 +253,7 @@ class Queue(abc.ABC):
                 return None
             # The clock is read once the row is locked: a claim that waited behind a stalled
             # database must not commit a lease that already expired (chaos seed 20).
-            now = self._clock()
+            now = self._now(tx)
             s = session
             lease_params = (worker, now + lease_ttl_s, now, now)
             session_params = (s.session_name, s.pid, s.pgid, s.proc_start_time, s.host)
@@ -449,7 +475,7 @@ class Queue(abc.ABC):
 
         def run(tx: Tx) -> Ticket | FencedError:
             row = tx.one(sql.LOCK_FULL_TICKET, (ticket_id,))
-            now = self._clock()  # after the lock: time spent waiting for it counts
+            now = self._now(tx)  # after the lock: time spent waiting for it counts
             if row is None:
                 raise self._unknown(tx, ticket_id)
             before = _ticket(row)
@@ -532,7 +558,7 @@ class Queue(abc.ABC):
 
         def run(tx: Tx) -> Ticket:
             row = tx.one(sql.LOCK_FULL_TICKET, (ticket_id,))
-            now = self._clock()  # after the lock: time spent waiting for it counts
+            now = self._now(tx)  # after the lock: time spent waiting for it counts
             if row is None:
                 raise self._unknown(tx, ticket_id)
             before = _ticket(row)
@@ -608,7 +634,7 @@ class Queue(abc.ABC):
 
         def run(tx: Tx) -> T | FencedError:
             row = tx.one(sql.LOCK_LEASED, (lease.ticket_id, lease.epoch))
-            now = self._clock()  # after the lock: time spent waiting for it counts
+            now = self._now(tx)  # after the lock: time spent waiting for it counts
             if row is not None:
                 return body(tx, _ticket(row), now)
             return self._reject(tx, lease.ticket_id, lease.epoch, lease.worker, action, now)
@@ -751,12 +777,22 @@ _URL_FORMS = "a SQLite file path, sqlite:///ABS/PATH, or postgresql://user@host:
 
 
 def open_queue(
-    url: str | os.PathLike[str], *, clock: Clock = time.time, create: bool = True
+    url: str | os.PathLike[str],
+    *,
+    clock: Clock = time.time,
+    create: bool = True,
+    server_clock: bool = True,
 ) -> Queue:
     """Open (creating the schema if needed) the queue at ``url``.
 
     With ``create=False`` (inspecting callers) nothing is created: a queue whose file, tables
     or PostgreSQL schema do not exist raises :class:`~executor.NoQueueError` instead.
+
+    A PostgreSQL queue stamps and compares every time in the database server's clock, so
+    workers whose clocks disagree still agree on their leases; ``clock`` is then this host's
+    clock, only measured against the server's (:attr:`Queue.clock_offset`). With
+    ``server_clock=False`` it uses ``clock`` as it is, like SQLite always does: for tests
+    that pin time exactly, and for the doctor, which judges leases at its own ``now``.
 
     Accepted forms: a SQLite file path (``":memory:"`` for a private in-memory queue),
     ``sqlite:///ABS/PATH``, or ``postgresql://user@host:port/db`` (``postgres://`` too; libpq
@@ -776,7 +812,7 @@ def open_queue(
     if text.startswith(("postgresql://", "postgres://")):
         from executor._postgres import PostgresQueue
 
-        return PostgresQueue(text, clock=clock, create=create)
+        return PostgresQueue(text, clock=clock, create=create, server_clock=server_clock)
     if text.startswith("sqlite://"):
         text = text.removeprefix("sqlite://")
         if not text.startswith("/"):

@@ -222,6 +222,12 @@ def reap(
 ) -> list[Reclaim]:
     """One reaper pass over the queue; returns what it reclaimed.
 
+    Leases are aged in the queue's clock (:meth:`Queue.now`: the database server's for
+    PostgreSQL), the clock they were stamped in, never in this host's: a worker whose clock
+    disagrees with the reaper's keeps its live lease and loses a dead one on time. ``clock``
+    is this host's clock, for what the pass writes into run directories (``final.json``,
+    ``run_failed``), whose other events the workers stamp with theirs.
+
     >>> from executor._queue import open_queue, SessionInfo
     >>> q = open_queue(":memory:", clock=lambda: 1000.0)
     >>> _ = q.enqueue("t", "/p.dot")
@@ -230,7 +236,7 @@ def reap(
     ['todo']
     """
     host = host or socket.gethostname()
-    now = clock()
+    now = queue.now()
     leased = queue.tickets(status=("claimed", "running"))
     expired = {t.id for t in queue.expired(now, claim_grace_s=config.claim_grace_s)}
     out: list[Reclaim] = []

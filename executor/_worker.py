@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from executor._clocks import ClockOffset
 from executor._config import ExecutorConfig
 from executor._errors import (
     BudgetError,
@@ -140,6 +141,29 @@ class _Fleet:
             if not self.why:
                 self.why = why
         self.doomed.set()
+
+
+class _ClockNotice:
+    """Says on stderr when this host's clock is off from the queue's database server's (more
+    than ``SKEW_NOTICE_S``): once when it goes off, again only after it came back. Leases are
+    safe either way (a PostgreSQL queue keeps them in the server's clock); the times this
+    worker writes into its run directories are its own clock's."""
+
+    def __init__(self) -> None:
+        self._off = False
+        self._lock = threading.Lock()
+
+    def check(self, offset: ClockOffset | None) -> None:
+        if offset is None:
+            return
+        with self._lock:
+            was, self._off = self._off, offset.skewed()
+            if self._off and not was:
+                _say(
+                    f"{offset.describe()}; leases are kept in the server's clock, but this "
+                    "worker stamps its run directories with its own: synchronize the clocks "
+                    "(NTP)"
+                )
 
 
 def _persist(
@@ -549,6 +573,7 @@ def run_ticket(
         lease = queue.claim(
             name, lease_ttl_s=config.lease_ttl_s, session=session, ticket_id=ticket_id
         )
+        _ClockNotice().check(queue.clock_offset)
         if lease is None:
             return None, stats
         stats.add(claimed=1)
@@ -647,8 +672,11 @@ def _reaper_loop(
     stop: threading.Event,
     stats: WorkerStats,
     clock: Clock,
+    notice: _ClockNotice,
 ) -> None:
-    """Reap every ``reaper_interval_s``; any error is logged and the next pass tries again."""
+    """Reap every ``reaper_interval_s``; any error is logged and the next pass tries again.
+
+    Each pass reads the queue's clock, so it also tells ``notice`` this host's offset."""
     queue: Queue | None = None
     told = ""
     try:
@@ -657,6 +685,7 @@ def _reaper_loop(
                 if queue is None:
                     queue = connect()
                 found = reap(queue, config, clock=clock)
+                notice.check(queue.clock_offset)
                 stats.add(reclaimed=len([r for r in found if r.status]))
                 told = ""
             except Exception as exc:
@@ -682,21 +711,28 @@ def _open_first(
     create: bool,
     wait: bool,
     stop: threading.Event,
-) -> None:
+) -> ClockOffset | None:
     """Open the queue once before any slot starts: a queue that cannot be reached is the
     caller's error (a bad URL, not a dead thread), raised here; with ``wait`` it is waited
-    for like any outage."""
+    for like any outage. Returns this host's clock offset to the queue's (None: one clock)."""
     if not wait:
-        opener(url, clock=clock, create=create).close()
-        return
-    first = _persist(
-        lambda: opener(url, clock=clock, create=create),
-        "open the queue",
-        config,
-        _Fleet(),
-        quit=stop,
-    )
-    if first is not None:
+        first: Queue | None = opener(url, clock=clock, create=create)
+    else:
+        first = _persist(
+            lambda: opener(url, clock=clock, create=create),
+            "open the queue",
+            config,
+            _Fleet(),
+            quit=stop,
+        )
+    if first is None:
+        return None
+    try:
+        first.now()  # a PostgreSQL queue measures the offset as it reads the server's clock
+        return first.clock_offset
+    except QueueError:
+        return None  # the slots ride out a database that blinked right now
+    finally:
         first.close()
 
 
@@ -768,9 +804,11 @@ def run_worker(
             "a thread, a database connection and a running pipeline); run more workers instead"
         )
     stop = stop or threading.Event()
-    _open_first(
+    notice = _ClockNotice()
+    offset = _open_first(
         url, config, opener=opener, clock=clock, create=create, wait=wait_for_database, stop=stop
     )
+    notice.check(offset)
     make_root(root)
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     stats = WorkerStats()
@@ -787,7 +825,10 @@ def run_worker(
         for i in range(concurrency)
     ]
     helper = threading.Thread(
-        target=_reaper_loop, args=(connect, config, stop, stats, clock), daemon=True, name="reaper"
+        target=_reaper_loop,
+        args=(connect, config, stop, stats, clock, notice),
+        daemon=True,
+        name="reaper",
     )
     if reaper:
         helper.start()

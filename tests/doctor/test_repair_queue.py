@@ -422,7 +422,7 @@ def test_reclaim_on_postgresql_journals_where_it_is_told(
     tmp_path: Path, clock: Clock, pg_schema: str
 ) -> None:
     url = f"{PG_URL}?options=-csearch_path%3D{pg_schema}"
-    with open_queue(url, clock=clock) as q:
+    with open_queue(url, clock=clock, server_clock=False) as q:
         t = q.enqueue("build", "/p/build.dot")
         q.claim("w1", lease_ttl_s=60, session=DEAD)
     clock.now += 600
@@ -435,7 +435,7 @@ def test_reclaim_on_postgresql_journals_where_it_is_told(
     (result,) = report.results
     assert result.outcome == "applied", result.message
     assert report.journal == str(journal.resolve() / JOURNAL)
-    with open_queue(url, clock=clock) as q:
+    with open_queue(url, clock=clock, server_clock=False) as q:
         after = q.get(t.id)
     assert (after.status, after.lease_epoch, after.crash_recoveries) == ("todo", 2, 1)
     (again,) = apply_queue_repairs(plan, config, journal=journal).results

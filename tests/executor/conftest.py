@@ -50,7 +50,10 @@ class Backend:
     error: type[Exception]  # what the driver raises
 
     def open(self, clock: FakeClock | None = None) -> Queue:
-        return open_queue(self.url) if clock is None else open_queue(self.url, clock=clock)
+        """The queue; with ``clock``, pinned to it exactly (PostgreSQL's too: no server clock)."""
+        if clock is None:
+            return open_queue(self.url)
+        return open_queue(self.url, clock=clock, server_clock=False)
 
     def open_existing(self) -> Queue:
         """Open the queue as inspecting commands do: never created."""

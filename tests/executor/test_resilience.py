@@ -495,10 +495,12 @@ def test_a_worker_whose_database_stays_away_exits_saying_why_and_its_succeeded_r
     assert "cannot continue" in str(worker.error) and "unavailable" in str(worker.error)
     assert "Traceback" not in capsys.readouterr().err
     private_pg.start()
-    with open_queue(pg_url) as q:
+    # The next reaper pass (here: once its lease expired, by a queue whose clock is that far
+    # ahead) keeps the succeeded run.
+    later = lambda: time.time() + PATIENT.lease_ttl_s + 1  # noqa: E731
+    with open_queue(pg_url, clock=later, server_clock=False) as q:
         assert q.get(tid).status == "running"  # the completion never reached the queue
-        # The next reaper pass (here: once its lease expired) keeps the succeeded run.
-        (reclaim,) = reap(q, PATIENT, clock=lambda: time.time() + PATIENT.lease_ttl_s + 1)
+        (reclaim,) = reap(q, PATIENT)
         assert reclaim.status == "done"
         assert _completions(q, tid) == ["claimed", "completed"]
 
@@ -567,13 +569,14 @@ def test_a_final_json_write_that_fails_once_is_tried_again_and_lands(
 def test_the_reaper_thread_logs_a_failed_pass_and_reclaims_at_a_later_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from executor._worker import _reaper_loop
+    from executor._worker import _ClockNotice, _reaper_loop
 
     home = tmp_path / "not-yet"  # the queue's directory does not exist at first
     url = str(home / "queue.db")
     stop, stats = threading.Event(), WorkerStats()
     thread = threading.Thread(
-        target=_reaper_loop, args=(lambda: open_queue(url), PATIENT, stop, stats, time.time)
+        target=_reaper_loop,
+        args=(lambda: open_queue(url), PATIENT, stop, stats, time.time, _ClockNotice()),
     )
     thread.start()
     seen: list[str] = []
