@@ -271,22 +271,21 @@ def worker_session(name: str) -> SessionInfo:
 
 
 class _LeaseKeeper:
-    """Heartbeats for one lease, and the self-fence watchdog that does not trust them."""
+    """Heartbeats for one lease, and the self-fence watchdog that does not trust them.
+
+    The watchdog times the silence with :func:`time.monotonic`, never with the wall clock: the
+    lease it races is kept in the queue's clock, and a wall clock stepped back (NTP, a resumed
+    VM) must not keep a worker that cannot heartbeat from fencing itself."""
 
     def __init__(
-        self,
-        connect: Connect,
-        lease: Lease,
-        config: ExecutorConfig,
-        clock: Clock,
-        stop: threading.Event,
+        self, connect: Connect, lease: Lease, config: ExecutorConfig, stop: threading.Event
     ) -> None:
         self.connect, self.lease, self.config = connect, lease, config
-        self.clock, self.stop = clock, stop
+        self.stop = stop
         self.cancel = threading.Event()
         self.fenced = threading.Event()
         self.done = threading.Event()
-        self.last_ok = clock()
+        self.last_ok = time.monotonic()
         self._threads = [
             threading.Thread(target=self._beat, daemon=True, name="lease-heartbeat"),
             threading.Thread(target=self._watch, daemon=True, name="lease-watchdog"),
@@ -313,7 +312,7 @@ class _LeaseKeeper:
                     queue.heartbeat(
                         self.lease, lease_ttl_s=self.config.lease_ttl_s, interval_s=interval
                     )
-                    self.last_ok = self.clock()
+                    self.last_ok = time.monotonic()
                 except FencedError:
                     # The reaper took the ticket: stop, and write nothing more for it.
                     self.fenced.set()
@@ -331,7 +330,7 @@ class _LeaseKeeper:
             if self.stop.is_set():
                 self.cancel.set()  # the worker is shutting down: cancel, then release
                 return
-            if self.clock() - self.last_ok > self.config.self_fence_s:
+            if time.monotonic() - self.last_ok > self.config.self_fence_s:
                 self.fenced.set()
                 self.cancel.set()
                 return
@@ -378,7 +377,7 @@ def _run_ticket(
     except FencedError:
         ctx.stats.add(fenced=1)
         return None
-    with _LeaseKeeper(ctx.connect, lease, ctx.config, ctx.clock, ctx.stop) as keeper:
+    with _LeaseKeeper(ctx.connect, lease, ctx.config, ctx.stop) as keeper:
         result, broken, refused = _run(ctx, lease, run_id, keeper.cancel, on_event)
     if keeper.fenced.is_set():
         ctx.stats.add(fenced=1)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from executor import ExecutorConfig, Queue, SessionInfo, Ticket, open_queue
@@ -76,12 +77,12 @@ def _waiting_pipeline(tmp: Path, go: Path) -> Path:
     return path
 
 
-def _spawn_worker(url: str, root: Path, skew_s: float) -> subprocess.Popen[str]:
-    """A real worker process whose every clock read is ``skew_s`` off the host's."""
+def _spawn_worker(url: str, root: Path, clock: str) -> subprocess.Popen[str]:
+    """A real worker process whose every clock read is the Python expression ``clock``."""
     fields = {k: getattr(CONFIG, k) for k in _FIELDS}
     code = textwrap.dedent(
         f"""
-        import signal, threading, time
+        import os, signal, threading, time
         from pathlib import Path
         from executor import ExecutorConfig
         from executor._worker import run_worker
@@ -89,7 +90,7 @@ def _spawn_worker(url: str, root: Path, skew_s: float) -> subprocess.Popen[str]:
         signal.signal(signal.SIGTERM, lambda *a: stop.set())
         config = ExecutorConfig(**{fields!r})
         run_worker({url!r}, Path({str(root)!r}), config, stop=stop, reaper=False,
-                   clock=lambda: time.time() + {skew_s!r})
+                   clock=lambda: {clock})
         """
     )
     return subprocess.Popen(
@@ -105,13 +106,14 @@ def _spawn_worker(url: str, root: Path, skew_s: float) -> subprocess.Popen[str]:
 def running(
     postgres_backend: Backend, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[tuple[Queue, Ticket, subprocess.Popen[str]]]:
-    """A worker process (its clock ``request.param`` seconds off, 0 without a param) running a
-    ticket whose stage waits; the reaper's queue (on this host's clock) beside it."""
-    skew = float(getattr(request, "param", 0.0))
+    """A worker process running a ticket whose stage waits, and the reaper's queue (on this
+    host's clock) beside it. The worker's clock is the expression ``request.param`` (``TMP``
+    in it is the test's directory), ``time.time()`` without one."""
+    clock = str(getattr(request, "param", "time.time()")).replace("TMP", str(tmp_path))
     go = tmp_path / "go"
     queue = postgres_backend.open()
     ticket = queue.enqueue("wait", str(_waiting_pipeline(tmp_path, go)))
-    worker = _spawn_worker(postgres_backend.url, tmp_path / "runs", skew)
+    worker = _spawn_worker(postgres_backend.url, tmp_path / "runs", clock)
     try:
         _wait(lambda: queue.get(ticket.id).status == "running")
         yield queue, queue.get(ticket.id), worker
@@ -119,19 +121,26 @@ def running(
         go.touch()  # the stage ends; a live worker completes the ticket
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
-        worker.communicate(timeout=30)
+        try:
+            worker.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # a failing test's worker: do not leave it behind
+            worker.kill()
+            worker.communicate()
         queue.close()
 
 
-def _passes_while_it_heartbeats(reaper: Queue, ticket: Ticket) -> int:
-    """Reaper passes, until the worker's heartbeats have gone on for two lease TTLs; every
-    pass must reclaim nothing. Returns how many passes there were."""
+def _passes_while_it_heartbeats(
+    reaper: Queue, ticket: Ticket, clock: Callable[[], float] = time.time
+) -> int:
+    """Reaper passes on ``clock`` (as a worker's reaper thread runs them: on the worker's
+    clock), until the worker's heartbeats have gone on for two lease TTLs; every pass must
+    reclaim nothing. Returns how many passes there were."""
     first = ticket.last_heartbeat_at
     assert first is not None
     passes = 0
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        assert reap(reaper, CONFIG) == [], f"pass {passes + 1} reclaimed a live lease"
+        assert reap(reaper, CONFIG, clock=clock) == [], f"pass {passes + 1} reclaimed a live lease"
         passes += 1
         last = reaper.get(ticket.id).last_heartbeat_at
         assert last is not None
@@ -151,7 +160,11 @@ def _finished_untouched(queue: Queue, ticket: Ticket, tmp_path: Path) -> None:
     assert "reclaimed" not in events and "fenced" not in events, events
 
 
-@pytest.mark.parametrize("running", [-SKEW_S], indirect=True)
+BEHIND = f"time.time() - {SKEW_S}"
+AHEAD = f"time.time() + {SKEW_S}"
+
+
+@pytest.mark.parametrize("running", [BEHIND], indirect=True, ids=["worker-behind"])
 def test_a_worker_whose_clock_runs_behind_by_more_than_the_ttl_keeps_its_lease_through_reaper_passes(  # noqa: E501
     running: tuple[Queue, Ticket, subprocess.Popen[str]], tmp_path: Path
 ) -> None:
@@ -170,14 +183,16 @@ def test_a_reaper_whose_clock_runs_ahead_by_more_than_the_ttl_takes_no_live_leas
     tmp_path: Path,
 ) -> None:
     _, ticket, _ = running
-    # A worker whose clock runs ahead is a reaper whose clock runs ahead.
-    with open_queue(postgres_backend.url, clock=lambda: time.time() + SKEW_S) as ahead:
-        assert _passes_while_it_heartbeats(ahead, ticket) >= 2
+    # A worker whose clock runs ahead is a reaper whose clock runs ahead: its reaper thread
+    # passes its clock to both the queue it opens and each pass.
+    clock = lambda: time.time() + SKEW_S  # noqa: E731
+    with open_queue(postgres_backend.url, clock=clock) as ahead:
+        assert _passes_while_it_heartbeats(ahead, ticket, clock) >= 2
     _finished_untouched(running[0], ticket, tmp_path)
 
 
 @pytest.mark.parametrize(
-    "running", [-SKEW_S, SKEW_S], indirect=True, ids=["worker-behind", "worker-ahead"]
+    "running", [BEHIND, AHEAD], indirect=True, ids=["worker-behind", "worker-ahead"]
 )
 def test_a_dead_worker_whose_clock_was_off_is_reclaimed_once_its_lease_ends_in_the_servers_clock(
     running: tuple[Queue, Ticket, subprocess.Popen[str]], postgres_backend: Backend
@@ -234,3 +249,26 @@ def test_a_postgres_queue_without_the_server_clock_keeps_the_injected_one_exactl
         lease = q.claim("w", lease_ttl_s=30, session=SESSION)
         assert lease is not None and lease.ticket.lease_expires_at == 1030.0
         assert q.clock_offset is None
+
+
+#: A clock stepped back an hour (NTP, a resumed VM) once the file ``TMP/step`` exists.
+STEPPED_BACK = "time.time() - (3600 if os.path.exists('TMP/step') else 0)"
+
+
+@pytest.mark.parametrize("running", [STEPPED_BACK], indirect=True, ids=["stepped-back"])
+def test_a_worker_whose_clock_steps_back_still_fences_itself_when_the_database_stalls(
+    running: tuple[Queue, Ticket, subprocess.Popen[str]],
+    postgres_backend: Backend,
+    tmp_path: Path,
+) -> None:
+    _, ticket, _ = running
+    assert ticket.run_path is not None
+    final = Path(ticket.run_path) / "final.json"
+    (tmp_path / "step").touch()  # the worker's clock is an hour behind from now on
+    with psycopg.connect(postgres_backend.url) as blocker:
+        # The ticket's row locked: every heartbeat waits, as behind a stalled database. The
+        # worker must notice the silence and stop its stage before its lease could expire.
+        blocker.execute("SELECT id FROM tickets WHERE id = %s FOR UPDATE", (ticket.id,))
+        _wait(final.exists, timeout=CONFIG.lease_ttl_s * 10)
+        blocker.rollback()
+    assert json.loads(final.read_text())["status"] == "canceled"
