@@ -15,6 +15,7 @@ import typing
 from rundoctor.lazy import lazy_exports as _lazy_exports
 
 if typing.TYPE_CHECKING:
+    from executor._clocks import ClockOffset
     from executor._config import ExecutorConfig
     from executor._errors import (
         BudgetError,
@@ -38,6 +39,7 @@ __all__ = [
     "BUSY_TIMEOUT_MS",
     "EVENTS",
     "BudgetError",
+    "ClockOffset",
     "Event",
     "ExecutorConfig",
     "ExecutorError",
@@ -73,6 +75,7 @@ __all__ = [
 _HOMES = {
     "BUSY_TIMEOUT_MS": "executor._sqlite",
     "BudgetError": "executor._errors",
+    "ClockOffset": "executor._clocks",
     "EVENTS": "executor._events",
     "Event": "executor._events",
     "ExecutorConfig": "executor._config",

@@ -1,13 +1,16 @@
 """``clock_skew``: a lease whose last heartbeat lies in the future of this host's clock.
 
-Workers write the queue's times with their own clocks. A worker whose clock runs ahead (or
-that records another unit than epoch seconds, such as milliseconds) leaves a *last
-heartbeat* (``last_heartbeat_at``, or ``claimed_at`` when NULL, as ``stale_lease`` reads it)
-after ``config.now``: such a lease has a negative age, so ``stale_lease`` can never fire on it,
-and its ``lease_expires_at``, from the same clock, makes every reaper wait that much longer to
-reclaim it should the worker die. Fires when the last heartbeat is more than
-``config.stale_lease_s`` ahead of ``config.now`` (the skew that would hide a dead worker for
-as long as ``stale_lease`` waits).
+The queue's times are stamped in the queue's clock: the writing worker's on SQLite, the
+database server's on PostgreSQL (``executor._clocks``; an executor from before that rule, or
+another writer, used its own). When that clock runs ahead of this host's (or the writer
+records another unit than epoch seconds, such as milliseconds) a lease's *last heartbeat*
+(``last_heartbeat_at``, or ``claimed_at`` when NULL, as ``stale_lease`` reads it) lies after
+``config.now``: the lease has a negative age here, so ``stale_lease`` can never fire on it; and
+when the worker's own clock stamped it, its ``lease_expires_at`` makes every reaper wait that
+much longer to reclaim it should the worker die. On PostgreSQL with current workers it means
+this host's clock runs behind the database server's, which blinds this host's lease ages alone.
+Fires when the last heartbeat is more than ``config.stale_lease_s`` ahead of ``config.now``
+(the skew that would hide a dead worker for as long as ``stale_lease`` waits).
 """
 
 from __future__ import annotations
@@ -55,10 +58,11 @@ def clock_skew(ctx: Context) -> list[Finding]:
                 summary=(
                     f"{ticket_label(ticket_id, title)} is {status} (worker {owner or 'unknown'}"
                     f"{where}) with its last heartbeat {duration_text(ahead)} ahead of this "
-                    "host's clock: its worker's clock runs ahead (or it records another unit "
-                    "than epoch seconds), so its lease cannot be aged — stale_lease stays "
-                    "silent and a reaper reclaims it late if the worker dies; synchronize the "
-                    "clocks (NTP)"
+                    "host's clock: the clock that stamped it runs ahead of this one (its "
+                    "worker's; on PostgreSQL the database server's) or it records another unit "
+                    "than epoch seconds, so its lease cannot be aged here — stale_lease stays "
+                    "silent, and a reaper reclaims it late if the worker dies and its own clock "
+                    "stamped it; synchronize the clocks (NTP)"
                 ),
                 scope="",
                 repair=None,
