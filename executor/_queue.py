@@ -100,7 +100,7 @@ class Queue(abc.ABC):
         return None
 
     def _now(self, tx: Tx) -> float:
-        """ "Now" inside transaction ``tx``, read once the rows it decides on are locked."""
+        """The time inside transaction ``tx``, read once the rows it decides on are locked."""
         return self._clock()
 
     @abc.abstractmethod
