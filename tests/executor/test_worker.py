@@ -237,3 +237,21 @@ def test_a_stalled_database_makes_the_worker_fence_itself_before_its_lease_expir
     assert fenced_after < FAST.self_fence_s + FAST.stage_grace_s + 1.0
     worker.terminate()
     worker.communicate(timeout=20)
+
+
+def test_the_clock_notice_speaks_once_each_time_this_hosts_clock_goes_off(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from executor import ClockOffset
+    from executor._worker import _ClockNotice
+
+    notice = _ClockNotice()
+    for offset in (None, ClockOffset(0.2, 0.001), ClockOffset(-90.0, 0.001)):
+        notice.check(offset)  # one clock, in sync, then 90 s ahead: one line
+    notice.check(ClockOffset(-91.0, 0.001))  # still off: nothing more
+    notice.check(ClockOffset(0.0, 0.001))  # back in sync, then off again: a second line
+    notice.check(ClockOffset(30.0, 0.001))
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2, lines
+    assert "this host's clock is 90 s ahead of the queue's database server" in lines[0]
+    assert "30 s behind" in lines[1] and lines[1].endswith("synchronize the clocks (NTP)")
