@@ -260,6 +260,16 @@ def _fleet_families(
         [({}, round(now, 3))],
         unit="seconds",
     )
+    w.family(
+        "rundoctor_scan_notes",
+        "gauge",
+        "What the scan says it left out under the roots, and what it could not cache "
+        "(doctor scan --json: fleet.root_notes, fleet.cache_notes), by kind.",
+        [
+            ({"kind": kind}, len(result.fleet.get(f"{kind}_notes") or ()))
+            for kind in ("root", "cache")
+        ],
+    )
     if last is not None:
         w.family(
             "rundoctor_fleet_last_progress_timestamp_seconds",

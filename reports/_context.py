@@ -528,7 +528,7 @@ class FleetContext:
     ``worst`` runs (``worst_left_out`` not shown); ``signatures`` (the Pareto of failure
     classes; ``failures`` in all, ``signatures_left_out`` classes not shown); ``idle_gaps``,
     longest first (``idle_gaps_left_out`` not shown); ``throughput`` of the queue, ``None``
-    when no queue was given.
+    when no queue was given; ``notes``, what the scan left out or could not cache.
     """
 
     roots: tuple[Text, ...]
@@ -547,3 +547,6 @@ class FleetContext:
     idle_gaps: tuple[IdleGapRow, ...]
     idle_gaps_left_out: int
     throughput: Throughput | None
+    #: What the scan says it left out or could not cache (``fleet.root_notes``, then
+    #: ``fleet.cache_notes``): runs not read, directories not looked into.
+    notes: tuple[Text, ...] = ()

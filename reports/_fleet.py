@@ -148,4 +148,7 @@ def fleet_context(scan: ScanResult, *, throughput: Throughput | None = None) -> 
         idle_gaps=tuple(gaps[:MAX_IDLE_GAPS]),
         idle_gaps_left_out=max(len(gaps) - MAX_IDLE_GAPS, 0),
         throughput=throughput,
+        notes=tuple(
+            Text(str(n)) for key in ("root_notes", "cache_notes") for n in fleet.get(key) or ()
+        ),
     )

@@ -84,7 +84,7 @@ def test_idle_seconds_count_from_the_latest_progress_of_any_run(fleet: Path) -> 
 def test_no_metric_carries_a_per_run_label(fleet: Path) -> None:
     samples = _parse(_doctor("metrics", "--root", str(fleet)).stdout)
     labels = {k for rows in samples.values() for lb, _ in rows for k in lb}
-    assert labels == {"state", "code", "severity"}
+    assert labels == {"state", "code", "severity", "kind"}  # kind: rundoctor_scan_notes
 
 
 def _sqlite(path: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -171,3 +171,16 @@ def test_the_json_document_holds_the_texts_families_and_samples(
     written = _doctor("metrics", "--root", str(fleet), "--json", "--out", str(out))
     assert (written.returncode, written.stdout) == (0, "")
     assert json.loads(out.read_text())["schema"] == "rundoctor.metrics/1"
+
+
+def test_the_scans_notes_are_counted_by_kind(fleet: Path, tmp_path: Path) -> None:
+    quiet = _parse(_doctor("metrics", "--root", str(fleet)).stdout)
+    assert {lb["kind"]: n for lb, n in quiet["rundoctor_scan_notes"]} == {"root": 0, "cache": 0}
+    # The same run in two groups: the second is left out, and the scan says so.
+    run = next(p for p in fleet.iterdir() if p.is_dir())
+    for group in ("a", "b"):
+        shutil.copytree(run, tmp_path / group / run.name)
+    noted = _parse(_doctor("metrics", "--root", str(tmp_path)).stdout)
+    notes = json.loads(_doctor("scan", "--json", "--root", str(tmp_path)).stdout)["fleet"]
+    assert len(notes["root_notes"]) == 1
+    assert {lb["kind"]: n for lb, n in noted["rundoctor_scan_notes"]} == {"root": 1, "cache": 0}
