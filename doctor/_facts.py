@@ -210,11 +210,13 @@ _COUNTS_SQL = f"""
                list(DISTINCT event) AS kinds
         FROM named GROUP BY run_id, scope, top, hb, kind"""
 # Per scope: its last node (the row's time and seq, to take the run's latest), its failed or
-# retried ends and the status of its last end.
+# retried ends (an output_contract_violated fails the success-like end it follows) and the
+# status of its last end.
 _MARKS_SQL = f"""
         SELECT run_id, scope, max(seq) FILTER (WHERE {NODE_SQL} IS NOT NULL),
                arg_max({NODE_SQL}, seq) FILTER (WHERE {NODE_SQL} IS NOT NULL),
-               count(*) FILTER (WHERE event = 'stage_attempt_end' AND status IN ('fail', 'retry')),
+               count(*) FILTER (WHERE (event = 'stage_attempt_end' AND status IN ('fail', 'retry'))
+                                OR event = 'output_contract_violated'),
                arg_max(status, seq) FILTER (WHERE event = 'stage_attempt_end'),
                epoch_ns(arg_max(ts, seq) FILTER (WHERE {NODE_SQL} IS NOT NULL))
         FROM progress_events GROUP BY ALL"""

@@ -5,7 +5,8 @@ table          rows
 =============  ==========================================================================
 ``events``     one per event line: run_id, scope, seq, ts, event, node_id, attempt, status,
                failure_reason, … and ``raw`` (the whole line) when ingested with raw lines
-``attempts``   one per ``stage_attempt_start``, paired with its ``stage_attempt_end``
+``attempts``   one per ``stage_attempt_start``, paired with its ``stage_attempt_end`` (an
+               ``output_contract_violated`` after it makes its status ``fail``)
 ``files``      one per artifact read: kind, size, mtime, whether it parsed and why not
 ``runs``       one per run directory: path, layout, owner pid
 ``torn``       one per line or file that does not parse
@@ -106,7 +107,8 @@ WITH marks AS (
                PARTITION BY stream_id, node_id ORDER BY rowid ROWS UNBOUNDED PRECEDING
            )::BIGINT AS start_no
     FROM events_base
-    WHERE event IN ('stage_attempt_start', 'stage_attempt_end') AND node_id IS NOT NULL
+    WHERE event IN ('stage_attempt_start', 'stage_attempt_end', 'output_contract_violated')
+      AND node_id IS NOT NULL
 ),
 ends AS (
     SELECT stream_id, node_id, start_no,
@@ -115,15 +117,29 @@ ends AS (
            arg_min(failure_class, seq) AS failure_class
     FROM marks WHERE event = 'stage_attempt_end' AND start_no > 0
     GROUP BY ALL
+),
+-- An attempt that ended success-like without the node's declared outputs: Kilroy writes
+-- output_contract_violated right after its stage_attempt_end and the outcome is fail.
+violated AS (
+    SELECT stream_id, node_id, start_no, arg_min(failure_reason, seq) AS failure_reason
+    FROM marks WHERE event = 'output_contract_violated' AND start_no > 0
+    GROUP BY ALL
 )
 SELECT st.run_id, st.scope, s.node_id, s.attempt, s.start_no, s.seq AS start_seq,
        s.ts AS start_ts, e.end_seq, e.end_ts,
        (epoch_ns(e.end_ts) - epoch_ns(s.ts)) / 1e9 AS duration_s,
-       e.status, e.failure_reason, e.failure_class, s.epoch, s.stream_id
+       CASE WHEN v.start_no IS NOT NULL AND e.end_seq IS NOT NULL THEN 'fail' ELSE e.status END
+           AS status,
+       CASE WHEN v.start_no IS NOT NULL AND e.end_seq IS NOT NULL
+            THEN coalesce(v.failure_reason, e.failure_reason) ELSE e.failure_reason END
+           AS failure_reason,
+       e.failure_class, s.epoch, s.stream_id
 FROM marks s
 JOIN streams st ON st.stream_id = s.stream_id
 LEFT JOIN ends e
   ON e.stream_id = s.stream_id AND e.node_id = s.node_id AND e.start_no = s.start_no
+LEFT JOIN violated v
+  ON v.stream_id = s.stream_id AND v.node_id = s.node_id AND v.start_no = s.start_no
 WHERE s.event = 'stage_attempt_start'
 """
 _ATTEMPTS_VIEW = "CREATE OR REPLACE VIEW attempts AS " + _ATTEMPTS_SQL

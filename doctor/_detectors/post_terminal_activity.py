@@ -5,8 +5,13 @@ only; the latest in time over its top-level streams) and the ``timestamp`` of it
 ``final.json`` (every build; the top-level one it wrote last). Kilroy writes ``final.json``
 first, then ``run.tgz``, then ``git_push_*`` events and the terminal event (format doc §1.2,
 §2.7, §2.8), so those events are allowed after final.json's timestamp; nothing is allowed
-after the last terminal event. For Kilroy branches (which have no final.json) the run's
-final.json is the reference; native branches have their own.
+after the last terminal event. More of that terminal bookkeeping writes events: the graph's
+declared ``outputs`` are copied after final.json, a missing one reported as a ``warning``
+(real run ``graph_outputs``). So every event of a stream between final.json's time and the
+terminal event that closes it (the stream's first at or after that time) belongs to the
+ending, whatever its name; an event after final.json with no terminal event after it (older
+builds) is activity unless it is one of the ``git_push_*`` events. For Kilroy branches (which
+have no final.json) the run's final.json is the reference; native branches have their own.
 
 A resume of a run that had already ended is not activity: ``kilroy attractor resume`` first
 materializes the run's inputs again (``input_materialization_*``, ``scope: "resume"``; and runs
@@ -50,14 +55,24 @@ WITH refs AS (
     SELECT unnest($runs) AS run_id, unnest($scopes) AS scope, unnest($finals) AS final_ns
 ),
 terminal AS ({_LAST_TERMINAL_SQL}),
+-- The terminal event that closes final.json in each scope: the first at or after its time.
+closing AS (
+    SELECT e.run_id, e.scope, min(e.seq) AS seq
+    FROM events e JOIN refs r ON r.run_id = e.run_id AND r.scope = e.scope
+    WHERE e.event IN ('run_completed', 'run_failed') AND r.final_ns IS NOT NULL
+      AND epoch_ns(e.ts) >= r.final_ns
+    GROUP BY ALL
+),
 after AS (
     SELECT e.run_id, e.scope, e.seq, e.ts, e.event, e.node_id
     FROM events e
     LEFT JOIN terminal t ON t.run_id = e.run_id AND t.scope = e.scope
     LEFT JOIN refs r ON r.run_id = e.run_id AND r.scope = e.scope
+    LEFT JOIN closing c ON c.run_id = e.run_id AND c.scope = e.scope
     WHERE ((t.seq IS NOT NULL AND e.seq > t.seq)
            OR (r.final_ns IS NOT NULL AND epoch_ns(e.ts) > r.final_ns
-               AND e.event NOT IN {_ALLOWED_AFTER_FINAL}))
+               AND e.event NOT IN {_ALLOWED_AFTER_FINAL}
+               AND NOT coalesce(e.seq < c.seq, false)))
       AND NOT {_RESUME_PREAMBLE_SQL}
 )
 SELECT run_id, scope, count(*), count(*) FILTER (WHERE NOT {HEARTBEAT_SQL}),
