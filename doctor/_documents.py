@@ -125,6 +125,8 @@ class RunDocuments:
     run_config: Document | None = None
     pid: int | None = None
     pid_start_time: int | None = None
+    #: When the owner ``pid`` took the run (run.lock.json's ``acquired_at``, epoch ns).
+    owner_since: int | None = None
     documents: list[Document] = field(default_factory=list)
     #: Artifacts that could not be read as written (not regular files, names that are not
     #: UTF-8, duplicate keys, streams over the budget): ``unreadable_artifact`` findings.
@@ -505,6 +507,13 @@ def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> 
     return out
 
 
+def _parse_time(value: Any) -> int | None:
+    """An RFC 3339 time recorded in a document, as epoch ns (None if it is not one)."""
+    from doctor._facts import parse_iso  # doctor._facts reads RunDocuments
+
+    return parse_iso(value) if isinstance(value, str) else None
+
+
 def read_documents(run: RunLayout) -> RunDocuments:
     """Read every JSON document of a run (never raises for bad content)."""
     docs = RunDocuments(run.run_id, run.path, run.layout, scopes={})
@@ -523,6 +532,7 @@ def read_documents(run: RunLayout) -> RunDocuments:
             # A start time is clock ticks since boot: bounded like the pid, never huge.
             ok = isinstance(start, int) and not isinstance(start, bool) and 0 <= start < 2**62
             docs.pid_start_time = start if ok else None
+            docs.owner_since = _parse_time(lock.get("acquired_at"))
     if docs.pid is None:
         docs.pid = _read_pid(run.run_pid, bad)
     for scope in run.scopes:

@@ -511,6 +511,7 @@ def _run_facts(run_id: str, docs: RunDocuments, rows: _FleetRows, config: Doctor
         last_event=last_event,
         stall_timeout_s=stall,
         now=config.now,
+        owner_since=docs.owner_since,
     )
     facts["branches"] = _branch_facts(
         docs, rows, run_id, _Liveness(alive=alive, stall=stall, now=config.now)
@@ -944,17 +945,25 @@ def run_state(
     last_event: int | None,
     stall_timeout_s: float,
     now: float,
+    owner_since: int | None = None,
 ) -> str:
-    """The run's state, FINDINGS.md's rules with two readings made explicit.
+    """The run's state, FINDINGS.md's rules with three readings made explicit.
 
     * A dead owner means ``orphaned`` even within the stall timeout: nobody is left to write
       ``final.json``.
     * An unknown owner past the stall timeout is ``stalled`` while something (heartbeats)
       still arrives within the timeout, and ``orphaned`` when nothing does.
+    * A live owner that took the run (``owner_since``, epoch ns: run.lock.json's
+      ``acquired_at``) within the stall timeout is ``running``, though no progress came yet:
+      Kilroy runs its preflight, workspace setup and input materialization before its first
+      event, and a resume before its first new one (real run ``starting``).
 
     >>> run_state(final_status="success", owner_alive=None, last_progress=None,
     ...           last_event=None, stall_timeout_s=600, now=0)
     'succeeded'
+    >>> run_state(final_status=None, owner_alive=True, last_progress=None, last_event=None,
+    ...           stall_timeout_s=600, now=100, owner_since=99 * 10**9)
+    'running'
     """
     if final_status in TERMINAL_STATUSES:
         return {"success": "succeeded", "fail": "failed", "canceled": "canceled"}[final_status]
@@ -964,7 +973,7 @@ def run_state(
     def fresh(ns: int | None) -> bool:
         return ns is not None and now - ns / 1e9 <= stall_timeout_s
 
-    if fresh(last_progress):
+    if fresh(last_progress) or (owner_alive and fresh(owner_since)):
         return "running"
     if owner_alive:
         return "stalled"

@@ -289,6 +289,7 @@ def _clock_inputs(
             "final_status": final.get("status") if rf.get("final_json") and final else None,
             "pid": docs.pid,
             "start_time": docs.pid_start_time,
+            "owner_since": docs.owner_since,
             "stall": stall,
             "last_progress": parse_iso(rf.get("last_progress_at")),
             "last_event": parse_iso(rf.get("last_event_at")),
@@ -361,7 +362,16 @@ def at_clock(outcome: RunOutcome, config: DoctorConfig) -> RunOutcome | None:
             now=config.now,
         )
 
-    if state(clock["final_status"], clock["last_progress"], clock["last_event"]) != clock["state"]:
+    top = run_state(
+        final_status=clock["final_status"],
+        owner_alive=alive,
+        last_progress=clock["last_progress"],
+        last_event=clock["last_event"],
+        stall_timeout_s=stall,
+        now=config.now,
+        owner_since=clock.get("owner_since"),  # absent from older entries
+    )
+    if top != clock["state"]:
         return None
     for _scope, lp, le, status, fixed, was in clock["branches"]:
         if fixed is None and state(status, lp, le) != was:

@@ -8,10 +8,13 @@ first, then ``run.tgz``, then ``git_push_*`` events and the terminal event (form
 after the last terminal event. More of that terminal bookkeeping writes events: the graph's
 declared ``outputs`` are copied after final.json, a missing one reported as a ``warning``
 (real run ``graph_outputs``). So every event of a stream between final.json's time and the
-terminal event that closes it (the stream's first at or after that time) belongs to the
-ending, whatever its name; an event after final.json with no terminal event after it (older
-builds) is activity unless it is one of the ``git_push_*`` events. For Kilroy branches (which
-have no final.json) the run's final.json is the reference; native branches have their own.
+terminal event that closes it belongs to the ending, whatever its name. That event is the
+run's first terminal event at or after final.json's time in its top-level streams, if it
+says final.json's outcome (``run_completed`` for success): a resume's later one, or one in
+another stream, closes nothing of this final.json; an event after final.json with no
+terminal event after it (older builds) is activity unless it is one of the ``git_push_*``
+events. For Kilroy branches (which have no final.json) the run's final.json is the
+reference; native branches have their own.
 
 A resume of a run that had already ended is not activity: ``kilroy attractor resume`` first
 materializes the run's inputs again (``input_materialization_*``, ``scope: "resume"``; and runs
@@ -49,26 +52,35 @@ _LAST_TERMINAL_SQL = f"""
     SELECT run_id, scope, seq, event, ts FROM progress_events
     WHERE {TOP_SQL} AND event IN ('run_completed', 'run_failed')
     QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY ts DESC NULLS LAST, seq DESC) = 1"""
-# $runs/$scopes/$finals: each scope's reference final.json timestamp (epoch ns, NULL if none).
+_E_TOP_SQL = TOP_SQL.replace("scope", "e.scope")
+# $runs/$scopes/$finals/$statuses: each scope's reference final.json timestamp (epoch ns, NULL
+# if none) and status.
 _SQL = f"""
 WITH refs AS (
-    SELECT unnest($runs) AS run_id, unnest($scopes) AS scope, unnest($finals) AS final_ns
+    SELECT unnest($runs) AS run_id, unnest($scopes) AS scope, unnest($finals) AS final_ns,
+           unnest($statuses) AS final_status
 ),
 terminal AS ({_LAST_TERMINAL_SQL}),
--- The terminal event that closes final.json in each scope: the first at or after its time.
+-- The terminal event that closes final.json: the run's first at or after its time, in any
+-- top-level scope (a resume's later one in another scope closes nothing of this final.json),
+-- and only if it says the same outcome.
 closing AS (
-    SELECT e.run_id, e.scope, min(e.seq) AS seq
+    SELECT e.run_id, e.scope, e.seq, e.event, r.final_status
     FROM events e JOIN refs r ON r.run_id = e.run_id AND r.scope = e.scope
-    WHERE e.event IN ('run_completed', 'run_failed') AND r.final_ns IS NOT NULL
+    WHERE e.event IN ('run_completed', 'run_failed') AND {_E_TOP_SQL} AND r.final_ns IS NOT NULL
       AND epoch_ns(e.ts) >= r.final_ns
-    GROUP BY ALL
+    QUALIFY row_number() OVER (PARTITION BY e.run_id ORDER BY e.ts, e.seq) = 1
+),
+closes AS (
+    SELECT run_id, scope, seq FROM closing
+    WHERE (event = 'run_completed') = (final_status = 'success')
 ),
 after AS (
     SELECT e.run_id, e.scope, e.seq, e.ts, e.event, e.node_id
     FROM events e
     LEFT JOIN terminal t ON t.run_id = e.run_id AND t.scope = e.scope
     LEFT JOIN refs r ON r.run_id = e.run_id AND r.scope = e.scope
-    LEFT JOIN closing c ON c.run_id = e.run_id AND c.scope = e.scope
+    LEFT JOIN closes c ON c.run_id = e.run_id AND c.scope = e.scope
     WHERE ((t.seq IS NOT NULL AND e.seq > t.seq)
            OR (r.final_ns IS NOT NULL AND epoch_ns(e.ts) > r.final_ns
                AND e.event NOT IN {_ALLOWED_AFTER_FINAL}
@@ -91,7 +103,8 @@ def post_terminal_activity(ctx: Context) -> list[Finding]:
     terminal = {r: (e, ts) for r, e, ts in ctx.rows_of(ends, _TERMINAL_SQL)}
     if not terminal and all(ns is None for ns in finals):
         return []  # nothing ended: no event can come after an end (and no scan of them all)
-    rows = ctx.tables.sql(_SQL, runs=runs, scopes=scopes, finals=finals)
+    statuses = [_status(final_docs[key][0]) for key in zip(runs, scopes, strict=True)]
+    rows = ctx.tables.sql(_SQL, runs=runs, scopes=scopes, finals=finals, statuses=statuses)
 
     findings: list[Finding] = []
     for run_id, scope, n, n_progress, first_ns, first_event, first_node in rows:
@@ -155,6 +168,11 @@ def _ends(
             finals.append(ns)
             final_docs[(run_id, scope)] = (ref, ns)
     return runs, scopes, finals, final_docs
+
+
+def _status(final: Any) -> str | None:
+    status = final.get("status") if final is not None else None
+    return status if isinstance(status, str) else None
 
 
 def _advice(n_progress: int, alive: bool | None) -> tuple[Severity, str]:

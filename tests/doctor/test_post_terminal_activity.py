@@ -79,6 +79,39 @@ def test_git_push_and_the_terminal_event_may_follow_final_json(tmp_path: Path) -
     assert _findings(run) == []
 
 
+def test_the_ending_s_own_events_before_its_terminal_event_are_not_activity(
+    tmp_path: Path,
+) -> None:
+    # Real run graph_outputs: the outputs are copied after final.json, a missing one warned
+    # of, then run_completed.
+    run = _run(tmp_path)
+    top = run.stream()
+    _attempt(top, "write", 1)
+    run.final("success", at=5.5)
+    top.emit("warning", 5.6, message='output: declared output "missing.txt" not found')
+    top.emit("run_completed", 5.7, status="success")
+
+    assert _findings(run) == []
+
+
+def test_events_after_final_json_before_a_terminal_event_of_another_outcome_are_activity(
+    tmp_path: Path,
+) -> None:
+    # The run_completed is a later process's (it did not rewrite final.json): what came before
+    # it is that process's work, not the failed run's ending.
+    run = _run(tmp_path)
+    top = run.stream()
+    _attempt(top, "build", 1, "fail")
+    run.final("fail", "exit status 1", at=5.2)
+    _attempt(top, "build", 600)
+    top.emit("run_completed", 605, status="success")
+
+    [finding] = _findings(run)
+
+    assert finding.evidence["first_after_event"] == "stage_attempt_start"
+    assert finding.evidence["events_after"] == 2
+
+
 def test_anything_after_the_last_terminal_event_is_reported(tmp_path: Path) -> None:
     run = _run(tmp_path)
     top = run.stream()

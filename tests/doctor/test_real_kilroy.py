@@ -206,6 +206,53 @@ def test_a_live_run_sleeping_before_a_retry_is_running_with_nothing_to_report(
     assert result["findings"] == [], _show(result["findings"])
 
 
+#: What Kilroy has written into a run directory before its first event: it takes the run
+#: (run.pid, run.lock.json), writes its config and runs its preflight; the worktree, the
+#: manifest and progress.ndjson come after (about 20 ms later on this machine).
+_BEFORE_THE_FIRST_EVENT = ("run.pid", "run.lock.json", "run_config.json", "preflight_report.json")
+
+
+@pytest.mark.skipif(not KILROY_RUN.exists(), reason="the real Kilroy engine is not installed")
+def test_a_run_whose_live_owner_took_it_within_the_stall_timeout_is_starting_not_stalled(
+    tmp_path: Path,
+) -> None:
+    # The window before Kilroy's first event is too short to diagnose in reliably, so the
+    # files Kilroy wrote in it are diagnosed beside the run, its owner alive and working.
+    live, copy = tmp_path / "live", tmp_path / "copy"
+    starting = copy / "starting"
+    starting.mkdir(parents=True)
+    logs = live / "starting"
+    with subprocess.Popen(
+        [str(KILROY_RUN), str(RUNS.parent / "graphs" / "long_stage.dot"), "starting", str(live)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
+        try:
+            while '"build"' not in _text(logs / "progress.ndjson"):
+                assert proc.poll() is None, "kilroy ended before build started"
+                time.sleep(0.1)
+            for name in _BEFORE_THE_FIRST_EVENT:
+                shutil.copy2(logs / name, starting / name)
+            config = DoctorConfig(roots=(copy,))
+            acquired = json.loads((starting / "run.lock.json").read_text())["acquired_at"]
+            took = (parse_iso(acquired) or 0) / 1e9
+            result = diagnose("starting", config.with_now(took + 5)).to_json()
+            assert result["state"] == "running", _show(result["findings"])
+            assert result["findings"] == [], _show(result["findings"])
+            stall = result["facts"]["stall_timeout_s"]
+            late = diagnose("starting", config.with_now(took + stall + 5)).to_json()
+            assert late["state"] == "stalled"
+            assert [f["code"] for f in late["findings"]] == ["missing_final"]
+        finally:
+            kilroy = psutil.Process(int((logs / "run.pid").read_text()))
+            stages = kilroy.children(recursive=True)
+            kilroy.kill()
+            for p in stages:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.kill()
+            proc.wait(timeout=60)
+
+
 def _text(path: Path) -> str:
     try:
         return path.read_text(errors="replace")
