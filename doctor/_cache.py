@@ -57,6 +57,7 @@ from doctor._layout import (
     PROGRESS,
     RUN_CONFIG,
     RUN_LOCK,
+    RUN_OUT,
     RUN_PID,
     RunLayout,
     stage_dirs,
@@ -239,6 +240,8 @@ def fingerprint(layout: RunLayout) -> dict[str, list[int]]:
     top = str(layout.path)
     for name in (MANIFEST, RUN_CONFIG, RUN_PID, RUN_LOCK, GRAPH_DOT):  # the run's own documents
         add_listed(top, name)
+    if not listing(top).may_hold(PROGRESS) or _stat(os.path.join(top, PROGRESS)) is None:
+        add_listed(top, RUN_OUT)  # read only for a run without events (never started)
     for scope in layout.scopes:
         folder = str(scope.path)
         for name in (PROGRESS, FINAL, CHECKPOINT, LIVE):

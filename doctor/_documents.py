@@ -127,6 +127,9 @@ class RunDocuments:
     pid_start_time: int | None = None
     #: When the owner ``pid`` took the run (run.lock.json's ``acquired_at``, epoch ns).
     owner_since: int | None = None
+    #: The last lines of a detached run's ``run.out``, read only when the run has no event
+    #: stream: what Kilroy said when it gave up before its first event.
+    run_out_tail: tuple[str, ...] = ()
     documents: list[Document] = field(default_factory=list)
     #: Artifacts that could not be read as written (not regular files, names that are not
     #: UTF-8, duplicate keys, streams over the budget): ``unreadable_artifact`` findings.
@@ -537,7 +540,34 @@ def read_documents(run: RunLayout) -> RunDocuments:
         docs.pid = _read_pid(run.run_pid, bad)
     for scope in run.scopes:
         docs.scopes[scope.scope] = _scope_documents(run, scope, docs)
+    if not docs.scopes.get("", ScopeDocuments("", run.path)).progress_size:
+        docs.run_out_tail = _read_tail(run.run_out)
     return docs
+
+
+#: At most this much of run.out is read: a run that never started printed a few lines.
+_RUN_OUT_MAX = 64 << 10
+_RUN_OUT_LINES = 5
+
+
+def _read_tail(path: Path) -> tuple[str, ...]:
+    """The last non-blank lines of ``path`` (a regular file of at most 64 KiB), else none.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     out = Path(d, "run.out")
+    ...     _ = out.write_bytes(b"no providers\\nvalidation failed: x\\n  hint: y\\n\\n")
+    ...     _read_tail(out)
+    ('no providers', 'validation failed: x', '  hint: y')
+    """
+    try:
+        _st, data, _why = read_regular(path, _RUN_OUT_MAX)
+    except OSError:
+        return ()
+    if data is None:
+        return ()
+    lines = [ln.rstrip() for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]
+    return tuple(ln[:500] for ln in lines[-_RUN_OUT_LINES:])
 
 
 def checkpoint_fields(doc: Document | None) -> Mapping[str, Any]:

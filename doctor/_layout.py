@@ -53,6 +53,8 @@ MANIFEST = "manifest.json"
 RUN_CONFIG = "run_config.json"
 RUN_PID = "run.pid"
 RUN_LOCK = "run.lock.json"
+#: A detached run's (``kilroy attractor run --detach``) standard output and error.
+RUN_OUT = "run.out"
 #: The graph the run executes (a Kilroy run copies it into its logs root).
 GRAPH_DOT = "graph.dot"
 STATUS = "status.json"
@@ -175,6 +177,10 @@ class RunLayout:
     @property
     def run_lock(self) -> Path:
         return self.path / RUN_LOCK
+
+    @property
+    def run_out(self) -> Path:
+        return self.path / RUN_OUT
 
     @property
     def graph(self) -> Path:

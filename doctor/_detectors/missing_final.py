@@ -154,7 +154,16 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
     idle = _idle(ctx.config.now, last)
     nodes = seen.top_open.get(run_id, [])
     where = f" with {more(nodes, 3)} still open" if nodes else ""
-    if state == "orphaned":
+    said = _gave_up(docs.run_out_tail) if last is None else None
+    if state == "orphaned" and said is not None:
+        severity, repair = Severity.CRITICAL, "terminalize"
+        summary = (
+            f"The run has no final.json and its {_owner(pid, alive)}: Kilroy gave up before "
+            f"its first event, its run.out ending with {said!r}; fix that and start the run "
+            "again, and terminalize this one (write final.json with status fail) so that "
+            "nothing waits for it"
+        )
+    elif state == "orphaned":
         severity, repair = Severity.CRITICAL, "terminalize"
         summary = (
             f"The run has no final.json and its {_owner(pid, alive)}: nothing has "
@@ -169,6 +178,9 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
             f"while its {_owner(pid, alive)}; inspect the owner and stop it so that it "
             "terminalizes"
         )
+    evidence = _evidence(last, idle, facts, nodes, state, final=docs.final)
+    if last is None and docs.run_out_tail:
+        evidence["run_out_tail"] = list(docs.run_out_tail)
     return Finding(
         code="missing_final",
         severity=severity,
@@ -177,8 +189,21 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
         scope="",
         node_id=nodes[-1] if nodes else None,
         repair=repair,
-        evidence=_evidence(last, idle, facts, nodes, state, final=docs.final),
+        evidence=evidence,
     )
+
+
+def _gave_up(tail: tuple[str, ...]) -> str | None:
+    """What a run that never wrote an event said last on its run.out: the last line that is
+    not an indented continuation (Kilroy indents its ``hint:`` lines).
+
+    >>> _gave_up(("no providers", "validation failed: x", "  hint: y"))
+    'validation failed: x'
+    >>> _gave_up(()) is None
+    True
+    """
+    heads = [line for line in tail if not line[:1].isspace()] or list(tail)
+    return heads[-1] if heads else None
 
 
 def _branch_findings(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) -> list[Finding]:
