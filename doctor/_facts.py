@@ -217,7 +217,9 @@ _MARKS_SQL = f"""
                arg_max({NODE_SQL}, seq) FILTER (WHERE {NODE_SQL} IS NOT NULL),
                count(*) FILTER (WHERE (event = 'stage_attempt_end' AND status IN ('fail', 'retry'))
                                 OR event = 'output_contract_violated'),
-               arg_max(status, seq) FILTER (WHERE event = 'stage_attempt_end'),
+               arg_max(CASE WHEN event = 'output_contract_violated' THEN 'fail' ELSE status END,
+                       seq) FILTER (WHERE event IN ('stage_attempt_end',
+                                                    'output_contract_violated')),
                epoch_ns(arg_max(ts, seq) FILTER (WHERE {NODE_SQL} IS NOT NULL))
         FROM progress_events GROUP BY ALL"""
 # Per-node rows are cut to MAX_NODE_ROWS per run by :func:`_bounded` (keep / order).

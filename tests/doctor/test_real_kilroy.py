@@ -363,7 +363,9 @@ def _as_a_february_10_build_wrote_it(run: Path) -> None:
     progress.write_text("".join(json.dumps(e) + "\n" for e in events))
 
 
-@pytest.mark.parametrize("name", ["fanout_killed", "fanout_one_fails", "sigterm_mid_fanout"])
+@pytest.mark.parametrize(
+    "name", ["fanout_killed", "fanout_one_fails", "sigterm_mid_fanout", "fanout_output_contract"]
+)
 def test_branches_a_february_10_build_reported_done_by_branch_liveness_are_finished(
     tmp_path: Path, name: str
 ) -> None:
