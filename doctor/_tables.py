@@ -6,7 +6,8 @@ table          rows
 ``events``     one per event line: run_id, scope, seq, ts, event, node_id, attempt, status,
                failure_reason, … and ``raw`` (the whole line) when ingested with raw lines
 ``attempts``   one per ``stage_attempt_start``, paired with its ``stage_attempt_end`` (an
-               ``output_contract_violated`` after it makes its status ``fail``)
+               ``output_contract_violated`` after it makes its status ``fail``;
+               ``end_status`` keeps what the end event said)
 ``files``      one per artifact read: kind, size, mtime, whether it parsed and why not
 ``runs``       one per run directory: path, layout, owner pid
 ``torn``       one per line or file that does not parse
@@ -133,7 +134,7 @@ SELECT st.run_id, st.scope, s.node_id, s.attempt, s.start_no, s.seq AS start_seq
        CASE WHEN v.start_no IS NOT NULL AND e.end_seq IS NOT NULL
             THEN coalesce(v.failure_reason, e.failure_reason) ELSE e.failure_reason END
            AS failure_reason,
-       e.failure_class, s.epoch, s.stream_id
+       e.failure_class, s.epoch, s.stream_id, e.status AS end_status
 FROM marks s
 JOIN streams st ON st.stream_id = s.stream_id
 LEFT JOIN ends e

@@ -20,7 +20,11 @@ Two situations, both about the stage status file (format doc §4.5):
   the run's terminal reason, class ``canceled``) whatever the attempt said, e.g. a fan-out
   whose ``stage_attempt_end`` says ``partial_success``. The stop may have ended only the
   ``restart-N`` the node ran in: a resume goes on in the base directory and the run ends
-  there, while ``restart-N/final.json`` keeps the stop's reason.
+  there, while ``restart-N/final.json`` keeps the stop's reason. And an attempt that ended
+  success-like and then broke the node's output contract (``output_contract_violated``, a
+  ``fail`` in the stream) keeps the handler's own outcome in status.json until Kilroy records
+  the visit's (real run ``output_contract``, diagnosed while Kilroy sleeps before a retry):
+  status.json may say what the ``stage_attempt_end`` said.
 """
 
 from __future__ import annotations
@@ -71,7 +75,8 @@ GROUP BY ALL ORDER BY run_id, scope, min(end_seq)
 # The last attempt of every node in every scope.
 _LAST_SQL = """
 SELECT run_id, scope, node_id, arg_max(attempt, start_seq), arg_max(end_seq IS NULL, start_seq),
-       arg_max(status, start_seq), arg_max(failure_reason, start_seq)
+       arg_max(status, start_seq), arg_max(failure_reason, start_seq),
+       arg_max(end_status, start_seq)
 FROM attempts GROUP BY ALL
 """
 
@@ -195,7 +200,10 @@ def _disagreeing_status(ctx: Context) -> list[Finding]:
         for st in sd.statuses
     ):
         return findings  # no status.json to compare with the stream: no query to plan
-    last = {(r, s, n): (a, bool(o), st, fr) for r, s, n, a, o, st, fr in ctx.tables.sql(_LAST_SQL)}
+    last = {
+        (r, s, n): (a, bool(o), st, fr, raw)
+        for r, s, n, a, o, st, fr, raw in ctx.tables.sql(_LAST_SQL)
+    }
     for run_id, docs in sorted(ctx.tables.documents.items()):
         ending = facts_of(ctx.facts, run_id).get("terminal_reason")
         for scope, sd in sorted(docs.scopes.items()):
@@ -205,12 +213,14 @@ def _disagreeing_status(ctx: Context) -> list[Finding]:
                 row = last.get((run_id, scope, st.node_id))
                 if row is None:
                     continue  # the exit node runs without attempt events
-                attempt, is_open, ev_status, reason = row
+                attempt, is_open, ev_status, reason, raw_status = row
                 if is_open or ev_status is None:
                     continue  # the engine deletes status.json before an attempt; not ours yet
                 ev = str(ev_status).strip().lower()
                 if ev == st.status or (ev not in SUCCESS_LIKE and st.status in _GAVE_UP):
                     continue  # the same, or Kilroy's own record of an outcome it gave up on
+                if st.status == str(raw_status or "").strip().lower():
+                    continue  # the handler's outcome an output contract failed, mid-visit
                 if st.status == "fail" and st.failure_reason in _stops(ending, docs, scope):
                     continue  # Kilroy recorded the stop that ended the run (or restart) on the node
                 findings.append(

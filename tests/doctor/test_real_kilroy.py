@@ -210,6 +210,22 @@ def test_a_live_run_sleeping_before_a_retry_is_running_with_nothing_to_report(
     assert result["findings"] == [], _show(result["findings"])
 
 
+@pytest.mark.skipif(not KILROY_RUN.exists(), reason="the real Kilroy engine is not installed")
+def test_a_live_run_sleeping_before_retrying_a_broken_output_contract_has_nothing_to_report(
+    tmp_path: Path,
+) -> None:
+    # build/status.json still holds the handler's "success" while Kilroy sleeps: the stream's
+    # attempt failed by output_contract_violated is not a disagreement with it.
+    result = _diagnose_live(
+        tmp_path, "output_contract_retry_sleep.dot", "live_contract", '"stage_retry_sleep"'
+    )
+    assert result["state"] == "running"
+    assert result["findings"] == [], _show(result["findings"])
+    assert (
+        result["facts"]["failure_reasons"][0]["reason"] == "output contract: missing dist/app.bin"
+    )
+
+
 #: What Kilroy has written into a run directory before its first event: it takes the run
 #: (run.pid, run.lock.json), writes its config and runs its preflight; the worktree, the
 #: manifest and progress.ndjson come after (about 20 ms later on this machine).
