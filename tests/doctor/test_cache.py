@@ -545,6 +545,8 @@ def _every_named_file(layout: RunLayout) -> dict[str, list[int]]:
     from doctor._layout import stage_dirs
 
     paths = [layout.manifest, layout.run_config, layout.run_pid, layout.run_lock, layout.graph]
+    if not layout.top.progress.exists():  # read only for a run without events
+        paths.append(layout.run_out)
     for scope in layout.scopes:
         paths += [scope.progress, scope.final, scope.checkpoint, scope.live]
         for stage in stage_dirs(scope.path):
