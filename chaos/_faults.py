@@ -81,13 +81,26 @@ def select_faults(names: Iterable[str]) -> tuple[Fault, ...]:
 
 
 def parse_faults(text: str | None) -> tuple[str, ...]:
-    """``--faults a,b`` as names in catalog order (every fault for ``None``, ``""`` or ``all``).
+    """``--faults a,b`` as names in catalog order (every fault for ``None`` or ``all``).
+
+    A selection that names no fault (``""``, ``" , "``) is refused rather than read as "all":
+    an empty shell variable must not turn a one-fault campaign into an every-fault one.
 
     >>> parse_faults("torn_write, sigkill_stage")
     ('sigkill_stage', 'torn_write')
     >>> parse_faults(None) == fault_names()
     True
+    >>> parse_faults(" , ")
+    Traceback (most recent call last):
+    chaos._errors.UsageError: --faults ' , ' names no fault; give fault names separated by \
+commas (`doctor chaos faults` lists them), or leave --faults out to run all of them
     """
-    if text is None or text.strip() in ("", "all"):
+    if text is None or text.strip() == "all":
         return fault_names()
-    return tuple(f.name for f in select_faults(text.split(",")))
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UsageError(
+            f"--faults {text!r} names no fault; give fault names separated by commas "
+            "(`doctor chaos faults` lists them), or leave --faults out to run all of them"
+        )
+    return tuple(f.name for f in select_faults(names))

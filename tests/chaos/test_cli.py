@@ -53,6 +53,26 @@ def test_an_unknown_fault_is_one_red_line_and_exit_2(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # refused before anything ran
 
 
+@pytest.mark.parametrize("selection", ["", " , ", ","])
+def test_a_faults_selection_naming_no_fault_is_refused_not_read_as_all(
+    selection: str, tmp_path: Path
+) -> None:
+    done = run(
+        "-m", "doctor", "chaos", "run", "--seed", "1", "--faults", selection, "--out", str(tmp_path)
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--faults {selection!r} names no fault" in lines[0]
+    assert "leave --faults out to run all of them" in lines[0]
+    assert list(tmp_path.iterdir()) == []  # refused before anything ran
+
+
+def test_an_unknown_fault_beside_a_blank_entry_still_gets_did_you_mean(tmp_path: Path) -> None:
+    done = run("-m", "chaos", "run", "--seed", "1", "--faults", " ,torn_wrte,", "--out", str(tmp_path))
+    assert done.returncode == 2
+    assert "unknown fault 'torn_wrte' (did you mean 'torn_write'?)" in done.stderr
+
+
 def test_a_bad_duration_is_a_usage_error() -> None:
     done = run("-m", "chaos", "run", "--seed", "1", "--duration", "soon")
     assert done.returncode == 2 and "--duration: 'soon' is not a duration" in done.stderr
