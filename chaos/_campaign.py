@@ -39,7 +39,7 @@ from typing import Any
 import chaos
 from chaos._checkers import Verdict, check
 from chaos._collect import collect, prepare_db, prepare_out
-from chaos._config import CampaignConfig, plan_schedule, redact_url
+from chaos._config import CampaignConfig, plan_schedule
 from chaos._errors import CampaignError
 from chaos._faults import select_faults
 from chaos._history import FaultRecord, History, Meta, Planned, Recorder, WorkerRecord
@@ -47,6 +47,7 @@ from chaos._injection import DATABASE_FAULTS, Fault, Injection, WorkerHandle
 from chaos._workload import Pipeline, build_workload
 from executor import ExecutorConfig, ExecutorError, Queue, QueueError, Ticket, open_queue
 from rundoctor.clock import Clock
+from rundoctor.passwords import redact
 
 __all__ = ["CampaignResult", "run_campaign"]
 
@@ -297,7 +298,7 @@ def run_campaign(
         seed=config.seed,
         duration_s=config.duration_s,
         workers=config.workers,
-        db=redact_url(url if config.db is None else config.db),
+        db=redact(url if config.db is None else config.db, drop=True),
         faults=tuple(faults),
         schedule=schedule,
         bounds=config.bounds(),

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import doctor
-from chaos._config import CampaignConfig, redact_url
+from chaos._config import CampaignConfig
 from chaos._errors import CampaignError, UsageError
 from chaos._history import (
     FindingFact,
@@ -37,6 +37,7 @@ from chaos._history import (
 )
 from chaos._workload import Workload
 from executor import Queue, Ticket
+from rundoctor.passwords import redact
 
 __all__ = ["collect", "prepare_db", "prepare_out", "run_facts"]
 
@@ -97,8 +98,8 @@ def prepare_db(config: CampaignConfig, directory: Path) -> tuple[str, Callable[[
         return url, lambda: None
     if any(k == "schema" for k, _ in parse_qsl(url.partition("?")[2])):
         raise UsageError(
-            f"--db {redact_url(url)!r}: a campaign makes a schema of its own (chaos_<seed>_…) and "
-            "drops it after; pass the URL without schema=, or with "
+            f"--db {redact(url, drop=True)!r}: a campaign makes a schema of its own "
+            "(chaos_<seed>_…) and drops it after; pass the URL without schema=, or with "
             "options=-csearch_path%3DNAME to choose the schema yourself"
         )
     import psycopg

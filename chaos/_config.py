@@ -20,13 +20,13 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from chaos._errors import UsageError
 from chaos._faults import fault_names, select_faults
 from chaos._history import Bounds, Planned
 from executor import ExecutorConfig
 from rundoctor import durations
+from rundoctor.passwords import redact
 
 __all__ = [
     "CHAOS_EXECUTOR",
@@ -35,7 +35,6 @@ __all__ = [
     "format_duration",
     "parse_duration",
     "plan_schedule",
-    "redact_url",
 ]
 
 #: The executor's budgets under chaos: heartbeat 0.5 s × 2 < self-fence 1.5 s < lease 2.5 s.
@@ -79,31 +78,6 @@ def format_duration(seconds: float) -> str:
     ('1m', '20m', '2.5s')
     """
     return durations.format_duration(seconds)
-
-
-def redact_url(url: str) -> str:
-    """A database URL without its password, in the user part or the query (printed commands
-    never carry secrets).
-
-    >>> redact_url("postgresql://u:secret@db:5432/q"), redact_url("/tmp/q.db")
-    ('postgresql://u@db:5432/q', '/tmp/q.db')
-    >>> redact_url("postgresql://u@db/q?password=secret&sslmode=require")
-    'postgresql://u@db/q?sslmode=require'
-    """
-    if "://" not in url:
-        return url
-    head, sep, query = url.partition("?")
-    if sep:
-        kept = [part for part in query.split("&") if part.split("=", 1)[0].lower() != "password"]
-        url = head + ("?" + "&".join(kept) if kept else "")
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}@{host}" if parts.username else host
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,7 +135,7 @@ class CampaignConfig:
         args = ["doctor", "chaos", "run", "--seed", str(self.seed)]
         args += ["--duration", format_duration(self.duration_s), "--workers", str(self.workers)]
         if self.db is not None:
-            args += ["--db", redact_url(self.db)]
+            args += ["--db", redact(self.db, drop=True)]
         if self.db_control is not None:
             args += ["--db-control", self.db_control]
         if self.runs_tmpfs_mb is not None:

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chaos._config import redact_url
 from chaos._evidence import Verdict
 from chaos._faults import FAULTS
 from chaos._history import FaultRecord, QueueEvent, TicketRecord, to_json, to_line, write_history
@@ -32,6 +31,7 @@ from reports import (
     render_chaos,
 )
 from rundoctor.atomic import replace_file
+from rundoctor.passwords import redact
 
 if TYPE_CHECKING:
     from chaos._campaign import CampaignResult
@@ -76,7 +76,7 @@ def report_json(result: CampaignResult) -> dict[str, Any]:
         "duration_s": cfg.duration_s,
         "elapsed_s": round(result.elapsed_s, 3),
         "workers": cfg.workers,
-        "db": redact_url(meta.db) if meta is not None else "",
+        "db": redact(meta.db, drop=True) if meta is not None else "",
         "faults_selected": list(cfg.fault_list),
         "ok": result.ok,
         "replay": cfg.replay_command(),
@@ -126,7 +126,7 @@ def chaos_context(result: CampaignResult) -> ChaosContext:
         duration_s=cfg.duration_s,
         elapsed_s=round(result.elapsed_s, 3),
         workers=cfg.workers,
-        db=Text(redact_url(meta.db) if meta is not None else ""),
+        db=Text(redact(meta.db, drop=True) if meta is not None else ""),
         faults_selected=cfg.fault_list,
         ok=result.ok,
         violated=sum(1 for v in result.verdicts if not v.ok),

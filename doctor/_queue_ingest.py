@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sqlite3
 import stat
 from collections.abc import Callable, Iterable, Sequence
@@ -45,6 +44,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from doctor._errors import IngestError, RootError, UsageError
 from doctor._model import noun
 from doctor._tables import Tables
+from rundoctor.passwords import redact
 
 if TYPE_CHECKING:  # loaded when a queue is read: a diagnosis of one run needs no Arrow here
     import pyarrow as pa
@@ -77,7 +77,6 @@ _LOCKED = (
     "without waiting longer: run it again when that is done"
 )
 # libpq takes the password as a query parameter too (``?password=…``).
-_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
 _HINT = "pass --db the executor's queue: a SQLite file, sqlite:///ABS/PATH or postgresql://…"
 
 
@@ -117,43 +116,24 @@ def parse_queue_url(url: str) -> QueueSource:
             parts = urlsplit(text)
             parts.port  # noqa: B018 (a port that is not a number raises here, not later)
         except ValueError as exc:  # "Invalid IPv6 URL", "Port could not be cast …"
-            raise UsageError(f"--db {_redact(text)!r} is not a URL ({exc}); {_HINT}") from None
+            raise UsageError(f"--db {redact(text)!r} is not a URL ({exc}); {_HINT}") from None
         query = parse_qsl(parts.query, keep_blank_values=True)
         schemas = [v for k, v in query if k == "schema"]
         if any(not s for s in schemas) or len(schemas) > 1:
-            raise UsageError(f"--db {_redact(text)!r}: give schema= once, with a name")
+            raise UsageError(f"--db {redact(text)!r}: give schema= once, with a name")
         target = text
         if schemas:  # the URL as given but for schema=: urlunsplit would drop an empty host
             rest = urlencode([q for q in query if q[0] != "schema"])
             target = text.split("?", 1)[0] + (f"?{rest}" if rest else "")
-        return QueueSource("postgres", target, schemas[0] if schemas else None, _redact(target))
+        return QueueSource("postgres", target, schemas[0] if schemas else None, redact(target))
     if scheme == "sqlite":
         path = unquote(urlsplit(text).path)
         if not path:
             raise UsageError(f"--db {text!r} names no file; write sqlite:///ABS/PATH")
         return QueueSource("sqlite", path, None, path)
     if scheme:
-        raise UsageError(f"--db {_redact(text)!r}: unknown scheme {scheme!r}; {_HINT}")
+        raise UsageError(f"--db {redact(text)!r}: unknown scheme {scheme!r}; {_HINT}")
     return QueueSource("sqlite", text, None, text)
-
-
-def _redact(url: str) -> str:
-    """``url`` with its password hidden, in the user part or as libpq's ``password=``.
-
-    >>> _redact("postgresql://me:pw@db/q?sslmode=disable&password=pw2")
-    'postgresql://me:***@db/q?sslmode=disable&password=***'
-    >>> _redact("postgresql:///q?host=/run/pg&password=pw")
-    'postgresql:///q?host=/run/pg&password=***'
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # not a URL: a password in it cannot be found, so none is shown
-        return url.split("://", 1)[0] + "://…"
-    if parts.password is not None:
-        user = parts.username or ""
-        host = parts.netloc.rsplit("@", 1)[1]
-        url = url.replace(f"//{parts.netloc}", f"//{user}:***@{host}", 1)
-    return _QUERY_PASSWORD.sub(r"\1***", url)
 
 
 def _one_line(exc: BaseException, url: str = "") -> str:
@@ -161,21 +141,7 @@ def _one_line(exc: BaseException, url: str = "") -> str:
     have repeated it (libpq quotes a connection string it cannot parse)."""
     text = str(exc).strip()
     line = text.splitlines()[0].strip() if text else type(exc).__name__
-    for secret in _passwords(url):
-        line = line.replace(secret, "***")
-    return line
-
-
-def _passwords(url: str) -> list[str]:
-    """The passwords ``url`` holds, as written and decoded, longest first."""
-    try:
-        parts = urlsplit(url)
-        found = [parts.password or ""] + [v for k, v in parse_qsl(parts.query) if k == "password"]
-    except ValueError:
-        return []
-    raw = [m.group(0).split("=", 1)[1] for m in _QUERY_PASSWORD.finditer(url)]
-    netloc = parts.netloc.rsplit("@", 1)[0].partition(":")[2] if "@" in parts.netloc else ""
-    return sorted({p for p in [*found, *raw, netloc] if p}, key=len, reverse=True)
+    return redact(line, url) if url else line
 
 
 def load_queue(tables: Tables, url: str) -> None:

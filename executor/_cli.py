@@ -27,7 +27,6 @@ from executor._config import ExecutorConfig
 from executor._errors import ExecutorError, NoQueueError
 from executor._events import Event
 from executor._graph import load_graph
-from executor._postgres import redact
 from executor._queue import Queue, Ticket, open_queue
 from executor._reaper import reap
 from executor._runner import RunResult, missing_agent_command, run_pipeline
@@ -43,6 +42,7 @@ from executor.console import (
     reported,
 )
 from rundoctor.errors import INTERRUPTED, close_matches, did_you_mean
+from rundoctor.passwords import redact
 from rundoctor.paths import state_home
 
 __all__ = ["app", "default_db", "default_root", "main"]

@@ -25,7 +25,6 @@ the password in a URL is never repeated in a message.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -40,8 +39,9 @@ from executor._errors import NoQueueError, QueueError
 from executor._queue import Queue
 from executor._schema import POSTGRES, Tx, install
 from rundoctor.clock import Clock
+from rundoctor.passwords import redact
 
-__all__ = ["APPLICATION_NAME", "PostgresQueue", "redact"]
+__all__ = ["APPLICATION_NAME", "PostgresQueue"]
 
 #: Shown in ``pg_stat_activity`` so an operator can tell queue connections apart.
 APPLICATION_NAME = "rundoctor-executor"
@@ -95,8 +95,8 @@ class PostgresQueue(Queue):
         except psycopg.Error as exc:
             raise QueueError(
                 f"cannot connect to the PostgreSQL queue at {redact(self.url)}: "
-                f"{_first_line(exc)}; check that the server is up and the URL's user, host, "
-                "port and database are right"
+                f"{_first_line(exc, self.url)}; check that the server is up and the URL's user, "
+                "host, port and database are right"
             ) from exc
 
     @contextmanager
@@ -116,7 +116,7 @@ class PostgresQueue(Queue):
                     yield Tx(cursor, POSTGRES)
             except psycopg.Error as exc:
                 raise QueueError(
-                    f"PostgreSQL queue {redact(self.url)}: {_first_line(exc)}"
+                    f"PostgreSQL queue {redact(self.url)}: {_first_line(exc, self.url)}"
                     f" ({type(exc).__name__}); the transaction was rolled back"
                 ) from exc
 
@@ -168,18 +168,8 @@ def _create_search_schema(tx: Tx) -> None:
         tx.raw(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)).as_string())
 
 
-def redact(url: str) -> str:
-    """``url`` with any password replaced, safe for messages and logs.
-
-    >>> redact("postgresql://rd:s3cret@db:5432/queue")
-    'postgresql://rd:***@db:5432/queue'
-    >>> redact("postgresql://postgres@127.0.0.1:5432/test")
-    'postgresql://postgres@127.0.0.1:5432/test'
-    """
-    url = re.sub(r"(?<=://)([^:/@]*):[^@/]*@", r"\1:***@", url)
-    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)
-
-
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException, url: str) -> str:
+    """The first line of the driver's message, without ``url``'s password: libpq quotes the
+    part of a connection string it cannot parse, password included."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return redact(text.splitlines()[0], url) if text else type(exc).__name__

@@ -18,6 +18,7 @@ Modules:
   counts and the doctor groups by).
 - :mod:`rundoctor.errors`: exit codes, "did you mean" (one cutoff), the crash guard.
 - :mod:`rundoctor.words`: counted nouns ("1 run", "3 runs").
+- :mod:`rundoctor.passwords`: database passwords hidden in URLs and in messages that echo them.
 - :mod:`rundoctor.paths`: the state directory every default lives under; reading a regular
   file without blocking on a FIFO.
 - :mod:`rundoctor.terminal`: artifact text on a terminal (control characters made visible).

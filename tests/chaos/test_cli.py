@@ -68,7 +68,8 @@ def test_a_faults_selection_naming_no_fault_is_refused_not_read_as_all(
 
 
 def test_an_unknown_fault_beside_a_blank_entry_still_gets_did_you_mean(tmp_path: Path) -> None:
-    done = run("-m", "chaos", "run", "--seed", "1", "--faults", " ,torn_wrte,", "--out", str(tmp_path))
+    out = str(tmp_path)
+    done = run("-m", "chaos", "run", "--seed", "1", "--faults", " ,torn_wrte,", "--out", out)
     assert done.returncode == 2
     assert "unknown fault 'torn_wrte' (did you mean 'torn_write'?)" in done.stderr
 
