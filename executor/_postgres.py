@@ -170,6 +170,10 @@ def _create_search_schema(tx: Tx) -> None:
 
 def _first_line(exc: BaseException, url: str) -> str:
     """The first line of the driver's message, without ``url``'s password: libpq quotes the
-    part of a connection string it cannot parse, password included."""
+    part of a connection string it cannot parse, password included.
+
+    >>> _first_line(ValueError('bad "password=s3cret"\\nmore'), "postgresql:///q?password=s3cret")
+    'bad "password=***"'
+    """
     text = str(exc).strip()
     return redact(text.splitlines()[0], url) if text else type(exc).__name__
