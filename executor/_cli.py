@@ -16,6 +16,7 @@ import shlex
 import signal
 import sys
 import threading
+from collections.abc import Generator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -27,7 +28,7 @@ from executor._config import ExecutorConfig
 from executor._errors import ExecutorError, NoQueueError
 from executor._events import Event
 from executor._graph import load_graph
-from executor._queue import Queue, Ticket, open_queue
+from executor._queue import PRESSING_ORDER, Queue, Ticket, open_queue
 from executor._reaper import reap
 from executor._runner import RunResult, missing_agent_command, run_pipeline
 from executor._worker import MAX_CONCURRENCY, TicketHook, run_ticket, run_worker
@@ -35,15 +36,14 @@ from executor.console import (
     OneLineGroup,
     console,
     fail,
-    fit_columns,
-    one_line_table,
     plain,
-    print_table,
+    print_pages,
     reported,
 )
-from rundoctor.errors import INTERRUPTED, close_matches, did_you_mean
+from rundoctor.errors import BROKEN_PIPE, INTERRUPTED, close_matches, did_you_mean, silence_stdout
 from rundoctor.passwords import redact
 from rundoctor.paths import state_home
+from rundoctor.words import plural
 
 __all__ = ["app", "default_db", "default_root", "main"]
 
@@ -470,6 +470,10 @@ def reap_cmd(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     out.print(f"{len(done)} ticket{'s' * (len(done) != 1)} reclaimed")
 
 
+#: Tickets ``doctor tickets`` shows on a terminal unless told otherwise (--limit, --all).
+TICKETS_LIMIT = 50
+
+
 @app.command("tickets")
 def tickets_cmd(
     db: DbOpt = None,
@@ -479,44 +483,92 @@ def tickets_cmd(
             "--status",
             metavar="STATUS",
             help="Only tickets in this status (repeatable): todo, blocked, claimed, running, "
-            "done, failed, canceled.",
+            "done, failed, canceled, quarantined.",
         ),
     ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            metavar="N",
+            help=f"Show at most N tickets (default {TICKETS_LIMIT}; with --json: every one).",
+        ),
+    ] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="Show every ticket.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List tickets (with --json: the queue's records, one object each)."""
+    """List tickets, most pressing first (with --json: every ticket's record, oldest first)."""
+    if limit is not None and limit < 1:
+        fail(f"--limit must be 1 or more tickets, got {limit}; --all shows every ticket")
+    if limit is not None and show_all:
+        fail(f"--limit {limit} and --all contradict each other; give one of them")
     with reported(ExecutorError):
         queue = _open_existing(db)
         try:
-            found = queue.tickets(status=tuple(status) if status else None)
+            wanted = tuple(status) if status else None
+            if as_json:
+                _write_json_list(queue.iter_tickets(status=wanted, limit=limit))
+            else:
+                _print_tickets(queue, wanted, None if show_all else limit or TICKETS_LIMIT)
         finally:
             queue.close()
-    if as_json:
-        sys.stdout.write(json.dumps([t.to_json() for t in found], indent=2) + "\n")
-        return
-    rows = [
-        {
-            "id": t.id,
-            "status": t.status,
-            "title": t.title,
-            "epoch": str(t.lease_epoch),
-            "owner": t.lease_owner or "",
-            "run": t.run_id or "",
-            "reason": " ".join((t.reason or "").split()),
-        }
-        for t in found
-    ]
-    out = console()
-    # Ids are pasted into other commands: whole; free text is cut with an ellipsis.
-    columns = fit_columns(
-        rows,
-        ("id", "status", "title", "epoch", "owner", "run", "reason"),
-        out.width,
-        free=("title", "owner", "reason"),
-        optional=("epoch", "owner"),
-    )
-    title = f"{len(found)} ticket{'s' * (len(found) != 1)}"
-    print_table(out, one_line_table(title, rows, columns, right=("epoch",)))
+
+
+def _write_json_list(tickets: Generator[Ticket, None, None]) -> None:
+    """The tickets as one JSON list (the layout of ``json.dumps(..., indent=2)``), written one
+    record at a time as the queue streams them: never the whole queue in memory."""
+    try:
+        opened = "\n  "
+        sys.stdout.write("[")
+        for t in tickets:
+            sys.stdout.write(opened + json.dumps(t.to_json(), indent=2).replace("\n", "\n  "))
+            opened = ",\n  "
+        sys.stdout.write("]\n" if opened == "\n  " else "\n]\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (`| head`): quietly, as the tables do
+        silence_stdout()
+        raise typer.Exit(BROKEN_PIPE) from None
+    finally:
+        tickets.close()  # stopped early (a closed pipe): the read transaction ends here
+
+
+def _print_tickets(queue: Queue, wanted: tuple[str, ...] | None, limit: int | None) -> None:
+    """The table, most pressing first, at most ``limit`` rows, then how many were left out."""
+    tickets = queue.iter_tickets(status=wanted, pressing_first=True, limit=limit)
+    try:
+        counts = queue.count_tickets()
+        total = sum(n for s, n in counts.items() if wanted is None or s in wanted)
+        title = plural(total, "ticket", shown=f"{total:,}")
+        if limit is not None and total > limit:  # what the rows left out hold, by status
+            held = [s for s in PRESSING_ORDER if counts.get(s) and (wanted is None or s in wanted)]
+            title += " (" + ", ".join(f"{counts[s]:,} {s}" for s in held) + ")"
+        out = console()
+        rows = (_ticket_row(t) for t in tickets)
+        printed = print_pages(
+            out,
+            title,
+            rows,
+            ("id", "status", "title", "epoch", "owner", "run", "reason"),
+            free=("title", "owner", "reason"),  # ids are pasted into other commands: whole
+            optional=("epoch", "owner"),
+            right=("epoch",),
+        )
+    finally:
+        tickets.close()
+    if printed < total:
+        out.print(f"… and {total - printed:,} more (--limit/--all)", soft_wrap=True)
+
+
+def _ticket_row(t: Ticket) -> dict[str, str]:
+    return {
+        "id": t.id,
+        "status": t.status,
+        "title": t.title,
+        "epoch": str(t.lease_epoch),
+        "owner": t.lease_owner or "",
+        "run": t.run_id or "",
+        "reason": " ".join((t.reason or "").split()),
+    }
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +35,7 @@ from executor._clocks import ClockOffset
 from executor._errors import BudgetError, FencedError, QueueError, UsageError
 from executor._records import (
     LEASED_STATUSES,
+    PRESSING_ORDER,
     STATUSES,
     TERMINAL_STATUSES,
     Lease,
@@ -49,6 +50,7 @@ from rundoctor.errors import close_matches, did_you_mean
 
 __all__ = [
     "LEASED_STATUSES",
+    "PRESSING_ORDER",
     "STATUSES",
     "TERMINAL_STATUSES",
     "Lease",
@@ -600,15 +602,63 @@ class Queue(abc.ABC):
         >>> [t.title for t in q.tickets(status="todo")]
         ['x']
         """
-        wanted = {status} if isinstance(status, str) else None if status is None else set(status)
-        unknown = sorted((wanted or set()) - set(STATUSES))
-        if unknown:
-            hint = did_you_mean(close_matches(unknown[0], STATUSES, n=1))
-            raise UsageError(
-                f"unknown status {unknown[0]!r}{hint}; expected one of {', '.join(STATUSES)}"
-            )
-        found = self._atomic(lambda tx: [_ticket(r) for r in tx.rows(sql.SELECT_TICKETS)], False)
-        return [t for t in found if wanted is None or t.status in wanted]
+        wanted = _statuses(status)
+        statement = sql.select_tickets(None if wanted is None else len(wanted), None, limit=False)
+        rows = self._atomic(lambda tx: tx.rows(statement, wanted or ()), False)
+        return [_ticket(r) for r in rows]
+
+    def iter_tickets(
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        pressing_first: bool = False,
+        limit: int | None = None,
+    ) -> Generator[Ticket, None, None]:
+        """The tickets (optionally only those in ``status``, at most ``limit``) streamed from
+        one read transaction, a batch at a time: a queue of any size is never held whole.
+
+        Oldest first, or with ``pressing_first`` in the status order of
+        :data:`~executor._records.PRESSING_ORDER` (running, claimed, quarantined, failed,
+        blocked, todo, canceled, done), each status most recently changed first. An unknown
+        status or a ``limit`` below 1 raises :class:`UsageError` at once, not at the first row.
+
+        >>> clock = iter(range(1, 100)).__next__
+        >>> q = open_queue(":memory:", clock=lambda: float(clock()))
+        >>> old, new = q.enqueue("old", "/p.dot"), q.enqueue("new", "/p.dot")
+        >>> _ = q.cancel(old.id, "no")
+        >>> [t.title for t in q.iter_tickets()], [t.title for t in q.iter_tickets(limit=1)]
+        (['old', 'new'], ['old'])
+        >>> [t.title for t in q.iter_tickets(pressing_first=True)]
+        ['new', 'old']
+        """
+        wanted = _statuses(status)
+        if limit is not None and limit < 1:
+            raise UsageError(f"the limit must be 1 or more tickets, got {limit}")
+        statement = sql.select_tickets(
+            None if wanted is None else len(wanted),
+            PRESSING_ORDER if pressing_first else None,
+            limit=limit is not None,
+        )
+        params = (*(wanted or ()), *(() if limit is None else (limit,)))
+        return self._stream(statement, params)
+
+    def _stream(self, statement: str, params: Sequence[Any]) -> Generator[Ticket, None, None]:
+        # A generator: the read transaction stays open while the caller consumes the rows and
+        # ends (rolled back: it wrote nothing) when the caller stops early.
+        with self._transaction(write=False) as tx:
+            for row in tx.stream(statement, params):
+                yield _ticket(row)
+
+    def count_tickets(self) -> dict[str, int]:
+        """How many tickets each status holds (statuses that hold none left out).
+
+        >>> q = open_queue(":memory:", clock=lambda: 1.0)
+        >>> _ = q.enqueue("x", "/p.dot"), q.cancel(q.enqueue("y", "/p.dot").id, "no")
+        >>> q.count_tickets()
+        {'canceled': 1, 'todo': 1}
+        """
+        rows = self._atomic(lambda tx: tx.rows(sql.COUNT_BY_STATUS), False)
+        return {str(s): int(n) for s, n in sorted(rows)}
 
     def events(self, ticket_id: str | None = None) -> list[TicketEvent]:
         """The append-only event log, in insertion order (of one ticket, or of all).
@@ -760,6 +810,21 @@ def _ticket(row: Sequence[Any]) -> Ticket:
         for name, v in zip(sql.TICKET_COLUMNS, row, strict=True)
     ]
     return Ticket(*values)
+
+
+def _statuses(status: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    """The statuses asked for, sorted and deduplicated (None: all); an unknown one is a
+    :class:`UsageError` with "did you mean"."""
+    if status is None:
+        return None
+    wanted = {status} if isinstance(status, str) else set(status)
+    unknown = sorted(wanted - set(STATUSES))
+    if unknown:
+        hint = did_you_mean(close_matches(unknown[0], STATUSES, n=1))
+        raise UsageError(
+            f"unknown status {unknown[0]!r}{hint}; expected one of {', '.join(STATUSES)}"
+        )
+    return tuple(sorted(wanted))
 
 
 def _require_name(what: str, value: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "LEASED_STATUSES",
+    "PRESSING_ORDER",
     "STATUSES",
     "TERMINAL_STATUSES",
     "Lease",
@@ -34,6 +35,18 @@ STATUSES = ("todo", "blocked", "claimed", "running", "done", "failed", "canceled
 TERMINAL_STATUSES = frozenset({"done", "failed", "canceled", "quarantined"})
 #: A worker holds a lease on the ticket; every write it makes is fenced by the epoch.
 LEASED_STATUSES = frozenset({"claimed", "running"})
+#: The order ``doctor tickets`` lists statuses in, most pressing first: work under way, then
+#: what needs a person (quarantined, failed), then what waits, then what is settled.
+PRESSING_ORDER = (
+    "running",
+    "claimed",
+    "quarantined",
+    "failed",
+    "blocked",
+    "todo",
+    "canceled",
+    "done",
+)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ in a terminal status are frozen by a trigger the same way.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ __all__ = [
     "Dialect",
     "Tx",
     "install",
+    "select_tickets",
 ]
 
 #: Bumped whenever a column or table changes; a database of another version is refused.
@@ -241,6 +242,19 @@ class Tx:
             self._cursor.execute(text)
         return list(self._cursor.fetchall()) if self._cursor.description else []
 
+    def stream(self, statement: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        """Run ``statement``; yield its rows as the database hands them over, a batch at a
+        time, so a result of any size is never held whole (psycopg's ``stream``: libpq's
+        chunked rows instead of the whole result in client memory; sqlite3: ``fetchmany``)."""
+        text = _render(self._dialect, statement)
+        stream = getattr(self._cursor, "stream", None)
+        if stream is not None:
+            yield from stream(text, params, size=_BATCH)
+            return
+        self._cursor.execute(text, params)
+        while rows := self._cursor.fetchmany(_BATCH):
+            yield from rows
+
     def one(self, statement: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         """The first row of ``statement``, or None."""
         found = self.rows(statement, params)
@@ -258,13 +272,15 @@ def _render(dialect: Dialect, statement: str) -> str:
 
 
 _COLS = ", ".join(TICKET_COLUMNS)
+#: Rows fetched at a time by :meth:`Tx.stream`.
+_BATCH = 1000
 _LEASED = "status IN ('claimed', 'running')"
 
 # -- statements shared by both dialects (``?`` placeholders, ``{...}`` dialect fragments) -----
 
 SELECT_TICKET = f"SELECT {_COLS} FROM tickets WHERE id = ?"
 LOCK_FULL_TICKET = SELECT_TICKET + "{lock_update}"
-SELECT_TICKETS = f"SELECT {_COLS} FROM tickets ORDER BY created_at, id"
+COUNT_BY_STATUS = "SELECT status, COUNT(*) FROM tickets GROUP BY status"
 SELECT_IDS = "SELECT id FROM tickets"
 SELECT_VERSION = "SELECT version FROM schema_version"
 INSERT_VERSION = "INSERT INTO schema_version (version) VALUES (?)"
@@ -362,6 +378,27 @@ CANCEL = (
     f" finished_at = ?, updated_at = ? WHERE id = ? AND status NOT IN {_TERMINAL_SQL}"
     f" RETURNING {_COLS}"
 )
+
+
+def select_tickets(statuses: int | None, order: Sequence[str] | None, *, limit: bool) -> str:
+    """The tickets, of ``statuses`` placeholders' statuses (None: all), oldest first, or in
+    the status ``order`` given (each status most recently changed first); ``limit`` adds a
+    ``LIMIT ?`` placeholder.
+
+    >>> select_tickets(2, None, limit=False).endswith("WHERE status IN (?, ?) ORDER BY created_at, id")
+    True
+    >>> select_tickets(None, ("failed", "done"), limit=True).split(" FROM tickets ")[1]
+    "ORDER BY CASE status WHEN 'failed' THEN 0 WHEN 'done' THEN 1 ELSE 2 END, updated_at DESC, id LIMIT ?"
+    """  # noqa: E501
+    where = "" if statuses is None else f" WHERE status IN ({', '.join('?' * statuses)})"
+    if statuses == 0:  # no status asked for: no row (IN () is not SQL)
+        where = " WHERE 1 = 0"
+    if order is None:
+        by = "created_at, id"
+    else:
+        ranks = " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(order))
+        by = f"CASE status {ranks} ELSE {len(order)} END, updated_at DESC, id"
+    return f"SELECT {_COLS} FROM tickets{where} ORDER BY {by}" + (" LIMIT ?" if limit else "")
 
 
 def install(tx: Tx, dialect: Dialect) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
@@ -44,6 +44,7 @@ __all__ = [
     "is_interrupt",
     "one_line_table",
     "plain",
+    "print_pages",
     "print_table",
     "quiet_console",
     "reported",
@@ -54,6 +55,8 @@ PIPE_WIDTH = 10_000
 
 #: The fewest cells a free (text) column of a one-line table gets before optional ones go.
 _MIN_FREE = 24
+#: Rows laid out at a time by :func:`print_pages`.
+_PAGE = 500
 
 
 def plain(text: str) -> str:
@@ -353,3 +356,59 @@ def print_table(console: Console, table: Table) -> None:
     with console.capture() as captured:
         console.print(table)
     console.out("\n".join(line.rstrip() for line in captured.get().splitlines()))
+
+
+def print_pages(
+    console: Console,
+    title: str,
+    rows: Iterable[dict[str, str]],
+    columns: Sequence[str],
+    *,
+    free: Sequence[str],
+    optional: Sequence[str] = (),
+    right: Sequence[str] = (),
+) -> int:
+    """Print ``rows`` as one one-line-per-row table (:func:`fit_columns`), laid out a page of
+    rows at a time so that a listing of any length is never held whole; return how many rows
+    were printed.
+
+    The title is a line of its own above the table. The first page decides the columns and
+    carries the header; a later page
+    keeps those columns and is fitted with the widest cell seen so far, so widths never shrink
+    and whole columns (ids) stay whole.
+    """
+    from rundoctor.terminal import printable
+
+    widest = dict.fromkeys(columns, "")
+    names: Sequence[str] = columns
+    shown = 0
+    for page in _pages(rows):
+        for row in page:
+            for c in columns:
+                if len(printable(row[c])) > len(printable(widest[c])):
+                    widest[c] = row[c]
+        drop = optional if shown == 0 else ()
+        fitted = fit_columns([*page, widest], names, console.width, free=free, optional=drop)
+        names = [c for c, _ in fitted]
+        if shown == 0:  # a line of its own: never wrapped to the table's width
+            console.print(title, soft_wrap=True, markup=False, highlight=False)
+        table = one_line_table("", page, fitted, right=right)
+        table.show_header = shown == 0
+        print_table(console, table)
+        shown += len(page)
+    if shown == 0:
+        fitted = fit_columns([], columns, console.width, free=free, optional=optional)
+        console.print(title, soft_wrap=True, markup=False, highlight=False)
+        print_table(console, one_line_table("", [], fitted, right=right))
+    return shown
+
+
+def _pages(rows: Iterable[dict[str, str]]) -> Iterator[list[dict[str, str]]]:
+    page: list[dict[str, str]] = []
+    for row in rows:
+        page.append(row)
+        if len(page) == _PAGE:
+            yield page
+            page = []
+    if page:
+        yield page

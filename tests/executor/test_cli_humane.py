@@ -351,6 +351,7 @@ def test_the_tickets_table_is_one_line_per_ticket_with_ids_whole(
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if "todo" in line]
     assert len(rows) == 2, proc.stdout
-    for ticket_id, row in zip(ids, rows, strict=True):
+    # Most recently changed first: the second ticket's line comes first.
+    for ticket_id, row in zip(reversed(ids), rows, strict=True):
         assert ticket_id in row and len(row) <= int(width)
         assert "…" in row  # the title is cut, not wrapped
