@@ -32,7 +32,7 @@ from chaos._config import (
     parse_duration,
     plan_schedule,
 )
-from chaos._errors import CampaignError, ChaosError, UsageError
+from chaos._errors import CampaignError, ChaosError, FaultSkipped, UsageError
 from chaos._evidence import Checker, Verdict
 from chaos._faults import FAULTS, select_faults
 from chaos._history import (
@@ -52,7 +52,7 @@ from chaos._history import (
     read_history,
     write_history,
 )
-from chaos._injection import Fault, Injection, Target
+from chaos._injection import Fault, Injection, Target, database_unavailable
 from chaos._report import chaos_context, report_json, write_report
 from chaos._workload import KINDS, Pipeline, Workload, build_workload
 
@@ -69,6 +69,7 @@ __all__ = [
     "Checker",
     "Fault",
     "FaultRecord",
+    "FaultSkipped",
     "FindingFact",
     "Held",
     "History",
@@ -91,6 +92,7 @@ __all__ = [
     "build_workload",
     "chaos_context",
     "check",
+    "database_unavailable",
     "diagnosis_explained",
     "every_worker_exit_explained",
     "final_json_in_time",

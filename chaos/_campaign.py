@@ -40,10 +40,17 @@ import chaos
 from chaos._checkers import Verdict, check
 from chaos._collect import collect, prepare_db, prepare_out
 from chaos._config import CampaignConfig, plan_schedule
-from chaos._errors import CampaignError
+from chaos._errors import CampaignError, FaultSkipped
 from chaos._faults import select_faults
 from chaos._history import FaultRecord, History, Meta, Planned, Recorder, WorkerRecord
-from chaos._injection import DATABASE_FAULTS, Fault, Injection, WorkerHandle
+from chaos._injection import (
+    DATABASE_FAULTS,
+    DATABASE_UNAVAILABLE,
+    Fault,
+    Injection,
+    WorkerHandle,
+    database_unavailable,
+)
 from chaos._workload import Pipeline, build_workload
 from executor import ExecutorConfig, ExecutorError, Queue, QueueError, Ticket, open_queue
 from rundoctor.clock import Clock
@@ -228,7 +235,15 @@ class _Campaign:
         now = self.clock()
         try:
             got: Injection | None = fault.inject(self)
+        except FaultSkipped as exc:
+            self.skip(planned, fault.name, now, str(exc))
+            return
         except (OSError, ExecutorError) as exc:
+            # The database held away (an outage, a restart) is why it could not fire: a skip.
+            why = database_unavailable(exc, self.url)
+            if why is not None:
+                self.skip(planned, fault.name, now, why)
+                return
             got = Injection("nothing", {"error": f"{type(exc).__name__}: {exc}"})
         if got is None:
             self.recorder.record(FaultRecord(now, fault.name, "skip", "no candidate"))
@@ -240,6 +255,12 @@ class _Campaign:
         if got.undo is not None:
             due = self.clock() + got.undo_after_s
             self.undos.append(_Pending(due, fault.name, got.target, got.undo))
+
+    def skip(self, planned: Planned, fault: str, now: float, why: str) -> None:
+        """Record a fault that could not fire as a ``skip`` with ``why`` (not an error)."""
+        record = FaultRecord(now, fault, "skip", DATABASE_UNAVAILABLE, {"reason": why})
+        self.recorder.record(record)
+        self.log(f"{planned.at:7.2f}s  {fault} skipped: {why}")
 
     def undo_due(self, *, all_now: bool = False) -> None:
         now = self.clock()

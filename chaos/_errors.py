@@ -4,7 +4,9 @@
 
     ChaosError                     anything the harness raises on purpose
     ├── UsageError                 bad input: an unknown fault name, a duration, an --out dir
-    └── CampaignError              the campaign itself could not run (workers, database, disk)
+    ├── CampaignError              the campaign itself could not run (workers, database, disk)
+    └── FaultSkipped               a fault could not fire (the queue's database did not
+                                   answer): the campaign records a skip with the reason
 
 Invariant violations are not exceptions: they are data (:class:`chaos.Verdict`), and the CLI
 turns them into exit status 1. Dependency errors (``OSError``, ``executor.ExecutorError``,
@@ -13,11 +15,13 @@ original where the harness meets them.
 
 >>> issubclass(UsageError, ChaosError) and issubclass(CampaignError, ChaosError)
 True
+>>> str(FaultSkipped("the queue database is unavailable: connection refused"))
+'the queue database is unavailable: connection refused'
 """
 
 from __future__ import annotations
 
-__all__ = ["CampaignError", "ChaosError", "UsageError"]
+__all__ = ["CampaignError", "ChaosError", "FaultSkipped", "UsageError"]
 
 
 class ChaosError(Exception):
@@ -30,3 +34,9 @@ class UsageError(ChaosError):
 
 class CampaignError(ChaosError):
     """The campaign could not run (a worker would not start, the database is unreachable)."""
+
+
+class FaultSkipped(ChaosError):
+    """A fault that could not fire for a reason that is no fault of its own (the queue's
+    database was unavailable); the campaign records a ``skip`` with this message as its
+    reason, never an error of the fault. Never leaves the campaign."""

@@ -131,7 +131,9 @@ class Held:
 
 @dataclass(frozen=True, slots=True)
 class FaultRecord:
-    """A fault: ``phase`` inject, recover or skip (no target was there)."""
+    """A fault: ``phase`` inject, recover or skip (``target`` ``no candidate``: nothing to
+    hit; ``database unavailable``: the queue's database was away, ``detail["reason"]`` says
+    how)."""
 
     KIND: ClassVar[str] = "fault"
     time: float

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sqlite3
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,9 +33,11 @@ import psutil
 
 from chaos._history import Held
 from executor import ExecutorConfig, Ticket
+from rundoctor.passwords import redact
 
 __all__ = [
     "DATABASE_FAULTS",
+    "DATABASE_UNAVAILABLE",
     "DISK_FINDINGS",
     "Fault",
     "Injection",
@@ -43,6 +46,7 @@ __all__ = [
     "WorkerHandle",
     "choose",
     "control_database",
+    "database_unavailable",
     "held_by",
     "leases_of",
     "live_stages",
@@ -237,6 +241,54 @@ def control_database(template: str, action: str) -> dict[str, Any]:
     if done.returncode != 0:
         out["error"] = (done.stderr or done.stdout).strip()[-300:]
     return out
+
+
+#: The reason a fault that met an unavailable database is skipped with (``target``).
+DATABASE_UNAVAILABLE = "database unavailable"
+
+
+def database_unavailable(exc: BaseException, url: str = "") -> str | None:
+    """Why ``exc`` shows the queue's database unavailable (``url``'s password hidden), or None.
+
+    The database is unavailable when the driver, anywhere down the chain of causes, could not
+    reach it or was cut off (``psycopg.OperationalError``: refused, shutting down, a session
+    terminated by a restart; ``psycopg.InterfaceError``: a connection already closed), or
+    when SQLite's lock stayed held past the busy timeout (``database is locked``/``busy``).
+    A fault that meets one of these while a database fault holds the database away cannot
+    fire; the campaign records it as a skip with this reason. Any other error is the fault's.
+
+    >>> from executor import QueueError
+    >>> try:
+    ...     try:
+    ...         raise sqlite3.OperationalError("database is locked")
+    ...     except sqlite3.Error as exc:
+    ...         raise QueueError("SQLite queue 'q.db' (transaction): …") from exc
+    ... except QueueError as exc:
+    ...     database_unavailable(exc)
+    'the queue database is unavailable: database is locked'
+    >>> database_unavailable(sqlite3.IntegrityError("UNIQUE constraint failed")) is None
+    True
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if _unreachable(cause):
+            lines = str(cause).strip().splitlines()
+            first = lines[0] if lines else type(cause).__name__
+            return f"the queue database is unavailable: {redact(first, url) if url else first}"
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _unreachable(error: BaseException) -> bool:
+    if isinstance(error, sqlite3.OperationalError):
+        return any(word in str(error) for word in ("locked", "busy"))
+    if not type(error).__module__.startswith("psycopg"):
+        return False  # not a driver error: psycopg need not be imported to say so
+    import psycopg
+
+    return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,10 @@
 
 ``report.json`` (schema ``rundoctor.chaos/1``) holds at least ``seed``, ``duration_s``,
 ``faults`` (one object per injected fault: ``kind``, ``target``, ``at`` in seconds after the
-start, plus ``time``, ``detail``, ``runs`` and ``held``), ``tickets`` (counts by final status)
+start, plus ``time``, ``detail``, ``runs`` and ``held``; a failed one's ``detail`` has its
+``error``), ``skipped`` (faults the queue's database being unavailable kept from firing:
+``kind``, ``at``, ``time``, ``reason``), ``fault_kinds`` (per selected fault: ``injected``,
+``failed``, ``skipped`` for want of a target, ``unavailable``), ``tickets`` (counts by final status)
 and ``invariants`` (``name``, ``ok``, ``summary``, ``violations``, ``witness``: the history
 records that prove the first violation), and the ``replay`` command. ``report.md`` is the same
 campaign for people. Both are written next to ``history.ndjson``, each atomically.
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from chaos._evidence import Verdict
 from chaos._faults import FAULTS
 from chaos._history import FaultRecord, QueueEvent, TicketRecord, to_json, to_line, write_history
+from chaos._injection import DATABASE_UNAVAILABLE
 from reports import (
     ChaosContext,
     FaultKindRow,
@@ -26,6 +30,7 @@ from reports import (
     InvariantView,
     LatencyRow,
     RecoveryRow,
+    SkipRow,
     Text,
     TicketCount,
     render_chaos,
@@ -92,6 +97,19 @@ def report_json(result: CampaignResult) -> dict[str, Any]:
             }
             for f in _injected(result)
         ],
+        "skipped": [
+            {
+                "kind": f.fault,
+                "at": round(f.time - t0, 3),
+                "time": f.time,
+                "reason": f.detail.get("reason", f.target),
+            }
+            for f in _skips(result)
+        ],
+        "fault_kinds": {
+            name: {k: n[k] for k in ("injected", "failed", "skipped", "unavailable")}
+            for name, n in _fault_counts(result).items()
+        },
         "schedule": []
         if meta is None
         else [{"at": p.at, "fault": p.fault, "pick": p.pick} for p in meta.schedule],
@@ -135,6 +153,10 @@ def chaos_context(result: CampaignResult) -> ChaosContext:
         fault_kinds=_fault_kinds(result),
         faults=_fault_rows(injected[:_TIMELINE_ROWS], _start(result)),
         faults_left_out=max(0, len(injected) - _TIMELINE_ROWS),
+        skips=tuple(
+            SkipRow(round(f.time - _start(result), 3), f.fault, Text(f.detail.get("reason", "")))
+            for f in _skips(result)[:_TIMELINE_ROWS]
+        ),
         recoveries=tuple(RecoveryRow(e, n) for e, n in _recoveries(result).items()),
         latencies=_latency_rows(result.verdicts),
         invariants=tuple(
@@ -150,19 +172,40 @@ def chaos_context(result: CampaignResult) -> ChaosContext:
     )
 
 
+def _outcome(r: FaultRecord) -> str | None:
+    """What a fault record counts as: ``injected``, ``failed`` (its injection met an error),
+    ``skipped`` (no target), ``unavailable`` (skipped: the database was away), or None."""
+    if r.phase == "inject":
+        return "failed" if "error" in r.detail else "injected"
+    if r.phase == "skip":
+        return "unavailable" if r.target == DATABASE_UNAVAILABLE else "skipped"
+    return None
+
+
+def _fault_counts(result: CampaignResult) -> dict[str, Counter[str]]:
+    """Per selected fault, in catalog order: its records counted by :func:`_outcome`."""
+    counts: dict[str, Counter[str]] = {
+        f.name: Counter() for f in FAULTS if f.name in result.config.fault_list
+    }
+    for r in result.history.of(FaultRecord):
+        outcome = _outcome(r)
+        if outcome is not None and r.fault in counts:
+            counts[r.fault][outcome] += 1
+    return counts
+
+
 def _fault_kinds(result: CampaignResult) -> tuple[FaultKindRow, ...]:
-    """Each selected fault: how often it was injected and skipped, what it may cause."""
-    records = result.history.of(FaultRecord)
+    """Each selected fault: how often it hit, failed, was skipped; what it may cause."""
+    causes = {f.name: tuple(sorted(f.may_cause)) for f in FAULTS}
     return tuple(
-        FaultKindRow(
-            f.name,
-            sum(1 for r in records if r.fault == f.name and r.phase == "inject"),
-            sum(1 for r in records if r.fault == f.name and r.phase == "skip"),
-            tuple(sorted(f.may_cause)),
-        )
-        for f in FAULTS
-        if f.name in result.config.fault_list
+        FaultKindRow(name, n["injected"], n["failed"], n["skipped"], n["unavailable"], causes[name])
+        for name, n in _fault_counts(result).items()
     )
+
+
+def _skips(result: CampaignResult) -> list[FaultRecord]:
+    """The faults the database's absence kept from firing."""
+    return [r for r in result.history.of(FaultRecord) if _outcome(r) == "unavailable"]
 
 
 def _fault_rows(injected: Sequence[FaultRecord], t0: float) -> tuple[FaultRow, ...]:

@@ -16,7 +16,16 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from chaos._injection import DATABASE_FAULTS, Fault, Injection, Target, leases_of, runs_of
+from chaos._errors import FaultSkipped
+from chaos._injection import (
+    DATABASE_FAULTS,
+    Fault,
+    Injection,
+    Target,
+    database_unavailable,
+    leases_of,
+    runs_of,
+)
 
 __all__ = ["FAULT", "stall_database"]
 
@@ -51,6 +60,9 @@ def stall_database(target: Target) -> Injection | None:
     try:
         conn = _lock(target.url)
     except Exception as exc:  # sqlite3.Error / psycopg.Error: the stall did not happen
+        why = database_unavailable(exc, target.url)
+        if why is not None:  # already away (a restart's aftermath): nothing to stall
+            raise FaultSkipped(why) from exc
         return Injection("the queue database", {"error": f"{type(exc).__name__}: {exc}"})
     hold = target.config.lease_ttl_s + 1.0
     return Injection(

@@ -16,6 +16,7 @@ from reports._chaos import (
     InvariantView,
     LatencyRow,
     RecoveryRow,
+    SkipRow,
     TicketCount,
     render_chaos,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "PostmortemContext",
     "RecoveryRow",
     "ReportError",
+    "SkipRow",
     "StatusCount",
     "Text",
     "Throughput",

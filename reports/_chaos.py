@@ -11,7 +11,7 @@ documented in ``docs/chaos.md`` ("The report's context").
 ...     seed=7, duration_s=30.0, elapsed_s=41.5, workers=4, db=Text("sqlite:///q.db"),
 ...     faults_selected=("torn_write",), ok=True, violated=0,
 ...     replay=Text("doctor chaos run --seed 7"), tickets=(TicketCount("done", 3),),
-...     fault_kinds=(), faults=(), faults_left_out=0, recoveries=(), latencies=(),
+...     fault_kinds=(), faults=(), faults_left_out=0, skips=(), recoveries=(), latencies=(),
 ...     invariants=())
 >>> render_chaos(ctx).splitlines()[0]
 '# Chaos campaign: seed 7 — passed'
@@ -30,6 +30,7 @@ __all__ = [
     "InvariantView",
     "LatencyRow",
     "RecoveryRow",
+    "SkipRow",
     "TicketCount",
     "render_chaos",
 ]
@@ -45,13 +46,26 @@ class TicketCount:
 
 @dataclass(frozen=True, slots=True)
 class FaultKindRow:
-    """One fault of the catalog: how often it was injected or skipped (no target), and the
-    doctor findings it declares it may cause."""
+    """One fault of the catalog: how often it hit something, failed (its injection met an
+    error), was skipped for want of a target or because the queue's database was unavailable,
+    and the doctor findings it declares it may cause."""
 
     kind: str
     injected: int
+    failed: int
     skipped: int
+    unavailable: int
     may_cause: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SkipRow:
+    """A fault that could not fire because the queue's database was unavailable: seconds
+    after the start, its kind, and the driver's reason."""
+
+    at_s: float
+    kind: str
+    reason: Text
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +120,8 @@ class ChaosContext:
     drain and checks included), ``workers``, ``db``, ``faults_selected``, ``replay`` (the
     command that runs it again). The outcome: ``ok`` and ``violated`` (invariants violated),
     ``tickets`` (by final status), ``fault_kinds``, ``faults`` (the timeline;
-    ``faults_left_out`` not shown), ``recoveries``, ``latencies``, ``invariants``.
+    ``faults_left_out`` not shown), ``skips`` (faults the database's absence kept from
+    firing), ``recoveries``, ``latencies``, ``invariants``.
     """
 
     seed: int
@@ -122,6 +137,7 @@ class ChaosContext:
     fault_kinds: tuple[FaultKindRow, ...]
     faults: tuple[FaultRow, ...]
     faults_left_out: int
+    skips: tuple[SkipRow, ...]
     recoveries: tuple[RecoveryRow, ...]
     latencies: tuple[LatencyRow, ...]
     invariants: tuple[InvariantView, ...]

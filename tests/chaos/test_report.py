@@ -25,6 +25,7 @@ from reports import (
     InvariantView,
     LatencyRow,
     RecoveryRow,
+    SkipRow,
     TicketCount,
     render_chaos,
 )
@@ -149,6 +150,7 @@ def test_docs_chaos_md_documents_every_context_field() -> None:
         InvariantView,
         LatencyRow,
         RecoveryRow,
+        SkipRow,
         TicketCount,
     ):
         fields = {f.name for f in dataclasses.fields(cls)}

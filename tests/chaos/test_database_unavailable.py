@@ -1,0 +1,132 @@
+"""Faults that cannot fire because the queue's database is away are skips, not errors.
+
+The campaign runs on a private PostgreSQL cluster (``tests/executor/private_postgres.py``),
+stopped here the way ``database_outage`` stops it through ``--db-control``; the shared server
+at 127.0.0.1:5432 is never stopped or restarted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from chaos import (
+    CHAOS_EXECUTOR,
+    FAULTS,
+    CampaignConfig,
+    FaultRecord,
+    FaultSkipped,
+    Planned,
+    chaos_context,
+    report_json,
+)
+from chaos._campaign import _Campaign
+from chaos._collect import prepare_out
+from chaos._history import read_records
+from reports import render_chaos
+from tests.chaos.test_checkers import clean
+from tests.chaos.test_faults import Campaign
+from tests.chaos.test_report import result
+from tests.executor import private_postgres
+from tests.executor.private_postgres import PrivatePostgres
+
+BY_NAME = {f.name: f for f in FAULTS}
+#: Faults that read or write the queue before they hit anything.
+QUEUE_READERS = ("sigkill_stage", "torn_write", "stall_database", "remove_pipeline")
+
+
+@pytest.fixture(scope="module")
+def private_pg() -> Iterator[PrivatePostgres]:
+    why = private_postgres.unavailable()
+    if why is not None:
+        pytest.skip(f"no private PostgreSQL cluster: {why}")
+    pg = PrivatePostgres()
+    try:
+        yield pg
+    finally:
+        pg.destroy()
+
+
+def _campaign(pg: PrivatePostgres, out: Path, lines: list[str]) -> _Campaign:
+    cfg = CampaignConfig(seed=1, db=pg.url, out=out, db_control=pg.control_command())
+    prepare_out(out)
+    return _Campaign(cfg, pg.url, CHAOS_EXECUTOR, time.time, lines.append)
+
+
+def _faults(camp: _Campaign) -> list[FaultRecord]:
+    camp.recorder.close()
+    return [r for r in read_records(camp.dir / "harness.ndjson") if isinstance(r, FaultRecord)]
+
+
+@pytest.mark.postgres
+def test_faults_fired_while_postgresql_is_stopped_are_skipped_with_the_reason(
+    private_pg: PrivatePostgres, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    camp = _campaign(private_pg, tmp_path / "c", lines)
+    try:
+        private_pg.stop()  # what database_outage's `--db-control … stop` does
+        for n, name in enumerate(QUEUE_READERS):
+            camp.inject(Planned(float(n), name, 0), BY_NAME[name])
+    finally:
+        private_pg.start()
+        camp.queue.close()
+    records = _faults(camp)
+    assert [(r.fault, r.phase, r.target) for r in records] == [
+        (name, "skip", "database unavailable") for name in QUEUE_READERS
+    ]
+    for r in records:
+        assert "error" not in r.detail and set(r.detail) == {"reason"}
+        assert r.detail["reason"].startswith("the queue database is unavailable: "), r.detail
+    assert sum("skipped: the queue database is unavailable" in line for line in lines) == 4
+
+
+@pytest.mark.postgres
+def test_stall_database_on_a_stopped_server_raises_fault_skipped_not_an_error_injection(
+    private_pg: PrivatePostgres,
+) -> None:
+    # The stand-in campaign of test_faults.py reads no queue: the stall's own lock meets it.
+    stand_in = Campaign(url=private_pg.url)
+    private_pg.stop()
+    try:
+        with pytest.raises(FaultSkipped, match="the queue database is unavailable: ") as got:
+            BY_NAME["stall_database"].inject(stand_in)
+    finally:
+        private_pg.start()
+    assert isinstance(got.value.__cause__, psycopg.OperationalError)
+
+
+@pytest.mark.postgres
+def test_a_fault_that_fails_with_the_database_up_is_still_an_error(
+    private_pg: PrivatePostgres, tmp_path: Path
+) -> None:
+    camp = _campaign(private_pg, tmp_path / "c", [])
+    camp.db_control = "false {action}"  # a control command that fails: the fault's own error
+    try:
+        camp.inject(Planned(1.0, "restart_database", 0), BY_NAME["restart_database"])
+    finally:
+        camp.queue.close()
+    (record,) = _faults(camp)
+    assert (record.phase, record.detail["action"]) == ("inject", "restart")
+    assert record.detail["exit_status"] == 1 and "error" in record.detail
+
+
+def test_the_report_counts_unavailable_skips_apart_from_failures_and_says_why() -> None:
+    s = clean()
+    why = "the queue database is unavailable: connection refused"
+    s.add(FaultRecord(22.0, "sigkill_worker", "skip", "database unavailable", {"reason": why}))
+    s.add(FaultRecord(23.0, "sigkill_worker", "skip", "no candidate"))
+    s.add(FaultRecord(24.0, "sigkill_worker", "inject", "nothing", {"error": "QueueError: boom"}))
+    done = result(s)
+    doc = report_json(done)
+    assert doc["skipped"] == [{"kind": "sigkill_worker", "at": 22.0, "time": 22.0, "reason": why}]
+    counts = {"injected": 1, "failed": 1, "skipped": 1, "unavailable": 1}
+    assert doc["fault_kinds"]["sigkill_worker"] == counts
+    assert [f["detail"] for f in doc["faults"]][-1] == {"error": "QueueError: boom"}
+    text = render_chaos(chaos_context(done))
+    assert "| sigkill_worker | 1 | 1 | 1 | 1 | nothing |" in text
+    assert f"| 22.00s | sigkill_worker | {why} |" in text
