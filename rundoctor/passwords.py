@@ -1,8 +1,9 @@
 """Database passwords kept out of messages, printed commands, logs and reports.
 
 A queue URL may carry a password in two places: the user part (``postgresql://u:pw@host/db``)
-and libpq's query parameter (``?password=pw``), either one percent-encoded (``p%40ss`` for
-``p@ss``). :func:`redact` is the one function every package hides them with:
+and libpq's query parameters (``?password=pw``, and ``sslpassword=`` for the client key),
+either one percent-encoded (``p%40ss`` for ``p@ss``). :func:`redact` is the one function
+every package hides them with:
 
 - the URL itself, with the password replaced by ``***`` (what a message shows), or left out
   (``drop=True``: what a printed command that is meant to be run again shows; the password
@@ -32,9 +33,9 @@ __all__ = ["MASK", "redact"]
 #: What a hidden password is shown as.
 MASK = "***"
 
-#: libpq's ``password=`` parameter: in a URL's query (``?``/``&``) or a keyword/value
-#: connection string (``host=db password=pw``).
-_PARAMETER = re.compile(r"(?i)(?:(?<=[?&\s])|^)password=([^&#\s]*)")
+#: libpq's ``password=`` parameter (and ``sslpassword=``, the client key's): in a URL's query
+#: (``?``/``&``) or a keyword/value connection string (``host=db password=pw``).
+_PARAMETER = re.compile(r"(?i)(?:(?<=[?&\s])|^)((?:ssl)?password)=([^&#\s]*)")
 #: The authority of a URL: what follows ``scheme://`` up to the path, query or fragment.
 _AUTHORITY = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)")
 
@@ -68,11 +69,11 @@ def redact(text: str, url: str | None = None, *, drop: bool = False) -> str:
             shown = f"{user}@" if drop else f"{user}:{MASK}@"
             text = found.group(1) + shown + host + text[found.end() :]
     if not drop:
-        return _PARAMETER.sub(f"password={MASK}", text)
+        return _PARAMETER.sub(rf"\1={MASK}", text)
     head, sep, query = text.partition("?")
     if not sep:  # a keyword/value connection string: there is no parameter to leave out
-        return _PARAMETER.sub(f"password={MASK}", text)
-    kept = [p for p in query.split("&") if p.split("=", 1)[0].lower() != "password"]
+        return _PARAMETER.sub(rf"\1={MASK}", text)
+    kept = [p for p in query.split("&") if not _PARAMETER.fullmatch(p)]
     return head + ("?" + "&".join(kept) if kept else "")
 
 
@@ -82,7 +83,7 @@ def _passwords(url: str) -> list[str]:
     >>> _passwords("postgresql://u:a%2Bb@db/q?password=c+d")
     ['a%2Bb', 'a+b', 'c d', 'c+d']
     """
-    raw = [m.group(1) for m in _PARAMETER.finditer(url)]
+    raw = [m.group(2) for m in _PARAMETER.finditer(url)]
     found = _AUTHORITY.match(url)
     if found is not None and "@" in found.group(2):
         userinfo = found.group(2).rpartition("@")[0]

@@ -22,8 +22,13 @@ from rundoctor.passwords import redact
         ),
         (
             "postgresql:///q?host=/run/pg&PASSWORD=s3cret",
-            "postgresql:///q?host=/run/pg&password=***",
+            "postgresql:///q?host=/run/pg&PASSWORD=***",
             "postgresql:///q?host=/run/pg",
+        ),
+        (
+            "postgresql://rd@db/q?sslpassword=k3y&sslmode=verify-full",
+            "postgresql://rd@db/q?sslpassword=***&sslmode=verify-full",
+            "postgresql://rd@db/q?sslmode=verify-full",
         ),
         (
             "postgres://rd:s3%40cr%2Fet@db/q",
