@@ -376,6 +376,16 @@ def print_pages(
     carries the header; a later page
     keeps those columns and is fitted with the widest cell seen so far, so widths never shrink
     and whole columns (ids) stay whole.
+
+    >>> import io
+    >>> from rich.console import Console
+    >>> out = Console(file=io.StringIO(), width=40)
+    >>> rows = ({"id": f"t-{n}", "what": "word " * n} for n in range(1200))
+    >>> print_pages(out, "1,200 rows", rows, ("id", "what"), free=("what",))
+    1200
+    >>> lines = out.file.getvalue().splitlines()
+    >>> lines[0], lines[1].split(), lines[-1].split()[0], len(lines)
+    ('1,200 rows', ['id', 'what'], 't-1199', 1203)
     """
     from rundoctor.terminal import printable
 
