@@ -13,8 +13,10 @@ Layout under the cache directory::
 A run whose files are unchanged is not read again, whatever its state: its diagnosis is
 brought to the new clock (see :mod:`doctor._scan`). A run whose append-only streams only grew
 is reloaded from its Parquet partition and read from each stream's last byte offset. Anything
-else is read from scratch. Entries carry :data:`CACHE_VERSION` and the detector
-configuration, so a new release or other thresholds never reuse stale results.
+else is read from scratch. Entries carry :data:`CACHE_VERSION`, a hash of the code that
+diagnoses (:func:`code_key`: every module of ``doctor`` and ``rundoctor``) and the detector
+configuration, so another release, a patched or edited install, or other thresholds never reuse
+stale results: the cache is then read as empty, and refilled.
 
 An entry is one file read at once: a first line of JSON (everything above but the facts and
 the findings, with their lengths in bytes under ``body``), then the facts' JSON text and each
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -71,6 +74,7 @@ __all__ = [
     "LazyFacts",
     "RunCache",
     "StreamState",
+    "code_key",
     "fingerprint",
 ]
 
@@ -308,6 +312,35 @@ def _body(raw: bytes, at: int, layout: Mapping[str, Any]) -> tuple[LazyFacts, Ke
     return LazyFacts(raw[at:ends]), KeptFindings(block, sizes, ranks, clocked)
 
 
+#: The packages whose code a cached diagnosis depends on (``rundoctor``: signatures, liveness).
+_DIAGNOSING = ("doctor", "rundoctor")
+
+
+@functools.cache
+def code_key(packages: tuple[str, ...] = _DIAGNOSING) -> str:
+    """A hash of the source of ``packages`` (every ``.py`` file, by its path in the package and
+    its bytes): a cache entry written by other code is not reused, whatever the version says
+    (an editable install's version does not move with its code). Read once per process, about
+    a megabyte.
+
+    >>> code_key() == code_key() and len(code_key())
+    16
+    """
+    import importlib.util
+
+    digest = hashlib.sha256()
+    for package in packages:
+        spec = importlib.util.find_spec(package)
+        locations = spec.submodule_search_locations if spec is not None else None
+        for location in sorted(locations or ()):
+            base = Path(location)
+            for path in sorted(base.rglob("*.py")):
+                digest.update(os.fsencode(f"{package}/{path.relative_to(base).as_posix()}\0"))
+                digest.update(path.read_bytes())
+                digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
 class RunCache:
     """Per-run cache entries and the Parquet events dataset under ``root``."""
 
@@ -316,7 +349,7 @@ class RunCache:
         # Findings depend on how failure texts are signed: a new signature version rereads.
         from rundoctor.signature import SIGNATURE_VERSION  # its rules cost listing the checks
 
-        self.settings = f"{CACHE_VERSION}:sig{SIGNATURE_VERSION}:{settings}"
+        self.settings = f"{CACHE_VERSION}:sig{SIGNATURE_VERSION}:code{code_key()}:{settings}"
         # A cache that cannot be written is the scan's mistake, said once: not each changed
         # run's unreadable_artifact when DuckDB fails to write its events there.
         try:

@@ -863,3 +863,33 @@ def test_a_truncated_events_file_is_read_around_and_the_scan_says_so(
     (note,), again = _noted(scan(config))
     assert note.startswith("1 run read again from the run directory: the cached events could not")
     assert again == _uncached(config)
+
+
+def test_a_cache_written_by_other_code_is_read_as_empty(
+    config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another release, or an edited install whose version did not move: its entries are stale.
+    scan(config)
+    assert (scan(config).fleet["read"], scan(config).fleet["reused"]) == (0, 6)
+    monkeypatch.setattr(_cache, "code_key", lambda packages=(): "another0release0")
+    again = scan(config)
+    assert (again.fleet["read"], again.fleet["reused"]) == (6, 0)
+    assert _json(again) == _uncached(config)
+    assert scan(config).fleet["reused"] == 6  # refilled for this code
+
+
+def test_the_code_key_moves_with_any_module_of_the_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "rdcodekey"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "rules.py").write_text("LIMIT = 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = _cache.code_key(("rdcodekey",))
+    _cache.code_key.cache_clear()
+    assert _cache.code_key(("rdcodekey",)) == before  # the same code, the same key
+    (package / "sub" / "rules.py").write_text("LIMIT = 4\n")
+    _cache.code_key.cache_clear()
+    assert _cache.code_key(("rdcodekey",)) != before
+    _cache.code_key.cache_clear()
