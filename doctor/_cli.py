@@ -72,7 +72,7 @@ class _Root(LazyGroup):
         Mount(
             "tickets",
             "executor._cli",
-            "List tickets (with --json: the queue's records, one object each).",
+            "List tickets, most pressing first (with --json: every ticket's record, oldest first).",
         ),
         # Watching and metrics live in their own module.
         Mount(
