@@ -95,7 +95,7 @@ def test_an_id_another_process_already_took_is_drawn_again(
     queue: Queue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     drawn = iter(["t-000000000001", "t-000000000001", "t-000000000002"])
-    monkeypatch.setattr("executor._queue.new_ticket_id", lambda now: next(drawn))
+    monkeypatch.setattr("executor._queue_lifecycle.new_ticket_id", lambda now: next(drawn))
     first, second = queue.enqueue("a", GRAPH), queue.enqueue("b", GRAPH)
     assert (first.id, second.id) == ("t-000000000001", "t-000000000002")
     assert [t.title for t in queue.tickets()] == ["a", "b"]

@@ -1,0 +1,371 @@
+"""A ticket's life: enqueue it, claim it, run it under a lease, and end it.
+
+Every transition but the reaper's (``_queue_reclaim.py``), as methods of :class:`Queue` (the
+:class:`TicketLifecycle` part): :meth:`~TicketLifecycle.enqueue` makes a ticket ``todo`` or
+``blocked`` behind its dependencies; :meth:`~TicketLifecycle.claim` leases the best claimable
+one, bumping its epoch and recording the worker's session in the same transaction; the
+worker's writes that follow (:meth:`~TicketLifecycle.start`, :meth:`~TicketLifecycle.heartbeat`,
+:meth:`~TicketLifecycle.complete`, :meth:`~TicketLifecycle.fail`,
+:meth:`~TicketLifecycle.release`) are fenced on that epoch; :meth:`~TicketLifecycle.cancel` is
+the operator's. A ticket that ends unblocks or blocks its dependants in the same transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from executor import _schema as sql
+from executor._errors import QueueError, UsageError
+from executor._queue_base import (
+    QueueBase,
+    require_name,
+    require_seconds,
+    to_ticket,
+    updated,
+)
+from executor._records import TERMINAL_STATUSES, Lease, SessionInfo, Ticket, new_ticket_id
+from executor._schema import Tx
+
+__all__ = ["TicketLifecycle"]
+
+#: The range of the queue's INTEGER columns that a caller sets (PostgreSQL's 32-bit INTEGER).
+_INT32 = 2**31
+
+
+class TicketLifecycle(QueueBase):
+    """The part of :class:`executor._queue.Queue` that creates tickets and moves them through
+    their lease: each method is one transaction; worker writes are fenced."""
+
+    # -- creating work -------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        title: str,
+        graph_path: str | os.PathLike[str],
+        *,
+        priority: int = 0,
+        depends_on: Iterable[str] = (),
+        max_error_attempts: int = 1,
+    ) -> Ticket:
+        """Add a ticket: ``todo`` when every dependency is done, else ``blocked``.
+
+        >>> from executor import open_queue
+        >>> q = open_queue(":memory:", clock=lambda: 1.0)
+        >>> a = q.enqueue("fetch", "/p/fetch.dot", priority=5)
+        >>> b = q.enqueue("build", "/p/build.dot", depends_on=[a.id])
+        >>> (a.status, b.status, b.reason == f"waiting for {a.id} (todo)")
+        ('todo', 'blocked', True)
+        """
+        path = os.fspath(graph_path)
+        if not title.strip():
+            raise UsageError("a ticket needs a non-empty title")
+        if not os.path.isabs(path):
+            raise UsageError(f"graph_path {path!r} is relative; pass the DOT file's absolute path")
+        if max_error_attempts < 1:
+            raise UsageError(f"max_error_attempts must be at least 1, got {max_error_attempts}")
+        # Both are INTEGER columns: 32 bits on PostgreSQL, and a wider number would crash
+        # SQLite's driver; refuse it by name rather than fail the insert.
+        for name, value, low in (
+            ("priority", priority, -_INT32),
+            ("max_error_attempts", max_error_attempts, 1),
+        ):
+            if not low <= value < _INT32:
+                raise UsageError(
+                    f"{name} {value} is out of range; pass a whole number from {low} to "
+                    f"{_INT32 - 1}"
+                )
+        if isinstance(depends_on, str):
+            raise UsageError(
+                f"depends_on takes a list of ticket ids, got the string {depends_on!r}"
+            )
+        deps = sorted(set(depends_on))  # one global lock order: no deadlocks between enqueues
+
+        def run(tx: Tx) -> Ticket:
+            now = self._now(tx)
+            waiting: list[str] = []
+            doomed: list[str] = []
+            for dep in deps:
+                row = tx.one(sql.LOCK_DEPENDENCY, (dep,))
+                if row is None:
+                    raise self._unknown(tx, dep)
+                if row[0] in TERMINAL_STATUSES - {"done"}:
+                    doomed.append(f"{dep} {row[0]}")
+                elif row[0] != "done":
+                    waiting.append(f"{dep} ({row[0]})")
+            reason = (
+                f"dependency {', '.join(doomed)}"
+                if doomed
+                else f"waiting for {', '.join(waiting)}"
+                if waiting
+                else None
+            )
+            status = "todo" if reason is None else "blocked"
+            values = (title, path, status, priority, max_error_attempts, reason, now, now)
+            while (row := tx.one(sql.INSERT_TICKET, (new_ticket_id(now), *values))) is None:
+                pass  # the id was taken this very millisecond by another process: draw again
+            ticket = to_ticket(row)
+            ticket_id = ticket.id
+            for dep in deps:
+                tx.rows(sql.INSERT_DEP, (ticket_id, dep))
+            created = {"title": title, "graph_path": path, "priority": priority, "depends_on": deps}
+            self._event(tx, ticket_id, now, "created", detail=created)
+            if reason is not None:
+                self._event(tx, ticket_id, now, "blocked", detail={"reason": reason})
+            return ticket
+
+        return self._atomic(run)
+
+    # -- the worker's side: claim, then fenced writes ------------------------------------------
+
+    def claim(
+        self,
+        worker: str,
+        *,
+        lease_ttl_s: float,
+        session: SessionInfo,
+        ticket_id: str | None = None,
+    ) -> Lease | None:
+        """Lease the best claimable ticket (priority, then age), or None when there is none.
+
+        With ``ticket_id``, lease that ticket only, when it is claimable.
+
+        The epoch goes up by one, and the worker's session is recorded in the same
+        transaction, so a claimed row never lacks the process that holds it (incident 02).
+
+        >>> from executor import open_queue
+        >>> q = open_queue(":memory:", clock=lambda: 10.0)
+        >>> _ = q.enqueue("low", "/p.dot"), q.enqueue("high", "/p.dot", priority=9)
+        >>> me = SessionInfo("s1", pid=1, pgid=1, proc_start_time=None, host="h")
+        >>> lease = q.claim("w1", lease_ttl_s=60, session=me)
+        >>> (lease.ticket.title, lease.epoch, lease.ticket.lease_expires_at)
+        ('high', 1, 70.0)
+        """
+        require_name("worker", worker)
+        require_seconds("lease_ttl_s", lease_ttl_s)
+
+        def run(tx: Tx) -> Lease | None:
+            candidate = (
+                tx.one(sql.CLAIM_CANDIDATE)
+                if ticket_id is None
+                else tx.one(sql.CLAIM_CANDIDATE_ONE, (ticket_id,))
+            )
+            if candidate is None:
+                return None
+            # The clock is read once the row is locked: a claim that waited behind a stalled
+            # database must not commit a lease that already expired (chaos seed 20).
+            now = self._now(tx)
+            s = session
+            lease_params = (worker, now + lease_ttl_s, now, now)
+            session_params = (s.session_name, s.pid, s.pgid, s.proc_start_time, s.host)
+            row = tx.one(sql.CLAIM, (*lease_params, *session_params, now, candidate[0]))
+            if row is None:  # cannot happen: the candidate is locked by this transaction
+                return None
+            ticket = to_ticket(row)
+            detail = {"lease_expires_at": now + lease_ttl_s, "session": dataclasses.asdict(s)}
+            self._event(
+                tx,
+                ticket.id,
+                now,
+                "claimed",
+                worker=worker,
+                epoch=ticket.lease_epoch,
+                detail=detail,
+            )
+            return Lease(ticket, ticket.lease_epoch, worker)
+
+        return self._atomic(run)
+
+    def start(
+        self, lease: Lease, *, run_id: str, run_path: str | os.PathLike[str], session: SessionInfo
+    ) -> Ticket:
+        """Mark the leased ticket ``running`` with its run and the session running it (fenced).
+
+        >>> from executor import open_queue
+        >>> q = open_queue(":memory:", clock=lambda: 1.0)
+        >>> _ = q.enqueue("x", "/p.dot")
+        >>> me = SessionInfo("s1", pid=7, pgid=7, proc_start_time=3, host="h")
+        >>> lease = q.claim("w1", lease_ttl_s=5, session=me)
+        >>> q.start(lease, run_id="r1", run_path="/runs/r1", session=me).status
+        'running'
+        """
+        s = session
+
+        def body(tx: Tx, t: Ticket, now: float) -> Ticket:
+            session_params = (s.session_name, s.pid, s.pgid, s.proc_start_time, s.host)
+            params = (run_id, os.fspath(run_path), *session_params, now, t.id, lease.epoch)
+            return updated(tx, sql.START, params)
+
+        return self._fenced(lease, "start", body)
+
+    def heartbeat(
+        self, lease: Lease, *, lease_ttl_s: float, interval_s: float | None = None
+    ) -> None:
+        """Extend the lease to now + ``lease_ttl_s`` (fenced).
+
+        A ``heartbeat_gap`` event is appended only when the time since the previous heartbeat
+        (or the claim, if none came yet) exceeds twice ``interval_s``, the worker's heartbeat
+        interval; without it, half the TTL is assumed, so a gap means the lease had lapsed.
+
+        >>> now = [0.0]
+        >>> from executor import open_queue
+        >>> q = open_queue(":memory:", clock=lambda: now[0])
+        >>> _ = q.enqueue("x", "/p.dot")
+        >>> lease = q.claim("w", lease_ttl_s=10, session=SessionInfo("s", 1, 1, None, "h"))
+        >>> now[0] = 25.0
+        >>> q.heartbeat(lease, lease_ttl_s=10, interval_s=5)
+        >>> [(e.event, e.detail["gap_s"]) for e in q.events() if e.event == "heartbeat_gap"]
+        [('heartbeat_gap', 25.0)]
+        """
+        require_seconds("lease_ttl_s", lease_ttl_s)
+        expected = lease_ttl_s / 2 if interval_s is None else interval_s
+        require_seconds("interval_s", expected)
+
+        def body(tx: Tx, t: Ticket, now: float) -> None:
+            previous = t.last_alive_at
+            updated(tx, sql.HEARTBEAT, (now + lease_ttl_s, now, now, t.id, lease.epoch))
+            if previous is not None and now - previous > 2 * expected:
+                gap = {
+                    "gap_s": now - previous,
+                    "threshold_s": 2 * expected,
+                    "previous_at": previous,
+                }
+                self._event(
+                    tx,
+                    t.id,
+                    now,
+                    "heartbeat_gap",
+                    worker=lease.worker,
+                    epoch=lease.epoch,
+                    detail=gap,
+                )
+
+        self._fenced(lease, "heartbeat", body)
+
+    def complete(self, lease: Lease, *, result: Mapping[str, Any]) -> Ticket:
+        """Mark the ticket ``done`` (fenced); dependants whose dependencies are all done unblock.
+
+        >>> from executor import open_queue
+        >>> q = open_queue(":memory:", clock=lambda: 1.0)
+        >>> a = q.enqueue("a", "/p.dot")
+        >>> b = q.enqueue("b", "/p.dot", depends_on=[a.id])
+        >>> lease = q.claim("w", lease_ttl_s=5, session=SessionInfo("s", 1, 1, None, "h"))
+        >>> (q.complete(lease, result={}).status, q.get(b.id).status)
+        ('done', 'todo')
+        """
+
+        def body(tx: Tx, t: Ticket, now: float) -> Ticket:
+            done = updated(
+                tx, sql.FINISH, ("done", t.error_attempts, None, now, now, t.id, t.lease_epoch)
+            )
+            detail = {"result": dict(result), "run_id": t.run_id, "run_path": t.run_path}
+            self._event(
+                tx, t.id, now, "completed", worker=lease.worker, epoch=lease.epoch, detail=detail
+            )
+            self._unblock_dependants(tx, t.id, now)
+            return done
+
+        return self._fenced(lease, "complete", body)
+
+    def fail(self, lease: Lease, *, reason: str, retryable: bool) -> Ticket:
+        """Record a failed execution (fenced): back to ``todo`` while retryable attempts remain,
+        else ``failed``, and every dependant (transitively) ``blocked`` naming this ticket.
+
+        >>> from executor import open_queue
+        >>> q = open_queue(":memory:", clock=lambda: 1.0)
+        >>> t = q.enqueue("a", "/p.dot", max_error_attempts=2)
+        >>> me = SessionInfo("s", 1, 1, None, "h")
+        >>> q.fail(q.claim("w", lease_ttl_s=5, session=me), reason="exit 1", retryable=True).status
+        'todo'
+        >>> q.fail(q.claim("w", lease_ttl_s=5, session=me), reason="exit 1", retryable=True).status
+        'failed'
+        """
+
+        def body(tx: Tx, t: Ticket, now: float) -> Ticket:
+            attempts = t.error_attempts + 1
+            retry = retryable and attempts < t.max_error_attempts
+            if retry:
+                out = updated(tx, sql.REQUEUE, (attempts, reason, now, t.id, t.lease_epoch))
+            else:
+                params = ("failed", attempts, reason, now, now, t.id, t.lease_epoch)
+                out = updated(tx, sql.FINISH, params)
+            detail = {
+                "reason": reason,
+                "retryable": retryable,
+                "requeued": retry,
+                "error_attempts": attempts,
+                "max_error_attempts": t.max_error_attempts,
+                "run_id": t.run_id,
+                "run_path": t.run_path,
+            }
+            self._event(
+                tx, t.id, now, "failed", worker=lease.worker, epoch=lease.epoch, detail=detail
+            )
+            if not retry:
+                self._block_dependants(tx, t.id, "failed", now)
+            return out
+
+        return self._fenced(lease, "fail", body)
+
+    def release(self, lease: Lease, reason: str) -> Ticket:
+        """Give the ticket back (``todo``) without counting an error: graceful shutdown (fenced).
+
+        >>> from executor import open_queue
+        >>> q = open_queue(":memory:", clock=lambda: 1.0)
+        >>> _ = q.enqueue("a", "/p.dot")
+        >>> lease = q.claim("w", lease_ttl_s=5, session=SessionInfo("s", 1, 1, None, "h"))
+        >>> t = q.release(lease, "worker shutting down")
+        >>> (t.status, t.error_attempts, t.lease_owner)
+        ('todo', 0, None)
+        """
+
+        def body(tx: Tx, t: Ticket, now: float) -> Ticket:
+            out = updated(tx, sql.REQUEUE, (t.error_attempts, reason, now, t.id, t.lease_epoch))
+            detail = {"reason": reason, "run_id": t.run_id, "session_name": t.session_name}
+            self._event(
+                tx, t.id, now, "released", worker=lease.worker, epoch=lease.epoch, detail=detail
+            )
+            return out
+
+        return self._fenced(lease, "release", body)
+
+    # -- the operator's end: cancel ------------------------------------------------------------
+
+    def cancel(self, ticket_id: str, reason: str) -> Ticket:
+        """Cancel a ticket that is not terminal yet; its dependants become ``blocked``.
+
+        >>> from executor import open_queue
+        >>> q = open_queue(":memory:", clock=lambda: 1.0)
+        >>> t = q.enqueue("x", "/p.dot")
+        >>> (q.cancel(t.id, "not needed").status, q.get(t.id).reason)
+        ('canceled', 'not needed')
+        """
+
+        def run(tx: Tx) -> Ticket:
+            row = tx.one(sql.LOCK_FULL_TICKET, (ticket_id,))
+            now = self._now(tx)  # after the lock: time spent waiting for it counts
+            if row is None:
+                raise self._unknown(tx, ticket_id)
+            before = to_ticket(row)
+            if before.terminal:
+                raise QueueError(
+                    f"ticket {ticket_id} is already {before.status}; a terminal ticket never "
+                    "changes (enqueue a new one to run it again)"
+                )
+            out = updated(tx, sql.CANCEL, (reason, now, now, ticket_id))
+            detail = {"reason": reason, "previous_status": before.status}
+            self._event(
+                tx,
+                ticket_id,
+                now,
+                "canceled",
+                worker=before.lease_owner,
+                epoch=before.lease_epoch,
+                detail=detail,
+            )
+            self._block_dependants(tx, ticket_id, "canceled", now)
+            return out
+
+        return self._atomic(run)
