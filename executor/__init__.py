@@ -33,7 +33,8 @@ if typing.TYPE_CHECKING:
     from executor._reaper import Reclaim, reap
     from executor._runner import RunResult, run_pipeline
     from executor._sqlite import BUSY_TIMEOUT_MS
-    from executor._worker import QueueOpener, WorkerStats, run_ticket, run_worker
+    from executor._ticket_run import WorkerStats
+    from executor._worker import QueueOpener, run_ticket, run_worker
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -95,7 +96,7 @@ _HOMES = {
     "TicketEvent": "executor._queue",
     "UsageError": "executor._errors",
     "WorkerError": "executor._errors",
-    "WorkerStats": "executor._worker",
+    "WorkerStats": "executor._ticket_run",
     "graph_edges": "executor._graph",
     "load_graph": "executor._graph",
     "open_queue": "executor._queue",

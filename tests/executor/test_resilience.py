@@ -34,8 +34,10 @@ from executor import (
     open_queue,
 )
 from executor._reaper import reap
+from executor._resilience import Fleet, logged, persist
 from executor._runner import run_pipeline
-from executor._worker import ROOT_REFUSED, WorkerStats, _Fleet, _logged, _persist, run_worker
+from executor._ticket_run import ROOT_REFUSED
+from executor._worker import WorkerStats, run_worker
 from tests.executor import private_postgres
 from tests.executor.private_postgres import PrivatePostgres
 
@@ -165,12 +167,12 @@ def test_a_complete_that_committed_before_its_connection_dropped_is_checked_not_
         queue.complete(lease, result={"status": "success"})
         raise QueueError("server closed the connection unexpectedly")  # the ack never came
 
-    got = _persist(
+    got = persist(
         committed_then_lost,
         "completion",
         PATIENT,
-        _Fleet(),
-        landed=lambda: _logged(queue, lease, "completed"),
+        Fleet(),
+        landed=lambda: logged(queue, lease, "completed"),
     )
     assert got is None
     assert queue.get(ticket.id).status == "done"
@@ -368,7 +370,7 @@ def test_a_read_only_runs_root_gives_tickets_back_then_fails_them_and_the_reaper
 
 
 def test_claims_pause_longer_on_each_refusal_of_the_runs_root_until_a_run_writes() -> None:
-    fleet, config = _Fleet(), ExecutorConfig(root_refusal_backoff_s=5.0)
+    fleet, config = Fleet(), ExecutorConfig(root_refusal_backoff_s=5.0)
     assert fleet.claim_pause() == 0.0
     assert [fleet.root_refused(config) for _ in range(6)] == [5, 10, 20, 40, 60, 60]
     assert fleet.claim_pause() > 0
@@ -569,14 +571,15 @@ def test_a_final_json_write_that_fails_once_is_tried_again_and_lands(
 def test_the_reaper_thread_logs_a_failed_pass_and_reclaims_at_a_later_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from executor._worker import _ClockNotice, _reaper_loop
+    from executor._resilience import ClockNotice
+    from executor._worker import _reaper_loop
 
     home = tmp_path / "not-yet"  # the queue's directory does not exist at first
     url = str(home / "queue.db")
     stop, stats = threading.Event(), WorkerStats()
     thread = threading.Thread(
         target=_reaper_loop,
-        args=(lambda: open_queue(url), PATIENT, stop, stats, time.time, _ClockNotice()),
+        args=(lambda: open_queue(url), PATIENT, stop, stats, time.time, ClockNotice()),
     )
     thread.start()
     seen: list[str] = []

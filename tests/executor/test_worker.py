@@ -243,9 +243,9 @@ def test_the_clock_notice_speaks_once_each_time_this_hosts_clock_goes_off(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from executor import ClockOffset
-    from executor._worker import _ClockNotice
+    from executor._resilience import ClockNotice
 
-    notice = _ClockNotice()
+    notice = ClockNotice()
     for offset in (None, ClockOffset(0.2, 0.001), ClockOffset(-90.0, 0.001)):
         notice.check(offset)  # one clock, in sync, then 90 s ahead: one line
     notice.check(ClockOffset(-91.0, 0.001))  # still off: nothing more

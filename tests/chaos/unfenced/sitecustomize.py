@@ -14,7 +14,7 @@ import dataclasses
 import os
 
 if os.environ.get("RUNDOCTOR_TEST_UNFENCED") == "1":
-    from executor import _worker
+    from executor import _lease_keeper, _ticket_run
     from executor._errors import FencedError, QueueError
     from executor._queue import Lease, Queue
 
@@ -24,7 +24,7 @@ if os.environ.get("RUNDOCTOR_TEST_UNFENCED") == "1":
         except QueueError:
             return lease
 
-    class _UnfencedKeeper(_worker._LeaseKeeper):
+    class _UnfencedKeeper(_lease_keeper.LeaseKeeper):
         def _beat(self) -> None:
             interval = self.config.heartbeat_interval_s
             queue = None
@@ -62,4 +62,5 @@ if os.environ.get("RUNDOCTOR_TEST_UNFENCED") == "1":
             except QueueError:
                 pass
 
-    _worker._LeaseKeeper = _UnfencedKeeper  # type: ignore[misc]
+    # Swapped where a slot's run looks the keeper up.
+    _ticket_run.LeaseKeeper = _UnfencedKeeper  # type: ignore[misc]
