@@ -141,7 +141,7 @@ class PostgresQueue(Queue):
     def _transient(self, error: BaseException | None) -> bool:
         # 40P01 and 40001: PostgreSQL rolled the transaction back and asks for it to be run
         # again. A dropped connection is not retried here: its COMMIT may have happened, so
-        # the worker (executor._worker._persist) first checks whether it did.
+        # the worker (executor._resilience.persist) first checks whether it did.
         return isinstance(
             error, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
         )
