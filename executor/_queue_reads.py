@@ -72,7 +72,6 @@ class TicketReads(QueueBase):
 
         >>> from executor import open_queue
         >>> clock = iter(range(1, 100)).__next__
-        >>> from executor import open_queue
         >>> q = open_queue(":memory:", clock=lambda: float(clock()))
         >>> old, new = q.enqueue("old", "/p.dot"), q.enqueue("new", "/p.dot")
         >>> _ = q.cancel(old.id, "no")
