@@ -336,7 +336,10 @@ def code_key(packages: tuple[str, ...] = _DIAGNOSING) -> str:
             base = Path(location)
             for path in sorted(base.rglob("*.py")):
                 digest.update(os.fsencode(f"{package}/{path.relative_to(base).as_posix()}\0"))
-                digest.update(path.read_bytes())
+                try:
+                    digest.update(path.read_bytes())
+                except OSError as exc:  # a file Python could not have imported either
+                    digest.update(f"unreadable: {exc.errno}".encode())
                 digest.update(b"\0")
     return digest.hexdigest()[:16]
 
