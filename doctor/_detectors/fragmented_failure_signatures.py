@@ -12,6 +12,11 @@ Per node and scope, over its failures (attempt ends with status ``fail`` or ``re
 where ``breaker_limit`` is the run's own limit (the largest ``signature_limit`` of its
 ``[subgraph_]deterministic_failure_cycle_check`` events), else ``config.breaker_limit``.
 
+Not reported when the run's own breaker did count them as one: its cycle-check events for the
+node name a single signature (a stage's ``failure_signature``, or Kilroy's own normalisation)
+and count each check as one more of it (never starting again) up to ``breaker_limit``; the
+reasons vary, the engine's signatures did not.
+
 ``max_signature_count_seen`` is what the run's breaker counted for the top signature when its
 events record the doctor's own ``SIGNATURE_VERSION`` (signatures are only compared within one
 version); otherwise, and when no event names that signature, the largest count on the node.
@@ -50,7 +55,9 @@ GROUP BY ALL ORDER BY ALL
 _BREAKERS = "(" + ", ".join(f"'{e}'" for e in BREAKER_EVENTS) + ")"
 _CHECKS_SQL = f"""
 SELECT run_id, scope, node_id, max(signature_count) FILTER (WHERE event IN {_CHECKS}),
-       max(seq) FILTER (WHERE event IN {_BREAKERS})
+       max(seq) FILTER (WHERE event IN {_BREAKERS}),
+       count(DISTINCT signature) FILTER (WHERE event IN {_CHECKS}),
+       count(*) FILTER (WHERE event IN {_CHECKS})
 FROM progress_events
 WHERE (event IN {_CHECKS} OR event IN {_BREAKERS}) AND node_id IS NOT NULL
 GROUP BY ALL
@@ -115,7 +122,7 @@ class _Breakers:
     last failure and its last attempt."""
 
     limits: dict[str, int]
-    checks: dict[tuple[str, str, str], tuple[Any, Any]]
+    checks: dict[tuple[str, str, str], tuple[Any, Any, int, int]]
     same_version: dict[tuple[str, str, str, str], int]
     endings: dict[tuple[str, str], list[Ending]]
     failures: dict[tuple[str, str, str], tuple[int, int]]
@@ -136,8 +143,8 @@ def _read_breakers(
     return _Breakers(
         limits={r: int(lim) for r, lim in ctx.rows_of(checks, _LIMITS_SQL)},
         checks={
-            (r, s, n): (mx, br)
-            for r, s, n, mx, br in ctx.rows_of((*checks, *BREAKER_EVENTS), _CHECKS_SQL)
+            (r, s, n): (mx, br, int(kinds or 0), int(made or 0))
+            for r, s, n, mx, br, kinds, made in ctx.rows_of((*checks, *BREAKER_EVENTS), _CHECKS_SQL)
         },
         same_version=same_version,
         endings=scope_endings(ctx),
@@ -179,7 +186,12 @@ def _fragmented(
     limit = breakers.limits.get(run_id, cfg.breaker_limit)
     if not (len(counts) >= cfg.fragmentation_ratio * len(signatures) and top_n >= limit):
         return None
-    seen, breaker_seq = breakers.checks.get(key, (None, None))
+    seen, breaker_seq, engine_signatures, made = breakers.checks.get(key, (None, None, 0, 0))
+    if engine_signatures == 1 and seen is not None and int(seen) == made >= limit:
+        # The run's own breaker counted each failure it checked as one more of one signature
+        # (a stage's failure_signature, or its own normalisation) up to its limit: the
+        # reasons vary, the engine's signatures did not fragment.
+        return None
     first, last = breakers.failures[key]
     # A breaker of the node before its first failure (a resume went on from it) is not this
     # loop's.

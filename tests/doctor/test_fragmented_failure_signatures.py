@@ -249,3 +249,42 @@ def test_a_breaker_of_another_signature_version_is_not_matched_by_signature(
     (f,) = _findings(run)
     # Another version's strings mean nothing here: only the node's largest count is used.
     assert f.evidence["max_signature_count_seen"] == 5
+
+
+def test_reasons_the_runs_own_breaker_counted_as_one_signature_are_not_fragmented(
+    tmp_path: Path,
+) -> None:
+    # Real run signature_hint: verify's reasons name fresh numbers, but its status.json names
+    # one failure_signature; Kilroy's checks count that one signature 1, 2, 3 up to the limit.
+    run = KilroyRun(tmp_path, "r1", START)
+    run.run_pid(99999999)
+    s = run.stream()
+    for i, reason in enumerate(_reasons(5)):
+        _fail(s, i * 100, "verify", reason)
+        if i:  # the first failure Kilroy classed transient: not checked
+            _check(s, i * 100 + 6, i, 4)
+    s.emit("deterministic_failure_cycle_breaker", 507, node_id="verify")
+    assert _findings(run) == []
+
+
+def test_reasons_the_runs_own_breaker_counted_under_several_signatures_are_fragmented(
+    tmp_path: Path,
+) -> None:
+    run = KilroyRun(tmp_path, "r1", START)
+    run.run_pid(99999999)
+    s = run.stream()
+    for i, reason in enumerate(_reasons(5)):
+        _fail(s, i * 100, "verify", reason)
+        s.emit(
+            CHECK,
+            i * 100 + 6,
+            node_id="verify",
+            signature=f"verify|deterministic|{reason}",
+            signature_count=1,
+            signature_limit=3,
+            failure_class="deterministic",
+            failure_reason=reason,
+        )
+    (f,) = _findings(run)
+    assert f.evidence["max_signature_count_seen"] == 1
+    assert f.severity.label == "error"
