@@ -695,7 +695,9 @@ def test_every_real_run_s_final_json_is_that_of_the_scope_it_worked_in_last() ->
     for run_id, docs in tables.documents.items():
         final = docs.final
         if final is not None:
-            current = docs.scopes[facts[run_id]["_current_scope"]]
+            scope = facts[run_id]["_current_scope"]
+            # No stage ran (setup_failed: a setup command failed): the run's own directory.
+            current = docs.scopes[scope if scope is not None else ""]
             ended[run_id] = (final.rel, current.final.rel if current.final else None)
     assert "loop_restart_sigterm_resumed" in ended
     assert {r: rel for r, (rel, own) in ended.items() if rel != own} == {}
