@@ -16,12 +16,13 @@ from doctor._config import DoctorConfig
 from doctor._detectors import Context
 from doctor._discovery import locate_run, runs_to_scan
 from doctor._errors import RootError, UsageError
-from doctor._facts import compute_facts, run_state
+from doctor._facts import compute_facts
 from doctor._ingest import _documents_of, load_run
 from doctor._json_out import JSONText
 from doctor._kept import KeptFindings, run_text
 from doctor._layout import RunLayout, discover, display_name
 from doctor._model import Diagnosis, Finding, Severity
+from doctor._run_state import run_state
 from rundoctor.liveness import owner_alive
 
 if TYPE_CHECKING:

@@ -35,6 +35,7 @@ from doctor._layout import (
     stage_dirs,
 )
 from doctor._model import noun
+from doctor._timestamps import parse_iso
 from rundoctor.liveness import valid_pid
 
 __all__ = [
@@ -50,7 +51,7 @@ __all__ = [
 
 _MAX_DOC_BYTES = 32 * 1024 * 1024
 _MAX_GRAPH_BYTES = 4 * 1024 * 1024
-#: The statuses of a final.json that end a run (``doctor._facts.run_state``'s).
+#: The statuses of a final.json that end a run (``doctor._run_state.run_state``'s).
 TERMINAL_STATUSES = ("success", "fail", "canceled")
 _STATUS_ALIASES = {
     "ok": "success",
@@ -214,9 +215,6 @@ def _written_order(scope: str, final: Document) -> tuple[bool, int, int]:
     >>> _written_order("", doc), _written_order("restart-2", doc)[0::2]
     ((True, 1796564535338942156, 0), (True, 2))
     """
-    # doctor._facts reads RunDocuments, so its parser is imported here, not at the top.
-    from doctor._facts import parse_iso
-
     ns = parse_iso(final.get("timestamp")) if final.ok else None
     return ns is not None, ns or 0, _restart_rank(scope)
 
@@ -512,8 +510,6 @@ def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> 
 
 def _parse_time(value: Any) -> int | None:
     """An RFC 3339 time recorded in a document, as epoch ns (None if it is not one)."""
-    from doctor._facts import parse_iso  # doctor._facts reads RunDocuments
-
     return parse_iso(value) if isinstance(value, str) else None
 
 

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 from doctor._cache import CacheEntry, RunCache, StreamState, tail_sha
 from doctor._documents import RunDocuments, ScopeDocuments, read_documents
 from doctor._errors import IngestError
-from doctor._facts import parse_iso
 from doctor._layout import RunLayout, Unreadable, display_name
 from doctor._ndjson import (
     EVENT_FIELDS,
@@ -39,6 +38,7 @@ from doctor._ndjson import (
     read_precise,
 )
 from doctor._tables import Tables, new_connection
+from doctor._timestamps import parse_iso
 from rundoctor.liveness import owner_alive
 
 if TYPE_CHECKING:

@@ -36,6 +36,7 @@ __all__ = [
     "NATIVE_LAYOUT",
     "PROGRESS",
     "RUN_CONFIG",
+    "TOP_SQL",
     "RunLayout",
     "ScopeLayout",
     "StageDir",
@@ -82,6 +83,11 @@ def is_top_scope(scope: str) -> bool:
     (True, True, False)
     """
     return _TOP_SCOPE.fullmatch(scope) is not None
+
+
+#: SQL predicate over ``scope``: the run's own stream and its loop restarts (what
+#: :func:`is_top_scope` says of a scope, in SQL).
+TOP_SQL = "(scope = '' OR regexp_full_match(scope, 'restart-[0-9]+'))"
 
 
 @dataclass(frozen=True, slots=True)

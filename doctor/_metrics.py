@@ -23,10 +23,10 @@ from typing import Any
 from doctor._config import DoctorConfig
 from doctor._detectors._queue import PROGRESS_EVENTS
 from doctor._diagnose import ScanResult, scan
-from doctor._facts import parse_iso
 from doctor._model import RUN_STATES
 from doctor._queue_ingest import load_queue
 from doctor._tables import Tables, new_connection
+from doctor._timestamps import parse_iso
 
 __all__ = [
     "METRICS_SCHEMA",

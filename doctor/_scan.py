@@ -48,11 +48,13 @@ from doctor._config import DoctorConfig
 from doctor._detectors import Context
 from doctor._detectors._context import QUEUE_CHECKS
 from doctor._diagnose import _order
-from doctor._facts import compute_facts, parse_iso, run_state
+from doctor._facts import compute_facts
 from doctor._kept import FINDINGS_LEVEL, KeptFindings
 from doctor._layout import RunLayout, display_name
 from doctor._model import Diagnosis, Finding
+from doctor._run_state import run_state
 from doctor._tables import HEARTBEAT_SQL
+from doctor._timestamps import parse_iso
 from rundoctor.liveness import exclude_owners, excluded_owners, owner_alive
 
 if TYPE_CHECKING:
@@ -262,7 +264,7 @@ def _clock_inputs(
     tables: Tables, facts: dict[str, Any], config: DoctorConfig, ids: list[str]
 ) -> dict[str, dict[str, Any]]:
     """Per run, what its clock- and liveness-dependent results were computed from."""
-    from doctor._facts import _branch_state, _Liveness
+    from doctor._run_state import _branch_state, _Liveness
 
     out: dict[str, dict[str, Any]] = {}
     for run_id in ids:

@@ -294,7 +294,7 @@ _COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "cached_progress": (("run_id", "VARCHAR"), ("t", "BIGINT")),
     # Each final.json's recorded ``timestamp`` (epoch ns), when it has a readable one: a run
-    # ended then even when no terminal event says so (doctor._facts._WENT_ON_SQL).
+    # ended then even when no terminal event says so (doctor._attempts._WENT_ON_SQL).
     "finals": (("run_id", "VARCHAR"), ("scope", "VARCHAR"), ("ts_ns", "BIGINT")),
     "torn": (
         ("run_id", "VARCHAR"),

@@ -11,7 +11,7 @@ every scope, each with its node, visit number and outcome, and :class:`Stretch` 
 
 Times are epoch nanoseconds. An attempt that never ended runs to the last event of its scope,
 or to the node's next start in its scope when it started again (a resume superseded it: the
-process that ran it died). It is open as the facts say (:data:`doctor._facts.ATTEMPTS_OPEN_SQL`):
+process that ran it died). It is open as the facts say (:data:`doctor._attempts.ATTEMPTS_OPEN_SQL`):
 not when superseded, nor when the run went on in another of its top-level scopes after it
 started (a resume of a run killed in ``restart-N`` goes on in the base directory).
 
@@ -31,13 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from doctor._attempts import ATTEMPTS_OPEN_SQL
 from doctor._budget import exceeded, over_budget_error
 from doctor._config import DoctorConfig
-from doctor._facts import ATTEMPTS_OPEN_SQL, parse_iso
 from doctor._ingest import load_run
 from doctor._layout import discover
 from doctor._model import Diagnosis, plural
 from doctor._tables import HEARTBEAT_SQL, Tables
+from doctor._timestamps import parse_iso
 
 __all__ = [
     "MAX_TIMELINE_BARS",

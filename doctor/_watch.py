@@ -31,9 +31,9 @@ from doctor._atomic import write_atomic
 from doctor._config import DoctorConfig
 from doctor._diagnose import ScanResult, scan
 from doctor._errors import DoctorError, UsageError
-from doctor._facts import iso
 from doctor._model import Finding, Severity, plural
 from doctor._notify import Delivery, post_webhook, run_command
+from doctor._timestamps import iso
 from rundoctor import durations
 
 __all__ = [

@@ -7,7 +7,7 @@ run, when it has one, as ``evidence["run_id"]``.
 
 from __future__ import annotations
 
-from doctor._facts import iso
+from doctor._timestamps import iso
 
 __all__ = [
     "LEASED",

@@ -25,7 +25,7 @@ stops written just before it, or stops no terminal event followed before more wo
 Loops are compared with endings in their own stream, by ``seq``: the stream a loop ran in is the
 one its ending is written to (a stop goes to the current logs root), and a run that leaves that
 stream writes ``loop_restart`` there first; the time order across the run's top-level streams
-(:func:`doctor._facts._last_ending`) decides the run's ending, not a loop's.
+(:func:`doctor._run_state._last_ending`) decides the run's ending, not a loop's.
 """
 
 from __future__ import annotations
@@ -35,8 +35,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from doctor._facts import STOP_EVENTS, TOP_SQL, parse_iso, signal_stop
+from doctor._layout import TOP_SQL
+from doctor._run_state import STOP_EVENTS, signal_stop
 from doctor._tables import Tables
+from doctor._timestamps import parse_iso
 
 if TYPE_CHECKING:
     from doctor._detectors._context import Context

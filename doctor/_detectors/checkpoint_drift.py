@@ -32,9 +32,10 @@ from typing import Any
 
 from doctor._detectors._context import Context, more, scope_words
 from doctor._documents import Document, checkpoint_fields
-from doctor._facts import parse_iso, scope_state
+from doctor._facts import scope_state
 from doctor._model import Finding, Severity
 from doctor._tables import HEARTBEAT_SQL
+from doctor._timestamps import parse_iso
 
 __all__ = ["DUP_MIN_ENTRIES", "DUP_RATIO", "checkpoint_drift"]
 

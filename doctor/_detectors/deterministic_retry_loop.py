@@ -40,8 +40,9 @@ from typing import Any
 
 from doctor._detectors._context import Context, in_scope, needs
 from doctor._detectors._stops import Ending, loop_stop, scope_endings
-from doctor._facts import facts_of, iso
+from doctor._facts import facts_of
 from doctor._model import Finding, Severity, plural
+from doctor._timestamps import iso
 
 __all__ = ["BREAKER_EVENTS", "SIGNATURE_BREAKERS", "deterministic_retry_loop", "visits_sql"]
 

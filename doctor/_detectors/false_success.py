@@ -18,8 +18,10 @@ scope it leaves and runs its target in ``restart-N/``, so there the target "ran 
 from __future__ import annotations
 
 from doctor._detectors._context import Context, needs
-from doctor._facts import TOP_SQL, facts_of, iso
+from doctor._facts import facts_of
+from doctor._layout import TOP_SQL
 from doctor._model import Finding, Severity
+from doctor._timestamps import iso
 
 __all__ = ["false_success"]
 

@@ -42,9 +42,9 @@ from typing import TYPE_CHECKING, Any
 from doctor._detectors._context import Context
 from doctor._detectors._queue import LEASED, PROGRESS_EVENTS, TERMINAL, iso_s
 from doctor._detectors.retry_loop import duration_text
-from doctor._facts import iso, parse_iso
 from doctor._model import Finding, Severity, noun, plural
 from doctor._tables import HEARTBEAT_SQL
+from doctor._timestamps import iso, parse_iso
 
 if TYPE_CHECKING:
     from doctor._config import DoctorConfig

@@ -23,8 +23,8 @@ from typing import Any
 
 from doctor._detectors._context import Context, in_scope, needs
 from doctor._detectors.swallowed_error import generic_sql
-from doctor._facts import iso
 from doctor._model import Finding, Severity, plural
+from doctor._timestamps import iso
 
 __all__ = ["lost_failure_reason"]
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from doctor._attempts import LATEST_ATTEMPTS_SQL
 from doctor._detectors._context import Context, more, needs
-from doctor._facts import LATEST_ATTEMPTS_SQL, TOP_SQL, RunFacts, iso
+from doctor._facts import RunFacts
+from doctor._layout import TOP_SQL
 from doctor._model import Finding, Severity
+from doctor._timestamps import iso
 
 __all__ = ["missing_final"]
 

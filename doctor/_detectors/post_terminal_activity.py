@@ -32,9 +32,10 @@ from __future__ import annotations
 from typing import Any
 
 from doctor._detectors._context import Context, scope_words
-from doctor._facts import TOP_SQL, iso, parse_iso
+from doctor._layout import TOP_SQL
 from doctor._model import Finding, Severity
 from doctor._tables import HEARTBEAT_SQL
+from doctor._timestamps import iso, parse_iso
 
 __all__ = ["post_terminal_activity"]
 

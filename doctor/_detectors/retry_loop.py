@@ -32,8 +32,9 @@ from __future__ import annotations
 
 from doctor._detectors._context import Context, needs
 from doctor._detectors._stops import loop_stop, scope_endings
-from doctor._facts import facts_of, iso
+from doctor._facts import facts_of
 from doctor._model import Finding, Severity
+from doctor._timestamps import iso
 
 __all__ = ["DOMINANT_SHARE", "duration_text", "retry_loop"]
 

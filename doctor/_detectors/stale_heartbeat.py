@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from doctor._attempts import LATEST_ATTEMPTS_SQL
 from doctor._detectors._context import Context, needs, scope_words
-from doctor._facts import LATEST_ATTEMPTS_SQL, iso
 from doctor._model import Finding, Severity
 from doctor._tables import heartbeat_sql
+from doctor._timestamps import iso
 
 __all__ = ["stale_heartbeat"]
 

@@ -36,10 +36,11 @@ from typing import Any
 
 from doctor._detectors._context import Context, scope_words
 from doctor._documents import ScopeDocuments, checkpoint_fields
-from doctor._facts import RunFacts, parse_iso, scope_state
+from doctor._facts import RunFacts, scope_state
 from doctor._layout import is_top_scope
 from doctor._model import Finding, Severity
 from doctor._tables import HEARTBEAT_SQL
+from doctor._timestamps import parse_iso
 
 __all__ = ["telemetry_divergence"]
 

@@ -13,16 +13,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from doctor._attempts import ATTEMPTS_OPEN_SQL, LATEST_ATTEMPTS_SQL
+from doctor._branch_records import BRANCH_LIFECYCLE_SQL
 from doctor._detectors._context import Context, more, needs, scope_words
 from doctor._documents import fanout_branch_count
-from doctor._facts import (
-    ATTEMPTS_OPEN_SQL,
-    BRANCH_LIFECYCLE_SQL,
-    LATEST_ATTEMPTS_SQL,
-    iso,
-    scope_state,
-)
+from doctor._facts import scope_state
 from doctor._model import Finding, Severity
+from doctor._timestamps import iso
 
 __all__ = ["unjoined_fanout"]
 

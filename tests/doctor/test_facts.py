@@ -153,19 +153,19 @@ def _fanout(run: Path, branches: int, *, results: bool = False) -> None:
 def test_each_branch_of_a_wide_fan_out_finds_its_parent_s_record_without_trying_every_one(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
-    from doctor import _facts
+    from doctor import _branch_records
 
     run = tmp_path / "wide"
     _fanout(run, 90)
     calls = 0
-    names = _facts._names
+    names = _branch_records._names
 
     def counted(*args: Any) -> bool:
         nonlocal calls
         calls += 1
         return names(*args)
 
-    monkeypatch.setattr(_facts, "_names", counted)
+    monkeypatch.setattr(_branch_records, "_names", counted)
     facts = diagnose_path(run, DoctorConfig(roots=(tmp_path,), now=1_800_000_000.0)).facts
     states = [b["state"] for b in facts["branches"]]
     assert states == ["failed" if i % 3 == 0 else "succeeded" for i in range(90)]

@@ -22,12 +22,13 @@ import pytest
 from rich.console import Console
 
 from doctor import DETECTORS, Diagnosis, DoctorConfig, Severity, diagnose, scan
-from doctor._facts import compute_facts, parse_iso
+from doctor._facts import compute_facts
 from doctor._ingest import load_runs
 from doctor._layout import discover
 from doctor._render import render_diagnosis, render_markdown
 from doctor._repair import apply_repairs, plan_repairs
 from doctor._timeline import run_timeline
+from doctor._timestamps import parse_iso
 from fixtures.kilroy.scenarios import SCENARIOS
 from reports import render_postmortem
 

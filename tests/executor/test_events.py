@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-from doctor._facts import parse_iso
+from doctor._timestamps import parse_iso
 from executor import EVENTS
 from executor._events import BranchProgress, StageAttemptEnd, rfc3339, schema_markdown
 
