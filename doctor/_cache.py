@@ -11,8 +11,8 @@ Layout under the cache directory::
                                              per run, ``run`` is the partition column)
 
 A run whose files are unchanged is not read again, whatever its state: its diagnosis is
-brought to the new clock (see :mod:`doctor._scan`). A run whose append-only streams only grew
-is reloaded from its Parquet partition and read from each stream's last byte offset. Anything
+brought to the new clock (see :mod:`doctor._scan_outcome`). A run whose append-only streams only
+grew is reloaded from its Parquet partition and read from each stream's last byte offset. Anything
 else is read from scratch. Entries carry :data:`CACHE_VERSION`, a hash of the code that
 diagnoses (:func:`code_key`: every module of ``doctor`` and ``rundoctor``) and the detector
 configuration, so another release, a patched or edited install, or other thresholds never reuse
@@ -126,10 +126,10 @@ class CacheEntry:
     #: The run's diagnosis (``rundoctor.diagnosis/1``) without the fleet-phase findings
     #: (loaded: its facts a :class:`LazyFacts`, its findings :class:`KeptFindings`).
     diagnosis: dict[str, Any] | None = None
-    #: What the diagnosis's clock-dependent parts were computed from (``doctor._scan``).
+    #: What the diagnosis's clock-dependent parts were computed from (``doctor._scan_outcome``).
     clock: dict[str, Any] = field(default_factory=dict)
     #: The run's activity for fleet-wide detectors: first event, last progress, last event,
-    #: final.json's time, and thinned progress points (``doctor._scan``).
+    #: final.json's time, and thinned progress points (``doctor._scan_fleet``).
     activity: dict[str, Any] = field(default_factory=dict)
     #: The Parquet file holding the run's events, relative to the cache directory.
     events: str | None = None

@@ -216,8 +216,9 @@ def _event_rows(tables: Tables) -> _EventRows:
     ``(scope, last non-heartbeat ts, last ts, first ts, attempt starts, failed or retried
     ends, status of the last end, last attempt start ts)``. Then every event kind of the runs
     (any scope), and each run's ``(first, last, last non-heartbeat)`` times over all its scopes
-    (what a scan keeps of its activity, :func:`doctor._scan._activity`), whether an attempt end
-    failed, and the top-level scope holding the latest node (the one the run worked in last).
+    (what a scan keeps of its activity, :func:`doctor._scan_fleet._activity`), whether an
+    attempt end failed, and the top-level scope holding the latest node (the one the run worked
+    in last).
     """
     groups: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
     tops: dict[str, list[tuple[Any, ...]]] = defaultdict(list)

@@ -285,7 +285,7 @@ _COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("owner_pid", "BIGINT"),
     ),
     # Runs a scan's fleet phase sees through their activity, not their events
-    # (doctor._scan): their life and thinned progress points, for fleet-wide detectors.
+    # (doctor._scan_fleet): their life and thinned progress points, for fleet-wide detectors.
     "cached_lives": (
         ("run_id", "VARCHAR"),
         ("start_ns", "BIGINT"),

@@ -19,7 +19,18 @@ from typing import Any
 
 import pytest
 
-from doctor import DoctorConfig, ScanResult, _cache, _scan, scan
+from doctor import (
+    DoctorConfig,
+    ScanResult,
+    _cache,
+    _scan,
+    _scan_batch,
+    _scan_fleet,
+    _scan_outcome,
+    _scan_plan,
+    _scan_pool,
+    scan,
+)
 
 NOW = 1777377600.0  # 2026-04-28T12:00:00Z
 DEAD_PID = "99999999"
@@ -258,7 +269,7 @@ def test_a_clocked_findings_patched_text_is_its_text_written_anew(
     g = {**f, "summary": f["summary"].replace("2.0 h", "4.0 h"), "evidence": {**f["evidence"]}}
     g["evidence"]["idle_s"] = new
     text = dumps_indented(f, FINDINGS_LEVEL)
-    assert _scan._patched(text, f, g) == dumps_indented(g, FINDINGS_LEVEL)
+    assert _scan_outcome._patched(text, f, g) == dumps_indented(g, FINDINGS_LEVEL)
 
 
 def test_a_rescan_later_gives_what_a_cold_scan_gives_at_that_clock(config: DoctorConfig) -> None:
@@ -318,13 +329,13 @@ def test_the_run_that_grew_is_diagnosed_on_a_thread_while_the_others_are_planned
 ) -> None:
     scan(config)
     on_thread: list[tuple[str, ...]] = []
-    real = _scan._on_thread
+    real = _scan_plan._on_thread
 
     def spy(batch: Any) -> Any:
         on_thread.append(tuple(x.run_id for x in batch.layouts))
         return real(batch)
 
-    monkeypatch.setattr(_scan, "_on_thread", spy)
+    monkeypatch.setattr(_scan_plan, "_on_thread", spy)
     assert scan(config).fleet["read"] == 0
     assert on_thread == []  # nothing written since the entries were
     with (root / "running/progress.ndjson").open("a") as fh:
@@ -345,7 +356,7 @@ def test_a_plan_that_fails_waits_for_the_batch_on_its_thread(
     with (root / "running/progress.ndjson").open("a") as fh:
         fh.write(_line("stage_heartbeat", "11:59:30", node_id="b"))
     finished: list[bool] = []
-    real_thread, real_plan = _scan._on_thread, _scan._plan
+    real_thread, real_plan = _scan_plan._on_thread, _scan_plan._plan
 
     def on_thread(batch: Any) -> Any:
         future = real_thread(batch)
@@ -357,8 +368,8 @@ def test_a_plan_that_fails_waits_for_the_batch_on_its_thread(
             raise RuntimeError("the plan failed")
         real_plan(*args, **kwargs)
 
-    monkeypatch.setattr(_scan, "_on_thread", on_thread)
-    monkeypatch.setattr(_scan, "_plan", plan)
+    monkeypatch.setattr(_scan_plan, "_on_thread", on_thread)
+    monkeypatch.setattr(_scan_plan, "_plan", plan)
     layouts = [discover(p) for p in sorted(root.iterdir())]
     with pytest.raises(RuntimeError, match="the plan failed"):
         _scan.scan_runs(config, layouts, _settings_key(config), progress=lambda d, t: None)
@@ -394,9 +405,9 @@ def test_batches_of_any_size_give_the_same_result(
     config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     whole = _uncached(config)
-    monkeypatch.setattr(_scan, "BATCH_RUNS", 1)
+    monkeypatch.setattr(_scan_batch, "BATCH_RUNS", 1)
     assert _uncached(config) == whole
-    monkeypatch.setattr(_scan, "BATCH_RUNS", 4)
+    monkeypatch.setattr(_scan_batch, "BATCH_RUNS", 4)
     assert _json(scan(config)) == whole
     assert _json(scan(config)) == whole
 
@@ -405,19 +416,19 @@ def test_small_batches_run_on_one_duckdb_thread_with_the_same_result(
     config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: list[int | None] = []
-    real = _scan.diagnose_batch
+    real = _scan_pool.diagnose_batch
 
     def spy(batch: Any) -> Any:
         threads.append(batch.threads)
         return real(batch)
 
-    monkeypatch.setattr(_scan, "diagnose_batch", spy)
+    monkeypatch.setattr(_scan_pool, "diagnose_batch", spy)
     small = _uncached(config)
-    monkeypatch.setattr(_scan, "ONE_THREAD_BYTES", 0)  # every batch on DuckDB's default
+    monkeypatch.setattr(_scan_batch, "ONE_THREAD_BYTES", 0)  # every batch on DuckDB's default
     assert _uncached(config) == small
     assert threads == [1, None]
     # --threads (config.threads) is the user's word, whatever the batch's size.
-    monkeypatch.setattr(_scan, "ONE_THREAD_BYTES", 1 << 40)
+    monkeypatch.setattr(_scan_batch, "ONE_THREAD_BYTES", 1 << 40)
     _uncached(replace(config, threads=2))
     assert threads[-1] == 2
 
@@ -438,11 +449,12 @@ def test_batches_are_even_and_as_many_as_a_multiple_of_the_workers(
 
     layouts: Any = [SimpleNamespace(run_id=f"r{i}") for i in range(len(sizes))]
     by_run = {x.run_id: n for x, n in zip(layouts, sizes, strict=True)}
-    cut = list(_scan._batches(layouts, by_run, workers=2))
+    cut = list(_scan_batch._batches(layouts, by_run, workers=2))
     assert [x for b in cut for x in b] == layouts  # every run once, in order
-    assert all(len(b) <= _scan.BATCH_RUNS for b in cut)
+    assert all(len(b) <= _scan_batch.BATCH_RUNS for b in cut)
     totals = [sum(by_run[x.run_id] for x in b) for b in cut]
-    assert all(t <= _scan.BATCH_BYTES or len(b) == 1 for t, b in zip(totals, cut, strict=True))
+    limit = _scan_batch.BATCH_BYTES
+    assert all(t <= limit or len(b) == 1 for t, b in zip(totals, cut, strict=True))
     if batches is not None:
         assert len(cut) == batches
     if batches and batches > 1 and sum(sizes):
@@ -466,7 +478,7 @@ def test_batches_diagnosed_by_worker_processes_give_the_same_result(
     config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     whole = _uncached(config)
-    monkeypatch.setattr(_scan, "BATCH_RUNS", 2)
+    monkeypatch.setattr(_scan_batch, "BATCH_RUNS", 2)
     monkeypatch.setattr(_scan, "PARALLEL_MIN_BYTES", 0)
     seen = _pools(monkeypatch)
     assert _json(scan(config)) == whole
@@ -481,7 +493,7 @@ def test_many_small_runs_take_both_cores_though_their_bytes_are_few(
 ) -> None:
     """Whether worker processes are started counts each run's own cost, not only its
     streams' bytes (the six runs here are a few KB: by their bytes alone, one process)."""
-    monkeypatch.setattr(_scan, "BATCH_RUNS", 2)
+    monkeypatch.setattr(_scan_batch, "BATCH_RUNS", 2)
     monkeypatch.setattr(_scan, "RUN_COST_BYTES", run_cost)
     pools = _pools(monkeypatch)
     scan(config)
@@ -494,7 +506,7 @@ def test_many_small_runs_take_both_cores_though_their_bytes_are_few(
 def test_progress_reaches_the_total_only_when_every_run_is_diagnosed(
     config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_scan, "BATCH_RUNS", 2)
+    monkeypatch.setattr(_scan_batch, "BATCH_RUNS", 2)
     calls: list[tuple[int, int]] = []
     scan(config, progress=lambda done, total: calls.append((done, total)))
     assert calls[-1] == (6, 6)
@@ -685,7 +697,7 @@ def test_fleet_idle_gaps_in_python_are_those_of_the_sql(tmp_path: Path, alive: b
     ]
     in_sql = [
         f.to_json() | {"run": f.run_id}
-        for f in _scan._fleet_in_duckdb(config, layouts, outcomes, select(["idle_gap"]))
+        for f in _scan_fleet._fleet_in_duckdb(config, layouts, outcomes, select(["idle_gap"]))
     ]
     assert in_python == in_sql
     assert any(f["run"] is None for f in in_sql), "the month is a fleet gap"

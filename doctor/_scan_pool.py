@@ -1,0 +1,139 @@
+"""Where a scan's batches are diagnosed: in this process, on a thread, or in worker processes.
+
+With several batches and enough bytes, two processes diagnose batches side by side (the
+machine's cores, at most :data:`doctor._scan.MAX_WORKERS`): :func:`_in_pool`, each worker's
+DuckDB on one thread. When the runs to read make a small batch, as after a run or two grew,
+the plan has it diagnosed on a thread of its own while it plans the other runs
+(:func:`_on_thread`; DuckDB works without holding the interpreter's lock). However it runs, a
+batch is diagnosed :func:`_safely`: one that fails with cached entries is read once more from
+scratch, and one over the resource budget is diagnosed run by run (:func:`_one_by_one`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from doctor._budget import budget_detail, exceeded
+from doctor._config import DoctorConfig
+from doctor._layout import RunLayout
+from doctor._scan_batch import _Batch, _short, diagnose_batch
+from doctor._scan_outcome import RunOutcome
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+__all__ = ["Progress"]
+
+#: The scan's progress callback: ``(runs done, runs in all)``.
+Progress = Callable[[int, int], None]
+
+
+def _settle(early: Future[list[RunOutcome]] | None) -> None:
+    """Wait for the batch on a thread when the scan fails before taking its result: never
+    leave a thread writing the cache behind (its own error, if any, is not the scan's)."""
+    if early is not None:
+        from concurrent.futures import wait
+
+        wait([early])
+
+
+def _on_thread(batch: _Batch) -> Future[list[RunOutcome]]:
+    """``batch`` diagnosed on a thread of its own (its result or error in the future)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rundoctor-scan")
+    try:
+        return pool.submit(_safely, batch)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with the batch
+
+
+def _safely(batch: _Batch) -> list[RunOutcome]:
+    """A batch; when it fails with cached entries, once more reading its runs from scratch
+    (a concurrent scan may have replaced a Parquet file it resumed from). A batch over the
+    resource budget is diagnosed run by run (:func:`_one_by_one`)."""
+    try:
+        return diagnose_batch(batch)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        if exceeded(exc) is not None:
+            return _one_by_one(batch, exc)
+        if not batch.entries:
+            raise
+        why = _short(exc)
+        note = f"read again from the run directory: the cached events could not be read ({why})"
+    again = diagnose_batch(dataclasses.replace(batch, entries={}))
+    return [
+        dataclasses.replace(o, cache_note=o.cache_note or note) if o.run_id in batch.entries else o
+        for o in again
+    ]
+
+
+def _one_by_one(batch: _Batch, exc: Exception) -> list[RunOutcome]:
+    """The batch's runs each alone, after ``exc`` put the batch over the resource budget: a
+    run still over it alone gets the finding (:mod:`doctor._budget`), the others their
+    diagnosis."""
+    out: list[RunOutcome] = []
+    for layout in batch.layouts:
+        limit = exceeded(exc) if len(batch.layouts) == 1 else None
+        if limit is None:
+            entries = {k: v for k, v in batch.entries.items() if k == layout.run_id}
+            try:
+                out.extend(
+                    diagnose_batch(dataclasses.replace(batch, layouts=(layout,), entries=entries))
+                )
+                continue
+            except KeyboardInterrupt:
+                raise
+            except Exception as again:
+                limit = exceeded(again)
+                if limit is None:
+                    raise
+        out.append(_over_budget_outcome(layout, limit, batch.config))
+    return out
+
+
+def _over_budget_outcome(layout: RunLayout, limit: str, config: DoctorConfig) -> RunOutcome:
+    """A run over the budget: its finding, the owner for the fleet phase, and no activity
+    (the fleet's ``idle_gap`` does not see it). Never cached: a rescan reads it again."""
+    from doctor._diagnose import over_budget
+
+    d = over_budget(layout, budget_detail(limit, config), config)
+    clock = {"pid": d.facts.get("owner_pid"), "alive": None, "state": d.state}
+    return RunOutcome(layout.run_id, d.to_json(), clock, {"first": None})
+
+
+def _in_process(
+    batches: list[_Batch], progress: Progress | None, start: int, total: int
+) -> list[RunOutcome]:
+    out: list[RunOutcome] = []
+    for batch in batches:
+        out.extend(_safely(batch))
+        if progress is not None:
+            progress(start + len(out), total)
+    return out
+
+
+def _in_pool(
+    batches: list[_Batch], workers: int, progress: Progress | None, start: int, total: int
+) -> list[RunOutcome]:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    out: list[RunOutcome] = []
+    # Each worker's DuckDB gets one thread: the processes are the parallelism.
+    batches = [dataclasses.replace(b, threads=1) for b in batches]
+    # spawn, not fork: DuckDB's threads do not survive a fork.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending: set[Future[list[RunOutcome]]] = {pool.submit(_safely, b) for b in batches}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                out.extend(fut.result())
+            if progress is not None:
+                progress(start + len(out), total)
+    return out
