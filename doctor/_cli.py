@@ -184,7 +184,9 @@ def config_from_env(
     from rundoctor.config import ConfigError, file_settings
 
     try:
-        settings = file_settings(os.environ, "doctor", DoctorConfig, exclude=("checks", "now"))
+        settings = file_settings(
+            os.environ, "doctor", DoctorConfig, exclude=("checks", "now", "clock")
+        )
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     overrides = {k: v for k, v in overrides.items() if v is not None}

@@ -7,13 +7,30 @@ Precedence is CLI flag > environment variable > config file (``[doctor]``, see
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from rundoctor.clock import Clock
 from rundoctor.paths import state_home
 
-__all__ = ["DoctorConfig", "default_roots"]
+__all__ = ["DoctorConfig", "HostNow", "default_roots"]
+
+
+class HostNow(float):
+    """``DoctorConfig.now`` when nobody pinned it: this host's clock, read as the configuration
+    was made. A float like any other, but it says "not pinned", so a PostgreSQL queue is judged
+    at its server's clock instead (``doctor._queue_ingest``); a pinned ``now`` (any other
+    float) is used as given, for the queue too.
+
+    >>> DoctorConfig(now=5.0).now_pinned, DoctorConfig(clock=lambda: 7.0).now_pinned
+    (True, False)
+    >>> DoctorConfig(clock=lambda: 7.0).now
+    7.0
+    """
+
+    __slots__ = ()
 
 
 def default_roots() -> tuple[Path, ...]:
@@ -26,7 +43,11 @@ def default_roots() -> tuple[Path, ...]:
 class DoctorConfig:
     """Thresholds and switches for ingestion and the detectors.
 
-    ``now`` is the clock (epoch seconds) every age is measured against; tests pin it.
+    ``now`` is the clock (epoch seconds) every age is measured against; tests pin it. Left
+    out (or NaN), it is read from ``clock``, this host's clock, and is then only the runs'
+    "now": a PostgreSQL queue's rows are judged at the database server's time, read in the
+    snapshot the doctor reads them from (docs/queue.md, "Time: one clock per queue"). A pinned
+    ``now`` is used as given, for the runs and the queue alike.
     """
 
     roots: tuple[Path, ...] = ()
@@ -55,7 +76,25 @@ class DoctorConfig:
     #: The most DuckDB may spill to its private temporary directory (``max_temp_directory_size``);
     #: a run over either limit is its ``unreadable_artifact`` (:mod:`doctor._budget`).
     spill_limit: str = "4GiB"
-    now: float = field(default_factory=time.time)
+    #: This host's clock: what an unpinned ``now`` is read from, and what brackets the reading
+    #: of a PostgreSQL queue's time (the doctor's offset to its server). Not a setting.
+    clock: Clock = field(default=time.time, compare=False, repr=False)
+    now: float = math.nan
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.now):
+            object.__setattr__(self, "now", HostNow(self.clock()))
+
+    @property
+    def now_pinned(self) -> bool:
+        """Whether ``now`` was given (a pinned clock, used as given) rather than read from
+        ``clock``."""
+        return not isinstance(self.now, HostNow)
 
     def with_now(self, now: float) -> DoctorConfig:
+        """The same settings, pinned at ``now``."""
         return replace(self, now=now)
+
+    def at_host_clock(self) -> DoctorConfig:
+        """The same settings, ``now`` read again from ``clock`` (a watch's next pass)."""
+        return replace(self, now=math.nan)

@@ -396,7 +396,8 @@ def _scan_layouts(
 
     outcomes, read = scan_runs(config, layouts, _settings_key(config), progress)
     by_run: dict[str | None, list[Finding]] = {}
-    for f in fleet_findings(config, layouts, outcomes):
+    found, queue_notes = fleet_findings(config, layouts, outcomes)
+    for f in found:
         by_run.setdefault(f.run_id, []).append(f)
     items: list[Diagnosis | _KeptRun] = []
     states: list[str] = []
@@ -436,6 +437,8 @@ def _scan_layouts(
     notes = cache_notes(outcomes[x.run_id] for x in layouts)
     if notes:
         fleet["cache_notes"] = notes
+    if queue_notes:  # this host's clock is off from the queue's PostgreSQL server
+        fleet["queue_notes"] = queue_notes
     return ScanResult(
         roots=tuple(str(r) for r in config.roots),
         diagnoses=diagnoses,

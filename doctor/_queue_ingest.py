@@ -17,9 +17,15 @@ Queue URLs (``doctor scan --db URL``):
 
 SQLite files are opened read-only (``file:…?mode=ro``), so the doctor never creates or
 changes a queue. PostgreSQL is read in one read-only ``REPEATABLE READ`` transaction, so the
-three tables are one consistent snapshot. A queue kept in its own PostgreSQL schema is named
-either the libpq way, ``?options=-csearch_path%3Dmyschema`` (passed through to the server
-untouched; the executor's URLs use the same), or with the doctor's shorthand ``?schema=myschema``
+three tables are one consistent snapshot; its first statement reads the server's time
+(``clock_timestamp()``, bracketed by two reads of the doctor's clock, as the executor does:
+:func:`rundoctor.clock.measure`), the instant the snapshot is taken at. :func:`load_queue`
+returns that reading: the queue's "now", which its leases are judged at (they were stamped in
+the server's clock), and the doctor's offset to the server.
+
+A queue kept in its own PostgreSQL schema is named either the libpq way,
+``?options=-csearch_path%3Dmyschema`` (passed through to the server untouched; the executor's
+URLs use the same), or with the doctor's shorthand ``?schema=myschema``
 (removed from the URL before connecting, then ``SET search_path TO myschema``).
 
 Errors are one line saying what to do: a missing file is a :class:`~doctor.RootError`; a
@@ -35,6 +41,7 @@ import math
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +51,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from doctor._errors import IngestError, RootError, UsageError
 from doctor._model import noun
 from doctor._tables import Tables
+from rundoctor.clock import SERVER_NOW, Clock, ClockOffset, measure
 from rundoctor.passwords import redact
 
 if TYPE_CHECKING:  # loaded when a queue is read: a diagnosis of one run needs no Arrow here
@@ -52,6 +60,7 @@ if TYPE_CHECKING:  # loaded when a queue is read: a diagnosis of one run needs n
 __all__ = [
     "QUEUE_TABLES",
     "QueueSource",
+    "ServerTime",
     "copy_queue",
     "load_queue",
     "parse_queue_url",
@@ -144,9 +153,17 @@ def _one_line(exc: BaseException, url: str = "") -> str:
     return redact(line, url) if url else line
 
 
-def load_queue(tables: Tables, url: str) -> None:
+#: A PostgreSQL queue's time as its snapshot was taken (epoch seconds, the server's clock), and
+#: the offset of the doctor's clock to it.
+ServerTime = tuple[float, ClockOffset]
+
+
+def load_queue(tables: Tables, url: str, clock: Clock = time.time) -> ServerTime | None:
     """Read the queue at ``url`` into ``tables``' ``tickets``, ``ticket_deps`` and
     ``ticket_events`` (replacing what they held), in batches of 50,000 rows.
+
+    Returns the server's time the rows were read at, measured against ``clock`` (this host's)
+    for PostgreSQL; None for SQLite, whose one clock is the doctor's host's own.
 
     >>> from doctor._tables import new_connection
     >>> tables = Tables(new_connection())
@@ -160,13 +177,19 @@ def load_queue(tables: Tables, url: str) -> None:
         t: [(str(r[0]), str(r[1])) for r in tables.con.sql(f"DESCRIBE {t}").fetchall()]
         for t in QUEUE_TABLES
     }
-    read = _read_sqlite if source.kind == "sqlite" else _read_postgres
     # Each batch goes into DuckDB as it is read: Python holds one batch, never the whole queue
     # (no DuckDB transaction around it either: its undo data cost more memory than the rows).
     # A read that fails raises, and the caller drops the half-filled tables.
     for table in QUEUE_TABLES:
         tables.con.execute(f"DELETE FROM {table}")
-    read(source, columns, lambda table, batch: _insert(tables, table, batch))
+
+    def sink(table: str, batch: pa.RecordBatch) -> None:
+        _insert(tables, table, batch)
+
+    if source.kind == "sqlite":
+        _read_sqlite(source, columns, sink)
+        return None
+    return _read_postgres(source, columns, sink, clock)
 
 
 def copy_queue(source: Tables, target: Tables) -> None:
@@ -347,7 +370,13 @@ def _read_sqlite(source: QueueSource, columns: Columns, sink: Sink) -> None:
         con.close()
 
 
-def _read_postgres(source: QueueSource, columns: Columns, sink: Sink) -> None:
+def _server_now(con: Any) -> float:
+    """The server's clock (``clock_timestamp()``), epoch seconds."""
+    row = con.execute(SERVER_NOW).fetchone()
+    return float(row[0])
+
+
+def _read_postgres(source: QueueSource, columns: Columns, sink: Sink, clock: Clock) -> ServerTime:
     import psycopg
     from psycopg import sql
 
@@ -371,6 +400,9 @@ def _read_postgres(source: QueueSource, columns: Columns, sink: Sink) -> None:
         with con.transaction():
             # A table locked by a migration (ALTER, VACUUM FULL) must not hang the doctor.
             con.execute(f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_S * 1000)}")
+            # The transaction's first query takes its snapshot: the server's time read in it
+            # is the instant the rows below are as of.
+            server = measure(clock, lambda: _server_now(con))
             if source.schema:
                 con.execute(
                     sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(source.schema))
@@ -393,6 +425,7 @@ def _read_postgres(source: QueueSource, columns: Columns, sink: Sink) -> None:
                 with con.cursor(name=f"doctor_{table}") as cur:
                     cur.execute(query)
                     _stream(source, table, cols, cur.fetchmany, sink)
+        return server
     except psycopg.errors.UndefinedTable as exc:
         raise IngestError(
             f"{source.display}{where} is not a queue database ({_one_line(exc, url)}); name the "

@@ -415,6 +415,8 @@ def _scan_fleet(console: Console, result: ScanResult, *, verbose: bool) -> None:
     )
     for note in fleet.get("root_notes", ()):  # runs the scan did not read, and why
         _hanging(console, f"  {_MARK[Severity.WARNING]}", f"roots: {_text(str(note))}")
+    for note in fleet.get("queue_notes", ()):  # this host's clock and the queue server's
+        _hanging(console, f"  {_MARK[Severity.WARNING]}", f"queue clock: {_text(str(note))}")
     for note in fleet.get("cache_notes", ()):  # the cache's trouble: the runs are diagnosed
         _hanging(console, f"  {_MARK[Severity.WARNING]}", f"cache: {_text(str(note))}")
     shown: dict[str, int] = {}

@@ -18,6 +18,13 @@ are journaled in ``repairs.ndjson`` (:mod:`doctor._journal`) with the hashes of 
 row before and after, and the breaker of :mod:`doctor._repair_model` applies to them too.
 Their journal lives next to a SQLite queue, or in the first runs root (or ``journal``) for
 PostgreSQL (:func:`queue_journal_dir`).
+
+Leases are judged at the queue's clock, as the scan found them (docs/queue.md): a PostgreSQL
+queue is opened on its server's clock, so the reaper's test, its claim grace and the times the
+reclaim stamps are the server's, whatever this host's clock says; SQLite keeps this host's
+clock. A pinned ``config.now`` is used as given (the queue opened with ``server_clock=False``):
+tests, and replays at a known time. The journal's ``at`` and what is written into a lost run's
+directory keep this host's clock.
 """
 
 from __future__ import annotations
@@ -131,6 +138,10 @@ class _OneLease(Queue):
     def expired(self, now: float, *, claim_grace_s: float = 0.0) -> list[Ticket]:
         return self._mine(self._inner.expired(now, claim_grace_s=claim_grace_s))
 
+    def now(self) -> float:
+        """The queue's clock (a PostgreSQL server's), which its leases are aged in."""
+        return self._inner.now()
+
     def reclaim(
         self,
         ticket_id: str,
@@ -212,6 +223,13 @@ def _not_lost(t: Ticket, cfg: ExecutorConfig, host: str, now: float) -> str:
     return f"the lease no longer looks lost (the reaper's test): {owner}, and {lease}"
 
 
+def _host_clock(config: DoctorConfig) -> Callable[[], float]:
+    """This host's clock for the repair: a pinned ``now`` as given, else ``config.clock``."""
+    if config.now_pinned:
+        return lambda: config.now
+    return config.clock
+
+
 def _reap_one(q: _QueueCtx, t: Ticket, epoch: int) -> str:
     """Reclaim ``t``'s lease at ``epoch`` exactly as the reaper does (its preconditions, its
     kill of orphaned stage groups, its terminalizing of the lost run, its compare-and-set).
@@ -221,13 +239,13 @@ def _reap_one(q: _QueueCtx, t: Ticket, epoch: int) -> str:
     """
     if q.breaker is not None:
         raise _Breaker(q.breaker)
-    now = q.config.now
     here = this_host()
     host = t.host if t.host and same_host(t.host, here) else here  # the detectors' host rule
-    view = _OneLease(q.queue, t.id, epoch, lambda: now)
-    done = reap(view, q.executor, host=host, clock=lambda: now)
+    clock = _host_clock(q.config)
+    view = _OneLease(q.queue, t.id, epoch, clock)
+    done = reap(view, q.executor, host=host, clock=clock)  # aged at view.now(): the queue's
     if not done:
-        raise _Refused(_not_lost(t, q.executor, host, now))
+        raise _Refused(_not_lost(t, q.executor, host, q.queue.now()))
     (r,) = done
     did = "".join(
         [
@@ -369,9 +387,9 @@ def apply_queue_repairs(
     the runs) once after the actions, when one was applied, and the report says what each
     resolved (the findings of its ticket; those of no repaired ticket go with the last one).
 
-    ``config.now`` is the clock of the reaper's tests and of the queue's writes;
-    ``executor_config`` gives the reaper's claim grace and quarantine (the executor's
-    defaults when omitted).
+    The reaper's tests and the queue's writes are in the queue's clock (a PostgreSQL server's;
+    a pinned ``config.now`` as given, see the module docstring); ``executor_config`` gives the
+    reaper's claim grace and quarantine (the executor's defaults when omitted).
     """
     journal_dir = queue_journal_dir(config, journal)
     source = parse_queue_url(config.db or "")
@@ -379,9 +397,11 @@ def apply_queue_repairs(
     current = scan(alone).findings
     ctx = _Ctx(journal_dir, "", config, read_journal(journal_dir))
     try:
-        # server_clock=False: the repair stamps and judges at the doctor's ``now``, the
-        # clock its scan found the leases lost at (not the database server's).
-        queue = open_queue(_queue_url(source), clock=lambda: config.now, server_clock=False)
+        # The queue's clock, the one its scan judged the leases at: a PostgreSQL server's,
+        # unless now is pinned (then used as given: server_clock=False).
+        queue = open_queue(
+            _queue_url(source), clock=_host_clock(config), server_clock=not config.now_pinned
+        )
     except ExecutorError as exc:
         raise IngestError(f"cannot open the queue {source.display} for repairs: {exc}") from exc
     results: list[ActionResult] = []

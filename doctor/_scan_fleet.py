@@ -23,10 +23,11 @@ from doctor._tables import HEARTBEAT_SQL
 from doctor._timestamps import parse_iso
 
 if TYPE_CHECKING:
+    from doctor._queue_ingest import ServerTime
     from doctor._scan_outcome import RunOutcome
     from doctor._tables import Tables
 
-__all__ = ["FLEET_DETECTORS", "fleet_findings"]
+__all__ = ["FLEET_DETECTORS", "fleet_findings", "queue_clock_notes"]
 
 
 #: Detectors that look across runs or at the queue: run once per scan, in the fleet phase.
@@ -87,26 +88,55 @@ def _run_rows(
 
 def fleet_findings(
     config: DoctorConfig, layouts: Sequence[RunLayout], outcomes: dict[str, RunOutcome]
-) -> list[Finding]:
-    """Phase 3: the fleet detectors over every run's activity and the queue, at the clock.
+) -> tuple[list[Finding], list[str]]:
+    """Phase 3: the fleet detectors over every run's activity and the queue, at the clock;
+    and the notes on the queue's clock (``fleet.queue_notes``).
 
     A run a lease of the queue names is read again here (its events are what
-    ``no_progress_lease`` counts); every other run is seen through its activity.
+    ``no_progress_lease`` counts); every other run is seen through its activity. The queue's
+    rows are judged at the queue's clock (:attr:`Context.queue_now`), the runs at
+    ``config.now``.
     """
     if not config.db:
         # Without a queue only idle_gap has anything to see: in Python, over the runs'
         # activity, so a rescan loads neither DuckDB nor Arrow, nor (every check selected, no
         # name to check) the catalog of detectors.
         if config.checks and not any(d.__name__ == "idle_gap" for d in _fleet(config)):
-            return []
+            return [], []
         from doctor._detectors.idle_gap import activity_gaps
 
         lives, points = _lives(config, layouts, outcomes)
-        return activity_gaps(lives, points, config)
+        return activity_gaps(lives, points, config), []
     detectors = _fleet(config)
     if not detectors:
-        return []
+        return [], []
     return _fleet_in_duckdb(config, layouts, outcomes, detectors)
+
+
+def queue_clock_notes(config: DoctorConfig, server: ServerTime | None) -> list[str]:
+    """What a scan says of the queue's clock: that this host's is off from the PostgreSQL
+    server's by more than :data:`~rundoctor.clock.SKEW_NOTICE_S` (beyond the measurement's
+    uncertainty), and what that means for a pinned ``now``.
+
+    >>> from rundoctor.clock import ClockOffset
+    >>> queue_clock_notes(DoctorConfig(now=1.0), (61.0, ClockOffset(60.0, 0.001)))[0][:56]
+    "this host's clock is 60 s behind the queue's database se"
+    >>> queue_clock_notes(DoctorConfig(now=1.0), (1.0, ClockOffset(0.2, 0.001)))
+    []
+    """
+    if server is None or not server[1].skewed():
+        return []
+    from doctor._detectors._queue import iso_s
+
+    judged = (
+        f"the queue was judged at the pinned now, {iso_s(config.now)}, as given"
+        if config.now_pinned
+        else f"its leases are judged at the server's clock ({iso_s(server[0])})"
+    )
+    return [
+        f"{server[1].describe()}: {judged}, the runs' files at this host's; synchronize the "
+        "clocks (NTP)"
+    ]
 
 
 def _fleet(config: DoctorConfig) -> list[Callable[[Context], list[Finding]]]:
@@ -146,16 +176,17 @@ def _fleet_in_duckdb(
     layouts: Sequence[RunLayout],
     outcomes: dict[str, RunOutcome],
     detectors: Sequence[Callable[[Context], list[Finding]]],
-) -> list[Finding]:
+) -> tuple[list[Finding], list[str]]:
     from doctor._detectors._queue import LEASED
     from doctor._ingest import load_runs
     from doctor._queue_ingest import copy_queue, load_queue
 
     linked: set[str] = set()
+    server: ServerTime | None = None
     probe = load_runs([], keep_raw=False, threads=config.threads)
     try:
         if config.db:  # read once: the runs to read in full, then a copy of the same snapshot
-            load_queue(probe, config.db)
+            server = load_queue(probe, config.db, config.clock)
             probe.add_rows("runs", _run_rows(layouts, outcomes))
             linked = {r for (r,) in probe.sql(_LEASED_RUNS_SQL.format(leased=LEASED))}
         tables = load_runs(
@@ -171,7 +202,9 @@ def _fleet_in_duckdb(
         lives, points = _lives(config, others, outcomes)
         tables.add_rows("cached_lives", lives)
         tables.add_rows("cached_progress", [(r, t) for r, ts in points.items() for t in ts])
-        ctx = Context(tables, compute_facts(tables, config), config)
-        return [f for d in detectors for f in d(ctx)]
+        # The queue's rows at the queue's clock: a PostgreSQL server's, unless now is pinned.
+        at = None if server is None or config.now_pinned else server[0]
+        ctx = Context(tables, compute_facts(tables, config), config, queue_at=at)
+        return [f for d in detectors for f in d(ctx)], queue_clock_notes(config, server)
     finally:
         tables.con.close()

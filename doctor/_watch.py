@@ -311,7 +311,7 @@ def watch(
     said: tuple[str, ...] = ()  # the roots' notes last logged: logged again when they change
     while True:
         try:
-            state, events, notes = _pass(config.with_now(time.time()), state)
+            state, events, notes = _pass(config.at_host_clock(), state)
         except DoctorError as exc:
             # Nothing was learnt: the state stays as it was, on disk too.
             state = replace(state, passes=state.passes + 1)

@@ -13,7 +13,8 @@ to the reaper. SQLite is one file on one machine: its queue keeps the injected c
 Each server reading is bracketed by two reads of the process's own (injected) clock, which
 measures this host's offset to the server (:class:`ClockOffset`): the worker says so on stderr
 when it exceeds :data:`SKEW_NOTICE_S`, since the run directories it writes are still stamped
-with its own clock.
+with its own clock. The primitives live in :mod:`rundoctor.clock`, where the doctor, which
+judges a PostgreSQL queue at its server's clock too, finds them without loading the executor.
 
 >>> ticks = iter([100.0, 100.2])
 >>> server_now, offset = measure(lambda: next(ticks), lambda: 160.1)
@@ -25,61 +26,6 @@ with its own clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
-from rundoctor.clock import Clock
+from rundoctor.clock import SERVER_NOW, SKEW_NOTICE_S, ClockOffset, measure
 
 __all__ = ["SERVER_NOW", "SKEW_NOTICE_S", "ClockOffset", "measure"]
-
-#: The server's time as epoch seconds: the statement's own instant (``now()`` would be the
-#: transaction's start, which a claim that waited for a lock has long passed, chaos seed 20).
-SERVER_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
-
-#: A worker says on stderr that its clock is off when the measured offset exceeds this (after
-#: the measurement's own uncertainty): leases are safe either way, its run directories' times
-#: are not comparable with the queue's.
-SKEW_NOTICE_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class ClockOffset:
-    """How far the database server's clock is from this process's (injected) clock.
-
-    ``offset_s`` is server − local (positive: this host runs behind); ``error_s`` is half the
-    time the measurement took by the local clock: the true offset lies within ± that.
-    """
-
-    offset_s: float
-    error_s: float
-
-    def skewed(self, threshold_s: float = SKEW_NOTICE_S) -> bool:
-        """Whether the offset surely exceeds ``threshold_s``.
-
-        >>> (ClockOffset(1.5, 0.1).skewed(), ClockOffset(-1.05, 0.1).skewed())
-        (True, False)
-        """
-        return abs(self.offset_s) - self.error_s > threshold_s
-
-    def describe(self) -> str:
-        """One clause for a human: which way, how far, how sure.
-
-        >>> ClockOffset(-2.25, 0.0004).describe()
-        "this host's clock is 2.25 s ahead of the queue's database server (±0.0004 s)"
-        """
-        way = "behind" if self.offset_s > 0 else "ahead of"
-        return (
-            f"this host's clock is {abs(self.offset_s):.3g} s {way} the queue's database server"
-            f" (±{self.error_s:.1g} s)"
-        )
-
-
-def measure(local: Clock, read_server: Callable[[], float]) -> tuple[float, ClockOffset]:
-    """Read the server's time between two reads of ``local``: (the server's time, the offset).
-
-    The offset is taken at the midpoint of the two local reads.
-    """
-    before = local()
-    server = read_server()
-    after = local()
-    return server, ClockOffset(server - (before + after) / 2, abs(after - before) / 2)

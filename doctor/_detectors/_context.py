@@ -67,6 +67,26 @@ class Context:
     )
     #: What :meth:`once` computed, by key.
     _once: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: The queue's time its rows were read at (a PostgreSQL server's clock), when the queue
+    #: has a clock of its own and ``config.now`` is not pinned; None: ``config.now``.
+    queue_at: float | None = None
+
+    @property
+    def queue_now(self) -> float:
+        """The "now" a queue's rows are judged at: the clock they were stamped in.
+
+        The database server's time, read in the snapshot the rows come from, for a PostgreSQL
+        queue (:attr:`queue_at`); else ``config.now`` (SQLite, one machine's clock; or a pinned
+        ``now``, used as given). Runs' files keep ``config.now``: this host's clock.
+
+        >>> from types import SimpleNamespace
+        >>> cfg = SimpleNamespace(now=10.0)
+        >>> Context(SimpleNamespace(), {}, cfg).queue_now  # type: ignore[arg-type]
+        10.0
+        >>> Context(SimpleNamespace(), {}, cfg, queue_at=70.0).queue_now  # type: ignore[arg-type]
+        70.0
+        """
+        return self.config.now if self.queue_at is None else self.queue_at
 
     def once(self, key: str, compute: Callable[[Context], _T]) -> _T:
         """``compute(self)``, computed at the first call with ``key`` and reused after: what

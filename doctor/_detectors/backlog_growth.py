@@ -3,7 +3,7 @@
 Incident 01's generators created about 16 tickets a day while nothing closed any: the
 backlog grew by the day and every watchdog reported that all was well.
 
-Over the window of the last ``config.window_days`` days before ``config.now``:
+Over the last ``config.window_days`` days before the queue's now (``Context.queue_now``):
 ``created_per_day`` is the number of tickets whose ``created_at`` falls in the window, divided
 by ``window_days``; ``closed_per_day`` the number that reached a terminal status (``done``,
 ``failed``, ``canceled``, ``quarantined``) with ``finished_at`` in the window, divided the
@@ -41,7 +41,7 @@ def backlog_growth(ctx: Context) -> list[Finding]:
     days = ctx.config.window_days
     if days <= 0:
         return []
-    now = ctx.config.now
+    now = ctx.queue_now
     start = now - days * 86_400.0
     ((created, closed, done, backlog, todo),) = ctx.tables.sql(_SQL, start=start, now=now)
     created_per_day = round(created / days, 3)

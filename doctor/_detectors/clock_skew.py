@@ -48,7 +48,7 @@ def clock_skew(ctx: Context) -> list[Finding]:
         expires_at,
         run_id,
         ahead,
-    ) in ctx.tables.sql(_SQL, now=ctx.config.now, stale=ctx.config.stale_lease_s):
+    ) in ctx.tables.sql(_SQL, now=ctx.queue_now, stale=ctx.config.stale_lease_s):
         where = f" on host {host}" if host else ""
         findings.append(
             Finding(

@@ -26,10 +26,11 @@ directories this is the only notion of pending work.
   ticket was pending and nothing executed. Progress here is a ``claimed``, ``completed`` or
   ``failed`` ticket event, or a progress event of any run in the tables. A ticket is pending
   from its ``created_at`` until it reached a terminal status (``finished_at``, else
-  ``updated_at``), or until ``config.now`` while open; ``blocked`` tickets wait on other
-  tickets and are not pending work. ``pending``: tickets pending during the stretch;
-  ``alive_runs``: tickets whose latest lease (``claimed_at`` to ``finished_at``, or to
-  ``config.now`` while claimed or running) overlaps it. ``error``; ``warning`` when a lease
+  ``updated_at``), or until the queue's now while open (``Context.queue_now``: the clock the
+  tickets were stamped in, a PostgreSQL server's); ``blocked`` tickets wait on other tickets
+  and are not pending work. ``pending``: tickets pending during the stretch; ``alive_runs``:
+  tickets whose latest lease (``claimed_at`` to ``finished_at``, or to the queue's now while
+  claimed or running) overlaps it. ``error``; ``warning`` when a lease
   heartbeated until the stretch's end but the run it names is not in the tables (its progress
   is invisible: ``unseen_leases``).
 """
@@ -303,9 +304,9 @@ def _queue_gaps(ctx: Context) -> list[Finding]:
     """Stretches with pending tickets and no execution (see the module docstring)."""
     if not ctx.has_rows("tickets"):
         return []
-    cfg = ctx.config
-    gaps = ctx.tables.sql(_QUEUE_GAPS_SQL, now=cfg.now, gap=cfg.idle_gap_s)
-    pending = _merged([(s, e) for s, e in ctx.tables.sql(_PENDING_SQL, now=cfg.now)])
+    cfg, now = ctx.config, ctx.queue_now  # the tickets' own clock (a PostgreSQL server's)
+    gaps = ctx.tables.sql(_QUEUE_GAPS_SQL, now=now, gap=cfg.idle_gap_s)
+    pending = _merged([(s, e) for s, e in ctx.tables.sql(_PENDING_SQL, now=now)])
     stretches = _overlaps(gaps, pending, cfg.idle_gap_s)
     if not stretches:
         return []
@@ -313,13 +314,13 @@ def _queue_gaps(ctx: Context) -> list[Finding]:
         _STRETCH_SQL,
         starts=[a for a, _ in stretches],
         ends=[b for _, b in stretches],
-        now=cfg.now,
+        now=now,
         stale=cfg.stale_lease_s,
     )
     findings = []
     for a, b, waiting, leases, unseen in rows:
         duration = round(b - a, 3)
-        ongoing = b >= cfg.now
+        ongoing = b >= now
         start, end = iso_s(a), iso_s(b)
         summary = (
             f"no ticket was claimed or finished and no run progressed for "

@@ -5,8 +5,9 @@ never happens, so no reaper (which only looks at heartbeats) ever takes the tick
 
 Candidates are the leases ``stale_lease`` does not report: tickets ``claimed`` or ``running``
 whose last heartbeat (``last_heartbeat_at``, else ``claimed_at``) is within
-``config.stale_lease_s`` of ``config.now``. ``in_progress_s`` is ``now - claimed_at`` (the
-current lease's age). What counts as progress depends on what the doctor can see:
+``config.stale_lease_s`` of the queue's now (``Context.queue_now``: ``config.now``, or a
+PostgreSQL server's time). ``in_progress_s`` is ``now - claimed_at`` (the current lease's
+age). What counts as progress depends on what the doctor can see:
 
 * **run** — the ticket's run is in the tables (a run whose ``run_id`` is the ticket's
   ``run_id``, or whose path is its ``run_path``): ``progress_events`` are the run's
@@ -119,7 +120,7 @@ class _Measure:
 def no_progress_lease(ctx: Context) -> list[Finding]:
     """A lease kept alive by heartbeats while its run (or the ticket) makes no progress."""
     cfg = ctx.config
-    now = cfg.now
+    now = ctx.queue_now  # the leases' clock (a PostgreSQL queue's server)
     findings = []
     for row in ctx.tables.sql(_SQL, now=now, stale=cfg.stale_lease_s):
         lease = _Lease(*row)

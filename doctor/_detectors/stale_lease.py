@@ -4,7 +4,8 @@ A ticket in ``claimed`` or ``running`` holds a lease. Its *last heartbeat* is
 ``last_heartbeat_at``, or ``claimed_at`` when no heartbeat was recorded (as the executor's
 reaper reads it). When that is older than ``config.stale_lease_s`` (default 300 s, the five
 minutes of incident 05's reaper) the worker is presumed dead and the ticket is stuck until
-something reclaims it.
+something reclaims it. Ages are taken at the queue's clock (:attr:`Context.queue_now`: the
+database server's for PostgreSQL), the clock the lease was stamped in.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ ORDER BY age_s DESC, id
 @needs(queue=True)
 def stale_lease(ctx: Context) -> list[Finding]:
     """A claimed or running ticket whose lease has had no heartbeat for too long."""
-    now = ctx.config.now
+    now = ctx.queue_now
     findings = []
     for (
         ticket_id,

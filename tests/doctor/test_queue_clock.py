@@ -1,0 +1,209 @@
+"""The doctor judges a PostgreSQL queue at the queue's clock: the database server's.
+
+Every lease time of a PostgreSQL queue is stamped in the server's clock (``executor._clocks``),
+so the doctor ages them at the server's time, read in the snapshot it reads the rows from, not
+at its own host's. A doctor whose clock runs a minute ahead of the server (twelve times the
+stale-lease threshold used here) reported a live lease as ``stale_lease`` and ``repair
+--apply`` reclaimed it; one a minute behind reported ``clock_skew`` for every live lease. Real
+worker processes, the real server, the doctor's clock injected into the library call
+(``DoctorConfig.clock``); SQLite and a pinned ``now`` keep the doctor's clock as given.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from doctor import DoctorConfig, scan
+from doctor._queue_ingest import load_queue
+from doctor._repair import apply_queue_repairs, plan_repairs
+from doctor._tables import Tables, new_connection
+from executor import ExecutorConfig, Queue, SessionInfo, Ticket, open_queue
+from tests.executor.test_queue_clock import _spawn_worker, _wait, _waiting_pipeline
+from tests.helpers import PG_URL, require_postgres
+
+#: How far the doctor's clock is off from the server's: far more than the thresholds below.
+SKEW_S = 60.0
+#: The doctor's stale-lease threshold (``DoctorConfig.stale_lease_s``) in these tests.
+STALE_S = 5.0
+#: A session on another host: its pid cannot be looked at from here, only its lease.
+ELSEWHERE = SessionInfo("rd-w1", pid=4242, pgid=4242, proc_start_time=1, host="elsewhere")
+#: How long ago the dead lease's worker died, in the server's clock: its 30 s lease ended
+#: 20 s ago, less than the doctor's clock is off.
+DIED_S = 50.0
+#: The findings a clock decides (``session_desync`` says ``other_host`` of such a lease).
+QUEUE_CODES = {"stale_lease", "clock_skew", "no_progress_lease"}
+
+
+def _offset(seconds: float) -> Callable[[], float]:
+    return lambda: time.time() + seconds
+
+
+CLOCKS = pytest.mark.parametrize("skew", [SKEW_S, -SKEW_S], ids=["doctor-ahead", "doctor-behind"])
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A queue URL in a fresh schema (tests/executor/conftest.py's pattern)."""
+    require_postgres()
+    schema = f"rd_qclock_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, connect_timeout=3, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def _server_now() -> float:
+    with psycopg.connect(PG_URL, autocommit=True) as con:
+        row = con.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+    assert row is not None
+    return float(row[0])
+
+
+def _queue_findings(config: DoctorConfig) -> list[tuple[str, str | None]]:
+    result = scan(config)
+    return sorted(
+        (f.code, f.evidence.get("ticket_id")) for f in result.findings if f.code in QUEUE_CODES
+    )
+
+
+@pytest.fixture
+def running(pg_url: str, tmp_path: Path) -> Iterator[tuple[Queue, Ticket]]:
+    """A real worker process (this host's clock) running a ticket whose stage waits."""
+    go = tmp_path / "go"
+    queue = open_queue(pg_url)
+    ticket = queue.enqueue("wait", str(_waiting_pipeline(tmp_path, go)))
+    worker = _spawn_worker(pg_url, tmp_path / "runs", "time.time()")
+    try:
+        _wait(lambda: queue.get(ticket.id).status == "running")
+        yield queue, queue.get(ticket.id)
+    finally:
+        go.touch()
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+        try:
+            worker.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.communicate()
+        queue.close()
+
+
+@pytest.mark.postgres
+@CLOCKS
+def test_a_doctor_whose_clock_is_off_reports_nothing_of_a_real_workers_live_lease(
+    running: tuple[Queue, Ticket], pg_url: str, skew: float
+) -> None:
+    queue, ticket = running
+    beat = ticket.last_heartbeat_at
+    _wait(lambda: queue.get(ticket.id).last_heartbeat_at != beat)  # it heartbeats
+    config = DoctorConfig(db=pg_url, clock=_offset(skew), stale_lease_s=STALE_S)
+    assert not config.now_pinned
+    result = scan(config)
+    assert [f.code for f in result.findings if f.code in QUEUE_CODES] == []
+    # The doctor says its clock is off, once, in the fleet section.
+    way = "ahead of" if skew > 0 else "behind"
+    (note,) = result.fleet["queue_notes"]
+    assert f"this host's clock is 60 s {way} the queue's database server" in note, note
+    assert queue.get(ticket.id).status == "running"
+
+
+def _dead_and_live(url: str) -> tuple[str, str]:
+    """Two leases stamped by the executor (the server's clock), both held on another host:
+    one whose worker died 50 s ago (its heartbeat and lease end moved back by as much, in the
+    server's clock: its lease ended 20 s ago, less than the doctor's clock is off), one
+    heartbeating now with a 30 s lease."""
+    with open_queue(url) as q:
+        dead = q.enqueue("dead", "/p/dead.dot")
+        lease = q.claim("w-dead", lease_ttl_s=30, session=ELSEWHERE)
+        assert lease is not None and lease.ticket.id == dead.id
+        live = q.enqueue("live", "/p/live.dot")
+        held = q.claim("w-live", lease_ttl_s=30, session=ELSEWHERE)
+        assert held is not None and held.ticket.id == live.id
+        q.heartbeat(held, lease_ttl_s=30)
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute(
+            "UPDATE tickets SET claimed_at = claimed_at - %s,"
+            " last_heartbeat_at = coalesce(last_heartbeat_at, claimed_at) - %s,"
+            " lease_expires_at = lease_expires_at - %s, updated_at = updated_at - %s"
+            " WHERE id = %s",
+            (DIED_S, DIED_S, DIED_S, DIED_S, dead.id),
+        )
+    return dead.id, live.id
+
+
+@pytest.mark.postgres
+@CLOCKS
+def test_repair_apply_on_a_doctor_whose_clock_is_off_reclaims_the_dead_lease_only(
+    pg_url: str, tmp_path: Path, skew: float
+) -> None:
+    dead, live = _dead_and_live(pg_url)
+    config = DoctorConfig(db=pg_url, clock=_offset(skew), stale_lease_s=STALE_S)
+    assert _queue_findings(config) == [("stale_lease", dead)]
+    plan = plan_repairs(scan(config), config)
+    assert [(a.kind, a.target, a.lease_epoch) for a in plan] == [("reclaim", dead, 1)]
+    report = apply_queue_repairs(
+        plan, config, journal=tmp_path, executor_config=ExecutorConfig(claim_grace_s=0.0)
+    )
+    (result,) = report.results
+    assert result.outcome == "applied", result.message
+    assert [r.code for r in report.remaining if r.code in QUEUE_CODES] == []
+    with open_queue(pg_url) as q:
+        gone, kept = q.get(dead), q.get(live)
+        kept_events = [e.event for e in q.events(live)]
+    assert (gone.status, gone.lease_epoch, gone.crash_recoveries) == ("todo", 2, 1)
+    assert (kept.status, kept.lease_epoch) == ("claimed", 1)
+    assert "reclaimed" not in kept_events
+
+
+@pytest.mark.postgres
+def test_a_pinned_now_is_used_as_given_for_a_postgresql_queue(pg_url: str) -> None:
+    dead, live = _dead_and_live(pg_url)
+    now = _server_now()
+    # Pinned a minute ahead of the server: the live lease is aged at the pinned time.
+    ahead = DoctorConfig(db=pg_url, now=now + SKEW_S, stale_lease_s=STALE_S)
+    assert ahead.now_pinned
+    assert _queue_findings(ahead) == [("stale_lease", dead), ("stale_lease", live)]
+    # Pinned a minute behind: both heartbeats lie ahead of it.
+    behind = DoctorConfig(db=pg_url, now=now - SKEW_S, stale_lease_s=STALE_S)
+    assert set(_queue_findings(behind)) == {("clock_skew", dead), ("clock_skew", live)}
+
+
+@CLOCKS
+def test_a_sqlite_queue_is_judged_at_the_doctors_own_clock(tmp_path: Path, skew: float) -> None:
+    db = tmp_path / "queue.db"
+    with open_queue(db) as q:  # stamped with this machine's clock, the queue's one clock
+        t = q.enqueue("live", "/p/live.dot")
+        q.claim("w", lease_ttl_s=30, session=ELSEWHERE)
+    config = DoctorConfig(db=str(db), clock=_offset(skew), stale_lease_s=STALE_S)
+    result = scan(config)
+    found = sorted(
+        (f.code, f.evidence.get("ticket_id")) for f in result.findings if f.code in QUEUE_CODES
+    )
+    assert found == [("stale_lease" if skew > 0 else "clock_skew", t.id)]
+    assert "queue_notes" not in result.fleet
+
+
+@pytest.mark.postgres
+def test_the_queue_is_read_with_the_servers_time_of_its_snapshot(pg_url: str) -> None:
+    with open_queue(pg_url) as q:
+        q.enqueue("x", "/p.dot")
+    tables = Tables(new_connection())
+    local = _offset(-2 * SKEW_S)
+    before = _server_now()
+    server = load_queue(tables, pg_url, local)
+    after = _server_now()
+    assert server is not None
+    at, offset = server
+    assert before <= at <= after
+    assert 2 * SKEW_S - 1 < offset.offset_s < 2 * SKEW_S + 1 and offset.skewed()
