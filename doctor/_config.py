@@ -77,7 +77,8 @@ class DoctorConfig:
     #: a run over either limit is its ``unreadable_artifact`` (:mod:`doctor._budget`).
     spill_limit: str = "4GiB"
     #: This host's clock: what an unpinned ``now`` is read from, and what brackets the reading
-    #: of a PostgreSQL queue's time (the doctor's offset to its server). Not a setting.
+    #: of a PostgreSQL queue's time (the doctor's offset to its server). Not a setting; a scan
+    #: that diagnoses on several processes pickles it (a lambda serves one process only).
     clock: Clock = field(default=time.time, compare=False, repr=False)
     now: float = math.nan
 

@@ -376,16 +376,16 @@ def _server_now(con: Any) -> float:
     return float(row[0])
 
 
-def _read_postgres(source: QueueSource, columns: Columns, sink: Sink, clock: Clock) -> ServerTime:
+def _connect(source: QueueSource) -> Any:
+    """A connection to the PostgreSQL queue, or the one-line error that says why not."""
     import psycopg
-    from psycopg import sql
 
     url = source.target
     kwargs: dict[str, Any] = {}
     if "connect_timeout" not in source.target:
         kwargs["connect_timeout"] = _CONNECT_TIMEOUT_S
     try:
-        con = psycopg.connect(source.target, **kwargs)
+        return psycopg.connect(source.target, **kwargs)
     except psycopg.ProgrammingError as exc:  # a malformed URL or an unknown parameter
         raise UsageError(f"--db {source.display}: {_one_line(exc, url)}; {_HINT}") from exc
     except psycopg.Error as exc:
@@ -393,6 +393,14 @@ def _read_postgres(source: QueueSource, columns: Columns, sink: Sink, clock: Clo
             f"cannot connect to the queue at {source.display}: {_one_line(exc, url)}; check that "
             "PostgreSQL is running and the user, host, port and database are right"
         ) from exc
+
+
+def _read_postgres(source: QueueSource, columns: Columns, sink: Sink, clock: Clock) -> ServerTime:
+    import psycopg
+    from psycopg import sql
+
+    url = source.target
+    con = _connect(source)
     where = f" (schema {source.schema})" if source.schema else ""
     try:
         con.read_only = True

@@ -245,7 +245,7 @@ PLAN: dict[str, PlanItem] = {
         _SCHEDULE,
         "Run NTP on every worker host and the database server; record queue times in epoch "
         "seconds only.",
-        "No lease's heartbeat lies ahead of the reader's clock by more than the stale threshold.",
+        "No lease's heartbeat lies ahead of the queue's clock by more than the stale threshold.",
         "A worker whose clock is set an hour ahead.",
         "clock_skew fires; after NTP it does not.",
     ),

@@ -1,16 +1,19 @@
-"""``clock_skew``: a lease whose last heartbeat lies in the future of this host's clock.
+"""``clock_skew``: a lease whose last heartbeat lies in the future of the queue's clock.
 
-The queue's times are stamped in the queue's clock: the writing worker's on SQLite, the
-database server's on PostgreSQL (``executor._clocks``; an executor from before that rule, or
-another writer, used its own). When that clock runs ahead of this host's (or the writer
-records another unit than epoch seconds, such as milliseconds) a lease's *last heartbeat*
-(``last_heartbeat_at``, or ``claimed_at`` when NULL, as ``stale_lease`` reads it) lies after
-``config.now``: the lease has a negative age here, so ``stale_lease`` can never fire on it; and
-when the worker's own clock stamped it, its ``lease_expires_at`` makes every reaper wait that
-much longer to reclaim it should the worker die. On PostgreSQL with current workers it means
-this host's clock runs behind the database server's, which blinds this host's lease ages alone.
-Fires when the last heartbeat is more than ``config.stale_lease_s`` ahead of ``config.now``
-(the skew that would hide a dead worker for as long as ``stale_lease`` waits).
+A queue's rows are judged at the queue's clock (:attr:`Context.queue_now`): the doctor's own
+for SQLite, the database server's time (read in the snapshot the rows come from) for
+PostgreSQL, where every current worker and reaper stamps and compares in it
+(``executor._clocks``). A lease's *last heartbeat* (``last_heartbeat_at``, or ``claimed_at``
+when NULL, as ``stale_lease`` reads it) ahead of that "now" was written in a clock that runs
+ahead of the queue's — a SQLite worker's; on PostgreSQL an executor from before the
+server-clock rule or another tool with its own clock — or in another unit than epoch seconds
+(milliseconds): the lease has a negative age, so ``stale_lease`` can never fire on it, and
+when that clock stamped its ``lease_expires_at`` too, every reaper waits that much longer to
+reclaim it should the worker die. A doctor host whose own clock is off from a PostgreSQL
+server's is no such finding (the scan notes it in ``fleet.queue_notes``). With a pinned
+``config.now`` the lease is compared with that, as given. Fires when the last heartbeat is
+more than ``config.stale_lease_s`` ahead (the skew that would hide a dead worker for as long
+as ``stale_lease`` waits).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ ORDER BY ahead_s DESC, id
 
 @needs(queue=True)
 def clock_skew(ctx: Context) -> list[Finding]:
-    """A leased ticket whose last heartbeat is ahead of this host's clock."""
+    """A leased ticket whose last heartbeat is ahead of the queue's clock."""
     findings = []
     for (
         ticket_id,
@@ -57,12 +60,13 @@ def clock_skew(ctx: Context) -> list[Finding]:
                 severity=Severity.WARNING,
                 summary=(
                     f"{ticket_label(ticket_id, title)} is {status} (worker {owner or 'unknown'}"
-                    f"{where}) with its last heartbeat {duration_text(ahead)} ahead of this "
-                    "host's clock: the clock that stamped it runs ahead of this one (its "
-                    "worker's; on PostgreSQL the database server's) or it records another unit "
-                    "than epoch seconds, so its lease cannot be aged here — stale_lease stays "
+                    f"{where}) with its last heartbeat {duration_text(ahead)} ahead of the "
+                    "queue's clock: the clock that wrote it runs ahead of the queue's (a "
+                    "SQLite worker's; on PostgreSQL an executor from before the server-clock "
+                    "rule, or another tool, stamping with its own) or it records another unit "
+                    "than epoch seconds, so its lease cannot be aged — stale_lease stays "
                     "silent, and a reaper reclaims it late if the worker dies and its own clock "
-                    "stamped it; synchronize the clocks (NTP)"
+                    "stamped it; synchronize the writer's clock (NTP)"
                 ),
                 scope="",
                 repair=None,

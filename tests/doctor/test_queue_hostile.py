@@ -462,7 +462,7 @@ def test_a_dead_worker_whose_clock_ran_an_hour_ahead_is_a_clock_skew(tmp_path: P
     (skew,) = codes["clock_skew"]
     assert skew.severity == Severity.WARNING and skew.repair is None
     assert skew.evidence["ahead_s"] == 3600.0 and skew.evidence["worker"] == "w1"
-    assert "60 min ahead of this host's clock" in skew.summary
+    assert "60 min ahead of the queue's clock" in skew.summary
 
 
 def test_a_worker_a_little_ahead_is_within_the_stale_threshold(tmp_path: Path) -> None:
