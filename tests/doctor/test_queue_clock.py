@@ -11,6 +11,7 @@ worker processes, the real server, the doctor's clock injected into the library 
 
 from __future__ import annotations
 
+import io
 import signal
 import subprocess
 import time
@@ -20,9 +21,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from rich.console import Console
 
 from doctor import DoctorConfig, scan
 from doctor._queue_ingest import load_queue
+from doctor._render import render_scan
 from doctor._repair import apply_queue_repairs, plan_repairs
 from doctor._tables import Tables, new_connection
 from executor import ExecutorConfig, Queue, SessionInfo, Ticket, open_queue
@@ -115,6 +118,10 @@ def test_a_doctor_whose_clock_is_off_reports_nothing_of_a_real_workers_live_leas
     way = "ahead of" if skew > 0 else "behind"
     (note,) = result.fleet["queue_notes"]
     assert f"this host's clock is 60 s {way} the queue's database server" in note, note
+    assert "leases are judged at the server's clock" in note
+    out = io.StringIO()
+    render_scan(Console(file=out, width=300), result, verbose=False)
+    assert f"queue clock: this host's clock is 60 s {way}" in out.getvalue()
     assert queue.get(ticket.id).status == "running"
 
 
