@@ -692,14 +692,12 @@ def test_fleet_idle_gaps_in_python_are_those_of_the_sql(tmp_path: Path, alive: b
     config = DoctorConfig(roots=(root,), now=1.9e9, idle_gap_s=20)
     layouts = [discover(p) for p in list_run_dirs([root])]
     outcomes, _ = _scan.scan_runs(config, layouts, "x", None)
-    in_python = [
-        f.to_json() | {"run": f.run_id} for f in _scan.fleet_findings(config, layouts, outcomes)
-    ]
-    in_sql = [
-        f.to_json() | {"run": f.run_id}
-        for f in _scan_fleet._fleet_in_duckdb(config, layouts, outcomes, select(["idle_gap"]))
-    ]
+    found, notes = _scan.fleet_findings(config, layouts, outcomes)
+    in_python = [f.to_json() | {"run": f.run_id} for f in found]
+    found, notes_sql = _scan_fleet._fleet_in_duckdb(config, layouts, outcomes, select(["idle_gap"]))
+    in_sql = [f.to_json() | {"run": f.run_id} for f in found]
     assert in_python == in_sql
+    assert notes == notes_sql == []  # no queue, no note on its clock
     assert any(f["run"] is None for f in in_sql), "the month is a fleet gap"
     assert any(f["run"] is not None for f in in_sql), "and a gap of some runs"
 
