@@ -23,7 +23,6 @@ from doctor._kept import KeptFindings, run_text
 from doctor._layout import RunLayout, discover, display_name
 from doctor._model import Diagnosis, Finding, Severity
 from doctor._run_state import run_state
-from rundoctor.liveness import owner_alive
 
 if TYPE_CHECKING:
     from doctor._scan import RunOutcome
@@ -361,7 +360,7 @@ def _undiagnosable(layout: RunLayout, exc: Exception, config: DoctorConfig) -> D
     status = final.get("status") if final is not None and final.ok else None
     state = run_state(
         final_status=status,
-        owner_alive=owner_alive(docs.pid, docs.pid_start_time),
+        owner_alive=docs.owner_alive(),
         last_progress=None,
         last_event=None,
         stall_timeout_s=docs.stall_timeout_s or config.stall_timeout_s,

@@ -36,7 +36,7 @@ from doctor._layout import (
 )
 from doctor._model import noun
 from doctor._timestamps import parse_iso
-from rundoctor.liveness import valid_pid
+from rundoctor.liveness import owner_alive, valid_pid
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -128,6 +128,9 @@ class RunDocuments:
     pid_start_time: int | None = None
     #: When the owner ``pid`` took the run (run.lock.json's ``acquired_at``, epoch ns).
     owner_since: int | None = None
+    #: When ``pid`` was written down (the modification time of the file it was read from,
+    #: epoch seconds): without a start time, what tells a reused pid (:meth:`owner_alive`).
+    pid_recorded_at: float | None = None
     #: The last lines of a detached run's ``run.out``, read only when the run has no event
     #: stream: what Kilroy said when it gave up before its first event.
     run_out_tail: tuple[str, ...] = ()
@@ -139,6 +142,12 @@ class RunDocuments:
     @property
     def top(self) -> ScopeDocuments:
         return self.scopes[""]
+
+    def owner_alive(self) -> bool | None:
+        """:func:`rundoctor.liveness.owner_alive` of the run's recorded owner: by its start
+        time when the lock has one, else by when its pid was recorded (a process younger than
+        the record did not write it)."""
+        return owner_alive(self.pid, self.pid_start_time, recorded_at=self.pid_recorded_at)
 
     @property
     def final(self) -> Document | None:
@@ -439,6 +448,14 @@ _LOG_BLOCK = 1 << 20
 _LOG_MAX_LINE = 16 << 20
 
 
+def _mtime(path: Path) -> float | None:
+    """``path``'s modification time (epoch seconds), None when it cannot be had."""
+    try:
+        return path.lstat().st_mtime
+    except OSError:
+        return None
+
+
 def _read_pid(path: Path, unreadable: list[Unreadable]) -> int | None:
     try:
         st, data, why = read_regular(path, 64)
@@ -532,8 +549,10 @@ def read_documents(run: RunLayout) -> RunDocuments:
             ok = isinstance(start, int) and not isinstance(start, bool) and 0 <= start < 2**62
             docs.pid_start_time = start if ok else None
             docs.owner_since = _parse_time(lock.get("acquired_at"))
+            docs.pid_recorded_at = _mtime(run.run_lock)
     if docs.pid is None:
         docs.pid = _read_pid(run.run_pid, bad)
+        docs.pid_recorded_at = _mtime(run.run_pid) if docs.pid is not None else None
     for scope in run.scopes:
         docs.scopes[scope.scope] = _scope_documents(run, scope, docs)
     if not docs.scopes.get("", ScopeDocuments("", run.path)).progress_size:

@@ -42,7 +42,6 @@ from doctor._run_state import (
 )
 from doctor._tables import Tables
 from doctor._timestamps import _seconds, iso, parse_iso
-from rundoctor.liveness import owner_alive
 
 # Besides its own names, this module re-exports those it defined before they moved to the
 # modules above (the constants, family_of, iso, parse_iso, signal_stop): doctor._repair and
@@ -91,7 +90,7 @@ def _run_facts(run_id: str, docs: RunDocuments, rows: _FleetRows, config: Doctor
     started, last_event, last_progress, n, starts, ends, node, last_hb = rows.summary.get(
         run_id, (None, None, None, 0, 0, 0, None, None)
     )
-    alive = owner_alive(docs.pid, docs.pid_start_time)
+    alive = docs.owner_alive()
     final = docs.final
     facts = RunFacts(
         started_at=iso(started),

@@ -39,7 +39,6 @@ from doctor._ndjson import (
 )
 from doctor._tables import Tables, new_connection
 from doctor._timestamps import parse_iso
-from rundoctor.liveness import owner_alive
 
 if TYPE_CHECKING:
     from doctor._config import DoctorConfig
@@ -157,7 +156,7 @@ def _plan_streams(
     plan = _StreamPlan(bulk=[], live=[], resumed=[], stats={})
     for run in layouts:
         docs = tables.documents[run.run_id]
-        alive = bool(owner_alive(docs.pid, docs.pid_start_time))
+        alive = bool(docs.owner_alive())
         entry = entries.get(run.run_id)
         for sl in run.scopes:
             st = _stat(sl.progress)

@@ -76,6 +76,7 @@ def _clock_inputs(
             "final_status": final.get("status") if rf.get("final_json") and final else None,
             "pid": docs.pid,
             "start_time": docs.pid_start_time,
+            "pid_recorded_at": docs.pid_recorded_at,
             "owner_since": docs.owner_since,
             "stall": stall,
             "last_progress": parse_iso(rf.get("last_progress_at")),
@@ -94,7 +95,7 @@ def at_clock(outcome: RunOutcome, config: DoctorConfig) -> RunOutcome | None:
     cached; ages are then recomputed.
     """
     clock = outcome.clock
-    alive = owner_alive(clock["pid"], clock["start_time"])
+    alive = owner_alive(clock["pid"], clock["start_time"], recorded_at=clock.get("pid_recorded_at"))
     if alive != clock["alive"]:
         return None
     stall = float(clock["stall"])

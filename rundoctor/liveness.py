@@ -30,12 +30,14 @@ from pathlib import Path
 __all__ = [
     "CLOCK_TICKS",
     "PID_MAX",
+    "YOUNGER_BY_S",
     "exclude_owners",
     "exclude_self_as_owner",
     "excluded_owners",
     "owner_alive",
     "process_alive",
     "start_ticks",
+    "started_at",
     "valid_pid",
 ]
 
@@ -68,6 +70,38 @@ def _stat_fields(pid: int) -> list[bytes] | None:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ")".
     return stat[stat.rfind(b")") + 2 :].split()
+
+
+#: How much later than its pid was recorded a process may seem to have started and still be
+#: taken for the owner: file times and the boot time have their granularity, and a clock
+#: stepped forward after the owner started makes it look younger than it is.
+YOUNGER_BY_S = 60.0
+
+
+def started_at(pid: int) -> float | None:
+    """When ``pid`` started, in epoch seconds (the boot time plus its start ticks); ``None``
+    when unknown (no ``/proc``).
+
+    >>> import time
+    >>> 0 <= time.time() - (started_at(os.getpid()) or 0) < 86400 * 365
+    True
+    """
+    ticks = start_ticks(pid)
+    boot = _boot_time()
+    if ticks is None or boot is None:
+        return None
+    return boot + ticks / CLOCK_TICKS
+
+
+def _boot_time() -> float | None:
+    """The boot time in epoch seconds (``btime`` of ``/proc/stat``), None without it."""
+    try:
+        for line in (_PROC / "stat").read_bytes().splitlines():
+            if line.startswith(b"btime "):
+                return float(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def start_ticks(pid: int) -> int | None:
@@ -136,7 +170,9 @@ def exclude_owners(pids: frozenset[int] | set[int]) -> None:
     _NOT_OWNERS.update(pids)
 
 
-def owner_alive(pid: int | None, start_time: int | None = None) -> bool | None:
+def owner_alive(
+    pid: int | None, start_time: int | None = None, *, recorded_at: float | None = None
+) -> bool | None:
     """Is the process recorded as a run's (or a lease's) owner alive and plausibly that owner?
 
     As :func:`process_alive`, with ``None`` (unknown) where nothing can be said: no pid was
@@ -144,8 +180,15 @@ def owner_alive(pid: int | None, start_time: int | None = None) -> bool | None:
     without a matching start time. A pid registered by :func:`exclude_self_as_owner` is dead
     without a matching start time.
 
+    Without a start time, ``recorded_at`` (epoch seconds: when the pid was written down, a
+    ``run.pid``'s modification time) still tells a reused pid: a process that started more
+    than :data:`YOUNGER_BY_S` after its pid was recorded is not the process that recorded it.
+
     >>> owner_alive(1), owner_alive(None), owner_alive(2**63), owner_alive(os.getpid())
     (None, None, False, True)
+    >>> import time
+    >>> owner_alive(os.getpid(), recorded_at=time.time()), owner_alive(os.getpid(), recorded_at=0)
+    (True, False)
     """
     if pid is None:
         return None
@@ -154,4 +197,9 @@ def owner_alive(pid: int | None, start_time: int | None = None) -> bool | None:
         if ticks is not None and ticks == start_time:
             return True
         return None if pid == 1 else False
-    return process_alive(pid, start_time)
+    alive = process_alive(pid, start_time)
+    if alive and start_time is None and recorded_at is not None:
+        began = started_at(pid)
+        if began is not None and began > recorded_at + YOUNGER_BY_S:
+            return False  # started after its pid was written down: the pid was reused
+    return alive

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
+from doctor import DoctorConfig, diagnose
 from doctor._documents import Document, RunDocuments, normalize_status, read_documents
 from doctor._ingest import load_runs
 from doctor._layout import discover
 from doctor._tables import Tables
 from rundoctor.liveness import owner_alive, process_alive, start_ticks
 
+REPO = Path(__file__).resolve().parents[2]
 DEAD_PID = 99999999
 
 
@@ -492,3 +496,24 @@ def test_a_branch_s_final_json_is_never_the_run_s_final(tmp_path: Path) -> None:
     _write(run / "parallel/fan/01-a/progress.ndjson", '{"event": "x"}\n')
     _write(run / "parallel/fan/01-a/final.json", '{"status": "success"}')
     assert _docs(run).final is None
+
+
+def test_a_run_pid_reused_by_a_younger_process_leaves_the_run_orphaned(tmp_path: Path) -> None:
+    # A real Kilroy run killed mid-stage, as an older build leaves it: run.pid, no lock.
+    run = tmp_path / "sigkill_mid_stage"
+    shutil.copytree(REPO / "fixtures" / "kilroy" / "runs" / "sigkill_mid_stage", run)
+    (run / "run.lock.json").unlink()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / "run.pid").write_text(str(child.pid))  # the pid, reused by a live process
+        config = DoctorConfig(roots=(tmp_path,))
+        recorded_now = diagnose(run.name, config)
+        assert (recorded_now.state, recorded_now.facts["owner_alive"]) == ("stalled", True)
+        hour_ago = time.time() - 3600  # written down an hour before that process started
+        os.utime(run / "run.pid", (hour_ago, hour_ago))
+        reused = diagnose(run.name, config)
+        assert (reused.state, reused.facts["owner_alive"]) == ("orphaned", False)
+        assert "missing_final" in [f.code for f in reused.findings]
+    finally:
+        child.kill()
+        child.wait()

@@ -19,9 +19,11 @@ from executor._reaper import _why
 from executor._records import Ticket
 from rundoctor.liveness import (
     PID_MAX,
+    YOUNGER_BY_S,
     owner_alive,
     process_alive,
     start_ticks,
+    started_at,
     valid_pid,
 )
 
@@ -113,3 +115,19 @@ def test_the_doctor_command_does_not_take_its_own_pid_as_an_owner() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.split() == ["False", "True"]
+
+
+def test_a_process_younger_than_its_recorded_pid_is_not_the_owner() -> None:
+    # A real child started now; its pid "recorded" an hour ago names another, gone, process.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        now = time.time()
+        assert owner_alive(child.pid, recorded_at=now - 3600) is False
+        assert owner_alive(child.pid, recorded_at=now) is True  # recorded after it started
+        assert owner_alive(child.pid, recorded_at=now - YOUNGER_BY_S / 2) is True  # within slack
+        # A recorded start time decides alone: it is exact.
+        assert owner_alive(child.pid, start_ticks(child.pid), recorded_at=now - 3600) is True
+        assert abs((started_at(child.pid) or 0) - now) < 30
+    finally:
+        child.kill()
+        child.wait()
