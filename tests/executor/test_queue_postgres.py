@@ -115,10 +115,13 @@ def test_many_processes_opening_a_fresh_database_create_the_schema_once(
 
 def test_a_deadlock_victim_is_retried_and_completes_once(postgres_backend: Backend) -> None:
     # PostgreSQL checks for a deadlock once, deadlock_timeout after a wait began: the queue's
-    # connection checks after 2 s (by then the other one waits too), the other after 60 s,
-    # so the queue's transaction is the victim, and the queue runs it again.
+    # connection checks after 5 s (by then the other one waits too: it asks for its second
+    # lock as soon as the queue's connection is seen waiting, which takes milliseconds but
+    # took over 2 s once on a loaded machine, so the check found no cycle yet and was not
+    # made again), the other after 60 s: the queue's transaction is the victim, and the
+    # queue runs it again.
     url, name = _named(postgres_backend)
-    with open_queue(url.replace("options=", "options=-cdeadlock_timeout%3D2000%20", 1)) as queue:
+    with open_queue(url.replace("options=", "options=-cdeadlock_timeout%3D5000%20", 1)) as queue:
         a = queue.enqueue("a", GRAPH)
         b = queue.enqueue("b", GRAPH, depends_on=[a.id])
         lease = queue.claim("w", lease_ttl_s=30, session=ME)
@@ -140,7 +143,7 @@ def test_a_deadlock_victim_is_retried_and_completes_once(postgres_backend: Backe
 
 def _wait_until_blocked(name: str) -> None:
     with psycopg.connect(PG_URL, autocommit=True) as admin:
-        for _ in range(500):
+        for _ in range(3000):  # however loaded the machine, not forever
             row = admin.execute(
                 "SELECT wait_event_type FROM pg_stat_activity WHERE application_name = %s",
                 (name,),
