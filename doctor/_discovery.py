@@ -202,27 +202,42 @@ def runs_to_scan(roots: Sequence[Path], skip: Collection[str] = ()) -> tuple[lis
     ['a/dup', 'b/other']
     >>> note.replace(str(root), "R")  # doctest: +NORMALIZE_WHITESPACE
     '1 run under R/b not scanned: dup is also under R/a, which comes first (as for diagnose);
-     scan --root R/b alone to see it'
+     scan --root R/b alone to see it, or diagnose it: doctor diagnose --run-id b/dup --root R'
     """
     walks = [walk_root(root, skip) for root in roots]
     found: dict[str, Path] = {}
-    shadowed: dict[tuple[str, str], list[str]] = {}
+    shadowed: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for walk in walks:
         for path in sorted(walk.runs, key=walk.depth):  # stable: then by path
             first = found.setdefault(path.name, path)
             if first is not path and os.path.realpath(first) != os.path.realpath(path):
                 key = (display_name(str(path.parent)), display_name(str(first.parent)))
-                shadowed.setdefault(key, []).append(path.name)
+                how = _diagnose_command(path, walk.root)
+                shadowed.setdefault(key, []).append((path.name, how))
     notes = [
-        f"{_count(len(names), 'run')} under {where} not scanned: {_listed(names)} "
-        f"{'is' if len(names) == 1 else 'are'} also under {winner}, which comes first (as for "
-        f"diagnose); scan --root {where} alone to see {'it' if len(names) == 1 else 'them'}"
-        for (where, winner), names in shadowed.items()
+        f"{_count(len(runs), 'run')} under {where} not scanned: {_listed([n for n, _ in runs])} "
+        f"{'is' if len(runs) == 1 else 'are'} also under {winner}, which comes first (as for "
+        f"diagnose); scan --root {where} alone to see {'it' if len(runs) == 1 else 'them'}"
+        + (f", or diagnose it: {runs[0][1]}" if len(runs) == 1 else "")
+        for (where, winner), runs in shadowed.items()
     ]
     real_roots = [os.path.realpath(root) for root in roots]
     for walk in walks:
         notes.extend(walk_notes(walk, real_roots))
     return [p for walk in walks for p in walk.runs if found[p.name] is p], notes
+
+
+def _diagnose_command(run: Path, root: Path) -> str:
+    """The command that diagnoses ``run`` under ``root`` by its path there (a name that
+    another run has is found by path, not by name).
+
+    >>> _diagnose_command(Path("/r/b/dup"), Path("/r"))
+    'doctor diagnose --run-id b/dup --root /r'
+    """
+    rel = display_name(run.relative_to(root).as_posix())
+    return (
+        f"doctor diagnose --run-id {shell_quote(rel)} --root {shell_quote(display_name(str(root)))}"
+    )
 
 
 def check_run_id(run_id: str) -> str:

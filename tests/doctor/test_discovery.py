@@ -197,7 +197,8 @@ def test_the_same_name_in_two_groups_is_scanned_once_and_the_other_is_named(tmp_
     assert [d.path for d in result.diagnoses] == [str(first.resolve())]
     assert _notes(result) == [
         f"1 run under {second.parent} not scanned: dup is also under {first.parent}, which "
-        f"comes first (as for diagnose); scan --root {second.parent} alone to see it"
+        f"comes first (as for diagnose); scan --root {second.parent} alone to see it, or "
+        f"diagnose it: doctor diagnose --run-id b/2026/dup --root {tmp_path}"
     ]
     assert "roots: 1 run under" in _rendered(result)
     # diagnose picks the run the scan picks; the other is read by its path, or a narrower root
