@@ -1,0 +1,379 @@
+"""The repair's actions on a run directory: what each does, and its precondition re-checked.
+
+:data:`_RUNNERS` maps each action (``shared/FINDINGS.md``'s ``repair`` values) to the runner
+:func:`doctor._repair.apply_repairs` calls:
+
+* ``terminalize`` writes ``final.json`` (status ``fail``, a ``failure_reason`` naming why, and
+  ``repaired_by`` provenance) — only when the owner process is dead, no event was written
+  within the run's stall timeout (a run without events: it did not start within it), and no
+  top-level ``final.json`` exists.
+* ``ingest_status`` copies a stranded worktree status file to the stage's canonical
+  ``<node>/status.json``, with ``repaired_by`` provenance. An existing canonical file is
+  replaced only when it is the engine's placeholder (a ``fail`` whose reason starts with
+  ``missing status.json``/``invalid status.json``, what Kilroy writes when it found no status
+  file), and it is kept as ``<node>/status.json.replaced-<UTC time>.bak``.
+* ``truncate_torn_line`` cuts a torn *last* line off a progress stream, keeping the whole file
+  as ``<file>.torn-<UTC time>.bak`` — only when the owner is not alive (a live owner may be
+  writing that line). Bytes appended after the check are never dropped: they are moved down
+  over the torn bytes and kept.
+
+Every runner is idempotent (an action found done, by the journal's hash of its last result, is
+a no-op: :func:`_check_done`), re-checks its precondition from the files right before acting
+and refuses with the reason when it no longer holds, writes only through
+:mod:`doctor._repair_files` (inside the run directory, every path walked from the run's
+directory descriptor with ``O_NOFOLLOW``, so a symlink swapped in after a check is never
+followed; new files created without overwriting), holds the run's own lock while it
+terminalizes or truncates (so a resuming run and the repair exclude each other), and cuts a
+stream only under a write lease (no other process has it open, none can open it to append
+meanwhile; :func:`doctor._repair_files._sole_open`). Between its last check and its first
+write each calls ``ctx.checked(kind)``: the ``race_hook`` test seam of ``apply_repairs``.
+
+The planner (:mod:`doctor._repair_plan`) reads the same facts at plan time from here: when the
+run last wrote a start document (:func:`_start_written_ns`) and whether a canonical status is
+the engine's placeholder (:func:`_is_placeholder`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import stat
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+from doctor._documents import normalize_status, parse_json, read_documents
+from doctor._journal import JournalEntry
+from doctor._layout import MANIFEST, RUN_CONFIG, RUN_PID, discover, is_top_scope
+from doctor._model import plural
+from doctor._ndjson import open_regular
+from doctor._repair_files import (
+    _LOCK,
+    _NOFOLLOW,
+    _check_rel,
+    _create,
+    _json_bytes,
+    _lstat_at,
+    _parent,
+    _pread_all,
+    _read_at,
+    _replace,
+    _run_lock,
+    _sha_rel,
+    _sole_open,
+)
+from doctor._repair_model import Action, _Ctx, _Done, _Refused
+from doctor._timestamps import iso, parse_iso
+from rundoctor.liveness import owner_alive, valid_pid
+
+_TAIL_BYTES = 1 << 16
+
+
+#: What a run writes as it starts, before its first event: for a run without events, the
+#: newest of them is when it last wrote (``run.lock.json`` is not one: a repair holds it).
+_START_DOCUMENTS = (MANIFEST, RUN_CONFIG, RUN_PID)
+
+
+def _start_written_ns(run: Path | int) -> int | None:
+    """When the run's newest start document was written (epoch ns), None without any;
+    ``run`` is its directory, or a descriptor of it."""
+    newest: int | None = None
+    for name in _START_DOCUMENTS:
+        try:
+            if isinstance(run, int):
+                st = os.stat(name, dir_fd=run, follow_symlinks=False)
+            else:
+                st = os.lstat(run / name)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            newest = st.st_mtime_ns if newest is None else max(newest, st.st_mtime_ns)
+    return newest
+
+
+def _last_applied(ctx: _Ctx, action: Action) -> JournalEntry | None:
+    for e in reversed(ctx.journal):
+        if e.action == action.kind and e.target == action.target and e.outcome == "applied":
+            return e
+    return None
+
+
+def _check_done(ctx: _Ctx, action: Action) -> None:
+    last = _last_applied(ctx, action)
+    if last is not None and last.after_sha256 and _sha_rel(ctx, action.target) == last.after_sha256:
+        raise _Done(f"already done at {last.at} (the file still has the hash that repair left)")
+
+
+def _last_event_ns(path: Path) -> int | None:
+    """The ``ts`` of the last complete line of a progress stream (read from its tail)."""
+    try:
+        with open_regular(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(max(size - _TAIL_BYTES, 0))
+            tail = fh.read(_TAIL_BYTES)
+    except OSError:
+        return None
+    for raw in reversed(tail.split(b"\n")[:-1]):
+        with contextlib.suppress(ValueError, AttributeError):
+            ns = parse_iso(parse_json(raw)[0].get("ts"))
+            if ns is not None:
+                return ns
+    return None
+
+
+def _terminalize(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
+    _check_rel(action.target)
+    _check_done(ctx, action)
+    with _run_lock(ctx), _parent(ctx, action.target) as (dfd, name):
+        # Checked with the lock held: a resuming run cannot start between check and write.
+        layout = discover(ctx.run_path)
+        docs = read_documents(layout)
+        finals = [s.final for s in docs.scopes.values() if is_top_scope(s.scope) and s.final]
+        if finals or _lstat_at(dfd, name) is not None:
+            raise _Refused("a top-level final.json exists: the run terminalized after the plan")
+        pid, start = _recorded_owner(ctx, docs.pid, docs.pid_start_time)
+        alive = owner_alive(pid, start)
+        if alive is not False:
+            who = "no owner pid is recorded" if pid is None else f"owner pid {pid} is alive"
+            raise _Refused(f"{who}; only a run whose owner is dead is terminalized")
+        stall = action.stall_timeout_s or docs.stall_timeout_s or ctx.config.stall_timeout_s
+        latest = max(
+            (ns for s in layout.scopes if (ns := _last_event_ns(s.progress))), default=None
+        )
+        if latest is not None and ctx.config.now - latest / 1e9 <= stall:
+            raise _Refused(
+                f"an event was written at {iso(latest)}, within the {stall:.0f} s stall timeout"
+            )
+        started = _start_written_ns(ctx.run_fd) if latest is None else None
+        if started is not None and ctx.config.now - started / 1e9 <= stall:
+            raise _Refused(
+                f"the run wrote no event and started at {iso(started)}, within the "
+                f"{stall:.0f} s stall timeout"
+            )
+        owner = _stale_owner(ctx, docs.pid)
+        opened = action.finding
+        final = {
+            # The run ended with its last event; when the repair ran is in repaired_by.at.
+            # (The repair's own time would open an idle gap from the last event to the repair.)
+            "timestamp": iso(latest) if latest is not None else iso(int(ctx.config.now * 1e9)),
+            "status": "fail",
+            "run_id": ctx.run_id,
+            "failure_reason": (
+                f"terminalized by doctor repair: owner pid {owner} is dead and no event was "
+                f"written since {iso(latest) if latest else 'the start'} (stall timeout "
+                f"{stall:.0f} s); finding {opened.code}: {opened.summary}"
+            ),
+            "repaired_by": ctx.provenance,
+        }
+        ctx.checked(action.kind)  # every check passed, the lock is held: a resume waits
+        _create(dfd, name, _json_bytes(final))
+    return f"wrote {action.target} with status fail", None
+
+
+def _pid_file(ctx: _Ctx) -> int | None:
+    try:
+        text = _read_at(ctx.run_fd, "run.pid", "run.pid").strip()
+    except (_Refused, OSError):
+        return None
+    return valid_pid(int(text)) if text.isdigit() and len(text) <= 10 else None
+
+
+def _recorded_owner(ctx: _Ctx, pid: int | None, start: int | None) -> tuple[int | None, int | None]:
+    """The run's owner as recorded before the repair took the lock: the lock's, unless the
+    lock is this process's own, then the stale lock set aside, else ``run.pid``."""
+    if pid is not None and pid != os.getpid():
+        return pid, start
+    try:
+        value, _ = parse_json(_read_at(ctx.run_fd, f".{_LOCK}.stale-{os.getpid()}", _LOCK))
+    except (_Refused, OSError, ValueError):
+        value = None
+    if isinstance(value, dict) and valid_pid(value.get("pid")) is not None:
+        began = value.get("pid_start_time")
+        ok = isinstance(began, int) and not isinstance(began, bool) and 0 <= began < 2**62
+        return valid_pid(value.get("pid")), began if ok else None
+    return _pid_file(ctx), None
+
+
+def _stale_owner(ctx: _Ctx, pid: int | None) -> int | None:
+    """The dead owner's pid (see :func:`_recorded_owner`)."""
+    return _recorded_owner(ctx, pid, None)[0]
+
+
+def _ingest_status(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
+    if action.source is None:
+        raise _Refused("the plan names no stranded status file")
+    _check_rel(action.source)
+    _check_rel(action.target)
+    _check_done(ctx, action)
+    with _parent(ctx, action.source) as (sfd, sname):
+        raw = _read_at(sfd, sname, action.source)
+    try:
+        value, _dups = parse_json(raw)
+    except ValueError as exc:
+        raise _Refused(f"{action.source} no longer parses: {exc}") from None
+    status, _reason = normalize_status(value)
+    if not isinstance(value, dict) or status is None:
+        raise _Refused(f"{action.source} holds no outcome")
+    record = {
+        **value,
+        "repaired_by": {
+            **ctx.provenance,
+            "source": action.source,
+            "source_sha256": hashlib.sha256(raw).hexdigest(),
+        },
+    }
+    with _parent(ctx, action.target) as (dfd, name):
+        placeholder = _engine_placeholder(action, dfd, name)
+        # Checked; from here on only ``dfd`` is written, whatever the path now names.
+        ctx.checked(action.kind)
+        if placeholder is None:
+            _create(dfd, name, _json_bytes(record))
+            return f"copied {action.source} (outcome {status!r}) to {action.target}", None
+        replaced = _back_up(ctx, action, dfd, name, placeholder)
+        _replace(dfd, name, _json_bytes(record))
+    return (
+        f"copied {action.source} (outcome {status!r}) over the engine's placeholder "
+        f"{action.target}, which is kept as {replaced}",
+        replaced,
+    )
+
+
+#: Failure reasons an engine writes when it found no status file: the canonical file then
+#: records the contract's failure, not the stage's outcome, and may be replaced (backed up).
+_PLACEHOLDER_REASONS = ("missing status.json", "invalid status.json")
+
+
+def _placeholder_bytes(data: bytes) -> bool:
+    try:
+        status, reason = normalize_status(parse_json(data)[0])
+    except ValueError:
+        return False
+    return status in ("fail", "retry") and (reason or "").startswith(_PLACEHOLDER_REASONS)
+
+
+def _is_placeholder(path: Path) -> bool:
+    """True when the status file at ``path`` only records that a status file was missing."""
+    try:
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        with open_regular(path) as fh:
+            data = fh.read(_MAX_STATUS_BYTES)
+    except OSError:
+        return False
+    return _placeholder_bytes(data)
+
+
+_MAX_STATUS_BYTES = 32 * 1024 * 1024
+
+
+def _engine_placeholder(action: Action, dfd: int, name: str) -> bytes | None:
+    """The bytes of a canonical status that only says the status file was missing; None when
+    there is no canonical file. Refuses anything else."""
+    if _lstat_at(dfd, name) is None:
+        return None
+    data = _read_at(dfd, name, action.target)
+    if not _placeholder_bytes(data):
+        raise _Refused(
+            f"{action.target} already records an outcome; the repair only replaces an "
+            "engine's 'missing status.json' placeholder"
+        )
+    return data
+
+
+def _back_up(ctx: _Ctx, action: Action, dfd: int, name: str, data: bytes) -> str:
+    """Keep the placeholder ``data`` as ``<name>.replaced-<UTC time>.bak``; its path relative
+    to the run."""
+    stamp = datetime.fromtimestamp(ctx.config.now, UTC).strftime("%Y%m%dT%H%M%SZ")
+    backup = f"{name}.replaced-{stamp}.bak"
+    n = 1
+    while _lstat_at(dfd, backup) is not None:
+        n += 1
+        backup = f"{name}.replaced-{stamp}-{n}.bak"
+    _create(dfd, backup, data)
+    return (PurePosixPath(action.target).parent / backup).as_posix()
+
+
+def _is_event_line(raw: bytes) -> bool:
+    try:
+        obj, _dups = parse_json(raw)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and isinstance(obj.get("event"), str)
+
+
+def _truncate(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
+    _check_rel(action.target)
+    _check_done(ctx, action)
+    with _run_lock(ctx), _parent(ctx, action.target) as (dfd, name):
+        if _lstat_at(dfd, name) is None:
+            raise _Refused(f"{action.target} no longer exists")
+        if _owner_alive_but_us(ctx) is True:
+            raise _Refused("the owner process is alive and may be writing that line")
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_NONBLOCK | _NOFOLLOW, dir_fd=dfd)
+        except OSError as exc:
+            raise _Refused(f"{action.target} cannot be opened: {exc.strerror}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise _Refused(f"{action.target} is not a regular file")
+            # An advisory lock on the stream itself: writers that take it are excluded.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return _cut_torn_tail(ctx, action, dfd, name, fd)
+        finally:
+            os.close(fd)
+
+
+def _owner_alive_but_us(ctx: _Ctx) -> bool | None:
+    docs = read_documents(discover(ctx.run_path))
+    return owner_alive(*_recorded_owner(ctx, docs.pid, docs.pid_start_time))
+
+
+def _cut_torn_tail(
+    ctx: _Ctx, action: Action, dfd: int, name: str, fd: int
+) -> tuple[str, str | None]:
+    """Cut the torn last line in place, on the descriptor checked; bytes appended after the
+    check are never dropped: the cut keeps everything past the torn bytes the check saw."""
+    data = _pread_all(fd, 0)
+    start = data.rfind(b"\n") + 1
+    tail = data[start:]
+    if not tail.strip():
+        raise _Refused(f"{action.target} ends with a complete line: nothing is torn")
+    if start != action.byte_offset:
+        raise _Refused(
+            f"the last line of {action.target} starts at byte {start}, not at the planned "
+            f"{action.byte_offset}: the file changed since the plan"
+        )
+    if _is_event_line(tail):
+        raise _Refused(f"the last line of {action.target} parses: it is not torn")
+    ctx.checked(action.kind)  # checked on this descriptor: an append now is moved, not lost
+    with _sole_open(fd, action.target):
+        stamp = datetime.fromtimestamp(ctx.config.now, UTC).strftime("%Y%m%dT%H%M%SZ")
+        backup = f"{name}.torn-{stamp}.bak"
+        n = 1
+        while _lstat_at(dfd, backup) is not None:
+            n += 1
+            backup = f"{name}.torn-{stamp}-{n}.bak"
+        _create(dfd, backup, data)
+        # Move whatever follows the torn bytes (appended since the read, before the lease)
+        # down over them, then cut the file to its new length; the size is checked again
+        # after each move, and under the lease nothing can be appended between that check
+        # and the cut.
+        end, moved = len(data), b""
+        for _ in range(100):
+            moved += _pread_all(fd, end + len(moved))
+            if moved:  # never overlaps bytes not yet read: start < end
+                os.pwrite(fd, moved, start)
+            if os.fstat(fd).st_size == end + len(moved):
+                os.ftruncate(fd, start + len(moved))
+                break
+        else:
+            raise _Refused(f"{action.target} keeps growing: a writer is alive")
+    os.fsync(fd)
+    rel = (PurePosixPath(action.target).parent / backup).as_posix()
+    return f"cut {plural(len(tail), 'byte')} at byte {start}; the whole file is kept as {rel}", rel
+
+
+_RUNNERS = {"terminalize": _terminalize, "ingest_status": _ingest_status}
+_RUNNERS["truncate_torn_line"] = _truncate

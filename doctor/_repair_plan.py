@@ -1,0 +1,198 @@
+"""Planning repairs: :func:`plan_repairs` turns a diagnosis's findings into actions.
+
+Each finding that names a ``repair`` becomes an :class:`~doctor._repair_model.Action`, one per
+(action, target), in :data:`~doctor._repair_model.ACTIONS` order, carrying the reason it would
+be refused (``blocked``) when its precondition already fails at plan time; the runners check
+again right before acting. A run's :class:`~doctor._model.Diagnosis` plans the actions on the
+run directory (``terminalize`` of a top-level finding, ``ingest_status``,
+``truncate_torn_line``: :mod:`doctor._repair_actions` carries them out); queue findings (a
+:class:`~doctor._diagnose.ScanResult`'s fleet findings, present when the scan read
+``config.db``) plan ``reclaim`` and ``reconcile`` of a ticket, carried out by
+:func:`doctor._repair_queue.apply_queue_repairs`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from doctor._config import DoctorConfig
+from doctor._detectors._queue import same_host, this_host
+from doctor._diagnose import ScanResult
+from doctor._layout import is_top_scope
+from doctor._model import Diagnosis, Finding
+from doctor._repair_actions import _is_placeholder, _start_written_ns
+from doctor._repair_model import ACTIONS, QUEUE_ACTIONS, Action, FindingRef
+from doctor._timestamps import parse_iso
+from rundoctor.liveness import owner_alive
+
+__all__ = ["plan_repairs"]
+
+
+def _age_s(config: DoctorConfig, ts: object) -> float | None:
+    ns = parse_iso(ts)
+    return None if ns is None else config.now - ns / 1e9
+
+
+def plan_repairs(diagnosis: Diagnosis | ScanResult, config: DoctorConfig) -> list[Action]:
+    """The repairs the diagnosis calls for, one per (action, target), in :data:`ACTIONS` order.
+
+    A run's :class:`Diagnosis` plans the run's repairs (and queue repairs, should it carry
+    queue findings); a :class:`ScanResult` plans its fleet findings' repairs: the queue's,
+    present when the scan read ``config.db``.
+
+    >>> from doctor import Diagnosis, DoctorConfig
+    >>> plan_repairs(Diagnosis("r1", "/runs/r1", "kilroy", "succeeded", {}), DoctorConfig())
+    []
+    """
+    facts: Mapping[str, Any] = {} if isinstance(diagnosis, ScanResult) else diagnosis.facts
+    run_path = None if isinstance(diagnosis, ScanResult) else Path(diagnosis.path)
+    actions: dict[tuple[str, str], Action] = {}
+    for f in diagnosis.findings:
+        ref = FindingRef.of(f)
+        if f.repair in QUEUE_ACTIONS:
+            action = _plan_queue(f, ref, config)
+        elif run_path is None:
+            continue
+        else:
+            action = _plan_run(f, ref, facts, run_path, config)
+        if action is None:
+            continue
+        key = (action.kind, action.target)
+        # A ticket that is both stale_lease and session_desync: keep the plan with an epoch.
+        if key not in actions or (actions[key].lease_epoch is None and action.lease_epoch):
+            actions[key] = action
+    return sorted(actions.values(), key=lambda a: (ACTIONS.index(a.kind), a.target))
+
+
+def _plan_run(
+    f: Finding, ref: FindingRef, facts: Mapping[str, Any], run_path: Path, config: DoctorConfig
+) -> Action | None:
+    """The repair of a run's finding, or None when it names none this module plans."""
+    if f.repair == "terminalize" and is_top_scope(f.scope):
+        return _plan_terminalize(ref, facts, config, run_path)
+    if f.repair == "ingest_status":
+        return _plan_ingest_status(f, ref, run_path)
+    if f.repair == "truncate_torn_line":
+        return _plan_truncate(f, ref, facts)
+    return None
+
+
+def _plan_terminalize(
+    ref: FindingRef, facts: Mapping[str, Any], config: DoctorConfig, run_path: Path
+) -> Action:
+    """Write the run's final.json; blocked while its owner may live or its last event (its
+    start, when it wrote none) is within the stall timeout."""
+    stall = facts.get("stall_timeout_s")
+    stall = float(stall) if isinstance(stall, int | float) else config.stall_timeout_s
+    age = _age_s(config, facts.get("last_event_at"))
+    what = "the last event"
+    if facts.get("last_event_at") is None and (started := _start_written_ns(run_path)):
+        age, what = config.now - started / 1e9, "the run wrote no event; its start"
+    blocked = None
+    if facts.get("owner_alive") is not False:
+        blocked = "the owner process is not known to be dead"
+    elif age is not None and age <= stall:
+        blocked = f"{what} is {age:.0f} s old, within the {stall:.0f} s stall timeout"
+    pid = facts.get("owner_pid")
+    last = facts.get("last_event_at")
+    since = f"nothing was written since {last}" if last else "it never wrote an event"
+    return Action(
+        "terminalize",
+        "final.json",
+        ref,
+        f"owner pid {pid} is dead and {since} (stall timeout {stall:.0f} s)",
+        stall_timeout_s=stall,
+        blocked=blocked,
+    )
+
+
+def _plan_ingest_status(f: Finding, ref: FindingRef, run_path: Path) -> Action | None:
+    """Copy a stranded status file to the canonical path; blocked unless what is there is
+    only the engine's placeholder."""
+    ev = f.evidence
+    target, source = ev.get("expected_path"), ev.get("found_path")
+    if not (isinstance(target, str) and isinstance(source, str)):
+        return None
+    canonical = run_path / target
+    kept = os.path.lexists(canonical) and not _is_placeholder(canonical)
+    return Action(
+        "ingest_status",
+        target,
+        ref,
+        f"{f.node_id} failed for want of a status file while {source} holds "
+        f"outcome {ev.get('found_outcome')!r}",
+        source=source,
+        blocked=f"{target} already records an outcome; the repair only replaces an "
+        "engine's 'missing status.json' placeholder"
+        if kept
+        else None,
+    )
+
+
+def _plan_truncate(f: Finding, ref: FindingRef, facts: Mapping[str, Any]) -> Action | None:
+    """Cut a torn last line off a stream; blocked while its owner is alive."""
+    ev = f.evidence
+    target, offset = ev.get("file"), ev.get("byte_offset")
+    if not (isinstance(target, str) and isinstance(offset, int)):
+        return None
+    return Action(
+        "truncate_torn_line",
+        target,
+        ref,
+        f"its last line, from byte {offset}, is a half-written append ({ev.get('detail')})",
+        byte_offset=offset,
+        blocked="the owner process is alive and may be writing that line"
+        if facts.get("owner_alive") is True
+        else None,
+    )
+
+
+def _plan_queue(f: Finding, ref: FindingRef, config: DoctorConfig) -> Action | None:
+    """A ``reclaim`` or ``reconcile`` of the finding's ticket, with the plan's forecast."""
+    ev = f.evidence
+    ticket = ev.get("ticket_id")
+    if not isinstance(ticket, str) or f.repair is None:
+        return None
+    epoch, pid = ev.get("lease_epoch"), ev.get("pid")
+    epoch = epoch if isinstance(epoch, int) else None
+    pid = pid if isinstance(pid, int) else None
+    worker, session = ev.get("worker"), ev.get("session_name")
+    status = ev.get("status", ev.get("recorded_status"))
+    start = ev.get("proc_start_time")
+    local = same_host(ev.get("host"), this_host())
+    dead = local and owner_alive(pid, start if isinstance(start, int) else None) is False
+    expires = ev.get("lease_expires_at")
+    blocked = None
+    if not config.db:
+        blocked = "no queue given: queue repairs need its URL (doctor repair --db URL)"
+    elif f.repair == "reconcile" and ev.get("pid_alive"):
+        blocked = f"needs a person: the ticket is {status} but its session (pid {pid}) still " + (
+            "runs; the doctor kills nothing, and a terminal row cannot change"
+            if status != "todo" and status != "blocked"
+            else "runs; the doctor kills nothing: stop it before a worker starts the work again"
+        )
+    elif f.code == "stale_lease" and ev.get("lease_expired") is False and expires and not dead:
+        blocked = (
+            f"the lease has not expired (it runs until {expires}) and its owner is not known "
+            "dead on this host: the reaper would not reclaim it yet"
+        )
+    kind = f"{f.code}, {ev['kind']}" if ev.get("kind") else f.code
+    if f.repair == "reclaim":
+        why = f"ticket {ticket} is {status} but its worker {worker or '(unknown)'} looks lost"
+    else:
+        runs = "still runs" if ev.get("pid_alive") else "does not run"
+        why = f"the queue records ticket {ticket} as {status} while its session (pid {pid}) {runs}"
+    return Action(
+        f.repair,
+        ticket,
+        ref,
+        f"{why} ({kind})",
+        blocked=blocked,
+        lease_epoch=epoch,
+        worker=worker if isinstance(worker, str) else None,
+        session_name=session if isinstance(session, str) else None,
+        pid=pid,
+    )
