@@ -44,9 +44,8 @@ from doctor._tables import Tables
 from doctor._timestamps import _seconds, iso, parse_iso
 
 # Besides its own names, this module re-exports those it defined before they moved to the
-# modules above (the constants, family_of, iso, parse_iso, signal_stop): doctor._repair and
-# doctor._repair_queue import iso and parse_iso from here. Other code imports them from their
-# homes.
+# modules above (the constants, family_of, iso, parse_iso, signal_stop): doctor._repair_queue
+# imports iso from here. Other code imports them from their homes.
 __all__ = [
     "ATTEMPTS_OPEN_SQL",
     "BRANCH_LIFECYCLE_SQL",

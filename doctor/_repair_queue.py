@@ -1,7 +1,7 @@
 """Repairs on the work queue (``DoctorConfig.db``): :func:`apply_queue_repairs`.
 
-The actions, planned by :func:`doctor._repair.plan_repairs` from a scan's queue findings,
-target the ticket id:
+The actions, planned by :func:`doctor._repair_plan.plan_repairs` from a scan's queue
+findings, target the ticket id:
 
 * ``reclaim`` (``stale_lease``, ``session_desync`` without a live session) takes the lost lease
   back through :func:`executor.reap`, narrowed to that ticket at the lease epoch the
