@@ -22,7 +22,15 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 
-from doctor import DoctorConfig, IngestError, Severity, _queue_ingest, _repair, _repair_queue, scan
+from doctor import (
+    DoctorConfig,
+    IngestError,
+    Severity,
+    _queue_ingest,
+    _repair_plan,
+    _repair_queue,
+    scan,
+)
 from doctor._detectors import session_desync
 from doctor._detectors._queue import same_host
 from doctor._queue_ingest import copy_queue, load_queue, parse_queue_url
@@ -226,7 +234,7 @@ def test_repair_leaves_alone_the_live_lease_of_a_worker_on_a_namesake_host(
 ) -> None:
     # This host is build.west; the worker runs on build.east, where its pid may well live:
     # this host's process table says nothing about it, and its lease is fresh.
-    for module in (session_desync, _repair_queue, _repair):
+    for module in (session_desync, _repair_queue, _repair_plan):
         monkeypatch.setattr(module, "this_host", lambda: "build.west.example")
     now = 1_780_000_000.0
     db = tmp_path / "queue.db"
