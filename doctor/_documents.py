@@ -106,6 +106,9 @@ class ScopeDocuments:
     scope: str
     path: Path
     final: Document | None = None
+    #: A final.json ``doctor repair`` wrote that the run went past (a resume wrote events
+    #: after it; :mod:`doctor._superseded`): set aside from ``final`` at ingestion.
+    superseded_final: Document | None = None
     checkpoint: Document | None = None
     live: Document | None = None
     statuses: list[StageStatus] = field(default_factory=list)

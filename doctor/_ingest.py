@@ -37,6 +37,7 @@ from doctor._ndjson import (
     read_bulk,
     read_precise,
 )
+from doctor._superseded import repaired_final_ns, superseded
 from doctor._tables import Tables, new_connection
 from doctor._timestamps import parse_iso
 
@@ -129,6 +130,7 @@ def load_runs(
         _load_resumed(tables, plan, cache, entries, keep_raw=keep_raw)
     _load_bulk(tables, plan, keep_raw=keep_raw, race_hook=race_hook)
     _load_live(tables, plan, keep_raw=keep_raw)
+    _set_aside_superseded_finals(tables)
     _record_files(tables, layouts)
     tables.freeze()
     return tables
@@ -340,6 +342,32 @@ def _state(
         tail_sha=tail_sha(path, offset),
         torn=tuple((t.line, t.byte_offset, t.detail) for t in torn),
     )
+
+
+_LAST_EVENT_SQL = (
+    "SELECT run_id, max(epoch_ns(ts)) FROM events WHERE run_id IN (SELECT unnest($runs)) "
+    "GROUP BY run_id"
+)
+
+
+def _set_aside_superseded_finals(tables: Tables) -> None:
+    """Move each final.json ``doctor repair`` wrote that the run went past (an event of any
+    of its streams after its timestamp: a resume) from ``final`` to ``superseded_final``
+    (:mod:`doctor._superseded`), so the run is read as the resume left it."""
+    repaired = [
+        run_id
+        for run_id, docs in tables.documents.items()
+        if any(
+            sd.final is not None and repaired_final_ns(sd.final.value)
+            for sd in docs.scopes.values()
+        )
+    ]
+    if not repaired:
+        return
+    for run_id, last_ns in tables.sql(_LAST_EVENT_SQL, runs=repaired):
+        for sd in tables.documents[run_id].scopes.values():
+            if sd.final is not None and superseded(sd.final.value, last_ns):
+                sd.superseded_final, sd.final = sd.final, None
 
 
 def _record_files(tables: Tables, layouts: Sequence[RunLayout]) -> None:

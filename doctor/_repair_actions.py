@@ -45,7 +45,7 @@ from pathlib import Path, PurePosixPath
 
 from doctor._documents import normalize_status, parse_json, read_documents
 from doctor._journal import JournalEntry
-from doctor._layout import MANIFEST, RUN_CONFIG, RUN_PID, discover, is_top_scope
+from doctor._layout import MANIFEST, RUN_CONFIG, RUN_PID, RunLayout, discover, is_top_scope
 from doctor._model import plural
 from doctor._ndjson import open_regular
 from doctor._repair_files import (
@@ -64,6 +64,7 @@ from doctor._repair_files import (
     _sole_open,
 )
 from doctor._repair_model import Action, _Ctx, _Done, _Refused
+from doctor._superseded import superseded
 from doctor._timestamps import iso, parse_iso
 from rundoctor.liveness import owner_alive, valid_pid
 
@@ -100,6 +101,8 @@ def _last_applied(ctx: _Ctx, action: Action) -> JournalEntry | None:
 
 
 def _check_done(ctx: _Ctx, action: Action) -> None:
+    if action.kind == "terminalize" and _final_went_past(ctx):
+        return  # the final.json it wrote is still there, but a resume went on past it
     last = _last_applied(ctx, action)
     if last is not None and last.after_sha256 and _sha_rel(ctx, action.target) == last.after_sha256:
         raise _Done(f"already done at {last.at} (the file still has the hash that repair left)")
@@ -122,6 +125,37 @@ def _last_event_ns(path: Path) -> int | None:
     return None
 
 
+def _latest_event_ns(layout: RunLayout) -> int | None:
+    """The latest last event over every stream of the run (epoch ns)."""
+    return max((ns for s in layout.scopes if (ns := _last_event_ns(s.progress))), default=None)
+
+
+def _final_went_past(ctx: _Ctx) -> bool:
+    """Whether the run's final.json is one ``doctor repair`` wrote that a resume went past
+    (:mod:`doctor._superseded`): terminalizing it again is not done already."""
+    try:
+        with _parent(ctx, "final.json") as (dfd, name):
+            value = parse_json(_read_at(dfd, name, "final.json"))[0]
+    except (_Refused, OSError, ValueError):
+        return False
+    return superseded(value, _latest_event_ns(discover(ctx.run_path)))
+
+
+def _superseded_final(dfd: int, name: str, latest: int | None) -> bytes | None:
+    """The bytes of ``final.json`` when it is doctor repair's and a resume went past it (it
+    may be replaced, backed up); None when there is none; refused for any other."""
+    if _lstat_at(dfd, name) is None:
+        return None
+    data = _read_at(dfd, name, name)
+    try:
+        value = parse_json(data)[0]
+    except ValueError:
+        value = None
+    if not superseded(value, latest):
+        raise _Refused("a top-level final.json exists: the run terminalized after the plan")
+    return data
+
+
 def _terminalize(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
     _check_rel(action.target)
     _check_done(ctx, action)
@@ -129,18 +163,21 @@ def _terminalize(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
         # Checked with the lock held: a resuming run cannot start between check and write.
         layout = discover(ctx.run_path)
         docs = read_documents(layout)
-        finals = [s.final for s in docs.scopes.values() if is_top_scope(s.scope) and s.final]
-        if finals or _lstat_at(dfd, name) is not None:
+        latest = _latest_event_ns(layout)
+        finals = [
+            s.final
+            for s in docs.scopes.values()
+            if is_top_scope(s.scope) and s.final and not superseded(s.final.value, latest)
+        ]
+        if finals:
             raise _Refused("a top-level final.json exists: the run terminalized after the plan")
+        went_past = _superseded_final(dfd, name, latest)
         pid, start = _recorded_owner(ctx, docs.pid, docs.pid_start_time)
         alive = owner_alive(pid, start)
         if alive is not False:
             who = "no owner pid is recorded" if pid is None else f"owner pid {pid} is alive"
             raise _Refused(f"{who}; only a run whose owner is dead is terminalized")
         stall = action.stall_timeout_s or docs.stall_timeout_s or ctx.config.stall_timeout_s
-        latest = max(
-            (ns for s in layout.scopes if (ns := _last_event_ns(s.progress))), default=None
-        )
         if latest is not None and ctx.config.now - latest / 1e9 <= stall:
             raise _Refused(
                 f"an event was written at {iso(latest)}, within the {stall:.0f} s stall timeout"
@@ -167,8 +204,16 @@ def _terminalize(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
             "repaired_by": ctx.provenance,
         }
         ctx.checked(action.kind)  # every check passed, the lock is held: a resume waits
-        _create(dfd, name, _json_bytes(final))
-    return f"wrote {action.target} with status fail", None
+        if went_past is None:
+            _create(dfd, name, _json_bytes(final))
+            return f"wrote {action.target} with status fail", None
+        kept = _back_up(ctx, action, dfd, name, went_past)
+        _replace(dfd, name, _json_bytes(final))
+    return (
+        f"wrote {action.target} with status fail over the one an earlier repair wrote, which "
+        f"a resume went on past (kept as {kept})",
+        kept,
+    )
 
 
 def _pid_file(ctx: _Ctx) -> int | None:

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from doctor._attempts import LATEST_ATTEMPTS_SQL
 from doctor._detectors._context import Context, more, needs
+from doctor._documents import RunDocuments
 from doctor._facts import RunFacts
-from doctor._layout import TOP_SQL
+from doctor._layout import TOP_SQL, is_top_scope
 from doctor._model import Finding, Severity
 from doctor._timestamps import iso
 
@@ -158,10 +159,14 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
     nodes = seen.top_open.get(run_id, [])
     where = f" with {more(nodes, 3)} still open" if nodes else ""
     said = _gave_up(docs.run_out_tail) if last is None else None
+    gone = _superseded(docs)
+    no_final = "The run has no final.json" + (
+        f" (doctor repair's {gone}, which a resume went on past, is set aside)" if gone else ""
+    )
     if state == "orphaned" and said is not None:
         severity, repair = Severity.CRITICAL, "terminalize"
         summary = (
-            f"The run has no final.json and its {_owner(pid, alive)}: Kilroy gave up before "
+            f"{no_final} and its {_owner(pid, alive)}: Kilroy gave up before "
             f"its first event, its run.out ending with {said!r}; fix that and start the run "
             "again, and terminalize this one (write final.json with status fail) so that "
             "nothing waits for it"
@@ -169,7 +174,7 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
     elif state == "orphaned":
         severity, repair = Severity.CRITICAL, "terminalize"
         summary = (
-            f"The run has no final.json and its {_owner(pid, alive)}: nothing has "
+            f"{no_final} and its {_owner(pid, alive)}: nothing has "
             f"progressed since {_since(last)}{where}, and it can never finish on its "
             "own; terminalize it (write final.json with status fail) so that nothing "
             "waits for it"
@@ -177,11 +182,13 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
     else:
         severity, repair = Severity.ERROR, None
         summary = (
-            f"The run has no final.json and made no progress for {_span(idle)}{where} "
+            f"{no_final} and made no progress for {_span(idle)}{where} "
             f"while its {_owner(pid, alive)}; inspect the owner and stop it so that it "
             "terminalizes"
         )
-    evidence = _evidence(last, idle, facts, nodes, state, final=docs.final)
+    evidence = _evidence(last, idle, facts, nodes, state, final=docs.final or gone)
+    if gone:
+        evidence["superseded_final"] = gone
     if last is None and docs.run_out_tail:
         evidence["run_out_tail"] = list(docs.run_out_tail)
     return Finding(
@@ -194,6 +201,15 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
         repair=repair,
         evidence=evidence,
     )
+
+
+def _superseded(docs: RunDocuments) -> str | None:
+    """The path of a top-level final.json doctor repair wrote that a resume went past
+    (:mod:`doctor._superseded`), None without one."""
+    for name, sd in docs.scopes.items():
+        if is_top_scope(name) and sd.superseded_final is not None:
+            return sd.superseded_final.rel
+    return None
 
 
 def _gave_up(tail: tuple[str, ...]) -> str | None:

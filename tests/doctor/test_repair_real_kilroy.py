@@ -1,0 +1,140 @@
+"""``doctor repair`` on runs the real Kilroy engine wrote, and what Kilroy does with the
+repaired run afterwards (``kilroy attractor resume``): docs/repair.md, "Kilroy and a repaired
+run". Each test drives ``run.sh`` and ``kilroy`` itself; the doctor's clock is pinned past the
+stall timeout instead of waiting for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from doctor import DoctorConfig, diagnose
+from doctor._repair import apply_repairs, plan_repairs
+from doctor._timestamps import parse_iso
+from fixtures.kilroy import generate as gen
+
+KILROY = Path(os.environ.get("KILROY_HOME", "/work/shared/kilroy"))
+GRAPHS = Path(__file__).resolve().parents[2] / "fixtures" / "kilroy" / "graphs"
+
+pytestmark = pytest.mark.skipif(
+    not (KILROY / "run.sh").exists(), reason="the real Kilroy engine is not installed"
+)
+
+
+@pytest.fixture
+def workspaces() -> Iterator[list[Path]]:
+    """run.sh's workspaces kept for a resume (run.sh was killed before it could remove them)."""
+    made: list[Path] = []
+    yield made
+    for work in made:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _killed_mid_stage(root: Path, graph: str, run_id: str, kept: list[Path]) -> Path:
+    """A real run SIGKILLed while its ``build`` stage runs, its workspace kept for a resume."""
+    logs = root / run_id
+    proc = subprocess.Popen(
+        [str(KILROY / "run.sh"), str(GRAPHS / graph), run_id, str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    gen._wait_for("build", gen._condition(logs, "started:build"), proc)
+    pid = gen._kilroy_pid(logs)
+    proc.send_signal(signal.SIGKILL)  # run.sh first: it removes the workspace as it returns
+    proc.wait()
+    kept.append(Path(json.loads((logs / "run_config.json").read_text())["repo"]["path"]).parent)
+    _kill(pid)
+    return logs
+
+
+def _kill(pid: int) -> None:
+    stages = gen._kill_tree(pid, signal.SIGKILL)
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        time.sleep(0.05)  # not our child: polled until it is gone
+    gen._reap(stages)
+
+
+def _resume(logs: Path) -> subprocess.Popen[bytes]:
+    ws = Path(json.loads((logs / "run_config.json").read_text())["repo"]["path"])
+    return subprocess.Popen(
+        [str(KILROY / "kilroy"), "attractor", "resume", "--logs-root", str(logs)],
+        cwd=ws,
+        env=dict(os.environ, XDG_STATE_HOME=str(ws.parent / "state")),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _late(root: Path, run_id: str) -> DoctorConfig:
+    """The doctor a day after the run's last event: past any stall timeout."""
+    last = diagnose(run_id, DoctorConfig(roots=(root,))).facts["last_event_at"]
+    return DoctorConfig(roots=(root,), now=(parse_iso(last) or 0) / 1e9 + 86400)
+
+
+def _terminalized(root: Path, logs: Path) -> None:
+    config = _late(root, logs.name)
+    plan = plan_repairs(diagnose(logs.name, config), config)
+    assert [(a.kind, a.blocked) for a in plan] == [("terminalize", None)]
+    (done,) = apply_repairs(plan, config, run_path=logs).results
+    assert done.outcome == "applied", done.message
+
+
+def test_a_run_resumed_after_the_doctor_terminalized_it_reads_as_the_resume_left_it(
+    tmp_path: Path, workspaces: list[Path]
+) -> None:
+    logs = _killed_mid_stage(tmp_path, "long_stage.dot", "resumed_after_repair", workspaces)
+    _terminalized(tmp_path, logs)
+    repaired = json.loads((logs / "final.json").read_text())
+    # Kilroy accepts the run the doctor terminalized: the resume runs build again.
+    resume = _resume(logs)
+    try:
+        gen._wait_for("build again", gen._condition(logs, "started:build#2"), resume)
+        live = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
+        assert live.state == "running", [f.summary for f in live.findings]
+        assert not [f for f in live.findings if f.code == "post_terminal_activity"]
+        assert live.facts["terminal_reason"] is None
+    finally:
+        _kill(resume.pid)
+        resume.wait(timeout=60)
+    # The resume died too: the doctor's final.json (still on disk) no longer ends the run.
+    config = _late(tmp_path, logs.name)
+    after = diagnose(logs.name, config)
+    assert after.state == "orphaned"
+    (missing,) = after.findings
+    assert (missing.code, missing.repair) == ("missing_final", "terminalize")
+    assert missing.evidence["superseded_final"] == "final.json"
+    plan = plan_repairs(after, config)
+    assert [(a.kind, a.blocked) for a in plan] == [("terminalize", None)]
+    (done,) = apply_repairs(plan, config, run_path=logs).results
+    assert done.outcome == "applied", done.message
+    assert done.backup is not None
+    assert json.loads((logs / done.backup).read_text()) == repaired
+    final = json.loads((logs / "final.json").read_text())
+    assert final["timestamp"] == after.facts["last_event_at"] != repaired["timestamp"]
+    again = diagnose(logs.name, config)
+    assert (again.state, again.findings) == ("failed", ())
+    assert plan_repairs(again, config) == []
+
+
+def test_kilroy_resumes_a_run_the_doctor_terminalized_and_rewrites_its_final_json(
+    tmp_path: Path, workspaces: list[Path]
+) -> None:
+    logs = _killed_mid_stage(tmp_path, "resume.dot", "resumed_to_success", workspaces)
+    _terminalized(tmp_path, logs)
+    resume = _resume(logs)
+    assert resume.wait(timeout=600) == 0
+    final = json.loads((logs / "final.json").read_text())
+    assert final["status"] == "success" and "repaired_by" not in final
+    result = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
+    assert (result.state, result.findings) == ("succeeded", ())
