@@ -35,6 +35,7 @@ from doctor._detectors._context import Context, scope_words
 from doctor._documents import Document, RunDocuments, normalize_status
 from doctor._facts import facts_of
 from doctor._model import Finding, Severity
+from doctor._timestamps import iso, parse_iso
 
 __all__ = ["status_contract_mismatch"]
 
@@ -139,9 +140,23 @@ def _stranded_status(ctx: Context) -> list[Finding]:
     findings: list[Finding] = []
     for (run_id, scope), (n_failed, node, attempt, reason) in sorted(latest.items()):
         found_path, outcome, all_found = stranded_in[(run_id, scope)]
-        ingest = outcome in SUCCESS_LIKE
+        ingested = _ingested_at(ctx.tables.documents[run_id], scope, str(node))
+        if ingested is not None and _went_on_after(ctx, run_id, scope, ingested):
+            continue  # the engine read the ingested status on resume and went on from it
+        ingest = outcome in SUCCESS_LIKE and ingested is None
         where = scope_words(scope)
         others = f" ({n_failed} attempts in {where} failed the same way)" if n_failed > 1 else ""
+        advice = (
+            "ingest that file as the stage's status and re-route the run"
+            if ingest
+            else "fix the agent's status path"
+        )
+        if ingested is not None:
+            advice = (
+                f"doctor repair ingested it as {_rel(scope, str(node), 'status.json')} at "
+                f"{iso(ingested)}; resume the run (kilroy attractor resume) so that the "
+                "engine reads it and routes on from it"
+            )
         findings.append(
             Finding(
                 code="status_contract_mismatch",
@@ -149,12 +164,7 @@ def _stranded_status(ctx: Context) -> list[Finding]:
                 summary=(
                     f"{node} attempt {attempt} failed with {reason!r}{others}, but {found_path} "
                     f"holds outcome {outcome!r}: the agent wrote its status where this engine "
-                    "does not look; "
-                    + (
-                        "ingest that file as the stage's status and re-route the run"
-                        if ingest
-                        else "fix the agent's status path"
-                    )
+                    f"does not look; {advice}"
                 ),
                 run_id=run_id,
                 scope=scope,
@@ -170,10 +180,44 @@ def _stranded_status(ctx: Context) -> list[Finding]:
                     "failed_attempts": n_failed,
                     "failed_by_node": counts[(run_id, scope)],
                     "stranded": all_found,
+                    **({"ingested_at": iso(ingested)} if ingested is not None else {}),
                 },
             )
         )
     return findings
+
+
+# The latest event of a scope that is not a resume's preamble (format doc §2.7: a resume
+# materializes its inputs again and runs the setup commands before it reads the checkpoint).
+_WENT_ON_SQL = """
+SELECT max(epoch_ns(ts)) FROM progress_events
+WHERE run_id = $run AND scope = $scope AND NOT starts_with(event, 'input_materialization_')
+  AND NOT starts_with(event, 'setup_command_')
+"""
+
+
+def _ingested_at(docs: RunDocuments, scope: str, node: str) -> int | None:
+    """When ``doctor repair`` ingested a stranded status file as ``node``'s canonical
+    status.json in ``scope`` (its ``repaired_by.at``, epoch ns); None when it did not."""
+    sd = docs.scopes.get(scope)
+    for st in sd.statuses if sd is not None else ():
+        if st.canonical and st.node_id == node and (at := _repaired_at(st.document)):
+            return at
+    return None
+
+
+def _repaired_at(doc: Document) -> int | None:
+    """``repaired_by.at`` (epoch ns) of a status file doctor repair wrote, else None."""
+    by = doc.get("repaired_by")
+    return parse_iso(by.get("at")) if isinstance(by, dict) else None
+
+
+def _went_on_after(ctx: Context, run_id: str, scope: str, ns: int) -> bool:
+    """Whether the engine wrote an event in ``scope`` after ``ns`` beyond a resume's
+    preamble: a resume read the ingested status and went on from it (real runs: Kilroy
+    routes on from the node's status.json, docs/repair.md)."""
+    ((last,),) = ctx.tables.sql(_WENT_ON_SQL, run=run_id, scope=scope)
+    return last is not None and last > ns
 
 
 def _stops(ending: Any, docs: RunDocuments, scope: str) -> set[str]:
@@ -216,6 +260,8 @@ def _disagreeing_status(ctx: Context) -> list[Finding]:
                 attempt, is_open, ev_status, reason, raw_status = row
                 if is_open or ev_status is None:
                     continue  # the engine deletes status.json before an attempt; not ours yet
+                if _repaired_at(st.document) is not None:
+                    continue  # doctor repair's ingest: the stranded finding tells its story
                 ev = str(ev_status).strip().lower()
                 if ev == st.status or (ev not in SUCCESS_LIKE and st.status in _GAVE_UP):
                     continue  # the same, or Kilroy's own record of an outcome it gave up on

@@ -138,3 +138,45 @@ def test_kilroy_resumes_a_run_the_doctor_terminalized_and_rewrites_its_final_jso
     assert final["status"] == "success" and "repaired_by" not in final
     result = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
     assert (result.state, result.findings) == ("succeeded", ())
+
+
+def test_kilroy_routes_on_from_an_ingested_status_on_resume_and_the_run_reads_so(
+    tmp_path: Path, workspaces: list[Path]
+) -> None:
+    # The agent writes its status to the worktree's .ai/status.json, where this Kilroy does
+    # not look: impl fails "missing status.json" and the goal gate fails the run.
+    run = subprocess.run(
+        [str(KILROY / "run.sh"), str(GRAPHS / "agent_one.dot"), "ingested", str(tmp_path),
+         "--agent", "legacy_dotai"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600, check=False,
+    )  # fmt: skip
+    assert run.returncode != 0
+    logs = tmp_path / "ingested"
+    config = DoctorConfig(roots=(tmp_path,))
+    plan = plan_repairs(diagnose(logs.name, config), config)
+    assert [(a.kind, a.target, a.blocked) for a in plan] == [
+        ("ingest_status", "impl/status.json", None)
+    ]
+    report = apply_repairs(plan, config, run_path=logs)
+    (done,) = report.results
+    assert (done.outcome, done.introduced) == ("applied", ()), done
+    # Until a resume reads it, the run still failed for want of that status: one finding,
+    # which says it was ingested and asks for the resume, and nothing more to repair.
+    (pending,) = diagnose(logs.name, config).findings
+    assert pending.code == "status_contract_mismatch" and pending.repair is None
+    assert "ingested_at" in pending.evidence and "kilroy attractor resume" in pending.summary
+    assert plan_repairs(diagnose(logs.name, config), config) == []
+    # Kilroy's resume reads impl/status.json, routes on from impl and passes the goal gate.
+    work = tmp_path / "resume-work"
+    work.mkdir()
+    workspaces.append(work)
+    resumed = subprocess.run(
+        [str(KILROY / "kilroy"), "attractor", "resume", "--logs-root", str(logs)],
+        cwd=logs, env=dict(os.environ, XDG_STATE_HOME=str(work / "state")),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        timeout=600, check=False,
+    )  # fmt: skip
+    assert resumed.returncode == 0
+    assert json.loads((logs / "final.json").read_text())["status"] == "success"
+    after = diagnose(logs.name, config)
+    assert (after.state, after.findings) == ("succeeded", ())
