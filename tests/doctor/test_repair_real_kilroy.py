@@ -180,3 +180,29 @@ def test_kilroy_routes_on_from_an_ingested_status_on_resume_and_the_run_reads_so
     assert json.loads((logs / "final.json").read_text())["status"] == "success"
     after = diagnose(logs.name, config)
     assert (after.state, after.findings) == ("succeeded", ())
+
+
+def test_a_torn_last_line_cut_by_the_repair_lets_kilroy_resume_into_a_clean_stream(
+    tmp_path: Path, workspaces: list[Path]
+) -> None:
+    logs = _killed_mid_stage(tmp_path, "resume.dot", "torn_resumed", workspaces)
+    stream = logs / "progress.ndjson"
+    whole = stream.read_bytes()
+    last = whole.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    stream.write_bytes(whole[: len(whole) - len(last) - 1] + last[: len(last) // 2])  # torn
+    config = _late(tmp_path, logs.name)
+    plan = plan_repairs(diagnose(logs.name, config), config)
+    assert [(a.kind, a.blocked) for a in plan] == [
+        ("truncate_torn_line", None),
+        ("terminalize", None),
+    ]
+    report = apply_repairs(plan, config, run_path=logs)
+    assert [r.outcome for r in report.results] == ["applied", "applied"], report
+    assert (report.state, report.remaining) == ("failed", ())
+    resume = _resume(logs)
+    assert resume.wait(timeout=600) == 0
+    # Kilroy appended to the cut stream: every line is whole, and the run reads as it ended.
+    lines = stream.read_bytes().splitlines()
+    assert all(isinstance(json.loads(line), dict) for line in lines)
+    result = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
+    assert (result.state, result.findings) == ("succeeded", ())
