@@ -266,6 +266,9 @@ def _ingest_status(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
             **ctx.provenance,
             "source": action.source,
             "source_sha256": hashlib.sha256(raw).hexdigest(),
+            # The run's last event when ingested, on the engine's clock: an event naming the
+            # node after it means a resume routed on from this status (status_contract_mismatch).
+            "run_last_event_at": iso(_latest_event_ns(discover(ctx.run_path))),
         },
     }
     with _parent(ctx, action.target) as (dfd, name):

@@ -141,7 +141,7 @@ def _stranded_status(ctx: Context) -> list[Finding]:
     for (run_id, scope), (n_failed, node, attempt, reason) in sorted(latest.items()):
         found_path, outcome, all_found = stranded_in[(run_id, scope)]
         ingested = _ingested_at(ctx.tables.documents[run_id], scope, str(node))
-        if ingested is not None and _went_on_after(ctx, run_id, scope, ingested):
+        if ingested is not None and _went_on_after(ctx, (run_id, scope, str(node)), ingested):
             continue  # the engine read the ingested status on resume and went on from it
         ingest = outcome in SUCCESS_LIKE and ingested is None
         where = scope_words(scope)
@@ -153,9 +153,9 @@ def _stranded_status(ctx: Context) -> list[Finding]:
         )
         if ingested is not None:
             advice = (
-                f"doctor repair ingested it as {_rel(scope, str(node), 'status.json')} at "
-                f"{iso(ingested)}; resume the run (kilroy attractor resume) so that the "
-                "engine reads it and routes on from it"
+                f"doctor repair ingested it as {_rel(scope, str(node), 'status.json')} (the "
+                f"run's last event then: {iso(ingested)}); resume the run (kilroy attractor "
+                "resume) so that the engine reads it and routes on from it"
             )
         findings.append(
             Finding(
@@ -180,25 +180,26 @@ def _stranded_status(ctx: Context) -> list[Finding]:
                     "failed_attempts": n_failed,
                     "failed_by_node": counts[(run_id, scope)],
                     "stranded": all_found,
-                    **({"ingested_at": iso(ingested)} if ingested is not None else {}),
+                    **({"ingested_after": iso(ingested)} if ingested is not None else {}),
                 },
             )
         )
     return findings
 
 
-# The latest event of a scope that is not a resume's preamble (format doc §2.7: a resume
-# materializes its inputs again and runs the setup commands before it reads the checkpoint).
+# The latest event of a scope naming the node (its edges evaluated, an attempt run again);
+# a resume's preamble (format doc §2.7: inputs materialized again, setup commands) is not.
 _WENT_ON_SQL = """
 SELECT max(epoch_ns(ts)) FROM progress_events
-WHERE run_id = $run AND scope = $scope AND NOT starts_with(event, 'input_materialization_')
+WHERE run_id = $run AND scope = $scope AND node_id = $node
+  AND NOT starts_with(event, 'input_materialization_')
   AND NOT starts_with(event, 'setup_command_')
 """
 
 
 def _ingested_at(docs: RunDocuments, scope: str, node: str) -> int | None:
     """When ``doctor repair`` ingested a stranded status file as ``node``'s canonical
-    status.json in ``scope`` (its ``repaired_by.at``, epoch ns); None when it did not."""
+    status.json in ``scope`` (:func:`_repaired_at`); None when it did not."""
     sd = docs.scopes.get(scope)
     for st in sd.statuses if sd is not None else ():
         if st.canonical and st.node_id == node and (at := _repaired_at(st.document)):
@@ -207,16 +208,23 @@ def _ingested_at(docs: RunDocuments, scope: str, node: str) -> int | None:
 
 
 def _repaired_at(doc: Document) -> int | None:
-    """``repaired_by.at`` (epoch ns) of a status file doctor repair wrote, else None."""
+    """When a status file doctor repair wrote was ingested (epoch ns), else None: the run's
+    last event then (``repaired_by.run_last_event_at``, the engine's clock, as the events
+    it is compared with), else the repair's time (``repaired_by.at``, older repairs)."""
     by = doc.get("repaired_by")
-    return parse_iso(by.get("at")) if isinstance(by, dict) else None
+    if not isinstance(by, dict):
+        return None
+    return parse_iso(by.get("run_last_event_at")) or parse_iso(by.get("at"))
 
 
-def _went_on_after(ctx: Context, run_id: str, scope: str, ns: int) -> bool:
-    """Whether the engine wrote an event in ``scope`` after ``ns`` beyond a resume's
-    preamble: a resume read the ingested status and went on from it (real runs: Kilroy
-    routes on from the node's status.json, docs/repair.md)."""
-    ((last,),) = ctx.tables.sql(_WENT_ON_SQL, run=run_id, scope=scope)
+def _went_on_after(ctx: Context, where: tuple[str, str, str], ns: int) -> bool:
+    """Whether the engine wrote an event naming the node ``where`` (run, scope, node) after
+    ``ns``: a resume read the ingested status and routed on from it (real runs: Kilroy
+    evaluates the node's edges with its status.json's outcome, docs/repair.md), or ran the
+    node again. A resume that went on from a later node (the run had routed past the failed
+    one) never names it: the ingested status was not used, and the finding stays."""
+    run_id, scope, node = where
+    ((last,),) = ctx.tables.sql(_WENT_ON_SQL, run=run_id, scope=scope, node=node)
     return last is not None and last > ns
 
 
@@ -260,7 +268,7 @@ def _disagreeing_status(ctx: Context) -> list[Finding]:
                 attempt, is_open, ev_status, reason, raw_status = row
                 if is_open or ev_status is None:
                     continue  # the engine deletes status.json before an attempt; not ours yet
-                if _repaired_at(st.document) is not None:
+                if isinstance(st.document.get("repaired_by"), dict):
                     continue  # doctor repair's ingest: the stranded finding tells its story
                 ev = str(ev_status).strip().lower()
                 if ev == st.status or (ev not in SUCCESS_LIKE and st.status in _GAVE_UP):

@@ -164,7 +164,7 @@ def test_kilroy_routes_on_from_an_ingested_status_on_resume_and_the_run_reads_so
     # which says it was ingested and asks for the resume, and nothing more to repair.
     (pending,) = diagnose(logs.name, config).findings
     assert pending.code == "status_contract_mismatch" and pending.repair is None
-    assert "ingested_at" in pending.evidence and "kilroy attractor resume" in pending.summary
+    assert "ingested_after" in pending.evidence and "kilroy attractor resume" in pending.summary
     assert plan_repairs(diagnose(logs.name, config), config) == []
     # Kilroy's resume reads impl/status.json, routes on from impl and passes the goal gate.
     work = tmp_path / "resume-work"
@@ -204,5 +204,39 @@ def test_a_torn_last_line_cut_by_the_repair_lets_kilroy_resume_into_a_clean_stre
     # Kilroy appended to the cut stream: every line is whole, and the run reads as it ended.
     lines = stream.read_bytes().splitlines()
     assert all(isinstance(json.loads(line), dict) for line in lines)
+    result = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
+    assert (result.state, result.findings) == ("succeeded", ())
+
+
+def test_a_killed_run_with_a_stranded_status_is_rerouted_by_kilroy_from_the_ingested_one(
+    tmp_path: Path, workspaces: list[Path]
+) -> None:
+    # impl's status is stranded (fail, "missing status.json"); the run took the fail edge to
+    # fixup and was killed there. Both repairs apply; the resume routes from impl again, the
+    # checkpoint's last completed node, with the ingested success: ship, then exit.
+    logs = tmp_path / "rerouted"
+    proc = subprocess.Popen(
+        [str(KILROY / "run.sh"), str(GRAPHS / "agent_then_long.dot"), logs.name, str(tmp_path),
+         "--agent", "legacy_dotai"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    gen._wait_for("fixup", gen._condition(logs, "started:fixup"), proc)
+    pid = gen._kilroy_pid(logs)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    workspaces.append(
+        Path(json.loads((logs / "run_config.json").read_text())["repo"]["path"]).parent
+    )
+    _kill(pid)
+    config = _late(tmp_path, logs.name)
+    plan = plan_repairs(diagnose(logs.name, config), config)
+    assert [(a.kind, a.blocked) for a in plan] == [("ingest_status", None), ("terminalize", None)]
+    report = apply_repairs(plan, config, run_path=logs)
+    assert [r.outcome for r in report.results] == ["applied", "applied"], report
+    assert [f.code for f in report.remaining] == ["status_contract_mismatch"]
+    resume = _resume(logs)
+    assert resume.wait(timeout=600) == 0
+    ran = [json.loads(line) for line in (logs / "progress.ndjson").read_text().splitlines()]
+    assert any(e.get("event") == "stage_attempt_end" and e.get("node_id") == "ship" for e in ran)
     result = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
     assert (result.state, result.findings) == ("succeeded", ())
