@@ -344,15 +344,20 @@ def _state(
     )
 
 
-_LAST_EVENT_SQL = (
-    "SELECT run_id, max(epoch_ns(ts)) FROM events WHERE run_id IN (SELECT unnest($runs)) "
-    "GROUP BY run_id"
-)
+# The latest of the runs' streams' last events (each stream's last line with a time), as
+# ``terminalize`` stamped it: not the latest time anywhere in a stream, which may lie before
+# its last line (forwarded branch_progress events go back in time).
+_LAST_EVENT_SQL = """
+SELECT run_id, max(last_ns) FROM (
+    SELECT run_id, scope, arg_max(epoch_ns(ts), seq) AS last_ns FROM events
+    WHERE run_id IN (SELECT unnest($runs)) AND ts IS NOT NULL GROUP BY run_id, scope
+) GROUP BY run_id
+"""
 
 
 def _set_aside_superseded_finals(tables: Tables) -> None:
-    """Move each final.json ``doctor repair`` wrote that the run went past (an event of any
-    of its streams after its timestamp: a resume) from ``final`` to ``superseded_final``
+    """Move each final.json ``doctor repair`` wrote that the run went past (the last event of
+    any of its streams after its timestamp: a resume) from ``final`` to ``superseded_final``
     (:mod:`doctor._superseded`), so the run is read as the resume left it."""
     repaired = [
         run_id

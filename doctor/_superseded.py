@@ -4,10 +4,12 @@
 its judgement at one moment, stamped with the run's last event. ``kilroy attractor resume``
 accepts such a run: it takes the run's lock, works on from the checkpoint and keeps the old
 final.json until it finishes, then rewrites it (real runs, docs/repair.md "Kilroy and a
-repaired run"). So once any stream of the run has an event after the doctor's final.json's
-``timestamp``, that final.json no longer says how the run ended: the run is read as if it had
-none (``running`` while the resume works, ``orphaned`` once it died, when ``terminalize``
-replaces it, keeping it as a backup). A final.json Kilroy wrote is never set aside here.
+repaired run"). So once any stream of the run ends with an event after the doctor's
+final.json's ``timestamp`` (each stream's last event, as ``terminalize`` stamped it: a
+forwarded ``branch_progress`` earlier in a stream may carry a later time), that final.json
+no longer says how the run ended: the run is read as if it had none (``running`` while the
+resume works, ``orphaned`` once it died, when ``terminalize`` replaces it, keeping it as a
+backup). A final.json Kilroy wrote is never set aside here.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def repaired_final_ns(value: Any) -> int | None:
 
 def superseded(value: Any, last_event_ns: int | None) -> bool:
     """Whether the final.json ``value`` is the doctor's and the run wrote an event after it
-    (at ``last_event_ns``, its latest over every stream): a resume went on past it.
+    (``last_event_ns``: the latest of its streams' last events): a resume went on past it.
 
     >>> final = {"timestamp": "2026-12-06T19:17:06Z", "repaired_by": {}}
     >>> superseded(final, 1796584626000000000), superseded(final, 1796584630000000000)

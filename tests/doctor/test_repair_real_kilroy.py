@@ -20,7 +20,7 @@ import pytest
 
 from doctor import DoctorConfig, diagnose
 from doctor._repair import apply_repairs, plan_repairs
-from doctor._timestamps import parse_iso
+from doctor._timestamps import iso, parse_iso
 from fixtures.kilroy import generate as gen
 
 KILROY = Path(os.environ.get("KILROY_HOME", "/work/shared/kilroy"))
@@ -240,3 +240,28 @@ def test_a_killed_run_with_a_stranded_status_is_rerouted_by_kilroy_from_the_inge
     assert any(e.get("event") == "stage_attempt_end" and e.get("node_id") == "ship" for e in ran)
     result = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
     assert (result.state, result.findings) == ("succeeded", ())
+
+
+def test_a_terminalized_run_whose_stream_went_back_in_time_stays_terminalized(
+    tmp_path: Path,
+) -> None:
+    # A parent stream forwards branch events as they come, so a line may carry a later time
+    # than the stream's last one (test_real_kilroy's quirks). terminalize stamps the streams'
+    # last events; such a line is no resume going on past the doctor's final.json.
+    runs = Path(__file__).resolve().parents[2] / "fixtures" / "kilroy" / "runs"
+    run = tmp_path / "sigkill_mid_stage"
+    shutil.copytree(runs / run.name, run)
+    stream = run / "progress.ndjson"
+    events = [json.loads(line) for line in stream.read_text().splitlines()]
+    last_ns = parse_iso(events[-1]["ts"]) or 0
+    events[-3]["ts"] = iso(last_ns + 1_000_000)  # forwarded late: written before the last line
+    stream.write_text("".join(json.dumps(e) + "\n" for e in events))
+    config = DoctorConfig(roots=(tmp_path,), now=last_ns / 1e9 + 86400)
+    plan = plan_repairs(diagnose(run.name, config), config)
+    assert [(a.kind, a.blocked) for a in plan] == [("terminalize", None)]
+    (done,) = apply_repairs(plan, config, run_path=run).results
+    assert done.outcome == "applied", done.message
+    assert json.loads((run / "final.json").read_text())["timestamp"] == events[-1]["ts"]
+    after = diagnose(run.name, config)
+    assert after.state == "failed", [f.summary for f in after.findings]
+    assert plan_repairs(after, config) == []
