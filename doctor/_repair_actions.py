@@ -6,7 +6,8 @@
 * ``terminalize`` writes ``final.json`` (status ``fail``, a ``failure_reason`` naming why, and
   ``repaired_by`` provenance) — only when the owner process is dead, no event was written
   within the run's stall timeout (a run without events: it did not start within it), and no
-  top-level ``final.json`` exists.
+  top-level ``final.json`` exists but one an earlier ``terminalize`` wrote that a resume went
+  on past (:mod:`doctor._superseded`), which is replaced and kept as a backup.
 * ``ingest_status`` copies a stranded worktree status file to the stage's canonical
   ``<node>/status.json``, with ``repaired_by`` provenance. An existing canonical file is
   replaced only when it is the engine's placeholder (a ``fail`` whose reason starts with
