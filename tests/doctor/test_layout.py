@@ -529,7 +529,8 @@ def test_a_run_whose_id_an_earlier_root_has_is_named_by_the_scan_not_dropped_sil
     ]
     assert result.fleet["root_notes"] == [
         f"1 run under {tmp_path / 'b'} not scanned: r1 is also under {tmp_path / 'a'}, which "
-        f"comes first (as for diagnose); scan --root {tmp_path / 'b'} alone to see it"
+        f"comes first (as for diagnose); scan --root {tmp_path / 'b'} alone to see it, or "
+        f"diagnose it: doctor diagnose --run-id r1 --root {tmp_path / 'b'}"
     ]
 
 
