@@ -123,5 +123,5 @@ def test_what_a_root_leaves_out_is_logged_when_it_changes_not_every_pass(tmp_pat
     assert [line for line in lines if "roots:" in line] == [
         f"watch pass 1: roots: 1 run under {root / 'b'} not scanned: dup is also under "
         f"{root / 'a'}, which comes first (as for diagnose); scan --root {root / 'b'} alone to "
-        "see it"
+        f"see it, or diagnose it: doctor diagnose --run-id b/dup --root {root}"
     ]
