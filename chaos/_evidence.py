@@ -125,7 +125,8 @@ def touched_by(h: History) -> dict[str, tuple[FaultRecord, ...]]:
 
 def stall_windows(h: History) -> list[tuple[float, float]]:
     """When the database was held away: (inject time, recover time) of ``stall_database``,
-    ``database_outage`` and the ``restart_database`` lock storm.
+    ``database_outage`` and ``restart_database`` (SQLite's lock storm, PostgreSQL's restart).
+    A window without its ``recover`` stays open to the end of the history.
 
     >>> h = History((FaultRecord(1.0, "stall_database", "inject", "db"),
     ...              FaultRecord(4.5, "stall_database", "recover", "db")))

@@ -58,6 +58,10 @@ def _end_storm(stop: threading.Event, thread: threading.Thread) -> dict[str, Any
     return {}
 
 
+def _restarted() -> dict[str, Any]:
+    return {}
+
+
 def restart_database(target: Target) -> Injection | None:
     """Restart the queue's database (PostgreSQL via --db-control; SQLite: a lock storm)."""
     if any(target.pending(f) for f in DATABASE_FAULTS):
@@ -67,7 +71,10 @@ def restart_database(target: Target) -> Injection | None:
         if not target.db_control:
             return None  # no command to restart the database under test: skipped
         detail = control_database(target.db_control, "restart")
-        return Injection("the queue database (restart)", detail, runs=runs_of(running))
+        # The control command returns once the server is back (pg_ctl -w): the undo, due at
+        # once, records when, so the restart is a window of its own, not one left open.
+        undo = None if "error" in detail else _restarted
+        return Injection("the queue database (restart)", detail, runs_of(running), undo=undo)
     stop = threading.Event()
     thread = threading.Thread(
         target=_storm, args=(target.url.removeprefix("sqlite://"), stop), daemon=True

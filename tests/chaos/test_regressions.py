@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import math
 import os
 import signal
 import subprocess
@@ -22,11 +23,16 @@ from pathlib import Path
 import pytest
 
 import doctor
-from chaos import CHAOS_EXECUTOR
+from chaos import CHAOS_EXECUTOR, FaultRecord, Held, History, Planned, QueueEvent
+from chaos._checkers import reclaim_latency
+from chaos._evidence import stall_windows
 from chaos._stall_database import _lock
 from executor import Lease, Queue, SessionInfo, open_queue, run_pipeline
 from executor._reaper import reap
+from tests.chaos.test_database_unavailable import BY_NAME, _campaign, _faults
+from tests.executor import private_postgres
 from tests.executor.conftest import Backend
+from tests.executor.private_postgres import PrivatePostgres
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -241,3 +247,44 @@ def doctor_time(stamp: str) -> float:
     """Epoch seconds of an RFC 3339 ``...Z`` stamp with up to nine fractional digits."""
     whole, _, frac = stamp.removesuffix("Z").partition(".")
     return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + float(f"0.{frac or 0}")
+
+
+@pytest.fixture(scope="module")
+def private_pg() -> Iterator[PrivatePostgres]:
+    why = private_postgres.unavailable()
+    if why is not None:
+        pytest.skip(f"no private PostgreSQL cluster: {why}")
+    pg = PrivatePostgres()
+    try:
+        yield pg
+    finally:
+        pg.destroy()
+
+
+@pytest.mark.postgres
+def test_seed_61_a_postgresql_restart_is_a_window_that_closes_not_one_left_open(
+    private_pg: PrivatePostgres, tmp_path: Path
+) -> None:
+    """Found by ``doctor chaos run --seed 61 --duration 30s --workers 3 --db postgresql://…
+    --db-control …``: the restart left no ``recover`` record, so ``stall_windows`` kept its
+    window open to the end of the campaign and ``reclaim_latency`` subtracted everything after
+    it: every later reclaim measured 0.00 s, and no bound could be exceeded."""
+    camp = _campaign(private_pg, tmp_path / "c", [])
+    try:
+        camp.inject(Planned(1.0, "restart_database", 0), BY_NAME["restart_database"])
+        camp.undo_due()  # the campaign's next tick
+    finally:
+        camp.queue.close()
+    records = _faults(camp)
+    assert [(r.fault, r.phase) for r in records] == [
+        ("restart_database", "inject"),
+        ("restart_database", "recover"),
+    ]
+    ((start, end),) = stall_windows(History(tuple(records)))
+    assert start < end < math.inf
+    # A worker SIGKILLed after the restart and reclaimed 4 s later is measured as such.
+    killed = FaultRecord(end + 1.0, "sigkill_worker", "inject", "w1", held=(Held("t1", 1),))
+    claimed = QueueEvent(end + 0.5, 1, "t1", "claimed", "w1/0", 1)
+    reclaimed = QueueEvent(end + 5.0, 2, "t1", "reclaimed", "w1/0", 1)
+    verdict = reclaim_latency(History((*records, claimed, killed, reclaimed)))
+    assert not verdict.ok and "sigkill reclaim latency p99 4.00s" in verdict.summary, verdict
