@@ -3,9 +3,11 @@
 ``report.json`` (schema ``rundoctor.chaos/1``) holds at least ``seed``, ``duration_s``,
 ``faults`` (one object per injected fault: ``kind``, ``target``, ``at`` in seconds after the
 start, plus ``time``, ``detail``, ``runs`` and ``held``; a failed one's ``detail`` has its
-``error``), ``skipped`` (faults the queue's database being unavailable kept from firing:
-``kind``, ``at``, ``time``, ``reason``), ``fault_kinds`` (per selected fault: ``injected``,
-``failed``, ``skipped`` for want of a target, ``unavailable``), ``tickets`` (counts by final status)
+``error``), ``skipped`` (every fault that did not fire: ``kind``, ``at``, ``time``,
+``outcome`` — ``skipped``, it found no target, or ``unavailable``, the queue's database was
+away — and ``reason``: ``no candidate`` or the driver's line), ``fault_kinds`` (per selected
+fault: ``injected``, ``failed``, ``skipped`` for want of a target, ``unavailable``, counting
+the same records), ``tickets`` (counts by final status)
 and ``invariants`` (``name``, ``ok``, ``summary``, ``violations``, ``witness``: the history
 records that prove the first violation), and the ``replay`` command. ``report.md`` is the same
 campaign for people. Both are written next to ``history.ndjson``, each atomically.
@@ -102,9 +104,11 @@ def report_json(result: CampaignResult) -> dict[str, Any]:
                 "kind": f.fault,
                 "at": round(f.time - t0, 3),
                 "time": f.time,
+                "outcome": _outcome(f),
                 "reason": f.detail.get("reason", f.target),
             }
-            for f in _skips(result)
+            for f in result.history.of(FaultRecord)
+            if f.phase == "skip"
         ],
         "fault_kinds": {
             name: {k: n[k] for k in ("injected", "failed", "skipped", "unavailable")}

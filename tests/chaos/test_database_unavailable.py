@@ -123,7 +123,23 @@ def test_the_report_counts_unavailable_skips_apart_from_failures_and_says_why() 
     s.add(FaultRecord(24.0, "sigkill_worker", "inject", "nothing", {"error": "QueueError: boom"}))
     done = result(s)
     doc = report_json(done)
-    assert doc["skipped"] == [{"kind": "sigkill_worker", "at": 22.0, "time": 22.0, "reason": why}]
+    # Every skip is listed, its outcome the key fault_kinds counts it under.
+    assert doc["skipped"] == [
+        {
+            "kind": "sigkill_worker",
+            "at": 22.0,
+            "time": 22.0,
+            "outcome": "unavailable",
+            "reason": why,
+        },
+        {
+            "kind": "sigkill_worker",
+            "at": 23.0,
+            "time": 23.0,
+            "outcome": "skipped",
+            "reason": "no candidate",
+        },
+    ]
     counts = {"injected": 1, "failed": 1, "skipped": 1, "unavailable": 1}
     assert doc["fault_kinds"]["sigkill_worker"] == counts
     assert [f["detail"] for f in doc["faults"]][-1] == {"error": "QueueError: boom"}
