@@ -25,6 +25,7 @@ the conditions of a failure, not every instruction.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -230,8 +231,18 @@ class _Campaign:
 
     # -- faults and tickets --------------------------------------------------------------
 
+    def revive(self) -> None:
+        """Replace the harness's connection if the server dropped it (a restart, an outage
+        that ended): the first call through it fails and the next one connects afresh. A
+        fault would otherwise meet the dead connection and be skipped as ``database
+        unavailable`` with the database back up. A database still away fails the fault's own
+        read too (the reason then says so: ``connection refused``), and it is skipped."""
+        with contextlib.suppress(QueueError):
+            self.queue.now()
+
     def inject(self, planned: Planned, fault: Fault) -> None:
         self.pick = planned.pick
+        self.revive()
         now = self.clock()
         try:
             got: Injection | None = fault.inject(self)

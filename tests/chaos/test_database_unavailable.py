@@ -86,6 +86,28 @@ def test_faults_fired_while_postgresql_is_stopped_are_skipped_with_the_reason(
 
 
 @pytest.mark.postgres
+def test_a_fault_after_a_postgresql_restart_is_not_skipped_for_the_connection_it_dropped(
+    private_pg: PrivatePostgres, tmp_path: Path
+) -> None:
+    # The harness's own connection dies with the restart; the server is back at once.
+    camp = _campaign(private_pg, tmp_path / "c", [])
+    try:
+        assert camp.leased() == []  # the connection is open before the restart
+        camp.inject(Planned(1.0, "restart_database", 0), BY_NAME["restart_database"])
+        camp.undo_due()
+        for n, name in enumerate(("sigkill_stage", "torn_write", "remove_pipeline")):
+            camp.inject(Planned(2.0 + n, name, 0), BY_NAME[name])
+    finally:
+        camp.queue.close()
+    records = _faults(camp)[2:]  # after the restart's inject and recover
+    assert [(r.fault, r.phase, r.target) for r in records][:2] == [
+        ("sigkill_stage", "skip", "no candidate"),  # nothing runs: no stage to kill
+        ("torn_write", "skip", "no candidate"),
+    ]
+    assert [(r.fault, r.phase) for r in records][2:] == [("remove_pipeline", "inject")]
+
+
+@pytest.mark.postgres
 def test_stall_database_on_a_stopped_server_raises_fault_skipped_not_an_error_injection(
     private_pg: PrivatePostgres,
 ) -> None:
