@@ -20,11 +20,11 @@ import sqlite3
 from typing import Any
 
 from chaos._injection import (
-    DATABASE_FAULTS,
     Fault,
     Injection,
     Target,
     control_database,
+    require_database_free,
     runs_of,
 )
 from executor import BUSY_TIMEOUT_MS
@@ -42,8 +42,7 @@ def _unlock(conn: sqlite3.Connection) -> dict[str, Any]:
 
 def database_outage(target: Target) -> Injection | None:
     """Take the queue's database away for longer than a lease (PostgreSQL stop; SQLite lock)."""
-    if any(target.pending(f) for f in DATABASE_FAULTS):
-        return None  # one at a time: a second lock would wait for the first one's undo
+    require_database_free(target)  # one at a time: a second lock would wait for the first
     running = [t for t in target.leased() if t.status == "running"]
     if target.url.startswith(("postgresql://", "postgres://")):
         if not target.db_control:

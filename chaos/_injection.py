@@ -31,6 +31,7 @@ from typing import Any, Protocol, TypeVar
 
 import psutil
 
+from chaos._errors import FaultSkipped
 from chaos._history import Held
 from executor import ExecutorConfig, Ticket
 from rundoctor.passwords import redact
@@ -50,6 +51,7 @@ __all__ = [
     "held_by",
     "leases_of",
     "live_stages",
+    "require_database_free",
     "runs_of",
     "runs_under",
     "signal_worker",
@@ -60,6 +62,18 @@ T = TypeVar("T")
 #: Faults that hold the queue's database away; only one of them runs at a time, and the
 #: harness feeds no tickets meanwhile.
 DATABASE_FAULTS = ("stall_database", "restart_database", "database_outage")
+
+
+def require_database_free(target: Target) -> None:
+    """Raise :class:`FaultSkipped` while another database fault holds the queue's database:
+    one of them at a time (a second lock would wait for the first one's undo), and the
+    harness writes nothing meanwhile. The campaign records a ``database unavailable`` skip
+    naming the fault that holds it, not a fault without a target."""
+    holding = [f for f in DATABASE_FAULTS if target.pending(f)]
+    if holding:
+        raise FaultSkipped(f"the queue database is unavailable: {holding[0]} holds it")
+
+
 #: What a run whose writes a full or read-only disk refused may show: no ``final.json`` (its
 #: ticket's reason says why), a torn last line, or the events that would have closed an
 #: attempt, a fan-out or the checkpoint missing.

@@ -8,7 +8,7 @@ slot dies: the healthy tickets behind it still run.
 
 from __future__ import annotations
 
-from chaos._injection import DATABASE_FAULTS, Fault, Injection, Target
+from chaos._injection import Fault, Injection, Target, require_database_free
 
 __all__ = ["FAULT", "TITLE", "remove_pipeline"]
 
@@ -22,8 +22,7 @@ _GRAPH = (
 
 def remove_pipeline(target: Target) -> Injection | None:
     """Enqueue a ticket, then delete or break its pipeline file before a worker loads it."""
-    if any(target.pending(f) for f in DATABASE_FAULTS):
-        return None  # the harness's enqueue would wait behind the held database
+    require_database_free(target)  # the harness's enqueue would wait behind it
     target.scratch.mkdir(parents=True, exist_ok=True)
     n = len(list(target.scratch.glob("removed-*.dot"))) + len(
         list(target.scratch.glob("removed-*.gone"))

@@ -23,11 +23,11 @@ import time
 from typing import Any
 
 from chaos._injection import (
-    DATABASE_FAULTS,
     Fault,
     Injection,
     Target,
     control_database,
+    require_database_free,
     runs_of,
 )
 
@@ -64,8 +64,7 @@ def _restarted() -> dict[str, Any]:
 
 def restart_database(target: Target) -> Injection | None:
     """Restart the queue's database (PostgreSQL via --db-control; SQLite: a lock storm)."""
-    if any(target.pending(f) for f in DATABASE_FAULTS):
-        return None  # one at a time: a second lock would wait for the first one's undo
+    require_database_free(target)  # one at a time: a second lock would wait for the first
     running = [t for t in target.leased() if t.status == "running"]
     if target.url.startswith(("postgresql://", "postgres://")):
         if not target.db_control:

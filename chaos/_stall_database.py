@@ -18,12 +18,12 @@ from typing import Any
 
 from chaos._errors import FaultSkipped
 from chaos._injection import (
-    DATABASE_FAULTS,
     Fault,
     Injection,
     Target,
     database_unavailable,
     leases_of,
+    require_database_free,
     runs_of,
 )
 
@@ -54,8 +54,7 @@ def _release(conn: Any) -> dict[str, Any]:
 
 def stall_database(target: Target) -> Injection | None:
     """Hold the queue's write lock for longer than the lease: every worker must fence itself."""
-    if any(target.pending(f) for f in DATABASE_FAULTS):
-        return None  # one at a time: a second lock would wait for the first one's undo
+    require_database_free(target)  # one at a time: a second lock would wait for the first
     leased = target.leased()
     try:
         conn = _lock(target.url)
