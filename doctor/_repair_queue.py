@@ -151,6 +151,7 @@ class _OneLease(Queue):
         quarantine_after: int,
         window_s: float,
         claim_grace_s: float = 0.0,
+        judged: Ticket | None = None,
     ) -> Ticket:
         return self._inner.reclaim(
             ticket_id,
@@ -159,6 +160,7 @@ class _OneLease(Queue):
             quarantine_after=quarantine_after,
             window_s=window_s,
             claim_grace_s=claim_grace_s,
+            judged=judged,
         )
 
     def _transaction(self, *, write: bool = True) -> contextlib.AbstractContextManager[Any]:

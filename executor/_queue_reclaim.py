@@ -58,6 +58,7 @@ class ReaperPrimitives(QueueBase):
         quarantine_after: int,
         window_s: float,
         claim_grace_s: float = 0.0,
+        judged: Ticket | None = None,
     ) -> Ticket:
         """Take a dead or expired worker's lease back: compare-and-set on ``expected_epoch``.
 
@@ -66,6 +67,14 @@ class ReaperPrimitives(QueueBase):
         ``todo`` — or ``quarantined`` when this makes more than ``quarantine_after`` reclaims
         within ``window_s``. Raises :class:`FencedError` when the epoch moved, the ticket is
         not leased (terminal rows included) or it was claimed less than ``claim_grace_s`` ago.
+
+        ``judged`` is the row the caller judged, whose run it killed and terminalized: when
+        the ticket's worker started another run since (its ``run_id`` differs: the ``start``
+        committed while the reclaim waited for a lock), that run was never stopped and the
+        reclaim is refused too (:class:`FencedError`); the next reaper pass judges the row as
+        it is. Chaos seed 71: a reaper that read a claimed, expired ticket during a stall
+        reclaimed it after its worker's ``start`` committed, and the run it never killed went
+        on to succeed under the reclaimed lease, then ran again.
 
         >>> from executor import SessionInfo, open_queue
         >>> q = open_queue(":memory:", clock=lambda: 100.0)
@@ -87,6 +96,9 @@ class ReaperPrimitives(QueueBase):
             if row is None:
                 raise self._unknown(tx, ticket_id)
             before = to_ticket(row)
+            if judged is not None and before.run_id != judged.run_id:
+                why = f"run {before.run_id} started since the ticket was judged ({judged.status})"
+                return self._reject(tx, ticket_id, expected_epoch, None, "reclaim", now, why=why)
             recent = tx.count(sql.RECLAIMS_SINCE, (ticket_id, now - window_s)) + 1
             quarantine = recent > quarantine_after
             why = (

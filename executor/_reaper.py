@@ -287,6 +287,7 @@ def _reclaim(queue: Queue, config: ExecutorConfig, t: Ticket, reason: str, clock
             quarantine_after=config.quarantine_after,
             window_s=config.quarantine_window_s,
             claim_grace_s=0.0 if "is dead" in reason else config.claim_grace_s,
+            judged=t,  # the run handled above: one started since is judged anew
         )
         status = after.status
     except FencedError:

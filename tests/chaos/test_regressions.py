@@ -28,10 +28,11 @@ from chaos._checkers import reclaim_latency
 from chaos._evidence import stall_windows
 from chaos._stall_database import _lock
 from executor import Lease, Queue, SessionInfo, open_queue, run_pipeline
+from executor._reaper import _reclaim as _reaper_reclaim
 from executor._reaper import reap
 from tests.chaos.test_database_unavailable import BY_NAME, _campaign, _faults
 from tests.executor import private_postgres
-from tests.executor.conftest import Backend
+from tests.executor.conftest import Backend, FakeClock
 from tests.executor.private_postgres import PrivatePostgres
 
 REPO = Path(__file__).resolve().parents[2]
@@ -288,3 +289,36 @@ def test_seed_61_a_postgresql_restart_is_a_window_that_closes_not_one_left_open(
     reclaimed = QueueEvent(end + 5.0, 2, "t1", "reclaimed", "w1/0", 1)
     verdict = reclaim_latency(History((*records, claimed, killed, reclaimed)))
     assert not verdict.ok and "sigkill reclaim latency p99 4.00s" in verdict.summary, verdict
+
+
+def test_seed_71_a_reclaim_judged_before_its_worker_started_the_run_is_refused(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """Found by ``doctor chaos run --seed 71 --duration 30s --workers 3 --db postgresql://…
+    --faults sigkill_stage,torn_write,stall_database,database_outage,remove_pipeline``: during
+    ``stall_database`` a reaper read a claimed ticket whose lease had expired while its
+    worker's ``start`` waited behind the lock; once the lock went, the worker's ``start``
+    committed first and the run began, then the reaper's reclaim (a compare-and-set on the
+    epoch alone) took the ticket from under it. Judged on the claimed row, the reaper killed no
+    stage and terminalized nothing: the run succeeded under a reclaimed lease, its ``complete``
+    was fenced and the ticket ran again (``no_succeeded_run_rerun``)."""
+    clock = FakeClock()
+    queue = backend.open(clock)
+    me = SessionInfo("s", os.getpid(), os.getpgid(0), None, "h")
+    queue.enqueue("success_02", "/p/success.dot")
+    lease = queue.claim("w3/0", lease_ttl_s=2.5, session=me)
+    assert lease is not None
+    clock.advance(3.6)  # the stall: the lease expires while start waits for the lock
+    (judged,) = queue.expired(clock(), claim_grace_s=CHAOS_EXECUTOR.claim_grace_s)
+    assert judged.status == "claimed" and judged.run_path is None  # what the reaper read
+    run = tmp_path / "run"
+    run.mkdir()
+    queue.start(lease, run_id="r1", run_path=run, session=me)  # the lock goes: start first
+    reclaimed = _reaper_reclaim(queue, CHAOS_EXECUTOR, judged, "lease expired", clock)
+    assert reclaimed.status == "", "a reclaim judged on the claimed row took the running run"
+    ticket = queue.get(lease.ticket_id)
+    assert (ticket.status, ticket.lease_epoch, ticket.run_id) == ("running", 1, "r1")
+    # The next pass judges the row as it is now: the run's stages are its to kill.
+    later = reap(queue, CHAOS_EXECUTOR, host="another-host", clock=clock)
+    assert [(r.ticket_id, r.status) for r in later] == [(lease.ticket_id, "todo")]
+    queue.close()
