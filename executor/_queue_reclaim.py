@@ -96,7 +96,8 @@ class ReaperPrimitives(QueueBase):
             if row is None:
                 raise self._unknown(tx, ticket_id)
             before = to_ticket(row)
-            if judged is not None and before.run_id != judged.run_id:
+            current = before.lease_epoch == expected_epoch and before.status in LEASED_STATUSES
+            if current and judged is not None and before.run_id != judged.run_id:
                 why = f"run {before.run_id} started since the ticket was judged ({judged.status})"
                 return self._reject(tx, ticket_id, expected_epoch, None, "reclaim", now, why=why)
             recent = tx.count(sql.RECLAIMS_SINCE, (ticket_id, now - window_s)) + 1

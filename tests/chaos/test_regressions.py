@@ -319,6 +319,11 @@ def test_seed_71_a_reclaim_judged_before_its_worker_started_the_run_is_refused(
     ticket = queue.get(lease.ticket_id)
     assert (ticket.status, ticket.lease_epoch, ticket.run_id) == ("running", 1, "r1")
     # The next pass judges the row as it is now: the run's stages are its to kill.
+    running = queue.get(lease.ticket_id)
     later = reap(queue, CHAOS_EXECUTOR, host="another-host", clock=clock)
     assert [(r.ticket_id, r.status) for r in later] == [(lease.ticket_id, "todo")]
+    # Another reaper that judged the running row too is told the epoch moved (not a new run).
+    assert _reaper_reclaim(queue, CHAOS_EXECUTOR, running, "lease expired", clock).status == ""
+    last = [e for e in queue.events(lease.ticket_id) if e.event == "fenced"][-1]
+    assert last.detail["reason"] == "the lease epoch moved to 2 (ticket todo)", last.detail
     queue.close()
