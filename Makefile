@@ -69,9 +69,9 @@ typecheck: install
 	$(BIN)/mypy --strict
 
 # pytest exits 5 when it collected no test; make treats that as a failure, so a run that
-# tested nothing can never pass. The 30 slowest tests are printed, so CI shows where time goes.
+# tested nothing can never pass.
 test: lint typecheck
-	$(BIN)/python -m pytest -q --durations=30
+	$(BIN)/python -m pytest -q
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not chaos"
