@@ -205,11 +205,9 @@ def _terminalize(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
             "repaired_by": ctx.provenance,
         }
         ctx.checked(action.kind)  # every check passed, the lock is held: a resume waits
-        if went_past is None:
-            _create(dfd, name, _json_bytes(final))
-            return f"wrote {action.target} with status fail", None
-        kept = _back_up(ctx, action, dfd, name, went_past)
-        _replace(dfd, name, _json_bytes(final))
+        kept = _write(ctx, action, (dfd, name), _json_bytes(final), went_past)
+    if kept is None:
+        return f"wrote {action.target} with status fail", None
     return (
         f"wrote {action.target} with status fail over the one an earlier repair wrote, which "
         f"a resume went on past (kept as {kept})",
@@ -276,11 +274,9 @@ def _ingest_status(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
         placeholder = _engine_placeholder(action, dfd, name)
         # Checked; from here on only ``dfd`` is written, whatever the path now names.
         ctx.checked(action.kind)
-        if placeholder is None:
-            _create(dfd, name, _json_bytes(record))
-            return f"copied {action.source} (outcome {status!r}) to {action.target}", None
-        replaced = _back_up(ctx, action, dfd, name, placeholder)
-        _replace(dfd, name, _json_bytes(record))
+        replaced = _write(ctx, action, (dfd, name), _json_bytes(record), placeholder)
+    if replaced is None:
+        return f"copied {action.source} (outcome {status!r}) to {action.target}", None
     return (
         f"copied {action.source} (outcome {status!r}) over the engine's placeholder "
         f"{action.target}, which is kept as {replaced}",
@@ -329,6 +325,21 @@ def _engine_placeholder(action: Action, dfd: int, name: str) -> bytes | None:
             "engine's 'missing status.json' placeholder"
         )
     return data
+
+
+def _write(
+    ctx: _Ctx, action: Action, at: tuple[int, str], data: bytes, replaced: bytes | None
+) -> str | None:
+    """Write ``data`` as the file ``at`` (directory descriptor, name): created when there was
+    none (``replaced`` None), else over it, the file it replaces (``replaced``) kept first
+    (:func:`_back_up`). Returns the backup's path relative to the run, or None."""
+    dfd, name = at
+    if replaced is None:
+        _create(dfd, name, data)
+        return None
+    kept = _back_up(ctx, action, dfd, name, replaced)
+    _replace(dfd, name, data)
+    return kept
 
 
 def _back_up(ctx: _Ctx, action: Action, dfd: int, name: str, data: bytes) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,6 +11,7 @@ import pytest
 
 if TYPE_CHECKING:
     from doctor import Diagnosis
+    from tests.executor.private_postgres import PrivatePostgres
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = REPO / "fixtures" / "cases"
@@ -40,3 +42,19 @@ def rogue_diagnosis(rogue_run: Path) -> Diagnosis:
     from doctor import DoctorConfig, diagnose_path
 
     return diagnose_path(rogue_run, DoctorConfig(now=ROGUE_NOW))
+
+
+@pytest.fixture(scope="module")
+def private_pg() -> Iterator[PrivatePostgres]:
+    """A private PostgreSQL cluster of the module's own (``tests/executor/private_postgres.py``),
+    for the tests that restart, stall or stop the database: never the shared server."""
+    from tests.executor import private_postgres
+
+    why = private_postgres.unavailable()
+    if why is not None:
+        pytest.skip(f"no private PostgreSQL cluster: {why}")
+    pg = private_postgres.PrivatePostgres()
+    try:
+        yield pg
+    finally:
+        pg.destroy()

@@ -8,7 +8,6 @@ at 127.0.0.1:5432 is never stopped or restarted.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -31,24 +30,11 @@ from reports import render_chaos
 from tests.chaos.test_checkers import clean
 from tests.chaos.test_faults import Campaign
 from tests.chaos.test_report import result
-from tests.executor import private_postgres
 from tests.executor.private_postgres import PrivatePostgres
 
 BY_NAME = {f.name: f for f in FAULTS}
 #: Faults that read or write the queue before they hit anything.
 QUEUE_READERS = ("sigkill_stage", "torn_write", "stall_database", "remove_pipeline")
-
-
-@pytest.fixture(scope="module")
-def private_pg() -> Iterator[PrivatePostgres]:
-    why = private_postgres.unavailable()
-    if why is not None:
-        pytest.skip(f"no private PostgreSQL cluster: {why}")
-    pg = PrivatePostgres()
-    try:
-        yield pg
-    finally:
-        pg.destroy()
 
 
 def _campaign(pg: PrivatePostgres, out: Path, lines: list[str]) -> _Campaign:

@@ -22,7 +22,6 @@ from chaos._injection import WorkerHandle
 from executor import ExecutorConfig, SessionInfo, Ticket, open_queue
 from executor._sqlite import BUSY_TIMEOUT_MS
 from executor._worker import run_worker
-from tests.executor import private_postgres
 from tests.executor.private_postgres import PrivatePostgres
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
@@ -241,18 +240,6 @@ def test_remove_pipeline_waits_for_no_held_database(campaign: Campaign) -> None:
     with pytest.raises(FaultSkipped, match="unavailable: stall_database holds it"):
         inject("remove_pipeline", campaign)
     assert campaign.enqueued == []
-
-
-@pytest.fixture(scope="module")
-def private_pg() -> Iterator[PrivatePostgres]:
-    why = private_postgres.unavailable()
-    if why is not None:
-        pytest.skip(f"no private PostgreSQL cluster: {why}")
-    pg = PrivatePostgres()
-    try:
-        yield pg
-    finally:
-        pg.destroy()
 
 
 @pytest.mark.postgres

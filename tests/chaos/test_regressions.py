@@ -31,7 +31,6 @@ from executor import Lease, Queue, SessionInfo, open_queue, run_pipeline
 from executor._reaper import _reclaim as _reaper_reclaim
 from executor._reaper import reap
 from tests.chaos.test_database_unavailable import BY_NAME, _campaign, _faults
-from tests.executor import private_postgres
 from tests.executor.conftest import Backend, FakeClock
 from tests.executor.private_postgres import PrivatePostgres
 
@@ -248,18 +247,6 @@ def doctor_time(stamp: str) -> float:
     """Epoch seconds of an RFC 3339 ``...Z`` stamp with up to nine fractional digits."""
     whole, _, frac = stamp.removesuffix("Z").partition(".")
     return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + float(f"0.{frac or 0}")
-
-
-@pytest.fixture(scope="module")
-def private_pg() -> Iterator[PrivatePostgres]:
-    why = private_postgres.unavailable()
-    if why is not None:
-        pytest.skip(f"no private PostgreSQL cluster: {why}")
-    pg = PrivatePostgres()
-    try:
-        yield pg
-    finally:
-        pg.destroy()
 
 
 @pytest.mark.postgres

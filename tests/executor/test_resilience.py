@@ -38,7 +38,6 @@ from executor._resilience import Fleet, logged, persist
 from executor._runner import run_pipeline
 from executor._ticket_run import ROOT_REFUSED
 from executor._worker import WorkerStats, run_worker
-from tests.executor import private_postgres
 from tests.executor.private_postgres import PrivatePostgres
 
 #: Lease budgets long enough that no worker fences itself during a few seconds of outage.
@@ -379,18 +378,6 @@ def test_claims_pause_longer_on_each_refusal_of_the_runs_root_until_a_run_writes
 
 
 # -- PostgreSQL: a private cluster, restarted and stopped -------------------------------------
-
-
-@pytest.fixture(scope="module")
-def private_pg() -> Iterator[PrivatePostgres]:
-    why = private_postgres.unavailable()
-    if why is not None:
-        pytest.skip(f"no private PostgreSQL cluster: {why}")
-    pg = PrivatePostgres()
-    try:
-        yield pg
-    finally:
-        pg.destroy()
 
 
 @pytest.fixture
