@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,10 @@ from executor._events import Event
 from fixtures.fake_agent import PIPELINES, agent_command
 
 HEALTHY = ("tool_simple", "retry_converges", "fanout", "agent_status")
+
+
+def instant(text: str) -> datetime:
+    return datetime.fromisoformat(text)
 
 
 def config(**overrides: Any) -> ExecutorConfig:
@@ -101,7 +106,8 @@ def test_a_healthy_example_run_succeeds_and_the_doctor_finds_nothing_serious(
     evs = events(r.path)
     assert evs[-1]["event"] == "run_completed"
     final = json.loads((r.path / "final.json").read_text())
-    assert final["status"] == "success" and final["timestamp"] <= evs[-1]["ts"]
+    # RFC3339Nano trims trailing zeros ("…11.417Z" is before "…11.41782Z"): compare instants.
+    assert final["status"] == "success" and instant(final["timestamp"]) <= instant(evs[-1]["ts"])
     assert not (r.path / "run.lock.json").exists()
     assert json.loads((r.path / "manifest.json").read_text())["layout"] == "rundoctor-native/1"
     assert_heartbeats_only_inside_open_attempts(r.path)
