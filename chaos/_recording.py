@@ -117,14 +117,24 @@ class RecordingQueue:
             self._record(Op(self._clock(), "ok", "claim", *args, lease.epoch))
         return lease
 
-    def start(self, lease: Lease, *, run_id: str, run_path: Any, session: SessionInfo) -> Ticket:
+    def start(
+        self,
+        lease: Lease,
+        *,
+        run_id: str,
+        run_path: Any,
+        session: SessionInfo,
+        lease_ttl_s: float | None = None,
+    ) -> Ticket:
         value = {"run_id": run_id, "run_path": str(run_path)}
         return self._op(
             "start",
             lease.worker,
             lease.ticket_id,
             lease.epoch,
-            lambda: self._inner.start(lease, run_id=run_id, run_path=run_path, session=session),
+            lambda: self._inner.start(
+                lease, run_id=run_id, run_path=run_path, session=session, lease_ttl_s=lease_ttl_s
+            ),
             value=value,
         )
 

@@ -179,24 +179,45 @@ class TicketLifecycle(QueueBase):
         return self._atomic(run)
 
     def start(
-        self, lease: Lease, *, run_id: str, run_path: str | os.PathLike[str], session: SessionInfo
+        self,
+        lease: Lease,
+        *,
+        run_id: str,
+        run_path: str | os.PathLike[str],
+        session: SessionInfo,
+        lease_ttl_s: float | None = None,
     ) -> Ticket:
         """Mark the leased ticket ``running`` with its run and the session running it (fenced).
 
+        With ``lease_ttl_s`` the start is also a heartbeat: the lease runs to now +
+        ``lease_ttl_s``, so a run started late on its lease (the worker frozen between claim and
+        start, a slow database) is not reclaimed by the next reaper pass for an expiry that
+        came before the worker proved itself alive. A lease already reclaimed stays fenced.
+
         >>> from executor import open_queue
-        >>> q = open_queue(":memory:", clock=lambda: 1.0)
+        >>> now = [1.0]
+        >>> q = open_queue(":memory:", clock=lambda: now[0])
         >>> _ = q.enqueue("x", "/p.dot")
         >>> me = SessionInfo("s1", pid=7, pgid=7, proc_start_time=3, host="h")
         >>> lease = q.claim("w1", lease_ttl_s=5, session=me)
-        >>> q.start(lease, run_id="r1", run_path="/runs/r1", session=me).status
-        'running'
+        >>> now[0] = 9.0  # past the claim's lease
+        >>> t = q.start(lease, run_id="r1", run_path="/runs/r1", session=me, lease_ttl_s=5)
+        >>> t.status, t.lease_expires_at
+        ('running', 14.0)
         """
         s = session
+        if lease_ttl_s is not None:
+            require_seconds("lease_ttl_s", lease_ttl_s)
 
         def body(tx: Tx, t: Ticket, now: float) -> Ticket:
             session_params = (s.session_name, s.pid, s.pgid, s.proc_start_time, s.host)
-            params = (run_id, os.fspath(run_path), *session_params, now, t.id, lease.epoch)
-            return updated(tx, sql.START, params)
+            head = (run_id, os.fspath(run_path), *session_params, now)
+            fence = (t.id, lease.epoch)
+            if lease_ttl_s is None:
+                return updated(tx, sql.START, (*head, *fence))
+            started = updated(tx, sql.START_EXTENDING, (*head, now + lease_ttl_s, now, *fence))
+            self._note_gap(tx, t, lease, now, threshold_s=lease_ttl_s)
+            return started
 
         return self._fenced(lease, "start", body)
 
@@ -224,25 +245,21 @@ class TicketLifecycle(QueueBase):
         require_seconds("interval_s", expected)
 
         def body(tx: Tx, t: Ticket, now: float) -> None:
-            previous = t.last_alive_at
             updated(tx, sql.HEARTBEAT, (now + lease_ttl_s, now, now, t.id, lease.epoch))
-            if previous is not None and now - previous > 2 * expected:
-                gap = {
-                    "gap_s": now - previous,
-                    "threshold_s": 2 * expected,
-                    "previous_at": previous,
-                }
-                self._event(
-                    tx,
-                    t.id,
-                    now,
-                    "heartbeat_gap",
-                    worker=lease.worker,
-                    epoch=lease.epoch,
-                    detail=gap,
-                )
+            self._note_gap(tx, t, lease, now, threshold_s=2 * expected)
 
         self._fenced(lease, "heartbeat", body)
+
+    def _note_gap(self, tx: Tx, t: Ticket, lease: Lease, now: float, *, threshold_s: float) -> None:
+        """Append ``heartbeat_gap`` when the time since ``t`` was last alive exceeds
+        ``threshold_s`` (``t`` as read before this write extended the lease)."""
+        previous = t.last_alive_at
+        if previous is None or now - previous <= threshold_s:
+            return
+        gap = {"gap_s": now - previous, "threshold_s": threshold_s, "previous_at": previous}
+        self._event(
+            tx, t.id, now, "heartbeat_gap", worker=lease.worker, epoch=lease.epoch, detail=gap
+        )
 
     def complete(self, lease: Lease, *, result: Mapping[str, Any]) -> Ticket:
         """Mark the ticket ``done`` (fenced); dependants whose dependencies are all done unblock.

@@ -329,6 +329,12 @@ START = (
     "UPDATE tickets SET status = 'running', run_id = ?, run_path = ?, session_name = ?, pid = ?,"
     " pgid = ?, proc_start_time = ?, host = ?, updated_at = ?" + FENCE
 )
+# A start that also extends the lease, as a heartbeat does: the worker is alive now.
+START_EXTENDING = (
+    "UPDATE tickets SET status = 'running', run_id = ?, run_path = ?, session_name = ?, pid = ?,"
+    " pgid = ?, proc_start_time = ?, host = ?, updated_at = ?, lease_expires_at = ?,"
+    " last_heartbeat_at = ?" + FENCE
+)
 HEARTBEAT = "UPDATE tickets SET lease_expires_at = ?, last_heartbeat_at = ?, updated_at = ?" + FENCE
 # Ending a lease: terminal rows keep owner, session and run as the record of who did the work;
 # rows going back to todo forget them (the event detail keeps them) so a todo row never names

@@ -103,7 +103,13 @@ def run_leased(
 
     try:
         persist(
-            lambda: queue.start(lease, run_id=run_id, run_path=ctx.root / run_id, session=session),
+            lambda: queue.start(
+                lease,
+                run_id=run_id,
+                run_path=ctx.root / run_id,
+                session=session,
+                lease_ttl_s=ctx.config.lease_ttl_s,
+            ),
             f"start of ticket {tid}",
             ctx.config,
             ctx.fleet,

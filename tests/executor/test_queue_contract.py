@@ -357,6 +357,46 @@ def test_expired_lists_lapsed_leases_and_heartbeats_keep_them_alive(
     assert [t.id for t in queue.expired(clock.now)] == [b.ticket_id, a.ticket_id]
 
 
+def test_a_start_with_a_ttl_extends_a_lapsed_lease_and_records_the_gap(
+    queue: Queue, clock: FakeClock
+) -> None:
+    # Before: start left the claim's expiry, so a worker frozen between claim and start began
+    # its run on a lapsed lease and the next reaper pass killed it; the work was wasted.
+    queue.enqueue("x", GRAPH)
+    lease = claim(queue, ttl=10)
+    clock.advance(15)
+    t = queue.start(lease, run_id="r1", run_path="/runs/r1", session=ME, lease_ttl_s=10)
+    assert (t.status, t.lease_expires_at, t.last_heartbeat_at) == (
+        "running",
+        clock.now + 10,
+        clock.now,
+    )
+    assert queue.expired(clock.now) == []
+    [gap] = [e for e in queue.events(lease.ticket_id) if e.event == "heartbeat_gap"]
+    assert (gap.detail["gap_s"], gap.detail["threshold_s"]) == (15, 10)
+    clock.advance(11)
+    assert [x.id for x in queue.expired(clock.now)] == [lease.ticket_id]
+
+
+def test_a_start_without_a_ttl_keeps_the_claims_expiry(queue: Queue, clock: FakeClock) -> None:
+    queue.enqueue("x", GRAPH)
+    lease = claim(queue, ttl=10)
+    clock.advance(15)
+    queue.start(lease, run_id="r1", run_path="/runs/r1", session=ME)
+    assert [x.id for x in queue.expired(clock.now)] == [lease.ticket_id]
+    assert "heartbeat_gap" not in event_names(queue, lease.ticket_id)
+
+
+def test_a_start_with_a_ttl_on_a_reclaimed_lease_is_fenced(queue: Queue, clock: FakeClock) -> None:
+    queue.enqueue("x", GRAPH)
+    lease = claim(queue, ttl=10)
+    clock.advance(15)
+    reclaim(queue, lease)
+    with pytest.raises(FencedError):
+        queue.start(lease, run_id="r1", run_path="/runs/r1", session=ME, lease_ttl_s=10)
+    assert queue.get(lease.ticket_id).status == "todo"
+
+
 def test_no_reclaim_within_the_claim_grace_period(queue: Queue, clock: FakeClock) -> None:
     queue.enqueue("x", GRAPH)
     lease = claim(queue, ttl=1)
