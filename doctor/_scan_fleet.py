@@ -204,7 +204,9 @@ def _fleet_in_duckdb(
         tables.add_rows("cached_progress", [(r, t) for r, ts in points.items() for t in ts])
         # The queue's rows at the queue's clock: a PostgreSQL server's, unless now is pinned.
         at = None if server is None or config.now_pinned else server[0]
-        ctx = Context(tables, compute_facts(tables, config), config, queue_at=at)
+        offset = 0.0 if server is None or at is None else server[1].offset_s
+        facts = compute_facts(tables, config)
+        ctx = Context(tables, facts, config, queue_at=at, queue_offset_s=offset)
         return [f for d in detectors for f in d(ctx)], queue_clock_notes(config, server)
     finally:
         tables.con.close()

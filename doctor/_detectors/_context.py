@@ -70,6 +70,10 @@ class Context:
     #: The queue's time its rows were read at (a PostgreSQL server's clock), when the queue
     #: has a clock of its own and ``config.now`` is not pinned; None: ``config.now``.
     queue_at: float | None = None
+    #: How far the queue's clock is ahead of this host's (server − host, measured with
+    #: :attr:`queue_at`; 0 when the queue has no clock of its own or ``now`` is pinned): a
+    #: run file's time plus this is in the queue's clock.
+    queue_offset_s: float = 0.0
 
     @property
     def queue_now(self) -> float:

@@ -24,7 +24,8 @@ directories this is the only notion of pending work.
 * Queue (``run_id`` null, scope ``""``, ``evidence["source"] == "queue"``), when a queue was
   read (``doctor scan --db``): stretches longer than ``config.idle_gap_s`` during which some
   ticket was pending and nothing executed. Progress here is a ``claimed``, ``completed`` or
-  ``failed`` ticket event, or a progress event of any run in the tables. A ticket is pending
+  ``failed`` ticket event, or a progress event of any run in the tables (its time moved into
+  the queue's clock by :attr:`Context.queue_offset_s`). A ticket is pending
   from its ``created_at`` until it reached a terminal status (``finished_at``, else
   ``updated_at``), or until the queue's now while open (``Context.queue_now``: the clock the
   tickets were stamped in, a PostgreSQL server's); ``blocked`` tickets wait on other tickets
@@ -226,8 +227,8 @@ def _findings(rows: list[tuple[Any, ...]], now_ns: int) -> list[Finding]:
 _QUEUE_GAPS_SQL = f"""
 WITH points AS (
     SELECT "at" AS t FROM ticket_events WHERE event IN {PROGRESS_EVENTS}
-    UNION ALL SELECT epoch_ns(ts) / 1e9 FROM progress_events WHERE ts IS NOT NULL
-    UNION ALL SELECT t / 1e9 FROM cached_progress
+    UNION ALL SELECT epoch_ns(ts) / 1e9 + $offset FROM progress_events WHERE ts IS NOT NULL
+    UNION ALL SELECT t / 1e9 + $offset FROM cached_progress
     UNION ALL SELECT min(created_at) FROM tickets
     UNION ALL SELECT $now
 )
@@ -305,7 +306,8 @@ def _queue_gaps(ctx: Context) -> list[Finding]:
     if not ctx.has_rows("tickets"):
         return []
     cfg, now = ctx.config, ctx.queue_now  # the tickets' own clock (a PostgreSQL server's)
-    gaps = ctx.tables.sql(_QUEUE_GAPS_SQL, now=now, gap=cfg.idle_gap_s)
+    offset = ctx.queue_offset_s  # runs' progress, moved into the tickets' clock
+    gaps = ctx.tables.sql(_QUEUE_GAPS_SQL, now=now, gap=cfg.idle_gap_s, offset=offset)
     pending = _merged([(s, e) for s, e in ctx.tables.sql(_PENDING_SQL, now=now)])
     stretches = _overlaps(gaps, pending, cfg.idle_gap_s)
     if not stretches:

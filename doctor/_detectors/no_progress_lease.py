@@ -13,7 +13,10 @@ age). What counts as progress depends on what the doctor can see:
   ``run_id``, or whose path is its ``run_path``): ``progress_events`` are the run's
   non-heartbeat events (every scope) at or after ``claimed_at``, ``heartbeats`` its heartbeat
   events in that time. Fires when the last of those progress events (or ``claimed_at`` when
-  there is none) is older than the run's stall timeout. ``error``.
+  there is none) is older than the run's stall timeout. ``error``. The run's times are in its
+  worker's clock, taken to be this host's, and the lease's in the queue's: a PostgreSQL
+  server's clock may be off from both, so the run's times are moved by the offset measured
+  when the rows were read (:attr:`Context.queue_offset_s`) before they are compared.
 * **no run** — the ticket names no run (``run_id`` and ``run_path`` null): nothing was ever
   started for the lease. ``progress_events`` are the ticket's queue events at or after
   ``claimed_at`` other than ``claimed``, ``heartbeat_gap`` and ``fenced``; ``heartbeats`` are
@@ -58,7 +61,7 @@ run_work AS (
            count(e.t) FILTER (WHERE e.hb) AS heartbeats,
            max(e.t) FILTER (WHERE NOT e.hb) AS last_progress
     FROM linked k JOIN leased l USING (id)
-    LEFT JOIN (SELECT run_id, epoch_ns(ts) / 1e9 AS t, {HEARTBEAT_SQL} AS hb
+    LEFT JOIN (SELECT run_id, epoch_ns(ts) / 1e9 + $offset AS t, {HEARTBEAT_SQL} AS hb
                FROM events WHERE ts IS NOT NULL) e
       ON e.run_id = k.run AND e.t >= l.claimed_at
     GROUP BY k.id
@@ -122,7 +125,8 @@ def no_progress_lease(ctx: Context) -> list[Finding]:
     cfg = ctx.config
     now = ctx.queue_now  # the leases' clock (a PostgreSQL queue's server)
     findings = []
-    for row in ctx.tables.sql(_SQL, now=now, stale=cfg.stale_lease_s):
+    offset = ctx.queue_offset_s  # run files' times, moved into the queue's clock
+    for row in ctx.tables.sql(_SQL, now=now, stale=cfg.stale_lease_s, offset=offset):
         lease = _Lease(*row)
         measure = _measure(ctx, lease)
         last = measure.last

@@ -214,3 +214,52 @@ def test_the_queue_is_read_with_the_servers_time_of_its_snapshot(pg_url: str) ->
     at, offset = server
     assert before <= at <= after
     assert 2 * SKEW_S - 1 < offset.offset_s < 2 * SKEW_S + 1 and offset.skewed()
+
+
+#: How far the worker's and the doctor's host (one clock) are off from the server's.
+HOSTS_OFF_S = 600.0
+#: How long before the run began the lease was claimed, in the server's clock.
+CLAIMED_BEFORE_S = 100.0
+
+
+def _lease_findings(config: DoctorConfig) -> list[str]:
+    return [f.code for f in scan(config).findings if f.code == "no_progress_lease"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("skew", [HOSTS_OFF_S, -HOSTS_OFF_S], ids=["hosts-ahead", "hosts-behind"])
+def test_a_runs_progress_is_compared_with_its_lease_in_one_clock(
+    pg_url: str, tmp_path: Path, skew: float
+) -> None:
+    # The run's events are stamped by its worker (this host's clock), its lease by the server.
+    # Before: compared as they were, a run progressing a moment ago whose host ran 10 min
+    # behind the server was a no_progress_lease error (its events fell "before" the claim),
+    # and a stuck run on a host 10 min ahead was never one (its last progress lay in the
+    # future). Now the run's times move by the offset measured when the rows are read.
+    go = tmp_path / "go"
+    queue = open_queue(pg_url)
+    ticket = queue.enqueue("wait", str(_waiting_pipeline(tmp_path, go)))
+    worker = _spawn_worker(pg_url, tmp_path / "runs", f"time.time() + {skew}")
+    try:
+        _wait(lambda: queue.get(ticket.id).status == "running")
+        with psycopg.connect(pg_url, autocommit=True) as con:
+            con.execute(
+                "UPDATE tickets SET claimed_at = claimed_at - %s WHERE id = %s",
+                (CLAIMED_BEFORE_S, ticket.id),
+            )
+        common = {"roots": (tmp_path / "runs",), "db": pg_url, "clock": _offset(skew)}
+        patient = DoctorConfig(**common, stale_lease_s=30.0, stall_timeout_s=30.0)
+        assert _lease_findings(patient) == []
+        # Its one stage waits: no progress after it began. Past a 2 s stall it is found.
+        strict = DoctorConfig(**common, stale_lease_s=30.0, stall_timeout_s=2.0)
+        _wait(lambda: _lease_findings(strict) == ["no_progress_lease"], timeout=30)
+    finally:
+        go.touch()
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+        try:
+            worker.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.communicate()
+        queue.close()
