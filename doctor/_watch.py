@@ -21,6 +21,7 @@ the alerts still open, so it (and the watch's memory) is bounded by the findings
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
@@ -220,7 +221,8 @@ def watch_pass(config: DoctorConfig, state: WatchState) -> tuple[WatchState, lis
 def _pass(
     config: DoctorConfig, state: WatchState
 ) -> tuple[WatchState, list[WatchEvent], tuple[str, ...]]:
-    """:func:`watch_pass`, and what the scan said of the roots (``fleet.root_notes``)."""
+    """:func:`watch_pass`, and what the scan said of the roots (``fleet.root_notes``) and of
+    the queue's clock (``fleet.queue_notes``), each prefixed with what it is about."""
     result = scan(config)
     now = iso(int(config.now * 1e9))
     assert now is not None
@@ -236,8 +238,21 @@ def _pass(
             events.append(event)
     for key in [k for k in active if k not in current]:
         events.append(replace(active.pop(key), event="resolved", at=now))
-    notes = tuple(str(n) for n in result.fleet.get("root_notes", ()))
+    notes = tuple(f"roots: {n}" for n in result.fleet.get("root_notes", ())) + tuple(
+        f"queue clock: {n}" for n in result.fleet.get("queue_notes", ())
+    )
     return WatchState(active, state.passes + 1, now), events, notes
+
+
+def _unmeasured(notes: tuple[str, ...]) -> tuple[str, ...]:
+    """``notes`` without what differs at every reading of a clock (an offset's uncertainty,
+    the time read): what the watch compares with the last pass's to decide whether to log
+    them again.
+
+    >>> _unmeasured(("clock: 60 s ahead (±0.0004 s): judged at (2026-12-06T21:07:09.52Z); …",))
+    ('clock: 60 s ahead: judged at; …',)
+    """
+    return tuple(re.sub(r" \((±|\d{4}-\d\d-\d\dT)[^)]*\)", "", n) for n in notes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,12 +318,13 @@ def watch(
 
     Each pass scans at the current time, hands each event to ``emit`` (stdout) and the
     webhooks and command, saves the state, and logs at most one line, after what the scan
-    says of the roots (runs it could not look into, ``fleet.root_notes``) when that changed.
+    says of the roots (runs it could not look into, ``fleet.root_notes``) and of the queue's
+    clock (this host's off from a PostgreSQL server's, ``fleet.queue_notes``) when that changed.
     A pass whose scan fails (a root gone, a queue down) is logged and the watch goes on,
     except with ``once``.
     """
     state = WatchState.load(wcfg.state_path)
-    said: tuple[str, ...] = ()  # the roots' notes last logged: logged again when they change
+    said: tuple[str, ...] = ()  # the notes last logged: logged again when they change
     while True:
         try:
             state, events, notes = _pass(config.at_host_clock(), state)
@@ -323,9 +339,10 @@ def watch(
                 failures.extend(d for d in _deliver(event, wcfg) if not d.ok)
             report = PassReport(state.passes, tuple(events), tuple(failures))
             state.save(wcfg.state_path)
-            for note in notes if notes != said else ():
-                log(f"watch pass {state.passes}: roots: {note}")
-            said = notes
+            if _unmeasured(notes) != said:
+                for note in notes:
+                    log(f"watch pass {state.passes}: {note}")
+            said = _unmeasured(notes)
         line = report.log_line()
         if line:
             log(line)

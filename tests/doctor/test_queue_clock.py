@@ -27,6 +27,7 @@ from doctor import DoctorConfig, scan
 from doctor._queue_ingest import load_queue
 from doctor._render import render_scan
 from doctor._repair import apply_queue_repairs, plan_repairs
+from doctor._watch import WatchConfig, watch
 from doctor._tables import Tables, new_connection
 from executor import ExecutorConfig, Queue, SessionInfo, Ticket, open_queue
 from tests.executor.test_queue_clock import _spawn_worker, _wait, _waiting_pipeline
@@ -263,3 +264,28 @@ def test_a_runs_progress_is_compared_with_its_lease_in_one_clock(
             worker.kill()
             worker.communicate()
         queue.close()
+
+
+@pytest.mark.postgres
+def test_the_watch_logs_what_the_scan_says_of_the_queues_clock_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    # Before: only the roots' notes were logged; a watch on a host a minute off said nothing.
+    with open_queue(pg_url) as q:
+        q.enqueue("x", "/p.dot")
+    lines: list[str] = []
+    passes: list[float] = []
+
+    def stop(interval: float) -> bool:
+        passes.append(interval)
+        return len(passes) == 2
+
+    watch(
+        DoctorConfig(db=pg_url, clock=_offset(SKEW_S), stale_lease_s=STALE_S),
+        WatchConfig(state_path=tmp_path / "watch.json", interval_s=0.0),
+        emit=lambda _: None,
+        log=lines.append,
+        stop=stop,
+    )
+    (line,) = [x for x in lines if "queue clock:" in x]
+    assert line.startswith("watch pass 1: queue clock: this host's clock is 60 s ahead of the")
