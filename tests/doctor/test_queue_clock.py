@@ -27,8 +27,8 @@ from doctor import DoctorConfig, scan
 from doctor._queue_ingest import load_queue
 from doctor._render import render_scan
 from doctor._repair import apply_queue_repairs, plan_repairs
-from doctor._watch import WatchConfig, watch
 from doctor._tables import Tables, new_connection
+from doctor._watch import WatchConfig, watch
 from executor import ExecutorConfig, Queue, SessionInfo, Ticket, open_queue
 from tests.executor.test_queue_clock import _spawn_worker, _wait, _waiting_pipeline
 from tests.helpers import PG_URL, require_postgres
