@@ -16,6 +16,7 @@ or a ticket claimed, completed or failed).
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from doctor._model import RUN_STATES
 from doctor._queue_ingest import load_queue
 from doctor._tables import Tables, new_connection
 from doctor._timestamps import parse_iso
+from rundoctor.clock import Clock
 
 __all__ = [
     "METRICS_SCHEMA",
@@ -58,7 +60,7 @@ _DAY_S = 86400.0
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    """The queue's figures for the metrics (times in epoch seconds)."""
+    """The queue's figures for the metrics (times in epoch seconds, this host's clock)."""
 
     by_status: dict[str, int]
     done_last_day: int
@@ -80,16 +82,25 @@ SELECT
 """
 
 
-def queue_stats(url: str, *, now: float) -> QueueStats:
-    """Read the queue at ``url`` (SQLite file or PostgreSQL URL) and sum it up at ``now``."""
+def queue_stats(url: str, *, now: float, clock: Clock | None = None) -> QueueStats:
+    """Read the queue at ``url`` (SQLite file or PostgreSQL URL) and sum it up at ``now``.
+
+    With ``clock`` (this host's, ``now`` not pinned) a PostgreSQL queue is summed up at the
+    server's time read with its rows, the clock its times were stamped in (docs/queue.md,
+    "Time: one clock per queue"), and ``last_progress_s`` is moved into this host's clock by
+    the offset measured then, so that it compares with the runs' and with ``now``.
+    """
     tables = Tables(new_connection())
     try:
-        load_queue(tables, url)
+        server = load_queue(tables, url, clock or time.time)
+        at, offset = (now, 0.0)
+        if clock is not None and server is not None:
+            at, offset = server[0], server[1].offset_s
         by_status = dict.fromkeys(TICKET_STATUSES, 0)
         for status, count in tables.sql("SELECT status, count(*) FROM tickets GROUP BY ALL"):
             by_status[str(status)] = int(count)
         done, spans, reclaims, quarantines, last = tables.sql(
-            _STATS_SQL, since=now - _DAY_S, now=now
+            _STATS_SQL, since=at - _DAY_S, now=at
         )[0]
     finally:
         tables.con.close()
@@ -100,7 +111,7 @@ def queue_stats(url: str, *, now: float) -> QueueStats:
         claim_to_done_median_s=statistics.median(spans) if spans else None,
         reclaims=int(reclaims),
         quarantines=int(quarantines),
-        last_progress_s=None if last is None else float(last),
+        last_progress_s=None if last is None else float(last) - offset,
     )
 
 
@@ -334,7 +345,8 @@ def fleet_metrics(config: DoctorConfig, *, as_json: bool = False) -> str:
     """Scan the roots (and the queue at ``config.db``) and render the metrics at
     ``config.now``: OpenMetrics text, or with ``as_json`` :func:`metrics_document`'s JSON."""
     result = scan(config)
-    queue = queue_stats(config.db, now=config.now) if config.db else None
+    clock = None if config.now_pinned else config.clock
+    queue = queue_stats(config.db, now=config.now, clock=clock) if config.db else None
     if as_json:
         from doctor._json_out import dumps_indented
 

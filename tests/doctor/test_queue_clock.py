@@ -12,6 +12,7 @@ worker processes, the real server, the doctor's clock injected into the library 
 from __future__ import annotations
 
 import io
+import json
 import signal
 import subprocess
 import time
@@ -24,6 +25,7 @@ import pytest
 from rich.console import Console
 
 from doctor import DoctorConfig, scan
+from doctor._metrics import fleet_metrics
 from doctor._queue_ingest import load_queue
 from doctor._render import render_scan
 from doctor._repair import apply_queue_repairs, plan_repairs
@@ -289,3 +291,23 @@ def test_the_watch_logs_what_the_scan_says_of_the_queues_clock_once(
     )
     (line,) = [x for x in lines if "queue clock:" in x]
     assert line.startswith("watch pass 1: queue clock: this host's clock is 60 s ahead of the")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("skew", [2 * 86400.0, -2 * 86400.0], ids=["doctor-ahead", "doctor-behind"])
+def test_the_metrics_sum_a_queue_up_at_the_servers_time(pg_url: str, skew: float) -> None:
+    # Before: summed up at the doctor's time, a host two days ahead counted no ticket done in
+    # the last day, and one two days behind saw no progress ever (every event in its future).
+    with open_queue(pg_url) as q:
+        q.enqueue("x", "/p.dot")
+        lease = q.claim("w", lease_ttl_s=30, session=ELSEWHERE)
+        assert lease is not None
+        q.complete(lease, result={"status": "success"})
+    config = DoctorConfig(db=pg_url, clock=_offset(skew))
+    doc = json.loads(fleet_metrics(config, as_json=True))
+    value = {f["name"]: f["samples"][0]["value"] for f in doc["families"] if f["samples"]}
+    assert value["rundoctor_queue_tickets_done_last_day"] == 1
+    # The last progress is moved into this host's clock: a moment ago, by it.
+    idle = value["rundoctor_fleet_idle_seconds"]
+    assert 0 <= idle < 30, idle
+    assert value["rundoctor_fleet_last_progress_timestamp_seconds"] <= config.now
