@@ -24,6 +24,7 @@ and the pids registered with :func:`exclude_self_as_owner`.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -93,8 +94,10 @@ def started_at(pid: int) -> float | None:
     return boot + ticks / CLOCK_TICKS
 
 
+@functools.cache
 def _boot_time() -> float | None:
-    """The boot time in epoch seconds (``btime`` of ``/proc/stat``), None without it."""
+    """The boot time in epoch seconds (``btime`` of ``/proc/stat``), None without it; read
+    once per process (it does not change while the machine is up)."""
     try:
         for line in (_PROC / "stat").read_bytes().splitlines():
             if line.startswith(b"btime "):
