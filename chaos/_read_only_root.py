@@ -7,7 +7,9 @@ any other runs root the fault is skipped.
 
 A file system with a file open for writing (a stage's log, a worker's stream) refuses to be
 remounted read-only (``EBUSY``, "mount point is busy"): in a campaign that is nearly always.
-The harness then covers the runs root with a read-only bind mount of itself: every open for
+The harness then covers the runs root with a read-only bind mount of itself, made read-only
+before it is attached (the new mount API; on a kernel without it, ``mount --bind`` then
+``remount,bind,ro``, which a file opened between the two keeps busy): every open for
 writing, create, mkdir and rename under it fails with ``EROFS``, as after a remount; a file
 opened for writing before the fault can still be written until it is closed (a remount could
 not have happened then at all). The undo lifts the cover (``umount -l``). Before the cover,
@@ -22,6 +24,7 @@ the reason when it cannot terminalize, no slot dies and nothing prints a traceba
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import time
@@ -45,18 +48,66 @@ def _remount(root: str, mode: str) -> dict[str, Any]:
     return out
 
 
+# The new mount API (Linux 5.12; one number on every architecture).
+_OPEN_TREE, _MOVE_MOUNT, _MOUNT_SETATTR = 428, 429, 442
+_AT_FDCWD, _AT_EMPTY_PATH = -100, 0x1000
+_OPEN_TREE_CLONE, _MOVE_MOUNT_F_EMPTY_PATH, _MOUNT_ATTR_RDONLY = 1, 0x4, 0x1
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def _cover_at_once(root: str) -> str | None:
+    """Cover ``root`` with a read-only bind mount of itself made read-only *before* it is
+    attached (``open_tree``, ``mount_setattr``, ``move_mount``): nothing can open a file for
+    writing through it in between, which kept ``mount --bind`` then ``remount,bind,ro`` busy
+    whenever a stage opened its log between the two calls (chaos seed 74). None when done,
+    else why not."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    path = os.fsencode(root)
+    fd = libc.syscall(_OPEN_TREE, _AT_FDCWD, path, _OPEN_TREE_CLONE | os.O_CLOEXEC)
+    if fd < 0:
+        return f"open_tree: {os.strerror(ctypes.get_errno())}"
+    try:
+        attr = _MountAttr(attr_set=_MOUNT_ATTR_RDONLY)
+        size = ctypes.sizeof(attr)
+        if libc.syscall(_MOUNT_SETATTR, fd, b"", _AT_EMPTY_PATH, ctypes.byref(attr), size):
+            return f"mount_setattr: {os.strerror(ctypes.get_errno())}"
+        flags = _MOVE_MOUNT_F_EMPTY_PATH
+        if libc.syscall(_MOVE_MOUNT, fd, b"", _AT_FDCWD, path, flags):
+            return f"move_mount: {os.strerror(ctypes.get_errno())}"
+    finally:
+        os.close(fd)
+    return None
+
+
+def _cover_in_two_steps(root: str) -> str | None:
+    """The same cover with mount(8), for a kernel without the new mount API: a file opened
+    for writing between its two calls keeps it busy. None when done, else why not."""
+    status, error = _mount("--bind", root, root)
+    if status == 0:
+        status, error = _mount("-o", "remount,bind,ro", root)
+        if status != 0:
+            subprocess.run(["umount", "-l", root], capture_output=True, check=False)
+    return None if status == 0 else error
+
+
 def _read_only(root: str) -> dict[str, Any]:
     """Make ``root`` refuse writes: remount it read-only, or, when a file open for writing
     keeps it busy, cover it with a read-only bind mount of itself (``cover``)."""
     remounted = _remount(root, "ro")
     if "error" not in remounted:
         return remounted
-    status, error = _mount("--bind", root, root)
-    if status == 0:
-        status, error = _mount("-o", "remount,bind,ro", root)
-        if status != 0:
-            subprocess.run(["umount", "-l", root], capture_output=True, check=False)
-    if status != 0:
+    error = _cover_at_once(root)
+    if error is not None and "Function not implemented" in error:
+        error = _cover_in_two_steps(root)
+    if error is not None:
         return remounted | {"cover_error": error}
     return {"mode": "ro", "exit_status": 0, "cover": True, "busy": remounted["error"]}
 

@@ -375,6 +375,45 @@ def test_read_only_root_refuses_writes_even_while_a_stage_holds_a_log_open_until
         stage.wait()
 
 
+def test_read_only_root_covers_the_root_while_files_are_opened_for_writing_all_along(
+    campaign: Campaign, runs_tmpfs: Path
+) -> None:
+    # Seed 74: the cover was a bind mount made read-only by a second mount call, and a stage
+    # that opened its log through the new bind mount in between kept it busy ("mount point is
+    # busy"): the fault never happened. Here a writer process always holds a file open, opening
+    # the next before closing the last. The cover is now read-only before it is attached.
+    campaign.runs_root = runs_tmpfs
+    (runs_tmpfs / "r1").mkdir()
+    churn = (
+        "import os, sys\n"
+        "last = None\n"
+        "for i in range(10**9):\n"
+        "    try:\n"
+        "        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND\n"
+        "        fd = os.open(f'{sys.argv[1]}/log{i % 4}', flags)\n"
+        "    except OSError:\n"
+        "        continue\n"
+        "    if last is not None: os.close(last)\n"
+        "    last = fd\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", churn, str(runs_tmpfs / "r1")])
+    try:
+        while not (runs_tmpfs / "r1" / "log3").exists():
+            assert writer.poll() is None
+        got = inject("read_only_root", campaign)
+        assert got is not None and got.undo is not None, got and got.detail
+        assert got.detail["exit_status"] == 0 and got.detail.get("cover") is True, got.detail
+        with pytest.raises(OSError, match="Read-only"):
+            (runs_tmpfs / "r2").mkdir()
+        back = got.undo()
+        assert back["mode"] == "rw" and back["exit_status"] == 0
+    finally:
+        writer.kill()
+        writer.wait()
+    (runs_tmpfs / "r2").mkdir()
+    assert _mounts_at(runs_tmpfs) == 1
+
+
 def test_no_fault_kills_or_terminates_the_last_awake_worker(
     campaign: Campaign, tmp_path: Path
 ) -> None:
