@@ -134,6 +134,10 @@ class RunDocuments:
     #: When ``pid`` was written down (the modification time of the file it was read from,
     #: epoch seconds): without a start time, what tells a reused pid (:meth:`owner_alive`).
     pid_recorded_at: float | None = None
+    #: When a resume went on past the run's own final.json (set aside at ingestion,
+    #: :mod:`doctor._superseded`): its first top-level stage start, epoch ns. What the run
+    #: wrote before it (a terminal event, a stop) is the ending it resumed from, not its own.
+    resumed_ns: int | None = None
     #: The last lines of a detached run's ``run.out``, read only when the run has no event
     #: stream: what Kilroy said when it gave up before its first event.
     run_out_tail: tuple[str, ...] = ()

@@ -84,7 +84,8 @@ _EDGES_SQL = f"""
 # streams (seq orders a stream, not streams: a resume of a restarted run goes on in the base
 # directory, after the restart-N's own stop), by place in the stream on a tie.
 _ENDINGS_SQL = f"""
-        SELECT run_id, event, coalesce(reason, failure_reason), seq FROM progress_events
+        SELECT run_id, event, coalesce(reason, failure_reason), seq, epoch_ns(ts)
+        FROM progress_events
         WHERE {TOP_SQL} AND event IN {STOP_EVENTS_SQL}
         ORDER BY run_id, ts, seq"""
 

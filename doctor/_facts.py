@@ -118,7 +118,7 @@ def _run_facts(run_id: str, docs: RunDocuments, rows: _FleetRows, config: Doctor
     facts["terminal_reason"], facts["stopped_by"] = _ending(
         final_status,
         final.get("failure_reason") if facts["final_json"] and final else None,
-        rows.endings.get(run_id, []),
+        _own_endings(rows.endings.get(run_id, []), docs.resumed_ns),
     )
     facts["_state"] = run_state(
         final_status=final_status,
@@ -200,3 +200,18 @@ def scope_state(facts: RunFacts, scope: str) -> Any:
 
 def facts_of(facts: Mapping[str, RunFacts], run_id: str) -> RunFacts:
     return facts.get(run_id, RunFacts())
+
+
+def _own_endings(endings: list[tuple[Any, ...]], resumed_ns: int | None) -> list[tuple[Any, ...]]:
+    """The run's stops and terminal events (``event, reason, seq, ts_ns``) without those
+    before a resume that went on past its final.json (``resumed_ns``): that ending was the one
+    it resumed from.
+
+    >>> _own_endings([("run_failed", "stopped by signal terminated", 9, 50)], 60)
+    []
+    >>> _own_endings([("run_failed", "x", 9, 50)], None)
+    [('run_failed', 'x', 9, 50)]
+    """
+    if resumed_ns is None:
+        return endings
+    return [x for x in endings if x[3] is None or x[3] >= resumed_ns]

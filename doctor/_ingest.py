@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from doctor._cache import CacheEntry, RunCache, StreamState, tail_sha
 from doctor._documents import RunDocuments, ScopeDocuments, read_documents
 from doctor._errors import IngestError
-from doctor._layout import RunLayout, Unreadable, display_name
+from doctor._layout import TOP_SQL, RunLayout, Unreadable, display_name, is_top_scope
 from doctor._ndjson import (
     EVENT_FIELDS,
     MAX_LINE_BYTES,
@@ -37,7 +37,15 @@ from doctor._ndjson import (
     read_bulk,
     read_precise,
 )
-from doctor._superseded import repaired_final_ns, superseded
+from doctor._superseded import (
+    RESUME_MARK,
+    RUN_ENDS,
+    STAGE_START,
+    final_ns,
+    repaired_final_ns,
+    resumed_past,
+    superseded,
+)
 from doctor._tables import Tables, new_connection
 from doctor._timestamps import parse_iso
 
@@ -355,24 +363,57 @@ SELECT run_id, max(last_ns) FROM (
 """
 
 
+_RESUMED_SQL = f"""
+WITH finals AS (SELECT unnest($runs) AS run_id, unnest($scopes) AS final_scope,
+                       unnest($finals) AS final_ns)
+SELECT f.run_id, f.final_scope,
+       min(epoch_ns(e.ts)) FILTER (WHERE e.event = '{STAGE_START}') AS stage_ns,
+       min(epoch_ns(e.ts)) FILTER (WHERE e.event = '{RESUME_MARK}') AS mark_ns,
+       max(epoch_ns(e.ts)) FILTER (WHERE e.event IN {RUN_ENDS}) AS ended_ns
+FROM finals f JOIN events e ON e.run_id = f.run_id
+WHERE e.ts IS NOT NULL AND epoch_ns(e.ts) > f.final_ns
+  AND e.event IN ('{STAGE_START}', '{RESUME_MARK}', {", ".join(repr(x) for x in RUN_ENDS)})
+  AND {TOP_SQL.replace("scope", "e.scope")}
+GROUP BY ALL
+"""
+
+
 def _set_aside_superseded_finals(tables: Tables) -> None:
-    """Move each final.json ``doctor repair`` wrote that the run went past (the last event of
-    any of its streams after its timestamp: a resume) from ``final`` to ``superseded_final``
-    (:mod:`doctor._superseded`), so the run is read as the resume left it."""
-    repaired = [
-        run_id
-        for run_id, docs in tables.documents.items()
-        if any(
-            sd.final is not None and repaired_final_ns(sd.final.value)
-            for sd in docs.scopes.values()
-        )
-    ]
-    if not repaired:
+    """Move each top-level final.json the run went past from ``final`` to
+    ``superseded_final`` (:mod:`doctor._superseded`), so the run is read as the resume left
+    it: the doctor's once any stream has an event after it, Kilroy's own on the evidence of
+    a resume (:func:`~doctor._superseded.resumed_past`)."""
+    repaired: list[str] = []
+    kilroy: list[tuple[str, str, int]] = []
+    for run_id, docs in tables.documents.items():
+        for name, sd in docs.scopes.items():
+            if sd.final is None or not is_top_scope(name):
+                continue
+            if repaired_final_ns(sd.final.value) is not None:
+                repaired.append(run_id)
+            elif (ns := final_ns(sd.final.value)) is not None:
+                kilroy.append((run_id, name, ns))
+    if repaired:
+        for run_id, last_ns in tables.sql(_LAST_EVENT_SQL, runs=sorted(set(repaired))):
+            for sd in tables.documents[run_id].scopes.values():
+                if sd.final is not None and superseded(sd.final.value, last_ns):
+                    sd.superseded_final, sd.final = sd.final, None
+    if not kilroy:
         return
-    for run_id, last_ns in tables.sql(_LAST_EVENT_SQL, runs=repaired):
-        for sd in tables.documents[run_id].scopes.values():
-            if sd.final is not None and superseded(sd.final.value, last_ns):
-                sd.superseded_final, sd.final = sd.final, None
+    stamped = {(run_id, name): ns for run_id, name, ns in kilroy}
+    rows = tables.sql(
+        _RESUMED_SQL,
+        runs=[k[0] for k in kilroy],
+        scopes=[k[1] for k in kilroy],
+        finals=[k[2] for k in kilroy],
+    )
+    for run_id, name, stage_ns, mark_ns, ended_ns in rows:
+        docs = tables.documents[run_id]
+        marks = {"stage_ns": stage_ns, "mark_ns": mark_ns, "ended_ns": ended_ns}
+        if resumed_past(stamped[(run_id, name)], owner_since=docs.owner_since, **marks):
+            sd = docs.scopes[name]
+            sd.superseded_final, sd.final = sd.final, None
+            docs.resumed_ns = min(stage_ns, docs.resumed_ns or stage_ns)
 
 
 def _record_files(tables: Tables, layouts: Sequence[RunLayout]) -> None:

@@ -41,8 +41,10 @@ import fcntl
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from doctor._documents import normalize_status, parse_json, read_documents
 from doctor._journal import JournalEntry
@@ -65,7 +67,15 @@ from doctor._repair_files import (
     _sole_open,
 )
 from doctor._repair_model import Action, _Ctx, _Done, _Refused
-from doctor._superseded import superseded
+from doctor._superseded import (
+    RESUME_MARK,
+    RUN_ENDS,
+    STAGE_START,
+    final_ns,
+    repaired_final_ns,
+    resumed_past,
+    superseded,
+)
 from doctor._timestamps import iso, parse_iso
 from rundoctor.liveness import owner_alive, valid_pid
 
@@ -131,20 +141,68 @@ def _latest_event_ns(layout: RunLayout) -> int | None:
     return max((ns for s in layout.scopes if (ns := _last_event_ns(s.progress))), default=None)
 
 
+def _resume_marks(layout: RunLayout, after_ns: int) -> dict[str, int | None]:
+    """After ``after_ns`` in the run's top-level streams: the first stage start, the first
+    resume mark and the last terminal event (:func:`doctor._superseded.resumed_past`'s
+    ``stage_ns``, ``mark_ns`` and ``ended_ns``, epoch ns; None when there is none)."""
+    first: dict[str, int] = {}
+    ended: int | None = None
+    names = (STAGE_START.encode(), RESUME_MARK.encode(), *(e.encode() for e in RUN_ENDS))
+    for s in layout.scopes:
+        if not is_top_scope(s.scope):
+            continue
+        try:
+            with open_regular(s.progress) as fh:
+                for raw in fh:
+                    if not any(n in raw for n in names):
+                        continue
+                    with contextlib.suppress(ValueError, AttributeError):
+                        value = parse_json(raw)[0]
+                        event, ns = value.get("event"), parse_iso(value.get("ts"))
+                        if ns is None or ns <= after_ns:
+                            continue
+                        if event in RUN_ENDS:
+                            ended = max(ns, ended or ns)
+                        elif event in (STAGE_START, RESUME_MARK):
+                            first[event] = min(ns, first.get(event, ns))
+        except OSError:
+            continue
+    return {
+        "stage_ns": first.get(STAGE_START),
+        "mark_ns": first.get(RESUME_MARK),
+        "ended_ns": ended,
+    }
+
+
+def _went_past(value: Any, layout: RunLayout, latest: int | None, since: int | None) -> bool:
+    """Whether the top-level final.json ``value`` is one a resume went on past
+    (:mod:`doctor._superseded`): the doctor's once a stream wrote after it (``latest``: the
+    run's last event), Kilroy's on the evidence of a resume (``since``: when the run's
+    recorded owner took its lock)."""
+    if repaired_final_ns(value) is not None:
+        return superseded(value, latest)
+    stamped = final_ns(value)
+    if stamped is None:
+        return False
+    return resumed_past(stamped, owner_since=since, **_resume_marks(layout, stamped))
+
+
 def _final_went_past(ctx: _Ctx) -> bool:
-    """Whether the run's final.json is one ``doctor repair`` wrote that a resume went past
-    (:mod:`doctor._superseded`): terminalizing it again is not done already."""
+    """Whether the run's final.json is one a resume went past (:mod:`doctor._superseded`):
+    terminalizing it again is not done already."""
     try:
         with _parent(ctx, "final.json") as (dfd, name):
             value = parse_json(_read_at(dfd, name, "final.json"))[0]
     except (_Refused, OSError, ValueError):
         return False
-    return superseded(value, _latest_event_ns(discover(ctx.run_path)))
+    layout = discover(ctx.run_path)
+    since = read_documents(layout).owner_since
+    return _went_past(value, layout, _latest_event_ns(layout), since)
 
 
-def _superseded_final(dfd: int, name: str, latest: int | None) -> bytes | None:
-    """The bytes of ``final.json`` when it is doctor repair's and a resume went past it (it
-    may be replaced, backed up); None when there is none; refused for any other."""
+def _superseded_final(dfd: int, name: str, gone: Callable[[Any], bool]) -> bytes | None:
+    """The bytes of ``final.json`` when a resume went past it (``gone``; it may be replaced,
+    backed up); None when there is none; refused for any other."""
     if _lstat_at(dfd, name) is None:
         return None
     data = _read_at(dfd, name, name)
@@ -152,7 +210,7 @@ def _superseded_final(dfd: int, name: str, latest: int | None) -> bytes | None:
         value = parse_json(data)[0]
     except ValueError:
         value = None
-    if not superseded(value, latest):
+    if not gone(value):
         raise _Refused("a top-level final.json exists: the run terminalized after the plan")
     return data
 
@@ -165,14 +223,19 @@ def _terminalize(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
         layout = discover(ctx.run_path)
         docs = read_documents(layout)
         latest = _latest_event_ns(layout)
+        since = _recorded_since(ctx, docs.pid, docs.owner_since)
+
+        def gone(value: Any) -> bool:
+            return _went_past(value, layout, latest, since)
+
         finals = [
             s.final
             for s in docs.scopes.values()
-            if is_top_scope(s.scope) and s.final and not superseded(s.final.value, latest)
+            if is_top_scope(s.scope) and s.final and not gone(s.final.value)
         ]
         if finals:
             raise _Refused("a top-level final.json exists: the run terminalized after the plan")
-        went_past = _superseded_final(dfd, name, latest)
+        went_past = _superseded_final(dfd, name, gone)
         pid, start = _recorded_owner(ctx, docs.pid, docs.pid_start_time)
         alive = owner_alive(pid, start)
         if alive is not False:
@@ -221,6 +284,19 @@ def _pid_file(ctx: _Ctx) -> int | None:
     except (_Refused, OSError):
         return None
     return valid_pid(int(text)) if text.isdigit() and len(text) <= 10 else None
+
+
+def _recorded_since(ctx: _Ctx, pid: int | None, since: int | None) -> int | None:
+    """When the run's recorded owner took its lock (epoch ns): the lock's, unless the lock is
+    this process's own (the repair holds it), then the stale lock it set aside."""
+    if pid != os.getpid():
+        return since
+    try:
+        value, _ = parse_json(_read_at(ctx.run_fd, f".{_LOCK}.stale-{os.getpid()}", _LOCK))
+    except (_Refused, OSError, ValueError):
+        return None
+    taken = value.get("acquired_at") if isinstance(value, dict) else None
+    return parse_iso(taken) if isinstance(taken, str) else None
 
 
 def _recorded_owner(ctx: _Ctx, pid: int | None, start: int | None) -> tuple[int | None, int | None]:

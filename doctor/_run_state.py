@@ -130,11 +130,11 @@ def _ending(
     if status == "success":
         return None, None
     last = _last_ending(events)
-    failed_reasons = [r for e, r, _ in last if e == "run_failed" and r]
+    failed_reasons = [r for e, r, *_ in last if e == "run_failed" and r]
     reason = final_reason if isinstance(final_reason, str) and final_reason else None
     if reason is None and failed_reasons:
         reason = failed_reasons[-1]
-    stops = [e for e, _, _ in last if e not in _TERMINAL_EVENTS]
+    stops = [e for e, *_ in last if e not in _TERMINAL_EVENTS]
     stopped_by: str | None = stops[-1] if stops else None
     if stopped_by is None and signal_stop(reason):
         stopped_by = "signal"

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from doctor._layout import TOP_SQL
+from doctor._layout import TOP_SQL, is_top_scope
 from doctor._run_state import STOP_EVENTS, signal_stop
 from doctor._tables import Tables
 from doctor._timestamps import parse_iso
@@ -73,6 +73,9 @@ _SQL = f"""
 WITH failed AS (
     SELECT unnest($runs::VARCHAR[]) AS run_id, unnest($finals::BIGINT[]) AS final_ns
 ),
+resumed AS (
+    SELECT unnest($resumed::VARCHAR[]) AS run_id, unnest($at::BIGINT[]) AS ns
+),
 last_end AS (
     SELECT run_id, scope, max(seq) AS seq, arg_max(node_id, seq) AS node,
            epoch_ns(arg_max(ts, seq)) AS end_ns
@@ -86,7 +89,16 @@ cut AS (
                                      AND f.final_ns > l.end_ns)))
       AND NOT EXISTS (SELECT 1 FROM {{view}} x WHERE x.run_id = l.run_id
                       AND x.scope = l.scope AND x.seq > l.seq
-                      AND x.event IN ('edge_selected', 'stage_attempt_start', 'run_completed'))
+                      AND x.event IN ('edge_selected', 'stage_attempt_start', 'run_completed')
+                      -- a resume starting the node again: after the stop, or past the
+                      -- final.json (builds whose signal leaves no event)
+                      AND NOT (x.event = 'stage_attempt_start' AND x.node_id = l.node
+                               AND (EXISTS (SELECT 1 FROM {{view}} y WHERE y.run_id = l.run_id
+                                            AND y.scope = l.scope AND y.seq > l.seq
+                                            AND y.seq < x.seq AND y.event IN {_SCOPE_STOPS_SQL})
+                                    OR EXISTS (SELECT 1 FROM resumed r
+                                               WHERE r.run_id = l.run_id
+                                                 AND epoch_ns(x.ts) >= r.ns))))
 ),
 visit AS (
     SELECT c.*, coalesce(
@@ -110,18 +122,34 @@ def interrupted_visits(
 ) -> dict[tuple[str, str], tuple[str, str | None]]:
     """``{(run_id, scope): (interrupted_node, resume_node)}`` for scopes a stop ended mid-visit.
 
+    A resume that started the interrupted node again (after the stop's event, or past the
+    run's final.json: :mod:`doctor._superseded`) without ending it (killed) leaves the visit
+    interrupted: the checkpoint is still the node completed before it (real run
+    ``sigterm_resumed_killed``, also once terminalized).
+
     ``view`` is the events table (by default its non-heartbeat rows: the events this reads) or
     a detector's restricted view of it.
     """
     runs: list[str] = []
     finals: list[int] = []
+    resumed: dict[str, int] = {}
     for run_id, docs in tables.documents.items():
-        final = docs.final
+        final = docs.final or next(  # a final.json a resume went past still ended a visit
+            (sd.superseded_final for n, sd in docs.scopes.items() if is_top_scope(n)), None
+        )
         ns = parse_iso(final.get("timestamp")) if final is not None and final.ok else None
         if ns is not None and final is not None and final.get("status") != "success":
             runs.append(run_id)
             finals.append(ns)
-    rows = tables.sql(_SQL.format(view=view), runs=runs, finals=finals)
+        if docs.resumed_ns is not None:
+            resumed[run_id] = docs.resumed_ns
+    rows = tables.sql(
+        _SQL.format(view=view),
+        runs=runs,
+        finals=finals,
+        resumed=list(resumed),
+        at=list(resumed.values()),
+    )
     return {(r, s): (str(node), None if prev is None else str(prev)) for r, s, node, prev in rows}
 
 

@@ -18,6 +18,7 @@ from doctor._documents import RunDocuments
 from doctor._facts import RunFacts
 from doctor._layout import TOP_SQL, is_top_scope
 from doctor._model import Finding, Severity
+from doctor._superseded import repaired_final_ns
 from doctor._timestamps import iso
 
 __all__ = ["missing_final"]
@@ -159,9 +160,9 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
     nodes = seen.top_open.get(run_id, [])
     where = f" with {more(nodes, 3)} still open" if nodes else ""
     said = _gave_up(docs.run_out_tail) if last is None else None
-    gone = _superseded(docs)
+    gone, writer = _superseded(docs)
     no_final = "The run has no final.json" + (
-        f" (doctor repair's {gone}, which a resume went on past, is set aside)" if gone else ""
+        f" ({writer} {gone}, which a resume went on past, is set aside)" if gone else ""
     )
     if state == "orphaned" and said is not None:
         severity, repair = Severity.CRITICAL, "terminalize"
@@ -203,13 +204,14 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
     )
 
 
-def _superseded(docs: RunDocuments) -> str | None:
-    """The path of a top-level final.json doctor repair wrote that a resume went past
-    (:mod:`doctor._superseded`), None without one."""
+def _superseded(docs: RunDocuments) -> tuple[str | None, str]:
+    """The path of a top-level final.json a resume went past (:mod:`doctor._superseded`),
+    None without one, and who wrote it ("doctor repair's", "Kilroy's")."""
     for name, sd in docs.scopes.items():
         if is_top_scope(name) and sd.superseded_final is not None:
-            return sd.superseded_final.rel
-    return None
+            ours = repaired_final_ns(sd.superseded_final.value) is not None
+            return sd.superseded_final.rel, "doctor repair's" if ours else "Kilroy's"
+    return None, ""
 
 
 def _gave_up(tail: tuple[str, ...]) -> str | None:

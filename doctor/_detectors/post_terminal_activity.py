@@ -16,6 +16,12 @@ terminal event after it (older builds) is activity unless it is one of the ``git
 events. For Kilroy branches (which have no final.json) the run's final.json is the
 reference; native branches have their own.
 
+A terminal event earlier than the final.json is an earlier ending's: the final.json, written
+after it (``doctor repair`` terminalizing a resume that was killed, ``kilroy attractor stop``),
+is the end, and the work between them is the run's (real run ``sigterm_resumed_killed``,
+terminalized). A resume that went on past the run's final.json (set aside at ingestion,
+:mod:`doctor._superseded`) has not ended: the terminal events before it are not ends.
+
 A resume of a run that had already ended is not activity: ``kilroy attractor resume`` first
 materializes the run's inputs again (``input_materialization_*``, ``scope: "resume"``; and runs
 the config's ``setup_command_*``), then finds the checkpoint at the exit and returns, writing
@@ -49,9 +55,14 @@ _RESUME_PREAMBLE_SQL = (
 # The run's last terminal event: the latest in time over its top-level streams (seq orders a
 # stream, not streams: a resume of a restarted run ends in the base directory, after the
 # restart-N's own end, real run loop_restart_sigterm_resumed), the last in its stream on a tie.
+# A terminal event before a resume that went on past the run's final.json ($resumed, $at:
+# RunDocuments.resumed_ns) is the ending it resumed from: the run has not ended since.
 _LAST_TERMINAL_SQL = f"""
-    SELECT run_id, scope, seq, event, ts FROM progress_events
+    SELECT run_id, scope, seq, event, ts FROM progress_events p
     WHERE {TOP_SQL} AND event IN ('run_completed', 'run_failed')
+      AND NOT EXISTS (SELECT 1 FROM (SELECT unnest($resumed::VARCHAR[]) AS r,
+                                            unnest($at::BIGINT[]) AS ns) x
+                      WHERE x.r = p.run_id AND epoch_ns(p.ts) < x.ns)
     QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY ts DESC NULLS LAST, seq DESC) = 1"""
 _E_TOP_SQL = TOP_SQL.replace("scope", "e.scope")
 # $runs/$scopes/$finals/$statuses: each scope's reference final.json timestamp (epoch ns, NULL
@@ -82,7 +93,8 @@ after AS (
     LEFT JOIN terminal t ON t.run_id = e.run_id AND t.scope = e.scope
     LEFT JOIN refs r ON r.run_id = e.run_id AND r.scope = e.scope
     LEFT JOIN closes c ON c.run_id = e.run_id AND c.scope = e.scope
-    WHERE ((t.seq IS NOT NULL AND e.seq > t.seq)
+    WHERE ((t.seq IS NOT NULL AND e.seq > t.seq
+            AND (r.final_ns IS NULL OR epoch_ns(t.ts) >= r.final_ns))
            OR (r.final_ns IS NOT NULL AND epoch_ns(e.ts) > r.final_ns
                AND e.event NOT IN {_ALLOWED_AFTER_FINAL}
                AND NOT coalesce(e.seq < c.seq, false)))
@@ -101,11 +113,13 @@ def post_terminal_activity(ctx: Context) -> list[Finding]:
     if not runs:
         return []
     ends = ("run_completed", "run_failed")
-    terminal = {r: (e, ts) for r, e, ts in ctx.rows_of(ends, _TERMINAL_SQL)}
+    resumed = {r: d.resumed_ns for r, d in ctx.tables.documents.items() if d.resumed_ns}
+    since = {"resumed": list(resumed), "at": list(resumed.values())}
+    terminal = {r: (e, ts) for r, e, ts in ctx.rows_of(ends, _TERMINAL_SQL, **since)}
     if not terminal and all(ns is None for ns in finals):
         return []  # nothing ended: no event can come after an end (and no scan of them all)
     statuses = [_status(final_docs[key][0]) for key in zip(runs, scopes, strict=True)]
-    rows = ctx.tables.sql(_SQL, runs=runs, scopes=scopes, finals=finals, statuses=statuses)
+    rows = ctx.tables.sql(_SQL, runs=runs, scopes=scopes, finals=finals, statuses=statuses, **since)
 
     findings: list[Finding] = []
     for run_id, scope, n, n_progress, first_ns, first_event, first_node in rows:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from doctor import DoctorConfig, Finding, Severity, diagnose_path
 from fixtures._kilroy import KilroyRun, Stream
 
@@ -190,20 +192,44 @@ def test_a_resume_of_a_run_that_had_ended_and_found_nothing_to_do_is_not_reporte
     assert _findings(run) == []
 
 
-def test_work_a_resume_does_after_its_preamble_is_still_reported(tmp_path: Path) -> None:
-    run = _run(tmp_path)
+def _resumed_past_final(run: KilroyRun, *, preamble: bool) -> None:
+    """A run that failed (Kilroy's final.json and run_failed), then a resume that started
+    build again (after its preamble, or without one) and died there."""
     top = run.stream()
     _attempt(top, "build", 1, "fail")
     run.final("fail", "exit status 1", at=5.2)
     top.emit("run_failed", 5.3, status="fail", reason="exit status 1")
-    _resume_preamble(top, 600)
+    if preamble:
+        _resume_preamble(top, 600)
     top.emit("stage_attempt_start", 601, node_id="build", attempt=1, max=1)
 
-    [finding] = _findings(run)
 
-    assert finding.severity is Severity.ERROR
-    assert finding.evidence["events_after"] == 1
-    assert finding.evidence["first_after_event"] == "stage_attempt_start"
+def test_work_a_resume_does_after_its_preamble_sets_kilroys_final_json_aside(
+    tmp_path: Path,
+) -> None:
+    # Kilroy's resume keeps its old final.json until it finishes. Before: the resume's work
+    # was reported as activity after the end (error) and the run read `failed`; now the
+    # final.json is set aside (docs/findings.md, State): the run never ended again.
+    run = _run(tmp_path)
+    _resumed_past_final(run, preamble=True)
+    assert _findings(run) == []
+    diagnosis = diagnose_path(run.finish(), DoctorConfig(now=run.start_ns / 1e9 + 7200))
+    assert (diagnosis.state, diagnosis.facts["terminal_reason"]) == ("orphaned", None)
+    [missing] = [f for f in diagnosis.findings if f.code == "missing_final"]
+    assert missing.evidence["superseded_final"] == "final.json"
+
+
+@pytest.mark.parametrize(("taken_at", "set_aside"), [(599.0, True), (0.0, False)])
+def test_the_runs_lock_taken_after_its_final_json_is_a_resumes_evidence_too(
+    tmp_path: Path, taken_at: float, set_aside: bool
+) -> None:
+    # Without the preamble (materialization off), the lock a resume took after the final.json
+    # says the same; the first run's own lock (taken at its start) says nothing.
+    run = _run(tmp_path)
+    run.run_lock(99999999, None, at=taken_at)
+    _resumed_past_final(run, preamble=False)
+    found = [f.code for f in _findings(run)]
+    assert found == ([] if set_aside else ["post_terminal_activity"])
 
 
 def _restart_stopped_then_resumed_in_the_base(run: KilroyRun) -> Stream:

@@ -40,8 +40,11 @@ def workspaces() -> Iterator[list[Path]]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _killed_mid_stage(root: Path, graph: str, run_id: str, kept: list[Path]) -> Path:
-    """A real run SIGKILLed while its ``build`` stage runs, its workspace kept for a resume."""
+def _killed_mid_stage(
+    root: Path, graph: str, run_id: str, kept: list[Path], sig: signal.Signals = signal.SIGKILL
+) -> Path:
+    """A real run killed by ``sig`` while its ``build`` stage runs, its workspace kept for a
+    resume (SIGTERM: Kilroy writes its own final.json, "stopped by signal terminated")."""
     logs = root / run_id
     proc = subprocess.Popen(
         [str(KILROY / "run.sh"), str(GRAPHS / graph), run_id, str(root)],
@@ -53,12 +56,12 @@ def _killed_mid_stage(root: Path, graph: str, run_id: str, kept: list[Path]) -> 
     proc.send_signal(signal.SIGKILL)  # run.sh first: it removes the workspace as it returns
     proc.wait()
     kept.append(Path(json.loads((logs / "run_config.json").read_text())["repo"]["path"]).parent)
-    _kill(pid)
+    _kill(pid, sig)
     return logs
 
 
-def _kill(pid: int) -> None:
-    stages = gen._kill_tree(pid, signal.SIGKILL)
+def _kill(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
+    stages = gen._kill_tree(pid, sig)
     while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
         time.sleep(0.05)  # not our child: polled until it is gone
     gen._reap(stages)
@@ -122,6 +125,47 @@ def test_a_run_resumed_after_the_doctor_terminalized_it_reads_as_the_resume_left
     assert json.loads((logs / done.backup).read_text()) == repaired
     final = json.loads((logs / "final.json").read_text())
     assert final["timestamp"] == after.facts["last_event_at"] != repaired["timestamp"]
+    again = diagnose(logs.name, config)
+    assert (again.state, again.findings) == ("failed", ())
+    assert plan_repairs(again, config) == []
+
+
+def test_a_resume_past_kilroys_own_final_json_is_running_and_once_killed_is_terminalized(
+    tmp_path: Path, workspaces: list[Path]
+) -> None:
+    # Kilroy's resume keeps the old final.json (here its own "stopped by signal") until it
+    # finishes. Before: a resume at work read `failed` with a post_terminal_activity warning
+    # and its terminal reason; killed, `failed` with a post_terminal_activity error and two
+    # checkpoint warnings, and the repair refused to terminalize ("a top-level final.json
+    # exists"), so nothing could ever end it. Real run `sigterm_resumed_killed` in the corpus.
+    logs = _killed_mid_stage(tmp_path, "long_stage.dot", "resumed_past", workspaces, signal.SIGTERM)
+    kilroys = json.loads((logs / "final.json").read_text())
+    assert (kilroys["status"], kilroys["failure_reason"]) == (
+        "fail",
+        "stopped by signal terminated",
+    )
+    resume = _resume(logs)
+    try:
+        gen._wait_for("build again", gen._condition(logs, "started:build#2"), resume)
+        live = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
+        assert (live.state, live.findings) == ("running", ()), [f.summary for f in live.findings]
+        assert live.facts["terminal_reason"] is None
+    finally:
+        _kill(resume.pid)
+        resume.wait(timeout=60)
+    config = _late(tmp_path, logs.name)
+    after = diagnose(logs.name, config)
+    assert after.state == "orphaned"
+    (missing,) = after.findings
+    assert (missing.code, missing.repair) == ("missing_final", "terminalize")
+    assert missing.evidence["superseded_final"] == "final.json"
+    assert "Kilroy's final.json, which a resume went on past, is set aside" in missing.summary
+    plan = plan_repairs(after, config)
+    assert [(a.kind, a.blocked) for a in plan] == [("terminalize", None)]
+    (done,) = apply_repairs(plan, config, run_path=logs).results
+    assert done.outcome == "applied", done.message
+    assert done.backup is not None
+    assert json.loads((logs / done.backup).read_text()) == kilroys
     again = diagnose(logs.name, config)
     assert (again.state, again.findings) == ("failed", ())
     assert plan_repairs(again, config) == []
