@@ -235,8 +235,8 @@ def console(*, stderr: bool = False) -> Console:
     Piped (cron, CI, ``| grep``), a line stays one line and a table is as wide as its content,
     unless ``COLUMNS`` asks for a width.
 
-    >>> import sys
-    >>> console().soft_wrap == (not sys.stdout.isatty())
+    >>> import os, sys
+    >>> console().soft_wrap == (not sys.stdout.isatty() and not os.environ.get("COLUMNS"))
     True
     """
 

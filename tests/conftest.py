@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +13,13 @@ import pytest
 if TYPE_CHECKING:
     from doctor import Diagnosis
     from tests.executor.private_postgres import PrivatePostgres
+
+# pytest-xdist starts its worker processes with COLUMNS=80 and LINES=24 (``make test`` runs the
+# suite in two), which a serial run in a pipe (cron, CI) does not have: the commands the tests
+# start would take them for a terminal's width. The workers run as the serial run does.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("COLUMNS", "LINES"):
+        os.environ.pop(_name, None)
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = REPO / "fixtures" / "cases"
