@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,14 @@ if TYPE_CHECKING:
 if os.environ.get("PYTEST_XDIST_WORKER"):
     for _name in ("COLUMNS", "LINES"):
         os.environ.pop(_name, None)
+
+# Started from a script in the background (`bash .ci/run &`), the suite inherits SIGINT
+# ignored, and so would every command it starts: Python then installs no KeyboardInterrupt
+# handler, and a test that interrupts a command (Ctrl-C) would find it deaf whenever the signal
+# missed one of DuckDB's queries (DuckDB installs its own while a query runs). The commands
+# start as from a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = REPO / "fixtures" / "cases"
