@@ -11,6 +11,7 @@ worker processes, the real server, the doctor's clock injected into the library 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import signal
@@ -83,13 +84,16 @@ def _queue_findings(config: DoctorConfig) -> list[tuple[str, str | None]]:
     )
 
 
-@pytest.fixture
-def running(pg_url: str, tmp_path: Path) -> Iterator[tuple[Queue, Ticket]]:
-    """A real worker process (this host's clock) running a ticket whose stage waits."""
+@contextlib.contextmanager
+def _worker_running(
+    pg_url: str, tmp_path: Path, clock: str = "time.time()"
+) -> Iterator[tuple[Queue, Ticket]]:
+    """A real worker process (its clock the Python expression ``clock``) running a ticket
+    whose stage waits; stopped at the end."""
     go = tmp_path / "go"
     queue = open_queue(pg_url)
     ticket = queue.enqueue("wait", str(_waiting_pipeline(tmp_path, go)))
-    worker = _spawn_worker(pg_url, tmp_path / "runs", "time.time()")
+    worker = _spawn_worker(pg_url, tmp_path / "runs", clock)
     try:
         _wait(lambda: queue.get(ticket.id).status == "running")
         yield queue, queue.get(ticket.id)
@@ -103,6 +107,13 @@ def running(pg_url: str, tmp_path: Path) -> Iterator[tuple[Queue, Ticket]]:
             worker.kill()
             worker.communicate()
         queue.close()
+
+
+@pytest.fixture
+def running(pg_url: str, tmp_path: Path) -> Iterator[tuple[Queue, Ticket]]:
+    """A real worker process (this host's clock) running a ticket whose stage waits."""
+    with _worker_running(pg_url, tmp_path) as both:
+        yield both
 
 
 @pytest.mark.postgres
@@ -239,12 +250,7 @@ def test_a_runs_progress_is_compared_with_its_lease_in_one_clock(
     # behind the server was a no_progress_lease error (its events fell "before" the claim),
     # and a stuck run on a host 10 min ahead was never one (its last progress lay in the
     # future). Now the run's times move by the offset measured when the rows are read.
-    go = tmp_path / "go"
-    queue = open_queue(pg_url)
-    ticket = queue.enqueue("wait", str(_waiting_pipeline(tmp_path, go)))
-    worker = _spawn_worker(pg_url, tmp_path / "runs", f"time.time() + {skew}")
-    try:
-        _wait(lambda: queue.get(ticket.id).status == "running")
+    with _worker_running(pg_url, tmp_path, f"time.time() + {skew}") as (_, ticket):
         with psycopg.connect(pg_url, autocommit=True) as con:
             con.execute(
                 "UPDATE tickets SET claimed_at = claimed_at - %s WHERE id = %s",
@@ -256,16 +262,6 @@ def test_a_runs_progress_is_compared_with_its_lease_in_one_clock(
         # Its one stage waits: no progress after it began. Past a 2 s stall it is found.
         strict = DoctorConfig(**common, stale_lease_s=30.0, stall_timeout_s=2.0)
         _wait(lambda: _lease_findings(strict) == ["no_progress_lease"], timeout=30)
-    finally:
-        go.touch()
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-        try:
-            worker.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.communicate()
-        queue.close()
 
 
 @pytest.mark.postgres

@@ -14,11 +14,12 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
-from doctor import DoctorConfig, diagnose
+from doctor import Diagnosis, DoctorConfig, diagnose
 from doctor._repair import apply_repairs, plan_repairs
 from doctor._timestamps import iso, parse_iso
 from fixtures.kilroy import generate as gen
@@ -93,25 +94,23 @@ def _terminalized(root: Path, logs: Path) -> None:
     assert done.outcome == "applied", done.message
 
 
-def test_a_run_resumed_after_the_doctor_terminalized_it_reads_as_the_resume_left_it(
-    tmp_path: Path, workspaces: list[Path]
-) -> None:
-    logs = _killed_mid_stage(tmp_path, "long_stage.dot", "resumed_after_repair", workspaces)
-    _terminalized(tmp_path, logs)
-    repaired = json.loads((logs / "final.json").read_text())
-    # Kilroy accepts the run the doctor terminalized: the resume runs build again.
+def _resumed_then_killed(root: Path, logs: Path) -> Diagnosis:
+    """``kilroy attractor resume`` the run, diagnosed while it runs build again, then killed
+    there; the diagnosis while it ran."""
     resume = _resume(logs)
     try:
         gen._wait_for("build again", gen._condition(logs, "started:build#2"), resume)
-        live = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
-        assert live.state == "running", [f.summary for f in live.findings]
-        assert not [f for f in live.findings if f.code == "post_terminal_activity"]
-        assert live.facts["terminal_reason"] is None
+        return diagnose(logs.name, DoctorConfig(roots=(root,)))
     finally:
         _kill(resume.pid)
         resume.wait(timeout=60)
-    # The resume died too: the doctor's final.json (still on disk) no longer ends the run.
-    config = _late(tmp_path, logs.name)
+
+
+def _terminalized_again(root: Path, logs: Path, superseded: dict[str, Any]) -> Diagnosis:
+    """The killed resume read as orphaned, its superseded final.json replaced by the
+    doctor's (``superseded`` kept as the backup), and nothing left after; the orphaned
+    diagnosis."""
+    config = _late(root, logs.name)
     after = diagnose(logs.name, config)
     assert after.state == "orphaned"
     (missing,) = after.findings
@@ -122,12 +121,28 @@ def test_a_run_resumed_after_the_doctor_terminalized_it_reads_as_the_resume_left
     (done,) = apply_repairs(plan, config, run_path=logs).results
     assert done.outcome == "applied", done.message
     assert done.backup is not None
-    assert json.loads((logs / done.backup).read_text()) == repaired
-    final = json.loads((logs / "final.json").read_text())
-    assert final["timestamp"] == after.facts["last_event_at"] != repaired["timestamp"]
+    assert json.loads((logs / done.backup).read_text()) == superseded
     again = diagnose(logs.name, config)
     assert (again.state, again.findings) == ("failed", ())
     assert plan_repairs(again, config) == []
+    return after
+
+
+def test_a_run_resumed_after_the_doctor_terminalized_it_reads_as_the_resume_left_it(
+    tmp_path: Path, workspaces: list[Path]
+) -> None:
+    logs = _killed_mid_stage(tmp_path, "long_stage.dot", "resumed_after_repair", workspaces)
+    _terminalized(tmp_path, logs)
+    repaired = json.loads((logs / "final.json").read_text())
+    # Kilroy accepts the run the doctor terminalized: the resume runs build again.
+    live = _resumed_then_killed(tmp_path, logs)
+    assert live.state == "running", [f.summary for f in live.findings]
+    assert not [f for f in live.findings if f.code == "post_terminal_activity"]
+    assert live.facts["terminal_reason"] is None
+    # The resume died too: the doctor's final.json (still on disk) no longer ends the run.
+    after = _terminalized_again(tmp_path, logs, repaired)
+    final = json.loads((logs / "final.json").read_text())
+    assert final["timestamp"] == after.facts["last_event_at"] != repaired["timestamp"]
 
 
 def test_a_resume_past_kilroys_own_final_json_is_running_and_once_killed_is_terminalized(
@@ -144,31 +159,12 @@ def test_a_resume_past_kilroys_own_final_json_is_running_and_once_killed_is_term
         "fail",
         "stopped by signal terminated",
     )
-    resume = _resume(logs)
-    try:
-        gen._wait_for("build again", gen._condition(logs, "started:build#2"), resume)
-        live = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
-        assert (live.state, live.findings) == ("running", ()), [f.summary for f in live.findings]
-        assert live.facts["terminal_reason"] is None
-    finally:
-        _kill(resume.pid)
-        resume.wait(timeout=60)
-    config = _late(tmp_path, logs.name)
-    after = diagnose(logs.name, config)
-    assert after.state == "orphaned"
+    live = _resumed_then_killed(tmp_path, logs)
+    assert (live.state, live.findings) == ("running", ()), [f.summary for f in live.findings]
+    assert live.facts["terminal_reason"] is None
+    after = _terminalized_again(tmp_path, logs, kilroys)
     (missing,) = after.findings
-    assert (missing.code, missing.repair) == ("missing_final", "terminalize")
-    assert missing.evidence["superseded_final"] == "final.json"
     assert "Kilroy's final.json, which a resume went on past, is set aside" in missing.summary
-    plan = plan_repairs(after, config)
-    assert [(a.kind, a.blocked) for a in plan] == [("terminalize", None)]
-    (done,) = apply_repairs(plan, config, run_path=logs).results
-    assert done.outcome == "applied", done.message
-    assert done.backup is not None
-    assert json.loads((logs / done.backup).read_text()) == kilroys
-    again = diagnose(logs.name, config)
-    assert (again.state, again.findings) == ("failed", ())
-    assert plan_repairs(again, config) == []
 
 
 def test_kilroy_resumes_a_run_the_doctor_terminalized_and_rewrites_its_final_json(
