@@ -383,12 +383,15 @@ def scan_cmd(
 def checks_cmd(as_json: JsonOpt = False) -> None:
     """List the detectors, one line each."""
     from doctor._detectors import DETECTORS, describe
-    from doctor._render import render_checks
 
     if as_json:
         _emit_json([{"name": d.__name__, "description": describe(d)} for d in DETECTORS])
     else:
-        render_checks(console(), DETECTORS)
+        # Plain lines, never wrapped (`doctor checks | grep`): no Rich console to import,
+        # which took about as long as the rest of the command.
+        from doctor._detectors._catalog import check_lines
+
+        sys.stdout.write("".join(f"{line}\n" for line in check_lines(DETECTORS)))
 
 
 def _count(n: int, noun: str) -> str:

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from doctor._detectors import Detector, describe
+from doctor._detectors import Detector
 from doctor._detectors._context import QUEUE_CHECKS
 from doctor._model import Diagnosis, Finding, Severity
 from doctor._model import plural as _plural
@@ -448,7 +448,9 @@ def _scan_fleet(console: Console, result: ScanResult, *, verbose: bool) -> None:
 
 
 def render_checks(console: Console, detectors: Sequence[Detector]) -> None:
-    """One line per detector, never wrapped, so ``doctor checks | grep`` sees whole lines."""
-    width = max(len(d.__name__) for d in detectors)
-    for d in detectors:
-        console.print(f"{d.__name__:<{width}}  {_text(describe(d))}", soft_wrap=True)
+    """One line per detector, never wrapped, so ``doctor checks | grep`` sees whole lines
+    (:func:`~doctor._detectors._catalog.check_lines`, which the command writes without Rich)."""
+    from doctor._detectors._catalog import check_lines
+
+    for line in check_lines(detectors):
+        console.print(escape(line), soft_wrap=True)

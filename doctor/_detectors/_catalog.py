@@ -6,7 +6,7 @@ those two alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from doctor._detectors._context import Detector
 from doctor._detectors.backlog_growth import backlog_growth
@@ -33,8 +33,9 @@ from doctor._detectors.unjoined_fanout import unjoined_fanout
 from doctor._detectors.unreadable_artifact import unreadable_artifact
 from doctor._errors import UsageError
 from rundoctor.errors import close_matches, did_you_mean
+from rundoctor.terminal import printable
 
-__all__ = ["DETECTORS", "describe", "select"]
+__all__ = ["DETECTORS", "check_lines", "describe", "select"]
 
 #: Every detector, in the order findings are reported.
 DETECTORS: tuple[Detector, ...] = (
@@ -70,6 +71,17 @@ def describe(detector: Detector) -> str:
     'Heartbeats naming a node with no open attempt, or arriving after a scope finished.'
     """
     return (detector.__doc__ or "").strip().splitlines()[0]
+
+
+def check_lines(detectors: Sequence[Detector]) -> list[str]:
+    """One line per detector, its name padded to the longest and its description (control
+    characters made visible): what ``doctor checks`` prints.
+
+    >>> check_lines([stale_heartbeat])[0][:40]
+    'stale_heartbeat  Heartbeats naming a node'
+    """
+    width = max((len(d.__name__) for d in detectors), default=0)
+    return [f"{d.__name__:<{width}}  {printable(describe(d))}" for d in detectors]
 
 
 def select(names: Iterable[str]) -> tuple[Detector, ...]:
