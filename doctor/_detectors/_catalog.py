@@ -77,7 +77,7 @@ def check_lines(detectors: Sequence[Detector]) -> list[str]:
     """One line per detector, its name padded to the longest and its description (control
     characters made visible): what ``doctor checks`` prints.
 
-    >>> check_lines([stale_heartbeat])[0][:40]
+    >>> check_lines([stale_heartbeat])[0][:41]
     'stale_heartbeat  Heartbeats naming a node'
     """
     width = max((len(d.__name__) for d in detectors), default=0)
