@@ -27,7 +27,7 @@ from doctor._errors import DoctorError, RootError, UsageError
 from doctor._layout import _looks_like_run as looks_like_run
 from doctor._version import package_version
 from executor.console import console, plain, reported
-from rundoctor.errors import crash_guarded, exit_when_done
+from rundoctor.errors import BROKEN_PIPE, crash_guarded, exit_when_done, silence_stdout
 
 if TYPE_CHECKING:  # the commands import what they run, so each pays only for its own
     from rich.console import Console
@@ -240,7 +240,19 @@ def scan(config: DoctorConfig, **options: Any) -> ScanResult:
 def _emit_json(data: Any) -> None:
     from doctor._json_out import dumps_indented  # json.dumps(indent=2), twice as fast
 
-    sys.stdout.write(dumps_indented(data) + "\n")
+    _write_out(dumps_indented(data) + "\n")
+
+
+def _write_out(text: str) -> None:
+    """``text`` to standard output, flushed; a reader that went away (``| head``) ends the
+    command quietly with :data:`~rundoctor.errors.BROKEN_PIPE` (141), as a Rich console does,
+    not with click's 1 ("findings at error")."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
+        raise SystemExit(BROKEN_PIPE) from None
 
 
 @app.command("diagnose")
@@ -278,7 +290,7 @@ def diagnose_cmd(
     elif markdown:
         from doctor._render import render_markdown
 
-        sys.stdout.write(render_markdown(result))
+        _write_out(render_markdown(result))
     else:
         from doctor._render import render_diagnosis
 
@@ -391,7 +403,7 @@ def checks_cmd(as_json: JsonOpt = False) -> None:
         # which took about as long as the rest of the command.
         from doctor._detectors._catalog import check_lines
 
-        sys.stdout.write("".join(f"{line}\n" for line in check_lines(DETECTORS)))
+        _write_out("".join(f"{line}\n" for line in check_lines(DETECTORS)))
 
 
 def _count(n: int, noun: str) -> str:
