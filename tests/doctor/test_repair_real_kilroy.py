@@ -53,6 +53,9 @@ def _killed_mid_stage(
         stderr=subprocess.DEVNULL,
     )
     gen._wait_for("build", gen._condition(logs, "started:build"), proc)
+    if graph == "resume.dot":  # its build marks its first try before its long sleep
+        marked = logs / "worktree" / ".resumed"
+        gen._wait_for("build's mark", marked.exists, proc)  # else the resume sleeps 60 s too
     pid = gen._kilroy_pid(logs)
     proc.send_signal(signal.SIGKILL)  # run.sh first: it removes the workspace as it returns
     proc.wait()
