@@ -287,11 +287,25 @@ def _terminalize(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
         kept = _write(ctx, action, (dfd, name), _json_bytes(final), went_past)
     if kept is None:
         return f"wrote {action.target} with status fail", None
+    whose = "an earlier repair" if went_past is not None and _repaired(went_past) else "Kilroy"
     return (
-        f"wrote {action.target} with status fail over the one an earlier repair wrote, which "
-        f"a resume went on past (kept as {kept})",
+        f"wrote {action.target} with status fail over the one {whose} wrote, which a resume "
+        f"went on past (kept as {kept})",
         kept,
     )
+
+
+def _repaired(data: bytes) -> bool:
+    """Whether the final.json ``data`` is one ``doctor repair`` wrote (``repaired_by``).
+
+    >>> _repaired(b'{"status": "fail", "timestamp": "2026-12-06T19:17:06Z", "repaired_by": {}}')
+    True
+    """
+    try:
+        value = parse_json(data)[0]
+    except ValueError:
+        return False
+    return repaired_final_ns(value) is not None
 
 
 def _pid_file(ctx: _Ctx) -> int | None:

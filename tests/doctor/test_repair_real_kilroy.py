@@ -109,10 +109,12 @@ def _resumed_then_killed(root: Path, logs: Path) -> Diagnosis:
         resume.wait(timeout=60)
 
 
-def _terminalized_again(root: Path, logs: Path, superseded: dict[str, Any]) -> Diagnosis:
+def _terminalized_again(
+    root: Path, logs: Path, superseded: dict[str, Any], whose: str
+) -> Diagnosis:
     """The killed resume read as orphaned, its superseded final.json replaced by the
-    doctor's (``superseded`` kept as the backup), and nothing left after; the orphaned
-    diagnosis."""
+    doctor's (``superseded``, written by ``whose``, kept as the backup), and nothing left
+    after; the orphaned diagnosis."""
     config = _late(root, logs.name)
     after = diagnose(logs.name, config)
     assert after.state == "orphaned"
@@ -123,6 +125,7 @@ def _terminalized_again(root: Path, logs: Path, superseded: dict[str, Any]) -> D
     assert [(a.kind, a.blocked) for a in plan] == [("terminalize", None)]
     (done,) = apply_repairs(plan, config, run_path=logs).results
     assert done.outcome == "applied", done.message
+    assert f"over the one {whose} wrote, which a resume went on past" in done.message
     assert done.backup is not None
     assert json.loads((logs / done.backup).read_text()) == superseded
     again = diagnose(logs.name, config)
@@ -143,7 +146,7 @@ def test_a_run_resumed_after_the_doctor_terminalized_it_reads_as_the_resume_left
     assert not [f for f in live.findings if f.code == "post_terminal_activity"]
     assert live.facts["terminal_reason"] is None
     # The resume died too: the doctor's final.json (still on disk) no longer ends the run.
-    after = _terminalized_again(tmp_path, logs, repaired)
+    after = _terminalized_again(tmp_path, logs, repaired, "an earlier repair")
     final = json.loads((logs / "final.json").read_text())
     assert final["timestamp"] == after.facts["last_event_at"] != repaired["timestamp"]
 
@@ -165,7 +168,7 @@ def test_a_resume_past_kilroys_own_final_json_is_running_and_once_killed_is_term
     live = _resumed_then_killed(tmp_path, logs)
     assert (live.state, live.findings) == ("running", ()), [f.summary for f in live.findings]
     assert live.facts["terminal_reason"] is None
-    after = _terminalized_again(tmp_path, logs, kilroys)
+    after = _terminalized_again(tmp_path, logs, kilroys, "Kilroy")
     (missing,) = after.findings
     assert "Kilroy's final.json, which a resume went on past, is set aside" in missing.summary
 
