@@ -285,12 +285,18 @@ def _terminalize(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
         }
         ctx.checked(action.kind)  # every check passed, the lock is held: a resume waits
         kept = _write(ctx, action, (dfd, name), _json_bytes(final), went_past)
+    return _terminalized(action.target, kept, went_past)
+
+
+def _terminalized(target: str, kept: str | None, went_past: bytes | None) -> tuple[str, str | None]:
+    """What a terminalize did: wrote ``target``, over the final.json a resume went past
+    (``went_past``, kept as ``kept``) when there was one."""
     if kept is None:
-        return f"wrote {action.target} with status fail", None
+        return f"wrote {target} with status fail", None
     whose = "an earlier repair" if went_past is not None and _repaired(went_past) else "Kilroy"
     return (
-        f"wrote {action.target} with status fail over the one {whose} wrote, which a resume "
-        f"went on past (kept as {kept})",
+        f"wrote {target} with status fail over the one {whose} wrote, which a resume went on "
+        f"past (kept as {kept})",
         kept,
     )
 
