@@ -75,13 +75,14 @@ typecheck: install
 	$(BIN)/mypy --strict
 
 # pytest exits 5 when it collected no test; make treats that as a failure, so a run that
-# tested nothing can never pass (either run). Two processes share the two cores (pytest-xdist,
-# each test module whole on one of them); the chaos campaigns run after, alone, because what
-# they check (reclaim latency, final.json in time) is measured on the machine's clock.
+# tested nothing can never pass (either run). The 30 slowest tests are printed, so CI shows
+# where time goes. Two processes share the two cores (pytest-xdist, each test module whole on
+# one of them); the chaos campaigns run after, alone, because what they check (reclaim
+# latency, final.json in time) is measured on the machine's clock.
 test: lint typecheck
 	$(BIN)/python -m compileall -q $(PACKAGES) >/dev/null
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not chaos"
-	$(BIN)/python -m pytest -q -m chaos
+	$(BIN)/python -m pytest -q --durations=30 -n 2 --dist loadfile -m "not chaos"
+	$(BIN)/python -m pytest -q --durations=30 -m chaos
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not chaos"

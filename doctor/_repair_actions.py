@@ -38,11 +38,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
@@ -190,17 +192,22 @@ def _bounded_lines(fh: BinaryIO) -> Iterator[bytes]:
             pass
 
 
-def _went_past(value: Any, layout: RunLayout, latest: int | None, since: int | None) -> bool:
+def _went_past(
+    value: Any,
+    latest: int | None,
+    since: int | None,
+    marks: Callable[[int], dict[str, int | None]],
+) -> bool:
     """Whether the top-level final.json ``value`` is one a resume went on past
     (:mod:`doctor._superseded`): the doctor's once a stream wrote after it (``latest``: the
     run's last event), Kilroy's on the evidence of a resume (``since``: when the run's
-    recorded owner took its lock)."""
+    recorded owner took its lock; ``marks``: :func:`_resume_marks` of the run after a time)."""
     if repaired_final_ns(value) is not None:
         return superseded(value, latest)
     stamped = final_ns(value)
     if stamped is None:
         return False
-    return resumed_past(stamped, owner_since=since, **_resume_marks(layout, stamped))
+    return resumed_past(stamped, owner_since=since, **marks(stamped))
 
 
 def _final_went_past(ctx: _Ctx) -> bool:
@@ -213,7 +220,7 @@ def _final_went_past(ctx: _Ctx) -> bool:
         return False
     layout = discover(ctx.run_path)
     since = read_documents(layout).owner_since
-    return _went_past(value, layout, _latest_event_ns(layout), since)
+    return _went_past(value, _latest_event_ns(layout), since, partial(_resume_marks, layout))
 
 
 def _superseded_final(dfd: int, name: str, gone: Callable[[Any], bool]) -> bytes | None:
@@ -240,9 +247,10 @@ def _terminalize(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
         docs = read_documents(layout)
         latest = _latest_event_ns(layout)
         since = _recorded_since(ctx, docs.pid, docs.owner_since)
+        marks = functools.cache(partial(_resume_marks, layout))  # the streams read once
 
         def gone(value: Any) -> bool:
-            return _went_past(value, layout, latest, since)
+            return _went_past(value, latest, since, marks)
 
         finals = [
             s.final
@@ -322,15 +330,22 @@ def _pid_file(ctx: _Ctx) -> int | None:
     return valid_pid(int(text)) if text.isdigit() and len(text) <= 10 else None
 
 
+def _set_aside_lock(ctx: _Ctx) -> Any:
+    """The stale lock this repair set aside to take the run's own (:func:`_run_lock`), parsed;
+    None when there is none or it does not parse."""
+    try:
+        value, _ = parse_json(_read_at(ctx.run_fd, f".{_LOCK}.stale-{os.getpid()}", _LOCK))
+    except (_Refused, OSError, ValueError):
+        return None
+    return value
+
+
 def _recorded_since(ctx: _Ctx, pid: int | None, since: int | None) -> int | None:
     """When the run's recorded owner took its lock (epoch ns): the lock's, unless the lock is
     this process's own (the repair holds it), then the stale lock it set aside."""
     if pid != os.getpid():
         return since
-    try:
-        value, _ = parse_json(_read_at(ctx.run_fd, f".{_LOCK}.stale-{os.getpid()}", _LOCK))
-    except (_Refused, OSError, ValueError):
-        return None
+    value = _set_aside_lock(ctx)
     taken = value.get("acquired_at") if isinstance(value, dict) else None
     return parse_iso(taken) if isinstance(taken, str) else None
 
@@ -340,10 +355,7 @@ def _recorded_owner(ctx: _Ctx, pid: int | None, start: int | None) -> tuple[int 
     lock is this process's own, then the stale lock set aside, else ``run.pid``."""
     if pid is not None and pid != os.getpid():
         return pid, start
-    try:
-        value, _ = parse_json(_read_at(ctx.run_fd, f".{_LOCK}.stale-{os.getpid()}", _LOCK))
-    except (_Refused, OSError, ValueError):
-        value = None
+    value = _set_aside_lock(ctx)
     if isinstance(value, dict) and valid_pid(value.get("pid")) is not None:
         began = value.get("pid_start_time")
         ok = isinstance(began, int) and not isinstance(began, bool) and 0 <= began < 2**62
@@ -457,14 +469,21 @@ def _write(
 def _back_up(ctx: _Ctx, action: Action, dfd: int, name: str, data: bytes) -> str:
     """Keep the placeholder ``data`` as ``<name>.replaced-<UTC time>.bak``; its path relative
     to the run."""
+    backup = _backup_name(ctx, dfd, name, "replaced")
+    _create(dfd, backup, data)
+    return (PurePosixPath(action.target).parent / backup).as_posix()
+
+
+def _backup_name(ctx: _Ctx, dfd: int, name: str, why: str) -> str:
+    """A free name beside ``name`` for its backup: ``<name>.<why>-<UTC time>.bak``, with
+    ``-2``, ``-3``… before ``.bak`` while the name is taken."""
     stamp = datetime.fromtimestamp(ctx.config.now, UTC).strftime("%Y%m%dT%H%M%SZ")
-    backup = f"{name}.replaced-{stamp}.bak"
+    backup = f"{name}.{why}-{stamp}.bak"
     n = 1
     while _lstat_at(dfd, backup) is not None:
         n += 1
-        backup = f"{name}.replaced-{stamp}-{n}.bak"
-    _create(dfd, backup, data)
-    return (PurePosixPath(action.target).parent / backup).as_posix()
+        backup = f"{name}.{why}-{stamp}-{n}.bak"
+    return backup
 
 
 def _is_event_line(raw: bytes) -> bool:
@@ -521,12 +540,7 @@ def _cut_torn_tail(
         raise _Refused(f"the last line of {action.target} parses: it is not torn")
     ctx.checked(action.kind)  # checked on this descriptor: an append now is moved, not lost
     with _sole_open(fd, action.target):
-        stamp = datetime.fromtimestamp(ctx.config.now, UTC).strftime("%Y%m%dT%H%M%SZ")
-        backup = f"{name}.torn-{stamp}.bak"
-        n = 1
-        while _lstat_at(dfd, backup) is not None:
-            n += 1
-            backup = f"{name}.torn-{stamp}-{n}.bak"
+        backup = _backup_name(ctx, dfd, name, "torn")
         _create(dfd, backup, data)
         # Move whatever follows the torn bytes (appended since the read, before the lease)
         # down over them, then cut the file to its new length; the size is checked again

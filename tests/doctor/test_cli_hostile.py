@@ -249,7 +249,8 @@ def test_a_stage_that_prints_colours_does_not_colour_the_progress_lines(tmp_path
 
 
 @pytest.mark.parametrize(
-    "args", [("checks",), ("chaos", "faults"), ("scan", "--root", HEALTHY_ROOT)]
+    "args",
+    [("checks",), ("checks", "--json"), ("chaos", "faults"), ("scan", "--root", HEALTHY_ROOT)],
 )
 def test_a_reader_that_goes_away_ends_the_command_quietly_with_141(args: tuple[str, ...]) -> None:
     # Before: Rich's default ended it with 1, "findings at error", for a list of checks.
