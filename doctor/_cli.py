@@ -31,6 +31,7 @@ from rundoctor.errors import BROKEN_PIPE, crash_guarded, exit_when_done, silence
 
 if TYPE_CHECKING:  # the commands import what they run, so each pays only for its own
     from rich.console import Console
+    from rich.progress import Progress, ProgressColumn, TaskID
 
     from doctor._diagnose import ScanResult
     from doctor._model import Diagnosis
@@ -223,11 +224,13 @@ def _budget_from_env(settings: dict[str, Any]) -> None:
             settings[key] = check_size(key, settings[key])
 
 
-def diagnose(run_id: str, config: DoctorConfig) -> Diagnosis:
+def diagnose(
+    run_id: str, config: DoctorConfig, steps: Callable[[str, int, int], None] | None = None
+) -> Diagnosis:
     """:func:`doctor.diagnose`, imported when a command runs it."""
     from doctor._diagnose import diagnose as diagnose_run
 
-    return diagnose_run(run_id, config)
+    return diagnose_run(run_id, config, steps)
 
 
 def scan(config: DoctorConfig, **options: Any) -> ScanResult:
@@ -284,7 +287,8 @@ def diagnose_cmd(
         detectors = select(checks)
         run_id, root = given_run(run_id, root)
         config = config_from_env(root, checks=checks)
-        result = diagnose(run_id, config)
+        with _steps(not as_json and not markdown and sys.stderr.isatty()) as steps:
+            result = diagnose(run_id, config, steps)
     if as_json:  # Rich and the renderers are imported only for text output
         _emit_json(result.to_json())
     elif markdown:
@@ -327,23 +331,53 @@ def parse_since(text: str, now: float) -> float:
 
 @contextmanager
 def _progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A scan's bar on standard error: runs diagnosed of the runs to diagnose."""
     if not enabled:
         yield None
         return
+    from rich.progress import MofNCompleteColumn
+
+    with _transient_bar("diagnosing runs", MofNCompleteColumn()) as (bar, task):
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+#: What a diagnosis's bar says in each phase (doctor._diagnose.Steps).
+_PHASES = {"reading": "reading events", "checking": "running checks"}
+
+
+@contextmanager
+def _steps(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A diagnosis's bar on standard error: how much of the run's events is read, then how
+    many checks have run (a run of a gigabyte takes tens of seconds)."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import TaskProgressColumn
+
+    with _transient_bar(_PHASES["reading"], TaskProgressColumn()) as (bar, task):
+        yield lambda phase, done, total: bar.update(
+            task, description=_PHASES.get(phase, phase), completed=done, total=total
+        )
+
+
+@contextmanager
+def _transient_bar(what: str, count: ProgressColumn) -> Iterator[tuple[Progress, TaskID]]:
+    """A bar on standard error (``what`` it is doing, the bar, ``count``, the time taken),
+    gone once the work is done; it may be updated from any thread."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(
-        TextColumn("diagnosing runs"),
+        TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        count,
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=True,
     )
-    task = bar.add_task("scan", total=None)
+    task = bar.add_task(what, total=None)
     with bar:
-        yield lambda done, total: bar.update(task, completed=done, total=total)
+        yield bar, task
 
 
 @app.command("scan")

@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
@@ -31,28 +32,37 @@ __all__ = ["SCAN_SCHEMA", "ScanResult", "diagnose", "diagnose_path", "scan"]
 
 SCAN_SCHEMA = "rundoctor.scan/1"
 Progress = Callable[[int, int], None]
+#: What a diagnosis reports as it goes, ``(phase, done, total)``: ``("reading", bytes read,
+#: bytes to read)`` while its event streams are read, then ``("checking", checks run,
+#: checks)``.
+Steps = Callable[[str, int, int], None]
 
 
 def _order(findings: Sequence[Finding]) -> tuple[Finding, ...]:
     return tuple(sorted(findings, key=lambda f: (-f.severity, f.scope, f.code, f.node_id or "")))
 
 
-def _run_detectors(ctx: Context) -> list[Finding]:
+def _run_detectors(ctx: Context, steps: Steps | None = None) -> list[Finding]:
     from doctor._detectors import select
 
     findings: list[Finding] = []
-    for detector in select(ctx.config.checks):
+    detectors = select(ctx.config.checks)
+    for i, detector in enumerate(detectors):
         findings.extend(detector(ctx))
+        if steps is not None:
+            steps("checking", i + 1, len(detectors))
     return findings
 
 
-def diagnose_path(path: Path, config: DoctorConfig) -> Diagnosis:
-    """Diagnose the run directory at ``path``."""
+def diagnose_path(path: Path, config: DoctorConfig, steps: Steps | None = None) -> Diagnosis:
+    """Diagnose the run directory at ``path``; ``steps`` follows the work (:data:`Steps`)."""
     layout = discover(path)
     try:
-        tables = load_run(layout, config)
+        tables = load_run(layout, config, None if steps is None else partial(steps, "reading"))
+        if steps is not None:
+            steps("checking", 0, 1)
         facts = compute_facts(tables, config)
-        findings = _run_detectors(Context(tables, facts, config))
+        findings = _run_detectors(Context(tables, facts, config), steps)
     except Exception as exc:  # over the budget: the run's finding (doctor._budget)
         limit = exceeded(exc)
         if limit is None:
@@ -73,15 +83,16 @@ def diagnose_path(path: Path, config: DoctorConfig) -> Diagnosis:
     )
 
 
-def diagnose(run_id: str, config: DoctorConfig) -> Diagnosis:
-    """Diagnose the run called ``run_id`` under ``config.roots``.
+def diagnose(run_id: str, config: DoctorConfig, steps: Steps | None = None) -> Diagnosis:
+    """Diagnose the run called ``run_id`` under ``config.roots``; ``steps`` follows the work
+    (:data:`Steps`).
 
     Unknown ids raise :class:`doctor.RunNotFound` with the closest ids; ids that could name
     something outside a root raise :class:`doctor.UnsafeRunId`.
     """
     if not config.roots:
         raise UsageError("no runs root: pass --root DIR or set RUNDOCTOR_ROOTS")
-    return diagnose_path(locate_run(run_id, config.roots, _skipped(config)), config)
+    return diagnose_path(locate_run(run_id, config.roots, _skipped(config)), config, steps)
 
 
 @dataclass(frozen=True)

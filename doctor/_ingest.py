@@ -14,6 +14,7 @@ an ``unreadable_artifact`` saying why.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +38,7 @@ from doctor._ndjson import (
     read_bulk,
     read_precise,
 )
+from doctor._read_progress import ReadProgress, Reported
 from doctor._superseded import (
     RESUME_MARK,
     RUN_ENDS,
@@ -50,6 +52,8 @@ from doctor._tables import Tables, new_connection
 from doctor._timestamps import parse_iso
 
 if TYPE_CHECKING:
+    import duckdb
+
     from doctor._config import DoctorConfig
 
 __all__ = ["load_run", "load_runs"]
@@ -89,14 +93,16 @@ def _stream_failed(tables: Tables, run_id: str, rel: str, sid: int, exc: Excepti
     tables.documents[run_id].unreadable.append(Unreadable(rel, "progress", why))
 
 
-def load_run(layout: RunLayout, config: DoctorConfig) -> Tables:
+def load_run(layout: RunLayout, config: DoctorConfig, reading: Reported | None = None) -> Tables:
     """One run, as a diagnosis and its timeline read it: the typed scan (no detector reads the
-    raw lines, and it is about twice as fast) on ``config``'s threads, within its budget."""
+    raw lines, and it is about twice as fast) on ``config``'s threads, within its budget;
+    ``reading(bytes read, bytes to read)`` as its streams are read."""
     return load_runs(
         [layout],
         keep_raw=False,
         threads=config.threads,
         limits=(config.memory_limit, config.spill_limit),
+        reading=reading,
     )
 
 
@@ -111,6 +117,7 @@ def load_runs(
     race_hook: RaceHook | None = None,
     limits: tuple[str, str] | None = None,
     relations: bool = True,
+    reading: Reported | None = None,
 ) -> Tables:
     """Read every run into one :class:`Tables`.
 
@@ -122,6 +129,8 @@ def load_runs(
     DuckDB's out-of-memory error is raised, never taken for one stream's failure.
     ``relations=False``: the tables are queried through ``execute`` only (a scan's batch), and
     DuckDB's Python relation layer need not be imported (:mod:`doctor._engine`).
+    ``reading(bytes read, bytes to read)`` is called as the event streams are read
+    (:mod:`doctor._read_progress`).
     """
     budget = {} if limits is None else {"memory_limit": limits[0], "spill_limit": limits[1]}
     # No attempts view: frozen into a table below, before anything reads it.
@@ -133,11 +142,14 @@ def load_runs(
         if progress is not None:
             progress(i + 1, len(layouts))
     plan = _plan_streams(tables, layouts, cache, entries)
+    bytes_read = None if reading is None else ReadProgress(reading, _planned_bytes(plan))
     # Resumed streams first: their cached rows must precede the tails read below.
     if plan.resumed and cache is not None:
-        _load_resumed(tables, plan, cache, entries, keep_raw=keep_raw)
-    _load_bulk(tables, plan, keep_raw=keep_raw, race_hook=race_hook)
-    _load_live(tables, plan, keep_raw=keep_raw)
+        _load_resumed(tables, plan, cache, entries, keep_raw=keep_raw, bytes_read=bytes_read)
+    _load_bulk(tables, plan, keep_raw=keep_raw, race_hook=race_hook, bytes_read=bytes_read)
+    _load_live(tables, plan, keep_raw=keep_raw, bytes_read=bytes_read)
+    if bytes_read is not None:
+        bytes_read.done()
     _set_aside_superseded_finals(tables)
     _record_files(tables, layouts)
     tables.freeze()
@@ -197,6 +209,7 @@ def _load_resumed(
     entries: Mapping[str, CacheEntry],
     *,
     keep_raw: bool,
+    bytes_read: ReadProgress | None = None,
 ) -> None:
     """Resumed streams: their cached rows from the cache's event files, then each tail read
     from its cached offset."""
@@ -229,6 +242,7 @@ def _load_resumed(
                     # As for a first read: a dead writer's unterminated last line is torn.
                     complete=not alive,
                     keep_raw=keep_raw,
+                    on_block=_advance(bytes_read),
                 )
             except IngestError as exc:
                 _stream_failed(tables, run_id, _rel(tables, run_id, path), sid, exc)
@@ -242,7 +256,12 @@ def _load_resumed(
 
 
 def _load_bulk(
-    tables: Tables, plan: _StreamPlan, *, keep_raw: bool, race_hook: RaceHook | None
+    tables: Tables,
+    plan: _StreamPlan,
+    *,
+    keep_raw: bool,
+    race_hook: RaceHook | None,
+    bytes_read: ReadProgress | None = None,
 ) -> None:
     """Dead writers' streams in one pass; a stream that did not parse whole is read again
     line by line, unless only its last line was cut short."""
@@ -251,7 +270,8 @@ def _load_bulk(
     ids = tables.register_streams(bulk)
     first = ids[0] if ids else 0
     paths = [p for *_, p in bulk]
-    bad = set(read_bulk(con, paths, first, keep_raw=keep_raw, race_hook=race_hook))
+    with _statement(bytes_read, con, sum(plan.stats[(r, s)].st_size for r, s, _ in bulk)):
+        bad = set(read_bulk(con, paths, first, keep_raw=keep_raw, race_hook=race_hook))
     # Lines over the limit, which DuckDB parsed: torn lines, as the precise path reports them.
     long = {
         sid
@@ -300,14 +320,24 @@ def _moved(path: Path, planned: os.stat_result) -> bool:
     )
 
 
-def _load_live(tables: Tables, plan: _StreamPlan, *, keep_raw: bool) -> None:
+def _load_live(
+    tables: Tables, plan: _StreamPlan, *, keep_raw: bool, bytes_read: ReadProgress | None = None
+) -> None:
     """Live writers' streams, line by line."""
     con = tables.con
     ids = tables.register_streams(plan.live)
     for sid, (run_id, scope, path) in zip(ids, plan.live, strict=True):
         # A live writer may be mid-line: its unterminated last line waits for the next read.
         try:
-            chunk = read_precise(con, path, sid, (run_id, scope), complete=False, keep_raw=keep_raw)
+            chunk = read_precise(
+                con,
+                path,
+                sid,
+                (run_id, scope),
+                complete=False,
+                keep_raw=keep_raw,
+                on_block=_advance(bytes_read),
+            )
         except IngestError as exc:
             _stream_failed(tables, run_id, _rel(tables, run_id, path), sid, exc)
             continue
@@ -316,6 +346,26 @@ def _load_live(tables: Tables, plan: _StreamPlan, *, keep_raw: bool) -> None:
         tables.stream_states[(run_id, scope)] = _state(
             scope, path, st, chunk.end_offset, list(chunk.torn)
         )
+
+
+def _planned_bytes(plan: _StreamPlan) -> int:
+    """The bytes ``plan`` reads: whole streams, and resumed streams' tails."""
+    whole = sum(plan.stats[(r, s)].st_size for r, s, _ in [*plan.bulk, *plan.live])
+    tails = sum(max(0, plan.stats[(r, s)].st_size - old.offset) for r, s, _, old, _ in plan.resumed)
+    return whole + tails
+
+
+def _advance(bytes_read: ReadProgress | None) -> Callable[[int], None] | None:
+    return None if bytes_read is None else bytes_read.advance
+
+
+def _statement(
+    bytes_read: ReadProgress | None, con: duckdb.DuckDBPyConnection, nbytes: int
+) -> contextlib.AbstractContextManager[None]:
+    """:meth:`ReadProgress.statement`, or nothing when no one follows the reading."""
+    if bytes_read is None or not nbytes:
+        return contextlib.nullcontext()
+    return bytes_read.statement(con, nbytes)
 
 
 def _rel(tables: Tables, run_id: str, path: Path) -> str:

@@ -641,12 +641,14 @@ def read_precise(
     keep_raw: bool = True,
     max_line_bytes: int = MAX_LINE_BYTES,
     chunk_bytes: int = CHUNK_BYTES,
+    on_block: Callable[[int], None] | None = None,
 ) -> Chunk:
     """Append ``path`` from byte ``offset`` to ``events``, reading ``chunk_bytes`` at a time.
 
     A last line without a newline is left for the next read unless ``complete`` (the writer is
     gone), in which case it is parsed or reported torn. A line over ``max_line_bytes`` is
     reported torn without being held in memory. Line numbers count from ``offset``.
+    ``on_block(n)`` is called once each block of ``n`` bytes is appended.
     """
     cur = _Cursor(key=key, path=path, max_line_bytes=max_line_bytes, consumed=offset)
     try:
@@ -671,6 +673,8 @@ def read_precise(
                     del batch
                 if eof:
                     break
+                if on_block is not None:
+                    on_block(len(block))
     except OSError as exc:
         raise IngestError(f"cannot read {path}: {exc.strerror}") from exc
     return cur.chunk()
