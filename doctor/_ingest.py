@@ -96,7 +96,9 @@ def _stream_failed(tables: Tables, run_id: str, rel: str, sid: int, exc: Excepti
 def load_run(layout: RunLayout, config: DoctorConfig, reading: Reported | None = None) -> Tables:
     """One run, as a diagnosis and its timeline read it: the typed scan (no detector reads the
     raw lines, and it is about twice as fast) on ``config``'s threads, within its budget;
-    ``reading(bytes read, bytes to read)`` as its streams are read."""
+    ``reading(bytes read, bytes to read)`` as its streams are read. No detector needs DuckDB's
+    relation layer, so it is not imported for them (:mod:`doctor._engine`); a caller's
+    :meth:`Tables.frame` or :meth:`Tables.arrow` imports it when called."""
     return load_runs(
         [layout],
         keep_raw=False,
