@@ -279,7 +279,10 @@ def test_a_killed_run_with_a_stranded_status_is_rerouted_by_kilroy_from_the_inge
     assert [(a.kind, a.blocked) for a in plan] == [("ingest_status", None), ("terminalize", None)]
     report = apply_repairs(plan, config, run_path=logs)
     assert [r.outcome for r in report.results] == ["applied", "applied"], report
-    assert [f.code for f in report.remaining] == ["status_contract_mismatch"]
+    # Once, under heavy load, a torn_artifact remained too: the message names what was torn.
+    assert [f.code for f in report.remaining] == ["status_contract_mismatch"], [
+        (f.code, f.summary, f.evidence) for f in report.remaining
+    ]
     resume = _resume(logs)
     assert resume.wait(timeout=600) == 0
     ran = [json.loads(line) for line in (logs / "progress.ndjson").read_text().splitlines()]
