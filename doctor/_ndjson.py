@@ -619,8 +619,10 @@ def _insert_lines(
         n_bad, last = (rows[0][1], rows[0][2]) if rows else (0, None)
         bad = [(r[0],) for r in rows[: max(0, int(room))]]
         con.execute("DROP TABLE _rd_stage")
-    except db.OutOfMemoryException:
-        raise  # over the run's budget: the run's finding (doctor._budget), not a stream's
+    except (db.OutOfMemoryException, db.InterruptException):
+        # Over the run's budget: the run's finding (doctor._budget); Ctrl-C: the command's
+        # end (doctor._interrupts). Neither is this stream's.
+        raise
     except db.Error as exc:
         raise IngestError(f"DuckDB could not parse {path}: {exc}") from exc
     out = []

@@ -28,6 +28,7 @@ from doctor._config import DoctorConfig
 from doctor._detectors import Context
 from doctor._diagnose import _order
 from doctor._facts import compute_facts
+from doctor._interrupts import interrupted
 from doctor._kept import KeptFindings
 from doctor._layout import RunLayout, display_name
 from doctor._model import Diagnosis, Finding
@@ -136,9 +137,11 @@ def _saved(
         _save(cache, tables, batch, outcomes, saved)
     except Exception as exc:
         # An OSError, or DuckDB's own (its module is not imported here: the scan loads
-        # DuckDB's engine, not its Python layer).
-        if exceeded(exc) is not None or not (
-            isinstance(exc, OSError) or type(exc).__module__ == "_duckdb"
+        # DuckDB's engine, not its Python layer). Ctrl-C is the scan's end, not the cache's.
+        if (
+            interrupted(exc)
+            or exceeded(exc) is not None
+            or not (isinstance(exc, OSError) or type(exc).__module__ == "_duckdb")
         ):
             raise
         note = f"not saved to the cache: {_short(exc)}; the next scan reads them again"

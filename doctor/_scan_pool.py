@@ -7,6 +7,7 @@ the plan has it diagnosed on a thread of its own while it plans the other runs
 (:func:`_on_thread`; DuckDB works without holding the interpreter's lock). However it runs, a
 batch is diagnosed :func:`_safely`: one that fails with cached entries is read once more from
 scratch, and one over the resource budget is diagnosed run by run (:func:`_one_by_one`).
+Ctrl-C, or a batch's error, ends a pool's work at once: no batch left is started.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from typing import TYPE_CHECKING
 
 from doctor._budget import budget_detail, exceeded
 from doctor._config import DoctorConfig
+from doctor._interrupts import interrupted
 from doctor._layout import RunLayout
 from doctor._scan_batch import _Batch, _short, diagnose_batch
 from doctor._scan_outcome import RunOutcome
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
+    from multiprocessing.synchronize import Event
 
 __all__ = ["Progress"]
 
@@ -59,6 +62,8 @@ def _safely(batch: _Batch) -> list[RunOutcome]:
     except KeyboardInterrupt:
         raise
     except Exception as exc:
+        if interrupted(exc):
+            raise  # Ctrl-C: the scan ends; nothing is read again
         if exceeded(exc) is not None:
             return _one_by_one(batch, exc)
         if not batch.entries:
@@ -89,6 +94,8 @@ def _one_by_one(batch: _Batch, exc: Exception) -> list[RunOutcome]:
             except KeyboardInterrupt:
                 raise
             except Exception as again:
+                if interrupted(again):
+                    raise
                 limit = exceeded(again)
                 if limit is None:
                     raise
@@ -117,6 +124,23 @@ def _in_process(
     return out
 
 
+#: In a worker of :func:`_in_pool`: set once the scan is ending, so batches it holds are
+#: not started.
+_stopping: Event | None = None
+
+
+def _worker_start(stop: Event) -> None:
+    global _stopping
+    _stopping = stop
+
+
+def _unless_stopped(batch: _Batch) -> list[RunOutcome]:
+    """:func:`_safely`, in a worker, unless the scan is ending (nothing, then)."""
+    if _stopping is not None and _stopping.is_set():
+        return []
+    return _safely(batch)
+
+
 def _in_pool(
     batches: list[_Batch], workers: int, progress: Progress | None, start: int, total: int
 ) -> list[RunOutcome]:
@@ -128,12 +152,25 @@ def _in_pool(
     batches = [dataclasses.replace(b, threads=1) for b in batches]
     # spawn, not fork: DuckDB's threads do not survive a fork.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending: set[Future[list[RunOutcome]]] = {pool.submit(_safely, b) for b in batches}
+    stop = context.Event()
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_worker_start, initargs=(stop,)
+    )
+    try:
+        pending: set[Future[list[RunOutcome]]] = {pool.submit(_unless_stopped, b) for b in batches}
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 out.extend(fut.result())
             if progress is not None:
                 progress(start + len(out), total)
+    except BaseException:
+        # Ctrl-C, or a batch's error: the batches not started are dropped (those a worker
+        # already holds included: ``stop``), and the running ones (stopped at once when
+        # Ctrl-C reached the workers too: doctor._interrupts) waited for. The pool's own exit
+        # would have run every batch left first.
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return out

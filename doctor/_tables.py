@@ -45,8 +45,9 @@ if TYPE_CHECKING:  # loaded where used: listing the checks needs none of them
     import polars as pl
     import pyarrow as pa
 
-    from doctor._cache import StreamState
+from doctor._cache import StreamState
 from doctor._documents import RunDocuments
+from doctor._interrupts import interruptible
 from doctor._ndjson import TornLine, create_events_table, insert_columns, register_streams
 
 __all__ = [
@@ -224,6 +225,7 @@ def new_connection(
         _drop_scratch(scratch, lock)
         raise
     weakref.finalize(con, _drop_scratch, scratch, lock)  # also runs at interpreter exit
+    interruptible(con)  # Ctrl-C stops its statements at once (doctor._interrupts)
     _configure(con, db)
     _create_tables(con, attempts_view=attempts_view)
     return con

@@ -1,0 +1,102 @@
+"""Ctrl-C stops a running DuckDB statement at once.
+
+DuckDB 2 looks at a SIGINT only when a statement ends: a bulk read of a gigabyte of events went
+on for 12 s after Ctrl-C, and a long aggregate never stopped. Its connections' ``interrupt()``,
+called from another thread, stops a statement within milliseconds. Python runs its own SIGINT
+handler only between two bytecodes of the main thread, which is inside DuckDB, so the signal is
+relayed: :func:`signal.set_wakeup_fd` has the C-level handler write the signal's number to a
+pipe the moment it arrives, and a thread reading that pipe interrupts every connection
+:func:`interruptible` registered. The statement then raises DuckDB's ``InterruptException``,
+and Python's handler raises ``KeyboardInterrupt`` as ever once the main thread runs again.
+
+The relay is set up once per process, from the main thread, and only where Ctrl-C is Python's
+default (not ignored, as in a background job, and not handled by someone else, such as an event
+loop that owns the wakeup descriptor). An interrupted statement is never a run's finding:
+:func:`interrupted` tells the code that turns DuckDB's errors into findings or retries to let
+it through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import weakref
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["interrupted", "interruptible"]
+
+_connections: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
+_lock = threading.Lock()
+_relaying = False
+
+
+def interruptible(con: duckdb.DuckDBPyConnection) -> None:
+    """Have Ctrl-C interrupt ``con``'s running statement from now on (for as long as it lives)."""
+    with _lock:
+        _connections.add(con)
+    _start_relay()
+
+
+def interrupted(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or what it was raised from, is DuckDB's interrupt (or Python's): to
+    be raised, never recorded as a run's finding nor retried.
+
+    >>> interrupted(KeyboardInterrupt()), interrupted(ValueError("bad"))
+    (True, False)
+    """
+    engine = sys.modules.get("_duckdb") or sys.modules.get("duckdb")
+    kinds: tuple[type[BaseException], ...] = (KeyboardInterrupt,)
+    if engine is not None:
+        kinds += (engine.InterruptException,)
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kinds):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _start_relay() -> None:
+    global _relaying
+    with _lock:
+        if _relaying or threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return  # Ctrl-C ignored here, or someone else's to handle
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        if previous != -1:  # an event loop's: left as it was
+            signal.set_wakeup_fd(previous)
+            os.close(read_end)
+            os.close(write_end)
+            return
+        _relaying = True
+    threading.Thread(target=_relay, args=(read_end,), name="rundoctor-ctrl-c", daemon=True).start()
+
+
+def _relay(read_end: int) -> None:
+    """Interrupt every registered connection each time a SIGINT arrives (the pipe carries
+    the number of every signal Python handles; the others are let be)."""
+    while True:
+        try:
+            got = os.read(read_end, 512)
+        except InterruptedError:
+            continue
+        except OSError:
+            return
+        if not got:
+            return
+        if signal.SIGINT in got:
+            with _lock:
+                live = list(_connections)
+            for con in live:
+                with contextlib.suppress(Exception):  # closed meanwhile: nothing to stop
+                    con.interrupt()
