@@ -17,7 +17,9 @@ the very loop that returns when the process is gone, and ``stage_attempt_end`` i
 after it returned: no heartbeat can follow the end of its attempt, by construction. On timeout
 or cancellation the whole group gets SIGTERM and, after the grace period, SIGKILL. When the
 leader exits, the rest of its group is killed *before* the leader is reaped (``waitid`` with
-``WNOWAIT``), so the group id cannot have been reused by another process.
+``WNOWAIT``), so the group id cannot have been reused by another process. When the loop itself fails
+(a heartbeat or a log write the runs root refused), the group is killed before the error goes
+on: no stage outlives its attempt.
 
 A failed attempt's reason always names the exit status or the signal, the command, and the
 tail of stderr (:meth:`ProcessResult.describe`); it is never empty and never ``None``.
@@ -259,8 +261,10 @@ class CappedLog:
 
     def close(self) -> None:
         if not self._file.closed:
-            self.flush()
-            self._file.close()
+            try:
+                self.flush()
+            finally:  # a runs root that refuses the flush (ENOSPC) must not leak the file
+                self._file.close()
 
 
 def _drain(pipes: dict[int, CappedLog], wait_s: float) -> None:
@@ -342,13 +346,7 @@ def run_process(
             return ProcessResult(
                 command, None, None, spent, tail, spawn_error=str(exc), timeout_s=timeout_s
             )
-        assert proc.stdout is not None and proc.stderr is not None
-        pipes: dict[int, CappedLog] = {}
-        for stream, log in ((proc.stdout, out), (proc.stderr, err)):
-            fd = os.dup(stream.fileno())
-            stream.close()
-            os.set_blocking(fd, False)
-            pipes[fd] = log
+        pipes = _pipes(proc, out, err)
         try:
             rc, stop = _supervise(
                 proc,
@@ -362,6 +360,9 @@ def run_process(
                 on_heartbeat=on_heartbeat,
                 command=command,
             )
+        except BaseException:
+            _stop_unreaped(proc)
+            raise
         finally:
             for fd in list(pipes):
                 os.close(fd)
@@ -377,6 +378,29 @@ def run_process(
         timeout_s=timeout_s,
         pid=proc.pid,
     )
+
+
+def _pipes(proc: subprocess.Popen[bytes], out: CappedLog, err: CappedLog) -> dict[int, CappedLog]:
+    """The process's stdout and stderr as non-blocking descriptors, each with its log."""
+    assert proc.stdout is not None and proc.stderr is not None
+    pipes: dict[int, CappedLog] = {}
+    for stream, log in ((proc.stdout, out), (proc.stderr, err)):
+        fd = os.dup(stream.fileno())
+        stream.close()
+        os.set_blocking(fd, False)
+        pipes[fd] = log
+    return pipes
+
+
+def _stop_unreaped(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the stage's process group after its supervising loop failed: a heartbeat or a log
+    write the runs root refused (ENOSPC, EROFS) raises out of the loop, and the run ends with
+    that error, its ticket given back; a stage left running would go on beside the ticket's
+    next execution. Only while the leader is not reaped: until then its pid, the group's id,
+    cannot have been reused."""
+    if proc.returncode is None:
+        _killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _supervise(

@@ -38,6 +38,7 @@ from executor._resilience import Fleet, logged, persist
 from executor._runner import run_pipeline
 from executor._ticket_run import ROOT_REFUSED
 from executor._worker import WorkerStats, run_worker
+from rundoctor.liveness import process_alive
 from tests.executor.private_postgres import PrivatePostgres
 
 #: Lease budgets long enough that no worker fences itself during a few seconds of outage.
@@ -339,6 +340,25 @@ def test_a_runs_root_that_stays_full_fails_each_ticket_after_its_releases_and_th
         assert final.reason is not None and "No space left on device" in final.reason
         assert "refused 3 times, released 2" in final.reason
     queue.close()
+
+
+def test_a_runs_root_that_fills_up_under_a_running_stage_stops_the_stage_with_its_run(
+    tmp_path: Path, tiny_disk: Path
+) -> None:
+    # The stage fills the runs root, then lives on: the next heartbeat cannot be written, the
+    # run ends with ENOSPC (a worker gives its ticket back). The stage must end with it: left
+    # running, it went on beside the ticket's next execution.
+    pid_file = tmp_path / "stage.pid"
+    fill = f"echo $$ > {pid_file}; dd if=/dev/zero of={tiny_disk}/filler bs=64k; exec sleep 600"
+    with pytest.raises(OSError) as raised:
+        run_pipeline(_graph(tmp_path, fill), tiny_disk / "runs", PATIENT)
+    assert raised.value.errno == errno.ENOSPC
+    stage = int(pid_file.read_text())
+    try:
+        assert not process_alive(stage)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stage, 9)
 
 
 def test_a_read_only_runs_root_gives_tickets_back_then_fails_them_and_the_reaper_still_reclaims(
