@@ -186,6 +186,13 @@ def _why(t: Ticket, host: str, now: float) -> str | None:
     return None
 
 
+def _lapsed(t: Ticket, now: float) -> str:
+    """Why ``t``, whose lease expired, is reclaimed."""
+    seen = t.last_heartbeat_at or t.claimed_at
+    gap = f" ({now - seen:.0f}s without a heartbeat)" if seen is not None else ""
+    return f"lease of worker {t.lease_owner} expired{gap}"
+
+
 def _succeeded(run_path: Path, epoch: int) -> bool:
     """True when the run's own worker recorded success at ``epoch`` (its ``final.json``)."""
     try:
@@ -239,17 +246,17 @@ def reap(
     now = queue.now()
     leased = queue.tickets(status=("claimed", "running"))
     expired = {t.id for t in queue.expired(now, claim_grace_s=config.claim_grace_s)}
-    out: list[Reclaim] = []
+    dead: list[tuple[Ticket, str]] = []
+    lapsed: list[tuple[Ticket, str]] = []
     for t in leased:
         reason = _why(t, host, now)
-        if reason is None and t.id in expired:
-            seen = t.last_heartbeat_at or t.claimed_at
-            reason = f"lease of worker {t.lease_owner} expired" + (
-                f" ({now - seen:.0f}s without a heartbeat)" if seen is not None else ""
-            )
         if reason is not None:
-            out.append(_reclaim(queue, config, t, reason, clock))
-    return out
+            dead.append((t, reason))
+        elif t.id in expired:
+            lapsed.append((t, _lapsed(t, now)))
+    # Proven deaths first: a lapsed lease may belong to a worker frozen inside a transaction
+    # that still locks its row, and its reclaim waits for that lock (chaos seed 120).
+    return [_reclaim(queue, config, t, reason, clock) for t, reason in dead + lapsed]
 
 
 def _reclaim(queue: Queue, config: ExecutorConfig, t: Ticket, reason: str, clock: Clock) -> Reclaim:
