@@ -33,16 +33,25 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from executor._artifacts import append_fresh_line
 from executor._config import ExecutorConfig
 from executor._errors import FencedError
 from executor._queue import Lease, Queue, Ticket
+from executor._stage_mark import kill_marked
 from rundoctor.atomic import create_file
 from rundoctor.clock import Clock
 from rundoctor.liveness import owner_alive, process_alive
 
-__all__ = ["PROCESS_FILE", "Reclaim", "kill_stage_groups", "reap", "terminalize_lost_run"]
+__all__ = [
+    "PROCESS_FILE",
+    "Reclaim",
+    "kill_stage_escapees",
+    "kill_stage_groups",
+    "reap",
+    "terminalize_lost_run",
+]
 
 #: Written by every stage attempt right after its process starts: pid, pgid, pid_start_time.
 PROCESS_FILE = "process.json"
@@ -58,6 +67,8 @@ class Reclaim:
     status: str  # the ticket's status afterwards: todo | quarantined | "" (CAS lost)
     killed_groups: tuple[int, ...]
     terminalized: bool
+    #: Processes that had left those groups (``setsid``), killed by their stage's mark.
+    killed_escapees: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -65,6 +76,7 @@ class Reclaim:
             "reason": self.reason,
             "status": self.status,
             "killed_groups": list(self.killed_groups),
+            "killed_escapees": list(self.killed_escapees),
             "terminalized": self.terminalized,
         }
 
@@ -84,6 +96,17 @@ def _process_files(run_path: Path) -> Iterator[Path]:
                 yield Path(e.path)
 
 
+def _process_records(run_path: Path) -> Iterator[dict[str, Any]]:
+    """The run's ``process.json`` records that parse as objects."""
+    for path in _process_files(run_path):
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict):
+            yield info
+
+
 def kill_stage_groups(run_path: Path, *, grace_s: float = 0.0) -> tuple[int, ...]:
     """SIGKILL the process groups of the run's stage attempts that are still running.
 
@@ -91,12 +114,11 @@ def kill_stage_groups(run_path: Path, *, grace_s: float = 0.0) -> tuple[int, ...
     a reused pid is never hit.
     """
     killed: list[int] = []
-    for path in _process_files(run_path):
+    for info in _process_records(run_path):
         try:
-            info = json.loads(path.read_text())
             pid, pgid = int(info["pid"]), int(info["pgid"])
             start = info.get("pid_start_time")
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             continue
         start = start if isinstance(start, int) else None
         if pgid <= 1 or not process_alive(pid, start):
@@ -112,6 +134,14 @@ def kill_stage_groups(run_path: Path, *, grace_s: float = 0.0) -> tuple[int, ...
         except ProcessLookupError:
             continue
     return tuple(killed)
+
+
+def kill_stage_escapees(run_path: Path) -> tuple[int, ...]:
+    """SIGKILL the processes that left the groups of the run's stage attempts (a daemon that
+    called ``setsid``), found by the mark each attempt recorded (:mod:`executor._stage_mark`),
+    whether or not its group's leader still runs; the pids killed."""
+    marks = {str(m) for info in _process_records(run_path) if (m := info.get("mark"))}
+    return kill_marked(marks)
 
 
 def terminalize_lost_run(
@@ -268,6 +298,7 @@ def _reclaim(queue: Queue, config: ExecutorConfig, t: Ticket, reason: str, clock
     frozen while it held the SQLite lock), and a run stamped then ended "before" the events its
     woken worker wrote meanwhile (``post_terminal_activity``, chaos seed 39)."""
     killed: tuple[int, ...] = ()
+    escapees: tuple[int, ...] = ()
     written = False
     if t.run_path:
         run_path = Path(t.run_path)
@@ -276,6 +307,7 @@ def _reclaim(queue: Queue, config: ExecutorConfig, t: Ticket, reason: str, clock
         # Kill the lost worker's stages before the ticket can be claimed again: two
         # executions of one ticket must never overlap.
         killed = kill_stage_groups(run_path)
+        escapees = kill_stage_escapees(run_path)
         try:
             written = terminalize_lost_run(
                 run_path,
@@ -299,4 +331,4 @@ def _reclaim(queue: Queue, config: ExecutorConfig, t: Ticket, reason: str, clock
         status = after.status
     except FencedError:
         status = ""
-    return Reclaim(t.id, reason, status, killed, written)
+    return Reclaim(t.id, reason, status, killed, written, escapees)

@@ -9,17 +9,19 @@ The process runs in its own session and process group (``start_new_session=True`
 stdin empty and stdout/stderr read by the supervising loop into ``stdout.log`` and
 ``stderr.log``, each capped (:class:`CappedLog`): output that never ends keeps its first
 :data:`LOG_HEAD_BYTES` and its last :data:`LOG_TAIL_BYTES`, with one line in between saying
-how many bytes were dropped. Right after it starts, ``process.json`` records its pid, group
-and start time (the reaper stops the group of a dead executor's stage with it). One loop
+how many bytes were dropped. Right after it starts, ``process.json`` records its pid, group,
+start time and mark (the reaper stops the group of a dead executor's stage with it, and the
+processes that carry the mark). One loop
 (:func:`run_process`) supervises it: it notices the exit, the timeout and cancellation, and it
 writes the ``stage_heartbeat`` events while the process runs. Heartbeats therefore come from
 the very loop that returns when the process is gone, and ``stage_attempt_end`` is written only
 after it returned: no heartbeat can follow the end of its attempt, by construction. On timeout
 or cancellation the whole group gets SIGTERM and, after the grace period, SIGKILL. When the
 leader exits, the rest of its group is killed *before* the leader is reaped (``waitid`` with
-``WNOWAIT``), so the group id cannot have been reused by another process. When the loop itself fails
-(a heartbeat or a log write the runs root refused), the group is killed before the error goes
-on: no stage outlives its attempt.
+``WNOWAIT``), so the group id cannot have been reused by another process. When the loop
+itself fails (a heartbeat or a log write the runs root refused), the group is killed before
+the error goes on. Processes that left the group carry the attempt's mark
+(:mod:`executor._stage_mark`) and are killed at the end too: no stage outlives its attempt.
 
 A failed attempt's reason always names the exit status or the signal, the command, and the
 tail of stderr (:meth:`ProcessResult.describe`); it is never empty and never ``None``.
@@ -53,6 +55,7 @@ from executor._artifacts import (
 )
 from executor._config import ExecutorConfig
 from executor._graph import Node
+from executor._stage_mark import STAGE_MARK, kill_marked, new_mark
 from rundoctor.liveness import start_ticks
 
 __all__ = [
@@ -324,6 +327,7 @@ def run_process(
     'exit status 3; stderr tail: oops; command: fail'
     """
     t0 = time.monotonic()
+    mark = new_mark()
     out = CappedLog(attempt_dir / "stdout.log", head=head_bytes, tail=tail_bytes)
     err = CappedLog(attempt_dir / "stderr.log", head=head_bytes, tail=tail_bytes)
     with out, err:
@@ -331,7 +335,7 @@ def run_process(
             proc = subprocess.Popen(
                 argv,
                 cwd=cwd,
-                env=dict(env),
+                env={**env, STAGE_MARK: mark},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -348,6 +352,7 @@ def run_process(
             )
         pipes = _pipes(proc, out, err)
         try:
+            _record(proc, attempt_dir, command, mark)
             rc, stop = _supervise(
                 proc,
                 pipes,
@@ -358,7 +363,6 @@ def run_process(
                 heartbeat_s=heartbeat_s,
                 canceled=canceled,
                 on_heartbeat=on_heartbeat,
-                command=command,
             )
         except BaseException:
             _stop_unreaped(proc)
@@ -366,6 +370,7 @@ def run_process(
         finally:
             for fd in list(pipes):
                 os.close(fd)
+            kill_marked((mark,))  # what left the group: nothing outlives its attempt
     sig = signal.Signals(-rc).name if rc < 0 else None
     return ProcessResult(
         command,
@@ -392,6 +397,15 @@ def _pipes(proc: subprocess.Popen[bytes], out: CappedLog, err: CappedLog) -> dic
     return pipes
 
 
+def _record(proc: subprocess.Popen[bytes], attempt_dir: Path, command: str, mark: str) -> None:
+    """Write ``process.json``: who to stop if this executor dies (the reaper kills the group
+    while its leader runs, and every process that carries the mark). No fsync: the file only
+    matters while this host is up (a crashed host has no processes)."""
+    process = {"pid": proc.pid, "pgid": proc.pid, "pid_start_time": start_ticks(proc.pid)}
+    doc = {**process, "mark": mark, "command": command}
+    atomic_write_json(attempt_dir / "process.json", doc, fsync=False)
+
+
 def _stop_unreaped(proc: subprocess.Popen[bytes]) -> None:
     """Kill the stage's process group after its supervising loop failed: a heartbeat or a log
     write the runs root refused (ENOSPC, EROFS) raises out of the loop, and the run ends with
@@ -414,17 +428,11 @@ def _supervise(
     heartbeat_s: float,
     canceled: Callable[[], bool],
     on_heartbeat: Callable[[Beat], None],
-    command: str,
 ) -> tuple[int, str | None]:
     """The one loop of :func:`run_process`: output, timeout, cancellation, heartbeats.
     ``logs`` are the stdout and stderr logs ``pipes`` drain into."""
     out, err = logs
     pgid = proc.pid  # the session leader's pid is its group id
-    # Who to stop if this executor dies: the reaper kills groups whose leader still runs. No
-    # fsync: the file only matters while this host is up (a crashed host has no processes).
-    process = {"pid": proc.pid, "pgid": pgid, "pid_start_time": start_ticks(proc.pid)}
-    attempt_dir = out.path.parent
-    atomic_write_json(attempt_dir / "process.json", {**process, "command": command}, fsync=False)
     deadline, next_beat = t0 + timeout_s, t0 + heartbeat_s
     stop: str | None = None
     term_at = 0.0

@@ -1,0 +1,99 @@
+"""The mark every process of a stage carries, and the stage processes that left its group.
+
+A stage runs in a session and process group of its own, and the group is killed when the
+stage ends (its leader exits, times out, is canceled) or when the reaper takes a lost worker's
+ticket back. A process that leaves the group (``setsid``, a daemon's double fork) escapes
+``killpg``: it outlived its stage, its run and a reclaim, going on beside the ticket's next
+execution in a worktree that is no longer its own, or holding a port or a lock the next
+attempt needs.
+
+So each stage process starts with ``RUNDOCTOR_STAGE_MARK=<mark>`` in its environment, a token
+of its own recorded in the attempt's ``process.json``. Its descendants inherit it, whatever
+group or session they move to, and :func:`kill_marked` finds them by it in
+``/proc/PID/environ`` (as Jenkins' ProcessTreeKiller finds a build's processes by its
+``BUILD_ID``). Each one is signalled through a pidfd opened *before* its mark is read, so a pid
+reused meanwhile is never hit. A process that starts from an empty environment (``env -i``)
+is not found: this is a net under the group kill, not a sandbox.
+
+>>> kill_marked([new_mark()])  # no process carries a fresh mark
+()
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+from collections.abc import Collection
+from pathlib import Path
+
+__all__ = ["STAGE_MARK", "kill_marked", "new_mark"]
+
+#: The environment variable that marks a stage's processes.
+STAGE_MARK = "RUNDOCTOR_STAGE_MARK"
+_PROC = Path("/proc")
+#: Looks at the process table per call: a marked process may fork while it is being killed,
+#: and each look finds the children the one before missed.
+_ROUNDS = 8
+
+
+def new_mark() -> str:
+    """A mark no other stage has: 128 random bits.
+
+    >>> len(new_mark()), new_mark() != new_mark()
+    (32, True)
+    """
+    return secrets.token_hex(16)
+
+
+def kill_marked(marks: Collection[str]) -> tuple[int, ...]:
+    """SIGKILL every process of this host whose environment carries one of ``marks``; the
+    pids killed. Looks again after each round that killed something, so children forked
+    meanwhile go too. Nothing happens without ``/proc`` or pidfds (not Linux)."""
+    wanted = {f"{STAGE_MARK}={m}".encode() for m in marks if m}
+    if not wanted or not hasattr(os, "pidfd_open"):
+        return ()
+    killed: list[int] = []
+    for _ in range(_ROUNDS):
+        now = [pid for pid in _pids() if _carries(pid, wanted) and _kill(pid, wanted)]
+        if not now:
+            break
+        killed.extend(now)
+    return tuple(killed)
+
+
+def _pids() -> list[int]:
+    try:
+        names = os.listdir(_PROC)
+    except OSError:
+        return []
+    me = os.getpid()
+    return [int(n) for n in names if n.isdigit() and int(n) != me]
+
+
+def _carries(pid: int, wanted: set[bytes]) -> bool:
+    """True when ``pid``'s environment holds one of the ``wanted`` entries (a zombie's, or
+    another user's, reads as empty)."""
+    try:
+        entries = (_PROC / str(pid) / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return not wanted.isdisjoint(entries)
+
+
+def _kill(pid: int, wanted: set[bytes]) -> bool:
+    """SIGKILL ``pid`` if it still carries the mark, through a pidfd opened first: a pid that
+    was reused after the look names another process, which carries no mark."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        if not _carries(pid, wanted):
+            return False
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
