@@ -136,12 +136,13 @@ def kill_stage_groups(run_path: Path, *, grace_s: float = 0.0) -> tuple[int, ...
     return tuple(killed)
 
 
-def kill_stage_escapees(run_path: Path) -> tuple[int, ...]:
-    """SIGKILL the processes that left the groups of the run's stage attempts (a daemon that
-    called ``setsid``), found by the mark each attempt recorded (:mod:`executor._stage_mark`),
-    whether or not its group's leader still runs; the pids killed."""
+def kill_stage_escapees(run_path: Path, killed_groups: tuple[int, ...] = ()) -> tuple[int, ...]:
+    """SIGKILL the processes of the run's stage attempts outside ``killed_groups`` (the groups
+    :func:`kill_stage_groups` just killed): those that left their group (a daemon that called
+    ``setsid``), and those of a group whose leader had died. Found by the mark each attempt
+    recorded (:mod:`executor._stage_mark`); the pids killed."""
     marks = {str(m) for info in _process_records(run_path) if (m := info.get("mark"))}
-    return kill_marked(marks)
+    return kill_marked(marks, killed_groups=killed_groups)
 
 
 def terminalize_lost_run(
@@ -307,7 +308,7 @@ def _reclaim(queue: Queue, config: ExecutorConfig, t: Ticket, reason: str, clock
         # Kill the lost worker's stages before the ticket can be claimed again: two
         # executions of one ticket must never overlap.
         killed = kill_stage_groups(run_path)
-        escapees = kill_stage_escapees(run_path)
+        escapees = kill_stage_escapees(run_path, killed)
         try:
             written = terminalize_lost_run(
                 run_path,

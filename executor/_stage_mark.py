@@ -46,16 +46,22 @@ def new_mark() -> str:
     return secrets.token_hex(16)
 
 
-def kill_marked(marks: Collection[str]) -> tuple[int, ...]:
+def kill_marked(marks: Collection[str], *, killed_groups: Collection[int] = ()) -> tuple[int, ...]:
     """SIGKILL every process of this host whose environment carries one of ``marks``; the
     pids killed. Looks again after each round that killed something, so children forked
-    meanwhile go too. Nothing happens without ``/proc`` or pidfds (not Linux)."""
+    meanwhile go too. Processes of ``killed_groups`` (already SIGKILLed as a group, dying) are
+    left to it. Nothing happens without ``/proc`` or pidfds (not Linux)."""
     wanted = {f"{STAGE_MARK}={m}".encode() for m in marks if m}
     if not wanted or not hasattr(os, "pidfd_open"):
         return ()
+    spared = frozenset(killed_groups)
     killed: list[int] = []
     for _ in range(_ROUNDS):
-        now = [pid for pid in _pids() if _carries(pid, wanted) and _kill(pid, wanted)]
+        now = [
+            pid
+            for pid in _pids()
+            if _carries(pid, wanted) and _group(pid) not in spared and _kill(pid, wanted)
+        ]
         if not now:
             break
         killed.extend(now)
@@ -69,6 +75,13 @@ def _pids() -> list[int]:
         return []
     me = os.getpid()
     return [int(n) for n in names if n.isdigit() and int(n) != me]
+
+
+def _group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def _carries(pid: int, wanted: set[bytes]) -> bool:
