@@ -36,6 +36,7 @@ from executor import (
 from executor._reaper import reap
 from executor._resilience import Fleet, logged, persist
 from executor._runner import run_pipeline
+from executor._stage_mark import STAGE_MARK
 from executor._ticket_run import ROOT_REFUSED
 from executor._worker import WorkerStats, run_worker
 from rundoctor.liveness import process_alive
@@ -136,9 +137,11 @@ def test_a_database_locked_past_the_busy_timeout_at_completion_neither_kills_the
     holder.write_text(HOLDER)
     flag = tmp_path / "locked"
     # The stage leaves behind a process that holds the queue's write lock for 6.5 s, longer
-    # than SQLite's 5 s busy timeout: the worker's `complete` meets "database is locked".
+    # than SQLite's 5 s busy timeout: the worker's `complete` meets "database is locked". It
+    # drops the stage's mark, or the end of the attempt would kill it with the stage.
     stage = (
-        f"setsid {sys.executable} {holder} {db} {flag} 6.5 </dev/null >/dev/null 2>&1 & "
+        f"env -u {STAGE_MARK} setsid {sys.executable} {holder} {db} {flag} 6.5 "
+        "</dev/null >/dev/null 2>&1 & "
         f"while [ ! -f {flag} ]; do sleep 0.02; done"
     )
     queue = open_queue(str(db))
