@@ -60,6 +60,7 @@ from rundoctor.liveness import start_ticks
 
 __all__ = [
     "EX_TEMPFAIL",
+    "MISSING_STATUS",
     "Beat",
     "ProcessResult",
     "classify",
@@ -71,6 +72,8 @@ __all__ = [
 
 #: Exit status 75 (``EX_TEMPFAIL``) says "try again later": a transient failure.
 EX_TEMPFAIL = 75
+#: Why an agent that exited 0 without writing a status file failed (Kilroy's words).
+MISSING_STATUS = "missing status.json (auto_status=false)"
 
 _TRANSIENT = re.compile(
     r"timed out|timeout|deadline exceeded|connection refused|connection reset|could not resolve"
@@ -480,9 +483,11 @@ def _contract(prompt: str, status_path: str, fallback: str) -> str:
     )
 
 
-def _decide(result: ProcessResult, report: Outcome | None) -> Outcome:
+def _decide(result: ProcessResult, report: Outcome | None, missing: str | None = None) -> Outcome:
     """The attempt's outcome: cancellation and timeouts first, then the status file, then the
-    exit status. Failure reasons always carry the exit status or signal, command and stderr."""
+    exit status. Failure reasons always carry the exit status or signal, command and stderr.
+    ``missing`` (the ingestion's diagnostic) says that a status file was required and none was
+    found: exit status 0 is then no success (Kilroy's ``auto_status=false``)."""
     details = {
         "pid": result.pid,
         "exit_code": result.exit_code,
@@ -512,10 +517,21 @@ def _decide(result: ProcessResult, report: Outcome | None) -> Outcome:
             failure_signature=report.failure_signature or said,
             details=details,
         )
+    if result.ok and missing is not None:
+        why = "; ".join(filter(None, (MISSING_STATUS, missing)))
+        return Outcome(
+            "fail", result.describe(why), "deterministic", failure_signature=why, details=details
+        )
     if result.ok:
         return Outcome("success", notes="exit status 0", details=details)
     cls = "transient_infra" if result.exit_code == EX_TEMPFAIL else classify(result.stderr_tail)
     return Outcome("fail", result.describe(), cls, failure_signature=sig, details=details)
+
+
+def _must_report(node: Node) -> bool:
+    """Must the stage write a status file for exit status 0 to count as success? Agents must,
+    unless their node says ``auto_status=true``; tools are judged by their exit status."""
+    return node.kind == "agent" and not node.auto_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -651,17 +667,20 @@ def _conclude(a: _Attempt, result: ProcessResult) -> Outcome:
     the attempt (``stage_attempt_end``)."""
     node, w, adir = a.node, a.w, a.adir
     ing = ingest_status(adir.path, a.worktree, w.run_id)
+    # An agent must report (unless ``auto_status=true``): exit status 0 alone proves no work.
+    missing = ing.diagnostic if ing.outcome is None and _must_report(node) else None
+    decided_by = "status_file" if ing.outcome else "exit_code" if missing is None else "contract"
     decision = ev.StatusIngestionDecision(
         node_id=node.id,
         attempt=a.attempt,
         source=ing.source,
         copied=ing.source not in ("", "canonical"),
         path=ing.path,
-        decided_by="status_file" if ing.outcome else "exit_code",
+        decided_by=decided_by,
         diagnostic=ing.diagnostic,
     )
     w.emit(decision, attempt=adir)
-    outcome = _decide(result, ing.outcome)
+    outcome = _decide(result, ing.outcome, missing)
     w.attempt_status(adir, outcome.to_json())
     end = ev.StageAttemptEnd(
         node_id=node.id,
