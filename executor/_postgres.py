@@ -132,9 +132,15 @@ class PostgresQueue(Queue):
                 with conn.transaction(), conn.cursor() as cursor:
                     yield Tx(cursor, POSTGRES)
             except psycopg.Error as exc:
+                # A connection lost during COMMIT may have committed: say so, never "rolled back".
+                outcome = (
+                    "the connection was lost: the transaction may have committed"
+                    if conn.broken
+                    else "the transaction was rolled back"
+                )
                 raise QueueError(
                     f"PostgreSQL queue {redact(self.url)}: {_first_line(exc, self.url)}"
-                    f" ({type(exc).__name__}); the transaction was rolled back"
+                    f" ({type(exc).__name__}); {outcome}"
                 ) from exc
 
     def now(self) -> float:

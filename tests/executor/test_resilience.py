@@ -606,3 +606,50 @@ def test_the_reaper_thread_logs_a_failed_pass_and_reclaims_at_a_later_one(
     assert not thread.is_alive()
     err = "".join(seen) + capsys.readouterr().err
     assert err.count("reaper pass failed") == 1 and "Traceback" not in err
+
+
+@pytest.mark.postgres
+def test_a_claim_that_committed_before_its_connection_dropped_is_taken_up_not_left_claimed(
+    pg_url: str, private_pg: PrivatePostgres, tmp_path: Path
+) -> None:
+    # The claim's COMMIT waits for a synchronous standby that never answers; its session is
+    # ended meanwhile: the claim has committed (locally), and the worker heard an error only.
+    # Its retry claimed again and the first ticket stayed claimed by a live worker that never
+    # ran it, until its lease expired (a crash recovery counted, towards quarantine).
+    queue = open_queue(pg_url + "%20-csynchronous_commit%3Dlocal")
+    ticket = queue.enqueue("claimed-in-the-dark", str(_graph(tmp_path, "true")))
+    name = f"rdlost_{uuid.uuid4().hex[:12]}"
+    done: list[WorkerStats] = []
+    with psycopg.connect(private_pg.url, autocommit=True) as admin:
+        admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+        admin.execute("SELECT pg_reload_conf()")
+        try:
+            worker = threading.Thread(
+                target=lambda: done.append(
+                    run_worker(
+                        f"{pg_url}&application_name={name}",
+                        tmp_path / "runs",
+                        PATIENT,
+                        once=True,
+                        reaper=False,
+                    )
+                ),
+                daemon=True,
+            )
+            worker.start()
+            waiting = (
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE application_name = %s AND wait_event = 'SyncRep'"
+            )
+            _wait(lambda: admin.execute(waiting, (name,)).fetchall())  # the claim's COMMIT
+            (pid,) = admin.execute(waiting, (name,)).fetchone() or ()
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        finally:
+            admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            admin.execute("SELECT pg_reload_conf()")
+    worker.join(timeout=60)
+    assert done, "the worker did not finish"
+    after = queue.get(ticket.id)
+    assert (after.status, after.crash_recoveries, done[0].claimed) == ("done", 0, 1)
+    assert _completions(queue, ticket.id) == ["claimed", "completed"]
+    queue.close()
