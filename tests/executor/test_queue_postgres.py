@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 
 import psycopg
 import pytest
 
-from executor import ExecutorConfig, QueueError, SessionInfo, Ticket, open_queue
-from executor._reaper import reap
-from rundoctor.liveness import start_ticks
+from executor import QueueError, SessionInfo, Ticket, open_queue
 from tests.executor.conftest import PG_URL, Backend
-from tests.helpers import REPO
 
 pytestmark = pytest.mark.postgres
 
@@ -159,72 +152,6 @@ def _wait_until_blocked(name: str) -> None:
                 return
             time.sleep(0.01)
     raise AssertionError(f"the queue's connection {name} never waited for a lock")
-
-
-# A worker's heartbeat frozen half-way (SIGSTOP, a paused VM, a network partition): the row it
-# locked stays locked for as long as its transaction stays open.
-_FROZEN_WRITE = """
-import os, signal, sys
-from executor import open_queue
-from executor import _schema as sql
-queue = open_queue(sys.argv[1])
-with queue._transaction() as tx:
-    tx.one(sql.LOCK_TICKET, (sys.argv[2],))
-    print("locked", flush=True)
-    os.kill(os.getpid(), signal.SIGSTOP)
-"""
-
-
-def test_a_worker_frozen_inside_a_transaction_holds_up_no_reclaim_for_long(
-    postgres_backend: Backend,
-) -> None:
-    # Chaos seed 120 (serializable, six workers): a worker frozen while its heartbeat held its
-    # ticket's row kept every reaper waiting on that row, the dead worker's ticket behind it
-    # too, until it woke. Frozen for good, no reaper pass would ever have ended.
-    url = postgres_backend.url
-    host = socket.gethostname()
-    config = ExecutorConfig(lease_ttl_s=0.5, self_fence_s=0.4, claim_grace_s=0.0)
-    with open_queue(url) as queue:
-        frozen = queue.enqueue("frozen", GRAPH)
-        dead = queue.enqueue("dead", GRAPH)
-        child = subprocess.Popen(
-            [sys.executable, "-c", _FROZEN_WRITE, url, frozen.id],
-            stdout=subprocess.PIPE,
-            cwd=REPO,
-        )
-        try:
-            alive = SessionInfo("frozen", child.pid, child.pid, start_ticks(child.pid), host)
-            gone = SessionInfo("dead", 2**22 - 1, 2**22 - 1, None, host)
-            assert queue.claim("w-frozen", lease_ttl_s=0.5, session=alive) is not None
-            assert queue.claim("w-dead", lease_ttl_s=30, session=gone) is not None
-            assert child.stdout is not None and child.stdout.readline() == b"locked\n"
-            _until(lambda: [t.id for t in queue.expired(queue.now())] == [frozen.id])
-
-            def one_pass() -> None:
-                with open_queue(url) as reaper:
-                    reap(reaper, config)
-
-            passes = threading.Thread(target=one_pass, daemon=True)
-            passes.start()
-            # The dead worker's ticket first; then the frozen one, once the server ended the
-            # transaction that sat idle, while its worker is still frozen.
-            _until(lambda: queue.get(dead.id).status == "todo")
-            assert queue.get(frozen.id).status == "claimed"  # its row is still locked
-            _until(lambda: queue.get(frozen.id).status == "todo")
-            assert child.poll() is None
-            passes.join(timeout=60)
-            assert not passes.is_alive()
-        finally:
-            child.kill()
-            child.wait()
-            child.stdout.close() if child.stdout else None
-
-
-def _until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "not within the deadline"
-        time.sleep(0.05)
 
 
 def test_a_slow_reader_of_a_ticket_stream_keeps_its_transaction(postgres_backend: Backend) -> None:
