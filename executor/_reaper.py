@@ -146,12 +146,20 @@ def kill_stage_escapees(run_path: Path, killed_groups: tuple[int, ...] = ()) -> 
 
 
 def terminalize_lost_run(
-    run_path: Path, *, run_id: str, reason: str, epoch: int, now: float
+    run_path: Path,
+    *,
+    run_id: str,
+    reason: str,
+    epoch: int,
+    now: float,
+    by: str = "executor.reaper",
 ) -> bool:
     """Write ``final.json`` (status ``fail``) unless the run already has one; True if written.
 
     The file appears atomically and only once: it is linked into place, which fails when a
     ``final.json`` exists, so a worker that wakes up late and the reaper can never both win.
+    ``by`` names who wrote it (``repaired_by.tool``): the reaper, or the worker finishing a
+    run the runs root had refused.
     """
     if not run_path.is_dir() or run_path.is_symlink():
         return False
@@ -163,7 +171,7 @@ def terminalize_lost_run(
         "run_id": run_id,
         "failure_reason": reason,
         "final_git_commit_sha": "",
-        "repaired_by": {"tool": "executor.reaper", "at": stamp},
+        "repaired_by": {"tool": by, "at": stamp},
     }
     if not _link_json(final, doc):
         return False

@@ -289,6 +289,16 @@ def _root_releases(queue: Queue, ticket_id: str) -> list[str]:
     ]
 
 
+def _refusing_worker(
+    tmp_path: Path, disk: Path, on_ticket: Callable[[str, Ticket, object], None]
+) -> WorkerStats:
+    """A worker (:data:`REFUSING`) over the queue in ``tmp_path`` and the runs root on
+    ``disk``, until nothing is claimable."""
+    return run_worker(
+        str(tmp_path / "queue.db"), disk / "runs", REFUSING, once=True, on_ticket=on_ticket
+    )
+
+
 def test_a_full_runs_root_gives_the_ticket_back_and_it_runs_once_space_is_freed(
     tmp_path: Path, tiny_disk: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -303,13 +313,7 @@ def test_a_full_runs_root_gives_the_ticket_back_and_it_runs_once_space_is_freed(
         if what == "finished":
             filler.unlink(missing_ok=True)  # the disk was full for a while only
 
-    stats = run_worker(
-        str(tmp_path / "queue.db"),
-        tiny_disk / "runs",
-        REFUSING,
-        once=True,
-        on_ticket=free_space_after_the_first_release,
-    )
+    stats = _refusing_worker(tmp_path, tiny_disk, free_space_after_the_first_release)
     err = capsys.readouterr().err
     assert "Traceback" not in err and "Exception in thread" not in err
     assert seen[:2] == [("claimed", "claimed"), ("finished", "todo")]  # given back, not failed
@@ -321,6 +325,32 @@ def test_a_full_runs_root_gives_the_ticket_back_and_it_runs_once_space_is_freed(
     assert (stats.claimed, stats.released, stats.completed, stats.failed) == (2, 1, 1, 0)
     events = [e.event for e in queue.events(ticket.id)]
     assert events.count("claimed") == 2 and events.count("completed") == 1
+    queue.close()
+
+
+def test_a_run_the_full_runs_root_refused_gets_its_final_json_once_the_root_takes_writes(
+    tmp_path: Path, tiny_disk: Path
+) -> None:
+    # The first run's directory was made, then the full root refused the rest, final.json
+    # included: its ticket went back to todo and ran again once space was freed, but the
+    # refused run stayed without final.json for good (the doctor's missing_final).
+    queue = open_queue(str(tmp_path / "queue.db"))
+    marker = tmp_path / "filled"
+    fill = f"[ -f {marker} ] || {{ touch {marker}; dd if=/dev/zero of={tiny_disk}/filler bs=64k; }}"
+    queue.enqueue("fills-once", str(_graph(tmp_path, fill)))
+
+    def free_space_after_the_release(what: str, t: Ticket, _: object) -> None:
+        if what == "finished":
+            (tiny_disk / "filler").unlink(missing_ok=True)
+
+    stats = _refusing_worker(tmp_path, tiny_disk, free_space_after_the_release)
+    assert (stats.released, stats.completed) == (1, 1)
+    finals = [json.loads((r / "final.json").read_text()) for r in (tiny_disk / "runs").iterdir()]
+    assert sorted(f["status"] for f in finals) == ["fail", "success"]
+    (refused,) = [f for f in finals if f["status"] == "fail"]
+    assert refused["failure_reason"].startswith(f"{ROOT_REFUSED}: the run directory ")
+    assert "No space left on device" in refused["failure_reason"]
+    assert refused["repaired_by"]["tool"] == "executor.worker"
     queue.close()
 
 
