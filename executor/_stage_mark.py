@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import select
 import signal
+import time
 from collections.abc import Collection
 from pathlib import Path
 
@@ -48,24 +50,44 @@ def new_mark() -> str:
 
 def kill_marked(marks: Collection[str], *, killed_groups: Collection[int] = ()) -> tuple[int, ...]:
     """SIGKILL every process of this host whose environment carries one of ``marks``; the
-    pids killed. Looks again after each round that killed something, so children forked
-    meanwhile go too. Processes of ``killed_groups`` (already SIGKILLed as a group, dying) are
-    left to it. Nothing happens without ``/proc`` or pidfds (not Linux)."""
+    pids killed. Each round waits (up to a second) for the processes it killed to end, then
+    looks again, so children forked meanwhile go too. Processes of ``killed_groups`` (already
+    SIGKILLed as a group, dying) are left to it. Nothing happens without ``/proc`` or pidfds
+    (not Linux)."""
     wanted = {f"{STAGE_MARK}={m}".encode() for m in marks if m}
     if not wanted or not hasattr(os, "pidfd_open"):
         return ()
     spared = frozenset(killed_groups)
     killed: list[int] = []
     for _ in range(_ROUNDS):
-        now = [
-            pid
+        dying = {
+            pid: fd
             for pid in _pids()
-            if _carries(pid, wanted) and _group(pid) not in spared and _kill(pid, wanted)
-        ]
-        if not now:
+            if pid not in killed
+            and _carries(pid, wanted)
+            and _group(pid) not in spared
+            and (fd := _kill(pid, wanted)) is not None
+        }
+        if not dying:
             break
-        killed.extend(now)
+        killed.extend(dying)
+        _await_ends(list(dying.values()))
     return tuple(killed)
+
+
+def _await_ends(fds: list[int], within_s: float = 1.0) -> None:
+    """Wait until every process of ``fds`` (pidfds) ended, at most ``within_s``; close them.
+    A pidfd turns readable when its process ends: a killed process whose environment could
+    still be read would be found, and counted, again."""
+    deadline = time.monotonic() + within_s
+    pending = list(fds)
+    try:
+        while pending and (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select(pending, [], [], left)
+            pending = [fd for fd in pending if fd not in ready]
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _pids() -> list[int]:
@@ -94,19 +116,19 @@ def _carries(pid: int, wanted: set[bytes]) -> bool:
     return not wanted.isdisjoint(entries)
 
 
-def _kill(pid: int, wanted: set[bytes]) -> bool:
-    """SIGKILL ``pid`` if it still carries the mark, through a pidfd opened first: a pid that
-    was reused after the look names another process, which carries no mark."""
+def _kill(pid: int, wanted: set[bytes]) -> int | None:
+    """SIGKILL ``pid`` if it still carries the mark, through a pidfd opened first (a pid that
+    was reused after the look names another process, which carries no mark); the pidfd,
+    open, or None when nothing was killed."""
     try:
         fd = os.pidfd_open(pid)
     except OSError:
-        return False
+        return None
     try:
-        if not _carries(pid, wanted):
-            return False
-        signal.pidfd_send_signal(fd, signal.SIGKILL)
-        return True
+        if _carries(pid, wanted):
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+            return fd
     except OSError:
-        return False
-    finally:
-        os.close(fd)
+        pass
+    os.close(fd)
+    return None
