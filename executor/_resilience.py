@@ -84,20 +84,23 @@ class Fleet:
             self.resume_at = max(self.resume_at, time.monotonic() + pause)
             return pause
 
-    def root_took_writes(self) -> list[RefusedRun]:
-        """A run wrote its ``final.json``: claim at full speed again. Returns the runs the
-        root refused before, to be given their ``final.json`` now (each handed out once)."""
+    def root_took_writes(self) -> None:
+        """A run wrote its ``final.json``: claim at full speed again."""
         with self._lock:
             self._pause = 0.0
             self.resume_at = 0.0
-            unfinished, self._unfinished = self._unfinished, []
-            return unfinished
 
     def left_unfinished(self, run: RefusedRun) -> None:
-        """The runs root refused ``run`` its ``final.json``: finish it once the root takes
-        writes again (:meth:`root_took_writes`)."""
+        """The runs root refused ``run`` its ``final.json``: to be finished once the root
+        takes writes again (:meth:`unfinished`)."""
         with self._lock:
             self._unfinished.append(run)
+
+    def unfinished(self) -> list[RefusedRun]:
+        """The runs the root refused so far, each handed out once."""
+        with self._lock:
+            runs, self._unfinished = self._unfinished, []
+            return runs
 
     def claim_pause(self) -> float:
         """Seconds until slots may claim again (0 when they may now)."""

@@ -39,6 +39,7 @@ __all__ = [
     "Slots",
     "WorkerStats",
     "fail_for_good",
+    "finish_refused",
     "run_leased",
 ]
 
@@ -128,16 +129,18 @@ def run_leased(
         ctx.stats.add(fenced=1)
         return result
     if result is not None:
-        _finish_refused(ctx, ctx.fleet.root_took_writes())
+        ctx.fleet.root_took_writes()
+        finish_refused(ctx)
     _record_outcome(ctx, queue, keeper.lease, result, broken, refused)
     return result
 
 
-def _finish_refused(ctx: Slots, runs: list[RefusedRun]) -> None:
+def finish_refused(ctx: Slots) -> None:
     """Give the runs the runs root refused their ``final.json`` (status ``fail``, the refusal
-    as the reason), now that it takes writes again: every run that got a directory ends
-    terminal, not only its ticket. One the root refuses again waits for the next chance."""
-    for run in runs:
+    as the reason): every run that got a directory ends terminal, not only its ticket. Tried
+    when a run wrote its own ``final.json`` (the root takes writes again) and when the worker
+    stops; one the root refuses again waits for the next chance."""
+    for run in ctx.fleet.unfinished():
         try:
             terminalize_lost_run(
                 run.path,

@@ -48,6 +48,7 @@ from executor._ticket_run import (
     Slots,
     WorkerStats,
     fail_for_good,
+    finish_refused,
     run_leased,
 )
 from rundoctor.clock import Clock
@@ -410,6 +411,7 @@ def run_worker(
     for t in slots:
         t.join()
     stop.set()
+    finish_refused(ctx)  # the runs the root refused, should it take writes by now
     if fleet.why:
         done = ", ".join(f"{k} {v}" for k, v in stats.to_json().items())
         raise WorkerError(f"worker {name} cannot continue: {fleet.why} ({done})")

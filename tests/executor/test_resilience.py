@@ -354,6 +354,32 @@ def test_a_run_the_full_runs_root_refused_gets_its_final_json_once_the_root_take
     queue.close()
 
 
+def test_a_worker_that_stops_gives_the_runs_the_root_refused_their_final_json_if_it_can(
+    tmp_path: Path, tiny_disk: Path
+) -> None:
+    # Every run of the ticket is refused (the disk stays full) until it fails; no later run
+    # of the worker writes a final.json, so the refused ones are finished as the worker stops
+    # (chaos seed 137: a worker stopped at the end of the campaign left three such runs).
+    queue = open_queue(str(tmp_path / "queue.db"))
+    marker = tmp_path / "filled"
+    fill = f"[ -f {marker} ] || {{ touch {marker}; dd if=/dev/zero of={tiny_disk}/filler bs=64k; }}"
+    ticket = queue.enqueue("refused-to-the-end", str(_graph(tmp_path, fill)))
+
+    def free_space_once_it_failed(what: str, t: Ticket, _: object) -> None:
+        if what == "finished" and queue.get(t.id).status == "failed":
+            (tiny_disk / "filler").unlink(missing_ok=True)
+
+    stats = _refusing_worker(tmp_path, tiny_disk, free_space_once_it_failed)
+    assert (stats.released, stats.failed, stats.completed) == (2, 1, 0)
+    assert queue.get(ticket.id).status == "failed"
+    runs = list((tiny_disk / "runs").iterdir())
+    assert runs, "the first run's directory was made before the disk filled up"
+    for run in runs:
+        final = json.loads((run / "final.json").read_text())
+        assert final["status"] == "fail" and final["failure_reason"].startswith(ROOT_REFUSED)
+    queue.close()
+
+
 def test_a_runs_root_that_stays_full_fails_each_ticket_after_its_releases_and_the_worker_goes_on(
     tmp_path: Path, tiny_disk: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
