@@ -328,6 +328,13 @@ def test_a_full_runs_root_gives_the_ticket_back_and_it_runs_once_space_is_freed(
     queue.close()
 
 
+def _fills_once(tmp_path: Path, disk: Path) -> Path:
+    """A pipeline whose stage fills ``disk`` the first time it runs, and does nothing after."""
+    marker = tmp_path / "filled"
+    fill = f"[ -f {marker} ] || {{ touch {marker}; dd if=/dev/zero of={disk}/filler bs=64k; }}"
+    return _graph(tmp_path, fill)
+
+
 def test_a_run_the_full_runs_root_refused_gets_its_final_json_once_the_root_takes_writes(
     tmp_path: Path, tiny_disk: Path
 ) -> None:
@@ -335,9 +342,7 @@ def test_a_run_the_full_runs_root_refused_gets_its_final_json_once_the_root_take
     # included: its ticket went back to todo and ran again once space was freed, but the
     # refused run stayed without final.json for good (the doctor's missing_final).
     queue = open_queue(str(tmp_path / "queue.db"))
-    marker = tmp_path / "filled"
-    fill = f"[ -f {marker} ] || {{ touch {marker}; dd if=/dev/zero of={tiny_disk}/filler bs=64k; }}"
-    queue.enqueue("fills-once", str(_graph(tmp_path, fill)))
+    queue.enqueue("fills-once", str(_fills_once(tmp_path, tiny_disk)))
 
     def free_space_after_the_release(what: str, t: Ticket, _: object) -> None:
         if what == "finished":
@@ -361,9 +366,7 @@ def test_a_worker_that_stops_gives_the_runs_the_root_refused_their_final_json_if
     # of the worker writes a final.json, so the refused ones are finished as the worker stops
     # (chaos seed 137: a worker stopped at the end of the campaign left three such runs).
     queue = open_queue(str(tmp_path / "queue.db"))
-    marker = tmp_path / "filled"
-    fill = f"[ -f {marker} ] || {{ touch {marker}; dd if=/dev/zero of={tiny_disk}/filler bs=64k; }}"
-    ticket = queue.enqueue("refused-to-the-end", str(_graph(tmp_path, fill)))
+    ticket = queue.enqueue("refused-to-the-end", str(_fills_once(tmp_path, tiny_disk)))
 
     def free_space_once_it_failed(what: str, t: Ticket, _: object) -> None:
         if what == "finished" and queue.get(t.id).status == "failed":
