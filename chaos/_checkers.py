@@ -185,8 +185,10 @@ def final_json_in_time(h: History) -> Verdict:
     for run in h.of(RunRecord):
         if not run.ticket:
             found.append((f"run {run.run_id} has no recorded start", (run,)))
-        elif (run.final_problem or run.final_at is None) and (run.ticket, run.epoch) in unwritable:
-            refused += 1  # the disk refused it: the ticket's terminal reason says so instead
+        elif (run.ticket, run.epoch) in unwritable:
+            # The disk refused it: the ticket's reason says so, and its worker writes the
+            # final.json once the root takes writes again, however late that is.
+            refused += 1
         elif run.final_problem or run.final_at is None:
             found.append((f"run {run.run_id}: {run.final_problem}", (run,)))
         elif (end := ends.get((run.ticket, run.epoch))) is not None:

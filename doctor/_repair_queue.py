@@ -255,6 +255,10 @@ def _reap_one(q: _QueueCtx, t: Ticket, epoch: int) -> str:
             f"{noun(len(r.killed_groups), 'group')} {list(r.killed_groups)}"
             if r.killed_groups
             else "",
+            f"; killed {noun(len(r.killed_escapees), 'process', 'processes')} "
+            f"{list(r.killed_escapees)} that had left those groups"
+            if r.killed_escapees
+            else "",
             f"; wrote {t.run_path}/final.json (status fail)" if r.terminalized else "",
         ]
     )

@@ -163,7 +163,10 @@ class StatusContract(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StatusIngestionDecision(Event):
     EVENT = "status_ingestion_decision"
-    DOC = 'which status file decided the attempt ("" = none: the exit code decided)'
+    DOC = (
+        'which status file decided the attempt ("" = none: the exit code decided, or, '
+        "`decided_by` `contract`, the agent failed for writing none)"
+    )
     node_id: str
     attempt: int
     source: str

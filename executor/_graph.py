@@ -156,6 +156,16 @@ class Node:
     def retry_target(self) -> str:
         return self.attrs.get("retry_target", "")
 
+    @property
+    def auto_status(self) -> bool:
+        """Kilroy's ``auto_status``: may an agent that wrote no status file succeed on its exit
+        status 0 (``true``)? By default it may not: it never said it did the work.
+
+        >>> [Node("n", "agent", 1, attrs).auto_status for attrs in ({"auto_status": "true"}, {})]
+        [True, False]
+        """
+        return self.attrs.get("auto_status", "").strip().lower() in ("true", "1", "yes")
+
 
 @dataclass(frozen=True, slots=True)
 class Edge:

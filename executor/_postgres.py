@@ -41,10 +41,24 @@ from executor._schema import POSTGRES, Tx, install
 from rundoctor.clock import Clock
 from rundoctor.passwords import redact
 
-__all__ = ["APPLICATION_NAME", "PostgresQueue"]
+__all__ = ["APPLICATION_NAME", "IDLE_IN_TRANSACTION_S", "PostgresQueue"]
 
 #: Shown in ``pg_stat_activity`` so an operator can tell queue connections apart.
 APPLICATION_NAME = "rundoctor-executor"
+
+#: How long a transaction of the queue may sit idle (its client silent between two statements)
+#: before the server ends it. The queue's transactions run their statements back to back; one
+#: idle for seconds belongs to a client that was frozen (SIGSTOP, a paused VM) or cut off by
+#: the network half-way, and the rows it locked would hold up every reaper and writer that needs
+#: them for as long as it stays so (hours, until TCP gives up on a partitioned client). The
+#: server ending it releases the locks; the client, should it wake, finds its connection closed
+#: and retries as after any dropped connection. A URL, role or server that sets
+#: ``idle_in_transaction_session_timeout`` itself keeps its value.
+IDLE_IN_TRANSACTION_S = 5.0
+_BOUND_IDLE = (
+    "SELECT set_config('idle_in_transaction_session_timeout', %s, false)"
+    " WHERE current_setting('idle_in_transaction_session_timeout') = '0'"
+)
 
 # Serializes schema creation across processes opening a fresh database at the same moment
 # (CREATE … IF NOT EXISTS alone races on the catalog). Any constant will do; this is "rdqueue".
@@ -89,9 +103,12 @@ class PostgresQueue(Queue):
             conninfo = self.url
             if "application_name" not in conninfo:
                 conninfo = make_conninfo(conninfo, application_name=APPLICATION_NAME)
-            return psycopg.connect(
+            conn = psycopg.connect(
                 conninfo, autocommit=False, connect_timeout=self.connect_timeout_s
             )
+            with conn.transaction():
+                conn.execute(_BOUND_IDLE, (f"{IDLE_IN_TRANSACTION_S * 1000:.0f}",))
+            return conn
         except psycopg.Error as exc:
             raise QueueError(
                 f"cannot connect to the PostgreSQL queue at {redact(self.url)}: "
@@ -115,9 +132,15 @@ class PostgresQueue(Queue):
                 with conn.transaction(), conn.cursor() as cursor:
                     yield Tx(cursor, POSTGRES)
             except psycopg.Error as exc:
+                # A connection lost during COMMIT may have committed: say so, never "rolled back".
+                outcome = (
+                    "the connection was lost: the transaction may have committed"
+                    if conn.broken
+                    else "the transaction was rolled back"
+                )
                 raise QueueError(
                     f"PostgreSQL queue {redact(self.url)}: {_first_line(exc, self.url)}"
-                    f" ({type(exc).__name__}); the transaction was rolled back"
+                    f" ({type(exc).__name__}); {outcome}"
                 ) from exc
 
     def now(self) -> float:

@@ -33,16 +33,25 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from executor._artifacts import append_fresh_line
 from executor._config import ExecutorConfig
 from executor._errors import FencedError
 from executor._queue import Lease, Queue, Ticket
+from executor._stage_mark import kill_marked
 from rundoctor.atomic import create_file
 from rundoctor.clock import Clock
 from rundoctor.liveness import owner_alive, process_alive
 
-__all__ = ["PROCESS_FILE", "Reclaim", "kill_stage_groups", "reap", "terminalize_lost_run"]
+__all__ = [
+    "PROCESS_FILE",
+    "Reclaim",
+    "kill_stage_escapees",
+    "kill_stage_groups",
+    "reap",
+    "terminalize_lost_run",
+]
 
 #: Written by every stage attempt right after its process starts: pid, pgid, pid_start_time.
 PROCESS_FILE = "process.json"
@@ -58,6 +67,8 @@ class Reclaim:
     status: str  # the ticket's status afterwards: todo | quarantined | "" (CAS lost)
     killed_groups: tuple[int, ...]
     terminalized: bool
+    #: Processes that had left those groups (``setsid``), killed by their stage's mark.
+    killed_escapees: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -65,6 +76,7 @@ class Reclaim:
             "reason": self.reason,
             "status": self.status,
             "killed_groups": list(self.killed_groups),
+            "killed_escapees": list(self.killed_escapees),
             "terminalized": self.terminalized,
         }
 
@@ -84,6 +96,17 @@ def _process_files(run_path: Path) -> Iterator[Path]:
                 yield Path(e.path)
 
 
+def _process_records(run_path: Path) -> Iterator[dict[str, Any]]:
+    """The run's ``process.json`` records that parse as objects."""
+    for path in _process_files(run_path):
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict):
+            yield info
+
+
 def kill_stage_groups(run_path: Path, *, grace_s: float = 0.0) -> tuple[int, ...]:
     """SIGKILL the process groups of the run's stage attempts that are still running.
 
@@ -91,12 +114,11 @@ def kill_stage_groups(run_path: Path, *, grace_s: float = 0.0) -> tuple[int, ...
     a reused pid is never hit.
     """
     killed: list[int] = []
-    for path in _process_files(run_path):
+    for info in _process_records(run_path):
         try:
-            info = json.loads(path.read_text())
             pid, pgid = int(info["pid"]), int(info["pgid"])
             start = info.get("pid_start_time")
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             continue
         start = start if isinstance(start, int) else None
         if pgid <= 1 or not process_alive(pid, start):
@@ -114,13 +136,30 @@ def kill_stage_groups(run_path: Path, *, grace_s: float = 0.0) -> tuple[int, ...
     return tuple(killed)
 
 
+def kill_stage_escapees(run_path: Path, killed_groups: tuple[int, ...] = ()) -> tuple[int, ...]:
+    """SIGKILL the processes of the run's stage attempts outside ``killed_groups`` (the groups
+    :func:`kill_stage_groups` just killed): those that left their group (a daemon that called
+    ``setsid``), and those of a group whose leader had died. Found by the mark each attempt
+    recorded (:mod:`executor._stage_mark`); the pids killed."""
+    marks = {str(m) for info in _process_records(run_path) if (m := info.get("mark"))}
+    return kill_marked(marks, killed_groups=killed_groups)
+
+
 def terminalize_lost_run(
-    run_path: Path, *, run_id: str, reason: str, epoch: int, now: float
+    run_path: Path,
+    *,
+    run_id: str,
+    reason: str,
+    epoch: int,
+    now: float,
+    by: str = "executor.reaper",
 ) -> bool:
     """Write ``final.json`` (status ``fail``) unless the run already has one; True if written.
 
     The file appears atomically and only once: it is linked into place, which fails when a
     ``final.json`` exists, so a worker that wakes up late and the reaper can never both win.
+    ``by`` names who wrote it (``repaired_by.tool``): the reaper, or the worker finishing a
+    run the runs root had refused.
     """
     if not run_path.is_dir() or run_path.is_symlink():
         return False
@@ -132,7 +171,7 @@ def terminalize_lost_run(
         "run_id": run_id,
         "failure_reason": reason,
         "final_git_commit_sha": "",
-        "repaired_by": {"tool": "executor.reaper", "at": stamp},
+        "repaired_by": {"tool": by, "at": stamp},
     }
     if not _link_json(final, doc):
         return False
@@ -184,6 +223,13 @@ def _why(t: Ticket, host: str, now: float) -> str | None:
     if t.host == host and owner_alive(t.pid, t.proc_start_time) is False:
         return f"worker {t.lease_owner} (pid {t.pid} on {host}) is dead"
     return None
+
+
+def _lapsed(t: Ticket, now: float) -> str:
+    """Why ``t``, whose lease expired, is reclaimed."""
+    seen = t.last_heartbeat_at or t.claimed_at
+    gap = f" ({now - seen:.0f}s without a heartbeat)" if seen is not None else ""
+    return f"lease of worker {t.lease_owner} expired{gap}"
 
 
 def _succeeded(run_path: Path, epoch: int) -> bool:
@@ -239,17 +285,17 @@ def reap(
     now = queue.now()
     leased = queue.tickets(status=("claimed", "running"))
     expired = {t.id for t in queue.expired(now, claim_grace_s=config.claim_grace_s)}
-    out: list[Reclaim] = []
+    dead: list[tuple[Ticket, str]] = []
+    lapsed: list[tuple[Ticket, str]] = []
     for t in leased:
         reason = _why(t, host, now)
-        if reason is None and t.id in expired:
-            seen = t.last_heartbeat_at or t.claimed_at
-            reason = f"lease of worker {t.lease_owner} expired" + (
-                f" ({now - seen:.0f}s without a heartbeat)" if seen is not None else ""
-            )
         if reason is not None:
-            out.append(_reclaim(queue, config, t, reason, clock))
-    return out
+            dead.append((t, reason))
+        elif t.id in expired:
+            lapsed.append((t, _lapsed(t, now)))
+    # Proven deaths first: a lapsed lease may belong to a worker frozen inside a transaction
+    # that still locks its row, and its reclaim waits for that lock (chaos seed 120).
+    return [_reclaim(queue, config, t, reason, clock) for t, reason in dead + lapsed]
 
 
 def _reclaim(queue: Queue, config: ExecutorConfig, t: Ticket, reason: str, clock: Clock) -> Reclaim:
@@ -261,6 +307,7 @@ def _reclaim(queue: Queue, config: ExecutorConfig, t: Ticket, reason: str, clock
     frozen while it held the SQLite lock), and a run stamped then ended "before" the events its
     woken worker wrote meanwhile (``post_terminal_activity``, chaos seed 39)."""
     killed: tuple[int, ...] = ()
+    escapees: tuple[int, ...] = ()
     written = False
     if t.run_path:
         run_path = Path(t.run_path)
@@ -269,6 +316,7 @@ def _reclaim(queue: Queue, config: ExecutorConfig, t: Ticket, reason: str, clock
         # Kill the lost worker's stages before the ticket can be claimed again: two
         # executions of one ticket must never overlap.
         killed = kill_stage_groups(run_path)
+        escapees = kill_stage_escapees(run_path, killed)
         try:
             written = terminalize_lost_run(
                 run_path,
@@ -292,4 +340,4 @@ def _reclaim(queue: Queue, config: ExecutorConfig, t: Ticket, reason: str, clock
         status = after.status
     except FencedError:
         status = ""
-    return Reclaim(t.id, reason, status, killed, written)
+    return Reclaim(t.id, reason, status, killed, written, escapees)

@@ -25,6 +25,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from executor._clocks import ClockOffset
@@ -32,7 +34,7 @@ from executor._config import ExecutorConfig
 from executor._errors import FencedError, QueueError, WorkerError
 from executor._queue import Lease, Queue
 
-__all__ = ["ClockNotice", "Fleet", "logged", "persist", "say"]
+__all__ = ["ClockNotice", "Fleet", "RefusedRun", "logged", "persist", "say"]
 
 T = TypeVar("T")
 
@@ -50,6 +52,16 @@ def say(message: str) -> None:
         sys.stderr.flush()
 
 
+@dataclass(frozen=True, slots=True)
+class RefusedRun:
+    """A run directory the runs root refused its ``final.json``: what to write there later."""
+
+    path: Path
+    run_id: str
+    reason: str
+    epoch: int
+
+
 class Fleet:
     """What a worker's threads share about its health: once ``doomed``, every slot stops
     waiting for the database (one last try each) and the worker exits with ``why``; while the
@@ -61,6 +73,7 @@ class Fleet:
         self._lock = threading.Lock()
         self.resume_at = 0.0  # time.monotonic() before which no slot claims
         self._pause = 0.0  # the next pause; 0 while the runs root takes writes
+        self._unfinished: list[RefusedRun] = []
 
     def root_refused(self, config: ExecutorConfig) -> float:
         """The runs root refused writes: pause claiming (doubling each time); the pause."""
@@ -76,6 +89,18 @@ class Fleet:
         with self._lock:
             self._pause = 0.0
             self.resume_at = 0.0
+
+    def left_unfinished(self, run: RefusedRun) -> None:
+        """The runs root refused ``run`` its ``final.json``: to be finished once the root
+        takes writes again (:meth:`unfinished`)."""
+        with self._lock:
+            self._unfinished.append(run)
+
+    def unfinished(self) -> list[RefusedRun]:
+        """The runs the root refused so far, each handed out once."""
+        with self._lock:
+            runs, self._unfinished = self._unfinished, []
+            return runs
 
     def claim_pause(self) -> float:
         """Seconds until slots may claim again (0 when they may now)."""

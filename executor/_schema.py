@@ -172,6 +172,8 @@ class Dialect:
     claim_lock: str
     triggers: tuple[str, ...]
     has_schema: str
+    #: Lets one transaction sit idle while its caller consumes a stream ("": no such limit).
+    allow_idle: str = ""
 
     def sql(self, statement: str) -> str:
         """Fill the dialect fragments of ``statement`` and convert its ``?`` placeholders."""
@@ -219,6 +221,9 @@ POSTGRES = Dialect(
     triggers=_POSTGRES_TRIGGERS,
     # to_regclass follows search_path, so each schema (one per test) gets its own tables.
     has_schema="SELECT 1 WHERE to_regclass('schema_version') IS NOT NULL",
+    # The queue's connections bound idle transactions (executor._postgres); a stream's reader
+    # may be slow (a pipe to a pager), and the rows it has not read yet are no lock.
+    allow_idle="SET LOCAL idle_in_transaction_session_timeout = 0",
 )
 
 
@@ -245,7 +250,10 @@ class Tx:
     def stream(self, statement: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
         """Run ``statement``; yield its rows as the database hands them over, a batch at a
         time, so a result of any size is never held whole (psycopg's ``stream``: libpq's
-        chunked rows instead of the whole result in client memory; sqlite3: ``fetchmany``)."""
+        chunked rows instead of the whole result in client memory; sqlite3: ``fetchmany``).
+        The transaction may sit idle for as long as the caller takes to read them."""
+        if self._dialect.allow_idle:
+            self._cursor.execute(self._dialect.allow_idle)
         text = _render(self._dialect, statement)
         stream = getattr(self._cursor, "stream", None)
         if stream is not None:

@@ -9,15 +9,19 @@ The process runs in its own session and process group (``start_new_session=True`
 stdin empty and stdout/stderr read by the supervising loop into ``stdout.log`` and
 ``stderr.log``, each capped (:class:`CappedLog`): output that never ends keeps its first
 :data:`LOG_HEAD_BYTES` and its last :data:`LOG_TAIL_BYTES`, with one line in between saying
-how many bytes were dropped. Right after it starts, ``process.json`` records its pid, group
-and start time (the reaper stops the group of a dead executor's stage with it). One loop
+how many bytes were dropped. Right after it starts, ``process.json`` records its pid, group,
+start time and mark (the reaper stops the group of a dead executor's stage with it, and the
+processes that carry the mark). One loop
 (:func:`run_process`) supervises it: it notices the exit, the timeout and cancellation, and it
 writes the ``stage_heartbeat`` events while the process runs. Heartbeats therefore come from
 the very loop that returns when the process is gone, and ``stage_attempt_end`` is written only
 after it returned: no heartbeat can follow the end of its attempt, by construction. On timeout
 or cancellation the whole group gets SIGTERM and, after the grace period, SIGKILL. When the
 leader exits, the rest of its group is killed *before* the leader is reaped (``waitid`` with
-``WNOWAIT``), so the group id cannot have been reused by another process.
+``WNOWAIT``), so the group id cannot have been reused by another process. When the loop
+itself fails (a heartbeat or a log write the runs root refused), the group is killed before
+the error goes on. Processes that left the group carry the attempt's mark
+(:mod:`executor._stage_mark`) and are killed at the end too: no stage outlives its attempt.
 
 A failed attempt's reason always names the exit status or the signal, the command, and the
 tail of stderr (:meth:`ProcessResult.describe`); it is never empty and never ``None``.
@@ -51,10 +55,12 @@ from executor._artifacts import (
 )
 from executor._config import ExecutorConfig
 from executor._graph import Node
+from executor._stage_mark import STAGE_MARK, kill_marked, new_mark
 from rundoctor.liveness import start_ticks
 
 __all__ = [
     "EX_TEMPFAIL",
+    "MISSING_STATUS",
     "Beat",
     "ProcessResult",
     "classify",
@@ -66,6 +72,8 @@ __all__ = [
 
 #: Exit status 75 (``EX_TEMPFAIL``) says "try again later": a transient failure.
 EX_TEMPFAIL = 75
+#: Why an agent that exited 0 without writing a status file failed (Kilroy's words).
+MISSING_STATUS = "missing status.json (auto_status=false)"
 
 _TRANSIENT = re.compile(
     r"timed out|timeout|deadline exceeded|connection refused|connection reset|could not resolve"
@@ -259,8 +267,10 @@ class CappedLog:
 
     def close(self) -> None:
         if not self._file.closed:
-            self.flush()
-            self._file.close()
+            try:
+                self.flush()
+            finally:  # a runs root that refuses the flush (ENOSPC) must not leak the file
+                self._file.close()
 
 
 def _drain(pipes: dict[int, CappedLog], wait_s: float) -> None:
@@ -320,6 +330,7 @@ def run_process(
     'exit status 3; stderr tail: oops; command: fail'
     """
     t0 = time.monotonic()
+    mark = new_mark()
     out = CappedLog(attempt_dir / "stdout.log", head=head_bytes, tail=tail_bytes)
     err = CappedLog(attempt_dir / "stderr.log", head=head_bytes, tail=tail_bytes)
     with out, err:
@@ -327,7 +338,7 @@ def run_process(
             proc = subprocess.Popen(
                 argv,
                 cwd=cwd,
-                env=dict(env),
+                env={**env, STAGE_MARK: mark},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -342,14 +353,9 @@ def run_process(
             return ProcessResult(
                 command, None, None, spent, tail, spawn_error=str(exc), timeout_s=timeout_s
             )
-        assert proc.stdout is not None and proc.stderr is not None
-        pipes: dict[int, CappedLog] = {}
-        for stream, log in ((proc.stdout, out), (proc.stderr, err)):
-            fd = os.dup(stream.fileno())
-            stream.close()
-            os.set_blocking(fd, False)
-            pipes[fd] = log
+        pipes = _pipes(proc, out, err)
         try:
+            _record(proc, attempt_dir, command, mark)
             rc, stop = _supervise(
                 proc,
                 pipes,
@@ -360,11 +366,14 @@ def run_process(
                 heartbeat_s=heartbeat_s,
                 canceled=canceled,
                 on_heartbeat=on_heartbeat,
-                command=command,
             )
+        except BaseException:
+            _stop_unreaped(proc)
+            raise
         finally:
             for fd in list(pipes):
                 os.close(fd)
+            kill_marked((mark,))  # what left the group: nothing outlives its attempt
     sig = signal.Signals(-rc).name if rc < 0 else None
     return ProcessResult(
         command,
@@ -379,6 +388,38 @@ def run_process(
     )
 
 
+def _pipes(proc: subprocess.Popen[bytes], out: CappedLog, err: CappedLog) -> dict[int, CappedLog]:
+    """The process's stdout and stderr as non-blocking descriptors, each with its log."""
+    assert proc.stdout is not None and proc.stderr is not None
+    pipes: dict[int, CappedLog] = {}
+    for stream, log in ((proc.stdout, out), (proc.stderr, err)):
+        fd = os.dup(stream.fileno())
+        stream.close()
+        os.set_blocking(fd, False)
+        pipes[fd] = log
+    return pipes
+
+
+def _record(proc: subprocess.Popen[bytes], attempt_dir: Path, command: str, mark: str) -> None:
+    """Write ``process.json``: who to stop if this executor dies (the reaper kills the group
+    while its leader runs, and every process that carries the mark). No fsync: the file only
+    matters while this host is up (a crashed host has no processes)."""
+    process = {"pid": proc.pid, "pgid": proc.pid, "pid_start_time": start_ticks(proc.pid)}
+    doc = {**process, "mark": mark, "command": command}
+    atomic_write_json(attempt_dir / "process.json", doc, fsync=False)
+
+
+def _stop_unreaped(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the stage's process group after its supervising loop failed: a heartbeat or a log
+    write the runs root refused (ENOSPC, EROFS) raises out of the loop, and the run ends with
+    that error, its ticket given back; a stage left running would go on beside the ticket's
+    next execution. Only while the leader is not reaped: until then its pid, the group's id,
+    cannot have been reused."""
+    if proc.returncode is None:
+        _killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def _supervise(
     proc: subprocess.Popen[bytes],
     pipes: dict[int, CappedLog],
@@ -390,17 +431,11 @@ def _supervise(
     heartbeat_s: float,
     canceled: Callable[[], bool],
     on_heartbeat: Callable[[Beat], None],
-    command: str,
 ) -> tuple[int, str | None]:
     """The one loop of :func:`run_process`: output, timeout, cancellation, heartbeats.
     ``logs`` are the stdout and stderr logs ``pipes`` drain into."""
     out, err = logs
     pgid = proc.pid  # the session leader's pid is its group id
-    # Who to stop if this executor dies: the reaper kills groups whose leader still runs. No
-    # fsync: the file only matters while this host is up (a crashed host has no processes).
-    process = {"pid": proc.pid, "pgid": pgid, "pid_start_time": start_ticks(proc.pid)}
-    attempt_dir = out.path.parent
-    atomic_write_json(attempt_dir / "process.json", {**process, "command": command}, fsync=False)
     deadline, next_beat = t0 + timeout_s, t0 + heartbeat_s
     stop: str | None = None
     term_at = 0.0
@@ -448,9 +483,11 @@ def _contract(prompt: str, status_path: str, fallback: str) -> str:
     )
 
 
-def _decide(result: ProcessResult, report: Outcome | None) -> Outcome:
+def _decide(result: ProcessResult, report: Outcome | None, missing: str | None = None) -> Outcome:
     """The attempt's outcome: cancellation and timeouts first, then the status file, then the
-    exit status. Failure reasons always carry the exit status or signal, command and stderr."""
+    exit status. Failure reasons always carry the exit status or signal, command and stderr.
+    ``missing`` (the ingestion's diagnostic) says that a status file was required and none was
+    found: exit status 0 is then no success (Kilroy's ``auto_status=false``)."""
     details = {
         "pid": result.pid,
         "exit_code": result.exit_code,
@@ -480,10 +517,21 @@ def _decide(result: ProcessResult, report: Outcome | None) -> Outcome:
             failure_signature=report.failure_signature or said,
             details=details,
         )
+    if result.ok and missing is not None:
+        why = "; ".join(filter(None, (MISSING_STATUS, missing)))
+        return Outcome(
+            "fail", result.describe(why), "deterministic", failure_signature=why, details=details
+        )
     if result.ok:
         return Outcome("success", notes="exit status 0", details=details)
     cls = "transient_infra" if result.exit_code == EX_TEMPFAIL else classify(result.stderr_tail)
     return Outcome("fail", result.describe(), cls, failure_signature=sig, details=details)
+
+
+def _must_report(node: Node) -> bool:
+    """Must the stage write a status file for exit status 0 to count as success? Agents must,
+    unless their node says ``auto_status=true``; tools are judged by their exit status."""
+    return node.kind == "agent" and not node.auto_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -619,17 +667,20 @@ def _conclude(a: _Attempt, result: ProcessResult) -> Outcome:
     the attempt (``stage_attempt_end``)."""
     node, w, adir = a.node, a.w, a.adir
     ing = ingest_status(adir.path, a.worktree, w.run_id)
+    # An agent must report (unless ``auto_status=true``): exit status 0 alone proves no work.
+    missing = ing.diagnostic if ing.outcome is None and _must_report(node) else None
+    decided_by = "status_file" if ing.outcome else "exit_code" if missing is None else "contract"
     decision = ev.StatusIngestionDecision(
         node_id=node.id,
         attempt=a.attempt,
         source=ing.source,
         copied=ing.source not in ("", "canonical"),
         path=ing.path,
-        decided_by="status_file" if ing.outcome else "exit_code",
+        decided_by=decided_by,
         diagnostic=ing.diagnostic,
     )
     w.emit(decision, attempt=adir)
-    outcome = _decide(result, ing.outcome)
+    outcome = _decide(result, ing.outcome, missing)
     w.attempt_status(adir, outcome.to_json())
     end = ev.StageAttemptEnd(
         node_id=node.id,

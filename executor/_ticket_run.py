@@ -28,7 +28,8 @@ from executor._errors import BudgetError, FencedError, GraphError, UsageError
 from executor._events import Event
 from executor._lease_keeper import Connect, LeaseKeeper
 from executor._queue import Lease, Queue, SessionInfo
-from executor._resilience import Fleet, logged, persist, say
+from executor._reaper import terminalize_lost_run
+from executor._resilience import Fleet, RefusedRun, logged, persist, say
 from executor._runner import RunResult, new_run_id, run_pipeline
 from rundoctor.clock import Clock
 
@@ -38,6 +39,7 @@ __all__ = [
     "Slots",
     "WorkerStats",
     "fail_for_good",
+    "finish_refused",
     "run_leased",
 ]
 
@@ -120,13 +122,36 @@ def run_leased(
         return None
     with LeaseKeeper(ctx.connect, lease, ctx.config, ctx.stop) as keeper:
         result, broken, refused = _run(ctx, lease, run_id, keeper.cancel, on_event)
+    if refused:
+        why = f"{ROOT_REFUSED}: {broken}"
+        ctx.fleet.left_unfinished(RefusedRun(ctx.root / run_id, run_id, why, lease.epoch))
     if keeper.fenced.is_set():
         ctx.stats.add(fenced=1)
         return result
     if result is not None:
         ctx.fleet.root_took_writes()
+        finish_refused(ctx)
     _record_outcome(ctx, queue, keeper.lease, result, broken, refused)
     return result
+
+
+def finish_refused(ctx: Slots) -> None:
+    """Give the runs the runs root refused their ``final.json`` (status ``fail``, the refusal
+    as the reason): every run that got a directory ends terminal, not only its ticket. Tried
+    when a run wrote its own ``final.json`` (the root takes writes again) and when the worker
+    stops; one the root refuses again waits for the next chance."""
+    for run in ctx.fleet.unfinished():
+        try:
+            terminalize_lost_run(
+                run.path,
+                run_id=run.run_id,
+                reason=run.reason,
+                epoch=run.epoch,
+                now=ctx.clock(),
+                by="executor.worker",
+            )
+        except OSError:
+            ctx.fleet.left_unfinished(run)
 
 
 def _run(

@@ -48,6 +48,7 @@ from executor._ticket_run import (
     Slots,
     WorkerStats,
     fail_for_good,
+    finish_refused,
     run_leased,
 )
 from rundoctor.clock import Clock
@@ -174,15 +175,7 @@ def _slot_loop(
             if pause > 0:
                 ctx.stop.wait(pause)
                 continue
-            # The database is unavailable (a stall, a restart): claim again with backoff
-            # rather than let the slot die while the worker looks healthy.
-            lease = persist(
-                lambda: queue.claim(name, lease_ttl_s=ctx.config.lease_ttl_s, session=session),
-                "claim",
-                ctx.config,
-                ctx.fleet,
-                quit=ctx.stop,
-            )
+            lease = _claim(ctx, queue, name, session)
             if lease is None:
                 if once or ctx.stop.is_set():
                     return
@@ -191,6 +184,34 @@ def _slot_loop(
             _run_claimed(ctx, queue, lease, session, on_ticket)
     finally:
         queue.close()
+
+
+def _claim(ctx: Slots, queue: Queue, name: str, session: SessionInfo) -> Lease | None:
+    """Claim a ticket for slot ``name``, riding out a database that is unavailable (a stall,
+    a restart) rather than let the slot die while the worker looks healthy.
+
+    A claim whose COMMIT landed before its connection dropped is not lost: before a retry,
+    the slot looks for a ticket it holds claimed, under this very session, and takes it up.
+    The slot runs one ticket at a time, so such a ticket is the lost answer's. Claiming again
+    instead left it claimed by a live worker that never ran it, until its lease expired."""
+    tried = False
+
+    def attempt() -> Lease | None:
+        nonlocal tried
+        if tried:
+            for t in queue.tickets(status=("claimed",)):
+                if _held_by(t, name, session):
+                    return Lease(t, t.lease_epoch, name)
+        tried = True
+        return queue.claim(name, lease_ttl_s=ctx.config.lease_ttl_s, session=session)
+
+    return persist(attempt, "claim", ctx.config, ctx.fleet, quit=ctx.stop)
+
+
+def _held_by(t: Ticket, name: str, s: SessionInfo) -> bool:
+    """Is ``t`` leased by slot ``name`` under session ``s`` (this very process)?"""
+    mine = (name, s.session_name, s.pid, s.proc_start_time, s.host)
+    return (t.lease_owner, t.session_name, t.pid, t.proc_start_time, t.host) == mine
 
 
 def _run_claimed(
@@ -390,6 +411,7 @@ def run_worker(
     for t in slots:
         t.join()
     stop.set()
+    finish_refused(ctx)  # the runs the root refused, should it take writes by now
     if fleet.why:
         done = ", ".join(f"{k} {v}" for k, v in stats.to_json().items())
         raise WorkerError(f"worker {name} cannot continue: {fleet.why} ({done})")

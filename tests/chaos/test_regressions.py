@@ -13,6 +13,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,9 +28,10 @@ from chaos import CHAOS_EXECUTOR, FaultRecord, Held, History, Planned, QueueEven
 from chaos._checkers import reclaim_latency
 from chaos._evidence import stall_windows
 from chaos._stall_database import _lock
-from executor import Lease, Queue, SessionInfo, open_queue, run_pipeline
+from executor import ExecutorConfig, Lease, Queue, SessionInfo, open_queue, run_pipeline
 from executor._reaper import _reclaim as _reaper_reclaim
 from executor._reaper import reap
+from rundoctor.liveness import start_ticks
 from tests.chaos.test_database_unavailable import BY_NAME, _campaign, _faults
 from tests.executor.conftest import Backend, FakeClock
 from tests.executor.private_postgres import PrivatePostgres
@@ -314,3 +316,73 @@ def test_seed_71_a_reclaim_judged_before_its_worker_started_the_run_is_refused(
     last = [e for e in queue.events(lease.ticket_id) if e.event == "fenced"][-1]
     assert last.detail["reason"] == "the lease epoch moved to 2 (ticket todo)", last.detail
     queue.close()
+
+
+# A worker's heartbeat frozen half-way (SIGSTOP, a paused VM, a network partition): the row it
+# locked stays locked for as long as its transaction stays open.
+_FROZEN_WRITE = """
+import os, signal, sys
+from executor import open_queue
+from executor import _schema as sql
+queue = open_queue(sys.argv[1])
+with queue._transaction() as tx:
+    tx.one(sql.LOCK_TICKET, (sys.argv[2],))
+    print("locked", flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)
+"""
+
+
+@pytest.mark.postgres
+def test_seed_120_a_worker_frozen_inside_a_transaction_holds_up_no_reclaim_for_long(
+    postgres_backend: Backend,
+) -> None:
+    """Found by ``doctor chaos run --seed 120 --duration 30s --workers 6 --db
+    postgresql://…?options=-cdefault_transaction_isolation%3Dserializable --db-control …``: a
+    worker SIGSTOPped while its heartbeat held its ticket's row kept every reaper waiting on
+    that row, and a SIGKILLed worker's ticket, later in the same pass, behind it until the
+    frozen worker woke (``reclaim_latency``: 2.61 s). Frozen for good, or cut off by the
+    network, it would have kept every pass from ending."""
+    url = postgres_backend.url
+    host = socket.gethostname()
+    config = ExecutorConfig(lease_ttl_s=0.5, self_fence_s=0.4, claim_grace_s=0.0)
+    with open_queue(url) as queue:
+        frozen = queue.enqueue("frozen", "/p/frozen.dot")
+        dead = queue.enqueue("dead", "/p/dead.dot")
+        child = subprocess.Popen(
+            [sys.executable, "-c", _FROZEN_WRITE, url, frozen.id],
+            stdout=subprocess.PIPE,
+            cwd=REPO,
+        )
+        try:
+            alive = SessionInfo("frozen", child.pid, child.pid, start_ticks(child.pid), host)
+            gone = SessionInfo("dead", 2**22 - 1, 2**22 - 1, None, host)
+            assert queue.claim("w-frozen", lease_ttl_s=0.5, session=alive) is not None
+            assert queue.claim("w-dead", lease_ttl_s=30, session=gone) is not None
+            assert child.stdout is not None and child.stdout.readline() == b"locked\n"
+            _until(lambda: [t.id for t in queue.expired(queue.now())] == [frozen.id])
+
+            def one_pass() -> None:
+                with open_queue(url) as reaper:
+                    reap(reaper, config)
+
+            passes = threading.Thread(target=one_pass, daemon=True)
+            passes.start()
+            # The dead worker's ticket first; then the frozen one, once the server ended the
+            # transaction that sat idle, while its worker is still frozen.
+            _until(lambda: queue.get(dead.id).status == "todo")
+            assert queue.get(frozen.id).status == "claimed"  # its row is still locked
+            _until(lambda: queue.get(frozen.id).status == "todo")
+            assert child.poll() is None
+            passes.join(timeout=60)
+            assert not passes.is_alive()
+        finally:
+            child.kill()
+            child.wait()
+            child.stdout.close() if child.stdout else None
+
+
+def _until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not within the deadline"
+        time.sleep(0.05)

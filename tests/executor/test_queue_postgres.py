@@ -152,3 +152,18 @@ def _wait_until_blocked(name: str) -> None:
                 return
             time.sleep(0.01)
     raise AssertionError(f"the queue's connection {name} never waited for a lock")
+
+
+def test_a_slow_reader_of_a_ticket_stream_keeps_its_transaction(postgres_backend: Backend) -> None:
+    # The queue's connections end transactions left idle (a frozen worker's locks); a stream's
+    # reader may take its time (`doctor tickets --json | less`) and must not be cut off.
+    url = postgres_backend.url + "%20-cidle_in_transaction_session_timeout%3D300"
+    with open_queue(url) as queue:
+        made = [queue.enqueue(f"t{i}", GRAPH).id for i in range(3)]
+        read = []
+        for ticket in queue.iter_tickets():
+            read.append(ticket.id)
+            if len(read) == 1:
+                time.sleep(1.0)  # the reader is slow: longer than the server lets idle
+        assert read == made
+        assert queue.get(made[0]).status == "todo"  # the connection is still good

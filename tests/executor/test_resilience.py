@@ -36,8 +36,10 @@ from executor import (
 from executor._reaper import reap
 from executor._resilience import Fleet, logged, persist
 from executor._runner import run_pipeline
+from executor._stage_mark import STAGE_MARK
 from executor._ticket_run import ROOT_REFUSED
 from executor._worker import WorkerStats, run_worker
+from rundoctor.liveness import process_alive
 from tests.executor.private_postgres import PrivatePostgres
 
 #: Lease budgets long enough that no worker fences itself during a few seconds of outage.
@@ -135,9 +137,11 @@ def test_a_database_locked_past_the_busy_timeout_at_completion_neither_kills_the
     holder.write_text(HOLDER)
     flag = tmp_path / "locked"
     # The stage leaves behind a process that holds the queue's write lock for 6.5 s, longer
-    # than SQLite's 5 s busy timeout: the worker's `complete` meets "database is locked".
+    # than SQLite's 5 s busy timeout: the worker's `complete` meets "database is locked". It
+    # drops the stage's mark, or the end of the attempt would kill it with the stage.
     stage = (
-        f"setsid {sys.executable} {holder} {db} {flag} 6.5 </dev/null >/dev/null 2>&1 & "
+        f"env -u {STAGE_MARK} setsid {sys.executable} {holder} {db} {flag} 6.5 "
+        "</dev/null >/dev/null 2>&1 & "
         f"while [ ! -f {flag} ]; do sleep 0.02; done"
     )
     queue = open_queue(str(db))
@@ -285,6 +289,16 @@ def _root_releases(queue: Queue, ticket_id: str) -> list[str]:
     ]
 
 
+def _refusing_worker(
+    tmp_path: Path, disk: Path, on_ticket: Callable[[str, Ticket, object], None]
+) -> WorkerStats:
+    """A worker (:data:`REFUSING`) over the queue in ``tmp_path`` and the runs root on
+    ``disk``, until nothing is claimable."""
+    return run_worker(
+        str(tmp_path / "queue.db"), disk / "runs", REFUSING, once=True, on_ticket=on_ticket
+    )
+
+
 def test_a_full_runs_root_gives_the_ticket_back_and_it_runs_once_space_is_freed(
     tmp_path: Path, tiny_disk: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -299,13 +313,7 @@ def test_a_full_runs_root_gives_the_ticket_back_and_it_runs_once_space_is_freed(
         if what == "finished":
             filler.unlink(missing_ok=True)  # the disk was full for a while only
 
-    stats = run_worker(
-        str(tmp_path / "queue.db"),
-        tiny_disk / "runs",
-        REFUSING,
-        once=True,
-        on_ticket=free_space_after_the_first_release,
-    )
+    stats = _refusing_worker(tmp_path, tiny_disk, free_space_after_the_first_release)
     err = capsys.readouterr().err
     assert "Traceback" not in err and "Exception in thread" not in err
     assert seen[:2] == [("claimed", "claimed"), ("finished", "todo")]  # given back, not failed
@@ -317,6 +325,61 @@ def test_a_full_runs_root_gives_the_ticket_back_and_it_runs_once_space_is_freed(
     assert (stats.claimed, stats.released, stats.completed, stats.failed) == (2, 1, 1, 0)
     events = [e.event for e in queue.events(ticket.id)]
     assert events.count("claimed") == 2 and events.count("completed") == 1
+    queue.close()
+
+
+def _fills_once(tmp_path: Path, disk: Path) -> Path:
+    """A pipeline whose stage fills ``disk`` the first time it runs, and does nothing after."""
+    marker = tmp_path / "filled"
+    fill = f"[ -f {marker} ] || {{ touch {marker}; dd if=/dev/zero of={disk}/filler bs=64k; }}"
+    return _graph(tmp_path, fill)
+
+
+def test_a_run_the_full_runs_root_refused_gets_its_final_json_once_the_root_takes_writes(
+    tmp_path: Path, tiny_disk: Path
+) -> None:
+    # The first run's directory was made, then the full root refused the rest, final.json
+    # included: its ticket went back to todo and ran again once space was freed, but the
+    # refused run stayed without final.json for good (the doctor's missing_final).
+    queue = open_queue(str(tmp_path / "queue.db"))
+    queue.enqueue("fills-once", str(_fills_once(tmp_path, tiny_disk)))
+
+    def free_space_after_the_release(what: str, t: Ticket, _: object) -> None:
+        if what == "finished":
+            (tiny_disk / "filler").unlink(missing_ok=True)
+
+    stats = _refusing_worker(tmp_path, tiny_disk, free_space_after_the_release)
+    assert (stats.released, stats.completed) == (1, 1)
+    finals = [json.loads((r / "final.json").read_text()) for r in (tiny_disk / "runs").iterdir()]
+    assert sorted(f["status"] for f in finals) == ["fail", "success"]
+    (refused,) = [f for f in finals if f["status"] == "fail"]
+    assert refused["failure_reason"].startswith(f"{ROOT_REFUSED}: the run directory ")
+    assert "No space left on device" in refused["failure_reason"]
+    assert refused["repaired_by"]["tool"] == "executor.worker"
+    queue.close()
+
+
+def test_a_worker_that_stops_gives_the_runs_the_root_refused_their_final_json_if_it_can(
+    tmp_path: Path, tiny_disk: Path
+) -> None:
+    # Every run of the ticket is refused (the disk stays full) until it fails; no later run
+    # of the worker writes a final.json, so the refused ones are finished as the worker stops
+    # (chaos seed 137: a worker stopped at the end of the campaign left three such runs).
+    queue = open_queue(str(tmp_path / "queue.db"))
+    ticket = queue.enqueue("refused-to-the-end", str(_fills_once(tmp_path, tiny_disk)))
+
+    def free_space_once_it_failed(what: str, t: Ticket, _: object) -> None:
+        if what == "finished" and queue.get(t.id).status == "failed":
+            (tiny_disk / "filler").unlink(missing_ok=True)
+
+    stats = _refusing_worker(tmp_path, tiny_disk, free_space_once_it_failed)
+    assert (stats.released, stats.failed, stats.completed) == (2, 1, 0)
+    assert queue.get(ticket.id).status == "failed"
+    runs = list((tiny_disk / "runs").iterdir())
+    assert runs, "the first run's directory was made before the disk filled up"
+    for run in runs:
+        final = json.loads((run / "final.json").read_text())
+        assert final["status"] == "fail" and final["failure_reason"].startswith(ROOT_REFUSED)
     queue.close()
 
 
@@ -339,6 +402,25 @@ def test_a_runs_root_that_stays_full_fails_each_ticket_after_its_releases_and_th
         assert final.reason is not None and "No space left on device" in final.reason
         assert "refused 3 times, released 2" in final.reason
     queue.close()
+
+
+def test_a_runs_root_that_fills_up_under_a_running_stage_stops_the_stage_with_its_run(
+    tmp_path: Path, tiny_disk: Path
+) -> None:
+    # The stage fills the runs root, then lives on: the next heartbeat cannot be written, the
+    # run ends with ENOSPC (a worker gives its ticket back). The stage must end with it: left
+    # running, it went on beside the ticket's next execution.
+    pid_file = tmp_path / "stage.pid"
+    fill = f"echo $$ > {pid_file}; dd if=/dev/zero of={tiny_disk}/filler bs=64k; exec sleep 600"
+    with pytest.raises(OSError) as raised:
+        run_pipeline(_graph(tmp_path, fill), tiny_disk / "runs", PATIENT)
+    assert raised.value.errno == errno.ENOSPC
+    stage = int(pid_file.read_text())
+    try:
+        assert not process_alive(stage)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stage, 9)
 
 
 def test_a_read_only_runs_root_gives_tickets_back_then_fails_them_and_the_reaper_still_reclaims(
@@ -583,3 +665,50 @@ def test_the_reaper_thread_logs_a_failed_pass_and_reclaims_at_a_later_one(
     assert not thread.is_alive()
     err = "".join(seen) + capsys.readouterr().err
     assert err.count("reaper pass failed") == 1 and "Traceback" not in err
+
+
+@pytest.mark.postgres
+def test_a_claim_that_committed_before_its_connection_dropped_is_taken_up_not_left_claimed(
+    pg_url: str, private_pg: PrivatePostgres, tmp_path: Path
+) -> None:
+    # The claim's COMMIT waits for a synchronous standby that never answers; its session is
+    # ended meanwhile: the claim has committed (locally), and the worker heard an error only.
+    # Its retry claimed again and the first ticket stayed claimed by a live worker that never
+    # ran it, until its lease expired (a crash recovery counted, towards quarantine).
+    queue = open_queue(pg_url + "%20-csynchronous_commit%3Dlocal")
+    ticket = queue.enqueue("claimed-in-the-dark", str(_graph(tmp_path, "true")))
+    name = f"rdlost_{uuid.uuid4().hex[:12]}"
+    done: list[WorkerStats] = []
+    with psycopg.connect(private_pg.url, autocommit=True) as admin:
+        admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+        admin.execute("SELECT pg_reload_conf()")
+        try:
+            worker = threading.Thread(
+                target=lambda: done.append(
+                    run_worker(
+                        f"{pg_url}&application_name={name}",
+                        tmp_path / "runs",
+                        PATIENT,
+                        once=True,
+                        reaper=False,
+                    )
+                ),
+                daemon=True,
+            )
+            worker.start()
+            waiting = (
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE application_name = %s AND wait_event = 'SyncRep'"
+            )
+            _wait(lambda: admin.execute(waiting, (name,)).fetchall())  # the claim's COMMIT
+            (pid,) = admin.execute(waiting, (name,)).fetchone() or ()
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        finally:
+            admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            admin.execute("SELECT pg_reload_conf()")
+    worker.join(timeout=60)
+    assert done, "the worker did not finish"
+    after = queue.get(ticket.id)
+    assert (after.status, after.crash_recoveries, done[0].claimed) == ("done", 0, 1)
+    assert _completions(queue, ticket.id) == ["claimed", "completed"]
+    queue.close()

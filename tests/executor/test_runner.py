@@ -375,7 +375,9 @@ def test_an_agent_status_is_ingested_wherever_the_agent_wrote_it(
     assert serious(r.path) == []
 
 
-def test_without_a_valid_status_file_the_exit_status_decides(tmp_path: Path) -> None:
+def test_with_auto_status_and_no_valid_status_file_the_exit_status_decides(
+    tmp_path: Path,
+) -> None:
     script = tmp_path / "script.json"
     steps = {
         "nodes": {
@@ -384,7 +386,7 @@ def test_without_a_valid_status_file_the_exit_status_decides(tmp_path: Path) -> 
         }
     }
     script.write_text(json.dumps(steps))
-    g = agents("a", "b")
+    g = agents("a", "b", extra=", auto_status=true")
     r = run(tmp_path, g, cfg=config(agent_command=agent_command(script)))
     evs = events(r.path)
     a, b = (named(evs, "status_ingestion_decision", node_id=n)[0] for n in "ab")
@@ -394,6 +396,28 @@ def test_without_a_valid_status_file_the_exit_status_decides(tmp_path: Path) -> 
     assert (b["source"], b["decided_by"]) == ("", "exit_code")
     assert r.failure_reason.startswith("exit status 4; stderr tail: agent crashed; command: ")
     assert "fake_agent.py" in r.failure_reason
+
+
+@pytest.mark.parametrize("status_to", ["none", "garbage"])
+def test_an_agent_that_exits_0_without_a_status_file_fails_for_not_reporting(
+    tmp_path: Path, status_to: str
+) -> None:
+    # Kilroy's default (auto_status=false): an agent that reported nothing did not say it did
+    # the work. Counted a success, its run went on and its ticket was done, though the agent
+    # (a stub, a crash that still exits 0) may have done nothing at all (incident 03).
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"nodes": {"a": [{"status_to": status_to, "exit": 0}]}}))
+    g = agents("a", "b", extra=", max_retries=0")
+    r = run(tmp_path, g, cfg=config(agent_command=agent_command(script)))
+    assert r.status == "fail"
+    assert r.failure_reason.startswith("missing status.json (auto_status=false); canonical ")
+    assert "(exit status 0); stderr tail:" in r.failure_reason
+    evs = events(r.path)
+    (decision,) = named(evs, "status_ingestion_decision", node_id="a")
+    assert (decision["source"], decision["decided_by"]) == ("", "contract")
+    (end,) = named(evs, "stage_attempt_end", node_id="a")
+    assert (end["status"], end["failure_class"], end["exit_code"]) == ("fail", "deterministic", 0)
+    assert not named(evs, "stage_attempt_start", node_id="b")
 
 
 def test_a_failure_reported_by_the_agent_keeps_its_words_and_the_process_facts(

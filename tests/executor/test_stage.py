@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -227,3 +229,23 @@ def test_stale_worktree_status_files_are_cleared_before_a_stage(tmp_path: Path) 
     (worktree / "status.json").write_text("{}")
     clear_status_files(worktree, "r1")
     assert not (worktree / "status.json").exists()
+
+
+def test_a_daemon_that_left_the_stage_s_group_ends_with_its_attempt(tmp_path: Path) -> None:
+    # `setsid` takes the daemon out of the stage's process group, which is all the end of an
+    # attempt killed: it lived on after its stage, run and ticket. It carries the stage's mark.
+    pid_file = tmp_path / "daemon.pid"
+    script = (
+        f"setsid sh -c 'echo $$ > {pid_file}; exec sleep 600' & "
+        f"while [ ! -s {pid_file} ]; do sleep 0.01; done"
+    )
+    r = run(tmp_path, script)
+    daemon = int(pid_file.read_text())
+    try:
+        assert r.ok
+        assert gone(daemon, within=10)
+        record = json.loads((tmp_path / "process.json").read_text())
+        assert len(record["mark"]) == 32
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon, 9)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -116,10 +117,10 @@ def _stage_pid(run_path: Path) -> int:
 
 
 def _running(
-    queue: Queue, url: str, tmp_path: Path
+    queue: Queue, url: str, tmp_path: Path, command: str = "sleep 60"
 ) -> tuple[subprocess.Popen[str], Ticket, Path, int]:
     """A worker process running a long stage: (worker, its ticket, run dir, stage pid)."""
-    queue.enqueue("long", str(_pipeline(tmp_path, "sleep 60")))
+    queue.enqueue("long", str(_pipeline(tmp_path, command)))
     worker = _spawn_worker(url, tmp_path / "runs")
     running: list[Ticket] = []
 
@@ -177,6 +178,30 @@ def test_a_sigkilled_worker_is_reclaimed_at_once_and_its_stage_killed(
     assert after.lease_epoch == ticket.lease_epoch + 1
     d = doctor.diagnose_path(run_path, doctor.DoctorConfig())
     assert d.state == "failed"
+
+
+def test_a_lost_worker_s_stage_daemon_that_left_its_group_is_killed_at_the_reclaim(
+    queue: Queue, url: str, tmp_path: Path
+) -> None:
+    # `setsid` takes the daemon out of the stage's process group: killing the group missed
+    # it, and it went on beside the ticket's next execution.
+    pid_file = tmp_path / "daemon.pid"
+    command = f"setsid sh -c 'echo $$ > {pid_file}; exec sleep 600' & sleep 60"
+    worker, _ticket, _run_path, stage = _running(queue, url, tmp_path, command)
+    _wait(lambda: pid_file.exists() and pid_file.read_text().strip())
+    daemon = int(pid_file.read_text())
+    try:
+        worker.kill()
+        worker.communicate()
+        assert _alive(daemon) and os.getsid(daemon) != os.getsid(stage)
+        (reclaim,) = reap(queue, FAST)
+        assert reclaim.status == "todo" and reclaim.killed_groups
+        assert reclaim.killed_escapees == (daemon,)
+        _wait(lambda: not _alive(daemon), timeout=10)
+        assert reclaim.to_json()["killed_escapees"] == [daemon]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon, signal.SIGKILL)
 
 
 def test_a_frozen_worker_is_fenced_when_it_wakes_after_its_lease_was_reclaimed(
