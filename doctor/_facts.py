@@ -213,8 +213,9 @@ def _own_endings(
     forced to stop) left the run's final.json to ``doctor repair``'s ``terminalize`` or to
     ``kilroy attractor stop``, and the stop before the resume did not end that attempt (real
     run ``watchdog_resumed_repaired``: the watchdog, a resume SIGKILLed in build, then
-    terminalized). A resume starts with its :data:`~doctor._fact_queries.RESUME_ROW` rows
-    (inputs materialized, ``scope: "resume"``), or took the run's lock (``owner_since``, after
+    terminalized). A resume starts with a :data:`~doctor._fact_queries.RESUME_ROW` row (the
+    inputs materialized for the whole run, ``scope: "resume"``; the run's own start, ``scope:
+    "run_startup"``, comes before any ending), or took the run's lock (``owner_since``, after
     the ending: the first run's lock comes before its events); ``resumed_ns`` is the first
     stage a resume started past a final.json of Kilroy's (:mod:`doctor._superseded`).
 
