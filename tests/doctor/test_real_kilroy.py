@@ -334,6 +334,18 @@ def _as_an_older_build_wrote_it(run: Path) -> None:
         )
 
 
+def _diagnosed_as_an_older_build_wrote_it(
+    tmp_path: Path, name: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The diagnosis of a copy of real run ``name`` rewritten as an older build wrote it, and
+    the run's ``expected.json``."""
+    run = tmp_path / name
+    shutil.copytree(RUNS / name, run)
+    _as_an_older_build_wrote_it(run)
+    expected = json.loads((RUNS / name / "expected.json").read_text())
+    return diagnose(name, DoctorConfig(roots=(tmp_path,))).to_json(), expected
+
+
 @pytest.mark.parametrize(
     "name", ["sigterm_mid_stage", "stall_watchdog", "operator_stop", "sigterm_mid_fanout"]
 )
@@ -343,11 +355,7 @@ def test_a_stop_is_read_from_final_json_in_a_run_without_terminal_events(
     # Before 2026-04-27 a stopped run's stream just ends (a signal writes no event; the
     # watchdog's event comes before the attempt it cancels ends): final.json says it stopped.
     # The checkpoint at the node before the interrupted one is still the resume point.
-    run = tmp_path / name
-    shutil.copytree(RUNS / name, run)
-    _as_an_older_build_wrote_it(run)
-    expected = json.loads((RUNS / name / "expected.json").read_text())
-    result = diagnose(name, DoctorConfig(roots=(tmp_path,))).to_json()
+    result, expected = _diagnosed_as_an_older_build_wrote_it(tmp_path, name)
     assert result["state"] == expected["state"] == "failed"
     assert _show(result["findings"]) == ""
     stop = {k: result["facts"][k] for k in ("terminal_reason", "stopped_by")}
@@ -737,3 +745,18 @@ def test_a_node_a_resume_ran_again_after_max_node_visits_was_not_stopped_by_it()
     fragmented = findings["fragmented_failure_signatures"]
     assert (fragmented.evidence["stopped_by"], fragmented.severity.label) == (None, "error")
     assert findings["retry_loop"].evidence["stopped_by"] is None
+
+
+@pytest.mark.parametrize("name", ["loop_breaker_resumed_sigterm", "loop_stop_hung"])
+def test_a_loop_s_stop_is_read_from_final_json_in_a_run_without_terminal_events(
+    tmp_path: Path, name: str
+) -> None:
+    # Without a terminal event the run's final.json is the loop's ending: a resume that looped
+    # on until SIGTERM (an older build's stream: no run_failed), an engine `kilroy attractor
+    # stop` had to SIGKILL (no event at all). The loop was stopped, it is not still looping.
+    result, expected = _diagnosed_as_an_older_build_wrote_it(tmp_path, name)
+    (loop,) = [f for f in result["findings"] if f["code"] == "retry_loop"]
+    assert loop["severity"] == "warning"
+    assert loop["evidence"]["still_looping"] is False
+    assert loop["evidence"]["stopped_by"] == expected["facts"]["stopped_by"]
+    assert result["facts"]["stopped_by"] == expected["facts"]["stopped_by"]
