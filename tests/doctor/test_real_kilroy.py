@@ -760,3 +760,16 @@ def test_a_loop_s_stop_is_read_from_final_json_in_a_run_without_terminal_events(
     assert loop["evidence"]["still_looping"] is False
     assert loop["evidence"]["stopped_by"] == expected["facts"]["stopped_by"]
     assert result["facts"]["stopped_by"] == expected["facts"]["stopped_by"]
+
+
+def test_branch_directories_behind_a_symlink_make_no_fanout(tmp_path: Path) -> None:
+    # fanout_setup_killed: par's branch directories, no stream yet, are what shows par fanned
+    # out. Reached through a symlink they are not read: no unjoined_fanout from them.
+    run = tmp_path / "fanout_setup_killed"
+    shutil.copytree(RUNS / run.name, run)
+    elsewhere = tmp_path / "elsewhere"
+    (run / "parallel").rename(elsewhere)
+    (run / "parallel").symlink_to(elsewhere, target_is_directory=True)
+    codes = {f.code for f in diagnose(run.name, DoctorConfig(roots=(tmp_path,))).findings}
+    assert "missing_final" in codes and "unjoined_fanout" not in codes
+    assert "unjoined_fanout" in {f.code for f in _diagnosed(run.name).findings}
