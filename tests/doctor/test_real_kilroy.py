@@ -773,3 +773,15 @@ def test_branch_directories_behind_a_symlink_make_no_fanout(tmp_path: Path) -> N
     codes = {f.code for f in diagnose(run.name, DoctorConfig(roots=(tmp_path,))).findings}
     assert "missing_final" in codes and "unjoined_fanout" not in codes
     assert "unjoined_fanout" in {f.code for f in _diagnosed(run.name).findings}
+
+
+def test_a_stranded_status_of_a_run_that_succeeded_is_not_ingested() -> None:
+    # fanout_agent_dotai: branch b's outcome sits in its worktree's .ai/status.json, the join
+    # took branch a and the run succeeded. A resume of a finished run runs nothing, so an
+    # ingested status would never be read: no repair, and no advice to resume.
+    result = _diagnosed("fanout_agent_dotai")
+    (finding,) = [f for f in result.findings if f.code == "status_contract_mismatch"]
+    assert finding.repair is None
+    assert "kilroy attractor resume" not in finding.summary
+    assert "runs nothing" in finding.summary
+    assert plan_repairs(result, DoctorConfig(roots=(RUNS,))) == []
