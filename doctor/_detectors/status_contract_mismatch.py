@@ -147,10 +147,17 @@ def _stranded_status(ctx: Context) -> list[Finding]:
         # ingested status would never be read (real run fanout_agent_dotai: the join took the
         # other branch).
         succeeded = facts_of(ctx.facts, run_id).get("_state") == "succeeded"
-        ingest = outcome in SUCCESS_LIKE and ingested is None and not succeeded
+        past = _routed_past(ctx.tables.documents[run_id], scope, str(node))
+        ingest = outcome in SUCCESS_LIKE and ingested is None and not succeeded and past is None
         where = scope_words(scope)
         others = f" ({n_failed} attempts in {where} failed the same way)" if n_failed > 1 else ""
         advice = _advice(ingest, ingested, succeeded, _rel(scope, str(node), "status.json"))
+        if past is not None and ingested is None and not succeeded:
+            advice = (
+                f"the run went on past {node} (its checkpoint, where a resume starts, is at "
+                f"{past}), so a resume would not read an ingested status; fix the agent's "
+                "status path"
+            )
         findings.append(
             Finding(
                 code="status_contract_mismatch",
@@ -179,6 +186,19 @@ def _stranded_status(ctx: Context) -> list[Finding]:
             )
         )
     return findings
+
+
+def _routed_past(docs: RunDocuments, scope: str, node: str) -> str | None:
+    """The node the run's checkpoint holds when it is not ``node``, for the base directory's
+    scope: ``kilroy attractor resume`` starts from the checkpoint's last completed node and
+    routes on with that node's status.json, so a status ingested for a node the run had gone
+    on from is never read (real run ``agent_routed_past_killed``: impl's fail edge ran fixup,
+    the run was killed in build; the resume ran build and ended). Other scopes: None (a
+    branch is dispatched again by its fan-out, a restart is left for the base directory)."""
+    sd = docs.scopes.get(scope)
+    cp = sd.checkpoint if scope == "" and sd is not None else None
+    current = cp.get("current_node") if cp is not None and cp.ok else None
+    return current if isinstance(current, str) and current != node else None
 
 
 def _advice(ingest: bool, ingested: int | None, succeeded: bool, canonical: str) -> str:

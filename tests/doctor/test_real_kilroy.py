@@ -775,13 +775,24 @@ def test_branch_directories_behind_a_symlink_make_no_fanout(tmp_path: Path) -> N
     assert "unjoined_fanout" in {f.code for f in _diagnosed(run.name).findings}
 
 
-def test_a_stranded_status_of_a_run_that_succeeded_is_not_ingested() -> None:
+@pytest.mark.parametrize(
+    ("name", "why", "planned"),
+    [
+        ("fanout_agent_dotai", "runs nothing", []),
+        ("agent_routed_past_killed", "at fixup", ["terminalize"]),
+    ],
+)
+def test_a_stranded_status_no_resume_would_read_is_not_ingested(
+    name: str, why: str, planned: list[str]
+) -> None:
     # fanout_agent_dotai: branch b's outcome sits in its worktree's .ai/status.json, the join
-    # took branch a and the run succeeded. A resume of a finished run runs nothing, so an
-    # ingested status would never be read: no repair, and no advice to resume.
-    result = _diagnosed("fanout_agent_dotai")
+    # took branch a and the run succeeded; a resume of a finished run runs nothing.
+    # agent_routed_past_killed: impl's fail edge ran fixup, checkpointed, and the run was
+    # killed in build; a resume starts from fixup. Either way nothing would read an ingested
+    # status: no ingest_status, and no advice to resume.
+    result = _diagnosed(name)
     (finding,) = [f for f in result.findings if f.code == "status_contract_mismatch"]
     assert finding.repair is None
-    assert "kilroy attractor resume" not in finding.summary
-    assert "runs nothing" in finding.summary
-    assert plan_repairs(result, DoctorConfig(roots=(RUNS,))) == []
+    assert "kilroy attractor resume" not in finding.summary and why in finding.summary
+    config = DoctorConfig(roots=(RUNS,), now=time.time() + 3600)
+    assert [a.kind for a in plan_repairs(diagnose(name, config), config)] == planned
