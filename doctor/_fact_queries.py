@@ -22,15 +22,18 @@ from doctor._attempts import (
 from doctor._branch_records import _BRANCH_DONE_SQL
 from doctor._layout import TOP_SQL
 from doctor._run_state import STOP_EVENTS, STOP_EVENTS_SQL
+from doctor._superseded import RESUME_MARK
 from doctor._tables import HEARTBEAT_SQL, Tables
 
-__all__ = ["MAX_NODE_ROWS"]
+__all__ = ["MAX_NODE_ROWS", "RESUME_ROW"]
 
 
 #: ``attempt_stats``, ``attempt_spans``, ``phases`` and ``edges`` keep at most this many rows
 #: per run (the rest are counted in ``rows_omitted``): a run of 380,000 distinct nodes would
 #: otherwise build (and print) over a million rows, past the memory budget.
 MAX_NODE_ROWS = 1000
+#: The ``event`` of an engine's start (the run's, a resume's) among its endings (``endings``).
+RESUME_ROW = "resume"
 #: SQL expression: the node an event names.
 NODE_SQL = "coalesce(node_id, to_node)"
 
@@ -82,11 +85,16 @@ _EDGES_SQL = f"""
         WHERE {TOP_SQL} AND event = 'edge_selected' GROUP BY ALL"""
 # The run's stops and terminal events in the order it wrote them: by time over its top-level
 # streams (seq orders a stream, not streams: a resume of a restarted run goes on in the base
-# directory, after the restart-N's own stop), by place in the stream on a tie.
+# directory, after the restart-N's own stop), by place in the stream on a tie; with each
+# start of the engine among them (RESUME_ROW: Kilroy materializes the run's inputs naming no
+# node, ``scope`` ``run_startup`` or ``resume``; a stage's name theirs), since an ending before
+# it is an earlier attempt's (_facts._own_endings).
 _ENDINGS_SQL = f"""
-        SELECT run_id, event, coalesce(reason, failure_reason), seq, epoch_ns(ts)
+        SELECT run_id, CASE WHEN event IN {STOP_EVENTS_SQL} THEN event ELSE '{RESUME_ROW}' END,
+               coalesce(reason, failure_reason), seq, epoch_ns(ts)
         FROM progress_events
-        WHERE {TOP_SQL} AND event IN {STOP_EVENTS_SQL}
+        WHERE {TOP_SQL} AND (event IN {STOP_EVENTS_SQL}
+                             OR (event = '{RESUME_MARK}' AND node_id IS NULL))
         ORDER BY run_id, ts, seq"""
 
 

@@ -29,7 +29,7 @@ from doctor._attempts import (
 from doctor._branch_records import BRANCH_LIFECYCLE_SQL, _DoneRecords, _recorded_state
 from doctor._config import DoctorConfig
 from doctor._documents import RunDocuments
-from doctor._fact_queries import _FleetRows, _query_fleet
+from doctor._fact_queries import RESUME_ROW, _FleetRows, _query_fleet
 from doctor._layout import TOP_SQL, is_top_scope
 from doctor._run_state import (
     STOP_EVENTS,
@@ -118,7 +118,7 @@ def _run_facts(run_id: str, docs: RunDocuments, rows: _FleetRows, config: Doctor
     facts["terminal_reason"], facts["stopped_by"] = _ending(
         final_status,
         final.get("failure_reason") if facts["final_json"] and final else None,
-        _own_endings(rows.endings.get(run_id, []), docs.resumed_ns),
+        _own_endings(rows.endings.get(run_id, []), docs.resumed_ns, docs.owner_since),
     )
     facts["_state"] = run_state(
         final_status=final_status,
@@ -202,16 +202,40 @@ def facts_of(facts: Mapping[str, RunFacts], run_id: str) -> RunFacts:
     return facts.get(run_id, RunFacts())
 
 
-def _own_endings(endings: list[tuple[Any, ...]], resumed_ns: int | None) -> list[tuple[Any, ...]]:
-    """The run's stops and terminal events (``event, reason, seq, ts_ns``) without those
-    before a resume that went on past its final.json (``resumed_ns``): that ending was the one
-    it resumed from.
+def _own_endings(
+    endings: list[tuple[Any, ...]], resumed_ns: int | None, owner_since: int | None = None
+) -> list[tuple[Any, ...]]:
+    """The run's stops and terminal events (``event, reason, seq, ts_ns``, in time order) of
+    the attempt of the run its final.json is about: without those before its last resume.
+
+    ``kilroy attractor resume`` goes on from the run's ending (a signal, the watchdog, a
+    breaker) and appends its own after it; a resume that never wrote one (killed, or hung and
+    forced to stop) left the run's final.json to ``doctor repair``'s ``terminalize`` or to
+    ``kilroy attractor stop``, and the stop before the resume did not end that attempt (real
+    run ``watchdog_resumed_repaired``: the watchdog, a resume SIGKILLed in build, then
+    terminalized). A resume starts with a :data:`~doctor._fact_queries.RESUME_ROW` row (the
+    inputs materialized for the whole run, ``scope: "resume"``; the run's own start, ``scope:
+    "run_startup"``, comes before any ending), or took the run's lock (``owner_since``, after
+    the ending: the first run's lock comes before its events); ``resumed_ns`` is the first
+    stage a resume started past a final.json of Kilroy's (:mod:`doctor._superseded`).
 
     >>> _own_endings([("run_failed", "stopped by signal terminated", 9, 50)], 60)
     []
     >>> _own_endings([("run_failed", "x", 9, 50)], None)
     [('run_failed', 'x', 9, 50)]
+    >>> _own_endings([("stall_watchdog_timeout", None, 4, 40), ("run_failed", "stall", 5, 41),
+    ...               ("resume", None, 6, 50)], None)
+    []
+    >>> _own_endings([("run_failed", "x", 5, 41), ("resume", None, 6, 50),
+    ...               ("run_failed", "y", 9, 70)], None)
+    [('run_failed', 'y', 9, 70)]
+    >>> _own_endings([("run_failed", "x", 5, 41)], None, owner_since=45)
+    []
     """
-    if resumed_ns is None:
-        return endings
-    return [x for x in endings if x[3] is None or x[3] >= resumed_ns]
+    starts = [x[3] for x in endings if x[0] == RESUME_ROW and x[3] is not None]
+    since = max([t for t in (resumed_ns, owner_since, *starts) if t is not None], default=None)
+    return [
+        x
+        for x in endings
+        if x[0] != RESUME_ROW and (since is None or x[3] is None or x[3] >= since)
+    ]

@@ -43,6 +43,8 @@ __all__ = [
     "Unreadable",
     "discover",
     "display_name",
+    "fanout_dirs",
+    "has_parallel_dir",
     "is_top_scope",
 ]
 
@@ -301,6 +303,46 @@ def _branch_scopes(
         yield ScopeLayout(f"{prefix}{rel}", path)
         if nesting + 1 < _MAX_FANOUT_NESTING:
             yield from _branch_scopes(path, f"{prefix}{rel}/", unreadable, nesting + 1)
+
+
+_PASS_DIR = re.compile(r"pass(\d+)")
+_BRANCH_DIR = re.compile(r"\d+-.+")
+#: A node id that names one directory (Kilroy's are ``[A-Za-z_][A-Za-z0-9_]*``).
+_NODE_DIR = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def has_parallel_dir(run_path: Path, scope: str) -> bool:
+    """Whether ``scope`` of the run has a ``parallel/`` directory (no symlink on the way)."""
+    return _plain_dirs(run_path, run_path / scope / "parallel")
+
+
+def fanout_dirs(run_path: Path, scope: str, node: str) -> list[str] | None:
+    """The branch directories of the latest dispatch of fan-out ``node`` in ``scope``
+    (relative to the run: ``parallel/<node>/[passN/]<NN>-<key>``, the highest ``passN``),
+    streams or not; None when ``scope`` has no directory ``parallel/<node>/``.
+
+    Kilroy makes a branch's directory when it sets the branch up (``branch_setup_start``) and
+    its stream only once the branch's engine starts, ~25 ms later per branch, one at a time:
+    a fan-out stopped in between has branch directories and no branch scope (real run
+    ``fanout_setup_killed``). Symlinks are never followed.
+    """
+    if not _NODE_DIR.fullmatch(node):
+        return None
+    fan = f"{scope}/parallel/{node}" if scope else f"parallel/{node}"
+    if not _plain_dirs(run_path, run_path / fan):
+        return None
+
+    def subdirs(rel: str) -> list[str]:
+        try:
+            return sorted(
+                e.name for e in os.scandir(run_path / rel) if e.is_dir(follow_symlinks=False)
+            )
+        except OSError:
+            return []
+
+    passes = [int(m.group(1)) for n in subdirs(fan) if (m := _PASS_DIR.fullmatch(n))]
+    level = f"{fan}/pass{max(passes)}" if passes else fan
+    return [f"{level}/{n}" for n in subdirs(level) if _BRANCH_DIR.fullmatch(n)]
 
 
 def discover(path: Path) -> RunLayout:

@@ -14,7 +14,14 @@ from typing import Any
 
 from doctor._documents import TERMINAL_STATUSES, RunDocuments
 
-__all__ = ["STOP_EVENTS", "STOP_EVENTS_SQL", "run_state", "signal_stop"]
+__all__ = [
+    "OPERATOR_STOP_REASONS",
+    "STOP_EVENTS",
+    "STOP_EVENTS_SQL",
+    "reason_stop",
+    "run_state",
+    "signal_stop",
+]
 
 
 #: Events that end a Kilroy run loop: its terminal events and the stops that cause them.
@@ -112,8 +119,9 @@ def _ending(
 
     The reason is final.json's ``failure_reason``, else the ``run_failed`` ``reason`` of the
     run's last ending; a run that succeeded has none. ``stopped_by`` names the stop event of
-    that ending (a breaker, the stall watchdog, a blocked loop_restart), ``signal`` for
-    Kilroy's "stopped by signal" ending, and is null for a run nothing stopped. An ending
+    that ending (a breaker, the stall watchdog, a blocked loop_restart), else the stop its
+    reason names (:func:`reason_stop`: a signal, the operator), and is null for a run nothing
+    stopped. An ending
     before the last one (the watchdog, then ``kilroy attractor resume``, then a signal)
     belongs to an earlier attempt of the run: see :func:`_last_ending`.
 
@@ -135,10 +143,28 @@ def _ending(
     if reason is None and failed_reasons:
         reason = failed_reasons[-1]
     stops = [e for e, *_ in last if e not in _TERMINAL_EVENTS]
-    stopped_by: str | None = stops[-1] if stops else None
-    if stopped_by is None and signal_stop(reason):
-        stopped_by = "signal"
-    return reason, stopped_by
+    return reason, stops[-1] if stops else reason_stop(reason)
+
+
+#: The failure reasons of the final.json ``kilroy attractor stop`` writes itself, for an
+#: engine that died without writing one (its grace ran out, ``--force`` SIGKILLed it): no event
+#: records that stop (format doc §3.1; real run ``loop_stop_hung``).
+OPERATOR_STOP_REASONS = frozenset({"stopped_by_operator", "stopped_by_operator_forced"})
+
+
+def reason_stop(reason: object) -> str | None:
+    """The stop a failure reason names: ``signal`` for Kilroy's "stopped by signal" ending
+    (:func:`signal_stop`), ``operator`` for the final.json ``kilroy attractor stop`` wrote
+    itself; else None.
+
+    >>> reason_stop("stopped by signal terminated"), reason_stop("stopped_by_operator_forced")
+    ('signal', 'operator')
+    >>> reason_stop("exit status 1") is None
+    True
+    """
+    if signal_stop(reason):
+        return "signal"
+    return "operator" if reason in OPERATOR_STOP_REASONS else None
 
 
 def signal_stop(reason: object) -> bool:

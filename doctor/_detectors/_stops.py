@@ -35,8 +35,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from doctor._facts import facts_of
 from doctor._layout import TOP_SQL, is_top_scope
-from doctor._run_state import STOP_EVENTS, signal_stop
+from doctor._run_state import STOP_EVENTS, reason_stop
+from doctor._superseded import final_ns, repaired_final_ns
 from doctor._tables import Tables
 from doctor._timestamps import parse_iso
 
@@ -206,14 +208,15 @@ class Ending:
 
     @property
     def stopped_by(self) -> str | None:
-        """What a loop this ending stopped was stopped by: its last stop, else ``signal``
-        for Kilroy's "stopped by signal" ``run_failed``, else ``run_failed``; None for a
+        """What a loop this ending stopped was stopped by: its last stop, else the stop its
+        failure reason names (``signal`` for Kilroy's "stopped by signal", ``operator`` for
+        the final.json ``kilroy attractor stop`` wrote), else ``run_failed``; None for a
         ``run_completed`` or a ``loop_restart`` (the loop was left, not stopped)."""
         if self.stops:
             return self.stops[-1][0]
         if self.terminal != "run_failed":
             return None
-        return "signal" if signal_stop(self.reason) else "run_failed"
+        return reason_stop(self.reason) or "run_failed"
 
     def stopped(self, events: Iterable[str], node: str) -> bool:
         """Whether one of ``events`` of ``node`` is among its stops."""
@@ -260,7 +263,60 @@ def _scope_endings(ctx: Context) -> dict[tuple[str, str], list[Ending]]:
     rows: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
     for run_id, scope, *row in ctx.rows_of(ENDING_EVENTS, _ENDINGS_SQL):
         rows[(str(run_id), str(scope))].append(tuple(row))
-    return {key: _endings(scope_rows) for key, scope_rows in rows.items()}
+    out = {key: _endings(scope_rows) for key, scope_rows in rows.items()}
+    for key, ending in _final_endings(ctx).items():
+        own = out.setdefault(key, [])
+        if all(e.seq < ending.seq for e in own):  # the scope wrote no ending after it
+            own.append(ending)
+    return out
+
+
+# Per run and top-level scope, the seq of the scope's last event written before the run's
+# final.json (by its ``timestamp``).
+_FINAL_AT_SQL = """
+WITH f AS (SELECT unnest($runs::VARCHAR[]) AS run_id, unnest($scopes::VARCHAR[]) AS scope,
+                  unnest($finals::BIGINT[]) AS final_ns)
+SELECT f.run_id, f.scope, max(e.seq) FROM f
+JOIN progress_events e ON e.run_id = f.run_id AND e.scope = f.scope
+WHERE epoch_ns(e.ts) <= f.final_ns GROUP BY ALL
+"""
+
+
+def _final_endings(ctx: Context) -> dict[tuple[str, str], Ending]:
+    """The ending a run's own final.json (not ``success``, not the doctor's) records in the
+    top-level scope the run worked in last, placed after that scope's last event before it.
+
+    It is the scope's only ending when the scope wrote none after it: ``kilroy attractor
+    stop`` writes final.json itself for an engine it had to SIGKILL (real run
+    ``loop_stop_hung``), builds before 2026-04-27 wrote no terminal event (format doc §8), and
+    a resume that fails before its engine starts writes only final.json. The doctor's
+    ``terminalize`` is no stop: it records that the run's process had died.
+    """
+    runs: list[str] = []
+    scopes: list[str] = []
+    finals: list[int] = []
+    reasons: dict[str, Any] = {}
+    for run_id, docs in ctx.tables.documents.items():
+        final = docs.final
+        scope = facts_of(ctx.facts, run_id).get("_current_scope")
+        if final is None or not final.ok or scope is None:
+            continue
+        ns = final_ns(final.value)
+        if ns is None or final.get("status") in (None, "success"):
+            continue
+        if repaired_final_ns(final.value) is None:
+            runs.append(run_id)
+            scopes.append(str(scope))
+            finals.append(ns)
+            reasons[run_id] = final.get("failure_reason")
+    if not runs:
+        return {}
+    rows = ctx.tables.sql(_FINAL_AT_SQL, runs=runs, scopes=scopes, finals=finals)
+    return {
+        (str(run_id), str(scope)): Ending(int(seq) + 1, (), "run_failed", reasons[run_id])
+        for run_id, scope, seq in rows
+        if seq is not None
+    }
 
 
 def loop_stop(endings: Sequence[Ending], last: int, work: int) -> Ending | None:

@@ -22,8 +22,9 @@ hop has left it; :func:`doctor._detectors._stops.loop_stop`): a resumed run that
 works on in the loop, was stopped by its own ending, not by the stop it resumed from. Its
 last stop (``deterministic_failure_cycle_breaker``, ``stuck_cycle_breaker`` for
 ``max_node_visits``, ``stall_watchdog_timeout``, ``loop_restart_blocked``,
-``loop_restart_circuit_breaker``), else ``signal`` for Kilroy's "stopped by signal"
-``run_failed``, else ``run_failed`` for any other terminal failure. Such a loop is not
+``loop_restart_circuit_breaker``), else the stop the ending's reason names (``signal`` for
+Kilroy's "stopped by signal", ``operator`` for the final.json ``kilroy attractor stop`` wrote),
+else ``run_failed`` for any other terminal failure. Such a loop is not
 ``still_looping``, and a loop that a breaker or the watchdog ended did what they are for: it is
 reported at ``info``.
 """
@@ -107,6 +108,7 @@ _STOP_TEXT = {
     "loop_restart_blocked": "a blocked loop_restart",
     "loop_restart_circuit_breaker": "the loop_restart circuit breaker",
     "signal": "a signal",
+    "operator": "the operator's stop (kilroy attractor stop)",
     "run_failed": "the run's failure",
 }
 

@@ -143,19 +143,20 @@ def _stranded_status(ctx: Context) -> list[Finding]:
         ingested = _ingested_at(ctx.tables.documents[run_id], scope, str(node))
         if ingested is not None and _went_on_after(ctx, (run_id, scope, str(node)), ingested):
             continue  # the engine read the ingested status on resume and went on from it
-        ingest = outcome in SUCCESS_LIKE and ingested is None
+        # A resume of a run that succeeded runs nothing (real run resume_after_success): an
+        # ingested status would never be read (real run fanout_agent_dotai: the join took the
+        # other branch).
+        succeeded = facts_of(ctx.facts, run_id).get("_state") == "succeeded"
+        past = _routed_past(ctx.tables.documents[run_id], scope, str(node))
+        ingest = outcome in SUCCESS_LIKE and ingested is None and not succeeded and past is None
         where = scope_words(scope)
         others = f" ({n_failed} attempts in {where} failed the same way)" if n_failed > 1 else ""
-        advice = (
-            "ingest that file as the stage's status and re-route the run"
-            if ingest
-            else "fix the agent's status path"
-        )
-        if ingested is not None:
+        advice = _advice(ingest, ingested, succeeded, _rel(scope, str(node), "status.json"))
+        if past is not None and ingested is None and not succeeded:
             advice = (
-                f"doctor repair ingested it as {_rel(scope, str(node), 'status.json')} (the "
-                f"run's last event then: {iso(ingested)}); resume the run (kilroy attractor "
-                "resume) so that the engine reads it and routes on from it"
+                f"the run went on past {node} (its checkpoint, where a resume starts, is at "
+                f"{past}), so a resume would not read an ingested status; fix the agent's "
+                "status path"
             )
         findings.append(
             Finding(
@@ -185,6 +186,46 @@ def _stranded_status(ctx: Context) -> list[Finding]:
             )
         )
     return findings
+
+
+def _routed_past(docs: RunDocuments, scope: str, node: str) -> str | None:
+    """The node the run's checkpoint holds when it is not ``node``, for the base directory's
+    scope: ``kilroy attractor resume`` starts from the checkpoint's last completed node and
+    routes on with that node's status.json, so a status ingested for a node the run had gone
+    on from is never read (real run ``agent_routed_past_killed``: impl's fail edge ran fixup,
+    the run was killed in build; the resume ran build and ended). Other scopes: None (a
+    branch is dispatched again by its fan-out, a restart is left for the base directory)."""
+    sd = docs.scopes.get(scope)
+    cp = sd.checkpoint if scope == "" and sd is not None else None
+    current = cp.get("current_node") if cp is not None and cp.ok else None
+    return current if isinstance(current, str) and current != node else None
+
+
+def _advice(ingest: bool, ingested: int | None, succeeded: bool, canonical: str) -> str:
+    """What to do about a stranded outcome: ingest it and re-route the run, resume the run
+    that was ingested, or (a run that succeeded without it, which no resume runs again, or an
+    outcome that is no success) fix the agent's status path."""
+    if ingested is not None:
+        done = (
+            f"doctor repair ingested it as {canonical} (the run's last event then: {iso(ingested)})"
+        )
+        if succeeded:
+            return (
+                f"{done}, but the run had succeeded without it and a resume of a finished run "
+                "runs nothing, so the engine will never read it; fix the agent's status path"
+            )
+        return (
+            f"{done}; resume the run (kilroy attractor resume) so that the engine reads it "
+            "and routes on from it"
+        )
+    if ingest:
+        return "ingest that file as the stage's status and re-route the run"
+    if succeeded:
+        return (
+            "the run succeeded without it and a resume of a finished run runs nothing, so no "
+            "repair can bring it back; fix the agent's status path"
+        )
+    return "fix the agent's status path"
 
 
 # The latest event of a scope naming the node (its edges evaluated, an attempt run again);

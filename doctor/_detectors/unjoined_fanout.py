@@ -1,23 +1,27 @@
 """``unjoined_fanout``: a fan-out node whose attempt opened and never closed.
 
 A fan-out node is a node with branch scopes under ``<scope>/parallel/<node>/`` (with or
-without the ``passN/`` level). Its ``stage_attempt_start`` opens when it dispatches the
-branches and its ``stage_attempt_end`` comes when it has joined them. An attempt of such a node
-that is still open (the latest start of that node in its scope, with no end) while the scope is
-no longer running means nobody will ever join the branches: their work sits in their own
-directories and the parent waits (or waited) for nothing.
+without the ``passN/`` level), or with that directory at all: Kilroy makes the branches'
+directories as it sets them up, before their streams (:func:`doctor._layout.fanout_dirs`).
+Its ``stage_attempt_start`` opens when it dispatches the branches and its ``stage_attempt_end``
+comes when it has joined them. An attempt of such a node that is still open (the latest start
+of that node in its scope, with no end) while the scope is no longer running means nobody will
+ever join the branches: their work sits in their own directories and the parent waits (or
+waited) for nothing.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from doctor._attempts import ATTEMPTS_OPEN_SQL, LATEST_ATTEMPTS_SQL
 from doctor._branch_records import BRANCH_LIFECYCLE_SQL
 from doctor._detectors._context import Context, more, needs, scope_words
 from doctor._documents import fanout_branch_count
 from doctor._facts import scope_state
+from doctor._layout import fanout_dirs, has_parallel_dir, is_top_scope
 from doctor._model import Finding, Severity
 from doctor._timestamps import iso
 
@@ -58,7 +62,7 @@ class _FanOut:
 
     def branches(self) -> list[str]:
         """Branch scopes of the latest dispatch (the highest pass; all without pass dirs)."""
-        return sorted(self.passes[max(self.passes)])
+        return sorted(self.passes[max(self.passes)]) if self.passes else []
 
 
 def _fanouts(scopes: list[str]) -> dict[tuple[str, str], _FanOut]:
@@ -104,8 +108,26 @@ def _finished(
 
 
 def _has_fanouts(ctx: Context) -> bool:
-    """Whether a run has a fan-out (a ``parallel/`` scope): only a fan-out node is reported."""
-    return any(_fanouts(list(ctx.documents(run_id).scopes)) for run_id in ctx.facts)
+    """Whether a run has a fan-out (a ``parallel/`` scope, or a top-level scope's
+    ``parallel/`` directory): only a fan-out node is reported."""
+    for run_id in ctx.facts:
+        docs = ctx.documents(run_id)
+        if _fanouts(list(docs.scopes)) or any(
+            has_parallel_dir(docs.path, s) for s in docs.scopes if is_top_scope(s)
+        ):
+            return True
+    return False
+
+
+def _fanout(
+    fanouts: dict[tuple[str, str], _FanOut], run_path: Path, scope: str, node: str
+) -> _FanOut | None:
+    """The fan-out ``node`` of ``scope``: from the branch scopes, else from its branch
+    directories, which a fan-out stopped while it set its branches up has without streams."""
+    fan = fanouts.get((scope, node))
+    if fan is None and (dirs := fanout_dirs(run_path, scope, node)) is not None:
+        fan = _FanOut(scope, node, {0: dirs})
+    return fan
 
 
 def _left(unfinished: list[str], total: int, started: int) -> str:
@@ -148,7 +170,7 @@ def unjoined_fanout(ctx: Context) -> list[Finding]:
 
     findings: list[Finding] = []
     for run_id, scope, node, attempt, start_ns in ctx.tables.sql(_OPEN_SQL):
-        fan = fanouts.get(run_id, {}).get((scope, node))
+        fan = _fanout(fanouts.get(run_id, {}), ctx.documents(run_id).path, scope, node)
         if fan is None:
             continue
         facts = ctx.facts[run_id]

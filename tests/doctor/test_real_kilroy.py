@@ -334,6 +334,18 @@ def _as_an_older_build_wrote_it(run: Path) -> None:
         )
 
 
+def _diagnosed_as_an_older_build_wrote_it(
+    tmp_path: Path, name: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The diagnosis of a copy of real run ``name`` rewritten as an older build wrote it, and
+    the run's ``expected.json``."""
+    run = tmp_path / name
+    shutil.copytree(RUNS / name, run)
+    _as_an_older_build_wrote_it(run)
+    expected = json.loads((RUNS / name / "expected.json").read_text())
+    return diagnose(name, DoctorConfig(roots=(tmp_path,))).to_json(), expected
+
+
 @pytest.mark.parametrize(
     "name", ["sigterm_mid_stage", "stall_watchdog", "operator_stop", "sigterm_mid_fanout"]
 )
@@ -343,11 +355,7 @@ def test_a_stop_is_read_from_final_json_in_a_run_without_terminal_events(
     # Before 2026-04-27 a stopped run's stream just ends (a signal writes no event; the
     # watchdog's event comes before the attempt it cancels ends): final.json says it stopped.
     # The checkpoint at the node before the interrupted one is still the resume point.
-    run = tmp_path / name
-    shutil.copytree(RUNS / name, run)
-    _as_an_older_build_wrote_it(run)
-    expected = json.loads((RUNS / name / "expected.json").read_text())
-    result = diagnose(name, DoctorConfig(roots=(tmp_path,))).to_json()
+    result, expected = _diagnosed_as_an_older_build_wrote_it(tmp_path, name)
     assert result["state"] == expected["state"] == "failed"
     assert _show(result["findings"]) == ""
     stop = {k: result["facts"][k] for k in ("terminal_reason", "stopped_by")}
@@ -737,3 +745,54 @@ def test_a_node_a_resume_ran_again_after_max_node_visits_was_not_stopped_by_it()
     fragmented = findings["fragmented_failure_signatures"]
     assert (fragmented.evidence["stopped_by"], fragmented.severity.label) == (None, "error")
     assert findings["retry_loop"].evidence["stopped_by"] is None
+
+
+@pytest.mark.parametrize("name", ["loop_breaker_resumed_sigterm", "loop_stop_hung"])
+def test_a_loop_s_stop_is_read_from_final_json_in_a_run_without_terminal_events(
+    tmp_path: Path, name: str
+) -> None:
+    # Without a terminal event the run's final.json is the loop's ending: a resume that looped
+    # on until SIGTERM (an older build's stream: no run_failed), an engine `kilroy attractor
+    # stop` had to SIGKILL (no event at all). The loop was stopped, it is not still looping.
+    result, expected = _diagnosed_as_an_older_build_wrote_it(tmp_path, name)
+    (loop,) = [f for f in result["findings"] if f["code"] == "retry_loop"]
+    assert loop["severity"] == "warning"
+    assert loop["evidence"]["still_looping"] is False
+    assert loop["evidence"]["stopped_by"] == expected["facts"]["stopped_by"]
+    assert result["facts"]["stopped_by"] == expected["facts"]["stopped_by"]
+
+
+def test_branch_directories_behind_a_symlink_make_no_fanout(tmp_path: Path) -> None:
+    # fanout_setup_killed: par's branch directories, no stream yet, are what shows par fanned
+    # out. Reached through a symlink they are not read: no unjoined_fanout from them.
+    run = tmp_path / "fanout_setup_killed"
+    shutil.copytree(RUNS / run.name, run)
+    elsewhere = tmp_path / "elsewhere"
+    (run / "parallel").rename(elsewhere)
+    (run / "parallel").symlink_to(elsewhere, target_is_directory=True)
+    codes = {f.code for f in diagnose(run.name, DoctorConfig(roots=(tmp_path,))).findings}
+    assert "missing_final" in codes and "unjoined_fanout" not in codes
+    assert "unjoined_fanout" in {f.code for f in _diagnosed(run.name).findings}
+
+
+@pytest.mark.parametrize(
+    ("name", "why", "planned"),
+    [
+        ("fanout_agent_dotai", "runs nothing", []),
+        ("agent_routed_past_killed", "at fixup", ["terminalize"]),
+    ],
+)
+def test_a_stranded_status_no_resume_would_read_is_not_ingested(
+    name: str, why: str, planned: list[str]
+) -> None:
+    # fanout_agent_dotai: branch b's outcome sits in its worktree's .ai/status.json, the join
+    # took branch a and the run succeeded; a resume of a finished run runs nothing.
+    # agent_routed_past_killed: impl's fail edge ran fixup, checkpointed, and the run was
+    # killed in build; a resume starts from fixup. Either way nothing would read an ingested
+    # status: no ingest_status, and no advice to resume.
+    result = _diagnosed(name)
+    (finding,) = [f for f in result.findings if f.code == "status_contract_mismatch"]
+    assert finding.repair is None
+    assert "kilroy attractor resume" not in finding.summary and why in finding.summary
+    config = DoctorConfig(roots=(RUNS,), now=time.time() + 3600)
+    assert [a.kind for a in plan_repairs(diagnose(name, config), config)] == planned
