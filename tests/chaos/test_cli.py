@@ -187,3 +187,19 @@ def test_a_password_in_the_db_urls_query_is_never_printed(tmp_path: Path) -> Non
     assert "replay with" in done.stdout + done.stderr
     assert "s3cret" not in done.stdout + done.stderr
     assert "connect_timeout=5" in done.stdout + done.stderr  # the rest of the query is kept
+
+
+def test_check_of_a_history_with_a_wrong_typed_field_is_one_line_exit_2(tmp_path: Path) -> None:
+    # Before: "internal error (a bug in rundoctor): TypeError: '<' not supported between
+    # instances of 'str' and 'float'", exit 70, from the checker that read the field.
+    from chaos import write_history
+
+    path = tmp_path / "history.ndjson"
+    write_history(path, clean().history().records)
+    lines = path.read_text().splitlines()
+    lines[-1] = lines[-1].replace('"time": ', '"time": "at noon", "was": ', 1)
+    path.write_text("\n".join(lines) + "\n")
+    done = run("-m", "doctor", "chaos", "check", str(path), "--json")
+    assert done.returncode == 2 and done.stdout == "", done
+    assert done.stderr.count("\n") == 1 and f"line {len(lines)}: " in done.stderr
+    assert '.time: expected a finite number, got "at noon"' in done.stderr
