@@ -181,7 +181,7 @@ def config_from_env(
     Roots from the flag, else ``$RUNDOCTOR_ROOTS`` (``:``-separated), else the config file's
     ``roots``, else the default directories that exist.
     """
-    from rundoctor.config import ConfigError, file_settings
+    from rundoctor.config import ConfigError, config_path, file_settings
 
     try:
         settings = file_settings(
@@ -209,7 +209,11 @@ def config_from_env(
     if cache and "cache_dir" not in overrides:
         overrides["cache_dir"] = Path(cache)
     _budget_from_env(settings)
-    return DoctorConfig(**{**(fallback or {}), **settings, "roots": chosen, **overrides})
+    config = DoctorConfig(**{**(fallback or {}), **settings, "roots": chosen, **overrides})
+    try:
+        return config.validate()
+    except UsageError as exc:  # the thresholds have no flags: a bad one is the file's
+        raise UsageError(f"config file {str(config_path(os.environ))!r}: [doctor] {exc}") from None
 
 
 def _budget_from_env(settings: dict[str, Any]) -> None:
