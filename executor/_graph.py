@@ -217,6 +217,11 @@ def load_graph(path: Path) -> Graph:
         raise GraphError(exc.line, exc.reason, path=str(path)) from None
 
 
+#: How deep subgraphs (``subgraph { … }`` or bare ``{ … }``) may nest: far past any real
+#: pipeline, and far short of the interpreter's recursion limit.
+_MAX_NESTING = 100
+
+
 @dataclass(slots=True)
 class _Tok:
     kind: str
@@ -288,13 +293,15 @@ class _Parser:
             raise GraphError(head.line, f"expected 'digraph', found {head.text!r}")
         name = self.take().text if self.peek().kind == "id" else ""
         self.take("{", "'{'")
-        self.stmts({}, {})
+        self.stmts({}, {}, 0)
         end = self.take("}", "'}'")
         if self.peek().kind != "eof":
             raise GraphError(self.peek().line, "only one digraph per file")
         return name, end.line
 
-    def stmts(self, node_defaults: dict[str, str], edge_defaults: dict[str, str]) -> None:
+    def stmts(
+        self, node_defaults: dict[str, str], edge_defaults: dict[str, str], depth: int
+    ) -> None:
         nd, ed = dict(node_defaults), dict(edge_defaults)
         while self.peek().kind not in ("}", "eof"):
             tok = self.take()
@@ -310,7 +317,9 @@ class _Parser:
                     if self.peek().kind == "id":
                         self.take()
                     self.take("{", "'{'")
-                self.stmts(nd, ed)
+                if depth == _MAX_NESTING:  # deeper, the parser's recursion would overflow
+                    raise GraphError(tok.line, f"subgraphs nested more than {_MAX_NESTING} deep")
+                self.stmts(nd, ed, depth + 1)
                 self.take("}", "'}'")
             elif tok.kind == "id":
                 self.node_or_edge(tok, nd, ed)

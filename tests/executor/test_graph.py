@@ -192,3 +192,16 @@ def test_an_invalid_graph_is_rejected_with_its_line_and_reason(
         parse_graph(source)
     assert reason in info.value.reason
     assert info.value.line == line, info.value.reason
+
+
+def test_subgraphs_nested_past_the_limit_are_a_graph_error_not_a_recursion_error() -> None:
+    # Before: 5,000 nested `{ }` ended `doctor enqueue` and `doctor run` with "internal
+    # error (a bug in rundoctor): RecursionError", exit 70.
+    def nested(depth: int) -> str:
+        body = "{" * depth + "}" * depth
+        return f"digraph g {{ start [shape=Mdiamond] exit [shape=Msquare] {body} start -> exit }}"
+
+    assert [e.dst for e in parse_graph(nested(100)).edges] == ["exit"]
+    for depth in (101, 5_000):
+        with pytest.raises(GraphError, match=r"^line 1: subgraphs nested more than 100 deep$"):
+            parse_graph(nested(depth))
