@@ -205,3 +205,28 @@ def test_subgraphs_nested_past_the_limit_are_a_graph_error_not_a_recursion_error
     for depth in (101, 5_000):
         with pytest.raises(GraphError, match=r"^line 1: subgraphs nested more than 100 deep$"):
             parse_graph(nested(depth))
+
+
+def test_a_long_chain_is_validated_reading_each_nodes_edges_a_bounded_number_of_times() -> None:
+    # Before: "can it reach an exit" was a fixed point with one pass over every node per node
+    # of a chain declared in order: 5,000 nodes read their edges 12.5 million times (87 s of
+    # `doctor enqueue` before anything was queued). Counted, not timed: calls of outgoing().
+    import cProfile
+    import pstats
+
+    n = 2_000
+    chain = " -> ".join(f"n{i}" for i in range(n))
+    source = (
+        "digraph g { node [shape=parallelogram, tool_command=true]\n"
+        "start [shape=Mdiamond] exit [shape=Msquare]\n"
+        + "\n".join(f"n{i}" for i in range(n))
+        + f"\nstart -> {chain} -> exit }}"
+    )
+    profile = cProfile.Profile()
+    graph = profile.runcall(parse_graph, source)
+    assert len(graph.nodes) == n + 2
+    calls = {
+        name: count
+        for (_file, _line, name), (_cc, count, *_rest) in pstats.Stats(profile).stats.items()  # type: ignore[attr-defined]
+    }
+    assert calls["outgoing"] < 10 * n, calls["outgoing"]
