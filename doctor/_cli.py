@@ -13,8 +13,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -26,7 +25,7 @@ from doctor._discovery import list_run_dirs
 from doctor._errors import DoctorError, RootError, UsageError
 from doctor._layout import _looks_like_run as looks_like_run
 from doctor._version import package_version
-from executor.console import console, plain, reported
+from executor.console import console, plain, reported, scan_progress
 from rundoctor.errors import BROKEN_PIPE, crash_guarded, exit_when_done, silence_stdout
 
 if TYPE_CHECKING:  # the commands import what they run, so each pays only for its own
@@ -329,27 +328,6 @@ def parse_since(text: str, now: float) -> float:
     return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
 
 
-@contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(
-        TextColumn("diagnosing runs"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    task = bar.add_task("scan", total=None)
-    with bar:
-        yield lambda done, total: bar.update(task, completed=done, total=total)
-
-
 @app.command("scan")
 def scan_cmd(
     root: RootOpt = None,
@@ -378,7 +356,7 @@ def scan_cmd(
     with reported(DoctorError):
         config = config_from_env(root, db=db)
         cutoff = parse_since(since, time.time()) if since else None
-        with _progress(not as_json and sys.stderr.isatty()) as progress:
+        with scan_progress(not as_json and sys.stderr.isatty()) as progress:
             result = scan(config, since=cutoff, progress=progress)
     if as_json:  # cached runs' findings are spliced as kept, not parsed and encoded again
         from doctor._json_out import Chunked

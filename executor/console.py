@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
@@ -48,6 +48,7 @@ __all__ = [
     "print_table",
     "quiet_console",
     "reported",
+    "scan_progress",
 ]
 
 #: The width a table is laid out in when output is not a terminal (as wide as its content).
@@ -134,6 +135,30 @@ def reported(*errors: type[Exception]) -> Iterator[None]:
         if errors and isinstance(exc, errors):
             fail(str(exc), int(getattr(exc, "exit_code", 2)))
         raise
+
+
+@contextmanager
+def scan_progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A transient progress bar on stderr for a scan of the fleet (``doctor scan``, ``report
+    --fleet``, ``metrics``): the ``progress(done, total)`` callback the scan takes, or None
+    when not ``enabled`` (not a terminal, or ``--json``)."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("diagnosing runs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = bar.add_task("scan", total=None)
+    with bar:
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 #: Options naming a directory to read: an empty value (``--root "$UNSET"``) is refused, where
