@@ -26,16 +26,20 @@ the conditions of a failure, not every instruction.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import random
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, ParamSpec, TypeVar
 
 import chaos
 from chaos._checkers import Verdict, check
@@ -306,6 +310,38 @@ class _Campaign:
             self.next_arrival = None
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _terminated_as_interrupted(run: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``run`` with SIGTERM raising ``KeyboardInterrupt``, as Ctrl-C does.
+
+    A campaign's clean-up is ``finally`` clauses: stop the workers, close the queue, drop its
+    PostgreSQL schema, unmount the tmpfs. SIGTERM's default action (a CI job's timeout,
+    ``timeout``, systemd) ended the driver alone, and its workers, which run until they are
+    told to stop, ran on forever with the database they were given. In the main thread only
+    (a signal handler can be set nowhere else); the previous handler is put back after.
+    """
+
+    @functools.wraps(run)
+    def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if threading.current_thread() is not threading.main_thread():
+            return run(*args, **kwargs)
+
+        def interrupt(_signum: int, _frame: FrameType | None) -> None:
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, interrupt)
+        try:
+            return run(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return guarded
+
+
+@_terminated_as_interrupted
 def run_campaign(
     config: CampaignConfig, *, log: Log | None = None, clock: Clock = time.time
 ) -> CampaignResult:
@@ -313,6 +349,7 @@ def run_campaign(
 
     Raises :class:`chaos.UsageError` for a bad configuration and :class:`chaos.CampaignError`
     when the campaign cannot run; violations are data (``result.verdicts``), not errors.
+    SIGTERM stops it as Ctrl-C does (``KeyboardInterrupt``, its workers stopped first).
     """
     config.validate()
     say = log or (lambda _: None)

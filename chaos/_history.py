@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import threading
 import types
@@ -279,35 +280,97 @@ def to_line(record: Record) -> str:
 
 
 def from_line(line: str) -> Record:
-    """Parse one line back into its dataclass; unknown kinds raise ``ValueError``."""
-    data = json.loads(line)
+    """Parse one line back into its dataclass.
+
+    A line that is not such a record raises ``ValueError`` saying which field is wrong and
+    what it should be, so that a hand-edited or foreign history is refused in one line
+    rather than failing the checkers that trust their records' types.
+
+    >>> from_line('{"kind": "op", "time": "soon"}')  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: op: missing field(s) type, f, worker, process, ticket, epoch
+    >>> from_line('{"kind": "worker", "time": "soon", "name": "w1", "pid": 1, "phase": "start"}')
+    Traceback (most recent call last):
+    ...
+    ValueError: worker.time: expected a finite number, got "soon"
+    """
+    try:
+        data = json.loads(line)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to be a history record") from None
     if not isinstance(data, dict):
         raise ValueError(f"a history line must be a JSON object, got {line[:60]!r}")
     kind = data.pop("kind", None)
     cls = _KINDS.get(str(kind))
     if cls is None:
         raise ValueError(f"unknown record kind {kind!r}; expected one of {', '.join(_KINDS)}")
-    record: Record = _decode(cls, data)
+    record: Record = _decode(cls, data, cls.KIND)
     return record
 
 
-def _decode(tp: Any, value: Any) -> Any:
-    """Build ``tp`` (a dataclass, tuple[X, ...], X | None, or a plain type) from JSON."""
+#: What a JSON value of a plain field must be, and how the error names it.
+_PLAIN: dict[Any, tuple[tuple[type, ...], str]] = {
+    str: ((str,), "a string"),
+    int: ((int,), "an integer"),
+    float: ((int, float), "a finite number"),
+    bool: ((bool,), "true or false"),
+    dict: ((dict,), "an object"),
+    tuple: ((list,), "a list"),
+}
+
+
+def _decode(tp: Any, value: Any, where: str) -> Any:
+    """Build ``tp`` (a dataclass, tuple[X, ...], X | None, dict or a plain type) from JSON;
+    a value of another type is ``ValueError`` naming ``where`` it is."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None:
             return None
         (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _decode(inner, value)
-    if origin is tuple:
-        return tuple(_decode(typing.get_args(tp)[0], v) for v in value)
+        return _decode(inner, value, where)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        hints = typing.get_type_hints(tp)
-        known = {f.name for f in dataclasses.fields(tp)}
-        return tp(**{k: _decode(hints[k], v) for k, v in value.items() if k in known})
-    if tp is float and isinstance(value, int):
-        return float(value)
+        return _decode_record(tp, _checked(dict, value, where), where)
+    _checked(origin or tp, value, where)
+    if origin is tuple:
+        return tuple(
+            _decode(typing.get_args(tp)[0], v, f"{where}[{i}]") for i, v in enumerate(value)
+        )
+    return float(value) if tp is float else value
+
+
+def _checked(tp: Any, value: Any, where: str) -> Any:
+    """``value`` when JSON gave it the type ``tp`` needs (no bool for a number, no NaN)."""
+    kinds, expected = _PLAIN.get(tp, ((object,), ""))
+    ok = isinstance(value, kinds) and (tp is bool or not isinstance(value, bool))
+    if ok and tp is float:
+        ok = math.isfinite(value)
+    if not ok:
+        raise ValueError(f"{where}: expected {expected}, got {json.dumps(value)[:60]}")
     return value
+
+
+def _decode_record(tp: type[Any], value: dict[str, Any], where: str) -> Any:
+    """A dataclass from a JSON object: every field without a default present, unknown keys
+    ignored (a newer history's additions)."""
+    fields = dataclasses.fields(tp)
+    missing = [
+        f.name
+        for f in fields
+        if f.name not in value
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ValueError(f"{where}: missing field(s) {', '.join(missing)}")
+    hints = typing.get_type_hints(tp)
+    return tp(
+        **{
+            f.name: _decode(hints[f.name], value[f.name], f"{where}.{f.name}")
+            for f in fields
+            if f.name in value
+        }
+    )
 
 
 def read_records(path: Path) -> Iterator[Record]:
@@ -321,11 +384,24 @@ def read_records(path: Path) -> Iterator[Record]:
 
 
 def read_history(path: Path) -> History:
-    """Read a campaign's ``history.ndjson`` (a FIFO or device is ``OSError``, never a hang)."""
+    """Read a campaign's ``history.ndjson`` (a FIFO or device is ``OSError``, never a hang).
+
+    A line that is not a record is ``ValueError`` naming its line number, and so is a file
+    with no record at all: checked, it would pass every invariant for want of evidence.
+    """
     text = read_regular_text(path)
     if text and not text.endswith("\n"):  # torn by a crash mid-write, as read_records skips
         text = text[: text.rfind("\n") + 1]
-    return History(tuple(from_line(line) for line in text.splitlines() if line.strip()))
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(from_line(line))
+            except ValueError as exc:
+                raise ValueError(f"line {number}: {exc}") from exc
+    if not records:
+        raise ValueError("it holds no record (a campaign writes its meta record first)")
+    return History(tuple(records))
 
 
 def write_history(path: Path, records: Iterable[Record]) -> None:

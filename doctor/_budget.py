@@ -43,7 +43,13 @@ SPILL_ENV = "RUNDOCTOR_SPILL_LIMIT"
 LIMITS = ("memory_limit", "spill_limit", "python")
 _PREFIX = "over the resource budget: "
 
-_SIZE = re.compile(r"[0-9]+(?:\.[0-9]+)?\s*(?:[KMGT]i?B|B|bytes)", re.IGNORECASE)
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B|bytes)", re.IGNORECASE)
+#: Bytes per unit, as DuckDB reads them (KB = 1000, KiB = 1024).
+_UNIT = {"b": 1, "bytes": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNIT |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+#: The most a limit may say: a pebibyte (1024TiB), past any machine, and inside what DuckDB can hold
+#: (a larger value failed every run with "Memory value out of range", exit 70).
+_MOST_BYTES = 2**50
 
 
 def check_size(name: str, value: str) -> str:
@@ -55,9 +61,20 @@ def check_size(name: str, value: str) -> str:
     Traceback (most recent call last):
     ...
     doctor._errors.UsageError: spill_limit 'lots' is not a size; expected e.g. 512MiB, 8GiB or 2GB
+    >>> check_size("memory_limit", "0B")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    doctor._errors.UsageError: memory_limit '0B' is out of range; give a size above 0B ...
     """
-    if not _SIZE.fullmatch(value.strip()):
+    match = _SIZE.fullmatch(value.strip())
+    if not match:
         raise UsageError(f"{name} {value!r} is not a size; expected e.g. 512MiB, 8GiB or 2GB")
+    size = float(match[1]) * _UNIT[match[2].lower()]
+    if not 0 < size <= _MOST_BYTES:
+        raise UsageError(
+            f"{name} {value!r} is out of range; give a size above 0B and at most 1024TiB "
+            "(a pebibyte), e.g. 512MiB or 8GiB"
+        )
     return value.strip()
 
 

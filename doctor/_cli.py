@@ -26,12 +26,11 @@ from doctor._discovery import list_run_dirs
 from doctor._errors import DoctorError, RootError, UsageError
 from doctor._layout import _looks_like_run as looks_like_run
 from doctor._version import package_version
-from executor.console import console, plain, reported
+from executor.console import console, plain, reported, scan_progress, transient_bar
 from rundoctor.errors import BROKEN_PIPE, crash_guarded, exit_when_done, silence_stdout
 
 if TYPE_CHECKING:  # the commands import what they run, so each pays only for its own
     from rich.console import Console
-    from rich.progress import Progress, ProgressColumn, TaskID
 
     from doctor._diagnose import ScanResult
     from doctor._model import Diagnosis
@@ -182,7 +181,7 @@ def config_from_env(
     Roots from the flag, else ``$RUNDOCTOR_ROOTS`` (``:``-separated), else the config file's
     ``roots``, else the default directories that exist.
     """
-    from rundoctor.config import ConfigError, file_settings
+    from rundoctor.config import ConfigError, config_path, file_settings
 
     try:
         settings = file_settings(
@@ -210,7 +209,11 @@ def config_from_env(
     if cache and "cache_dir" not in overrides:
         overrides["cache_dir"] = Path(cache)
     _budget_from_env(settings)
-    return DoctorConfig(**{**(fallback or {}), **settings, "roots": chosen, **overrides})
+    config = DoctorConfig(**{**(fallback or {}), **settings, "roots": chosen, **overrides})
+    try:
+        return config.validate()
+    except UsageError as exc:  # the thresholds have no flags: a bad one is the file's
+        raise UsageError(f"config file {str(config_path(os.environ))!r}: [doctor] {exc}") from None
 
 
 def _budget_from_env(settings: dict[str, Any]) -> None:
@@ -329,18 +332,6 @@ def parse_since(text: str, now: float) -> float:
     return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
 
 
-@contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A scan's bar on standard error: runs diagnosed of the runs to diagnose."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import MofNCompleteColumn
-
-    with _transient_bar("diagnosing runs", MofNCompleteColumn()) as (bar, task):
-        yield lambda done, total: bar.update(task, completed=done, total=total)
-
-
 #: What a diagnosis's bar says in each phase (doctor._diagnose.Steps).
 _PHASES = {"reading": "reading events", "checking": "running checks"}
 
@@ -354,30 +345,10 @@ def _steps(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
         return
     from rich.progress import TaskProgressColumn
 
-    with _transient_bar(_PHASES["reading"], TaskProgressColumn()) as (bar, task):
+    with transient_bar(_PHASES["reading"], TaskProgressColumn()) as (bar, task):
         yield lambda phase, done, total: bar.update(
             task, description=_PHASES.get(phase, phase), completed=done, total=total
         )
-
-
-@contextmanager
-def _transient_bar(what: str, count: ProgressColumn) -> Iterator[tuple[Progress, TaskID]]:
-    """A bar on standard error (``what`` it is doing, the bar, ``count``, the time taken),
-    gone once the work is done; it may be updated from any thread."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        count,
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    task = bar.add_task(what, total=None)
-    with bar:
-        yield bar, task
 
 
 @app.command("scan")
@@ -408,7 +379,7 @@ def scan_cmd(
     with reported(DoctorError):
         config = config_from_env(root, db=db)
         cutoff = parse_since(since, time.time()) if since else None
-        with _progress(not as_json and sys.stderr.isatty()) as progress:
+        with scan_progress(not as_json and sys.stderr.isatty()) as progress:
             result = scan(config, since=cutoff, progress=progress)
     if as_json:  # cached runs' findings are spliced as kept, not parsed and encoded again
         from doctor._json_out import Chunked

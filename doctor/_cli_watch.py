@@ -26,7 +26,7 @@ from doctor._errors import DoctorError, UsageError
 from doctor._metrics import fleet_metrics
 from doctor._notify import check_webhook, slack_text
 from doctor._watch import WatchConfig, WatchEvent, parse_duration, watch
-from executor.console import reported
+from executor.console import reported, scan_progress
 from rundoctor.paths import state_home
 
 __all__ = ["app", "default_state_path"]
@@ -159,7 +159,9 @@ def metrics_cmd(
 ) -> None:
     """The fleet as OpenMetrics text: runs by state, findings, idleness, and the queue."""
     with reported(DoctorError):
-        text = fleet_metrics(_config(root, db=db), as_json=json_out)
+        config = _config(root, db=db)
+        with scan_progress(not json_out and sys.stderr.isatty()) as progress:
+            text = fleet_metrics(config, as_json=json_out, progress=progress)
         if out is not None:
             write_atomic(out, text)
     if out is None:

@@ -12,7 +12,9 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from doctor._errors import UsageError
 from rundoctor.clock import Clock
+from rundoctor.durations import MAX_SECONDS
 from rundoctor.paths import state_home
 
 __all__ = ["DoctorConfig", "HostNow", "default_roots"]
@@ -85,6 +87,33 @@ class DoctorConfig:
     def __post_init__(self) -> None:
         if math.isnan(self.now):
             object.__setattr__(self, "now", HostNow(self.clock()))
+
+    def validate(self) -> DoctorConfig:
+        """``self`` when every threshold is one the detectors can use, else a
+        :class:`UsageError` naming the setting (a config file's ``idle_gap_s = nan`` or
+        ``1e300`` failed deep in a detector, exit 70; a negative one flagged every gap).
+
+        >>> DoctorConfig(idle_gap_s=-5).validate()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        doctor._errors.UsageError: idle_gap_s = -5 must be a number of seconds above 0 and ...
+        """
+        for name in ("stall_timeout_s", "idle_gap_s", "stale_lease_s"):
+            value = getattr(self, name)
+            if not 0 < value <= MAX_SECONDS:  # NaN too
+                raise UsageError(
+                    f"{name} = {value!r} must be a number of seconds above 0 and at most "
+                    f"{MAX_SECONDS:.0f} (5218w)"
+                )
+        if not 0 < self.fragmentation_ratio < math.inf:
+            raise UsageError(
+                f"fragmentation_ratio = {self.fragmentation_ratio!r} must be a number above 0"
+            )
+        counts = ("breaker_limit", "retry_loop_min", "window_days", "fragmentation_min_failures")
+        for name in counts + (("threads",) if self.threads is not None else ()):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} = {getattr(self, name)!r} must be 1 or more")
+        return self
 
     @property
     def now_pinned(self) -> bool:

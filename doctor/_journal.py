@@ -142,7 +142,7 @@ def read_journal(run_path: Path) -> list[JournalEntry]:
                     source=obj.get("source"),
                 )
             )
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             continue
     return out
 

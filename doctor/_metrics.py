@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -341,10 +341,16 @@ def _queue_families(w: _Writer, queue: QueueStats) -> None:
     )
 
 
-def fleet_metrics(config: DoctorConfig, *, as_json: bool = False) -> str:
+def fleet_metrics(
+    config: DoctorConfig,
+    *,
+    as_json: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> str:
     """Scan the roots (and the queue at ``config.db``) and render the metrics at
-    ``config.now``: OpenMetrics text, or with ``as_json`` :func:`metrics_document`'s JSON."""
-    result = scan(config)
+    ``config.now``: OpenMetrics text, or with ``as_json`` :func:`metrics_document`'s JSON.
+    ``progress(done, total)`` is called as the scan goes, as :func:`doctor.scan` does."""
+    result = scan(config, progress=progress)
     clock = None if config.now_pinned else config.clock
     queue = queue_stats(config.db, now=config.now, clock=clock) if config.db else None
     if as_json:

@@ -36,6 +36,7 @@ from doctor._model import Finding, Severity, plural
 from doctor._notify import Delivery, post_webhook, run_command
 from doctor._timestamps import iso
 from rundoctor import durations
+from rundoctor.paths import read_regular_text
 
 __all__ = [
     "WATCH_STATE_SCHEMA",
@@ -149,13 +150,14 @@ class WatchState:
         >>> WatchState.load(Path("/nonexistent/watch.json")).passes
         0
         """
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+        try:  # never Path.read_text: a FIFO named as the state would hang the watch
+            data = json.loads(read_regular_text(path))
         except FileNotFoundError:
             return cls()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
+            why = "JSON nested too deeply" if isinstance(exc, RecursionError) else exc
             raise UsageError(
-                f"--state {str(path)!r} cannot be read ({exc}); move it aside or pass another "
+                f"--state {str(path)!r} cannot be read ({why}); move it aside or pass another "
                 "--state FILE"
             ) from exc
         if not isinstance(data, dict) or data.get("schema") != WATCH_STATE_SCHEMA:
@@ -167,8 +169,9 @@ class WatchState:
             events = [WatchEvent.from_json(e) for e in data["active"]]
             return cls({e.key: e for e in events}, int(data["passes"]), data["last_pass_at"])
         except (KeyError, TypeError, ValueError) as exc:
+            why = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
             raise UsageError(
-                f"--state {str(path)!r} is damaged (missing {exc}); move it aside to start over"
+                f"--state {str(path)!r} is damaged ({why}); move it aside to start over"
             ) from exc
 
     def save(self, path: Path) -> None:

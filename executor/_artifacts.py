@@ -473,8 +473,9 @@ def ingest_status(attempt_dir: Path, worktree: Path, run_id: str) -> Ingestion:
             continue
         try:
             outcome = _report(json.loads(path.read_bytes()))
-        except (OSError, ValueError) as exc:
-            notes.append(f"{source} invalid: {path}: {exc}")
+        except (OSError, ValueError, RecursionError) as exc:  # an agent's file: anything
+            why = "JSON nested too deeply" if isinstance(exc, RecursionError) else exc
+            notes.append(f"{source} invalid: {path}: {why}")
             _move(path, attempt_dir / f"stage_status.{source}.invalid")
             continue
         if winner is not None:

@@ -193,6 +193,11 @@ def _queue_url(db: str | None, *, create: bool = False) -> str:
     if create:
         path.parent.mkdir(parents=True, exist_ok=True)
         return url
+    if path.is_symlink():  # dangling, or a loop: it is not a missing name to correct
+        fail(
+            f"no queue at {str(path)!r}: it is a symlink to {os.readlink(path)!r}, which "
+            "does not resolve to a file; point --db at the queue itself"
+        )
     near: list[str] = []
     if path.parent.is_dir():
         names = [p.name for p in path.parent.iterdir() if p.suffix in (".db", ".sqlite")]

@@ -77,12 +77,16 @@ class TicketReads(QueueBase):
         >>> _ = q.cancel(old.id, "no")
         >>> [t.title for t in q.iter_tickets()], [t.title for t in q.iter_tickets(limit=1)]
         (['old', 'new'], ['old'])
+        >>> [t.title for t in q.iter_tickets(limit=10**30)]
+        ['old', 'new']
         >>> [t.title for t in q.iter_tickets(pressing_first=True)]
         ['new', 'old']
         """
         wanted = _statuses(status)
         if limit is not None and limit < 1:
             raise UsageError(f"the limit must be 1 or more tickets, got {limit}")
+        if limit is not None and limit > _MOST_ROWS:
+            limit = None  # more than a database can count is every ticket (and no overflow)
         statement = sql.select_tickets(
             None if wanted is None else len(wanted),
             PRESSING_ORDER if pressing_first else None,
@@ -126,6 +130,10 @@ class TicketReads(QueueBase):
             TicketEvent(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]) if r[6] else {})
             for r in rows
         ]
+
+
+#: The largest ``LIMIT`` SQLite and PostgreSQL take (a signed 64-bit integer).
+_MOST_ROWS = 2**63 - 1
 
 
 def _statuses(status: str | Iterable[str] | None) -> tuple[str, ...] | None:

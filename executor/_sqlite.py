@@ -85,7 +85,10 @@ class SqliteQueue(Queue):
             self.close()
             raise
         try:
-            with self._transaction() as tx:
+            # An existing queue's schema is only read: a write transaction here made `doctor
+            # tickets` (and every inspection) wait on, and fail behind, a writer holding its
+            # lock, where WAL lets a reader read. A deferred BEGIN still creates the tables.
+            with self._transaction(write=create) as tx:
                 install(tx, SQLITE)
         except BaseException:
             self.close()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
@@ -32,6 +32,7 @@ from rundoctor.errors import BROKEN_PIPE, INTERRUPTED, silence_stdout
 
 if TYPE_CHECKING:  # Rich is imported by what prints: `doctor --help` does not need it
     from rich.console import Console
+    from rich.progress import Progress, ProgressColumn, TaskID
     from rich.table import Table
 
 __all__ = [
@@ -48,6 +49,8 @@ __all__ = [
     "print_table",
     "quiet_console",
     "reported",
+    "scan_progress",
+    "transient_bar",
 ]
 
 #: The width a table is laid out in when output is not a terminal (as wide as its content).
@@ -134,6 +137,40 @@ def reported(*errors: type[Exception]) -> Iterator[None]:
         if errors and isinstance(exc, errors):
             fail(str(exc), int(getattr(exc, "exit_code", 2)))
         raise
+
+
+@contextmanager
+def scan_progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A transient progress bar on stderr for a scan of the fleet (``doctor scan``, ``report
+    --fleet``, ``metrics``): the ``progress(done, total)`` callback the scan takes, or None
+    when not ``enabled`` (not a terminal, or ``--json``)."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import MofNCompleteColumn
+
+    with transient_bar("diagnosing runs", MofNCompleteColumn()) as (bar, task):
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+@contextmanager
+def transient_bar(what: str, count: ProgressColumn) -> Iterator[tuple[Progress, TaskID]]:
+    """A bar on standard error (``what`` it is doing, the bar, ``count``, the time taken),
+    gone once the work is done; it may be updated from any thread."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        count,
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = bar.add_task(what, total=None)
+    with bar:
+        yield bar, task
 
 
 #: Options naming a directory to read: an empty value (``--root "$UNSET"``) is refused, where

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 import typer
 
 from doctor import DoctorError, UsageError, config_from_env, given_run
-from executor.console import OneLineGroup, reported
+from executor.console import OneLineGroup, reported, scan_progress
 
 __all__ = ["app"]
 
@@ -88,7 +88,8 @@ def report_cmd(
             raise UsageError("--html goes with --run-id; the fleet report is Markdown only")
         if fleet:
             config = config_from_env(root, db=db)
-            result = scan(config)
+            with scan_progress(not as_json and sys.stderr.isatty()) as progress:
+                result = scan(config, progress=progress)
             throughput = queue_throughput_at(db, now=config.now) if db else None
             text = render_fleet(result, throughput=throughput)
         else:

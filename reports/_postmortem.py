@@ -46,6 +46,7 @@ from reports._context import (
 )
 from reports._escape import Text
 from reports._plan import MECHANISMS, PLAN, PRIORITIES, plan_item
+from rundoctor.terminal import shell_quote
 
 __all__ = ["postmortem_context"]
 
@@ -413,7 +414,7 @@ def _plan(d: Diagnosis) -> tuple[PlanView, ...]:
                 acceptance=item.acceptance,
                 findings=len(group),
                 scopes=len({f.scope for f in group}),
-                check=Text(f"doctor diagnose --run-id {d.run_id} --check {code}"),
+                check=Text(f"doctor diagnose --run-id {shell_quote(d.run_id)} --check {code}"),
             )
         )
     # Priority first, then the plan's own order (incident 04's), then unknown codes by name.
@@ -521,7 +522,8 @@ def postmortem_context(diagnosis: Diagnosis) -> PostmortemContext:
         path=Text(d.path),
         layout=Text(d.layout),
         schema="rundoctor.diagnosis/1",
-        diagnose_command=Text(f"doctor diagnose --run-id {d.run_id} --json"),
+        # quoted: a run id is a directory name, and `;` or `>` in it would run or write
+        diagnose_command=Text(f"doctor diagnose --run-id {shell_quote(d.run_id)} --json"),
         state=Text(d.state),
         counts=severity_counts(d.findings),
         headlines=_headlines(d.findings),

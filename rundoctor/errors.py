@@ -55,6 +55,9 @@ BROKEN_PIPE = 141
 #: Write errors that say the disk (or the quota, or the file size limit) is full.
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
+#: How much of a too-long name an error line quotes.
+_NAME_SHOWN = 80
+
 
 def silence_stdout() -> None:
     """Point file descriptor 1 at ``/dev/null``: once the reader of standard output is gone,
@@ -133,6 +136,8 @@ def crash_guarded(main: Callable[[], object]) -> Callable[[], None]:
             silence_stdout()
             raise SystemExit(BROKEN_PIPE) from None
         except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG and exc.filename is not None:
+                _name_too_long(exc.filename)
             if exc.filename is not None or exc.errno not in _NO_ROOM:
                 _crashed(exc)
             # A write with no file named: standard output (`>/dev/full`) or a descriptor the
@@ -147,6 +152,29 @@ def crash_guarded(main: Callable[[], object]) -> Callable[[], None]:
             _crashed(exc)
 
     return run
+
+
+def _name_too_long(name: object) -> NoReturn:
+    """End the process for a path the system refused as too long (``ENAMETOOLONG``).
+
+    No file can have such a name, so it came from the command line, the environment or the
+    config file, never from a run: bad input (exit 2) wherever the command first touched it
+    (``--root``, ``--run-id``, ``--out``, ``--journal``…), not a crash of the tool. The line
+    quotes the part that is too long: one name over 255 bytes, else the whole path.
+    """
+    from rundoctor.terminal import printable
+
+    path = os.fsencode(name) if isinstance(name, (str, bytes, os.PathLike)) else b""
+    part = max(path.split(b"/"), key=len, default=b"")
+    what, limit = ("a name", 255) if len(part) > 255 else ("a path", 4095)
+    text = os.fsdecode(part if len(part) > 255 else path)
+    shown = printable(text if len(text) <= _NAME_SHOWN else text[:_NAME_SHOWN] + "…")
+    message = (
+        f"error: file name too long: '{shown}' is {len(os.fsencode(text)):,} bytes, and "
+        f"{what} may have at most {limit:,}; pass a shorter path or run id\n"
+    )
+    sys.stderr.write(message.encode("utf-8", "backslashreplace").decode("utf-8"))
+    raise SystemExit(USAGE_EXIT_CODE) from None
 
 
 def _crashed(exc: Exception) -> NoReturn:

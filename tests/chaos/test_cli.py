@@ -187,3 +187,58 @@ def test_a_password_in_the_db_urls_query_is_never_printed(tmp_path: Path) -> Non
     assert "replay with" in done.stdout + done.stderr
     assert "s3cret" not in done.stdout + done.stderr
     assert "connect_timeout=5" in done.stdout + done.stderr  # the rest of the query is kept
+
+
+def test_check_of_a_history_with_a_wrong_typed_field_is_one_line_exit_2(tmp_path: Path) -> None:
+    # Before: "internal error (a bug in rundoctor): TypeError: '<' not supported between
+    # instances of 'str' and 'float'", exit 70, from the checker that read the field.
+    from chaos import write_history
+
+    path = tmp_path / "history.ndjson"
+    write_history(path, clean().history().records)
+    lines = path.read_text().splitlines()
+    lines[-1] = lines[-1].replace('"time": ', '"time": "at noon", "was": ', 1)
+    path.write_text("\n".join(lines) + "\n")
+    done = run("-m", "doctor", "chaos", "check", str(path), "--json")
+    assert done.returncode == 2 and done.stdout == "", done
+    assert done.stderr.count("\n") == 1 and f"line {len(lines)}: " in done.stderr
+    assert '.time: expected a finite number, got "at noon"' in done.stderr
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a process that still runs (a zombie waiting for init does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_sigterm_stops_a_campaign_with_its_workers_as_ctrl_c_does(tmp_path: Path) -> None:
+    # Before: SIGTERM (a CI job's timeout, `timeout`) ended the driver alone; its workers run
+    # until told to stop, and ran on, orphaned, with the campaign's queue.
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    args = ["-m", "chaos", "run", "--seed", "5", "--duration", "10m", "--workers", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, *args, "--faults", "torn_write", "--out", str(out)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    harness = out / "campaign" / "harness.ndjson"
+    pids: list[int] = []
+    end = time.monotonic() + 60
+    while len(pids) < 2:  # both workers started: the readiness signal, not a guessed sleep
+        assert proc.poll() is None and time.monotonic() < end, proc.communicate()
+        time.sleep(0.05)
+        lines = harness.read_text().splitlines() if harness.exists() else []
+        records = [json.loads(line) for line in lines if line.endswith("}")]
+        pids = [r["pid"] for r in records if r["kind"] == "worker" and r["phase"] == "start"]
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "error: interrupted"
+    assert not [pid for pid in pids if _running(pid)]

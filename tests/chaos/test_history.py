@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from pathlib import Path
+
+import pytest
 
 from chaos import (
     Bounds,
@@ -114,3 +117,57 @@ def test_recorders_in_many_threads_append_whole_lines(tmp_path: Path) -> None:
 def test_sorted_puts_meta_first_then_time_order() -> None:
     h = History((EVERY_KIND[2], EVERY_KIND[1], EVERY_KIND[0])).sorted()
     assert [type(r).__name__ for r in h.records] == ["Meta", "Op", "FaultRecord"]
+
+
+def _one_field(record: Record, field: str, value: object) -> str:
+    data = json.loads(to_line(record))
+    data[field] = value
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize(
+    ("record", "field", "value", "says"),
+    [
+        (EVERY_KIND[1], "time", "2026-01-01", "op.time: expected a finite number"),
+        (EVERY_KIND[1], "time", float("nan"), "op.time: expected a finite number, got NaN"),
+        (EVERY_KIND[1], "ticket", {}, "op.ticket: expected a string, got {}"),
+        (EVERY_KIND[1], "epoch", True, "op.epoch: expected an integer, got true"),
+        (EVERY_KIND[2], "held", [None], "fault.held[0]: expected an object, got null"),
+        (EVERY_KIND[2], "detail", None, "fault.detail: expected an object, got null"),
+        (EVERY_KIND[4], "event", ["completed"], "ticket_event.event: expected a string"),
+        (EVERY_KIND[6], "findings", True, "run.findings: expected a list, got true"),
+    ],
+)
+def test_a_field_of_the_wrong_type_is_refused_by_record_and_field(
+    record: Record, field: str, value: object, says: str
+) -> None:
+    # Before: accepted as it was, then a checker failed on it (TypeError, AttributeError:
+    # `doctor chaos check` crashed, exit 70).
+    with pytest.raises(ValueError, match=re.escape(says)):
+        from_line(_one_field(record, field, value))
+
+
+def test_a_record_missing_a_field_names_the_fields() -> None:
+    # Before: TypeError from the dataclass's constructor.
+    with pytest.raises(ValueError, match=r"^meta: missing field\(s\) time, seed, "):
+        from_line('{"kind": "meta"}')
+
+
+def test_json_nested_too_deeply_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="nested too deeply"):
+        from_line('{"kind": "op", "value": ' + "[" * 100_000 + "]" * 100_000 + "}")
+
+
+def test_a_bad_line_is_named_by_its_number(tmp_path: Path) -> None:
+    path = tmp_path / "history.ndjson"
+    path.write_text(to_line(EVERY_KIND[0]) + "\n" + _one_field(EVERY_KIND[1], "f", 7) + "\n")
+    with pytest.raises(ValueError, match=r"^line 3: op\.f: expected a string, got 7$"):
+        read_history(path)
+
+
+def test_a_history_without_a_record_is_refused_not_passed(tmp_path: Path) -> None:
+    # Before: every invariant held over no evidence, exit 0.
+    path = tmp_path / "history.ndjson"
+    path.write_text("\n")
+    with pytest.raises(ValueError, match="holds no record"):
+        read_history(path)

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 HANG_GUARD_S = 300
 #: A small run passes these, a node-heavy one of ~20 MB does not (it would spill more).
 TINY = {"RUNDOCTOR_MEMORY_LIMIT": "64MiB", "RUNDOCTOR_SPILL_LIMIT": "1MiB"}
@@ -123,6 +125,30 @@ def test_a_limit_that_is_not_a_size_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "RUNDOCTOR_SPILL_LIMIT 'lots' is not a size" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "size", "command"),
+    [
+        ("RUNDOCTOR_MEMORY_LIMIT", "99999999999999999999TB", "diagnose"),
+        ("RUNDOCTOR_SPILL_LIMIT", "99999999999999999999TB", "scan"),
+        ("RUNDOCTOR_MEMORY_LIMIT", "0B", "scan"),
+    ],
+)
+def test_a_limit_out_of_range_is_a_usage_error_not_every_runs_failure(
+    tmp_path: Path, variable: str, size: str, command: str
+) -> None:
+    # Before: DuckDB refused the huge value ("Memory value out of range"): `diagnose` ended
+    # with "internal error", exit 70, and `scan` reported every run unreadable_artifact; 0B
+    # reported every run over the budget. The setting was wrong, not the runs.
+    _run(tmp_path, "a", 1)
+    args = ("--run-id", "a") if command == "diagnose" else ()
+    result = doctor(command, *args, "--root", tmp_path, env={variable: size})
+    assert result.returncode == 2, result
+    assert result.stderr == (
+        f"error: {variable} {size!r} is out of range; give a size above 0B and at most "
+        "1024TiB (a pebibyte), e.g. 512MiB or 8GiB\n"
+    )
 
 
 def test_per_node_facts_keep_at_most_1000_rows_and_count_the_rest(tmp_path: Path) -> None:

@@ -365,3 +365,42 @@ def test_markdown_escapes_pipes_and_backticks_from_artifacts(tmp_path: Path) -> 
     assert "`" not in result.stdout.replace("\\`", "")
     assert "build\\|\\`rm\\`" in result.stdout
     assert reason not in result.stdout
+
+
+def _stderr_on_a_terminal(*args: str) -> tuple[int, str]:
+    """``doctor ARGS`` with its standard error on a pseudo-terminal: the exit code and what
+    the terminal was sent."""
+    import pty
+
+    master, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "doctor", *args],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+        env={k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")},
+    )
+    os.close(terminal)
+    sent = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the process closed its end (it exited)
+            break
+        if not chunk:
+            break
+        sent.append(chunk)
+    os.close(master)
+    return proc.wait(timeout=60), b"".join(sent).decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("scan",), ("report", "--fleet"), ("metrics",)],
+    ids=lambda a: "-".join(a),
+)
+def test_every_scan_of_the_fleet_shows_its_progress_on_a_terminal(args: tuple[str, ...]) -> None:
+    # Before: only `scan` did; `report --fleet` and `metrics` read the whole fleet silently.
+    code, sent = _stderr_on_a_terminal(*args, "--root", str(REPO / "fixtures/cases"))
+    assert code in (0, 1) and "diagnosing runs" in sent, sent

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures import queues
 from tests.helpers import run_doctor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -339,3 +340,30 @@ def test_a_symlinked_run_id_says_it_is_a_symlink_and_where_the_run_is(tmp_path: 
     assert "is a symlink" in line and f"--run-id {HEALTHY_ROOT / 'healthy01'}" in line
     line = _one_line_error(_doctor("diagnose", "--run-id", "out", "--root", root))
     assert "is a symlink" in line and "not a run directory" in line
+
+
+_TOO_LONG = "a" * 300  # one name over the file system's 255 bytes
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("scan", "--root", _TOO_LONG),
+        ("diagnose", "--root", HEALTHY_ROOT, "--run-id", _TOO_LONG),
+        ("run", GRAPH, "--root", _TOO_LONG),
+        ("repair", "--db", "queue.db", "--journal", _TOO_LONG),
+        ("chaos", "run", "--seed", "1", "--duration", "1", "--out", _TOO_LONG),
+    ],
+    ids=lambda a: "-".join(str(x) for x in a[:1] + a[-2:-1]),
+)
+def test_a_name_too_long_for_the_file_system_is_one_line_not_a_crash(
+    args: tuple[str | Path, ...], tmp_path: Path
+) -> None:
+    # Before: "internal error (a bug in rundoctor): OSError: [Errno 36] File name too long",
+    # exit 70, from whichever Path.exists() or mkdir met it first.
+    queues.incident_05(host="elsewhere").write_sqlite(tmp_path / "queue.db")
+    result = run_doctor(*args, cwd=tmp_path)
+    assert result.returncode == 2 and "internal error" not in result.stderr, result
+    line = result.stderr.splitlines()[-1]  # chaos run announces its campaign first
+    assert line.startswith("error: file name too long: 'aaa") and "is 300 bytes" in line
+    assert not any(p.name.startswith("aaa") for p in tmp_path.iterdir())

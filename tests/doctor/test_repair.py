@@ -334,6 +334,16 @@ def test_the_journal_records_before_and_after_hashes(tmp_path: Path) -> None:
     assert [json.loads(line)["schema"] for line in lines] == ["rundoctor.repair/1"] * 2
 
 
+def test_a_journal_line_nested_too_deeply_is_skipped_as_foreign(tmp_path: Path) -> None:
+    # Before: json's RecursionError escaped read_journal: `doctor repair --apply` ended with
+    # "internal error (a bug in rundoctor)", exit 70, before any action.
+    run, config, _ = _copy_case("torn_last_progress_line", tmp_path)
+    (run / JOURNAL).write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    _d, plan = _plan(run, config)
+    apply_repairs(plan, config, run_path=run)
+    assert [e.outcome for e in read_journal(run)] == ["applied", "applied"]
+
+
 def test_truncate_refuses_when_the_stream_changed_after_the_plan(tmp_path: Path) -> None:
     run, config, _ = _copy_case("torn_last_progress_line", tmp_path)
     _d, plan = _plan(run, config)

@@ -207,3 +207,32 @@ def test_a_damaged_state_file_is_one_line_and_exit_2(tmp_path: Path, env: dict[s
     assert done.returncode == 2
     assert "cannot be read" in done.stderr and done.stderr.count("\n") == 1
     assert state.read_text() == "{not json"  # never overwritten
+
+
+@pytest.mark.parametrize(
+    ("state", "says"),
+    [
+        ("fifo", "cannot be read ([Errno 22] not a regular file (a FIFO, device or socket)"),
+        ("[" * 100_000 + "]" * 100_000, "cannot be read (JSON nested too deeply)"),
+        (
+            '{"schema": "rundoctor.watch-state/1", "passes": "x", "active": [], "last_pass_at": 1}',
+            "is damaged (invalid literal for int() with base 10: 'x')",
+        ),
+    ],
+    ids=["fifo", "nested", "wrong-type"],
+)
+def test_a_state_file_that_is_no_state_is_one_line_never_a_hang_or_a_crash(
+    tmp_path: Path, env: dict[str, str], state: str, says: str
+) -> None:
+    # Before: a FIFO as --state hung the watch on its first read (Path.read_text); JSON nested
+    # 100,000 deep was "internal error … RecursionError", exit 70; a wrong type was "damaged
+    # (missing invalid literal …)", the word "missing" before any error.
+    path = tmp_path / "watch.json"
+    if state == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_text(state)
+    cmd = [*_watch(tmp_path, path), "--once"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done
+    assert done.stderr.count("\n") == 1 and says in done.stderr, done.stderr

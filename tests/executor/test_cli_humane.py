@@ -122,6 +122,19 @@ def test_tickets_with_a_mistyped_db_creates_nothing_and_suggests_the_real_queue(
         assert not typo.exists()
 
 
+def test_a_queue_that_is_a_dangling_symlink_is_called_one_not_suggested_as_itself(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # Before: "no queue at 'q.db' (did you mean 'q.db'?)": the symlink's own name, suggested.
+    link = tmp_path / "q.db"
+    link.symlink_to(tmp_path / "moved" / "queue.db")
+    for command in ("tickets", "reap"):
+        line = _usage_error(_doctor(env, command, "--db", link))
+        assert "did you mean" not in line
+        assert f"it is a symlink to '{tmp_path / 'moved' / 'queue.db'}'" in line
+    assert not (tmp_path / "moved").exists()
+
+
 def test_a_worker_on_a_missing_directory_creates_nothing(
     env: dict[str, str], tmp_path: Path
 ) -> None:

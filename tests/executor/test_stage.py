@@ -217,6 +217,39 @@ def test_invalid_and_legacy_status_files(tmp_path: Path) -> None:
     assert (attempt / "stage_status.canonical.invalid").exists()
 
 
+def test_a_status_file_nested_too_deeply_is_invalid_and_the_next_one_decides(
+    tmp_path: Path,
+) -> None:
+    # Before: json's RecursionError escaped ingest_status and ended `doctor run` (and a
+    # worker's ticket run) with "internal error (a bug in rundoctor)", exit 70.
+    attempt, worktree = _dirs(tmp_path)
+    (attempt / "status.json").write_text("[" * 100_000 + "]" * 100_000)
+    (worktree / "status.json").write_text('{"status": "fail", "failure_reason": "real"}')
+    ing = ingest_status(attempt, worktree, "r1")
+    assert ing.source == "worktree" and ing.outcome is not None
+    assert ing.outcome.failure_reason == "real"
+    assert "canonical invalid: " in ing.diagnostic and ": JSON nested too deeply" in ing.diagnostic
+    assert (attempt / "stage_status.canonical.invalid").exists()
+
+
+def test_doctor_run_survives_an_agent_whose_status_file_is_nested_too_deeply(
+    tmp_path: Path,
+) -> None:
+    from tests.helpers import run_doctor
+
+    graph = tmp_path / "g.dot"
+    graph.write_text(
+        "digraph g { start [shape=Mdiamond] exit [shape=Msquare] a [shape=box, prompt=go]\n"
+        "start -> a -> exit }"
+    )
+    status = tmp_path / "nested.json"
+    status.write_text("[" * 100_000 + "]" * 100_000)
+    agent = f"cp {status} {{status_path}}"
+    done = run_doctor("run", graph, "--root", tmp_path / "runs", "--json", "--agent-command", agent)
+    assert done.returncode == 0, done.stderr  # the exit status decides, as for any bad file
+    assert json.loads(done.stdout)["status"] == "success"
+
+
 def test_no_status_file_leaves_the_decision_to_the_exit_status(tmp_path: Path) -> None:
     attempt, worktree = _dirs(tmp_path)
     ing = ingest_status(attempt, worktree, "r1")

@@ -113,6 +113,39 @@ def test_json_is_every_record_oldest_first_unless_a_limit_is_given(
     assert [t["id"] for t in failed] == ["t-000060", "t-000062"]
 
 
+def test_a_limit_past_what_a_database_can_count_lists_every_ticket(
+    env: dict[str, str], backend: Backend
+) -> None:
+    # Before: "internal error (a bug in rundoctor): OverflowError: Python int too large to
+    # convert to SQLite INTEGER", exit 70, for a user asking for "all of them" by number.
+    _fill(backend, QUEUE[-6:])
+    huge = str(10**30)
+    table = _doctor(env, "tickets", "--db", backend.url, "--limit", huge)
+    assert table.returncode == 0, table.stderr
+    assert len(_table_rows(table.stdout)) == 6 and "more (--limit/--all)" not in table.stdout
+    listed = _json(_doctor(env, "tickets", "--db", backend.url, "--json", "--limit", huge))
+    assert [t["id"] for t in listed] == [f"t-{n:06d}" for n in range(6)]
+
+
+def test_tickets_and_reap_read_a_sqlite_queue_whose_write_lock_another_process_holds(
+    env: dict[str, str], sqlite_backend: Backend, tmp_path: Path
+) -> None:
+    # Before: opening the queue took the write lock to check its schema, so `doctor tickets`
+    # waited out the busy timeout behind a worker's long write and failed ("database is
+    # locked", exit 2), where WAL lets a reader read.
+    _fill(sqlite_backend, QUEUE[-6:])
+    writer = sqlite3.connect(tmp_path / "queue.db", isolation_level=None)
+    writer.execute("BEGIN EXCLUSIVE")
+    try:
+        listed = _json(_doctor(env, "tickets", "--db", sqlite_backend.url, "--json"))
+        reaped = _doctor(env, "reap", "--db", sqlite_backend.url)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert [t["id"] for t in listed] == [f"t-{n:06d}" for n in range(6)]
+    assert reaped.returncode == 0, reaped.stderr
+
+
 def test_an_empty_selection_is_an_empty_list_and_a_table_of_none(
     env: dict[str, str], sqlite_backend: Backend
 ) -> None:

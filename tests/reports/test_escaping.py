@@ -207,3 +207,17 @@ def test_a_missing_context_name_is_an_error_not_an_empty_string() -> None:
 
 def test_the_fleet_report_of_an_empty_scan_renders() -> None:
     assert render_fleet(ScanResult(("/runs",), (), {"runs": 0})).startswith("# Fleet report")
+
+
+def test_the_commands_a_postmortem_prints_quote_the_run_id_for_a_shell(tmp_path: Path) -> None:
+    # Before: `doctor diagnose --run-id x;touch pwned --json`: pasted, the check would run
+    # `touch pwned`, and a `>` in the name would write a file. A run id is a directory's name.
+    import shlex
+
+    name = "x;touch pwned>out"
+    _hostile_run(tmp_path).rename(tmp_path / name)
+    text = render_postmortem(diagnose(name, DoctorConfig(roots=(tmp_path,), now=NOW)))
+    commands = re.findall(r"`(doctor diagnose --run-id [^`]*)`", text)
+    assert len(commands) > 1  # the evidence command and each plan item's check
+    for command in commands:
+        assert shlex.split(command)[3] == name, command

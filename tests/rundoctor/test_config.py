@@ -127,6 +127,30 @@ def test_a_bad_file_stops_a_doctor_command_with_one_line(tmp_path: Path) -> None
     assert "unknown key 'idle_gap'" in line and str(tmp_path / "config.toml") in line
 
 
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ("idle_gap_s = nan", "idle_gap_s = nan must be a number of seconds above 0"),
+        ("idle_gap_s = 1e300", "idle_gap_s = 1e+300 must be a number of seconds above 0"),
+        ("stale_lease_s = -5", "stale_lease_s = -5.0 must be a number of seconds above 0"),
+        ("fragmentation_ratio = inf", "fragmentation_ratio = inf must be a number above 0"),
+        ("threads = -1", "threads = -1 must be 1 or more"),
+        ("breaker_limit = 0", "breaker_limit = 0 must be 1 or more"),
+    ],
+)
+def test_a_doctor_threshold_no_detector_can_use_is_one_line(
+    tmp_path: Path, setting: str, says: str
+) -> None:
+    # Before: nan, 1e300 and threads = -1 ended diagnose and scan with "internal error"
+    # (ValueError, OverflowError, DuckDB's "Must have at least 1 thread!"), exit 70; a
+    # negative threshold was taken, and every lease was stale.
+    env = _file(tmp_path, f"[doctor]\n{setting}\n")
+    for command in (("scan",), ("diagnose", "--run-id", "healthy01")):
+        line = _one_line_error(_doctor(*command, "--root", HEALTHY, env=env))
+        assert line.startswith(f"error: config file {str(tmp_path / 'config.toml')!r}: [doctor] ")
+        assert says in line
+
+
 # --- the executor's command line ---------------------------------------------------------------
 
 
