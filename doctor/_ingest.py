@@ -104,6 +104,7 @@ def load_run(layout: RunLayout, config: DoctorConfig, reading: Reported | None =
         keep_raw=False,
         threads=config.threads,
         limits=(config.memory_limit, config.spill_limit),
+        relations=False,
         reading=reading,
     )
 
