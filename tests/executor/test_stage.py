@@ -246,8 +246,13 @@ def test_doctor_run_survives_an_agent_whose_status_file_is_nested_too_deeply(
     status.write_text("[" * 100_000 + "]" * 100_000)
     agent = f"cp {status} {{status_path}}"
     done = run_doctor("run", graph, "--root", tmp_path / "runs", "--json", "--agent-command", agent)
-    assert done.returncode == 0, done.stderr  # the exit status decides, as for any bad file
-    assert json.loads(done.stdout)["status"] == "success"
+    # Read as any invalid status file (the run ends, exit 1, not a crash's 70): no valid
+    # status, so the agent did not report (auto_status=false, Kilroy's default).
+    assert done.returncode == 1, done.stderr
+    ended = json.loads(done.stdout)
+    assert ended["status"] == "fail"
+    assert ended["failure_reason"].startswith("missing status.json (auto_status=false)")
+    assert "JSON nested too deeply" in ended["failure_reason"]
 
 
 def test_no_status_file_leaves_the_decision_to_the_exit_status(tmp_path: Path) -> None:
