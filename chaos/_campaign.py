@@ -26,6 +26,7 @@ the conditions of a failure, not every instruction.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import random
@@ -65,6 +66,8 @@ __all__ = ["CampaignResult", "run_campaign"]
 
 Log = Callable[[str], None]
 _TICK_S = 0.1
+#: Seconds before a fault that found no candidate is tried again (within the campaign).
+_RETRY_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +247,9 @@ class _Campaign:
         with contextlib.suppress(QueueError):
             self.queue.now()
 
-    def inject(self, planned: Planned, fault: Fault) -> None:
+    def inject(self, planned: Planned, fault: Fault, *, last_try: bool = True) -> bool:
+        """Fire ``fault``; False when it found no candidate and this is not its ``last_try``
+        (nothing is recorded then: the caller tries it again a little later)."""
         self.pick = planned.pick
         self.revive()
         now = self.clock()
@@ -252,17 +257,19 @@ class _Campaign:
             got: Injection | None = fault.inject(self)
         except FaultSkipped as exc:
             self.skip(planned, fault.name, now, str(exc))
-            return
+            return True
         except (OSError, ExecutorError) as exc:
             # The database held away (an outage, a restart) is why it could not fire: a skip.
             why = database_unavailable(exc, self.url)
             if why is not None:
                 self.skip(planned, fault.name, now, why)
-                return
+                return True
             got = Injection("nothing", {"error": f"{type(exc).__name__}: {exc}"})
         if got is None:
+            if not last_try:
+                return False
             self.recorder.record(FaultRecord(now, fault.name, "skip", "no candidate"))
-            return
+            return True
         self.recorder.record(
             FaultRecord(now, fault.name, "inject", got.target, got.detail, got.runs, got.held)
         )
@@ -270,6 +277,7 @@ class _Campaign:
         if got.undo is not None:
             due = self.clock() + got.undo_after_s
             self.undos.append(_Pending(due, fault.name, got.target, got.undo))
+        return True
 
     def skip(self, planned: Planned, fault: str, now: float, why: str) -> None:
         """Record a fault that could not fire as a ``skip`` with ``why`` (not an error)."""
@@ -442,7 +450,12 @@ def _drive(
         camp.undo_due()
         while todo and todo[0].at <= elapsed:
             planned = todo.pop(0)
-            camp.inject(planned, faults[planned.fault])
+            later = elapsed + _RETRY_S
+            if not camp.inject(planned, faults[planned.fault], last_try=later >= cfg.duration_s):
+                # No candidate at this moment (no running run to tear, every worker frozen):
+                # tried again until one turns up or the campaign ends, then skipped.
+                todo.append(dataclasses.replace(planned, at=later))
+                todo.sort(key=lambda p: p.at)
         if not camp.database_away():  # a write would wait behind the lock, or fail
             camp.feed(arrivals)
         time.sleep(_TICK_S)

@@ -154,3 +154,24 @@ def test_the_report_counts_unavailable_skips_apart_from_failures_and_says_why() 
     text = render_chaos(chaos_context(done))
     assert "| sigkill_worker | 1 | 1 | 1 | 1 | nothing |" in text
     assert f"| 22.00s | sigkill_worker | {why} |" in text
+
+
+def test_a_fault_with_no_candidate_yet_is_tried_again_and_recorded_only_on_its_last_try(
+    tmp_path: Path,
+) -> None:
+    """No running run to tear: before the campaign's end the fault waits for another try
+    (nothing recorded), and only its last try records the skip ("no candidate")."""
+    out = tmp_path / "c"
+    url = f"sqlite:///{out / 'campaign' / 'queue.db'}"
+    cfg = CampaignConfig(seed=1, out=out)
+    prepare_out(out)
+    camp = _Campaign(cfg, url, CHAOS_EXECUTOR, time.time, [].append)
+    try:
+        planned = Planned(19.0, "torn_write", 0)
+        assert camp.inject(planned, BY_NAME["torn_write"], last_try=False) is False
+        assert camp.inject(planned, BY_NAME["torn_write"], last_try=True) is True
+    finally:
+        camp.queue.close()
+    assert [(r.fault, r.phase, r.target) for r in _faults(camp)] == [
+        ("torn_write", "skip", "no candidate")
+    ]
