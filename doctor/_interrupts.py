@@ -33,7 +33,8 @@ __all__ = ["interrupted", "interruptible"]
 
 _connections: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
 _lock = threading.Lock()
-_relaying = False
+_pipe: tuple[int, int] | None = None  # the relay's (read end, write end), made once
+_relaying = False  # its thread is started
 
 
 def interruptible(con: duckdb.DuckDBPyConnection) -> None:
@@ -45,10 +46,14 @@ def interruptible(con: duckdb.DuckDBPyConnection) -> None:
 
 def interrupted(exc: BaseException | None) -> bool:
     """Whether ``exc``, or what it was raised from, is DuckDB's interrupt (or Python's): to
-    be raised, never recorded as a run's finding nor retried.
+    be raised, never recorded as a run's finding nor retried. DuckDB raises
+    ``InterruptException``, or ``RuntimeError: Query interrupted`` when its own handler saw the
+    signal.
 
-    >>> interrupted(KeyboardInterrupt()), interrupted(ValueError("bad"))
-    (True, False)
+    >>> interrupted(KeyboardInterrupt()), interrupted(RuntimeError("Query interrupted"))
+    (True, True)
+    >>> interrupted(ValueError("bad"))
+    False
     """
     engine = sys.modules.get("_duckdb") or sys.modules.get("duckdb")
     kinds: tuple[type[BaseException], ...] = (KeyboardInterrupt,)
@@ -56,7 +61,9 @@ def interrupted(exc: BaseException | None) -> bool:
         kinds += (engine.InterruptException,)
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, kinds):
+        if isinstance(exc, kinds) or (
+            isinstance(exc, RuntimeError) and str(exc).strip() == "Query interrupted"
+        ):
             return True
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
@@ -64,19 +71,25 @@ def interrupted(exc: BaseException | None) -> bool:
 
 
 def _start_relay() -> None:
-    global _relaying
+    """Point the wakeup descriptor at the relay's pipe (again: an event loop that ran in
+    between, as a notebook's kernel client does, may have taken it and given it back), and
+    start the relay's thread the first time."""
+    global _pipe, _relaying
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return  # Ctrl-C ignored here, or someone else's to handle
     with _lock:
-        if _relaying or threading.current_thread() is not threading.main_thread():
-            return
-        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-            return  # Ctrl-C ignored here, or someone else's to handle
-        read_end, write_end = os.pipe()
-        os.set_blocking(write_end, False)
+        if _pipe is None:
+            read_end, write_end = os.pipe()
+            os.set_blocking(write_end, False)
+            _pipe = (read_end, write_end)
+        read_end, write_end = _pipe
         previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
-        if previous != -1:  # an event loop's: left as it was
+        if previous not in (-1, write_end):  # an event loop's, in use: left as it was
             signal.set_wakeup_fd(previous)
-            os.close(read_end)
-            os.close(write_end)
+            return
+        if _relaying:
             return
         _relaying = True
     threading.Thread(target=_relay, args=(read_end,), name="rundoctor-ctrl-c", daemon=True).start()
