@@ -9,9 +9,10 @@ pipe the moment it arrives, and a thread reading that pipe interrupts every conn
 :func:`interruptible` registered. The statement then raises DuckDB's ``InterruptException``,
 and Python's handler raises ``KeyboardInterrupt`` as ever once the main thread runs again.
 
-The relay is set up once per process, from the main thread, and only where Ctrl-C is Python's
-default (not ignored, as in a background job, and not handled by someone else, such as an event
-loop that owns the wakeup descriptor). An interrupted statement is never a run's finding:
+The relay's thread is started once per process; each connection made on the main thread points
+the wakeup descriptor at it (again, after an event loop took it and gave it back), and only
+where Ctrl-C is Python's default (not ignored, as in a background job) and the descriptor is not
+an event loop's in use. An interrupted statement is never a run's finding:
 :func:`interrupted` tells the code that turns DuckDB's errors into findings or retries to let
 it through.
 """
