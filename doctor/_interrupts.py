@@ -13,8 +13,8 @@ The relay's thread is started once per process; each connection made on the main
 the wakeup descriptor at it (again, after an event loop took it and gave it back), and only
 where Ctrl-C is Python's default (not ignored, as in a background job) and the descriptor is not
 an event loop's in use. An interrupted statement is never a run's finding:
-:func:`interrupted` tells the code that turns DuckDB's errors into findings or retries to let
-it through.
+:func:`rundoctor.errors.interrupted` tells the code that turns DuckDB's errors into findings
+or retries to let it through.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 import threading
 import weakref
 from typing import TYPE_CHECKING
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["interrupted", "interruptible"]
+__all__ = ["interruptible"]
 
 _connections: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
 _lock = threading.Lock()
@@ -43,32 +42,6 @@ def interruptible(con: duckdb.DuckDBPyConnection) -> None:
     with _lock:
         _connections.add(con)
     _start_relay()
-
-
-def interrupted(exc: BaseException | None) -> bool:
-    """Whether ``exc``, or what it was raised from, is DuckDB's interrupt (or Python's): to
-    be raised, never recorded as a run's finding nor retried. DuckDB raises
-    ``InterruptException``, or ``RuntimeError: Query interrupted`` when its own handler saw the
-    signal.
-
-    >>> interrupted(KeyboardInterrupt()), interrupted(RuntimeError("Query interrupted"))
-    (True, True)
-    >>> interrupted(ValueError("bad"))
-    False
-    """
-    engine = sys.modules.get("_duckdb") or sys.modules.get("duckdb")
-    kinds: tuple[type[BaseException], ...] = (KeyboardInterrupt,)
-    if engine is not None:
-        kinds += (engine.InterruptException,)
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, kinds) or (
-            isinstance(exc, RuntimeError) and str(exc).strip() == "Query interrupted"
-        ):
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def _start_relay() -> None:

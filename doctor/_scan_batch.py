@@ -28,12 +28,12 @@ from doctor._config import DoctorConfig
 from doctor._detectors import Context
 from doctor._diagnose import _order
 from doctor._facts import compute_facts
-from doctor._interrupts import interrupted
 from doctor._kept import KeptFindings
 from doctor._layout import RunLayout, display_name
 from doctor._model import Diagnosis, Finding
 from doctor._scan_fleet import FLEET_DETECTORS, _activity
 from doctor._scan_outcome import RunOutcome, _clock_inputs
+from rundoctor.errors import interrupted
 from rundoctor.liveness import exclude_owners, excluded_owners
 
 if TYPE_CHECKING:

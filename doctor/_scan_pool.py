@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 from doctor._budget import budget_detail, exceeded
 from doctor._config import DoctorConfig
-from doctor._interrupts import interrupted
 from doctor._layout import RunLayout
 from doctor._scan_batch import _Batch, _short, diagnose_batch
 from doctor._scan_outcome import RunOutcome
+from rundoctor.errors import interrupted
 
 if TYPE_CHECKING:
     from concurrent.futures import Future

@@ -28,7 +28,7 @@ import typer
 from typer._click import exceptions as click_errors
 from typer.core import TyperGroup
 
-from rundoctor.errors import BROKEN_PIPE, INTERRUPTED, silence_stdout
+from rundoctor.errors import BROKEN_PIPE, INTERRUPTED, interrupted, silence_stdout
 
 if TYPE_CHECKING:  # Rich is imported by what prints: `doctor --help` does not need it
     from rich.console import Console
@@ -93,11 +93,8 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def is_interrupt(exc: BaseException | None) -> bool:
-    """Whether ``exc`` (or what it was raised from) is a Ctrl-C.
-
-    DuckDB turns a SIGINT that lands inside a query into ``InterruptException`` (older
-    releases: ``RuntimeError: Query interrupted``), and library code may wrap that in its own
-    error; every one of them is an interrupt.
+    """Whether ``exc`` (or what it was raised from) is a Ctrl-C
+    (:func:`rundoctor.errors.interrupted`), typer's ``Abort`` (a prompt's Ctrl-C) included.
 
     >>> is_interrupt(KeyboardInterrupt())
     True
@@ -106,22 +103,7 @@ def is_interrupt(exc: BaseException | None) -> bool:
     >>> is_interrupt(ValueError("bad"))
     False
     """
-    # DuckDB's exception only exists once DuckDB is loaded (a command that never queried it,
-    # such as `doctor --help`, must not pay for importing it here); a scan may have loaded
-    # only its engine, `_duckdb`, whose exceptions the `duckdb` package re-exports.
-    duckdb = sys.modules.get("duckdb") or sys.modules.get("_duckdb")
-    kinds: tuple[type[BaseException], ...] = (KeyboardInterrupt, typer.Abort)
-    if duckdb is not None:
-        kinds += (duckdb.InterruptException,)
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, kinds):
-            return True
-        if isinstance(exc, RuntimeError) and str(exc).strip() == "Query interrupted":
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return interrupted(exc, also=(typer.Abort,))
 
 
 @contextmanager

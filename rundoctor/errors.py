@@ -34,6 +34,7 @@ __all__ = [
     "crash_guarded",
     "did_you_mean",
     "exit_when_done",
+    "interrupted",
     "silence_stdout",
 ]
 
@@ -116,6 +117,34 @@ def _crash_report(exc: BaseException) -> Path | None:
     except OSError:
         return None
     return Path(name)
+
+
+def interrupted(exc: BaseException | None, also: tuple[type[BaseException], ...] = ()) -> bool:
+    """Whether ``exc``, or what it was raised from, is a Ctrl-C: Python's ``KeyboardInterrupt``,
+    DuckDB's ``InterruptException`` (its engine's: a scan may have loaded only ``_duckdb``),
+    DuckDB's ``RuntimeError: Query interrupted`` (its own handler saw the signal), or one of
+    ``also``. Library code may wrap them in its own errors; every one of them is an interrupt.
+
+    >>> interrupted(KeyboardInterrupt()), interrupted(RuntimeError("Query interrupted"))
+    (True, True)
+    >>> interrupted(ValueError("bad"))
+    False
+    """
+    # DuckDB's exception only exists once DuckDB is loaded: a command that never queried it
+    # (`doctor --help`) must not pay for importing it here.
+    engine = sys.modules.get("_duckdb") or sys.modules.get("duckdb")
+    kinds: tuple[type[BaseException], ...] = (KeyboardInterrupt, *also)
+    if engine is not None:
+        kinds += (engine.InterruptException,)
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kinds) or (
+            isinstance(exc, RuntimeError) and str(exc).strip() == "Query interrupted"
+        ):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def crash_guarded(main: Callable[[], object]) -> Callable[[], None]:

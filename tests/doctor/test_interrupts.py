@@ -15,9 +15,10 @@ import pytest
 import doctor._scan_pool as scan_pool
 from doctor._config import DoctorConfig
 from doctor._errors import IngestError
-from doctor._interrupts import interrupted, interruptible
+from doctor._interrupts import interruptible
 from doctor._layout import discover
 from doctor._scan_batch import _Batch
+from rundoctor.errors import interrupted
 from tests.doctor.test_cli import HEALTHY_ROOT
 
 

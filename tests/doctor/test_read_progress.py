@@ -3,9 +3,6 @@ bar on a terminal)."""
 
 from __future__ import annotations
 
-import os
-import pty
-import subprocess
 import threading
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import pytest
 from doctor import DoctorConfig, diagnose_path
 from doctor._detectors import DETECTORS
 from doctor._read_progress import ReadProgress
-from tests.doctor.test_cli import HEALTHY_ROOT, _command
+from tests.doctor.test_cli import HEALTHY_ROOT, _stderr_on_a_terminal
 
 REAL_RUN = Path(__file__).resolve().parents[2] / "fixtures/kilroy/runs/agent_heartbeats"
 NOW = 1_900_000_000.0
@@ -80,51 +77,18 @@ def test_a_diagnosis_reports_the_bytes_read_then_each_check() -> None:
     assert checking == [(0, 1)] + [(i, len(DETECTORS)) for i in range(1, len(DETECTORS) + 1)]
 
 
-def _on_a_terminal(*args: str | Path) -> tuple[int, str]:
-    """``doctor *args`` with its standard error on a terminal (a pseudo-terminal, read to
-    the end), standard output piped away: its exit code and what the terminal got."""
-    controller, terminal = pty.openpty()
-    got: list[bytes] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                block = os.read(controller, 65536)
-            except OSError:  # EIO: the other end is closed
-                return
-            if not block:
-                return
-            got.append(block)
-
-    reader = threading.Thread(target=drain)
-    reader.start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
-    try:
-        done = subprocess.run(
-            [*_command(), *map(str, args)],
-            stdout=subprocess.DEVNULL,
-            stderr=terminal,
-            env=env | {"TERM": "xterm", "COLUMNS": "100"},
-            check=False,
-            timeout=300,
-        )
-    finally:
-        os.close(terminal)
-        reader.join()
-        os.close(controller)
-    return done.returncode, b"".join(got).decode("utf-8", "replace")
-
-
 def test_diagnose_on_a_terminal_shows_what_it_is_doing() -> None:
-    code, shown = _on_a_terminal("diagnose", "--run-id", "healthy01", "--root", HEALTHY_ROOT)
+    code, shown = _stderr_on_a_terminal(
+        "diagnose", "--run-id", "healthy01", "--root", str(HEALTHY_ROOT)
+    )
     assert code == 0, shown
     assert "reading events" in shown, shown
 
 
 @pytest.mark.parametrize("option", ["--json", "--markdown"])
 def test_diagnose_for_a_program_shows_no_bar(option: str) -> None:
-    code, shown = _on_a_terminal(
-        "diagnose", "--run-id", "healthy01", "--root", HEALTHY_ROOT, option
+    code, shown = _stderr_on_a_terminal(
+        "diagnose", "--run-id", "healthy01", "--root", str(HEALTHY_ROOT), option
     )
     assert code == 0, shown
     assert shown == ""
