@@ -19,10 +19,12 @@ configuration, so another release, a patched or edited install, or other thresho
 stale results: the cache is then read as empty, and refilled.
 
 An entry is one file read at once: a first line of JSON (everything above but the facts and
-the findings, with their lengths in bytes under ``body``), then the facts' JSON text and each
-finding's JSON text as a scan prints it (:mod:`doctor._kept`), back to back. A rescan parses
-the first line only; the facts are parsed when first looked into, the findings when they
-depend on the clock or are looked into, and the rest is spliced into the scan's JSON as it is.
+the findings, with their lengths in bytes under ``body`` and their CRC-32 under ``body_crc``),
+then the facts' JSON text and each finding's JSON text as a scan prints it
+(:mod:`doctor._kept`), back to back. A rescan parses the first line only; the facts are parsed
+when first looked into, the findings when they depend on the clock or are looked into, and the
+rest is spliced into the scan's JSON as it is: so the body is checked against its CRC-32 when
+the entry is read, and one that does not match is a damaged entry, its run read again.
 
 Writes are atomic (a temporary file with a unique name, renamed into place), so scans sharing
 one cache directory never see half an entry; the last writer of an entry wins, and a run whose
@@ -41,6 +43,7 @@ import json
 import os
 import re
 import uuid
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +81,7 @@ __all__ = [
     "fingerprint",
 ]
 
-CACHE_VERSION = 6
+CACHE_VERSION = 7
 #: Cache files are written atomically (unique temporary name, rename) but not fsynced: a
 #: crash loses at most a cache entry, which the next scan rebuilds, and an fsync per run
 #: would dominate a cold scan's write time.
@@ -296,8 +299,22 @@ def _str_keyed(value: Any) -> dict[str, Any]:
     return value
 
 
-def _body(raw: bytes, at: int, layout: Mapping[str, Any]) -> tuple[LazyFacts, KeptFindings]:
-    """An entry's facts (parsed when looked into) and findings, from ``raw[at:]``."""
+def _body(
+    raw: bytes, at: int, layout: Mapping[str, Any], crc: object
+) -> tuple[LazyFacts, KeptFindings]:
+    """An entry's facts (parsed when looked into) and findings, from ``raw[at:]``, whose
+    CRC-32 must be ``crc``: the body is parsed only when looked into, and the findings are
+    spliced into a scan's JSON as they are, so a body damaged on disk (torn, tampered with,
+    nested past the parser's depth) must be caught here, where the run can still be read
+    again, not when printed.
+
+    >>> _body(b'{}[]', 0, {"facts": 2, "findings": [], "clocked": []}, 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: the entry's body does not match its checksum
+    """
+    if zlib.crc32(memoryview(raw)[at:]) != int(str(crc)):
+        raise ValueError("the entry's body does not match its checksum")
     ends = at + int(layout["facts"])
     if len(raw) < ends:
         raise ValueError("the entry's body is shorter than its first line says")
@@ -417,7 +434,7 @@ class RunCache:
             return None
         try:
             data = json.loads(raw[:end])
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         if not isinstance(data, dict):
             self.damaged.add(key)
@@ -443,7 +460,7 @@ class RunCache:
                 diagnosis = _str_keyed(diagnosis)
                 if not all(isinstance(diagnosis.get(k), str) for k in _DIAGNOSIS_HEAD):
                     raise TypeError("a diagnosis names its run, path, layout and state")
-                facts, findings = _body(raw, end + 1, data["body"])
+                facts, findings = _body(raw, end + 1, data["body"], data["body_crc"])
                 facts.head = _str_keyed(data["facts_head"])
                 diagnosis["facts"] = facts
                 diagnosis["findings"] = findings
@@ -506,6 +523,7 @@ class RunCache:
             "diagnosis": diagnosis,
             "facts_head": head,
             "body": body,
+            "body_crc": zlib.crc32(b"".join(texts)),
             "clock": entry.clock,
             "activity": entry.activity,
             "events": entry.events,

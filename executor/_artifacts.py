@@ -311,7 +311,10 @@ class RunWriter:
         }
         path = self.path / "final.json"
         if not _retried(lambda: create_file(path, _json_bytes(final), fsync=self.fsync)):
-            existing = json.loads(path.read_bytes())
+            try:
+                existing = json.loads(path.read_bytes())
+            except (OSError, ValueError, RecursionError):  # torn or tampered with: not ours
+                existing = {}
             return (existing if isinstance(existing, dict) else {}), False
         self._own_final = True
         return final, True

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import typer
 from rich.console import Console
 
-from executor._config import ExecutorConfig
+from executor._config import MIN_LEASE_TTL_S, ExecutorConfig
 from executor._errors import ExecutorError, NoQueueError
 from executor._events import Event
 from executor._graph import load_graph
@@ -423,6 +423,12 @@ def worker_cmd(
             timing["reaper_interval_s"] = _seconds("--reaper-interval", reaper_interval)
         if lease_ttl is not None:
             lease_ttl_s = _seconds("--lease-ttl", lease_ttl)
+            if lease_ttl_s < MIN_LEASE_TTL_S:
+                fail(
+                    f"--lease-ttl {lease_ttl} is shorter than the {MIN_LEASE_TTL_S:g} s a lease "
+                    "needs: the worker heartbeats it every sixth of it through the queue "
+                    "database and would fence every ticket it claims; use 1s or more"
+                )
             # Keep the budget consistent: self-fence at 3/4 of the TTL, heartbeats every 1/6.
             timing |= {
                 "lease_ttl_s": lease_ttl_s,

@@ -24,7 +24,13 @@ from typing import Any
 
 from executor._errors import BudgetError, UsageError
 
-__all__ = ["AGENT_PLACEHOLDERS", "ExecutorConfig"]
+__all__ = ["AGENT_PLACEHOLDERS", "MIN_LEASE_TTL_S", "ExecutorConfig"]
+
+#: The shortest lease a worker may hold. It heartbeats the lease through the queue database
+#: several times within it (``worker --lease-ttl``: every sixth of it) and must fence itself
+#: before it runs out: below a second, one slow round trip or scheduling delay on a loaded
+#: machine fences a healthy worker (``--lease-ttl 1ms`` fenced every ticket it claimed).
+MIN_LEASE_TTL_S = 1.0
 
 #: Placeholders an ``agent_command`` element may use (``str.format`` syntax).
 AGENT_PLACEHOLDERS = frozenset(
@@ -127,6 +133,13 @@ class ExecutorConfig:
         for name, value in non_negative.items():
             if not value >= 0:
                 raise BudgetError(f"{name} = {value!r} must be >= 0")
+        if self.lease_ttl_s < MIN_LEASE_TTL_S:
+            raise BudgetError(
+                f"lease_ttl_s = {self.lease_ttl_s:g} s is shorter than the {MIN_LEASE_TTL_S:g} s "
+                "a lease needs: the worker must heartbeat it through the queue database several "
+                "times within it, or it fences every ticket it claims; use 1s or more (the "
+                "default is 60s)"
+            )
         if self.heartbeat_misses < 2:
             raise BudgetError(
                 f"heartbeat_misses = {self.heartbeat_misses} must be >= 2: one late heartbeat "

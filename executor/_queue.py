@@ -147,6 +147,11 @@ def open_queue(
             raise UsageError(
                 f"cannot open queue {text!r}: it is a directory; expected {_URL_FORMS}"
             )
+        if path.exists() and not path.is_file():  # a FIFO, a socket, a device
+            raise UsageError(
+                f"cannot open queue {text!r}: it is not a regular file (SQLite would block on "
+                f"a FIFO or fail with a disk I/O error); expected {_URL_FORMS}"
+            )
         if not path.parent.is_dir():
             raise UsageError(
                 f"cannot open queue {text!r}: directory {str(path.parent)!r} "

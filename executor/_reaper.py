@@ -101,7 +101,7 @@ def _process_records(run_path: Path) -> Iterator[dict[str, Any]]:
     for path in _process_files(run_path):
         try:
             info = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # nested past the parser: not ours
             continue
         if isinstance(info, dict):
             yield info
@@ -236,7 +236,7 @@ def _succeeded(run_path: Path, epoch: int) -> bool:
     """True when the run's own worker recorded success at ``epoch`` (its ``final.json``)."""
     try:
         doc = json.loads((run_path / "final.json").read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     return (
         isinstance(doc, dict)

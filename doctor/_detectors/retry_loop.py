@@ -143,6 +143,18 @@ def _severity(stopped_by: str | None, *, dominant: bool, state: object) -> Sever
     return Severity.WARNING
 
 
+def _unexited(ctx: Context, run_id: str, state: object) -> str:
+    """How a loop that no hop left and no stop ended stands: running on, or over with its
+    run's process (orphaned, or failed by ``doctor repair``'s terminalize, which is no stop:
+    it records the death). Before: "has not exited" on a run a repair had terminalized."""
+    final = ctx.tables.documents[run_id].final
+    if final is not None and final.get("repaired_by") is not None:
+        return " and had not exited when the run's process died (doctor repair terminalized it)"
+    if state == "orphaned":
+        return " and had not exited when the run's process died"
+    return " and has not exited"
+
+
 @needs(events=("edge_selected",))  # a back edge is one of them
 def retry_loop(ctx: Context) -> list[Finding]:
     """A back edge (a hop to a node entered earlier in the scope) taken repeatedly."""
@@ -165,7 +177,7 @@ def retry_loop(ctx: Context) -> list[Finding]:
         summary = (
             f"the back edge {src} -> {dst}{where} was taken {n} times; the loop ran for "
             f"{duration_text(loop_s)}{pct}"
-            + (" and has not exited" if still else "")
+            + (_unexited(ctx, run_id, facts.get("_state")) if still else "")
             + (f" until {_STOP_TEXT.get(stopped_by, stopped_by)} ended it" if stopped_by else "")
             + f"; find why {src} keeps sending work back to {dst} and stop the churn (a "
             "cycle breaker, a retry cap, or a fix for the repeated failure)"

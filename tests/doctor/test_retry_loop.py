@@ -264,3 +264,26 @@ def test_incident_04_scaffold_loop_is_35_traversals_that_dominate_the_run(
     assert 21_200 < f.evidence["loop_wall_s"] < 21_300
     assert 0.75 < f.evidence["share_of_run"] < 0.77
     assert f.severity.label == "error"
+
+
+def test_a_loop_its_process_died_in_says_so_before_and_after_the_run_is_terminalized(
+    tmp_path: Path,
+) -> None:
+    # Before: "has not exited" on a run whose process was dead, and on one `doctor repair`
+    # had terminalized since (a SIGKILLed looping real run). The terminalize is no stop: the
+    # loop is still the error it was, its run is over.
+    from doctor._repair import apply_repairs, plan_repairs
+
+    run = _run(tmp_path)
+    _laps(run.stream(), 5, leave_to=None)
+    (f,) = _findings(run)
+    assert f.summary.count("had not exited when the run's process died") == 1
+    assert "has not exited" not in f.summary and f.severity.label == "error"
+    config = DoctorConfig(now=NOW, roots=(tmp_path,))
+    plan = plan_repairs(diagnose_path(tmp_path / "r1", config), config)
+    assert [a.kind for a in plan] == ["terminalize"]
+    apply_repairs(plan, config, run_path=tmp_path / "r1")
+    cfg = DoctorConfig(now=NOW, checks=("retry_loop",))
+    (after,) = diagnose_path(tmp_path / "r1", cfg).findings
+    assert "(doctor repair terminalized it)" in after.summary
+    assert (after.severity.label, after.evidence["stopped_by"]) == ("error", None)

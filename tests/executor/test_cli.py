@@ -323,3 +323,18 @@ def test_enqueue_worker_tickets_on_postgresql(
         _healthy(tmp_path / "runs" / t["run_id"])
     assert not (tmp_path / "queue.db").exists()  # nothing fell back to SQLite
     assert postgres_backend.raw("SELECT count(*) FROM tickets") == [(2,)]
+
+
+def test_worker_refuses_a_lease_too_short_to_keep_and_keeps_the_shortest_it_takes(
+    env: dict[str, str],
+) -> None:
+    # Before: ``--lease-ttl 1ms`` was taken, and the worker fenced every ticket it claimed
+    # (a heartbeat every 0.17 ms through the database, a fence after 0.75 ms).
+    ticket = _doctor(env, "enqueue", SIMPLE).stdout.strip()
+    refused = _doctor(env, "worker", "--once", "--lease-ttl", "1ms")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.count("\n") == 1 and "--lease-ttl 1ms" in refused.stderr
+    tickets = _json(_doctor(env, "tickets", "--json"))
+    assert [(t["id"], t["status"]) for t in tickets] == [(ticket, "todo")]  # nothing claimed
+    stats = _json(_doctor(env, "worker", "--once", "--json", "--lease-ttl", "1s"))
+    assert (stats["completed"], stats["fenced"]) == (1, 0), stats

@@ -22,6 +22,10 @@ def test_the_defaults_are_consistent() -> None:
         ({"heartbeat_misses": 1}, "heartbeat_misses = 1 must be >= 2"),
         ({"heartbeat_interval_s": 0.0}, "heartbeat_interval_s = 0.0 must be > 0"),
         ({"stage_grace_s": -1.0}, "stage_grace_s = -1.0 must be >= 0"),
+        (
+            {"lease_ttl_s": 0.001, "self_fence_s": 0.00075, "heartbeat_interval_s": 0.0001},
+            "lease_ttl_s = 0.001 s is shorter than the 1 s a lease needs",
+        ),
     ],
 )
 def test_inconsistent_timing_budgets_are_refused(overrides: dict[str, Any], message: str) -> None:

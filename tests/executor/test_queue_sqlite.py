@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import os
 import sqlite3
 import threading
 import time
@@ -129,6 +130,20 @@ def test_a_bad_url_is_a_usage_error_naming_the_accepted_forms(url: str, message:
 def test_a_directory_is_not_a_queue(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="it is a directory"):
         open_queue(str(tmp_path))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_fifo_or_a_device_is_not_a_queue(tmp_path: Path, kind: str) -> None:
+    # Before: `tickets --db FIFO` said its tables did not exist, `enqueue` and `worker` that
+    # SQLite met a disk I/O error.
+    path = tmp_path / "q.db"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/null")
+    for create in (False, True):
+        with pytest.raises(UsageError, match="it is not a regular file"):
+            open_queue(str(path), create=create)
 
 
 def test_a_file_that_is_not_a_database_is_a_queue_error_from_sqlite(tmp_path: Path) -> None:

@@ -712,3 +712,19 @@ def test_a_claim_that_committed_before_its_connection_dropped_is_taken_up_not_le
     assert (after.status, after.crash_recoveries, done[0].claimed) == ("done", 0, 1)
     assert _completions(queue, ticket.id) == ["claimed", "completed"]
     queue.close()
+
+
+@pytest.mark.parametrize("other", ["{torn", "[" * 100_000], ids=["torn", "nested"])
+def test_a_final_json_already_there_that_does_not_parse_loses_to_no_one(
+    tmp_path: Path, other: str
+) -> None:
+    # Before: write_final read the final.json it lost to with json.loads unguarded, and a torn
+    # or tampered one ended the run with a ValueError or RecursionError.
+    from executor import _artifacts
+
+    writer = _artifacts.RunWriter(tmp_path / "r1", run_id="r1")
+    writer.create()
+    (writer.path / "final.json").write_text(other)
+    record, won = writer.write_final("success", "", wall_s=1.0)
+    assert (record, won) == ({}, False)
+    assert (writer.path / "final.json").read_text() == other  # never overwritten

@@ -280,3 +280,23 @@ def test_the_clock_notice_speaks_once_each_time_this_hosts_clock_goes_off(
     assert len(lines) == 2, lines
     assert "this host's clock is 90 s ahead of the queue's database server" in lines[0]
     assert "30 s behind" in lines[1] and lines[1].endswith("synchronize the clocks (NTP)")
+
+
+@pytest.mark.parametrize("nested", ["process.json", "final.json"])
+def test_the_reaper_takes_a_file_nested_past_the_parser_for_one_it_cannot_read(
+    queue: Queue, url: str, tmp_path: Path, nested: str
+) -> None:
+    # Before: json's RecursionError escaped the reaper's read of a tampered process.json (or
+    # final.json): the pass crashed, the lost worker's ticket was never reclaimed.
+    worker, ticket, run_path, stage = _running(queue, url, tmp_path)
+    worker.kill()
+    worker.communicate()
+    where = run_path / "stray" / "attempt-9" if nested == "process.json" else run_path
+    where.mkdir(parents=True, exist_ok=True)
+    (where / nested).write_text("[" * 100_000)
+    (reclaim,) = reap(queue, FAST)
+    assert reclaim.status == "todo" and reclaim.killed_groups, reclaim
+    _wait(lambda: not _alive(stage), timeout=5)
+    # The unreadable final.json is not the run's success: it is kept, not adopted.
+    assert reclaim.terminalized == (nested == "process.json")
+    assert queue.get(ticket.id).crash_recoveries == 1
