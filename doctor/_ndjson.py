@@ -38,6 +38,7 @@ __all__ = [
     "EVENT_COLUMNS",
     "EVENT_FIELDS",
     "MAX_LINE_BYTES",
+    "NOT_AN_EVENT",
     "RaceHook",
     "TornLine",
     "create_events_table",
@@ -50,6 +51,9 @@ __all__ = [
     "read_precise",
     "register_streams",
 ]
+
+#: Why a line that is a JSON object, but names no event, is torn.
+NOT_AN_EVENT = "a JSON object without an event name"
 
 #: Typed fields pulled out of every event line (name -> DuckDB type); ``raw`` keeps the rest.
 EVENT_FIELDS: dict[str, str] = {
@@ -429,7 +433,7 @@ def _classify(line: bytes) -> str:
     except RecursionError:
         return "not JSON: nested too deeply"
     if isinstance(value, dict):
-        return "a JSON object without an event name"
+        return NOT_AN_EVENT
     return f"a JSON {type(value).__name__}, not an object"
 
 

@@ -20,6 +20,7 @@ from doctor._detectors import Detector
 from doctor._detectors._context import QUEUE_CHECKS
 from doctor._model import Diagnosis, Finding, Severity
 from doctor._model import plural as _plural
+from doctor._ndjson import NOT_AN_EVENT
 from executor.console import fit_columns, one_line_table, print_table
 from rundoctor.markdown import md as _md
 from rundoctor.terminal import printable, shell_quote
@@ -96,7 +97,16 @@ def _hint(code: str, found: Sequence[Finding], diagnosis: Diagnosis) -> tuple[st
         return f"plan {what} with this, then run it again with --apply:", run_command(
             "repair", diagnosis
         )
+    if code == "torn_artifact" and all(f.evidence.get("detail") == NOT_AN_EVENT for f in found):
+        return _NOT_EVENTS_HINT, None
     return _HINTS.get(code, ""), None
+
+
+#: The hint when every torn line is JSON without an event name: no crash cut those short.
+_NOT_EVENTS_HINT = (
+    "the first torn line is a JSON object but no event: another log format, or a writer "
+    'that leaves out the event name (each line needs an "event" and a "ts")'
+)
 
 
 def _duration(seconds: float | None) -> str:

@@ -183,3 +183,24 @@ def test_markdown_keeps_a_row_on_one_line_whatever_the_line_endings_in_artifact_
     assert "\r" not in row
     assert row.endswith(" |")
     assert "one two three four" in row
+
+
+def test_lines_that_are_json_but_no_events_are_not_called_a_crash() -> None:
+    # Before: a stream of another log format ({"timestamp", "type"} lines) was torn with the
+    # hint "a write was cut short: the run crashed mid-write"; no crash cut those lines.
+    other = _finding(
+        "torn_artifact",
+        Severity.ERROR,
+        "progress.ndjson does not parse at line 1",
+        evidence={"file": "progress.ndjson", "detail": "a JSON object without an event name"},
+    )
+    text = _render(_diagnosis(other, state="orphaned"))
+    assert "→ the first torn line is a JSON object but no event: another log format" in text
+    assert "crashed mid-write" not in text
+    cut = _finding(
+        "torn_artifact",
+        Severity.ERROR,
+        "progress.ndjson does not parse at line 3",
+        evidence={"file": "progress.ndjson", "detail": "not JSON: Unterminated string"},
+    )
+    assert "→ a write was cut short" in _render(_diagnosis(other, cut, state="orphaned"))
