@@ -796,3 +796,20 @@ def test_a_stranded_status_no_resume_would_read_is_not_ingested(
     assert "kilroy attractor resume" not in finding.summary and why in finding.summary
     config = DoctorConfig(roots=(RUNS,), now=time.time() + 3600)
     assert [a.kind for a in plan_repairs(diagnose(name, config), config)] == planned
+
+
+def test_a_stranded_status_with_duplicate_keys_is_read_last_wins_as_kilroy_reads_it() -> None:
+    # agent_dup_keys: Kilroy read the same bytes at the path it looks at as "fail" (Go's
+    # encoding/json: the last value wins) and routed on that. agent_dup_keys_dotai: written
+    # where Kilroy does not look, the file's outcome is "fail" too, so no ingest_status would
+    # make it the success its first "status" key says.
+    stream = (RUNS / "agent_dup_keys" / "progress.ndjson").read_text().splitlines()
+    ends = [e for e in map(json.loads, stream) if e["event"] == "stage_attempt_end"]
+    assert [e["status"] for e in ends if e["node_id"] == "impl"] == ["fail"]
+    canonical = json.loads((RUNS / "agent_dup_keys" / "impl" / "status.json").read_text())
+    assert canonical["status"] == "fail"
+    result = _diagnosed("agent_dup_keys_dotai")
+    (finding,) = [f for f in result.findings if f.code == "status_contract_mismatch"]
+    assert finding.evidence["found_outcome"] == "fail" and finding.repair is None
+    config = DoctorConfig(roots=(RUNS,), now=time.time() + 3600)
+    assert plan_repairs(diagnose("agent_dup_keys_dotai", config), config) == []
