@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from doctor._detectors._context import Context, in_scope, needs
-from doctor._detectors._stops import Ending, loop_stop, scope_endings
+from doctor._detectors._stops import Ending, exhausted_budgets, loop_stop, scope_endings
 from doctor._facts import facts_of
 from doctor._model import Finding, Severity, plural
 from doctor._timestamps import iso
@@ -140,11 +140,6 @@ SELECT run_id, scope, node_id, seq, event IN ('{SIGNATURE_BREAKERS[0]}', '{SIGNA
 FROM progress_events
 WHERE event IN ({_BREAKERS_SQL}) AND node_id IS NOT NULL ORDER BY ALL
 """
-_EXHAUSTED_SQL = """
-SELECT run_id, scope, node_id, max(seq) FROM progress_events
-WHERE event = 'retry_decision' AND will_retry = false AND node_id IS NOT NULL GROUP BY ALL
-"""
-_EXHAUSTS = ("retry_decision",)
 _LAST_ATTEMPT_SQL = """
 SELECT run_id, scope, arg_max(node_id, start_seq), arg_max(status, start_seq),
        arg_max(failure_reason, start_seq)
@@ -258,7 +253,7 @@ def _read_stops(ctx: Context) -> _Stops:
     return _Stops(
         endings=scope_endings(ctx),
         breakers=breakers,
-        exhausted={(r, s, n): int(seq) for r, s, n, seq in ctx.rows_of(_EXHAUSTS, _EXHAUSTED_SQL)},
+        exhausted=exhausted_budgets(ctx),
     )
 
 

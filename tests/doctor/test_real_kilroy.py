@@ -813,3 +813,17 @@ def test_a_stranded_status_with_duplicate_keys_is_read_last_wins_as_kilroy_reads
     assert finding.evidence["found_outcome"] == "fail" and finding.repair is None
     config = DoctorConfig(roots=(RUNS,), now=time.time() + 3600)
     assert plan_repairs(diagnose("agent_dup_keys_dotai", config), config) == []
+
+
+def test_retries_of_one_visit_with_varying_reasons_are_bounded_by_max_retries() -> None:
+    # retries_varying: 6 attempts of one visit, each failing with another temp path (one
+    # canonical signature). Kilroy's cycle breaker counts a visit once and max_retries ended
+    # it (retry_decision will_retry=false): no fragmented-signature loop to report.
+    stream = (RUNS / "retries_varying" / "progress.ndjson").read_text().splitlines()
+    events = [json.loads(line) for line in stream]
+    ends = [e for e in events if e["event"] == "stage_attempt_end" and e["node_id"] == "check"]
+    assert len(ends) == 6 and len({e["failure_reason"] for e in ends}) == 6
+    checks = [e for e in events if e["event"] == "deterministic_failure_cycle_check"]
+    assert [c["signature_count"] for c in checks] == [1]
+    codes = {f.code for f in _diagnosed("retries_varying").findings}
+    assert "fragmented_failure_signatures" not in codes
