@@ -827,3 +827,18 @@ def test_retries_of_one_visit_with_varying_reasons_are_bounded_by_max_retries() 
     assert [c["signature_count"] for c in checks] == [1]
     codes = {f.code for f in _diagnosed("retries_varying").findings}
     assert "fragmented_failure_signatures" not in codes
+
+
+def test_a_loop_a_goal_gate_closes_is_a_retry_loop_though_no_edge_names_the_jump() -> None:
+    # goal_gate_loop: fix -> verify -> exit three times, the goal gate on verify sending the
+    # run back to fix each time; Kilroy writes edge_selected for verify -> exit only.
+    stream = (RUNS / "goal_gate_loop" / "progress.ndjson").read_text().splitlines()
+    hops = [
+        (e["from_node"], e["to_node"])
+        for e in map(json.loads, stream)
+        if e["event"] == "edge_selected"
+    ]
+    assert ("exit", "fix") not in hops and hops.count(("verify", "exit")) == 4
+    (finding,) = [f for f in _diagnosed("goal_gate_loop").findings if f.code == "retry_loop"]
+    assert finding.severity is Severity.WARNING
+    assert finding.summary.startswith("a goal gate sent the run from exit back to fix 3 times")
