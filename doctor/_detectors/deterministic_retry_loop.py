@@ -26,10 +26,14 @@ the loop's first and last failure: the failure went on after it (a breaker befor
 first failure, which a resume went on from, is not this loop's). ``stopped_by`` names the
 loop's stop (its last stop event, ``signal`` or ``run_failed``), null when none ended it.
 
-A *visit* is a run of consecutive attempts of the node with no other node's attempt in between
-(attempt numbers are no help: the February 2026 subgraph runner carried them across
-loop-backs). Failures spread over ``breaker_limit`` visits or more came back through the graph,
-which is what a cycle breaker exists for (``error``); fewer visits means retries inside a visit,
+A *visit* is a run of consecutive attempts of the node with no other node's attempt and no
+hop (``edge_selected``) in between (attempt numbers are no help: the February 2026 subgraph
+runner carried them across loop-backs). Kilroy retries a visit with no hop; a node entered
+again by a hop is a new visit even when no other node ran between: a self-loop, or a goal gate
+whose retry target is the gate node itself (``verify -> exit``, then the gate's jump back to
+``verify``, real run ``goal_gate_transient``). Failures spread over ``breaker_limit``
+visits or more came back through the graph, which is what a cycle breaker exists for
+(``error``); fewer visits means retries inside a visit,
 bounded by the node's retry budget (``warning``).
 """
 
@@ -55,20 +59,31 @@ _BREAKERS_SQL = ", ".join(f"'{e}'" for e in BREAKER_EVENTS)
 
 
 def visits_sql() -> str:
-    """SQL: ``attempts`` plus ``visit``, the node's visit number in its scope (1, 2, …).
+    """SQL: ``attempts`` plus ``visit``, the node's visit number in its scope (1, 2, …): a new
+    one after another node's attempt or a hop (``edge_selected``).
 
-    >>> "lag(node_id)" in visits_sql()
+    >>> "lag(a.node_id)" in visits_sql() and "edge_selected" in visits_sql()
     True
     """
     return """
-    SELECT *, sum(CASE WHEN prev_node IS DISTINCT FROM node_id THEN 1 ELSE 0 END) OVER (
+    SELECT * EXCLUDE (hopped),
+           sum(CASE WHEN prev_node IS DISTINCT FROM node_id OR hopped THEN 1 ELSE 0 END) OVER (
                PARTITION BY run_id, scope, node_id ORDER BY start_seq ROWS UNBOUNDED PRECEDING
            ) AS visit
-    FROM (SELECT *, lag(node_id) OVER (PARTITION BY run_id, scope ORDER BY start_seq)
-                     AS prev_node,
-                 lag(failure_reason) OVER (PARTITION BY run_id, scope ORDER BY start_seq)
-                     AS prev_reason
-          FROM attempts)
+    FROM (SELECT a.*, lag(a.node_id) OVER w AS prev_node,
+                 lag(a.failure_reason) OVER w AS prev_reason, coalesce(h.hopped, false) AS hopped
+          FROM attempts a
+          LEFT JOIN (
+              -- Whether the event before the attempt's start, among attempt starts and hops,
+              -- is a hop: a hop came between the scope's previous attempt and this one.
+              SELECT run_id, scope, seq, lag(hop) OVER (
+                         PARTITION BY run_id, scope ORDER BY seq) AS hopped, hop
+              FROM (SELECT run_id, scope, start_seq AS seq, false AS hop FROM attempts
+                    UNION ALL
+                    SELECT run_id, scope, seq, true FROM progress_events
+                    WHERE event = 'edge_selected')
+          ) h ON h.run_id = a.run_id AND h.scope = a.scope AND h.seq = a.start_seq AND NOT h.hop
+          WINDOW w AS (PARTITION BY a.run_id, a.scope ORDER BY a.start_seq))
     """
 
 

@@ -842,3 +842,20 @@ def test_a_loop_a_goal_gate_closes_is_a_retry_loop_though_no_edge_names_the_jump
     (finding,) = [f for f in _diagnosed("goal_gate_loop").findings if f.code == "retry_loop"]
     assert finding.severity is Severity.WARNING
     assert finding.summary.startswith("a goal gate sent the run from exit back to fix 3 times")
+
+
+def test_each_lap_of_a_goal_gate_sending_a_node_back_to_itself_is_a_new_visit() -> None:
+    # goal_gate_transient: verify's attempts follow each other with no other node between,
+    # but each after a hop (verify -> exit, then the gate's jump back): visits, not retries
+    # of one visit that max_retries=0 would have bounded.
+    stream = (RUNS / "goal_gate_transient" / "progress.ndjson").read_text().splitlines()
+    starts = [
+        e
+        for e in map(json.loads, stream)
+        if e["event"] == "stage_attempt_start" and e["node_id"] == "verify"
+    ]
+    assert len(starts) >= 6 and {e["attempt"] for e in starts} == {1}
+    result = _diagnosed("goal_gate_transient")
+    (finding,) = [f for f in result.findings if f.code == "deterministic_retry_loop"]
+    assert finding.severity is Severity.ERROR
+    assert finding.evidence["visits"] == finding.evidence["count"] >= len(starts) - 1
