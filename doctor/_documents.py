@@ -141,6 +141,9 @@ class RunDocuments:
     #: :mod:`doctor._superseded`): its first top-level stage start, epoch ns. What the run
     #: wrote before it (a terminal event, a stop) is the ending it resumed from, not its own.
     resumed_ns: int | None = None
+    #: The run is owned by ``kilroy attractor resume``: run.lock.json names another pid than
+    #: run.pid, which a resume takes the lock for but never rewrites (format doc §3.9).
+    owned_by_resume: bool = False
     #: The last lines of a detached run's ``run.out``, read only when the run has no event
     #: stream: what Kilroy said when it gave up before its first event.
     run_out_tail: tuple[str, ...] = ()
@@ -198,7 +201,22 @@ class RunDocuments:
 
     @property
     def stall_timeout_s(self) -> float | None:
-        if self.run_config is None or not self.run_config.ok:
+        """The stall timeout the run's owner applies, from run_config.json's runtime policy;
+        None when it states none, or when the owner is ``kilroy attractor resume``, which
+        does not apply the runtime policy: no stall watchdog (real run ``resume_long``: a
+        resumed 15 s silent stage under a 3 s policy ran to success). The doctor's own
+        default then stands.
+
+        >>> docs = RunDocuments("r", Path("r"), "kilroy", {})
+        >>> docs.run_config = Document(Path("c"), "run_config.json", "run_config", 2, 0,
+        ...     value={"runtime_policy": {"stall_timeout_ms": 3000}})
+        >>> docs.stall_timeout_s
+        3.0
+        >>> docs.owned_by_resume = True
+        >>> docs.stall_timeout_s is None
+        True
+        """
+        if self.run_config is None or not self.run_config.ok or self.owned_by_resume:
             return None
         policy = self.run_config.get("runtime_policy") or {}
         value = policy.get("stall_timeout_ms") if isinstance(policy, dict) else None
@@ -565,6 +583,8 @@ def read_documents(run: RunLayout) -> RunDocuments:
             docs.pid_start_time = start if ok else None
             docs.owner_since = _parse_time(lock.get("acquired_at"))
             docs.pid_recorded_at = _mtime(run.run_lock)
+            first = _read_pid(run.run_pid, []) if run.layout == "kilroy" else None
+            docs.owned_by_resume = first is not None and first != pid
     if docs.pid is None:
         docs.pid = _read_pid(run.run_pid, bad)
         docs.pid_recorded_at = _mtime(run.run_pid) if docs.pid is not None else None

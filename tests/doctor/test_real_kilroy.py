@@ -31,6 +31,7 @@ from doctor._timeline import run_timeline
 from doctor._timestamps import parse_iso
 from fixtures.kilroy.scenarios import SCENARIOS
 from reports import render_postmortem
+from rundoctor.liveness import start_ticks
 
 RUNS = Path(__file__).resolve().parents[2] / "fixtures" / "kilroy" / "runs"
 RUN_DIRS = sorted(p.parent for p in RUNS.glob("*/expected.json"))
@@ -859,3 +860,40 @@ def test_each_lap_of_a_goal_gate_sending_a_node_back_to_itself_is_a_new_visit() 
     (finding,) = [f for f in result.findings if f.code == "deterministic_retry_loop"]
     assert finding.severity is Severity.ERROR
     assert finding.evidence["visits"] == finding.evidence["count"] >= len(starts) - 1
+
+
+def _as_while_its_resume_built(tmp_path: Path, owner: str) -> DoctorConfig:
+    """resume_long as it was 8 s into the resumed build: the stream up to that build's start,
+    no final.json, and run.lock.json naming this (live) process as the ``owner``: the resume
+    (run.pid keeps the first run's pid) or the first run (run.pid names it too)."""
+    run = tmp_path / "resume_long"
+    shutil.copytree(RUNS / "resume_long", run)
+    (run / "final.json").unlink()
+    lines = (run / "progress.ndjson").read_text().splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if '"stage_attempt_start"' in line]
+    resumed = json.loads(lines[starts[-2]])  # the resumed build's start (exit's is last)
+    assert resumed["node_id"] == "build"
+    (run / "progress.ndjson").write_text("".join(lines[: starts[-2] + 1]))
+    began = (parse_iso(resumed["ts"]) or 0) / 1e9
+    pid = os.getpid()
+    lock = {"pid": pid, "pid_start_time": start_ticks(pid), "run_id": "resume_long"}
+    (run / "run.lock.json").write_text(json.dumps({**lock, "acquired_at": resumed["ts"]}))
+    if owner == "run":
+        (run / "run.pid").write_text(str(pid))
+    return DoctorConfig(roots=(tmp_path,)).with_now(began + 8)
+
+
+@pytest.mark.parametrize(("owner", "state"), [("resume", "running"), ("run", "stalled")])
+def test_a_resumed_run_is_judged_without_the_stall_timeout_its_resume_does_not_apply(
+    tmp_path: Path, owner: str, state: str
+) -> None:
+    # resume_long: Kilroy's resume ran a silent 15 s build to success under a 3 s policy
+    # (it does not apply runtime_policy). 8 s into that build, the run owned by the resume
+    # is running (the doctor's own 600 s default), not stalled; owned by `kilroy attractor
+    # run`, whose watchdog would have ended it after 3 s, it is stalled.
+    config = _as_while_its_resume_built(tmp_path, owner)
+    result = diagnose("resume_long", config).to_json()
+    assert result["state"] == state, _show(result["findings"])
+    assert result["facts"]["stall_timeout_s"] == (600.0 if owner == "resume" else 3.0)
+    codes = [f["code"] for f in result["findings"]]
+    assert ("missing_final" in codes) is (owner == "run")
