@@ -27,14 +27,16 @@ first failure, which a resume went on from, is not this loop's). ``stopped_by`` 
 loop's stop (its last stop event, ``signal`` or ``run_failed``), null when none ended it.
 
 A *visit* is a run of consecutive attempts of the node with no other node's attempt and no
-hop (``edge_selected``) in between (attempt numbers are no help: the February 2026 subgraph
-runner carried them across loop-backs). Kilroy retries a visit with no hop; a node entered
-again by a hop is a new visit even when no other node ran between: a self-loop, or a goal gate
-whose retry target is the gate node itself (``verify -> exit``, then the gate's jump back to
-``verify``, real run ``goal_gate_transient``). Failures spread over ``breaker_limit``
-visits or more came back through the graph, which is what a cycle breaker exists for
-(``error``); fewer visits means retries inside a visit,
-bounded by the node's retry budget (``warning``).
+hop in between: an ``edge_selected``, or in a branch, which writes none, an
+``edge_condition_evaluated`` (Kilroy evaluates edges only once a visit has ended, never between
+retries). Attempt numbers are no help: the February 2026 subgraph runner carried them across
+loop-backs. A node entered again by a hop is a new visit even when no other node ran between:
+a self-loop, or a goal gate whose retry target is the gate node itself (``verify -> exit``,
+then the gate's jump back to ``verify``, real run ``goal_gate_transient``; a branch's node
+routed back to itself by a condition, real run ``fanout_self_loop``). Failures spread over
+``breaker_limit`` visits or more came back through the graph, which is what a cycle breaker
+exists for (``error``); fewer visits means retries inside a visit, bounded by the node's retry
+budget (``warning``).
 """
 
 from __future__ import annotations
@@ -75,13 +77,15 @@ def visits_sql() -> str:
           FROM attempts a
           LEFT JOIN (
               -- Whether the event before the attempt's start, among attempt starts and hops,
-              -- is a hop: a hop came between the scope's previous attempt and this one.
+              -- is a hop: a hop came between the scope's previous attempt and this one. A
+              -- branch engine writes no edge_selected, only its edge conditions evaluated,
+              -- which Kilroy does only once a visit has ended, never between retries.
               SELECT run_id, scope, seq, lag(hop) OVER (
                          PARTITION BY run_id, scope ORDER BY seq) AS hopped, hop
               FROM (SELECT run_id, scope, start_seq AS seq, false AS hop FROM attempts
                     UNION ALL
                     SELECT run_id, scope, seq, true FROM progress_events
-                    WHERE event = 'edge_selected')
+                    WHERE event IN ('edge_selected', 'edge_condition_evaluated'))
           ) h ON h.run_id = a.run_id AND h.scope = a.scope AND h.seq = a.start_seq AND NOT h.hop
           WINDOW w AS (PARTITION BY a.run_id, a.scope ORDER BY a.start_seq))
     """

@@ -897,3 +897,12 @@ def test_a_resumed_run_is_judged_without_the_stall_timeout_its_resume_does_not_a
     assert result["facts"]["stall_timeout_s"] == (600.0 if owner == "resume" else 3.0)
     codes = [f["code"] for f in result["findings"]]
     assert ("missing_final" in codes) is (owner == "run")
+
+
+def test_each_lap_of_a_branch_node_routed_back_to_itself_is_a_new_visit() -> None:
+    # fanout_self_loop: branch streams carry no edge_selected; the edges Kilroy evaluated
+    # after each of probe_b's visits tell the laps from retries.
+    result = _diagnosed("fanout_self_loop")
+    (finding,) = [f for f in result.findings if f.code == "deterministic_retry_loop"]
+    assert finding.scope == "parallel/par/pass1/02-probe_b"
+    assert finding.evidence["visits"] == finding.evidence["count"] >= 6
