@@ -781,6 +781,7 @@ def test_branch_directories_behind_a_symlink_make_no_fanout(tmp_path: Path) -> N
     [
         ("fanout_agent_dotai", "runs nothing", []),
         ("agent_routed_past_killed", "at fixup", ["terminalize"]),
+        ("fanout_dotai_killed", "dispatch the fan-out again", ["terminalize"]),
     ],
 )
 def test_a_stranded_status_no_resume_would_read_is_not_ingested(
@@ -789,8 +790,11 @@ def test_a_stranded_status_no_resume_would_read_is_not_ingested(
     # fanout_agent_dotai: branch b's outcome sits in its worktree's .ai/status.json, the join
     # took branch a and the run succeeded; a resume of a finished run runs nothing.
     # agent_routed_past_killed: impl's fail edge ran fixup, checkpointed, and the run was
-    # killed in build; a resume starts from fixup. Either way nothing would read an ingested
-    # status: no ingest_status, and no advice to resume.
+    # killed in build; a resume starts from fixup. fanout_dotai_killed: branch b failed so,
+    # the run was killed while branch a worked; a resume dispatches the fan-out again and runs
+    # b from its start (a resume of a copy, after an ingest, ran b again over the ingested
+    # file). Either way nothing would read an ingested status: no ingest_status, and no
+    # advice to resume.
     result = _diagnosed(name)
     (finding,) = [f for f in result.findings if f.code == "status_contract_mismatch"]
     assert finding.repair is None
