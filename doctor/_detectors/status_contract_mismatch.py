@@ -148,26 +148,11 @@ def _stranded_status(ctx: Context) -> list[Finding]:
         # ingested status would never be read (real run fanout_agent_dotai: the join took the
         # other branch).
         succeeded = facts_of(ctx.facts, run_id).get("_state") == "succeeded"
-        docs = ctx.tables.documents[run_id]
-        past = _routed_past(docs, scope, str(node))
-        branch = docs.layout == "kilroy" and _DISPATCHED.search(scope) is not None
-        ingest = (
-            outcome in SUCCESS_LIKE
-            and ingested is None
-            and not (succeeded or branch)
-            and past is None
+        ingest, advice = _remedy(
+            ctx.tables.documents[run_id], (scope, str(node)), outcome, ingested, succeeded
         )
         where = scope_words(scope)
         others = f" ({n_failed} attempts in {where} failed the same way)" if n_failed > 1 else ""
-        advice = _advice(ingest, ingested, succeeded, _rel(scope, str(node), "status.json"))
-        if branch and not succeeded:
-            advice = _BRANCH_ADVICE
-        if past is not None and ingested is None and not succeeded:
-            advice = (
-                f"the run went on past {node} (its checkpoint, where a resume starts, is at "
-                f"{past}), so a resume would not read an ingested status; fix the agent's "
-                "status path"
-            )
         findings.append(
             Finding(
                 code="status_contract_mismatch",
@@ -211,6 +196,33 @@ _BRANCH_ADVICE = (
     "fan-out joined, not run it at all), so the engine would never read an ingested status; "
     "fix the agent's status path"
 )
+
+
+def _remedy(
+    docs: RunDocuments,
+    where: tuple[str, str],
+    outcome: str,
+    ingested: int | None,
+    succeeded: bool,
+) -> tuple[bool, str]:
+    """Whether to ingest the stranded outcome of node ``where[1]`` in scope ``where[0]``, and
+    the advice: not when it is no success, was ingested, the run succeeded, the node is in a
+    branch a resume dispatches again, or the run went on past it."""
+    scope, node = where
+    past = _routed_past(docs, scope, node)
+    branch = docs.layout == "kilroy" and _DISPATCHED.search(scope) is not None
+    ingest = outcome in SUCCESS_LIKE and ingested is None and not (succeeded or branch)
+    ingest = ingest and past is None
+    advice = _advice(ingest, ingested, succeeded, _rel(scope, node, "status.json"))
+    if branch and not succeeded:
+        advice = _BRANCH_ADVICE
+    if past is not None and ingested is None and not succeeded:
+        advice = (
+            f"the run went on past {node} (its checkpoint, where a resume starts, is at "
+            f"{past}), so a resume would not read an ingested status; fix the agent's "
+            "status path"
+        )
+    return ingest, advice
 
 
 def _routed_past(docs: RunDocuments, scope: str, node: str) -> str | None:
