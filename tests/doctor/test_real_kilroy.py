@@ -910,3 +910,12 @@ def test_each_lap_of_a_branch_node_routed_back_to_itself_is_a_new_visit() -> Non
     (finding,) = [f for f in result.findings if f.code == "deterministic_retry_loop"]
     assert finding.scope == "parallel/par/pass1/02-probe_b"
     assert finding.evidence["visits"] == finding.evidence["count"] >= 6
+
+
+def test_a_branch_killed_while_kilroy_slept_before_its_retry_is_unfinished() -> None:
+    # fanout_retry_sleep_killed: flaky_b's attempt ended fail, then stage_retry_sleep; the
+    # kill came during the sleep. An attempt ended, the branch did not.
+    (finding,) = [
+        f for f in _diagnosed("fanout_retry_sleep_killed").findings if f.code == "unjoined_fanout"
+    ]
+    assert "1 still unfinished (flaky_b)" in finding.summary
