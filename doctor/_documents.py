@@ -8,9 +8,12 @@ Every input is bytes until proven otherwise: a document is opened ``O_NOFOLLOW|O
 and read only when the descriptor is a regular file (a FIFO named ``final.json`` is never
 opened for reading, where it would block, and is reported as an ``unreadable_artifact``); an
 integer too long to convert, a non-finite number or an escaped lone surrogate makes the
-document torn; a pid is a pid only when it fits ``pid_t``. Duplicate keys are read
-**first-wins**, as DuckDB reads event lines, and each is reported (``unreadable_artifact``,
-a warning).
+document torn; a pid is a pid only when it fits ``pid_t``. A duplicate key is read
+**last-wins**, as the engines that read these documents read it (Kilroy's Go
+``encoding/json``, which routes on a status.json written ``{"status": "success", ...,
+"status": "fail"}`` as ``fail``; the executor's ``json.loads``), and each is reported
+(``unreadable_artifact``, a warning). (Event lines are DuckDB's, first-wins: no engine reads
+its stream back to decide anything.)
 """
 
 from __future__ import annotations
@@ -138,6 +141,9 @@ class RunDocuments:
     #: :mod:`doctor._superseded`): its first top-level stage start, epoch ns. What the run
     #: wrote before it (a terminal event, a stop) is the ending it resumed from, not its own.
     resumed_ns: int | None = None
+    #: The run is owned by ``kilroy attractor resume``: run.lock.json names another pid than
+    #: run.pid, which a resume takes the lock for but never rewrites (format doc §3.9).
+    owned_by_resume: bool = False
     #: The last lines of a detached run's ``run.out``, read only when the run has no event
     #: stream: what Kilroy said when it gave up before its first event.
     run_out_tail: tuple[str, ...] = ()
@@ -195,7 +201,22 @@ class RunDocuments:
 
     @property
     def stall_timeout_s(self) -> float | None:
-        if self.run_config is None or not self.run_config.ok:
+        """The stall timeout the run's owner applies, from run_config.json's runtime policy;
+        None when it states none, or when the owner is ``kilroy attractor resume``, which
+        does not apply the runtime policy: no stall watchdog (real run ``resume_long``: a
+        resumed 15 s silent stage under a 3 s policy ran to success). The doctor's own
+        default then stands.
+
+        >>> docs = RunDocuments("r", Path("r"), "kilroy", {})
+        >>> docs.run_config = Document(Path("c"), "run_config.json", "run_config", 2, 0,
+        ...     value={"runtime_policy": {"stall_timeout_ms": 3000}})
+        >>> docs.stall_timeout_s
+        3.0
+        >>> docs.owned_by_resume = True
+        >>> docs.stall_timeout_s is None
+        True
+        """
+        if self.run_config is None or not self.run_config.ok or self.owned_by_resume:
             return None
         policy = self.run_config.get("runtime_policy") or {}
         value = policy.get("stall_timeout_ms") if isinstance(policy, dict) else None
@@ -279,26 +300,31 @@ def _finite(text: str) -> float:
     return value
 
 
-def _first_wins(duplicates: list[str]) -> Any:
+def _noting_duplicates(duplicates: list[str], first_wins: bool) -> Any:
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in pairs:
             if key in out:
                 duplicates.append(key)
-            else:
-                out[key] = value
+                if first_wins:
+                    continue
+            out[key] = value
         return out
 
     return hook
 
 
-def parse_json(data: bytes) -> tuple[Any, list[str]]:
-    """Parse one JSON document as the doctor reads every document: duplicate keys first-wins
-    (returned), and numbers and strings that are not data (an integer over Python's 4,300
-    digits, a non-finite number, an escaped lone surrogate) raise ``ValueError``.
+def parse_json(data: bytes, *, first_wins: bool = False) -> tuple[Any, list[str]]:
+    """Parse one JSON document as the engines read it: a duplicate key's last value wins, as
+    in Go's ``encoding/json`` (Kilroy) and Python's ``json`` (the executor); the duplicated
+    keys are returned. ``first_wins`` reads an event line as DuckDB reads the streams. Numbers
+    and strings that are not data (an integer over Python's 4,300 digits, a non-finite number,
+    an escaped lone surrogate) raise ``ValueError``.
 
     >>> parse_json(b'{"status": "success", "status": "fail"}')
-    ({'status': 'success'}, ['status'])
+    ({'status': 'fail'}, ['status'])
+    >>> parse_json(b'{"ts": "a", "ts": "b"}', first_wins=True)
+    ({'ts': 'a'}, ['ts'])
     >>> try:
     ...     parse_json(b'{"cost": 1e999}')
     ... except ValueError as exc:
@@ -308,7 +334,7 @@ def parse_json(data: bytes) -> tuple[Any, list[str]]:
     duplicates: list[str] = []
     value = json.loads(
         data,
-        object_pairs_hook=_first_wins(duplicates),
+        object_pairs_hook=_noting_duplicates(duplicates, first_wins),
         parse_constant=_reject_constant,
         parse_float=_finite,
     )
@@ -411,7 +437,7 @@ def _read_json(
     if duplicates and unreadable is not None:
         keys = dict.fromkeys(duplicates)
         names = ", ".join(repr(k) for k in keys)
-        what = f"duplicate {noun(len(keys), 'key')} {names[:200]}: the first value is read"
+        what = f"duplicate {noun(len(keys), 'key')} {names[:200]}: the last value is read"
         unreadable.append(Unreadable(rel, kind, what))
     return doc(value=value)
 
@@ -557,6 +583,8 @@ def read_documents(run: RunLayout) -> RunDocuments:
             docs.pid_start_time = start if ok else None
             docs.owner_since = _parse_time(lock.get("acquired_at"))
             docs.pid_recorded_at = _mtime(run.run_lock)
+            first = _read_pid(run.run_pid, []) if run.layout == "kilroy" else None
+            docs.owned_by_resume = first is not None and first != pid
     if docs.pid is None:
         docs.pid = _read_pid(run.run_pid, bad)
         docs.pid_recorded_at = _mtime(run.run_pid) if docs.pid is not None else None

@@ -132,7 +132,7 @@ def _last_event_ns(path: Path) -> int | None:
         return None
     for raw in reversed(tail.split(b"\n")[:-1]):
         with contextlib.suppress(ValueError, AttributeError):
-            ns = parse_iso(parse_json(raw)[0].get("ts"))
+            ns = parse_iso(parse_json(raw, first_wins=True)[0].get("ts"))
             if ns is not None:
                 return ns
     return None

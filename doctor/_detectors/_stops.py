@@ -50,6 +50,7 @@ __all__ = [
     "NODE_WORK_SQL",
     "SCOPE_STOPS",
     "Ending",
+    "exhausted_budgets",
     "interrupted_visits",
     "loop_stop",
     "scope_endings",
@@ -185,6 +186,21 @@ NODE_WORK_SQL = """
 SELECT run_id, scope, node_id, max(coalesce(end_seq, start_seq)) FROM attempts
 WHERE node_id IS NOT NULL GROUP BY ALL
 """
+
+
+_EXHAUSTED_SQL = """
+SELECT run_id, scope, node_id, max(seq) FROM progress_events
+WHERE event = 'retry_decision' AND will_retry = false AND node_id IS NOT NULL GROUP BY ALL
+"""
+
+
+def exhausted_budgets(ctx: Context) -> dict[tuple[str, str, str], int]:
+    """Per (run, scope, node), the seq of its last ``retry_decision`` with ``will_retry:
+    false``: Kilroy's retry budget for a visit ran out there ("max retries exhausted"), or
+    the failure was not retryable. Failures of one visit that end so were bounded by
+    ``max_retries``, not by a cycle breaker, which counts a visit once (format doc §4.3)."""
+    rows = ctx.rows_of(("retry_decision",), _EXHAUSTED_SQL)
+    return {(r, s, n): int(seq) for r, s, n, seq in rows}
 
 
 @dataclass(frozen=True, slots=True)

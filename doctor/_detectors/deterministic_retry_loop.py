@@ -26,11 +26,17 @@ the loop's first and last failure: the failure went on after it (a breaker befor
 first failure, which a resume went on from, is not this loop's). ``stopped_by`` names the
 loop's stop (its last stop event, ``signal`` or ``run_failed``), null when none ended it.
 
-A *visit* is a run of consecutive attempts of the node with no other node's attempt in between
-(attempt numbers are no help: the February 2026 subgraph runner carried them across
-loop-backs). Failures spread over ``breaker_limit`` visits or more came back through the graph,
-which is what a cycle breaker exists for (``error``); fewer visits means retries inside a visit,
-bounded by the node's retry budget (``warning``).
+A *visit* is a run of consecutive attempts of the node with no other node's attempt and no
+hop in between: an ``edge_selected``, or in a branch, which writes none, an
+``edge_condition_evaluated`` (Kilroy evaluates edges only once a visit has ended, never between
+retries). Attempt numbers are no help: the February 2026 subgraph runner carried them across
+loop-backs. A node entered again by a hop is a new visit even when no other node ran between:
+a self-loop, or a goal gate whose retry target is the gate node itself (``verify -> exit``,
+then the gate's jump back to ``verify``, real run ``goal_gate_transient``; a branch's node
+routed back to itself by a condition, real run ``fanout_self_loop``). Failures spread over
+``breaker_limit`` visits or more came back through the graph, which is what a cycle breaker
+exists for (``error``); fewer visits means retries inside a visit, bounded by the node's retry
+budget (``warning``).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from doctor._detectors._context import Context, in_scope, needs
-from doctor._detectors._stops import Ending, loop_stop, scope_endings
+from doctor._detectors._stops import Ending, exhausted_budgets, loop_stop, scope_endings
 from doctor._facts import facts_of
 from doctor._model import Finding, Severity, plural
 from doctor._timestamps import iso
@@ -55,20 +61,33 @@ _BREAKERS_SQL = ", ".join(f"'{e}'" for e in BREAKER_EVENTS)
 
 
 def visits_sql() -> str:
-    """SQL: ``attempts`` plus ``visit``, the node's visit number in its scope (1, 2, …).
+    """SQL: ``attempts`` plus ``visit``, the node's visit number in its scope (1, 2, …): a new
+    one after another node's attempt or a hop (``edge_selected``).
 
-    >>> "lag(node_id)" in visits_sql()
+    >>> "lag(a.node_id)" in visits_sql() and "edge_selected" in visits_sql()
     True
     """
     return """
-    SELECT *, sum(CASE WHEN prev_node IS DISTINCT FROM node_id THEN 1 ELSE 0 END) OVER (
+    SELECT * EXCLUDE (hopped),
+           sum(CASE WHEN prev_node IS DISTINCT FROM node_id OR hopped THEN 1 ELSE 0 END) OVER (
                PARTITION BY run_id, scope, node_id ORDER BY start_seq ROWS UNBOUNDED PRECEDING
            ) AS visit
-    FROM (SELECT *, lag(node_id) OVER (PARTITION BY run_id, scope ORDER BY start_seq)
-                     AS prev_node,
-                 lag(failure_reason) OVER (PARTITION BY run_id, scope ORDER BY start_seq)
-                     AS prev_reason
-          FROM attempts)
+    FROM (SELECT a.*, lag(a.node_id) OVER w AS prev_node,
+                 lag(a.failure_reason) OVER w AS prev_reason, coalesce(h.hopped, false) AS hopped
+          FROM attempts a
+          LEFT JOIN (
+              -- Whether the event before the attempt's start, among attempt starts and hops,
+              -- is a hop: a hop came between the scope's previous attempt and this one. A
+              -- branch engine writes no edge_selected, only its edge conditions evaluated,
+              -- which Kilroy does only once a visit has ended, never between retries.
+              SELECT run_id, scope, seq, lag(hop) OVER (
+                         PARTITION BY run_id, scope ORDER BY seq) AS hopped, hop
+              FROM (SELECT run_id, scope, start_seq AS seq, false AS hop FROM attempts
+                    UNION ALL
+                    SELECT run_id, scope, seq, true FROM progress_events
+                    WHERE event IN ('edge_selected', 'edge_condition_evaluated'))
+          ) h ON h.run_id = a.run_id AND h.scope = a.scope AND h.seq = a.start_seq AND NOT h.hop
+          WINDOW w AS (PARTITION BY a.run_id, a.scope ORDER BY a.start_seq))
     """
 
 
@@ -140,11 +159,6 @@ SELECT run_id, scope, node_id, seq, event IN ('{SIGNATURE_BREAKERS[0]}', '{SIGNA
 FROM progress_events
 WHERE event IN ({_BREAKERS_SQL}) AND node_id IS NOT NULL ORDER BY ALL
 """
-_EXHAUSTED_SQL = """
-SELECT run_id, scope, node_id, max(seq) FROM progress_events
-WHERE event = 'retry_decision' AND will_retry = false AND node_id IS NOT NULL GROUP BY ALL
-"""
-_EXHAUSTS = ("retry_decision",)
 _LAST_ATTEMPT_SQL = """
 SELECT run_id, scope, arg_max(node_id, start_seq), arg_max(status, start_seq),
        arg_max(failure_reason, start_seq)
@@ -258,7 +272,7 @@ def _read_stops(ctx: Context) -> _Stops:
     return _Stops(
         endings=scope_endings(ctx),
         breakers=breakers,
-        exhausted={(r, s, n): int(seq) for r, s, n, seq in ctx.rows_of(_EXHAUSTS, _EXHAUSTED_SQL)},
+        exhausted=exhausted_budgets(ctx),
     )
 
 

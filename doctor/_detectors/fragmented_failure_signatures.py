@@ -17,6 +17,13 @@ node name a single signature (a stage's ``failure_signature``, or Kilroy's own n
 and count each check as one more of it (never starting again) up to ``breaker_limit``; the
 reasons vary, the engine's signatures did not.
 
+Not reported either when a retry budget bounded them: the node's failures fall in fewer than
+``breaker_limit`` visits and its last failure was followed by Kilroy's ``retry_decision`` with
+``will_retry: false`` (as ``deterministic_retry_loop`` reads it). Kilroy's breaker counts a
+visit once, however many attempts its ``max_retries`` allowed (format doc §4.3): retries of
+one visit whose reasons differ (a fresh temp path each attempt, real run
+``retries_varying``) are no loop a signature breaker was meant to stop.
+
 ``max_signature_count_seen`` is what the run's breaker counted for the top signature when its
 events record the doctor's own ``SIGNATURE_VERSION`` (signatures are only compared within one
 version); otherwise, and when no event names that signature, the largest count on the node.
@@ -38,8 +45,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from doctor._detectors._context import Context, in_scope, needs
-from doctor._detectors._stops import NODE_WORK_SQL, Ending, loop_stop, scope_endings
-from doctor._detectors.deterministic_retry_loop import BREAKER_EVENTS
+from doctor._detectors._stops import (
+    NODE_WORK_SQL,
+    Ending,
+    exhausted_budgets,
+    loop_stop,
+    scope_endings,
+)
+from doctor._detectors.deterministic_retry_loop import BREAKER_EVENTS, visits_sql
 from doctor._model import Finding, Severity, plural
 
 __all__ = ["fragmented_failure_signatures"]
@@ -47,10 +60,12 @@ __all__ = ["fragmented_failure_signatures"]
 _CHECK_EVENTS = ("deterministic_failure_cycle_check", "subgraph_deterministic_failure_cycle_check")
 _CHECKS = "(" + ", ".join(f"'{e}'" for e in _CHECK_EVENTS) + ")"
 
-_FAILURES_SQL = """
-SELECT run_id, scope, node_id, failure_reason, count(*), min(end_seq), max(end_seq) FROM attempts
+_FAILURES_SQL = f"""
+SELECT run_id, scope, node_id, failure_reason, count(*), min(end_seq), max(end_seq),
+       list(DISTINCT visit)
+FROM ({visits_sql()})
 WHERE end_seq IS NOT NULL AND lower(status) IN ('fail', 'retry')
-GROUP BY ALL ORDER BY ALL
+GROUP BY run_id, scope, node_id, failure_reason ORDER BY run_id, scope, node_id, failure_reason
 """
 _BREAKERS = "(" + ", ".join(f"'{e}'" for e in BREAKER_EVENTS) + ")"
 _CHECKS_SQL = f"""
@@ -98,15 +113,17 @@ def fragmented_failure_signatures(ctx: Context) -> list[Finding]:
     cfg = ctx.config
     reasons: dict[tuple[str, str, str], Counter[str | None]] = defaultdict(Counter)
     spans: dict[tuple[str, str, str], tuple[int, int]] = {}
-    for run_id, scope, node, reason, n, first, last in ctx.tables.sql(_FAILURES_SQL):
+    visits: dict[tuple[str, str, str], set[int]] = defaultdict(set)
+    for run_id, scope, node, reason, n, first, last, seen in ctx.tables.sql(_FAILURES_SQL):
         reasons[(run_id, scope, node)][reason] += int(n)
         key = (run_id, scope, node)
         was = spans.get(key, (int(first), int(last)))
         spans[key] = (min(was[0], int(first)), max(was[1], int(last)))
+        visits[key].update(int(v) for v in seen)
     candidates = {k: c for k, c in reasons.items() if c.total() >= cfg.fragmentation_min_failures}
     if not candidates:
         return []
-    breakers = _read_breakers(ctx, spans)
+    breakers = _read_breakers(ctx, spans, {k: len(visits[k]) for k in candidates})
     findings = []
     for key, counts in sorted(candidates.items()):
         fragmented = _fragmented(ctx, key, counts, breakers)
@@ -127,10 +144,21 @@ class _Breakers:
     endings: dict[tuple[str, str], list[Ending]]
     failures: dict[tuple[str, str, str], tuple[int, int]]
     last_work: dict[tuple[str, str, str], int]
+    #: Per node, the visits it failed in, and where Kilroy's retry budget last ran out.
+    visits: dict[tuple[str, str, str], int]
+    exhausted: dict[tuple[str, str, str], int]
+
+    def budget_bounded(self, key: tuple[str, str, str], limit: int) -> bool:
+        """Whether the node's failures are retries of fewer than ``limit`` visits that its
+        retry budget ended (a ``retry_decision`` with ``will_retry: false`` after the last)."""
+        spent = self.exhausted.get(key)
+        return spent is not None and spent > self.failures[key][1] and self.visits[key] < limit
 
 
 def _read_breakers(
-    ctx: Context, failures: dict[tuple[str, str, str], tuple[int, int]]
+    ctx: Context,
+    failures: dict[tuple[str, str, str], tuple[int, int]],
+    visits: dict[tuple[str, str, str], int],
 ) -> _Breakers:
     """Phase 1: the breaker queries, over the runs with enough failures (each skipped when
     the batch has none of the events it reads)."""
@@ -150,6 +178,8 @@ def _read_breakers(
         endings=scope_endings(ctx),
         failures=failures,
         last_work={(r, s, n): int(seq) for r, s, n, seq in ctx.tables.sql(NODE_WORK_SQL)},
+        visits=visits,
+        exhausted=exhausted_budgets(ctx),
     )
 
 
@@ -186,6 +216,8 @@ def _fragmented(
     limit = breakers.limits.get(run_id, cfg.breaker_limit)
     if not (len(counts) >= cfg.fragmentation_ratio * len(signatures) and top_n >= limit):
         return None
+    if breakers.budget_bounded(key, limit):
+        return None  # retries of fewer visits than the limit, ended by max_retries
     seen, breaker_seq, engine_signatures, made = breakers.checks.get(key, (None, None, 0, 0))
     if engine_signatures == 1 and seen is not None and int(seen) == made >= limit:
         # The run's own breaker counted each failure it checked as one more of one signature

@@ -9,6 +9,13 @@ node that precedes its source in the scope. (Reading "the target was entered ear
 closes the loop, ``check_scaffold -> impl_scaffold``.) ``traversals`` counts the hop's
 ``edge_selected`` events in the scope; ``config.retry_loop_min`` of them make a retry loop.
 
+A goal gate's jump is a hop too, though Kilroy writes no ``edge_selected`` for it (format doc
+§2.9): reaching the exit node with an unsatisfied ``goal_gate`` node, the run goes to its retry
+target. It shows as an attempt right after an ``edge_selected`` into a node that never runs
+attempts (the exit node) whose target is not that node: the hop ``exit -> <retry target>``,
+counted in ``traversals`` and in ``goal_gate_jumps`` (real run ``goal_gate_loop``: three laps
+fix, verify, exit, back to fix, were no loop to the doctor before).
+
 ``loop_wall_s``: from the first entry of ``v`` to the end of the lap begun by the last
 traversal, i.e. the first ``edge_selected`` after the last traversal whose target lies outside
 the loop body (the nodes first entered between ``v``'s and ``u``'s first entries); while no hop
@@ -43,9 +50,28 @@ __all__ = ["DOMINANT_SHARE", "duration_text", "retry_loop"]
 DOMINANT_SHARE = 0.5
 
 _SQL = """
-WITH hops AS (
-    SELECT run_id, scope, seq, ts, from_node, to_node FROM progress_events
+WITH moves AS (
+    SELECT run_id, scope, seq, ts, event, node_id,
+           lag(event) OVER w AS prev_event, lag(to_node) OVER w AS prev_to
+    FROM progress_events
+    WHERE event IN ('edge_selected', 'stage_attempt_start')
+    WINDOW w AS (PARTITION BY run_id, scope ORDER BY seq)
+),
+attempted AS (
+    SELECT DISTINCT run_id, scope, node_id FROM progress_events
+    WHERE event = 'stage_attempt_start' AND node_id IS NOT NULL
+),
+hops AS (
+    SELECT run_id, scope, seq, ts, from_node, to_node, false AS jump FROM progress_events
     WHERE event = 'edge_selected' AND from_node IS NOT NULL AND to_node IS NOT NULL
+    UNION ALL
+    -- A goal gate's jump: an attempt right after a hop into a node that never runs attempts
+    -- (the exit node), to a node the hop did not name.
+    SELECT m.run_id, m.scope, m.seq, m.ts, m.prev_to, m.node_id, true FROM moves m
+    ANTI JOIN attempted a
+        ON a.run_id = m.run_id AND a.scope = m.scope AND a.node_id = m.prev_to
+    WHERE m.event = 'stage_attempt_start' AND m.prev_event = 'edge_selected'
+      AND m.node_id IS NOT NULL AND m.prev_to IS NOT NULL AND m.prev_to <> m.node_id
 ),
 firsts AS (
     SELECT run_id, scope, node, min(seq) AS seq, arg_min(ts, seq) AS ts FROM (
@@ -56,7 +82,8 @@ firsts AS (
     ) GROUP BY ALL
 ),
 back AS (
-    SELECT h.run_id, h.scope, h.from_node, h.to_node, count(*) AS n, max(h.seq) AS last_seq,
+    SELECT h.run_id, h.scope, h.from_node, h.to_node, count(*) AS n,
+           count(*) FILTER (WHERE h.jump) AS jumps, max(h.seq) AS last_seq,
            epoch_ns(max(h.ts)) AS last_ts, any_value(v.seq) AS v_seq,
            epoch_ns(any_value(v.ts)) AS v_ts, any_value(u.seq) AS u_seq
     FROM hops h
@@ -79,7 +106,7 @@ last_progress AS (
            max(seq) FILTER (WHERE event IN ('stage_attempt_start', 'edge_selected')) AS work
     FROM progress_events GROUP BY ALL
 )
-SELECT b.run_id, b.scope, b.from_node, b.to_node, b.n, b.v_ts, b.last_ts,
+SELECT b.run_id, b.scope, b.from_node, b.to_node, b.n, b.jumps, b.v_ts, b.last_ts,
        coalesce(x.ts, greatest(p.ts, b.last_ts)) AS end_ts, x.ts IS NULL AS still_looping,
        b.last_seq, greatest(p.work, b.last_seq) AS last_work
 FROM back b
@@ -155,13 +182,42 @@ def _unexited(ctx: Context, run_id: str, state: object) -> str:
     return " and has not exited"
 
 
+def _summary(
+    hop: tuple[str, str, str, int, int],
+    loop_s: float,
+    share: float | None,
+    unexited: str,
+    stopped_by: str | None,
+) -> str:
+    """The finding's sentence; ``hop`` is (scope, from, to, traversals, goal-gate jumps),
+    ``unexited`` how a loop no hop left stands (:func:`_unexited`), else empty."""
+    scope, src, dst, n, jumps = hop
+    where = f" in {scope}" if scope else ""
+    pct = f" ({share:.0%} of the run)" if share is not None else ""
+    if jumps == n:
+        # The hop is the goal gate's: reached from src (the exit), the run went back to dst.
+        taken = f"a goal gate sent the run from {src} back to {dst}{where} {n} times"
+        why = f"find why the goal_gate node whose retry target is {dst} keeps failing"
+    else:
+        gates = f" ({jumps} of them goal-gate jumps)" if jumps else ""
+        taken = f"the back edge {src} -> {dst}{where} was taken {n} times{gates}"
+        why = f"find why {src} keeps sending work back to {dst}"
+    return (
+        f"{taken}; the loop ran for {duration_text(loop_s)}{pct}"
+        + unexited
+        + (f" until {_STOP_TEXT.get(stopped_by, stopped_by)} ended it" if stopped_by else "")
+        + f"; {why} and stop the churn (a cycle breaker, a retry cap, or a fix for the "
+        "repeated failure)"
+    )
+
+
 @needs(events=("edge_selected",))  # a back edge is one of them
 def retry_loop(ctx: Context) -> list[Finding]:
     """A back edge (a hop to a node entered earlier in the scope) taken repeatedly."""
     findings = []
     endings = scope_endings(ctx)
     rows = ctx.tables.sql(_SQL, min=ctx.config.retry_loop_min)
-    for run_id, scope, src, dst, n, first_ts, last_ts, end_ts, still, _last, work in rows:
+    for run_id, scope, src, dst, n, jumps, first_ts, last_ts, end_ts, still, _, work in rows:
         # While no hop left the loop, every later hop or attempt in the scope is the loop's:
         # its stop is the first ending after all of them (a resumed run that worked on in the
         # loop, even short of a lap, was stopped by its own ending, not the one it resumed from).
@@ -172,15 +228,9 @@ def retry_loop(ctx: Context) -> list[Finding]:
         loop_s = round((end_ts - first_ts) / 1e9, 3) if end_ts and first_ts else 0.0
         wall = facts.get("wall_s")
         share = round(loop_s / wall, 4) if wall else None
-        where = f" in {scope}" if scope else ""
-        pct = f" ({share:.0%} of the run)" if share is not None else ""
-        summary = (
-            f"the back edge {src} -> {dst}{where} was taken {n} times; the loop ran for "
-            f"{duration_text(loop_s)}{pct}"
-            + (_unexited(ctx, run_id, facts.get("_state")) if still else "")
-            + (f" until {_STOP_TEXT.get(stopped_by, stopped_by)} ended it" if stopped_by else "")
-            + f"; find why {src} keeps sending work back to {dst} and stop the churn (a "
-            "cycle breaker, a retry cap, or a fix for the repeated failure)"
+        unexited = _unexited(ctx, run_id, facts.get("_state")) if still else ""
+        summary = _summary(
+            (scope, src, dst, int(n), int(jumps)), loop_s, share, unexited, stopped_by
         )
         # A loop that ate most of a run that did not succeed is the incident's failure mode;
         # a run that converged after a few laps, or a short loop, is worth a look only.
@@ -197,6 +247,7 @@ def retry_loop(ctx: Context) -> list[Finding]:
                     "from_node": src,
                     "to_node": dst,
                     "traversals": int(n),
+                    "goal_gate_jumps": int(jumps),
                     "loop_wall_s": loop_s,
                     "share_of_run": share,
                     "first_entry_at": iso(first_ts),

@@ -29,6 +29,7 @@ Two situations, both about the stage status file (format doc §4.5):
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from doctor._detectors._context import Context, scope_words
@@ -147,17 +148,11 @@ def _stranded_status(ctx: Context) -> list[Finding]:
         # ingested status would never be read (real run fanout_agent_dotai: the join took the
         # other branch).
         succeeded = facts_of(ctx.facts, run_id).get("_state") == "succeeded"
-        past = _routed_past(ctx.tables.documents[run_id], scope, str(node))
-        ingest = outcome in SUCCESS_LIKE and ingested is None and not succeeded and past is None
+        ingest, advice = _remedy(
+            ctx.tables.documents[run_id], (scope, str(node)), outcome, ingested, succeeded
+        )
         where = scope_words(scope)
         others = f" ({n_failed} attempts in {where} failed the same way)" if n_failed > 1 else ""
-        advice = _advice(ingest, ingested, succeeded, _rel(scope, str(node), "status.json"))
-        if past is not None and ingested is None and not succeeded:
-            advice = (
-                f"the run went on past {node} (its checkpoint, where a resume starts, is at "
-                f"{past}), so a resume would not read an ingested status; fix the agent's "
-                "status path"
-            )
         findings.append(
             Finding(
                 code="status_contract_mismatch",
@@ -188,13 +183,56 @@ def _stranded_status(ctx: Context) -> list[Finding]:
     return findings
 
 
+#: A stranded status of a Kilroy branch: a resume starts from the run's checkpoint, before
+#: the fan-out when it had not joined, and dispatches it again, which runs every branch from
+#: its start (deleting each stage's status.json before its attempt); a fan-out that joined is
+#: never run again. Either way no ingested status is read (real run fanout_dotai_killed).
+#: Known of the builds that number their dispatches (``parallel/<node>/passN/``, since
+#: 2026-03-02, the engine's layout at hand); older branch layouts (the February rogue runs)
+#: keep the ingest, their resume unverified.
+_DISPATCHED = re.compile(r"(?:^|/)parallel/[^/]+/pass\d+/")
+_BRANCH_ADVICE = (
+    "a resume would dispatch the fan-out again and run the branch from its start (or, the "
+    "fan-out joined, not run it at all), so the engine would never read an ingested status; "
+    "fix the agent's status path"
+)
+
+
+def _remedy(
+    docs: RunDocuments,
+    where: tuple[str, str],
+    outcome: str,
+    ingested: int | None,
+    succeeded: bool,
+) -> tuple[bool, str]:
+    """Whether to ingest the stranded outcome of node ``where[1]`` in scope ``where[0]``, and
+    the advice: not when it is no success, was ingested, the run succeeded, the node is in a
+    branch a resume dispatches again, or the run went on past it."""
+    scope, node = where
+    past = _routed_past(docs, scope, node)
+    branch = docs.layout == "kilroy" and _DISPATCHED.search(scope) is not None
+    ingest = outcome in SUCCESS_LIKE and ingested is None and not (succeeded or branch)
+    ingest = ingest and past is None
+    advice = _advice(ingest, ingested, succeeded, _rel(scope, node, "status.json"))
+    if branch and not succeeded:
+        advice = _BRANCH_ADVICE
+    if past is not None and ingested is None and not succeeded:
+        advice = (
+            f"the run went on past {node} (its checkpoint, where a resume starts, is at "
+            f"{past}), so a resume would not read an ingested status; fix the agent's "
+            "status path"
+        )
+    return ingest, advice
+
+
 def _routed_past(docs: RunDocuments, scope: str, node: str) -> str | None:
     """The node the run's checkpoint holds when it is not ``node``, for the base directory's
     scope: ``kilroy attractor resume`` starts from the checkpoint's last completed node and
     routes on with that node's status.json, so a status ingested for a node the run had gone
     on from is never read (real run ``agent_routed_past_killed``: impl's fail edge ran fixup,
     the run was killed in build; the resume ran build and ended). Other scopes: None (a
-    branch is dispatched again by its fan-out, a restart is left for the base directory)."""
+    branch is never ingested, :data:`_BRANCH_ADVICE`; a restart is left for the base
+    directory)."""
     sd = docs.scopes.get(scope)
     cp = sd.checkpoint if scope == "" and sd is not None else None
     current = cp.get("current_node") if cp is not None and cp.ok else None

@@ -41,11 +41,20 @@ ORDER BY run_id, scope, start_seq
 """
 # Per scope: whether an attempt is open (ATTEMPTS_OPEN_SQL: a node's latest start without an
 # end; a start a resume superseded is not, as when a resume dispatches a killed fan-out again
-# into the same branch directories), and the status of the last attempt to start.
+# into the same branch directories), and whether the last attempt to start ended on a final
+# status with no retry coming: a failed attempt Kilroy sleeps before retrying
+# (``stage_retry_sleep``, ``retry_decision`` with ``will_retry``) ended no branch (real run
+# ``fanout_retry_sleep_killed``).
 _BRANCH_SQL = f"""
-SELECT run_id, scope, bool_or(is_open) AS has_open,
-       arg_max(status, start_seq) IN {_FINISHED_STATUSES} AS last_done
-FROM ({ATTEMPTS_OPEN_SQL}) GROUP BY ALL
+WITH retrying AS (
+    SELECT run_id, scope, max(seq) AS seq FROM progress_events
+    WHERE event = 'stage_retry_sleep' OR (event = 'retry_decision' AND will_retry)
+    GROUP BY ALL
+)
+SELECT a.run_id, a.scope, bool_or(is_open) AS has_open,
+       arg_max(status, start_seq) IN {_FINISHED_STATUSES}
+           AND coalesce(any_value(r.seq) < max(start_seq), true) AS last_done
+FROM ({ATTEMPTS_OPEN_SQL}) a LEFT JOIN retrying r USING (run_id, scope) GROUP BY ALL
 """
 # Branches the parent saw finish (branch_progress, or the older branch_liveness, lifecycle step).
 _DONE_SQL = f"""

@@ -3,11 +3,12 @@
 A FIFO, device, socket or directory where a run keeps a regular file (``progress.ndjson``,
 ``final.json``, ``checkpoint.json``, ``run.pid``, …; never opened for reading), a node or
 branch directory whose name is not UTF-8, an event line over the per-line budget, a stream or
-run whose reading failed, and duplicate keys in a JSON document (read first-wins, as DuckDB
-reads event lines), and a ``final.json`` whose status is none of a final's (it parses, but
-ends nothing). One finding per artifact. Whatever the doctor could not read is missing
-from the diagnosis: the run's state and facts rest on the rest. Duplicate keys, and files
-that hold nothing the state depends on, are warnings; the rest are errors.
+run whose reading failed, duplicate keys in a JSON document (read last-wins, as the engines
+read it: Go's encoding/json in Kilroy, Python's json in the executor), and a ``final.json``
+whose status is none of a final's (it parses, but ends nothing). One finding per artifact.
+Whatever the doctor could not read is missing from the diagnosis: the run's state and facts
+rest on the rest. Duplicate keys, and files that hold nothing the state depends on, are
+warnings; the rest are errors.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def unreadable_artifact(ctx: Context) -> list[Finding]:
         duplicate = detail.startswith("duplicate key")
         severity = Severity.ERROR if kind in _VITAL and not duplicate else Severity.WARNING
         if duplicate:
-            advice = "fix the writer; until then the doctor reads the first value"
+            advice = "fix the writer; until then the doctor reads the last value, as the engines do"
         elif kind == "final" and detail.startswith("its status"):
             advice = "the run's state rests on its owner and events instead; fix the writer"
         else:

@@ -286,7 +286,9 @@ def test_a_final_json_whose_status_ends_nothing_is_why_the_run_is_orphaned(
 # --- duplicate keys ------------------------------------------------------------------------------
 
 
-def test_duplicate_keys_read_first_wins_in_documents_and_streams_alike(tmp_path: Path) -> None:
+def test_duplicate_keys_read_last_wins_in_documents_as_engines_do_first_wins_in_streams(
+    tmp_path: Path,
+) -> None:
     run = _run(tmp_path, "r1", final=None)
     (run / "final.json").write_text('{"status": "success", "status": "fail"}')
     with (run / "progress.ndjson").open("a") as fh:
@@ -297,8 +299,10 @@ def test_duplicate_keys_read_first_wins_in_documents_and_streams_alike(tmp_path:
     result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json")
     _no_traceback(result)
     data = json.loads(result.stdout)
-    assert data["state"] == "succeeded"  # the first "status"
-    assert data["facts"]["attempts_started"] == 2  # the first "event"
+    # Documents as Go's encoding/json (Kilroy) and Python's json (the executor) read them:
+    # the last "status"; event lines as DuckDB reads them: the first "event".
+    assert data["state"] == "failed"
+    assert data["facts"]["attempts_started"] == 2
     dup = [f for f in data["findings"] if f["code"] == "unreadable_artifact"]
     assert [(f["severity"], f["evidence"]["file"]) for f in dup] == [("warning", "final.json")]
     assert "duplicate key 'status'" in dup[0]["summary"]

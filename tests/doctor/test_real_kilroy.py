@@ -31,6 +31,7 @@ from doctor._timeline import run_timeline
 from doctor._timestamps import parse_iso
 from fixtures.kilroy.scenarios import SCENARIOS
 from reports import render_postmortem
+from rundoctor.liveness import start_ticks
 
 RUNS = Path(__file__).resolve().parents[2] / "fixtures" / "kilroy" / "runs"
 RUN_DIRS = sorted(p.parent for p in RUNS.glob("*/expected.json"))
@@ -780,6 +781,7 @@ def test_branch_directories_behind_a_symlink_make_no_fanout(tmp_path: Path) -> N
     [
         ("fanout_agent_dotai", "runs nothing", []),
         ("agent_routed_past_killed", "at fixup", ["terminalize"]),
+        ("fanout_dotai_killed", "dispatch the fan-out again", ["terminalize"]),
     ],
 )
 def test_a_stranded_status_no_resume_would_read_is_not_ingested(
@@ -788,11 +790,132 @@ def test_a_stranded_status_no_resume_would_read_is_not_ingested(
     # fanout_agent_dotai: branch b's outcome sits in its worktree's .ai/status.json, the join
     # took branch a and the run succeeded; a resume of a finished run runs nothing.
     # agent_routed_past_killed: impl's fail edge ran fixup, checkpointed, and the run was
-    # killed in build; a resume starts from fixup. Either way nothing would read an ingested
-    # status: no ingest_status, and no advice to resume.
+    # killed in build; a resume starts from fixup. fanout_dotai_killed: branch b failed so,
+    # the run was killed while branch a worked; a resume dispatches the fan-out again and runs
+    # b from its start (a resume of a copy, after an ingest, ran b again over the ingested
+    # file). Either way nothing would read an ingested status: no ingest_status, and no
+    # advice to resume.
     result = _diagnosed(name)
     (finding,) = [f for f in result.findings if f.code == "status_contract_mismatch"]
     assert finding.repair is None
     assert "kilroy attractor resume" not in finding.summary and why in finding.summary
     config = DoctorConfig(roots=(RUNS,), now=time.time() + 3600)
     assert [a.kind for a in plan_repairs(diagnose(name, config), config)] == planned
+
+
+def test_a_stranded_status_with_duplicate_keys_is_read_last_wins_as_kilroy_reads_it() -> None:
+    # agent_dup_keys: Kilroy read the same bytes at the path it looks at as "fail" (Go's
+    # encoding/json: the last value wins) and routed on that. agent_dup_keys_dotai: written
+    # where Kilroy does not look, the file's outcome is "fail" too, so no ingest_status would
+    # make it the success its first "status" key says.
+    stream = (RUNS / "agent_dup_keys" / "progress.ndjson").read_text().splitlines()
+    ends = [e for e in map(json.loads, stream) if e["event"] == "stage_attempt_end"]
+    assert [e["status"] for e in ends if e["node_id"] == "impl"] == ["fail"]
+    canonical = json.loads((RUNS / "agent_dup_keys" / "impl" / "status.json").read_text())
+    assert canonical["status"] == "fail"
+    result = _diagnosed("agent_dup_keys_dotai")
+    (finding,) = [f for f in result.findings if f.code == "status_contract_mismatch"]
+    assert finding.evidence["found_outcome"] == "fail" and finding.repair is None
+    config = DoctorConfig(roots=(RUNS,), now=time.time() + 3600)
+    assert plan_repairs(diagnose("agent_dup_keys_dotai", config), config) == []
+
+
+def test_retries_of_one_visit_with_varying_reasons_are_bounded_by_max_retries() -> None:
+    # retries_varying: 6 attempts of one visit, each failing with another temp path (one
+    # canonical signature). Kilroy's cycle breaker counts a visit once and max_retries ended
+    # it (retry_decision will_retry=false): no fragmented-signature loop to report.
+    stream = (RUNS / "retries_varying" / "progress.ndjson").read_text().splitlines()
+    events = [json.loads(line) for line in stream]
+    ends = [e for e in events if e["event"] == "stage_attempt_end" and e["node_id"] == "check"]
+    assert len(ends) == 6 and len({e["failure_reason"] for e in ends}) == 6
+    checks = [e for e in events if e["event"] == "deterministic_failure_cycle_check"]
+    assert [c["signature_count"] for c in checks] == [1]
+    codes = {f.code for f in _diagnosed("retries_varying").findings}
+    assert "fragmented_failure_signatures" not in codes
+
+
+def test_a_loop_a_goal_gate_closes_is_a_retry_loop_though_no_edge_names_the_jump() -> None:
+    # goal_gate_loop: fix -> verify -> exit three times, the goal gate on verify sending the
+    # run back to fix each time; Kilroy writes edge_selected for verify -> exit only.
+    stream = (RUNS / "goal_gate_loop" / "progress.ndjson").read_text().splitlines()
+    hops = [
+        (e["from_node"], e["to_node"])
+        for e in map(json.loads, stream)
+        if e["event"] == "edge_selected"
+    ]
+    assert ("exit", "fix") not in hops and hops.count(("verify", "exit")) == 4
+    (finding,) = [f for f in _diagnosed("goal_gate_loop").findings if f.code == "retry_loop"]
+    assert finding.severity is Severity.WARNING
+    assert finding.summary.startswith("a goal gate sent the run from exit back to fix 3 times")
+
+
+def test_each_lap_of_a_goal_gate_sending_a_node_back_to_itself_is_a_new_visit() -> None:
+    # goal_gate_transient: verify's attempts follow each other with no other node between,
+    # but each after a hop (verify -> exit, then the gate's jump back): visits, not retries
+    # of one visit that max_retries=0 would have bounded.
+    stream = (RUNS / "goal_gate_transient" / "progress.ndjson").read_text().splitlines()
+    starts = [
+        e
+        for e in map(json.loads, stream)
+        if e["event"] == "stage_attempt_start" and e["node_id"] == "verify"
+    ]
+    assert len(starts) >= 6 and {e["attempt"] for e in starts} == {1}
+    result = _diagnosed("goal_gate_transient")
+    (finding,) = [f for f in result.findings if f.code == "deterministic_retry_loop"]
+    assert finding.severity is Severity.ERROR
+    assert finding.evidence["visits"] == finding.evidence["count"] >= len(starts) - 1
+
+
+def _as_while_its_resume_built(tmp_path: Path, owner: str) -> DoctorConfig:
+    """resume_long as it was 8 s into the resumed build: the stream up to that build's start,
+    no final.json, and run.lock.json naming this (live) process as the ``owner``: the resume
+    (run.pid keeps the first run's pid) or the first run (run.pid names it too)."""
+    run = tmp_path / "resume_long"
+    shutil.copytree(RUNS / "resume_long", run)
+    (run / "final.json").unlink()
+    lines = (run / "progress.ndjson").read_text().splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if '"stage_attempt_start"' in line]
+    resumed = json.loads(lines[starts[-2]])  # the resumed build's start (exit's is last)
+    assert resumed["node_id"] == "build"
+    (run / "progress.ndjson").write_text("".join(lines[: starts[-2] + 1]))
+    began = (parse_iso(resumed["ts"]) or 0) / 1e9
+    pid = os.getpid()
+    lock = {"pid": pid, "pid_start_time": start_ticks(pid), "run_id": "resume_long"}
+    (run / "run.lock.json").write_text(json.dumps({**lock, "acquired_at": resumed["ts"]}))
+    if owner == "run":
+        (run / "run.pid").write_text(str(pid))
+    return DoctorConfig(roots=(tmp_path,)).with_now(began + 8)
+
+
+@pytest.mark.parametrize(("owner", "state"), [("resume", "running"), ("run", "stalled")])
+def test_a_resumed_run_is_judged_without_the_stall_timeout_its_resume_does_not_apply(
+    tmp_path: Path, owner: str, state: str
+) -> None:
+    # resume_long: Kilroy's resume ran a silent 15 s build to success under a 3 s policy
+    # (it does not apply runtime_policy). 8 s into that build, the run owned by the resume
+    # is running (the doctor's own 600 s default), not stalled; owned by `kilroy attractor
+    # run`, whose watchdog would have ended it after 3 s, it is stalled.
+    config = _as_while_its_resume_built(tmp_path, owner)
+    result = diagnose("resume_long", config).to_json()
+    assert result["state"] == state, _show(result["findings"])
+    assert result["facts"]["stall_timeout_s"] == (600.0 if owner == "resume" else 3.0)
+    codes = [f["code"] for f in result["findings"]]
+    assert ("missing_final" in codes) is (owner == "run")
+
+
+def test_each_lap_of_a_branch_node_routed_back_to_itself_is_a_new_visit() -> None:
+    # fanout_self_loop: branch streams carry no edge_selected; the edges Kilroy evaluated
+    # after each of probe_b's visits tell the laps from retries.
+    result = _diagnosed("fanout_self_loop")
+    (finding,) = [f for f in result.findings if f.code == "deterministic_retry_loop"]
+    assert finding.scope == "parallel/par/pass1/02-probe_b"
+    assert finding.evidence["visits"] == finding.evidence["count"] >= 6
+
+
+def test_a_branch_killed_while_kilroy_slept_before_its_retry_is_unfinished() -> None:
+    # fanout_retry_sleep_killed: flaky_b's attempt ended fail, then stage_retry_sleep; the
+    # kill came during the sleep. An attempt ended, the branch did not.
+    (finding,) = [
+        f for f in _diagnosed("fanout_retry_sleep_killed").findings if f.code == "unjoined_fanout"
+    ]
+    assert "1 still unfinished (flaky_b)" in finding.summary
