@@ -11,8 +11,11 @@ seen" or "current_node is not where the stream is" is drift by itself. Three con
   attempt ended, and ``node_retries`` records 0 (or nothing) for it. The engine would resume
   with a fresh retry budget for a node that already used it.
 * **duplicate-heavy history** (warning): ``completed_nodes`` holds at least
-  ``DUP_MIN_ENTRIES`` entries and more than ``DUP_RATIO`` entries per distinct node: a loop that
-  kept going long enough to bloat every checkpoint and resume context.
+  ``DUP_MIN_ENTRIES`` entries and more than ``DUP_RATIO`` entries per distinct node, in a scope
+  that has not succeeded: a loop that kept going long enough to bloat every checkpoint and
+  resume context. A scope that succeeded is resumed by nobody, so the same history is only
+  the record of its loops (real run ``goal_gate_loop_resumed``: a goal-gate loop killed in a
+  later lap and resumed to success, 22 entries for 4 nodes, each one a visit of the stream).
 * **lagging node** (warning): ``current_node`` is neither the stream's last completed node nor
   the node an ``edge_selected`` moved to after it without attempt events (the exit node), nor,
   when a stop ended the run during a node's visit (a signal, the stall watchdog, a cycle
@@ -153,7 +156,7 @@ def checkpoint_drift(ctx: Context) -> list[Finding]:
             if doc is None or not doc.ok or not isinstance(doc.value, dict):
                 continue  # absent, or torn (torn_artifact reports it)
             state = scope_state(ctx.facts[run_id], scope) if run_id in ctx.facts else None
-            drift = _drift_of(doc, stream, (run_id, scope), running=state == "running")
+            drift = _drift_of(doc, stream, (run_id, scope), state=state)
             if drift.lost or drift.bloated or drift.lagging:
                 findings.append(_finding(run_id, scope, drift))
     return findings
@@ -217,9 +220,10 @@ class _Drift:
         return reasons
 
 
-def _drift_of(doc: Document, stream: _Stream, key: tuple[str, str], *, running: bool) -> _Drift:
+def _drift_of(doc: Document, stream: _Stream, key: tuple[str, str], *, state: Any) -> _Drift:
     """Phase 2, per scope: compare the checkpoint ``doc`` of ``key`` with its stream
-    (``running``: the scope's state is ``running``)."""
+    (``state``: the scope's state, ``running``, ``succeeded``, ...)."""
+    running = state == "running"
     fields = checkpoint_fields(doc)
     completed: list[str] = list(fields["completed_nodes"])
     recorded: dict[str, int] = dict(fields["node_retries"])
@@ -256,7 +260,11 @@ def _drift_of(doc: Document, stream: _Stream, key: tuple[str, str], *, running: 
     )
     return _Drift(
         lost=lost,
-        bloated=entries >= DUP_MIN_ENTRIES and entries > DUP_RATIO * unique,
+        # a scope that succeeded is resumed by nobody: its history is the finished record of
+        # its loops (a resumed goal-gate loop's laps), not a resume context to rebuild
+        bloated=state != "succeeded"
+        and entries >= DUP_MIN_ENTRIES
+        and entries > DUP_RATIO * unique,
         lagging=lagging,
         entries=entries,
         unique=unique,

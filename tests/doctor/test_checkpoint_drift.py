@@ -118,6 +118,19 @@ def test_a_duplicate_heavy_history_is_only_a_warning(tmp_path: Path) -> None:
     assert finding.evidence["lost_retries"] == {}
 
 
+def test_the_loop_history_of_a_run_that_succeeded_is_not_drift(tmp_path: Path) -> None:
+    # real run goal_gate_loop_resumed: a long loop, killed, resumed and finished; the
+    # history is every visit of the stream and nothing will resume from it
+    run = _run(tmp_path)
+    done = _loop(run.stream(), laps=8)
+    assert len(done) >= DUP_MIN_ENTRIES
+    run.checkpoint(at=1000, current_node="check", completed_nodes=done,
+                   node_retries={"impl": 0, "verify": 0, "check": 0})  # fmt: skip
+    run.final("success", at=1001)
+
+    assert _findings(run) == []
+
+
 def test_a_checkpoint_behind_the_last_completed_node_is_a_warning(tmp_path: Path) -> None:
     run = _run(tmp_path)
     s = run.stream()
