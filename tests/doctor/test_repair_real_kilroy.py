@@ -314,3 +314,36 @@ def test_a_terminalized_run_whose_stream_went_back_in_time_stays_terminalized(
     after = diagnose(run.name, config)
     assert after.state == "failed", [f.summary for f in after.findings]
     assert plan_repairs(after, config) == []
+
+
+def _copied(logs: Path, to: Path, *, pointed: bool) -> Path:
+    """A copy of the run directory ``logs`` under ``to``; ``pointed``: its checkpoint's
+    ``extra.base_logs_root`` names the copy (docs/repair.md, "A resume of a copy")."""
+    copy = to / logs.name
+    shutil.copytree(logs, copy, symlinks=True)
+    if pointed:
+        checkpoint = json.loads((copy / "checkpoint.json").read_text())
+        checkpoint["extra"]["base_logs_root"] = str(copy)
+        (copy / "checkpoint.json").write_text(json.dumps(checkpoint))
+    return copy
+
+
+def test_a_resume_of_a_copy_writes_its_final_json_into_the_original_unless_pointed(
+    tmp_path: Path, workspaces: list[Path]
+) -> None:
+    # Kilroy works in the --logs-root it is given but saves the run's outcome to the
+    # checkpoint's base_logs_root too: a copy's resume ends the original it was copied from.
+    logs = _killed_mid_stage(tmp_path / "runs", "resume.dot", "r1", workspaces)
+    stream = (logs / "progress.ndjson").read_bytes()
+    pointed = _copied(logs, tmp_path / "pointed", pointed=True)
+    unpointed = _copied(logs, tmp_path / "unpointed", pointed=False)
+
+    assert _resume(pointed).wait(timeout=120) == 0
+    assert json.loads((pointed / "final.json").read_text())["status"] == "success"
+    assert not (logs / "final.json").exists()
+
+    assert _resume(unpointed).wait(timeout=120) == 0
+    final = json.loads((logs / "final.json").read_text())
+    assert final == json.loads((unpointed / "final.json").read_text())
+    assert final["status"] == "success"
+    assert (logs / "progress.ndjson").read_bytes() == stream  # its stream never ran on
