@@ -26,6 +26,7 @@ from pathlib import Path
 from executor._errors import NoQueueError, QueueError
 from executor._queue import Queue
 from executor._schema import SQLITE, Tx, install
+from executor._sqlite_lock import write_lock_holder
 from rundoctor.clock import Clock
 
 __all__ = ["BUSY_TIMEOUT_MS", "SqliteQueue"]
@@ -158,9 +159,14 @@ def _mapped(exc: sqlite3.Error, path: str, busy_timeout_ms: int, doing: str) -> 
     """One readable QueueError for a sqlite3 error, naming the file and the likely next step."""
     text = str(exc)
     if "locked" in text or "busy" in text:
+        # Name the holder: a writer frozen inside its transaction holds the queue until it
+        # is continued, and "retry" alone sent people waiting on it.
+        holder = write_lock_holder(path)
         hint = (
             f"another process held the write lock longer than busy_timeout={busy_timeout_ms} ms;"
             " retry, or use PostgreSQL for many concurrent workers"
+            if holder is None
+            else f"{holder} (waited busy_timeout={busy_timeout_ms} ms)"
         )
     elif isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
         hint = "the file is not a SQLite database; point the queue at another path"
