@@ -38,6 +38,7 @@ from chaos._history import (
 from chaos._workload import Workload
 from executor import Queue, Ticket
 from rundoctor.passwords import redact
+from rundoctor.paths import make_dirs
 
 __all__ = ["collect", "prepare_db", "prepare_out", "run_facts"]
 
@@ -67,7 +68,7 @@ def prepare_out(out: Path) -> Path:
                 target.unlink()
     try:
         for sub in ("pipelines", "runs", "workers"):
-            (out / "campaign" / sub).mkdir(parents=True, exist_ok=True)
+            make_dirs(out / "campaign" / sub)
     except OSError as exc:
         raise UsageError(f"cannot create --out {str(out)!r}: {exc.strerror}") from exc
     return out

@@ -42,7 +42,7 @@ from executor.console import (
 )
 from rundoctor.errors import BROKEN_PIPE, INTERRUPTED, close_matches, did_you_mean, silence_stdout
 from rundoctor.passwords import redact
-from rundoctor.paths import state_home
+from rundoctor.paths import make_dirs, state_home
 from rundoctor.words import plural
 
 __all__ = ["app", "default_db", "default_root", "main"]
@@ -191,7 +191,7 @@ def _queue_url(db: str | None, *, create: bool = False) -> str:
     if found or str(path) == ":memory:" or not url.strip():
         return url
     if create:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         return url
     if path.is_symlink():  # dangling, or a loop: it is not a missing name to correct
         fail(

@@ -11,7 +11,43 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["read_regular_text", "state_home"]
+__all__ = ["make_dirs", "read_regular_text", "state_home"]
+
+
+def make_dirs(path: Path, *, exist_ok: bool = True) -> None:
+    """``Path.mkdir(parents=True, exist_ok=...)`` without its recursion: Python's climbs one
+    call per missing directory, and a path of 1,000 of them (well within ``PATH_MAX``) ended
+    ``doctor run --root``, ``report --out`` and six other commands with ``RecursionError``,
+    exit 70. The same errors otherwise, raised as ``Path.mkdir`` raises them.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     deep = Path(tmp, "a", "b", "c")
+    ...     make_dirs(deep)
+    ...     make_dirs(deep)  # exists already: fine
+    ...     deep.is_dir()
+    True
+    """
+    chain = [Path(path)]
+    while True:  # climb while the parent is missing: the last of chain is then made
+        try:
+            _mkdir(chain[-1], exist_ok=exist_ok or len(chain) > 1)
+            break
+        except FileNotFoundError:
+            parent = chain[-1].parent
+            if parent == chain[-1]:
+                raise
+            chain.append(parent)
+    for index in range(len(chain) - 2, -1, -1):  # then each child below it, once
+        _mkdir(chain[index], exist_ok=exist_ok or index > 0)
+
+
+def _mkdir(path: Path, *, exist_ok: bool) -> None:
+    try:
+        path.mkdir()
+    except OSError:
+        if not exist_ok or not path.is_dir():
+            raise
 
 
 def read_regular_text(path: Path) -> str:
