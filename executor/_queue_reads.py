@@ -159,8 +159,10 @@ def _payload(row: Any) -> dict[str, Any]:
     except (ValueError, TypeError, RecursionError) as exc:
         payload = exc
     if not isinstance(payload, dict):
-        raise QueueError(
+        error = QueueError(
             f"an event of ticket {row[1]!r} holds {row[6]!r:.80} as its payload, where a JSON "
             "object belongs: the row was not written by the executor; correct or delete it"
         )
+        error.lasting = True
+        raise error
     return payload

@@ -168,10 +168,18 @@ def _mapped(exc: sqlite3.Error, path: str, busy_timeout_ms: int, doing: str) -> 
             if holder is None
             else f"{holder} (waited busy_timeout={busy_timeout_ms} ms)"
         )
+    elif "malformed" in text:
+        hint = "the file is damaged; restore it from a backup, or salvage it (sqlite3's .recover)"
     elif isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
         hint = "the file is not a SQLite database; point the queue at another path"
     elif "unable to open" in text or "readonly" in text:
         hint = "check that the file and its directory are writable"
     else:
         hint = "the queue database refused the statement"
-    return QueueError(f"SQLite queue {path!r} ({doing}): {text}: {hint}")
+    error = QueueError(f"SQLite queue {path!r} ({doing}): {text}: {hint}")
+    error.lasting = any(mark in text for mark in _LASTING)
+    return error
+
+
+#: What SQLite says of a database that no retry can mend: damaged, or not the executor's.
+_LASTING = ("malformed", "not a database", "no such table", "no such column")
