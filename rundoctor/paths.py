@@ -11,7 +11,21 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["make_dirs", "read_regular_text", "state_home"]
+__all__ = ["expand_user", "make_dirs", "read_regular_text", "state_home"]
+
+
+def expand_user(path: str | os.PathLike[str]) -> Path:
+    """``~`` and ``~user`` expanded as a shell does: a user that does not exist leaves the path
+    as it is (``Path.expanduser`` raises ``RuntimeError`` there, and ``--run-id
+    ~nosuchuser/r``, ``--db``, ``RUNDOCTOR_CONFIG`` or a config file's path ended commands
+    with "internal error", exit 70; the path as given is then refused as missing).
+
+    >>> expand_user("~no-such-user-here/q.db")
+    PosixPath('~no-such-user-here/q.db')
+    >>> expand_user("/srv/runs")
+    PosixPath('/srv/runs')
+    """
+    return Path(os.path.expanduser(os.fspath(path)))
 
 
 def make_dirs(path: Path, *, exist_ok: bool = True) -> None:

@@ -75,3 +75,25 @@ def test_make_dirs_raises_what_path_mkdir_raises(tmp_path: Path) -> None:
         make_dirs(tmp_path / "a" / "b", exist_ok=False)
     make_dirs(tmp_path / "a" / "b" / "c", exist_ok=False)  # its parents may exist
     assert (tmp_path / "a" / "b" / "c").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (("tickets", "--db", "~no-such-user-here/q.db"), {}),
+        (("diagnose", "--run-id", "~no-such-user-here/r1", "--root", "."), {}),
+        (("scan", "--root", "."), {"RUNDOCTOR_CONFIG": "~no-such-user-here/config.toml"}),
+        (("scan", "--root", "."), {"XDG_CONFIG_HOME": "~no-such-user-here"}),
+    ],
+    ids=["tickets --db", "diagnose --run-id", "RUNDOCTOR_CONFIG", "XDG_CONFIG_HOME"],
+)
+def test_a_tilde_naming_no_user_is_left_as_it_is_as_a_shell_does(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str]
+) -> None:
+    # Before: Path.expanduser raised RuntimeError("Could not determine home directory."):
+    # "internal error (a bug in rundoctor)", exit 70.
+    done = run_doctor(*args, cwd=tmp_path, env={"XDG_STATE_HOME": str(tmp_path), **env})
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.returncode in (0, 2), done.stderr
+    if done.returncode == 2:
+        assert "~no-such-user-here" in done.stderr and len(done.stderr.splitlines()) == 1
