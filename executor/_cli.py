@@ -191,7 +191,14 @@ def _queue_url(db: str | None, *, create: bool = False) -> str:
     if found or str(path) == ":memory:" or not url.strip():
         return url
     if create:
-        make_dirs(path.parent)
+        try:
+            make_dirs(path.parent)
+        except OSError as exc:  # a file on the way ($XDG_STATE_HOME a file), a read-only disk
+            why = "it is a file" if isinstance(exc, FileExistsError) else exc.strerror or exc
+            fail(
+                f"cannot create the queue's directory {str(path.parent)!r}: {why}; "
+                "pass --db a path whose directory can be created"
+            )
         return url
     if path.is_symlink():  # dangling, or a loop: it is not a missing name to correct
         fail(

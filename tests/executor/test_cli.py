@@ -323,3 +323,24 @@ def test_enqueue_worker_tickets_on_postgresql(
         _healthy(tmp_path / "runs" / t["run_id"])
     assert not (tmp_path / "queue.db").exists()  # nothing fell back to SQLite
     assert postgres_backend.raw("SELECT count(*) FROM tickets") == [(2,)]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--db", "/etc/passwd/q.db"), "cannot create the queue's directory '/etc/passwd': it is"),
+        (("--db", "{tmp}/a-file/sub/q.db"), "sub': Not a directory"),
+        ((), "rundoctor': Not a directory"),  # $XDG_STATE_HOME names a file
+    ],
+)
+def test_enqueue_where_the_queue_s_directory_cannot_be_made_is_one_line(
+    tmp_path: Path, args: tuple[str, ...], says: str
+) -> None:
+    # Before: NotADirectoryError from making the directory: "internal error", exit 70.
+    (tmp_path / "a-file").write_text("")
+    env = _base_env(tmp_path)
+    if not args:
+        env["XDG_STATE_HOME"] = str(tmp_path / "a-file")
+    flags = [a.format(tmp=tmp_path) for a in args]
+    line = _usage_error(_doctor(env, "enqueue", SIMPLE, *flags))
+    assert says in line, line
