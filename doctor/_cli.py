@@ -169,6 +169,11 @@ def given_run(run_id: str, roots: list[Path] | None) -> tuple[str, list[Path] | 
     if not path.is_dir():
         return run_id, roots  # refused by the run id check, which names the value
     path = path.resolve()
+    if not path.name:  # "/" or "//": was "run id '' is empty", naming no value given
+        raise UsageError(
+            f"--run-id {run_id!r} is the file system's root, not a run directory; pass a run "
+            "directory's path or name (`doctor scan --root DIR` lists them)"
+        )
     return path.name, [path.parent]
 
 
