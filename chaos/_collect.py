@@ -38,6 +38,7 @@ from chaos._history import (
 from chaos._workload import Workload
 from executor import Queue, Ticket
 from rundoctor.passwords import redact
+from rundoctor.paths import expand_user, make_dirs
 
 __all__ = ["collect", "prepare_db", "prepare_out", "run_facts"]
 
@@ -49,7 +50,7 @@ _FINAL_STATUSES = frozenset({"success", "fail", "canceled"})
 
 def prepare_out(out: Path) -> Path:
     """Create ``out`` (or clear a previous campaign's files from it); refuse anything else."""
-    out = out.expanduser().resolve()
+    out = expand_user(out).resolve()
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file; pass a directory")
     if out.exists():
@@ -67,7 +68,7 @@ def prepare_out(out: Path) -> Path:
                 target.unlink()
     try:
         for sub in ("pipelines", "runs", "workers"):
-            (out / "campaign" / sub).mkdir(parents=True, exist_ok=True)
+            make_dirs(out / "campaign" / sub)
     except OSError as exc:
         raise UsageError(f"cannot create --out {str(out)!r}: {exc.strerror}") from exc
     return out

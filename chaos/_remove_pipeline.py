@@ -9,6 +9,7 @@ slot dies: the healthy tickets behind it still run.
 from __future__ import annotations
 
 from chaos._injection import Fault, Injection, Target, require_database_free
+from rundoctor.paths import make_dirs
 
 __all__ = ["FAULT", "TITLE", "remove_pipeline"]
 
@@ -23,7 +24,7 @@ _GRAPH = (
 def remove_pipeline(target: Target) -> Injection | None:
     """Enqueue a ticket, then delete or break its pipeline file before a worker loads it."""
     require_database_free(target)  # the harness's enqueue would wait behind it
-    target.scratch.mkdir(parents=True, exist_ok=True)
+    make_dirs(target.scratch)
     n = len(list(target.scratch.glob("removed-*.dot"))) + len(
         list(target.scratch.glob("removed-*.gone"))
     )

@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from rundoctor.paths import make_dirs
+
 __all__ = ["KINDS", "Pipeline", "Workload", "build_workload"]
 
 #: The kinds of pipeline, and how often each arrives.
@@ -198,7 +200,7 @@ def build_workload(rng: random.Random, directory: Path, *, per_kind: int = 2) ->
     >>> [p.path.read_text() for p in wa.pipelines] == [p.path.read_text() for p in wb.pipelines]
     True
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    make_dirs(directory)
     pipelines: list[Pipeline] = []
     for kind, build in _BUILDERS.items():
         for i in range(1, per_kind + 1):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from doctor._errors import UsageError
 from rundoctor.atomic import replace_file
+from rundoctor.paths import make_dirs
 
 __all__ = ["check_output", "write_atomic"]
 
@@ -71,7 +72,7 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
     """
     check_output(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         replace_file(path, data)
     except OSError as exc:
         raise UsageError(

@@ -70,6 +70,7 @@ from doctor._layout import (
 )
 from doctor._ndjson import open_regular
 from rundoctor.atomic import replace_file
+from rundoctor.paths import make_dirs
 
 __all__ = [
     "CACHE_VERSION",
@@ -374,7 +375,7 @@ class RunCache:
         # run's unreadable_artifact when DuckDB fails to write its events there.
         try:
             for sub in ("runs", "events"):
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
+                make_dirs(self.root / sub)
                 if not os.access(self.root / sub, os.W_OK | os.X_OK):
                     raise PermissionError(errno.EACCES, "not writable", str(self.root / sub))
         except OSError as exc:  # a file, a read-only or full disk, no permission

@@ -28,6 +28,7 @@ from doctor._layout import _looks_like_run as looks_like_run
 from doctor._version import package_version
 from executor.console import console, plain, reported, scan_progress, transient_bar
 from rundoctor.errors import BROKEN_PIPE, crash_guarded, exit_when_done, silence_stdout
+from rundoctor.paths import expand_user
 
 if TYPE_CHECKING:  # the commands import what they run, so each pays only for its own
     from rich.console import Console
@@ -164,10 +165,15 @@ def given_run(run_id: str, roots: list[Path] | None) -> tuple[str, list[Path] | 
     """
     if not any(sep in run_id for sep in ("/", "\\")) and run_id not in (".", ".."):
         return run_id, roots
-    path = Path(run_id).expanduser()
+    path = expand_user(run_id)
     if not path.is_dir():
         return run_id, roots  # refused by the run id check, which names the value
     path = path.resolve()
+    if not path.name:  # "/" or "//": was "run id '' is empty", naming no value given
+        raise UsageError(
+            f"--run-id {run_id!r} is the file system's root, not a run directory; pass a run "
+            "directory's path or name (`doctor scan --root DIR` lists them)"
+        )
     return path.name, [path.parent]
 
 

@@ -19,6 +19,10 @@ from rundoctor.paths import state_home
 
 __all__ = ["DoctorConfig", "HostNow", "default_roots"]
 
+#: The most DuckDB threads one connection may be given (``threads``), as a worker's
+#: ``--concurrency``: DuckDB starts each one.
+MAX_THREADS = 1024
+
 
 class HostNow(float):
     """``DoctorConfig.now`` when nobody pinned it: this host's clock, read as the configuration
@@ -113,6 +117,10 @@ class DoctorConfig:
         for name in counts + (("threads",) if self.threads is not None else ()):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} = {getattr(self, name)!r} must be 1 or more")
+        # DuckDB starts every thread it is given: 100 million exhausted the host's threads
+        # and ended the command with "can't start new thread", exit 70.
+        if self.threads is not None and self.threads > MAX_THREADS:
+            raise UsageError(f"threads = {self.threads!r} must be at most {MAX_THREADS:,}")
         return self
 
     @property

@@ -96,9 +96,25 @@ EVENT_COLUMNS: dict[str, str] = {
 
 # Kilroy writes RFC3339Nano with a Z; TIMESTAMP_NS keeps the nanoseconds but ignores offsets,
 # so anything without a Z goes through TIMESTAMPTZ (microseconds) to honour its offset.
+_TS_CAST = (
+    "CASE WHEN {t} LIKE '%Z' THEN try_cast({t} AS TIMESTAMP_NS) "
+    "ELSE try_cast(try_cast({t} AS TIMESTAMPTZ) AS TIMESTAMP_NS) END"
+)
+# What DuckDB's casts refuse of RFC 3339, on the rare path only (a Z time that did not cast, or
+# an offset): a lowercase 't' or 'z', and a leap second (23:59:60), read as the second after
+# :59 as POSIX time counts it. Both were NULL, and the event silently had no time.
+_TS_UPPER = "upper(ts_text)"
+_TS_LEAP = f"substr({_TS_UPPER}, 18, 2) = '60'"
+_TS_MENDED = (
+    f"CASE WHEN {_TS_LEAP} THEN substr({_TS_UPPER}, 1, 17) || '59' || substr({_TS_UPPER}, 20) "
+    f"ELSE {_TS_UPPER} END"
+)
+# The common form (a Z, an upper-case T, no leap second) takes the one cast it always took.
 _TS_SQL = (
-    "CASE WHEN ts_text LIKE '%Z' THEN try_cast(ts_text AS TIMESTAMP_NS) "
-    "ELSE try_cast(try_cast(ts_text AS TIMESTAMPTZ) AS TIMESTAMP_NS) END"
+    "CASE WHEN ts_text LIKE '%Z' AND substr(ts_text, 11, 1) <> 't' "
+    "AND substr(ts_text, 18, 2) <> '60' THEN try_cast(ts_text AS TIMESTAMP_NS) "
+    f"ELSE ({_TS_CAST.format(t=f'({_TS_MENDED})')}) "
+    f"+ CASE WHEN {_TS_LEAP} THEN INTERVAL 1 SECOND ELSE INTERVAL 0 SECOND END END"
 )
 _TRANSFORM = "{" + ",".join(f'"{k}":"{t}"' for k, t in EVENT_FIELDS.items()) + "}"
 _READ_JSON_COLUMNS = (

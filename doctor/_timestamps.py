@@ -30,29 +30,40 @@ def iso(ns: int | None) -> str | None:
     return f"{base}.{digits}Z" if digits else f"{base}Z"
 
 
-_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
+#: RFC 3339 (section 5.6): ``T`` and ``Z`` in either case (or a space between date and time, as
+#: its note allows), any number of fraction digits (kept to nanoseconds), a leap second.
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d):(\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)")
 
 
 def parse_iso(text: object) -> int | None:
     """RFC 3339 (up to nanoseconds, ``Z`` or an offset) to epoch nanoseconds; the inverse of
-    :func:`iso`. ``None`` when it does not parse.
+    :func:`iso`. ``None`` when it does not parse. A leap second (``23:59:60``) is the second
+    after ``:59``, as POSIX time counts it, and as an event's ``ts`` is read
+    (``doctor._ndjson``).
 
     >>> parse_iso("2026-02-10T16:42:11.818881199Z")
     1770741731818881199
     >>> parse_iso("2026-02-10T18:42:11.5+02:00") == parse_iso("2026-02-10T16:42:11.5Z")
     True
+    >>> parse_iso("2026-02-10t16:42:11.5z") == parse_iso("2026-02-10T16:42:11.5Z")
+    True
+    >>> iso(parse_iso("2016-12-31T23:59:60.25Z"))
+    '2017-01-01T00:00:00.25Z'
     >>> parse_iso("yesterday") is None
     True
     """
     m = _RFC3339.fullmatch(text) if isinstance(text, str) else None
     if m is None:
         return None
-    zone = "+00:00" if m[3] == "Z" else m[3]
+    zone = "+00:00" if m[5] in ("Z", "z") else m[5]
+    leap = m[3] == "60"
     try:
-        secs = int(datetime.fromisoformat(m[1] + zone).timestamp())
+        secs = int(
+            datetime.fromisoformat(f"{m[1]}T{m[2]}:{'59' if leap else m[3]}{zone}").timestamp()
+        )
     except ValueError:
         return None
-    return secs * 1_000_000_000 + int((m[2] or "").ljust(9, "0"))
+    return (secs + leap) * 1_000_000_000 + int((m[4] or "")[:9].ljust(9, "0"))
 
 
 def _seconds(a: int | None, b: int | None) -> float | None:

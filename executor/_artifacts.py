@@ -42,6 +42,7 @@ from executor._graph import canonical_outcome
 from rundoctor.atomic import create_file, replace_file
 from rundoctor.clock import Clock
 from rundoctor.liveness import start_ticks
+from rundoctor.paths import make_dirs
 from rundoctor.signature import SIGNATURE_VERSION
 
 __all__ = [
@@ -210,7 +211,7 @@ class RunWriter:
 
     def create(self) -> None:
         """Create the scope's directory; it must not exist yet (runs are never reused)."""
-        self.path.mkdir(parents=True, exist_ok=False)
+        make_dirs(self.path, exist_ok=False)
 
     def now(self) -> str:
         return rfc3339(self.clock())
@@ -252,7 +253,7 @@ class RunWriter:
     def write_json(self, rel: str, value: Any) -> Path:
         """Write a document atomically at ``rel`` (relative to the scope)."""
         path = self.path / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         atomic_write_json(path, value, fsync=self.fsync)
         return path
 

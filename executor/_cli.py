@@ -42,7 +42,7 @@ from executor.console import (
 )
 from rundoctor.errors import BROKEN_PIPE, INTERRUPTED, close_matches, did_you_mean, silence_stdout
 from rundoctor.passwords import redact
-from rundoctor.paths import state_home
+from rundoctor.paths import expand_user, make_dirs, state_home
 from rundoctor.words import plural
 
 __all__ = ["app", "default_db", "default_root", "main"]
@@ -183,7 +183,7 @@ def _queue_url(db: str | None, *, create: bool = False) -> str:
     url = _schema_url(db or default_db())
     if "://" in url and not url.startswith("sqlite://"):
         return url
-    path = Path(url.removeprefix("sqlite://")).expanduser()
+    path = expand_user(url.removeprefix("sqlite://"))
     try:
         found = path.exists()
     except OSError:  # a directory on the way that cannot be searched: the queue says so
@@ -191,7 +191,14 @@ def _queue_url(db: str | None, *, create: bool = False) -> str:
     if found or str(path) == ":memory:" or not url.strip():
         return url
     if create:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            make_dirs(path.parent)
+        except OSError as exc:  # a file on the way ($XDG_STATE_HOME a file), a read-only disk
+            why = "it is a file" if isinstance(exc, FileExistsError) else exc.strerror or exc
+            fail(
+                f"cannot create the queue's directory {str(path.parent)!r}: {why}; "
+                "pass --db a path whose directory can be created"
+            )
         return url
     if path.is_symlink():  # dangling, or a loop: it is not a missing name to correct
         fail(

@@ -41,7 +41,15 @@ class ExecutorError(Exception):
 
 
 class QueueError(ExecutorError):
-    """The ticket queue could not do what was asked (storage error, unknown ticket, bad state)."""
+    """The ticket queue could not do what was asked (storage error, unknown ticket, bad state).
+
+    ``lasting`` is True when trying again cannot help: the database is damaged (SQLite's
+    ``database disk image is malformed``), is not the executor's (a table or column missing), or
+    holds a row no executor wrote. A worker rides out every other ``QueueError`` as an outage,
+    and stops at once on a lasting one (it spent its whole outage budget on them).
+    """
+
+    lasting = False
 
 
 class FencedError(QueueError):

@@ -276,7 +276,9 @@ def _unescape(body: str) -> str:
 
 class _Parser:
     def __init__(self, source: str) -> None:
-        self.toks = _tokens(source)
+        # A UTF-8 byte order mark (Windows editors write one) is no part of the text, as
+        # for Graphviz and as the doctor reads artifacts; it was "unexpected character".
+        self.toks = _tokens(source.removeprefix("\ufeff"))
         self.i = 0
         self.graph_attrs: dict[str, str] = {}
         self.graph_lines: dict[str, int] = {}

@@ -18,10 +18,12 @@ statements themselves are the dialect's (``_schema.py``).
 from __future__ import annotations
 
 import abc
+import dataclasses
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 from executor import _schema as sql
 from executor._clocks import ClockOffset
@@ -245,9 +247,45 @@ def updated(tx: Tx, statement: str, params: Sequence[Any]) -> Ticket:
 
 # Every time column (epoch seconds) ends in "_at".
 _REAL_COLUMNS = frozenset(c for c in sql.TICKET_COLUMNS if c.endswith("_at"))
+#: What each column of a ticket row may hold, from :class:`Ticket`'s annotations ("int",
+#: "str | None", …): SQLite keeps whatever was written, and a row some other program wrote
+#: ('yesterday' in created_at) ended `doctor tickets` with "internal error", exit 70.
+_PYTHON_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "str": ((str,), "text"),
+    "int": ((int,), "a whole number"),
+    "float": ((int, float), "a finite number (epoch seconds)"),
+}
+_EXPECTED: dict[str, tuple[tuple[type, ...], str, bool]] = {
+    f.name: (*_PYTHON_TYPES[str(f.type).split(" | ")[0]], str(f.type).endswith("| None"))
+    for f in dataclasses.fields(Ticket)
+}
 
 
 def to_ticket(row: Sequence[Any]) -> Ticket:
+    """A ticket row as :class:`Ticket`; a value of the wrong type is a :class:`QueueError`
+    naming the ticket, the column and the value.
+
+    >>> row = ["t-1", "x", "/g.dot", "todo", 0, 0, 0, 1, None, 0] + [None] * 11
+    >>> to_ticket([*row, "later", 1.0, None])
+    Traceback (most recent call last):
+    ...
+    executor._errors.QueueError: ticket 't-1' holds 'later' in created_at, where a finite number ...
+    """
+    for name, value in zip(sql.TICKET_COLUMNS, row, strict=True):
+        kinds, expected, nullable = _EXPECTED[name]
+        ok = (value is None and nullable) or (
+            isinstance(value, kinds)
+            and not isinstance(value, bool)
+            and (name not in _REAL_COLUMNS or math.isfinite(cast(float, value)))
+        )
+        if not ok:
+            error = QueueError(
+                f"ticket {row[0]!r} holds {value!r:.80} in {name}, where {expected}"
+                f"{' or NULL' if nullable else ''} belongs: the row was not written by the "
+                "executor; correct or delete it (sqlite3, psql)"
+            )
+            error.lasting = True
+            raise error
     # SQLite hands back a whole-number REAL from UPDATE … RETURNING as an int; times are floats.
     values: list[Any] = [
         float(v) if v is not None and name in _REAL_COLUMNS else v

@@ -20,7 +20,7 @@ from collections.abc import Generator, Iterable, Sequence
 from typing import Any
 
 from executor import _schema as sql
-from executor._errors import UsageError
+from executor._errors import QueueError, UsageError
 from executor._queue_base import QueueBase, to_ticket
 from executor._records import PRESSING_ORDER, STATUSES, Ticket, TicketEvent
 from rundoctor.errors import close_matches, did_you_mean
@@ -126,10 +126,7 @@ class TicketReads(QueueBase):
             rows = self._atomic(lambda tx: tx.rows(sql.SELECT_ALL_EVENTS), False)
         else:
             rows = self._atomic(lambda tx: tx.rows(sql.SELECT_TICKET_EVENTS, (ticket_id,)), False)
-        return [
-            TicketEvent(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]) if r[6] else {})
-            for r in rows
-        ]
+        return [TicketEvent(r[0], r[1], r[2], r[3], r[4], r[5], _payload(r)) for r in rows]
 
 
 #: The largest ``LIMIT`` SQLite and PostgreSQL take (a signed 64-bit integer).
@@ -149,3 +146,23 @@ def _statuses(status: str | Iterable[str] | None) -> tuple[str, ...] | None:
             f"unknown status {unknown[0]!r}{hint}; expected one of {', '.join(STATUSES)}"
         )
     return tuple(sorted(wanted))
+
+
+def _payload(row: Any) -> dict[str, Any]:
+    """An event row's JSON payload; one that is not a JSON object (a row another program
+    wrote) is a :class:`QueueError` naming the ticket, where ``json.loads`` ended the command
+    with "internal error", exit 70."""
+    if not row[6]:
+        return {}
+    try:
+        payload = json.loads(row[6])
+    except (ValueError, TypeError, RecursionError) as exc:
+        payload = exc
+    if not isinstance(payload, dict):
+        error = QueueError(
+            f"an event of ticket {row[1]!r} holds {row[6]!r:.80} as its payload, where a JSON "
+            "object belongs: the row was not written by the executor; correct or delete it"
+        )
+        error.lasting = True
+        raise error
+    return payload

@@ -176,6 +176,8 @@ def persist(
         except FencedError:
             raise
         except QueueError as exc:
+            if exc.lasting:  # a damaged database or a foreign row: no retry can mend it
+                raise WorkerError(f"{what}: {exc} (retrying cannot help)") from exc
             if fleet.doomed.is_set() or time.monotonic() >= deadline:
                 why = (
                     f"the queue stayed unavailable for {config.database_outage_s:g} s (last: {exc})"

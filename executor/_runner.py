@@ -54,6 +54,7 @@ from executor._errors import UsageError
 from executor._graph import Edge, Graph, Node, load_graph
 from executor._stage import run_attempt
 from rundoctor.clock import Clock
+from rundoctor.paths import make_dirs
 from rundoctor.signature import SIGNATURE_VERSION, canonical_signature
 from rundoctor.words import noun
 
@@ -672,7 +673,7 @@ def run_pipeline(
     )
     with _signals(token):  # before the directory exists: no window without terminalization
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(path.parent)
         except (FileExistsError, NotADirectoryError):  # the root, or a parent, is a file
             msg = (
                 f"runs root {str(path.parent)!r} is not a directory; pass --root (or set "

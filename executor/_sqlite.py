@@ -26,6 +26,7 @@ from pathlib import Path
 from executor._errors import NoQueueError, QueueError
 from executor._queue import Queue
 from executor._schema import SQLITE, Tx, install
+from executor._sqlite_lock import write_lock_holder
 from rundoctor.clock import Clock
 
 __all__ = ["BUSY_TIMEOUT_MS", "SqliteQueue"]
@@ -158,14 +159,27 @@ def _mapped(exc: sqlite3.Error, path: str, busy_timeout_ms: int, doing: str) -> 
     """One readable QueueError for a sqlite3 error, naming the file and the likely next step."""
     text = str(exc)
     if "locked" in text or "busy" in text:
+        # Name the holder: a writer frozen inside its transaction holds the queue until it
+        # is continued, and "retry" alone sent people waiting on it.
+        holder = write_lock_holder(path)
         hint = (
             f"another process held the write lock longer than busy_timeout={busy_timeout_ms} ms;"
             " retry, or use PostgreSQL for many concurrent workers"
+            if holder is None
+            else f"{holder} (waited busy_timeout={busy_timeout_ms} ms)"
         )
+    elif "malformed" in text:
+        hint = "the file is damaged; restore it from a backup, or salvage it (sqlite3's .recover)"
     elif isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
         hint = "the file is not a SQLite database; point the queue at another path"
     elif "unable to open" in text or "readonly" in text:
         hint = "check that the file and its directory are writable"
     else:
         hint = "the queue database refused the statement"
-    return QueueError(f"SQLite queue {path!r} ({doing}): {text}: {hint}")
+    error = QueueError(f"SQLite queue {path!r} ({doing}): {text}: {hint}")
+    error.lasting = any(mark in text for mark in _LASTING)
+    return error
+
+
+#: What SQLite says of a database that no retry can mend: damaged, or not the executor's.
+_LASTING = ("malformed", "not a database", "no such table", "no such column")

@@ -53,6 +53,7 @@ from executor._ticket_run import (
 )
 from rundoctor.clock import Clock
 from rundoctor.liveness import start_ticks
+from rundoctor.paths import make_dirs
 
 __all__ = [
     "MAX_CONCURRENCY",
@@ -319,7 +320,7 @@ def make_root(root: Path) -> None:
     executor._errors.UsageError: runs root '/dev/null/runs' cannot be created: Not a directory; ...
     """
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        make_dirs(root)
     except FileExistsError:  # exist_ok only excuses a directory
         raise UsageError(
             f"runs root {str(root)!r} is not a directory; pass --root (or set RUNDOCTOR_ROOT "

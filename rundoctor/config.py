@@ -32,7 +32,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from rundoctor.paths import read_regular_text
+from rundoctor.paths import expand_user, read_regular_text
 
 __all__ = ["SECTIONS", "ConfigError", "config_path", "file_settings"]
 
@@ -54,9 +54,9 @@ def config_path(environ: Mapping[str, str]) -> Path | None:
     """
     explicit = environ.get("RUNDOCTOR_CONFIG")
     if explicit:
-        return Path(explicit).expanduser()
+        return expand_user(explicit)
     base = environ.get("XDG_CONFIG_HOME") or str(Path(environ.get("HOME", "~")) / ".config")
-    found = Path(base).expanduser() / "rundoctor" / "config.toml"
+    found = expand_user(base) / "rundoctor" / "config.toml"
     return found if found.is_file() else None
 
 
@@ -137,12 +137,12 @@ def _coerce(annotation: str, value: object) -> object:
     if kind == "str" and isinstance(value, str):
         return value
     if kind == "Path" and isinstance(value, str):
-        return Path(value).expanduser()
+        return expand_user(value)
     strings = isinstance(value, list) and all(isinstance(v, str) for v in value)
     if kind == "tuple[str, ...]" and strings:
         return tuple(value)  # type: ignore[arg-type]
     if kind == "tuple[Path, ...]" and strings:
-        return tuple(Path(v).expanduser() for v in value)  # type: ignore[attr-defined]
+        return tuple(expand_user(v) for v in value)  # type: ignore[attr-defined]
     expected = {
         "bool": "true or false",
         "int": "a whole number",

@@ -11,7 +11,57 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["read_regular_text", "state_home"]
+__all__ = ["expand_user", "make_dirs", "read_regular_text", "state_home"]
+
+
+def expand_user(path: str | os.PathLike[str]) -> Path:
+    """``~`` and ``~user`` expanded as a shell does: a user that does not exist leaves the path
+    as it is (``Path.expanduser`` raises ``RuntimeError`` there, and ``--run-id
+    ~nosuchuser/r``, ``--db``, ``RUNDOCTOR_CONFIG`` or a config file's path ended commands
+    with "internal error", exit 70; the path as given is then refused as missing).
+
+    >>> expand_user("~no-such-user-here/q.db")
+    PosixPath('~no-such-user-here/q.db')
+    >>> expand_user("/srv/runs")
+    PosixPath('/srv/runs')
+    """
+    return Path(os.path.expanduser(os.fspath(path)))
+
+
+def make_dirs(path: Path, *, exist_ok: bool = True) -> None:
+    """``Path.mkdir(parents=True, exist_ok=...)`` without its recursion: Python's climbs one
+    call per missing directory, and a path of 1,000 of them (well within ``PATH_MAX``) ended
+    ``doctor run --root``, ``report --out`` and six other commands with ``RecursionError``,
+    exit 70. The same errors otherwise, raised as ``Path.mkdir`` raises them.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     deep = Path(tmp, "a", "b", "c")
+    ...     make_dirs(deep)
+    ...     make_dirs(deep)  # exists already: fine
+    ...     deep.is_dir()
+    True
+    """
+    chain = [Path(path)]
+    while True:  # climb while the parent is missing: the last of chain is then made
+        try:
+            _mkdir(chain[-1], exist_ok=exist_ok or len(chain) > 1)
+            break
+        except FileNotFoundError:
+            parent = chain[-1].parent
+            if parent == chain[-1]:
+                raise
+            chain.append(parent)
+    for index in range(len(chain) - 2, -1, -1):  # then each child below it, once
+        _mkdir(chain[index], exist_ok=exist_ok or index > 0)
+
+
+def _mkdir(path: Path, *, exist_ok: bool) -> None:
+    try:
+        path.mkdir()
+    except OSError:
+        if not exist_ok or not path.is_dir():
+            raise
 
 
 def read_regular_text(path: Path) -> str:

@@ -369,3 +369,19 @@ def test_a_long_function_and_a_wide_signature_are_found(tmp_path: Path) -> None:
         "pkg/__init__.py:long": "61 lines",
         "pkg/_m.py:C.wide": "7 positional parameters",
     }
+
+
+def test_directories_are_made_only_by_the_one_helper_that_does_not_recurse() -> None:
+    # Path.mkdir(parents=True) and os.makedirs recurse once per missing directory: 1,000 of
+    # them ended eight commands with RecursionError, exit 70 (rundoctor.paths.make_dirs).
+    # Path.expanduser raises for "~nosuchuser" (rundoctor.paths.expand_user does not).
+    found = []
+    for package in LAYERS:
+        for path in sorted((REPO / package).rglob("*.py")):
+            for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                code = line.split("#", 1)[0]
+                if (
+                    "mkdir(parents=True" in code or "makedirs(" in code or ".expanduser()" in code
+                ) and not code.lstrip().startswith((">>>", "...", '"""', "``")):
+                    found.append(f"{path.relative_to(REPO)}:{line_no}: {line.strip()}")
+    assert found == [], "use rundoctor.paths.make_dirs, expand_user:\n" + "\n".join(found)

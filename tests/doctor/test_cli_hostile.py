@@ -367,3 +367,11 @@ def test_a_name_too_long_for_the_file_system_is_one_line_not_a_crash(
     line = result.stderr.splitlines()[-1]  # chaos run announces its campaign first
     assert line.startswith("error: file name too long: 'aaa") and "is 300 bytes" in line
     assert not any(p.name.startswith("aaa") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command", ["diagnose", "report", "repair"])
+@pytest.mark.parametrize("run_id", ["/", "//"])
+def test_a_run_id_naming_the_file_system_s_root_says_so(command: str, run_id: str) -> None:
+    # Before: "run id '' is empty", naming a value nobody gave.
+    line = _one_line_error(_doctor(command, "--run-id", run_id, "--root", HEALTHY_ROOT))
+    assert f"--run-id {run_id!r} is the file system's root, not a run directory" in line

@@ -538,3 +538,42 @@ def test_cost_figures_in_a_large_stdout_log_are_read_in_blocks_each_once(tmp_pat
     filler = b"x" * ((1 << 20) - 20) + b"\n"  # puts the second figure across a block boundary
     (run / "build/stdout.log").write_bytes(line + filler + line + b"y" * (3 << 20) + b"\n" + line)
     assert read_documents(discover(run)).top.cost_usd == 0.75
+
+
+# --- timestamps in every form RFC 3339 allows ---------------------------------------------------
+
+
+def test_lowercase_t_and_z_and_a_leap_second_are_event_times(tmp_path: Path) -> None:
+    # Before: DuckDB's casts refused "t", "z" and second 60, and such an event silently had no
+    # time: this run's last event was its start, its wall time 0.
+    run = _run(tmp_path, "r1")
+    start = {"event": "stage_attempt_start", "node_id": "build", "attempt": 1}
+    end = {"event": "stage_attempt_end", "node_id": "build", "attempt": 1, "status": "success"}
+    (run / "progress.ndjson").write_text(
+        json.dumps({**start, "ts": "2016-12-31t23:59:58.5z"})
+        + "\n"
+        + json.dumps({**end, "ts": "2016-12-31T23:59:60.25Z"})
+        + "\n"
+    )
+    result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json")
+    _no_traceback(result)
+    facts = json.loads(result.stdout)["facts"]
+    assert facts["started_at"] == "2016-12-31T23:59:58.5Z"
+    assert facts["last_event_at"] == "2017-01-01T00:00:00.25Z"  # the second after :59
+    assert facts["wall_s"] == 1.75
+
+
+@pytest.mark.parametrize(
+    "timestamp", ["2026-04-28t10:00:02z", "2026-04-28 10:00:02Z", "2026-04-28T10:00:02.0000000001Z"]
+)
+def test_a_final_json_time_in_any_rfc3339_form_is_the_run_s_end(
+    tmp_path: Path, timestamp: str
+) -> None:
+    # Before: a document's time was read by a stricter rule than an event's, and final.json's
+    # "t…z" (or a space, or ten fraction digits) was no time at all: the build attempt
+    # that went on after the run's end (10:00:05) was not reported.
+    run = _run(tmp_path, "r1")
+    (run / "final.json").write_text(json.dumps({"status": "success", "timestamp": timestamp}))
+    result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json")
+    _no_traceback(result)
+    assert "post_terminal_activity" in dict(_codes(result))

@@ -338,3 +338,24 @@ def test_worker_refuses_a_lease_too_short_to_keep_and_keeps_the_shortest_it_take
     assert [(t["id"], t["status"]) for t in tickets] == [(ticket, "todo")]  # nothing claimed
     stats = _json(_doctor(env, "worker", "--once", "--json", "--lease-ttl", "1s"))
     assert (stats["completed"], stats["fenced"]) == (1, 0), stats
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--db", "/etc/passwd/q.db"), "cannot create the queue's directory '/etc/passwd': it is"),
+        (("--db", "{tmp}/a-file/sub/q.db"), "sub': Not a directory"),
+        ((), "rundoctor': Not a directory"),  # $XDG_STATE_HOME names a file
+    ],
+)
+def test_enqueue_where_the_queue_s_directory_cannot_be_made_is_one_line(
+    tmp_path: Path, args: tuple[str, ...], says: str
+) -> None:
+    # Before: NotADirectoryError from making the directory: "internal error", exit 70.
+    (tmp_path / "a-file").write_text("")
+    env = _base_env(tmp_path)
+    if not args:
+        env["XDG_STATE_HOME"] = str(tmp_path / "a-file")
+    flags = [a.format(tmp=tmp_path) for a in args]
+    line = _usage_error(_doctor(env, "enqueue", SIMPLE, *flags))
+    assert says in line, line

@@ -230,3 +230,16 @@ def test_a_long_chain_is_validated_reading_each_nodes_edges_a_bounded_number_of_
         for (_file, _line, name), (_cc, count, *_rest) in pstats.Stats(profile).stats.items()  # type: ignore[attr-defined]
     }
     assert calls["outgoing"] < 10 * n, calls["outgoing"]
+
+
+def test_a_graph_file_that_starts_with_a_byte_order_mark_runs(tmp_path: Path) -> None:
+    # Before: "pipeline graph 'p.dot', line 1: unexpected character '\ufeff'" from `doctor run`
+    # and `enqueue` of a file a Windows editor saved, where the doctor reads such artifacts.
+    from tests.executor.test_cli import _base_env, _doctor
+
+    graph = tmp_path / "p.dot"
+    graph.write_bytes(b"\xef\xbb\xbf" + (PIPELINES / "tool_simple.dot").read_bytes())
+    assert load_graph(graph).nodes.keys() == load_graph(PIPELINES / "tool_simple.dot").nodes.keys()
+    env = _base_env(tmp_path)
+    done = _doctor(env, "run", graph, "--root", tmp_path / "runs", "--json")
+    assert done.returncode == 0, done.stderr

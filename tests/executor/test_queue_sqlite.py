@@ -164,3 +164,50 @@ def test_a_closed_queue_says_so(tmp_path: Path) -> None:
 def test_the_queue_names_are_exported() -> None:
     for name in ("Lease", "Queue", "SessionInfo", "Ticket", "TicketEvent", "open_queue"):
         assert name in executor.__all__
+
+
+def _hand_edited(path: Path, *statements: str) -> None:
+    """Another program's writes: the terminal-row trigger dropped, then ``statements``."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TRIGGER IF EXISTS tickets_terminal_frozen")
+        for statement in statements:
+            conn.execute(statement)
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("statement", "says"),
+    [
+        ("UPDATE tickets SET created_at = 'yesterday'", "holds 'yesterday' in created_at"),
+        ("UPDATE tickets SET lease_epoch = 'x'", "holds 'x' in lease_epoch"),
+        ("UPDATE tickets SET last_heartbeat_at = 9e999", "holds inf in last_heartbeat_at"),
+        ("UPDATE tickets SET priority = 'high'", "holds 'high' in priority"),
+    ],
+)
+def test_a_ticket_row_of_the_wrong_type_is_one_line_naming_its_column(
+    tmp_path: Path, statement: str, says: str
+) -> None:
+    # Before: SQLite keeps whatever is written, and such a row ended `doctor tickets` with
+    # "internal error (a bug in rundoctor): ValueError", exit 70; a worker's slot crashed.
+    from tests.executor.test_cli import _base_env, _doctor, _usage_error
+
+    path = tmp_path / "q.db"
+    with open_queue(str(path)) as queue:
+        ticket = queue.enqueue("x", GRAPH)
+    _hand_edited(path, statement)
+    line = _usage_error(_doctor(_base_env(tmp_path), "tickets", "--db", path))
+    assert f"ticket {ticket.id!r} {says}, where " in line, line
+    with open_queue(str(path)) as queue, pytest.raises(QueueError, match=says):
+        queue.get(ticket.id)
+
+
+def test_an_event_payload_that_is_not_a_json_object_is_a_queue_error(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    with open_queue(str(path)) as queue:
+        ticket = queue.enqueue("x", GRAPH)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TRIGGER IF EXISTS ticket_events_no_update")
+        conn.execute("UPDATE ticket_events SET detail = '{torn'")
+    conn.close()
+    with open_queue(str(path)) as queue, pytest.raises(QueueError, match="as its payload"):
+        queue.events(ticket.id)

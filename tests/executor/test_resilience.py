@@ -728,3 +728,59 @@ def test_a_final_json_already_there_that_does_not_parse_loses_to_no_one(
     record, won = writer.write_final("success", "", wall_s=1.0)
     assert (record, won) == ({}, False)
     assert (writer.path / "final.json").read_text() == other  # never overwritten
+
+
+# --- a database no retry can mend ----------------------------------------------------------------
+
+
+def test_a_lasting_queue_error_is_not_retried() -> None:
+    calls: list[int] = []
+    fleet = Fleet()
+
+    def damaged() -> None:
+        calls.append(1)
+        fleet.doomed.set()  # a second try would end the retries at once: no hour-long wait
+        error = QueueError("database disk image is malformed")
+        error.lasting = True
+        raise error
+
+    with pytest.raises(WorkerError, match=r"malformed .*retrying cannot help"):
+        persist(damaged, "claim", ExecutorConfig(database_outage_s=3600), fleet)
+    assert calls == [1]
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        ("DROP TABLE ticket_events", "no such table: ticket_events"),
+        ("UPDATE tickets SET created_at = 'yesterday'", "holds 'yesterday' in created_at"),
+    ],
+)
+def test_a_worker_on_a_queue_no_retry_can_mend_stops_at_once_with_one_line(
+    tmp_path: Path, damage: str, says: str
+) -> None:
+    # Before: the worker took a damaged database (or a row another program wrote) for an
+    # outage and retried it for its whole budget, 300 s by default (an hour here: the hang
+    # guard below would end the test), printing "retrying with backoff".
+    import sqlite3
+
+    from tests.executor.test_cli import SIMPLE, _base_env, _doctor
+
+    db = tmp_path / "q.db"
+    with open_queue(str(db)) as queue:
+        queue.enqueue("x", str(SIMPLE))
+    with sqlite3.connect(db) as conn:
+        conn.execute(damage)
+    conn.close()
+    env = _base_env(tmp_path)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "rundoctor").mkdir()
+    (tmp_path / "config" / "rundoctor" / "config.toml").write_text(
+        "[executor]\ndatabase_outage_s = 3600\n"
+    )
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    done = _doctor(env, "worker", "--once", "--db", db, "--root", tmp_path / "runs")
+    assert done.returncode == 3, done.stderr
+    assert "retrying with backoff" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: worker ") and says in last and "retrying cannot help" in last

@@ -135,6 +135,7 @@ def test_a_bad_file_stops_a_doctor_command_with_one_line(tmp_path: Path) -> None
         ("stale_lease_s = -5", "stale_lease_s = -5.0 must be a number of seconds above 0"),
         ("fragmentation_ratio = inf", "fragmentation_ratio = inf must be a number above 0"),
         ("threads = -1", "threads = -1 must be 1 or more"),
+        ("threads = 100000000", "threads = 100000000 must be at most 1,024"),
         ("breaker_limit = 0", "breaker_limit = 0 must be 1 or more"),
     ],
 )
@@ -143,7 +144,8 @@ def test_a_doctor_threshold_no_detector_can_use_is_one_line(
 ) -> None:
     # Before: nan, 1e300 and threads = -1 ended diagnose and scan with "internal error"
     # (ValueError, OverflowError, DuckDB's "Must have at least 1 thread!"), exit 70; a
-    # negative threshold was taken, and every lease was stale.
+    # negative threshold was taken, and every lease was stale. threads = 100000000: DuckDB
+    # started threads until the host had none left ("can't start new thread", exit 70).
     env = _file(tmp_path, f"[doctor]\n{setting}\n")
     for command in (("scan",), ("diagnose", "--run-id", "healthy01")):
         line = _one_line_error(_doctor(*command, "--root", HEALTHY, env=env))
