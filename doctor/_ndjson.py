@@ -37,6 +37,7 @@ __all__ = [
     "CHUNK_BYTES",
     "EVENT_COLUMNS",
     "EVENT_FIELDS",
+    "LONG_LINE_COMPLETE",
     "MAX_LINE_BYTES",
     "NOT_AN_EVENT",
     "RaceHook",
@@ -521,7 +522,8 @@ def last_line(path: Path, key: tuple[str, str]) -> TornLine | None:
         raise IngestError(f"cannot read {path}: {exc.strerror}") from exc
     line = body[cut:]
     if len(line) > MAX_LINE_BYTES:
-        return TornLine(*key, path, number, line_start, _too_long(len(line)))
+        ended = b"\n" in tail[len(body) :]
+        return TornLine(*key, path, number, line_start, _too_long(len(line), ended))
     return TornLine(*key, path, number, line_start, _classify(line))
 
 
@@ -565,8 +567,18 @@ MAX_LINE_BYTES = 16 * 1024 * 1024
 CHUNK_BYTES = 1024 * 1024
 
 
-def _too_long(n: int) -> str:
-    return f"line of {n} bytes exceeds the {MAX_LINE_BYTES}-byte limit"
+#: What the detail of an overlong line adds when a newline ends it: no crash cut it short.
+LONG_LINE_COMPLETE = "it ends with a newline: complete, not cut short"
+
+
+def _too_long(n: int, ended: bool) -> str:
+    """Why a line of ``n`` bytes is torn; ``ended``: a newline ends it.
+
+    >>> _too_long(20_000_000, ended=True).endswith("; " + LONG_LINE_COMPLETE)
+    True
+    """
+    why = f"line of {n} bytes exceeds the {MAX_LINE_BYTES}-byte limit"
+    return f"{why}; {LONG_LINE_COMPLETE}" if ended else why
 
 
 #: A stream's torn lines are located up to this many (and the last one); the rest counted.
@@ -722,9 +734,10 @@ class _Cursor:
     n_torn: int = 0
     last_torn: TornLine | None = None
 
-    def _too_long(self, start: int, length: int) -> None:
-        """Line ``number``, from byte ``start``, is torn for its ``length``."""
-        t = TornLine(*self.key, self.path, self.number, start, _too_long(length))
+    def _too_long(self, start: int, length: int, ended: bool = True) -> None:
+        """Line ``number``, from byte ``start``, is torn for its ``length`` (``ended``: a
+        newline ends it)."""
+        t = TornLine(*self.key, self.path, self.number, start, _too_long(length, ended))
         self.n_torn, self.last_torn = self.n_torn + 1, t
         self.torn += [t][: max(0, MAX_TORN_LINES - len(self.torn))]
         self.records += 1
@@ -734,7 +747,7 @@ class _Cursor:
         batch = []
         if self.long_from is not None:
             self.number += 1
-            self._too_long(self.long_from, self.carry_len)
+            self._too_long(self.long_from, self.carry_len, ended=False)
             self.consumed += self.carry_len
             self.long_from = None
         elif self.carry.strip():

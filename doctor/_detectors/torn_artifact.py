@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from doctor._detectors._context import Context, needs
 from doctor._model import Finding, Severity, plural
+from doctor._ndjson import LONG_LINE_COMPLETE
 
 __all__ = ["torn_artifact"]
 
@@ -55,6 +56,8 @@ def torn_artifact(ctx: Context) -> list[Finding]:
     for run_id, scope, rel, kind, n, line, offset, detail, ends_file in ctx.tables.sql(_SQL):
         stream = kind == "progress"
         last_only = stream and n == 1 and bool(ends_file)
+        # An overlong last line a newline ends was written whole: nothing to cut.
+        whole = last_only and str(detail).endswith(LONG_LINE_COMPLETE)
         if stream:
             severity = Severity.WARNING if last_only else Severity.ERROR
         else:
@@ -62,7 +65,12 @@ def torn_artifact(ctx: Context) -> list[Finding]:
         at = f"line {line}" if line is not None else "the file"
         if offset is not None:
             at += f" (byte {offset})"
-        if last_only:
+        if whole:
+            advice = (
+                "the last line was written whole but is over the doctor's line limit, so it "
+                "was not read; the events before it are intact, and nothing is to be cut"
+            )
+        elif last_only:
             advice = (
                 "the last line is a half-written append from a crash; truncate it "
                 f"at byte {offset}, the events before it are intact"
@@ -88,7 +96,7 @@ def torn_artifact(ctx: Context) -> list[Finding]:
                 summary=f"{rel} does not parse at {at}: {detail}; {advice}",
                 run_id=run_id,
                 scope=scope,
-                repair="truncate_torn_line" if last_only else None,
+                repair="truncate_torn_line" if last_only and not whole else None,
                 evidence={
                     "file": rel,
                     "line": int(line) if line is not None else None,

@@ -577,3 +577,23 @@ def test_a_final_json_time_in_any_rfc3339_form_is_the_run_s_end(
     result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json")
     _no_traceback(result)
     assert "post_terminal_activity" in dict(_codes(result))
+
+
+@pytest.mark.parametrize("ended", [True, False], ids=["newline", "cut-short"])
+def test_an_overlong_last_line_is_cut_only_when_no_newline_ends_it(
+    tmp_path: Path, ended: bool
+) -> None:
+    # Before: a whole last line over 16 MiB was "a half-written append from a crash" and
+    # `repair` planned to cut it, which `--apply` then refused ("ends with a complete line").
+    long = _run(tmp_path, "long", final=None)
+    with (long / "progress.ndjson").open("a") as fh:
+        fh.write('{"event": "note", "ts": "2026-04-28T10:00:07Z", "message": "')
+        fh.write("x" * (16 * 1024 * 1024 + 10))
+        fh.write('"}\n' if ended else "")
+    result = doctor("diagnose", "--run-id", "long", "--root", tmp_path, "--json")
+    _no_traceback(result)
+    (torn,) = [f for f in json.loads(result.stdout)["findings"] if f["code"] == "torn_artifact"]
+    assert torn["evidence"]["last_line"] is True and torn["severity"] == "warning"
+    assert torn["evidence"]["detail"].endswith("complete, not cut short") == ended
+    assert ("half-written append" in torn["summary"]) != ended
+    assert torn["repair"] == (None if ended else "truncate_torn_line")
