@@ -20,7 +20,7 @@ from doctor._detectors import Detector
 from doctor._detectors._context import QUEUE_CHECKS
 from doctor._model import Diagnosis, Finding, Severity
 from doctor._model import plural as _plural
-from doctor._ndjson import NOT_AN_EVENT
+from doctor._ndjson import LONG_LINE_COMPLETE, NOT_AN_EVENT
 from executor.console import fit_columns, one_line_table, print_table
 from rundoctor.markdown import md as _md
 from rundoctor.terminal import printable, shell_quote
@@ -97,8 +97,11 @@ def _hint(code: str, found: Sequence[Finding], diagnosis: Diagnosis) -> tuple[st
         return f"plan {what} with this, then run it again with --apply:", run_command(
             "repair", diagnosis
         )
-    if code == "torn_artifact" and all(f.evidence.get("detail") == NOT_AN_EVENT for f in found):
+    details = [str(f.evidence.get("detail")) for f in found] if code == "torn_artifact" else []
+    if details and all(d == NOT_AN_EVENT for d in details):
         return _NOT_EVENTS_HINT, None
+    if details and all(d.endswith(LONG_LINE_COMPLETE) for d in details):
+        return _WHOLE_LONG_LINE_HINT, None
     return _HINTS.get(code, ""), None
 
 
@@ -106,6 +109,13 @@ def _hint(code: str, found: Sequence[Finding], diagnosis: Diagnosis) -> tuple[st
 _NOT_EVENTS_HINT = (
     "the first torn line is a JSON object but no event: another log format, or a writer "
     'that leaves out the event name (each line needs an "event" and a "ts")'
+)
+
+
+#: The hint when every torn line is a whole line over the doctor's line limit.
+_WHOLE_LONG_LINE_HINT = (
+    "a line was written whole but is over the doctor's 16 MiB line limit: no write was cut "
+    "short; look at what writes lines that long"
 )
 
 

@@ -204,3 +204,19 @@ def test_lines_that_are_json_but_no_events_are_not_called_a_crash() -> None:
         evidence={"file": "progress.ndjson", "detail": "not JSON: Unterminated string"},
     )
     assert "→ a write was cut short" in _render(_diagnosis(other, cut, state="orphaned"))
+
+
+def test_a_whole_line_over_the_limit_is_not_called_a_cut_write() -> None:
+    whole = _finding(
+        "torn_artifact",
+        Severity.WARNING,
+        "progress.ndjson does not parse at line 9",
+        evidence={
+            "file": "progress.ndjson",
+            "detail": "line of 16777300 bytes exceeds the 16777216-byte limit; it ends with a "
+            "newline: complete, not cut short",
+        },
+    )
+    text = _render(_diagnosis(whole, state="orphaned"))
+    assert "→ a line was written whole but is over the doctor's 16 MiB line limit" in text
+    assert "crashed mid-write" not in text
