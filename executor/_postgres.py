@@ -65,6 +65,11 @@ _BOUND_IDLE = (
 _SCHEMA_LOCK_KEY = 0x72647175657565
 
 
+#: What PostgreSQL says of a queue that no retry can mend: its tables or columns are missing or
+#: are not the executor's (SQLSTATE 42P01, 42703), as SQLite's "no such table" is.
+_LASTING = (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn)
+
+
 class PostgresQueue(Queue):
     """A queue in a PostgreSQL database (the tables live in the first schema of search_path)."""
 
@@ -138,10 +143,13 @@ class PostgresQueue(Queue):
                     if conn.broken
                     else "the transaction was rolled back"
                 )
-                raise QueueError(
+                error = QueueError(
                     f"PostgreSQL queue {redact(self.url)}: {_first_line(exc, self.url)}"
                     f" ({type(exc).__name__}); {outcome}"
-                ) from exc
+                )
+                # Tables or columns that are not the executor's: no retry can mend them.
+                error.lasting = isinstance(exc, _LASTING) and not conn.broken
+                raise error from exc
 
     def now(self) -> float:
         """The server's time (one transaction), or the injected clock's without ``server_clock``."""

@@ -40,6 +40,7 @@ from executor._stage_mark import STAGE_MARK
 from executor._ticket_run import ROOT_REFUSED
 from executor._worker import WorkerStats, run_worker
 from rundoctor.liveness import process_alive
+from tests.executor.conftest import Backend
 from tests.executor.private_postgres import PrivatePostgres
 
 #: Lease budgets long enough that no worker fences itself during a few seconds of outage.
@@ -749,6 +750,60 @@ def test_a_lasting_queue_error_is_not_retried() -> None:
     assert calls == [1]
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        ("DROP TABLE ticket_events", 'relation "ticket_events" does not exist'),
+        ("ALTER TABLE tickets DROP COLUMN lease_epoch", 'column "lease_epoch" does not exist'),
+    ],
+)
+def test_a_worker_on_a_postgres_queue_that_is_not_the_executor_s_stops_at_once(
+    postgres_backend: Backend, tmp_path: Path, damage: str, says: str
+) -> None:
+    # Before: SQLite's missing table stopped the worker at once, PostgreSQL's was retried as
+    # an outage for the whole budget (an hour here: the test's timeout would end it).
+    from tests.executor.test_cli import SIMPLE
+
+    with open_queue(postgres_backend.url) as queue:
+        queue.enqueue("x", str(SIMPLE))
+    postgres_backend.raw(damage)
+    env = _patient_env(tmp_path)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "doctor",
+            "worker",
+            "--once",
+            "--db",
+            postgres_backend.url,
+            "--root",
+            str(tmp_path / "runs"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 3, done.stderr
+    assert "retrying with backoff" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert says in last and "retrying cannot help" in last, last
+
+
+def _patient_env(tmp_path: Path) -> dict[str, str]:
+    """The CLI's environment with a config file that rides out outages for an hour."""
+    from tests.executor.test_cli import _base_env
+
+    env = _base_env(tmp_path)
+    folder = tmp_path / "config" / "rundoctor"
+    folder.mkdir(parents=True)
+    (folder / "config.toml").write_text("[executor]\ndatabase_outage_s = 3600\n")
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    return env
+
+
 @pytest.mark.parametrize(
     ("damage", "says"),
     [
@@ -764,7 +819,7 @@ def test_a_worker_on_a_queue_no_retry_can_mend_stops_at_once_with_one_line(
     # guard below would end the test), printing "retrying with backoff".
     import sqlite3
 
-    from tests.executor.test_cli import SIMPLE, _base_env, _doctor
+    from tests.executor.test_cli import SIMPLE, _doctor
 
     db = tmp_path / "q.db"
     with open_queue(str(db)) as queue:
@@ -772,13 +827,7 @@ def test_a_worker_on_a_queue_no_retry_can_mend_stops_at_once_with_one_line(
     with sqlite3.connect(db) as conn:
         conn.execute(damage)
     conn.close()
-    env = _base_env(tmp_path)
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "rundoctor").mkdir()
-    (tmp_path / "config" / "rundoctor" / "config.toml").write_text(
-        "[executor]\ndatabase_outage_s = 3600\n"
-    )
-    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    env = _patient_env(tmp_path)
     done = _doctor(env, "worker", "--once", "--db", db, "--root", tmp_path / "runs")
     assert done.returncode == 3, done.stderr
     assert "retrying with backoff" not in done.stderr
