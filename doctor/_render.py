@@ -20,7 +20,7 @@ from doctor._detectors import Detector
 from doctor._detectors._context import QUEUE_CHECKS
 from doctor._model import Diagnosis, Finding, Severity
 from doctor._model import plural as _plural
-from doctor._ndjson import LONG_LINE_COMPLETE, NOT_AN_EVENT
+from doctor._ndjson import LONG_LINE_COMPLETE, MAX_LINE_BYTES, NOT_AN_EVENT
 from executor.console import fit_columns, one_line_table, print_table
 from rundoctor.markdown import md as _md
 from rundoctor.terminal import printable, shell_quote
@@ -114,8 +114,8 @@ _NOT_EVENTS_HINT = (
 
 #: The hint when every torn line is a whole line over the doctor's line limit.
 _WHOLE_LONG_LINE_HINT = (
-    "a line was written whole but is over the doctor's 16 MiB line limit: no write was cut "
-    "short; look at what writes lines that long"
+    f"a line was written whole but is over the doctor's {MAX_LINE_BYTES >> 20} MiB line "
+    "limit: no write was cut short; look at what writes lines that long"
 )
 
 

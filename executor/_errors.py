@@ -47,9 +47,16 @@ class QueueError(ExecutorError):
     ``database disk image is malformed``), is not the executor's (a table or column missing), or
     holds a row no executor wrote. A worker rides out every other ``QueueError`` as an outage,
     and stops at once on a lasting one (it spent its whole outage budget on them).
+
+    >>> QueueError("no such table: tickets", lasting=True).lasting, QueueError("locked").lasting
+    (True, False)
     """
 
     lasting = False
+
+    def __init__(self, *args: object, lasting: bool = False) -> None:
+        super().__init__(*args)
+        self.lasting = lasting
 
 
 class FencedError(QueueError):

@@ -143,13 +143,12 @@ class PostgresQueue(Queue):
                     if conn.broken
                     else "the transaction was rolled back"
                 )
-                error = QueueError(
+                raise QueueError(
                     f"PostgreSQL queue {redact(self.url)}: {_first_line(exc, self.url)}"
-                    f" ({type(exc).__name__}); {outcome}"
-                )
-                # Tables or columns that are not the executor's: no retry can mend them.
-                error.lasting = isinstance(exc, _LASTING) and not conn.broken
-                raise error from exc
+                    f" ({type(exc).__name__}); {outcome}",
+                    # Tables or columns that are not the executor's: no retry can mend them.
+                    lasting=isinstance(exc, _LASTING) and not conn.broken,
+                ) from exc
 
     def now(self) -> float:
         """The server's time (one transaction), or the injected clock's without ``server_clock``."""

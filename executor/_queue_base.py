@@ -279,13 +279,12 @@ def to_ticket(row: Sequence[Any]) -> Ticket:
             and (name not in _REAL_COLUMNS or math.isfinite(cast(float, value)))
         )
         if not ok:
-            error = QueueError(
+            raise QueueError(
                 f"ticket {row[0]!r} holds {value!r:.80} in {name}, where {expected}"
                 f"{' or NULL' if nullable else ''} belongs: the row was not written by the "
-                "executor; correct or delete it (sqlite3, psql)"
+                "executor; correct or delete it (sqlite3, psql)",
+                lasting=True,
             )
-            error.lasting = True
-            raise error
     # SQLite hands back a whole-number REAL from UPDATE … RETURNING as an int; times are floats.
     values: list[Any] = [
         float(v) if v is not None and name in _REAL_COLUMNS else v

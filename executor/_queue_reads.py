@@ -159,10 +159,9 @@ def _payload(row: Any) -> dict[str, Any]:
     except (ValueError, TypeError, RecursionError) as exc:
         payload = exc
     if not isinstance(payload, dict):
-        error = QueueError(
+        raise QueueError(
             f"an event of ticket {row[1]!r} holds {row[6]!r:.80} as its payload, where a JSON "
-            "object belongs: the row was not written by the executor; correct or delete it"
+            "object belongs: the row was not written by the executor; correct or delete it",
+            lasting=True,
         )
-        error.lasting = True
-        raise error
     return payload

@@ -176,9 +176,10 @@ def _mapped(exc: sqlite3.Error, path: str, busy_timeout_ms: int, doing: str) -> 
         hint = "check that the file and its directory are writable"
     else:
         hint = "the queue database refused the statement"
-    error = QueueError(f"SQLite queue {path!r} ({doing}): {text}: {hint}")
-    error.lasting = any(mark in text for mark in _LASTING)
-    return error
+    return QueueError(
+        f"SQLite queue {path!r} ({doing}): {text}: {hint}",
+        lasting=any(mark in text for mark in _LASTING),
+    )
 
 
 #: What SQLite says of a database that no retry can mend: damaged, or not the executor's.

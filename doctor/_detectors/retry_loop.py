@@ -174,12 +174,11 @@ def _unexited(ctx: Context, run_id: str, state: object) -> str:
     """How a loop that no hop left and no stop ended stands: running on, or over with its
     run's process (orphaned, or failed by ``doctor repair``'s terminalize, which is no stop:
     it records the death). Before: "has not exited" on a run a repair had terminalized."""
+    died = " and had not exited when the run's process died"
     final = ctx.tables.documents[run_id].final
     if final is not None and final.get("repaired_by") is not None:
-        return " and had not exited when the run's process died (doctor repair terminalized it)"
-    if state == "orphaned":
-        return " and had not exited when the run's process died"
-    return " and has not exited"
+        return died + " (doctor repair terminalized it)"
+    return died if state == "orphaned" else " and has not exited"
 
 
 def _summary(
