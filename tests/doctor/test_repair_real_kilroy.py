@@ -347,3 +347,32 @@ def test_a_resume_of_a_copy_writes_its_final_json_into_the_original_unless_point
     assert final == json.loads((unpointed / "final.json").read_text())
     assert final["status"] == "success"
     assert (logs / "progress.ndjson").read_bytes() == stream  # its stream never ran on
+    # The original's final.json is the copy's: succeeded, but not plainly.
+    result = diagnose(logs.name, _late(tmp_path / "runs", logs.name))
+    assert result.state == "succeeded"
+    assert [(f.code, f.severity.name) for f in result.findings] == [
+        ("final_stream_mismatch", "ERROR")
+    ], [f.summary for f in result.findings]
+    assert result.findings[0].evidence["open_attempts"] == ["build"]
+    assert diagnose(pointed.name, _late(tmp_path / "pointed", pointed.name)).findings == ()
+
+
+def test_a_resume_of_a_copy_of_a_run_a_signal_stopped_leaves_the_original_denying_success(
+    tmp_path: Path, workspaces: list[Path]
+) -> None:
+    # SIGTERM: the original's stream ends in its own run_failed, its final.json said fail;
+    # the copy's resume then overwrites that final.json with its success.
+    logs = _killed_mid_stage(tmp_path / "runs", "resume.dot", "r1", workspaces, signal.SIGTERM)
+    assert json.loads((logs / "final.json").read_text())["status"] == "fail"
+    unpointed = _copied(logs, tmp_path / "unpointed", pointed=False)
+    assert _resume(unpointed).wait(timeout=120) == 0
+    assert json.loads((logs / "final.json").read_text())["status"] == "success"
+    result = diagnose(logs.name, _late(tmp_path / "runs", logs.name))
+    assert result.state == "succeeded"
+    (finding,) = result.findings
+    assert finding.code == "final_stream_mismatch", finding.summary
+    assert finding.evidence["open_attempts"] == []
+    assert finding.evidence["last_progress_event"] == "run_failed"
+    assert finding.evidence["stream_failure_reason"] == "stopped by signal terminated"
+    # The copy that ran it reads plainly succeeded.
+    assert diagnose(unpointed.name, _late(tmp_path / "unpointed", unpointed.name)).findings == ()
