@@ -34,16 +34,21 @@ __all__ = ["final_stream_mismatch"]
 
 
 # Per run (``f``: the run and its final.json's time): the attempts the run's streams stop in
-# before that time, the nodes whose latest start in their scope has no end and came after
-# every attempt end and terminal event of the run (any scope) up to that time: nothing ran on
-# after them (a resume that went on, in place or as branches, ended attempts after them:
-# real run ``concurrent_killed_resumed``); and the last top-level progress event before that
-# time with its reason.
+# before that time, the nodes whose latest start in their scope (any scope) has no end and
+# came no earlier than every attempt start or end and terminal event of the run's top-level
+# scopes up to that time: its run loop did nothing after them. A resume that went on did, in
+# place (its nodes' new attempts) or as branches (a concurrent region killed and resumed runs
+# as a fan-out, whose top-level attempt follows: real run ``concurrent_killed_resumed``); a
+# branch's attempt is followed by its fan-out's end once the fan-out joined or cancelled it,
+# but not by its siblings' ends (a copy of a run killed mid-fan-out, resumed). And the last
+# top-level progress event before that time with its reason.
 _SQL = f"""
 WITH f AS (SELECT unnest($runs::VARCHAR[]) AS run_id, unnest($ats::BIGINT[]) AS at_ns),
 went_on AS (
     SELECT f.run_id, max(t.ts) AS ts FROM f JOIN (
-        SELECT run_id, end_ts AS ts FROM attempts WHERE end_ts IS NOT NULL
+        SELECT run_id, start_ts AS ts FROM attempts WHERE {TOP_SQL}
+        UNION ALL
+        SELECT run_id, end_ts FROM attempts WHERE {TOP_SQL} AND end_ts IS NOT NULL
         UNION ALL
         SELECT run_id, ts FROM progress_events
         WHERE {TOP_SQL} AND event IN ('run_completed', 'run_failed')
@@ -56,7 +61,7 @@ open AS (
               PARTITION BY run_id, scope, node_id ORDER BY start_seq DESC) = 1) a
     JOIN f USING (run_id) LEFT JOIN went_on w USING (run_id)
     WHERE a.end_seq IS NULL AND epoch_ns(a.start_ts) <= f.at_ns
-      AND (w.ts IS NULL OR a.start_ts > w.ts)
+      AND (w.ts IS NULL OR a.start_ts >= w.ts)
     GROUP BY ALL
 ),
 last AS (

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
-from doctor import Diagnosis, DoctorConfig, diagnose
+from doctor import Diagnosis, DoctorConfig, Finding, diagnose
 from doctor._repair import apply_repairs, plan_repairs
 from doctor._timestamps import iso, parse_iso
 from fixtures.kilroy import generate as gen
@@ -42,17 +42,23 @@ def workspaces() -> Iterator[list[Path]]:
 
 
 def _killed_mid_stage(
-    root: Path, graph: str, run_id: str, kept: list[Path], sig: signal.Signals = signal.SIGKILL
+    root: Path,
+    graph: str,
+    run_id: str,
+    kept: list[Path],
+    sig: signal.Signals = signal.SIGKILL,
+    when: str = "started:build",
 ) -> Path:
-    """A real run killed by ``sig`` while its ``build`` stage runs, its workspace kept for a
-    resume (SIGTERM: Kilroy writes its own final.json, "stopped by signal terminated")."""
+    """A real run killed by ``sig`` while its ``build`` stage runs (or once ``when`` holds, a
+    ``kill_when`` of the corpus generator), its workspace kept for a resume (SIGTERM: Kilroy
+    writes its own final.json, "stopped by signal terminated")."""
     logs = root / run_id
     proc = subprocess.Popen(
         [str(KILROY / "run.sh"), str(GRAPHS / graph), run_id, str(root)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    gen._wait_for("build", gen._condition(logs, "started:build"), proc)
+    gen._wait_for(when, gen._condition(logs, when), proc)
     if graph == "resume.dot":  # its build marks its first try before its long sleep
         marked = logs / "worktree" / ".resumed"
         gen._wait_for("build's mark", marked.exists, proc)  # else the resume sleeps 60 s too
@@ -357,6 +363,21 @@ def test_a_resume_of_a_copy_writes_its_final_json_into_the_original_unless_point
     assert diagnose(pointed.name, _late(tmp_path / "pointed", pointed.name)).findings == ()
 
 
+def _copy_resumed_denied(logs: Path, tmp_path: Path) -> Finding:
+    """Resume an unpointed copy of ``logs`` to success; the original, holding the copy's
+    final.json, reads succeeded with one finding, ``final_stream_mismatch`` (returned), and
+    the copy that ran it plainly succeeded."""
+    unpointed = _copied(logs, tmp_path / "unpointed", pointed=False)
+    assert _resume(unpointed).wait(timeout=120) == 0
+    assert json.loads((logs / "final.json").read_text())["status"] == "success"
+    result = diagnose(logs.name, _late(logs.parent, logs.name))
+    assert result.state == "succeeded"
+    (finding,) = result.findings
+    assert finding.code == "final_stream_mismatch", finding.summary
+    assert diagnose(unpointed.name, _late(unpointed.parent, unpointed.name)).findings == ()
+    return finding
+
+
 def test_a_resume_of_a_copy_of_a_run_a_signal_stopped_leaves_the_original_denying_success(
     tmp_path: Path, workspaces: list[Path]
 ) -> None:
@@ -364,15 +385,18 @@ def test_a_resume_of_a_copy_of_a_run_a_signal_stopped_leaves_the_original_denyin
     # the copy's resume then overwrites that final.json with its success.
     logs = _killed_mid_stage(tmp_path / "runs", "resume.dot", "r1", workspaces, signal.SIGTERM)
     assert json.loads((logs / "final.json").read_text())["status"] == "fail"
-    unpointed = _copied(logs, tmp_path / "unpointed", pointed=False)
-    assert _resume(unpointed).wait(timeout=120) == 0
-    assert json.loads((logs / "final.json").read_text())["status"] == "success"
-    result = diagnose(logs.name, _late(tmp_path / "runs", logs.name))
-    assert result.state == "succeeded"
-    (finding,) = result.findings
-    assert finding.code == "final_stream_mismatch", finding.summary
+    finding = _copy_resumed_denied(logs, tmp_path)
     assert finding.evidence["open_attempts"] == []
     assert finding.evidence["last_progress_event"] == "run_failed"
     assert finding.evidence["stream_failure_reason"] == "stopped by signal terminated"
-    # The copy that ran it reads plainly succeeded.
-    assert diagnose(unpointed.name, _late(tmp_path / "unpointed", unpointed.name)).findings == ()
+
+
+def test_a_resume_of_a_copy_of_a_run_killed_mid_fanout_leaves_the_original_denying_success(
+    tmp_path: Path, workspaces: list[Path]
+) -> None:
+    # SIGKILL once branch a finished while branch b (started before a finished) works: the
+    # original's stream stops in the fan-out's attempt and b's, with a's end after b's start.
+    graph, when = "fanout_copy_resumed.dot", "branch_done:impl_a"
+    logs = _killed_mid_stage(tmp_path / "runs", graph, "r1", workspaces, when=when)
+    finding = _copy_resumed_denied(logs, tmp_path)
+    assert finding.evidence["open_attempts"] == ["par", "impl_b"]
