@@ -59,9 +59,10 @@ def _killed_mid_stage(
         stderr=subprocess.DEVNULL,
     )
     gen._wait_for(when, gen._condition(logs, when), proc)
-    if graph == "resume.dot":  # its build marks its first try before its long sleep
-        marked = logs / "worktree" / ".resumed"
-        gen._wait_for("build's mark", marked.exists, proc)  # else the resume sleeps 60 s too
+    marks = {"resume.dot": ".resumed", "goal_gate_resume_lost_status.dot": ".slow"}
+    if graph in marks:  # its stage marks its long try before the sleep
+        marked = logs / "worktree" / marks[graph]
+        gen._wait_for("the stage's mark", marked.exists, proc)  # else a resume sleeps 60 s too
     pid = gen._kilroy_pid(logs)
     proc.send_signal(signal.SIGKILL)  # run.sh first: it removes the workspace as it returns
     proc.wait()
@@ -400,3 +401,31 @@ def test_a_resume_of_a_copy_of_a_run_killed_mid_fanout_leaves_the_original_denyi
     logs = _killed_mid_stage(tmp_path / "runs", graph, "r1", workspaces, when=when)
     finding = _copy_resumed_denied(logs, tmp_path)
     assert finding.evidence["open_attempts"] == ["par", "impl_b"]
+
+
+def test_a_resume_that_lost_its_status_file_goes_on_once_the_archived_visit_is_restored(
+    tmp_path: Path, workspaces: list[Path]
+) -> None:
+    # Killed during verify's second visit (a goal gate whose retry target is verify itself):
+    # Kilroy deleted verify/status.json for it, so a resume, which reads the status.json of
+    # the checkpoint's node to route on, fails at once; verify/visit_1/ keeps the outcome.
+    graph, when = "goal_gate_resume_lost_status.dot", "started:verify#2"
+    logs = _killed_mid_stage(tmp_path, graph, "r1", workspaces, when=when)
+    assert _resume(logs).wait(timeout=120) != 0
+    assert (
+        "read last status.json" in json.loads((logs / "final.json").read_text())["failure_reason"]
+    )
+    config = _late(tmp_path, logs.name)
+    failed = diagnose(logs.name, config)
+    assert failed.state == "failed"
+    plan = plan_repairs(failed, config)
+    assert [(a.kind, a.target, a.source) for a in plan] == [
+        ("ingest_status", "verify/status.json", "verify/visit_1/status.json")
+    ]
+    (done,) = apply_repairs(plan, config, run_path=logs).results
+    assert done.outcome == "applied", done.message
+    (restored,) = diagnose(logs.name, config).findings  # restored, the resume still to run
+    assert (restored.code, restored.repair) == ("status_contract_mismatch", None)
+    assert _resume(logs).wait(timeout=120) == 0
+    after = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
+    assert (after.state, after.findings) == ("succeeded", ())
