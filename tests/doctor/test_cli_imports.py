@@ -72,10 +72,16 @@ def test_the_top_level_help_loads_no_command_module_and_nothing_heavy(tmp_path: 
     assert "doctor._cli_watch" not in modules and "doctor._detectors" not in modules
 
 
-def test_checks_loads_the_detectors_but_nothing_heavy(tmp_path: Path) -> None:
+def test_checks_loads_its_listing_but_no_detector_and_nothing_heavy(tmp_path: Path) -> None:
     code, modules = _loaded(tmp_path, "checks")
     assert code == 0
-    assert "doctor._detectors" in modules  # really ran
+    assert "doctor._detectors._listing" in modules  # really ran
+    # The written-out listing (tests/doctor/test_checks_listing.py holds it to the detectors):
+    # no detector, and so none of the context, tables, facts or cache they import.
+    assert not {m for m in modules if m.startswith("doctor._detectors.")} - {
+        "doctor._detectors._listing"
+    }
+    assert not {"doctor._tables", "doctor._facts", "doctor._cache"} & modules
     assert _packages(modules, HEAVY) == []
     assert _executor_modules(modules) <= EXECUTOR_KIT
 
