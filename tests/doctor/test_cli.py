@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -195,6 +196,16 @@ def test_an_unknown_run_id_is_one_line_with_did_you_mean() -> None:
         doctor("diagnose", "--run-id", "healthy0", "--root", HEALTHY_ROOT)
     )
     assert "did you mean 'healthy01'" in line
+
+
+@pytest.mark.parametrize("typed", ["R1", "r2", "1r"])
+def test_a_short_run_id_in_other_case_or_one_letter_off_gets_did_you_mean(
+    tmp_path: Path, typed: str
+) -> None:
+    # difflib alone finds 'r2' only half like 'r1' and 'R1' not at all: no suggestion was made.
+    shutil.copytree(HEALTHY_ROOT / "healthy01", tmp_path / "r1")
+    line = _assert_one_line_error(doctor("diagnose", "--run-id", typed, "--root", tmp_path))
+    assert "did you mean 'r1'" in line
 
 
 def test_a_run_id_that_climbs_out_of_the_root_is_refused() -> None:
