@@ -307,7 +307,7 @@ def diagnose_cmd(
     else:
         from doctor._render import render_diagnosis
 
-        render_diagnosis(console(), result, detectors, verbose=verbose)
+        render_diagnosis(console(), result, detectors, verbose=verbose, now=config.now)
     raise typer.Exit(result.exit_code)
 
 
