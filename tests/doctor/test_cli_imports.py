@@ -7,6 +7,8 @@ itself is measured by ``make bench`` (bench/startup.py), never asserted here.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -246,3 +248,40 @@ def test_text_pydantic_may_refuse_is_left_to_typer(value: str) -> None:
     from doctor._cli_lazy import _plain_value
 
     assert _plain_value(str, None, value, None, None) == (False, None)  # type: ignore[arg-type]
+
+
+def _help(*words: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "doctor", *words, "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=120,
+        check=True,
+    )
+    return done.stdout
+
+
+def _subcommands(text: str) -> list[str]:
+    """The names a help text lists under ``Commands:``."""
+    listed = text.split("\nCommands:\n", 1)[1] if "\nCommands:\n" in text else ""
+    return [line.split()[0] for line in listed.splitlines() if line.startswith("  ")]
+
+
+def test_every_option_that_takes_a_value_names_it_not_its_python_type() -> None:
+    # typer shows an option without a metavar by its annotation: `doctor watch --help` read
+    # `--interval <str>`, `--webhook <list[str]>` and `--state <path>`.
+    todo, seen, typed = [()], 0, []
+    while todo:
+        words = todo.pop()
+        text = _help(*words)
+        seen += 1
+        todo += [(*words, name) for name in _subcommands(text)]
+        typed += [
+            f"doctor {' '.join(words)}: {line.strip()}"
+            for line in text.splitlines()
+            if re.match(r"\s+(-\w, )?--[\w-]+ <[^>]+>", line)
+        ]
+    assert seen > 15  # the root, its commands, and the chaos group's
+    assert typed == []
