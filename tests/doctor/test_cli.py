@@ -324,6 +324,18 @@ def test_scan_json_has_one_row_per_run(tmp_path: Path) -> None:
             assert set(f) == FINDING_KEYS
     assert data["fleet"]["runs"] == 2
     assert result.returncode == (1 if any(r["counts"]["error"] for r in data["runs"]) else 0)
+    # No run reported a cost: the fleet's is null, as each run's is (it was 0.0, "$0").
+    assert data["fleet"]["cost_usd"] is None
+
+
+def test_scan_json_sums_the_costs_runs_reported(tmp_path: Path) -> None:
+    _write_run(tmp_path, "a", [_line("run_completed", 1)], final="success")
+    _write_run(tmp_path, "b", [_line("run_completed", 1)], final="success")
+    final = json.loads((tmp_path / "b" / "final.json").read_text())
+    (tmp_path / "b" / "final.json").write_text(json.dumps({**final, "cost_usd": 0.125}))
+    data = json.loads(doctor("scan", "--root", tmp_path, "--json").stdout)
+    assert [r["run_id"] for r in data["runs"]] == ["a", "b"]
+    assert data["fleet"]["cost_usd"] == 0.125
 
 
 def test_scan_since_leaves_out_runs_started_before(tmp_path: Path) -> None:
