@@ -367,10 +367,11 @@ class RunCache:
 
     def __init__(self, root: Path, settings: str) -> None:
         self.root = Path(root)
-        # Findings depend on how failure texts are signed: a new signature version rereads.
-        from rundoctor.signature import SIGNATURE_VERSION  # its rules cost listing the checks
-
-        self.settings = f"{CACHE_VERSION}:sig{SIGNATURE_VERSION}:code{code_key()}:{settings}"
+        # Findings depend on how failure texts are signed: code_key hashes rundoctor's source,
+        # rundoctor/signature.py (its rules and SIGNATURE_VERSION) included, so a new version
+        # or rule rereads. Importing the module for its version compiled its rules: 11 ms of
+        # a rescan that signs nothing.
+        self.settings = f"{CACHE_VERSION}:code{code_key()}:{settings}"
         # A cache that cannot be written is the scan's mistake, said once: not each changed
         # run's unreadable_artifact when DuckDB fails to write its events there.
         try:

@@ -74,29 +74,38 @@ def watch_cmd(
     root: RootOpt = None,
     db: DbOpt = None,
     interval: Annotated[
-        str, typer.Option("--interval", help="Time between passes: 60s, 5m, 1h.")
+        str,
+        typer.Option("--interval", metavar="DURATION", help="Time between passes: 60s, 5m, 1h."),
     ] = "60s",
     idle_gap: Annotated[
         str | None,
         typer.Option(
             "--idle-gap",
+            metavar="DURATION",
             help="Alert when nothing progressed for this long (idle_gap).  [default: 2h]",
         ),
     ] = None,
     webhook: Annotated[
         list[str] | None,
         typer.Option(
-            "--webhook", help="POST each event as JSON (with a Slack `text`) here (repeatable)."
+            "--webhook",
+            metavar="URL",
+            help="POST each event as JSON (with a Slack `text`) here (repeatable).",
         ),
     ] = None,
     exec_cmd: Annotated[
         str | None,
-        typer.Option("--exec", help="Run this command per event, the event's JSON on stdin."),
+        typer.Option(
+            "--exec",
+            metavar="COMMAND",
+            help="Run this command per event, the event's JSON on stdin.",
+        ),
     ] = None,
     state: Annotated[
         Path | None,
         typer.Option(
             "--state",
+            metavar="FILE",
             help="What was alerted, kept across restarts. Default: "
             "$XDG_STATE_HOME/rundoctor/watch/<roots digest>.json.",
         ),

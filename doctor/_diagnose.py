@@ -440,7 +440,7 @@ def _scan_layouts(
         "runs": len(diagnoses),
         "by_state": by_state,
         "events": sum(int(f.get("events") or 0) for f in facts),
-        "cost_usd": round(sum(float(f.get("cost_usd") or 0) for f in facts), 8),
+        "cost_usd": _fleet_cost(facts),
         "read": read,
         "reused": len(layouts) - read,
     }
@@ -517,6 +517,17 @@ def diagnosis_from_json(data: dict[str, Any]) -> Diagnosis:
             for f in data["findings"]
         ),
     )
+
+
+def _fleet_cost(facts: Sequence[Mapping[str, Any]]) -> float | None:
+    """The runs' costs summed; null when none reported one, as a run's own ``cost_usd`` is
+    (a fleet of runs that report no cost did not cost $0).
+
+    >>> _fleet_cost([{"cost_usd": 0.25}, {"cost_usd": None}]), _fleet_cost([{}, {"cost_usd": None}])
+    (0.25, None)
+    """
+    costs = [float(c) for f in facts if isinstance(c := f.get("cost_usd"), int | float)]
+    return round(sum(costs), 8) if costs else None
 
 
 def _started_before(started_at: Any, since: float) -> bool:

@@ -262,8 +262,13 @@ def _run_families(w: _Writer, result: ScanResult) -> None:
 def _fleet_families(
     w: _Writer, result: ScanResult, queue: QueueStats | None, *, now: float
 ) -> None:
-    """When the scan ran, the fleet's last progress and its idle time."""
+    """When the scan ran, the fleet's last progress and its idle time. A queue's progress is
+    moved into this host's clock by an offset known to within half a round trip to its
+    server: a moment after ``now`` by that estimate is taken as ``now``, as the idle time
+    (never negative) already took it."""
     last = fleet_last_progress(result, queue)
+    if last is not None:
+        last = min(last, now)
     w.family(
         "rundoctor_scan_timestamp_seconds",
         "gauge",
@@ -293,7 +298,7 @@ def _fleet_families(
             "rundoctor_fleet_idle_seconds",
             "gauge",
             "Seconds since any run or ticket progressed.",
-            [({}, round(max(0.0, now - last), 3))],
+            [({}, round(now - last, 3))],
             unit="seconds",
         )
     w.family(

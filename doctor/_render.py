@@ -21,6 +21,7 @@ from doctor._detectors._context import QUEUE_CHECKS
 from doctor._model import Diagnosis, Finding, Severity
 from doctor._model import plural as _plural
 from doctor._ndjson import LONG_LINE_COMPLETE, MAX_LINE_BYTES, NOT_AN_EVENT
+from doctor._timestamps import parse_iso
 from executor.console import fit_columns, one_line_table, print_table
 from rundoctor.markdown import md as _md
 from rundoctor.terminal import printable, shell_quote
@@ -88,13 +89,22 @@ def run_command(command: str, diagnosis: Diagnosis, *extra: str) -> str:
     return " ".join(shell_quote(w) for w in words)
 
 
-def _hint(code: str, found: Sequence[Finding], diagnosis: Diagnosis) -> tuple[str, str | None]:
+def _hint(
+    code: str, found: Sequence[Finding], diagnosis: Diagnosis, now: float | None = None
+) -> tuple[str, str | None]:
     """The hint under a failing check, and the command it offers (a repair when a finding
-    has one)."""
+    has one). With ``now``, a terminalize the repair would still refuse says when it will not."""
     repairs = sorted({f.repair for f in found if f.repair in _REPAIR_WORDS})
     if repairs:
         what = " and ".join(_REPAIR_WORDS[r] for r in repairs)
-        return f"plan {what} with this, then run it again with --apply:", run_command(
+        wait = _terminalize_wait(diagnosis, now) if "terminalize" in repairs else None
+        when = (
+            ""
+            if wait is None
+            else f" once its last event is older than its {wait[0]:.0f} s stall timeout "
+            f"(in {_duration(wait[1])}; until then the repair refuses)"
+        )
+        return f"plan {what} with this{when}, then run it again with --apply:", run_command(
             "repair", diagnosis
         )
     details = [str(f.evidence.get("detail")) for f in found] if code == "torn_artifact" else []
@@ -103,6 +113,26 @@ def _hint(code: str, found: Sequence[Finding], diagnosis: Diagnosis) -> tuple[st
     if details and all(d.endswith(LONG_LINE_COMPLETE) for d in details):
         return _WHOLE_LONG_LINE_HINT, None
     return _HINTS.get(code, ""), None
+
+
+def _terminalize_wait(diagnosis: Diagnosis, now: float | None) -> tuple[float, float] | None:
+    """(stall timeout, seconds left) while ``doctor repair`` would refuse to terminalize a run
+    whose owner is dead because its last event is within the stall timeout (as
+    :func:`doctor._repair_plan._plan_terminalize` judges); None otherwise.
+
+    >>> d = Diagnosis("r", "/runs/r", "kilroy", "orphaned", {"owner_alive": False,
+    ...     "stall_timeout_s": 600.0, "last_event_at": "2026-01-01T00:00:00Z"})
+    >>> _terminalize_wait(d, 1767225614.0), _terminalize_wait(d, 1767226214.0)
+    ((600.0, 586.0), None)
+    """
+    facts = diagnosis.facts
+    stall, last = facts.get("stall_timeout_s"), parse_iso(facts.get("last_event_at"))
+    if now is None or facts.get("owner_alive") is not False or last is None:
+        return None
+    if not isinstance(stall, int | float):
+        return None
+    left = float(stall) - (now - last / 1e9)
+    return (float(stall), left) if left >= 0 else None
 
 
 #: The hint when every torn line is JSON without an event name: no crash cut those short.
@@ -170,16 +200,22 @@ def _command_line(console: Console, indent: str, command: str) -> None:
 
 
 def render_diagnosis(
-    console: Console, diagnosis: Diagnosis, detectors: Sequence[Detector], *, verbose: bool
+    console: Console,
+    diagnosis: Diagnosis,
+    detectors: Sequence[Detector],
+    *,
+    verbose: bool,
+    now: float | None = None,
 ) -> None:
     """``flutter doctor``-style: failing checks first (worst first) with a runnable hint,
     passing checks folded into one line (``verbose`` lists them and shows evidence), checks
-    that do not apply to one run directory (the queue's) said so in one line."""
+    that do not apply to one run directory (the queue's) said so in one line. ``now`` (the
+    diagnosis's clock) says when a repair the hint offers will stop refusing."""
     _diagnosis_head(console, diagnosis)
     by_code: dict[str, list[Finding]] = {}
     for f in diagnosis.findings:
         by_code.setdefault(f.code, []).append(f)
-    _failing_checks(console, diagnosis, detectors, by_code, verbose=verbose)
+    _failing_checks(console, diagnosis, detectors, by_code, verbose=verbose, now=now)
     _passing_checks(console, detectors, by_code, verbose=verbose)
     _diagnosis_total(console, diagnosis, verbose=verbose)
 
@@ -210,6 +246,7 @@ def _failing_checks(
     by_code: dict[str, list[Finding]],
     *,
     verbose: bool,
+    now: float | None = None,
 ) -> None:
     """Each check with findings, worst first: its findings, then a hint and a command."""
     order = {d.__name__: i for i, d in enumerate(detectors)}
@@ -232,7 +269,7 @@ def _failing_checks(
                 for line in _evidence_lines(dict(f.evidence)):
                     _hanging(console, "       ", f"[dim]{_text(line)}[/dim]")
         if worst >= Severity.WARNING:
-            advice, command = _hint(code, found, diagnosis)
+            advice, command = _hint(code, found, diagnosis, now)
             if advice:
                 _hanging(console, "    [cyan]→[/cyan]", f"[cyan]{_text(advice)}[/cyan]")
             if command:

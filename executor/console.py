@@ -368,13 +368,30 @@ def one_line_table(
 
 
 def print_table(console: Console, table: Table) -> None:
-    """Piped, a table is as wide as its content, with no padding after the last column."""
+    """Piped, a table is as wide as its content, with no padding after the last column; the
+    rule under its header is as long as the header (a long last cell, a failure reason of a
+    few hundred characters, drew it across the whole of them)."""
     if not console.soft_wrap:
         console.print(table)
         return
     with console.capture() as captured:
         console.print(table)
-    console.out("\n".join(line.rstrip() for line in captured.get().splitlines()))
+    lines = [line.rstrip() for line in captured.get().splitlines()]
+    console.out("\n".join(_rule_as_header(lines)))
+
+
+def _rule_as_header(lines: list[str]) -> list[str]:
+    """``lines`` with the header's rule (the first line of only ``─``) cut to the longest
+    line above it, the title's and the header's.
+
+    >>> _rule_as_header(["2 runs", "run  reason", "─" * 30, "r1   " + "x" * 25])
+    ['2 runs', 'run  reason', '───────────', 'r1   xxxxxxxxxxxxxxxxxxxxxxxxx']
+    """
+    for i, line in enumerate(lines):
+        if line and set(line) == {"─"}:
+            width = max((len(above) for above in lines[:i]), default=len(line))
+            return [*lines[:i], line[: max(width, 1)], *lines[i + 1 :]]
+    return lines
 
 
 def print_pages(

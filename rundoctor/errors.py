@@ -81,14 +81,52 @@ SUGGESTION_CUTOFF = 0.6
 def close_matches(name: str, known: Iterable[str], *, n: int = 3) -> list[str]:
     """The known names closest to ``name``, best first (at most ``n``; none when none is close).
 
+    Closest first: the same name in other letter case, then one edit away (a letter wrong,
+    missing, extra, or two swapped: in a name of two letters or more), then what difflib
+    finds alike ignoring case. A short id had no suggestion: ``r2`` is only half like ``r1``
+    by difflib's measure, and ``R1`` not at all like ``r1``.
+
     >>> close_matches("sigkill_wroker", ["sigkill_worker", "torn_write"])
     ['sigkill_worker']
     >>> close_matches("exti", ["start", "exit"], n=1)
     ['exit']
     >>> close_matches("zzz", ["start", "exit"])
     []
+    >>> close_matches("R1", ["r1", "r12"]), close_matches("r2", ["r1", "x9"])
+    (['r1', 'r12'], ['r1'])
     """
-    return difflib.get_close_matches(name, list(known), n=n, cutoff=SUGGESTION_CUTOFF)
+    names = list(dict.fromkeys(known))
+    folded = name.casefold()
+    same = [k for k in names if k.casefold() == folded and k != name]
+    edits = [k for k in names if len(name) >= 2 and _one_edit(folded, k.casefold())]
+    by_fold: dict[str, list[str]] = {}
+    for k in names:
+        by_fold.setdefault(k.casefold(), []).append(k)
+    alike = difflib.get_close_matches(folded, list(by_fold), n=n, cutoff=SUGGESTION_CUTOFF)
+    ranked = same + edits + [k for f in alike for k in by_fold[f]]
+    return [k for k in dict.fromkeys(ranked) if k != name][:n]
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether ``b`` is ``a`` with one letter changed, added, removed, or two adjacent
+    letters swapped.
+
+    >>> [_one_edit("ab", x) for x in ("ax", "abc", "b", "ba", "ab", "xy")]
+    [True, True, True, True, False, False]
+    """
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+        return len(diff) == 1 or (
+            len(diff) == 2
+            and diff[1] == diff[0] + 1
+            and a[diff[0]] == b[diff[1]]
+            and a[diff[1]] == b[diff[0]]
+        )
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    i = next((i for i, (x, y) in enumerate(zip(short, long, strict=False)) if x != y), len(short))
+    return short[i:] == long[i + 1 :]
 
 
 def did_you_mean(suggestions: Iterable[str]) -> str:

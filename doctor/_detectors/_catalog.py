@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from doctor._detectors import _listing
 from doctor._detectors._context import Detector
 from doctor._detectors.backlog_growth import backlog_growth
 from doctor._detectors.checkpoint_drift import checkpoint_drift
@@ -34,7 +35,6 @@ from doctor._detectors.unjoined_fanout import unjoined_fanout
 from doctor._detectors.unreadable_artifact import unreadable_artifact
 from doctor._errors import UsageError
 from rundoctor.errors import close_matches, did_you_mean
-from rundoctor.terminal import printable
 
 __all__ = ["DETECTORS", "check_lines", "describe", "select"]
 
@@ -76,14 +76,12 @@ def describe(detector: Detector) -> str:
 
 
 def check_lines(detectors: Sequence[Detector]) -> list[str]:
-    """One line per detector, its name padded to the longest and its description (control
-    characters made visible): what ``doctor checks`` prints.
+    """:func:`doctor._detectors._listing.check_lines` of ``detectors``.
 
     >>> check_lines([stale_heartbeat])[0][:41]
     'stale_heartbeat  Heartbeats naming a node'
     """
-    width = max((len(d.__name__) for d in detectors), default=0)
-    return [f"{d.__name__:<{width}}  {printable(describe(d))}" for d in detectors]
+    return _listing.check_lines([(d.__name__, describe(d)) for d in detectors])
 
 
 def select(names: Iterable[str]) -> tuple[Detector, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -197,6 +198,16 @@ def test_an_unknown_run_id_is_one_line_with_did_you_mean() -> None:
     assert "did you mean 'healthy01'" in line
 
 
+@pytest.mark.parametrize("typed", ["R1", "r2", "1r"])
+def test_a_short_run_id_in_other_case_or_one_letter_off_gets_did_you_mean(
+    tmp_path: Path, typed: str
+) -> None:
+    # difflib alone finds 'r2' only half like 'r1' and 'R1' not at all: no suggestion was made.
+    shutil.copytree(HEALTHY_ROOT / "healthy01", tmp_path / "r1")
+    line = _assert_one_line_error(doctor("diagnose", "--run-id", typed, "--root", tmp_path))
+    assert "did you mean 'r1'" in line
+
+
 def test_a_run_id_that_climbs_out_of_the_root_is_refused() -> None:
     # A --run-id naming an existing directory is that run's path (given_run), so the id must
     # name nothing: CI once had a /tmp/x beside its clone in /tmp.
@@ -313,6 +324,18 @@ def test_scan_json_has_one_row_per_run(tmp_path: Path) -> None:
             assert set(f) == FINDING_KEYS
     assert data["fleet"]["runs"] == 2
     assert result.returncode == (1 if any(r["counts"]["error"] for r in data["runs"]) else 0)
+    # No run reported a cost: the fleet's is null, as each run's is (it was 0.0, "$0").
+    assert data["fleet"]["cost_usd"] is None
+
+
+def test_scan_json_sums_the_costs_runs_reported(tmp_path: Path) -> None:
+    _write_run(tmp_path, "a", [_line("run_completed", 1)], final="success")
+    _write_run(tmp_path, "b", [_line("run_completed", 1)], final="success")
+    final = json.loads((tmp_path / "b" / "final.json").read_text())
+    (tmp_path / "b" / "final.json").write_text(json.dumps({**final, "cost_usd": 0.125}))
+    data = json.loads(doctor("scan", "--root", tmp_path, "--json").stdout)
+    assert [r["run_id"] for r in data["runs"]] == ["a", "b"]
+    assert data["fleet"]["cost_usd"] == 0.125
 
 
 def test_scan_since_leaves_out_runs_started_before(tmp_path: Path) -> None:

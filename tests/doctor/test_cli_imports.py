@@ -7,6 +7,8 @@ itself is measured by ``make bench`` (bench/startup.py), never asserted here.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -72,10 +74,16 @@ def test_the_top_level_help_loads_no_command_module_and_nothing_heavy(tmp_path: 
     assert "doctor._cli_watch" not in modules and "doctor._detectors" not in modules
 
 
-def test_checks_loads_the_detectors_but_nothing_heavy(tmp_path: Path) -> None:
+def test_checks_loads_its_listing_but_no_detector_and_nothing_heavy(tmp_path: Path) -> None:
     code, modules = _loaded(tmp_path, "checks")
     assert code == 0
-    assert "doctor._detectors" in modules  # really ran
+    assert "doctor._detectors._listing" in modules  # really ran
+    # The written-out listing (tests/doctor/test_checks_listing.py holds it to the detectors):
+    # no detector, and so none of the context, tables, facts or cache they import.
+    assert not {m for m in modules if m.startswith("doctor._detectors.")} - {
+        "doctor._detectors._listing"
+    }
+    assert not {"doctor._tables", "doctor._facts", "doctor._cache"} & modules
     assert _packages(modules, HEAVY) == []
     assert _executor_modules(modules) <= EXECUTOR_KIT
 
@@ -147,6 +155,9 @@ def test_scans_load_duckdbs_engine_not_its_python_layer_and_a_rescan_neither(
     assert "doctor._detectors.idle_gap" in modules
     assert "doctor._detectors._catalog" not in modules
     assert "doctor._detectors.stale_heartbeat" not in modules
+    # Nor the failure-text signer: the cache's settings take its version from the code's
+    # hash, and no text is signed (compiling its rules took 11 ms of a 0.5 s rescan).
+    assert "rundoctor.signature" not in modules
 
 
 def test_a_mounted_command_is_loaded_when_invoked(tmp_path: Path) -> None:
@@ -237,3 +248,40 @@ def test_text_pydantic_may_refuse_is_left_to_typer(value: str) -> None:
     from doctor._cli_lazy import _plain_value
 
     assert _plain_value(str, None, value, None, None) == (False, None)  # type: ignore[arg-type]
+
+
+def _help(*words: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "doctor", *words, "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=120,
+        check=True,
+    )
+    return done.stdout
+
+
+def _subcommands(text: str) -> list[str]:
+    """The names a help text lists under ``Commands:``."""
+    listed = text.split("\nCommands:\n", 1)[1] if "\nCommands:\n" in text else ""
+    return [line.split()[0] for line in listed.splitlines() if line.startswith("  ")]
+
+
+def test_every_option_that_takes_a_value_names_it_not_its_python_type() -> None:
+    # typer shows an option without a metavar by its annotation: `doctor watch --help` read
+    # `--interval <str>`, `--webhook <list[str]>` and `--state <path>`.
+    todo, seen, typed = [()], 0, []
+    while todo:
+        words = todo.pop()
+        text = _help(*words)
+        seen += 1
+        todo += [(*words, name) for name in _subcommands(text)]
+        typed += [
+            f"doctor {' '.join(words)}: {line.strip()}"
+            for line in text.splitlines()
+            if re.match(r"\s+(-\w, )?--[\w-]+ <[^>]+>", line)
+        ]
+    assert seen > 15  # the root, its commands, and the chaos group's
+    assert typed == []

@@ -81,6 +81,24 @@ def test_idle_seconds_count_from_the_latest_progress_of_any_run(fleet: Path) -> 
     assert idle == pytest.approx(now - latest, abs=1e-2)
 
 
+def test_a_progress_after_the_scans_time_is_taken_as_the_scans_time(tmp_path: Path) -> None:
+    # A writer whose clock is ahead (or a queue's time moved into this host's clock by an
+    # offset known to a few ms) put the fleet's last progress after the scan's own time: the
+    # idle time was 0 while the timestamp said "in the future".
+    run = tmp_path / "ahead"
+    shutil.copytree(REPO / "fixtures/cases/resumed_run_completed/run" / "resume02", run)
+    stream = run / "progress.ndjson"
+    stream.write_text(
+        stream.read_text() + '{"event": "stage_attempt_start", "node_id": "late", "attempt": 1,'
+        ' "ts": "2099-01-01T00:00:00Z"}\n'
+    )
+    samples = _parse(_doctor("metrics", "--root", str(tmp_path)).stdout)
+    ((_, last),) = samples["rundoctor_fleet_last_progress_timestamp_seconds"]
+    ((_, idle),) = samples["rundoctor_fleet_idle_seconds"]
+    ((_, now),) = samples["rundoctor_scan_timestamp_seconds"]
+    assert (last, idle) == (now, 0)
+
+
 def test_no_metric_carries_a_per_run_label(fleet: Path) -> None:
     samples = _parse(_doctor("metrics", "--root", str(fleet)).stdout)
     labels = {k for rows in samples.values() for lb, _ in rows for k in lb}

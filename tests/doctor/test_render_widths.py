@@ -97,6 +97,10 @@ def test_piped_the_table_is_never_hard_wrapped_and_has_no_trailing_padding() -> 
     text = out.getvalue()
     assert LONG in text  # whole: grep finds it
     assert all(line == line.rstrip() for line in text.splitlines())
+    # The rule under the header is the header's length, not the longest row's.
+    lines = text.splitlines()
+    (rule,) = [i for i, line in enumerate(lines) if line and set(line) == {"─"}]
+    assert len(lines[rule]) == len(lines[rule - 1]) < len(LONG)
 
 
 # -- diagnose --------------------------------------------------------------------------------

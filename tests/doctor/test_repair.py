@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import pytest
 from doctor import Diagnosis, DoctorConfig, diagnose
 from doctor._journal import JOURNAL, read_journal
 from doctor._repair import Action, FindingRef, RepairReport, apply_repairs, plan_repairs
+from doctor._timestamps import parse_iso
 from fixtures.rogue import RUN_ID as ROGUE_ID
 from fixtures.rogue import build_rogue_run
 
@@ -138,6 +140,33 @@ def test_terminalize_waits_for_the_stall_timeout(tmp_path: Path) -> None:
     (result,) = apply_repairs(plan, early, run_path=run).results
     assert result.outcome == "refused" and "within the 600 s stall timeout" in result.message
     assert not (run / "final.json").exists()
+
+
+def test_the_diagnosis_hint_says_when_a_terminalize_will_stop_refusing(tmp_path: Path) -> None:
+    # The hint offered the repair as if it would act; its plan then said it would refuse.
+    from rich.console import Console
+
+    from doctor import DETECTORS
+    from doctor._render import render_diagnosis
+
+    run, config, _ = _copy_case("fanout_never_joined", tmp_path)
+    early = config.with_now(datetime.fromisoformat("2026-02-10T16:05:00+00:00").timestamp())
+    texts = []
+    for cfg in (early, config):
+        out = io.StringIO()
+        d = diagnose(run.name, cfg)
+        render_diagnosis(Console(file=out, width=400), d, DETECTORS, verbose=False, now=cfg.now)
+        texts.append(out.getvalue())
+    last = parse_iso(diagnose(run.name, early).facts["last_event_at"])
+    assert last is not None
+    left = 600 - (early.now - last / 1e9)  # the last event (16:05:01) is 1 s after 16:05
+    assert left == 601
+    assert (
+        "plan terminalizing the run (final.json with status fail) with this once its last "
+        "event is older than its 600 s stall timeout (in 10m 01s; " in texts[0]
+    )
+    assert "until then the repair refuses), then run it again with --apply:" in texts[0]
+    assert "plan terminalizing the run (final.json with status fail) with this, then" in texts[1]
 
 
 def test_terminalize_of_a_run_killed_before_its_first_event_says_so(tmp_path: Path) -> None:
