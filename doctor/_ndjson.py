@@ -80,6 +80,8 @@ EVENT_FIELDS: dict[str, str] = {
     "branch_logs_root": "VARCHAR",
     "selection_method": "VARCHAR",
     "will_retry": "BOOLEAN",
+    "matched": "BOOLEAN",
+    "edge_to": "VARCHAR",
     "message": "VARCHAR",
     "reason": "VARCHAR",
     "epoch": "BIGINT",

@@ -122,8 +122,13 @@ def _plan_ingest_status(f: Finding, ref: FindingRef, run_path: Path) -> Action |
         "ingest_status",
         target,
         ref,
-        f"{f.node_id} failed for want of a status file while {source} holds "
-        f"outcome {ev.get('found_outcome')!r}",
+        (
+            f"the run's resume failed for want of {target}, which the attempt killed before "
+            f"it had deleted, while {source} holds outcome {ev.get('found_outcome')!r}"
+            if ev.get("lost_by_resume")
+            else f"{f.node_id} failed for want of a status file while {source} holds "
+            f"outcome {ev.get('found_outcome')!r}"
+        ),
         source=source,
         blocked=f"{target} already records an outcome; the repair only replaces an "
         "engine's 'missing status.json' placeholder"

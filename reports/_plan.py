@@ -185,6 +185,16 @@ PLAN: dict[str, PlanItem] = {
         "A stage that fails with only a success-conditioned edge.",
         "The run ends fail, or false_success fires.",
     ),
+    "final_stream_mismatch": PlanItem(
+        "P1",
+        "One run directory, one writer of its outcome",
+        _TERMINAL,
+        "Resume only the original run directory, or point a copy's checkpoint "
+        "(extra.base_logs_root) at the copy before resuming it.",
+        "Every success final.json is followed by its run_completed in the same directory.",
+        "Copy a run killed mid-stage and resume the copy.",
+        "The original keeps its own outcome, or final_stream_mismatch fires.",
+    ),
     "torn_artifact": PlanItem(
         "P2",
         "Atomic artifact writes",

@@ -3,14 +3,15 @@
 The grouping (``signature_groups``, ``group_signatures``, ``GroupingConfig``) lives in
 :mod:`rundoctor._grouping` and is re-exported here.
 
-``canonical_signature`` is version ``SIGNATURE_VERSION`` (2). Anything that changes which texts
+``canonical_signature`` is version ``SIGNATURE_VERSION`` (3). Anything that changes which texts
 share a signature must bump it, because circuit breakers persist counts keyed by signature; the
 executor records the version in its breaker events and the doctor compares signatures only
 within one version. ``docs/signatures.md`` explains both functions with examples and the
 measured figures.
 
 ``canonical_signature`` is pure: every ASCII digit run becomes ``0`` first (so digit values
-never matter, for any input), whitespace runs become one space, then the masks of
+never matter, for any input), terminal escape sequences (ANSI CSI, a test runner's colours)
+are removed (version 3), whitespace runs become one space, then the masks of
 :data:`MASK_RULES` run in order, each listed with its reason and an example: JSON re-rendered
 with sorted keys; ``<url>``; Windows, ``./`` and other paths (``<path>``, before numbers, so a
 path with digits is one token); ``<addr>`` for IPv4/IPv6/MAC, ``host:port`` and DNS names with a
@@ -55,7 +56,7 @@ __all__ = [
     "signature_memo_disabled",
 ]
 
-SIGNATURE_VERSION = 2
+SIGNATURE_VERSION = 3
 
 #: The signature of empty, blank and non-string input.
 EMPTY_SIGNATURE = "<empty>"
@@ -66,6 +67,9 @@ _MAX_SCAN = 8192
 _MAX_OUTPUT = 512
 
 _DIGITS = re.compile(r"[0-9]+")
+# A terminal escape sequence (ECMA-48 CSI: ESC [, parameters, intermediates, a final byte):
+# a coloured ``FAILED`` and a plain one are one failure. Its digits are zeros by then.
+_CSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 # What canonical_signature does instead of ``_DIGITS.sub("0", text)``, with the same result and
 # no regex: on the UTF-8 bytes (no multi-byte character holds an ASCII digit byte;
 # "surrogatepass" round-trips every str), one table lookup makes every digit "0". A run of
@@ -462,6 +466,8 @@ def canonical_signature(text: str) -> str:
         if found is not None:
             return found
     text = key.decode("utf-8", "surrogatepass")
+    if "\x1b" in text:
+        text = _CSI.sub("", text)
     if len(text) > _MAX_SCAN and "00" in text:
         text = _collapse(text)
     classes = key.translate(_CLASSES).decode("latin-1")

@@ -15,6 +15,7 @@ from doctor._detectors.checkpoint_drift import checkpoint_drift
 from doctor._detectors.clock_skew import clock_skew
 from doctor._detectors.deterministic_retry_loop import deterministic_retry_loop
 from doctor._detectors.false_success import false_success
+from doctor._detectors.final_stream_mismatch import final_stream_mismatch
 from doctor._detectors.fragmented_failure_signatures import fragmented_failure_signatures
 from doctor._detectors.idle_gap import idle_gap
 from doctor._detectors.lost_failure_reason import lost_failure_reason
@@ -55,6 +56,7 @@ DETECTORS: tuple[Detector, ...] = (
     unreadable_artifact,
     post_terminal_activity,
     false_success,
+    final_stream_mismatch,
     stale_lease,
     no_progress_lease,
     session_desync,

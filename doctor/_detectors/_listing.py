@@ -78,6 +78,10 @@ CHECKS: tuple[tuple[str, str], ...] = (
         "false_success",
         "Runs whose final.json says success because a failed node fell back into the exit.",
     ),
+    (
+        "final_stream_mismatch",
+        "A final.json saying success over a stream with an open attempt or a run_failed last.",
+    ),
     ("stale_lease", "A claimed or running ticket whose lease has had no heartbeat for too long."),
     (
         "no_progress_lease",

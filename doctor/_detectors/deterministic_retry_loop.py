@@ -14,7 +14,10 @@ reported unless a breaker stopped it or the run stopped on it:
   ``stuck_cycle_breaker`` event for the node. A breaker event followed by more failures is no
   stop: the finding is reported with ``breaker_tripped: true``;
 * the run *stopped on it* when it is terminal (a valid ``final.json``) and the scope's last
-  attempt is a failure of the node with that signature;
+  attempt is a failure of the node with that signature, unless a signal or an operator's
+  stop ended the loop (its stop says so): one that lands between the failure and the next
+  lap leaves that failure last, but the loop would have gone on (real run
+  ``goal_gate_loop_sigterm``);
 * its *retry budget stopped it*: the failures fall in fewer than ``breaker_limit`` visits and
   the node's last failure was followed by Kilroy's ``retry_decision`` with
   ``will_retry: false`` ("max retries exhausted"): retries inside a visit, bounded by
@@ -152,6 +155,9 @@ WHERE event IN ({", ".join(f"'{e}'" for e in _LIMIT_EVENTS)})
   AND signature_limit > 0
 GROUP BY ALL
 """
+#: Stops from outside the run: a signal or ``kilroy attractor stop`` that came right after
+#: a failure ended the run there, not the failure (real run ``goal_gate_loop_sigterm``).
+_OUTSIDE_STOPS = frozenset({"signal", "operator"})
 #: The signature breakers: the only ones ``breaker_tripped`` speaks of.
 SIGNATURE_BREAKERS = BREAKER_EVENTS[:2]
 _BREAKER_SQL = f"""
@@ -298,8 +304,10 @@ def deterministic_retry_loop(ctx: Context) -> list[Finding]:
         if budget_seq is not None and budget_seq > g.last_seq and g.visits < limit:
             continue  # its retry budget ran out: max_retries stopped it
         facts = facts_of(ctx.facts, run_id)
-        if facts.get("final_json") and _stopped_on(
-            ctx, last_attempt.get((run_id, scope)), node, signature
+        if (
+            facts.get("final_json")
+            and not (stop is not None and stop.stopped_by in _OUTSIDE_STOPS)
+            and _stopped_on(ctx, last_attempt.get((run_id, scope)), node, signature)
         ):
             continue  # the run ended on it: bounded
         # Breakers that fired while the loop went on (not one before it, which a resume left).

@@ -1,6 +1,8 @@
 """``status_contract_mismatch``: an outcome the engine did not read, or read differently.
 
-Two situations, both about the stage status file (format doc §4.5):
+Three situations, all about the stage status file (format doc §4.5); the third, a resume that
+failed for a status file its killed predecessor had deleted, is in
+:mod:`doctor._detectors._lost_status`. The first two:
 
 * **Stranded outcome.** An attempt failed because the engine found no (valid) status file:
   its ``failure_reason`` starts with ``missing status.json`` / ``invalid status.json``, or a
@@ -33,6 +35,7 @@ import re
 from typing import Any
 
 from doctor._detectors._context import Context, scope_words
+from doctor._detectors._lost_status import lost_status
 from doctor._documents import Document, RunDocuments, normalize_status
 from doctor._facts import facts_of
 from doctor._model import Finding, Severity
@@ -102,7 +105,7 @@ def _stranded_outcome(docs: list[Document]) -> tuple[str, str, list[dict[str, An
 
 def status_contract_mismatch(ctx: Context) -> list[Finding]:
     """Attempts failed for want of a status file that exists elsewhere, or status.json vs stream."""
-    return [*_stranded_status(ctx), *_disagreeing_status(ctx)]
+    return [*_stranded_status(ctx), *_disagreeing_status(ctx), *lost_status(ctx)]
 
 
 def _missing(

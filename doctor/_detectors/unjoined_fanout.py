@@ -44,17 +44,25 @@ ORDER BY run_id, scope, start_seq
 # into the same branch directories), and whether the last attempt to start ended on a final
 # status with no retry coming: a failed attempt Kilroy sleeps before retrying
 # (``stage_retry_sleep``, ``retry_decision`` with ``will_retry``) ended no branch (real run
-# ``fanout_retry_sleep_killed``).
+# ``fanout_retry_sleep_killed``). Nor did a lap of a loop: an edge condition that matched and
+# leads to a node the branch ran (``matched``, ``edge_to``), chosen after the last start, is
+# the branch routing back into itself; the join is no node of the branch (real run
+# ``fanout_loop_between_laps``: SIGKILL between verify_b's edge back to impl_b and impl_b's
+# next start).
 _BRANCH_SQL = f"""
-WITH retrying AS (
+WITH going_on AS (
     SELECT run_id, scope, max(seq) AS seq FROM progress_events
     WHERE event = 'stage_retry_sleep' OR (event = 'retry_decision' AND will_retry)
+       OR (event = 'edge_condition_evaluated' AND matched
+           AND edge_to IN (SELECT node_id FROM attempts b
+                           WHERE b.run_id = progress_events.run_id
+                             AND b.scope = progress_events.scope))
     GROUP BY ALL
 )
 SELECT a.run_id, a.scope, bool_or(is_open) AS has_open,
        arg_max(status, start_seq) IN {_FINISHED_STATUSES}
            AND coalesce(any_value(r.seq) < max(start_seq), true) AS last_done
-FROM ({ATTEMPTS_OPEN_SQL}) a LEFT JOIN retrying r USING (run_id, scope) GROUP BY ALL
+FROM ({ATTEMPTS_OPEN_SQL}) a LEFT JOIN going_on r USING (run_id, scope) GROUP BY ALL
 """
 # Branches the parent saw finish (branch_progress, or the older branch_liveness, lifecycle step).
 _DONE_SQL = f"""

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
-from doctor import Diagnosis, DoctorConfig, diagnose
+from doctor import Diagnosis, DoctorConfig, Finding, diagnose
 from doctor._repair import apply_repairs, plan_repairs
 from doctor._timestamps import iso, parse_iso
 from fixtures.kilroy import generate as gen
@@ -42,20 +42,27 @@ def workspaces() -> Iterator[list[Path]]:
 
 
 def _killed_mid_stage(
-    root: Path, graph: str, run_id: str, kept: list[Path], sig: signal.Signals = signal.SIGKILL
+    root: Path,
+    graph: str,
+    run_id: str,
+    kept: list[Path],
+    sig: signal.Signals = signal.SIGKILL,
+    when: str = "started:build",
 ) -> Path:
-    """A real run killed by ``sig`` while its ``build`` stage runs, its workspace kept for a
-    resume (SIGTERM: Kilroy writes its own final.json, "stopped by signal terminated")."""
+    """A real run killed by ``sig`` while its ``build`` stage runs (or once ``when`` holds, a
+    ``kill_when`` of the corpus generator), its workspace kept for a resume (SIGTERM: Kilroy
+    writes its own final.json, "stopped by signal terminated")."""
     logs = root / run_id
     proc = subprocess.Popen(
         [str(KILROY / "run.sh"), str(GRAPHS / graph), run_id, str(root)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    gen._wait_for("build", gen._condition(logs, "started:build"), proc)
-    if graph == "resume.dot":  # its build marks its first try before its long sleep
-        marked = logs / "worktree" / ".resumed"
-        gen._wait_for("build's mark", marked.exists, proc)  # else the resume sleeps 60 s too
+    gen._wait_for(when, gen._condition(logs, when), proc)
+    marks = {"resume.dot": ".resumed", "goal_gate_resume_lost_status.dot": ".slow"}
+    if graph in marks:  # its stage marks its long try before the sleep
+        marked = logs / "worktree" / marks[graph]
+        gen._wait_for("the stage's mark", marked.exists, proc)  # else a resume sleeps 60 s too
     pid = gen._kilroy_pid(logs)
     proc.send_signal(signal.SIGKILL)  # run.sh first: it removes the workspace as it returns
     proc.wait()
@@ -347,3 +354,78 @@ def test_a_resume_of_a_copy_writes_its_final_json_into_the_original_unless_point
     assert final == json.loads((unpointed / "final.json").read_text())
     assert final["status"] == "success"
     assert (logs / "progress.ndjson").read_bytes() == stream  # its stream never ran on
+    # The original's final.json is the copy's: succeeded, but not plainly.
+    result = diagnose(logs.name, _late(tmp_path / "runs", logs.name))
+    assert result.state == "succeeded"
+    assert [(f.code, f.severity.name) for f in result.findings] == [
+        ("final_stream_mismatch", "ERROR")
+    ], [f.summary for f in result.findings]
+    assert result.findings[0].evidence["open_attempts"] == ["build"]
+    assert diagnose(pointed.name, _late(tmp_path / "pointed", pointed.name)).findings == ()
+
+
+def _copy_resumed_denied(logs: Path, tmp_path: Path) -> Finding:
+    """Resume an unpointed copy of ``logs`` to success; the original, holding the copy's
+    final.json, reads succeeded with one finding, ``final_stream_mismatch`` (returned), and
+    the copy that ran it plainly succeeded."""
+    unpointed = _copied(logs, tmp_path / "unpointed", pointed=False)
+    assert _resume(unpointed).wait(timeout=120) == 0
+    assert json.loads((logs / "final.json").read_text())["status"] == "success"
+    result = diagnose(logs.name, _late(logs.parent, logs.name))
+    assert result.state == "succeeded"
+    (finding,) = result.findings
+    assert finding.code == "final_stream_mismatch", finding.summary
+    assert diagnose(unpointed.name, _late(unpointed.parent, unpointed.name)).findings == ()
+    return finding
+
+
+def test_a_resume_of_a_copy_of_a_run_a_signal_stopped_leaves_the_original_denying_success(
+    tmp_path: Path, workspaces: list[Path]
+) -> None:
+    # SIGTERM: the original's stream ends in its own run_failed, its final.json said fail;
+    # the copy's resume then overwrites that final.json with its success.
+    logs = _killed_mid_stage(tmp_path / "runs", "resume.dot", "r1", workspaces, signal.SIGTERM)
+    assert json.loads((logs / "final.json").read_text())["status"] == "fail"
+    finding = _copy_resumed_denied(logs, tmp_path)
+    assert finding.evidence["open_attempts"] == []
+    assert finding.evidence["last_progress_event"] == "run_failed"
+    assert finding.evidence["stream_failure_reason"] == "stopped by signal terminated"
+
+
+def test_a_resume_of_a_copy_of_a_run_killed_mid_fanout_leaves_the_original_denying_success(
+    tmp_path: Path, workspaces: list[Path]
+) -> None:
+    # SIGKILL once branch a finished while branch b (started before a finished) works: the
+    # original's stream stops in the fan-out's attempt and b's, with a's end after b's start.
+    graph, when = "fanout_copy_resumed.dot", "branch_done:impl_a"
+    logs = _killed_mid_stage(tmp_path / "runs", graph, "r1", workspaces, when=when)
+    finding = _copy_resumed_denied(logs, tmp_path)
+    assert finding.evidence["open_attempts"] == ["par", "impl_b"]
+
+
+def test_a_resume_that_lost_its_status_file_goes_on_once_the_archived_visit_is_restored(
+    tmp_path: Path, workspaces: list[Path]
+) -> None:
+    # Killed during verify's second visit (a goal gate whose retry target is verify itself):
+    # Kilroy deleted verify/status.json for it, so a resume, which reads the status.json of
+    # the checkpoint's node to route on, fails at once; verify/visit_1/ keeps the outcome.
+    graph, when = "goal_gate_resume_lost_status.dot", "started:verify#2"
+    logs = _killed_mid_stage(tmp_path, graph, "r1", workspaces, when=when)
+    assert _resume(logs).wait(timeout=120) != 0
+    assert (
+        "read last status.json" in json.loads((logs / "final.json").read_text())["failure_reason"]
+    )
+    config = _late(tmp_path, logs.name)
+    failed = diagnose(logs.name, config)
+    assert failed.state == "failed"
+    plan = plan_repairs(failed, config)
+    assert [(a.kind, a.target, a.source) for a in plan] == [
+        ("ingest_status", "verify/status.json", "verify/visit_1/status.json")
+    ]
+    (done,) = apply_repairs(plan, config, run_path=logs).results
+    assert done.outcome == "applied", done.message
+    (restored,) = diagnose(logs.name, config).findings  # restored, the resume still to run
+    assert (restored.code, restored.repair) == ("status_contract_mismatch", None)
+    assert _resume(logs).wait(timeout=120) == 0
+    after = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
+    assert (after.state, after.findings) == ("succeeded", ())

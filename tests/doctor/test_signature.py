@@ -32,7 +32,8 @@ PIECES = st.sampled_from(
         ".rs", ":", "::", ".", ",", ";", "'", '"', "`", "<", ">", "~", "-", "_", "=", "(", ")",
         "[", "]", "{", "}", '"k": ', "true", "s", "ms", " sec", " bytes", " KB", "://", "C:\\",
         "@", "+", "é", "\x00", "\x1b[0m", "\u2000", "<n>", "<*>", "a:b:c:d:e:f", "10.0.0.1:80",
-        "Jun", "Sat", "()", "[1, 2]", " warnings", "s,", "a.b.com", "./x", "1,2",
+        "Jun", "Sat", "()", "[1, 2]", " warnings", "s,", "a.b.com", "./x", "1,2", "\x1b[1;31m",
+        "\x1b",
     ]
 )  # fmt: skip
 TEXTS = st.one_of(
@@ -46,8 +47,27 @@ DIGIT_RUN = re.compile(r"[0-9]+")
 DIGITS = st.text("0123456789", min_size=1, max_size=12)
 
 
-def test_signature_version_is_two() -> None:
-    assert SIGNATURE_VERSION == 2
+def test_signature_version_is_three() -> None:
+    assert SIGNATURE_VERSION == 3
+
+
+def test_terminal_colours_do_not_split_a_failure() -> None:
+    # A real Kilroy stage wrote pytest's coloured line as its failure_reason (version 2 read
+    # the escapes' "31mFAILED" as a number and "0m" as a duration).
+    coloured = canonical_signature(
+        "\x1b[31mFAILED\x1b[0m tests/test_core.py::test_merge[case1] - AssertionError: "
+        "assert 7 == 4\n  pid 9865 at 06:13:59"
+    )
+    plain = canonical_signature(
+        "FAILED tests/test_core.py::test_merge[case2] - AssertionError: assert 14 == 4\n"
+        "  pid 9996 at 06:14:00"
+    )
+    assert (
+        coloured
+        == plain
+        == ("FAILED <path>::test_merge[<n>] - AssertionError: assert <n> == <n> pid <n> at <time>")
+    )
+    assert canonical_signature("\x1b[1;31merror\x1b[0m: build failed") == "error: build failed"
 
 
 def test_paths_and_durations_collapse_to_one_signature() -> None:

@@ -1,4 +1,5 @@
-"""A frozen copy of ``canonical_signature`` version 2 as it was before the memo (issue 11).
+"""A frozen copy of ``canonical_signature`` version 3: version 2 as it was before the memo
+(issue 11), with terminal escape sequences (ANSI CSI: colours) removed first.
 
 ``tests/doctor/test_signature_equivalence.py`` checks the shipped function against this one:
 any change of output must bump ``SIGNATURE_VERSION`` (breakers persist counts keyed by
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-SIGNATURE_VERSION = 2  # the version this copy computes
+SIGNATURE_VERSION = 3  # the version this copy computes
 
 #: The signature of empty, blank and non-string input.
 EMPTY_SIGNATURE = "<empty>"
@@ -27,6 +28,7 @@ _DIGITS = re.compile(r"[0-9]+")
 # runs of several digits are collapsed.
 _ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 _ZEROS = re.compile(b"00+")
+_CSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]")
 
 # Markers for masks whose start is only known after a second pass over the reversed text. They
 # are whitespace characters: ``str.split`` has removed every one of them from the input, and no
@@ -232,6 +234,8 @@ def canonical_signature(text: str) -> str:
     if not isinstance(text, str):
         return EMPTY_SIGNATURE
     data = text.encode("utf-8", "surrogatepass").translate(_ZERO_DIGITS)
+    if b"\x1b" in data:
+        data = _CSI.sub(b"", data)
     if b"00" in data:
         data = _ZEROS.sub(b"0", data)
     text = _mask(" ".join(data.decode("utf-8", "surrogatepass")[:_MAX_SCAN].split()))

@@ -1,0 +1,146 @@
+"""``status_contract_mismatch``'s third situation: a resume that failed for a status file the
+killed attempt before it had deleted.
+
+Kilroy deletes a node's ``status.json`` before each attempt and archives the visit before it
+under ``<node>/visit_N/``. When a run is killed during a later visit of the node its checkpoint
+names (a node routed back to itself, a goal gate whose retry target is the gate), a
+``kilroy attractor resume`` reads that node's ``status.json`` to route on, finds none, and
+fails at once: ``read last status.json: open <logs_root>/<node>/status.json: no such file or
+directory`` (real run ``goal_gate_resume_lost_status``). The outcome it wanted is in the
+latest ``visit_N/status.json``; copied back (``ingest_status``), a resume routes on from it
+and the run goes on (checked with the real engine, ``tests/doctor/test_repair_real_kilroy.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from doctor._detectors._context import Context
+from doctor._documents import normalize_status, parse_json, read_regular
+from doctor._facts import facts_of
+from doctor._model import Finding, Severity
+
+__all__ = ["lost_status"]
+
+_LOST = re.compile(
+    r"read last status\.json: open (?P<dir>.+)/status\.json: no such file or directory"
+)
+_RESTART = re.compile(r"restart-[0-9]+")
+_VISIT = re.compile(r"visit_([0-9]+)")
+#: A status file is small; more than this is not one to restore.
+_MAX_STATUS_BYTES = 1 << 20
+
+
+def _where(reason: str) -> tuple[str, str] | None:
+    """(scope, node) of the status file a failed resume could not read: the node's directory
+    is directly in the logs root, or in a ``restart-N`` of it (its absolute path names where
+    the run was then; the run directory may have moved since).
+
+    >>> _where("read last status.json: open /r/x/verify/status.json: no such file or directory")
+    ('', 'verify')
+    >>> _where("read last status.json: open /r/x/restart-2/fix/status.json: no such file or "
+    ...        "directory")
+    ('restart-2', 'fix')
+    >>> _where("exit status 1") is None
+    True
+    """
+    m = _LOST.fullmatch(reason.strip())
+    if m is None:
+        return None
+    parts = Path(m["dir"]).parts
+    if len(parts) < 2:
+        return None
+    scope = parts[-2] if _RESTART.fullmatch(parts[-2]) else ""
+    return scope, parts[-1]
+
+
+def _archived(node_dir: Path) -> tuple[int, str, str | None] | None:
+    """The latest ``visit_N/status.json`` of a node that holds an outcome: (N, status,
+    failure_reason)."""
+    visits: list[tuple[int, Path]] = []
+    try:
+        for child in node_dir.iterdir():
+            m = _VISIT.fullmatch(child.name)
+            if m and child.is_dir() and not child.is_symlink():
+                visits.append((int(m.group(1)), child / "status.json"))
+    except OSError:
+        return None
+    for n, path in sorted(visits, reverse=True):
+        try:
+            _st, data, _why = read_regular(path, _MAX_STATUS_BYTES)
+        except OSError:
+            continue
+        if data is None:
+            continue
+        try:
+            status, reason = normalize_status(parse_json(data)[0])
+        except ValueError:
+            continue
+        if status is not None:
+            return n, status, reason
+    return None
+
+
+def lost_status(ctx: Context) -> list[Finding]:
+    """Runs whose resume failed reading a status file a killed attempt had deleted, while the
+    node's archived visit holds the outcome."""
+    findings = []
+    for run_id in ctx.facts:
+        reason = facts_of(ctx.facts, run_id).get("terminal_reason")
+        if not isinstance(reason, str):
+            continue
+        where = _where(reason)
+        if where is None:
+            continue
+        node_dir = ctx.documents(run_id).path / where[0] / where[1]
+        found = _archived(node_dir)
+        if found is None:
+            continue
+        restored = os.path.lexists(node_dir / "status.json")
+        findings.append(_finding(run_id, where, reason, found[:2], restored))
+    return findings
+
+
+def _finding(
+    run_id: str, where: tuple[str, str], reason: str, found: tuple[int, str], restored: bool
+) -> Finding:
+    """The finding for ``where`` (scope, node), whose archived visit ``found`` (N, status)
+    holds the outcome; ``restored``: the status file is back (the repair was applied)."""
+    scope, node = where
+    n, status = found
+    expected = (Path(scope) / node / "status.json").as_posix()
+    source = (Path(scope) / node / f"visit_{n}" / "status.json").as_posix()
+    if restored:
+        advice = (
+            f"{expected} is there again now; run `kilroy attractor resume` so that the run "
+            f"routes on from {node}'s outcome"
+        )
+    else:
+        advice = (
+            f"restore it from {source} (doctor repair --apply: ingest_status), then run "
+            "`kilroy attractor resume`"
+        )
+    return Finding(
+        code="status_contract_mismatch",
+        severity=Severity.ERROR,
+        summary=(
+            f"The run's resume failed at once: it reads {node}'s status.json to route on, and "
+            f"the attempt killed before it had deleted that file (Kilroy deletes it before each "
+            f"attempt), while {node}'s archived visit {n} holds outcome {status!r}; " + advice
+        ),
+        run_id=run_id,
+        scope=scope,
+        node_id=node,
+        evidence={
+            "node_id": node,
+            "attempt": None,
+            "failure_reason": reason,
+            "expected_path": expected,
+            "found_path": source,
+            "found_outcome": status,
+            "lost_by_resume": True,
+        },
+        repair=None if restored else "ingest_status",
+    )
