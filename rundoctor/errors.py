@@ -81,9 +81,9 @@ SUGGESTION_CUTOFF = 0.6
 def close_matches(name: str, known: Iterable[str], *, n: int = 3) -> list[str]:
     """The known names closest to ``name``, best first (at most ``n``; none when none is close).
 
-    Closest first: the same name in other letter case, then one edit away (a letter wrong,
-    missing, extra, or two swapped: in a name of two letters or more), then what difflib
-    finds alike ignoring case. A short id had no suggestion: ``r2`` is only half like ``r1``
+    Closest first: the name itself, the same name in other letter case, then one edit away
+    (a letter wrong, missing, extra, or two swapped: in a name of two letters or more), then
+    what difflib finds alike ignoring case. A short id had no suggestion: ``r2`` is only half like ``r1``
     by difflib's measure, and ``R1`` not at all like ``r1``.
 
     >>> close_matches("sigkill_wroker", ["sigkill_worker", "torn_write"])
@@ -97,14 +97,15 @@ def close_matches(name: str, known: Iterable[str], *, n: int = 3) -> list[str]:
     """
     names = list(dict.fromkeys(known))
     folded = name.casefold()
-    same = [k for k in names if k.casefold() == folded and k != name]
+    same = [k for k in names if k.casefold() == folded]  # the name itself first, if known
+    same.sort(key=lambda k: k != name)
     edits = [k for k in names if len(name) >= 2 and _one_edit(folded, k.casefold())]
     by_fold: dict[str, list[str]] = {}
     for k in names:
         by_fold.setdefault(k.casefold(), []).append(k)
     alike = difflib.get_close_matches(folded, list(by_fold), n=n, cutoff=SUGGESTION_CUTOFF)
     ranked = same + edits + [k for f in alike for k in by_fold[f]]
-    return [k for k in dict.fromkeys(ranked) if k != name][:n]
+    return list(dict.fromkeys(ranked))[:n]
 
 
 def _one_edit(a: str, b: str) -> bool:
