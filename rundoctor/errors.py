@@ -83,8 +83,8 @@ def close_matches(name: str, known: Iterable[str], *, n: int = 3) -> list[str]:
 
     Closest first: the name itself, the same name in other letter case, then one edit away
     (a letter wrong, missing, extra, or two swapped: in a name of two letters or more), then
-    what difflib finds alike ignoring case. A short id had no suggestion: ``r2`` is only half like ``r1``
-    by difflib's measure, and ``R1`` not at all like ``r1``.
+    what difflib finds alike ignoring case. A short id had no suggestion: ``r2`` is only half
+    like ``r1`` by difflib's measure, and ``R1`` not at all like ``r1``.
 
     >>> close_matches("sigkill_wroker", ["sigkill_worker", "torn_write"])
     ['sigkill_worker']
