@@ -97,7 +97,7 @@ def watch_cmd(
         str | None,
         typer.Option(
             "--exec",
-            metavar="COMMAND",
+            metavar="CMD",
             help="Run this command per event, the event's JSON on stdin.",
         ),
     ] = None,
