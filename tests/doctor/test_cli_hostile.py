@@ -375,3 +375,29 @@ def test_a_run_id_naming_the_file_system_s_root_says_so(command: str, run_id: st
     # Before: "run id '' is empty", naming a value nobody gave.
     line = _one_line_error(_doctor(command, "--run-id", run_id, "--root", HEALTHY_ROOT))
     assert f"--run-id {run_id!r} is the file system's root, not a run directory" in line
+
+
+@pytest.mark.parametrize("command", ["diagnose", "report", "repair"])
+@pytest.mark.parametrize(
+    ("run_id", "where", "says"),
+    [
+        (".", "run", "is the current directory"),
+        ("./", "run", "is the current directory"),
+        ("..", "run/build", "is the parent directory"),
+        ("build/..", "run", "ends in '..'"),
+        ("./.", "run", "ends in '.'"),
+    ],
+)
+def test_a_run_id_of_dots_is_refused_with_the_path_it_names(
+    command: str, run_id: str, where: str, says: str, tmp_path: Path
+) -> None:
+    # Before: `--run-id .` inside a run directory (or `..` in one of its stage directories)
+    # diagnosed, reported or repaired the directory the shell stood in, as if it were named.
+    run = tmp_path / "runs" / "healthy01"
+    shutil.copytree(HEALTHY_ROOT / "healthy01", run)
+    cwd = run if where == "run" else run / "build"
+    result = run_doctor(command, "--run-id", run_id, cwd=cwd)
+    line = _one_line_error(result)
+    assert line.startswith(f"error: --run-id {run_id!r} {says}, not a run's name; "), line
+    assert f"(--run-id {run.resolve()})" in line
+    assert not (run / "repairs.ndjson").exists()
