@@ -11,7 +11,6 @@ worker's exit: the call may or may not have happened, and the checkers treat it 
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import time
 from collections import Counter
@@ -38,7 +37,7 @@ from chaos._history import (
 from chaos._workload import Workload
 from executor import Queue, Ticket
 from rundoctor.passwords import redact
-from rundoctor.paths import expand_user, make_dirs
+from rundoctor.paths import expand_user, make_dirs, remove_tree
 
 __all__ = ["collect", "prepare_db", "prepare_out", "run_facts"]
 
@@ -60,12 +59,13 @@ def prepare_out(out: Path) -> Path:
                 f"--out {str(out)!r} holds other files ({', '.join(foreign[:3])}); pass an "
                 "empty or new directory"
             )
-        for name in _OURS:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+        try:
+            for name in _OURS:  # a campaign's runs may nest past any recursion limit
+                remove_tree(out / name)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot clear the previous campaign from --out {str(out)!r}: {exc}"
+            ) from exc
     try:
         for sub in ("pipelines", "runs", "workers"):
             make_dirs(out / "campaign" / sub)
