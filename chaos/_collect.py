@@ -94,7 +94,8 @@ def prepare_db(config: CampaignConfig, directory: Path) -> tuple[str, Callable[[
                     "previous campaign in the same --out left, which its replay replaces)"
                 )
             _remove_sqlite(path)
-        return url, lambda: None
+        # The workers run from the checkout, not from here: a relative path is made absolute.
+        return f"sqlite:///{expand_user(path).resolve()}", lambda: None
     if "options=" in url:
         return url, lambda: None
     if any(k == "schema" for k, _ in parse_qsl(url.partition("?")[2])):
