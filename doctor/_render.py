@@ -20,7 +20,7 @@ from doctor._detectors import Detector
 from doctor._detectors._context import QUEUE_CHECKS
 from doctor._model import Diagnosis, Finding, Severity
 from doctor._model import plural as _plural
-from doctor._ndjson import LONG_LINE_COMPLETE, MAX_LINE_BYTES, NOT_AN_EVENT
+from doctor._ndjson import LINE_COMPLETE, MAX_LINE_BYTES, NOT_AN_EVENT, too_long
 from executor.console import fit_columns, one_line_table, print_table
 from rundoctor.markdown import md as _md
 from rundoctor.terminal import printable, shell_quote
@@ -98,10 +98,10 @@ def _hint(code: str, found: Sequence[Finding], diagnosis: Diagnosis) -> tuple[st
             "repair", diagnosis
         )
     details = [str(f.evidence.get("detail")) for f in found] if code == "torn_artifact" else []
-    if details and all(d == NOT_AN_EVENT for d in details):
+    if details and all(d.removesuffix(f"; {LINE_COMPLETE}") == NOT_AN_EVENT for d in details):
         return _NOT_EVENTS_HINT, None
-    if details and all(d.endswith(LONG_LINE_COMPLETE) for d in details):
-        return _WHOLE_LONG_LINE_HINT, None
+    if details and all(d.endswith(LINE_COMPLETE) for d in details):
+        return (_WHOLE_LONG_LINE_HINT if all(too_long(d) for d in details) else _WHOLE_HINT), None
     return _HINTS.get(code, ""), None
 
 
@@ -109,6 +109,13 @@ def _hint(code: str, found: Sequence[Finding], diagnosis: Diagnosis) -> tuple[st
 _NOT_EVENTS_HINT = (
     "the first torn line is a JSON object but no event: another log format, or a writer "
     'that leaves out the event name (each line needs an "event" and a "ts")'
+)
+
+
+#: The hint when every torn line was written whole (a newline ends it), not all overlong.
+_WHOLE_HINT = (
+    "a line was written whole (a newline ends it) but is no event: no write was cut short; "
+    "look at what wrote it"
 )
 
 

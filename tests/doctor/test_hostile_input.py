@@ -597,3 +597,60 @@ def test_an_overlong_last_line_is_cut_only_when_no_newline_ends_it(
     assert torn["evidence"]["detail"].endswith("complete, not cut short") == ended
     assert ("half-written append" in torn["summary"]) != ended
     assert torn["repair"] == (None if ended else "truncate_torn_line")
+
+
+@pytest.mark.parametrize(
+    ("tail", "planned"),
+    [
+        (b'{"source": "other-tool", "n": 1}\n', False),
+        (b"garbage from another writer\n", False),
+        (b'{"source": "other-tool", "n": 1}', True),
+        (b'{"event": "stage_attempt_end", "ts": "2026-04-28T10:00:0', True),
+    ],
+    ids=["object-ended", "text-ended", "object-unended", "cut-write"],
+)
+def test_a_last_line_a_newline_ends_is_never_planned_for_a_cut_apply_would_refuse(
+    tmp_path: Path, tail: bytes, planned: bool
+) -> None:
+    # Before: a whole last line that is no event (`{"source": …}\n`, or text, ending with a
+    # newline) was "a half-written append from a crash"; `repair` planned to cut it and the
+    # diagnosis offered that plan, which `repair --apply` then refused ("ends with a complete
+    # line: nothing is torn"), exit 1. A line no newline ends is still cut, and the cut holds.
+    run = _run(tmp_path, "r1", final=None)
+    with (run / "progress.ndjson").open("ab") as fh:
+        fh.write(tail)
+    result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json")
+    _no_traceback(result)
+    (torn,) = [f for f in json.loads(result.stdout)["findings"] if f["code"] == "torn_artifact"]
+    assert torn["evidence"]["last_line"] is True and torn["severity"] == "warning"
+    assert torn["evidence"]["detail"].endswith("complete, not cut short") != planned
+    assert torn["repair"] == ("truncate_torn_line" if planned else None)
+    human = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--check", "torn_artifact")
+    assert ("doctor repair --run-id r1" in human.stdout) == planned, human.stdout
+    assert ("half-written append" in human.stdout) == planned, human.stdout
+    plan = doctor("repair", "--run-id", "r1", "--root", tmp_path, "--json")
+    kinds = [a["action"] for a in json.loads(plan.stdout)["plan"]]
+    assert ("truncate_torn_line" in kinds) == planned, plan.stdout
+    applied = doctor("repair", "--run-id", "r1", "--root", tmp_path, "--apply", "--json")
+    outcomes = {r["action"]: r["outcome"] for r in json.loads(applied.stdout)["report"]["results"]}
+    assert "refused" not in outcomes.values(), applied.stdout
+    assert (run / "progress.ndjson").read_bytes().endswith(tail) != planned
+
+
+def test_a_whole_last_line_that_grew_a_cached_stream_is_not_planned_for_a_cut(
+    tmp_path: Path,
+) -> None:
+    # The line-by-line read (a stream that grew since the cached scan, read from its last
+    # offset) says the same as the whole-file read: a line a newline ends was written whole.
+    root = tmp_path / "runs"
+    run = _run(root, "r1", final=None)
+    env = {"RUNDOCTOR_CACHE": str(tmp_path / "cache")}
+    _no_traceback(doctor("scan", "--root", root, "--json", env=env))
+    with (run / "progress.ndjson").open("ab") as fh:
+        fh.write(b'{"source": "other-tool", "n": 1}\n')
+    result = doctor("scan", "--root", root, "--json", env=env)
+    _no_traceback(result)
+    (diagnosed,) = json.loads(result.stdout)["runs"]
+    (torn,) = [f for f in diagnosed["findings"] if f["code"] == "torn_artifact"]
+    assert torn["evidence"]["detail"].endswith("complete, not cut short"), torn
+    assert torn["repair"] is None and torn["evidence"]["last_line"] is True
