@@ -11,6 +11,7 @@ worker's exit: the call may or may not have happened, and the checkers treat it 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections import Counter
@@ -49,7 +50,12 @@ _FINAL_STATUSES = frozenset({"success", "fail", "canceled"})
 
 def prepare_out(out: Path) -> Path:
     """Create ``out`` (or clear a previous campaign's files from it); refuse anything else."""
-    out = expand_user(out).resolve()
+    try:
+        out = expand_user(out).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before 3.13)
+        raise UsageError(
+            f"--out {str(out)!r} cannot be resolved: {exc}; pass a directory"
+        ) from None
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file; pass a directory")
     if out.exists():
@@ -94,8 +100,7 @@ def prepare_db(config: CampaignConfig, directory: Path) -> tuple[str, Callable[[
                     "previous campaign in the same --out left, which its replay replaces)"
                 )
             _remove_sqlite(path)
-        # The workers run from the checkout, not from here: a relative path is made absolute.
-        return f"sqlite:///{expand_user(path).resolve()}", lambda: None
+        return _absolute(url), lambda: None
     if "options=" in url:
         return url, lambda: None
     if any(k == "schema" for k, _ in parse_qsl(url.partition("?")[2])):
@@ -123,6 +128,20 @@ def prepare_db(config: CampaignConfig, directory: Path) -> tuple[str, Callable[[
 
     sep = "&" if "?" in url else "?"
     return f"{url}{sep}options=-csearch_path%3D{schema}", drop
+
+
+def _absolute(url: str) -> str:
+    """A SQLite ``--db`` (a path, or ``sqlite://PATH``) with its path made absolute: the
+    workers run from the checkout, not from here. Anything else is left as it is, for the
+    queue to refuse.
+
+    >>> _absolute("sqlite:///srv/q.db"), _absolute("mysql://x")
+    ('sqlite:///srv/q.db', 'mysql://x')
+    """
+    if "://" in url and not url.startswith("sqlite://"):
+        return url
+    path = expand_user(url.removeprefix("sqlite://"))
+    return f"sqlite://{os.path.abspath(path)}"
 
 
 def _campaign_queue(path: Path, directory: Path) -> bool:

@@ -265,3 +265,28 @@ def test_a_campaign_with_a_relative_out_and_db_run_from_elsewhere_keeps_its_work
     assert all(v["ok"] for v in report["invariants"]), report["invariants"]
     assert (tmp_path / db).is_file() and not (REPO / db).exists()
     assert (tmp_path / "out" / "campaign" / "executor.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--workers", "65"), "--workers must be at most 64, got 65"),
+        (("--out", "loop"), "--out 'loop' cannot be resolved: "),
+        (("--out", "out", "--db", "loop"), "it cannot be reached (Too many levels of symbolic"),
+        (("--out", "out", "--db", "mysql://x"), "cannot open queue 'mysql://x': expected"),
+    ],
+    ids=["workers", "out-loop", "db-loop", "db-scheme"],
+)
+def test_a_campaign_refuses_what_it_cannot_run_in_one_line(
+    tmp_path: Path, args: tuple[str, ...], says: str
+) -> None:
+    # Before: --workers 99999 forked workers until the machine gave out; an --out or a --db
+    # that is a symlink loop was "internal error … RuntimeError: Symlink loop", exit 70.
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    done = subprocess.run(
+        [sys.executable, "-m", "doctor", "chaos", "run", "--seed", "1", "--duration", "1", *args],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert done.returncode == 2 and "internal error" not in done.stderr, done.stderr
+    assert says in done.stderr.splitlines()[-1], done.stderr

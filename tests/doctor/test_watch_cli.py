@@ -290,3 +290,16 @@ def test_a_state_a_watch_wrote_before_ticket_ids_is_still_read(
     assert done.returncode == 0, done
     assert [json.loads(line)["event"] for line in done.stdout.splitlines()] == ["resolved"]
     assert json.loads(path.read_text())["passes"] == 8
+
+
+def test_a_runs_root_from_the_environment_that_loops_is_one_line(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # Before: the default --state is named after the resolved roots, and resolving a symlink
+    # loop raised RuntimeError: "internal error", exit 70, before the scan could refuse it.
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    done = _run([sys.executable, "-m", "doctor", "watch", "--once"], {
+        **env, "RUNDOCTOR_ROOTS": str(tmp_path / "loop"),
+    })  # fmt: skip
+    assert done.returncode == 2 and "internal error" not in done.stderr, done.stderr
+    assert "runs root" in done.stderr and "is not a directory" in done.stderr, done.stderr
