@@ -513,6 +513,11 @@ def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> 
         return doc
 
     out.final = read(scope.final, "final")
+    if out.final is not None and out.final.ok and not isinstance(out.final.value, dict):
+        # Parsed, but no record at all ([…], "success", 3): read as no final.json, unsaid.
+        kind = "null" if out.final.value is None else type(out.final.value).__name__
+        why = f"a JSON {kind}, not an object: the run's end is not recorded"
+        docs.unreadable.append(Unreadable(out.final.rel, "final", why))
     if out.final is not None and out.final.ok and isinstance(out.final.value, dict):
         status = out.final.value.get("status")
         if status not in TERMINAL_STATUSES:

@@ -97,12 +97,30 @@ def _hint(code: str, found: Sequence[Finding], diagnosis: Diagnosis) -> tuple[st
         return f"plan {what} with this, then run it again with --apply:", run_command(
             "repair", diagnosis
         )
+    if code == "missing_final" and all(_damaged_final(f) for f in found):
+        return _DAMAGED_FINAL_HINT, None
     details = [str(f.evidence.get("detail")) for f in found] if code == "torn_artifact" else []
     if details and all(d.removesuffix(f"; {LINE_COMPLETE}") == NOT_AN_EVENT for d in details):
         return _NOT_EVENTS_HINT, None
     if details and all(d.endswith(LINE_COMPLETE) for d in details):
         return (_WHOLE_LONG_LINE_HINT if all(too_long(d) for d in details) else _WHOLE_HINT), None
     return _HINTS.get(code, ""), None
+
+
+def _damaged_final(f: Finding) -> bool:
+    """A run's missing_final whose final.json is there but records no end, its owner dead:
+    no repair is planned, since the doctor never overwrites a final.json."""
+    ev = f.evidence
+    return (
+        f.repair is None and bool(ev.get("final_json_present")) and ev.get("owner_alive") is False
+    )
+
+
+#: The hint under missing_final when the final.json is there but records no end.
+_DAMAGED_FINAL_HINT = (
+    "the final.json there records no end and the doctor never overwrites one: move it aside "
+    "(keep it), then `doctor repair` plans the terminalize"
+)
 
 
 #: The hint when every torn line is JSON without an event name: no crash cut those short.

@@ -654,3 +654,38 @@ def test_a_whole_last_line_that_grew_a_cached_stream_is_not_planned_for_a_cut(
     (torn,) = [f for f in diagnosed["findings"] if f["code"] == "torn_artifact"]
     assert torn["evidence"]["detail"].endswith("complete, not cut short"), torn
     assert torn["repair"] is None and torn["evidence"]["last_line"] is True
+
+
+@pytest.mark.parametrize(
+    ("final", "says"),
+    [
+        ('{"status": "succ', "does not parse"),
+        ("[1, 2, 3]", "a JSON list, not an object"),
+        ('"success"', "a JSON str, not an object"),
+    ],
+    ids=["torn", "list", "string"],
+)
+def test_a_final_json_that_records_no_end_is_never_planned_for_a_terminalize_apply_refuses(
+    tmp_path: Path, final: str, says: str
+) -> None:
+    # Before: "The run has no final.json" (it had one), a terminalize planned and offered,
+    # and `repair --apply` refused it: "a top-level final.json exists: the run terminalized
+    # after the plan", exit 1; a final.json holding a list or a string was not reported.
+    run = _run(tmp_path, "r1", final=None)
+    (run / "final.json").write_text(final)
+    result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json")
+    _no_traceback(result)
+    findings = json.loads(result.stdout)["findings"]
+    (missing,) = [f for f in findings if f["code"] == "missing_final"]
+    assert missing["summary"].startswith("The run's final.json records no end"), missing
+    assert missing["repair"] is None and "move final.json aside" in missing["summary"]
+    assert any(says in f["summary"] for f in findings if f["code"] != "missing_final"), findings
+    human = doctor("diagnose", "--run-id", "r1", "--root", tmp_path)
+    assert "the final.json there records no end" in human.stdout, human.stdout
+    applied = doctor("repair", "--run-id", "r1", "--root", tmp_path, "--apply", "--json")
+    assert json.loads(applied.stdout)["plan"] == [], applied.stdout
+    assert (run / "final.json").read_text() == final  # never overwritten
+    (run / "final.json").rename(run / "final.json.bad")  # as the finding says: then it is
+    again = doctor("repair", "--run-id", "r1", "--root", tmp_path, "--apply", "--json")
+    (done,) = json.loads(again.stdout)["report"]["results"]
+    assert (done["action"], done["outcome"]) == ("terminalize", "applied"), again.stdout
