@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -401,3 +402,32 @@ def test_a_run_id_of_dots_is_refused_with_the_path_it_names(
     assert line.startswith(f"error: --run-id {run_id!r} {says}, not a run's name; "), line
     assert f"(--run-id {run.resolve()})" in line
     assert not (run / "repairs.ndjson").exists()
+
+
+def test_a_run_directory_that_cannot_be_read_is_said_so_not_missing() -> None:
+    # Before: "no run 'b' under …; 1 directory was not looked into": the directory was there,
+    # named as given, and only its permissions kept the doctor out.
+    as_other: list[str] = []
+    if os.geteuid() == 0:  # root reads anything: run the doctor as nobody
+        if shutil.which("setpriv") is None:
+            pytest.skip("needs setpriv to drop root's privileges")
+        as_other = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    top = Path(tempfile.mkdtemp(prefix="rundoctor-perm-"))
+    try:
+        top.chmod(0o755)
+        shutil.copytree(HEALTHY_ROOT / "healthy01", top / "b")
+        (top / "b").chmod(0)
+        done = subprocess.run(
+            [*as_other, sys.executable, "-m", "doctor", "diagnose", "--run-id", "b",
+             "--root", str(top)],
+            capture_output=True, text=True, timeout=60, cwd=REPO,
+            env={**os.environ, "HOME": str(top), "XDG_STATE_HOME": str(top / "state")},
+        )  # fmt: skip
+    finally:
+        (top / "b").chmod(0o755)
+        shutil.rmtree(top)
+    line = _one_line_error(done)
+    assert line == (
+        f"error: '{top / 'b'}' cannot be read (Permission denied); fix its permissions, or run "
+        "the doctor as a user who can read it"
+    ), line
