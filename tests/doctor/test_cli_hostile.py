@@ -3,6 +3,7 @@ exit code, never a crash (exit 70), a hang, a traceback or a file of the user's 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -404,30 +405,44 @@ def test_a_run_id_of_dots_is_refused_with_the_path_it_names(
     assert not (run / "repairs.ndjson").exists()
 
 
-def test_a_run_directory_that_cannot_be_read_is_said_so_not_missing() -> None:
-    # Before: "no run 'b' under …; 1 directory was not looked into": the directory was there,
-    # named as given, and only its permissions kept the doctor out.
+def _as_another_user(top: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``doctor ARGS`` as a user the permissions under ``top`` apply to (root reads anything:
+    as nobody, through setpriv)."""
     as_other: list[str] = []
-    if os.geteuid() == 0:  # root reads anything: run the doctor as nobody
+    if os.geteuid() == 0:
         if shutil.which("setpriv") is None:
             pytest.skip("needs setpriv to drop root's privileges")
         as_other = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    return subprocess.run(
+        [*as_other, sys.executable, "-m", "doctor", *args],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+        env={**os.environ, "HOME": str(top), "XDG_STATE_HOME": str(top / "state")},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("hidden", ["b", "b/build"])
+def test_a_directory_the_permissions_hide_is_said_so(hidden: str) -> None:
+    # Before: a run directory that cannot be listed was "no run 'b' under …; 1 directory was
+    # not looked into"; a stage directory that cannot be listed was left out without a word
+    # (its status and logs unread, the run's diagnosis the same as with them).
     top = Path(tempfile.mkdtemp(prefix="rundoctor-perm-"))
     try:
         top.chmod(0o755)
         shutil.copytree(HEALTHY_ROOT / "healthy01", top / "b")
-        (top / "b").chmod(0)
-        done = subprocess.run(
-            [*as_other, sys.executable, "-m", "doctor", "diagnose", "--run-id", "b",
-             "--root", str(top)],
-            capture_output=True, text=True, timeout=60, cwd=REPO,
-            env={**os.environ, "HOME": str(top), "XDG_STATE_HOME": str(top / "state")},
-        )  # fmt: skip
+        (top / hidden).chmod(0)
+        done = _as_another_user(top, "diagnose", "--run-id", "b", "--root", str(top), "--json")
     finally:
-        (top / "b").chmod(0o755)
+        (top / hidden).chmod(0o755)
         shutil.rmtree(top)
-    line = _one_line_error(done)
-    assert line == (
-        f"error: '{top / 'b'}' cannot be read (Permission denied); fix its permissions, or run "
-        "the doctor as a user who can read it"
-    ), line
+    if hidden == "b":
+        line = _one_line_error(done)
+        assert line == (
+            f"error: '{top / 'b'}' cannot be read (Permission denied); fix its permissions, or "
+            "run the doctor as a user who can read it"
+        ), line
+    else:
+        assert done.returncode == 1, done
+        (found,) = [
+            f for f in json.loads(done.stdout)["findings"] if f["code"] == "unreadable_artifact"
+        ]
+        assert found["evidence"]["file"] == "build" and "may not list or enter" in found["summary"]
