@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from executor._errors import BudgetError, UsageError
+from rundoctor.durations import MAX_SECONDS
 
 __all__ = ["AGENT_PLACEHOLDERS", "MIN_LEASE_TTL_S", "ExecutorConfig"]
 
@@ -123,6 +124,11 @@ class ExecutorConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise BudgetError(f"{name} = {value!r} must be > 0; pass a positive number")
+            if name != "backoff_factor" and not value <= MAX_SECONDS:  # inf, 1e300: overflow
+                raise BudgetError(
+                    f"{name} = {value!r} s is too long: at most {MAX_SECONDS:.0f} s (5218w, "
+                    "about a hundred years)"
+                )
         non_negative = {
             "stage_grace_s": self.stage_grace_s,
             "claim_grace_s": self.claim_grace_s,
