@@ -446,3 +446,28 @@ def test_a_directory_the_permissions_hide_is_said_so(hidden: str) -> None:
             f for f in json.loads(done.stdout)["findings"] if f["code"] == "unreadable_artifact"
         ]
         assert found["evidence"]["file"] == "build" and "may not list or enter" in found["summary"]
+
+
+_HUGE = "x" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("tickets", "--db", "queue.db", "--status", _HUGE), "error: unknown status 'xxx"),
+        (
+            ("diagnose", "--run-id", "healthy01", "--root", HEALTHY_ROOT, "--check", _HUGE),
+            "error: unknown check 'xxx",
+        ),
+        (("enqueue", GRAPH, "--db", "queue.db", "--depends-on", _HUGE), "error: no ticket 'xxx"),
+        (("chaos", "run", "--seed", "1", "--faults", _HUGE), "error: unknown fault 'xxx"),
+    ],
+    ids=["status", "check", "ticket", "fault"],
+)
+def test_an_unknown_name_of_any_length_is_named_in_a_short_line(
+    args: tuple[str | Path, ...], says: str, tmp_path: Path
+) -> None:
+    # Before: each error line repeated the value whole: 100 KB on stderr.
+    queues.incident_05(host="elsewhere").write_sqlite(tmp_path / "queue.db")
+    line = _one_line_error(run_doctor(*args, cwd=tmp_path))
+    assert line.startswith(says) and "x…" in line and len(line) < 400, line[:500]
