@@ -886,3 +886,17 @@ def test_doctor_run_db_says_why_the_ticket_failed_not_that_it_was_never_claimed(
     last = done.stderr.splitlines()[-1]
     assert "failed before its run began: the run directory" in last, last
     assert "Read-only file system" in last and "could not be claimed" not in last
+
+
+def test_a_queue_on_a_full_disk_says_the_disk_is_full(tiny_disk: Path) -> None:
+    # Before: "SQLite queue … (open): disk I/O error: the queue database refused the
+    # statement" (SQLite cannot make its -shm file there, even to read): no cause named.
+    from tests.executor.test_cli import SIMPLE
+    from tests.helpers import run_doctor
+
+    db = tiny_disk / "q.db"
+    assert run_doctor("enqueue", SIMPLE, "--db", db).returncode == 0
+    _fill(tiny_disk)
+    for args in (("tickets", "--db", db), ("enqueue", SIMPLE, "--db", tiny_disk / "new.db")):
+        line = _one_line(run_doctor(*args))
+        assert line.endswith(": the file system holding it is full; free space there, then retry")
