@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -145,23 +148,46 @@ def test_remove_tree_removes_a_symlink_never_what_it_points_at(tmp_path: Path) -
     assert (kept / "precious").read_text() == "x"
 
 
-def test_remove_tree_says_what_it_could_not_remove_unless_told_to_go_on(tmp_path: Path) -> None:
+_REMOVE_AS_USER = """
+import sys
+from pathlib import Path
+from rundoctor.paths import remove_tree
+top = Path(sys.argv[1])
+try:
+    remove_tree(top)
+except PermissionError:
+    print("refused")
+remove_tree(top, ignore_errors=True)  # removes what it can, raises nothing
+print(sorted(p.name for p in top.iterdir()))
+"""
+
+
+def test_remove_tree_says_what_it_could_not_remove_unless_told_to_go_on() -> None:
+    # As a user the permissions apply to: root removes anything, so as nobody (setpriv).
+    as_other: list[str] = []
     if os.geteuid() == 0:
-        pytest.skip("root removes what the permissions forbid")
-    top = tmp_path / "top"
-    (top / "locked" / "inner").mkdir(parents=True)
-    (top / "free").mkdir()
-    (top / "free" / "f").write_text("x")
-    (top / "locked").chmod(0o500)
+        if shutil.which("setpriv") is None:
+            pytest.skip("needs setpriv to drop root's privileges")
+        as_other = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    base = Path(tempfile.mkdtemp(prefix="rundoctor-rm-"))
+    top = base / "top"
     try:
-        with pytest.raises(PermissionError):
-            remove_tree(top)
-        remove_tree(top, ignore_errors=True)  # removes what it can, raises nothing
-        assert sorted(p.name for p in top.iterdir()) == ["locked"]
+        base.chmod(0o755)
+        (top / "locked" / "inner").mkdir(parents=True)
+        (top / "free").mkdir()
+        (top / "free" / "f").write_text("x")
+        if as_other:
+            subprocess.run(["chown", "-R", "nobody", str(top)], check=True)
+        (top / "locked").chmod(0o500)
+        done = subprocess.run(
+            [*as_other, sys.executable, "-c", _REMOVE_AS_USER, str(top)],
+            capture_output=True, text=True, timeout=60, cwd=REPO,
+        )  # fmt: skip
     finally:
         (top / "locked").chmod(0o700)
-    remove_tree(top)
-    assert not top.exists()
+    remove_tree(base)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["refused", "['locked']"]
 
 
 @pytest.mark.parametrize("left", ["deep", "symlink"])
