@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import shutil
 import uuid
 from multiprocessing.synchronize import Barrier, Event
 
@@ -25,6 +24,7 @@ import psycopg
 
 from bench._common import BENCH_DIR, Result, timer
 from executor import SessionInfo, open_queue
+from rundoctor.paths import remove_tree
 
 __all__ = ["run"]
 
@@ -80,7 +80,7 @@ def _sqlite_results() -> list[Result]:
     results = []
     root = BENCH_DIR / "claims"
     for workers in SQLITE_WORKERS:
-        shutil.rmtree(root, ignore_errors=True)
+        remove_tree(root, ignore_errors=True)
         root.mkdir(parents=True)
         rate = _rate(f"sqlite:///{root / 'queue.db'}", workers)
         name = f"queue claims/s, SQLite, {workers} worker{'s' if workers > 1 else ''}"

@@ -12,13 +12,13 @@ the process and its workers, sampled every 20 ms); target: the same 1 GB.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 from bench._common import BENCH_DIR, Result
 from bench.scan import GB, LAST_CPU, SIMPLE_SQL, doctor_scan, duckdb_process
 from fixtures.fleet import build_fleet
+from rundoctor.paths import remove_tree
 
 __all__ = ["run"]
 
@@ -45,7 +45,7 @@ def run() -> list[Result]:
     try:
         wall, peak, fleet = doctor_scan(root, cache)
     finally:
-        shutil.rmtree(cache, ignore_errors=True)
+        remove_tree(cache, ignore_errors=True)
     scaled = "" if runs == RUNS else f" (scaled to {runs:,} runs: RUNDOCTOR_BENCH_SCALE)"
     return [
         Result(

@@ -28,7 +28,6 @@ import math
 import os
 import random
 import select
-import shutil
 import signal
 import statistics
 import subprocess
@@ -41,6 +40,7 @@ from typing import Any
 from bench._common import BENCH_DIR, Result
 from executor import ExecutorConfig, open_queue
 from executor._reaper import kill_stage_groups
+from rundoctor.paths import remove_tree
 
 __all__ = ["CASES", "Case", "run"]
 
@@ -153,7 +153,7 @@ def _ready(proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
 def _trial(case: Case, index: int, rng: random.Random) -> float:
     """Seconds from the signal to the rescuer's claim of the victim's ticket."""
     base = BENCH_DIR / "reclaim" / f"{case.name.lower()}-{index}"
-    shutil.rmtree(base, ignore_errors=True)
+    remove_tree(base, ignore_errors=True)
     base.mkdir(parents=True)
     graph, runs = base / "lost.dot", base / "runs"
     graph.write_text(_PIPELINE)

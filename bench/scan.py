@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from pathlib import Path
 from bench._common import BENCH_DIR, Result
 from doctor._ndjson import _READ_JSON_COLUMNS
 from fixtures.fleet import build_fleet
+from rundoctor.paths import remove_tree
 
 __all__ = [
     "GB",
@@ -247,7 +247,7 @@ def run() -> list[Result]:
     finally:
         with grown.open("r+b") as fh:
             fh.truncate(original)
-        shutil.rmtree(cache, ignore_errors=True)
+        remove_tree(cache, ignore_errors=True)
     baselines = (
         f"simple DuckDB {simple:.2f} s (CPU {simple_cpu:.2f} s) / {simple_mem / 2**20:.0f} MiB, "
         f"heavier DuckDB {heavy:.2f} s (CPU {heavy_cpu:.2f} s) / {heavy_mem / 2**20:.0f} MiB "

@@ -10,12 +10,12 @@ real: ``bash -c true`` subprocesses, fsync on, under ``.bench/stage_overhead/``.
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 import time
 
 from bench._common import BENCH_DIR, Result
 from executor import ExecutorConfig, run_pipeline
+from rundoctor.paths import remove_tree
 
 __all__ = ["RUNS", "STAGES", "run"]
 
@@ -37,7 +37,7 @@ def _graph() -> str:
 def run() -> list[Result]:
     """Median overhead and wall time per stage over :data:`RUNS` runs."""
     root = BENCH_DIR / "stage_overhead"
-    shutil.rmtree(root, ignore_errors=True)
+    remove_tree(root, ignore_errors=True)
     root.mkdir(parents=True)
     graph = root / "overhead.dot"
     graph.write_text(_graph())

@@ -382,8 +382,8 @@ def run_campaign(
         replay=config.replay_command(),
         config=executor.to_json(),
     )
-    try:
-        camp = _Campaign(config, url, executor, clock, say)
+    try:  # its workers run from the checkout, not from here: every path they get is absolute
+        camp = _Campaign(dataclasses.replace(config, out=out), url, executor, clock, say)
     except ExecutorError as exc:
         raise CampaignError(f"cannot open the queue {meta.db!r}: {exc}") from exc
     unmount = _mount_runs(camp.runs_root, config.runs_tmpfs_mb) if config.runs_tmpfs_mb else None

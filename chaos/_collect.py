@@ -11,7 +11,7 @@ worker's exit: the call may or may not have happened, and the checkers treat it 
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import sqlite3
 import time
 from collections import Counter
@@ -38,7 +38,7 @@ from chaos._history import (
 from chaos._workload import Workload
 from executor import Queue, Ticket
 from rundoctor.passwords import redact
-from rundoctor.paths import expand_user, make_dirs
+from rundoctor.paths import expand_user, make_dirs, remove_tree
 
 __all__ = ["collect", "prepare_db", "prepare_out", "run_facts"]
 
@@ -50,7 +50,12 @@ _FINAL_STATUSES = frozenset({"success", "fail", "canceled"})
 
 def prepare_out(out: Path) -> Path:
     """Create ``out`` (or clear a previous campaign's files from it); refuse anything else."""
-    out = expand_user(out).resolve()
+    try:
+        out = expand_user(out).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before 3.13)
+        raise UsageError(
+            f"--out {str(out)!r} cannot be resolved: {exc}; pass a directory"
+        ) from None
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file; pass a directory")
     if out.exists():
@@ -60,12 +65,13 @@ def prepare_out(out: Path) -> Path:
                 f"--out {str(out)!r} holds other files ({', '.join(foreign[:3])}); pass an "
                 "empty or new directory"
             )
-        for name in _OURS:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+        try:
+            for name in _OURS:  # a campaign's runs may nest past any recursion limit
+                remove_tree(out / name)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot clear the previous campaign from --out {str(out)!r}: {exc}"
+            ) from exc
     try:
         for sub in ("pipelines", "runs", "workers"):
             make_dirs(out / "campaign" / sub)
@@ -94,7 +100,7 @@ def prepare_db(config: CampaignConfig, directory: Path) -> tuple[str, Callable[[
                     "previous campaign in the same --out left, which its replay replaces)"
                 )
             _remove_sqlite(path)
-        return url, lambda: None
+        return _absolute(url), lambda: None
     if "options=" in url:
         return url, lambda: None
     if any(k == "schema" for k, _ in parse_qsl(url.partition("?")[2])):
@@ -122,6 +128,20 @@ def prepare_db(config: CampaignConfig, directory: Path) -> tuple[str, Callable[[
 
     sep = "&" if "?" in url else "?"
     return f"{url}{sep}options=-csearch_path%3D{schema}", drop
+
+
+def _absolute(url: str) -> str:
+    """A SQLite ``--db`` (a path, or ``sqlite://PATH``) with its path made absolute: the
+    workers run from the checkout, not from here. Anything else is left as it is, for the
+    queue to refuse.
+
+    >>> _absolute("sqlite:///srv/q.db"), _absolute("mysql://x")
+    ('sqlite:///srv/q.db', 'mysql://x')
+    """
+    if "://" in url and not url.startswith("sqlite://"):
+        return url
+    path = expand_user(url.removeprefix("sqlite://"))
+    return f"sqlite://{os.path.abspath(path)}"
 
 
 def _campaign_queue(path: Path, directory: Path) -> bool:

@@ -30,6 +30,7 @@ from rundoctor.passwords import redact
 
 __all__ = [
     "CHAOS_EXECUTOR",
+    "MAX_WORKERS",
     "CampaignConfig",
     "executor_from_json",
     "format_duration",
@@ -80,6 +81,11 @@ def format_duration(seconds: float) -> str:
     return durations.format_duration(seconds)
 
 
+#: The most worker processes a campaign starts: each is a Python process of its own, and
+#: ``--workers 99999`` forked until the machine gave out.
+MAX_WORKERS = 64
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CampaignConfig:
     """One campaign: the seed, how long, how many workers, which database and faults.
@@ -111,6 +117,11 @@ class CampaignConfig:
         if self.workers < 2:
             raise UsageError(
                 f"--workers must be at least 2, got {self.workers}: one must stay awake to reap"
+            )
+        if self.workers > MAX_WORKERS:
+            raise UsageError(
+                f"--workers must be at most {MAX_WORKERS}, got {self.workers}: each worker is a "
+                "process of its own (tens of MiB); run several campaigns for more"
             )
         if self.concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, got {self.concurrency}")

@@ -36,6 +36,7 @@ from chaos import (
 from chaos._errors import UsageError
 from chaos._injection import Fault
 from rundoctor.errors import close_matches, did_you_mean
+from rundoctor.terminal import quoted
 
 __all__ = ["FAULTS", "fault_names", "parse_faults", "select_faults"]
 
@@ -74,7 +75,7 @@ def select_faults(names: Iterable[str]) -> tuple[Fault, ...]:
     for name in wanted:
         if name not in known:
             raise UsageError(
-                f"unknown fault {name!r}{did_you_mean(close_matches(name, known))}; "
+                f"unknown fault {quoted(name)}{did_you_mean(close_matches(name, known))}; "
                 "`doctor chaos faults` lists them all"
             )
     return tuple(f for f in FAULTS if f.name in wanted)

@@ -294,6 +294,10 @@ def from_line(line: str) -> Record:
     Traceback (most recent call last):
     ...
     ValueError: worker.time: expected a finite number, got "soon"
+    >>> from_line('{"kind": "%s"}' % ("x" * 1000))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown record kind 'xxx...xxx…; expected one of meta, ...
     """
     try:
         data = json.loads(line)
@@ -304,7 +308,9 @@ def from_line(line: str) -> Record:
     kind = data.pop("kind", None)
     cls = _KINDS.get(str(kind))
     if cls is None:
-        raise ValueError(f"unknown record kind {kind!r}; expected one of {', '.join(_KINDS)}")
+        shown = repr(kind)
+        shown = shown if len(shown) <= 60 else shown[:59] + "…"  # 100 MB was printed whole
+        raise ValueError(f"unknown record kind {shown}; expected one of {', '.join(_KINDS)}")
     record: Record = _decode(cls, data, cls.KIND)
     return record
 

@@ -29,6 +29,7 @@ from doctor._version import package_version
 from executor.console import console, plain, reported, scan_progress, transient_bar
 from rundoctor.errors import BROKEN_PIPE, crash_guarded, exit_when_done, silence_stdout
 from rundoctor.paths import expand_user
+from rundoctor.terminal import shell_quote
 
 if TYPE_CHECKING:  # the commands import what they run, so each pays only for its own
     from rich.console import Console
@@ -174,7 +175,30 @@ def given_run(run_id: str, roots: list[Path] | None) -> tuple[str, list[Path] | 
             f"--run-id {run_id!r} is the file system's root, not a run directory; pass a run "
             "directory's path or name (`doctor scan --root DIR` lists them)"
         )
+    _named_by_dots(run_id, path)
     return path.name, [path.parent]
+
+
+def _named_by_dots(run_id: str, path: Path) -> None:
+    """Refuse a ``--run-id`` that ends in ``.`` or ``..`` (``.``, ``..``, ``./``, ``runs/r1/..``):
+    it names a directory by where the shell stands, not a run by its name, and was taken as the
+    run (the current directory, or its parent) without a word. The message gives its path.
+
+    >>> _named_by_dots("..", Path("/srv/runs"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    doctor._errors.UsageError: --run-id '..' is the parent directory, not a run's name; ...
+    """
+    parts = [p for p in run_id.replace("\\", "/").split("/") if p]
+    if not parts or parts[-1] not in (".", ".."):
+        return
+    what = {".": "is the current directory", "..": "is the parent directory"}[parts[-1]]
+    if len(parts) > 1 or run_id.startswith(("/", "\\")):
+        what = f"ends in {parts[-1]!r}"
+    raise UsageError(
+        f"--run-id {run_id!r} {what}, not a run's name; pass the run directory's path "
+        f"(--run-id {shell_quote(str(path))}) or its name (`doctor scan --root DIR` lists them)"
+    )
 
 
 def config_from_env(

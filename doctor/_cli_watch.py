@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shlex
 import signal
 import sys
@@ -49,9 +50,18 @@ def default_state_path(config: DoctorConfig) -> Path:
     >>> default_state_path(DoctorConfig(roots=(Path("/runs"),))).parent.name
     'watch'
     """
-    what = json.dumps([sorted(str(r.resolve()) for r in config.roots), config.db or ""])
+    what = json.dumps([sorted(_resolved(r) for r in config.roots), config.db or ""])
     digest = hashlib.sha256(what.encode()).hexdigest()[:16]
     return state_home() / "rundoctor" / "watch" / f"{digest}.json"
+
+
+def _resolved(root: Path) -> str:
+    """``root`` resolved, or as an absolute path when it cannot be (a symlink loop: the scan
+    then refuses it in one line; ``Path.resolve`` raised RuntimeError, exit 70)."""
+    try:
+        return str(root.resolve())
+    except (OSError, RuntimeError):
+        return os.path.abspath(root)
 
 
 def _printer(as_json: bool) -> Any:

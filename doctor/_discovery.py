@@ -316,6 +316,7 @@ def locate_run(run_id: str, roots: Sequence[Path], skip: Collection[str] = ()) -
             return found
     links = [path for walk in walks for path, _ in walk.links if path.name == run_id]
     _refuse_symlink(run_id, roots, [root / run_id for root in existing] + links)
+    _refuse_unreadable(run_id, roots, walks)
     if len(walks) < len(existing):  # a relative path that named no run: walk for suggestions
         walks = [walk_root(root, skip) for root in existing]
     return _by_manifest(run_id, roots, walks)
@@ -338,6 +339,21 @@ def _refuse_symlink(run_id: str, roots: Sequence[Path], candidates: Sequence[Pat
                 reason=f"{str(candidate)!r} is a symlink (to {target!r}), which the doctor "
                 f"never follows out of a runs root; {then}",
             )
+
+
+def _refuse_unreadable(run_id: str, roots: Sequence[Path], walks: Sequence[RootWalk]) -> None:
+    """Say why a directory of that name is not read: it cannot be listed (it was "no run",
+    with one directory "not looked into")."""
+    for walk in walks:
+        for path, why in walk.unreadable:
+            if path.name == run_id:
+                raise RunNotFound(
+                    run_id,
+                    [str(r) for r in roots],
+                    (),
+                    reason=f"{str(path)!r} cannot be read ({why}); fix its permissions, or "
+                    "run the doctor as a user who can read it",
+                )
 
 
 def _by_manifest(run_id: str, roots: Sequence[Path], walks: Sequence[RootWalk]) -> Path:

@@ -36,6 +36,7 @@ from doctor._layout import (
     Unreadable,
     is_top_scope,
     stage_dirs,
+    unsearchable_dirs,
 )
 from doctor._model import noun
 from doctor._timestamps import parse_iso
@@ -503,6 +504,31 @@ def _read_pid(path: Path, unreadable: list[Unreadable]) -> int | None:
     return valid_pid(int(text)) if text.isdigit() and len(text) <= 10 else None
 
 
+def _check_final(final: Document | None, docs: RunDocuments) -> None:
+    """Say why a final.json that parses records no end: not an object, or a status that is
+    none of a final's."""
+    if final is not None and final.ok and not isinstance(final.value, dict):
+        # Parsed, but no record at all ([…], "success", 3): read as no final.json, unsaid.
+        kind = "null" if final.value is None else type(final.value).__name__
+        why = f"a JSON {kind}, not an object: the run's end is not recorded"
+        docs.unreadable.append(Unreadable(final.rel, "final", why))
+    if final is not None and final.ok and isinstance(final.value, dict):
+        status = final.value.get("status")
+        if status not in TERMINAL_STATUSES:
+            # Parsed, so a final.json exists (FINDINGS.md's final_json), but it ends nothing:
+            # the state cannot be succeeded, failed or canceled, and this says why.
+            kind = type(status).__name__
+            shown = repr(status) if isinstance(status, str | int | float | None) else f"(a {kind})"
+            docs.unreadable.append(
+                Unreadable(
+                    final.rel,
+                    "final",
+                    f"its status {shown[:80]} is none of {', '.join(TERMINAL_STATUSES)}: "
+                    "the run's end is not recorded",
+                )
+            )
+
+
 def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> ScopeDocuments:
     out = ScopeDocuments(scope.scope, scope.path)
 
@@ -513,21 +539,7 @@ def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> 
         return doc
 
     out.final = read(scope.final, "final")
-    if out.final is not None and out.final.ok and isinstance(out.final.value, dict):
-        status = out.final.value.get("status")
-        if status not in TERMINAL_STATUSES:
-            # Parsed, so a final.json exists (FINDINGS.md's final_json), but it ends nothing:
-            # the state cannot be succeeded, failed or canceled, and this says why.
-            kind = type(status).__name__
-            shown = repr(status) if isinstance(status, str | int | float | None) else f"(a {kind})"
-            docs.unreadable.append(
-                Unreadable(
-                    out.final.rel,
-                    "final",
-                    f"its status {shown[:80]} is none of {', '.join(TERMINAL_STATUSES)}: "
-                    "the run's end is not recorded",
-                )
-            )
+    _check_final(out.final, docs)
     out.checkpoint = read(scope.checkpoint, "checkpoint")
     out.live = read(scope.live, "live")
     try:
@@ -540,6 +552,12 @@ def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> 
             rel = os.path.relpath(scope.progress, run.path)
             why = f"{_file_kind(st.st_mode)}, not a regular file: never read"
             docs.unreadable.append(Unreadable(rel, "progress", why))
+    for name in unsearchable_dirs(scope.path):
+        rel = os.path.relpath(scope.path / name, run.path)
+        why = (
+            "a directory the doctor may not list or enter: its status files and logs were not read"
+        )
+        docs.unreadable.append(Unreadable(rel, "node", why))
     stdouts: list[Path] = []
     for stage in stage_dirs(scope.path):
         for i, status_path in enumerate(stage.status_files):

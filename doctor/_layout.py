@@ -46,6 +46,8 @@ __all__ = [
     "fanout_dirs",
     "has_parallel_dir",
     "is_top_scope",
+    "stage_dirs",
+    "unsearchable_dirs",
 ]
 
 PROGRESS = "progress.ndjson"
@@ -422,6 +424,28 @@ def _archive_dirs(node_dir: Path, *, nested: bool) -> list[Path]:
             )
         out.append(path)
     return out
+
+
+def unsearchable_dirs(scope_path: Path) -> list[str]:
+    """The node directories of a scope this process may not list or enter (no read or
+    execute permission): :func:`stage_dirs` cannot see their status files or logs, and left
+    them out without a word.
+
+    >>> unsearchable_dirs(Path("/nonexistent"))
+    []
+    """
+    try:
+        entries = list(os.scandir(scope_path))
+    except OSError:
+        return []
+    return sorted(
+        e.name
+        for e in entries
+        if e.is_dir(follow_symlinks=False)
+        and _is_text(e.name)
+        and e.name not in _NOT_NODE_DIRS
+        and not os.access(e.path, os.R_OK | os.X_OK)
+    )
 
 
 def stage_dirs(scope_path: Path) -> list[StageDir]:

@@ -37,12 +37,13 @@ __all__ = [
     "CHUNK_BYTES",
     "EVENT_COLUMNS",
     "EVENT_FIELDS",
-    "LONG_LINE_COMPLETE",
+    "LINE_COMPLETE",
     "MAX_LINE_BYTES",
     "NOT_AN_EVENT",
     "RaceHook",
     "TornLine",
     "create_events_table",
+    "ended",
     "has_long_line",
     "insert_columns",
     "last_line",
@@ -51,6 +52,7 @@ __all__ = [
     "read_bulk",
     "read_precise",
     "register_streams",
+    "too_long",
 ]
 
 #: Why a line that is a JSON object, but names no event, is torn.
@@ -492,7 +494,8 @@ def open_regular(path: Path) -> BinaryIO:
 
 
 def last_line(path: Path, key: tuple[str, str]) -> TornLine | None:
-    """Locate and classify the last non-blank line of ``path`` (read in bounded blocks)."""
+    """Locate and classify the last non-blank line of ``path`` (read in bounded blocks); its
+    detail ends with :data:`LINE_COMPLETE` when a newline ends it."""
     try:
         with open_regular(path) as fh:
             size = os.fstat(fh.fileno()).st_size
@@ -523,10 +526,11 @@ def last_line(path: Path, key: tuple[str, str]) -> TornLine | None:
     except OSError as exc:
         raise IngestError(f"cannot read {path}: {exc.strerror}") from exc
     line = body[cut:]
+    complete = b"\n" in tail[len(body) :]  # a newline ends it: written whole
     if len(line) > MAX_LINE_BYTES:
-        ended = b"\n" in tail[len(body) :]
-        return TornLine(*key, path, number, line_start, _too_long(len(line), ended))
-    return TornLine(*key, path, number, line_start, _classify(line))
+        return TornLine(*key, path, number, line_start, _too_long(len(line), complete))
+    detail = _classify(line)
+    return TornLine(*key, path, number, line_start, ended(detail) if complete else detail)
 
 
 def has_long_line(path: Path, limit: int | None = None) -> bool:
@@ -569,18 +573,40 @@ MAX_LINE_BYTES = 16 * 1024 * 1024
 CHUNK_BYTES = 1024 * 1024
 
 
-#: What the detail of an overlong line adds when a newline ends it: no crash cut it short.
-LONG_LINE_COMPLETE = "it ends with a newline: complete, not cut short"
+#: What the detail of a torn line adds when a newline ends it and it is over the line limit
+#: (anywhere in the stream) or its stream's last line: no crash cut it short, since a write
+#: cut short never ends with its newline, and ``doctor repair`` has nothing to cut.
+LINE_COMPLETE = "it ends with a newline: complete, not cut short"
 
 
-def _too_long(n: int, ended: bool) -> str:
-    """Why a line of ``n`` bytes is torn; ``ended``: a newline ends it.
+def ended(detail: str) -> str:
+    """``detail`` saying its line ends with a newline (:data:`LINE_COMPLETE`), once.
 
-    >>> _too_long(20_000_000, ended=True).endswith("; " + LONG_LINE_COMPLETE)
+    >>> ended(NOT_AN_EVENT)
+    'a JSON object without an event name; it ends with a newline: complete, not cut short'
+    >>> ended(ended("not JSON")) == ended("not JSON")
+    True
+    """
+    return detail if detail.endswith(LINE_COMPLETE) else f"{detail}; {LINE_COMPLETE}"
+
+
+def too_long(detail: str) -> bool:
+    """Whether ``detail`` is that of a line over :data:`MAX_LINE_BYTES`.
+
+    >>> too_long(_too_long(20_000_000, ended_=True)), too_long(ended(NOT_AN_EVENT))
+    (True, False)
+    """
+    return detail.startswith("line of ") and f"exceeds the {MAX_LINE_BYTES}-byte limit" in detail
+
+
+def _too_long(n: int, ended_: bool) -> str:
+    """Why a line of ``n`` bytes is torn; ``ended_``: a newline ends it.
+
+    >>> _too_long(20_000_000, ended_=True).endswith("; " + LINE_COMPLETE)
     True
     """
     why = f"line of {n} bytes exceeds the {MAX_LINE_BYTES}-byte limit"
-    return f"{why}; {LONG_LINE_COMPLETE}" if ended else why
+    return ended(why) if ended_ else why
 
 
 #: A stream's torn lines are located up to this many (and the last one); the rest counted.
@@ -735,11 +761,15 @@ class _Cursor:
     torn: list[TornLine] = field(default_factory=list)
     n_torn: int = 0
     last_torn: TornLine | None = None
+    #: The number of the last non-blank line consumed, and whether a newline ended it.
+    last_seen: int = 0
+    last_ended: bool = False
 
-    def _too_long(self, start: int, length: int, ended: bool = True) -> None:
-        """Line ``number``, from byte ``start``, is torn for its ``length`` (``ended``: a
+    def _too_long(self, start: int, length: int, ended_: bool = True) -> None:
+        """Line ``number``, from byte ``start``, is torn for its ``length`` (``ended_``: a
         newline ends it)."""
-        t = TornLine(*self.key, self.path, self.number, start, _too_long(length, ended))
+        t = TornLine(*self.key, self.path, self.number, start, _too_long(length, ended_))
+        self.last_seen, self.last_ended = self.number, ended_
         self.n_torn, self.last_torn = self.n_torn + 1, t
         self.torn += [t][: max(0, MAX_TORN_LINES - len(self.torn))]
         self.records += 1
@@ -749,12 +779,13 @@ class _Cursor:
         batch = []
         if self.long_from is not None:
             self.number += 1
-            self._too_long(self.long_from, self.carry_len, ended=False)
+            self._too_long(self.long_from, self.carry_len, ended_=False)
             self.consumed += self.carry_len
             self.long_from = None
         elif self.carry.strip():
             self.number += 1
             batch.append((self.number, self.consumed, self.carry))
+            self.last_seen, self.last_ended = self.number, False
             self.consumed += len(self.carry)
         self.carry = b""
         return batch
@@ -792,14 +823,29 @@ class _Cursor:
                     batch.append((number, base + pos, line))
             pos = nl + 1
         self.number = number
+        if batch and batch[-1][0] > self.last_seen:  # every line of a batch ended
+            self.last_seen, self.last_ended = batch[-1][0], True
         self.consumed = base + pos
         self.carry = data[pos:]
         if len(self.carry) > max_line_bytes:
             self.long_from, self.carry_len, self.carry = self.consumed, len(self.carry), b""
         return batch
 
+    def _mark_complete(self) -> None:
+        """A torn line that is the last read, a newline ending it and nothing unended after
+        it, was written whole: its detail says so (:data:`LINE_COMPLETE`)."""
+        last = self.last_torn
+        if last is None or (last.line, True) != (self.last_seen, self.last_ended):
+            return
+        if self.carry.strip() or self.long_from is not None:
+            return  # an unended line follows: the torn one is not the stream's last
+        self.torn = [
+            replace(t, detail=ended(t.detail)) if t.line == last.line else t for t in self.torn
+        ]
+
     def chunk(self) -> Chunk:
         """What was consumed; torn lines beyond those listed are counted on the last one."""
+        self._mark_complete()
         torn = self.torn
         torn.sort(key=lambda t: t.line)
         last_torn = self.last_torn

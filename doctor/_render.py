@@ -20,7 +20,7 @@ from doctor._detectors import Detector
 from doctor._detectors._context import QUEUE_CHECKS
 from doctor._model import Diagnosis, Finding, Severity
 from doctor._model import plural as _plural
-from doctor._ndjson import LONG_LINE_COMPLETE, MAX_LINE_BYTES, NOT_AN_EVENT
+from doctor._ndjson import LINE_COMPLETE, MAX_LINE_BYTES, NOT_AN_EVENT, too_long
 from doctor._timestamps import parse_iso
 from executor.console import fit_columns, one_line_table, print_table
 from rundoctor.markdown import md as _md
@@ -107,11 +107,13 @@ def _hint(
         return f"plan {what} with this{when}, then run it again with --apply:", run_command(
             "repair", diagnosis
         )
+    if code == "missing_final" and all(_damaged_final(f) for f in found):
+        return _DAMAGED_FINAL_HINT, None
     details = [str(f.evidence.get("detail")) for f in found] if code == "torn_artifact" else []
-    if details and all(d == NOT_AN_EVENT for d in details):
+    if details and all(d.removesuffix(f"; {LINE_COMPLETE}") == NOT_AN_EVENT for d in details):
         return _NOT_EVENTS_HINT, None
-    if details and all(d.endswith(LONG_LINE_COMPLETE) for d in details):
-        return _WHOLE_LONG_LINE_HINT, None
+    if details and all(d.endswith(LINE_COMPLETE) for d in details):
+        return (_WHOLE_LONG_LINE_HINT if all(too_long(d) for d in details) else _WHOLE_HINT), None
     return _HINTS.get(code, ""), None
 
 
@@ -135,10 +137,33 @@ def _terminalize_wait(diagnosis: Diagnosis, now: float | None) -> tuple[float, f
     return (float(stall), left) if left >= 0 else None
 
 
+def _damaged_final(f: Finding) -> bool:
+    """A run's missing_final whose final.json is there but records no end, its owner dead:
+    no repair is planned, since the doctor never overwrites a final.json."""
+    ev = f.evidence
+    return (
+        f.repair is None and bool(ev.get("final_json_present")) and ev.get("owner_alive") is False
+    )
+
+
+#: The hint under missing_final when the final.json is there but records no end.
+_DAMAGED_FINAL_HINT = (
+    "the final.json there records no end and the doctor never overwrites one: move it aside "
+    "(keep it), then `doctor repair` plans the terminalize"
+)
+
+
 #: The hint when every torn line is JSON without an event name: no crash cut those short.
 _NOT_EVENTS_HINT = (
     "the first torn line is a JSON object but no event: another log format, or a writer "
     'that leaves out the event name (each line needs an "event" and a "ts")'
+)
+
+
+#: The hint when every torn line was written whole (a newline ends it), not all overlong.
+_WHOLE_HINT = (
+    "a line was written whole (a newline ends it) but is no event: no write was cut short; "
+    "look at what wrote it"
 )
 
 

@@ -79,7 +79,7 @@ def queue_journal_dir(config: DoctorConfig, journal: Path | None = None) -> Path
     >>> queue_journal_dir(DoctorConfig(db="/nonexistent/queue.db"))
     Traceback (most recent call last):
     ...
-    doctor._errors.UsageError: the repair journal's directory '/nonexistent' does not exist (or is a symlink); pass --journal DIR
+    doctor._errors.UsageError: the repair journal's directory '/nonexistent' does not exist; pass --journal DIR
     """  # noqa: E501
     if journal is not None:
         where = journal.parent if journal.name == JOURNAL else journal
@@ -99,9 +99,15 @@ def queue_journal_dir(config: DoctorConfig, journal: Path | None = None) -> Path
                 "or --journal DIR"
             )
     if where.is_symlink() or not where.is_dir():
+        what = (
+            "is a symlink"
+            if where.is_symlink()
+            else "is a file, not a directory"
+            if where.exists()
+            else "does not exist"
+        )  # was "does not exist (or is a symlink)" for a file too
         raise UsageError(
-            f"the repair journal's directory {str(where)!r} does not exist (or is a symlink); "
-            "pass --journal DIR"
+            f"the repair journal's directory {str(where)!r} {what}; pass --journal DIR"
         )
     return Path(os.path.realpath(where))
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shutil
 import tempfile
 import weakref
 from collections.abc import Mapping, Sequence
@@ -49,6 +48,7 @@ from doctor._cache import StreamState
 from doctor._documents import RunDocuments
 from doctor._interrupts import interruptible
 from doctor._ndjson import TornLine, create_events_table, insert_columns, register_streams
+from rundoctor.paths import remove_tree
 
 __all__ = [
     "DUCKDB_MEMORY_LIMIT",
@@ -172,7 +172,7 @@ def _remove_orphaned_scratch() -> None:
         except OSError:
             continue  # its owner is alive
         else:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path, ignore_errors=True)
         finally:
             os.close(fd)
 
@@ -188,7 +188,7 @@ def _own_scratch() -> tuple[str, int]:
 
 
 def _drop_scratch(scratch: str, fd: int) -> None:
-    shutil.rmtree(scratch, ignore_errors=True)
+    remove_tree(scratch, ignore_errors=True)
     os.close(fd)
 
 

@@ -165,17 +165,89 @@ class WatchState:
                 f"--state {str(path)!r} is not a watch state ({WATCH_STATE_SCHEMA}); pass "
                 "another --state FILE"
             )
-        try:
-            events = [WatchEvent.from_json(e) for e in data["active"]]
-            return cls({e.key: e for e in events}, int(data["passes"]), data["last_pass_at"])
-        except (KeyError, TypeError, ValueError) as exc:
-            why = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        problem = _state_problem(data)
+        if problem is not None:
             raise UsageError(
-                f"--state {str(path)!r} is damaged ({why}); move it aside to start over"
-            ) from exc
+                f"--state {str(path)!r} is damaged ({problem}); move it aside to start over"
+            )
+        events = [WatchEvent.from_json(e) for e in data["active"]]
+        return cls({e.key: e for e in events}, data["passes"], data["last_pass_at"])
 
     def save(self, path: Path) -> None:
         write_atomic(path, json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def _shown(value: object) -> str:
+    """``value`` as the state file spells it, or its JSON type when that would be long.
+
+    >>> _shown(-1), _shown(1.5), _shown("7"), _shown([1, 2]), _shown(True)
+    ('-1', '1.5', '"7"', 'a list', 'true')
+    """
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int | float | str) and len(text := json.dumps(value)) <= 40:
+        return text
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return "a long string" if isinstance(value, str) else "a number too long to show"
+
+
+_EVENT_TEXT = ("scope", "code", "summary", "first_seen", "at")
+
+
+def _event_problem(where: str, event: object) -> str | None:
+    """Why ``event`` (at ``where`` in the file) is no open alert a watch could have saved.
+
+    >>> _event_problem("active[0]", {"event": "alert", "severity": "error"})
+    'active[0] has no scope'
+    """
+    if not isinstance(event, dict):
+        return f"{where} is {_shown(event)}, not an object"
+    if event.get("event") != "alert":
+        kind = _shown(event.get("event"))
+        return f'{where}.event is {kind}, not "alert" (only open alerts are kept)'
+    for name in (*_EVENT_TEXT, "severity", "run_id"):  # older states have no ticket_id
+        if name not in event:
+            return f"{where} has no {name}"
+    for name in _EVENT_TEXT:
+        if not isinstance(event[name], str):
+            return f"{where}.{name} is {_shown(event[name])}, not a string"
+    for name in ("run_id", "ticket_id"):
+        if not isinstance(event.get(name), str | None):
+            return f"{where}.{name} is {_shown(event[name])}, not a string or null"
+    labels = [s.label for s in Severity if s >= Severity.WARNING]
+    if event["severity"] not in labels:
+        return f"{where}.severity is {_shown(event['severity'])}, not {', '.join(labels)}"
+    return None
+
+
+def _state_problem(data: dict[str, Any]) -> str | None:
+    """Why ``data`` (a watch state's JSON, its schema checked) is no state a watch could have
+    written, or None: a count of passes that is negative, fractional, a string or a boolean
+    was taken before, and then counted on from.
+
+    >>> _state_problem({"passes": -1, "last_pass_at": None, "active": []})
+    'passes is -1, not a whole number of passes, 0 or more'
+    >>> _state_problem({"passes": 3, "last_pass_at": None, "active": [{"event": "resolved"}]})
+    'active[0].event is "resolved", not "alert" (only open alerts are kept)'
+    """
+    missing = [k for k in ("passes", "last_pass_at", "active") if k not in data]
+    if missing:
+        return f"missing {', '.join(repr(k) for k in missing)}"
+    passes = data["passes"]
+    if type(passes) is not int or passes < 0:
+        return f"passes is {_shown(passes)}, not a whole number of passes, 0 or more"
+    if not isinstance(data["last_pass_at"], str | None):
+        return f"last_pass_at is {_shown(data['last_pass_at'])}, not a time or null"
+    if not isinstance(data["active"], list):
+        return f"active is {_shown(data['active'])}, not a list of alerts"
+    for i, event in enumerate(data["active"]):
+        why = _event_problem(f"active[{i}]", event)
+        if why is not None:
+            return why
+    return None
 
 
 def _closed_gap(f: Finding) -> bool:

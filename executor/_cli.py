@@ -25,13 +25,13 @@ import typer
 from rich.console import Console
 
 from executor._config import MIN_LEASE_TTL_S, ExecutorConfig
-from executor._errors import ExecutorError, NoQueueError
+from executor._errors import ExecutorError, NoQueueError, UsageError
 from executor._events import Event
 from executor._graph import load_graph
 from executor._queue import PRESSING_ORDER, Queue, Ticket, open_queue
 from executor._reaper import reap
 from executor._runner import RunResult, missing_agent_command, run_pipeline
-from executor._worker import MAX_CONCURRENCY, TicketHook, run_ticket, run_worker
+from executor._worker import MAX_CONCURRENCY, TicketHook, make_root, run_ticket, run_worker
 from executor.console import (
     OneLineGroup,
     console,
@@ -261,6 +261,31 @@ def _progress(console: Console) -> Any:
     return show
 
 
+def _run_here(graph: Path, runs: Path, config: ExecutorConfig, on_event: Any) -> RunResult:
+    """``doctor run`` without a queue. A runs root that cannot be made, or that refuses the
+    run's directory or files (read-only, full, not this user's), is one line naming it: it was
+    "internal error", exit 70 (a worker gives such a ticket back instead: its own rule)."""
+    make_root(runs)
+    try:
+        return run_pipeline(graph.resolve(), runs, config, on_event=on_event)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise UsageError(
+            f"the run could not be written under runs root {str(runs)!r}: "
+            f"{exc.strerror or exc}{where}; pass --root (or set RUNDOCTOR_ROOT to) a writable "
+            "directory with free space"
+        ) from None
+
+
+def _reason(url: str, ticket_id: str) -> str:
+    """Why ``ticket_id`` ended as it did (its ``reason``), as the queue recorded it."""
+    queue = open_queue(url)
+    try:
+        return queue.get(ticket_id).reason or "`doctor tickets` shows it"
+    finally:
+        queue.close()
+
+
 @app.command("run")
 def run_cmd(
     graph: GraphArg,
@@ -279,13 +304,15 @@ def run_cmd(
         runs = root or default_root()
         on_event = None if as_json else _progress(console)
         if db is None:
-            result = run_pipeline(graph.resolve(), runs, config, on_event=on_event)
+            result = _run_here(graph, runs, config, on_event)
         else:
             url = _queue_url(db, create=True)
             queue = open_queue(url)
             ticket = queue.enqueue(graph.stem, str(graph.resolve()), priority=1_000_000)
             queue.close()
-            got, _stats = run_ticket(url, ticket.id, runs, config, on_event=on_event)
+            got, stats = run_ticket(url, ticket.id, runs, config, on_event=on_event)
+            if got is None and stats.claimed:
+                fail(f"ticket {ticket.id} failed before its run began: {_reason(url, ticket.id)}")
             if got is None:
                 fail(f"ticket {ticket.id} could not be claimed; `doctor tickets` shows it")
             result = got

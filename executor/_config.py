@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from executor._errors import BudgetError, UsageError
+from rundoctor.durations import MAX_SECONDS
 
 __all__ = ["AGENT_PLACEHOLDERS", "MIN_LEASE_TTL_S", "ExecutorConfig"]
 
@@ -102,14 +103,9 @@ class ExecutorConfig:
     #: refusal (up to 60 s, or this value if longer) until a run writes its ``final.json``.
     root_refusal_backoff_s: float = 5.0
 
-    def validate(self) -> ExecutorConfig:
-        """Return ``self`` when consistent; raise :class:`BudgetError` or :class:`UsageError`.
-
-        >>> ExecutorConfig(heartbeat_interval_s=20.0).validate()  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        executor._errors.BudgetError: heartbeat_interval_s × heartbeat_misses = 60 s must be ...
-        """
+    def _check_ranges(self) -> None:
+        """Each budget within its range: seconds past ``MAX_SECONDS`` (``inf``, ``1e300``, as
+        TOML writes them) would overflow a clock or never expire."""
         positive = {
             "heartbeat_interval_s": self.heartbeat_interval_s,
             "stage_timeout_s": self.stage_timeout_s,
@@ -123,6 +119,11 @@ class ExecutorConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise BudgetError(f"{name} = {value!r} must be > 0; pass a positive number")
+            if name != "backoff_factor" and not value <= MAX_SECONDS:  # inf, 1e300: overflow
+                raise BudgetError(
+                    f"{name} = {value!r} s is too long: at most {MAX_SECONDS:.0f} s (5218w, "
+                    "about a hundred years)"
+                )
         non_negative = {
             "stage_grace_s": self.stage_grace_s,
             "claim_grace_s": self.claim_grace_s,
@@ -133,6 +134,21 @@ class ExecutorConfig:
         for name, value in non_negative.items():
             if not value >= 0:
                 raise BudgetError(f"{name} = {value!r} must be >= 0")
+            if not value <= MAX_SECONDS:
+                raise BudgetError(
+                    f"{name} = {value!r} s is too long: at most {MAX_SECONDS:.0f} s (5218w, "
+                    "about a hundred years)"
+                )
+
+    def validate(self) -> ExecutorConfig:
+        """Return ``self`` when consistent; raise :class:`BudgetError` or :class:`UsageError`.
+
+        >>> ExecutorConfig(heartbeat_interval_s=20.0).validate()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        executor._errors.BudgetError: heartbeat_interval_s × heartbeat_misses = 60 s must be ...
+        """
+        self._check_ranges()
         if self.lease_ttl_s < MIN_LEASE_TTL_S:
             raise BudgetError(
                 f"lease_ttl_s = {self.lease_ttl_s:g} s is shorter than the {MIN_LEASE_TTL_S:g} s "

@@ -32,6 +32,7 @@ from executor._records import Lease, Ticket
 from executor._schema import Tx
 from rundoctor.clock import Clock
 from rundoctor.errors import close_matches, did_you_mean
+from rundoctor.terminal import quoted
 
 __all__ = [
     "QueueBase",
@@ -203,7 +204,7 @@ class QueueBase(abc.ABC):
             if close
             else f" (it holds {len(ids)} tickets; ids look like t-0123456789ab)"
         )
-        return QueueError(f"no ticket {ticket_id!r} in the queue{hint}")
+        return QueueError(f"no ticket {quoted(ticket_id)} in the queue{hint}")
 
     def _event(
         self,

@@ -24,6 +24,7 @@ from executor._errors import QueueError, UsageError
 from executor._queue_base import QueueBase, to_ticket
 from executor._records import PRESSING_ORDER, STATUSES, Ticket, TicketEvent
 from rundoctor.errors import close_matches, did_you_mean
+from rundoctor.terminal import quoted
 
 __all__ = ["TicketReads"]
 
@@ -143,7 +144,7 @@ def _statuses(status: str | Iterable[str] | None) -> tuple[str, ...] | None:
     if unknown:
         hint = did_you_mean(close_matches(unknown[0], STATUSES, n=1))
         raise UsageError(
-            f"unknown status {unknown[0]!r}{hint}; expected one of {', '.join(STATUSES)}"
+            f"unknown status {quoted(unknown[0])}{hint}; expected one of {', '.join(STATUSES)}"
         )
     return tuple(sorted(wanted))
 

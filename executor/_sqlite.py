@@ -16,6 +16,7 @@ Every ``sqlite3.Error`` becomes a :class:`~executor._errors.QueueError` raised `
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -174,12 +175,28 @@ def _mapped(exc: sqlite3.Error, path: str, busy_timeout_ms: int, doing: str) -> 
         hint = "the file is not a SQLite database; point the queue at another path"
     elif "unable to open" in text or "readonly" in text:
         hint = "check that the file and its directory are writable"
+    elif ("disk I/O error" in text or "disk is full" in text) and _full(path):
+        # On a full disk SQLite cannot make its -shm and -wal files: even a read says only
+        # "disk I/O error" (doctor tickets, reap), which named no cause.
+        hint = "the file system holding it is full; free space there, then retry"
     else:
         hint = "the queue database refused the statement"
     return QueueError(
         f"SQLite queue {path!r} ({doing}): {text}: {hint}",
         lasting=any(mark in text for mark in _LASTING),
     )
+
+
+def _full(path: str) -> bool:
+    """Whether the file system holding ``path`` has no space left for this user.
+
+    >>> _full("/nonexistent/queue.db")
+    False
+    """
+    try:
+        return os.statvfs(os.path.dirname(os.path.abspath(path))).f_bavail == 0
+    except OSError:
+        return False
 
 
 #: What SQLite says of a database that no retry can mend: damaged, or not the executor's.

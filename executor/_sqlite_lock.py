@@ -20,6 +20,8 @@ import os
 import struct
 import sys
 
+from rundoctor.liveness import process_state
+
 __all__ = ["write_lock_holder"]
 
 _WAL_WRITE_LOCK = 120
@@ -62,17 +64,11 @@ def _locker(path: str, offset: int) -> int | None:
 def _describe(pid: int) -> str:
     if pid <= 0:
         return "another process holds its write lock (which one, the system does not say)"
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
+    state = process_state(pid)
+    if state is None:
         return f"process {pid} holds its write lock"
-    # "pid (comm) S …": the name may hold spaces and parentheses, the state follows the last ")".
-    head, _, tail = stat.rpartition(b")")
-    name = head.partition(b"(")[2].decode("utf-8", "backslashreplace")
-    state = tail.split()[:1]
-    who = f"process {pid} ({name})"
-    if state in ([b"T"], [b"t"]):
+    who = f"process {pid} ({state.name})"
+    if state.stopped:
         return (
             f"{who} holds its write lock and is stopped (SIGSTOP, a debugger or a suspended "
             f"job): `kill -CONT {pid}` lets it finish, or end it"

@@ -26,6 +26,7 @@ release what they can, then :func:`run_worker` raises :class:`~executor.WorkerEr
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import threading
@@ -327,6 +328,8 @@ def make_root(root: Path) -> None:
             "to) a directory"
         ) from None
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise  # said once for every command: "file name too long", naming the part
         raise UsageError(
             f"runs root {str(root)!r} cannot be created: {exc.strerror or exc}; pass --root "
             "(or set RUNDOCTOR_ROOT to) a writable directory"

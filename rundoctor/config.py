@@ -73,6 +73,10 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per nested array or inline table
+        raise ConfigError(
+            f"config file {str(path)!r} is not a config file: values nested too deeply"
+        ) from None
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ConfigError(

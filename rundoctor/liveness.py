@@ -26,17 +26,20 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
     "CLOCK_TICKS",
     "PID_MAX",
     "YOUNGER_BY_S",
+    "ProcessState",
     "exclude_owners",
     "exclude_self_as_owner",
     "excluded_owners",
     "owner_alive",
     "process_alive",
+    "process_state",
     "start_ticks",
     "started_at",
     "valid_pid",
@@ -63,14 +66,66 @@ def valid_pid(value: object) -> int | None:
     return value
 
 
-def _stat_fields(pid: int) -> list[bytes] | None:
-    """The fields of ``/proc/PID/stat`` after the command name (from the state on)."""
+@dataclass(frozen=True, slots=True)
+class ProcessState:
+    """What this host's ``/proc`` says of one process (:func:`process_state`)."""
+
+    pid: int
+    #: Its command name, from ``/proc/PID/comm`` (the kernel keeps 15 bytes of it): any
+    #: characters, spaces and parentheses among them; bytes not UTF-8 as ``\\x..``.
+    name: str
+    #: The state letter of ``/proc/PID/stat``: ``R`` running, ``S`` sleeping, ``D`` waiting on
+    #: a disk, ``T`` stopped, ``t`` stopped by a debugger, ``Z`` a zombie, ``X`` dead, …
+    state: str
+    #: When it started, in clock ticks since boot (field 22); ``None`` when unreadable.
+    start_ticks: int | None
+
+    @property
+    def stopped(self) -> bool:
+        """Stopped (SIGSTOP, a suspended job) or held by a debugger: alive, doing nothing."""
+        return self.state in ("T", "t")
+
+    @property
+    def zombie(self) -> bool:
+        """Exited, not yet collected by its parent: dead, doing no more work."""
+        return self.state in ("Z", "X")
+
+
+def process_state(pid: int) -> ProcessState | None:
+    """``pid``'s name, state and start time; ``None`` when no process has that pid here, the
+    value cannot be a pid, or this host has no ``/proc``.
+
+    >>> import signal, subprocess
+    >>> child = subprocess.Popen(["sleep", "30"])
+    >>> state = process_state(child.pid)
+    >>> state.name, state.start_ticks == start_ticks(child.pid), state.stopped
+    ('sleep', True, False)
+    >>> child.kill(); child.wait()
+    -9
+    >>> process_state(child.pid), process_state(2**40), process_state(0)
+    (None, None, None)
+    """
+    if valid_pid(pid) is None or pid > PID_MAX:
+        return None
     try:
         stat = (_PROC / str(pid) / "stat").read_bytes()
     except OSError:
         return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ")".
-    return stat[stat.rfind(b")") + 2 :].split()
+    # "pid (comm) S …": the name may hold spaces and parentheses; the state follows the last
+    # ")". The name itself is read from comm, where nothing needs splitting off.
+    head, _, tail = stat.rpartition(b")")
+    fields = tail.split()
+    try:
+        name = (_PROC / str(pid) / "comm").read_bytes().removesuffix(b"\n")
+    except OSError:  # gone since: the name stat gave
+        name = head.partition(b"(")[2]
+    ticks = fields[19] if len(fields) > 19 and fields[19].isdigit() else None
+    return ProcessState(
+        pid,
+        name.decode("utf-8", "backslashreplace"),
+        fields[0].decode("ascii", "replace") if fields else "?",
+        None if ticks is None else int(ticks),
+    )
 
 
 #: How much later than its pid was recorded a process may seem to have started and still be
@@ -113,12 +168,8 @@ def start_ticks(pid: int) -> int | None:
     >>> isinstance(start_ticks(os.getpid()), int), start_ticks(2**40)
     (True, None)
     """
-    if valid_pid(pid) is None:
-        return None
-    fields = _stat_fields(pid)
-    if fields is None or len(fields) <= 19 or not fields[19].isdigit():
-        return None
-    return int(fields[19])
+    state = process_state(pid)
+    return None if state is None else state.start_ticks
 
 
 def process_alive(pid: int, start_time: int | None = None) -> bool:
@@ -135,17 +186,15 @@ def process_alive(pid: int, start_time: int | None = None) -> bool:
         return False
     except PermissionError:
         pass  # it exists; it belongs to someone else
-    fields = _stat_fields(pid)
-    if fields is None:
+    state = process_state(pid)
+    if state is None:
         # No stat: on a host with /proc the process went away between the two looks; without
         # /proc its state and start time are unknown, and unknown is not dead.
         return not _PROC.joinpath("self").exists()
-    if fields and fields[0] in (b"Z", b"X"):
-        return False  # a zombie: dead, only not yet collected by its parent
-    if start_time is not None:
-        ticks = int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
-        if ticks is not None and ticks != start_time:
-            return False  # the pid was reused
+    if state.zombie:
+        return False  # dead, only not yet collected by its parent
+    if start_time is not None and state.start_ticks is not None:
+        return state.start_ticks == start_time  # another start time: the pid was reused
     return True
 
 

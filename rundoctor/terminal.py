@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import shlex
 
-__all__ = ["printable", "shell_quote"]
+__all__ = ["printable", "quoted", "shell_quote"]
 
 # C0 and C1 controls, DEL, the Unicode line and paragraph separators, the bidirectional
 # marks, embeddings, overrides and isolates, and lone surrogates (undecodable bytes).
@@ -59,3 +59,14 @@ def shell_quote(word: str) -> str:
         return shlex.quote(word)
     body = word.replace("\\", "\\\\").replace("'", "\\'")
     return "$'" + printable(body) + "'"
+
+
+def quoted(value: str, limit: int = 80) -> str:
+    """``value`` as ``repr`` shows it, cut to ``limit`` characters with ``…``: an error line
+    names what was typed (or read), whatever its length, without repeating 100 KB of it.
+
+    >>> quoted("todoo"), quoted("x" * 100, 10)
+    ("'todoo'", "'xxxxxxxx…")
+    """
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -385,3 +385,15 @@ def test_directories_are_made_only_by_the_one_helper_that_does_not_recurse() -> 
                 ) and not code.lstrip().startswith((">>>", "...", '"""', "``")):
                     found.append(f"{path.relative_to(REPO)}:{line_no}: {line.strip()}")
     assert found == [], "use rundoctor.paths.make_dirs, expand_user:\n" + "\n".join(found)
+
+
+def test_trees_are_removed_only_by_the_one_helper_that_does_not_recurse() -> None:
+    # shutil.rmtree (Python 3.11) recurses once per level: a previous campaign nested 1,000
+    # deep ended `chaos run --out` with RecursionError, exit 70 (rundoctor.paths.remove_tree).
+    found = []
+    for package in (*LAYERS, "fixtures", "bench"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if "rmtree(" in line.split("#", 1)[0]:
+                    found.append(f"{path.relative_to(REPO)}:{line_no}: {line.strip()}")
+    assert found == [], "use rundoctor.paths.remove_tree:\n" + "\n".join(found)

@@ -35,6 +35,7 @@ from doctor._detectors.unjoined_fanout import unjoined_fanout
 from doctor._detectors.unreadable_artifact import unreadable_artifact
 from doctor._errors import UsageError
 from rundoctor.errors import close_matches, did_you_mean
+from rundoctor.terminal import quoted
 
 __all__ = ["DETECTORS", "check_lines", "describe", "select"]
 
@@ -98,6 +99,6 @@ def select(names: Iterable[str]) -> tuple[Detector, ...]:
         if name not in known:
             close = close_matches(name, known)
             raise UsageError(
-                f"unknown check {name!r}{did_you_mean(close)}; `doctor checks` lists them all"
+                f"unknown check {quoted(name)}{did_you_mean(close)}; `doctor checks` lists them all"
             )
     return tuple(d for d in DETECTORS if d.__name__ in wanted)

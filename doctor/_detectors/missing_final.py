@@ -161,24 +161,23 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
     where = f" with {more(nodes, 3)} still open" if nodes else ""
     said = _gave_up(docs.run_out_tail) if last is None else None
     gone, writer = _superseded(docs)
-    no_final = "The run has no final.json" + (
-        f" ({writer} {gone}, which a resume went on past, is set aside)" if gone else ""
-    )
+    no_final, end = _no_final(docs, gone, writer)
+    # A final.json that records no end (torn, not an object) is never overwritten: no
+    # terminalize is offered that `repair --apply` would refuse; the finding says what to do.
+    fix = "terminalize" if end.startswith("terminalize") else None
     if state == "orphaned" and said is not None:
-        severity, repair = Severity.CRITICAL, "terminalize"
+        severity, repair = Severity.CRITICAL, fix
         summary = (
             f"{no_final} and its {_owner(pid, alive)}: Kilroy gave up before "
             f"its first event, its run.out ending with {said!r}; fix that and start the run "
-            "again, and terminalize this one (write final.json with status fail) so that "
-            "nothing waits for it"
+            f"again, and {end.replace(' it ', ' this one ', 1)}"
         )
     elif state == "orphaned":
-        severity, repair = Severity.CRITICAL, "terminalize"
+        severity, repair = Severity.CRITICAL, fix
         summary = (
             f"{no_final} and its {_owner(pid, alive)}: nothing has "
             f"progressed since {_since(last)}{where}, and it can never finish on its "
-            "own; terminalize it (write final.json with status fail) so that nothing "
-            "waits for it"
+            f"own; {end}"
         )
     else:
         severity, repair = Severity.ERROR, None
@@ -202,6 +201,19 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
         repair=repair,
         evidence=evidence,
     )
+
+
+def _no_final(docs: RunDocuments, gone: str | None, writer: str) -> tuple[str, str]:
+    """How the summary says the run's end is not recorded, and what it says to do then."""
+    end = "terminalize it (write final.json with status fail) so that nothing waits for it"
+    if docs.final is not None and gone is None:  # a final.json that records no end
+        return (
+            f"The run's {docs.final.rel} records no end (it does not parse, or is no final record)",
+            f"move {docs.final.rel} aside (the doctor never overwrites one) and `doctor "
+            "repair` terminalizes it, so that nothing waits for it",
+        )
+    said = f" ({writer} {gone}, which a resume went on past, is set aside)" if gone else ""
+    return f"The run has no final.json{said}", end
 
 
 def _superseded(docs: RunDocuments) -> tuple[str | None, str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from doctor._detectors._context import Context, needs
 from doctor._model import Finding, Severity, plural
-from doctor._ndjson import LONG_LINE_COMPLETE
+from doctor._ndjson import LINE_COMPLETE, too_long
 
 __all__ = ["torn_artifact"]
 
@@ -56,8 +56,9 @@ def torn_artifact(ctx: Context) -> list[Finding]:
     for run_id, scope, rel, kind, n, line, offset, detail, ends_file in ctx.tables.sql(_SQL):
         stream = kind == "progress"
         last_only = stream and n == 1 and bool(ends_file)
-        # An overlong last line a newline ends was written whole: nothing to cut.
-        whole = last_only and str(detail).endswith(LONG_LINE_COMPLETE)
+        # A last line a newline ends was written whole (a cut write never ends with its
+        # newline): nothing to cut, and `repair --apply` would refuse to.
+        whole = last_only and str(detail).endswith(LINE_COMPLETE)
         if stream:
             severity = Severity.WARNING if last_only else Severity.ERROR
         else:
@@ -65,30 +66,7 @@ def torn_artifact(ctx: Context) -> list[Finding]:
         at = f"line {line}" if line is not None else "the file"
         if offset is not None:
             at += f" (byte {offset})"
-        if whole:
-            advice = (
-                "the last line was written whole but is over the doctor's line limit, so it "
-                "was not read; the events before it are intact, and nothing is to be cut"
-            )
-        elif last_only:
-            advice = (
-                "the last line is a half-written append from a crash; truncate it "
-                f"at byte {offset}, the events before it are intact"
-            )
-        elif stream:
-            advice = (
-                f"{plural(n, 'torn line')} inside the stream: events there are lost or corrupted; "
-                "keep a copy before repairing and do not trust counts around them"
-            )
-        elif kind == "live":
-            advice = "live.json is rewritten non-atomically; read the last progress line instead"
-        elif kind in _VITAL:
-            advice = (
-                f"the {kind} record is unreadable, so the doctor cannot use it; restore it "
-                "from the event stream (or run.tgz)"
-            )
-        else:
-            advice = "the doctor falls back to defaults for what it holds"
+        advice = _advice(kind, int(n), offset, last_only=last_only, whole=whole, detail=detail)
         findings.append(
             Finding(
                 code="torn_artifact",
@@ -109,3 +87,37 @@ def torn_artifact(ctx: Context) -> list[Finding]:
             )
         )
     return findings
+
+
+def _advice(
+    kind: str, n: int, offset: int | None, *, last_only: bool, whole: bool, detail: object
+) -> str:
+    """What the finding's summary says to do about its file."""
+    if whole and too_long(str(detail)):
+        return (
+            "the last line was written whole but is over the doctor's line limit, so it "
+            "was not read; the events before it are intact, and nothing is to be cut"
+        )
+    if whole:
+        return (
+            "the last line was written whole but is no event, so no crash cut it short; "
+            "the events before it are intact, and nothing is to be cut"
+        )
+    if last_only:
+        return (
+            "the last line is a half-written append from a crash; truncate it "
+            f"at byte {offset}, the events before it are intact"
+        )
+    if kind == "progress":
+        return (
+            f"{plural(n, 'torn line')} inside the stream: events there are lost or corrupted; "
+            "keep a copy before repairing and do not trust counts around them"
+        )
+    if kind == "live":
+        return "live.json is rewritten non-atomically; read the last progress line instead"
+    if kind in _VITAL:
+        return (
+            f"the {kind} record is unreadable, so the doctor cannot use it; restore it "
+            "from the event stream (or run.tgz)"
+        )
+    return "the doctor falls back to defaults for what it holds"

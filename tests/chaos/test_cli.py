@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -242,3 +243,50 @@ def test_sigterm_stops_a_campaign_with_its_workers_as_ctrl_c_does(tmp_path: Path
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "error: interrupted"
     assert not [pid for pid in pids if _running(pid)]
+
+
+@pytest.mark.chaos
+def test_a_campaign_with_a_relative_out_and_db_run_from_elsewhere_keeps_its_workers(
+    tmp_path: Path,
+) -> None:
+    # Before: the workers (started from the checkout) were handed `--config out/campaign/…`
+    # and `--root out/campaign/runs` as given: every one died with FileNotFoundError ("no
+    # worker crashed" and "no ticket lost" violated, exit 1) unless the command ran from the
+    # checkout; a relative --db was a queue the workers made in the checkout.
+    db = f"q-{tmp_path.name}.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "doctor", "chaos", "run", "--seed", "6", "--duration", "3s",
+         "--workers", "2", "--faults", "torn_write", "--db", db, "--out", "out", "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert all(v["ok"] for v in report["invariants"]), report["invariants"]
+    assert (tmp_path / db).is_file() and not (REPO / db).exists()
+    assert (tmp_path / "out" / "campaign" / "executor.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--workers", "65"), "--workers must be at most 64, got 65"),
+        (("--out", "loop"), "--out 'loop' cannot be resolved: "),
+        (("--out", "out", "--db", "loop"), "it cannot be reached (Too many levels of symbolic"),
+        (("--out", "out", "--db", "mysql://x"), "cannot open queue 'mysql://x': expected"),
+    ],
+    ids=["workers", "out-loop", "db-loop", "db-scheme"],
+)
+def test_a_campaign_refuses_what_it_cannot_run_in_one_line(
+    tmp_path: Path, args: tuple[str, ...], says: str
+) -> None:
+    # Before: --workers 99999 forked workers until the machine gave out; an --out or a --db
+    # that is a symlink loop was "internal error … RuntimeError: Symlink loop", exit 70.
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    done = subprocess.run(
+        [sys.executable, "-m", "doctor", "chaos", "run", "--seed", "1", "--duration", "1", *args],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert done.returncode == 2 and "internal error" not in done.stderr, done.stderr
+    assert says in done.stderr.splitlines()[-1], done.stderr

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -171,3 +173,17 @@ def test_a_history_without_a_record_is_refused_not_passed(tmp_path: Path) -> Non
     path.write_text("\n")
     with pytest.raises(ValueError, match="holds no record"):
         read_history(path)
+
+
+def test_an_unknown_record_kind_of_any_length_is_named_in_a_short_line(tmp_path: Path) -> None:
+    # Before: `chaos check` printed the whole kind: a line of 100 MB on stderr.
+    meta = to_line(EVERY_KIND[0])
+    path = tmp_path / "history.ndjson"
+    path.write_text(meta + '{"kind": "' + "x" * 1_000_000 + '", "time": 1}\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "doctor", "chaos", "check", str(path)],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert done.returncode == 2, done
+    (line,) = done.stderr.splitlines()
+    assert "line 2: unknown record kind 'xxx" in line and len(line) < 400, line[:500]

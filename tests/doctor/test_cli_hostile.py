@@ -3,10 +3,12 @@ exit code, never a crash (exit 70), a hang, a traceback or a file of the user's 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -375,3 +377,97 @@ def test_a_run_id_naming_the_file_system_s_root_says_so(command: str, run_id: st
     # Before: "run id '' is empty", naming a value nobody gave.
     line = _one_line_error(_doctor(command, "--run-id", run_id, "--root", HEALTHY_ROOT))
     assert f"--run-id {run_id!r} is the file system's root, not a run directory" in line
+
+
+@pytest.mark.parametrize("command", ["diagnose", "report", "repair"])
+@pytest.mark.parametrize(
+    ("run_id", "where", "says"),
+    [
+        (".", "run", "is the current directory"),
+        ("./", "run", "is the current directory"),
+        ("..", "run/build", "is the parent directory"),
+        ("build/..", "run", "ends in '..'"),
+        ("./.", "run", "ends in '.'"),
+    ],
+)
+def test_a_run_id_of_dots_is_refused_with_the_path_it_names(
+    command: str, run_id: str, where: str, says: str, tmp_path: Path
+) -> None:
+    # Before: `--run-id .` inside a run directory (or `..` in one of its stage directories)
+    # diagnosed, reported or repaired the directory the shell stood in, as if it were named.
+    run = tmp_path / "runs" / "healthy01"
+    shutil.copytree(HEALTHY_ROOT / "healthy01", run)
+    cwd = run if where == "run" else run / "build"
+    result = run_doctor(command, "--run-id", run_id, cwd=cwd)
+    line = _one_line_error(result)
+    assert line.startswith(f"error: --run-id {run_id!r} {says}, not a run's name; "), line
+    assert f"(--run-id {run.resolve()})" in line
+    assert not (run / "repairs.ndjson").exists()
+
+
+def _as_another_user(top: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``doctor ARGS`` as a user the permissions under ``top`` apply to (root reads anything:
+    as nobody, through setpriv)."""
+    as_other: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("needs setpriv to drop root's privileges")
+        as_other = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    return subprocess.run(
+        [*as_other, sys.executable, "-m", "doctor", *args],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+        env={**os.environ, "HOME": str(top), "XDG_STATE_HOME": str(top / "state")},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("hidden", ["b", "b/build"])
+def test_a_directory_the_permissions_hide_is_said_so(hidden: str) -> None:
+    # Before: a run directory that cannot be listed was "no run 'b' under …; 1 directory was
+    # not looked into"; a stage directory that cannot be listed was left out without a word
+    # (its status and logs unread, the run's diagnosis the same as with them).
+    top = Path(tempfile.mkdtemp(prefix="rundoctor-perm-"))
+    try:
+        top.chmod(0o755)
+        shutil.copytree(HEALTHY_ROOT / "healthy01", top / "b")
+        (top / hidden).chmod(0)
+        done = _as_another_user(top, "diagnose", "--run-id", "b", "--root", str(top), "--json")
+    finally:
+        (top / hidden).chmod(0o755)
+        shutil.rmtree(top)
+    if hidden == "b":
+        line = _one_line_error(done)
+        assert line == (
+            f"error: '{top / 'b'}' cannot be read (Permission denied); fix its permissions, or "
+            "run the doctor as a user who can read it"
+        ), line
+    else:
+        assert done.returncode == 1, done
+        (found,) = [
+            f for f in json.loads(done.stdout)["findings"] if f["code"] == "unreadable_artifact"
+        ]
+        assert found["evidence"]["file"] == "build" and "may not list or enter" in found["summary"]
+
+
+_HUGE = "x" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("tickets", "--db", "queue.db", "--status", _HUGE), "error: unknown status 'xxx"),
+        (
+            ("diagnose", "--run-id", "healthy01", "--root", HEALTHY_ROOT, "--check", _HUGE),
+            "error: unknown check 'xxx",
+        ),
+        (("enqueue", GRAPH, "--db", "queue.db", "--depends-on", _HUGE), "error: no ticket 'xxx"),
+        (("chaos", "run", "--seed", "1", "--faults", _HUGE), "error: unknown fault 'xxx"),
+    ],
+    ids=["status", "check", "ticket", "fault"],
+)
+def test_an_unknown_name_of_any_length_is_named_in_a_short_line(
+    args: tuple[str | Path, ...], says: str, tmp_path: Path
+) -> None:
+    # Before: each error line repeated the value whole: 100 KB on stderr.
+    queues.incident_05(host="elsewhere").write_sqlite(tmp_path / "queue.db")
+    line = _one_line_error(run_doctor(*args, cwd=tmp_path))
+    assert line.startswith(says) and "x…" in line and len(line) < 400, line[:500]

@@ -597,3 +597,95 @@ def test_an_overlong_last_line_is_cut_only_when_no_newline_ends_it(
     assert torn["evidence"]["detail"].endswith("complete, not cut short") == ended
     assert ("half-written append" in torn["summary"]) != ended
     assert torn["repair"] == (None if ended else "truncate_torn_line")
+
+
+@pytest.mark.parametrize(
+    ("tail", "planned"),
+    [
+        (b'{"source": "other-tool", "n": 1}\n', False),
+        (b"garbage from another writer\n", False),
+        (b'{"source": "other-tool", "n": 1}', True),
+        (b'{"event": "stage_attempt_end", "ts": "2026-04-28T10:00:0', True),
+    ],
+    ids=["object-ended", "text-ended", "object-unended", "cut-write"],
+)
+def test_a_last_line_a_newline_ends_is_never_planned_for_a_cut_apply_would_refuse(
+    tmp_path: Path, tail: bytes, planned: bool
+) -> None:
+    # Before: a whole last line that is no event (`{"source": …}\n`, or text, ending with a
+    # newline) was "a half-written append from a crash"; `repair` planned to cut it and the
+    # diagnosis offered that plan, which `repair --apply` then refused ("ends with a complete
+    # line: nothing is torn"), exit 1. A line no newline ends is still cut, and the cut holds.
+    run = _run(tmp_path, "r1", final=None)
+    with (run / "progress.ndjson").open("ab") as fh:
+        fh.write(tail)
+    result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json")
+    _no_traceback(result)
+    (torn,) = [f for f in json.loads(result.stdout)["findings"] if f["code"] == "torn_artifact"]
+    assert torn["evidence"]["last_line"] is True and torn["severity"] == "warning"
+    assert torn["evidence"]["detail"].endswith("complete, not cut short") != planned
+    assert torn["repair"] == ("truncate_torn_line" if planned else None)
+    human = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--check", "torn_artifact")
+    assert ("doctor repair --run-id r1" in human.stdout) == planned, human.stdout
+    assert ("half-written append" in human.stdout) == planned, human.stdout
+    plan = doctor("repair", "--run-id", "r1", "--root", tmp_path, "--json")
+    kinds = [a["action"] for a in json.loads(plan.stdout)["plan"]]
+    assert ("truncate_torn_line" in kinds) == planned, plan.stdout
+    applied = doctor("repair", "--run-id", "r1", "--root", tmp_path, "--apply", "--json")
+    outcomes = {r["action"]: r["outcome"] for r in json.loads(applied.stdout)["report"]["results"]}
+    assert "refused" not in outcomes.values(), applied.stdout
+    assert (run / "progress.ndjson").read_bytes().endswith(tail) != planned
+
+
+def test_a_whole_last_line_that_grew_a_cached_stream_is_not_planned_for_a_cut(
+    tmp_path: Path,
+) -> None:
+    # The line-by-line read (a stream that grew since the cached scan, read from its last
+    # offset) says the same as the whole-file read: a line a newline ends was written whole.
+    root = tmp_path / "runs"
+    run = _run(root, "r1", final=None)
+    env = {"RUNDOCTOR_CACHE": str(tmp_path / "cache")}
+    _no_traceback(doctor("scan", "--root", root, "--json", env=env))
+    with (run / "progress.ndjson").open("ab") as fh:
+        fh.write(b'{"source": "other-tool", "n": 1}\n')
+    result = doctor("scan", "--root", root, "--json", env=env)
+    _no_traceback(result)
+    (diagnosed,) = json.loads(result.stdout)["runs"]
+    (torn,) = [f for f in diagnosed["findings"] if f["code"] == "torn_artifact"]
+    assert torn["evidence"]["detail"].endswith("complete, not cut short"), torn
+    assert torn["repair"] is None and torn["evidence"]["last_line"] is True
+
+
+@pytest.mark.parametrize(
+    ("final", "says"),
+    [
+        ('{"status": "succ', "does not parse"),
+        ("[1, 2, 3]", "a JSON list, not an object"),
+        ('"success"', "a JSON str, not an object"),
+    ],
+    ids=["torn", "list", "string"],
+)
+def test_a_final_json_that_records_no_end_is_never_planned_for_a_terminalize_apply_refuses(
+    tmp_path: Path, final: str, says: str
+) -> None:
+    # Before: "The run has no final.json" (it had one), a terminalize planned and offered,
+    # and `repair --apply` refused it: "a top-level final.json exists: the run terminalized
+    # after the plan", exit 1; a final.json holding a list or a string was not reported.
+    run = _run(tmp_path, "r1", final=None)
+    (run / "final.json").write_text(final)
+    result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json")
+    _no_traceback(result)
+    findings = json.loads(result.stdout)["findings"]
+    (missing,) = [f for f in findings if f["code"] == "missing_final"]
+    assert missing["summary"].startswith("The run's final.json records no end"), missing
+    assert missing["repair"] is None and "move final.json aside" in missing["summary"]
+    assert any(says in f["summary"] for f in findings if f["code"] != "missing_final"), findings
+    human = doctor("diagnose", "--run-id", "r1", "--root", tmp_path)
+    assert "the final.json there records no end" in human.stdout, human.stdout
+    applied = doctor("repair", "--run-id", "r1", "--root", tmp_path, "--apply", "--json")
+    assert json.loads(applied.stdout)["plan"] == [], applied.stdout
+    assert (run / "final.json").read_text() == final  # never overwritten
+    (run / "final.json").rename(run / "final.json.bad")  # as the finding says: then it is
+    again = doctor("repair", "--run-id", "r1", "--root", tmp_path, "--apply", "--json")
+    (done,) = json.loads(again.stdout)["report"]["results"]
+    assert (done["action"], done["outcome"]) == ("terminalize", "applied"), again.stdout

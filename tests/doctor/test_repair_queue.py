@@ -33,8 +33,9 @@ from doctor._repair import (
 )
 from executor import ExecutorConfig, Queue, SessionInfo, open_queue
 from executor._reaper import reap
+from fixtures import queues
 from rundoctor.liveness import start_ticks as proc_start_ticks
-from tests.helpers import PG_URL, require_postgres
+from tests.helpers import PG_URL, require_postgres, run_doctor
 
 NOW = 1_780_000_000.0  # 2026-05-28T20:26:40Z
 DEAD_PID = 99_999_999  # above PID_MAX_LIMIT (2**22): never a live process
@@ -441,3 +442,29 @@ def test_reclaim_on_postgresql_journals_where_it_is_told(
     (again,) = apply_queue_repairs(plan, config, journal=journal).results
     assert again.outcome == "noop"
     assert [e.outcome for e in read_journal(journal)] == ["applied"]
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        ("file", "is a file, not a directory"),
+        ("symlink", "is a symlink"),
+        ("none", "does not exist"),
+    ],
+)
+def test_a_journal_that_is_no_directory_is_named_for_what_it_is(
+    tmp_path: Path, make: str, says: str
+) -> None:
+    # Before: a regular file given as --journal "does not exist (or is a symlink)".
+    journal = tmp_path / "journal"
+    if make == "file":
+        journal.write_text("")
+    elif make == "symlink":
+        (tmp_path / "real").mkdir()
+        journal.symlink_to(tmp_path / "real")
+    queues.incident_05(host="elsewhere").write_sqlite(tmp_path / "queue.db")
+    done = run_doctor("repair", "--db", tmp_path / "queue.db", "--journal", journal, "--apply")
+    assert done.returncode == 2, done
+    assert done.stderr == (
+        f"error: the repair journal's directory {str(journal)!r} {says}; pass --journal DIR\n"
+    ), done.stderr

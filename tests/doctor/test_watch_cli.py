@@ -216,7 +216,7 @@ def test_a_damaged_state_file_is_one_line_and_exit_2(tmp_path: Path, env: dict[s
         ("[" * 100_000 + "]" * 100_000, "cannot be read (JSON nested too deeply)"),
         (
             '{"schema": "rundoctor.watch-state/1", "passes": "x", "active": [], "last_pass_at": 1}',
-            "is damaged (invalid literal for int() with base 10: 'x')",
+            'is damaged (passes is "x", not a whole number of passes, 0 or more)',
         ),
     ],
     ids=["fifo", "nested", "wrong-type"],
@@ -236,3 +236,70 @@ def test_a_state_file_that_is_no_state_is_one_line_never_a_hang_or_a_crash(
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done
     assert done.stderr.count("\n") == 1 and says in done.stderr, done.stderr
+
+
+def _state(passes: str, active: str = "[]") -> str:
+    return (
+        f'{{"schema": "rundoctor.watch-state/1", "passes": {passes}, "active": {active}, '
+        '"last_pass_at": "2026-03-02T09:00:00Z"}'
+    )
+
+
+_ALERT = (
+    '{"event": "alert", "run_id": "r1", "scope": "", "code": "idle_gap", "severity": "%s", '
+    '"summary": "s", "first_seen": "2026-03-02T09:00:00Z", "at": "2026-03-02T09:00:00Z"}'
+)
+
+
+@pytest.mark.parametrize(
+    ("state", "says"),
+    [
+        (_state("-1"), "passes is -1, not a whole number of passes, 0 or more"),
+        (_state("1e400"), "passes is Infinity, not a whole number of passes, 0 or more"),
+        (_state("2.5"), "passes is 2.5, not a whole number of passes, 0 or more"),
+        (_state("true"), "passes is true, not a whole number of passes, 0 or more"),
+        (_state("3", "[1]"), "active[0] is 1, not an object"),
+        (_state("3", f"[{_ALERT % 'info'}]"), 'active[0].severity is "info", not warning'),
+        (_state("3", '{"a": 1}'), "active is an object, not a list of alerts"),
+    ],
+    ids=["negative", "infinite", "fraction", "boolean", "not-an-object", "info", "not-a-list"],
+)
+def test_a_state_no_watch_could_have_written_is_refused_and_kept(
+    tmp_path: Path, env: dict[str, str], state: str, says: str
+) -> None:
+    # Before: passes -1, 2.5 or true were taken and counted on from (the next pass was 0, 3
+    # or 2), an open alert at "info" was resolved as if sent; 1e400 (infinity) was "internal
+    # error … OverflowError", exit 70.
+    path = tmp_path / "watch.json"
+    path.write_text(state)
+    done = _run([*_watch(tmp_path, path), "--once"], env)
+    assert done.returncode == 2, done
+    assert done.stderr.startswith(f"error: --state {str(path)!r} is damaged ("), done.stderr
+    assert says in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert "move it aside to start over" in done.stderr
+    assert path.read_text() == state  # never overwritten
+    assert done.stdout == ""
+
+
+def test_a_state_a_watch_wrote_before_ticket_ids_is_still_read(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    path = tmp_path / "watch.json"
+    path.write_text(_state("7", f"[{_ALERT % 'error'}]"))
+    done = _run([*_watch(tmp_path, path), "--once"], env)
+    assert done.returncode == 0, done
+    assert [json.loads(line)["event"] for line in done.stdout.splitlines()] == ["resolved"]
+    assert json.loads(path.read_text())["passes"] == 8
+
+
+def test_a_runs_root_from_the_environment_that_loops_is_one_line(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # Before: the default --state is named after the resolved roots, and resolving a symlink
+    # loop raised RuntimeError: "internal error", exit 70, before the scan could refuse it.
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    done = _run([sys.executable, "-m", "doctor", "watch", "--once"], {
+        **env, "RUNDOCTOR_ROOTS": str(tmp_path / "loop"),
+    })  # fmt: skip
+    assert done.returncode == 2 and "internal error" not in done.stderr, done.stderr
+    assert "runs root" in done.stderr and "is not a directory" in done.stderr, done.stderr

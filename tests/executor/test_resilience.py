@@ -833,3 +833,70 @@ def test_a_worker_on_a_queue_no_retry_can_mend_stops_at_once_with_one_line(
     assert "retrying with backoff" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: worker ") and says in last and "retrying cannot help" in last
+
+
+def _one_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr, result
+    (line,) = result.stderr.splitlines()
+    return line
+
+
+@pytest.mark.parametrize("refusal", ["full", "read-only"])
+def test_doctor_run_on_a_root_that_refuses_writes_is_one_line_naming_it(
+    tiny_disk: Path, refusal: str
+) -> None:
+    # Before: a read-only runs root was "internal error … OSError: [Errno 30] Read-only file
+    # system", exit 70; a full one "cannot write: … (standard output, or a file the command
+    # writes)", which named neither the root nor what to do.
+    from tests.executor.test_cli import SIMPLE
+    from tests.helpers import run_doctor
+
+    if refusal == "full":
+        _fill(tiny_disk)
+    else:
+        subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
+    line = _one_line(run_doctor("run", SIMPLE, "--root", tiny_disk))
+    assert line.startswith(f"error: the run could not be written under runs root '{tiny_disk}': ")
+    why = "No space left on device" if refusal == "full" else "Read-only file system"
+    assert why in line and "a writable directory with free space" in line
+
+
+def test_doctor_run_on_a_root_that_cannot_be_made_is_one_line_naming_it() -> None:
+    # Before: "internal error … PermissionError: [Errno 1] Operation not permitted", exit 70.
+    from tests.executor.test_cli import SIMPLE
+    from tests.helpers import run_doctor
+
+    line = _one_line(run_doctor("run", SIMPLE, "--root", "/sys/rundoctor-runs"))
+    assert line.startswith("error: runs root '/sys/rundoctor-runs' cannot be created: ")
+
+
+def test_doctor_run_db_says_why_the_ticket_failed_not_that_it_was_never_claimed(
+    tiny_disk: Path, tmp_path: Path
+) -> None:
+    # Before: "ticket t-… could not be claimed", when it was claimed and failed: its run
+    # directory could not be written.
+    from tests.executor.test_cli import SIMPLE
+    from tests.helpers import run_doctor
+
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
+    db = tmp_path / "q.db"
+    done = run_doctor("run", SIMPLE, "--db", db, "--root", tiny_disk)
+    assert done.returncode == 2 and "internal error" not in done.stderr, done
+    last = done.stderr.splitlines()[-1]
+    assert "failed before its run began: the run directory" in last, last
+    assert "Read-only file system" in last and "could not be claimed" not in last
+
+
+def test_a_queue_on_a_full_disk_says_the_disk_is_full(tiny_disk: Path) -> None:
+    # Before: "SQLite queue … (open): disk I/O error: the queue database refused the
+    # statement" (SQLite cannot make its -shm file there, even to read): no cause named.
+    from tests.executor.test_cli import SIMPLE
+    from tests.helpers import run_doctor
+
+    db = tiny_disk / "q.db"
+    assert run_doctor("enqueue", SIMPLE, "--db", db).returncode == 0
+    _fill(tiny_disk)
+    for args in (("tickets", "--db", db), ("enqueue", SIMPLE, "--db", tiny_disk / "new.db")):
+        line = _one_line(run_doctor(*args))
+        assert line.endswith(": the file system holding it is full; free space there, then retry")

@@ -175,3 +175,24 @@ def test_a_bad_executor_section_stops_run_with_one_line(tmp_path: Path) -> None:
     env = _file(tmp_path, '[executor]\nlease_ttl_s = "long"\n')
     line = _one_line_error(_doctor("run", TOOL_GRAPH, "--root", tmp_path / "r", env=env))
     assert "lease_ttl_s: 'long' is not a number" in line
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[doctor]\nx = " + "[" * 100_000 + "]" * 100_000 + "\n", "values nested too deeply"),
+        ("[executor]\nlease_ttl_s = 1e400\n", "lease_ttl_s = inf s is too long: at most"),
+        ("[executor]\nstage_timeout_s = 1e300\n", "stage_timeout_s = 1e+300 s is too long"),
+    ],
+    ids=["nested", "infinite-lease", "century-past-timeout"],
+)
+def test_a_config_file_past_what_can_be_read_or_waited_is_one_line(
+    tmp_path: Path, text: str, says: str
+) -> None:
+    # Before: arrays nested 100,000 deep were "internal error … RecursionError", exit 70; a
+    # lease or a stage timeout of 1e400 (infinity to TOML) or 1e300 s was taken, where the
+    # flags stop at 5218w: a worker whose tickets no reaper would ever take back.
+    env = {**_file(tmp_path, text), "XDG_STATE_HOME": str(tmp_path / "state")}
+    args = ("worker", "--db", tmp_path / "q.db", "--create-queue", "--once")
+    line = _one_line_error(_doctor(*args, env=env))
+    assert says in line, line

@@ -7,6 +7,7 @@ that was reaped, and pids that cannot exist.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,10 +23,12 @@ from rundoctor.liveness import (
     YOUNGER_BY_S,
     owner_alive,
     process_alive,
+    process_state,
     start_ticks,
     started_at,
     valid_pid,
 )
+from tests.doctor.watch_helpers import wait_for
 
 HOST = socket.gethostname()
 
@@ -131,3 +134,65 @@ def test_a_process_younger_than_its_recorded_pid_is_not_the_owner() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def _sleeper(tmp_path: Path, name: str | bytes) -> subprocess.Popen[bytes]:
+    """``sleep 60`` run under ``name`` (a symlink to it): the kernel's command name."""
+    link = os.path.join(os.fsencode(tmp_path), os.fsencode(name))
+    os.symlink(b"/bin/sleep", link)
+    return subprocess.Popen([link, b"60"])
+
+
+def test_process_state_reads_a_name_with_parentheses_whole_and_sees_it_stop_and_die(
+    tmp_path: Path,
+) -> None:
+    # /proc/PID/stat is "pid (comm) state …": the name "a) b (c" must not move the state.
+    child = _sleeper(tmp_path, "a) b (c")
+    try:
+        state = process_state(child.pid)
+        assert state is not None
+        assert (state.pid, state.name, state.stopped, state.zombie) == (
+            child.pid, "a) b (c", False, False,
+        )  # fmt: skip
+        assert state.start_ticks == start_ticks(child.pid) is not None
+        os.kill(child.pid, signal.SIGSTOP)
+        wait_for(lambda: getattr(process_state(child.pid), "state", "") == "T")
+        assert process_alive(child.pid, state.start_ticks)  # stopped is alive
+        os.kill(child.pid, signal.SIGKILL)
+        wait_for(lambda: getattr(process_state(child.pid), "zombie", False))
+        assert not process_alive(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    assert process_state(child.pid) is None
+
+
+def test_process_state_escapes_a_name_that_is_not_utf8(tmp_path: Path) -> None:
+    child = _sleeper(tmp_path, b"run-\xff\xfe")
+    try:
+        state = process_state(child.pid)
+        assert state is not None and state.name == "run-\\xff\\xfe"
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.parametrize("pid", [0, -1, 2**31, PID_MAX + 1])
+def test_process_state_of_what_cannot_be_a_live_pid_is_none(pid: int) -> None:
+    assert process_state(pid) is None
+
+
+def test_a_stopped_sqlite_write_lock_holder_is_named_from_its_process_state(
+    tmp_path: Path,
+) -> None:
+    from executor._sqlite_lock import _describe
+
+    child = _sleeper(tmp_path, "a) b (c")
+    try:
+        os.kill(child.pid, signal.SIGSTOP)
+        wait_for(lambda: getattr(process_state(child.pid), "stopped", False))
+        said = _describe(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    assert said.startswith(f"process {child.pid} (a) b (c) holds its write lock and is stopped")

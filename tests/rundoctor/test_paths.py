@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from rundoctor.paths import make_dirs
+from rundoctor.paths import make_dirs, remove_tree
 from tests.helpers import REPO, run_doctor
 
 HEALTHY_ROOT = REPO / "fixtures" / "cases" / "healthy_tool_run" / "run"
@@ -97,3 +101,121 @@ def test_a_tilde_naming_no_user_is_left_as_it_is_as_a_shell_does(
     assert done.returncode in (0, 2), done.stderr
     if done.returncode == 2:
         assert "~no-such-user-here" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def _nest(top: Path, depth: int) -> None:
+    """``top/d/d/…/d/f``, ``depth`` directories below ``top``, each holding a file, made by
+    names relative to an open directory: the deepest paths are past PATH_MAX (4,096)."""
+    make_dirs(top)
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+            os.mkdir("d", dir_fd=fd)
+            fd, old = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+            os.close(old)
+    finally:
+        os.close(fd)
+
+
+def test_remove_tree_removes_a_tree_past_the_recursion_and_path_limits(tmp_path: Path) -> None:
+    # shutil.rmtree (Python 3.11) recursed once per level: RecursionError at about 1,000.
+    top = tmp_path / "top"
+    try:
+        _nest(top, 2500)
+        (top / "wide").mkdir()
+        for i in range(50):
+            (top / "wide" / f"sub{i}").mkdir()
+            (top / "wide" / f"sub{i}" / "f").write_text("x")
+        remove_tree(top)
+        assert not top.exists()
+    finally:
+        _remove_deep(top)
+
+
+def test_remove_tree_removes_a_symlink_never_what_it_points_at(tmp_path: Path) -> None:
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "precious").write_text("x")
+    top = tmp_path / "top"
+    (top / "a").mkdir(parents=True)
+    (top / "a" / "out").symlink_to(kept)
+    (tmp_path / "link").symlink_to(kept)
+    remove_tree(tmp_path / "link")
+    remove_tree(top)
+    remove_tree(tmp_path / "missing")  # nothing to remove
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+    assert (kept / "precious").read_text() == "x"
+
+
+_REMOVE_AS_USER = """
+import sys
+from pathlib import Path
+from rundoctor.paths import remove_tree
+top = Path(sys.argv[1])
+try:
+    remove_tree(top)
+except PermissionError:
+    print("refused")
+remove_tree(top, ignore_errors=True)  # removes what it can, raises nothing
+print(sorted(p.name for p in top.iterdir()))
+"""
+
+
+def test_remove_tree_says_what_it_could_not_remove_unless_told_to_go_on() -> None:
+    # As a user the permissions apply to: root removes anything, so as nobody (setpriv).
+    as_other: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("needs setpriv to drop root's privileges")
+        as_other = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    base = Path(tempfile.mkdtemp(prefix="rundoctor-rm-"))
+    top = base / "top"
+    try:
+        base.chmod(0o755)
+        (top / "locked" / "inner").mkdir(parents=True)
+        (top / "free").mkdir()
+        (top / "free" / "f").write_text("x")
+        if as_other:
+            subprocess.run(["chown", "-R", "nobody", str(top)], check=True)
+        (top / "locked").chmod(0o500)
+        done = subprocess.run(
+            [*as_other, sys.executable, "-c", _REMOVE_AS_USER, str(top)],
+            capture_output=True, text=True, timeout=60, cwd=REPO,
+        )  # fmt: skip
+    finally:
+        (top / "locked").chmod(0o700)
+    remove_tree(base)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["refused", "['locked']"]
+
+
+@pytest.mark.parametrize("left", ["deep", "symlink"])
+def test_chaos_run_clears_a_previous_campaign_however_deep_never_through_a_symlink(
+    tmp_path: Path, left: str
+) -> None:
+    # Before: prepare_out's shutil.rmtree of the old campaign/ ended `chaos run` with
+    # "internal error … RecursionError", exit 70; and a symlink named report.md to a
+    # directory was "internal error … Cannot call rmtree on a symbolic link", exit 70.
+    out = tmp_path / "out"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious").write_text("x")
+    try:
+        if left == "deep":
+            _nest(out / "campaign" / "runs", DEPTH)
+        else:
+            out.mkdir()
+            (out / "report.md").symlink_to(elsewhere)
+        (tmp_path / "taken.db").write_text("not a fresh queue")
+        args = ("chaos", "run", "--seed", "1", "--duration", "1", "--out", out)
+        # A --db that is not new is refused just after --out is cleared: no campaign runs.
+        done = run_doctor(*args, "--db", tmp_path / "taken.db", cwd=tmp_path)
+        cleared = sorted(p.name for p in out.iterdir())
+        runs = [p.name for p in (out / "campaign" / "runs").iterdir()]
+    finally:
+        _remove_deep(out)
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2 and "--db" in done.stderr.splitlines()[-1], done.stderr
+    assert cleared == ["campaign"] and runs == []
+    assert (elsewhere / "precious").read_text() == "x"
