@@ -9,8 +9,10 @@ package's commands; see ``docs/architecture.md``.
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +30,7 @@ from doctor._layout import _looks_like_run as looks_like_run
 from doctor._version import package_version
 from executor.console import console, plain, reported, scan_progress, transient_bar
 from rundoctor.errors import BROKEN_PIPE, crash_guarded, exit_when_done, silence_stdout
-from rundoctor.paths import expand_user
+from rundoctor.paths import expand_user, file_kind
 from rundoctor.terminal import shell_quote
 
 if TYPE_CHECKING:  # the commands import what they run, so each pays only for its own
@@ -138,19 +140,42 @@ def _check_roots(roots: list[Path]) -> None:
     """A ``--root`` that is missing, a file, or a run directory itself: say which, and what
     to pass instead (every command the same way)."""
     for root in roots:
-        if not root.exists():
-            raise RootError(f"runs root {str(root)!r} does not exist; pass an existing --root DIR")
-        if not root.is_dir():
-            raise RootError(
-                f"runs root {str(root)!r} is a file, not a directory; pass --root the "
-                "directory that holds the run directories"
-            )
+        problem = _root_problem(root)
+        if problem is not None:
+            raise RootError(f"runs root {str(root)!r} {problem}")
         if looks_like_run(root) and not list_run_dirs([root]):
             raise RootError(
                 f"{str(root)!r} is a run directory, not a runs root; diagnose it with "
                 f"`doctor diagnose --run-id {shlex.quote(str(root))}` or pass --root "
                 f"{shlex.quote(str(root.resolve().parent))}"
             )
+
+
+def _root_problem(root: Path) -> str | None:
+    """Why ``root`` is no directory to scan, said so that the fix is plain; None when it is one.
+
+    >>> _root_problem(Path("/dev/null"))[:38], _root_problem(Path("/"))
+    ('is a character device, not a directory', None)
+    """
+    try:
+        st = os.stat(root)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symlink loop: it never reaches a directory; pass an existing --root DIR"
+        if exc.errno == errno.ENOENT and os.path.islink(root):
+            return (
+                f"is a symlink to {os.readlink(root)!r}, which does not exist; pass an "
+                "existing --root DIR"
+            )
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "does not exist; pass an existing --root DIR"
+        return f"cannot be read ({exc.strerror or exc}); pass a --root DIR this user may read"
+    if not stat.S_ISDIR(st.st_mode):
+        kind = "a file" if stat.S_ISREG(st.st_mode) else file_kind(st.st_mode)
+        return (
+            f"is {kind}, not a directory; pass --root the directory that holds the run directories"
+        )
+    return None
 
 
 def given_run(run_id: str, roots: list[Path] | None) -> tuple[str, list[Path] | None]:
@@ -343,6 +368,10 @@ def parse_since(text: str, now: float) -> float:
     (2800.0, 4600.0)
     >>> parse_since("2026-02-10", 0.0)
     1770681600.0
+    >>> parse_since("99999999w", 0.0)
+    Traceback (most recent call last):
+    ...
+    doctor._errors.UsageError: --since '99999999w' is too long a duration: at most 5218w ...
     """
     from datetime import UTC, datetime
 
@@ -350,11 +379,13 @@ def parse_since(text: str, now: float) -> float:
 
     try:
         return now - parse_duration(text)
-    except DurationError:
-        pass
+    except DurationError as exc:
+        why = str(exc)
     try:
         ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
+        if " is not a duration" not in why:  # a duration, but out of range: say so
+            raise UsageError(f"--since {why}") from None
         raise UsageError(
             f"--since {text!r} is neither an age like 24h, 7d or 1h30m nor an ISO date like "
             "2026-02-10"

@@ -41,6 +41,7 @@ from doctor._layout import (
 from doctor._model import noun
 from doctor._timestamps import parse_iso
 from rundoctor.liveness import owner_alive, valid_pid
+from rundoctor.paths import file_kind
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -347,20 +348,6 @@ def parse_json(data: bytes, *, first_wins: bool = False) -> tuple[Any, list[str]
     return value, duplicates
 
 
-def _file_kind(mode: int) -> str:
-    for test, name in (
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISLNK, "a symlink"),
-    ):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
 def read_regular(path: Path, limit: int) -> tuple[os.stat_result, bytes | None, str | None]:
     """``(stat, bytes, None)`` of a regular file of at most ``limit`` bytes, opened without
     following a symlink or blocking on a FIFO; else ``(stat, None, why)``. Raises
@@ -368,7 +355,7 @@ def read_regular(path: Path, limit: int) -> tuple[os.stat_result, bytes | None, 
     """
     st = os.lstat(path)
     if not stat.S_ISREG(st.st_mode):
-        return st, None, f"{_file_kind(st.st_mode)}, not a regular file: never read"
+        return st, None, f"{file_kind(st.st_mode)}, not a regular file: never read"
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOCTTY", 0)
     try:
         fd = os.open(path, flags)
@@ -379,7 +366,7 @@ def read_regular(path: Path, limit: int) -> tuple[os.stat_result, bytes | None, 
     try:
         st = os.fstat(fd)  # what was opened, not what was checked
         if not stat.S_ISREG(st.st_mode):
-            return st, None, f"{_file_kind(st.st_mode)}, not a regular file: never read"
+            return st, None, f"{file_kind(st.st_mode)}, not a regular file: never read"
         if st.st_size > limit:
             return st, None, f"{st.st_size} bytes, over the {limit} limit"
         chunks: list[bytes] = []
@@ -550,7 +537,7 @@ def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> 
         out.progress_size = st.st_size if stat.S_ISREG(st.st_mode) else None
         if not stat.S_ISREG(st.st_mode) and not stat.S_ISLNK(st.st_mode):
             rel = os.path.relpath(scope.progress, run.path)
-            why = f"{_file_kind(st.st_mode)}, not a regular file: never read"
+            why = f"{file_kind(st.st_mode)}, not a regular file: never read"
             docs.unreadable.append(Unreadable(rel, "progress", why))
     for name in unsearchable_dirs(scope.path):
         rel = os.path.relpath(scope.path / name, run.path)

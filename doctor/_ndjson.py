@@ -482,9 +482,9 @@ def open_regular(path: Path) -> BinaryIO:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            from doctor._documents import _file_kind
+            from rundoctor.paths import file_kind
 
-            kind = _file_kind(mode)
+            kind = file_kind(mode)
             why = kind if kind == "not a regular file" else f"{kind}, not a regular file"
             raise OSError(errno.EINVAL, why, str(path))
         return os.fdopen(fd, "rb", buffering=0)

@@ -12,10 +12,37 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["expand_user", "make_dirs", "read_regular_text", "remove_tree", "state_home"]
+__all__ = [
+    "expand_user",
+    "file_kind",
+    "make_dirs",
+    "read_regular_text",
+    "remove_tree",
+    "state_home",
+]
 
 #: How a directory is opened on the way down: never through a symlink, never inherited.
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def file_kind(mode: int) -> str:
+    """What a ``st_mode`` is, as a message names it.
+
+    >>> file_kind(stat.S_IFIFO | 0o644), file_kind(stat.S_IFREG | 0o644)
+    ('a FIFO', 'a regular file')
+    """
+    for test, name in (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symlink"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def expand_user(path: str | os.PathLike[str]) -> Path:

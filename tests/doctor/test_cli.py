@@ -254,6 +254,13 @@ def test_an_unparsable_since_is_refused() -> None:
     assert "'yesterdayish'" in line
 
 
+def test_a_since_too_long_says_so_not_that_it_is_no_age() -> None:
+    line = _assert_one_line_error(doctor("scan", "--root", HEALTHY_ROOT, "--since", "99999999w"))
+    assert line == (
+        "error: --since '99999999w' is too long a duration: at most 5218w (about a hundred years)"
+    )
+
+
 def test_a_run_id_with_markup_characters_is_printed_literally(tmp_path: Path) -> None:
     _stale_run(tmp_path)
     for run_id in ("a[/x]b", "[bold]zz"):

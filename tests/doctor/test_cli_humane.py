@@ -156,6 +156,21 @@ def test_a_file_given_as_root_is_the_same_one_line_for_every_command(tmp_path: P
     assert str(file) in line and "is a file, not a directory" in line
 
 
+def test_a_root_that_is_no_directory_says_what_it_is(tmp_path: Path) -> None:
+    # A FIFO was "a file", a symlink loop and a dangling symlink "does not exist".
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    expected = {
+        "fifo": "is a FIFO, not a directory",
+        "loop": "is a symlink loop: it never reaches a directory",
+        "dangling": f"is a symlink to '{tmp_path / 'nowhere'}', which does not exist",
+    }
+    for name, said in expected.items():
+        line = _assert_one_line_error(doctor("scan", "--root", tmp_path / name))
+        assert f"runs root '{tmp_path / name}' {said}" in line
+
+
 def test_a_run_directory_given_as_root_says_what_it_is_and_what_to_type(tmp_path: Path) -> None:
     line = _assert_one_line_error(doctor("scan", "--root", HEALTHY_RUN))
     assert "is a run directory, not a runs root" in line
