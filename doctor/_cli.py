@@ -169,7 +169,7 @@ def _root_problem(root: Path) -> str | None:
             )
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             return "does not exist; pass an existing --root DIR"
-        return f"cannot be read ({exc.strerror or exc}); pass a --root DIR this user may read"
+        raise  # permission denied, a name too long: said as every command says them
     if not stat.S_ISDIR(st.st_mode):
         kind = "a file" if stat.S_ISREG(st.st_mode) else file_kind(st.st_mode)
         return (
