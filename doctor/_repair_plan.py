@@ -23,6 +23,7 @@ from doctor._detectors._queue import same_host, this_host
 from doctor._diagnose import ScanResult
 from doctor._layout import is_top_scope
 from doctor._model import Diagnosis, Finding
+from doctor._ndjson import NOT_AN_EVENT
 from doctor._repair_actions import _is_placeholder, _start_written_ns
 from doctor._repair_model import ACTIONS, QUEUE_ACTIONS, Action, FindingRef
 from doctor._timestamps import parse_iso
@@ -137,6 +138,20 @@ def _plan_ingest_status(f: Finding, ref: FindingRef, run_path: Path) -> Action |
     )
 
 
+def _cut_line(detail: object) -> str:
+    """What the last line a truncate cuts is, by the torn line's ``detail``.
+
+    >>> _cut_line("truncated JSON")
+    'a half-written append (truncated JSON)'
+    """
+    if detail == NOT_AN_EVENT:
+        return (
+            "a JSON object but no event, with no newline after it: the next append would be "
+            "glued onto it"
+        )
+    return f"a half-written append ({detail})"
+
+
 def _plan_truncate(f: Finding, ref: FindingRef, facts: Mapping[str, Any]) -> Action | None:
     """Cut a torn last line off a stream; blocked while its owner is alive."""
     ev = f.evidence
@@ -147,7 +162,7 @@ def _plan_truncate(f: Finding, ref: FindingRef, facts: Mapping[str, Any]) -> Act
         "truncate_torn_line",
         target,
         ref,
-        f"its last line, from byte {offset}, is a half-written append ({ev.get('detail')})",
+        f"its last line, from byte {offset}, is {_cut_line(ev.get('detail'))}",
         byte_offset=offset,
         blocked="the owner process is alive and may be writing that line"
         if facts.get("owner_alive") is True

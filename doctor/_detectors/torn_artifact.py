@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from doctor._detectors._context import Context, needs
 from doctor._model import Finding, Severity, plural
-from doctor._ndjson import LINE_COMPLETE, too_long
+from doctor._ndjson import LINE_COMPLETE, NOT_AN_EVENT, too_long
 
 __all__ = ["torn_artifact"]
 
@@ -102,6 +102,14 @@ def _advice(
         return (
             "the last line was written whole but is no event, so no crash cut it short; "
             "the events before it are intact, and nothing is to be cut"
+        )
+    if last_only and detail == NOT_AN_EVENT:
+        # A whole object, no newline after it: no crash need have cut it, but it is no event,
+        # and the engine's next append would run on from it into one line that parses as none.
+        return (
+            "the last line is a whole JSON object but no event, with no newline after it, so "
+            f"the next append would be glued onto it; truncate it at byte {offset} (the "
+            "repair keeps a copy), the events before it are intact"
         )
     if last_only:
         return (

@@ -51,6 +51,30 @@ def test_a_torn_last_line_is_a_warning_to_truncate(tmp_path: Path) -> None:
     assert str(finding.evidence["detail"]).startswith("not JSON")
 
 
+def test_a_whole_object_with_no_event_and_no_newline_is_cut_but_not_called_a_crash(
+    tmp_path: Path,
+) -> None:
+    # It was "a half-written append from a crash": the object is whole, only no event, and
+    # with no newline after it the engine's next append would be glued onto it.
+    from doctor._ndjson import NOT_AN_EVENT
+    from doctor._repair import plan_repairs
+
+    path = _run(tmp_path).finish()
+    offset = _append(path / "progress.ndjson", b'{"note": "another writer"}')
+    config = DoctorConfig(now=1777377600, checks=("torn_artifact",))
+    diagnosis = diagnose_path(path, config)
+    (finding,) = diagnosis.findings
+
+    assert (finding.repair, finding.evidence["detail"]) == ("truncate_torn_line", NOT_AN_EVENT)
+    assert "half-written" not in finding.summary
+    assert (
+        "the last line is a whole JSON object but no event, with no newline after it, so the "
+        f"next append would be glued onto it; truncate it at byte {offset}" in finding.summary
+    )
+    (action,) = plan_repairs(diagnosis, config)
+    assert "half-written" not in action.reason and "glued onto it" in action.reason
+
+
 def test_an_unterminated_line_of_a_live_writer_is_not_torn(tmp_path: Path) -> None:
     path = _run(tmp_path, pid=os.getpid()).finish()
     _append(path / "progress.ndjson", b'{"event":"stage_heartbeat","node_id":"b","el')
