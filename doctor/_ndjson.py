@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # loaded by the functions that ingest: `doctor checks` needs 
     import duckdb
 
 from doctor._errors import IngestError
+from rundoctor.paths import file_kind
 
 __all__ = [
     "CHUNK_BYTES",
@@ -482,8 +483,6 @@ def open_regular(path: Path) -> BinaryIO:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            from rundoctor.paths import file_kind
-
             kind = file_kind(mode)
             why = kind if kind == "not a regular file" else f"{kind}, not a regular file"
             raise OSError(errno.EINVAL, why, str(path))
