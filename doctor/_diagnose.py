@@ -27,6 +27,7 @@ from doctor._run_state import run_state
 
 if TYPE_CHECKING:
     from doctor._scan import RunOutcome
+    from doctor._scan_child import WarmChild
 
 __all__ = ["SCAN_SCHEMA", "ScanResult", "diagnose", "diagnose_path", "scan"]
 
@@ -289,16 +290,21 @@ def scan(
     ``config.cache_dir``, an unchanged run reuses its diagnosis brought to the clock and
     grown streams are read from their last byte offset (see :mod:`doctor._cache`).
     """
+    from doctor._scan_child import warm_child
+
     if not config.roots and not config.db:
         raise UsageError("no runs root: pass --root DIR or set RUNDOCTOR_ROOTS (or --db URL)")
-    paths, notes = runs_to_scan(config.roots, _skipped(config))
-    layouts = [discover(path) for path in paths]
-    try:
-        return _noted(_scan_layouts(config, layouts, since, progress), notes)
-    except (UsageError, RootError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # isolated below; re-raised when no run explains it
-        failure = exc
+    # A rescan's small batch goes to a child that imports what it needs while the roots are
+    # walked (doctor._scan_child).
+    with warm_child(config.cache_dir is not None) as warm:
+        paths, notes = runs_to_scan(config.roots, _skipped(config))
+        layouts = [discover(path) for path in paths]
+        try:
+            return _noted(_scan_layouts(config, layouts, since, progress, warm), notes)
+        except (UsageError, RootError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # isolated below; re-raised when no run explains it
+            failure = exc
     # Something failed the whole scan: find the runs that fail alone, report each as its own
     # finding, and scan the others. A failure no single run explains is the tool's.
     broken: dict[str, Exception] = {}
@@ -401,10 +407,11 @@ def _scan_layouts(
     layouts: list[RunLayout],
     since: float | None,
     progress: Progress | None,
+    warm: WarmChild | None = None,
 ) -> ScanResult:
     from doctor._scan import fleet_findings, scan_runs
 
-    outcomes, read = scan_runs(config, layouts, _settings_key(config), progress)
+    outcomes, read = scan_runs(config, layouts, _settings_key(config), progress, warm=warm)
     by_run: dict[str | None, list[Finding]] = {}
     found, queue_notes = fleet_findings(config, layouts, outcomes)
     for f in found:

@@ -48,6 +48,8 @@ from doctor._scan_pool import Progress, _in_pool, _in_process, _settle
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
+    from doctor._scan_child import WarmChild
+
 __all__ = [
     "MAX_WORKERS",
     "PARALLEL_MIN_BYTES",
@@ -75,8 +77,11 @@ def scan_runs(
     layouts: Sequence[RunLayout],
     settings: str,
     progress: Progress | None,
+    *,
+    warm: WarmChild | None = None,
 ) -> tuple[dict[str, RunOutcome], int]:
-    """Phases 1 and 2: every run's outcome (run_id ->), and how many were read."""
+    """Phases 1 and 2: every run's outcome (run_id ->), and how many were read. A rescan's
+    small batch goes to ``warm``, when given (:mod:`doctor._scan_child`)."""
     cache = RunCache(config.cache_dir, settings) if config.cache_dir else None
     total = len(layouts)
     prints: dict[str, dict[str, list[int]]] = {}
@@ -94,6 +99,7 @@ def scan_runs(
             entries=entries,
             done=done,
             progress=progress,
+            warm=warm,
         )
     to_read = [x for x in layouts if x.run_id not in done and x.run_id not in early_ids]
     if progress is not None:

@@ -5,8 +5,9 @@ is opened). A run whose fingerprint matches its entry is not read: its cached di
 *brought to the clock* (:func:`doctor._scan_outcome.at_clock`). Other runs are read, those
 whose streams only grew from their last byte offsets (their entries are kept to resume from).
 The runs with a file written after their entry (or without one) are planned first, so that a
-small batch of them can be diagnosed on a thread while the others are planned
-(:func:`_plan_cached`).
+small batch of them can be diagnosed while the others are planned (:func:`_plan_cached`): by a
+warm child process on the other core where one could be forked (:mod:`doctor._scan_child`),
+else on a thread.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from doctor._scan_pool import Progress, _on_thread, _settle
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
+
+    from doctor._scan_child import WarmChild
 
 __all__: list[str] = []
 
@@ -137,12 +140,14 @@ def _plan_cached(
     entries: dict[str, CacheEntry],
     done: dict[str, RunOutcome],
     progress: Progress | None,
+    warm: WarmChild | None = None,
 ) -> tuple[Future[list[RunOutcome]] | None, set[str]]:
     """Phase 1 with a cache: every run fingerprinted (into ``prints``), then planned (into
     ``done`` or ``entries``, see :func:`_plan`). The runs with a file written after their
     entry (or without one) are planned first: when those to read make a small batch, as
     after a run or two grew, it is diagnosed on a thread while the other runs are planned
-    (DuckDB works without holding the interpreter's lock), instead of after them. Returns
+    (DuckDB works without holding the interpreter's lock), or by ``warm``, a child on the other
+    core (:mod:`doctor._scan_child`), instead of after them. Returns
     that batch's future and its runs (None and none without it)."""
     early: Future[list[RunOutcome]] | None = None
     with _collector_paused():
@@ -157,7 +162,8 @@ def _plan_cached(
         sizes = {x.run_id: _stream_bytes(x, prints[x.run_id]) for x in first}
         # Runs left to plan, for the thread to overlap.
         if first and rest and _one_small_batch(first, sizes):
-            early = _on_thread(_batch(config, settings, first, entries, prints, sizes))
+            batch = _batch(config, settings, first, entries, prints, sizes)
+            early = warm.submit(batch) if warm is not None else _on_thread(batch)
         try:
             _plan(
                 config,

@@ -4,7 +4,8 @@ With several batches and enough bytes, two processes diagnose batches side by si
 machine's cores, at most :data:`doctor._scan.MAX_WORKERS`): :func:`_in_pool`, each worker's
 DuckDB on one thread. When the runs to read make a small batch, as after a run or two grew,
 the plan has it diagnosed on a thread of its own while it plans the other runs
-(:func:`_on_thread`; DuckDB works without holding the interpreter's lock). However it runs, a
+(:func:`_on_thread`; DuckDB works without holding the interpreter's lock), or handed by that
+thread to a warm child process (:mod:`doctor._scan_child`). However it runs, a
 batch is diagnosed :func:`_safely`: one that fails with cached entries is read once more from
 scratch, and one over the resource budget is diagnosed run by run (:func:`_one_by_one`).
 Ctrl-C, or a batch's error, ends a pool's work at once: no batch left is started.
@@ -42,13 +43,16 @@ def _settle(early: Future[list[RunOutcome]] | None) -> None:
         wait([early])
 
 
-def _on_thread(batch: _Batch) -> Future[list[RunOutcome]]:
-    """``batch`` diagnosed on a thread of its own (its result or error in the future)."""
+def _on_thread(
+    batch: _Batch, run: Callable[[_Batch], list[RunOutcome]] | None = None
+) -> Future[list[RunOutcome]]:
+    """``batch`` diagnosed on a thread of its own (its result or error in the future), by
+    :func:`_safely` or ``run`` (which hands it to a warm child: :mod:`doctor._scan_child`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rundoctor-scan")
     try:
-        return pool.submit(_safely, batch)
+        return pool.submit(run or _safely, batch)
     finally:
         pool.shutdown(wait=False)  # the thread ends with the batch
 

@@ -139,14 +139,17 @@ def test_scans_load_duckdbs_engine_not_its_python_layer_and_a_rescan_neither(
     )
     monkeypatch.setenv("RUNDOCTOR_CACHE", str(tmp_path / "cache"))
     args = ("scan", "--root", str(root), "--json")
-    for grow in (False, True):
-        if grow:  # the rescan resumes this stream from its cached offset
-            with (root / "healthy/progress.ndjson").open("ab") as fh:
-                fh.write(lines[-1])
-        code, modules = _loaded(tmp_path, *args)
-        assert code == 1  # the torn line is an error finding
-        assert "_duckdb" in modules  # runs were really read
-        assert _packages(modules, ("duckdb", "pyarrow", "numpy", "polars")) == []
+    code, modules = _loaded(tmp_path, *args)
+    assert code == 1  # the torn line is an error finding
+    assert "_duckdb" in modules  # runs were really read
+    assert _packages(modules, ("duckdb", "pyarrow", "numpy", "polars")) == []
+    # The rescan resumes this stream from its cached offset, in the warm child
+    # (doctor._scan_child: its imports are below): this process loads no DuckDB at all.
+    with (root / "healthy/progress.ndjson").open("ab") as fh:
+        fh.write(lines[-1])
+    code, modules = _loaded(tmp_path, *args)
+    assert code == 1
+    assert _packages(modules, ("_duckdb", "duckdb", "pyarrow", "numpy", "polars")) == []
     # Nothing changed: no DuckDB at all, and of the detectors only the fleet's idle_gap (and
     # what words an age): not the catalog that imports them all.
     code, modules = _loaded(tmp_path, *args)
@@ -158,6 +161,19 @@ def test_scans_load_duckdbs_engine_not_its_python_layer_and_a_rescan_neither(
     # Nor the failure-text signer: the cache's settings take its version from the code's
     # hash, and no text is signed (compiling its rules took 11 ms of a 0.5 s rescan).
     assert "rundoctor.signature" not in modules
+
+
+def test_the_warm_child_loads_duckdbs_engine_not_its_python_layer() -> None:
+    probe = (
+        "import json, sys; from doctor._scan_child import _warm_up; _warm_up(); "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    modules = set(json.loads(done.stdout))
+    assert "_duckdb" in modules and "doctor._detectors._catalog" in modules
+    assert _packages(modules, ("duckdb", "pyarrow", "numpy", "polars")) == []
 
 
 def test_a_mounted_command_is_loaded_when_invoked(tmp_path: Path) -> None:
