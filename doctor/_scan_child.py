@@ -12,7 +12,7 @@ written nothing). The child diagnoses and caches the batch exactly as a worker p
 
 A fork is only safe while nothing else runs: the child is made only while this process has
 one thread and has not loaded DuckDB, Polars, Arrow or NumPy (whose own threads and locks
-would not survive it), and on a system with ``fork``. Otherwise, and whenever the child ends
+would not survive it), and on Linux. Otherwise, and whenever the child ends
 without an answer (killed, out of memory, its batch failed), the batch is diagnosed here on a
 thread as before, so a failure is raised and reported by this process as it always was; a
 child that Ctrl-C ended ends the scan as Ctrl-C does.
@@ -155,10 +155,11 @@ _THREADED = frozenset({"_duckdb", "duckdb", "polars", "pyarrow", "numpy"})
 
 
 def _can_fork() -> bool:
-    """One thread, no library with threads of its own loaded, and ``fork`` to call (see the
-    module's docstring)."""
+    """One thread, no library with threads of its own loaded, and Linux (see the module's
+    docstring; macOS's system libraries are not safe to use in a forked child, which is why
+    Python's own process pools spawn there)."""
     threaded = _THREADED.intersection(sys.modules)
-    return hasattr(os, "fork") and threading.active_count() == 1 and not threaded
+    return sys.platform.startswith("linux") and threading.active_count() == 1 and not threaded
 
 
 def _fork() -> tuple[WarmChild, _Mask] | None:
