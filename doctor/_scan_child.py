@@ -77,13 +77,13 @@ class WarmChild:
             _write_all(self.to_child, pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
             self._close_ends(to_child=True)
             reply = _read_all(self.from_child)
-        except OSError:
-            reply = b""  # the child is gone: the batch is diagnosed here
+        except (OSError, pickle.PicklingError):
+            reply = b""  # the child is gone (or never had the batch): diagnosed here
         finally:
             self._close_ends(to_child=True, from_child=True)
             status = self.reap()
-        if reply:
-            outcomes: list[RunOutcome] = pickle.loads(reply)
+        outcomes = _outcomes(reply)
+        if outcomes is not None:
             return outcomes
         if status is not None and _interrupted(status):
             raise KeyboardInterrupt  # Ctrl-C reached the child: the scan is ending
@@ -115,6 +115,17 @@ class WarmChild:
             if from_child and self.from_child >= 0:
                 _close(self.from_child)
                 self.from_child = -1
+
+
+def _outcomes(reply: bytes) -> list[RunOutcome] | None:
+    """The child's answer, or None when it gave none (or a cut one: it died writing it)."""
+    if not reply:
+        return None
+    try:
+        outcomes: list[RunOutcome] = pickle.loads(reply)
+    except Exception:  # a cut pickle raises any of several errors
+        return None
+    return outcomes
 
 
 def _interrupted(status: int) -> bool:

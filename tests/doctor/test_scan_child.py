@@ -187,3 +187,14 @@ def test_no_child_is_forked_where_duckdb_runs_threads(root: Path, tmp_path: Path
     assert _without_counts(scan(config).to_json_text()) == _without_counts(
         scan(replace(config, cache_dir=None)).to_json_text()
     )
+
+
+def test_an_answer_cut_short_is_no_answer() -> None:
+    import pickle
+
+    from doctor._scan_child import _outcomes
+    from doctor._scan_outcome import RunOutcome
+
+    whole = pickle.dumps([RunOutcome("r", {"run_id": "r"}, {}, {"first": None})])
+    assert _outcomes(whole) == [RunOutcome("r", {"run_id": "r"}, {}, {"first": None})]
+    assert all(_outcomes(whole[:cut]) is None for cut in range(len(whole)))
