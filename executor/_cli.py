@@ -209,10 +209,11 @@ def _queue_url(db: str | None, *, create: bool = False) -> str:
     if path.parent.is_dir():
         names = [p.name for p in path.parent.iterdir() if p.suffix in (".db", ".sqlite")]
         near = [str(path.parent / n) for n in close_matches(path.name, names, n=1)]
+    given = shlex.quote(url)
     fail(
-        f"no queue at {str(path)!r}{did_you_mean(near)}; "
-        f"`doctor enqueue GRAPH --db {shlex.quote(url)}` "
-        "creates one (or pass --db a SQLite file, sqlite:///ABS/PATH or postgresql://…)"
+        f"no queue at {str(path)!r}{did_you_mean(near)}; `doctor enqueue GRAPH --db {given}` "
+        f"or `doctor worker --create-queue --db {given}` creates one (or pass --db a SQLite "
+        "file, sqlite:///ABS/PATH or postgresql://…)"
     )
 
 

@@ -122,6 +122,20 @@ def test_tickets_with_a_mistyped_db_creates_nothing_and_suggests_the_real_queue(
         assert not typo.exists()
 
 
+def test_a_missing_sqlite_queue_names_both_commands_that_create_one(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # The README: a missing queue is refused "with one line naming `doctor enqueue` and
+    # `doctor worker --create-queue`". A missing SQLite file named only the first, though a
+    # worker refused for it has the flag at hand.
+    missing = tmp_path / "nowhere.db"
+    for command in ("tickets", "reap", "worker"):
+        line = _usage_error(_doctor(env, command, "--db", missing))
+        assert f"`doctor enqueue GRAPH --db {missing}`" in line, command
+        assert f"`doctor worker --create-queue --db {missing}`" in line, command
+        assert not missing.exists()
+
+
 def test_a_queue_that_is_a_dangling_symlink_is_called_one_not_suggested_as_itself(
     env: dict[str, str], tmp_path: Path
 ) -> None:
