@@ -68,6 +68,17 @@ DbOpt = Annotated[
         "(default $RUNDOCTOR_DB, else $XDG_STATE_HOME/rundoctor/queue.db).",
     ),
 ]
+# `doctor run` goes through a queue only when asked: $RUNDOCTOR_DB (set for the workers) never
+# turns a foreground run into a ticket.
+RunDbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        metavar="URL",
+        help="Run it as a ticket of this queue: a SQLite file, sqlite:///PATH or "
+        "postgresql://… (never taken from $RUNDOCTOR_DB; without --db nothing is queued).",
+    ),
+]
 RootOpt = Annotated[
     Path | None,
     typer.Option(
@@ -291,7 +302,7 @@ def _reason(url: str, ticket_id: str) -> str:
 def run_cmd(
     graph: GraphArg,
     root: RootOpt = None,
-    db: DbOpt = None,
+    db: RunDbOpt = None,
     as_json: JsonOpt = False,
     breaker_limit: BreakerOpt = None,
     agent_command: AgentOpt = None,

@@ -331,6 +331,25 @@ def test_every_option_has_help_and_a_plain_metavar(env: dict[str, str], command:
             assert "<" not in line.split("  ")[1], line  # METAVAR, not <type>
 
 
+def test_doctor_run_queues_only_with_db_as_its_help_and_the_readme_say(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # `run --help` said "--db … (default $RUNDOCTOR_DB, else $XDG_STATE_HOME/rundoctor/queue.db)"
+    # and the README's table listed `run` among RUNDOCTOR_DB's readers, but a foreground run is
+    # queued only with --db: the variable set for the workers never makes it a ticket.
+    queue = tmp_path / "workers-queue.db"
+    proc = _doctor({**env, "RUNDOCTOR_DB": str(queue)}, "run", SIMPLE, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["status"] == "success"
+    assert not queue.exists()
+    help_text = " ".join(_doctor(env, "run", "--help").stdout.split())
+    assert "never taken from $RUNDOCTOR_DB" in help_text
+    readme = (PIPELINES.parents[1] / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `RUNDOCTOR_DB` |")]
+    readers = [c.strip() for c in row.split("|")[2].split(",")]
+    assert "run" not in readers and {"enqueue", "worker", "reap", "tickets"} <= set(readers)
+
+
 def test_shell_completion_completes_command_names(env: dict[str, str]) -> None:
     script = Path(sys.executable).parent / "doctor"  # completion is keyed on the script's name
     proc = subprocess.run(
