@@ -9,9 +9,9 @@ that read the environment; here:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -131,24 +131,40 @@ def _seconds(option: str, text: str) -> float:
         fail(f"{option}: {exc}")
 
 
-def _config(breaker_limit: int | None, agent_command: str | None) -> ExecutorConfig:
-    """The flags over the environment over the config file's ``[executor]`` over the
-    defaults (:mod:`rundoctor.config`)."""
-    from rundoctor.config import ConfigError, file_settings
+def _config(
+    breaker_limit: int | None, agent_command: str | None, timing: dict[str, float] | None = None
+) -> ExecutorConfig:
+    """The flags (``timing``: the worker's lease and reaper flags, in seconds) over the
+    environment over the config file's ``[executor]`` over the defaults
+    (:mod:`rundoctor.config`), validated: a budget the file set that is out of range (or
+    inconsistent with the others) is one line naming the file, as the file's other mistakes
+    are, not a bare ``lease_ttl_s = 0.0 must be > 0`` the user could take for a flag's."""
+    from rundoctor.config import ConfigError, config_path, file_settings
 
     try:
         fields = file_settings(os.environ, "executor", ExecutorConfig, exclude=("env",))
     except ConfigError as exc:
         fail(str(exc))
+    overridden = set(timing or {})
+    from_file = set(fields)
     command = agent_command or os.environ.get("RUNDOCTOR_AGENT_COMMAND")
     if command is not None:
         try:
             fields["agent_command"] = tuple(shlex.split(command))
         except ValueError as exc:
             fail(f"--agent-command {command!r} cannot be split into words: {exc}")
+        overridden.add("agent_command")
     if breaker_limit is not None:
         fields["breaker_limit"] = breaker_limit
-    return ExecutorConfig(**fields)
+        overridden.add("breaker_limit")
+    fields |= timing or {}
+    config = ExecutorConfig(**fields)
+    try:
+        return config.validate()
+    except ExecutorError as exc:
+        if set(re.findall(r"\w+", str(exc))) & (from_file - overridden):
+            fail(f"config file {str(config_path(os.environ))!r}: [executor] {exc}")
+        raise
 
 
 def _check_agents(graph: Path, config: ExecutorConfig) -> None:
@@ -463,8 +479,7 @@ def worker_cmd(
         signal.signal(sig, on_signal)
     console = _stderr()
     with reported(ExecutorError):
-        config = _config(breaker_limit, agent_command)
-        timing: dict[str, Any] = {}
+        timing: dict[str, float] = {}
         if reaper_interval is not None:
             timing["reaper_interval_s"] = _seconds("--reaper-interval", reaper_interval)
         if lease_ttl is not None:
@@ -481,7 +496,7 @@ def worker_cmd(
                 "self_fence_s": lease_ttl_s * 0.75,
                 "heartbeat_interval_s": lease_ttl_s / 6,
             }
-        config = dataclasses.replace(config, **timing) if timing else config
+        config = _config(breaker_limit, agent_command, timing)
         if not 1 <= concurrency <= MAX_CONCURRENCY:  # before the queue is looked at
             fail(
                 f"--concurrency must be from 1 to {MAX_CONCURRENCY}, got {concurrency}; run "
