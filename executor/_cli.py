@@ -126,9 +126,12 @@ def _seconds(option: str, text: str) -> float:
     from rundoctor.durations import DurationError, parse_duration
 
     try:
-        return parse_duration(text)
+        seconds = parse_duration(text)
     except DurationError as exc:
         fail(f"{option}: {exc}")
+    if seconds <= 0:  # named as given, not as the config field it sets (reaper_interval_s)
+        fail(f"{option} {text!r} must be more than zero, e.g. 1s, 500ms or 2m")
+    return seconds
 
 
 def _config(
