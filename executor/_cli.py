@@ -158,6 +158,8 @@ def _config(
             fail(f"--agent-command {command!r} cannot be split into words: {exc}")
         overridden.add("agent_command")
     if breaker_limit is not None:
+        if breaker_limit < 1:
+            fail(f"--breaker-limit must be 1 or more failures, got {breaker_limit}")
         fields["breaker_limit"] = breaker_limit
         overridden.add("breaker_limit")
     fields |= timing or {}

@@ -209,7 +209,7 @@ def test_a_flag_that_replaces_a_bad_file_budget_wins_and_its_own_mistake_names_n
     env = _file(tmp_path, "[executor]\nbreaker_limit = 0\n")
     assert _breaker_limit(tmp_path, env, "--breaker-limit", "2") == 2
     line = _one_line_error(_doctor("run", TOOL_GRAPH, "--breaker-limit", "0", env=env))
-    assert line == "error: breaker_limit = 0 must be >= 1"
+    assert line == "error: --breaker-limit must be 1 or more failures, got 0"  # the flag's
 
 
 @pytest.mark.parametrize(
