@@ -124,3 +124,14 @@ def test_the_listing_commands_json_is_what_the_readme_says(
     listed = _readme_list(f"`doctor {command} --json` prints a list of {{")
     rows = json.loads(done.stdout)
     assert [list(r) for r in rows] == [listed] * len(names)
+
+
+def test_scan_limit_cuts_the_table_not_the_json_as_the_readme_and_help_say() -> None:
+    root = REPO / "fixtures" / "kilroy" / "runs"
+    text = " ".join(README.read_text().split())
+    assert "(default 0: all; the table only: `--json` lists every run)" in text
+    assert "--json lists every run" in " ".join(run_doctor("scan", "--help").stdout.split())
+    table = run_doctor("scan", "--root", root, "--limit", "1")
+    assert "more runs (worst first; --limit 0 shows all)" in table.stdout
+    data = json.loads(run_doctor("scan", "--root", root, "--limit", "1", "--json").stdout)
+    assert len(data["runs"]) == data["fleet"]["runs"] > 1
