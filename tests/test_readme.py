@@ -135,3 +135,30 @@ def test_scan_limit_cuts_the_table_not_the_json_as_the_readme_and_help_say() -> 
     assert "more runs (worst first; --limit 0 shows all)" in table.stdout
     data = json.loads(run_doctor("scan", "--root", root, "--limit", "1", "--json").stdout)
     assert len(data["runs"]) == data["fleet"]["runs"] > 1
+
+
+def _command_sections() -> dict[str, tuple[str, str]]:
+    """Each ``### `doctor CMD …``` heading of the README: CMD -> (its synopsis, its text)."""
+    readme = README.read_text()
+    out: dict[str, tuple[str, str]] = {}
+    for m in re.finditer(r"^### `doctor ([a-z]+(?: [a-z]+)?)(.*)`$", readme, re.M):
+        end = readme.find("\n### ", m.end())
+        head, body = out.get(m.group(1).strip(), ("", ""))
+        out[m.group(1).strip()] = (head + m.group(2), body + readme[m.end() : end])
+    return out
+
+
+@pytest.mark.parametrize("command", sorted(_command_sections()))
+def test_the_readme_synopsis_names_only_real_options_and_the_help_only_documented_ones(
+    command: str,
+) -> None:
+    head, body = _command_sections()[command]
+    done = run_doctor(*command.split(), "--help", env={"COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    options = re.findall(r"^ +(?:(-\w), )?(--[\w-]+)", done.stdout, re.M)
+    assert options, done.stdout
+    names = {o for pair in options for o in pair if o}
+    assert set(re.findall(r"-[\w-]+", head)) <= names, head
+    for short, long in options:
+        if long != "--help":
+            assert long in head + body or (short and short in head), (command, long)
