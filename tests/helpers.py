@@ -1,5 +1,6 @@
-"""Helpers every test package shares: the one "skip locally, fail under CI" rule, and the
-``doctor`` command line as a whole process (:func:`run_doctor`).
+"""Helpers every test package shares: the one "skip locally, fail under CI" rule, the
+``doctor`` command line as a whole process (:func:`run_doctor`), and the names
+docs/findings.md gives under a code (:func:`documented_names`).
 
 A test that needs something outside the repository (the PostgreSQL server at 127.0.0.1:5432,
 a headless Chromium, actionlint) skips on a laptop that lacks it, and FAILS under ``CI=true``,
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +20,14 @@ from typing import NoReturn
 
 import pytest
 
-__all__ = ["PG_URL", "REPO", "require_postgres", "run_doctor", "unavailable"]
+__all__ = [
+    "PG_URL",
+    "REPO",
+    "documented_names",
+    "require_postgres",
+    "run_doctor",
+    "unavailable",
+]
 
 #: The test server (user ``postgres``, database ``test``); ``RUNDOCTOR_TEST_POSTGRES`` names
 #: another. Start it with ``pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main
@@ -77,3 +86,12 @@ def require_postgres() -> None:
     reason = _postgres_unreachable()
     if reason is not None:
         unavailable(f"PostgreSQL at {PG_URL} is unreachable: {reason}")
+
+
+def documented_names(code: str) -> set[str]:
+    """The names docs/findings.md writes in backticks in the section of finding ``code``:
+    every evidence key a finding of that code carries must be among them."""
+    doc = (REPO / "docs" / "findings.md").read_text()
+    start = doc.index(f"\n## `{code}`\n")
+    end = doc.find("\n## ", start + 1)
+    return set(re.findall(r"`([a-z_]+)", doc[start : end if end > 0 else None]))

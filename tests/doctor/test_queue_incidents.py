@@ -18,7 +18,7 @@ import pytest
 from doctor import DoctorConfig, Finding, Severity, scan
 from fixtures import queues
 from fixtures.queues import QueueRows
-from tests.helpers import PG_URL, require_postgres
+from tests.helpers import PG_URL, documented_names, require_postgres
 
 PID = os.getpid()
 START = queues.proc_start_ticks(PID)
@@ -261,6 +261,7 @@ def test_every_queue_finding_carries_the_evidence_keys_findings_md_requires(
         for f in findings(load(q), q):
             seen.add(f.code)
             assert set(f.evidence) >= REQUIRED[f.code], f
+            assert set(f.evidence) <= documented_names(f.code), f  # every key has its definition
             assert f.run_id is None and f.scope == ""
             if f.code not in ("backlog_growth", "idle_gap"):
                 assert f.evidence["ticket_id"]

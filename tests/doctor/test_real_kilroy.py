@@ -11,7 +11,6 @@ import io
 import itertools
 import json
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -33,6 +32,7 @@ from doctor._timestamps import parse_iso
 from fixtures.kilroy.scenarios import SCENARIOS
 from reports import render_postmortem
 from rundoctor.liveness import start_ticks
+from tests.helpers import documented_names
 
 RUNS = Path(__file__).resolve().parents[2] / "fixtures" / "kilroy" / "runs"
 RUN_DIRS = sorted(p.parent for p in RUNS.glob("*/expected.json"))
@@ -119,14 +119,6 @@ def test_a_scan_of_the_corpus_agrees_with_each_diagnosis() -> None:
 FINDINGS_DOC = RUNS.parents[2] / "docs" / "findings.md"
 
 
-def _documented_names(code: str) -> set[str]:
-    """The names docs/findings.md writes in backticks in the section of ``code``."""
-    text = FINDINGS_DOC.read_text()
-    start = text.index(f"\n## `{code}`\n")
-    end = text.find("\n## ", start + 1)
-    return set(re.findall(r"`([a-z_]+)", text[start : end if end > 0 else None]))
-
-
 def test_every_evidence_key_the_real_runs_show_is_documented_under_its_code() -> None:
     # docs/findings.md is the contract scripts are built on: an evidence key a real run
     # carries and its code's section never names (`lost_by_resume` was only in a sentence,
@@ -140,7 +132,7 @@ def test_every_evidence_key_the_real_runs_show_is_documented_under_its_code() ->
         for branch in d.facts.get("branches") or []:
             branches.update(branch)
     assert len(seen) >= 15, sorted(seen)  # the corpus shows most codes
-    undocumented = {c: sorted(keys - _documented_names(c)) for c, keys in seen.items()}
+    undocumented = {c: sorted(keys - documented_names(c)) for c, keys in seen.items()}
     assert not {c: k for c, k in undocumented.items() if k}, undocumented
     facts = FINDINGS_DOC.read_text().split("### Facts", 1)[1].split("\n### ", 1)[0]
     extras = {"last_status", "started_at"}  # beyond FINDINGS.md's branch keys
