@@ -78,6 +78,10 @@ def check_size(name: str, value: str) -> str:
     return value.strip()
 
 
+#: What DuckDB says when its memory limit refuses a buffer block, whatever it was doing.
+_NO_BLOCK = "could not allocate block"
+
+
 def exceeded(exc: BaseException) -> str | None:
     """Which limit ``exc`` (or an exception it was raised from) says was reached:
     ``spill_limit``, ``memory_limit``, ``python``, or None for any other failure."""
@@ -87,7 +91,12 @@ def exceeded(exc: BaseException) -> str | None:
         seen.add(id(cur))
         if isinstance(cur, MemoryError):
             return "python"
-        if type(cur).__name__ == "OutOfMemoryException":  # duckdb's, not imported here
+        if type(cur).__name__ == "OutOfMemoryException" or (
+            # DuckDB's, not imported here; under a very small limit the block is refused at
+            # the commit, wrapped as "TransactionContext Error: Failed to commit: could not
+            # allocate block of size …" (RUNDOCTOR_MEMORY_LIMIT=1MiB: exit 70 before)
+            type(cur).__name__ == "TransactionException" and _NO_BLOCK in str(cur)
+        ):
             return "spill_limit" if "max_temp_directory_size" in str(cur) else "memory_limit"
         cur = cur.__cause__ or cur.__context__
     return None

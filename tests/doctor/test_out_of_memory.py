@@ -81,6 +81,28 @@ def test_a_live_writer_s_stream_over_the_memory_limit_is_the_run_s_finding(
     assert "unreadable_artifact" not in [f["code"] for f in _findings(within)]
 
 
+def test_a_limit_so_small_the_commit_is_refused_is_the_run_s_finding_too(
+    tmp_path: Path,
+) -> None:
+    # Under 1 MiB DuckDB refuses a block when the streams' registration commits, and says so
+    # as a TransactionException ("Failed to commit: could not allocate block of size …"), not
+    # an OutOfMemoryException: diagnose was "internal error (a bug in rundoctor)", exit 70,
+    # and so was `report --run-id`, where the README promises the run's finding and one line.
+    from fixtures.rogue import RUN_ID, build_rogue_run
+
+    build_rogue_run(tmp_path)  # its streams' registration is what the limit refuses
+    tiny = {"RUNDOCTOR_MEMORY_LIMIT": "1MiB"}
+    result = doctor("diagnose", "--run-id", RUN_ID, "--root", tmp_path, "--json", env=tiny)
+    (finding,) = _findings(result)
+    assert finding["code"] == "unreadable_artifact" and finding["evidence"]["kind"] == "run"
+    assert finding["evidence"]["detail"].startswith(
+        "over the resource budget: DuckDB needed more than 1MiB of memory for this run"
+    )
+    report = doctor("report", "--run-id", RUN_ID, "--root", tmp_path, env=tiny)
+    assert report.returncode == 2, report.stderr
+    assert report.stderr.startswith(f"error: run '{RUN_ID}' is over the resource budget: ")
+
+
 def test_a_scan_over_the_memory_limit_gives_the_finding_to_each_run_over_it(
     tmp_path: Path,
 ) -> None:
