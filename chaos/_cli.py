@@ -30,6 +30,7 @@ from chaos._recording import serve_worker
 from chaos._report import invariants_json, report_json
 from executor import ExecutorError
 from executor.console import OneLineGroup, quiet_console, reported
+from rundoctor.paths import expand_user
 
 __all__ = ["app", "main"]
 
@@ -175,7 +176,7 @@ def check_cmd(
     """Check a recorded history again (the checkers read nothing else)."""
     with reported(ChaosError):
         try:
-            verdicts = check(read_history(history))
+            verdicts = check(read_history(expand_user(history)))
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot read history {str(history)!r}: {exc}") from exc
     if as_json:

@@ -30,7 +30,7 @@ from doctor._layout import _looks_like_run as looks_like_run
 from doctor._version import package_version
 from executor.console import console, plain, reported, scan_progress, transient_bar
 from rundoctor.errors import BROKEN_PIPE, crash_guarded, exit_when_done, silence_stdout
-from rundoctor.paths import expand_user, file_kind
+from rundoctor.paths import expand_queue_path, expand_user, file_kind
 from rundoctor.terminal import shell_quote
 
 if TYPE_CHECKING:  # the commands import what they run, so each pays only for its own
@@ -245,11 +245,14 @@ def config_from_env(
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    if isinstance(overrides.get("db"), str):  # a flag's `~/q.db`, quoted or after `=`
+        overrides["db"] = expand_queue_path(overrides["db"])
     if roots:
+        roots = [expand_user(r) for r in roots]
         _check_roots(roots)
         chosen = tuple(roots)
     elif os.environ.get("RUNDOCTOR_ROOTS"):
-        chosen = tuple(Path(p) for p in os.environ["RUNDOCTOR_ROOTS"].split(os.pathsep) if p)
+        chosen = tuple(expand_user(p) for p in os.environ["RUNDOCTOR_ROOTS"].split(os.pathsep) if p)
     elif settings.get("roots"):
         chosen = settings["roots"]
     else:
@@ -262,7 +265,7 @@ def config_from_env(
             )
     cache = os.environ.get("RUNDOCTOR_CACHE")
     if cache and "cache_dir" not in overrides:
-        overrides["cache_dir"] = Path(cache)
+        overrides["cache_dir"] = expand_user(cache)
     _budget_from_env(settings)
     config = DoctorConfig(**{**(fallback or {}), **settings, "roots": chosen, **overrides})
     try:
@@ -614,6 +617,7 @@ def _repair_queue(
                 "pass --run-id ID to repair a run, or --db URL (and --journal) to repair the "
                 "queue; not both"
             )
+        db, journal = expand_queue_path(db), journal and expand_user(journal)
         queue = parse_queue_url(db).display
         config = config_from_env(root, db=db)
         result = scan(config)

@@ -28,7 +28,7 @@ from doctor._metrics import fleet_metrics
 from doctor._notify import check_webhook, slack_text
 from doctor._watch import WatchConfig, WatchEvent, parse_duration, watch
 from executor.console import reported, scan_progress
-from rundoctor.paths import state_home
+from rundoctor.paths import expand_user, state_home
 
 __all__ = ["app", "default_state_path"]
 
@@ -143,7 +143,7 @@ def watch_cmd(
         if exec_cmd is not None and not argv:
             raise UsageError("--exec needs a command, e.g. --exec 'notify-send doctor'")
         wcfg = WatchConfig(
-            state_path=state if state is not None else default_state_path(config),
+            state_path=expand_user(state) if state is not None else default_state_path(config),
             interval_s=parse_duration(interval, "--interval"),
             webhooks=tuple(check_webhook(u) for u in webhook or ()),
             exec_argv=argv,
@@ -182,7 +182,7 @@ def metrics_cmd(
         with scan_progress(not json_out and sys.stderr.isatty()) as progress:
             text = fleet_metrics(config, as_json=json_out, progress=progress)
         if out is not None:
-            write_atomic(out, text)
+            write_atomic(expand_user(out), text)
     if out is None:
         sys.stdout.write(text)
     raise typer.Exit(0)

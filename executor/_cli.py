@@ -42,7 +42,7 @@ from executor.console import (
 )
 from rundoctor.errors import BROKEN_PIPE, INTERRUPTED, close_matches, did_you_mean, silence_stdout
 from rundoctor.passwords import redact
-from rundoctor.paths import expand_user, make_dirs, state_home
+from rundoctor.paths import expand_queue_path, expand_user, make_dirs, state_home
 from rundoctor.words import plural
 
 __all__ = ["app", "default_db", "default_root", "main"]
@@ -118,7 +118,7 @@ def default_db() -> str:
 
 def default_root() -> Path:
     env = os.environ.get("RUNDOCTOR_ROOT")
-    return Path(env) if env else state_home() / "rundoctor" / "runs"
+    return expand_user(env) if env else state_home() / "rundoctor" / "runs"
 
 
 def _seconds(option: str, text: str) -> float:
@@ -212,7 +212,7 @@ def _queue_url(db: str | None, *, create: bool = False) -> str:
     missing file, with the queue files next to it as "did you mean", instead of leaving an
     empty queue (or a directory) behind under a mistyped name.
     """
-    url = _schema_url(db or default_db())
+    url = expand_queue_path(_schema_url(db or default_db()))
     if "://" in url and not url.startswith("sqlite://"):
         return url
     path = expand_user(url.removeprefix("sqlite://"))
@@ -330,11 +330,12 @@ def run_cmd(
 ) -> None:
     """Run one pipeline in the foreground with live progress (with --db, as a queued ticket)."""
     console = _stderr()
+    graph = expand_user(graph)  # `~/p.dot` quoted, as a script may pass it
     with reported(ExecutorError):
         config = _config(breaker_limit, agent_command)
         load_graph(graph)  # invalid graphs are refused before anything is created
         _check_agents(graph, config)
-        runs = root or default_root()
+        runs = expand_user(root) if root else default_root()
         on_event = None if as_json else _progress(console)
         if db is None:
             result = _run_here(graph, runs, config, on_event)
@@ -397,6 +398,7 @@ def enqueue_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Queue a pipeline run (creating the queue if needed); prints the ticket id."""
+    graph = expand_user(graph)
     with reported(ExecutorError):
         load_graph(graph)
         queue = open_queue(_queue_url(db, create=True))
@@ -510,7 +512,7 @@ def worker_cmd(
         try:
             stats = run_worker(
                 _queue_url(db, create=create_queue),
-                root or default_root(),
+                expand_user(root) if root else default_root(),
                 config,
                 concurrency=concurrency,
                 once=once,

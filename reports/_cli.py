@@ -18,6 +18,7 @@ import typer
 
 from doctor import DoctorError, UsageError, config_from_env, given_run
 from executor.console import OneLineGroup, reported, scan_progress
+from rundoctor.paths import expand_user
 
 __all__ = ["app"]
 
@@ -81,6 +82,7 @@ def report_cmd(
     from reports._throughput import queue_throughput_at
     from reports._written import report_record
 
+    out = None if out is None else expand_user(out)  # `--out=~/r.md`: no shell expands it
     with reported(DoctorError):
         if fleet == (run_id is not None):
             raise UsageError("pass either --run-id ID (a postmortem) or --fleet (all runs)")
@@ -90,7 +92,9 @@ def report_cmd(
             config = config_from_env(root, db=db)
             with scan_progress(not as_json and sys.stderr.isatty()) as progress:
                 result = scan(config, progress=progress)
-            throughput = queue_throughput_at(db, now=config.now) if db else None
+            throughput = (
+                queue_throughput_at(config.db, now=config.now) if db and config.db else None
+            )
             text = render_fleet(result, throughput=throughput)
         else:
             if db:

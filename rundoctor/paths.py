@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
+    "expand_queue_path",
     "expand_user",
     "file_kind",
     "make_dirs",
@@ -57,6 +58,21 @@ def expand_user(path: str | os.PathLike[str]) -> Path:
     PosixPath('/srv/runs')
     """
     return Path(os.path.expanduser(os.fspath(path)))
+
+
+def expand_queue_path(url: str) -> str:
+    """A queue given as a SQLite file path (``--db``, ``$RUNDOCTOR_DB``) with ``~`` expanded
+    as :func:`expand_user` does; a URL (``sqlite:///ABS/PATH``, ``postgresql://…``) as given.
+    Unexpanded, ``--db '~/q.db'`` opened ``./~/q.db``: ``enqueue`` made a directory named
+    ``~`` there, ``tickets`` found no queue.
+
+    >>> import os
+    >>> expand_queue_path("~/q.db") == os.path.join(os.path.expanduser("~"), "q.db")
+    True
+    >>> expand_queue_path("postgresql://u@h/db"), expand_queue_path("sqlite:///srv/q.db")
+    ('postgresql://u@h/db', 'sqlite:///srv/q.db')
+    """
+    return url if "://" in url or not url.startswith("~") else str(expand_user(url))
 
 
 def make_dirs(path: Path, *, exist_ok: bool = True) -> None:

@@ -103,6 +103,39 @@ def test_a_tilde_naming_no_user_is_left_as_it_is_as_a_shell_does(
         assert "~no-such-user-here" in done.stderr and len(done.stderr.splitlines()) == 1
 
 
+def test_a_tilde_in_every_path_option_and_variable_is_the_home_directory(tmp_path: Path) -> None:
+    # The README: "A path given as `~/…` (an option, a variable, the config file) is expanded
+    # as a shell does". A shell expands neither `--root=~/runs` nor a quoted or crontab
+    # `RUNDOCTOR_ROOTS=~/runs`; the doctor took them literally: `--root`, RUNDOCTOR_ROOTS were
+    # "does not exist", and RUNDOCTOR_CACHE, `--out`, `--state`, `--db` of a new queue,
+    # `run --root` and RUNDOCTOR_ROOT made a directory named `~` where the command ran.
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    shutil.copytree(HEALTHY_ROOT, home / "runs")
+    shutil.copy(TOOL_GRAPH, home / "tool.dot")
+    env = {"HOME": str(home), "XDG_STATE_HOME": str(tmp_path / "state")}
+    commands: list[tuple[dict[str, str], tuple[str, ...]]] = [
+        ({}, ("scan", "--root=~/runs")),
+        ({"RUNDOCTOR_ROOTS": "~/runs"}, ("diagnose", "--run-id", "healthy01")),
+        ({"RUNDOCTOR_ROOTS": "~/runs", "RUNDOCTOR_CACHE": "~/cache"}, ("scan",)),
+        ({}, ("report", "--run-id", "healthy01", "--root", "~/runs", "--out", "~/out/r.md")),
+        ({}, ("metrics", "--root", "~/runs", "--out", "~/out/m.prom")),
+        ({}, ("watch", "--once", "--root", "~/runs", "--state", "~/out/w.json")),
+        ({}, ("enqueue", "~/tool.dot", "--db", "~/q.db")),
+        ({"RUNDOCTOR_DB": "~/q.db"}, ("tickets",)),
+        ({"RUNDOCTOR_ROOT": "~/worker-runs"}, ("worker", "--db", "~/q.db", "--once")),
+        ({}, ("scan", "--db=~/q.db", "--root", "~/worker-runs")),
+        ({}, ("run", "~/tool.dot", "--root", "~/run-runs")),
+    ]
+    for more, args in commands:
+        done = run_doctor(*args, cwd=cwd, env={**env, **more})
+        assert done.returncode == 0, (args, more, done.stderr)
+    assert not list(cwd.iterdir())  # no `~` directory, nothing else
+    for made in ("cache/runs", "out/r.md", "out/m.prom", "out/w.json", "q.db", "run-runs"):
+        assert (home / made).exists(), made
+    assert len(list((home / "worker-runs").iterdir())) == 1
+
+
 def _nest(top: Path, depth: int) -> None:
     """``top/d/d/…/d/f``, ``depth`` directories below ``top``, each holding a file, made by
     names relative to an open directory: the deepest paths are past PATH_MAX (4,096)."""
