@@ -245,8 +245,9 @@ def config_from_env(
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if isinstance(overrides.get("db"), str):  # a flag's `~/q.db`, quoted or after `=`
-        overrides["db"] = expand_queue_path(overrides["db"])
+    for given in (settings, overrides):  # `~/q.db` in the file, or quoted or after `=`
+        if isinstance(given.get("db"), str):
+            given["db"] = expand_queue_path(given["db"])
     if roots:
         roots = [expand_user(r) for r in roots]
         _check_roots(roots)

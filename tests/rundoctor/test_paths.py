@@ -113,6 +113,7 @@ def test_a_tilde_in_every_path_option_and_variable_is_the_home_directory(tmp_pat
     cwd.mkdir()
     shutil.copytree(HEALTHY_ROOT, home / "runs")
     shutil.copy(TOOL_GRAPH, home / "tool.dot")
+    (home / "c.toml").write_text('[doctor]\ndb = "~/q.db"\n')  # a str field, not a Path
     env = {"HOME": str(home), "XDG_STATE_HOME": str(tmp_path / "state")}
     commands: list[tuple[dict[str, str], tuple[str, ...]]] = [
         ({}, ("scan", "--root=~/runs")),
@@ -125,6 +126,7 @@ def test_a_tilde_in_every_path_option_and_variable_is_the_home_directory(tmp_pat
         ({"RUNDOCTOR_DB": "~/q.db"}, ("tickets",)),
         ({"RUNDOCTOR_ROOT": "~/worker-runs"}, ("worker", "--db", "~/q.db", "--once")),
         ({}, ("scan", "--db=~/q.db", "--root", "~/worker-runs")),
+        ({"RUNDOCTOR_CONFIG": str(home / "c.toml")}, ("scan", "--root", "~/worker-runs")),
         ({}, ("run", "~/tool.dot", "--root", "~/run-runs")),
     ]
     for more, args in commands:
