@@ -162,3 +162,21 @@ def test_the_readme_synopsis_names_only_real_options_and_the_help_only_documente
     for short, long in options:
         if long != "--help":
             assert long in head + body or (short and short in head), (command, long)
+
+
+def test_the_readme_library_example_runs_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fixtures.rogue import build_rogue_run
+
+    (block,) = README.read_text().split("```python\n")[1:]
+    code = block.split("```", 1)[0]
+    build_rogue_run(tmp_path / "runs")  # the example reads runs/01KH3DN4STSZ3MVKB58YY6RE57
+    monkeypatch.chdir(tmp_path)
+    names: dict[str, object] = {}
+    exec(compile(code, str(README), "exec"), names)
+    assert names["d"].state == "orphaned"  # type: ignore[attr-defined]
+    listed = re.findall(r'"(\w+)"', code.split("tables.arrow", 1)[1].split("tables.frame")[0])
+    assert {"events", "attempts", "unreadable"} <= set(listed)
+    for table in listed:  # every table the comment names is one `arrow` exports
+        names["tables"].arrow(table)  # type: ignore[attr-defined]
