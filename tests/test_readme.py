@@ -180,3 +180,19 @@ def test_the_readme_library_example_runs_as_written(
     assert {"events", "attempts", "unreadable"} <= set(listed)
     for table in listed:  # every table the comment names is one `arrow` exports
         names["tables"].arrow(table)  # type: ignore[attr-defined]
+
+
+def test_every_command_the_readme_says_reads_the_config_file_stops_at_a_bad_one(
+    tmp_path: Path,
+) -> None:
+    bad = tmp_path / "config.toml"
+    bad.write_text("[doctor]\nnot_a_key = 1\n[executor]\nnot_a_key = 1\n")
+    env = _env(tmp_path, RUNDOCTOR_CONFIG=str(bad), RUNDOCTOR_ROOTS=str(HEALTHY))
+    executor = {
+        "run": ("run", TOOL_GRAPH, "--root", tmp_path / "r"),
+        "worker": ("worker", "--db", tmp_path / "q.db", "--create-queue", "--once"),
+    }
+    for user in _users("RUNDOCTOR_CONFIG"):
+        done = run_doctor(*(executor[user] if user in executor else _READERS[user]), env=env)
+        assert done.returncode == 2, (user, done.stderr)
+        assert done.stderr.startswith(f"error: config file {str(bad)!r}: unknown key"), user
