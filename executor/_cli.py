@@ -285,9 +285,17 @@ def _progress(console: Console) -> Any:
                 + (f": {plain(str(reason)[:160])}" if reason else ""),
                 soft_wrap=True,
             )
-        elif name in ("deterministic_failure_cycle_breaker", "run_failed", "run_completed"):
+        elif name == "deterministic_failure_cycle_breaker":  # it carries no reason: its count
             console.print(
-                f"[bold]{plain(str(name))}[/bold] {plain(str(data.get('reason') or ''))}",
+                f"[bold]{name}[/bold] on {plain(node)}: {data.get('signature_count')} failures "
+                f"of one signature (limit {data.get('signature_limit')}): "
+                f"{plain(str(data.get('signature') or '')[:160])}",
+                soft_wrap=True,
+            )
+        elif name in ("run_failed", "run_completed"):
+            reason = data.get("reason") or ""
+            console.print(
+                f"[bold]{name}[/bold]" + (f" {plain(str(reason))}" if reason else ""),
                 soft_wrap=True,
             )
 

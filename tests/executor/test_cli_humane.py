@@ -20,7 +20,7 @@ import pytest
 
 from executor import open_queue
 from tests.executor.conftest import PG_URL, require_postgres
-from tests.executor.test_cli import PIPELINES, SIMPLE, _base_env, _doctor, _json, _usage_error
+from tests.executor.test_cli import LOOP, PIPELINES, SIMPLE, _base_env, _doctor, _json, _usage_error
 
 AGENTS = PIPELINES / "agent_status.dot"
 
@@ -348,6 +348,24 @@ def test_doctor_run_queues_only_with_db_as_its_help_and_the_readme_say(
     (row,) = [line for line in readme.splitlines() if line.startswith("| `RUNDOCTOR_DB` |")]
     readers = [c.strip() for c in row.split("|")[2].split(",")]
     assert "run" not in readers and {"enqueue", "worker", "reap", "tickets"} <= set(readers)
+
+
+def test_doctor_run_names_the_breaker_that_stopped_it_and_no_line_ends_in_a_space(
+    env: dict[str, str],
+) -> None:
+    # The README: progress ends with "the breaker or the terminal event". The breaker's line
+    # was its bare name and a space (the event has no reason), `run_completed` too.
+    proc = _doctor(env, "run", LOOP)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.splitlines()
+    (breaker,) = [x for x in lines if x.startswith("deterministic_failure_cycle_breaker")]
+    assert breaker.startswith(
+        "deterministic_failure_cycle_breaker on verify: 3 failures of one signature (limit 3): "
+        "verify|deterministic|exit status <n>"
+    )
+    done = _doctor(env, "run", SIMPLE).stderr.splitlines()
+    assert "run_completed" in done
+    assert not [x for x in lines + done if x.endswith(" ")]
 
 
 def test_shell_completion_completes_command_names(env: dict[str, str]) -> None:
