@@ -211,3 +211,21 @@ def test_an_event_payload_that_is_not_a_json_object_is_a_queue_error(tmp_path: P
     conn.close()
     with open_queue(str(path)) as queue, pytest.raises(QueueError, match="as its payload"):
         queue.events(ticket.id)
+
+
+def test_the_example_of_docs_queue_md_runs_on_a_sqlite_queue(tmp_path: Path) -> None:
+    # It passed `session=...` (an Ellipsis) to `start`, which no caller could copy.
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "queue.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    assert '"/var/rd/queue.db"' in code
+    names: dict[str, object] = {}
+    exec(
+        compile(code.replace("/var/rd/queue.db", str(tmp_path / "q.db")), "queue.md", "exec"), names
+    )
+    queue = names["queue"]
+    assert isinstance(queue, executor.Queue)
+    try:
+        (ticket,) = queue.tickets()
+        assert (ticket.status, ticket.run_id) == ("done", "run-1")
+    finally:
+        queue.close()
