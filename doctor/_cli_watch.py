@@ -2,8 +2,9 @@
 :mod:`doctor._metrics`, mounted on the ``doctor`` app by :mod:`doctor._cli`.
 
 ``watch`` exit codes: with ``--once``, 0 when the pass sent no new alert, 1 when it did, 2 on
-a usage or input error (or a scan that failed); without ``--once`` it runs until SIGTERM or
-Ctrl-C and exits 0 (2 for a bad option). ``metrics`` exits 0, or 2 on a usage or input error.
+a usage or input error (or a scan that failed); without ``--once`` it runs until SIGTERM
+(exit 0) or Ctrl-C (``error: interrupted``, 130, as every command), 2 for a bad option.
+``metrics`` exits 0, or 2 on a usage or input error.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from doctor._errors import DoctorError, UsageError
 from doctor._metrics import fleet_metrics
 from doctor._notify import check_webhook, slack_text
 from doctor._watch import WatchConfig, WatchEvent, parse_duration, watch
-from executor.console import reported, scan_progress
+from executor.console import fail, reported, scan_progress
+from rundoctor.errors import INTERRUPTED
 from rundoctor.paths import expand_user, state_home
 
 __all__ = ["app", "default_state_path"]
@@ -148,9 +150,15 @@ def watch_cmd(
             webhooks=tuple(check_webhook(u) for u in webhook or ()),
             exec_argv=argv,
         )
+        signals: list[int] = []
+
+        def on_signal(signum: int, _frame: object) -> None:
+            signals.append(signum)
+            stopped.set()
+
         if not once:
             for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: stopped.set())
+                signal.signal(sig, on_signal)
         report = watch(
             config,
             wcfg,
@@ -159,6 +167,8 @@ def watch_cmd(
             once=once,
             stop=stopped.wait,
         )
+    if signal.SIGINT in signals:  # Ctrl-C: as for every command (the state was saved)
+        fail("interrupted", INTERRUPTED)
     if not once:
         raise typer.Exit(0)
     raise typer.Exit(2 if report.error is not None else 1 if report.alerts else 0)

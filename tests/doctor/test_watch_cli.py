@@ -57,6 +57,27 @@ def _stop(proc: subprocess.Popen[str]) -> str:
     return out
 
 
+def test_ctrl_c_ends_a_watch_as_every_command_and_sigterm_with_0(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # The README: Ctrl-C stops any command with `error: interrupted` and exit 130; a watch
+    # ended silently with 0, as for SIGTERM (systemd's stop, which stays 0).
+    root, state = tmp_path / "runs", tmp_path / "watch.json"
+    LiveRun(root, "r1").start(time.time())
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 0)):
+        proc = _spawn(_watch(root, state, "--interval", "0.1s"), env)
+        wait_for(lambda: _passes(state) >= 1)
+        proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == code, err
+        lines = err.splitlines()  # a pass's own line may come before
+        assert [x for x in lines if x.startswith("error:")] == (
+            ["error: interrupted"] if code else []
+        ), err
+        assert not code or lines[-1] == "error: interrupted"
+        state.unlink()
+
+
 def test_a_stalled_run_alerts_once_then_resolves_and_a_restart_sends_nothing_again(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
