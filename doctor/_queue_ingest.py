@@ -37,6 +37,7 @@ messages, not even where the driver quotes the URL back.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import sqlite3
@@ -318,9 +319,14 @@ def sqlite_file(target: str) -> Path:
     except (FileNotFoundError, NotADirectoryError):
         raise RootError(f"queue database {target!r} does not exist; {_HINT}") from None
     except OSError as exc:  # EACCES on a directory on the way, ELOOP, ENAMETOOLONG
+        fix = (
+            "pass a shorter path"
+            if exc.errno == errno.ENAMETOOLONG
+            else "check the permissions of its directories, or run the doctor as a user who "
+            "can read the queue"
+        )
         raise RootError(
-            f"queue database {target!r} cannot be reached ({exc.strerror or exc}); check the "
-            "permissions of its directories, or run the doctor as a user who can read the queue"
+            f"queue database {target!r} cannot be reached ({exc.strerror or exc}); {fix}"
         ) from None
     if not stat.S_ISREG(st.st_mode):
         raise RootError(f"queue database {target!r} is not a file; {_HINT}")

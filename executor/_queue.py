@@ -32,6 +32,7 @@ are re-exported here, so ``from executor._queue import Ticket`` keeps working.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
@@ -139,9 +140,13 @@ def open_queue(
         except (FileNotFoundError, NotADirectoryError):
             pass  # created below (or refused, create=False)
         except OSError as exc:  # EACCES on a directory on the way: say so, not a traceback
+            fix = (
+                "pass a shorter path"
+                if exc.errno == errno.ENAMETOOLONG
+                else "check the permissions of its directories"
+            )
             raise QueueError(
-                f"cannot open queue {text!r}: it cannot be reached ({exc.strerror or exc}); "
-                "check the permissions of its directories"
+                f"cannot open queue {text!r}: it cannot be reached ({exc.strerror or exc}); {fix}"
             ) from exc
         if path.is_dir():
             raise UsageError(

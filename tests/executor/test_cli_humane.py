@@ -136,6 +136,17 @@ def test_a_missing_sqlite_queue_names_both_commands_that_create_one(
         assert not missing.exists()
 
 
+def test_a_queue_name_too_long_asks_for_a_shorter_path_not_for_permissions(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # "it cannot be reached (File name too long); check the permissions of its directories"
+    # sent the user to chmod for a name over NAME_MAX (255 bytes).
+    long = tmp_path / ("q" * 300 + ".db")
+    for command in (("enqueue", SIMPLE), ("tickets",), ("scan",)):
+        line = _usage_error(_doctor(env, *command, "--db", long))
+        assert line.endswith("(File name too long); pass a shorter path"), line
+
+
 def test_a_queue_that_is_a_dangling_symlink_is_called_one_not_suggested_as_itself(
     env: dict[str, str], tmp_path: Path
 ) -> None:
