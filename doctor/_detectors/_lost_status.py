@@ -9,6 +9,12 @@ fails at once: ``read last status.json: open <logs_root>/<node>/status.json: no 
 directory`` (real run ``goal_gate_resume_lost_status``). The outcome it wanted is in the
 latest ``visit_N/status.json``; copied back (``ingest_status``), a resume routes on from it
 and the run goes on (checked with the real engine, ``tests/doctor/test_repair_real_kilroy.py``).
+
+The same is said *before* a resume: a run not running and not succeeded whose checkpoint (the
+run directory's, which ``kilroy attractor resume --logs-root`` reads) names a node with no
+``status.json`` will fail so when resumed (real run ``goal_gate_lost_status_killed``); the
+finding says so, with the same repair. A checkpoint without ``git_commit_sha`` (Kilroy's no-git
+mode) is not judged: its resume fails before it reads the status file.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ import re
 from pathlib import Path
 
 from doctor._detectors._context import Context
-from doctor._documents import normalize_status, parse_json, read_regular
-from doctor._facts import facts_of
+from doctor._documents import checkpoint_fields, normalize_status, parse_json, read_regular
+from doctor._facts import facts_of, scope_state
 from doctor._model import Finding, Severity
 
 __all__ = ["lost_status"]
@@ -83,15 +89,35 @@ def _archived(node_dir: Path) -> tuple[int, str, str | None] | None:
     return None
 
 
+def _doomed(ctx: Context, run_id: str) -> str | None:
+    """The node whose status file a resume of the run would read and not find: the node of
+    the run directory's checkpoint, when the run is neither live nor succeeded, the checkpoint
+    has a commit to resume from, and ``<node>/status.json`` is gone."""
+    if scope_state(facts_of(ctx.facts, run_id), "") in ("running", "stalled", "succeeded"):
+        return None
+    docs = ctx.documents(run_id)
+    top = docs.scopes.get("")
+    doc = top.checkpoint if top is not None else None
+    if doc is None or not doc.ok or not isinstance(doc.value, dict):
+        return None
+    sha, node = doc.value.get("git_commit_sha"), checkpoint_fields(doc).get("current_node")
+    if not (isinstance(sha, str) and sha.strip() and isinstance(node, str) and node.strip()):
+        return None
+    if Path(node).name != node or os.path.lexists(docs.path / node / "status.json"):
+        return None
+    return node
+
+
 def lost_status(ctx: Context) -> list[Finding]:
-    """Runs whose resume failed reading a status file a killed attempt had deleted, while the
-    node's archived visit holds the outcome."""
+    """Runs whose resume failed, or would fail, reading a status file a killed attempt had
+    deleted, while the node's archived visit holds the outcome."""
     findings = []
     for run_id in ctx.facts:
         reason = facts_of(ctx.facts, run_id).get("terminal_reason")
-        if not isinstance(reason, str):
-            continue
-        where = _where(reason)
+        where = _where(reason) if isinstance(reason, str) else None
+        if where is None:
+            node = _doomed(ctx, run_id)
+            where, reason = ("", node) if node else None, None
         if where is None:
             continue
         node_dir = ctx.documents(run_id).path / where[0] / where[1]
@@ -104,14 +130,21 @@ def lost_status(ctx: Context) -> list[Finding]:
 
 
 def _finding(
-    run_id: str, where: tuple[str, str], reason: str, found: tuple[int, str], restored: bool
+    run_id: str,
+    where: tuple[str, str],
+    reason: str | None,
+    found: tuple[int, str],
+    restored: bool,
 ) -> Finding:
     """The finding for ``where`` (scope, node), whose archived visit ``found`` (N, status)
-    holds the outcome; ``restored``: the status file is back (the repair was applied)."""
+    holds the outcome; ``reason``: the failed resume's, None before any resume; ``restored``:
+    the status file is back (the repair was applied)."""
     scope, node = where
     n, status = found
     expected = (Path(scope) / node / "status.json").as_posix()
     source = (Path(scope) / node / f"visit_{n}" / "status.json").as_posix()
+    if reason is None:
+        return _doomed_finding(run_id, node, expected, source, status)
     if restored:
         advice = (
             f"{expected} is there again now; run `kilroy attractor resume` so that the run "
@@ -143,4 +176,34 @@ def _finding(
             "lost_by_resume": True,
         },
         repair=None if restored else "ingest_status",
+    )
+
+
+def _doomed_finding(run_id: str, node: str, expected: str, source: str, status: str) -> Finding:
+    """The finding before any resume: the checkpoint names ``node``, whose ``expected`` status
+    file is gone while its archived visit ``source`` holds ``status``."""
+    return Finding(
+        code="status_contract_mismatch",
+        severity=Severity.ERROR,
+        summary=(
+            f"A resume of this run will fail at once: the checkpoint names {node}, whose "
+            f"status.json it reads to route on, and the attempt killed in {node}'s next visit "
+            f"had deleted it (Kilroy deletes it before each attempt), while {source} holds "
+            f"outcome {status!r}; restore it from there (doctor repair --apply: ingest_status) "
+            "before `kilroy attractor resume`"
+        ),
+        run_id=run_id,
+        scope="",
+        node_id=node,
+        evidence={
+            "node_id": node,
+            "attempt": None,
+            "failure_reason": None,
+            "expected_path": expected,
+            "found_path": source,
+            "found_outcome": status,
+            "lost_by_resume": False,
+            "resume_would_fail": True,
+        },
+        repair="ingest_status",
     )
