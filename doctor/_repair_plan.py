@@ -126,7 +126,7 @@ def _plan_ingest_status(f: Finding, ref: FindingRef, run_path: Path) -> Action |
         _ingest_reason(ev, target, source),
         source=source,
         blocked=f"{target} already records an outcome; the repair only replaces an "
-        "engine's 'missing status.json' placeholder"
+        "engine's 'missing status.json' placeholder or a cancellation"
         if kept
         else None,
     )
@@ -139,6 +139,11 @@ def _ingest_reason(ev: Mapping[str, Any], target: str, source: str) -> str:
         return (
             f"the run's resume failed for want of {target}, which the attempt killed before "
             f"it had deleted, while {source} holds outcome {outcome!r}"
+        )
+    if ev.get("canceled_status"):
+        return (
+            f"a resume would route on the cancellation {target} records, not on the outcome "
+            f"of the visit the checkpoint recorded, which {source} holds ({outcome!r})"
         )
     if ev.get("resume_would_fail"):
         return (
