@@ -123,19 +123,35 @@ def _plan_ingest_status(f: Finding, ref: FindingRef, run_path: Path) -> Action |
         "ingest_status",
         target,
         ref,
-        (
-            f"the run's resume failed for want of {target}, which the attempt killed before "
-            f"it had deleted, while {source} holds outcome {ev.get('found_outcome')!r}"
-            if ev.get("lost_by_resume")
-            else f"{f.node_id} failed for want of a status file while {source} holds "
-            f"outcome {ev.get('found_outcome')!r}"
-        ),
+        _ingest_reason(ev, target, source),
         source=source,
         blocked=f"{target} already records an outcome; the repair only replaces an "
-        "engine's 'missing status.json' placeholder"
+        "engine's 'missing status.json' placeholder or a cancellation"
         if kept
         else None,
     )
+
+
+def _ingest_reason(ev: Mapping[str, Any], target: str, source: str) -> str:
+    """Why an ``ingest_status`` copies ``source`` to ``target``, by the finding's evidence."""
+    outcome = ev.get("found_outcome")
+    if ev.get("lost_by_resume"):
+        return (
+            f"the run's resume failed for want of {target}, which the attempt killed before "
+            f"it had deleted, while {source} holds outcome {outcome!r}"
+        )
+    if ev.get("canceled_status"):
+        return (
+            f"a resume would route on the cancellation {target} records, not on the outcome "
+            f"of the visit the checkpoint recorded, which {source} holds ({outcome!r})"
+        )
+    if ev.get("resume_would_fail"):
+        return (
+            f"a resume would fail for want of {target}, which the killed attempt had "
+            f"deleted, while {source} holds outcome {outcome!r}"
+        )
+    node = ev.get("node_id")
+    return f"{node} failed for want of a status file while {source} holds outcome {outcome!r}"
 
 
 def _cut_line(detail: object) -> str:

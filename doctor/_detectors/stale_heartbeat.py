@@ -125,7 +125,7 @@ def _has_heartbeats(ctx: Context) -> bool:
     """Whether the batch has heartbeats (of any kind: :func:`doctor._tables.heartbeat_sql`)."""
     kinds = ctx.tables.event_kinds
     return kinds is None or any(
-        k == "branch_stale_warning" or k.endswith("_heartbeat") for k in kinds
+        k in ("branch_stale_warning", "branch_liveness") or k.endswith("_heartbeat") for k in kinds
     )
 
 

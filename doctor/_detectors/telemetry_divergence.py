@@ -16,14 +16,16 @@ restarted run goes on in the base directory, so the documents of a scope it left
   node (``branch_heartbeat``, ``run_completed``) says nothing and is not compared.
 * checkpoint.json diverges when its ``current_node`` is neither ``actual_node`` nor the node
   of the scope's last ``stage_attempt_end`` (the checkpoint legitimately trails a running node
-  by one), nor, when a stop ended the run during a node's visit, the node completed before
-  it (Kilroy does not checkpoint the interrupted node: the checkpoint is the resume point),
-  nor, while the last ended attempt's node is retrying (a ``stage_retry_sleep`` of it follows
-  its last attempt end) or, in a running scope where nothing started since that attempt
-  ended, when the checkpoint was written before that end, the node completed before that
-  visit: Kilroy checkpoints a node once its visit ends, not after each failed attempt, and
-  saves it after the attempt's end event (a live run shows it one node behind in between).
-  ``checkpoint_drift`` checks the checkpoint against the stream more strictly.
+  by one), nor, when a stop ended the run during a node's visit, the node completed before it
+  (Kilroy does not checkpoint the interrupted node: the checkpoint is the resume point), nor,
+  while the last ended attempt's node is retrying (a ``stage_retry_sleep`` of it follows its
+  last attempt end) or, when nothing started since that attempt ended and the stream did not
+  route on from its node, when the checkpoint was written before that end, the node completed
+  before that visit: Kilroy checkpoints a node once its visit ends, not after each failed
+  attempt, and saves it after the attempt's end event, before it routes on (a live run shows
+  it one node behind in between; a run killed in between keeps it, real run
+  ``checkpoint_save_killed``). ``checkpoint_drift`` checks the checkpoint against the stream
+  more strictly.
 
 Severity: error when live.json diverges while the scope is stalled or orphaned with an attempt
 still open (the run looks busy on old work while it is stuck in another); warning otherwise.
@@ -74,11 +76,17 @@ before AS (
               AND e.node_id <> p.last_end) AS before,
            EXISTS (SELECT 1 FROM td_events s
                    WHERE s.run_id = p.run_id AND s.scope = p.scope AND s.seq > p.last_end_seq
-                     AND s.event = 'stage_retry_sleep' AND s.node_id = p.last_end) AS retrying
+                     AND s.event = 'stage_retry_sleep' AND s.node_id = p.last_end) AS retrying,
+           -- routing on from the node comes after its checkpoint is saved
+           EXISTS (SELECT 1 FROM td_events s
+                   WHERE s.run_id = p.run_id AND s.scope = p.scope AND s.seq > p.last_end_seq
+                     AND s.event IN ('edge_selected', 'edge_condition_evaluated')
+                     AND coalesce(s.from_node, s.node_id) = p.last_end) AS routed
     FROM per_scope p WHERE p.last_end IS NOT NULL
 )
 SELECT p.run_id, p.scope, p.actual, p.last_end, coalesce(o.nodes, []), b.before, b.retrying,
-       CASE WHEN coalesce(p.last_start_seq, -1) < p.last_end_seq THEN p.last_end_ns END
+       CASE WHEN coalesce(p.last_start_seq, -1) < p.last_end_seq AND NOT b.routed
+            THEN p.last_end_ns END
 FROM per_scope p LEFT JOIN open_nodes o USING (run_id, scope)
 LEFT JOIN before b USING (run_id, scope)
 """
@@ -158,9 +166,10 @@ def _divergence(
     ck_node = ck if isinstance(ck, str) else None
     ck_ns = parse_iso(sd.checkpoint.get("timestamp")) if sd.checkpoint is not None else None
     # The checkpoint names the node completed before the last ended one while that one is
-    # retrying, or, in a running scope where nothing started since, when it was written
-    # before that one ended (Kilroy saves a node's checkpoint after its end).
-    saving = state == "running" and ck_ns is not None and last_end_ns is not None
+    # retrying, or, when nothing started or routed on since, when it was written before that
+    # one ended: Kilroy saves a node's checkpoint after its end (live, it is saving it; dead,
+    # it was killed in the save, and a resume runs the node again from the checkpoint).
+    saving = ck_ns is not None and last_end_ns is not None
     behind = before if retrying or (saving and ck_ns < last_end_ns) else None
     if actual is None:
         return None
