@@ -27,7 +27,7 @@ from chaos._evidence import Verdict
 from chaos._faults import FAULTS, parse_faults
 from chaos._history import read_history
 from chaos._recording import serve_worker
-from chaos._report import invariants_json, report_json
+from chaos._report import invariants_json, never_fired, report_json
 from executor import ExecutorError
 from executor.console import OneLineGroup, quiet_console, reported
 
@@ -128,6 +128,8 @@ def _finish(console: Console, result: CampaignResult, as_json: bool) -> NoReturn
         sys.stdout.write(json.dumps(report_json(result), indent=2) + "\n")
     else:
         _print_verdicts(console, result.verdicts)
+        for kind, why in never_fired(result):  # the verdicts say nothing about these
+            console.print(f"[yellow]![/yellow] {kind} never fired: {escape(why)}", soft_wrap=True)
         console.print(f"report: {escape(str(result.out / 'report.md'))}", soft_wrap=True)
     if not result.ok:
         failed = ", ".join(v.name for v in result.verdicts if not v.ok)
