@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
 import random
 import shutil
 import signal
@@ -161,6 +162,8 @@ class _Campaign:
             str(wdir / f"{name}.ndjson"),
             "--concurrency",
             str(self.cfg.concurrency),
+            "--campaign-pid",  # the worker stops when the campaign is gone, however it ended
+            str(os.getpid()),
         ]
         # Run from the directory holding the packages, so `-m chaos` finds this checkout.
         home = Path(chaos.__file__).resolve().parents[1]

@@ -195,13 +195,20 @@ def worker_cmd(
     config: Annotated[Path, typer.Option("--config")],
     history: Annotated[Path, typer.Option("--history")],
     concurrency: Annotated[int, typer.Option("--concurrency")] = 1,
+    campaign: Annotated[int | None, typer.Option("--campaign-pid")] = None,
 ) -> None:
     """One recorded worker of a campaign (started by `doctor chaos run`)."""
     executor = executor_from_json(json.loads(config.read_text()))
     # A worker that cannot continue (its database stayed away) says why in one line, exit 3.
     with reported(ExecutorError):
         stats = serve_worker(
-            db, root, executor, name=name, history=history, concurrency=concurrency
+            db,
+            root,
+            executor,
+            name=name,
+            history=history,
+            concurrency=concurrency,
+            campaign_pid=campaign,
         )
     sys.stdout.write(json.dumps(stats) + "\n")
 
