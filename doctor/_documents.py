@@ -516,6 +516,10 @@ def _check_final(final: Document | None, docs: RunDocuments) -> None:
             )
 
 
+#: Why a node directory or an attempt archive was not read.
+_HIDDEN = "a directory the doctor may not list or enter: its status files and logs were not read"
+
+
 def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> ScopeDocuments:
     out = ScopeDocuments(scope.scope, scope.path)
 
@@ -539,14 +543,14 @@ def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> 
             rel = os.path.relpath(scope.progress, run.path)
             why = f"{file_kind(st.st_mode)}, not a regular file: never read"
             docs.unreadable.append(Unreadable(rel, "progress", why))
-    for name in unsearchable_dirs(scope.path):
-        rel = os.path.relpath(scope.path / name, run.path)
-        why = (
-            "a directory the doctor may not list or enter: its status files and logs were not read"
-        )
-        docs.unreadable.append(Unreadable(rel, "node", why))
+    hidden = [(scope.path / name, "node") for name in unsearchable_dirs(scope.path)]
+    stages = stage_dirs(scope.path)
+    hidden += [(path, "attempt") for stage in stages for path in stage.hidden]
+    for path, kind in hidden:
+        rel = os.path.relpath(path, run.path)
+        docs.unreadable.append(Unreadable(rel, kind, _HIDDEN))
     stdouts: list[Path] = []
-    for stage in stage_dirs(scope.path):
+    for stage in stages:
         for i, status_path in enumerate(stage.status_files):
             doc = read(status_path, "status")
             if doc is None:

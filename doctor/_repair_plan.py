@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from doctor._repair_model import ACTIONS, QUEUE_ACTIONS, Action, FindingRef
 from doctor._timestamps import parse_iso
 from rundoctor.liveness import owner_alive
 
-__all__ = ["plan_repairs"]
+__all__ = ["TerminalizeClock", "plan_repairs", "terminalize_clock"]
 
 
 def _age_s(config: DoctorConfig, ts: object) -> float | None:
@@ -81,22 +82,58 @@ def _plan_run(
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class TerminalizeClock:
+    """How long ago a run last wrote, against its stall timeout: a terminalize refuses a run
+    that wrote within it. ``age_s`` is the age of its last event, or of its start documents
+    when it wrote no event (``from_start``); None when nothing dates it."""
+
+    stall_timeout_s: float
+    age_s: float | None
+    from_start: bool = False
+
+    @property
+    def left_s(self) -> float | None:
+        """Seconds until the stall timeout has passed since the run last wrote (0 at the
+        boundary, which still refuses); None once it has, or when nothing dates the run."""
+        if self.age_s is None or self.age_s > self.stall_timeout_s:
+            return None
+        return self.stall_timeout_s - self.age_s
+
+
+def terminalize_clock(
+    facts: Mapping[str, Any], run_path: Path, config: DoctorConfig
+) -> TerminalizeClock:
+    """The run's :class:`TerminalizeClock` at ``config.now``: the one rule both the repair
+    plan and the diagnosis's hint judge a terminalize's wait by. The stall timeout is the
+    run's (``facts``), else the configured one.
+
+    >>> from doctor import DoctorConfig
+    >>> c = terminalize_clock({"last_event_at": "2026-01-01T00:00:00Z"}, Path("/nonexistent"),
+    ...     DoctorConfig(now=1767225614.0))
+    >>> c.stall_timeout_s, c.age_s, c.left_s
+    (600.0, 14.0, 586.0)
+    """
+    stall = facts.get("stall_timeout_s")
+    stall = float(stall) if isinstance(stall, int | float) else config.stall_timeout_s
+    if facts.get("last_event_at") is None and (started := _start_written_ns(run_path)):
+        return TerminalizeClock(stall, config.now - started / 1e9, from_start=True)
+    return TerminalizeClock(stall, _age_s(config, facts.get("last_event_at")))
+
+
 def _plan_terminalize(
     ref: FindingRef, facts: Mapping[str, Any], config: DoctorConfig, run_path: Path
 ) -> Action:
     """Write the run's final.json; blocked while its owner may live or its last event (its
     start, when it wrote none) is within the stall timeout."""
-    stall = facts.get("stall_timeout_s")
-    stall = float(stall) if isinstance(stall, int | float) else config.stall_timeout_s
-    age = _age_s(config, facts.get("last_event_at"))
-    what = "the last event"
-    if facts.get("last_event_at") is None and (started := _start_written_ns(run_path)):
-        age, what = config.now - started / 1e9, "the run wrote no event; its start"
+    clock = terminalize_clock(facts, run_path, config)
+    stall = clock.stall_timeout_s
+    what = "the run wrote no event; its start" if clock.from_start else "the last event"
     blocked = None
     if facts.get("owner_alive") is not False:
         blocked = "the owner process is not known to be dead"
-    elif age is not None and age <= stall:
-        blocked = f"{what} is {age:.0f} s old, within the {stall:.0f} s stall timeout"
+    elif clock.left_s is not None:
+        blocked = f"{what} is {clock.age_s:.0f} s old, within the {stall:.0f} s stall timeout"
     pid = facts.get("owner_pid")
     last = facts.get("last_event_at")
     since = f"nothing was written since {last}" if last else "it never wrote an event"
