@@ -68,7 +68,7 @@ def parse_duration(text: str) -> float:
     except durations.DurationError as exc:
         raise UsageError(f"--duration: {exc}") from None
     if seconds <= 0:
-        raise UsageError(f"duration {text!r} must be positive")
+        raise UsageError(f"--duration {text!r} must be more than zero, e.g. 60s, 20m or 1h")
     return seconds
 
 

@@ -427,7 +427,10 @@ def scan_cmd(
     limit: Annotated[
         int,
         typer.Option(
-            "--limit", metavar="N", min=0, help="Show the N worst runs (default 0: all of them)."
+            "--limit",
+            metavar="N",
+            min=0,
+            help="Show the N worst runs (default 0: all of them; --json lists every run).",
         ),
     ] = 0,
     as_json: JsonOpt = False,

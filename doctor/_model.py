@@ -74,7 +74,8 @@ class Finding:
             raise ValueError(f"unknown repair {self.repair!r}; expected one of {REPAIRS}")
 
     def to_json(self) -> dict[str, Any]:
-        """The finding object of FINDINGS.md (``run_id`` is added for scans only)."""
+        """The finding object of FINDINGS.md: no ``run_id`` (a scan lists a run's findings
+        under that run, and its fleet ``findings`` are those of no run)."""
         return {
             "code": self.code,
             "severity": self.severity.label,

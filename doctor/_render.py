@@ -24,6 +24,7 @@ from doctor._ndjson import LINE_COMPLETE, MAX_LINE_BYTES, NOT_AN_EVENT, too_long
 from executor.console import fit_columns, one_line_table, print_table
 from rundoctor.markdown import md as _md
 from rundoctor.terminal import printable, shell_quote
+from rundoctor.words import noun
 
 if TYPE_CHECKING:
     from doctor._config import DoctorConfig
@@ -329,7 +330,8 @@ def _passing_checks(
     if apart:
         listed = f": {', '.join(apart)}" if verbose else ""
         console.print(
-            f"[dim][-] {_plural(len(apart), 'queue check')} do not apply here{listed} "
+            f"[dim][-] {_plural(len(apart), 'queue check')} {noun(len(apart), 'does', 'do')} "
+            f"not apply here{listed} "
             "(a scan with --db runs them)[/dim]",
             soft_wrap=True,
         )

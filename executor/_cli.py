@@ -9,9 +9,9 @@ that read the environment; here:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -68,6 +68,17 @@ DbOpt = Annotated[
         "(default $RUNDOCTOR_DB, else $XDG_STATE_HOME/rundoctor/queue.db).",
     ),
 ]
+# `doctor run` goes through a queue only when asked: $RUNDOCTOR_DB (set for the workers) never
+# turns a foreground run into a ticket.
+RunDbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        metavar="URL",
+        help="Run it as a ticket of this queue: a SQLite file, sqlite:///PATH or "
+        "postgresql://… (never taken from $RUNDOCTOR_DB; without --db nothing is queued).",
+    ),
+]
 RootOpt = Annotated[
     Path | None,
     typer.Option(
@@ -115,29 +126,50 @@ def _seconds(option: str, text: str) -> float:
     from rundoctor.durations import DurationError, parse_duration
 
     try:
-        return parse_duration(text)
+        seconds = parse_duration(text)
     except DurationError as exc:
         fail(f"{option}: {exc}")
+    if seconds <= 0:  # named as given, not as the config field it sets (reaper_interval_s)
+        fail(f"{option} {text!r} must be more than zero, e.g. 1s, 500ms or 2m")
+    return seconds
 
 
-def _config(breaker_limit: int | None, agent_command: str | None) -> ExecutorConfig:
-    """The flags over the environment over the config file's ``[executor]`` over the
-    defaults (:mod:`rundoctor.config`)."""
-    from rundoctor.config import ConfigError, file_settings
+def _config(
+    breaker_limit: int | None, agent_command: str | None, timing: dict[str, float] | None = None
+) -> ExecutorConfig:
+    """The flags (``timing``: the worker's lease and reaper flags, in seconds) over the
+    environment over the config file's ``[executor]`` over the defaults
+    (:mod:`rundoctor.config`), validated: a budget the file set that is out of range (or
+    inconsistent with the others) is one line naming the file, as the file's other mistakes
+    are, not a bare ``lease_ttl_s = 0.0 must be > 0`` the user could take for a flag's."""
+    from rundoctor.config import ConfigError, config_path, file_settings
 
     try:
         fields = file_settings(os.environ, "executor", ExecutorConfig, exclude=("env",))
     except ConfigError as exc:
         fail(str(exc))
+    overridden = set(timing or {})
+    from_file = set(fields)
     command = agent_command or os.environ.get("RUNDOCTOR_AGENT_COMMAND")
     if command is not None:
         try:
             fields["agent_command"] = tuple(shlex.split(command))
         except ValueError as exc:
             fail(f"--agent-command {command!r} cannot be split into words: {exc}")
+        overridden.add("agent_command")
     if breaker_limit is not None:
+        if breaker_limit < 1:
+            fail(f"--breaker-limit must be 1 or more failures, got {breaker_limit}")
         fields["breaker_limit"] = breaker_limit
-    return ExecutorConfig(**fields)
+        overridden.add("breaker_limit")
+    fields |= timing or {}
+    config = ExecutorConfig(**fields)
+    try:
+        return config.validate()
+    except ExecutorError as exc:
+        if set(re.findall(r"\w+", str(exc))) & (from_file - overridden):
+            fail(f"config file {str(config_path(os.environ))!r}: [executor] {exc}")
+        raise
 
 
 def _check_agents(graph: Path, config: ExecutorConfig) -> None:
@@ -209,10 +241,11 @@ def _queue_url(db: str | None, *, create: bool = False) -> str:
     if path.parent.is_dir():
         names = [p.name for p in path.parent.iterdir() if p.suffix in (".db", ".sqlite")]
         near = [str(path.parent / n) for n in close_matches(path.name, names, n=1)]
+    given = shlex.quote(url)
     fail(
-        f"no queue at {str(path)!r}{did_you_mean(near)}; "
-        f"`doctor enqueue GRAPH --db {shlex.quote(url)}` "
-        "creates one (or pass --db a SQLite file, sqlite:///ABS/PATH or postgresql://…)"
+        f"no queue at {str(path)!r}{did_you_mean(near)}; `doctor enqueue GRAPH --db {given}` "
+        f"or `doctor worker --create-queue --db {given}` creates one (or pass --db a SQLite "
+        "file, sqlite:///ABS/PATH or postgresql://…)"
     )
 
 
@@ -290,7 +323,7 @@ def _reason(url: str, ticket_id: str) -> str:
 def run_cmd(
     graph: GraphArg,
     root: RootOpt = None,
-    db: DbOpt = None,
+    db: RunDbOpt = None,
     as_json: JsonOpt = False,
     breaker_limit: BreakerOpt = None,
     agent_command: AgentOpt = None,
@@ -451,8 +484,7 @@ def worker_cmd(
         signal.signal(sig, on_signal)
     console = _stderr()
     with reported(ExecutorError):
-        config = _config(breaker_limit, agent_command)
-        timing: dict[str, Any] = {}
+        timing: dict[str, float] = {}
         if reaper_interval is not None:
             timing["reaper_interval_s"] = _seconds("--reaper-interval", reaper_interval)
         if lease_ttl is not None:
@@ -469,7 +501,7 @@ def worker_cmd(
                 "self_fence_s": lease_ttl_s * 0.75,
                 "heartbeat_interval_s": lease_ttl_s / 6,
             }
-        config = dataclasses.replace(config, **timing) if timing else config
+        config = _config(breaker_limit, agent_command, timing)
         if not 1 <= concurrency <= MAX_CONCURRENCY:  # before the queue is looked at
             fail(
                 f"--concurrency must be from 1 to {MAX_CONCURRENCY}, got {concurrency}; run "

@@ -202,3 +202,26 @@ def test_the_scans_notes_are_counted_by_kind(fleet: Path, tmp_path: Path) -> Non
     notes = json.loads(_doctor("scan", "--json", "--root", str(tmp_path)).stdout)["fleet"]
     assert len(notes["root_notes"]) == 1
     assert {lb["kind"]: n for lb, n in noted["rundoctor_scan_notes"]} == {"root": 1, "cache": 0}
+
+
+def _doc_table(header: str) -> list[tuple[str, str]]:
+    """The (first cell's names, type) rows of the docs/watch.md table under ``header``."""
+    text = (REPO / "docs" / "watch.md").read_text()
+    rows = text.split(header, 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    return [(r.split("|")[1].strip(" `"), r.split("|")[2].strip()) for r in rows]
+
+
+def test_docs_watch_md_lists_every_metric_family_with_its_type(tmp_path: Path) -> None:
+    db = queues.incident_02(os.getpid(), queues.proc_start_ticks(os.getpid())).write_sqlite(
+        tmp_path / "queue.db"
+    )
+    config = DoctorConfig(roots=(REPO / "fixtures" / "cases" / CASES[0] / "run",), db=str(db))
+    result = scan(config)
+    doc = metrics_document(result, queue_stats(str(db), now=config.now), now=config.now)
+    documented = _doc_table("| metric | type | labels | value |")
+    # A counter's table row names the sample, as the text writes it (`…_total`).
+    written = [
+        (f["name"] + ("_total" if f["type"] == "counter" else ""), f["type"])
+        for f in doc["families"]
+    ]
+    assert written == documented

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -464,3 +465,25 @@ def test_small_and_large_files_are_read_alike_by_their_two_readers(
     assert got[3]["node_id"] == "5" and got[3]["ts"].hour == 0  # +02:00 read as UTC
     assert got[4]["message"] == "caf\u00e9 \U0001f600 a\nb"
     assert "ts" not in got[5] and got[5]["epoch"] == 7
+
+
+def test_docs_artifacts_md_lists_every_column_of_the_canonical_tables() -> None:
+    # A user queries these tables by the names docs/artifacts.md gives: a column added or
+    # renamed in the code and not there (or the reverse) is a query that fails.
+    repo = Path(__file__).resolve().parents[2]
+    doc = (repo / "docs" / "artifacts.md").read_text()
+    run = repo / "fixtures" / "cases" / "fanout_never_joined" / "run" / "fanout01"
+    tables = load_runs([discover(run)], keep_raw=True)
+    try:
+        for name in ("events", "attempts", "files", "runs", "torn", "unreadable"):
+            section = doc.split(f"### `{name}` — ", 1)[1].split("\n#", 1)[0]
+            if "| column |" in section:  # a table: the first cells' names
+                cells = [r.split("|")[1] for r in section.splitlines() if r.startswith("| `")]
+                documented = [c for cell in cells for c in cell.split("`")[1::2]]
+            else:  # a paragraph that starts with the list: `a`, `b` (what b is), `c`. …
+                text = re.sub(r"\([^()]*\)", "", section.split("\n\n", 2)[1])
+                lead = re.match(r"(?:`\w+`[,\s]*)+", text)
+                documented = re.findall(r"`(\w+)`", lead.group(0) if lead else "")
+            assert sorted(documented) == sorted(tables.arrow(name).column_names), name
+    finally:
+        tables.con.close()

@@ -11,6 +11,7 @@ import io
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -113,6 +114,37 @@ def test_a_scan_of_the_corpus_agrees_with_each_diagnosis() -> None:
         one = _diagnosed(run.name)
         assert by_run[run.name].state == one.state
         assert {f.code for f in by_run[run.name].findings} == {f.code for f in one.findings}
+
+
+FINDINGS_DOC = RUNS.parents[2] / "docs" / "findings.md"
+
+
+def _documented_names(code: str) -> set[str]:
+    """The names docs/findings.md writes in backticks in the section of ``code``."""
+    text = FINDINGS_DOC.read_text()
+    start = text.index(f"\n## `{code}`\n")
+    end = text.find("\n## ", start + 1)
+    return set(re.findall(r"`([a-z_]+)", text[start : end if end > 0 else None]))
+
+
+def test_every_evidence_key_the_real_runs_show_is_documented_under_its_code() -> None:
+    # docs/findings.md is the contract scripts are built on: an evidence key a real run
+    # carries and its code's section never names (`lost_by_resume` was only in a sentence,
+    # branches' `started_at` nowhere) is one a user cannot know the meaning of.
+    result = scan(DoctorConfig(roots=(RUNS, RUNS.parents[1] / "cases")))
+    seen: dict[str, set[str]] = {}
+    branches: set[str] = set()
+    for f in [*result.findings, *(f for d in result.diagnoses for f in d.findings)]:
+        seen.setdefault(f.code, set()).update(f.evidence)
+    for d in result.diagnoses:
+        for branch in d.facts.get("branches") or []:
+            branches.update(branch)
+    assert len(seen) >= 15, sorted(seen)  # the corpus shows most codes
+    undocumented = {c: sorted(keys - _documented_names(c)) for c, keys in seen.items()}
+    assert not {c: k for c, k in undocumented.items() if k}, undocumented
+    facts = FINDINGS_DOC.read_text().split("### Facts", 1)[1].split("\n### ", 1)[0]
+    extras = {"last_status", "started_at"}  # beyond FINDINGS.md's branch keys
+    assert extras <= branches and all(f"`{k}` (extra)" in facts for k in extras)
 
 
 def test_branch_outcomes_come_from_parallel_results_when_the_parent_stream_lacks_them(

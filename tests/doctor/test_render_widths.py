@@ -135,6 +135,14 @@ def test_failing_checks_come_first_worst_first_and_passing_ones_fold(width: int)
     assert any(f"{len(QUEUE_CHECKS)} queue checks do not apply" in line for line in lines)
 
 
+def test_one_queue_check_selected_does_not_apply_in_the_singular() -> None:
+    # `doctor diagnose --check stale_lease` printed "1 queue check do not apply here".
+    out = io.StringIO()
+    (stale_lease,) = [d for d in DETECTORS if d.__name__ == "stale_lease"]
+    render_diagnosis(Console(file=out, width=100), _run(ULID), [stale_lease], verbose=False)
+    assert "[-] 1 queue check does not apply here (a scan with --db runs them)" in out.getvalue()
+
+
 def test_a_long_summary_wraps_under_its_own_first_character() -> None:
     lines = _diagnose_text(_broken(), 80).splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("    • critical"))

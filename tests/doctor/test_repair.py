@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -540,3 +541,30 @@ def test_doctor_repair_prints_the_plan_and_applies_it_only_when_asked(tmp_path: 
 def test_doctor_repair_of_an_unknown_run_exits_2(tmp_path: Path) -> None:
     done = _doctor("repair", "--run-id", "nope", "--root", tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_docs_repair_md_names_every_key_of_doctor_repair_json(tmp_path: Path) -> None:
+    from fixtures import queues
+
+    run, _config, run_id = _copy_case("torn_last_progress_line", tmp_path)
+    planned = json.loads(
+        _doctor("repair", "--run-id", run_id, "--root", run.parent, "--json").stdout
+    )
+    done = _doctor("repair", "--run-id", run_id, "--root", run.parent, "--apply", "--json")
+    applied = json.loads(done.stdout)
+    pid = os.getpid()
+    db = queues.incident_02(pid, queues.proc_start_ticks(pid)).write_sqlite(tmp_path / "q.db")
+    queue = json.loads(_doctor("repair", "--db", db, "--apply", "--json").stdout)
+    doc = (CASES.parents[1] / "docs" / "repair.md").read_text()
+    section = doc.split("## `doctor repair --json`", 1)[1].split("\n## ", 1)[0]
+    named = {w for span in re.findall(r"`([^`]*)`", section) for w in re.findall(r"\w+", span)}
+    top = {k for d in (planned, applied, queue) for k in d}
+    report = {k for d in (applied, queue) for k in d["report"]}
+    actions = [a for d in (planned, queue) for a in d["plan"]]
+    results = [r for d in (applied, queue) for r in d["report"]["results"]]
+    keys = {k for a in [*actions, *results] for k in a}
+    findings = {k for a in [*actions, *results] for k in a["finding"]}
+    assert queue["plan"] and results and any("ticket_id" in a["finding"] for a in actions)
+    assert {"run_id", "path", "queue", "journal"} <= top
+    found = top | report | keys | findings
+    assert not found - named, sorted(found - named)

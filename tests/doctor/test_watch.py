@@ -100,6 +100,20 @@ def test_queue_findings_about_two_tickets_are_two_alerts(tmp_path: Path) -> None
     assert all(e.run_id is None for e in events if e.code == "session_desync")
 
 
+def test_docs_watch_md_lists_every_key_of_an_event(tmp_path: Path) -> None:
+    # The table of docs/watch.md missed `ticket_id`, which a queue finding's alert carries.
+    pid = os.getpid()
+    q = queues.incident_02(pid, queues.proc_start_ticks(pid))
+    _, events = watch_pass(
+        DoctorConfig(db=str(q.write_sqlite(tmp_path / "queue.db")), now=q.now), WatchState()
+    )
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "watch.md").read_text()
+    table = doc.split("| key | meaning |", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    documented = [name for row in table for name in row.split("|")[1].split("`")[1::2]]
+    assert any(e.ticket_id for e in events)
+    assert sorted(documented) == sorted(events[0].to_json())
+
+
 def test_what_a_root_leaves_out_is_logged_when_it_changes_not_every_pass(tmp_path: Path) -> None:
     root = tmp_path / "root"
     for group in ("a", "b"):  # one run id in two groups: b's is not scanned, and the scan says so

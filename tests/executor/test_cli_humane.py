@@ -122,6 +122,20 @@ def test_tickets_with_a_mistyped_db_creates_nothing_and_suggests_the_real_queue(
         assert not typo.exists()
 
 
+def test_a_missing_sqlite_queue_names_both_commands_that_create_one(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # The README: a missing queue is refused "with one line naming `doctor enqueue` and
+    # `doctor worker --create-queue`". A missing SQLite file named only the first, though a
+    # worker refused for it has the flag at hand.
+    missing = tmp_path / "nowhere.db"
+    for command in ("tickets", "reap", "worker"):
+        line = _usage_error(_doctor(env, command, "--db", missing))
+        assert f"`doctor enqueue GRAPH --db {missing}`" in line, command
+        assert f"`doctor worker --create-queue --db {missing}`" in line, command
+        assert not missing.exists()
+
+
 def test_a_queue_that_is_a_dangling_symlink_is_called_one_not_suggested_as_itself(
     env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -315,6 +329,25 @@ def test_every_option_has_help_and_a_plain_metavar(env: dict[str, str], command:
     for line in proc.stdout.splitlines():
         if line.startswith("  -"):
             assert "<" not in line.split("  ")[1], line  # METAVAR, not <type>
+
+
+def test_doctor_run_queues_only_with_db_as_its_help_and_the_readme_say(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # `run --help` said "--db … (default $RUNDOCTOR_DB, else $XDG_STATE_HOME/rundoctor/queue.db)"
+    # and the README's table listed `run` among RUNDOCTOR_DB's readers, but a foreground run is
+    # queued only with --db: the variable set for the workers never makes it a ticket.
+    queue = tmp_path / "workers-queue.db"
+    proc = _doctor({**env, "RUNDOCTOR_DB": str(queue)}, "run", SIMPLE, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["status"] == "success"
+    assert not queue.exists()
+    help_text = " ".join(_doctor(env, "run", "--help").stdout.split())
+    assert "never taken from $RUNDOCTOR_DB" in help_text
+    readme = (PIPELINES.parents[1] / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `RUNDOCTOR_DB` |")]
+    readers = [c.strip() for c in row.split("|")[2].split(",")]
+    assert "run" not in readers and {"enqueue", "worker", "reap", "tickets"} <= set(readers)
 
 
 def test_shell_completion_completes_command_names(env: dict[str, str]) -> None:

@@ -178,6 +178,41 @@ def test_a_bad_executor_section_stops_run_with_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ("lease_ttl_s = 0", "lease_ttl_s = 0.0 must be > 0"),
+        ("lease_ttl_s = 0.5", "lease_ttl_s = 0.5 s is shorter than the 1 s a lease needs"),
+        ("breaker_limit = 0", "breaker_limit = 0 must be >= 1"),
+        ("self_fence_s = 100", "must be below self_fence_s = 100 s"),
+    ],
+)
+def test_an_executor_budget_out_of_range_in_the_file_names_the_file(
+    tmp_path: Path, setting: str, says: str
+) -> None:
+    # The README: a bad value in the config file "stops the command with one line naming the
+    # file and the key"; the executor's budgets said only `error: lease_ttl_s = 0.0 must be
+    # > 0`, which reads like a flag's mistake though no flag of that name exists.
+    env = {**_file(tmp_path, f"[executor]\n{setting}\n"), "XDG_STATE_HOME": str(tmp_path)}
+    prefix = f"error: config file {str(tmp_path / 'config.toml')!r}: [executor] "
+    for args in (
+        ("run", TOOL_GRAPH, "--root", tmp_path / "r"),
+        ("worker", "--db", tmp_path / "q.db", "--create-queue", "--once"),
+    ):
+        line = _one_line_error(_doctor(*args, env=env))
+        assert line.startswith(prefix) and says in line, line
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_flag_that_replaces_a_bad_file_budget_wins_and_its_own_mistake_names_no_file(
+    tmp_path: Path,
+) -> None:
+    env = _file(tmp_path, "[executor]\nbreaker_limit = 0\n")
+    assert _breaker_limit(tmp_path, env, "--breaker-limit", "2") == 2
+    line = _one_line_error(_doctor("run", TOOL_GRAPH, "--breaker-limit", "0", env=env))
+    assert line == "error: --breaker-limit must be 1 or more failures, got 0"  # the flag's
+
+
+@pytest.mark.parametrize(
     ("text", "says"),
     [
         ("[doctor]\nx = " + "[" * 100_000 + "]" * 100_000 + "\n", "values nested too deeply"),

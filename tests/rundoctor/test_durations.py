@@ -122,7 +122,8 @@ def test_chaos_run_refuses_a_bad_duration_in_one_line(tmp_path: Path) -> None:
     args = ("chaos", "run", "--seed", "1", "--out", tmp_path / "c", "--duration")
     line = _one_line_error(_doctor(*args, "1x"))
     assert "--duration" in line and "'1x'" in line
-    assert "must be positive" in _one_line_error(_doctor(*args, "0s"))
+    zero = _one_line_error(_doctor(*args, "0s"))
+    assert zero == "error: --duration '0s' must be more than zero, e.g. 60s, 20m or 1h"
 
 
 def test_watch_refuses_a_zero_interval_in_one_line(tmp_path: Path) -> None:
@@ -140,3 +141,7 @@ def test_worker_timing_options_take_durations_and_refuse_bad_ones_in_one_line(
     assert "--lease-ttl" in line and "'soon'" in line
     done = _doctor(*args, "--create-queue", "--lease-ttl", "2m", "--reaper-interval", "500ms")
     assert done.returncode == 0, done.stderr
+    # A zero was named by the config field it sets: "reaper_interval_s = 0.0 must be > 0".
+    for flag in ("--reaper-interval", "--lease-ttl"):
+        line = _one_line_error(_doctor(*args, flag, "0ms"))
+        assert line == f"error: {flag} '0ms' must be more than zero, e.g. 1s, 500ms or 2m"
