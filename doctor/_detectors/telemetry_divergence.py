@@ -62,15 +62,18 @@ WITH per_scope AS (
                WHERE event = 'stage_attempt_start' AND node_id IS NOT NULL) AS last_start_seq
     FROM td_events GROUP BY ALL
 ),
--- the node of the last attempt end outside a concurrent region: Kilroy checkpoints no node
--- of a region, so the checkpoint names the split until the join's is saved
+-- attempt ends inside a concurrent region: Kilroy checkpoints no node of a region, so the
+-- checkpoint names the split until the join's is saved
+in_region AS (
+    SELECT e.run_id, e.scope, e.seq
+    FROM td_events e JOIN ({REGIONS_SQL.format(events="td_events")}) r
+      ON r.run_id = e.run_id AND r.scope = e.scope AND e.seq > r.from_seq AND e.seq < r.to_seq
+    WHERE e.event = 'stage_attempt_end'
+),
 outside AS (
     SELECT e.run_id, e.scope, arg_max(e.node_id, e.seq) AS last_out
-    FROM td_events e
+    FROM td_events e ANTI JOIN in_region i USING (run_id, scope, seq)
     WHERE e.event = 'stage_attempt_end' AND e.node_id IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM ({REGIONS_SQL.format(events="td_events")}) r
-                      WHERE r.run_id = e.run_id AND r.scope = e.scope
-                        AND e.seq > r.from_seq AND e.seq < r.to_seq)
     GROUP BY ALL
 ),
 open_nodes AS (
@@ -85,7 +88,9 @@ before AS (
            (SELECT arg_max(e.node_id, e.seq) FROM td_events e
             WHERE e.run_id = p.run_id AND e.scope = p.scope AND e.seq < p.last_end_seq
               AND e.event = 'stage_attempt_end' AND e.node_id IS NOT NULL
-              AND e.node_id <> p.last_end) AS before,
+              AND e.node_id <> p.last_end
+              AND NOT EXISTS (SELECT 1 FROM in_region i WHERE i.run_id = e.run_id
+                              AND i.scope = e.scope AND i.seq = e.seq)) AS before,
            EXISTS (SELECT 1 FROM td_events s
                    WHERE s.run_id = p.run_id AND s.scope = p.scope AND s.seq > p.last_end_seq
                      AND s.event = 'stage_retry_sleep' AND s.node_id = p.last_end) AS retrying,
