@@ -50,6 +50,7 @@ __all__ = [
     "ScopeDocuments",
     "StageStatus",
     "fanout_branch_count",
+    "graph_successors",
     "normalize_status",
     "read_documents",
 ]
@@ -646,12 +647,10 @@ def checkpoint_fields(doc: Document | None) -> Mapping[str, Any]:
     }
 
 
-def fanout_branch_count(run_path: Path, node: str) -> int | None:
-    """How many branches the fan-out ``node`` dispatches: the nodes its outgoing edges lead to
-    in the run's ``graph.dot`` (Kilroy numbers branch directories by them, format doc §1.5,
-    and starts at most ``max_parallel`` at a time, so fewer directories may exist yet). None
-    when the run has no such graph, it cannot be read, or it is not DOT the reader takes.
-    """
+def graph_successors(run_path: Path) -> dict[str, set[str]] | None:
+    """Each node's successors in the run's ``graph.dot`` (the nodes its outgoing edges lead
+    to). None when the run has no such graph, it cannot be read, or it is not DOT the reader
+    takes."""
     from executor import GraphError, graph_edges
 
     try:
@@ -664,4 +663,17 @@ def fanout_branch_count(run_path: Path, node: str) -> int | None:
         edges = graph_edges(data.decode("utf-8"))
     except (UnicodeDecodeError, GraphError, RecursionError):
         return None
-    return len({b for a, b in edges if a == node}) or None
+    out: dict[str, set[str]] = {}
+    for a, b in edges:
+        out.setdefault(a, set()).add(b)
+    return out
+
+
+def fanout_branch_count(run_path: Path, node: str) -> int | None:
+    """How many branches the fan-out ``node`` dispatches: the nodes its outgoing edges lead to
+    in the run's ``graph.dot`` (Kilroy numbers branch directories by them, format doc §1.5,
+    and starts at most ``max_parallel`` at a time, so fewer directories may exist yet). None
+    when the run has no such graph, it cannot be read, or it is not DOT the reader takes.
+    """
+    graph = graph_successors(run_path)
+    return len(graph.get(node, ())) or None if graph is not None else None

@@ -68,7 +68,7 @@ _HINTS = {
 #: What ``doctor repair`` does for a finding's ``repair``, for the hint that offers it.
 _REPAIR_WORDS = {
     "terminalize": "terminalizing the run (final.json with status fail)",
-    "ingest_status": "ingesting the stranded status file",
+    "ingest_status": "copying the status file the finding names into place",
     "truncate_torn_line": "cutting the torn last line",
 }
 

@@ -101,14 +101,15 @@ def heartbeat_sql(column: str = "event") -> str:
 
     >>> heartbeat_sql("e.event")  # doctest: +NORMALIZE_WHITESPACE
     "(e.event = 'branch_stale_warning' OR ends_with(e.event, '_heartbeat')
-      OR (e.event = 'branch_liveness' AND (e.branch_event IN ('branch_active',
-      'branch_stale_warning') OR ends_with(e.branch_event, '_heartbeat'))))"
+      OR (e.event IN ('branch_liveness', 'branch_progress') AND (e.branch_event IN
+      ('branch_active', 'branch_stale_warning') OR ends_with(e.branch_event, '_heartbeat'))))"
     """
     table = column[: -len("event")] if column.endswith("event") else ""
     forwarded = f"{table}branch_event"
     return (
         f"({column} = 'branch_stale_warning' OR ends_with({column}, '_heartbeat') "
-        f"OR ({column} = 'branch_liveness' AND ({forwarded} IN ('{BRANCH_KEEPALIVE}', "
+        f"OR ({column} IN ('branch_liveness', 'branch_progress') "
+        f"AND ({forwarded} IN ('{BRANCH_KEEPALIVE}', "
         f"'branch_stale_warning') OR ends_with({forwarded}, '_heartbeat'))))"
     )
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from doctor._detectors._context import Context, more, scope_words
+from doctor._detectors._stops import REGIONS_SQL
 from doctor._documents import Document, checkpoint_fields
 from doctor._facts import scope_state
 from doctor._model import Finding, Severity
@@ -49,6 +50,7 @@ DUP_MIN_ENTRIES = 20
 DUP_RATIO = 4.0
 
 _SUCCESS_LIKE = "('success', 'partial_success', 'degraded_success', 'skipped')"
+
 
 # Per scope: retries observed, the node of the last progress event naming one, and the last
 # *settled* completed node: the node of the latest stage_attempt_end after which the node's
@@ -76,14 +78,18 @@ settled AS (
     SELECT e.run_id, e.scope, e.seq, e.node_id, e.ts
     FROM ends e ASOF LEFT JOIN starts s
       ON e.run_id = s.run_id AND e.scope = s.scope AND e.seq < s.seq
-    WHERE e.status IN {_SUCCESS_LIKE}
+    -- Kilroy checkpoints no node of a concurrent region: the join's checkpoint records them
+    WHERE NOT EXISTS (SELECT 1 FROM ({REGIONS_SQL.format(events="ck_events")}) r
+                      WHERE r.run_id = e.run_id AND r.scope = e.scope
+                        AND e.seq > r.from_seq AND e.seq < r.to_seq)
+      AND (e.status IN {_SUCCESS_LIKE}
        OR (e.mx IS NOT NULL AND e.attempt >= e.mx)
        OR (s.next_node IS NOT NULL
            AND NOT (s.next_node = e.node_id AND s.next_attempt > e.attempt))
        OR EXISTS (SELECT 1 FROM closers c
                   WHERE c.run_id = e.run_id AND c.scope = e.scope AND c.seq > e.seq
                     AND (c.node = e.node_id OR c.event IN ('run_completed', 'run_failed',
-                                                           'loop_restart')))
+                                                           'loop_restart'))))
 ),
 last_settled AS (
     SELECT run_id, scope, max(seq) AS seq, arg_max(node_id, seq) AS node,

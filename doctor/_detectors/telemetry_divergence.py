@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from doctor._detectors._context import Context, scope_words
+from doctor._detectors._stops import REGIONS_SQL
 from doctor._documents import ScopeDocuments, checkpoint_fields
 from doctor._facts import RunFacts, scope_state
 from doctor._layout import is_top_scope
@@ -61,6 +62,20 @@ WITH per_scope AS (
                WHERE event = 'stage_attempt_start' AND node_id IS NOT NULL) AS last_start_seq
     FROM td_events GROUP BY ALL
 ),
+-- attempt ends inside a concurrent region: Kilroy checkpoints no node of a region, so the
+-- checkpoint names the split until the join's is saved
+in_region AS (
+    SELECT e.run_id, e.scope, e.seq
+    FROM td_events e JOIN ({REGIONS_SQL.format(events="td_events")}) r
+      ON r.run_id = e.run_id AND r.scope = e.scope AND e.seq > r.from_seq AND e.seq < r.to_seq
+    WHERE e.event = 'stage_attempt_end'
+),
+outside AS (
+    SELECT e.run_id, e.scope, arg_max(e.node_id, e.seq) AS last_out
+    FROM td_events e ANTI JOIN in_region i USING (run_id, scope, seq)
+    WHERE e.event = 'stage_attempt_end' AND e.node_id IS NOT NULL
+    GROUP BY ALL
+),
 open_nodes AS (
     SELECT run_id, scope, list(DISTINCT node_id) AS nodes
     FROM td_attempts WHERE end_seq IS NULL GROUP BY ALL
@@ -73,7 +88,9 @@ before AS (
            (SELECT arg_max(e.node_id, e.seq) FROM td_events e
             WHERE e.run_id = p.run_id AND e.scope = p.scope AND e.seq < p.last_end_seq
               AND e.event = 'stage_attempt_end' AND e.node_id IS NOT NULL
-              AND e.node_id <> p.last_end) AS before,
+              AND e.node_id <> p.last_end
+              AND NOT EXISTS (SELECT 1 FROM in_region i WHERE i.run_id = e.run_id
+                              AND i.scope = e.scope AND i.seq = e.seq)) AS before,
            EXISTS (SELECT 1 FROM td_events s
                    WHERE s.run_id = p.run_id AND s.scope = p.scope AND s.seq > p.last_end_seq
                      AND s.event = 'stage_retry_sleep' AND s.node_id = p.last_end) AS retrying,
@@ -86,9 +103,9 @@ before AS (
 )
 SELECT p.run_id, p.scope, p.actual, p.last_end, coalesce(o.nodes, []), b.before, b.retrying,
        CASE WHEN coalesce(p.last_start_seq, -1) < p.last_end_seq AND NOT b.routed
-            THEN p.last_end_ns END
+            THEN p.last_end_ns END, x.last_out
 FROM per_scope p LEFT JOIN open_nodes o USING (run_id, scope)
-LEFT JOIN before b USING (run_id, scope)
+LEFT JOIN before b USING (run_id, scope) LEFT JOIN outside x USING (run_id, scope)
 """
 
 
@@ -105,8 +122,8 @@ def telemetry_divergence(ctx: Context) -> list[Finding]:
         return []
     ctx.restrict("td", keys)
     rows = {
-        (r, s): (a, le, [str(n) for n in o], b, bool(rt), ns)
-        for r, s, a, le, o, b, rt, ns in ctx.tables.sql(_SQL)
+        (r, s): (a, le, [str(n) for n in o], b, bool(rt), ns, out)
+        for r, s, a, le, o, b, rt, ns, out in ctx.tables.sql(_SQL)
     }
     cut = ctx.interrupted_visits("td")
     findings: list[Finding] = []
@@ -143,7 +160,7 @@ class _Divergence:
 def _divergence(
     facts: RunFacts,
     sd: ScopeDocuments,
-    row: tuple[Any, Any, list[str], Any, bool, Any],
+    row: tuple[Any, Any, list[str], Any, bool, Any, Any],
     resume: str | None,
     *,
     scope: str,
@@ -153,7 +170,7 @@ def _divergence(
     when it ended); None when they agree.
     ``resume`` is where a stop that cut a visit short resumes (the checkpoint may already name
     it)."""
-    actual, last_end, open_nodes, before, retrying, last_end_ns = row
+    actual, last_end, open_nodes, before, retrying, last_end_ns, last_out = row
     if is_top_scope(scope):
         actual = facts.get("current_node") or actual
     state = scope_state(facts, scope)
@@ -174,7 +191,7 @@ def _divergence(
     if actual is None:
         return None
     live_off = live_node is not None and live_node != actual and live_node not in open_nodes
-    ck_off = ck_node is not None and ck_node not in (actual, last_end, resume, behind)
+    ck_off = ck_node is not None and ck_node not in (actual, last_end, last_out, resume, behind)
     if not (live_off or ck_off):
         return None
     return _Divergence(

@@ -443,10 +443,21 @@ def test_branches_a_february_10_build_reported_done_by_branch_liveness_are_finis
     assert codes == expected["codes_present"], _show(result["findings"])
 
 
-def _cut_before_the_idle_branch_ends(run: Path) -> str:
-    """Cut fanout_stale_branch's stream where branch b, idle five minutes among keepalives,
-    is about to end: the run looks hung in its fan-out. Its stall timeout becomes 2 minutes.
-    Returns the time of its last progress event."""
+#: What a branch's parent stream says of it that is no progress: its keepalives, and the
+#: heartbeats of its stages it forwards.
+_NO_PROGRESS = ("branch_heartbeat", "branch_stale_warning")
+
+
+def _no_progress(e: dict[str, Any]) -> bool:
+    return e["event"] in _NO_PROGRESS or (
+        e["event"] == "branch_progress" and e["branch_event"] == "stage_heartbeat"
+    )
+
+
+def _cut_live(run: Path, key: str, branch_event: str, stall_ms: int | None = None) -> str:
+    """Cut a finished fan-out run's stream just before branch ``key`` forwards
+    ``branch_event``, as if its owner still worked there (no final.json; the stall timeout
+    ``stall_ms`` when given). Returns the time of its last progress event."""
     progress = run / "progress.ndjson"
     lines = progress.read_text().splitlines(keepends=True)
     events = [json.loads(line) for line in lines]
@@ -454,17 +465,31 @@ def _cut_before_the_idle_branch_ends(run: Path) -> str:
         i
         for i, e in enumerate(events)
         if e["event"] == "branch_progress"
-        and e["branch_event"] == "stage_attempt_end"
-        and e["branch_key"] == "impl_b"
+        and e["branch_event"] == branch_event
+        and e["branch_key"] == key
     )
     progress.write_text("".join(lines[:cut]))
     (run / "live.json").write_text(lines[cut - 1])
     (run / "final.json").unlink()
-    config = json.loads((run / "run_config.json").read_text())
-    config["runtime_policy"]["stall_timeout_ms"] = 120_000
-    (run / "run_config.json").write_text(json.dumps(config))
-    keepalives = ("branch_heartbeat", "branch_stale_warning")
-    return next(e["ts"] for e in reversed(events[:cut]) if e["event"] not in keepalives)
+    if stall_ms is not None:
+        config = json.loads((run / "run_config.json").read_text())
+        config["runtime_policy"]["stall_timeout_ms"] = stall_ms
+        (run / "run_config.json").write_text(json.dumps(config))
+    return next(e["ts"] for e in reversed(events[:cut]) if not _no_progress(e))
+
+
+def _diagnosed_live(run: Path) -> dict[str, Any]:
+    """The diagnosis of a cut run (:func:`_cut_live`) a second after its last event, its
+    owner a live process."""
+    now = parse_iso(json.loads((run / "live.json").read_text())["ts"])
+    assert now is not None
+    with subprocess.Popen(["sleep", "60"]) as owner:
+        try:
+            (run / "run.pid").write_text(str(owner.pid))
+            config = DoctorConfig(roots=(run.parent,), now=now / 1e9 + 1)
+            return diagnose(run.name, config).to_json()
+        finally:
+            owner.kill()
 
 
 @pytest.mark.parametrize("build", ["head", "february_10"])
@@ -474,21 +499,30 @@ def test_keepalives_of_a_hung_branch_are_no_progress_in_either_build(
     # fanout_stale_branch cut while branch b has been idle for five minutes: the parent's
     # stream holds only keepalives since, branch_heartbeat and branch_stale_warning at HEAD,
     # branch_liveness "branch_active" in the builds of 2026-02-10/11. Past the stall timeout
-    # with its owner alive, the run is stalled in both: a keepalive is no progress.
+    # (2 minutes here) with its owner alive, the run is stalled in both.
     run = tmp_path / "fanout_stale_branch"
     shutil.copytree(RUNS / "fanout_stale_branch", run)
-    last_progress = _cut_before_the_idle_branch_ends(run)
+    last_progress = _cut_live(run, "impl_b", "stage_attempt_end", stall_ms=120_000)
     if build == "february_10":
         _as_a_february_10_build_wrote_it(run)
-    now = parse_iso(json.loads((run / "live.json").read_text())["ts"])
-    assert now is not None
-    with subprocess.Popen(["sleep", "60"]) as owner:
-        try:
-            (run / "run.pid").write_text(str(owner.pid))
-            config = DoctorConfig(roots=(tmp_path,), now=now / 1e9 + 1)
-            result = diagnose(run.name, config).to_json()
-        finally:
-            owner.kill()
+    result = _diagnosed_live(run)
+    assert result["facts"]["last_progress_at"] == last_progress
+    assert result["state"] == "stalled", _show(result["findings"])
+
+
+@pytest.mark.parametrize("build", ["head", "february_10"])
+def test_a_silent_agent_s_forwarded_heartbeats_are_no_progress(tmp_path: Path, build: str) -> None:
+    # fanout_slow_agent cut while branch b's agent has been silent 8 s under a 3 s stall
+    # timeout: the parent's stream holds branch_heartbeat ticks and the agent's stage_heartbeat
+    # forwarded as branch_progress (branch_liveness in the February 10 builds) every second,
+    # which Kilroy counts as branch activity (branch_idle_ms stays under a second). Forwarded
+    # heartbeats are heartbeats: the run is stalled, not running.
+    run = tmp_path / "fanout_slow_agent"
+    shutil.copytree(RUNS / "fanout_slow_agent", run)
+    last_progress = _cut_live(run, "impl_b", "status_ingestion_decision")
+    if build == "february_10":
+        _as_a_february_10_build_wrote_it(run)
+    result = _diagnosed_live(run)
     assert result["facts"]["last_progress_at"] == last_progress
     assert result["state"] == "stalled", _show(result["findings"])
 
