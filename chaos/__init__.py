@@ -32,7 +32,7 @@ from chaos._config import (
     parse_duration,
     plan_schedule,
 )
-from chaos._errors import CampaignError, ChaosError, FaultSkipped, UsageError
+from chaos._errors import CampaignError, ChaosError, FaultNotApplicable, FaultSkipped, UsageError
 from chaos._evidence import Checker, Verdict
 from chaos._faults import FAULTS, select_faults
 from chaos._history import (
@@ -68,6 +68,7 @@ __all__ = [
     "ChaosError",
     "Checker",
     "Fault",
+    "FaultNotApplicable",
     "FaultRecord",
     "FaultSkipped",
     "FindingFact",

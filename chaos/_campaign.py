@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
 import random
 import shutil
 import signal
@@ -46,12 +47,13 @@ import chaos
 from chaos._checkers import Verdict, check
 from chaos._collect import collect, prepare_db, prepare_out
 from chaos._config import CampaignConfig, plan_schedule
-from chaos._errors import CampaignError, FaultSkipped
+from chaos._errors import CampaignError, FaultNotApplicable, FaultSkipped
 from chaos._faults import select_faults
 from chaos._history import FaultRecord, History, Meta, Planned, Recorder, WorkerRecord
 from chaos._injection import (
     DATABASE_FAULTS,
     DATABASE_UNAVAILABLE,
+    NOT_APPLICABLE,
     Fault,
     Injection,
     WorkerHandle,
@@ -160,6 +162,8 @@ class _Campaign:
             str(wdir / f"{name}.ndjson"),
             "--concurrency",
             str(self.cfg.concurrency),
+            "--campaign-pid",  # the worker stops when the campaign is gone, however it ended
+            str(os.getpid()),
         ]
         # Run from the directory holding the packages, so `-m chaos` finds this checkout.
         home = Path(chaos.__file__).resolve().parents[1]
@@ -258,6 +262,9 @@ class _Campaign:
         except FaultSkipped as exc:
             self.skip(planned, fault.name, now, str(exc))
             return True
+        except FaultNotApplicable as exc:  # no target will ever turn up: not tried again
+            self.skip(planned, fault.name, now, str(exc), NOT_APPLICABLE)
+            return True
         except (OSError, ExecutorError) as exc:
             # The database held away (an outage, a restart) is why it could not fire: a skip.
             why = database_unavailable(exc, self.url)
@@ -269,6 +276,7 @@ class _Campaign:
             if not last_try:
                 return False
             self.recorder.record(FaultRecord(now, fault.name, "skip", "no candidate"))
+            self.log(f"{planned.at:7.2f}s  {fault.name} skipped: no target before the end")
             return True
         self.recorder.record(
             FaultRecord(now, fault.name, "inject", got.target, got.detail, got.runs, got.held)
@@ -279,9 +287,12 @@ class _Campaign:
             self.undos.append(_Pending(due, fault.name, got.target, got.undo))
         return True
 
-    def skip(self, planned: Planned, fault: str, now: float, why: str) -> None:
-        """Record a fault that could not fire as a ``skip`` with ``why`` (not an error)."""
-        record = FaultRecord(now, fault, "skip", DATABASE_UNAVAILABLE, {"reason": why})
+    def skip(
+        self, planned: Planned, fault: str, now: float, why: str, kind: str = DATABASE_UNAVAILABLE
+    ) -> None:
+        """Record a fault that could not fire as a ``skip`` of ``kind`` (its target) with
+        ``why`` (not an error)."""
+        record = FaultRecord(now, fault, "skip", kind, {"reason": why})
         self.recorder.record(record)
         self.log(f"{planned.at:7.2f}s  {fault} skipped: {why}")
 

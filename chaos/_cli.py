@@ -27,7 +27,7 @@ from chaos._evidence import Verdict
 from chaos._faults import FAULTS, parse_faults
 from chaos._history import read_history
 from chaos._recording import serve_worker
-from chaos._report import invariants_json, report_json
+from chaos._report import invariants_json, never_fired, report_json
 from executor import ExecutorError
 from executor.console import OneLineGroup, quiet_console, reported
 from rundoctor.paths import expand_user
@@ -129,6 +129,8 @@ def _finish(console: Console, result: CampaignResult, as_json: bool) -> NoReturn
         sys.stdout.write(json.dumps(report_json(result), indent=2) + "\n")
     else:
         _print_verdicts(console, result.verdicts)
+        for kind, why in never_fired(result):  # the verdicts say nothing about these
+            console.print(f"[yellow]![/yellow] {kind} never fired: {escape(why)}", soft_wrap=True)
         console.print(f"report: {escape(str(result.out / 'report.md'))}", soft_wrap=True)
     if not result.ok:
         failed = ", ".join(v.name for v in result.verdicts if not v.ok)
@@ -194,13 +196,20 @@ def worker_cmd(
     config: Annotated[Path, typer.Option("--config")],
     history: Annotated[Path, typer.Option("--history")],
     concurrency: Annotated[int, typer.Option("--concurrency")] = 1,
+    campaign: Annotated[int | None, typer.Option("--campaign-pid")] = None,
 ) -> None:
     """One recorded worker of a campaign (started by `doctor chaos run`)."""
     executor = executor_from_json(json.loads(config.read_text()))
     # A worker that cannot continue (its database stayed away) says why in one line, exit 3.
     with reported(ExecutorError):
         stats = serve_worker(
-            db, root, executor, name=name, history=history, concurrency=concurrency
+            db,
+            root,
+            executor,
+            name=name,
+            history=history,
+            concurrency=concurrency,
+            campaign_pid=campaign,
         )
     sys.stdout.write(json.dumps(stats) + "\n")
 

@@ -126,8 +126,8 @@ class CampaignConfig:
         if self.concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, got {self.concurrency}")
         select_faults(self.faults)
-        if self.runs_tmpfs_mb is not None and self.runs_tmpfs_mb < 1:
-            raise UsageError(f"--runs-tmpfs must be at least 1 MiB, got {self.runs_tmpfs_mb}")
+        if self.runs_tmpfs_mb is not None:
+            _check_runs_tmpfs(self.runs_tmpfs_mb)
         if self.db_control is not None and "{action}" not in self.db_control:
             raise UsageError(
                 f"--db-control {self.db_control!r} has no {{action}}; e.g. "
@@ -188,6 +188,29 @@ def executor_from_json(data: dict[str, Any]) -> ExecutorConfig:
         fields[name] = tuple(fields.get(name) or ())
     fields["env"] = None  # workers inherit the harness's environment, which it never records
     return ExecutorConfig(**fields)
+
+
+def _check_runs_tmpfs(size_mb: int) -> None:
+    """Refuse a ``--runs-tmpfs`` below 1 MiB, or over half the memory this machine has
+    available: a tmpfs lives in memory, and ``disk_full`` fills it to the last byte (a
+    100-digit size was mounted, and its filling ate the machine's memory until the OOM killer
+    chose, the campaign hung meanwhile)."""
+    if size_mb < 1:
+        raise UsageError(f"--runs-tmpfs must be at least 1 MiB, got {size_mb}")
+    import psutil  # only for a campaign that mounts one
+
+    most = psutil.virtual_memory().available // (2 << 20)
+    if size_mb > most:
+        shown = (
+            str(size_mb)
+            if size_mb < 10**12
+            else f"{str(size_mb)[:12]}… ({len(str(size_mb))} digits)"
+        )
+        raise UsageError(
+            f"--runs-tmpfs {shown} MiB is more than half the memory this machine has "
+            f"available: a tmpfs lives in memory and disk_full fills it; pick at most {most:,} "
+            "(16 is plenty for a campaign's runs)"
+        )
 
 
 def plan_schedule(

@@ -2,7 +2,8 @@
 
 PostgreSQL: the campaign's ``--db-control`` command stops the database under test
 (``{action}`` becomes ``stop``) and starts it again ``lease_ttl_s + 2`` seconds later. Without
-a control command the fault is skipped: the harness never stops a server it was not handed.
+a control command the fault is not applicable (a skip that says so): the harness never stops a
+server it was not handed.
 
 SQLite: the harness holds the write lock for SQLite's busy timeout plus one second, so every
 write in flight fails with ``database is locked`` (what a slot met with 16 workers × 4 slots,
@@ -25,6 +26,7 @@ from chaos._injection import (
     Target,
     control_database,
     require_database_free,
+    require_db_control,
     runs_of,
 )
 from executor import BUSY_TIMEOUT_MS
@@ -42,12 +44,11 @@ def _unlock(conn: sqlite3.Connection) -> dict[str, Any]:
 
 def database_outage(target: Target) -> Injection | None:
     """Take the queue's database away for longer than a lease (PostgreSQL stop; SQLite lock)."""
+    postgres = target.url.startswith(("postgresql://", "postgres://"))
+    control = require_db_control(target) if postgres else None
     require_database_free(target)  # one at a time: a second lock would wait for the first
     running = [t for t in target.leased() if t.status == "running"]
-    if target.url.startswith(("postgresql://", "postgres://")):
-        if not target.db_control:
-            return None  # no command to stop the database under test: skipped
-        control = target.db_control
+    if control is not None:
         hold = target.config.lease_ttl_s + 2.0
         detail = control_database(control, "stop") | {"down_for_s": hold}
         return Injection(

@@ -3,7 +3,8 @@
 Only when the runs root is a file system of its own (``doctor chaos run --runs-tmpfs MB``
 mounts a tmpfs there, as root): the harness writes a filler file until the disk refuses
 (``ENOSPC``), and removes it ``lease_ttl_s + 2`` seconds later. On any other runs root the
-fault is skipped: the harness never fills a disk it shares with anything else.
+fault is not applicable (a skip that says so): the harness never fills a disk it shares with
+anything else.
 
 The executor promises: ``final.json`` is retried; a run whose directory cannot be written ends
 with its ticket failed and the reason ("could not be written ... No space left on device");
@@ -17,7 +18,7 @@ import os
 import time
 from typing import Any
 
-from chaos._injection import DISK_FINDINGS, Fault, Injection, Target, runs_of, runs_under
+from chaos._injection import DISK_FINDINGS, Fault, Injection, Target, disk_root, runs_of, runs_under
 
 __all__ = ["FAULT", "FILLER", "disk_full"]
 
@@ -51,11 +52,9 @@ def _free(path: str, root: str, since: float) -> dict[str, Any]:
 
 def disk_full(target: Target) -> Injection | None:
     """Fill the runs root (a file system of its own) for longer than a lease, then free it."""
-    root = str(target.runs_root)
-    if target.pending("disk_full") or target.pending("read_only_root"):
+    root = disk_root(target)  # never fill a shared disk
+    if root is None:
         return None
-    if not os.path.ismount(root):
-        return None  # never fill a shared disk: --runs-tmpfs gives the runs their own
     running = [t for t in target.leased() if t.status == "running"]
     filler = os.path.join(root, FILLER)
     since = time.time()

@@ -31,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 
 import psutil
 
-from chaos._errors import FaultSkipped
+from chaos._errors import FaultNotApplicable, FaultSkipped
 from chaos._history import Held
 from executor import ExecutorConfig, Ticket
 from rundoctor.passwords import redact
@@ -40,6 +40,7 @@ __all__ = [
     "DATABASE_FAULTS",
     "DATABASE_UNAVAILABLE",
     "DISK_FINDINGS",
+    "NOT_APPLICABLE",
     "Fault",
     "Injection",
     "Stage",
@@ -48,10 +49,12 @@ __all__ = [
     "choose",
     "control_database",
     "database_unavailable",
+    "disk_root",
     "held_by",
     "leases_of",
     "live_stages",
     "require_database_free",
+    "require_db_control",
     "runs_of",
     "runs_under",
     "signal_worker",
@@ -259,6 +262,33 @@ def control_database(template: str, action: str) -> dict[str, Any]:
 
 #: The reason a fault that met an unavailable database is skipped with (``target``).
 DATABASE_UNAVAILABLE = "database unavailable"
+#: The target of a skip for a fault the campaign cannot apply (:class:`FaultNotApplicable`).
+NOT_APPLICABLE = "not applicable"
+
+
+def disk_root(target: Target) -> str | None:
+    """The runs root for a disk fault (``disk_full``, ``read_only_root``): None while one of
+    them holds it (no target yet); :class:`FaultNotApplicable` when it is not a file system of
+    its own (``--runs-tmpfs``), since the harness never fills or remounts a shared one, at any
+    moment of the campaign."""
+    root = str(target.runs_root)
+    if not os.path.ismount(root):
+        raise FaultNotApplicable(
+            "the runs root is not a file system of its own, and the harness never fills or "
+            "remounts a shared one: pass --runs-tmpfs MB (as root) to give the runs their own"
+        )
+    return None if target.pending("disk_full") or target.pending("read_only_root") else root
+
+
+def require_db_control(target: Target) -> str:
+    """The command that controls the PostgreSQL database under test (``--db-control``); else
+    raise :class:`FaultNotApplicable`."""
+    if not target.db_control:
+        raise FaultNotApplicable(
+            "no command controls the PostgreSQL database under test: pass --db-control CMD "
+            "(e.g. 'pg_ctl -D DIR -m fast -w {action}')"
+        )
+    return target.db_control
 
 
 def database_unavailable(exc: BaseException, url: str = "") -> str | None:

@@ -3,7 +3,7 @@
 Only when the runs root is a file system of its own (``doctor chaos run --runs-tmpfs MB``, as
 root): the harness remounts it read-only (``mount -o remount,ro``), as the kernel does to a
 file system after an I/O error, and read-write again ``lease_ttl_s + 2`` seconds later. On
-any other runs root the fault is skipped.
+any other runs root the fault is not applicable (a skip that says so).
 
 A file system with a file open for writing (a stage's log, a worker's stream) refuses to be
 remounted read-only (``EBUSY``, "mount point is busy"): in a campaign that is nearly always.
@@ -30,7 +30,7 @@ import subprocess
 import time
 from typing import Any
 
-from chaos._injection import DISK_FINDINGS, Fault, Injection, Target, runs_of, runs_under
+from chaos._injection import DISK_FINDINGS, Fault, Injection, Target, disk_root, runs_of, runs_under
 
 __all__ = ["FAULT", "read_only_root"]
 
@@ -125,11 +125,9 @@ def _writable_again(root: str, since: float, *, cover: bool) -> dict[str, Any]:
 
 def read_only_root(target: Target) -> Injection | None:
     """Remount the runs root (a file system of its own) read-only for longer than a lease."""
-    root = str(target.runs_root)
-    if target.pending("disk_full") or target.pending("read_only_root"):
+    root = disk_root(target)  # never remount a shared file system
+    if root is None:
         return None
-    if not os.path.ismount(root):
-        return None  # never remount a shared file system: --runs-tmpfs gives the runs their own
     running = [t for t in target.leased() if t.status == "running"]
     since = time.time()
     detail = _read_only(root)

@@ -203,6 +203,25 @@ class RecordingQueue:
         )
 
 
+#: Seconds between two looks at whether the campaign that started a worker still runs.
+_PARENT_POLL_S = 0.5
+
+
+def _stop_with_parent(stop: threading.Event, parent: int) -> None:
+    """Set ``stop`` once ``parent``, the campaign that started this worker, is no longer its
+    parent (the worker was handed to another, or was from the start: killed before the
+    worker ran): a campaign killed outright (SIGKILL, the OOM killer) cannot stop its
+    workers, which ran on with its queue, orphaned, claiming nothing forever. They now stop
+    as at SIGTERM: their runs canceled, their tickets released."""
+
+    def watch() -> None:
+        while os.getppid() == parent and not stop.wait(_PARENT_POLL_S):
+            pass
+        stop.set()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def serve_worker(
     url: str,
     root: Path,
@@ -211,8 +230,10 @@ def serve_worker(
     name: str,
     history: Path,
     concurrency: int = 1,
+    campaign_pid: int | None = None,
 ) -> dict[str, int]:
-    """Run one recorded worker until SIGTERM/SIGINT; returns the worker's stats.
+    """Run one recorded worker until SIGTERM/SIGINT, or until ``campaign_pid`` (the campaign
+    that started it, its parent) is gone; returns the worker's stats.
 
     Called from a worker process's main thread (``python -m chaos worker``).
     """
@@ -229,6 +250,7 @@ def serve_worker(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    _stop_with_parent(stop, os.getppid() if campaign_pid is None else campaign_pid)
     try:
         stats = run_worker(
             url,

@@ -4,10 +4,12 @@
 ``faults`` (one object per injected fault: ``kind``, ``target``, ``at`` in seconds after the
 start, plus ``time``, ``detail``, ``runs`` and ``held``; a failed one's ``detail`` has its
 ``error``), ``skipped`` (every fault that did not fire: ``kind``, ``at``, ``time``,
-``outcome`` — ``skipped``, it found no target, or ``unavailable``, the queue's database was
-away — and ``reason``: ``no candidate`` or the driver's line), ``fault_kinds`` (per selected
-fault: ``injected``, ``failed``, ``skipped`` for want of a target, ``unavailable``, counting
-the same records), ``tickets`` (counts by final status)
+``outcome`` — ``skipped``, it found no target, ``unavailable``, the queue's database was
+away, or ``not_applicable``, the campaign cannot apply it — and ``reason``: ``no candidate``,
+the driver's line or what the fault needs), ``fault_kinds`` (per selected fault:
+``injected``, ``failed``, ``skipped`` for want of a target, ``unavailable``,
+``not_applicable``, counting the same records), ``never_fired`` (each selected fault that hit
+nothing, and why), ``tickets`` (counts by final status)
 and ``invariants`` (``name``, ``ok``, ``summary``, ``violations``, ``witness``: the history
 records that prove the first violation), and the ``replay`` command. ``report.md`` is the same
 campaign for people. Both are written next to ``history.ndjson``, each atomically.
@@ -24,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 from chaos._evidence import Verdict
 from chaos._faults import FAULTS
 from chaos._history import FaultRecord, QueueEvent, TicketRecord, to_json, to_line, write_history
-from chaos._injection import DATABASE_UNAVAILABLE
+from chaos._injection import DATABASE_UNAVAILABLE, NOT_APPLICABLE
 from reports import (
     ChaosContext,
     FaultKindRow,
     FaultRow,
     InvariantView,
     LatencyRow,
+    NeverFiredRow,
     RecoveryRow,
     SkipRow,
     Text,
@@ -43,12 +46,22 @@ from rundoctor.passwords import redact
 if TYPE_CHECKING:
     from chaos._campaign import CampaignResult
 
-__all__ = ["REPORT_SCHEMA", "chaos_context", "invariants_json", "report_json", "write_report"]
+__all__ = [
+    "OUTCOMES",
+    "REPORT_SCHEMA",
+    "chaos_context",
+    "invariants_json",
+    "never_fired",
+    "report_json",
+    "write_report",
+]
 
 REPORT_SCHEMA = "rundoctor.chaos/1"
 #: Queue events that show a recovery (or a refusal that protected one).
 RECOVERIES = ("reclaimed", "fenced", "quarantined", "released", "heartbeat_gap", "canceled")
 _TIMELINE_ROWS = 60
+#: How a scheduled fault ended, as ``fault_kinds`` counts it (:func:`_outcome`).
+OUTCOMES = ("injected", "failed", "skipped", "unavailable", "not_applicable")
 
 
 def _start(result: CampaignResult) -> float:
@@ -111,9 +124,9 @@ def report_json(result: CampaignResult) -> dict[str, Any]:
             if f.phase == "skip"
         ],
         "fault_kinds": {
-            name: {k: n[k] for k in ("injected", "failed", "skipped", "unavailable")}
-            for name, n in _fault_counts(result).items()
+            name: {k: n[k] for k in OUTCOMES} for name, n in _fault_counts(result).items()
         },
+        "never_fired": [{"kind": kind, "why": why} for kind, why in never_fired(result)],
         "schedule": []
         if meta is None
         else [{"at": p.at, "fault": p.fault, "pick": p.pick} for p in meta.schedule],
@@ -161,6 +174,7 @@ def chaos_context(result: CampaignResult) -> ChaosContext:
             SkipRow(round(f.time - _start(result), 3), f.fault, Text(f.detail.get("reason", "")))
             for f in _skips(result)[:_TIMELINE_ROWS]
         ),
+        never_fired=tuple(NeverFiredRow(kind, Text(why)) for kind, why in never_fired(result)),
         recoveries=tuple(RecoveryRow(e, n) for e, n in _recoveries(result).items()),
         latencies=_latency_rows(result.verdicts),
         invariants=tuple(
@@ -178,12 +192,43 @@ def chaos_context(result: CampaignResult) -> ChaosContext:
 
 def _outcome(r: FaultRecord) -> str | None:
     """What a fault record counts as: ``injected``, ``failed`` (its injection met an error),
-    ``skipped`` (no target), ``unavailable`` (skipped: the database was away), or None."""
+    ``skipped`` (no target), ``unavailable`` (skipped: the database was away),
+    ``not_applicable`` (skipped: the campaign cannot apply it), or None."""
     if r.phase == "inject":
         return "failed" if "error" in r.detail else "injected"
     if r.phase == "skip":
-        return "unavailable" if r.target == DATABASE_UNAVAILABLE else "skipped"
+        kinds = {DATABASE_UNAVAILABLE: "unavailable", NOT_APPLICABLE: "not_applicable"}
+        return kinds.get(r.target, "skipped")
     return None
+
+
+def never_fired(result: CampaignResult) -> list[tuple[str, str]]:
+    """Each selected fault that hit nothing in the whole campaign (no injection, failed or
+    not), with why: the campaign cannot apply it (what it needs), it found no target, the
+    database was away, or it was never tried (the campaign stopped first). A campaign whose
+    invariants held says nothing about these faults, and its report says so."""
+    reasons: dict[str, list[str]] = {}
+    for r in result.history.of(FaultRecord):
+        if r.phase == "skip":
+            why = str(r.detail.get("reason", ""))
+            if r.target == NOT_APPLICABLE:
+                text = f"not applicable: {why}"
+            elif r.target == DATABASE_UNAVAILABLE:
+                text = f"skipped while the database was unavailable ({why})"
+            else:
+                text = "no target turned up while the campaign ran"
+            reasons.setdefault(r.fault, []).append(text)
+    meta = result.history.meta
+    drawn = {p.fault for p in meta.schedule} if meta is not None else set()
+    out: list[tuple[str, str]] = []
+    for name, n in _fault_counts(result).items():
+        if n["injected"] or n["failed"]:
+            continue
+        said = list(dict.fromkeys(reasons.get(name, ())))
+        if not said:
+            said = ["scheduled, but never tried" if name in drawn else "never scheduled"]
+        out.append((name, "; ".join(said)))
+    return out
 
 
 def _fault_counts(result: CampaignResult) -> dict[str, Counter[str]]:
@@ -202,7 +247,15 @@ def _fault_kinds(result: CampaignResult) -> tuple[FaultKindRow, ...]:
     """Each selected fault: how often it hit, failed, was skipped; what it may cause."""
     causes = {f.name: tuple(sorted(f.may_cause)) for f in FAULTS}
     return tuple(
-        FaultKindRow(name, n["injected"], n["failed"], n["skipped"], n["unavailable"], causes[name])
+        FaultKindRow(
+            name,
+            n["injected"],
+            n["failed"],
+            n["skipped"],
+            n["unavailable"],
+            n["not_applicable"],
+            causes[name],
+        )
         for name, n in _fault_counts(result).items()
     )
 

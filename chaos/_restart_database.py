@@ -4,7 +4,8 @@ PostgreSQL: the campaign's ``--db-control`` command restarts the database under 
 ``pg_ctl -D DIR -m fast -w {action}`` for a private cluster, ``docker {action} ID`` for a
 service container; ``{action}`` becomes ``restart``). Every session is terminated
 (``AdminShutdown``); the next queue call of every worker meets a dead connection. Without a
-control command the fault is skipped: the harness never restarts a server it was not handed.
+control command the fault is not applicable (a skip that says so): the harness never restarts
+a server it was not handed.
 
 SQLite has no server to restart; its equivalent is a lock storm: for a few seconds the harness
 takes the write lock again and again (held 0.4 s, freed for 20 ms), so every write queues
@@ -28,6 +29,7 @@ from chaos._injection import (
     Target,
     control_database,
     require_database_free,
+    require_db_control,
     runs_of,
 )
 
@@ -64,12 +66,12 @@ def _restarted() -> dict[str, Any]:
 
 def restart_database(target: Target) -> Injection | None:
     """Restart the queue's database (PostgreSQL via --db-control; SQLite: a lock storm)."""
+    postgres = target.url.startswith(("postgresql://", "postgres://"))
+    control = require_db_control(target) if postgres else None
     require_database_free(target)  # one at a time: a second lock would wait for the first
     running = [t for t in target.leased() if t.status == "running"]
-    if target.url.startswith(("postgresql://", "postgres://")):
-        if not target.db_control:
-            return None  # no command to restart the database under test: skipped
-        detail = control_database(target.db_control, "restart")
+    if control is not None:
+        detail = control_database(control, "restart")
         # The control command returns once the server is back (pg_ctl -w): the undo, due at
         # once, records when, so the restart is a window of its own, not one left open.
         undo = None if "error" in detail else _restarted

@@ -360,7 +360,7 @@ def diagnose_cmd(
     else:
         from doctor._render import render_diagnosis
 
-        render_diagnosis(console(), result, detectors, verbose=verbose, now=config.now)
+        render_diagnosis(console(), result, detectors, verbose=verbose, config=config)
     raise typer.Exit(result.exit_code)
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "ScopeDocuments",
     "StageStatus",
     "fanout_branch_count",
+    "graph_successors",
     "normalize_status",
     "read_documents",
 ]
@@ -516,6 +517,10 @@ def _check_final(final: Document | None, docs: RunDocuments) -> None:
             )
 
 
+#: Why a node directory or an attempt archive was not read.
+_HIDDEN = "a directory the doctor may not list or enter: its status files and logs were not read"
+
+
 def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> ScopeDocuments:
     out = ScopeDocuments(scope.scope, scope.path)
 
@@ -539,14 +544,14 @@ def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> 
             rel = os.path.relpath(scope.progress, run.path)
             why = f"{file_kind(st.st_mode)}, not a regular file: never read"
             docs.unreadable.append(Unreadable(rel, "progress", why))
-    for name in unsearchable_dirs(scope.path):
-        rel = os.path.relpath(scope.path / name, run.path)
-        why = (
-            "a directory the doctor may not list or enter: its status files and logs were not read"
-        )
-        docs.unreadable.append(Unreadable(rel, "node", why))
+    hidden = [(scope.path / name, "node") for name in unsearchable_dirs(scope.path)]
+    stages = stage_dirs(scope.path)
+    hidden += [(path, "attempt") for stage in stages for path in stage.hidden]
+    for path, kind in hidden:
+        rel = os.path.relpath(path, run.path)
+        docs.unreadable.append(Unreadable(rel, kind, _HIDDEN))
     stdouts: list[Path] = []
-    for stage in stage_dirs(scope.path):
+    for stage in stages:
         for i, status_path in enumerate(stage.status_files):
             doc = read(status_path, "status")
             if doc is None:
@@ -642,12 +647,10 @@ def checkpoint_fields(doc: Document | None) -> Mapping[str, Any]:
     }
 
 
-def fanout_branch_count(run_path: Path, node: str) -> int | None:
-    """How many branches the fan-out ``node`` dispatches: the nodes its outgoing edges lead to
-    in the run's ``graph.dot`` (Kilroy numbers branch directories by them, format doc §1.5,
-    and starts at most ``max_parallel`` at a time, so fewer directories may exist yet). None
-    when the run has no such graph, it cannot be read, or it is not DOT the reader takes.
-    """
+def graph_successors(run_path: Path) -> dict[str, set[str]] | None:
+    """Each node's successors in the run's ``graph.dot`` (the nodes its outgoing edges lead
+    to). None when the run has no such graph, it cannot be read, or it is not DOT the reader
+    takes."""
     from executor import GraphError, graph_edges
 
     try:
@@ -660,4 +663,17 @@ def fanout_branch_count(run_path: Path, node: str) -> int | None:
         edges = graph_edges(data.decode("utf-8"))
     except (UnicodeDecodeError, GraphError, RecursionError):
         return None
-    return len({b for a, b in edges if a == node}) or None
+    out: dict[str, set[str]] = {}
+    for a, b in edges:
+        out.setdefault(a, set()).add(b)
+    return out
+
+
+def fanout_branch_count(run_path: Path, node: str) -> int | None:
+    """How many branches the fan-out ``node`` dispatches: the nodes its outgoing edges lead to
+    in the run's ``graph.dot`` (Kilroy numbers branch directories by them, format doc §1.5,
+    and starts at most ``max_parallel`` at a time, so fewer directories may exist yet). None
+    when the run has no such graph, it cannot be read, or it is not DOT the reader takes.
+    """
+    graph = graph_successors(run_path)
+    return len(graph.get(node, ())) or None if graph is not None else None

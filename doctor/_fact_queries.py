@@ -53,11 +53,12 @@ def _per_run(rows: list[tuple[Any, ...]]) -> dict[str, list[tuple[Any, ...]]]:
 # rows are summed to those three (``event`` kept for starts only), however many kinds it has.
 _COUNTS_SQL = f"""
         WITH g AS (
-            SELECT stream_id, event, count(*) AS n, min(ts) AS first_ts, max(ts) AS last_ts
+            SELECT stream_id, event, {HEARTBEAT_SQL} AS hb, count(*) AS n, min(ts) AS first_ts,
+                   max(ts) AS last_ts
             FROM events_base WHERE event IS NOT NULL GROUP BY ALL
         ),
         named AS (
-            SELECT s.run_id, s.scope, {TOP_SQL} AS top, {HEARTBEAT_SQL} AS hb, g.event, g.n,
+            SELECT s.run_id, s.scope, {TOP_SQL} AS top, g.hb, g.event, g.n,
                    g.first_ts, g.last_ts
             FROM g JOIN streams s ON s.stream_id = g.stream_id
         )

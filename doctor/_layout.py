@@ -127,6 +127,8 @@ class StageDir:
     path: Path
     status_files: tuple[Path, ...]  # canonical first, then attempt/visit archives
     stdout_logs: tuple[Path, ...]
+    #: Attempt and visit archives this process may not list or enter (never read).
+    hidden: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +213,16 @@ def _is_plain_file(path: Path | str) -> bool:
     """A regular file, not a symlink (one ``lstat``)."""
     try:
         return stat.S_ISREG(os.lstat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _is_status_file(path: Path) -> bool:
+    """Something other than a symlink at a status file's name: a regular file is read, and
+    anything else (a FIFO, a directory) is reported as the status file it should have been.
+    """
+    try:
+        return not stat.S_ISLNK(os.lstat(path).st_mode)
     except (OSError, ValueError):
         return False
 
@@ -401,8 +413,9 @@ def _not_text_dirs(entries: Iterable[os.DirEntry[str]]) -> list[str]:
     )
 
 
-def _archive_dirs(node_dir: Path, *, nested: bool) -> list[Path]:
-    """A node's archive directories in numeric order.
+def _archive_dirs(node_dir: Path, *, nested: bool, hidden: list[Path]) -> list[Path]:
+    """A node's archive directories in numeric order; those this process may not list or
+    enter go to ``hidden`` instead (their files cannot be seen).
 
     Kilroy moves a node's whole directory, its ``attempt_<K>/`` included, into ``visit_<N>/``
     when the node is entered again, so with ``nested`` a visit's own attempt archives come
@@ -418,10 +431,12 @@ def _archive_dirs(node_dir: Path, *, nested: bool) -> list[Path]:
         return []
     out: list[Path] = []
     for _, path in sorted(found):
+        if not os.access(path, os.R_OK | os.X_OK):
+            hidden.append(path)
+            continue
         if nested and path.name.startswith("visit_"):
-            out.extend(
-                p for p in _archive_dirs(path, nested=False) if not p.name.startswith("visit_")
-            )
+            inner = _archive_dirs(path, nested=False, hidden=hidden)
+            out.extend(p for p in inner if not p.name.startswith("visit_"))
         out.append(path)
     return out
 
@@ -471,23 +486,23 @@ def stage_dirs(scope_path: Path) -> list[StageDir]:
         node_dir = Path(entry.path)
         statuses: list[Path] = []
         stdouts: list[Path] = []
-        if _is_plain_file(node_dir / STATUS):
-            statuses.append(node_dir / STATUS)
-        if _is_plain_file(node_dir / "stdout.log"):
-            stdouts.append(node_dir / "stdout.log")
-        for apath in _archive_dirs(node_dir, nested=True):
-            if _is_plain_file(apath / STATUS):
-                statuses.append(apath / STATUS)
-            if _is_plain_file(apath / "stdout.log"):
-                stdouts.append(apath / "stdout.log")
+        hidden: list[Path] = []
+        for folder in (node_dir, *_archive_dirs(node_dir, nested=True, hidden=hidden)):
+            if _is_status_file(folder / STATUS):
+                statuses.append(folder / STATUS)
+            if _is_plain_file(folder / "stdout.log"):
+                stdouts.append(folder / "stdout.log")
         looks_like_stage = (
             statuses
             or stdouts
+            or hidden
             or any(
                 _is_plain_file(node_dir / f)
                 for f in ("cli_invocation.json", "tool_invocation.json", "prompt.md", "cmd.json")
             )
         )
         if looks_like_stage:
-            out.append(StageDir(entry.name, node_dir, tuple(statuses), tuple(stdouts)))
+            out.append(
+                StageDir(entry.name, node_dir, tuple(statuses), tuple(stdouts), tuple(hidden))
+            )
     return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -21,13 +21,13 @@ from doctor._detectors._context import QUEUE_CHECKS
 from doctor._model import Diagnosis, Finding, Severity
 from doctor._model import plural as _plural
 from doctor._ndjson import LINE_COMPLETE, MAX_LINE_BYTES, NOT_AN_EVENT, too_long
-from doctor._timestamps import parse_iso
 from executor.console import fit_columns, one_line_table, print_table
 from rundoctor.markdown import md as _md
 from rundoctor.terminal import printable, shell_quote
 from rundoctor.words import noun
 
 if TYPE_CHECKING:
+    from doctor._config import DoctorConfig
     from doctor._diagnose import ScanResult
 
 __all__ = [
@@ -68,7 +68,7 @@ _HINTS = {
 #: What ``doctor repair`` does for a finding's ``repair``, for the hint that offers it.
 _REPAIR_WORDS = {
     "terminalize": "terminalizing the run (final.json with status fail)",
-    "ingest_status": "ingesting the stranded status file",
+    "ingest_status": "copying the status file the finding names into place",
     "truncate_torn_line": "cutting the torn last line",
 }
 
@@ -91,18 +91,19 @@ def run_command(command: str, diagnosis: Diagnosis, *extra: str) -> str:
 
 
 def _hint(
-    code: str, found: Sequence[Finding], diagnosis: Diagnosis, now: float | None = None
+    code: str, found: Sequence[Finding], diagnosis: Diagnosis, config: DoctorConfig | None = None
 ) -> tuple[str, str | None]:
     """The hint under a failing check, and the command it offers (a repair when a finding
-    has one). With ``now``, a terminalize the repair would still refuse says when it will not."""
+    has one). With ``config`` (the diagnosis's), a terminalize the repair would still refuse
+    says when it will not."""
     repairs = sorted({f.repair for f in found if f.repair in _REPAIR_WORDS})
     if repairs:
         what = " and ".join(_REPAIR_WORDS[r] for r in repairs)
-        wait = _terminalize_wait(diagnosis, now) if "terminalize" in repairs else None
+        wait = _terminalize_wait(diagnosis, config) if "terminalize" in repairs else None
         when = (
             ""
             if wait is None
-            else f" once its last event is older than its {wait[0]:.0f} s stall timeout "
+            else f" once its {wait[2]} is older than its {wait[0]:.0f} s stall timeout "
             f"(in {_duration(wait[1])}; until then the repair refuses)"
         )
         return f"plan {what} with this{when}, then run it again with --apply:", run_command(
@@ -118,24 +119,27 @@ def _hint(
     return _HINTS.get(code, ""), None
 
 
-def _terminalize_wait(diagnosis: Diagnosis, now: float | None) -> tuple[float, float] | None:
-    """(stall timeout, seconds left) while ``doctor repair`` would refuse to terminalize a run
-    whose owner is dead because its last event is within the stall timeout (as
-    :func:`doctor._repair_plan._plan_terminalize` judges); None otherwise.
+def _terminalize_wait(
+    diagnosis: Diagnosis, config: DoctorConfig | None
+) -> tuple[float, float, str] | None:
+    """(stall timeout, seconds left, what dates the run) while ``doctor repair`` would refuse
+    to terminalize a run whose owner is dead because it last wrote within the stall timeout;
+    None otherwise. The plan's own rule (:func:`doctor._repair_plan.terminalize_clock`), so
+    the hint and the plan cannot disagree.
 
+    >>> from doctor import DoctorConfig
     >>> d = Diagnosis("r", "/runs/r", "kilroy", "orphaned", {"owner_alive": False,
     ...     "stall_timeout_s": 600.0, "last_event_at": "2026-01-01T00:00:00Z"})
-    >>> _terminalize_wait(d, 1767225614.0), _terminalize_wait(d, 1767226214.0)
-    ((600.0, 586.0), None)
+    >>> [_terminalize_wait(d, DoctorConfig(now=t)) for t in (1767225614.0, 1767226214.0)]
+    [(600.0, 586.0, 'last event'), None]
     """
-    facts = diagnosis.facts
-    stall, last = facts.get("stall_timeout_s"), parse_iso(facts.get("last_event_at"))
-    if now is None or facts.get("owner_alive") is not False or last is None:
+    from doctor._repair_plan import terminalize_clock  # the repair's modules, when a hint asks
+
+    if config is None or diagnosis.facts.get("owner_alive") is not False:
         return None
-    if not isinstance(stall, int | float):
-        return None
-    left = float(stall) - (now - last / 1e9)
-    return (float(stall), left) if left >= 0 else None
+    clock = terminalize_clock(diagnosis.facts, Path(diagnosis.path), config)
+    what = "start (it wrote no event)" if clock.from_start else "last event"
+    return None if clock.left_s is None else (clock.stall_timeout_s, clock.left_s, what)
 
 
 def _damaged_final(f: Finding) -> bool:
@@ -231,17 +235,18 @@ def render_diagnosis(
     detectors: Sequence[Detector],
     *,
     verbose: bool,
-    now: float | None = None,
+    config: DoctorConfig | None = None,
 ) -> None:
     """``flutter doctor``-style: failing checks first (worst first) with a runnable hint,
     passing checks folded into one line (``verbose`` lists them and shows evidence), checks
-    that do not apply to one run directory (the queue's) said so in one line. ``now`` (the
-    diagnosis's clock) says when a repair the hint offers will stop refusing."""
+    that do not apply to one run directory (the queue's) said so in one line. ``config`` (the
+    diagnosis's: its clock and stall timeout) says when a repair the hint offers will stop
+    refusing."""
     _diagnosis_head(console, diagnosis)
     by_code: dict[str, list[Finding]] = {}
     for f in diagnosis.findings:
         by_code.setdefault(f.code, []).append(f)
-    _failing_checks(console, diagnosis, detectors, by_code, verbose=verbose, now=now)
+    _failing_checks(console, diagnosis, detectors, by_code, verbose=verbose, config=config)
     _passing_checks(console, detectors, by_code, verbose=verbose)
     _diagnosis_total(console, diagnosis, verbose=verbose)
 
@@ -272,7 +277,7 @@ def _failing_checks(
     by_code: dict[str, list[Finding]],
     *,
     verbose: bool,
-    now: float | None = None,
+    config: DoctorConfig | None = None,
 ) -> None:
     """Each check with findings, worst first: its findings, then a hint and a command."""
     order = {d.__name__: i for i, d in enumerate(detectors)}
@@ -295,7 +300,7 @@ def _failing_checks(
                 for line in _evidence_lines(dict(f.evidence)):
                     _hanging(console, "       ", f"[dim]{_text(line)}[/dim]")
         if worst >= Severity.WARNING:
-            advice, command = _hint(code, found, diagnosis, now)
+            advice, command = _hint(code, found, diagnosis, config)
             if advice:
                 _hanging(console, "    [cyan]→[/cyan]", f"[cyan]{_text(advice)}[/cyan]")
             if command:

@@ -414,10 +414,18 @@ _PLACEHOLDER_REASONS = ("missing status.json", "invalid status.json")
 
 
 def _placeholder_bytes(data: bytes) -> bool:
+    """Whether a canonical status records no outcome of the stage: the engine found no status
+    file, or a stop cancelled the attempt (status fail, ``context_updates.failure_class``
+    ``canceled``, format doc §3.6: what a resume would otherwise route on)."""
     try:
-        status, reason = normalize_status(parse_json(data)[0])
+        value = parse_json(data)[0]
+        status, reason = normalize_status(value)
     except ValueError:
         return False
+    updates = value.get("context_updates") if isinstance(value, dict) else None
+    cls = updates.get("failure_class") if isinstance(updates, dict) else None
+    if status == "fail" and isinstance(cls, str) and cls.strip().lower() == "canceled":
+        return True
     return status in ("fail", "retry") and (reason or "").startswith(_PLACEHOLDER_REASONS)
 
 
@@ -446,7 +454,7 @@ def _engine_placeholder(action: Action, dfd: int, name: str) -> bytes | None:
     if not _placeholder_bytes(data):
         raise _Refused(
             f"{action.target} already records an outcome; the repair only replaces an "
-            "engine's 'missing status.json' placeholder"
+            "engine's 'missing status.json' placeholder or a cancellation"
         )
     return data
 

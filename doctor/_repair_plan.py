@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from doctor._repair_model import ACTIONS, QUEUE_ACTIONS, Action, FindingRef
 from doctor._timestamps import parse_iso
 from rundoctor.liveness import owner_alive
 
-__all__ = ["plan_repairs"]
+__all__ = ["TerminalizeClock", "plan_repairs", "terminalize_clock"]
 
 
 def _age_s(config: DoctorConfig, ts: object) -> float | None:
@@ -81,22 +82,58 @@ def _plan_run(
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class TerminalizeClock:
+    """How long ago a run last wrote, against its stall timeout: a terminalize refuses a run
+    that wrote within it. ``age_s`` is the age of its last event, or of its start documents
+    when it wrote no event (``from_start``); None when nothing dates it."""
+
+    stall_timeout_s: float
+    age_s: float | None
+    from_start: bool = False
+
+    @property
+    def left_s(self) -> float | None:
+        """Seconds until the stall timeout has passed since the run last wrote (0 at the
+        boundary, which still refuses); None once it has, or when nothing dates the run."""
+        if self.age_s is None or self.age_s > self.stall_timeout_s:
+            return None
+        return self.stall_timeout_s - self.age_s
+
+
+def terminalize_clock(
+    facts: Mapping[str, Any], run_path: Path, config: DoctorConfig
+) -> TerminalizeClock:
+    """The run's :class:`TerminalizeClock` at ``config.now``: the one rule both the repair
+    plan and the diagnosis's hint judge a terminalize's wait by. The stall timeout is the
+    run's (``facts``), else the configured one.
+
+    >>> from doctor import DoctorConfig
+    >>> c = terminalize_clock({"last_event_at": "2026-01-01T00:00:00Z"}, Path("/nonexistent"),
+    ...     DoctorConfig(now=1767225614.0))
+    >>> c.stall_timeout_s, c.age_s, c.left_s
+    (600.0, 14.0, 586.0)
+    """
+    stall = facts.get("stall_timeout_s")
+    stall = float(stall) if isinstance(stall, int | float) else config.stall_timeout_s
+    if facts.get("last_event_at") is None and (started := _start_written_ns(run_path)):
+        return TerminalizeClock(stall, config.now - started / 1e9, from_start=True)
+    return TerminalizeClock(stall, _age_s(config, facts.get("last_event_at")))
+
+
 def _plan_terminalize(
     ref: FindingRef, facts: Mapping[str, Any], config: DoctorConfig, run_path: Path
 ) -> Action:
     """Write the run's final.json; blocked while its owner may live or its last event (its
     start, when it wrote none) is within the stall timeout."""
-    stall = facts.get("stall_timeout_s")
-    stall = float(stall) if isinstance(stall, int | float) else config.stall_timeout_s
-    age = _age_s(config, facts.get("last_event_at"))
-    what = "the last event"
-    if facts.get("last_event_at") is None and (started := _start_written_ns(run_path)):
-        age, what = config.now - started / 1e9, "the run wrote no event; its start"
+    clock = terminalize_clock(facts, run_path, config)
+    stall = clock.stall_timeout_s
+    what = "the run wrote no event; its start" if clock.from_start else "the last event"
     blocked = None
     if facts.get("owner_alive") is not False:
         blocked = "the owner process is not known to be dead"
-    elif age is not None and age <= stall:
-        blocked = f"{what} is {age:.0f} s old, within the {stall:.0f} s stall timeout"
+    elif clock.left_s is not None:
+        blocked = f"{what} is {clock.age_s:.0f} s old, within the {stall:.0f} s stall timeout"
     pid = facts.get("owner_pid")
     last = facts.get("last_event_at")
     since = f"nothing was written since {last}" if last else "it never wrote an event"
@@ -123,19 +160,35 @@ def _plan_ingest_status(f: Finding, ref: FindingRef, run_path: Path) -> Action |
         "ingest_status",
         target,
         ref,
-        (
-            f"the run's resume failed for want of {target}, which the attempt killed before "
-            f"it had deleted, while {source} holds outcome {ev.get('found_outcome')!r}"
-            if ev.get("lost_by_resume")
-            else f"{f.node_id} failed for want of a status file while {source} holds "
-            f"outcome {ev.get('found_outcome')!r}"
-        ),
+        _ingest_reason(ev, target, source),
         source=source,
         blocked=f"{target} already records an outcome; the repair only replaces an "
-        "engine's 'missing status.json' placeholder"
+        "engine's 'missing status.json' placeholder or a cancellation"
         if kept
         else None,
     )
+
+
+def _ingest_reason(ev: Mapping[str, Any], target: str, source: str) -> str:
+    """Why an ``ingest_status`` copies ``source`` to ``target``, by the finding's evidence."""
+    outcome = ev.get("found_outcome")
+    if ev.get("lost_by_resume"):
+        return (
+            f"the run's resume failed for want of {target}, which the attempt killed before "
+            f"it had deleted, while {source} holds outcome {outcome!r}"
+        )
+    if ev.get("canceled_status"):
+        return (
+            f"a resume would route on the cancellation {target} records, not on the outcome "
+            f"of the visit the checkpoint recorded, which {source} holds ({outcome!r})"
+        )
+    if ev.get("resume_would_fail"):
+        return (
+            f"a resume would fail for want of {target}, which the killed attempt had "
+            f"deleted, while {source} holds outcome {outcome!r}"
+        )
+    node = ev.get("node_id")
+    return f"{node} failed for want of a status file while {source} holds outcome {outcome!r}"
 
 
 def _cut_line(detail: object) -> str:

@@ -90,10 +90,10 @@ class WarmChild:
         return _safely(batch)
 
     def close(self) -> None:
-        """End an unused child at once (it has written nothing) and reap it; a used one is
-        reaped by its exchange."""
-        if self.used:
-            return
+        """End an unused child at once (it has written nothing) and reap it, once; a used
+        one is reaped by its exchange."""
+        if self.used or self._status is not None:
+            return  # never a signal to a pid reaped already: another process may have it now
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
         self._close_ends(to_child=True, from_child=True)

@@ -164,6 +164,8 @@ def _plan_cached(
         if first and rest and _one_small_batch(first, sizes):
             batch = _batch(config, settings, first, entries, prints, sizes)
             early = warm.submit(batch) if warm is not None else _on_thread(batch)
+        elif warm is not None:
+            warm.close()  # no batch for it: its imports stop taking a core now
         try:
             _plan(
                 config,

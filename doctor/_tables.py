@@ -81,17 +81,37 @@ TABLE_NAMES = (
 )
 
 
+#: The ``branch_event`` of the keepalive the 2026-02-10/11 builds sent per running branch as a
+#: ``branch_liveness`` event (a ticker, like today's ``branch_heartbeat``).
+BRANCH_KEEPALIVE = "branch_active"
+
+
 def heartbeat_sql(column: str = "event") -> str:
-    """SQL predicate: FINDINGS.md's definition of a heartbeat event, over ``column``.
+    """SQL predicate: FINDINGS.md's definition of a heartbeat event, over ``column`` (and the
+    ``branch_event`` column beside it: same table prefix).
 
     ``stage_heartbeat``, ``branch_heartbeat``, ``branch_stale_warning`` and any
     ``*_heartbeat``: the first two are of the last kind, and ``ends_with`` is the same test as
     ``LIKE '%\\_heartbeat'`` at less than half the cost (it runs on every row, many times).
+    Also the keepalives of the builds of 2026-02-10/11 (format doc §2.6, §8): they forwarded
+    every branch event to the parent as ``branch_liveness`` with its name in
+    ``branch_event``, and sent one with :data:`BRANCH_KEEPALIVE` on a ticker while the branch
+    ran (their ``emitBranchLiveness("branch_active")``); such a keepalive, or a forwarded
+    heartbeat, is a heartbeat like the ``branch_heartbeat`` that replaced it.
 
-    >>> heartbeat_sql("e.event")
-    "(e.event = 'branch_stale_warning' OR ends_with(e.event, '_heartbeat'))"
+    >>> heartbeat_sql("e.event")  # doctest: +NORMALIZE_WHITESPACE
+    "(e.event = 'branch_stale_warning' OR ends_with(e.event, '_heartbeat')
+      OR (e.event IN ('branch_liveness', 'branch_progress') AND (e.branch_event IN
+      ('branch_active', 'branch_stale_warning') OR ends_with(e.branch_event, '_heartbeat'))))"
     """
-    return f"({column} = 'branch_stale_warning' OR ends_with({column}, '_heartbeat'))"
+    table = column[: -len("event")] if column.endswith("event") else ""
+    forwarded = f"{table}branch_event"
+    return (
+        f"({column} = 'branch_stale_warning' OR ends_with({column}, '_heartbeat') "
+        f"OR ({column} IN ('branch_liveness', 'branch_progress') "
+        f"AND ({forwarded} IN ('{BRANCH_KEEPALIVE}', "
+        f"'branch_stale_warning') OR ends_with({forwarded}, '_heartbeat'))))"
+    )
 
 
 #: :func:`heartbeat_sql` over the ``event`` column.

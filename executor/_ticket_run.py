@@ -76,7 +76,8 @@ class WorkerStats:
 @dataclass(frozen=True, slots=True)
 class Slots:
     """What the slots of one worker share (``run_ticket`` builds one for its single ticket);
-    ``connect`` opens each thread's own connection to the queue."""
+    ``connect`` opens each thread's own connection to the queue; ``log`` says how a ticket
+    ended when it did not run (``run_ticket``'s caller says that itself, in its one line)."""
 
     connect: Connect
     root: Path
@@ -85,6 +86,7 @@ class Slots:
     stats: WorkerStats
     clock: Clock
     fleet: Fleet
+    log: Callable[[str], None] = say
 
 
 def run_leased(
@@ -204,9 +206,9 @@ def _record_outcome(
     config, fleet, stats, stop = ctx.config, ctx.fleet, ctx.stats, ctx.stop
     try:
         if result is None and refused:
-            _root_refused(queue, lease, broken, config, fleet, stats)
+            _root_refused(queue, lease, broken, ctx)
         elif result is None:
-            say(f"ticket {tid} failed: {broken}")
+            ctx.log(f"ticket {tid} failed: {broken}")
             fail_for_good(queue, lease, broken, config, fleet)
             stats.add(failed=1)
         elif result.status == "success":
@@ -254,18 +256,11 @@ def _record_outcome(
         stats.add(fenced=1)
 
 
-def _root_refused(
-    queue: Queue,
-    lease: Lease,
-    why: str,
-    config: ExecutorConfig,
-    fleet: Fleet,
-    stats: WorkerStats,
-) -> None:
+def _root_refused(queue: Queue, lease: Lease, why: str, ctx: Slots) -> None:
     """The runs root refused the run's writes: give the ticket back (``todo``, the reason
     recorded) and pause claiming, or fail it once it was given back
     ``config.root_refusal_releases`` times for that reason."""
-    tid = lease.ticket_id
+    tid, config, fleet, stats = lease.ticket_id, ctx.config, ctx.fleet, ctx.stats
     before = persist(
         lambda: sum(
             1
@@ -281,12 +276,12 @@ def _root_refused(
     if n > limit:
         again = f" (refused {n} times, released {n - 1})" if limit else ""
         reason = f"{why}{again}, then enqueue again"
-        say(f"ticket {tid} failed: {reason}")
+        ctx.log(f"ticket {tid} failed: {reason}")
         fail_for_good(queue, lease, reason, config, fleet)
         stats.add(failed=1)
         return
     reason = f"{ROOT_REFUSED} ({n} of {limit} releases): {why}"
-    say(f"ticket {tid} back to todo: {reason}; claims pause {pause:g} s")
+    ctx.log(f"ticket {tid} back to todo: {reason}; claims pause {pause:g} s")
     persist(
         lambda: queue.release(lease, reason),
         f"release of ticket {tid}",

@@ -134,7 +134,9 @@ def run_ticket(
             return None, stats
         stats.add(claimed=1)
         connect: Connect = lambda: opener(url, clock=clock)  # noqa: E731
-        ctx = Slots(connect, root, config, threading.Event(), stats, clock, Fleet())
+        # The caller's one line says how a ticket that never ran ended: no worker line too.
+        quiet: Callable[[str], None] = lambda _line: None  # noqa: E731
+        ctx = Slots(connect, root, config, threading.Event(), stats, clock, Fleet(), quiet)
         return run_leased(ctx, queue, lease, session, on_event), stats
     finally:
         queue.close()

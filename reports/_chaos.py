@@ -11,8 +11,8 @@ documented in ``docs/chaos.md`` ("The report's context").
 ...     seed=7, duration_s=30.0, elapsed_s=41.5, workers=4, db=Text("sqlite:///q.db"),
 ...     faults_selected=("torn_write",), ok=True, violated=0,
 ...     replay=Text("doctor chaos run --seed 7"), tickets=(TicketCount("done", 3),),
-...     fault_kinds=(), faults=(), faults_left_out=0, skips=(), recoveries=(), latencies=(),
-...     invariants=())
+...     fault_kinds=(), faults=(), faults_left_out=0, skips=(), never_fired=(), recoveries=(),
+...     latencies=(), invariants=())
 >>> render_chaos(ctx).splitlines()[0]
 '# Chaos campaign: seed 7 — passed'
 """
@@ -29,6 +29,7 @@ __all__ = [
     "FaultRow",
     "InvariantView",
     "LatencyRow",
+    "NeverFiredRow",
     "RecoveryRow",
     "SkipRow",
     "TicketCount",
@@ -47,15 +48,25 @@ class TicketCount:
 @dataclass(frozen=True, slots=True)
 class FaultKindRow:
     """One fault of the catalog: how often it hit something, failed (its injection met an
-    error), was skipped for want of a target or because the queue's database was unavailable,
-    and the doctor findings it declares it may cause."""
+    error), was skipped for want of a target, because the queue's database was unavailable or
+    because the campaign cannot apply it, and the doctor findings it declares it may cause."""
 
     kind: str
     injected: int
     failed: int
     skipped: int
     unavailable: int
+    not_applicable: int
     may_cause: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NeverFiredRow:
+    """A selected fault that hit nothing in the whole campaign, and why: the invariants that
+    held say nothing about it."""
+
+    kind: str
+    why: Text
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +132,8 @@ class ChaosContext:
     command that runs it again). The outcome: ``ok`` and ``violated`` (invariants violated),
     ``tickets`` (by final status), ``fault_kinds``, ``faults`` (the timeline;
     ``faults_left_out`` not shown), ``skips`` (faults the database's absence kept from
-    firing), ``recoveries``, ``latencies``, ``invariants``.
+    firing), ``never_fired`` (selected faults that hit nothing), ``recoveries``,
+    ``latencies``, ``invariants``.
     """
 
     seed: int
@@ -138,6 +150,7 @@ class ChaosContext:
     faults: tuple[FaultRow, ...]
     faults_left_out: int
     skips: tuple[SkipRow, ...]
+    never_fired: tuple[NeverFiredRow, ...]
     recoveries: tuple[RecoveryRow, ...]
     latencies: tuple[LatencyRow, ...]
     invariants: tuple[InvariantView, ...]

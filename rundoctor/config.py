@@ -6,7 +6,8 @@ library code takes the typed, frozen config objects they build.
 
 Location: ``$RUNDOCTOR_CONFIG`` when set (the file must exist), else
 ``$XDG_CONFIG_HOME/rundoctor/config.toml`` (``~/.config/rundoctor/config.toml``) when it exists;
-no file is no settings. Format (TOML, read with :mod:`tomllib`)::
+no file is no settings (a location the permissions keep from being looked at is a
+:class:`ConfigError`: the file may be there). Format (TOML, read with :mod:`tomllib`)::
 
     [doctor]                       # fields of doctor.DoctorConfig
     roots = ["/srv/kilroy/runs"]
@@ -27,6 +28,9 @@ what was expected.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
+import stat
 import tomllib
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -57,7 +61,18 @@ def config_path(environ: Mapping[str, str]) -> Path | None:
         return expand_user(explicit)
     base = environ.get("XDG_CONFIG_HOME") or str(Path(environ.get("HOME", "~")) / ".config")
     found = expand_user(base) / "rundoctor" / "config.toml"
-    return found if found.is_file() else None
+    try:
+        return found if stat.S_ISREG(os.stat(found).st_mode) else None
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:  # a home the permissions hide (`sudo -u` keeps HOME), a long name
+        if exc.errno == errno.ELOOP:
+            return None  # as Path.is_file, which said no
+        raise ConfigError(
+            f"config file {str(found)!r} cannot be looked for ({exc.strerror or exc}); fix "
+            "the permissions on its directories, or set XDG_CONFIG_HOME (or RUNDOCTOR_CONFIG) "
+            "to where your config file is"
+        ) from None
 
 
 def _read(path: Path) -> dict[str, Any]:

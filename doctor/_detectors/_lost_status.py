@@ -9,6 +9,12 @@ fails at once: ``read last status.json: open <logs_root>/<node>/status.json: no 
 directory`` (real run ``goal_gate_resume_lost_status``). The outcome it wanted is in the
 latest ``visit_N/status.json``; copied back (``ingest_status``), a resume routes on from it
 and the run goes on (checked with the real engine, ``tests/doctor/test_repair_real_kilroy.py``).
+
+The same is said *before* a resume: a run not running and not succeeded whose checkpoint (the
+run directory's, which ``kilroy attractor resume --logs-root`` reads) names a node with no
+``status.json`` will fail so when resumed (real run ``goal_gate_lost_status_killed``); the
+finding says so, with the same repair. A checkpoint without ``git_commit_sha`` (Kilroy's no-git
+mode) is not judged: its resume fails before it reads the status file.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ import re
 from pathlib import Path
 
 from doctor._detectors._context import Context
-from doctor._documents import normalize_status, parse_json, read_regular
-from doctor._facts import facts_of
+from doctor._documents import checkpoint_fields, normalize_status, parse_json, read_regular
+from doctor._facts import facts_of, scope_state
 from doctor._model import Finding, Severity
+from doctor._timestamps import parse_iso
 
 __all__ = ["lost_status"]
 
@@ -83,35 +90,99 @@ def _archived(node_dir: Path) -> tuple[int, str, str | None] | None:
     return None
 
 
+def _doomed(ctx: Context, run_id: str) -> tuple[str, bool] | None:
+    """The node whose status file a resume of the run would read and not find, or find
+    holding a cancellation (True): the node of the run directory's checkpoint, when the run is
+    neither live nor succeeded and the checkpoint has a commit to resume from."""
+    if scope_state(facts_of(ctx.facts, run_id), "") in ("running", "stalled", "succeeded"):
+        return None
+    docs = ctx.documents(run_id)
+    top = docs.scopes.get("")
+    doc = top.checkpoint if top is not None else None
+    if doc is None or not doc.ok or not isinstance(doc.value, dict):
+        return None
+    sha, node = doc.value.get("git_commit_sha"), checkpoint_fields(doc).get("current_node")
+    if not (isinstance(sha, str) and sha.strip() and isinstance(node, str) and node.strip()):
+        return None
+    if Path(node).name != node:
+        return None
+    status = docs.path / node / "status.json"
+    if not os.path.lexists(status):
+        return node, False
+    saved = parse_iso(doc.value.get("timestamp"))
+    if saved is not None and _canceled(status) and _started_after(ctx, run_id, node, saved):
+        return node, True
+    return None
+
+
+def _canceled(path: Path) -> bool:
+    """Whether the status file at ``path`` is Kilroy's record of a cancelled attempt (format
+    doc §3.6: status fail, ``context_updates.failure_class`` ``canceled``), not an outcome."""
+    try:
+        _st, data, _why = read_regular(path, _MAX_STATUS_BYTES)
+        value = parse_json(data)[0] if data is not None else None
+        status, _reason = normalize_status(value)
+    except (OSError, ValueError):
+        return False
+    updates = value.get("context_updates") if isinstance(value, dict) else None
+    cls = updates.get("failure_class") if isinstance(updates, dict) else None
+    return status == "fail" and isinstance(cls, str) and cls.strip().lower() == "canceled"
+
+
+def _started_after(ctx: Context, run_id: str, node: str, saved_ns: int) -> bool:
+    """Whether ``node`` started an attempt in the run's base directory after the checkpoint
+    was saved (``saved_ns``): its status file is of a visit the checkpoint did not record."""
+    rows = ctx.tables.sql(
+        "SELECT max(epoch_ns(start_ts)) FROM attempts "
+        "WHERE run_id = $run AND scope = '' AND node_id = $node",
+        run=run_id,
+        node=node,
+    )
+    last = rows[0][0] if rows else None
+    return last is not None and int(last) > saved_ns
+
+
 def lost_status(ctx: Context) -> list[Finding]:
-    """Runs whose resume failed reading a status file a killed attempt had deleted, while the
-    node's archived visit holds the outcome."""
+    """Runs whose resume failed, or would fail or route on a cancellation, reading a status
+    file a killed or stopped attempt had deleted or replaced, while the node's archived visit
+    holds the outcome."""
     findings = []
     for run_id in ctx.facts:
         reason = facts_of(ctx.facts, run_id).get("terminal_reason")
-        if not isinstance(reason, str):
-            continue
-        where = _where(reason)
+        where = _where(reason) if isinstance(reason, str) else None
+        doomed = None if where is not None else _doomed(ctx, run_id)
+        if doomed is not None:
+            where, reason = ("", doomed[0]), None
         if where is None:
             continue
         node_dir = ctx.documents(run_id).path / where[0] / where[1]
         found = _archived(node_dir)
-        if found is None:
-            continue
+        if found is None or (doomed is not None and doomed[1] and found[1] == "fail"):
+            continue  # a cancellation routes as the archived fail would (class aside)
         restored = os.path.lexists(node_dir / "status.json")
-        findings.append(_finding(run_id, where, reason, found[:2], restored))
+        canceled = doomed is not None and doomed[1]
+        findings.append(_finding(run_id, where, reason, found[:2], restored, canceled))
     return findings
 
 
 def _finding(
-    run_id: str, where: tuple[str, str], reason: str, found: tuple[int, str], restored: bool
+    run_id: str,
+    where: tuple[str, str],
+    reason: str | None,
+    found: tuple[int, str],
+    restored: bool,
+    canceled: bool = False,
 ) -> Finding:
     """The finding for ``where`` (scope, node), whose archived visit ``found`` (N, status)
-    holds the outcome; ``restored``: the status file is back (the repair was applied)."""
+    holds the outcome; ``reason``: the failed resume's, None before any resume; ``restored``:
+    the status file is back (the repair was applied); ``canceled``: before a resume, it holds
+    a cancellation instead."""
     scope, node = where
     n, status = found
     expected = (Path(scope) / node / "status.json").as_posix()
     source = (Path(scope) / node / f"visit_{n}" / "status.json").as_posix()
+    if reason is None:
+        return _doomed_finding(run_id, node, (expected, source), status, canceled)
     if restored:
         advice = (
             f"{expected} is there again now; run `kilroy attractor resume` so that the run "
@@ -143,4 +214,49 @@ def _finding(
             "lost_by_resume": True,
         },
         repair=None if restored else "ingest_status",
+    )
+
+
+def _doomed_finding(
+    run_id: str, node: str, paths: tuple[str, str], status: str, canceled: bool
+) -> Finding:
+    """The finding before any resume: the checkpoint names ``node``, whose status file
+    (``paths``: it and the archived visit's) is gone, or holds a cancellation (``canceled``),
+    while its archived visit holds ``status``."""
+    expected, source = paths
+    if canceled:
+        what = (
+            f"A resume of this run will route on a cancellation: the checkpoint names {node}, "
+            f"and its status.json, which the resume reads to route on, now records that a stop "
+            f"cancelled {node}'s next visit (fail, class canceled), not the outcome of the "
+            "visit the checkpoint recorded"
+        )
+    else:
+        what = (
+            f"A resume of this run will fail at once: the checkpoint names {node}, whose "
+            f"status.json it reads to route on, and the attempt killed in {node}'s next visit "
+            "had deleted it (Kilroy deletes it before each attempt)"
+        )
+    return Finding(
+        code="status_contract_mismatch",
+        severity=Severity.ERROR,
+        summary=(
+            f"{what}, while {source} holds outcome {status!r}; restore it from there "
+            "(doctor repair --apply: ingest_status) before `kilroy attractor resume`"
+        ),
+        run_id=run_id,
+        scope="",
+        node_id=node,
+        evidence={
+            "node_id": node,
+            "attempt": None,
+            "failure_reason": None,
+            "expected_path": expected,
+            "found_path": source,
+            "found_outcome": status,
+            "lost_by_resume": False,
+            "resume_would_fail": not canceled,
+            "canceled_status": canceled,
+        },
+        repair="ingest_status",
     )

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENDING_EVENTS",
     "NODE_WORK_SQL",
+    "REGIONS_SQL",
     "SCOPE_STOPS",
     "Ending",
     "exhausted_budgets",
@@ -55,6 +56,19 @@ __all__ = [
     "loop_stop",
     "scope_endings",
 ]
+
+#: The concurrent regions of each scope of ``{events}``: the ``seq`` of a
+#: ``concurrent_split_started`` and of the first ``concurrent_split_completed`` after it (else
+#: past the stream's end). Their nodes run at once in the shared worktree, and Kilroy saves no
+#: checkpoint for them (real run ``concurrent_region_killed``: checkpoint.json names the split
+#: until the join's is saved, with every region node in its ``completed_nodes``).
+REGIONS_SQL = """
+SELECT s.run_id, s.scope, s.seq AS from_seq,
+       coalesce((SELECT min(c.seq) FROM {events} c
+                 WHERE c.run_id = s.run_id AND c.scope = s.scope AND c.seq > s.seq
+                   AND c.event = 'concurrent_split_completed'), 9223372036854775807) AS to_seq
+FROM {events} s WHERE s.event = 'concurrent_split_started'
+"""
 
 #: Events after which a scope does no more work: the run's stops and terminal events, and a
 #: branch's own ends (its cycle breaker, a structural abort, cancellation).

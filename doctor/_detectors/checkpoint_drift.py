@@ -21,11 +21,12 @@ seen" or "current_node is not where the stream is" is drift by itself. Three con
   when a stop ended the run during a node's visit (a signal, the stall watchdog, a cycle
   breaker), the node completed before that one: Kilroy does not checkpoint the interrupted
   node, so the checkpoint is the correct resume point (``_stops.interrupted_visits``); nor,
-  in a running scope where nothing started since the last completed node ended and the
-  checkpoint was written before that end, the node completed before it: Kilroy saves a
-  node's checkpoint after its attempt end (after the fan-in and git commit of a fan-out), so
-  a live run shows this between the two. A dead scope stuck there still lags (its resume
-  runs that node again).
+  when the checkpoint was written before the last completed node ended and the scope did
+  nothing since but what Kilroy writes before that node's save (no start, no edge evaluated
+  or selected from it), the node completed before it: Kilroy saves a node's checkpoint after
+  its attempt end (after its git commit; for a fan-out, after the fan-in), so a live run
+  shows this between the two, and a run killed in between keeps it: the last checkpoint
+  saved, from which a resume runs the node again (real run ``checkpoint_save_killed``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from doctor._detectors._context import Context, more, scope_words
+from doctor._detectors._stops import REGIONS_SQL
 from doctor._documents import Document, checkpoint_fields
 from doctor._facts import scope_state
 from doctor._model import Finding, Severity
@@ -48,6 +50,7 @@ DUP_MIN_ENTRIES = 20
 DUP_RATIO = 4.0
 
 _SUCCESS_LIKE = "('success', 'partial_success', 'degraded_success', 'skipped')"
+
 
 # Per scope: retries observed, the node of the last progress event naming one, and the last
 # *settled* completed node: the node of the latest stage_attempt_end after which the node's
@@ -75,14 +78,18 @@ settled AS (
     SELECT e.run_id, e.scope, e.seq, e.node_id, e.ts
     FROM ends e ASOF LEFT JOIN starts s
       ON e.run_id = s.run_id AND e.scope = s.scope AND e.seq < s.seq
-    WHERE e.status IN {_SUCCESS_LIKE}
+    -- Kilroy checkpoints no node of a concurrent region: the join's checkpoint records them
+    WHERE NOT EXISTS (SELECT 1 FROM ({REGIONS_SQL.format(events="ck_events")}) r
+                      WHERE r.run_id = e.run_id AND r.scope = e.scope
+                        AND e.seq > r.from_seq AND e.seq < r.to_seq)
+      AND (e.status IN {_SUCCESS_LIKE}
        OR (e.mx IS NOT NULL AND e.attempt >= e.mx)
        OR (s.next_node IS NOT NULL
            AND NOT (s.next_node = e.node_id AND s.next_attempt > e.attempt))
        OR EXISTS (SELECT 1 FROM closers c
                   WHERE c.run_id = e.run_id AND c.scope = e.scope AND c.seq > e.seq
                     AND (c.node = e.node_id OR c.event IN ('run_completed', 'run_failed',
-                                                           'loop_restart')))
+                                                           'loop_restart'))))
 ),
 last_settled AS (
     SELECT run_id, scope, max(seq) AS seq, arg_max(node_id, seq) AS node,
@@ -114,8 +121,13 @@ scopes AS (
     FROM ck_events GROUP BY ALL
 )
 SELECT s.run_id, s.scope, s.retries, s.actual, l.node, m.node, b.node, l.end_ns,
-       EXISTS (SELECT 1 FROM starts n WHERE n.run_id = s.run_id AND n.scope = s.scope
-               AND n.seq > l.seq) AS started_after
+       -- Kilroy saves a node's checkpoint before it routes on from it (edge evaluation,
+       -- edge_selected) or starts anything: after either, the save is done
+       EXISTS (SELECT 1 FROM ck_events n WHERE n.run_id = s.run_id AND n.scope = s.scope
+               AND n.seq > l.seq
+               AND (n.event = 'stage_attempt_start'
+                    OR (n.event IN ('edge_selected', 'edge_condition_evaluated')
+                        AND coalesce(n.from_node, n.node_id) = l.node))) AS moved_on
 FROM scopes s
 LEFT JOIN last_settled l USING (run_id, scope)
 LEFT JOIN moved_to m USING (run_id, scope)
@@ -223,13 +235,12 @@ class _Drift:
 def _drift_of(doc: Document, stream: _Stream, key: tuple[str, str], *, state: Any) -> _Drift:
     """Phase 2, per scope: compare the checkpoint ``doc`` of ``key`` with its stream
     (``state``: the scope's state, ``running``, ``succeeded``, ...)."""
-    running = state == "running"
     fields = checkpoint_fields(doc)
     completed: list[str] = list(fields["completed_nodes"])
     recorded: dict[str, int] = dict(fields["node_retries"])
     ck_node = fields["current_node"] if isinstance(fields["current_node"], str) else None
     ck_ns = parse_iso(doc.get("timestamp"))
-    retries, actual, last_done, moved, before, done_ns, started_after = stream.scopes.get(
+    retries, actual, last_done, moved, before, done_ns, moved_on = stream.scopes.get(
         key, (0, None, None, None, None, None, False)
     )
     lost = {
@@ -247,12 +258,13 @@ def _drift_of(doc: Document, stream: _Stream, key: tuple[str, str], *, state: An
         and ck_node != last_done
         and ck_node != moved
         and not (key in cut and cut[key][0] == last_done and ck_node == cut[key][1])
-        # a live scope whose last completed node's checkpoint is being written: Kilroy saves
-        # it after the attempt's end, before anything starts next
+        # the last completed node's checkpoint save had not happened: Kilroy saves it after
+        # the attempt's end, before it routes on or starts anything. A live scope is saving
+        # it; a dead one was killed in the save, and its checkpoint, the node completed
+        # before, is the last one saved: a resume runs the node again from there
         and not (
-            running
-            and ck_node == before
-            and not started_after
+            ck_node == before
+            and not moved_on
             and ck_ns is not None
             and done_ns is not None
             and ck_ns < done_ns

@@ -88,7 +88,7 @@ closes AS (
     WHERE (event = 'run_completed') = (final_status = 'success')
 ),
 after AS (
-    SELECT e.run_id, e.scope, e.seq, e.ts, e.event, e.node_id
+    SELECT e.run_id, e.scope, e.seq, e.ts, e.event, e.branch_event, e.node_id
     FROM events e
     LEFT JOIN terminal t ON t.run_id = e.run_id AND t.scope = e.scope
     LEFT JOIN refs r ON r.run_id = e.run_id AND r.scope = e.scope

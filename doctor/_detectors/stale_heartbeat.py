@@ -122,10 +122,13 @@ def _stale_sql(ctx: Context) -> str:
 
 
 def _has_heartbeats(ctx: Context) -> bool:
-    """Whether the batch has heartbeats (of any kind: :func:`doctor._tables.heartbeat_sql`)."""
+    """Whether the batch may have heartbeats (of any kind, forwarded ones included:
+    :func:`doctor._tables.heartbeat_sql`)."""
     kinds = ctx.tables.event_kinds
     return kinds is None or any(
-        k == "branch_stale_warning" or k.endswith("_heartbeat") for k in kinds
+        k in ("branch_stale_warning", "branch_liveness", "branch_progress")
+        or k.endswith("_heartbeat")
+        for k in kinds
     )
 
 

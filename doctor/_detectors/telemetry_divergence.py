@@ -16,14 +16,16 @@ restarted run goes on in the base directory, so the documents of a scope it left
   node (``branch_heartbeat``, ``run_completed``) says nothing and is not compared.
 * checkpoint.json diverges when its ``current_node`` is neither ``actual_node`` nor the node
   of the scope's last ``stage_attempt_end`` (the checkpoint legitimately trails a running node
-  by one), nor, when a stop ended the run during a node's visit, the node completed before
-  it (Kilroy does not checkpoint the interrupted node: the checkpoint is the resume point),
-  nor, while the last ended attempt's node is retrying (a ``stage_retry_sleep`` of it follows
-  its last attempt end) or, in a running scope where nothing started since that attempt
-  ended, when the checkpoint was written before that end, the node completed before that
-  visit: Kilroy checkpoints a node once its visit ends, not after each failed attempt, and
-  saves it after the attempt's end event (a live run shows it one node behind in between).
-  ``checkpoint_drift`` checks the checkpoint against the stream more strictly.
+  by one), nor, when a stop ended the run during a node's visit, the node completed before it
+  (Kilroy does not checkpoint the interrupted node: the checkpoint is the resume point), nor,
+  while the last ended attempt's node is retrying (a ``stage_retry_sleep`` of it follows its
+  last attempt end) or, when nothing started since that attempt ended and the stream did not
+  route on from its node, when the checkpoint was written before that end, the node completed
+  before that visit: Kilroy checkpoints a node once its visit ends, not after each failed
+  attempt, and saves it after the attempt's end event, before it routes on (a live run shows
+  it one node behind in between; a run killed in between keeps it, real run
+  ``checkpoint_save_killed``). ``checkpoint_drift`` checks the checkpoint against the stream
+  more strictly.
 
 Severity: error when live.json diverges while the scope is stalled or orphaned with an attempt
 still open (the run looks busy on old work while it is stuck in another); warning otherwise.
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from doctor._detectors._context import Context, scope_words
+from doctor._detectors._stops import REGIONS_SQL
 from doctor._documents import ScopeDocuments, checkpoint_fields
 from doctor._facts import RunFacts, scope_state
 from doctor._layout import is_top_scope
@@ -59,6 +62,20 @@ WITH per_scope AS (
                WHERE event = 'stage_attempt_start' AND node_id IS NOT NULL) AS last_start_seq
     FROM td_events GROUP BY ALL
 ),
+-- attempt ends inside a concurrent region: Kilroy checkpoints no node of a region, so the
+-- checkpoint names the split until the join's is saved
+in_region AS (
+    SELECT e.run_id, e.scope, e.seq
+    FROM td_events e JOIN ({REGIONS_SQL.format(events="td_events")}) r
+      ON r.run_id = e.run_id AND r.scope = e.scope AND e.seq > r.from_seq AND e.seq < r.to_seq
+    WHERE e.event = 'stage_attempt_end'
+),
+outside AS (
+    SELECT e.run_id, e.scope, arg_max(e.node_id, e.seq) AS last_out
+    FROM td_events e ANTI JOIN in_region i USING (run_id, scope, seq)
+    WHERE e.event = 'stage_attempt_end' AND e.node_id IS NOT NULL
+    GROUP BY ALL
+),
 open_nodes AS (
     SELECT run_id, scope, list(DISTINCT node_id) AS nodes
     FROM td_attempts WHERE end_seq IS NULL GROUP BY ALL
@@ -71,16 +88,24 @@ before AS (
            (SELECT arg_max(e.node_id, e.seq) FROM td_events e
             WHERE e.run_id = p.run_id AND e.scope = p.scope AND e.seq < p.last_end_seq
               AND e.event = 'stage_attempt_end' AND e.node_id IS NOT NULL
-              AND e.node_id <> p.last_end) AS before,
+              AND e.node_id <> p.last_end
+              AND NOT EXISTS (SELECT 1 FROM in_region i WHERE i.run_id = e.run_id
+                              AND i.scope = e.scope AND i.seq = e.seq)) AS before,
            EXISTS (SELECT 1 FROM td_events s
                    WHERE s.run_id = p.run_id AND s.scope = p.scope AND s.seq > p.last_end_seq
-                     AND s.event = 'stage_retry_sleep' AND s.node_id = p.last_end) AS retrying
+                     AND s.event = 'stage_retry_sleep' AND s.node_id = p.last_end) AS retrying,
+           -- routing on from the node comes after its checkpoint is saved
+           EXISTS (SELECT 1 FROM td_events s
+                   WHERE s.run_id = p.run_id AND s.scope = p.scope AND s.seq > p.last_end_seq
+                     AND s.event IN ('edge_selected', 'edge_condition_evaluated')
+                     AND coalesce(s.from_node, s.node_id) = p.last_end) AS routed
     FROM per_scope p WHERE p.last_end IS NOT NULL
 )
 SELECT p.run_id, p.scope, p.actual, p.last_end, coalesce(o.nodes, []), b.before, b.retrying,
-       CASE WHEN coalesce(p.last_start_seq, -1) < p.last_end_seq THEN p.last_end_ns END
+       CASE WHEN coalesce(p.last_start_seq, -1) < p.last_end_seq AND NOT b.routed
+            THEN p.last_end_ns END, x.last_out
 FROM per_scope p LEFT JOIN open_nodes o USING (run_id, scope)
-LEFT JOIN before b USING (run_id, scope)
+LEFT JOIN before b USING (run_id, scope) LEFT JOIN outside x USING (run_id, scope)
 """
 
 
@@ -97,8 +122,8 @@ def telemetry_divergence(ctx: Context) -> list[Finding]:
         return []
     ctx.restrict("td", keys)
     rows = {
-        (r, s): (a, le, [str(n) for n in o], b, bool(rt), ns)
-        for r, s, a, le, o, b, rt, ns in ctx.tables.sql(_SQL)
+        (r, s): (a, le, [str(n) for n in o], b, bool(rt), ns, out)
+        for r, s, a, le, o, b, rt, ns, out in ctx.tables.sql(_SQL)
     }
     cut = ctx.interrupted_visits("td")
     findings: list[Finding] = []
@@ -135,7 +160,7 @@ class _Divergence:
 def _divergence(
     facts: RunFacts,
     sd: ScopeDocuments,
-    row: tuple[Any, Any, list[str], Any, bool, Any],
+    row: tuple[Any, Any, list[str], Any, bool, Any, Any],
     resume: str | None,
     *,
     scope: str,
@@ -145,7 +170,7 @@ def _divergence(
     when it ended); None when they agree.
     ``resume`` is where a stop that cut a visit short resumes (the checkpoint may already name
     it)."""
-    actual, last_end, open_nodes, before, retrying, last_end_ns = row
+    actual, last_end, open_nodes, before, retrying, last_end_ns, last_out = row
     if is_top_scope(scope):
         actual = facts.get("current_node") or actual
     state = scope_state(facts, scope)
@@ -158,14 +183,15 @@ def _divergence(
     ck_node = ck if isinstance(ck, str) else None
     ck_ns = parse_iso(sd.checkpoint.get("timestamp")) if sd.checkpoint is not None else None
     # The checkpoint names the node completed before the last ended one while that one is
-    # retrying, or, in a running scope where nothing started since, when it was written
-    # before that one ended (Kilroy saves a node's checkpoint after its end).
-    saving = state == "running" and ck_ns is not None and last_end_ns is not None
+    # retrying, or, when nothing started or routed on since, when it was written before that
+    # one ended: Kilroy saves a node's checkpoint after its end (live, it is saving it; dead,
+    # it was killed in the save, and a resume runs the node again from the checkpoint).
+    saving = ck_ns is not None and last_end_ns is not None
     behind = before if retrying or (saving and ck_ns < last_end_ns) else None
     if actual is None:
         return None
     live_off = live_node is not None and live_node != actual and live_node not in open_nodes
-    ck_off = ck_node is not None and ck_node not in (actual, last_end, resume, behind)
+    ck_off = ck_node is not None and ck_node not in (actual, last_end, last_out, resume, behind)
     if not (live_off or ck_off):
         return None
     return _Divergence(

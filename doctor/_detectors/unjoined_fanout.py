@@ -12,14 +12,16 @@ waited) for nothing.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from doctor._attempts import ATTEMPTS_OPEN_SQL, LATEST_ATTEMPTS_SQL
 from doctor._branch_records import BRANCH_LIFECYCLE_SQL
 from doctor._detectors._context import Context, more, needs, scope_words
-from doctor._documents import fanout_branch_count
+from doctor._documents import graph_successors
 from doctor._facts import scope_state
 from doctor._layout import fanout_dirs, has_parallel_dir, is_top_scope
 from doctor._model import Finding, Severity
@@ -61,7 +63,8 @@ WITH going_on AS (
 )
 SELECT a.run_id, a.scope, bool_or(is_open) AS has_open,
        arg_max(status, start_seq) IN {_FINISHED_STATUSES}
-           AND coalesce(any_value(r.seq) < max(start_seq), true) AS last_done
+           AND coalesce(any_value(r.seq) < max(start_seq), true) AS last_done,
+       arg_max(node_id, start_seq) AS last_node
 FROM ({ATTEMPTS_OPEN_SQL}) a LEFT JOIN going_on r USING (run_id, scope) GROUP BY ALL
 """
 # Branches the parent saw finish (branch_progress, or the older branch_liveness, lifecycle step).
@@ -107,19 +110,48 @@ def _branch_key(scope: str) -> str:
     return m.group(1) if m else last
 
 
+def _inner_nodes(graph: dict[str, set[str]] | None, node: str) -> set[str]:
+    """The nodes a branch of the fan-out ``node`` runs and hands on to another of its own:
+    those reachable from one of its branch starts (``graph``: each node's successors) but not
+    from all of them. The join, and what follows it, is reachable from every branch (Kilroy's
+    join is the nearest node they share, format doc §6); empty without a graph."""
+    starts = (graph or {}).get(node, set())
+    if graph is None or len(starts) < 2:
+        return set()
+    reach = []
+    for start in starts:
+        seen, todo = {start}, [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), set()) - seen:
+                seen.add(nxt)
+                todo.append(nxt)
+        reach.append(seen)
+    every: set[str] = set().union(*reach)
+    return every - reach[0].intersection(*reach[1:])
+
+
+def _goes_on(graph: dict[str, set[str]] | None, inner: set[str], last: str | None) -> bool:
+    """Whether ``last`` hands on to another node of its branch: its every successor is one
+    (``inner``, :func:`_inner_nodes`), so the branch would have run it next."""
+    nexts = (graph or {}).get(last or "", set())
+    return bool(nexts) and nexts <= inner
+
+
 def _finished(
     branches: list[str],
     run_id: str,
-    branch_rows: dict[tuple[str, str], tuple[bool, bool]],
+    branch_rows: dict[tuple[str, str], tuple[bool, bool, str | None]],
     done: set[str],
+    goes_on: Callable[[str | None], bool],
 ) -> list[str]:
-    """The branches that finished: no open attempt, and a last attempt that ended done or
-    a ``done`` record (the branch keys the parent saw finish)."""
+    """The branches that finished: no open attempt, and a last attempt that ended done on a
+    node that does not hand on to another node of its branch (``goes_on``), or a ``done``
+    record (the branch keys the parent saw finish)."""
     finished = []
     for b in branches:
-        has_open, last_done = branch_rows.get((run_id, b), (False, False))
+        has_open, last_done, last_node = branch_rows.get((run_id, b), (False, False, None))
         seen_done = _branch_key(b) in done
-        if not has_open and (last_done or seen_done):
+        if not has_open and ((last_done and not goes_on(last_node)) or seen_done):
             finished.append(b)
     return finished
 
@@ -179,7 +211,7 @@ def _summary(head: str, state: str, *, closed: bool) -> str:
 @needs(events=("stage_attempt_start",), when=_has_fanouts)
 def unjoined_fanout(ctx: Context) -> list[Finding]:
     """Fan-out nodes whose attempt never ended although their scope stopped running."""
-    branch_rows = {(r, s): (bool(o), bool(d)) for r, s, o, d in ctx.tables.sql(_BRANCH_SQL)}
+    branch_rows = {(r, s): (bool(o), bool(d), n) for r, s, o, d, n in ctx.tables.sql(_BRANCH_SQL)}
     done_keys: dict[tuple[str, str], set[str]] = {}
     for run_id, scope, key in ctx.tables.sql(_DONE_SQL):
         done_keys.setdefault((run_id, scope), set()).add(str(key))
@@ -195,11 +227,14 @@ def unjoined_fanout(ctx: Context) -> list[Finding]:
         if state == "running":
             continue
         branches = fan.branches()
-        finished = _finished(branches, run_id, branch_rows, done_keys.get((run_id, scope), set()))
+        graph = graph_successors(ctx.documents(run_id).path)
+        goes_on = functools.partial(_goes_on, graph, _inner_nodes(graph, node))
+        done = done_keys.get((run_id, scope), set())
+        finished = _finished(branches, run_id, branch_rows, done, goes_on)
         unfinished = [b for b in branches if b not in finished]
         # The graph says how many branches the dispatch has; Kilroy starts at most
         # max_parallel at a time, so the others have no directory yet.
-        planned = fanout_branch_count(ctx.documents(run_id).path, node) or 0
+        planned = len((graph or {}).get(node, ()))
         total = max(planned, len(branches))
         # In a terminalized run (a final.json: the reaper's or a repair's) the fan-out is
         # closed by that end, which its own findings explain; open, it is a hang. (FINDINGS.md

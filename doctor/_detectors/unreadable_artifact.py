@@ -19,7 +19,18 @@ from doctor._model import Finding, Severity
 __all__ = ["unreadable_artifact"]
 
 #: Kinds whose loss changes what the doctor can say about the run.
-_VITAL = ("progress", "final", "checkpoint", "status", "node", "branch", "run", "lock", "pid")
+_VITAL = (
+    "progress",
+    "final",
+    "checkpoint",
+    "status",
+    "node",
+    "attempt",
+    "branch",
+    "run",
+    "lock",
+    "pid",
+)
 
 _SQL = """
 SELECT run_id, scope, rel, kind, detail FROM unreadable

@@ -214,21 +214,15 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_sigterm_stops_a_campaign_with_its_workers_as_ctrl_c_does(tmp_path: Path) -> None:
-    # Before: SIGTERM (a CI job's timeout, `timeout`) ended the driver alone; its workers run
-    # until told to stop, and ran on, orphaned, with the campaign's queue.
-    import signal
+def _long_campaign(out: Path) -> tuple[subprocess.Popen[str], list[int]]:
+    """A ten-minute campaign of two workers, once both have started, and their pids."""
     import time
 
-    out = tmp_path / "out"
     args = ["-m", "chaos", "run", "--seed", "5", "--duration", "10m", "--workers", "2"]
     proc = subprocess.Popen(
         [sys.executable, *args, "--faults", "torn_write", "--out", str(out)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
     harness = out / "campaign" / "harness.ndjson"
     pids: list[int] = []
     end = time.monotonic() + 60
@@ -238,11 +232,38 @@ def test_sigterm_stops_a_campaign_with_its_workers_as_ctrl_c_does(tmp_path: Path
         lines = harness.read_text().splitlines() if harness.exists() else []
         records = [json.loads(line) for line in lines if line.endswith("}")]
         pids = [r["pid"] for r in records if r["kind"] == "worker" and r["phase"] == "start"]
+    return proc, pids
+
+
+def test_sigterm_stops_a_campaign_with_its_workers_as_ctrl_c_does(tmp_path: Path) -> None:
+    # Before: SIGTERM (a CI job's timeout, `timeout`) ended the driver alone; its workers run
+    # until told to stop, and ran on, orphaned, with the campaign's queue.
+    import signal
+
+    proc, pids = _long_campaign(tmp_path / "out")
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "error: interrupted"
     assert not [pid for pid in pids if _running(pid)]
+
+
+def test_the_workers_of_a_campaign_killed_outright_stop_too(tmp_path: Path) -> None:
+    # Before: SIGKILL of the harness (the OOM killer, `timeout -s KILL`, a CI runner giving up)
+    # left its workers running, orphaned, polling the campaign's queue forever.
+    import signal
+    import time
+
+    proc, pids = _long_campaign(tmp_path / "out")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    end = time.monotonic() + 30
+    while [pid for pid in pids if _running(pid)] and time.monotonic() < end:
+        time.sleep(0.1)
+    left = [pid for pid in pids if _running(pid)]
+    for pid in left:  # never leave them behind, even when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"workers {left} outlived their campaign"
 
 
 @pytest.mark.chaos
@@ -274,14 +295,19 @@ def test_a_campaign_with_a_relative_out_and_db_run_from_elsewhere_keeps_its_work
         (("--out", "loop"), "--out 'loop' cannot be resolved: "),
         (("--out", "out", "--db", "loop"), "it cannot be reached (Too many levels of symbolic"),
         (("--out", "out", "--db", "mysql://x"), "cannot open queue 'mysql://x': expected"),
+        (
+            ("--out", "out", "--faults", "torn_write", "--runs-tmpfs", "1" + "0" * 30),
+            "--runs-tmpfs 100000000000… (31 digits) MiB is more than half the memory",
+        ),
     ],
-    ids=["workers", "out-loop", "db-loop", "db-scheme"],
+    ids=["workers", "out-loop", "db-loop", "db-scheme", "runs-tmpfs-past-memory"],
 )
 def test_a_campaign_refuses_what_it_cannot_run_in_one_line(
     tmp_path: Path, args: tuple[str, ...], says: str
 ) -> None:
     # Before: --workers 99999 forked workers until the machine gave out; an --out or a --db
-    # that is a symlink loop was "internal error … RuntimeError: Symlink loop", exit 70.
+    # that is a symlink loop was "internal error … RuntimeError: Symlink loop", exit 70; a
+    # --runs-tmpfs of 31 digits was mounted (as root), and disk_full filled it from memory.
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     done = subprocess.run(
         [sys.executable, "-m", "doctor", "chaos", "run", "--seed", "1", "--duration", "1", *args],

@@ -16,6 +16,7 @@ import pytest
 from chaos import (
     CHAOS_EXECUTOR,
     FAULTS,
+    Bounds,
     CampaignConfig,
     FaultRecord,
     FaultSkipped,
@@ -27,6 +28,7 @@ from chaos._campaign import _Campaign
 from chaos._collect import prepare_out
 from chaos._history import read_records
 from reports import render_chaos
+from tests.chaos.conftest import Story
 from tests.chaos.test_checkers import clean
 from tests.chaos.test_faults import Campaign
 from tests.chaos.test_report import result
@@ -148,12 +150,58 @@ def test_the_report_counts_unavailable_skips_apart_from_failures_and_says_why() 
             "reason": "no candidate",
         },
     ]
-    counts = {"injected": 1, "failed": 1, "skipped": 1, "unavailable": 1}
+    counts = {"injected": 1, "failed": 1, "skipped": 1, "unavailable": 1, "not_applicable": 0}
     assert doc["fault_kinds"]["sigkill_worker"] == counts
     assert [f["detail"] for f in doc["faults"]][-1] == {"error": "QueueError: boom"}
+    assert doc["never_fired"] == []  # it hit something (if with an error)
     text = render_chaos(chaos_context(done))
-    assert "| sigkill_worker | 1 | 1 | 1 | 1 | nothing |" in text
+    assert "| sigkill_worker | 1 | 1 | 1 | 1 | 0 | nothing |" in text
     assert f"| 22.00s | sigkill_worker | {why} |" in text
+    assert "never fired" not in text
+
+
+def test_a_fault_the_campaign_cannot_apply_is_one_skip_saying_what_it_needs(
+    tmp_path: Path,
+) -> None:
+    """Before: disk_full on a runs root that is no file system of its own returned "no
+    candidate" at every try, was tried again every 0.5 s to the campaign's end and counted as
+    "skipped (no target)", as if a target might have turned up; nothing said it needed
+    ``--runs-tmpfs``, and a campaign that never applied it read "Every invariant held"."""
+    out = tmp_path / "c"
+    url = f"sqlite:///{out / 'campaign' / 'queue.db'}"
+    lines: list[str] = []
+    cfg = CampaignConfig(seed=1, out=out, faults=("disk_full", "read_only_root"))
+    prepare_out(out)
+    camp = _Campaign(cfg, url, CHAOS_EXECUTOR, time.time, lines.append)
+    try:
+        for n, name in enumerate(("disk_full", "read_only_root")):
+            planned = Planned(3.0 + n, name, 0)
+            assert camp.inject(planned, BY_NAME[name], last_try=False) is True  # not again
+    finally:
+        camp.queue.close()
+    records = _faults(camp)
+    assert [(r.fault, r.phase, r.target) for r in records] == [
+        ("disk_full", "skip", "not applicable"),
+        ("read_only_root", "skip", "not applicable"),
+    ]
+    assert all("pass --runs-tmpfs MB" in r.detail["reason"] for r in records), records
+    assert sum("skipped: the runs root is not a file system of its own" in x for x in lines) == 2
+
+
+def test_the_report_says_which_selected_faults_never_fired_and_why() -> None:
+    s = Story(Bounds())  # no fault hit anything
+    needs = "the runs root is not a file system of its own, …: pass --runs-tmpfs MB"
+    s.add(FaultRecord(22.0, "sigkill_worker", "skip", "not applicable", {"reason": needs}))
+    done = result(s)
+    doc = report_json(done)
+    assert doc["skipped"][0]["outcome"] == "not_applicable"
+    counts = {"injected": 0, "failed": 0, "skipped": 0, "unavailable": 0, "not_applicable": 1}
+    assert doc["fault_kinds"]["sigkill_worker"] == counts
+    assert doc["never_fired"] == [{"kind": "sigkill_worker", "why": f"not applicable: {needs}"}]
+    text = render_chaos(chaos_context(done))
+    assert "| sigkill_worker | 0 | 0 | 0 | 0 | 1 | nothing |" in text
+    assert "1 selected fault never fired, so the invariants say nothing about it:" in text
+    assert f"- sigkill_worker: not applicable: {needs}" in text
 
 
 def test_a_fault_with_no_candidate_yet_is_tried_again_and_recorded_only_on_its_last_try(

@@ -17,7 +17,7 @@ import psutil
 import psycopg
 import pytest
 
-from chaos import CHAOS_EXECUTOR, FAULTS, FaultSkipped, Injection
+from chaos import CHAOS_EXECUTOR, FAULTS, FaultNotApplicable, FaultSkipped, Injection
 from chaos._injection import WorkerHandle
 from executor import ExecutorConfig, SessionInfo, Ticket, open_queue
 from executor._sqlite import BUSY_TIMEOUT_MS
@@ -218,10 +218,15 @@ def test_restart_database_on_sqlite_is_a_lock_storm_that_its_undo_ends(
     other.close()
 
 
-def test_database_faults_on_postgresql_skip_without_a_control_command(campaign: Campaign) -> None:
+def test_database_faults_on_postgresql_are_not_applicable_without_a_control_command(
+    campaign: Campaign,
+) -> None:
+    # Not "no candidate", which the campaign tries again: no candidate will ever turn up.
     campaign.url = "postgresql://postgres@127.0.0.1:5432/test"  # never restarted: no control
-    assert inject("restart_database", campaign) is None
-    assert inject("database_outage", campaign) is None
+    campaign.waiting = ("stall_database",)  # what it needs is said first, not who holds it
+    for name in ("restart_database", "database_outage"):
+        with pytest.raises(FaultNotApplicable, match=r"pass --db-control CMD \(e\.g\. 'pg_ctl"):
+            inject(name, campaign)
 
 
 def test_only_one_database_fault_runs_at_a_time(campaign: Campaign) -> None:
@@ -296,12 +301,13 @@ def test_kill_mid_write_tears_the_last_line_then_kills_the_worker_holding_the_ru
     assert got.runs == (str(run),) and len(got.held) == 1
 
 
-def test_disk_faults_skip_a_runs_root_that_is_not_a_file_system_of_its_own(
+def test_disk_faults_are_not_applicable_on_a_runs_root_that_is_not_a_file_system_of_its_own(
     campaign: Campaign, tmp_path: Path
 ) -> None:
     campaign.runs_root = tmp_path  # shared with everything else in /tmp: never filled
-    assert inject("disk_full", campaign) is None
-    assert inject("read_only_root", campaign) is None
+    for name in ("disk_full", "read_only_root"):
+        with pytest.raises(FaultNotApplicable, match="pass --runs-tmpfs MB"):
+            inject(name, campaign)
 
 
 @pytest.fixture

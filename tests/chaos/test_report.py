@@ -38,7 +38,7 @@ OUT = Path("/campaigns/c1")
 
 
 def result(story: Story) -> CampaignResult:
-    config = CampaignConfig(seed=7, duration_s=30, out=OUT)
+    config = CampaignConfig(seed=7, duration_s=30, out=OUT, faults=("sigkill_worker",))
     meta = Meta(
         0.0,
         7,

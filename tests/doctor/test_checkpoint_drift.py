@@ -179,9 +179,11 @@ def test_an_open_retry_attempt_is_not_drift(tmp_path: Path) -> None:
     assert _findings(run) == []
 
 
-def test_a_checkpoint_written_before_the_retried_node_ended_keeps_no_retries(
+def test_a_checkpoint_written_before_the_retried_node_ended_is_its_save_pending(
     tmp_path: Path,
 ) -> None:
+    # b's visit ended and nothing came after it: Kilroy had not saved b's checkpoint yet (or
+    # was killed before it did), so the checkpoint names a and could not record b's retries
     run = _run(tmp_path)
     s = run.stream()
     _attempt(s, "a", 1, "success")
@@ -189,10 +191,24 @@ def test_a_checkpoint_written_before_the_retried_node_ended_keeps_no_retries(
     _attempt(s, "b", 20, "fail", attempt=2, mx=2)
     run.checkpoint(at=6.05, current_node="a", completed_nodes=["a"], node_retries={"a": 0})
 
-    [finding] = _findings(run)  # it lags, but it could not have recorded b's retries yet
+    assert _findings(run) == []
+
+
+def test_a_checkpoint_behind_a_node_the_stream_routed_on_from_lags(tmp_path: Path) -> None:
+    # Kilroy routes on from a node only after saving its checkpoint: one written before b
+    # ended while the stream selected b's edge is behind, whatever came next
+    run = _run(tmp_path)
+    s = run.stream()
+    _attempt(s, "a", 1, "success")
+    _attempt(s, "b", 10, "success")
+    s.emit("edge_selected", 16, from_node="b", to_node="c")
+    run.checkpoint(at=6.05, current_node="a", completed_nodes=["a"], node_retries={"a": 0})
+
+    [finding] = _findings(run)
 
     assert finding.severity is Severity.WARNING
-    assert finding.evidence["lost_retries"] == {}
+    assert finding.evidence["checkpoint_node"] == "a"
+    assert finding.evidence["last_completed_node"] == "b"
 
 
 def test_the_exit_node_reached_by_an_edge_is_not_lagging(tmp_path: Path) -> None:

@@ -448,6 +448,35 @@ def test_a_directory_the_permissions_hide_is_said_so(hidden: str) -> None:
         assert found["evidence"]["file"] == "build" and "may not list or enter" in found["summary"]
 
 
+def test_an_attempt_archive_the_permissions_hide_is_said_so() -> None:
+    # Before: a node directory the permissions hide was an unreadable_artifact, but an attempt
+    # or visit archive inside a readable one (check/attempt_2, mode 000) was left out without
+    # a word, and so was a FIFO where an archive keeps its status.json.
+    top = Path(tempfile.mkdtemp(prefix="rundoctor-perm-"))
+    run = top / "r"
+    try:
+        top.chmod(0o755)
+        shutil.copytree(REPO / "fixtures/kilroy/runs/retries_varying", run)
+        (run / "check/attempt_5/status.json").unlink()
+        os.mkfifo(run / "check/attempt_5/status.json")
+        (run / "check/attempt_2").chmod(0)
+        done = _as_another_user(top, "diagnose", "--run-id", "r", "--root", str(top), "--json")
+    finally:
+        (run / "check/attempt_2").chmod(0o755)
+        shutil.rmtree(top)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done
+    found = {
+        f["evidence"]["file"]: f
+        for f in json.loads(done.stdout)["findings"]
+        if f["code"] == "unreadable_artifact"
+    }
+    assert set(found) == {"check/attempt_2", "check/attempt_5/status.json"}, found
+    hidden, fifo = found["check/attempt_2"], found["check/attempt_5/status.json"]
+    assert (hidden["severity"], hidden["evidence"]["kind"]) == ("error", "attempt")
+    assert "may not list or enter" in hidden["summary"]
+    assert fifo["evidence"]["kind"] == "status" and "a FIFO" in fifo["evidence"]["detail"]
+
+
 _HUGE = "x" * 100_000
 
 

@@ -156,7 +156,7 @@ def test_the_diagnosis_hint_says_when_a_terminalize_will_stop_refusing(tmp_path:
     for cfg in (early, config):
         out = io.StringIO()
         d = diagnose(run.name, cfg)
-        render_diagnosis(Console(file=out, width=400), d, DETECTORS, verbose=False, now=cfg.now)
+        render_diagnosis(Console(file=out, width=400), d, DETECTORS, verbose=False, config=cfg)
         texts.append(out.getvalue())
     last = parse_iso(diagnose(run.name, early).facts["last_event_at"])
     assert last is not None
@@ -210,6 +210,59 @@ def test_terminalize_of_a_run_without_events_waits_for_the_stall_timeout_from_it
     assert not (run / "final.json").exists()
     (result,) = apply_repairs(unblocked, later, run_path=run).results
     assert result.outcome == "applied"
+
+
+def _hint_text(d: Diagnosis, config: DoctorConfig) -> str:
+    from rich.console import Console
+
+    from doctor import DETECTORS
+    from doctor._render import render_diagnosis
+
+    out = io.StringIO()
+    render_diagnosis(Console(file=out, width=400), d, DETECTORS, verbose=False, config=config)
+    return out.getvalue()
+
+
+def test_the_hint_waits_as_the_plan_does_for_a_run_without_events(tmp_path: Path) -> None:
+    # Before: the hint judged the wait by the last event alone, so for a run that wrote none
+    # it offered the terminalize as if it would act ("plan … with this, then run it again with
+    # --apply"), while the plan, dating the run by its start, refused it for 9 more minutes.
+    run, config, _ = _copy_case("fanout_never_joined", tmp_path)
+    for stream in run.rglob("progress.ndjson"):
+        stream.unlink()
+    started = config.now - 60
+    for name in ("run.pid", "manifest.json", "run_config.json"):
+        if (run / name).exists():
+            os.utime(run / name, (started, started))
+    d, plan = _plan(run, config)
+    (action,) = plan
+    assert action.blocked is not None and "its start is 60 s old" in action.blocked
+    text = _hint_text(d, config)
+    assert (
+        "with this once its start (it wrote no event) is older than its 600 s stall timeout "
+        "(in 9m 00s; until then the repair refuses)" in text
+    ), text
+    later = config.with_now(config.now + 601)
+    d, plan = _plan(run, later)
+    assert [a.blocked for a in plan] == [None]
+    assert "once its" not in _hint_text(d, later)
+
+
+def test_the_hint_waits_as_the_plan_does_without_the_run_s_stall_timeout(
+    tmp_path: Path,
+) -> None:
+    # Before: a diagnosis whose facts carry no stall timeout (one kept by an older version)
+    # got no wait in its hint, while the plan fell back to the configured timeout and refused.
+    run, config, _ = _copy_case("fanout_never_joined", tmp_path)
+    early = config.with_now(datetime.fromisoformat("2026-02-10T16:05:00+00:00").timestamp())
+    d = diagnose(run.name, early)
+    facts = {k: v for k, v in d.facts.items() if k != "stall_timeout_s"}
+    d = dataclasses.replace(d, facts=facts)
+    (action,) = plan_repairs(d, early)
+    assert action.blocked is not None and "within the 600 s stall timeout" in action.blocked
+    assert "once its last event is older than its 600 s stall timeout (in 10m 01s;" in (
+        _hint_text(d, early)
+    )
 
 
 def test_terminalize_refuses_when_final_json_appeared(tmp_path: Path) -> None:

@@ -59,7 +59,11 @@ def _killed_mid_stage(
         stderr=subprocess.DEVNULL,
     )
     gen._wait_for(when, gen._condition(logs, when), proc)
-    marks = {"resume.dot": ".resumed", "goal_gate_resume_lost_status.dot": ".slow"}
+    marks = {
+        "resume.dot": ".resumed",
+        "goal_gate_resume_lost_status.dot": ".slow",
+        "self_loop_sigterm.dot": ".slow",
+    }
     if graph in marks:  # its stage marks its long try before the sleep
         marked = logs / "worktree" / marks[graph]
         gen._wait_for("the stage's mark", marked.exists, proc)  # else a resume sleeps 60 s too
@@ -429,3 +433,61 @@ def test_a_resume_that_lost_its_status_file_goes_on_once_the_archived_visit_is_r
     assert _resume(logs).wait(timeout=120) == 0
     after = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
     assert (after.state, after.findings) == ("succeeded", ())
+
+
+def test_a_killed_run_whose_resume_would_lose_its_status_file_is_restored_before_it(
+    tmp_path: Path, workspaces: list[Path]
+) -> None:
+    # The same kill, diagnosed before any resume: the checkpoint names verify, whose
+    # status.json Kilroy deleted for its second visit. The diagnosis says a resume would fail
+    # and plans the restore with the terminalize; applied, the first resume goes on.
+    graph, when = "goal_gate_resume_lost_status.dot", "started:verify#2"
+    logs = _killed_mid_stage(tmp_path, graph, "r1", workspaces, when=when)
+    config = _late(tmp_path, logs.name)
+    killed = diagnose(logs.name, config)
+    assert killed.state == "orphaned"
+    (doomed,) = [f for f in killed.findings if f.code == "status_contract_mismatch"]
+    assert doomed.evidence["resume_would_fail"] is True
+    plan = plan_repairs(killed, config)
+    assert [(a.kind, a.target, a.source, a.blocked) for a in plan] == [
+        ("ingest_status", "verify/status.json", "verify/visit_1/status.json", None),
+        ("terminalize", "final.json", None, None),
+    ]
+    report = apply_repairs(plan, config, run_path=logs)
+    assert [r.outcome for r in report.results] == ["applied", "applied"], report.results
+    assert not any(
+        f.code == "status_contract_mismatch" for f in diagnose(logs.name, config).findings
+    )
+    assert _resume(logs).wait(timeout=120) == 0
+    after = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
+    assert (after.state, after.findings) == ("succeeded", ())
+
+
+def test_a_stopped_run_whose_resume_would_route_on_a_cancellation_is_restored_before_it(
+    tmp_path: Path, workspaces: list[Path]
+) -> None:
+    # SIGTERM during count's second visit (count routes to itself with `again`): Kilroy
+    # writes the cancellation to count/status.json, the checkpoint names count's first visit.
+    # Unrepaired, a resume routes on the cancellation to report (real run
+    # self_loop_sigterm_resumed); with visit_1's outcome restored it runs count again.
+    graph, when = "self_loop_sigterm.dot", "started:count#2"
+    logs = _killed_mid_stage(tmp_path, graph, "r1", workspaces, signal.SIGTERM, when)
+    config = _late(tmp_path, logs.name)
+    stopped = diagnose(logs.name, config)
+    assert stopped.state == "failed"
+    (finding,) = stopped.findings
+    assert finding.evidence["canceled_status"] is True
+    plan = plan_repairs(stopped, config)
+    assert [(a.kind, a.target, a.source, a.blocked) for a in plan] == [
+        ("ingest_status", "count/status.json", "count/visit_1/status.json", None),
+    ]
+    (done,) = apply_repairs(plan, config, run_path=logs).results
+    assert done.outcome == "applied", done.message
+    assert diagnose(logs.name, config).findings == ()
+    assert _resume(logs).wait(timeout=120) == 0
+    after = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
+    assert (after.state, after.findings) == ("succeeded", ())
+    ran = [s["node_id"] for s in after.facts["attempt_spans"]]
+    assert "report" not in ran and [
+        s["attempts"] for s in after.facts["attempt_spans"] if s["node_id"] == "count"
+    ] == [3]

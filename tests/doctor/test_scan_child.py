@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -198,3 +199,17 @@ def test_an_answer_cut_short_is_no_answer() -> None:
     whole = pickle.dumps([RunOutcome("r", {"run_id": "r"}, {}, {"first": None})])
     assert _outcomes(whole) == [RunOutcome("r", {"run_id": "r"}, {}, {"first": None})]
     assert all(_outcomes(whole[:cut]) is None for cut in range(len(whole)))
+
+
+def test_a_child_closed_twice_is_signalled_once() -> None:
+    # The second close must not signal the pid again: once reaped, another process may have it.
+    probe = (
+        "import os, signal, json; from doctor import _scan_child as c; sent = []; "
+        "real = os.kill; os.kill = lambda pid, sig: (sent.append(sig), real(pid, sig)); "
+        "cm = c.warm_child(True); child = cm.__enter__(); child.close(); child.close(); "
+        "cm.__exit__(None, None, None); print(json.dumps(sent))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(done.stdout) == [int(signal.SIGKILL)]

@@ -231,3 +231,32 @@ def test_a_config_file_past_what_can_be_read_or_waited_is_one_line(
     args = ("worker", "--db", tmp_path / "q.db", "--create-queue", "--once")
     line = _one_line_error(_doctor(*args, env=env))
     assert says in line, line
+
+
+def test_a_default_location_the_permissions_hide_is_one_line(tmp_path: Path) -> None:
+    # Before: `sudo -u nobody doctor scan` (sudo keeps HOME) was "internal error (a bug in
+    # rundoctor): PermissionError: … '/root/.config/rundoctor/config.toml'", exit 70: the
+    # default location could not even be looked at. The file may be there, so it is an error
+    # that says where, not a silent "no settings".
+    import os
+    import shutil
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run as a user the permissions apply to")
+    home = tmp_path / "home"
+    (home / ".config" / "rundoctor").mkdir(parents=True)
+    home.chmod(0o700)  # root's; nobody may not enter
+    tmp_path.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNDOCTOR_", "XDG_"))}
+    done = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+         sys.executable, "-m", "doctor", "scan", "--root", str(HEALTHY)],
+        capture_output=True, text=True, timeout=60, cwd=REPO, env={**env, "HOME": str(home)},
+    )  # fmt: skip
+    line = _one_line_error(done)
+    assert line == (
+        f"error: config file '{home / '.config/rundoctor/config.toml'}' cannot be looked for "
+        "(Permission denied); fix the permissions on its directories, or set XDG_CONFIG_HOME "
+        "(or RUNDOCTOR_CONFIG) to where your config file is"
+    ), line
