@@ -196,3 +196,27 @@ def test_every_command_the_readme_says_reads_the_config_file_stops_at_a_bad_one(
         done = run_doctor(*(executor[user] if user in executor else _READERS[user]), env=env)
         assert done.returncode == 2, (user, done.stderr)
         assert done.stderr.startswith(f"error: config file {str(bad)!r}: unknown key"), user
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_of_the_readme_and_docs_reaches_a_file_and_a_heading() -> None:
+    files = [README, *sorted((REPO / "docs").glob("*.md"))]
+    anchors = {
+        f.resolve(): {_slug(h) for h in re.findall(r"^#+ (.*)$", f.read_text(), re.M)}
+        for f in files
+    }
+    broken = []
+    for f in files:
+        text = re.sub(r"`[^`\n]*`", "", f.read_text())  # links shown as code are examples
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (f.parent / path).resolve() if path else f.resolve()
+            if not linked.exists() or (anchor and anchor not in anchors.get(linked, {anchor})):
+                broken.append(f"{f.name}: {target}")
+    assert not broken, broken
