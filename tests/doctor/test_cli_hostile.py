@@ -562,3 +562,29 @@ def test_a_signal_while_the_json_goes_out_leaves_it_whole(
     assert err.strip().splitlines()[-1] == "error: interrupted"
     doc = json.loads(b"".join(pieces))
     assert len(doc["runs"]) == 100
+
+
+def test_a_terminal_reason_of_100_kb_is_cut_where_people_read_it(tmp_path: Path) -> None:
+    # Before: a run whose run_failed reason held 100 KB (and a node id of 200 KB) printed them
+    # whole, each on one line: the diagnosis's header, the --markdown facts and findings
+    # table, the postmortem's terminal reason. They are cut with "…" there; --json keeps them.
+    run = tmp_path / "runs" / "healthy01"
+    shutil.copytree(HEALTHY_ROOT / "healthy01", run)
+    (run / "final.json").unlink()
+    reason, node = "r" * 100_000, "n" * 200_000
+    with (run / "progress.ndjson").open("a") as stream:
+        stream.write(json.dumps({"event": "run_failed", "reason": reason,
+                                 "ts": "2026-04-28T10:02:38Z"}) + "\n")  # fmt: skip
+        stream.write(json.dumps({"event": "stage_attempt_start", "node_id": node, "attempt": 1,
+                                 "ts": "2026-04-28T10:02:39Z"}) + "\n")  # fmt: skip
+    root = tmp_path / "runs"
+    for args in ((), ("--markdown",)):
+        done = _doctor("diagnose", "--run-id", "healthy01", "--root", root, *args)
+        assert done.returncode == 1, done.stderr
+        assert max(len(line) for line in done.stdout.splitlines()) < 3000, args
+        assert "terminal reason: " in done.stdout and "r…" in done.stdout
+    report = _doctor("report", "--run-id", "healthy01", "--root", root)
+    (line,) = [x for x in report.stdout.splitlines() if x.startswith("Terminal reason: `rrr")]
+    assert report.returncode == 0 and len(line) < 400, len(line)
+    whole = _doctor("diagnose", "--run-id", "healthy01", "--root", root, "--json")
+    assert json.loads(whole.stdout)["facts"]["terminal_reason"] == reason
