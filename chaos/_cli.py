@@ -30,6 +30,7 @@ from chaos._recording import serve_worker
 from chaos._report import invariants_json, never_fired, report_json
 from executor import ExecutorError
 from executor.console import OneLineGroup, quiet_console, reported
+from rundoctor.errors import write_whole
 from rundoctor.paths import expand_user
 
 __all__ = ["app", "main"]
@@ -126,7 +127,7 @@ def run_cmd(
 
 def _finish(console: Console, result: CampaignResult, as_json: bool) -> NoReturn:
     if as_json:
-        sys.stdout.write(json.dumps(report_json(result), indent=2) + "\n")
+        write_whole(json.dumps(report_json(result), indent=2) + "\n")
     else:
         _print_verdicts(console, result.verdicts)
         for kind, why in never_fired(result):  # the verdicts say nothing about these
@@ -156,7 +157,7 @@ def faults_cmd(
             }
             for f in FAULTS
         ]
-        sys.stdout.write(json.dumps(faults, indent=2) + "\n")
+        write_whole(json.dumps(faults, indent=2) + "\n")
         return
     console = quiet_console(highlight=False)
     for f in FAULTS:
@@ -182,7 +183,7 @@ def check_cmd(
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot read history {str(history)!r}: {exc}") from exc
     if as_json:
-        sys.stdout.write(json.dumps(invariants_json(verdicts), indent=2) + "\n")
+        write_whole(json.dumps(invariants_json(verdicts), indent=2) + "\n")
     else:
         _print_verdicts(quiet_console(highlight=False), verdicts)
     raise typer.Exit(0 if all(v.ok for v in verdicts) else 1)

@@ -30,6 +30,7 @@ from rundoctor.passwords import redact
 
 __all__ = [
     "CHAOS_EXECUTOR",
+    "MAX_SCHEDULED",
     "MAX_WORKERS",
     "CampaignConfig",
     "executor_from_json",
@@ -84,6 +85,10 @@ def format_duration(seconds: float) -> str:
 #: The most worker processes a campaign starts: each is a Python process of its own, and
 #: ``--workers 99999`` forked until the machine gave out.
 MAX_WORKERS = 64
+#: The most faults a campaign schedules (one every ``mean_gap_s``, 3 s by default: about three
+#: and a half days). The schedule is planned whole and recorded in the history; a 100-year
+#: ``--duration`` planned a billion faults and took the machine's memory before the first.
+MAX_SCHEDULED = 100_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,6 +119,17 @@ class CampaignConfig:
         """Return ``self`` when usable; raise :class:`chaos.UsageError` otherwise."""
         if self.duration_s <= 0:
             raise UsageError(f"--duration must be positive, got {self.duration_s:g}s")
+        if not self.mean_gap_s > 0:
+            raise UsageError(f"mean_gap_s must be positive, got {self.mean_gap_s:g}")
+        scheduled = self.duration_s / self.mean_gap_s
+        if scheduled > MAX_SCHEDULED:
+            raise UsageError(
+                f"--duration {format_duration(self.duration_s)} would schedule {scheduled:,.0f} "
+                f"faults, one every {format_duration(self.mean_gap_s)}; a campaign schedules at "
+                f"most {MAX_SCHEDULED:,} (--duration "
+                f"{format_duration(MAX_SCHEDULED * self.mean_gap_s)}): run several campaigns, "
+                "each with its own seed"
+            )
         if self.workers < 2:
             raise UsageError(
                 f"--workers must be at least 2, got {self.workers}: one must stay awake to reap"

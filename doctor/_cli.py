@@ -29,7 +29,15 @@ from doctor._errors import DoctorError, RootError, UsageError
 from doctor._layout import _looks_like_run as looks_like_run
 from doctor._version import package_version
 from executor.console import console, plain, reported, scan_progress, transient_bar
-from rundoctor.errors import BROKEN_PIPE, crash_guarded, exit_when_done, silence_stdout
+from rundoctor.errors import (
+    BROKEN_PIPE,
+    crash_guarded,
+    exit_when_done,
+    silence_stdout,
+    whole_output,
+    write_all,
+    write_whole,
+)
 from rundoctor.paths import expand_queue_path, expand_user, file_kind
 from rundoctor.terminal import shell_quote
 
@@ -313,8 +321,7 @@ def _write_out(text: str) -> None:
     command quietly with :data:`~rundoctor.errors.BROKEN_PIPE` (141), as a Rich console does,
     not with click's 1 ("findings at error")."""
     try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        write_whole(text)
     except BrokenPipeError:
         silence_stdout()
         raise SystemExit(BROKEN_PIPE) from None
@@ -453,10 +460,11 @@ def scan_cmd(
         from doctor._json_out import Chunked
 
         # Piece by piece, in chunks: a large fleet's text is megabytes (doctor._json_out).
-        out = Chunked(sys.stdout.write)
-        result.write_json_text(out)
-        out("\n")
-        out.flush()
+        with whole_output():
+            out = Chunked(write_all)
+            result.write_json_text(out)
+            out("\n")
+            out.flush()
     else:
         from doctor._render import render_scan  # here: --json output needs no Rich
 

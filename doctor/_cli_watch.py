@@ -29,7 +29,7 @@ from doctor._metrics import fleet_metrics
 from doctor._notify import check_webhook, slack_text
 from doctor._watch import WatchConfig, WatchEvent, parse_duration, watch
 from executor.console import fail, reported, scan_progress
-from rundoctor.errors import INTERRUPTED
+from rundoctor.errors import INTERRUPTED, write_whole
 from rundoctor.paths import expand_user, state_home
 
 __all__ = ["app", "default_state_path"]
@@ -70,8 +70,7 @@ def _printer(as_json: bool) -> Any:
     def emit(event: WatchEvent) -> None:
         data = event.to_json()
         line = json.dumps(data) if as_json else f"{event.at} {slack_text(data)}"
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        write_whole(line + "\n")
 
     return emit
 
@@ -194,5 +193,5 @@ def metrics_cmd(
         if out is not None:
             write_atomic(expand_user(out), text)
     if out is None:
-        sys.stdout.write(text)
+        write_whole(text)
     raise typer.Exit(0)

@@ -22,6 +22,7 @@ from doctor._model import Diagnosis, Finding, Severity
 from doctor._model import plural as _plural
 from doctor._ndjson import LINE_COMPLETE, MAX_LINE_BYTES, NOT_AN_EVENT, too_long
 from executor.console import fit_columns, one_line_table, print_table
+from rundoctor.markdown import REASON_SHOWN, flatten
 from rundoctor.markdown import md as _md
 from rundoctor.terminal import printable, shell_quote
 from rundoctor.words import noun
@@ -265,7 +266,7 @@ def _diagnosis_head(console: Console, diagnosis: Diagnosis) -> None:
     if reason:
         stop = facts.get("stopped_by")
         console.print(
-            f"terminal reason: [bold]{_text(str(reason))}[/bold]"
+            f"terminal reason: [bold]{_text(flatten(reason, REASON_SHOWN))}[/bold]"
             + (f" [dim](stopped by {_text(str(stop))})[/dim]" if stop else "")
         )
 
@@ -381,7 +382,8 @@ def render_markdown(diagnosis: Diagnosis) -> str:
     ]
     if f.get("terminal_reason"):  # as the human output prints it, when the run says why
         stop = f" (stopped by {_md(str(f['stopped_by']))})" if f.get("stopped_by") else ""
-        lines.append(f"- terminal reason: **{_md(str(f['terminal_reason']))}**{stop}")
+        reason = _md(f["terminal_reason"], REASON_SHOWN)
+        lines.append(f"- terminal reason: **{reason}**{stop}")
     lines += [
         "",
         "| severity | code | scope | node | summary |",
@@ -389,8 +391,8 @@ def render_markdown(diagnosis: Diagnosis) -> str:
     ]
     for x in diagnosis.findings:
         lines.append(
-            f"| {x.severity.label} | {x.code} | {_md(x.scope or '(top)')} | "
-            f"{_md(x.node_id or '')} | {_md(x.summary)} |"
+            f"| {x.severity.label} | {x.code} | {_md(x.scope or '(top)', 300)} | "
+            f"{_md(x.node_id or '', 200)} | {_md(x.summary, 2000)} |"
         )
     if not diagnosis.findings:
         lines.append("| | | | | no findings |")

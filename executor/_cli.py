@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import signal
-import sys
 import threading
 from collections.abc import Generator
 from pathlib import Path
@@ -40,7 +39,16 @@ from executor.console import (
     print_pages,
     reported,
 )
-from rundoctor.errors import BROKEN_PIPE, INTERRUPTED, close_matches, did_you_mean, silence_stdout
+from rundoctor.errors import (
+    BROKEN_PIPE,
+    INTERRUPTED,
+    close_matches,
+    did_you_mean,
+    silence_stdout,
+    whole_output,
+    write_all,
+    write_whole,
+)
 from rundoctor.passwords import redact
 from rundoctor.paths import expand_queue_path, expand_user, make_dirs, state_home
 from rundoctor.words import plural
@@ -362,7 +370,7 @@ def run_cmd(
         # Ctrl-C: the run was canceled and terminalized (final.json says so); the one line.
         fail(f"interrupted; run {result.run_id} was canceled ({result.path})", INTERRUPTED)
     if as_json:
-        sys.stdout.write(
+        write_whole(
             json.dumps(
                 {k: result.to_json()[k] for k in ("run_id", "path", "status", "failure_reason")}
             )
@@ -421,7 +429,7 @@ def enqueue_cmd(
         finally:
             queue.close()
     del root  # accepted for symmetry with `worker`: runs are placed by the worker
-    sys.stdout.write((json.dumps(ticket.to_json()) if as_json else ticket.id) + "\n")
+    write_whole((json.dumps(ticket.to_json()) if as_json else ticket.id) + "\n")
 
 
 def _ticket_line(console: Console) -> TicketHook:
@@ -531,7 +539,7 @@ def worker_cmd(
         except NoQueueError:
             _no_queue(db)
     if as_json:
-        sys.stdout.write(json.dumps(stats.to_json()) + "\n")
+        write_whole(json.dumps(stats.to_json()) + "\n")
     summary = "worker stopped: " + ", ".join(f"{k} {v}" for k, v in stats.to_json().items())
     if signal.SIGINT in signals:
         fail(f"interrupted; {summary} (running tickets were released)", INTERRUPTED)
@@ -549,7 +557,7 @@ def reap_cmd(db: DbOpt = None, as_json: JsonOpt = False) -> None:
         finally:
             queue.close()
     if as_json:
-        sys.stdout.write(json.dumps([r.to_json() for r in done]) + "\n")
+        write_whole(json.dumps([r.to_json() for r in done]) + "\n")
         return
     out = console()
     for r in done:
@@ -605,13 +613,13 @@ def _write_json_list(tickets: Generator[Ticket, None, None]) -> None:
     """The tickets as one JSON list (the layout of ``json.dumps(..., indent=2)``), written one
     record at a time as the queue streams them: never the whole queue in memory."""
     try:
-        opened = "\n  "
-        sys.stdout.write("[")
-        for t in tickets:
-            sys.stdout.write(opened + json.dumps(t.to_json(), indent=2).replace("\n", "\n  "))
-            opened = ",\n  "
-        sys.stdout.write("]\n" if opened == "\n  " else "\n]\n")
-        sys.stdout.flush()
+        with whole_output():  # Ctrl-C ends the command once the list is whole
+            opened = "\n  "
+            write_all("[")
+            for t in tickets:
+                write_all(opened + json.dumps(t.to_json(), indent=2).replace("\n", "\n  "))
+                opened = ",\n  "
+            write_all("]\n" if opened == "\n  " else "\n]\n")
     except BrokenPipeError:  # the reader went away (`| head`): quietly, as the tables do
         silence_stdout()
         raise typer.Exit(BROKEN_PIPE) from None

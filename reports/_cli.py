@@ -18,6 +18,7 @@ import typer
 
 from doctor import DoctorError, UsageError, config_from_env, given_run
 from executor.console import OneLineGroup, reported, scan_progress
+from rundoctor.errors import write_whole
 from rundoctor.paths import expand_user
 
 __all__ = ["app"]
@@ -110,7 +111,7 @@ def report_cmd(
     if as_json:
         kind: Literal["postmortem", "fleet"] = "fleet" if fleet else "postmortem"
         record = report_record(kind, html=html, run_id=run_id, out=out, text=text)
-        sys.stdout.write(json.dumps(record, indent=2) + "\n")
+        write_whole(json.dumps(record, indent=2) + "\n")
     elif out is None:
-        sys.stdout.write(text)
+        write_whole(text)
     raise typer.Exit(0)

@@ -13,16 +13,19 @@ lines' business (``executor.console``, which needs Rich and typer).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import difflib
 import errno
 import os
+import select
+import signal
 import sys
 import tempfile
 import threading
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 __all__ = [
     "BROKEN_PIPE",
@@ -36,6 +39,9 @@ __all__ = [
     "exit_when_done",
     "interrupted",
     "silence_stdout",
+    "whole_output",
+    "write_all",
+    "write_whole",
 ]
 
 #: The exit code of bad input: a usage error, an unknown name, an unreadable file.
@@ -76,6 +82,93 @@ def silence_stdout() -> None:
 #: default): one typo in a short check name, a few in a 26-character run id, never a
 #: different word that happens to share letters.
 SUGGESTION_CUTOFF = 0.6
+
+
+@contextlib.contextmanager
+def whole_output() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) and SIGTERM off while a document goes to standard output, so that
+    its reader gets it whole: a document written in pieces (a scan's JSON is megabytes, into
+    a pipe its reader drains as it can) was cut where the signal landed, and ``--json`` was
+    no longer JSON. The signal is acted on once the document is out, as its handler would
+    have (Python's default: ``KeyboardInterrupt``, ``error: interrupted``, exit 130; SIGTERM
+    unhandled: the same; a command's own handler, as ``doctor watch``'s: called); a second
+    one is acted on at once, so that a reader that never reads cannot keep the command from
+    stopping. Outside the main thread, nothing is held.
+
+    >>> with whole_output():
+    ...     print("[1, 2]")
+    [1, 2]
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous: dict[int, Any] = {}
+
+    def hold(signum: int, _frame: object) -> None:
+        if held:
+            _act_on(signum, previous[signum])
+        else:
+            held.append(signum)
+
+    for held_off in (signal.SIGINT, signal.SIGTERM):
+        previous[held_off] = signal.signal(held_off, hold)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+    if held:
+        _act_on(held[0], previous[held[0]])
+
+
+def _act_on(signum: int, handler: Any) -> None:
+    """Do what ``handler`` (as :func:`signal.signal` returned it) does with ``signum``;
+    the default action of SIGTERM (death, no word) is Ctrl-C's instead, as for a campaign."""
+    if handler is signal.SIG_IGN:
+        return
+    if callable(handler):
+        handler(signum, None)
+        return
+    raise KeyboardInterrupt
+
+
+def write_all(text: str) -> None:
+    """Write ``text`` to standard output, every byte of it. With ``PYTHONUNBUFFERED`` (as set
+    in many containers and CI runners) ``sys.stdout`` writes through to the file itself, a
+    write that a signal interrupts part-way returns the bytes it wrote, and ``sys.stdout``
+    drops the rest without a word: a scan's JSON lost 12 KB from its middle when Ctrl-C
+    landed while a slow reader held the pipe full. Here each partial write is followed by
+    the rest. A stream without a binary layer (a test's ``StringIO``) is written as it is.
+
+    >>> write_all("{}\\n")
+    {}
+    """
+    out = sys.stdout
+    raw = getattr(out, "buffer", None)
+    if raw is None:
+        out.write(text)
+        return
+    out.flush()
+    view = memoryview(text.encode(out.encoding or "utf-8", out.errors or "strict"))
+    while view:
+        written = raw.write(view)
+        if written is None:  # a non-blocking descriptor that is full: wait until it is not
+            select.select([], [raw], [])
+            continue
+        view = view[written:]
+    raw.flush()
+
+
+def write_whole(text: str) -> None:
+    """Write ``text``, a whole document, to standard output: every byte (:func:`write_all`),
+    with Ctrl-C and SIGTERM held off until it is out (:func:`whole_output`).
+
+    >>> write_whole("[]\\n")
+    []
+    """
+    with whole_output():
+        write_all(text)
 
 
 def close_matches(name: str, known: Iterable[str], *, n: int = 3) -> list[str]:

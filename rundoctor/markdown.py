@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["code", "flatten", "md"]
+__all__ = ["REASON_SHOWN", "code", "flatten", "md"]
+
+#: How much of a run's terminal reason a page or a terminal shows (``--json`` has it whole):
+#: a run whose stop reason held 100 KB printed it whole, on one line, in every header.
+REASON_SHOWN = 300
 
 # C0/C1 controls, DEL, and the Unicode line and paragraph separators.
 _BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")

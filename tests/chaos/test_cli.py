@@ -296,18 +296,24 @@ def test_a_campaign_with_a_relative_out_and_db_run_from_elsewhere_keeps_its_work
         (("--out", "out", "--db", "loop"), "it cannot be reached (Too many levels of symbolic"),
         (("--out", "out", "--db", "mysql://x"), "cannot open queue 'mysql://x': expected"),
         (
+            ("--out", "out", "--duration", "5218w"),
+            "--duration 5218w would schedule 1,051,948,800 faults, one every 3s; a campaign "
+            "schedules at most 100,000 (--duration 3d11h20m): run several campaigns",
+        ),
+        (
             ("--out", "out", "--faults", "torn_write", "--runs-tmpfs", "1" + "0" * 30),
             "--runs-tmpfs 100000000000… (31 digits) MiB is more than half the memory",
         ),
     ],
-    ids=["workers", "out-loop", "db-loop", "db-scheme", "runs-tmpfs-past-memory"],
+    ids=["workers", "out-loop", "db-loop", "db-scheme", "century", "runs-tmpfs-past-memory"],
 )
 def test_a_campaign_refuses_what_it_cannot_run_in_one_line(
     tmp_path: Path, args: tuple[str, ...], says: str
 ) -> None:
     # Before: --workers 99999 forked workers until the machine gave out; an --out or a --db
     # that is a symlink loop was "internal error … RuntimeError: Symlink loop", exit 70; a
-    # --runs-tmpfs of 31 digits was mounted (as root), and disk_full filled it from memory.
+    # --runs-tmpfs of 31 digits was mounted (as root), and disk_full filled it from memory; a
+    # --duration of 5218w planned a billion faults, taking the machine's memory (1 GB in 40 s).
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     done = subprocess.run(
         [sys.executable, "-m", "doctor", "chaos", "run", "--seed", "1", "--duration", "1", *args],

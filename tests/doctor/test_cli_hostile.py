@@ -500,3 +500,91 @@ def test_an_unknown_name_of_any_length_is_named_in_a_short_line(
     queues.incident_05(host="elsewhere").write_sqlite(tmp_path / "queue.db")
     line = _one_line_error(run_doctor(*args, cwd=tmp_path))
     assert line.startswith(says) and "x…" in line and len(line) < 400, line[:500]
+
+
+@pytest.fixture(scope="module")
+def fleet_of_100(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A hundred small runs: a scan's JSON of some 175 KB, more than a pipe holds."""
+    from fixtures.fleet import build_fleet
+
+    root = tmp_path_factory.mktemp("fleet")
+    build_fleet(root, runs=100, events_per_run=100, seed=7)
+    return root
+
+
+def _read_until_the_pipe_is_full(fd: int) -> bytes:
+    """The first bytes a writer sent, once it has filled the pipe again (it then blocks in its
+    write: the readiness signal, not a guessed sleep)."""
+    import fcntl
+    import termios
+    import time
+
+    first = os.read(fd, 1000)
+    size = fcntl.fcntl(fd, 1032)  # F_GETPIPE_SZ
+    held = bytearray(4)
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        fcntl.ioctl(fd, termios.FIONREAD, held)
+        # Full, but for what is left of the page read from (a writer never appends to it).
+        if int.from_bytes(held, sys.byteorder) > size - 4096:
+            return first
+        time.sleep(0.01)
+    raise AssertionError("the doctor never filled the pipe")
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""], ids=["PYTHONUNBUFFERED", "buffered"])
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_json_goes_out_leaves_it_whole(
+    fleet_of_100: Path, sig: str, unbuffered: str
+) -> None:
+    # Before: Ctrl-C while `scan --json` wrote into a pipe its reader drained slowly cut the
+    # document where it landed (and, with PYTHONUNBUFFERED, as in many containers, dropped
+    # 12 KB from its middle: a write the signal interrupted part-way lost its rest); SIGTERM
+    # killed the doctor mid-document, exit -15. The document now goes out whole, then the
+    # command stops: `error: interrupted`, exit 130.
+    import signal
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
+    env["PYTHONUNBUFFERED"] = unbuffered
+    with subprocess.Popen(
+        [sys.executable, "-m", "doctor", "scan", "--root", str(fleet_of_100), "--json"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            pieces = [_read_until_the_pipe_is_full(proc.stdout.fileno())]
+        finally:
+            proc.send_signal(getattr(signal, sig))
+        while piece := os.read(proc.stdout.fileno(), 1 << 16):
+            pieces.append(piece)
+        err = proc.stderr.read().decode()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "error: interrupted"
+    doc = json.loads(b"".join(pieces))
+    assert len(doc["runs"]) == 100
+
+
+def test_a_terminal_reason_of_100_kb_is_cut_where_people_read_it(tmp_path: Path) -> None:
+    # Before: a run whose run_failed reason held 100 KB (and a node id of 200 KB) printed them
+    # whole, each on one line: the diagnosis's header, the --markdown facts and findings
+    # table, the postmortem's terminal reason. They are cut with "…" there; --json keeps them.
+    run = tmp_path / "runs" / "healthy01"
+    shutil.copytree(HEALTHY_ROOT / "healthy01", run)
+    (run / "final.json").unlink()
+    reason, node = "r" * 100_000, "n" * 200_000
+    with (run / "progress.ndjson").open("a") as stream:
+        stream.write(json.dumps({"event": "run_failed", "reason": reason,
+                                 "ts": "2026-04-28T10:02:38Z"}) + "\n")  # fmt: skip
+        stream.write(json.dumps({"event": "stage_attempt_start", "node_id": node, "attempt": 1,
+                                 "ts": "2026-04-28T10:02:39Z"}) + "\n")  # fmt: skip
+    root = tmp_path / "runs"
+    for args in ((), ("--markdown",)):
+        done = _doctor("diagnose", "--run-id", "healthy01", "--root", root, *args)
+        assert done.returncode == 1, done.stderr
+        assert max(len(line) for line in done.stdout.splitlines()) < 3000, args
+        assert "terminal reason: " in done.stdout and "r…" in done.stdout
+    report = _doctor("report", "--run-id", "healthy01", "--root", root)
+    (line,) = [x for x in report.stdout.splitlines() if x.startswith("Terminal reason: `rrr")]
+    assert report.returncode == 0 and len(line) < 400, len(line)
+    whole = _doctor("diagnose", "--run-id", "healthy01", "--root", root, "--json")
+    assert json.loads(whole.stdout)["facts"]["terminal_reason"] == reason
