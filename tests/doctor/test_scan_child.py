@@ -213,3 +213,18 @@ def test_a_child_closed_twice_is_signalled_once() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert json.loads(done.stdout) == [int(signal.SIGKILL)]
+
+
+def test_the_child_s_warm_up_runs_duckdb_and_leaves_no_file(tmp_path: Path) -> None:
+    probe = "from doctor._scan_child import _warm_up; _warm_up(); print('warm')"
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stdout == "warm\n", done.stderr
+    assert list(tmp_path.iterdir()) == []  # no .tmp spill directory, no database file
