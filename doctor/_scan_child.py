@@ -55,7 +55,7 @@ _WARM = (
 #: What :func:`_warm_up` has DuckDB run once: JSON, casts and a window, as a batch does.
 _WARM_SQL = (
     "SELECT try_cast(j ->> 'ts' AS TIMESTAMP_NS), epoch_ns(now()), ends_with(j ->> 'e', 'x'), "
-    "json_transform(j, '{\"e\": \"VARCHAR\"}'), row_number() OVER (PARTITION BY 1 ORDER BY 1) "
+    'json_transform(j, \'{"e": "VARCHAR"}\'), row_number() OVER (PARTITION BY 1 ORDER BY 1) '
     """FROM (SELECT '{"e": "x", "ts": "2026-01-01T00:00:00Z"}'::JSON AS j)"""
 )
 
