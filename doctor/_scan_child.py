@@ -3,11 +3,12 @@
 After a run or two grew, a rescan reads them in one small batch while it plans the other
 runs (:func:`doctor._scan_plan._plan_cached`). On a thread, that batch shares the interpreter
 with the plan, and pays on the scan's critical path for what only it needs: DuckDB, the
-detectors and the signer to import (~70 ms). So a scan with a cache forks a child as it
-starts, before it walks the roots: the child imports those while the parent walks and
-fingerprints, then waits on a pipe. The parent sends it the batch (:meth:`WarmChild.submit`)
-or, when nothing is to be read that way, kills it unused (:meth:`WarmChild.close`: it has
-written nothing). The child diagnoses and caches the batch exactly as a worker process does
+detectors and the signer to import (~70 ms), and DuckDB's first start. So a scan with a cache
+forks a child as it starts, before it walks the roots: the child imports those and starts
+DuckDB once while the parent walks and fingerprints (:func:`_warm_up`), then waits on a pipe.
+The parent sends it the batch (:meth:`WarmChild.submit`) or, as soon as the plan knows that
+nothing is to be read that way, kills it unused (:meth:`WarmChild.close`: it has written
+nothing). The child diagnoses and caches the batch exactly as a worker process does
 (:func:`doctor._scan_pool._safely`) on the machine's other core, and sends back the outcomes.
 
 A fork is only safe while nothing else runs: the child is made only while this process has
@@ -228,7 +229,9 @@ def _serve(from_parent: int, to_parent: int, parents: tuple[int, int], mask: _Ma
 
 def _warm_up() -> None:
     """Import what a batch needs: DuckDB's engine without its Python layer, as the batch
-    connects (:mod:`doctor._engine`), and :data:`_WARM`."""
+    connects (:mod:`doctor._engine`), and :data:`_WARM`; then start DuckDB once and run
+    :data:`_WARM_SQL` in memory, so that the batch's own connection is not the process's
+    first."""
     from doctor._engine import engine
 
     db = engine(relations=False)
