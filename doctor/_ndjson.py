@@ -102,8 +102,16 @@ EVENT_COLUMNS: dict[str, str] = {
 
 # Kilroy writes RFC3339Nano with a Z; TIMESTAMP_NS keeps the nanoseconds but ignores offsets,
 # so anything without a Z goes through TIMESTAMPTZ (microseconds) to honour its offset.
+# An offset of 24 hours or more, or of 60 minutes or more, is no offset (RFC 3339 allows
+# -23:59 to +23:59), but DuckDB's cast takes "+99:00" for 99 hours: such a time is unreadable,
+# as doctor._timestamps.parse_iso has it (a stream with it showed a 4-day idle gap that was not).
+_BAD_OFFSET = (
+    r"regexp_matches({t}, '\d:\d\d(:\d\d(\.\d*)?)?\s*[+-]"
+    r"((2[4-9]|[3-9]\d)(:?\d\d)?|\d\d:?[6-9]\d)$')"
+)
 _TS_CAST = (
     "CASE WHEN {t} LIKE '%Z' THEN try_cast({t} AS TIMESTAMP_NS) "
+    f"WHEN {_BAD_OFFSET} THEN NULL "
     "ELSE try_cast(try_cast({t} AS TIMESTAMPTZ) AS TIMESTAMP_NS) END"
 )
 # What DuckDB's casts refuse of RFC 3339, on the rare path only (a Z time that did not cast, or

@@ -16,6 +16,7 @@ from doctor import _ndjson
 from doctor._ingest import load_runs
 from doctor._layout import discover
 from doctor._tables import Tables
+from doctor._timestamps import parse_iso
 
 DEAD_PID = "99999999"
 
@@ -487,3 +488,25 @@ def test_docs_artifacts_md_lists_every_column_of_the_canonical_tables() -> None:
             assert sorted(documented) == sorted(tables.arrow(name).column_names), name
     finally:
         tables.con.close()
+
+
+@both_paths
+def test_an_offset_of_a_day_or_more_is_no_offset_and_the_time_unreadable(
+    tmp_path: Path, keep_raw: bool
+) -> None:
+    # DuckDB's cast took "+99:00" for 99 hours: a run's start moved four days back, and a
+    # fake idle gap with it. RFC 3339 offsets run from -23:59 to +23:59 (parse_iso agrees).
+    got = _ts_ns(
+        tmp_path,
+        keep_raw,
+        "2026-04-28T10:02:37+99:00",
+        "2026-04-28T10:02:37+24:00",
+        "2026-04-28T10:02:37+05:60",
+        "2026-04-28T10:02:37+23:59",
+        "2026-04-28T10:02:37-05:30",
+    )
+    assert got[:3] == [None, None, None]
+    assert got[3:] == [
+        parse_iso("2026-04-28T10:02:37+23:59"),
+        parse_iso("2026-04-28T10:02:37-05:30"),
+    ]
