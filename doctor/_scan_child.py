@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, NoReturn
 from doctor._scan_batch import _Batch
 from doctor._scan_outcome import RunOutcome
 from doctor._scan_pool import _on_thread, _safely
+from rundoctor.atomic import write_fd
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -83,7 +84,7 @@ class WarmChild:
     def _exchange(self, batch: _Batch) -> list[RunOutcome]:
         reply = b""
         try:
-            _write_all(self.to_child, pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+            write_fd(self.to_child, pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
             self._close_ends(to_child=True)
             reply = _read_all(self.from_child)
         except (OSError, pickle.PicklingError):
@@ -217,7 +218,7 @@ def _serve(from_parent: int, to_parent: int, parents: tuple[int, int], mask: _Ma
             outcomes = _safely(pickle.loads(payload))
             answer = pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL)
             gc.collect()  # the batch's connection gone, and its spill directory with it
-            _write_all(to_parent, answer)
+            write_fd(to_parent, answer)
         code = 0
     except KeyboardInterrupt:
         code = _INTERRUPTED
@@ -252,12 +253,6 @@ def _read_all(fd: int) -> bytes:
     while chunk := os.read(fd, 1 << 20):
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _close(fd: int) -> None:

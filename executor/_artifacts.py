@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 from executor._events import Event, RunCompleted, RunFailed, rfc3339
 from executor._graph import canonical_outcome
-from rundoctor.atomic import create_file, replace_file
+from rundoctor.atomic import create_file, replace_file, write_fd
 from rundoctor.clock import Clock
 from rundoctor.liveness import start_ticks
 from rundoctor.paths import make_dirs
@@ -78,7 +78,7 @@ def append_line(path: Path, line: bytes) -> None:
     """Append one whole line with ``O_APPEND`` (the file is opened and closed per line)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        _write_all(fd, line)
+        write_fd(fd, line)
     finally:
         os.close(fd)
 
@@ -115,15 +115,9 @@ def append_fresh_line(path: Path, line: bytes) -> None:
     try:
         size = os.fstat(fd).st_size
         torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
-        _write_all(fd, (b"\n" if torn else b"") + line)
+        write_fd(fd, (b"\n" if torn else b"") + line)
     finally:
         os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 @dataclass(frozen=True, slots=True)

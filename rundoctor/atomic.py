@@ -30,7 +30,7 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["create_file", "fsync_dir", "replace_file"]
+__all__ = ["create_file", "fsync_dir", "replace_file", "write_fd"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _Path = str | os.PathLike[str]
@@ -105,6 +105,20 @@ def _fsync_parent(path: _Path, dir_fd: int | None) -> None:
             os.fsync(dir_fd)
 
 
+def write_fd(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to the descriptor ``fd``: ``os.write`` may write part of
+    it (a pipe, a signal), and the rest follows.
+
+    >>> r, w = os.pipe()
+    >>> write_fd(w, b"whole"); os.close(w); os.read(r, 16)
+    b'whole'
+    >>> os.close(r)
+    """
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def _write_temp(path: _Path, data: bytes | str, *, fsync: bool, dir_fd: int | None) -> str:
     """A fresh temporary file beside ``path`` holding ``data``; its path (or name)."""
     raw = data.encode() if isinstance(data, str) else data
@@ -114,9 +128,7 @@ def _write_temp(path: _Path, data: bytes | str, *, fsync: bool, dir_fd: int | No
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
     fd = os.open(tmp, flags, 0o644, dir_fd=dir_fd)
     try:
-        view = memoryview(raw)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_fd(fd, raw)
         if fsync:
             os.fsync(fd)
     except OSError:
