@@ -24,10 +24,12 @@ import typer
 from rich.console import Console
 
 from executor._config import MIN_LEASE_TTL_S, ExecutorConfig
-from executor._errors import ExecutorError, NoQueueError, UsageError
+from executor._errors import ExecutorError, NoQueueError, QueueError, UsageError
 from executor._events import Event
 from executor._graph import load_graph
 from executor._queue import PRESSING_ORDER, Queue, Ticket, open_queue
+from executor._queue_lifecycle import check_column
+from executor._queue_reads import check_statuses
 from executor._reaper import reap
 from executor._runner import RunResult, missing_agent_command, run_pipeline
 from executor._worker import MAX_CONCURRENCY, TicketHook, make_root, run_ticket, run_worker
@@ -416,6 +418,14 @@ def enqueue_cmd(
     """Queue a pipeline run (creating the queue if needed); prints the ticket id."""
     graph = expand_user(graph)
     with reported(ExecutorError):
+        # Each value is named by the flag it came from, not by the queue column it sets.
+        if title is not None and not title.strip():
+            fail("--title is empty; give the ticket a name, or leave --title out for the file's")
+        check_column("priority", priority, "--priority")
+        check_column("max_error_attempts", max_error_attempts, "--max-error-attempts")
+        for dep in depends_on or ():
+            if not dep.strip():
+                fail("--depends-on is empty; give a ticket id (`doctor tickets` lists them)")
         load_graph(graph)
         queue = open_queue(_queue_url(db, create=True))
         try:
@@ -426,6 +436,10 @@ def enqueue_cmd(
                 depends_on=tuple(depends_on or ()),
                 max_error_attempts=max_error_attempts,
             )
+        except QueueError as exc:
+            if str(exc).startswith("no ticket "):  # one of --depends-on: say which flag
+                fail(f"--depends-on: {exc}; `doctor tickets` lists the ids")
+            raise
         finally:
             queue.close()
     del root  # accepted for symmetry with `worker`: runs are placed by the worker
@@ -597,6 +611,10 @@ def tickets_cmd(
         fail(f"--limit must be 1 or more tickets, got {limit}; --all shows every ticket")
     if limit is not None and show_all:
         fail(f"--limit {limit} and --all contradict each other; give one of them")
+    try:
+        check_statuses(status)
+    except UsageError as exc:  # named by the flag it came from
+        fail(f"--status: {exc}")
     with reported(ExecutorError):
         queue = _open_existing(db)
         try:

@@ -33,6 +33,7 @@ from executor._schema import Tx
 from rundoctor.clock import Clock
 from rundoctor.errors import close_matches, did_you_mean
 from rundoctor.terminal import quoted
+from rundoctor.words import plural
 
 __all__ = [
     "QueueBase",
@@ -202,7 +203,7 @@ class QueueBase(abc.ABC):
         hint = (
             did_you_mean(close)
             if close
-            else f" (it holds {len(ids)} tickets; ids look like t-0123456789ab)"
+            else f" (it holds {plural(len(ids), 'ticket')}; ids look like t-0123456789ab)"
         )
         return QueueError(f"no ticket {quoted(ticket_id)} in the queue{hint}")
 

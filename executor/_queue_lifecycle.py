@@ -29,10 +29,30 @@ from executor._queue_base import (
 from executor._records import TERMINAL_STATUSES, Lease, SessionInfo, Ticket, new_ticket_id
 from executor._schema import Tx
 
-__all__ = ["TicketLifecycle"]
+__all__ = ["COLUMN_RANGES", "TicketLifecycle", "check_column"]
 
 #: The range of the queue's INTEGER columns that a caller sets (PostgreSQL's 32-bit INTEGER).
 _INT32 = 2**31
+
+#: The values an enqueue accepts for each integer column, lowest and highest.
+COLUMN_RANGES = {"priority": (-_INT32, _INT32 - 1), "max_error_attempts": (1, _INT32 - 1)}
+
+
+def check_column(column: str, value: int, name: str | None = None) -> None:
+    """Refuse a value of an integer ``column`` out of its range, naming it as ``name`` (the
+    command line's flag, ``--priority``) or else as the column.
+
+    >>> check_column("priority", 5)
+    >>> check_column("max_error_attempts", 0, "--max-error-attempts")
+    Traceback (most recent call last):
+    ...
+    executor._errors.UsageError: --max-error-attempts 0 is out of range; pass a whole number ...
+    """
+    low, high = COLUMN_RANGES[column]
+    if not low <= value <= high:
+        raise UsageError(
+            f"{name or column} {value} is out of range; pass a whole number from {low} to {high}"
+        )
 
 
 class TicketLifecycle(QueueBase):
@@ -64,19 +84,10 @@ class TicketLifecycle(QueueBase):
             raise UsageError("a ticket needs a non-empty title")
         if not os.path.isabs(path):
             raise UsageError(f"graph_path {path!r} is relative; pass the DOT file's absolute path")
-        if max_error_attempts < 1:
-            raise UsageError(f"max_error_attempts must be at least 1, got {max_error_attempts}")
         # Both are INTEGER columns: 32 bits on PostgreSQL, and a wider number would crash
         # SQLite's driver; refuse it by name rather than fail the insert.
-        for name, value, low in (
-            ("priority", priority, -_INT32),
-            ("max_error_attempts", max_error_attempts, 1),
-        ):
-            if not low <= value < _INT32:
-                raise UsageError(
-                    f"{name} {value} is out of range; pass a whole number from {low} to "
-                    f"{_INT32 - 1}"
-                )
+        check_column("priority", priority)
+        check_column("max_error_attempts", max_error_attempts)
         if isinstance(depends_on, str):
             raise UsageError(
                 f"depends_on takes a list of ticket ids, got the string {depends_on!r}"

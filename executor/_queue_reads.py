@@ -26,7 +26,7 @@ from executor._records import PRESSING_ORDER, STATUSES, Ticket, TicketEvent
 from rundoctor.errors import close_matches, did_you_mean
 from rundoctor.terminal import quoted
 
-__all__ = ["TicketReads"]
+__all__ = ["TicketReads", "check_statuses"]
 
 
 class TicketReads(QueueBase):
@@ -51,7 +51,7 @@ class TicketReads(QueueBase):
         >>> [t.title for t in q.tickets(status="todo")]
         ['x']
         """
-        wanted = _statuses(status)
+        wanted = check_statuses(status)
         statement = sql.select_tickets(None if wanted is None else len(wanted), None, limit=False)
         rows = self._atomic(lambda tx: tx.rows(statement, wanted or ()), False)
         return [to_ticket(r) for r in rows]
@@ -83,7 +83,7 @@ class TicketReads(QueueBase):
         >>> [t.title for t in q.iter_tickets(pressing_first=True)]
         ['new', 'old']
         """
-        wanted = _statuses(status)
+        wanted = check_statuses(status)
         if limit is not None and limit < 1:
             raise UsageError(f"the limit must be 1 or more tickets, got {limit}")
         if limit is not None and limit > _MOST_ROWS:
@@ -134,9 +134,17 @@ class TicketReads(QueueBase):
 _MOST_ROWS = 2**63 - 1
 
 
-def _statuses(status: str | Iterable[str] | None) -> tuple[str, ...] | None:
+def check_statuses(status: str | Iterable[str] | None) -> tuple[str, ...] | None:
     """The statuses asked for, sorted and deduplicated (None: all); an unknown one is a
-    :class:`UsageError` with "did you mean"."""
+    :class:`UsageError` with "did you mean".
+
+    >>> check_statuses(["todo", "done", "todo"])
+    ('done', 'todo')
+    >>> check_statuses("tdoo")
+    Traceback (most recent call last):
+    ...
+    executor._errors.UsageError: unknown status 'tdoo' (did you mean 'todo'?); expected one of ...
+    """
     if status is None:
         return None
     wanted = {status} if isinstance(status, str) else set(status)

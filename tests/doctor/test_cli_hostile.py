@@ -483,12 +483,18 @@ _HUGE = "x" * 100_000
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (("tickets", "--db", "queue.db", "--status", _HUGE), "error: unknown status 'xxx"),
+        (
+            ("tickets", "--db", "queue.db", "--status", _HUGE),
+            "error: --status: unknown status 'xxx",
+        ),
         (
             ("diagnose", "--run-id", "healthy01", "--root", HEALTHY_ROOT, "--check", _HUGE),
             "error: unknown check 'xxx",
         ),
-        (("enqueue", GRAPH, "--db", "queue.db", "--depends-on", _HUGE), "error: no ticket 'xxx"),
+        (
+            ("enqueue", GRAPH, "--db", "queue.db", "--depends-on", _HUGE),
+            "error: --depends-on: no ticket 'xxx",
+        ),
         (("chaos", "run", "--seed", "1", "--faults", _HUGE), "error: unknown fault 'xxx"),
     ],
     ids=["status", "check", "ticket", "fault"],
