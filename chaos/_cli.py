@@ -30,7 +30,7 @@ from chaos._recording import serve_worker
 from chaos._report import invariants_json, never_fired, report_json
 from executor import ExecutorError
 from executor.console import OneLineGroup, quiet_console, reported
-from rundoctor.errors import write_whole
+from rundoctor.errors import done_then_print, write_whole
 from rundoctor.paths import expand_user
 
 __all__ = ["app", "main"]
@@ -127,7 +127,12 @@ def run_cmd(
 
 def _finish(console: Console, result: CampaignResult, as_json: bool) -> NoReturn:
     if as_json:
-        write_whole(json.dumps(report_json(result), indent=2) + "\n")
+        verdict = "every invariant held" if result.ok else "an invariant was violated"
+        with done_then_print(
+            f"the campaign ran ({verdict})",
+            f"{str(result.out / 'report.json')!r} holds what --json prints",
+        ):
+            write_whole(json.dumps(report_json(result), indent=2) + "\n")
     else:
         _print_verdicts(console, result.verdicts)
         for kind, why in never_fired(result):  # the verdicts say nothing about these

@@ -16,7 +16,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -32,6 +32,7 @@ from executor.console import console, plain, reported, scan_progress, transient_
 from rundoctor.errors import (
     BROKEN_PIPE,
     crash_guarded,
+    done_then_print,
     exit_when_done,
     silence_stdout,
     whole_output,
@@ -572,7 +573,6 @@ def repair_cmd(
 ) -> None:
     """Plan safe repairs for one run (or the queue, --db); --apply carries them out, journaled."""
 
-    from doctor._render import run_command
     from doctor._repair import apply_repairs, plan_repairs
 
     if db is not None or run_id is None or journal is not None:
@@ -587,6 +587,30 @@ def repair_cmd(
         code = 1 if diagnosis.exit_code or any(a.blocked for a in plan) else 0
     else:
         code = report.exit_code
+    changed = report is not None and bool(report.results)
+    with _repaired(f"run {diagnosis.run_id!r}") if changed else nullcontext():
+        _print_run_repair(diagnosis, plan, report, apply, as_json)
+    raise typer.Exit(code)
+
+
+def _repaired(what: str) -> AbstractContextManager[None]:
+    """Printing after ``repair --apply`` carried out the plan on ``what``: a standard output
+    that fails then is :data:`~rundoctor.errors.OUTPUT_LOST` (74), not "nothing was done"."""
+    return done_then_print(
+        f"the repairs of {what} were carried out and journaled",
+        "`repair` without --apply shows what remains to do",
+    )
+
+
+def _print_run_repair(
+    diagnosis: Diagnosis,
+    plan: list[Action],
+    report: RepairReport | None,
+    apply: bool,
+    as_json: bool,
+) -> None:
+    from doctor._render import run_command
+
     if as_json:
         _emit_json(
             {
@@ -603,7 +627,6 @@ def repair_cmd(
         _print_plan(console(), plan, header)
     else:
         _print_repair(console(), report, run_command("diagnose", diagnosis))
-    raise typer.Exit(code)
 
 
 def _repair_queue(
@@ -640,6 +663,25 @@ def _repair_queue(
         code = 1 if worst or any(a.blocked for a in plan) else 0
     else:
         code = report.exit_code
+    changed = report is not None and bool(report.results)
+    with _repaired(f"queue {queue!r}") if changed else nullcontext():
+        _print_queue_repair(
+            queue, where, report, plan, apply=apply, as_json=as_json, db=db, config=config
+        )
+    raise typer.Exit(code)
+
+
+def _print_queue_repair(
+    queue: str,
+    where: str | None,
+    report: QueueRepairReport | None,
+    plan: list[Action],
+    *,
+    apply: bool,
+    as_json: bool,
+    db: str,
+    config: DoctorConfig,
+) -> None:
     if as_json:
         _emit_json(
             {
@@ -659,7 +701,6 @@ def _repair_queue(
             w for r in config.roots for w in ("--root", str(r))
         ]
         _print_repair(console(), report, " ".join(shlex.quote(w) for w in again))
-    raise typer.Exit(code)
 
 
 def _version(value: bool) -> None:

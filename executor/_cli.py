@@ -16,6 +16,7 @@ import shlex
 import signal
 import threading
 from collections.abc import Generator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -46,6 +47,7 @@ from rundoctor.errors import (
     INTERRUPTED,
     close_matches,
     did_you_mean,
+    done_then_print,
     silence_stdout,
     whole_output,
     write_all,
@@ -372,12 +374,16 @@ def run_cmd(
         # Ctrl-C: the run was canceled and terminalized (final.json says so); the one line.
         fail(f"interrupted; run {result.run_id} was canceled ({result.path})", INTERRUPTED)
     if as_json:
-        write_whole(
-            json.dumps(
-                {k: result.to_json()[k] for k in ("run_id", "path", "status", "failure_reason")}
+        with done_then_print(
+            f"run {result.run_id} ended {result.status} ({result.path})",
+            "its final.json holds what --json prints",
+        ):
+            write_whole(
+                json.dumps(
+                    {k: result.to_json()[k] for k in ("run_id", "path", "status", "failure_reason")}
+                )
+                + "\n"
             )
-            + "\n"
-        )
     else:
         console.print(
             f"run {plain(result.run_id)}: [bold]{result.status}[/bold] ({plain(str(result.path))})",
@@ -443,7 +449,11 @@ def enqueue_cmd(
         finally:
             queue.close()
     del root  # accepted for symmetry with `worker`: runs are placed by the worker
-    write_whole((json.dumps(ticket.to_json()) if as_json else ticket.id) + "\n")
+    with done_then_print(
+        f"ticket {ticket.id} was queued",
+        "`doctor tickets` lists it; enqueue again only for a second run",
+    ):
+        write_whole((json.dumps(ticket.to_json()) if as_json else ticket.id) + "\n")
 
 
 def _ticket_line(console: Console) -> TicketHook:
@@ -552,9 +562,10 @@ def worker_cmd(
             )
         except NoQueueError:
             _no_queue(db)
-    if as_json:
-        write_whole(json.dumps(stats.to_json()) + "\n")
     summary = "worker stopped: " + ", ".join(f"{k} {v}" for k, v in stats.to_json().items())
+    if as_json:
+        with done_then_print(summary, "`doctor tickets` shows the tickets"):
+            write_whole(json.dumps(stats.to_json()) + "\n")
     if signal.SIGINT in signals:
         fail(f"interrupted; {summary} (running tickets were released)", INTERRUPTED)
     if not as_json:
@@ -570,13 +581,19 @@ def reap_cmd(db: DbOpt = None, as_json: JsonOpt = False) -> None:
             done = reap(queue, ExecutorConfig())
         finally:
             queue.close()
-    if as_json:
-        write_whole(json.dumps([r.to_json() for r in done]) + "\n")
-        return
-    out = console()
-    for r in done:
-        out.print(f"{plain(r.ticket_id)}: {r.status or 'not reclaimed'} ({plain(r.reason)})")
-    out.print(f"{len(done)} ticket{'s' * (len(done) != 1)} reclaimed")
+    what = plural(len(done), "ticket") + " reclaimed"
+    with (
+        done_then_print(f"the reaper ran: {what}", "`doctor tickets` shows them")
+        if done
+        else nullcontext()
+    ):
+        if as_json:
+            write_whole(json.dumps([r.to_json() for r in done]) + "\n")
+            return
+        out = console()
+        for r in done:
+            out.print(f"{plain(r.ticket_id)}: {r.status or 'not reclaimed'} ({plain(r.reason)})")
+        out.print(what)
 
 
 #: Tickets ``doctor tickets`` shows on a terminal unless told otherwise (--limit, --all).

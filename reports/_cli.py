@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,7 +19,7 @@ import typer
 
 from doctor import DoctorError, UsageError, config_from_env, given_run
 from executor.console import OneLineGroup, reported, scan_progress
-from rundoctor.errors import write_whole
+from rundoctor.errors import done_then_print, write_whole
 from rundoctor.paths import expand_user
 
 __all__ = ["app"]
@@ -111,7 +112,10 @@ def report_cmd(
     if as_json:
         kind: Literal["postmortem", "fleet"] = "fleet" if fleet else "postmortem"
         record = report_record(kind, html=html, run_id=run_id, out=out, text=text)
-        write_whole(json.dumps(record, indent=2) + "\n")
+        # With --out the report is written by now: a lost standard output is no "nothing done".
+        written = f"the report was written to {str(out)!r}"
+        with nullcontext() if out is None else done_then_print(written, "open it there"):
+            write_whole(json.dumps(record, indent=2) + "\n")
     elif out is None:
         write_whole(text)
     raise typer.Exit(0)

@@ -31,11 +31,13 @@ __all__ = [
     "BROKEN_PIPE",
     "CRASH_EXIT_CODE",
     "INTERRUPTED",
+    "OUTPUT_LOST",
     "SUGGESTION_CUTOFF",
     "USAGE_EXIT_CODE",
     "close_matches",
     "crash_guarded",
     "did_you_mean",
+    "done_then_print",
     "exit_when_done",
     "interrupted",
     "silence_stdout",
@@ -58,6 +60,12 @@ INTERRUPTED = 130
 #: head``): 128 + SIGPIPE, what a shell reports for a tool the signal ended, and never 1
 #: ("findings at error"), which Rich's default would give.
 BROKEN_PIPE = 141
+
+#: The exit code of a command that changed something (queued a ticket, ran a pipeline,
+#: applied a repair, wrote a report) and then could not print what it did (``>/dev/full``, an
+#: I/O error): ``EX_IOERR`` from ``sysexits.h``. Never 2, which says nothing was done: a script
+#: that retried on it would queue the ticket twice. Its one line says what was done.
+OUTPUT_LOST = 74
 
 #: Write errors that say the disk (or the quota, or the file size limit) is full.
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -169,6 +177,37 @@ def write_whole(text: str) -> None:
     """
     with whole_output():
         write_all(text)
+
+
+@contextlib.contextmanager
+def done_then_print(done: str, then: str) -> Iterator[None]:
+    r"""Print, inside this block, the output of a command that has already changed something
+    (``done`` says what, for a person: ``ticket t-0123456789ab was queued``; ``then``, where to
+    see it: ``\`doctor tickets\` lists it; queue it again only if you want two``). A write to
+    standard output that fails (a full disk, ``>/dev/full``, an I/O error) ends the process
+    with one line saying what was done and that its output was lost, and exit
+    :data:`OUTPUT_LOST`, not :data:`USAGE_EXIT_CODE`, which would say nothing was done. A
+    reader that went away (``| head``) stays :data:`BROKEN_PIPE`, as for every command.
+
+    >>> with done_then_print("ticket t-1 was queued", "`doctor tickets` lists it"):
+    ...     print("t-1")
+    t-1
+    """
+    try:
+        yield
+        if sys.stdout is not None:
+            sys.stdout.flush()  # what is still buffered fails here, not at the exit
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if exc.filename is not None:  # a file the command writes, not its standard output
+            raise
+        silence_stdout()
+        sys.stderr.write(
+            f"error: {done}, but the command's output could not be written to standard output "
+            f"({exc.strerror or exc}); {then}\n"
+        )
+        raise SystemExit(OUTPUT_LOST) from None
 
 
 def close_matches(name: str, known: Iterable[str], *, n: int = 3) -> list[str]:
