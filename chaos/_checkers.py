@@ -12,7 +12,7 @@ A lease is named by ``(ticket, epoch)``; it *ends* at the first ``completed``, `
 >>> h = History((TicketRecord(9.0, "t-1", "long_01", "long", "running", 2),))
 >>> v = no_ticket_lost(h)
 >>> (v.ok, v.summary)
-(False, '1 of 1 tickets not terminal after the drain; first: t-1 (running, epoch 2)')
+(False, '1 of 1 ticket not terminal after the drain; first: t-1 (running, epoch 2)')
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from chaos._history import (
     TicketRecord,
     WorkerRecord,
 )
+from rundoctor.words import every, noun, plural
 
 __all__ = [
     "CHECKERS",
@@ -89,9 +90,11 @@ def no_ticket_lost(h: History) -> Verdict:
         counts[t.status] += 1
     shape = ", ".join(f"{s} {n}" for s, n in sorted(counts.items()))
     lost = len(found)
-    total = f"{lost} of {len(tickets)} tickets not terminal after the drain; " if lost else ""
+    total = (
+        f"{lost} of {plural(len(tickets), 'ticket')} not terminal after the drain; " if lost else ""
+    )
     return verdict(
-        "no_ticket_lost", found, f"all {len(tickets)} tickets ended terminal ({shape})", total
+        "no_ticket_lost", found, f"{every(len(tickets), 'ticket')} ended terminal ({shape})", total
     )
 
 
@@ -113,7 +116,9 @@ def at_most_one_completion(h: History) -> Verdict:
         if len(ops) > 1:
             found.append((f"{len(ops)} completions of {ticket} were acknowledged", tuple(ops)))
     return verdict(
-        "at_most_one_completion", found, f"{len(done)} tickets completed, each exactly once"
+        "at_most_one_completion",
+        found,
+        f"{plural(len(done), 'ticket')} completed, each exactly once",
     )
 
 
@@ -151,7 +156,8 @@ def no_stale_write_accepted(h: History) -> Verdict:
     return verdict(
         "no_stale_write_accepted",
         found,
-        f"{writes} accepted writes all came from the epoch's holder; {fenced} stale ones fenced",
+        f"{plural(writes, 'accepted write')} {noun(writes, 'came', 'all came')} from the "
+        f"epoch's holder; {fenced} stale {noun(fenced, 'one')} fenced",
     )
 
 
@@ -198,11 +204,12 @@ def final_json_in_time(h: History) -> Verdict:
                 why = f"run {run.run_id}: final.json {late:.2f}s after its lease ended"
                 found.append((f"{why} (bound {bound:g}s)", (end, run)))
     n = len(h.of(RunRecord))
-    fine = f"all {n} runs have a valid final.json; latest {worst:.2f}s after the lease ended"
+    runs = f"{every(n, 'run')} {noun(n, 'has', 'have')} a valid final.json"
+    fine = f"{runs}; latest {worst:.2f}s after the lease ended"
     if refused:
         fine = (
-            f"all {n} runs have a valid final.json or, for {refused} the disk refused, a "
-            f"terminal reason; latest {worst:.2f}s after the lease ended"
+            f"{runs} or, for {refused} the disk refused, a terminal reason; latest "
+            f"{worst:.2f}s after the lease ended"
         )
     return verdict("final_json_in_time", found, f"{fine} (bound {bound:g}s)")
 
@@ -224,7 +231,9 @@ def no_heartbeat_after_end(h: History) -> Verdict:
             found.append((f"run {run.run_id}: {run.late_heartbeats[0]}", (run,)))
     beats = sum(1 for o in h.of(Op) if o.f == "heartbeat" and o.type == "ok")
     return verdict(
-        "no_heartbeat_after_end", found, f"{beats} lease heartbeats, none after their lease ended"
+        "no_heartbeat_after_end",
+        found,
+        f"{plural(beats, 'lease heartbeat')}, none after {noun(beats, 'its', 'their')} lease ended",
     )
 
 
@@ -250,7 +259,9 @@ def breaker_within_limit(h: History) -> Verdict:
             found.append((f"deterministic run {run.run_id} failed without a breaker trip", (run,)))
         if run.workload == "transient" and run.breaker_trips:
             found.append((f"transient-only run {run.run_id} tripped the breaker", (run,)))
-    return verdict("breaker_within_limit", found, f"{tripped} breaker trips, each within its limit")
+    return verdict(
+        "breaker_within_limit", found, f"{plural(tripped, 'breaker trip')}, each within its limit"
+    )
 
 
 #: How long after the fault a lease may still have ended by its worker's own hand (a
@@ -394,7 +405,10 @@ def diagnosis_explained(h: History) -> Verdict:
             why = f"run {run.run_id}: {f.severity} {f.code} ({by} touched it): {f.summary}"
             found.append((why, (run, *faults)))
     runs = len(h.of(RunRecord))
-    fine = f"{runs} runs diagnosed: nothing serious beyond {explained} fault-explained findings"
+    fine = (
+        f"{plural(runs, 'run')} diagnosed: nothing serious beyond "
+        f"{plural(explained, 'fault-explained finding')}"
+    )
     return verdict("diagnosis_explained", found, fine)
 
 
@@ -406,7 +420,7 @@ def no_worker_crashed(h: History) -> Verdict:
         if w.phase == "exit" and not w.expected
     ]
     started = sum(1 for w in h.of(WorkerRecord) if w.phase == "start")
-    return verdict("no_worker_crashed", found, f"{started} workers; none exited unasked")
+    return verdict("no_worker_crashed", found, f"{plural(started, 'worker')}; none exited unasked")
 
 
 def no_succeeded_run_rerun(h: History) -> Verdict:
@@ -436,7 +450,7 @@ def no_succeeded_run_rerun(h: History) -> Verdict:
                 f"{ok.run_id} (epoch {ok.epoch}) succeeded"
             )
             found.append((why, (ok, e)))
-    fine = f"{len(succeeded)} tickets whose work succeeded; none was run again"
+    fine = f"{plural(len(succeeded), 'ticket')} whose work succeeded; none was run again"
     return verdict("no_succeeded_run_rerun", found, fine)
 
 
@@ -459,7 +473,9 @@ def every_worker_exit_explained(h: History) -> Verdict:
             why = f"worker {w.name} (pid {w.pid}) exited with status {w.exit_code} unexplained"
             found.append((why + (f": {w.said!r}" if w.said else ""), (w,)))
     exits = sum(1 for w in h.of(WorkerRecord) if w.phase == "exit")
-    return verdict("every_worker_exit_explained", found, f"{exits} worker exits, each explained")
+    return verdict(
+        "every_worker_exit_explained", found, f"{plural(exits, 'worker exit')}, each explained"
+    )
 
 
 #: Every invariant, in report order.

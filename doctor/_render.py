@@ -528,14 +528,38 @@ def _scan_fleet(console: Console, result: ScanResult, *, verbose: bool) -> None:
     mark = "[red]✗[/red]" if result.exit_code else "[green]•[/green]"
     n = len(result.diagnoses)
     console.print(
-        f"{mark} {bad} of {_plural(n, 'run')} {'has' if bad == 1 else 'have'} findings at error "
-        "or above"
+        f"{mark} {_runs_at_error(bad, n)}"
         + (
             f"; {_plural(fleet_bad, 'fleet or queue finding')} at error or above."
             if fleet_bad
             else "."
         )
     )
+
+
+def _runs_at_error(bad: int, n: int) -> str:
+    """How many of the ``n`` runs have findings at error or above, in words that agree.
+
+    >>> for bad, n in ((0, 0), (0, 1), (1, 1), (0, 3), (1, 3), (2, 3), (3, 3)):
+    ...     print(_runs_at_error(bad, n))
+    no run has findings at error or above
+    the one run has no findings at error or above
+    the one run has findings at error or above
+    none of the 3 runs has findings at error or above
+    1 of 3 runs has findings at error or above
+    2 of 3 runs have findings at error or above
+    all 3 runs have findings at error or above
+    """
+    what = "findings at error or above"
+    if n == 0:
+        return f"no run has {what}"
+    if n == 1:
+        return f"the one run has {what if bad else 'no ' + what}"
+    if bad == 0:
+        return f"none of the {n:,} runs has {what}"
+    if bad == n:
+        return f"all {n:,} runs have {what}"
+    return f"{bad:,} of {n:,} runs {'has' if bad == 1 else 'have'} {what}"
 
 
 def render_checks(console: Console, detectors: Sequence[Detector]) -> None:

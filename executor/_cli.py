@@ -298,9 +298,10 @@ def _progress(console: Console) -> Any:
                 soft_wrap=True,
             )
         elif name == "deterministic_failure_cycle_breaker":  # it carries no reason: its count
+            failures = plural(int(data.get("signature_count") or 0), "failure")
             console.print(
-                f"[bold]{name}[/bold] on {plain(node)}: {data.get('signature_count')} failures "
-                f"of one signature (limit {data.get('signature_limit')}): "
+                f"[bold]{name}[/bold] on {plain(node)}: {failures} of one signature "
+                f"(limit {data.get('signature_limit')}): "
                 f"{plain(str(data.get('signature') or '')[:160])}",
                 soft_wrap=True,
             )

@@ -56,7 +56,7 @@ from executor._stage import run_attempt
 from rundoctor.clock import Clock
 from rundoctor.paths import make_dirs
 from rundoctor.signature import SIGNATURE_VERSION, canonical_signature
-from rundoctor.words import noun
+from rundoctor.words import noun, plural
 
 __all__ = ["RunResult", "missing_agent_command", "new_run_id", "run_pipeline"]
 
@@ -455,7 +455,7 @@ class _Engine:
         )
         return (
             f"{self._scope()} aborted: deterministic failure cycle detected — signature "
-            f"{sig!r} repeated {count} times (limit {self.limit}); last failure: "
+            f"{sig!r} repeated {plural(count, 'time')} (limit {self.limit}); last failure: "
             f"{outcome.failure_reason}"
         )
 

@@ -47,6 +47,7 @@ from reports._context import (
 from reports._escape import Text
 from reports._plan import MECHANISMS, PLAN, PRIORITIES, plan_item
 from rundoctor.terminal import shell_quote
+from rundoctor.words import plural
 
 __all__ = ["postmortem_context"]
 
@@ -267,7 +268,7 @@ class _Gantt:
         n = as_int(stale.evidence.get("heartbeats_after_last_progress"))
         if not (gantt_time(since) and until) or (need_count and not n):
             return []
-        label = f"{n} heartbeats after progress"
+        label = f"{plural(n, 'heartbeat')} after progress"
         return [self.task(label, since, until, is_open=False, crit=True)]
 
 

@@ -6,7 +6,7 @@ findings, the reports).
 
 from __future__ import annotations
 
-__all__ = ["noun", "plural"]
+__all__ = ["every", "noun", "plural"]
 
 
 def noun(n: float, word: str, many: str | None = None) -> str:
@@ -16,6 +16,16 @@ def noun(n: float, word: str, many: str | None = None) -> str:
     ('column', 'columns', 'branches')
     """
     return word if n == 1 else (many or word + "s")
+
+
+def every(n: int, word: str, many: str | None = None) -> str:
+    """All ``n`` of ``word``, as a summary's subject: "all 3 runs", but "the one run" (never
+    "all 1 runs"); pair it with :func:`noun` for the verb (``noun(n, "has", "have")``).
+
+    >>> every(3, "run"), every(1, "run"), every(1_200, "class", "classes")
+    ('all 3 runs', 'the one run', 'all 1,200 classes')
+    """
+    return f"the one {word}" if n == 1 else f"all {n:,} {noun(n, word, many)}"
 
 
 def plural(n: float, word: str, many: str | None = None, *, shown: str | None = None) -> str:

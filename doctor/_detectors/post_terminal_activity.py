@@ -42,6 +42,7 @@ from doctor._layout import TOP_SQL
 from doctor._model import Finding, Severity
 from doctor._tables import HEARTBEAT_SQL
 from doctor._timestamps import iso, parse_iso
+from rundoctor.words import plural
 
 __all__ = ["post_terminal_activity"]
 
@@ -140,7 +141,8 @@ def post_terminal_activity(ctx: Context) -> list[Finding]:
                 code="post_terminal_activity",
                 severity=severity,
                 summary=(
-                    f"{n} events in {where} came after {end}, the first ({first_event}) at "
+                    f"{plural(n, 'event')} in {where} came after {end}, the first "
+                    f"({first_event}) at "
                     f"{iso(first_ns)}: {advice}"
                 ),
                 run_id=run_id,

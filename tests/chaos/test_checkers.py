@@ -116,7 +116,7 @@ def test_a_fenced_write_after_the_reclaim_is_no_violation() -> None:
     s.event(20.65, "t-2", "fenced", "w2/0", 1, action="complete")
     s.op(20.7, "fail", "complete", "w2/0", "t-2", 1)
     v = no_stale_write_accepted(s.history())
-    assert v.ok and v.summary.endswith("1 stale ones fenced")
+    assert v.ok and v.summary.endswith("1 stale one fenced")
 
 
 def test_a_run_without_final_json_violates_and_names_the_run() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import pytest
 from rich.console import Console
 
 from doctor import DETECTORS, Diagnosis, Finding, ScanResult, Severity
@@ -165,7 +166,7 @@ def test_scan_output_prints_artifact_text_literally() -> None:
     assert "[i]r1[/i]" in text
     assert "stale_heartbeat: [bold]loud[/bold]" in text
     assert "idle_gap: [u]idle[/u]" in text
-    assert "1 of 1 run has findings at error or above." in text
+    assert "the one run has findings at error or above." in text
 
 
 def test_checks_prints_one_whole_line_per_detector_even_in_a_narrow_console() -> None:
@@ -220,3 +221,24 @@ def test_a_whole_line_over_the_limit_is_not_called_a_cut_write() -> None:
     text = _render(_diagnosis(whole, state="orphaned"))
     assert "→ a line was written whole but is over the doctor's 16 MiB line limit" in text
     assert "crashed mid-write" not in text
+
+
+@pytest.mark.parametrize(
+    ("bad", "runs", "says"),
+    [
+        (0, 1, "the one run has no findings at error or above."),
+        (0, 2, "none of the 2 runs has findings at error or above."),
+        (1, 2, "1 of 2 runs has findings at error or above."),
+        (2, 2, "all 2 runs have findings at error or above."),
+    ],
+)
+def test_the_scan_summary_counts_runs_in_words_that_agree(bad: int, runs: int, says: str) -> None:
+    # It printed "0 of 1 run have findings at error or above".
+    finding = _finding("stale_heartbeat", Severity.ERROR, "stale")
+    diagnoses = tuple(
+        _diagnosis(*([finding] if i < bad else []), run_id=f"r{i}") for i in range(runs)
+    )
+    result = ScanResult(roots=("/runs",), diagnoses=diagnoses, fleet={"runs": runs}, findings=())
+    out = io.StringIO()
+    render_scan(Console(file=out, width=100), result, verbose=False)
+    assert out.getvalue().splitlines()[-1].endswith(says), out.getvalue()

@@ -379,6 +379,18 @@ def test_doctor_run_names_the_breaker_that_stopped_it_and_no_line_ends_in_a_spac
     assert not [x for x in lines + done if x.endswith(" ")]
 
 
+def test_a_breaker_of_limit_one_counts_its_failure_in_the_singular(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # It printed "1 failures of one signature (limit 1)".
+    graph = tmp_path / "loop1.dot"
+    graph.write_text(LOOP.read_text().replace("breaker_limit=3", "breaker_limit=1"))
+    proc = _doctor(env, "run", graph)
+    assert proc.returncode == 1, proc.stderr
+    (breaker,) = [x for x in proc.stderr.splitlines() if x.startswith("deterministic_failure")]
+    assert ": 1 failure of one signature (limit 1): " in breaker, breaker
+
+
 def test_shell_completion_completes_command_names(env: dict[str, str]) -> None:
     script = Path(sys.executable).parent / "doctor"  # completion is keyed on the script's name
     proc = subprocess.run(
