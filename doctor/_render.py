@@ -446,7 +446,10 @@ def render_scan(
     columns = fit_columns(
         rows, _SCAN_COLUMNS, console.width, free=["worst finding"], optional=_OPTIONAL
     )
-    print_table(console, one_line_table(_plural(len(runs), "run"), rows, columns, right=_COUNTS))
+    table = one_line_table(
+        _plural(len(runs), "run"), rows, columns, right=_COUNTS, width=console.width
+    )
+    print_table(console, table)
     if len(shown) < len(runs):
         console.print(
             f"… {_plural(len(runs) - len(shown), 'more run')} (worst first; --limit 0 shows all)"

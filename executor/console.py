@@ -58,6 +58,9 @@ PIPE_WIDTH = 10_000
 
 #: The fewest cells a free (text) column of a one-line table gets before optional ones go.
 _MIN_FREE = 24
+#: Cells between two columns: padding, rule, padding; two (no left padding) when the table
+#: needs them to show every header whole, as the scan's at 80 columns with a ULID run id.
+_GAP, _NARROW_GAP = 3, 2
 #: Rows laid out at a time by :func:`print_pages`.
 _PAGE = 500
 
@@ -300,7 +303,9 @@ def fit_columns(
     """Column widths for one line per row in ``width`` cells. The ``free`` columns (text)
     share what the others leave and end in an ellipsis where cut; every other column (ids,
     counts) is whole. The ``optional`` ones are dropped, in order, while the free columns
-    would get fewer than 24 cells each.
+    would get fewer than 24 cells each. A header is never cut: when what is left cannot show
+    the free columns' headers whole, the columns are two cells apart instead of three
+    (:func:`one_line_table` is given the same ``width`` and does the same).
 
     >>> columns = ("run", "state", "started", "age", "wall", "crit", "err", "warn", "info",
     ...            "worst finding")
@@ -312,6 +317,11 @@ def fit_columns(
     (16, False)
     >>> fit(160)["worst finding"], "started" in fit(160)
     (73, True)
+    >>> wide = row | {"state": "succeeded", "crit": "1", "err": "12"}
+    >>> fitted = fit_columns([wide], columns, 80, free=["worst finding"],
+    ...                      optional=("started", "wall", "age"))
+    >>> dict(fitted)["worst finding"], sum(w for _, w in fitted) + 2 * (len(fitted) - 1)
+    (18, 80)
     """
     from rundoctor.terminal import printable
 
@@ -319,14 +329,18 @@ def fit_columns(
     natural = {c: max([len(c), *(len(printable(r[c])) for r in rows)]) for c in columns}
     names = list(columns)
 
-    def rest() -> int:  # three cells between columns: padding, rule, padding
-        return width - sum(natural[c] for c in names if c not in free) - 3 * (len(names) - 1)
+    gap = _GAP
+
+    def rest() -> int:
+        return width - sum(natural[c] for c in names if c not in free) - gap * (len(names) - 1)
 
     wanted = sum(min(natural[c], _MIN_FREE) for c in free)
     for drop in optional:
         if rest() >= wanted:
             break
         names.remove(drop)
+    if rest() < sum(min(len(c), natural[c]) for c in free):  # a header would be cut
+        gap = _NARROW_GAP
     widths = {c: natural[c] for c in names if c not in free}
     left = rest()
     # Narrow free columns take what they need; the rest is shared by the wide ones.
@@ -343,14 +357,17 @@ def one_line_table(
     columns: Sequence[tuple[str, int]],
     *,
     right: Sequence[str] = (),
+    width: int | None = None,
 ) -> Table:
-    """A table whose rows are one line each, in the widths :func:`fit_columns` chose."""
+    """A table whose rows are one line each, in the widths :func:`fit_columns` chose for
+    ``width`` cells: when they need columns two cells apart to fit it, they are."""
     from rich import box
     from rich.markup import escape
     from rich.table import Table
 
     from rundoctor.terminal import printable
 
+    needed = sum(w for _, w in columns) + _GAP * (len(columns) - 1)
     table = Table(
         title=title,
         box=box.SIMPLE_HEAD,
@@ -358,6 +375,8 @@ def one_line_table(
         pad_edge=False,
         expand=False,
         title_justify="left",
+        # No left padding: the rule's cell and the right padding keep columns two apart.
+        padding=(0, 1, 0, 0) if width is not None and needed > width else (0, 1),
     )
     for name, width in columns:
         justify: Literal["left", "right"] = "right" if name in right else "left"
@@ -438,14 +457,14 @@ def print_pages(
         names = [c for c, _ in fitted]
         if shown == 0:  # a line of its own: never wrapped to the table's width
             console.print(title, soft_wrap=True, markup=False, highlight=False)
-        table = one_line_table("", page, fitted, right=right)
+        table = one_line_table("", page, fitted, right=right, width=console.width)
         table.show_header = shown == 0
         print_table(console, table)
         shown += len(page)
     if shown == 0:
         fitted = fit_columns([], columns, console.width, free=free, optional=optional)
         console.print(title, soft_wrap=True, markup=False, highlight=False)
-        print_table(console, one_line_table("", [], fitted, right=right))
+        print_table(console, one_line_table("", [], fitted, right=right, width=console.width))
     return shown
 
 

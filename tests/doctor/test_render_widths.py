@@ -3,6 +3,7 @@ gracefully, the flutter-doctor shape of ``diagnose``, hints that can be pasted."
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import shlex
 from typing import Any
@@ -61,6 +62,22 @@ def test_each_run_is_one_line_with_its_id_whole_at(width: int) -> None:
     (ulid_row,) = [r for r in rows if ULID in r]
     assert ulid_row.rstrip().endswith("…")  # the worst finding is cut with an ellipsis
     assert "END" not in text
+
+
+def test_at_80_columns_no_header_is_cut_even_with_a_ulid_and_a_succeeded_run() -> None:
+    # `make demo`'s scan showed "worst findi…": a ULID (26), "succeeded" (9) and the four
+    # counts left the worst finding 12 cells at three cells between columns.
+    result = _scan(
+        _run(ULID, _finding("missing_final", Severity.CRITICAL, LONG, ULID)),
+        dataclasses.replace(_run("loop01"), state="succeeded"),
+    )
+    lines = _scan_text(result, 80).splitlines()
+    header = next(line for line in lines if line.startswith("run"))
+    assert header.split() == ["run", "state", "crit", "err", "warn", "info", "worst", "finding"]
+    assert "…" not in header
+    assert all(len(line) <= 80 for line in lines), lines
+    (row,) = [line for line in lines if line.startswith(ULID)]
+    assert row.rstrip().endswith("…")  # the value is cut, not the header
 
 
 def test_rows_are_sorted_by_severity_not_by_name() -> None:
@@ -183,7 +200,7 @@ def test_counts_agree_with_their_nouns() -> None:
     text = _diagnose_text(_run("r1", events=1), 160)
     assert "· 1 event" in text and "1 events" not in text
     scan = _scan_text(_scan(_run("r1", _finding("retry_loop", Severity.ERROR, "x", "r1"))), 160)
-    assert "1 run" in scan and "1 runs" not in scan and "1 of 1 run has" in scan
+    assert "1 run" in scan and "1 runs" not in scan and "the one run has findings" in scan
 
 
 def test_markdown_says_whether_final_json_is_present() -> None:
