@@ -71,7 +71,14 @@ WRITE_OPS = frozenset({"start", "heartbeat", "complete", "fail", "release"})
 
 
 def no_ticket_lost(h: History) -> Verdict:
-    """Every ticket ends terminal (done, failed, canceled or quarantined) once drained."""
+    """Every ticket ends terminal (done, failed, canceled or quarantined) once drained.
+
+    >>> from chaos._history import TicketRecord
+    >>> done = TicketRecord(9.0, "t-1", "ok_01", "ok", "done", 1)
+    >>> v = no_ticket_lost(History((done,)))
+    >>> v.ok, v.summary
+    (True, 'the one ticket ended terminal (done 1)')
+    """
     tickets = {t.ticket: t for t in h.of(TicketRecord)}
     created = [e for e in h.of(QueueEvent) if e.event == "created"]
     events = defaultdict(list)
@@ -99,7 +106,14 @@ def no_ticket_lost(h: History) -> Verdict:
 
 
 def at_most_one_completion(h: History) -> Verdict:
-    """At most one accepted completion per ticket (queue events and acknowledged ops)."""
+    """At most one accepted completion per ticket (queue events and acknowledged ops).
+
+    >>> from chaos._history import QueueEvent
+    >>> done = [QueueEvent(t, i, "t-1", "completed", "w1/0", 1) for i, t in enumerate((5.0, 6.0))]
+    >>> v = at_most_one_completion(History(tuple(done)))
+    >>> v.ok, v.summary
+    (False, 't-1 was completed 2 times')
+    """
     found: list[Found] = []
     done: dict[str, list[Record]] = defaultdict(list)
     for e in h.of(QueueEvent):
@@ -124,7 +138,17 @@ def at_most_one_completion(h: History) -> Verdict:
 
 def no_stale_write_accepted(h: History) -> Verdict:
     """No write under a lease is accepted from a worker that does not hold that epoch, or
-    after the lease was reclaimed."""
+    after the lease was reclaimed.
+
+    >>> from chaos._history import QueueEvent
+    >>> from chaos._history import Op
+    >>> claim = QueueEvent(1.0, 1, "t-1", "claimed", "w1/0", 1)
+    >>> beat = [Op(t, kind, "heartbeat", "w1/0", "w1", "t-1", 1) for t, kind in ((2.0, "invoke"),
+    ...                                                                         (2.1, "ok"))]
+    >>> v = no_stale_write_accepted(History((claim, *beat)))
+    >>> v.ok, v.summary
+    (True, "1 accepted write came from the epoch's holder; 0 stale ones fenced")
+    """
     claims: dict[tuple[str, int], QueueEvent] = {}
     reclaims: dict[tuple[str, int], QueueEvent] = {}
     for e in h.of(QueueEvent):
@@ -181,7 +205,15 @@ def _unwritable(h: History) -> set[tuple[str, int]]:
 def final_json_in_time(h: History) -> Verdict:
     """Every run directory has a valid ``final.json`` within the bound after its lease ended,
     or, when the disk refused it, its ticket's ``failed``/``released``/``reclaimed`` reason
-    says so."""
+    says so.
+
+    >>> from chaos._history import RunRecord
+    >>> run = RunRecord(5.0, "r1", "/runs/r1", "t-1", 1, "ok", final_status="success",
+    ...                 final_at=7.0, final_by="executor")
+    >>> v = final_json_in_time(History((run,)))
+    >>> v.ok, v.summary
+    (True, 'the one run has a valid final.json; latest 0.00s after the lease ended (bound 5s)')
+    """
     bound = h.bounds.final_s
     ends = lease_ends(h)
     found: list[Found] = []
@@ -216,7 +248,14 @@ def final_json_in_time(h: History) -> Verdict:
 
 def no_heartbeat_after_end(h: History) -> Verdict:
     """No lease heartbeat is accepted after its lease ended; no stage heartbeat follows the
-    end of its attempt."""
+    end of its attempt.
+
+    >>> from chaos._history import Op
+    >>> beat = Op(5.0, "ok", "heartbeat", "w1", "w1/0", "t-1", 1)
+    >>> v = no_heartbeat_after_end(History((beat,)))
+    >>> v.ok, v.summary
+    (True, '1 lease heartbeat, none after its lease ended')
+    """
     ends = lease_ends(h)
     found: list[Found] = []
     for invoke, outcome in op_pairs(h.of(Op)):
@@ -242,6 +281,13 @@ def breaker_within_limit(h: History) -> Verdict:
 
     Runs a fault touched are held to the limit only: a killed stage may end a loop early, or
     fail a transient stage for good.
+
+    >>> from chaos._history import RunRecord
+    >>> run = RunRecord(5.0, "r1", "/runs/r1", "t-1", 1, "deterministic", final_status="fail",
+    ...                 signature_limit=3, max_signature_count=3, breaker_trips=1)
+    >>> v = breaker_within_limit(History((run,)))
+    >>> v.ok, v.summary
+    (True, '1 breaker trip, each within its limit')
     """
     touched = touched_by(h)
     found: list[Found] = []
@@ -302,6 +348,10 @@ def reclaim_latency(h: History) -> Verdict:
     Latency runs from the fault to the lease's ``reclaimed`` event. Time the database spent
     stalled by ``stall_database`` is not counted: no reaper writes through a held lock, and the
     stall is a fault of its own.
+
+    >>> v = reclaim_latency(History(()))
+    >>> v.ok, v.summary
+    (True, 'sigkill: no samples; sigstop: no samples (within bounds)')
     """
     samples, found = _reclaim_samples(h)
     stats, slow = _latency_stats(samples, h.bounds)
@@ -385,7 +435,15 @@ def _latency_stats(
 
 def diagnosis_explained(h: History) -> Verdict:
     """``doctor.diagnose_path`` finds nothing at error or above in any run, except findings
-    that a fault which touched the run declares it may cause."""
+    that a fault which touched the run declares it may cause.
+
+    >>> from chaos._history import FindingFact, RunRecord
+    >>> found = FindingFact("missing_final", "critical", "The run has no final.json")
+    >>> run = RunRecord(5.0, "r1", "/runs/r1", "t-1", 1, "long", findings=(found,))
+    >>> v = diagnosis_explained(History((run,)))
+    >>> v.ok, v.summary
+    (False, 'run r1: critical missing_final (no fault touched it): The run has no final.json')
+    """
     from chaos._faults import FAULTS
 
     declared = {f.name: f.may_cause for f in FAULTS}
@@ -413,7 +471,14 @@ def diagnosis_explained(h: History) -> Verdict:
 
 
 def no_worker_crashed(h: History) -> Verdict:
-    """Every worker that exited was told to (SIGKILL, SIGTERM, the end of the campaign)."""
+    """Every worker that exited was told to (SIGKILL, SIGTERM, the end of the campaign).
+
+    >>> from chaos._history import WorkerRecord
+    >>> died = WorkerRecord(9.0, "w1", 42, "exit", 70, expected=False)
+    >>> v = no_worker_crashed(History((WorkerRecord(1.0, "w1", 42, "start"), died)))
+    >>> v.ok, v.summary
+    (False, 'worker w1 (pid 42) exited by itself with status 70')
+    """
     found: list[Found] = [
         (f"worker {w.name} (pid {w.pid}) exited by itself with status {w.exit_code}", (w,))
         for w in h.of(WorkerRecord)

@@ -394,6 +394,14 @@ def read_history(path: Path) -> History:
 
     A line that is not a record is ``ValueError`` naming its line number, and so is a file
     with no record at all: checked, it would pass every invariant for want of evidence.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from chaos._history import TicketRecord
+    >>> path = Path(tempfile.mkdtemp()) / "history.ndjson"
+    >>> write_history(path, [TicketRecord(9.0, "t-1", "ok_01", "ok", "done", 1)])
+    >>> [(r.ticket, r.status) for r in read_history(path).records]
+    [('t-1', 'done')]
     """
     text = read_regular_text(path)
     if text and not text.endswith("\n"):  # torn by a crash mid-write, as read_records skips
@@ -411,7 +419,18 @@ def read_history(path: Path) -> History:
 
 
 def write_history(path: Path, records: Iterable[Record]) -> None:
-    """Write records to ``path`` atomically (:func:`rundoctor.atomic.replace_file`)."""
+    """Write records to ``path`` atomically (:func:`rundoctor.atomic.replace_file`).
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from chaos._history import WorkerRecord
+    >>> path = Path(tempfile.mkdtemp()) / "history.ndjson"
+    >>> write_history(path, [WorkerRecord(1.0, "w1", 42, "start")])
+    >>> import json
+    >>> record = json.loads(path.read_text())
+    >>> record["kind"], record["name"], record["phase"]
+    ('worker', 'w1', 'start')
+    """
     replace_file(path, "".join(to_line(r) for r in records))
 
 

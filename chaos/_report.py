@@ -87,7 +87,18 @@ def _latency(verdicts: tuple[Verdict, ...]) -> dict[str, Any]:
 
 
 def report_json(result: CampaignResult) -> dict[str, Any]:
-    """The campaign as the ``report.json`` document."""
+    """The campaign as the ``report.json`` document.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from chaos import CampaignConfig, CampaignResult, History, check
+    >>> out = Path(tempfile.mkdtemp())
+    >>> result = CampaignResult(CampaignConfig(seed=7, out=out), History(()), check(History(())),
+    ...                         1.5, out)
+    >>> data = report_json(result)
+    >>> data["schema"], data["seed"], data["ok"]
+    ('rundoctor.chaos/1', 7, True)
+    """
     cfg, t0 = result.config, _start(result)
     meta = result.history.meta
     return {
@@ -152,7 +163,18 @@ def invariants_json(verdicts: tuple[Verdict, ...]) -> list[dict[str, Any]]:
 
 
 def chaos_context(result: CampaignResult) -> ChaosContext:
-    """The report template's context for a finished campaign."""
+    """The report template's context for a finished campaign.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from chaos import CampaignConfig, CampaignResult, History, check
+    >>> out = Path(tempfile.mkdtemp())
+    >>> result = CampaignResult(CampaignConfig(seed=7, out=out), History(()), check(History(())),
+    ...                         1.5, out)
+    >>> context = chaos_context(result)
+    >>> context.seed, context.ok
+    (7, True)
+    """
     cfg = result.config
     meta = result.history.meta
     injected = _injected(result)
@@ -295,7 +317,17 @@ def _latency_rows(verdicts: tuple[Verdict, ...]) -> tuple[LatencyRow, ...]:
 
 
 def write_report(result: CampaignResult) -> tuple[Path, Path, Path]:
-    """Write ``history.ndjson``, ``report.json`` and ``report.md`` into the campaign's ``out``."""
+    """Write ``history.ndjson``, ``report.json`` and ``report.md`` into the campaign's ``out``.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from chaos import CampaignConfig, CampaignResult, History, check
+    >>> out = Path(tempfile.mkdtemp())
+    >>> result = CampaignResult(CampaignConfig(seed=7, out=out), History(()), check(History(())),
+    ...                         1.5, out)
+    >>> [p.name for p in write_report(result)]
+    ['history.ndjson', 'report.json', 'report.md']
+    """
     out = result.out
     write_history(out / "history.ndjson", result.history.records)
     replace_file(out / "report.json", json.dumps(report_json(result), indent=2, default=str) + "\n")

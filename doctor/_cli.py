@@ -244,6 +244,13 @@ def config_from_env(
 
     Roots from the flag, else ``$RUNDOCTOR_ROOTS`` (``:``-separated), else the config file's
     ``roots``, else the default directories that exist.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> runs = Path(tempfile.mkdtemp())
+    >>> config = config_from_env([runs], stale_lease_s=300.0)
+    >>> config.roots == (runs,), config.stale_lease_s
+    (True, 300.0)
     """
     from rundoctor.config import ConfigError, config_path, file_settings
 

@@ -40,7 +40,11 @@ class HostNow(float):
 
 
 def default_roots() -> tuple[Path, ...]:
-    """Kilroy's default runs directory, then the executor's."""
+    """Kilroy's default runs directory, then the executor's.
+
+    >>> [p.parts[-2:] for p in default_roots()]
+    [('attractor', 'runs'), ('rundoctor', 'runs')]
+    """
     base = state_home()
     return (base / "kilroy" / "attractor" / "runs", base / "rundoctor" / "runs")
 

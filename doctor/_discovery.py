@@ -180,6 +180,18 @@ def list_run_dirs(roots: Sequence[Path], skip: Collection[str] = ()) -> list[Pat
     """Every run directory under the roots (:func:`walk_root`), by root then path.
 
     A root that is not a readable directory raises :class:`RootError`.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "r1").mkdir()
+    >>> head = '{"run_id": "r1", "node_id": "a", "attempt": 1, "ts": "2026-03-01T10:0'
+    >>> _ = (root / "r1" / "progress.ndjson").write_text(
+    ...     head + '0:00Z", "event": "stage_attempt_start"}' + chr(10)
+    ...     + head + '1:00Z", "event": "stage_attempt_end", "status": "fail"}' + chr(10))
+    >>> (root / "not-a-run").mkdir()
+    >>> [p.name for p in list_run_dirs([root])]
+    ['r1']
     """
     return [run for root in roots for run in walk_root(root, skip).runs]
 

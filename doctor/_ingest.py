@@ -134,6 +134,19 @@ def load_runs(
     DuckDB's Python relation layer need not be imported (:mod:`doctor._engine`).
     ``reading(bytes read, bytes to read)`` is called as the event streams are read
     (:mod:`doctor._read_progress`).
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "r1").mkdir()
+    >>> head = '{"run_id": "r1", "node_id": "a", "attempt": 1, "ts": "2026-03-01T10:0'
+    >>> _ = (root / "r1" / "progress.ndjson").write_text(
+    ...     head + '0:00Z", "event": "stage_attempt_start"}' + chr(10)
+    ...     + head + '1:00Z", "event": "stage_attempt_end", "status": "fail"}' + chr(10))
+    >>> from doctor import discover
+    >>> tables = load_runs([discover(root / "r1")], keep_raw=False)
+    >>> tables.frame("SELECT node_id, event FROM events ORDER BY ts").rows()
+    [('a', 'stage_attempt_start'), ('a', 'stage_attempt_end')]
     """
     budget = {} if limits is None else {"memory_limit": limits[0], "spill_limit": limits[1]}
     # No attempts view: frozen into a table below, before anything reads it.

@@ -360,7 +360,20 @@ def fanout_dirs(run_path: Path, scope: str, node: str) -> list[str] | None:
 
 
 def discover(path: Path) -> RunLayout:
-    """Map a run directory's streams and documents without reading them."""
+    """Map a run directory's streams and documents without reading them.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "r1").mkdir()
+    >>> head = '{"run_id": "r1", "node_id": "a", "attempt": 1, "ts": "2026-03-01T10:0'
+    >>> _ = (root / "r1" / "progress.ndjson").write_text(
+    ...     head + '0:00Z", "event": "stage_attempt_start"}' + chr(10)
+    ...     + head + '1:00Z", "event": "stage_attempt_end", "status": "fail"}' + chr(10))
+    >>> layout = discover(root / "r1")
+    >>> layout.run_id, layout.layout, [s.scope for s in layout.scopes]
+    ('r1', 'kilroy', [''])
+    """
     path = Path(path)
     try:  # one listing of the run directory answers most questions below
         listing: list[os.DirEntry[str]] | None = list(os.scandir(path))

@@ -397,6 +397,16 @@ def watch(
     clock (this host's off from a PostgreSQL server's, ``fleet.queue_notes``) when that changed.
     A pass whose scan fails (a root gone, a queue down) is logged and the watch goes on,
     except with ``once``.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from doctor import DoctorConfig, WatchConfig
+    >>> wcfg = WatchConfig(state_path=Path(tempfile.mkdtemp()) / "state.json")
+    >>> events = []
+    >>> report = watch(DoctorConfig(roots=(Path(tempfile.mkdtemp()),)), wcfg, emit=events.append,
+    ...                log=print, once=True)
+    >>> events
+    []
     """
     state = WatchState.load(wcfg.state_path)
     said: tuple[str, ...] = ()  # the notes last logged: logged again when they change

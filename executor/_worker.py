@@ -116,6 +116,21 @@ def run_ticket(
 
     Returns ``(None, stats)`` when the ticket could not be claimed (not ``todo``, or a
     dependency not done). Called from the main thread, SIGTERM and SIGINT cancel the run.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from executor import ExecutorConfig, open_queue
+    >>> work = Path(tempfile.mkdtemp())
+    >>> _ = (work / "hello.dot").write_text(
+    ...     'digraph hello { start [shape=Mdiamond]; exit [shape=Msquare]; '
+    ...     'say [shape=parallelogram, tool_command="echo hello"]; start -> say -> exit }')
+    >>> url = str(work / "queue.db")
+    >>> queue = open_queue(url)
+    >>> ticket = queue.enqueue("hello", work / "hello.dot")
+    >>> queue.close()
+    >>> result, stats = run_ticket(url, ticket.id, work / "runs", ExecutorConfig())
+    >>> result.status, stats.completed
+    ('success', 1)
     """
     config.validate()
     # In the foreground there is no later claim: a runs root that refuses writes fails it.
@@ -376,6 +391,21 @@ def run_worker(
     :class:`~executor.NoQueueError` instead of being created.
 
     Every queue the worker uses is opened with ``opener`` (see :class:`QueueOpener`).
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from executor import ExecutorConfig, open_queue
+    >>> work = Path(tempfile.mkdtemp())
+    >>> _ = (work / "hello.dot").write_text(
+    ...     'digraph hello { start [shape=Mdiamond]; exit [shape=Msquare]; '
+    ...     'say [shape=parallelogram, tool_command="echo hello"]; start -> say -> exit }')
+    >>> url = str(work / "queue.db")
+    >>> queue = open_queue(url)
+    >>> ticket = queue.enqueue("hello", work / "hello.dot")
+    >>> queue.close()
+    >>> stats = run_worker(url, work / "runs", ExecutorConfig(), once=True)
+    >>> stats.claimed, stats.completed, stats.failed
+    (1, 1, 0)
     """
     config.validate()
     if not 1 <= concurrency <= MAX_CONCURRENCY:

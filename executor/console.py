@@ -80,7 +80,14 @@ def plain(text: str) -> str:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print ``error: message`` on stderr as one line and exit with ``code``."""
+    """Print ``error: message`` on stderr as one line and exit with ``code``.
+
+    >>> try:
+    ...     fail("no run 'r9' under runs")  # on stderr: error: no run 'r9' under runs
+    ... except typer.Exit as exc:
+    ...     exc.exit_code
+    2
+    """
     from rich.console import Console
     from rich.markup import escape
 
@@ -111,7 +118,15 @@ def is_interrupt(exc: BaseException | None) -> bool:
 
 @contextmanager
 def reported(*errors: type[Exception]) -> Iterator[None]:
-    """Turn the given library errors into :func:`fail` (their ``exit_code``, else 2)."""
+    """Turn the given library errors into :func:`fail` (their ``exit_code``, else 2).
+
+    >>> try:
+    ...     with reported(ValueError):
+    ...         raise ValueError("bad value")  # on stderr: error: bad value
+    ... except typer.Exit as exc:
+    ...     exc.exit_code
+    2
+    """
     try:
         yield
     except (typer.Exit, click_errors.ClickException):
@@ -128,7 +143,12 @@ def reported(*errors: type[Exception]) -> Iterator[None]:
 def scan_progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
     """A transient progress bar on stderr for a scan of the fleet (``doctor scan``, ``report
     --fleet``, ``metrics``): the ``progress(done, total)`` callback the scan takes, or None
-    when not ``enabled`` (not a terminal, or ``--json``)."""
+    when not ``enabled`` (not a terminal, or ``--json``).
+
+    >>> with scan_progress(False) as progress:  # not a terminal, or --json: no bar
+    ...     print(progress)
+    None
+    """
     if not enabled:
         yield None
         return
@@ -141,7 +161,14 @@ def scan_progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
 @contextmanager
 def transient_bar(what: str, count: ProgressColumn) -> Iterator[tuple[Progress, TaskID]]:
     """A bar on standard error (``what`` it is doing, the bar, ``count``, the time taken),
-    gone once the work is done; it may be updated from any thread."""
+    gone once the work is done; it may be updated from any thread.
+
+    >>> from rich.progress import MofNCompleteColumn
+    >>> with transient_bar("reading events", MofNCompleteColumn()) as (bar, task):
+    ...     bar.update(task, completed=2, total=2)
+    >>> bar.tasks[0].completed
+    2
+    """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -360,7 +387,17 @@ def one_line_table(
     width: int | None = None,
 ) -> Table:
     """A table whose rows are one line each, in the widths :func:`fit_columns` chose for
-    ``width`` cells: when they need columns two cells apart to fit it, they are."""
+    ``width`` cells: when they need columns two cells apart to fit it, they are.
+
+    >>> import io
+    >>> from rich.console import Console
+    >>> rows = [{"id": "t-1", "reason": "exit status 1 " * 9}]
+    >>> columns = fit_columns(rows, ("id", "reason"), 30, free=("reason",))
+    >>> out = Console(file=io.StringIO(), width=30)
+    >>> out.print(one_line_table("1 ticket", rows, columns, width=30))
+    >>> print(out.file.getvalue().splitlines()[-1])
+    t-1   exit status 1 exit stat…
+    """
     from rich import box
     from rich.markup import escape
     from rich.table import Table
@@ -389,7 +426,17 @@ def one_line_table(
 def print_table(console: Console, table: Table) -> None:
     """Piped, a table is as wide as its content, with no padding after the last column; the
     rule under its header is as long as the header (a long last cell, a failure reason of a
-    few hundred characters, drew it across the whole of them)."""
+    few hundred characters, drew it across the whole of them).
+
+    >>> import io
+    >>> from rich.console import Console
+    >>> rows = [{"id": "t-1", "reason": "boom"}]
+    >>> out = Console(file=io.StringIO(), width=PIPE_WIDTH, soft_wrap=True)  # a pipe's
+    >>> print_table(out, one_line_table("", rows, fit_columns(rows, ("id", "reason"), PIPE_WIDTH,
+    ...                                                        free=("reason",))))
+    >>> out.file.getvalue().splitlines()
+    ['id    reason', '────────────', 't-1   boom']
+    """
     if not console.soft_wrap:
         console.print(table)
         return

@@ -157,7 +157,17 @@ class ChaosContext:
 
 
 def render_chaos(context: ChaosContext) -> str:
-    """The chaos report of a campaign, as Markdown."""
+    """The chaos report of a campaign, as Markdown.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from chaos import CampaignConfig, CampaignResult, History, chaos_context, check
+    >>> out = Path(tempfile.mkdtemp())
+    >>> result = CampaignResult(CampaignConfig(seed=7, out=out), History(()), check(History(())),
+    ...                         1.5, out)
+    >>> render_chaos(chaos_context(result)).splitlines()[0]
+    '# Chaos campaign: seed 7 — passed'
+    """
     from reports._render import render
 
     return render(context)

@@ -161,7 +161,22 @@ def write_postmortem(
     Markdown the timeline SVG beside it (:func:`svg_path_for`), linked from the report.
 
     A run over the resource budget is :class:`doctor.OverBudget`: its diagnosis is only the
-    finding saying so, and its timeline could not be read either."""
+    finding saying so, and its timeline could not be read either.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "r1").mkdir()
+    >>> head = '{"run_id": "r1", "node_id": "a", "attempt": 1, "ts": "2026-03-01T10:0'
+    >>> _ = (root / "r1" / "progress.ndjson").write_text(
+    ...     head + '0:00Z", "event": "stage_attempt_start"}' + chr(10)
+    ...     + head + '1:00Z", "event": "stage_attempt_end", "status": "fail"}' + chr(10))
+    >>> from doctor import DoctorConfig, diagnose
+    >>> out = root / "r1.md"
+    >>> text = write_postmortem(diagnose("r1", DoctorConfig(roots=(root,))), html=False, out=out)
+    >>> sorted(p.name for p in root.iterdir() if p.is_file())
+    ['r1.md', 'r1.timeline.svg']
+    """
     if out is not None:  # before anything is written: the SVG's name derives from it
         check_output(out)
     check_budget(diagnosis, config or DoctorConfig())

@@ -125,7 +125,12 @@ def dur(value: object) -> str:
 
 
 def environment() -> jinja2.Environment:
-    """The report environment: package templates, strict undefined, escaping filters."""
+    """The report environment: package templates, strict undefined, escaping filters.
+
+    >>> env = environment()
+    >>> env.from_string("{{ name }}").render(name="r1")
+    'r1'
+    """
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("reports", "templates"),
         undefined=jinja2.StrictUndefined,
@@ -154,7 +159,22 @@ _BLANK_RUNS = re.compile(r"\n{3,}")
 
 
 def render(context: PostmortemContext | FleetContext | ChaosContext) -> str:
-    """Render a context with its template; blank-line runs collapse, one final newline."""
+    """Render a context with its template; blank-line runs collapse, one final newline.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "r1").mkdir()
+    >>> head = '{"run_id": "r1", "node_id": "a", "attempt": 1, "ts": "2026-03-01T10:0'
+    >>> _ = (root / "r1" / "progress.ndjson").write_text(
+    ...     head + '0:00Z", "event": "stage_attempt_start"}' + chr(10)
+    ...     + head + '1:00Z", "event": "stage_attempt_end", "status": "fail"}' + chr(10))
+    >>> from doctor import DoctorConfig, diagnose
+    >>> from reports import postmortem_context
+    >>> text = render(postmortem_context(diagnose("r1", DoctorConfig(roots=(root,)))))
+    >>> text.splitlines()[0]
+    '# Postmortem: run r1'
+    """
     template = _ENV.get_template(TEMPLATES[type(context)])
     variables = {f.name: getattr(context, f.name) for f in fields(context)}
     text = template.render(**variables)

@@ -255,7 +255,18 @@ def _spread(acc: dict[str, float], start: float, end: float) -> None:
 
 def queue_throughput_at(url: str, *, now: float, days: int = 14) -> Throughput:
     """Read the queue at ``url`` with the doctor's queue reader (``doctor scan --db``'s URL
-    forms) and compute its throughput; the doctor's errors (exit 2) when it cannot be read."""
+    forms) and compute its throughput; the doctor's errors (exit 2) when it cannot be read.
+
+    >>> import tempfile
+    >>> from executor import open_queue
+    >>> path = tempfile.mkdtemp() + "/queue.db"
+    >>> queue = open_queue(path, clock=lambda: 1_800_000_000.0)
+    >>> _ = queue.enqueue("build", "/p/build.dot")
+    >>> queue.close()
+    >>> throughput = queue_throughput_at(path, now=1_800_000_000.0, days=2)
+    >>> throughput.tickets, [(s.status, s.count) for s in throughput.by_status]
+    (1, [('todo', 1)])
+    """
     # The doctor's queue reader is the one place that knows queue URLs and backends.
     from doctor import queue_tables
 

@@ -88,7 +88,14 @@ def create_file(
 
 def fsync_dir(directory: _Path) -> None:
     """fsync a directory (its entries, e.g. a rename, survive a crash); errors are ignored:
-    some file systems refuse to fsync a directory and there is nothing better to do."""
+    some file systems refuse to fsync a directory and there is nothing better to do.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> directory = Path(tempfile.mkdtemp())
+    >>> _ = (directory / "new.json").write_text("{}")
+    >>> fsync_dir(directory)  # the new name survives a crash from here on
+    """
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
         try:

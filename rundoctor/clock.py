@@ -69,6 +69,11 @@ def measure(local: Clock, read_server: Callable[[], float]) -> tuple[float, Cloc
     """Read the server's time between two reads of ``local``: (the server's time, the offset).
 
     The offset is taken at the midpoint of the two local reads.
+
+    >>> ticks = iter([100.0, 100.2])
+    >>> server, offset = measure(lambda: next(ticks), lambda: 160.1)
+    >>> server, round(offset.offset_s, 6), round(offset.error_s, 6)
+    (160.1, 60.0, 0.1)
     """
     before = local()
     server = read_server()

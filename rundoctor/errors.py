@@ -77,7 +77,14 @@ _NAME_SHOWN = 80
 def silence_stdout() -> None:
     """Point file descriptor 1 at ``/dev/null``: once the reader of standard output is gone,
     what is still buffered (and the interpreter's last flush) goes nowhere, without a
-    second ``BrokenPipeError`` on the way out."""
+    second ``BrokenPipeError`` on the way out.
+
+    >>> import subprocess, sys
+    >>> code = ("from rundoctor.errors import silence_stdout; print('kept', flush=True); "
+    ...         "silence_stdout(); print('dropped')")
+    >>> subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    'kept\\n'
+    """
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno() if sys.stdout is not None else 1)
@@ -410,6 +417,11 @@ def exit_when_done(main: Callable[[], object]) -> NoReturn:
     A process started with its standard output closed (``doctor scan >&-``: Python's
     ``sys.stdout`` is then None) cannot print what it was asked for: ``main`` is not run, and
     the process says so in one line and exits :data:`USAGE_EXIT_CODE`, as ``ls >&-`` does.
+
+    >>> import subprocess, sys
+    >>> code = "from rundoctor.errors import exit_when_done; exit_when_done(lambda: exit(3))"
+    >>> subprocess.run([sys.executable, "-c", code], check=False).returncode
+    3
     """
     if sys.stderr is None:  # closed too: nothing can be said, but nothing may crash on it
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process's, until it ends)

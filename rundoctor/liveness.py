@@ -206,19 +206,36 @@ def exclude_self_as_owner() -> None:
     """Never take this process's pid as a run's live owner (the ``doctor`` command calls it:
     a recorded pid equal to the doctor's own was reused by it, the owner is gone). A caller
     that owns runs itself (a worker, its reaper, tests) does not call it.
+
+    >>> import subprocess, sys
+    >>> code = ("import os; from rundoctor.liveness import exclude_self_as_owner, excluded_owners; "
+    ...         "exclude_self_as_owner(); print(os.getpid() in excluded_owners())")
+    >>> subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    'True\\n'
     """
     _NOT_OWNERS.add(os.getpid())
 
 
 def excluded_owners() -> frozenset[int]:
     """The pids this process never takes as a run's live owner (see
-    :func:`exclude_self_as_owner`), to hand to a worker process it starts."""
+    :func:`exclude_self_as_owner`), to hand to a worker process it starts.
+
+    >>> isinstance(excluded_owners(), frozenset)
+    True
+    """
     return frozenset(_NOT_OWNERS)
 
 
 def exclude_owners(pids: frozenset[int] | set[int]) -> None:
     """Never take ``pids`` as a run's live owner either: a worker process of the doctor's
-    scan inherits its parent's exclusions this way (the parent's pid is not a run's owner)."""
+    scan inherits its parent's exclusions this way (the parent's pid is not a run's owner).
+
+    >>> import subprocess, sys
+    >>> code = ("from rundoctor.liveness import exclude_owners, excluded_owners, owner_alive; "
+    ...         "exclude_owners({1}); print(sorted(excluded_owners()))")
+    >>> subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    '[1]\\n'
+    """
     _NOT_OWNERS.update(pids)
 
 
