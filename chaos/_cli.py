@@ -31,7 +31,7 @@ from chaos._report import invariants_json, never_fired, report_json
 from executor import ExecutorError
 from executor.console import OneLineGroup, quiet_console, reported
 from rundoctor.errors import done_then_print, write_whole
-from rundoctor.paths import expand_user
+from rundoctor.paths import expand_user, read_error
 
 __all__ = ["app", "main"]
 
@@ -185,7 +185,10 @@ def check_cmd(
     with reported(ChaosError):
         try:
             verdicts = check(read_history(expand_user(history)))
-        except (OSError, ValueError) as exc:
+        except (OSError, UnicodeDecodeError) as exc:
+            why = read_error(expand_user(history), exc)
+            raise UsageError(f"cannot read history {str(history)!r}: {why}") from exc
+        except ValueError as exc:
             raise UsageError(f"cannot read history {str(history)!r}: {exc}") from exc
     if as_json:
         write_whole(json.dumps(invariants_json(verdicts), indent=2) + "\n")

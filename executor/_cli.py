@@ -99,7 +99,6 @@ RootOpt = Annotated[
         help="Runs root (default $RUNDOCTOR_ROOT, else $XDG_STATE_HOME/rundoctor/runs).",
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 BreakerOpt = Annotated[
     int | None,
     typer.Option(
@@ -345,7 +344,12 @@ def run_cmd(
     graph: GraphArg,
     root: RootOpt = None,
     db: RunDbOpt = None,
-    as_json: JsonOpt = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print {run_id, path, status, failure_reason} as JSON when the run ends."
+        ),
+    ] = False,
     breaker_limit: BreakerOpt = None,
     agent_command: AgentOpt = None,
 ) -> None:
@@ -397,14 +401,26 @@ def run_cmd(
 def enqueue_cmd(
     graph: GraphArg,
     db: DbOpt = None,
-    root: RootOpt = None,
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            "--root",
+            metavar="DIR",
+            help="Accepted and ignored: the worker that runs the ticket decides where runs go.",
+        ),
+    ] = None,
     title: Annotated[
         str | None,
         typer.Option("--title", metavar="TEXT", help="A name for people (default: the file's)."),
     ] = None,
     priority: Annotated[
         int,
-        typer.Option("--priority", metavar="N", help="Higher is claimed first (default 0)."),
+        typer.Option(
+            "--priority",
+            metavar="N",
+            show_default=False,
+            help="Higher is claimed first (default 0; a 32-bit integer).",
+        ),
     ] = 0,
     depends_on: Annotated[
         list[str] | None,
@@ -417,10 +433,16 @@ def enqueue_cmd(
     max_error_attempts: Annotated[
         int,
         typer.Option(
-            "--max-error-attempts", metavar="N", help="Failed runs a ticket gets (default 1)."
+            "--max-error-attempts",
+            metavar="N",
+            show_default=False,
+            help="Failed runs a ticket may have, stored on it (default 1; workers fail a "
+            "ticket on its first failed run for now).",
         ),
     ] = 1,
-    as_json: JsonOpt = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the whole ticket record as JSON, not its id.")
+    ] = False,
 ) -> None:
     """Queue a pipeline run (creating the queue if needed); prints the ticket id."""
     graph = expand_user(graph)
@@ -485,7 +507,13 @@ def _ticket_line(console: Console) -> TicketHook:
 @app.command("worker")
 def worker_cmd(
     concurrency: Annotated[
-        int, typer.Option("--concurrency", metavar="N", help="Tickets run at once.")
+        int,
+        typer.Option(
+            "--concurrency",
+            metavar="N",
+            show_default=False,
+            help=f"Tickets run at once, 1 to {MAX_CONCURRENCY:,} (default 1).",
+        ),
     ] = 1,
     db: DbOpt = None,
     root: RootOpt = None,
@@ -504,14 +532,23 @@ def worker_cmd(
     reaper_interval: Annotated[
         str | None,
         typer.Option(
-            "--reaper-interval", metavar="DURATION", help="Time between reaper passes: 1s, 500ms."
+            "--reaper-interval",
+            metavar="DURATION",
+            help="Time between reaper passes (default 1s): 1s, 500ms.",
         ),
     ] = None,
     lease_ttl: Annotated[
         str | None,
-        typer.Option("--lease-ttl", metavar="DURATION", help="Lease time-to-live: 60s, 2m."),
+        typer.Option(
+            "--lease-ttl",
+            metavar="DURATION",
+            help="Lease time-to-live (default 60s, at least 1s): 60s, 2m.",
+        ),
     ] = None,
-    as_json: JsonOpt = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print what the worker did as one JSON object when it stops."),
+    ] = False,
     breaker_limit: BreakerOpt = None,
     agent_command: AgentOpt = None,
 ) -> None:
@@ -574,7 +611,12 @@ def worker_cmd(
 
 
 @app.command("reap")
-def reap_cmd(db: DbOpt = None, as_json: JsonOpt = False) -> None:
+def reap_cmd(
+    db: DbOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the tickets reclaimed as a JSON list.")
+    ] = False,
+) -> None:
     """One reaper pass: reclaim dead or expired workers' tickets."""
     with reported(ExecutorError):
         queue = _open_existing(db)
@@ -622,7 +664,10 @@ def tickets_cmd(
         ),
     ] = None,
     show_all: Annotated[bool, typer.Option("--all", help="Show every ticket.")] = False,
-    as_json: JsonOpt = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print every ticket's record (oldest first) as one JSON list."),
+    ] = False,
 ) -> None:
     """List tickets, most pressing first (with --json: every ticket's record, oldest first)."""
     if limit is not None and limit < 1:

@@ -28,7 +28,7 @@ from pathlib import Path
 from executor._errors import GraphError, UsageError
 from rundoctor.durations import parse_duration
 from rundoctor.errors import close_matches, did_you_mean
-from rundoctor.paths import read_regular_text
+from rundoctor.paths import read_error, read_regular_text
 
 __all__ = [
     "Condition",
@@ -222,7 +222,8 @@ def load_graph(path: Path) -> Graph:
     try:
         source = read_regular_text(Path(path))
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read pipeline graph {str(path)!r}: {exc}") from exc
+        why = read_error(Path(path), exc)
+        raise UsageError(f"cannot read pipeline graph {str(path)!r}: {why}") from exc
     try:
         return parse_graph(source)
     except GraphError as exc:  # name the file: a command may be given several

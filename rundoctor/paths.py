@@ -17,6 +17,7 @@ __all__ = [
     "expand_user",
     "file_kind",
     "make_dirs",
+    "read_error",
     "read_regular_text",
     "remove_tree",
     "state_home",
@@ -242,6 +243,35 @@ def read_regular_text(path: Path) -> str:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def read_error(path: Path, exc: OSError | UnicodeDecodeError) -> str:
+    """Why the file at ``path`` could not be read, as a message's clause: for a missing one,
+    ``no such file`` and the closest names beside it with its suffix ("did you mean"), not
+    Python's ``[Errno 2] No such file or directory: 'p.dto'``, which repeats the name.
+
+    >>> import tempfile
+    >>> home = Path(tempfile.mkdtemp())
+    >>> _ = (home / "deploy.dot").write_text("")
+    >>> try:
+    ...     read_regular_text(home / "deploy.dto")
+    ... except OSError as exc:
+    ...     print(read_error(home / "deploy.dto", exc))
+    no such file (did you mean '.../deploy.dot'?)
+    """
+    from rundoctor.errors import close_matches, did_you_mean
+
+    if isinstance(exc, UnicodeDecodeError):
+        return f"it is not UTF-8 text ({exc.reason} at byte {exc.start})"
+    if not isinstance(exc, FileNotFoundError):
+        return exc.strerror or str(exc)
+    try:
+        names = [p.name for p in path.parent.iterdir() if p.is_file()]
+    except OSError:  # the directory is missing too, or may not be listed
+        names = []
+    # As the name was given: bare beside a bare name, else with its directory.
+    shown = (lambda n: n) if path.parent == Path() else (lambda n: str(path.parent / n))
+    return "no such file" + did_you_mean(shown(n) for n in close_matches(path.name, names))
 
 
 def state_home() -> Path:

@@ -322,3 +322,12 @@ def test_a_campaign_refuses_what_it_cannot_run_in_one_line(
     )  # fmt: skip
     assert done.returncode == 2 and "internal error" not in done.stderr, done.stderr
     assert says in done.stderr.splitlines()[-1], done.stderr
+
+
+def test_check_of_a_mistyped_history_suggests_the_file_beside_it(tmp_path: Path) -> None:
+    # It printed "[Errno 2] No such file or directory: '…/histroy.ndjson'".
+    (tmp_path / "history.ndjson").write_text("")
+    p = run("-m", "chaos", "check", str(tmp_path / "histroy.ndjson"))
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "no such file (did you mean '" + str(tmp_path / "history.ndjson") + "'?)" in p.stderr
+    assert "Errno" not in p.stderr

@@ -7,6 +7,7 @@ command line and reads its one error line.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,29 @@ def test_tickets_names_the_status_flag_and_the_closest_status(env: dict[str, str
     assert _doctor(env, "enqueue", SIMPLE).returncode == 0
     line = _usage_error(_doctor(env, "tickets", "--status", "todoo"))
     assert line.startswith("error: --status: unknown status 'todoo' (did you mean 'todo'?)")
+
+
+@pytest.mark.parametrize("command", ["run", "enqueue"])
+def test_a_mistyped_graph_gets_the_closest_file_beside_it(
+    env: dict[str, str], tmp_path: Path, command: str
+) -> None:
+    # It printed "[Errno 2] No such file or directory: 'tool_simpel.dot'", repeating the name.
+    (tmp_path / "tool_simple.dot").write_text(SIMPLE.read_text())
+    line = _usage_error(_doctor(env, command, tmp_path / "tool_simpel.dot"))
+    assert line.endswith(f"no such file (did you mean '{tmp_path / 'tool_simple.dot'}'?)")
+
+
+def test_the_help_says_what_each_option_does(env: dict[str, str]) -> None:
+    # `enqueue --root` read "Runs root (default $RUNDOCTOR_ROOT, …)" though it is ignored;
+    # `--priority` said its default twice; each `--json` said only "Print JSON."
+    env = env | {"COLUMNS": "200"}
+    enqueue = _doctor(env, "enqueue", "--help").stdout
+    assert re.search(r"--root DIR\s+Accepted and ignored", enqueue), enqueue
+    assert "[default: " not in enqueue and "a 32-bit integer" in " ".join(enqueue.split())
+    for command in ("run", "enqueue", "worker", "reap", "tickets"):
+        text = _doctor(env, command, "--help").stdout
+        (line,) = [x for x in text.splitlines() if x.strip().startswith("--json")]
+        assert line.split(None, 1)[1] != "Print JSON.", command
+    worker = _doctor(env, "worker", "--help").stdout
+    flat = " ".join(worker.split())
+    assert "1 to 1,024 (default 1)" in flat and "(default 60s, at least 1s)" in flat
