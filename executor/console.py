@@ -221,6 +221,25 @@ class OneLineGroup(TyperGroup):
                 fail("interrupted", INTERRUPTED)
             raise
 
+    def _path(self, prog_name: str | None, args: Sequence[str]) -> str:
+        """The command ``args`` name below this group, as ``doctor chaos run``.
+
+        >>> OneLineGroup(name="doctor")._path(None, ["--root", "x"])
+        'doctor'
+        """
+        words = [prog_name or self.name or "doctor"]
+        group: Any = self
+        for arg in args:
+            commands = getattr(group, "commands", None)
+            if arg.startswith("-") or commands is None:
+                break
+            try:
+                group = commands[arg]
+            except (KeyError, LookupError, ImportError):
+                break
+            words.append(arg)
+        return " ".join(words)
+
     def main(  # type: ignore[override]
         self,
         args: Sequence[str] | None = None,
@@ -247,7 +266,7 @@ class OneLineGroup(TyperGroup):
             sys.stderr.write(exc.format_message() + "\n")
             code = 2
         except click_errors.ClickException as exc:
-            code = _usage_line(exc)
+            code = _usage_line(exc, self._path(prog_name, sys.argv[1:] if args is None else args))
         except typer.Exit as exc:
             code = exc.exit_code
         except BaseException as exc:
@@ -259,12 +278,14 @@ class OneLineGroup(TyperGroup):
         return code
 
 
-def _usage_line(exc: click_errors.ClickException) -> int:
-    """typer's usage errors as one ``error:`` line naming the command's ``--help``."""
+def _usage_line(exc: click_errors.ClickException, path: str) -> int:
+    """typer's usage errors as one ``error:`` line naming the command's ``--help`` (the
+    error's own command, else ``path``: an option missing its value is raised before the
+    command has a context)."""
     message = " ".join(exc.format_message().split())
     ctx = getattr(exc, "ctx", None)
-    if ctx is not None:
-        message = message.rstrip(".") + f" (see `{ctx.command_path} --help`)"
+    where = ctx.command_path if ctx is not None else path
+    message = message.rstrip(".") + f" (see `{where} --help`)"
     try:
         fail(message[:1].lower() + message[1:], exc.exit_code)
     except typer.Exit as done:

@@ -83,3 +83,20 @@ def test_the_help_says_what_each_option_does(env: dict[str, str]) -> None:
     worker = _doctor(env, "worker", "--help").stdout
     flat = " ".join(worker.split())
     assert "1 to 1,024 (default 1)" in flat and "(default 60s, at least 1s)" in flat
+
+
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        (("report", "--run-id"), "doctor report"),
+        (("chaos", "run", "--seed"), "doctor chaos run"),
+        (("tickets", "--limit"), "doctor tickets"),
+    ],
+)
+def test_an_option_missing_its_value_names_the_commands_help(
+    env: dict[str, str], args: tuple[str, ...], command: str
+) -> None:
+    # It ended "option '--run-id' requires an argument." with no `--help` to read, unlike
+    # every other mistake in the command line.
+    line = _usage_error(_doctor(env, *args))
+    assert line == f"error: option '{args[-1]}' requires an argument (see `{command} --help`)"
