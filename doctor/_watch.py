@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -346,8 +347,12 @@ class PassReport:
     def log_line(self) -> str | None:
         """The pass's one stderr line, or None when there is nothing to say.
 
+        A target that failed alike for many events is said once, with how many:
+
         >>> PassReport(3, failures=(Delivery("http://h/…", False, 4, "HTTP 500"),)).log_line()
         'watch pass 3: 0 alerts, 0 resolved; http://h/… failed after 4 tries: HTTP 500'
+        >>> PassReport(1, failures=(Delivery("/bin/x", False, 1, "gone"),) * 41).log_line()
+        'watch pass 1: 0 alerts, 0 resolved; /bin/x failed for 41 events, after 1 try each: gone'
         """
         if self.error is not None:
             return f"watch pass {self.passes}: scan failed: {self.error}"
@@ -355,8 +360,15 @@ class PassReport:
             return None
         line = f"watch pass {self.passes}: {plural(self.alerts, 'alert')}, "
         line += f"{len(self.events) - self.alerts} resolved"
-        for d in self.failures:
-            line += f"; {d.target} failed after {d.tries} tries: {d.error}"
+        alike = Counter((d.target, d.tries, d.error) for d in self.failures)
+        for (target, tries, error), n in alike.items():
+            if n == 1:
+                line += f"; {target} failed after {plural(tries, 'try', 'tries')}: {error}"
+            else:
+                line += (
+                    f"; {target} failed for {n:,} events, after "
+                    f"{plural(tries, 'try', 'tries')} each: {error}"
+                )
         return line
 
 

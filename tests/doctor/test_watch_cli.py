@@ -324,3 +324,19 @@ def test_a_runs_root_from_the_environment_that_loops_is_one_line(
     })  # fmt: skip
     assert done.returncode == 2 and "internal error" not in done.stderr, done.stderr
     assert "runs root" in done.stderr and "is not a directory" in done.stderr, done.stderr
+
+
+def test_a_target_failing_for_every_event_is_said_once_with_the_count(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # It repeated "/nonexistent failed after 1 tries: …" once per event: 41 times on one line.
+    root, state = tmp_path / "runs", tmp_path / "watch.json"
+    for name in ("r1", "r2", "r3"):
+        LiveRun(root, name).start(time.time() - 60)
+    done = _run(_watch(root, state, "--once", "--exec", str(tmp_path / "nonexistent")), env)
+    assert done.returncode == 1
+    alerts = len(done.stdout.splitlines())
+    assert alerts >= 2, done.stdout
+    (line,) = done.stderr.splitlines()
+    assert line.count("nonexistent") == 1, line
+    assert f"nonexistent failed for {alerts} events, after 1 try each: " in line
