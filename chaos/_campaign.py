@@ -362,9 +362,15 @@ def _terminated_as_interrupted(run: Callable[_P, _R]) -> Callable[_P, _R]:
 
 @_terminated_as_interrupted
 def run_campaign(
-    config: CampaignConfig, *, log: Log | None = None, clock: Clock = time.time
+    config: CampaignConfig,
+    *,
+    log: Log | None = None,
+    clock: Clock = time.time,
+    on_start: Callable[[], None] | None = None,
 ) -> CampaignResult:
     """Run one campaign (see the module doc) and write its history and report to ``config.out``.
+    ``on_start`` is called once ``--out`` and the database were accepted, as the campaign
+    starts (the command line prints its replay command then, not before a refusal).
 
     Raises :class:`chaos.UsageError` for a bad configuration and :class:`chaos.CampaignError`
     when the campaign cannot run; violations are data (``result.verdicts``), not errors.
@@ -380,6 +386,8 @@ def run_campaign(
     arrivals = workload.arrivals(random.Random(f"{config.seed}/arrivals"))
     executor = config.executor
     url, cleanup = prepare_db(config, out / "campaign")
+    if on_start is not None:
+        on_start()
     started = clock()
     meta = Meta(
         time=started,

@@ -118,10 +118,13 @@ def run_cmd(
             runs_tmpfs_mb=runs_tmpfs,
             out=out or Path("chaos-out") / f"seed-{seed}",
         ).validate()
-        console.print(f"chaos: seed {seed}, {workers} workers, {duration}; replay with:")
-        console.print(f"  {escape(config.replay_command())}", soft_wrap=True)
+
+        def started() -> None:  # not before --out and --db are accepted: a refusal is one line
+            console.print(f"chaos: seed {seed}, {workers} workers, {duration}; replay with:")
+            console.print(f"  {escape(config.replay_command())}", soft_wrap=True)
+
         log = None if as_json else (lambda line: console.print(escape(line), soft_wrap=True))
-        result = run_campaign(config, log=log)
+        result = run_campaign(config, log=log, on_start=started)
     _finish(console, result, as_json)
 
 

@@ -156,7 +156,11 @@ class WatchState:
         except FileNotFoundError:
             return cls()
         except (OSError, ValueError, RecursionError) as exc:
-            why = "JSON nested too deeply" if isinstance(exc, RecursionError) else exc
+            why: object = exc
+            if isinstance(exc, RecursionError):
+                why = "JSON nested too deeply"
+            elif isinstance(exc, OSError):  # "Not a directory", not "[Errno 20] …: 'PATH'"
+                why = exc.strerror or exc
             raise UsageError(
                 f"--state {str(path)!r} cannot be read ({why}); move it aside or pass another "
                 "--state FILE"

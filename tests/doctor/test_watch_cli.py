@@ -233,14 +233,15 @@ def test_a_damaged_state_file_is_one_line_and_exit_2(tmp_path: Path, env: dict[s
 @pytest.mark.parametrize(
     ("state", "says"),
     [
-        ("fifo", "cannot be read ([Errno 22] not a regular file (a FIFO, device or socket)"),
+        ("fifo", "cannot be read (not a regular file (a FIFO, device or socket))"),
+        ("under-a-file", "cannot be read (Not a directory); move it aside"),
         ("[" * 100_000 + "]" * 100_000, "cannot be read (JSON nested too deeply)"),
         (
             '{"schema": "rundoctor.watch-state/1", "passes": "x", "active": [], "last_pass_at": 1}',
             'is damaged (passes is "x", not a whole number of passes, 0 or more)',
         ),
     ],
-    ids=["fifo", "nested", "wrong-type"],
+    ids=["fifo", "under-a-file", "nested", "wrong-type"],
 )
 def test_a_state_file_that_is_no_state_is_one_line_never_a_hang_or_a_crash(
     tmp_path: Path, env: dict[str, str], state: str, says: str
@@ -251,6 +252,9 @@ def test_a_state_file_that_is_no_state_is_one_line_never_a_hang_or_a_crash(
     path = tmp_path / "watch.json"
     if state == "fifo":
         os.mkfifo(path)
+    elif state == "under-a-file":  # "[Errno 20] Not a directory: '…/x'", the path twice
+        path.write_text("")
+        path = path / "x"
     else:
         path.write_text(state)
     cmd = [*_watch(tmp_path, path), "--once"]
