@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from chaos._campaign import CampaignResult, run_campaign
 from chaos._checkers import check
-from chaos._config import CampaignConfig, executor_from_json, parse_duration
+from chaos._config import MAX_WORKERS, CampaignConfig, executor_from_json, parse_duration
 from chaos._errors import ChaosError, UsageError
 from chaos._evidence import Verdict
 from chaos._faults import FAULTS, parse_faults
@@ -64,7 +64,14 @@ def run_cmd(
             "--duration", metavar="DURATION", help="How long faults are injected: 60s, 20m, 1h."
         ),
     ] = "60s",
-    workers: Annotated[int, typer.Option("--workers", metavar="N", help="Worker processes.")] = 4,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            metavar="N",
+            help=f"Worker processes, 2 to {MAX_WORKERS} (one must stay awake to reap).",
+        ),
+    ] = 4,
     db: Annotated[
         str | None,
         typer.Option(

@@ -346,3 +346,8 @@ def test_an_out_that_is_a_file_is_one_line_without_the_campaigns_banner(tmp_path
     assert p.stderr.splitlines() == [
         f"error: --out '{tmp_path / 'afile'}' is a file; pass a directory"
     ]
+
+
+def test_the_workers_help_names_the_range_the_campaign_accepts() -> None:
+    p = run("-m", "chaos", "run", "--help")
+    assert "2 to 64" in " ".join(p.stdout.split()), p.stdout
