@@ -198,5 +198,7 @@ def render_fleet(scan: ScanResult, *, throughput: Throughput | None = None) -> s
     >>> from doctor import ScanResult
     >>> print(render_fleet(ScanResult(("/runs",), (), {"runs": 0}))[:22])
     # Fleet report: 0 runs
+    >>> print(render_fleet(ScanResult(("/runs",), (), {"runs": 1})).splitlines()[0])
+    # Fleet report: 1 run
     """
     return render(fleet_context(scan, throughput=throughput))
