@@ -113,7 +113,7 @@ def run_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json.")] = False,
 ) -> None:
     """Run a campaign; write report.md, report.json and history.ndjson to --out."""
-    console = Console(stderr=True, highlight=False)
+    console = quiet_console(stderr=True, highlight=False)  # `2>&1 | head`: 141, never 1
     with reported(ChaosError):
         config = CampaignConfig(
             seed=seed,

@@ -351,3 +351,28 @@ def test_an_out_that_is_a_file_is_one_line_without_the_campaigns_banner(tmp_path
 def test_the_workers_help_names_the_range_the_campaign_accepts() -> None:
     p = run("-m", "chaos", "run", "--help")
     assert "2 to 64" in " ".join(p.stdout.split()), p.stdout
+
+
+def test_a_campaign_whose_log_reader_goes_away_exits_141_not_1(tmp_path: Path) -> None:
+    # `doctor chaos run … 2>&1 | head -2` exited 1, "an invariant was violated": Rich's own
+    # console ends a command with 1 when its reader goes away.
+    args = [
+        "run",
+        "--seed",
+        "2",
+        "--duration",
+        "2s",
+        "--workers",
+        "2",
+        "--faults",
+        "sigterm_worker",
+        "--out",
+    ]
+    command = [sys.executable, "-m", "chaos", *args, str(tmp_path / "o")]
+    with subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("chaos: seed 2")
+        proc.stdout.close()  # the reader goes away, as `| head -1` does
+        assert proc.wait(timeout=120) == 141
