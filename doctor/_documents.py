@@ -40,7 +40,7 @@ from doctor._layout import (
 )
 from doctor._model import noun
 from doctor._timestamps import parse_iso
-from rundoctor.liveness import owner_alive, valid_pid
+from rundoctor.liveness import owner_alive, owner_stopped, valid_pid
 from rundoctor.paths import file_kind
 
 __all__ = [
@@ -164,6 +164,11 @@ class RunDocuments:
         time when the lock has one, else by when its pid was recorded (a process younger than
         the record did not write it)."""
         return owner_alive(self.pid, self.pid_start_time, recorded_at=self.pid_recorded_at)
+
+    def owner_stopped(self) -> bool:
+        """:func:`rundoctor.liveness.owner_stopped`: the owner is alive but stopped (state
+        ``T``), so nothing it owns makes progress until it is continued."""
+        return owner_stopped(self.pid, self.pid_start_time, recorded_at=self.pid_recorded_at)
 
     @property
     def final(self) -> Document | None:

@@ -90,6 +90,7 @@ def _run_facts(run_id: str, docs: RunDocuments, rows: _FleetRows, config: Doctor
         run_id, (None, None, None, 0, 0, 0, None, None)
     )
     alive = docs.owner_alive()
+    stopped = docs.owner_stopped()
     final = docs.final
     facts = RunFacts(
         started_at=iso(started),
@@ -103,6 +104,7 @@ def _run_facts(run_id: str, docs: RunDocuments, rows: _FleetRows, config: Doctor
         final_json=final is not None and final.ok and isinstance(final.value, dict),
         owner_pid=docs.pid,
         owner_alive=alive,
+        owner_stopped=stopped,
         current_node=_current_node(node, rows.open_attempts.get(run_id, []), docs),
         edges=[{"from": f, "to": t, "count": int(c)} for f, t, c in rows.edges.get(run_id, [])],
         phases=_phase_rows(rows.phases.get(run_id, []), started, last_event),
@@ -128,9 +130,10 @@ def _run_facts(run_id: str, docs: RunDocuments, rows: _FleetRows, config: Doctor
         stall_timeout_s=stall,
         now=config.now,
         owner_since=docs.owner_since,
+        owner_stopped=stopped,
     )
     facts["branches"] = _branch_facts(
-        docs, rows, run_id, _Liveness(alive=alive, stall=stall, now=config.now)
+        docs, rows, run_id, _Liveness(alive=alive, stall=stall, now=config.now, stopped=stopped)
     )
     facts["_last_heartbeat_at"] = iso(last_hb)
     facts["_open_attempts"] = [a[0] for a in rows.open_attempts.get(run_id, [])]

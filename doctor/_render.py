@@ -97,6 +97,11 @@ def _hint(
     """The hint under a failing check, and the command it offers (a repair when a finding
     has one). With ``config`` (the diagnosis's), a terminalize the repair would still refuse
     says when it will not."""
+    pid = diagnosis.facts.get("owner_pid")
+    if code in _OWNER_CODES and diagnosis.facts.get("owner_stopped") and pid is not None:
+        return _STOPPED_OWNER_HINT, f"kill -CONT {int(pid)}"
+    if code == "unjoined_fanout" and diagnosis.facts.get("owner_alive") is True:
+        return _LIVE_FANOUT_HINT, None
     repairs = sorted({f.repair for f in found if f.repair in _REPAIR_WORDS})
     if repairs:
         what = " and ".join(_REPAIR_WORDS[r] for r in repairs)
@@ -151,6 +156,22 @@ def _damaged_final(f: Finding) -> bool:
         f.repair is None and bool(ev.get("final_json_present")) and ev.get("owner_alive") is False
     )
 
+
+#: The checks whose hint is about the run's owner: when it is stopped, continuing it is the
+#: step (terminalizing or resuming the run of a live owner would race it once it goes on).
+_OWNER_CODES = ("missing_final", "unjoined_fanout")
+
+#: The hint under those checks when the owner is alive but stopped (state T).
+_STOPPED_OWNER_HINT = (
+    "the owner is stopped (SIGSTOP, a suspended job), not dead: continue it and the run goes "
+    "on; do not terminalize or resume it while it lives"
+)
+
+#: The hint under unjoined_fanout when the owner is alive and running: it may still join.
+_LIVE_FANOUT_HINT = (
+    "the owner is alive, so the join may still come: inspect the owner and the branches it "
+    "waits for before collecting their results"
+)
 
 #: The hint under missing_final when the final.json is there but records no end.
 _DAMAGED_FINAL_HINT = (

@@ -179,6 +179,14 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
             f"progressed since {_since(last)}{where}, and it can never finish on its "
             f"own; {end}"
         )
+    elif facts.get("owner_stopped"):
+        severity, repair = Severity.ERROR, None
+        summary = (
+            f"{no_final} and its owner pid {pid} is stopped (state T: SIGSTOP, a suspended "
+            f"job or a debugger), so it makes no progress{where} (the last at {_since(last)}) "
+            f"and will not until it is continued; `kill -CONT {pid}` lets it go on (it is "
+            "alive: do not terminalize or resume it)"
+        )
     else:
         severity, repair = Severity.ERROR, None
         summary = (
@@ -187,6 +195,8 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
             "terminalizes"
         )
     evidence = _evidence(last, idle, facts, nodes, state, final=docs.final or gone)
+    if facts.get("owner_stopped"):
+        evidence["owner_stopped"] = True
     if gone:
         evidence["superseded_final"] = gone
     if last is None and docs.run_out_tail:
