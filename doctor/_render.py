@@ -7,7 +7,7 @@ render to ``Console(file=io.StringIO(), width=100)``.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
@@ -290,6 +290,26 @@ def _diagnosis_head(console: Console, diagnosis: Diagnosis) -> None:
             f"terminal reason: [bold]{_text(flatten(reason, REASON_SHOWN))}[/bold]"
             + (f" [dim](stopped by {_text(str(stop))})[/dim]" if stop else "")
         )
+    for line in resumed_past_lines(facts):
+        console.print(f"[yellow]{_text(line)}[/yellow]")
+
+
+def resumed_past_lines(facts: Mapping[str, Any]) -> list[str]:
+    """One line per resume that routed on an interrupted visit (the ``resumed_past`` fact):
+    a success reached that way must not read as a plain one.
+
+    >>> resumed_past_lines({"resumed_past": [{"resumed_at": "2026-01-01T00:00:00Z",
+    ...     "node": "count", "failure_reason": "stopped by signal terminated",
+    ...     "next_node": "report"}]})  # doctest: +NORMALIZE_WHITESPACE
+    ["resumed at 2026-01-01T00:00:00Z past count's interrupted visit (stopped by signal
+      terminated): the resume routed on that stop to report instead of running count again"]
+    """
+    return [
+        f"resumed at {r.get('resumed_at')} past {r.get('node')}'s interrupted visit "
+        f"({flatten(str(r.get('failure_reason') or 'stopped'), REASON_SHOWN)}): the resume "
+        f"routed on that stop to {r.get('next_node')} instead of running {r.get('node')} again"
+        for r in facts.get("resumed_past") or []
+    ]
 
 
 def _failing_checks(
@@ -368,6 +388,11 @@ def _diagnosis_total(console: Console, diagnosis: Diagnosis, *, verbose: bool) -
             f"[yellow]![/yellow] No findings, but the run {diagnosis.state}: see its terminal "
             "reason above."
         )
+    elif total == 0 and diagnosis.facts.get("resumed_past"):
+        console.print(
+            f"[yellow]![/yellow] No findings, but the run {diagnosis.state} on a route a "
+            "resume took past an interrupted visit: see above."
+        )
     elif total == 0:
         console.print("[green]•[/green] No issues found.")
     else:
@@ -405,6 +430,7 @@ def render_markdown(diagnosis: Diagnosis) -> str:
         stop = f" (stopped by {_md(str(f['stopped_by']))})" if f.get("stopped_by") else ""
         reason = _md(f["terminal_reason"], REASON_SHOWN)
         lines.append(f"- terminal reason: **{reason}**{stop}")
+    lines += [f"- {_md(line, 2000)}" for line in resumed_past_lines(f)]
     lines += [
         "",
         "| severity | code | scope | node | summary |",
