@@ -269,14 +269,25 @@ def _branch_findings(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress
             else "Kilroy branches never write one, and the run never terminalized either, so "
             "the branch's outcome is recorded only in its event stream"
         )
+        then = "read its outcome from its progress.ndjson before cleaning the run up"
+        if not native and facts.get("owner_alive") is True:
+            # The run's owner lives: the branch is paused with it, not abandoned.
+            pid = facts.get("owner_pid")
+            why = f"Kilroy branches never write one; the run's owner pid {pid} is alive" + (
+                ", but stopped (state T)" if facts.get("owner_stopped") else ""
+            )
+            then = (
+                f"`kill -CONT {pid}` lets it go on"
+                if facts.get("owner_stopped")
+                else "it may still go on: inspect the owner before cleaning anything up"
+            )
         findings.append(
             Finding(
                 code="missing_final",
                 severity=Severity.ERROR,
                 summary=(
                     f"Branch {scope} has no final.json and is {branch.get('state')}, with no "
-                    f"progress since {_since(last)}{where} ({why}); read its outcome from "
-                    "its progress.ndjson before cleaning the run up"
+                    f"progress since {_since(last)}{where} ({why}); {then}"
                 ),
                 run_id=run_id,
                 scope=scope,

@@ -123,6 +123,9 @@ def test_a_fanout_whose_owner_is_stopped_is_a_pending_join(tmp_path: Path) -> No
         assert "nobody will join" not in fanout.summary
         assert "the join is pending" in fanout.summary and f"kill -CONT {pid}" in fanout.summary
         assert f"kill -CONT {pid}" in _rendered(held)
+        (branch,) = [f for f in held.findings if f.code == "missing_final" and f.scope]
+        assert branch.scope.endswith("02-impl_b") and f"kill -CONT {pid}" in branch.summary
+        assert "before cleaning the run up" not in branch.summary
 
 
 def test_a_stalled_fanout_whose_owner_is_alive_may_still_join(tmp_path: Path) -> None:
@@ -136,3 +139,6 @@ def test_a_stalled_fanout_whose_owner_is_alive_may_still_join(tmp_path: Path) ->
         assert "nobody will join" not in fanout.summary
         assert "the join may still come" in fanout.summary
         assert "the join may still come" in _rendered(late)
+        (branch,) = [f for f in late.findings if f.code == "missing_final" and f.scope]
+        assert "it may still go on" in branch.summary
+        assert "before cleaning the run up" not in branch.summary
