@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -234,11 +235,47 @@ def _usage_line(exc: click_errors.ClickException) -> int:
     message = " ".join(exc.format_message().split())
     ctx = getattr(exc, "ctx", None)
     if ctx is not None:
-        message = message.rstrip(".") + f" (see `{ctx.command_path} --help`)"
+        hint = _extra_argument_hint(ctx, message)
+        message = message.rstrip(".") + (hint or f" (see `{ctx.command_path} --help`)")
     try:
         fail(message[:1].lower() + message[1:], exc.exit_code)
     except typer.Exit as done:
         return done.exit_code
+
+
+def _extra_argument_hint(ctx: Any, message: str) -> str | None:
+    """For one stray argument where the command takes it as an option (``doctor scan
+    ./runs``, ``doctor diagnose r1``): the option to pass it with.
+
+    A queue's URL or database file goes to ``--db``; a name (no ``/``) to ``--run-id``; a
+    directory to ``--root``: the first of these the command has and the line did not give.
+    None when there is none, or the error is another.
+
+    >>> _extra_argument_hint(None, "Got unexpected extra argument(s) (r1)") is None
+    True
+    """
+    stray = re.fullmatch(r"Got unexpected extra argument(?:\(s\))? \((.+)\)", message)
+    command = getattr(ctx, "command", None)
+    if command is None or stray is None:
+        return None
+    arg = stray[1]
+    named = {o: p.name for p in command.params for o in getattr(p, "opts", ())}
+    candidates = []
+    if arg.startswith(("sqlite:", "postgresql:", "postgres:")) or arg.endswith(
+        (".db", ".sqlite", ".sqlite3")
+    ):
+        candidates.append("--db")
+    if os.sep not in arg and arg not in (".", ".."):
+        candidates.append("--run-id")  # a name: an id, for a command that takes one
+    if os.path.isdir(arg):
+        candidates.append("--root")
+    for flag in candidates:
+        # An option the command has and the line did not already give.
+        if flag in named and ctx.params.get(named[flag]) in (None, (), []):
+            break
+    else:
+        return None
+    return f"; did you mean `{ctx.command_path} {flag} {arg}`?"
 
 
 def _interrupted_line() -> int:
