@@ -234,8 +234,10 @@ class RunDocuments:
     def cost_usd(self) -> float | None:
         costs = [s.cost_usd for s in self.scopes.values() if s.cost_usd is not None]
         final = self.final
-        if final is not None and isinstance(final.get("cost_usd"), (int, float)):
-            costs.append(float(final.get("cost_usd")))
+        # A figure, not true/false (JSON's booleans are Python ints: `true` was $1.00).
+        cost = final.get("cost_usd") if final is not None else None
+        if isinstance(cost, int | float) and not isinstance(cost, bool):
+            costs.append(float(cost))
         return round(sum(costs), 8) if costs else None
 
 
