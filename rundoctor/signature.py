@@ -56,7 +56,7 @@ __all__ = [
     "signature_memo_disabled",
 ]
 
-SIGNATURE_VERSION = 3
+SIGNATURE_VERSION = 4
 
 #: The signature of empty, blank and non-string input.
 EMPTY_SIGNATURE = "<empty>"
@@ -114,7 +114,7 @@ _NUM = "\x1e"
 _REL = "\x1f"
 
 _DUR = (
-    r"(?:\.0++)?(?:ns|us|µs|ms|s|m|h)(?:0++(?:\.0++)?(?:ns|us|µs|ms|s|m|h))*(?!\w)"
+    r"(?:\.0++)?(?:ns|us|µs|ms|s|m|h)(?:0++(?:\.0++)?(?:ns|us|µs|ms|s|m|h))*(?!\w|-\w)"
     r"|(?:\.0++)?\ (?:(?:milli|micro|nano)?seconds?|secs?|minutes?|mins?|hours?|days?|ms|us|ns)"
     r"(?!\w)"
 )
@@ -130,7 +130,7 @@ _POS = r"(?::0++(?::0++)?)?"
 # found by a plain search, a set of them by testing each character against the set, 2 to 3
 # times slower on a text without a match. ``_mask`` uses it when no other alternative can match.
 _LEADING_NUMBER = rf"""
-    0(?<![\w.]0)(?=0*+(?:[-/:a-fA-FKMGTPEnumshµ]|\.0|\ [KMGTPEBbmnshdu]))(?:
+    0(?<![\w.]0)(?=0*+(?:[-/:a-fA-FKMGTPEnumshµ]|[.,]0|\ [KMGTPEBbmnshdu]))(?:
         (?<![:/-]0)0*+(?:
             (?P<date>[-/]0++[-/]0++(?:[T_\ :]0++[:.,]0++(?:[:.,]0++)*)?(?:Z|[+-]0++(?::0++)?)?)
                 (?![\w.:/-])
@@ -138,9 +138,9 @@ _LEADING_NUMBER = rf"""
         |(?<![:-]0)0*+(?:
             (?P<ip>\.0++\.0++\.0++(?::0++)?)(?![\w.])
             |(?P<mac>(?:0++|[a-fA-F]){{0,3}}(?::(?:0++|[a-fA-F]){{0,4}}){{3,7}})(?![\w:]))
-        |0*+(?:
-            (?P<size>(?:\.0++)?\ ?(?:[KMGTPE]i?B|bytes?|B)
-                (?:\ \(0++(?:\.0++)?\ ?(?:[KMGTPE]i?B|bytes?)\))?)(?!\w)
+        |(?<!\w-0)0*+(?:
+            (?P<size>(?:[.,]0++)*+\ ?(?:[KMGTPE]i?B|bytes?|B)
+                (?:\ \(0++(?:\.0++)?\ ?(?:[KMGTPE]i?B|bytes?)\))?)(?!\w|-\w)
             |(?P<d0>{_DUR})))"""
 _LEADING = re.compile(
     rf"""{_LEADING_NUMBER}
@@ -174,23 +174,47 @@ _LEADING_OUT = {
 # other masks leave ("'5 sec'" is "'<time>'", one token), as it will be when the signature is
 # canonicalised again. A quoted token never holds a brace: the JSON pass, which runs first and
 # looks at a bounded number of braces, must see the same braces when a signature is
-# canonicalised again.
+# canonicalised again. A quoted path whose file name the path mask kept ("'<path>/a.yaml'")
+# keeps it here too (version 4): a file reported in quotes is the same file as without them.
 _QUOTED = re.compile(
-    r"""'(?<![\w>'"`]')[^'\s{}]*'(?![\w<'"`])
-    |"(?<![\w>'"`]")[^"\s{}]*"(?![\w<'"`])
-    |`(?<![\w>'"`]`)[^`\s{}]*`(?![\w<'"`])""",
+    r"""'(?<![\w>'"`]')(?:[^'\s{}<]|<(?!path>/))*'(?![\w<'"`])
+    |"(?<![\w>'"`]")(?:[^"\s{}<]|<(?!path>/))*"(?![\w<'"`])
+    |`(?<![\w>'"`]`)(?:[^`\s{}<]|<(?!path>/))*`(?![\w<'"`])""",
     re.VERBOSE,
 )
 _URL = re.compile(r"(?<![\w.+-])[A-Za-z][\w+.-]*://[^\s'\"<>()\[\]{},;]*")
 _WINPATH = re.compile(r"(?<![\w.-])[A-Za-z]:\\[^\s'\"<>|,;]*")
-# Letter-led IPv6 and MAC addresses; the digit-led ones are in _LEADING.
-_HEXCOLON = re.compile(r"(?<![\w.>])[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{0,4}){4,7}(?![\w:<])")
+# Letter-led IPv6 and MAC addresses; the digit-led ones are in _LEADING. In brackets with a port
+# ("[2001:db8:0:0:0:0:0:1]:443") the whole is one address (version 4), as "10.0.0.1:443" is.
+_HEXCOLON = re.compile(
+    r"(?<![\w.>])[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{0,4}){4,7}(?![\w:<])"
+    r"|\[(?<![\w>\]]\[)[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{0,4}){4,7}\](?::0)?(?![\w<])"
+)
+
+# A compressed IPv6 address ("::1", "fe80::1%eth0", "::ffff:10.0.0.1", "2001:db8::8a2e:370:7334";
+# version 4), bare or in brackets with its port ("[2001:db8::1]:5432", as "10.0.0.1:5432" is one
+# address): "::" between hex groups, with a digit somewhere, so that "Option::unwrap" and
+# "std::io" stay words. The full eight-group form is _HEXCOLON's.
+_H16 = r"[0-9a-fA-F]{1,4}"
+_IPV6_BODY = (
+    rf"(?=[0-9a-fA-F:]*0)(?:{_H16}(?::{_H16}){{0,6}})?::(?:{_H16}(?::{_H16}){{0,6}})?"
+    r"(?::0\.0\.0\.0)?(?:%[\w-]+)?"
+)
+_IPV6 = re.compile(
+    rf"(?<![\w.:>\[\]]){_IPV6_BODY}(?![\w:.<])"
+    rf"|\[(?<![\w>\]]\[){_IPV6_BODY}\](?::0)?(?![\w<])"
+)
 
 # A token with a digit is masked whole. A regex cannot start a match before the digit it keys
 # on without trying every position, so tokens that start with their digit are masked in one
 # pass, and the others in two: from the first digit to the token's end, then over the reversed
-# text from the marker back to the token's start.
-_NUM_WORD = r"[\w~+-]*+(?:\.(?=[\w~+-])[\w~+-]*+)*+"
+# text from the marker back to the token's start. The number takes the dotted parts after its
+# digit ("1.2.3", "v2.0-rc.1", "part-0.gz") up to a capitalised name without a digit
+# ("sqlite3.OperationalError" is "<n>.OperationalError", "urllib3.connection.HTTPConnection"
+# "<n>.HTTPConnection", version 4), as the reversed pass stops before the parts that come first
+# ("core.<n>"): there a dotted name ends in a class, often the exception type that tells two
+# failures apart.
+_NUM_WORD = r"[\w~+-]*+(?:\.(?![A-Z][A-Za-z_]*+(?![\w~+-]))(?=[\w~+-])[\w~+-]*+)*+"
 _NUM_START = re.compile(rf"0(?<![\w~+-]0){_NUM_WORD}")
 _NUM_SUFFIX = re.compile(rf"0{_NUM_WORD}")
 _NUM_PREFIX = re.compile(rf"{_NUM}[\w~+-]*+")
@@ -216,8 +240,12 @@ _MONTH_DAY = re.compile(rf"{_MONTH}\ <n>")
 # A DNS host name without digits ("ns.example.com", "www.cse.cuhk.edu.hk"): known by its generic
 # top-level domain, so dotted config keys and class names ("mapred.task.id") stay words.
 _TLD = r"(?:com|net|org|edu|gov|mil|info|biz|(?:com|net|org|edu|gov|ac|co)\.[a-z]{2})"
+# With a mailbox before it ("alice@example.com", version 4), the address is one value too.
+_DNS_NAME = rf"[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.{_TLD}"
 _HOSTNAME = re.compile(
-    rf"(?<![\w.<>@/-])[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.{_TLD}\.?(?![\w<>@/-]|\.\w)"
+    rf"(?<![\w.<>@/+-])(?:(?:[\w.+-]|<n>)++@)?{_DNS_NAME}\.?(?![\w<>@/-]|\.\w)"
+    # A mailbox in angle brackets, as mail headers and servers write it: "<alice@example.com>".
+    rf"|<(?<![\w<>]<)(?:[\w.+-]|<n>)++@{_DNS_NAME}>(?![\w<>])"
 )
 _HOSTNAME_HINT = re.compile(rf"\.{_TLD}\b")
 _SEP = r"(?:[,;]\ ?|\ )"
@@ -271,6 +299,7 @@ class _Patterns:
     winpath: re.Pattern[str]
     dotpath: re.Pattern[str]
     hexcolon: re.Pattern[str]
+    ipv6: re.Pattern[str]
     leading: re.Pattern[str]
     leading_number: re.Pattern[str]
     num_start: re.Pattern[str]
@@ -334,7 +363,7 @@ def _ascii_pattern(pattern: str) -> str:
 
 
 _PATTERN_LIST = (
-    *(_URL, _WINPATH, _DOTPATH, _HEXCOLON, _LEADING, _LEADING_NUMBER_ONLY, _NUM_START),
+    *(_URL, _WINPATH, _DOTPATH, _HEXCOLON, _IPV6, _LEADING, _LEADING_NUMBER_ONLY, _NUM_START),
     *(_NUM_SUFFIX, _REL_PREFIX, _NUM_PREFIX, _HOST_PREFIX, _QUOTED, _HOSTNAME_HINT),
     *(_HOSTNAME, _MONTH_DAY, _CALENDAR, _POST, _COUNTED, _BRACKETED),
 )
@@ -391,7 +420,62 @@ _MAX_JSON_DEPTH = 32
 
 
 def _leading(match: re.Match[str]) -> str:
-    return _LEADING_OUT[match.lastgroup or "rel"]
+    value = _LEADING_VALUES.get(match.lastgroup)
+    if value is not None:
+        return value
+    group = match.lastgroup or "rel"
+    return _LEADING_OUT[group] + _subject_file(match, match[group])
+
+
+# What ``_leading`` writes for a match that is not a path, looked up first (most are not).
+_LEADING_VALUES: dict[str | None, str] = {
+    g: out for g, out in _LEADING_OUT.items() if g not in ("abs", "home", "rel")
+}
+# A path that is the subject of an error keeps its file name beside ``<path>`` (version 4):
+# which file is missing or unreadable is the failure, the directories around it (temporary,
+# per-run, per-user) are what varies. A path is the subject when it is quoted or followed by a
+# colon, the errno convention of every system ("open /etc/app/config.yaml: no such file or
+# directory", "cp: cannot stat '/tmp/x/app.tar.gz'", "No such file or directory:
+# '/tmp/x/config.yaml'"). Elsewhere a path locates a failure ("3 errors in /tmp/x/src/main.rs",
+# "at /src/x.c line 12") and is one value, as is every path that ends in a position
+# ("src/lib.rs:12:5"): the place moves with every edit, the failure does not.
+# The file name kept has no digit and extensions each of one case ("config.yaml", "app.tar.gz",
+# ".env", "README.TXT"); a name with a digit ("part-00298.gz"), without an extension (a
+# directory, "tmpqxkzwe") or with a mixed-case one (mktemp's "tmp.AbCdEfGhIj") is a value.
+_FILE_NAME = re.compile(r"[\w@+~=-]*(?:\.(?:[a-z]+|[A-Z]+))+")
+_QUOTES = frozenset("'\"`")
+# What a path token holds before the part a mask matched (``_LEADING``'s relative paths start
+# at their first "/"): the prefix ``_REL_PREFIX`` takes later.
+_PATH_PREFIX = frozenset("_.@%+~=-")
+
+
+def _subject_file(match: re.Match[str], path: str) -> str:
+    """``"/" + name`` when the path ``match`` took is the subject of an error and ends in a file
+    name to keep (see ``_FILE_NAME``), else ``""``."""
+    text, end = match.string, match.end()
+    if text[end : end + 1] != ":":
+        start = match.start()
+        while start and (text[start - 1].isalnum() or text[start - 1] in _PATH_PREFIX):
+            start -= 1
+        if not start or text[start - 1] not in _QUOTES:
+            return ""
+    return _file_name(path)
+
+
+def _file_name(path: str) -> str:
+    """``"/" + name`` when ``path`` ends in a file name to keep, else ``""``.
+
+    >>> _file_name("tmp/tmpk0j0x0ab/config.yaml"), _file_name("src/lib.rs:0:0")
+    ('/config.yaml', '')
+    """
+    name = path[max(path.rfind("/"), path.rfind("\\")) + 1 :]
+    if "0" in name or ":" in name or not _FILE_NAME.fullmatch(name):
+        return ""
+    return "/" + name
+
+
+def _whole_path(match: re.Match[str]) -> str:
+    return "<path>" + _subject_file(match, match[0])
 
 
 def _render_json(value: object, depth: int = 0) -> str:
@@ -544,11 +628,13 @@ def _mask(text: str, plain: bool = False, months: bool = True) -> str:
         if "://" in text:
             text = p.url.sub("<url>", text)
         if ":\\" in text:
-            text = p.winpath.sub("<path>", text)
+            text = p.winpath.sub(_whole_path, text)
         if "./" in text:
-            text = p.dotpath.sub("<path>", text)
+            text = p.dotpath.sub(_whole_path, text)
+    if "::" in text and _ipv6_hint(text):
+        # The IPv6 passes count hex digits: they take collapsed digit runs.
+        text = p.ipv6.sub("<addr>", _collapse(text))
     if text.count(":") >= 5:
-        # The hex-colon pass counts hex digits: it takes collapsed digit runs.
         text = _collapse(text)
         if _colon_run(text):
             text = p.hexcolon.sub("<addr>", text)
@@ -583,6 +669,26 @@ def _collapse(text: str) -> str:
     while "00" in text:
         text = text.replace("00", "0")
     return text
+
+
+_HEX_COLON = frozenset("0123456789abcdefABCDEF:")
+
+
+def _ipv6_hint(text: str) -> bool:
+    """Whether a run of hex digits and colons around a "::" holds a digit, as every address
+    ``_IPV6`` takes does: most texts with "::" hold ``Class::method`` names, and that pass tries
+    every hex digit of the text."""
+    at = text.find("::")
+    while at >= 0:
+        start, end = at, at + 2
+        while start and text[start - 1] in _HEX_COLON:
+            start -= 1
+        while end < len(text) and text[end] in _HEX_COLON:
+            end += 1
+        if "0" in text[start:end]:
+            return True
+        at = text.find("::", end)
+    return False
 
 
 def _colon_run(text: str) -> bool:
@@ -708,7 +814,7 @@ MASK_RULES: tuple[MaskRule, ...] = (
         "windows-path",
         (_WINPATH,),
         "<path>",
-        "a drive path is one value",
+        "a drive path is one value (its file name is kept where it is the subject, see leading)",
         r"cannot open C:\runs\7\out.log",
         "cannot open <path>",
     ),
