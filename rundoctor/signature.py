@@ -3,26 +3,30 @@
 The grouping (``signature_groups``, ``group_signatures``, ``GroupingConfig``) lives in
 :mod:`rundoctor._grouping` and is re-exported here.
 
-``canonical_signature`` is version ``SIGNATURE_VERSION`` (3). Anything that changes which texts
+``canonical_signature`` is version ``SIGNATURE_VERSION`` (4). Anything that changes which texts
 share a signature must bump it, because circuit breakers persist counts keyed by signature; the
 executor records the version in its breaker events and the doctor compares signatures only
 within one version. ``docs/signatures.md`` explains both functions with examples and the
 measured figures.
 
 ``canonical_signature`` is pure: every ASCII digit run becomes ``0`` first (so digit values
-never matter, for any input), terminal escape sequences (ANSI CSI, a test runner's colours)
-are removed (version 3), whitespace runs become one space, then the masks of
-:data:`MASK_RULES` run in order, each listed with its reason and an example: JSON re-rendered
-with sorted keys; ``<url>``; Windows, ``./`` and other paths (``<path>``, before numbers, so a
-path with digits is one token); ``<addr>`` for IPv4/IPv6/MAC, ``host:port`` and DNS names with a
-generic top-level domain; ISO dates and clock times (``<date>``, ``<time>``), durations and
-sizes with their units (``<time>``, ``<size>``); ``<n>`` for any other token with a digit, glued
-punctuation and units included (hex, ids, UUIDs, versions, ``41C``); ``<str>`` for a quoted
-single token; ``<date>`` for a date in words (``Sat Jun 18 02:08:10 2005``); one value for a run
-of values of one kind (``1, 6, 11``; comma-joined addresses); ``(<*>)`` for a bracket standing
-alone that is empty or holds values (``()`` and ``(10.0.0.1)`` alike); a counted noun made
-singular (``1 warning``, ``3 warnings``). The result is cut to 512 characters, at a space. No
-mask names any one system's vocabulary (:data:`GENERIC_WORDS` is all they may hold).
+never matter, for any input), terminal escape sequences (ANSI CSI, a test runner's colours) are
+removed (version 3), whitespace runs become one space, then the masks of :data:`MASK_RULES` run
+in order, each listed with its reason and an example: JSON re-rendered with sorted keys;
+``<url>``; Windows, ``./`` and other paths (``<path>``, before numbers, so a path with digits is
+one token; a path quoted or followed by a colon, the subject of an errno-style message, keeps a
+file name without a digit: ``<path>/config.yaml``, version 4); ``<addr>`` for IPv4, IPv6
+(compressed and in brackets with a port too, version 4), MAC, ``host:port``, and DNS names and
+mailboxes with a generic top-level domain; ISO dates and clock times (``<date>``, ``<time>``),
+durations and sizes with their units (``<time>``, ``<size>``); ``<n>`` for any other token with
+a digit, glued punctuation and units included (hex, ids, UUIDs, versions, ``41C``), but not a
+capitalised dotted part after it (``sqlite3.OperationalError`` is ``<n>.OperationalError``,
+version 4); ``<str>`` for a quoted single token; ``<date>`` for a date in words (``Sat Jun 18
+02:08:10 2005``); one value for a run of values of one kind (``1, 6, 11``; comma-joined
+addresses); ``(<*>)`` for a bracket standing alone that is empty or holds values (``()`` and
+``(10.0.0.1)`` alike); a counted noun made singular (``1 warning``, ``3 warnings``). The result
+is cut to 512 characters, at a space. No mask names any one system's vocabulary
+(:data:`GENERIC_WORDS` is all they may hold).
 
 Signatures are memoized on the text with its digits zeroed, which is exact (equal keys give
 equal signatures); ``docs/signatures.md`` gives the bound and the figures with and without it
@@ -828,11 +832,12 @@ MASK_RULES: tuple[MaskRule, ...] = (
     ),
     MaskRule(
         "hex-colon",
-        (_HEXCOLON,),
+        (_HEXCOLON, _IPV6),
         "<addr>",
-        "IPv6 and MAC addresses that start with a letter",
-        "from fe80::c6b3:1ff:fecd:467f:1",
-        "from <addr>",
+        "IPv6 addresses (full, compressed, with a zone, in brackets with a port) and MAC "
+        "addresses that start with a letter",
+        "from fe80::1%eth0 and [2001:db8::1]:443",
+        "from <addr> and <addr>",
     ),
     MaskRule(
         "leading",
@@ -840,7 +845,8 @@ MASK_RULES: tuple[MaskRule, ...] = (
         "<date> <time> <addr> <size> <path>",
         "ISO dates, clock times, durations with their units, IPv4 with port, sizes with their "
         "units, and absolute, home and relative paths (with :line:col) are single values; paths "
-        "are taken before numbers so a path with digits stays one token",
+        "are taken before numbers so a path with digits stays one token; a path quoted or "
+        "followed by a colon is the subject of the error and keeps its file name",
         "at 2024-05-01T12:03:04Z took 1.5s on 10.0.0.7:80 read /v2/54fa/servers, 5.2 KB",
         "at <date> took <time> on <addr> read <path>, <size>",
     ),
@@ -849,9 +855,10 @@ MASK_RULES: tuple[MaskRule, ...] = (
         (_NUM_START, _NUM_SUFFIX, _NUM_PREFIX),
         "<n>",
         "any other token with a digit is one value, glued punctuation and units included: "
-        "numbers, hex, ids, UUIDs, versions, 41C, #12, x86_64",
-        "job attempt_1_0_m_3 (pid 0x1f, #12) hit 41C",
-        "job <n> (pid <n>, #<n>) hit <n>",
+        "numbers, hex, ids, UUIDs, versions, 41C, #12, x86_64; a capitalised dotted part after "
+        "it is a class name and stays",
+        "job attempt_1_0_m_3 (pid 0x1f, #12) hit 41C in sqlite3.OperationalError",
+        "job <n> (pid <n>, #<n>) hit <n> in <n>.OperationalError",
     ),
     MaskRule(
         "host-port",
@@ -873,9 +880,10 @@ MASK_RULES: tuple[MaskRule, ...] = (
         "hostname",
         (_HOSTNAME, _HOSTNAME_HINT),
         "<addr>",
-        "a DNS name with a generic top-level domain is an address, digits or not",
-        "reverse mapping for ns.example.com failed",
-        "reverse mapping for <addr> failed",
+        "a DNS name with a generic top-level domain is an address, digits or not, and so is a "
+        "mailbox at one",
+        "mail to alice@example.com via ns.example.com failed",
+        "mail to <addr> via <addr> failed",
     ),
     MaskRule(
         "plural",
