@@ -14,7 +14,7 @@ never matter, for any input), terminal escape sequences (ANSI CSI, a test runner
 removed (version 3), whitespace runs become one space, then the masks of :data:`MASK_RULES` run
 in order, each listed with its reason and an example: JSON re-rendered with sorted keys;
 ``<url>``; Windows, ``./`` and other paths (``<path>``, before numbers, so a path with digits is
-one token; a path quoted or followed by a colon, the subject of an errno-style message, keeps a
+one token; a path quoted, after ": " or before ":", the subject of an errno-style message, keeps a
 file name without a digit: ``<path>/config.yaml``, version 4); ``<addr>`` for IPv4, IPv6
 (compressed and in brackets with a port too, version 4), MAC, ``host:port``, and DNS names and
 mailboxes with a generic top-level domain; ISO dates and clock times (``<date>``, ``<time>``),
@@ -437,12 +437,13 @@ _LEADING_VALUES: dict[str | None, str] = {
 }
 # A path that is the subject of an error keeps its file name beside ``<path>`` (version 4):
 # which file is missing or unreadable is the failure, the directories around it (temporary,
-# per-run, per-user) are what varies. A path is the subject when it is quoted or followed by a
-# colon, the errno convention of every system ("open /etc/app/config.yaml: no such file or
-# directory", "cp: cannot stat '/tmp/x/app.tar.gz'", "No such file or directory:
-# '/tmp/x/config.yaml'"). Elsewhere a path locates a failure ("3 errors in /tmp/x/src/main.rs",
-# "at /src/x.c line 12") and is one value, as is every path that ends in a position
-# ("src/lib.rs:12:5"): the place moves with every edit, the failure does not.
+# per-run, per-user) are what varies. A path is the subject when it is quoted, right after ": "
+# or followed by a colon, the errno convention of every system ("open /etc/app/config.yaml: no
+# such file or directory", "cp: cannot stat '/tmp/x/app.tar.gz'", "No such file or directory:
+# '/tmp/x/config.yaml'", "java.io.FileNotFoundException: /data/in.csv (No such file ...)").
+# Elsewhere a path locates a failure ("3 errors in /tmp/x/src/main.rs", "at /src/x.c line 12")
+# and is one value, as is every path that ends in a position ("src/lib.rs:12:5"): the place
+# moves with every edit, the failure does not.
 # The file name kept has no digit and extensions each of one case ("config.yaml", "app.tar.gz",
 # ".env", "README.TXT"); a name with a digit ("part-00298.gz"), without an extension (a
 # directory, "tmpqxkzwe") or with a mixed-case one (mktemp's "tmp.AbCdEfGhIj") is a value.
@@ -461,7 +462,7 @@ def _subject_file(match: re.Match[str], path: str) -> str:
         start = match.start()
         while start and (text[start - 1].isalnum() or text[start - 1] in _PATH_PREFIX):
             start -= 1
-        if not start or text[start - 1] not in _QUOTES:
+        if not start or (text[start - 1] not in _QUOTES and text[start - 2 : start] != ": "):
             return ""
     return _file_name(path)
 
@@ -846,7 +847,8 @@ MASK_RULES: tuple[MaskRule, ...] = (
         "ISO dates, clock times, durations with their units, IPv4 with port, sizes with their "
         "units, and absolute, home and relative paths (with :line:col) are single values; paths "
         "are taken before numbers so a path with digits stays one token; a path quoted or "
-        "followed by a colon is the subject of the error and keeps its file name",
+        "followed by a colon (or right after one) is the subject of the error and keeps its "
+        "file name",
         "at 2024-05-01T12:03:04Z took 1.5s on 10.0.0.7:80 read /v2/54fa/servers, 5.2 KB",
         "at <date> took <time> on <addr> read <path>, <size>",
     ),

@@ -202,7 +202,8 @@ def _subject_file(match: re.Match[str], path: str) -> str:
     before = re.search(r"[\w.@%+~=-]*\Z", match.string[: match.start()])
     assert before is not None
     quoted = before.start() > 0 and match.string[before.start() - 1] in "'\"`"
-    if not quoted and not match.string[match.end() :].startswith(":"):
+    told = match.string[: before.start()].endswith(": ")
+    if not quoted and not told and not match.string[match.end() :].startswith(":"):
         return ""
     name = re.split(r"[/\\]", path)[-1]
     if "0" in name or ":" in name or not _FILE_NAME.fullmatch(name):

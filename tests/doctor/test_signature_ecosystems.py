@@ -129,6 +129,17 @@ FAILURES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
             ),
         ),
         (
+            "missing in.csv",
+            (
+                "java.io.FileNotFoundException: /data/run-17/in.csv (No such file or directory)",
+                "java.io.FileNotFoundException: /data/run-18/in.csv (No such file or directory)",
+            ),
+        ),
+        (
+            "missing out.csv",
+            ("java.io.FileNotFoundException: /data/run-17/out.csv (No such file or directory)",),
+        ),
+        (
             "IllegalStateException",
             (
                 'Exception in thread "main" java.lang.IllegalStateException: Cannot invoke '
@@ -796,12 +807,16 @@ def test_the_exception_type_after_a_module_with_a_digit_is_kept() -> None:
 
 
 def test_a_missing_file_keeps_its_name_where_it_is_the_subject_of_the_error() -> None:
-    # Quoted or followed by ":" (the errno convention): the file name stays, its directory goes.
+    # Quoted, right after ": " or followed by ":" (the errno convention): the file name stays,
+    # its directory goes.
     assert canonical_signature("open /run/x7/app/config.yaml: no such file or directory") == (
         "open <path>/config.yaml: no such file or directory"
     )
     assert canonical_signature("No such file or directory: '~/work/run-3/.env'") == (
         "No such file or directory: '<path>/.env'"
+    )
+    assert canonical_signature("bind source path does not exist: /srv/r7/app.sock") == (
+        "bind source path does not exist: <path>/app.sock"
     )
     # A name with a digit, without an extension or with a mixed-case one is a value too.
     for path in ("/tmp/out-3.log", "/tmp/tmpqxkzwebf", "/tmp/tmp.AbCdEfGhIj"):
