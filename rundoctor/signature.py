@@ -9,24 +9,22 @@ executor records the version in its breaker events and the doctor compares signa
 within one version. ``docs/signatures.md`` explains both functions with examples and the
 measured figures.
 
-``canonical_signature`` is pure: every ASCII digit run becomes ``0`` first (so digit values
-never matter, for any input), terminal escape sequences (ANSI CSI, a test runner's colours) are
-removed (version 3), whitespace runs become one space, then the masks of :data:`MASK_RULES` run
-in order, each listed with its reason and an example: JSON re-rendered with sorted keys;
-``<url>``; Windows, ``./`` and other paths (``<path>``, before numbers, so a path with digits is
-one token; a path quoted, after ": " or before ":", the subject of an errno-style message, keeps a
-file name without a digit: ``<path>/config.yaml``, version 4); ``<addr>`` for IPv4, IPv6
-(compressed and in brackets with a port too, version 4), MAC, ``host:port``, and DNS names and
-mailboxes with a generic top-level domain; ISO dates and clock times (``<date>``, ``<time>``),
-durations and sizes with their units (``<time>``, ``<size>``); ``<n>`` for any other token with
-a digit, glued punctuation and units included (hex, ids, UUIDs, versions, ``41C``), but not a
-capitalised dotted part after it (``sqlite3.OperationalError`` is ``<n>.OperationalError``,
+``canonical_signature`` is pure: every ASCII digit run becomes ``0`` first (so digit values never
+matter, for any input), terminal escape sequences (ANSI CSI, a test runner's colours) are removed
+(version 3), whitespace runs become one space, then the masks of :data:`MASK_RULES` run in order,
+each listed with its reason and an example: JSON re-rendered with sorted keys; ``<url>``; Windows,
+``./`` and other paths (``<path>``, before numbers, so a path with digits is one token); ``<addr>``
+for IPv4, IPv6 (compressed and in brackets with a port too, version 4), MAC, ``host:port``, and DNS
+names and mailboxes with a generic top-level domain; ISO dates and clock times (``<date>``,
+``<time>``), durations and sizes with their units (``<time>``, ``<size>``); ``<n>`` for any other
+token with a digit, glued punctuation and units included (hex, ids, UUIDs, versions, ``41C``), but
+not a capitalised dotted part after it (``sqlite3.OperationalError`` is ``<n>.OperationalError``,
 version 4); ``<str>`` for a quoted single token; ``<date>`` for a date in words (``Sat Jun 18
-02:08:10 2005``); one value for a run of values of one kind (``1, 6, 11``; comma-joined
-addresses); ``(<*>)`` for a bracket standing alone that is empty or holds values (``()`` and
-``(10.0.0.1)`` alike); a counted noun made singular (``1 warning``, ``3 warnings``). The result
-is cut to 512 characters, at a space. No mask names any one system's vocabulary
-(:data:`GENERIC_WORDS` is all they may hold).
+02:08:10 2005``); one value for a run of values of one kind (``1, 6, 11``; comma-joined addresses);
+``(<*>)`` for a bracket standing alone that is empty or holds values (``()`` and ``(10.0.0.1)``
+alike); a counted noun made singular (``1 warning``, ``3 warnings``). The result is cut to 512
+characters, at a space. No mask names any one system's vocabulary (:data:`GENERIC_WORDS` is all
+they may hold).
 
 Signatures are memoized on the text with its digits zeroed, which is exact (equal keys give
 equal signatures); ``docs/signatures.md`` gives the bound and the figures with and without it
@@ -178,12 +176,11 @@ _LEADING_OUT = {
 # other masks leave ("'5 sec'" is "'<time>'", one token), as it will be when the signature is
 # canonicalised again. A quoted token never holds a brace: the JSON pass, which runs first and
 # looks at a bounded number of braces, must see the same braces when a signature is
-# canonicalised again. A quoted path whose file name the path mask kept ("'<path>/a.yaml'")
-# keeps it here too (version 4): a file reported in quotes is the same file as without them.
+# canonicalised again.
 _QUOTED = re.compile(
-    r"""'(?<![\w>'"`]')(?:[^'\s{}<]|<(?!path>/))*'(?![\w<'"`])
-    |"(?<![\w>'"`]")(?:[^"\s{}<]|<(?!path>/))*"(?![\w<'"`])
-    |`(?<![\w>'"`]`)(?:[^`\s{}<]|<(?!path>/))*`(?![\w<'"`])""",
+    r"""'(?<![\w>'"`]')[^'\s{}]*'(?![\w<'"`])
+    |"(?<![\w>'"`]")[^"\s{}]*"(?![\w<'"`])
+    |`(?<![\w>'"`]`)[^`\s{}]*`(?![\w<'"`])""",
     re.VERBOSE,
 )
 _URL = re.compile(r"(?<![\w.+-])[A-Za-z][\w+.-]*://[^\s'\"<>()\[\]{},;]*")
@@ -424,63 +421,7 @@ _MAX_JSON_DEPTH = 32
 
 
 def _leading(match: re.Match[str]) -> str:
-    value = _LEADING_VALUES.get(match.lastgroup)
-    if value is not None:
-        return value
-    group = match.lastgroup or "rel"
-    return _LEADING_OUT[group] + _subject_file(match, match[group])
-
-
-# What ``_leading`` writes for a match that is not a path, looked up first (most are not).
-_LEADING_VALUES: dict[str | None, str] = {
-    g: out for g, out in _LEADING_OUT.items() if g not in ("abs", "home", "rel")
-}
-# A path that is the subject of an error keeps its file name beside ``<path>`` (version 4):
-# which file is missing or unreadable is the failure, the directories around it (temporary,
-# per-run, per-user) are what varies. A path is the subject when it is quoted, right after ": "
-# or followed by a colon, the errno convention of every system ("open /etc/app/config.yaml: no
-# such file or directory", "cp: cannot stat '/tmp/x/app.tar.gz'", "No such file or directory:
-# '/tmp/x/config.yaml'", "java.io.FileNotFoundException: /data/in.csv (No such file ...)").
-# Elsewhere a path locates a failure ("3 errors in /tmp/x/src/main.rs", "at /src/x.c line 12")
-# and is one value, as is every path that ends in a position ("src/lib.rs:12:5"): the place
-# moves with every edit, the failure does not.
-# The file name kept has no digit and extensions each of one case ("config.yaml", "app.tar.gz",
-# ".env", "README.TXT"); a name with a digit ("part-00298.gz"), without an extension (a
-# directory, "tmpqxkzwe") or with a mixed-case one (mktemp's "tmp.AbCdEfGhIj") is a value.
-_FILE_NAME = re.compile(r"[\w@+~=-]*(?:\.(?:[a-z]+|[A-Z]+))+")
-_QUOTES = frozenset("'\"`")
-# What a path token holds before the part a mask matched (``_LEADING``'s relative paths start
-# at their first "/"): the prefix ``_REL_PREFIX`` takes later.
-_PATH_PREFIX = frozenset("_.@%+~=-")
-
-
-def _subject_file(match: re.Match[str], path: str) -> str:
-    """``"/" + name`` when the path ``match`` took is the subject of an error and ends in a file
-    name to keep (see ``_FILE_NAME``), else ``""``."""
-    text, end = match.string, match.end()
-    if text[end : end + 1] != ":":
-        start = match.start()
-        while start and (text[start - 1].isalnum() or text[start - 1] in _PATH_PREFIX):
-            start -= 1
-        if not start or (text[start - 1] not in _QUOTES and text[start - 2 : start] != ": "):
-            return ""
-    return _file_name(path)
-
-
-def _file_name(path: str) -> str:
-    """``"/" + name`` when ``path`` ends in a file name to keep, else ``""``.
-
-    >>> _file_name("tmp/tmpk0j0x0ab/config.yaml"), _file_name("src/lib.rs:0:0")
-    ('/config.yaml', '')
-    """
-    name = path[max(path.rfind("/"), path.rfind("\\")) + 1 :]
-    if "0" in name or ":" in name or not _FILE_NAME.fullmatch(name):
-        return ""
-    return "/" + name
-
-
-def _whole_path(match: re.Match[str]) -> str:
-    return "<path>" + _subject_file(match, match[0])
+    return _LEADING_OUT[match.lastgroup or "rel"]
 
 
 def _render_json(value: object, depth: int = 0) -> str:
@@ -633,9 +574,9 @@ def _mask(text: str, plain: bool = False, months: bool = True) -> str:
         if "://" in text:
             text = p.url.sub("<url>", text)
         if ":\\" in text:
-            text = p.winpath.sub(_whole_path, text)
+            text = p.winpath.sub("<path>", text)
         if "./" in text:
-            text = p.dotpath.sub(_whole_path, text)
+            text = p.dotpath.sub("<path>", text)
     if "::" in text and _ipv6_hint(text):
         # The IPv6 passes count hex digits: they take collapsed digit runs.
         text = p.ipv6.sub("<addr>", _collapse(text))
@@ -819,7 +760,7 @@ MASK_RULES: tuple[MaskRule, ...] = (
         "windows-path",
         (_WINPATH,),
         "<path>",
-        "a drive path is one value (its file name is kept where it is the subject, see leading)",
+        "a drive path is one value",
         r"cannot open C:\runs\7\out.log",
         "cannot open <path>",
     ),
@@ -846,9 +787,7 @@ MASK_RULES: tuple[MaskRule, ...] = (
         "<date> <time> <addr> <size> <path>",
         "ISO dates, clock times, durations with their units, IPv4 with port, sizes with their "
         "units, and absolute, home and relative paths (with :line:col) are single values; paths "
-        "are taken before numbers so a path with digits stays one token; a path quoted or "
-        "followed by a colon (or right after one) is the subject of the error and keeps its "
-        "file name",
+        "are taken before numbers so a path with digits stays one token",
         "at 2024-05-01T12:03:04Z took 1.5s on 10.0.0.7:80 read /v2/54fa/servers, 5.2 KB",
         "at <date> took <time> on <addr> read <path>, <size>",
     ),

@@ -1,7 +1,8 @@
 """A frozen copy of ``canonical_signature`` version 4: version 2 as it was before the memo
 (issue 11), with terminal escape sequences (ANSI CSI: colours) removed first (version 3), and
-version 4's rules: a path keeps its file name, a quoted path keeps it too, a number stops before
-a capitalised dotted part, a mailbox is part of its address, a size may have digit groups.
+version 4's rules: a number stops before a capitalised dotted part, compressed and bracketed
+IPv6 is an address, a mailbox is part of its address, a size may have digit groups, and a unit
+glued inside an id is not a value. A path is one value, quoted or not, as in version 3.
 
 ``tests/doctor/test_signature_equivalence.py`` checks the shipped function against this one:
 any change of output must bump ``SIGNATURE_VERSION`` (breakers persist counts keyed by
@@ -91,9 +92,9 @@ _LEADING_OUT = {
 # looks at a bounded number of braces, must see the same braces when a signature is
 # canonicalised again.
 _QUOTED = re.compile(
-    r"""'(?<![\w>'"`]')(?:[^'\s{}<]|<(?!path>/))*'(?![\w<'"`])
-    |"(?<![\w>'"`]")(?:[^"\s{}<]|<(?!path>/))*"(?![\w<'"`])
-    |`(?<![\w>'"`]`)(?:[^`\s{}<]|<(?!path>/))*`(?![\w<'"`])""",
+    r"""'(?<![\w>'"`]')[^'\s{}]*'(?![\w<'"`])
+    |"(?<![\w>'"`]")[^"\s{}]*"(?![\w<'"`])
+    |`(?<![\w>'"`]`)[^`\s{}]*`(?![\w<'"`])""",
     re.VERBOSE,
 )
 _URL = re.compile(r"(?<![\w.+-])[A-Za-z][\w+.-]*://[^\s'\"<>()\[\]{},;]*")
@@ -188,31 +189,7 @@ _MAX_JSON_DEPTH = 32
 
 
 def _leading(match: re.Match[str]) -> str:
-    group = match.lastgroup or "rel"
-    if group in ("abs", "home", "rel"):
-        return _LEADING_OUT[group] + _subject_file(match, match[group])
-    return _LEADING_OUT[group]
-
-
-_FILE_NAME = re.compile(r"[\w@+~=-]*(?:\.(?:[a-z]+|[A-Z]+))+")
-
-
-def _subject_file(match: re.Match[str], path: str) -> str:
-    """A path quoted or followed by ":" keeps a file name without a digit."""
-    before = re.search(r"[\w.@%+~=-]*\Z", match.string[: match.start()])
-    assert before is not None
-    quoted = before.start() > 0 and match.string[before.start() - 1] in "'\"`"
-    told = match.string[: before.start()].endswith(": ")
-    if not quoted and not told and not match.string[match.end() :].startswith(":"):
-        return ""
-    name = re.split(r"[/\\]", path)[-1]
-    if "0" in name or ":" in name or not _FILE_NAME.fullmatch(name):
-        return ""
-    return "/" + name
-
-
-def _whole_path(match: re.Match[str]) -> str:
-    return "<path>" + _subject_file(match, match[0])
+    return _LEADING_OUT[match.lastgroup or "rel"]
 
 
 def _render_json(value: object, depth: int = 0) -> str:
@@ -310,9 +287,9 @@ def _mask(text: str) -> str:
     if "://" in text:
         text = _URL.sub("<url>", text)
     if ":\\" in text:
-        text = _WINPATH.sub(_whole_path, text)
+        text = _WINPATH.sub("<path>", text)
     if "./" in text:
-        text = _DOTPATH.sub(_whole_path, text)
+        text = _DOTPATH.sub("<path>", text)
     if "::" in text:
         text = _IPV6.sub("<addr>", text)
     if text.count(":") >= 5:

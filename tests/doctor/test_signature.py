@@ -66,10 +66,7 @@ def test_terminal_colours_do_not_split_a_failure() -> None:
     assert (
         coloured
         == plain
-        == (
-            "FAILED <path>/test_core.py::test_merge[<n>] - AssertionError: assert <n> == <n> "
-            "pid <n> at <time>"
-        )
+        == ("FAILED <path>::test_merge[<n>] - AssertionError: assert <n> == <n> pid <n> at <time>")
     )
     assert canonical_signature("\x1b[1;31merror\x1b[0m: build failed") == "error: build failed"
 

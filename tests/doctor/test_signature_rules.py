@@ -117,7 +117,7 @@ def test_numbers_glued_to_punctuation_or_units_are_one_value() -> None:
 def test_runs_of_values_collapse_to_one() -> None:
     assert canonical_signature("channels 1 2 3 36 40") == canonical_signature("channels 1")
     assert canonical_signature("channel changed to 1,6") == "channel changed to <n>"
-    assert canonical_signature("files /a/b /d/e.f0 /g/h0 missing") == "files <path> missing"
+    assert canonical_signature("files /a/b.c /d/e.f /g.h missing") == "files <path> missing"
     assert canonical_signature("took 1s, 2s; 3s") == "took <time>"
 
 
