@@ -31,7 +31,6 @@ import functools
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -59,6 +58,7 @@ from chaos._injection import (
     WorkerHandle,
     database_unavailable,
 )
+from chaos._runs_tmpfs import mount_runs
 from chaos._workload import Pipeline, build_workload
 from executor import ExecutorConfig, ExecutorError, Queue, QueueError, Ticket, open_queue
 from rundoctor.clock import Clock
@@ -405,7 +405,7 @@ def run_campaign(
         camp = _Campaign(dataclasses.replace(config, out=out), url, executor, clock, say)
     except ExecutorError as exc:
         raise CampaignError(f"cannot open the queue {meta.db!r}: {exc}") from exc
-    unmount = _mount_runs(camp.runs_root, config.runs_tmpfs_mb) if config.runs_tmpfs_mb else None
+    unmount = mount_runs(camp.runs_root, config.runs_tmpfs_mb) if config.runs_tmpfs_mb else None
     try:
         try:
             _drive(camp, arrivals, schedule, faults, started)
@@ -426,31 +426,6 @@ def run_campaign(
 
     write_report(result)
     return result
-
-
-def _mount_runs(runs: Path, size_mb: int) -> Callable[[], None]:
-    """Mount a tmpfs of ``size_mb`` MiB on ``runs``; the function that keeps a copy of the
-    runs (``runs.kept``) and unmounts it."""
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(runs)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise CampaignError(
-            f"--runs-tmpfs: cannot mount a tmpfs on {str(runs)!r} ({done.stderr.strip()}); "
-            "it needs root"
-        )
-
-    def unmount() -> None:
-        subprocess.run(["mount", "-o", "remount,rw", str(runs)], capture_output=True, check=False)
-        for leftover in runs.glob(".chaos-*"):
-            leftover.unlink(missing_ok=True)
-        shutil.copytree(runs, runs.with_name("runs.kept"), symlinks=True, dirs_exist_ok=True)
-        subprocess.run(["umount", "-l", str(runs)], capture_output=True, check=False)
-
-    return unmount
 
 
 def _drive(

@@ -570,7 +570,11 @@ def _fleet_cost(facts: Sequence[Mapping[str, Any]]) -> float | None:
     >>> _fleet_cost([{"cost_usd": 0.25}, {"cost_usd": None}]), _fleet_cost([{}, {"cost_usd": None}])
     (0.25, None)
     """
-    costs = [float(c) for f in facts if isinstance(c := f.get("cost_usd"), int | float)]
+    costs = [
+        float(c)
+        for f in facts
+        if isinstance(c := f.get("cost_usd"), int | float) and not isinstance(c, bool)
+    ]
     return round(sum(costs), 8) if costs else None
 
 

@@ -40,7 +40,7 @@ from doctor._layout import (
 )
 from doctor._model import noun
 from doctor._timestamps import parse_iso
-from rundoctor.liveness import owner_alive, valid_pid
+from rundoctor.liveness import owner_alive, owner_stopped, valid_pid
 from rundoctor.paths import file_kind
 
 __all__ = [
@@ -165,6 +165,11 @@ class RunDocuments:
         the record did not write it)."""
         return owner_alive(self.pid, self.pid_start_time, recorded_at=self.pid_recorded_at)
 
+    def owner_stopped(self) -> bool:
+        """:func:`rundoctor.liveness.owner_stopped`: the owner is alive but stopped (state
+        ``T``), so nothing it owns makes progress until it is continued."""
+        return owner_stopped(self.pid, self.pid_start_time, recorded_at=self.pid_recorded_at)
+
     @property
     def final(self) -> Document | None:
         """The run's terminal record: of its top-level final.json files (the base directory's
@@ -229,8 +234,10 @@ class RunDocuments:
     def cost_usd(self) -> float | None:
         costs = [s.cost_usd for s in self.scopes.values() if s.cost_usd is not None]
         final = self.final
-        if final is not None and isinstance(final.get("cost_usd"), (int, float)):
-            costs.append(float(final.get("cost_usd")))
+        # A figure, not true/false (JSON's booleans are Python ints: `true` was $1.00).
+        cost = final.get("cost_usd") if final is not None else None
+        if isinstance(cost, int | float) and not isinstance(cost, bool):
+            costs.append(float(cost))
         return round(sum(costs), 8) if costs else None
 
 

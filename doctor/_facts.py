@@ -31,6 +31,7 @@ from doctor._config import DoctorConfig
 from doctor._documents import RunDocuments
 from doctor._fact_queries import RESUME_ROW, _FleetRows, _query_fleet
 from doctor._layout import TOP_SQL, is_top_scope
+from doctor._resumed_past import resumed_past
 from doctor._run_state import (
     STOP_EVENTS,
     STOP_EVENTS_SQL,
@@ -78,9 +79,12 @@ def compute_facts(
     ``tables.event_kinds``). ``skip_absent=False`` runs even the queries over event kinds the
     runs do not have, which return no row (a test compares)."""
     rows = _query_fleet(tables, skip_absent=skip_absent)
-    return {
+    facts = {
         run_id: _run_facts(run_id, docs, rows, config) for run_id, docs in tables.documents.items()
     }
+    for run_id, resumes in resumed_past(tables).items():
+        facts[run_id]["resumed_past"] = resumes
+    return facts
 
 
 def _run_facts(run_id: str, docs: RunDocuments, rows: _FleetRows, config: DoctorConfig) -> RunFacts:
@@ -89,8 +93,7 @@ def _run_facts(run_id: str, docs: RunDocuments, rows: _FleetRows, config: Doctor
     started, last_event, last_progress, n, starts, ends, node, last_hb = rows.summary.get(
         run_id, (None, None, None, 0, 0, 0, None, None)
     )
-    alive = docs.owner_alive()
-    final = docs.final
+    alive, stopped, final = docs.owner_alive(), docs.owner_stopped(), docs.final
     facts = RunFacts(
         started_at=iso(started),
         last_event_at=iso(last_event),
@@ -103,6 +106,7 @@ def _run_facts(run_id: str, docs: RunDocuments, rows: _FleetRows, config: Doctor
         final_json=final is not None and final.ok and isinstance(final.value, dict),
         owner_pid=docs.pid,
         owner_alive=alive,
+        owner_stopped=stopped,
         current_node=_current_node(node, rows.open_attempts.get(run_id, []), docs),
         edges=[{"from": f, "to": t, "count": int(c)} for f, t, c in rows.edges.get(run_id, [])],
         phases=_phase_rows(rows.phases.get(run_id, []), started, last_event),
@@ -128,9 +132,10 @@ def _run_facts(run_id: str, docs: RunDocuments, rows: _FleetRows, config: Doctor
         stall_timeout_s=stall,
         now=config.now,
         owner_since=docs.owner_since,
+        owner_stopped=stopped,
     )
     facts["branches"] = _branch_facts(
-        docs, rows, run_id, _Liveness(alive=alive, stall=stall, now=config.now)
+        docs, rows, run_id, _Liveness(alive=alive, stall=stall, now=config.now, stopped=stopped)
     )
     facts["_last_heartbeat_at"] = iso(last_hb)
     facts["_open_attempts"] = [a[0] for a in rows.open_attempts.get(run_id, [])]

@@ -7,7 +7,7 @@ render to ``Console(file=io.StringIO(), width=100)``.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
@@ -97,6 +97,11 @@ def _hint(
     """The hint under a failing check, and the command it offers (a repair when a finding
     has one). With ``config`` (the diagnosis's), a terminalize the repair would still refuse
     says when it will not."""
+    pid = diagnosis.facts.get("owner_pid")
+    if code in _OWNER_CODES and diagnosis.facts.get("owner_stopped") and pid is not None:
+        return _STOPPED_OWNER_HINT, f"kill -CONT {int(pid)}"
+    if code == "unjoined_fanout" and diagnosis.facts.get("owner_alive") is True:
+        return _LIVE_FANOUT_HINT, None
     repairs = sorted({f.repair for f in found if f.repair in _REPAIR_WORDS})
     if repairs:
         what = " and ".join(_REPAIR_WORDS[r] for r in repairs)
@@ -151,6 +156,22 @@ def _damaged_final(f: Finding) -> bool:
         f.repair is None and bool(ev.get("final_json_present")) and ev.get("owner_alive") is False
     )
 
+
+#: The checks whose hint is about the run's owner: when it is stopped, continuing it is the
+#: step (terminalizing or resuming the run of a live owner would race it once it goes on).
+_OWNER_CODES = ("missing_final", "unjoined_fanout")
+
+#: The hint under those checks when the owner is alive but stopped (state T).
+_STOPPED_OWNER_HINT = (
+    "the owner is stopped (SIGSTOP, a suspended job), not dead: continue it and the run goes "
+    "on; do not terminalize or resume it while it lives"
+)
+
+#: The hint under unjoined_fanout when the owner is alive and running: it may still join.
+_LIVE_FANOUT_HINT = (
+    "the owner is alive, so the join may still come: inspect the owner and the branches it "
+    "waits for before collecting their results"
+)
 
 #: The hint under missing_final when the final.json is there but records no end.
 _DAMAGED_FINAL_HINT = (
@@ -269,6 +290,26 @@ def _diagnosis_head(console: Console, diagnosis: Diagnosis) -> None:
             f"terminal reason: [bold]{_text(flatten(reason, REASON_SHOWN))}[/bold]"
             + (f" [dim](stopped by {_text(str(stop))})[/dim]" if stop else "")
         )
+    for line in resumed_past_lines(facts):
+        console.print(f"[yellow]{_text(line)}[/yellow]")
+
+
+def resumed_past_lines(facts: Mapping[str, Any]) -> list[str]:
+    """One line per resume that routed on an interrupted visit (the ``resumed_past`` fact):
+    a success reached that way must not read as a plain one.
+
+    >>> resumed_past_lines({"resumed_past": [{"resumed_at": "2026-01-01T00:00:00Z",
+    ...     "node": "count", "failure_reason": "stopped by signal terminated",
+    ...     "next_node": "report"}]})  # doctest: +NORMALIZE_WHITESPACE
+    ["resumed at 2026-01-01T00:00:00Z past count's interrupted visit (stopped by signal
+      terminated): the resume routed on that stop to report instead of running count again"]
+    """
+    return [
+        f"resumed at {r.get('resumed_at')} past {r.get('node')}'s interrupted visit "
+        f"({flatten(str(r.get('failure_reason') or 'stopped'), REASON_SHOWN)}): the resume "
+        f"routed on that stop to {r.get('next_node')} instead of running {r.get('node')} again"
+        for r in facts.get("resumed_past") or []
+    ]
 
 
 def _failing_checks(
@@ -347,6 +388,11 @@ def _diagnosis_total(console: Console, diagnosis: Diagnosis, *, verbose: bool) -
             f"[yellow]![/yellow] No findings, but the run {diagnosis.state}: see its terminal "
             "reason above."
         )
+    elif total == 0 and diagnosis.facts.get("resumed_past"):
+        console.print(
+            f"[yellow]![/yellow] No findings, but the run {diagnosis.state} on a route a "
+            "resume took past an interrupted visit: see above."
+        )
     elif total == 0:
         console.print("[green]•[/green] No issues found.")
     else:
@@ -384,6 +430,7 @@ def render_markdown(diagnosis: Diagnosis) -> str:
         stop = f" (stopped by {_md(str(f['stopped_by']))})" if f.get("stopped_by") else ""
         reason = _md(f["terminal_reason"], REASON_SHOWN)
         lines.append(f"- terminal reason: **{reason}**{stop}")
+    lines += [f"- {_md(line, 2000)}" for line in resumed_past_lines(f)]
     lines += [
         "",
         "| severity | code | scope | node | summary |",

@@ -47,8 +47,9 @@ def run_state(
     stall_timeout_s: float,
     now: float,
     owner_since: int | None = None,
+    owner_stopped: bool = False,
 ) -> str:
-    """The run's state, FINDINGS.md's rules with three readings made explicit.
+    """The run's state, FINDINGS.md's rules with four readings made explicit.
 
     * A dead owner means ``orphaned`` even within the stall timeout: nobody is left to write
       ``final.json``.
@@ -58,6 +59,9 @@ def run_state(
       ``acquired_at``) within the stall timeout is ``running``, though no progress came yet:
       Kilroy runs its preflight, workspace setup and input materialization before its first
       event, and a resume before its first new one (real run ``starting``).
+    * A live owner that is stopped (``owner_stopped``: SIGSTOP, a suspended job, state ``T``)
+      is ``stalled`` at once, recent progress or not: it can make none until it is
+      continued, and waiting out the stall timeout would only hide that.
 
     >>> run_state(final_status="success", owner_alive=None, last_progress=None,
     ...           last_event=None, stall_timeout_s=600, now=0)
@@ -65,11 +69,16 @@ def run_state(
     >>> run_state(final_status=None, owner_alive=True, last_progress=None, last_event=None,
     ...           stall_timeout_s=600, now=100, owner_since=99 * 10**9)
     'running'
+    >>> run_state(final_status=None, owner_alive=True, last_progress=99 * 10**9, last_event=None,
+    ...           stall_timeout_s=600, now=100, owner_stopped=True)
+    'stalled'
     """
     if final_status in TERMINAL_STATUSES:
         return {"success": "succeeded", "fail": "failed", "canceled": "canceled"}[final_status]
     if owner_alive is False:
         return "orphaned"
+    if owner_alive and owner_stopped:
+        return "stalled"
 
     def fresh(ns: int | None) -> bool:
         return ns is not None and now - ns / 1e9 <= stall_timeout_s
@@ -88,6 +97,8 @@ class _Liveness:
     alive: bool | None
     stall: float
     now: float
+    #: The owner is alive but stopped (state ``T``): its branches make no progress either.
+    stopped: bool = False
 
 
 def _branch_state(
@@ -109,6 +120,7 @@ def _branch_state(
         last_event=last_event,
         stall_timeout_s=live.stall,
         now=live.now,
+        owner_stopped=live.stopped,
     )
 
 

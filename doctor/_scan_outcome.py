@@ -26,7 +26,7 @@ from doctor._config import DoctorConfig
 from doctor._kept import FINDINGS_LEVEL, KeptFindings
 from doctor._run_state import _branch_state, _Liveness, run_state
 from doctor._timestamps import parse_iso
-from rundoctor.liveness import owner_alive
+from rundoctor.liveness import owner_alive, owner_stopped
 
 if TYPE_CHECKING:
     from doctor._tables import Tables
@@ -58,8 +58,9 @@ def _clock_inputs(
         docs = tables.documents[run_id]
         final = docs.final
         alive = rf.get("owner_alive")
+        stopped = bool(rf.get("owner_stopped"))
         stall = rf.get("stall_timeout_s")
-        live = _Liveness(alive=alive, stall=stall, now=config.now)
+        live = _Liveness(alive=alive, stall=stall, now=config.now, stopped=stopped)
         branches = []
         for b in rf.get("branches", []):
             scope = b["scope"]
@@ -82,6 +83,7 @@ def _clock_inputs(
             "last_progress": parse_iso(rf.get("last_progress_at")),
             "last_event": parse_iso(rf.get("last_event_at")),
             "alive": alive,
+            "stopped": stopped,
             "state": rf["_state"],
             "branches": branches,
         }
@@ -98,6 +100,12 @@ def at_clock(outcome: RunOutcome, config: DoctorConfig) -> RunOutcome | None:
     alive = owner_alive(clock["pid"], clock["start_time"], recorded_at=clock.get("pid_recorded_at"))
     if alive != clock["alive"]:
         return None
+    # Stopped or continued since (``kill -STOP``/``-CONT``): its state and findings changed.
+    stopped = owner_stopped(
+        clock["pid"], clock["start_time"], recorded_at=clock.get("pid_recorded_at")
+    )
+    if stopped != clock.get("stopped", False):
+        return None
     stall = float(clock["stall"])
 
     def state(final_status: Any, lp: int | None, le: int | None) -> str:
@@ -108,6 +116,7 @@ def at_clock(outcome: RunOutcome, config: DoctorConfig) -> RunOutcome | None:
             last_event=le,
             stall_timeout_s=stall,
             now=config.now,
+            owner_stopped=stopped,
         )
 
     top = run_state(
@@ -118,6 +127,7 @@ def at_clock(outcome: RunOutcome, config: DoctorConfig) -> RunOutcome | None:
         stall_timeout_s=stall,
         now=config.now,
         owner_since=clock.get("owner_since"),  # absent from older entries
+        owner_stopped=stopped,
     )
     if top != clock["state"]:
         return None

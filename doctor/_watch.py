@@ -324,6 +324,37 @@ def _pass(
     return WatchState(active, state.passes + 1, now), events, notes
 
 
+#: The watch's own code (never a finding's) for a pass whose scan failed.
+SCAN_FAILED = "scan_failed"
+
+
+def _blind(state: WatchState, error: str, now_s: float) -> tuple[WatchState, list[WatchEvent]]:
+    """The state after a pass whose scan failed with ``error``, and its events: a
+    :data:`SCAN_FAILED` alert for the fleet unless one is open (the next pass whose scan
+    succeeds resolves it, as a finding that cleared). Every other alert stays open as it
+    was: nothing was learnt of them.
+
+    >>> state, events = _blind(WatchState(), "cannot read queue 'q.db'", 0.0)
+    >>> [(e.event, e.code, e.severity, e.run_id) for e in events], state.passes
+    ([('alert', 'scan_failed', 'error', None)], 1)
+    >>> _blind(state, "again", 60.0)[1]
+    []
+    """
+    now = iso(int(now_s * 1e9))
+    assert now is not None
+    key: Key = (None, "", SCAN_FAILED, None)
+    active, events = dict(state.active), []
+    if key not in active:
+        summary = (
+            f"The watch cannot scan, so it sees nothing: {error}; "
+            "nothing is watched until a scan succeeds"
+        )
+        event = WatchEvent("alert", None, "", SCAN_FAILED, "error", summary, now, now)
+        active[key] = event
+        events.append(event)
+    return WatchState(active, state.passes + 1, now), events
+
+
 def _unmeasured(notes: tuple[str, ...]) -> tuple[str, ...]:
     """``notes`` without what differs at every reading of a clock (an offset's uncertainty,
     the time read): what the watch compares with the last pass's to decide whether to log
@@ -359,11 +390,12 @@ class PassReport:
         'watch pass 1: 0 alerts, 0 resolved; /bin/x failed for 41 events, after 1 try each: gone'
         """
         if self.error is not None:
-            return f"watch pass {self.passes}: scan failed: {self.error}"
-        if not self.events and not self.failures:
+            line = f"watch pass {self.passes}: scan failed: {self.error}"
+        elif self.events or self.failures:
+            line = f"watch pass {self.passes}: {plural(self.alerts, 'alert')}, "
+            line += f"{len(self.events) - self.alerts} resolved"
+        else:
             return None
-        line = f"watch pass {self.passes}: {plural(self.alerts, 'alert')}, "
-        line += f"{len(self.events) - self.alerts} resolved"
         alike = Counter((d.target, d.tries, d.error) for d in self.failures)
         for (target, tries, error), n in alike.items():
             if n == 1:
@@ -411,8 +443,9 @@ def watch(
     webhooks and command, saves the state, and logs at most one line, after what the scan
     says of the roots (runs it could not look into, ``fleet.root_notes``) and of the queue's
     clock (this host's off from a PostgreSQL server's, ``fleet.queue_notes``) when that changed.
-    A pass whose scan fails (a root gone, a queue down) is logged and the watch goes on,
-    except with ``once``.
+    A pass whose scan fails (a root gone, a queue down) is logged, alerted once as
+    :data:`SCAN_FAILED` (resolved by the next pass whose scan succeeds), and the watch goes
+    on, except with ``once``.
 
     >>> import tempfile
     >>> from pathlib import Path
@@ -427,23 +460,24 @@ def watch(
     state = WatchState.load(wcfg.state_path)
     said: tuple[str, ...] = ()  # the notes last logged: logged again when they change
     while True:
+        error: str | None = None
+        pass_config = config.at_host_clock()
         try:
-            state, events, notes = _pass(config.at_host_clock(), state)
+            state, events, notes = _pass(pass_config, state)
         except DoctorError as exc:
-            # Nothing was learnt: the state stays as it was, on disk too.
-            state = replace(state, passes=state.passes + 1)
-            report = PassReport(state.passes, error=str(exc))
-        else:
-            failures: list[Delivery] = []
-            for event in events:
-                emit(event)
-                failures.extend(d for d in _deliver(event, wcfg) if not d.ok)
-            report = PassReport(state.passes, tuple(events), tuple(failures))
-            state.save(wcfg.state_path)
-            if _unmeasured(notes) != said:
-                for note in notes:
-                    log(f"watch pass {state.passes}: {note}")
-            said = _unmeasured(notes)
+            # The watch is blind: said once, as an alert (the other alerts stay as they were).
+            error, notes = str(exc), said
+            state, events = _blind(state, error, pass_config.now)
+        failures: list[Delivery] = []
+        for event in events:
+            emit(event)
+            failures.extend(d for d in _deliver(event, wcfg) if not d.ok)
+        report = PassReport(state.passes, tuple(events), tuple(failures), error)
+        state.save(wcfg.state_path)
+        if _unmeasured(notes) != said:
+            for note in notes:
+                log(f"watch pass {state.passes}: {note}")
+        said = _unmeasured(notes)
         line = report.log_line()
         if line:
             log(line)

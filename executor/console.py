@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import functools
 import os
+import re
+import shlex
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -266,7 +268,8 @@ class OneLineGroup(TyperGroup):
             sys.stderr.write(exc.format_message() + "\n")
             code = 2
         except click_errors.ClickException as exc:
-            code = _usage_line(exc, self._path(prog_name, sys.argv[1:] if args is None else args))
+            argv = sys.argv[1:] if args is None else args
+            code = _usage_line(exc, argv, self._path(prog_name, argv))
         except typer.Exit as exc:
             code = exc.exit_code
         except BaseException as exc:
@@ -278,18 +281,90 @@ class OneLineGroup(TyperGroup):
         return code
 
 
-def _usage_line(exc: click_errors.ClickException, path: str) -> int:
-    """typer's usage errors as one ``error:`` line naming the command's ``--help`` (the
-    error's own command, else ``path``: an option missing its value is raised before the
-    command has a context)."""
+def _usage_line(
+    exc: click_errors.ClickException, argv: Sequence[str] = (), path: str = "doctor"
+) -> int:
+    """typer's usage errors as one ``error:`` line naming the command's ``--help``, or the
+    option a stray argument belongs to (:func:`_stray_hint`). The command is the error's own,
+    else ``path``: an option missing its value is raised before the command has a context."""
     message = " ".join(exc.format_message().split())
     ctx = getattr(exc, "ctx", None)
+    hint = _stray_hint(exc, ctx, argv) if ctx is not None else None
     where = ctx.command_path if ctx is not None else path
-    message = message.rstrip(".") + f" (see `{where} --help`)"
+    message = message.rstrip(".") + (hint or f" (see `{where} --help`)")
     try:
         fail(message[:1].lower() + message[1:], exc.exit_code)
     except typer.Exit as done:
         return done.exit_code
+
+
+def _stray_hint(exc: click_errors.ClickException, ctx: Any, argv: Sequence[str]) -> str | None:
+    """For one argument given without its option (``doctor scan ./runs``, ``doctor diagnose
+    r1``): "did you mean" the line with the option, else None.
+
+    The argument is the one click found extra, or, when a required option is missing, the
+    one positional argument the command's line holds. A database file or URL goes to
+    ``--db``, a name (no ``/``) to ``--run-id``, a directory to ``--root``: the first of these
+    the command has and the line did not already give (for a missing option: that option).
+    """
+    command = ctx.command
+    if isinstance(exc, click_errors.MissingParameter) and exc.param is not None:
+        wanted = [o for o in exc.param.opts if o.startswith("--")]
+        rest = _positional(ctx, argv)
+        if len(rest) != 1 or not wanted:
+            return None
+        arg = rest[0]
+    else:
+        stray = re.fullmatch(
+            r"Got unexpected extra argument(?:\(s\))? \((.+)\)", exc.format_message()
+        )
+        if stray is None:
+            return None
+        arg, wanted = stray[1], []
+    named = {o: p.name for p in command.params for o in getattr(p, "opts", ())}
+    for flag in _options_for(arg):
+        given = ctx.params.get(named.get(flag, "")) not in (None, (), [])
+        if (flag in wanted) if wanted else (flag in named and not given):
+            own = _own_args(ctx, argv) or [arg]
+            at = own.index(arg) if arg in own else len(own)
+            line = [*ctx.command_path.split(), *own[:at], flag, arg, *own[at + 1 :]]
+            return f"; did you mean `{shlex.join(line)}`?"
+    return None
+
+
+def _options_for(arg: str) -> list[str]:
+    """The options an argument given alone may belong to, likeliest first.
+
+    >>> _options_for("q.db"), _options_for("r1"), _options_for("/no/such/dir")
+    (['--db', '--run-id'], ['--run-id'], [])
+    """
+    options = []
+    if arg.startswith(("sqlite:", "postgresql:", "postgres:")) or arg.endswith(
+        (".db", ".sqlite", ".sqlite3")
+    ):
+        options.append("--db")
+    if os.sep not in arg and arg not in (".", ".."):
+        options.append("--run-id")  # a name: an id, for a command that takes one
+    if os.path.isdir(arg):
+        options.append("--root")
+    return options
+
+
+def _own_args(ctx: Any, argv: Sequence[str]) -> list[str]:
+    """The part of ``argv`` after the command's name ([] when it is not there)."""
+    args = [str(a) for a in argv]
+    return args[args.index(ctx.info_name) + 1 :] if ctx.info_name in args else []
+
+
+def _positional(ctx: Any, argv: Sequence[str]) -> list[str]:
+    """The positional arguments of the command's own part of ``argv`` (after its name), as
+    its parser reads them; [] when that part cannot be found or parsed."""
+    own = _own_args(ctx, argv)
+    try:
+        _, rest, _ = ctx.command.make_parser(ctx).parse_args(args=own)
+    except click_errors.ClickException:
+        return []
+    return [str(a) for a in rest]
 
 
 def _interrupted_line() -> int:

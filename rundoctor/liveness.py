@@ -38,6 +38,7 @@ __all__ = [
     "exclude_self_as_owner",
     "excluded_owners",
     "owner_alive",
+    "owner_stopped",
     "process_alive",
     "process_state",
     "start_ticks",
@@ -272,3 +273,24 @@ def owner_alive(
         if began is not None and began > recorded_at + YOUNGER_BY_S:
             return False  # started after its pid was written down: the pid was reused
     return alive
+
+
+def owner_stopped(
+    pid: int | None, start_time: int | None = None, *, recorded_at: float | None = None
+) -> bool:
+    """Is the recorded owner alive (:func:`owner_alive`) but stopped (SIGSTOP, a suspended
+    job, a debugger): a process that does no work until it is continued (``kill -CONT``)?
+
+    >>> import signal, subprocess
+    >>> child = subprocess.Popen(["sleep", "30"])
+    >>> os.kill(child.pid, signal.SIGSTOP); os.waitpid(child.pid, os.WUNTRACED)[0] == child.pid
+    True
+    >>> owner_stopped(child.pid), owner_stopped(os.getpid()), owner_stopped(None)
+    (True, False, False)
+    >>> child.kill(); child.wait()
+    -9
+    """
+    if pid is None or owner_alive(pid, start_time, recorded_at=recorded_at) is not True:
+        return False
+    state = process_state(pid)
+    return state is not None and state.stopped

@@ -3,26 +3,28 @@
 The grouping (``signature_groups``, ``group_signatures``, ``GroupingConfig``) lives in
 :mod:`rundoctor._grouping` and is re-exported here.
 
-``canonical_signature`` is version ``SIGNATURE_VERSION`` (3). Anything that changes which texts
+``canonical_signature`` is version ``SIGNATURE_VERSION`` (4). Anything that changes which texts
 share a signature must bump it, because circuit breakers persist counts keyed by signature; the
 executor records the version in its breaker events and the doctor compares signatures only
 within one version. ``docs/signatures.md`` explains both functions with examples and the
 measured figures.
 
-``canonical_signature`` is pure: every ASCII digit run becomes ``0`` first (so digit values
-never matter, for any input), terminal escape sequences (ANSI CSI, a test runner's colours)
-are removed (version 3), whitespace runs become one space, then the masks of
-:data:`MASK_RULES` run in order, each listed with its reason and an example: JSON re-rendered
-with sorted keys; ``<url>``; Windows, ``./`` and other paths (``<path>``, before numbers, so a
-path with digits is one token); ``<addr>`` for IPv4/IPv6/MAC, ``host:port`` and DNS names with a
-generic top-level domain; ISO dates and clock times (``<date>``, ``<time>``), durations and
-sizes with their units (``<time>``, ``<size>``); ``<n>`` for any other token with a digit, glued
-punctuation and units included (hex, ids, UUIDs, versions, ``41C``); ``<str>`` for a quoted
-single token; ``<date>`` for a date in words (``Sat Jun 18 02:08:10 2005``); one value for a run
-of values of one kind (``1, 6, 11``; comma-joined addresses); ``(<*>)`` for a bracket standing
-alone that is empty or holds values (``()`` and ``(10.0.0.1)`` alike); a counted noun made
-singular (``1 warning``, ``3 warnings``). The result is cut to 512 characters, at a space. No
-mask names any one system's vocabulary (:data:`GENERIC_WORDS` is all they may hold).
+``canonical_signature`` is pure: every ASCII digit run becomes ``0`` first (so digit values never
+matter, for any input), terminal escape sequences (ANSI CSI, a test runner's colours) are removed
+(version 3), whitespace runs become one space, then the masks of :data:`MASK_RULES` run in order,
+each listed with its reason and an example: JSON re-rendered with sorted keys; ``<url>``; Windows,
+``./`` and other paths (``<path>``, before numbers, so a path with digits is one token); ``<addr>``
+for IPv4, IPv6 (compressed and in brackets with a port too, version 4), MAC, ``host:port``, and DNS
+names and mailboxes with a generic top-level domain; ISO dates and clock times (``<date>``,
+``<time>``), durations and sizes with their units (``<time>``, ``<size>``); ``<n>`` for any other
+token with a digit, glued punctuation and units included (hex, ids, UUIDs, versions, ``41C``), but
+not a capitalised dotted part after it (``sqlite3.OperationalError`` is ``<n>.OperationalError``,
+version 4); ``<str>`` for a quoted single token; ``<date>`` for a date in words (``Sat Jun 18
+02:08:10 2005``); one value for a run of values of one kind (``1, 6, 11``; comma-joined addresses);
+``(<*>)`` for a bracket standing alone that is empty or holds values (``()`` and ``(10.0.0.1)``
+alike); a counted noun made singular (``1 warning``, ``3 warnings``). The result is cut to 512
+characters, at a space. No mask names any one system's vocabulary (:data:`GENERIC_WORDS` is all
+they may hold).
 
 Signatures are memoized on the text with its digits zeroed, which is exact (equal keys give
 equal signatures); ``docs/signatures.md`` gives the bound and the figures with and without it
@@ -56,7 +58,7 @@ __all__ = [
     "signature_memo_disabled",
 ]
 
-SIGNATURE_VERSION = 3
+SIGNATURE_VERSION = 4
 
 #: The signature of empty, blank and non-string input.
 EMPTY_SIGNATURE = "<empty>"
@@ -114,7 +116,7 @@ _NUM = "\x1e"
 _REL = "\x1f"
 
 _DUR = (
-    r"(?:\.0++)?(?:ns|us|µs|ms|s|m|h)(?:0++(?:\.0++)?(?:ns|us|µs|ms|s|m|h))*(?!\w)"
+    r"(?:\.0++)?(?:ns|us|µs|ms|s|m|h)(?:0++(?:\.0++)?(?:ns|us|µs|ms|s|m|h))*(?!\w|-\w)"
     r"|(?:\.0++)?\ (?:(?:milli|micro|nano)?seconds?|secs?|minutes?|mins?|hours?|days?|ms|us|ns)"
     r"(?!\w)"
 )
@@ -130,7 +132,7 @@ _POS = r"(?::0++(?::0++)?)?"
 # found by a plain search, a set of them by testing each character against the set, 2 to 3
 # times slower on a text without a match. ``_mask`` uses it when no other alternative can match.
 _LEADING_NUMBER = rf"""
-    0(?<![\w.]0)(?=0*+(?:[-/:a-fA-FKMGTPEnumshµ]|\.0|\ [KMGTPEBbmnshdu]))(?:
+    0(?<![\w.]0)(?=0*+(?:[-/:a-fA-FKMGTPEnumshµ]|[.,]0|\ [KMGTPEBbmnshdu]))(?:
         (?<![:/-]0)0*+(?:
             (?P<date>[-/]0++[-/]0++(?:[T_\ :]0++[:.,]0++(?:[:.,]0++)*)?(?:Z|[+-]0++(?::0++)?)?)
                 (?![\w.:/-])
@@ -138,9 +140,9 @@ _LEADING_NUMBER = rf"""
         |(?<![:-]0)0*+(?:
             (?P<ip>\.0++\.0++\.0++(?::0++)?)(?![\w.])
             |(?P<mac>(?:0++|[a-fA-F]){{0,3}}(?::(?:0++|[a-fA-F]){{0,4}}){{3,7}})(?![\w:]))
-        |0*+(?:
-            (?P<size>(?:\.0++)?\ ?(?:[KMGTPE]i?B|bytes?|B)
-                (?:\ \(0++(?:\.0++)?\ ?(?:[KMGTPE]i?B|bytes?)\))?)(?!\w)
+        |(?<!\w-0)0*+(?:
+            (?P<size>(?:[.,]0++)*+\ ?(?:[KMGTPE]i?B|bytes?|B)
+                (?:\ \(0++(?:\.0++)?\ ?(?:[KMGTPE]i?B|bytes?)\))?)(?!\w|-\w)
             |(?P<d0>{_DUR})))"""
 _LEADING = re.compile(
     rf"""{_LEADING_NUMBER}
@@ -183,14 +185,37 @@ _QUOTED = re.compile(
 )
 _URL = re.compile(r"(?<![\w.+-])[A-Za-z][\w+.-]*://[^\s'\"<>()\[\]{},;]*")
 _WINPATH = re.compile(r"(?<![\w.-])[A-Za-z]:\\[^\s'\"<>|,;]*")
-# Letter-led IPv6 and MAC addresses; the digit-led ones are in _LEADING.
-_HEXCOLON = re.compile(r"(?<![\w.>])[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{0,4}){4,7}(?![\w:<])")
+# Letter-led IPv6 and MAC addresses; the digit-led ones are in _LEADING. In brackets with a port
+# ("[2001:db8:0:0:0:0:0:1]:443") the whole is one address (version 4), as "10.0.0.1:443" is.
+_HEXCOLON = re.compile(
+    r"(?<![\w.>])[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{0,4}){4,7}(?![\w:<])"
+    r"|\[(?<![\w>\]]\[)[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{0,4}){4,7}\](?::0)?(?![\w<])"
+)
+
+# A compressed IPv6 address ("::1", "fe80::1%eth0", "::ffff:10.0.0.1", "2001:db8::8a2e:370:7334";
+# version 4), bare or in brackets with its port ("[2001:db8::1]:5432", as "10.0.0.1:5432" is one
+# address): "::" between hex groups, with a digit somewhere, so that "Option::unwrap" and
+# "std::io" stay words. The full eight-group form is _HEXCOLON's.
+_H16 = r"[0-9a-fA-F]{1,4}"
+_IPV6_BODY = (
+    rf"(?=[0-9a-fA-F:]*0)(?:{_H16}(?::{_H16}){{0,6}})?::(?:{_H16}(?::{_H16}){{0,6}})?"
+    r"(?::0\.0\.0\.0)?(?:%[\w-]+)?"
+)
+_IPV6 = re.compile(
+    rf"(?<![\w.:>\[\]]){_IPV6_BODY}(?![\w:.<])"
+    rf"|\[(?<![\w>\]]\[){_IPV6_BODY}\](?::0)?(?![\w<])"
+)
 
 # A token with a digit is masked whole. A regex cannot start a match before the digit it keys
 # on without trying every position, so tokens that start with their digit are masked in one
 # pass, and the others in two: from the first digit to the token's end, then over the reversed
-# text from the marker back to the token's start.
-_NUM_WORD = r"[\w~+-]*+(?:\.(?=[\w~+-])[\w~+-]*+)*+"
+# text from the marker back to the token's start. The number takes the dotted parts after its
+# digit ("1.2.3", "v2.0-rc.1", "part-0.gz") up to a capitalised name without a digit
+# ("sqlite3.OperationalError" is "<n>.OperationalError", "urllib3.connection.HTTPConnection"
+# "<n>.HTTPConnection", version 4), as the reversed pass stops before the parts that come first
+# ("core.<n>"): there a dotted name ends in a class, often the exception type that tells two
+# failures apart.
+_NUM_WORD = r"[\w~+-]*+(?:\.(?![A-Z][A-Za-z_]*+(?![\w~+-]))(?=[\w~+-])[\w~+-]*+)*+"
 _NUM_START = re.compile(rf"0(?<![\w~+-]0){_NUM_WORD}")
 _NUM_SUFFIX = re.compile(rf"0{_NUM_WORD}")
 _NUM_PREFIX = re.compile(rf"{_NUM}[\w~+-]*+")
@@ -216,8 +241,12 @@ _MONTH_DAY = re.compile(rf"{_MONTH}\ <n>")
 # A DNS host name without digits ("ns.example.com", "www.cse.cuhk.edu.hk"): known by its generic
 # top-level domain, so dotted config keys and class names ("mapred.task.id") stay words.
 _TLD = r"(?:com|net|org|edu|gov|mil|info|biz|(?:com|net|org|edu|gov|ac|co)\.[a-z]{2})"
+# With a mailbox before it ("alice@example.com", version 4), the address is one value too.
+_DNS_NAME = rf"[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.{_TLD}"
 _HOSTNAME = re.compile(
-    rf"(?<![\w.<>@/-])[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.{_TLD}\.?(?![\w<>@/-]|\.\w)"
+    rf"(?<![\w.<>@/+-])(?:(?:[\w.+-]|<n>)++@)?{_DNS_NAME}\.?(?![\w<>@/-]|\.\w)"
+    # A mailbox in angle brackets, as mail headers and servers write it: "<alice@example.com>".
+    rf"|<(?<![\w<>]<)(?:[\w.+-]|<n>)++@{_DNS_NAME}>(?![\w<>])"
 )
 _HOSTNAME_HINT = re.compile(rf"\.{_TLD}\b")
 _SEP = r"(?:[,;]\ ?|\ )"
@@ -271,6 +300,7 @@ class _Patterns:
     winpath: re.Pattern[str]
     dotpath: re.Pattern[str]
     hexcolon: re.Pattern[str]
+    ipv6: re.Pattern[str]
     leading: re.Pattern[str]
     leading_number: re.Pattern[str]
     num_start: re.Pattern[str]
@@ -334,7 +364,7 @@ def _ascii_pattern(pattern: str) -> str:
 
 
 _PATTERN_LIST = (
-    *(_URL, _WINPATH, _DOTPATH, _HEXCOLON, _LEADING, _LEADING_NUMBER_ONLY, _NUM_START),
+    *(_URL, _WINPATH, _DOTPATH, _HEXCOLON, _IPV6, _LEADING, _LEADING_NUMBER_ONLY, _NUM_START),
     *(_NUM_SUFFIX, _REL_PREFIX, _NUM_PREFIX, _HOST_PREFIX, _QUOTED, _HOSTNAME_HINT),
     *(_HOSTNAME, _MONTH_DAY, _CALENDAR, _POST, _COUNTED, _BRACKETED),
 )
@@ -547,8 +577,10 @@ def _mask(text: str, plain: bool = False, months: bool = True) -> str:
             text = p.winpath.sub("<path>", text)
         if "./" in text:
             text = p.dotpath.sub("<path>", text)
+    if "::" in text and _ipv6_hint(text):
+        # The IPv6 passes count hex digits: they take collapsed digit runs.
+        text = p.ipv6.sub("<addr>", _collapse(text))
     if text.count(":") >= 5:
-        # The hex-colon pass counts hex digits: it takes collapsed digit runs.
         text = _collapse(text)
         if _colon_run(text):
             text = p.hexcolon.sub("<addr>", text)
@@ -583,6 +615,26 @@ def _collapse(text: str) -> str:
     while "00" in text:
         text = text.replace("00", "0")
     return text
+
+
+_HEX_COLON = frozenset("0123456789abcdefABCDEF:")
+
+
+def _ipv6_hint(text: str) -> bool:
+    """Whether a run of hex digits and colons around a "::" holds a digit, as every address
+    ``_IPV6`` takes does: most texts with "::" hold ``Class::method`` names, and that pass tries
+    every hex digit of the text."""
+    at = text.find("::")
+    while at >= 0:
+        start, end = at, at + 2
+        while start and text[start - 1] in _HEX_COLON:
+            start -= 1
+        while end < len(text) and text[end] in _HEX_COLON:
+            end += 1
+        if "0" in text[start:end]:
+            return True
+        at = text.find("::", end)
+    return False
 
 
 def _colon_run(text: str) -> bool:
@@ -722,11 +774,12 @@ MASK_RULES: tuple[MaskRule, ...] = (
     ),
     MaskRule(
         "hex-colon",
-        (_HEXCOLON,),
+        (_HEXCOLON, _IPV6),
         "<addr>",
-        "IPv6 and MAC addresses that start with a letter",
-        "from fe80::c6b3:1ff:fecd:467f:1",
-        "from <addr>",
+        "IPv6 addresses (full, compressed, with a zone, in brackets with a port) and MAC "
+        "addresses that start with a letter",
+        "from fe80::1%eth0 and [2001:db8::1]:443",
+        "from <addr> and <addr>",
     ),
     MaskRule(
         "leading",
@@ -743,9 +796,10 @@ MASK_RULES: tuple[MaskRule, ...] = (
         (_NUM_START, _NUM_SUFFIX, _NUM_PREFIX),
         "<n>",
         "any other token with a digit is one value, glued punctuation and units included: "
-        "numbers, hex, ids, UUIDs, versions, 41C, #12, x86_64",
-        "job attempt_1_0_m_3 (pid 0x1f, #12) hit 41C",
-        "job <n> (pid <n>, #<n>) hit <n>",
+        "numbers, hex, ids, UUIDs, versions, 41C, #12, x86_64; a capitalised dotted part after "
+        "it is a class name and stays",
+        "job attempt_1_0_m_3 (pid 0x1f, #12) hit 41C in sqlite3.OperationalError",
+        "job <n> (pid <n>, #<n>) hit <n> in <n>.OperationalError",
     ),
     MaskRule(
         "host-port",
@@ -767,9 +821,10 @@ MASK_RULES: tuple[MaskRule, ...] = (
         "hostname",
         (_HOSTNAME, _HOSTNAME_HINT),
         "<addr>",
-        "a DNS name with a generic top-level domain is an address, digits or not",
-        "reverse mapping for ns.example.com failed",
-        "reverse mapping for <addr> failed",
+        "a DNS name with a generic top-level domain is an address, digits or not, and so is a "
+        "mailbox at one",
+        "mail to alice@example.com via ns.example.com failed",
+        "mail to <addr> via <addr> failed",
     ),
     MaskRule(
         "plural",

@@ -24,7 +24,13 @@ import re
 from pathlib import Path
 
 from doctor._detectors._context import Context
-from doctor._documents import checkpoint_fields, normalize_status, parse_json, read_regular
+from doctor._documents import (
+    RunDocuments,
+    checkpoint_fields,
+    normalize_status,
+    parse_json,
+    read_regular,
+)
 from doctor._facts import facts_of, scope_state
 from doctor._model import Finding, Severity
 from doctor._timestamps import parse_iso
@@ -88,6 +94,34 @@ def _archived(node_dir: Path) -> tuple[int, str, str | None] | None:
         if status is not None:
             return n, status, reason
     return None
+
+
+#: The ``N`` of a found outcome that no ``visit_N/`` archive holds: the checkpoint's context
+#: recorded it (:func:`_checkpointed`).
+_FROM_CHECKPOINT = 0
+
+
+def _checkpointed(docs: RunDocuments, scope: str, node: str) -> tuple[int, str, str | None] | None:
+    """The outcome of ``node``'s visit that the checkpoint of ``scope`` (the base directory or
+    a ``restart-N``) recorded, when it names that node: (:data:`_FROM_CHECKPOINT`, status,
+    failure_reason) from its context's ``outcome`` and ``failure_reason``. Kilroy builds
+    before 2026-03-01 keep no ``visit_N/`` archive (format doc §8), so a status file a killed
+    later visit deleted survives only there: the checkpoint is saved after each completed
+    node with that node's outcome in its context (format doc §3.3)."""
+    sd = docs.scopes.get(scope)
+    doc = sd.checkpoint if sd is not None else None
+    if checkpoint_fields(doc).get("current_node") != node or doc is None:
+        return None
+    context = doc.value.get("context")
+    if not isinstance(context, dict):
+        return None
+    try:
+        status, reason = normalize_status(
+            {"status": context.get("outcome"), "failure_reason": context.get("failure_reason")}
+        )
+    except ValueError:
+        return None
+    return (_FROM_CHECKPOINT, status, reason) if status is not None else None
 
 
 def _doomed(ctx: Context, run_id: str) -> tuple[str, bool] | None:
@@ -156,7 +190,7 @@ def lost_status(ctx: Context) -> list[Finding]:
         if where is None:
             continue
         node_dir = ctx.documents(run_id).path / where[0] / where[1]
-        found = _archived(node_dir)
+        found = _archived(node_dir) or _checkpointed(ctx.documents(run_id), *where)
         if found is None or (doomed is not None and doomed[1] and found[1] == "fail"):
             continue  # a cancellation routes as the archived fail would (class aside)
         restored = os.path.lexists(node_dir / "status.json")
@@ -180,13 +214,23 @@ def _finding(
     scope, node = where
     n, status = found
     expected = (Path(scope) / node / "status.json").as_posix()
-    source = (Path(scope) / node / f"visit_{n}" / "status.json").as_posix()
+    source = _source(scope, node, n)
     if reason is None:
         return _doomed_finding(run_id, node, (expected, source), status, canceled)
+    held = (
+        f"{node}'s archived visit {n} holds outcome {status!r}"
+        if n != _FROM_CHECKPOINT
+        else f"no visit archive keeps it (Kilroy builds before 2026-03-01 make none), but "
+        f"{source} recorded {node}'s outcome {status!r} in its context"
+    )
     if restored:
         advice = (
             f"{expected} is there again now; run `kilroy attractor resume` so that the run "
             f"routes on from {node}'s outcome"
+        )
+    elif n == _FROM_CHECKPOINT:
+        advice = _WRITE_BACK.format(expected=expected, status=status) + (
+            ", then run `kilroy attractor resume`"
         )
     else:
         advice = (
@@ -199,7 +243,7 @@ def _finding(
         summary=(
             f"The run's resume failed at once: it reads {node}'s status.json to route on, and "
             f"the attempt killed before it had deleted that file (Kilroy deletes it before each "
-            f"attempt), while {node}'s archived visit {n} holds outcome {status!r}; " + advice
+            f"attempt), while {held}; " + advice
         ),
         run_id=run_id,
         scope=scope,
@@ -213,8 +257,27 @@ def _finding(
             "found_outcome": status,
             "lost_by_resume": True,
         },
-        repair=None if restored else "ingest_status",
+        repair=None if restored or n == _FROM_CHECKPOINT else "ingest_status",
     )
+
+
+#: What to do when no file holds the lost outcome, only the checkpoint's context: nothing
+#: for ``ingest_status`` to copy, so the status file is written by hand.
+_WRITE_BACK = (
+    'write {expected} by hand as {{"status": "{status}"}} (nothing to copy for doctor repair)'
+)
+
+
+def _source(scope: str, node: str, n: int) -> str:
+    """Where the lost outcome was found: the node's ``visit_N/status.json``, or the
+    checkpoint of its scope.
+
+    >>> _source("", "verify", 1), _source("restart-1", "fix", _FROM_CHECKPOINT)
+    ('verify/visit_1/status.json', 'restart-1/checkpoint.json')
+    """
+    if n == _FROM_CHECKPOINT:
+        return (Path(scope) / "checkpoint.json").as_posix()
+    return (Path(scope) / node / f"visit_{n}" / "status.json").as_posix()
 
 
 def _doomed_finding(
@@ -237,13 +300,22 @@ def _doomed_finding(
             f"status.json it reads to route on, and the attempt killed in {node}'s next visit "
             "had deleted it (Kilroy deletes it before each attempt)"
         )
+    if source.endswith("checkpoint.json"):
+        summary = (
+            f"{what}; no visit archive keeps it (Kilroy builds before 2026-03-01 make none), "
+            f"but {source} recorded {node}'s outcome {status!r} in its context: "
+            + _WRITE_BACK.format(expected=expected, status=status)
+            + " before `kilroy attractor resume`"
+        )
+    else:
+        summary = (
+            f"{what}, while {source} holds outcome {status!r}; restore it from there "
+            "(doctor repair --apply: ingest_status) before `kilroy attractor resume`"
+        )
     return Finding(
         code="status_contract_mismatch",
         severity=Severity.ERROR,
-        summary=(
-            f"{what}, while {source} holds outcome {status!r}; restore it from there "
-            "(doctor repair --apply: ingest_status) before `kilroy attractor resume`"
-        ),
+        summary=summary,
         run_id=run_id,
         scope="",
         node_id=node,
@@ -258,5 +330,5 @@ def _doomed_finding(
             "resume_would_fail": not canceled,
             "canceled_status": canceled,
         },
-        repair="ingest_status",
+        repair=None if source.endswith("checkpoint.json") else "ingest_status",
     )

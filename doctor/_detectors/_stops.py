@@ -54,6 +54,7 @@ __all__ = [
     "exhausted_budgets",
     "interrupted_visits",
     "loop_stop",
+    "pending_budgets",
     "scope_endings",
 ]
 
@@ -214,6 +215,29 @@ def exhausted_budgets(ctx: Context) -> dict[tuple[str, str, str], int]:
     the failure was not retryable. Failures of one visit that end so were bounded by
     ``max_retries``, not by a cycle breaker, which counts a visit once (format doc §4.3)."""
     rows = ctx.rows_of(("retry_decision",), _EXHAUSTED_SQL)
+    return {(r, s, n): int(seq) for r, s, n, seq in rows}
+
+
+# Per (run, scope, node): its last retry_decision that announced a retry, when no attempt of
+# the node ended after it (the stream stops inside the visit's retry budget).
+_PENDING_SQL = """
+SELECT run_id, scope, node_id, retry_seq FROM (
+    SELECT run_id, scope, node_id,
+           max(seq) FILTER (WHERE event = 'retry_decision' AND will_retry) AS retry_seq,
+           max(seq) FILTER (WHERE event = 'stage_attempt_end') AS end_seq
+    FROM progress_events
+    WHERE event IN ('retry_decision', 'stage_attempt_end') AND node_id IS NOT NULL
+    GROUP BY ALL
+) WHERE retry_seq > coalesce(end_seq, -1)
+"""
+
+
+def pending_budgets(ctx: Context) -> dict[tuple[str, str, str], int]:
+    """Per (run, scope, node), the seq of a ``retry_decision`` with ``will_retry: true`` that
+    no attempt end of the node followed: the stream stops (the run killed or stopped in
+    Kilroy's retry sleep or next attempt, or still there) inside a visit whose retry budget
+    was not spent, and that budget bounds its failures as it bounds a spent one."""
+    rows = ctx.rows_of(("retry_decision",), _PENDING_SQL)
     return {(r, s, n): int(seq) for r, s, n, seq in rows}
 
 

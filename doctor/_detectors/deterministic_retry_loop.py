@@ -21,7 +21,11 @@ reported unless a breaker stopped it or the run stopped on it:
 * its *retry budget stopped it*: the failures fall in fewer than ``breaker_limit`` visits and
   the node's last failure was followed by Kilroy's ``retry_decision`` with
   ``will_retry: false`` ("max retries exhausted"): retries inside a visit, bounded by
-  ``max_retries``, are what a retry budget is for.
+  ``max_retries``, are what a retry budget is for. Likewise when its last failure was
+  followed by a ``retry_decision`` with ``will_retry: true`` and no attempt of the node
+  ended after it: the stream stops inside the visit's budget (real run
+  ``retries_varying_killed``: SIGKILL in the sleep before the 4th of 6 attempts), which
+  bounds the loop as a spent one does.
 
 ``breaker_tripped`` is true only when the signature breaker
 (``deterministic_failure_cycle_breaker`` or its ``subgraph_`` form) fired for the node between
@@ -48,7 +52,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from doctor._detectors._context import Context, in_scope, needs
-from doctor._detectors._stops import Ending, exhausted_budgets, loop_stop, scope_endings
+from doctor._detectors._stops import (
+    Ending,
+    exhausted_budgets,
+    loop_stop,
+    pending_budgets,
+    scope_endings,
+)
 from doctor._facts import facts_of
 from doctor._model import Finding, Severity, plural
 from doctor._timestamps import iso
@@ -262,11 +272,13 @@ def _stopped_on(ctx: Context, last: tuple[Any, ...] | None, node: str, signature
 @dataclass(frozen=True, slots=True)
 class _Stops:
     """What may have stopped the loops: each scope's endings, each node's breaker events
-    ``(seq, is a signature breaker)`` and its spent retry budgets."""
+    ``(seq, is a signature breaker)``, its spent retry budgets and the ones the stream
+    stops inside (:func:`doctor._detectors._stops.pending_budgets`)."""
 
     endings: dict[tuple[str, str], list[Ending]]
     breakers: dict[tuple[str, str, str], list[tuple[int, bool]]]
     exhausted: dict[tuple[str, str, str], int]
+    pending: dict[tuple[str, str, str], int]
 
 
 def _read_stops(ctx: Context) -> _Stops:
@@ -279,6 +291,7 @@ def _read_stops(ctx: Context) -> _Stops:
         endings=scope_endings(ctx),
         breakers=breakers,
         exhausted=exhausted_budgets(ctx),
+        pending=pending_budgets(ctx),
     )
 
 
@@ -300,9 +313,9 @@ def deterministic_retry_loop(ctx: Context) -> list[Finding]:
         stop = loop_stop(stops.endings.get((run_id, scope), ()), g.last_seq, g.last_seq)
         if stop is not None and stop.stopped(BREAKER_EVENTS, node):
             continue  # the breaker stopped it
-        budget_seq = stops.exhausted.get(node_key)
-        if budget_seq is not None and budget_seq > g.last_seq and g.visits < limit:
-            continue  # its retry budget ran out: max_retries stopped it
+        budget_seq = max(stops.exhausted.get(node_key, -1), stops.pending.get(node_key, -1))
+        if budget_seq > g.last_seq and g.visits < limit:
+            continue  # its retry budget ran out (max_retries stopped it) or still bounds it
         facts = facts_of(ctx.facts, run_id)
         if (
             facts.get("final_json")

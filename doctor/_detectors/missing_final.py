@@ -179,6 +179,14 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
             f"progressed since {_since(last)}{where}, and it can never finish on its "
             f"own; {end}"
         )
+    elif facts.get("owner_stopped"):
+        severity, repair = Severity.ERROR, None
+        summary = (
+            f"{no_final} and its owner pid {pid} is stopped (state T: SIGSTOP, a suspended "
+            f"job or a debugger), so it makes no progress{where} (the last at {_since(last)}) "
+            f"and will not until it is continued; `kill -CONT {pid}` lets it go on (it is "
+            "alive: do not terminalize or resume it)"
+        )
     else:
         severity, repair = Severity.ERROR, None
         summary = (
@@ -187,6 +195,8 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
             "terminalizes"
         )
     evidence = _evidence(last, idle, facts, nodes, state, final=docs.final or gone)
+    if facts.get("owner_stopped"):
+        evidence["owner_stopped"] = True
     if gone:
         evidence["superseded_final"] = gone
     if last is None and docs.run_out_tail:
@@ -259,14 +269,25 @@ def _branch_findings(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress
             else "Kilroy branches never write one, and the run never terminalized either, so "
             "the branch's outcome is recorded only in its event stream"
         )
+        then = "read its outcome from its progress.ndjson before cleaning the run up"
+        if not native and facts.get("owner_alive") is True:
+            # The run's owner lives: the branch is paused with it, not abandoned.
+            pid = facts.get("owner_pid")
+            why = f"Kilroy branches never write one; the run's owner pid {pid} is alive" + (
+                ", but stopped (state T)" if facts.get("owner_stopped") else ""
+            )
+            then = (
+                f"`kill -CONT {pid}` lets it go on"
+                if facts.get("owner_stopped")
+                else "it may still go on: inspect the owner before cleaning anything up"
+            )
         findings.append(
             Finding(
                 code="missing_final",
                 severity=Severity.ERROR,
                 summary=(
                     f"Branch {scope} has no final.json and is {branch.get('state')}, with no "
-                    f"progress since {_since(last)}{where} ({why}); read its outcome from "
-                    "its progress.ndjson before cleaning the run up"
+                    f"progress since {_since(last)}{where} ({why}); {then}"
                 ),
                 run_id=run_id,
                 scope=scope,

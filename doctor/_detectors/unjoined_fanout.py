@@ -5,9 +5,10 @@ without the ``passN/`` level), or with that directory at all: Kilroy makes the b
 directories as it sets them up, before their streams (:func:`doctor._layout.fanout_dirs`).
 Its ``stage_attempt_start`` opens when it dispatches the branches and its ``stage_attempt_end``
 comes when it has joined them. An attempt of such a node that is still open (the latest start
-of that node in its scope, with no end) while the scope is no longer running means nobody will
-ever join the branches: their work sits in their own directories and the parent waits (or
-waited) for nothing.
+of that node in its scope, with no end) while the scope is no longer running means, once its
+owner is dead, nobody will ever join the branches: their work sits in their own directories
+and the parent waits (or waited) for nothing. While the owner lives (a stalled scope, or an
+owner stopped by SIGSTOP) the join is pending, and the finding says so instead.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from doctor._attempts import ATTEMPTS_OPEN_SQL, LATEST_ATTEMPTS_SQL
 from doctor._branch_records import BRANCH_LIFECYCLE_SQL
 from doctor._detectors._context import Context, more, needs, scope_words
 from doctor._documents import graph_successors
-from doctor._facts import scope_state
+from doctor._facts import RunFacts, scope_state
 from doctor._layout import fanout_dirs, has_parallel_dir, is_top_scope
 from doctor._model import Finding, Severity
 from doctor._timestamps import iso
@@ -194,17 +195,32 @@ def _left(unfinished: list[str], total: int, started: int) -> str:
     return "; ".join(parts) or "all of them finished"
 
 
-def _summary(head: str, state: str, *, closed: bool) -> str:
-    """The finding's summary after ``head``: what to do, for a terminalized (``closed``)
-    run or an open one."""
+def _summary(head: str, state: str, facts: RunFacts, *, closed: bool) -> str:
+    """The finding's summary after ``head`` (which says when the fan-out started): what to
+    do, for a terminalized (``closed``) run or an open one, by its owner (``facts``): alive,
+    the join may still come; stopped, it comes once the owner is continued; dead or unknown
+    in a scope that is not running, nobody will join."""
     if closed:
         return (
-            f"{head} before the run was terminalized (its scope is {state}): nobody joined "
-            "the branches, so collect their results from their directories"
+            f"{head} and never ended before the run was terminalized (its scope is {state}): "
+            "nobody joined the branches, so collect their results from their directories"
+        )
+    pid = facts.get("owner_pid")
+    if facts.get("owner_alive") is True and facts.get("owner_stopped"):
+        return (
+            f"{head} and has not ended, and its scope is {state}: its owner pid {pid} is "
+            "stopped (state T), so the join is pending until the owner is continued; "
+            f"`kill -CONT {pid}` lets it go on"
+        )
+    if facts.get("owner_alive") is True:
+        return (
+            f"{head} and has not ended, and its scope is {state} while its owner pid {pid} "
+            "is alive: the join may still come; inspect the owner and the branches it waits "
+            "for before collecting their results"
         )
     return (
-        f"{head}, and its scope is {state}: nobody will join the branches, so collect their "
-        "results from their directories and terminalize the run"
+        f"{head} and never ended, and its scope is {state}: nobody will join the branches, "
+        "so collect their results from their directories and terminalize the run"
     )
 
 
@@ -243,14 +259,13 @@ def unjoined_fanout(ctx: Context) -> list[Finding]:
         closed = bool(facts.get("final_json"))
         head = (
             f"Fan-out {node} in {scope_words(scope)} started at {iso(start_ns)} with {total} "
-            f"branch{'es' if total != 1 else ''} ({_left(unfinished, total, len(branches))}) "
-            "and never ended"
+            f"branch{'es' if total != 1 else ''} ({_left(unfinished, total, len(branches))})"
         )
         findings.append(
             Finding(
                 code="unjoined_fanout",
                 severity=Severity.WARNING if closed else Severity.ERROR,
-                summary=_summary(head, state, closed=closed),
+                summary=_summary(head, state, facts, closed=closed),
                 run_id=run_id,
                 scope=scope,
                 node_id=node,

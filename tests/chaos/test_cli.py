@@ -218,11 +218,11 @@ def _running(pid: int) -> bool:
         return False
 
 
-def _long_campaign(out: Path) -> tuple[subprocess.Popen[str], list[int]]:
+def _long_campaign(out: Path, *extra: str) -> tuple[subprocess.Popen[str], list[int]]:
     """A ten-minute campaign of two workers, once both have started, and their pids."""
     import time
 
-    args = ["-m", "chaos", "run", "--seed", "5", "--duration", "10m", "--workers", "2"]
+    args = ["-m", "chaos", "run", "--seed", "5", "--duration", "10m", "--workers", "2", *extra]
     proc = subprocess.Popen(
         [sys.executable, *args, "--faults", "torn_write", "--out", str(out)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -268,6 +268,33 @@ def test_the_workers_of_a_campaign_killed_outright_stop_too(tmp_path: Path) -> N
     for pid in left:  # never leave them behind, even when the test fails
         os.kill(pid, signal.SIGKILL)
     assert not left, f"workers {left} outlived their campaign"
+
+
+def test_the_tmpfs_of_a_campaign_killed_outright_is_kept_and_unmounted(tmp_path: Path) -> None:
+    # Before: a SIGKILLed campaign's --runs-tmpfs stayed mounted, holding its memory, until
+    # someone ran umount; its guard now keeps the runs (runs.kept) and unmounts it.
+    import signal
+    import time
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    out = tmp_path / "out"
+    runs = out / "campaign" / "runs"
+    proc, pids = _long_campaign(out, "--runs-tmpfs", "16")
+    try:
+        assert os.path.ismount(runs)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        end = time.monotonic() + 60  # a bound for a failure, not a measured time
+        while os.path.ismount(runs) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert not os.path.ismount(runs), "the tmpfs outlived its campaign"
+        assert (out / "campaign" / "runs.kept").is_dir()
+    finally:
+        for pid in pids:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+        subprocess.run(["umount", "-l", str(runs)], capture_output=True, check=False)
 
 
 @pytest.mark.chaos

@@ -345,6 +345,15 @@ def test_scan_json_sums_the_costs_runs_reported(tmp_path: Path) -> None:
     assert data["fleet"]["cost_usd"] == 0.125
 
 
+def test_scan_json_takes_no_boolean_for_a_cost(tmp_path: Path) -> None:
+    # JSON's `true` is a Python int: final.json's `"cost_usd": true` was a $1.00 run.
+    _write_run(tmp_path, "a", [_line("run_completed", 1)], final="success")
+    final = json.loads((tmp_path / "a" / "final.json").read_text())
+    (tmp_path / "a" / "final.json").write_text(json.dumps({**final, "cost_usd": True}))
+    data = json.loads(doctor("scan", "--root", tmp_path, "--json").stdout)
+    assert data["fleet"]["cost_usd"] is None
+
+
 def test_scan_since_leaves_out_runs_started_before(tmp_path: Path) -> None:
     _write_run(tmp_path, "old", [_line("run_completed", 1)], final="success")
     _write_run(tmp_path, "new", [_line("run_completed", 1).replace("04-28", "04-30")])

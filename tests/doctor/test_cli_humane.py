@@ -187,6 +187,38 @@ def test_a_usage_error_of_typer_is_one_line_naming_the_help(tmp_path: Path) -> N
     assert "did you mean 'scan'" in line.lower()
 
 
+def test_a_stray_argument_is_named_with_the_option_it_belongs_to(tmp_path: Path) -> None:
+    # `doctor scan ./runs`, `doctor repair r1`, `doctor tickets q.db`: the option to pass it
+    # with, which the line did not already give; the help otherwise.
+    (tmp_path / "runs").mkdir()
+    # The whole line, the argument with its option in its place, so it can be pasted.
+    cases = {
+        ("scan", "runs", "--json"): "did you mean `doctor scan --root runs --json`?",
+        ("repair", "r1", "--root", "runs"): "did you mean `doctor repair --run-id r1 --root runs`?",
+        ("tickets", "q.db"): "did you mean `doctor tickets --db q.db`?",
+        ("diagnose", "--run-id", "r1", "r2"): "(see `doctor diagnose --help`)",
+        ("checks", "foo"): "(see `doctor checks --help`)",
+    }
+    for args, end in cases.items():
+        line = _assert_one_line_error(doctor(*args, cwd=tmp_path))
+        assert line.startswith("error: got unexpected extra argument"), args
+        assert line.endswith(end), (args, line)
+    # A required option missing, and one argument on the line: that option, with it.
+    missing = {
+        (
+            "diagnose",
+            "r1",
+            "--root",
+            "runs",
+        ): "; did you mean `doctor diagnose --run-id r1 --root runs`?",
+        ("diagnose", "my run"): "; did you mean `doctor diagnose --run-id 'my run'`?",
+        ("diagnose", "a", "b"): " (see `doctor diagnose --help`)",
+    }
+    for args, end in missing.items():
+        line = _assert_one_line_error(doctor(*args, cwd=tmp_path))
+        assert line == f"error: missing option '--run-id'{end}", (args, line)
+
+
 # -- hints can be pasted, output is not hard-wrapped in a pipe ---------------------------------
 
 ORPHANED = Path(__file__).resolve().parents[2] / "fixtures/cases/fanout_never_joined/run"

@@ -1030,3 +1030,32 @@ def test_a_branch_killed_while_kilroy_slept_before_its_retry_is_unfinished() -> 
         f for f in _diagnosed("fanout_retry_sleep_killed").findings if f.code == "unjoined_fanout"
     ]
     assert "1 still unfinished (flaky_b)" in finding.summary
+
+
+def test_a_resume_that_routed_past_an_interrupted_visit_does_not_read_as_a_plain_success() -> None:
+    # SIGTERM in count's second visit recorded its cancellation as count's status; the resume
+    # routed on it down the failure edge to report and the run succeeded (the graph's
+    # failure path), without running count's visit again.
+    result = _diagnosed("self_loop_sigterm_resumed")
+    assert result.state == "succeeded"
+    assert result.facts["resumed_past"] == [
+        {
+            "resumed_at": result.facts["resumed_past"][0]["resumed_at"],
+            "node": "count",
+            "failure_reason": "stopped by signal terminated",
+            "next_node": "report",
+        }
+    ]
+    console = Console(file=io.StringIO(), width=300)
+    render_diagnosis(console, result, DETECTORS, verbose=False)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "No issues found" not in text
+    assert "past count's interrupted visit" in text and "to report instead" in text
+    assert "past count's interrupted visit" in render_markdown(result)
+
+
+def test_resumes_that_ran_the_interrupted_node_again_or_routed_on_an_outcome_note_nothing() -> None:
+    # A resume that ran the stopped node again, routed on a real failure, or went on from a
+    # node a stop did not interrupt: no note (every other resumed run of the corpus).
+    noted = {r.name for r in RUN_DIRS if _diagnosed(r.name).facts.get("resumed_past")}
+    assert noted == {"self_loop_sigterm_resumed"}

@@ -491,3 +491,35 @@ def test_a_stopped_run_whose_resume_would_route_on_a_cancellation_is_restored_be
     assert "report" not in ran and [
         s["attempts"] for s in after.facts["attempt_spans"] if s["node_id"] == "count"
     ] == [3]
+
+
+def test_a_lost_status_file_no_visit_archive_keeps_is_read_from_the_checkpoint(
+    tmp_path: Path, workspaces: list[Path]
+) -> None:
+    # The same kill and failed resume, as a Kilroy build before 2026-03-01 leaves them: no
+    # verify/visit_1/ archive (those builds make none). The outcome the resume wanted is still
+    # in the checkpoint's context; the finding names it and, with nothing for ingest_status to
+    # copy, says to write the file by hand. Written so, the resume goes on.
+    graph, when = "goal_gate_resume_lost_status.dot", "started:verify#2"
+    logs = _killed_mid_stage(tmp_path, graph, "r1", workspaces, when=when)
+    shutil.rmtree(logs / "verify" / "visit_1")
+    config = _late(tmp_path, logs.name)
+    (doomed,) = [
+        f for f in diagnose(logs.name, config).findings if f.code == "status_contract_mismatch"
+    ]
+    assert (doomed.repair, doomed.evidence["resume_would_fail"]) == (None, True)
+    assert (doomed.evidence["found_path"], doomed.evidence["found_outcome"]) == (
+        "checkpoint.json",
+        "fail",
+    )
+    assert 'write verify/status.json by hand as {"status": "fail"}' in doomed.summary
+    assert _resume(logs).wait(timeout=120) != 0  # as warned: the resume fails at once
+    failed = diagnose(logs.name, config)
+    (lost,) = [f for f in failed.findings if f.code == "status_contract_mismatch"]
+    assert (lost.repair, lost.evidence["lost_by_resume"]) == (None, True)
+    assert "checkpoint.json recorded verify's outcome 'fail'" in lost.summary
+    assert [a.kind for a in plan_repairs(failed, config)] == []
+    (logs / "verify" / "status.json").write_text('{"status": "fail"}')
+    assert _resume(logs).wait(timeout=120) == 0
+    after = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
+    assert (after.state, after.findings) == ("succeeded", ())

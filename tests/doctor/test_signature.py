@@ -33,7 +33,8 @@ PIECES = st.sampled_from(
         "[", "]", "{", "}", '"k": ', "true", "s", "ms", " sec", " bytes", " KB", "://", "C:\\",
         "@", "+", "é", "\x00", "\x1b[0m", "\u2000", "<n>", "<*>", "a:b:c:d:e:f", "10.0.0.1:80",
         "Jun", "Sat", "()", "[1, 2]", " warnings", "s,", "a.b.com", "./x", "1,2", "\x1b[1;31m",
-        "\x1b",
+        "\x1b", "fe80::", "::ffff:", "]:443", "%eth0", "x@a.com", ".Err", ".yaml", "B", "GiB",
+        "m-", "1,024", "Ab",
     ]
 )  # fmt: skip
 TEXTS = st.one_of(
@@ -47,8 +48,8 @@ DIGIT_RUN = re.compile(r"[0-9]+")
 DIGITS = st.text("0123456789", min_size=1, max_size=12)
 
 
-def test_signature_version_is_three() -> None:
-    assert SIGNATURE_VERSION == 3
+def test_signature_version_is_four() -> None:
+    assert SIGNATURE_VERSION == 4
 
 
 def test_terminal_colours_do_not_split_a_failure() -> None:
@@ -178,6 +179,7 @@ def test_key_value_keys_survive_when_their_number_is_masked() -> None:
     [
         "/tmp/.tmpAb12Cd/out.log",
         "/var/folders/xy/T/tmp.Q1",
+        "/tmp/tmp.AbCdEfGhIj",
         "~/work/runs/7",
         "C:\\Users\\ci\\AppData\\Local\\Temp\\tmp8x_2",
         "target/debug/build/x-3f2a/out",

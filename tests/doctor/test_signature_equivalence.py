@@ -1,4 +1,4 @@
-"""The fast ``canonical_signature`` gives exactly the signatures of the frozen version-3 copy.
+"""The fast ``canonical_signature`` gives exactly the signatures of the frozen version-4 copy.
 
 Breakers persist counts keyed by signature, so a speed-up may not change one output without
 bumping ``SIGNATURE_VERSION``. The comparison covers every Loghub-2k development message (as
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import rundoctor.signature as signature
 from bench.signatures import LOGHUB_DIR, load_loghub
 from rundoctor.signature import SIGNATURE_VERSION, canonical_signature, clear_signature_memo
-from tests.doctor import _signature_v3 as frozen
+from tests.doctor import _signature_v4 as frozen
 from tests.doctor.test_signature import DIGITS, PROPERTIES, TEXTS
 
 DIGIT_RUN = re.compile(r"[0-9]+")

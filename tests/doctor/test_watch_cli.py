@@ -197,17 +197,37 @@ def test_bad_options_are_one_line_and_exit_2(
     assert done.stderr.count("\n") == 1 and message in done.stderr
 
 
-def test_a_pass_whose_scan_fails_is_one_line_and_exit_2_with_once(
+def test_a_pass_whose_scan_fails_is_one_line_an_alert_once_and_exit_2_with_once(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
+    # Before: a watch whose scan failed (the queue down, a root gone) said so on stderr
+    # alone, and the webhook and --exec never learnt that nothing was being watched.
     not_a_queue = tmp_path / "queue.db"
     not_a_queue.write_text("not a database\n")
-    args = _watch(tmp_path, tmp_path / "watch.json", "--db", str(not_a_queue), "--once")
-    done = _run(args, env)
-    assert done.returncode == 2
-    assert done.stderr.startswith("watch pass 1: scan failed: cannot read queue ")
-    assert done.stderr.count("\n") == 1
-    assert not (tmp_path / "watch.json").exists()
+    state = tmp_path / "watch.json"
+    args = _watch(tmp_path, state, "--db", str(not_a_queue), "--once")
+    with receiver() as rec:
+        done = _run([*args, "--webhook", rec.url], env)
+        assert done.returncode == 2
+        assert done.stderr.startswith("watch pass 1: scan failed: cannot read queue ")
+        assert done.stderr.count("\n") == 1
+        [alert] = [json.loads(line) for line in done.stdout.splitlines()]
+        assert (alert["event"], alert["code"], alert["severity"], alert["run_id"]) == (
+            "alert", "scan_failed", "error", None,
+        )  # fmt: skip
+        assert "cannot read queue" in alert["summary"]
+        assert rec.take()["text"].startswith("[error] scan_failed")
+
+        again = _run([*args, "--webhook", rec.url], env)  # still failing: not sent again
+        assert (again.returncode, again.stdout) == (2, "")
+        assert again.stderr.startswith("watch pass 2: scan failed: ")
+
+        healed = _run([*_watch(tmp_path, state, "--once"), "--webhook", rec.url], env)
+        assert healed.returncode == 0, healed.stderr
+        [resolved] = [json.loads(line) for line in healed.stdout.splitlines()]
+        assert (resolved["event"], resolved["code"]) == ("resolved", "scan_failed")
+        assert resolved["first_seen"] == alert["first_seen"]
+        assert rec.take()["event"] == "resolved" and rec.drained() == []
 
 
 def test_a_missing_root_is_the_one_line_every_command_gives(

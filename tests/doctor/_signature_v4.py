@@ -1,5 +1,8 @@
-"""A frozen copy of ``canonical_signature`` version 3: version 2 as it was before the memo
-(issue 11), with terminal escape sequences (ANSI CSI: colours) removed first.
+"""A frozen copy of ``canonical_signature`` version 4: version 2 as it was before the memo
+(issue 11), with terminal escape sequences (ANSI CSI: colours) removed first (version 3), and
+version 4's rules: a number stops before a capitalised dotted part, compressed and bracketed
+IPv6 is an address, a mailbox is part of its address, a size may have digit groups, and a unit
+glued inside an id is not a value. A path is one value, quoted or not, as in version 3.
 
 ``tests/doctor/test_signature_equivalence.py`` checks the shipped function against this one:
 any change of output must bump ``SIGNATURE_VERSION`` (breakers persist counts keyed by
@@ -11,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 
-SIGNATURE_VERSION = 3  # the version this copy computes
+SIGNATURE_VERSION = 4  # the version this copy computes
 
 #: The signature of empty, blank and non-string input.
 EMPTY_SIGNATURE = "<empty>"
@@ -38,7 +41,7 @@ _NUM = "\x1e"
 _REL = "\x1f"
 
 _DUR = (
-    r"(?:\.0)?(?:ns|us|µs|ms|s|m|h)(?:0(?:\.0)?(?:ns|us|µs|ms|s|m|h))*(?!\w)"
+    r"(?:\.0)?(?:ns|us|µs|ms|s|m|h)(?:0(?:\.0)?(?:ns|us|µs|ms|s|m|h))*(?!\w|-\w)"
     r"|(?:\.0)?\ (?:(?:milli|micro|nano)?seconds?|secs?|minutes?|mins?|hours?|days?|ms|us|ns)(?!\w)"
 )
 _PC = r"[\w.@%+~=-]"
@@ -49,15 +52,15 @@ _POS = r"(?::0(?::0)?)?"
 # Lookbehinds placed after the literal check the character before it.
 _LEADING = re.compile(
     rf"""
-    0(?<![\w.]0)(?=[-/:a-fA-FKMGTPEnumshµ]|\.0|\ [KMGTPEBbmnshdu])(?:
+    0(?<![\w.]0)(?=[-/:a-fA-FKMGTPEnumshµ]|[.,]0|\ [KMGTPEBbmnshdu])(?:
         (?<![:/-]0)(?P<date>[-/]0[-/]0(?:[T_\ :]0[:.,]0(?:[:.,]0)*)?(?:Z|[+-]0(?::0)?)?)
             (?![\w.:/-])
         |(?<![:/-]0)(?P<clock>:0(?::0)?(?:[.,:]0)?)(?![\w:])
         |(?<![:-]0)(?P<ip>\.0\.0\.0(?::0)?)(?![\w.])
         |(?<![:-]0)(?P<mac>[0-9a-fA-F]{{0,3}}(?::[0-9a-fA-F]{{0,4}}){{3,7}})(?![\w:])
-        |(?P<size>(?:\.0)?\ ?(?:[KMGTPE]i?B|bytes?|B)
-            (?:\ \(0(?:\.0)?\ ?(?:[KMGTPE]i?B|bytes?)\))?)(?!\w)
-        |(?P<d0>{_DUR}))
+        |(?<!\w-0)(?P<size>(?:[.,]0)*\ ?(?:[KMGTPE]i?B|bytes?|B)
+            (?:\ \(0(?:\.0)?\ ?(?:[KMGTPE]i?B|bytes?)\))?)(?!\w|-\w)
+        |(?<!\w-0)(?P<d0>{_DUR}))
     |<0(?<!\w<0)(?P<d1>{_DUR})
     |>0(?<!\w>0)(?P<d2>{_DUR})
     |~0(?<!\w~0)(?P<d3>{_DUR})
@@ -96,14 +99,32 @@ _QUOTED = re.compile(
 )
 _URL = re.compile(r"(?<![\w.+-])[A-Za-z][\w+.-]*://[^\s'\"<>()\[\]{},;]*")
 _WINPATH = re.compile(r"(?<![\w.-])[A-Za-z]:\\[^\s'\"<>|,;]*")
-# Letter-led IPv6 and MAC addresses; the digit-led ones are in _LEADING.
-_HEXCOLON = re.compile(r"(?<![\w.>])[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{0,4}){4,7}(?![\w:<])")
+# Letter-led IPv6 and MAC addresses; the digit-led ones are in _LEADING. In brackets with a port
+# ("[2001:db8:0:0:0:0:0:1]:443") the whole is one address (version 4), as "10.0.0.1:443" is.
+_HEXCOLON = re.compile(
+    r"(?<![\w.>])[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{0,4}){4,7}(?![\w:<])"
+    r"|\[(?<![\w>\]]\[)[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{0,4}){4,7}\](?::0)?(?![\w<])"
+)
+
+# A compressed IPv6 address ("::1", "fe80::1%eth0", "::ffff:10.0.0.1", "2001:db8::8a2e:370:7334";
+# version 4), bare or in brackets with its port ("[2001:db8::1]:5432", as "10.0.0.1:5432" is one
+# address): "::" between hex groups, with a digit somewhere, so that "Option::unwrap" and
+# "std::io" stay words. The full eight-group form is _HEXCOLON's.
+_H16 = r"[0-9a-fA-F]{1,4}"
+_IPV6_BODY = (
+    rf"(?=[0-9a-fA-F:]*0)(?:{_H16}(?::{_H16}){{0,6}})?::(?:{_H16}(?::{_H16}){{0,6}})?"
+    r"(?::0\.0\.0\.0)?(?:%[\w-]+)?"
+)
+_IPV6 = re.compile(
+    rf"(?<![\w.:>\[\]]){_IPV6_BODY}(?![\w:.<])"
+    rf"|\[(?<![\w>\]]\[){_IPV6_BODY}\](?::0)?(?![\w<])"
+)
 
 # A token with a digit is masked whole. A regex cannot start a match before the digit it keys
 # on without trying every position, so tokens that start with their digit are masked in one
 # pass, and the others in two: from the first digit to the token's end, then over the reversed
 # text from the marker back to the token's start.
-_NUM_WORD = r"[\w~+-]*(?:\.(?=[\w~+-])[\w~+-]*)*"
+_NUM_WORD = r"[\w~+-]*(?:\.(?![A-Z][A-Za-z_]*(?![\w~+-]))(?=[\w~+-])[\w~+-]*)*"
 _NUM_START = re.compile(rf"0(?<![\w~+-]0){_NUM_WORD}")
 _NUM_SUFFIX = re.compile(rf"0{_NUM_WORD}")
 _NUM_PREFIX = re.compile(rf"{_NUM}[\w~+-]*")
@@ -129,8 +150,11 @@ _MONTH_DAY = re.compile(rf"{_MONTH}\ <n>")
 # A DNS host name without digits ("ns.example.com", "www.cse.cuhk.edu.hk"): known by its generic
 # top-level domain, so dotted config keys and class names ("mapred.task.id") stay words.
 _TLD = r"(?:com|net|org|edu|gov|mil|info|biz|(?:com|net|org|edu|gov|ac|co)\.[a-z]{2})"
+_DNS_NAME = rf"[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.{_TLD}"
 _HOSTNAME = re.compile(
-    rf"(?<![\w.<>@/-])[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.{_TLD}\.?(?![\w<>@/-]|\.\w)"
+    rf"(?<![\w.<>@/+-])(?:(?:[\w.+-]|<n>)+@)?{_DNS_NAME}\.?(?![\w<>@/-]|\.\w)"
+    # A mailbox in angle brackets, as mail headers and servers write it: "<alice@example.com>".
+    rf"|<(?<![\w<>]<)(?:[\w.+-]|<n>)+@{_DNS_NAME}>(?![\w<>])"
 )
 _HOSTNAME_HINT = re.compile(rf"\.{_TLD}\b")
 _SEP = r"(?:[,;]\ ?|\ )"
@@ -266,6 +290,8 @@ def _mask(text: str) -> str:
         text = _WINPATH.sub("<path>", text)
     if "./" in text:
         text = _DOTPATH.sub("<path>", text)
+    if "::" in text:
+        text = _IPV6.sub("<addr>", text)
     if text.count(":") >= 5:
         text = _HEXCOLON.sub("<addr>", text)
     text = _NUM_START.sub("<n>", _LEADING.sub(_leading, text))

@@ -1,0 +1,97 @@
+"""A resume that routed on an interrupted attempt instead of running it again.
+
+``kilroy attractor resume`` goes on from the run's checkpoint and routes on the status the
+checkpoint's node left (format doc §3.9; docs/repair.md). When a signal stopped the run
+during a node's later visit, Kilroy recorded that visit's cancellation as the node's status
+(``fail``, ``failure_class`` ``canceled``, "stopped by signal …"), and the resume routes on
+*that*: down the node's failure edge, without running the interrupted visit again. The run
+may then end ``success`` on a route the work never chose (real run
+``fixtures/kilroy/runs/self_loop_sigterm_resumed``: ``count`` routed to itself, SIGTERM in its
+second visit, the resume went on at ``report``, the graph's failure path, and succeeded).
+
+No finding code of FINDINGS.md means this (``false_success`` is a fallback hop into the
+exit; the cancellation is a real ``fail`` the graph routes), so it is the fact
+``resumed_past`` (extra), which the human and Markdown diagnoses print under the state:
+a success reached this way does not read as a plain one.
+
+The rule, per resume of the run (an engine start after its first, in its top-level streams:
+``input_materialization_started`` naming no node, :data:`doctor._superseded.RESUME_MARK`):
+the run's last top-level attempt started before the resume ended as a stop (a
+``canceled`` failure class or a "stopped by signal" reason), the resume started attempts, and
+none of them is that node's: its interrupted visit was never run again. A resume that goes on
+from an earlier checkpoint and reaches the node again (real run
+``loop_restart_sigterm_resumed``: stopped in ``restart-1/``'s build, resumed in the base
+directory from fetch, build ran again) redid the work: no note.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from doctor._layout import TOP_SQL
+from doctor._run_state import signal_stop
+from doctor._superseded import RESUME_MARK
+from doctor._timestamps import iso
+
+if TYPE_CHECKING:
+    from doctor._tables import Tables
+
+__all__ = ["resumed_past"]
+
+# Per run and resume (every engine start in the top-level streams but the first): the last
+# top-level attempt started before it, the node of the first one started after it, and
+# whether the resume started that interrupted node again at all.
+_SQL = f"""
+WITH starts AS (
+    SELECT run_id, ts, row_number() OVER (PARTITION BY run_id ORDER BY ts, seq) AS k
+    FROM progress_events
+    WHERE {TOP_SQL} AND event = '{RESUME_MARK}' AND node_id IS NULL
+),
+top AS (SELECT * FROM attempts WHERE {TOP_SQL}),
+resumes AS (
+    SELECT r.run_id, r.ts,
+           (SELECT arg_max([node_id, status, failure_reason, failure_class], start_ts)
+            FROM top a WHERE a.run_id = r.run_id AND a.start_ts < r.ts) AS before,
+           (SELECT arg_min(node_id, start_ts) FROM top a
+            WHERE a.run_id = r.run_id AND a.start_ts > r.ts) AS next_node
+    FROM starts r WHERE r.k > 1
+)
+SELECT run_id, epoch_ns(ts), before, next_node,
+       EXISTS (SELECT 1 FROM top a WHERE a.run_id = resumes.run_id AND a.start_ts > resumes.ts
+               AND a.node_id = resumes.before[1]) AS again
+FROM resumes
+ORDER BY run_id, ts
+"""
+
+
+def _stopped(status: Any, reason: Any, failure_class: Any) -> bool:
+    """Whether an attempt end is a stop's record of an interrupted visit, not its outcome.
+
+    >>> _stopped("fail", "stopped by signal terminated", "canceled"), _stopped("fail", "x", None)
+    (True, False)
+    """
+    return status == "fail" and (failure_class == "canceled" or signal_stop(reason))
+
+
+def resumed_past(tables: Tables) -> dict[str, list[dict[str, Any]]]:
+    """Per run id, each resume that went on at another node than the one a stop interrupted:
+    ``resumed_at`` (RFC 3339), ``node`` (the interrupted one), ``failure_reason`` (its
+    stop's), ``next_node`` (where the resume went on). Runs without one are absent."""
+    if tables.event_kinds is not None and RESUME_MARK not in tables.event_kinds:
+        return {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for run_id, at_ns, before, next_node, again in tables.sql(_SQL):
+        if before is None or next_node is None or again:
+            continue
+        node, status, reason, failure_class = before
+        if not _stopped(status, reason, failure_class):
+            continue
+        out.setdefault(str(run_id), []).append(
+            {
+                "resumed_at": iso(at_ns),
+                "node": node,
+                "failure_reason": reason,
+                "next_node": next_node,
+            }
+        )
+    return out
