@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # loaded by the functions that ingest: `doctor checks` needs 
 
 from doctor._errors import IngestError
 from rundoctor.paths import file_kind
+from rundoctor.words import plural
 
 __all__ = [
     "CHUNK_BYTES",
@@ -41,6 +42,7 @@ __all__ = [
     "LINE_COMPLETE",
     "MAX_LINE_BYTES",
     "NOT_AN_EVENT",
+    "UNTIMED",
     "RaceHook",
     "TornLine",
     "create_events_table",
@@ -54,6 +56,7 @@ __all__ = [
     "read_precise",
     "register_streams",
     "too_long",
+    "untimed_detail",
 ]
 
 #: Why a line that is a JSON object, but names no event, is torn.
@@ -148,9 +151,41 @@ class TornLine:
     detail: str
 
 
-_STORED = {"stream_id": "BIGINT"} | {
-    k: t for k, t in EVENT_COLUMNS.items() if k not in {"run_id", "scope", "seq"}
-}
+#: How much of an unreadable ``ts`` (and of its event's name) its finding quotes.
+UNTIMED_EXAMPLE_CHARS = 80
+
+#: How the ``unreadable_artifact`` detail of a stream with untimed events begins.
+UNTIMED = "no readable time"
+
+
+def untimed_detail(count: int, event: str, text: str) -> str:
+    """The ``unreadable_artifact`` detail of a stream with ``count`` events whose ``ts`` is
+    no time, the first an ``event`` whose ``ts`` reads ``text`` ('' when it has none).
+
+    >>> untimed_detail(2, "stage_heartbeat", "yesterday")  # doctest: +NORMALIZE_WHITESPACE
+    "no readable time (ts) on 2 events: the first, a stage_heartbeat, has ts 'yesterday';
+    they are in no time figure (start, end, wall time, idle gaps, attempt durations)"
+    """
+
+    def cut(s: str) -> str:
+        return s if len(s) <= UNTIMED_EXAMPLE_CHARS else s[:UNTIMED_EXAMPLE_CHARS] + "…"
+
+    has = "has no ts" if text == "" else f"has ts {cut(text)!r}"
+    return (
+        f"{UNTIMED} (ts) on {plural(count, 'event')}: the first, a {cut(event)}, {has}; "
+        "they are in no time figure (start, end, wall time, idle gaps, attempt durations)"
+    )
+
+
+# ``ts_unread`` is stored, never shown by the ``events`` view: an event line's ``ts`` text
+# (its first UNTIMED_EXAMPLE_CHARS characters; '' when it has none) when it is no readable time,
+# NULL when it is. Such an event has no place in any time figure, and its stream's
+# ``unreadable_artifact`` says how many there are (:func:`untimed_events`).
+_STORED = (
+    {"stream_id": "BIGINT"}
+    | {k: t for k, t in EVENT_COLUMNS.items() if k not in {"run_id", "scope", "seq"}}
+    | {"ts_unread": "VARCHAR"}
+)
 
 
 def create_events_table(con: duckdb.DuckDBPyConnection) -> None:
@@ -255,9 +290,11 @@ def _insert_sql(source: str, *, objects: bool, keep_raw: bool = True) -> str:
         select_fields = fields
     raw = "p.raw" if keep_raw else "NULL::VARCHAR AS raw"
     return f"""
-        SELECT $first + p.file_key AS stream_id, {_TS_SQL} AS ts, {select_fields}, {raw},
-               p.ok, p.pos, p.file_key
-        FROM ({inner}) p
+        SELECT *, CASE WHEN ts IS NULL THEN coalesce(left(ts_text, {UNTIMED_EXAMPLE_CHARS + 1}), '')
+                  END AS ts_unread
+        FROM (SELECT $first + p.file_key AS stream_id, {_TS_SQL} AS ts, {select_fields}, {raw},
+                     p.ok, p.pos, p.file_key, p.ts_text
+              FROM ({inner}) p)
     """
 
 

@@ -692,3 +692,59 @@ def test_a_final_json_that_records_no_end_is_never_planned_for_a_terminalize_app
     again = doctor("repair", "--run-id", "r1", "--root", tmp_path, "--apply", "--json")
     (done,) = json.loads(again.stdout)["report"]["results"]
     assert (done["action"], done["outcome"]) == ("terminalize", "applied"), again.stdout
+
+
+# --- event times that cannot be read -----------------------------------------------------------
+
+
+def _untimed(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    _no_traceback(result)
+    data = json.loads(result.stdout)
+    findings = data["runs"][0]["findings"] if "runs" in data else data["findings"]
+    return [
+        f
+        for f in findings
+        if f["code"] == "unreadable_artifact" and f["evidence"]["detail"].startswith("no readable")
+    ]
+
+
+@pytest.mark.parametrize("torn", [False, True], ids=["bulk-read", "read-line-by-line"])
+def test_events_whose_ts_cannot_be_read_are_counted_in_a_warning(
+    tmp_path: Path, torn: bool
+) -> None:
+    # Before: an event whose ts was no time (a word, an epoch number, none at all) was read
+    # without a time and without a word: its run looked whole, its figures silently short.
+    run = _run(tmp_path, "r1")
+    with (run / "progress.ndjson").open("a") as fh:
+        fh.write(json.dumps({"event": "stage_heartbeat", "ts": "yesterday", "node_id": "b"}) + "\n")
+        fh.write(json.dumps({"event": "stage_heartbeat", "ts": 1714300000, "node_id": "b"}) + "\n")
+        fh.write(json.dumps({"event": "stage_heartbeat", "node_id": "b"}) + "\n")
+        if torn:  # a torn line sends the stream through the line-by-line reader
+            fh.write('{"event": "note", "ts": \n')
+        fh.write(_event("note", 6, message="the rest are read"))
+    result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json")
+    (finding,) = _untimed(result)
+    assert finding["severity"] == "warning" and finding["evidence"]["file"] == "progress.ndjson"
+    assert finding["evidence"]["detail"].startswith(
+        "no readable time (ts) on 3 events: the first, a stage_heartbeat, has ts 'yesterday'"
+    )
+    assert json.loads(result.stdout)["facts"]["last_event_at"] == "2026-04-28T10:00:06Z"
+    assert result.returncode == (1 if torn else 0)  # the torn line is the error, not the times
+
+
+def test_untimed_events_of_a_cached_stream_still_count_after_it_grew(tmp_path: Path) -> None:
+    root, cache = tmp_path / "runs", tmp_path / "cache"
+    run = _run(root, "r1", final=None)
+    stream = run / "progress.ndjson"
+    with stream.open("a") as fh:
+        fh.write(json.dumps({"event": "stage_heartbeat", "ts": "yesterday", "node_id": "b"}) + "\n")
+    env = {"RUNDOCTOR_CACHE": str(cache)}
+    first = doctor("scan", "--root", root, "--json", env=env)
+    assert "on 1 event:" in _untimed(first)[0]["evidence"]["detail"]
+    with stream.open("a") as fh:  # read on from the cached offset: the cached rows have no text
+        fh.write(json.dumps({"event": "stage_heartbeat", "ts": "later", "node_id": "b"}) + "\n")
+    (finding,) = _untimed(doctor("scan", "--root", root, "--json", env=env))
+    assert (
+        "on 2 events: the first, a stage_heartbeat, has ts 'yesterday'"
+        in (finding["evidence"]["detail"])
+    )
