@@ -112,8 +112,17 @@ _BAD_OFFSET = (
     r"regexp_matches({t}, '\d:\d\d(:\d\d(\.\d*)?)?\s*[+-]"
     r"((2[4-9]|[3-9]\d)(:?\d\d)?|\d\d:?[6-9]\d)$')"
 )
+# A date and a time of day, an optional zone (upper case): nothing else is a time, though
+# DuckDB's casts read the words "epoch" (1970), "infinity" and "-infinity" (years 9999 and 1;
+# a Python writer's float('inf') is "ts": Infinity), a date alone (midnight) and zone names
+# ("EST", "America/New_York") or "BC": a run that began at "epoch" was 56 years long.
+_SHAPE = (
+    r"regexp_full_match({t}, "
+    r"'\d{{4}}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?\s*(Z|[+-]\d\d(:?\d\d)?)?')"
+)
 _TS_CAST = (
-    "CASE WHEN {t} LIKE '%Z' THEN try_cast({t} AS TIMESTAMP_NS) "
+    f"CASE WHEN NOT {_SHAPE} THEN NULL "
+    "WHEN {t} LIKE '%Z' THEN try_cast({t} AS TIMESTAMP_NS) "
     f"WHEN {_BAD_OFFSET} THEN NULL "
     "ELSE try_cast(try_cast({t} AS TIMESTAMPTZ) AS TIMESTAMP_NS) END"
 )
@@ -126,9 +135,10 @@ _TS_MENDED = (
     f"CASE WHEN {_TS_LEAP} THEN substr({_TS_UPPER}, 1, 17) || '59' || substr({_TS_UPPER}, 20) "
     f"ELSE {_TS_UPPER} END"
 )
-# The common form (a Z, an upper-case T, no leap second) takes the one cast it always took.
+# The common form (a Z, an upper-case T after the date, no leap second) takes the one cast it
+# always took: no word or date alone reaches it, since none has a T there.
 _TS_SQL = (
-    "CASE WHEN ts_text LIKE '%Z' AND substr(ts_text, 11, 1) <> 't' "
+    "CASE WHEN ts_text LIKE '%Z' AND substr(ts_text, 11, 1) = 'T' "
     "AND substr(ts_text, 18, 2) <> '60' THEN try_cast(ts_text AS TIMESTAMP_NS) "
     f"ELSE ({_TS_CAST.format(t=f'({_TS_MENDED})')}) "
     f"+ CASE WHEN {_TS_LEAP} THEN INTERVAL 1 SECOND ELSE INTERVAL 0 SECOND END END"
