@@ -24,7 +24,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,10 +49,12 @@ __all__ = [
     "RunDocuments",
     "ScopeDocuments",
     "StageStatus",
+    "cost_figure",
     "fanout_branch_count",
     "graph_successors",
     "normalize_status",
     "read_documents",
+    "total_cost",
 ]
 
 _MAX_DOC_BYTES = 32 * 1024 * 1024
@@ -227,11 +229,11 @@ class RunDocuments:
 
     @property
     def cost_usd(self) -> float | None:
-        costs = [s.cost_usd for s in self.scopes.values() if s.cost_usd is not None]
+        costs = [s.cost_usd for s in self.scopes.values()]
         final = self.final
-        if final is not None and isinstance(final.get("cost_usd"), (int, float)):
-            costs.append(float(final.get("cost_usd")))
-        return round(sum(costs), 8) if costs else None
+        if final is not None:
+            costs.append(cost_figure(final.get("cost_usd")))
+        return total_cost(costs)
 
 
 def _restart_rank(scope: str) -> int:
@@ -431,9 +433,39 @@ def _read_json(
     return doc(value=value)
 
 
+def cost_figure(value: object) -> float | None:
+    """A cost as an artifact reports it: a number that fits a double and is finite; ``None``
+    otherwise (a 400-digit integer in final.json stopped the diagnosis with OverflowError).
+
+    >>> cost_figure(7), cost_figure(0.25), cost_figure(10**400), cost_figure(True)
+    (7.0, 0.25, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        cost = float(value)
+    except OverflowError:
+        return None
+    return cost if math.isfinite(cost) else None
+
+
+def total_cost(costs: Iterable[float | None]) -> float | None:
+    """The sum of the costs that are known, rounded to 8 decimals; ``None`` when none is, or
+    when they sum past a double (1e308 twice is no cost anyone paid, and JSON cannot write
+    the infinity: ``doctor diagnose --json`` printed ``"cost_usd": Infinity``).
+
+    >>> total_cost([0.25, None, 1]), total_cost([None]), total_cost([1e308, 1e308])
+    (1.25, None, None)
+    """
+    known = [c for c in costs if c is not None]
+    total = sum(known) if known else None  # math.fsum raises on such a sum; sum is inf
+    return round(total, 8) if total is not None and math.isfinite(total) else None
+
+
 def _cost_of(paths: list[Path]) -> float | None:
-    """Sum of ``total_cost_usd`` figures in stdout logs, read in bounded blocks."""
-    total: float | None = None
+    """Sum of ``total_cost_usd`` figures in stdout logs, read in bounded blocks (infinite
+    when they sum past a double: :func:`total_cost` makes that no cost)."""
+    figures: list[float | None] = []
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     for p in paths:
         try:
@@ -452,10 +484,7 @@ def _cost_of(paths: list[Path]) -> float | None:
                 cut = data.rfind(b"\n") + 1 if block else len(data)
                 if block and cut == 0 and len(data) > _LOG_MAX_LINE:
                     cut = len(data)
-                for m in _COST.finditer(data, 0, cut):
-                    value = float(m.group(1))
-                    if math.isfinite(value):
-                        total = (total or 0.0) + value
+                figures.extend(cost_figure(float(m.group(1))) for m in _COST.finditer(data, 0, cut))
                 carry = data[cut:]
                 if not block:
                     break
@@ -463,7 +492,9 @@ def _cost_of(paths: list[Path]) -> float | None:
             continue
         finally:
             os.close(fd)
-    return total
+    # Not rounded, and infinite when the figures sum past a double: total_cost then says none.
+    known = [f for f in figures if f is not None]
+    return sum(known) if known else None
 
 
 _LOG_BLOCK = 1 << 20

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import secrets
 import threading
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from executor._events import Event, RunCompleted, RunFailed, rfc3339
+from executor._events import Event, RunCompleted, RunFailed, finite, rfc3339
 from executor._graph import canonical_outcome
 from rundoctor.atomic import create_file, replace_file, write_fd
 from rundoctor.clock import Clock
@@ -71,7 +72,8 @@ def atomic_write_json(path: Path, value: Any, *, fsync: bool = True) -> None:
 
 
 def _json_bytes(value: Any) -> bytes:
-    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    # An infinite or NaN number is null: JSON has no spelling for it (executor._events.finite).
+    return (json.dumps(finite(value), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def append_line(path: Path, line: bytes) -> None:
@@ -448,7 +450,6 @@ def _report(value: Any) -> Outcome:
         found = next((src[k] for k in keys if isinstance(src.get(k), str) and src[k]), "")
         return str(found)
 
-    cost = value.get("cost_usd", meta.get("cost_usd"))
     return Outcome(
         status=canonical_outcome(raw),
         failure_reason=text("failure_reason") or ("" if "status" in value else text("details")),
@@ -456,8 +457,25 @@ def _report(value: Any) -> Outcome:
         preferred_label=text("preferred_label", "preferred_next_label"),
         failure_signature=text("failure_signature") or text("failure_signature", src=meta),
         notes=text("notes"),
-        cost_usd=float(cost) if isinstance(cost, int | float) and cost >= 0 else None,
+        cost_usd=_cost(value.get("cost_usd", meta.get("cost_usd"))),
     )
+
+
+def _cost(value: object) -> float | None:
+    """A stage's reported cost: a number that is finite, not negative and fits a double.
+    Anything else is no cost (a 400-digit integer stopped the run with OverflowError;
+    ``Infinity``, which Python's json reads, went into every document after it).
+
+    >>> _cost(0.25), _cost(10**400), _cost(float("inf")), _cost(-1), _cost(True)
+    (0.25, None, None, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        cost = float(value)
+    except OverflowError:
+        return None
+    return cost if math.isfinite(cost) and cost >= 0 else None
 
 
 def ingest_status(attempt_dir: Path, worktree: Path, run_id: str) -> Ingestion:

@@ -96,7 +96,7 @@ class RunResult:
             "status": self.status,
             "failure_reason": self.failure_reason,
             "wall_s": self.wall_s,
-            "cost_usd": self.cost_usd,
+            "cost_usd": ev.finite(self.cost_usd),  # costs that sum past a double: null
         }
 
 

@@ -748,3 +748,28 @@ def test_untimed_events_of_a_cached_stream_still_count_after_it_grew(tmp_path: P
         "on 2 events: the first, a stage_heartbeat, has ts 'yesterday'"
         in (finding["evidence"]["detail"])
     )
+
+
+# --- costs that no double holds ------------------------------------------------------------------
+
+
+def test_a_cost_no_double_holds_is_no_cost_never_a_crash_nor_infinity(tmp_path: Path) -> None:
+    # Before: final.json's 400-digit cost_usd stopped `diagnose` with OverflowError (exit 70,
+    # and the run unreadable in a scan); two stdout costs of 1e308 summed to infinity, printed
+    # as `"cost_usd": Infinity`, which no JSON reader takes.
+    huge = _run(tmp_path, "huge")
+    (huge / "final.json").write_text('{"status": "success", "cost_usd": ' + "9" * 400 + "}")
+    over = _run(tmp_path, "over")
+    lines = ['{"total_cost_usd": 1e308}', '{"total_cost_usd": 1.7e308}']
+    (over / "build/stdout.log").write_text("\n".join(lines) + "\n")
+
+    def strict(text: str) -> Any:
+        return json.loads(text, parse_constant=lambda word: pytest.fail(f"{word} in the JSON"))
+
+    for run_id in ("huge", "over"):
+        result = doctor("diagnose", "--run-id", run_id, "--root", tmp_path, "--json")
+        assert result.returncode == 0, result.stderr
+        assert strict(result.stdout)["facts"]["cost_usd"] is None
+    scan = doctor("scan", "--root", tmp_path, "--json")
+    assert scan.returncode == 0, scan.stderr
+    assert strict(scan.stdout)["fleet"]["cost_usd"] is None
