@@ -44,6 +44,7 @@ from rundoctor.liveness import owner_alive, valid_pid
 from rundoctor.paths import file_kind
 
 __all__ = [
+    "SYMLINK",
     "TERMINAL_STATUSES",
     "Document",
     "RunDocuments",
@@ -54,6 +55,7 @@ __all__ = [
     "graph_successors",
     "normalize_status",
     "read_documents",
+    "symlink_detail",
     "total_cost",
 ]
 
@@ -390,6 +392,31 @@ def read_regular(path: Path, limit: int) -> tuple[os.stat_result, bytes | None, 
     return st, data, None
 
 
+#: How the ``unreadable_artifact`` detail of a symlinked artifact begins.
+SYMLINK = "a symlink to "
+
+#: How much of a symlink's target an ``unreadable_artifact`` quotes.
+_TARGET_SHOWN = 160
+
+
+def symlink_detail(path: Path) -> str:
+    """The ``unreadable_artifact`` detail of a symlink where a run keeps a file: where it
+    points (read with ``readlink``, never followed; bytes that are not UTF-8 written ``\\xNN``).
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp()); (d / "final.json").symlink_to("/etc/x")
+    >>> symlink_detail(d / "final.json")
+    'a symlink to /etc/x, not followed: the doctor reads nothing through a symlink'
+    """
+    try:
+        target = os.fsdecode(os.readlink(path))
+    except OSError:
+        target = "?"
+    shown = target.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if len(shown) > _TARGET_SHOWN:
+        shown = shown[: _TARGET_SHOWN - 1] + "…"
+    return f"{SYMLINK}{shown}, not followed: the doctor reads nothing through a symlink"
+
+
 def _read_json(
     path: Path, rel: str, kind: str, unreadable: list[Unreadable] | None = None
 ) -> Document | None:
@@ -398,7 +425,11 @@ def _read_json(
     except OSError:
         return None
     if data is None and stat.S_ISLNK(st.st_mode):
-        return None  # a symlink may lead outside the run: never followed
+        # A symlink may lead outside the run: never followed, but said (the run looked as if
+        # it had no such file, and `repair` refused the terminalize the diagnosis advised).
+        if unreadable is not None:
+            unreadable.append(Unreadable(rel, kind, symlink_detail(path)))
+        return None
     if data is None and not stat.S_ISREG(st.st_mode):
         if unreadable is not None:
             unreadable.append(Unreadable(rel, kind, why or "not a regular file"))
@@ -515,8 +546,9 @@ def _read_pid(path: Path, unreadable: list[Unreadable]) -> int | None:
     except OSError:
         return None
     if data is None:
-        if not stat.S_ISLNK(st.st_mode):  # a symlink may lead outside the run: never followed
-            unreadable.append(Unreadable("run.pid", "pid", why or "unreadable"))
+        # A symlink may lead outside the run: never followed, but said.
+        why = symlink_detail(path) if stat.S_ISLNK(st.st_mode) else why
+        unreadable.append(Unreadable("run.pid", "pid", why or "unreadable"))
         return None
     text = data.strip()
     # At most 64 bytes, ASCII digits only: no long-integer conversion is ever attempted.
@@ -571,9 +603,11 @@ def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> 
         out.progress_size = None
     else:
         out.progress_size = st.st_size if stat.S_ISREG(st.st_mode) else None
-        if not stat.S_ISREG(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+        if not stat.S_ISREG(st.st_mode):
             rel = os.path.relpath(scope.progress, run.path)
             why = f"{file_kind(st.st_mode)}, not a regular file: never read"
+            if stat.S_ISLNK(st.st_mode):
+                why = symlink_detail(scope.progress)
             docs.unreadable.append(Unreadable(rel, "progress", why))
     hidden = [(scope.path / name, "node") for name in unsearchable_dirs(scope.path)]
     stages = stage_dirs(scope.path)

@@ -750,7 +750,7 @@ def test_untimed_events_of_a_cached_stream_still_count_after_it_grew(tmp_path: P
     )
 
 
-# --- costs that no double holds ------------------------------------------------------------------
+# --- costs that no double holds ------------------------------------------------------------
 
 
 def test_a_cost_no_double_holds_is_no_cost_never_a_crash_nor_infinity(tmp_path: Path) -> None:
@@ -773,3 +773,46 @@ def test_a_cost_no_double_holds_is_no_cost_never_a_crash_nor_infinity(tmp_path: 
     scan = doctor("scan", "--root", tmp_path, "--json")
     assert scan.returncode == 0, scan.stderr
     assert strict(scan.stdout)["fleet"]["cost_usd"] is None
+
+
+# --- symlinks where a run keeps its files ---------------------------------------------------
+
+
+def test_a_symlinked_artifact_is_said_to_be_one_and_never_followed(tmp_path: Path) -> None:
+    # Before: a symlinked final.json, progress.ndjson or run.pid was left out without a word:
+    # "The run has no final.json ...; terminalize it", which `repair --apply` then refused
+    # ("final.json is a symlink"), and a stream behind a link was "no progress ever recorded".
+    root, outside = tmp_path / "runs", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "final.json").write_text('{"status": "success"}')
+    (outside / "progress.ndjson").write_text(_event("secret_event", 1))
+    (outside / "pid").write_text(str(os.getpid()))
+    run = _run(root, "r1", final=None)
+    (run / "final.json").symlink_to(outside / "final.json")
+    (run / "run.pid").unlink()
+    (run / "run.pid").symlink_to(outside / "pid")
+    stream = _run(root, "r2") / "progress.ndjson"
+    stream.unlink()
+    stream.symlink_to(outside / "progress.ndjson")
+
+    def linked(run_id: str) -> tuple[dict[str, str], list[dict[str, Any]], str]:
+        result = doctor("diagnose", "--run-id", run_id, "--root", root, "--json")
+        _no_traceback(result)
+        findings = json.loads(result.stdout)["findings"]
+        said = {
+            f["evidence"]["file"]: f["evidence"]["kind"]
+            for f in findings
+            if f["code"] == "unreadable_artifact"
+            and f["evidence"]["detail"].startswith("a symlink to " + str(outside))
+        }
+        return said, findings, result.stdout
+
+    said, findings, out = linked("r1")
+    assert said == {"final.json": "final", "run.pid": "pid"}
+    (missing,) = [f for f in findings if f["code"] == "missing_final"]
+    assert missing["summary"].startswith("The run's final.json is a symlink")
+    assert missing["repair"] is None  # no terminalize that --apply would refuse
+    assert linked("r2")[0] == {"progress.ndjson": "progress"}
+    assert "secret_event" not in out + linked("r2")[2]
+    doctor("repair", "--run-id", "r1", "--root", root, "--apply")
+    assert (outside / "final.json").read_text() == '{"status": "success"}'
