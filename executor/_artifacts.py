@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 from executor._events import Event, RunCompleted, RunFailed, finite, rfc3339
 from executor._graph import canonical_outcome
-from rundoctor.atomic import create_file, replace_file, write_fd
+from rundoctor.atomic import create_file, replace_file
 from rundoctor.clock import Clock
 from rundoctor.liveness import start_ticks
 from rundoctor.paths import make_dirs
@@ -77,12 +77,36 @@ def _json_bytes(value: Any) -> bytes:
 
 
 def append_line(path: Path, line: bytes) -> None:
-    """Append one whole line with ``O_APPEND`` (the file is opened and closed per line)."""
+    """Append one whole line with ``O_APPEND`` (the file is opened and closed per line), or
+    nothing (:func:`_append_whole`)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        write_fd(fd, line)
+        _append_whole(fd, line)
     finally:
         os.close(fd)
+
+
+def _append_whole(fd: int, data: bytes) -> None:
+    """Append ``data`` to ``fd`` (opened ``O_APPEND``) whole, or take back what went in.
+
+    A full disk takes a line's first bytes up to the end of a block, then refuses the rest
+    (ENOSPC): the stream was left with half a heartbeat, a torn line mid-file once the disk
+    had room again. The part is cut off again, unless another writer appended after it (then
+    it stays: cutting would take that writer's line too).
+    """
+    start = os.fstat(fd).st_size
+    done = 0
+    view = memoryview(data)
+    try:
+        while view:
+            n = os.write(fd, view)
+            done, view = done + n, view[n:]
+    except OSError:
+        if done:
+            with contextlib.suppress(OSError):
+                if os.fstat(fd).st_size == start + done:
+                    os.ftruncate(fd, start)
+        raise
 
 
 #: Pauses before the second and third try of a ``final.json`` write (a disk that filled up
@@ -117,7 +141,7 @@ def append_fresh_line(path: Path, line: bytes) -> None:
     try:
         size = os.fstat(fd).st_size
         torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
-        write_fd(fd, (b"\n" if torn else b"") + line)
+        _append_whole(fd, (b"\n" if torn else b"") + line)
     finally:
         os.close(fd)
 
