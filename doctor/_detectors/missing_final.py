@@ -62,7 +62,7 @@ def _span(seconds: float | None) -> str:
 def _since(last_progress: int | None) -> str:
     # A time, not an age: the summary of a run that can no longer change stays true, and a
     # cached diagnosis can be reused (idle_s, the age, is recomputed from last_progress_at).
-    return iso(last_progress) or "its start (no progress was ever recorded)"
+    return iso(last_progress) or "its start (no progress event with a readable time was recorded)"
 
 
 def _owner(pid: int | None, alive: bool | None) -> str:

@@ -816,3 +816,18 @@ def test_a_symlinked_artifact_is_said_to_be_one_and_never_followed(tmp_path: Pat
     assert "secret_event" not in out + linked("r2")[2]
     doctor("repair", "--run-id", "r1", "--root", root, "--apply")
     assert (outside / "final.json").read_text() == '{"status": "success"}'
+
+
+def test_a_run_whose_every_time_is_unreadable_is_not_said_to_have_recorded_no_progress(
+    tmp_path: Path,
+) -> None:
+    # Before: "nothing has progressed since its start (no progress was ever recorded)" of a
+    # run that had recorded an attempt, only without a readable time.
+    run = _run(tmp_path, "r1", final=None)
+    (run / "progress.ndjson").write_text(
+        json.dumps({"event": "stage_attempt_start", "ts": "yesterday", "node_id": "a"}) + "\n"
+    )
+    result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json")
+    (missing,) = [f for f in json.loads(result.stdout)["findings"] if f["code"] == "missing_final"]
+    assert "no progress event with a readable time was recorded" in missing["summary"]
+    assert len(_untimed(result)) == 1
