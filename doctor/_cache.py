@@ -116,6 +116,9 @@ class StreamState:
     offset: int
     tail_sha: str  # sha1 of the _TAIL_CHECK bytes before ``offset``
     torn: tuple[tuple[int, int, str], ...] = ()  # (line, byte_offset, detail)
+    #: Events read with no readable ``ts``, and the first one's event name and ``ts`` text
+    #: (doctor._ingest: the cached rows keep no text, so a resumed stream's count is here).
+    untimed: tuple[int, str, str] = (0, "", "")
 
 
 @dataclass(slots=True)
@@ -444,18 +447,7 @@ class RunCache:
         if data.get("settings") != self.settings or data.get("run_path") != str(layout.path):
             return None
         try:
-            streams = {
-                s["scope"]: StreamState(
-                    str(s["scope"]),
-                    int(s["ino"]),
-                    int(s["size"]),
-                    int(s["mtime_ns"]),
-                    int(s["offset"]),
-                    str(s["tail_sha"]),
-                    tuple((int(a), int(b), str(c)) for a, b, c in s.get("torn", [])),
-                )
-                for s in data.get("streams", [])
-            }
+            streams = {s["scope"]: _stream_state(s) for s in data.get("streams", [])}
             events = data.get("events")
             diagnosis = data.get("diagnosis")
             if diagnosis:
@@ -519,6 +511,7 @@ class RunCache:
                     "offset": s.offset,
                     "tail_sha": s.tail_sha,
                     "torn": [list(t) for t in s.torn],
+                    "untimed": list(s.untimed),
                 }
                 for s in entry.streams.values()
             ],
@@ -739,6 +732,22 @@ class RunCache:
 def _gaps(ids: list[tuple[int, str]]) -> bool:
     """Whether a run's stream ids (ascending) leave out ids between the first and the last."""
     return ids[-1][0] - ids[0][0] + 1 != len(ids)
+
+
+def _stream_state(s: Mapping[str, Any]) -> StreamState:
+    """A stream's saved state; KeyError, TypeError or ValueError when it is not one (a
+    damaged entry)."""
+    count, event, text = s.get("untimed", (0, "", ""))
+    return StreamState(
+        str(s["scope"]),
+        int(s["ino"]),
+        int(s["size"]),
+        int(s["mtime_ns"]),
+        int(s["offset"]),
+        str(s["tail_sha"]),
+        tuple((int(a), int(b), str(c)) for a, b, c in s.get("torn", [])),
+        (int(count), str(event), str(text)),
+    )
 
 
 def _partitioned_sql() -> str:

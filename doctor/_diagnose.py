@@ -16,6 +16,7 @@ from doctor._budget import budget_detail, exceeded
 from doctor._config import DoctorConfig
 from doctor._detectors import Context
 from doctor._discovery import locate_run, runs_to_scan
+from doctor._documents import cost_figure, total_cost
 from doctor._errors import RootError, UsageError
 from doctor._facts import compute_facts
 from doctor._ingest import _documents_of, load_run
@@ -570,12 +571,7 @@ def _fleet_cost(facts: Sequence[Mapping[str, Any]]) -> float | None:
     >>> _fleet_cost([{"cost_usd": 0.25}, {"cost_usd": None}]), _fleet_cost([{}, {"cost_usd": None}])
     (0.25, None)
     """
-    costs = [
-        float(c)
-        for f in facts
-        if isinstance(c := f.get("cost_usd"), int | float) and not isinstance(c, bool)
-    ]
-    return round(sum(costs), 8) if costs else None
+    return total_cost(cost_figure(f.get("cost_usd")) for f in facts)
 
 
 def _started_before(started_at: Any, since: float) -> bool:

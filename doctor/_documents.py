@@ -24,7 +24,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,15 +44,19 @@ from rundoctor.liveness import owner_alive, owner_stopped, valid_pid
 from rundoctor.paths import file_kind
 
 __all__ = [
+    "SYMLINK",
     "TERMINAL_STATUSES",
     "Document",
     "RunDocuments",
     "ScopeDocuments",
     "StageStatus",
+    "cost_figure",
     "fanout_branch_count",
     "graph_successors",
     "normalize_status",
     "read_documents",
+    "symlink_detail",
+    "total_cost",
 ]
 
 _MAX_DOC_BYTES = 32 * 1024 * 1024
@@ -232,13 +236,11 @@ class RunDocuments:
 
     @property
     def cost_usd(self) -> float | None:
-        costs = [s.cost_usd for s in self.scopes.values() if s.cost_usd is not None]
+        costs = [s.cost_usd for s in self.scopes.values()]
         final = self.final
-        # A figure, not true/false (JSON's booleans are Python ints: `true` was $1.00).
-        cost = final.get("cost_usd") if final is not None else None
-        if isinstance(cost, int | float) and not isinstance(cost, bool):
-            costs.append(float(cost))
-        return round(sum(costs), 8) if costs else None
+        if final is not None:
+            costs.append(cost_figure(final.get("cost_usd")))
+        return total_cost(costs)
 
 
 def _restart_rank(scope: str) -> int:
@@ -395,6 +397,31 @@ def read_regular(path: Path, limit: int) -> tuple[os.stat_result, bytes | None, 
     return st, data, None
 
 
+#: How the ``unreadable_artifact`` detail of a symlinked artifact begins.
+SYMLINK = "a symlink to "
+
+#: How much of a symlink's target an ``unreadable_artifact`` quotes.
+_TARGET_SHOWN = 160
+
+
+def symlink_detail(path: Path) -> str:
+    """The ``unreadable_artifact`` detail of a symlink where a run keeps a file: where it
+    points (read with ``readlink``, never followed; bytes that are not UTF-8 written ``\\xNN``).
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp()); (d / "final.json").symlink_to("/etc/x")
+    >>> symlink_detail(d / "final.json")
+    'a symlink to /etc/x, not followed: the doctor reads nothing through a symlink'
+    """
+    try:
+        target = os.fsdecode(os.readlink(path))
+    except OSError:
+        target = "?"
+    shown = target.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if len(shown) > _TARGET_SHOWN:
+        shown = shown[: _TARGET_SHOWN - 1] + "…"
+    return f"{SYMLINK}{shown}, not followed: the doctor reads nothing through a symlink"
+
+
 def _read_json(
     path: Path, rel: str, kind: str, unreadable: list[Unreadable] | None = None
 ) -> Document | None:
@@ -403,7 +430,11 @@ def _read_json(
     except OSError:
         return None
     if data is None and stat.S_ISLNK(st.st_mode):
-        return None  # a symlink may lead outside the run: never followed
+        # A symlink may lead outside the run: never followed, but said (the run looked as if
+        # it had no such file, and `repair` refused the terminalize the diagnosis advised).
+        if unreadable is not None:
+            unreadable.append(Unreadable(rel, kind, symlink_detail(path)))
+        return None
     if data is None and not stat.S_ISREG(st.st_mode):
         if unreadable is not None:
             unreadable.append(Unreadable(rel, kind, why or "not a regular file"))
@@ -438,9 +469,39 @@ def _read_json(
     return doc(value=value)
 
 
+def cost_figure(value: object) -> float | None:
+    """A cost as an artifact reports it: a number that fits a double and is finite; ``None``
+    otherwise (a 400-digit integer in final.json stopped the diagnosis with OverflowError).
+
+    >>> cost_figure(7), cost_figure(0.25), cost_figure(10**400), cost_figure(True)
+    (7.0, 0.25, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        cost = float(value)
+    except OverflowError:
+        return None
+    return cost if math.isfinite(cost) else None
+
+
+def total_cost(costs: Iterable[float | None]) -> float | None:
+    """The sum of the costs that are known, rounded to 8 decimals; ``None`` when none is, or
+    when they sum past a double (1e308 twice is no cost anyone paid, and JSON cannot write
+    the infinity: ``doctor diagnose --json`` printed ``"cost_usd": Infinity``).
+
+    >>> total_cost([0.25, None, 1]), total_cost([None]), total_cost([1e308, 1e308])
+    (1.25, None, None)
+    """
+    known = [c for c in costs if c is not None]
+    total = sum(known) if known else None  # math.fsum raises on such a sum; sum is inf
+    return round(total, 8) if total is not None and math.isfinite(total) else None
+
+
 def _cost_of(paths: list[Path]) -> float | None:
-    """Sum of ``total_cost_usd`` figures in stdout logs, read in bounded blocks."""
-    total: float | None = None
+    """Sum of ``total_cost_usd`` figures in stdout logs, read in bounded blocks (infinite
+    when they sum past a double: :func:`total_cost` makes that no cost)."""
+    figures: list[float | None] = []
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     for p in paths:
         try:
@@ -459,10 +520,7 @@ def _cost_of(paths: list[Path]) -> float | None:
                 cut = data.rfind(b"\n") + 1 if block else len(data)
                 if block and cut == 0 and len(data) > _LOG_MAX_LINE:
                     cut = len(data)
-                for m in _COST.finditer(data, 0, cut):
-                    value = float(m.group(1))
-                    if math.isfinite(value):
-                        total = (total or 0.0) + value
+                figures.extend(cost_figure(float(m.group(1))) for m in _COST.finditer(data, 0, cut))
                 carry = data[cut:]
                 if not block:
                     break
@@ -470,7 +528,9 @@ def _cost_of(paths: list[Path]) -> float | None:
             continue
         finally:
             os.close(fd)
-    return total
+    # Not rounded, and infinite when the figures sum past a double: total_cost then says none.
+    known = [f for f in figures if f is not None]
+    return sum(known) if known else None
 
 
 _LOG_BLOCK = 1 << 20
@@ -491,8 +551,9 @@ def _read_pid(path: Path, unreadable: list[Unreadable]) -> int | None:
     except OSError:
         return None
     if data is None:
-        if not stat.S_ISLNK(st.st_mode):  # a symlink may lead outside the run: never followed
-            unreadable.append(Unreadable("run.pid", "pid", why or "unreadable"))
+        # A symlink may lead outside the run: never followed, but said.
+        why = symlink_detail(path) if stat.S_ISLNK(st.st_mode) else why
+        unreadable.append(Unreadable("run.pid", "pid", why or "unreadable"))
         return None
     text = data.strip()
     # At most 64 bytes, ASCII digits only: no long-integer conversion is ever attempted.
@@ -547,9 +608,11 @@ def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> 
         out.progress_size = None
     else:
         out.progress_size = st.st_size if stat.S_ISREG(st.st_mode) else None
-        if not stat.S_ISREG(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+        if not stat.S_ISREG(st.st_mode):
             rel = os.path.relpath(scope.progress, run.path)
             why = f"{file_kind(st.st_mode)}, not a regular file: never read"
+            if stat.S_ISLNK(st.st_mode):
+                why = symlink_detail(scope.progress)
             docs.unreadable.append(Unreadable(rel, "progress", why))
     hidden = [(scope.path / name, "node") for name in unsearchable_dirs(scope.path)]
     stages = stage_dirs(scope.path)

@@ -37,6 +37,7 @@ from doctor._ndjson import (
     open_regular,
     read_bulk,
     read_precise,
+    untimed_detail,
 )
 from doctor._read_progress import ReadProgress, Reported
 from doctor._superseded import (
@@ -164,6 +165,7 @@ def load_runs(
         _load_resumed(tables, plan, cache, entries, keep_raw=keep_raw, bytes_read=bytes_read)
     _load_bulk(tables, plan, keep_raw=keep_raw, race_hook=race_hook, bytes_read=bytes_read)
     _load_live(tables, plan, keep_raw=keep_raw, bytes_read=bytes_read)
+    _note_untimed(tables, plan)
     if bytes_read is not None:
         bytes_read.done()
     _set_aside_superseded_finals(tables)
@@ -237,7 +239,7 @@ def _load_resumed(
     if files:
         cols = ", ".join(f'p."{k}"' for k in EVENT_FIELDS)
         con.execute(
-            f"INSERT INTO events_base SELECT s.stream_id, p.ts, {cols}, NULL "
+            f"INSERT INTO events_base SELECT s.stream_id, p.ts, {cols}, NULL, NULL "
             "FROM read_parquet($files) p "
             "JOIN streams s ON s.run_id = p.run_id AND s.scope = p.scope "
             "WHERE s.stream_id >= $first ORDER BY s.stream_id, p.seq",
@@ -268,7 +270,9 @@ def _load_resumed(
             torn += [replace(t, line=t.line + before) for t in chunk.torn]
             offset = chunk.end_offset
         tables.torn_lines.extend(torn)
-        tables.stream_states[(run_id, scope)] = _state(scope, path, st, offset, torn)
+        # The cached rows keep no ts text: their untimed events are counted in the state.
+        state = _state(scope, path, st, offset, torn)
+        tables.stream_states[(run_id, scope)] = replace(state, untimed=old.untimed)
 
 
 def _load_bulk(
@@ -362,6 +366,38 @@ def _load_live(
         tables.stream_states[(run_id, scope)] = _state(
             scope, path, st, chunk.end_offset, list(chunk.torn)
         )
+
+
+# Each stream's events read with no readable ts (stored ``ts_unread``, doctor._ndjson), and
+# the first one's event name and ts text.
+_UNTIMED_SQL = """
+SELECT s.run_id, s.scope, count(*), arg_min(e.event, e.rowid), arg_min(e.ts_unread, e.rowid)
+FROM events_base e JOIN streams s ON s.stream_id = e.stream_id
+WHERE e.ts_unread IS NOT NULL AND e.event IS NOT NULL
+GROUP BY ALL
+"""
+
+
+def _note_untimed(tables: Tables, plan: _StreamPlan) -> None:
+    """Count each stream's events that have no readable ``ts`` into its state, and make each
+    such stream its run's ``unreadable_artifact`` (a warning: the events are read, but they
+    are in no time figure; they were silently timeless)."""
+    for run_id, scope, count, event, text in tables.sql(_UNTIMED_SQL):
+        state = tables.stream_states.get((run_id, scope))
+        if state is None:
+            continue
+        before, first_event, first_text = state.untimed
+        if not before:
+            first_event, first_text = str(event), str(text)
+        untimed = (before + int(count), first_event, first_text)
+        tables.stream_states[(run_id, scope)] = replace(state, untimed=untimed)
+    paths = {(r, s): p for r, s, p in [*plan.bulk, *plan.live]}
+    paths |= {(r, s): p for r, s, p, *_ in plan.resumed}
+    for (run_id, scope), state in tables.stream_states.items():
+        if state.untimed[0]:
+            rel = _rel(tables, run_id, paths[(run_id, scope)])
+            detail = untimed_detail(*state.untimed)
+            tables.documents[run_id].unreadable.append(Unreadable(rel, "progress", detail))
 
 
 def _planned_bytes(plan: _StreamPlan) -> int:

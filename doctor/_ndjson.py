@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # loaded by the functions that ingest: `doctor checks` needs 
 
 from doctor._errors import IngestError
 from rundoctor.paths import file_kind
+from rundoctor.words import plural
 
 __all__ = [
     "CHUNK_BYTES",
@@ -41,6 +42,7 @@ __all__ = [
     "LINE_COMPLETE",
     "MAX_LINE_BYTES",
     "NOT_AN_EVENT",
+    "UNTIMED",
     "RaceHook",
     "TornLine",
     "create_events_table",
@@ -54,6 +56,7 @@ __all__ = [
     "read_precise",
     "register_streams",
     "too_long",
+    "untimed_detail",
 ]
 
 #: Why a line that is a JSON object, but names no event, is torn.
@@ -109,8 +112,17 @@ _BAD_OFFSET = (
     r"regexp_matches({t}, '\d:\d\d(:\d\d(\.\d*)?)?\s*[+-]"
     r"((2[4-9]|[3-9]\d)(:?\d\d)?|\d\d:?[6-9]\d)$')"
 )
+# A date and a time of day, an optional zone (upper case): nothing else is a time, though
+# DuckDB's casts read the words "epoch" (1970), "infinity" and "-infinity" (years 9999 and 1;
+# a Python writer's float('inf') is "ts": Infinity), a date alone (midnight) and zone names
+# ("EST", "America/New_York") or "BC": a run that began at "epoch" was 56 years long.
+_SHAPE = (
+    r"regexp_full_match({t}, "
+    r"'\d{{4}}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?\s*(Z|[+-]\d\d(:?\d\d)?)?')"
+)
 _TS_CAST = (
-    "CASE WHEN {t} LIKE '%Z' THEN try_cast({t} AS TIMESTAMP_NS) "
+    f"CASE WHEN NOT {_SHAPE} THEN NULL "
+    "WHEN {t} LIKE '%Z' THEN try_cast({t} AS TIMESTAMP_NS) "
     f"WHEN {_BAD_OFFSET} THEN NULL "
     "ELSE try_cast(try_cast({t} AS TIMESTAMPTZ) AS TIMESTAMP_NS) END"
 )
@@ -123,9 +135,10 @@ _TS_MENDED = (
     f"CASE WHEN {_TS_LEAP} THEN substr({_TS_UPPER}, 1, 17) || '59' || substr({_TS_UPPER}, 20) "
     f"ELSE {_TS_UPPER} END"
 )
-# The common form (a Z, an upper-case T, no leap second) takes the one cast it always took.
+# The common form (a Z, an upper-case T after the date, no leap second) takes the one cast it
+# always took: no word or date alone reaches it, since none has a T there.
 _TS_SQL = (
-    "CASE WHEN ts_text LIKE '%Z' AND substr(ts_text, 11, 1) <> 't' "
+    "CASE WHEN ts_text LIKE '%Z' AND substr(ts_text, 11, 1) = 'T' "
     "AND substr(ts_text, 18, 2) <> '60' THEN try_cast(ts_text AS TIMESTAMP_NS) "
     f"ELSE ({_TS_CAST.format(t=f'({_TS_MENDED})')}) "
     f"+ CASE WHEN {_TS_LEAP} THEN INTERVAL 1 SECOND ELSE INTERVAL 0 SECOND END END"
@@ -148,9 +161,41 @@ class TornLine:
     detail: str
 
 
-_STORED = {"stream_id": "BIGINT"} | {
-    k: t for k, t in EVENT_COLUMNS.items() if k not in {"run_id", "scope", "seq"}
-}
+#: How much of an unreadable ``ts`` (and of its event's name) its finding quotes.
+UNTIMED_EXAMPLE_CHARS = 80
+
+#: How the ``unreadable_artifact`` detail of a stream with untimed events begins.
+UNTIMED = "no readable time"
+
+
+def untimed_detail(count: int, event: str, text: str) -> str:
+    """The ``unreadable_artifact`` detail of a stream with ``count`` events whose ``ts`` is
+    no time, the first an ``event`` whose ``ts`` reads ``text`` ('' when it has none).
+
+    >>> untimed_detail(2, "stage_heartbeat", "yesterday")  # doctest: +NORMALIZE_WHITESPACE
+    "no readable time (ts) on 2 events: the first, a stage_heartbeat, has ts 'yesterday';
+    they are in no time figure (start, end, wall time, idle gaps, attempt durations)"
+    """
+
+    def cut(s: str) -> str:
+        return s if len(s) <= UNTIMED_EXAMPLE_CHARS else s[:UNTIMED_EXAMPLE_CHARS] + "…"
+
+    has = "has no ts" if text == "" else f"has ts {cut(text)!r}"
+    return (
+        f"{UNTIMED} (ts) on {plural(count, 'event')}: the first, a {cut(event)}, {has}; "
+        "they are in no time figure (start, end, wall time, idle gaps, attempt durations)"
+    )
+
+
+# ``ts_unread`` is stored, never shown by the ``events`` view: an event line's ``ts`` text
+# (its first UNTIMED_EXAMPLE_CHARS characters; '' when it has none) when it is no readable time,
+# NULL when it is. Such an event has no place in any time figure, and its stream's
+# ``unreadable_artifact`` says how many there are (:func:`untimed_events`).
+_STORED = (
+    {"stream_id": "BIGINT"}
+    | {k: t for k, t in EVENT_COLUMNS.items() if k not in {"run_id", "scope", "seq"}}
+    | {"ts_unread": "VARCHAR"}
+)
 
 
 def create_events_table(con: duckdb.DuckDBPyConnection) -> None:
@@ -255,9 +300,11 @@ def _insert_sql(source: str, *, objects: bool, keep_raw: bool = True) -> str:
         select_fields = fields
     raw = "p.raw" if keep_raw else "NULL::VARCHAR AS raw"
     return f"""
-        SELECT $first + p.file_key AS stream_id, {_TS_SQL} AS ts, {select_fields}, {raw},
-               p.ok, p.pos, p.file_key
-        FROM ({inner}) p
+        SELECT *, CASE WHEN ts IS NULL THEN coalesce(left(ts_text, {UNTIMED_EXAMPLE_CHARS + 1}), '')
+                  END AS ts_unread
+        FROM (SELECT $first + p.file_key AS stream_id, {_TS_SQL} AS ts, {select_fields}, {raw},
+                     p.ok, p.pos, p.file_key, p.ts_text
+              FROM ({inner}) p)
     """
 
 

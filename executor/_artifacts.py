@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import secrets
 import threading
@@ -37,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from executor._events import Event, RunCompleted, RunFailed, rfc3339
+from executor._events import Event, RunCompleted, RunFailed, finite, rfc3339
 from executor._graph import canonical_outcome
-from rundoctor.atomic import create_file, replace_file, write_fd
+from rundoctor.atomic import create_file, replace_file
 from rundoctor.clock import Clock
 from rundoctor.liveness import start_ticks
 from rundoctor.paths import make_dirs
@@ -71,16 +72,41 @@ def atomic_write_json(path: Path, value: Any, *, fsync: bool = True) -> None:
 
 
 def _json_bytes(value: Any) -> bytes:
-    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    # An infinite or NaN number is null: JSON has no spelling for it (executor._events.finite).
+    return (json.dumps(finite(value), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def append_line(path: Path, line: bytes) -> None:
-    """Append one whole line with ``O_APPEND`` (the file is opened and closed per line)."""
+    """Append one whole line with ``O_APPEND`` (the file is opened and closed per line), or
+    nothing (:func:`_append_whole`)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        write_fd(fd, line)
+        _append_whole(fd, line)
     finally:
         os.close(fd)
+
+
+def _append_whole(fd: int, data: bytes) -> None:
+    """Append ``data`` to ``fd`` (opened ``O_APPEND``) whole, or take back what went in.
+
+    A full disk takes a line's first bytes up to the end of a block, then refuses the rest
+    (ENOSPC): the stream was left with half a heartbeat, a torn line mid-file once the disk
+    had room again. The part is cut off again, unless another writer appended after it (then
+    it stays: cutting would take that writer's line too).
+    """
+    start = os.fstat(fd).st_size
+    done = 0
+    view = memoryview(data)
+    try:
+        while view:
+            n = os.write(fd, view)
+            done, view = done + n, view[n:]
+    except OSError:
+        if done:
+            with contextlib.suppress(OSError):
+                if os.fstat(fd).st_size == start + done:
+                    os.ftruncate(fd, start)
+        raise
 
 
 #: Pauses before the second and third try of a ``final.json`` write (a disk that filled up
@@ -115,7 +141,7 @@ def append_fresh_line(path: Path, line: bytes) -> None:
     try:
         size = os.fstat(fd).st_size
         torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
-        write_fd(fd, (b"\n" if torn else b"") + line)
+        _append_whole(fd, (b"\n" if torn else b"") + line)
     finally:
         os.close(fd)
 
@@ -448,7 +474,6 @@ def _report(value: Any) -> Outcome:
         found = next((src[k] for k in keys if isinstance(src.get(k), str) and src[k]), "")
         return str(found)
 
-    cost = value.get("cost_usd", meta.get("cost_usd"))
     return Outcome(
         status=canonical_outcome(raw),
         failure_reason=text("failure_reason") or ("" if "status" in value else text("details")),
@@ -456,8 +481,25 @@ def _report(value: Any) -> Outcome:
         preferred_label=text("preferred_label", "preferred_next_label"),
         failure_signature=text("failure_signature") or text("failure_signature", src=meta),
         notes=text("notes"),
-        cost_usd=float(cost) if isinstance(cost, int | float) and cost >= 0 else None,
+        cost_usd=_cost(value.get("cost_usd", meta.get("cost_usd"))),
     )
+
+
+def _cost(value: object) -> float | None:
+    """A stage's reported cost: a number that is finite, not negative and fits a double.
+    Anything else is no cost (a 400-digit integer stopped the run with OverflowError;
+    ``Infinity``, which Python's json reads, went into every document after it).
+
+    >>> _cost(0.25), _cost(10**400), _cost(float("inf")), _cost(-1), _cost(True)
+    (0.25, None, None, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        cost = float(value)
+    except OverflowError:
+        return None
+    return cost if math.isfinite(cost) and cost >= 0 else None
 
 
 def ingest_status(attempt_dir: Path, worktree: Path, run_id: str) -> Ingestion:

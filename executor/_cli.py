@@ -32,7 +32,7 @@ from executor._queue import PRESSING_ORDER, Queue, Ticket, open_queue
 from executor._queue_lifecycle import check_column
 from executor._queue_reads import check_statuses
 from executor._reaper import reap
-from executor._runner import RunResult, missing_agent_command, run_pipeline
+from executor._runner import RunResult, missing_agent_command, new_run_id, run_pipeline
 from executor._worker import MAX_CONCURRENCY, TicketHook, make_root, run_ticket, run_worker
 from executor.console import (
     OneLineGroup,
@@ -319,14 +319,26 @@ def _run_here(graph: Path, runs: Path, config: ExecutorConfig, on_event: Any) ->
     run's directory or files (read-only, full, not this user's), is one line naming it: it was
     "internal error", exit 70 (a worker gives such a ticket back instead: its own rule)."""
     make_root(runs)
+    run_id = new_run_id()  # named here: a run the root refused is then named by the error
     try:
-        return run_pipeline(graph.resolve(), runs, config, on_event=on_event)
+        return run_pipeline(graph.resolve(), runs, config, run_id=run_id, on_event=on_event)
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
+        run = runs.resolve() / run_id
+        # Whether the run got its final.json (the writer tries three times): without one, the
+        # run looks live to whatever waits for it, and the next step is the doctor's repair.
+        ended = (run / "final.json").is_file()
+        after = (
+            f"run {run_id} ended (its final.json says why)"
+            if ended or not run.is_dir()
+            else f"run {run_id} has no final.json: once the root takes writes and its stall "
+            f"timeout has passed, `doctor repair --run-id {run_id} --root "
+            f"{shlex.quote(str(runs))} --apply` terminalizes it"
+        )
         raise UsageError(
             f"the run could not be written under runs root {str(runs)!r}: "
-            f"{exc.strerror or exc}{where}; pass --root (or set RUNDOCTOR_ROOT to) a writable "
-            "directory with free space"
+            f"{exc.strerror or exc}{where}; {after}; pass --root (or set RUNDOCTOR_ROOT to) a "
+            "writable directory with free space"
         ) from None
 
 

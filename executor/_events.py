@@ -3,7 +3,8 @@
 Every line of a stream is one :class:`Event` subclass rendered by :meth:`Event.to_json`: the
 ``event`` discriminator first, then the envelope (``ts`` RFC 3339 UTC with up to nanoseconds,
 ``run_id``, ``id`` eight random hex digits, ``epoch`` the lease epoch, 0 without a queue), then
-the payload. Optional payload fields are left out when they are ``None``. The writer stamps the
+the payload. Optional payload fields are left out when they are ``None``, and so is a number JSON
+has no spelling for (an infinite or NaN cost: see :func:`finite`). The writer stamps the
 envelope (:meth:`Event.stamped`); code that creates events fills the payload only.
 
 The published schema (``docs/executor-artifacts.md``) is generated from these classes by
@@ -21,6 +22,7 @@ The published schema (``docs/executor-artifacts.md``) is generated from these cl
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
@@ -50,10 +52,29 @@ __all__ = [
     "SubgraphCanceledExit",
     "SubgraphDeterministicFailureCycleBreaker",
     "SubgraphDeterministicFailureCycleCheck",
+    "finite",
     "mirror",
     "rfc3339",
     "schema_markdown",
 ]
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every float that is infinite or NaN made ``None`` (in lists and dicts
+    too): JSON has no spelling for them, and Python's ``json`` writes ``Infinity``, which no
+    other reader takes (the doctor read such a ``final.json`` as torn, and the run as never
+    ended). A stage's cost of ``1e308`` twice sums to infinity.
+
+    >>> finite({"cost_usd": float("inf"), "n": [1.5, float("nan")], "ok": True})
+    {'cost_usd': None, 'n': [1.5, None], 'ok': True}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
 
 
 def rfc3339(t: float) -> str:
@@ -85,10 +106,11 @@ class Event:
         return replace(self, ts=ts, run_id=run_id, id=id, epoch=epoch)
 
     def to_json(self) -> dict[str, Any]:
-        """The line's JSON object: ``event`` first, ``None`` payload fields left out."""
+        """The line's JSON object: ``event`` first, ``None`` payload fields left out (and
+        infinite or NaN ones: :func:`finite`)."""
         out: dict[str, Any] = {"event": self.EVENT}
         for f in fields(self):
-            value = getattr(self, f.name)
+            value = finite(getattr(self, f.name))
             if value is not None:
                 out[f.name] = value
         return out

@@ -96,7 +96,7 @@ class RunResult:
             "status": self.status,
             "failure_reason": self.failure_reason,
             "wall_s": self.wall_s,
-            "cost_usd": self.cost_usd,
+            "cost_usd": ev.finite(self.cost_usd),  # costs that sum past a double: null
         }
 
 
@@ -520,11 +520,16 @@ class _Engine:
             )
         )
         t0 = self.s.clock()
+        engine: _Engine | None = None
         try:
             shutil.copytree(self.worktree, path / "worktree", symlinks=True)
-            end = _Engine(self.s, bw, start=key, stop=join, worktree=path / "worktree").run()
+            engine = _Engine(self.s, bw, start=key, stop=join, worktree=path / "worktree")
+            end = engine.run()
         except Exception as exc:  # a bug in one branch must not leave the others unjoined
-            end = _End("fail", f"executor error in branch {key}: {type(exc).__name__}: {exc}", key)
+            # What the branch did so far stays counted, as for the run (_execute).
+            done = engine.totals if engine is not None else _End("fail", "", key)
+            why = f"executor error in branch {key}: {type(exc).__name__}: {exc}"
+            end = replace(done, status="fail", reason=why, last_node=key)
             self.w.emit(ev.EngineWarning(message=end.reason))
         bw.write_final(
             end.status,
@@ -693,11 +698,17 @@ def _execute(
 ) -> RunResult:
     t0 = w.clock()
     shared = _Shared(graph, config, token, w.run_id, w.epoch, w.clock, config.retry_budget)
+    engine: _Engine | None = None
     try:
         worktree = _open_run(w, graph, graph_path, config)
-        end = _Engine(shared, w, start=graph.start, stop="", worktree=worktree).run()
+        engine = _Engine(shared, w, start=graph.start, stop="", worktree=worktree)
+        end = engine.run()
     except BaseException as exc:
-        _terminalize(w, _End("fail", f"executor error: {type(exc).__name__}: {exc}", ""), t0)
+        # The attempts, costs and stage time so far stay counted (final.json said 0 attempts
+        # and $0 of a run whose disk filled after stages had run and cost money).
+        done = engine.totals if engine is not None else _End("fail", "", "")
+        why = f"executor error: {type(exc).__name__}: {exc}"
+        _terminalize(w, replace(done, status="fail", reason=why, last_node=""), t0)
         raise
     return _terminalize(w, end, t0)
 

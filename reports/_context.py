@@ -308,7 +308,7 @@ class TimelineRow:
     at: Text
     scope: Text
     subject: Text
-    what: str
+    what: str  # Markdown, printed as is: artifact text in it is escaped where it is built
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ from reports._context import (
     scope_name,
     severity_counts,
 )
-from reports._escape import Text
+from reports._escape import Text, md
 from reports._plan import MECHANISMS, PLAN, PRIORITIES, plan_item
 from rundoctor.terminal import shell_quote
 from rundoctor.words import plural
@@ -321,7 +321,8 @@ def _timeline_rows(d: Diagnosis, facts: RunFactsView) -> tuple[TimelineRow, ...]
         scope = str(b.get("scope", ""))
         add(b.get("started_at"), scope, "", "branch starts")
         status = b.get("last_status")
-        ended = f", last attempt {status}" if isinstance(status, str) else ""
+        # ``what`` is Markdown the template prints as is: the status is the branch's text.
+        ended = f", last attempt {md(status, 60)}" if isinstance(status, str) else ""
         add(b.get("last_progress_at"), scope, "", f"last progress{ended}")
     add(f.get("last_event_at"), "", "", "last top-level event")
     rows.sort(key=lambda r: (parse_time(r.at) or datetime.min.replace(tzinfo=UTC), r.scope))

@@ -6,8 +6,10 @@ refuses to print artifact text (:class:`reports._escape.Text`) or ``None`` unles
 made it safe. Filters:
 
 =========  ===============================================================================
-``md``     artifact text as inline Markdown (prose, list items, table cells); ``md(n)`` cuts
-``code``   artifact text as an inline code span; ``code(table=True)`` inside a table cell
+``md``     artifact text as inline Markdown (prose, list items, table cells), cut at ``md(n)``
+           characters, at :data:`SHOWN` when the template names no limit
+``code``   artifact text as an inline code span, cut as ``md``; ``code(table=True)`` inside a
+           table cell; ``code(none)`` whole (a path or command to copy, bounded by the system)
 ``mermaid`` artifact text as a gantt label or section name
 ``num``    ``39166`` → ``39,166``; ``num(2)`` keeps two decimals; ``None`` → ``n/a``
 ``pct``    a share: ``0.8971`` → ``89.7%``
@@ -36,7 +38,16 @@ from reports._postmortem import postmortem_context
 from reports._throughput import Throughput
 from rundoctor.words import plural
 
-__all__ = ["TEMPLATES", "environment", "render", "render_fleet", "render_postmortem"]
+__all__ = [
+    "SHOWN",
+    "TEMPLATES",
+    "cut_code",
+    "cut_md",
+    "environment",
+    "render",
+    "render_fleet",
+    "render_postmortem",
+]
 
 #: The template of each context type.
 TEMPLATES: dict[type, str] = {
@@ -44,6 +55,32 @@ TEMPLATES: dict[type, str] = {
     FleetContext: "fleet.md.j2",
     ChaosContext: "chaos.md.j2",
 }
+
+
+#: How much of one value from the artifacts (a node id, a scope, an event name, a status) a
+#: report shows when its template names no limit: a node id of 200 KB printed whole, in the
+#: timeline, edge, attempt and reason tables, made a 1.4 MB page of 200 KB lines. A value is
+#: whole in ``doctor diagnose --json`` and ``scan --json``.
+SHOWN = 200
+
+
+def cut_md(value: object, limit: int | None = SHOWN) -> str:
+    """:func:`reports._escape.md`, cut at :data:`SHOWN` characters unless told otherwise.
+
+    >>> cut_md("n" * 500) == "n" * 199 + "…"
+    True
+    """
+    return md(value, limit)
+
+
+def cut_code(value: object, limit: int | None = SHOWN, *, table: bool = False) -> str:
+    """:func:`reports._escape.code`, cut at :data:`SHOWN` characters unless told otherwise
+    (``None``: whole).
+
+    >>> len(cut_code("n" * 500)), len(cut_code("n" * 500, None))
+    (202, 502)
+    """
+    return code(value, limit, table=table)
 
 
 def _finalize(value: Any) -> Any:
@@ -141,8 +178,8 @@ def environment() -> jinja2.Environment:
         finalize=_finalize,
     )
     env.filters.update(
-        md=md,
-        code=code,
+        md=cut_md,
+        code=cut_code,
         mermaid=mermaid,
         num=num,
         counted=counted,

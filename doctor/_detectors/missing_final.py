@@ -11,10 +11,11 @@ valid final.json is reported on its own.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from os.path import dirname
 
 from doctor._attempts import LATEST_ATTEMPTS_SQL
 from doctor._detectors._context import Context, more, needs
-from doctor._documents import RunDocuments
+from doctor._documents import SYMLINK, RunDocuments
 from doctor._facts import RunFacts
 from doctor._layout import TOP_SQL, is_top_scope
 from doctor._model import Finding, Severity
@@ -61,7 +62,7 @@ def _span(seconds: float | None) -> str:
 def _since(last_progress: int | None) -> str:
     # A time, not an age: the summary of a run that can no longer change stays true, and a
     # cached diagnosis can be reused (idle_s, the age, is recomputed from last_progress_at).
-    return iso(last_progress) or "its start (no progress was ever recorded)"
+    return iso(last_progress) or "its start (no progress event with a readable time was recorded)"
 
 
 def _owner(pid: int | None, alive: bool | None) -> str:
@@ -194,7 +195,8 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
             f"while its {_owner(pid, alive)}; inspect the owner and stop it so that it "
             "terminalizes"
         )
-    evidence = _evidence(last, idle, facts, nodes, state, final=docs.final or gone)
+    final = docs.final or gone or _linked_final(docs)  # a symlink is there, if unread
+    evidence = _evidence(last, idle, facts, nodes, state, final=final)
     if facts.get("owner_stopped"):
         evidence["owner_stopped"] = True
     if gone:
@@ -222,8 +224,23 @@ def _no_final(docs: RunDocuments, gone: str | None, writer: str) -> tuple[str, s
             f"move {docs.final.rel} aside (the doctor never overwrites one) and `doctor "
             "repair` terminalizes it, so that nothing waits for it",
         )
+    linked = _linked_final(docs)
+    if linked and gone is None:  # never followed, and never written through: say so
+        return (
+            f"The run's {linked} is a symlink (the doctor follows none)",
+            f"replace {linked} by the file, or move the link aside (the doctor never writes "
+            "through a symlink) and `doctor repair` terminalizes it, so that nothing waits for it",
+        )
     said = f" ({writer} {gone}, which a resume went on past, is set aside)" if gone else ""
     return f"The run has no final.json{said}", end
+
+
+def _linked_final(docs: RunDocuments) -> str | None:
+    """The run's top-level final.json when it is a symlink (its ``unreadable_artifact``)."""
+    for u in docs.unreadable:
+        if u.kind == "final" and u.detail.startswith(SYMLINK) and is_top_scope(dirname(u.rel)):
+            return u.rel
+    return None
 
 
 def _superseded(docs: RunDocuments) -> tuple[str | None, str]:

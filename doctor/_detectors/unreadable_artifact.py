@@ -5,7 +5,9 @@ A FIFO, device, socket or directory where a run keeps a regular file (``progress
 branch directory whose name is not UTF-8, an event line over the per-line budget, a stream or
 run whose reading failed, duplicate keys in a JSON document (read last-wins, as the engines
 read it: Go's encoding/json in Kilroy, Python's json in the executor), and a ``final.json``
-whose status is none of a final's (it parses, but ends nothing). One finding per artifact.
+whose status is none of a final's (it parses, but ends nothing), and a stream with events whose
+``ts`` is no readable time (a warning: the events are read, without a time). One finding per
+artifact.
 Whatever the doctor could not read is missing from the diagnosis: the run's state and facts
 rest on the rest. Duplicate keys, and files that hold nothing the state depends on, are
 warnings; the rest are errors.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from doctor._detectors._context import Context, needs
 from doctor._model import Finding, Severity
+from doctor._ndjson import UNTIMED
 
 __all__ = ["unreadable_artifact"]
 
@@ -48,9 +51,17 @@ def unreadable_artifact(ctx: Context) -> list[Finding]:
             continue
         seen.add((run_id, rel, detail))
         duplicate = detail.startswith("duplicate key")
-        severity = Severity.ERROR if kind in _VITAL and not duplicate else Severity.WARNING
+        # The events were read, only their times were not: the rest of the run stands.
+        untimed = detail.startswith(UNTIMED)
+        partial = duplicate or untimed
+        severity = Severity.ERROR if kind in _VITAL and not partial else Severity.WARNING
         if duplicate:
             advice = "fix the writer; until then the doctor reads the last value, as the engines do"
+        elif untimed:
+            advice = (
+                "the doctor read those events without a time; fix the writer's ts "
+                "(RFC 3339, e.g. 2026-04-28T10:00:00Z)"
+            )
         elif kind == "final" and detail.startswith("its status"):
             advice = "the run's state rests on its owner and events instead; fix the writer"
         else:

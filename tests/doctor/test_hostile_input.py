@@ -692,3 +692,142 @@ def test_a_final_json_that_records_no_end_is_never_planned_for_a_terminalize_app
     again = doctor("repair", "--run-id", "r1", "--root", tmp_path, "--apply", "--json")
     (done,) = json.loads(again.stdout)["report"]["results"]
     assert (done["action"], done["outcome"]) == ("terminalize", "applied"), again.stdout
+
+
+# --- event times that cannot be read -----------------------------------------------------------
+
+
+def _untimed(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    _no_traceback(result)
+    data = json.loads(result.stdout)
+    findings = data["runs"][0]["findings"] if "runs" in data else data["findings"]
+    return [
+        f
+        for f in findings
+        if f["code"] == "unreadable_artifact" and f["evidence"]["detail"].startswith("no readable")
+    ]
+
+
+@pytest.mark.parametrize("torn", [False, True], ids=["bulk-read", "read-line-by-line"])
+def test_events_whose_ts_cannot_be_read_are_counted_in_a_warning(
+    tmp_path: Path, torn: bool
+) -> None:
+    # Before: an event whose ts was no time (a word, an epoch number, none at all) was read
+    # without a time and without a word: its run looked whole, its figures silently short.
+    run = _run(tmp_path, "r1")
+    with (run / "progress.ndjson").open("a") as fh:
+        fh.write(json.dumps({"event": "stage_heartbeat", "ts": "yesterday", "node_id": "b"}) + "\n")
+        fh.write(json.dumps({"event": "stage_heartbeat", "ts": 1714300000, "node_id": "b"}) + "\n")
+        fh.write(json.dumps({"event": "stage_heartbeat", "node_id": "b"}) + "\n")
+        if torn:  # a torn line sends the stream through the line-by-line reader
+            fh.write('{"event": "note", "ts": \n')
+        fh.write(_event("note", 6, message="the rest are read"))
+    result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json")
+    (finding,) = _untimed(result)
+    assert finding["severity"] == "warning" and finding["evidence"]["file"] == "progress.ndjson"
+    assert finding["evidence"]["detail"].startswith(
+        "no readable time (ts) on 3 events: the first, a stage_heartbeat, has ts 'yesterday'"
+    )
+    assert json.loads(result.stdout)["facts"]["last_event_at"] == "2026-04-28T10:00:06Z"
+    assert result.returncode == (1 if torn else 0)  # the torn line is the error, not the times
+
+
+def test_untimed_events_of_a_cached_stream_still_count_after_it_grew(tmp_path: Path) -> None:
+    root, cache = tmp_path / "runs", tmp_path / "cache"
+    run = _run(root, "r1", final=None)
+    stream = run / "progress.ndjson"
+    with stream.open("a") as fh:
+        fh.write(json.dumps({"event": "stage_heartbeat", "ts": "yesterday", "node_id": "b"}) + "\n")
+    env = {"RUNDOCTOR_CACHE": str(cache)}
+    first = doctor("scan", "--root", root, "--json", env=env)
+    assert "on 1 event:" in _untimed(first)[0]["evidence"]["detail"]
+    with stream.open("a") as fh:  # read on from the cached offset: the cached rows have no text
+        fh.write(json.dumps({"event": "stage_heartbeat", "ts": "later", "node_id": "b"}) + "\n")
+    (finding,) = _untimed(doctor("scan", "--root", root, "--json", env=env))
+    assert (
+        "on 2 events: the first, a stage_heartbeat, has ts 'yesterday'"
+        in (finding["evidence"]["detail"])
+    )
+
+
+# --- costs that no double holds ------------------------------------------------------------
+
+
+def test_a_cost_no_double_holds_is_no_cost_never_a_crash_nor_infinity(tmp_path: Path) -> None:
+    # Before: final.json's 400-digit cost_usd stopped `diagnose` with OverflowError (exit 70,
+    # and the run unreadable in a scan); two stdout costs of 1e308 summed to infinity, printed
+    # as `"cost_usd": Infinity`, which no JSON reader takes.
+    huge = _run(tmp_path, "huge")
+    (huge / "final.json").write_text('{"status": "success", "cost_usd": ' + "9" * 400 + "}")
+    over = _run(tmp_path, "over")
+    lines = ['{"total_cost_usd": 1e308}', '{"total_cost_usd": 1.7e308}']
+    (over / "build/stdout.log").write_text("\n".join(lines) + "\n")
+
+    def strict(text: str) -> Any:
+        return json.loads(text, parse_constant=lambda word: pytest.fail(f"{word} in the JSON"))
+
+    for run_id in ("huge", "over"):
+        result = doctor("diagnose", "--run-id", run_id, "--root", tmp_path, "--json")
+        assert result.returncode == 0, result.stderr
+        assert strict(result.stdout)["facts"]["cost_usd"] is None
+    scan = doctor("scan", "--root", tmp_path, "--json")
+    assert scan.returncode == 0, scan.stderr
+    assert strict(scan.stdout)["fleet"]["cost_usd"] is None
+
+
+# --- symlinks where a run keeps its files ---------------------------------------------------
+
+
+def test_a_symlinked_artifact_is_said_to_be_one_and_never_followed(tmp_path: Path) -> None:
+    # Before: a symlinked final.json, progress.ndjson or run.pid was left out without a word:
+    # "The run has no final.json ...; terminalize it", which `repair --apply` then refused
+    # ("final.json is a symlink"), and a stream behind a link was "no progress ever recorded".
+    root, outside = tmp_path / "runs", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "final.json").write_text('{"status": "success"}')
+    (outside / "progress.ndjson").write_text(_event("secret_event", 1))
+    (outside / "pid").write_text(str(os.getpid()))
+    run = _run(root, "r1", final=None)
+    (run / "final.json").symlink_to(outside / "final.json")
+    (run / "run.pid").unlink()
+    (run / "run.pid").symlink_to(outside / "pid")
+    stream = _run(root, "r2") / "progress.ndjson"
+    stream.unlink()
+    stream.symlink_to(outside / "progress.ndjson")
+
+    def linked(run_id: str) -> tuple[dict[str, str], list[dict[str, Any]], str]:
+        result = doctor("diagnose", "--run-id", run_id, "--root", root, "--json")
+        _no_traceback(result)
+        findings = json.loads(result.stdout)["findings"]
+        said = {
+            f["evidence"]["file"]: f["evidence"]["kind"]
+            for f in findings
+            if f["code"] == "unreadable_artifact"
+            and f["evidence"]["detail"].startswith("a symlink to " + str(outside))
+        }
+        return said, findings, result.stdout
+
+    said, findings, out = linked("r1")
+    assert said == {"final.json": "final", "run.pid": "pid"}
+    (missing,) = [f for f in findings if f["code"] == "missing_final"]
+    assert missing["summary"].startswith("The run's final.json is a symlink")
+    assert missing["repair"] is None  # no terminalize that --apply would refuse
+    assert linked("r2")[0] == {"progress.ndjson": "progress"}
+    assert "secret_event" not in out + linked("r2")[2]
+    doctor("repair", "--run-id", "r1", "--root", root, "--apply")
+    assert (outside / "final.json").read_text() == '{"status": "success"}'
+
+
+def test_a_run_whose_every_time_is_unreadable_is_not_said_to_have_recorded_no_progress(
+    tmp_path: Path,
+) -> None:
+    # Before: "nothing has progressed since its start (no progress was ever recorded)" of a
+    # run that had recorded an attempt, only without a readable time.
+    run = _run(tmp_path, "r1", final=None)
+    (run / "progress.ndjson").write_text(
+        json.dumps({"event": "stage_attempt_start", "ts": "yesterday", "node_id": "a"}) + "\n"
+    )
+    result = doctor("diagnose", "--run-id", "r1", "--root", tmp_path, "--json")
+    (missing,) = [f for f in json.loads(result.stdout)["findings"] if f["code"] == "missing_final"]
+    assert "no progress event with a readable time was recorded" in missing["summary"]
+    assert len(_untimed(result)) == 1

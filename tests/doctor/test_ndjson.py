@@ -510,3 +510,19 @@ def test_an_offset_of_a_day_or_more_is_no_offset_and_the_time_unreadable(
         parse_iso("2026-04-28T10:02:37+23:59"),
         parse_iso("2026-04-28T10:02:37-05:30"),
     ]
+
+
+@both_paths
+def test_duckdb_s_words_and_a_date_alone_are_no_event_time(tmp_path: Path, keep_raw: bool) -> None:
+    # DuckDB's casts read "epoch" as 1970, "infinity" (and a Python writer's float('inf'),
+    # "ts": Infinity) as the year 9999, a date alone as its midnight, and ignore a zone name:
+    # a run that began at "epoch" was 56 years long, with a 56-year idle gap.
+    words = ["epoch", "infinity", "-infinity", "Infinity", "inf", "2026-04-28", "2026-04-28Z"]
+    zoned = ["2026-04-28T10:00:00 EST", "2026-04-28T10:00:00 America/New_York"]
+    lines = [json.dumps({"event": "e", "ts": s}) for s in [*words, *zoned]]
+    lines += ['{"event": "e", "ts": Infinity}', '{"event": "e", "ts": -Infinity}']
+    good = ["2026-04-28T10:00:00Z", "2026-04-28 10:00:00.5z", "2026-04-28T12:00:00+02:00"]
+    lines += [json.dumps({"event": "e", "ts": s}) for s in good]
+    data = "".join(line + "\n" for line in lines).encode()
+    got = _values(_load(_run(tmp_path, "r1", data), keep_raw=keep_raw), "epoch_ns(ts)")
+    assert got == [None] * (len(lines) - 3) + [parse_iso(s) for s in good]

@@ -359,3 +359,44 @@ def test_enqueue_where_the_queue_s_directory_cannot_be_made_is_one_line(
     flags = [a.format(tmp=tmp_path) for a in args]
     line = _usage_error(_doctor(env, "enqueue", SIMPLE, *flags))
     assert says in line, line
+
+
+# -- costs JSON cannot write -------------------------------------------------------------------
+
+
+def _strict_json(data: bytes) -> Any:
+    """JSON as every other reader takes it: ``Infinity`` and ``NaN`` are no numbers."""
+
+    def refuse(word: str) -> Any:
+        raise ValueError(f"{word} is not JSON")
+
+    return json.loads(data, parse_constant=refuse)
+
+
+def test_costs_no_double_holds_never_stop_a_run_nor_reach_its_json(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # Before: a stage reporting a 400-digit cost stopped the run ("executor error:
+    # OverflowError"), exit 70; Infinity (which Python's json reads), or two costs of 1e308,
+    # went into every event and document after it as `Infinity`: the doctor read final.json as
+    # torn and the successful run as never ended (critical).
+    costs = ["9" * 400, "Infinity", "1e308", "1.7e308"]
+    stages = "\n".join(
+        f"  s{i} [shape=parallelogram, tool_command=\"printf '%s' "
+        f'\'{{\\"status\\": \\"success\\", \\"cost_usd\\": {c}}}\' > status.json"]'
+        for i, c in enumerate(costs)
+    )
+    chain = " -> ".join(f"s{i}" for i in range(len(costs)))
+    dot = tmp_path / "costs.dot"
+    dot.write_text(
+        f"digraph costs {{\n  start [shape=Mdiamond]\n  exit [shape=Msquare]\n{stages}\n"
+        f"  start -> {chain} -> exit\n}}\n"
+    )
+    out = _json(_doctor(env, "run", dot, "--json"))
+    assert out["status"] == "success"
+    run_path = Path(out["path"])
+    final = _strict_json((run_path / "final.json").read_bytes())
+    assert final["status"] == "success" and final["cost_usd"] is None  # 1e308 + 1.7e308
+    for line in (run_path / "progress.ndjson").read_bytes().splitlines():
+        _strict_json(line)
+    _healthy(run_path)

@@ -12,6 +12,8 @@ import contextlib
 import errno
 import json
 import os
+import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -902,3 +905,72 @@ def test_a_queue_on_a_full_disk_says_the_disk_is_full(tiny_disk: Path) -> None:
     for args in (("tickets", "--db", db), ("enqueue", SIMPLE, "--db", tiny_disk / "new.db")):
         line = _one_line(run_doctor(*args))
         assert line.endswith(": the file system holding it is full; free space there, then retry")
+
+
+def _run_cli(
+    tmp_path: Path, graph: Path, root: Path, **kw: Any
+) -> subprocess.CompletedProcess[str]:
+    """``doctor run GRAPH --root ROOT`` as a process, none of this environment's settings."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
+    return subprocess.run(
+        [sys.executable, "-m", "doctor", "run", graph, "--root", root],
+        env={**base, "XDG_STATE_HOME": str(tmp_path / "state")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kw,
+    )
+
+
+def _two_stages(tmp_path: Path, second: str) -> Path:
+    """A graph: a stage that reports a cost of $0.50, then ``second``."""
+    graph = tmp_path / "p.dot"
+    paid = 'echo \'{"status": "success", "cost_usd": 0.5}\' > status.json'
+    graph.write_text(
+        "digraph p { start [shape=Mdiamond]; exit [shape=Msquare];\n"
+        f"  paid [shape=parallelogram, tool_command={json.dumps(paid)}];\n"
+        f"  then [shape=parallelogram, tool_command={json.dumps(second)}];\n"
+        "  start -> paid -> then -> exit }\n"
+    )
+    return graph
+
+
+def _file_size_limit() -> None:
+    """In the child: files stop at 1 MiB (EFBIG, as a full disk's ENOSPC), no SIGXFSZ."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+
+def test_a_run_its_root_refused_keeps_its_attempts_and_costs_in_final_json(
+    tmp_path: Path,
+) -> None:
+    # Before: a run the runs root stopped half-way (an executor error: here a stage log past
+    # the file size limit, as on a full disk) wrote final.json with "attempts": 0 and
+    # "cost_usd": 0.0, though stages had run and one had reported its cost.
+    graph = _two_stages(tmp_path, "head -c 3000000 /dev/zero")
+    result = _run_cli(tmp_path, graph, tmp_path / "runs", preexec_fn=_file_size_limit)
+    assert result.returncode == 2 and "File too large" in result.stderr, result
+    (run,) = (tmp_path / "runs").iterdir()
+    assert f"run {run.name} ended (its final.json says why)" in result.stderr
+    final = json.loads((run / "final.json").read_text())
+    assert final["status"] == "fail" and "File too large" in final["failure_reason"]
+    assert (final["cost_usd"], final["attempts"]) == (0.5, 2)  # start and paid
+    for line in (run / "progress.ndjson").read_bytes().splitlines():
+        json.loads(line)
+
+
+def test_a_run_a_full_disk_left_without_final_json_is_named_with_its_repair(
+    tmp_path: Path, tiny_disk: Path
+) -> None:
+    # The disk stays full: final.json cannot be written (three tries). Before, the error
+    # said only that the root refused the run, as if it had ended.
+    fill = f"dd if=/dev/zero of={tiny_disk}/filler bs=64k 2>/dev/null; exec sleep 600"
+    result = _run_cli(tmp_path, _two_stages(tmp_path, fill), tiny_disk / "runs")
+    assert result.returncode == 2 and "No space left on device" in result.stderr, result
+    (run,) = (tiny_disk / "runs").iterdir()
+    assert not (run / "final.json").exists()
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+    assert f"run {run.name} has no final.json" in line
+    assert f"`doctor repair --run-id {run.name} --root {tiny_disk / 'runs'} --apply`" in line
+    for event in (run / "progress.ndjson").read_bytes().splitlines():
+        json.loads(event)  # whole lines only: the full disk cut none

@@ -148,3 +148,48 @@ def test_a_timeline_read_over_the_budget_is_over_budget_not_a_crash(big: Path) -
         run_timeline(diagnosis, tiny)
     with pytest.raises(OverBudget):
         write_postmortem(diagnosis, html=True, out=None, config=tiny)
+
+
+def _long_named_run(root: Path) -> Path:
+    """A run whose node id is 200 KB, with a failing branch whose status is Markdown."""
+    run = root / "long"
+    (run / "parallel/fan/01-a").mkdir(parents=True)
+    (run / "run.pid").write_text("99999999")
+    node = "n" + "x" * 200_000
+
+    def ev(event: str, second: int, **fields: object) -> str:
+        return json.dumps({"event": event, "ts": f"2026-04-28T10:00:{second:02d}Z", **fields})
+
+    lines = [
+        ev("stage_attempt_start", 0, node_id=node, attempt=1),
+        ev("stage_attempt_end", 1, node_id=node, attempt=1, status="fail", failure_reason="x"),
+        ev("edge_selected", 2, from_node=node, to_node=node),
+        ev("stage_attempt_start", 3, node_id="fan", attempt=1),
+    ]
+    (run / "progress.ndjson").write_text("\n".join(lines) + "\n")
+    branch = [
+        ev("stage_attempt_start", 4, node_id="a", attempt=1),
+        ev("stage_attempt_end", 5, node_id="a", attempt=1, status="fail | **b** <script>"),
+    ]
+    (run / "parallel/fan/01-a/progress.ndjson").write_text("\n".join(branch) + "\n")
+    return run
+
+
+def test_a_200_kb_node_id_is_a_cut_cell_in_the_postmortem_and_whole_in_json(
+    tmp_path: Path,
+) -> None:
+    # Before: the node id was printed whole in the timeline, edge, attempt and reason tables
+    # and the facts: a 1.4 MB page of 200 KB lines; and a branch's last status went into the
+    # timeline table unescaped, its "|" a new cell.
+    _long_named_run(tmp_path)
+    result = doctor("report", "--run-id", "long", "--root", tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) < 1_000
+    assert any("n" + "x" * 198 + "…" in line for line in lines)
+    (row,) = [line for line in lines if "last attempt fail" in line]
+    assert row.count("|") - row.count("\\|") == 6  # five cells, none split by the status
+    assert "\\<script\\>" in row
+    diagnosis = doctor("diagnose", "--run-id", "long", "--root", tmp_path, "--json")
+    attempts = json.loads(diagnosis.stdout)["facts"]["attempt_stats"]
+    assert "n" + "x" * 200_000 in {a["node_id"] for a in attempts}
