@@ -135,11 +135,14 @@ _TS_MENDED = (
     f"CASE WHEN {_TS_LEAP} THEN substr({_TS_UPPER}, 1, 17) || '59' || substr({_TS_UPPER}, 20) "
     f"ELSE {_TS_UPPER} END"
 )
-# The common form (a Z, an upper-case T after the date, no leap second) takes the one cast it
-# always took: no word or date alone reaches it, since none has a T there.
+# The common form (a Z, an upper-case T after the date, no leap second, no space) takes the one
+# cast it always took: no word or date alone reaches it, since none has a T there; and the cast
+# reads a word after a space as a zone and drops it ("…T10:00:00 ESTZ" was 10:00:00), so a
+# space sends a time to the shape's test.
 _TS_SQL = (
     "CASE WHEN ts_text LIKE '%Z' AND substr(ts_text, 11, 1) = 'T' "
-    "AND substr(ts_text, 18, 2) <> '60' THEN try_cast(ts_text AS TIMESTAMP_NS) "
+    "AND substr(ts_text, 18, 2) <> '60' AND ts_text NOT LIKE '% %' "
+    "THEN try_cast(ts_text AS TIMESTAMP_NS) "
     f"ELSE ({_TS_CAST.format(t=f'({_TS_MENDED})')}) "
     f"+ CASE WHEN {_TS_LEAP} THEN INTERVAL 1 SECOND ELSE INTERVAL 0 SECOND END END"
 )

@@ -518,7 +518,9 @@ def test_duckdb_s_words_and_a_date_alone_are_no_event_time(tmp_path: Path, keep_
     # "ts": Infinity) as the year 9999, a date alone as its midnight, and ignore a zone name:
     # a run that began at "epoch" was 56 years long, with a 56-year idle gap.
     words = ["epoch", "infinity", "-infinity", "Infinity", "inf", "2026-04-28", "2026-04-28Z"]
+    # A word before the Z, after a space: DuckDB's cast took it for a zone and dropped it.
     zoned = ["2026-04-28T10:00:00 EST", "2026-04-28T10:00:00 America/New_York"]
+    zoned += ["2026-04-28T10:00:00 ESTZ", "2026-04-28T10:00:00.5 e5Z"]
     lines = [json.dumps({"event": "e", "ts": s}) for s in [*words, *zoned]]
     lines += ['{"event": "e", "ts": Infinity}', '{"event": "e", "ts": -Infinity}']
     good = ["2026-04-28T10:00:00Z", "2026-04-28 10:00:00.5z", "2026-04-28T12:00:00+02:00"]
