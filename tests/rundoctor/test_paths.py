@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rundoctor.paths import make_dirs, remove_tree
-from tests.helpers import REPO, run_doctor
+from tests.helpers import REPO, as_a_user, run_doctor
 
 HEALTHY_ROOT = REPO / "fixtures" / "cases" / "healthy_tool_run" / "run"
 TOOL_GRAPH = REPO / "fixtures" / "pipelines" / "tool_simple.dot"
@@ -198,12 +198,9 @@ print(sorted(p.name for p in top.iterdir()))
 
 
 def test_remove_tree_says_what_it_could_not_remove_unless_told_to_go_on() -> None:
-    # As a user the permissions apply to: root removes anything, so as nobody (setpriv).
-    as_other: list[str] = []
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("needs setpriv to drop root's privileges")
-        as_other = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    # As a user the permissions apply to: root removes anything, so without the capabilities
+    # that let it (tests.helpers.as_a_user).
+    as_other = as_a_user()
     base = Path(tempfile.mkdtemp(prefix="rundoctor-rm-"))
     top = base / "top"
     try:
@@ -211,8 +208,6 @@ def test_remove_tree_says_what_it_could_not_remove_unless_told_to_go_on() -> Non
         (top / "locked" / "inner").mkdir(parents=True)
         (top / "free").mkdir()
         (top / "free" / "f").write_text("x")
-        if as_other:
-            subprocess.run(["chown", "-R", "nobody", str(top)], check=True)
         (top / "locked").chmod(0o500)
         done = subprocess.run(
             [*as_other, sys.executable, "-c", _REMOVE_AS_USER, str(top)],
