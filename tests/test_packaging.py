@@ -37,6 +37,19 @@ def test_the_licence_is_an_spdx_string_with_a_licence_file() -> None:
     assert "MIT License" in (REPO / "LICENSE").read_text(encoding="utf-8")
 
 
+def test_requires_python_refuses_the_3_11_releases_whose_re_gets_signatures_wrong() -> None:
+    # Debian 12's python3 (3.11.2) installed the package and then signed '0./@' as '<n>/@',
+    # not '<n>./@' (12 signature tests failed there): CPython before 3.11.5 matched
+    # possessive quantifiers wrongly (gh-106052, gh-100061), and the signature rules use them.
+    from packaging.specifiers import SpecifierSet
+
+    supported = SpecifierSet(PYPROJECT["project"]["requires-python"])
+    assert "3.11.4" not in supported and "3.11.2" not in supported
+    assert all(v in supported for v in ("3.11.5", "3.12.0", "3.13.0"))
+    versions = {c.rsplit(" ", 1)[-1] for c in PYPROJECT["project"]["classifiers"]}
+    assert {"3.11", "3.12", "3.13"} <= versions  # each a release the suite ran on
+
+
 def test_the_package_has_classifiers_and_urls() -> None:
     project = PYPROJECT["project"]
     # PEP 639: with an SPDX ``license`` expression, licence classifiers are an error.
