@@ -279,6 +279,31 @@ def interrupted(exc: BaseException | None, also: tuple[type[BaseException], ...]
     return False
 
 
+def _encodable_streams() -> None:
+    """Let standard output and error write any text whatever their encoding: a character
+    the encoding lacks is written as its escape (``\\u2713``) instead of ending the command.
+
+    Under a locale that is not UTF-8 (``LANG=en_US.ISO-8859-1``, ``PYTHONIOENCODING=ascii``,
+    ``PYTHONUTF8=0`` with ``LC_ALL=C``), ``doctor diagnose`` ended with "internal error …
+    UnicodeEncodeError: 'latin-1' codec can't encode character '\\u2713'", exit 70, at the
+    first ``[✓]``, and ``scan`` at its first ``·``. Rich already draws its tables in ASCII
+    there; the marks, dots and ellipses are ours. UTF-8 streams are left as they are.
+
+    >>> _encodable_streams()
+    """
+    import codecs
+    import io
+
+    for stream in (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        with contextlib.suppress(LookupError):
+            if codecs.lookup(encoding).name == "utf-8":
+                continue
+        if isinstance(stream, io.TextIOWrapper):
+            with contextlib.suppress(ValueError, OSError):  # a closed or detached stream
+                stream.reconfigure(errors="backslashreplace")
+
+
 def crash_guarded(main: Callable[[], object]) -> Callable[[], None]:
     """Wrap a console-script entry point: an unexpected exception (a bug of the tool, not an
     input error) ends it with one line naming the exception and the file holding the
@@ -290,6 +315,7 @@ def crash_guarded(main: Callable[[], object]) -> Callable[[], None]:
 
     def run() -> None:
         try:
+            _encodable_streams()
             main()
         except (SystemExit, KeyboardInterrupt):
             raise

@@ -243,6 +243,27 @@ def test_at_40_columns_the_tables_keep_run_and_ticket_ids_whole(tmp_path: Path) 
     assert any(line.split()[:2] == ["fanout01", "orphaned"] for line in scan.splitlines()), scan
 
 
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_locale_that_is_not_utf_8_gets_escapes_not_a_crash(tmp_path: Path, encoding: str) -> None:
+    # Before: `doctor diagnose` under a Latin-1 locale ended at its first `[✓]` with
+    # "internal error … UnicodeEncodeError", exit 70; `scan` at its first `·`.
+    shutil.copytree(ORPHANED, tmp_path / "runs")
+    env = {**os.environ, "PYTHONIOENCODING": encoding, "PYTHONUTF8": "0", "LC_ALL": "C"}
+
+    def shown(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*_command(), *map(str, args), "--root", str(tmp_path / "runs")],
+            capture_output=True, encoding=encoding, env=env, timeout=120,
+        )  # fmt: skip
+
+    diagnosis = shown("diagnose", "--run-id", "fanout01")
+    assert diagnosis.returncode == 1 and "internal error" not in diagnosis.stderr, diagnosis
+    assert "[\\u2717] missing_final" in diagnosis.stdout, diagnosis.stdout
+    scan = shown("scan")
+    assert scan.returncode == 1 and scan.stderr == "", scan.stderr
+    assert any(line.split()[:1] == ["fanout01"] for line in scan.stdout.splitlines())
+
+
 COMMANDS = [
     ("diagnose",),
     ("scan",),
