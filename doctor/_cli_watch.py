@@ -18,6 +18,7 @@ import shlex
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,7 +33,7 @@ from doctor._notify import check_webhook, slack_text
 from doctor._watch import WatchConfig, WatchEvent, parse_duration, watch
 from executor.console import fail, reported, scan_progress
 from rundoctor.errors import INTERRUPTED, write_whole
-from rundoctor.paths import expand_user, make_dirs, state_home
+from rundoctor.paths import NoHomeError, expand_user, make_dirs, state_home
 
 __all__ = ["app", "default_state_path"]
 
@@ -59,15 +60,25 @@ def default_state_path(config: DoctorConfig) -> Path:
     return state_home() / "rundoctor" / "watch" / f"{digest}.json"
 
 
-def _without_unusable_default(config: DoctorConfig) -> DoctorConfig:
-    """``config`` without its cache when that is the watch's default,
-    ``$XDG_STATE_HOME/rundoctor/cache``, and it cannot be created or written (said once on
-    stderr). A ``RUNDOCTOR_CACHE`` or ``cache_dir`` that cannot be used is the user's mistake
-    (one line, exit 2); the default under a read-only or unwritable home is not: the watch
-    then reads every run whole each pass, as ``scan`` does without a cache (it ended with
-    exit 2 before its first pass).
+def _without_unusable_default(
+    make: Callable[..., DoctorConfig], root: list[Path] | None, **overrides: Any
+) -> DoctorConfig:
+    """``make(root, fallback=…, **overrides)`` with the watch's default cache,
+    ``$XDG_STATE_HOME/rundoctor/cache``, left off (said once on stderr) when it cannot be
+    created or written, or there is no home to put it in. A ``RUNDOCTOR_CACHE`` or
+    ``cache_dir`` that cannot be used is the user's mistake (one line, exit 2); the default
+    under a read-only home, or with no home at all, is not: the watch then reads every run
+    whole each pass, as ``scan`` does without a cache (it ended with exit 2, or 70 with no
+    home, before its first pass).
     """
-    path = state_home() / "rundoctor" / "cache"
+    try:
+        path = state_home() / "rundoctor" / "cache"
+    except NoHomeError as exc:
+        config = make(root, **overrides)
+        if config.cache_dir is None:
+            _log(f"watch: no scan cache: {exc}")
+        return config
+    config = make(root, fallback={"cache_dir": path}, **overrides)
     if config.cache_dir != path or os.environ.get("RUNDOCTOR_CACHE"):
         return config
     try:
@@ -161,8 +172,7 @@ def watch_cmd(
     with reported(DoctorError):
         gap = None if idle_gap is None else parse_duration(idle_gap, "--idle-gap")
         # Passes are incremental by default (the environment or the config file may say where).
-        default = {"cache_dir": state_home() / "rundoctor" / "cache"}
-        config = _without_unusable_default(_config(root, fallback=default, db=db, idle_gap_s=gap))
+        config = _without_unusable_default(_config, root, db=db, idle_gap_s=gap)
         try:
             argv = tuple(shlex.split(exec_cmd)) if exec_cmd is not None else ()
         except ValueError as exc:  # "No closing quotation"

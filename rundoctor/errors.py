@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+from rundoctor.paths import NoHomeError
+
 __all__ = [
     "BROKEN_PIPE",
     "CRASH_EXIT_CODE",
@@ -319,6 +321,9 @@ def crash_guarded(main: Callable[[], object]) -> Callable[[], None]:
             main()
         except (SystemExit, KeyboardInterrupt):
             raise
+        except NoHomeError as exc:  # a default location asked for where there is none
+            sys.stderr.write(f"error: {exc}\n")
+            raise SystemExit(USAGE_EXIT_CODE) from None
         except BrokenPipeError:  # the reader went away: nothing to say, nobody to say it to
             silence_stdout()
             raise SystemExit(BROKEN_PIPE) from None

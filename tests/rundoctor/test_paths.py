@@ -249,3 +249,40 @@ def test_chaos_run_clears_a_previous_campaign_however_deep_never_through_a_symli
     assert done.returncode == 2 and "--db" in done.stderr.splitlines()[-1], done.stderr
     assert cleared == ["campaign"] and runs == []
     assert (elsewhere / "precious").read_text() == "x"
+
+
+def _without_a_home(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``doctor ARGS`` with no HOME, as a user id with no passwd entry (``docker run -u
+    54321``): a user namespace maps it, so the interpreter stays readable wherever it is."""
+    unshare = shutil.which("unshare")
+    probe = [unshare or "unshare", "--user", "--map-user=54321", "--map-group=54321", "true"]
+    if unshare is None or subprocess.run(probe, capture_output=True).returncode != 0:
+        pytest.skip("cannot be a user id with no passwd entry here (unshare --user refused)")
+    env = {k: v for k, v in os.environ.items() if k != "HOME" and not k.startswith("XDG_")}
+    env = {k: v for k, v in env.items() if not k.startswith("RUNDOCTOR_")}
+    return subprocess.run(
+        [*probe[:-1], sys.executable, "-m", "doctor", *map(str, args)],
+        capture_output=True, text=True, timeout=120, cwd=REPO, env=env,
+    )  # fmt: skip
+
+
+def test_with_no_home_a_default_location_is_one_line_and_given_paths_work(
+    tmp_path: Path,
+) -> None:
+    # Before: `doctor worker --once` with HOME unset as a user id with no passwd entry was
+    # "internal error … RuntimeError: Could not determine home directory.", exit 70, and so
+    # were enqueue, tickets, scan and watch.
+    for args in (("worker", "--once"), ("tickets",), ("scan",)):
+        done = _without_a_home(*args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.startswith("error: no home directory: HOME is unset and user id "), (
+            done.stderr
+        )
+        assert done.stderr.count("\n") == 1
+    runs = REPO / "fixtures/cases/fanout_never_joined/run"
+    watched = _without_a_home("watch", "--once", "--root", runs, "--state", tmp_path / "w.json")
+    assert watched.returncode == 1, watched.stderr  # alerts, without a cache
+    assert watched.stderr.startswith("watch: no scan cache: no home directory: ")
+    queue = tmp_path / "q.db"
+    assert _without_a_home("worker", "--once", "--create-queue", "--db", queue, "--root",
+                           tmp_path / "runs").returncode == 0  # fmt: skip
