@@ -24,7 +24,11 @@ $(UV):
 	test -x $(TOOLS)/uv/bin/python || $(PY) -m venv $(TOOLS)/uv
 	$(TOOLS)/uv/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 
+# Python 3.11.5 or later (pyproject's requires-python): said before anything is installed.
 $(VENV)/bin/python: | $(UV)
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11, 5) and "error: $(PY) is Python " \
+	  + sys.version.split()[0] + "; Run Doctor needs 3.11.5 or later (README.md, Python): " \
+	  "make install PY=python3.12, or another interpreter")'
 	$(UV) venv -q --python $(PY) $(VENV)
 
 # One environment, synced exactly to one lock (extras not in it are removed), then the project

@@ -51,7 +51,13 @@ _FINAL_STATUSES = frozenset({"success", "fail", "canceled"})
 def prepare_out(out: Path) -> Path:
     """Create ``out`` (or clear a previous campaign's files from it); refuse anything else."""
     try:
-        out = expand_user(out).resolve()
+        # Strict, so that a symlink loop is refused here on every Python: 3.13's non-strict
+        # resolve no longer raises for one (RuntimeError before), and `--out loop` then failed
+        # later, as "cannot create --out".
+        try:
+            out = expand_user(out).resolve(strict=True)
+        except FileNotFoundError:  # a new directory, created below
+            out = expand_user(out).resolve()
     except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before 3.13)
         raise UsageError(
             f"--out {str(out)!r} cannot be resolved: {exc}; pass a directory"

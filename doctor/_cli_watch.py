@@ -9,6 +9,8 @@ a usage or input error (or a scan that failed); without ``--once`` it runs until
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -16,6 +18,7 @@ import shlex
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,7 +33,7 @@ from doctor._notify import check_webhook, slack_text
 from doctor._watch import WatchConfig, WatchEvent, parse_duration, watch
 from executor.console import fail, reported, scan_progress
 from rundoctor.errors import INTERRUPTED, write_whole
-from rundoctor.paths import expand_user, state_home
+from rundoctor.paths import NoHomeError, expand_user, make_dirs, state_home
 
 __all__ = ["app", "default_state_path"]
 
@@ -55,6 +58,42 @@ def default_state_path(config: DoctorConfig) -> Path:
     what = json.dumps([sorted(_resolved(r) for r in config.roots), config.db or ""])
     digest = hashlib.sha256(what.encode()).hexdigest()[:16]
     return state_home() / "rundoctor" / "watch" / f"{digest}.json"
+
+
+def _without_unusable_default(
+    make: Callable[..., DoctorConfig], root: list[Path] | None, **overrides: Any
+) -> DoctorConfig:
+    """``make(root, fallback=…, **overrides)`` with the watch's default cache,
+    ``$XDG_STATE_HOME/rundoctor/cache``, left off (said once on stderr) when it cannot be
+    created or written, or there is no home to put it in. A ``RUNDOCTOR_CACHE`` or
+    ``cache_dir`` that cannot be used is the user's mistake (one line, exit 2); the default
+    under a read-only home, or with no home at all, is not: the watch then reads every run
+    whole each pass, as ``scan`` does without a cache (it ended with exit 2, or 70 with no
+    home, before its first pass).
+    """
+    try:
+        path = state_home() / "rundoctor" / "cache"
+    except NoHomeError as exc:
+        config = make(root, **overrides)
+        if config.cache_dir is None:
+            _log(f"watch: no scan cache: {exc}")
+        return config
+    config = make(root, fallback={"cache_dir": path}, **overrides)
+    if config.cache_dir != path or os.environ.get("RUNDOCTOR_CACHE"):
+        return config
+    try:
+        for sub in ("runs", "events"):
+            make_dirs(path / sub)
+            if not os.access(path / sub, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path / sub))
+    except OSError as exc:
+        _log(
+            f"watch: no scan cache: the default {str(path)!r} cannot be used "
+            f"({exc.strerror or exc}); each pass reads every run whole (set RUNDOCTOR_CACHE "
+            "to a writable directory to read only what changed)"
+        )
+        return dataclasses.replace(config, cache_dir=None)
+    return config
 
 
 def _resolved(root: Path) -> str:
@@ -133,8 +172,7 @@ def watch_cmd(
     with reported(DoctorError):
         gap = None if idle_gap is None else parse_duration(idle_gap, "--idle-gap")
         # Passes are incremental by default (the environment or the config file may say where).
-        cache = {"cache_dir": state_home() / "rundoctor" / "cache"}
-        config = _config(root, fallback=cache, db=db, idle_gap_s=gap)
+        config = _without_unusable_default(_config, root, db=db, idle_gap_s=gap)
         try:
             argv = tuple(shlex.split(exec_cmd)) if exec_cmd is not None else ()
         except ValueError as exc:  # "No closing quotation"

@@ -524,8 +524,19 @@ def print_table(console: Console, table: Table) -> None:
     rule under its header is as long as the header (a long last cell, a failure reason of a
     few hundred characters, drew it across the whole of them).
 
+    On a terminal narrower than the table's whole columns (ids, states, counts) and the free
+    ones' headers need (``COLUMNS=40``, a split pane), the table is laid out as wide as they
+    need and the terminal wraps its lines: Rich would otherwise squeeze every column, cutting
+    the ids a reader pastes into the next command, and the headers, down to ``…``.
+
     >>> import io
     >>> from rich.console import Console
+    >>> narrow = Console(file=io.StringIO(), width=20)
+    >>> row = {"id": "t-d2a17pahway6", "state": "succeeded", "what": "a long reason"}
+    >>> columns = fit_columns([row], ("id", "state", "what"), 20, free=("what",))
+    >>> print_table(narrow, one_line_table("", [row], columns))
+    >>> narrow.file.getvalue().splitlines()[-1].split()[:2], narrow.width
+    (['t-d2a17pahway6', 'succeeded'], 20)
     >>> rows = [{"id": "t-1", "reason": "boom"}]
     >>> out = Console(file=io.StringIO(), width=PIPE_WIDTH, soft_wrap=True)  # a pipe's
     >>> print_table(out, one_line_table("", rows, fit_columns(rows, ("id", "reason"), PIPE_WIDTH,
@@ -534,7 +545,16 @@ def print_table(console: Console, table: Table) -> None:
     ['id    reason', '────────────', 't-1   boom']
     """
     if not console.soft_wrap:
-        console.print(table)
+        gap = _GAP if table.padding[3] else _NARROW_GAP  # no left padding: two apart
+        needed = sum(c.width or 0 for c in table.columns) + gap * (len(table.columns) - 1)
+        if needed <= console.width:
+            console.print(table)
+        else:  # laid out wider than the console, then written as it is
+            from rich.segment import Segments
+
+            options = console.options.update_width(needed)
+            laid = console.render_lines(table, options, pad=False, new_lines=True)
+            console.print(Segments(s for line in laid for s in line), crop=False)
         return
     with console.capture() as captured:
         console.print(table)

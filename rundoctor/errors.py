@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+from rundoctor.paths import NoHomeError
+
 __all__ = [
     "BROKEN_PIPE",
     "CRASH_EXIT_CODE",
@@ -325,6 +327,31 @@ def interrupted(exc: BaseException | None, also: tuple[type[BaseException], ...]
     return False
 
 
+def _encodable_streams() -> None:
+    """Let standard output and error write any text whatever their encoding: a character
+    the encoding lacks is written as its escape (``\\u2713``) instead of ending the command.
+
+    Under a locale that is not UTF-8 (``LANG=en_US.ISO-8859-1``, ``PYTHONIOENCODING=ascii``,
+    ``PYTHONUTF8=0`` with ``LC_ALL=C``), ``doctor diagnose`` ended with "internal error …
+    UnicodeEncodeError: 'latin-1' codec can't encode character '\\u2713'", exit 70, at the
+    first ``[✓]``, and ``scan`` at its first ``·``. Rich already draws its tables in ASCII
+    there; the marks, dots and ellipses are ours. UTF-8 streams are left as they are.
+
+    >>> _encodable_streams()
+    """
+    import codecs
+    import io
+
+    for stream in (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        with contextlib.suppress(LookupError):
+            if codecs.lookup(encoding).name == "utf-8":
+                continue
+        if isinstance(stream, io.TextIOWrapper):
+            with contextlib.suppress(ValueError, OSError):  # a closed or detached stream
+                stream.reconfigure(errors="backslashreplace")
+
+
 def crash_guarded(main: Callable[[], object]) -> Callable[[], None]:
     """Wrap a console-script entry point: an unexpected exception (a bug of the tool, not an
     input error) ends it with one line naming the exception and the file holding the
@@ -336,9 +363,13 @@ def crash_guarded(main: Callable[[], object]) -> Callable[[], None]:
 
     def run() -> None:
         try:
+            _encodable_streams()
             main()
         except (SystemExit, KeyboardInterrupt):
             raise
+        except NoHomeError as exc:  # a default location asked for where there is none
+            sys.stderr.write(f"error: {exc}\n")
+            raise SystemExit(USAGE_EXIT_CODE) from None
         except BrokenPipeError:  # the reader went away: nothing to say, nobody to say it to
             silence_stdout()
             raise SystemExit(BROKEN_PIPE) from None

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
+    "NoHomeError",
     "expand_queue_path",
     "expand_user",
     "file_kind",
@@ -275,9 +276,25 @@ def read_error(path: Path, exc: OSError | UnicodeDecodeError) -> str:
 
 
 def state_home() -> Path:
-    """``$XDG_STATE_HOME`` or ``~/.local/state`` (the CLI's default; the library never calls it).
+    """``$XDG_STATE_HOME`` or ``~/.local/state`` (the CLI's default; the library never calls it);
+    :class:`NoHomeError` when there is no home to put it in.
 
     >>> state_home().is_absolute()
     True
     """
-    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    state = os.environ.get("XDG_STATE_HOME")
+    if state:
+        return Path(state)
+    try:
+        return Path.home() / ".local" / "state"
+    except RuntimeError:  # no HOME, and a user id with no passwd entry (`docker run -u 12345`)
+        raise NoHomeError(
+            f"no home directory: HOME is unset and user id {os.getuid()} has no entry in the "
+            "password database, so the default locations (~/.local/state/rundoctor) do not "
+            "exist; set HOME or XDG_STATE_HOME, or pass the paths (--db, --root, --state)"
+        ) from None
+
+
+class NoHomeError(LookupError):
+    """:func:`state_home` found no home: the console scripts' guard
+    (:func:`rundoctor.errors.crash_guarded`) makes it one line, exit 2."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 __all__ = [
     "PG_URL",
     "REPO",
+    "as_a_user",
     "documented_names",
     "require_postgres",
     "run_doctor",
@@ -67,6 +69,25 @@ def unavailable(message: str, *, required: bool = False) -> NoReturn:
     if required or os.environ.get("CI") == "true":
         pytest.fail(f"{message} (CI=true: this test must run, never skip)")
     pytest.skip(message)
+
+
+def as_a_user() -> list[str]:
+    """The prefix that runs a command with file permissions enforced: nothing for a user,
+    and for root (who ignores them) ``setpriv`` dropping the two capabilities that let it.
+
+    Root stays root, so the interpreter runs wherever it is installed: switching to
+    ``nobody`` (as these tests once did) failed before the test began where Python lives in
+    root's own home (pyenv's ``/root/.pyenv``, mode 700: "libpython3.13.so.1.0: cannot open
+    shared object file"). A directory a test hides from the doctor must then be hidden from
+    its owner too (mode 000, not 700).
+    """
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        unavailable("running as root without setpriv: file permissions cannot be enforced")
+    caps = "-dac_override,-dac_read_search"
+    return [setpriv, "--bounding-set", caps, "--inh-caps", caps]
 
 
 @functools.cache

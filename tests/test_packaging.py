@@ -37,6 +37,51 @@ def test_the_licence_is_an_spdx_string_with_a_licence_file() -> None:
     assert "MIT License" in (REPO / "LICENSE").read_text(encoding="utf-8")
 
 
+def test_requires_python_refuses_the_3_11_releases_whose_re_gets_signatures_wrong() -> None:
+    # Debian 12's python3 (3.11.2) installed the package and then signed '0./@' as '<n>/@',
+    # not '<n>./@' (12 signature tests failed there): CPython before 3.11.5 matched
+    # possessive quantifiers wrongly (gh-106052, gh-100061), and the signature rules use them.
+    from packaging.specifiers import SpecifierSet
+
+    supported = SpecifierSet(PYPROJECT["project"]["requires-python"])
+    assert "3.11.4" not in supported and "3.11.2" not in supported
+    assert all(v in supported for v in ("3.11.5", "3.12.0", "3.13.0"))
+    versions = {c.rsplit(" ", 1)[-1] for c in PYPROJECT["project"]["classifiers"]}
+    assert {"3.11", "3.12", "3.13"} <= versions  # each a release the suite ran on
+
+
+def test_make_install_on_an_older_3_11_says_so_before_installing_anything(tmp_path: Path) -> None:
+    # Before: `make install` with Debian 12's python3 bootstrapped uv, synced the whole test
+    # lock, and only then failed in uv's resolver ("No solution found ... Python>=3.11.5").
+    (tmp_path / "Makefile").write_bytes((REPO / "Makefile").read_bytes())
+    for lock in ("requirements.lock", "requirements-test.lock", "requirements-build.lock"):
+        (tmp_path / lock).write_text("")
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "tools/npm").mkdir(parents=True)
+    (tmp_path / "tools/npm/package-lock.json").write_text("")
+    uv = tmp_path / ".tools/uv/bin/uv"  # already bootstrapped: only the check is left
+    uv.parent.mkdir(parents=True)
+    uv.write_text("#!/bin/sh\necho uv ran >> uv.log\n")
+    uv.chmod(0o755)
+    old = tmp_path / "python3.11.2"  # this interpreter, reporting itself as 3.11.2
+    old.write_text(
+        f'#!/bin/sh\n[ "$1" = -c ] || exit 99\nexec {sys.executable} -c '
+        "\"import sys; sys.version_info = (3, 11, 2, 'final', 0); sys.version = '3.11.2';"
+        ' exec(sys.argv[1])" "$2"\n'
+    )
+    old.chmod(0o755)
+    done = subprocess.run(
+        ["make", "-s", ".venv/bin/python", f"PY={old}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.splitlines()[0] == (
+        f"error: {old} is Python 3.11.2; Run Doctor needs 3.11.5 or later (README.md, Python): "
+        "make install PY=python3.12, or another interpreter"
+    ), done.stderr
+    assert not (tmp_path / "uv.log").exists() and not (tmp_path / ".venv").exists()
+
+
 def test_the_package_has_classifiers_and_urls() -> None:
     project = PYPROJECT["project"]
     # PEP 639: with an SPDX ``license`` expression, licence classifiers are an error.

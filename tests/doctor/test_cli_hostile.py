@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fixtures import queues
-from tests.helpers import run_doctor
+from tests.helpers import as_a_user, run_doctor
 
 REPO = Path(__file__).resolve().parents[2]
 HEALTHY_ROOT = REPO / "fixtures/cases/healthy_tool_run/run"
@@ -407,14 +407,9 @@ def test_a_run_id_of_dots_is_refused_with_the_path_it_names(
 
 def _as_another_user(top: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``doctor ARGS`` as a user the permissions under ``top`` apply to (root reads anything:
-    as nobody, through setpriv)."""
-    as_other: list[str] = []
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("needs setpriv to drop root's privileges")
-        as_other = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    without the capabilities that let it, :func:`tests.helpers.as_a_user`)."""
     return subprocess.run(
-        [*as_other, sys.executable, "-m", "doctor", *args],
+        [*as_a_user(), sys.executable, "-m", "doctor", *args],
         capture_output=True, text=True, timeout=60, cwd=REPO,
         env={**os.environ, "HOME": str(top), "XDG_STATE_HOME": str(top / "state")},
     )  # fmt: skip

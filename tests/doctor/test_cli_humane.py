@@ -259,6 +259,43 @@ def test_piped_diagnose_and_scan_never_break_a_line(tmp_path: Path) -> None:
         assert all(line == line.rstrip() for line in out.splitlines())
 
 
+def test_at_40_columns_the_tables_keep_run_and_ticket_ids_whole(tmp_path: Path) -> None:
+    queue = tmp_path / "q" / "queue.db"
+    graph = Path(__file__).resolve().parents[2] / "fixtures/pipelines/retry_converges.dot"
+    runs = tmp_path / "xruns"
+    ticket = doctor("enqueue", graph, "--db", queue, "--root", runs).stdout.strip()
+    assert doctor("worker", "--once", "-q", "--db", queue, "--root", runs).returncode == 0
+    shown = doctor("tickets", "--db", queue, env={"COLUMNS": "40"})
+    assert shown.returncode == 0, shown.stderr
+    (run_id,) = [p.name for p in runs.iterdir()]
+    (row,) = [line.split() for line in shown.stdout.splitlines() if line.startswith("t-")]
+    assert row[0] == ticket and run_id in row, shown.stdout  # was `t-d2a17…  01M984X4XEV…`
+    shutil.copytree(ORPHANED, tmp_path / "runs")
+    scan = doctor("scan", "--root", tmp_path / "runs", env={"COLUMNS": "40"}).stdout
+    assert any(line.split()[:2] == ["fanout01", "orphaned"] for line in scan.splitlines()), scan
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_locale_that_is_not_utf_8_gets_escapes_not_a_crash(tmp_path: Path, encoding: str) -> None:
+    # Before: `doctor diagnose` under a Latin-1 locale ended at its first `[✓]` with
+    # "internal error … UnicodeEncodeError", exit 70; `scan` at its first `·`.
+    shutil.copytree(ORPHANED, tmp_path / "runs")
+    env = {**os.environ, "PYTHONIOENCODING": encoding, "PYTHONUTF8": "0", "LC_ALL": "C"}
+
+    def shown(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*_command(), *map(str, args), "--root", str(tmp_path / "runs")],
+            capture_output=True, encoding=encoding, env=env, timeout=120,
+        )  # fmt: skip
+
+    diagnosis = shown("diagnose", "--run-id", "fanout01")
+    assert diagnosis.returncode == 1 and "internal error" not in diagnosis.stderr, diagnosis
+    assert "[\\u2717] missing_final" in diagnosis.stdout, diagnosis.stdout
+    scan = shown("scan")
+    assert scan.returncode == 1 and scan.stderr == "", scan.stderr
+    assert any(line.split()[:1] == ["fanout01"] for line in scan.stdout.splitlines())
+
+
 COMMANDS = [
     ("diagnose",),
     ("scan",),

@@ -24,7 +24,7 @@ from doctor import DoctorConfig, RunNotFound, UnsafeRunId, diagnose, scan
 from doctor import _discovery as discovery
 from doctor._discovery import MAX_DEPTH, list_run_dirs, locate_run
 from doctor._render import render_scan
-from tests.helpers import REPO, run_doctor, unavailable
+from tests.helpers import REPO, as_a_user, run_doctor
 
 RUNS = REPO / "fixtures" / "kilroy" / "runs"
 NAMES = sorted(p.parent.name for p in RUNS.glob("*/expected.json"))
@@ -292,17 +292,6 @@ def test_symlink_loops_are_never_followed_and_say_so(tmp_path: Path) -> None:
     assert "roots: 2 symlinks under" in " ".join(text.stdout.split())
 
 
-def _as_a_user() -> list[str]:
-    """The prefix that runs a command with file permissions enforced (root ignores them)."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        unavailable("running as root without setpriv: file permissions cannot be enforced")
-    caps = "-dac_override,-dac_read_search"
-    return [setpriv, "--bounding-set", caps, "--inh-caps", caps]
-
-
 @pytest.fixture
 def locked(tmp_path: Path) -> Iterator[Path]:
     """A root with a readable group and a group nobody but its owner may list (mode 000),
@@ -323,7 +312,7 @@ def locked(tmp_path: Path) -> Iterator[Path]:
 def test_an_unreadable_group_is_a_note_not_a_traceback(locked: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
     result = subprocess.run(
-        [*_as_a_user(), sys.executable, "-m", "doctor", "scan", "--root", str(locked), "--json"],
+        [*as_a_user(), sys.executable, "-m", "doctor", "scan", "--root", str(locked), "--json"],
         capture_output=True,
         text=True,
         env={**env, "PYTHONPATH": str(REPO)},

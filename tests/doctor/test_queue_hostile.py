@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -39,27 +38,13 @@ from doctor._tables import Tables, new_connection
 from executor import SessionInfo, open_queue
 from executor._schema import SCHEMA_VERSION
 from fixtures import queues
-from tests.helpers import PG_URL, REPO, require_postgres, unavailable
-
-# Drops the capabilities that let root ignore file permissions, so root sees what a user sees.
-_NO_OVERRIDE = ("--bounding-set", "-dac_override,-dac_read_search")
-_NO_INHERIT = ("--inh-caps", "-dac_override,-dac_read_search")
-
-
-def _as_a_user() -> list[str]:
-    """The prefix that runs a command with file permissions enforced (root ignores them)."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        unavailable("running as root without setpriv: file permissions cannot be enforced")
-    return [setpriv, *_NO_OVERRIDE, *_NO_INHERIT]
+from tests.helpers import PG_URL, REPO, as_a_user, require_postgres
 
 
 def _doctor(*args: str, tmp_path: Path, user: bool = False) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
     base["XDG_STATE_HOME"] = str(tmp_path / "state")  # no default runs roots
-    prefix = _as_a_user() if user else []
+    prefix = as_a_user() if user else []
     return subprocess.run(
         [*prefix, sys.executable, "-m", "doctor", *args],
         capture_output=True,

@@ -80,6 +80,18 @@ def test_at_80_columns_no_header_is_cut_even_with_a_ulid_and_a_succeeded_run() -
     assert row.rstrip().endswith("…")  # the value is cut, not the header
 
 
+def test_on_a_terminal_narrower_than_the_ids_the_ids_and_headers_stay_whole() -> None:
+    # COLUMNS=40 (a split pane): Rich squeezed every column, so the table read
+    # `fanou…   orph…   …     …      worst fin…`: ids cut, whole columns headed `…`.
+    text = _scan_text(_fleet(), 40)
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("run"))
+    assert header.split()[:6] == ["run", "state", "crit", "err", "warn", "info"], text
+    assert "…" not in header
+    rows = [line.split() for line in lines if line.split()[:1] in ([ULID], ["mid-run"])]
+    assert [r[:2] for r in rows] == [[ULID, "failed"], ["mid-run", "failed"]], text
+
+
 def test_rows_are_sorted_by_severity_not_by_name() -> None:
     text = _scan_text(_fleet(), 160)
     order = [w for line in text.splitlines() for w in line.split()[:1]]

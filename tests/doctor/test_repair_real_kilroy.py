@@ -292,7 +292,7 @@ def test_a_killed_run_with_a_stranded_status_is_rerouted_by_kilroy_from_the_inge
     assert [r.outcome for r in report.results] == ["applied", "applied"], report
     # Once, under heavy load, a torn_artifact remained too: the message names what was torn.
     assert [f.code for f in report.remaining] == ["status_contract_mismatch"], [
-        (f.code, f.summary, f.evidence) for f in report.remaining
+        (f.code, f.scope, f.summary) for f in report.remaining
     ]
     resume = _resume(logs)
     assert resume.wait(timeout=600) == 0

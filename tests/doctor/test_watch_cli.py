@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.doctor.watch_helpers import LiveRun, receiver, wait_for
+from tests.helpers import as_a_user
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -178,6 +179,37 @@ def test_the_default_state_lives_under_the_state_home(tmp_path: Path, env: dict[
     assert (first.returncode, second.returncode, second.stdout) == (1, 0, "")
     (saved,) = (Path(env["XDG_STATE_HOME"]) / "rundoctor" / "watch").glob("*.json")
     assert json.loads(saved.read_text())["passes"] == 2
+
+
+def test_a_state_home_it_may_not_write_leaves_the_watch_without_a_cache_not_stopped(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # Before: under a read-only home (a locked-down CI user, a service account) `watch --once
+    # --state FILE` ended before its first pass, "scan failed: cannot use the scan cache
+    # directory '…/rundoctor/cache'", exit 2: a cache nobody asked for stopped the watch.
+    root, state = tmp_path / "runs", tmp_path / "watch.json"
+    LiveRun(root, "r1").start(time.time() - 60)
+    home = Path(env["XDG_STATE_HOME"])
+    home.mkdir(mode=0o555)
+    try:
+        done = _run([*as_a_user(), *_watch(root, state, "--once")], env)
+    finally:
+        home.chmod(0o755)
+    assert done.returncode == 1, done.stderr
+    (event,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert (event["event"], event["code"]) == ("alert", "idle_gap")
+    note, summary = done.stderr.splitlines()
+    assert note.startswith(f"watch: no scan cache: the default '{home / 'rundoctor/cache'}' ")
+    assert "set RUNDOCTOR_CACHE" in note and summary == "watch pass 1: 1 alert, 0 resolved"
+    assert list(home.iterdir()) == []
+    # A cache the user names is still theirs to fix: one line, exit 2.
+    given = {**env, "RUNDOCTOR_CACHE": str(home / "mine")}
+    home.chmod(0o555)
+    try:
+        refused = _run([*as_a_user(), *_watch(root, state, "--once")], given)
+    finally:
+        home.chmod(0o755)
+    assert refused.returncode == 2 and "cannot use the scan cache directory" in refused.stderr
 
 
 @pytest.mark.parametrize(

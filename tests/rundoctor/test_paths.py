@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rundoctor.paths import make_dirs, remove_tree
-from tests.helpers import REPO, run_doctor
+from tests.helpers import REPO, as_a_user, run_doctor
 
 HEALTHY_ROOT = REPO / "fixtures" / "cases" / "healthy_tool_run" / "run"
 TOOL_GRAPH = REPO / "fixtures" / "pipelines" / "tool_simple.dot"
@@ -198,12 +198,9 @@ print(sorted(p.name for p in top.iterdir()))
 
 
 def test_remove_tree_says_what_it_could_not_remove_unless_told_to_go_on() -> None:
-    # As a user the permissions apply to: root removes anything, so as nobody (setpriv).
-    as_other: list[str] = []
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("needs setpriv to drop root's privileges")
-        as_other = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    # As a user the permissions apply to: root removes anything, so without the capabilities
+    # that let it (tests.helpers.as_a_user).
+    as_other = as_a_user()
     base = Path(tempfile.mkdtemp(prefix="rundoctor-rm-"))
     top = base / "top"
     try:
@@ -211,8 +208,6 @@ def test_remove_tree_says_what_it_could_not_remove_unless_told_to_go_on() -> Non
         (top / "locked" / "inner").mkdir(parents=True)
         (top / "free").mkdir()
         (top / "free" / "f").write_text("x")
-        if as_other:
-            subprocess.run(["chown", "-R", "nobody", str(top)], check=True)
         (top / "locked").chmod(0o500)
         done = subprocess.run(
             [*as_other, sys.executable, "-c", _REMOVE_AS_USER, str(top)],
@@ -254,3 +249,40 @@ def test_chaos_run_clears_a_previous_campaign_however_deep_never_through_a_symli
     assert done.returncode == 2 and "--db" in done.stderr.splitlines()[-1], done.stderr
     assert cleared == ["campaign"] and runs == []
     assert (elsewhere / "precious").read_text() == "x"
+
+
+def _without_a_home(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``doctor ARGS`` with no HOME, as a user id with no passwd entry (``docker run -u
+    54321``): a user namespace maps it, so the interpreter stays readable wherever it is."""
+    unshare = shutil.which("unshare")
+    probe = [unshare or "unshare", "--user", "--map-user=54321", "--map-group=54321", "true"]
+    if unshare is None or subprocess.run(probe, capture_output=True).returncode != 0:
+        pytest.skip("cannot be a user id with no passwd entry here (unshare --user refused)")
+    env = {k: v for k, v in os.environ.items() if k != "HOME" and not k.startswith("XDG_")}
+    env = {k: v for k, v in env.items() if not k.startswith("RUNDOCTOR_")}
+    return subprocess.run(
+        [*probe[:-1], sys.executable, "-m", "doctor", *map(str, args)],
+        capture_output=True, text=True, timeout=120, cwd=REPO, env=env,
+    )  # fmt: skip
+
+
+def test_with_no_home_a_default_location_is_one_line_and_given_paths_work(
+    tmp_path: Path,
+) -> None:
+    # Before: `doctor worker --once` with HOME unset as a user id with no passwd entry was
+    # "internal error … RuntimeError: Could not determine home directory.", exit 70, and so
+    # were enqueue, tickets, scan and watch.
+    for args in (("worker", "--once"), ("tickets",), ("scan",)):
+        done = _without_a_home(*args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.startswith("error: no home directory: HOME is unset and user id "), (
+            done.stderr
+        )
+        assert done.stderr.count("\n") == 1
+    runs = REPO / "fixtures/cases/fanout_never_joined/run"
+    watched = _without_a_home("watch", "--once", "--root", runs, "--state", tmp_path / "w.json")
+    assert watched.returncode == 1, watched.stderr  # alerts, without a cache
+    assert watched.stderr.startswith("watch: no scan cache: no home directory: ")
+    queue = tmp_path / "q.db"
+    assert _without_a_home("worker", "--once", "--create-queue", "--db", queue, "--root",
+                           tmp_path / "runs").returncode == 0  # fmt: skip
