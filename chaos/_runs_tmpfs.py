@@ -101,7 +101,20 @@ def _alive(pid: int) -> bool:
 
 def _in_use(runs: Path) -> bool:
     """Whether a process other than this one has a file, or its working directory, under
-    ``runs``."""
+    ``runs``.
+
+    >>> import tempfile
+    >>> runs = Path(tempfile.mkdtemp())
+    >>> _in_use(runs)
+    False
+    >>> with open(runs / "log", "w"):
+    ...     _in_use(runs)  # this process's own files do not count
+    False
+    >>> child = subprocess.Popen(["sleep", "30"], cwd=runs)
+    >>> _in_use(runs)
+    True
+    >>> child.kill(); _ = child.wait()
+    """
     inside = str(runs) + os.sep
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == os.getpid():
