@@ -775,6 +775,32 @@ def test_a_cost_no_double_holds_is_no_cost_never_a_crash_nor_infinity(tmp_path: 
     assert strict(scan.stdout)["fleet"]["cost_usd"] is None
 
 
+def test_a_cost_below_zero_is_no_cost_in_the_run_s_nor_the_fleet_s_total(tmp_path: Path) -> None:
+    # Before: final.json's cost_usd of -3.0 was summed into the run's cost (-1.0 here) and the
+    # fleet's (0.25): a run paid nobody. The executor already took such a stage cost as none.
+    neg = _run(tmp_path, "neg")
+    (neg / "final.json").write_text('{"status": "success", "cost_usd": -3.0}')
+    lines = ['{"total_cost_usd": -1.5}', '{"total_cost_usd": 2.0}', '{"total_cost_usd":-0.5}']
+    (neg / "build/stdout.log").write_text("\n".join(lines) + "\n")
+    zero = _run(tmp_path, "zero")
+    (zero / "final.json").write_text('{"status": "success", "cost_usd": -0.0}')
+    pos = _run(tmp_path, "pos")
+    (pos / "final.json").write_text('{"status": "success", "cost_usd": 1.25}')
+
+    costs = {}
+    for run_id in ("neg", "zero", "pos"):
+        result = doctor("diagnose", "--run-id", run_id, "--root", tmp_path, "--json")
+        assert result.returncode == 0, result.stderr
+        costs[run_id] = json.loads(result.stdout)["facts"]["cost_usd"]
+    assert costs == {"neg": 2.0, "zero": 0.0, "pos": 1.25}
+    assert (
+        '"cost_usd": -'
+        not in doctor("diagnose", "--run-id", "zero", "--root", tmp_path, "--json").stdout
+    )
+    scan = doctor("scan", "--root", tmp_path, "--json")
+    assert json.loads(scan.stdout)["fleet"]["cost_usd"] == 3.25
+
+
 # --- symlinks where a run keeps its files ---------------------------------------------------
 
 
