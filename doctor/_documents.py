@@ -567,7 +567,9 @@ def _read_pid(path: Path, unreadable: list[Unreadable]) -> int | None:
 
 def _check_final(final: Document | None, docs: RunDocuments) -> None:
     """Say why a final.json that parses records no end: not an object, or a status that is
-    none of a final's."""
+    none of a final's; and when its recorded ``timestamp`` is no readable time (it is read
+    for when the run ended and which final.json the run wrote last: ``"99999-01-01"`` was
+    left out of both without a word)."""
     if final is not None and final.ok and not isinstance(final.value, dict):
         # Parsed, but no record at all ([…], "success", 3): read as no final.json, unsaid.
         kind = "null" if final.value is None else type(final.value).__name__
@@ -586,6 +588,19 @@ def _check_final(final: Document | None, docs: RunDocuments) -> None:
                     "final",
                     f"its status {shown[:80]} is none of {', '.join(TERMINAL_STATUSES)}: "
                     "the run's end is not recorded",
+                )
+            )
+        stamp = final.value.get("timestamp")
+        if stamp is not None and parse_iso(stamp) is None:
+            # None is no timestamp recorded (the executor's final.json has none): unsaid.
+            kind = type(stamp).__name__
+            shown = repr(stamp) if isinstance(stamp, str | int | float) else f"(a {kind})"
+            docs.unreadable.append(
+                Unreadable(
+                    final.rel,
+                    "final",
+                    f"its timestamp {shown[:80]} is no readable time (RFC 3339): when the run "
+                    "ended, and which final.json it wrote last, are judged without it",
                 )
             )
 

@@ -801,6 +801,43 @@ def test_a_cost_below_zero_is_no_cost_in_the_run_s_nor_the_fleet_s_total(tmp_pat
     assert json.loads(scan.stdout)["fleet"]["cost_usd"] == 3.25
 
 
+def test_a_final_json_timestamp_that_is_no_time_is_said_and_its_status_still_stands(
+    tmp_path: Path,
+) -> None:
+    # Before: "99999-01-01" was left out of when the run ended and of which final.json the run
+    # wrote last, without a word.
+    stamps = {
+        "year5": '"99999-01-01"',
+        "number": "5",
+        "good": '"2026-04-28T10:00:06.5Z"',
+        "null": "null",
+    }
+    for run_id, stamp in stamps.items():
+        final = '{"status": "success", "timestamp": ' + stamp + "}"
+        (_run(tmp_path, run_id, final=None) / "final.json").write_text(final)
+    said = {}
+    for run_id in stamps:
+        result = doctor("diagnose", "--run-id", run_id, "--root", tmp_path, "--json")
+        assert result.returncode == 0, result.stdout + result.stderr  # a warning, not an error
+        data = json.loads(result.stdout)
+        assert data["state"] == "succeeded"
+        said[run_id] = [
+            (f["severity"], f["evidence"]["file"], f["evidence"]["kind"], f["evidence"]["detail"])
+            for f in data["findings"]
+            if f["code"] == "unreadable_artifact"
+        ]
+    tail = (
+        "is no readable time (RFC 3339): when the run ended, and which final.json it wrote "
+        "last, are judged without it"
+    )
+    assert said == {
+        "year5": [("warning", "final.json", "final", f"its timestamp '99999-01-01' {tail}")],
+        "number": [("warning", "final.json", "final", f"its timestamp 5 {tail}")],
+        "good": [],
+        "null": [],
+    }
+
+
 # --- symlinks where a run keeps its files ---------------------------------------------------
 
 
