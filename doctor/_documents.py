@@ -35,6 +35,7 @@ from doctor._layout import (
     ScopeLayout,
     Unreadable,
     is_top_scope,
+    linked_dirs,
     stage_dirs,
     unsearchable_dirs,
 )
@@ -640,6 +641,12 @@ def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> 
     for path, kind in hidden:
         rel = os.path.relpath(path, run.path)
         docs.unreadable.append(Unreadable(rel, kind, _HIDDEN))
+    # A node directory or archive that is a symlink is never followed, as no file is: said.
+    linked = [(scope.path / name, "node") for name in linked_dirs(scope.path)]
+    linked += [(path, "attempt") for stage in stages for path in stage.linked]
+    for path, kind in linked:
+        rel = os.path.relpath(path, run.path)
+        docs.unreadable.append(Unreadable(rel, kind, symlink_detail(path)))
     stdouts: list[Path] = []
     for stage in stages:
         for i, status_path in enumerate(stage.status_files):

@@ -881,6 +881,36 @@ def test_a_symlinked_artifact_is_said_to_be_one_and_never_followed(tmp_path: Pat
     assert (outside / "final.json").read_text() == '{"status": "success"}'
 
 
+def test_a_symlinked_node_directory_or_attempt_archive_is_said_and_never_followed(
+    tmp_path: Path,
+) -> None:
+    # Before: a node directory (or a stage's attempt_1/) that was a symlink was skipped without
+    # a word, as symlinked files were until they became unreadable_artifact findings.
+    root, outside = tmp_path / "runs", tmp_path / "outside"
+    (outside / "deploy").mkdir(parents=True)
+    (outside / "deploy/status.json").write_text('{"status": "fail", "failure_reason": "secret"}')
+    (outside / "notes.txt").write_text("a file")
+    run = _run(root, "r1")
+    (run / "deploy").symlink_to(outside / "deploy")
+    (run / "notes.txt").symlink_to(outside / "notes.txt")  # no directory: not a node's place
+    (run / "gone").symlink_to(outside / "gone")  # dangling: nothing to say it was a node
+    (run / "build/attempt_1").symlink_to(outside / "deploy")
+
+    result = doctor("diagnose", "--run-id", "r1", "--root", root, "--json")
+    assert result.returncode == 1, result.stdout + result.stderr  # a node left out: an error
+    said = {
+        f["evidence"]["file"]: (f["severity"], f["evidence"]["kind"], f["evidence"]["detail"])
+        for f in json.loads(result.stdout)["findings"]
+        if f["code"] == "unreadable_artifact"
+    }
+    not_followed = ", not followed: the doctor reads nothing through a symlink"
+    assert said == {
+        "deploy": ("error", "node", f"a symlink to {outside / 'deploy'}{not_followed}"),
+        "build/attempt_1": ("error", "attempt", f"a symlink to {outside / 'deploy'}{not_followed}"),
+    }
+    assert "secret" not in result.stdout
+
+
 def test_a_run_whose_every_time_is_unreadable_is_not_said_to_have_recorded_no_progress(
     tmp_path: Path,
 ) -> None:
