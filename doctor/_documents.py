@@ -31,12 +31,14 @@ from typing import Any
 
 from doctor._layout import (
     GRAPH_DOT,
+    SYMLINK,
     RunLayout,
     ScopeLayout,
     Unreadable,
     is_top_scope,
     linked_dirs,
     stage_dirs,
+    symlink_detail,
     unsearchable_dirs,
 )
 from doctor._model import noun
@@ -396,31 +398,6 @@ def read_regular(path: Path, limit: int) -> tuple[os.stat_result, bytes | None, 
     if len(data) > limit:
         return st, None, f"grew over the {limit} limit while read"
     return st, data, None
-
-
-#: How the ``unreadable_artifact`` detail of a symlinked artifact begins.
-SYMLINK = "a symlink to "
-
-#: How much of a symlink's target an ``unreadable_artifact`` quotes.
-_TARGET_SHOWN = 160
-
-
-def symlink_detail(path: Path) -> str:
-    """The ``unreadable_artifact`` detail of a symlink where a run keeps a file: where it
-    points (read with ``readlink``, never followed; bytes that are not UTF-8 written ``\\xNN``).
-
-    >>> import tempfile; d = Path(tempfile.mkdtemp()); (d / "final.json").symlink_to("/etc/x")
-    >>> symlink_detail(d / "final.json")
-    'a symlink to /etc/x, not followed: the doctor reads nothing through a symlink'
-    """
-    try:
-        target = os.fsdecode(os.readlink(path))
-    except OSError:
-        target = "?"
-    shown = target.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    if len(shown) > _TARGET_SHOWN:
-        shown = shown[: _TARGET_SHOWN - 1] + "…"
-    return f"{SYMLINK}{shown}, not followed: the doctor reads nothing through a symlink"
 
 
 def _read_json(

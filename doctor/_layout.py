@@ -36,6 +36,7 @@ __all__ = [
     "NATIVE_LAYOUT",
     "PROGRESS",
     "RUN_CONFIG",
+    "SYMLINK",
     "TOP_SQL",
     "RunLayout",
     "ScopeLayout",
@@ -48,6 +49,7 @@ __all__ = [
     "is_top_scope",
     "linked_dirs",
     "stage_dirs",
+    "symlink_detail",
     "unsearchable_dirs",
 ]
 
@@ -103,6 +105,31 @@ class Unreadable:
     rel: str
     kind: str
     detail: str
+
+
+#: How the ``unreadable_artifact`` detail of a symlinked artifact begins.
+SYMLINK = "a symlink to "
+
+#: How much of a symlink's target an ``unreadable_artifact`` quotes.
+_TARGET_SHOWN = 160
+
+
+def symlink_detail(path: Path) -> str:
+    """The ``unreadable_artifact`` detail of a symlink where a run keeps a file: where it
+    points (read with ``readlink``, never followed; bytes that are not UTF-8 written ``\\xNN``).
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp()); (d / "final.json").symlink_to("/etc/x")
+    >>> symlink_detail(d / "final.json")
+    'a symlink to /etc/x, not followed: the doctor reads nothing through a symlink'
+    """
+    try:
+        target = os.fsdecode(os.readlink(path))
+    except OSError:
+        target = "?"
+    shown = target.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if len(shown) > _TARGET_SHOWN:
+        shown = shown[: _TARGET_SHOWN - 1] + "…"
+    return f"{SYMLINK}{shown}, not followed: the doctor reads nothing through a symlink"
 
 
 def display_name(name: str) -> str:
@@ -288,6 +315,9 @@ def _branch_scopes(
 ) -> Iterator[ScopeLayout]:
     parallel = base / "parallel"
     if not _is_plain_dir(parallel):
+        if unreadable is not None and os.path.islink(parallel) and os.path.isdir(parallel):
+            rel = display_name(f"{prefix}parallel")
+            unreadable.append(Unreadable(rel, "branch", symlink_detail(parallel)))
         return
     # Branch roots sit at parallel/<fanout>/<NN>-<key> or parallel/<fanout>/passN/<NN>-<key>;
     # walk a bounded depth instead of assuming either, never entering worktrees. A branch that
@@ -303,9 +333,15 @@ def _branch_scopes(
         except OSError:
             continue
         for entry in children:
-            if not entry.is_dir(follow_symlinks=False) or entry.name in _NOT_NODE_DIRS:
+            if entry.name in _NOT_NODE_DIRS:
                 continue
             child = Path(entry.path)
+            if not entry.is_dir(follow_symlinks=False):
+                if unreadable is not None and _is_text(entry.name) and _linked_dir(entry):
+                    # A branch (or a level above one) behind a symlink: never followed, said.
+                    rel = display_name(f"{prefix}{child.relative_to(base).as_posix()}")
+                    unreadable.append(Unreadable(rel, "branch", symlink_detail(child)))
+                continue
             if not _is_text(entry.name):
                 if unreadable is not None:
                     rel = display_name(f"{prefix}{child.relative_to(base).as_posix()}")

@@ -881,11 +881,12 @@ def test_a_symlinked_artifact_is_said_to_be_one_and_never_followed(tmp_path: Pat
     assert (outside / "final.json").read_text() == '{"status": "success"}'
 
 
-def test_a_symlinked_node_directory_or_attempt_archive_is_said_and_never_followed(
+def test_a_symlinked_node_branch_or_attempt_directory_is_said_and_never_followed(
     tmp_path: Path,
 ) -> None:
-    # Before: a node directory (or a stage's attempt_1/) that was a symlink was skipped without
-    # a word, as symlinked files were until they became unreadable_artifact findings.
+    # Before: a node directory, a stage's attempt_1/ or a branch directory (or parallel/
+    # itself) that was a symlink was skipped without a word, as symlinked files were until
+    # they became unreadable_artifact findings.
     root, outside = tmp_path / "runs", tmp_path / "outside"
     (outside / "deploy").mkdir(parents=True)
     (outside / "deploy/status.json").write_text('{"status": "fail", "failure_reason": "secret"}')
@@ -895,6 +896,10 @@ def test_a_symlinked_node_directory_or_attempt_archive_is_said_and_never_followe
     (run / "notes.txt").symlink_to(outside / "notes.txt")  # no directory: not a node's place
     (run / "gone").symlink_to(outside / "gone")  # dangling: nothing to say it was a node
     (run / "build/attempt_1").symlink_to(outside / "deploy")
+    (run / "parallel/fan").mkdir(parents=True)
+    (run / "parallel/fan/01-a").symlink_to(outside / "deploy")  # a branch's place
+    nested = _run(root, "r2")
+    (nested / "parallel").symlink_to(outside)
 
     result = doctor("diagnose", "--run-id", "r1", "--root", root, "--json")
     assert result.returncode == 1, result.stdout + result.stderr  # a node left out: an error
@@ -907,8 +912,19 @@ def test_a_symlinked_node_directory_or_attempt_archive_is_said_and_never_followe
     assert said == {
         "deploy": ("error", "node", f"a symlink to {outside / 'deploy'}{not_followed}"),
         "build/attempt_1": ("error", "attempt", f"a symlink to {outside / 'deploy'}{not_followed}"),
+        "parallel/fan/01-a": (
+            "error",
+            "branch",
+            f"a symlink to {outside / 'deploy'}{not_followed}",
+        ),
     }
     assert "secret" not in result.stdout
+    r2 = doctor("diagnose", "--run-id", "r2", "--root", root, "--json")
+    assert [
+        (f["evidence"]["file"], f["evidence"]["kind"], f["evidence"]["detail"])
+        for f in json.loads(r2.stdout)["findings"]
+        if f["code"] == "unreadable_artifact"
+    ] == [("parallel", "branch", f"a symlink to {outside}{not_followed}")]
 
 
 def test_a_run_whose_every_time_is_unreadable_is_not_said_to_have_recorded_no_progress(
