@@ -4,6 +4,9 @@
 ``watch`` exit codes: with ``--once``, 0 when the pass sent no new alert, 1 when it did, 2 on
 a usage or input error (or a scan that failed); without ``--once`` it runs until SIGTERM
 (exit 0) or Ctrl-C (``error: interrupted``, 130, as every command), 2 for a bad option.
+Either way, a last pass whose state could not be saved ends in one line: exit 74 when alerts
+or resolutions were sent since the state was last saved (a watch started again sends them
+again), 2 when none were.
 ``metrics`` exits 0, or 2 on a usage or input error.
 """
 
@@ -32,7 +35,7 @@ from doctor._metrics import fleet_metrics
 from doctor._notify import check_webhook, slack_text
 from doctor._watch import WatchConfig, WatchEvent, parse_duration, watch
 from executor.console import fail, reported, scan_progress
-from rundoctor.errors import INTERRUPTED, write_whole
+from rundoctor.errors import INTERRUPTED, OUTPUT_LOST, write_whole
 from rundoctor.paths import NoHomeError, expand_user, make_dirs, state_home
 
 __all__ = ["app", "default_state_path"]
@@ -206,6 +209,9 @@ def watch_cmd(
         )
     if signal.SIGINT in signals:  # Ctrl-C: as for every command (the state was saved)
         fail("interrupted", INTERRUPTED)
+    lost = report.unsaved_line(wcfg.state_path)
+    if lost is not None:  # sent, but not remembered: 74 (done, output lost); nothing sent: 2
+        fail(lost, OUTPUT_LOST if report.unsaved else 2)
     if not once:
         raise typer.Exit(0)
     raise typer.Exit(2 if report.error is not None else 1 if report.alerts else 0)

@@ -31,11 +31,14 @@ from typing import Any
 
 from doctor._layout import (
     GRAPH_DOT,
+    SYMLINK,
     RunLayout,
     ScopeLayout,
     Unreadable,
     is_top_scope,
+    linked_dirs,
     stage_dirs,
+    symlink_detail,
     unsearchable_dirs,
 )
 from doctor._model import noun
@@ -397,31 +400,6 @@ def read_regular(path: Path, limit: int) -> tuple[os.stat_result, bytes | None, 
     return st, data, None
 
 
-#: How the ``unreadable_artifact`` detail of a symlinked artifact begins.
-SYMLINK = "a symlink to "
-
-#: How much of a symlink's target an ``unreadable_artifact`` quotes.
-_TARGET_SHOWN = 160
-
-
-def symlink_detail(path: Path) -> str:
-    """The ``unreadable_artifact`` detail of a symlink where a run keeps a file: where it
-    points (read with ``readlink``, never followed; bytes that are not UTF-8 written ``\\xNN``).
-
-    >>> import tempfile; d = Path(tempfile.mkdtemp()); (d / "final.json").symlink_to("/etc/x")
-    >>> symlink_detail(d / "final.json")
-    'a symlink to /etc/x, not followed: the doctor reads nothing through a symlink'
-    """
-    try:
-        target = os.fsdecode(os.readlink(path))
-    except OSError:
-        target = "?"
-    shown = target.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    if len(shown) > _TARGET_SHOWN:
-        shown = shown[: _TARGET_SHOWN - 1] + "…"
-    return f"{SYMLINK}{shown}, not followed: the doctor reads nothing through a symlink"
-
-
 def _read_json(
     path: Path, rel: str, kind: str, unreadable: list[Unreadable] | None = None
 ) -> Document | None:
@@ -470,11 +448,15 @@ def _read_json(
 
 
 def cost_figure(value: object) -> float | None:
-    """A cost as an artifact reports it: a number that fits a double and is finite; ``None``
-    otherwise (a 400-digit integer in final.json stopped the diagnosis with OverflowError).
+    """A cost as an artifact reports it: a number that fits a double, is finite and is not
+    below zero; ``None`` otherwise (a 400-digit integer in final.json stopped the diagnosis
+    with OverflowError; a cost of -3 was taken off the run's and the fleet's totals). The
+    executor takes a stage's cost by the same rule.
 
     >>> cost_figure(7), cost_figure(0.25), cost_figure(10**400), cost_figure(True)
     (7.0, 0.25, None, None)
+    >>> cost_figure(-3.0), cost_figure(-0.0)
+    (None, 0.0)
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -482,7 +464,8 @@ def cost_figure(value: object) -> float | None:
         cost = float(value)
     except OverflowError:
         return None
-    return cost if math.isfinite(cost) else None
+    # -0.0 is no refund either: it reads as 0, never as "-0.0" in a total.
+    return cost + 0.0 if math.isfinite(cost) and cost >= 0 else None
 
 
 def total_cost(costs: Iterable[float | None]) -> float | None:
@@ -562,7 +545,9 @@ def _read_pid(path: Path, unreadable: list[Unreadable]) -> int | None:
 
 def _check_final(final: Document | None, docs: RunDocuments) -> None:
     """Say why a final.json that parses records no end: not an object, or a status that is
-    none of a final's."""
+    none of a final's; and when its recorded ``timestamp`` is no readable time (it is read
+    for when the run ended and which final.json the run wrote last: ``"99999-01-01"`` was
+    left out of both without a word)."""
     if final is not None and final.ok and not isinstance(final.value, dict):
         # Parsed, but no record at all ([…], "success", 3): read as no final.json, unsaid.
         kind = "null" if final.value is None else type(final.value).__name__
@@ -581,6 +566,19 @@ def _check_final(final: Document | None, docs: RunDocuments) -> None:
                     "final",
                     f"its status {shown[:80]} is none of {', '.join(TERMINAL_STATUSES)}: "
                     "the run's end is not recorded",
+                )
+            )
+        stamp = final.value.get("timestamp")
+        if stamp is not None and parse_iso(stamp) is None:
+            # None is no timestamp recorded (the executor's final.json has none): unsaid.
+            kind = type(stamp).__name__
+            shown = repr(stamp) if isinstance(stamp, str | int | float) else f"(a {kind})"
+            docs.unreadable.append(
+                Unreadable(
+                    final.rel,
+                    "final",
+                    f"its timestamp {shown[:80]} is no readable time (RFC 3339): when the run "
+                    "ended, and which final.json it wrote last, are judged without it",
                 )
             )
 
@@ -620,6 +618,12 @@ def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> 
     for path, kind in hidden:
         rel = os.path.relpath(path, run.path)
         docs.unreadable.append(Unreadable(rel, kind, _HIDDEN))
+    # A node directory or archive that is a symlink is never followed, as no file is: said.
+    linked = [(scope.path / name, "node") for name in linked_dirs(scope.path)]
+    linked += [(path, "attempt") for stage in stages for path in stage.linked]
+    for path, kind in linked:
+        rel = os.path.relpath(path, run.path)
+        docs.unreadable.append(Unreadable(rel, kind, symlink_detail(path)))
     stdouts: list[Path] = []
     for stage in stages:
         for i, status_path in enumerate(stage.status_files):

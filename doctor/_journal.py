@@ -18,6 +18,7 @@ breaker (:mod:`doctor._repair_model`) counts the journal's ``applied`` and ``fai
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -148,22 +149,46 @@ def read_journal(run_path: Path) -> list[JournalEntry]:
 
 
 def append_entry(run_path: Path, entry: JournalEntry, *, dir_fd: int | None = None) -> None:
-    """Append one line to the run's journal (created if absent), durably.
+    """Append one line to the run's journal (created if absent), durably, or leave the
+    journal as it was: a write the disk refuses (full, an I/O error) takes back the part of
+    the line it took, and a journal this call created is removed again, so a full disk never
+    leaves an empty ``repairs.ndjson`` or a torn line behind; the ``OSError`` is raised.
 
     Refuses (``OSError``) a journal that is a symlink: ``O_NOFOLLOW`` never writes through one.
     With ``dir_fd`` (the run directory, opened without following a symlink) the journal is
     opened relative to it, so a run directory swapped for a symlink is never written through.
     """
     line = (json.dumps(entry.to_json(), ensure_ascii=True, sort_keys=False) + "\n").encode()
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-    if dir_fd is not None:
-        fd = os.open(JOURNAL, flags | os.O_NONBLOCK, 0o644, dir_fd=dir_fd)
-    else:
-        fd = os.open(run_path / JOURNAL, flags | os.O_NONBLOCK, 0o644)
+    path: str | Path = JOURNAL if dir_fd is not None else run_path / JOURNAL
+    fd, created = _open_journal(path, dir_fd)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{JOURNAL} is not a regular file")
-        os.write(fd, line)
-        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        try:
+            rest = memoryview(line)
+            while rest:  # a full disk may take part of the line before it refuses the rest
+                rest = rest[os.write(fd, rest) :]
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+                if created and size == 0:
+                    os.unlink(path, dir_fd=dir_fd)
+            raise
     finally:
         os.close(fd)
+
+
+def _open_journal(path: str | Path, dir_fd: int | None) -> tuple[int, bool]:
+    """The journal opened for appending, never through a symlink nor blocking on a FIFO, and
+    whether this call created it."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        return os.open(path, flags, dir_fd=dir_fd), False
+    except FileNotFoundError:
+        pass
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dir_fd), True
+    except FileExistsError:  # another repair created it meanwhile: append to theirs
+        return os.open(path, flags, dir_fd=dir_fd), False

@@ -36,6 +36,7 @@ __all__ = [
     "NATIVE_LAYOUT",
     "PROGRESS",
     "RUN_CONFIG",
+    "SYMLINK",
     "TOP_SQL",
     "RunLayout",
     "ScopeLayout",
@@ -46,7 +47,9 @@ __all__ = [
     "fanout_dirs",
     "has_parallel_dir",
     "is_top_scope",
+    "linked_dirs",
     "stage_dirs",
+    "symlink_detail",
     "unsearchable_dirs",
 ]
 
@@ -104,6 +107,31 @@ class Unreadable:
     detail: str
 
 
+#: How the ``unreadable_artifact`` detail of a symlinked artifact begins.
+SYMLINK = "a symlink to "
+
+#: How much of a symlink's target an ``unreadable_artifact`` quotes.
+_TARGET_SHOWN = 160
+
+
+def symlink_detail(path: Path) -> str:
+    """The ``unreadable_artifact`` detail of a symlink where a run keeps a file: where it
+    points (read with ``readlink``, never followed; bytes that are not UTF-8 written ``\\xNN``).
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp()); (d / "final.json").symlink_to("/etc/x")
+    >>> symlink_detail(d / "final.json")
+    'a symlink to /etc/x, not followed: the doctor reads nothing through a symlink'
+    """
+    try:
+        target = os.fsdecode(os.readlink(path))
+    except OSError:
+        target = "?"
+    shown = target.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if len(shown) > _TARGET_SHOWN:
+        shown = shown[: _TARGET_SHOWN - 1] + "…"
+    return f"{SYMLINK}{shown}, not followed: the doctor reads nothing through a symlink"
+
+
 def display_name(name: str) -> str:
     """A file name as text: bytes that are not UTF-8 (held as surrogates) written ``\\xNN``.
 
@@ -129,6 +157,8 @@ class StageDir:
     stdout_logs: tuple[Path, ...]
     #: Attempt and visit archives this process may not list or enter (never read).
     hidden: tuple[Path, ...] = ()
+    #: Attempt and visit archives that are symlinks to directories (never followed).
+    linked: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +315,9 @@ def _branch_scopes(
 ) -> Iterator[ScopeLayout]:
     parallel = base / "parallel"
     if not _is_plain_dir(parallel):
+        if unreadable is not None and os.path.islink(parallel) and os.path.isdir(parallel):
+            rel = display_name(f"{prefix}parallel")
+            unreadable.append(Unreadable(rel, "branch", symlink_detail(parallel)))
         return
     # Branch roots sit at parallel/<fanout>/<NN>-<key> or parallel/<fanout>/passN/<NN>-<key>;
     # walk a bounded depth instead of assuming either, never entering worktrees. A branch that
@@ -300,9 +333,15 @@ def _branch_scopes(
         except OSError:
             continue
         for entry in children:
-            if not entry.is_dir(follow_symlinks=False) or entry.name in _NOT_NODE_DIRS:
+            if entry.name in _NOT_NODE_DIRS:
                 continue
             child = Path(entry.path)
+            if not entry.is_dir(follow_symlinks=False):
+                if unreadable is not None and _is_text(entry.name) and _linked_dir(entry):
+                    # A branch (or a level above one) behind a symlink: never followed, said.
+                    rel = display_name(f"{prefix}{child.relative_to(base).as_posix()}")
+                    unreadable.append(Unreadable(rel, "branch", symlink_detail(child)))
+                continue
             if not _is_text(entry.name):
                 if unreadable is not None:
                     rel = display_name(f"{prefix}{child.relative_to(base).as_posix()}")
@@ -426,9 +465,12 @@ def _not_text_dirs(entries: Iterable[os.DirEntry[str]]) -> list[str]:
     )
 
 
-def _archive_dirs(node_dir: Path, *, nested: bool, hidden: list[Path]) -> list[Path]:
+def _archive_dirs(
+    node_dir: Path, *, nested: bool, hidden: list[Path], linked: list[Path]
+) -> list[Path]:
     """A node's archive directories in numeric order; those this process may not list or
-    enter go to ``hidden`` instead (their files cannot be seen).
+    enter go to ``hidden`` instead (their files cannot be seen), and symlinks to directories
+    to ``linked`` (never followed).
 
     Kilroy moves a node's whole directory, its ``attempt_<K>/`` included, into ``visit_<N>/``
     when the node is entered again, so with ``nested`` a visit's own attempt archives come
@@ -440,6 +482,8 @@ def _archive_dirs(node_dir: Path, *, nested: bool, hidden: list[Path]) -> list[P
             m = _ATTEMPT_DIR.fullmatch(sub.name)
             if m and sub.is_dir(follow_symlinks=False):
                 found.append((int(m.group(1) or m.group(2)), Path(sub.path)))
+            elif m and _linked_dir(sub):
+                linked.append(Path(sub.path))
     except OSError:
         return []
     out: list[Path] = []
@@ -448,10 +492,41 @@ def _archive_dirs(node_dir: Path, *, nested: bool, hidden: list[Path]) -> list[P
             hidden.append(path)
             continue
         if nested and path.name.startswith("visit_"):
-            inner = _archive_dirs(path, nested=False, hidden=hidden)
+            inner = _archive_dirs(path, nested=False, hidden=hidden, linked=linked)
             out.extend(p for p in inner if not p.name.startswith("visit_"))
         out.append(path)
     return out
+
+
+def _linked_dir(entry: os.DirEntry[str]) -> bool:
+    """A symlink whose target is a directory: its ``stat`` is all that is looked at (the
+    target is never listed nor read)."""
+    try:
+        return entry.is_symlink() and entry.is_dir()
+    except OSError:
+        return False
+
+
+def linked_dirs(scope_path: Path) -> list[str]:
+    """The names in a scope that are symlinks to directories where a node directory would be:
+    :func:`stage_dirs` never follows one, and left them out without a word.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp()); (d / "build").symlink_to(d.parent)
+    >>> linked_dirs(d), linked_dirs(Path("/nonexistent"))
+    (['build'], [])
+    """
+    try:
+        entries = list(os.scandir(scope_path))
+    except OSError:
+        return []
+    return sorted(
+        e.name
+        for e in entries
+        if _is_text(e.name)
+        and e.name not in _NOT_NODE_DIRS
+        and not _RESTART.fullmatch(e.name)
+        and _linked_dir(e)
+    )
 
 
 def unsearchable_dirs(scope_path: Path) -> list[str]:
@@ -500,7 +575,9 @@ def stage_dirs(scope_path: Path) -> list[StageDir]:
         statuses: list[Path] = []
         stdouts: list[Path] = []
         hidden: list[Path] = []
-        for folder in (node_dir, *_archive_dirs(node_dir, nested=True, hidden=hidden)):
+        linked: list[Path] = []
+        archives = _archive_dirs(node_dir, nested=True, hidden=hidden, linked=linked)
+        for folder in (node_dir, *archives):
             if _is_status_file(folder / STATUS):
                 statuses.append(folder / STATUS)
             if _is_plain_file(folder / "stdout.log"):
@@ -509,6 +586,7 @@ def stage_dirs(scope_path: Path) -> list[StageDir]:
             statuses
             or stdouts
             or hidden
+            or linked
             or any(
                 _is_plain_file(node_dir / f)
                 for f in ("cli_invocation.json", "tool_invocation.json", "prompt.md", "cmd.json")
@@ -516,6 +594,13 @@ def stage_dirs(scope_path: Path) -> list[StageDir]:
         )
         if looks_like_stage:
             out.append(
-                StageDir(entry.name, node_dir, tuple(statuses), tuple(stdouts), tuple(hidden))
+                StageDir(
+                    entry.name,
+                    node_dir,
+                    tuple(statuses),
+                    tuple(stdouts),
+                    tuple(hidden),
+                    tuple(linked),
+                )
             )
     return out

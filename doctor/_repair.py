@@ -236,7 +236,8 @@ def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> Action
     try:
         append_entry(ctx.run_path, entry, dir_fd=ctx.run_fd)
     except OSError as exc:
-        message += f" (the journal could not be written: {exc})"
+        # One line: the journal is left as it was (no empty file, no torn line).
+        message += f" (not journaled, the journal left as it was: {exc.strerror or exc})"
         outcome = "failed" if outcome == "applied" else outcome
     ctx.journal.append(entry)
     return ActionResult(action, outcome, message, before, after, backup)

@@ -379,7 +379,8 @@ def _apply_queue_one(
     try:
         append_entry(ctx.run_path, entry)
     except OSError as exc:
-        message += f" (the journal could not be written: {exc})"
+        # One line: the journal is left as it was (no empty file, no torn line).
+        message += f" (not journaled, the journal left as it was: {exc.strerror or exc})"
         outcome = "failed" if outcome == "applied" else outcome
     ctx.journal.append(entry)
     return ActionResult(action, outcome, message, before, after)

@@ -368,12 +368,18 @@ def _unmeasured(notes: tuple[str, ...]) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class PassReport:
-    """What one pass did: its events, failed deliveries, or the error that stopped it."""
+    """What one pass did: its events, failed deliveries, or the error that stopped it; and,
+    when its state could not be saved, why (``state_error``) and how many alerts and
+    resolutions were sent since the state was last saved (``unsaved``, ``unsaved_alerts``):
+    a watch started again on that state sends them again."""
 
     passes: int
     events: tuple[WatchEvent, ...] = ()
     failures: tuple[Delivery, ...] = ()
     error: str | None = None
+    state_error: str | None = None
+    unsaved: int = 0
+    unsaved_alerts: int = 0
 
     @property
     def alerts(self) -> int:
@@ -388,10 +394,16 @@ class PassReport:
         'watch pass 3: 0 alerts, 0 resolved; http://h/… failed after 4 tries: HTTP 500'
         >>> PassReport(1, failures=(Delivery("/bin/x", False, 1, "gone"),) * 41).log_line()
         'watch pass 1: 0 alerts, 0 resolved; /bin/x failed for 41 events, after 1 try each: gone'
+
+        A state that could not be saved is said on the same line, every pass it is not:
+
+        >>> PassReport(5, state_error="No space left on device", unsaved=2).log_line()
+        'watch pass 5: 0 alerts, 0 resolved; state not saved (No space left on device): 2 events \
+sent since it was last saved would be sent again by a watch started again'
         """
         if self.error is not None:
             line = f"watch pass {self.passes}: scan failed: {self.error}"
-        elif self.events or self.failures:
+        elif self.events or self.failures or self.state_error is not None:
             line = f"watch pass {self.passes}: {plural(self.alerts, 'alert')}, "
             line += f"{len(self.events) - self.alerts} resolved"
         else:
@@ -405,7 +417,36 @@ class PassReport:
                     f"; {target} failed for {n:,} events, after "
                     f"{plural(tries, 'try', 'tries')} each: {error}"
                 )
+        if self.state_error is not None:
+            line += f"; state not saved ({self.state_error})"
+            if self.unsaved:
+                line += (
+                    f": {plural(self.unsaved, 'event')} sent since it was last saved would be "
+                    "sent again by a watch started again"
+                )
         return line
+
+    def unsaved_line(self, state_path: Path) -> str | None:
+        """The one line a watch ends with when its last pass could not save the state, or
+        None when it could.
+
+        >>> PassReport(1, state_error="No space left on device", unsaved=3, unsaved_alerts=2
+        ...            ).unsaved_line(Path("w.json"))
+        "watch sent 2 alerts, 1 resolved, but could not save its state to 'w.json' (No space \
+left on device): a watch started again on it sends them again; free space there or pass \
+another --state FILE"
+        """
+        if self.state_error is None:
+            return None
+        where = f"its state to {str(state_path)!r} ({self.state_error})"
+        if not self.unsaved:
+            return f"watch could not save {where}; free space there or pass another --state FILE"
+        return (
+            f"watch sent {plural(self.unsaved_alerts, 'alert')}, "
+            f"{self.unsaved - self.unsaved_alerts} resolved, but could not save {where}: a "
+            "watch started again on it sends them again; free space there or pass another "
+            "--state FILE"
+        )
 
 
 def _deliver(event: WatchEvent, wcfg: WatchConfig) -> list[Delivery]:
@@ -445,7 +486,9 @@ def watch(
     clock (this host's off from a PostgreSQL server's, ``fleet.queue_notes``) when that changed.
     A pass whose scan fails (a root gone, a queue down) is logged, alerted once as
     :data:`SCAN_FAILED` (resolved by the next pass whose scan succeeds), and the watch goes
-    on, except with ``once``.
+    on, except with ``once``. A state that cannot be saved (a full disk) is said on the pass's
+    line and the watch goes on, its memory of what it sent intact; the report returned says
+    so (:meth:`PassReport.unsaved_line`) when the last pass's save failed.
 
     >>> import tempfile
     >>> from pathlib import Path
@@ -459,6 +502,7 @@ def watch(
     """
     state = WatchState.load(wcfg.state_path)
     said: tuple[str, ...] = ()  # the notes last logged: logged again when they change
+    unsaved = unsaved_alerts = 0  # sent since the state was last saved
     while True:
         error: str | None = None
         pass_config = config.at_host_clock()
@@ -473,12 +517,25 @@ def watch(
             emit(event)
             failures.extend(d for d in _deliver(event, wcfg) if not d.ok)
         report = PassReport(state.passes, tuple(events), tuple(failures), error)
-        state.save(wcfg.state_path)
+        unsaved, unsaved_alerts = unsaved + len(events), unsaved_alerts + report.alerts
+        try:
+            state.save(wcfg.state_path)
+            unsaved = unsaved_alerts = 0
+        except UsageError as exc:
+            # A full disk under the state: what was sent is not lost from this watch's memory
+            # (it goes on, and tries again next pass), but a watch started again on the old
+            # state sends it again; the pass's line and the watch's end say so.
+            cause = exc.__cause__
+            why = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
+            report = replace(
+                report, state_error=why, unsaved=unsaved, unsaved_alerts=unsaved_alerts
+            )
         if _unmeasured(notes) != said:
             for note in notes:
                 log(f"watch pass {state.passes}: {note}")
         said = _unmeasured(notes)
-        line = report.log_line()
+        # One pass: the caller ends on the report's unsaved_line, not on two lines saying it.
+        line = (replace(report, state_error=None) if once else report).log_line()
         if line:
             log(line)
         if once or (stop or _sleep)(wcfg.interval_s):

@@ -5,8 +5,9 @@ A FIFO, device, socket or directory where a run keeps a regular file (``progress
 branch directory whose name is not UTF-8, an event line over the per-line budget, a stream or
 run whose reading failed, duplicate keys in a JSON document (read last-wins, as the engines
 read it: Go's encoding/json in Kilroy, Python's json in the executor), and a ``final.json``
-whose status is none of a final's (it parses, but ends nothing), and a stream with events whose
-``ts`` is no readable time (a warning: the events are read, without a time). One finding per
+whose status is none of a final's (it parses, but ends nothing) or whose ``timestamp`` is
+no readable time (a warning: the rest of it is read), and a stream with events whose ``ts``
+is no readable time (a warning: the events are read, without a time). One finding per
 artifact.
 Whatever the doctor could not read is missing from the diagnosis: the run's state and facts
 rest on the rest. Duplicate keys, and files that hold nothing the state depends on, are
@@ -53,13 +54,20 @@ def unreadable_artifact(ctx: Context) -> list[Finding]:
         duplicate = detail.startswith("duplicate key")
         # The events were read, only their times were not: the rest of the run stands.
         untimed = detail.startswith(UNTIMED)
-        partial = duplicate or untimed
+        # final.json was read, only its recorded time was not: its status stands.
+        unstamped = kind == "final" and detail.startswith("its timestamp")
+        partial = duplicate or untimed or unstamped
         severity = Severity.ERROR if kind in _VITAL and not partial else Severity.WARNING
         if duplicate:
             advice = "fix the writer; until then the doctor reads the last value, as the engines do"
         elif untimed:
             advice = (
                 "the doctor read those events without a time; fix the writer's ts "
+                "(RFC 3339, e.g. 2026-04-28T10:00:00Z)"
+            )
+        elif unstamped:
+            advice = (
+                "the doctor read the rest of final.json; fix the writer's timestamp "
                 "(RFC 3339, e.g. 2026-04-28T10:00:00Z)"
             )
         elif kind == "final" and detail.startswith("its status"):

@@ -775,6 +775,69 @@ def test_a_cost_no_double_holds_is_no_cost_never_a_crash_nor_infinity(tmp_path: 
     assert strict(scan.stdout)["fleet"]["cost_usd"] is None
 
 
+def test_a_cost_below_zero_is_no_cost_in_the_run_s_nor_the_fleet_s_total(tmp_path: Path) -> None:
+    # Before: final.json's cost_usd of -3.0 was summed into the run's cost (-1.0 here) and the
+    # fleet's (0.25): a run paid nobody. The executor already took such a stage cost as none.
+    neg = _run(tmp_path, "neg")
+    (neg / "final.json").write_text('{"status": "success", "cost_usd": -3.0}')
+    lines = ['{"total_cost_usd": -1.5}', '{"total_cost_usd": 2.0}', '{"total_cost_usd":-0.5}']
+    (neg / "build/stdout.log").write_text("\n".join(lines) + "\n")
+    zero = _run(tmp_path, "zero")
+    (zero / "final.json").write_text('{"status": "success", "cost_usd": -0.0}')
+    pos = _run(tmp_path, "pos")
+    (pos / "final.json").write_text('{"status": "success", "cost_usd": 1.25}')
+
+    costs = {}
+    for run_id in ("neg", "zero", "pos"):
+        result = doctor("diagnose", "--run-id", run_id, "--root", tmp_path, "--json")
+        assert result.returncode == 0, result.stderr
+        costs[run_id] = json.loads(result.stdout)["facts"]["cost_usd"]
+    assert costs == {"neg": 2.0, "zero": 0.0, "pos": 1.25}
+    assert (
+        '"cost_usd": -'
+        not in doctor("diagnose", "--run-id", "zero", "--root", tmp_path, "--json").stdout
+    )
+    scan = doctor("scan", "--root", tmp_path, "--json")
+    assert json.loads(scan.stdout)["fleet"]["cost_usd"] == 3.25
+
+
+def test_a_final_json_timestamp_that_is_no_time_is_said_and_its_status_still_stands(
+    tmp_path: Path,
+) -> None:
+    # Before: "99999-01-01" was left out of when the run ended and of which final.json the run
+    # wrote last, without a word.
+    stamps = {
+        "year5": '"99999-01-01"',
+        "number": "5",
+        "good": '"2026-04-28T10:00:06.5Z"',
+        "null": "null",
+    }
+    for run_id, stamp in stamps.items():
+        final = '{"status": "success", "timestamp": ' + stamp + "}"
+        (_run(tmp_path, run_id, final=None) / "final.json").write_text(final)
+    said = {}
+    for run_id in stamps:
+        result = doctor("diagnose", "--run-id", run_id, "--root", tmp_path, "--json")
+        assert result.returncode == 0, result.stdout + result.stderr  # a warning, not an error
+        data = json.loads(result.stdout)
+        assert data["state"] == "succeeded"
+        said[run_id] = [
+            (f["severity"], f["evidence"]["file"], f["evidence"]["kind"], f["evidence"]["detail"])
+            for f in data["findings"]
+            if f["code"] == "unreadable_artifact"
+        ]
+    tail = (
+        "is no readable time (RFC 3339): when the run ended, and which final.json it wrote "
+        "last, are judged without it"
+    )
+    assert said == {
+        "year5": [("warning", "final.json", "final", f"its timestamp '99999-01-01' {tail}")],
+        "number": [("warning", "final.json", "final", f"its timestamp 5 {tail}")],
+        "good": [],
+        "null": [],
+    }
+
+
 # --- symlinks where a run keeps its files ---------------------------------------------------
 
 
@@ -816,6 +879,52 @@ def test_a_symlinked_artifact_is_said_to_be_one_and_never_followed(tmp_path: Pat
     assert "secret_event" not in out + linked("r2")[2]
     doctor("repair", "--run-id", "r1", "--root", root, "--apply")
     assert (outside / "final.json").read_text() == '{"status": "success"}'
+
+
+def test_a_symlinked_node_branch_or_attempt_directory_is_said_and_never_followed(
+    tmp_path: Path,
+) -> None:
+    # Before: a node directory, a stage's attempt_1/ or a branch directory (or parallel/
+    # itself) that was a symlink was skipped without a word, as symlinked files were until
+    # they became unreadable_artifact findings.
+    root, outside = tmp_path / "runs", tmp_path / "outside"
+    (outside / "deploy").mkdir(parents=True)
+    (outside / "deploy/status.json").write_text('{"status": "fail", "failure_reason": "secret"}')
+    (outside / "notes.txt").write_text("a file")
+    run = _run(root, "r1")
+    (run / "deploy").symlink_to(outside / "deploy")
+    (run / "notes.txt").symlink_to(outside / "notes.txt")  # no directory: not a node's place
+    (run / "gone").symlink_to(outside / "gone")  # dangling: nothing to say it was a node
+    (run / "build/attempt_1").symlink_to(outside / "deploy")
+    (run / "parallel/fan").mkdir(parents=True)
+    (run / "parallel/fan/01-a").symlink_to(outside / "deploy")  # a branch's place
+    nested = _run(root, "r2")
+    (nested / "parallel").symlink_to(outside)
+
+    result = doctor("diagnose", "--run-id", "r1", "--root", root, "--json")
+    assert result.returncode == 1, result.stdout + result.stderr  # a node left out: an error
+    said = {
+        f["evidence"]["file"]: (f["severity"], f["evidence"]["kind"], f["evidence"]["detail"])
+        for f in json.loads(result.stdout)["findings"]
+        if f["code"] == "unreadable_artifact"
+    }
+    not_followed = ", not followed: the doctor reads nothing through a symlink"
+    assert said == {
+        "deploy": ("error", "node", f"a symlink to {outside / 'deploy'}{not_followed}"),
+        "build/attempt_1": ("error", "attempt", f"a symlink to {outside / 'deploy'}{not_followed}"),
+        "parallel/fan/01-a": (
+            "error",
+            "branch",
+            f"a symlink to {outside / 'deploy'}{not_followed}",
+        ),
+    }
+    assert "secret" not in result.stdout
+    r2 = doctor("diagnose", "--run-id", "r2", "--root", root, "--json")
+    assert [
+        (f["evidence"]["file"], f["evidence"]["kind"], f["evidence"]["detail"])
+        for f in json.loads(r2.stdout)["findings"]
+        if f["code"] == "unreadable_artifact"
+    ] == [("parallel", "branch", f"a symlink to {outside}{not_followed}")]
 
 
 def test_a_run_whose_every_time_is_unreadable_is_not_said_to_have_recorded_no_progress(

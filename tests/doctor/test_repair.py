@@ -3,6 +3,7 @@ journal, and the breaker."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -541,6 +542,56 @@ def test_doctor_repair_prints_the_plan_and_applies_it_only_when_asked(tmp_path: 
 def test_doctor_repair_of_an_unknown_run_exits_2(tmp_path: Path) -> None:
     done = _doctor("repair", "--run-id", "nope", "--root", tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def _fill(mount: Path) -> None:
+    fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        with contextlib.suppress(OSError):  # written until the disk refuses
+            while os.write(fd, b"\0" * 4096):
+                pass
+    finally:
+        os.close(fd)
+
+
+def test_apply_on_a_full_disk_leaves_no_empty_or_torn_journal_and_says_so_in_one_line(
+    tmp_path: Path,
+) -> None:
+    # Before: a full disk left an empty repairs.ndjson behind (created, then its line refused),
+    # and a short write left part of a line in one that was there.
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        fresh, kept = mount / "fresh", mount / "kept"
+        for run in (fresh, kept):
+            run.mkdir()
+            (run / "run.pid").write_text("99999999")
+            (run / "progress.ndjson").write_text(
+                '{"event": "stage_attempt_start", "ts": "2026-04-28T10:00:00Z", '
+                '"node_id": "build", "attempt": 1}\n'
+            )
+        # A journal there before, 96 bytes short of its page: the new line's first 96 bytes
+        # fit in it, the rest needs a page the disk no longer has.
+        journal = b'{"note": "' + b"x" * (4096 - 96 - 13) + b'"}\n'
+        (kept / JOURNAL).write_bytes(journal)
+        _fill(mount)
+        for run in (fresh, kept):
+            done = _doctor("repair", "--run-id", run.name, "--root", mount, "--apply")
+            assert done.returncode == 1, done.stdout + done.stderr
+            assert "Traceback" not in done.stderr, done.stderr
+            (failed,) = [line for line in done.stdout.splitlines() if "failed" in line]
+            assert "No space left on device" in failed and "not journaled" in failed, (
+                run.name,
+                failed,
+            )
+            assert not (run / "final.json").exists()
+        assert not (fresh / JOURNAL).exists()
+        assert (kept / JOURNAL).read_bytes() == journal
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_docs_repair_md_names_every_key_of_doctor_repair_json(tmp_path: Path) -> None:

@@ -396,3 +396,80 @@ def test_a_target_failing_for_every_event_is_said_once_with_the_count(
     (line,) = done.stderr.splitlines()
     assert line.count("nonexistent") == 1, line
     assert f"nonexistent failed for {alerts} events, after 1 try each: " in line
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs filled to the last page (as root; skipped otherwise)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError:
+            pass  # full
+        finally:
+            os.close(fd)
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_once_whose_state_cannot_be_saved_says_its_alerts_will_be_sent_again_exit_74(
+    tmp_path: Path, env: dict[str, str], full_disk: Path
+) -> None:
+    # Before: the alert went out, then `error: cannot write …; pick a writable path`, exit 2
+    # ("nothing was done"), and the next pass sent the same alert again without a word why.
+    root, state = tmp_path / "runs", full_disk / "watch.json"
+    LiveRun(root, "r1").start(time.time() - 60)
+    for _ in range(2):  # not remembered: sent again, and said again
+        done = _run(_watch(root, state, "--once"), env)
+        assert done.returncode == 74, done.stderr
+        assert [json.loads(line)["event"] for line in done.stdout.splitlines()] == ["alert"]
+        assert done.stderr.splitlines() == [
+            "watch pass 1: 1 alert, 0 resolved",
+            f"error: watch sent 1 alert, 0 resolved, but could not save its state to "
+            f"{str(state)!r} (No space left on device): a watch started again on it sends them "
+            "again; free space there or pass another --state FILE",
+        ]
+    (full_disk / "filler").unlink()
+    saved = _run(_watch(root, state, "--once"), env)
+    assert saved.returncode == 1 and _passes(state) == 1
+    again = _run(_watch(root, state, "--once"), env)
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+
+
+def test_a_watch_whose_state_cannot_be_saved_goes_on_remembering_and_ends_with_74(
+    tmp_path: Path, env: dict[str, str], full_disk: Path
+) -> None:
+    # The long-running watch keeps what it sent in memory (the alert is not sent again each
+    # pass), says every pass that the state is not saved, and ends on the same line as --once.
+    root, state = tmp_path / "runs", full_disk / "watch.json"
+    LiveRun(root, "r1").start(time.time() - 60)
+    proc = _spawn(_watch(root, state, "--interval", "0.1s"), env)
+    assert proc.stderr is not None
+    lines = []
+    while not any(line.startswith("watch pass 3:") for line in lines):
+        line = proc.stderr.readline()
+        assert line, lines  # the watch ended early
+        lines.append(line.rstrip("\n"))
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    lines += err.splitlines()
+    assert proc.returncode == 74, lines
+    assert [json.loads(line)["event"] for line in out.splitlines()] == ["alert"]
+    not_saved = (
+        "state not saved (No space left on device): 1 event sent since it was last saved "
+        "would be sent again by a watch started again"
+    )
+    assert lines[:2] == [
+        f"watch pass 1: 1 alert, 0 resolved; {not_saved}",
+        f"watch pass 2: 0 alerts, 0 resolved; {not_saved}",
+    ], lines
+    assert lines[-1].startswith("error: watch sent 1 alert, 0 resolved, but could not save"), lines
+    assert [p.name for p in full_disk.iterdir()] == ["filler"]  # nor a temporary file left
