@@ -10,6 +10,7 @@ worker's exit: the call may or may not have happened, and the checkers treat it 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -56,7 +57,11 @@ def prepare_out(out: Path) -> Path:
         # later, as "cannot create --out".
         try:
             out = expand_user(out).resolve(strict=True)
-        except FileNotFoundError:  # a new directory, created below
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise
+            # A new directory (created below), or a name the file system refuses, which the
+            # creation below names as such ("file name too long").
             out = expand_user(out).resolve()
     except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before 3.13)
         raise UsageError(
