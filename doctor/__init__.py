@@ -30,6 +30,7 @@ if typing.TYPE_CHECKING:
     from doctor._layout import discover
     from doctor._metrics import fleet_metrics
     from doctor._model import Diagnosis, Finding, Severity
+    from doctor._notes import STOPPED_OWNER_HINT, continue_command, resumed_past_lines
     from doctor._queue_ingest import load_queue, queue_tables
     from doctor._tables import Tables
     from doctor._timeline import (
@@ -48,6 +49,7 @@ __all__ = [
     "MAX_TIMELINE_BARS",
     "MAX_TIMELINE_STRETCHES",
     "SIGNATURE_VERSION",
+    "STOPPED_OWNER_HINT",
     "Bar",
     "Context",
     "Diagnosis",
@@ -72,6 +74,7 @@ __all__ = [
     "check_budget",
     "check_output",
     "config_from_env",
+    "continue_command",
     "default_roots",
     "describe",
     "diagnose",
@@ -83,6 +86,7 @@ __all__ = [
     "load_queue",
     "load_runs",
     "queue_tables",
+    "resumed_past_lines",
     "run_timeline",
     "scan",
     "select",
@@ -110,6 +114,7 @@ _HOMES = {
     "RootError": "doctor._errors",
     "RunNotFound": "doctor._errors",
     "SIGNATURE_VERSION": "rundoctor.signature",
+    "STOPPED_OWNER_HINT": "doctor._notes",
     "ScanResult": "doctor._diagnose",
     "Severity": "doctor._model",
     "Stretch": "doctor._timeline",
@@ -124,6 +129,7 @@ _HOMES = {
     "check_budget": "doctor._budget",
     "check_output": "doctor._atomic",
     "config_from_env": "doctor._cli",
+    "continue_command": "doctor._notes",
     "default_roots": "doctor._config",
     "describe": "doctor._detectors",
     "diagnose": "doctor._diagnose",
@@ -135,6 +141,7 @@ _HOMES = {
     "load_queue": "doctor._queue_ingest",
     "load_runs": "doctor._ingest",
     "queue_tables": "doctor._queue_ingest",
+    "resumed_past_lines": "doctor._notes",
     "run_timeline": "doctor._timeline",
     "scan": "doctor._diagnose",
     "select": "doctor._detectors",

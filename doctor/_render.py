@@ -7,7 +7,7 @@ render to ``Console(file=io.StringIO(), width=100)``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ from doctor._detectors._context import QUEUE_CHECKS
 from doctor._model import Diagnosis, Finding, Severity
 from doctor._model import plural as _plural
 from doctor._ndjson import LINE_COMPLETE, MAX_LINE_BYTES, NOT_AN_EVENT, too_long
+from doctor._notes import STOPPED_OWNER_HINT, continue_command, resumed_past_lines
 from executor.console import fit_columns, one_line_table, print_table
 from rundoctor.markdown import REASON_SHOWN, flatten
 from rundoctor.markdown import md as _md
@@ -99,7 +100,7 @@ def _hint(
     says when it will not."""
     pid = diagnosis.facts.get("owner_pid")
     if code in _OWNER_CODES and diagnosis.facts.get("owner_stopped") and pid is not None:
-        return _STOPPED_OWNER_HINT, f"kill -CONT {int(pid)}"
+        return STOPPED_OWNER_HINT, continue_command(int(pid))
     if code == "unjoined_fanout" and diagnosis.facts.get("owner_alive") is True:
         return _LIVE_FANOUT_HINT, None
     repairs = sorted({f.repair for f in found if f.repair in _REPAIR_WORDS})
@@ -161,11 +162,6 @@ def _damaged_final(f: Finding) -> bool:
 #: step (terminalizing or resuming the run of a live owner would race it once it goes on).
 _OWNER_CODES = ("missing_final", "unjoined_fanout")
 
-#: The hint under those checks when the owner is alive but stopped (state T).
-_STOPPED_OWNER_HINT = (
-    "the owner is stopped (SIGSTOP, a suspended job), not dead: continue it and the run goes "
-    "on; do not terminalize or resume it while it lives"
-)
 
 #: The hint under unjoined_fanout when the owner is alive and running: it may still join.
 _LIVE_FANOUT_HINT = (
@@ -292,24 +288,6 @@ def _diagnosis_head(console: Console, diagnosis: Diagnosis) -> None:
         )
     for line in resumed_past_lines(facts):
         console.print(f"[yellow]{_text(line)}[/yellow]")
-
-
-def resumed_past_lines(facts: Mapping[str, Any]) -> list[str]:
-    """One line per resume that routed on an interrupted visit (the ``resumed_past`` fact):
-    a success reached that way must not read as a plain one.
-
-    >>> resumed_past_lines({"resumed_past": [{"resumed_at": "2026-01-01T00:00:00Z",
-    ...     "node": "count", "failure_reason": "stopped by signal terminated",
-    ...     "next_node": "report"}]})  # doctest: +NORMALIZE_WHITESPACE
-    ["resumed at 2026-01-01T00:00:00Z past count's interrupted visit (stopped by signal
-      terminated): the resume routed on that stop to report instead of running count again"]
-    """
-    return [
-        f"resumed at {r.get('resumed_at')} past {r.get('node')}'s interrupted visit "
-        f"({flatten(str(r.get('failure_reason') or 'stopped'), REASON_SHOWN)}): the resume "
-        f"routed on that stop to {r.get('next_node')} instead of running {r.get('node')} again"
-        for r in facts.get("resumed_past") or []
-    ]
 
 
 def _failing_checks(

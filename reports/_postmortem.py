@@ -10,7 +10,14 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from doctor import Diagnosis, Finding, Severity
+from doctor import (
+    STOPPED_OWNER_HINT,
+    Diagnosis,
+    Finding,
+    Severity,
+    continue_command,
+    resumed_past_lines,
+)
 from reports._context import (
     TOP,
     AttemptRow,
@@ -99,6 +106,8 @@ def _facts_view(d: Diagnosis) -> RunFactsView:
     telemetry = _first(d.findings, "telemetry_divergence")
     pid = facts.get("owner_pid")
     alive = facts.get("owner_alive")
+    # The sentences the console says about these facts (doctor._notes), not new ones.
+    stopped = alive is True and bool(facts.get("owner_stopped"))
     return RunFactsView(
         started_at=opt_text(facts.get("started_at")),
         last_event_at=opt_text(facts.get("last_event_at")),
@@ -119,6 +128,10 @@ def _facts_view(d: Diagnosis) -> RunFactsView:
         checkpoint_node=opt_text(telemetry.evidence.get("checkpoint_node")) if telemetry else None,
         terminal_reason=opt_text(facts.get("terminal_reason")),
         stopped_by=opt_text(facts.get("stopped_by")),
+        owner_stopped=stopped,
+        stopped_hint=STOPPED_OWNER_HINT if stopped else None,
+        continue_command=continue_command(pid) if stopped and isinstance(pid, int) else None,
+        resumed_past=tuple(Text(line) for line in resumed_past_lines(facts)),
     )
 
 

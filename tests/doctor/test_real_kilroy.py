@@ -21,7 +21,15 @@ import psutil
 import pytest
 from rich.console import Console
 
-from doctor import DETECTORS, Diagnosis, DoctorConfig, Severity, diagnose, scan
+from doctor import (
+    DETECTORS,
+    Diagnosis,
+    DoctorConfig,
+    Severity,
+    diagnose,
+    resumed_past_lines,
+    scan,
+)
 from doctor._facts import compute_facts
 from doctor._ingest import load_runs
 from doctor._layout import discover
@@ -1052,6 +1060,11 @@ def test_a_resume_that_routed_past_an_interrupted_visit_does_not_read_as_a_plain
     assert "No issues found" not in text
     assert "past count's interrupted visit" in text and "to report instead" in text
     assert "past count's interrupted visit" in render_markdown(result)
+    # The postmortem says it in its executive summary, in the same words.
+    (line,) = resumed_past_lines(result.facts)
+    summary = render_postmortem(result).split("## Executive summary")[1].split("## ")[0]
+    assert "The run **succeeded**" in summary
+    assert f"Resumed past an interrupted visit: {line}." in summary
 
 
 def test_resumes_that_ran_the_interrupted_node_again_or_routed_on_an_outcome_note_nothing() -> None:

@@ -19,9 +19,10 @@ import psutil
 import pytest
 from rich.console import Console
 
-from doctor import DETECTORS, Diagnosis, DoctorConfig, diagnose, scan
+from doctor import DETECTORS, STOPPED_OWNER_HINT, Diagnosis, DoctorConfig, diagnose, scan
 from doctor._render import render_diagnosis
 from doctor._repair import plan_repairs
+from reports import render_postmortem
 from rundoctor.liveness import process_state
 
 GRAPHS = Path(__file__).resolve().parents[2] / "fixtures" / "kilroy" / "graphs"
@@ -104,6 +105,12 @@ def test_a_run_whose_owner_is_stopped_is_stalled_and_the_advice_is_to_continue_i
         assert plan_repairs(held, config) == []
         text = _rendered(held)
         assert f"kill -CONT {pid}" in text and "doctor repair" not in text
+        # The postmortem states the same fact, in the console's words.
+        report = render_postmortem(held)
+        assert f"- Owner process: pid `{pid}`, alive but stopped (state T): " in report
+        assert f"{STOPPED_OWNER_HINT}: `kill -CONT {pid}`" in report
+        summary = report.split("## Executive summary")[1].split("## ")[0]
+        assert f"(pid `{pid}`) is alive but stopped (state T)" in summary
         # The scan (and its cache) says the same, and notices when the owner goes on.
         cached = DoctorConfig(roots=(tmp_path,), cache_dir=tmp_path / "cache")
         assert [d.state for d in scan(cached).diagnoses] == ["stalled"]

@@ -1,0 +1,50 @@
+"""Sentences about a run's facts that every view of a diagnosis says the same way.
+
+The console diagnosis (:mod:`doctor._render`), its Markdown form and the postmortem
+(``reports``) all state two facts that no finding code carries: ``owner_stopped`` (the owner
+lives but is stopped, state ``T``: it must be continued, not repaired) and ``resumed_past``
+(a resume routed past an interrupted visit instead of running it again). Their wording lives
+here once, so the three cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rundoctor.markdown import REASON_SHOWN, flatten
+
+__all__ = ["STOPPED_OWNER_HINT", "continue_command", "resumed_past_lines"]
+
+#: What to do about an owner that is alive but stopped (the ``owner_stopped`` fact).
+STOPPED_OWNER_HINT = (
+    "the owner is stopped (SIGSTOP, a suspended job), not dead: continue it and the run goes "
+    "on; do not terminalize or resume it while it lives"
+)
+
+
+def continue_command(pid: int) -> str:
+    """The command that continues a stopped owner.
+
+    >>> continue_command(4242)
+    'kill -CONT 4242'
+    """
+    return f"kill -CONT {int(pid)}"
+
+
+def resumed_past_lines(facts: Mapping[str, Any]) -> list[str]:
+    """One line per resume that routed on an interrupted visit (the ``resumed_past`` fact):
+    a success reached that way must not read as a plain one.
+
+    >>> resumed_past_lines({"resumed_past": [{"resumed_at": "2026-01-01T00:00:00Z",
+    ...     "node": "count", "failure_reason": "stopped by signal terminated",
+    ...     "next_node": "report"}]})  # doctest: +NORMALIZE_WHITESPACE
+    ["resumed at 2026-01-01T00:00:00Z past count's interrupted visit (stopped by signal
+      terminated): the resume routed on that stop to report instead of running count again"]
+    """
+    return [
+        f"resumed at {r.get('resumed_at')} past {r.get('node')}'s interrupted visit "
+        f"({flatten(str(r.get('failure_reason') or 'stopped'), REASON_SHOWN)}): the resume "
+        f"routed on that stop to {r.get('next_node')} instead of running {r.get('node')} again"
+        for r in facts.get("resumed_past") or []
+    ]
