@@ -117,6 +117,8 @@ class CampaignConfig:
 
     def validate(self) -> CampaignConfig:
         """Return ``self`` when usable; raise :class:`chaos.UsageError` otherwise."""
+        if self.seed < 0:  # a seed names the campaign (seed-N, chaos_<seed>_… schemas)
+            raise UsageError(f"--seed must be 0 or more, got {self.seed}")
         if self.duration_s <= 0:
             raise UsageError(f"--duration must be positive, got {self.duration_s:g}s")
         if not self.mean_gap_s > 0:

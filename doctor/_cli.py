@@ -385,8 +385,12 @@ def parse_since(text: str, now: float) -> float:
 
     >>> parse_since("2h", 10_000.0), parse_since("1h30m", 10_000.0)
     (2800.0, 4600.0)
-    >>> parse_since("2026-02-10", 0.0)
+    >>> parse_since("2026-02-10", 1.8e9)
     1770681600.0
+    >>> parse_since("2026-02-10", 0.0)
+    Traceback (most recent call last):
+    ...
+    doctor._errors.UsageError: --since '2026-02-10' is in the future (2026-02-10T00:00:00Z): ...
     >>> parse_since("99999999w", 0.0)
     Traceback (most recent call last):
     ...
@@ -409,7 +413,14 @@ def parse_since(text: str, now: float) -> float:
             f"--since {text!r} is neither an age like 24h, 7d or 1h30m nor an ISO date like "
             "2026-02-10"
         ) from None
-    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
+    since = (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
+    if since > now:  # no run started after now: an empty table would read as "all is well"
+        at = datetime.fromtimestamp(since, UTC).isoformat().replace("+00:00", "Z")
+        raise UsageError(
+            f"--since {text!r} is in the future ({at}): no run can have started since then; "
+            "give a past date or an age like 24h"
+        )
+    return since
 
 
 #: What a diagnosis's bar says in each phase (doctor._diagnose.Steps).

@@ -80,6 +80,14 @@ def test_a_bad_duration_is_a_usage_error() -> None:
     assert done.returncode == 2 and "--duration: 'soon' is not a duration" in done.stderr
 
 
+def test_a_negative_seed_is_refused_in_one_line(tmp_path: Path) -> None:
+    done = run("-m", "chaos", "run", "--seed", "-1", "--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert "--seed must be 0 or more, got -1" in line
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_out_dir_holding_other_files_is_refused(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     done = run("-m", "chaos", "run", "--seed", "1", "--duration", "5s", "--out", str(tmp_path))

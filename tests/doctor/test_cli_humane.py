@@ -127,6 +127,16 @@ def test_since_leaves_out_fleet_findings_that_ended_before_it(tmp_path: Path) ->
     assert "idle_gap" not in human.stdout and human.returncode == 0
 
 
+def test_since_a_date_in_the_future_is_refused_in_one_line_naming_the_flag(
+    tmp_path: Path,
+) -> None:
+    _old_fleet(tmp_path)
+    result = doctor("scan", "--root", tmp_path, "--since", "2999-01-01")
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert "--since '2999-01-01' is in the future (2999-01-01T00:00:00Z)" in line
+
+
 def test_since_keeps_a_fleet_finding_that_reaches_past_it(tmp_path: Path) -> None:
     _old_fleet(tmp_path)
     data = json.loads(doctor("scan", "--root", tmp_path, "--since", "2026-02-01", "--json").stdout)
