@@ -16,7 +16,7 @@ lock_key = $(shell cat $(1) pyproject.toml | cksum | cut -d' ' -f1)
 RUNTIME_STAMP := $(VENV)/.runtime-$(call lock_key,requirements.lock requirements-build.lock)
 TEST_STAMP := $(VENV)/.test-$(call lock_key,requirements-test.lock requirements-build.lock)
 NPM_STAMP := $(TOOLS)/.npm-$(call lock_key,tools/npm/package-lock.json)
-LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock" -q
+LOCK_FLAGS := --universal --python-version 3.11.5 --generate-hashes --custom-compile-command "make lock" -q
 
 .PHONY: install install-runtime demo test test-fast test-newest lint typecheck bench lock clean
 
@@ -108,7 +108,8 @@ bench: install
 lock: $(UV)
 	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) --upgrade -o requirements.lock
 	$(UV) pip compile pyproject.toml --extra test $(LOCK_FLAGS) --upgrade -o requirements-test.lock
-	echo 'setuptools>=77' | $(UV) pip compile - $(LOCK_FLAGS) --upgrade -o requirements-build.lock
+	$(PY) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+	  | $(UV) pip compile - $(LOCK_FLAGS) --upgrade -o requirements-build.lock
 	cd tools/npm && npm install --package-lock-only --omit-lockfile-registry-resolved \
 	  --no-audit --no-fund
 
