@@ -59,14 +59,8 @@ def _run_detectors(ctx: Context, steps: Steps | None = None) -> list[Finding]:
 def diagnose_path(path: Path, config: DoctorConfig, steps: Steps | None = None) -> Diagnosis:
     """Diagnose the run directory at ``path``; ``steps`` follows the work (:data:`Steps`).
 
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> root = Path(tempfile.mkdtemp())
-    >>> (root / "r1").mkdir()
-    >>> head = '{"run_id": "r1", "node_id": "a", "attempt": 1, "ts": "2026-03-01T10:0'
-    >>> _ = (root / "r1" / "progress.ndjson").write_text(
-    ...     head + '0:00Z", "event": "stage_attempt_start"}' + chr(10)
-    ...     + head + '1:00Z", "event": "stage_attempt_end", "status": "fail"}' + chr(10))
+    >>> from fixtures.example import example_root
+    >>> root = example_root()  # one run, r1: node a's attempt, started and failed
     >>> d = diagnose_path(root / "r1", DoctorConfig())
     >>> d.run_id, d.layout, d.state
     ('r1', 'kilroy', 'orphaned')
@@ -105,14 +99,8 @@ def diagnose(run_id: str, config: DoctorConfig, steps: Steps | None = None) -> D
     Unknown ids raise :class:`doctor.RunNotFound` with the closest ids; ids that could name
     something outside a root raise :class:`doctor.UnsafeRunId`.
 
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> root = Path(tempfile.mkdtemp())
-    >>> (root / "r1").mkdir()
-    >>> head = '{"run_id": "r1", "node_id": "a", "attempt": 1, "ts": "2026-03-01T10:0'
-    >>> _ = (root / "r1" / "progress.ndjson").write_text(
-    ...     head + '0:00Z", "event": "stage_attempt_start"}' + chr(10)
-    ...     + head + '1:00Z", "event": "stage_attempt_end", "status": "fail"}' + chr(10))
+    >>> from fixtures.example import example_root
+    >>> root = example_root()  # one run, r1: node a's attempt, started and failed
     >>> d = diagnose("r1", DoctorConfig(roots=(root,)))
     >>> d.run_id, d.state, d.exit_code
     ('r1', 'orphaned', 1)
@@ -316,14 +304,8 @@ def scan(
     ``config.cache_dir``, an unchanged run reuses its diagnosis brought to the clock and
     grown streams are read from their last byte offset (see :mod:`doctor._cache`).
 
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> root = Path(tempfile.mkdtemp())
-    >>> (root / "r1").mkdir()
-    >>> head = '{"run_id": "r1", "node_id": "a", "attempt": 1, "ts": "2026-03-01T10:0'
-    >>> _ = (root / "r1" / "progress.ndjson").write_text(
-    ...     head + '0:00Z", "event": "stage_attempt_start"}' + chr(10)
-    ...     + head + '1:00Z", "event": "stage_attempt_end", "status": "fail"}' + chr(10))
+    >>> from fixtures.example import example_root
+    >>> root = example_root()  # one run, r1: node a's attempt, started and failed
     >>> result = scan(DoctorConfig(roots=(root,)))
     >>> [d.run_id for d in result.diagnoses], result.fleet["runs"]
     (['r1'], 1)

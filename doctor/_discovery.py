@@ -181,14 +181,8 @@ def list_run_dirs(roots: Sequence[Path], skip: Collection[str] = ()) -> list[Pat
 
     A root that is not a readable directory raises :class:`RootError`.
 
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> root = Path(tempfile.mkdtemp())
-    >>> (root / "r1").mkdir()
-    >>> head = '{"run_id": "r1", "node_id": "a", "attempt": 1, "ts": "2026-03-01T10:0'
-    >>> _ = (root / "r1" / "progress.ndjson").write_text(
-    ...     head + '0:00Z", "event": "stage_attempt_start"}' + chr(10)
-    ...     + head + '1:00Z", "event": "stage_attempt_end", "status": "fail"}' + chr(10))
+    >>> from fixtures.example import example_root
+    >>> root = example_root()  # one run, r1: node a's attempt, started and failed
     >>> (root / "not-a-run").mkdir()
     >>> [p.name for p in list_run_dirs([root])]
     ['r1']

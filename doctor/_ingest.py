@@ -136,14 +136,8 @@ def load_runs(
     ``reading(bytes read, bytes to read)`` is called as the event streams are read
     (:mod:`doctor._read_progress`).
 
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> root = Path(tempfile.mkdtemp())
-    >>> (root / "r1").mkdir()
-    >>> head = '{"run_id": "r1", "node_id": "a", "attempt": 1, "ts": "2026-03-01T10:0'
-    >>> _ = (root / "r1" / "progress.ndjson").write_text(
-    ...     head + '0:00Z", "event": "stage_attempt_start"}' + chr(10)
-    ...     + head + '1:00Z", "event": "stage_attempt_end", "status": "fail"}' + chr(10))
+    >>> from fixtures.example import example_root
+    >>> root = example_root()  # one run, r1: node a's attempt, started and failed
     >>> from doctor import discover
     >>> tables = load_runs([discover(root / "r1")], keep_raw=False)
     >>> tables.frame("SELECT node_id, event FROM events ORDER BY ts").rows()

@@ -401,14 +401,8 @@ def fanout_dirs(run_path: Path, scope: str, node: str) -> list[str] | None:
 def discover(path: Path) -> RunLayout:
     """Map a run directory's streams and documents without reading them.
 
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> root = Path(tempfile.mkdtemp())
-    >>> (root / "r1").mkdir()
-    >>> head = '{"run_id": "r1", "node_id": "a", "attempt": 1, "ts": "2026-03-01T10:0'
-    >>> _ = (root / "r1" / "progress.ndjson").write_text(
-    ...     head + '0:00Z", "event": "stage_attempt_start"}' + chr(10)
-    ...     + head + '1:00Z", "event": "stage_attempt_end", "status": "fail"}' + chr(10))
+    >>> from fixtures.example import example_root
+    >>> root = example_root()  # one run, r1: node a's attempt, started and failed
     >>> layout = discover(root / "r1")
     >>> layout.run_id, layout.layout, [s.scope for s in layout.scopes]
     ('r1', 'kilroy', [''])
@@ -515,17 +509,10 @@ def linked_dirs(scope_path: Path) -> list[str]:
     >>> linked_dirs(d), linked_dirs(Path("/nonexistent"))
     (['build'], [])
     """
-    try:
-        entries = list(os.scandir(scope_path))
-    except OSError:
-        return []
     return sorted(
         e.name
-        for e in entries
-        if _is_text(e.name)
-        and e.name not in _NOT_NODE_DIRS
-        and not _RESTART.fullmatch(e.name)
-        and _linked_dir(e)
+        for e in _named_entries(scope_path)
+        if not _RESTART.fullmatch(e.name) and _linked_dir(e)
     )
 
 
@@ -537,18 +524,22 @@ def unsearchable_dirs(scope_path: Path) -> list[str]:
     >>> unsearchable_dirs(Path("/nonexistent"))
     []
     """
-    try:
-        entries = list(os.scandir(scope_path))
-    except OSError:
-        return []
     return sorted(
         e.name
-        for e in entries
-        if e.is_dir(follow_symlinks=False)
-        and _is_text(e.name)
-        and e.name not in _NOT_NODE_DIRS
-        and not os.access(e.path, os.R_OK | os.X_OK)
+        for e in _named_entries(scope_path)
+        if e.is_dir(follow_symlinks=False) and not os.access(e.path, os.R_OK | os.X_OK)
     )
+
+
+def _named_entries(scope_path: Path) -> list[os.DirEntry[str]]:
+    """The entries of a scope whose names may name a node directory (text, not one of
+    :data:`_NOT_NODE_DIRS`); [] when the scope cannot be listed."""
+    try:
+        return [
+            e for e in os.scandir(scope_path) if _is_text(e.name) and e.name not in _NOT_NODE_DIRS
+        ]
+    except OSError:
+        return []
 
 
 def stage_dirs(scope_path: Path) -> list[StageDir]:

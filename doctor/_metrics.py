@@ -356,14 +356,8 @@ def fleet_metrics(
     ``config.now``: OpenMetrics text, or with ``as_json`` :func:`metrics_document`'s JSON.
     ``progress(done, total)`` is called as the scan goes, as :func:`doctor.scan` does.
 
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> root = Path(tempfile.mkdtemp())
-    >>> (root / "r1").mkdir()
-    >>> head = '{"run_id": "r1", "node_id": "a", "attempt": 1, "ts": "2026-03-01T10:0'
-    >>> _ = (root / "r1" / "progress.ndjson").write_text(
-    ...     head + '0:00Z", "event": "stage_attempt_start"}' + chr(10)
-    ...     + head + '1:00Z", "event": "stage_attempt_end", "status": "fail"}' + chr(10))
+    >>> from fixtures.example import example_root
+    >>> root = example_root()  # one run, r1: node a's attempt, started and failed
     >>> text = fleet_metrics(DoctorConfig(roots=(root,)))
     >>> [line for line in text.splitlines() if line.startswith('rundoctor_runs{state="orph')]
     ['rundoctor_runs{state="orphaned"} 1']

@@ -163,14 +163,8 @@ def write_postmortem(
     A run over the resource budget is :class:`doctor.OverBudget`: its diagnosis is only the
     finding saying so, and its timeline could not be read either.
 
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> root = Path(tempfile.mkdtemp())
-    >>> (root / "r1").mkdir()
-    >>> head = '{"run_id": "r1", "node_id": "a", "attempt": 1, "ts": "2026-03-01T10:0'
-    >>> _ = (root / "r1" / "progress.ndjson").write_text(
-    ...     head + '0:00Z", "event": "stage_attempt_start"}' + chr(10)
-    ...     + head + '1:00Z", "event": "stage_attempt_end", "status": "fail"}' + chr(10))
+    >>> from fixtures.example import example_root
+    >>> root = example_root()  # one run, r1: node a's attempt, started and failed
     >>> from doctor import DoctorConfig, diagnose
     >>> out = root / "r1.md"
     >>> text = write_postmortem(diagnose("r1", DoctorConfig(roots=(root,))), html=False, out=out)

@@ -198,14 +198,8 @@ _BLANK_RUNS = re.compile(r"\n{3,}")
 def render(context: PostmortemContext | FleetContext | ChaosContext) -> str:
     """Render a context with its template; blank-line runs collapse, one final newline.
 
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> root = Path(tempfile.mkdtemp())
-    >>> (root / "r1").mkdir()
-    >>> head = '{"run_id": "r1", "node_id": "a", "attempt": 1, "ts": "2026-03-01T10:0'
-    >>> _ = (root / "r1" / "progress.ndjson").write_text(
-    ...     head + '0:00Z", "event": "stage_attempt_start"}' + chr(10)
-    ...     + head + '1:00Z", "event": "stage_attempt_end", "status": "fail"}' + chr(10))
+    >>> from fixtures.example import example_root
+    >>> root = example_root()  # one run, r1: node a's attempt, started and failed
     >>> from doctor import DoctorConfig, diagnose
     >>> from reports import postmortem_context
     >>> text = render(postmortem_context(diagnose("r1", DoctorConfig(roots=(root,)))))

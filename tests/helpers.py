@@ -10,12 +10,14 @@ where a skipped test would hide that it never ran. Every such test goes through
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -26,8 +28,10 @@ __all__ = [
     "REPO",
     "as_a_user",
     "documented_names",
+    "fill",
     "require_postgres",
     "run_doctor",
+    "tmpfs",
     "unavailable",
 ]
 
@@ -116,3 +120,31 @@ def documented_names(code: str) -> set[str]:
     start = doc.index(f"\n## `{code}`\n")
     end = doc.find("\n## ", start + 1)
     return set(re.findall(r"`([a-z_]+)", doc[start : end if end > 0 else None]))
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``mount -o size=``: ``64k``, ``1m``) on ``mount`` (made if
+    missing) for the ``with`` block, unmounted lazily after it; the test is skipped when not
+    root, who alone may mount one."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Fill the file system at ``disk`` to its last page (ENOSPC); the filler file."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        with contextlib.suppress(OSError):  # written until the disk refuses
+            while os.write(fd, b"\0" * 4096):
+                pass
+    finally:
+        os.close(fd)
+    return filler

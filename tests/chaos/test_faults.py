@@ -23,6 +23,7 @@ from executor import ExecutorConfig, SessionInfo, Ticket, open_queue
 from executor._sqlite import BUSY_TIMEOUT_MS
 from executor._worker import run_worker
 from tests.executor.private_postgres import PrivatePostgres
+from tests.helpers import tmpfs
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 
@@ -312,15 +313,8 @@ def test_disk_faults_are_not_applicable_on_a_runs_root_that_is_not_a_file_system
 
 @pytest.fixture
 def runs_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(runs)], check=True)
-    try:
+    with tmpfs(tmp_path / "runs", "1m") as runs:
         yield runs
-    finally:
-        subprocess.run(["umount", "-l", str(runs)], check=False)
 
 
 def test_disk_full_fills_the_runs_root_until_its_undo_and_names_the_runs_it_hit(

@@ -3,7 +3,6 @@ journal, and the breaker."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import io
@@ -24,6 +23,7 @@ from doctor._repair import Action, FindingRef, RepairReport, apply_repairs, plan
 from doctor._timestamps import parse_iso
 from fixtures.rogue import RUN_ID as ROGUE_ID
 from fixtures.rogue import build_rogue_run
+from tests.helpers import fill, tmpfs
 
 CASES = Path(__file__).resolve().parents[2] / "fixtures" / "cases"
 
@@ -544,27 +544,12 @@ def test_doctor_repair_of_an_unknown_run_exits_2(tmp_path: Path) -> None:
     assert done.returncode == 2 and "Traceback" not in done.stderr
 
 
-def _fill(mount: Path) -> None:
-    fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        with contextlib.suppress(OSError):  # written until the disk refuses
-            while os.write(fd, b"\0" * 4096):
-                pass
-    finally:
-        os.close(fd)
-
-
 def test_apply_on_a_full_disk_leaves_no_empty_or_torn_journal_and_says_so_in_one_line(
     tmp_path: Path,
 ) -> None:
     # Before: a full disk left an empty repairs.ndjson behind (created, then its line refused),
     # and a short write left part of a line in one that was there.
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "disk", "64k") as mount:
         fresh, kept = mount / "fresh", mount / "kept"
         for run in (fresh, kept):
             run.mkdir()
@@ -577,7 +562,7 @@ def test_apply_on_a_full_disk_leaves_no_empty_or_torn_journal_and_says_so_in_one
         # fit in it, the rest needs a page the disk no longer has.
         journal = b'{"note": "' + b"x" * (4096 - 96 - 13) + b'"}\n'
         (kept / JOURNAL).write_bytes(journal)
-        _fill(mount)
+        fill(mount)
         for run in (fresh, kept):
             done = _doctor("repair", "--run-id", run.name, "--root", mount, "--apply")
             assert done.returncode == 1, done.stdout + done.stderr
@@ -590,8 +575,6 @@ def test_apply_on_a_full_disk_leaves_no_empty_or_torn_journal_and_says_so_in_one
             assert not (run / "final.json").exists()
         assert not (fresh / JOURNAL).exists()
         assert (kept / JOURNAL).read_bytes() == journal
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_docs_repair_md_names_every_key_of_doctor_repair_json(tmp_path: Path) -> None:

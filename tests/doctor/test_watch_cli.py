@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.doctor.watch_helpers import LiveRun, receiver, wait_for
-from tests.helpers import as_a_user
+from tests.helpers import as_a_user, fill, tmpfs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -401,23 +401,9 @@ def test_a_target_failing_for_every_event_is_said_once_with_the_count(
 @pytest.fixture
 def full_disk(tmp_path: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs filled to the last page (as root; skipped otherwise)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
-    try:
-        fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            while os.write(fd, b"\0" * 4096):
-                pass
-        except OSError:
-            pass  # full
-        finally:
-            os.close(fd)
+    with tmpfs(tmp_path / "disk", "64k") as mount:
+        fill(mount)
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_once_whose_state_cannot_be_saved_says_its_alerts_will_be_sent_again_exit_74(

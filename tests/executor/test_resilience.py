@@ -45,6 +45,8 @@ from executor._worker import WorkerStats, run_worker
 from rundoctor.liveness import process_alive
 from tests.executor.conftest import Backend
 from tests.executor.private_postgres import PrivatePostgres
+from tests.helpers import fill as fill_disk
+from tests.helpers import tmpfs
 
 #: Lease budgets long enough that no worker fences itself during a few seconds of outage.
 PATIENT = ExecutorConfig(
@@ -263,26 +265,12 @@ def test_a_lost_worker_whose_run_had_succeeded_gets_its_ticket_completed_not_run
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs (root only), unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "disk", "1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 #: Refusals of the runs root: two releases per ticket, short pauses between claims.
 REFUSING = replace(PATIENT, root_refusal_releases=2, root_refusal_backoff_s=0.05)
-
-
-def _fill(disk: Path) -> Path:
-    """Fill the file system at ``disk`` until ENOSPC; the filler file."""
-    filler = disk / "filler"
-    subprocess.run(f"dd if=/dev/zero of={filler} bs=64k 2>/dev/null; true", shell=True, check=True)
-    return filler
 
 
 def _root_releases(queue: Queue, ticket_id: str) -> list[str]:
@@ -309,7 +297,7 @@ def test_a_full_runs_root_gives_the_ticket_back_and_it_runs_once_space_is_freed(
     queue = open_queue(str(tmp_path / "queue.db"))
     ticket = queue.enqueue("waits-for-space", str(_graph(tmp_path, "true")))
     (tiny_disk / "runs").mkdir()
-    filler = _fill(tiny_disk)
+    filler = fill_disk(tiny_disk)
     seen: list[tuple[str, str]] = []
 
     def free_space_after_the_first_release(what: str, t: Ticket, _: object) -> None:
@@ -856,7 +844,7 @@ def test_doctor_run_on_a_root_that_refuses_writes_is_one_line_naming_it(
     from tests.helpers import run_doctor
 
     if refusal == "full":
-        _fill(tiny_disk)
+        fill_disk(tiny_disk)
     else:
         subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
     line = _one_line(run_doctor("run", SIMPLE, "--root", tiny_disk))
@@ -901,7 +889,7 @@ def test_a_queue_on_a_full_disk_says_the_disk_is_full(tiny_disk: Path) -> None:
 
     db = tiny_disk / "q.db"
     assert run_doctor("enqueue", SIMPLE, "--db", db).returncode == 0
-    _fill(tiny_disk)
+    fill_disk(tiny_disk)
     for args in (("tickets", "--db", db), ("enqueue", SIMPLE, "--db", tiny_disk / "new.db")):
         line = _one_line(run_doctor(*args))
         assert line.endswith(": the file system holding it is full; free space there, then retry")
