@@ -896,18 +896,25 @@ def test_a_queue_on_a_full_disk_says_the_disk_is_full(tiny_disk: Path) -> None:
 
 
 def _run_cli(
-    tmp_path: Path, graph: Path, root: Path, **kw: Any
+    tmp_path: Path, graph: Path, root: Path, environ: dict[str, str] | None = None, **kw: Any
 ) -> subprocess.CompletedProcess[str]:
-    """``doctor run GRAPH --root ROOT`` as a process, none of this environment's settings."""
+    """``doctor run GRAPH --root ROOT`` as a process, none of this environment's settings
+    (but ``environ``'s)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
     return subprocess.run(
         [sys.executable, "-m", "doctor", "run", graph, "--root", root],
-        env={**base, "XDG_STATE_HOME": str(tmp_path / "state")},
+        env={**base, "XDG_STATE_HOME": str(tmp_path / "state"), **(environ or {})},
         capture_output=True,
         text=True,
         timeout=300,
         **kw,
     )
+
+
+def _toml(config: ExecutorConfig) -> str:
+    """``config``'s lease and heartbeat budgets as a config file's ``[executor]`` lines."""
+    keys = ("heartbeat_interval_s", "heartbeat_misses", "self_fence_s", "lease_ttl_s")
+    return "".join(f"{k} = {getattr(config, k)!r}\n" for k in keys)
 
 
 def _two_stages(tmp_path: Path, second: str) -> Path:
@@ -953,7 +960,16 @@ def test_a_run_a_full_disk_left_without_final_json_is_named_with_its_repair(
     # The disk stays full: final.json cannot be written (three tries). Before, the error
     # said only that the root refused the run, as if it had ended.
     fill = f"dd if=/dev/zero of={tiny_disk}/filler bs=64k 2>/dev/null; exec sleep 600"
-    result = _run_cli(tmp_path, _two_stages(tmp_path, fill), tiny_disk / "runs")
+    # The stage's heartbeats fill what is left of the stream's last page, then one is refused
+    # (maybe part-written): at 0.2 s apart, seconds; at the default 10 s, up to two minutes.
+    config = tmp_path / "config.toml"
+    config.write_text(f"[executor]\n{_toml(replace(PATIENT, heartbeat_interval_s=0.2))}")
+    result = _run_cli(
+        tmp_path,
+        _two_stages(tmp_path, fill),
+        tiny_disk / "runs",
+        environ={"RUNDOCTOR_CONFIG": str(config)},
+    )
     assert result.returncode == 2 and "No space left on device" in result.stderr, result
     (run,) = (tiny_disk / "runs").iterdir()
     assert not (run / "final.json").exists()
