@@ -1067,8 +1067,51 @@ def test_a_resume_that_routed_past_an_interrupted_visit_does_not_read_as_a_plain
     assert f"Resumed past an interrupted visit: {line}." in summary
 
 
+def test_a_resume_that_routed_past_a_sigkilled_visit_does_not_read_as_a_plain_success() -> None:
+    # SIGKILL in count's second visit, after its stage wrote a provisional `fail` into its
+    # stage directory: the attempt never ended and no cancellation was recorded, but the
+    # status.json outlived the engine. The resume (its checkpoint names count's first visit)
+    # routed on it: it evaluated count's edges, went down the failure edge to report and
+    # succeeded, count's second visit never run again (4 attempt starts: start, count twice,
+    # report). The fact said nothing before: it only knew a stop's cancellation record.
+    result = _diagnosed("self_loop_sigkill_resumed")
+    assert result.state == "succeeded" and result.facts["attempts_started"] == 4
+    assert result.facts["resumed_past"] == [
+        {
+            "resumed_at": result.facts["resumed_past"][0]["resumed_at"],
+            "node": "count",
+            "failure_reason": None,
+            "next_node": "report",
+            "killed": True,
+        }
+    ]
+    (line,) = resumed_past_lines(result.facts)
+    assert "(its engine was killed mid-attempt)" in line
+    assert "routed on the status.json that visit left to report" in line
+    console = Console(file=io.StringIO(), width=300)
+    render_diagnosis(console, result, DETECTORS, verbose=False)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert line in text and "No issues found" not in text
+
+
 def test_resumes_that_ran_the_interrupted_node_again_or_routed_on_an_outcome_note_nothing() -> None:
     # A resume that ran the stopped node again, routed on a real failure, or went on from a
-    # node a stop did not interrupt: no note (every other resumed run of the corpus).
+    # node a stop did not interrupt: no note (every other resumed run of the corpus). Among
+    # them the engine's usual answer to a SIGKILL mid-attempt: a first visit is run again from
+    # the checkpoint before it (resume_after_kill); a later visit whose stage left no
+    # status.json fails the resume at once (goal_gate_resume_lost_status); a killed concurrent
+    # region's nodes are run again as branches (concurrent_killed_resumed: its top-level
+    # attempts of a and b stay unended, but the resume routed on no node's status, so no
+    # visit was routed past).
     noted = {r.name for r in RUN_DIRS if _diagnosed(r.name).facts.get("resumed_past")}
-    assert noted == {"self_loop_sigterm_resumed"}
+    assert noted == {"self_loop_sigterm_resumed", "self_loop_sigkill_resumed"}
+    # The engine's answer to a SIGKILL of a first visit, as a fact that would change with it:
+    # build, killed mid-attempt, is started again by the resume and ends.
+    builds = [
+        e
+        for e in map(
+            json.loads, (RUNS / "resume_after_kill" / "progress.ndjson").read_text().splitlines()
+        )
+        if e.get("node_id") == "build" and e["event"].startswith("stage_attempt_")
+    ]
+    assert [e["event"] for e in builds] == ["stage_attempt_start"] * 2 + ["stage_attempt_end"]
