@@ -30,6 +30,11 @@ previous visit routes on that file (real run ``self_loop_sigkill_resumed``). Suc
 attempt counts when the resume evaluated or took one of the node's edges before its first
 attempt (``killed: true``); one the resume routed on no status of (a concurrent region run
 again as branches, ``concurrent_killed_resumed``) does not.
+
+Either kind needs that routing in the scope the visit ran in: a resume of a run stopped in
+``restart-N/`` goes on in the base directory from the checkpoint there, which may name an
+earlier visit of the same node (real runs ``loop_restart_fetch_killed_resumed_killed``,
+``loop_restart_fetch_sigterm_resumed_killed``).
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ top AS (SELECT * FROM attempts WHERE {TOP_SQL}),
 resumes AS (
     SELECT r.run_id, r.ts,
            (SELECT arg_max([node_id, status, failure_reason, failure_class,
-                            CAST(end_seq IS NULL AS VARCHAR)], start_ts)
+                            CAST(end_seq IS NULL AS VARCHAR), scope], start_ts)
             FROM top a WHERE a.run_id = r.run_id AND a.start_ts < r.ts) AS before,
            (SELECT arg_min([node_id, CAST(epoch_ns(start_ts) AS VARCHAR)], start_ts) FROM top a
             WHERE a.run_id = r.run_id AND a.start_ts > r.ts) AS next
@@ -68,10 +73,11 @@ resumes AS (
 SELECT run_id, epoch_ns(ts), before, next[1],
        EXISTS (SELECT 1 FROM top a WHERE a.run_id = resumes.run_id AND a.start_ts > resumes.ts
                AND a.node_id = resumes.before[1]) AS again,
-       -- the resume routed on that node's status: it evaluated or took one of the node's
-       -- edges before its first attempt
+       -- the resume routed on that visit's status: it evaluated or took one of the node's
+       -- edges, in the scope the visit ran in, before its first attempt
        EXISTS (SELECT 1 FROM progress_events e
-               WHERE e.run_id = resumes.run_id AND {TOP_SQL} AND e.ts >= resumes.ts
+               WHERE e.run_id = resumes.run_id AND e.scope = resumes.before[6]
+                 AND e.ts >= resumes.ts
                  AND epoch_ns(e.ts) <= CAST(resumes.next[2] AS BIGINT)
                  AND ((e.event = 'edge_condition_evaluated' AND e.node_id = resumes.before[1])
                       OR (e.event = 'edge_selected' AND e.from_node = resumes.before[1])))
@@ -100,10 +106,15 @@ def resumed_past(tables: Tables) -> dict[str, list[dict[str, Any]]]:
     for run_id, at_ns, before, next_node, again, routed in tables.sql(_SQL):
         if before is None or next_node is None or again:
             continue
-        node, status, reason, failure_class, open_ = before
+        node, status, reason, failure_class, open_, _scope = before
+        # The resume must have routed on that visit's status (the node's edges, in its scope):
+        # a resume of a run stopped in restart-N/ goes on in the base directory from the
+        # checkpoint there, and may route on an earlier visit of the same node.
+        if not routed:
+            continue
         # A visit whose engine was killed (SIGKILL, OOM) never ended: the resume routed past it
-        # when it routed on that node's status.json, which the visit's own stage had left.
-        killed = open_ == "true" and bool(routed)
+        # on the status.json the visit's own stage had left.
+        killed = open_ == "true"
         if not killed and not _stopped(status, reason, failure_class):
             continue
         entry: dict[str, Any] = {

@@ -1102,7 +1102,11 @@ def test_resumes_that_ran_the_interrupted_node_again_or_routed_on_an_outcome_not
     # status.json fails the resume at once (goal_gate_resume_lost_status); a killed concurrent
     # region's nodes are run again as branches (concurrent_killed_resumed: its top-level
     # attempts of a and b stay unended, but the resume routed on no node's status, so no
-    # visit was routed past).
+    # visit was routed past). Nor a resume that routed on an earlier visit of the node in
+    # another scope: fetch interrupted in restart-1/ (SIGKILL, or SIGTERM's cancellation), the
+    # resume goes on in the base directory from fetch's first visit, back to prepare, and is
+    # killed there (loop_restart_fetch_killed_resumed_killed,
+    # loop_restart_fetch_sigterm_resumed_killed: both noted as routed past fetch before).
     noted = {r.name for r in RUN_DIRS if _diagnosed(r.name).facts.get("resumed_past")}
     assert noted == {"self_loop_sigterm_resumed", "self_loop_sigkill_resumed"}
     # The engine's answer to a SIGKILL of a first visit, as a fact that would change with it:
