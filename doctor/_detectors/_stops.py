@@ -218,9 +218,10 @@ def exhausted_budgets(ctx: Context) -> dict[tuple[str, str, str], int]:
     its last ``retry_decision`` with ``will_retry: false`` ("max retries exhausted", or a
     failure that is not retryable), or a failed attempt end whose ``attempt`` is its ``max``,
     of a node allowed retries (``max`` > 1): the visit's last allowed attempt (a run killed
-    before its ``retry_decision``, ~5 ms later, spent the budget all the same). Failures of one visit that end so were bounded by
-    ``max_retries``, not by a cycle breaker, which counts a visit once (format doc §4.3); the
-    budget bounds the failures at or before that seq."""
+    before its ``retry_decision``, ~5 ms later, spent the budget all the same). Failures of
+    one visit that end so were bounded by ``max_retries``, not by a cycle breaker, which
+    counts a visit once (format doc §4.3); the budget bounds the failures at or before that
+    seq."""
     rows = ctx.rows_of(("retry_decision", "stage_attempt_end"), _EXHAUSTED_SQL)
     return {(r, s, n): int(seq) for r, s, n, seq in rows}
 
