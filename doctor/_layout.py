@@ -423,6 +423,11 @@ def discover(path: Path) -> RunLayout:
         m = _RESTART.fullmatch(entry.name)
         if m and entry.is_dir(follow_symlinks=False):
             restarts.append((int(m.group(1)), Path(entry.path)))
+        elif m and entry.is_symlink():
+            # A loop restart's directory behind a symlink: never followed, said. Only Kilroy
+            # names anything restart-N in a logs root (node ids hold no '-'), so whatever the
+            # link points at (a directory, a file, nothing) stands where a restart was.
+            unreadable.append(Unreadable(entry.name, "restart", symlink_detail(Path(entry.path))))
     if names is None or "parallel" in names:
         scopes.extend(_branch_scopes(path, "", unreadable))
     for n, rpath in sorted(restarts):

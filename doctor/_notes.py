@@ -34,17 +34,31 @@ def continue_command(pid: int) -> str:
 
 def resumed_past_lines(facts: Mapping[str, Any]) -> list[str]:
     """One line per resume that routed on an interrupted visit (the ``resumed_past`` fact):
-    a success reached that way must not read as a plain one.
+    a success reached that way must not read as a plain one. A visit whose engine was killed
+    (``killed``) left no stop of its own: the resume routed on the status.json it left.
 
     >>> resumed_past_lines({"resumed_past": [{"resumed_at": "2026-01-01T00:00:00Z",
     ...     "node": "count", "failure_reason": "stopped by signal terminated",
     ...     "next_node": "report"}]})  # doctest: +NORMALIZE_WHITESPACE
     ["resumed at 2026-01-01T00:00:00Z past count's interrupted visit (stopped by signal
       terminated): the resume routed on that stop to report instead of running count again"]
+    >>> resumed_past_lines({"resumed_past": [{"resumed_at": "2026-01-01T00:00:00Z",
+    ...     "node": "count", "failure_reason": None, "next_node": "report",
+    ...     "killed": True}]})  # doctest: +NORMALIZE_WHITESPACE
+    ["resumed at 2026-01-01T00:00:00Z past count's interrupted visit (its engine was killed
+      mid-attempt): the resume routed on the status.json that visit left to report instead
+      of running count again"]
     """
-    return [
-        f"resumed at {r.get('resumed_at')} past {r.get('node')}'s interrupted visit "
-        f"({flatten(str(r.get('failure_reason') or 'stopped'), REASON_SHOWN)}): the resume "
-        f"routed on that stop to {r.get('next_node')} instead of running {r.get('node')} again"
-        for r in facts.get("resumed_past") or []
-    ]
+    return [_resumed_past_line(r) for r in facts.get("resumed_past") or []]
+
+
+def _resumed_past_line(r: Mapping[str, Any]) -> str:
+    node = r.get("node")
+    if r.get("killed"):
+        why, on = "its engine was killed mid-attempt", "the status.json that visit left"
+    else:
+        why, on = flatten(str(r.get("failure_reason") or "stopped"), REASON_SHOWN), "that stop"
+    return (
+        f"resumed at {r.get('resumed_at')} past {node}'s interrupted visit ({why}): the resume "
+        f"routed on {on} to {r.get('next_node')} instead of running {node} again"
+    )

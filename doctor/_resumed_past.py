@@ -22,6 +22,19 @@ none of them is that node's: its interrupted visit was never run again. A resume
 from an earlier checkpoint and reaches the node again (real run
 ``loop_restart_sigterm_resumed``: stopped in ``restart-1/``'s build, resumed in the base
 directory from fetch, build ran again) redid the work: no note.
+
+A visit whose engine was killed (SIGKILL, the OOM killer) never ended and recorded no stop, but
+its stage may have left a status.json in its stage directory (written before it was done, or
+after the engine died: the stage outlives it). A resume whose checkpoint names the node's
+previous visit routes on that file (real run ``self_loop_sigkill_resumed``). Such an unended
+attempt counts when the resume evaluated or took one of the node's edges before its first
+attempt (``killed: true``); one the resume routed on no status of (a concurrent region run
+again as branches, ``concurrent_killed_resumed``) does not.
+
+Either kind needs that routing in the scope the visit ran in: a resume of a run stopped in
+``restart-N/`` goes on in the base directory from the checkpoint there, which may name an
+earlier visit of the same node (real runs ``loop_restart_fetch_killed_resumed_killed``,
+``loop_restart_fetch_sigterm_resumed_killed``).
 """
 
 from __future__ import annotations
@@ -50,15 +63,25 @@ WITH starts AS (
 top AS (SELECT * FROM attempts WHERE {TOP_SQL}),
 resumes AS (
     SELECT r.run_id, r.ts,
-           (SELECT arg_max([node_id, status, failure_reason, failure_class], start_ts)
+           (SELECT arg_max([node_id, status, failure_reason, failure_class,
+                            CAST(end_seq IS NULL AS VARCHAR), scope], start_ts)
             FROM top a WHERE a.run_id = r.run_id AND a.start_ts < r.ts) AS before,
-           (SELECT arg_min(node_id, start_ts) FROM top a
-            WHERE a.run_id = r.run_id AND a.start_ts > r.ts) AS next_node
+           (SELECT arg_min([node_id, CAST(epoch_ns(start_ts) AS VARCHAR)], start_ts) FROM top a
+            WHERE a.run_id = r.run_id AND a.start_ts > r.ts) AS next
     FROM starts r WHERE r.k > 1
 )
-SELECT run_id, epoch_ns(ts), before, next_node,
+SELECT run_id, epoch_ns(ts), before, next[1],
        EXISTS (SELECT 1 FROM top a WHERE a.run_id = resumes.run_id AND a.start_ts > resumes.ts
-               AND a.node_id = resumes.before[1]) AS again
+               AND a.node_id = resumes.before[1]) AS again,
+       -- the resume routed on that visit's status: it evaluated or took one of the node's
+       -- edges, in the scope the visit ran in, before its first attempt
+       EXISTS (SELECT 1 FROM progress_events e
+               WHERE e.run_id = resumes.run_id AND e.scope = resumes.before[6]
+                 AND e.ts >= resumes.ts
+                 AND epoch_ns(e.ts) <= CAST(resumes.next[2] AS BIGINT)
+                 AND ((e.event = 'edge_condition_evaluated' AND e.node_id = resumes.before[1])
+                      OR (e.event = 'edge_selected' AND e.from_node = resumes.before[1])))
+           AS routed
 FROM resumes
 ORDER BY run_id, ts
 """
@@ -80,18 +103,27 @@ def resumed_past(tables: Tables) -> dict[str, list[dict[str, Any]]]:
     if tables.event_kinds is not None and RESUME_MARK not in tables.event_kinds:
         return {}
     out: dict[str, list[dict[str, Any]]] = {}
-    for run_id, at_ns, before, next_node, again in tables.sql(_SQL):
+    for run_id, at_ns, before, next_node, again, routed in tables.sql(_SQL):
         if before is None or next_node is None or again:
             continue
-        node, status, reason, failure_class = before
-        if not _stopped(status, reason, failure_class):
+        node, status, reason, failure_class, open_, _scope = before
+        # The resume must have routed on that visit's status (the node's edges, in its scope):
+        # a resume of a run stopped in restart-N/ goes on in the base directory from the
+        # checkpoint there, and may route on an earlier visit of the same node.
+        if not routed:
             continue
-        out.setdefault(str(run_id), []).append(
-            {
-                "resumed_at": iso(at_ns),
-                "node": node,
-                "failure_reason": reason,
-                "next_node": next_node,
-            }
-        )
+        # A visit whose engine was killed (SIGKILL, OOM) never ended: the resume routed past it
+        # on the status.json the visit's own stage had left.
+        killed = open_ == "true"
+        if not killed and not _stopped(status, reason, failure_class):
+            continue
+        entry: dict[str, Any] = {
+            "resumed_at": iso(at_ns),
+            "node": node,
+            "failure_reason": reason,
+            "next_node": next_node,
+        }
+        if killed:
+            entry["killed"] = True
+        out.setdefault(str(run_id), []).append(entry)
     return out

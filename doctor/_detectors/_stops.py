@@ -205,16 +205,24 @@ WHERE node_id IS NOT NULL GROUP BY ALL
 
 _EXHAUSTED_SQL = """
 SELECT run_id, scope, node_id, max(seq) FROM progress_events
-WHERE event = 'retry_decision' AND will_retry = false AND node_id IS NOT NULL GROUP BY ALL
+WHERE node_id IS NOT NULL
+  AND ((event = 'retry_decision' AND will_retry = false)
+       OR (event = 'stage_attempt_end' AND status IN ('fail', 'retry')
+           AND "max" > 1 AND attempt >= "max"))
+GROUP BY ALL
 """
 
 
 def exhausted_budgets(ctx: Context) -> dict[tuple[str, str, str], int]:
-    """Per (run, scope, node), the seq of its last ``retry_decision`` with ``will_retry:
-    false``: Kilroy's retry budget for a visit ran out there ("max retries exhausted"), or
-    the failure was not retryable. Failures of one visit that end so were bounded by
-    ``max_retries``, not by a cycle breaker, which counts a visit once (format doc §4.3)."""
-    rows = ctx.rows_of(("retry_decision",), _EXHAUSTED_SQL)
+    """Per (run, scope, node), the seq where Kilroy's retry budget for a visit last ran out:
+    its last ``retry_decision`` with ``will_retry: false`` ("max retries exhausted", or a
+    failure that is not retryable), or a failed attempt end whose ``attempt`` is its ``max``,
+    of a node allowed retries (``max`` > 1): the visit's last allowed attempt (a run killed
+    before its ``retry_decision``, ~5 ms later, spent the budget all the same). Failures of
+    one visit that end so were bounded by ``max_retries``, not by a cycle breaker, which
+    counts a visit once (format doc §4.3); the budget bounds the failures at or before that
+    seq."""
+    rows = ctx.rows_of(("retry_decision", "stage_attempt_end"), _EXHAUSTED_SQL)
     return {(r, s, n): int(seq) for r, s, n, seq in rows}
 
 

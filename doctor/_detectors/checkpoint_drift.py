@@ -17,7 +17,9 @@ seen" or "current_node is not where the stream is" is drift by itself. Three con
   the record of its loops (real run ``goal_gate_loop_resumed``: a goal-gate loop killed in a
   later lap and resumed to success, 22 entries for 4 nodes, each one a visit of the stream).
 * **lagging node** (warning): ``current_node`` is neither the stream's last completed node nor
-  the node an ``edge_selected`` moved to after it without attempt events (the exit node), nor,
+  the node the stream moved to after it without attempt events (the exit node: an
+  ``edge_selected`` into it, or its inputs materialized, which is all a resume that routes
+  into it writes), nor,
   when a stop ended the run during a node's visit (a signal, the stall watchdog, a cycle
   breaker), the node completed before that one: Kilroy does not checkpoint the interrupted
   node, so the checkpoint is the correct resume point (``_stops.interrupted_visits``); nor,
@@ -105,12 +107,20 @@ before_last AS (
     GROUP BY ALL
 ),
 moved_to AS (
-    -- where the stream went after the last completed node, when that node ran no attempts
-    SELECT e.run_id, e.scope, arg_max(e.to_node, e.seq) AS node
-    FROM ck_events e JOIN last_settled l USING (run_id, scope)
-    WHERE e.event = 'edge_selected' AND e.seq > l.seq
+    -- where the stream went after the last completed node, when that node ran no attempts:
+    -- an edge_selected into it, or Kilroy materializing its inputs (it does so on entering
+    -- every node, the exit node included; a resume routes with edge evaluations only and
+    -- writes no edge_selected, real run checkpoint_saved_killed_resumed)
+    SELECT e.run_id, e.scope, arg_max(e.node, e.seq) AS node
+    FROM (SELECT run_id, scope, seq, to_node AS node FROM ck_events
+          WHERE event = 'edge_selected'
+          UNION ALL
+          SELECT run_id, scope, seq, node_id FROM ck_events
+          WHERE event = 'input_materialization_started' AND node_id IS NOT NULL) e
+    JOIN last_settled l USING (run_id, scope)
+    WHERE e.seq > l.seq
       AND NOT EXISTS (SELECT 1 FROM starts s WHERE s.run_id = e.run_id AND s.scope = e.scope
-                      AND s.next_node = e.to_node AND s.seq > e.seq)
+                      AND s.next_node = e.node AND s.seq > l.seq)
     GROUP BY ALL
 ),
 scopes AS (

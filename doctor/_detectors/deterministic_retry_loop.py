@@ -314,7 +314,7 @@ def deterministic_retry_loop(ctx: Context) -> list[Finding]:
         if stop is not None and stop.stopped(BREAKER_EVENTS, node):
             continue  # the breaker stopped it
         budget_seq = max(stops.exhausted.get(node_key, -1), stops.pending.get(node_key, -1))
-        if budget_seq > g.last_seq and g.visits < limit:
+        if budget_seq >= g.last_seq and g.visits < limit:
             continue  # its retry budget ran out (max_retries stopped it) or still bounds it
         facts = facts_of(ctx.facts, run_id)
         if (

@@ -150,9 +150,10 @@ class _Breakers:
 
     def budget_bounded(self, key: tuple[str, str, str], limit: int) -> bool:
         """Whether the node's failures are retries of fewer than ``limit`` visits that its
-        retry budget ended (a ``retry_decision`` with ``will_retry: false`` after the last)."""
+        retry budget ended (a ``retry_decision`` with ``will_retry: false`` after the last, or
+        the last is the visit's last allowed attempt)."""
         spent = self.exhausted.get(key)
-        return spent is not None and spent > self.failures[key][1] and self.visits[key] < limit
+        return spent is not None and spent >= self.failures[key][1] and self.visits[key] < limit
 
 
 def _read_breakers(

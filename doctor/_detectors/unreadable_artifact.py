@@ -31,6 +31,7 @@ _VITAL = (
     "node",
     "attempt",
     "branch",
+    "restart",
     "run",
     "lock",
     "pid",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -940,3 +941,35 @@ def test_a_run_whose_every_time_is_unreadable_is_not_said_to_have_recorded_no_pr
     (missing,) = [f for f in json.loads(result.stdout)["findings"] if f["code"] == "missing_final"]
     assert "no progress event with a readable time was recorded" in missing["summary"]
     assert len(_untimed(result)) == 1
+
+
+def test_a_symlinked_restart_directory_is_said_and_never_followed(tmp_path: Path) -> None:
+    # Before: a loop restart's directory (restart-N/, where Kilroy's run loop goes on after a
+    # loop_restart) that was a symlink was skipped without a word, its stream, checkpoint and
+    # final.json left out, as a symlinked node or branch directory was until it was said.
+    # A real run: loop_restart_transient restarts once; its restart-1/ moved out and linked.
+    real = Path(__file__).resolve().parents[2] / "fixtures/kilroy/runs/loop_restart_transient"
+    root, outside = tmp_path / "runs", tmp_path / "outside"
+    run = root / "r1"
+    shutil.copytree(real, run, symlinks=True)
+    outside.mkdir()
+    (run / "restart-1").rename(outside / "restart-1")
+    (run / "restart-1").symlink_to(outside / "restart-1")
+    (run / "restart-2").symlink_to(outside / "gone")  # dangling: still no restart to read
+    result = doctor("diagnose", "--run-id", "r1", "--root", root, "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    diagnosis = json.loads(result.stdout)
+    said = {
+        f["evidence"]["file"]: (f["severity"], f["evidence"]["kind"], f["evidence"]["detail"])
+        for f in diagnosis["findings"]
+        if f["code"] == "unreadable_artifact"
+    }
+    not_followed = ", not followed: the doctor reads nothing through a symlink"
+    assert said == {
+        "restart-1": ("error", "restart", f"a symlink to {outside / 'restart-1'}{not_followed}"),
+        "restart-2": ("error", "restart", f"a symlink to {outside / 'gone'}{not_followed}"),
+    }
+    # Nothing behind the link was read: no restart scope, only the base stream's events.
+    assert not [f for f in diagnosis["findings"] if f["scope"].startswith("restart-")]
+    base_events = len((run / "progress.ndjson").read_text().splitlines())
+    assert diagnosis["facts"]["events"] == base_events

@@ -1067,8 +1067,128 @@ def test_a_resume_that_routed_past_an_interrupted_visit_does_not_read_as_a_plain
     assert f"Resumed past an interrupted visit: {line}." in summary
 
 
+def test_a_resume_that_routed_past_a_sigkilled_visit_does_not_read_as_a_plain_success() -> None:
+    # SIGKILL in count's second visit, after its stage wrote a provisional `fail` into its
+    # stage directory: the attempt never ended and no cancellation was recorded, but the
+    # status.json outlived the engine. The resume (its checkpoint names count's first visit)
+    # routed on it: it evaluated count's edges, went down the failure edge to report and
+    # succeeded, count's second visit never run again (4 attempt starts: start, count twice,
+    # report). The fact said nothing before: it only knew a stop's cancellation record.
+    result = _diagnosed("self_loop_sigkill_resumed")
+    assert result.state == "succeeded" and result.facts["attempts_started"] == 4
+    assert result.facts["resumed_past"] == [
+        {
+            "resumed_at": result.facts["resumed_past"][0]["resumed_at"],
+            "node": "count",
+            "failure_reason": None,
+            "next_node": "report",
+            "killed": True,
+        }
+    ]
+    (line,) = resumed_past_lines(result.facts)
+    assert "(its engine was killed mid-attempt)" in line
+    assert "routed on the status.json that visit left to report" in line
+    console = Console(file=io.StringIO(), width=300)
+    render_diagnosis(console, result, DETECTORS, verbose=False)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert line in text and "No issues found" not in text
+
+
 def test_resumes_that_ran_the_interrupted_node_again_or_routed_on_an_outcome_note_nothing() -> None:
     # A resume that ran the stopped node again, routed on a real failure, or went on from a
-    # node a stop did not interrupt: no note (every other resumed run of the corpus).
+    # node a stop did not interrupt: no note (every other resumed run of the corpus). Among
+    # them the engine's usual answer to a SIGKILL mid-attempt: a first visit is run again from
+    # the checkpoint before it (resume_after_kill); a later visit whose stage left no
+    # status.json fails the resume at once (goal_gate_resume_lost_status); a killed concurrent
+    # region's nodes are run again as branches (concurrent_killed_resumed: its top-level
+    # attempts of a and b stay unended, but the resume routed on no node's status, so no
+    # visit was routed past). Nor a resume that routed on an earlier visit of the node in
+    # another scope: fetch interrupted in restart-1/ (SIGKILL, or SIGTERM's cancellation), the
+    # resume goes on in the base directory from fetch's first visit, back to prepare, and is
+    # killed there (loop_restart_fetch_killed_resumed_killed,
+    # loop_restart_fetch_sigterm_resumed_killed: both noted as routed past fetch before).
     noted = {r.name for r in RUN_DIRS if _diagnosed(r.name).facts.get("resumed_past")}
-    assert noted == {"self_loop_sigterm_resumed"}
+    assert noted == {"self_loop_sigterm_resumed", "self_loop_sigkill_resumed"}
+    # The engine's answer to a SIGKILL of a first visit, as a fact that would change with it:
+    # build, killed mid-attempt, is started again by the resume and ends.
+    builds = [
+        e
+        for e in map(
+            json.loads, (RUNS / "resume_after_kill" / "progress.ndjson").read_text().splitlines()
+        )
+        if e.get("node_id") == "build" and e["event"].startswith("stage_attempt_")
+    ]
+    assert [e["event"] for e in builds] == ["stage_attempt_start"] * 2 + ["stage_attempt_end"]
+
+
+def _stream(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_nested_fanout_killed_after_an_inner_branch_failed_reads_as_its_artifacts_say() -> None:
+    # Branch a_pre fans out again (inner: a1 works, a2 fails); outer branch b succeeded;
+    # SIGKILL while a1 works. Every verdict is checked against what the engine wrote.
+    run = RUNS / "fanout_nested_inner_failed_killed"
+    a_pre = "parallel/par/pass1/01-a_pre"
+    a1, a2 = f"{a_pre}/parallel/inner/pass1/01-a1", f"{a_pre}/parallel/inner/pass1/02-a2"
+    top, pre = _stream(run / "progress.ndjson"), _stream(run / a_pre / "progress.ndjson")
+
+    def last_attempt(events: list[dict[str, Any]], node: str) -> list[str]:
+        return [
+            e["event"] for e in events if e.get("node_id") == node and "attempt_" in e["event"]
+        ][-2:]
+
+    def done(events: list[dict[str, Any]], key: str) -> list[str]:
+        return [
+            e["branch_status"]
+            for e in events
+            if e["event"] == "branch_progress"
+            and e["branch_key"] == key
+            and e["branch_event"] == "branch_subgraph_done"
+        ]
+
+    result = _diagnosed(run.name)
+    got = {
+        (f["code"], f["scope"], f["severity"], f["node_id"]) for f in result.to_json()["findings"]
+    }
+    assert got == {
+        # No final.json anywhere (a SIGKILL writes none), the owner is dead: the run can never
+        # finish, and par's attempt started and never ended.
+        ("missing_final", "", "critical", "par"),
+        # par never ended; of its two branches the top stream records b done (success) and
+        # a_pre not.
+        ("unjoined_fanout", "", "error", "par"),
+        # a_pre: no final.json (Kilroy branches never write one), nothing records it done,
+        # the owner is dead: not running, so missing_final (today's reading of FINDINGS.md),
+        # its inner attempt open.
+        ("missing_final", a_pre, "error", "inner"),
+        # inner, a fan-out in branch a_pre, never ended; a2's work finished (it failed, and
+        # a_pre's stream records it done), a1's did not.
+        ("unjoined_fanout", a_pre, "error", "inner"),
+        # a1: its attempt started and never ended, nobody recorded it done.
+        ("missing_final", a1, "error", "a1"),
+    }, _show([f.to_json() for f in result.findings])
+    # The owner recorded in run.lock.json (pid and start time) is gone.
+    assert not (run / "final.json").exists() and result.facts["owner_alive"] is False
+    assert last_attempt(top, "par") == ["stage_attempt_start"]
+    assert done(top, "b") == ["success"] and done(top, "a_pre") == []
+    assert last_attempt(pre, "inner") == ["stage_attempt_start"]
+    assert done(pre, "a2") == ["fail"] and done(pre, "a1") == []
+    assert last_attempt(_stream(run / a1 / "progress.ndjson"), "a1") == ["stage_attempt_start"]
+    assert last_attempt(_stream(run / a2 / "progress.ndjson"), "a2")[-1] == "stage_attempt_end"
+    assert not list(run.glob("parallel/**/final.json"))
+    # a2 failed and b succeeded, as their parents recorded them: finished, no missing_final.
+    states = {b["scope"]: b["state"] for b in result.facts["branches"]}
+    assert states == {
+        a_pre: "orphaned",
+        a1: "orphaned",
+        a2: "failed",
+        "parallel/par/pass1/02-b": "succeeded",
+    }
+    fanouts = {f.node_id: f.evidence for f in result.findings if f.code == "unjoined_fanout"}
+    assert (fanouts["par"]["branches"], fanouts["par"]["branches_finished"]) == (2, 1)
+    assert fanouts["par"]["unfinished_branches"] == [a_pre]
+    assert (fanouts["inner"]["branches"], fanouts["inner"]["branches_finished"]) == (2, 1)
+    assert fanouts["inner"]["unfinished_branches"] == [a1]
+    # a2 failed with a concrete reason its stderr explains: no swallowed or lost reason.
+    assert (run / a2 / "a2/stderr.log").read_text() == "a2: tests failed\n"
