@@ -29,7 +29,7 @@ from executor._errors import ExecutorError, NoQueueError, QueueError, UsageError
 from executor._events import Event
 from executor._graph import load_graph
 from executor._queue import PRESSING_ORDER, Queue, Ticket, open_queue
-from executor._queue_lifecycle import check_column
+from executor._queue_lifecycle import check_column, check_text
 from executor._queue_reads import check_statuses
 from executor._reaper import reap
 from executor._runner import RunResult, missing_agent_command, new_run_id, run_pipeline
@@ -462,11 +462,14 @@ def enqueue_cmd(
         # Each value is named by the flag it came from, not by the queue column it sets.
         if title is not None and not title.strip():
             fail("--title is empty; give the ticket a name, or leave --title out for the file's")
+        if title is not None:
+            check_text("title", title, "--title")
         check_column("priority", priority, "--priority")
         check_column("max_error_attempts", max_error_attempts, "--max-error-attempts")
         for dep in depends_on or ():
             if not dep.strip():
                 fail("--depends-on is empty; give a ticket id (`doctor tickets` lists them)")
+            check_text("depends_on", dep, "--depends-on")
         load_graph(graph)
         queue = open_queue(_queue_url(db, create=True))
         try:

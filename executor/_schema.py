@@ -12,6 +12,12 @@ READ COMMITTED and the locks are what make the cascades race-free (see docs/queu
 :class:`Tx` runs them on a backend's cursor inside one transaction; :func:`install` creates
 the tables on first use and refuses a database of another :data:`SCHEMA_VERSION`.
 
+Text never reaches a database with a NUL character in it: PostgreSQL refuses one in a text
+column, SQLite keeps it, and a ticket must read the same on both. :class:`Tx` writes the four
+characters ``\\x00`` in its place in every parameter (a stage's stderr, quoted in a failure
+reason, may hold one); what a person gives (a title, a graph's path) is refused before, by
+:func:`executor._queue_lifecycle.check_text`.
+
 ``ticket_events`` is append-only: this module only ever INSERTs into it and SELECTs from it,
 and the triggers below make the database itself refuse anything else. Rows of ``tickets``
 in a terminal status are frozen by a trigger the same way.
@@ -40,6 +46,7 @@ __all__ = [
     "Tx",
     "install",
     "select_tickets",
+    "without_nul",
 ]
 
 #: Bumped whenever a column or table changes; a database of another version is refused.
@@ -236,7 +243,7 @@ class Tx:
 
     def rows(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run ``statement``; return its rows (none for statements without a result)."""
-        return self.raw(_render(self._dialect, statement), params)
+        return self.raw(_render(self._dialect, statement), without_nul(params))
 
     def raw(self, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run ``text`` as it is (DDL, trigger bodies); no parameters means no placeholder
@@ -255,6 +262,7 @@ class Tx:
         if self._dialect.allow_idle:
             self._cursor.execute(self._dialect.allow_idle)
         text = _render(self._dialect, statement)
+        params = without_nul(params)
         stream = getattr(self._cursor, "stream", None)
         if stream is not None:
             yield from stream(text, params, size=_BATCH)
@@ -272,6 +280,18 @@ class Tx:
         """The single integer a ``SELECT COUNT(*)`` returns."""
         row = self.one(statement, params)
         return int(row[0]) if row else 0
+
+
+def without_nul(params: Sequence[Any]) -> tuple[Any, ...]:
+    """``params`` with every NUL character of a text written as the four characters ``\\x00``,
+    as the terminal shows it: PostgreSQL refuses a NUL in text, SQLite would keep it.
+
+    >>> without_nul(("exit status 1; stderr tail: a\\x00b", 3))
+    ('exit status 1; stderr tail: a\\\\x00b', 3)
+    """
+    return tuple(
+        p.replace("\x00", "\\x00") if isinstance(p, str) and "\x00" in p else p for p in params
+    )
 
 
 @functools.cache

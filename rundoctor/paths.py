@@ -220,15 +220,20 @@ def _empty(top: int, fail: Callable[[OSError], None]) -> None:
         os.close(fd)
 
 
-def read_regular_text(path: Path) -> str:
+def read_regular_text(path: Path, *, max_bytes: int | None = None) -> str:
     """The UTF-8 text of the regular file at ``path`` (symlinks followed), never blocking: a
     FIFO, device, socket or directory is ``OSError`` (``EINVAL``/``EISDIR``) before any read,
-    where ``Path.read_text`` would wait forever on a FIFO nobody writes.
+    where ``Path.read_text`` would wait forever on a FIFO nobody writes. A file of more than
+    ``max_bytes`` is ``OSError`` ``EFBIG``, and no more than that is ever read of it.
 
     >>> read_regular_text(Path("/dev/null"))
     Traceback (most recent call last):
     ...
     OSError: [Errno 22] not a regular file (a FIFO, device or socket): '/dev/null'
+    >>> read_regular_text(Path(__file__), max_bytes=10)
+    Traceback (most recent call last):
+    ...
+    OSError: [Errno 27] larger than 10 bytes: '...paths.py'
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
     try:
@@ -240,7 +245,10 @@ def read_regular_text(path: Path) -> str:
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb") as f:
             fd = -1
-            return f.read().decode("utf-8")
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise OSError(errno.EFBIG, f"larger than {max_bytes:,} bytes", str(path))
+        return data.decode("utf-8")
     finally:
         if fd >= 0:
             os.close(fd)
