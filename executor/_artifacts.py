@@ -512,7 +512,8 @@ def ingest_status(attempt_dir: Path, worktree: Path, run_id: str) -> Ingestion:
                 notes.append(f"{source} missing: {path}")
             continue
         try:
-            outcome = _report(json.loads(path.read_bytes()))
+            value, fixed = _status_json(path.read_bytes())
+            outcome = _report(value)
         except (OSError, ValueError, RecursionError) as exc:  # an agent's file: anything
             why = "JSON nested too deeply" if isinstance(exc, RecursionError) else exc
             notes.append(f"{source} invalid: {path}: {why}")
@@ -520,13 +521,51 @@ def ingest_status(attempt_dir: Path, worktree: Path, run_id: str) -> Ingestion:
             continue
         if winner is not None:
             notes.append(f"{source} ignored (an earlier file won): {path}")
-            _move(path, attempt_dir / f"stage_status.{source}.ignored.json")
+            _keep(path, attempt_dir / f"stage_status.{source}.ignored.json", fixed)
             continue
-        _move(path, attempt_dir / "stage_status.json")
+        _keep(path, attempt_dir / "stage_status.json", fixed)
         winner = Ingestion(source, str(path), "", outcome)
     if winner is None:
         return Ingestion("", "", "; ".join(notes), None)
     return Ingestion(winner.source, winner.path, "; ".join(notes), winner.outcome)
+
+
+def _status_json(data: bytes) -> tuple[Any, bytes | None]:
+    """A stage's status file read as JSON, and, when it holds a number JSON has no spelling
+    for (``Infinity``, ``NaN``, which Python's json reads, or ``1e999``, past a double), the
+    bytes to keep instead: the same document with each of them ``null`` (as
+    :func:`executor._events.finite` writes the executor's own documents). None: keep the file.
+
+    >>> _status_json(b'{"status": "success", "cost_usd": 0.5}')
+    ({'status': 'success', 'cost_usd': 0.5}, None)
+    >>> _status_json(b'{"status": "success", "cost_usd": Infinity, "n": [NaN, 1e999, 2.5]}')[1]
+    b'{"status": "success", "cost_usd": null, "n": [null, null, 2.5]}\\n'
+    """
+    nonfinite = False
+
+    def no_number(_text: str) -> None:
+        nonlocal nonfinite
+        nonfinite = True
+
+    def number(text: str) -> float | None:
+        value = float(text)
+        if math.isfinite(value):
+            return value
+        no_number(text)
+        return None
+
+    value = json.loads(data, parse_constant=no_number, parse_float=number)
+    return value, (json.dumps(value) + "\n").encode() if nonfinite else None
+
+
+def _keep(src: Path, dst: Path, fixed: bytes | None) -> None:
+    """Move a stage's status file to ``dst`` unchanged, or write ``fixed`` there instead
+    (whole, fsynced) and remove it."""
+    if fixed is None:
+        _move(src, dst)
+        return
+    replace_file(dst, fixed, fsync=True)
+    src.unlink(missing_ok=True)
 
 
 def _move(src: Path, dst: Path) -> None:

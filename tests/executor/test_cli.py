@@ -400,3 +400,31 @@ def test_costs_no_double_holds_never_stop_a_run_nor_reach_its_json(
     for line in (run_path / "progress.ndjson").read_bytes().splitlines():
         _strict_json(line)
     _healthy(run_path)
+
+
+def test_a_stage_status_file_holding_infinity_or_nan_is_kept_as_valid_json(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # Before: the stage's file was moved into the attempt directory unchanged, so
+    # stage_status.json (and an ignored one, .ignored.json) kept `Infinity`: no file of a run
+    # was to hold one, and no reader but Python's json takes it.
+    won = '{"status": "success", "cost_usd": Infinity, "meta": {"n": [NaN, -1e999, 2.5]}}'
+    lost = '{"status": "fail", "notes": "x", "cost_usd": -Infinity}'
+    command = f"printf '%s' '{won}' > $STAGE_STATUS_PATH; printf '%s' '{lost}' > status.json"
+    dot = tmp_path / "nan.dot"
+    quoted = command.replace('"', '\\"')
+    dot.write_text(
+        f'digraph nan {{ start [shape=Mdiamond]; s [shape=parallelogram, tool_command="{quoted}"];'
+        " exit [shape=Msquare]; start -> s -> exit }"
+    )
+    out = _json(_doctor(env, "run", dot, "--json"))
+    attempt = Path(out["path"]) / "s" / "attempt-1"
+    assert _strict_json((attempt / "stage_status.json").read_bytes()) == {
+        "status": "success",
+        "cost_usd": None,
+        "meta": {"n": [None, None, 2.5]},
+    }
+    ignored = _strict_json((attempt / "stage_status.worktree.ignored.json").read_bytes())
+    assert ignored == {"status": "fail", "notes": "x", "cost_usd": None}
+    for path in Path(out["path"]).rglob("*.json"):
+        _strict_json(path.read_bytes())
