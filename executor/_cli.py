@@ -327,10 +327,13 @@ def _run_here(graph: Path, runs: Path, config: ExecutorConfig, on_event: Any) ->
         run = runs.resolve() / run_id
         # Whether the run got its final.json (the writer tries three times): without one, the
         # run looks live to whatever waits for it, and the next step is the doctor's repair.
-        ended = (run / "final.json").is_file()
+        # A run whose directory could not even be made has no final.json to say why, and
+        # needs no repair: nothing of it is there (it was said to have "ended").
         after = (
-            f"run {run_id} ended (its final.json says why)"
-            if ended or not run.is_dir()
+            f"run {run_id} was not begun: its directory could not be made"
+            if not run.is_dir()
+            else f"run {run_id} ended (its final.json says why)"
+            if (run / "final.json").is_file()
             else f"run {run_id} has no final.json: once the root takes writes and its stall "
             f"timeout has passed, `doctor repair --run-id {run_id} --root "
             f"{shlex.quote(str(runs))} --apply` terminalizes it"
