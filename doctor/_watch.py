@@ -54,6 +54,9 @@ __all__ = [
 ]
 
 WATCH_STATE_SCHEMA = "rundoctor.watch-state/1"
+#: The largest state file read (256 MiB, some 400,000 open alerts): a larger file is no state
+#: a watch saved, and was read whole, twice its size in memory, before being refused.
+MAX_STATE_BYTES = 256 * 1024 * 1024
 Key = tuple[str | None, str, str, str | None]
 
 
@@ -154,13 +157,15 @@ class WatchState:
         0
         """
         try:  # never Path.read_text: a FIFO named as the state would hang the watch
-            data = json.loads(read_regular_text(path))
+            data = json.loads(read_regular_text(path, max_bytes=MAX_STATE_BYTES))
         except FileNotFoundError:
             return cls()
         except (OSError, ValueError, RecursionError) as exc:
             why: object = exc
             if isinstance(exc, RecursionError):
                 why = "JSON nested too deeply"
+            elif isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+                why = "larger than 256 MiB, which no watch's open alerts come to"
             elif isinstance(exc, OSError):  # "Not a directory", not "[Errno 20] …: 'PATH'"
                 why = exc.strerror or exc
             raise UsageError(

@@ -292,8 +292,9 @@ def test_a_damaged_state_file_is_one_line_and_exit_2(tmp_path: Path, env: dict[s
             '{"schema": "rundoctor.watch-state/1", "passes": "x", "active": [], "last_pass_at": 1}',
             'is damaged (passes is "x", not a whole number of passes, 0 or more)',
         ),
+        ("huge", "cannot be read (larger than 256 MiB, which no watch's open alerts come to)"),
     ],
-    ids=["fifo", "under-a-file", "nested", "wrong-type"],
+    ids=["fifo", "under-a-file", "nested", "wrong-type", "huge"],
 )
 def test_a_state_file_that_is_no_state_is_one_line_never_a_hang_or_a_crash(
     tmp_path: Path, env: dict[str, str], state: str, says: str
@@ -307,6 +308,9 @@ def test_a_state_file_that_is_no_state_is_one_line_never_a_hang_or_a_crash(
     elif state == "under-a-file":  # "[Errno 20] Not a directory: '…/x'", the path twice
         path.write_text("")
         path = path / "x"
+    elif state == "huge":  # sparse: it was read whole (2 GiB of memory) to be found no JSON
+        with path.open("wb") as f:
+            f.truncate(1 << 30)
     else:
         path.write_text(state)
     cmd = [*_watch(tmp_path, path), "--once"]
