@@ -33,7 +33,14 @@ from executor._queue_lifecycle import check_column, check_text
 from executor._queue_reads import check_statuses
 from executor._reaper import reap
 from executor._runner import RunResult, missing_agent_command, new_run_id, run_pipeline
-from executor._worker import MAX_CONCURRENCY, TicketHook, make_root, run_ticket, run_worker
+from executor._worker import (
+    MAX_CONCURRENCY,
+    TicketHook,
+    check_queued_root,
+    make_root,
+    run_ticket,
+    run_worker,
+)
 from executor.console import (
     OneLineGroup,
     console,
@@ -380,6 +387,9 @@ def run_cmd(
         if db is None:
             result = _run_here(graph, runs, config, on_event)
         else:
+            # Before the queue is made: a path it could not keep is refused, naming it.
+            check_text("graph_path", str(graph.resolve()), "the pipeline graph's path")
+            check_queued_root(runs)
             url = _queue_url(db, create=True)
             queue = open_queue(url)
             ticket = queue.enqueue(graph.stem, str(graph.resolve()), priority=1_000_000)
@@ -474,6 +484,7 @@ def enqueue_cmd(
                 fail("--depends-on is empty; give a ticket id (`doctor tickets` lists them)")
             check_text("depends_on", dep, "--depends-on")
         load_graph(graph)
+        check_text("graph_path", str(graph.resolve()), "the pipeline graph's path")
         queue = open_queue(_queue_url(db, create=True))
         try:
             ticket = queue.enqueue(

@@ -42,6 +42,7 @@ from executor._errors import ExecutorError, FencedError, QueueError, UsageError,
 from executor._events import Event
 from executor._lease_keeper import Connect
 from executor._queue import Lease, Queue, SessionInfo, Ticket, open_queue
+from executor._queue_lifecycle import check_text
 from executor._reaper import reap
 from executor._resilience import ClockNotice, Fleet, persist, say
 from executor._runner import RunResult
@@ -61,6 +62,7 @@ __all__ = [
     "QueueOpener",
     "TicketHook",
     "WorkerStats",
+    "check_queued_root",
     "make_root",
     "run_ticket",
     "run_worker",
@@ -135,6 +137,7 @@ def run_ticket(
     config.validate()
     # In the foreground there is no later claim: a runs root that refuses writes fails it.
     config = replace(config, root_refusal_releases=0)
+    check_queued_root(root)
     make_root(root)
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     stats = WorkerStats()
@@ -329,6 +332,20 @@ def _open_first(
         first.close()
 
 
+def check_queued_root(root: Path) -> None:
+    """Refuse a runs root whose path a queue cannot keep: each ticket's ``run_path`` is text,
+    and a name with a byte that is not UTF-8 is none (a worker's every ticket failed with
+    "executor error: UnicodeEncodeError"; ``doctor run --db`` ended in "internal error").
+
+    >>> check_queued_root(Path("/srv/runs"))
+    >>> check_queued_root(Path("/srv/" + b"\\xff".decode("utf-8", "surrogateescape")))
+    Traceback (most recent call last):
+    ...
+    executor._errors.UsageError: runs root '/srv/\\xff' is not UTF-8 text (a byte such as ...
+    """
+    check_text("run_path", os.path.abspath(root), "runs root")
+
+
 def make_root(root: Path) -> None:
     """Create the runs root (and its parents), or :class:`UsageError` saying why it cannot be.
 
@@ -413,6 +430,7 @@ def run_worker(
             f"--concurrency must be from 1 to {MAX_CONCURRENCY}, got {concurrency} (each slot is "
             "a thread, a database connection and a running pipeline); run more workers instead"
         )
+    check_queued_root(root)
     stop = stop or threading.Event()
     notice = ClockNotice()
     offset = _open_first(

@@ -11,6 +11,7 @@ cluster (``tests/executor/private_postgres.py``), never the shared server.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from executor import UsageError, open_queue
+from executor import SessionInfo, UsageError, open_queue
 from executor._graph import MAX_COMMAND_BYTES
 from tests.executor.private_postgres import PrivatePostgres
 from tests.executor.test_cli import SIMPLE, _base_env, _doctor, _json, _usage_error
@@ -138,3 +139,56 @@ def test_a_stage_that_prints_a_nul_fails_its_ticket_with_the_same_reason_on_eith
         failed = q.get(ticket)
     assert failed.status == "failed"
     assert failed.reason is not None and "stderr tail: bad\\x00thing;" in failed.reason
+
+
+# -- bytes that are not UTF-8 (a Latin-1 file name) -------------------------------------------
+
+LATIN1 = os.fsdecode(b"caf\xe9")
+
+
+def test_a_graph_whose_path_is_not_utf8_is_refused_before_a_queue_is_made(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # Before: "internal error … UnicodeEncodeError", exit 70 (enqueue, run --db).
+    (tmp_path / LATIN1).mkdir()
+    graph = _graph(tmp_path / LATIN1, "true")
+    for args in (("enqueue", graph), ("run", graph, "--db", tmp_path / "queue.db")):
+        line = _usage_error(_doctor(env, *args))
+        assert line.startswith(
+            f"error: the pipeline graph's path '{tmp_path}/caf\\xe9/p.dot' is not UTF-8 text"
+        )
+    _nothing_created(tmp_path)
+
+
+def test_a_title_that_is_not_utf8_is_refused_naming_the_flag(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    line = _usage_error(_doctor(env, "enqueue", SIMPLE, "--title", LATIN1))
+    assert line.startswith("error: --title 'caf\\xe9' is not UTF-8 text")
+    _nothing_created(tmp_path)
+
+
+def test_a_runs_root_a_queue_cannot_keep_is_refused_before_any_ticket_is_claimed(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # Before: the worker claimed each ticket and failed it, "executor error:
+    # UnicodeEncodeError" (its run path could not be stored); `run --db` ended in exit 70.
+    root = tmp_path / LATIN1 / "runs"
+    ticket = _doctor(env, "enqueue", SIMPLE).stdout.strip()
+    said = f"error: runs root '{tmp_path}/caf\\xe9/runs' is not UTF-8 text"
+    assert _usage_error(_doctor(env, "worker", "--once", "--root", root)).startswith(said)
+    assert _usage_error(_doctor(env, "run", SIMPLE, "--db", env["RUNDOCTOR_DB"], "--root", root))
+    with open_queue(env["RUNDOCTOR_DB"]) as q:
+        assert [(t.id, t.status) for t in q.tickets()] == [(ticket, "todo")]
+    assert not root.exists()
+
+
+def test_text_a_worker_writes_is_stored_alike_whatever_it_holds(queue_url: str) -> None:
+    # What a stage said (its stderr, in a failure reason) may hold a NUL or a byte that is not
+    # UTF-8: written as the terminal shows it, on either backend, never the write's failure.
+    with open_queue(queue_url) as q:
+        q.enqueue("t", "/p.dot")
+        lease = q.claim("w", lease_ttl_s=60, session=SessionInfo("s", 1, 1, None, "h"))
+        assert lease is not None
+        failed = q.fail(lease, reason=f"a\x00b {LATIN1}", retryable=False)
+        assert failed.reason == "a\\x00b caf\\xe9" == q.get(failed.id).reason
