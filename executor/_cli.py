@@ -36,7 +36,7 @@ from executor._runner import RunResult, missing_agent_command, new_run_id, run_p
 from executor._worker import (
     MAX_CONCURRENCY,
     TicketHook,
-    check_queued_root,
+    check_root_text,
     make_root,
     run_ticket,
     run_worker,
@@ -387,9 +387,7 @@ def run_cmd(
         if db is None:
             result = _run_here(graph, runs, config, on_event)
         else:
-            # Before the queue is made: a path it could not keep is refused, naming it.
-            check_text("graph_path", str(graph.resolve()), "the pipeline graph's path")
-            check_queued_root(runs)
+            check_root_text(runs)  # before the queue is made: a run path it could not keep
             url = _queue_url(db, create=True)
             queue = open_queue(url)
             ticket = queue.enqueue(graph.stem, str(graph.resolve()), priority=1_000_000)
@@ -484,7 +482,6 @@ def enqueue_cmd(
                 fail("--depends-on is empty; give a ticket id (`doctor tickets` lists them)")
             check_text("depends_on", dep, "--depends-on")
         load_graph(graph)
-        check_text("graph_path", str(graph.resolve()), "the pipeline graph's path")
         queue = open_queue(_queue_url(db, create=True))
         try:
             ticket = queue.enqueue(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from executor._errors import GraphError, UsageError
 from rundoctor.durations import parse_duration
 from rundoctor.errors import close_matches, did_you_mean
 from rundoctor.paths import read_error, read_regular_text
+from rundoctor.terminal import printable
 
 __all__ = [
     "Condition",
@@ -227,6 +229,14 @@ def load_graph(path: Path) -> Graph:
     >>> g = load_graph(path); (g.name, g.nodes["end"].kind)
     ('p', 'exit')
     """
+    try:  # a run records the graph's path in its manifest, a queue in its ticket: as text
+        os.path.abspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"pipeline graph '{printable(os.path.abspath(path))}': its path is not UTF-8 text "
+            "(a byte such as \\xff in a name is no character), which a run records in its "
+            "manifest and a queue in its ticket; rename it, or give a path whose names are UTF-8"
+        ) from None
     try:
         source = read_regular_text(Path(path), max_bytes=MAX_GRAPH_BYTES)
     except (OSError, UnicodeDecodeError) as exc:

@@ -42,7 +42,6 @@ from executor._errors import ExecutorError, FencedError, QueueError, UsageError,
 from executor._events import Event
 from executor._lease_keeper import Connect
 from executor._queue import Lease, Queue, SessionInfo, Ticket, open_queue
-from executor._queue_lifecycle import check_text
 from executor._reaper import reap
 from executor._resilience import ClockNotice, Fleet, persist, say
 from executor._runner import RunResult
@@ -56,13 +55,14 @@ from executor._ticket_run import (
 from rundoctor.clock import Clock
 from rundoctor.liveness import start_ticks
 from rundoctor.paths import make_dirs
+from rundoctor.terminal import printable
 
 __all__ = [
     "MAX_CONCURRENCY",
     "QueueOpener",
     "TicketHook",
     "WorkerStats",
-    "check_queued_root",
+    "check_root_text",
     "make_root",
     "run_ticket",
     "run_worker",
@@ -137,7 +137,6 @@ def run_ticket(
     config.validate()
     # In the foreground there is no later claim: a runs root that refuses writes fails it.
     config = replace(config, root_refusal_releases=0)
-    check_queued_root(root)
     make_root(root)
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     stats = WorkerStats()
@@ -332,18 +331,29 @@ def _open_first(
         first.close()
 
 
-def check_queued_root(root: Path) -> None:
-    """Refuse a runs root whose path a queue cannot keep: each ticket's ``run_path`` is text,
-    and a name with a byte that is not UTF-8 is none (a worker's every ticket failed with
-    "executor error: UnicodeEncodeError"; ``doctor run --db`` ended in "internal error").
+def check_root_text(root: Path) -> None:
+    """Refuse a runs root whose path is not text: a run records its paths (``logs_root``,
+    ``worktree``, each attempt's directory) in its JSON artifacts, and a queue ticket its
+    ``run_path``, as text, and a name with a byte that is not UTF-8 is none (``doctor run``
+    wrote a final.json saying "executor error: UnicodeEncodeError", exit 70; a worker failed
+    every ticket so).
 
-    >>> check_queued_root(Path("/srv/runs"))
-    >>> check_queued_root(Path("/srv/" + b"\\xff".decode("utf-8", "surrogateescape")))
+    >>> check_root_text(Path("/srv/runs"))
+    >>> check_root_text(Path("/srv/" + b"\\xff".decode("utf-8", "surrogateescape")))
     Traceback (most recent call last):
     ...
     executor._errors.UsageError: runs root '/srv/\\xff' is not UTF-8 text (a byte such as ...
     """
-    check_text("run_path", os.path.abspath(root), "runs root")
+    path = os.path.abspath(root)
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"runs root '{printable(path)}' is not UTF-8 text (a byte such as \\xff in a name is "
+            "no character): a run records its paths in its JSON artifacts (and a queue in its "
+            "ticket) as text; pass --root (or set RUNDOCTOR_ROOT to) a directory whose path is "
+            "UTF-8"
+        ) from None
 
 
 def make_root(root: Path) -> None:
@@ -354,6 +364,7 @@ def make_root(root: Path) -> None:
     ...
     executor._errors.UsageError: runs root '/dev/null/runs' cannot be created: Not a directory; ...
     """
+    check_root_text(root)
     try:
         make_dirs(root)
     except FileExistsError:  # exist_ok only excuses a directory
@@ -430,7 +441,7 @@ def run_worker(
             f"--concurrency must be from 1 to {MAX_CONCURRENCY}, got {concurrency} (each slot is "
             "a thread, a database connection and a running pipeline); run more workers instead"
         )
-    check_queued_root(root)
+    check_root_text(root)
     stop = stop or threading.Event()
     notice = ClockNotice()
     offset = _open_first(

@@ -149,13 +149,14 @@ LATIN1 = os.fsdecode(b"caf\xe9")
 def test_a_graph_whose_path_is_not_utf8_is_refused_before_a_queue_is_made(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    # Before: "internal error … UnicodeEncodeError", exit 70 (enqueue, run --db).
+    # Before: "internal error … UnicodeEncodeError", exit 70 (enqueue, run --db), and `run`
+    # wrote a final.json saying "executor error: UnicodeEncodeError" (its manifest).
     (tmp_path / LATIN1).mkdir()
     graph = _graph(tmp_path / LATIN1, "true")
-    for args in (("enqueue", graph), ("run", graph, "--db", tmp_path / "queue.db")):
+    for args in (("enqueue", graph), ("run", graph, "--db", tmp_path / "queue.db"), ("run", graph)):
         line = _usage_error(_doctor(env, *args))
         assert line.startswith(
-            f"error: the pipeline graph's path '{tmp_path}/caf\\xe9/p.dot' is not UTF-8 text"
+            f"error: pipeline graph '{tmp_path}/caf\\xe9/p.dot': its path is not UTF-8 text"
         )
     _nothing_created(tmp_path)
 
@@ -177,7 +178,8 @@ def test_a_runs_root_a_queue_cannot_keep_is_refused_before_any_ticket_is_claimed
     ticket = _doctor(env, "enqueue", SIMPLE).stdout.strip()
     said = f"error: runs root '{tmp_path}/caf\\xe9/runs' is not UTF-8 text"
     assert _usage_error(_doctor(env, "worker", "--once", "--root", root)).startswith(said)
-    assert _usage_error(_doctor(env, "run", SIMPLE, "--db", env["RUNDOCTOR_DB"], "--root", root))
+    for db in (("--db", env["RUNDOCTOR_DB"]), ()):  # its manifest records its paths, too
+        assert _usage_error(_doctor(env, "run", SIMPLE, *db, "--root", root)).startswith(said)
     with open_queue(env["RUNDOCTOR_DB"]) as q:
         assert [(t.id, t.status) for t in q.tickets()] == [(ticket, "todo")]
     assert not root.exists()
