@@ -43,7 +43,7 @@ from executor._graph import canonical_outcome
 from rundoctor.atomic import create_file, replace_file
 from rundoctor.clock import Clock
 from rundoctor.liveness import start_ticks
-from rundoctor.paths import make_dirs
+from rundoctor.paths import make_dirs, read_regular_bytes
 from rundoctor.signature import SIGNATURE_VERSION
 
 __all__ = [
@@ -502,6 +502,12 @@ def _cost(value: object) -> float | None:
     return cost if math.isfinite(cost) and cost >= 0 else None
 
 
+#: The largest status file a stage's outcome is read from (32 MiB, the most of a document the
+#: doctor reads): a larger one is invalid, moved aside unread; a 1 GiB file took 1.3 GiB of
+#: the executor's memory.
+MAX_STATUS_BYTES = 32 * 1024 * 1024
+
+
 def ingest_status(attempt_dir: Path, worktree: Path, run_id: str) -> Ingestion:
     """Take the first valid status file (see the module docstring) into the attempt dir."""
     notes: list[str] = []
@@ -512,10 +518,14 @@ def ingest_status(attempt_dir: Path, worktree: Path, run_id: str) -> Ingestion:
                 notes.append(f"{source} missing: {path}")
             continue
         try:
-            value, fixed = _status_json(path.read_bytes())
+            value, fixed = _status_json(read_regular_bytes(path, max_bytes=MAX_STATUS_BYTES))
             outcome = _report(value)
         except (OSError, ValueError, RecursionError) as exc:  # an agent's file: anything
-            why = "JSON nested too deeply" if isinstance(exc, RecursionError) else exc
+            why: object = exc
+            if isinstance(exc, RecursionError):
+                why = "JSON nested too deeply"
+            elif isinstance(exc, OSError):  # "larger than …", not "[Errno 27] …: 'PATH'"
+                why = exc.strerror or exc
             notes.append(f"{source} invalid: {path}: {why}")
             _move(path, attempt_dir / f"stage_status.{source}.invalid")
             continue
