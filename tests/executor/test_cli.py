@@ -428,3 +428,11 @@ def test_a_stage_status_file_holding_infinity_or_nan_is_kept_as_valid_json(
     assert ignored == {"status": "fail", "notes": "x", "cost_usd": None}
     for path in Path(out["path"]).rglob("*.json"):
         _strict_json(path.read_bytes())
+
+
+def test_a_queue_on_proc_is_not_said_to_be_on_a_full_disk(env: dict[str, str]) -> None:
+    # Before: "disk I/O error: the file system holding it is full; free space there": /proc
+    # has no free block, as it has no block at all.
+    line = _usage_error(_doctor(env, "enqueue", SIMPLE, "--db", "/proc/self/mem"))
+    assert "it is on a file system that stores nothing (/proc, /sys)" in line
+    assert "full" not in line
