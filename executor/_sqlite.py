@@ -179,8 +179,7 @@ def _mapped(exc: sqlite3.Error, path: str, busy_timeout_ms: int, doing: str) -> 
         # /proc/self/mem is a regular file, on a file system that stores nothing (it was
         # "full": such a file system has no block free, nor any block at all).
         hint = (
-            "it is on a file system that stores nothing (/proc, /sys); pass a SQLite file on a "
-            "disk"
+            "it is on a file system that stores nothing (/proc, /sys); pass a SQLite file on a disk"
         )
     elif ("disk I/O error" in text or "disk is full" in text) and _full(path):
         # On a full disk SQLite cannot make its -shm and -wal files: even a read says only
