@@ -31,6 +31,7 @@ import json
 import math
 import os
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -76,10 +77,33 @@ def _json_bytes(value: Any) -> bytes:
     return (json.dumps(finite(value), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def _open_regular(path: Path, flags: int) -> int:
+    """``os.open(path, flags)`` of a regular file: never waiting on a FIFO, never through a
+    symlink. A stage may write in its run (``KILROY_LOGS_ROOT``, ``KILROY_STAGE_LOGS_DIR``):
+    a FIFO it left as ``progress.ndjson`` or ``live.json`` hung the executor on its open, and
+    a symlink there would have had it append to a file outside the run. Either is
+    ``OSError``, as a run directory that refuses writes is.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp()); os.mkfifo(d / "live.json")
+    >>> _open_regular(d / "live.json", os.O_WRONLY)
+    Traceback (most recent call last):
+    ...
+    OSError: [Errno 6] No such device or address: '...live.json'
+    """
+    fd = os.open(path, flags | os.O_NONBLOCK | _NOFOLLOW, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or socket)", str(path))
+    return fd
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
 def append_line(path: Path, line: bytes) -> None:
     """Append one whole line with ``O_APPEND`` (the file is opened and closed per line), or
     nothing (:func:`_append_whole`)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = _open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         _append_whole(fd, line)
     finally:
@@ -137,7 +161,7 @@ def append_fresh_line(path: Path, line: bytes) -> None:
     >>> append_fresh_line(p, b'{"c": 3}\\n'); p.read_bytes().splitlines()[-1]
     b'{"c": 3}'
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = _open_regular(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
     try:
         size = os.fstat(fd).st_size
         torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
@@ -262,7 +286,7 @@ class RunWriter:
         """Overwrite ``live.json`` in place, cheaply: replacing a file costs milliseconds on
         ext4. The new line is padded with spaces to the old length, then the file is cut to
         the line, so a reader sees either line (plus whitespace): always one valid object."""
-        fd = os.open(self.path / "live.json", os.O_WRONLY | os.O_CREAT, 0o644)
+        fd = _open_regular(self.path / "live.json", os.O_WRONLY | os.O_CREAT)
         try:
             padded = line + b" " * max(0, os.fstat(fd).st_size - len(line))
             os.pwrite(fd, padded, 0)

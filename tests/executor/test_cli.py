@@ -436,3 +436,27 @@ def test_a_queue_on_proc_is_not_said_to_be_on_a_full_disk(env: dict[str, str]) -
     line = _usage_error(_doctor(env, "enqueue", SIMPLE, "--db", "/proc/self/mem"))
     assert "it is on a file system that stores nothing (/proc, /sys)" in line
     assert "full" not in line
+
+
+@pytest.mark.parametrize(
+    ("fifo", "code", "says"),
+    [
+        ("$KILROY_STAGE_LOGS_DIR/stderr.log", 1, "stderr tail: (stderr.log unreadable: not a"),
+        ("$KILROY_LOGS_ROOT/progress.ndjson", 2, "No such device or address (/"),
+    ],
+    ids=["stderr.log", "progress.ndjson"],
+)
+def test_a_fifo_a_stage_leaves_in_its_run_is_never_waited_on(
+    env: dict[str, str], tmp_path: Path, fifo: str, code: int, says: str
+) -> None:
+    # Before: the executor opened the path the stage had made a FIFO (to read stderr's tail,
+    # to append an event) and waited for a partner for good; SIGTERM could not end it.
+    dot = tmp_path / "fifo.dot"
+    command = f'rm -f \\"{fifo}\\"; mkfifo \\"{fifo}\\"; exit 1'
+    dot.write_text(
+        f"digraph p {{ start [shape=Mdiamond]; s [shape=parallelogram, max_retries=0, "
+        f'tool_command="{command}"]; exit [shape=Msquare]; start -> s -> exit }}'
+    )
+    done = _doctor(env, "run", dot)
+    assert done.returncode == code, done.stderr
+    assert says in done.stderr and "Traceback" not in done.stderr
