@@ -40,6 +40,7 @@ from chaos._workload import Workload
 from executor import Queue, Ticket
 from rundoctor.passwords import redact
 from rundoctor.paths import expand_user, make_dirs, remove_tree
+from rundoctor.terminal import printable
 
 __all__ = ["collect", "prepare_db", "prepare_out", "run_facts"]
 
@@ -66,6 +67,14 @@ def prepare_out(out: Path) -> Path:
     except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before 3.13)
         raise UsageError(
             f"--out {str(out)!r} cannot be resolved: {exc}; pass a directory"
+        ) from None
+    try:  # its pipelines are queued by path, and a queue stores text
+        str(out).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"--out '{printable(out)}' is not UTF-8 text (a byte such as \\xff in a name is no "
+            "character): the campaign queues the pipelines it writes there by their path, which "
+            "a queue stores as text; pass a directory whose path is UTF-8"
         ) from None
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file; pass a directory")

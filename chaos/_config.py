@@ -16,7 +16,6 @@ campaign sees many reclaims. The checkers' bounds follow from those budgets
 from __future__ import annotations
 
 import random
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from chaos._history import Bounds, Planned
 from executor import ExecutorConfig
 from rundoctor import durations
 from rundoctor.passwords import redact
+from rundoctor.terminal import shell_quote
 
 __all__ = [
     "CHAOS_EXECUTOR",
@@ -172,7 +172,9 @@ class CampaignConfig:
         if self.fault_list != fault_names():
             args += ["--faults", ",".join(self.fault_list)]
         args += ["--out", str(self.out)]
-        return shlex.join(args)
+        # $'…' for a path with a byte that is not UTF-8: pasted, it names the same file (and
+        # the command can be written to report.md, which shlex's '\udcff' could not).
+        return " ".join(shell_quote(a) for a in args)
 
     def bounds(self) -> Bounds:
         """The checkers' bounds, from the executor's budgets (docs/chaos.md, "Bounds").

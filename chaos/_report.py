@@ -42,6 +42,7 @@ from reports import (
 )
 from rundoctor.atomic import replace_file
 from rundoctor.passwords import redact
+from rundoctor.terminal import printable
 
 if TYPE_CHECKING:
     from chaos._campaign import CampaignResult
@@ -183,7 +184,7 @@ def chaos_context(result: CampaignResult) -> ChaosContext:
         duration_s=cfg.duration_s,
         elapsed_s=round(result.elapsed_s, 3),
         workers=cfg.workers,
-        db=Text(redact(meta.db, drop=True) if meta is not None else ""),
+        db=Text(printable(redact(meta.db, drop=True)) if meta is not None else ""),
         faults_selected=cfg.fault_list,
         ok=result.ok,
         violated=sum(1 for v in result.verdicts if not v.ok),
@@ -331,5 +332,7 @@ def write_report(result: CampaignResult) -> tuple[Path, Path, Path]:
     out = result.out
     write_history(out / "history.ndjson", result.history.records)
     replace_file(out / "report.json", json.dumps(report_json(result), indent=2, default=str) + "\n")
-    replace_file(out / "report.md", render_chaos(chaos_context(result)))
+    # A byte that was not UTF-8 (a path's) is written as an escape, never left to fail the write.
+    report = render_chaos(chaos_context(result)).encode("utf-8", "backslashreplace")
+    replace_file(out / "report.md", report)
     return out / "history.ndjson", out / "report.json", out / "report.md"

@@ -70,7 +70,7 @@ from doctor._layout import (
 )
 from doctor._ndjson import open_regular
 from rundoctor.atomic import replace_file
-from rundoctor.paths import make_dirs
+from rundoctor.paths import make_dirs, read_regular_bytes
 
 __all__ = [
     "CACHE_VERSION",
@@ -365,6 +365,11 @@ def code_key(packages: tuple[str, ...] = _DIAGNOSING) -> str:
     return digest.hexdigest()[:16]
 
 
+#: The largest entry read (64 MiB, far past a run's diagnosis): a larger file is no entry a
+#: scan wrote, a damaged one, and is never read whole.
+MAX_ENTRY_BYTES = 64 * 1024 * 1024
+
+
 class RunCache:
     """Per-run cache entries and the Parquet events dataset under ``root``."""
 
@@ -427,10 +432,11 @@ class RunCache:
         """The run's entry, or None when there is none or it does not fit this scan."""
         key = key or self.key_of(layout)
         path = os.path.join(self._runs, f"{key}.json")
-        try:
-            with open(path, "rb") as fh:
-                raw = fh.read()
-        except OSError:
+        try:  # a FIFO in its place hung the scan; a gigabyte was read whole
+            raw = read_regular_bytes(Path(path), max_bytes=MAX_ENTRY_BYTES)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.EFBIG):
+                self.damaged.add(key)  # no entry a scan wrote: said, and the run read again
             return None
         end = raw.find(b"\n")
         if end < 0:  # not this format's (an older version's entry is one JSON document)

@@ -591,6 +591,7 @@ def repair_cmd(
 ) -> None:
     """Plan safe repairs for one run (or the queue, --db); --apply carries them out, journaled."""
 
+    from doctor._diagnose import diagnose_path, run_path
     from doctor._repair import apply_repairs, plan_repairs
 
     if db is not None or run_id is None or journal is not None:
@@ -598,9 +599,12 @@ def repair_cmd(
     with reported(DoctorError):
         run_id, root = given_run(run_id, root)
         config = config_from_env(root)
-        diagnosis = diagnose(run_id, config)
+        # The run's real path, not the diagnosis's text (a name's byte that is not UTF-8 is
+        # `\xNN` there: --apply was "not a run directory … No such file or directory").
+        where = run_path(run_id, config)
+        diagnosis = diagnose_path(where, config)
         plan = plan_repairs(diagnosis, config)
-        report = apply_repairs(plan, config, run_path=Path(diagnosis.path)) if apply else None
+        report = apply_repairs(plan, config, run_path=where) if apply else None
     if report is None:
         code = 1 if diagnosis.exit_code or any(a.blocked for a in plan) else 0
     else:

@@ -3,7 +3,8 @@
 
 ``watch`` exit codes: with ``--once``, 0 when the pass sent no new alert, 1 when it did, 2 on
 a usage or input error (or a scan that failed); without ``--once`` it runs until SIGTERM
-(exit 0) or Ctrl-C (``error: interrupted``, 130, as every command), 2 for a bad option.
+(exit 0) or Ctrl-C (``error: interrupted``, 130, as every command), 2 for a bad option or a
+``--state`` that could never be saved (refused before the first pass).
 Either way, a last pass whose state could not be saved ends in one line: exit 74 when alerts
 or resolutions were sent since the state was last saved (a watch started again sends them
 again), 2 when none were.

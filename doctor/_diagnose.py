@@ -105,9 +105,21 @@ def diagnose(run_id: str, config: DoctorConfig, steps: Steps | None = None) -> D
     >>> d.run_id, d.state, d.exit_code
     ('r1', 'orphaned', 1)
     """
+    return diagnose_path(run_path(run_id, config), config, steps)
+
+
+def run_path(run_id: str, config: DoctorConfig) -> Path:
+    """The directory of the run called ``run_id`` under ``config.roots``, as :func:`diagnose`
+    finds it: the real path, where :attr:`Diagnosis.path` is text (a byte of a name that is
+    not UTF-8 written ``\\xNN``), which names no file when the name has such a byte.
+
+    >>> from fixtures.example import example_root
+    >>> run_path("r1", DoctorConfig(roots=(example_root(),))).name
+    'r1'
+    """
     if not config.roots:
         raise UsageError("no runs root: pass --root DIR or set RUNDOCTOR_ROOTS")
-    return diagnose_path(locate_run(run_id, config.roots, _skipped(config)), config, steps)
+    return locate_run(run_id, config.roots, _skipped(config))
 
 
 @dataclass(frozen=True)

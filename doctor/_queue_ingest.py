@@ -340,7 +340,9 @@ def sqlite_file(target: str) -> Path:
 
 def _read_sqlite(source: QueueSource, columns: Columns, sink: Sink) -> None:
     path = sqlite_file(source.target)
-    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    # The path's bytes, percent-encoded: a name that is not UTF-8 (quote of its str raised
+    # UnicodeEncodeError, "internal error") is the same file to SQLite.
+    uri = f"file:{quote(os.fsencode(path.resolve()))}?mode=ro"
     try:
         con = sqlite3.connect(uri, uri=True, timeout=LOCK_TIMEOUT_S)
     except sqlite3.Error as exc:

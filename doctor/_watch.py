@@ -20,6 +20,7 @@ the alerts still open, so it (and the watch's memory) is bounded by the findings
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import time
@@ -37,7 +38,8 @@ from doctor._model import Finding, Severity, plural
 from doctor._notify import Delivery, post_webhook, run_command
 from doctor._timestamps import iso
 from rundoctor import durations
-from rundoctor.paths import read_regular_text
+from rundoctor.atomic import check_replaceable
+from rundoctor.paths import make_dirs, read_regular_text
 
 __all__ = [
     "WATCH_STATE_SCHEMA",
@@ -52,6 +54,9 @@ __all__ = [
 ]
 
 WATCH_STATE_SCHEMA = "rundoctor.watch-state/1"
+#: The largest state file read (256 MiB, some 400,000 open alerts): a larger file is no state
+#: a watch saved, and was read whole, twice its size in memory, before being refused.
+MAX_STATE_BYTES = 256 * 1024 * 1024
 Key = tuple[str | None, str, str, str | None]
 
 
@@ -152,13 +157,15 @@ class WatchState:
         0
         """
         try:  # never Path.read_text: a FIFO named as the state would hang the watch
-            data = json.loads(read_regular_text(path))
+            data = json.loads(read_regular_text(path, max_bytes=MAX_STATE_BYTES))
         except FileNotFoundError:
             return cls()
         except (OSError, ValueError, RecursionError) as exc:
             why: object = exc
             if isinstance(exc, RecursionError):
                 why = "JSON nested too deeply"
+            elif isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+                why = "larger than 256 MiB, which no watch's open alerts come to"
             elif isinstance(exc, OSError):  # "Not a directory", not "[Errno 20] …: 'PATH'"
                 why = exc.strerror or exc
             raise UsageError(
@@ -449,6 +456,30 @@ another --state FILE"
         )
 
 
+def _check_state(path: Path) -> None:
+    """Refuse, before the first pass, a state that could never be saved (its directory
+    read-only, not this user's, or not to be made): the first pass would send its alerts, and
+    every watch started again would send them again. A full disk is not refused: it may have
+    room by the end of the pass, and is said after each pass it has none
+    (:meth:`PassReport.log_line`).
+
+    >>> _check_state(Path("/proc/1/state.json"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    doctor._errors.UsageError: --state '/proc/1/state.json' cannot be written (...); no pass ...
+    """
+    try:
+        make_dirs(path.parent)
+        check_replaceable(path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return
+        raise UsageError(
+            f"--state {str(path)!r} cannot be written ({exc.strerror or exc}); no pass was made "
+            "and no alert sent, since none could be remembered: pass a writable --state FILE"
+        ) from exc
+
+
 def _deliver(event: WatchEvent, wcfg: WatchConfig) -> list[Delivery]:
     payload = event.to_json()
     out = [
@@ -501,6 +532,7 @@ def watch(
     []
     """
     state = WatchState.load(wcfg.state_path)
+    _check_state(wcfg.state_path)
     said: tuple[str, ...] = ()  # the notes last logged: logged again when they change
     unsaved = unsaved_alerts = 0  # sent since the state was last saved
     while True:

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -43,7 +44,7 @@ from executor._graph import canonical_outcome
 from rundoctor.atomic import create_file, replace_file
 from rundoctor.clock import Clock
 from rundoctor.liveness import start_ticks
-from rundoctor.paths import make_dirs
+from rundoctor.paths import make_dirs, read_regular_bytes
 from rundoctor.signature import SIGNATURE_VERSION
 
 __all__ = [
@@ -76,10 +77,33 @@ def _json_bytes(value: Any) -> bytes:
     return (json.dumps(finite(value), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def _open_regular(path: Path, flags: int) -> int:
+    """``os.open(path, flags)`` of a regular file: never waiting on a FIFO, never through a
+    symlink. A stage may write in its run (``KILROY_LOGS_ROOT``, ``KILROY_STAGE_LOGS_DIR``):
+    a FIFO it left as ``progress.ndjson`` or ``live.json`` hung the executor on its open, and
+    a symlink there would have had it append to a file outside the run. Either is
+    ``OSError``, as a run directory that refuses writes is.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp()); os.mkfifo(d / "live.json")
+    >>> _open_regular(d / "live.json", os.O_WRONLY)
+    Traceback (most recent call last):
+    ...
+    OSError: [Errno 6] No such device or address: '...live.json'
+    """
+    fd = os.open(path, flags | os.O_NONBLOCK | _NOFOLLOW, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or socket)", str(path))
+    return fd
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
 def append_line(path: Path, line: bytes) -> None:
     """Append one whole line with ``O_APPEND`` (the file is opened and closed per line), or
     nothing (:func:`_append_whole`)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = _open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         _append_whole(fd, line)
     finally:
@@ -137,7 +161,7 @@ def append_fresh_line(path: Path, line: bytes) -> None:
     >>> append_fresh_line(p, b'{"c": 3}\\n'); p.read_bytes().splitlines()[-1]
     b'{"c": 3}'
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = _open_regular(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
     try:
         size = os.fstat(fd).st_size
         torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
@@ -262,7 +286,7 @@ class RunWriter:
         """Overwrite ``live.json`` in place, cheaply: replacing a file costs milliseconds on
         ext4. The new line is padded with spaces to the old length, then the file is cut to
         the line, so a reader sees either line (plus whitespace): always one valid object."""
-        fd = os.open(self.path / "live.json", os.O_WRONLY | os.O_CREAT, 0o644)
+        fd = _open_regular(self.path / "live.json", os.O_WRONLY | os.O_CREAT)
         try:
             padded = line + b" " * max(0, os.fstat(fd).st_size - len(line))
             os.pwrite(fd, padded, 0)
@@ -502,6 +526,12 @@ def _cost(value: object) -> float | None:
     return cost if math.isfinite(cost) and cost >= 0 else None
 
 
+#: The largest status file a stage's outcome is read from (32 MiB, the most of a document the
+#: doctor reads): a larger one is invalid, moved aside unread; a 1 GiB file took 1.3 GiB of
+#: the executor's memory.
+MAX_STATUS_BYTES = 32 * 1024 * 1024
+
+
 def ingest_status(attempt_dir: Path, worktree: Path, run_id: str) -> Ingestion:
     """Take the first valid status file (see the module docstring) into the attempt dir."""
     notes: list[str] = []
@@ -512,21 +542,64 @@ def ingest_status(attempt_dir: Path, worktree: Path, run_id: str) -> Ingestion:
                 notes.append(f"{source} missing: {path}")
             continue
         try:
-            outcome = _report(json.loads(path.read_bytes()))
+            value, fixed = _status_json(read_regular_bytes(path, max_bytes=MAX_STATUS_BYTES))
+            outcome = _report(value)
         except (OSError, ValueError, RecursionError) as exc:  # an agent's file: anything
-            why = "JSON nested too deeply" if isinstance(exc, RecursionError) else exc
+            why: object = exc
+            if isinstance(exc, RecursionError):
+                why = "JSON nested too deeply"
+            elif isinstance(exc, OSError):  # "larger than …", not "[Errno 27] …: 'PATH'"
+                why = exc.strerror or exc
             notes.append(f"{source} invalid: {path}: {why}")
             _move(path, attempt_dir / f"stage_status.{source}.invalid")
             continue
         if winner is not None:
             notes.append(f"{source} ignored (an earlier file won): {path}")
-            _move(path, attempt_dir / f"stage_status.{source}.ignored.json")
+            _keep(path, attempt_dir / f"stage_status.{source}.ignored.json", fixed)
             continue
-        _move(path, attempt_dir / "stage_status.json")
+        _keep(path, attempt_dir / "stage_status.json", fixed)
         winner = Ingestion(source, str(path), "", outcome)
     if winner is None:
         return Ingestion("", "", "; ".join(notes), None)
     return Ingestion(winner.source, winner.path, "; ".join(notes), winner.outcome)
+
+
+def _status_json(data: bytes) -> tuple[Any, bytes | None]:
+    """A stage's status file read as JSON, and, when it holds a number JSON has no spelling
+    for (``Infinity``, ``NaN``, which Python's json reads, or ``1e999``, past a double), the
+    bytes to keep instead: the same document with each of them ``null`` (as
+    :func:`executor._events.finite` writes the executor's own documents). None: keep the file.
+
+    >>> _status_json(b'{"status": "success", "cost_usd": 0.5}')
+    ({'status': 'success', 'cost_usd': 0.5}, None)
+    >>> _status_json(b'{"status": "success", "cost_usd": Infinity, "n": [NaN, 1e999, 2.5]}')[1]
+    b'{"status": "success", "cost_usd": null, "n": [null, null, 2.5]}\\n'
+    """
+    nonfinite = False
+
+    def no_number(_text: str) -> None:
+        nonlocal nonfinite
+        nonfinite = True
+
+    def number(text: str) -> float | None:
+        value = float(text)
+        if math.isfinite(value):
+            return value
+        no_number(text)
+        return None
+
+    value = json.loads(data, parse_constant=no_number, parse_float=number)
+    return value, (json.dumps(value) + "\n").encode() if nonfinite else None
+
+
+def _keep(src: Path, dst: Path, fixed: bytes | None) -> None:
+    """Move a stage's status file to ``dst`` unchanged, or write ``fixed`` there instead
+    (whole, fsynced) and remove it."""
+    if fixed is None:
+        _move(src, dst)
+        return
+    replace_file(dst, fixed, fsync=True)
+    src.unlink(missing_ok=True)
 
 
 def _move(src: Path, dst: Path) -> None:

@@ -29,11 +29,18 @@ from executor._errors import ExecutorError, NoQueueError, QueueError, UsageError
 from executor._events import Event
 from executor._graph import load_graph
 from executor._queue import PRESSING_ORDER, Queue, Ticket, open_queue
-from executor._queue_lifecycle import check_column
+from executor._queue_lifecycle import check_column, check_text
 from executor._queue_reads import check_statuses
 from executor._reaper import reap
 from executor._runner import RunResult, missing_agent_command, new_run_id, run_pipeline
-from executor._worker import MAX_CONCURRENCY, TicketHook, make_root, run_ticket, run_worker
+from executor._worker import (
+    MAX_CONCURRENCY,
+    TicketHook,
+    check_root_text,
+    make_root,
+    run_ticket,
+    run_worker,
+)
 from executor.console import (
     OneLineGroup,
     console,
@@ -327,10 +334,13 @@ def _run_here(graph: Path, runs: Path, config: ExecutorConfig, on_event: Any) ->
         run = runs.resolve() / run_id
         # Whether the run got its final.json (the writer tries three times): without one, the
         # run looks live to whatever waits for it, and the next step is the doctor's repair.
-        ended = (run / "final.json").is_file()
+        # A run whose directory could not even be made has no final.json to say why, and
+        # needs no repair: nothing of it is there (it was said to have "ended").
         after = (
-            f"run {run_id} ended (its final.json says why)"
-            if ended or not run.is_dir()
+            f"run {run_id} was not begun: its directory could not be made"
+            if not run.is_dir()
+            else f"run {run_id} ended (its final.json says why)"
+            if (run / "final.json").is_file()
             else f"run {run_id} has no final.json: once the root takes writes and its stall "
             f"timeout has passed, `doctor repair --run-id {run_id} --root "
             f"{shlex.quote(str(runs))} --apply` terminalizes it"
@@ -377,6 +387,7 @@ def run_cmd(
         if db is None:
             result = _run_here(graph, runs, config, on_event)
         else:
+            check_root_text(runs)  # before the queue is made: a run path it could not keep
             url = _queue_url(db, create=True)
             queue = open_queue(url)
             ticket = queue.enqueue(graph.stem, str(graph.resolve()), priority=1_000_000)
@@ -462,11 +473,14 @@ def enqueue_cmd(
         # Each value is named by the flag it came from, not by the queue column it sets.
         if title is not None and not title.strip():
             fail("--title is empty; give the ticket a name, or leave --title out for the file's")
+        if title is not None:
+            check_text("title", title, "--title")
         check_column("priority", priority, "--priority")
         check_column("max_error_attempts", max_error_attempts, "--max-error-attempts")
         for dep in depends_on or ():
             if not dep.strip():
                 fail("--depends-on is empty; give a ticket id (`doctor tickets` lists them)")
+            check_text("depends_on", dep, "--depends-on")
         load_graph(graph)
         queue = open_queue(_queue_url(db, create=True))
         try:

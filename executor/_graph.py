@@ -18,7 +18,9 @@ that converge on one fan-in, …) follow the parser at the end of this module.
 
 from __future__ import annotations
 
+import errno
 import itertools
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from executor._errors import GraphError, UsageError
 from rundoctor.durations import parse_duration
 from rundoctor.errors import close_matches, did_you_mean
 from rundoctor.paths import read_error, read_regular_text
+from rundoctor.terminal import printable
 
 __all__ = [
     "Condition",
@@ -38,6 +41,13 @@ __all__ = [
     "load_graph",
     "parse_graph",
 ]
+
+#: The largest pipeline file read (4 MiB): far past any real pipeline, and the most of a run's
+#: ``graph.dot`` the doctor reads (``doctor._documents``), so every graph run can be read back.
+MAX_GRAPH_BYTES = 4 * 1024 * 1024
+#: The longest ``tool_command``, in UTF-8 bytes: the shell gets it as one argument, and Linux
+#: passes no argument of 128 KiB or more (``MAX_ARG_STRLEN``, its terminating NUL included).
+MAX_COMMAND_BYTES = 128 * 1024 - 1
 
 #: Node kinds and the shapes (or ``type=`` values) that make them.
 SHAPES = {
@@ -219,10 +229,24 @@ def load_graph(path: Path) -> Graph:
     >>> g = load_graph(path); (g.name, g.nodes["end"].kind)
     ('p', 'exit')
     """
+    try:  # a run records the graph's path in its manifest, a queue in its ticket: as text
+        os.path.abspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"pipeline graph '{printable(os.path.abspath(path))}': its path is not UTF-8 text "
+            "(a byte such as \\xff in a name is no character), which a run records in its "
+            "manifest and a queue in its ticket; rename it, or give a path whose names are UTF-8"
+        ) from None
     try:
-        source = read_regular_text(Path(path))
+        source = read_regular_text(Path(path), max_bytes=MAX_GRAPH_BYTES)
     except (OSError, UnicodeDecodeError) as exc:
-        why = read_error(Path(path), exc)
+        if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+            why = (
+                f"it is larger than {MAX_GRAPH_BYTES // (1024 * 1024)} MiB, the most a pipeline "
+                "graph may be; keep long scripts and prompts in files the nodes name"
+            )
+        else:
+            why = read_error(Path(path), exc)
         raise UsageError(f"cannot read pipeline graph {str(path)!r}: {why}") from exc
     try:
         return parse_graph(source)
@@ -404,6 +428,12 @@ def parse_graph(source: str) -> Graph:
     ...
     executor._errors.GraphError: line 1: edge endpoint 'exti' is not declared (did you mean 'exit'?)
     """
+    nul = source.find("\x00")
+    if nul >= 0:  # in a command, a program's argument ends at it; a PostgreSQL queue refuses it
+        raise GraphError(
+            source.count("\n", 0, nul) + 1,
+            "a NUL character (\\x00): no command, prompt or name may hold one; remove it",
+        )
     p = _Parser(source)
     name, end_line = p.parse()
     nodes = {nid: _node(nid, line, attrs) for nid, (line, attrs) in p.nodes.items()}
@@ -472,6 +502,14 @@ def _node(nid: str, line: int, attrs: dict[str, str]) -> Node:
         retries = _int(attrs["max_retries"], line=line, what=f"node {nid!r}: max_retries", low=0)
     if kind == "tool" and not attrs.get("tool_command", "").strip():
         raise GraphError(line, f"tool node {nid!r} has no tool_command")
+    size = len(attrs.get("tool_command", "").encode())
+    if kind == "tool" and size > MAX_COMMAND_BYTES:
+        raise GraphError(
+            line,
+            f"tool node {nid!r}: tool_command is {size:,} bytes, over the "
+            f"{MAX_COMMAND_BYTES:,} a program's argument may hold on Linux (128 KiB); put the "
+            "commands in a script and run that",
+        )
     if kind == "agent" and not (attrs.get("prompt") or attrs.get("label", "")).strip():
         raise GraphError(line, f'agent node {nid!r} has no prompt (set prompt="…" or label)')
     return Node(nid, kind, line, dict(attrs), timeout, retries)

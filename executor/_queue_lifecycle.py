@@ -28,8 +28,9 @@ from executor._queue_base import (
 )
 from executor._records import TERMINAL_STATUSES, Lease, SessionInfo, Ticket, new_ticket_id
 from executor._schema import Tx
+from rundoctor.terminal import printable
 
-__all__ = ["COLUMN_RANGES", "TicketLifecycle", "check_column"]
+__all__ = ["COLUMN_RANGES", "MAX_TITLE_CHARS", "TicketLifecycle", "check_column", "check_text"]
 
 #: The range of the queue's INTEGER columns that a caller sets (PostgreSQL's 32-bit INTEGER).
 _INT32 = 2**31
@@ -52,6 +53,48 @@ def check_column(column: str, value: int, name: str | None = None) -> None:
     if not low <= value <= high:
         raise UsageError(
             f"{name or column} {value} is out of range; pass a whole number from {low} to {high}"
+        )
+
+
+#: The longest ticket title: a name for people, shown on one line of ``doctor tickets``.
+MAX_TITLE_CHARS = 1000
+
+
+def check_text(column: str, value: str, name: str | None = None) -> None:
+    """Refuse text that a queue could not store alike on SQLite and PostgreSQL (a NUL
+    character, which PostgreSQL refuses in text; bytes that are not UTF-8, as a file name may
+    hold, which neither can store as text), and a title past :data:`MAX_TITLE_CHARS`, naming
+    it as ``name`` (the command line's flag) or else as the column.
+
+    >>> check_text("title", "nightly build")
+    >>> check_text("title", "x" * 5000, "--title")
+    Traceback (most recent call last):
+    ...
+    executor._errors.UsageError: --title is 5,000 characters long; a title may have at most 1,000
+    >>> check_text("graph_path", "/p/" + b"\\xff".decode("utf-8", "surrogateescape") + ".dot")
+    Traceback (most recent call last):
+    ...
+    executor._errors.UsageError: graph_path '/p/\\xff.dot' is not UTF-8 text (a byte such as ...
+    """
+    text = printable(value)  # a NUL as \\x00, a byte that is not UTF-8 as \\xff
+    shown = f"'{text}'" if len(text) <= 300 else f"'{text[:299]}…"
+    if "\x00" in value:
+        raise UsageError(
+            f"{name or column} {shown} holds a NUL character (\\x00), which a PostgreSQL "
+            "queue cannot store; remove it"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"{name or column} {shown} is not UTF-8 text (a byte such as \\xff in a file's "
+            "name is no character), which a queue stores; rename it, or give a path whose "
+            "names are UTF-8"
+        ) from None
+    if column == "title" and len(value) > MAX_TITLE_CHARS:
+        raise UsageError(
+            f"{name or column} is {len(value):,} characters long; a title may have at most "
+            f"{MAX_TITLE_CHARS:,}"
         )
 
 
@@ -93,6 +136,10 @@ class TicketLifecycle(QueueBase):
                 f"depends_on takes a list of ticket ids, got the string {depends_on!r}"
             )
         deps = sorted(set(depends_on))  # one global lock order: no deadlocks between enqueues
+        check_text("title", title)
+        check_text("graph_path", path)
+        for dep in deps:
+            check_text("depends_on", dep)
 
         def run(tx: Tx) -> Ticket:
             now = self._now(tx)

@@ -43,6 +43,7 @@ from executor._stage_mark import kill_marked
 from rundoctor.atomic import create_file
 from rundoctor.clock import Clock
 from rundoctor.liveness import owner_alive, process_alive
+from rundoctor.paths import read_regular_bytes
 
 __all__ = [
     "PROCESS_FILE",
@@ -96,11 +97,16 @@ def _process_files(run_path: Path) -> Iterator[Path]:
                 yield Path(e.path)
 
 
+#: The most of a ``process.json`` or ``final.json`` the reaper reads (the executor writes a
+#: few hundred bytes of either): what a stage left in their place is never read whole.
+_MAX_RECORD_BYTES = 1024 * 1024
+
+
 def _process_records(run_path: Path) -> Iterator[dict[str, Any]]:
     """The run's ``process.json`` records that parse as objects."""
     for path in _process_files(run_path):
         try:
-            info = json.loads(path.read_text())
+            info = json.loads(read_regular_bytes(path, max_bytes=_MAX_RECORD_BYTES))
         except (OSError, ValueError, RecursionError):  # nested past the parser: not ours
             continue
         if isinstance(info, dict):
@@ -235,7 +241,9 @@ def _lapsed(t: Ticket, now: float) -> str:
 def _succeeded(run_path: Path, epoch: int) -> bool:
     """True when the run's own worker recorded success at ``epoch`` (its ``final.json``)."""
     try:
-        doc = json.loads((run_path / "final.json").read_bytes())
+        # Never a plain read: a stage may leave a FIFO there (its KILROY_LOGS_ROOT is the
+        # run's), and every reaper pass, every worker's, waited on it for good.
+        doc = json.loads(read_regular_bytes(run_path / "final.json", max_bytes=_MAX_RECORD_BYTES))
     except (OSError, ValueError, RecursionError):
         return False
     return (

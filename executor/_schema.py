@@ -12,6 +12,13 @@ READ COMMITTED and the locks are what make the cascades race-free (see docs/queu
 :class:`Tx` runs them on a backend's cursor inside one transaction; :func:`install` creates
 the tables on first use and refuses a database of another :data:`SCHEMA_VERSION`.
 
+Text never reaches a database with a NUL character in it: PostgreSQL refuses one in a text
+column, SQLite keeps it, and a ticket must read the same on both. :class:`Tx` writes the four
+characters ``\\x00`` in its place in every parameter (a stage's stderr, quoted in a failure
+reason, may hold one), and ``\\xff`` for a byte that is not UTF-8, which neither driver can
+encode (:func:`storable`); what a person gives (a title, a graph's path, a runs root) is
+refused before, by :func:`executor._queue_lifecycle.check_text`.
+
 ``ticket_events`` is append-only: this module only ever INSERTs into it and SELECTs from it,
 and the triggers below make the database itself refuse anything else. Rows of ``tickets``
 in a terminal status are frozen by a trigger the same way.
@@ -25,6 +32,7 @@ in a terminal status are frozen by a trigger the same way.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +48,7 @@ __all__ = [
     "Tx",
     "install",
     "select_tickets",
+    "storable",
 ]
 
 #: Bumped whenever a column or table changes; a database of another version is refused.
@@ -236,7 +245,7 @@ class Tx:
 
     def rows(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run ``statement``; return its rows (none for statements without a result)."""
-        return self.raw(_render(self._dialect, statement), params)
+        return self.raw(_render(self._dialect, statement), storable(params))
 
     def raw(self, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run ``text`` as it is (DDL, trigger bodies); no parameters means no placeholder
@@ -255,6 +264,7 @@ class Tx:
         if self._dialect.allow_idle:
             self._cursor.execute(self._dialect.allow_idle)
         text = _render(self._dialect, statement)
+        params = storable(params)
         stream = getattr(self._cursor, "stream", None)
         if stream is not None:
             yield from stream(text, params, size=_BATCH)
@@ -272,6 +282,36 @@ class Tx:
         """The single integer a ``SELECT COUNT(*)`` returns."""
         row = self.one(statement, params)
         return int(row[0]) if row else 0
+
+
+#: What no queue stores as text: a NUL (PostgreSQL refuses it) and a lone surrogate (a byte
+#: that was not UTF-8, as ``os.fsdecode`` keeps it; neither driver can encode it).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's surrogateescape: the byte it stands for
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def storable(params: Sequence[Any]) -> tuple[Any, ...]:
+    """``params`` with what no queue stores as text written as the terminal shows it: a NUL
+    character as the four characters ``\\x00`` (PostgreSQL refuses one, SQLite would keep
+    it), a byte that is not UTF-8 as ``\\xff`` (neither driver can encode one).
+
+    >>> storable(("exit status 1; stderr tail: a\\x00b", 3))
+    ('exit status 1; stderr tail: a\\\\x00b', 3)
+    >>> storable(("bad " + b"\\xff".decode("utf-8", "surrogateescape"),))
+    ('bad \\\\xff',)
+    """
+    return tuple(
+        _UNSTORABLE.sub(_escape, p)
+        if isinstance(p, str) and ("\x00" in p or not p.isascii())
+        else p
+        for p in params
+    )
 
 
 @functools.cache

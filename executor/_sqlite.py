@@ -175,6 +175,12 @@ def _mapped(exc: sqlite3.Error, path: str, busy_timeout_ms: int, doing: str) -> 
         hint = "the file is not a SQLite database; point the queue at another path"
     elif "unable to open" in text or "readonly" in text:
         hint = "check that the file and its directory are writable"
+    elif ("disk I/O error" in text or "disk is full" in text) and _blocks(path) == 0:
+        # /proc/self/mem is a regular file, on a file system that stores nothing (it was
+        # "full": such a file system has no block free, nor any block at all).
+        hint = (
+            "it is on a file system that stores nothing (/proc, /sys); pass a SQLite file on a disk"
+        )
     elif ("disk I/O error" in text or "disk is full" in text) and _full(path):
         # On a full disk SQLite cannot make its -shm and -wal files: even a read says only
         # "disk I/O error" (doctor tickets, reap), which named no cause.
@@ -185,6 +191,19 @@ def _mapped(exc: sqlite3.Error, path: str, busy_timeout_ms: int, doing: str) -> 
         f"SQLite queue {path!r} ({doing}): {text}: {hint}",
         lasting=any(mark in text for mark in _LASTING),
     )
+
+
+def _blocks(path: str) -> int | None:
+    """How many blocks the file system holding ``path`` has (0: a pseudo file system such as
+    /proc), or None when it cannot be asked.
+
+    >>> _blocks("/proc/self/mem"), _blocks("/nonexistent/queue.db")
+    (0, None)
+    """
+    try:
+        return os.statvfs(os.path.dirname(os.path.abspath(path))).f_blocks
+    except OSError:
+        return None
 
 
 def _full(path: str) -> bool:

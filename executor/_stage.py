@@ -37,6 +37,7 @@ import re
 import select
 import shlex
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -189,8 +190,13 @@ def stage_env(base: Mapping[str, str] | None, values: Mapping[str, str]) -> dict
 
 
 def _tail(path: Path, chars: int) -> str:
+    # Never a plain open: the stage may have left a FIFO as its stderr.log (its
+    # KILROY_STAGE_LOGS_DIR), and the run waited on it for good, SIGTERM or not.
     try:
-        with path.open("rb") as fh:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return "(stderr.log unreadable: not a regular file)"
             fh.seek(0, os.SEEK_END)
             fh.seek(max(0, fh.tell() - 4 * chars))
             text = fh.read().decode("utf-8", errors="replace")

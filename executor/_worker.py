@@ -55,12 +55,14 @@ from executor._ticket_run import (
 from rundoctor.clock import Clock
 from rundoctor.liveness import start_ticks
 from rundoctor.paths import make_dirs
+from rundoctor.terminal import printable
 
 __all__ = [
     "MAX_CONCURRENCY",
     "QueueOpener",
     "TicketHook",
     "WorkerStats",
+    "check_root_text",
     "make_root",
     "run_ticket",
     "run_worker",
@@ -329,6 +331,31 @@ def _open_first(
         first.close()
 
 
+def check_root_text(root: Path) -> None:
+    """Refuse a runs root whose path is not text: a run records its paths (``logs_root``,
+    ``worktree``, each attempt's directory) in its JSON artifacts, and a queue ticket its
+    ``run_path``, as text, and a name with a byte that is not UTF-8 is none (``doctor run``
+    wrote a final.json saying "executor error: UnicodeEncodeError", exit 70; a worker failed
+    every ticket so).
+
+    >>> check_root_text(Path("/srv/runs"))
+    >>> check_root_text(Path("/srv/" + b"\\xff".decode("utf-8", "surrogateescape")))
+    Traceback (most recent call last):
+    ...
+    executor._errors.UsageError: runs root '/srv/\\xff' is not UTF-8 text (a byte such as ...
+    """
+    path = os.path.abspath(root)
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"runs root '{printable(path)}' is not UTF-8 text (a byte such as \\xff in a name is "
+            "no character): a run records its paths in its JSON artifacts (and a queue in its "
+            "ticket) as text; pass --root (or set RUNDOCTOR_ROOT to) a directory whose path is "
+            "UTF-8"
+        ) from None
+
+
 def make_root(root: Path) -> None:
     """Create the runs root (and its parents), or :class:`UsageError` saying why it cannot be.
 
@@ -337,6 +364,7 @@ def make_root(root: Path) -> None:
     ...
     executor._errors.UsageError: runs root '/dev/null/runs' cannot be created: Not a directory; ...
     """
+    check_root_text(root)
     try:
         make_dirs(root)
     except FileExistsError:  # exist_ok only excuses a directory
@@ -413,6 +441,7 @@ def run_worker(
             f"--concurrency must be from 1 to {MAX_CONCURRENCY}, got {concurrency} (each slot is "
             "a thread, a database connection and a running pipeline); run more workers instead"
         )
+    check_root_text(root)
     stop = stop or threading.Event()
     notice = ClockNotice()
     offset = _open_first(

@@ -30,7 +30,7 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["create_file", "fsync_dir", "replace_file", "write_fd"]
+__all__ = ["check_replaceable", "create_file", "fsync_dir", "replace_file", "write_fd"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _Path = str | os.PathLike[str]
@@ -58,6 +58,22 @@ def replace_file(
         raise
     if fsync:
         _fsync_parent(path, dir_fd)
+
+
+def check_replaceable(path: _Path) -> None:
+    """Raise the ``OSError`` that :func:`replace_file` would meet at its first step in
+    ``path``'s directory (read-only, not this user's, not a directory), before anything is
+    done that a later write could not take back: an empty temporary file is made beside
+    ``path`` and removed. A full disk is seen only by the bytes of a real write.
+
+    >>> import tempfile
+    >>> check_replaceable(Path(tempfile.mkdtemp()) / "state.json")
+    >>> check_replaceable(Path("/nonexistent/state.json"))
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: [Errno 2] No such file or directory: '/nonexistent/.state.json...tmp'
+    """
+    os.unlink(_write_temp(path, b"", fsync=False, dir_fd=None))
 
 
 def create_file(

@@ -75,9 +75,14 @@ def config_path(environ: Mapping[str, str]) -> Path | None:
         ) from None
 
 
+#: The largest config file read (1 MiB): it holds a few defaults, and a larger file (a disk
+#: image named by mistake) was read whole, twice its size in memory, before being refused.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:  # a FIFO is refused, not waited on forever
-        data = tomllib.loads(read_regular_text(path))
+        data = tomllib.loads(read_regular_text(path, max_bytes=MAX_CONFIG_BYTES))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not UTF-8 text: {exc}") from None
     except FileNotFoundError:
@@ -85,6 +90,11 @@ def _read(path: Path) -> dict[str, Any]:
             f"config file {str(path)!r} does not exist; create it or unset RUNDOCTOR_CONFIG"
         ) from None
     except OSError as exc:
+        if exc.errno == errno.EFBIG:
+            raise ConfigError(
+                f"config file {str(path)!r} is larger than 1 MiB: no config file, which holds a "
+                "few defaults; point RUNDOCTOR_CONFIG at the right file"
+            ) from None
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None

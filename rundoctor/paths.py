@@ -19,6 +19,7 @@ __all__ = [
     "file_kind",
     "make_dirs",
     "read_error",
+    "read_regular_bytes",
     "read_regular_text",
     "remove_tree",
     "state_home",
@@ -220,15 +221,27 @@ def _empty(top: int, fail: Callable[[OSError], None]) -> None:
         os.close(fd)
 
 
-def read_regular_text(path: Path) -> str:
-    """The UTF-8 text of the regular file at ``path`` (symlinks followed), never blocking: a
-    FIFO, device, socket or directory is ``OSError`` (``EINVAL``/``EISDIR``) before any read,
-    where ``Path.read_text`` would wait forever on a FIFO nobody writes.
+def read_regular_text(path: Path, *, max_bytes: int | None = None) -> str:
+    """The UTF-8 text of the regular file at ``path`` (:func:`read_regular_bytes`).
 
     >>> read_regular_text(Path("/dev/null"))
     Traceback (most recent call last):
     ...
     OSError: [Errno 22] not a regular file (a FIFO, device or socket): '/dev/null'
+    """
+    return read_regular_bytes(path, max_bytes=max_bytes).decode("utf-8")
+
+
+def read_regular_bytes(path: Path, *, max_bytes: int | None = None) -> bytes:
+    """The bytes of the regular file at ``path`` (symlinks followed), never blocking: a
+    FIFO, device, socket or directory is ``OSError`` (``EINVAL``/``EISDIR``) before any read,
+    where ``Path.read_bytes`` would wait forever on a FIFO nobody writes. A file of more than
+    ``max_bytes`` is ``OSError`` ``EFBIG``, and no more than that is ever read of it.
+
+    >>> read_regular_bytes(Path(__file__), max_bytes=10)
+    Traceback (most recent call last):
+    ...
+    OSError: [Errno 27] larger than 10 bytes: '...paths.py'
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
     try:
@@ -240,7 +253,10 @@ def read_regular_text(path: Path) -> str:
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb") as f:
             fd = -1
-            return f.read().decode("utf-8")
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise OSError(errno.EFBIG, f"larger than {max_bytes:,} bytes", str(path))
+        return data
     finally:
         if fd >= 0:
             os.close(fd)

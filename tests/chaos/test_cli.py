@@ -411,3 +411,37 @@ def test_a_campaign_whose_log_reader_goes_away_exits_141_not_1(tmp_path: Path) -
         assert proc.stdout.readline().startswith("chaos: seed 2")
         proc.stdout.close()  # the reader goes away, as `| head -1` does
         assert proc.wait(timeout=120) == 141
+
+
+def test_an_out_whose_path_is_not_utf8_is_refused_before_the_campaign(tmp_path: Path) -> None:
+    # Before: the campaign started, queued its first pipeline by a path the queue could not
+    # store, and ended in "the campaign lost its queue" (an --out given on a Latin-1 system).
+    out = tmp_path / os.fsdecode(b"caf\xe9")
+    p = run("-m", "chaos", "run", "--seed", "1", "--duration", "5s", "--out", str(out))
+    assert p.returncode == 2
+    assert p.stderr.splitlines() == [
+        f"error: --out '{tmp_path}/caf\\xe9' is not UTF-8 text (a byte such as \\xff in a name "
+        "is no character): the campaign queues the pipelines it writes there by their path, "
+        "which a queue stores as text; pass a directory whose path is UTF-8"
+    ]
+    assert not out.exists()
+
+
+@pytest.mark.chaos
+def test_a_campaign_whose_db_path_is_not_utf8_reports_it_and_prints_a_replay_that_pastes(
+    tmp_path: Path,
+) -> None:
+    # Before: the campaign ran, then writing report.md met the path's byte and ended in
+    # "internal error … UnicodeEncodeError", exit 70; the replay it printed said 'caf\udce9',
+    # which names no file when pasted.
+    db, out = tmp_path / os.fsdecode(b"caf\xe9") / "q.db", tmp_path / "out"
+    db.parent.mkdir()
+    first = run(
+        "-m", "chaos", "run", "--seed", "6", "--duration", "3s", "--workers", "2",
+        "--faults", "torn_write", "--db", str(db), "--out", str(out),
+    )  # fmt: skip
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"--db $'{tmp_path}/caf\\xe9/q.db'" in first.stderr
+    assert f"| queue | `{tmp_path}/caf\\xe9/q.db` |" in (out / "report.md").read_text()
+    pasted = subprocess.run(["bash", "-c", f"test -f $'{tmp_path}/caf\\xe9/q.db'"], check=False)
+    assert pasted.returncode == 0  # pasted into bash, the replay's --db names the same file

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -672,3 +674,36 @@ def test_a_runs_events_file_holds_its_rows_of_the_events_table_in_seq_order(
         ).fetchall()
         assert written == expected and written
     assert sorted(files) == ["A", "B", "C"]
+
+
+@pytest.mark.parametrize("swap", ["fifo", "huge"])
+def test_a_cache_entry_that_is_no_file_a_scan_wrote_is_read_again_never_waited_on(
+    root: Path, tmp_path: Path, swap: str
+) -> None:
+    # Before: a FIFO in an entry's place hung every scan on its read; a 1 GiB file there was
+    # read whole (1.3 GiB of memory).
+    env = {**os.environ, "RUNDOCTOR_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "doctor", "scan", "--root", str(root), "--json"]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    entries = sorted((tmp_path / "cache" / "runs").glob("*.json"))
+    assert len(entries) == 2, first.stderr
+    for p in entries:
+        p.unlink()
+        if swap == "fifo":
+            os.mkfifo(p)
+        else:
+            with p.open("wb") as f:
+                f.truncate(1 << 30)
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert second.returncode == first.returncode, second.stderr
+    assert json.loads(second.stdout)["fleet"]["cache_notes"] == [
+        "2 runs read again from the run directory: the cache entry was damaged"
+    ]
+
+    def runs(out: str) -> list[tuple[str, str, list[str]]]:  # ages move with the clock
+        return [
+            (r["run_id"], r["state"], [f["code"] for f in r["findings"]])
+            for r in json.loads(out)["runs"]
+        ]
+
+    assert runs(second.stdout) == runs(first.stdout)

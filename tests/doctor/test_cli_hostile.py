@@ -313,6 +313,16 @@ def test_a_config_file_that_is_a_fifo_is_refused_instead_of_hanging(tmp_path: Pa
     assert "not a regular file" in _one_line_error(result)
 
 
+def test_a_config_file_over_1_mib_is_refused_unread(tmp_path: Path) -> None:
+    # Before: a gigabyte named as the config file was read whole (twice its size in memory)
+    # to be found "not valid TOML".
+    config = tmp_path / "config.toml"
+    with config.open("wb") as f:  # sparse
+        f.truncate(1 << 30)
+    result = _doctor("scan", "--root", HEALTHY_ROOT, env={"RUNDOCTOR_CONFIG": str(config)})
+    assert "is larger than 1 MiB: no config file" in _one_line_error(result)
+
+
 @pytest.mark.parametrize("args", [("checks",), ("scan", "--root", HEALTHY_ROOT, "--json")])
 def test_a_full_standard_output_is_one_line_not_a_crash(args: tuple[str, ...]) -> None:
     # Before: "internal error (a bug in rundoctor): OSError: [Errno 28]", exit 70.

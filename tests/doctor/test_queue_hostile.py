@@ -467,3 +467,17 @@ def test_milliseconds_recorded_as_seconds_are_a_clock_skew(tmp_path: Path) -> No
     now = 1_780_000_000.0
     (skew,) = _codes(_lease_heartbeat_at(tmp_path, now * 1000), now)["clock_skew"]
     assert skew.evidence["last_heartbeat_at"] is None  # no calendar holds it
+
+
+def test_a_queue_whose_path_is_not_utf8_is_read(tmp_path: Path) -> None:
+    # Before: scan, metrics, watch, report --fleet and repair --db on a queue in a Latin-1
+    # directory ended in "internal error … UnicodeEncodeError", exit 70: the file URI was
+    # quoted from the path's text; the executor's own commands read it.
+    where = tmp_path / os.fsdecode(b"caf\xe9")
+    where.mkdir()
+    db = queues.incident_05(host="elsewhere").write_sqlite(where / "queue.db")
+    for args in (("scan", "--json"), ("metrics",), ("repair", "--json")):
+        done = _doctor(*args, "--db", str(db), tmp_path=tmp_path)
+        assert done.returncode in (0, 1), done.stderr
+    scan = json.loads(_doctor("scan", "--json", "--db", str(db), tmp_path=tmp_path).stdout)
+    assert any(f["code"] == "stale_lease" for f in scan["findings"]), scan["findings"]

@@ -602,3 +602,19 @@ def test_docs_repair_md_names_every_key_of_doctor_repair_json(tmp_path: Path) ->
     assert {"run_id", "path", "queue", "journal"} <= top
     found = top | report | keys | findings
     assert not found - named, sorted(found - named)
+
+
+def test_apply_terminalizes_a_run_whose_name_is_not_utf8(tmp_path: Path) -> None:
+    # Before: `--apply` opened the diagnosis's text path ('r\xe9', the byte written as an
+    # escape): "error: '…/r\\xe9' is not a run directory … No such file or directory", exit 2.
+    run = tmp_path / os.fsdecode(b"r\xe9")
+    run.mkdir()
+    (run / "run.pid").write_text("99999999")
+    (run / "progress.ndjson").write_text(
+        '{"event": "stage_attempt_start", "ts": "2026-04-28T10:00:00Z", '
+        '"node_id": "build", "attempt": 1}\n'
+    )
+    done = _doctor("repair", "--run-id", run.name, "--root", tmp_path, "--apply", "--json")
+    assert done.returncode in (0, 1), done.stderr
+    assert json.loads((run / "final.json").read_text())["status"] == "fail"
+    assert (run / JOURNAL).is_file()

@@ -292,8 +292,9 @@ def test_a_damaged_state_file_is_one_line_and_exit_2(tmp_path: Path, env: dict[s
             '{"schema": "rundoctor.watch-state/1", "passes": "x", "active": [], "last_pass_at": 1}',
             'is damaged (passes is "x", not a whole number of passes, 0 or more)',
         ),
+        ("huge", "cannot be read (larger than 256 MiB, which no watch's open alerts come to)"),
     ],
-    ids=["fifo", "under-a-file", "nested", "wrong-type"],
+    ids=["fifo", "under-a-file", "nested", "wrong-type", "huge"],
 )
 def test_a_state_file_that_is_no_state_is_one_line_never_a_hang_or_a_crash(
     tmp_path: Path, env: dict[str, str], state: str, says: str
@@ -307,6 +308,9 @@ def test_a_state_file_that_is_no_state_is_one_line_never_a_hang_or_a_crash(
     elif state == "under-a-file":  # "[Errno 20] Not a directory: '…/x'", the path twice
         path.write_text("")
         path = path / "x"
+    elif state == "huge":  # sparse: it was read whole (2 GiB of memory) to be found no JSON
+        with path.open("wb") as f:
+            f.truncate(1 << 30)
     else:
         path.write_text(state)
     cmd = [*_watch(tmp_path, path), "--once"]
@@ -396,6 +400,34 @@ def test_a_target_failing_for_every_event_is_said_once_with_the_count(
     (line,) = done.stderr.splitlines()
     assert line.count("nonexistent") == 1, line
     assert f"nonexistent failed for {alerts} events, after 1 try each: " in line
+
+
+@pytest.mark.parametrize("how", ["a directory of mode 555", "a read-only file system"])
+def test_a_state_that_can_never_be_saved_is_refused_before_the_first_pass(
+    tmp_path: Path, env: dict[str, str], how: str
+) -> None:
+    # Before: the watch made its pass, sent its alert (here: ran --exec), and only then found
+    # it could not save: exit 74, and every watch started again sent the alert again.
+    root, sent = tmp_path / "runs", tmp_path / "sent"
+    LiveRun(root, "r1").start(time.time() - 60)
+    args = [*as_a_user(), *_watch(root, tmp_path / "ro" / "sub" / "watch.json", "--once")]
+    args += ["--exec", f"touch {sent}"]
+    if how == "a directory of mode 555":
+        (tmp_path / "ro").mkdir(mode=0o555)
+        done = _run(args, env)
+        (tmp_path / "ro").chmod(0o755)
+        why = "Permission denied"
+    else:
+        with tmpfs(tmp_path / "ro", "64k") as mount:
+            subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+            done = _run(args, env)
+        why = "Read-only file system"
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr.splitlines() == [
+        f"error: --state '{tmp_path / 'ro/sub/watch.json'}' cannot be written ({why}); no pass "
+        "was made and no alert sent, since none could be remembered: pass a writable --state FILE"
+    ]
+    assert not sent.exists()
 
 
 @pytest.fixture

@@ -400,3 +400,63 @@ def test_costs_no_double_holds_never_stop_a_run_nor_reach_its_json(
     for line in (run_path / "progress.ndjson").read_bytes().splitlines():
         _strict_json(line)
     _healthy(run_path)
+
+
+def test_a_stage_status_file_holding_infinity_or_nan_is_kept_as_valid_json(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # Before: the stage's file was moved into the attempt directory unchanged, so
+    # stage_status.json (and an ignored one, .ignored.json) kept `Infinity`: no file of a run
+    # was to hold one, and no reader but Python's json takes it.
+    won = '{"status": "success", "cost_usd": Infinity, "meta": {"n": [NaN, -1e999, 2.5]}}'
+    lost = '{"status": "fail", "notes": "x", "cost_usd": -Infinity}'
+    command = f"printf '%s' '{won}' > $STAGE_STATUS_PATH; printf '%s' '{lost}' > status.json"
+    dot = tmp_path / "nan.dot"
+    quoted = command.replace('"', '\\"')
+    dot.write_text(
+        f'digraph nan {{ start [shape=Mdiamond]; s [shape=parallelogram, tool_command="{quoted}"];'
+        " exit [shape=Msquare]; start -> s -> exit }"
+    )
+    out = _json(_doctor(env, "run", dot, "--json"))
+    attempt = Path(out["path"]) / "s" / "attempt-1"
+    assert _strict_json((attempt / "stage_status.json").read_bytes()) == {
+        "status": "success",
+        "cost_usd": None,
+        "meta": {"n": [None, None, 2.5]},
+    }
+    ignored = _strict_json((attempt / "stage_status.worktree.ignored.json").read_bytes())
+    assert ignored == {"status": "fail", "notes": "x", "cost_usd": None}
+    for path in Path(out["path"]).rglob("*.json"):
+        _strict_json(path.read_bytes())
+
+
+def test_a_queue_on_proc_is_not_said_to_be_on_a_full_disk(env: dict[str, str]) -> None:
+    # Before: "disk I/O error: the file system holding it is full; free space there": /proc
+    # has no free block, as it has no block at all.
+    line = _usage_error(_doctor(env, "enqueue", SIMPLE, "--db", "/proc/self/mem"))
+    assert "it is on a file system that stores nothing (/proc, /sys)" in line
+    assert "full" not in line
+
+
+@pytest.mark.parametrize(
+    ("fifo", "code", "says"),
+    [
+        ("$KILROY_STAGE_LOGS_DIR/stderr.log", 1, "stderr tail: (stderr.log unreadable: not a"),
+        ("$KILROY_LOGS_ROOT/progress.ndjson", 2, "No such device or address (/"),
+    ],
+    ids=["stderr.log", "progress.ndjson"],
+)
+def test_a_fifo_a_stage_leaves_in_its_run_is_never_waited_on(
+    env: dict[str, str], tmp_path: Path, fifo: str, code: int, says: str
+) -> None:
+    # Before: the executor opened the path the stage had made a FIFO (to read stderr's tail,
+    # to append an event) and waited for a partner for good; SIGTERM could not end it.
+    dot = tmp_path / "fifo.dot"
+    command = f'rm -f \\"{fifo}\\"; mkfifo \\"{fifo}\\"; exit 1'
+    dot.write_text(
+        f"digraph p {{ start [shape=Mdiamond]; s [shape=parallelogram, max_retries=0, "
+        f'tool_command="{command}"]; exit [shape=Msquare]; start -> s -> exit }}'
+    )
+    done = _doctor(env, "run", dot)
+    assert done.returncode == code, done.stderr
+    assert says in done.stderr and "Traceback" not in done.stderr

@@ -851,6 +851,10 @@ def test_doctor_run_on_a_root_that_refuses_writes_is_one_line_naming_it(
     assert line.startswith(f"error: the run could not be written under runs root '{tiny_disk}': ")
     why = "No space left on device" if refusal == "full" else "Read-only file system"
     assert why in line and "a writable directory with free space" in line
+    if refusal == "read-only":  # not even its directory: it was said to have "ended (its
+        # final.json says why)", a final.json that was nowhere
+        assert "was not begun: its directory could not be made;" in line
+        assert "final.json" not in line and not list(tiny_disk.iterdir())
 
 
 def test_doctor_run_on_a_root_that_cannot_be_made_is_one_line_naming_it() -> None:

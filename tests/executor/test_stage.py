@@ -232,6 +232,23 @@ def test_a_status_file_nested_too_deeply_is_invalid_and_the_next_one_decides(
     assert (attempt / "stage_status.canonical.invalid").exists()
 
 
+def test_a_status_file_over_32_mib_is_invalid_unread_and_the_next_one_decides(
+    tmp_path: Path,
+) -> None:
+    # Before: a stage's 1 GiB status.json was read whole, 1.3 GiB of the executor's memory
+    # (of a worker running several stages at once), to be found no JSON.
+    attempt, worktree = _dirs(tmp_path)
+    with (attempt / "status.json").open("wb") as f:  # sparse
+        f.truncate(1 << 30)
+    (worktree / "status.json").write_text('{"status": "fail", "failure_reason": "real"}')
+    ing = ingest_status(attempt, worktree, "r1")
+    assert ing.source == "worktree" and ing.outcome is not None
+    assert f"canonical invalid: {attempt / 'status.json'}: larger than 33,554,432 bytes" in (
+        ing.diagnostic
+    )
+    assert (attempt / "stage_status.canonical.invalid").stat().st_size == 1 << 30
+
+
 def test_doctor_run_survives_an_agent_whose_status_file_is_nested_too_deeply(
     tmp_path: Path,
 ) -> None:

@@ -160,6 +160,14 @@ def test_a_failing_pipeline_fails_its_ticket_with_the_runs_reason(
     assert t.reason is not None and "exit status 3" in t.reason and "broken" in t.reason
 
 
+def _lost(queue: Queue, url: str, tmp_path: Path) -> tuple[Ticket, Path, int]:
+    """A worker SIGKILLed while its long stage runs: (its ticket, run dir, stage pid)."""
+    worker, ticket, run_path, stage = _running(queue, url, tmp_path)
+    worker.kill()
+    worker.communicate()
+    return ticket, run_path, stage
+
+
 def test_a_sigkilled_worker_is_reclaimed_at_once_and_its_stage_killed(
     queue: Queue, url: str, tmp_path: Path
 ) -> None:
@@ -282,15 +290,32 @@ def test_the_clock_notice_speaks_once_each_time_this_hosts_clock_goes_off(
     assert "30 s behind" in lines[1] and lines[1].endswith("synchronize the clocks (NTP)")
 
 
+def test_the_reaper_never_waits_on_a_fifo_a_stage_left_as_the_runs_final_json(
+    queue: Queue, url: str, tmp_path: Path
+) -> None:
+    # Before: a stage may write where its KILROY_LOGS_ROOT says, the run's directory: a FIFO
+    # it left as final.json hung the reaper's read of it, `doctor reap` and every worker's
+    # reaper pass alike, and the lost worker's ticket was never reclaimed.
+    ticket, run_path, stage = _lost(queue, url, tmp_path)
+    os.mkfifo(run_path / "final.json")
+    done = subprocess.run(
+        [sys.executable, "-m", "doctor", "reap", "--db", url, "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (reclaim,) = json.loads(done.stdout)
+    assert (reclaim["ticket_id"], reclaim["status"]) == (ticket.id, "todo")
+    assert not reclaim["terminalized"]  # the FIFO holds final.json's name: left to the doctor
+    _wait(lambda: not _alive(stage), timeout=5)
+
+
 @pytest.mark.parametrize("nested", ["process.json", "final.json"])
 def test_the_reaper_takes_a_file_nested_past_the_parser_for_one_it_cannot_read(
     queue: Queue, url: str, tmp_path: Path, nested: str
 ) -> None:
     # Before: json's RecursionError escaped the reaper's read of a tampered process.json (or
     # final.json): the pass crashed, the lost worker's ticket was never reclaimed.
-    worker, ticket, run_path, stage = _running(queue, url, tmp_path)
-    worker.kill()
-    worker.communicate()
+    ticket, run_path, stage = _lost(queue, url, tmp_path)
     where = run_path / "stray" / "attempt-9" if nested == "process.json" else run_path
     where.mkdir(parents=True, exist_ok=True)
     (where / nested).write_text("[" * 100_000)
