@@ -245,15 +245,24 @@ def read_regular_bytes(path: Path, *, max_bytes: int | None = None) -> bytes:
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-        if not stat.S_ISREG(mode):
+        if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or socket)", str(path))
+        size = st.st_size
+        if max_bytes is not None and size > max_bytes:
+            raise OSError(errno.EFBIG, f"larger than {max_bytes:,} bytes", str(path))
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb") as f:
             fd = -1
-            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+            # As much as the file holds and a byte more: ``read(max_bytes + 1)`` would
+            # allocate the whole bound for every file (64 MiB per scan-cache entry made a
+            # rescan's 1,000 reads 3.5 times slower). A file that grew since is read on.
+            data = f.read(size + 1)
+            if len(data) > size:
+                rest = None if max_bytes is None else max(0, max_bytes + 1 - len(data))
+                data += f.read(rest)
         if max_bytes is not None and len(data) > max_bytes:
             raise OSError(errno.EFBIG, f"larger than {max_bytes:,} bytes", str(path))
         return data

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rundoctor.paths import make_dirs, remove_tree
+from rundoctor.paths import make_dirs, read_regular_bytes, remove_tree
 from tests.helpers import REPO, as_a_user, run_doctor
 
 HEALTHY_ROOT = REPO / "fixtures" / "cases" / "healthy_tool_run" / "run"
@@ -286,3 +286,46 @@ def test_with_no_home_a_default_location_is_one_line_and_given_paths_work(
     queue = tmp_path / "q.db"
     assert _without_a_home("worker", "--once", "--create-queue", "--db", queue, "--root",
                            tmp_path / "runs").returncode == 0  # fmt: skip
+
+
+def test_a_small_file_read_under_a_large_bound_allocates_its_size_not_the_bound(
+    tmp_path: Path,
+) -> None:
+    # Every scan-cache entry (a few KB) was read as ``read(64 MiB + 1)``: 64 MiB allocated
+    # for each, and a rescan's 1,000 reads took 3.5 times as long.
+    import tracemalloc
+
+    small = tmp_path / "entry.json"
+    small.write_bytes(b"x" * 5000)
+    tracemalloc.start()
+    try:
+        assert read_regular_bytes(small, max_bytes=64 << 20) == b"x" * 5000
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak
+
+
+def test_a_file_that_grew_since_it_was_opened_is_read_on_up_to_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "grows"
+    path.write_bytes(b"a" * 10)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    real_fstat = os.fstat
+
+    def fstat_then_grow(n: int) -> os.stat_result:  # the file grows right after its stat
+        st = real_fstat(n)
+        if n != fd:
+            os.write(fd, b"b" * 10)
+        return st
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "fstat", fstat_then_grow)
+            assert read_regular_bytes(path) == b"a" * 10 + b"b" * 10
+        os.write(fd, b"c" * 10)  # 30 bytes now, the bound 25
+        with pytest.raises(OSError, match="larger than 25 bytes"):
+            read_regular_bytes(path, max_bytes=25)
+    finally:
+        os.close(fd)
