@@ -9,6 +9,7 @@ that read the environment; here:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -347,9 +348,33 @@ def _run_here(graph: Path, runs: Path, config: ExecutorConfig, on_event: Any) ->
         )
         raise UsageError(
             f"the run could not be written under runs root {str(runs)!r}: "
-            f"{exc.strerror or exc}{where}; {after}; pass --root (or set RUNDOCTOR_ROOT to) a "
-            "writable directory with free space"
+            f"{exc.strerror or exc}{where}; {after}; {_root_advice(exc)}"
         ) from None
+
+
+#: What a write meets where the run's own file should be a regular one: a FIFO (``ENXIO``
+#: without a reader), a device, socket or directory (``EINVAL``, ``EISDIR``), a symlink
+#: (``ELOOP``: never followed). A stage may have made it: it writes in the run's directory.
+_NOT_A_FILE = frozenset({errno.ENXIO, errno.EINVAL, errno.EISDIR, errno.ELOOP})
+
+
+def _root_advice(exc: OSError) -> str:
+    """What to do about the write the runs root refused: another root, unless the root is
+    fine and one of the run's own files is no regular file (then that file is the matter).
+
+    >>> _root_advice(OSError(errno.ENOSPC, "No space left on device"))
+    'pass --root (or set RUNDOCTOR_ROOT to) a writable directory with free space'
+    >>> _root_advice(OSError(errno.ENXIO, "No such device or address", "/r/x/progress.ndjson"))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    "'/r/x/progress.ndjson' is no regular file the run can write (a FIFO, device, socket,
+    directory or symlink, which a stage may have made there): remove it"
+    """
+    if exc.errno in _NOT_A_FILE and exc.filename:
+        return (
+            f"{str(exc.filename)!r} is no regular file the run can write (a FIFO, device, "
+            "socket, directory or symlink, which a stage may have made there): remove it"
+        )
+    return "pass --root (or set RUNDOCTOR_ROOT to) a writable directory with free space"
 
 
 def _reason(url: str, ticket_id: str) -> str:
