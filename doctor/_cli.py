@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shlex
 import stat
 import sys
 import time
@@ -40,7 +39,7 @@ from rundoctor.errors import (
     write_whole,
 )
 from rundoctor.paths import expand_queue_path, expand_user, file_kind
-from rundoctor.terminal import shell_quote
+from rundoctor.terminal import printable, shell_quote
 
 if TYPE_CHECKING:  # the commands import what they run, so each pays only for its own
     from rich.console import Console
@@ -151,12 +150,14 @@ def _check_roots(roots: list[Path]) -> None:
     for root in roots:
         problem = _root_problem(root)
         if problem is not None:
-            raise RootError(f"runs root {str(root)!r} {problem}")
+            raise RootError(f"runs root '{printable(str(root))}' {problem}")
         if looks_like_run(root) and not list_run_dirs([root]):
+            # Shown with a byte that is not UTF-8 as \xNN; the commands quoted to paste back
+            # the same name ($'…\xNN'), as every command the doctor prints is.
             raise RootError(
-                f"{str(root)!r} is a run directory, not a runs root; diagnose it with "
-                f"`doctor diagnose --run-id {shlex.quote(str(root))}` or pass --root "
-                f"{shlex.quote(str(root.resolve().parent))}"
+                f"'{printable(str(root))}' is a run directory, not a runs root; diagnose it "
+                f"with `doctor diagnose --run-id {shell_quote(str(root))}` or pass --root "
+                f"{shell_quote(str(root.resolve().parent))}"
             )
 
 
@@ -722,7 +723,7 @@ def _print_queue_repair(
         again = ["doctor", "scan", "--db", db] + [
             w for r in config.roots for w in ("--root", str(r))
         ]
-        _print_repair(console(), report, " ".join(shlex.quote(w) for w in again))
+        _print_repair(console(), report, " ".join(shell_quote(w) for w in again))
 
 
 def _version(value: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -599,3 +600,28 @@ def test_a_terminal_reason_of_100_kb_is_cut_where_people_read_it(tmp_path: Path)
     assert report.returncode == 0 and len(line) < 400, len(line)
     whole = _doctor("diagnose", "--run-id", "healthy01", "--root", root, "--json")
     assert json.loads(whole.stdout)["facts"]["terminal_reason"] == reason
+
+
+def test_a_run_directory_passed_as_root_whose_name_is_not_utf8_gets_a_pasteable_command(
+    tmp_path: Path,
+) -> None:
+    # Before: "'…/r\udcfe' is a run directory …; diagnose it with `doctor diagnose --run-id
+    # '…/r\xfe'`": Python's repr of the name, and a command naming a file that is not there.
+    root = os.fsencode(tmp_path) + b"/r\xfe"
+    os.mkdir(root)
+    with open(root + b"/progress.ndjson", "w") as fh:
+        fh.write('{"event": "stage_attempt_start", "node_id": "a", "ts": "2026-01-01T00:00:00Z"}\n')
+    done = run_doctor("scan", "--root", root)
+    assert done.returncode == 2, done
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"error: '{tmp_path}/r\\xfe' is a run directory, not a runs root")
+    command = re.search(r"`(doctor diagnose --run-id [^`]+)`", line)
+    assert command is not None and f"$'{tmp_path}/r\\xfe'" in command[1], line
+    pasted = subprocess.run(
+        ["bash", "-c", f"{command[1]} --json"],
+        capture_output=True,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+        check=False,
+    )
+    assert pasted.returncode in (0, 1), pasted
+    assert json.loads(pasted.stdout)["run_id"] == "r\\xfe"
