@@ -16,7 +16,8 @@ lock_key = $(shell cat $(1) pyproject.toml | cksum | cut -d' ' -f1)
 RUNTIME_STAMP := $(VENV)/.runtime-$(call lock_key,requirements.lock requirements-build.lock)
 TEST_STAMP := $(VENV)/.test-$(call lock_key,requirements-test.lock requirements-build.lock)
 NPM_STAMP := $(TOOLS)/.npm-$(call lock_key,tools/npm/package-lock.json)
-LOCK_FLAGS := --universal --python-version 3.11.5 --generate-hashes --custom-compile-command "make lock" -q
+# The Python locks resolve for: requires-python's lowest release (pyproject.toml).
+LOCK_FLAGS := --universal --python-version 3.11.5 --generate-hashes -q
 
 .PHONY: install install-runtime demo test test-fast test-newest lint typecheck bench lock clean
 
@@ -106,10 +107,12 @@ bench: install
 
 # Refresh every lock to the newest releases pyproject.toml admits; review and commit the diff.
 lock: $(UV)
-	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) --upgrade -o requirements.lock
-	$(UV) pip compile pyproject.toml --extra test $(LOCK_FLAGS) --upgrade -o requirements-test.lock
+	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) --custom-compile-command "make lock" --upgrade -o requirements.lock
+	$(UV) pip compile pyproject.toml --extra test $(LOCK_FLAGS) --custom-compile-command "make lock" \
+	  --upgrade -o requirements-test.lock
 	$(PY) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
-	  | $(UV) pip compile - $(LOCK_FLAGS) --upgrade -o requirements-build.lock
+	  | $(UV) pip compile - $(LOCK_FLAGS) --upgrade -o requirements-build.lock \
+	  --custom-compile-command "make lock (pyproject.toml's [build-system] requires, Python 3.11.5 and up)"
 	cd tools/npm && npm install --package-lock-only --omit-lockfile-registry-resolved \
 	  --no-audit --no-fund
 

@@ -16,7 +16,7 @@ from doctor._budget import budget_detail, exceeded
 from doctor._config import DoctorConfig
 from doctor._detectors import Context
 from doctor._discovery import locate_run, runs_to_scan
-from doctor._documents import cost_figure, total_cost
+from doctor._documents import total_cost
 from doctor._errors import RootError, UsageError
 from doctor._facts import compute_facts
 from doctor._ingest import _documents_of, load_run
@@ -25,6 +25,7 @@ from doctor._kept import KeptFindings, run_text
 from doctor._layout import RunLayout, discover, display_name
 from doctor._model import Diagnosis, Finding, Severity
 from doctor._run_state import run_state
+from rundoctor.costs import cost_figure
 
 if TYPE_CHECKING:
     from doctor._scan import RunOutcome

@@ -43,6 +43,7 @@ from doctor._layout import (
 )
 from doctor._model import noun
 from doctor._timestamps import parse_iso
+from rundoctor.costs import cost_figure
 from rundoctor.liveness import owner_alive, owner_stopped, valid_pid
 from rundoctor.paths import file_kind
 
@@ -53,7 +54,6 @@ __all__ = [
     "RunDocuments",
     "ScopeDocuments",
     "StageStatus",
-    "cost_figure",
     "fanout_branch_count",
     "graph_successors",
     "normalize_status",
@@ -445,27 +445,6 @@ def _read_json(
         what = f"duplicate {noun(len(keys), 'key')} {names[:200]}: the last value is read"
         unreadable.append(Unreadable(rel, kind, what))
     return doc(value=value)
-
-
-def cost_figure(value: object) -> float | None:
-    """A cost as an artifact reports it: a number that fits a double, is finite and is not
-    below zero; ``None`` otherwise (a 400-digit integer in final.json stopped the diagnosis
-    with OverflowError; a cost of -3 was taken off the run's and the fleet's totals). The
-    executor takes a stage's cost by the same rule.
-
-    >>> cost_figure(7), cost_figure(0.25), cost_figure(10**400), cost_figure(True)
-    (7.0, 0.25, None, None)
-    >>> cost_figure(-3.0), cost_figure(-0.0)
-    (None, 0.0)
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        cost = float(value)
-    except OverflowError:
-        return None
-    # -0.0 is no refund either: it reads as 0, never as "-0.0" in a total.
-    return cost + 0.0 if math.isfinite(cost) and cost >= 0 else None
 
 
 def total_cost(costs: Iterable[float | None]) -> float | None:

@@ -43,6 +43,7 @@ from executor._events import Event, RunCompleted, RunFailed, finite, rfc3339
 from executor._graph import canonical_outcome
 from rundoctor.atomic import create_file, replace_file
 from rundoctor.clock import Clock
+from rundoctor.costs import cost_figure
 from rundoctor.liveness import start_ticks
 from rundoctor.paths import make_dirs, read_regular_bytes
 from rundoctor.signature import SIGNATURE_VERSION
@@ -505,25 +506,8 @@ def _report(value: Any) -> Outcome:
         preferred_label=text("preferred_label", "preferred_next_label"),
         failure_signature=text("failure_signature") or text("failure_signature", src=meta),
         notes=text("notes"),
-        cost_usd=_cost(value.get("cost_usd", meta.get("cost_usd"))),
+        cost_usd=cost_figure(value.get("cost_usd", meta.get("cost_usd"))),
     )
-
-
-def _cost(value: object) -> float | None:
-    """A stage's reported cost: a number that is finite, not negative and fits a double.
-    Anything else is no cost (a 400-digit integer stopped the run with OverflowError;
-    ``Infinity``, which Python's json reads, went into every document after it).
-
-    >>> _cost(0.25), _cost(10**400), _cost(float("inf")), _cost(-1), _cost(True)
-    (0.25, None, None, None, None)
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        cost = float(value)
-    except OverflowError:
-        return None
-    return cost if math.isfinite(cost) and cost >= 0 else None
 
 
 #: The largest status file a stage's outcome is read from (32 MiB, the most of a document the
