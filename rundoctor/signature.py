@@ -298,8 +298,8 @@ _NOUN = rf"{_NOUN_STEM}s(?![\w<])"
 # Each is a plural noun or not, whatever the other is, so a signature stays its own signature.
 def _counted_words(first: str, between: str, second: str) -> str:
     """The words after a count, the groups named for the alternative of ``_POST`` they are in."""
-    return rf"""(?=\ \w++(?<=s)(?!<)|\ [A-Za-z]++\ \w++(?<=s)(?!<))
-        (?:(?P<{first}>{_NOUN})|(?P<{between}>\ [A-Za-z]++))(?P<{second}>{_NOUN})?"""
+    return rf"""(?=\ \w++(?<=s)(?!<)|\ [A-Za-z][\w-]*+\ \w++(?<=s)(?!<))
+        (?:(?P<{first}>{_NOUN})|(?P<{between}>\ [A-Za-z][\w-]*+))(?P<{second}>{_NOUN})?"""
 
 
 # Bracketed values, runs and counted nouns in one pass (one regex call per text is what keeps

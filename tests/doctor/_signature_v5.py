@@ -175,8 +175,8 @@ _HOSTNAME_HINT = re.compile(rf"\.{_TLD}\b")
 _SEP = r"(?:[,;]\ ?|\ )"
 _NOUN = r"\ [A-Za-z]{2,}[^\W\dsui_]s(?![\w<])"
 # The first word after a count, and the second too, each made singular if it is a plural noun.
-_WORDS_AFTER_COUNT = r"""(?=\ \w*s(?![\w<])|\ [A-Za-z]+\ \w*s(?![\w<]))
-    (?:(?P<{0}>{2})|(?P<{1}>\ [A-Za-z]+))(?P<{3}>{2})?"""
+_WORDS_AFTER_COUNT = r"""(?=\ \w*s(?![\w<])|\ [A-Za-z][\w-]*\ \w*s(?![\w<]))
+    (?:(?P<{0}>{2})|(?P<{1}>\ [A-Za-z][\w-]*))(?P<{3}>{2})?"""
 # Bracketed values, runs and counted nouns in one pass (one regex call per text is what keeps
 # the throughput), each keyed on the "<" of a value: a bracket standing alone that holds one
 # value or a run of them; a run of one kind of value, with its counted noun if any; a count

@@ -896,6 +896,58 @@ FAILURES: Failures = {
             ),
         ),
     ),
+    "hpc and ml training": (
+        (
+            "Slurm: time limit",
+            (
+                "slurmstepd: error: *** JOB 123456 ON node017 CANCELLED AT 2024-03-02T10:11:12 DUE "
+                "TO TIME LIMIT ***",
+                "slurmstepd: error: *** JOB 98 ON gpu-a03 CANCELLED AT 2024-12-30T23:01:02 DUE TO "
+                "TIME LIMIT ***",
+            ),
+        ),
+        (
+            # The count and the noun after "oom_kill" change together.
+            "Slurm: tasks OOM killed",
+            (
+                "slurmstepd: error: Detected 1 oom_kill event in StepId=123456.batch. Some of the "
+                "step tasks have been OOM Killed.",
+                "slurmstepd: error: Detected 3 oom_kill events in StepId=98.0. Some of the step "
+                "tasks have been OOM Killed.",
+            ),
+        ),
+        (
+            "CUDA out of memory",
+            (
+                "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has "
+                "a total capacity of 79.15 GiB of which 1.23 GiB is free. Process 4242 has 77.91 "
+                "GiB memory in use.",
+                "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 512.00 MiB. GPU 3 "
+                "has a total capacity of 23.65 GiB of which 100.81 MiB is free. Process 17 has "
+                "23.54 GiB memory in use.",
+            ),
+        ),
+        (
+            "NCCL collective timed out",
+            (
+                "Watchdog caught collective operation timeout: WorkNCCL(SeqNum=12345, "
+                "OpType=ALLREDUCE, NumelIn=1048576, NumelOut=1048576, Timeout(ms)=600000) ran for "
+                "600012 milliseconds before timing out.",
+                "Watchdog caught collective operation timeout: WorkNCCL(SeqNum=7, "
+                "OpType=ALLREDUCE, NumelIn=4096, NumelOut=4096, Timeout(ms)=1800000) ran for "
+                "1800321 milliseconds before timing out.",
+            ),
+        ),
+        (
+            "GPU fell off the bus",
+            (
+                "kernel: [12345.678901] NVRM: Xid (PCI:0000:3b:00): 79, pid=4242, GPU has fallen "
+                "off the bus.",
+                "kernel: [98.000001] NVRM: Xid (PCI:0000:d8:00): 79, pid=17, GPU has fallen off "
+                "the bus.",
+            ),
+        ),
+    ),
     "benchmarks and timings": (
         (
             # A formatter that picks the unit by size: one failure, any unit.
@@ -972,6 +1024,7 @@ def test_version_5_makes_the_second_word_after_a_count_singular_too() -> None:
     assert canonical_signature("due to 3 previous errors") == "due to <n> previous error"
     assert canonical_signature("due to 1 previous error") == "due to <n> previous error"
     assert canonical_signature("3 files changes") == "<n> file change"
+    assert canonical_signature("3 oom_kill events") == "<n> oom_kill event"
     # Words ending in "ss", "us" or "is" keep their "s", as after the count itself.
     assert canonical_signature("3 new status") == "<n> new status"
 
