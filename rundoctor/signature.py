@@ -201,8 +201,7 @@ _LEADING_OUT = {
 # canonicalised again.
 # Besides ASCII quotes, GNU's `x' (make, ld, bash) and typographic quotes (GCC and coreutils in a
 # UTF-8 locale write ‘x’ where the C locale has 'x') quote a token too (version 5). The ASCII
-# masks leave the typographic ones out (no ASCII text holds one): a first character outside
-# Latin-1 among the alternatives makes the regex engine test every position of the text.
+# masks leave the typographic ones out: no ASCII text holds one.
 _ASCII_QUOTES = r"""'(?<![\w>'"`‘’“”]')[^'\s{}]*'(?![\w<'"`‘’“”])
     |"(?<![\w>'"`‘’“”]")[^"\s{}]*"(?![\w<'"`‘’“”])
     |`(?<![\w>'"`‘’“”]`)[^`\s{}]*`(?![\w<'"`‘’“”])
