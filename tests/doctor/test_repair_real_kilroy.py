@@ -523,3 +523,37 @@ def test_a_lost_status_file_no_visit_archive_keeps_is_read_from_the_checkpoint(
     assert _resume(logs).wait(timeout=120) == 0
     after = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
     assert (after.state, after.findings) == ("succeeded", ())
+
+
+@pytest.mark.parametrize("name", ["agent_dotai_status_resumed", "agent_dotai_status_no_git"])
+def test_kilroy_refuses_to_resume_a_run_whose_checkpoint_has_no_commit_so_nothing_is_ingested(
+    tmp_path: Path, name: str
+) -> None:
+    # The committed real run: impl's success stranded in worktree/.ai/status.json, the goal
+    # gate failed the run, and its checkpoint has no git_commit_sha (saved by a resumed
+    # engine; in no-git mode). The doctor used to plan ingest_status and "re-route the run".
+    runs = Path(__file__).resolve().parents[2] / "fixtures" / "kilroy" / "runs"
+    logs = tmp_path / name
+    shutil.copytree(runs / name, logs, symlinks=True)
+    config = DoctorConfig(roots=(tmp_path,))
+    (finding,) = diagnose(name, config).findings
+    assert (finding.code, finding.repair) == ("status_contract_mismatch", None)
+    assert finding.evidence["resume_refused"] == "checkpoint missing git_commit_sha"
+    assert plan_repairs(diagnose(name, config), config) == []
+    # What the ingest would have done, by hand; then the resume the old advice asked for.
+    shutil.copyfile(logs / "worktree" / ".ai" / "status.json", logs / "impl" / "status.json")
+    work = tmp_path / "resume-work"
+    work.mkdir()
+    resumed = subprocess.run(
+        [str(KILROY / "kilroy"), "attractor", "resume", "--logs-root", str(logs)],
+        cwd=logs, env=dict(os.environ, XDG_STATE_HOME=str(work / "state")),
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    # Kilroy refuses before its engine starts: no event, and final.json's reason replaced.
+    assert resumed.returncode != 0
+    assert "checkpoint missing git_commit_sha" in resumed.stdout + resumed.stderr
+    final = json.loads((logs / "final.json").read_text())
+    assert (final["status"], final["failure_reason"]) == (
+        "fail",
+        finding.evidence["resume_refused"],
+    )
