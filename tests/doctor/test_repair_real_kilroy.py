@@ -21,7 +21,7 @@ import psutil
 import pytest
 from rich.console import Console
 
-from doctor import DETECTORS, Diagnosis, DoctorConfig, Finding, diagnose
+from doctor import DETECTORS, Diagnosis, DoctorConfig, Finding, Severity, diagnose
 from doctor._render import render_diagnosis
 from doctor._repair import apply_repairs, plan_repairs
 from doctor._timestamps import iso, parse_iso
@@ -560,6 +560,13 @@ def test_kilroy_refuses_to_resume_a_run_whose_checkpoint_has_no_commit_so_nothin
         "fail",
         finding.evidence["resume_refused"],
     )
+    # The doctor says how the run itself ended, which the refusal's final.json now hides.
+    after = diagnose(name, config)
+    (rewritten,) = [f for f in after.findings if f.code == "final_stream_mismatch"]
+    assert rewritten.evidence["stream_failure_reason"] == (
+        "goal gate unsatisfied (impl) and no retry target"
+    )
+    assert rewritten.severity == Severity.WARNING
 
 
 def _stalled_stop(root: Path, logs: Path) -> str:
