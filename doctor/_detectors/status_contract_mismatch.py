@@ -38,6 +38,7 @@ from doctor._detectors._context import Context, scope_words
 from doctor._detectors._lost_status import lost_status
 from doctor._documents import Document, RunDocuments, normalize_status
 from doctor._facts import facts_of
+from doctor._layout import is_top_scope
 from doctor._model import Finding, Severity
 from doctor._resumable import resume_refusal
 from doctor._timestamps import iso, parse_iso
@@ -218,11 +219,14 @@ def _remedy(
     scope, node = where
     past = _routed_past(docs, scope, node)
     branch = docs.layout == "kilroy" and _DISPATCHED.search(scope) is not None
+    restart = docs.layout == "kilroy" and scope != "" and is_top_scope(scope)
     ingest = outcome in SUCCESS_LIKE and ingested is None and not (succeeded or branch)
-    ingest = ingest and past is None
+    ingest = ingest and past is None and not restart
     advice = _advice(ingest, ingested, succeeded, _rel(scope, node, "status.json"))
     if branch and not succeeded:
         advice = _BRANCH_ADVICE
+    elif restart and ingested is None and not succeeded:
+        advice = _restart_advice(docs, scope)
     if past is not None and ingested is None and not succeeded:
         advice = (
             f"the run went on past {node} (its checkpoint, where a resume starts, is at "
@@ -250,6 +254,21 @@ def _refused_advice(ingested: int | None, refused: str) -> str:
         "saved by a resumed engine or in no-git mode, and a resume tried would only replace "
         "final.json's reason with that), so the engine will never read an ingested status; "
         "fix the agent's status path and run the graph again"
+    )
+
+
+def _restart_advice(docs: RunDocuments, scope: str) -> str:
+    """The advice for a stranded outcome in a Kilroy ``restart-N`` scope: ``kilroy attractor
+    resume`` goes on from the base directory's checkpoint, never in a restart (real run
+    ``loop_restart_agent_dotai``: its impl/status.json ingested by hand into restart-1, a
+    resume ran prepare, fetch and impl again in the base directory and never read it)."""
+    base = docs.scopes.get("")
+    cp = base.checkpoint if base is not None else None
+    at = cp.get("current_node") if cp is not None and cp.ok else None
+    where = f" (at {at})" if isinstance(at, str) and at else ""
+    return (
+        f"a resume goes on from the base directory's checkpoint{where}, not in {scope}, so "
+        "it would never read a status ingested there; fix the agent's status path"
     )
 
 

@@ -903,6 +903,7 @@ def test_branch_directories_behind_a_symlink_make_no_fanout(tmp_path: Path) -> N
         ("fanout_dotai_killed", "dispatch the fan-out again", ["terminalize"]),
         ("agent_dotai_status_no_git", "refuses this run", []),
         ("agent_dotai_status_resumed", "refuses this run", []),
+        ("loop_restart_agent_dotai", "not in restart-1", []),
     ],
 )
 def test_a_stranded_status_no_resume_would_read_is_not_ingested(
@@ -917,6 +918,8 @@ def test_a_stranded_status_no_resume_would_read_is_not_ingested(
     # file). agent_dotai_status_no_git / _resumed: the checkpoint has no git_commit_sha
     # (no-git mode; a resumed engine's), so Kilroy refuses any resume of the run. Either way
     # nothing would read an ingested status: no ingest_status, and no advice to resume.
+    # loop_restart_agent_dotai: impl ran in restart-1 and stranded its status in the run's one
+    # worktree; a resume goes on from the base directory's checkpoint, never in restart-1.
     result = _diagnosed(name)
     (finding,) = [f for f in result.findings if f.code == "status_contract_mismatch"]
     assert finding.repair is None

@@ -644,3 +644,44 @@ def test_the_stop_advised_for_a_stalled_run_ends_it_through_kilroys_own_stop(
     assert json.loads((logs / "final.json").read_text())["status"] == "fail"
     after = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
     assert after.state == "failed" and "missing_final" not in [f.code for f in after.findings]
+
+
+def test_kilroy_never_reads_a_status_ingested_into_a_restart_so_none_is_planned(
+    tmp_path: Path,
+) -> None:
+    # The committed real run: impl ran in restart-1, its agent stranded its success in the
+    # run's one worktree (<base>/worktree/.ai/status.json), the goal gate failed the run.
+    # The doctor said nothing (it looked for a worktree in restart-1/); now it reports the
+    # stranded outcome, with no ingest_status.
+    name = "loop_restart_agent_dotai"
+    runs = Path(__file__).resolve().parents[2] / "fixtures" / "kilroy" / "runs"
+    logs = tmp_path / name
+    shutil.copytree(runs / name, logs, symlinks=True)
+    config = DoctorConfig(roots=(tmp_path,))
+    (finding,) = diagnose(name, config).findings
+    assert (finding.code, finding.scope, finding.repair) == (
+        "status_contract_mismatch",
+        "restart-1",
+        None,
+    )
+    assert plan_repairs(diagnose(name, config), config) == []
+    # What an ingest into restart-1 would have done, by hand; then a resume.
+    shutil.copyfile(
+        logs / "worktree" / ".ai" / "status.json", logs / "restart-1" / "impl" / "status.json"
+    )
+    before = len((logs / "progress.ndjson").read_text().splitlines())
+    work = tmp_path / "resume-work"
+    work.mkdir()
+    subprocess.run(
+        [str(KILROY / "kilroy"), "attractor", "resume", "--logs-root", str(logs)],
+        cwd=logs, env=dict(os.environ, XDG_STATE_HOME=str(work / "state")),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        timeout=600, check=False,
+    )  # fmt: skip
+    # Kilroy went on in the base directory from its checkpoint (prepare, fetch and impl ran
+    # again there) and wrote nothing in restart-1: the ingested file was never read.
+    resumed = [json.loads(line) for line in (logs / "progress.ndjson").read_text().splitlines()]
+    starts = [e.get("node_id") for e in resumed[before:] if e["event"] == "stage_attempt_start"]
+    assert starts == ["prepare", "fetch", "impl"]
+    restart_stream = (logs / "restart-1" / "progress.ndjson").read_text()
+    assert restart_stream == (runs / name / "restart-1" / "progress.ndjson").read_text()
