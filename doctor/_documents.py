@@ -566,6 +566,21 @@ def _check_final(final: Document | None, docs: RunDocuments) -> None:
 _HIDDEN = "a directory the doctor may not list or enter: its status files and logs were not read"
 
 
+def _share_base_worktree(run: RunLayout, docs: RunDocuments) -> None:
+    """Give each Kilroy ``restart-N`` scope without a worktree of its own the base
+    directory's stranded status files: a loop restart works on in the run's one git worktree,
+    ``<base>/worktree`` (format doc §1.4), so an agent of ``restart-N`` strands its status
+    there (real run ``loop_restart_agent_dotai``)."""
+    base = docs.scopes.get("")
+    if run.layout != "kilroy" or base is None or not base.stranded:
+        return
+    for scope in run.scopes:
+        sd = docs.scopes[scope.scope]
+        shares = scope.scope and is_top_scope(scope.scope) and not sd.stranded
+        if shares and not os.path.lexists(scope.path / "worktree"):
+            sd.stranded = list(base.stranded)
+
+
 def _scope_documents(run: RunLayout, scope: ScopeLayout, docs: RunDocuments) -> ScopeDocuments:
     out = ScopeDocuments(scope.scope, scope.path)
 
@@ -653,6 +668,7 @@ def read_documents(run: RunLayout) -> RunDocuments:
         docs.pid_recorded_at = _mtime(run.run_pid) if docs.pid is not None else None
     for scope in run.scopes:
         docs.scopes[scope.scope] = _scope_documents(run, scope, docs)
+    _share_base_worktree(run, docs)
     if not docs.scopes.get("", ScopeDocuments("", run.path)).progress_size:
         docs.run_out_tail = _read_tail(run.run_out)
     return docs

@@ -101,6 +101,12 @@ def _hint(
     pid = diagnosis.facts.get("owner_pid")
     if code in _OWNER_CODES and diagnosis.facts.get("owner_stopped") and pid is not None:
         return STOPPED_OWNER_HINT, continue_command(int(pid))
+    stops = [str(f.evidence["stop_command"]) for f in found if f.evidence.get("stop_command")]
+    if code == "missing_final" and stops:
+        return (
+            "inspect the owner, then stop it with this, and Kilroy writes its final.json:",
+            stops[0],
+        )
     if code == "unjoined_fanout" and diagnosis.facts.get("owner_alive") is True:
         return _LIVE_FANOUT_HINT, None
     repairs = sorted({f.repair for f in found if f.repair in _REPAIR_WORDS})

@@ -190,9 +190,11 @@ PLAN: dict[str, PlanItem] = {
         "One run directory, one writer of its outcome",
         _TERMINAL,
         "Resume only the original run directory, or point a copy's checkpoint "
-        "(extra.base_logs_root) at the copy before resuming it.",
-        "Every success final.json is followed by its run_completed in the same directory.",
-        "Copy a run killed mid-stage and resume the copy.",
+        "(extra.base_logs_root) at the copy before resuming it; never resume a run whose "
+        "checkpoint has no git_commit_sha (Kilroy refuses it and overwrites final.json).",
+        "Every final.json is followed by its own run_completed or run_failed in the same "
+        "directory.",
+        "Copy a run killed mid-stage and resume the copy; resume a no-git run that succeeded.",
         "The original keeps its own outcome, or final_stream_mismatch fires.",
     ),
     "torn_artifact": PlanItem(

@@ -80,7 +80,7 @@ CHECKS: tuple[tuple[str, str], ...] = (
     ),
     (
         "final_stream_mismatch",
-        "A final.json saying success over a stream with an open attempt or a run_failed last.",
+        "A final.json its run's stream denies: success over unfinished work, or a later fail.",
     ),
     ("stale_lease", "A claimed or running ticket whose lease has had no heartbeat for too long."),
     (

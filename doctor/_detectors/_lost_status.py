@@ -33,6 +33,7 @@ from doctor._documents import (
 )
 from doctor._facts import facts_of, scope_state
 from doctor._model import Finding, Severity
+from doctor._resumable import resume_refusal
 from doctor._timestamps import parse_iso
 
 __all__ = ["lost_status"]
@@ -133,10 +134,10 @@ def _doomed(ctx: Context, run_id: str) -> tuple[str, bool] | None:
     docs = ctx.documents(run_id)
     top = docs.scopes.get("")
     doc = top.checkpoint if top is not None else None
-    if doc is None or not doc.ok or not isinstance(doc.value, dict):
-        return None
-    sha, node = doc.value.get("git_commit_sha"), checkpoint_fields(doc).get("current_node")
-    if not (isinstance(sha, str) and sha.strip() and isinstance(node, str) and node.strip()):
+    if doc is None or not doc.ok or not isinstance(doc.value, dict) or resume_refusal(docs):
+        return None  # no resume starts without the checkpoint's commit
+    node = checkpoint_fields(doc).get("current_node")
+    if not (isinstance(node, str) and node.strip()):
         return None
     if Path(node).name != node:
         return None

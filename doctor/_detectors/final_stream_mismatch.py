@@ -1,4 +1,8 @@
-"""``final_stream_mismatch``: a final.json saying ``success`` that the run's own stream denies.
+"""``final_stream_mismatch``: a final.json that the run's own stream denies.
+
+Two situations; the second, a ``fail`` final.json written after the run's own terminal event
+by a resume that failed before its engine started, is in
+:mod:`doctor._detectors._rewritten_final`. The first, a final.json saying ``success``:
 
 The process that writes a ``success`` final.json has ended every attempt it ran, and it writes
 its ``run_completed`` after it (format doc §2.8). A run directory whose top-level streams, up
@@ -25,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from doctor._detectors._context import Context, needs
+from doctor._detectors._rewritten_final import failed_finals, rewritten_final
 from doctor._layout import TOP_SQL
 from doctor._model import Finding, Severity
 from doctor._tables import HEARTBEAT_SQL
@@ -97,17 +102,18 @@ def _successes(ctx: Context) -> dict[str, int]:
     return out
 
 
-def _says_success(ctx: Context) -> bool:
-    return bool(_successes(ctx))
+def _judged(ctx: Context) -> bool:
+    return bool(_successes(ctx)) or bool(failed_finals(ctx))
 
 
-@needs(when=_says_success)
+@needs(when=_judged)
 def final_stream_mismatch(ctx: Context) -> list[Finding]:
-    """A final.json saying success over a stream with an open attempt or a run_failed last."""
+    """A final.json its run's stream denies: success over unfinished work, or a later fail."""
     runs = _successes(ctx)
-    rows = ctx.tables.sql(_SQL, runs=list(runs), ats=list(runs.values()))
-    return [_finding(runs[run_id], run_id, list(nodes), event, reason, at)
-            for run_id, nodes, event, reason, at in rows]  # fmt: skip
+    rows = ctx.tables.sql(_SQL, runs=list(runs), ats=list(runs.values())) if runs else []
+    denied = [_finding(runs[run_id], run_id, list(nodes), event, reason, at)
+              for run_id, nodes, event, reason, at in rows]  # fmt: skip
+    return [*denied, *rewritten_final(ctx)]
 
 
 def _finding(

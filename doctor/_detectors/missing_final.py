@@ -17,10 +17,11 @@ from doctor._attempts import LATEST_ATTEMPTS_SQL
 from doctor._detectors._context import Context, more, needs
 from doctor._documents import SYMLINK, RunDocuments
 from doctor._facts import RunFacts
-from doctor._layout import TOP_SQL, is_top_scope
+from doctor._layout import TOP_SQL, display_name, is_top_scope
 from doctor._model import Finding, Severity
 from doctor._superseded import repaired_final_ns
 from doctor._timestamps import iso
+from rundoctor.terminal import shell_quote
 
 __all__ = ["missing_final"]
 
@@ -192,13 +193,13 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
         severity, repair = Severity.ERROR, None
         summary = (
             f"{no_final} and made no progress for {_span(idle)}{where} "
-            f"while its {_owner(pid, alive)}; inspect the owner and stop it so that it "
-            "terminalizes"
+            f"while its {_owner(pid, alive)}; {_stop_how(docs, alive)}"
         )
     final = docs.final or gone or _linked_final(docs)  # a symlink is there, if unread
     evidence = _evidence(last, idle, facts, nodes, state, final=final)
     if facts.get("owner_stopped"):
         evidence["owner_stopped"] = True
+    evidence.update(_stop_evidence(docs, facts))
     if gone:
         evidence["superseded_final"] = gone
     if last is None and docs.run_out_tail:
@@ -213,6 +214,60 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
         repair=repair,
         evidence=evidence,
     )
+
+
+#: How to stop a live Kilroy owner so that it writes its own final.json: through Kilroy's own
+#: stop, or, for a run a resume owns, by its signal (``kilroy attractor stop`` refuses such a
+#: run: it reads run.pid, which the resume never rewrites, finds that engine gone and says
+#: 'run state is "unknown" (expected "running"); refusing to stop').
+_STOP_HOW = {
+    False: (
+        "stop it with `{}` (Kilroy's own stop: SIGTERM, SIGKILL after its grace, and a "
+        "final.json it writes itself when the engine wrote none)"
+    ),
+    True: (
+        "stop it with `{}` (the resume owning run.lock.json; Kilroy then writes final.json, "
+        "'stopped by signal terminated'), not `kilroy attractor stop`, which refuses a run a "
+        "resume owns: it reads run.pid, the engine the resume took over from"
+    ),
+}
+
+
+def _stop_how(docs: RunDocuments, alive: bool | None) -> str:
+    """What to do about a stalled run's owner: the command that stops a live Kilroy owner
+    (:func:`stop_command`), else to inspect and stop it."""
+    stop = stop_command(docs) if alive else None
+    if stop is None:
+        return "inspect the owner and stop it so that it terminalizes"
+    return f"inspect the owner, then {_STOP_HOW[docs.owned_by_resume].format(stop)}"
+
+
+def _stop_evidence(docs: RunDocuments, facts: RunFacts) -> dict[str, str]:
+    """``stop_command`` for a run stalled with a live owner that is not stopped."""
+    live = facts.get("owner_alive") is True and not facts.get("owner_stopped")
+    stop = stop_command(docs) if live and facts.get("_state") == "stalled" else None
+    return {"stop_command": stop} if stop is not None else {}
+
+
+def stop_command(docs: RunDocuments) -> str | None:
+    """The command that stops the live owner of a Kilroy run so that the run terminalizes,
+    None for another layout or without an owner pid: ``kilroy attractor stop --logs-root
+    DIR --force``, or ``kill -TERM PID`` for a run ``kilroy attractor resume`` owns.
+
+    >>> from pathlib import Path
+    >>> docs = RunDocuments("r 1", Path("/runs/r 1"), "kilroy", {}, pid=4242)
+    >>> stop_command(docs)
+    "kilroy attractor stop --logs-root '/runs/r 1' --force"
+    >>> docs.owned_by_resume = True
+    >>> stop_command(docs)
+    'kill -TERM 4242'
+    """
+    if docs.layout != "kilroy" or docs.pid is None:
+        return None
+    if docs.owned_by_resume:
+        return f"kill -TERM {int(docs.pid)}"
+    path = shell_quote(display_name(str(docs.path)))
+    return f"kilroy attractor stop --logs-root {path} --force"
 
 
 def _no_final(docs: RunDocuments, gone: str | None, writer: str) -> tuple[str, str]:

@@ -38,7 +38,9 @@ from doctor._detectors._context import Context, scope_words
 from doctor._detectors._lost_status import lost_status
 from doctor._documents import Document, RunDocuments, normalize_status
 from doctor._facts import facts_of
+from doctor._layout import is_top_scope
 from doctor._model import Finding, Severity
+from doctor._resumable import resume_refusal
 from doctor._timestamps import iso, parse_iso
 
 __all__ = ["status_contract_mismatch"]
@@ -151,9 +153,11 @@ def _stranded_status(ctx: Context) -> list[Finding]:
         # ingested status would never be read (real run fanout_agent_dotai: the join took the
         # other branch).
         succeeded = facts_of(ctx.facts, run_id).get("_state") == "succeeded"
-        ingest, advice = _remedy(
-            ctx.tables.documents[run_id], (scope, str(node)), outcome, ingested, succeeded
-        )
+        docs = ctx.tables.documents[run_id]
+        refused = None if succeeded else resume_refusal(docs)
+        ingest, advice = _remedy(docs, (scope, str(node)), outcome, ingested, succeeded)
+        if refused is not None:
+            ingest, advice = False, _refused_advice(ingested, refused)
         where = scope_words(scope)
         others = f" ({n_failed} attempts in {where} failed the same way)" if n_failed > 1 else ""
         findings.append(
@@ -180,6 +184,7 @@ def _stranded_status(ctx: Context) -> list[Finding]:
                     "failed_by_node": counts[(run_id, scope)],
                     "stranded": all_found,
                     **({"ingested_after": iso(ingested)} if ingested is not None else {}),
+                    **({"resume_refused": refused} if refused is not None else {}),
                 },
             )
         )
@@ -214,11 +219,14 @@ def _remedy(
     scope, node = where
     past = _routed_past(docs, scope, node)
     branch = docs.layout == "kilroy" and _DISPATCHED.search(scope) is not None
+    restart = docs.layout == "kilroy" and scope != "" and is_top_scope(scope)
     ingest = outcome in SUCCESS_LIKE and ingested is None and not (succeeded or branch)
-    ingest = ingest and past is None
+    ingest = ingest and past is None and not restart
     advice = _advice(ingest, ingested, succeeded, _rel(scope, node, "status.json"))
     if branch and not succeeded:
         advice = _BRANCH_ADVICE
+    elif restart and ingested is None and not succeeded:
+        advice = _restart_advice(docs, scope)
     if past is not None and ingested is None and not succeeded:
         advice = (
             f"the run went on past {node} (its checkpoint, where a resume starts, is at "
@@ -226,6 +234,42 @@ def _remedy(
             "status path"
         )
     return ingest, advice
+
+
+def _refused_advice(ingested: int | None, refused: str) -> str:
+    """The advice for a stranded outcome of a run Kilroy will not resume (``refused``, its
+    reason, :func:`doctor._resumable.resume_refusal`): no resume reads an ingested status, and
+    one tried only replaces the run's final.json with the refusal.
+
+    >>> _refused_advice(None, "checkpoint missing git_commit_sha")  # doctest: +ELLIPSIS
+    "`kilroy attractor resume` refuses this run ('checkpoint missing git_commit_sha': ...
+    """
+    done = (
+        f"doctor repair ingested it (the run's last event then: {iso(ingested)}), but "
+        if ingested is not None
+        else ""
+    )
+    return (
+        f"{done}`kilroy attractor resume` refuses this run ({refused!r}: its checkpoint was "
+        "saved by a resumed engine or in no-git mode, and a resume tried would only replace "
+        "final.json's reason with that), so the engine will never read an ingested status; "
+        "fix the agent's status path and run the graph again"
+    )
+
+
+def _restart_advice(docs: RunDocuments, scope: str) -> str:
+    """The advice for a stranded outcome in a Kilroy ``restart-N`` scope: ``kilroy attractor
+    resume`` goes on from the base directory's checkpoint, never in a restart (real run
+    ``loop_restart_agent_dotai``: its impl/status.json ingested by hand into restart-1, a
+    resume ran prepare, fetch and impl again in the base directory and never read it)."""
+    base = docs.scopes.get("")
+    cp = base.checkpoint if base is not None else None
+    at = cp.get("current_node") if cp is not None and cp.ok else None
+    where = f" (at {at})" if isinstance(at, str) and at else ""
+    return (
+        f"a resume goes on from the base directory's checkpoint{where}, not in {scope}, so "
+        "it would never read a status ingested there; fix the agent's status path"
+    )
 
 
 def _routed_past(docs: RunDocuments, scope: str, node: str) -> str | None:

@@ -901,6 +901,9 @@ def test_branch_directories_behind_a_symlink_make_no_fanout(tmp_path: Path) -> N
         ("fanout_agent_dotai", "runs nothing", []),
         ("agent_routed_past_killed", "at fixup", ["terminalize"]),
         ("fanout_dotai_killed", "dispatch the fan-out again", ["terminalize"]),
+        ("agent_dotai_status_no_git", "refuses this run", []),
+        ("agent_dotai_status_resumed", "refuses this run", []),
+        ("loop_restart_agent_dotai", "not in restart-1", []),
     ],
 )
 def test_a_stranded_status_no_resume_would_read_is_not_ingested(
@@ -912,12 +915,16 @@ def test_a_stranded_status_no_resume_would_read_is_not_ingested(
     # killed in build; a resume starts from fixup. fanout_dotai_killed: branch b failed so,
     # the run was killed while branch a worked; a resume dispatches the fan-out again and runs
     # b from its start (a resume of a copy, after an ingest, ran b again over the ingested
-    # file). Either way nothing would read an ingested status: no ingest_status, and no
-    # advice to resume.
+    # file). agent_dotai_status_no_git / _resumed: the checkpoint has no git_commit_sha
+    # (no-git mode; a resumed engine's), so Kilroy refuses any resume of the run. Either way
+    # nothing would read an ingested status: no ingest_status, and no advice to resume.
+    # loop_restart_agent_dotai: impl ran in restart-1 and stranded its status in the run's one
+    # worktree; a resume goes on from the base directory's checkpoint, never in restart-1.
     result = _diagnosed(name)
     (finding,) = [f for f in result.findings if f.code == "status_contract_mismatch"]
     assert finding.repair is None
-    assert "kilroy attractor resume" not in finding.summary and why in finding.summary
+    asks = ("resume the run", "run `kilroy attractor resume`", "before `kilroy attractor resume`")
+    assert not any(a in finding.summary for a in asks) and why in finding.summary
     config = DoctorConfig(roots=(RUNS,), now=time.time() + 3600)
     assert [a.kind for a in plan_repairs(diagnose(name, config), config)] == planned
 

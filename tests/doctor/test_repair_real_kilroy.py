@@ -6,6 +6,7 @@ stall timeout instead of waiting for it.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -18,8 +19,10 @@ from typing import Any
 
 import psutil
 import pytest
+from rich.console import Console
 
-from doctor import Diagnosis, DoctorConfig, Finding, diagnose
+from doctor import DETECTORS, Diagnosis, DoctorConfig, Finding, Severity, diagnose
+from doctor._render import render_diagnosis
 from doctor._repair import apply_repairs, plan_repairs
 from doctor._timestamps import iso, parse_iso
 from fixtures.kilroy import generate as gen
@@ -523,3 +526,162 @@ def test_a_lost_status_file_no_visit_archive_keeps_is_read_from_the_checkpoint(
     assert _resume(logs).wait(timeout=120) == 0
     after = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
     assert (after.state, after.findings) == ("succeeded", ())
+
+
+@pytest.mark.parametrize("name", ["agent_dotai_status_resumed", "agent_dotai_status_no_git"])
+def test_kilroy_refuses_to_resume_a_run_whose_checkpoint_has_no_commit_so_nothing_is_ingested(
+    tmp_path: Path, name: str
+) -> None:
+    # The committed real run: impl's success stranded in worktree/.ai/status.json, the goal
+    # gate failed the run, and its checkpoint has no git_commit_sha (saved by a resumed
+    # engine; in no-git mode). The doctor used to plan ingest_status and "re-route the run".
+    runs = Path(__file__).resolve().parents[2] / "fixtures" / "kilroy" / "runs"
+    logs = tmp_path / name
+    shutil.copytree(runs / name, logs, symlinks=True)
+    config = DoctorConfig(roots=(tmp_path,))
+    (finding,) = diagnose(name, config).findings
+    assert (finding.code, finding.repair) == ("status_contract_mismatch", None)
+    assert finding.evidence["resume_refused"] == "checkpoint missing git_commit_sha"
+    assert plan_repairs(diagnose(name, config), config) == []
+    # What the ingest would have done, by hand; then the resume the old advice asked for.
+    shutil.copyfile(logs / "worktree" / ".ai" / "status.json", logs / "impl" / "status.json")
+    work = tmp_path / "resume-work"
+    work.mkdir()
+    resumed = subprocess.run(
+        [str(KILROY / "kilroy"), "attractor", "resume", "--logs-root", str(logs)],
+        cwd=logs, env=dict(os.environ, XDG_STATE_HOME=str(work / "state")),
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    # Kilroy refuses before its engine starts: no event, and final.json's reason replaced.
+    assert resumed.returncode != 0
+    assert "checkpoint missing git_commit_sha" in resumed.stdout + resumed.stderr
+    final = json.loads((logs / "final.json").read_text())
+    assert (final["status"], final["failure_reason"]) == (
+        "fail",
+        finding.evidence["resume_refused"],
+    )
+    # The doctor says how the run itself ended, which the refusal's final.json now hides.
+    after = diagnose(name, config)
+    (rewritten,) = [f for f in after.findings if f.code == "final_stream_mismatch"]
+    assert rewritten.evidence["stream_failure_reason"] == (
+        "goal gate unsatisfied (impl) and no retry target"
+    )
+    assert rewritten.severity == Severity.WARNING
+
+
+def _stalled_stop(root: Path, logs: Path) -> str:
+    """The stop command (evidence ``stop_command``) of the stalled run's ``missing_final``
+    (the doctor an hour after the run's last event, its owner alive)."""
+    last = parse_iso(diagnose(logs.name, DoctorConfig(roots=(root,))).facts["last_event_at"])
+    later = DoctorConfig(roots=(root,), now=(last or 0) / 1e9 + 3600)
+    stalled = diagnose(logs.name, later)
+    assert stalled.state == "stalled"
+    (missing,) = [f for f in stalled.findings if f.code == "missing_final"]
+    command = missing.evidence["stop_command"]
+    assert f"`{command}`" in missing.summary
+    # The console offers it under the check as a line to paste.
+    console = Console(file=io.StringIO(), width=400)
+    render_diagnosis(console, stalled, DETECTORS, verbose=False, config=later)
+    lines = [line.strip() for line in console.file.getvalue().splitlines()]  # type: ignore[attr-defined]
+    assert command in lines
+    return str(command)
+
+
+def _run_advice(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The doctor's printed command, run as a user pastes it (kilroy on PATH)."""
+    env = dict(os.environ, PATH=f"{KILROY}{os.pathsep}{os.environ.get('PATH', '')}")
+    return subprocess.run(
+        ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+
+
+def test_the_stop_advised_for_a_stalled_resume_is_one_kilroy_does_not_refuse(
+    tmp_path: Path, workspaces: list[Path]
+) -> None:
+    # A resume owns the run (run.lock.json names it; run.pid still the killed engine). The
+    # doctor said "inspect the owner and stop it"; Kilroy's own stop refuses such a run.
+    logs = _killed_mid_stage(tmp_path, "long_stage.dot", "stalled_resume", workspaces)
+    resume = _resume(logs)
+    try:
+        gen._wait_for("build again", gen._condition(logs, "started:build#2"), resume)
+        command = _stalled_stop(tmp_path, logs)
+        assert command == f"kill -TERM {resume.pid}"
+        refused = _run_advice(f"kilroy attractor stop --logs-root {logs} --force", tmp_path)
+        assert refused.returncode != 0 and "refusing to stop" in refused.stderr + refused.stdout
+        assert resume.poll() is None and not (logs / "final.json").exists()
+        assert _run_advice(command, tmp_path).returncode == 0
+        resume.wait(timeout=60)
+    finally:
+        if resume.poll() is None:
+            _kill(resume.pid)
+            resume.wait(timeout=60)
+    final = json.loads((logs / "final.json").read_text())
+    assert final["failure_reason"] == "stopped by signal terminated"
+    after = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
+    assert after.state == "failed" and "missing_final" not in [f.code for f in after.findings]
+
+
+def test_the_stop_advised_for_a_stalled_run_ends_it_through_kilroys_own_stop(
+    tmp_path: Path,
+) -> None:
+    logs = tmp_path / "stalled_run"
+    proc = subprocess.Popen(
+        [str(KILROY / "run.sh"), str(GRAPHS / "long_stage.dot"), logs.name, str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        gen._wait_for("build", gen._condition(logs, "started:build"), proc)
+        command = _stalled_stop(tmp_path, logs)
+        assert command.startswith("kilroy attractor stop --logs-root ")
+        stopped = _run_advice(command, tmp_path)
+        assert stopped.returncode == 0, stopped.stderr
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            _kill(gen._kilroy_pid(logs))
+            proc.wait(timeout=60)
+    assert json.loads((logs / "final.json").read_text())["status"] == "fail"
+    after = diagnose(logs.name, DoctorConfig(roots=(tmp_path,)))
+    assert after.state == "failed" and "missing_final" not in [f.code for f in after.findings]
+
+
+def test_kilroy_never_reads_a_status_ingested_into_a_restart_so_none_is_planned(
+    tmp_path: Path,
+) -> None:
+    # The committed real run: impl ran in restart-1, its agent stranded its success in the
+    # run's one worktree (<base>/worktree/.ai/status.json), the goal gate failed the run.
+    # The doctor said nothing (it looked for a worktree in restart-1/); now it reports the
+    # stranded outcome, with no ingest_status.
+    name = "loop_restart_agent_dotai"
+    runs = Path(__file__).resolve().parents[2] / "fixtures" / "kilroy" / "runs"
+    logs = tmp_path / name
+    shutil.copytree(runs / name, logs, symlinks=True)
+    config = DoctorConfig(roots=(tmp_path,))
+    (finding,) = diagnose(name, config).findings
+    assert (finding.code, finding.scope, finding.repair) == (
+        "status_contract_mismatch",
+        "restart-1",
+        None,
+    )
+    assert plan_repairs(diagnose(name, config), config) == []
+    # What an ingest into restart-1 would have done, by hand; then a resume.
+    shutil.copyfile(
+        logs / "worktree" / ".ai" / "status.json", logs / "restart-1" / "impl" / "status.json"
+    )
+    before = len((logs / "progress.ndjson").read_text().splitlines())
+    work = tmp_path / "resume-work"
+    work.mkdir()
+    subprocess.run(
+        [str(KILROY / "kilroy"), "attractor", "resume", "--logs-root", str(logs)],
+        cwd=logs, env=dict(os.environ, XDG_STATE_HOME=str(work / "state")),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        timeout=600, check=False,
+    )  # fmt: skip
+    # Kilroy went on in the base directory from its checkpoint (prepare, fetch and impl ran
+    # again there) and wrote nothing in restart-1: the ingested file was never read.
+    resumed = [json.loads(line) for line in (logs / "progress.ndjson").read_text().splitlines()]
+    starts = [e.get("node_id") for e in resumed[before:] if e["event"] == "stage_attempt_start"]
+    assert starts == ["prepare", "fetch", "impl"]
+    restart_stream = (logs / "restart-1" / "progress.ndjson").read_text()
+    assert restart_stream == (runs / name / "restart-1" / "progress.ndjson").read_text()
