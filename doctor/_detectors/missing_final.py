@@ -17,7 +17,7 @@ from doctor._attempts import LATEST_ATTEMPTS_SQL
 from doctor._detectors._context import Context, more, needs
 from doctor._documents import SYMLINK, RunDocuments
 from doctor._facts import RunFacts
-from doctor._layout import TOP_SQL, display_name, is_top_scope
+from doctor._layout import TOP_SQL, is_top_scope
 from doctor._model import Finding, Severity
 from doctor._superseded import repaired_final_ns
 from doctor._timestamps import iso
@@ -261,13 +261,16 @@ def stop_command(docs: RunDocuments) -> str | None:
     >>> docs.owned_by_resume = True
     >>> stop_command(docs)
     'kill -TERM 4242'
+    >>> import os  # a name that is not UTF-8: quoted so that it pastes as its bytes
+    >>> stop_command(RunDocuments("r", Path(os.fsdecode(b"/r\\xfe")), "kilroy", {}, pid=1))
+    "kilroy attractor stop --logs-root $'/r\\\\xfe' --force"
     """
     if docs.layout != "kilroy" or docs.pid is None:
         return None
     if docs.owned_by_resume:
         return f"kill -TERM {int(docs.pid)}"
-    path = shell_quote(display_name(str(docs.path)))
-    return f"kilroy attractor stop --logs-root {path} --force"
+    # The path itself, quoted: a byte that is not UTF-8 is $'\xNN', which pastes as that byte
+    return f"kilroy attractor stop --logs-root {shell_quote(str(docs.path))} --force"
 
 
 def _no_final(docs: RunDocuments, gone: str | None, writer: str) -> tuple[str, str]:
