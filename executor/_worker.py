@@ -261,6 +261,24 @@ def _run_claimed(
         on_ticket("finished", shown, result)
 
 
+#: How often the main thread wakes while it waits for the slots (see :func:`_join`).
+_JOIN_TICK_S = 0.2
+
+
+def _join(thread: threading.Thread) -> None:
+    """Wait for ``thread`` a tick at a time, never in one unbounded join.
+
+    The handlers of SIGTERM and SIGINT (the caller's, which set ``stop``) run only in the main
+    thread, when it runs Python code. A signal the kernel hands to another thread does not
+    interrupt a join without a timeout: the handler waited until the slots ended, which they
+    never did, since it was what would have stopped them. Linux hands a signal to another
+    thread whenever the main thread still has one pending, as it does just after a SIGCONT:
+    a frozen worker stopped with ``kill -CONT; kill -TERM``, or as systemd and bash's ``kill``
+    stop a stopped job (SIGTERM, then SIGCONT), went on claiming tickets."""
+    while thread.is_alive():
+        thread.join(_JOIN_TICK_S)
+
+
 def _reaper_loop(
     connect: Connect,
     config: ExecutorConfig,
@@ -474,7 +492,7 @@ def run_worker(
     for t in slots:
         t.start()
     for t in slots:
-        t.join()
+        _join(t)
     stop.set()
     finish_refused(ctx)  # the runs the root refused, should it take writes by now
     if fleet.why:
