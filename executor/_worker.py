@@ -41,6 +41,7 @@ from executor._config import ExecutorConfig
 from executor._errors import ExecutorError, FencedError, QueueError, UsageError, WorkerError
 from executor._events import Event
 from executor._lease_keeper import Connect
+from executor._lease_watch import LeaseWatch
 from executor._queue import Lease, Queue, SessionInfo, Ticket, open_queue
 from executor._reaper import reap
 from executor._resilience import ClockNotice, Fleet, persist, say
@@ -289,15 +290,18 @@ def _reaper_loop(
 ) -> None:
     """Reap every ``reaper_interval_s``; any error is logged and the next pass tries again.
 
-    Each pass reads the queue's clock, so it also tells ``notice`` this host's offset."""
+    Each pass reads the queue's clock, so it also tells ``notice`` this host's offset. One
+    :class:`LeaseWatch` lives across the passes: a lease this thread watched stand still is
+    judged by the silence it timed, not by stamps a wall clock's step has moved."""
     queue: Queue | None = None
+    watch = LeaseWatch()
     told = ""
     try:
         while not stop.wait(config.reaper_interval_s):
             try:
                 if queue is None:
                     queue = connect()
-                found = reap(queue, config, clock=clock)
+                found = reap(queue, config, clock=clock, watch=watch)
                 notice.check(queue.clock_offset)
                 stats.add(reclaimed=len([r for r in found if r.status]))
                 told = ""

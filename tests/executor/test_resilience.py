@@ -46,7 +46,7 @@ from rundoctor.liveness import process_alive
 from tests.executor.conftest import Backend
 from tests.executor.private_postgres import PrivatePostgres
 from tests.helpers import fill as fill_disk
-from tests.helpers import tmpfs
+from tests.helpers import tmpfs, wait_until
 
 #: Lease budgets long enough that no worker fences itself during a few seconds of outage.
 PATIENT = ExecutorConfig(
@@ -71,12 +71,7 @@ def _graph(tmp: Path, command: str, name: str = "p") -> Path:
 
 
 def _wait(what: Callable[[], object], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if what():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_until(what, timeout)
 
 
 def _dead_session() -> SessionInfo:
