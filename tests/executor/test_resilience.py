@@ -977,3 +977,63 @@ def test_a_run_a_full_disk_left_without_final_json_is_named_with_its_repair(
     assert f"`doctor repair --run-id {run.name} --root {tiny_disk / 'runs'} --apply`" in line
     for event in (run / "progress.ndjson").read_bytes().splitlines():
         json.loads(event)  # whole lines only: the full disk cut none
+
+
+def _few_open_files(n: int) -> Callable[[], None]:
+    """In the child: at most ``n`` open files (``ulimit -n``)."""
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
+def test_a_worker_out_of_file_descriptors_gives_the_ticket_back_and_another_runs_it(
+    tmp_path: Path,
+) -> None:
+    # Before: a worker whose `ulimit -n` was too low failed every ticket it claimed, for good
+    # ("the ticket's pipeline cannot be run: … Too many open files", "could not start"): one
+    # misconfigured host emptied the queue into `failed`. The limit is the worker's, not the
+    # ticket's: it gives the ticket back, says why, and a worker with room runs it.
+    db = tmp_path / "q.db"
+    with open_queue(str(db)) as queue:
+        ticket = queue.enqueue("x", str(_graph(tmp_path, "true")))
+    env = _patient_env(tmp_path)
+    cramped = subprocess.Popen(
+        [sys.executable, "-m", "doctor", "worker", "--db", db, "--root", tmp_path / "runs"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_few_open_files(12),
+    )
+    try:
+        with open_queue(str(db)) as queue:
+            _wait(lambda: any(e.event in ("released", "failed") for e in queue.events(ticket.id)))
+            after = queue.get(ticket.id)
+            (left,) = [e for e in queue.events(ticket.id) if e.event in ("released", "failed")]
+    finally:
+        cramped.terminate()
+        _, err = cramped.communicate(timeout=60)
+    assert (after.status, after.error_attempts, left.event) == ("todo", 0, "released"), after
+    reason = str(left.detail["reason"])
+    assert reason.startswith("this worker ran out of file descriptors (1 of 5 releases)"), reason
+    assert "a limit of 12 open files, `ulimit -n`" in reason and "Too many open files" in reason
+    assert cramped.returncode == 0 and "Traceback" not in err, err
+    assert "back to todo: this worker ran out of file descriptors" in err
+    from tests.executor.test_cli import _doctor
+
+    done = _doctor(env, "worker", "--once", "--db", db, "--root", tmp_path / "runs")
+    assert done.returncode == 0, done.stderr
+    with open_queue(str(db)) as queue:
+        assert (queue.get(ticket.id).status, queue.get(ticket.id).error_attempts) == ("done", 0)
+
+
+def test_doctor_run_out_of_file_descriptors_says_so_not_that_the_root_is_full(
+    tmp_path: Path,
+) -> None:
+    # Before: "the run could not be written under runs root …: Too many open files; … pass
+    # --root (or set RUNDOCTOR_ROOT to) a writable directory with free space".
+    result = _run_cli(
+        tmp_path, _graph(tmp_path, "true"), tmp_path / "runs", preexec_fn=_few_open_files(9)
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result
+    line = result.stderr.strip().splitlines()[-1]
+    assert "this process ran out of file descriptors (Too many open files" in line, line
+    assert "a limit of 9 open files, `ulimit -n`" in line and line.endswith("raise the limit")
+    assert "free space" not in line and "--root" not in line
