@@ -38,7 +38,14 @@ from typing import Protocol
 
 from executor._clocks import ClockOffset
 from executor._config import ExecutorConfig
-from executor._errors import ExecutorError, FencedError, QueueError, UsageError, WorkerError
+from executor._errors import (
+    ExecutorError,
+    FencedError,
+    NoQueueError,
+    QueueError,
+    UsageError,
+    WorkerError,
+)
 from executor._events import Event
 from executor._lease_keeper import Connect
 from executor._lease_watch import LeaseWatch
@@ -476,7 +483,14 @@ def run_worker(
     fleet = Fleet()
 
     def connect() -> Queue:  # each thread's own connection, once the queue exists
-        return opener(url, clock=clock)
+        try:  # never create: a queue deleted under the worker was made anew, empty
+            return opener(url, clock=clock, create=False)
+        except NoQueueError as exc:
+            raise QueueError(
+                f"{exc}: the queue this worker opened is gone (deleted or moved away since); "
+                "put it back, or restart the worker on a queue",
+                lasting=True,
+            ) from exc
 
     ctx = Slots(connect, root, config, stop, stats, clock, fleet)
     slots = [

@@ -585,7 +585,7 @@ def test_a_worker_process_whose_database_stays_away_exits_3_with_one_line_saying
         _wait(lambda: _started(tmp_path) == 1)
         private_pg.stop()
         go.touch()
-        _, err = worker.communicate(timeout=120)
+        _, err = worker.communicate(timeout=60)
     finally:
         if worker.poll() is None:
             worker.kill()
@@ -1037,3 +1037,51 @@ def test_doctor_run_out_of_file_descriptors_says_so_not_that_the_root_is_full(
     assert "this process ran out of file descriptors (Too many open files" in line, line
     assert "a limit of 9 open files, `ulimit -n`" in line and line.endswith("raise the limit")
     assert "free space" not in line and "--root" not in line
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_worker_whose_sqlite_queue_file_is_deleted_or_replaced_stops_and_says_so(
+    tmp_path: Path, how: str
+) -> None:
+    # Before: the worker's connections held the old file open and went on claiming and
+    # completing tickets in it, though no other process could read it (its results lost); its
+    # reaper made an empty queue in its place, and a queue put there was a second queue that
+    # this worker never looked at.
+    db = tmp_path / "q.db"
+    go = tmp_path / "go"
+    with open_queue(str(db)) as queue:
+        ticket = queue.enqueue(
+            "x", str(_graph(tmp_path, f"while [ ! -e {go} ]; do sleep 0.05; done"))
+        )
+        queue.enqueue("y", str(_graph(tmp_path, "true", name="q")))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "doctor", "worker", "--db", db, "--root", tmp_path / "runs"],
+        env=_patient_env(tmp_path),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with open_queue(str(db)) as queue:
+            _wait(lambda: queue.get(ticket.id).status == "running")
+        for name in ("q.db", "q.db-wal", "q.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        if how == "replaced":
+            with open_queue(str(tmp_path / "new.db")) as other:
+                fresh = other.enqueue("z", str(_graph(tmp_path, "true", name="z")))
+            os.replace(tmp_path / "new.db", db)
+        go.touch()  # the run ends: its completion meets the missing file
+        _, err = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    assert worker.returncode == 3, err
+    last = err.strip().splitlines()[-1]
+    what = "deleted or moved away" if how == "deleted" else "replaced by another file"
+    assert last.startswith("error: worker ") and f"the file was {what}" in last, last
+    assert "retrying cannot help" in last and "Traceback" not in err
+    if how == "deleted":
+        assert not db.exists()  # no empty queue made in its place
+    else:
+        with open_queue(str(db), create=False) as queue:  # the queue put there is untouched
+            assert [(t.id, t.status) for t in queue.tickets()] == [(fresh.id, "todo")]
