@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from rundoctor.atomic import replace_file
-from rundoctor.paths import read_regular_text
+from rundoctor.paths import open_regular_file
 
 __all__ = [
     "Bounds",
@@ -389,8 +389,14 @@ def read_records(path: Path) -> Iterator[Record]:
                 yield from_line(line)
 
 
+#: A history record is a few hundred bytes (a few KB at most); a longer line is no record.
+MAX_RECORD_BYTES = 16 << 20
+
+
 def read_history(path: Path) -> History:
-    """Read a campaign's ``history.ndjson`` (a FIFO or device is ``OSError``, never a hang).
+    """Read a campaign's ``history.ndjson`` (a FIFO or device is ``OSError``, never a hang),
+    line by line: a file that is no history fails at its first line, and a line over
+    :data:`MAX_RECORD_BYTES` is ``ValueError``, without reading the rest.
 
     A line that is not a record is ``ValueError`` naming its line number, and so is a file
     with no record at all: checked, it would pass every invariant for want of evidence.
@@ -403,16 +409,19 @@ def read_history(path: Path) -> History:
     >>> [(r.ticket, r.status) for r in read_history(path).records]
     [('t-1', 'done')]
     """
-    text = read_regular_text(path)
-    if text and not text.endswith("\n"):  # torn by a crash mid-write, as read_records skips
-        text = text[: text.rfind("\n") + 1]
     records = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(from_line(line))
-            except ValueError as exc:
-                raise ValueError(f"line {number}: {exc}") from exc
+    with open_regular_file(path) as f:  # line by line: a wrong file fails at its first line
+        for number, raw in enumerate(iter(lambda: f.readline(MAX_RECORD_BYTES + 1), b""), 1):
+            if len(raw) > MAX_RECORD_BYTES:
+                raise ValueError(f"line {number} is longer than {MAX_RECORD_BYTES:,} bytes")
+            if not raw.endswith(b"\n"):
+                break  # torn by a crash mid-write, as read_records skips it
+            line = raw.decode("utf-8")
+            if line.strip():
+                try:
+                    records.append(from_line(line))
+                except ValueError as exc:
+                    raise ValueError(f"line {number}: {exc}") from exc
     if not records:
         raise ValueError("it holds no record (a campaign writes its meta record first)")
     return History(tuple(records))

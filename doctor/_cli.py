@@ -23,7 +23,7 @@ import typer
 
 from doctor._cli_lazy import LazyGroup, Mount
 from doctor._config import DoctorConfig, default_roots
-from doctor._discovery import list_run_dirs
+from doctor._discovery import list_run_dirs, name_on_disk
 from doctor._errors import DoctorError, RootError, UsageError
 from doctor._layout import _looks_like_run as looks_like_run
 from doctor._version import package_version
@@ -202,6 +202,8 @@ def given_run(run_id: str, roots: list[Path] | None) -> tuple[str, list[Path] | 
     if not any(sep in run_id for sep in ("/", "\\")) and run_id not in (".", ".."):
         return run_id, roots
     path = expand_user(run_id)
+    if not path.is_dir():  # a path as the doctor shows it (a byte not UTF-8 as \xNN)?
+        path = expand_user(name_on_disk(run_id))
     if not path.is_dir():
         return run_id, roots  # refused by the run id check, which names the value
     path = path.resolve()

@@ -365,8 +365,9 @@ _NOT_A_FILE = frozenset({errno.ENXIO, errno.EINVAL, errno.EISDIR, errno.ELOOP})
 
 
 def _root_advice(exc: OSError) -> str:
-    """What to do about the write the runs root refused: another root, unless the root is
-    fine and one of the run's own files is no regular file (then that file is the matter).
+    """What to do about a write under the runs root that failed: another root (full or
+    read-only), or, when the file written is no regular file, that file (another root would
+    not help: a stage made it there).
 
     >>> _root_advice(OSError(errno.ENOSPC, "No space left on device"))
     'pass --root (or set RUNDOCTOR_ROOT to) a writable directory with free space'

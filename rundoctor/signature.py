@@ -3,7 +3,7 @@
 The grouping (``signature_groups``, ``group_signatures``, ``GroupingConfig``) lives in
 :mod:`rundoctor._grouping` and is re-exported here.
 
-``canonical_signature`` is version ``SIGNATURE_VERSION`` (4). Anything that changes which texts
+``canonical_signature`` is version ``SIGNATURE_VERSION`` (5). Anything that changes which texts
 share a signature must bump it, because circuit breakers persist counts keyed by signature; the
 executor records the version in its breaker events and the doctor compares signatures only
 within one version. ``docs/signatures.md`` explains both functions with examples and the
@@ -15,14 +15,18 @@ matter, for any input), terminal escape sequences (ANSI CSI, a test runner's col
 each listed with its reason and an example: JSON re-rendered with sorted keys; ``<url>``; Windows,
 ``./`` and other paths (``<path>``, before numbers, so a path with digits is one token); ``<addr>``
 for IPv4, IPv6 (compressed and in brackets with a port too, version 4), MAC, ``host:port``, and DNS
-names and mailboxes with a generic top-level domain; ISO dates and clock times (``<date>``,
-``<time>``), durations and sizes with their units (``<time>``, ``<size>``); ``<n>`` for any other
-token with a digit, glued punctuation and units included (hex, ids, UUIDs, versions, ``41C``), but
-not a capitalised dotted part after it (``sqlite3.OperationalError`` is ``<n>.OperationalError``,
-version 4); ``<str>`` for a quoted single token; ``<date>`` for a date in words (``Sat Jun 18
+names and mailboxes with a generic top-level domain or a special-use one of private networks
+(``.local``, ``.internal``, version 5); ISO dates and clock times, with AM or PM (``<date>``,
+``<time>``, version 5), durations and sizes with their units and sign (``<time>``, ``<size>``;
+``3min``, ``0.27 s``, ``-0.004 seconds``, version 5); ``<n>`` for any other token with a digit,
+glued punctuation and units included (hex, ids, UUIDs, versions, ``v2.0.1`` whole since version 5,
+``41C``), but not a capitalised dotted part after it (``sqlite3.OperationalError`` is
+``<n>.OperationalError``, version 4); ``<str>`` for a quoted single token, in ASCII, GNU
+(```x'``) or typographic (``‘x’``, version 5) quotes; ``<date>`` for a date in words (``Sat Jun 18
 02:08:10 2005``); one value for a run of values of one kind (``1, 6, 11``; comma-joined addresses);
 ``(<*>)`` for a bracket standing alone that is empty or holds values (``()`` and ``(10.0.0.1)``
-alike); a counted noun made singular (``1 warning``, ``3 warnings``). The result is cut to 512
+alike); a counted noun made singular (``1 warning``, ``3 warnings``), and the word after it too
+(``3 previous errors``, version 5). The result is cut to 512
 characters, at a space. No mask names any one system's vocabulary (:data:`GENERIC_WORDS` is all
 they may hold).
 
@@ -58,7 +62,7 @@ __all__ = [
     "signature_memo_disabled",
 ]
 
-SIGNATURE_VERSION = 4
+SIGNATURE_VERSION = 5
 
 #: The signature of empty, blank and non-string input.
 EMPTY_SIGNATURE = "<empty>"
@@ -88,6 +92,9 @@ _ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 # "~"; before the leading masks a plain text can only have gained "<addr>" from the hex-colon
 # mask, which never has a digit right after it.
 _RARE = b"{/\\'\"`([<>~"
+# The first byte of a typographic quote (U+2018 to U+201D): a text with one is not plain either.
+# Its other bytes still mark the text "w" below, so whitespace normalisation is not skipped.
+_QUOTE_LEAD = 0xE2
 # Likewise a plain text without any of these capitals holds no month name (placeholders are
 # lower-case), and the calendar search, a character-set scan over the whole text, is skipped.
 _MONTH_INITIALS = b"ADFJMNOS"
@@ -99,7 +106,7 @@ _MONTH_INITIALS = b"ADFJMNOS"
 _OTHER_SPACE = b"\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f" + bytes(range(0x80, 0x100))
 _CLASSES = bytes(
     ord("r")
-    if b in _RARE
+    if b in _RARE or b == _QUOTE_LEAD
     else ord("m")
     if b in _MONTH_INITIALS
     else ord("w")
@@ -114,12 +121,25 @@ _CLASSES = bytes(
 # string while they are in it (a wider marker makes every later pass copy and scan 2-byte text).
 _NUM = "\x1e"
 _REL = "\x1f"
+# Put by the leading masks before a duration or a size whose sign starts a token (``ssize``,
+# ``sd0``): the sign is part of the value, as it is of a number ("-3" and "3" are one "<n>"), so
+# "wrong by -0.004 seconds" and "by 0.5 seconds" are one text (version 5). The sign and the
+# marker are removed after the number masks. A search for "-<" and "+<" in every text instead
+# cost 2% of a signature, a test in the ``_leading`` callback 0.7%.
+_SIGNED = "\x1d"
 
+# A duration: units glued to the number, Go's "1h2m3.5s" and systemd's "3min" too (version 5),
+# or after a space, "12.3 µs" and a bare "0.27 s" among them (version 5): a formatter that picks
+# the unit by size writes "1.2 s" and "980 ms" for one failure.
 _DUR = (
-    r"(?:\.0++)?(?:ns|us|µs|ms|s|m|h)(?:0++(?:\.0++)?(?:ns|us|µs|ms|s|m|h))*(?!\w|-\w)"
-    r"|(?:\.0++)?\ (?:(?:milli|micro|nano)?seconds?|secs?|minutes?|mins?|hours?|days?|ms|us|ns)"
-    r"(?!\w)"
+    r"(?:\.0++)?(?:ns|us|µs|ms|s|min|m|h)(?:0++(?:\.0++)?(?:ns|us|µs|ms|s|min|m|h))*(?!\w|-\w)"
+    r"|(?:\.0++)?\ (?:(?:milli|micro|nano)?seconds?|secs?|minutes?|mins?|hours?|days?|ms|us|µs"
+    r"|ns|s)(?!\w)"
 )
+_SIZE = r"""(?:[.,]0++)*+\ ?(?:[KMGTPE]i?B|bytes?|B)
+    (?:\ \(0++(?:\.0++)?\ ?(?:[KMGTPE]i?B|bytes?)\))?"""
+# A clock time may end in AM or PM (Java's and .NET's default formats, version 5).
+_MERIDIEM = r"(?:\ ?(?:AM|PM|am|pm))?"
 _PC = r"[\w.@%+~=-]"
 _POS = r"(?::0++(?::0++)?)?"
 
@@ -132,18 +152,18 @@ _POS = r"(?::0++(?::0++)?)?"
 # found by a plain search, a set of them by testing each character against the set, 2 to 3
 # times slower on a text without a match. ``_mask`` uses it when no other alternative can match.
 _LEADING_NUMBER = rf"""
-    0(?<![\w.]0)(?=0*+(?:[-/:a-fA-FKMGTPEnumshµ]|[.,]0|\ [KMGTPEBbmnshdu]))(?:
+    0(?<![\w.]0)(?=0*+(?:[-/:a-fA-FKMGTPEnumshµ]|[.,]0|\ [KMGTPEBbmnshduµ]))(?:
         (?<![:/-]0)0*+(?:
-            (?P<date>[-/]0++[-/]0++(?:[T_\ :]0++[:.,]0++(?:[:.,]0++)*)?(?:Z|[+-]0++(?::0++)?)?)
+            (?P<date>[-/]0++[-/]0++(?:[T_\ :]0++[:.,]0++(?:[:.,]0++)*{_MERIDIEM})?
+                (?:Z|[+-]0++(?::0++)?)?)
                 (?![\w.:/-])
-            |(?P<clock>:0++(?::0++)?(?:[.,:]0++)?)(?![\w:]))
+            |(?P<clock>:0++(?::0++)?(?:[.,:]0++)?{_MERIDIEM})(?![\w:]))
         |(?<![:-]0)0*+(?:
             (?P<ip>\.0++\.0++\.0++(?::0++)?)(?![\w.])
             |(?P<mac>(?:0++|[a-fA-F]){{0,3}}(?::(?:0++|[a-fA-F]){{0,4}}){{3,7}})(?![\w:]))
-        |(?<!\w-0)0*+(?:
-            (?P<size>(?:[.,]0++)*+\ ?(?:[KMGTPE]i?B|bytes?|B)
-                (?:\ \(0++(?:\.0++)?\ ?(?:[KMGTPE]i?B|bytes?)\))?)(?!\w|-\w)
-            |(?P<d0>{_DUR})))"""
+        |(?<!\w-0)(?:
+            (?<=[+-]0)(?<![\w<>.+-][+-]0)0*+(?:(?P<ssize>{_SIZE})(?!\w|-\w)|(?P<sd0>{_DUR}))
+            |0*+(?:(?P<size>{_SIZE})(?!\w|-\w)|(?P<d0>{_DUR}))))"""
 _LEADING = re.compile(
     rf"""{_LEADING_NUMBER}
     |<0(?<!\w<0)0*+(?P<d1>{_DUR})
@@ -164,6 +184,8 @@ _LEADING_OUT = {
     "mac": "<addr>",
     "size": "<size>",
     "d0": "<time>",
+    "ssize": _SIGNED + "<size>",
+    "sd0": _SIGNED + "<time>",
     "d1": "<time>",
     "d2": "<time>",
     "d3": "<time>",
@@ -177,12 +199,21 @@ _LEADING_OUT = {
 # canonicalised again. A quoted token never holds a brace: the JSON pass, which runs first and
 # looks at a bounded number of braces, must see the same braces when a signature is
 # canonicalised again.
+# Besides ASCII quotes, GNU's `x' (make, ld, bash) and typographic quotes (GCC and coreutils in a
+# UTF-8 locale write ‘x’ where the C locale has 'x') quote a token too (version 5). The ASCII
+# masks leave the typographic ones out: no ASCII text holds one.
+_ASCII_QUOTES = r"""'(?<![\w>'"`‘’“”]')[^'\s{}]*'(?![\w<'"`‘’“”])
+    |"(?<![\w>'"`‘’“”]")[^"\s{}]*"(?![\w<'"`‘’“”])
+    |`(?<![\w>'"`‘’“”]`)[^`\s{}]*`(?![\w<'"`‘’“”])
+    |`(?<![\w>'"`‘’“”]`)[^`'\s{}]*'(?![\w<'"`‘’“”])"""
 _QUOTED = re.compile(
-    r"""'(?<![\w>'"`]')[^'\s{}]*'(?![\w<'"`])
-    |"(?<![\w>'"`]")[^"\s{}]*"(?![\w<'"`])
-    |`(?<![\w>'"`]`)[^`\s{}]*`(?![\w<'"`])""",
+    _ASCII_QUOTES
+    + r"""
+    |‘(?<![\w>'"`‘’“”]‘)[^’\s{}]*’(?![\w<'"`‘’“”])
+    |“(?<![\w>'"`‘’“”]“)[^”\s{}]*”(?![\w<'"`‘’“”])""",
     re.VERBOSE,
 )
+_QUOTED_ASCII = re.compile(_ASCII_QUOTES, re.VERBOSE)
 _URL = re.compile(r"(?<![\w.+-])[A-Za-z][\w+.-]*://[^\s'\"<>()\[\]{},;]*")
 _WINPATH = re.compile(r"(?<![\w.-])[A-Za-z]:\\[^\s'\"<>|,;]*")
 # Letter-led IPv6 and MAC addresses; the digit-led ones are in _LEADING. In brackets with a port
@@ -214,9 +245,11 @@ _IPV6 = re.compile(
 # ("sqlite3.OperationalError" is "<n>.OperationalError", "urllib3.connection.HTTPConnection"
 # "<n>.HTTPConnection", version 4), as the reversed pass stops before the parts that come first
 # ("core.<n>"): there a dotted name ends in a class, often the exception type that tells two
-# failures apart.
+# failures apart. A digit right after a digit and a dot starts no token (version 5): in "v2.0.1"
+# or "-0.5" the number starts before the dot, and the two passes take it whole, as "2.0.1" and
+# "0.5" are taken ("<n>.<n>" before); after a word and a dot ("core.7") it does.
 _NUM_WORD = r"[\w~+-]*+(?:\.(?![A-Z][A-Za-z_]*+(?![\w~+-]))(?=[\w~+-])[\w~+-]*+)*+"
-_NUM_START = re.compile(rf"0(?<![\w~+-]0){_NUM_WORD}")
+_NUM_START = re.compile(rf"0(?<![\w~+-]0)(?<!0\.0){_NUM_WORD}")
 _NUM_SUFFIX = re.compile(rf"0{_NUM_WORD}")
 _NUM_PREFIX = re.compile(rf"{_NUM}[\w~+-]*+")
 _REL_PREFIX = re.compile(rf"{_REL}[\w.@%+~=-]*(?:(?:{_NUM}|>n<)[\w.@%+~=-]*)*")
@@ -240,7 +273,12 @@ _CALENDAR = re.compile(
 _MONTH_DAY = re.compile(rf"{_MONTH}\ <n>")
 # A DNS host name without digits ("ns.example.com", "www.cse.cuhk.edu.hk"): known by its generic
 # top-level domain, so dotted config keys and class names ("mapred.task.id") stay words.
-_TLD = r"(?:com|net|org|edu|gov|mil|info|biz|(?:com|net|org|edu|gov|ac|co)\.[a-z]{2})"
+# Names under the special-use domains of private networks (".local", ".internal",
+# ".localdomain": Kubernetes services, cloud-internal DNS) are host names too (version 5).
+_TLD = (
+    r"(?:com|net|org|edu|gov|mil|info|biz|local|internal|localdomain"
+    r"|(?:com|net|org|edu|gov|ac|co)\.[a-z]{2})"
+)
 # With a mailbox before it ("alice@example.com", version 4), the address is one value too.
 _DNS_NAME = rf"[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.{_TLD}"
 _HOSTNAME = re.compile(
@@ -252,24 +290,35 @@ _HOSTNAME_HINT = re.compile(rf"\.{_TLD}\b")
 _SEP = r"(?:[,;]\ ?|\ )"
 _NOUN_STEM = r"\ [A-Za-z]{2,}[^\W\dsui_]"
 _NOUN = rf"{_NOUN_STEM}s(?![\w<])"
+
+
+# The words after a count that are made singular: the first, and the second too (version 5),
+# as in "3 previous errors" and "1 previous error", or "2 files changed" and "1 file changed".
+# Each is a plural noun or not, whatever the other is, so a signature stays its own signature.
+def _counted_words(first: str, between: str, second: str) -> str:
+    """The words after a count, the groups named for the alternative of ``_POST`` they are in."""
+    return rf"""(?=\ \w++(?<=s)(?!<)|\ [A-Za-z][\w-]*+\ \w++(?<=s)(?!<))
+        (?:(?P<{first}>{_NOUN})|(?P<{between}>\ [A-Za-z][\w-]*+))(?P<{second}>{_NOUN})?"""
+
+
 # Bracketed values, runs and counted nouns in one pass (one regex call per text is what keeps
 # the throughput; ``_mask_words`` runs it only on a text where a run or a bracket can match, and
 # ``_COUNTED`` on one where only a counted noun can), each keyed on the "<" of a value: a
 # bracket standing alone that holds one value or a run of them; a run of one kind of value,
 # with its counted noun if any; a count and its noun, which is made singular ("1 warning" and
 # "3 warnings" are one text; words ending in "ss", "us" or "is" keep their "s": "process",
-# "status", "this").
+# "status", "this"), one word between them or none.
 _POST = re.compile(
     rf"""<(?:
         (?<=[(\[{{]<)(?<![\w>\])][(\[{{]<)(?P<inner>{_KINDS})>(?:{_SEP}<(?P=inner)>)*
             (?P<close>[)\]}}])
         |(?<![^\s,;:=(\[{{]<)(?=[a-z*]++>{_SEP}<)(?P<kind>{_KINDS})>(?:{_SEP}<(?P=kind)>)+
-            (?![^\s,;:.)\]}}])(?P<noun>{_NOUN})?
-        |n>(?=\ \w++(?<=s)(?!<))(?P<counted>{_NOUN}))""",
+            (?![^\s,;:.)\]}}])(?P<tail>{_counted_words("noun", "between", "noun2")})?
+        |n>{_counted_words("counted", "adj", "counted2")})""",
     re.VERBOSE,
 )
 # ``_POST``'s counted-noun alternative alone, for a text where no other can match.
-_COUNTED = re.compile(rf"<n>(?=\ \w++(?<=s)(?!<))({_NOUN_STEM})s(?![\w<])")
+_COUNTED = re.compile(rf"<n>{_counted_words('counted', 'adj', 'counted2')}", re.VERBOSE)
 # The two lookaheads only fail early where the alternative after them would fail anyway (a run
 # needs another value after its separator; a counted noun is a word ending in "s"): they spare
 # the regex engine the slower attempts, they change no match.
@@ -380,7 +429,7 @@ def _ascii_patterns() -> _Patterns:
         _ASCII_PATTERNS = _Patterns(
             *(
                 re.compile(_ascii_pattern(p.pattern), p.flags & ~re.UNICODE | re.ASCII)
-                for p in _PATTERN_LIST
+                for p in (_QUOTED_ASCII if p is _QUOTED else p for p in _PATTERN_LIST)
             )
         )
     return _ASCII_PATTERNS
@@ -605,6 +654,8 @@ def _mask(text: str, plain: bool = False, months: bool = True) -> str:
         if ">n<:" in rev:
             rev = p.host_prefix.sub(">rdda<", rev)
         text = rev[::-1]
+    if _SIGNED in text:
+        text = text.replace("-" + _SIGNED, "").replace("+" + _SIGNED, "")
     return _mask_words(text, p, plain, months)
 
 
@@ -655,13 +706,24 @@ def _colon_run(text: str) -> bool:
 def _mask_words(text: str, p: _Patterns, plain: bool, months: bool) -> str:
     """The masks of :func:`_mask` that look at words and placeholders: quotes, host names,
     dates in words, runs, brackets and counted nouns."""
-    quoted = not plain and ("'" in text or '"' in text or "`" in text)
+    quoted = not plain and (
+        "'" in text
+        or '"' in text
+        or "`" in text
+        # ``isascii`` takes constant time: an ASCII text pays nothing for typographic quotes.
+        or (not text.isascii() and ("‘" in text or "“" in text))
+    )
     if quoted:
         # Until nothing matches: masking "("x")" makes its outer quotes hold one token.
         text, found = p.quoted.subn("<str>", text)
         while found:
             text, found = p.quoted.subn("<str>", text)
-        quoted = "'" in text or '"' in text or "`" in text
+        quoted = (
+            "'" in text
+            or '"' in text
+            or "`" in text
+            or (not text.isascii() and ("‘" in text or "“" in text))
+        )
     # Host names and dates neither hold nor leave quotes, so ``quoted`` stays right below.
     if "." in text and p.hostname_hint.search(text):
         text = p.hostname.sub("<addr>", text)
@@ -696,15 +758,22 @@ def _post(match: re.Match[str]) -> str:
     if close is not None:
         pair = match.string[match.start() - 1] + close
         return _BRACKET_OUT[pair][1:] if pair in _BRACKET_OUT else match[0]
-    noun = match["noun"] or match["counted"]
-    kind = match["kind"] or "n"
-    if noun is None:
+    kind = match["kind"]
+    if kind is None:
+        return _counted(match)
+    if match["tail"] is None:
         return f"<{kind}>"
-    return f"<{kind}>{noun[:-1] if kind == 'n' else noun}"
+    # A run's counted nouns are made singular after a run of numbers only.
+    first, between, second = match.group("noun", "between", "noun2")
+    if kind != "n":
+        return f"<{kind}>{first or between}{second or ''}"
+    return f"<n>{between if first is None else first[:-1]}{'' if second is None else second[:-1]}"
 
 
 def _counted(match: re.Match[str]) -> str:
-    return "<n>" + match[1]
+    """A count and the words after it, each plural noun among the two made singular."""
+    first, between, second = match.group("counted", "adj", "counted2")
+    return f"<n>{between if first is None else first[:-1]}{'' if second is None else second[:-1]}"
 
 
 def _bracketed(match: re.Match[str]) -> str:
@@ -810,6 +879,14 @@ MASK_RULES: tuple[MaskRule, ...] = (
         "connect <addr> refused",
     ),
     MaskRule(
+        "sign",
+        (),
+        "<time> <size>",
+        "a sign before a duration or a size is part of the value, as it is of a number",
+        "clock wrong by -0.004 seconds after +12 KB",
+        "clock wrong by <time> after <size>",
+    ),
+    MaskRule(
         "quoted",
         (_QUOTED,),
         "<str>",
@@ -869,11 +946,13 @@ GENERIC_WORDS = frozenset(
         *("ns", "us", "µs", "ms", "milli", "micro", "nano", "sec", "secs", "second", "seconds"),
         *("min", "mins", "minute", "minutes", "hour", "hours", "day", "days", "byte", "bytes"),
         *("kb", "mb", "gb", "tb", "pb", "eb", "kib", "mib", "gib", "tib", "pib", "eib", "ib"),
-        # calendar names
+        # calendar names and the halves of a 12-hour clock
+        *("am", "pm"),
         *("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
         *("mon", "tue", "wed", "thu", "fri", "sat", "sun"),
-        # generic top-level domains
+        # generic top-level domains, and the special-use ones of private networks
         *("com", "net", "org", "edu", "gov", "mil", "info", "biz", "ac", "co"),
+        *("local", "internal", "localdomain"),
         # the placeholders signatures write
         *("addr", "path", "time", "date", "size", "url", "str"),
     }

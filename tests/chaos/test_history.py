@@ -187,3 +187,35 @@ def test_an_unknown_record_kind_of_any_length_is_named_in_a_short_line(tmp_path:
     assert done.returncode == 2, done
     (line,) = done.stderr.splitlines()
     assert "line 2: unknown record kind 'xxx" in line and len(line) < 400, line[:500]
+
+
+def test_a_file_that_is_no_history_is_refused_at_its_first_line_not_read_whole(
+    tmp_path: Path,
+) -> None:
+    # Before: `chaos check` read the whole file, then decoded it, before its first line was
+    # looked at: a 256 MiB file passed by mistake took 512 MiB of memory to be refused.
+    import tracemalloc
+
+    path = tmp_path / "big.log"
+    with path.open("wb") as f:
+        f.write(b"not a record\n")
+        f.truncate(256 << 20)  # sparse: no disk taken
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"^line 1: "):
+            read_history(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak
+
+
+def test_a_history_line_over_the_bound_is_refused_without_reading_on(tmp_path: Path) -> None:
+    from chaos._history import MAX_RECORD_BYTES
+
+    path = tmp_path / "history.ndjson"
+    with path.open("wb") as f:
+        f.write(to_line(EVERY_KIND[0]).encode())  # a whole line, its newline included
+        f.truncate(MAX_RECORD_BYTES * 4)  # a second "line" of NULs and no newline
+    with pytest.raises(ValueError, match=r"^line 2 is longer than 16,777,216 bytes$"):
+        read_history(path)

@@ -625,3 +625,31 @@ def test_a_run_directory_passed_as_root_whose_name_is_not_utf8_gets_a_pasteable_
     )
     assert pasted.returncode in (0, 1), pasted
     assert json.loads(pasted.stdout)["run_id"] == "r\\xfe"
+
+
+def test_a_run_id_not_utf8_as_the_doctor_shows_it_names_the_run(tmp_path: Path) -> None:
+    # `scan --json` gives such a run's id and path as text (`r\xfe`); passed back, the id was
+    # refused ("could name something outside a root") and the path was no run; the repair
+    # command `diagnose` printed (`doctor repair --run-id 'r\xfe' …`) did not paste.
+    run = os.fsencode(tmp_path) + b"/r\xfe"
+    os.mkdir(run)
+    with open(run + b"/progress.ndjson", "w") as fh:
+        fh.write('{"event": "stage_attempt_start", "node_id": "a", "ts": "2026-01-01T00:00:00Z"}\n')
+    scanned = run_doctor("scan", "--root", tmp_path, "--json")
+    (listed,) = json.loads(scanned.stdout)["runs"]
+    assert listed["run_id"] == "r\\xfe", listed
+    for args in (("--run-id", listed["run_id"], "--root", tmp_path), ("--run-id", listed["path"])):
+        done = run_doctor("diagnose", *args, "--json")
+        assert done.returncode == 1, done
+        assert json.loads(done.stdout)["state"] == "orphaned"
+    shown = run_doctor("diagnose", "--run-id", "r\\xfe", "--root", tmp_path)
+    command = re.search(r"^\s*(doctor repair --run-id .+)$", shown.stdout, re.M)
+    assert command is not None, shown.stdout
+    pasted = subprocess.run(
+        ["bash", "-c", command[1]],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+        check=False,
+    )
+    assert pasted.stdout.startswith("r\\xfe · state orphaned · 1 repair planned"), pasted

@@ -263,7 +263,22 @@ def test_a_branch_has_its_own_stranded_worktree_status(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "..", ".", "../x", "/etc", "a//b", "a/./b", "a/", "a\\b", "a\x00b", "x/..", "a..b"]
+    "bad",
+    [
+        "",
+        "..",
+        ".",
+        "../x",
+        "/etc",
+        "a//b",
+        "a/./b",
+        "a/",
+        "a\\b",
+        "a\\x41",
+        "a\x00b",
+        "x/..",
+        "a..b",
+    ],
 )
 def test_a_run_id_that_could_leave_the_root_is_refused(bad: str) -> None:
     with pytest.raises(UnsafeRunId):
@@ -271,7 +286,8 @@ def test_a_run_id_that_could_leave_the_root_is_refused(bad: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "good", ["01KH3DN4STSZ3MVKB58YY6RE57", "linear-test", "a.b", "run_1", "2026/12/05/r1"]
+    "good",
+    ["01KH3DN4STSZ3MVKB58YY6RE57", "linear-test", "a.b", "run_1", "2026/12/05/r1", "r\\xfe"],
 )
 def test_an_ordinary_run_id_is_accepted(good: str) -> None:
     assert check_run_id(good) == good

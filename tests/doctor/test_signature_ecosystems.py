@@ -754,11 +754,32 @@ FAILURES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     ),
 }
 
-CLASSES = [
-    pytest.param(texts, id=f"{ecosystem}: {name}")
-    for ecosystem, failures in FAILURES.items()
-    for name, texts in failures
-]
+Failures = dict[str, tuple[tuple[str, tuple[str, ...]], ...]]
+
+
+def failure_params(failures: Failures) -> list[object]:
+    """One pytest parameter per failure: its texts, named by ecosystem and failure."""
+    return [
+        pytest.param(texts, id=f"{ecosystem}: {name}")
+        for ecosystem, named in failures.items()
+        for name, texts in named
+    ]
+
+
+def merged_failures(failures: Failures) -> list[tuple[str, str, str]]:
+    """The failures whose first texts share a signature with an earlier failure's."""
+    seen: dict[str, str] = {}
+    merged = []
+    for ecosystem, named in failures.items():
+        for name, texts in named:
+            signature = canonical_signature(texts[0])
+            if signature in seen:
+                merged.append((seen[signature], f"{ecosystem}: {name}", signature))
+            seen[signature] = f"{ecosystem}: {name}"
+    return merged
+
+
+CLASSES = failure_params(FAILURES)
 
 
 @pytest.mark.parametrize("texts", CLASSES)
@@ -768,15 +789,7 @@ def test_one_failure_whose_volatile_parts_vary_has_one_signature(texts: tuple[st
 
 
 def test_different_failures_have_different_signatures() -> None:
-    seen: dict[str, str] = {}
-    merged = []
-    for ecosystem, failures in FAILURES.items():
-        for name, texts in failures:
-            signature = canonical_signature(texts[0])
-            if signature in seen:
-                merged.append((seen[signature], f"{ecosystem}: {name}", signature))
-            seen[signature] = f"{ecosystem}: {name}"
-    assert merged == []
+    assert merged_failures(FAILURES) == []
 
 
 @pytest.mark.parametrize("texts", CLASSES)
@@ -947,7 +960,10 @@ TEMPLATE_CASES = [
 ]
 
 
-def _filler(template: str) -> st.SearchStrategy[str]:
+def filler(
+    template: str, strategies: dict[str, st.SearchStrategy[str]] = VOLATILE
+) -> st.SearchStrategy[str]:
+    """Texts of ``template`` with each ``{kind}`` hole filled from ``strategies[kind]``."""
     kinds = HOLES.findall(template)
 
     def fill(values: tuple[str, ...]) -> str:
@@ -955,13 +971,13 @@ def _filler(template: str) -> st.SearchStrategy[str]:
         text = HOLES.sub(lambda _: next(it), template)
         return text.replace("{{", "{").replace("}}", "}")
 
-    return st.tuples(*(VOLATILE[kind] for kind in kinds)).map(fill)
+    return st.tuples(*(strategies[kind] for kind in kinds)).map(fill)
 
 
 @pytest.mark.parametrize("template", TEMPLATE_CASES)
 def test_any_volatile_values_in_a_template_give_one_signature(template: str) -> None:
     @settings(max_examples=60, database=None, deadline=None)
-    @given(_filler(template), _filler(template))
+    @given(filler(template), filler(template))
     def one_signature(first: str, second: str) -> None:
         assert canonical_signature(first) == canonical_signature(second)
 

@@ -1,4 +1,4 @@
-"""The fast ``canonical_signature`` gives exactly the signatures of the frozen version-4 copy.
+"""The fast ``canonical_signature`` gives exactly the signatures of the frozen version-5 copy.
 
 Breakers persist counts keyed by signature, so a speed-up may not change one output without
 bumping ``SIGNATURE_VERSION``. The comparison covers every Loghub-2k development message (as
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import rundoctor.signature as signature
 from bench.signatures import LOGHUB_DIR, load_loghub
 from rundoctor.signature import SIGNATURE_VERSION, canonical_signature, clear_signature_memo
-from tests.doctor import _signature_v4 as frozen
+from tests.doctor import _signature_v5 as frozen
 from tests.doctor.test_signature import DIGITS, PROPERTIES, TEXTS
 
 DIGIT_RUN = re.compile(r"[0-9]+")
@@ -81,6 +81,10 @@ FAST_PATH_PIECES = st.sampled_from(
         # leading, trailing and doubled spaces.
         "ab:cd:ef:01:23:45", "1:2:3:4:5:6", "a:b:c:d:e", "12:30:00 12:30:01", ": :",
         "<n> ", "> <", ">,", ">;", "n> ", " 3 files", " 2 class", "s ",
+        # Version 5: a typographic quote makes a text not plain (its first byte is marked with
+        # the rare ones); spaced and glued units, AM/PM, a word before a counted noun.
+        "‘", "’", "“", "”", "‘x’", "`x'", "\u2018", "\u201c", "\u2003", "€", " AM", "pm",
+        "min", " µs", " s", "a.local", ".internal", " new", " new files",
     ]
 )  # fmt: skip
 # Short texts too: a fast path is taken only when the other pieces are absent.
@@ -116,6 +120,8 @@ def test_text_made_of_what_the_fast_paths_test_for_gets_the_frozen_signature(tex
         "db.internal:5432 refused, 3 retries, 1 warning, 11 errors",
         "on Jun 18 02:08:10 2005 and 18 Jun 2005",
         "tab\there  and\x1cthere\u3000wide \u0663\u0664 digits",
+        "error: ‘foo’ undeclared at 10:11 PM after 3min, 2 previous errors",
+        "error: “foo” undeclared\u2003at 10:11 PM",
     ],
 )
 def test_each_fast_path_gives_the_frozen_signature(text: str) -> None:

@@ -1,8 +1,12 @@
-"""A frozen copy of ``canonical_signature`` version 4: version 2 as it was before the memo
-(issue 11), with terminal escape sequences (ANSI CSI: colours) removed first (version 3), and
-version 4's rules: a number stops before a capitalised dotted part, compressed and bracketed
+"""A frozen copy of ``canonical_signature`` version 5: version 2 as it was before the memo
+(issue 11), with terminal escape sequences (ANSI CSI: colours) removed first (version 3),
+version 4's rules (a number stops before a capitalised dotted part, compressed and bracketed
 IPv6 is an address, a mailbox is part of its address, a size may have digit groups, and a unit
-glued inside an id is not a value. A path is one value, quoted or not, as in version 3.
+glued inside an id is not a value; a path is one value, quoted or not, as in version 3), and
+version 5's: "3min" and a spaced "0.27 s" or "12 µs" are durations, a clock time takes its AM
+or PM, GNU's `x' and typographic quotes quote a token, names under ".local", ".internal" and
+".localdomain" are host names, the second word after a count is made singular too, a digit
+right after a dot starts no number ("v2.0.1" is one), and a sign is part of a duration or size.
 
 ``tests/doctor/test_signature_equivalence.py`` checks the shipped function against this one:
 any change of output must bump ``SIGNATURE_VERSION`` (breakers persist counts keyed by
@@ -14,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 
-SIGNATURE_VERSION = 4  # the version this copy computes
+SIGNATURE_VERSION = 5  # the version this copy computes
 
 #: The signature of empty, blank and non-string input.
 EMPTY_SIGNATURE = "<empty>"
@@ -41,9 +45,11 @@ _NUM = "\x1e"
 _REL = "\x1f"
 
 _DUR = (
-    r"(?:\.0)?(?:ns|us|µs|ms|s|m|h)(?:0(?:\.0)?(?:ns|us|µs|ms|s|m|h))*(?!\w|-\w)"
-    r"|(?:\.0)?\ (?:(?:milli|micro|nano)?seconds?|secs?|minutes?|mins?|hours?|days?|ms|us|ns)(?!\w)"
+    r"(?:\.0)?(?:ns|us|µs|ms|s|min|m|h)(?:0(?:\.0)?(?:ns|us|µs|ms|s|min|m|h))*(?!\w|-\w)"
+    r"|(?:\.0)?\ (?:(?:milli|micro|nano)?seconds?|secs?|minutes?|mins?|hours?|days?|ms|us|µs|ns"
+    r"|s)(?!\w)"
 )
+_MERIDIEM = r"(?:\ ?(?:AM|PM|am|pm))?"
 _PC = r"[\w.@%+~=-]"
 _POS = r"(?::0(?::0)?)?"
 
@@ -52,10 +58,11 @@ _POS = r"(?::0(?::0)?)?"
 # Lookbehinds placed after the literal check the character before it.
 _LEADING = re.compile(
     rf"""
-    0(?<![\w.]0)(?=[-/:a-fA-FKMGTPEnumshµ]|[.,]0|\ [KMGTPEBbmnshdu])(?:
-        (?<![:/-]0)(?P<date>[-/]0[-/]0(?:[T_\ :]0[:.,]0(?:[:.,]0)*)?(?:Z|[+-]0(?::0)?)?)
+    0(?<![\w.]0)(?=[-/:a-fA-FKMGTPEnumshµ]|[.,]0|\ [KMGTPEBbmnshduµ])(?:
+        (?<![:/-]0)(?P<date>[-/]0[-/]0(?:[T_\ :]0[:.,]0(?:[:.,]0)*{_MERIDIEM})?
+            (?:Z|[+-]0(?::0)?)?)
             (?![\w.:/-])
-        |(?<![:/-]0)(?P<clock>:0(?::0)?(?:[.,:]0)?)(?![\w:])
+        |(?<![:/-]0)(?P<clock>:0(?::0)?(?:[.,:]0)?{_MERIDIEM})(?![\w:])
         |(?<![:-]0)(?P<ip>\.0\.0\.0(?::0)?)(?![\w.])
         |(?<![:-]0)(?P<mac>[0-9a-fA-F]{{0,3}}(?::[0-9a-fA-F]{{0,4}}){{3,7}})(?![\w:])
         |(?<!\w-0)(?P<size>(?:[.,]0)*\ ?(?:[KMGTPE]i?B|bytes?|B)
@@ -92,11 +99,15 @@ _LEADING_OUT = {
 # looks at a bounded number of braces, must see the same braces when a signature is
 # canonicalised again.
 _QUOTED = re.compile(
-    r"""'(?<![\w>'"`]')[^'\s{}]*'(?![\w<'"`])
-    |"(?<![\w>'"`]")[^"\s{}]*"(?![\w<'"`])
-    |`(?<![\w>'"`]`)[^`\s{}]*`(?![\w<'"`])""",
+    r"""'(?<![\w>'"`‘’“”]')[^'\s{}]*'(?![\w<'"`‘’“”])
+    |"(?<![\w>'"`‘’“”]")[^"\s{}]*"(?![\w<'"`‘’“”])
+    |`(?<![\w>'"`‘’“”]`)[^`\s{}]*`(?![\w<'"`‘’“”])
+    |`(?<![\w>'"`‘’“”]`)[^`'\s{}]*'(?![\w<'"`‘’“”])
+    |‘(?<![\w>'"`‘’“”]‘)[^’\s{}]*’(?![\w<'"`‘’“”])
+    |“(?<![\w>'"`‘’“”]“)[^”\s{}]*”(?![\w<'"`‘’“”])""",
     re.VERBOSE,
 )
+_QUOTES = ("'", '"', "`", "‘", "“")
 _URL = re.compile(r"(?<![\w.+-])[A-Za-z][\w+.-]*://[^\s'\"<>()\[\]{},;]*")
 _WINPATH = re.compile(r"(?<![\w.-])[A-Za-z]:\\[^\s'\"<>|,;]*")
 # Letter-led IPv6 and MAC addresses; the digit-led ones are in _LEADING. In brackets with a port
@@ -125,9 +136,10 @@ _IPV6 = re.compile(
 # pass, and the others in two: from the first digit to the token's end, then over the reversed
 # text from the marker back to the token's start.
 _NUM_WORD = r"[\w~+-]*(?:\.(?![A-Z][A-Za-z_]*(?![\w~+-]))(?=[\w~+-])[\w~+-]*)*"
-_NUM_START = re.compile(rf"0(?<![\w~+-]0){_NUM_WORD}")
+_NUM_START = re.compile(rf"0(?<![\w~+-]0)(?<!0\.0){_NUM_WORD}")
 _NUM_SUFFIX = re.compile(rf"0{_NUM_WORD}")
 _NUM_PREFIX = re.compile(rf"{_NUM}[\w~+-]*")
+_SIGNED = "\x1d"
 _REL_PREFIX = re.compile(rf"{_REL}[\w.@%+~=-]*(?:(?:{_NUM}|>n<)[\w.@%+~=-]*)*")
 # Reversed ``host:port``: the masked port, ``:``, then a host with a dot or a digit in it.
 _HOST_PREFIX = re.compile(r">n<:(?=[\w-]*(?:\.|>n<))[\w.-]*(?:>n<[\w.-]*)*")
@@ -149,7 +161,10 @@ _CALENDAR = re.compile(
 _MONTH_DAY = re.compile(rf"{_MONTH}\ <n>")
 # A DNS host name without digits ("ns.example.com", "www.cse.cuhk.edu.hk"): known by its generic
 # top-level domain, so dotted config keys and class names ("mapred.task.id") stay words.
-_TLD = r"(?:com|net|org|edu|gov|mil|info|biz|(?:com|net|org|edu|gov|ac|co)\.[a-z]{2})"
+_TLD = (
+    r"(?:com|net|org|edu|gov|mil|info|biz|local|internal|localdomain"
+    r"|(?:com|net|org|edu|gov|ac|co)\.[a-z]{2})"
+)
 _DNS_NAME = rf"[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.{_TLD}"
 _HOSTNAME = re.compile(
     rf"(?<![\w.<>@/+-])(?:(?:[\w.+-]|<n>)+@)?{_DNS_NAME}\.?(?![\w<>@/-]|\.\w)"
@@ -159,6 +174,9 @@ _HOSTNAME = re.compile(
 _HOSTNAME_HINT = re.compile(rf"\.{_TLD}\b")
 _SEP = r"(?:[,;]\ ?|\ )"
 _NOUN = r"\ [A-Za-z]{2,}[^\W\dsui_]s(?![\w<])"
+# The first word after a count, and the second too, each made singular if it is a plural noun.
+_WORDS_AFTER_COUNT = r"""(?=\ \w*s(?![\w<])|\ [A-Za-z][\w-]*\ \w*s(?![\w<]))
+    (?:(?P<{0}>{2})|(?P<{1}>\ [A-Za-z][\w-]*))(?P<{3}>{2})?"""
 # Bracketed values, runs and counted nouns in one pass (one regex call per text is what keeps
 # the throughput), each keyed on the "<" of a value: a bracket standing alone that holds one
 # value or a run of them; a run of one kind of value, with its counted noun if any; a count
@@ -169,8 +187,8 @@ _POST = re.compile(
         (?<=[(\[{{]<)(?<![\w>\])][(\[{{]<)(?P<inner>{_KINDS})>(?:{_SEP}<(?P=inner)>)*
             (?P<close>[)\]}}])
         |(?<![^\s,;:=(\[{{]<)(?=[a-z*]+>{_SEP}<)(?P<kind>{_KINDS})>(?:{_SEP}<(?P=kind)>)+
-            (?![^\s,;:.)\]}}])(?P<noun>{_NOUN})?
-        |n>(?=\ \w*s(?![\w<]))(?P<counted>{_NOUN}))""",
+            (?![^\s,;:.)\]}}])(?:{_WORDS_AFTER_COUNT.format("noun", "between", _NOUN, "noun2")})?
+        |n>{_WORDS_AFTER_COUNT.format("counted", "adj", _NOUN, "counted2")})""",
     re.VERBOSE,
 )
 # The two lookaheads only fail early where the alternative after them would fail anyway (a run
@@ -189,7 +207,13 @@ _MAX_JSON_DEPTH = 32
 
 
 def _leading(match: re.Match[str]) -> str:
-    return _LEADING_OUT[match.lastgroup or "rel"]
+    name = match.lastgroup or "rel"
+    at, text = match.start(), match.string
+    # A sign that starts a token, right before a duration or a size, is the value's.
+    signed = name in ("d0", "size") and text[at - 1 : at] in ("+", "-")
+    if signed and (at == 1 or not (text[at - 2].isalnum() or text[at - 2] in "_<>.+-")):
+        return _SIGNED + _LEADING_OUT[name]
+    return _LEADING_OUT[name]
 
 
 def _render_json(value: object, depth: int = 0) -> str:
@@ -305,13 +329,14 @@ def _mask(text: str) -> str:
         if ">n<:" in rev:
             rev = _HOST_PREFIX.sub(">rdda<", rev)
         text = rev[::-1]
-    quoted = "'" in text or '"' in text or "`" in text
+    text = text.replace("-" + _SIGNED, "").replace("+" + _SIGNED, "")
+    quoted = any(q in text for q in _QUOTES)
     if quoted:
         # Until nothing matches: masking "("x")" makes its outer quotes hold one token.
         text, found = _QUOTED.subn("<str>", text)
         while found:
             text, found = _QUOTED.subn("<str>", text)
-        quoted = "'" in text or '"' in text or "`" in text
+        quoted = any(q in text for q in _QUOTES)
     # Host names and dates neither hold nor leave quotes, so ``quoted`` stays right below.
     if "." in text and _HOSTNAME_HINT.search(text):
         text = _HOSTNAME.sub("<addr>", text)
@@ -336,11 +361,19 @@ def _post(match: re.Match[str]) -> str:
     if close is not None:
         pair = match.string[match.start() - 1] + close
         return _BRACKET_OUT[pair][1:] if pair in _BRACKET_OUT else match[0]
-    noun = match["noun"] or match["counted"]
-    kind = match["kind"] or "n"
-    if noun is None:
-        return f"<{kind}>"
-    return f"<{kind}>{noun[:-1] if kind == 'n' else noun}"
+    kind = match["kind"]
+    if kind is None:
+        first, between, second, kind = match["counted"], match["adj"], match["counted2"], "n"
+    else:
+        first, between, second = match["noun"], match["between"], match["noun2"]
+    out = f"<{kind}>"
+    if first is not None:
+        out += first[:-1] if kind == "n" else first
+    elif between is not None:
+        out += between
+    if second is not None:
+        out += second[:-1] if kind == "n" else second
+    return out
 
 
 def _bracketed(match: re.Match[str]) -> str:
