@@ -156,7 +156,7 @@ class _OneLease(Queue):
         reason: str,
         quarantine_after: int,
         window_s: float,
-        claim_grace_s: float = 0.0,
+        claim_grace_s: float | None = 0.0,
         judged: Ticket | None = None,
     ) -> Ticket:
         return self._inner.reclaim(

@@ -34,6 +34,7 @@ from executor._queue_lifecycle import check_column, check_text
 from executor._queue_reads import check_statuses
 from executor._reaper import reap
 from executor._runner import RunResult, missing_agent_command, new_run_id, run_pipeline
+from executor._stage import OUT_OF_FDS, fd_limit
 from executor._worker import (
     MAX_CONCURRENCY,
     TicketHook,
@@ -346,6 +347,11 @@ def _run_here(graph: Path, runs: Path, config: ExecutorConfig, on_event: Any) ->
             f"timeout has passed, `doctor repair --run-id {run_id} --root "
             f"{shlex.quote(str(runs))} --apply` terminalizes it"
         )
+        if exc.errno in OUT_OF_FDS:  # no fault of the runs root: this process's limit
+            raise UsageError(
+                f"the run could not go on: this process ran out of file descriptors "
+                f"({exc.strerror or exc}{where}; it has {fd_limit()}); {after}; raise the limit"
+            ) from None
         raise UsageError(
             f"the run could not be written under runs root {str(runs)!r}: "
             f"{exc.strerror or exc}{where}; {after}; {_root_advice(exc)}"

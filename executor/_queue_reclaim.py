@@ -17,6 +17,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from executor import _schema as sql
 from executor._errors import FencedError, UsageError
@@ -57,7 +58,7 @@ class ReaperPrimitives(QueueBase):
         reason: str,
         quarantine_after: int,
         window_s: float,
-        claim_grace_s: float = 0.0,
+        claim_grace_s: float | None = 0.0,
         judged: Ticket | None = None,
     ) -> Ticket:
         """Take a dead or expired worker's lease back: compare-and-set on ``expected_epoch``.
@@ -67,6 +68,12 @@ class ReaperPrimitives(QueueBase):
         ``todo`` — or ``quarantined`` when this makes more than ``quarantine_after`` reclaims
         within ``window_s``. Raises :class:`FencedError` when the epoch moved, the ticket is
         not leased (terminal rows included) or it was claimed less than ``claim_grace_s`` ago.
+
+        ``claim_grace_s=None`` skips the claim time altogether: for a reclaim that rests on
+        proof (the owner's pid is dead) or on a silence the reaper timed itself
+        (:class:`executor._lease_watch.LeaseWatch`), not on the queue's clock. After that
+        clock stepped back, every lease claimed before the step was claimed "in the future",
+        and the check refused even a dead worker's ticket for as long as the step.
 
         ``judged`` is the row the caller judged, whose run it killed and terminalized: when
         the ticket's worker started another run since (its ``run_id`` differs: the ``start``
@@ -88,7 +95,8 @@ class ReaperPrimitives(QueueBase):
         if quarantine_after < 0:
             raise UsageError(f"quarantine_after must be 0 or more, got {quarantine_after}")
         require_seconds("window_s", window_s)
-        require_seconds("claim_grace_s", claim_grace_s, zero_ok=True)
+        if claim_grace_s is not None:
+            require_seconds("claim_grace_s", claim_grace_s, zero_ok=True)
 
         def run(tx: Tx) -> Ticket | FencedError:
             row = tx.one(sql.LOCK_FULL_TICKET, (ticket_id,))
@@ -110,7 +118,8 @@ class ReaperPrimitives(QueueBase):
             )
             status = "quarantined" if quarantine else "todo"
             finished = now if quarantine else None
-            cas = (ticket_id, expected_epoch, now - claim_grace_s)
+            claimed_by = math.inf if claim_grace_s is None else now - claim_grace_s
+            cas = (ticket_id, expected_epoch, claimed_by)
             after_row = tx.one(sql.RECLAIM, (status, why, finished, now, *cas))
             if after_row is not None:
                 after = to_ticket(after_row)
@@ -122,7 +131,11 @@ class ReaperPrimitives(QueueBase):
                 )
                 return after
             grace = None
-            if before.lease_epoch == expected_epoch and before.status in LEASED_STATUSES:
+            if (
+                claim_grace_s is not None
+                and before.lease_epoch == expected_epoch
+                and before.status in LEASED_STATUSES
+            ):
                 since = now - (
                     before.claimed_at if before.claimed_at is not None else before.updated_at
                 )

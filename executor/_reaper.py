@@ -5,7 +5,10 @@ One pass (:func:`reap`) looks at every leased ticket (``claimed`` or ``running``
 * the owner ran on this host and its pid is gone (pid plus start time, so a reused pid cannot
   fool it): reclaim at once;
 * otherwise, the lease expired (no heartbeat for ``lease_ttl_s``; a NULL heartbeat counts as
-  the claim time), outside the claim grace period: reclaim.
+  the claim time), outside the claim grace period: reclaim. A reaper that keeps a
+  :class:`~executor._lease_watch.LeaseWatch` across passes (each worker's reaper thread) times
+  that silence itself, on the monotonic clock, for every ticket it watched since an earlier
+  pass: a wall clock stepped forward takes no live lease, one stepped back holds no lapsed one.
 
 Before the ticket goes back to ``todo``, the dead worker's stage process groups that are still
 running are killed (each attempt records ``process.json``: pid, pgid and start time), and its
@@ -38,6 +41,7 @@ from typing import Any
 from executor._artifacts import append_fresh_line
 from executor._config import ExecutorConfig
 from executor._errors import FencedError
+from executor._lease_watch import LeaseWatch
 from executor._queue import Lease, Queue, Ticket
 from executor._stage_mark import kill_marked
 from rundoctor.atomic import create_file
@@ -231,6 +235,14 @@ def _why(t: Ticket, host: str, now: float) -> str | None:
     return None
 
 
+def _silent(t: Ticket, silent_s: float) -> str:
+    """Why ``t``, whose lease this reaper watched stand still, is reclaimed."""
+    return (
+        f"lease of worker {t.lease_owner} expired ({silent_s:.0f}s without a heartbeat,"
+        " timed by the reaper's monotonic clock)"
+    )
+
+
 def _lapsed(t: Ticket, now: float) -> str:
     """Why ``t``, whose lease expired, is reclaimed."""
     seen = t.last_heartbeat_at or t.claimed_at
@@ -273,6 +285,7 @@ def reap(
     *,
     host: str | None = None,
     clock: Clock = time.time,
+    watch: LeaseWatch | None = None,
 ) -> list[Reclaim]:
     """One reaper pass over the queue; returns what it reclaimed.
 
@@ -281,6 +294,10 @@ def reap(
     disagrees with the reaper's keeps its live lease and loses a dead one on time. ``clock``
     is this host's clock, for what the pass writes into run directories (``final.json``,
     ``run_failed``), whose other events the workers stamp with theirs.
+
+    ``watch``, kept from one pass to the next, judges each ticket it saw at an earlier pass by
+    the silence it timed itself (:mod:`executor._lease_watch`): the queue's clock may have
+    stepped since.
 
     >>> from executor._queue import open_queue, SessionInfo
     >>> q = open_queue(":memory:", clock=lambda: 1000.0)
@@ -293,20 +310,39 @@ def reap(
     now = queue.now()
     leased = queue.tickets(status=("claimed", "running"))
     expired = {t.id for t in queue.expired(now, claim_grace_s=config.claim_grace_s)}
-    dead: list[tuple[Ticket, str]] = []
-    lapsed: list[tuple[Ticket, str]] = []
+    if watch is not None:
+        watch.observe(leased)
+    # (ticket, reason, claim grace: None when the reclaim does not rest on the queue's clock)
+    dead: list[tuple[Ticket, str, float | None]] = []
+    lapsed: list[tuple[Ticket, str, float | None]] = []
     for t in leased:
         reason = _why(t, host, now)
+        silent = None if watch is None else watch.silence(t)
         if reason is not None:
-            dead.append((t, reason))
+            dead.append((t, reason, None))
+        elif silent is not None:  # watched since an earlier pass: its own silence decides
+            grace = config.claim_grace_s if t.status == "claimed" else 0.0
+            if silent >= config.lease_ttl_s + grace:
+                lapsed.append((t, _silent(t, silent), None))
         elif t.id in expired:
-            lapsed.append((t, _lapsed(t, now)))
+            lapsed.append((t, _lapsed(t, now), config.claim_grace_s))
     # Proven deaths first: a lapsed lease may belong to a worker frozen inside a transaction
     # that still locks its row, and its reclaim waits for that lock (chaos seed 120).
-    return [_reclaim(queue, config, t, reason, clock) for t, reason in dead + lapsed]
+    return [
+        _reclaim(queue, config, t, reason, clock, claim_grace_s=grace)
+        for t, reason, grace in dead + lapsed
+    ]
 
 
-def _reclaim(queue: Queue, config: ExecutorConfig, t: Ticket, reason: str, clock: Clock) -> Reclaim:
+def _reclaim(
+    queue: Queue,
+    config: ExecutorConfig,
+    t: Ticket,
+    reason: str,
+    clock: Clock,
+    *,
+    claim_grace_s: float | None,
+) -> Reclaim:
     """Take ``t`` back from its lost worker: adopt its succeeded run, or kill the run's stages,
     terminalize the run, then reclaim the ticket (fenced at its epoch).
 
@@ -342,7 +378,7 @@ def _reclaim(queue: Queue, config: ExecutorConfig, t: Ticket, reason: str, clock
             reason=reason,
             quarantine_after=config.quarantine_after,
             window_s=config.quarantine_window_s,
-            claim_grace_s=0.0 if "is dead" in reason else config.claim_grace_s,
+            claim_grace_s=claim_grace_s,
             judged=t,  # the run handled above: one started since is judged anew
         )
         status = after.status

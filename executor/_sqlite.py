@@ -54,6 +54,8 @@ class SqliteQueue(Queue):
         # transaction whole, check_same_thread=False lets the other thread in.
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        #: The file the connection opened (device, inode): see :meth:`_same_file`.
+        self._file: tuple[int, int] | None = None
         if not create and path != ":memory:" and not _is_file(path):
             raise NoQueueError(path)  # sqlite3.connect would create the file
         try:
@@ -80,6 +82,7 @@ class SqliteQueue(Queue):
             # FULL: a completion acknowledged to the worker survives a power cut too; a lost
             # completion would re-run the ticket and break "at most one accepted completion".
             conn.execute("PRAGMA synchronous = FULL")
+            self._file = None if path == ":memory:" else _identity(path)
         except sqlite3.Error as exc:
             self.close()
             raise _mapped(exc, path, busy_timeout_ms, "open") from exc
@@ -102,6 +105,7 @@ class SqliteQueue(Queue):
             conn = self._conn
             if conn is None:
                 raise QueueError(f"SQLite queue {self.path!r} is closed")
+            self._same_file()
             cursor = conn.cursor()
             try:
                 # Readers take no write lock (WAL gives them a consistent snapshot anyway).
@@ -119,6 +123,33 @@ class SqliteQueue(Queue):
                 raise _mapped(exc, self.path, self.busy_timeout_ms, "transaction") from exc
             finally:
                 cursor.close()
+
+    def _same_file(self) -> None:
+        """Refuse to go on when the queue's path no longer names the file the connection
+        opened: deleted, moved away or replaced by another file.
+
+        The connection holds the old file open and goes on reading and writing it without an
+        error, but no other process can open it: a worker went on claiming its tickets and
+        completing them into a file nobody could read, and a queue made anew at that path
+        was a second queue beside it. The error is lasting: a worker stops at once, saying
+        so (exit 3). One ``stat`` per transaction (a few microseconds)."""
+        if self._file is None:
+            return
+        try:
+            now = _identity(self.path)
+        except FileNotFoundError:
+            now = None
+        except OSError:
+            return  # cannot be looked at (EACCES on the way): SQLite says what it finds
+        if now != self._file:
+            what = "deleted or moved away" if now is None else "replaced by another file"
+            raise QueueError(
+                f"SQLite queue {self.path!r}: the file was {what} after this process opened "
+                "it; its connection still holds the old file, which no other process can "
+                "read, so nothing more is written there: put the file back, or restart the "
+                "worker on the queue now at that path",
+                lasting=True,
+            )
 
     def __del__(self) -> None:
         # A queue dropped without close() (a docstring example, a one-off inspection) still
@@ -138,6 +169,12 @@ class SqliteQueue(Queue):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _identity(path: str) -> tuple[int, int]:
+    """The file at ``path`` (device, inode); raises OSError (FileNotFoundError) as ``stat``."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def _is_file(path: str) -> bool:

@@ -32,8 +32,10 @@ Cancellation and timeouts decide first, then a status file the stage wrote (see
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import resource
 import select
 import shlex
 import signal
@@ -62,9 +64,11 @@ from rundoctor.liveness import start_ticks
 __all__ = [
     "EX_TEMPFAIL",
     "MISSING_STATUS",
+    "OUT_OF_FDS",
     "Beat",
     "ProcessResult",
     "classify",
+    "fd_limit",
     "run_attempt",
     "run_process",
     "stage_env",
@@ -75,6 +79,22 @@ __all__ = [
 EX_TEMPFAIL = 75
 #: Why an agent that exited 0 without writing a status file failed (Kilroy's words).
 MISSING_STATUS = "missing status.json (auto_status=false)"
+#: A process out of file descriptors (its ``ulimit -n``, or the host's table): a stage that
+#: cannot start for it is not the stage's failure, and the run ends with the error
+#: (:func:`run_process` raises it), which a worker takes for its own, not the ticket's.
+OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE})
+
+
+def fd_limit() -> str:
+    """This process's limit of open files, as the advice to raise it names it.
+
+    >>> fd_limit().endswith("open files, `ulimit -n`")
+    True
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = "no limit of" if soft == resource.RLIM_INFINITY else f"a limit of {soft}"
+    return f"{limit} open files, `ulimit -n`"
+
 
 _TRANSIENT = re.compile(
     r"timed out|timeout|deadline exceeded|connection refused|connection reset|could not resolve"
@@ -352,6 +372,8 @@ def run_process(
                 close_fds=True,
             )
         except (OSError, ValueError) as exc:
+            if isinstance(exc, OSError) and exc.errno in OUT_OF_FDS:
+                raise  # this process's limit, not the stage's fault: the run ends with it
             err.write(f"{exc}\n".encode())
             err.close()
             tail = _tail(attempt_dir / "stderr.log", tail_chars)

@@ -31,9 +31,11 @@ from executor._queue import Lease, Queue, SessionInfo
 from executor._reaper import terminalize_lost_run
 from executor._resilience import Fleet, RefusedRun, logged, persist, say
 from executor._runner import RunResult, new_run_id, run_pipeline
+from executor._stage import OUT_OF_FDS, fd_limit
 from rundoctor.clock import Clock
 
 __all__ = [
+    "FDS_RAN_OUT",
     "ROOT_REFUSALS",
     "ROOT_REFUSED",
     "Slots",
@@ -47,6 +49,10 @@ __all__ = [
 ROOT_REFUSALS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT})
 #: How a release for such a refusal starts its reason (counted in the ticket's log).
 ROOT_REFUSED = "the runs root refused writes"
+#: How a release for a worker out of file descriptors (``OUT_OF_FDS``: its own ``ulimit
+#: -n``, or the host's table) starts its reason, counted with the runs root's refusals: no
+#: fault of the ticket either, which would meet it on no other worker.
+FDS_RAN_OUT = "this worker ran out of file descriptors"
 
 
 @dataclass
@@ -125,7 +131,7 @@ def run_leased(
     with LeaseKeeper(ctx.connect, lease, ctx.config, ctx.stop) as keeper:
         result, broken, refused = _run(ctx, lease, run_id, keeper.cancel, on_event)
     if refused:
-        why = f"{ROOT_REFUSED}: {broken}"
+        why = broken if broken.startswith(FDS_RAN_OUT) else f"{ROOT_REFUSED}: {broken}"
         ctx.fleet.left_unfinished(RefusedRun(ctx.root / run_id, run_id, why, lease.epoch))
     if keeper.fenced.is_set():
         ctx.stats.add(fenced=1)
@@ -176,19 +182,42 @@ def _run(
             cancel=cancel,
             on_event=on_event,
         )
-    except (GraphError, UsageError, BudgetError) as exc:
+    except Exception as exc:
+        fds = _out_of_fds(exc)  # reading the graph, writing the run, starting a stage
+        if fds is not None:
+            return None, fds, True
+        return _broken(exc, graph, root, run_id)
+    return result, "", False
+
+
+def _out_of_fds(exc: BaseException) -> str | None:
+    """Why the run could not go on when ``exc`` (or what it was raised from) is EMFILE or
+    ENFILE: this worker's limit, which the ticket would meet on no other worker."""
+    cause: BaseException | None = exc
+    while cause is not None and not (isinstance(cause, OSError) and cause.errno in OUT_OF_FDS):
+        cause = cause.__cause__
+    if cause is None:
+        return None
+    return (
+        f"{FDS_RAN_OUT} ({cause}; it has {fd_limit()}): raise its limit, or run it with a "
+        "lower --concurrency"
+    )
+
+
+def _broken(exc: Exception, graph: str, root: Path, run_id: str) -> tuple[None, str, bool]:
+    """Why the ticket's run could not be run, and whether the runs root refused it."""
+    if isinstance(exc, (GraphError, UsageError, BudgetError)):
         # Deleted or made invalid after enqueue: this ticket's fault, not the slot's.
         return None, f"the ticket's pipeline {graph!r} cannot be run: {exc}", False
-    except OSError as exc:  # ENOSPC, EROFS, EACCES under the runs root
+    if isinstance(exc, OSError):  # ENOSPC, EROFS, EACCES under the runs root
         refused = exc.errno in ROOT_REFUSALS  # the runs root refused writes as a whole
         broken = (
             f"the run directory {str(root / run_id)!r} could not be written "
             f"({exc}); free space or fix permissions under {str(root)!r}"
         ) + ("" if refused else ", then enqueue again")
         return None, broken, refused
-    except Exception as exc:  # a bug must fail its ticket, never kill the slot silently
-        return None, f"executor error: {type(exc).__name__}: {exc}", False
-    return result, "", False
+    # A bug must fail its ticket, never kill the slot silently.
+    return None, f"executor error: {type(exc).__name__}: {exc}", False
 
 
 def _record_outcome(
@@ -265,7 +294,8 @@ def _root_refused(queue: Queue, lease: Lease, why: str, ctx: Slots) -> None:
         lambda: sum(
             1
             for e in queue.events(tid)
-            if e.event == "released" and str(e.detail.get("reason", "")).startswith(ROOT_REFUSED)
+            if e.event == "released"
+            and str(e.detail.get("reason", "")).startswith((ROOT_REFUSED, FDS_RAN_OUT))
         ),
         f"events of ticket {tid}",
         config,
@@ -280,7 +310,10 @@ def _root_refused(queue: Queue, lease: Lease, why: str, ctx: Slots) -> None:
         fail_for_good(queue, lease, reason, config, fleet)
         stats.add(failed=1)
         return
-    reason = f"{ROOT_REFUSED} ({n} of {limit} releases): {why}"
+    if why.startswith(FDS_RAN_OUT):
+        reason = f"{FDS_RAN_OUT} ({n} of {limit} releases){why[len(FDS_RAN_OUT) :]}"
+    else:
+        reason = f"{ROOT_REFUSED} ({n} of {limit} releases): {why}"
     ctx.log(f"ticket {tid} back to todo: {reason}; claims pause {pause:g} s")
     persist(
         lambda: queue.release(lease, reason),

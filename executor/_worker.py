@@ -38,9 +38,17 @@ from typing import Protocol
 
 from executor._clocks import ClockOffset
 from executor._config import ExecutorConfig
-from executor._errors import ExecutorError, FencedError, QueueError, UsageError, WorkerError
+from executor._errors import (
+    ExecutorError,
+    FencedError,
+    NoQueueError,
+    QueueError,
+    UsageError,
+    WorkerError,
+)
 from executor._events import Event
 from executor._lease_keeper import Connect
+from executor._lease_watch import LeaseWatch
 from executor._queue import Lease, Queue, SessionInfo, Ticket, open_queue
 from executor._reaper import reap
 from executor._resilience import ClockNotice, Fleet, persist, say
@@ -261,6 +269,24 @@ def _run_claimed(
         on_ticket("finished", shown, result)
 
 
+#: How often the main thread wakes while it waits for the slots (see :func:`_join`).
+_JOIN_TICK_S = 0.2
+
+
+def _join(thread: threading.Thread) -> None:
+    """Wait for ``thread`` a tick at a time, never in one unbounded join.
+
+    The handlers of SIGTERM and SIGINT (the caller's, which set ``stop``) run only in the main
+    thread, when it runs Python code. A signal the kernel hands to another thread does not
+    interrupt a join without a timeout: the handler waited until the slots ended, which they
+    never did, since it was what would have stopped them. Linux hands a signal to another
+    thread whenever the main thread still has one pending, as it does just after a SIGCONT:
+    a frozen worker stopped with ``kill -CONT; kill -TERM``, or as systemd and bash's ``kill``
+    stop a stopped job (SIGTERM, then SIGCONT), went on claiming tickets."""
+    while thread.is_alive():
+        thread.join(_JOIN_TICK_S)
+
+
 def _reaper_loop(
     connect: Connect,
     config: ExecutorConfig,
@@ -271,15 +297,18 @@ def _reaper_loop(
 ) -> None:
     """Reap every ``reaper_interval_s``; any error is logged and the next pass tries again.
 
-    Each pass reads the queue's clock, so it also tells ``notice`` this host's offset."""
+    Each pass reads the queue's clock, so it also tells ``notice`` this host's offset. One
+    :class:`LeaseWatch` lives across the passes: a lease this thread watched stand still is
+    judged by the silence it timed, not by stamps a wall clock's step has moved."""
     queue: Queue | None = None
+    watch = LeaseWatch()
     told = ""
     try:
         while not stop.wait(config.reaper_interval_s):
             try:
                 if queue is None:
                     queue = connect()
-                found = reap(queue, config, clock=clock)
+                found = reap(queue, config, clock=clock, watch=watch)
                 notice.check(queue.clock_offset)
                 stats.add(reclaimed=len([r for r in found if r.status]))
                 told = ""
@@ -454,7 +483,14 @@ def run_worker(
     fleet = Fleet()
 
     def connect() -> Queue:  # each thread's own connection, once the queue exists
-        return opener(url, clock=clock)
+        try:  # never create: a queue deleted under the worker was made anew, empty
+            return opener(url, clock=clock, create=False)
+        except NoQueueError as exc:
+            raise QueueError(
+                f"{exc}: the queue this worker opened is gone (deleted or moved away since); "
+                "put it back, or restart the worker on a queue",
+                lasting=True,
+            ) from exc
 
     ctx = Slots(connect, root, config, stop, stats, clock, fleet)
     slots = [
@@ -474,7 +510,7 @@ def run_worker(
     for t in slots:
         t.start()
     for t in slots:
-        t.join()
+        _join(t)
     stop.set()
     finish_refused(ctx)  # the runs the root refused, should it take writes by now
     if fleet.why:

@@ -1,6 +1,7 @@
 """Helpers every test package shares: the one "skip locally, fail under CI" rule, the
-``doctor`` command line as a whole process (:func:`run_doctor`), and the names
-docs/findings.md gives under a code (:func:`documented_names`).
+``doctor`` command line as a whole process (:func:`run_doctor`), the names
+docs/findings.md gives under a code (:func:`documented_names`), and the wait for a condition
+that real processes bring about (:func:`wait_until`).
 
 A test that needs something outside the repository (the PostgreSQL server at 127.0.0.1:5432,
 a headless Chromium, actionlint) skips on a laptop that lacks it, and FAILS under ``CI=true``,
@@ -17,7 +18,8 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -33,6 +35,7 @@ __all__ = [
     "run_doctor",
     "tmpfs",
     "unavailable",
+    "wait_until",
 ]
 
 #: The test server (user ``postgres``, database ``test``); ``RUNDOCTOR_TEST_POSTGRES`` names
@@ -148,3 +151,14 @@ def fill(disk: Path) -> Path:
     finally:
         os.close(fd)
     return filler
+
+
+def wait_until(what: Callable[[], object], timeout: float = 30.0) -> None:
+    """Poll ``what`` every 50 ms until it is true; fail after ``timeout`` seconds (a bound on
+    a condition that never comes, not on how fast it comes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if what():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -303,7 +303,10 @@ def test_seed_71_a_reclaim_judged_before_its_worker_started_the_run_is_refused(
     run = tmp_path / "run"
     run.mkdir()
     queue.start(lease, run_id="r1", run_path=run, session=me)  # the lock goes: start first
-    reclaimed = _reaper_reclaim(queue, CHAOS_EXECUTOR, judged, "lease expired", clock)
+    grace = CHAOS_EXECUTOR.claim_grace_s
+    reclaimed = _reaper_reclaim(
+        queue, CHAOS_EXECUTOR, judged, "lease expired", clock, claim_grace_s=grace
+    )
     assert reclaimed.status == "", "a reclaim judged on the claimed row took the running run"
     ticket = queue.get(lease.ticket_id)
     assert (ticket.status, ticket.lease_epoch, ticket.run_id) == ("running", 1, "r1")
@@ -312,7 +315,10 @@ def test_seed_71_a_reclaim_judged_before_its_worker_started_the_run_is_refused(
     later = reap(queue, CHAOS_EXECUTOR, host="another-host", clock=clock)
     assert [(r.ticket_id, r.status) for r in later] == [(lease.ticket_id, "todo")]
     # Another reaper that judged the running row too is told the epoch moved (not a new run).
-    assert _reaper_reclaim(queue, CHAOS_EXECUTOR, running, "lease expired", clock).status == ""
+    again = _reaper_reclaim(
+        queue, CHAOS_EXECUTOR, running, "lease expired", clock, claim_grace_s=grace
+    )
+    assert again.status == ""
     last = [e for e in queue.events(lease.ticket_id) if e.event == "fenced"][-1]
     assert last.detail["reason"] == "the lease epoch moved to 2 (ticket todo)", last.detail
     queue.close()

@@ -24,6 +24,7 @@ import pytest
 from executor import ExecutorConfig, Queue, SessionInfo, Ticket, open_queue
 from executor._reaper import reap
 from tests.executor.conftest import Backend
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -57,12 +58,7 @@ def _server_now(backend: Backend) -> float:
 
 
 def _wait(what: Callable[[], object], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if what():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_until(what, timeout)
 
 
 def _waiting_pipeline(tmp: Path, go: Path) -> Path:

@@ -410,6 +410,21 @@ def test_no_reclaim_within_the_claim_grace_period(queue: Queue, clock: FakeClock
     assert reclaim(queue, lease, claim_grace_s=10).status == "todo"
 
 
+def test_a_reclaim_without_a_claim_grace_takes_a_ticket_claimed_after_the_clock_stepped_back(
+    queue: Queue, clock: FakeClock
+) -> None:
+    # A clock stepped back an hour: the claim lies in the queue's future. A reclaim that rests
+    # on the queue's clock is refused; one on proof (a dead pid) or a silence the reaper timed
+    # itself passes ``claim_grace_s=None`` and does not look at the claim time.
+    queue.enqueue("x", GRAPH)
+    lease = claim(queue, ttl=1)
+    clock.advance(-3600)
+    with pytest.raises(FencedError):
+        reclaim(queue, lease, claim_grace_s=0.0)
+    after = reclaim(queue, lease, claim_grace_s=None)
+    assert (after.status, after.lease_epoch) == ("todo", lease.epoch + 1)
+
+
 def test_a_null_heartbeat_counts_as_the_claim_time(
     queue: Queue, backend: Backend, clock: FakeClock
 ) -> None:

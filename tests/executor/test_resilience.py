@@ -46,7 +46,7 @@ from rundoctor.liveness import process_alive
 from tests.executor.conftest import Backend
 from tests.executor.private_postgres import PrivatePostgres
 from tests.helpers import fill as fill_disk
-from tests.helpers import tmpfs
+from tests.helpers import tmpfs, wait_until
 
 #: Lease budgets long enough that no worker fences itself during a few seconds of outage.
 PATIENT = ExecutorConfig(
@@ -71,12 +71,7 @@ def _graph(tmp: Path, command: str, name: str = "p") -> Path:
 
 
 def _wait(what: Callable[[], object], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if what():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_until(what, timeout)
 
 
 def _dead_session() -> SessionInfo:
@@ -590,7 +585,7 @@ def test_a_worker_process_whose_database_stays_away_exits_3_with_one_line_saying
         _wait(lambda: _started(tmp_path) == 1)
         private_pg.stop()
         go.touch()
-        _, err = worker.communicate(timeout=120)
+        _, err = worker.communicate(timeout=60)
     finally:
         if worker.poll() is None:
             worker.kill()
@@ -982,3 +977,111 @@ def test_a_run_a_full_disk_left_without_final_json_is_named_with_its_repair(
     assert f"`doctor repair --run-id {run.name} --root {tiny_disk / 'runs'} --apply`" in line
     for event in (run / "progress.ndjson").read_bytes().splitlines():
         json.loads(event)  # whole lines only: the full disk cut none
+
+
+def _few_open_files(n: int) -> Callable[[], None]:
+    """In the child: at most ``n`` open files (``ulimit -n``)."""
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
+def test_a_worker_out_of_file_descriptors_gives_the_ticket_back_and_another_runs_it(
+    tmp_path: Path,
+) -> None:
+    # Before: a worker whose `ulimit -n` was too low failed every ticket it claimed, for good
+    # ("the ticket's pipeline cannot be run: … Too many open files", "could not start"): one
+    # misconfigured host emptied the queue into `failed`. The limit is the worker's, not the
+    # ticket's: it gives the ticket back, says why, and a worker with room runs it.
+    db = tmp_path / "q.db"
+    with open_queue(str(db)) as queue:
+        ticket = queue.enqueue("x", str(_graph(tmp_path, "true")))
+    env = _patient_env(tmp_path)
+    cramped = subprocess.Popen(
+        [sys.executable, "-m", "doctor", "worker", "--db", db, "--root", tmp_path / "runs"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_few_open_files(12),
+    )
+    try:
+        with open_queue(str(db)) as queue:
+            _wait(lambda: any(e.event in ("released", "failed") for e in queue.events(ticket.id)))
+            after = queue.get(ticket.id)
+            (left,) = [e for e in queue.events(ticket.id) if e.event in ("released", "failed")]
+    finally:
+        cramped.terminate()
+        _, err = cramped.communicate(timeout=60)
+    assert (after.status, after.error_attempts, left.event) == ("todo", 0, "released"), after
+    reason = str(left.detail["reason"])
+    assert reason.startswith("this worker ran out of file descriptors (1 of 5 releases)"), reason
+    assert "a limit of 12 open files, `ulimit -n`" in reason and "Too many open files" in reason
+    assert cramped.returncode == 0 and "Traceback" not in err, err
+    assert "back to todo: this worker ran out of file descriptors" in err
+    from tests.executor.test_cli import _doctor
+
+    done = _doctor(env, "worker", "--once", "--db", db, "--root", tmp_path / "runs")
+    assert done.returncode == 0, done.stderr
+    with open_queue(str(db)) as queue:
+        assert (queue.get(ticket.id).status, queue.get(ticket.id).error_attempts) == ("done", 0)
+
+
+def test_doctor_run_out_of_file_descriptors_says_so_not_that_the_root_is_full(
+    tmp_path: Path,
+) -> None:
+    # Before: "the run could not be written under runs root …: Too many open files; … pass
+    # --root (or set RUNDOCTOR_ROOT to) a writable directory with free space".
+    result = _run_cli(
+        tmp_path, _graph(tmp_path, "true"), tmp_path / "runs", preexec_fn=_few_open_files(9)
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result
+    line = result.stderr.strip().splitlines()[-1]
+    assert "this process ran out of file descriptors (Too many open files" in line, line
+    assert "a limit of 9 open files, `ulimit -n`" in line and line.endswith("raise the limit")
+    assert "free space" not in line and "--root" not in line
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_worker_whose_sqlite_queue_file_is_deleted_or_replaced_stops_and_says_so(
+    tmp_path: Path, how: str
+) -> None:
+    # Before: the worker's connections held the old file open and went on claiming and
+    # completing tickets in it, though no other process could read it (its results lost); its
+    # reaper made an empty queue in its place, and a queue put there was a second queue that
+    # this worker never looked at.
+    db = tmp_path / "q.db"
+    go = tmp_path / "go"
+    with open_queue(str(db)) as queue:
+        ticket = queue.enqueue(
+            "x", str(_graph(tmp_path, f"while [ ! -e {go} ]; do sleep 0.05; done"))
+        )
+        queue.enqueue("y", str(_graph(tmp_path, "true", name="q")))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "doctor", "worker", "--db", db, "--root", tmp_path / "runs"],
+        env=_patient_env(tmp_path),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with open_queue(str(db)) as queue:
+            _wait(lambda: queue.get(ticket.id).status == "running")
+        for name in ("q.db", "q.db-wal", "q.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        if how == "replaced":
+            with open_queue(str(tmp_path / "new.db")) as other:
+                fresh = other.enqueue("z", str(_graph(tmp_path, "true", name="z")))
+            os.replace(tmp_path / "new.db", db)
+        go.touch()  # the run ends: its completion meets the missing file
+        _, err = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    assert worker.returncode == 3, err
+    last = err.strip().splitlines()[-1]
+    what = "deleted or moved away" if how == "deleted" else "replaced by another file"
+    assert last.startswith("error: worker ") and f"the file was {what}" in last, last
+    assert "retrying cannot help" in last and "Traceback" not in err
+    if how == "deleted":
+        assert not db.exists()  # no empty queue made in its place
+    else:
+        with open_queue(str(db), create=False) as queue:  # the queue put there is untouched
+            assert [(t.id, t.status) for t in queue.tickets()] == [(fresh.id, "todo")]

@@ -1,0 +1,228 @@
+"""A wall clock that steps while workers hold leases (NTP, ``date -s``, a restored VM).
+
+Real worker processes on a SQLite queue, whose every clock read is ``time.time()`` plus the
+step written in the test's ``step`` file: all of them step at once, as a host's clock does,
+while their monotonic clocks run on. Before the reaper timed silences itself
+(``executor._lease_watch``), a step forward past the lease TTL made a worker's own reaper
+thread take its live ticket (its stage killed, "lost worker" in ``final.json``, the ticket run
+again), and a step back kept a frozen worker's ticket for the length of the step and refused
+even a dead worker's reclaim.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from executor import ExecutorConfig, Queue, Ticket, open_queue
+from executor._reaper import reap
+from tests.helpers import REPO, wait_until
+
+#: Heartbeats a second apart, reaper passes a tenth of one: after a step, a reaper pass comes
+#: long before the worker's next heartbeat could move its lease into the new time.
+CONFIG = ExecutorConfig(
+    heartbeat_interval_s=1.0,
+    heartbeat_misses=2,
+    self_fence_s=3.0,
+    lease_ttl_s=4.0,
+    reaper_interval_s=0.1,
+    claim_grace_s=0.0,
+    stage_grace_s=0.5,
+)
+#: Far more than the lease TTL.
+STEP_S = 3600.0
+
+
+class Host:
+    """The test's host clock: the step file every worker process reads its time through."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.file = tmp / "step"
+        self.file.write_text("0")
+
+    def step(self, seconds: float) -> None:
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_text(repr(seconds))
+        tmp.replace(self.file)  # whole: a reader never sees half a number
+
+    def now(self) -> float:
+        return time.time() + float(self.file.read_text())
+
+    def spawn(self, url: str, root: Path, *, reaper: bool) -> subprocess.Popen[str]:
+        """A real worker process on this clock."""
+        fields = dataclasses.asdict(CONFIG)
+        code = textwrap.dedent(
+            f"""
+            import json, signal, threading, time
+            from pathlib import Path
+            from executor import ExecutorConfig
+            from executor._worker import run_worker
+            step = Path({str(self.file)!r})
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *a: stop.set())
+            config = ExecutorConfig(**{fields!r})
+            stats = run_worker({url!r}, Path({str(root)!r}), config, stop=stop,
+                               reaper={reaper}, clock=lambda: time.time() + float(step.read_text()))
+            print(json.dumps(stats.to_json()), flush=True)
+            """
+        )
+        return subprocess.Popen(
+            [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True
+        )
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Host:
+    return Host(tmp_path)
+
+
+@pytest.fixture
+def queue(tmp_path: Path, host: Host) -> Iterator[Queue]:
+    with open_queue(str(tmp_path / "queue.db"), clock=host.now) as q:
+        yield q
+
+
+@pytest.fixture
+def workers() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for w in started:  # a failing test's workers: never left behind, nor left frozen
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(w.pid, signal.SIGCONT)
+        if w.poll() is None:
+            w.terminate()
+        try:
+            w.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            w.kill()
+            w.communicate()
+
+
+def _waiting(tmp: Path, queue: Queue) -> Ticket:
+    """A ticket whose one stage runs until the file ``go`` exists."""
+    command = f"while [ ! -e {tmp / 'go'} ]; do sleep 0.05; done"
+    graph = tmp / "wait.dot"
+    graph.write_text(
+        "digraph p { start [shape=Mdiamond]; exit [shape=Msquare];\n"
+        f"  work [shape=parallelogram, tool_command={json.dumps(command)}];\n"
+        "  start -> work -> exit }\n"
+    )
+    return queue.enqueue("wait", str(graph))
+
+
+def _running(queue: Queue, ticket: Ticket) -> Ticket:
+    """The ticket once its stage has started (its ``process.json`` is written)."""
+    wait_until(lambda: queue.get(ticket.id).status == "running")
+    running = queue.get(ticket.id)
+    assert running.run_path is not None
+    wait_until(lambda: list(Path(running.run_path or "").glob("**/process.json")))
+    return running
+
+
+def _stage_pid(run_path: str | None) -> int:
+    (found,) = Path(run_path or "").glob("**/process.json")
+    return int(json.loads(found.read_text())["pid"])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _events(queue: Queue, ticket: Ticket) -> list[str]:
+    return [e.event for e in queue.events(ticket.id)]
+
+
+def test_a_clock_stepped_forward_past_the_lease_ttl_takes_no_live_lease(
+    tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]]
+) -> None:
+    ticket = _waiting(tmp_path, queue)
+    workers.append(host.spawn(str(tmp_path / "queue.db"), tmp_path / "runs", reaper=True))
+    running = _running(queue, ticket)
+    # A heartbeat since the start: its reaper thread has watched the lease for a second.
+    wait_until(lambda: queue.get(ticket.id).last_heartbeat_at != running.last_heartbeat_at)
+    stepped_at = time.time() + STEP_S
+    host.step(STEP_S)
+    # The worker's next heartbeat stamps its lease in the new time; its reaper thread passed
+    # ten times before it, each seeing a lease an hour past its expiry.
+    wait_until(lambda: (queue.get(ticket.id).last_heartbeat_at or 0) > stepped_at)
+    (tmp_path / "go").touch()
+    wait_until(lambda: queue.get(ticket.id).status == "done")
+    done = queue.get(ticket.id)
+    assert (done.lease_epoch, done.crash_recoveries) == (1, 0), _events(queue, ticket)
+    assert "reclaimed" not in _events(queue, ticket)
+    assert done.run_id == running.run_id
+    final = json.loads((Path(running.run_path or "") / "final.json").read_text())
+    assert final["status"] == "success", final
+
+
+def test_a_dead_worker_s_ticket_is_reclaimed_after_the_clock_stepped_back(
+    tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]]
+) -> None:
+    ticket = _waiting(tmp_path, queue)
+    worker = host.spawn(str(tmp_path / "queue.db"), tmp_path / "runs", reaper=False)
+    workers.append(worker)
+    running = _running(queue, ticket)
+    stage = _stage_pid(running.run_path)
+    host.step(-STEP_S)  # the ticket was claimed "an hour from now"
+    worker.kill()
+    worker.wait()
+    (reclaim,) = reap(queue, CONFIG, clock=host.now)
+    assert reclaim.status == "todo", reclaim
+    assert "is dead" in reclaim.reason and reclaim.killed_groups
+    wait_until(lambda: not _alive(stage), timeout=10)
+    assert queue.get(ticket.id).status == "todo"
+
+
+def test_a_frozen_worker_s_lease_lapses_in_its_ttl_after_the_clock_stepped_back_and_its_waking_changes_nothing(  # noqa: E501
+    tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]]
+) -> None:
+    url, root = str(tmp_path / "queue.db"), tmp_path / "runs"
+    ticket = _waiting(tmp_path, queue)
+    frozen = host.spawn(url, root, reaper=False)
+    workers.append(frozen)
+    first = _running(queue, ticket)
+    stage = _stage_pid(first.run_path)
+    os.kill(frozen.pid, signal.SIGSTOP)
+    host.step(-STEP_S)  # its lease, stamped before the step, now ends an hour from now
+    other = host.spawn(url, root, reaper=True)
+    workers.append(other)
+    # The other worker's reaper times the silence itself: the lease lapses one TTL after it
+    # first saw it, not an hour later. It kills the frozen worker's stage, then runs the ticket.
+    wait_until(lambda: "reclaimed" in _events(queue, ticket))
+    (reclaimed,) = [e for e in queue.events(ticket.id) if e.event == "reclaimed"]
+    assert "monotonic" in str(reclaimed.detail.get("reason")), reclaimed.detail
+    wait_until(lambda: not _alive(stage), timeout=10)
+    second = _running(queue, ticket)
+    # Reclaimed once (epoch 2), claimed again by the other worker (epoch 3).
+    assert (second.lease_epoch, second.crash_recoveries) == (3, 1), _events(queue, ticket)
+    assert second.lease_owner != first.lease_owner and second.run_path != first.run_path
+    first_final = (Path(first.run_path or "") / "final.json").read_text()
+    assert json.loads(first_final)["status"] == "fail"
+    # Awake, the frozen worker finds its lease gone: it writes nothing, here or in the new run.
+    os.kill(frozen.pid, signal.SIGCONT)
+    frozen.terminate()
+    out, _ = frozen.communicate(timeout=30)
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["completed"] == 0 and stats["fenced"] == 1, stats
+    assert (Path(first.run_path or "") / "final.json").read_text() == first_final
+    (tmp_path / "go").touch()
+    wait_until(lambda: queue.get(ticket.id).status == "done")
+    done = queue.get(ticket.id)
+    assert (done.lease_epoch, done.run_id) == (3, second.run_id)
+    final = json.loads((Path(second.run_path or "") / "final.json").read_text())
+    assert (final["status"], final["epoch"]) == ("success", 3)
