@@ -133,9 +133,35 @@ def _in_process(
 _stopping: Event | None = None
 
 
-def _worker_start(stop: Event) -> None:
+def _worker_start(stop: Event, parent: int) -> None:
+    """A worker's start: the scan's ``stop``, and the worker's death with the scan's process
+    (``parent``). A scan ended by a signal it does not catch (SIGTERM from ``timeout`` or a
+    service manager, SIGKILL) left its workers diagnosing the batches they held, minutes of
+    both cores for a large fleet, with no one to take their results; on Linux the kernel now
+    kills them as the scan's process ends (``PR_SET_PDEATHSIG``)."""
     global _stopping
     _stopping = stop
+    _die_with(parent)
+
+
+def _die_with(parent: int) -> None:
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        if libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the scan ended before the request was made
+        os._exit(1)
 
 
 def _unless_stopped(batch: _Batch) -> list[RunOutcome]:
@@ -149,6 +175,7 @@ def _in_pool(
     batches: list[_Batch], workers: int, progress: Progress | None, start: int, total: int
 ) -> list[RunOutcome]:
     import multiprocessing
+    import os
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     out: list[RunOutcome] = []
@@ -158,7 +185,10 @@ def _in_pool(
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_worker_start, initargs=(stop,)
+        max_workers=workers,
+        mp_context=context,
+        initializer=_worker_start,
+        initargs=(stop, os.getpid()),
     )
     try:
         pending: set[Future[list[RunOutcome]]] = {pool.submit(_unless_stopped, b) for b in batches}

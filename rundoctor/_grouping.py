@@ -172,7 +172,16 @@ def signature_groups(texts: Sequence[str], config: GroupingConfig = DEFAULT_GROU
     """
     from rundoctor.signature import canonical_signature  # it re-exports this module
 
-    return group_signatures([canonical_signature(t) for t in texts], config)
+    # Each distinct text is signed once: a fleet report passes every failed attempt's reason,
+    # and a run's reasons repeat (10,000 runs: tens of thousands of texts, a few distinct).
+    signed: dict[str, str] = {}
+    sigs = []
+    for text in texts:
+        sig = signed.get(text)
+        if sig is None:
+            sig = signed[text] = canonical_signature(text)
+        sigs.append(sig)
+    return group_signatures(sigs, config)
 
 
 def group_signatures(sigs: Sequence[str], config: GroupingConfig = DEFAULT_GROUPING) -> list[str]:

@@ -707,3 +707,32 @@ def test_a_cache_entry_that_is_no_file_a_scan_wrote_is_read_again_never_waited_o
         ]
 
     assert runs(second.stdout) == runs(first.stdout)
+
+
+def test_one_fact_of_every_cached_run_keeps_little_of_their_parsed_facts(tmp_path: Path) -> None:
+    # doctor metrics reads last_progress_at of every run, the fleet report failure_reasons:
+    # each parsed the run's cached facts whole and kept them, 250 MB for 10,000 runs.
+    import tracemalloc
+
+    from fixtures.fleet import build_fleet
+
+    root = build_fleet(tmp_path / "fleet", runs=40, events_per_run=300, kilroy=True)
+    config = DoctorConfig(roots=(root,), now=NOW, cache_dir=tmp_path / "cache")
+    scan(config)
+    rescan = scan(config)
+    assert rescan.fleet["reused"] == 40
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        seen = [
+            (d.facts.get("last_progress_at"), d.facts.get("failure_reasons"))
+            for d in rescan.diagnoses
+        ]
+        kept = tracemalloc.get_traced_memory()[0] - base
+        whole = [len(d.facts) for d in rescan.diagnoses]  # looking into them all keeps them
+        every = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert all(at is not None for at, _ in seen) and any(reasons for _, reasons in seen)
+    assert all(n > 10 for n in whole)
+    assert kept < every / 3

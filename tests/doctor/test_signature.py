@@ -399,3 +399,20 @@ def test_groups_never_merge_unrelated_texts_that_share_a_length_and_one_word() -
         "ARPT: 4: wl0: MDNS: IPV4 Addr: 10.0.0.1 up",
     ]
     assert len(set(signature_groups(texts))) == len(texts)
+
+
+def test_signature_groups_signs_each_distinct_text_once() -> None:
+    # A fleet report passes every failed attempt's reason; 10,000 runs repeat a few reasons
+    # tens of thousands of times, each signed again.
+    import cProfile
+    import pstats
+
+    texts = ["verify failed after 12.4s", "job 7 exited", "verify failed after 3.1s"] * 1000
+    profile = cProfile.Profile()
+    labels = profile.runcall(signature_groups, texts)
+    calls = {
+        name: count
+        for (_file, _line, name), (_cc, count, *_rest) in pstats.Stats(profile).stats.items()  # type: ignore[attr-defined]
+    }
+    assert calls["canonical_signature"] == 3
+    assert labels == signature_groups(texts[:3]) * 1000
