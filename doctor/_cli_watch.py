@@ -155,6 +155,16 @@ def watch_cmd(
             help="Run this command per event, the event's JSON on stdin.",
         ),
     ] = None,
+    max_sends: Annotated[
+        int,
+        typer.Option(
+            "--max-sends",
+            metavar="N",
+            min=0,
+            help="Events a pass sends one by one to the webhooks and --exec; the rest are one "
+            "alerts_held alert (stdout has every event). 0: no limit.",
+        ),
+    ] = 20,
     state: Annotated[
         Path | None,
         typer.Option(
@@ -190,6 +200,7 @@ def watch_cmd(
             interval_s=parse_duration(interval, "--interval"),
             webhooks=tuple(check_webhook(u) for u in webhook or ()),
             exec_argv=argv,
+            max_sends=max_sends,
         )
         signals: list[int] = []
 

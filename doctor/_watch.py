@@ -35,8 +35,9 @@ from doctor._config import DoctorConfig
 from doctor._diagnose import ScanResult, scan
 from doctor._errors import DoctorError, UsageError
 from doctor._model import Finding, Severity, plural
-from doctor._notify import Delivery, post_webhook, run_command
+from doctor._notify import Delivery
 from doctor._timestamps import iso
+from doctor._watch_send import send_pass
 from rundoctor import durations
 from rundoctor.atomic import check_replaceable
 from rundoctor.paths import make_dirs, read_regular_text
@@ -91,6 +92,9 @@ class WatchConfig:
     retries: int = 3
     backoff_s: float = 1.0
     timeout_s: float = 10.0
+    #: Events of a pass sent one by one to the webhooks and command; the rest are one
+    #: ``alerts_held`` alert (:mod:`doctor._watch_send`); 0: no bound. stdout has them all.
+    max_sends: int = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,6 +406,13 @@ class PassReport:
         >>> PassReport(1, failures=(Delivery("/bin/x", False, 1, "gone"),) * 41).log_line()
         'watch pass 1: 0 alerts, 0 resolved; /bin/x failed for 41 events, after 1 try each: gone'
 
+        A webhook not tried again in the pass (:func:`doctor._watch_send.send_pass`):
+
+        >>> PassReport(2, failures=(Delivery("http://h/…", False, 4, "timed out"),)
+        ...            + (Delivery("http://h/…", False, 0, "not tried"),) * 9).log_line()
+        'watch pass 2: 0 alerts, 0 resolved; http://h/… failed after 4 tries: timed out; 9 more \
+events not sent to http://h/…, which had failed'
+
         A state that could not be saved is said on the same line, every pass it is not:
 
         >>> PassReport(5, state_error="No space left on device", unsaved=2).log_line()
@@ -415,7 +426,8 @@ sent since it was last saved would be sent again by a watch started again'
             line += f"{len(self.events) - self.alerts} resolved"
         else:
             return None
-        alike = Counter((d.target, d.tries, d.error) for d in self.failures)
+        alike = Counter((d.target, d.tries, d.error) for d in self.failures if d.tries)
+        untried = Counter(d.target for d in self.failures if not d.tries)
         for (target, tries, error), n in alike.items():
             if n == 1:
                 line += f"; {target} failed after {plural(tries, 'try', 'tries')}: {error}"
@@ -424,6 +436,8 @@ sent since it was last saved would be sent again by a watch started again'
                     f"; {target} failed for {n:,} events, after "
                     f"{plural(tries, 'try', 'tries')} each: {error}"
                 )
+        for target, n in untried.items():
+            line += f"; {plural(n, 'more event')} not sent to {target}, which had failed"
         if self.state_error is not None:
             line += f"; state not saved ({self.state_error})"
             if self.unsaved:
@@ -480,19 +494,6 @@ def _check_state(path: Path) -> None:
         ) from exc
 
 
-def _deliver(event: WatchEvent, wcfg: WatchConfig) -> list[Delivery]:
-    payload = event.to_json()
-    out = [
-        post_webhook(
-            url, payload, retries=wcfg.retries, backoff_s=wcfg.backoff_s, timeout_s=wcfg.timeout_s
-        )
-        for url in wcfg.webhooks
-    ]
-    if wcfg.exec_argv:
-        out.append(run_command(wcfg.exec_argv, payload))
-    return out
-
-
 def _sleep(seconds: float) -> bool:
     time.sleep(seconds)
     return False
@@ -544,10 +545,9 @@ def watch(
             # The watch is blind: said once, as an alert (the other alerts stay as they were).
             error, notes = str(exc), said
             state, events = _blind(state, error, pass_config.now)
-        failures: list[Delivery] = []
         for event in events:
             emit(event)
-            failures.extend(d for d in _deliver(event, wcfg) if not d.ok)
+        failures = send_pass(events, wcfg)
         report = PassReport(state.passes, tuple(events), tuple(failures), error)
         unsaved, unsaved_alerts = unsaved + len(events), unsaved_alerts + report.alerts
         try:

@@ -159,6 +159,52 @@ def test_a_failing_webhook_is_retried_logged_and_does_not_stop_the_watch(
     assert json.loads(state.read_text())["passes"] == 1
 
 
+def test_a_pass_sends_at_most_max_sends_events_one_by_one_and_one_alert_for_the_rest(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # A first pass over 10,000 runs sent 8,933 webhook posts (and ran --exec 8,933 times).
+    root, state, sink = tmp_path / "runs", tmp_path / "watch.json", tmp_path / "events.ndjson"
+    for n in range(6):
+        LiveRun(root, f"r{n}").start(time.time() - 60)
+    hook = (
+        f"{sys.executable} -c 'import sys; open(sys.argv[1], \"a\").write(sys.stdin.read())' {sink}"
+    )
+    with receiver() as rec:
+        args = _watch(
+            root, state, "--once", "--webhook", rec.url, "--exec", hook, "--max-sends", "2"
+        )
+        done = _run(args, env)
+        posted = rec.drained()
+    assert done.returncode == 1, done.stderr
+    printed = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(printed) >= 6 and all(e["code"] != "alerts_held" for e in printed), printed
+    assert [e["code"] for e in posted[:2]] == [e["code"] for e in printed[:2]]
+    (held,) = posted[2:]
+    assert (held["event"], held["code"], held["run_id"]) == ("alert", "alerts_held", None)
+    assert held["summary"].startswith(f"{len(printed) - 2} more alerts and 0 resolved"), held
+    assert "(at most 2 a pass, --max-sends)" in held["text"]
+    piped = [json.loads(line) for line in sink.read_text().splitlines()]
+    assert [e["code"] for e in piped] == [e["code"] for e in posted]
+
+
+def test_a_webhook_that_failed_is_not_tried_again_in_the_pass(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # Each event cost a dead receiver's four tries and their timeouts: 20 events, 15 minutes.
+    root, state = tmp_path / "runs", tmp_path / "watch.json"
+    for n in range(4):
+        LiveRun(root, f"r{n}").start(time.time() - 60)
+    with receiver() as rec:
+        rec.statuses = [503] * 100
+        done = _run(_watch(root, state, "--once", "--webhook", rec.url), env)
+    assert done.returncode == 1, done.stderr
+    events = len(done.stdout.splitlines())
+    assert events >= 4 and rec.posts == 4, (events, rec.posts)  # one event's four tries
+    (line,) = done.stderr.splitlines()
+    assert "failed after 4 tries: HTTP 503" in line, line
+    assert f"; {events - 1} more events not sent to http://127.0.0.1:" in line, line
+
+
 def test_exec_gets_the_event_on_stdin(tmp_path: Path, env: dict[str, str]) -> None:
     root, state, sink = tmp_path / "runs", tmp_path / "watch.json", tmp_path / "events.ndjson"
     LiveRun(root, "r1").start(time.time() - 60)
