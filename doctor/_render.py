@@ -22,7 +22,7 @@ from doctor._model import Diagnosis, Finding, Severity
 from doctor._model import plural as _plural
 from doctor._ndjson import LINE_COMPLETE, MAX_LINE_BYTES, NOT_AN_EVENT, too_long
 from doctor._notes import STOPPED_OWNER_HINT, continue_command, resumed_past_lines
-from executor.console import fit_columns, one_line_table, print_table
+from executor.console import fit_columns, print_one_line_table
 from rundoctor.markdown import REASON_SHOWN, flatten
 from rundoctor.markdown import md as _md
 from rundoctor.terminal import printable, shell_quote
@@ -477,10 +477,7 @@ def render_scan(
     columns = fit_columns(
         rows, _SCAN_COLUMNS, console.width, free=["worst finding"], optional=_OPTIONAL
     )
-    table = one_line_table(
-        _plural(len(runs), "run"), rows, columns, right=_COUNTS, width=console.width
-    )
-    print_table(console, table)
+    print_one_line_table(console, _plural(len(runs), "run"), rows, columns, right=_COUNTS)
     if len(shown) < len(runs):
         console.print(
             f"… {_plural(len(runs) - len(shown), 'more run')} (worst first; --limit 0 shows all)"
