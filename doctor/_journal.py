@@ -155,6 +155,7 @@ def append_entry(run_path: Path, entry: JournalEntry, *, dir_fd: int | None = No
     leaves an empty ``repairs.ndjson`` or a torn line behind; the ``OSError`` is raised.
 
     Refuses (``OSError``) a journal that is a symlink: ``O_NOFOLLOW`` never writes through one.
+    A journal ending in a torn line gets a newline first, so the new line is whole.
     With ``dir_fd`` (the run directory, opened without following a symlink) the journal is
     opened relative to it, so a run directory swapped for a symlink is never written through.
     """
@@ -165,6 +166,10 @@ def append_entry(run_path: Path, entry: JournalEntry, *, dir_fd: int | None = No
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{JOURNAL} is not a regular file")
         size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            # A torn last line (a crash mid-write): glued to it, this entry would not parse
+            # and be lost when read; it starts on a line of its own.
+            line = b"\n" + line
         try:
             rest = memoryview(line)
             while rest:  # a full disk may take part of the line before it refuses the rest
@@ -183,7 +188,7 @@ def append_entry(run_path: Path, entry: JournalEntry, *, dir_fd: int | None = No
 def _open_journal(path: str | Path, dir_fd: int | None) -> tuple[int, bool]:
     """The journal opened for appending, never through a symlink nor blocking on a FIFO, and
     whether this call created it."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    flags = os.O_RDWR | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     try:
         return os.open(path, flags, dir_fd=dir_fd), False
     except FileNotFoundError:

@@ -12,7 +12,8 @@
   ``<node>/status.json``, with ``repaired_by`` provenance. An existing canonical file is
   replaced only when it is the engine's placeholder (a ``fail`` whose reason starts with
   ``missing status.json``/``invalid status.json``, what Kilroy writes when it found no status
-  file), and it is kept as ``<node>/status.json.replaced-<UTC time>.bak``.
+  file), and it is kept as ``<node>/status.json.replaced-<UTC time>.bak``; never while the
+  owner is alive (a resumed run writes the stage's status.json itself).
 * ``truncate_torn_line`` cuts a torn *last* line off a progress stream, keeping the whole file
   as ``<file>.torn-<UTC time>.bak`` — only when the owner is not alive (a live owner may be
   writing that line). Bytes appended after the check are never dropped: they are moved down
@@ -24,7 +25,7 @@ and refuses with the reason when it no longer holds, writes only through
 :mod:`doctor._repair_files` (inside the run directory, every path walked from the run's
 directory descriptor with ``O_NOFOLLOW``, so a symlink swapped in after a check is never
 followed; new files created without overwriting), holds the run's own lock while it
-terminalizes or truncates (so a resuming run and the repair exclude each other), and cuts a
+writes (so a resuming run and the repair exclude each other), and cuts a
 stream only under a write lease (no other process has it open, none can open it to append
 meanwhile; :func:`doctor._repair_files._sole_open`). Between its last check and its first
 write each calls ``ctx.checked(kind)``: the ``race_hook`` test seam of ``apply_repairs``.
@@ -394,7 +395,14 @@ def _ingest_status(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
             "run_last_event_at": iso(_latest_event_ns(discover(ctx.run_path))),
         },
     }
-    with _parent(ctx, action.target) as (dfd, name):
+    with _run_lock(ctx), _parent(ctx, action.target) as (dfd, name):
+        # Checked with the lock held: a resuming run cannot start (and write the stage's own
+        # status.json) between the check and the write.
+        if _owner_alive_but_us(ctx) is True:
+            raise _Refused(
+                "the owner process is alive: the run is working and may write the stage's "
+                "status.json itself; repair it once the owner has exited"
+            )
         placeholder = _engine_placeholder(action, dfd, name)
         # Checked; from here on only ``dfd`` is written, whatever the path now names.
         ctx.checked(action.kind)

@@ -13,7 +13,7 @@ directory. :func:`_sha_rel` is the SHA-256 the journal records before and after 
 Also here, the two locks an action's write takes (:mod:`doctor._repair_actions`):
 
 * :func:`_run_lock` holds the run's own lock (``run.lock.json``, Kilroy's protocol) while an
-  action terminalizes or truncates, so a resuming run and the repair exclude each other; an
+  action writes, so a resuming run and the repair exclude each other; an
   advisory ``flock`` on the run directory excludes a second ``doctor repair``.
 * :func:`_sole_open` holds a write lease on a stream while it is cut: no other process has it
   open, none can open it to append meanwhile.

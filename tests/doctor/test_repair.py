@@ -428,6 +428,24 @@ def test_a_journal_line_nested_too_deeply_is_skipped_as_foreign(tmp_path: Path) 
     assert [e.outcome for e in read_journal(run)] == ["applied", "applied"]
 
 
+def test_a_journal_ending_in_a_torn_line_still_records_the_next_repair(tmp_path: Path) -> None:
+    """A crash (power loss, a full disk another tool left) can end the journal in a torn line.
+
+    Before, the next entry was appended right after the torn bytes: glued to them, its line
+    did not parse and was skipped when read, so the repair it recorded was lost to the
+    journal, a second apply no longer knew it was done (refused, exit 1, instead of a no-op)
+    and the breaker did not count it. Now an append to a journal that does not end in a
+    newline starts with one: the torn line stays torn, the new entry whole."""
+    run, config = _stranded(tmp_path)
+    _d, plan = _plan(run, config)
+    (run / JOURNAL).write_bytes(b'{"schema": "rundoctor.repair/1", "at": "2026-02-1')
+    (first,) = apply_repairs(plan, config, run_path=run).results
+    assert first.outcome == "applied", first.message
+    assert [(e.action, e.outcome) for e in read_journal(run)] == [("ingest_status", "applied")]
+    (again,) = apply_repairs(plan, config, run_path=run).results
+    assert again.outcome == "noop", again.message
+
+
 def test_truncate_refuses_when_the_stream_changed_after_the_plan(tmp_path: Path) -> None:
     run, config, _ = _copy_case("torn_last_progress_line", tmp_path)
     _d, plan = _plan(run, config)

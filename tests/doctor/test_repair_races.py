@@ -292,6 +292,10 @@ finally:
     os.unlink(tmp)
 with open(os.path.join(run, "progress.ndjson"), "a") as fh:
     fh.write(json.dumps({"event": "run_resumed", "ts": "2026-02-10T00:00:00Z"}) + "\n")
+if len(sys.argv) > 2:  # the resumed engine runs the stage again: its real outcome
+    with open(sys.argv[2] + ".resume.tmp", "w") as fh:
+        fh.write('{"status": "success", "notes": "written by the resume"}')
+    os.replace(sys.argv[2] + ".resume.tmp", sys.argv[2])
 print("resumed", flush=True)
 sys.stdin.read()  # the run goes on until the test ends it
 os.unlink(lock)
@@ -507,3 +511,75 @@ def test_terminalize_refuses_while_a_live_process_holds_the_lock(tmp_path: Path)
     assert f"pid {holder.pid}" in result.message
     assert not (run / "final.json").exists()
     assert (run / "run.lock.json").read_bytes() == lock
+
+
+# --- a resuming run and ingest_status exclude each other -------------------------------------
+
+
+def test_a_run_resuming_between_ingest_check_and_write_keeps_its_own_status(
+    tmp_path: Path,
+) -> None:
+    """The run resumes after the ingest's last check: it takes ``run.lock.json`` and writes
+    the stage's real ``status.json``.
+
+    Before, ``ingest_status`` took no lock and never looked at the owner: the resume went
+    ahead inside the window and the repair then renamed the stranded copy over the status the
+    resume had just written, which was lost (not even in the backup, which holds the
+    placeholder the check read). Now the ingest checks and writes holding the run's lock, as
+    terminalize does: the resume finds it held by a live process and refuses.
+    """
+    run, config = _copy_case("branch_status_file_stranded", tmp_path)
+    canonical = run / "parallel/fanout/01-impl_x/impl_x/status.json"
+    plan = plan_repairs(diagnose(run.name, config), config)
+    assert [(a.kind, a.blocked) for a in plan] == [("ingest_status", None)]
+    resumers: list[subprocess.Popen[str]] = []
+    resumed: list[bool] = []
+
+    def resume_the_run(kind: str) -> None:
+        resumer = subprocess.Popen(
+            [sys.executable, "-c", _RESUME_ONCE, str(run), str(canonical)],
+            stdin=-1,
+            stdout=-1,
+            text=True,
+        )
+        resumers.append(resumer)
+        assert resumer.stdout is not None
+        resumed.append(resumer.stdout.readline().strip() == "resumed")  # or it exited
+
+    try:
+        (result,) = apply_repairs(plan, config, run_path=run, race_hook=resume_the_run).results
+        kept = [canonical, *canonical.parent.glob("status.json.*.bak")]
+        resume_status_kept = any(b"written by the resume" in p.read_bytes() for p in kept)
+    finally:
+        for resumer in resumers:
+            resumer.communicate("")
+    assert len(resumers) == 1
+    assert not (resumed[0] and not resume_status_kept), "the resume's status.json was lost"
+    assert resumers[0].returncode == 3  # the repair held the lock: the resume refused
+    assert result.outcome == "applied", result.message
+    assert json.loads(canonical.read_text())["repaired_by"]["source"] == plan[0].source
+    assert not (run / "run.lock.json").exists()  # the repair released its lock
+
+
+def test_ingest_status_refuses_a_run_resumed_after_the_plan(tmp_path: Path) -> None:
+    """A resume (a live process holding ``run.lock.json``) started after the plan: the
+    ingest refuses and writes nothing into the live run (before, it copied the stranded
+    status over the placeholder while the resumed engine worked on the stage)."""
+    run, config = _copy_case("branch_status_file_stranded", tmp_path)
+    canonical = run / "parallel/fanout/01-impl_x/impl_x/status.json"
+    before = canonical.read_bytes()
+    plan = plan_repairs(diagnose(run.name, config), config)
+    assert [(a.kind, a.blocked) for a in plan] == [("ingest_status", None)]
+    resumer = subprocess.Popen(
+        [sys.executable, "-c", _RESUME_ONCE, str(run)], stdin=-1, stdout=-1, text=True
+    )
+    try:
+        assert resumer.stdout is not None
+        assert resumer.stdout.readline().strip() == "resumed"
+        (result,) = apply_repairs(plan, config, run_path=run).results
+    finally:
+        resumer.communicate("")
+    assert result.outcome == "refused", result.message
+    assert f"held by pid {resumer.pid} (alive)" in result.message
+    assert canonical.read_bytes() == before
+    assert not list(canonical.parent.glob("status.json.*.bak"))
