@@ -583,3 +583,78 @@ def test_ingest_status_refuses_a_run_resumed_after_the_plan(tmp_path: Path) -> N
     assert f"held by pid {resumer.pid} (alive)" in result.message
     assert canonical.read_bytes() == before
     assert not list(canonical.parent.glob("status.json.*.bak"))
+
+
+_APPLY_THEN_DIE = r"""
+import os, signal, sys
+from pathlib import Path
+from doctor import DoctorConfig, diagnose
+from doctor._repair import apply_repairs, plan_repairs
+root, name, now = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+config = DoctorConfig(roots=(root,), now=now)
+plan = plan_repairs(diagnose(name, config), config)
+print(os.getpid(), flush=True)
+# SIGKILL once every check passed, holding the run's lock, before the first write.
+die = lambda kind: os.kill(os.getpid(), signal.SIGKILL)
+apply_repairs(plan, config, run_path=root / name, race_hook=die)
+"""
+
+
+def _apply_then_die(run: Path, config: DoctorConfig) -> subprocess.CompletedProcess[str]:
+    """Plan and apply the run's repairs in a real process that SIGKILLs itself in the window."""
+    killed = subprocess.run(
+        [sys.executable, "-c", _APPLY_THEN_DIE, str(run.parent), run.name, str(config.now)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert killed.returncode == -9, killed.stderr
+    return killed
+
+
+def test_a_repair_killed_holding_the_run_s_lock_gives_the_run_its_own_lock_back(
+    tmp_path: Path,
+) -> None:
+    """``doctor repair --apply`` SIGKILLed while it holds the run's lock, with the crashed
+    owner's stale lock set aside: the next repair puts the owner's lock back.
+
+    Before, the killed repair's own lock (its dead pid) was left as ``run.lock.json`` and the
+    owner's hidden in ``.run.lock.json.stale-<pid>``; the next repair took the killed repair
+    for the run's owner: its ``final.json`` named the repair's pid as the dead owner, and it
+    put the repair's lock back, so the run recorded the repair as its owner for good."""
+    run, config = _copy_case("fanout_never_joined", tmp_path)
+    (run / "run.pid").unlink()
+    stale = json.dumps({"pid": 99999999, "pid_start_time": 5, "run_id": run.name}).encode()
+    (run / "run.lock.json").write_bytes(stale)
+    killed = _apply_then_die(run, config)
+    killed_pid = int(killed.stdout.split()[0])
+    assert json.loads((run / "run.lock.json").read_text())["pid"] == killed_pid
+    assert not (run / "final.json").exists()
+    plan = plan_repairs(diagnose(run.name, config), config)
+    (result,) = apply_repairs(plan, config, run_path=run).results
+    assert result.outcome == "applied", result.message
+    reason = json.loads((run / "final.json").read_text())["failure_reason"]
+    assert "owner pid 99999999 is dead" in reason, reason
+    assert (run / "run.lock.json").read_bytes() == stale  # the crashed owner's record
+    assert not list(run.glob(".run.lock.json*"))
+
+
+def test_a_repair_killed_holding_the_run_s_lock_leaves_no_lock_the_run_never_had(
+    tmp_path: Path,
+) -> None:
+    """The same kill in a run that had no ``run.lock.json`` (its owner recorded in
+    ``run.pid``): the next repair removes the killed repair's lock instead of keeping it as
+    the run's (before, ``final.json`` named the repair's pid as the dead owner, and the lock
+    stayed)."""
+    run, config = _copy_case("fanout_never_joined", tmp_path)
+    (run / "run.lock.json").unlink(missing_ok=True)
+    owner = (run / "run.pid").read_text().strip()
+    _apply_then_die(run, config)
+    assert (run / "run.lock.json").exists()  # the killed repair's
+    plan = plan_repairs(diagnose(run.name, config), config)
+    (result,) = apply_repairs(plan, config, run_path=run).results
+    assert result.outcome == "applied", result.message
+    reason = json.loads((run / "final.json").read_text())["failure_reason"]
+    assert f"owner pid {owner} is dead" in reason, reason
+    assert not (run / "run.lock.json").exists()
+    assert not list(run.glob(".run.lock.json*"))
