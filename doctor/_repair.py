@@ -55,6 +55,7 @@ from doctor._model import Diagnosis
 from doctor._repair_actions import _RUNNERS, _check_done
 from doctor._repair_files import _check_rel, _open_run, _sha_rel
 from doctor._repair_model import (
+    _COUNTED,
     ACTIONS,
     BREAKER_TRIES,
     BREAKER_WINDOW_S,
@@ -142,7 +143,7 @@ def apply_repairs(
             run_dir,
             current.run_id,
             config,
-            read_journal(run_dir),
+            read_journal(run_dir, outcomes=_COUNTED),
             run_fd=run_fd,
             race_hook=race_hook,
         )

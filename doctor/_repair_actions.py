@@ -43,17 +43,17 @@ import functools
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any
 
 from doctor._documents import normalize_status, parse_json, read_documents
 from doctor._journal import JournalEntry
 from doctor._layout import MANIFEST, RUN_CONFIG, RUN_PID, RunLayout, discover, is_top_scope
 from doctor._model import plural
-from doctor._ndjson import MAX_LINE_BYTES, open_regular
+from doctor._ndjson import bounded_lines, open_regular
 from doctor._repair_files import (
     _LOCK,
     _NOFOLLOW,
@@ -156,7 +156,7 @@ def _resume_marks(layout: RunLayout, after_ns: int) -> dict[str, int | None]:
             continue
         try:
             with open_regular(s.progress) as fh:
-                for raw in _bounded_lines(fh):
+                for raw in bounded_lines(fh):
                     if not any(n in raw for n in names):
                         continue
                     with contextlib.suppress(ValueError, AttributeError):
@@ -175,22 +175,6 @@ def _resume_marks(layout: RunLayout, after_ns: int) -> dict[str, int | None]:
         "mark_ns": first.get(RESUME_MARK),
         "ended_ns": ended,
     }
-
-
-def _bounded_lines(fh: BinaryIO) -> Iterator[bytes]:
-    """The lines of ``fh``, each read whole only up to ``MAX_LINE_BYTES`` (longer ones, which
-    the doctor never parses, are skipped without being held).
-
-    >>> import io
-    >>> list(_bounded_lines(io.BytesIO(b"a\\nb")))
-    [b'a\\n', b'b']
-    """
-    while raw := fh.readline(MAX_LINE_BYTES):
-        if len(raw) < MAX_LINE_BYTES or raw.endswith(b"\n"):
-            yield raw
-            continue
-        while (rest := fh.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
-            pass
 
 
 def _went_past(
