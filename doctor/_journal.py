@@ -23,10 +23,12 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from doctor._ndjson import bounded_lines
 
 __all__ = [
     "JOURNAL",
@@ -99,11 +101,15 @@ def sha256_of(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-def read_journal(run_path: Path) -> list[JournalEntry]:
-    """Every well-formed line of the run's journal, in order (none when there is none).
+def read_journal(run_path: Path, *, outcomes: Collection[str] | None = None) -> list[JournalEntry]:
+    """Every well-formed line of the run's journal, in order (none when there is none); with
+    ``outcomes``, only the lines of those outcomes (what the breaker and the no-op check read:
+    ``applied`` and ``failed``).
 
     A journal that is a symlink or not a regular file is not read (it may lead outside the
-    run); torn or foreign lines are skipped.
+    run); torn or foreign lines are skipped. It is read a line at a time, and a line of
+    another outcome is skipped before it is parsed: a journal of years of refusals costs its
+    reading, not its size in memory. A line over ``MAX_LINE_BYTES`` is no entry.
     """
     path = run_path / JOURNAL
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
@@ -111,41 +117,47 @@ def read_journal(run_path: Path) -> list[JournalEntry]:
         fd = os.open(path, flags)  # never through a symlink, never blocking on a FIFO
     except OSError:
         return []
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return []
-        chunks = []
-        while block := os.read(fd, 1 << 20):
-            chunks.append(block)
-        data = b"".join(chunks)
-    except OSError:
-        return []
-    finally:
-        os.close(fd)
+    wanted = None if outcomes is None else tuple(o.encode() for o in outcomes)
     out = []
-    for raw in data.splitlines():
+    with os.fdopen(fd, "rb") as fh:
         try:
-            obj = json.loads(raw)
-            out.append(
-                JournalEntry(
-                    at=str(obj["at"]),
-                    at_s=float(obj["at_s"]),
-                    tool=str(obj.get("tool", "")),
-                    version=str(obj.get("version", "")),
-                    action=str(obj["action"]),
-                    target=str(obj["target"]),
-                    finding=obj.get("finding") or {},
-                    outcome=str(obj["outcome"]),
-                    message=str(obj.get("message", "")),
-                    before_sha256=obj.get("before_sha256"),
-                    after_sha256=obj.get("after_sha256"),
-                    backup=obj.get("backup"),
-                    source=obj.get("source"),
-                )
-            )
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-            continue
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return []
+            for raw in bounded_lines(fh, MAX_LINE_BYTES):
+                if wanted is None or any(w in raw for w in wanted):
+                    entry = _entry(raw)
+                    if entry is not None and (outcomes is None or entry.outcome in outcomes):
+                        out.append(entry)
+        except OSError:
+            return out
     return out
+
+
+#: Longer journal lines are no entry (one is a few hundred bytes) and are never held whole.
+MAX_LINE_BYTES = 1 << 20
+
+
+def _entry(raw: bytes) -> JournalEntry | None:
+    """The journal line ``raw`` as an entry; None for a torn or foreign line."""
+    try:
+        obj = json.loads(raw)
+        return JournalEntry(
+            at=str(obj["at"]),
+            at_s=float(obj["at_s"]),
+            tool=str(obj.get("tool", "")),
+            version=str(obj.get("version", "")),
+            action=str(obj["action"]),
+            target=str(obj["target"]),
+            finding=obj.get("finding") or {},
+            outcome=str(obj["outcome"]),
+            message=str(obj.get("message", "")),
+            before_sha256=obj.get("before_sha256"),
+            after_sha256=obj.get("after_sha256"),
+            backup=obj.get("backup"),
+            source=obj.get("source"),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None
 
 
 def append_entry(run_path: Path, entry: JournalEntry, *, dir_fd: int | None = None) -> None:
@@ -155,6 +167,7 @@ def append_entry(run_path: Path, entry: JournalEntry, *, dir_fd: int | None = No
     leaves an empty ``repairs.ndjson`` or a torn line behind; the ``OSError`` is raised.
 
     Refuses (``OSError``) a journal that is a symlink: ``O_NOFOLLOW`` never writes through one.
+    A journal ending in a torn line gets a newline first, so the new line is whole.
     With ``dir_fd`` (the run directory, opened without following a symlink) the journal is
     opened relative to it, so a run directory swapped for a symlink is never written through.
     """
@@ -165,6 +178,10 @@ def append_entry(run_path: Path, entry: JournalEntry, *, dir_fd: int | None = No
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{JOURNAL} is not a regular file")
         size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            # A torn last line (a crash mid-write): glued to it, this entry would not parse
+            # and be lost when read; it starts on a line of its own.
+            line = b"\n" + line
         try:
             rest = memoryview(line)
             while rest:  # a full disk may take part of the line before it refuses the rest
@@ -183,7 +200,7 @@ def append_entry(run_path: Path, entry: JournalEntry, *, dir_fd: int | None = No
 def _open_journal(path: str | Path, dir_fd: int | None) -> tuple[int, bool]:
     """The journal opened for appending, never through a symlink nor blocking on a FIFO, and
     whether this call created it."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    flags = os.O_RDWR | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     try:
         return os.open(path, flags, dir_fd=dir_fd), False
     except FileNotFoundError:

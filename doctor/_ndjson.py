@@ -23,7 +23,7 @@ import errno
 import json
 import os
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -45,6 +45,7 @@ __all__ = [
     "UNTIMED",
     "RaceHook",
     "TornLine",
+    "bounded_lines",
     "create_events_table",
     "ended",
     "has_long_line",
@@ -917,3 +918,19 @@ class _Cursor:
             end_offset=self.consumed,
             records=self.records,
         )
+
+
+def bounded_lines(fh: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+    """The lines of ``fh``, each read whole only up to ``limit`` (longer ones, which
+    the doctor never parses, are skipped without being held).
+
+    >>> import io
+    >>> list(bounded_lines(io.BytesIO(b"a\\nb")))
+    [b'a\\n', b'b']
+    """
+    while raw := fh.readline(limit):
+        if len(raw) < limit or raw.endswith(b"\n"):
+            yield raw
+            continue
+        while (rest := fh.readline(limit)) and not rest.endswith(b"\n"):
+            pass

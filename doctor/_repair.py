@@ -28,7 +28,7 @@ a no-op), re-checks its precondition from the files right before acting and refu
 reason when it no longer holds, writes only inside the run directory (every path walked from
 the run's directory descriptor with ``O_NOFOLLOW``, so a symlink swapped in after a check is
 never followed; new files created without overwriting), holds the run's own lock while it
-terminalizes or truncates (so a resuming run and the repair exclude each other), cuts a stream
+writes (so a resuming run and the repair exclude each other), cuts a stream
 only under a write lease (no other process has it open, none can open it to append meanwhile;
 :func:`doctor._repair_files._sole_open`) — :mod:`doctor._repair_actions` and
 :mod:`doctor._repair_files` keep these — and is journaled here in ``repairs.ndjson``
@@ -55,6 +55,7 @@ from doctor._model import Diagnosis
 from doctor._repair_actions import _RUNNERS, _check_done
 from doctor._repair_files import _check_rel, _open_run, _sha_rel
 from doctor._repair_model import (
+    _COUNTED,
     ACTIONS,
     BREAKER_TRIES,
     BREAKER_WINDOW_S,
@@ -122,7 +123,7 @@ def apply_repairs(
 
     ``race_hook`` is a test seam, None outside tests: it is called with the action's kind once
     per run-directory action that reaches its write, after every precondition was checked
-    (for ``terminalize`` and ``truncate_torn_line`` with the run's lock held) and before the
+    (with the run's lock held) and before the
     first byte is written (the backup, or the target). A test changes the run there (swaps a
     directory for a symlink, resumes the run, appends to the stream) to hit the window
     between check and write every time instead of by chance; what the repair writes next
@@ -142,7 +143,7 @@ def apply_repairs(
             run_dir,
             current.run_id,
             config,
-            read_journal(run_dir),
+            read_journal(run_dir, outcomes=_COUNTED),
             run_fd=run_fd,
             race_hook=race_hook,
         )

@@ -12,7 +12,8 @@
   ``<node>/status.json``, with ``repaired_by`` provenance. An existing canonical file is
   replaced only when it is the engine's placeholder (a ``fail`` whose reason starts with
   ``missing status.json``/``invalid status.json``, what Kilroy writes when it found no status
-  file), and it is kept as ``<node>/status.json.replaced-<UTC time>.bak``.
+  file), and it is kept as ``<node>/status.json.replaced-<UTC time>.bak``; never while the
+  owner is alive (a resumed run writes the stage's status.json itself).
 * ``truncate_torn_line`` cuts a torn *last* line off a progress stream, keeping the whole file
   as ``<file>.torn-<UTC time>.bak`` — only when the owner is not alive (a live owner may be
   writing that line). Bytes appended after the check are never dropped: they are moved down
@@ -24,7 +25,7 @@ and refuses with the reason when it no longer holds, writes only through
 :mod:`doctor._repair_files` (inside the run directory, every path walked from the run's
 directory descriptor with ``O_NOFOLLOW``, so a symlink swapped in after a check is never
 followed; new files created without overwriting), holds the run's own lock while it
-terminalizes or truncates (so a resuming run and the repair exclude each other), and cuts a
+writes (so a resuming run and the repair exclude each other), and cuts a
 stream only under a write lease (no other process has it open, none can open it to append
 meanwhile; :func:`doctor._repair_files._sole_open`). Between its last check and its first
 write each calls ``ctx.checked(kind)``: the ``race_hook`` test seam of ``apply_repairs``.
@@ -42,17 +43,17 @@ import functools
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any
 
 from doctor._documents import normalize_status, parse_json, read_documents
 from doctor._journal import JournalEntry
 from doctor._layout import MANIFEST, RUN_CONFIG, RUN_PID, RunLayout, discover, is_top_scope
 from doctor._model import plural
-from doctor._ndjson import MAX_LINE_BYTES, open_regular
+from doctor._ndjson import bounded_lines, open_regular
 from doctor._repair_files import (
     _LOCK,
     _NOFOLLOW,
@@ -155,7 +156,7 @@ def _resume_marks(layout: RunLayout, after_ns: int) -> dict[str, int | None]:
             continue
         try:
             with open_regular(s.progress) as fh:
-                for raw in _bounded_lines(fh):
+                for raw in bounded_lines(fh):
                     if not any(n in raw for n in names):
                         continue
                     with contextlib.suppress(ValueError, AttributeError):
@@ -174,22 +175,6 @@ def _resume_marks(layout: RunLayout, after_ns: int) -> dict[str, int | None]:
         "mark_ns": first.get(RESUME_MARK),
         "ended_ns": ended,
     }
-
-
-def _bounded_lines(fh: BinaryIO) -> Iterator[bytes]:
-    """The lines of ``fh``, each read whole only up to ``MAX_LINE_BYTES`` (longer ones, which
-    the doctor never parses, are skipped without being held).
-
-    >>> import io
-    >>> list(_bounded_lines(io.BytesIO(b"a\\nb")))
-    [b'a\\n', b'b']
-    """
-    while raw := fh.readline(MAX_LINE_BYTES):
-        if len(raw) < MAX_LINE_BYTES or raw.endswith(b"\n"):
-            yield raw
-            continue
-        while (rest := fh.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
-            pass
 
 
 def _went_past(
@@ -394,7 +379,14 @@ def _ingest_status(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
             "run_last_event_at": iso(_latest_event_ns(discover(ctx.run_path))),
         },
     }
-    with _parent(ctx, action.target) as (dfd, name):
+    with _run_lock(ctx), _parent(ctx, action.target) as (dfd, name):
+        # Checked with the lock held: a resuming run cannot start (and write the stage's own
+        # status.json) between the check and the write.
+        if _owner_alive_but_us(ctx) is True:
+            raise _Refused(
+                "the owner process is alive: the run is working and may write the stage's "
+                "status.json itself; repair it once the owner has exited"
+            )
         placeholder = _engine_placeholder(action, dfd, name)
         # Checked; from here on only ``dfd`` is written, whatever the path now names.
         ctx.checked(action.kind)

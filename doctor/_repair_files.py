@@ -13,7 +13,7 @@ directory. :func:`_sha_rel` is the SHA-256 the journal records before and after 
 Also here, the two locks an action's write takes (:mod:`doctor._repair_actions`):
 
 * :func:`_run_lock` holds the run's own lock (``run.lock.json``, Kilroy's protocol) while an
-  action terminalizes or truncates, so a resuming run and the repair exclude each other; an
+  action writes, so a resuming run and the repair exclude each other; an
   advisory ``flock`` on the run directory excludes a second ``doctor repair``.
 * :func:`_sole_open` holds a write lease on a stream while it is cut: no other process has it
   open, none can open it to append meanwhile.
@@ -178,6 +178,7 @@ def _run_lock(ctx: _Ctx) -> Iterator[None]:
         fcntl.flock(ctx.run_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         raise _Refused("another doctor repair holds this run") from None
+    _recover_crashed_repair(ctx)
     me = os.getpid()
     lock = {
         "pid": me,
@@ -186,7 +187,7 @@ def _run_lock(ctx: _Ctx) -> Iterator[None]:
         "acquired_at": iso(time.time_ns()),
         "repaired_by": TOOL,
     }
-    stale = f".{_LOCK}.stale-{me}"
+    stale = f"{_STALE_PREFIX}{me}"
     set_aside = False
     ours: os.stat_result | None = None
     try:
@@ -224,6 +225,70 @@ def _run_lock(ctx: _Ctx) -> Iterator[None]:
             with contextlib.suppress(OSError):
                 os.unlink(stale, dir_fd=ctx.run_fd)
         fcntl.flock(ctx.run_fd, fcntl.LOCK_UN)
+
+
+_STALE_PREFIX = f".{_LOCK}.stale-"
+
+
+def _recover_crashed_repair(ctx: _Ctx) -> None:
+    """Undo what a repair killed while it held the run's lock left (called holding the run
+    directory's ``flock``, so no other repair is between taking and releasing the lock).
+
+    A killed repair leaves its own lock as ``run.lock.json`` (its pid, now dead) and, when the
+    run had a stale lock, that lock set aside as ``.run.lock.json.stale-<pid>``. Taken as they
+    are, the repair's dead pid would pass for the run's owner (named in ``final.json``, and put
+    back as the run's lock). The run's own lock is put back, or the repair's removed when the
+    run had none; a lock another process took meanwhile is left alone.
+    """
+    aside = sorted(
+        n
+        for n in os.listdir(ctx.run_fd)
+        if n.startswith(_STALE_PREFIX) and n[len(_STALE_PREFIX) :].isdigit()
+    )
+    held, killed = _crashed_repair_lock(ctx)
+    if f"{_STALE_PREFIX}{killed}" in aside:  # the one that repair set aside comes back first
+        aside.remove(f"{_STALE_PREFIX}{killed}")
+        aside.append(f"{_STALE_PREFIX}{killed}")
+    if held is not None:  # the killed repair's lock: moved out of the way, then removed
+        gone = f".{_LOCK}.crashed-{os.getpid()}"
+        try:
+            os.rename(_LOCK, gone, src_dir_fd=ctx.run_fd, dst_dir_fd=ctx.run_fd)
+        except FileNotFoundError:
+            return
+        moved = os.stat(gone, dir_fd=ctx.run_fd, follow_symlinks=False)
+        if (moved.st_ino, moved.st_dev) != held:  # not the one checked: give it back
+            with contextlib.suppress(OSError):
+                os.link(gone, _LOCK, src_dir_fd=ctx.run_fd, dst_dir_fd=ctx.run_fd)
+            os.unlink(gone, dir_fd=ctx.run_fd)
+            return
+        os.unlink(gone, dir_fd=ctx.run_fd)
+    if _lstat_at(ctx.run_fd, _LOCK) is not None:
+        return  # a lock another process holds (or the run's own): the set-aside ones stay
+    for name in aside[-1:]:  # the run's own lock, as the killed repair found it
+        with contextlib.suppress(FileExistsError):  # a resume took the lock meanwhile
+            os.link(name, _LOCK, src_dir_fd=ctx.run_fd, dst_dir_fd=ctx.run_fd)
+    for name in aside:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=ctx.run_fd)
+
+
+def _crashed_repair_lock(ctx: _Ctx) -> tuple[tuple[int, int] | None, int | None]:
+    """The (inode, device) of ``run.lock.json`` and the pid in it when a ``doctor repair``
+    that is dead wrote it, else ``(None, None)``."""
+    st = _lstat_at(ctx.run_fd, _LOCK)
+    if st is None or not stat.S_ISREG(st.st_mode):
+        return None, None
+    try:
+        value, _dups = parse_json(_read_at(ctx.run_fd, _LOCK, _LOCK))
+    except (_Refused, OSError, ValueError):
+        return None, None
+    if not isinstance(value, dict) or value.get("repaired_by") != TOOL:
+        return None, None
+    start = value.get("pid_start_time")
+    pid = valid_pid(value.get("pid"))
+    if pid is None or owner_alive(pid, start if isinstance(start, int) else None) is not False:
+        return None, None
+    return (st.st_ino, st.st_dev), pid
 
 
 def _lock_holder(ctx: _Ctx, name: str = _LOCK) -> str | None:

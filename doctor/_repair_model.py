@@ -49,6 +49,9 @@ BREAKER_TRIES = 3
 #: ... within this many seconds.
 BREAKER_WINDOW_S = 24 * 3600.0
 TOOL = "rundoctor doctor repair"
+#: The journal's outcomes a repair reads back: the breaker counts them, and the last
+#: ``applied`` makes an action a no-op. Refusals are written for people, never read back.
+_COUNTED = ("applied", "failed")
 
 
 def _version() -> str:

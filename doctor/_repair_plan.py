@@ -76,7 +76,7 @@ def _plan_run(
     if f.repair == "terminalize" and is_top_scope(f.scope):
         return _plan_terminalize(ref, facts, config, run_path)
     if f.repair == "ingest_status":
-        return _plan_ingest_status(f, ref, run_path)
+        return _plan_ingest_status(f, ref, run_path, facts)
     if f.repair == "truncate_torn_line":
         return _plan_truncate(f, ref, facts)
     return None
@@ -147,25 +147,32 @@ def _plan_terminalize(
     )
 
 
-def _plan_ingest_status(f: Finding, ref: FindingRef, run_path: Path) -> Action | None:
+def _plan_ingest_status(
+    f: Finding, ref: FindingRef, run_path: Path, facts: Mapping[str, Any]
+) -> Action | None:
     """Copy a stranded status file to the canonical path; blocked unless what is there is
-    only the engine's placeholder."""
+    only the engine's placeholder, and while the run's owner is alive."""
     ev = f.evidence
     target, source = ev.get("expected_path"), ev.get("found_path")
     if not (isinstance(target, str) and isinstance(source, str)):
         return None
     canonical = run_path / target
     kept = os.path.lexists(canonical) and not _is_placeholder(canonical)
+    blocked = None
+    if kept:
+        blocked = (
+            f"{target} already records an outcome; the repair only replaces an "
+            "engine's 'missing status.json' placeholder or a cancellation"
+        )
+    elif facts.get("owner_alive") is True:
+        blocked = "the owner process is alive and may write the stage's status.json itself"
     return Action(
         "ingest_status",
         target,
         ref,
         _ingest_reason(ev, target, source),
         source=source,
-        blocked=f"{target} already records an outcome; the repair only replaces an "
-        "engine's 'missing status.json' placeholder or a cancellation"
-        if kept
-        else None,
+        blocked=blocked,
     )
 
 

@@ -49,6 +49,7 @@ from doctor._journal import JOURNAL, JournalEntry, append_entry, read_journal
 from doctor._model import noun
 from doctor._queue_ingest import QueueSource, parse_queue_url, sqlite_file
 from doctor._repair_model import (
+    _COUNTED,
     BREAKER_TRIES,
     BREAKER_WINDOW_S,
     TOOL,
@@ -408,7 +409,7 @@ def apply_queue_repairs(
     source = parse_queue_url(config.db or "")
     alone = dataclasses.replace(config, roots=(), cache_dir=None)
     current = scan(alone).findings
-    ctx = _Ctx(journal_dir, "", config, read_journal(journal_dir))
+    ctx = _Ctx(journal_dir, "", config, read_journal(journal_dir, outcomes=_COUNTED))
     try:
         # The queue's clock, the one its scan judged the leases at: a PostgreSQL server's,
         # unless now is pinned (then used as given: server_clock=False).

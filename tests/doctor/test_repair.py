@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tracemalloc
 from datetime import datetime
 from pathlib import Path
 
@@ -426,6 +427,56 @@ def test_a_journal_line_nested_too_deeply_is_skipped_as_foreign(tmp_path: Path) 
     _d, plan = _plan(run, config)
     apply_repairs(plan, config, run_path=run)
     assert [e.outcome for e in read_journal(run)] == ["applied", "applied"]
+
+
+def test_a_journal_ending_in_a_torn_line_still_records_the_next_repair(tmp_path: Path) -> None:
+    """A crash (power loss, a full disk another tool left) can end the journal in a torn line.
+
+    Before, the next entry was appended right after the torn bytes: glued to them, its line
+    did not parse and was skipped when read, so the repair it recorded was lost to the
+    journal, a second apply no longer knew it was done (refused, exit 1, instead of a no-op)
+    and the breaker did not count it. Now an append to a journal that does not end in a
+    newline starts with one: the torn line stays torn, the new entry whole."""
+    run, config = _stranded(tmp_path)
+    _d, plan = _plan(run, config)
+    (run / JOURNAL).write_bytes(b'{"schema": "rundoctor.repair/1", "at": "2026-02-1')
+    (first,) = apply_repairs(plan, config, run_path=run).results
+    assert first.outcome == "applied", first.message
+    assert [(e.action, e.outcome) for e in read_journal(run)] == [("ingest_status", "applied")]
+    (again,) = apply_repairs(plan, config, run_path=run).results
+    assert again.outcome == "noop", again.message
+
+
+def test_a_huge_journal_of_refusals_is_read_without_holding_it(tmp_path: Path) -> None:
+    """A journal of years of refusals (a cron job's ``--apply`` refused every minute): before,
+    every apply read it whole, then split it and kept an entry per line (a 362 MB journal took
+    2 GB of memory and 13 s). A repair reads back only what it counts (``applied`` and
+    ``failed``: the breaker, the no-op check), a line at a time; the applied entry after the
+    refusals is still found: the second apply is a no-op."""
+    run, config = _stranded(tmp_path)
+    refusal = {
+        "schema": "rundoctor.repair/1",
+        "at": "2020-01-01T00:00:00Z",
+        "at_s": 1577836800.0,
+        "action": "ingest_status",
+        "target": "x",
+        "outcome": "refused",
+        "message": "the owner process is alive " * 8,
+    }
+    (run / JOURNAL).write_bytes((json.dumps(refusal) + "\n").encode() * 300_000)  # 87 MB
+    _d, plan = _plan(run, config)
+    (first,) = apply_repairs(plan, config, run_path=run).results
+    assert first.outcome == "applied", first.message
+    tracemalloc.start()
+    try:
+        (again,) = apply_repairs(plan, config, run_path=run).results
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert again.outcome == "noop", again.message
+    # The journal whole would be 83 MiB; the diagnoses around the actions take about 32.
+    assert peak < 48 << 20, f"{peak >> 20} MiB held to apply beside an 87 MB journal"
+    assert len(read_journal(run)) == 300_001  # every line is still there to be read
 
 
 def test_truncate_refuses_when_the_stream_changed_after_the_plan(tmp_path: Path) -> None:

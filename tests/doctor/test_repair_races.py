@@ -292,6 +292,10 @@ finally:
     os.unlink(tmp)
 with open(os.path.join(run, "progress.ndjson"), "a") as fh:
     fh.write(json.dumps({"event": "run_resumed", "ts": "2026-02-10T00:00:00Z"}) + "\n")
+if len(sys.argv) > 2:  # the resumed engine runs the stage again: its real outcome
+    with open(sys.argv[2] + ".resume.tmp", "w") as fh:
+        fh.write('{"status": "success", "notes": "written by the resume"}')
+    os.replace(sys.argv[2] + ".resume.tmp", sys.argv[2])
 print("resumed", flush=True)
 sys.stdin.read()  # the run goes on until the test ends it
 os.unlink(lock)
@@ -507,3 +511,150 @@ def test_terminalize_refuses_while_a_live_process_holds_the_lock(tmp_path: Path)
     assert f"pid {holder.pid}" in result.message
     assert not (run / "final.json").exists()
     assert (run / "run.lock.json").read_bytes() == lock
+
+
+# --- a resuming run and ingest_status exclude each other -------------------------------------
+
+
+def test_a_run_resuming_between_ingest_check_and_write_keeps_its_own_status(
+    tmp_path: Path,
+) -> None:
+    """The run resumes after the ingest's last check: it takes ``run.lock.json`` and writes
+    the stage's real ``status.json``.
+
+    Before, ``ingest_status`` took no lock and never looked at the owner: the resume went
+    ahead inside the window and the repair then renamed the stranded copy over the status the
+    resume had just written, which was lost (not even in the backup, which holds the
+    placeholder the check read). Now the ingest checks and writes holding the run's lock, as
+    terminalize does: the resume finds it held by a live process and refuses.
+    """
+    run, config = _copy_case("branch_status_file_stranded", tmp_path)
+    canonical = run / "parallel/fanout/01-impl_x/impl_x/status.json"
+    plan = plan_repairs(diagnose(run.name, config), config)
+    assert [(a.kind, a.blocked) for a in plan] == [("ingest_status", None)]
+    resumers: list[subprocess.Popen[str]] = []
+    resumed: list[bool] = []
+
+    def resume_the_run(kind: str) -> None:
+        resumer = subprocess.Popen(
+            [sys.executable, "-c", _RESUME_ONCE, str(run), str(canonical)],
+            stdin=-1,
+            stdout=-1,
+            text=True,
+        )
+        resumers.append(resumer)
+        assert resumer.stdout is not None
+        resumed.append(resumer.stdout.readline().strip() == "resumed")  # or it exited
+
+    try:
+        (result,) = apply_repairs(plan, config, run_path=run, race_hook=resume_the_run).results
+        kept = [canonical, *canonical.parent.glob("status.json.*.bak")]
+        resume_status_kept = any(b"written by the resume" in p.read_bytes() for p in kept)
+    finally:
+        for resumer in resumers:
+            resumer.communicate("")
+    assert len(resumers) == 1
+    assert not (resumed[0] and not resume_status_kept), "the resume's status.json was lost"
+    assert resumers[0].returncode == 3  # the repair held the lock: the resume refused
+    assert result.outcome == "applied", result.message
+    assert json.loads(canonical.read_text())["repaired_by"]["source"] == plan[0].source
+    assert not (run / "run.lock.json").exists()  # the repair released its lock
+
+
+def test_ingest_status_refuses_a_run_resumed_after_the_plan(tmp_path: Path) -> None:
+    """A resume (a live process holding ``run.lock.json``) started after the plan: the
+    ingest refuses and writes nothing into the live run (before, it copied the stranded
+    status over the placeholder while the resumed engine worked on the stage)."""
+    run, config = _copy_case("branch_status_file_stranded", tmp_path)
+    canonical = run / "parallel/fanout/01-impl_x/impl_x/status.json"
+    before = canonical.read_bytes()
+    plan = plan_repairs(diagnose(run.name, config), config)
+    assert [(a.kind, a.blocked) for a in plan] == [("ingest_status", None)]
+    resumer = subprocess.Popen(
+        [sys.executable, "-c", _RESUME_ONCE, str(run)], stdin=-1, stdout=-1, text=True
+    )
+    try:
+        assert resumer.stdout is not None
+        assert resumer.stdout.readline().strip() == "resumed"
+        (result,) = apply_repairs(plan, config, run_path=run).results
+    finally:
+        resumer.communicate("")
+    assert result.outcome == "refused", result.message
+    assert f"held by pid {resumer.pid} (alive)" in result.message
+    assert canonical.read_bytes() == before
+    assert not list(canonical.parent.glob("status.json.*.bak"))
+
+
+_APPLY_THEN_DIE = r"""
+import os, signal, sys
+from pathlib import Path
+from doctor import DoctorConfig, diagnose
+from doctor._repair import apply_repairs, plan_repairs
+root, name, now = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+config = DoctorConfig(roots=(root,), now=now)
+plan = plan_repairs(diagnose(name, config), config)
+print(os.getpid(), flush=True)
+# SIGKILL once every check passed, holding the run's lock, before the first write.
+die = lambda kind: os.kill(os.getpid(), signal.SIGKILL)
+apply_repairs(plan, config, run_path=root / name, race_hook=die)
+"""
+
+
+def _apply_then_die(run: Path, config: DoctorConfig) -> subprocess.CompletedProcess[str]:
+    """Plan and apply the run's repairs in a real process that SIGKILLs itself in the window."""
+    killed = subprocess.run(
+        [sys.executable, "-c", _APPLY_THEN_DIE, str(run.parent), run.name, str(config.now)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert killed.returncode == -9, killed.stderr
+    return killed
+
+
+def test_a_repair_killed_holding_the_run_s_lock_gives_the_run_its_own_lock_back(
+    tmp_path: Path,
+) -> None:
+    """``doctor repair --apply`` SIGKILLed while it holds the run's lock, with the crashed
+    owner's stale lock set aside: the next repair puts the owner's lock back.
+
+    Before, the killed repair's own lock (its dead pid) was left as ``run.lock.json`` and the
+    owner's hidden in ``.run.lock.json.stale-<pid>``; the next repair took the killed repair
+    for the run's owner: its ``final.json`` named the repair's pid as the dead owner, and it
+    put the repair's lock back, so the run recorded the repair as its owner for good."""
+    run, config = _copy_case("fanout_never_joined", tmp_path)
+    (run / "run.pid").unlink()
+    stale = json.dumps({"pid": 99999999, "pid_start_time": 5, "run_id": run.name}).encode()
+    (run / "run.lock.json").write_bytes(stale)
+    killed = _apply_then_die(run, config)
+    killed_pid = int(killed.stdout.split()[0])
+    assert json.loads((run / "run.lock.json").read_text())["pid"] == killed_pid
+    assert not (run / "final.json").exists()
+    plan = plan_repairs(diagnose(run.name, config), config)
+    (result,) = apply_repairs(plan, config, run_path=run).results
+    assert result.outcome == "applied", result.message
+    reason = json.loads((run / "final.json").read_text())["failure_reason"]
+    assert "owner pid 99999999 is dead" in reason, reason
+    assert (run / "run.lock.json").read_bytes() == stale  # the crashed owner's record
+    assert not list(run.glob(".run.lock.json*"))
+
+
+def test_a_repair_killed_holding_the_run_s_lock_leaves_no_lock_the_run_never_had(
+    tmp_path: Path,
+) -> None:
+    """The same kill in a run that had no ``run.lock.json`` (its owner recorded in
+    ``run.pid``): the next repair removes the killed repair's lock instead of keeping it as
+    the run's (before, ``final.json`` named the repair's pid as the dead owner, and the lock
+    stayed)."""
+    run, config = _copy_case("fanout_never_joined", tmp_path)
+    (run / "run.lock.json").unlink(missing_ok=True)
+    owner = (run / "run.pid").read_text().strip()
+    _apply_then_die(run, config)
+    assert (run / "run.lock.json").exists()  # the killed repair's
+    plan = plan_repairs(diagnose(run.name, config), config)
+    (result,) = apply_repairs(plan, config, run_path=run).results
+    assert result.outcome == "applied", result.message
+    reason = json.loads((run / "final.json").read_text())["failure_reason"]
+    assert f"owner pid {owner} is dead" in reason, reason
+    assert not (run / "run.lock.json").exists()
+    assert not list(run.glob(".run.lock.json*"))
