@@ -36,6 +36,20 @@ def test_faults_lists_every_fault_with_what_it_may_cause(entry: tuple[str, ...])
     assert "may cause: nothing at error or above" in done.stdout
 
 
+def test_faults_keeps_each_fault_on_one_line_however_narrow_the_terminal() -> None:
+    # Before: at 80 columns (a pipe) and narrower, a summary was cut into lines that went on
+    # at the margin: "sigstop_worker  SIGSTOP a worker … (it must stay" / "fenced).".
+    done = subprocess.run(
+        [sys.executable, "-m", "doctor", "chaos", "faults"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "40"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    for f in FAULTS:
+        assert f"{f.name}  {f.summary}" in lines
+    assert len(lines) == 2 * len(FAULTS)
+
+
 def test_an_unknown_fault_is_one_red_line_and_exit_2(tmp_path: Path) -> None:
     done = run(
         "-m",
