@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -73,7 +74,7 @@ def test_make_install_on_an_older_3_11_says_so_before_installing_anything(
         uv.chmod(0o755)
     old = tmp_path / "python3.11.2"  # this interpreter, reporting itself as 3.11.2
     old.write_text(
-        f'#!/bin/sh\n[ "$1" = -c ] || exit 99\nexec {sys.executable} -c '
+        f'#!/bin/sh\n[ "$1" = -c ] || exit 99\nexec {shlex.quote(sys.executable)} -c '
         "\"import sys; sys.version_info = (3, 11, 2, 'final', 0); sys.version = '3.11.2';"
         ' exec(sys.argv[1])" "$2"\n'
     )

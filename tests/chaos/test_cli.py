@@ -14,6 +14,7 @@ import pytest
 from chaos import FAULTS
 from executor import open_queue
 from tests.chaos.test_checkers import clean
+from tests.helpers import NEEDS_ROOT_FOR_TMPFS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -299,7 +300,7 @@ def test_the_tmpfs_of_a_campaign_killed_outright_is_kept_and_unmounted(tmp_path:
     import time
 
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        pytest.skip(NEEDS_ROOT_FOR_TMPFS)
     out = tmp_path / "out"
     runs = out / "campaign" / "runs"
     proc, pids = _long_campaign(out, "--runs-tmpfs", "16")

@@ -9,6 +9,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ import typer
 
 from doctor._errors import DoctorError, IngestError
 from executor.console import reported
+from rundoctor.terminal import shell_quote
 from tests.doctor.test_cli import (
     HEALTHY_ROOT,
     _assert_one_line_error,
@@ -27,6 +29,7 @@ from tests.doctor.test_cli import (
     _write_run,
     doctor,
 )
+from tests.helpers import REPO
 
 HEALTHY_RUN = HEALTHY_ROOT / "healthy01"
 
@@ -185,8 +188,8 @@ def test_a_run_directory_given_as_root_says_what_it_is_and_what_to_type(tmp_path
     line = _assert_one_line_error(doctor("scan", "--root", HEALTHY_RUN))
     assert "is a run directory, not a runs root" in line
     command = line.split("`")[1]
-    assert command == f"doctor diagnose --run-id {HEALTHY_RUN}"
-    pasted = doctor(*command.split()[1:], "--json")
+    assert command == f"doctor diagnose --run-id {shell_quote(str(HEALTHY_RUN))}"
+    pasted = doctor(*shlex.split(command)[1:], "--json")
     assert pasted.returncode == 0, pasted.stderr
 
 
@@ -293,9 +296,12 @@ def test_a_locale_that_is_not_utf_8_gets_escapes_not_a_crash(tmp_path: Path, enc
     env = {**os.environ, "PYTHONIOENCODING": encoding, "PYTHONUTF8": "0", "LC_ALL": "C"}
 
     def shown(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        # `python -m doctor` from the clone, not the editable install's script: under an
+        # ASCII file system encoding that install's finder cannot name a clone whose path is
+        # not ASCII ("No module named 'doctor'"), which is setuptools', not the doctor's.
         return subprocess.run(
-            [*_command(), *map(str, args), "--root", str(tmp_path / "runs")],
-            capture_output=True, encoding=encoding, env=env, timeout=120,
+            [sys.executable, "-m", "doctor", *map(str, args), "--root", str(tmp_path / "runs")],
+            capture_output=True, encoding=encoding, env=env, timeout=120, cwd=REPO,
         )  # fmt: skip
 
     diagnosis = shown("diagnose", "--run-id", "fanout01")

@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -145,10 +146,13 @@ def test_a_database_locked_past_the_busy_timeout_at_completion_neither_kills_the
     # The stage leaves behind a process that holds the queue's write lock for 6.5 s, longer
     # than SQLite's 5 s busy timeout: the worker's `complete` meets "database is locked". It
     # drops the stage's mark, or the end of the attempt would kill it with the stage.
+    # Quoted: a clone or TMPDIR whose path has a space left the holder unstarted and the
+    # stage waiting for its flag until the test's timeout.
+    python, holder_, db_, flag_ = (shlex.quote(str(p)) for p in (sys.executable, holder, db, flag))
     stage = (
-        f"env -u {STAGE_MARK} setsid {sys.executable} {holder} {db} {flag} 6.5 "
+        f"env -u {STAGE_MARK} setsid {python} {holder_} {db_} {flag_} 6.5 "
         "</dev/null >/dev/null 2>&1 & "
-        f"while [ ! -f {flag} ]; do sleep 0.02; done"
+        f"while [ ! -f {flag_} ]; do sleep 0.02; done"
     )
     queue = open_queue(str(db))
     ticket = queue.enqueue("locked-at-completion", str(_graph(tmp_path, stage)))
