@@ -419,8 +419,12 @@ def test_a_campaign_whose_log_reader_goes_away_exits_141_not_1(tmp_path: Path) -
         "--out",
     ]
     command = [sys.executable, "-m", "chaos", *args, str(tmp_path / "o")]
+    # Without PYTHONUNBUFFERED, as a user's shell runs it: standard error then keeps what a
+    # failed write left in its buffer, and its failed flush at the exit made it 120 (CI's
+    # environment sets the variable, which hid that).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     with subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     ) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline().startswith("chaos: seed 2")
