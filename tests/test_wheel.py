@@ -25,6 +25,8 @@ pytestmark = pytest.mark.slow
 
 UV = REPO / ".tools" / "uv" / "bin" / "uv"
 PACKAGES = ("chaos", "doctor", "executor", "reports", "rundoctor")
+#: uv as the Makefile runs it: the machine's interpreters only.
+UV_ENV = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
 #: What a copy of the repository to build from leaves out: environments, caches, outputs,
 #: and the recorded Kilroy corpus (30 MB that no build reads).
 NOT_SOURCE = shutil.ignore_patterns(
@@ -49,8 +51,10 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     shutil.copytree(REPO, tmp / "src", ignore=NOT_SOURCE)
     build_lock = REPO / "requirements-build.lock"
-    _run(UV, "build", "-q", "--wheel", "--build-constraints", build_lock, "--out-dir", tmp / "dist",
-         tmp / "src", cwd=tmp)  # fmt: skip
+    # With this interpreter, never a downloaded one: a user whose PATH's python3 is older than
+    # requires-python made uv fetch a Python of its own (and fail where it cannot).
+    _run(UV, "build", "-q", "--wheel", "--python", sys.executable, "--build-constraints",
+         build_lock, "--out-dir", tmp / "dist", tmp / "src", cwd=tmp, env=UV_ENV)  # fmt: skip
     (built,) = (tmp / "dist").glob("*.whl")
     return built
 
@@ -73,10 +77,12 @@ def test_the_installed_doctor_helps_and_diagnoses_without_the_source_tree(
     wheel: Path, tmp_path: Path
 ) -> None:
     venv = tmp_path / "venv"
-    _run(UV, "venv", "-q", "--python", sys.executable, venv, cwd=tmp_path)
+    _run(UV, "venv", "-q", "--python", sys.executable, venv, cwd=tmp_path, env=UV_ENV)
     python = venv / "bin" / "python"
-    _run(UV, "pip", "sync", "-q", "--python", python, REPO / "requirements.lock", cwd=tmp_path)
-    _run(UV, "pip", "install", "-q", "--no-deps", "--python", python, wheel, cwd=tmp_path)
+    _run(UV, "pip", "sync", "-q", "--python", python, REPO / "requirements.lock", cwd=tmp_path,
+         env=UV_ENV)  # fmt: skip
+    _run(UV, "pip", "install", "-q", "--no-deps", "--python", python, wheel, cwd=tmp_path,
+         env=UV_ENV)  # fmt: skip
     runs = tmp_path / "elsewhere" / "runs"  # the fixture runs, as `make demo` lays them out
     for case in sorted((REPO / "fixtures" / "cases").glob("*/run/*")):
         if not (runs / case.name).exists():  # two cases may share a run

@@ -62,10 +62,12 @@ PATIENT = ExecutorConfig(
 
 
 def _graph(tmp: Path, command: str, name: str = "p") -> Path:
+    # Not ASCII-escaped: a DOT string knows no \u escape, so a clone under "clône" ran the
+    # stage's command as "cl\u00f4ne", a path that is not there.
     path = tmp / f"{name}.dot"
     path.write_text(
         "digraph p { start [shape=Mdiamond]; exit [shape=Msquare];\n"
-        f"  work [shape=parallelogram, tool_command={json.dumps(command)}];\n"
+        f"  work [shape=parallelogram, tool_command={json.dumps(command, ensure_ascii=False)}];\n"
         "  start -> work -> exit }\n"
     )
     return path
@@ -931,8 +933,8 @@ def _two_stages(tmp_path: Path, second: str) -> Path:
     paid = 'echo \'{"status": "success", "cost_usd": 0.5}\' > status.json'
     graph.write_text(
         "digraph p { start [shape=Mdiamond]; exit [shape=Msquare];\n"
-        f"  paid [shape=parallelogram, tool_command={json.dumps(paid)}];\n"
-        f"  then [shape=parallelogram, tool_command={json.dumps(second)}];\n"
+        f"  paid [shape=parallelogram, tool_command={json.dumps(paid, ensure_ascii=False)}];\n"
+        f"  then [shape=parallelogram, tool_command={json.dumps(second, ensure_ascii=False)}];\n"
         "  start -> paid -> then -> exit }\n"
     )
     return graph
