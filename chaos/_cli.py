@@ -176,7 +176,9 @@ def faults_cmd(
         return
     console = quiet_console(highlight=False)
     for f in FAULTS:
-        console.print(f"[bold]{f.name}[/bold]  {escape(f.summary)}")
+        # One line a fault, never cut at the terminal's width (as `doctor checks`): a wrapped
+        # summary went on at the margin, unindented, and `| grep NAME` lost its end.
+        console.print(f"[bold]{f.name}[/bold]  {escape(f.summary)}", soft_wrap=True)
         may = ", ".join(sorted(f.may_cause)) or "nothing at error or above"
         console.print(f"    may cause: {escape(may)}", soft_wrap=True)
 

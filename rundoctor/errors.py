@@ -79,7 +79,10 @@ _NAME_SHOWN = 80
 def silence_stdout() -> None:
     """Point file descriptor 1 at ``/dev/null``: once the reader of standard output is gone,
     what is still buffered (and the interpreter's last flush) goes nowhere, without a
-    second ``BrokenPipeError`` on the way out.
+    second ``BrokenPipeError`` on the way out. Standard error goes there too when its reader
+    is gone as well (``2>&1 | head``): what a failed write left in its buffer was written
+    again at every later write and at the exit, whose failed flush made the exit code 120,
+    not :data:`BROKEN_PIPE` (unless ``PYTHONUNBUFFERED`` was set).
 
     >>> import subprocess, sys
     >>> code = ("from rundoctor.errors import silence_stdout; print('kept', flush=True); "
@@ -87,9 +90,19 @@ def silence_stdout() -> None:
     >>> subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     'kept\\n'
     """
+    _to_devnull(sys.stdout.fileno() if sys.stdout is not None else 1)
+    if sys.stderr is not None:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):  # its reader is gone too (or it is closed)
+            with contextlib.suppress(OSError, ValueError):
+                _to_devnull(sys.stderr.fileno())
+
+
+def _to_devnull(fd: int) -> None:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno() if sys.stdout is not None else 1)
+        os.dup2(devnull, fd)
         os.close(devnull)
     except (OSError, ValueError):
         pass

@@ -26,6 +26,7 @@ from typing import NoReturn
 import pytest
 
 __all__ = [
+    "NEEDS_ROOT_FOR_TMPFS",
     "PG_URL",
     "REPO",
     "as_a_user",
@@ -44,6 +45,13 @@ __all__ = [
 PG_URL = os.environ.get("RUNDOCTOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 #: The repository's root: where ``run_doctor`` runs.
 REPO = Path(__file__).resolve().parents[1]
+#: Why a test that mounts a file system of its own skips for any user but root: a tmpfs it
+#: fills to the last page (ENOSPC) or remounts read-only, which only root may mount (a user
+#: namespace's mount would be invisible to the test process itself). CI runs them as root.
+NEEDS_ROOT_FOR_TMPFS = (
+    "needs root to mount a tmpfs of its own (filled, or remounted read-only); no other user"
+    " may, and CI runs it as root (README.md, Tests without root)"
+)
 
 
 def run_doctor(
@@ -131,7 +139,7 @@ def tmpfs(mount: Path, size: str) -> Iterator[Path]:
     missing) for the ``with`` block, unmounted lazily after it; the test is skipped when not
     root, who alone may mount one."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        pytest.skip(NEEDS_ROOT_FOR_TMPFS)
     mount.mkdir(parents=True, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], check=True)
     try:

@@ -14,6 +14,7 @@ import pytest
 from chaos import FAULTS
 from executor import open_queue
 from tests.chaos.test_checkers import clean
+from tests.helpers import NEEDS_ROOT_FOR_TMPFS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,6 +35,20 @@ def test_faults_lists_every_fault_with_what_it_may_cause(entry: tuple[str, ...])
         assert f.name in done.stdout
     assert "may cause: stale_heartbeat, torn_artifact" in done.stdout
     assert "may cause: nothing at error or above" in done.stdout
+
+
+def test_faults_keeps_each_fault_on_one_line_however_narrow_the_terminal() -> None:
+    # Before: at 80 columns (a pipe) and narrower, a summary was cut into lines that went on
+    # at the margin: "sigstop_worker  SIGSTOP a worker … (it must stay" / "fenced).".
+    done = subprocess.run(
+        [sys.executable, "-m", "doctor", "chaos", "faults"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "40"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    for f in FAULTS:
+        assert f"{f.name}  {f.summary}" in lines
+    assert len(lines) == 2 * len(FAULTS)
 
 
 def test_an_unknown_fault_is_one_red_line_and_exit_2(tmp_path: Path) -> None:
@@ -285,7 +300,7 @@ def test_the_tmpfs_of_a_campaign_killed_outright_is_kept_and_unmounted(tmp_path:
     import time
 
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        pytest.skip(NEEDS_ROOT_FOR_TMPFS)
     out = tmp_path / "out"
     runs = out / "campaign" / "runs"
     proc, pids = _long_campaign(out, "--runs-tmpfs", "16")
@@ -404,8 +419,12 @@ def test_a_campaign_whose_log_reader_goes_away_exits_141_not_1(tmp_path: Path) -
         "--out",
     ]
     command = [sys.executable, "-m", "chaos", *args, str(tmp_path / "o")]
+    # Without PYTHONUNBUFFERED, as a user's shell runs it: standard error then keeps what a
+    # failed write left in its buffer, and its failed flush at the exit made it 120 (CI's
+    # environment sets the variable, which hid that).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     with subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     ) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline().startswith("chaos: seed 2")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -209,7 +210,8 @@ def test_exec_gets_the_event_on_stdin(tmp_path: Path, env: dict[str, str]) -> No
     root, state, sink = tmp_path / "runs", tmp_path / "watch.json", tmp_path / "events.ndjson"
     LiveRun(root, "r1").start(time.time() - 60)
     hook = (
-        f"{sys.executable} -c 'import sys; open(sys.argv[1], \"a\").write(sys.stdin.read())' {sink}"
+        f'{shlex.quote(sys.executable)} -c \'import sys; open(sys.argv[1], "a")'
+        f".write(sys.stdin.read())' {shlex.quote(str(sink))}"
     )
     done = _run(_watch(root, state, "--once", "--exec", hook), env)
     assert done.returncode == 1, done.stderr

@@ -2,9 +2,10 @@
 
 The shared server at 127.0.0.1:5432 serves other people's tests: it is never restarted or
 stopped. A test that needs a database to go away starts its own cluster here: ``initdb`` into
-a temporary directory owned by the ``postgres`` OS user (initdb refuses root), a free port,
-trust authentication, sockets in the cluster's own directory; :meth:`PrivatePostgres.destroy`
-stops it and removes the directory.
+a temporary directory, a free port, trust authentication, sockets in the cluster's own
+directory; :meth:`PrivatePostgres.destroy` stops it and removes the directory. As root the
+cluster belongs to the ``postgres`` OS user (initdb and the server refuse root); as any other
+user it is that user's own, so these tests run without root too (they once skipped there).
 """
 
 from __future__ import annotations
@@ -28,13 +29,18 @@ def unavailable() -> str | None:
     """Why a private cluster cannot be started here, or None."""
     if not (BIN / "initdb").is_file():
         return f"no PostgreSQL binaries in {BIN}"
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        return "no postgres OS user"
-    if os.geteuid() != 0:
-        return "starting a cluster as the postgres user needs root"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "no postgres OS user (as root, the cluster must belong to another user)"
     return None
+
+
+def _owner() -> list[str]:
+    """The prefix that runs a cluster command as its owner: ``postgres`` for root, who may not
+    own a cluster; nothing for any other user, who owns their own."""
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
 
 def _free_port() -> int:
@@ -51,8 +57,9 @@ class PrivatePostgres:
         self.data = self.home / "data"
         self.port = _free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        user = pwd.getpwnam("postgres")
-        os.chown(self.home, user.pw_uid, user.pw_gid)
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            os.chown(self.home, user.pw_uid, user.pw_gid)
         self._as_postgres(
             str(BIN / "initdb"), "-D", str(self.data), "--auth=trust", "-U", "postgres"
         )
@@ -60,7 +67,7 @@ class PrivatePostgres:
 
     def _as_postgres(self, *argv: str) -> None:
         subprocess.run(
-            ["runuser", "-u", "postgres", "--", *argv],
+            [*_owner(), *argv],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -68,7 +75,9 @@ class PrivatePostgres:
         )
 
     def _pg_ctl(self, action: str, *extra: str) -> list[str]:
-        options = f"-p {self.port} -k {self.home} -c listen_addresses=127.0.0.1 -c fsync=off"
+        # pg_ctl hands -o to a shell: the socket directory is quoted (a TMPDIR with a space).
+        socket_dir = shlex.quote(str(self.home))
+        options = f"-p {self.port} -k {socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
         log = str(self.home / "server.log")
         return [
             str(BIN / "pg_ctl"),
@@ -90,7 +99,7 @@ class PrivatePostgres:
     def control_command(self) -> str:
         """This cluster's control as a command template (``{action}``: restart, stop, start),
         the form ``doctor chaos run --db-control`` takes."""
-        argv = ["runuser", "-u", "postgres", "--", *self._pg_ctl("{action}", "-m", "fast")]
+        argv = [*_owner(), *self._pg_ctl("{action}", "-m", "fast")]
         return shlex.join(argv)
 
     def start(self) -> None:

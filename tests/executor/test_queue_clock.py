@@ -67,7 +67,7 @@ def _waiting_pipeline(tmp: Path, go: Path) -> Path:
     command = f"while [ ! -e {go} ]; do sleep 0.05; done"
     path.write_text(
         "digraph p { start [shape=Mdiamond]; exit [shape=Msquare];\n"
-        f"  work [shape=parallelogram, tool_command={json.dumps(command)}];\n"
+        f"  work [shape=parallelogram, tool_command={json.dumps(command, ensure_ascii=False)}];\n"
         "  start -> work -> exit }\n"
     )
     return path

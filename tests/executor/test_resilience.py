@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -61,10 +62,12 @@ PATIENT = ExecutorConfig(
 
 
 def _graph(tmp: Path, command: str, name: str = "p") -> Path:
+    # Not ASCII-escaped: a DOT string knows no \u escape, so a clone under "clône" ran the
+    # stage's command as "cl\u00f4ne", a path that is not there.
     path = tmp / f"{name}.dot"
     path.write_text(
         "digraph p { start [shape=Mdiamond]; exit [shape=Msquare];\n"
-        f"  work [shape=parallelogram, tool_command={json.dumps(command)}];\n"
+        f"  work [shape=parallelogram, tool_command={json.dumps(command, ensure_ascii=False)}];\n"
         "  start -> work -> exit }\n"
     )
     return path
@@ -140,10 +143,14 @@ def test_a_database_locked_past_the_busy_timeout_at_completion_neither_kills_the
     # The stage leaves behind a process that holds the queue's write lock for 6.5 s, longer
     # than SQLite's 5 s busy timeout: the worker's `complete` meets "database is locked". It
     # drops the stage's mark, or the end of the attempt would kill it with the stage.
+    # Quoted: a clone or TMPDIR whose path has a space left the holder unstarted and the
+    # stage waiting for its flag until the test's timeout.
+    python, holder_, db_, flag_ = (shlex.quote(str(p)) for p in (sys.executable, holder, db, flag))
     stage = (
-        f"env -u {STAGE_MARK} setsid {sys.executable} {holder} {db} {flag} 6.5 "
+        f"env -u {STAGE_MARK} setsid {python} {holder_} {db_} {flag_} 6.5 "
         "</dev/null >/dev/null 2>&1 & "
-        f"while [ ! -f {flag} ]; do sleep 0.02; done"
+        # At most 60 s: a holder that never started failed the test, not looped on for good.
+        f"for _ in $(seq 3000); do [ -f {flag_} ] && break; sleep 0.02; done"
     )
     queue = open_queue(str(db))
     ticket = queue.enqueue("locked-at-completion", str(_graph(tmp_path, stage)))
@@ -922,8 +929,8 @@ def _two_stages(tmp_path: Path, second: str) -> Path:
     paid = 'echo \'{"status": "success", "cost_usd": 0.5}\' > status.json'
     graph.write_text(
         "digraph p { start [shape=Mdiamond]; exit [shape=Msquare];\n"
-        f"  paid [shape=parallelogram, tool_command={json.dumps(paid)}];\n"
-        f"  then [shape=parallelogram, tool_command={json.dumps(second)}];\n"
+        f"  paid [shape=parallelogram, tool_command={json.dumps(paid, ensure_ascii=False)}];\n"
+        f"  then [shape=parallelogram, tool_command={json.dumps(second, ensure_ascii=False)}];\n"
         "  start -> paid -> then -> exit }\n"
     )
     return graph

@@ -37,7 +37,7 @@ def _pipeline(tmp: Path, command: str, name: str = "p") -> Path:
     path = tmp / f"{name}.dot"
     path.write_text(
         "digraph p { start [shape=Mdiamond]; exit [shape=Msquare];\n"
-        f"  work [shape=parallelogram, tool_command={json.dumps(command)}];\n"
+        f"  work [shape=parallelogram, tool_command={json.dumps(command, ensure_ascii=False)}];\n"
         "  start -> work -> exit }\n"
     )
     return path
