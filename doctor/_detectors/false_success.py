@@ -6,6 +6,11 @@ all its edges are conditional it picks the best of them anyway (``edge_selected`
 edge leads into the exit node, the exit runs, no goal gate objects, and ``final.json`` says
 ``success`` although the work the run was for failed.
 
+The node's retry target does not prevent it: Kilroy goes to the retry target
+(``no_matching_fail_edge_fallback``) only when no edge at all is left to take, so a failed node
+with such a fallback edge never reaches it (real run ``fallback_over_retry_target``); the
+advice says so.
+
 Reported (``error``) when the run's final.json says ``success`` and, in the top-level scope
 the run ended in, the last ``edge_selected`` into a node that then ran no attempt there (the
 exit node) was a fallback leaving a node whose last attempt before it failed (``fail`` or
@@ -79,7 +84,8 @@ def false_success(ctx: Context) -> list[Finding]:
                     f"final.json says success, but {src} failed ({reason or status!r}) and no "
                     f"edge condition matched, so Kilroy fell back to the edge into {dst} and "
                     f"ended the run; treat the run as failed and give {src} an edge for "
-                    "failure (or make it a goal gate)"
+                    "failure (or make it a goal gate): a retry_target alone is not taken, "
+                    "Kilroy falls back to such an edge first"
                 ),
                 run_id=run_id,
                 scope=scope,
