@@ -82,7 +82,7 @@ __all__ = [
     "fingerprint",
 ]
 
-CACHE_VERSION = 8
+CACHE_VERSION = 9
 #: Cache files are written atomically (unique temporary name, rename) but not fsynced: a
 #: crash loses at most a cache entry, which the next scan rebuilds, and an fsync per run
 #: would dominate a cold scan's write time.

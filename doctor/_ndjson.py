@@ -89,6 +89,7 @@ EVENT_FIELDS: dict[str, str] = {
     "will_retry": "BOOLEAN",
     "matched": "BOOLEAN",
     "edge_to": "VARCHAR",
+    "retry_target": "VARCHAR",
     "message": "VARCHAR",
     "reason": "VARCHAR",
     "epoch": "BIGINT",

@@ -6,6 +6,19 @@ all its edges are conditional it picks the best of them anyway (``edge_selected`
 edge leads into the exit node, the exit runs, no goal gate objects, and ``final.json`` says
 ``success`` although the work the run was for failed.
 
+Reported too (``error``, evidence ``simulated_nodes``) when the run's final.json says
+``success`` and stages of the scope it ended in took their outcome from Kilroy's simulated
+agent backend (status.json ``context_updates.last_response`` ``[Simulated] Response for
+stage: <node>``): Kilroy resumes with it
+when the run config its manifest names (``run_config_path``, an absolute path) is gone, so a
+copied or moved run resumed "succeeds" with no agent run (checked with the real engine,
+``tests/doctor/test_repair_real_kilroy.py``).
+
+The node's retry target does not prevent it: Kilroy goes to the retry target
+(``no_matching_fail_edge_fallback``) only when no edge at all is left to take, so a failed node
+with such a fallback edge never reaches it (real run ``fallback_over_retry_target``); the
+advice says so.
+
 Reported (``error``) when the run's final.json says ``success`` and, in the top-level scope
 the run ended in, the last ``edge_selected`` into a node that then ran no attempt there (the
 exit node) was a fallback leaving a node whose last attempt before it failed (``fail`` or
@@ -72,14 +85,13 @@ def false_success(ctx: Context) -> list[Finding]:
         if not _success(ctx, run_id) or not _ended_in(ctx, run_id, scope):
             continue
         findings.append(
-            Finding(
-                code="false_success",
-                severity=Severity.ERROR,
-                summary=(
+            _finding(
+                (
                     f"final.json says success, but {src} failed ({reason or status!r}) and no "
                     f"edge condition matched, so Kilroy fell back to the edge into {dst} and "
                     f"ended the run; treat the run as failed and give {src} an edge for "
-                    "failure (or make it a goal gate)"
+                    "failure (or make it a goal gate): a retry_target alone is not taken, "
+                    "Kilroy falls back to such an edge first"
                 ),
                 run_id=run_id,
                 scope=scope,
@@ -102,4 +114,74 @@ def false_success(ctx: Context) -> list[Finding]:
     last: dict[str, Finding] = {}
     for f in findings:
         last[f.run_id or ""] = f
-    return list(last.values())
+    return [*last.values(), *_simulated(ctx)]
+
+
+def _finding(
+    summary: str, *, run_id: str, scope: str, node_id: str, evidence: dict[str, object]
+) -> Finding:
+    return Finding(
+        code="false_success",
+        severity=Severity.ERROR,
+        summary=summary,
+        run_id=run_id,
+        scope=scope,
+        node_id=node_id,
+        evidence=evidence,
+    )
+
+
+#: The response Kilroy's simulated agent backend gives every agent stage (its response.md,
+#: and the status.json's ``context_updates.last_response``), followed by the node's id.
+SIMULATED_RESPONSE = "[Simulated] Response for stage: "
+
+
+def _is_simulated(status: object) -> bool:
+    """Whether a stage's status.json is the outcome of Kilroy's simulated agent backend.
+
+    >>> said = "[Simulated] Response for stage: impl"
+    >>> _is_simulated({"status": "success", "context_updates": {"last_response": said}})
+    True
+    >>> _is_simulated({"status": "success", "context_updates": {"last_response": "done"}})
+    False
+    """
+    updates = status.get("context_updates") if isinstance(status, dict) else None
+    response = updates.get("last_response") if isinstance(updates, dict) else None
+    return isinstance(response, str) and response.startswith(SIMULATED_RESPONSE)
+
+
+def _simulated(ctx: Context) -> list[Finding]:
+    """Runs whose final.json says success while stages of the scope the run ended in took
+    their outcome from Kilroy's simulated agent backend: no agent ran for them."""
+    findings = []
+    for run_id, docs in ctx.tables.documents.items():
+        if not _success(ctx, run_id):
+            continue
+        current = facts_of(ctx.facts, run_id).get("_current_scope") or ""
+        scope = docs.scopes.get(current)
+        nodes = sorted(
+            {
+                st.node_id
+                for st in (scope.statuses if scope is not None else [])
+                if st.canonical and _is_simulated(st.document.value)
+            }
+        )
+        if not nodes:
+            continue
+        findings.append(
+            _finding(
+                (
+                    f"final.json says success, but the outcome of {', '.join(nodes)} came from "
+                    f"Kilroy's simulated agent backend ({SIMULATED_RESPONSE!r}…): no agent "
+                    "ran. Kilroy resumes with it when the "
+                    "run config manifest.json's run_config_path names is missing (a copied or "
+                    "moved run directory); treat the run as failed, and run it again with its "
+                    "config where the manifest says"
+                ),
+                run_id=run_id,
+                scope=current,
+                node_id=nodes[0],
+                evidence={"simulated_nodes": nodes, "final_status": "success"},
+            )
+        )
+    return findings

@@ -16,6 +16,11 @@ attempts (the exit node) whose target is not that node: the hop ``exit -> <retry
 counted in ``traversals`` and in ``goal_gate_jumps`` (real run ``goal_gate_loop``: three laps
 fix, verify, exit, back to fix, were no loop to the doctor before).
 
+A failed node's jump to its retry target is a hop too: a node that fails with no outgoing edge
+goes to its retry target (``no_matching_fail_edge_fallback``, ``node_id`` -> ``retry_target``),
+again with no ``edge_selected``; counted in ``traversals`` and in ``retry_target_jumps`` (real
+runs ``retry_target_loop``, ``fallback_retry_target``, ``graph_retry_target``).
+
 ``loop_wall_s``: from the first entry of ``v`` to the end of the lap begun by the last
 traversal, i.e. the first ``edge_selected`` after the last traversal whose target lies outside
 the loop body (the nodes first entered between ``v``'s and ``u``'s first entries); while no hop
@@ -62,12 +67,18 @@ attempted AS (
     WHERE event = 'stage_attempt_start' AND node_id IS NOT NULL
 ),
 hops AS (
-    SELECT run_id, scope, seq, ts, from_node, to_node, false AS jump FROM progress_events
+    SELECT run_id, scope, seq, ts, from_node, to_node, false AS jump, false AS fallback
+    FROM progress_events
     WHERE event = 'edge_selected' AND from_node IS NOT NULL AND to_node IS NOT NULL
+    UNION ALL
+    -- A failed node's jump to its retry target: no outgoing edge to take.
+    SELECT run_id, scope, seq, ts, node_id, retry_target, false, true FROM progress_events
+    WHERE event = 'no_matching_fail_edge_fallback' AND node_id IS NOT NULL
+      AND retry_target IS NOT NULL
     UNION ALL
     -- A goal gate's jump: an attempt right after a hop into a node that never runs attempts
     -- (the exit node), to a node the hop did not name.
-    SELECT m.run_id, m.scope, m.seq, m.ts, m.prev_to, m.node_id, true FROM moves m
+    SELECT m.run_id, m.scope, m.seq, m.ts, m.prev_to, m.node_id, true, false FROM moves m
     ANTI JOIN attempted a
         ON a.run_id = m.run_id AND a.scope = m.scope AND a.node_id = m.prev_to
     WHERE m.event = 'stage_attempt_start' AND m.prev_event = 'edge_selected'
@@ -83,7 +94,8 @@ firsts AS (
 ),
 back AS (
     SELECT h.run_id, h.scope, h.from_node, h.to_node, count(*) AS n,
-           count(*) FILTER (WHERE h.jump) AS jumps, max(h.seq) AS last_seq,
+           count(*) FILTER (WHERE h.jump) AS jumps,
+           count(*) FILTER (WHERE h.fallback) AS fallbacks, max(h.seq) AS last_seq,
            epoch_ns(max(h.ts)) AS last_ts, any_value(v.seq) AS v_seq,
            epoch_ns(any_value(v.ts)) AS v_ts, any_value(u.seq) AS u_seq
     FROM hops h
@@ -106,7 +118,7 @@ last_progress AS (
            max(seq) FILTER (WHERE event IN ('stage_attempt_start', 'edge_selected')) AS work
     FROM progress_events GROUP BY ALL
 )
-SELECT b.run_id, b.scope, b.from_node, b.to_node, b.n, b.jumps, b.v_ts, b.last_ts,
+SELECT b.run_id, b.scope, b.from_node, b.to_node, b.n, b.jumps, b.fallbacks, b.v_ts, b.last_ts,
        coalesce(x.ts, greatest(p.ts, b.last_ts)) AS end_ts, x.ts IS NULL AS still_looping,
        b.last_seq, greatest(p.work, b.last_seq) AS last_work
 FROM back b
@@ -182,23 +194,32 @@ def _unexited(ctx: Context, run_id: str, state: object) -> str:
 
 
 def _summary(
-    hop: tuple[str, str, str, int, int],
+    hop: tuple[str, str, str, int, int, int],
     loop_s: float,
     share: float | None,
     unexited: str,
     stopped_by: str | None,
 ) -> str:
-    """The finding's sentence; ``hop`` is (scope, from, to, traversals, goal-gate jumps),
-    ``unexited`` how a loop no hop left stands (:func:`_unexited`), else empty."""
-    scope, src, dst, n, jumps = hop
+    """The finding's sentence; ``hop`` is (scope, from, to, traversals, goal-gate jumps,
+    retry-target jumps), ``unexited`` how a loop no hop left stands (:func:`_unexited`), else
+    empty."""
+    scope, src, dst, n, jumps, fallbacks = hop
     where = f" in {scope}" if scope else ""
     pct = f" ({share:.0%} of the run)" if share is not None else ""
-    if jumps == n:
+    if fallbacks == n:
+        # Kilroy's no_matching_fail_edge_fallback: src failed with no edge it could take.
+        taken = (
+            f"{src} failed with no outgoing edge to take and Kilroy sent the run to its retry "
+            f"target {dst}{where} {n} times"
+        )
+        why = f"find why {src} keeps failing (its retry target {dst} does not fix it)"
+    elif jumps == n:
         # The hop is the goal gate's: reached from src (the exit), the run went back to dst.
         taken = f"a goal gate sent the run from {src} back to {dst}{where} {n} times"
         why = f"find why the goal_gate node whose retry target is {dst} keeps failing"
     else:
         gates = f" ({jumps} of them goal-gate jumps)" if jumps else ""
+        gates += f" ({fallbacks} of them jumps to {src}'s retry target)" if fallbacks else ""
         taken = f"the back edge {src} -> {dst}{where} was taken {n} times{gates}"
         why = f"find why {src} keeps sending work back to {dst}"
     return (
@@ -216,7 +237,10 @@ def retry_loop(ctx: Context) -> list[Finding]:
     findings = []
     endings = scope_endings(ctx)
     rows = ctx.tables.sql(_SQL, min=ctx.config.retry_loop_min)
-    for run_id, scope, src, dst, n, jumps, first_ts, last_ts, end_ts, still, _, work in rows:
+    for row in rows:
+        run_id, scope, src, dst, n, jumps, fallbacks, first_ts, last_ts, end_ts, still, _, work = (
+            row
+        )
         # While no hop left the loop, every later hop or attempt in the scope is the loop's:
         # its stop is the first ending after all of them (a resumed run that worked on in the
         # loop, even short of a lap, was stopped by its own ending, not the one it resumed from).
@@ -229,8 +253,9 @@ def retry_loop(ctx: Context) -> list[Finding]:
         share = round(loop_s / wall, 4) if wall else None
         unexited = _unexited(ctx, run_id, facts.get("_state")) if still else ""
         summary = _summary(
-            (scope, src, dst, int(n), int(jumps)), loop_s, share, unexited, stopped_by
-        )
+            (scope, src, dst, int(n), int(jumps), int(fallbacks)), loop_s, share, unexited,
+            stopped_by,
+        )  # fmt: skip
         # A loop that ate most of a run that did not succeed is the incident's failure mode;
         # a run that converged after a few laps, or a short loop, is worth a look only.
         dominant = share is not None and share >= DOMINANT_SHARE
@@ -247,6 +272,7 @@ def retry_loop(ctx: Context) -> list[Finding]:
                     "to_node": dst,
                     "traversals": int(n),
                     "goal_gate_jumps": int(jumps),
+                    "retry_target_jumps": int(fallbacks),
                     "loop_wall_s": loop_s,
                     "share_of_run": share,
                     "first_entry_at": iso(first_ts),

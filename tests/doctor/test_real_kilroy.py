@@ -975,6 +975,47 @@ def test_a_loop_a_goal_gate_closes_is_a_retry_loop_though_no_edge_names_the_jump
     assert finding.summary.startswith("a goal gate sent the run from exit back to fix 3 times")
 
 
+@pytest.mark.parametrize(
+    ("name", "target"),
+    [
+        ("retry_target_loop", "fix"),
+        ("fallback_retry_target", "fix"),
+        ("graph_retry_target", "prepare"),
+    ],
+)
+def test_a_loop_through_a_failed_nodes_retry_target_is_a_retry_loop(name: str, target: str) -> None:
+    # verify fails with no outgoing edge: Kilroy writes no_matching_fail_edge_fallback and
+    # starts the retry target (the node's, its fallback, or the graph's), with no edge_selected
+    # for the jump. The doctor saw no loop at all before.
+    stream = [
+        json.loads(line) for line in (RUNS / name / "progress.ndjson").read_text().splitlines()
+    ]
+    jumps = [
+        (e["node_id"], e["retry_target"])
+        for e in stream
+        if e["event"] == "no_matching_fail_edge_fallback"
+    ]
+    assert jumps == [("verify", target)] * 3
+    hops = [(e["from_node"], e["to_node"]) for e in stream if e["event"] == "edge_selected"]
+    assert ("verify", target) not in hops
+    (finding,) = [f for f in _diagnosed(name).findings if f.code == "retry_loop"]
+    assert (finding.severity, finding.evidence["retry_target_jumps"]) == (Severity.INFO, 3)
+    assert finding.summary.startswith(
+        f"verify failed with no outgoing edge to take and Kilroy sent the run to its retry "
+        f"target {target} 3 times"
+    )
+
+
+def test_a_false_success_says_a_retry_target_would_not_have_been_taken() -> None:
+    # fallback_over_retry_target: verify has retry_target=fix and one edge (outcome=success)
+    # into exit; it fails and Kilroy falls back to that edge, never to fix.
+    stream = (RUNS / "fallback_over_retry_target" / "progress.ndjson").read_text()
+    assert "no_matching_fail_edge_fallback" not in stream
+    (finding,) = _diagnosed("fallback_over_retry_target").findings
+    assert finding.code == "false_success"
+    assert "a retry_target alone is not taken" in finding.summary
+
+
 def test_each_lap_of_a_goal_gate_sending_a_node_back_to_itself_is_a_new_visit() -> None:
     # goal_gate_transient: verify's attempts follow each other with no other node between,
     # but each after a hop (verify -> exit, then the gate's jump back): visits, not retries

@@ -26,9 +26,11 @@ from doctor._render import render_diagnosis
 from doctor._repair import apply_repairs, plan_repairs
 from doctor._timestamps import iso, parse_iso
 from fixtures.kilroy import generate as gen
+from fixtures.kilroy import relocate
 
 KILROY = Path(os.environ.get("KILROY_HOME", "/work/shared/kilroy"))
 GRAPHS = Path(__file__).resolve().parents[2] / "fixtures" / "kilroy" / "graphs"
+RUNS = GRAPHS.parent / "runs"
 
 pytestmark = pytest.mark.skipif(
     not (KILROY / "run.sh").exists(), reason="the real Kilroy engine is not installed"
@@ -535,9 +537,7 @@ def test_kilroy_refuses_to_resume_a_run_whose_checkpoint_has_no_commit_so_nothin
     # The committed real run: impl's success stranded in worktree/.ai/status.json, the goal
     # gate failed the run, and its checkpoint has no git_commit_sha (saved by a resumed
     # engine; in no-git mode). The doctor used to plan ingest_status and "re-route the run".
-    runs = Path(__file__).resolve().parents[2] / "fixtures" / "kilroy" / "runs"
-    logs = tmp_path / name
-    shutil.copytree(runs / name, logs, symlinks=True)
+    logs = relocate.copy_run(RUNS / name, tmp_path / name)
     config = DoctorConfig(roots=(tmp_path,))
     (finding,) = diagnose(name, config).findings
     assert (finding.code, finding.repair) == ("status_contract_mismatch", None)
@@ -646,6 +646,69 @@ def test_the_stop_advised_for_a_stalled_run_ends_it_through_kilroys_own_stop(
     assert after.state == "failed" and "missing_final" not in [f.code for f in after.findings]
 
 
+def _resume_copy(logs: Path, work: Path) -> subprocess.CompletedProcess[str]:
+    """``kilroy attractor resume`` a copied committed run, in the run directory (its
+    workspace is gone), Kilroy's state under ``work``."""
+    work.mkdir()
+    return subprocess.run(
+        [str(KILROY / "kilroy"), "attractor", "resume", "--logs-root", str(logs)],
+        cwd=logs, env=dict(os.environ, XDG_STATE_HOME=str(work / "state")),
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def test_a_copied_committed_agent_run_resumes_with_its_agent_only_once_relocated(
+    tmp_path: Path,
+) -> None:
+    # A committed run's manifest names its config and model catalogue in the generator's
+    # temporary directory, long gone. Copied as it is, Kilroy resumed it with its simulated
+    # agent backend: impl "succeeded" at once ("[Simulated] Response for stage: impl") and the
+    # run ended `success`, which the run itself never could. Relocated, the resume uses the
+    # run's own config, as a resume of the original in place does: its test_shim profile,
+    # which Kilroy's resume refuses (it takes no --allow-test-shim), fails impl, and the goal
+    # gate fails the run as it did.
+    name = "loop_restart_agent_dotai"
+    plain = tmp_path / "plain" / name
+    shutil.copytree(RUNS / name, plain, symlinks=True)
+    # Only its base_logs_root pointed at the copy (docs/repair.md, "A resume of a copy").
+    checkpoint = json.loads((plain / "checkpoint.json").read_text())
+    checkpoint["extra"]["base_logs_root"] = str(plain)
+    (plain / "checkpoint.json").write_text(json.dumps(checkpoint))
+    assert _resume_copy(plain, tmp_path / "plain-work").returncode == 0
+    assert relocate.simulated_stages(plain) == ["impl"]
+    assert json.loads((plain / "final.json").read_text())["status"] == "success"
+    # The doctor does not take that success at its word.
+    simulated = diagnose(name, DoctorConfig(roots=(plain.parent,)))
+    (false,) = [f for f in simulated.findings if f.code == "false_success"]
+    assert (false.severity, false.evidence["simulated_nodes"]) == (Severity.ERROR, ["impl"])
+    assert "Kilroy's simulated agent backend" in false.summary
+
+    logs = relocate.copy_run(RUNS / name, tmp_path / "relocated" / name)
+    resumed = _resume_copy(logs, tmp_path / "relocated-work")
+    assert resumed.returncode != 0
+    assert relocate.simulated_stages(logs) == []
+    assert "false_success" not in [
+        f.code for f in diagnose(name, DoctorConfig(roots=(logs.parent,))).findings
+    ]
+    final = json.loads((logs / "final.json").read_text())
+    assert (final["status"], final["failure_reason"]) == (
+        "fail",
+        "goal gate unsatisfied (impl) and no retry target",
+    )
+    stream = [json.loads(line) for line in (logs / "progress.ndjson").read_text().splitlines()]
+    impl = [e for e in stream if e["event"] == "stage_attempt_end"][-1]
+    assert (impl["node_id"], impl["status"], impl["failure_reason"]) == (
+        "impl",
+        "fail",
+        "llm.cli_profile=test_shim requires --allow-test-shim",
+    )
+    # The outcome went into the copy: every checkpoint's base_logs_root names it, none the
+    # generator's directory (where a plain copy's resume recreates it under /tmp).
+    for checkpoint in logs.rglob("checkpoint.json"):
+        base = json.loads(checkpoint.read_text()).get("extra", {}).get("base_logs_root")
+        assert base is None or base == str(logs), checkpoint
+
+
 def test_kilroy_never_reads_a_status_ingested_into_a_restart_so_none_is_planned(
     tmp_path: Path,
 ) -> None:
@@ -654,9 +717,7 @@ def test_kilroy_never_reads_a_status_ingested_into_a_restart_so_none_is_planned(
     # The doctor said nothing (it looked for a worktree in restart-1/); now it reports the
     # stranded outcome, with no ingest_status.
     name = "loop_restart_agent_dotai"
-    runs = Path(__file__).resolve().parents[2] / "fixtures" / "kilroy" / "runs"
-    logs = tmp_path / name
-    shutil.copytree(runs / name, logs, symlinks=True)
+    logs = relocate.copy_run(RUNS / name, tmp_path / name)
     config = DoctorConfig(roots=(tmp_path,))
     (finding,) = diagnose(name, config).findings
     assert (finding.code, finding.scope, finding.repair) == (
@@ -670,18 +731,14 @@ def test_kilroy_never_reads_a_status_ingested_into_a_restart_so_none_is_planned(
         logs / "worktree" / ".ai" / "status.json", logs / "restart-1" / "impl" / "status.json"
     )
     before = len((logs / "progress.ndjson").read_text().splitlines())
-    work = tmp_path / "resume-work"
-    work.mkdir()
-    subprocess.run(
-        [str(KILROY / "kilroy"), "attractor", "resume", "--logs-root", str(logs)],
-        cwd=logs, env=dict(os.environ, XDG_STATE_HOME=str(work / "state")),
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        timeout=600, check=False,
-    )  # fmt: skip
+    _resume_copy(logs, tmp_path / "resume-work")
     # Kilroy went on in the base directory from its checkpoint (prepare, fetch and impl ran
-    # again there) and wrote nothing in restart-1: the ingested file was never read.
+    # again there, impl with the run's own config, not Kilroy's simulated backend) and wrote
+    # nothing in restart-1: the ingested file was never read, and the run failed again.
+    assert relocate.simulated_stages(logs) == []
     resumed = [json.loads(line) for line in (logs / "progress.ndjson").read_text().splitlines()]
     starts = [e.get("node_id") for e in resumed[before:] if e["event"] == "stage_attempt_start"]
     assert starts == ["prepare", "fetch", "impl"]
+    assert json.loads((logs / "final.json").read_text())["status"] == "fail"
     restart_stream = (logs / "restart-1" / "progress.ndjson").read_text()
-    assert restart_stream == (runs / name / "restart-1" / "progress.ndjson").read_text()
+    assert restart_stream == (RUNS / name / "restart-1" / "progress.ndjson").read_text()
