@@ -133,15 +133,17 @@ def _in_process(
 _stopping: Event | None = None
 
 
-def _worker_start(stop: Event, parent: int) -> None:
+def _worker_start(stop: Event, parent: int | None = None) -> None:
     """A worker's start: the scan's ``stop``, and the worker's death with the scan's process
     (``parent``). A scan ended by a signal it does not catch (SIGTERM from ``timeout`` or a
     service manager, SIGKILL) left its workers diagnosing the batches they held, minutes of
     both cores for a large fleet, with no one to take their results; on Linux the kernel now
-    kills them as the scan's process ends (``PR_SET_PDEATHSIG``)."""
+    kills them as the scan's process ends (``PR_SET_PDEATHSIG``). Without ``parent`` (a
+    test calling it in its own process), only the ``stop``."""
     global _stopping
     _stopping = stop
-    _die_with(parent)
+    if parent is not None:
+        _die_with(parent)
 
 
 def _die_with(parent: int) -> None:
