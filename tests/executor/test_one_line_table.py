@@ -20,9 +20,22 @@ from executor.console import (
 
 COLUMNS = ("run", "state", "crit", "err", "worst finding")
 RIGHT = ("crit", "err")
-# ASCII, what printable() escapes, markup and backslashes, one-cell letters that are not
-# ASCII (é, ß, a no-break space), and what takes two cells or none (失, a combining accent).
-CHARS = st.sampled_from([*"abcXYZ 019:/-_[]\\\t\x1b\n\u202e", "é", "ß", "\xa0", "失", "\u0301"])
+# ASCII, what printable() escapes (DEL too), markup and backslashes, one-cell characters that
+# are not ASCII (é, ß, a no-break space, a soft hyphen), and what takes two cells or none (失,
+# a combining accent, a zero-width space).
+CHARS = st.sampled_from(
+    [
+        *"abcXYZ 019:/-_[]\\\t\x1b\n\u202e",
+        "é",
+        "ß",
+        "\xa0",
+        "\xad",
+        "\x7f",
+        "失",
+        "\u0301",
+        "\u200b",
+    ]
+)
 CELL = st.text(CHARS, max_size=40)
 ROW = st.fixed_dictionaries({c: CELL for c in COLUMNS})
 
