@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from doctor._model import Severity
 from doctor._notify import Delivery, post_webhook, run_command, safe_url
-from rundoctor.words import plural
 
 if TYPE_CHECKING:
     from doctor._watch import WatchConfig, WatchEvent
@@ -74,7 +73,8 @@ def held_back(
         by_code += f" … and {len(codes) - 5} more codes"
     worst = max(alerts, key=lambda e: _rank(e.severity), default=None)
     summary = (
-        f"{plural(len(alerts), 'more alert')} and {len(rest) - len(alerts):,} resolved this "
+        f"{len(alerts):,} more alert{'' if len(alerts) == 1 else 's'} and "
+        f"{len(rest) - len(alerts):,} resolved this "
         f"pass were not sent one by one (at most {most:,} a pass, --max-sends): {by_code}; "
         "`doctor scan` lists the findings, and the watch's stdout has every event"
     )
