@@ -23,9 +23,10 @@ import typer
 
 from doctor._cli_lazy import LazyGroup, Mount
 from doctor._config import DoctorConfig, default_roots
-from doctor._discovery import list_run_dirs, name_on_disk
+from doctor._discovery import list_run_dirs
 from doctor._errors import DoctorError, RootError, UsageError
 from doctor._layout import _looks_like_run as looks_like_run
+from doctor._layout import name_on_disk
 from doctor._version import package_version
 from executor.console import console, plain, reported, scan_progress, transient_bar
 from rundoctor.errors import (

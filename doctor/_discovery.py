@@ -25,14 +25,20 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from doctor._errors import RootError, RunNotFound, UnsafeRunId
-from doctor._layout import _is_plain_dir, _looks_like_run, _manifest_key, display_name
+from doctor._layout import (
+    SHOWN_BYTE,
+    _is_plain_dir,
+    _looks_like_run,
+    _manifest_key,
+    display_name,
+    name_on_disk,
+)
 from rundoctor.terminal import shell_quote
 
 __all__ = [
@@ -247,23 +253,6 @@ def _diagnose_command(run: Path, root: Path) -> str:
     )
 
 
-#: A byte of a name that is not UTF-8, as the doctor shows it (:func:`display_name`).
-_SHOWN_BYTE = re.compile(r"\\x([89a-fA-F][0-9a-fA-F])")
-
-
-def name_on_disk(run_id: str) -> str:
-    """``run_id`` as the doctor shows it, back to the name on disk: a byte that is not UTF-8,
-    shown ``\\xNN`` (:func:`display_name`, the ``run_id`` of ``--json`` output), is that byte
-    again, so an id copied from the doctor's output names the run it came from.
-
-    >>> name_on_disk("r\\\\xfe") == "r" + b"\\xfe".decode("utf-8", "surrogateescape")
-    True
-    >>> name_on_disk("plain"), display_name(name_on_disk("r\\\\xfe"))
-    ('plain', 'r\\\\xfe')
-    """
-    return _SHOWN_BYTE.sub(lambda m: chr(0xDC00 + int(m[1], 16)), run_id)
-
-
 def check_run_id(run_id: str) -> str:
     """Refuse ids that could name something outside a root: a run id is a run directory's
     name or its path relative to a root (``2026/12/05/r1``), never absolute, never ``..``.
@@ -281,7 +270,7 @@ def check_run_id(run_id: str) -> str:
         )
     parts = run_id.split("/")
     bad = (
-        "\\" in _SHOWN_BYTE.sub("", run_id)  # a shown byte (r\\xfe) is no separator
+        "\\" in SHOWN_BYTE.sub("", run_id)  # a shown byte (r\\xfe) is no separator
         or "\x00" in run_id
         or ".." in run_id
         or any(part in {"", "."} for part in parts)

@@ -36,6 +36,7 @@ __all__ = [
     "NATIVE_LAYOUT",
     "PROGRESS",
     "RUN_CONFIG",
+    "SHOWN_BYTE",
     "SYMLINK",
     "TOP_SQL",
     "RunLayout",
@@ -48,6 +49,7 @@ __all__ = [
     "has_parallel_dir",
     "is_top_scope",
     "linked_dirs",
+    "name_on_disk",
     "stage_dirs",
     "symlink_detail",
     "unsearchable_dirs",
@@ -141,6 +143,23 @@ def display_name(name: str) -> str:
     'build'
     """
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+#: A byte of a name that is not UTF-8, as the doctor shows it (:func:`display_name`).
+SHOWN_BYTE = re.compile(r"\\x([89a-fA-F][0-9a-fA-F])")
+
+
+def name_on_disk(run_id: str) -> str:
+    """``run_id`` as the doctor shows it, back to the name on disk: a byte that is not UTF-8,
+    shown ``\\xNN`` (:func:`display_name`, the ``run_id`` of ``--json`` output), is that byte
+    again, so an id copied from the doctor's output names the run it came from.
+
+    >>> name_on_disk("r\\\\xfe") == "r" + b"\\xfe".decode("utf-8", "surrogateescape")
+    True
+    >>> name_on_disk("plain"), display_name(name_on_disk("r\\\\xfe"))
+    ('plain', 'r\\\\xfe')
+    """
+    return SHOWN_BYTE.sub(lambda m: chr(0xDC00 + int(m[1], 16)), run_id)
 
 
 def _is_text(name: str) -> bool:
