@@ -23,16 +23,18 @@ from __future__ import annotations
 import string
 
 import pytest
-from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rundoctor.signature import canonical_signature
 from tests.doctor.test_signature_ecosystems import (
     VOLATILE,
     Failures,
+    assert_fillings_share_a_signature,
+    assert_one_signature,
+    assert_own_signatures,
     failure_params,
-    filler,
     merged_failures,
+    template_params,
 )
 
 FAILURES: Failures = {
@@ -373,20 +375,15 @@ CLASSES = failure_params(FAILURES)
 
 
 @pytest.mark.parametrize("texts", CLASSES)
-def test_one_failure_whose_volatile_parts_vary_has_one_signature(texts: tuple[str, ...]) -> None:
-    signatures = {canonical_signature(text) for text in texts}
-    assert len(signatures) == 1, signatures
+def test_the_texts_of_one_failure_share_a_signature_that_is_its_own(
+    texts: tuple[str, ...],
+) -> None:
+    assert_one_signature(texts)
+    assert_own_signatures(texts)
 
 
-def test_different_failures_have_different_signatures() -> None:
+def test_no_two_failures_share_a_signature() -> None:
     assert merged_failures(FAILURES) == []
-
-
-@pytest.mark.parametrize("texts", CLASSES)
-def test_each_signature_is_its_own_signature(texts: tuple[str, ...]) -> None:
-    for text in texts:
-        signature = canonical_signature(text)
-        assert canonical_signature(signature) == signature
 
 
 # Version 6, rule by rule: each case below was signed otherwise by version 5.
@@ -504,18 +501,9 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         '"ts":"{iso}"}}',
     ),
 }
-TEMPLATE_CASES = [
-    pytest.param(template, id=f"{ecosystem} {i}")
-    for ecosystem, templates in TEMPLATES.items()
-    for i, template in enumerate(templates)
-]
+TEMPLATE_CASES = template_params(TEMPLATES)
 
 
 @pytest.mark.parametrize("template", TEMPLATE_CASES)
 def test_any_volatile_values_in_a_template_give_one_signature(template: str) -> None:
-    @settings(max_examples=60, database=None, deadline=None)
-    @given(filler(template, STRATEGIES), filler(template, STRATEGIES))
-    def one_signature(first: str, second: str) -> None:
-        assert canonical_signature(first) == canonical_signature(second)
-
-    one_signature()
+    assert_fillings_share_a_signature(template, STRATEGIES)
