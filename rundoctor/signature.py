@@ -301,7 +301,7 @@ _MONTH_DAY = re.compile(rf"{_MONTH}\ <n>")
 # With a mailbox before it ("alice@example.com", version 4), the address is one value too.
 _DNS_NAME = rf"(?:<n>|[a-z0-9][a-z0-9-]*)(?:\.(?:<n>|[a-z0-9-]+))*\.{_TLD}"
 _HOSTNAME = re.compile(
-    rf"(?<![\w.<>@/+-])(?:(?:[\w.+-]|<n>)++@)?{_DNS_NAME}\.?(?![\w<>@-]|/(?!<)|\.\w)"
+    rf"(?<![\w.<>@/+-])(?:(?:[\w.+-]|<n>)++@)?{_DNS_NAME}\.?(?![\w<>@-]|\.\w)"
     # A mailbox in angle brackets, as mail headers and servers write it: "<alice@example.com>".
     rf"|<(?<![\w<>]<)(?:[\w.+-]|<n>)++@{_DNS_NAME}>(?![\w<>])"
 )

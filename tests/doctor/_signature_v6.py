@@ -8,7 +8,7 @@ or PM, GNU's `x' and typographic quotes quote a token, names under ".local", ".i
 ".localdomain" are host names, the second word after a count is made singular too, a digit
 right after a dot starts no number ("v2.0.1" is one), and a sign is part of a duration or size;
 and version 6's: a number stops before a top-level domain that ends its token and a host name
-may hold "<n>" labels (and be followed by "/<"), so "db03.example.com" is "<addr>"; a day count
+may hold "<n>" labels (and be followed by "/"), so "db03.example.com" is "<addr>"; a day count
 before another unit ("3d4h") is a duration; a JSON string renders as the text it holds.
 
 ``tests/doctor/test_signature_equivalence.py`` checks the shipped function against this one:
@@ -177,7 +177,7 @@ _MONTH_DAY = re.compile(rf"{_MONTH}\ <n>")
 # top-level domain, so dotted config keys and class names ("mapred.task.id") stay words.
 _DNS_NAME = rf"(?:<n>|[a-z0-9][a-z0-9-]*)(?:\.(?:<n>|[a-z0-9-]+))*\.{_TLD}"
 _HOSTNAME = re.compile(
-    rf"(?<![\w.<>@/+-])(?:(?:[\w.+-]|<n>)+@)?{_DNS_NAME}\.?(?![\w<>@-]|/(?!<)|\.\w)"
+    rf"(?<![\w.<>@/+-])(?:(?:[\w.+-]|<n>)+@)?{_DNS_NAME}\.?(?![\w<>@-]|\.\w)"
     # A mailbox in angle brackets, as mail headers and servers write it: "<alice@example.com>".
     rf"|<(?<![\w<>]<)(?:[\w.+-]|<n>)+@{_DNS_NAME}>(?![\w<>])"
 )

@@ -329,6 +329,17 @@ FAILURES: Failures = {
             ),
         ),
         (
+            # A registry host with digits or without: one "<addr>" (version 5: "<n>" against
+            # "registry.example.com").
+            "image push denied",
+            (
+                "denied: requested access to the resource is denied: push to "
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com/api:1.2.3",
+                "denied: requested access to the resource is denied: push to "
+                "registry.example.com/api:2.0.0",
+            ),
+        ),
+        (
             "Helm: release name in use",
             ("Error: INSTALLATION FAILED: cannot re-use a name that is still in use",),
         ),
@@ -399,8 +410,12 @@ def test_version_6_takes_a_host_name_with_a_digit_as_an_address() -> None:
         "db.example.com",
     ):
         assert canonical_signature(f"lost connection to {host}") == "lost connection to <addr>"
-    # "name/address", as Java prints a resolved host, is two addresses.
+    # "name/address", as Java prints a resolved host, is two addresses; a name before a "/"
+    # and a word is an address too.
     assert canonical_signature("at node-7.example.com/10.1.2.3:9000") == "at <addr>/<addr>"
+    assert canonical_signature("see github.com/acme and node3.example.com/acme") == (
+        "see <addr>/acme and <addr>/acme"
+    )
     # A dotted number that ends in a domain's letters but goes on is a number; a name without
     # a generic top-level domain is one too, with a digit, and a word without one.
     assert canonical_signature("see e2e.local.dir") == "see <n>"
