@@ -298,7 +298,10 @@ _MONTH_DAY = re.compile(rf"{_MONTH}\ <n>")
 # A DNS host name without digits ("ns.example.com", "www.cse.cuhk.edu.hk"): known by its generic
 # top-level domain (``_TLD``), so dotted config keys and class names ("mapred.task.id") stay
 # words.
-# With a mailbox before it ("alice@example.com", version 4), the address is one value too.
+# With a mailbox before it ("alice@example.com", version 4), the address is one value too. A
+# label may be "<n>" (what the number masks left of a name with digits), and a "/" may follow
+# (version 6): Java's "host/10.1.2.3:9000", an image "registry.example.com/api:1.2"; a path
+# after the name was taken whole by the leading masks already.
 _DNS_NAME = rf"(?:<n>|[a-z0-9][a-z0-9-]*)(?:\.(?:<n>|[a-z0-9-]+))*\.{_TLD}"
 _HOSTNAME = re.compile(
     rf"(?<![\w.<>@/+-])(?:(?:[\w.+-]|<n>)++@)?{_DNS_NAME}\.?(?![\w<>@-]|\.\w)"
