@@ -380,6 +380,113 @@ FAILURES: Failures = {
             ),
         ),
     ),
+    "training and native code": (
+        (
+            "CUDA out of memory",
+            (
+                "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 39.59 GiB "
+                "total capacity; 35.12 GiB already allocated; 1.50 GiB free; 36.00 GiB reserved "
+                "in total by PyTorch)",
+                "RuntimeError: CUDA out of memory. Tried to allocate 512.00 MiB (GPU 3; 79.15 GiB "
+                "total capacity; 77.01 GiB already allocated; 300.12 MiB free; 78.00 GiB reserved "
+                "in total by PyTorch)",
+            ),
+        ),
+        (
+            "NCCL system error",
+            (
+                "torch.distributed.DistBackendError: NCCL error in: ../torch/csrc/distributed/"
+                "c10d/ProcessGroupNCCL.cpp:1970, unhandled system error (run with NCCL_DEBUG=INFO "
+                "for details), NCCL version 2.19.3",
+                "torch.distributed.DistBackendError: NCCL error in: ../torch/csrc/distributed/"
+                "c10d/ProcessGroupNCCL.cpp:2006, unhandled system error (run with NCCL_DEBUG=INFO "
+                "for details), NCCL version 2.20.5",
+            ),
+        ),
+        (
+            "Slurm step out of memory",
+            (
+                "srun: error: node017: task 3: Out Of Memory",
+                "srun: error: gpu-a100-07: task 0: Out Of Memory",
+            ),
+        ),
+        (
+            "use after free",
+            (
+                "==12345==ERROR: AddressSanitizer: heap-use-after-free on address 0x602000000010 "
+                "at pc 0x55d5c5a4b1e2 bp 0x7ffd5e9b7a10 sp 0x7ffd5e9b7a08\nREAD of size 4 at "
+                "0x602000000010 thread T0\n    #0 0x55d5c5a4b1e1 in main /src/a.c:7:10",
+                "==999==ERROR: AddressSanitizer: heap-use-after-free on address 0x60b0000000f0 at "
+                "pc 0x5612aa0011e2 bp 0x7ffc00000a10 sp 0x7ffc00000a08\nREAD of size 8 at "
+                "0x60b0000000f0 thread T3\n    #0 0x5612aa0011e1 in main /src/a.c:9:3",
+            ),
+        ),
+        (
+            "Rust backtrace of one panic",
+            (
+                "   0: std::panicking::begin_panic\n   1: app::main\n             at "
+                "./src/main.rs:4:5\n   2: core::ops::function::FnOnce::call_once\n             at "
+                "/rustc/90c541806f23a127002de5b4038be731ba1458ca/library/core/src/ops/"
+                "function.rs:250:5",
+                "   0: std::panicking::begin_panic\n   1: app::main\n             at "
+                "./src/main.rs:9:5\n   2: core::ops::function::FnOnce::call_once\n             at "
+                "/rustc/82e1608dfa6e0b5569232559e3d385fea5a93112/library/core/src/ops/"
+                "function.rs:250:5",
+            ),
+        ),
+    ),
+    "more operations": (
+        (
+            "MySQL lock wait timeout",
+            ("ERROR 1205 (HY000): Lock wait timeout exceeded; try restarting transaction",),
+        ),
+        (
+            "kubectl: not found",
+            (
+                'Error from server (NotFound): pods "web-7d9f8c6b5-x2k4z" not found',
+                'Error from server (NotFound): pods "web-6c8b9d7f4-q9w8e" not found',
+            ),
+        ),
+        ("kubectl: forbidden", ('Error from server (Forbidden): pods "web-1" is forbidden',)),
+        (
+            "liveness probe timed out",
+            (
+                'Liveness probe failed: Get "http://10.244.1.17:8080/healthz": context deadline '
+                "exceeded (Client.Timeout exceeded while awaiting headers)",
+                'Liveness probe failed: Get "http://10.244.3.5:8080/healthz": context deadline '
+                "exceeded (Client.Timeout exceeded while awaiting headers)",
+            ),
+        ),
+        (
+            "Airflow task killed externally",
+            (
+                "Executor reports task instance <TaskInstance: etl_daily.load "
+                "scheduled__2024-03-02T00:00:00+00:00 [queued]> finished (failed) although the "
+                "task says it's queued. (Info: None) Was the task killed externally?",
+                "Executor reports task instance <TaskInstance: etl_daily.load "
+                "manual__2024-05-12T10:11:12.123456+00:00 [queued]> finished (failed) although "
+                "the task says it's queued. (Info: None) Was the task killed externally?",
+            ),
+        ),
+        (
+            "GitHub Actions job over its time limit",
+            (
+                "##[error]The job running on runner GitHub Actions 17 has exceeded the maximum "
+                "execution time of 360 minutes.",
+                "##[error]The job running on runner GitHub Actions 2 has exceeded the maximum "
+                "execution time of 60 minutes.",
+            ),
+        ),
+        (
+            "logfmt line of a failed job",
+            (
+                'level=error ts=2024-03-02T10:11:12.345Z caller=main.go:88 msg="job failed" '
+                'job=ingest-7 err="context deadline exceeded" duration=1m30.5s',
+                'level=error ts=2024-05-12T00:01:02Z caller=main.go:91 msg="job failed" '
+                'job=ingest-12 err="context deadline exceeded" duration=45.1s',
+            ),
+        ),
+    ),
 }
 
 CLASSES = failure_params(FAILURES)
