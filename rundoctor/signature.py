@@ -14,15 +14,15 @@ matter, for any input), terminal escape sequences (ANSI CSI, a test runner's col
 (version 3), whitespace runs become one space, then the masks of :data:`MASK_RULES` run in order,
 each listed with its reason and an example: JSON re-rendered with sorted keys, each string as the
 text it holds (its quotes are syntax; ``"\\u003c"`` escapes are ``?``; version 6); ``<url>``;
-Windows, ``./`` and other paths (``<path>``, before numbers, so a path with digits is one token);
-``<addr>`` for IPv4, IPv6 (compressed and in brackets with a port too, version 4), MAC,
-``host:port``, and DNS names and mailboxes with a generic top-level domain or a special-use one of
-private networks (``.local``, ``.internal``, version 5), digits in the name or not (a number stops
-before such a domain, version 6); ISO dates and clock times, with AM or PM (``<date>``, ``<time>``,
-version 5), durations and sizes with their units and sign (``<time>``, ``<size>``; ``3min``,
-``0.27 s``, ``-0.004 seconds``, version 5; days before another unit, ``3d4h``, version 6); ``<n>``
-for any other token with a digit, glued punctuation and units included (hex, ids, UUIDs, versions,
-``v2.0.1`` whole since version 5, ``41C``), but not a capitalised dotted part after it
+Windows (UNC too, version 6), ``./`` and other paths (``<path>``, before numbers, so a path with
+digits is one token); ``<addr>`` for IPv4, IPv6 (compressed and in brackets with a port too, version
+4), MAC, ``host:port``, and DNS names and mailboxes with a generic top-level domain or a special-use
+one of private networks (``.local``, ``.internal``, version 5), digits in the name or not (a number
+stops before such a domain, version 6); ISO dates and clock times, with AM or PM (``<date>``,
+``<time>``, version 5), durations and sizes with their units and sign (``<time>``, ``<size>``;
+``3min``, ``0.27 s``, ``-0.004 seconds``, version 5; days before another unit, ``3d4h``, version 6);
+``<n>`` for any other token with a digit, glued punctuation and units included (hex, ids, UUIDs,
+versions, ``v2.0.1`` whole since version 5, ``41C``), but not a capitalised dotted part after it
 (``sqlite3.OperationalError`` is ``<n>.OperationalError``, version 4); ``<str>`` for a quoted single
 token, in ASCII, GNU (```x'``) or typographic (``‘x’``, version 5) quotes; ``<date>`` for a date in
 words (``Sat Jun 18 02:08:10 2005``); one value for a run of values of one kind (``1, 6, 11``;
@@ -227,7 +227,12 @@ _QUOTED = re.compile(
 )
 _QUOTED_ASCII = re.compile(_ASCII_QUOTES, re.VERBOSE)
 _URL = re.compile(r"(?<![\w.+-])[A-Za-z][\w+.-]*://[^\s'\"<>()\[\]{},;]*")
-_WINPATH = re.compile(r"(?<![\w.-])[A-Za-z]:\\[^\s'\"<>|,;]*")
+# A drive path, or a UNC path ("\\\\fs01\\share\\run\\out.log", and the device forms "\\\\?\\" and
+# "\\\\.\\", version 6), is one path.
+_WINPATH = re.compile(
+    r"(?<![\w.-])[A-Za-z]:\\[^\s'\"<>|,;]*"
+    r"|\\(?<![\w\\]\\)\\(?:[?.]|[\w.$-]+)\\[^\s'\"<>|,;]*"
+)
 # Letter-led IPv6 and MAC addresses; the digit-led ones are in _LEADING. In brackets with a port
 # ("[2001:db8:0:0:0:0:0:1]:443") the whole is one address (version 4), as "10.0.0.1:443" is.
 _HEXCOLON = re.compile(
@@ -655,7 +660,7 @@ def _mask(text: str, plain: bool = False, months: bool = True) -> str:
     if not plain:
         if "://" in text:
             text = p.url.sub("<url>", text)
-        if ":\\" in text:
+        if ":\\" in text or "\\\\" in text:
             text = p.winpath.sub("<path>", text)
         if "./" in text:
             text = p.dotpath.sub("<path>", text)
@@ -863,7 +868,7 @@ MASK_RULES: tuple[MaskRule, ...] = (
         "windows-path",
         (_WINPATH,),
         "<path>",
-        "a drive path is one value",
+        "a drive path or a UNC path (version 6) is one value",
         r"cannot open C:\runs\7\out.log",
         "cannot open <path>",
     ),

@@ -116,7 +116,11 @@ _QUOTED = re.compile(
 )
 _QUOTES = ("'", '"', "`", "‘", "“")
 _URL = re.compile(r"(?<![\w.+-])[A-Za-z][\w+.-]*://[^\s'\"<>()\[\]{},;]*")
-_WINPATH = re.compile(r"(?<![\w.-])[A-Za-z]:\\[^\s'\"<>|,;]*")
+# A drive path, or a UNC path (and the device forms "\\\\?\\", "\\\\.\\"; version 6).
+_WINPATH = re.compile(
+    r"(?<![\w.-])[A-Za-z]:\\[^\s'\"<>|,;]*"
+    r"|\\(?<![\w\\]\\)\\(?:[?.]|[\w.$-]+)\\[^\s'\"<>|,;]*"
+)
 # Letter-led IPv6 and MAC addresses; the digit-led ones are in _LEADING. In brackets with a port
 # ("[2001:db8:0:0:0:0:0:1]:443") the whole is one address (version 4), as "10.0.0.1:443" is.
 _HEXCOLON = re.compile(
@@ -326,7 +330,7 @@ def _mask(text: str) -> str:
         text = _canonical_json(text)
     if "://" in text:
         text = _URL.sub("<url>", text)
-    if ":\\" in text:
+    if ":\\" in text or "\\\\" in text:
         text = _WINPATH.sub("<path>", text)
     if "./" in text:
         text = _DOTPATH.sub("<path>", text)

@@ -40,7 +40,7 @@ PIECES = st.sampled_from(
         "‘", "’", "“", "”", "`x'", " AM", "PM", "min", " µs", " s", "db.local", " new",
         # Version 6: host names with digits, day counts before a unit, JSON strings and escapes.
         "db03.example.com", "ip-10-0-3-17.ec2.internal", ".com/", "3d4h", "2d", "0m.", '"timeout"',
-        '{"e": "a b"}', '{"e": ""}', '": "', "\\u003c", "\\u00e9",
+        '{"e": "a b"}', '{"e": ""}', '": "', "\\u003c", "\\u00e9", "\\\\fs0\\s\\", "\\\\?\\",
     ]
 )  # fmt: skip
 TEXTS = st.one_of(

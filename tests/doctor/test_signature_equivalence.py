@@ -89,6 +89,7 @@ FAST_PATH_PIECES = st.sampled_from(
         # strings as text; JSON escapes in a text with a brace.
         "db03.example.com", "a.b0.co.uk", "/<", ".com:", ".com@", "3d4h", "0d0m", "0m.",
         '{"e": "timeout"}', '{"e": "a b", "f": ""}', '": "', "\\u003c", "\\u00e9", "\\u",
+        "\\\\", "\\\\fs0\\s\\", "\\\\?\\", "\\\\.\\",
     ]
 )  # fmt: skip
 # Short texts too: a fast path is taken only when the other pieces are absent.

@@ -437,6 +437,18 @@ FAILURES: Failures = {
     ),
     "more operations": (
         (
+            # Version 5 read a UNC path as words and numbers (\\<n>\builds\<n>\out.log).
+            "a network share denies access",
+            (
+                "robocopy: ERROR 5 (0x00000005) Copying File \\\\fs01\\builds\\run7\\out.log "
+                "Access is denied.",
+                "robocopy: ERROR 5 (0x00000005) Copying File \\\\fileserver\\builds\\run\\out.log "
+                "Access is denied.",
+                "robocopy: ERROR 5 (0x00000005) Copying File C:\\builds\\run7\\out.log Access "
+                "is denied.",
+            ),
+        ),
+        (
             "MySQL lock wait timeout",
             ("ERROR 1205 (HY000): Lock wait timeout exceeded; try restarting transaction",),
         ),
@@ -576,6 +588,19 @@ def test_version_6_reads_json_with_escaped_characters() -> None:
     assert canonical_signature('{"name":"caf\\u00e9"}') == "{name: caf?}"
     # Without a brace the text is not JSON and keeps its escape as any token.
     assert canonical_signature("got \\u003c") == "got \\<n>"
+
+
+def test_version_6_takes_a_unc_path_as_one_path() -> None:
+    for path in (
+        "\\\\fs01\\share\\run7\\out.log",
+        "\\\\fileserver\\share\\out.log",
+        "\\\\?\\GLOBALROOT\\Device\\HarddiskVolumeShadowCopy2\\config",
+        "\\\\.\\pipe\\docker_engine",
+        "C:\\runs\\7\\out.log",
+    ):
+        assert canonical_signature(f"cannot open {path} now") == "cannot open <path> now"
+    # Two backslashes inside a word, or before no second one, are no UNC path.
+    assert canonical_signature("regex a\\\\b and \\\\n") == "regex a\\\\b and \\\\n"
 
 
 # The property form, with the volatile values of test_signature_ecosystems.py and a few more.
