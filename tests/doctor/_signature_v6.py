@@ -119,7 +119,7 @@ _URL = re.compile(r"(?<![\w.+-])[A-Za-z][\w+.-]*://[^\s'\"<>()\[\]{},;]*")
 # A drive path, or a UNC path (and the device forms "\\\\?\\", "\\\\.\\"; version 6).
 _WINPATH = re.compile(
     r"(?<![\w.-])[A-Za-z]:\\[^\s'\"<>|,;]*"
-    r"|\\(?<![\w\\]\\)\\(?:[?.]|[\w.$-]+)\\[^\s'\"<>|,;]*"
+    r"|\\(?<![\w\\>]\\)\\(?:[?.]|[\w.$-]+)\\[^\s'\"<>|,;]*"
 )
 # Letter-led IPv6 and MAC addresses; the digit-led ones are in _LEADING. In brackets with a port
 # ("[2001:db8:0:0:0:0:0:1]:443") the whole is one address (version 4), as "10.0.0.1:443" is.

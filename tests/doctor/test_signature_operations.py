@@ -599,7 +599,9 @@ def test_version_6_takes_a_unc_path_as_one_path() -> None:
         "C:\\runs\\7\\out.log",
     ):
         assert canonical_signature(f"cannot open {path} now") == "cannot open <path> now"
-    # Two backslashes inside a word, or before no second one, are no UNC path.
+    # Two backslashes inside a word, or before no second one, are no UNC path; nor after a
+    # placeholder, where a word had been (a signature is its own signature).
+    assert canonical_signature("0\\\\?\\") == "<n>\\\\?\\"
     assert canonical_signature("regex a\\\\b and \\\\n") == "regex a\\\\b and \\\\n"
 
 
