@@ -590,15 +590,21 @@ def test_version_6_reads_json_with_escaped_characters() -> None:
     assert canonical_signature("got \\u003c") == "got \\<n>"
 
 
-def test_version_6_takes_a_unc_path_as_one_path() -> None:
-    for path in (
+@pytest.mark.parametrize(
+    "path",
+    [
         "\\\\fs01\\share\\run7\\out.log",
         "\\\\fileserver\\share\\out.log",
         "\\\\?\\GLOBALROOT\\Device\\HarddiskVolumeShadowCopy2\\config",
         "\\\\.\\pipe\\docker_engine",
         "C:\\runs\\7\\out.log",
-    ):
-        assert canonical_signature(f"cannot open {path} now") == "cannot open <path> now"
+    ],
+)
+def test_version_6_takes_a_unc_path_as_one_path(path: str) -> None:
+    assert canonical_signature(f"cannot open {path} now") == "cannot open <path> now"
+
+
+def test_two_backslashes_that_start_no_unc_path_stay() -> None:
     # Two backslashes inside a word, or before no second one, are no UNC path; nor after a
     # placeholder, where a word had been (a signature is its own signature).
     assert canonical_signature("0\\\\?\\") == "<n>\\\\?\\"
