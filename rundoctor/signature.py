@@ -3,7 +3,7 @@
 The grouping (``signature_groups``, ``group_signatures``, ``GroupingConfig``) lives in
 :mod:`rundoctor._grouping` and is re-exported here.
 
-``canonical_signature`` is version ``SIGNATURE_VERSION`` (5). Anything that changes which texts
+``canonical_signature`` is version ``SIGNATURE_VERSION`` (6). Anything that changes which texts
 share a signature must bump it, because circuit breakers persist counts keyed by signature; the
 executor records the version in its breaker events and the doctor compares signatures only
 within one version. ``docs/signatures.md`` explains both functions with examples and the
@@ -12,23 +12,24 @@ measured figures.
 ``canonical_signature`` is pure: every ASCII digit run becomes ``0`` first (so digit values never
 matter, for any input), terminal escape sequences (ANSI CSI, a test runner's colours) are removed
 (version 3), whitespace runs become one space, then the masks of :data:`MASK_RULES` run in order,
-each listed with its reason and an example: JSON re-rendered with sorted keys; ``<url>``; Windows,
-``./`` and other paths (``<path>``, before numbers, so a path with digits is one token); ``<addr>``
-for IPv4, IPv6 (compressed and in brackets with a port too, version 4), MAC, ``host:port``, and DNS
-names and mailboxes with a generic top-level domain or a special-use one of private networks
-(``.local``, ``.internal``, version 5); ISO dates and clock times, with AM or PM (``<date>``,
+each listed with its reason and an example: JSON re-rendered with sorted keys, each string as the
+text it holds (its quotes are syntax; ``"\\u003c"`` escapes are ``?``; version 6); ``<url>``;
+Windows (UNC too, version 6), ``./`` and other paths (``<path>``, before numbers, so a path with
+digits is one token); ``<addr>`` for IPv4, IPv6 (compressed and in brackets with a port too, version
+4), MAC, ``host:port``, and DNS names and mailboxes with a generic top-level domain or a special-use
+one of private networks (``.local``, ``.internal``, version 5), digits in the name or not (a number
+stops before such a domain, version 6); ISO dates and clock times, with AM or PM (``<date>``,
 ``<time>``, version 5), durations and sizes with their units and sign (``<time>``, ``<size>``;
-``3min``, ``0.27 s``, ``-0.004 seconds``, version 5); ``<n>`` for any other token with a digit,
-glued punctuation and units included (hex, ids, UUIDs, versions, ``v2.0.1`` whole since version 5,
-``41C``), but not a capitalised dotted part after it (``sqlite3.OperationalError`` is
-``<n>.OperationalError``, version 4); ``<str>`` for a quoted single token, in ASCII, GNU
-(```x'``) or typographic (``‘x’``, version 5) quotes; ``<date>`` for a date in words (``Sat Jun 18
-02:08:10 2005``); one value for a run of values of one kind (``1, 6, 11``; comma-joined addresses);
-``(<*>)`` for a bracket standing alone that is empty or holds values (``()`` and ``(10.0.0.1)``
-alike); a counted noun made singular (``1 warning``, ``3 warnings``), and the word after it too
-(``3 previous errors``, version 5). The result is cut to 512
-characters, at a space. No mask names any one system's vocabulary (:data:`GENERIC_WORDS` is all
-they may hold).
+``3min``, ``0.27 s``, ``-0.004 seconds``, version 5; days before another unit, ``3d4h``, version 6);
+``<n>`` for any other token with a digit, glued punctuation and units included (hex, ids, UUIDs,
+versions, ``v2.0.1`` whole since version 5, ``41C``), but not a capitalised dotted part after it
+(``sqlite3.OperationalError`` is ``<n>.OperationalError``, version 4); ``<str>`` for a quoted single
+token, in ASCII, GNU (```x'``) or typographic (``‘x’``, version 5) quotes; ``<date>`` for a date in
+words (``Sat Jun 18 02:08:10 2005``); one value for a run of values of one kind (``1, 6, 11``;
+comma-joined addresses); ``(<*>)`` for a bracket standing alone that is empty or holds values
+(``()`` and ``(10.0.0.1)`` alike); a counted noun made singular (``1 warning``, ``3 warnings``), and
+the word after it too (``3 previous errors``, version 5). The result is cut to 512 characters, at a
+space. No mask names any one system's vocabulary (:data:`GENERIC_WORDS` is all they may hold).
 
 Signatures are memoized on the text with its digits zeroed, which is exact (equal keys give
 equal signatures); ``docs/signatures.md`` gives the bound and the figures with and without it
@@ -62,7 +63,7 @@ __all__ = [
     "signature_memo_disabled",
 ]
 
-SIGNATURE_VERSION = 5
+SIGNATURE_VERSION = 6
 
 #: The signature of empty, blank and non-string input.
 EMPTY_SIGNATURE = "<empty>"
@@ -76,6 +77,14 @@ _DIGITS = re.compile(r"[0-9]+")
 # A terminal escape sequence (ECMA-48 CSI: ESC [, parameters, intermediates, a final byte):
 # a coloured ``FAILED`` and a plain one are one failure. Its digits are zeros by then.
 _CSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+# A JSON escape of one character ("\u003c", as Go's encoding/json writes "<"; "\u00e9"): with its
+# digits zeroed it names another character, and once digit runs are collapsed it is no escape
+# at all, so the JSON pass failed on the whole object and key order mattered again. In a text
+# with a brace each becomes "?" (version 6): which character it was is lost with its digits
+# anyway. A digit run counts as one of its four hex digits, as everywhere, so that the length of
+# a run never matters ("\u00e9t" is "?t"; a hex letter right after an escape with fewer than
+# four hex digits left, once runs count as one, goes with it).
+_JSON_ESCAPE = re.compile(r"\\u(?:[0-9]++|[a-fA-F]){1,4}")
 # What canonical_signature does instead of ``_DIGITS.sub("0", text)``, with the same result and
 # no regex: on the UTF-8 bytes (no multi-byte character holds an ASCII digit byte;
 # "surrogatepass" round-trips every str), one table lookup makes every digit "0". A run of
@@ -132,7 +141,10 @@ _SIGNED = "\x1d"
 # or after a space, "12.3 µs" and a bare "0.27 s" among them (version 5): a formatter that picks
 # the unit by size writes "1.2 s" and "980 ms" for one failure.
 _DUR = (
-    r"(?:\.0++)?(?:ns|us|µs|ms|s|min|m|h)(?:0++(?:\.0++)?(?:ns|us|µs|ms|s|min|m|h))*(?!\w|-\w)"
+    r"(?:\.0++)?(?:ns|us|µs|ms|s|min|m|h)(?:0++(?:\.0++)?(?:ns|us|µs|ms|s|min|m|h))*(?!\w|[-.]\w)"
+    # Days only before another unit (kubectl's "3d4h", version 6): a number glued to a lone "d"
+    # is as often hexadecimal ("@7317849d", "0000000d").
+    r"|d(?:0++(?:\.0++)?(?:ns|us|µs|ms|s|min|m|h))++(?!\w|[-.]\w)"
     r"|(?:\.0++)?\ (?:(?:milli|micro|nano)?seconds?|secs?|minutes?|mins?|hours?|days?|ms|us|µs"
     r"|ns|s)(?!\w)"
 )
@@ -162,8 +174,8 @@ _LEADING_NUMBER = rf"""
             (?P<ip>\.0++\.0++\.0++(?::0++)?)(?![\w.])
             |(?P<mac>(?:0++|[a-fA-F]){{0,3}}(?::(?:0++|[a-fA-F]){{0,4}}){{3,7}})(?![\w:]))
         |(?<!\w-0)(?:
-            (?<=[+-]0)(?<![\w<>.+-][+-]0)0*+(?:(?P<ssize>{_SIZE})(?!\w|-\w)|(?P<sd0>{_DUR}))
-            |0*+(?:(?P<size>{_SIZE})(?!\w|-\w)|(?P<d0>{_DUR}))))"""
+            (?<=[+-]0)(?<![\w<>.+-][+-]0)0*+(?:(?P<ssize>{_SIZE})(?!\w|[-.]\w)|(?P<sd0>{_DUR}))
+            |0*+(?:(?P<size>{_SIZE})(?!\w|[-.]\w)|(?P<d0>{_DUR}))))"""
 _LEADING = re.compile(
     rf"""{_LEADING_NUMBER}
     |<0(?<!\w<0)0*+(?P<d1>{_DUR})
@@ -215,7 +227,12 @@ _QUOTED = re.compile(
 )
 _QUOTED_ASCII = re.compile(_ASCII_QUOTES, re.VERBOSE)
 _URL = re.compile(r"(?<![\w.+-])[A-Za-z][\w+.-]*://[^\s'\"<>()\[\]{},;]*")
-_WINPATH = re.compile(r"(?<![\w.-])[A-Za-z]:\\[^\s'\"<>|,;]*")
+# A drive path, or a UNC path ("\\\\fs01\\share\\run\\out.log", and the device forms "\\\\?\\" and
+# "\\\\.\\", version 6), is one path.
+_WINPATH = re.compile(
+    r"(?<![\w.-])[A-Za-z]:\\[^\s'\"<>|,;]*"
+    r"|\\(?<![\w\\>]\\)\\(?:[?.]|[\w.$-]+)\\[^\s'\"<>|,;]*"
+)
 # Letter-led IPv6 and MAC addresses; the digit-led ones are in _LEADING. In brackets with a port
 # ("[2001:db8:0:0:0:0:0:1]:443") the whole is one address (version 4), as "10.0.0.1:443" is.
 _HEXCOLON = re.compile(
@@ -237,6 +254,18 @@ _IPV6 = re.compile(
     rf"|\[(?<![\w>\]]\[){_IPV6_BODY}\](?::0)?(?![\w<])"
 )
 
+# A generic top-level domain: what tells a DNS name from a dotted config key or class name.
+# Names under the special-use domains of private networks (".local", ".internal",
+# ".localdomain": Kubernetes services, cloud-internal DNS) are host names too (version 5).
+_TLD = (
+    r"(?:com|net|org|edu|gov|mil|info|biz|local|internal|localdomain"
+    r"|(?:com|net|org|edu|gov|ac|co)\.[a-z]{2})"
+)
+# A top-level domain that ends its token (a port, a "/" or a space may follow, a word or "@"
+# may not): a number stops before it (version 6), so that the host-name mask takes the name
+# whole, digits or not ("db03.example.com" is "<n>.com", then "<addr>", as "db.example.com" is).
+_TLD_END = rf"{_TLD}(?![\w~+@-]|\.[\w~+-])"
+
 # A token with a digit is masked whole. A regex cannot start a match before the digit it keys
 # on without trying every position, so tokens that start with their digit are masked in one
 # pass, and the others in two: from the first digit to the token's end, then over the reversed
@@ -248,7 +277,7 @@ _IPV6 = re.compile(
 # failures apart. A digit right after a digit and a dot starts no token (version 5): in "v2.0.1"
 # or "-0.5" the number starts before the dot, and the two passes take it whole, as "2.0.1" and
 # "0.5" are taken ("<n>.<n>" before); after a word and a dot ("core.7") it does.
-_NUM_WORD = r"[\w~+-]*+(?:\.(?![A-Z][A-Za-z_]*+(?![\w~+-]))(?=[\w~+-])[\w~+-]*+)*+"
+_NUM_WORD = rf"[\w~+-]*+(?:\.(?![A-Z][A-Za-z_]*+(?![\w~+-])|{_TLD_END})(?=[\w~+-])[\w~+-]*+)*+"
 _NUM_START = re.compile(rf"0(?<![\w~+-]0)(?<!0\.0){_NUM_WORD}")
 _NUM_SUFFIX = re.compile(rf"0{_NUM_WORD}")
 _NUM_PREFIX = re.compile(rf"{_NUM}[\w~+-]*+")
@@ -272,17 +301,15 @@ _CALENDAR = re.compile(
 # Cheap test for a month name before a day, so most texts skip the full pattern.
 _MONTH_DAY = re.compile(rf"{_MONTH}\ <n>")
 # A DNS host name without digits ("ns.example.com", "www.cse.cuhk.edu.hk"): known by its generic
-# top-level domain, so dotted config keys and class names ("mapred.task.id") stay words.
-# Names under the special-use domains of private networks (".local", ".internal",
-# ".localdomain": Kubernetes services, cloud-internal DNS) are host names too (version 5).
-_TLD = (
-    r"(?:com|net|org|edu|gov|mil|info|biz|local|internal|localdomain"
-    r"|(?:com|net|org|edu|gov|ac|co)\.[a-z]{2})"
-)
-# With a mailbox before it ("alice@example.com", version 4), the address is one value too.
-_DNS_NAME = rf"[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.{_TLD}"
+# top-level domain (``_TLD``), so dotted config keys and class names ("mapred.task.id") stay
+# words.
+# With a mailbox before it ("alice@example.com", version 4), the address is one value too. A
+# label may be "<n>" (what the number masks left of a name with digits), and a "/" may follow
+# (version 6): Java's "host/10.1.2.3:9000", an image "registry.example.com/api:1.2"; a path
+# after the name was taken whole by the leading masks already.
+_DNS_NAME = rf"(?:<n>|[a-z0-9][a-z0-9-]*)(?:\.(?:<n>|[a-z0-9-]+))*\.{_TLD}"
 _HOSTNAME = re.compile(
-    rf"(?<![\w.<>@/+-])(?:(?:[\w.+-]|<n>)++@)?{_DNS_NAME}\.?(?![\w<>@/-]|\.\w)"
+    rf"(?<![\w.<>@/+-])(?:(?:[\w.+-]|<n>)++@)?{_DNS_NAME}\.?(?![\w<>@-]|\.\w)"
     # A mailbox in angle brackets, as mail headers and servers write it: "<alice@example.com>".
     rf"|<(?<![\w<>]<)(?:[\w.+-]|<n>)++@{_DNS_NAME}>(?![\w<>])"
 )
@@ -485,7 +512,16 @@ def _render_json(value: object, depth: int = 0) -> str:
         return "[" + ", ".join(_render_json(v, depth + 1) for v in value) + "]"
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
-    return "<str>" if isinstance(value, str) else "<n>"
+    return _render_json_string(value) if isinstance(value, str) else "<n>"
+
+
+def _render_json_string(value: str) -> str:
+    """A JSON string as the text it holds (version 6), which the masks after the JSON pass
+    treat as any text: its quotes are syntax, not a mark of a value, so ``"timeout"`` and
+    ``"forbidden"`` stay words where ``"a81f0c"`` becomes ``<n>``. An empty string, and one
+    with a brace (which the JSON pass of a second signing would see), are ``<str>``."""
+    text = " ".join(value.split())
+    return "<str>" if not text or "{" in text or "}" in text else text
 
 
 def _canonical_json(text: str) -> str:
@@ -529,8 +565,8 @@ def canonical_signature(text: str) -> str:
     'verify failed: cargo build exited <n> after <time> at <path>'
     >>> canonical_signature("exit status 1") == canonical_signature("exit status 2")
     True
-    >>> canonical_signature('{"b": "y", "a": 2}')
-    '{a: <n>, b: <str>}'
+    >>> canonical_signature('{"b": "timeout", "a": 2, "id": "a81f"}')
+    '{a: <n>, b: timeout, id: <n>}'
     >>> canonical_signature("connect to db.internal:5432 failed (pid 4242, 1.5 KB read)")
     'connect to <addr> failed (pid <n>, <size> read)'
     >>> canonical_signature("   ")
@@ -547,6 +583,8 @@ def canonical_signature(text: str) -> str:
     text = key.decode("utf-8", "surrogatepass")
     if "\x1b" in text:
         text = _CSI.sub("", text)
+    if "\\u" in text and "{" in text:
+        text = _JSON_ESCAPE.sub("?", text)
     if len(text) > _MAX_SCAN and "00" in text:
         text = _collapse(text)
     classes = key.translate(_CLASSES).decode("latin-1")
@@ -622,7 +660,7 @@ def _mask(text: str, plain: bool = False, months: bool = True) -> str:
     if not plain:
         if "://" in text:
             text = p.url.sub("<url>", text)
-        if ":\\" in text:
+        if ":\\" in text or "\\\\" in text:
             text = p.winpath.sub("<path>", text)
         if "./" in text:
             text = p.dotpath.sub("<path>", text)
@@ -812,10 +850,11 @@ MASK_RULES: tuple[MaskRule, ...] = (
     MaskRule(
         "json",
         (),
-        "{key: <str>, ...}",
-        "serializers order keys freely; keys are the message, values are not",
-        'stage failed: {"b": "y", "a": 2}',
-        "stage failed: {a: <n>, b: <str>}",
+        "{key: value, ...}",
+        "serializers order keys freely; a string's quotes are syntax, so its text is masked "
+        "as any text is: a word stays, an id becomes <n>",
+        'stage failed: {"id": "a81f", "error": "timeout", "n": 2}',
+        "stage failed: {error: timeout, id: <n>, n: <n>}",
     ),
     MaskRule(
         "url",
@@ -829,7 +868,7 @@ MASK_RULES: tuple[MaskRule, ...] = (
         "windows-path",
         (_WINPATH,),
         "<path>",
-        "a drive path is one value",
+        "a drive path or a UNC path (version 6) is one value",
         r"cannot open C:\runs\7\out.log",
         "cannot open <path>",
     ),

@@ -38,6 +38,9 @@ PIECES = st.sampled_from(
         # Version 5: typographic and GNU quotes, AM/PM, "min", spaced units, special-use
         # domains, a word between a count and its noun.
         "‘", "’", "“", "”", "`x'", " AM", "PM", "min", " µs", " s", "db.local", " new",
+        # Version 6: host names with digits, day counts before a unit, JSON strings and escapes.
+        "db03.example.com", "ip-10-0-3-17.ec2.internal", ".com/", "3d4h", "2d", "0m.", '"timeout"',
+        '{"e": "a b"}', '{"e": ""}', '": "', "\\u003c", "\\u00e9", "\\\\fs0\\s\\", "\\\\?\\",
     ]
 )  # fmt: skip
 TEXTS = st.one_of(
@@ -51,8 +54,8 @@ DIGIT_RUN = re.compile(r"[0-9]+")
 DIGITS = st.text("0123456789", min_size=1, max_size=12)
 
 
-def test_signature_version_is_five() -> None:
-    assert SIGNATURE_VERSION == 5
+def test_signature_version_is_six() -> None:
+    assert SIGNATURE_VERSION == 6
 
 
 def test_terminal_colours_do_not_split_a_failure() -> None:
@@ -101,7 +104,7 @@ def test_different_failures_keep_different_signatures() -> None:
 
 
 def test_json_key_order_does_not_matter() -> None:
-    assert canonical_signature('{"a": 1, "b": "x"}') == canonical_signature('{"b": "y", "a": 2}')
+    assert canonical_signature('{"a": 1, "b": "x7"}') == canonical_signature('{"b": "y9", "a": 2}')
 
 
 def test_json_keys_still_tell_objects_apart() -> None:
@@ -109,8 +112,8 @@ def test_json_keys_still_tell_objects_apart() -> None:
 
 
 def test_json_inside_a_message_is_canonicalised_too() -> None:
-    assert canonical_signature('stage failed: {"code": 3, "node": "n1"} retry') == (
-        "stage failed: {code: <n>, node: <str>} retry"
+    assert canonical_signature('stage failed: {"code": 3, "node": "n1", "op": ""} retry') == (
+        "stage failed: {code: <n>, node: <n>, op: <str>} retry"
     )
 
 

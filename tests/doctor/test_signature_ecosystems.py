@@ -779,13 +779,25 @@ def merged_failures(failures: Failures) -> list[tuple[str, str, str]]:
     return merged
 
 
+def assert_one_signature(texts: tuple[str, ...]) -> None:
+    """The texts of one failure share one signature."""
+    signatures = {canonical_signature(text) for text in texts}
+    assert len(signatures) == 1, signatures
+
+
+def assert_own_signatures(texts: tuple[str, ...]) -> None:
+    """Each text's signature is its own signature."""
+    for text in texts:
+        signature = canonical_signature(text)
+        assert canonical_signature(signature) == signature
+
+
 CLASSES = failure_params(FAILURES)
 
 
 @pytest.mark.parametrize("texts", CLASSES)
 def test_one_failure_whose_volatile_parts_vary_has_one_signature(texts: tuple[str, ...]) -> None:
-    signatures = {canonical_signature(text) for text in texts}
-    assert len(signatures) == 1, signatures
+    assert_one_signature(texts)
 
 
 def test_different_failures_have_different_signatures() -> None:
@@ -794,9 +806,7 @@ def test_different_failures_have_different_signatures() -> None:
 
 @pytest.mark.parametrize("texts", CLASSES)
 def test_each_signature_is_its_own_signature(texts: tuple[str, ...]) -> None:
-    for text in texts:
-        signature = canonical_signature(text)
-        assert canonical_signature(signature) == signature
+    assert_own_signatures(texts)
 
 
 def test_the_exception_type_after_a_module_with_a_digit_is_kept() -> None:
@@ -953,11 +963,18 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     ),
 }
 HOLES = re.compile(r"(?<!\{)\{(\w+)\}(?!\})")
-TEMPLATE_CASES = [
-    pytest.param(template, id=f"{ecosystem} {i}")
-    for ecosystem, templates in TEMPLATES.items()
-    for i, template in enumerate(templates)
-]
+
+
+def template_params(templates: dict[str, tuple[str, ...]]) -> list[object]:
+    """One pytest parameter per template, named by ecosystem and place."""
+    return [
+        pytest.param(template, id=f"{ecosystem} {i}")
+        for ecosystem, named in templates.items()
+        for i, template in enumerate(named)
+    ]
+
+
+TEMPLATE_CASES = template_params(TEMPLATES)
 
 
 def filler(
@@ -974,11 +991,19 @@ def filler(
     return st.tuples(*(strategies[kind] for kind in kinds)).map(fill)
 
 
-@pytest.mark.parametrize("template", TEMPLATE_CASES)
-def test_any_volatile_values_in_a_template_give_one_signature(template: str) -> None:
+def assert_fillings_share_a_signature(
+    template: str, strategies: dict[str, st.SearchStrategy[str]] = VOLATILE
+) -> None:
+    """Any two fillings of ``template`` (60 pairs) share a signature."""
+
     @settings(max_examples=60, database=None, deadline=None)
-    @given(filler(template), filler(template))
+    @given(filler(template, strategies), filler(template, strategies))
     def one_signature(first: str, second: str) -> None:
         assert canonical_signature(first) == canonical_signature(second)
 
     one_signature()
+
+
+@pytest.mark.parametrize("template", TEMPLATE_CASES)
+def test_any_volatile_values_in_a_template_give_one_signature(template: str) -> None:
+    assert_fillings_share_a_signature(template)

@@ -1,4 +1,4 @@
-"""The fast ``canonical_signature`` gives exactly the signatures of the frozen version-5 copy.
+"""The fast ``canonical_signature`` gives exactly the signatures of the frozen version-6 copy.
 
 Breakers persist counts keyed by signature, so a speed-up may not change one output without
 bumping ``SIGNATURE_VERSION``. The comparison covers every Loghub-2k development message (as
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import rundoctor.signature as signature
 from bench.signatures import LOGHUB_DIR, load_loghub
 from rundoctor.signature import SIGNATURE_VERSION, canonical_signature, clear_signature_memo
-from tests.doctor import _signature_v5 as frozen
+from tests.doctor import _signature_v6 as frozen
 from tests.doctor.test_signature import DIGITS, PROPERTIES, TEXTS
 
 DIGIT_RUN = re.compile(r"[0-9]+")
@@ -85,6 +85,11 @@ FAST_PATH_PIECES = st.sampled_from(
         # the rare ones); spaced and glued units, AM/PM, a word before a counted noun.
         "‘", "’", "“", "”", "‘x’", "`x'", "\u2018", "\u201c", "\u2003", "€", " AM", "pm",
         "min", " µs", " s", "a.local", ".internal", " new", " new files",
+        # Version 6: a number stops before a top-level domain; days before a unit; JSON
+        # strings as text; JSON escapes in a text with a brace.
+        "db03.example.com", "a.b0.co.uk", "/<", ".com:", ".com@", "3d4h", "0d0m", "0m.",
+        '{"e": "timeout"}', '{"e": "a b", "f": ""}', '": "', "\\u003c", "\\u00e9", "\\u",
+        "\\\\", "\\\\fs0\\s\\", "\\\\?\\", "\\\\.\\",
     ]
 )  # fmt: skip
 # Short texts too: a fast path is taken only when the other pieces are absent.
@@ -122,6 +127,8 @@ def test_text_made_of_what_the_fast_paths_test_for_gets_the_frozen_signature(tex
         "tab\there  and\x1cthere\u3000wide \u0663\u0664 digits",
         "error: ‘foo’ undeclared at 10:11 PM after 3min, 2 previous errors",
         "error: “foo” undeclared\u2003at 10:11 PM",
+        'lookup db03.example.com/10.0.0.1:53 after 3d4h: {"error": "timeout", "id": "a1"}',
+        '{"msg": "expected \\u003cnil\\u003e", "at": "0m.example.com"}',
     ],
 )
 def test_each_fast_path_gives_the_frozen_signature(text: str) -> None:

@@ -1,4 +1,4 @@
-"""A frozen copy of ``canonical_signature`` version 5: version 2 as it was before the memo
+"""A frozen copy of ``canonical_signature`` version 6: version 2 as it was before the memo
 (issue 11), with terminal escape sequences (ANSI CSI: colours) removed first (version 3),
 version 4's rules (a number stops before a capitalised dotted part, compressed and bracketed
 IPv6 is an address, a mailbox is part of its address, a size may have digit groups, and a unit
@@ -6,7 +6,10 @@ glued inside an id is not a value; a path is one value, quoted or not, as in ver
 version 5's: "3min" and a spaced "0.27 s" or "12 µs" are durations, a clock time takes its AM
 or PM, GNU's `x' and typographic quotes quote a token, names under ".local", ".internal" and
 ".localdomain" are host names, the second word after a count is made singular too, a digit
-right after a dot starts no number ("v2.0.1" is one), and a sign is part of a duration or size.
+right after a dot starts no number ("v2.0.1" is one), and a sign is part of a duration or size;
+and version 6's: a number stops before a top-level domain that ends its token and a host name
+may hold "<n>" labels (and be followed by "/"), so "db03.example.com" is "<addr>"; a day count
+before another unit ("3d4h") is a duration; a JSON string renders as the text it holds.
 
 ``tests/doctor/test_signature_equivalence.py`` checks the shipped function against this one:
 any change of output must bump ``SIGNATURE_VERSION`` (breakers persist counts keyed by
@@ -18,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 
-SIGNATURE_VERSION = 5  # the version this copy computes
+SIGNATURE_VERSION = 6  # the version this copy computes
 
 #: The signature of empty, blank and non-string input.
 EMPTY_SIGNATURE = "<empty>"
@@ -36,6 +39,9 @@ _DIGITS = re.compile(r"[0-9]+")
 _ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 _ZEROS = re.compile(b"00+")
 _CSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]")
+# In a text with a brace, a JSON escape of one character is "?" (version 6); a digit run counts
+# as one of its hex digits.
+_JSON_ESCAPE = re.compile(rb"\\u(?:[0-9]++|[a-fA-F]){1,4}")
 
 # Markers for masks whose start is only known after a second pass over the reversed text. They
 # are whitespace characters: ``str.split`` has removed every one of them from the input, and no
@@ -45,7 +51,8 @@ _NUM = "\x1e"
 _REL = "\x1f"
 
 _DUR = (
-    r"(?:\.0)?(?:ns|us|µs|ms|s|min|m|h)(?:0(?:\.0)?(?:ns|us|µs|ms|s|min|m|h))*(?!\w|-\w)"
+    r"(?:\.0)?(?:ns|us|µs|ms|s|min|m|h)(?:0(?:\.0)?(?:ns|us|µs|ms|s|min|m|h))*(?!\w|[-.]\w)"
+    r"|d(?:0(?:\.0)?(?:ns|us|µs|ms|s|min|m|h))+(?!\w|[-.]\w)"
     r"|(?:\.0)?\ (?:(?:milli|micro|nano)?seconds?|secs?|minutes?|mins?|hours?|days?|ms|us|µs|ns"
     r"|s)(?!\w)"
 )
@@ -66,7 +73,7 @@ _LEADING = re.compile(
         |(?<![:-]0)(?P<ip>\.0\.0\.0(?::0)?)(?![\w.])
         |(?<![:-]0)(?P<mac>[0-9a-fA-F]{{0,3}}(?::[0-9a-fA-F]{{0,4}}){{3,7}})(?![\w:])
         |(?<!\w-0)(?P<size>(?:[.,]0)*\ ?(?:[KMGTPE]i?B|bytes?|B)
-            (?:\ \(0(?:\.0)?\ ?(?:[KMGTPE]i?B|bytes?)\))?)(?!\w|-\w)
+            (?:\ \(0(?:\.0)?\ ?(?:[KMGTPE]i?B|bytes?)\))?)(?!\w|[-.]\w)
         |(?<!\w-0)(?P<d0>{_DUR}))
     |<0(?<!\w<0)(?P<d1>{_DUR})
     |>0(?<!\w>0)(?P<d2>{_DUR})
@@ -109,7 +116,11 @@ _QUOTED = re.compile(
 )
 _QUOTES = ("'", '"', "`", "‘", "“")
 _URL = re.compile(r"(?<![\w.+-])[A-Za-z][\w+.-]*://[^\s'\"<>()\[\]{},;]*")
-_WINPATH = re.compile(r"(?<![\w.-])[A-Za-z]:\\[^\s'\"<>|,;]*")
+# A drive path, or a UNC path (and the device forms "\\\\?\\", "\\\\.\\"; version 6).
+_WINPATH = re.compile(
+    r"(?<![\w.-])[A-Za-z]:\\[^\s'\"<>|,;]*"
+    r"|\\(?<![\w\\>]\\)\\(?:[?.]|[\w.$-]+)\\[^\s'\"<>|,;]*"
+)
 # Letter-led IPv6 and MAC addresses; the digit-led ones are in _LEADING. In brackets with a port
 # ("[2001:db8:0:0:0:0:0:1]:443") the whole is one address (version 4), as "10.0.0.1:443" is.
 _HEXCOLON = re.compile(
@@ -131,11 +142,18 @@ _IPV6 = re.compile(
     rf"|\[(?<![\w>\]]\[){_IPV6_BODY}\](?::0)?(?![\w<])"
 )
 
+_TLD = (
+    r"(?:com|net|org|edu|gov|mil|info|biz|local|internal|localdomain"
+    r"|(?:com|net|org|edu|gov|ac|co)\.[a-z]{2})"
+)
+# A number stops before a top-level domain that ends its token (version 6).
+_TLD_END = rf"{_TLD}(?![\w~+@-]|\.[\w~+-])"
+
 # A token with a digit is masked whole. A regex cannot start a match before the digit it keys
 # on without trying every position, so tokens that start with their digit are masked in one
 # pass, and the others in two: from the first digit to the token's end, then over the reversed
 # text from the marker back to the token's start.
-_NUM_WORD = r"[\w~+-]*(?:\.(?![A-Z][A-Za-z_]*(?![\w~+-]))(?=[\w~+-])[\w~+-]*)*"
+_NUM_WORD = rf"[\w~+-]*(?:\.(?![A-Z][A-Za-z_]*(?![\w~+-])|{_TLD_END})(?=[\w~+-])[\w~+-]*)*"
 _NUM_START = re.compile(rf"0(?<![\w~+-]0)(?<!0\.0){_NUM_WORD}")
 _NUM_SUFFIX = re.compile(rf"0{_NUM_WORD}")
 _NUM_PREFIX = re.compile(rf"{_NUM}[\w~+-]*")
@@ -161,13 +179,9 @@ _CALENDAR = re.compile(
 _MONTH_DAY = re.compile(rf"{_MONTH}\ <n>")
 # A DNS host name without digits ("ns.example.com", "www.cse.cuhk.edu.hk"): known by its generic
 # top-level domain, so dotted config keys and class names ("mapred.task.id") stay words.
-_TLD = (
-    r"(?:com|net|org|edu|gov|mil|info|biz|local|internal|localdomain"
-    r"|(?:com|net|org|edu|gov|ac|co)\.[a-z]{2})"
-)
-_DNS_NAME = rf"[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.{_TLD}"
+_DNS_NAME = rf"(?:<n>|[a-z0-9][a-z0-9-]*)(?:\.(?:<n>|[a-z0-9-]+))*\.{_TLD}"
 _HOSTNAME = re.compile(
-    rf"(?<![\w.<>@/+-])(?:(?:[\w.+-]|<n>)+@)?{_DNS_NAME}\.?(?![\w<>@/-]|\.\w)"
+    rf"(?<![\w.<>@/+-])(?:(?:[\w.+-]|<n>)+@)?{_DNS_NAME}\.?(?![\w<>@-]|\.\w)"
     # A mailbox in angle brackets, as mail headers and servers write it: "<alice@example.com>".
     rf"|<(?<![\w<>]<)(?:[\w.+-]|<n>)+@{_DNS_NAME}>(?![\w<>])"
 )
@@ -228,7 +242,11 @@ def _render_json(value: object, depth: int = 0) -> str:
         return "[" + ", ".join(_render_json(v, depth + 1) for v in value) + "]"
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
-    return "<str>" if isinstance(value, str) else "<n>"
+    if isinstance(value, str):
+        # The text it holds (version 6): its quotes are syntax; empty or with a brace, <str>.
+        text = " ".join(value.split())
+        return "<str>" if not text or "{" in text or "}" in text else text
+    return "<n>"
 
 
 def _canonical_json(text: str) -> str:
@@ -272,8 +290,8 @@ def canonical_signature(text: str) -> str:
     'verify failed: cargo build exited <n> after <time> at <path>'
     >>> canonical_signature("exit status 1") == canonical_signature("exit status 2")
     True
-    >>> canonical_signature('{"b": "y", "a": 2}')
-    '{a: <n>, b: <str>}'
+    >>> canonical_signature('{"b": "timeout", "a": 2, "id": "a81f"}')
+    '{a: <n>, b: timeout, id: <n>}'
     >>> canonical_signature("connect to db.internal:5432 failed (pid 4242, 1.5 KB read)")
     'connect to <addr> failed (pid <n>, <size> read)'
     >>> canonical_signature("   ")
@@ -284,6 +302,8 @@ def canonical_signature(text: str) -> str:
     data = text.encode("utf-8", "surrogatepass").translate(_ZERO_DIGITS)
     if b"\x1b" in data:
         data = _CSI.sub(b"", data)
+    if b"{" in data:
+        data = _JSON_ESCAPE.sub(b"?", data)
     if b"00" in data:
         data = _ZEROS.sub(b"0", data)
     text = _mask(" ".join(data.decode("utf-8", "surrogatepass")[:_MAX_SCAN].split()))
@@ -310,7 +330,7 @@ def _mask(text: str) -> str:
         text = _canonical_json(text)
     if "://" in text:
         text = _URL.sub("<url>", text)
-    if ":\\" in text:
+    if ":\\" in text or "\\\\" in text:
         text = _WINPATH.sub("<path>", text)
     if "./" in text:
         text = _DOTPATH.sub("<path>", text)
