@@ -119,6 +119,7 @@ def run_leased(
                 run_path=ctx.root / run_id,
                 session=session,
                 lease_ttl_s=ctx.config.lease_ttl_s,
+                alive_since=lease.claimed_mono,
             ),
             f"start of ticket {tid}",
             ctx.config,
