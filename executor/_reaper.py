@@ -9,6 +9,9 @@ One pass (:func:`reap`) looks at every leased ticket (``claimed`` or ``running``
   :class:`~executor._lease_watch.LeaseWatch` across passes (each worker's reaper thread) times
   that silence itself, on the monotonic clock, for every ticket it watched since an earlier
   pass: a wall clock stepped forward takes no live lease, one stepped back holds no lapsed one.
+  A lease such a reaper first sees lapsed by the stamps is believed only once it saw it stand
+  still for half the lease's TTL (a live holder heartbeats within that); a one-shot pass
+  (:func:`reap_observed`, ``doctor reap``) watches that long before it takes one.
 
 Before the ticket goes back to ``todo``, the dead worker's stage process groups that are still
 running are killed (each attempt records ``process.json``: pid, pgid and start time), and its
@@ -55,6 +58,7 @@ __all__ = [
     "kill_stage_escapees",
     "kill_stage_groups",
     "reap",
+    "reap_observed",
     "terminalize_lost_run",
 ]
 
@@ -243,11 +247,22 @@ def _silent(t: Ticket, silent_s: float) -> str:
     )
 
 
-def _lapsed(t: Ticket, now: float) -> str:
-    """Why ``t``, whose lease expired, is reclaimed."""
+def _lapsed(t: Ticket, now: float, watched_s: float | None = None) -> str:
+    """Why ``t``, whose lease expired, is reclaimed (``watched_s``: how long this reaper saw
+    it stand still first, when it did)."""
     seen = t.last_heartbeat_at or t.claimed_at
     gap = f" ({now - seen:.0f}s without a heartbeat)" if seen is not None else ""
-    return f"lease of worker {t.lease_owner} expired{gap}"
+    watched = "" if watched_s is None else f"; none came in the {watched_s:.0f}s the reaper watched"
+    return f"lease of worker {t.lease_owner} expired{gap}{watched}"
+
+
+def _beat_window(t: Ticket, config: ExecutorConfig) -> float:
+    """How long a live holder of ``t`` surely takes to heartbeat: half its lease's TTL (a
+    worker heartbeats at least twice a TTL, :meth:`ExecutorConfig.validate`), read from the
+    lease's stamps, which one clock wrote at one instant; the reaper's TTL when they lack."""
+    alive, expires = t.last_alive_at, t.lease_expires_at
+    ttl = expires - alive if alive is not None and expires is not None else 0.0
+    return (ttl if ttl > 0 else config.lease_ttl_s) / 2
 
 
 def _succeeded(run_path: Path, epoch: int) -> bool:
@@ -317,21 +332,53 @@ def reap(
     lapsed: list[tuple[Ticket, str, float | None]] = []
     for t in leased:
         reason = _why(t, host, now)
+        believed = None
+        if reason is None and t.id in expired:
+            believed = True if watch is None else watch.lapse_believed(t, _beat_window(t, config))
         silent = None if watch is None else watch.silence(t)
         if reason is not None:
             dead.append((t, reason, None))
-        elif silent is not None:  # watched since an earlier pass: its own silence decides
+        elif believed is not None:  # lapsed by the stamps: believed, or held while watched
+            if believed:
+                lapsed.append((t, _lapsed(t, now, silent), config.claim_grace_s))
+        elif silent is not None:  # watched since before it lapsed: its own silence decides
             grace = config.claim_grace_s if t.status == "claimed" else 0.0
             if silent >= config.lease_ttl_s + grace:
                 lapsed.append((t, _silent(t, silent), None))
-        elif t.id in expired:
-            lapsed.append((t, _lapsed(t, now), config.claim_grace_s))
     # Proven deaths first: a lapsed lease may belong to a worker frozen inside a transaction
     # that still locks its row, and its reclaim waits for that lock (chaos seed 120).
     return [
         _reclaim(queue, config, t, reason, clock, claim_grace_s=grace)
         for t, reason, grace in dead + lapsed
     ]
+
+
+def reap_observed(
+    queue: Queue,
+    config: ExecutorConfig,
+    *,
+    host: str | None = None,
+    clock: Clock = time.time,
+) -> list[Reclaim]:
+    """A one-shot reaper pass (``doctor reap``) that takes no live lease after a step of
+    the queue's clock: the pass of :func:`reap` with a fresh :class:`LeaseWatch`, then, while
+    a lease the stamps alone call lapsed is held (its holder neither proven dead nor seen
+    standing still for half its TTL), another pass every ``reaper_interval_s``. A holder that
+    heartbeats meanwhile keeps its lease; a proven-dead one's is taken at the first pass.
+
+    >>> from executor._queue import open_queue, SessionInfo
+    >>> q = open_queue(":memory:", clock=lambda: 1000.0)
+    >>> _ = q.enqueue("t", "/p.dot")
+    >>> _ = q.claim("w1", lease_ttl_s=60, session=SessionInfo("s", 99999999, 99999999, 1, "h"))
+    >>> [r.status for r in reap_observed(q, ExecutorConfig(), host="h", clock=lambda: 1000.0)]
+    ['todo']
+    """
+    watch = LeaseWatch()
+    found = reap(queue, config, host=host, clock=clock, watch=watch)
+    while (held := watch.held_s()) > 0:
+        time.sleep(min(config.reaper_interval_s, held))
+        found += reap(queue, config, host=host, clock=clock, watch=watch)
+    return found
 
 
 def _reclaim(

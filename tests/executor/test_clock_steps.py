@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from executor import ExecutorConfig, Queue, Ticket, open_queue
-from executor._reaper import reap
+from executor._reaper import reap, reap_observed
 from tests.helpers import REPO, wait_until
 
 #: Heartbeats a second apart, reaper passes a tenth of one: after a step, a reaper pass comes
@@ -228,3 +228,39 @@ def test_a_frozen_worker_s_lease_lapses_in_its_ttl_after_the_clock_stepped_back_
     assert (done.lease_epoch, done.run_id) == (3, second.run_id)
     final = json.loads((Path(second.run_path or "") / "final.json").read_text())
     assert (final["status"], final["epoch"]) == ("success", 3)
+
+
+def test_a_one_shot_reap_right_after_a_step_forward_takes_no_live_lease(
+    tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]]
+) -> None:
+    # ``doctor reap`` sees every lease for the first time: right after the step, each looks an
+    # hour past its expiry. Before, it took the live worker's ticket (its stage killed, "lost
+    # worker" in final.json, the ticket run again); now it waits for the next heartbeat.
+    ticket = _waiting(tmp_path, queue)
+    workers.append(host.spawn(str(tmp_path / "queue.db"), tmp_path / "runs", reaper=False))
+    running = _running(queue, ticket)
+    host.step(STEP_S)
+    assert [t.id for t in queue.expired(queue.now())] == [ticket.id]
+    assert reap_observed(queue, CONFIG, clock=host.now) == []
+    after = queue.get(ticket.id)
+    assert (after.status, after.lease_epoch, after.run_id) == ("running", 1, running.run_id)
+    assert _alive(_stage_pid(running.run_path))
+    (tmp_path / "go").touch()
+    wait_until(lambda: queue.get(ticket.id).status == "done")
+    assert (queue.get(ticket.id).lease_epoch, _events(queue, ticket).count("reclaimed")) == (1, 0)
+
+
+def test_a_one_shot_reap_after_a_step_forward_still_takes_a_frozen_worker_s_lease(
+    tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]]
+) -> None:
+    ticket = _waiting(tmp_path, queue)
+    frozen = host.spawn(str(tmp_path / "queue.db"), tmp_path / "runs", reaper=False)
+    workers.append(frozen)
+    running = _running(queue, ticket)
+    stage = _stage_pid(running.run_path)
+    os.kill(frozen.pid, signal.SIGSTOP)
+    host.step(STEP_S)
+    (reclaim,) = reap_observed(queue, CONFIG, clock=host.now)
+    assert reclaim.status == "todo", reclaim
+    assert "the reaper watched" in reclaim.reason, reclaim.reason
+    wait_until(lambda: not _alive(stage), timeout=10)
