@@ -36,6 +36,17 @@ True
 >>> watch.observe(q.tickets(status=("claimed", "running")))
 >>> watch.silence(t)  # nothing moved for 9 s of the monotonic clock
 9.0
+
+A lease first seen lapsed by the queue's clock is held until the watch saw it stand still:
+
+>>> watch = LeaseWatch(clock=lambda: mono[0])
+>>> watch.observe(q.tickets(status=("claimed", "running")))
+>>> (watch.lapse_believed(t, 5.0), watch.held_s())
+(False, 5.0)
+>>> mono[0] = 14.0
+>>> watch.observe(q.tickets(status=("claimed", "running")))
+>>> (watch.lapse_believed(t, 5.0), watch.held_s())
+(True, 0.0)
 """
 
 from __future__ import annotations
@@ -121,21 +132,6 @@ class LeaseWatch:
         watch has seen it stand still for ``window_s``; until then False, and the ticket is
         held (:meth:`held_s`). After the queue's clock stepped forward every live lease looks
         lapsed, and its holder's next heartbeat, due within ``window_s``, shows it is not.
-
-        >>> from executor import SessionInfo, open_queue
-        >>> q = open_queue(":memory:", clock=lambda: 100.0)
-        >>> _ = q.enqueue("x", "/p.dot")
-        >>> _ = q.claim("w", lease_ttl_s=10, session=SessionInfo("s", 1, 1, None, "h"))
-        >>> mono = [0.0]
-        >>> watch = LeaseWatch(clock=lambda: mono[0])
-        >>> watch.observe(q.tickets(status=("claimed", "running")))
-        >>> (t,) = q.tickets()
-        >>> (watch.lapse_believed(t, 5.0), watch.held_s())
-        (False, 5.0)
-        >>> mono[0] = 5.0
-        >>> watch.observe(q.tickets(status=("claimed", "running")))
-        >>> (watch.lapse_believed(t, 5.0), watch.held_s())
-        (True, 0.0)
         """
         entry = self._seen.get(t.id)
         if entry is None:

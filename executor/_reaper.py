@@ -252,7 +252,7 @@ def _lapsed(t: Ticket, now: float, watched_s: float | None = None) -> str:
     it stand still first, when it did)."""
     seen = t.last_heartbeat_at or t.claimed_at
     gap = f" ({now - seen:.0f}s without a heartbeat)" if seen is not None else ""
-    watched = "" if watched_s is None else f"; none came in the {watched_s:.0f}s the reaper watched"
+    watched = "" if watched_s is None else f"; none came in the {watched_s:.1f}s the reaper watched"
     return f"lease of worker {t.lease_owner} expired{gap}{watched}"
 
 
@@ -367,11 +367,14 @@ def reap_observed(
     heartbeats meanwhile keeps its lease; a proven-dead one's is taken at the first pass.
 
     >>> from executor._queue import open_queue, SessionInfo
-    >>> q = open_queue(":memory:", clock=lambda: 1000.0)
+    >>> now = [1000.0]
+    >>> q = open_queue(":memory:", clock=lambda: now[0])
     >>> _ = q.enqueue("t", "/p.dot")
-    >>> _ = q.claim("w1", lease_ttl_s=60, session=SessionInfo("s", 99999999, 99999999, 1, "h"))
-    >>> [r.status for r in reap_observed(q, ExecutorConfig(), host="h", clock=lambda: 1000.0)]
-    ['todo']
+    >>> _ = q.claim("w1", lease_ttl_s=0.2, session=SessionInfo("s", 1, 1, None, "elsewhere"))
+    >>> now[0] += 3600  # a step, or a worker gone for an hour: watched 0.1 s before taken
+    >>> (r,) = reap_observed(q, ExecutorConfig(reaper_interval_s=0.05), host="h")
+    >>> r.reason.split("; ")  # doctest: +ELLIPSIS
+    ['lease of worker w1 expired (3600s without a heartbeat)', 'none came in the 0...s the ...']
     """
     watch = LeaseWatch()
     found = reap(queue, config, host=host, clock=clock, watch=watch)

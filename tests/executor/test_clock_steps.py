@@ -147,6 +147,17 @@ def _events(queue: Queue, ticket: Ticket) -> list[str]:
     return [e.event for e in queue.events(ticket.id)]
 
 
+def _worker_running(
+    tmp: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]], *, reaper: bool
+) -> tuple[Ticket, subprocess.Popen[str]]:
+    """A worker on ``host``'s clock running a ticket whose stage waits for ``go``: the ticket
+    once its stage has started, and the worker."""
+    ticket = _waiting(tmp, queue)
+    worker = host.spawn(str(tmp / "queue.db"), tmp / "runs", reaper=reaper)
+    workers.append(worker)
+    return _running(queue, ticket), worker
+
+
 def test_a_clock_stepped_forward_past_the_lease_ttl_takes_no_live_lease(
     tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]]
 ) -> None:
@@ -236,9 +247,8 @@ def test_a_one_shot_reap_right_after_a_step_forward_takes_no_live_lease(
     # ``doctor reap`` sees every lease for the first time: right after the step, each looks an
     # hour past its expiry. Before, it took the live worker's ticket (its stage killed, "lost
     # worker" in final.json, the ticket run again); now it waits for the next heartbeat.
-    ticket = _waiting(tmp_path, queue)
-    workers.append(host.spawn(str(tmp_path / "queue.db"), tmp_path / "runs", reaper=False))
-    running = _running(queue, ticket)
+    running, _ = _worker_running(tmp_path, host, queue, workers, reaper=False)
+    ticket = running
     host.step(STEP_S)
     assert [t.id for t in queue.expired(queue.now())] == [ticket.id]
     assert reap_observed(queue, CONFIG, clock=host.now) == []
@@ -253,10 +263,7 @@ def test_a_one_shot_reap_right_after_a_step_forward_takes_no_live_lease(
 def test_a_one_shot_reap_after_a_step_forward_still_takes_a_frozen_worker_s_lease(
     tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]]
 ) -> None:
-    ticket = _waiting(tmp_path, queue)
-    frozen = host.spawn(str(tmp_path / "queue.db"), tmp_path / "runs", reaper=False)
-    workers.append(frozen)
-    running = _running(queue, ticket)
+    running, frozen = _worker_running(tmp_path, host, queue, workers, reaper=False)
     stage = _stage_pid(running.run_path)
     os.kill(frozen.pid, signal.SIGSTOP)
     host.step(STEP_S)
