@@ -679,7 +679,10 @@ def reap_cmd(
     with reported(ExecutorError):
         queue = _open_existing(db)
         try:
-            done = reap_observed(queue, ExecutorConfig())
+            notice = _stderr()
+            done = reap_observed(
+                queue, ExecutorConfig(), say=lambda line: notice.print(line, soft_wrap=True)
+            )
         finally:
             queue.close()
     what = plural(len(done), "ticket") + " reclaimed"

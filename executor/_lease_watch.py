@@ -150,3 +150,7 @@ class LeaseWatch:
         """The longest the tickets held at this pass (:meth:`lapse_believed`) are still
         watched before their stamps are believed; 0.0 when none is held."""
         return max(self._held.values(), default=0.0)
+
+    def held(self) -> int:
+        """How many tickets this pass held (:meth:`lapse_believed`)."""
+        return len(self._held)

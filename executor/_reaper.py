@@ -36,7 +36,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from rundoctor.atomic import create_file
 from rundoctor.clock import Clock
 from rundoctor.liveness import owner_alive, process_alive
 from rundoctor.paths import read_regular_bytes
+from rundoctor.words import noun, plural
 
 __all__ = [
     "PROCESS_FILE",
@@ -359,12 +360,14 @@ def reap_observed(
     *,
     host: str | None = None,
     clock: Clock = time.time,
+    say: Callable[[str], None] | None = None,
 ) -> list[Reclaim]:
     """A one-shot reaper pass (``doctor reap``) that takes no live lease after a step of
     the queue's clock: the pass of :func:`reap` with a fresh :class:`LeaseWatch`, then, while
     a lease the stamps alone call lapsed is held (its holder neither proven dead nor seen
     standing still for half its TTL), another pass every ``reaper_interval_s``. A holder that
     heartbeats meanwhile keeps its lease; a proven-dead one's is taken at the first pass.
+    ``say`` is told, once, what the pass waits for.
 
     >>> from executor._queue import open_queue, SessionInfo
     >>> now = [1000.0]
@@ -378,6 +381,13 @@ def reap_observed(
     """
     watch = LeaseWatch()
     found = reap(queue, config, host=host, clock=clock, watch=watch)
+    if say is not None and watch.held():
+        n = watch.held()
+        say(
+            f"{plural(n, 'lease')} {noun(n, 'looks', 'look')} expired by the queue's clock "
+            f"alone: watching for a heartbeat for up to {watch.held_s():.0f} s before taking "
+            f"{noun(n, 'it', 'them')} (a clock stepped forward makes live leases look expired)"
+        )
     while (held := watch.held_s()) > 0:
         time.sleep(min(config.reaper_interval_s, held))
         found += reap(queue, config, host=host, clock=clock, watch=watch)

@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,27 @@ def test_reap_json_reclaims_a_dead_workers_ticket(env: dict[str, str], tmp_path:
     assert "ghost-worker" in reclaim["reason"] and "is dead" in reclaim["reason"]
     (after,) = _json(_doctor(env, "tickets", "--json"))
     assert (after["status"], after["crash_recoveries"], after["lease_owner"]) == ("todo", 1, None)
+
+
+def test_reap_watches_a_lease_expired_by_the_clock_alone_before_taking_it_and_says_so(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # A worker on another host, nothing proves it dead: its lease, expired by the queue's
+    # clock, is taken once `doctor reap` saw no heartbeat for half its TTL (one second here);
+    # stderr says what the pass waits for. Before, it was taken at once: after a step of the
+    # clock forward, every live lease was.
+    with open_queue(tmp_path / "queue.db", clock=lambda: time.time() - 100) as queue:
+        ticket = queue.enqueue("far", str(SIMPLE))
+        far = SessionInfo("far", 4242, 4242, 1, "another-host")
+        assert queue.claim("far-worker", lease_ttl_s=2, session=far) is not None
+    proc = _doctor(env, "reap", "--json")
+    (reclaim,) = _json(proc)
+    assert (reclaim["ticket_id"], reclaim["status"]) == (ticket.id, "todo")
+    assert "none came in the" in reclaim["reason"] and "the reaper watched" in reclaim["reason"]
+    assert (
+        "1 lease looks expired by the queue's clock alone: watching for a heartbeat for up to 1 s"
+        in proc.stderr
+    )
 
 
 # -- usage and input errors: exit 2, one line, no traceback -----------------------------------
