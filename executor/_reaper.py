@@ -43,7 +43,7 @@ from typing import Any
 
 from executor._artifacts import append_fresh_line
 from executor._config import ExecutorConfig
-from executor._errors import FencedError
+from executor._errors import FencedError, QueueError
 from executor._lease_watch import LeaseWatch
 from executor._queue import Lease, Queue, Ticket
 from executor._stage_mark import kill_marked
@@ -367,7 +367,9 @@ def reap_observed(
     a lease the stamps alone call lapsed is held (its holder neither proven dead nor seen
     standing still for half its TTL), another pass every ``reaper_interval_s``. A holder that
     heartbeats meanwhile keeps its lease; a proven-dead one's is taken at the first pass.
-    ``say`` is told, once, what the pass waits for.
+    ``say`` is told, once, what the pass waits for; a queue that fails while it waits ends the
+    wait (``say`` is told why, the held leases are left untaken), and what the first pass
+    reclaimed is returned.
 
     >>> from executor._queue import open_queue, SessionInfo
     >>> now = [1000.0]
@@ -390,7 +392,13 @@ def reap_observed(
         )
     while (held := watch.held_s()) > 0:
         time.sleep(min(config.reaper_interval_s, held))
-        found += reap(queue, config, host=host, clock=clock, watch=watch)
+        n = watch.held()
+        try:
+            found += reap(queue, config, host=host, clock=clock, watch=watch)
+        except QueueError as exc:  # what the earlier passes reclaimed is still reported
+            if say is not None:
+                say(f"{exc}; {plural(n, 'lease')} watched {noun(n, 'is', 'are')} left untaken")
+            break
     return found
 
 

@@ -251,6 +251,38 @@ def test_reap_watches_a_lease_expired_by_the_clock_alone_before_taking_it_and_sa
     )
 
 
+def test_reap_that_loses_its_queue_while_it_watches_still_reports_what_it_reclaimed(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # A dead worker's ticket is reclaimed at the first pass; another host's lease is watched.
+    # The queue fails meanwhile (here its file is deleted): the reclaim done is still printed,
+    # the watched lease is said to be left. Before the watch, the pass ended before it failed.
+    db = tmp_path / "queue.db"
+    with open_queue(db, clock=lambda: time.time() - 100) as queue:
+        dead = queue.enqueue("orphan", str(SIMPLE))
+        ghost = SessionInfo("ghost", os.getpid(), os.getpgid(0), 1, socket.gethostname())
+        assert queue.claim("ghost-worker", lease_ttl_s=600, session=ghost) is not None
+        queue.enqueue("far", str(SIMPLE))
+        far = SessionInfo("far", 4242, 4242, 1, "another-host")
+        assert queue.claim("far-worker", lease_ttl_s=60, session=far) is not None
+    reaper = subprocess.Popen(
+        [sys.executable, "-m", "doctor", "reap", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert reaper.stderr is not None
+    watching = reaper.stderr.readline()
+    assert "1 lease looks expired by the queue's clock alone" in watching, watching
+    db.unlink()
+    out, err = reaper.communicate(timeout=60)
+    assert reaper.returncode == 0, err
+    (reclaim,) = json.loads(out)
+    assert (reclaim["ticket_id"], reclaim["status"]) == (dead.id, "todo")
+    assert "was deleted or moved away" in err and "1 lease watched is left untaken" in err, err
+
+
 # -- usage and input errors: exit 2, one line, no traceback -----------------------------------
 
 
