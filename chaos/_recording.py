@@ -125,6 +125,7 @@ class RecordingQueue:
         run_path: Any,
         session: SessionInfo,
         lease_ttl_s: float | None = None,
+        alive_since: float | None = None,
     ) -> Ticket:
         value = {"run_id": run_id, "run_path": str(run_path)}
         return self._op(
@@ -133,16 +134,28 @@ class RecordingQueue:
             lease.ticket_id,
             lease.epoch,
             lambda: self._inner.start(
-                lease, run_id=run_id, run_path=run_path, session=session, lease_ttl_s=lease_ttl_s
+                lease,
+                run_id=run_id,
+                run_path=run_path,
+                session=session,
+                lease_ttl_s=lease_ttl_s,
+                alive_since=alive_since,
             ),
             value=value,
         )
 
     def heartbeat(
-        self, lease: Lease, *, lease_ttl_s: float, interval_s: float | None = None
+        self,
+        lease: Lease,
+        *,
+        lease_ttl_s: float,
+        interval_s: float | None = None,
+        alive_since: float | None = None,
     ) -> None:
         def call() -> None:
-            self._inner.heartbeat(lease, lease_ttl_s=lease_ttl_s, interval_s=interval_s)
+            self._inner.heartbeat(
+                lease, lease_ttl_s=lease_ttl_s, interval_s=interval_s, alive_since=alive_since
+            )
 
         self._op("heartbeat", lease.worker, lease.ticket_id, lease.epoch, call, value={})
 

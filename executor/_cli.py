@@ -32,7 +32,7 @@ from executor._graph import load_graph
 from executor._queue import PRESSING_ORDER, Queue, Ticket, open_queue
 from executor._queue_lifecycle import check_column, check_text
 from executor._queue_reads import check_statuses
-from executor._reaper import reap
+from executor._reaper import reap_observed
 from executor._runner import RunResult, missing_agent_command, new_run_id, run_pipeline
 from executor._stage import OUT_OF_FDS, fd_limit
 from executor._worker import (
@@ -679,7 +679,10 @@ def reap_cmd(
     with reported(ExecutorError):
         queue = _open_existing(db)
         try:
-            done = reap(queue, ExecutorConfig())
+            notice = _stderr()
+            done = reap_observed(
+                queue, ExecutorConfig(), say=lambda line: notice.print(line, soft_wrap=True)
+            )
         finally:
             queue.close()
     what = plural(len(done), "ticket") + " reclaimed"

@@ -67,7 +67,10 @@ class LeaseKeeper:
                     if queue is None:  # opened here, so a database that blinked is retried
                         queue = self.connect()
                     queue.heartbeat(
-                        self.lease, lease_ttl_s=self.config.lease_ttl_s, interval_s=interval
+                        self.lease,
+                        lease_ttl_s=self.config.lease_ttl_s,
+                        interval_s=interval,
+                        alive_since=self.last_ok,  # a step of the queue's clock is no gap
                     )
                     self.last_ok = time.monotonic()
                 except FencedError:

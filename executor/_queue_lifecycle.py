@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -232,7 +233,7 @@ class TicketLifecycle(QueueBase):
                 epoch=ticket.lease_epoch,
                 detail=detail,
             )
-            return Lease(ticket, ticket.lease_epoch, worker)
+            return Lease(ticket, ticket.lease_epoch, worker, claimed_mono=time.monotonic())
 
         return self._atomic(run)
 
@@ -244,6 +245,7 @@ class TicketLifecycle(QueueBase):
         run_path: str | os.PathLike[str],
         session: SessionInfo,
         lease_ttl_s: float | None = None,
+        alive_since: float | None = None,
     ) -> Ticket:
         """Mark the leased ticket ``running`` with its run and the session running it (fenced).
 
@@ -251,6 +253,8 @@ class TicketLifecycle(QueueBase):
         ``lease_ttl_s``, so a run started late on its lease (the worker frozen between claim and
         start, a slow database) is not reclaimed by the next reaper pass for an expiry that
         came before the worker proved itself alive. A lease already reclaimed stays fenced.
+        Its ``heartbeat_gap`` (a start later than ``lease_ttl_s`` after the claim) is timed as
+        :meth:`heartbeat` times one, ``alive_since`` being the lease's ``claimed_mono``.
 
         >>> from executor import open_queue
         >>> now = [1.0]
@@ -274,13 +278,18 @@ class TicketLifecycle(QueueBase):
             if lease_ttl_s is None:
                 return updated(tx, sql.START, (*head, *fence))
             started = updated(tx, sql.START_EXTENDING, (*head, now + lease_ttl_s, now, *fence))
-            self._note_gap(tx, t, lease, now, threshold_s=lease_ttl_s)
+            self._note_gap(tx, t, lease, now, threshold_s=lease_ttl_s, since=alive_since)
             return started
 
         return self._fenced(lease, "start", body)
 
     def heartbeat(
-        self, lease: Lease, *, lease_ttl_s: float, interval_s: float | None = None
+        self,
+        lease: Lease,
+        *,
+        lease_ttl_s: float,
+        interval_s: float | None = None,
+        alive_since: float | None = None,
     ) -> None:
         """Extend the lease to now + ``lease_ttl_s`` (fenced).
 
@@ -288,6 +297,14 @@ class TicketLifecycle(QueueBase):
         (or the claim, if none came yet) exceeds twice ``interval_s``, the worker's heartbeat
         interval; without it, half the TTL is assumed, so a gap means the lease had lapsed.
 
+        That time is read in the queue's clock, a wall clock, which steps: an hour forward
+        and every live lease's next heartbeat came "an hour late". ``alive_since``, the
+        caller's :func:`time.monotonic` when its previous write on this lease was
+        acknowledged, is a second measure that no step moves: a gap is recorded only when
+        both exceed the threshold, and it is the shorter of the two (``gap_s``; each is in the
+        event too, ``queue_gap_s`` and ``holder_gap_s``).
+
+        >>> import time
         >>> now = [0.0]
         >>> from executor import open_queue
         >>> q = open_queue(":memory:", clock=lambda: now[0])
@@ -297,6 +314,10 @@ class TicketLifecycle(QueueBase):
         >>> q.heartbeat(lease, lease_ttl_s=10, interval_s=5)
         >>> [(e.event, e.detail["gap_s"]) for e in q.events() if e.event == "heartbeat_gap"]
         [('heartbeat_gap', 25.0)]
+        >>> now[0] = 3625.0  # the clock stepped an hour; the worker's own beat came on time
+        >>> q.heartbeat(lease, lease_ttl_s=10, interval_s=5, alive_since=time.monotonic())
+        >>> len([e for e in q.events() if e.event == "heartbeat_gap"])
+        1
         """
         require_seconds("lease_ttl_s", lease_ttl_s)
         expected = lease_ttl_s / 2 if interval_s is None else interval_s
@@ -304,17 +325,34 @@ class TicketLifecycle(QueueBase):
 
         def body(tx: Tx, t: Ticket, now: float) -> None:
             updated(tx, sql.HEARTBEAT, (now + lease_ttl_s, now, now, t.id, lease.epoch))
-            self._note_gap(tx, t, lease, now, threshold_s=2 * expected)
+            self._note_gap(tx, t, lease, now, threshold_s=2 * expected, since=alive_since)
 
         self._fenced(lease, "heartbeat", body)
 
-    def _note_gap(self, tx: Tx, t: Ticket, lease: Lease, now: float, *, threshold_s: float) -> None:
+    def _note_gap(
+        self,
+        tx: Tx,
+        t: Ticket,
+        lease: Lease,
+        now: float,
+        *,
+        threshold_s: float,
+        since: float | None,
+    ) -> None:
         """Append ``heartbeat_gap`` when the time since ``t`` was last alive exceeds
-        ``threshold_s`` (``t`` as read before this write extended the lease)."""
+        ``threshold_s`` (``t`` as read before this write extended the lease), by the queue's
+        clock and, given ``since`` (the holder's monotonic time of its previous acknowledged
+        write), by the holder's monotonic clock too: a step of the queue's clock is no gap."""
         previous = t.last_alive_at
         if previous is None or now - previous <= threshold_s:
             return
-        gap = {"gap_s": now - previous, "threshold_s": threshold_s, "previous_at": previous}
+        queue_gap = now - previous
+        gap = {"gap_s": queue_gap, "threshold_s": threshold_s, "previous_at": previous}
+        if since is not None:
+            held = time.monotonic() - since  # after the row's lock: a wait for it counts
+            if held <= threshold_s:
+                return
+            gap.update(gap_s=min(held, queue_gap), queue_gap_s=queue_gap, holder_gap_s=held)
         self._event(
             tx, t.id, now, "heartbeat_gap", worker=lease.worker, epoch=lease.epoch, detail=gap
         )

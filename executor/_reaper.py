@@ -9,6 +9,9 @@ One pass (:func:`reap`) looks at every leased ticket (``claimed`` or ``running``
   :class:`~executor._lease_watch.LeaseWatch` across passes (each worker's reaper thread) times
   that silence itself, on the monotonic clock, for every ticket it watched since an earlier
   pass: a wall clock stepped forward takes no live lease, one stepped back holds no lapsed one.
+  A lease such a reaper first sees lapsed by the stamps is believed only once it saw it stand
+  still for half the lease's TTL (a live holder heartbeats within that); a one-shot pass
+  (:func:`reap_observed`, ``doctor reap``) watches that long before it takes one.
 
 Before the ticket goes back to ``todo``, the dead worker's stage process groups that are still
 running are killed (each attempt records ``process.json``: pid, pgid and start time), and its
@@ -33,14 +36,14 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from executor._artifacts import append_fresh_line
 from executor._config import ExecutorConfig
-from executor._errors import FencedError
+from executor._errors import FencedError, QueueError
 from executor._lease_watch import LeaseWatch
 from executor._queue import Lease, Queue, Ticket
 from executor._stage_mark import kill_marked
@@ -48,6 +51,7 @@ from rundoctor.atomic import create_file
 from rundoctor.clock import Clock
 from rundoctor.liveness import owner_alive, process_alive
 from rundoctor.paths import read_regular_bytes
+from rundoctor.words import noun, plural
 
 __all__ = [
     "PROCESS_FILE",
@@ -55,6 +59,7 @@ __all__ = [
     "kill_stage_escapees",
     "kill_stage_groups",
     "reap",
+    "reap_observed",
     "terminalize_lost_run",
 ]
 
@@ -243,11 +248,22 @@ def _silent(t: Ticket, silent_s: float) -> str:
     )
 
 
-def _lapsed(t: Ticket, now: float) -> str:
-    """Why ``t``, whose lease expired, is reclaimed."""
+def _lapsed(t: Ticket, now: float, watched_s: float | None = None) -> str:
+    """Why ``t``, whose lease expired, is reclaimed (``watched_s``: how long this reaper saw
+    it stand still first, when it did)."""
     seen = t.last_heartbeat_at or t.claimed_at
     gap = f" ({now - seen:.0f}s without a heartbeat)" if seen is not None else ""
-    return f"lease of worker {t.lease_owner} expired{gap}"
+    watched = "" if watched_s is None else f"; none came in the {watched_s:.1f}s the reaper watched"
+    return f"lease of worker {t.lease_owner} expired{gap}{watched}"
+
+
+def _beat_window(t: Ticket, config: ExecutorConfig) -> float:
+    """How long a live holder of ``t`` surely takes to heartbeat: half its lease's TTL (a
+    worker heartbeats at least twice a TTL, :meth:`ExecutorConfig.validate`), read from the
+    lease's stamps, which one clock wrote at one instant; the reaper's TTL when they lack."""
+    alive, expires = t.last_alive_at, t.lease_expires_at
+    ttl = expires - alive if alive is not None and expires is not None else 0.0
+    return (ttl if ttl > 0 else config.lease_ttl_s) / 2
 
 
 def _succeeded(run_path: Path, epoch: int) -> bool:
@@ -317,21 +333,73 @@ def reap(
     lapsed: list[tuple[Ticket, str, float | None]] = []
     for t in leased:
         reason = _why(t, host, now)
+        believed = None
+        if reason is None and t.id in expired:
+            believed = True if watch is None else watch.lapse_believed(t, _beat_window(t, config))
         silent = None if watch is None else watch.silence(t)
         if reason is not None:
             dead.append((t, reason, None))
-        elif silent is not None:  # watched since an earlier pass: its own silence decides
+        elif believed is not None:  # lapsed by the stamps: believed, or held while watched
+            if believed:
+                lapsed.append((t, _lapsed(t, now, silent), config.claim_grace_s))
+        elif silent is not None:  # watched since before it lapsed: its own silence decides
             grace = config.claim_grace_s if t.status == "claimed" else 0.0
             if silent >= config.lease_ttl_s + grace:
                 lapsed.append((t, _silent(t, silent), None))
-        elif t.id in expired:
-            lapsed.append((t, _lapsed(t, now), config.claim_grace_s))
     # Proven deaths first: a lapsed lease may belong to a worker frozen inside a transaction
     # that still locks its row, and its reclaim waits for that lock (chaos seed 120).
     return [
         _reclaim(queue, config, t, reason, clock, claim_grace_s=grace)
         for t, reason, grace in dead + lapsed
     ]
+
+
+def reap_observed(
+    queue: Queue,
+    config: ExecutorConfig,
+    *,
+    host: str | None = None,
+    clock: Clock = time.time,
+    say: Callable[[str], None] | None = None,
+) -> list[Reclaim]:
+    """A one-shot reaper pass (``doctor reap``) that takes no live lease after a step of
+    the queue's clock: the pass of :func:`reap` with a fresh :class:`LeaseWatch`, then, while
+    a lease the stamps alone call lapsed is held (its holder neither proven dead nor seen
+    standing still for half its TTL), another pass every ``reaper_interval_s``. A holder that
+    heartbeats meanwhile keeps its lease; a proven-dead one's is taken at the first pass.
+    ``say`` is told, once, what the pass waits for; a queue that fails while it waits ends the
+    wait (``say`` is told why, the held leases are left untaken), and what the first pass
+    reclaimed is returned.
+
+    >>> from executor._queue import open_queue, SessionInfo
+    >>> now = [1000.0]
+    >>> q = open_queue(":memory:", clock=lambda: now[0])
+    >>> _ = q.enqueue("t", "/p.dot")
+    >>> _ = q.claim("w1", lease_ttl_s=0.2, session=SessionInfo("s", 1, 1, None, "elsewhere"))
+    >>> now[0] += 3600  # a step, or a worker gone for an hour: watched 0.1 s before taken
+    >>> (r,) = reap_observed(q, ExecutorConfig(reaper_interval_s=0.05), host="h")
+    >>> r.reason.split("; ")  # doctest: +ELLIPSIS
+    ['lease of worker w1 expired (3600s without a heartbeat)', 'none came in the 0...s the ...']
+    """
+    watch = LeaseWatch()
+    found = reap(queue, config, host=host, clock=clock, watch=watch)
+    if say is not None and watch.held():
+        n = watch.held()
+        say(
+            f"{plural(n, 'lease')} {noun(n, 'looks', 'look')} expired by the queue's clock "
+            f"alone: watching for a heartbeat for up to {watch.held_s():.0f} s before taking "
+            f"{noun(n, 'it', 'them')} (a clock stepped forward makes live leases look expired)"
+        )
+    while (held := watch.held_s()) > 0:
+        time.sleep(min(config.reaper_interval_s, held))
+        n = watch.held()
+        try:
+            found += reap(queue, config, host=host, clock=clock, watch=watch)
+        except QueueError as exc:  # what the earlier passes reclaimed is still reported
+            if say is not None:
+                say(f"{exc}; {plural(n, 'lease')} watched {noun(n, 'is', 'are')} left untaken")
+            break
+    return found
 
 
 def _reclaim(

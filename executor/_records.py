@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
@@ -128,11 +128,16 @@ class TicketEvent:
 
 @dataclass(frozen=True)
 class Lease:
-    """A worker's claim on a ticket; ``epoch`` fences every write the worker makes with it."""
+    """A worker's claim on a ticket; ``epoch`` fences every write the worker makes with it.
+
+    ``claimed_mono`` is the claiming process's :func:`time.monotonic` when the claim was
+    written (None for a lease rebuilt from a row): the worker times its start from it
+    (``Queue.start(alive_since=…)``), a measure no step of the queue's wall clock moves."""
 
     ticket: Ticket
     epoch: int
     worker: str
+    claimed_mono: float | None = field(default=None, compare=False)
 
     @property
     def ticket_id(self) -> str:

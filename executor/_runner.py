@@ -52,7 +52,7 @@ from executor._artifacts import AttemptDir, Checkpoint, Outcome, RunWriter
 from executor._config import ExecutorConfig
 from executor._errors import UsageError
 from executor._graph import Edge, Graph, Node, load_graph
-from executor._stage import run_attempt
+from executor._stage import out_of_fds, run_attempt
 from rundoctor.clock import Clock
 from rundoctor.paths import make_dirs
 from rundoctor.signature import SIGNATURE_VERSION, canonical_signature
@@ -480,6 +480,9 @@ class _Engine:
             self.totals.attempts += b.end.attempts
             self.totals.cost_usd += b.end.cost_usd
             self.totals.stage_s += b.end.stage_s
+        for b in branches:
+            if b.error is not None:  # the process ran out of fds: the run ends with the error
+                raise b.error
         results = [
             {
                 "branch_key": b.key,
@@ -521,6 +524,7 @@ class _Engine:
         )
         t0 = self.s.clock()
         engine: _Engine | None = None
+        error: OSError | None = None
         try:
             shutil.copytree(self.worktree, path / "worktree", symlinks=True)
             engine = _Engine(self.s, bw, start=key, stop=join, worktree=path / "worktree")
@@ -531,6 +535,11 @@ class _Engine:
             why = f"executor error in branch {key}: {type(exc).__name__}: {exc}"
             end = replace(done, status="fail", reason=why, last_node=key)
             self.w.emit(ev.EngineWarning(message=end.reason))
+            # Out of file descriptors is this process's condition, not the branch's failure:
+            # the other branches stop, and the fan-out raises it (the run's, as unbranched).
+            error = out_of_fds(exc)
+            if error is not None:
+                self.s.token.cancel(f"canceled: branch {key} ran out of file descriptors")
         bw.write_final(
             end.status,
             end.reason,
@@ -550,7 +559,7 @@ class _Engine:
                 branch_failure_reason=end.reason,
             )
         )
-        return _Branch(key, rel, end)
+        return _Branch(key, rel, end, error)
 
     def _fan_in(self, node: Node) -> Outcome:
         branches = self.joined.pop(node.id, [])
@@ -588,6 +597,8 @@ class _Branch:
     key: str
     rel: str
     end: _End
+    #: The branch's process ran out of file descriptors: raised again once joined.
+    error: OSError | None = None
 
 
 def _all_failed(branches: list[_Branch]) -> str:

@@ -69,6 +69,7 @@ __all__ = [
     "ProcessResult",
     "classify",
     "fd_limit",
+    "out_of_fds",
     "run_attempt",
     "run_process",
     "stage_env",
@@ -83,6 +84,26 @@ MISSING_STATUS = "missing status.json (auto_status=false)"
 #: cannot start for it is not the stage's failure, and the run ends with the error
 #: (:func:`run_process` raises it), which a worker takes for its own, not the ticket's.
 OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE})
+
+
+def out_of_fds(exc: BaseException) -> OSError | None:
+    """The EMFILE or ENFILE error that ``exc`` is, or was raised from; else None.
+
+    >>> out_of_fds(RuntimeError("x")) is None
+    True
+    >>> try:
+    ...     try:
+    ...         raise OSError(errno.EMFILE, "Too many open files")
+    ...     except OSError as e:
+    ...         raise ValueError("cannot read") from e
+    ... except ValueError as e:
+    ...     str(out_of_fds(e))
+    '[Errno 24] Too many open files'
+    """
+    cause: BaseException | None = exc
+    while cause is not None and not (isinstance(cause, OSError) and cause.errno in OUT_OF_FDS):
+        cause = cause.__cause__
+    return cause if isinstance(cause, OSError) else None
 
 
 def fd_limit() -> str:

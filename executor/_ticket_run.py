@@ -31,7 +31,7 @@ from executor._queue import Lease, Queue, SessionInfo
 from executor._reaper import terminalize_lost_run
 from executor._resilience import Fleet, RefusedRun, logged, persist, say
 from executor._runner import RunResult, new_run_id, run_pipeline
-from executor._stage import OUT_OF_FDS, fd_limit
+from executor._stage import fd_limit, out_of_fds
 from rundoctor.clock import Clock
 
 __all__ = [
@@ -119,6 +119,7 @@ def run_leased(
                 run_path=ctx.root / run_id,
                 session=session,
                 lease_ttl_s=ctx.config.lease_ttl_s,
+                alive_since=lease.claimed_mono,
             ),
             f"start of ticket {tid}",
             ctx.config,
@@ -193,9 +194,7 @@ def _run(
 def _out_of_fds(exc: BaseException) -> str | None:
     """Why the run could not go on when ``exc`` (or what it was raised from) is EMFILE or
     ENFILE: this worker's limit, which the ticket would meet on no other worker."""
-    cause: BaseException | None = exc
-    while cause is not None and not (isinstance(cause, OSError) and cause.errno in OUT_OF_FDS):
-        cause = cause.__cause__
+    cause = out_of_fds(exc)
     if cause is None:
         return None
     return (

@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,59 @@ def test_reap_json_reclaims_a_dead_workers_ticket(env: dict[str, str], tmp_path:
     assert "ghost-worker" in reclaim["reason"] and "is dead" in reclaim["reason"]
     (after,) = _json(_doctor(env, "tickets", "--json"))
     assert (after["status"], after["crash_recoveries"], after["lease_owner"]) == ("todo", 1, None)
+
+
+def test_reap_watches_a_lease_expired_by_the_clock_alone_before_taking_it_and_says_so(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # A worker on another host, nothing proves it dead: its lease, expired by the queue's
+    # clock, is taken once `doctor reap` saw no heartbeat for half its TTL (one second here);
+    # stderr says what the pass waits for. Before, it was taken at once: after a step of the
+    # clock forward, every live lease was.
+    with open_queue(tmp_path / "queue.db", clock=lambda: time.time() - 100) as queue:
+        ticket = queue.enqueue("far", str(SIMPLE))
+        far = SessionInfo("far", 4242, 4242, 1, "another-host")
+        assert queue.claim("far-worker", lease_ttl_s=2, session=far) is not None
+    proc = _doctor(env, "reap", "--json")
+    (reclaim,) = _json(proc)
+    assert (reclaim["ticket_id"], reclaim["status"]) == (ticket.id, "todo")
+    assert "none came in the" in reclaim["reason"] and "the reaper watched" in reclaim["reason"]
+    assert (
+        "1 lease looks expired by the queue's clock alone: watching for a heartbeat for up to 1 s"
+        in proc.stderr
+    )
+
+
+def test_reap_that_loses_its_queue_while_it_watches_still_reports_what_it_reclaimed(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # A dead worker's ticket is reclaimed at the first pass; another host's lease is watched.
+    # The queue fails meanwhile (here its file is deleted): the reclaim done is still printed,
+    # the watched lease is said to be left. Before the watch, the pass ended before it failed.
+    db = tmp_path / "queue.db"
+    with open_queue(db, clock=lambda: time.time() - 100) as queue:
+        dead = queue.enqueue("orphan", str(SIMPLE))
+        ghost = SessionInfo("ghost", os.getpid(), os.getpgid(0), 1, socket.gethostname())
+        assert queue.claim("ghost-worker", lease_ttl_s=600, session=ghost) is not None
+        queue.enqueue("far", str(SIMPLE))
+        far = SessionInfo("far", 4242, 4242, 1, "another-host")
+        assert queue.claim("far-worker", lease_ttl_s=60, session=far) is not None
+    reaper = subprocess.Popen(
+        [sys.executable, "-m", "doctor", "reap", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert reaper.stderr is not None
+    watching = reaper.stderr.readline()
+    assert "1 lease looks expired by the queue's clock alone" in watching, watching
+    db.unlink()
+    out, err = reaper.communicate(timeout=60)
+    assert reaper.returncode == 0, err
+    (reclaim,) = json.loads(out)
+    assert (reclaim["ticket_id"], reclaim["status"]) == (dead.id, "todo")
+    assert "was deleted or moved away" in err and "1 lease watched is left untaken" in err, err
 
 
 # -- usage and input errors: exit 2, one line, no traceback -----------------------------------

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from executor import ExecutorConfig, Queue, Ticket, open_queue
-from executor._reaper import reap
+from executor._reaper import reap, reap_observed
 from tests.helpers import REPO, wait_until
 
 #: Heartbeats a second apart, reaper passes a tenth of one: after a step, a reaper pass comes
@@ -147,6 +147,17 @@ def _events(queue: Queue, ticket: Ticket) -> list[str]:
     return [e.event for e in queue.events(ticket.id)]
 
 
+def _worker_running(
+    tmp: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]], *, reaper: bool
+) -> tuple[Ticket, subprocess.Popen[str]]:
+    """A worker on ``host``'s clock running a ticket whose stage waits for ``go``: the ticket
+    once its stage has started, and the worker."""
+    ticket = _waiting(tmp, queue)
+    worker = host.spawn(str(tmp / "queue.db"), tmp / "runs", reaper=reaper)
+    workers.append(worker)
+    return _running(queue, ticket), worker
+
+
 def test_a_clock_stepped_forward_past_the_lease_ttl_takes_no_live_lease(
     tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]]
 ) -> None:
@@ -165,6 +176,8 @@ def test_a_clock_stepped_forward_past_the_lease_ttl_takes_no_live_lease(
     done = queue.get(ticket.id)
     assert (done.lease_epoch, done.crash_recoveries) == (1, 0), _events(queue, ticket)
     assert "reclaimed" not in _events(queue, ticket)
+    # Nor does the step log a gap: the worker's beats came on time by its monotonic clock.
+    assert "heartbeat_gap" not in _events(queue, ticket)
     assert done.run_id == running.run_id
     final = json.loads((Path(running.run_path or "") / "final.json").read_text())
     assert final["status"] == "success", final
@@ -226,3 +239,35 @@ def test_a_frozen_worker_s_lease_lapses_in_its_ttl_after_the_clock_stepped_back_
     assert (done.lease_epoch, done.run_id) == (3, second.run_id)
     final = json.loads((Path(second.run_path or "") / "final.json").read_text())
     assert (final["status"], final["epoch"]) == ("success", 3)
+
+
+def test_a_one_shot_reap_right_after_a_step_forward_takes_no_live_lease(
+    tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]]
+) -> None:
+    # ``doctor reap`` sees every lease for the first time: right after the step, each looks an
+    # hour past its expiry. Before, it took the live worker's ticket (its stage killed, "lost
+    # worker" in final.json, the ticket run again); now it waits for the next heartbeat.
+    running, _ = _worker_running(tmp_path, host, queue, workers, reaper=False)
+    ticket = running
+    host.step(STEP_S)
+    assert [t.id for t in queue.expired(queue.now())] == [ticket.id]
+    assert reap_observed(queue, CONFIG, clock=host.now) == []
+    after = queue.get(ticket.id)
+    assert (after.status, after.lease_epoch, after.run_id) == ("running", 1, running.run_id)
+    assert _alive(_stage_pid(running.run_path))
+    (tmp_path / "go").touch()
+    wait_until(lambda: queue.get(ticket.id).status == "done")
+    assert (queue.get(ticket.id).lease_epoch, _events(queue, ticket).count("reclaimed")) == (1, 0)
+
+
+def test_a_one_shot_reap_after_a_step_forward_still_takes_a_frozen_worker_s_lease(
+    tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]]
+) -> None:
+    running, frozen = _worker_running(tmp_path, host, queue, workers, reaper=False)
+    stage = _stage_pid(running.run_path)
+    os.kill(frozen.pid, signal.SIGSTOP)
+    host.step(STEP_S)
+    (reclaim,) = reap_observed(queue, CONFIG, clock=host.now)
+    assert reclaim.status == "todo", reclaim
+    assert "the reaper watched" in reclaim.reason, reclaim.reason
+    wait_until(lambda: not _alive(stage), timeout=10)

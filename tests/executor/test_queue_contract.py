@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
@@ -463,6 +464,47 @@ def test_heartbeat_gaps_are_recorded_only_past_twice_the_interval(
     assert [(g.detail["gap_s"], g.detail["threshold_s"], g.epoch) for g in gaps] == [(21, 20, 1)]
     t = queue.get(lease.ticket_id)
     assert (t.last_heartbeat_at, t.lease_expires_at) == (clock.now, clock.now + 30)
+
+
+def test_a_step_of_the_queue_s_clock_is_no_heartbeat_gap_when_the_holder_timed_its_beats(
+    queue: Queue, clock: FakeClock
+) -> None:
+    # The queue's clock stepped an hour forward between two beats its holder sent on time
+    # (``alive_since``: its monotonic clock when the previous write was acknowledged). Before,
+    # every live lease logged a gap of an hour; a late beat by both clocks is still a gap, of
+    # the shorter measure.
+    queue.enqueue("x", GRAPH)
+    lease = claim(queue, ttl=30)
+    clock.advance(3600)
+    queue.heartbeat(lease, lease_ttl_s=30, interval_s=10, alive_since=time.monotonic())
+    started = queue.start(
+        lease, run_id="r1", run_path="/r/r1", session=ME, lease_ttl_s=30, alive_since=None
+    )
+    assert started.status == "running"
+    assert "heartbeat_gap" not in event_names(queue, lease.ticket_id)
+    clock.advance(3600)
+    queue.heartbeat(lease, lease_ttl_s=30, interval_s=10, alive_since=time.monotonic() - 25)
+    [gap] = [e for e in queue.events(lease.ticket_id) if e.event == "heartbeat_gap"]
+    assert gap.detail["queue_gap_s"] == 3600 and 25 <= gap.detail["holder_gap_s"] < 3600
+    assert gap.detail["gap_s"] == gap.detail["holder_gap_s"]
+
+
+def test_a_start_timed_by_its_claimer_records_no_gap_for_a_step(
+    queue: Queue, clock: FakeClock
+) -> None:
+    queue.enqueue("x", GRAPH)
+    lease = claim(queue, ttl=10)
+    assert lease.claimed_mono is not None
+    clock.advance(3600)
+    queue.start(
+        lease,
+        run_id="r1",
+        run_path="/r/r1",
+        session=ME,
+        lease_ttl_s=10,
+        alive_since=lease.claimed_mono,
+    )
+    assert "heartbeat_gap" not in event_names(queue, lease.ticket_id)
 
 
 def test_too_many_reclaims_in_the_window_quarantine_the_ticket(

@@ -34,6 +34,7 @@ from executor import (
     QueueError,
     SessionInfo,
     Ticket,
+    TicketEvent,
     WorkerError,
     open_queue,
 )
@@ -999,36 +1000,20 @@ def test_a_worker_out_of_file_descriptors_gives_the_ticket_back_and_another_runs
     # misconfigured host emptied the queue into `failed`. The limit is the worker's, not the
     # ticket's: it gives the ticket back, says why, and a worker with room runs it.
     db = tmp_path / "q.db"
-    with open_queue(str(db)) as queue:
-        ticket = queue.enqueue("x", str(_graph(tmp_path, "true")))
     env = _patient_env(tmp_path)
-    cramped = subprocess.Popen(
-        [sys.executable, "-m", "doctor", "worker", "--db", db, "--root", tmp_path / "runs"],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_few_open_files(12),
-    )
-    try:
-        with open_queue(str(db)) as queue:
-            _wait(lambda: any(e.event in ("released", "failed") for e in queue.events(ticket.id)))
-            after = queue.get(ticket.id)
-            (left,) = [e for e in queue.events(ticket.id) if e.event in ("released", "failed")]
-    finally:
-        cramped.terminate()
-        _, err = cramped.communicate(timeout=60)
+    after, left, (code, err) = _cramped_worker(tmp_path, env, _graph(tmp_path, "true"), 12)
     assert (after.status, after.error_attempts, left.event) == ("todo", 0, "released"), after
     reason = str(left.detail["reason"])
     assert reason.startswith("this worker ran out of file descriptors (1 of 5 releases)"), reason
     assert "a limit of 12 open files, `ulimit -n`" in reason and "Too many open files" in reason
-    assert cramped.returncode == 0 and "Traceback" not in err, err
+    assert code == 0 and "Traceback" not in err, err
     assert "back to todo: this worker ran out of file descriptors" in err
     from tests.executor.test_cli import _doctor
 
     done = _doctor(env, "worker", "--once", "--db", db, "--root", tmp_path / "runs")
     assert done.returncode == 0, done.stderr
     with open_queue(str(db)) as queue:
-        assert (queue.get(ticket.id).status, queue.get(ticket.id).error_attempts) == ("done", 0)
+        assert (queue.get(after.id).status, queue.get(after.id).error_attempts) == ("done", 0)
 
 
 def test_doctor_run_out_of_file_descriptors_says_so_not_that_the_root_is_full(
@@ -1044,6 +1029,82 @@ def test_doctor_run_out_of_file_descriptors_says_so_not_that_the_root_is_full(
     assert "this process ran out of file descriptors (Too many open files" in line, line
     assert "a limit of 9 open files, `ulimit -n`" in line and line.endswith("raise the limit")
     assert "free space" not in line and "--root" not in line
+
+
+def _fan_out_of_two(tmp_path: Path) -> Path:
+    """A pipeline whose fan-out runs two branches of one stage each at once."""
+    path = tmp_path / "fan.dot"
+    path.write_text(
+        "digraph p { start [shape=Mdiamond]; exit [shape=Msquare]; fan [shape=component];\n"
+        '  a [shape=parallelogram, tool_command="true"];\n'
+        '  b [shape=parallelogram, tool_command="true"];\n'
+        "  join [shape=tripleoctagon];\n"
+        "  start -> fan; fan -> a -> join; fan -> b -> join; join -> exit }\n"
+    )
+    return path
+
+
+def test_a_fan_out_branch_out_of_file_descriptors_ends_the_run_with_the_error(
+    tmp_path: Path,
+) -> None:
+    # Before: each branch whose stage could not start for the limit failed as the branch's
+    # own error ("all parallel branches failed: a: executor error in branch a: OSError:
+    # [Errno 24] …"), the run failed as the pipeline's failure (exit 1), and a worker failed
+    # the ticket for good; one branch that got through made the run a success. Now the run
+    # ends with the error, as an unbranched stage's: the limit named, exit 2.
+    result = _run_cli(
+        tmp_path, _fan_out_of_two(tmp_path), tmp_path / "runs", preexec_fn=_few_open_files(12)
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result
+    line = result.stderr.strip().splitlines()[-1]
+    assert "this process ran out of file descriptors (Too many open files" in line, line
+    assert "a limit of 12 open files, `ulimit -n`" in line and line.endswith("raise the limit")
+    (run,) = (tmp_path / "runs").iterdir()
+    final = json.loads((run / "final.json").read_text())
+    assert final["status"] == "fail" and "all parallel branches" not in final["failure_reason"]
+    assert "Too many open files" in final["failure_reason"], final
+
+
+def test_a_worker_whose_fan_out_branch_runs_out_of_file_descriptors_gives_the_ticket_back(
+    tmp_path: Path,
+) -> None:
+    # Before: the branches' "executor error in branch …: Too many open files" failed the
+    # fan-out as the pipeline's failure (feeding the breaker's signature loop), and the
+    # worker failed the ticket for good, as it no longer does for an unbranched stage.
+    env = _patient_env(tmp_path)
+    after, left, (code, err) = _cramped_worker(tmp_path, env, _fan_out_of_two(tmp_path), 14)
+    assert (after.status, after.error_attempts, left.event) == ("todo", 0, "released"), after
+    assert str(left.detail["reason"]).startswith("this worker ran out of file descriptors")
+    for run in (tmp_path / "runs").iterdir():
+        assert "all parallel branches failed" not in (run / "progress.ndjson").read_text()
+    assert code == 0 and "Traceback" not in err, err
+
+
+def _cramped_worker(
+    tmp_path: Path, env: dict[str, str], graph: Path, open_files: int
+) -> tuple[Ticket, TicketEvent, tuple[int, str]]:
+    """A ``doctor worker`` limited to ``open_files`` runs one ticket of ``graph`` until it
+    releases or fails it; the ticket then, that event, and the worker's exit status and
+    stderr once sent SIGTERM."""
+    db = tmp_path / "q.db"
+    with open_queue(str(db)) as queue:
+        ticket = queue.enqueue("x", str(graph))
+    cramped = subprocess.Popen(
+        [sys.executable, "-m", "doctor", "worker", "--db", db, "--root", tmp_path / "runs"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_few_open_files(open_files),
+    )
+    try:
+        with open_queue(str(db)) as queue:
+            _wait(lambda: any(e.event in ("released", "failed") for e in queue.events(ticket.id)))
+            after = queue.get(ticket.id)
+            (left,) = [e for e in queue.events(ticket.id) if e.event in ("released", "failed")]
+    finally:
+        cramped.terminate()
+        _, err = cramped.communicate(timeout=60)
+    return after, left, (cramped.returncode, err)
 
 
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
