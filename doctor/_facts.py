@@ -41,6 +41,7 @@ from doctor._run_state import (
     run_state,
     signal_stop,
 )
+from doctor._stage_output import terminal_detail
 from doctor._tables import Tables
 from doctor._timestamps import _seconds, iso, parse_iso
 
@@ -142,6 +143,13 @@ def _run_facts(run_id: str, docs: RunDocuments, rows: _FleetRows, config: Doctor
     # The top-level scope ("" or "restart-N") the run worked in last: its current logs root,
     # where current_node was taken from; None when no top-level event names a node.
     facts["_current_scope"] = rows.current_scope.get(run_id)
+    # A bare "exit status 1" ending: what the stage that failed so wrote about it.
+    facts["terminal_detail"] = terminal_detail(
+        docs.path,
+        facts["terminal_reason"],
+        [(r[0], r[1], r[2]) for r in rows.reasons.get(run_id, [])],
+        (facts["_current_scope"], facts["current_node"]),
+    )
     # For a scan's cache (doctor._scan): the run's times over all its scopes, and each
     # branch's last event (either would be a statement of its own there).
     facts["_activity"] = rows.activity.get(run_id, (None, None, None))

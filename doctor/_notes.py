@@ -1,10 +1,11 @@
 """Sentences about a run's facts that every view of a diagnosis says the same way.
 
 The console diagnosis (:mod:`doctor._render`), its Markdown form and the postmortem
-(``reports``) all state two facts that no finding code carries: ``owner_stopped`` (the owner
-lives but is stopped, state ``T``: it must be continued, not repaired) and ``resumed_past``
-(a resume routed past an interrupted visit instead of running it again). Their wording lives
-here once, so the three cannot drift apart.
+(``reports``) all state facts that no finding code carries: ``owner_stopped`` (the owner
+lives but is stopped, state ``T``: it must be continued, not repaired), ``resumed_past``
+(a resume routed past an interrupted visit instead of running it again) and
+``terminal_detail`` (what the stage whose bare ``exit status 1`` ended the run wrote). Their
+wording lives here once, so the three cannot drift apart.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from rundoctor.markdown import REASON_SHOWN, flatten
 
-__all__ = ["STOPPED_OWNER_HINT", "continue_command", "resumed_past_lines"]
+__all__ = ["STOPPED_OWNER_HINT", "continue_command", "resumed_past_lines", "terminal_detail_line"]
 
 #: What to do about an owner that is alive but stopped (the ``owner_stopped`` fact).
 STOPPED_OWNER_HINT = (
@@ -62,3 +63,20 @@ def _resumed_past_line(r: Mapping[str, Any]) -> str:
         f"resumed at {r.get('resumed_at')} past {node}'s interrupted visit ({why}): the resume "
         f"routed on {on} to {r.get('next_node')} instead of running {node} again"
     )
+
+
+def terminal_detail_line(facts: Mapping[str, Any]) -> str | None:
+    """What the stage whose failure ended the run wrote about it (the ``terminal_detail``
+    fact), as one line under the terminal reason; None without that fact.
+
+    >>> terminal_detail_line({"terminal_detail": {"scope": "", "node_id": "verify",
+    ...     "file": "verify/stderr.log", "text": "2 tests failed\\nsee above"}})
+    'verify wrote (verify/stderr.log): 2 tests failed see above'
+    >>> terminal_detail_line({"terminal_detail": None}) is None
+    True
+    """
+    detail = facts.get("terminal_detail")
+    if not isinstance(detail, Mapping):
+        return None
+    text = flatten(str(detail.get("text") or ""), REASON_SHOWN)
+    return f"{detail.get('node_id')} wrote ({detail.get('file')}): {text}"

@@ -181,6 +181,37 @@ def test_the_markdown_diagnosis_states_the_terminal_reason_as_the_terminal_does(
     assert shown == [f"- terminal reason: **{reason}** (stopped by {stop})"]
 
 
+def test_a_run_ended_by_a_bare_exit_code_shows_what_the_failed_stage_wrote() -> None:
+    # verify fails with no fail edge and no retry target: final.json and run_failed say only
+    # "exit status 1"; verify's stderr.log says which tests failed.
+    result = _diagnosed("no_retry_target")
+    assert result.facts["terminal_reason"] == "exit status 1"
+    console = Console(file=io.StringIO(), width=200)
+    render_diagnosis(console, result, DETECTORS, verbose=False)
+    said = "verify wrote (verify/stderr.log): verify: 2 tests failed (test_parse, test_emit)"
+    assert said in console.file.getvalue()  # type: ignore[attr-defined]
+    assert said.replace("_", "\\_") in render_markdown(result)
+    assert said.replace("_", "\\_") in render_postmortem(result)
+
+
+def test_the_stage_words_come_from_the_failure_dossier_when_its_logs_are_gone(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "no_retry_target"
+    shutil.copytree(RUNS / "no_retry_target", run)
+    for log in run.glob("verify/std*.log"):
+        log.unlink()
+    facts = diagnose(run.name, DoctorConfig(roots=(tmp_path,))).facts
+    assert facts["terminal_detail"] == {
+        "scope": "",
+        "node_id": "verify",
+        "file": "failure_dossier.json",
+        "text": "verify: 2 tests failed (test_parse, test_emit)",
+    }
+    (run / "failure_dossier.json").unlink()
+    assert diagnose(run.name, DoctorConfig(roots=(tmp_path,))).facts["terminal_detail"] is None
+
+
 def test_a_bare_exit_code_is_explained_by_the_failure_dossier_when_the_logs_are_gone(
     tmp_path: Path,
 ) -> None:
