@@ -709,6 +709,35 @@ def test_a_copied_committed_agent_run_resumes_with_its_agent_only_once_relocated
         assert base is None or base == str(logs), checkpoint
 
 
+@pytest.mark.parametrize("name", ["agent_dotai_status", "goal_gate_lost_status_killed"])
+def test_resume_advice_for_a_moved_run_warns_that_kilroy_would_resume_it_without_its_config(
+    tmp_path: Path, name: str
+) -> None:
+    # Committed real runs whose diagnosis asks for a resume (ingest impl's stranded success
+    # and re-route the run; restore verify's status file before the resume). Copied as they
+    # are, their manifest names a run config in the generator's directory, long gone: Kilroy
+    # would resume them on its simulated agent backend (the test above). The advice said
+    # nothing of it; false_success caught the "success" only afterwards.
+    plain = tmp_path / "plain" / name
+    shutil.copytree(RUNS / name, plain, symlinks=True)
+    named = json.loads((plain / "manifest.json").read_text())["run_config_path"]
+    assert not os.path.lexists(named)
+    found = diagnose(name, DoctorConfig(roots=(plain.parent,)))
+    (advice,) = [f for f in found.findings if f.code == "status_contract_mismatch"]
+    assert advice.repair == "ingest_status"
+    assert advice.evidence["resume_config_missing"] == named
+    assert f"point manifest.json's run_config_path at {plain / 'run_config.json'}" in (
+        advice.summary
+    )
+    assert "simulated agent backend" in advice.summary
+    # Relocated as the warning says (fixtures.kilroy.relocate), the advice stands alone.
+    logs = relocate.copy_run(RUNS / name, tmp_path / "relocated" / name)
+    relocated = diagnose(name, DoctorConfig(roots=(logs.parent,)))
+    (advice,) = [f for f in relocated.findings if f.code == "status_contract_mismatch"]
+    assert "resume_config_missing" not in advice.evidence
+    assert "simulated" not in advice.summary
+
+
 def test_kilroy_never_reads_a_status_ingested_into_a_restart_so_none_is_planned(
     tmp_path: Path,
 ) -> None:
