@@ -226,6 +226,32 @@ def test_a_bare_exit_code_is_explained_by_the_failure_dossier_when_the_logs_are_
     assert (finding.node_id, finding.evidence["kind"]) == ("verify", "bare_exit_code")
 
 
+@pytest.mark.parametrize("cut", [0, 60])
+def test_a_torn_live_json_of_a_run_that_ended_is_no_warning(tmp_path: Path, cut: int) -> None:
+    # loop_restart_resumed: killed in restart-1, resumed to success in the run directory.
+    # Kilroy writes live.json with plain writes (truncate, then write): a kill there leaves it
+    # empty or cut. Nothing reads it once the run has ended: `kilroy attractor status` of an
+    # ended run goes by final.json, and reads only the run directory's live.json otherwise.
+    run = tmp_path / "loop_restart_resumed"
+    shutil.copytree(RUNS / run.name, run)
+    for live in (run / "restart-1" / "live.json", run / "live.json"):
+        live.write_bytes(live.read_bytes()[:cut])
+    found = diagnose(run.name, DoctorConfig(roots=(tmp_path,)))
+    assert found.state == "succeeded"
+    torn = [f for f in found.findings if f.code == "torn_artifact"]
+    assert sorted(f.evidence["file"] for f in torn) == ["live.json", "restart-1/live.json"]
+    assert {f.severity for f in torn} == {Severity.INFO}
+    # A run that has not ended: its live.json is what a watcher of the live run reads.
+    killed = tmp_path / "loop_restart_resumed_killed"
+    shutil.copytree(RUNS / killed.name, killed)
+    live = killed / "restart-1" / "live.json"
+    live.write_bytes(live.read_bytes()[:cut])
+    found = diagnose(killed.name, DoctorConfig(roots=(tmp_path,)))
+    assert found.state == "orphaned"
+    (torn_live,) = [f for f in found.findings if f.code == "torn_artifact"]
+    assert torn_live.severity == Severity.WARNING
+
+
 KILROY_RUN = Path(os.environ.get("KILROY_HOME", "/work/shared/kilroy")) / "run.sh"
 
 
