@@ -34,7 +34,7 @@ if typing.TYPE_CHECKING:
         STOPPED_OWNER_HINT,
         continue_command,
         resumed_past_lines,
-        terminal_detail_line,
+        terminal_detail_lines,
     )
     from doctor._queue_ingest import load_queue, queue_tables
     from doctor._tables import Tables
@@ -96,7 +96,7 @@ __all__ = [
     "scan",
     "select",
     "signature_groups",
-    "terminal_detail_line",
+    "terminal_detail_lines",
     "watch",
     "watch_pass",
     "write_atomic",
@@ -152,7 +152,7 @@ _HOMES = {
     "scan": "doctor._diagnose",
     "select": "doctor._detectors",
     "signature_groups": "rundoctor.signature",
-    "terminal_detail_line": "doctor._notes",
+    "terminal_detail_lines": "doctor._notes",
     "watch": "doctor._watch",
     "watch_pass": "doctor._watch",
     "write_atomic": "doctor._atomic",

@@ -143,12 +143,14 @@ def _run_facts(run_id: str, docs: RunDocuments, rows: _FleetRows, config: Doctor
     # The top-level scope ("" or "restart-N") the run worked in last: its current logs root,
     # where current_node was taken from; None when no top-level event names a node.
     facts["_current_scope"] = rows.current_scope.get(run_id)
-    # A bare "exit status 1" ending: what the stage that failed so wrote about it.
+    # A bare "exit status 1" ending (or a fan-in's "all parallel branches failed"): what
+    # the stages that failed so wrote about it.
     facts["terminal_detail"] = terminal_detail(
         docs.path,
         facts["terminal_reason"],
         [(r[0], r[1], r[2]) for r in rows.reasons.get(run_id, [])],
         (facts["_current_scope"], facts["current_node"]),
+        [b["scope"] for b in facts["branches"] if b["state"] == "failed"],
     )
     # For a scan's cache (doctor._scan): the run's times over all its scopes, and each
     # branch's last event (either would be a statement of its own there).

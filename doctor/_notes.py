@@ -15,7 +15,7 @@ from typing import Any
 
 from rundoctor.markdown import REASON_SHOWN, flatten
 
-__all__ = ["STOPPED_OWNER_HINT", "continue_command", "resumed_past_lines", "terminal_detail_line"]
+__all__ = ["STOPPED_OWNER_HINT", "continue_command", "resumed_past_lines", "terminal_detail_lines"]
 
 #: What to do about an owner that is alive but stopped (the ``owner_stopped`` fact).
 STOPPED_OWNER_HINT = (
@@ -65,18 +65,25 @@ def _resumed_past_line(r: Mapping[str, Any]) -> str:
     )
 
 
-def terminal_detail_line(facts: Mapping[str, Any]) -> str | None:
-    """What the stage whose failure ended the run wrote about it (the ``terminal_detail``
-    fact), as one line under the terminal reason; None without that fact.
+def terminal_detail_lines(facts: Mapping[str, Any]) -> list[str]:
+    """What the stages whose failure ended the run wrote about it (the ``terminal_detail``
+    fact), one line each, for under the terminal reason.
 
-    >>> terminal_detail_line({"terminal_detail": {"scope": "", "node_id": "verify",
-    ...     "file": "verify/stderr.log", "text": "2 tests failed\\nsee above"}})
-    'verify wrote (verify/stderr.log): 2 tests failed see above'
-    >>> terminal_detail_line({"terminal_detail": None}) is None
-    True
+    >>> terminal_detail_lines({"terminal_detail": [{"scope": "", "node_id": "verify",
+    ...     "file": "verify/stderr.log", "text": "2 tests failed\\nsee above"}]})
+    ['verify wrote (verify/stderr.log): 2 tests failed see above']
+    >>> terminal_detail_lines({"terminal_detail": [{"scope": "parallel/par/pass1/01-a",
+    ...     "node_id": "a", "file": None, "text": "exit status 2"}]})
+    ['a in parallel/par/pass1/01-a failed: exit status 2']
+    >>> terminal_detail_lines({"terminal_detail": []})
+    []
     """
-    detail = facts.get("terminal_detail")
-    if not isinstance(detail, Mapping):
-        return None
-    text = flatten(str(detail.get("text") or ""), REASON_SHOWN)
-    return f"{detail.get('node_id')} wrote ({detail.get('file')}): {text}"
+    lines = []
+    for detail in facts.get("terminal_detail") or []:
+        if not isinstance(detail, Mapping):
+            continue
+        where = f" in {detail.get('scope')}" if detail.get("scope") else ""
+        text = flatten(str(detail.get("text") or ""), REASON_SHOWN)
+        said = f"wrote ({detail.get('file')})" if detail.get("file") else "failed"
+        lines.append(f"{detail.get('node_id')}{where} {said}: {text}")
+    return lines

@@ -25,7 +25,7 @@ from doctor._notes import (
     STOPPED_OWNER_HINT,
     continue_command,
     resumed_past_lines,
-    terminal_detail_line,
+    terminal_detail_lines,
 )
 from executor.console import fit_columns, print_one_line_table
 from rundoctor.markdown import REASON_SHOWN, flatten
@@ -297,8 +297,7 @@ def _diagnosis_head(console: Console, diagnosis: Diagnosis) -> None:
             f"terminal reason: [bold]{_text(flatten(reason, REASON_SHOWN))}[/bold]"
             + (f" [dim](stopped by {_text(str(stop))})[/dim]" if stop else "")
         )
-        detail = terminal_detail_line(facts)
-        if detail:
+        for detail in terminal_detail_lines(facts):
             console.print(f"  {_text(detail)}")
     for line in resumed_past_lines(facts):
         console.print(f"[yellow]{_text(line)}[/yellow]")
@@ -422,9 +421,7 @@ def render_markdown(diagnosis: Diagnosis) -> str:
         stop = f" (stopped by {_md(str(f['stopped_by']))})" if f.get("stopped_by") else ""
         reason = _md(f["terminal_reason"], REASON_SHOWN)
         lines.append(f"- terminal reason: **{reason}**{stop}")
-        detail = terminal_detail_line(f)
-        if detail:
-            lines.append(f"  - {_md(detail, 2000)}")
+        lines += [f"  - {_md(detail, 2000)}" for detail in terminal_detail_lines(f)]
     lines += [f"- {_md(line, 2000)}" for line in resumed_past_lines(f)]
     lines += [
         "",

@@ -23,6 +23,7 @@ from typing import Any
 from doctor._layout import is_top_scope
 
 __all__ = [
+    "ALL_BRANCHES_FAILED",
     "BARE_EXIT_RE",
     "DETAIL_CHARS",
     "SWALLOWED_RE",
@@ -154,20 +155,31 @@ def _last_lines(text: str) -> str:
     return out if len(out) <= DETAIL_CHARS else "…" + out[-(DETAIL_CHARS - 1) :]
 
 
+#: The reason of a fan-in whose branches all failed (Kilroy's join), which the run ends with
+#: when nothing routes the join's failure on.
+ALL_BRANCHES_FAILED = "all parallel branches failed"
+_PASS = re.compile(r"^(?P<fan>(?:restart-[0-9]+/)?parallel/[^/]+)/(?:pass(?P<n>[0-9]+)/)?[^/]+$")
+
+
 def terminal_detail(
     run_path: Path,
     reason: Any,
     failures: Sequence[tuple[str, str, str]],
     current: tuple[str | None, str | None],
-) -> dict[str, str] | None:
-    """What the stage whose failure ended the run wrote about it, when the run's terminal
-    ``reason`` is a bare exit code or says nothing (:func:`says_nothing`).
+    failed_branches: Sequence[str] = (),
+) -> list[dict[str, str | None]]:
+    """What the stages whose failure ended the run wrote about it, when the run's terminal
+    ``reason`` does not say: a bare exit code or nothing at all (:func:`says_nothing`), or a
+    fan-in's :data:`ALL_BRANCHES_FAILED`.
 
-    ``failures``: the run's failed attempts' ``(scope, node, reason)``; the stage is a
-    top-level one (the run's own or a restart's) that failed with exactly ``reason``: the run's
-    ``current`` ``(scope, node)`` when it is one of them, else the only one. The result names
-    it (``scope``, ``node_id``), the file read relative to the run (``file``) and the text
-    (``text``, :func:`_last_lines`); None when no such stage or no output is found.
+    ``failures``: the run's failed attempts' ``(scope, node, reason)``. For a reason that says
+    nothing, the stage is a top-level one (the run's own or a restart's) that failed with
+    exactly ``reason``: the run's ``current`` ``(scope, node)`` when it is one of them, else
+    the only one. For a fan-in, the stages are each of ``failed_branches`` (branch scopes)
+    of its fan-out's latest dispatch (``passN``): its failed node (the one the branch's
+    failure dossier names, else its only one). Each item names the stage (``scope``,
+    ``node_id``), the file read relative to the run (``file``) and the text (``text``,
+    :func:`_last_lines`); a branch stage without output: its failure reason, ``file`` null.
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:
@@ -175,23 +187,75 @@ def terminal_detail(
     ...     _ = (Path(tmp) / "verify" / "stderr.log").write_text("2 tests failed\\n")
     ...     terminal_detail(Path(tmp), "exit status 1", [("", "verify", "exit status 1")],
     ...                     ("", "verify"))
-    {'scope': '', 'node_id': 'verify', 'file': 'verify/stderr.log', 'text': '2 tests failed'}
+    [{'scope': '', 'node_id': 'verify', 'file': 'verify/stderr.log', 'text': '2 tests failed'}]
     """
-    if not isinstance(reason, str) or not says_nothing(reason):
-        return None
+    if not isinstance(reason, str):
+        return []
+    if reason.strip() == ALL_BRANCHES_FAILED:
+        found = (_branch_detail(run_path, b, failures) for b in _latest(failed_branches))
+        return [d for d in found if d is not None]
+    if not says_nothing(reason):
+        return []
     stages = sorted({(s, n) for s, n, r in failures if r == reason and is_top_scope(s)})
     scope, node = (current[0] or "", current[1])
     if (scope, node) not in stages:
         if len(stages) != 1:
-            return None
+            return []
         scope, node = stages[0]
-    found = _stage_text(run_path, scope, str(node))
+    detail = _detail(run_path, scope, str(node))
+    return [detail] if detail is not None else []
+
+
+def _detail(run_path: Path, scope: str, node: str) -> dict[str, str | None] | None:
+    found = _stage_text(run_path, scope, node)
     if found is None:
         return None
     path, text = found
     return {
         "scope": scope,
-        "node_id": str(node),
+        "node_id": node,
         "file": path.relative_to(run_path).as_posix(),
         "text": _last_lines(text),
     }
+
+
+def _latest(branches: Sequence[str]) -> list[str]:
+    """The branch scopes of each fan-out's latest dispatch (``passN/``; a layout without
+    passes is one dispatch), sorted.
+
+    >>> _latest(["parallel/par/pass1/01-a", "parallel/par/pass2/01-a", "parallel/q/01-b"])
+    ['parallel/par/pass2/01-a', 'parallel/q/01-b']
+    """
+    parsed = [(m["fan"], int(m["n"] or 0), b) for b in branches if (m := _PASS.match(b))]
+    last: dict[str, int] = {}
+    for fan, n, _b in parsed:
+        last[fan] = max(n, last.get(fan, n))
+    return sorted(b for fan, n, b in parsed if n == last[fan])
+
+
+def _branch_detail(
+    run_path: Path, scope: str, failures: Sequence[tuple[str, str, str]]
+) -> dict[str, str | None] | None:
+    """What the failed node of the branch ``scope`` wrote, else its failure reason."""
+    nodes = {n: r for s, n, r in failures if s == scope}
+    named = _dossier_node(run_path, scope)
+    node = named if named in nodes else (next(iter(nodes)) if len(nodes) == 1 else None)
+    if node is None:
+        return None
+    detail = _detail(run_path, scope, node)
+    if detail is None:
+        return {"scope": scope, "node_id": node, "file": None, "text": _last_lines(nodes[node])}
+    return detail
+
+
+def _dossier_node(run_path: Path, scope: str) -> str | None:
+    """The node the scope's ``failure_dossier.json`` is about, if it can be read."""
+    path = run_path / scope / "failure_dossier.json"
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > _MAX_READ:
+            return None
+        value = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    node = value.get("failed_node_id") if isinstance(value, dict) else None
+    return node if isinstance(node, str) else None

@@ -202,14 +202,42 @@ def test_the_stage_words_come_from_the_failure_dossier_when_its_logs_are_gone(
     for log in run.glob("verify/std*.log"):
         log.unlink()
     facts = diagnose(run.name, DoctorConfig(roots=(tmp_path,))).facts
-    assert facts["terminal_detail"] == {
-        "scope": "",
-        "node_id": "verify",
-        "file": "failure_dossier.json",
-        "text": "verify: 2 tests failed (test_parse, test_emit)",
-    }
+    assert facts["terminal_detail"] == [
+        {
+            "scope": "",
+            "node_id": "verify",
+            "file": "failure_dossier.json",
+            "text": "verify: 2 tests failed (test_parse, test_emit)",
+        }
+    ]
     (run / "failure_dossier.json").unlink()
-    assert diagnose(run.name, DoctorConfig(roots=(tmp_path,))).facts["terminal_detail"] is None
+    assert diagnose(run.name, DoctorConfig(roots=(tmp_path,))).facts["terminal_detail"] == []
+
+
+def test_a_run_whose_branches_all_failed_shows_what_each_failed_stage_wrote() -> None:
+    # The join fails with "all parallel branches failed", which the run ends with; each
+    # branch's stage failed with a bare "exit status 1" and said why on stderr.
+    result = _diagnosed("fanout_all_fail")
+    console = Console(file=io.StringIO(), width=200)
+    render_diagnosis(console, result, DETECTORS, verbose=False)
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "impl_a in parallel/par/pass1/01-impl_a wrote " in shown
+    assert ": a: compile error" in shown and ": b: tests failed" in shown
+
+
+def test_a_failed_branch_without_output_is_quoted_by_its_failure_reason(tmp_path: Path) -> None:
+    run = tmp_path / "fanout_all_fail"
+    shutil.copytree(RUNS / run.name, run)
+    for log in run.glob("parallel/par/pass1/01-impl_a/impl_a/**/std*.log"):
+        log.unlink()
+    (run / "parallel" / "par" / "pass1" / "01-impl_a" / "failure_dossier.json").unlink()
+    facts = diagnose(run.name, DoctorConfig(roots=(tmp_path,))).facts
+    assert facts["terminal_detail"][0] == {
+        "scope": "parallel/par/pass1/01-impl_a",
+        "node_id": "impl_a",
+        "file": None,
+        "text": "exit status 1",
+    }
 
 
 def test_a_bare_exit_code_is_explained_by_the_failure_dossier_when_the_logs_are_gone(
