@@ -108,7 +108,11 @@ Kilroy resumes without it on its defaults and its simulated agent backend ...
     if named is None:
         return None
     beside = docs.path / "run_config.json"
-    target = f"{beside} (Kilroy's copy of it)" if beside.is_file() else "the run's config"
+    target = (
+        "the run_config.json beside it (Kilroy's copy of the config)"
+        if beside.is_file()
+        else "the run's config"
+    )
     catalogue = _missing_catalogue(docs)
     also = (
         f", and its modeldb.openrouter_model_info_path ({catalogue}, also gone) at a copy of "
@@ -119,8 +123,8 @@ Kilroy resumes without it on its defaults and its simulated agent backend ...
     base = _foreign_base(docs)
     if base is not None:
         also += (
-            f", and checkpoint.json's extra.base_logs_root ({base}) at {docs.path} (Kilroy "
-            "saves the resumed run's outcome there too)"
+            f", and checkpoint.json's extra.base_logs_root ({base}) at this run directory "
+            "(Kilroy saves the resumed run's outcome there too)"
         )
     return (
         f"but first point manifest.json's run_config_path at {target}: it names {named}, "

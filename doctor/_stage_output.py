@@ -28,6 +28,7 @@ __all__ = [
     "DETAIL_CHARS",
     "SWALLOWED_RE",
     "says_nothing",
+    "stage_detail",
     "stage_output",
     "terminal_detail",
 ]
@@ -202,11 +203,13 @@ def terminal_detail(
         if len(stages) != 1:
             return []
         scope, node = stages[0]
-    detail = _detail(run_path, scope, str(node))
+    detail = stage_detail(run_path, scope, str(node))
     return [detail] if detail is not None else []
 
 
-def _detail(run_path: Path, scope: str, node: str) -> dict[str, str | None] | None:
+def stage_detail(run_path: Path, scope: str, node: str) -> dict[str, str | None] | None:
+    """What the stage ``node`` of ``scope`` wrote (:func:`terminal_detail`'s item: ``scope``,
+    ``node_id``, ``file``, ``text``), or None when it wrote nothing."""
     found = _stage_text(run_path, scope, node)
     if found is None:
         return None
@@ -242,7 +245,7 @@ def _branch_detail(
     node = named if named in nodes else (next(iter(nodes)) if len(nodes) == 1 else None)
     if node is None:
         return None
-    detail = _detail(run_path, scope, node)
+    detail = stage_detail(run_path, scope, node)
     if detail is None:
         return {"scope": scope, "node_id": node, "file": None, "text": _last_lines(nodes[node])}
     return detail

@@ -726,7 +726,7 @@ def test_resume_advice_for_a_moved_run_warns_that_kilroy_would_resume_it_without
     (advice,) = [f for f in found.findings if f.code == "status_contract_mismatch"]
     assert advice.repair == "ingest_status"
     assert advice.evidence["resume_config_missing"] == named
-    assert f"point manifest.json's run_config_path at {plain / 'run_config.json'}" in (
+    assert "point manifest.json's run_config_path at the run_config.json beside it" in (
         advice.summary
     )
     assert "simulated agent backend" in advice.summary
