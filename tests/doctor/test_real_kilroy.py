@@ -194,13 +194,20 @@ def test_a_run_ended_by_a_bare_exit_code_shows_what_the_failed_stage_wrote() -> 
     assert said.replace("_", "\\_") in render_postmortem(result)
 
 
+def _without_logs(tmp_path: Path, name: str, logs: str) -> Path:
+    """A copy of the committed run ``name`` under ``tmp_path`` without the stage output files
+    the glob ``logs`` matches."""
+    run = tmp_path / name
+    shutil.copytree(RUNS / name, run)
+    for log in run.glob(logs):
+        log.unlink()
+    return run
+
+
 def test_the_stage_words_come_from_the_failure_dossier_when_its_logs_are_gone(
     tmp_path: Path,
 ) -> None:
-    run = tmp_path / "no_retry_target"
-    shutil.copytree(RUNS / "no_retry_target", run)
-    for log in run.glob("verify/std*.log"):
-        log.unlink()
+    run = _without_logs(tmp_path, "no_retry_target", "verify/std*.log")
     facts = diagnose(run.name, DoctorConfig(roots=(tmp_path,))).facts
     assert facts["terminal_detail"] == [
         {
@@ -226,10 +233,9 @@ def test_a_run_whose_branches_all_failed_shows_what_each_failed_stage_wrote() ->
 
 
 def test_a_failed_branch_without_output_is_quoted_by_its_failure_reason(tmp_path: Path) -> None:
-    run = tmp_path / "fanout_all_fail"
-    shutil.copytree(RUNS / run.name, run)
-    for log in run.glob("parallel/par/pass1/01-impl_a/impl_a/**/std*.log"):
-        log.unlink()
+    run = _without_logs(
+        tmp_path, "fanout_all_fail", "parallel/par/pass1/01-impl_a/impl_a/**/std*.log"
+    )
     (run / "parallel" / "par" / "pass1" / "01-impl_a" / "failure_dossier.json").unlink()
     facts = diagnose(run.name, DoctorConfig(roots=(tmp_path,))).facts
     assert facts["terminal_detail"][0] == {
@@ -243,10 +249,7 @@ def test_a_failed_branch_without_output_is_quoted_by_its_failure_reason(tmp_path
 def test_a_bare_exit_code_is_explained_by_the_failure_dossier_when_the_logs_are_gone(
     tmp_path: Path,
 ) -> None:
-    run = tmp_path / "retry_exhausted"
-    shutil.copytree(RUNS / "retry_exhausted", run)
-    for log in run.glob("verify/**/std*.log"):
-        log.unlink()
+    run = _without_logs(tmp_path, "retry_exhausted", "verify/**/std*.log")
     config = DoctorConfig(roots=(tmp_path,), checks=("swallowed_error",))
     assert diagnose(run.name, config).findings == ()
     (run / "failure_dossier.json").unlink()
