@@ -738,6 +738,51 @@ def test_resume_advice_for_a_moved_run_warns_that_kilroy_would_resume_it_without
     assert "simulated" not in advice.summary
 
 
+def _point_as_the_caveat_says(run: Path) -> None:
+    """The edits the resume caveat names, and no other: manifest.json's run_config_path at
+    the run_config.json beside it, its model catalogue path at a copy of the catalogue, the
+    checkpoint's extra.base_logs_root at the run directory."""
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["run_config_path"] = str(run / "run_config.json")
+    catalogue = run / "modeldb" / "openrouter_models.json"
+    catalogue.parent.mkdir(exist_ok=True)
+    shutil.copyfile(KILROY / "openrouter_models.json", catalogue)
+    manifest["modeldb"]["openrouter_model_info_path"] = str(catalogue)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    checkpoint = json.loads((run / "checkpoint.json").read_text())
+    checkpoint["extra"]["base_logs_root"] = str(run)
+    (run / "checkpoint.json").write_text(json.dumps(checkpoint))
+
+
+def test_the_edits_the_resume_caveat_names_let_kilroy_resume_with_the_runs_own_config(
+    tmp_path: Path,
+) -> None:
+    # loop_restart_agent_dotai copied as it is resumes on the simulated agent (the test
+    # above). With only what the caveat names pointed at the copy, Kilroy resumes with the
+    # run's own config: impl runs under its test_shim profile, which a resume refuses, and the
+    # goal gate fails the run as it did.
+    name = "loop_restart_agent_dotai"
+    run = tmp_path / "runs" / name
+    shutil.copytree(RUNS / name, run, symlinks=True)
+    _point_as_the_caveat_says(run)
+    assert _resume_copy(run, tmp_path / "work").returncode != 0
+    assert relocate.simulated_stages(run) == []
+    stream = [json.loads(line) for line in (run / "progress.ndjson").read_text().splitlines()]
+    impl = [e for e in stream if e["event"] == "stage_attempt_end"][-1]
+    assert (impl["node_id"], impl["failure_reason"]) == (
+        "impl",
+        "llm.cli_profile=test_shim requires --allow-test-shim",
+    )
+    # The caveat of a run pointed so is gone (agent_dotai_status: its advice asks a resume).
+    other = tmp_path / "other" / "agent_dotai_status"
+    shutil.copytree(RUNS / other.name, other, symlinks=True)
+    _point_as_the_caveat_says(other)
+    found = diagnose(other.name, DoctorConfig(roots=(other.parent,)))
+    (advice,) = [f for f in found.findings if f.code == "status_contract_mismatch"]
+    assert advice.repair == "ingest_status"
+    assert "resume_config_missing" not in advice.evidence
+
+
 def test_kilroy_never_reads_a_status_ingested_into_a_restart_so_none_is_planned(
     tmp_path: Path,
 ) -> None:
