@@ -671,9 +671,7 @@ def test_a_copied_committed_agent_run_resumes_with_its_agent_only_once_relocated
     plain = tmp_path / "plain" / name
     shutil.copytree(RUNS / name, plain, symlinks=True)
     # Only its base_logs_root pointed at the copy (docs/repair.md, "A resume of a copy").
-    checkpoint = json.loads((plain / "checkpoint.json").read_text())
-    checkpoint["extra"]["base_logs_root"] = str(plain)
-    (plain / "checkpoint.json").write_text(json.dumps(checkpoint))
+    _point_base_at(plain)
     assert _resume_copy(plain, tmp_path / "plain-work").returncode == 0
     assert relocate.simulated_stages(plain) == ["impl"]
     assert json.loads((plain / "final.json").read_text())["status"] == "success"
@@ -707,6 +705,14 @@ def test_a_copied_committed_agent_run_resumes_with_its_agent_only_once_relocated
     for checkpoint in logs.rglob("checkpoint.json"):
         base = json.loads(checkpoint.read_text()).get("extra", {}).get("base_logs_root")
         assert base is None or base == str(logs), checkpoint
+    # Only what the doctor's resume caveat names pointed at a copy is enough too.
+    pointed = tmp_path / "pointed" / name
+    shutil.copytree(RUNS / name, pointed, symlinks=True)
+    _point_as_the_caveat_says(pointed)
+    assert _resume_copy(pointed, tmp_path / "pointed-work").returncode != 0
+    assert relocate.simulated_stages(pointed) == []
+    ended = json.loads((pointed / "final.json").read_text())
+    assert (ended["status"], ended["failure_reason"]) == (final["status"], final["failure_reason"])
 
 
 @pytest.mark.parametrize("name", ["agent_dotai_status", "goal_gate_lost_status_killed"])
@@ -730,10 +736,11 @@ def test_resume_advice_for_a_moved_run_warns_that_kilroy_would_resume_it_without
         advice.summary
     )
     assert "simulated agent backend" in advice.summary
-    # Relocated as the warning says (fixtures.kilroy.relocate), the advice stands alone.
-    logs = relocate.copy_run(RUNS / name, tmp_path / "relocated" / name)
-    relocated = diagnose(name, DoctorConfig(roots=(logs.parent,)))
-    (advice,) = [f for f in relocated.findings if f.code == "status_contract_mismatch"]
+    # With what the warning names pointed at the copy, the advice stands alone.
+    _point_as_the_caveat_says(plain)
+    pointed = diagnose(name, DoctorConfig(roots=(plain.parent,)))
+    (advice,) = [f for f in pointed.findings if f.code == "status_contract_mismatch"]
+    assert advice.repair == "ingest_status"
     assert "resume_config_missing" not in advice.evidence
     assert "simulated" not in advice.summary
 
@@ -749,38 +756,14 @@ def _point_as_the_caveat_says(run: Path) -> None:
     shutil.copyfile(KILROY / "openrouter_models.json", catalogue)
     manifest["modeldb"]["openrouter_model_info_path"] = str(catalogue)
     (run / "manifest.json").write_text(json.dumps(manifest))
+    _point_base_at(run)
+
+
+def _point_base_at(run: Path) -> None:
+    """The run's checkpoint's extra.base_logs_root pointed at the run directory itself."""
     checkpoint = json.loads((run / "checkpoint.json").read_text())
     checkpoint["extra"]["base_logs_root"] = str(run)
     (run / "checkpoint.json").write_text(json.dumps(checkpoint))
-
-
-def test_the_edits_the_resume_caveat_names_let_kilroy_resume_with_the_runs_own_config(
-    tmp_path: Path,
-) -> None:
-    # loop_restart_agent_dotai copied as it is resumes on the simulated agent (the test
-    # above). With only what the caveat names pointed at the copy, Kilroy resumes with the
-    # run's own config: impl runs under its test_shim profile, which a resume refuses, and the
-    # goal gate fails the run as it did.
-    name = "loop_restart_agent_dotai"
-    run = tmp_path / "runs" / name
-    shutil.copytree(RUNS / name, run, symlinks=True)
-    _point_as_the_caveat_says(run)
-    assert _resume_copy(run, tmp_path / "work").returncode != 0
-    assert relocate.simulated_stages(run) == []
-    stream = [json.loads(line) for line in (run / "progress.ndjson").read_text().splitlines()]
-    impl = [e for e in stream if e["event"] == "stage_attempt_end"][-1]
-    assert (impl["node_id"], impl["failure_reason"]) == (
-        "impl",
-        "llm.cli_profile=test_shim requires --allow-test-shim",
-    )
-    # The caveat of a run pointed so is gone (agent_dotai_status: its advice asks a resume).
-    other = tmp_path / "other" / "agent_dotai_status"
-    shutil.copytree(RUNS / other.name, other, symlinks=True)
-    _point_as_the_caveat_says(other)
-    found = diagnose(other.name, DoctorConfig(roots=(other.parent,)))
-    (advice,) = [f for f in found.findings if f.code == "status_contract_mismatch"]
-    assert advice.repair == "ingest_status"
-    assert "resume_config_missing" not in advice.evidence
 
 
 def test_kilroy_never_reads_a_status_ingested_into_a_restart_so_none_is_planned(
