@@ -30,7 +30,12 @@ if typing.TYPE_CHECKING:
     from doctor._layout import discover
     from doctor._metrics import fleet_metrics
     from doctor._model import Diagnosis, Finding, Severity
-    from doctor._notes import STOPPED_OWNER_HINT, continue_command, resumed_past_lines
+    from doctor._notes import (
+        STOPPED_OWNER_HINT,
+        continue_command,
+        resumed_past_lines,
+        terminal_detail_lines,
+    )
     from doctor._queue_ingest import load_queue, queue_tables
     from doctor._tables import Tables
     from doctor._timeline import (
@@ -91,6 +96,7 @@ __all__ = [
     "scan",
     "select",
     "signature_groups",
+    "terminal_detail_lines",
     "watch",
     "watch_pass",
     "write_atomic",
@@ -146,6 +152,7 @@ _HOMES = {
     "scan": "doctor._diagnose",
     "select": "doctor._detectors",
     "signature_groups": "rundoctor.signature",
+    "terminal_detail_lines": "doctor._notes",
     "watch": "doctor._watch",
     "watch_pass": "doctor._watch",
     "write_atomic": "doctor._atomic",

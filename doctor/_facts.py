@@ -41,6 +41,7 @@ from doctor._run_state import (
     run_state,
     signal_stop,
 )
+from doctor._stage_output import terminal_detail
 from doctor._tables import Tables
 from doctor._timestamps import _seconds, iso, parse_iso
 
@@ -142,6 +143,7 @@ def _run_facts(run_id: str, docs: RunDocuments, rows: _FleetRows, config: Doctor
     # The top-level scope ("" or "restart-N") the run worked in last: its current logs root,
     # where current_node was taken from; None when no top-level event names a node.
     facts["_current_scope"] = rows.current_scope.get(run_id)
+    facts["terminal_detail"] = _terminal_detail(docs, rows.reasons.get(run_id, []), facts)
     # For a scan's cache (doctor._scan): the run's times over all its scopes, and each
     # branch's last event (either would be a statement of its own there).
     facts["_activity"] = rows.activity.get(run_id, (None, None, None))
@@ -149,6 +151,20 @@ def _run_facts(run_id: str, docs: RunDocuments, rows: _FleetRows, config: Doctor
     if run_id in rows.omitted:
         facts["rows_omitted"] = rows.omitted[run_id]
     return facts
+
+
+def _terminal_detail(
+    docs: RunDocuments, reasons: list[tuple[Any, ...]], facts: RunFacts
+) -> list[dict[str, str | None]]:
+    """``terminal_detail``: for a bare "exit status 1" ending (or a fan-in's "all parallel
+    branches failed"), what the stages that failed so wrote about it."""
+    return terminal_detail(
+        docs.path,
+        facts["terminal_reason"],
+        [(r[0], r[1], r[2]) for r in reasons],
+        (facts["_current_scope"], facts["current_node"]),
+        [b["scope"] for b in facts["branches"] if b["state"] == "failed"],
+    )
 
 
 def _branch_facts(

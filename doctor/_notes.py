@@ -1,10 +1,11 @@
 """Sentences about a run's facts that every view of a diagnosis says the same way.
 
 The console diagnosis (:mod:`doctor._render`), its Markdown form and the postmortem
-(``reports``) all state two facts that no finding code carries: ``owner_stopped`` (the owner
-lives but is stopped, state ``T``: it must be continued, not repaired) and ``resumed_past``
-(a resume routed past an interrupted visit instead of running it again). Their wording lives
-here once, so the three cannot drift apart.
+(``reports``) all state facts that no finding code carries: ``owner_stopped`` (the owner
+lives but is stopped, state ``T``: it must be continued, not repaired), ``resumed_past``
+(a resume routed past an interrupted visit instead of running it again) and
+``terminal_detail`` (what the stage whose bare ``exit status 1`` ended the run wrote). Their
+wording lives here once, so the three cannot drift apart.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from rundoctor.markdown import REASON_SHOWN, flatten
 
-__all__ = ["STOPPED_OWNER_HINT", "continue_command", "resumed_past_lines"]
+__all__ = ["STOPPED_OWNER_HINT", "continue_command", "resumed_past_lines", "terminal_detail_lines"]
 
 #: What to do about an owner that is alive but stopped (the ``owner_stopped`` fact).
 STOPPED_OWNER_HINT = (
@@ -62,3 +63,27 @@ def _resumed_past_line(r: Mapping[str, Any]) -> str:
         f"resumed at {r.get('resumed_at')} past {node}'s interrupted visit ({why}): the resume "
         f"routed on {on} to {r.get('next_node')} instead of running {node} again"
     )
+
+
+def terminal_detail_lines(facts: Mapping[str, Any]) -> list[str]:
+    """What the stages whose failure ended the run wrote about it (the ``terminal_detail``
+    fact), one line each, for under the terminal reason.
+
+    >>> terminal_detail_lines({"terminal_detail": [{"scope": "", "node_id": "verify",
+    ...     "file": "verify/stderr.log", "text": "2 tests failed\\nsee above"}]})
+    ['verify wrote (verify/stderr.log): 2 tests failed see above']
+    >>> terminal_detail_lines({"terminal_detail": [{"scope": "parallel/par/pass1/01-a",
+    ...     "node_id": "a", "file": None, "text": "exit status 2"}]})
+    ['a in parallel/par/pass1/01-a failed: exit status 2']
+    >>> terminal_detail_lines({"terminal_detail": []})
+    []
+    """
+    lines = []
+    for detail in facts.get("terminal_detail") or []:
+        if not isinstance(detail, Mapping):
+            continue
+        where = f" in {detail.get('scope')}" if detail.get("scope") else ""
+        text = flatten(str(detail.get("text") or ""), REASON_SHOWN)
+        said = f"wrote ({detail.get('file')})" if detail.get("file") else "failed"
+        lines.append(f"{detail.get('node_id')}{where} {said}: {text}")
+    return lines

@@ -21,7 +21,12 @@ from doctor._detectors._context import QUEUE_CHECKS
 from doctor._model import Diagnosis, Finding, Severity
 from doctor._model import plural as _plural
 from doctor._ndjson import LINE_COMPLETE, MAX_LINE_BYTES, NOT_AN_EVENT, too_long
-from doctor._notes import STOPPED_OWNER_HINT, continue_command, resumed_past_lines
+from doctor._notes import (
+    STOPPED_OWNER_HINT,
+    continue_command,
+    resumed_past_lines,
+    terminal_detail_lines,
+)
 from executor.console import fit_columns, print_one_line_table
 from rundoctor.markdown import REASON_SHOWN, flatten
 from rundoctor.markdown import md as _md
@@ -292,6 +297,8 @@ def _diagnosis_head(console: Console, diagnosis: Diagnosis) -> None:
             f"terminal reason: [bold]{_text(flatten(reason, REASON_SHOWN))}[/bold]"
             + (f" [dim](stopped by {_text(str(stop))})[/dim]" if stop else "")
         )
+        for detail in terminal_detail_lines(facts):
+            console.print(f"  {_text(detail)}")
     for line in resumed_past_lines(facts):
         console.print(f"[yellow]{_text(line)}[/yellow]")
 
@@ -414,6 +421,7 @@ def render_markdown(diagnosis: Diagnosis) -> str:
         stop = f" (stopped by {_md(str(f['stopped_by']))})" if f.get("stopped_by") else ""
         reason = _md(f["terminal_reason"], REASON_SHOWN)
         lines.append(f"- terminal reason: **{reason}**{stop}")
+        lines += [f"  - {_md(detail, 2000)}" for detail in terminal_detail_lines(f)]
     lines += [f"- {_md(line, 2000)}" for line in resumed_past_lines(f)]
     lines += [
         "",

@@ -277,6 +277,7 @@ class RunFactsView:
     checkpoint_node: Text | None
     terminal_reason: Text | None = None
     stopped_by: Text | None = None
+    terminal_detail: tuple[Text, ...] = ()
     owner_stopped: bool = False
     stopped_hint: str | None = None
     continue_command: str | None = None

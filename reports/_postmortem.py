@@ -17,6 +17,7 @@ from doctor import (
     Severity,
     continue_command,
     resumed_past_lines,
+    terminal_detail_lines,
 )
 from reports._context import (
     TOP,
@@ -128,6 +129,7 @@ def _facts_view(d: Diagnosis) -> RunFactsView:
         checkpoint_node=opt_text(telemetry.evidence.get("checkpoint_node")) if telemetry else None,
         terminal_reason=opt_text(facts.get("terminal_reason")),
         stopped_by=opt_text(facts.get("stopped_by")),
+        terminal_detail=tuple(Text(line) for line in terminal_detail_lines(facts)),
         owner_stopped=stopped,
         stopped_hint=STOPPED_OWNER_HINT if stopped else None,
         continue_command=continue_command(pid) if stopped and isinstance(pid, int) else None,

@@ -19,6 +19,7 @@ mode) is not judged: its resume fails before it reads the status file.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -33,7 +34,7 @@ from doctor._documents import (
 )
 from doctor._facts import facts_of, scope_state
 from doctor._model import Finding, Severity
-from doctor._resumable import resume_refusal
+from doctor._resumable import missing_config, resume_caveat, resume_refusal
 from doctor._timestamps import parse_iso
 
 __all__ = ["lost_status"]
@@ -196,8 +197,22 @@ def lost_status(ctx: Context) -> list[Finding]:
             continue  # a cancellation routes as the archived fail would (class aside)
         restored = os.path.lexists(node_dir / "status.json")
         canceled = doomed is not None and doomed[1]
-        findings.append(_finding(run_id, where, reason, found[:2], restored, canceled))
+        finding = _finding(run_id, where, reason, found[:2], restored, canceled)
+        findings.append(_with_caveat(finding, ctx.documents(run_id)))
     return findings
+
+
+def _with_caveat(finding: Finding, docs: RunDocuments) -> Finding:
+    """``finding``, whose advice ends in a resume, warned that the resume would not run as
+    the run did (:func:`doctor._resumable.resume_caveat`) when that is so."""
+    caveat = resume_caveat(docs)
+    if caveat is None:
+        return finding
+    return dataclasses.replace(
+        finding,
+        summary=f"{finding.summary}; {caveat}",
+        evidence={**finding.evidence, "resume_config_missing": missing_config(docs)},
+    )
 
 
 def _finding(

@@ -34,7 +34,9 @@ from doctor._detectors._context import Context, needs
 from doctor._facts import facts_of
 from doctor._layout import TOP_SQL
 from doctor._model import Finding, Severity
+from doctor._stage_output import says_nothing, stage_detail
 from doctor._timestamps import iso
+from rundoctor.markdown import REASON_SHOWN, flatten
 
 __all__ = ["false_success"]
 
@@ -84,10 +86,22 @@ def false_success(ctx: Context) -> list[Finding]:
     for run_id, scope, src, dst, cond, at, status, reason, attempt, mx in ctx.tables.sql(_SQL):
         if not _success(ctx, run_id) or not _ended_in(ctx, run_id, scope):
             continue
+        # A bare "exit status 1": what the stage wrote says what failed.
+        words = (
+            stage_detail(ctx.documents(run_id).path, scope, src)
+            if says_nothing(str(reason or ""))
+            else None
+        )
+        told = (
+            f"; {src} wrote ({words['file']}): {flatten(words['text'], REASON_SHOWN)}"
+            if words
+            else ""
+        )
         findings.append(
             _finding(
                 (
-                    f"final.json says success, but {src} failed ({reason or status!r}) and no "
+                    f"final.json says success, but {src} failed ({reason or status!r}{told}) "
+                    "and no "
                     f"edge condition matched, so Kilroy fell back to the edge into {dst} and "
                     f"ended the run; treat the run as failed and give {src} an edge for "
                     "failure (or make it a goal gate): a retry_target alone is not taken, "
@@ -107,6 +121,7 @@ def false_success(ctx: Context) -> list[Finding]:
                     "max_attempts": mx,
                     "edge_at": iso(at),
                     "final_status": "success",
+                    **({"stage_output": words} if words else {}),
                 },
             )
         )

@@ -40,7 +40,7 @@ from doctor._documents import Document, RunDocuments, normalize_status
 from doctor._facts import facts_of
 from doctor._layout import is_top_scope
 from doctor._model import Finding, Severity
-from doctor._resumable import resume_refusal
+from doctor._resumable import missing_config, resume_caveat, resume_refusal
 from doctor._timestamps import iso, parse_iso
 
 __all__ = ["status_contract_mismatch"]
@@ -155,9 +155,12 @@ def _stranded_status(ctx: Context) -> list[Finding]:
         succeeded = facts_of(ctx.facts, run_id).get("_state") == "succeeded"
         docs = ctx.tables.documents[run_id]
         refused = None if succeeded else resume_refusal(docs)
-        ingest, advice = _remedy(docs, (scope, str(node)), outcome, ingested, succeeded)
+        ingest, advice, resumes = _remedy(docs, (scope, str(node)), outcome, ingested, succeeded)
         if refused is not None:
-            ingest, advice = False, _refused_advice(ingested, refused)
+            ingest, advice, resumes = False, _refused_advice(ingested, refused), False
+        caveat = resume_caveat(docs) if resumes else None
+        if caveat is not None:
+            advice = f"{advice}; {caveat}"
         where = scope_words(scope)
         others = f" ({n_failed} attempts in {where} failed the same way)" if n_failed > 1 else ""
         findings.append(
@@ -185,6 +188,7 @@ def _stranded_status(ctx: Context) -> list[Finding]:
                     "stranded": all_found,
                     **({"ingested_after": iso(ingested)} if ingested is not None else {}),
                     **({"resume_refused": refused} if refused is not None else {}),
+                    **({"resume_config_missing": missing_config(docs)} if caveat else {}),
                 },
             )
         )
@@ -212,10 +216,11 @@ def _remedy(
     outcome: str,
     ingested: int | None,
     succeeded: bool,
-) -> tuple[bool, str]:
-    """Whether to ingest the stranded outcome of node ``where[1]`` in scope ``where[0]``, and
-    the advice: not when it is no success, was ingested, the run succeeded, the node is in a
-    branch a resume dispatches again, or the run went on past it."""
+) -> tuple[bool, str, bool]:
+    """Whether to ingest the stranded outcome of node ``where[1]`` in scope ``where[0]``, the
+    advice, and whether it asks for a resume: no ingest when it is no success, was ingested,
+    the run succeeded, the node is in a branch a resume dispatches again, or the run went on
+    past it."""
     scope, node = where
     past = _routed_past(docs, scope, node)
     branch = docs.layout == "kilroy" and _DISPATCHED.search(scope) is not None
@@ -223,8 +228,10 @@ def _remedy(
     ingest = outcome in SUCCESS_LIKE and ingested is None and not (succeeded or branch)
     ingest = ingest and past is None and not restart
     advice = _advice(ingest, ingested, succeeded, _rel(scope, node, "status.json"))
+    # Ingest and re-route, or resume what was ingested.
+    resumes = ingest or (ingested is not None and not succeeded)
     if branch and not succeeded:
-        advice = _BRANCH_ADVICE
+        advice, resumes = _BRANCH_ADVICE, False
     elif restart and ingested is None and not succeeded:
         advice = _restart_advice(docs, scope)
     if past is not None and ingested is None and not succeeded:
@@ -233,7 +240,7 @@ def _remedy(
             f"{past}), so a resume would not read an ingested status; fix the agent's "
             "status path"
         )
-    return ingest, advice
+    return ingest, advice, resumes
 
 
 def _refused_advice(ingested: int | None, refused: str) -> str:

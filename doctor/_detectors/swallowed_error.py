@@ -21,12 +21,11 @@ The reason patterns live here and are shared with ``lost_failure_reason``:
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 from doctor._detectors._context import Context, in_scope, more, needs
 from doctor._model import Finding, Severity, plural
+from doctor._stage_output import BARE_EXIT_RE, SWALLOWED_RE, stage_output
 
 __all__ = [
     "BARE_EXIT_RE",
@@ -37,16 +36,6 @@ __all__ = [
     "swallowed_sql",
 ]
 
-#: A reason that says nothing (full match, after trimming; RE2 syntax for DuckDB).
-SWALLOWED_RE = (
-    r"(?i)(?:[^:=0-9\n]{0,80}[:=]\s*)?"
-    r"""(?:none|null|nil|<nil>|undefined|nan|""|''|\{\}|\[\])?"""
-)
-#: A bare process exit code and nothing else.
-BARE_EXIT_RE = (
-    r"(?i)(?:exit status|exit code|exited with (?:exit )?(?:code|status)|return ?code|"
-    r"status code)\s*[:=]?\s*-?[0-9]+"
-)
 #: Filler written where the real reason was lost.
 PLACEHOLDER_RE = (
     r"(?i)failure_reason must be non-empty.*|max retries exceeded|unknown(?: error)?|"
@@ -103,69 +92,6 @@ SELECT run_id, scope, node_id, kind, count(*) AS n,
 FROM failed WHERE kind IS NOT NULL
 GROUP BY ALL ORDER BY run_id, scope, node_id, kind
 """
-
-
-_OUTPUTS = ("stderr.log", "stdout.log")
-_MAX_READ = 64 * 1024
-
-
-def _plain_dir(path: Path) -> bool:
-    """A real directory, not a symlink (nothing outside the run is read)."""
-    try:
-        return not path.is_symlink() and path.is_dir()
-    except OSError:
-        return False
-
-
-def _has_text(path: Path) -> bool:
-    try:
-        if path.is_symlink() or not path.is_file():
-            return False
-        with path.open("rb") as fh:
-            return bool(fh.read(_MAX_READ).strip())
-    except OSError:
-        return False
-
-
-def _dossier_explains(run_path: Path, scope: str, node_id: str) -> Path | None:
-    """The scope's ``failure_dossier.json`` when it is about ``node_id`` and quotes its stderr.
-
-    Kilroy overwrites it on every failure (format doc §3.7), so only the latest failed node's
-    is there; its ``tool.stderr_excerpt`` is the stage's stderr.
-    """
-    path = (run_path / scope if scope else run_path) / "failure_dossier.json"
-    try:
-        if path.is_symlink() or not path.is_file() or path.stat().st_size > _MAX_READ:
-            return None
-        value = json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return None
-    if not isinstance(value, dict) or value.get("failed_node_id") != node_id:
-        return None
-    tool = value.get("tool")
-    excerpt = tool.get("stderr_excerpt") if isinstance(tool, dict) else None
-    return path if isinstance(excerpt, str) and excerpt.strip() else None
-
-
-def stage_output(run_path: Path, scope: str, node_id: str) -> Path | None:
-    """The first of the stage's own output files that has text, if any.
-
-    Looks in ``<scope>/<node_id>/`` and its ``attempt_<K>/``/``visit_<N>/`` archives (one
-    level of visits, then their attempts), never following symlinks.
-    """
-    node_dir = run_path / scope / node_id if scope else run_path / node_id
-    if os.sep in node_id or node_id in ("", ".", "..") or not _plain_dir(node_dir):
-        return None
-    dirs = [node_dir]
-    for parent in (node_dir, *sorted(d for d in node_dir.glob("visit_*") if _plain_dir(d))):
-        dirs.extend(sorted(d for d in parent.glob("attempt_*") if _plain_dir(d)))
-        if parent is not node_dir:
-            dirs.append(parent)
-    for d in dirs:
-        for name in _OUTPUTS:
-            if _has_text(d / name):
-                return d / name
-    return _dossier_explains(run_path, scope, node_id)
 
 
 @needs(failed_attempts=True)

@@ -6,7 +6,14 @@ of an append leaves (Kilroy appends with plain writes): the events before it are
 truncating the line repairs the file. A torn line in the middle of a stream, or a torn
 ``final.json`` / ``checkpoint.json`` / ``status.json`` (all written atomically since the
 Feb-2026 hardening), is lost or corrupted data. ``live.json`` is rewritten non-atomically on
-every event, so a torn one is expected now and then.
+every event, so a torn one is expected now and then. Once the run has ended (a final.json:
+``succeeded``, ``failed`` or ``canceled``) a torn ``live.json`` anywhere in it is only
+``info``: Kilroy reads none of an ended run (``kilroy attractor status`` goes by final.json and
+otherwise reads only the run directory's own, never a ``restart-N/`` one), a resume rewrites
+the run directory's whole on its first event and never writes a superseded ``restart-N/``
+again, and every event it mirrored is in the stream (checked with the real engine on
+``loop_restart_resumed``, killed in ``restart-1/`` and resumed to success in the run
+directory).
 
 A stream's last line is recognized by counting: every non-blank line of a stream is either an
 event or a torn line, so the last torn line is the file's last line when its number equals
@@ -17,6 +24,7 @@ read as torn mid-file, the safe side).
 from __future__ import annotations
 
 from doctor._detectors._context import Context, needs
+from doctor._facts import facts_of
 from doctor._model import Finding, Severity, plural
 from doctor._ndjson import LINE_COMPLETE, NOT_AN_EVENT, too_long
 
@@ -24,6 +32,8 @@ __all__ = ["torn_artifact"]
 
 #: Document kinds whose corruption loses the run's record (the others are warnings).
 _VITAL = ("final", "checkpoint", "status")
+#: States of a run that has ended (its final.json says so).
+_ENDED = ("succeeded", "failed", "canceled")
 
 _SQL = """
 WITH lines AS (
@@ -59,14 +69,23 @@ def torn_artifact(ctx: Context) -> list[Finding]:
         # A last line a newline ends was written whole (a cut write never ends with its
         # newline): nothing to cut, and `repair --apply` would refuse to.
         whole = last_only and str(detail).endswith(LINE_COMPLETE)
+        ended = kind == "live" and facts_of(ctx.facts, run_id).get("_state") in _ENDED
         if stream:
             severity = Severity.WARNING if last_only else Severity.ERROR
+        elif ended:
+            severity = Severity.INFO
         else:
             severity = Severity.ERROR if kind in _VITAL else Severity.WARNING
         at = f"line {line}" if line is not None else "the file"
         if offset is not None:
             at += f" (byte {offset})"
         advice = _advice(kind, int(n), offset, last_only=last_only, whole=whole, detail=detail)
+        if ended:
+            advice = (
+                "live.json is rewritten non-atomically, and the run has ended: Kilroy reads no "
+                "live.json of an ended run and every event is in progress.ndjson, so nothing "
+                "is lost and nothing needs repairing"
+            )
         findings.append(
             Finding(
                 code="torn_artifact",

@@ -181,18 +181,106 @@ def test_the_markdown_diagnosis_states_the_terminal_reason_as_the_terminal_does(
     assert shown == [f"- terminal reason: **{reason}** (stopped by {stop})"]
 
 
+def test_a_run_ended_by_a_bare_exit_code_shows_what_the_failed_stage_wrote() -> None:
+    # verify fails with no fail edge and no retry target: final.json and run_failed say only
+    # "exit status 1"; verify's stderr.log says which tests failed.
+    result = _diagnosed("no_retry_target")
+    assert result.facts["terminal_reason"] == "exit status 1"
+    console = Console(file=io.StringIO(), width=200)
+    render_diagnosis(console, result, DETECTORS, verbose=False)
+    said = "verify wrote (verify/stderr.log): verify: 2 tests failed (test_parse, test_emit)"
+    assert said in console.file.getvalue()  # type: ignore[attr-defined]
+    assert said.replace("_", "\\_") in render_markdown(result)
+    assert said.replace("_", "\\_") in render_postmortem(result)
+
+
+def _without_logs(tmp_path: Path, name: str, logs: str) -> Path:
+    """A copy of the committed run ``name`` under ``tmp_path`` without the stage output files
+    the glob ``logs`` matches."""
+    run = tmp_path / name
+    shutil.copytree(RUNS / name, run)
+    for log in run.glob(logs):
+        log.unlink()
+    return run
+
+
+def test_the_stage_words_come_from_the_failure_dossier_when_its_logs_are_gone(
+    tmp_path: Path,
+) -> None:
+    run = _without_logs(tmp_path, "no_retry_target", "verify/std*.log")
+    facts = diagnose(run.name, DoctorConfig(roots=(tmp_path,))).facts
+    assert facts["terminal_detail"] == [
+        {
+            "scope": "",
+            "node_id": "verify",
+            "file": "failure_dossier.json",
+            "text": "verify: 2 tests failed (test_parse, test_emit)",
+        }
+    ]
+    (run / "failure_dossier.json").unlink()
+    assert diagnose(run.name, DoctorConfig(roots=(tmp_path,))).facts["terminal_detail"] == []
+
+
+def test_a_run_whose_branches_all_failed_shows_what_each_failed_stage_wrote() -> None:
+    # The join fails with "all parallel branches failed", which the run ends with; each
+    # branch's stage failed with a bare "exit status 1" and said why on stderr.
+    result = _diagnosed("fanout_all_fail")
+    console = Console(file=io.StringIO(), width=200)
+    render_diagnosis(console, result, DETECTORS, verbose=False)
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "impl_a in parallel/par/pass1/01-impl_a wrote " in shown
+    assert ": a: compile error" in shown and ": b: tests failed" in shown
+
+
+def test_a_failed_branch_without_output_is_quoted_by_its_failure_reason(tmp_path: Path) -> None:
+    run = _without_logs(
+        tmp_path, "fanout_all_fail", "parallel/par/pass1/01-impl_a/impl_a/**/std*.log"
+    )
+    (run / "parallel" / "par" / "pass1" / "01-impl_a" / "failure_dossier.json").unlink()
+    facts = diagnose(run.name, DoctorConfig(roots=(tmp_path,))).facts
+    assert facts["terminal_detail"][0] == {
+        "scope": "parallel/par/pass1/01-impl_a",
+        "node_id": "impl_a",
+        "file": None,
+        "text": "exit status 1",
+    }
+
+
 def test_a_bare_exit_code_is_explained_by_the_failure_dossier_when_the_logs_are_gone(
     tmp_path: Path,
 ) -> None:
-    run = tmp_path / "retry_exhausted"
-    shutil.copytree(RUNS / "retry_exhausted", run)
-    for log in run.glob("verify/**/std*.log"):
-        log.unlink()
+    run = _without_logs(tmp_path, "retry_exhausted", "verify/**/std*.log")
     config = DoctorConfig(roots=(tmp_path,), checks=("swallowed_error",))
     assert diagnose(run.name, config).findings == ()
     (run / "failure_dossier.json").unlink()
     (finding,) = diagnose(run.name, config).findings
     assert (finding.node_id, finding.evidence["kind"]) == ("verify", "bare_exit_code")
+
+
+@pytest.mark.parametrize("cut", [0, 60])
+def test_a_torn_live_json_of_a_run_that_ended_is_no_warning(tmp_path: Path, cut: int) -> None:
+    # loop_restart_resumed: killed in restart-1, resumed to success in the run directory.
+    # Kilroy writes live.json with plain writes (truncate, then write): a kill there leaves it
+    # empty or cut. Nothing reads it once the run has ended: `kilroy attractor status` of an
+    # ended run goes by final.json, and reads only the run directory's live.json otherwise.
+    run = tmp_path / "loop_restart_resumed"
+    shutil.copytree(RUNS / run.name, run)
+    for live in (run / "restart-1" / "live.json", run / "live.json"):
+        live.write_bytes(live.read_bytes()[:cut])
+    found = diagnose(run.name, DoctorConfig(roots=(tmp_path,)))
+    assert found.state == "succeeded"
+    torn = [f for f in found.findings if f.code == "torn_artifact"]
+    assert sorted(f.evidence["file"] for f in torn) == ["live.json", "restart-1/live.json"]
+    assert {f.severity for f in torn} == {Severity.INFO}
+    # A run that has not ended: its live.json is what a watcher of the live run reads.
+    killed = tmp_path / "loop_restart_resumed_killed"
+    shutil.copytree(RUNS / killed.name, killed)
+    live = killed / "restart-1" / "live.json"
+    live.write_bytes(live.read_bytes()[:cut])
+    found = diagnose(killed.name, DoctorConfig(roots=(tmp_path,)))
+    assert found.state == "orphaned"
+    (torn_live,) = [f for f in found.findings if f.code == "torn_artifact"]
+    assert torn_live.severity == Severity.WARNING
 
 
 KILROY_RUN = Path(os.environ.get("KILROY_HOME", "/work/shared/kilroy")) / "run.sh"

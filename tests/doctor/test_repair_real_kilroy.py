@@ -671,9 +671,7 @@ def test_a_copied_committed_agent_run_resumes_with_its_agent_only_once_relocated
     plain = tmp_path / "plain" / name
     shutil.copytree(RUNS / name, plain, symlinks=True)
     # Only its base_logs_root pointed at the copy (docs/repair.md, "A resume of a copy").
-    checkpoint = json.loads((plain / "checkpoint.json").read_text())
-    checkpoint["extra"]["base_logs_root"] = str(plain)
-    (plain / "checkpoint.json").write_text(json.dumps(checkpoint))
+    _point_base_at(plain)
     assert _resume_copy(plain, tmp_path / "plain-work").returncode == 0
     assert relocate.simulated_stages(plain) == ["impl"]
     assert json.loads((plain / "final.json").read_text())["status"] == "success"
@@ -707,6 +705,65 @@ def test_a_copied_committed_agent_run_resumes_with_its_agent_only_once_relocated
     for checkpoint in logs.rglob("checkpoint.json"):
         base = json.loads(checkpoint.read_text()).get("extra", {}).get("base_logs_root")
         assert base is None or base == str(logs), checkpoint
+    # Only what the doctor's resume caveat names pointed at a copy is enough too.
+    pointed = tmp_path / "pointed" / name
+    shutil.copytree(RUNS / name, pointed, symlinks=True)
+    _point_as_the_caveat_says(pointed)
+    assert _resume_copy(pointed, tmp_path / "pointed-work").returncode != 0
+    assert relocate.simulated_stages(pointed) == []
+    ended = json.loads((pointed / "final.json").read_text())
+    assert (ended["status"], ended["failure_reason"]) == (final["status"], final["failure_reason"])
+
+
+@pytest.mark.parametrize("name", ["agent_dotai_status", "goal_gate_lost_status_killed"])
+def test_resume_advice_for_a_moved_run_warns_that_kilroy_would_resume_it_without_its_config(
+    tmp_path: Path, name: str
+) -> None:
+    # Committed real runs whose diagnosis asks for a resume (ingest impl's stranded success
+    # and re-route the run; restore verify's status file before the resume). Copied as they
+    # are, their manifest names a run config in the generator's directory, long gone: Kilroy
+    # would resume them on its simulated agent backend (the test above). The advice said
+    # nothing of it; false_success caught the "success" only afterwards.
+    plain = tmp_path / "plain" / name
+    shutil.copytree(RUNS / name, plain, symlinks=True)
+    named = json.loads((plain / "manifest.json").read_text())["run_config_path"]
+    assert not os.path.lexists(named)
+    found = diagnose(name, DoctorConfig(roots=(plain.parent,)))
+    (advice,) = [f for f in found.findings if f.code == "status_contract_mismatch"]
+    assert advice.repair == "ingest_status"
+    assert advice.evidence["resume_config_missing"] == named
+    assert "point manifest.json's run_config_path at the run_config.json beside it" in (
+        advice.summary
+    )
+    assert "simulated agent backend" in advice.summary
+    # With what the warning names pointed at the copy, the advice stands alone.
+    _point_as_the_caveat_says(plain)
+    pointed = diagnose(name, DoctorConfig(roots=(plain.parent,)))
+    (advice,) = [f for f in pointed.findings if f.code == "status_contract_mismatch"]
+    assert advice.repair == "ingest_status"
+    assert "resume_config_missing" not in advice.evidence
+    assert "simulated" not in advice.summary
+
+
+def _point_as_the_caveat_says(run: Path) -> None:
+    """The edits the resume caveat names, and no other: manifest.json's run_config_path at
+    the run_config.json beside it, its model catalogue path at a copy of the catalogue, the
+    checkpoint's extra.base_logs_root at the run directory."""
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["run_config_path"] = str(run / "run_config.json")
+    catalogue = run / "modeldb" / "openrouter_models.json"
+    catalogue.parent.mkdir(exist_ok=True)
+    shutil.copyfile(KILROY / "openrouter_models.json", catalogue)
+    manifest["modeldb"]["openrouter_model_info_path"] = str(catalogue)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    _point_base_at(run)
+
+
+def _point_base_at(run: Path) -> None:
+    """The run's checkpoint's extra.base_logs_root pointed at the run directory itself."""
+    checkpoint = json.loads((run / "checkpoint.json").read_text())
+    checkpoint["extra"]["base_logs_root"] = str(run)
+    (run / "checkpoint.json").write_text(json.dumps(checkpoint))
 
 
 def test_kilroy_never_reads_a_status_ingested_into_a_restart_so_none_is_planned(
