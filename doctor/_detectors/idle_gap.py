@@ -304,12 +304,13 @@ WHERE status <> 'blocked' AND created_at IS NOT NULL
 ORDER BY created_at
 """
 # Each ticket's spans, for counting those over each stretch (_stretch_counts): pending from
-# created_at to p_end (a blocked ticket's span is its creation alone), leased from claimed_at
-# to l_end, and, for a lease whose run is not in the tables, heartbeating until seen_until.
+# created_at to p_end (never, for a blocked ticket: it waits on others, it is no pending work),
+# leased from claimed_at to l_end, and, for a lease whose run is not in the tables,
+# heartbeating until seen_until.
 _TICKET_SPANS_SQL = f"""
 SELECT created_at,
        CASE WHEN status IN {TERMINAL} THEN coalesce(finished_at, updated_at)
-            WHEN status = 'blocked' THEN created_at ELSE $now END AS p_end,
+            WHEN status = 'blocked' THEN NULL ELSE $now END AS p_end,
        claimed_at,
        CASE WHEN status IN {TERMINAL} THEN coalesce(finished_at, updated_at)
             WHEN status IN {LEASED} THEN $now ELSE claimed_at END AS l_end,

@@ -280,13 +280,15 @@ def test_the_counted_gaps_are_those_of_every_life_compared(seed: int) -> None:
 # --- the queue's stretches: counted in one sweep, as the join of every stretch with every
 # ticket counted them ------------------------------------------------------------------------
 
-#: The query _queue_gaps ran before (stretches cross joined with tickets), as the reference.
+#: The query _queue_gaps ran before (stretches cross joined with tickets), as the reference;
+#: but for a blocked ticket, never pending (it was pending at its creation: counted when made
+#: inside a stretch).
 _JOINED_STRETCH_SQL = f"""
 WITH stretches AS (SELECT unnest($starts) AS a, unnest($ends) AS b),
 tickets_x AS (
     SELECT t.*, created_at AS p_start,
            CASE WHEN status IN {TERMINAL} THEN coalesce(finished_at, updated_at)
-                WHEN status = 'blocked' THEN created_at ELSE $now END AS p_end,
+                WHEN status = 'blocked' THEN NULL ELSE $now END AS p_end,
            CASE WHEN status IN {TERMINAL} THEN coalesce(finished_at, updated_at)
                 WHEN status IN {LEASED} THEN $now ELSE claimed_at END AS l_end,
            status IN {LEASED} AND (run_id IS NOT NULL OR run_path IS NOT NULL) AND NOT EXISTS (
