@@ -462,7 +462,8 @@ def walk_notes(walk: RootWalk, roots: Sequence[str]) -> list[str]:
     loops = [path for path, target in walk.links if target is None]
     if loops:
         notes.append(
-            f"{_count(len(loops), 'symlink')} under {root} never resolve (a symlink loop), "
+            f"{_count(len(loops), 'symlink')} under {root} never "
+            f"{'resolves' if len(loops) == 1 else 'resolve'} (a symlink loop), "
             f"not followed: {_listed(loops)}"
         )
     out = [path for path, target in walk.links if target is not None and not _inside(target, roots)]

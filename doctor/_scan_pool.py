@@ -8,13 +8,18 @@ the plan has it diagnosed on a thread of its own while it plans the other runs
 thread to a warm child process (:mod:`doctor._scan_child`). However it runs, a
 batch is diagnosed :func:`_safely`: one that fails with cached entries is read once more from
 scratch, and one over the resource budget is diagnosed run by run (:func:`_one_by_one`).
-Ctrl-C, or a batch's error, ends a pool's work at once: no batch left is started.
+Ctrl-C, or a batch's error, ends a pool's work at once: no batch left is started. SIGTERM
+while the workers run ends it as Ctrl-C does (:func:`_terminated_as_interrupt`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from doctor._budget import budget_detail, exceeded
@@ -147,13 +152,11 @@ def _worker_start(stop: Event, parent: int | None = None) -> None:
 
 
 def _die_with(parent: int) -> None:
-    import os
     import sys
 
     if not sys.platform.startswith("linux"):
         return
     import ctypes
-    import signal
 
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -173,11 +176,54 @@ def _unless_stopped(batch: _Batch) -> list[RunOutcome]:
     return _safely(batch)
 
 
+@contextlib.contextmanager
+def _terminated_as_interrupt() -> Iterator[Callable[[], None]]:
+    """SIGTERM (``timeout``, a service manager) raising ``KeyboardInterrupt`` while the
+    workers run, as Ctrl-C does; one that lands while they are started is acted on once
+    they are (by the function this yields: a worker whose start was cut short printed a
+    traceback, ``EOFError``, reading what its parent never sent).
+
+    SIGTERM's default action ended the scan's process where it stood: its workers went with
+    it (:func:`_worker_start`), but the semaphores of the pool's queues and of ``stop`` were
+    never released, and multiprocessing's resource tracker, outliving it, printed a warning
+    of leaked semaphores on the scan's standard error after it had ended. Stopped as Ctrl-C
+    stops it, the scan starts no batch more, waits for those its workers are diagnosing (a
+    batch is bounded: :data:`doctor._scan_batch.BATCH_BYTES`; a SIGTERM to the workers could
+    leave the pool's queues locked, and a Ctrl-C to one still starting prints a traceback),
+    releases the pool and says ``error: interrupted`` (exit 130, as SIGTERM does while a
+    document is printed: :func:`rundoctor.errors.whole_output`). Only where SIGTERM's action
+    is the default one, on the main thread: a command's own handler (``doctor watch``'s) is
+    left in place.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield lambda: None
+        return
+    starting, got = [True], []
+
+    def on_term(signum: int, _frame: object) -> None:
+        if not starting:
+            raise KeyboardInterrupt
+        got.append(signum)
+
+    def started() -> None:
+        starting.clear()
+        if got:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield started
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _in_pool(
     batches: list[_Batch], workers: int, progress: Progress | None, start: int, total: int
 ) -> list[RunOutcome]:
     import multiprocessing
-    import os
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     out: list[RunOutcome] = []
@@ -185,28 +231,32 @@ def _in_pool(
     batches = [dataclasses.replace(b, threads=1) for b in batches]
     # spawn, not fork: DuckDB's threads do not survive a fork.
     context = multiprocessing.get_context("spawn")
-    stop = context.Event()
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=context,
-        initializer=_worker_start,
-        initargs=(stop, os.getpid()),
-    )
-    try:
-        pending: set[Future[list[RunOutcome]]] = {pool.submit(_unless_stopped, b) for b in batches}
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                out.extend(fut.result())
-            if progress is not None:
-                progress(start + len(out), total)
-    except BaseException:
-        # Ctrl-C, or a batch's error: the batches not started are dropped (those a worker
-        # already holds included: ``stop``), and the running ones (stopped at once when
-        # Ctrl-C reached the workers too: doctor._interrupts) waited for. The pool's own exit
-        # would have run every batch left first.
-        stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+    with _terminated_as_interrupt() as started:
+        stop = context.Event()
+        pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=_worker_start,
+            initargs=(stop, os.getpid()),
+        )
+        try:
+            pending: set[Future[list[RunOutcome]]] = {
+                pool.submit(_unless_stopped, b) for b in batches
+            }
+            started()  # the workers are (submit starts them)
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    out.extend(fut.result())
+                if progress is not None:
+                    progress(start + len(out), total)
+        except BaseException:
+            # Ctrl-C, SIGTERM or a batch's error: the batches not started are dropped (those
+            # a worker already holds included: ``stop``), and the running ones (stopped at
+            # once when Ctrl-C reached the workers too: doctor._interrupts) waited for. The
+            # pool's own exit would have run every batch left first.
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
     return out

@@ -303,26 +303,22 @@ FROM tickets
 WHERE status <> 'blocked' AND created_at IS NOT NULL
 ORDER BY created_at
 """
-_STRETCH_SQL = f"""
-WITH stretches AS (SELECT unnest($starts) AS a, unnest($ends) AS b),
-tickets_x AS (
-    SELECT t.*, created_at AS p_start,
-           CASE WHEN status IN {TERMINAL} THEN coalesce(finished_at, updated_at)
-                WHEN status = 'blocked' THEN created_at ELSE $now END AS p_end,
-           CASE WHEN status IN {TERMINAL} THEN coalesce(finished_at, updated_at)
-                WHEN status IN {LEASED} THEN $now ELSE claimed_at END AS l_end,
-           status IN {LEASED} AND (run_id IS NOT NULL OR run_path IS NOT NULL) AND NOT EXISTS (
-               SELECT 1 FROM runs r WHERE r.run_id = t.run_id OR r.path = t.run_path
-           ) AS unseen
-    FROM tickets t
-)
-SELECT s.a, s.b,
-       count(*) FILTER (WHERE x.p_start < s.b AND x.p_end > s.a) AS pending,
-       count(*) FILTER (WHERE x.claimed_at < s.b AND x.l_end > s.a) AS leases,
-       count(*) FILTER (WHERE x.unseen AND x.claimed_at < s.b
-                        AND coalesce(x.last_heartbeat_at, x.claimed_at) >= s.b - $stale) AS unseen
-FROM stretches s CROSS JOIN tickets_x x
-GROUP BY s.a, s.b ORDER BY s.a
+# Each ticket's spans, for counting those over each stretch (_stretch_counts): pending from
+# created_at to p_end (never, for a blocked ticket: it waits on others, it is no pending work),
+# leased from claimed_at to l_end, and, for a lease whose run is not in the tables,
+# heartbeating until seen_until.
+_TICKET_SPANS_SQL = f"""
+SELECT created_at,
+       CASE WHEN status IN {TERMINAL} THEN coalesce(finished_at, updated_at)
+            WHEN status = 'blocked' THEN NULL ELSE $now END AS p_end,
+       claimed_at,
+       CASE WHEN status IN {TERMINAL} THEN coalesce(finished_at, updated_at)
+            WHEN status IN {LEASED} THEN $now ELSE claimed_at END AS l_end,
+       CASE WHEN status IN {LEASED} AND (run_id IS NOT NULL OR run_path IS NOT NULL)
+                 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.run_id = t.run_id)
+                 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.path = t.run_path)
+            THEN coalesce(last_heartbeat_at, claimed_at) END AS seen_until
+FROM tickets t
 """
 
 
@@ -360,6 +356,62 @@ def _overlaps(
     return stretches
 
 
+def _stretch_counts(
+    stretches: list[tuple[float, float]], tickets: list[tuple[Any, ...]], stale_s: float
+) -> list[tuple[float, float, int, int, int]]:
+    """Each stretch (a, b) with its tickets pending (``created_at < b and p_end > a``),
+    leased (``claimed_at < b and l_end > a``) and leased unseen (``claimed_at < b and
+    seen_until >= b - stale_s``), of the rows of :data:`_TICKET_SPANS_SQL` (a comparison with
+    NULL holds for none).
+
+    Each count is one sweep of the stretches by ``b`` (:func:`_crossing`): O((stretches +
+    tickets) log tickets). It was a query joining every stretch with every ticket, quadratic
+    in a busy queue (a stretch per idle hour, a ticket per job).
+
+    >>> tickets = [(0.0, 30.0, 5.0, 15.0, 19.0), (25.0, 40.0, None, None, None)]
+    >>> _stretch_counts([(10.0, 20.0), (26.0, 28.0)], tickets, 5.0)
+    [(10.0, 20.0, 1, 1, 1), (26.0, 28.0, 2, 0, 0)]
+    """
+
+    def spans(i: int, j: int) -> list[tuple[float, float]]:
+        return [(t[i], t[j]) for t in tickets if t[i] is not None and t[j] is not None]
+
+    ends = [b for _, b in stretches]
+    pending = _crossing(spans(0, 1), [(b, a) for a, b in stretches])
+    leases = _crossing(spans(2, 3), [(b, a) for a, b in stretches])
+    unseen = _crossing(spans(2, 4), [(b, b - stale_s) for b in ends], closed=True)
+    return [(a, b, pending[k], leases[k], unseen[k]) for k, (a, b) in enumerate(stretches)]
+
+
+def _crossing(
+    spans: list[tuple[float, float]], queries: list[tuple[float, float]], *, closed: bool = False
+) -> list[int]:
+    """For each query (b, c), the spans (s, e) with ``s < b and e > c`` (``e >= c`` when
+    ``closed``): those started before ``b`` less those of them over by ``c``, in one sweep of
+    the queries by ``b`` with the spans added by start to a Fenwick tree over their ends. A
+    span may end before it starts (a clock stepped back): it is counted as the comparisons say.
+
+    >>> _crossing([(0, 5), (2, 9), (6, 7), (8, 1)], [(6, 4), (9, 5), (9, 7)])
+    [2, 2, 1]
+    >>> _crossing([(0, 5), (2, 9)], [(9, 5)], closed=True)
+    [2]
+    """
+    ends = sorted(e for _, e in spans)
+    by_start = sorted(spans)
+    tree = _Fenwick(len(ends))
+    out = [0] * len(queries)
+    i = 0
+    for k in sorted(range(len(queries)), key=lambda k: queries[k][0]):
+        b, c = queries[k]
+        while i < len(by_start) and by_start[i][0] < b:
+            tree.add(bisect.bisect_left(ends, by_start[i][1]))
+            i += 1
+        # A span's rank is below this one exactly when it is over by c.
+        over = bisect.bisect_left(ends, c) if closed else bisect.bisect_right(ends, c)
+        out[k] = i - tree.prefix(over)
+    return out
+
+
 def _queue_gaps(ctx: Context) -> list[Finding]:
     """Stretches with pending tickets and no execution (see the module docstring)."""
     if not ctx.has_rows("tickets"):
@@ -371,13 +423,7 @@ def _queue_gaps(ctx: Context) -> list[Finding]:
     stretches = _overlaps(gaps, pending, cfg.idle_gap_s)
     if not stretches:
         return []
-    rows = ctx.tables.sql(
-        _STRETCH_SQL,
-        starts=[a for a, _ in stretches],
-        ends=[b for _, b in stretches],
-        now=now,
-        stale=cfg.stale_lease_s,
-    )
+    rows = _stretch_counts(stretches, ctx.tables.sql(_TICKET_SPANS_SQL, now=now), cfg.stale_lease_s)
     findings = []
     for a, b, waiting, leases, unseen in rows:
         duration = round(b - a, 3)

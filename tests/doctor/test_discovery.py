@@ -22,7 +22,7 @@ from rich.console import Console
 
 from doctor import DoctorConfig, RunNotFound, UnsafeRunId, diagnose, scan
 from doctor import _discovery as discovery
-from doctor._discovery import MAX_DEPTH, list_run_dirs, locate_run
+from doctor._discovery import MAX_DEPTH, RootWalk, list_run_dirs, locate_run, walk_notes
 from doctor._render import render_scan
 from tests.helpers import REPO, as_a_user, run_doctor
 
@@ -265,6 +265,14 @@ def test_a_walk_stopped_by_the_listing_bound_says_where_it_stopped(
 
 
 # --- symlinks and unreadable groups ---------------------------------------------------------------
+
+
+def test_one_symlink_loop_is_said_in_the_singular() -> None:
+    # "1 symlink under R never resolve" read as a typo in the scan's root notes.
+    walk = RootWalk(Path("/r"), (), links=((Path("/r/loop"), None),))
+    assert walk_notes(walk, ["/r"]) == [
+        "1 symlink under /r never resolves (a symlink loop), not followed: /r/loop"
+    ]
 
 
 def test_symlink_loops_are_never_followed_and_say_so(tmp_path: Path) -> None:

@@ -6,11 +6,21 @@ import os
 import random
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from doctor import Diagnosis, DoctorConfig, Finding, diagnose_path, scan
-from doctor._detectors.idle_gap import _counted, activity_gaps
+from doctor._detectors._queue import LEASED, TERMINAL
+from doctor._detectors.idle_gap import (
+    _TICKET_SPANS_SQL,
+    _counted,
+    _stretch_counts,
+    activity_gaps,
+)
+from doctor._tables import _COLUMNS, Tables, new_connection
 from fixtures._kilroy import KilroyRun
 
 START = "2026-03-01T10:00:00Z"
@@ -265,3 +275,80 @@ def test_the_counted_gaps_are_those_of_every_life_compared(seed: int) -> None:
         a = rng.randint(-5, 70)
         gaps.append((rng.choice([None, "r1", "r2"]), a, a + rng.randint(1, 15)))
     assert _counted(gaps, lives) == _brute(gaps, lives)
+
+
+# --- the queue's stretches: counted in one sweep, as the join of every stretch with every
+# ticket counted them ------------------------------------------------------------------------
+
+#: The query _queue_gaps ran before (stretches cross joined with tickets), as the reference;
+#: but for a blocked ticket, never pending (it was pending at its creation: counted when made
+#: inside a stretch).
+_JOINED_STRETCH_SQL = f"""
+WITH stretches AS (SELECT unnest($starts) AS a, unnest($ends) AS b),
+tickets_x AS (
+    SELECT t.*, created_at AS p_start,
+           CASE WHEN status IN {TERMINAL} THEN coalesce(finished_at, updated_at)
+                WHEN status = 'blocked' THEN NULL ELSE $now END AS p_end,
+           CASE WHEN status IN {TERMINAL} THEN coalesce(finished_at, updated_at)
+                WHEN status IN {LEASED} THEN $now ELSE claimed_at END AS l_end,
+           status IN {LEASED} AND (run_id IS NOT NULL OR run_path IS NOT NULL) AND NOT EXISTS (
+               SELECT 1 FROM runs r WHERE r.run_id = t.run_id OR r.path = t.run_path
+           ) AS unseen
+    FROM tickets t
+)
+SELECT s.a, s.b,
+       count(*) FILTER (WHERE x.p_start < s.b AND x.p_end > s.a) AS pending,
+       count(*) FILTER (WHERE x.claimed_at < s.b AND x.l_end > s.a) AS leases,
+       count(*) FILTER (WHERE x.unseen AND x.claimed_at < s.b
+                        AND coalesce(x.last_heartbeat_at, x.claimed_at) >= s.b - $stale) AS unseen
+FROM stretches s CROSS JOIN tickets_x x
+GROUP BY s.a, s.b ORDER BY s.a
+"""
+
+_STATUSES = [None, "todo", "blocked", "claimed", "running", "done", "failed", "canceled"]
+_TIME = st.one_of(st.none(), st.integers(0, 20).map(float))
+
+
+@st.composite
+def _queue(draw: st.DrawFn) -> tuple[list[tuple[Any, ...]], list[tuple[float, float]]]:
+    tickets = []
+    for i in range(draw(st.integers(1, 25))):
+        status = draw(st.sampled_from(_STATUSES))
+        run_id = draw(st.sampled_from([None, "r1", "r2"]))
+        run_path = draw(st.sampled_from([None, "/runs/r1", "/runs/r3"]))
+        row: dict[str, Any] = dict.fromkeys(name for name, _ in _COLUMNS["tickets"])
+        row.update(id=f"t{i}", status=status, run_id=run_id, run_path=run_path)
+        for name in ("last_heartbeat_at", "claimed_at", "created_at", "updated_at", "finished_at"):
+            row[name] = draw(_TIME)
+        tickets.append(tuple(row.values()))
+    # The stretches as _overlaps makes them: sorted, disjoint, each longer than nothing.
+    cuts = sorted(draw(st.sets(st.integers(-2, 24), min_size=0, max_size=12)))
+    stretches = [(float(a), float(b)) for a, b in zip(cuts[::2], cuts[1::2], strict=False)]
+    return tickets, stretches
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(queue=_queue(), stale=st.sampled_from([0.0, 2.0, 7.5]))
+def test_the_queue_stretches_count_as_the_join_of_every_stretch_with_every_ticket(
+    queue: tuple[list[tuple[Any, ...]], list[tuple[float, float]]], stale: float
+) -> None:
+    # A stretch per idle hour and a ticket per job: the join was stretches times tickets.
+    # Ties, missing times, blocked tickets, spans ending before they start, leases whose run
+    # is in the tables by id or by path or not at all.
+    tickets, stretches = queue
+    tables = Tables(new_connection())
+    try:
+        tables.add_rows("tickets", tickets)
+        tables.add_rows("runs", [("r1", "/runs/r1", "kilroy", None)])
+        now = 22.0
+        joined = tables.sql(
+            _JOINED_STRETCH_SQL,
+            starts=[a for a, _ in stretches],
+            ends=[b for _, b in stretches],
+            now=now,
+            stale=stale,
+        )
+        swept = _stretch_counts(stretches, tables.sql(_TICKET_SPANS_SQL, now=now), stale)
+    finally:
+        tables.con.close()
+    assert swept == [tuple(row) for row in joined]

@@ -271,3 +271,16 @@ def test_a_lease_on_a_run_the_doctor_cannot_see_makes_the_gap_a_warning(tmp_path
     (f,) = _scan(q, tmp_path, "idle_gap")
     assert f.evidence["unseen_leases"] == 1
     assert f.severity is Severity.WARNING
+
+
+def test_a_blocked_ticket_made_during_an_idle_stretch_is_not_counted_pending(
+    tmp_path: Path,
+) -> None:
+    # A blocked ticket's pending span was its creation alone, compared strictly: one made
+    # inside the stretch was counted among the tickets that waited (2, not 1).
+    q = QueueRows(NOW)
+    q.ticket("waiting", NOW - 5 * H)
+    q.ticket("waits on a failed dependency", NOW - 2 * H, status="blocked")
+    (f,) = _scan(q, tmp_path, "idle_gap")
+    assert f.evidence["pending"] == 1
+    assert "while 1 ticket waited" in f.summary

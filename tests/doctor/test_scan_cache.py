@@ -903,3 +903,77 @@ def test_the_code_key_moves_with_any_module_of_the_packages(
     _cache.code_key.cache_clear()
     assert _cache.code_key(("rdcodekey",)) != before
     _cache.code_key.cache_clear()
+
+
+def _wide_fleet(root: Path, runs: int, nodes: int = 150) -> Path:
+    """Finished runs of ``nodes`` stages each: facts of tens of KB a run (per node and per
+    attempt), one finding at most."""
+    for r in range(runs):
+        stream = "".join(
+            _attempt(
+                f"stage_{n:03d}", f"09:{n // 60:02d}:{n % 60:02d}", f"09:{n // 60:02d}:{n % 60:02d}"
+            )
+            for n in range(nodes)
+        )
+        _run(root, f"wide-{r:03d}", stream, pid=DEAD_PID, final="success")
+    return root
+
+
+def _rescan_held(tmp_path: Path, runs: int) -> tuple[float, float]:
+    """What a rescan of ``runs`` wide runs holds at its peak and keeps in its result (bytes
+    allocated, tracemalloc), and the mean size of a cached run's facts."""
+    import gc
+    import tracemalloc
+
+    root = _wide_fleet(tmp_path / f"runs-{runs}", runs)
+    config = DoctorConfig(roots=(root,), cache_dir=tmp_path / f"cache-{runs}", now=NOW)
+    scan(config)
+    facts = [
+        json.loads(path.read_bytes().split(b"\n", 1)[0])["body"]["facts"]
+        for path in (tmp_path / f"cache-{runs}" / "runs").glob("*.json")
+    ]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        result = scan(config)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (result.fleet["runs"], result.fleet["read"]) == (runs, 0)
+    return peak, sum(facts) / len(facts)
+
+
+def test_a_rescan_holds_no_runs_facts(tmp_path: Path) -> None:
+    # A rescan kept every cached run's facts as text (most of an entry) until the scan
+    # ended, for a table or JSON that prints none of them but the head: 169 MiB at 10,000
+    # runs, growing with the size of each run's facts. They are read again from the entry
+    # when looked into. Measured over two fleet sizes: what each run more costs the
+    # rescan's peak is a fraction of its facts (it was more than all of them).
+    small, facts = _rescan_held(tmp_path, 10)
+    large, _ = _rescan_held(tmp_path, 30)
+    per_run = (large - small) / 20
+    assert facts > 20_000  # the runs are as wide as meant
+    assert per_run < facts / 4, (per_run, facts)
+
+
+def test_facts_looked_into_after_a_rescan_are_read_from_the_entry(tmp_path: Path) -> None:
+    # The facts are not kept: looked into, they are read again, and are those the cold
+    # scan computed; an entry replaced since by another diagnosis of the run gives that
+    # one's, and an entry gone says so.
+    root = _wide_fleet(tmp_path / "runs", 2, nodes=3)
+    config = DoctorConfig(roots=(root,), cache_dir=tmp_path / "cache", now=NOW)
+    cold = {d.run_id: dict(d.facts) for d in scan(config).diagnoses}
+    again = scan(config)
+    assert again.fleet["read"] == 0
+    assert {d.run_id: dict(d.facts) for d in again.diagnoses} == cold
+    first, second = scan(config).diagnoses  # facts not looked into yet
+    # The first run grew and a scan wrote its entry anew: its facts are the new ones.
+    with (root / first.run_id / "progress.ndjson").open("a") as fh:
+        fh.write(_attempt("late", "10:00:00", "10:00:01"))
+    scan(config)
+    assert first.facts["events"] == cold[first.run_id]["events"] + 2
+    assert first.facts["last_event_at"].startswith("2026-04-28T10:00:01")
+    for entry in (tmp_path / "cache" / "runs").glob(f"{second.run_id}-*.json"):
+        entry.unlink()
+    with pytest.raises(ValueError, match="was replaced or removed since the scan read it"):
+        second.facts["attempt_spans"]

@@ -62,3 +62,65 @@ def test_a_scan_killed_takes_its_worker_processes_with_it(sig: signal.Signals) -
             parent.kill()
             parent.wait()
         parent.stdout.close()
+
+
+# A scan whose workers each hold their batch until the scan stops (``stop``): a module the
+# workers import (they are spawned: the test's functions would not reach them), and the
+# scan's command with two batches of the fleet's runs on two workers.
+_HOLD = """
+import sys
+from doctor import _scan_pool
+
+def hold(batch):
+    print("holding a batch", file=sys.stderr, flush=True)
+    _scan_pool._stopping.wait(600)
+    return []
+"""
+_HELD_SCAN = """
+import doctor._scan as scan, doctor._scan_batch as batch, doctor._scan_pool as pool, scan_hold
+scan.PARALLEL_MIN_BYTES, batch.BATCH_RUNS, pool._unless_stopped = 0, 1, scan_hold.hold
+from doctor._cli import main
+main()
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="a scan's pool needs two cores")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_scan_stopped_by_a_signal_ends_quietly_and_releases_its_pool(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    # SIGTERM (`timeout`, a service stop) to the scan's process while its workers diagnosed
+    # killed it where it stood: the pool's semaphores were never released, and
+    # multiprocessing's resource tracker printed "There appear to be 10 leaked semaphore
+    # objects to clean up at shutdown" after the scan had ended. It now stops as Ctrl-C
+    # does: no batch more, the pool released, `error: interrupted`, 130.
+    from fixtures.fleet import build_fleet
+
+    root = build_fleet(tmp_path / "fleet", runs=4, events_per_run=20)
+    (tmp_path / "hold").mkdir()
+    (tmp_path / "hold" / "scan_hold.py").write_text(_HOLD)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "hold"), str(REPO)])
+    scan = subprocess.Popen(
+        [sys.executable, "-c", _HELD_SCAN, "scan", "--root", str(root)],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert scan.stderr is not None
+    try:
+        first = scan.stderr.readline()  # a worker holds its batch: the pool is running
+        assert first == "holding a batch\n", first
+        scan.send_signal(sig)
+        # Until every writer of its standard error is gone: the resource tracker's too.
+        out, err = scan.communicate(timeout=300)
+    finally:
+        if scan.poll() is None:
+            scan.kill()
+            scan.communicate()
+    lines = [line for line in err.splitlines() if line != "holding a batch"]
+    assert (scan.returncode, lines) == (130, ["error: interrupted"])
+    assert out == ""
