@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # Rich is imported by what prints: `doctor --help` does not n
     from rich.table import Table
 
 __all__ = [
-    "DIRECTORY_OPTIONS",
+    "EMPTY_REFUSED",
     "PIPE_WIDTH",
     "OneLineGroup",
     "console",
@@ -188,22 +188,38 @@ def transient_bar(what: str, count: ProgressColumn) -> Iterator[tuple[Progress, 
         yield bar, task
 
 
-#: Options naming a directory to read: an empty value (``--root "$UNSET"``) is refused, where
-#: a path would take it for the current directory and read that instead.
-DIRECTORY_OPTIONS = ("--root",)
+#: Options whose empty value (``--root "$UNSET"``) is refused, each with what to pass instead.
+#: Taken as it is, the value was read as something nobody asked for: a path ``''`` is the
+#: current directory (``--journal ''`` journaled there, ``--out ''`` was "cannot write '.'"),
+#: and an empty ``--db`` or ``--since`` read as not given (``enqueue --db ''`` queued into the
+#: default queue; ``scan --since ''`` listed every run; ``--agent-command ''`` fell back to
+#: ``$RUNDOCTOR_AGENT_COMMAND``). Options whose own check already names the flag (``--title``,
+#: ``--exec``, ``--webhook``, ``--faults``, ``--depends-on``) keep it.
+EMPTY_REFUSED = {
+    "--root": "a directory",
+    "--journal": "a directory",
+    "--out": "a path",
+    "--state": "a file",
+    "--db": "a SQLite file, sqlite:///ABS/PATH or postgresql://…",
+    "--since": "an age like 24h or a date like 2026-02-10",
+    "--agent-command": "a command line, or leave the option out",
+}
 
 
-def _empty_directory(args: Sequence[str]) -> str | None:
-    """The first of :data:`DIRECTORY_OPTIONS` given an empty value in ``args``, else None.
+def _empty_value(args: Sequence[str]) -> str | None:
+    """The first of :data:`EMPTY_REFUSED` given an empty (or blank) value in ``args``, else
+    None. Only before ``--``; the value is the next word, or what follows ``=``.
 
-    >>> _empty_directory(["scan", "--root", "", "--json"]), _empty_directory(["--root=runs"])
+    >>> _empty_value(["scan", "--root", "", "--json"]), _empty_value(["--root=runs"])
     ('--root', None)
+    >>> _empty_value(["enqueue", "g.dot", "--db= "]), _empty_value(["--", "--db", ""])
+    ('--db', None)
     """
     for i, arg in enumerate(args):
         if arg == "--":
             break
         name, eq, value = arg.partition("=")
-        if name not in DIRECTORY_OPTIONS:
+        if name not in EMPTY_REFUSED:
             continue
         given = value if eq else (args[i + 1] if i + 1 < len(args) else None)
         if given is not None and not given.strip():
@@ -252,10 +268,11 @@ class OneLineGroup(TyperGroup):
         **extra: Any,
     ) -> Any:
         try:
-            empty = _empty_directory(sys.argv[1:] if args is None else args)
+            empty = _empty_value(sys.argv[1:] if args is None else args)
             if empty is not None:
                 raise click_errors.BadParameter(
-                    "is empty; pass a directory (an unset variable?)", param_hint=f"'{empty}'"
+                    f"is empty; pass {EMPTY_REFUSED[empty]} (an unset variable?)",
+                    param_hint=f"'{empty}'",
                 )
             rv = super().main(
                 args=args,

@@ -55,6 +55,46 @@ def test_an_empty_root_is_refused_not_read_as_the_current_directory(command: lis
     assert "'--root': is empty; pass a directory" in line
 
 
+@pytest.mark.parametrize(
+    ("option", "command"),
+    [
+        ("--journal", ["repair", "--db", "{q}", "--apply"]),
+        ("--db", ["enqueue", str(GRAPH)]),
+        ("--db", ["worker", "--once", "--create-queue"]),
+        ("--db", ["scan", "--root", str(HEALTHY_ROOT)]),
+        ("--db", ["chaos", "run", "--seed", "1", "--out", "{tmp}/c"]),
+        ("--since", ["scan", "--root", str(HEALTHY_ROOT)]),
+        ("--out", ["metrics", "--root", str(HEALTHY_ROOT)]),
+        ("--out", ["report", "--fleet", "--root", str(HEALTHY_ROOT)]),
+        ("--state", ["watch", "--once", "--root", str(HEALTHY_ROOT)]),
+        ("--agent-command", ["run", str(GRAPH), "--root", "{tmp}/runs"]),
+    ],
+    ids=lambda v: v if isinstance(v, str) else v[0],
+)
+def test_an_empty_value_is_refused_not_read_as_not_given_or_as_here(
+    tmp_path: Path, option: str, command: list[str]
+) -> None:
+    # `--db "$DB"` with DB unset. Before: `repair --journal ''` journaled in the current
+    # directory, `enqueue --db ''` queued into the default queue, `scan --since ''` listed
+    # every run, `--agent-command ''` fell back to $RUNDOCTOR_AGENT_COMMAND, and `--out ''`,
+    # `--state ''`, `chaos run --db ''` named '.' ("--db '' exists").
+    q = tmp_path / "q.db"
+    assert _doctor("enqueue", GRAPH, "--db", q).returncode == 0
+    args = [a.format(q=q, tmp=tmp_path) for a in command]
+    here = tmp_path / "here"
+    here.mkdir()
+    state = tmp_path / "state"
+    for value in ("", " "):
+        result = run_doctor(
+            *args, option, value, env={"XDG_STATE_HOME": str(state)}, cwd=here, timeout=60
+        )
+        line = _one_line_error(result)
+        assert f"'{option}': is empty; pass " in line and "(an unset variable?)" in line
+        assert result.stdout == ""
+    assert list(here.iterdir()) == [] and not state.exists()  # no journal, no default queue
+    assert not (tmp_path / "c").exists() and not (tmp_path / "runs").exists()
+
+
 def test_watch_refuses_an_interval_past_a_century(tmp_path: Path) -> None:
     # Before: the first pass ran, then Event.wait overflowed time_t (exit 70).
     line = _one_line_error(
@@ -116,7 +156,7 @@ def test_an_exec_command_with_an_open_quote_is_one_line(tmp_path: Path) -> None:
 def test_report_out_that_names_no_file_is_one_line(tmp_path: Path) -> None:
     # Before: `--out ''` is Path('.'), whose SVG name could not be formed (exit 70).
     args = ("report", "--run-id", "healthy01", "--root", HEALTHY_ROOT, "--out")
-    assert "names a directory" in _one_line_error(_doctor(*args, ""))
+    assert "'--out': is empty" in _one_line_error(_doctor(*args, ""))
     assert "is a directory" in _one_line_error(_doctor(*args, tmp_path))
 
 
