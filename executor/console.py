@@ -305,6 +305,8 @@ def _usage_line(
     """typer's usage errors as one ``error:`` line naming the command's ``--help``, or the
     option a stray argument belongs to (:func:`_stray_hint`). The command is the error's own,
     else ``path``: an option missing its value is raised before the command has a context."""
+    if isinstance(exc, click_errors.BadParameter):
+        exc.message = _plain_value_error(exc) or exc.message
     message = " ".join(exc.format_message().split())
     ctx = getattr(exc, "ctx", None)
     hint = _stray_hint(exc, ctx, argv) if ctx is not None else None
@@ -314,6 +316,43 @@ def _usage_line(
         fail(message[:1].lower() + message[1:], exc.exit_code)
     except typer.Exit as done:
         return done.exit_code
+
+
+#: typer's checks of a number (Pydantic's, by error type) in words that name the value.
+_VALUE_WORDS = {
+    "int_parsing": "is not a whole number",
+    "int_from_float": "is not a whole number",
+    "float_parsing": "is not a number",
+    "finite_number": "is not a finite number",
+    "greater_than_equal": "is less than {ge}",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "is more than {le}",
+    "less_than": "must be less than {lt}",
+}
+
+
+def _plain_value_error(exc: click_errors.BadParameter) -> str | None:
+    """The value a number option was refused for, said plainly ("'abc' is not a whole
+    number"), where typer says "Input should be a valid integer, unable to parse string as an
+    integer" without the value; None for any other error (it keeps its own words).
+
+    >>> from pydantic import TypeAdapter, ValidationError
+    >>> try:
+    ...     TypeAdapter(int).validate_python("1e3")
+    ... except ValidationError as cause:
+    ...     exc = click_errors.BadParameter(str(cause))
+    ...     exc.__cause__ = cause
+    >>> _plain_value_error(exc), _plain_value_error(click_errors.BadParameter("no"))
+    ("'1e3' is not a whole number", None)
+    """
+    errors = getattr(exc.__cause__, "errors", None)
+    if not callable(errors):
+        return None
+    found = errors()
+    words = _VALUE_WORDS.get(found[0].get("type", "")) if found else None
+    if words is None:
+        return None
+    return f"{str(found[0].get('input'))!r} {words.format(**found[0].get('ctx', {}))}"
 
 
 def _stray_hint(exc: click_errors.ClickException, ctx: Any, argv: Sequence[str]) -> str | None:
