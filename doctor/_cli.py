@@ -14,8 +14,8 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -28,7 +28,7 @@ from doctor._errors import DoctorError, RootError, UsageError
 from doctor._layout import _looks_like_run as looks_like_run
 from doctor._layout import name_on_disk
 from doctor._version import package_version
-from executor.console import console, plain, reported, scan_progress, transient_bar
+from executor.console import console, diagnose_progress, plain, reported, scan_progress
 from rundoctor.errors import (
     BROKEN_PIPE,
     crash_guarded,
@@ -368,7 +368,7 @@ def diagnose_cmd(
         detectors = select(checks)
         run_id, root = given_run(run_id, root)
         config = config_from_env(root, checks=checks)
-        with _steps(not as_json and not markdown and sys.stderr.isatty()) as steps:
+        with diagnose_progress(not as_json and not markdown and sys.stderr.isatty()) as steps:
             result = diagnose(run_id, config, steps)
     if as_json:  # Rich and the renderers are imported only for text output
         _emit_json(result.to_json())
@@ -425,25 +425,6 @@ def parse_since(text: str, now: float) -> float:
             "give a past date or an age like 24h"
         )
     return since
-
-
-#: What a diagnosis's bar says in each phase (doctor._diagnose.Steps).
-_PHASES = {"reading": "reading events", "checking": "running checks"}
-
-
-@contextmanager
-def _steps(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
-    """A diagnosis's bar on standard error: how much of the run's events is read, then how
-    many checks have run (a run of a gigabyte takes tens of seconds)."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import TaskProgressColumn
-
-    with transient_bar(_PHASES["reading"], TaskProgressColumn()) as (bar, task):
-        yield lambda phase, done, total: bar.update(
-            task, description=_PHASES.get(phase, phase), completed=done, total=total
-        )
 
 
 @app.command("scan")
@@ -606,7 +587,8 @@ def repair_cmd(
         # The run's real path, not the diagnosis's text (a name's byte that is not UTF-8 is
         # `\xNN` there: --apply was "not a run directory … No such file or directory").
         where = run_path(run_id, config)
-        diagnosis = diagnose_path(where, config)
+        with diagnose_progress(not as_json and sys.stderr.isatty()) as steps:
+            diagnosis = diagnose_path(where, config, steps)
         plan = plan_repairs(diagnosis, config)
         report = apply_repairs(plan, config, run_path=where) if apply else None
     if report is None:
@@ -678,7 +660,8 @@ def _repair_queue(
         db, journal = expand_queue_path(db), journal and expand_user(journal)
         queue = parse_queue_url(db).display
         config = config_from_env(root, db=db)
-        result = scan(config)
+        with scan_progress(not as_json and sys.stderr.isatty()) as progress:
+            result = scan(config, progress=progress)
         plan = plan_repairs(result, config)
         where: str | None = None
         with suppress(UsageError):  # printing a plan needs no journal; --apply does

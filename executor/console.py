@@ -42,6 +42,7 @@ __all__ = [
     "PIPE_WIDTH",
     "OneLineGroup",
     "console",
+    "diagnose_progress",
     "fail",
     "fit_columns",
     "is_interrupt",
@@ -159,6 +160,32 @@ def scan_progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
 
     with transient_bar("diagnosing runs", MofNCompleteColumn()) as (bar, task):
         yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+#: What a diagnosis's bar says in each phase (doctor._diagnose.Steps).
+_PHASES = {"reading": "reading events", "checking": "running checks"}
+
+
+@contextmanager
+def diagnose_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A diagnosis's bar on standard error (``doctor diagnose``, ``report --run-id``,
+    ``repair --run-id``): how much of the run's events is read, then how many checks have run
+    (a run of a gigabyte takes tens of seconds). Yields the diagnosis's ``steps``, or None
+    when not ``enabled``.
+
+    >>> with diagnose_progress(False) as steps:  # not a terminal, or --json: no bar
+    ...     print(steps)
+    None
+    """
+    if not enabled:
+        yield None
+        return
+    from rich.progress import TaskProgressColumn
+
+    with transient_bar(_PHASES["reading"], TaskProgressColumn()) as (bar, task):
+        yield lambda phase, done, total: bar.update(
+            task, description=_PHASES.get(phase, phase), completed=done, total=total
+        )
 
 
 @contextmanager
