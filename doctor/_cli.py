@@ -28,7 +28,14 @@ from doctor._errors import DoctorError, RootError, UsageError
 from doctor._layout import _looks_like_run as looks_like_run
 from doctor._layout import name_on_disk
 from doctor._version import package_version
-from executor.console import console, diagnose_progress, plain, reported, scan_progress
+from executor.console import (
+    console,
+    diagnose_progress,
+    listed,
+    plain,
+    reported,
+    scan_progress,
+)
 from rundoctor.errors import (
     BROKEN_PIPE,
     crash_guarded,
@@ -354,7 +361,11 @@ def diagnose_cmd(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print Markdown.")] = False,
     check: Annotated[
         list[str] | None,
-        typer.Option("--check", metavar="NAME", help="Run only this check (repeatable)."),
+        typer.Option(
+            "--check",
+            metavar="NAME",
+            help="Run only this check (repeatable, or comma-separated).",
+        ),
     ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -364,7 +375,7 @@ def diagnose_cmd(
     with reported(DoctorError):
         if as_json and markdown:
             raise UsageError("--json and --markdown exclude each other; pick one")
-        checks = tuple(check or ())
+        checks = tuple(listed(check))
         detectors = select(checks)
         run_id, root = given_run(run_id, root)
         config = config_from_env(root, checks=checks)

@@ -46,6 +46,7 @@ __all__ = [
     "fail",
     "fit_columns",
     "is_interrupt",
+    "listed",
     "one_line_table",
     "plain",
     "print_one_line_table",
@@ -213,6 +214,18 @@ def transient_bar(what: str, count: ProgressColumn) -> Iterator[tuple[Progress, 
     task = bar.add_task(what, total=None)
     with bar:
         yield bar, task
+
+
+def listed(values: Iterable[str] | None) -> list[str]:
+    """A repeatable option's values with each split at its commas (``--status todo,done`` is
+    ``--status todo --status done``, as ``chaos run --faults a,b`` reads): a name never holds
+    a comma, and one value naming two was "unknown status 'todo,done' (did you mean 'todo'?)".
+    An empty part stays, for the option's own check to name.
+
+    >>> listed(["todo,done", " failed "]), listed(None), listed(["a,"])
+    (['todo', 'done', 'failed'], [], ['a', ''])
+    """
+    return [part.strip() for value in values or () for part in value.split(",")]
 
 
 #: Options whose empty value (``--root "$UNSET"``) is refused, each with what to pass instead.

@@ -331,6 +331,34 @@ def test_a_mistyped_ticket_status_gets_did_you_mean(tmp_path: Path) -> None:
     assert "unknown status 'don' (did you mean 'done'?)" in line
 
 
+def test_a_repeatable_option_reads_a_comma_separated_list_as_chaos_faults_does(
+    tmp_path: Path,
+) -> None:
+    # Before: "unknown status 'todo,done' (did you mean 'todo'?)", and "unknown check
+    # 'idle_gap,missing_final' (did you mean 'missing_final'?)": one of the two, silently.
+    db = tmp_path / "q.db"
+    first = _doctor("enqueue", GRAPH, "--db", db, "--title", "first").stdout.strip()
+    second = _doctor("enqueue", GRAPH, "--db", db, "--title", "second").stdout.strip()
+    both = _doctor("enqueue", GRAPH, "--db", db, "--depends-on", f"{first},{second}", "--json")
+    assert both.returncode == 0, both.stderr
+    (ticket,) = [t for t in json.loads(_doctor("tickets", "--db", db, "--json").stdout)
+                 if t["id"] == json.loads(both.stdout)["id"]]  # fmt: skip
+    assert ticket["status"] == "blocked"
+    listed = _doctor("tickets", "--db", db, "--status", "blocked,todo", "--json")
+    assert sorted(t["status"] for t in json.loads(listed.stdout)) == ["blocked", "todo", "todo"]
+    assert "'dne' (did you mean 'done'?)" in _one_line_error(
+        _doctor("tickets", "--db", db, "--status", "todo,dne")
+    )
+    frag = REPO / "fixtures/cases/fragmented_verify_failures/run"
+    checks = _doctor(
+        "diagnose", "--run-id", "frag01", "--root", frag, "--json",
+        "--check", "retry_loop,missing_final",
+    )  # fmt: skip
+    assert checks.returncode == 1, checks.stderr
+    found = {f["code"] for f in json.loads(checks.stdout)["findings"]}
+    assert found == {"retry_loop", "missing_final"}
+
+
 @pytest.mark.parametrize("under", ["", "sub"])
 def test_a_runs_root_that_is_a_file_is_named_for_run_and_worker(tmp_path: Path, under: str) -> None:
     # Before: `worker` crashed (FileExistsError, exit 70); `run` blamed the run directory
