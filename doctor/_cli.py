@@ -221,6 +221,15 @@ def given_run(run_id: str, roots: list[Path] | None) -> tuple[str, list[Path] | 
             "directory's path or name (`doctor scan --root DIR` lists them)"
         )
     _named_by_dots(run_id, path)
+    if not looks_like_run(path):
+        if not os.path.isabs(expand_user(run_id)):  # group/run, relative to a root
+            return run_id, roots
+        # Was "no run 'etc' under /", after seconds spent listing the parent for names alike.
+        raise UsageError(
+            f"--run-id '{printable(run_id)}' is a directory, not a run directory (no "
+            "progress.ndjson, manifest.json or final.json in it); pass a run directory's path, "
+            f"or `doctor scan --root {shell_quote(str(path))}` lists the runs under it"
+        )
     return path.name, [path.parent]
 
 

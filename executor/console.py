@@ -178,15 +178,15 @@ def diagnose_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]
     ...     print(steps)
     None
     """
-    if not enabled:
-        yield None
-        return
-    from rich.progress import TaskProgressColumn
+    if enabled:
+        from rich.progress import TaskProgressColumn
 
-    with transient_bar(_PHASES["reading"], TaskProgressColumn()) as (bar, task):
-        yield lambda phase, done, total: bar.update(
-            task, description=_PHASES.get(phase, phase), completed=done, total=total
-        )
+        with transient_bar(_PHASES["reading"], TaskProgressColumn()) as (bar, task):
+            yield lambda phase, done, total: bar.update(
+                task, description=_PHASES.get(phase, phase), completed=done, total=total
+            )
+    else:
+        yield None
 
 
 @contextmanager

@@ -412,6 +412,16 @@ def test_a_full_standard_output_is_one_line_not_a_crash(args: tuple[str, ...]) -
     assert "No space left on device" in _one_line_error(result)
 
 
+@pytest.mark.parametrize("command", ["diagnose", "repair", "report"])
+def test_a_run_id_path_to_a_directory_that_is_no_run_says_so(tmp_path: Path, command: str) -> None:
+    # Before: "no run 'empty' under TMP; pass --root DIR …; 3 directories were not looked
+    # into", after listing the parent for names alike (`--run-id /etc`: 6 s over all of /).
+    (tmp_path / "empty").mkdir()
+    line = _one_line_error(_doctor(command, "--run-id", tmp_path / "empty"))
+    assert f"--run-id '{tmp_path / 'empty'}' is a directory, not a run directory" in line
+    assert f"`doctor scan --root {tmp_path / 'empty'}`" in line
+
+
 def test_a_symlinked_run_id_says_it_is_a_symlink_and_where_the_run_is(tmp_path: Path) -> None:
     # Before: "no run 'linked' under ROOT", though `ls ROOT` shows it.
     root = tmp_path / "root"
