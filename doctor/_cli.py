@@ -204,6 +204,7 @@ def given_run(run_id: str, roots: list[Path] | None) -> tuple[str, list[Path] | 
     >>> import tempfile
     >>> d = Path(tempfile.mkdtemp()) / "r1"
     >>> d.mkdir()
+    >>> _ = (d / "progress.ndjson").write_text("")
     >>> given_run(str(d), None) == ("r1", [d.parent.resolve()])
     True
     """
@@ -415,6 +416,10 @@ def parse_since(text: str, now: float) -> float:
     Traceback (most recent call last):
     ...
     doctor._errors.UsageError: --since '2026-02-10' is in the future (2026-02-10T00:00:00Z): ...
+    >>> parse_since("0s", 0.0)
+    Traceback (most recent call last):
+    ...
+    doctor._errors.UsageError: --since '0s' is no age: no run can have started since now; ...
     >>> parse_since("99999999w", 0.0)
     Traceback (most recent call last):
     ...
@@ -425,9 +430,16 @@ def parse_since(text: str, now: float) -> float:
     from rundoctor.durations import DurationError, parse_duration
 
     try:
-        return now - parse_duration(text)
+        age = parse_duration(text)
     except DurationError as exc:
         why = str(exc)
+    else:
+        if age <= 0:  # since now: no run can have started, and an empty table reads "all well"
+            raise UsageError(
+                f"--since {text!r} is no age: no run can have started since now; give an age "
+                "like 24h or a past date like 2026-02-10"
+            )
+        return now - age
     try:
         ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:

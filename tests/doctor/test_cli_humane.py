@@ -138,6 +138,11 @@ def test_since_a_date_in_the_future_is_refused_in_one_line_naming_the_flag(
     assert result.returncode == 2 and result.stdout == ""
     (line,) = result.stderr.splitlines()
     assert "--since '2999-01-01' is in the future (2999-01-01T00:00:00Z)" in line
+    # So is an age of nothing: it listed no run, and said all was well (exit 0).
+    result = doctor("scan", "--root", tmp_path, "--since", "0")
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert "--since '0' is no age: no run can have started since now" in line
 
 
 def test_since_keeps_a_fleet_finding_that_reaches_past_it(tmp_path: Path) -> None:
