@@ -26,6 +26,7 @@ from chaos._history import Bounds, Planned
 from executor import ExecutorConfig
 from rundoctor import durations
 from rundoctor.passwords import redact
+from rundoctor.paths import expand_user
 from rundoctor.terminal import shell_quote
 
 __all__ = [
@@ -144,6 +145,8 @@ class CampaignConfig:
         if self.concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, got {self.concurrency}")
         select_faults(self.faults)
+        if self.db is not None:
+            _check_db(self.db)
         if self.runs_tmpfs_mb is not None:
             _check_runs_tmpfs(self.runs_tmpfs_mb)
         if self.db_control is not None and "{action}" not in self.db_control:
@@ -208,6 +211,33 @@ def executor_from_json(data: dict[str, Any]) -> ExecutorConfig:
         fields[name] = tuple(fields.get(name) or ())
     fields["env"] = None  # workers inherit the harness's environment, which it never records
     return ExecutorConfig(**fields)
+
+
+def _check_db(db: str) -> None:
+    """Refuse a ``--db`` no campaign can use before anything starts: a URL of another kind
+    (``mysql://``), or a path that is no file (a FIFO, a device). These were refused by the
+    queue once the campaign had printed its start and written its workload, in a line that
+    said "cannot open" twice. A file that exists is refused later, when the campaign
+    directory is known (a previous campaign's queue there is replaced).
+
+    >>> _check_db("mysql://db/q")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    chaos._errors.UsageError: --db 'mysql://db/q' is no queue URL: pass postgresql://… or ...
+    >>> _check_db("/dev/null")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    chaos._errors.UsageError: --db '/dev/null' is not a regular file: ...
+    """
+    if db.startswith(("postgresql://", "postgres://")):
+        return
+    if "://" in db and not db.startswith("sqlite://"):
+        raise UsageError(
+            f"--db {redact(db, drop=True)!r} is no queue URL: pass postgresql://… or a new "
+            "SQLite file (a path or sqlite:///ABS/PATH)"
+        )
+    path = expand_user(Path(db.removeprefix("sqlite://")))
+    if path.exists() and not path.is_file():
+        what = "a directory" if path.is_dir() else "not a regular file"
+        raise UsageError(f"--db {db!r} is {what}: pass a new SQLite file (a path or sqlite:///…)")
 
 
 def _check_runs_tmpfs(size_mb: int) -> None:

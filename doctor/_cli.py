@@ -14,8 +14,8 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -28,7 +28,14 @@ from doctor._errors import DoctorError, RootError, UsageError
 from doctor._layout import _looks_like_run as looks_like_run
 from doctor._layout import name_on_disk
 from doctor._version import package_version
-from executor.console import console, plain, reported, scan_progress, transient_bar
+from executor.console import (
+    console,
+    diagnose_progress,
+    listed,
+    plain,
+    reported,
+    scan_progress,
+)
 from rundoctor.errors import (
     BROKEN_PIPE,
     crash_guarded,
@@ -197,6 +204,7 @@ def given_run(run_id: str, roots: list[Path] | None) -> tuple[str, list[Path] | 
     >>> import tempfile
     >>> d = Path(tempfile.mkdtemp()) / "r1"
     >>> d.mkdir()
+    >>> _ = (d / "progress.ndjson").write_text("")
     >>> given_run(str(d), None) == ("r1", [d.parent.resolve()])
     True
     """
@@ -214,6 +222,15 @@ def given_run(run_id: str, roots: list[Path] | None) -> tuple[str, list[Path] | 
             "directory's path or name (`doctor scan --root DIR` lists them)"
         )
     _named_by_dots(run_id, path)
+    if not looks_like_run(path):
+        if not os.path.isabs(expand_user(run_id)):  # group/run, relative to a root
+            return run_id, roots
+        # Was "no run 'etc' under /", after seconds spent listing the parent for names alike.
+        raise UsageError(
+            f"--run-id '{printable(run_id)}' is a directory, not a run directory (no "
+            "progress.ndjson, manifest.json or final.json in it); pass a run directory's path, "
+            f"or `doctor scan --root {shell_quote(str(path))}` lists the runs under it"
+        )
     return path.name, [path.parent]
 
 
@@ -354,7 +371,11 @@ def diagnose_cmd(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print Markdown.")] = False,
     check: Annotated[
         list[str] | None,
-        typer.Option("--check", metavar="NAME", help="Run only this check (repeatable)."),
+        typer.Option(
+            "--check",
+            metavar="NAME",
+            help="Run only this check (repeatable, or comma-separated).",
+        ),
     ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -364,11 +385,11 @@ def diagnose_cmd(
     with reported(DoctorError):
         if as_json and markdown:
             raise UsageError("--json and --markdown exclude each other; pick one")
-        checks = tuple(check or ())
+        checks = tuple(listed(check))
         detectors = select(checks)
         run_id, root = given_run(run_id, root)
         config = config_from_env(root, checks=checks)
-        with _steps(not as_json and not markdown and sys.stderr.isatty()) as steps:
+        with diagnose_progress(not as_json and not markdown and sys.stderr.isatty()) as steps:
             result = diagnose(run_id, config, steps)
     if as_json:  # Rich and the renderers are imported only for text output
         _emit_json(result.to_json())
@@ -395,6 +416,10 @@ def parse_since(text: str, now: float) -> float:
     Traceback (most recent call last):
     ...
     doctor._errors.UsageError: --since '2026-02-10' is in the future (2026-02-10T00:00:00Z): ...
+    >>> parse_since("0s", 0.0)
+    Traceback (most recent call last):
+    ...
+    doctor._errors.UsageError: --since '0s' is no age: no run can have started since now; ...
     >>> parse_since("99999999w", 0.0)
     Traceback (most recent call last):
     ...
@@ -405,9 +430,16 @@ def parse_since(text: str, now: float) -> float:
     from rundoctor.durations import DurationError, parse_duration
 
     try:
-        return now - parse_duration(text)
+        age = parse_duration(text)
     except DurationError as exc:
         why = str(exc)
+    else:
+        if age <= 0:  # since now: no run can have started, and an empty table reads "all well"
+            raise UsageError(
+                f"--since {text!r} is no age: no run can have started since now; give an age "
+                "like 24h or a past date like 2026-02-10"
+            )
+        return now - age
     try:
         ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -425,25 +457,6 @@ def parse_since(text: str, now: float) -> float:
             "give a past date or an age like 24h"
         )
     return since
-
-
-#: What a diagnosis's bar says in each phase (doctor._diagnose.Steps).
-_PHASES = {"reading": "reading events", "checking": "running checks"}
-
-
-@contextmanager
-def _steps(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
-    """A diagnosis's bar on standard error: how much of the run's events is read, then how
-    many checks have run (a run of a gigabyte takes tens of seconds)."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import TaskProgressColumn
-
-    with transient_bar(_PHASES["reading"], TaskProgressColumn()) as (bar, task):
-        yield lambda phase, done, total: bar.update(
-            task, description=_PHASES.get(phase, phase), completed=done, total=total
-        )
 
 
 @app.command("scan")
@@ -606,7 +619,8 @@ def repair_cmd(
         # The run's real path, not the diagnosis's text (a name's byte that is not UTF-8 is
         # `\xNN` there: --apply was "not a run directory … No such file or directory").
         where = run_path(run_id, config)
-        diagnosis = diagnose_path(where, config)
+        with diagnose_progress(not as_json and sys.stderr.isatty()) as steps:
+            diagnosis = diagnose_path(where, config, steps)
         plan = plan_repairs(diagnosis, config)
         report = apply_repairs(plan, config, run_path=where) if apply else None
     if report is None:
@@ -678,7 +692,8 @@ def _repair_queue(
         db, journal = expand_queue_path(db), journal and expand_user(journal)
         queue = parse_queue_url(db).display
         config = config_from_env(root, db=db)
-        result = scan(config)
+        with scan_progress(not as_json and sys.stderr.isatty()) as progress:
+            result = scan(config, progress=progress)
         plan = plan_repairs(result, config)
         where: str | None = None
         with suppress(UsageError):  # printing a plan needs no journal; --apply does

@@ -47,6 +47,7 @@ from executor.console import (
     OneLineGroup,
     console,
     fail,
+    listed,
     plain,
     print_pages,
     reported,
@@ -482,7 +483,7 @@ def enqueue_cmd(
         typer.Option(
             "--depends-on",
             metavar="TICKET",
-            help="A ticket id that must be done first (repeatable).",
+            help="A ticket id that must be done first (repeatable, or comma-separated).",
         ),
     ] = None,
     max_error_attempts: Annotated[
@@ -501,6 +502,7 @@ def enqueue_cmd(
 ) -> None:
     """Queue a pipeline run (creating the queue if needed); prints the ticket id."""
     graph = expand_user(graph)
+    depends_on = listed(depends_on) or None
     with reported(ExecutorError):
         # Each value is named by the flag it came from, not by the queue column it sets.
         if title is not None and not title.strip():
@@ -712,8 +714,8 @@ def tickets_cmd(
         typer.Option(
             "--status",
             metavar="STATUS",
-            help="Only tickets in this status (repeatable): todo, blocked, claimed, running, "
-            "done, failed, canceled, quarantined.",
+            help="Only tickets in this status (repeatable, or comma-separated): todo, blocked, "
+            "claimed, running, done, failed, canceled, quarantined.",
         ),
     ] = None,
     limit: Annotated[
@@ -731,6 +733,7 @@ def tickets_cmd(
     ] = False,
 ) -> None:
     """List tickets, most pressing first (with --json: every ticket's record, oldest first)."""
+    status = listed(status) or None
     if limit is not None and limit < 1:
         fail(f"--limit must be 1 or more tickets, got {limit}; --all shows every ticket")
     if limit is not None and show_all:

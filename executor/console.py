@@ -38,13 +38,15 @@ if TYPE_CHECKING:  # Rich is imported by what prints: `doctor --help` does not n
     from rich.table import Table
 
 __all__ = [
-    "DIRECTORY_OPTIONS",
+    "EMPTY_REFUSED",
     "PIPE_WIDTH",
     "OneLineGroup",
     "console",
+    "diagnose_progress",
     "fail",
     "fit_columns",
     "is_interrupt",
+    "listed",
     "one_line_table",
     "plain",
     "print_one_line_table",
@@ -161,6 +163,32 @@ def scan_progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
+#: What a diagnosis's bar says in each phase (doctor._diagnose.Steps).
+_PHASES = {"reading": "reading events", "checking": "running checks"}
+
+
+@contextmanager
+def diagnose_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A diagnosis's bar on standard error (``doctor diagnose``, ``report --run-id``,
+    ``repair --run-id``): how much of the run's events is read, then how many checks have run
+    (a run of a gigabyte takes tens of seconds). Yields the diagnosis's ``steps``, or None
+    when not ``enabled``.
+
+    >>> with diagnose_progress(False) as steps:  # not a terminal, or --json: no bar
+    ...     print(steps)
+    None
+    """
+    if enabled:
+        from rich.progress import TaskProgressColumn
+
+        with transient_bar(_PHASES["reading"], TaskProgressColumn()) as (bar, task):
+            yield lambda phase, done, total: bar.update(
+                task, description=_PHASES.get(phase, phase), completed=done, total=total
+            )
+    else:
+        yield None
+
+
 @contextmanager
 def transient_bar(what: str, count: ProgressColumn) -> Iterator[tuple[Progress, TaskID]]:
     """A bar on standard error (``what`` it is doing, the bar, ``count``, the time taken),
@@ -188,22 +216,50 @@ def transient_bar(what: str, count: ProgressColumn) -> Iterator[tuple[Progress, 
         yield bar, task
 
 
-#: Options naming a directory to read: an empty value (``--root "$UNSET"``) is refused, where
-#: a path would take it for the current directory and read that instead.
-DIRECTORY_OPTIONS = ("--root",)
+def listed(values: Iterable[str] | None) -> list[str]:
+    """A repeatable option's values with each split at its commas (``--status todo,done`` is
+    ``--status todo --status done``, as ``chaos run --faults a,b`` reads): a name never holds
+    a comma, and one value naming two was "unknown status 'todo,done' (did you mean 'todo'?)".
+    An empty part stays, for the option's own check to name.
+
+    >>> listed(["todo,done", " failed "]), listed(None), listed(["a,"])
+    (['todo', 'done', 'failed'], [], ['a', ''])
+    """
+    return [part.strip() for value in values or () for part in value.split(",")]
 
 
-def _empty_directory(args: Sequence[str]) -> str | None:
-    """The first of :data:`DIRECTORY_OPTIONS` given an empty value in ``args``, else None.
+#: Options whose empty value (``--root "$UNSET"``) is refused, each with what to pass instead.
+#: Taken as it is, the value was read as something nobody asked for: a path ``''`` is the
+#: current directory (``--journal ''`` journaled there, ``--out ''`` was "cannot write '.'"),
+#: and an empty ``--db`` or ``--since`` read as not given (``enqueue --db ''`` queued into the
+#: default queue; ``scan --since ''`` listed every run; ``--agent-command ''`` fell back to
+#: ``$RUNDOCTOR_AGENT_COMMAND``). Options whose own check already names the flag (``--title``,
+#: ``--exec``, ``--webhook``, ``--faults``, ``--depends-on``) keep it.
+EMPTY_REFUSED = {
+    "--root": "a directory",
+    "--journal": "a directory",
+    "--out": "a path",
+    "--state": "a file",
+    "--db": "a SQLite file, sqlite:///ABS/PATH or postgresql://…",
+    "--since": "an age like 24h or a date like 2026-02-10",
+    "--agent-command": "a command line, or leave the option out",
+}
 
-    >>> _empty_directory(["scan", "--root", "", "--json"]), _empty_directory(["--root=runs"])
+
+def _empty_value(args: Sequence[str]) -> str | None:
+    """The first of :data:`EMPTY_REFUSED` given an empty (or blank) value in ``args``, else
+    None. Only before ``--``; the value is the next word, or what follows ``=``.
+
+    >>> _empty_value(["scan", "--root", "", "--json"]), _empty_value(["--root=runs"])
     ('--root', None)
+    >>> _empty_value(["enqueue", "g.dot", "--db= "]), _empty_value(["--", "--db", ""])
+    ('--db', None)
     """
     for i, arg in enumerate(args):
         if arg == "--":
             break
         name, eq, value = arg.partition("=")
-        if name not in DIRECTORY_OPTIONS:
+        if name not in EMPTY_REFUSED:
             continue
         given = value if eq else (args[i + 1] if i + 1 < len(args) else None)
         if given is not None and not given.strip():
@@ -252,10 +308,11 @@ class OneLineGroup(TyperGroup):
         **extra: Any,
     ) -> Any:
         try:
-            empty = _empty_directory(sys.argv[1:] if args is None else args)
+            empty = _empty_value(sys.argv[1:] if args is None else args)
             if empty is not None:
                 raise click_errors.BadParameter(
-                    "is empty; pass a directory (an unset variable?)", param_hint=f"'{empty}'"
+                    f"is empty; pass {EMPTY_REFUSED[empty]} (an unset variable?)",
+                    param_hint=f"'{empty}'",
                 )
             rv = super().main(
                 args=args,
@@ -288,6 +345,8 @@ def _usage_line(
     """typer's usage errors as one ``error:`` line naming the command's ``--help``, or the
     option a stray argument belongs to (:func:`_stray_hint`). The command is the error's own,
     else ``path``: an option missing its value is raised before the command has a context."""
+    if isinstance(exc, click_errors.BadParameter):
+        exc.message = _plain_value_error(exc) or exc.message
     message = " ".join(exc.format_message().split())
     ctx = getattr(exc, "ctx", None)
     hint = _stray_hint(exc, ctx, argv) if ctx is not None else None
@@ -297,6 +356,43 @@ def _usage_line(
         fail(message[:1].lower() + message[1:], exc.exit_code)
     except typer.Exit as done:
         return done.exit_code
+
+
+#: typer's checks of a number (Pydantic's, by error type) in words that name the value.
+_VALUE_WORDS = {
+    "int_parsing": "is not a whole number",
+    "int_from_float": "is not a whole number",
+    "float_parsing": "is not a number",
+    "finite_number": "is not a finite number",
+    "greater_than_equal": "is less than {ge}",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "is more than {le}",
+    "less_than": "must be less than {lt}",
+}
+
+
+def _plain_value_error(exc: click_errors.BadParameter) -> str | None:
+    """The value a number option was refused for, said plainly ("'abc' is not a whole
+    number"), where typer says "Input should be a valid integer, unable to parse string as an
+    integer" without the value; None for any other error (it keeps its own words).
+
+    >>> from pydantic import TypeAdapter, ValidationError
+    >>> try:
+    ...     TypeAdapter(int).validate_python("1e3")
+    ... except ValidationError as cause:
+    ...     exc = click_errors.BadParameter(str(cause))
+    ...     exc.__cause__ = cause
+    >>> _plain_value_error(exc), _plain_value_error(click_errors.BadParameter("no"))
+    ("'1e3' is not a whole number", None)
+    """
+    errors = getattr(exc.__cause__, "errors", None)
+    if not callable(errors):
+        return None
+    found = errors()
+    words = _VALUE_WORDS.get(found[0].get("type", "")) if found else None
+    if words is None:
+        return None
+    return f"{str(found[0].get('input'))!r} {words.format(**found[0].get('ctx', {}))}"
 
 
 def _stray_hint(exc: click_errors.ClickException, ctx: Any, argv: Sequence[str]) -> str | None:

@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 import typer
 
 from doctor import DoctorError, UsageError, config_from_env, given_run
-from executor.console import OneLineGroup, reported, scan_progress
+from executor.console import OneLineGroup, diagnose_progress, reported, scan_progress
 from rundoctor.errors import done_then_print, write_whole
 from rundoctor.paths import expand_user
 
@@ -104,7 +104,8 @@ def report_cmd(
             run_id, root = given_run(str(run_id), root)
             config = config_from_env(root)
             # The postmortem writes its own --out (and, for Markdown, the SVG beside it).
-            diagnosis = diagnose(run_id, config)
+            with diagnose_progress(not as_json and sys.stderr.isatty()) as steps:
+                diagnosis = diagnose(run_id, config, steps)
             run_id = diagnosis.run_id
             text = write_postmortem(diagnosis, html=html, out=out, config=config)
         if out is not None and fleet:

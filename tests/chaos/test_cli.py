@@ -192,6 +192,22 @@ def test_a_sqlite_db_file_that_is_not_a_previous_campaigns_queue_is_refused_unto
     assert db.read_bytes() == before
 
 
+@pytest.mark.parametrize("kind", ["mysql", "fifo", "directory"])
+def test_a_db_no_campaign_can_use_is_refused_before_the_campaign_starts(
+    tmp_path: Path, kind: str
+) -> None:
+    # Before: the queue refused it once the campaign had printed its start and written its
+    # workload to --out: three lines, the last saying "cannot open" twice.
+    db = {"mysql": "mysql://me@db/q", "fifo": str(tmp_path / "fifo"), "directory": str(tmp_path)}
+    os.mkfifo(tmp_path / "fifo")
+    out = tmp_path / "o"
+    done = run("-m", "chaos", "run", "--seed", "1", "--db", db[kind], "--out", str(out))
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"error: --db {db[kind]!r} is ") and "pass " in line, line
+    assert not out.exists()
+
+
 def test_a_postgresql_url_naming_a_schema_is_refused_in_one_line_before_connecting(
     tmp_path: Path,
 ) -> None:
@@ -348,7 +364,7 @@ def test_a_campaign_with_a_relative_out_and_db_run_from_elsewhere_keeps_its_work
         (("--workers", "65"), "--workers must be at most 64, got 65"),
         (("--out", "loop"), "--out 'loop' cannot be resolved: "),
         (("--out", "out", "--db", "loop"), "it cannot be reached (Too many levels of symbolic"),
-        (("--out", "out", "--db", "mysql://x"), "cannot open queue 'mysql://x': expected"),
+        (("--out", "out", "--db", "mysql://x"), "--db 'mysql://x' is no queue URL: pass "),
         (
             ("--out", "out", "--duration", "5218w"),
             "--duration 5218w would schedule 1,051,948,800 faults, one every 3s; a campaign "

@@ -55,6 +55,46 @@ def test_an_empty_root_is_refused_not_read_as_the_current_directory(command: lis
     assert "'--root': is empty; pass a directory" in line
 
 
+@pytest.mark.parametrize(
+    ("option", "command"),
+    [
+        ("--journal", ["repair", "--db", "{q}", "--apply"]),
+        ("--db", ["enqueue", str(GRAPH)]),
+        ("--db", ["worker", "--once", "--create-queue"]),
+        ("--db", ["scan", "--root", str(HEALTHY_ROOT)]),
+        ("--db", ["chaos", "run", "--seed", "1", "--out", "{tmp}/c"]),
+        ("--since", ["scan", "--root", str(HEALTHY_ROOT)]),
+        ("--out", ["metrics", "--root", str(HEALTHY_ROOT)]),
+        ("--out", ["report", "--fleet", "--root", str(HEALTHY_ROOT)]),
+        ("--state", ["watch", "--once", "--root", str(HEALTHY_ROOT)]),
+        ("--agent-command", ["run", str(GRAPH), "--root", "{tmp}/runs"]),
+    ],
+    ids=lambda v: v if isinstance(v, str) else v[0],
+)
+def test_an_empty_value_is_refused_not_read_as_not_given_or_as_here(
+    tmp_path: Path, option: str, command: list[str]
+) -> None:
+    # `--db "$DB"` with DB unset. Before: `repair --journal ''` journaled in the current
+    # directory, `enqueue --db ''` queued into the default queue, `scan --since ''` listed
+    # every run, `--agent-command ''` fell back to $RUNDOCTOR_AGENT_COMMAND, and `--out ''`,
+    # `--state ''`, `chaos run --db ''` named '.' ("--db '' exists").
+    q = tmp_path / "q.db"
+    assert _doctor("enqueue", GRAPH, "--db", q).returncode == 0
+    args = [a.format(q=q, tmp=tmp_path) for a in command]
+    here = tmp_path / "here"
+    here.mkdir()
+    state = tmp_path / "state"
+    for value in ("", " "):
+        result = run_doctor(
+            *args, option, value, env={"XDG_STATE_HOME": str(state)}, cwd=here, timeout=60
+        )
+        line = _one_line_error(result)
+        assert f"'{option}': is empty; pass " in line and "(an unset variable?)" in line
+        assert result.stdout == ""
+    assert list(here.iterdir()) == [] and not state.exists()  # no journal, no default queue
+    assert not (tmp_path / "c").exists() and not (tmp_path / "runs").exists()
+
+
 def test_watch_refuses_an_interval_past_a_century(tmp_path: Path) -> None:
     # Before: the first pass ran, then Event.wait overflowed time_t (exit 70).
     line = _one_line_error(
@@ -116,7 +156,7 @@ def test_an_exec_command_with_an_open_quote_is_one_line(tmp_path: Path) -> None:
 def test_report_out_that_names_no_file_is_one_line(tmp_path: Path) -> None:
     # Before: `--out ''` is Path('.'), whose SVG name could not be formed (exit 70).
     args = ("report", "--run-id", "healthy01", "--root", HEALTHY_ROOT, "--out")
-    assert "names a directory" in _one_line_error(_doctor(*args, ""))
+    assert "'--out': is empty" in _one_line_error(_doctor(*args, ""))
     assert "is a directory" in _one_line_error(_doctor(*args, tmp_path))
 
 
@@ -291,6 +331,34 @@ def test_a_mistyped_ticket_status_gets_did_you_mean(tmp_path: Path) -> None:
     assert "unknown status 'don' (did you mean 'done'?)" in line
 
 
+def test_a_repeatable_option_reads_a_comma_separated_list_as_chaos_faults_does(
+    tmp_path: Path,
+) -> None:
+    # Before: "unknown status 'todo,done' (did you mean 'todo'?)", and "unknown check
+    # 'idle_gap,missing_final' (did you mean 'missing_final'?)": one of the two, silently.
+    db = tmp_path / "q.db"
+    first = _doctor("enqueue", GRAPH, "--db", db, "--title", "first").stdout.strip()
+    second = _doctor("enqueue", GRAPH, "--db", db, "--title", "second").stdout.strip()
+    both = _doctor("enqueue", GRAPH, "--db", db, "--depends-on", f"{first},{second}", "--json")
+    assert both.returncode == 0, both.stderr
+    (ticket,) = [t for t in json.loads(_doctor("tickets", "--db", db, "--json").stdout)
+                 if t["id"] == json.loads(both.stdout)["id"]]  # fmt: skip
+    assert ticket["status"] == "blocked"
+    listed = _doctor("tickets", "--db", db, "--status", "blocked,todo", "--json")
+    assert sorted(t["status"] for t in json.loads(listed.stdout)) == ["blocked", "todo", "todo"]
+    assert "'dne' (did you mean 'done'?)" in _one_line_error(
+        _doctor("tickets", "--db", db, "--status", "todo,dne")
+    )
+    frag = REPO / "fixtures/cases/fragmented_verify_failures/run"
+    checks = _doctor(
+        "diagnose", "--run-id", "frag01", "--root", frag, "--json",
+        "--check", "retry_loop,missing_final",
+    )  # fmt: skip
+    assert checks.returncode == 1, checks.stderr
+    found = {f["code"] for f in json.loads(checks.stdout)["findings"]}
+    assert found == {"retry_loop", "missing_final"}
+
+
 @pytest.mark.parametrize("under", ["", "sub"])
 def test_a_runs_root_that_is_a_file_is_named_for_run_and_worker(tmp_path: Path, under: str) -> None:
     # Before: `worker` crashed (FileExistsError, exit 70); `run` blamed the run directory
@@ -342,6 +410,16 @@ def test_a_full_standard_output_is_one_line_not_a_crash(args: tuple[str, ...]) -
             timeout=60,
         )
     assert "No space left on device" in _one_line_error(result)
+
+
+@pytest.mark.parametrize("command", ["diagnose", "repair", "report"])
+def test_a_run_id_path_to_a_directory_that_is_no_run_says_so(tmp_path: Path, command: str) -> None:
+    # Before: "no run 'empty' under TMP; pass --root DIR …; 3 directories were not looked
+    # into", after listing the parent for names alike (`--run-id /etc`: 6 s over all of /).
+    (tmp_path / "empty").mkdir()
+    line = _one_line_error(_doctor(command, "--run-id", tmp_path / "empty"))
+    assert f"--run-id '{tmp_path / 'empty'}' is a directory, not a run directory" in line
+    assert f"`doctor scan --root {tmp_path / 'empty'}`" in line
 
 
 def test_a_symlinked_run_id_says_it_is_a_symlink_and_where_the_run_is(tmp_path: Path) -> None:

@@ -138,6 +138,11 @@ def test_since_a_date_in_the_future_is_refused_in_one_line_naming_the_flag(
     assert result.returncode == 2 and result.stdout == ""
     (line,) = result.stderr.splitlines()
     assert "--since '2999-01-01' is in the future (2999-01-01T00:00:00Z)" in line
+    # So is an age of nothing: it listed no run, and said all was well (exit 0).
+    result = doctor("scan", "--root", tmp_path, "--since", "0")
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert "--since '0' is no age: no run can have started since now" in line
 
 
 def test_since_keeps_a_fleet_finding_that_reaches_past_it(tmp_path: Path) -> None:
@@ -198,6 +203,25 @@ def test_a_usage_error_of_typer_is_one_line_naming_the_help(tmp_path: Path) -> N
     assert line == "error: missing option '--run-id' (see `doctor diagnose --help`)"
     line = _assert_one_line_error(doctor("scna"))
     assert "did you mean 'scan'" in line.lower()
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("scan", "--limit", "abc"), "'--limit': 'abc' is not a whole number"),
+        (("scan", "--limit", "-1"), "'--limit': '-1' is less than 0"),
+        (("watch", "--max-sends", "1e3"), "'--max-sends': '1e3' is not a whole number"),
+        (("chaos", "run", "--seed", "1.5"), "'--seed': '1.5' is not a whole number"),
+        (("tickets", "--limit", "nan"), "'--limit': 'nan' is not a whole number"),
+    ],
+    ids=lambda a: " ".join(a) if isinstance(a, tuple) else None,
+)
+def test_a_number_option_given_no_number_names_the_value(args: tuple[str, ...], said: str) -> None:
+    # Before: "Input should be a valid integer, unable to parse string as an integer" and
+    # "Input should be greater than or equal to 0" (typer's Pydantic words), not the value.
+    line = _assert_one_line_error(doctor(*args))
+    assert said in line and "Input should" not in line
+    assert line.endswith(f"(see `doctor {' '.join(a for a in args[:2] if a[0] != '-')} --help`)")
 
 
 def test_a_stray_argument_is_named_with_the_option_it_belongs_to(tmp_path: Path) -> None:

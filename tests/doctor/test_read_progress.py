@@ -12,6 +12,7 @@ import pytest
 from doctor import DoctorConfig, diagnose_path
 from doctor._detectors import DETECTORS
 from doctor._read_progress import ReadProgress
+from executor import open_queue
 from tests.doctor.test_cli import HEALTHY_ROOT, _stderr_on_a_terminal
 
 REAL_RUN = Path(__file__).resolve().parents[2] / "fixtures/kilroy/runs/agent_heartbeats"
@@ -83,6 +84,28 @@ def test_diagnose_on_a_terminal_shows_what_it_is_doing() -> None:
     )
     assert code == 0, shown
     assert "reading events" in shown, shown
+
+
+@pytest.mark.parametrize("command", ["report", "repair"])
+def test_every_diagnosis_of_one_run_shows_what_it_is_doing(command: str) -> None:
+    # Before: only `diagnose` did; `report --run-id` and `repair --run-id` diagnosed a run of
+    # a gigabyte (tens of seconds) without a word.
+    code, shown = _stderr_on_a_terminal(
+        command, "--run-id", "healthy01", "--root", str(HEALTHY_ROOT)
+    )
+    assert code in (0, 1), shown
+    assert "reading events" in shown, shown
+
+
+def test_a_repair_of_the_queue_shows_its_scan(tmp_path: Path) -> None:
+    # Before: `repair --db` scanned the whole fleet with the queue and said nothing meanwhile.
+    with open_queue(tmp_path / "q.db") as queue:
+        queue.enqueue("build", "/p/build.dot")
+    code, shown = _stderr_on_a_terminal(
+        "repair", "--db", str(tmp_path / "q.db"), "--root", str(HEALTHY_ROOT)
+    )
+    assert code in (0, 1), shown
+    assert "diagnosing runs" in shown, shown
 
 
 @pytest.mark.parametrize("option", ["--json", "--markdown"])
