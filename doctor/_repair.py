@@ -117,6 +117,7 @@ def apply_repairs(
     breaker_tries: int = BREAKER_TRIES,
     breaker_window_s: float = BREAKER_WINDOW_S,
     race_hook: Callable[[str], None] | None = None,
+    diagnosed_hook: Callable[[], None] | None = None,
 ) -> RepairReport:
     """Carry out ``plan`` in the run directory ``run_path`` and diagnose again after each
     applied action; the report says what each action resolved and what remains.
@@ -128,6 +129,11 @@ def apply_repairs(
     directory for a symlink, resumes the run, appends to the stream) to hit the window
     between check and write every time instead of by chance; what the repair writes next
     must still land inside the run and lose nothing.
+
+    ``diagnosed_hook`` is the second test seam, None outside tests: called once, after the
+    run was diagnosed and its journal read, before the first action. A test holds one repair
+    there while another repairs the same run, so the first acts on a diagnosis the second
+    made stale.
 
     >>> import tempfile
     >>> from doctor import DoctorConfig
@@ -147,6 +153,8 @@ def apply_repairs(
             run_fd=run_fd,
             race_hook=race_hook,
         )
+        if diagnosed_hook is not None:
+            diagnosed_hook()
         results, current = _apply_all(ctx, plan, current, breaker_tries, breaker_window_s)
     finally:
         os.close(run_fd)
@@ -168,6 +176,7 @@ def _apply_all(
 ) -> tuple[list[ActionResult], Diagnosis]:
     config, run_dir = ctx.config, ctx.run_path
     results: list[ActionResult] = []
+    stale = False  # an action not applied since the last diagnosis: the run may have moved
     for action in plan:
         ctx.provenance = {
             "tool": TOOL,
@@ -187,7 +196,12 @@ def _apply_all(
                 result, resolved=tuple(resolved), introduced=tuple(introduced)
             )
             current = after
+        stale = result.outcome != "applied"
         results.append(result)
+    if stale:
+        # A no-op or a refusal may mean another repair (or the run) changed it since the
+        # diagnosis: the report says what remains now, not what remained then.
+        current = diagnose_path(run_dir, config)
     return results, current
 
 
@@ -197,6 +211,8 @@ def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> Action
     unsafe = _journal_unsafe(ctx.run_path)
     if unsafe is not None:
         return ActionResult(action, "refused", unsafe)
+    # Read again before each action: another repair may have journaled it meanwhile.
+    ctx.journal = read_journal(ctx.run_path, outcomes=_COUNTED)
     try:
         _check_rel(action.target)
         hashable = True

@@ -658,3 +658,64 @@ def test_a_repair_killed_holding_the_run_s_lock_leaves_no_lock_the_run_never_had
     assert f"owner pid {owner} is dead" in reason, reason
     assert not (run / "run.lock.json").exists()
     assert not list(run.glob(".run.lock.json*"))
+
+
+_APPLY_HELD_AFTER_DIAGNOSIS = r"""
+import json, sys
+from pathlib import Path
+from doctor import DoctorConfig, diagnose
+from doctor._repair import apply_repairs, plan_repairs
+root, name, now = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+config = DoctorConfig(roots=(root,), now=now)
+plan = plan_repairs(diagnose(name, config), config)
+
+def hold() -> None:  # diagnosed, the journal read: wait here until the test says go
+    print("diagnosed", flush=True)
+    sys.stdin.readline()
+
+report = apply_repairs(plan, config, run_path=root / name, diagnosed_hook=hold)
+print(json.dumps({**report.to_json(), "exit_code": report.exit_code}), flush=True)
+"""
+
+
+def test_a_repair_that_lost_the_race_to_another_reports_the_run_as_it_is_now(
+    tmp_path: Path,
+) -> None:
+    """Two ``doctor repair --apply`` on one run at once: one (a real process) diagnoses the run
+    and is held there; the other applies every action meanwhile; the first goes on.
+
+    Before, the first found its action already done by the other (or refused it: the other's
+    ``final.json`` was there) and, having applied nothing, did not diagnose again: its report
+    listed as remaining the findings the other had already repaired, and exited 1. Now it
+    diagnoses again before reporting: its remaining findings are the run's now."""
+    run, config = _copy_case("fanout_never_joined", tmp_path)
+    plan = plan_repairs(diagnose(run.name, config), config)
+    assert [a.kind for a in plan] == ["terminalize"]
+    held = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _APPLY_HELD_AFTER_DIAGNOSIS,
+            str(run.parent),
+            run.name,
+            str(config.now),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert held.stdout is not None
+    assert held.stdout.readline() == "diagnosed\n"
+    (won,) = apply_repairs(plan, config, run_path=run).results
+    assert won.outcome == "applied", won.message
+    out, _ = held.communicate("go\n")
+    assert held.returncode == 0, out
+    report = json.loads(out)
+    now = diagnose(run.name, config)
+    assert [f["code"] for f in report["remaining"]] == [f.code for f in now.findings]
+    assert "missing_final" not in [f["code"] for f in report["remaining"]]
+    assert report["state"] == now.state
+    (lost,) = report["results"]
+    assert lost["outcome"] == "noop", lost["message"]
+    assert report["exit_code"] == now.exit_code
