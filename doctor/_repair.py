@@ -35,8 +35,14 @@ only under a write lease (no other process has it open, none can open it to appe
 (:mod:`doctor._journal`) with before and after hashes. A breaker stops the same action on the
 same target after ``breaker_tries`` applied or failed tries within ``breaker_window_s``
 seconds (from the journal): incident 02's recovery loop cannot happen.
-``apply_repairs(..., race_hook=...)`` is the one test seam: a callable run between an action's
-last check and its first write, so the race tests hit that window deterministically.
+An action that reaches its first write journals a ``started`` line before it (the run's lock
+held) and its outcome after, both with one ``attempt`` id: a repair killed between its write
+and its outcome's line leaves the ``started`` line, which says the action may have happened
+(:mod:`doctor._journal`).
+``apply_repairs(..., race_hook=...)`` is the test seam between an action's last check and its
+first write, so the race tests hit that window deterministically; ``diagnosed_hook`` (after
+the first diagnosis) and ``wrote_hook`` (after a write, before its outcome is journaled) are
+the other two.
 Queue actions are idempotent by the queue itself (:mod:`doctor._repair_queue`).
 """
 
@@ -44,13 +50,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from doctor._config import DoctorConfig
 from doctor._diagnose import diagnose_path
 from doctor._errors import UsageError
-from doctor._journal import JournalEntry, append_entry, read_journal
+from doctor._journal import STARTED, JournalEntry, append_entry, read_journal
 from doctor._model import Diagnosis
 from doctor._repair_actions import _RUNNERS, _check_done
 from doctor._repair_files import _check_rel, _open_run, _sha_rel
@@ -118,6 +125,7 @@ def apply_repairs(
     breaker_window_s: float = BREAKER_WINDOW_S,
     race_hook: Callable[[str], None] | None = None,
     diagnosed_hook: Callable[[], None] | None = None,
+    wrote_hook: Callable[[str], None] | None = None,
 ) -> RepairReport:
     """Carry out ``plan`` in the run directory ``run_path`` and diagnose again after each
     applied action; the report says what each action resolved and what remains.
@@ -133,7 +141,9 @@ def apply_repairs(
     ``diagnosed_hook`` is the second test seam, None outside tests: called once, after the
     run was diagnosed and its journal read, before the first action. A test holds one repair
     there while another repairs the same run, so the first acts on a diagnosis the second
-    made stale.
+    made stale. ``wrote_hook`` (None outside tests) is called with the action's kind after an
+    action wrote and released the run's lock, before its outcome is journaled: a test kills
+    the repair there.
 
     >>> import tempfile
     >>> from doctor import DoctorConfig
@@ -152,6 +162,7 @@ def apply_repairs(
             read_journal(run_dir, outcomes=_COUNTED),
             run_fd=run_fd,
             race_hook=race_hook,
+            wrote_hook=wrote_hook,
         )
         if diagnosed_hook is not None:
             diagnosed_hook()
@@ -221,6 +232,24 @@ def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> Action
     before = _sha_rel(ctx, action.target) if hashable else None
     runner = _RUNNERS.get(action.kind)
     backup: str | None = None
+    attempt = f"{os.getpid()}-{time.time_ns()}"
+    started: list[str] = []
+
+    def start() -> None:  # the run's lock held, nothing written yet
+        entry = _journal_entry(
+            ctx,
+            action,
+            outcome=STARTED,
+            message="about to write; a line of this attempt says how it ended",
+            before=_sha_rel(ctx, action.target) if hashable else None,
+            after=None,
+            backup=None,
+            attempt=attempt,
+        )
+        append_entry(ctx.run_path, entry, dir_fd=ctx.run_fd)
+        started.append(attempt)
+
+    ctx.start = start
     try:
         if hashable:
             _check_done(ctx, action)
@@ -240,15 +269,26 @@ def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> Action
         else:
             message, backup = runner(ctx, action)
             outcome = "applied"
+            if ctx.wrote_hook is not None:
+                ctx.wrote_hook(action.kind)
     except _Done as done:
         return ActionResult(action, "noop", str(done), before, before)
     except _Refused as refused:
         outcome, message = "refused", str(refused)
     except OSError as exc:
         outcome, message = "failed", f"{type(exc).__name__}: {exc}"
+    finally:
+        ctx.start = None
     after = _sha_rel(ctx, action.target) if hashable else None
     entry = _journal_entry(
-        ctx, action, outcome=outcome, message=message, before=before, after=after, backup=backup
+        ctx,
+        action,
+        outcome=outcome,
+        message=message,
+        before=before,
+        after=after,
+        backup=backup,
+        attempt=started[0] if started else None,
     )
     try:
         append_entry(ctx.run_path, entry, dir_fd=ctx.run_fd)
@@ -269,6 +309,7 @@ def _journal_entry(
     before: str | None,
     after: str | None,
     backup: str | None,
+    attempt: str | None = None,
 ) -> JournalEntry:
     """The journal's record of one action: what was done to which target, for which
     finding, and the target's hashes before and after."""
@@ -290,4 +331,5 @@ def _journal_entry(
         after_sha256=after,
         backup=backup,
         source=action.source,
+        attempt=attempt,
     )

@@ -13,6 +13,7 @@ appended line is lost.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -27,6 +28,7 @@ from typing import Any
 
 from doctor import DoctorConfig, diagnose
 from doctor._errors import UsageError
+from doctor._journal import JOURNAL, read_journal
 from doctor._repair import Action, FindingRef, apply_repairs, plan_repairs
 
 CASES = Path(__file__).resolve().parents[2] / "fixtures" / "cases"
@@ -590,20 +592,23 @@ import os, signal, sys
 from pathlib import Path
 from doctor import DoctorConfig, diagnose
 from doctor._repair import apply_repairs, plan_repairs
-root, name, now = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+root, name, now, seam = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4]
 config = DoctorConfig(roots=(root,), now=now)
 plan = plan_repairs(diagnose(name, config), config)
 print(os.getpid(), flush=True)
-# SIGKILL once every check passed, holding the run's lock, before the first write.
+# SIGKILL at the seam: race_hook once every check passed, holding the run's lock, before the
+# first write; wrote_hook once the action wrote, before its outcome is journaled.
 die = lambda kind: os.kill(os.getpid(), signal.SIGKILL)
-apply_repairs(plan, config, run_path=root / name, race_hook=die)
+apply_repairs(plan, config, run_path=root / name, **{seam: die})
 """
 
 
-def _apply_then_die(run: Path, config: DoctorConfig) -> subprocess.CompletedProcess[str]:
-    """Plan and apply the run's repairs in a real process that SIGKILLs itself in the window."""
+def _apply_then_die(
+    run: Path, config: DoctorConfig, seam: str = "race_hook"
+) -> subprocess.CompletedProcess[str]:
+    """Plan and apply the run's repairs in a real process that SIGKILLs itself at ``seam``."""
     killed = subprocess.run(
-        [sys.executable, "-c", _APPLY_THEN_DIE, str(run.parent), run.name, str(config.now)],
+        [sys.executable, "-c", _APPLY_THEN_DIE, str(run.parent), run.name, str(config.now), seam],
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parents[2],
@@ -719,3 +724,69 @@ def test_a_repair_that_lost_the_race_to_another_reports_the_run_as_it_is_now(
     (lost,) = report["results"]
     assert lost["outcome"] == "noop", lost["message"]
     assert report["exit_code"] == now.exit_code
+
+
+def test_a_repair_killed_between_its_write_and_its_journal_line_leaves_a_started_line(
+    tmp_path: Path,
+) -> None:
+    """``doctor repair --apply`` SIGKILLed after ``ingest_status`` wrote the stage's status,
+    before the outcome's journal line.
+
+    Before, an action was journaled only once it was done: the kill left no journal line at
+    all, and nothing told that the canonical status file was the repair's. Now a ``started``
+    line is journaled before the first write (the run's lock held): it names the action, the
+    target and its hash before, and, with no line finishing its attempt, it reads as an action
+    that may have happened. The next repair is no no-op on its word: it decides from the
+    files (the status now records an outcome: refused, the file left as it is)."""
+    run, config = _copy_case("branch_status_file_stranded", tmp_path)
+    canonical = run / "parallel/fanout/01-impl_x/impl_x/status.json"
+    placeholder = canonical.read_bytes()
+    plan = plan_repairs(diagnose(run.name, config), config)
+    assert [a.kind for a in plan] == ["ingest_status"]
+    _apply_then_die(run, config, "wrote_hook")
+    written = canonical.read_bytes()
+    assert "repaired_by" in json.loads(written)  # the write happened
+    (started,) = read_journal(run)
+    assert (started.action, started.target, started.outcome) == (
+        "ingest_status",
+        plan[0].target,
+        "started",
+    )
+    assert started.before_sha256 == hashlib.sha256(placeholder).hexdigest()
+    assert started.attempt is not None and started.after_sha256 is None
+    (again,) = apply_repairs(plan, config, run_path=run).results
+    assert again.outcome == "refused" and "already records an outcome" in again.message
+    assert canonical.read_bytes() == written
+    assert [e.outcome for e in read_journal(run)] == ["started", "refused"]
+
+
+def test_a_started_line_is_finished_by_the_line_of_its_outcome(tmp_path: Path) -> None:
+    """A repair that runs to the end journals its ``started`` line and its outcome with one
+    ``attempt``; read back, only the outcome remains (the started line is finished)."""
+    run, config = _copy_case("branch_status_file_stranded", tmp_path)
+    plan = plan_repairs(diagnose(run.name, config), config)
+    (result,) = apply_repairs(plan, config, run_path=run).results
+    assert result.outcome == "applied", result.message
+    lines = [json.loads(line) for line in (run / JOURNAL).read_text().splitlines()]
+    assert [(line["outcome"], line["schema"]) for line in lines] == [
+        ("started", "rundoctor.repair/2"),
+        ("applied", "rundoctor.repair/2"),
+    ]
+    assert lines[0]["attempt"] == lines[1]["attempt"]
+    assert [e.outcome for e in read_journal(run)] == ["applied"]
+
+
+def test_repairs_killed_mid_action_count_for_the_breaker(tmp_path: Path) -> None:
+    """Three repairs SIGKILLed between their last check and their first write (each leaves a
+    ``started`` line, nothing written): they were tries, and the fourth repair is stopped by
+    the breaker instead of trying a fourth time (before, the kills left no line and the repair
+    went on trying forever: incident 02's loop, one crash at a time)."""
+    run, config = _copy_case("fanout_never_joined", tmp_path)
+    for _ in range(3):
+        _apply_then_die(run, config)
+        assert not (run / "final.json").exists()
+    assert [e.outcome for e in read_journal(run)] == ["started"] * 3
+    plan = plan_repairs(diagnose(run.name, config), config)
+    (result,) = apply_repairs(plan, config, run_path=run).results
+    assert result.outcome == "breaker", result.message
+    assert not (run / "final.json").exists()
