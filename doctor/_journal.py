@@ -181,6 +181,7 @@ def _entry(raw: bytes) -> JournalEntry | None:
             backup=obj.get("backup"),
             source=obj.get("source"),
             attempt=obj["attempt"] if isinstance(obj.get("attempt"), str) else None,
+            extra={"cut": obj["cut"]} if isinstance(obj.get("cut"), dict) else {},
         )
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None

@@ -53,13 +53,14 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from doctor._config import DoctorConfig
 from doctor._diagnose import diagnose_path
 from doctor._errors import UsageError
 from doctor._journal import STARTED, JournalEntry, append_entry, read_journal
 from doctor._model import Diagnosis
-from doctor._repair_actions import _RUNNERS, _check_done
+from doctor._repair_actions import _RUNNERS, _check_done, finish_cut
 from doctor._repair_files import _check_rel, _open_run, _sha_rel
 from doctor._repair_model import (
     _COUNTED,
@@ -164,9 +165,13 @@ def apply_repairs(
             race_hook=race_hook,
             wrote_hook=wrote_hook,
         )
+        finished = _finish_cuts(ctx)
+        if finished:
+            current = diagnose_path(run_dir, config)
         if diagnosed_hook is not None:
             diagnosed_hook()
         results, current = _apply_all(ctx, plan, current, breaker_tries, breaker_window_s)
+        results = finished + results
     finally:
         os.close(run_fd)
     return RepairReport(
@@ -216,6 +221,62 @@ def _apply_all(
     return results, current
 
 
+def _finish_cuts(ctx: _Ctx) -> list[ActionResult]:
+    """Finish every cut a repair killed between moving bytes down and cutting left half done
+    (an unfinished ``started`` line with a ``cut``: :func:`doctor._repair_actions.finish_cut`),
+    each journaled as its attempt's outcome. A refusal is journaled without the attempt, so
+    the cut stays unfinished (another repair may be at it) and is tried again next time."""
+    last: dict[str, JournalEntry] = {}
+    for e in ctx.journal:
+        if e.outcome == STARTED and e.attempt is not None and "cut" in e.extra:
+            last[e.attempt] = e
+    results = []
+    for attempt, e in last.items():
+        f = e.finding
+        action = Action(
+            e.action,
+            e.target,
+            FindingRef(
+                str(f.get("code", "")),
+                "warning",
+                str(f.get("scope", "")),
+                f.get("node_id") if isinstance(f.get("node_id"), str) else None,
+                "a repair was killed while it cut this stream",
+            ),
+            f"finish the cut repair attempt {attempt} began and was killed in",
+            byte_offset=e.extra["cut"].get("at") if isinstance(e.extra["cut"], dict) else None,
+        )
+        before = _sha_rel(ctx, e.target)
+        finished: str | None = None
+        try:
+            message, outcome = finish_cut(ctx, e.target, e.extra["cut"]), "applied"
+            finished = attempt
+        except _Refused as refused:
+            message, outcome = str(refused), "refused"
+        except OSError as exc:
+            message, outcome = f"{type(exc).__name__}: {exc}", "failed"
+        after = _sha_rel(ctx, e.target)
+        entry = _journal_entry(
+            ctx,
+            action,
+            outcome=outcome,
+            message=message,
+            before=before,
+            after=after,
+            backup=None,
+            attempt=finished,
+        )
+        try:
+            append_entry(ctx.run_path, entry, dir_fd=ctx.run_fd)
+        except OSError as exc:
+            message += f" (not journaled, the journal left as it was: {exc.strerror or exc})"
+            outcome = "failed" if outcome == "applied" else outcome
+        results.append(ActionResult(action, outcome, message, before, after))
+    if results:
+        ctx.journal = read_journal(ctx.run_path, outcomes=_COUNTED)
+    return results
+
+
 def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> ActionResult:
     """Apply one action unless the journal is unsafe, it is already done, or the breaker
     tripped; journal what happened, with the target's hashes before and after."""
@@ -235,18 +296,19 @@ def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> Action
     attempt = f"{os.getpid()}-{time.time_ns()}"
     started: list[str] = []
 
-    def start() -> None:  # the run's lock held, nothing written yet
+    def start(extra: dict[str, Any]) -> None:  # the run's lock held, before a write
+        # A step's line (``extra``) hashes nothing: a stream under its lease is not reopened.
         entry = _journal_entry(
             ctx,
             action,
             outcome=STARTED,
             message="about to write; a line of this attempt says how it ended",
-            before=_sha_rel(ctx, action.target) if hashable else None,
+            before=_sha_rel(ctx, action.target) if hashable and not extra else None,
             after=None,
             backup=None,
             attempt=attempt,
         )
-        append_entry(ctx.run_path, entry, dir_fd=ctx.run_fd)
+        append_entry(ctx.run_path, dataclasses.replace(entry, extra=extra), dir_fd=ctx.run_fd)
         started.append(attempt)
 
     ctx.start = start
@@ -269,8 +331,7 @@ def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> Action
         else:
             message, backup = runner(ctx, action)
             outcome = "applied"
-            if ctx.wrote_hook is not None:
-                ctx.wrote_hook(action.kind)
+            ctx.wrote(action.kind)
     except _Done as done:
         return ActionResult(action, "noop", str(done), before, before)
     except _Refused as refused:

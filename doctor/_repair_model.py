@@ -261,17 +261,28 @@ class _Ctx:
     race_hook: Callable[[str], None] | None = None
     #: The seam after an action wrote, before its outcome is journaled (``wrote_hook``).
     wrote_hook: Callable[[str], None] | None = None
-    #: Journals the action's ``started`` line (set by the applier for each action).
-    start: Callable[[], None] | None = None
+    #: Journals a ``started`` line of the action being applied, with the keys given (set by
+    #: the applier for each action).
+    start: Callable[[dict[str, Any]], None] | None = None
 
     def checked(self, kind: str) -> None:
         """An action has checked its preconditions and is about to write: journal that it
         starts (an ``OSError`` here fails the action before a byte is written), then call the
         seam."""
         if self.start is not None:
-            self.start()
+            self.start({})
         if self.race_hook is not None:
             self.race_hook(kind)
+
+    def start_step(self, extra: dict[str, Any]) -> None:
+        """Journal a step of the action about to write (a ``started`` line with ``extra``)."""
+        if self.start is not None:
+            self.start(extra)
+
+    def wrote(self, point: str) -> None:
+        """An action wrote (``point``: its kind, or a step within it): call the seam."""
+        if self.wrote_hook is not None:
+            self.wrote_hook(point)
 
 
 def _breaker(ctx: _Ctx, action: Action, tries: int, window_s: float) -> str | None:

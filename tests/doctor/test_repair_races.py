@@ -790,3 +790,99 @@ def test_repairs_killed_mid_action_count_for_the_breaker(tmp_path: Path) -> None
     (result,) = apply_repairs(plan, config, run_path=run).results
     assert result.outcome == "breaker", result.message
     assert not (run / "final.json").exists()
+
+
+_CUT_THEN_DIE = r"""
+import json, os, signal, sys
+from pathlib import Path
+from doctor import DoctorConfig, diagnose
+from doctor._repair import apply_repairs, plan_repairs
+root, name, now, line = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4]
+config = DoctorConfig(roots=(root,), now=now)
+plan = plan_repairs(diagnose(name, config), config)[:1]
+stream = root / name / "progress.ndjson"
+
+def append_a_line(kind):  # a writer appends after the check: the cut moves the line down
+    fd = os.open(stream, os.O_WRONLY | os.O_APPEND)
+    os.write(fd, line.encode())
+    os.close(fd)
+
+def die(point):  # SIGKILL once the line was moved down, before the cut
+    assert point == "truncate_torn_line:moved", point
+    os.kill(os.getpid(), signal.SIGKILL)
+
+apply_repairs(plan, config, run_path=root / name, race_hook=append_a_line, wrote_hook=die)
+"""
+
+
+def test_a_cut_killed_between_moving_a_line_down_and_cutting_is_finished_by_the_next_repair(
+    tmp_path: Path,
+) -> None:
+    """``truncate_torn_line`` SIGKILLed after it moved a line appended after its check down over
+    the torn bytes, before its ``ftruncate``.
+
+    Before, the stream was left with the appended line twice, a garbled line between (the
+    torn bytes' tail glued to the line's copy), a complete line no repair is planned for: the
+    stream stayed garbled. Now the cut is journaled before the move (the stream's size and
+    the hashes of its tail before and after the move), and the next repair finishes it: the
+    stream is the bytes before the torn line, then the appended line, once."""
+    run, config, original, offset, line = _cut_then_die(tmp_path)
+    stream = run / "progress.ndjson"
+    report = apply_repairs([], config, run_path=run)
+    (finished,) = report.results
+    assert finished.outcome == "applied", finished.message
+    assert "finished the cut" in finished.message
+    assert stream.read_bytes() == original[:offset] + line
+    assert not [f for f in report.remaining if "progress.ndjson does not parse" in f.summary]
+    assert [e.outcome for e in read_journal(run)] == ["applied"]
+    again = apply_repairs([], config, run_path=run)
+    assert again.results == ()  # finished once: nothing left to finish
+
+
+def test_a_cut_killed_after_journaling_it_before_the_move_is_finished_too(tmp_path: Path) -> None:
+    """The state a kill between the cut's journal line and its move leaves (the stream as the
+    cut found it: the torn bytes, then the appended line; made here from the killed run's
+    journal): the next repair moves the line down and cuts."""
+    run, config, original, offset, line = _cut_then_die(tmp_path)
+    stream = run / "progress.ndjson"
+    stream.write_bytes(original + line)
+    (finished,) = apply_repairs([], config, run_path=run).results
+    assert finished.outcome == "applied" and "moved" in finished.message, finished.message
+    assert stream.read_bytes() == original[:offset] + line
+
+
+def test_a_half_done_cut_of_a_stream_written_since_is_left_to_a_person(tmp_path: Path) -> None:
+    """The same kill, then a line appended to the garbled stream (a resume): the journaled
+    hashes no longer describe it, so the next repair cuts nothing (refused, journaled without
+    the attempt: it stays unfinished) and the stream keeps every byte."""
+    run, config, _original, _offset, _line = _cut_then_die(tmp_path)
+    stream = run / "progress.ndjson"
+    with stream.open("ab") as fh:
+        fh.write(b'{"event": "run_resumed", "ts": "2026-02-11T00:00:00Z"}\n')
+    grown = stream.read_bytes()
+    (refused,) = apply_repairs([], config, run_path=run).results
+    assert refused.outcome == "refused" and "a person should look" in refused.message
+    assert stream.read_bytes() == grown
+    assert "started" in [e.outcome for e in read_journal(run)]
+
+
+def _cut_then_die(tmp_path: Path) -> tuple[Path, DoctorConfig, bytes, int, bytes]:
+    """A run whose torn stream a real repair process began to cut and was SIGKILLed in: a line
+    appended after its check was moved down over the torn bytes, the stream not cut yet."""
+    run, config = _copy_case("torn_last_progress_line", tmp_path)
+    stream = run / "progress.ndjson"
+    original = stream.read_bytes()
+    (cut,) = plan_repairs(diagnose(run.name, config), config)[:1]
+    assert cut.kind == "truncate_torn_line" and cut.byte_offset is not None
+    line = json.dumps({"event": "appended", "ts": "2026-02-10T00:00:00Z"}) + "\n"
+    killed = subprocess.run(
+        [sys.executable, "-c", _CUT_THEN_DIE, str(run.parent), run.name, str(config.now), line],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert killed.returncode == -9, killed.stderr
+    garbled = stream.read_bytes()
+    assert garbled.startswith(original[: cut.byte_offset] + line.encode())
+    assert garbled.count(line.encode()) == 2  # the killed repair's state: moved, not cut
+    return run, config, original, cut.byte_offset, line.encode()
