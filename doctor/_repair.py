@@ -266,11 +266,7 @@ def _finish_cuts(ctx: _Ctx) -> list[ActionResult]:
             backup=None,
             attempt=finished,
         )
-        try:
-            append_entry(ctx.run_path, entry, dir_fd=ctx.run_fd)
-        except OSError as exc:
-            message += f" (not journaled, the journal left as it was: {exc.strerror or exc})"
-            outcome = "failed" if outcome == "applied" else outcome
+        outcome, message = _journaled(ctx, entry)
         results.append(ActionResult(action, outcome, message, before, after))
     if results:
         ctx.journal = read_journal(ctx.run_path, outcomes=_COUNTED)
@@ -293,6 +289,66 @@ def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> Action
     before = _sha_rel(ctx, action.target) if hashable else None
     runner = _RUNNERS.get(action.kind)
     backup: str | None = None
+    ctx.start, started = _starter(ctx, action, hashable)
+    try:
+        if hashable:
+            _check_done(ctx, action)
+        tripped = _breaker(ctx, action, tries, window_s)
+        if runner is None:
+            outcome, message = "refused", _unknown(action.kind)
+        elif tripped is not None:
+            outcome, message = "breaker", tripped
+        else:
+            message, backup = runner(ctx, action)
+            outcome = "applied"
+            ctx.wrote(action.kind)
+    except _Done as done:
+        return ActionResult(action, "noop", str(done), before, before)
+    except _Refused as refused:
+        outcome, message = "refused", str(refused)
+    except FileExistsError as exc:  # a file is only ever created where none is
+        outcome, message = (
+            "refused",
+            (
+                f"{exc.filename} appeared after the check (another writer, the executor's reaper "
+                "say, got there first): nothing was replaced"
+            ),
+        )
+    except OSError as exc:
+        outcome, message = "failed", f"{type(exc).__name__}: {exc}"
+    finally:
+        ctx.start = None
+    after = _sha_rel(ctx, action.target) if hashable else None
+    entry = _journal_entry(
+        ctx,
+        action,
+        outcome=outcome,
+        message=message,
+        before=before,
+        after=after,
+        backup=backup,
+        attempt=started[0] if started else None,
+    )
+    outcome, message = _journaled(ctx, entry)
+    ctx.journal.append(entry)
+    return ActionResult(action, outcome, message, before, after, backup)
+
+
+def _unknown(kind: str) -> str:
+    """Why an action of ``kind`` is refused in a run directory.
+
+    >>> _unknown("reclaim")
+    "unknown action 'reclaim' in a run directory: a queue action is applied with --db URL"
+    """
+    where = " in a run directory: a queue action is applied with --db URL"
+    return f"unknown action {kind!r}" + (where if kind in QUEUE_ACTIONS else "")
+
+
+def _starter(
+    ctx: _Ctx, action: Action, hashable: bool
+) -> tuple[Callable[[dict[str, Any]], None], list[str]]:
+    """What journals ``action``'s ``started`` lines (``ctx.start``), and the list that holds
+    its attempt once one was journaled (the line of its outcome then carries it)."""
     attempt = f"{os.getpid()}-{time.time_ns()}"
     started: list[str] = []
 
@@ -311,54 +367,21 @@ def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> Action
         append_entry(ctx.run_path, dataclasses.replace(entry, extra=extra), dir_fd=ctx.run_fd)
         started.append(attempt)
 
-    ctx.start = start
-    try:
-        if hashable:
-            _check_done(ctx, action)
-        tripped = _breaker(ctx, action, tries, window_s)
-        if runner is None:
-            outcome, message = (
-                "refused",
-                f"unknown action {action.kind!r}"
-                + (
-                    " in a run directory: a queue action is applied with --db URL"
-                    if action.kind in QUEUE_ACTIONS
-                    else ""
-                ),
-            )
-        elif tripped is not None:
-            outcome, message = "breaker", tripped
-        else:
-            message, backup = runner(ctx, action)
-            outcome = "applied"
-            ctx.wrote(action.kind)
-    except _Done as done:
-        return ActionResult(action, "noop", str(done), before, before)
-    except _Refused as refused:
-        outcome, message = "refused", str(refused)
-    except OSError as exc:
-        outcome, message = "failed", f"{type(exc).__name__}: {exc}"
-    finally:
-        ctx.start = None
-    after = _sha_rel(ctx, action.target) if hashable else None
-    entry = _journal_entry(
-        ctx,
-        action,
-        outcome=outcome,
-        message=message,
-        before=before,
-        after=after,
-        backup=backup,
-        attempt=started[0] if started else None,
-    )
+    return start, started
+
+
+def _journaled(ctx: _Ctx, entry: JournalEntry) -> tuple[str, str]:
+    """Journal ``entry``; its outcome and message as the report gives them: a line the journal
+    refused (a full disk) is said on the message's one line, and an action that was applied
+    then counts as ``failed`` (the journal is left as it was: no empty file, no torn line)."""
     try:
         append_entry(ctx.run_path, entry, dir_fd=ctx.run_fd)
     except OSError as exc:
-        # One line: the journal is left as it was (no empty file, no torn line).
-        message += f" (not journaled, the journal left as it was: {exc.strerror or exc})"
-        outcome = "failed" if outcome == "applied" else outcome
-    ctx.journal.append(entry)
-    return ActionResult(action, outcome, message, before, after, backup)
+        message = (
+            f"{entry.message} (not journaled, the journal left as it was: {exc.strerror or exc})"
+        )
+        return ("failed" if entry.outcome == "applied" else entry.outcome), message
+    return entry.outcome, entry.message
 
 
 def _journal_entry(

@@ -44,7 +44,7 @@ import functools
 import hashlib
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -503,18 +503,25 @@ def _truncate(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
             raise _Refused(f"{action.target} no longer exists")
         if _owner_alive_but_us(ctx) is True:
             raise _Refused("the owner process is alive and may be writing that line")
-        try:
-            fd = os.open(name, os.O_RDWR | os.O_NONBLOCK | _NOFOLLOW, dir_fd=dfd)
-        except OSError as exc:
-            raise _Refused(f"{action.target} cannot be opened: {exc.strerror}") from None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise _Refused(f"{action.target} is not a regular file")
-            # An advisory lock on the stream itself: writers that take it are excluded.
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with _open_stream(dfd, name, action.target) as fd:
             return _cut_torn_tail(ctx, action, dfd, name, fd)
-        finally:
-            os.close(fd)
+
+
+@contextlib.contextmanager
+def _open_stream(dfd: int, name: str, what: str) -> Iterator[int]:
+    """The stream ``name`` in ``dfd`` opened for a cut (read-write, never through a symlink,
+    a regular file only) and ``flock``ed: writers that take that lock are excluded."""
+    try:
+        fd = os.open(name, os.O_RDWR | os.O_NONBLOCK | _NOFOLLOW, dir_fd=dfd)
+    except OSError as exc:
+        raise _Refused(f"{what} cannot be opened: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _Refused(f"{what} is not a regular file")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _owner_alive_but_us(ctx: _Ctx) -> bool | None:
@@ -596,39 +603,35 @@ def finish_cut(ctx: _Ctx, target: str, cut: Any) -> str:
         at, size, length = (int(cut[k]) for k in ("at", "size", "length"))
         sums = tuple(str(cut[k]) for k in ("tail_sha256", "moved_tail_sha256", "moved_sha256"))
     except (KeyError, TypeError, ValueError):
-        raise _Refused(f"the journaled cut of {target} does not parse: a person should look")
+        raise _Refused(
+            f"the journaled cut of {target} does not parse: a person should look"
+        ) from None
     if not 0 <= at < at + length <= size:
         raise _Refused(f"the journaled cut of {target} is not a cut: a person should look")
-    with _run_lock(ctx), _parent(ctx, target) as (dfd, name):
-        try:
-            fd = os.open(name, os.O_RDWR | os.O_NONBLOCK | _NOFOLLOW, dir_fd=dfd)
-        except OSError as exc:
-            raise _Refused(f"{target} cannot be opened: {exc.strerror}") from None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise _Refused(f"{target} is not a regular file")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            with _sole_open(fd, target):
-                grown = os.fstat(fd).st_size != size
-                tail = os.pread(fd, size - at, at)  # the bytes the journaled hashes cover
-                if _sha(tail) not in sums[:2]:
-                    if _sha(tail[:length]) == sums[2]:
-                        return f"{target} was cut already (the moved bytes are at byte {at})"
-                    grown = True
-                if grown:
-                    raise _Refused(
-                        f"{target} changed since a repair was killed cutting it at byte {at}: "
-                        "a person should look (its backup holds the stream as it was)"
-                    )
-                if _sha(tail) == sums[0]:  # killed before the move
-                    os.pwrite(fd, tail[-length:], at)
-                    done = f"moved {plural(length, 'byte')} down to byte {at} and cut there"
-                else:  # killed between the move and the cut
-                    done = f"cut after the {plural(length, 'byte')} moved down to byte {at}"
-                os.ftruncate(fd, at + length)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    with (
+        _run_lock(ctx),
+        _parent(ctx, target) as (dfd, name),
+        _open_stream(dfd, name, target) as fd,
+        _sole_open(fd, target),
+    ):
+        grown = os.fstat(fd).st_size != size
+        tail = os.pread(fd, size - at, at)  # the bytes the journaled hashes cover
+        if _sha(tail) not in sums[:2]:
+            if _sha(tail[:length]) == sums[2]:
+                return f"{target} was cut already (the moved bytes are at byte {at})"
+            grown = True
+        if grown:
+            raise _Refused(
+                f"{target} changed since a repair was killed cutting it at byte {at}: "
+                "a person should look (its backup holds the stream as it was)"
+            )
+        if _sha(tail) == sums[0]:  # killed before the move
+            os.pwrite(fd, tail[-length:], at)
+            done = f"moved {plural(length, 'byte')} down to byte {at} and cut there"
+        else:  # killed between the move and the cut
+            done = f"cut after the {plural(length, 'byte')} moved down to byte {at}"
+        os.ftruncate(fd, at + length)
+        os.fsync(fd)
     return f"finished the cut a killed repair left half done: {done}"
 
 

@@ -607,8 +607,16 @@ def _apply_then_die(
     run: Path, config: DoctorConfig, seam: str = "race_hook"
 ) -> subprocess.CompletedProcess[str]:
     """Plan and apply the run's repairs in a real process that SIGKILLs itself at ``seam``."""
+    return _killed(_APPLY_THEN_DIE, run, config, seam)
+
+
+def _killed(
+    script: str, run: Path, config: DoctorConfig, arg: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` (the run's root, name, now and ``arg``) in a real process that must end
+    SIGKILLed."""
     killed = subprocess.run(
-        [sys.executable, "-c", _APPLY_THEN_DIE, str(run.parent), run.name, str(config.now), seam],
+        [sys.executable, "-c", script, str(run.parent), run.name, str(config.now), arg],
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parents[2],
@@ -875,14 +883,47 @@ def _cut_then_die(tmp_path: Path) -> tuple[Path, DoctorConfig, bytes, int, bytes
     (cut,) = plan_repairs(diagnose(run.name, config), config)[:1]
     assert cut.kind == "truncate_torn_line" and cut.byte_offset is not None
     line = json.dumps({"event": "appended", "ts": "2026-02-10T00:00:00Z"}) + "\n"
-    killed = subprocess.run(
-        [sys.executable, "-c", _CUT_THEN_DIE, str(run.parent), run.name, str(config.now), line],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert killed.returncode == -9, killed.stderr
+    _killed(_CUT_THEN_DIE, run, config, line)
     garbled = stream.read_bytes()
     assert garbled.startswith(original[: cut.byte_offset] + line.encode())
     assert garbled.count(line.encode()) == 2  # the killed repair's state: moved, not cut
     return run, config, original, cut.byte_offset, line.encode()
+
+
+_REAPER = r"""
+import sys
+from pathlib import Path
+from executor._reaper import terminalize_lost_run
+run, now = Path(sys.argv[1]), float(sys.argv[2])
+assert terminalize_lost_run(run, run_id=run.name, reason="worker lost", epoch=1, now=now)
+"""
+
+
+def test_terminalize_losing_final_json_to_the_executor_s_reaper_is_refused_not_failed(
+    tmp_path: Path,
+) -> None:
+    """The executor's reaper (another process; it follows no run lock, it links
+    ``final.json`` into place only when there is none) ends the run between terminalize's
+    checks and its write.
+
+    Before, the repair's own exclusive create then failed: outcome ``failed``
+    (``FileExistsError``), which the breaker counts as a try of a repair that keeps being
+    undone. Nothing was overwritten then either; now the outcome says what happened: refused,
+    another writer's ``final.json`` appeared, and it is left as it is."""
+    run, config = _copy_case("fanout_never_joined", tmp_path)
+    plan = plan_repairs(diagnose(run.name, config), config)
+    assert [a.kind for a in plan] == ["terminalize"]
+
+    def the_reaper_ends_the_run(kind: str) -> None:
+        subprocess.run(
+            [sys.executable, "-c", _REAPER, str(run), str(config.now)],
+            check=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+
+    reaped = run / "final.json"
+    (result,) = apply_repairs(plan, config, run_path=run, race_hook=the_reaper_ends_the_run).results
+    assert result.outcome == "refused", result.message
+    assert "final.json appeared" in result.message
+    assert json.loads(reaped.read_text())["repaired_by"]["tool"] == "executor.reaper"
+    assert [e.outcome for e in read_journal(run, outcomes=("applied", "failed"))] == []
