@@ -614,6 +614,8 @@ def finish_cut(ctx: _Ctx, target: str, cut: Any) -> str:
         _open_stream(dfd, name, target) as fd,
         _sole_open(fd, target),
     ):
+        if _owner_alive_but_us(ctx) is True:
+            raise _Refused("the owner process is alive and may be writing that stream")
         grown = os.fstat(fd).st_size != size
         tail = os.pread(fd, size - at, at)  # the bytes the journaled hashes cover
         if _sha(tail) not in sums[:2]:

@@ -927,3 +927,20 @@ def test_terminalize_losing_final_json_to_the_executor_s_reaper_is_refused_not_f
     assert "final.json appeared" in result.message
     assert json.loads(reaped.read_text())["repaired_by"]["tool"] == "executor.reaper"
     assert [e.outcome for e in read_journal(run, outcomes=("applied", "failed"))] == []
+
+
+def test_a_half_done_cut_is_not_finished_while_the_run_s_owner_is_alive(tmp_path: Path) -> None:
+    """The same kill, then the run resumed by an owner that records itself only in ``run.pid``
+    (a Kilroy older than the lock protocol): the cut is not finished under a live owner
+    (refused, the stream as it is), as a cut is never begun under one."""
+    run, config, _original, _offset, _line = _cut_then_die(tmp_path)
+    stream = run / "progress.ndjson"
+    garbled = stream.read_bytes()
+    owner = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=-1)
+    try:
+        (run / "run.pid").write_text(str(owner.pid))
+        (refused,) = apply_repairs([], config, run_path=run).results
+    finally:
+        owner.communicate("")
+    assert refused.outcome == "refused" and "owner process is alive" in refused.message
+    assert stream.read_bytes() == garbled
