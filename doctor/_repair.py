@@ -143,8 +143,9 @@ def apply_repairs(
     run was diagnosed and its journal read, before the first action. A test holds one repair
     there while another repairs the same run, so the first acts on a diagnosis the second
     made stale. ``wrote_hook`` (None outside tests) is called with the action's kind after an
-    action wrote and released the run's lock, before its outcome is journaled: a test kills
-    the repair there.
+    action wrote and released the run's lock, before its outcome is journaled, and with
+    ``"truncate_torn_line:moved"`` when a cut has moved appended bytes down, before its
+    ``ftruncate``: a test kills the repair there.
 
     >>> import tempfile
     >>> from doctor import DoctorConfig
