@@ -256,19 +256,10 @@ def _finish_cuts(ctx: _Ctx) -> list[ActionResult]:
             message, outcome = str(refused), "refused"
         except OSError as exc:
             message, outcome = f"{type(exc).__name__}: {exc}", "failed"
-        after = _sha_rel(ctx, e.target)
-        entry = _journal_entry(
-            ctx,
-            action,
-            outcome=outcome,
-            message=message,
-            before=before,
-            after=after,
-            backup=None,
-            attempt=finished,
+        hashes = (before, _sha_rel(ctx, e.target))
+        results.append(
+            _record(ctx, action, outcome, message, hashes, backup=None, attempt=finished)
         )
-        outcome, message = _journaled(ctx, entry)
-        results.append(ActionResult(action, outcome, message, before, after))
     if results:
         ctx.journal = read_journal(ctx.run_path, outcomes=_COUNTED)
     return results
@@ -319,20 +310,9 @@ def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> Action
         outcome, message = "failed", f"{type(exc).__name__}: {exc}"
     finally:
         ctx.start = None
-    after = _sha_rel(ctx, action.target) if hashable else None
-    entry = _journal_entry(
-        ctx,
-        action,
-        outcome=outcome,
-        message=message,
-        before=before,
-        after=after,
-        backup=backup,
-        attempt=started[0] if started else None,
-    )
-    outcome, message = _journaled(ctx, entry)
-    ctx.journal.append(entry)
-    return ActionResult(action, outcome, message, before, after, backup)
+    hashes = (before, _sha_rel(ctx, action.target) if hashable else None)
+    attempt = started[0] if started else None
+    return _record(ctx, action, outcome, message, hashes, backup=backup, attempt=attempt)
 
 
 def _unknown(kind: str) -> str:
@@ -371,18 +351,38 @@ def _starter(
     return start, started
 
 
-def _journaled(ctx: _Ctx, entry: JournalEntry) -> tuple[str, str]:
-    """Journal ``entry``; its outcome and message as the report gives them: a line the journal
-    refused (a full disk) is said on the message's one line, and an action that was applied
-    then counts as ``failed`` (the journal is left as it was: no empty file, no torn line)."""
+def _record(
+    ctx: _Ctx,
+    action: Action,
+    outcome: str,
+    message: str,
+    hashes: tuple[str | None, str | None],
+    *,
+    backup: str | None,
+    attempt: str | None,
+) -> ActionResult:
+    """Journal what ``action`` did (its target's ``hashes`` before and after) and give it as
+    the report does: a line the journal refused (a full disk) is said on the message's one
+    line, and an action that was applied then counts as ``failed`` (the journal is left as it
+    was: no empty file, no torn line)."""
+    before, after = hashes
+    entry = _journal_entry(
+        ctx,
+        action,
+        outcome=outcome,
+        message=message,
+        before=before,
+        after=after,
+        backup=backup,
+        attempt=attempt,
+    )
     try:
         append_entry(ctx.run_path, entry, dir_fd=ctx.run_fd)
     except OSError as exc:
-        message = (
-            f"{entry.message} (not journaled, the journal left as it was: {exc.strerror or exc})"
-        )
-        return ("failed" if entry.outcome == "applied" else entry.outcome), message
-    return entry.outcome, entry.message
+        message += f" (not journaled, the journal left as it was: {exc.strerror or exc})"
+        outcome = "failed" if outcome == "applied" else outcome
+    ctx.journal.append(entry)
+    return ActionResult(action, outcome, message, before, after, backup)
 
 
 def _journal_entry(
