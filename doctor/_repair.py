@@ -33,8 +33,10 @@ only under a write lease (no other process has it open, none can open it to appe
 :func:`doctor._repair_files._sole_open`) — :mod:`doctor._repair_actions` and
 :mod:`doctor._repair_files` keep these — and is journaled here in ``repairs.ndjson``
 (:mod:`doctor._journal`) with before and after hashes. A breaker stops the same action on the
-same target after ``breaker_tries`` applied or failed tries within ``breaker_window_s``
-seconds (from the journal): incident 02's recovery loop cannot happen.
+same target after ``breaker_tries`` applied or failed tries (or unfinished ``started`` ones)
+within ``breaker_window_s`` seconds (from the journal): incident 02's recovery loop cannot
+happen. A cut a killed repair left half done (journaled before its move) is finished first
+(:func:`_finish_cuts`).
 An action that reaches its first write journals a ``started`` line before it (the run's lock
 held) and its outcome after, both with one ``attempt`` id: a repair killed between its write
 and its outcome's line leaves the ``started`` line, which says the action may have happened
