@@ -4,16 +4,26 @@ One JSON object per line, one line per repair attempt that did something or refu
 (``applied``, ``refused``, ``failed``, ``breaker``; an action found already done writes
 nothing)::
 
-    {"schema": "rundoctor.repair/1", "at": "2026-02-11T12:00:00Z", "at_s": 1770811200.0,
+    {"schema": "rundoctor.repair/2", "at": "2026-02-11T12:00:00Z", "at_s": 1770811200.0,
      "tool": "rundoctor doctor repair", "version": "0.1.0",
      "action": "terminalize", "target": "final.json",
      "finding": {"code": "missing_final", "scope": "", "node_id": "fanout"},
      "outcome": "applied", "message": "...",
-     "before_sha256": null, "after_sha256": "9f2c…", "backup": null, "source": null}
+     "before_sha256": null, "after_sha256": "9f2c…", "backup": null, "source": null,
+     "attempt": "4242-1770811200000000000"}
+
+An action on a run directory that reaches its first write journals a ``started`` line first
+(with the run's lock held, before a byte is written), then its outcome; both carry the same
+``attempt``. A ``started`` line no later line finishes (the repair was killed, or the machine
+went down, between the two) says the action *may* have happened: :func:`read_journal` returns
+it (a finished one it drops), the breaker counts it as a try, and nothing takes it as done,
+so the next repair decides from the files again. Journals of ``rundoctor.repair/1`` (no
+``started`` lines, no ``attempt``) read as before.
 
 Lines are appended with one ``write`` on a descriptor opened ``O_APPEND | O_NOFOLLOW`` and
 fsynced, so a crash leaves at most a torn last line, which :func:`read_journal` skips. The
-breaker (:mod:`doctor._repair_model`) counts the journal's ``applied`` and ``failed`` lines.
+breaker (:mod:`doctor._repair_model`) counts the journal's ``applied`` and ``failed`` lines
+and its unfinished ``started`` ones.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from doctor._ndjson import bounded_lines
 __all__ = [
     "JOURNAL",
     "JOURNAL_SCHEMA",
+    "STARTED",
     "JournalEntry",
     "append_entry",
     "read_journal",
@@ -40,7 +51,10 @@ __all__ = [
 ]
 
 JOURNAL = "repairs.ndjson"
-JOURNAL_SCHEMA = "rundoctor.repair/1"
+JOURNAL_SCHEMA = "rundoctor.repair/2"
+#: The line an action on a run directory journals before its first write (``attempt`` pairs
+#: it with the line of its outcome).
+STARTED = "started"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +75,8 @@ class JournalEntry:
     backup: str | None = None
     source: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: Pairs a ``started`` line with its outcome's line; None on a line of no such pair.
+    attempt: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +95,7 @@ class JournalEntry:
             "backup": self.backup,
             "source": self.source,
             **dict(self.extra),
+            **({} if self.attempt is None else {"attempt": self.attempt}),
         }
 
 
@@ -104,7 +121,9 @@ def sha256_of(path: Path) -> str | None:
 def read_journal(run_path: Path, *, outcomes: Collection[str] | None = None) -> list[JournalEntry]:
     """Every well-formed line of the run's journal, in order (none when there is none); with
     ``outcomes``, only the lines of those outcomes (what the breaker and the no-op check read:
-    ``applied`` and ``failed``).
+    ``applied``, ``failed`` and ``started``). A ``started`` line is returned only while no
+    line finishes its attempt (whatever that line's outcome): an action that may or may not
+    have happened.
 
     A journal that is a symlink or not a regular file is not read (it may lead outside the
     run); torn or foreign lines are skipped. It is read a line at a time, and a line of
@@ -117,8 +136,10 @@ def read_journal(run_path: Path, *, outcomes: Collection[str] | None = None) -> 
         fd = os.open(path, flags)  # never through a symlink, never blocking on a FIFO
     except OSError:
         return []
-    wanted = None if outcomes is None else tuple(o.encode() for o in outcomes)
+    # A line of an attempt is parsed whatever its outcome: it may finish a started line.
+    wanted = None if outcomes is None else (*(o.encode() for o in outcomes), b'"attempt"')
     out = []
+    finished: set[str] = set()
     with os.fdopen(fd, "rb") as fh:
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -126,11 +147,15 @@ def read_journal(run_path: Path, *, outcomes: Collection[str] | None = None) -> 
             for raw in bounded_lines(fh, MAX_LINE_BYTES):
                 if wanted is None or any(w in raw for w in wanted):
                     entry = _entry(raw)
-                    if entry is not None and (outcomes is None or entry.outcome in outcomes):
+                    if entry is None:
+                        continue
+                    if entry.attempt is not None and entry.outcome != STARTED:
+                        finished.add(entry.attempt)
+                    if outcomes is None or entry.outcome in outcomes:
                         out.append(entry)
         except OSError:
-            return out
-    return out
+            pass
+    return [e for e in out if e.outcome != STARTED or e.attempt not in finished]
 
 
 #: Longer journal lines are no entry (one is a few hundred bytes) and are never held whole.
@@ -155,6 +180,8 @@ def _entry(raw: bytes) -> JournalEntry | None:
             after_sha256=obj.get("after_sha256"),
             backup=obj.get("backup"),
             source=obj.get("source"),
+            attempt=obj["attempt"] if isinstance(obj.get("attempt"), str) else None,
+            extra={"cut": obj["cut"]} if isinstance(obj.get("cut"), dict) else {},
         )
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None

@@ -33,10 +33,18 @@ only under a write lease (no other process has it open, none can open it to appe
 :func:`doctor._repair_files._sole_open`) — :mod:`doctor._repair_actions` and
 :mod:`doctor._repair_files` keep these — and is journaled here in ``repairs.ndjson``
 (:mod:`doctor._journal`) with before and after hashes. A breaker stops the same action on the
-same target after ``breaker_tries`` applied or failed tries within ``breaker_window_s``
-seconds (from the journal): incident 02's recovery loop cannot happen.
-``apply_repairs(..., race_hook=...)`` is the one test seam: a callable run between an action's
-last check and its first write, so the race tests hit that window deterministically.
+same target after ``breaker_tries`` applied or failed tries (or unfinished ``started`` ones)
+within ``breaker_window_s`` seconds (from the journal): incident 02's recovery loop cannot
+happen. A cut a killed repair left half done (journaled before its move) is finished first
+(:func:`_finish_cuts`).
+An action that reaches its first write journals a ``started`` line before it (the run's lock
+held) and its outcome after, both with one ``attempt`` id: a repair killed between its write
+and its outcome's line leaves the ``started`` line, which says the action may have happened
+(:mod:`doctor._journal`).
+``apply_repairs(..., race_hook=...)`` is the test seam between an action's last check and its
+first write, so the race tests hit that window deterministically; ``diagnosed_hook`` (after
+the first diagnosis) and ``wrote_hook`` (after a write, before its outcome is journaled) are
+the other two.
 Queue actions are idempotent by the queue itself (:mod:`doctor._repair_queue`).
 """
 
@@ -44,15 +52,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from doctor._config import DoctorConfig
 from doctor._diagnose import diagnose_path
 from doctor._errors import UsageError
-from doctor._journal import JournalEntry, append_entry, read_journal
+from doctor._journal import STARTED, JournalEntry, append_entry, read_journal
 from doctor._model import Diagnosis
-from doctor._repair_actions import _RUNNERS, _check_done
+from doctor._repair_actions import _RUNNERS, _check_done, finish_cut
 from doctor._repair_files import _check_rel, _open_run, _sha_rel
 from doctor._repair_model import (
     _COUNTED,
@@ -117,6 +127,8 @@ def apply_repairs(
     breaker_tries: int = BREAKER_TRIES,
     breaker_window_s: float = BREAKER_WINDOW_S,
     race_hook: Callable[[str], None] | None = None,
+    diagnosed_hook: Callable[[], None] | None = None,
+    wrote_hook: Callable[[str], None] | None = None,
 ) -> RepairReport:
     """Carry out ``plan`` in the run directory ``run_path`` and diagnose again after each
     applied action; the report says what each action resolved and what remains.
@@ -128,6 +140,14 @@ def apply_repairs(
     directory for a symlink, resumes the run, appends to the stream) to hit the window
     between check and write every time instead of by chance; what the repair writes next
     must still land inside the run and lose nothing.
+
+    ``diagnosed_hook`` is the second test seam, None outside tests: called once, after the
+    run was diagnosed and its journal read, before the first action. A test holds one repair
+    there while another repairs the same run, so the first acts on a diagnosis the second
+    made stale. ``wrote_hook`` (None outside tests) is called with the action's kind after an
+    action wrote and released the run's lock, before its outcome is journaled, and with
+    ``"truncate_torn_line:moved"`` when a cut has moved appended bytes down, before its
+    ``ftruncate``: a test kills the repair there.
 
     >>> import tempfile
     >>> from doctor import DoctorConfig
@@ -146,8 +166,15 @@ def apply_repairs(
             read_journal(run_dir, outcomes=_COUNTED),
             run_fd=run_fd,
             race_hook=race_hook,
+            wrote_hook=wrote_hook,
         )
+        finished = _finish_cuts(ctx)
+        if finished:
+            current = diagnose_path(run_dir, config)
+        if diagnosed_hook is not None:
+            diagnosed_hook()
         results, current = _apply_all(ctx, plan, current, breaker_tries, breaker_window_s)
+        results = finished + results
     finally:
         os.close(run_fd)
     return RepairReport(
@@ -168,6 +195,7 @@ def _apply_all(
 ) -> tuple[list[ActionResult], Diagnosis]:
     config, run_dir = ctx.config, ctx.run_path
     results: list[ActionResult] = []
+    stale = False  # an action not applied since the last diagnosis: the run may have moved
     for action in plan:
         ctx.provenance = {
             "tool": TOOL,
@@ -187,8 +215,56 @@ def _apply_all(
                 result, resolved=tuple(resolved), introduced=tuple(introduced)
             )
             current = after
+        stale = result.outcome != "applied"
         results.append(result)
+    if stale:
+        # A no-op or a refusal may mean another repair (or the run) changed it since the
+        # diagnosis: the report says what remains now, not what remained then.
+        current = diagnose_path(run_dir, config)
     return results, current
+
+
+def _finish_cuts(ctx: _Ctx) -> list[ActionResult]:
+    """Finish every cut a repair killed between moving bytes down and cutting left half done
+    (an unfinished ``started`` line with a ``cut``: :func:`doctor._repair_actions.finish_cut`),
+    each journaled as its attempt's outcome. A refusal is journaled without the attempt, so
+    the cut stays unfinished (another repair may be at it) and is tried again next time."""
+    last: dict[str, JournalEntry] = {}
+    for e in ctx.journal:
+        if e.outcome == STARTED and e.attempt is not None and "cut" in e.extra:
+            last[e.attempt] = e
+    results = []
+    for attempt, e in last.items():
+        f = e.finding
+        action = Action(
+            e.action,
+            e.target,
+            FindingRef(
+                str(f.get("code", "")),
+                "warning",
+                str(f.get("scope", "")),
+                f.get("node_id") if isinstance(f.get("node_id"), str) else None,
+                "a repair was killed while it cut this stream",
+            ),
+            f"finish the cut repair attempt {attempt} began and was killed in",
+            byte_offset=e.extra["cut"].get("at") if isinstance(e.extra["cut"], dict) else None,
+        )
+        before = _sha_rel(ctx, e.target)
+        finished: str | None = None
+        try:
+            message, outcome = finish_cut(ctx, e.target, e.extra["cut"]), "applied"
+            finished = attempt
+        except _Refused as refused:
+            message, outcome = str(refused), "refused"
+        except OSError as exc:
+            message, outcome = f"{type(exc).__name__}: {exc}", "failed"
+        hashes = (before, _sha_rel(ctx, e.target))
+        results.append(
+            _record(ctx, action, outcome, message, hashes, backup=None, attempt=finished)
+        )
+    if results:
+        ctx.journal = read_journal(ctx.run_path, outcomes=_COUNTED)
+    return results
 
 
 def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> ActionResult:
@@ -197,6 +273,8 @@ def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> Action
     unsafe = _journal_unsafe(ctx.run_path)
     if unsafe is not None:
         return ActionResult(action, "refused", unsafe)
+    # Read again before each action: another repair may have journaled it meanwhile.
+    ctx.journal = read_journal(ctx.run_path, outcomes=_COUNTED)
     try:
         _check_rel(action.target)
         hashable = True
@@ -205,39 +283,104 @@ def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> Action
     before = _sha_rel(ctx, action.target) if hashable else None
     runner = _RUNNERS.get(action.kind)
     backup: str | None = None
+    ctx.start, started = _starter(ctx, action, hashable)
     try:
         if hashable:
             _check_done(ctx, action)
         tripped = _breaker(ctx, action, tries, window_s)
         if runner is None:
-            outcome, message = (
-                "refused",
-                f"unknown action {action.kind!r}"
-                + (
-                    " in a run directory: a queue action is applied with --db URL"
-                    if action.kind in QUEUE_ACTIONS
-                    else ""
-                ),
-            )
+            outcome, message = "refused", _unknown(action.kind)
         elif tripped is not None:
             outcome, message = "breaker", tripped
         else:
             message, backup = runner(ctx, action)
             outcome = "applied"
+            ctx.wrote(action.kind)
     except _Done as done:
         return ActionResult(action, "noop", str(done), before, before)
     except _Refused as refused:
         outcome, message = "refused", str(refused)
+    except FileExistsError as exc:  # a file is only ever created where none is
+        outcome, message = (
+            "refused",
+            (
+                f"{exc.filename} appeared after the check (another writer, the executor's reaper "
+                "say, got there first): nothing was replaced"
+            ),
+        )
     except OSError as exc:
         outcome, message = "failed", f"{type(exc).__name__}: {exc}"
-    after = _sha_rel(ctx, action.target) if hashable else None
+    finally:
+        ctx.start = None
+    hashes = (before, _sha_rel(ctx, action.target) if hashable else None)
+    attempt = started[0] if started else None
+    return _record(ctx, action, outcome, message, hashes, backup=backup, attempt=attempt)
+
+
+def _unknown(kind: str) -> str:
+    """Why an action of ``kind`` is refused in a run directory.
+
+    >>> _unknown("reclaim")
+    "unknown action 'reclaim' in a run directory: a queue action is applied with --db URL"
+    """
+    where = " in a run directory: a queue action is applied with --db URL"
+    return f"unknown action {kind!r}" + (where if kind in QUEUE_ACTIONS else "")
+
+
+def _starter(
+    ctx: _Ctx, action: Action, hashable: bool
+) -> tuple[Callable[[dict[str, Any]], None], list[str]]:
+    """What journals ``action``'s ``started`` lines (``ctx.start``), and the list that holds
+    its attempt once one was journaled (the line of its outcome then carries it)."""
+    attempt = f"{os.getpid()}-{time.time_ns()}"
+    started: list[str] = []
+
+    def start(extra: dict[str, Any]) -> None:  # the run's lock held, before a write
+        # A step's line (``extra``) hashes nothing: a stream under its lease is not reopened.
+        entry = _journal_entry(
+            ctx,
+            action,
+            outcome=STARTED,
+            message="about to write; a line of this attempt says how it ended",
+            before=_sha_rel(ctx, action.target) if hashable and not extra else None,
+            after=None,
+            backup=None,
+            attempt=attempt,
+        )
+        append_entry(ctx.run_path, dataclasses.replace(entry, extra=extra), dir_fd=ctx.run_fd)
+        started.append(attempt)
+
+    return start, started
+
+
+def _record(
+    ctx: _Ctx,
+    action: Action,
+    outcome: str,
+    message: str,
+    hashes: tuple[str | None, str | None],
+    *,
+    backup: str | None,
+    attempt: str | None,
+) -> ActionResult:
+    """Journal what ``action`` did (its target's ``hashes`` before and after) and give it as
+    the report does: a line the journal refused (a full disk) is said on the message's one
+    line, and an action that was applied then counts as ``failed`` (the journal is left as it
+    was: no empty file, no torn line)."""
+    before, after = hashes
     entry = _journal_entry(
-        ctx, action, outcome=outcome, message=message, before=before, after=after, backup=backup
+        ctx,
+        action,
+        outcome=outcome,
+        message=message,
+        before=before,
+        after=after,
+        backup=backup,
+        attempt=attempt,
     )
     try:
         append_entry(ctx.run_path, entry, dir_fd=ctx.run_fd)
     except OSError as exc:
-        # One line: the journal is left as it was (no empty file, no torn line).
         message += f" (not journaled, the journal left as it was: {exc.strerror or exc})"
         outcome = "failed" if outcome == "applied" else outcome
     ctx.journal.append(entry)
@@ -253,6 +396,7 @@ def _journal_entry(
     before: str | None,
     after: str | None,
     backup: str | None,
+    attempt: str | None = None,
 ) -> JournalEntry:
     """The journal's record of one action: what was done to which target, for which
     finding, and the target's hashes before and after."""
@@ -274,4 +418,5 @@ def _journal_entry(
         after_sha256=after,
         backup=backup,
         source=action.source,
+        attempt=attempt,
     )

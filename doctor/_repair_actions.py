@@ -17,7 +17,8 @@
 * ``truncate_torn_line`` cuts a torn *last* line off a progress stream, keeping the whole file
   as ``<file>.torn-<UTC time>.bak`` — only when the owner is not alive (a live owner may be
   writing that line). Bytes appended after the check are never dropped: they are moved down
-  over the torn bytes and kept.
+  over the torn bytes and kept; the move is journaled first, and a cut killed between the
+  move and the ``ftruncate`` is finished by the next repair (:func:`finish_cut`).
 
 Every runner is idempotent (an action found done, by the journal's hash of its last result, is
 a no-op: :func:`_check_done`), re-checks its precondition from the files right before acting
@@ -43,7 +44,7 @@ import functools
 import hashlib
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -502,18 +503,25 @@ def _truncate(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
             raise _Refused(f"{action.target} no longer exists")
         if _owner_alive_but_us(ctx) is True:
             raise _Refused("the owner process is alive and may be writing that line")
-        try:
-            fd = os.open(name, os.O_RDWR | os.O_NONBLOCK | _NOFOLLOW, dir_fd=dfd)
-        except OSError as exc:
-            raise _Refused(f"{action.target} cannot be opened: {exc.strerror}") from None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise _Refused(f"{action.target} is not a regular file")
-            # An advisory lock on the stream itself: writers that take it are excluded.
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with _open_stream(dfd, name, action.target) as fd:
             return _cut_torn_tail(ctx, action, dfd, name, fd)
-        finally:
-            os.close(fd)
+
+
+@contextlib.contextmanager
+def _open_stream(dfd: int, name: str, what: str) -> Iterator[int]:
+    """The stream ``name`` in ``dfd`` opened for a cut (read-write, never through a symlink,
+    a regular file only) and ``flock``ed: writers that take that lock are excluded."""
+    try:
+        fd = os.open(name, os.O_RDWR | os.O_NONBLOCK | _NOFOLLOW, dir_fd=dfd)
+    except OSError as exc:
+        raise _Refused(f"{what} cannot be opened: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _Refused(f"{what} is not a regular file")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _owner_alive_but_us(ctx: _Ctx) -> bool | None:
@@ -550,7 +558,12 @@ def _cut_torn_tail(
         for _ in range(100):
             moved += _pread_all(fd, end + len(moved))
             if moved:  # never overlaps bytes not yet read: start < end
+                # Killed between the move and the cut, the stream would hold the moved
+                # bytes twice, a garbled line between: journaled first, the next repair
+                # finishes the cut (:func:`finish_cut`).
+                ctx.start_step({"cut": _cut_record(fd, start, moved)})
                 os.pwrite(fd, moved, start)
+                ctx.wrote(f"{action.kind}:moved")
             if os.fstat(fd).st_size == end + len(moved):
                 os.ftruncate(fd, start + len(moved))
                 break
@@ -559,6 +572,69 @@ def _cut_torn_tail(
     os.fsync(fd)
     rel = (PurePosixPath(action.target).parent / backup).as_posix()
     return f"cut {plural(len(tail), 'byte')} at byte {start}; the whole file is kept as {rel}", rel
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _cut_record(fd: int, start: int, moved: bytes) -> dict[str, Any]:
+    """What a cut about to move ``moved`` down to ``start`` journals first: the stream's size
+    and the hashes of its tail from ``start`` before the move and after it (before the cut),
+    and of the moved bytes, so a repair killed in between can be told from any other change."""
+    tail = _pread_all(fd, start)
+    return {
+        "at": start,
+        "size": start + len(tail),
+        "length": len(moved),
+        "tail_sha256": _sha(tail),
+        "moved_tail_sha256": _sha(moved + tail[len(moved) :]),
+        "moved_sha256": _sha(moved),
+    }
+
+
+def finish_cut(ctx: _Ctx, target: str, cut: Any) -> str:
+    """Finish the cut a repair killed between moving bytes down and cutting left (its journaled
+    ``cut``, :func:`_cut_record`), with the run's lock and the stream's lease held: move and
+    cut when the stream is as it was before the move, cut when the bytes were moved, nothing
+    when it was cut already; anything else is refused (the stream changed since). Returns
+    what was done."""
+    try:
+        at, size, length = (int(cut[k]) for k in ("at", "size", "length"))
+        sums = tuple(str(cut[k]) for k in ("tail_sha256", "moved_tail_sha256", "moved_sha256"))
+    except (KeyError, TypeError, ValueError):
+        raise _Refused(
+            f"the journaled cut of {target} does not parse: a person should look"
+        ) from None
+    if not 0 <= at < at + length <= size:
+        raise _Refused(f"the journaled cut of {target} is not a cut: a person should look")
+    with (
+        _run_lock(ctx),
+        _parent(ctx, target) as (dfd, name),
+        _open_stream(dfd, name, target) as fd,
+        _sole_open(fd, target),
+    ):
+        if _owner_alive_but_us(ctx) is True:
+            raise _Refused("the owner process is alive and may be writing that stream")
+        grown = os.fstat(fd).st_size != size
+        tail = os.pread(fd, size - at, at)  # the bytes the journaled hashes cover
+        if _sha(tail) not in sums[:2]:
+            if _sha(tail[:length]) == sums[2]:
+                return f"{target} was cut already (the moved bytes are at byte {at})"
+            grown = True
+        if grown:
+            raise _Refused(
+                f"{target} changed since a repair was killed cutting it at byte {at}: "
+                "a person should look (its backup holds the stream as it was)"
+            )
+        if _sha(tail) == sums[0]:  # killed before the move
+            os.pwrite(fd, tail[-length:], at)
+            done = f"moved {plural(length, 'byte')} down to byte {at} and cut there"
+        else:  # killed between the move and the cut
+            done = f"cut after the {plural(length, 'byte')} moved down to byte {at}"
+        os.ftruncate(fd, at + length)
+        os.fsync(fd)
+    return f"finished the cut a killed repair left half done: {done}"
 
 
 _RUNNERS = {"terminalize": _terminalize, "ingest_status": _ingest_status}

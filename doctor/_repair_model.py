@@ -10,7 +10,8 @@ Also here, for both appliers: the ``_Refused``/``_Done`` signals a runner raises
 journal's provenance (``TOOL``, ``_version``), the context an applier carries (``_Ctx``), the
 breaker (``_breaker``: at most :data:`BREAKER_TRIES` applied or failed tries of one action on
 one target within :data:`BREAKER_WINDOW_S` seconds, counted from the journal, so incident 02's
-recovery loop cannot happen), the journal's safety check (``_journal_unsafe``) and the
+recovery loop cannot happen; an unfinished ``started`` line counts as a try), the journal's
+safety check (``_journal_unsafe``) and the
 before/after comparison of findings (``_diff``).
 """
 
@@ -50,8 +51,9 @@ BREAKER_TRIES = 3
 BREAKER_WINDOW_S = 24 * 3600.0
 TOOL = "rundoctor doctor repair"
 #: The journal's outcomes a repair reads back: the breaker counts them, and the last
-#: ``applied`` makes an action a no-op. Refusals are written for people, never read back.
-_COUNTED = ("applied", "failed")
+#: ``applied`` makes an action a no-op; a ``started`` line is read back only while unfinished
+#: (the action may have happened: a try). Refusals are written for people, never read back.
+_COUNTED = ("applied", "failed", "started")
 
 
 def _version() -> str:
@@ -257,11 +259,30 @@ class _Ctx:
     run_fd: int = -1
     #: The test seam of :func:`doctor._repair.apply_repairs` (``race_hook``), else None.
     race_hook: Callable[[str], None] | None = None
+    #: The seam after an action wrote, before its outcome is journaled (``wrote_hook``).
+    wrote_hook: Callable[[str], None] | None = None
+    #: Journals a ``started`` line of the action being applied, with the keys given (set by
+    #: the applier for each action).
+    start: Callable[[dict[str, Any]], None] | None = None
 
     def checked(self, kind: str) -> None:
-        """An action has checked its preconditions and is about to write: call the seam."""
+        """An action has checked its preconditions and is about to write: journal that it
+        starts (an ``OSError`` here fails the action before a byte is written), then call the
+        seam."""
+        if self.start is not None:
+            self.start({})
         if self.race_hook is not None:
             self.race_hook(kind)
+
+    def start_step(self, extra: dict[str, Any]) -> None:
+        """Journal a step of the action about to write (a ``started`` line with ``extra``)."""
+        if self.start is not None:
+            self.start(extra)
+
+    def wrote(self, point: str) -> None:
+        """An action wrote (``point``: its kind, or a step within it): call the seam."""
+        if self.wrote_hook is not None:
+            self.wrote_hook(point)
 
 
 def _breaker(ctx: _Ctx, action: Action, tries: int, window_s: float) -> str | None:
@@ -271,7 +292,7 @@ def _breaker(ctx: _Ctx, action: Action, tries: int, window_s: float) -> str | No
         for e in ctx.journal
         if e.action == action.kind
         and e.target == action.target
-        and e.outcome in ("applied", "failed")
+        and e.outcome in _COUNTED
         and e.at_s >= since
     ]
     if len(recent) < tries:

@@ -416,7 +416,7 @@ def test_the_journal_records_before_and_after_hashes(tmp_path: Path) -> None:
     assert final.after_sha256 == _sha(run / "final.json")
     assert cut.finding["code"] == "torn_artifact" and cut.at == "2026-04-28T12:00:00Z"
     lines = (run / JOURNAL).read_text().splitlines()
-    assert [json.loads(line)["schema"] for line in lines] == ["rundoctor.repair/1"] * 2
+    assert [json.loads(line)["schema"] for line in lines] == ["rundoctor.repair/2"] * 4
 
 
 def test_a_journal_line_nested_too_deeply_is_skipped_as_foreign(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ appended line is lost.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -27,6 +28,7 @@ from typing import Any
 
 from doctor import DoctorConfig, diagnose
 from doctor._errors import UsageError
+from doctor._journal import JOURNAL, read_journal
 from doctor._repair import Action, FindingRef, apply_repairs, plan_repairs
 
 CASES = Path(__file__).resolve().parents[2] / "fixtures" / "cases"
@@ -590,20 +592,31 @@ import os, signal, sys
 from pathlib import Path
 from doctor import DoctorConfig, diagnose
 from doctor._repair import apply_repairs, plan_repairs
-root, name, now = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+root, name, now, seam = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4]
 config = DoctorConfig(roots=(root,), now=now)
 plan = plan_repairs(diagnose(name, config), config)
 print(os.getpid(), flush=True)
-# SIGKILL once every check passed, holding the run's lock, before the first write.
+# SIGKILL at the seam: race_hook once every check passed, holding the run's lock, before the
+# first write; wrote_hook once the action wrote, before its outcome is journaled.
 die = lambda kind: os.kill(os.getpid(), signal.SIGKILL)
-apply_repairs(plan, config, run_path=root / name, race_hook=die)
+apply_repairs(plan, config, run_path=root / name, **{seam: die})
 """
 
 
-def _apply_then_die(run: Path, config: DoctorConfig) -> subprocess.CompletedProcess[str]:
-    """Plan and apply the run's repairs in a real process that SIGKILLs itself in the window."""
+def _apply_then_die(
+    run: Path, config: DoctorConfig, seam: str = "race_hook"
+) -> subprocess.CompletedProcess[str]:
+    """Plan and apply the run's repairs in a real process that SIGKILLs itself at ``seam``."""
+    return _killed(_APPLY_THEN_DIE, run, config, seam)
+
+
+def _killed(
+    script: str, run: Path, config: DoctorConfig, arg: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` (the run's root, name, now and ``arg``) in a real process that must end
+    SIGKILLed."""
     killed = subprocess.run(
-        [sys.executable, "-c", _APPLY_THEN_DIE, str(run.parent), run.name, str(config.now)],
+        [sys.executable, "-c", script, str(run.parent), run.name, str(config.now), arg],
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parents[2],
@@ -658,3 +671,276 @@ def test_a_repair_killed_holding_the_run_s_lock_leaves_no_lock_the_run_never_had
     assert f"owner pid {owner} is dead" in reason, reason
     assert not (run / "run.lock.json").exists()
     assert not list(run.glob(".run.lock.json*"))
+
+
+_APPLY_HELD_AFTER_DIAGNOSIS = r"""
+import json, sys
+from pathlib import Path
+from doctor import DoctorConfig, diagnose
+from doctor._repair import apply_repairs, plan_repairs
+root, name, now = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+config = DoctorConfig(roots=(root,), now=now)
+plan = plan_repairs(diagnose(name, config), config)
+
+def hold() -> None:  # diagnosed, the journal read: wait here until the test says go
+    print("diagnosed", flush=True)
+    sys.stdin.readline()
+
+report = apply_repairs(plan, config, run_path=root / name, diagnosed_hook=hold)
+print(json.dumps({**report.to_json(), "exit_code": report.exit_code}), flush=True)
+"""
+
+
+def test_a_repair_that_lost_the_race_to_another_reports_the_run_as_it_is_now(
+    tmp_path: Path,
+) -> None:
+    """Two ``doctor repair --apply`` on one run at once: one (a real process) diagnoses the run
+    and is held there; the other applies every action meanwhile; the first goes on.
+
+    Before, the first found its action already done by the other (or refused it: the other's
+    ``final.json`` was there) and, having applied nothing, did not diagnose again: its report
+    listed as remaining the findings the other had already repaired, and exited 1. Now it
+    diagnoses again before reporting: its remaining findings are the run's now."""
+    run, config = _copy_case("fanout_never_joined", tmp_path)
+    plan = plan_repairs(diagnose(run.name, config), config)
+    assert [a.kind for a in plan] == ["terminalize"]
+    held = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _APPLY_HELD_AFTER_DIAGNOSIS,
+            str(run.parent),
+            run.name,
+            str(config.now),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert held.stdout is not None
+    assert held.stdout.readline() == "diagnosed\n"
+    (won,) = apply_repairs(plan, config, run_path=run).results
+    assert won.outcome == "applied", won.message
+    out, _ = held.communicate("go\n")
+    assert held.returncode == 0, out
+    report = json.loads(out)
+    now = diagnose(run.name, config)
+    assert [f["code"] for f in report["remaining"]] == [f.code for f in now.findings]
+    assert "missing_final" not in [f["code"] for f in report["remaining"]]
+    assert report["state"] == now.state
+    (lost,) = report["results"]
+    assert lost["outcome"] == "noop", lost["message"]
+    assert report["exit_code"] == now.exit_code
+
+
+def test_a_repair_killed_between_its_write_and_its_journal_line_leaves_a_started_line(
+    tmp_path: Path,
+) -> None:
+    """``doctor repair --apply`` SIGKILLed after ``ingest_status`` wrote the stage's status,
+    before the outcome's journal line.
+
+    Before, an action was journaled only once it was done: the kill left no journal line at
+    all, and nothing told that the canonical status file was the repair's. Now a ``started``
+    line is journaled before the first write (the run's lock held): it names the action, the
+    target and its hash before, and, with no line finishing its attempt, it reads as an action
+    that may have happened. The next repair is no no-op on its word: it decides from the
+    files (the status now records an outcome: refused, the file left as it is)."""
+    run, config = _copy_case("branch_status_file_stranded", tmp_path)
+    canonical = run / "parallel/fanout/01-impl_x/impl_x/status.json"
+    placeholder = canonical.read_bytes()
+    plan = plan_repairs(diagnose(run.name, config), config)
+    assert [a.kind for a in plan] == ["ingest_status"]
+    _apply_then_die(run, config, "wrote_hook")
+    written = canonical.read_bytes()
+    assert "repaired_by" in json.loads(written)  # the write happened
+    (started,) = read_journal(run)
+    assert (started.action, started.target, started.outcome) == (
+        "ingest_status",
+        plan[0].target,
+        "started",
+    )
+    assert started.before_sha256 == hashlib.sha256(placeholder).hexdigest()
+    assert started.attempt is not None and started.after_sha256 is None
+    (again,) = apply_repairs(plan, config, run_path=run).results
+    assert again.outcome == "refused" and "already records an outcome" in again.message
+    assert canonical.read_bytes() == written
+    assert [e.outcome for e in read_journal(run)] == ["started", "refused"]
+
+
+def test_a_started_line_is_finished_by_the_line_of_its_outcome(tmp_path: Path) -> None:
+    """A repair that runs to the end journals its ``started`` line and its outcome with one
+    ``attempt``; read back, only the outcome remains (the started line is finished)."""
+    run, config = _copy_case("branch_status_file_stranded", tmp_path)
+    plan = plan_repairs(diagnose(run.name, config), config)
+    (result,) = apply_repairs(plan, config, run_path=run).results
+    assert result.outcome == "applied", result.message
+    lines = [json.loads(line) for line in (run / JOURNAL).read_text().splitlines()]
+    assert [(line["outcome"], line["schema"]) for line in lines] == [
+        ("started", "rundoctor.repair/2"),
+        ("applied", "rundoctor.repair/2"),
+    ]
+    assert lines[0]["attempt"] == lines[1]["attempt"]
+    assert [e.outcome for e in read_journal(run)] == ["applied"]
+
+
+def test_repairs_killed_mid_action_count_for_the_breaker(tmp_path: Path) -> None:
+    """Three repairs SIGKILLed between their last check and their first write (each leaves a
+    ``started`` line, nothing written): they were tries, and the fourth repair is stopped by
+    the breaker instead of trying a fourth time (before, the kills left no line and the repair
+    went on trying forever: incident 02's loop, one crash at a time)."""
+    run, config = _copy_case("fanout_never_joined", tmp_path)
+    for _ in range(3):
+        _apply_then_die(run, config)
+        assert not (run / "final.json").exists()
+    assert [e.outcome for e in read_journal(run)] == ["started"] * 3
+    plan = plan_repairs(diagnose(run.name, config), config)
+    (result,) = apply_repairs(plan, config, run_path=run).results
+    assert result.outcome == "breaker", result.message
+    assert not (run / "final.json").exists()
+
+
+_CUT_THEN_DIE = r"""
+import json, os, signal, sys
+from pathlib import Path
+from doctor import DoctorConfig, diagnose
+from doctor._repair import apply_repairs, plan_repairs
+root, name, now, line = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4]
+config = DoctorConfig(roots=(root,), now=now)
+plan = plan_repairs(diagnose(name, config), config)[:1]
+stream = root / name / "progress.ndjson"
+
+def append_a_line(kind):  # a writer appends after the check: the cut moves the line down
+    fd = os.open(stream, os.O_WRONLY | os.O_APPEND)
+    os.write(fd, line.encode())
+    os.close(fd)
+
+def die(point):  # SIGKILL once the line was moved down, before the cut
+    assert point == "truncate_torn_line:moved", point
+    os.kill(os.getpid(), signal.SIGKILL)
+
+apply_repairs(plan, config, run_path=root / name, race_hook=append_a_line, wrote_hook=die)
+"""
+
+
+def test_a_cut_killed_between_moving_a_line_down_and_cutting_is_finished_by_the_next_repair(
+    tmp_path: Path,
+) -> None:
+    """``truncate_torn_line`` SIGKILLed after it moved a line appended after its check down over
+    the torn bytes, before its ``ftruncate``.
+
+    Before, the stream was left with the appended line twice, a garbled line between (the
+    torn bytes' tail glued to the line's copy), a complete line no repair is planned for: the
+    stream stayed garbled. Now the cut is journaled before the move (the stream's size and
+    the hashes of its tail before and after the move), and the next repair finishes it: the
+    stream is the bytes before the torn line, then the appended line, once."""
+    run, config, original, offset, line = _cut_then_die(tmp_path)
+    stream = run / "progress.ndjson"
+    report = apply_repairs([], config, run_path=run)
+    (finished,) = report.results
+    assert finished.outcome == "applied", finished.message
+    assert "finished the cut" in finished.message
+    assert stream.read_bytes() == original[:offset] + line
+    assert not [f for f in report.remaining if "progress.ndjson does not parse" in f.summary]
+    assert [e.outcome for e in read_journal(run)] == ["applied"]
+    again = apply_repairs([], config, run_path=run)
+    assert again.results == ()  # finished once: nothing left to finish
+
+
+def test_a_cut_killed_after_journaling_it_before_the_move_is_finished_too(tmp_path: Path) -> None:
+    """The state a kill between the cut's journal line and its move leaves (the stream as the
+    cut found it: the torn bytes, then the appended line; made here from the killed run's
+    journal): the next repair moves the line down and cuts."""
+    run, config, original, offset, line = _cut_then_die(tmp_path)
+    stream = run / "progress.ndjson"
+    stream.write_bytes(original + line)
+    (finished,) = apply_repairs([], config, run_path=run).results
+    assert finished.outcome == "applied" and "moved" in finished.message, finished.message
+    assert stream.read_bytes() == original[:offset] + line
+
+
+def test_a_half_done_cut_of_a_stream_written_since_is_left_to_a_person(tmp_path: Path) -> None:
+    """The same kill, then a line appended to the garbled stream (a resume): the journaled
+    hashes no longer describe it, so the next repair cuts nothing (refused, journaled without
+    the attempt: it stays unfinished) and the stream keeps every byte."""
+    run, config, _original, _offset, _line = _cut_then_die(tmp_path)
+    stream = run / "progress.ndjson"
+    with stream.open("ab") as fh:
+        fh.write(b'{"event": "run_resumed", "ts": "2026-02-11T00:00:00Z"}\n')
+    grown = stream.read_bytes()
+    (refused,) = apply_repairs([], config, run_path=run).results
+    assert refused.outcome == "refused" and "a person should look" in refused.message
+    assert stream.read_bytes() == grown
+    assert "started" in [e.outcome for e in read_journal(run)]
+
+
+def _cut_then_die(tmp_path: Path) -> tuple[Path, DoctorConfig, bytes, int, bytes]:
+    """A run whose torn stream a real repair process began to cut and was SIGKILLed in: a line
+    appended after its check was moved down over the torn bytes, the stream not cut yet."""
+    run, config = _copy_case("torn_last_progress_line", tmp_path)
+    stream = run / "progress.ndjson"
+    original = stream.read_bytes()
+    (cut,) = plan_repairs(diagnose(run.name, config), config)[:1]
+    assert cut.kind == "truncate_torn_line" and cut.byte_offset is not None
+    line = json.dumps({"event": "appended", "ts": "2026-02-10T00:00:00Z"}) + "\n"
+    _killed(_CUT_THEN_DIE, run, config, line)
+    garbled = stream.read_bytes()
+    assert garbled.startswith(original[: cut.byte_offset] + line.encode())
+    assert garbled.count(line.encode()) == 2  # the killed repair's state: moved, not cut
+    return run, config, original, cut.byte_offset, line.encode()
+
+
+_REAPER = r"""
+import sys
+from pathlib import Path
+from executor._reaper import terminalize_lost_run
+run, now = Path(sys.argv[1]), float(sys.argv[2])
+assert terminalize_lost_run(run, run_id=run.name, reason="worker lost", epoch=1, now=now)
+"""
+
+
+def test_terminalize_losing_final_json_to_the_executor_s_reaper_is_refused_not_failed(
+    tmp_path: Path,
+) -> None:
+    """The executor's reaper (another process; it follows no run lock, it links
+    ``final.json`` into place only when there is none) ends the run between terminalize's
+    checks and its write.
+
+    Before, the repair's own exclusive create then failed: outcome ``failed``
+    (``FileExistsError``), which the breaker counts as a try of a repair that keeps being
+    undone. Nothing was overwritten then either; now the outcome says what happened: refused,
+    another writer's ``final.json`` appeared, and it is left as it is."""
+    run, config = _copy_case("fanout_never_joined", tmp_path)
+    plan = plan_repairs(diagnose(run.name, config), config)
+    assert [a.kind for a in plan] == ["terminalize"]
+
+    def the_reaper_ends_the_run(kind: str) -> None:
+        subprocess.run(
+            [sys.executable, "-c", _REAPER, str(run), str(config.now)],
+            check=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+
+    reaped = run / "final.json"
+    (result,) = apply_repairs(plan, config, run_path=run, race_hook=the_reaper_ends_the_run).results
+    assert result.outcome == "refused", result.message
+    assert "final.json appeared" in result.message
+    assert json.loads(reaped.read_text())["repaired_by"]["tool"] == "executor.reaper"
+    assert [e.outcome for e in read_journal(run, outcomes=("applied", "failed"))] == []
+
+
+def test_a_half_done_cut_is_not_finished_while_the_run_s_owner_is_alive(tmp_path: Path) -> None:
+    """The same kill, then the run resumed by an owner that records itself only in ``run.pid``
+    (a Kilroy older than the lock protocol): the cut is not finished under a live owner
+    (refused, the stream as it is), as a cut is never begun under one."""
+    run, config, _original, _offset, _line = _cut_then_die(tmp_path)
+    stream = run / "progress.ndjson"
+    garbled = stream.read_bytes()
+    owner = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=-1)
+    try:
+        (run / "run.pid").write_text(str(owner.pid))
+        (refused,) = apply_repairs([], config, run_path=run).results
+    finally:
+        owner.communicate("")
+    assert refused.outcome == "refused" and "owner process is alive" in refused.message
+    assert stream.read_bytes() == garbled
