@@ -601,6 +601,9 @@ class RunCache:
         data = {
             "key": entry.key,
             "run_path": entry.run_path,
+            # The run's directory whatever the scan's working directory (``run_path`` is as
+            # the root was given): what ``doctor cache prune`` checks is still there.
+            "resolved_path": os.path.realpath(entry.run_path),
             "settings": entry.settings,
             "fingerprint": entry.fingerprint,
             "streams": [

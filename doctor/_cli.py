@@ -106,6 +106,12 @@ class _Root(LazyGroup):
             "doctor._cli_watch",
             "The fleet as OpenMetrics text: runs by state, findings, idleness, and the queue.",
         ),
+        Mount(
+            "cache",
+            "doctor._cli_cache",
+            "The scan cache ($RUNDOCTOR_CACHE, cache_dir, or watch's default).",
+            group=True,
+        ),
         # The chaos harness is one sub-app: `doctor chaos run|faults|check` (also `python -m
         # chaos`).
         Mount(
