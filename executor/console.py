@@ -267,6 +267,25 @@ def _empty_value(args: Sequence[str]) -> str | None:
     return None
 
 
+def _empty_argument(args: Sequence[str]) -> bool:
+    """Whether ``args`` hold an empty (or blank) word that no option takes as its value: an
+    argument (``doctor run "$GRAPH"`` with ``GRAPH`` unset), which typer would read as the
+    current directory, ``.``. A word after an option is taken as its value (a flag's is
+    left to the command).
+
+    >>> _empty_argument(["run", ""]), _empty_argument(["chaos", "check", " "])
+    (True, True)
+    >>> _empty_argument(["enqueue", "g.dot", "--title", ""]), _empty_argument(["--", ""])
+    (False, False)
+    """
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if not arg.strip() and (i == 0 or not args[i - 1].startswith("-")):
+            return True
+    return False
+
+
 class OneLineGroup(TyperGroup):
     """The click group of every app: one-line usage errors, one interrupt path."""
 
@@ -314,6 +333,8 @@ class OneLineGroup(TyperGroup):
                     f"is empty; pass {EMPTY_REFUSED[empty]} (an unset variable?)",
                     param_hint=f"'{empty}'",
                 )
+            if _empty_argument(sys.argv[1:] if args is None else args):
+                raise click_errors.UsageError("an argument is empty (an unset variable?)")
             rv = super().main(
                 args=args,
                 prog_name=prog_name,

@@ -95,6 +95,22 @@ def test_an_empty_value_is_refused_not_read_as_not_given_or_as_here(
     assert not (tmp_path / "c").exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["run", "{v}"], ["enqueue", "{v}", "--db", "{tmp}/q.db"], ["chaos", "check", "{v}"]],
+    ids=lambda c: c[0],
+)
+def test_an_empty_argument_is_refused_not_read_as_here(tmp_path: Path, command: list[str]) -> None:
+    # `doctor run "$GRAPH"` with GRAPH unset. Before: typer read '' as '.', and the command
+    # said "cannot read pipeline graph '.': Is a directory", naming what nobody typed.
+    for value in ("", " "):
+        args = [a.format(v=value, tmp=tmp_path) for a in command]
+        line = _one_line_error(run_doctor(*args, cwd=tmp_path, timeout=60))
+        assert line.startswith("error: an argument is empty (an unset variable?)"), line
+        assert "'.'" not in line
+    assert list(tmp_path.iterdir()) == []  # no queue made
+
+
 def test_watch_refuses_an_interval_past_a_century(tmp_path: Path) -> None:
     # Before: the first pass ran, then Event.wait overflowed time_t (exit 70).
     line = _one_line_error(
