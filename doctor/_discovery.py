@@ -38,6 +38,7 @@ from doctor._layout import (
     _manifest_key,
     display_name,
     name_on_disk,
+    odd_run_marker,
 )
 from rundoctor.terminal import shell_quote
 
@@ -81,6 +82,9 @@ class RootWalk:
     unreadable: tuple[tuple[Path, str], ...] = ()
     #: Symlinks to directories, never followed, with their targets (``None``: a loop).
     links: tuple[tuple[Path, str | None], ...] = ()
+    #: Directories that would be runs but for a run's file there that is no regular file
+    #: (a FIFO, a symlink), with which (:func:`doctor._layout.odd_run_marker`).
+    not_runs: tuple[tuple[Path, str], ...] = ()
 
     def depth(self, run: Path) -> int:
         """How many levels below the root ``run`` is (1 for a run directly under it)."""
@@ -112,6 +116,7 @@ class _Walk:
     too_deep: list[Path]
     unreadable: list[tuple[Path, str]]
     links: list[tuple[Path, str | None]]
+    not_runs: list[tuple[Path, str]]
 
     def take(
         self, entries: Iterable[os.DirEntry[str]], depth: int, skip: Collection[str]
@@ -129,10 +134,14 @@ class _Walk:
                 self.runs.append(Path(entry.path))
             elif entry.name.startswith(".") or entry.name in _NOT_GROUPS or entry.path in skip:
                 continue
-            elif depth >= MAX_DEPTH:
-                self.too_deep.append(Path(entry.path))
             else:
-                groups.append(entry.path)
+                odd = odd_run_marker(entry.path)
+                if odd is not None:  # still a group: runs may be below it
+                    self.not_runs.append((Path(entry.path), odd))
+                if depth >= MAX_DEPTH:
+                    self.too_deep.append(Path(entry.path))
+                else:
+                    groups.append(entry.path)
         return groups
 
 
@@ -159,7 +168,7 @@ def walk_root(root: Path, skip: Collection[str] = ()) -> RootWalk:
     if _looks_like_run(root):  # a run given as a root: never its insides
         runs = (Path(e.path) for e in top if e.is_dir(follow_symlinks=False))
         return RootWalk(root, tuple(p for p in runs if _looks_like_run(p)))
-    walk = _Walk([], [], [], [])
+    walk = _Walk([], [], [], [], [])
     stack = [(g, 2) for g in reversed(walk.take(top, 1, skip))]
     listed = 1
     while stack and listed < MAX_LISTED:
@@ -180,6 +189,7 @@ def walk_root(root: Path, skip: Collection[str] = ()) -> RootWalk:
         tuple(g for g, _ in reversed(stack)),
         tuple(walk.unreadable),
         tuple(walk.links),
+        tuple(walk.not_runs),
     )
 
 
@@ -459,6 +469,14 @@ def walk_notes(walk: RootWalk, roots: Sequence[str]) -> list[str]:
         f"runs in {'it' if len(paths) == 1 else 'them'} are not scanned: {_listed(paths)}"
         for reason, paths in why.items()
     )
+    if walk.not_runs:
+        (first, odd), n = walk.not_runs[0], len(walk.not_runs)
+        notes.append(
+            f"{_count(n, 'directory')} under {root} would be "
+            f"{'a run' if n == 1 else 'runs'} but for a run's file that is not a regular file "
+            f"({first.name}/{odd}), not read as {'a run' if n == 1 else 'runs'}: "
+            f"{_listed([p for p, _ in walk.not_runs])}"
+        )
     loops = [path for path, target in walk.links if target is None]
     if loops:
         notes.append(

@@ -27,6 +27,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rundoctor.paths import file_kind
+
 __all__ = [
     "CHECKPOINT",
     "FINAL",
@@ -50,6 +52,7 @@ __all__ = [
     "is_top_scope",
     "linked_dirs",
     "name_on_disk",
+    "odd_run_marker",
     "stage_dirs",
     "symlink_detail",
     "unsearchable_dirs",
@@ -327,6 +330,28 @@ def _looks_like_run(path: Path | str) -> bool:
     return _is_plain_dir(folder) and any(
         _is_plain_file(os.path.join(folder, m)) for m in _RUN_MARKERS
     )
+
+
+def odd_run_marker(folder: str) -> str | None:
+    """Why a directory that is no run by :func:`_looks_like_run` would be one: the first of a
+    run's files in it that is there but no regular file (``progress.ndjson is a FIFO``), which
+    the doctor never reads; None when it holds none of them.
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> odd_run_marker(folder) is None
+    True
+    >>> os.mkfifo(os.path.join(folder, "progress.ndjson")); odd_run_marker(folder)
+    'progress.ndjson is a FIFO'
+    """
+    for marker in _RUN_MARKERS:
+        try:
+            mode = os.lstat(os.path.join(folder, marker)).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISREG(mode):
+            return f"{marker} is {file_kind(mode)}"
+    return None
 
 
 def _branch_scopes(

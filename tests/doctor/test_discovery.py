@@ -275,6 +275,29 @@ def test_one_symlink_loop_is_said_in_the_singular() -> None:
     ]
 
 
+def test_a_directory_whose_only_run_file_is_no_regular_file_is_said_not_passed_over(
+    tmp_path: Path,
+) -> None:
+    # Before: a directory whose progress.ndjson is a FIFO (or whose final.json is a symlink)
+    # was neither a run nor a note: the scan said nothing of it (found by fleet9).
+    root = tmp_path / "root"
+    _copy("fanout_all_ok", root / "real")
+    (root / "fifo").mkdir()
+    os.mkfifo(root / "fifo" / "progress.ndjson")
+    (root / "g" / "linked").mkdir(parents=True)
+    (root / "g" / "linked" / "final.json").symlink_to(tmp_path / "elsewhere.json")
+    _copy("fanout_one_fails", root / "fifo" / "below")  # still walked into: runs may be below
+    result = run_doctor("scan", "--root", root, "--json", timeout=120)
+    assert "Traceback" not in result.stderr and result.returncode in (0, 1), result.stderr
+    data = json.loads(result.stdout)
+    assert sorted(r["run_id"] for r in data["runs"]) == ["below", "real"]
+    assert data["fleet"]["root_notes"] == [
+        f"2 directories under {root} would be runs but for a run's file that is not a regular "
+        f"file (fifo/progress.ndjson is a FIFO), not read as runs: {root / 'fifo'}, "
+        f"{root / 'g' / 'linked'}"
+    ]
+
+
 def test_symlink_loops_are_never_followed_and_say_so(tmp_path: Path) -> None:
     root, outside = tmp_path / "root", tmp_path / "outside"
     _copy("fanout_all_ok", root / "g" / "real")
