@@ -704,7 +704,10 @@ def _repair_queue(
         where: str | None = None
         with suppress(UsageError):  # printing a plan needs no journal; --apply does
             where = str(queue_journal_dir(config, journal) / "repairs.ndjson")
-        report = apply_queue_repairs(plan, config, journal=journal) if apply else None
+        report = (
+            # What a repair waits for goes to stderr, never into --json's output.
+            apply_queue_repairs(plan, config, journal=journal, say=_say) if apply else None
+        )
     if report is None:
         worst = any(f.severity >= Severity.ERROR for f in result.findings)
         code = 1 if worst or any(a.blocked for a in plan) else 0
@@ -716,6 +719,11 @@ def _repair_queue(
             queue, where, report, plan, apply=apply, as_json=as_json, db=db, config=config
         )
     raise typer.Exit(code)
+
+
+def _say(line: str) -> None:
+    """One line on stderr (what a command waits for, while it waits)."""
+    console(stderr=True).print(plain(line), soft_wrap=True)
 
 
 def _print_queue_repair(

@@ -65,8 +65,17 @@ from doctor._repair_model import (
     _Refused,
     _version,
 )
-from executor import ExecutorConfig, ExecutorError, Queue, QueueError, Ticket, open_queue, reap
-from rundoctor.liveness import process_alive
+from executor import (
+    ExecutorConfig,
+    ExecutorError,
+    Queue,
+    QueueError,
+    Ticket,
+    open_queue,
+    reap,
+    watch_lapses,
+)
+from rundoctor.liveness import owner_alive, process_alive
 
 __all__ = ["apply_queue_repairs", "queue_journal_dir"]
 
@@ -183,6 +192,10 @@ class _QueueCtx:
     config: DoctorConfig
     executor: ExecutorConfig
     breaker: str | None = None  # set per action: why it must not act again
+    #: Leases that looked lapsed while their holder ran here, left to it: why, by ticket id.
+    spared: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Such leases that stood still while watched: how many seconds each was watched.
+    watched: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 class _Breaker(Exception):
@@ -250,6 +263,8 @@ def _reap_one(q: _QueueCtx, t: Ticket, epoch: int) -> str:
         raise _Breaker(q.breaker)
     here = this_host()
     host = t.host if t.host and same_host(t.host, here) else here  # the detectors' host rule
+    if t.id in q.spared:
+        raise _Refused(q.spared[t.id])
     clock = _host_clock(q.config)
     view = _OneLease(q.queue, t.id, epoch, clock)
     done = reap(view, q.executor, host=host, clock=clock)  # aged at view.now(): the queue's
@@ -267,6 +282,10 @@ def _reap_one(q: _QueueCtx, t: Ticket, epoch: int) -> str:
             if r.killed_escapees
             else "",
             f"; wrote {t.run_path}/final.json (status fail)" if r.terminalized else "",
+            f"; its worker {_who(t)} still ran on this host, but no heartbeat came in the "
+            f"{q.watched[t.id]:.1f} s the doctor watched"
+            if t.id in q.watched
+            else "",
         ]
     )
     if not r.status:
@@ -275,6 +294,45 @@ def _reap_one(q: _QueueCtx, t: Ticket, epoch: int) -> str:
             f"being reclaimed{did}"
         )
     return f"reclaimed lease epoch {epoch} ({r.reason}): the ticket is {r.status} now{did}"
+
+
+def _live_lapses(q: _QueueCtx, plan: Sequence[Action]) -> list[Ticket]:
+    """The leases ``plan`` would reclaim that look lapsed by the queue's clock while their
+    holder still runs on this host (pid and start time): a live worker whose heartbeats failed,
+    or one whose lease the queue's clock stepped past (its next heartbeat is due within half
+    its TTL). A dead holder, or one on another host, is judged by the stamps alone."""
+    epochs = {a.target: a.lease_epoch for a in plan if a.kind == "reclaim"}
+    if not epochs:
+        return []
+    here = this_host()
+    lapsed = q.queue.expired(q.queue.now(), claim_grace_s=q.executor.claim_grace_s)
+    return [
+        t
+        for t in lapsed
+        if t.id in epochs
+        and epochs[t.id] in (None, t.lease_epoch)
+        and same_host(t.host, here)
+        and owner_alive(t.pid, t.proc_start_time) is True
+    ]
+
+
+def _watch(
+    q: _QueueCtx, live: list[Ticket], say: Callable[[str], None] | None
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Watch ``live`` (:func:`_live_lapses`): how long each that stood still was watched,
+    and why each other one is left to its worker."""
+    try:
+        watched = watch_lapses(q.queue, q.executor, live, say=say)
+    except QueueError as exc:
+        why = f"the queue failed while the doctor watched for its worker's heartbeat ({exc})"
+        return {}, {t.id: f"{why}; its worker {_who(t)} still runs on this host" for t in live}
+    return watched, {
+        t.id: f"its worker {_who(t)} still runs on this host and heartbeat while the doctor "
+        "watched: the lease only looked expired by the queue's clock (a clock stepped "
+        "forward?), so nothing was reclaimed"
+        for t in live
+        if t.id not in watched
+    }
 
 
 def _reclaim(q: _QueueCtx, action: Action) -> str:
@@ -395,6 +453,7 @@ def apply_queue_repairs(
     executor_config: ExecutorConfig | None = None,
     breaker_tries: int = BREAKER_TRIES,
     breaker_window_s: float = BREAKER_WINDOW_S,
+    say: Callable[[str], None] | None = None,
 ) -> QueueRepairReport:
     """Carry out the queue actions of ``plan`` on the queue at ``config.db``, journaled in
     :func:`queue_journal_dir`'s ``repairs.ndjson``; the queue is scanned again (alone, without
@@ -404,6 +463,12 @@ def apply_queue_repairs(
     The reaper's tests and the queue's writes are in the queue's clock (a PostgreSQL server's;
     a pinned ``config.now`` as given, see the module docstring); ``executor_config`` gives the
     reaper's claim grace and quarantine (the executor's defaults when omitted).
+
+    A lease to reclaim that looks lapsed while its holder still runs on this host is watched
+    first, all such leases together, for up to half the lease's TTL (:func:`executor.
+    watch_lapses`; ``say`` is told once): one that heartbeats meanwhile is left to its worker
+    (the queue's clock stepped forward), one that stands still is reclaimed. A dead holder's
+    lease, or one held on another host, is reclaimed without waiting, as the reaper does.
     """
     journal_dir = queue_journal_dir(config, journal)
     source = parse_queue_url(config.db or "")
@@ -421,6 +486,9 @@ def apply_queue_repairs(
     results: list[ActionResult] = []
     with queue:
         q = _QueueCtx(queue, config, executor_config or ExecutorConfig())
+        live = _live_lapses(q, plan)
+        if live:
+            q.watched, q.spared = _watch(q, live, say)
         for action in plan:
             results.append(
                 _apply_queue_one(ctx, q, source.display, action, breaker_tries, breaker_window_s)

@@ -30,7 +30,7 @@ if typing.TYPE_CHECKING:
     from executor._events import EVENTS, Event
     from executor._graph import Graph, graph_edges, load_graph, parse_graph
     from executor._queue import Lease, Queue, SessionInfo, Ticket, TicketEvent, open_queue
-    from executor._reaper import Reclaim, reap
+    from executor._reaper import Reclaim, reap, watch_lapses
     from executor._runner import RunResult, run_pipeline
     from executor._sqlite import BUSY_TIMEOUT_MS
     from executor._ticket_run import WorkerStats
@@ -68,6 +68,7 @@ __all__ = [
     "run_pipeline",
     "run_ticket",
     "run_worker",
+    "watch_lapses",
 ]
 
 # The front door is lazy (PEP 562), like the doctor's: `import executor` costs nothing until a
@@ -105,6 +106,7 @@ _HOMES = {
     "run_pipeline": "executor._runner",
     "run_ticket": "executor._worker",
     "run_worker": "executor._worker",
+    "watch_lapses": "executor._reaper",
 }
 
 

@@ -36,7 +36,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ __all__ = [
     "reap",
     "reap_observed",
     "terminalize_lost_run",
+    "watch_lapses",
 ]
 
 #: Written by every stage attempt right after its process starts: pid, pgid, pid_start_time.
@@ -400,6 +401,56 @@ def reap_observed(
                 say(f"{exc}; {plural(n, 'lease')} watched {noun(n, 'is', 'are')} left untaken")
             break
     return found
+
+
+def watch_lapses(
+    queue: Queue,
+    config: ExecutorConfig,
+    tickets: Iterable[Ticket],
+    *,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, float]:
+    """Watch ``tickets``, leases that look lapsed by the queue's clock alone, all together
+    for a heartbeat's window each (half the lease's TTL, as :func:`reap_observed` does): the
+    ids of those that stood still that long, each with the seconds it was watched. Those that
+    moved meanwhile (their holder heartbeat: the queue's clock stepped forward, it did not stop)
+    and those no longer leased are left out. A pass every ``reaper_interval_s``; ``say`` is
+    told once what the wait is for. A queue that fails while it waits raises its
+    :class:`QueueError`.
+
+    >>> from executor._queue import open_queue, SessionInfo
+    >>> q = open_queue(":memory:", clock=lambda: 1000.0)
+    >>> _ = q.enqueue("t", "/p.dot")
+    >>> _ = q.claim("w1", lease_ttl_s=0.2, session=SessionInfo("s", 1, 1, None, "h"))
+    >>> (t,) = q.tickets()
+    >>> watched = watch_lapses(q, ExecutorConfig(reaper_interval_s=0.05), [t])
+    >>> list(watched) == [t.id] and watched[t.id] >= 0.1  # half its 0.2 s TTL, standing still
+    True
+    """
+    wanted = {t.id: _beat_window(t, config) for t in tickets}
+    watch = LeaseWatch()
+    stood: dict[str, float] = {}
+    said = False
+    while wanted:
+        leased = [t for t in queue.tickets(status=("claimed", "running")) if t.id in wanted]
+        watch.observe(leased)
+        held = {t.id: watch.lapse_believed(t, wanted[t.id]) for t in leased}
+        for t in leased:
+            if held[t.id]:
+                stood[t.id] = watch.silence(t) or wanted[t.id]
+        wanted = {i: w for i, w in wanted.items() if held.get(i) is False}
+        if not wanted or (left := watch.held_s()) <= 0:
+            break
+        if say is not None and not said:
+            n, said = len(wanted), True
+            say(
+                f"{plural(n, 'lease')} {noun(n, 'looks', 'look')} expired by the queue's "
+                f"clock alone: watching for a heartbeat for up to "
+                f"{left:.0f} s before taking {noun(n, 'it', 'them')} (a clock stepped forward "
+                "makes live leases look expired)"
+            )
+        time.sleep(min(config.reaper_interval_s, left))
+    return stood
 
 
 def _reclaim(

@@ -25,9 +25,11 @@ from pathlib import Path
 
 import pytest
 
+from doctor import DoctorConfig, scan
+from doctor._repair import apply_queue_repairs, plan_repairs
 from executor import ExecutorConfig, Queue, Ticket, open_queue
 from executor._reaper import reap, reap_observed
-from tests.helpers import REPO, wait_until
+from tests.helpers import REPO, run_doctor, wait_until
 
 #: Heartbeats a second apart, reaper passes a tenth of one: after a step, a reaper pass comes
 #: long before the worker's next heartbeat could move its lease into the new time.
@@ -271,3 +273,81 @@ def test_a_one_shot_reap_after_a_step_forward_still_takes_a_frozen_worker_s_leas
     assert reclaim.status == "todo", reclaim
     assert "the reaper watched" in reclaim.reason, reclaim.reason
     wait_until(lambda: not _alive(stage), timeout=10)
+
+
+def _doctor_ahead(db: Path, host: Host, how: str) -> DoctorConfig:
+    """The doctor's view right after the step forward: the host's clock stepped (and the
+    doctor reads it), or the doctor's ``now`` pinned an hour ahead of the worker's."""
+    if how == "stepped":
+        host.step(STEP_S)
+        return DoctorConfig(db=str(db), clock=host.now)
+    return DoctorConfig(db=str(db), now=time.time() + STEP_S)
+
+
+AHEAD = pytest.mark.parametrize("how", ["stepped", "pinned"])
+
+
+@AHEAD
+def test_repair_apply_right_after_a_step_forward_leaves_a_live_workers_lease(
+    tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]], how: str
+) -> None:
+    # Before: the scan called the lease stale ("its worker is probably dead"), and `doctor
+    # repair --db --apply` reclaimed it at once: the live stage killed, "lost worker" in
+    # final.json, the ticket run again. The holder runs on this host: the repair watches it.
+    running, _ = _worker_running(tmp_path, host, queue, workers, reaper=False)
+    config = _doctor_ahead(tmp_path / "queue.db", host, how)
+    result = scan(config)
+    (stale,) = [f for f in result.findings if f.code == "stale_lease"]
+    assert stale.evidence["owner_alive"] is True, stale.evidence
+    assert "still runs on this host" in stale.summary and "probably dead" not in stale.summary
+    plan = plan_repairs(result, config)
+    assert [(a.kind, a.target) for a in plan] == [("reclaim", running.id)]
+    said: list[str] = []
+    report = apply_queue_repairs(plan, config, journal=tmp_path, say=said.append)
+    (outcome,) = report.results
+    assert outcome.outcome == "refused", outcome.message
+    assert "heartbeat while the doctor watched" in outcome.message, outcome.message
+    assert len(said) == 1 and "watching for a heartbeat" in said[0], said
+    after = queue.get(running.id)
+    assert (after.status, after.lease_epoch, after.run_id) == ("running", 1, running.run_id)
+    assert _alive(_stage_pid(running.run_path))
+    (tmp_path / "go").touch()
+    wait_until(lambda: queue.get(running.id).status == "done")
+    assert (queue.get(running.id).lease_epoch, _events(queue, running).count("reclaimed")) == (
+        1,
+        0,
+    )
+
+
+@AHEAD
+def test_repair_apply_right_after_a_step_forward_still_takes_a_frozen_workers_lease(
+    tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]], how: str
+) -> None:
+    running, frozen = _worker_running(tmp_path, host, queue, workers, reaper=False)
+    stage = _stage_pid(running.run_path)
+    os.kill(frozen.pid, signal.SIGSTOP)
+    config = _doctor_ahead(tmp_path / "queue.db", host, how)
+    plan = plan_repairs(scan(config), config)
+    (outcome,) = apply_queue_repairs(plan, config, journal=tmp_path).results
+    assert outcome.outcome == "applied", outcome.message
+    assert "no heartbeat came in the" in outcome.message, outcome.message
+    wait_until(lambda: not _alive(stage), timeout=10)
+    assert queue.get(running.id).status == "todo"
+
+
+def test_doctor_repair_apply_says_it_watches_and_leaves_a_live_workers_lease(
+    tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]]
+) -> None:
+    # The worker's clock an hour behind the doctor's (as after a step forward of the doctor's
+    # host that the worker's has not seen): every lease it stamps looks an hour lapsed to the
+    # `doctor` command, each heartbeat too. Before, `repair --apply` reclaimed it.
+    host.step(-STEP_S)
+    running, _ = _worker_running(tmp_path, host, queue, workers, reaper=False)
+    done = run_doctor("repair", "--db", tmp_path / "queue.db", "--apply", timeout=120)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "watching for a heartbeat for up to 2 s" in done.stderr, done.stderr
+    assert "heartbeat while the doctor watched" in done.stdout, done.stdout
+    assert "Traceback" not in done.stderr
+    after = queue.get(running.id)
+    assert (after.status, after.lease_epoch, after.run_id) == ("running", 1, running.run_id)
+    assert _alive(_stage_pid(running.run_path))
