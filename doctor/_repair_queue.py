@@ -483,16 +483,23 @@ def apply_queue_repairs(
         )
     except ExecutorError as exc:
         raise IngestError(f"cannot open the queue {source.display} for repairs: {exc}") from exc
-    results: list[ActionResult] = []
+    done: dict[int, ActionResult] = {}
     with queue:
         q = _QueueCtx(queue, config, executor_config or ExecutorConfig())
         live = _live_lapses(q, plan)
-        if live:
-            q.watched, q.spared = _watch(q, live, say)
-        for action in plan:
-            results.append(
-                _apply_queue_one(ctx, q, source.display, action, breaker_tries, breaker_window_s)
+        watched = {t.id for t in live}
+        # The others first: a dead worker's stages are not left running while the doctor
+        # watches a live one's lease.
+        first = [i for i, a in enumerate(plan) if a.target not in watched]
+        then = [i for i, a in enumerate(plan) if a.target in watched]
+        for i in first + then:
+            if live and plan[i].target in watched:
+                q.watched, q.spared = _watch(q, live, say)
+                live = []
+            done[i] = _apply_queue_one(
+                ctx, q, source.display, plan[i], breaker_tries, breaker_window_s
             )
+    results = [done[i] for i in range(len(plan))]
     if any(r.outcome == "applied" for r in results):
         # One scan verifies them all: a scan after each action made a plan of thousands of
         # reclaims on a large queue take days.

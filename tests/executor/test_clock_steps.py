@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -27,7 +28,7 @@ import pytest
 
 from doctor import DoctorConfig, scan
 from doctor._repair import apply_queue_repairs, plan_repairs
-from executor import ExecutorConfig, Queue, Ticket, open_queue
+from executor import ExecutorConfig, Queue, SessionInfo, Ticket, open_queue
 from executor._reaper import reap, reap_observed
 from tests.helpers import REPO, run_doctor, wait_until
 
@@ -351,3 +352,26 @@ def test_doctor_repair_apply_says_it_watches_and_leaves_a_live_workers_lease(
     after = queue.get(running.id)
     assert (after.status, after.lease_epoch, after.run_id) == ("running", 1, running.run_id)
     assert _alive(_stage_pid(running.run_path))
+
+
+def test_repair_apply_takes_a_dead_workers_lease_before_it_watches_a_live_ones(
+    tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]]
+) -> None:
+    running, _ = _worker_running(tmp_path, host, queue, workers, reaper=False)
+    # Enqueued after it, so planned after it (by ticket id); the busy worker claims no other.
+    dead = queue.enqueue("dead", "/p/dead.dot")
+    here = socket.gethostname()
+    gone = SessionInfo("rd-gone", pid=99_999_999, pgid=99_999_999, proc_start_time=1, host=here)
+    claimed = queue.claim("w-gone", lease_ttl_s=60, session=gone)
+    assert claimed is not None and claimed.ticket.id == dead.id
+    config = _doctor_ahead(tmp_path / "queue.db", host, "pinned")
+    plan = plan_repairs(scan(config), config)
+    assert [a.target for a in plan if a.kind == "reclaim"] == [running.id, dead.id]
+    seen: list[str] = []
+    report = apply_queue_repairs(
+        plan, config, journal=tmp_path, say=lambda _: seen.append(queue.get(dead.id).status)
+    )
+    assert seen == ["todo"]  # the dead worker's ticket was back before the watch began
+    outcomes = {r.action.target: r.outcome for r in report.results}
+    assert outcomes[dead.id] == "applied" and outcomes[running.id] == "refused", report.results
+    assert queue.get(running.id).status == "running"
