@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 
 import doctor
-from executor import ExecutorConfig, Queue, Ticket, open_queue
+from executor import ExecutorConfig, Queue, QueueError, SessionInfo, Ticket, open_queue
+from executor._lease_keeper import LeaseKeeper
 from executor._reaper import reap
 from executor._worker import run_worker
 
@@ -325,3 +327,44 @@ def test_the_reaper_takes_a_file_nested_past_the_parser_for_one_it_cannot_read(
     # The unreadable final.json is not the run's success: it is kept, not adopted.
     assert reclaim.terminalized == (nested == "process.json")
     assert queue.get(ticket.id).crash_recoveries == 1
+
+
+class _RefusesOneHeartbeat:
+    """A real queue connection whose ``heartbeat`` number ``refused`` raises
+    :class:`QueueError`, as a database that blinked once does."""
+
+    def __init__(self, queue: Queue, refused: int) -> None:
+        self.queue, self.refused, self.calls = queue, refused, 0
+
+    def heartbeat(self, *args: object, **kwargs: object) -> object:
+        self.calls += 1
+        if self.calls == self.refused:
+            raise QueueError("the database blinked")
+        return self.queue.heartbeat(*args, **kwargs)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.queue.close()
+
+
+def test_one_missed_heartbeat_is_one_gap_of_just_over_twice_the_interval(tmp_path: Path) -> None:
+    # The lease keeper waits one interval after each attempt, so one refused beat puts the
+    # next more than twice the interval after the last one that landed (an attempt takes
+    # time), and beats that land are an interval and their own write apart: the threshold
+    # of twice the interval needs no slack to tell one missed beat from none.
+    config = ExecutorConfig(
+        heartbeat_interval_s=0.5, heartbeat_misses=2, self_fence_s=3.0, lease_ttl_s=4.0
+    )
+    db = tmp_path / "queue.db"
+    with open_queue(db) as queue:
+        ticket = queue.enqueue("t", "/p.dot")
+        session = SessionInfo("s", os.getpid(), os.getpgid(0), None, "here")
+        lease = queue.claim("w", lease_ttl_s=config.lease_ttl_s, session=session)
+        assert lease is not None
+        conn = _RefusesOneHeartbeat(open_queue(db), refused=2)
+        keeper = LeaseKeeper(lambda: conn, lease, config, threading.Event())  # type: ignore[arg-type,return-value]
+        with keeper:
+            _wait(lambda: conn.calls >= 5)
+        assert not keeper.fenced.is_set()
+        (gap,) = [e for e in queue.events(ticket.id) if e.event == "heartbeat_gap"]
+        assert gap.detail["threshold_s"] == 2 * config.heartbeat_interval_s
+        assert gap.detail["holder_gap_s"] > 2 * config.heartbeat_interval_s, gap.detail
