@@ -11,7 +11,9 @@ One pass (:func:`reap`) looks at every leased ticket (``claimed`` or ``running``
   pass: a wall clock stepped forward takes no live lease, one stepped back holds no lapsed one.
   A lease such a reaper first sees lapsed by the stamps is believed only once it saw it stand
   still for half the lease's TTL (a live holder heartbeats within that); a one-shot pass
-  (:func:`reap_observed`, ``doctor reap``) watches that long before it takes one.
+  (:func:`reap_observed`, ``doctor reap``) watches that long before it takes one, and
+  :func:`watch_lapses` watches the leases it is given (``doctor repair --db``: those whose
+  holder still runs on the repairing host).
 
 Before the ticket goes back to ``todo``, the dead worker's stage process groups that are still
 running are killed (each attempt records ``process.json``: pid, pgid and start time), and its
