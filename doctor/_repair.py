@@ -80,11 +80,12 @@ from doctor._repair_model import (
     _Ctx,
     _diff,
     _Done,
+    _HalfDone,
     _journal_unsafe,
     _Refused,
     _version,
 )
-from doctor._repair_plan import plan_repairs
+from doctor._repair_plan import half_done_cuts, plan_finishing, plan_repairs
 from doctor._repair_queue import apply_queue_repairs, queue_journal_dir
 from doctor._timestamps import iso
 
@@ -100,6 +101,7 @@ __all__ = [
     "RepairReport",
     "apply_queue_repairs",
     "apply_repairs",
+    "plan_finishing",
     "plan_repairs",
     "queue_journal_dir",
 ]
@@ -229,26 +231,8 @@ def _finish_cuts(ctx: _Ctx) -> list[ActionResult]:
     (an unfinished ``started`` line with a ``cut``: :func:`doctor._repair_actions.finish_cut`),
     each journaled as its attempt's outcome. A refusal is journaled without the attempt, so
     the cut stays unfinished (another repair may be at it) and is tried again next time."""
-    last: dict[str, JournalEntry] = {}
-    for e in ctx.journal:
-        if e.outcome == STARTED and e.attempt is not None and "cut" in e.extra:
-            last[e.attempt] = e
     results = []
-    for attempt, e in last.items():
-        f = e.finding
-        action = Action(
-            e.action,
-            e.target,
-            FindingRef(
-                str(f.get("code", "")),
-                "warning",
-                str(f.get("scope", "")),
-                f.get("node_id") if isinstance(f.get("node_id"), str) else None,
-                "a repair was killed while it cut this stream",
-            ),
-            f"finish the cut repair attempt {attempt} began and was killed in",
-            byte_offset=e.extra["cut"].get("at") if isinstance(e.extra["cut"], dict) else None,
-        )
+    for attempt, e, action in half_done_cuts(ctx.journal):
         before = _sha_rel(ctx, e.target)
         finished: str | None = None
         try:
@@ -300,6 +284,8 @@ def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> Action
         return ActionResult(action, "noop", str(done), before, before)
     except _Refused as refused:
         outcome, message = "refused", str(refused)
+        if isinstance(refused, _HalfDone):
+            started.clear()  # its outcome's line leaves the attempt unfinished: finished next
     except FileExistsError as exc:  # a file is only ever created where none is
         outcome, message = (
             "refused",

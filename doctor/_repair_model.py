@@ -241,6 +241,11 @@ class _Refused(Exception):
     """A precondition does not hold; the message says which."""
 
 
+class _HalfDone(_Refused):
+    """Refused after a step was journaled and begun (a cut's move): the attempt is left
+    unfinished, so the next repair finishes it (:func:`doctor._repair._finish_cuts`)."""
+
+
 class _Done(Exception):
     """The action's result is already in place."""
 

@@ -26,10 +26,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from doctor import DoctorConfig, diagnose
 from doctor._errors import UsageError
 from doctor._journal import JOURNAL, read_journal
-from doctor._repair import Action, FindingRef, apply_repairs, plan_repairs
+from doctor._repair import Action, FindingRef, apply_repairs, plan_finishing, plan_repairs
+from tests.helpers import run_doctor
 
 CASES = Path(__file__).resolve().parents[2] / "fixtures" / "cases"
 # 20 in every test run (the deterministic tests pin each window; these sample the rest);
@@ -944,3 +947,139 @@ def test_a_half_done_cut_is_not_finished_while_the_run_s_owner_is_alive(tmp_path
         owner.communicate("")
     assert refused.outcome == "refused" and "owner process is alive" in refused.message
     assert stream.read_bytes() == garbled
+
+
+def test_the_plan_says_a_half_done_cut_that_apply_will_finish(tmp_path: Path) -> None:
+    """``doctor repair`` without ``--apply`` after a repair was SIGKILLed between a cut's move
+    and its ``ftruncate``: the plan says that ``--apply`` finishes that cut first, in the text
+    and in ``--json`` (``finishing``), and changes nothing.
+
+    Before, the plan said nothing of it: a user previewing the repair saw only the findings'
+    actions, though ``--apply`` would first rewrite the stream."""
+    run, _config, _original, offset, _line = _cut_then_die(tmp_path)
+    stream, journal = run / "progress.ndjson", run / JOURNAL
+    before = (stream.read_bytes(), journal.read_bytes())
+    text = run_doctor("repair", "--run-id", run.name, "--root", run.parent)
+    assert "Traceback" not in text.stderr, text.stderr
+    assert "First, --apply finishes 1 cut a repair left half done:" in text.stdout, text.stdout
+    assert f"progress.ndjson at byte {offset}" in text.stdout, text.stdout
+    assert "Run again with --apply" in text.stdout
+    planned = json.loads(
+        run_doctor("repair", "--run-id", run.name, "--root", run.parent, "--json").stdout
+    )
+    (finishing,) = planned["finishing"]
+    assert (finishing["action"], finishing["target"], finishing["byte_offset"]) == (
+        "truncate_torn_line",
+        "progress.ndjson",
+        offset,
+    )
+    assert finishing["blocked"] is None
+    assert (stream.read_bytes(), journal.read_bytes()) == before  # a plan writes nothing
+    done = json.loads(
+        run_doctor("repair", "--run-id", run.name, "--root", run.parent, "--apply", "--json").stdout
+    )
+    assert done["report"]["results"][0]["outcome"] == "applied"
+    after = json.loads(
+        run_doctor("repair", "--run-id", run.name, "--root", run.parent, "--json").stdout
+    )
+    assert after["finishing"] == []
+
+
+def test_the_plan_forecasts_a_half_done_cut_that_apply_will_refuse(tmp_path: Path) -> None:
+    """The same kill, then a line appended to the garbled stream: the plan says that finishing
+    the cut would be refused (the stream changed since: a person should look), and exits 1."""
+    run, _config, _original, _offset, _line = _cut_then_die(tmp_path)
+    with (run / "progress.ndjson").open("ab") as fh:
+        fh.write(b'{"event": "run_resumed", "ts": "2026-02-11T00:00:00Z"}\n')
+    text = run_doctor("repair", "--run-id", run.name, "--root", run.parent)
+    assert text.returncode == 1, text.stdout + text.stderr
+    assert "expected to refuse:" in text.stdout and "a person should look" in text.stdout
+    planned = json.loads(
+        run_doctor("repair", "--run-id", run.name, "--root", run.parent, "--json").stdout
+    )
+    (finishing,) = planned["finishing"]
+    assert "changed since" in finishing["blocked"], finishing
+
+
+_CUT_WITHOUT_A_LEASE = r"""
+import json, os, sys
+from pathlib import Path
+from doctor import DoctorConfig, diagnose
+from doctor._repair import apply_repairs, plan_repairs
+root, name, now, line = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4]
+config = DoctorConfig(roots=(root,), now=now)
+plan = plan_repairs(diagnose(name, config), config)[:1]
+stream = root / name / "progress.ndjson"
+appended = []
+
+def append(point):  # a writer that appends after the check, then after every move
+    fd = os.open(stream, os.O_WRONLY | os.O_APPEND)
+    os.write(fd, line.replace("N", str(len(appended))).encode())
+    os.close(fd)
+    appended.append(point)
+
+report = apply_repairs(
+    plan,
+    config,
+    run_path=root / name,
+    race_hook=append,
+    wrote_hook=lambda point: append(point) if point == "truncate_torn_line:moved" else None,
+)
+(result,) = report.results
+print(json.dumps({"outcome": result.outcome, "message": result.message, "lines": len(appended)}))
+"""
+
+
+def test_a_cut_outrun_by_a_writer_without_a_lease_is_left_for_the_next_repair_to_finish(
+    tmp_path: Path,
+) -> None:
+    """``truncate_torn_line`` where no write lease can be had (the stream owned by another
+    user, the repair without ``CAP_LEASE``: a real process under ``setpriv``), against a writer
+    that appends after the check and again after every move, more often than the cut follows.
+
+    Before, the cut moved the appended bytes down 100 times, then refused (``keeps growing``)
+    with its ``refused`` line finishing the attempt: the stream was left garbled (lines twice,
+    torn bytes between) and nothing recovered it. Now the last bytes are journaled but not
+    moved and the refusal leaves the attempt unfinished: the plan shows it, and the next
+    repair, the writer gone, finishes the cut: the stream is the bytes before the torn line,
+    then every appended line once, in order."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the repair without CAP_LEASE")
+    run, config = _copy_case("torn_last_progress_line", tmp_path)
+    stream = run / "progress.ndjson"
+    original = stream.read_bytes()
+    (cut,) = plan_repairs(diagnose(run.name, config), config)[:1]
+    assert cut.kind == "truncate_torn_line" and cut.byte_offset is not None
+    os.chown(stream, 65534, 65534)  # not the repair's: F_SETLEASE needs CAP_LEASE
+    line = json.dumps({"event": "appended", "n": "N", "ts": "2026-02-10T00:00:00Z"}) + "\n"
+    done = subprocess.run(
+        [
+            "setpriv",
+            "--inh-caps=-lease",
+            "--bounding-set=-lease",
+            sys.executable,
+            "-c",
+            _CUT_WITHOUT_A_LEASE,
+            str(run.parent),
+            run.name,
+            str(config.now),
+            line,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    outrun = json.loads(done.stdout)
+    assert outrun["outcome"] == "refused" and "keeps growing" in outrun["message"], outrun
+    lines = [line.replace("N", str(n)).encode() for n in range(outrun["lines"])]
+    assert len(lines) == 101  # after the check, then after each of the 100 moves
+    garbled = stream.read_bytes()
+    assert garbled != original[: cut.byte_offset] + b"".join(lines)
+    assert all(garbled.count(one) >= 1 for one in lines)  # every appended line is there
+    *_, refused = read_journal(run)
+    assert refused.outcome == "refused" and refused.attempt is None  # leaves it unfinished
+    assert [a.blocked for a in plan_finishing(diagnose(run.name, config))] == [None]
+    (finished,) = apply_repairs([], config, run_path=run).results
+    assert finished.outcome == "applied", finished.message
+    assert stream.read_bytes() == original[: cut.byte_offset] + b"".join(lines)
