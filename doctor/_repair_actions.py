@@ -71,7 +71,7 @@ from doctor._repair_files import (
     _sha_rel,
     _sole_open,
 )
-from doctor._repair_model import Action, _Ctx, _Done, _HalfDone, _Refused
+from doctor._repair_model import Action, _Ctx, _Done, _Refused
 from doctor._superseded import (
     RESUME_MARK,
     RUN_ENDS,
@@ -565,7 +565,7 @@ def _cut_torn_tail(
                 # finishes the cut (:func:`finish_cut`).
                 ctx.start_step({"cut": _cut_record(fd, start, moved, prior)})
                 if not moves_left:
-                    raise _HalfDone(_still_growing(action.target, prior))
+                    raise _Refused(_still_growing(action.target, prior))
                 os.pwrite(fd, moved, start)
                 ctx.wrote(f"{action.kind}:moved")
             if os.fstat(fd).st_size == end + len(moved):

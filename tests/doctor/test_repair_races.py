@@ -32,6 +32,7 @@ from doctor import DoctorConfig, diagnose
 from doctor._errors import UsageError
 from doctor._journal import JOURNAL, read_journal
 from doctor._repair import Action, FindingRef, apply_repairs, plan_finishing, plan_repairs
+from doctor._repair_model import _COUNTED, _breaker, _Ctx
 from tests.helpers import run_doctor
 
 CASES = Path(__file__).resolve().parents[2] / "fixtures" / "cases"
@@ -1083,3 +1084,52 @@ def test_a_cut_outrun_by_a_writer_without_a_lease_is_left_for_the_next_repair_to
     (finished,) = apply_repairs([], config, run_path=run).results
     assert finished.outcome == "applied", finished.message
     assert stream.read_bytes() == original[: cut.byte_offset] + b"".join(lines)
+
+
+def test_a_cut_whose_ftruncate_fails_after_the_move_is_left_for_the_next_repair(
+    tmp_path: Path,
+) -> None:
+    """``truncate_torn_line`` whose ``ftruncate`` fails (``EIO``, injected into a real repair
+    process by ``strace``) after it moved a line appended after its check down.
+
+    Before, the ``failed`` line finished the attempt: the stream was left with the line twice,
+    a garbled line between, and the next repair did nothing. Now an attempt that journaled a
+    move and did not end applied is left unfinished: the next repair finishes the cut."""
+    if shutil.which("strace") is None:
+        pytest.skip("needs strace to make the cut's ftruncate fail")
+    run, config = _copy_case("torn_last_progress_line", tmp_path)
+    stream = run / "progress.ndjson"
+    original = stream.read_bytes()
+    (cut,) = plan_repairs(diagnose(run.name, config), config)[:1]
+    assert cut.byte_offset is not None
+    line = json.dumps({"event": "appended", "ts": "2026-02-10T00:00:00Z"}) + "\n"
+    script = _CUT_THEN_DIE.replace("wrote_hook=die", "wrote_hook=None")
+    script = script.replace("apply_repairs(", "print(apply_repairs(") + ".results[0].message)"
+    inject = ["strace", "-f", "-qq", "-o", os.devnull, "-e", "inject=ftruncate:error=EIO:when=1"]
+    args = [str(run.parent), run.name, str(config.now), line]
+    failed = subprocess.run(
+        [*inject, sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert failed.returncode == 0 and "Input/output error" in failed.stdout, failed
+    assert stream.read_bytes().count(line.encode()) == 2  # moved, not cut
+    (finished,) = apply_repairs([], config, run_path=run).results
+    assert finished.outcome == "applied", finished.message
+    assert stream.read_bytes() == original[: cut.byte_offset] + line.encode()
+
+
+def test_a_killed_cut_counts_once_for_the_breaker(tmp_path: Path) -> None:
+    """A cut SIGKILLed after its move leaves two ``started`` lines of one attempt (before its
+    first write, before its move): one try for the breaker, not two (before, two killed cuts
+    tripped a breaker of three)."""
+    run, config, _original, _offset, _line = _cut_then_die(tmp_path)
+    journal = read_journal(run, outcomes=_COUNTED)
+    assert [e.outcome for e in journal] == ["started", "started"]
+    assert len({e.attempt for e in journal}) == 1
+    (cut,) = {(e.action, e.target) for e in journal}
+    ctx = _Ctx(run, run.name, config, journal)
+    action = Action(*cut, FindingRef("torn_artifact", "critical", "", None, "torn"), "torn")
+    assert _breaker(ctx, action, 2, 86400) is None
+    assert _breaker(ctx, action, 1, 86400) is not None
