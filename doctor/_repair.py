@@ -148,8 +148,8 @@ def apply_repairs(
     there while another repairs the same run, so the first acts on a diagnosis the second
     made stale. ``wrote_hook`` (None outside tests) is called with the action's kind after an
     action wrote and released the run's lock, before its outcome is journaled, and with
-    ``"truncate_torn_line:moved"`` when a cut has moved appended bytes down, before its
-    ``ftruncate``: a test kills the repair there.
+    ``"truncate_torn_line:moved"`` when a cut (or the finishing of a half-done one) has moved
+    bytes down, before its ``ftruncate``: a test kills the repair there, or appends.
 
     >>> import tempfile
     >>> from doctor import DoctorConfig

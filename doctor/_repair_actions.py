@@ -696,9 +696,16 @@ def finish_cut(ctx: _Ctx, target: str, cut: Any) -> str:
         length = plural(parsed.length, "byte")
         if moved:
             os.pwrite(fd, moved, parsed.at)
+            ctx.wrote("truncate_torn_line:moved")
             done = f"moved {length} down to byte {parsed.at} and cut there"
         else:
             done = f"cut after the {length} moved down to byte {parsed.at}"
+        if os.fstat(fd).st_size != parsed.size:  # no lease kept a writer out: keep its bytes
+            raise _Refused(
+                f"{target} grew while the cut a repair left half done was finished (no lease "
+                "keeps writers out): nothing is cut, a person should look (its backup holds "
+                "the stream as it was)"
+            )
         os.ftruncate(fd, parsed.at + parsed.length)
         os.fsync(fd)
     return f"finished the cut a killed repair left half done: {done}"

@@ -1133,3 +1133,60 @@ def test_a_killed_cut_counts_once_for_the_breaker(tmp_path: Path) -> None:
     action = Action(*cut, FindingRef("torn_artifact", "critical", "", None, "torn"), "torn")
     assert _breaker(ctx, action, 2, 86400) is None
     assert _breaker(ctx, action, 1, 86400) is not None
+
+
+_FINISH_WITHOUT_A_LEASE = r"""
+import json, os, sys
+from pathlib import Path
+from doctor import DoctorConfig
+from doctor._repair import apply_repairs
+root, name, now, line = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4]
+stream = root / name / "progress.ndjson"
+
+def append(point):  # a writer appends between the finishing move and its cut
+    fd = os.open(stream, os.O_WRONLY | os.O_APPEND)
+    os.write(fd, line.encode())
+    os.close(fd)
+
+config = DoctorConfig(roots=(root,), now=now)
+(result,) = apply_repairs([], config, run_path=root / name, wrote_hook=append).results
+print(json.dumps({"outcome": result.outcome, "message": result.message}))
+"""
+
+
+def test_finishing_a_cut_without_a_lease_keeps_a_line_appended_meanwhile(tmp_path: Path) -> None:
+    """A half-done cut (killed before its move) finished by a repair that can have no lease
+    (``setpriv`` without ``CAP_LEASE``, the stream another user's), while a writer appends a
+    line between the finishing move and the ``ftruncate``.
+
+    Before, the ``ftruncate`` cut the line off: lost, and the cut reported applied. Now the
+    size is checked again before the cut: refused, the line kept, the stream left to a person."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the repair without CAP_LEASE")
+    run, config, original, _offset, line = _cut_then_die(tmp_path)
+    stream = run / "progress.ndjson"
+    stream.write_bytes(original + line)  # as the cut found it: killed before its move
+    os.chown(stream, 65534, 65534)
+    late = json.dumps({"event": "late", "ts": "2026-02-10T00:00:01Z"}) + "\n"
+    done = subprocess.run(
+        [
+            "setpriv",
+            "--inh-caps=-lease",
+            "--bounding-set=-lease",
+            sys.executable,
+            "-c",
+            _FINISH_WITHOUT_A_LEASE,
+            str(run.parent),
+            run.name,
+            str(config.now),
+            late,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    finished = json.loads(done.stdout)
+    assert finished["outcome"] == "refused" and "grew" in finished["message"], finished
+    assert stream.read_bytes().endswith(late.encode())  # the writer's line is kept
+    assert "started" in [e.outcome for e in read_journal(run)]  # still the next one's
