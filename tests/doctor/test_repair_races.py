@@ -1031,6 +1031,21 @@ print(json.dumps({"outcome": result.outcome, "message": result.message, "lines":
 """
 
 
+def _without_a_lease(script: str, run: Path, config: DoctorConfig, arg: str) -> Any:
+    """Run ``script`` (the run's root, name, now and ``arg``) in a real process that can take
+    no write lease (``setpriv``: no ``CAP_LEASE``; the stream must be another user's) and
+    prints one JSON object: that object."""
+    no_lease = ["setpriv", "--inh-caps=-lease", "--bounding-set=-lease"]
+    done = subprocess.run(
+        [*no_lease, sys.executable, "-c", script, str(run.parent), run.name, str(config.now), arg],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 def test_a_cut_outrun_by_a_writer_without_a_lease_is_left_for_the_next_repair_to_finish(
     tmp_path: Path,
 ) -> None:
@@ -1053,25 +1068,7 @@ def test_a_cut_outrun_by_a_writer_without_a_lease_is_left_for_the_next_repair_to
     assert cut.kind == "truncate_torn_line" and cut.byte_offset is not None
     os.chown(stream, 65534, 65534)  # not the repair's: F_SETLEASE needs CAP_LEASE
     line = json.dumps({"event": "appended", "n": "N", "ts": "2026-02-10T00:00:00Z"}) + "\n"
-    done = subprocess.run(
-        [
-            "setpriv",
-            "--inh-caps=-lease",
-            "--bounding-set=-lease",
-            sys.executable,
-            "-c",
-            _CUT_WITHOUT_A_LEASE,
-            str(run.parent),
-            run.name,
-            str(config.now),
-            line,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert done.returncode == 0, done.stderr
-    outrun = json.loads(done.stdout)
+    outrun = _without_a_lease(_CUT_WITHOUT_A_LEASE, run, config, line)
     assert outrun["outcome"] == "refused" and "keeps growing" in outrun["message"], outrun
     lines = [line.replace("N", str(n)).encode() for n in range(outrun["lines"])]
     assert len(lines) == 101  # after the check, then after each of the 100 moves
@@ -1168,25 +1165,7 @@ def test_finishing_a_cut_without_a_lease_keeps_a_line_appended_meanwhile(tmp_pat
     stream.write_bytes(original + line)  # as the cut found it: killed before its move
     os.chown(stream, 65534, 65534)
     late = json.dumps({"event": "late", "ts": "2026-02-10T00:00:01Z"}) + "\n"
-    done = subprocess.run(
-        [
-            "setpriv",
-            "--inh-caps=-lease",
-            "--bounding-set=-lease",
-            sys.executable,
-            "-c",
-            _FINISH_WITHOUT_A_LEASE,
-            str(run.parent),
-            run.name,
-            str(config.now),
-            late,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert done.returncode == 0, done.stderr
-    finished = json.loads(done.stdout)
+    finished = _without_a_lease(_FINISH_WITHOUT_A_LEASE, run, config, late)
     assert finished["outcome"] == "refused" and "grew" in finished["message"], finished
     assert stream.read_bytes().endswith(late.encode())  # the writer's line is kept
     assert "started" in [e.outcome for e in read_journal(run)]  # still the next one's
