@@ -650,8 +650,11 @@ def _cut_left(fd: int, target: str, cut: _Cut) -> bytes | None:
     """Where the half-done ``cut`` of the stream ``fd`` stands: the bytes still to move down
     (killed before the move), ``b""`` (moved, the cut alone left) or None (cut already);
     refused when the stream changed since the cut was journaled."""
-    grown = os.fstat(fd).st_size != cut.size
-    tail = os.pread(fd, cut.size - cut.at, cut.at)  # the bytes the journaled hashes cover
+    size = os.fstat(fd).st_size
+    grown = size != cut.size
+    # The bytes the journaled hashes cover, as far as the stream holds them (a journal is
+    # read, not trusted: a size it gives is never allocated beyond the stream's).
+    tail = os.pread(fd, max(min(cut.size, size) - cut.at, 0), cut.at)
     if _sha(tail) not in (cut.tail_sha256, cut.moved_tail_sha256):
         if _sha(tail[: cut.length]) == cut.moved_sha256:
             return None

@@ -1169,3 +1169,24 @@ def test_finishing_a_cut_without_a_lease_keeps_a_line_appended_meanwhile(tmp_pat
     assert finished["outcome"] == "refused" and "grew" in finished["message"], finished
     assert stream.read_bytes().endswith(late.encode())  # the writer's line is kept
     assert "started" in [e.outcome for e in read_journal(run)]  # still the next one's
+
+
+def test_a_journaled_cut_of_an_absurd_size_is_refused_not_a_crash(tmp_path: Path) -> None:
+    """A journal line (damaged, or written by hand) whose half-done cut names a stream of a
+    petabyte: the plan forecasts the refusal and ``--apply`` refuses it, in one line each.
+
+    Before, both read the size the journal gave in one ``pread``: ``MemoryError``, exit 70."""
+    run, _config = _copy_case("torn_last_progress_line", tmp_path)
+    cut = {"at": 0, "size": 1 << 50, "length": 1, "prior": 0}
+    sums = dict.fromkeys(("tail_sha256", "moved_tail_sha256", "moved_sha256"), "0" * 64)
+    line = {"at": "2026-01-01T00:00:00Z", "at_s": 0.0, "action": "truncate_torn_line"}
+    line |= {"target": "progress.ndjson", "finding": {}, "outcome": "started"}
+    (run / JOURNAL).write_text(json.dumps({**line, "attempt": "1-1", "cut": cut | sums}) + "\n")
+    planned = run_doctor("repair", "--run-id", run.name, "--root", run.parent, "--json")
+    assert planned.returncode == 1 and "Traceback" not in planned.stderr, planned.stderr
+    (finishing,) = json.loads(planned.stdout)["finishing"]
+    assert "changed since" in finishing["blocked"]
+    done = run_doctor("repair", "--run-id", run.name, "--root", run.parent, "--apply", "--json")
+    assert done.returncode == 1, done.stderr
+    refused = json.loads(done.stdout)["report"]["results"][0]
+    assert refused["outcome"] == "refused" and "changed since" in refused["message"]
