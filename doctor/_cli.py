@@ -643,7 +643,7 @@ def repair_cmd(
         with diagnose_progress(not as_json and sys.stderr.isatty()) as steps:
             diagnosis = diagnose_path(where, config, steps)
         plan = plan_repairs(diagnosis, config)
-        finishing = plan_finishing(diagnosis)
+        finishing = plan_finishing(diagnosis, where)
         report = apply_repairs(plan, config, run_path=where) if apply else None
     if report is None:
         blocked = any(a.blocked for a in (*finishing, *plan))

@@ -107,17 +107,19 @@ def half_done_cuts(journal: Sequence[JournalEntry]) -> list[tuple[str, JournalEn
                 f"repair attempt {attempt} began a cut it did not finish (killed, or outrun by "
                 "a writer): the stream may hold a moved line twice"
             ),
-            byte_offset=cut.get("at") if isinstance(cut, dict) else None,
+            byte_offset=at if isinstance(at := cut.get("at"), int) else None,
         )
         out.append((attempt, e, action))
     return out
 
 
-def plan_finishing(diagnosis: Diagnosis) -> list[Action]:
+def plan_finishing(diagnosis: Diagnosis, run_path: Path | None = None) -> list[Action]:
     """What ``doctor repair --apply`` finishes before its plan: the cuts a killed repair left
     half done in the run (:func:`half_done_cuts`), each ``blocked`` by the reason finishing
-    it would be refused now (the run's owner alive, the stream changed since)."""
-    run_path = Path(diagnosis.path)
+    it would be refused now (the run's owner alive, the stream changed since). ``run_path``
+    is the run's directory (default: the diagnosis's path, which is text: a name that is not
+    UTF-8 is escaped there)."""
+    run_path = Path(diagnosis.path) if run_path is None else run_path
     alive = diagnosis.facts.get("owner_alive")
     return [
         dataclasses.replace(

@@ -1190,3 +1190,16 @@ def test_a_journaled_cut_of_an_absurd_size_is_refused_not_a_crash(tmp_path: Path
     assert done.returncode == 1, done.stderr
     refused = json.loads(done.stdout)["report"]["results"][0]
     assert refused["outcome"] == "refused" and "changed since" in refused["message"]
+
+
+def test_the_plan_says_a_half_done_cut_in_a_run_whose_name_is_not_utf8(tmp_path: Path) -> None:
+    """The plan's half-done cuts are read from the run's real directory, not from the
+    diagnosis's text path (where a name's byte that is not UTF-8 is ``\\xNN``): read from
+    that path, a run named ``r\\xe9`` showed none."""
+    run, _config, _original, offset, _line = _cut_then_die(tmp_path)
+    renamed = run.parent / os.fsdecode(b"r\xe9")
+    run.rename(renamed)
+    planned = run_doctor("repair", "--run-id", b"r\xe9", "--root", run.parent, "--json")
+    assert "Traceback" not in planned.stderr, planned.stderr
+    (finishing,) = json.loads(planned.stdout)["finishing"]
+    assert finishing["byte_offset"] == offset and finishing["blocked"] is None
