@@ -14,7 +14,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -533,15 +533,30 @@ def _count(n: int, noun: str) -> str:
 
 
 def _print_plan(
-    console: Console, plan: list[Action], header: str, journal: str = "repairs.ndjson"
+    console: Console,
+    plan: list[Action],
+    header: str,
+    journal: str = "repairs.ndjson",
+    *,
+    finishing: Sequence[Action] = (),
 ) -> None:
 
     console.print(f"{header} · {_count(len(plan), 'repair')} planned")
+    if finishing:
+        console.print(
+            f"First, --apply finishes {_count(len(finishing), 'cut')} a repair left half done:",
+            soft_wrap=True,
+        )
+    for action in finishing:
+        where = f"{action.target} at byte {action.byte_offset}"
+        console.print(f"  - {plain(where)} — {plain(action.reason)}", soft_wrap=True)
+        if action.blocked:
+            console.print(f"     [yellow]expected to refuse:[/yellow] {plain(action.blocked)}")
     for i, action in enumerate(plan, 1):
         console.print(f"  {i}. {plain(action.summary)}", soft_wrap=True)
         if action.blocked:
             console.print(f"     [yellow]expected to refuse:[/yellow] {plain(action.blocked)}")
-    if plan:
+    if plan or finishing:
         console.print(
             f"Run again with --apply to carry out the plan (journaled in {plain(journal)}).",
             soft_wrap=True,
@@ -615,7 +630,7 @@ def repair_cmd(
     """Plan safe repairs for one run (or the queue, --db); --apply carries them out, journaled."""
 
     from doctor._diagnose import diagnose_path, run_path
-    from doctor._repair import apply_repairs, plan_repairs
+    from doctor._repair import apply_repairs, plan_finishing, plan_repairs
 
     if db is not None or run_id is None or journal is not None:
         _repair_queue(db, root, apply, as_json, journal, run_id)
@@ -628,14 +643,16 @@ def repair_cmd(
         with diagnose_progress(not as_json and sys.stderr.isatty()) as steps:
             diagnosis = diagnose_path(where, config, steps)
         plan = plan_repairs(diagnosis, config)
+        finishing = plan_finishing(diagnosis, where)
         report = apply_repairs(plan, config, run_path=where) if apply else None
     if report is None:
-        code = 1 if diagnosis.exit_code or any(a.blocked for a in plan) else 0
+        blocked = any(a.blocked for a in (*finishing, *plan))
+        code = 1 if diagnosis.exit_code or blocked else 0
     else:
         code = report.exit_code
     changed = report is not None and bool(report.results)
     with _repaired(f"run {diagnosis.run_id!r}") if changed else nullcontext():
-        _print_run_repair(diagnosis, plan, report, apply, as_json)
+        _print_run_repair(diagnosis, plan, finishing, report, apply, as_json)
     raise typer.Exit(code)
 
 
@@ -651,6 +668,7 @@ def _repaired(what: str) -> AbstractContextManager[None]:
 def _print_run_repair(
     diagnosis: Diagnosis,
     plan: list[Action],
+    finishing: list[Action],
     report: RepairReport | None,
     apply: bool,
     as_json: bool,
@@ -664,13 +682,14 @@ def _print_run_repair(
                 "run_id": diagnosis.run_id,
                 "path": diagnosis.path,
                 "applied": apply,
+                "finishing": [a.to_json() for a in finishing],
                 "plan": [a.to_json() for a in plan],
                 "report": None if report is None else report.to_json(),
             }
         )
     elif report is None:
         header = f"[bold]{plain(diagnosis.run_id)}[/bold] · state [bold]{diagnosis.state}[/bold]"
-        _print_plan(console(), plan, header)
+        _print_plan(console(), plan, header, finishing=finishing)
     else:
         _print_repair(console(), report, run_command("diagnose", diagnosis))
 

@@ -35,8 +35,9 @@ only under a write lease (no other process has it open, none can open it to appe
 (:mod:`doctor._journal`) with before and after hashes. A breaker stops the same action on the
 same target after ``breaker_tries`` applied or failed tries (or unfinished ``started`` ones)
 within ``breaker_window_s`` seconds (from the journal): incident 02's recovery loop cannot
-happen. A cut a killed repair left half done (journaled before its move) is finished first
-(:func:`_finish_cuts`).
+happen. A cut a repair left half done (journaled before its move; the repair killed, outrun
+by a writer, or failed by the disk: its attempt left unfinished) is finished first
+(:func:`_finish_cuts`); :func:`plan_finishing` forecasts it for the plan.
 An action that reaches its first write journals a ``started`` line before it (the run's lock
 held) and its outcome after, both with one ``attempt`` id: a repair killed between its write
 and its outcome's line leaves the ``started`` line, which says the action may have happened
@@ -84,7 +85,7 @@ from doctor._repair_model import (
     _Refused,
     _version,
 )
-from doctor._repair_plan import plan_repairs
+from doctor._repair_plan import half_done_cuts, plan_finishing, plan_repairs
 from doctor._repair_queue import apply_queue_repairs, queue_journal_dir
 from doctor._timestamps import iso
 
@@ -100,6 +101,7 @@ __all__ = [
     "RepairReport",
     "apply_queue_repairs",
     "apply_repairs",
+    "plan_finishing",
     "plan_repairs",
     "queue_journal_dir",
 ]
@@ -146,8 +148,8 @@ def apply_repairs(
     there while another repairs the same run, so the first acts on a diagnosis the second
     made stale. ``wrote_hook`` (None outside tests) is called with the action's kind after an
     action wrote and released the run's lock, before its outcome is journaled, and with
-    ``"truncate_torn_line:moved"`` when a cut has moved appended bytes down, before its
-    ``ftruncate``: a test kills the repair there.
+    ``"truncate_torn_line:moved"`` when a cut (or the finishing of a half-done one) has moved
+    bytes down, before its ``ftruncate``: a test kills the repair there, or appends.
 
     >>> import tempfile
     >>> from doctor import DoctorConfig
@@ -229,26 +231,8 @@ def _finish_cuts(ctx: _Ctx) -> list[ActionResult]:
     (an unfinished ``started`` line with a ``cut``: :func:`doctor._repair_actions.finish_cut`),
     each journaled as its attempt's outcome. A refusal is journaled without the attempt, so
     the cut stays unfinished (another repair may be at it) and is tried again next time."""
-    last: dict[str, JournalEntry] = {}
-    for e in ctx.journal:
-        if e.outcome == STARTED and e.attempt is not None and "cut" in e.extra:
-            last[e.attempt] = e
     results = []
-    for attempt, e in last.items():
-        f = e.finding
-        action = Action(
-            e.action,
-            e.target,
-            FindingRef(
-                str(f.get("code", "")),
-                "warning",
-                str(f.get("scope", "")),
-                f.get("node_id") if isinstance(f.get("node_id"), str) else None,
-                "a repair was killed while it cut this stream",
-            ),
-            f"finish the cut repair attempt {attempt} began and was killed in",
-            byte_offset=e.extra["cut"].get("at") if isinstance(e.extra["cut"], dict) else None,
-        )
+    for attempt, e, action in half_done_cuts(ctx.journal):
         before = _sha_rel(ctx, e.target)
         finished: str | None = None
         try:
@@ -283,7 +267,7 @@ def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> Action
     before = _sha_rel(ctx, action.target) if hashable else None
     runner = _RUNNERS.get(action.kind)
     backup: str | None = None
-    ctx.start, started = _starter(ctx, action, hashable)
+    ctx.start, started_id, started = _starter(ctx, action, hashable)
     try:
         if hashable:
             _check_done(ctx, action)
@@ -313,7 +297,11 @@ def _apply_one(ctx: _Ctx, action: Action, tries: int, window_s: float) -> Action
     finally:
         ctx.start = None
     hashes = (before, _sha_rel(ctx, action.target) if hashable else None)
-    attempt = started[0] if started else None
+    # A cut that journaled a move and did not end applied (outrun by a writer, an error from
+    # the disk) may have left the stream half done: its outcome's line leaves the attempt
+    # unfinished, so the next repair finishes the cut (:func:`_finish_cuts`).
+    half_done = outcome != "applied" and any("cut" in extra for extra in started)
+    attempt = started_id if started and not half_done else None
     return _record(ctx, action, outcome, message, hashes, backup=backup, attempt=attempt)
 
 
@@ -329,11 +317,11 @@ def _unknown(kind: str) -> str:
 
 def _starter(
     ctx: _Ctx, action: Action, hashable: bool
-) -> tuple[Callable[[dict[str, Any]], None], list[str]]:
-    """What journals ``action``'s ``started`` lines (``ctx.start``), and the list that holds
-    its attempt once one was journaled (the line of its outcome then carries it)."""
+) -> tuple[Callable[[dict[str, Any]], None], str, list[dict[str, Any]]]:
+    """What journals ``action``'s ``started`` lines (``ctx.start``), its attempt id, and the
+    list of the lines' extras once journaled (the line of its outcome then carries the id)."""
     attempt = f"{os.getpid()}-{time.time_ns()}"
-    started: list[str] = []
+    started: list[dict[str, Any]] = []
 
     def start(extra: dict[str, Any]) -> None:  # the run's lock held, before a write
         # A step's line (``extra``) hashes nothing: a stream under its lease is not reopened.
@@ -348,9 +336,9 @@ def _starter(
             attempt=attempt,
         )
         append_entry(ctx.run_path, dataclasses.replace(entry, extra=extra), dir_fd=ctx.run_fd)
-        started.append(attempt)
+        started.append(extra)
 
-    return start, started
+    return start, attempt, started
 
 
 def _record(

@@ -45,6 +45,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -555,20 +556,21 @@ def _cut_torn_tail(
         # after each move, and under the lease nothing can be appended between that check
         # and the cut.
         end, moved = len(data), b""
-        for _ in range(100):
+        for moves_left in range(_MOVES, -1, -1):
+            prior = len(moved)
             moved += _pread_all(fd, end + len(moved))
             if moved:  # never overlaps bytes not yet read: start < end
                 # Killed between the move and the cut, the stream would hold the moved
                 # bytes twice, a garbled line between: journaled first, the next repair
                 # finishes the cut (:func:`finish_cut`).
-                ctx.start_step({"cut": _cut_record(fd, start, moved)})
+                ctx.start_step({"cut": _cut_record(fd, start, moved, prior)})
+                if not moves_left:
+                    raise _Refused(_still_growing(action.target, prior))
                 os.pwrite(fd, moved, start)
                 ctx.wrote(f"{action.kind}:moved")
             if os.fstat(fd).st_size == end + len(moved):
                 os.ftruncate(fd, start + len(moved))
                 break
-        else:
-            raise _Refused(f"{action.target} keeps growing: a writer is alive")
     os.fsync(fd)
     rel = (PurePosixPath(action.target).parent / backup).as_posix()
     return f"cut {plural(len(tail), 'byte')} at byte {start}; the whole file is kept as {rel}", rel
@@ -578,19 +580,102 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _cut_record(fd: int, start: int, moved: bytes) -> dict[str, Any]:
+#: How often a cut moves bytes appended meanwhile down before it leaves the rest to the next
+#: repair (only where no lease keeps writers out can the stream grow under the cut).
+_MOVES = 100
+
+
+def _still_growing(target: str, prior: int) -> str:
+    """Why a cut stopped moving appended bytes down (``prior`` of them moved so far).
+
+    >>> _still_growing("progress.ndjson", 120).split("; ")[1]
+    'the cut is left half done (120 bytes moved down, not cut) and journaled: the next \
+`doctor repair --apply` finishes it once the writer has stopped (the backup holds the stream \
+as it was)'
+    """
+    return (
+        f"{target} keeps growing: a writer is alive (no lease keeps it out); the cut is left "
+        f"half done ({plural(prior, 'byte')} moved down, not cut) and journaled: the next "
+        "`doctor repair --apply` finishes it once the writer has stopped (the backup holds "
+        "the stream as it was)"
+    )
+
+
+def _cut_record(fd: int, start: int, moved: bytes, prior: int = 0) -> dict[str, Any]:
     """What a cut about to move ``moved`` down to ``start`` journals first: the stream's size
     and the hashes of its tail from ``start`` before the move and after it (before the cut),
-    and of the moved bytes, so a repair killed in between can be told from any other change."""
+    and of the moved bytes, so a repair killed in between can be told from any other change.
+    ``prior``: how many of ``moved`` an earlier move of the same cut already wrote there."""
     tail = _pread_all(fd, start)
     return {
         "at": start,
         "size": start + len(tail),
         "length": len(moved),
+        "prior": prior,
         "tail_sha256": _sha(tail),
         "moved_tail_sha256": _sha(moved + tail[len(moved) :]),
         "moved_sha256": _sha(moved),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class _Cut:
+    """A journaled cut (:func:`_cut_record`), parsed."""
+
+    at: int
+    size: int
+    length: int
+    prior: int
+    tail_sha256: str
+    moved_tail_sha256: str
+    moved_sha256: str
+
+    @classmethod
+    def of(cls, target: str, cut: Any) -> _Cut:
+        """``cut`` as journaled, or refused when it is no cut."""
+        try:
+            at, size, length = (int(cut[k]) for k in ("at", "size", "length"))
+            prior = int(cut.get("prior", 0))
+            sums = tuple(str(cut[k]) for k in ("tail_sha256", "moved_tail_sha256", "moved_sha256"))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise _Refused(
+                f"the journaled cut of {target} does not parse: a person should look"
+            ) from None
+        if not 0 <= at < at + length <= size or not 0 <= prior <= length:
+            raise _Refused(f"the journaled cut of {target} is not a cut: a person should look")
+        return cls(at, size, length, prior, *sums)
+
+
+def _cut_left(fd: int, target: str, cut: _Cut) -> bytes | None:
+    """Where the half-done ``cut`` of the stream ``fd`` stands: the bytes still to move down
+    (killed before the move), ``b""`` (moved, the cut alone left) or None (cut already);
+    refused when the stream changed since the cut was journaled."""
+    size = os.fstat(fd).st_size
+    grown = size != cut.size
+    # The bytes the journaled hashes cover, as far as the stream holds them (a journal is
+    # read, not trusted: a size it gives is never allocated beyond the stream's).
+    tail = os.pread(fd, max(min(cut.size, size) - cut.at, 0), cut.at)
+    if _sha(tail) not in (cut.tail_sha256, cut.moved_tail_sha256):
+        if _sha(tail[: cut.length]) == cut.moved_sha256:
+            return None
+        grown = True
+    if grown:
+        raise _Refused(
+            f"{target} changed since a repair left its cut at byte {cut.at} half done: "
+            "a person should look (its backup holds the stream as it was)"
+        )
+    if _sha(tail) == cut.moved_tail_sha256:
+        return b""
+    # Killed before the move: an earlier move of the cut put the first ``prior`` bytes at
+    # the cut already; the rest were appended after it, at the end.
+    rest = cut.length - cut.prior
+    moved = tail[: cut.prior] + tail[len(tail) - rest :]
+    if _sha(moved) != cut.moved_sha256:
+        raise _Refused(
+            f"the bytes the journaled cut of {target} would move are not in the stream: "
+            "a person should look (its backup holds the stream as it was)"
+        )
+    return moved
 
 
 def finish_cut(ctx: _Ctx, target: str, cut: Any) -> str:
@@ -599,15 +684,7 @@ def finish_cut(ctx: _Ctx, target: str, cut: Any) -> str:
     cut when the stream is as it was before the move, cut when the bytes were moved, nothing
     when it was cut already; anything else is refused (the stream changed since). Returns
     what was done."""
-    try:
-        at, size, length = (int(cut[k]) for k in ("at", "size", "length"))
-        sums = tuple(str(cut[k]) for k in ("tail_sha256", "moved_tail_sha256", "moved_sha256"))
-    except (KeyError, TypeError, ValueError):
-        raise _Refused(
-            f"the journaled cut of {target} does not parse: a person should look"
-        ) from None
-    if not 0 <= at < at + length <= size:
-        raise _Refused(f"the journaled cut of {target} is not a cut: a person should look")
+    parsed = _Cut.of(target, cut)
     with (
         _run_lock(ctx),
         _parent(ctx, target) as (dfd, name),
@@ -616,25 +693,42 @@ def finish_cut(ctx: _Ctx, target: str, cut: Any) -> str:
     ):
         if _owner_alive_but_us(ctx) is True:
             raise _Refused("the owner process is alive and may be writing that stream")
-        grown = os.fstat(fd).st_size != size
-        tail = os.pread(fd, size - at, at)  # the bytes the journaled hashes cover
-        if _sha(tail) not in sums[:2]:
-            if _sha(tail[:length]) == sums[2]:
-                return f"{target} was cut already (the moved bytes are at byte {at})"
-            grown = True
-        if grown:
+        moved = _cut_left(fd, target, parsed)
+        if moved is None:
+            return f"{target} was cut already (the moved bytes are at byte {parsed.at})"
+        length = plural(parsed.length, "byte")
+        if moved:
+            os.pwrite(fd, moved, parsed.at)
+            ctx.wrote("truncate_torn_line:moved")
+            done = f"moved {length} down to byte {parsed.at} and cut there"
+        else:
+            done = f"cut after the {length} moved down to byte {parsed.at}"
+        if os.fstat(fd).st_size != parsed.size:  # no lease kept a writer out: keep its bytes
             raise _Refused(
-                f"{target} changed since a repair was killed cutting it at byte {at}: "
-                "a person should look (its backup holds the stream as it was)"
+                f"{target} grew while the cut a repair left half done was finished (no lease "
+                "keeps writers out): nothing is cut, a person should look (its backup holds "
+                "the stream as it was)"
             )
-        if _sha(tail) == sums[0]:  # killed before the move
-            os.pwrite(fd, tail[-length:], at)
-            done = f"moved {plural(length, 'byte')} down to byte {at} and cut there"
-        else:  # killed between the move and the cut
-            done = f"cut after the {plural(length, 'byte')} moved down to byte {at}"
-        os.ftruncate(fd, at + length)
+        os.ftruncate(fd, parsed.at + parsed.length)
         os.fsync(fd)
     return f"finished the cut a killed repair left half done: {done}"
+
+
+def cut_forecast(run_path: Path, target: str, cut: Any, owner_alive: bool | None) -> str | None:
+    """What finishing the half-done ``cut`` of ``target`` would refuse for, read now without
+    a lock (:func:`finish_cut` checks again); None when it would be finished (or found cut)."""
+    try:
+        parsed = _Cut.of(target, cut)
+        if owner_alive is True:
+            raise _Refused("the owner process is alive and may be writing that stream")
+        _check_rel(target)
+        with open_regular(run_path / target) as fh:
+            _cut_left(fh.fileno(), target, parsed)
+    except _Refused as refused:
+        return str(refused)
+    except OSError as exc:
+        return f"{target} cannot be opened: {exc.strerror or exc}"
+    return None
 
 
 _RUNNERS = {"terminalize": _terminalize, "ingest_status": _ingest_status}

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from doctor._config import DoctorConfig
-from doctor._journal import JOURNAL, JournalEntry
+from doctor._journal import JOURNAL, STARTED, JournalEntry
 from doctor._model import Finding, Severity
 
 __all__ = [
@@ -287,14 +287,16 @@ class _Ctx:
 
 def _breaker(ctx: _Ctx, action: Action, tries: int, window_s: float) -> str | None:
     since = ctx.config.now - window_s
-    recent = [
-        e
-        for e in ctx.journal
-        if e.action == action.kind
-        and e.target == action.target
-        and e.outcome in _COUNTED
-        and e.at_s >= since
-    ]
+    recent: list[JournalEntry] = []
+    attempts: set[str] = set()  # an attempt's several started lines (a cut's moves) are one try
+    for e in ctx.journal:
+        if e.action != action.kind or e.target != action.target or e.outcome not in _COUNTED:
+            continue
+        if e.at_s < since or (e.outcome == STARTED and e.attempt in attempts):
+            continue
+        if e.outcome == STARTED and e.attempt is not None:
+            attempts.add(e.attempt)
+        recent.append(e)
     if len(recent) < tries:
         return None
     return (

@@ -13,8 +13,9 @@ run directory (``terminalize`` of a top-level finding, ``ingest_status``,
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,15 +23,22 @@ from typing import Any
 from doctor._config import DoctorConfig
 from doctor._detectors._queue import same_host, this_host
 from doctor._diagnose import ScanResult
+from doctor._journal import STARTED, JournalEntry, read_journal
 from doctor._layout import is_top_scope
 from doctor._model import Diagnosis, Finding
 from doctor._ndjson import NOT_AN_EVENT
-from doctor._repair_actions import _is_placeholder, _start_written_ns
-from doctor._repair_model import ACTIONS, QUEUE_ACTIONS, Action, FindingRef
+from doctor._repair_actions import _is_placeholder, _start_written_ns, cut_forecast
+from doctor._repair_model import _COUNTED, ACTIONS, QUEUE_ACTIONS, Action, FindingRef
 from doctor._timestamps import parse_iso
 from rundoctor.liveness import owner_alive
 
-__all__ = ["TerminalizeClock", "plan_repairs", "terminalize_clock"]
+__all__ = [
+    "TerminalizeClock",
+    "half_done_cuts",
+    "plan_finishing",
+    "plan_repairs",
+    "terminalize_clock",
+]
 
 
 def _age_s(config: DoctorConfig, ts: object) -> float | None:
@@ -67,6 +75,61 @@ def plan_repairs(diagnosis: Diagnosis | ScanResult, config: DoctorConfig) -> lis
         if key not in actions or (actions[key].lease_epoch is None and action.lease_epoch):
             actions[key] = action
     return sorted(actions.values(), key=lambda a: (ACTIONS.index(a.kind), a.target))
+
+
+def half_done_cuts(journal: Sequence[JournalEntry]) -> list[tuple[str, JournalEntry, Action]]:
+    """The cuts a killed (or stopped) repair left half done, by ``journal`` (a run's, as
+    :func:`~doctor._journal.read_journal` gives it): each attempt whose last unfinished
+    ``started`` line journaled a ``cut``, with that line and the action that finishes it.
+
+    >>> half_done_cuts([])
+    []
+    """
+    last: dict[str, JournalEntry] = {}
+    for e in journal:
+        if e.outcome == STARTED and e.attempt is not None and "cut" in e.extra:
+            last[e.attempt] = e
+    out = []
+    for attempt, e in last.items():
+        f, cut = e.finding, e.extra["cut"]
+        node = f.get("node_id")
+        action = Action(
+            e.action,
+            e.target,
+            FindingRef(
+                str(f.get("code", "")),
+                "warning",
+                str(f.get("scope", "")),
+                node if isinstance(node, str) else None,
+                "a repair left its cut of this stream half done",
+            ),
+            (
+                f"repair attempt {attempt} began a cut it did not finish (killed, or outrun by "
+                "a writer): the stream may hold a moved line twice"
+            ),
+            byte_offset=at if isinstance(at := cut.get("at"), int) else None,
+        )
+        out.append((attempt, e, action))
+    return out
+
+
+def plan_finishing(diagnosis: Diagnosis, run_path: Path | None = None) -> list[Action]:
+    """What ``doctor repair --apply`` finishes before its plan: the cuts a killed repair left
+    half done in the run (:func:`half_done_cuts`), each ``blocked`` by the reason finishing
+    it would be refused now (the run's owner alive, the stream changed since). ``run_path``
+    is the run's directory (default: the diagnosis's path, which is text: a name that is not
+    UTF-8 is escaped there)."""
+    run_path = Path(diagnosis.path) if run_path is None else run_path
+    alive = diagnosis.facts.get("owner_alive")
+    return [
+        dataclasses.replace(
+            action,
+            blocked=cut_forecast(
+                run_path, e.target, e.extra["cut"], alive if isinstance(alive, bool) else None
+            ),
+        )
+        for _attempt, e, action in half_done_cuts(read_journal(run_path, outcomes=_COUNTED))
+    ]
 
 
 def _plan_run(

@@ -26,10 +26,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from doctor import DoctorConfig, diagnose
 from doctor._errors import UsageError
 from doctor._journal import JOURNAL, read_journal
-from doctor._repair import Action, FindingRef, apply_repairs, plan_repairs
+from doctor._repair import Action, FindingRef, apply_repairs, plan_finishing, plan_repairs
+from doctor._repair_model import _COUNTED, _breaker, _Ctx
+from tests.helpers import run_doctor
 
 CASES = Path(__file__).resolve().parents[2] / "fixtures" / "cases"
 # 20 in every test run (the deterministic tests pin each window; these sample the rest);
@@ -944,3 +948,258 @@ def test_a_half_done_cut_is_not_finished_while_the_run_s_owner_is_alive(tmp_path
         owner.communicate("")
     assert refused.outcome == "refused" and "owner process is alive" in refused.message
     assert stream.read_bytes() == garbled
+
+
+def test_the_plan_says_a_half_done_cut_that_apply_will_finish(tmp_path: Path) -> None:
+    """``doctor repair`` without ``--apply`` after a repair was SIGKILLed between a cut's move
+    and its ``ftruncate``: the plan says that ``--apply`` finishes that cut first, in the text
+    and in ``--json`` (``finishing``), and changes nothing.
+
+    Before, the plan said nothing of it: a user previewing the repair saw only the findings'
+    actions, though ``--apply`` would first rewrite the stream."""
+    run, _config, _original, offset, _line = _cut_then_die(tmp_path)
+    stream, journal = run / "progress.ndjson", run / JOURNAL
+    before = (stream.read_bytes(), journal.read_bytes())
+    text = run_doctor("repair", "--run-id", run.name, "--root", run.parent)
+    assert "Traceback" not in text.stderr, text.stderr
+    assert "First, --apply finishes 1 cut a repair left half done:" in text.stdout, text.stdout
+    assert f"progress.ndjson at byte {offset}" in text.stdout, text.stdout
+    assert "Run again with --apply" in text.stdout
+    planned = json.loads(
+        run_doctor("repair", "--run-id", run.name, "--root", run.parent, "--json").stdout
+    )
+    (finishing,) = planned["finishing"]
+    assert (finishing["action"], finishing["target"], finishing["byte_offset"]) == (
+        "truncate_torn_line",
+        "progress.ndjson",
+        offset,
+    )
+    assert finishing["blocked"] is None
+    assert (stream.read_bytes(), journal.read_bytes()) == before  # a plan writes nothing
+    done = json.loads(
+        run_doctor("repair", "--run-id", run.name, "--root", run.parent, "--apply", "--json").stdout
+    )
+    assert done["report"]["results"][0]["outcome"] == "applied"
+    after = json.loads(
+        run_doctor("repair", "--run-id", run.name, "--root", run.parent, "--json").stdout
+    )
+    assert after["finishing"] == []
+
+
+def test_the_plan_forecasts_a_half_done_cut_that_apply_will_refuse(tmp_path: Path) -> None:
+    """The same kill, then a line appended to the garbled stream: the plan says that finishing
+    the cut would be refused (the stream changed since: a person should look), and exits 1."""
+    run, _config, _original, _offset, _line = _cut_then_die(tmp_path)
+    with (run / "progress.ndjson").open("ab") as fh:
+        fh.write(b'{"event": "run_resumed", "ts": "2026-02-11T00:00:00Z"}\n')
+    text = run_doctor("repair", "--run-id", run.name, "--root", run.parent)
+    assert text.returncode == 1, text.stdout + text.stderr
+    assert "expected to refuse:" in text.stdout and "a person should look" in text.stdout
+    planned = json.loads(
+        run_doctor("repair", "--run-id", run.name, "--root", run.parent, "--json").stdout
+    )
+    (finishing,) = planned["finishing"]
+    assert "changed since" in finishing["blocked"], finishing
+
+
+_CUT_WITHOUT_A_LEASE = r"""
+import json, os, sys
+from pathlib import Path
+from doctor import DoctorConfig, diagnose
+from doctor._repair import apply_repairs, plan_repairs
+root, name, now, line = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4]
+config = DoctorConfig(roots=(root,), now=now)
+plan = plan_repairs(diagnose(name, config), config)[:1]
+stream = root / name / "progress.ndjson"
+appended = []
+
+def append(point):  # a writer that appends after the check, then after every move
+    fd = os.open(stream, os.O_WRONLY | os.O_APPEND)
+    os.write(fd, line.replace("N", str(len(appended))).encode())
+    os.close(fd)
+    appended.append(point)
+
+report = apply_repairs(
+    plan,
+    config,
+    run_path=root / name,
+    race_hook=append,
+    wrote_hook=lambda point: append(point) if point == "truncate_torn_line:moved" else None,
+)
+(result,) = report.results
+print(json.dumps({"outcome": result.outcome, "message": result.message, "lines": len(appended)}))
+"""
+
+
+def _without_a_lease(script: str, run: Path, config: DoctorConfig, arg: str) -> Any:
+    """Run ``script`` (the run's root, name, now and ``arg``) in a real process that can take
+    no write lease (``setpriv``: no ``CAP_LEASE``; the stream must be another user's) and
+    prints one JSON object: that object."""
+    no_lease = ["setpriv", "--inh-caps=-lease", "--bounding-set=-lease"]
+    done = subprocess.run(
+        [*no_lease, sys.executable, "-c", script, str(run.parent), run.name, str(config.now), arg],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_cut_outrun_by_a_writer_without_a_lease_is_left_for_the_next_repair_to_finish(
+    tmp_path: Path,
+) -> None:
+    """``truncate_torn_line`` where no write lease can be had (the stream owned by another
+    user, the repair without ``CAP_LEASE``: a real process under ``setpriv``), against a writer
+    that appends after the check and again after every move, more often than the cut follows.
+
+    Before, the cut moved the appended bytes down 100 times, then refused (``keeps growing``)
+    with its ``refused`` line finishing the attempt: the stream was left garbled (lines twice,
+    torn bytes between) and nothing recovered it. Now the last bytes are journaled but not
+    moved and the refusal leaves the attempt unfinished: the plan shows it, and the next
+    repair, the writer gone, finishes the cut: the stream is the bytes before the torn line,
+    then every appended line once, in order."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the repair without CAP_LEASE")
+    run, config = _copy_case("torn_last_progress_line", tmp_path)
+    stream = run / "progress.ndjson"
+    original = stream.read_bytes()
+    (cut,) = plan_repairs(diagnose(run.name, config), config)[:1]
+    assert cut.kind == "truncate_torn_line" and cut.byte_offset is not None
+    os.chown(stream, 65534, 65534)  # not the repair's: F_SETLEASE needs CAP_LEASE
+    line = json.dumps({"event": "appended", "n": "N", "ts": "2026-02-10T00:00:00Z"}) + "\n"
+    outrun = _without_a_lease(_CUT_WITHOUT_A_LEASE, run, config, line)
+    assert outrun["outcome"] == "refused" and "keeps growing" in outrun["message"], outrun
+    lines = [line.replace("N", str(n)).encode() for n in range(outrun["lines"])]
+    assert len(lines) == 101  # after the check, then after each of the 100 moves
+    garbled = stream.read_bytes()
+    assert garbled != original[: cut.byte_offset] + b"".join(lines)
+    assert all(garbled.count(one) >= 1 for one in lines)  # every appended line is there
+    *_, refused = read_journal(run)
+    assert refused.outcome == "refused" and refused.attempt is None  # leaves it unfinished
+    assert [a.blocked for a in plan_finishing(diagnose(run.name, config))] == [None]
+    (finished,) = apply_repairs([], config, run_path=run).results
+    assert finished.outcome == "applied", finished.message
+    assert stream.read_bytes() == original[: cut.byte_offset] + b"".join(lines)
+
+
+def test_a_cut_whose_ftruncate_fails_after_the_move_is_left_for_the_next_repair(
+    tmp_path: Path,
+) -> None:
+    """``truncate_torn_line`` whose ``ftruncate`` fails (``EIO``, injected into a real repair
+    process by ``strace``) after it moved a line appended after its check down.
+
+    Before, the ``failed`` line finished the attempt: the stream was left with the line twice,
+    a garbled line between, and the next repair did nothing. Now an attempt that journaled a
+    move and did not end applied is left unfinished: the next repair finishes the cut."""
+    if shutil.which("strace") is None:
+        pytest.skip("needs strace to make the cut's ftruncate fail")
+    run, config = _copy_case("torn_last_progress_line", tmp_path)
+    stream = run / "progress.ndjson"
+    original = stream.read_bytes()
+    (cut,) = plan_repairs(diagnose(run.name, config), config)[:1]
+    assert cut.byte_offset is not None
+    line = json.dumps({"event": "appended", "ts": "2026-02-10T00:00:00Z"}) + "\n"
+    script = _CUT_THEN_DIE.replace("wrote_hook=die", "wrote_hook=None")
+    script = script.replace("apply_repairs(", "print(apply_repairs(") + ".results[0].message)"
+    inject = ["strace", "-f", "-qq", "-o", os.devnull, "-e", "inject=ftruncate:error=EIO:when=1"]
+    args = [str(run.parent), run.name, str(config.now), line]
+    failed = subprocess.run(
+        [*inject, sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert failed.returncode == 0 and "Input/output error" in failed.stdout, failed
+    assert stream.read_bytes().count(line.encode()) == 2  # moved, not cut
+    (finished,) = apply_repairs([], config, run_path=run).results
+    assert finished.outcome == "applied", finished.message
+    assert stream.read_bytes() == original[: cut.byte_offset] + line.encode()
+
+
+def test_a_killed_cut_counts_once_for_the_breaker(tmp_path: Path) -> None:
+    """A cut SIGKILLed after its move leaves two ``started`` lines of one attempt (before its
+    first write, before its move): one try for the breaker, not two (before, two killed cuts
+    tripped a breaker of three)."""
+    run, config, _original, _offset, _line = _cut_then_die(tmp_path)
+    journal = read_journal(run, outcomes=_COUNTED)
+    assert [e.outcome for e in journal] == ["started", "started"]
+    assert len({e.attempt for e in journal}) == 1
+    (cut,) = {(e.action, e.target) for e in journal}
+    ctx = _Ctx(run, run.name, config, journal)
+    action = Action(*cut, FindingRef("torn_artifact", "critical", "", None, "torn"), "torn")
+    assert _breaker(ctx, action, 2, 86400) is None
+    assert _breaker(ctx, action, 1, 86400) is not None
+
+
+_FINISH_WITHOUT_A_LEASE = r"""
+import json, os, sys
+from pathlib import Path
+from doctor import DoctorConfig
+from doctor._repair import apply_repairs
+root, name, now, line = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4]
+stream = root / name / "progress.ndjson"
+
+def append(point):  # a writer appends between the finishing move and its cut
+    fd = os.open(stream, os.O_WRONLY | os.O_APPEND)
+    os.write(fd, line.encode())
+    os.close(fd)
+
+config = DoctorConfig(roots=(root,), now=now)
+(result,) = apply_repairs([], config, run_path=root / name, wrote_hook=append).results
+print(json.dumps({"outcome": result.outcome, "message": result.message}))
+"""
+
+
+def test_finishing_a_cut_without_a_lease_keeps_a_line_appended_meanwhile(tmp_path: Path) -> None:
+    """A half-done cut (killed before its move) finished by a repair that can have no lease
+    (``setpriv`` without ``CAP_LEASE``, the stream another user's), while a writer appends a
+    line between the finishing move and the ``ftruncate``.
+
+    Before, the ``ftruncate`` cut the line off: lost, and the cut reported applied. Now the
+    size is checked again before the cut: refused, the line kept, the stream left to a person."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the repair without CAP_LEASE")
+    run, config, original, _offset, line = _cut_then_die(tmp_path)
+    stream = run / "progress.ndjson"
+    stream.write_bytes(original + line)  # as the cut found it: killed before its move
+    os.chown(stream, 65534, 65534)
+    late = json.dumps({"event": "late", "ts": "2026-02-10T00:00:01Z"}) + "\n"
+    finished = _without_a_lease(_FINISH_WITHOUT_A_LEASE, run, config, late)
+    assert finished["outcome"] == "refused" and "grew" in finished["message"], finished
+    assert stream.read_bytes().endswith(late.encode())  # the writer's line is kept
+    assert "started" in [e.outcome for e in read_journal(run)]  # still the next one's
+
+
+def test_a_journaled_cut_of_an_absurd_size_is_refused_not_a_crash(tmp_path: Path) -> None:
+    """A journal line (damaged, or written by hand) whose half-done cut names a stream of a
+    petabyte: the plan forecasts the refusal and ``--apply`` refuses it, in one line each.
+
+    Before, both read the size the journal gave in one ``pread``: ``MemoryError``, exit 70."""
+    run, _config = _copy_case("torn_last_progress_line", tmp_path)
+    cut = {"at": 0, "size": 1 << 50, "length": 1, "prior": 0}
+    sums = dict.fromkeys(("tail_sha256", "moved_tail_sha256", "moved_sha256"), "0" * 64)
+    line = {"at": "2026-01-01T00:00:00Z", "at_s": 0.0, "action": "truncate_torn_line"}
+    line |= {"target": "progress.ndjson", "finding": {}, "outcome": "started"}
+    (run / JOURNAL).write_text(json.dumps({**line, "attempt": "1-1", "cut": cut | sums}) + "\n")
+    planned = run_doctor("repair", "--run-id", run.name, "--root", run.parent, "--json")
+    assert planned.returncode == 1 and "Traceback" not in planned.stderr, planned.stderr
+    (finishing,) = json.loads(planned.stdout)["finishing"]
+    assert "changed since" in finishing["blocked"]
+    done = run_doctor("repair", "--run-id", run.name, "--root", run.parent, "--apply", "--json")
+    assert done.returncode == 1, done.stderr
+    refused = json.loads(done.stdout)["report"]["results"][0]
+    assert refused["outcome"] == "refused" and "changed since" in refused["message"]
+
+
+def test_the_plan_says_a_half_done_cut_in_a_run_whose_name_is_not_utf8(tmp_path: Path) -> None:
+    """The plan's half-done cuts are read from the run's real directory, not from the
+    diagnosis's text path (where a name's byte that is not UTF-8 is ``\\xNN``): read from
+    that path, a run named ``r\\xe9`` showed none."""
+    run, _config, _original, offset, _line = _cut_then_die(tmp_path)
+    renamed = run.parent / os.fsdecode(b"r\xe9")
+    run.rename(renamed)
+    planned = run_doctor("repair", "--run-id", b"r\xe9", "--root", run.parent, "--json")
+    assert "Traceback" not in planned.stderr, planned.stderr
+    (finishing,) = json.loads(planned.stdout)["finishing"]
+    assert finishing["byte_offset"] == offset and finishing["blocked"] is None
