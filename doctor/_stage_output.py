@@ -27,6 +27,7 @@ __all__ = [
     "BARE_EXIT_RE",
     "DETAIL_CHARS",
     "SWALLOWED_RE",
+    "ran_outside_git",
     "says_nothing",
     "stage_detail",
     "stage_output",
@@ -119,6 +120,43 @@ def _stage_text(run_path: Path, scope: str, node_id: str) -> tuple[Path, str] | 
     excerpt = _dossier_excerpt(run_path, scope, node_id)
     dossier = (run_path / scope if scope else run_path) / "failure_dossier.json"
     return (dossier, excerpt) if excerpt else None
+
+
+#: How git begins to say that a directory is no git checkout: ``git diff`` outside any
+#: repository ("warning: Not a git repository. Use --no-index …"), or in a worktree whose
+#: link names a repository that is gone ("fatal: not a git repository: <gitdir>").
+_NOT_A_REPOSITORY = re.compile(r"(?i)^(?:warning|fatal): not a git repository\b")
+
+
+def ran_outside_git(run_path: Path, scope: str, node_id: str) -> bool:
+    """Whether the stage's ``diff.patch`` (Kilroy's ``git diff`` of the worktree after the
+    stage, its latest) is git saying the stage's directory is no git checkout, not a patch.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "build").mkdir()
+    ...     said = "warning: Not a git repository. Use --no-index to compare two paths"
+    ...     _ = (Path(tmp) / "build" / "diff.patch").write_text(said + "\\n")
+    ...     ran_outside_git(Path(tmp), "", "build"), ran_outside_git(Path(tmp), "", "test")
+    (True, False)
+    """
+    node_dir = run_path / scope / node_id if scope else run_path / node_id
+    if os.sep in node_id or node_id in ("", ".", "..") or not _plain_dir(node_dir):
+        return False
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(node_dir / "diff.patch", flags)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        head = os.read(fd, 200).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return _NOT_A_REPOSITORY.match(head) is not None
 
 
 def stage_output(run_path: Path, scope: str, node_id: str) -> Path | None:
