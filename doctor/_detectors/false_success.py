@@ -17,11 +17,12 @@ copied or moved run resumed "succeeds" with no agent run (checked with the real 
 Reported too (``error``, evidence ``missing_worktree_nodes``) when the run's final.json says
 ``success`` and stages of the scope it ended in ran after Kilroy warned that a path inside
 the run's git worktree (``manifest.json``'s ``worktree``) does not exist ("no such file or
-directory"), one of which left a ``diff.patch`` that is git saying it found no repository
-(:func:`doctor._stage_output.ran_outside_git`): the worktree was gone. A stage that removes
-``.kilroy/`` itself gets the same warning before the next stage, which runs in the worktree
-(checked with the real engine); its diff is no such complaint. Kilroy's resume does not
-recreate a removed worktree (checked with the real engine, real run
+directory"), one of which shows it ran outside a git checkout (a tool stage's ``diff.patch``
+is git saying it found no repository, an agent stage's fallback status path is under
+``.ai/runs/unknown_run/``: :func:`doctor._stage_output.ran_outside_git`): the worktree was
+gone. A stage that removes ``.kilroy/`` itself gets the same warning before the next stage,
+which runs in the worktree (checked with the real engine): it shows neither. Kilroy's
+resume does not recreate a removed worktree (checked with the real engine, real run
 ``resume_worktree_removed``): it warns that it cannot
 write ``worktree/.kilroy/CONTEXT.md`` before each stage, runs the stage in an empty directory
 that is no git checkout, and ends ``success``.
@@ -257,15 +258,17 @@ def _without_worktree(ctx: Context) -> list[Finding]:
         # A stage can remove .kilroy/ itself (the same warning follows, checked with the
         # real engine): the worktree was gone when a stage after it ran outside git.
         path = ctx.documents(run_id).path
-        outside = [n for n in nodes if ran_outside_git(path, scope, n)]
-        if not outside:
+        shown = next(
+            (f"{n}/{file}" for n in nodes if (file := ran_outside_git(path, scope, n))), None
+        )
+        if shown is None:
             continue
         findings.append(
             _finding(
                 (
                     f"final.json says success, but {more(nodes)} ran after the run's "
-                    f"worktree was gone (Kilroy: {flatten(message, REASON_SHOWN)!r}; git "
-                    f"found no repository there after {outside[0]}): they ran in a directory "
+                    f"worktree was gone (Kilroy: {flatten(message, REASON_SHOWN)!r}; "
+                    f"{shown} shows no git checkout there): they ran in a directory "
                     "without the run's files, outside its git checkout (Kilroy's resume does "
                     "not recreate a removed worktree); treat the run as failed and run it again"
                 ),
@@ -276,7 +279,7 @@ def _without_worktree(ctx: Context) -> list[Finding]:
                     "missing_worktree_nodes": sorted(nodes),
                     "worktree": worktree,
                     "warning": message,
-                    "diff_patch": f"{scope}/{outside[0]}/diff.patch".lstrip("/"),
+                    "outside_git": f"{scope}/{shown}".lstrip("/"),
                     "final_status": "success",
                 },
             )
