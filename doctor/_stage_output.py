@@ -27,6 +27,7 @@ __all__ = [
     "BARE_EXIT_RE",
     "DETAIL_CHARS",
     "SWALLOWED_RE",
+    "ran_outside_git",
     "says_nothing",
     "stage_detail",
     "stage_output",
@@ -62,6 +63,12 @@ def _plain_dir(path: Path) -> bool:
 def _tail(path: Path) -> str:
     """The last :data:`_MAX_READ` bytes of the regular file ``path`` as text, stripped; empty
     for anything else (a symlink, a FIFO, a file that cannot be read)."""
+    return _read(path, _MAX_READ, from_end=True).strip()
+
+
+def _read(path: Path, limit: int, *, from_end: bool = False) -> str:
+    """The first (``from_end``: last) ``limit`` bytes of the regular file ``path`` as text;
+    empty for anything else (a symlink, a FIFO, a file that cannot be read)."""
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(path, flags)
@@ -71,8 +78,9 @@ def _tail(path: Path) -> str:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return ""
-        os.lseek(fd, max(0, st.st_size - _MAX_READ), os.SEEK_SET)
-        return os.read(fd, _MAX_READ).decode("utf-8", errors="replace").strip()
+        if from_end:
+            os.lseek(fd, max(0, st.st_size - limit), os.SEEK_SET)
+        return os.read(fd, limit).decode("utf-8", errors="replace")
     except OSError:
         return ""
     finally:
@@ -119,6 +127,51 @@ def _stage_text(run_path: Path, scope: str, node_id: str) -> tuple[Path, str] | 
     excerpt = _dossier_excerpt(run_path, scope, node_id)
     dossier = (run_path / scope if scope else run_path) / "failure_dossier.json"
     return (dossier, excerpt) if excerpt else None
+
+
+#: How git begins to say that a directory is no git checkout: ``git diff`` outside any
+#: repository ("warning: Not a git repository. Use --no-index …"), or in a worktree whose
+#: link names a repository that is gone ("fatal: not a git repository: <gitdir>").
+_NOT_A_REPOSITORY = re.compile(r"(?i)^(?:warning|fatal): not a git repository\b")
+#: The run-scoped directory Kilroy gives an agent stage's fallback status path when it finds
+#: no run id in the stage's directory (no git checkout on the run's branch there), in place
+#: of ``.ai/runs/<run_id>/``.
+_NO_RUN_ID = "/.ai/runs/unknown_run/"
+
+
+def ran_outside_git(run_path: Path, scope: str, node_id: str) -> str | None:
+    """The file of the stage (its latest) that shows it ran outside a git checkout, as
+    ``diff.patch`` or ``cli_invocation.json``; None when none does.
+
+    A tool stage's ``diff.patch`` (Kilroy's ``git diff`` of the worktree after the stage) is
+    then git saying the directory is no git checkout, not a patch; an agent stage's
+    ``cli_invocation.json`` names a ``status_fallback_path`` under ``.ai/runs/unknown_run/``
+    (Kilroy found no run id there; in the run's checkout it is ``.ai/runs/<run_id>/``).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "build").mkdir()
+    ...     said = "warning: Not a git repository. Use --no-index to compare two paths"
+    ...     _ = (Path(tmp) / "build" / "diff.patch").write_text(said + "\\n")
+    ...     _ = (Path(tmp) / "impl").mkdir()
+    ...     cli = {"status_fallback_path": "/l/r/worktree/.ai/runs/unknown_run/status.json"}
+    ...     _ = (Path(tmp) / "impl" / "cli_invocation.json").write_text(json.dumps(cli))
+    ...     [ran_outside_git(Path(tmp), "", n) for n in ("build", "impl", "test")]
+    ['diff.patch', 'cli_invocation.json', None]
+    """
+    node_dir = run_path / scope / node_id if scope else run_path / node_id
+    if os.sep in node_id or node_id in ("", ".", "..") or not _plain_dir(node_dir):
+        return None
+    if _NOT_A_REPOSITORY.match(_read(node_dir / "diff.patch", 200)):
+        return "diff.patch"
+    try:
+        cli = json.loads(_read(node_dir / "cli_invocation.json", _MAX_READ))
+    except ValueError:
+        return None
+    fallback = cli.get("status_fallback_path") if isinstance(cli, dict) else None
+    if isinstance(fallback, str) and _NO_RUN_ID in fallback:
+        return "cli_invocation.json"
+    return None
 
 
 def stage_output(run_path: Path, scope: str, node_id: str) -> Path | None:

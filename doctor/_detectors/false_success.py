@@ -14,6 +14,19 @@ when the run config its manifest names (``run_config_path``, an absolute path) i
 copied or moved run resumed "succeeds" with no agent run (checked with the real engine,
 ``tests/doctor/test_repair_real_kilroy.py``).
 
+Reported too (``error``, evidence ``missing_worktree_nodes``) when the run's final.json says
+``success`` and stages of the scope it ended in ran after Kilroy warned that a path inside
+the run's git worktree (``manifest.json``'s ``worktree``) does not exist ("no such file or
+directory"), one of which shows it ran outside a git checkout (a tool stage's ``diff.patch``
+is git saying it found no repository, an agent stage's fallback status path is under
+``.ai/runs/unknown_run/``: :func:`doctor._stage_output.ran_outside_git`): the worktree was
+gone. A stage that removes ``.kilroy/`` itself gets the same warning before the next stage,
+which runs in the worktree (checked with the real engine): it shows neither. Kilroy's
+resume does not recreate a removed worktree (checked with the real engine, real run
+``resume_worktree_removed``): it warns that it cannot
+write ``worktree/.kilroy/CONTEXT.md`` before each stage, runs the stage in an empty directory
+that is no git checkout, and ends ``success``.
+
 The node's retry target does not prevent it: Kilroy goes to the retry target
 (``no_matching_fail_edge_fallback``) only when no edge at all is left to take, so a failed node
 with such a fallback edge never reaches it (real run ``fallback_over_retry_target``); the
@@ -30,11 +43,11 @@ scope it leaves and runs its target in ``restart-N/``, so there the target "ran 
 
 from __future__ import annotations
 
-from doctor._detectors._context import Context, needs
+from doctor._detectors._context import Context, more, needs
 from doctor._facts import facts_of
 from doctor._layout import TOP_SQL
 from doctor._model import Finding, Severity
-from doctor._stage_output import says_nothing, stage_detail
+from doctor._stage_output import ran_outside_git, says_nothing, stage_detail
 from doctor._timestamps import iso
 from rundoctor.markdown import REASON_SHOWN, flatten
 
@@ -129,7 +142,7 @@ def false_success(ctx: Context) -> list[Finding]:
     last: dict[str, Finding] = {}
     for f in findings:
         last[f.run_id or ""] = f
-    return [*last.values(), *_simulated(ctx)]
+    return [*last.values(), *_simulated(ctx), *_without_worktree(ctx)]
 
 
 def _finding(
@@ -197,6 +210,78 @@ def _simulated(ctx: Context) -> list[Finding]:
                 scope=current,
                 node_id=nodes[0],
                 evidence={"simulated_nodes": nodes, "final_status": "success"},
+            )
+        )
+    return findings
+
+
+#: Kilroy's warnings that name a missing path (Go's ``*PathError`` for ENOENT ends so), and
+#: the node of the first attempt that started after each in its scope.
+_MISSING_PATH_SQL = f"""
+SELECT w.run_id, w.scope, w.message,
+       (SELECT s.node_id FROM progress_events s
+        WHERE s.run_id = w.run_id AND s.scope = w.scope AND s.seq > w.seq
+          AND s.event = 'stage_attempt_start'
+        ORDER BY s.seq LIMIT 1)
+FROM progress_events w
+WHERE {TOP_SQL} AND w.event = 'warning' AND w.message LIKE '%: no such file or directory%'
+ORDER BY w.run_id, w.seq
+"""
+
+
+def _names_a_path_in(message: str, directory: str) -> bool:
+    """Whether a warning names a path inside ``directory`` (not the directory beside it).
+
+    >>> msg = "write CONTEXT.md: open /l/r/worktree/.kilroy/CONTEXT.md: no such file or directory"
+    >>> _names_a_path_in(msg, "/l/r/worktree"), _names_a_path_in(msg, "/l/r/work")
+    (True, False)
+    """
+    return bool(directory) and f" {directory.rstrip('/')}/" in message
+
+
+def _without_worktree(ctx: Context) -> list[Finding]:
+    """Runs whose final.json says success while stages of the scope the run ended in ran
+    after Kilroy found a path inside the run's worktree missing: the worktree was gone."""
+    found: dict[str, tuple[str, str, list[str], str]] = {}
+    for run_id, scope, message, node in ctx.tables.sql(_MISSING_PATH_SQL):
+        if node is None or not _success(ctx, run_id) or not _ended_in(ctx, run_id, scope):
+            continue
+        manifest = ctx.documents(run_id).manifest
+        worktree = manifest.get("worktree") if manifest is not None and manifest.ok else None
+        if not isinstance(worktree, str) or not _names_a_path_in(str(message), worktree):
+            continue
+        _, _, nodes, _ = found.setdefault(run_id, (scope, worktree, [], str(message)))
+        if node not in nodes:
+            nodes.append(node)
+    findings = []
+    for run_id, (scope, worktree, nodes, message) in found.items():
+        # A stage can remove .kilroy/ itself (the same warning follows, checked with the
+        # real engine): the worktree was gone when a stage after it ran outside git.
+        path = ctx.documents(run_id).path
+        shown = next(
+            (f"{n}/{file}" for n in nodes if (file := ran_outside_git(path, scope, n))), None
+        )
+        if shown is None:
+            continue
+        findings.append(
+            _finding(
+                (
+                    f"final.json says success, but {more(nodes)} ran after the run's "
+                    f"worktree was gone (Kilroy: {flatten(message, REASON_SHOWN)!r}; "
+                    f"{shown} shows no git checkout there): they ran in a directory "
+                    "without the run's files, outside its git checkout (Kilroy's resume does "
+                    "not recreate a removed worktree); treat the run as failed and run it again"
+                ),
+                run_id=run_id,
+                scope=scope,
+                node_id=nodes[0],
+                evidence={
+                    "missing_worktree_nodes": sorted(nodes),
+                    "worktree": worktree,
+                    "warning": message,
+                    "outside_git": f"{scope}/{shown}".lstrip("/"),
+                    "final_status": "success",
+                },
             )
         )
     return findings

@@ -1328,3 +1328,67 @@ def test_a_nested_fanout_killed_after_an_inner_branch_failed_reads_as_its_artifa
     assert fanouts["inner"]["unfinished_branches"] == [a1]
     # a2 failed with a concrete reason its stderr explains: no swallowed or lost reason.
     assert (run / a2 / "a2/stderr.log").read_text() == "a2: tests failed\n"
+
+
+@pytest.mark.parametrize("name", ["resume_worktree_removed", "resume_worktree_deleted"])
+def test_a_resume_whose_worktree_was_removed_does_not_read_as_a_plain_success(name: str) -> None:
+    # SIGKILL in build, worktree/ removed (with `git worktree prune` or without), then
+    # `kilroy attractor resume`: Kilroy does not recreate the worktree, warns before each stage
+    # that it cannot write worktree/.kilroy/CONTEXT.md, runs build and test in an empty
+    # directory outside git and ends success.
+    run = RUNS / name
+    result = _diagnosed(name)
+    assert result.state == "succeeded"
+    assert json.loads((run / "final.json").read_text())["status"] == "success"
+    assert sorted(p.name for p in (run / "worktree").iterdir()) == [".ai", ".resumed"]
+    (finding,) = [f for f in result.findings if f.code == "false_success"]
+    worktree = json.loads((run / "manifest.json").read_text())["worktree"]
+    assert finding.severity == Severity.ERROR and finding.node_id == "build"
+    assert finding.evidence == {
+        "missing_worktree_nodes": ["build", "test"],
+        "worktree": worktree,
+        "warning": f"write CONTEXT.md: open {worktree}/.kilroy/CONTEXT.md: "
+        "no such file or directory",
+        "outside_git": "build/diff.patch",
+        "final_status": "success",
+    }
+    console = Console(file=io.StringIO(), width=300)
+    render_diagnosis(console, result, DETECTORS, verbose=False)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "No issues found" not in text and "worktree was gone" in text
+
+
+def test_an_agent_stage_a_resume_ran_without_the_worktree_is_no_plain_success() -> None:
+    # An agent stage writes no diff.patch: its fallback status path says it, .ai/runs/
+    # unknown_run/ where the killed attempt's (in the checkout) named the run.
+    run = RUNS / "agent_resume_worktree_removed"
+
+    def fallback(cli: Path) -> str:
+        return str(json.loads(cli.read_text())["status_fallback_path"])
+
+    assert fallback(run / "impl" / "visit_1" / "cli_invocation.json").endswith(
+        "/.ai/runs/agent_resume_worktree_removed/status.json"
+    )
+    assert fallback(run / "impl" / "cli_invocation.json").endswith(
+        "/.ai/runs/unknown_run/status.json"
+    )
+    assert not (run / "impl" / "diff.patch").exists()
+    (finding,) = [f for f in _diagnosed(run.name).findings if f.code == "false_success"]
+    assert finding.node_id == "impl" and finding.evidence["missing_worktree_nodes"] == ["impl"]
+    assert finding.evidence["outside_git"] == "impl/cli_invocation.json"
+
+
+def test_a_stage_that_removes_kilroys_context_directory_is_no_missing_worktree() -> None:
+    # The same warning before test and impl, which still ran in the git worktree (README
+    # there, test's diff a patch, impl's fallback status path naming the run): the worktree
+    # was not gone.
+    run = RUNS / "kilroy_dir_removed"
+    messages = [e.get("message") for e in _stream(run / "progress.ndjson")]
+    assert any(".kilroy/CONTEXT.md: no such file or directory" in str(m) for m in messages)
+    assert json.loads((run / "test" / "status.json").read_text())["status"] == "success"
+    assert (run / "test" / "diff.patch").read_text().startswith("diff --git a/clean.log")
+    cli = json.loads((run / "impl" / "cli_invocation.json").read_text())
+    assert cli["status_fallback_path"].endswith("/.ai/runs/kilroy_dir_removed/status.json")
+    result = _diagnosed("kilroy_dir_removed")
+    assert result.state == "succeeded"
+    assert not [f for f in result.findings if f.code == "false_success"]
