@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -94,35 +95,14 @@ def test_a_scan_stopped_by_a_signal_ends_quietly_and_releases_its_pool(
     # multiprocessing's resource tracker printed "There appear to be 10 leaked semaphore
     # objects to clean up at shutdown" after the scan had ended. It now stops as Ctrl-C
     # does: no batch more, the pool released, `error: interrupted`, 130.
-    from fixtures.fleet import build_fleet
-
-    root = build_fleet(tmp_path / "fleet", runs=4, events_per_run=20)
-    (tmp_path / "hold").mkdir()
-    (tmp_path / "hold" / "scan_hold.py").write_text(_HOLD)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "hold"), str(REPO)])
-    scan = subprocess.Popen(
-        [sys.executable, "-c", _HELD_SCAN, "scan", "--root", str(root)],
-        cwd=REPO,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    returncode, lines, out = _signalled_scan(
+        tmp_path,
+        ("scan_hold", _HOLD),
+        [_HELD_SCAN],
+        "holding a batch",
+        lambda p: p.send_signal(sig),
     )
-    assert scan.stderr is not None
-    try:
-        first = scan.stderr.readline()  # a worker holds its batch: the pool is running
-        assert first == "holding a batch\n", first
-        scan.send_signal(sig)
-        # Until every writer of its standard error is gone: the resource tracker's too.
-        out, err = scan.communicate(timeout=300)
-    finally:
-        if scan.poll() is None:
-            scan.kill()
-            scan.communicate()
-    lines = [line for line in err.splitlines() if line != "holding a batch"]
-    assert (scan.returncode, lines) == (130, ["error: interrupted"])
+    assert (returncode, lines) == (130, ["error: interrupted"])
     assert out == ""
 
 
@@ -213,33 +193,54 @@ def test_ctrl_c_while_a_worker_starts_ends_the_scan_quietly(
     # worker cut what the worker reads from it short (EOFError in the worker): it is held
     # until the workers are spawned. A worker diagnosing a batch still takes Ctrl-C at once
     # (its batch here would last 600 s).
+    returncode, lines, out = _signalled_scan(
+        tmp_path,
+        ("start_hold", _HOLD_START),
+        [_START_HELD_SCAN, start],
+        said,
+        lambda p: os.killpg(p.pid, signal.SIGINT),  # Ctrl-C: to the scan and its workers
+    )
+    assert (returncode, lines) == (130, ["error: interrupted"])
+    assert out == ""
+
+
+def _signalled_scan(
+    tmp_path: Path,
+    hold: tuple[str, str],
+    script: list[str],
+    said: str,
+    send: Callable[[subprocess.Popen[str]], object],
+) -> tuple[int, list[str], str]:
+    """A real scan of 4 runs by ``python -c SCRIPT...`` with the module ``hold`` (name,
+    text) importable, in its own process group (a terminal's job); once its first line on
+    stderr is ``said``, ``send`` signals it and a line goes to its stdin. Its exit code, its
+    other stderr lines and its stdout."""
     from fixtures.fleet import build_fleet
 
     root = build_fleet(tmp_path / "fleet", runs=4, events_per_run=20)
     (tmp_path / "hold").mkdir()
-    (tmp_path / "hold" / "start_hold.py").write_text(_HOLD_START)
+    (tmp_path / "hold" / f"{hold[0]}.py").write_text(hold[1])
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "hold"), str(REPO)])
     scan = subprocess.Popen(
-        [sys.executable, "-c", _START_HELD_SCAN, start, "scan", "--root", str(root)],
+        [sys.executable, "-c", *script, "scan", "--root", str(root)],
         cwd=REPO,
         env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,  # its own process group, as a terminal's job
+        start_new_session=True,
     )
     assert scan.stderr is not None
     try:
-        first = scan.stderr.readline()  # a worker is in its start, or in a batch
+        first = scan.stderr.readline()
         assert first == f"{said}\n", first
-        os.killpg(scan.pid, signal.SIGINT)  # Ctrl-C: to the scan and its workers
+        send(scan)
+        # Until every writer of its standard error is gone: the resource tracker's too.
         out, err = scan.communicate("\n", timeout=300)
     finally:
         if scan.poll() is None:
             os.killpg(scan.pid, signal.SIGKILL)
             scan.communicate()
-    lines = [line for line in err.splitlines() if line != said]
-    assert (scan.returncode, lines) == (130, ["error: interrupted"])
-    assert out == ""
+    return scan.returncode, [line for line in err.splitlines() if line != said], out
