@@ -1,8 +1,10 @@
 """``doctor cache prune``: a thin command over :mod:`doctor._cache_prune`, mounted on the
 ``doctor`` app by :mod:`doctor._cli` as the group ``cache``.
 
-Exit codes: 0 (pruned, or nothing to prune), 2 on a usage error (no cache to prune, a
-directory that is not a scan cache, a bad ``--older-than``).
+Exit codes: 0 (pruned, or nothing to prune; files it could not read or remove are listed as
+``left``), 2 on a usage error (no cache to prune, a directory that is not a scan cache or
+whose ``runs/`` or ``events/`` is a symlink, a cache this user may not prune, a bad
+``--older-than``), before anything is removed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from executor.console import reported
 from rundoctor.durations import DurationError, parse_duration
 from rundoctor.errors import write_whole
 from rundoctor.paths import NoHomeError, expand_user, state_home
+from rundoctor.terminal import printable
 
 __all__ = ["app"]
 
@@ -76,7 +79,7 @@ def prune_cmd(
         try:
             result = prune_cache(where, older_than_s=age, dry_run=dry_run)
         except OSError as exc:
-            raise UsageError(f"cannot prune {str(where)!r}: {exc.strerror or exc}") from None
+            raise UsageError(_cannot(where, exc)) from None
     write_whole(json.dumps(result.as_json(), indent=2) + "\n" if json_out else _said(result))
     raise typer.Exit(0)
 
@@ -110,10 +113,26 @@ def _cache_dir(given: Path | None) -> Path:
     )
 
 
+def _cannot(where: Path, exc: OSError) -> str:
+    """Why ``where`` cannot be pruned, naming the directory at fault when it is another.
+
+    >>> import errno
+    >>> _cannot(Path("c"), PermissionError(errno.EACCES, "Permission denied", "c/runs"))
+    "cannot prune 'c': Permission denied (c/runs); prune as the user the scans run as"
+    """
+    said = f"cannot prune {printable(repr(str(where)))}: {exc.strerror or exc}"
+    if exc.filename is not None and str(exc.filename) != str(where):
+        said += f" ({printable(exc.filename)})"
+    if isinstance(exc, PermissionError):
+        said += "; prune as the user the scans run as"
+    return said
+
+
 def _said(result: PruneResult) -> str:
     """One line: what was (or would be) removed, by reason, and what is kept."""
-    kept = f"{result.kept:,} {'entry' if result.kept == 1 else 'entries'} kept in {result.cache}"
-    left = "".join(f"\nleft: {why}" for why in result.left)
+    kept = f"{result.kept:,} {'entry' if result.kept == 1 else 'entries'} kept in "
+    kept += printable(result.cache)
+    left = "".join(f"\nleft: {printable(why)}" for why in result.left)
     if not result.removed:
         return f"nothing to prune; {kept}{left}\n"
     counts: dict[str, int] = {}

@@ -136,6 +136,9 @@ def _in_process(
 #: In a worker of :func:`_in_pool`: set once the scan is ending, so batches it holds are
 #: not started.
 _stopping: Event | None = None
+#: In a worker of :func:`_in_pool` whose scan takes Ctrl-C: Ctrl-C interrupts its batches
+#: (and only them: :func:`_unless_stopped`).
+_batches_take_ctrl_c = False
 
 
 def _worker_start(stop: Event, parent: int | None = None) -> None:
@@ -144,10 +147,21 @@ def _worker_start(stop: Event, parent: int | None = None) -> None:
     service manager, SIGKILL) left its workers diagnosing the batches they held, minutes of
     both cores for a large fleet, with no one to take their results; on Linux the kernel now
     kills them as the scan's process ends (``PR_SET_PDEATHSIG``). Without ``parent`` (a
-    test calling it in its own process), only the ``stop``."""
-    global _stopping
+    test calling it in its own process), only the ``stop``.
+
+    A worker is born with Ctrl-C blocked (:func:`_terminated_as_interrupt`): one that came
+    while it started (the terminal sends it to the scan and its workers alike) is dropped
+    here, the scan has it too, and from now on the worker takes Ctrl-C only while it
+    diagnoses a batch. Before, a Ctrl-C in a worker's start printed a traceback
+    (``KeyboardInterrupt`` in multiprocessing's bootstrap, or "Exception in initializer"),
+    as did one in a worker waiting for its next batch.
+    """
+    global _stopping, _batches_take_ctrl_c
     _stopping = stop
     if parent is not None:
+        _batches_take_ctrl_c = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # drops one pending
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         _die_with(parent)
 
 
@@ -170,10 +184,15 @@ def _die_with(parent: int) -> None:
 
 
 def _unless_stopped(batch: _Batch) -> list[RunOutcome]:
-    """:func:`_safely`, in a worker, unless the scan is ending (nothing, then)."""
-    if _stopping is not None and _stopping.is_set():
-        return []
-    return _safely(batch)
+    """:func:`_safely`, in a worker, unless the scan is ending (nothing, then); Ctrl-C
+    interrupts it (its ``KeyboardInterrupt`` goes back to the scan as the batch's result)."""
+    if not _batches_take_ctrl_c:
+        return [] if _stopping is not None and _stopping.is_set() else _safely(batch)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:  # ``stop`` looked at once Ctrl-C is taken: a Ctrl-C before is the scan's, and sets it
+        return [] if _stopping is not None and _stopping.is_set() else _safely(batch)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextlib.contextmanager
@@ -194,30 +213,56 @@ def _terminated_as_interrupt() -> Iterator[Callable[[], None]]:
     document is printed: :func:`rundoctor.errors.whole_output`). Only where SIGTERM's action
     is the default one, on the main thread: a command's own handler (``doctor watch``'s) is
     left in place.
+
+    Ctrl-C is held the same way while the workers are started (where it is Python's
+    default): raised in the middle of a worker's spawn, it cut the data the worker reads
+    from its parent short (``EOFError`` in the worker). And the workers are born with it
+    blocked, so that one still starting does not print a traceback (:func:`_worker_start`).
     """
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
-    ):
+    if threading.current_thread() is not threading.main_thread():
         yield lambda: None
         return
+    from multiprocessing import resource_tracker
+
+    # Started first: starting it unblocks Ctrl-C in this thread (multiprocessing's own care).
+    resource_tracker.ensure_running()
+    term = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    ctrl_c = signal.getsignal(signal.SIGINT) is signal.default_int_handler
     starting, got = [True], []
 
-    def on_term(signum: int, _frame: object) -> None:
+    def on_signal(signum: int, _frame: object) -> None:
         if not starting:
             raise KeyboardInterrupt
         got.append(signum)
 
+    previous = {
+        sig: signal.signal(sig, on_signal)
+        for sig, ours in ((signal.SIGTERM, term), (signal.SIGINT, ctrl_c))
+        if ours
+    }
+    # The workers forked now are born with Ctrl-C blocked (they take it once started:
+    # _worker_start), and this thread takes none (its handler runs, on_signal, whichever
+    # thread the kernel hands it to).
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
     def started() -> None:
+        if not starting:
+            return
         starting.clear()
+        if signal.SIGINT in previous:
+            signal.signal(signal.SIGINT, previous.pop(signal.SIGINT))
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if got:
             raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
     try:
         yield started
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if starting:
+            starting.clear()
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _in_pool(

@@ -10,10 +10,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+from doctor._cache import MAX_ENTRY_BYTES
 from doctor._cache_prune import GRACE_S, prune_cache
-from tests.helpers import run_doctor
+from tests.helpers import as_a_user, run_doctor
+
+REPO = Path(__file__).resolve().parents[2]
 
 DAY = 86400.0
 
@@ -164,7 +169,10 @@ def test_prune_follows_no_symlink_and_removes_only_files_of_the_cache(tmp_path: 
 
     result = prune_cache(cache)
     assert [(p.key, p.reason) for p in result.removed] == [(keys["b"], "gone")]
-    assert result.left == (f"{partition}: not a directory, left",)
+    assert sorted(result.left) == [
+        f"{partition}: not a directory, left",
+        f"{cache}/runs/linked-0123456789ab.json: a symlink, not an entry, left",
+    ]
     assert sorted(p.name for p in outside.iterdir()) == ["entry.json", "keep.parquet"]
     assert (cache / "runs" / "linked-0123456789ab.json").is_symlink()
 
@@ -201,3 +209,222 @@ def test_prune_without_a_cache_or_with_bad_input_is_one_line_exit_2(tmp_path: Pa
     (cache / "runs").mkdir(parents=True)
     done = run_doctor("cache", "prune", env={**home, "RUNDOCTOR_CACHE": str(cache)})
     assert done.returncode == 0 and done.stdout == f"nothing to prune; 0 entries kept in {cache}\n"
+
+
+def _as_a_user(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``doctor ARGS`` with file permissions enforced (root drops the capabilities)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
+    return subprocess.run(
+        [*as_a_user(), sys.executable, "-m", "doctor", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        check=False,
+    )
+
+
+# A real `doctor scan` that stops before it saves its first entry (its events are written by
+# then), says so on stderr and waits for a line on stdin: a prune runs while it writes.
+_HELD_SCAN = """
+import sys
+from doctor import _cache
+save = _cache.RunCache.save
+held = []
+def hold(self, entry):
+    if not held:
+        held.append(entry.key)
+        print("held " + entry.key, file=sys.stderr, flush=True)
+        sys.stdin.readline()
+    save(self, entry)
+_cache.RunCache.save = hold
+from doctor._cli import main
+main()
+"""
+
+
+def test_a_prune_while_a_scan_writes_leaves_what_the_scan_is_saving(tmp_path: Path) -> None:
+    # A prune removed every file of a pruned run's events partition: a scan writing that run
+    # anew (its entry was damaged) lost the events it had just written, and its entry named
+    # a file that was gone, so the next scan read the run again.
+    cache = tmp_path / "cache"
+    root = _fleet(tmp_path)
+    _scan(tmp_path, cache)
+    keys = _keys(cache)
+    (cache / "runs" / f"{keys['a']}.json").write_text('{"run_pa')  # damaged: read again
+    shutil.rmtree(root / "c")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
+    scan = subprocess.Popen(
+        [sys.executable, "-c", _HELD_SCAN, "scan", "--root", "root", "--json"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(REPO), "RUNDOCTOR_CACHE": str(cache)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert scan.stdin is not None and scan.stderr is not None
+    try:
+        assert scan.stderr.readline() == f"held {keys['a']}\n"
+        files = (cache / "events" / f"run={keys['a']}").iterdir()
+        newest = max(files, key=lambda p: p.stat().st_mtime_ns)  # the scan's, written now
+        pruned = run_doctor("cache", "prune", "--cache", cache, "--json")
+        assert pruned.returncode == 0, pruned.stderr
+        said = json.loads(pruned.stdout)
+        assert sorted((p["key"], p["reason"]) for p in said["removed"]) == [
+            (keys["a"], "damaged"),
+            (keys["c"], "gone"),
+        ]
+        assert newest.exists()
+        out, err = scan.communicate("\n", timeout=300)
+    finally:
+        if scan.poll() is None:
+            scan.kill()
+            scan.communicate()
+    assert scan.returncode in (0, 1), err
+    assert sorted(r["run_id"] for r in json.loads(out)["runs"]) == ["a", "b"]
+    fleet = _scan(tmp_path, cache)  # what the scan saved is whole: nothing read again
+    assert (fleet["read"], fleet["reused"]) == (0, 2)
+
+
+def test_an_entry_a_scan_saves_after_prune_judged_the_old_one_stays(tmp_path: Path) -> None:
+    # Prune judged an entry (damaged), then removed whatever file had its name: a scan that
+    # saved the run's new entry in between lost it.
+    cache = tmp_path / "cache"
+    _fleet(tmp_path, ("a", "b"))
+    _scan(tmp_path, cache)
+    keys = _keys(cache)
+    (cache / "runs" / f"{keys['a']}.json").write_text("[1, 2]\n")
+
+    def a_scan_saves_it_anew(key: str) -> None:
+        assert key == keys["a"]
+        assert _scan(tmp_path, cache)["read"] == 1
+
+    result = prune_cache(cache, race_hook=a_scan_saves_it_anew)
+    assert (result.removed, result.kept) == ((), 2)
+    assert sorted(p.name for p in (cache / "runs").iterdir()) == sorted(
+        f"{k}.json" for k in keys.values()
+    )
+    fleet = _scan(tmp_path, cache)
+    assert (fleet["read"], fleet["reused"]) == (0, 2)
+
+
+def test_hostile_cache_contents_are_judged_or_left_never_a_crash(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    _fleet(tmp_path, ("a",))
+    _scan(tmp_path, cache)
+    runs = cache / "runs"
+    (runs / "deep-0123456789ab.json").write_text("[" * 200_000 + "\n")  # past json's depth
+    with (runs / "huge-0123456789ab.json").open("wb") as f:  # over what a scan reads (sparse)
+        f.truncate(MAX_ENTRY_BYTES + 1)
+    (runs / "nul-0123456789ab.json").write_text(json.dumps({"resolved_path": "/a\0b"}) + "\n")
+    os.mkfifo(runs / "fifo-0123456789ab.json")  # never opened: it would block
+    odd = os.fsencode(cache / "events") + b"/run=new\nline\xff"
+    os.makedirs(odd + b"/sub")
+    hour_ago = (cache / "runs").stat().st_mtime - 2 * GRACE_S
+    for path in (odd + b"/sub", odd):
+        os.utime(path, (hour_ago, hour_ago))
+
+    done = run_doctor("cache", "prune", "--cache", cache)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    # The partition holding a directory is left, not counted as pruned
+    assert lines[0].startswith("pruned 3 (3 damaged), ") and "1 entry kept" in lines[0]
+    assert lines[1:] == [
+        f"left: {runs}/fifo-0123456789ab.json: a FIFO, not an entry, left",
+        f"left: {cache}/events/run=new\\nline\\xff: holds what is no file (a directory), left",
+    ]
+    assert done.stderr == ""
+    assert (runs / "fifo-0123456789ab.json").exists() and os.path.isdir(odd + b"/sub")
+
+
+def test_a_cache_whose_runs_or_events_is_a_symlink_is_refused_untouched(tmp_path: Path) -> None:
+    for sub in ("runs", "events"):
+        cache = tmp_path / sub / "cache"
+        root = _fleet(tmp_path / sub, ("a", "b"))
+        _scan(tmp_path / sub, cache)
+        shutil.rmtree(root / "a")
+        elsewhere = tmp_path / sub / "elsewhere"
+        (cache / sub).rename(elsewhere)
+        (cache / sub).symlink_to(elsewhere)
+        before = _tree(elsewhere)
+        done = run_doctor("cache", "prune", "--cache", cache)
+        assert (done.returncode, done.stdout) == (2, ""), sub
+        assert done.stderr == (
+            f"error: cannot prune '{cache}': {sub}/ is a symlink, not followed ({cache / sub})\n"
+        )
+        assert _tree(elsewhere) == before
+
+
+def test_a_cache_this_user_may_not_prune_is_refused_or_its_files_left(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    root = _fleet(tmp_path)
+    _scan(tmp_path, cache)
+    keys = _keys(cache)
+    shutil.rmtree(root / "a")
+    before = _tree(cache)
+    (cache / "runs").chmod(0o555)
+    try:
+        done = _as_a_user("cache", "prune", "--cache", cache)
+        assert (done.returncode, done.stdout) == (2, "")
+        assert done.stderr == (
+            f"error: cannot prune '{cache}': Permission denied ({cache}/runs); prune as the "
+            "user the scans run as\n"
+        )
+        assert _tree(cache) == before
+        dry = _as_a_user("cache", "prune", "--cache", cache, "--dry-run")
+        assert dry.returncode == 0 and dry.stdout.startswith("would prune 1 (1 gone)"), dry
+    finally:
+        (cache / "runs").chmod(0o755)
+
+    # An entry it cannot read is left (not damaged); events it cannot remove are left.
+    (cache / "runs" / f"{keys['b']}.json").chmod(0)
+    partition = cache / "events" / f"run={keys['a']}"
+    partition.chmod(0o555)
+    try:
+        done = _as_a_user("cache", "prune", "--cache", cache)
+    finally:
+        partition.chmod(0o755)
+        (cache / "runs" / f"{keys['b']}.json").chmod(0o644)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("pruned 1 (1 gone), ") and "1 entry kept" in lines[0]
+    (part,) = partition.iterdir()
+    assert lines[1:] == [
+        f"left: {part}: cannot be removed (Permission denied), left",
+        f"left: {cache}/runs/{keys['b']}.json: cannot be read (Permission denied), left",
+    ]
+    assert sorted(_keys(cache)) == ["b", "c"]
+
+
+def test_a_run_is_gone_only_when_its_directory_is_not_there(tmp_path: Path) -> None:
+    # Names with a space and a byte that is not UTF-8, a root reached through a symlink, and
+    # runs behind a directory this user may not enter: taken for gone, they were pruned.
+    base = os.fsencode(tmp_path)
+    real = base + b"/real runs \xff"
+    os.makedirs(real)
+    for name in (b"a", b"b", b"c"):
+        os.makedirs(real + b"/" + name)
+        with open(real + b"/" + name + b"/progress.ndjson", "w") as f:
+            f.write('{"event":"stage_attempt_start","node_id":"x","ts":"2026-04-28T10:00:00Z"}\n')
+    os.symlink(real, base + b"/link")
+    cache = tmp_path / "cache"
+    done = run_doctor(
+        "scan", "--root", base + b"/link", env={"RUNDOCTOR_CACHE": str(cache)}, cwd=tmp_path
+    )
+    assert done.returncode in (0, 1), done.stderr
+    keys = _keys(cache)
+    os.unlink(base + b"/link")  # the way the scan took is gone, the runs are not
+    assert prune_cache(cache).removed == ()
+    shutil.rmtree(real + b"/a")
+    os.chmod(real, 0)  # the runs cannot be looked at: none is taken for gone
+    try:
+        done = _as_a_user("cache", "prune", "--cache", cache, "--json")
+    finally:
+        os.chmod(real, 0o755)
+    assert done.returncode == 0, done.stderr
+    assert (json.loads(done.stdout)["removed"], json.loads(done.stdout)["kept"]) == ([], 3)
+    said = prune_cache(cache).as_json()
+    assert [(p["key"], p["reason"]) for p in said["removed"]] == [(keys["a"], "gone")]
+    assert said["removed"][0]["run_path"] == os.fsdecode(real + b"/a")
+    assert said["kept"] == 2
