@@ -32,7 +32,7 @@ from executor._graph import load_graph
 from executor._queue import PRESSING_ORDER, Queue, Ticket, open_queue
 from executor._queue_lifecycle import check_column, check_text
 from executor._queue_reads import check_statuses
-from executor._reaper import reap_observed
+from executor._reaper import ReapInterrupted, Reclaim, reap_observed
 from executor._runner import RunResult, missing_agent_command, new_run_id, run_pipeline
 from executor._stage import OUT_OF_FDS, fd_limit
 from executor._worker import (
@@ -678,6 +678,7 @@ def reap_cmd(
     ] = False,
 ) -> None:
     """One reaper pass: reclaim dead or expired workers' tickets."""
+    interrupted = False
     with reported(ExecutorError):
         queue = _open_existing(db)
         try:
@@ -685,8 +686,19 @@ def reap_cmd(
             done = reap_observed(
                 queue, ExecutorConfig(), say=lambda line: notice.print(line, soft_wrap=True)
             )
+        except ReapInterrupted as exc:  # Ctrl-C while it watched: report what it reclaimed
+            done, interrupted = exc.found, True
         finally:
             queue.close()
+    if interrupted and not done:
+        fail("interrupted", INTERRUPTED)
+    _print_reclaims(done, as_json)
+    if interrupted:
+        fail("interrupted", INTERRUPTED)
+
+
+def _print_reclaims(done: list[Reclaim], as_json: bool) -> None:
+    """What a reaper pass reclaimed, as ``doctor reap`` prints it."""
     what = plural(len(done), "ticket") + " reclaimed"
     with (
         done_then_print(f"the reaper ran: {what}", "`doctor tickets` shows them")

@@ -57,6 +57,7 @@ from rundoctor.words import noun, plural
 
 __all__ = [
     "PROCESS_FILE",
+    "ReapInterrupted",
     "Reclaim",
     "kill_stage_escapees",
     "kill_stage_groups",
@@ -357,6 +358,15 @@ def reap(
     ]
 
 
+class ReapInterrupted(KeyboardInterrupt):
+    """Ctrl-C while :func:`reap_observed` watched: ``found`` holds what its passes had
+    reclaimed by then (done in the queue, so ``doctor reap`` still reports them)."""
+
+    def __init__(self, found: list[Reclaim]) -> None:
+        super().__init__()
+        self.found = found
+
+
 def reap_observed(
     queue: Queue,
     config: ExecutorConfig,
@@ -372,7 +382,8 @@ def reap_observed(
     heartbeats meanwhile keeps its lease; a proven-dead one's is taken at the first pass.
     ``say`` is told, once, what the pass waits for; a queue that fails while it waits ends the
     wait (``say`` is told why, the held leases are left untaken), and what the first pass
-    reclaimed is returned.
+    reclaimed is returned. Ctrl-C while it waits raises :class:`ReapInterrupted` holding
+    what the passes reclaimed.
 
     >>> from executor._queue import open_queue, SessionInfo
     >>> now = [1000.0]
@@ -386,22 +397,26 @@ def reap_observed(
     """
     watch = LeaseWatch()
     found = reap(queue, config, host=host, clock=clock, watch=watch)
-    if say is not None and watch.held():
-        n = watch.held()
-        say(
-            f"{plural(n, 'lease')} {noun(n, 'looks', 'look')} expired by the queue's clock "
-            f"alone: watching for a heartbeat for up to {watch.held_s():.0f} s before taking "
-            f"{noun(n, 'it', 'them')} (a clock stepped forward makes live leases look expired)"
-        )
-    while (held := watch.held_s()) > 0:
-        time.sleep(min(config.reaper_interval_s, held))
-        n = watch.held()
-        try:
-            found += reap(queue, config, host=host, clock=clock, watch=watch)
-        except QueueError as exc:  # what the earlier passes reclaimed is still reported
-            if say is not None:
-                say(f"{exc}; {plural(n, 'lease')} watched {noun(n, 'is', 'are')} left untaken")
-            break
+    try:
+        if say is not None and watch.held():
+            n = watch.held()
+            say(
+                f"{plural(n, 'lease')} {noun(n, 'looks', 'look')} expired by the queue's clock "
+                f"alone: watching for a heartbeat for up to {watch.held_s():.0f} s before "
+                f"taking {noun(n, 'it', 'them')} (a clock stepped forward makes live leases "
+                "look expired)"
+            )
+        while (held := watch.held_s()) > 0:
+            time.sleep(min(config.reaper_interval_s, held))
+            n = watch.held()
+            try:
+                found += reap(queue, config, host=host, clock=clock, watch=watch)
+            except QueueError as exc:  # what the earlier passes reclaimed is still reported
+                if say is not None:
+                    say(f"{exc}; {plural(n, 'lease')} watched {noun(n, 'is', 'are')} left untaken")
+                break
+    except KeyboardInterrupt as exc:  # the reclaims done are done: the caller reports them
+        raise ReapInterrupted(found) from exc
     return found
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -251,13 +252,10 @@ def test_reap_watches_a_lease_expired_by_the_clock_alone_before_taking_it_and_sa
     )
 
 
-def test_reap_that_loses_its_queue_while_it_watches_still_reports_what_it_reclaimed(
-    env: dict[str, str], tmp_path: Path
-) -> None:
-    # A dead worker's ticket is reclaimed at the first pass; another host's lease is watched.
-    # The queue fails meanwhile (here its file is deleted): the reclaim done is still printed,
-    # the watched lease is said to be left. Before the watch, the pass ended before it failed.
-    db = tmp_path / "queue.db"
+def _reap_watching(env: dict[str, str], db: Path) -> tuple[subprocess.Popen[str], str]:
+    """A ``doctor reap --json`` process that reclaimed a dead worker's ticket at its first
+    pass and now watches another host's lease; the process and the dead ticket's id, once
+    it says it watches."""
     with open_queue(db, clock=lambda: time.time() - 100) as queue:
         dead = queue.enqueue("orphan", str(SIMPLE))
         ghost = SessionInfo("ghost", os.getpid(), os.getpgid(0), 1, socket.gethostname())
@@ -275,12 +273,38 @@ def test_reap_that_loses_its_queue_while_it_watches_still_reports_what_it_reclai
     assert reaper.stderr is not None
     watching = reaper.stderr.readline()
     assert "1 lease looks expired by the queue's clock alone" in watching, watching
+    return reaper, dead.id
+
+
+def test_reap_that_loses_its_queue_while_it_watches_still_reports_what_it_reclaimed(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # A dead worker's ticket is reclaimed at the first pass; another host's lease is watched.
+    # The queue fails meanwhile (here its file is deleted): the reclaim done is still printed,
+    # the watched lease is said to be left. Before the watch, the pass ended before it failed.
+    db = tmp_path / "queue.db"
+    reaper, dead = _reap_watching(env, db)
     db.unlink()
     out, err = reaper.communicate(timeout=60)
     assert reaper.returncode == 0, err
     (reclaim,) = json.loads(out)
-    assert (reclaim["ticket_id"], reclaim["status"]) == (dead.id, "todo")
+    assert (reclaim["ticket_id"], reclaim["status"]) == (dead, "todo")
     assert "was deleted or moved away" in err and "1 lease watched is left untaken" in err, err
+
+
+def test_reap_interrupted_while_it_watches_still_reports_what_it_reclaimed(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # As above, but Ctrl-C ends the watch. Before: `error: interrupted` alone, and the dead
+    # worker's ticket, already back in `todo`, was never reported.
+    db = tmp_path / "queue.db"
+    reaper, dead = _reap_watching(env, db)
+    reaper.send_signal(signal.SIGINT)
+    out, err = reaper.communicate(timeout=60)
+    assert reaper.returncode == 130, err
+    (reclaim,) = json.loads(out)
+    assert (reclaim["ticket_id"], reclaim["status"]) == (dead, "todo")
+    assert err.strip().splitlines() == ["error: interrupted"], err
 
 
 # -- usage and input errors: exit 2, one line, no traceback -----------------------------------
