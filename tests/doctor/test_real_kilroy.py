@@ -194,6 +194,46 @@ def test_a_run_ended_by_a_bare_exit_code_shows_what_the_failed_stage_wrote() -> 
     assert said.replace("_", "\\_") in render_postmortem(result)
 
 
+def test_a_run_a_goal_gate_ended_shows_why_the_gate_s_stage_failed() -> None:
+    # final.json and run_failed say "goal gate unsatisfied (build) and no retry target": the
+    # gate, not why build failed (a bare "exit status 1"); build's stderr ends with why, after
+    # an 80 KiB line, and the line under the terminal reason ends as the stage's output does.
+    result = _diagnosed("goal_gate_long_output")
+    (detail,) = result.facts["terminal_detail"]
+    assert (detail["node_id"], detail["file"]) == ("build", "build/stderr.log")
+    why = "ld: error: undefined symbol: main (referenced by crt1.o)"
+    assert detail["text"].endswith("\n" + why)
+    console = Console(file=io.StringIO(), width=400)
+    render_diagnosis(console, result, DETECTORS, verbose=False)
+    (line,) = [x for x in console.file.getvalue().splitlines() if "build wrote" in x]  # type: ignore[attr-defined]
+    assert line.startswith("  build wrote (build/stderr.log): …W") and line.endswith(why)
+    assert why in render_markdown(result)
+    assert why in render_postmortem(result)
+
+
+def test_a_goal_gate_whose_stage_said_why_is_quoted_by_its_last_failure_reason(
+    tmp_path: Path,
+) -> None:
+    # impl's agent left its status where Kilroy does not read it: its failure reason is
+    # Kilroy's "missing status.json …", which says why; build's stage in
+    # goal_gate_stage_killed was killed by a signal on both attempts.
+    facts = _diagnosed("agent_dotai_status").facts
+    (detail,) = facts["terminal_detail"]
+    assert (detail["node_id"], detail["file"]) == ("impl", None)
+    assert detail["text"].startswith("missing status.json (auto_status=false)")
+    # A status.json whose reason is none of the stage's failures (not its last) is not
+    # taken: the stage's one failure reason is.
+    run = tmp_path / "goal_gate_stage_killed"
+    shutil.copytree(RUNS / run.name, run)
+    status = json.loads((run / "link" / "status.json").read_text())
+    assert status["failure_reason"] == "signal: killed"
+    status["failure_reason"] = "signal: segmentation fault"
+    (run / "link" / "status.json").write_text(json.dumps(status))
+    facts = diagnose(run.name, DoctorConfig(roots=(tmp_path,))).facts
+    (detail,) = facts["terminal_detail"]
+    assert detail == {"scope": "", "node_id": "link", "file": None, "text": "signal: killed"}
+
+
 def _without_logs(tmp_path: Path, name: str, logs: str) -> Path:
     """A copy of the committed run ``name`` under ``tmp_path`` without the stage output files
     the glob ``logs`` matches."""
@@ -219,6 +259,18 @@ def test_the_stage_words_come_from_the_failure_dossier_when_its_logs_are_gone(
     ]
     (run / "failure_dossier.json").unlink()
     assert diagnose(run.name, DoctorConfig(roots=(tmp_path,))).facts["terminal_detail"] == []
+
+
+def test_a_false_success_quotes_the_end_of_what_its_stage_wrote(tmp_path: Path) -> None:
+    # verify's stderr as a long build log leaves it: a long line, then the one that says why.
+    run = tmp_path / "fallback_success"
+    shutil.copytree(RUNS / run.name, run)
+    why = "verify: 3 tests failed (test_parse, test_emit, test_join)"
+    (run / "verify" / "stderr.log").write_text("W" * 5000 + "\n" + why + "\n")
+    config = DoctorConfig(roots=(tmp_path,), checks=("false_success",))
+    (finding,) = diagnose(run.name, config).findings
+    assert finding.evidence["stage_output"]["text"].endswith(why)
+    assert f"{why}) and no edge condition matched" in finding.summary, finding.summary
 
 
 def test_a_run_whose_branches_all_failed_shows_what_each_failed_stage_wrote() -> None:
