@@ -36,6 +36,7 @@ __all__ = [
     "PID_MAX",
     "YOUNGER_BY_S",
     "ProcessState",
+    "WorkingProcess",
     "exclude_owners",
     "exclude_self_as_owner",
     "excluded_owners",
@@ -47,6 +48,7 @@ __all__ = [
     "start_ticks",
     "started_at",
     "valid_pid",
+    "working_processes",
     "works_elsewhere",
 ]
 
@@ -396,3 +398,68 @@ def run_owner_alive(
     if alive and pid is not None and works_elsewhere(pid, run_dir) is not None:
         return False
     return alive
+
+
+@dataclass(frozen=True)
+class WorkingProcess:
+    """A live process here and the directory it works in (:func:`working_processes`)."""
+
+    pid: int
+    pgid: int
+    name: str
+    #: Its working directory as this host sees it (``/proc/PID/cwd``).
+    cwd: str
+    #: When it started, epoch seconds (to the second: the boot time's resolution).
+    started: float
+
+
+def _ancestors(pid: int) -> set[int]:
+    """``pid`` and the processes it descends from (their ``/proc/PID/stat`` parents)."""
+    seen: set[int] = set()
+    while pid > 0 and pid not in seen:
+        seen.add(pid)
+        try:
+            tail = (_PROC / str(pid) / "stat").read_bytes().rpartition(b")")[2].split()
+            pid = int(tail[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return seen
+
+
+def working_processes() -> list[WorkingProcess]:
+    """The live processes of this host whose working directory can be read, but this one and
+    its ancestors (the shell that runs the doctor), in pid order; empty without ``/proc``.
+    One look at the process table: a caller filters it by directory and start time (the
+    processes a killed engine's stage left running in its run, which Kilroy starts in their
+    own process group, in the run's worktree).
+
+    >>> import tempfile, subprocess, sys
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     code = "import time; print('up', flush=True); time.sleep(30)"
+    ...     child = subprocess.Popen([sys.executable, "-c", code], cwd=tmp, stdout=subprocess.PIPE)
+    ...     up = child.stdout.readline()
+    ...     found = [w.pid for w in working_processes() if w.cwd == os.path.realpath(tmp)]
+    ...     child.kill(); _ = child.wait(); child.stdout.close()
+    >>> found == [child.pid], os.getpid() in {w.pid for w in working_processes()}
+    (True, False)
+    """
+    mine = _ancestors(os.getpid())
+    out: list[WorkingProcess] = []
+    try:
+        entries = [e.name for e in os.scandir(_PROC) if e.name.isdigit()]
+    except OSError:
+        return out
+    for name in entries:
+        pid = int(name)
+        if pid in mine:
+            continue
+        try:
+            cwd = os.readlink(_PROC / name / "cwd")
+            pgid = os.getpgid(pid)
+        except OSError:
+            continue  # gone, or not ours to look at
+        state, began = process_state(pid), started_at(pid)
+        if state is None or state.zombie or began is None:
+            continue
+        out.append(WorkingProcess(pid, pgid, state.name, cwd, began))
+    return sorted(out, key=lambda w: w.pid)

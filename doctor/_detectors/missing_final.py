@@ -10,9 +10,14 @@ valid final.json is reported on its own.
 
 from __future__ import annotations
 
+import functools
+import os
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from os.path import dirname
+from pathlib import Path
 
 from doctor._attempts import LATEST_ATTEMPTS_SQL
 from doctor._detectors._context import Context, more, needs
@@ -21,7 +26,8 @@ from doctor._facts import RunFacts
 from doctor._layout import TOP_SQL, is_top_scope
 from doctor._model import Finding, Severity
 from doctor._superseded import repaired_final_ns
-from doctor._timestamps import iso
+from doctor._timestamps import iso, parse_iso
+from rundoctor.liveness import WorkingProcess, working_processes
 from rundoctor.markdown import REASON_SHOWN, flatten
 from rundoctor.terminal import shell_quote
 
@@ -90,6 +96,41 @@ def _run_extras(
     if no_events and docs.run_out_tail:
         extras["run_out_tail"] = list(docs.run_out_tail)
     return extras
+
+
+#: How long after a run's last event a process in its directory may have started and still
+#: be taken for one it started (a tool stage's process starts just after its last event;
+#: start times are known to the boot time's second).
+_STARTED_WITHIN_S = 5.0
+
+
+def _left_running(
+    run_dir: Path, last_event_at: object, now: float, seen: _Progress
+) -> tuple[str, dict[str, object]]:
+    """The processes a run whose owner died left working in its directory: those whose
+    working directory is in it (a stage's is the run's worktree) and that started by its last
+    event (:data:`_STARTED_WITHIN_S`), with the rest of their process groups (Kilroy starts
+    each tool stage in a group of its own). The summary's clause and the ``stage_processes``
+    evidence, else nothing. Only this host's processes, and only a diagnosis of now (a
+    clock set elsewhere says nothing of the process table)."""
+    last = parse_iso(last_event_at) if isinstance(last_event_at, str) else None
+    if last is None or abs(now - time.time()) > 60:
+        return "", {}
+    root = os.path.realpath(run_dir)
+    inside = [w for w in seen.processes() if w.cwd == root or w.cwd.startswith(root + os.sep)]
+    groups = {w.pgid for w in inside if w.started <= last / 1e9 + _STARTED_WITHIN_S}
+    left = [w for w in inside if w.pgid in groups]
+    if not left:
+        return "", {}
+    named = [f"pid {w.pid} ({w.name})" for w in left]
+    kill = " ".join(f"-{g}" for g in sorted(groups))
+    clause = (
+        f"; processes it started still work in its directory ({more(named, 3)}): a resume "
+        f"would run that stage again beside them, so stop them first (`kill -TERM -- {kill}`)"
+    )
+    return clause, {
+        "stage_processes": [{"pid": w.pid, "pgid": w.pgid, "name": w.name} for w in left]
+    }
 
 
 def _disk_note(docs: RunDocuments, last_words: str | None) -> tuple[str, dict[str, object]]:
@@ -167,11 +208,21 @@ class _Progress:
     top_open: dict[str, list[str]]
     #: Per run, its top level's last words (:data:`_LAST_WORDS_SQL`).
     last_words: dict[str, str]
+    #: This host's working processes, looked up once for the whole batch (only when an
+    #: orphaned run asks: :func:`_left_running`).
+    processes: Callable[[], list[WorkingProcess]]
 
 
 def _read_progress(ctx: Context) -> _Progress:
     """Phase 1: the two queries, grouped per scope and per run's top level."""
-    out = _Progress(progress={}, top_progress={}, open_nodes={}, top_open={}, last_words={})
+    out = _Progress(
+        progress={},
+        top_progress={},
+        open_nodes={},
+        top_open={},
+        last_words={},
+        processes=functools.cache(working_processes),
+    )
     for run_id, scope, top, last in ctx.tables.sql(_PROGRESS_SQL):
         out.progress[(run_id, scope)] = last
         if top and last is not None:
@@ -284,6 +335,9 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
             f"while its {_owner(pid, alive)}; {_stop_how(docs, alive)}"
         )
     disk, full = _disk_note(docs, seen.last_words.get(run_id))
+    if state == "orphaned":
+        left, procs = _left_running(docs.path, facts.get("last_event_at"), ctx.config.now, seen)
+        disk, full = disk + left, {**full, **procs}
     final = docs.final or gone or _linked_final(docs)  # a symlink is there, if unread
     evidence = _evidence(last, idle, facts, nodes, state, final=final)
     evidence.update(full)

@@ -433,6 +433,48 @@ def test_a_copy_of_a_live_run_is_not_owned_by_the_engine_that_runs_the_original(
 
 
 @pytest.mark.skipif(not KILROY_RUN.exists(), reason="the real Kilroy engine is not installed")
+def test_a_stage_a_killed_engine_left_running_is_named_before_a_resume(tmp_path: Path) -> None:
+    # `kill -9` of the engine alone (not its process group) leaves the tool stage's bash and
+    # sleep working in the run's worktree: a resume would run build again beside them.
+    logs = tmp_path / "left"
+    with subprocess.Popen(
+        [str(KILROY_RUN), str(RUNS.parent / "graphs" / "long_stage.dot"), "left", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
+        marker = '"node_id":"build","resolved_file_count"'
+        while marker not in _text(logs / "progress.ndjson"):
+            assert proc.poll() is None, "kilroy ended before build started"
+            time.sleep(0.1)
+        kilroy = psutil.Process(int((logs / "run.pid").read_text()))
+        deadline = time.monotonic() + 30
+        while not [p for p in kilroy.children(recursive=True) if p.name() == "sleep"]:
+            assert time.monotonic() < deadline, "build's sleep never started"
+            time.sleep(0.05)
+        stage = kilroy.children(recursive=True)
+        kilroy.kill()  # the engine alone: run.sh then removes its workspace and ends
+        proc.wait(timeout=60)
+        try:
+            result = diagnose("left", DoctorConfig(roots=(tmp_path,)))
+            (finding,) = [f for f in result.findings if f.code == "missing_final"]
+            left = finding.evidence["stage_processes"]
+            assert {p["pid"] for p in left} == {p.pid for p in stage}
+            group = os.getpgid(stage[0].pid)
+            assert f"kill -TERM -- -{group}" in finding.summary
+        finally:
+            for p in stage:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.kill()
+                    p.wait(timeout=60)
+    (finding,) = [
+        f
+        for f in diagnose("left", DoctorConfig(roots=(tmp_path,))).findings
+        if f.code == "missing_final"
+    ]
+    assert "stage_processes" not in finding.evidence
+
+
+@pytest.mark.skipif(not KILROY_RUN.exists(), reason="the real Kilroy engine is not installed")
 def test_a_finished_branch_of_a_live_fanout_is_succeeded_while_its_sibling_runs(
     tmp_path: Path,
 ) -> None:
