@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from os.path import dirname
@@ -105,16 +104,16 @@ _STARTED_WITHIN_S = 5.0
 
 
 def _left_running(
-    run_dir: Path, last_event_at: object, now: float, seen: _Progress
+    run_dir: Path, last_event_at: object, seen: _Progress
 ) -> tuple[str, dict[str, object]]:
     """The processes a run whose owner died left working in its directory: those whose
     working directory is in it (a stage's is the run's worktree) and that started by its last
     event (:data:`_STARTED_WITHIN_S`), with the rest of their process groups (Kilroy starts
     each tool stage in a group of its own). The summary's clause and the ``stage_processes``
-    evidence, else nothing. Only this host's processes, and only a diagnosis of now (a
-    clock set elsewhere says nothing of the process table)."""
+    evidence, else nothing. Only this host's processes, as they are now: one that started
+    after the run's last event is none of its own, whatever ``now`` the diagnosis is of."""
     last = parse_iso(last_event_at) if isinstance(last_event_at, str) else None
-    if last is None or abs(now - time.time()) > 60:
+    if last is None:
         return "", {}
     root = os.path.realpath(run_dir)
     inside = [w for w in seen.processes() if w.cwd == root or w.cwd.startswith(root + os.sep)]
@@ -336,7 +335,7 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
         )
     disk, full = _disk_note(docs, seen.last_words.get(run_id))
     if state == "orphaned":
-        left, procs = _left_running(docs.path, facts.get("last_event_at"), ctx.config.now, seen)
+        left, procs = _left_running(docs.path, facts.get("last_event_at"), seen)
         disk, full = disk + left, {**full, **procs}
     final = docs.final or gone or _linked_final(docs)  # a symlink is there, if unread
     evidence = _evidence(last, idle, facts, nodes, state, final=final)
