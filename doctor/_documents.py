@@ -44,7 +44,13 @@ from doctor._layout import (
 from doctor._model import noun
 from doctor._timestamps import parse_iso
 from rundoctor.costs import cost_figure
-from rundoctor.liveness import owner_alive, owner_stopped, valid_pid
+from rundoctor.liveness import (
+    owner_alive,
+    owner_stopped,
+    run_owner_alive,
+    valid_pid,
+    works_elsewhere,
+)
 from rundoctor.paths import file_kind
 
 __all__ = [
@@ -169,12 +175,26 @@ class RunDocuments:
     def owner_alive(self) -> bool | None:
         """:func:`rundoctor.liveness.owner_alive` of the run's recorded owner: by its start
         time when the lock has one, else by when its pid was recorded (a process younger than
-        the record did not write it)."""
-        return owner_alive(self.pid, self.pid_start_time, recorded_at=self.pid_recorded_at)
+        the record did not write it). False too when that process lives but works on another
+        run directory (:meth:`owner_elsewhere`): nothing writes this one any more."""
+        return run_owner_alive(
+            self.pid, self.pid_start_time, self.path, recorded_at=self.pid_recorded_at
+        )
+
+    def owner_elsewhere(self) -> str | None:
+        """The run directory the recorded owner, alive, works on when it is not this one
+        (:func:`rundoctor.liveness.works_elsewhere`): this directory is a copy of that run,
+        or was moved away from under its engine."""
+        alive = owner_alive(self.pid, self.pid_start_time, recorded_at=self.pid_recorded_at)
+        if not alive or self.pid is None:
+            return None
+        return works_elsewhere(self.pid, self.path)
 
     def owner_stopped(self) -> bool:
         """:func:`rundoctor.liveness.owner_stopped`: the owner is alive but stopped (state
         ``T``), so nothing it owns makes progress until it is continued."""
+        if self.owner_elsewhere() is not None:
+            return False
         return owner_stopped(self.pid, self.pid_start_time, recorded_at=self.pid_recorded_at)
 
     @property

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rundoctor.markdown import REASON_SHOWN, flatten
+from rundoctor.markdown import REASON_SHOWN, flatten, flatten_tail
 
 __all__ = ["STOPPED_OWNER_HINT", "continue_command", "resumed_past_lines", "terminal_detail_lines"]
 
@@ -83,7 +83,7 @@ def terminal_detail_lines(facts: Mapping[str, Any]) -> list[str]:
         if not isinstance(detail, Mapping):
             continue
         where = f" in {detail.get('scope')}" if detail.get("scope") else ""
-        text = flatten(str(detail.get("text") or ""), REASON_SHOWN)
+        text = flatten_tail(str(detail.get("text") or ""), REASON_SHOWN)
         said = f"wrote ({detail.get('file')})" if detail.get("file") else "failed"
         lines.append(f"{detail.get('node_id')}{where} {said}: {text}")
     return lines

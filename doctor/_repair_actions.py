@@ -82,7 +82,7 @@ from doctor._superseded import (
     superseded,
 )
 from doctor._timestamps import iso, parse_iso
-from rundoctor.liveness import owner_alive, valid_pid
+from rundoctor.liveness import run_owner_alive, valid_pid
 
 _TAIL_BYTES = 1 << 16
 
@@ -248,7 +248,7 @@ def _terminalize(ctx: _Ctx, action: Action) -> tuple[str, str | None]:
             raise _Refused("a top-level final.json exists: the run terminalized after the plan")
         went_past = _superseded_final(dfd, name, gone)
         pid, start = _recorded_owner(ctx, docs.pid, docs.pid_start_time)
-        alive = owner_alive(pid, start)
+        alive = run_owner_alive(pid, start, ctx.run_path)
         if alive is not False:
             who = "no owner pid is recorded" if pid is None else f"owner pid {pid} is alive"
             raise _Refused(f"{who}; only a run whose owner is dead is terminalized")
@@ -527,7 +527,7 @@ def _open_stream(dfd: int, name: str, what: str) -> Iterator[int]:
 
 def _owner_alive_but_us(ctx: _Ctx) -> bool | None:
     docs = read_documents(discover(ctx.run_path))
-    return owner_alive(*_recorded_owner(ctx, docs.pid, docs.pid_start_time))
+    return run_owner_alive(*_recorded_owner(ctx, docs.pid, docs.pid_start_time), ctx.run_path)
 
 
 def _cut_torn_tail(

@@ -39,7 +39,7 @@ from doctor._errors import UsageError
 from doctor._repair_model import TOOL, _Ctx, _Refused
 from doctor._timestamps import iso
 from rundoctor.atomic import create_file, replace_file
-from rundoctor.liveness import owner_alive, start_ticks, valid_pid
+from rundoctor.liveness import owner_alive, run_owner_alive, start_ticks, valid_pid
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
@@ -303,7 +303,9 @@ def _lock_holder(ctx: _Ctx, name: str = _LOCK) -> str | None:
         return "the run's lock does not parse; a person should look"
     pid = valid_pid(value.get("pid")) if isinstance(value, dict) else None
     start = value.get("pid_start_time") if isinstance(value, dict) else None
-    alive = owner_alive(pid, start if isinstance(start, int) else None)
+    # A holder that lives but works on another run directory (this one is its run's copy)
+    # holds nothing here.
+    alive = run_owner_alive(pid, start if isinstance(start, int) else None, ctx.run_path)
     if pid is not None and alive is False:
         return None
     return f"the run's lock is held by pid {pid} ({'alive' if alive else 'not known dead'})"

@@ -26,6 +26,7 @@ __all__ = [
     "ALL_BRANCHES_FAILED",
     "BARE_EXIT_RE",
     "DETAIL_CHARS",
+    "GOAL_GATE_RE",
     "SWALLOWED_RE",
     "ran_outside_git",
     "says_nothing",
@@ -212,6 +213,10 @@ def _last_lines(text: str) -> str:
 #: The reason of a fan-in whose branches all failed (Kilroy's join), which the run ends with
 #: when nothing routes the join's failure on.
 ALL_BRANCHES_FAILED = "all parallel branches failed"
+#: The reason of a run Kilroy ended at its exit because a goal gate node's last outcome was no
+#: success and no retry target was set (``goal gate unsatisfied (%s) and no retry target``):
+#: it names the node, not why that node failed.
+GOAL_GATE_RE = re.compile(r"goal gate unsatisfied \((?P<node>[^()\n]+)\) and no retry target")
 _PASS = re.compile(r"^(?P<fan>(?:restart-[0-9]+/)?parallel/[^/]+)/(?:pass(?P<n>[0-9]+)/)?[^/]+$")
 
 
@@ -223,8 +228,9 @@ def terminal_detail(
     failed_branches: Sequence[str] = (),
 ) -> list[dict[str, str | None]]:
     """What the stages whose failure ended the run wrote about it, when the run's terminal
-    ``reason`` does not say: a bare exit code or nothing at all (:func:`says_nothing`), or a
-    fan-in's :data:`ALL_BRANCHES_FAILED`.
+    ``reason`` does not say: a bare exit code or nothing at all (:func:`says_nothing`), a
+    fan-in's :data:`ALL_BRANCHES_FAILED`, or a goal gate's :data:`GOAL_GATE_RE` (the gate
+    node's last failure: :func:`_gate_detail`).
 
     ``failures``: the run's failed attempts' ``(scope, node, reason)``. For a reason that says
     nothing, the stage is a top-level one (the run's own or a restart's) that failed with
@@ -248,6 +254,10 @@ def terminal_detail(
     if reason.strip() == ALL_BRANCHES_FAILED:
         found = (_branch_detail(run_path, b, failures) for b in _latest(failed_branches))
         return [d for d in found if d is not None]
+    gate = GOAL_GATE_RE.fullmatch(reason.strip())
+    if gate is not None:
+        detail = _gate_detail(run_path, gate["node"], failures, current[0] or "")
+        return [detail] if detail is not None else []
     if not says_nothing(reason):
         return []
     stages = sorted({(s, n) for s, n, r in failures if r == reason and is_top_scope(s)})
@@ -315,3 +325,51 @@ def _dossier_node(run_path: Path, scope: str) -> str | None:
         return None
     node = value.get("failed_node_id") if isinstance(value, dict) else None
     return node if isinstance(node, str) else None
+
+
+def _gate_detail(
+    run_path: Path, node: str, failures: Sequence[tuple[str, str, str]], current_scope: str
+) -> dict[str, str | None] | None:
+    """Why the goal gate ``node`` failed: its last failure in a top-level scope (the run's
+    current one when it failed there, else the only one it failed in): what the stage wrote
+    when that reason says nothing (:func:`says_nothing`), else the reason itself (``file``
+    null). The last failure is the one the node's ``status.json`` holds (Kilroy rewrites it
+    at each attempt's end) when it is one of the node's failures there, else the node's only
+    failure reason there; None when neither tells it.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "impl").mkdir()
+    ...     said = {"status": "fail", "failure_reason": "missing status.json"}
+    ...     _ = (Path(tmp) / "impl" / "status.json").write_text(json.dumps(said))
+    ...     _gate_detail(Path(tmp), "impl", [("", "impl", "signal: killed"),
+    ...                                      ("", "impl", "missing status.json")], "")
+    {'scope': '', 'node_id': 'impl', 'file': None, 'text': 'missing status.json'}
+    """
+    scopes = sorted({s for s, n, _r in failures if n == node and is_top_scope(s)})
+    scope = current_scope if current_scope in scopes else (scopes[0] if len(scopes) == 1 else None)
+    if scope is None:
+        return None
+    reasons = {r for s, n, r in failures if n == node and s == scope}
+    last = _status_reason(run_path, scope, node)
+    reason = last if last in reasons else (next(iter(reasons)) if len(reasons) == 1 else None)
+    if reason is None:
+        return None
+    if says_nothing(reason):
+        detail = stage_detail(run_path, scope, node)
+        if detail is not None:
+            return detail
+    return {"scope": scope, "node_id": node, "file": None, "text": _last_lines(reason)}
+
+
+def _status_reason(run_path: Path, scope: str, node: str) -> str | None:
+    """The ``failure_reason`` of the stage's ``status.json`` (its last attempt's), if it can
+    be read."""
+    if os.sep in node or node in ("", ".", ".."):
+        return None
+    try:
+        value = json.loads(_read((run_path / scope / node) / "status.json", _MAX_READ))
+    except (ValueError, RecursionError):
+        return None
+    reason = value.get("failure_reason") if isinstance(value, dict) else None
+    return reason if isinstance(reason, str) else None

@@ -19,7 +19,9 @@ The rules, in order:
   lock aside) is worse when wrong than waiting for the lease to expire.
 
 :func:`owner_alive` adds the pids that are alive but prove nothing about a run's owner: pid 1
-and the pids registered with :func:`exclude_self_as_owner`.
+and the pids registered with :func:`exclude_self_as_owner`. :func:`works_elsewhere` tells an
+owner that lives but works on another run directory (the one it was started on, of which this
+one is a copy, or which was moved while it ran).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "PID_MAX",
     "YOUNGER_BY_S",
     "ProcessState",
+    "WorkingProcess",
     "exclude_owners",
     "exclude_self_as_owner",
     "excluded_owners",
@@ -41,9 +44,12 @@ __all__ = [
     "owner_stopped",
     "process_alive",
     "process_state",
+    "run_owner_alive",
     "start_ticks",
     "started_at",
     "valid_pid",
+    "working_processes",
+    "works_elsewhere",
 ]
 
 #: Linux clock ticks per second, the unit of a recorded start time (``/proc/PID/stat``).
@@ -294,3 +300,166 @@ def owner_stopped(
         return False
     state = process_state(pid)
     return state is not None and state.stopped
+
+
+#: The command-line flag that names the run directory a Kilroy engine writes
+#: (``kilroy attractor run|resume|stop --logs-root DIR``; Go's flags also take ``-logs-root``
+#: and ``=DIR``).
+_LOGS_ROOT_FLAGS = (b"--logs-root", b"-logs-root")
+
+
+def _flag_value(argv: list[bytes]) -> bytes | None:
+    """The value of the last ``--logs-root`` in ``argv``, if any.
+
+    >>> _flag_value([b"kilroy", b"attractor", b"run", b"--logs-root", b"/r/x", b"--no-cxdb"])
+    b'/r/x'
+    >>> _flag_value([b"kilroy", b"-logs-root=runs/x"]), _flag_value([b"python", b"-m", b"w"])
+    (b'runs/x', None)
+    """
+    found = None
+    for i, arg in enumerate(argv):
+        if arg in _LOGS_ROOT_FLAGS and i + 1 < len(argv):
+            found = argv[i + 1]
+        elif arg.startswith(tuple(flag + b"=" for flag in _LOGS_ROOT_FLAGS)):
+            found = arg.partition(b"=")[2]
+    return found or None
+
+
+def works_elsewhere(pid: int, run_dir: Path) -> str | None:
+    """The run directory the live process ``pid`` was started on (its ``--logs-root``, as
+    Kilroy's engine is called) when that is not ``run_dir``: ``run_dir`` is a copy of that
+    run, or that run was moved here while the process ran, and nothing the process does is
+    written here. None when the process names ``run_dir`` (the same directory, by device and
+    inode, whatever the path), names no directory, or cannot be looked at.
+
+    The path is looked up as the process sees it (``/proc/PID/root``, its ``cwd`` for a
+    relative one): a process in a container names its own mount's path. A path that does not
+    exist there any more is another directory (the run was moved away from under it).
+
+    >>> import subprocess, sys, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     a, b = Path(tmp, "a"), Path(tmp, "b")
+    ...     a.mkdir(); b.mkdir()
+    ...     code = "import time; print('up', flush=True); time.sleep(30)"
+    ...     argv = [sys.executable, "-c", code, "--logs-root", str(a)]
+    ...     child = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    ...     up = child.stdout.readline()  # it runs: its command line is there to read
+    ...     said = works_elsewhere(child.pid, a), works_elsewhere(child.pid, b) == str(a)
+    ...     child.kill(); _ = child.wait(); child.stdout.close()
+    >>> said
+    (None, True)
+    """
+    if valid_pid(pid) is None or pid > PID_MAX:
+        return None
+    proc = _PROC / str(pid)
+    try:
+        root = _flag_value((proc / "cmdline").read_bytes().split(b"\0"))
+    except OSError:
+        return None
+    if root is None:
+        return None
+    seen = (
+        os.fsencode(proc / "root") + root
+        if root.startswith(b"/")
+        else os.path.join(os.fsencode(proc / "cwd"), root)
+    )
+    try:
+        ours = os.stat(run_dir)
+    except OSError:
+        return None
+    try:
+        theirs = os.stat(seen)
+    except FileNotFoundError:
+        return os.fsdecode(root)
+    except OSError:
+        return None  # not ours to look at (another user's process): unknown
+    if (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino):
+        return None
+    return os.fsdecode(root)
+
+
+def run_owner_alive(
+    pid: int | None,
+    start_time: int | None,
+    run_dir: Path,
+    *,
+    recorded_at: float | None = None,
+) -> bool | None:
+    """:func:`owner_alive` of the owner a run directory records, False too when that process
+    lives but works on another run directory (:func:`works_elsewhere`): ``run_dir`` is a copy
+    of its run, or was moved away from under it, and nothing writes it any more.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     run_owner_alive(os.getpid(), None, Path(tmp)), run_owner_alive(None, None, Path(tmp))
+    (True, None)
+    """
+    alive = owner_alive(pid, start_time, recorded_at=recorded_at)
+    if alive and pid is not None and works_elsewhere(pid, run_dir) is not None:
+        return False
+    return alive
+
+
+@dataclass(frozen=True)
+class WorkingProcess:
+    """A live process here and the directory it works in (:func:`working_processes`)."""
+
+    pid: int
+    pgid: int
+    name: str
+    #: Its working directory as this host sees it (``/proc/PID/cwd``).
+    cwd: str
+    #: When it started, epoch seconds (to the second: the boot time's resolution).
+    started: float
+
+
+def _ancestors(pid: int) -> set[int]:
+    """``pid`` and the processes it descends from (their ``/proc/PID/stat`` parents)."""
+    seen: set[int] = set()
+    while pid > 0 and pid not in seen:
+        seen.add(pid)
+        try:
+            tail = (_PROC / str(pid) / "stat").read_bytes().rpartition(b")")[2].split()
+            pid = int(tail[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return seen
+
+
+def working_processes() -> list[WorkingProcess]:
+    """The live processes of this host whose working directory can be read, but this one and
+    its ancestors (the shell that runs the doctor), in pid order; empty without ``/proc``.
+    One look at the process table: a caller filters it by directory and start time (the
+    processes a killed engine's stage left running in its run, which Kilroy starts in their
+    own process group, in the run's worktree).
+
+    >>> import tempfile, subprocess, sys
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     code = "import time; print('up', flush=True); time.sleep(30)"
+    ...     child = subprocess.Popen([sys.executable, "-c", code], cwd=tmp, stdout=subprocess.PIPE)
+    ...     up = child.stdout.readline()
+    ...     found = [w.pid for w in working_processes() if w.cwd == os.path.realpath(tmp)]
+    ...     child.kill(); _ = child.wait(); child.stdout.close()
+    >>> found == [child.pid], os.getpid() in {w.pid for w in working_processes()}
+    (True, False)
+    """
+    mine = _ancestors(os.getpid())
+    out: list[WorkingProcess] = []
+    try:
+        entries = [e.name for e in os.scandir(_PROC) if e.name.isdigit()]
+    except OSError:
+        return out
+    for name in entries:
+        pid = int(name)
+        if pid in mine:
+            continue
+        try:
+            cwd = os.readlink(_PROC / name / "cwd")
+            pgid = os.getpgid(pid)
+        except OSError:
+            continue  # gone, or not ours to look at
+        state, began = process_state(pid), started_at(pid)
+        if state is None or state.zombie or began is None:
+            continue
+        out.append(WorkingProcess(pid, pgid, state.name, cwd, began))
+    return sorted(out, key=lambda w: w.pid)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["REASON_SHOWN", "code", "flatten", "md"]
+__all__ = ["REASON_SHOWN", "code", "flatten", "flatten_tail", "md"]
 
 #: How much of a run's terminal reason a page or a terminal shows (``--json`` has it whole):
 #: a run whose stop reason held 100 KB printed it whole, on one line, in every header.
@@ -43,6 +43,21 @@ def flatten(value: object, limit: int | None = None) -> str:
     text = _BREAKS.sub(" ", str(value)).strip()
     if limit is not None and len(text) > limit:
         text = text[: max(limit - 1, 0)].rstrip() + "…"
+    return text
+
+
+def flatten_tail(value: object, limit: int) -> str:
+    """One line of text, as :func:`flatten`, cut at the front instead: the end of a stage's
+    output says why it stopped, and a long line before it would otherwise be all that shows.
+
+    >>> flatten_tail("W" * 50 + "\\nerror: undefined symbol", 17)
+    '…undefined symbol'
+    >>> flatten_tail("short", 20)
+    'short'
+    """
+    text = _BREAKS.sub(" ", str(value)).strip()
+    if len(text) > limit:
+        text = "…" + text[len(text) - max(limit - 1, 0) :].lstrip(" …")
     return text
 
 

@@ -49,7 +49,7 @@ from doctor._layout import TOP_SQL
 from doctor._model import Finding, Severity
 from doctor._stage_output import ran_outside_git, says_nothing, stage_detail
 from doctor._timestamps import iso
-from rundoctor.markdown import REASON_SHOWN, flatten
+from rundoctor.markdown import REASON_SHOWN, flatten, flatten_tail
 
 __all__ = ["false_success"]
 
@@ -106,7 +106,7 @@ def false_success(ctx: Context) -> list[Finding]:
             else None
         )
         told = (
-            f"; {src} wrote ({words['file']}): {flatten(words['text'], REASON_SHOWN)}"
+            f"; {src} wrote ({words['file']}): {flatten_tail(words['text'], REASON_SHOWN)}"
             if words
             else ""
         )

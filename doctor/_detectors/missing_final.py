@@ -10,8 +10,13 @@ valid final.json is reported on its own.
 
 from __future__ import annotations
 
+import functools
+import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from os.path import dirname
+from pathlib import Path
 
 from doctor._attempts import LATEST_ATTEMPTS_SQL
 from doctor._detectors._context import Context, more, needs
@@ -20,7 +25,9 @@ from doctor._facts import RunFacts
 from doctor._layout import TOP_SQL, is_top_scope
 from doctor._model import Finding, Severity
 from doctor._superseded import repaired_final_ns
-from doctor._timestamps import iso
+from doctor._timestamps import iso, parse_iso
+from rundoctor.liveness import WorkingProcess, working_processes
+from rundoctor.markdown import REASON_SHOWN, flatten
 from rundoctor.terminal import shell_quote
 
 __all__ = ["missing_final"]
@@ -41,6 +48,115 @@ SELECT run_id, scope, {TOP_SQL} AS top, list(node_id ORDER BY start_seq)
 FROM ({LATEST_ATTEMPTS_SQL})
 WHERE is_open GROUP BY ALL
 """
+
+# Per run, the text of its top-level streams' last event that says something went wrong (a
+# failure reason, a warning's message, a reason): what the engine last said before it died.
+_LAST_WORDS_SQL = f"""
+SELECT run_id, arg_max(concat_ws(' ', nullif(failure_reason, ''), nullif(message, ''),
+                                 nullif(reason, '')), seq)
+FROM progress_events
+WHERE {TOP_SQL}
+  AND coalesce(nullif(failure_reason, ''), nullif(message, ''), nullif(reason, '')) IS NOT NULL
+GROUP BY run_id
+"""
+#: The words of a full disk (ENOSPC) or an exhausted quota (EDQUOT), as Go, Python and the C
+#: library say them.
+_DISK_FULL = re.compile(r"(?i)no space left on device|disk quota exceeded|\bENOSPC\b|\bEDQUOT\b")
+
+
+def _disk_full(words: str | None) -> str | None:
+    """``words`` (a run's last words) when they say its disk is full, else None.
+
+    >>> _disk_full("write /r/test/.tmp-1.json: no space left on device, attempts remaining")
+    'write /r/test/.tmp-1.json: no space left on device, attempts remaining'
+    >>> _disk_full("exit status 1") is None, _disk_full(None) is None
+    (True, True)
+    """
+    return words if words is not None and _DISK_FULL.search(words) else None
+
+
+def _run_extras(
+    docs: RunDocuments,
+    facts: RunFacts,
+    elsewhere: str | None,
+    gone: str | None,
+    *,
+    no_events: bool,
+) -> dict[str, object]:
+    """The top level's extra evidence keys, each only when it applies (docs/findings.md)."""
+    extras: dict[str, object] = {}
+    if facts.get("owner_stopped"):
+        extras["owner_stopped"] = True
+    if elsewhere is not None:
+        extras["owner_elsewhere"] = elsewhere
+    extras.update(_stop_evidence(docs, facts))
+    if gone:
+        extras["superseded_final"] = gone
+    if no_events and docs.run_out_tail:
+        extras["run_out_tail"] = list(docs.run_out_tail)
+    return extras
+
+
+#: How long after a run's last event a process in its directory may have started and still
+#: be taken for one it started (a tool stage's process starts just after its last event;
+#: start times are known to the boot time's second).
+_STARTED_WITHIN_S = 5.0
+
+
+def _left_running(
+    run_dir: Path, last_event_at: object, seen: _Progress
+) -> tuple[str, dict[str, object]]:
+    """The processes a run whose owner died left working in its directory: those whose
+    working directory is in it (a stage's is the run's worktree) and that started by its last
+    event (:data:`_STARTED_WITHIN_S`), with the rest of their process groups (Kilroy starts
+    each tool stage in a group of its own). The summary's clause and the ``stage_processes``
+    evidence, else nothing. Only this host's processes, as they are now: one that started
+    after the run's last event is none of its own, whatever ``now`` the diagnosis is of."""
+    last = parse_iso(last_event_at) if isinstance(last_event_at, str) else None
+    if last is None:
+        return "", {}
+    root = os.path.realpath(run_dir)
+    inside = [w for w in seen.processes() if w.cwd == root or w.cwd.startswith(root + os.sep)]
+    groups = {w.pgid for w in inside if w.started <= last / 1e9 + _STARTED_WITHIN_S}
+    left = [w for w in inside if w.pgid in groups]
+    if not left:
+        return "", {}
+    named = [f"pid {w.pid} ({w.name})" for w in left]
+    kill = " ".join(f"-{g}" for g in sorted(groups))
+    clause = (
+        f"; processes it started still work in its directory ({more(named, 3)}): a resume "
+        f"would run that stage again beside them, so stop them first (`kill -TERM -- {kill}`)"
+    )
+    return clause, {
+        "stage_processes": [{"pid": w.pid, "pgid": w.pgid, "name": w.name} for w in left]
+    }
+
+
+def _disk_note(docs: RunDocuments, last_words: str | None) -> tuple[str, dict[str, object]]:
+    """When the run's last words (its streams', else its ``live.json``'s) say its disk is
+    full: the clause the summary ends with and the ``disk_full`` evidence; else nothing.
+
+    The engine could not write its final.json (nor the rest): a terminalize or a resume
+    writes to the same disk, and fails there too until space is freed."""
+    full = _disk_full(last_words) or _disk_full(_live_words(docs))
+    if full is None:
+        return "", {}
+    clause = (
+        f"; its last words say the disk is full ({flatten(full, REASON_SHOWN)!r}): free "
+        "space there first, since terminalizing or resuming the run writes to it"
+    )
+    return clause, {"disk_full": full}
+
+
+def _live_words(docs: RunDocuments) -> str | None:
+    """What the run's ``live.json`` (Kilroy's copy of its latest event, a small file it may
+    still write when the disk refused the stream's line) says went wrong, if anything."""
+    live = docs.top.live
+    value = live.value if live is not None and live.ok else None
+    if not isinstance(value, dict):
+        return None
+    said = [value.get(k) for k in ("failure_reason", "message", "reason")]
+    return " ".join(str(w) for w in said if isinstance(w, str) and w) or None
 
 
 def _idle(now: float, last_progress: int | None) -> float | None:
@@ -66,9 +182,16 @@ def _since(last_progress: int | None) -> str:
     return iso(last_progress) or "its start (no progress event with a readable time was recorded)"
 
 
-def _owner(pid: int | None, alive: bool | None) -> str:
+def _owner(pid: int | None, alive: bool | None, elsewhere: str | None = None) -> str:
     if pid is None:
         return "owner process was never recorded"
+    if elsewhere is not None:
+        # Kilroy's own stop of this directory would stop that run (it reads run.pid).
+        return (
+            f"owner pid {pid} works on {elsewhere!r}, not on this directory (a copy of that "
+            "run, or moved away from under its engine): nothing writes here any more; "
+            "diagnose that directory for the run itself, and never stop that pid for this one"
+        )
     return (
         f"owner pid {pid} is " + {True: "alive", False: "dead", None: "of unknown liveness"}[alive]
     )
@@ -82,11 +205,23 @@ class _Progress:
     top_progress: dict[str, int]
     open_nodes: dict[tuple[str, str], list[str]]
     top_open: dict[str, list[str]]
+    #: Per run, its top level's last words (:data:`_LAST_WORDS_SQL`).
+    last_words: dict[str, str]
+    #: This host's working processes, looked up once for the whole batch (only when an
+    #: orphaned run asks: :func:`_left_running`).
+    processes: Callable[[], list[WorkingProcess]]
 
 
 def _read_progress(ctx: Context) -> _Progress:
     """Phase 1: the two queries, grouped per scope and per run's top level."""
-    out = _Progress(progress={}, top_progress={}, open_nodes={}, top_open={})
+    out = _Progress(
+        progress={},
+        top_progress={},
+        open_nodes={},
+        top_open={},
+        last_words={},
+        processes=functools.cache(working_processes),
+    )
     for run_id, scope, top, last in ctx.tables.sql(_PROGRESS_SQL):
         out.progress[(run_id, scope)] = last
         if top and last is not None:
@@ -95,6 +230,8 @@ def _read_progress(ctx: Context) -> _Progress:
         out.open_nodes[(run_id, scope)] = [str(n) for n in nodes]
         if top:
             out.top_open.setdefault(run_id, []).extend(str(n) for n in nodes)
+    for run_id, words in ctx.tables.sql(_LAST_WORDS_SQL):
+        out.last_words[run_id] = str(words)
     return out
 
 
@@ -157,6 +294,7 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
     docs = ctx.documents(run_id)
     state = facts.get("_state")
     pid, alive = facts.get("owner_pid"), facts.get("owner_alive")
+    elsewhere = docs.owner_elsewhere()
     last = seen.top_progress.get(run_id)
     idle = _idle(ctx.config.now, last)
     nodes = seen.top_open.get(run_id, [])
@@ -170,14 +308,14 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
     if state == "orphaned" and said is not None:
         severity, repair = Severity.CRITICAL, fix
         summary = (
-            f"{no_final} and its {_owner(pid, alive)}: Kilroy gave up before "
+            f"{no_final} and its {_owner(pid, alive, elsewhere)}: Kilroy gave up before "
             f"its first event, its run.out ending with {said!r}; fix that and start the run "
             f"again, and {end.replace(' it ', ' this one ', 1)}"
         )
     elif state == "orphaned":
         severity, repair = Severity.CRITICAL, fix
         summary = (
-            f"{no_final} and its {_owner(pid, alive)}: nothing has "
+            f"{no_final} and its {_owner(pid, alive, elsewhere)}: nothing has "
             f"progressed since {_since(last)}{where}, and it can never finish on its "
             f"own; {end}"
         )
@@ -195,19 +333,18 @@ def _run_finding(ctx: Context, run_id: str, facts: RunFacts, seen: _Progress) ->
             f"{no_final} and made no progress for {_span(idle)}{where} "
             f"while its {_owner(pid, alive)}; {_stop_how(docs, alive)}"
         )
+    disk, full = _disk_note(docs, seen.last_words.get(run_id))
+    if state == "orphaned":
+        left, procs = _left_running(docs.path, facts.get("last_event_at"), seen)
+        disk, full = disk + left, {**full, **procs}
     final = docs.final or gone or _linked_final(docs)  # a symlink is there, if unread
     evidence = _evidence(last, idle, facts, nodes, state, final=final)
-    if facts.get("owner_stopped"):
-        evidence["owner_stopped"] = True
-    evidence.update(_stop_evidence(docs, facts))
-    if gone:
-        evidence["superseded_final"] = gone
-    if last is None and docs.run_out_tail:
-        evidence["run_out_tail"] = list(docs.run_out_tail)
+    evidence.update(full)
+    evidence.update(_run_extras(docs, facts, elsewhere, gone, no_events=last is None))
     return Finding(
         code="missing_final",
         severity=severity,
-        summary=summary,
+        summary=summary + disk,
         run_id=run_id,
         scope="",
         node_id=nodes[-1] if nodes else None,

@@ -13,7 +13,9 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +196,74 @@ def test_a_run_ended_by_a_bare_exit_code_shows_what_the_failed_stage_wrote() -> 
     assert said.replace("_", "\\_") in render_postmortem(result)
 
 
+def test_a_run_a_goal_gate_ended_shows_why_the_gate_s_stage_failed() -> None:
+    # final.json and run_failed say "goal gate unsatisfied (build) and no retry target": the
+    # gate, not why build failed (a bare "exit status 1"); build's stderr ends with why, after
+    # an 80 KiB line, and the line under the terminal reason ends as the stage's output does.
+    result = _diagnosed("goal_gate_long_output")
+    (detail,) = result.facts["terminal_detail"]
+    assert (detail["node_id"], detail["file"]) == ("build", "build/stderr.log")
+    why = "ld: error: undefined symbol: main (referenced by crt1.o)"
+    assert detail["text"].endswith("\n" + why)
+    console = Console(file=io.StringIO(), width=400)
+    render_diagnosis(console, result, DETECTORS, verbose=False)
+    (line,) = [x for x in console.file.getvalue().splitlines() if "build wrote" in x]  # type: ignore[attr-defined]
+    assert line.startswith("  build wrote (build/stderr.log): …W") and line.endswith(why)
+    assert why in render_markdown(result)
+    assert why in render_postmortem(result)
+
+
+def test_a_goal_gate_whose_stage_said_why_is_quoted_by_its_last_failure_reason(
+    tmp_path: Path,
+) -> None:
+    # impl's agent left its status where Kilroy does not read it: its failure reason is
+    # Kilroy's "missing status.json …", which says why; build's stage in
+    # goal_gate_stage_killed was killed by a signal on both attempts.
+    facts = _diagnosed("agent_dotai_status").facts
+    (detail,) = facts["terminal_detail"]
+    assert (detail["node_id"], detail["file"]) == ("impl", None)
+    assert detail["text"].startswith("missing status.json (auto_status=false)")
+    # A status.json whose reason is none of the stage's failures (not its last) is not
+    # taken: the stage's one failure reason is.
+    run = tmp_path / "goal_gate_stage_killed"
+    shutil.copytree(RUNS / run.name, run)
+    status = json.loads((run / "link" / "status.json").read_text())
+    assert status["failure_reason"] == "signal: killed"
+    status["failure_reason"] = "signal: segmentation fault"
+    (run / "link" / "status.json").write_text(json.dumps(status))
+    facts = diagnose(run.name, DoctorConfig(roots=(tmp_path,))).facts
+    (detail,) = facts["terminal_detail"]
+    assert detail == {"scope": "", "node_id": "link", "file": None, "text": "signal: killed"}
+
+
+def test_a_run_that_filled_its_disk_says_so_before_advising_a_terminalize(
+    tmp_path: Path,
+) -> None:
+    # build's output filled the run's disk: Kilroy could not write a file, wrote run_failed
+    # ("… no space left on device") and no final.json. A terminalize writes to that disk.
+    (finding,) = [f for f in _diagnosed("disk_full").findings if f.code == "missing_final"]
+    assert finding.repair == "terminalize"
+    assert finding.evidence["disk_full"].endswith(": no space left on device")
+    assert "the disk is full" in finding.summary and "free space there first" in finding.summary
+    # As another run on such a disk left it: the stream torn before any of those words (build
+    # still open), which only live.json (Kilroy's copy of the latest event) kept.
+    run = tmp_path / "disk_full"
+    shutil.copytree(RUNS / run.name, run)
+    lines = (run / "progress.ndjson").read_bytes().splitlines(keepends=True)
+    first = next(i for i, line in enumerate(lines) if b"no space left on device" in line)
+    (run / "progress.ndjson").write_bytes(b"".join(lines[:first]) + b'{"event":"warning","i')
+    (finding,) = [
+        f
+        for f in diagnose(run.name, DoctorConfig(roots=(tmp_path,))).findings
+        if f.code == "missing_final"
+    ]
+    live = json.loads((run / "live.json").read_text())
+    assert (live["event"], finding.evidence["disk_full"]) == ("run_failed", live["reason"])
+    # A run killed for another reason says nothing of a disk.
+    (other,) = [f for f in _diagnosed("sigkill_mid_stage").findings if f.code == "missing_final"]
+    assert "disk_full" not in other.evidence and "disk" not in other.summary
+
+
 def _without_logs(tmp_path: Path, name: str, logs: str) -> Path:
     """A copy of the committed run ``name`` under ``tmp_path`` without the stage output files
     the glob ``logs`` matches."""
@@ -219,6 +289,18 @@ def test_the_stage_words_come_from_the_failure_dossier_when_its_logs_are_gone(
     ]
     (run / "failure_dossier.json").unlink()
     assert diagnose(run.name, DoctorConfig(roots=(tmp_path,))).facts["terminal_detail"] == []
+
+
+def test_a_false_success_quotes_the_end_of_what_its_stage_wrote(tmp_path: Path) -> None:
+    # verify's stderr as a long build log leaves it: a long line, then the one that says why.
+    run = tmp_path / "fallback_success"
+    shutil.copytree(RUNS / run.name, run)
+    why = "verify: 3 tests failed (test_parse, test_emit, test_join)"
+    (run / "verify" / "stderr.log").write_text("W" * 5000 + "\n" + why + "\n")
+    config = DoctorConfig(roots=(tmp_path,), checks=("false_success",))
+    (finding,) = diagnose(run.name, config).findings
+    assert finding.evidence["stage_output"]["text"].endswith(why)
+    assert f"{why}) and no edge condition matched" in finding.summary, finding.summary
 
 
 def test_a_run_whose_branches_all_failed_shows_what_each_failed_stage_wrote() -> None:
@@ -289,9 +371,17 @@ KILROY_RUN = Path(os.environ.get("KILROY_HOME", "/work/shared/kilroy")) / "run.s
 def _diagnose_live(tmp_path: Path, graph: str, run_id: str, marker: str) -> dict[str, Any]:
     """Run the real engine on ``graph`` and diagnose the run as soon as its stream holds
     ``marker`` (the engine still running), then kill the engine and its stages."""
-    logs = tmp_path / run_id
+    with _live_run(tmp_path, graph, run_id, marker):
+        return diagnose(run_id, DoctorConfig(roots=(tmp_path,))).to_json()
+
+
+@contextlib.contextmanager
+def _live_run(root: Path, graph: str, run_id: str, marker: str) -> Iterator[Path]:
+    """Run the real engine on ``graph`` in ``root``; yield its run directory as soon as its
+    stream holds ``marker`` (the engine still running); then kill the engine and its stages."""
+    logs = root / run_id
     with subprocess.Popen(
-        [str(KILROY_RUN), str(RUNS.parent / "graphs" / graph), run_id, str(tmp_path)],
+        [str(KILROY_RUN), str(RUNS.parent / "graphs" / graph), run_id, str(root)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     ) as proc:
@@ -299,7 +389,7 @@ def _diagnose_live(tmp_path: Path, graph: str, run_id: str, marker: str) -> dict
             while marker not in _text(logs / "progress.ndjson"):
                 assert proc.poll() is None, f"kilroy ended before {marker} was written"
                 time.sleep(0.1)
-            return diagnose(run_id, DoctorConfig(roots=(tmp_path,))).to_json()
+            yield logs
         finally:
             kilroy = psutil.Process(int((logs / "run.pid").read_text()))
             stages = kilroy.children(recursive=True)
@@ -308,6 +398,80 @@ def _diagnose_live(tmp_path: Path, graph: str, run_id: str, marker: str) -> dict
                 with contextlib.suppress(psutil.NoSuchProcess):
                     p.kill()
             proc.wait(timeout=60)
+
+
+@pytest.mark.skipif(not KILROY_RUN.exists(), reason="the real Kilroy engine is not installed")
+def test_a_copy_of_a_live_run_is_not_owned_by_the_engine_that_runs_the_original(
+    tmp_path: Path,
+) -> None:
+    # A run copied while its engine works in build: the copy's run.pid and run.lock.json name
+    # that live engine, whose --logs-root is the original. Read as its owner, the copy was
+    # "stalled" once past its stall timeout, and the advice `kilroy attractor stop
+    # --logs-root COPY --force` stopped the original run (checked with the real engine).
+    runs, copies = tmp_path / "runs", tmp_path / "copies"
+    copies.mkdir()
+    with _live_run(
+        runs, "long_stage.dot", "copied", '"node_id":"build","resolved_file_count"'
+    ) as logs:
+        copy = copies / logs.name
+        shutil.copytree(logs, copy, symlinks=True, ignore=shutil.ignore_patterns(".tmp-*"))
+        original = diagnose(logs.name, DoctorConfig(roots=(runs,)))
+        assert (original.state, original.facts["owner_alive"]) == ("running", True)
+        late = (parse_iso(original.facts["last_event_at"]) or 0) / 1e9 + 601
+        config = DoctorConfig(roots=(copies,), now=late)
+        copied = diagnose(copy.name, config)
+        assert (copied.state, copied.facts["owner_alive"]) == ("orphaned", False)
+        (finding,) = [f for f in copied.findings if f.code == "missing_final"]
+        assert finding.evidence["owner_elsewhere"] == str(logs)
+        assert "stop_command" not in finding.evidence and "never stop that pid" in finding.summary
+        # Its repair terminalizes the copy, not the run its owner works on.
+        report = apply_repairs(plan_repairs(copied, config), config, run_path=copy)
+        assert [r.outcome for r in report.results] == ["applied"], report.results
+        assert (copy / "final.json").is_file() and not (logs / "final.json").exists()
+        again = diagnose(logs.name, DoctorConfig(roots=(runs,)))
+        assert (again.state, again.facts["owner_alive"]) == ("running", True)
+
+
+@pytest.mark.skipif(not KILROY_RUN.exists(), reason="the real Kilroy engine is not installed")
+def test_a_stage_a_killed_engine_left_running_is_named_before_a_resume(tmp_path: Path) -> None:
+    # `kill -9` of the engine alone (not its process group) leaves the tool stage's bash and
+    # sleep working in the run's worktree: a resume would run build again beside them.
+    logs = tmp_path / "left"
+    with subprocess.Popen(
+        [str(KILROY_RUN), str(RUNS.parent / "graphs" / "long_stage.dot"), "left", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
+        marker = '"node_id":"build","resolved_file_count"'
+        while marker not in _text(logs / "progress.ndjson"):
+            assert proc.poll() is None, "kilroy ended before build started"
+            time.sleep(0.1)
+        kilroy = psutil.Process(int((logs / "run.pid").read_text()))
+        deadline = time.monotonic() + 30
+        while not [p for p in kilroy.children(recursive=True) if p.name() == "sleep"]:
+            assert time.monotonic() < deadline, "build's sleep never started"
+            time.sleep(0.05)
+        stage = kilroy.children(recursive=True)
+        kilroy.kill()  # the engine alone: run.sh then removes its workspace and ends
+        proc.wait(timeout=60)
+        try:
+            result = diagnose("left", DoctorConfig(roots=(tmp_path,)))
+            (finding,) = [f for f in result.findings if f.code == "missing_final"]
+            left = finding.evidence["stage_processes"]
+            assert {p["pid"] for p in left} == {p.pid for p in stage}
+            group = os.getpgid(stage[0].pid)
+            assert f"kill -TERM -- -{group}" in finding.summary
+        finally:
+            for p in stage:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.kill()
+                    p.wait(timeout=60)
+    (finding,) = [
+        f
+        for f in diagnose("left", DoctorConfig(roots=(tmp_path,))).findings
+        if f.code == "missing_final"
+    ]
+    assert "stage_processes" not in finding.evidence
 
 
 @pytest.mark.skipif(not KILROY_RUN.exists(), reason="the real Kilroy engine is not installed")
@@ -359,25 +523,26 @@ def test_a_run_whose_live_owner_took_it_within_the_stall_timeout_is_starting_not
     tmp_path: Path,
 ) -> None:
     # The window before Kilroy's first event is too short to diagnose in reliably, so the
-    # files Kilroy wrote in it are diagnosed beside the run, its owner alive and working.
+    # files Kilroy wrote in it are copied beside the run, and the copy's lock names a live
+    # stand-in started on the copy (the engine itself works on the original: a copy is no
+    # run of its owner's), with the lock's own acquired_at.
     live, copy = tmp_path / "live", tmp_path / "copy"
     starting = copy / "starting"
     starting.mkdir(parents=True)
-    logs = live / "starting"
-    with subprocess.Popen(
-        [str(KILROY_RUN), str(RUNS.parent / "graphs" / "long_stage.dot"), "starting", str(live)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    ) as proc:
+    with _live_run(live, "long_stage.dot", "starting", '"build"') as logs:
+        for name in _BEFORE_THE_FIRST_EVENT:
+            shutil.copy2(logs / name, starting / name)
+    code = "import time; print('up', flush=True); time.sleep(120)"
+    argv = [sys.executable, "-c", code, "--logs-root", str(starting)]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE) as owner:
         try:
-            while '"build"' not in _text(logs / "progress.ndjson"):
-                assert proc.poll() is None, "kilroy ended before build started"
-                time.sleep(0.1)
-            for name in _BEFORE_THE_FIRST_EVENT:
-                shutil.copy2(logs / name, starting / name)
+            assert owner.stdout is not None and owner.stdout.readline() == b"up\n"
+            lock = json.loads((starting / "run.lock.json").read_text())
+            lock.update(pid=owner.pid, pid_start_time=start_ticks(owner.pid))
+            (starting / "run.lock.json").write_text(json.dumps(lock))
+            (starting / "run.pid").write_text(str(owner.pid))
             config = DoctorConfig(roots=(copy,))
-            acquired = json.loads((starting / "run.lock.json").read_text())["acquired_at"]
-            took = (parse_iso(acquired) or 0) / 1e9
+            took = (parse_iso(lock["acquired_at"]) or 0) / 1e9
             result = diagnose("starting", config.with_now(took + 5)).to_json()
             assert result["state"] == "running", _show(result["findings"])
             assert result["findings"] == [], _show(result["findings"])
@@ -386,13 +551,7 @@ def test_a_run_whose_live_owner_took_it_within_the_stall_timeout_is_starting_not
             assert late["state"] == "stalled"
             assert [f["code"] for f in late["findings"]] == ["missing_final"]
         finally:
-            kilroy = psutil.Process(int((logs / "run.pid").read_text()))
-            stages = kilroy.children(recursive=True)
-            kilroy.kill()
-            for p in stages:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    p.kill()
-            proc.wait(timeout=60)
+            owner.kill()
 
 
 def _text(path: Path) -> str:

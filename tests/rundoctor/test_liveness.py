@@ -24,9 +24,11 @@ from rundoctor.liveness import (
     owner_alive,
     process_alive,
     process_state,
+    run_owner_alive,
     start_ticks,
     started_at,
     valid_pid,
+    works_elsewhere,
 )
 from tests.doctor.watch_helpers import wait_for
 
@@ -196,3 +198,43 @@ def test_a_stopped_sqlite_write_lock_holder_is_named_from_its_process_state(
         child.kill()
         child.wait()
     assert said.startswith(f"process {child.pid} (a) b (c) holds its write lock and is stopped")
+
+
+def _started_on(argv_tail: list[str], cwd: Path) -> subprocess.Popen[bytes]:
+    """A live process whose command line ends with ``argv_tail`` (as Kilroy's engine is called
+    with ``--logs-root DIR``), started in ``cwd``, once it runs."""
+    code = "import time; print('up', flush=True); time.sleep(60)"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *argv_tail], cwd=cwd, stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == b"up\n"
+    return proc
+
+
+def test_an_owner_works_elsewhere_only_when_its_logs_root_is_another_directory(
+    tmp_path: Path,
+) -> None:
+    run, copy = tmp_path / "runs" / "r1", tmp_path / "copies" / "r1"
+    run.mkdir(parents=True)
+    copy.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "runs")
+    relative = _started_on(["--logs-root", "runs/r1"], tmp_path)
+    through_link = _started_on(["--logs-root=" + str(tmp_path / "link" / "r1")], tmp_path)
+    no_flag = _started_on([], tmp_path)
+    try:
+        for proc in (relative, through_link):
+            assert works_elsewhere(proc.pid, run) is None  # the same directory by its inode
+            assert works_elsewhere(proc.pid, copy) is not None
+            assert run_owner_alive(proc.pid, start_ticks(proc.pid), copy) is False
+            assert run_owner_alive(proc.pid, start_ticks(proc.pid), run) is True
+        assert works_elsewhere(no_flag.pid, copy) is None  # names no directory: unknown
+        assert run_owner_alive(no_flag.pid, None, copy) is True
+        # Moved away from under it: the directory it names is gone, this one is not its own.
+        run.rename(tmp_path / "moved")
+        assert works_elsewhere(relative.pid, tmp_path / "moved") == "runs/r1"
+    finally:
+        for proc in (relative, through_link, no_flag):
+            proc.kill()
+            proc.wait()
+            assert proc.stdout is not None
+            proc.stdout.close()
