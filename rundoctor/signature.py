@@ -772,7 +772,9 @@ def _mask(text: str, plain: bool = False, months: bool = True) -> str:
     if "::" in text and _ipv6_hint(text):
         # The IPv6 passes count hex digits: they take collapsed digit runs.
         text = p.ipv6.sub("<addr>", _collapse(text))
-    if text.count(":") >= 5:
+    # No mask adds a colon, so this count bounds the colons every later mask sees.
+    colons = text.count(":")
+    if colons >= 5:
         text = _collapse(text)
         if _colon_run(text):
             text = p.hexcolon.sub("<addr>", text)
@@ -799,7 +801,7 @@ def _mask(text: str, plain: bool = False, months: bool = True) -> str:
         text = rev[::-1]
     if _SIGNED in text:
         text = text.replace("-" + _SIGNED, "").replace("+" + _SIGNED, "")
-    return _mask_words(text, p, plain, months)
+    return _mask_words(text, p, plain, months, colons >= 4)
 
 
 def _collapse(text: str) -> str:
@@ -846,9 +848,12 @@ def _colon_run(text: str) -> bool:
     return False
 
 
-def _mask_words(text: str, p: _Patterns, plain: bool, months: bool) -> str:
+def _mask_words(text: str, p: _Patterns, plain: bool, months: bool, colons: bool) -> str:
     """The masks of :func:`_mask` that look at words and placeholders: quotes, host names,
-    dates in words, runs, brackets and counted nouns."""
+    addresses, compound names, dates in words, runs, brackets and counted nouns.
+
+    ``colons``: the text had four colons or more before the masks (counting them costs as
+    much as a small mask, and ``_mask`` counts them anyway)."""
     quoted = not plain and (
         "'" in text
         or '"' in text
@@ -873,7 +878,7 @@ def _mask_words(text: str, p: _Patterns, plain: bool, months: bool) -> str:
     if "<addr>" in text:
         text = _addresses(text, p, plain)
     # A colon before a space separates words, not the fields of a name.
-    if text.count(":") >= 4 and text.count(":") - text.count(": ") >= 4 and "<" in text:
+    if colons and text.count(":") - text.count(": ") >= 4 and "<" in text:
         text = p.compound.sub("<url>", text)
     if months and " <n>" in text and p.month_day.search(text):
         text = p.calendar.sub("<date>", text)
@@ -912,7 +917,7 @@ def _addresses(text: str, p: _Patterns, plain: bool) -> str:
     # whole, as a second signing would take it ("main.c:12:5" is one value, as
     # "src/main.c:12:5" is one path). Only an address at a port's place or in a host's can
     # make such a pair: other texts skip the passes over the reversed text.
-    again = ":<addr>" in text or p.address_port.search(text) is not None
+    again = ":<" in text and (":<addr>" in text or p.address_port.search(text) is not None)
     text = text.replace("<addr>", "<n>")
     while again and ":<n>" in text:
         masked = p.host_prefix.sub(">n<", text[::-1])[::-1]
