@@ -351,6 +351,9 @@ _COMPOUND = re.compile(
 # given by name and 'at "10.0.0.5", port 5432' for one given by address, so the bracket is
 # dropped and both sign alike.
 _VALUE_ADDRESS = re.compile(r"(?<=>)\ \(<addr>\)(?=[\s,;:.)\]]|$)")
+# A percent sign after a space is its number's (version 7): some formatters write "93.5 %" where
+# others write "93.5%" for one value.
+_SPACED_PERCENT = re.compile(r"(?<=<n>)\ %(?![\w%])")
 # An address inside a host before a port: "a.<addr>:<n>", "<addr>-x:<n>" (see ``_addresses``).
 _ADDRESS_PORT = re.compile(r"<addr>(?:[\w.-]|<n>|<addr>)*+:<(?:n|addr)>")
 _SEP = r"(?:[,;]\ ?|\ )"
@@ -423,6 +426,7 @@ class _Patterns:
     rel_prefix: re.Pattern[str]
     num_prefix: re.Pattern[str]
     host_prefix: re.Pattern[str]
+    percent: re.Pattern[str]
     quoted: re.Pattern[str]
     hostname_hint: re.Pattern[str]
     hostname: re.Pattern[str]
@@ -483,7 +487,8 @@ def _ascii_pattern(pattern: str) -> str:
 
 _PATTERN_LIST = (
     *(_URL, _WINPATH, _DOTPATH, _HEXCOLON, _IPV6, _LEADING, _LEADING_NUMBER_ONLY, _NUM_START),
-    *(_NUM_SUFFIX, _REL_PREFIX, _NUM_PREFIX, _HOST_PREFIX, _QUOTED, _HOSTNAME_HINT),
+    *(_NUM_SUFFIX, _REL_PREFIX, _NUM_PREFIX, _HOST_PREFIX, _SPACED_PERCENT, _QUOTED),
+    _HOSTNAME_HINT,
     *(_HOSTNAME, _VALUE_ADDRESS, _ADDRESS_PORT, _COMPOUND, _MONTH_DAY, _CALENDAR, _POST, _COUNTED),
     _BRACKETED,
 )
@@ -854,6 +859,8 @@ def _mask_words(text: str, p: _Patterns, plain: bool, months: bool, colons: bool
 
     ``colons``: the text had four colons or more before the masks (counting them costs as
     much as a small mask, and ``_mask`` counts them anyway)."""
+    if "> %" in text:
+        text = p.percent.sub("%", text)
     quoted = not plain and (
         "'" in text
         or '"' in text
@@ -1061,6 +1068,15 @@ MASK_RULES: tuple[MaskRule, ...] = (
         "a sign before a duration or a size is part of the value, as it is of a number",
         "clock wrong by -0.004 seconds after +12 KB",
         "clock wrong by <time> after <size>",
+    ),
+    MaskRule(
+        "percent",
+        (_SPACED_PERCENT,),
+        "<n>%",
+        "a percent sign after a space belongs to its number, as formatters write either "
+        "(version 7)",
+        "disk 93.5 % full, was 9%",
+        "disk <n>% full, was <n>%",
     ),
     MaskRule(
         "quoted",

@@ -13,7 +13,8 @@ before another unit ("3d4h") is a duration; a JSON string renders as the text it
 and version 7's: an address is "<n>" (a short host name with a digit, an IP and a domain name
 sign alike), and an address in brackets right after a value is dropped; an age standing alone
 ("10d", "3y", "2y45d") is a duration; a dictionary Python prints is read as the JSON it stands
-for; five or more colon-joined fields with a value in one token (an ARN) are one "<url>".
+for; five or more colon-joined fields with a value in one token (an ARN) are one "<url>"; a
+percent sign after a space is its number's ("93.5 %" is "<n>%").
 
 ``tests/doctor/test_signature_equivalence.py`` checks the shipped function against this one:
 any change of output must bump ``SIGNATURE_VERSION`` (breakers persist counts keyed by
@@ -201,6 +202,8 @@ _COMPOUND = re.compile(
     (?:[^\s:,;()\[\]{}'"]*:(?!\s|$)){3,}[^\s,;()\[\]{}'"]*?(?=[.:]?(?:[\s,;()\[\]{}'"]|$))""",
     re.VERBOSE,
 )
+# A percent sign after a space is its number's (version 7).
+_SPACED_PERCENT = re.compile(r"(?<=<n>)\ %(?![\w%])")
 # An address in round brackets right after a value is dropped (version 7).
 _VALUE_ADDRESS = re.compile(r"(?<=>)\ \(<addr>\)(?=[\s,;:.)\]]|$)")
 _SEP = r"(?:[,;]\ ?|\ )"
@@ -418,6 +421,7 @@ def _mask(text: str) -> str:
             rev = _HOST_PREFIX.sub(">rdda<", rev)
         text = rev[::-1]
     text = text.replace("-" + _SIGNED, "").replace("+" + _SIGNED, "")
+    text = _SPACED_PERCENT.sub("%", text)
     quoted = any(q in text for q in _QUOTES)
     if quoted:
         # Until nothing matches: masking "("x")" makes its outer quotes hold one token.

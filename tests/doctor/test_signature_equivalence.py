@@ -96,6 +96,7 @@ FAST_PATH_PIECES = st.sampled_from(
         "(<addr>)", " (10.0.0.1)", "<addr>:", ":<addr>", "a.<addr>", "<addr>-x", "main.c:",
         " 10d", "0d", " 3y", "2y45d", "d", "y", "D", "[7d]", "=0d", "{'a': 'b'}", "{'a': [1, (2,)]",
         "'", "True", "None", "arn:aws:iam::", ":user/x", "a:b:c:d:", ":0:",
+        " %", "%", " %s", "<n> %",
     ]
 )  # fmt: skip
 # Short texts too: a fast path is taken only when the other pieces are absent.

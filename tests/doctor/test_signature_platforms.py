@@ -505,6 +505,8 @@ FAILURES: Failures = {
                 "2GiB, 93% used, after 1h2m3.5s)",
                 "write /var/folders/q1/abc_123/T/tmp7yq0.json failed: No space left on device "
                 "(wrote 512MiB of 2GiB, 100% used, after 450ms)",
+                "write /tmp/tmp0a1b2c3d.json failed: No space left on device (wrote 12.25 GiB "
+                "of 16 GiB, 99.5 % used, after 2h)",
             ),
         ),
     ),
@@ -636,6 +638,16 @@ def test_version_7_takes_a_compound_name_with_a_value_as_one() -> None:
     )
     # Colons before a space separate words.
     assert canonical_signature("error: a: b: c: 7 failed") == "error: a: b: c: <n> failed"
+
+
+def test_version_7_takes_a_percent_sign_after_a_space_as_its_numbers() -> None:
+    # Formatters write "93.5 %" or "93.5%" for one value.
+    assert canonical_signature("disk at 93.5 % of 2GiB") == canonical_signature(
+        "disk at 9% of 2GiB"
+    )
+    assert canonical_signature("disk at 93.5 %") == "disk at <n>%"
+    # A format directive after a number stays.
+    assert canonical_signature("wrote 5 %s and 6 %d") == "wrote <n> %s and <n> %d"
 
 
 # The property form, with the volatile values of test_signature_ecosystems.py and a few more.
