@@ -274,13 +274,20 @@ def _canonical_json(text: str) -> str:
     out: list[str] = []
     done = 0
     start = text.find("{")
+    # One Python literal that does not read ends the tries: its scan and ast.literal_eval cost
+    # far more than the JSON parser's failure, and a text of many unclosed "{'" would pay it
+    # at each of them.
+    literal = True
     for _ in range(8):
         if start < 0:
             break
         try:
             value, end = _DECODER.raw_decode(text, start)
         except (ValueError, RecursionError):
-            found = _python_literal(text, start) if text.startswith("{'", start) else None
+            found = None
+            if literal and text.startswith("{'", start):
+                found = _python_literal(text, start)
+                literal = found is not None
             if found is None:
                 start = text.find("{", start + 1)
                 continue

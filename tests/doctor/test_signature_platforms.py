@@ -619,6 +619,13 @@ def test_a_text_that_only_looks_like_a_python_dictionary_signs_without_error(tex
     assert canonical_signature(signature) == signature
 
 
+def test_after_a_python_dictionary_that_does_not_read_no_other_is_tried() -> None:
+    # Each try scans in Python; a text of many unclosed "{'" must not pay it at each.
+    assert canonical_signature("e {'a': 1} and {'b': f(2)} and {'c': 3}") == (
+        "e {a: <n>} and {<str>: f(<n>)} and {<str>: <n>}"
+    )
+
+
 def test_version_7_takes_a_compound_name_with_a_value_as_one() -> None:
     for arn in (
         "arn:aws:iam::123456789012:user/alice",
