@@ -3,7 +3,7 @@
 The grouping (``signature_groups``, ``group_signatures``, ``GroupingConfig``) lives in
 :mod:`rundoctor._grouping` and is re-exported here.
 
-``canonical_signature`` is version ``SIGNATURE_VERSION`` (6). Anything that changes which texts
+``canonical_signature`` is version ``SIGNATURE_VERSION`` (7). Anything that changes which texts
 share a signature must bump it, because circuit breakers persist counts keyed by signature; the
 executor records the version in its breaker events and the doctor compares signatures only
 within one version. ``docs/signatures.md`` explains both functions with examples and the
@@ -13,23 +13,29 @@ measured figures.
 matter, for any input), terminal escape sequences (ANSI CSI, a test runner's colours) are removed
 (version 3), whitespace runs become one space, then the masks of :data:`MASK_RULES` run in order,
 each listed with its reason and an example: JSON re-rendered with sorted keys, each string as the
-text it holds (its quotes are syntax; ``"\\u003c"`` escapes are ``?``; version 6); ``<url>``;
+text it holds (its quotes are syntax; ``"\\u003c"`` escapes are ``?``; version 6), and a dictionary
+Python prints (``{'error': 'timeout'}``) read as the JSON it stands for (version 7); ``<url>``;
 Windows (UNC too, version 6), ``./`` and other paths (``<path>``, before numbers, so a path with
-digits is one token); ``<addr>`` for IPv4, IPv6 (compressed and in brackets with a port too, version
-4), MAC, ``host:port``, and DNS names and mailboxes with a generic top-level domain or a special-use
-one of private networks (``.local``, ``.internal``, version 5), digits in the name or not (a number
-stops before such a domain, version 6); ISO dates and clock times, with AM or PM (``<date>``,
-``<time>``, version 5), durations and sizes with their units and sign (``<time>``, ``<size>``;
-``3min``, ``0.27 s``, ``-0.004 seconds``, version 5; days before another unit, ``3d4h``, version 6);
+digits is one token); an address, ``<n>`` like a number since version 7 (``<addr>`` before; the same
+failure on ``node12`` and on ``10.0.0.12`` signs alike), for IPv4, IPv6 (compressed and in brackets
+with a port too, version 4), MAC, ``host:port``, and DNS names and mailboxes with a generic
+top-level domain or a special-use one of private networks (``.local``, ``.internal``, version 5),
+digits in the name or not (a number stops before such a domain, version 6); ISO dates and clock
+times, with AM or PM (``<date>``, ``<time>``, version 5), durations and sizes with their units and
+sign (``<time>``, ``<size>``; ``3min``, ``0.27 s``, ``-0.004 seconds``, version 5; days before
+another unit, ``3d4h``, version 6; an age standing alone, ``10d``, ``3y``, version 7); ``<url>`` for
+a compound name of five or more colon-joined fields, one holding a value (an ARN; version 7);
 ``<n>`` for any other token with a digit, glued punctuation and units included (hex, ids, UUIDs,
 versions, ``v2.0.1`` whole since version 5, ``41C``), but not a capitalised dotted part after it
 (``sqlite3.OperationalError`` is ``<n>.OperationalError``, version 4); ``<str>`` for a quoted single
 token, in ASCII, GNU (```x'``) or typographic (``‘x’``, version 5) quotes; ``<date>`` for a date in
 words (``Sat Jun 18 02:08:10 2005``); one value for a run of values of one kind (``1, 6, 11``;
 comma-joined addresses); ``(<*>)`` for a bracket standing alone that is empty or holds values
-(``()`` and ``(10.0.0.1)`` alike); a counted noun made singular (``1 warning``, ``3 warnings``), and
-the word after it too (``3 previous errors``, version 5). The result is cut to 512 characters, at a
-space. No mask names any one system's vocabulary (:data:`GENERIC_WORDS` is all they may hold).
+(``()`` and ``(10.0.0.1)`` alike), except an address in brackets right after a value, which is
+dropped (libpq's ``"db.example.com" (10.0.0.5)``, version 7); a counted noun made singular (``1
+warning``, ``3 warnings``), and the word after it too (``3 previous errors``, version 5). The result
+is cut to 512 characters, at a space. No mask names any one system's vocabulary
+(:data:`GENERIC_WORDS` is all they may hold).
 
 Signatures are memoized on the text with its digits zeroed, which is exact (equal keys give
 equal signatures); ``docs/signatures.md`` gives the bound and the figures with and without it
@@ -41,8 +47,10 @@ one needs a batch, which is what ``signature_groups`` is for.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,7 +71,7 @@ __all__ = [
     "signature_memo_disabled",
 ]
 
-SIGNATURE_VERSION = 6
+SIGNATURE_VERSION = 7
 
 #: The signature of empty, blank and non-string input.
 EMPTY_SIGNATURE = "<empty>"
@@ -148,6 +156,14 @@ _DUR = (
     r"|(?:\.0++)?\ (?:(?:milli|micro|nano)?seconds?|secs?|minutes?|mins?|hours?|days?|ms|us|µs"
     r"|ns|s)(?!\w)"
 )
+# An age in days or years standing alone (version 7): kubectl prints an age of 8 days and more
+# as "10d", then "3y" or "2y45d"; Prometheus ranges are "[7d]". A hexadecimal value ends in "d"
+# as often, and with its digits zeroed it is the same text whatever its length, so only where
+# it stands tells them apart: an age is a token of its own after a space, "(", "[" or "=" and
+# before a space, a closing bracket, "," or ";" or a final "."; never the first token of a text,
+# where a log line puts its sequence number or id (Windows' "0000000d Creating NT transaction"),
+# and never glued to a word or "@" ("Event@7317849d").
+_AGE = r"(?:d|y(?:0++d)?)(?=[\ ,;)\]]|\.?$|\.\ )"
 _SIZE = r"""(?:[.,]0++)*+\ ?(?:[KMGTPE]i?B|bytes?|B)
     (?:\ \(0++(?:\.0++)?\ ?(?:[KMGTPE]i?B|bytes?)\))?"""
 # A clock time may end in AM or PM (Java's and .NET's default formats, version 5).
@@ -164,7 +180,7 @@ _POS = r"(?::0++(?::0++)?)?"
 # found by a plain search, a set of them by testing each character against the set, 2 to 3
 # times slower on a text without a match. ``_mask`` uses it when no other alternative can match.
 _LEADING_NUMBER = rf"""
-    0(?<![\w.]0)(?=0*+(?:[-/:a-fA-FKMGTPEnumshµ]|[.,]0|\ [KMGTPEBbmnshduµ]))(?:
+    0(?<![\w.]0)(?=0*+(?:[-/:a-fA-FKMGTPEnumshyµ]|[.,]0|\ [KMGTPEBbmnshduµ]))(?:
         (?<![:/-]0)0*+(?:
             (?P<date>[-/]0++[-/]0++(?:[T_\ :]0++[:.,]0++(?:[:.,]0++)*{_MERIDIEM})?
                 (?:Z|[+-]0++(?::0++)?)?)
@@ -175,7 +191,8 @@ _LEADING_NUMBER = rf"""
             |(?P<mac>(?:0++|[a-fA-F]){{0,3}}(?::(?:0++|[a-fA-F]){{0,4}}){{3,7}})(?![\w:]))
         |(?<!\w-0)(?:
             (?<=[+-]0)(?<![\w<>.+-][+-]0)0*+(?:(?P<ssize>{_SIZE})(?!\w|[-.]\w)|(?P<sd0>{_DUR}))
-            |0*+(?:(?P<size>{_SIZE})(?!\w|[-.]\w)|(?P<d0>{_DUR}))))"""
+            |0*+(?:(?P<size>{_SIZE})(?!\w|[-.]\w)|(?P<d0>{_DUR}))
+            |(?<=[\ (\[=]0)0*+(?P<age>{_AGE})))"""
 _LEADING = re.compile(
     rf"""{_LEADING_NUMBER}
     |<0(?<!\w<0)0*+(?P<d1>{_DUR})
@@ -196,6 +213,7 @@ _LEADING_OUT = {
     "mac": "<addr>",
     "size": "<size>",
     "d0": "<time>",
+    "age": "<time>",
     "ssize": _SIGNED + "<size>",
     "sd0": _SIGNED + "<time>",
     "d1": "<time>",
@@ -314,6 +332,30 @@ _HOSTNAME = re.compile(
     rf"|<(?<![\w<>]<)(?:[\w.+-]|<n>)++@{_DNS_NAME}>(?![\w<>])"
 )
 _HOSTNAME_HINT = re.compile(rf"\.{_TLD}\b")
+# A compound name (version 7): five or more fields joined by colons in one token that starts with
+# a word and a single colon, one field holding a number, path or address: an AWS ARN
+# ("arn:aws:iam::123456789012:user/alice", whose user or resource varies), a URN, Maven's
+# "group:artifact:type:1.2.3". It names one resource, as a URL does, and is one "<url>". A field
+# with a value is what tells it from an Objective-C selector ("parser:didStartElement:...:"),
+# which names code; a single colon after the first word, from a C++ or Rust path ("a::b::c").
+# A colon before a space or the end separates words, not fields.
+_COMPOUND_CHAR = r"""[^\s:,;()\[\]{}'"]"""
+_COMPOUND = re.compile(
+    rf"""(?<![^\s(\[{{=,;])[A-Za-z][\w.+-]*+:(?!:)
+    (?=[^\s,;()\[\]{{}}'"]*<(?:n|path|addr)>)
+    (?:{_COMPOUND_CHAR}*+:(?!\s|$)){{3,}}[^\s,;()\[\]{{}}'"]*?(?=[.:]?(?:[\s,;()\[\]{{}}'"]|$))""",
+    re.VERBOSE,
+)
+# An address in round brackets right after a value is that value's address (version 7): libpq
+# writes 'connection to server at "db.example.com" (10.0.0.5), port 5432 failed' for a host
+# given by name and 'at "10.0.0.5", port 5432' for one given by address, so the bracket is
+# dropped and both sign alike.
+_VALUE_ADDRESS = re.compile(r"(?<=>)\ \(<addr>\)(?=[\s,;:.)\]]|$)")
+# A percent sign after a space is its number's (version 7): some formatters write "93.5 %" where
+# others write "93.5%" for one value.
+_SPACED_PERCENT = re.compile(r"(?<=<n>)\ %(?![\w%])")
+# An address inside a host before a port: "a.<addr>:<n>", "<addr>-x:<n>" (see ``_addresses``).
+_ADDRESS_PORT = re.compile(r"<addr>(?:[\w.-]|<n>|<addr>)*+:<(?:n|addr)>")
 _SEP = r"(?:[,;]\ ?|\ )"
 _NOUN_STEM = r"\ [A-Za-z]{2,}[^\W\dsui_]"
 _NOUN = rf"{_NOUN_STEM}s(?![\w<])"
@@ -384,9 +426,13 @@ class _Patterns:
     rel_prefix: re.Pattern[str]
     num_prefix: re.Pattern[str]
     host_prefix: re.Pattern[str]
+    percent: re.Pattern[str]
     quoted: re.Pattern[str]
     hostname_hint: re.Pattern[str]
     hostname: re.Pattern[str]
+    value_address: re.Pattern[str]
+    address_port: re.Pattern[str]
+    compound: re.Pattern[str]
     month_day: re.Pattern[str]
     calendar: re.Pattern[str]
     post: re.Pattern[str]
@@ -441,8 +487,10 @@ def _ascii_pattern(pattern: str) -> str:
 
 _PATTERN_LIST = (
     *(_URL, _WINPATH, _DOTPATH, _HEXCOLON, _IPV6, _LEADING, _LEADING_NUMBER_ONLY, _NUM_START),
-    *(_NUM_SUFFIX, _REL_PREFIX, _NUM_PREFIX, _HOST_PREFIX, _QUOTED, _HOSTNAME_HINT),
-    *(_HOSTNAME, _MONTH_DAY, _CALENDAR, _POST, _COUNTED, _BRACKETED),
+    *(_NUM_SUFFIX, _REL_PREFIX, _NUM_PREFIX, _HOST_PREFIX, _SPACED_PERCENT, _QUOTED),
+    _HOSTNAME_HINT,
+    *(_HOSTNAME, _VALUE_ADDRESS, _ADDRESS_PORT, _COMPOUND, _MONTH_DAY, _CALENDAR, _POST, _COUNTED),
+    _BRACKETED,
 )
 _PATTERNS = _Patterns(*_PATTERN_LIST)
 
@@ -525,23 +573,92 @@ def _render_json_string(value: str) -> str:
 
 
 def _canonical_json(text: str) -> str:
-    """Re-render the JSON objects in ``text``; key order is the thing that must not matter."""
+    """Re-render the JSON objects in ``text``, and the dictionaries Python prints (version 7);
+    key order is the thing that must not matter."""
     out: list[str] = []
     done = 0
     start = text.find("{")
+    # One Python literal that does not read ends the tries: its scan and ast.literal_eval cost
+    # far more than the JSON parser's failure, and a text of many unclosed "{'" would pay it
+    # at each of them.
+    literal = True
     for _ in range(8):
         if start < 0:
             break
         try:
             value, end = _DECODER.raw_decode(text, start)
         except (ValueError, RecursionError):
-            start = text.find("{", start + 1)
-            continue
+            found = None
+            if literal and text.startswith("{'", start):
+                found = _python_literal(text, start)
+                literal = found is not None
+            if found is None:
+                start = text.find("{", start + 1)
+                continue
+            value, end = found
         out += (text[done:start], _render_json(value))
         done = end
         start = text.find("{", end)
     out.append(text[done:])
     return "".join(out)
+
+
+# A Python literal is looked at up to this many characters (the text is at most ``_MAX_SCAN``).
+_MAX_LITERAL = 4096
+
+
+def _python_literal(text: str, start: int) -> tuple[object, int] | None:
+    """The dictionary Python prints at ``text[start]`` (``{'error': {'type': 'x'}}``, as an SDK
+    prints a response body) as the JSON value it stands for, and where it ends; None if it is
+    none (version 7). Strings, numbers, ``True``, ``False``, ``None``, lists, tuples and nested
+    dictionaries are read (``ast.literal_eval``, which evaluates nothing); the same body printed
+    as JSON and by Python then signs alike."""
+    depth, quote, at, stop = 0, "", start, min(len(text), start + _MAX_LITERAL)
+    while at < stop:
+        ch = text[at]
+        if quote:
+            if ch == "\\":
+                at += 1
+            elif ch == quote:
+                quote = ""
+        elif ch == "'" or ch == '"':
+            quote = ch
+        elif ch in "{[(":
+            depth += 1
+        elif ch in "}])":
+            depth -= 1
+            if not depth:
+                break
+        at += 1
+    else:
+        return None
+    try:
+        # An invalid escape ("\\d") is a SyntaxWarning, not an error: the string is read as
+        # written, as Python reads it.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = ast.literal_eval(text[start : at + 1])
+        return (_from_literal(value), at + 1) if isinstance(value, dict) else None
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+
+
+def _from_literal(value: object) -> object:
+    """A value ``ast.literal_eval`` read, as JSON would hold it: a key that is no string is
+    rendered, a tuple is a list, a set is a sorted list (its order is the hash's), bytes are
+    text."""
+    if isinstance(value, dict):
+        return {
+            k if isinstance(k, str) else _render_json(_from_literal(k)): _from_literal(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_from_literal(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted(_render_json(_from_literal(v)) for v in value)
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return value
 
 
 def signature_key(text: str) -> str:
@@ -568,7 +685,7 @@ def canonical_signature(text: str) -> str:
     >>> canonical_signature('{"b": "timeout", "a": 2, "id": "a81f"}')
     '{a: <n>, b: timeout, id: <n>}'
     >>> canonical_signature("connect to db.internal:5432 failed (pid 4242, 1.5 KB read)")
-    'connect to <addr> failed (pid <n>, <size> read)'
+    'connect to <n> failed (pid <n>, <size> read)'
     >>> canonical_signature("   ")
     '<empty>'
     """
@@ -667,7 +784,9 @@ def _mask(text: str, plain: bool = False, months: bool = True) -> str:
     if "::" in text and _ipv6_hint(text):
         # The IPv6 passes count hex digits: they take collapsed digit runs.
         text = p.ipv6.sub("<addr>", _collapse(text))
-    if text.count(":") >= 5:
+    # No mask adds a colon, so this count bounds the colons every later mask sees.
+    colons = text.count(":")
+    if colons >= 5:
         text = _collapse(text)
         if _colon_run(text):
             text = p.hexcolon.sub("<addr>", text)
@@ -694,7 +813,7 @@ def _mask(text: str, plain: bool = False, months: bool = True) -> str:
         text = rev[::-1]
     if _SIGNED in text:
         text = text.replace("-" + _SIGNED, "").replace("+" + _SIGNED, "")
-    return _mask_words(text, p, plain, months)
+    return _mask_words(text, p, plain, months, colons >= 4)
 
 
 def _collapse(text: str) -> str:
@@ -741,9 +860,14 @@ def _colon_run(text: str) -> bool:
     return False
 
 
-def _mask_words(text: str, p: _Patterns, plain: bool, months: bool) -> str:
+def _mask_words(text: str, p: _Patterns, plain: bool, months: bool, colons: bool) -> str:
     """The masks of :func:`_mask` that look at words and placeholders: quotes, host names,
-    dates in words, runs, brackets and counted nouns."""
+    addresses, compound names, dates in words, runs, brackets and counted nouns.
+
+    ``colons``: the text had four colons or more before the masks (counting them costs as
+    much as a small mask, and ``_mask`` counts them anyway)."""
+    if "> %" in text:
+        text = p.percent.sub("%", text)
     quoted = not plain and (
         "'" in text
         or '"' in text
@@ -765,6 +889,11 @@ def _mask_words(text: str, p: _Patterns, plain: bool, months: bool) -> str:
     # Host names and dates neither hold nor leave quotes, so ``quoted`` stays right below.
     if "." in text and p.hostname_hint.search(text):
         text = p.hostname.sub("<addr>", text)
+    if "<addr>" in text:
+        text = _addresses(text, p, plain)
+    # A colon before a space separates words, not the fields of a name.
+    if colons and text.count(":") - text.count(": ") >= 4 and "<" in text:
+        text = p.compound.sub("<url>", text)
     if months and " <n>" in text and p.month_day.search(text):
         text = p.calendar.sub("<date>", text)
     while True:
@@ -789,6 +918,26 @@ def _mask_words(text: str, p: _Patterns, plain: bool, months: bool) -> str:
         text, found = p.quoted.subn("<str>", text)
         if not found:
             return text
+
+
+def _addresses(text: str, p: _Patterns, plain: bool) -> str:
+    """``text`` with each ``<addr>`` made ``<n>`` (version 7), the address in brackets right
+    after a value dropped first: a host may be written as an IP, a name with a domain, or a
+    short name with a digit ("node12", ``<n>``), and one failure on two hosts must sign
+    alike."""
+    if not plain and "(<addr>)" in text:
+        text = p.value_address.sub("", text)
+    # "main.c:<addr>" becomes "main.c:<n>", which reads as a host and its port: it is taken
+    # whole, as a second signing would take it ("main.c:12:5" is one value, as
+    # "src/main.c:12:5" is one path). Only an address at a port's place or in a host's can
+    # make such a pair: other texts skip the passes over the reversed text.
+    again = ":<" in text and (":<addr>" in text or p.address_port.search(text) is not None)
+    text = text.replace("<addr>", "<n>")
+    while again and ":<n>" in text:
+        masked = p.host_prefix.sub(">n<", text[::-1])[::-1]
+        again = masked != text
+        text = masked
+    return text
 
 
 def _post(match: re.Match[str]) -> str:
@@ -852,7 +1001,8 @@ MASK_RULES: tuple[MaskRule, ...] = (
         (),
         "{key: value, ...}",
         "serializers order keys freely; a string's quotes are syntax, so its text is masked "
-        "as any text is: a word stays, an id becomes <n>",
+        "as any text is: a word stays, an id becomes <n>; a dictionary Python prints is read "
+        "as the JSON it stands for (version 7)",
         'stage failed: {"id": "a81f", "error": "timeout", "n": 2}',
         "stage failed: {error: timeout, id: <n>, n: <n>}",
     ),
@@ -883,21 +1033,22 @@ MASK_RULES: tuple[MaskRule, ...] = (
     MaskRule(
         "hex-colon",
         (_HEXCOLON, _IPV6),
-        "<addr>",
+        "<n> (an address)",
         "IPv6 addresses (full, compressed, with a zone, in brackets with a port) and MAC "
         "addresses that start with a letter",
         "from fe80::1%eth0 and [2001:db8::1]:443",
-        "from <addr> and <addr>",
+        "from <n> and <n>",
     ),
     MaskRule(
         "leading",
         (_LEADING, _LEADING_NUMBER_ONLY),
-        "<date> <time> <addr> <size> <path>",
-        "ISO dates, clock times, durations with their units, IPv4 with port, sizes with their "
-        "units, and absolute, home and relative paths (with :line:col) are single values; paths "
-        "are taken before numbers so a path with digits stays one token",
+        "<date> <time> <n> <size> <path>",
+        "ISO dates, clock times, durations with their units, ages standing alone (10d, 3y; "
+        "version 7), IPv4 with port, sizes with their units, and absolute, home and relative "
+        "paths (with :line:col) are single values; paths are taken before numbers so a path "
+        "with digits stays one token",
         "at 2024-05-01T12:03:04Z took 1.5s on 10.0.0.7:80 read /v2/54fa/servers, 5.2 KB",
-        "at <date> took <time> on <addr> read <path>, <size>",
+        "at <date> took <time> on <n> read <path>, <size>",
     ),
     MaskRule(
         "numbers",
@@ -912,10 +1063,10 @@ MASK_RULES: tuple[MaskRule, ...] = (
     MaskRule(
         "host-port",
         (_HOST_PREFIX,),
-        "<addr>",
-        "host:port with a dot or digit in the host is an address",
+        "<n> (an address)",
+        "host:port with a dot or digit in the host is an address, and so is file:line",
         "connect db.internal:5432 refused",
-        "connect <addr> refused",
+        "connect <n> refused",
     ),
     MaskRule(
         "sign",
@@ -924,6 +1075,15 @@ MASK_RULES: tuple[MaskRule, ...] = (
         "a sign before a duration or a size is part of the value, as it is of a number",
         "clock wrong by -0.004 seconds after +12 KB",
         "clock wrong by <time> after <size>",
+    ),
+    MaskRule(
+        "percent",
+        (_SPACED_PERCENT,),
+        "<n>%",
+        "a percent sign after a space belongs to its number, as formatters write either "
+        "(version 7)",
+        "disk 93.5 % full, was 9%",
+        "disk <n>% full, was <n>%",
     ),
     MaskRule(
         "quoted",
@@ -936,11 +1096,30 @@ MASK_RULES: tuple[MaskRule, ...] = (
     MaskRule(
         "hostname",
         (_HOSTNAME, _HOSTNAME_HINT),
-        "<addr>",
+        "<n> (an address)",
         "a DNS name with a generic top-level domain is an address, digits or not, and so is a "
         "mailbox at one",
         "mail to alice@example.com via ns.example.com failed",
-        "mail to <addr> via <addr> failed",
+        "mail to <n> via <n> failed",
+    ),
+    MaskRule(
+        "addresses",
+        (_VALUE_ADDRESS,),
+        "<n>",
+        "an address is a value like a number, so a host written as an IP, a domain name or a "
+        "short name with a digit signs alike; an address in brackets right after a value is "
+        "that value's address and is dropped (version 7)",
+        'connect to host node12 or 10.0.0.12 or "db.example.com" (10.0.0.5) failed',
+        "connect to host <n> or <n> or <str> failed",
+    ),
+    MaskRule(
+        "compound",
+        (_COMPOUND,),
+        "<url>",
+        "five or more colon-joined fields in one token, one holding a value, name one resource "
+        "as a URL does: an ARN, a URN, a Maven coordinate (version 7)",
+        "User: arn:aws:iam::123456789012:user/alice is not authorized",
+        "User: <url> is not authorized",
     ),
     MaskRule(
         "plural",
@@ -964,8 +1143,8 @@ MASK_RULES: tuple[MaskRule, ...] = (
         "one value",
         "a list of values of one kind (comma-joined addresses, channels, ids) has as many "
         "entries as the run had: it is one value",
-        "replicas 10.0.0.1:50010,10.0.0.2:50010 and channels 1, 6, 11 busy",
-        "replicas <addr> and channels <n> busy",
+        "replicas 10.0.0.1:50010,10.0.0.2:50010 lost; channels 1, 6, 11 busy",
+        "replicas <n> lost; channels <n> busy",
     ),
     MaskRule(
         "brackets",
@@ -973,7 +1152,7 @@ MASK_RULES: tuple[MaskRule, ...] = (
         "(<*>)",
         "a bracket standing alone holds one value or none: () and (host-1) are alike",
         "connection from 10.0.0.1 () failed; pci_stats=[] ok",
-        "connection from <addr> (<*>) failed; pci_stats=[<*>] ok",
+        "connection from <n> (<*>) failed; pci_stats=[<*>] ok",
     ),
 )
 

@@ -1,4 +1,4 @@
-"""The fast ``canonical_signature`` gives exactly the signatures of the frozen version-6 copy.
+"""The fast ``canonical_signature`` gives exactly the signatures of the frozen version-7 copy.
 
 Breakers persist counts keyed by signature, so a speed-up may not change one output without
 bumping ``SIGNATURE_VERSION``. The comparison covers every Loghub-2k development message (as
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import rundoctor.signature as signature
 from bench.signatures import LOGHUB_DIR, load_loghub
 from rundoctor.signature import SIGNATURE_VERSION, canonical_signature, clear_signature_memo
-from tests.doctor import _signature_v6 as frozen
+from tests.doctor import _signature_v7 as frozen
 from tests.doctor.test_signature import DIGITS, PROPERTIES, TEXTS
 
 DIGIT_RUN = re.compile(r"[0-9]+")
@@ -90,6 +90,13 @@ FAST_PATH_PIECES = st.sampled_from(
         "db03.example.com", "a.b0.co.uk", "/<", ".com:", ".com@", "3d4h", "0d0m", "0m.",
         '{"e": "timeout"}', '{"e": "a b", "f": ""}', '": "', "\\u003c", "\\u00e9", "\\u",
         "\\\\", "\\\\fs0\\s\\", "\\\\?\\", "\\\\.\\",
+        # Version 7: addresses are "<n>" (an address at a port's or a host's place, one in
+        # brackets after a value); ages standing alone; dictionaries Python prints; compound
+        # names with a value.
+        "(<addr>)", " (10.0.0.1)", "<addr>:", ":<addr>", "a.<addr>", "<addr>-x", "main.c:",
+        " 10d", "0d", " 3y", "2y45d", "d", "y", "D", "[7d]", "=0d", "{'a': 'b'}", "{'a': [1, (2,)]",
+        "'", "True", "None", "arn:aws:iam::", ":user/x", "a:b:c:d:", ":0:",
+        " %", "%", " %s", "<n> %",
     ]
 )  # fmt: skip
 # Short texts too: a fast path is taken only when the other pieces are absent.

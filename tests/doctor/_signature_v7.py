@@ -1,4 +1,4 @@
-"""A frozen copy of ``canonical_signature`` version 6: version 2 as it was before the memo
+"""A frozen copy of ``canonical_signature`` version 7: version 2 as it was before the memo
 (issue 11), with terminal escape sequences (ANSI CSI: colours) removed first (version 3),
 version 4's rules (a number stops before a capitalised dotted part, compressed and bracketed
 IPv6 is an address, a mailbox is part of its address, a size may have digit groups, and a unit
@@ -9,7 +9,12 @@ or PM, GNU's `x' and typographic quotes quote a token, names under ".local", ".i
 right after a dot starts no number ("v2.0.1" is one), and a sign is part of a duration or size;
 and version 6's: a number stops before a top-level domain that ends its token and a host name
 may hold "<n>" labels (and be followed by "/"), so "db03.example.com" is "<addr>"; a day count
-before another unit ("3d4h") is a duration; a JSON string renders as the text it holds.
+before another unit ("3d4h") is a duration; a JSON string renders as the text it holds;
+and version 7's: an address is "<n>" (a short host name with a digit, an IP and a domain name
+sign alike), and an address in brackets right after a value is dropped; an age standing alone
+("10d", "3y", "2y45d") is a duration; a dictionary Python prints is read as the JSON it stands
+for; five or more colon-joined fields with a value in one token (an ARN) are one "<url>"; a
+percent sign after a space is its number's ("93.5 %" is "<n>%").
 
 ``tests/doctor/test_signature_equivalence.py`` checks the shipped function against this one:
 any change of output must bump ``SIGNATURE_VERSION`` (breakers persist counts keyed by
@@ -18,10 +23,12 @@ signature), and then this copy is replaced by the new version's. Do not edit it 
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+import warnings
 
-SIGNATURE_VERSION = 6  # the version this copy computes
+SIGNATURE_VERSION = 7  # the version this copy computes
 
 #: The signature of empty, blank and non-string input.
 EMPTY_SIGNATURE = "<empty>"
@@ -65,7 +72,7 @@ _POS = r"(?::0(?::0)?)?"
 # Lookbehinds placed after the literal check the character before it.
 _LEADING = re.compile(
     rf"""
-    0(?<![\w.]0)(?=[-/:a-fA-FKMGTPEnumshµ]|[.,]0|\ [KMGTPEBbmnshduµ])(?:
+    0(?<![\w.]0)(?=[-/:a-fA-FKMGTPEnumshyµ]|[.,]0|\ [KMGTPEBbmnshduµ])(?:
         (?<![:/-]0)(?P<date>[-/]0[-/]0(?:[T_\ :]0[:.,]0(?:[:.,]0)*{_MERIDIEM})?
             (?:Z|[+-]0(?::0)?)?)
             (?![\w.:/-])
@@ -74,7 +81,8 @@ _LEADING = re.compile(
         |(?<![:-]0)(?P<mac>[0-9a-fA-F]{{0,3}}(?::[0-9a-fA-F]{{0,4}}){{3,7}})(?![\w:])
         |(?<!\w-0)(?P<size>(?:[.,]0)*\ ?(?:[KMGTPE]i?B|bytes?|B)
             (?:\ \(0(?:\.0)?\ ?(?:[KMGTPE]i?B|bytes?)\))?)(?!\w|[-.]\w)
-        |(?<!\w-0)(?P<d0>{_DUR}))
+        |(?<!\w-0)(?P<d0>{_DUR})
+        |(?<=[\ (\[=]0)(?P<age>(?:d|y(?:0d)?)(?=[\ ,;)\]]|\.?$|\.\ )))
     |<0(?<!\w<0)(?P<d1>{_DUR})
     |>0(?<!\w>0)(?P<d2>{_DUR})
     |~0(?<!\w~0)(?P<d3>{_DUR})
@@ -92,6 +100,7 @@ _LEADING_OUT = {
     "mac": "<addr>",
     "size": "<size>",
     "d0": "<time>",
+    "age": "<time>",
     "d1": "<time>",
     "d2": "<time>",
     "d3": "<time>",
@@ -186,6 +195,17 @@ _HOSTNAME = re.compile(
     rf"|<(?<![\w<>]<)(?:[\w.+-]|<n>)+@{_DNS_NAME}>(?![\w<>])"
 )
 _HOSTNAME_HINT = re.compile(rf"\.{_TLD}\b")
+# Five or more colon-joined fields in one token, one holding a value: one "<url>" (version 7).
+_COMPOUND = re.compile(
+    r"""(?<![^\s(\[{=,;])[A-Za-z][\w.+-]*:(?!:)
+    (?=[^\s,;()\[\]{}'"]*<(?:n|path|addr)>)
+    (?:[^\s:,;()\[\]{}'"]*:(?!\s|$)){3,}[^\s,;()\[\]{}'"]*?(?=[.:]?(?:[\s,;()\[\]{}'"]|$))""",
+    re.VERBOSE,
+)
+# A percent sign after a space is its number's (version 7).
+_SPACED_PERCENT = re.compile(r"(?<=<n>)\ %(?![\w%])")
+# An address in round brackets right after a value is dropped (version 7).
+_VALUE_ADDRESS = re.compile(r"(?<=>)\ \(<addr>\)(?=[\s,;:.)\]]|$)")
 _SEP = r"(?:[,;]\ ?|\ )"
 _NOUN = r"\ [A-Za-z]{2,}[^\W\dsui_]s(?![\w<])"
 # The first word after a count, and the second too, each made singular if it is a plural noun.
@@ -254,19 +274,77 @@ def _canonical_json(text: str) -> str:
     out: list[str] = []
     done = 0
     start = text.find("{")
+    # One Python literal that does not read ends the tries: its scan and ast.literal_eval cost
+    # far more than the JSON parser's failure, and a text of many unclosed "{'" would pay it
+    # at each of them.
+    literal = True
     for _ in range(8):
         if start < 0:
             break
         try:
             value, end = _DECODER.raw_decode(text, start)
         except (ValueError, RecursionError):
-            start = text.find("{", start + 1)
-            continue
+            found = None
+            if literal and text.startswith("{'", start):
+                found = _python_literal(text, start)
+                literal = found is not None
+            if found is None:
+                start = text.find("{", start + 1)
+                continue
+            value, end = found
         out += (text[done:start], _render_json(value))
         done = end
         start = text.find("{", end)
     out.append(text[done:])
     return "".join(out)
+
+
+def _python_literal(text: str, start: int) -> tuple[object, int] | None:
+    """The dictionary Python prints at ``text[start]`` as JSON would hold it, and its end
+    (version 7): the closing brace is found outside quotes within 4,096 characters."""
+    depth, quote, at, stop = 0, "", start, min(len(text), start + 4096)
+    while at < stop:
+        ch = text[at]
+        if quote:
+            if ch == "\\":
+                at += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "{[(":
+            depth += 1
+        elif ch in "}])":
+            depth -= 1
+            if depth == 0:
+                break
+        at += 1
+    else:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = ast.literal_eval(text[start : at + 1])
+        if not isinstance(value, dict):
+            return None
+        return _from_literal(value), at + 1
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+
+
+def _from_literal(value: object) -> object:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out[k if isinstance(k, str) else _render_json(_from_literal(k))] = _from_literal(v)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_from_literal(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(_render_json(_from_literal(v)) for v in value)
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return value
 
 
 def signature_key(text: str) -> str:
@@ -350,6 +428,7 @@ def _mask(text: str) -> str:
             rev = _HOST_PREFIX.sub(">rdda<", rev)
         text = rev[::-1]
     text = text.replace("-" + _SIGNED, "").replace("+" + _SIGNED, "")
+    text = _SPACED_PERCENT.sub("%", text)
     quoted = any(q in text for q in _QUOTES)
     if quoted:
         # Until nothing matches: masking "("x")" makes its outer quotes hold one token.
@@ -360,6 +439,15 @@ def _mask(text: str) -> str:
     # Host names and dates neither hold nor leave quotes, so ``quoted`` stays right below.
     if "." in text and _HOSTNAME_HINT.search(text):
         text = _HOSTNAME.sub("<addr>", text)
+    # An address is a value like a number (version 7); one in brackets right after a value is
+    # that value's address. "x.c:<addr>" becomes "x.c:<n>", a host and port: taken whole.
+    text = _VALUE_ADDRESS.sub("", text).replace("<addr>", "<n>")
+    while True:
+        masked = _HOST_PREFIX.sub(">n<", text[::-1])[::-1]
+        if masked == text:
+            break
+        text = masked
+    text = _COMPOUND.sub("<url>", text)
     if " <n>" in text and _MONTH_DAY.search(text):
         text = _CALENDAR.sub("<date>", text)
     while True:
