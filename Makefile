@@ -41,14 +41,20 @@ check_python = @$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11, 5) and
 	  + sys.version.split()[0] + "; Run Doctor needs 3.11.5 or later (README.md, Python): " \
 	  "make install PY=python3.12, or another interpreter")'
 
+# The bootstrap environment is made again unless its pip runs: a python3 without ensurepip
+# (Debian without python3-venv) leaves one with no pip, and every later `make`, once
+# python3-venv was installed, stopped at "No module named pip" until .tools was removed.
 $(UV):
 	$(check_python)
-	test -x $(TOOLS)/uv/bin/python || $(PY) -m venv $(TOOLS)/uv
+	$(TOOLS)/uv/bin/python -m pip --version >/dev/null 2>&1 || $(PY) -m venv --clear $(TOOLS)/uv
 	$(TOOLS)/uv/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 
+# Made only when .venv has no working interpreter (never made, or the Python it was made from
+# is gone: a removed pyenv version), so what is there is replaced: uv refused ("A virtual
+# environment already exists … use --clear").
 $(VENV)/bin/python: | $(UV)
 	$(check_python)
-	$(UV) venv -q --python $(PY) $(VENV)
+	$(UV) venv -q --clear --python $(PY) $(VENV)
 
 # One environment, synced exactly to one lock (extras not in it are removed), then the project
 # itself, editable, built with the locked backend. Compiled to bytecode as pip does (uv does

@@ -285,3 +285,69 @@ def test_the_readme_names_every_runtime_dependency() -> None:
     assert listed is not None
     names = {_normal(n) for n in re.split(r"[,\s]+", listed.group(1)) if n}
     assert names == {_requirement_name(s) for s in PYPROJECT["project"]["dependencies"]}
+
+
+def _makefile_only(clone: Path) -> None:
+    (clone / "Makefile").write_bytes((REPO / "Makefile").read_bytes())
+    for name in ("requirements.lock", "requirements-test.lock", "requirements-build.lock"):
+        (clone / name).write_text("")
+    (clone / "pyproject.toml").write_text("")
+
+
+def test_a_bootstrap_left_without_pip_by_a_python_without_ensurepip_is_made_again(
+    tmp_path: Path,
+) -> None:
+    # Debian's python3 without python3-venv: `python3 -m venv` makes the tree, then fails for
+    # want of ensurepip. Before: once python3-venv was installed, every `make` stopped at
+    # ".tools/uv/bin/python: No module named pip" (the tree was there, so it was kept).
+    _makefile_only(tmp_path)
+    python = shlex.quote(sys.executable)
+    no_ensurepip = tmp_path / "python3-no-ensurepip"
+    no_ensurepip.write_text(
+        '#!/bin/sh\nif [ "$1" = -m ] && [ "$2" = venv ]; then\n  shift 2\n'
+        f'  {python} -m venv --without-pip "$@"\n'
+        '  echo "ensurepip is not available" >&2; exit 1\nfi\n'
+        f'exec {python} "$@"\n'
+    )
+    no_ensurepip.chmod(0o755)
+    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""}  # pip's uv is not fetched
+    first = subprocess.run(
+        ["make", "-s", ".tools/uv/bin/uv", f"PY={no_ensurepip}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "ensurepip is not available" in first.stderr
+    again = subprocess.run(
+        ["make", "-s", ".tools/uv/bin/uv", f"PY={sys.executable}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert "No module named pip" not in again.stderr, again.stderr
+    assert "uv==" in again.stderr  # it got as far as asking pip for uv
+    pip = [str(tmp_path / ".tools/uv/bin/python"), "-m", "pip", "--version"]
+    assert subprocess.run(pip, capture_output=True, check=False).returncode == 0
+
+
+def test_a_venv_whose_python_is_gone_is_made_again(tmp_path: Path) -> None:
+    # The interpreter .venv was made from was removed (a pyenv version uninstalled): make saw
+    # .venv/bin/python missing and ran `uv venv`, which refused ("A virtual environment
+    # already exists at: .venv … use --clear").
+    uv = REPO / ".tools/uv/bin/uv"
+    if not uv.exists():
+        pytest.skip("no uv bootstrapped by make in this clone")
+    _makefile_only(tmp_path)
+    (tmp_path / ".tools/uv/bin").mkdir(parents=True)
+    (tmp_path / ".tools/uv/bin/uv").symlink_to(uv)
+    gone = tmp_path / "python-gone"
+    gone.mkdir()
+    (gone / "python3").symlink_to(Path(sys.executable).resolve())
+    subprocess.run(
+        [str(uv), "venv", "-q", "--python", str(gone / "python3"), ".venv"],
+        cwd=tmp_path, check=True, timeout=60,
+    )  # fmt: skip
+    shutil.rmtree(gone)
+    assert not (tmp_path / ".venv/bin/python").exists()  # a dangling link
+    done = subprocess.run(
+        ["make", "-s", ".venv/bin/python", f"PY={sys.executable}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / ".venv/bin/python").exists()
