@@ -89,8 +89,8 @@ $(TEST_STAMP): requirements-test.lock requirements-build.lock pyproject.toml | $
 # error is shown and a warning says what that costs, and the install goes on (the stamp is
 # not written, so the next `make` tries again). `npm ci -s` once failed without a word and
 # stopped `make test` before anything ran.
-# npm's cache, as uv's, moves into .tools where its own (~/.npm) cannot be written ("EACCES
-# … mkdir ~/.npm" under a read-only home).
+# npm's cache moves into .tools where its own (~/.npm) cannot be written ("EACCES … mkdir
+# ~/.npm" under a read-only home); npm, unlike setuptools, builds nothing there.
 $(NPM_STAMP): tools/npm/package.json tools/npm/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 	  mkdir -p $(TOOLS) && cp tools/npm/package.json tools/npm/package-lock.json $(TOOLS)/ && \
