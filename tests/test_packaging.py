@@ -299,6 +299,7 @@ def _makefile_only(clone: Path) -> None:
     (clone / "pyproject.toml").write_text("")
 
 
+@pytest.mark.slow  # two environments made with pip in them
 def test_a_bootstrap_left_without_pip_by_a_python_without_ensurepip_is_made_again(
     tmp_path: Path,
 ) -> None:
