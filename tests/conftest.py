@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.helpers import unavailable
+
 if TYPE_CHECKING:
     from doctor import Diagnosis
     from tests.executor.private_postgres import PrivatePostgres
@@ -68,8 +70,8 @@ def private_pg() -> Iterator[PrivatePostgres]:
     from tests.executor import private_postgres
 
     why = private_postgres.unavailable()
-    if why is not None:
-        pytest.skip(f"no private PostgreSQL cluster: {why}")
+    if why is not None:  # under CI=true a failure: these tests once skipped there unseen
+        unavailable(f"no private PostgreSQL cluster: {why}")
     pg = private_postgres.PrivatePostgres()
     try:
         yield pg

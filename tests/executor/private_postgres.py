@@ -22,13 +22,32 @@ from pathlib import Path
 
 import psycopg
 
-BIN = Path("/usr/lib/postgresql/15/bin")
+
+def find_binaries(debian: Path = Path("/usr/lib/postgresql"), path: str | None = None) -> Path:
+    """The directory of PostgreSQL's server programs (``initdb``, ``pg_ctl``): the newest of
+    Debian's ``/usr/lib/postgresql/N/bin``, else the one of the ``initdb`` on ``path`` (default
+    ``$PATH``). Fixed to 15's, the private-cluster tests skipped on any machine with another
+    major version (Debian 13 has 17, GitHub's Ubuntu runners 16), and silently under CI=true.
+
+    >>> find_binaries(Path("/nonexistent"), path="")
+    PosixPath('/nonexistent/bin')
+    """
+    majors = [
+        d for d in debian.glob("*/bin") if d.parent.name.isdigit() and (d / "initdb").is_file()
+    ]
+    if majors:
+        return max(majors, key=lambda d: int(d.parent.name))
+    initdb = shutil.which("initdb", path=path)
+    return Path(initdb).parent if initdb else debian / "bin"
+
+
+BIN = find_binaries()
 
 
 def unavailable() -> str | None:
     """Why a private cluster cannot be started here, or None."""
     if not (BIN / "initdb").is_file():
-        return f"no PostgreSQL binaries in {BIN}"
+        return f"no PostgreSQL server programs (initdb, pg_ctl) in {BIN} nor on PATH"
     if os.geteuid() == 0:
         try:
             pwd.getpwnam("postgres")
