@@ -32,7 +32,7 @@ from doctor._kept import KeptFindings
 from doctor._layout import RunLayout, display_name
 from doctor._model import Diagnosis, Finding
 from doctor._scan_fleet import FLEET_DETECTORS, _activity
-from doctor._scan_outcome import RunOutcome, _clock_inputs
+from doctor._scan_outcome import RunOutcome, _clock_inputs, named_processes
 from rundoctor.errors import interrupted
 from rundoctor.liveness import exclude_owners, excluded_owners
 
@@ -113,12 +113,13 @@ def diagnose_batch(batch: _Batch) -> list[RunOutcome]:
                 findings=_order(by_run.get(layout.run_id, [])),
             )
             data = d.to_json()
+            clock = clocks[layout.run_id]
+            if processes := named_processes(data["findings"]):
+                clock["processes"] = processes
             # The findings as the text the scan prints and the cache keeps, written here (in
             # a worker, beside the others): the main process splices it as a cached run's.
             data["findings"] = KeptFindings.of(data["findings"])
-            outcomes.append(
-                RunOutcome(layout.run_id, data, clocks[layout.run_id], activity[layout.run_id])
-            )
+            outcomes.append(RunOutcome(layout.run_id, data, clock, activity[layout.run_id]))
         if cache is not None:
             outcomes = _saved(cache, tables, batch, outcomes)
     finally:

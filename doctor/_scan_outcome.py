@@ -14,6 +14,9 @@ all are as cached, every finding is as cached except the ages measured against t
 which are recomputed (``idle_s`` from ``last_progress_at``, and the "no progress for …" of a
 stalled run); ``idle_gap`` is recomputed in the fleet phase anyway. When one changed (a
 running run became stalled, an owner died), the run is diagnosed again (:func:`at_clock`).
+So is a run whose diagnosis named processes still working in its directory
+(``missing_final``'s ``stage_processes``, kept in ``clock`` with their start times) once one
+of them is gone: its advice to stop them first no longer holds.
 """
 
 from __future__ import annotations
@@ -26,12 +29,12 @@ from doctor._config import DoctorConfig
 from doctor._kept import FINDINGS_LEVEL, KeptFindings
 from doctor._run_state import _branch_state, _Liveness, run_state
 from doctor._timestamps import parse_iso
-from rundoctor.liveness import owner_alive, owner_stopped
+from rundoctor.liveness import owner_alive, owner_stopped, started_at
 
 if TYPE_CHECKING:
     from doctor._tables import Tables
 
-__all__ = ["RunOutcome", "at_clock"]
+__all__ = ["RunOutcome", "at_clock", "named_processes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,28 @@ def _clock_inputs(
     return out
 
 
+def named_processes(findings: Sequence[Any]) -> list[list[float]]:
+    """``[pid, start time]`` of each process ``findings`` name as still working in the run
+    (``stage_processes``), as this host sees them now: what :func:`at_clock` checks again.
+
+    >>> import os
+    >>> named = named_processes([{"evidence": {"stage_processes": [{"pid": os.getpid()}]}}])
+    >>> [pid for pid, _ in named] == [os.getpid()]
+    True
+    >>> named_processes([{"evidence": {"stage_processes": [{"pid": 2**22 + 1}]}}])
+    [[4194305, -1.0]]
+    """
+    out: list[list[float]] = []
+    for f in findings:
+        evidence = f.get("evidence") if isinstance(f, dict) else None
+        for proc in (evidence or {}).get("stage_processes") or ():
+            pid = proc.get("pid") if isinstance(proc, dict) else None
+            if isinstance(pid, int):
+                began = started_at(pid)
+                out.append([pid, -1.0 if began is None else began])
+    return out
+
+
 def at_clock(outcome: RunOutcome, config: DoctorConfig) -> RunOutcome | None:
     """``outcome`` (from the cache) at ``config.now``, or None when it may have changed.
 
@@ -131,6 +156,9 @@ def at_clock(outcome: RunOutcome, config: DoctorConfig) -> RunOutcome | None:
     )
     if top != clock["state"]:
         return None
+    for pid, began in clock.get("processes", ()):
+        if started_at(pid) != began:  # gone (or its pid taken by another process)
+            return None
     for _scope, lp, le, status, fixed, was in clock["branches"]:
         if fixed is None and state(status, lp, le) != was:
             return None

@@ -401,6 +401,37 @@ def test_a_rescan_after_an_owner_died_rereads_its_run(config: DoctorConfig, root
     assert scan(config).fleet["read"] == 1
 
 
+def test_a_rescan_after_a_named_stage_process_ended_rereads_its_run(tmp_path: Path) -> None:
+    # A killed engine's stage still working in its run is named by missing_final (kill it
+    # before a resume). Files unchanged, the rescan kept that advice after the process ended.
+    import time
+    from datetime import UTC, datetime
+
+    root = tmp_path / "runs"
+    run = _run(root, "left", "", pid=DEAD_PID)
+    code = "import time; time.sleep(600)"
+    with subprocess.Popen([sys.executable, "-c", code], cwd=run, start_new_session=True) as child:
+        try:
+            at = datetime.now(UTC).strftime("%H:%M:%S")
+            day = datetime.now(UTC).strftime("%Y-%m-%d")
+            stream = _line("stage_attempt_start", at, node_id="build", attempt=1)
+            (run / "progress.ndjson").write_text(stream.replace("2026-04-28", day))
+            config = DoctorConfig(roots=(root,), cache_dir=tmp_path / "cache", now=time.time())
+
+            def named(result: ScanResult) -> list[int]:
+                (d,) = result.diagnoses
+                (f,) = [f for f in d.to_json()["findings"] if f["code"] == "missing_final"]
+                return [p["pid"] for p in f["evidence"].get("stage_processes", [])]
+
+            assert named(scan(config)) == [child.pid]
+            assert scan(config).fleet["read"] == 0  # the process still works: kept
+        finally:
+            child.kill()
+    again = scan(config)
+    assert again.fleet["read"] == 1 and named(again) == []
+    assert _json(again) == _uncached(config)
+
+
 def test_batches_of_any_size_give_the_same_result(
     config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
