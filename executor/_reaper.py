@@ -15,13 +15,16 @@ One pass (:func:`reap`) looks at every leased ticket (``claimed`` or ``running``
   :func:`watch_lapses` watches the leases it is given (``doctor repair --db``: those whose
   holder still runs on the repairing host).
 
-Before the ticket goes back to ``todo``, the dead worker's stage process groups that are still
-running are killed (each attempt records ``process.json``: pid, pgid and start time), and its
-run directory is terminalized: ``final.json`` with status ``fail`` and a reason naming the lost
+The fence comes first: the reclaim locks the ticket's row and compares it with the row the
+pass judged (the lease epoch, the run, the last heartbeat). When anything moved meanwhile (the
+epoch: someone else handled it; a heartbeat: the worker lives), nothing is done. Only when the
+compare-and-set wins, and while the row stays locked (no worker can claim the ticket, nor its
+holder write on the lease), the lost worker's stage process groups that are still running are
+killed (each attempt records ``process.json``: pid, pgid and start time), and its run
+directory is terminalized: ``final.json`` with status ``fail`` and a reason naming the lost
 worker, written only if no ``final.json`` exists yet (first writer wins, atomically), then a
-``run_failed`` event. Only then the compare-and-set on the lease epoch requeues the ticket;
-when the epoch moved meanwhile, nothing is requeued (someone else handled it). Tickets
-reclaimed more than ``quarantine_after`` times within ``quarantine_window_s`` are quarantined.
+``run_failed`` event; then the ticket goes back to ``todo``. Tickets reclaimed more than
+``quarantine_after`` times within ``quarantine_window_s`` are quarantined.
 
 A run whose own worker already wrote ``final.json`` with status ``success`` at the ticket's
 current lease epoch did its work: the worker was lost (or its database blinked) between the
@@ -479,34 +482,24 @@ def _reclaim(
     *,
     claim_grace_s: float | None,
 ) -> Reclaim:
-    """Take ``t`` back from its lost worker: adopt its succeeded run, or kill the run's stages,
-    terminalize the run, then reclaim the ticket (fenced at its epoch).
+    """Take ``t`` back from its lost worker: adopt its succeeded run, or reclaim the ticket
+    (fenced at its epoch, and refused if its holder wrote on the lease since ``t`` was read)
+    and, once the compare-and-set is known to win, kill the run's stages and terminalize the
+    run, under the row's lock, before the ticket goes back to ``todo``.
+
+    The fence comes first: a worker whose heartbeat got through after the judgment keeps its
+    lease and its stages (they were killed, "lost worker" written into ``final.json``, and
+    the compare-and-set on the epoch alone then took the renewed lease). No worker can claim
+    the ticket, nor its holder write on the lease, while the stages are killed: two executions
+    of one ticket never overlap.
 
     ``final.json`` and ``run_failed`` carry the time they are written, not the time the pass
     began: an earlier reclaim of the pass can wait seconds behind the database (a worker
     frozen while it held the SQLite lock), and a run stamped then ended "before" the events its
     woken worker wrote meanwhile (``post_terminal_activity``, chaos seed 39)."""
-    killed: tuple[int, ...] = ()
-    escapees: tuple[int, ...] = ()
-    written = False
-    if t.run_path:
-        run_path = Path(t.run_path)
-        if _succeeded(run_path, t.lease_epoch):
-            return _adopt(queue, t, reason)
-        # Kill the lost worker's stages before the ticket can be claimed again: two
-        # executions of one ticket must never overlap.
-        killed = kill_stage_groups(run_path)
-        escapees = kill_stage_escapees(run_path, killed)
-        try:
-            written = terminalize_lost_run(
-                run_path,
-                run_id=t.run_id or run_path.name,
-                reason=f"lost worker: {reason}; the ticket was reclaimed",
-                epoch=t.lease_epoch + 1,
-                now=clock(),
-            )
-        except OSError as exc:  # ENOSPC, EROFS: the queue still learns what happened
-            reason = f"{reason}; its run directory could not be terminalized ({exc})"
+    if t.run_path and _succeeded(Path(t.run_path), t.lease_epoch):
+        return _adopt(queue, t, reason)
+    stopped = _Stopped(reason, clock)
     try:
         after = queue.reclaim(
             t.id,
@@ -515,9 +508,51 @@ def _reclaim(
             quarantine_after=config.quarantine_after,
             window_s=config.quarantine_window_s,
             claim_grace_s=claim_grace_s,
-            judged=t,  # the run handled above: one started since is judged anew
+            judged=t,  # a holder that heartbeat, or started a run, since: refused
+            stop_holder=stopped,
         )
         status = after.status
     except FencedError:
         status = ""
-    return Reclaim(t.id, reason, status, killed, written, escapees)
+    return Reclaim(
+        t.id, reason + stopped.why, status, stopped.groups, stopped.written, stopped.escapees
+    )
+
+
+class _Stopped:
+    """What a reclaim did to its lost worker's run, once its compare-and-set won: the stages
+    killed (before the ticket can be claimed again: two executions of one ticket must never
+    overlap) and the run terminalized. Idempotent: the database may run the reclaim's
+    transaction again (a deadlock), and this again with it."""
+
+    def __init__(self, reason: str, clock: Clock) -> None:
+        self.reason, self.clock = reason, clock
+        self.groups: tuple[int, ...] = ()
+        self.escapees: tuple[int, ...] = ()
+        self.written = False
+        self.why = ""
+
+    def __call__(self, t: Ticket) -> str:
+        if not t.run_path:
+            return ""
+        run_path = Path(t.run_path)
+        killed = kill_stage_groups(run_path)
+        self.groups += tuple(g for g in killed if g not in self.groups)
+        self.escapees += tuple(
+            p for p in kill_stage_escapees(run_path, killed) if p not in self.escapees
+        )
+        self.why = ""
+        try:
+            self.written = (
+                terminalize_lost_run(
+                    run_path,
+                    run_id=t.run_id or run_path.name,
+                    reason=f"lost worker: {self.reason}; the ticket was reclaimed",
+                    epoch=t.lease_epoch + 1,
+                    now=self.clock(),
+                )
+                or self.written
+            )
+        except OSError as exc:  # ENOSPC, EROFS: the queue still learns what happened
+            self.why = f"; its run directory could not be terminalized ({exc})"
+        return self.why

@@ -21,8 +21,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,9 +63,11 @@ class Host:
     def now(self) -> float:
         return time.time() + float(self.file.read_text())
 
-    def spawn(self, url: str, root: Path, *, reaper: bool) -> subprocess.Popen[str]:
+    def spawn(
+        self, url: str, root: Path, *, reaper: bool, config: ExecutorConfig = CONFIG
+    ) -> subprocess.Popen[str]:
         """A real worker process on this clock."""
-        fields = dataclasses.asdict(CONFIG)
+        fields = dataclasses.asdict(config)
         code = textwrap.dedent(
             f"""
             import json, signal, threading, time
@@ -307,8 +310,14 @@ def test_repair_apply_right_after_a_step_forward_leaves_a_live_workers_lease(
     report = apply_queue_repairs(plan, config, journal=tmp_path, say=said.append)
     (outcome,) = report.results
     assert outcome.outcome == "refused", outcome.message
-    assert "heartbeat while the doctor watched" in outcome.message, outcome.message
-    assert len(said) == 1 and "watching for a heartbeat" in said[0], said
+    if how == "stepped" and not said:
+        # The worker's heartbeat since the scan stamped its lease in the stepped time: the
+        # repair found it live at once (the scan and the plan take longer than a heartbeat
+        # interval on a loaded machine), and had nothing to watch.
+        assert "no longer looks lost" in outcome.message, outcome.message
+    else:
+        assert "heartbeat while the doctor watched" in outcome.message, outcome.message
+        assert len(said) == 1 and "watching for a heartbeat" in said[0], said
     after = queue.get(running.id)
     assert (after.status, after.lease_epoch, after.run_id) == ("running", 1, running.run_id)
     assert _alive(_stage_pid(running.run_path))
@@ -375,3 +384,101 @@ def test_repair_apply_takes_a_dead_workers_lease_before_it_watches_a_live_ones(
     outcomes = {r.action.target: r.outcome for r in report.results}
     assert outcomes[dead.id] == "applied" and outcomes[running.id] == "refused", report.results
     assert queue.get(running.id).status == "running"
+
+
+class _HeartbeatAfterJudgment(Queue):
+    """A reaper's queue on which the worker's heartbeat lands between the judgment and the
+    act: the pass reads the leases (``tickets``, then ``expired``, its last read), then this
+    waits until the real worker's next heartbeat is in the row, then the pass acts on what it
+    read."""
+
+    def __init__(self, inner: Queue, ticket_id: str) -> None:
+        super().__init__(clock=inner.now)
+        self.inner, self.ticket_id, self.seen = inner, ticket_id, None
+
+    def now(self) -> float:
+        return self.inner.now()
+
+    def tickets(self, *, status: str | Iterable[str] | None = None) -> list[Ticket]:
+        found = self.inner.tickets(status=status)
+        self.seen = next((t.last_heartbeat_at for t in found if t.id == self.ticket_id), None)
+        return found
+
+    def expired(self, now: float, *, claim_grace_s: float = 0.0) -> list[Ticket]:
+        found = self.inner.expired(now, claim_grace_s=claim_grace_s)
+        wait_until(lambda: self.inner.get(self.ticket_id).last_heartbeat_at != self.seen)
+        return found
+
+    def reclaim(self, ticket_id: str, **kw: Any) -> Ticket:
+        return self.inner.reclaim(ticket_id, **kw)
+
+    def _transaction(self, *, write: bool = True) -> contextlib.AbstractContextManager[Any]:
+        raise AssertionError("only the inner queue runs transactions")
+
+    def close(self) -> None:
+        """The inner queue is the test's."""
+
+
+def _kept(queue: Queue, running: Ticket, tmp: Path) -> None:
+    """``running``'s worker kept its lease and its stage, and completes it at epoch 1."""
+    after = queue.get(running.id)
+    assert (after.status, after.lease_epoch, after.run_id) == ("running", 1, running.run_id)
+    assert _alive(_stage_pid(running.run_path))
+    assert not (Path(running.run_path or "") / "final.json").exists()
+    (fenced,) = [e for e in queue.events(running.id) if e.event == "fenced"]
+    assert fenced.detail["action"] == "reclaim", fenced.detail
+    assert "renewed the lease since it was judged lost" in fenced.detail["reason"], fenced.detail
+    (tmp / "go").touch()
+    wait_until(lambda: queue.get(running.id).status == "done")
+    done = queue.get(running.id)
+    assert (done.lease_epoch, done.crash_recoveries) == (1, 0), _events(queue, running)
+    final = json.loads((Path(running.run_path or "") / "final.json").read_text())
+    assert (final["status"], final["epoch"]) == ("success", 1), final
+
+
+def test_a_reaper_whose_judgment_a_heartbeat_outran_kills_nothing(
+    tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]]
+) -> None:
+    # A one-shot pass that believes the stamps, on a clock an hour ahead of the worker's:
+    # the live lease looks lapsed. The worker's heartbeat lands after the pass read it. Before,
+    # the pass killed the stage, wrote "lost worker" into final.json, and only then its
+    # compare-and-set (on the epoch alone) took the renewed lease: the ticket ran again.
+    running, _ = _worker_running(tmp_path, host, queue, workers, reaper=False)
+    with open_queue(str(tmp_path / "queue.db"), clock=lambda: host.now() + STEP_S) as ahead:
+        (r,) = reap(_HeartbeatAfterJudgment(ahead, running.id), CONFIG, clock=host.now)
+    assert (r.status, r.killed_groups, r.terminalized) == ("", (), False), r
+    _kept(queue, running, tmp_path)
+
+
+#: Leases of 10 s: the doctor watches a frozen holder for 5 s, which wakes well inside its
+#: self-fence (9 s) and heartbeats.
+SLOW = dataclasses.replace(CONFIG, lease_ttl_s=10.0, self_fence_s=9.0)
+
+
+def test_repair_apply_whose_judgment_a_heartbeat_outran_kills_nothing(
+    tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]]
+) -> None:
+    # `doctor repair --db --apply` watched a frozen worker's lease stand still for half its
+    # TTL and judged it lost; the worker woke and heartbeat before the reclaim acted. Before,
+    # the reclaim (executor.reap) killed its stage and wrote "lost worker" into final.json
+    # first, then took the renewed lease.
+    ticket = _waiting(tmp_path, queue)
+    worker = host.spawn(str(tmp_path / "queue.db"), tmp_path / "runs", reaper=False, config=SLOW)
+    workers.append(worker)
+    running = _running(queue, ticket)
+    os.kill(worker.pid, signal.SIGSTOP)
+    config = _doctor_ahead(tmp_path / "queue.db", host, "pinned")
+    plan = plan_repairs(scan(config), config)
+
+    def wake(ticket_id: str) -> None:
+        assert ticket_id == running.id
+        seen = queue.get(ticket_id).last_heartbeat_at
+        os.kill(worker.pid, signal.SIGCONT)
+        wait_until(lambda: queue.get(ticket_id).last_heartbeat_at != seen)
+
+    report = apply_queue_repairs(plan, config, journal=tmp_path, race_hook=wake)
+    (outcome,) = report.results
+    assert outcome.outcome == "refused", outcome.message
+    assert "renewed the lease since it was judged lost" in outcome.message, outcome.message
+    assert "nothing was killed" in outcome.message, outcome.message
+    _kept(queue, running, tmp_path)
