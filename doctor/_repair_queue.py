@@ -43,7 +43,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 from doctor._config import DoctorConfig
 from doctor._detectors._queue import LEASED, iso_s, same_host, this_host
 from doctor._diagnose import scan
-from doctor._errors import IngestError, UsageError
+from doctor._errors import DoctorError, IngestError, UsageError
 from doctor._facts import iso
 from doctor._journal import JOURNAL, JournalEntry, append_entry, read_journal
 from doctor._model import noun
@@ -498,8 +498,14 @@ def apply_queue_repairs(
 
     A reclaim is fenced first, as the reaper's: a lease whose worker heartbeat after the
     repair judged it lost is refused, its stages left running. ``race_hook`` is a test seam,
-    None outside tests: called with a ticket's id once its reclaim has read the lease it
-    judges, before it acts.
+    None outside tests: called with ``""`` once the queue is open, before the repair's first
+    look at it, and with a ticket's id once its reclaim has read the lease it judges, before
+    it acts.
+
+    A queue that fails (a server restarted, a connection dropped) before any action is an
+    :class:`IngestError`; after one, the actions still run (each one that meets the failure
+    is ``failed``, journaled) and the report says what was done, with ``unverified`` set
+    when the scan that verifies them failed.
     """
     journal_dir = queue_journal_dir(config, journal)
     source = parse_queue_url(config.db or "")
@@ -517,7 +523,14 @@ def apply_queue_repairs(
     done: dict[int, ActionResult] = {}
     with queue:
         q = _QueueCtx(queue, config, executor_config or ExecutorConfig(), race_hook=race_hook)
-        live = _live_lapses(q, plan)
+        try:
+            if race_hook is not None:
+                race_hook("")
+            live = _live_lapses(q, plan)
+        except QueueError as exc:  # nothing was done yet: one line, exit 2
+            raise IngestError(
+                f"the queue {source.display} failed before any repair was made: {exc}"
+            ) from exc
         watched = {t.id for t in live}
         # The others first: a dead worker's stages are not left running while the doctor
         # watches a live one's lease.
@@ -531,17 +544,24 @@ def apply_queue_repairs(
                 ctx, q, source.display, plan[i], breaker_tries, breaker_window_s
             )
     results = [done[i] for i in range(len(plan))]
+    unverified: str | None = None
     if any(r.outcome == "applied" for r in results):
         # One scan verifies them all: a scan after each action made a plan of thousands of
         # reclaims on a large queue take days.
-        after = scan(alone).findings
-        results = _attribute(results, *_diff(current, after))
-        current = after
+        try:
+            after = scan(alone).findings
+        except DoctorError as exc:  # what was applied is journaled, and reported all the same
+            unverified = f"the queue could not be scanned again to verify the repairs: {exc}"
+            current = ()
+        else:
+            results = _attribute(results, *_diff(current, after))
+            current = after
     return QueueRepairReport(
         queue=source.display,
         journal=str(journal_dir / JOURNAL),
         results=tuple(results),
         remaining=tuple(FindingRef.of(f) for f in current),
+        unverified=unverified,
     )
 
 

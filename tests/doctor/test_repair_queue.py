@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from doctor import DoctorConfig, UsageError, scan
+from doctor._errors import IngestError
 from doctor._journal import JOURNAL, read_journal
 from doctor._repair import (
     Action,
@@ -35,6 +36,7 @@ from executor import ExecutorConfig, Queue, SessionInfo, open_queue
 from executor._reaper import reap
 from fixtures import queues
 from rundoctor.liveness import start_ticks as proc_start_ticks
+from tests.executor.private_postgres import PrivatePostgres
 from tests.helpers import PG_URL, require_postgres, run_doctor
 
 NOW = 1_780_000_000.0  # 2026-05-28T20:26:40Z
@@ -442,6 +444,78 @@ def test_reclaim_on_postgresql_journals_where_it_is_told(
     (again,) = apply_queue_repairs(plan, config, journal=journal).results
     assert again.outcome == "noop"
     assert [e.outcome for e in read_journal(journal)] == ["applied"]
+
+
+def _fresh_schema(pg: PrivatePostgres) -> tuple[str, str]:
+    """A new schema on the private cluster (its tests share one database): the executor's URL
+    and the doctor's for it."""
+    schema = f"rd_repair_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg.url, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    return f"{pg.url}?options=-csearch_path%3D{schema}", f"{pg.url}?schema={schema}"
+
+
+@pytest.mark.postgres
+def test_a_queue_that_goes_away_mid_repair_still_reports_what_was_applied(
+    tmp_path: Path, clock: Clock, private_pg: PrivatePostgres
+) -> None:
+    # The server stopped (`pg_ctl stop`) after the first of two reclaims committed. Before,
+    # the scan that verifies the repairs failed and `doctor repair --db --apply` ended with
+    # `error: cannot connect to the queue …` alone, exit 2: the reclaim it had made (and
+    # journaled) was never reported, as if nothing had been done.
+    url, doctor_url = _fresh_schema(private_pg)
+    with open_queue(url, clock=clock, server_clock=False) as q:
+        first, second = q.enqueue("a", "/p/a.dot"), q.enqueue("b", "/p/b.dot")
+        q.claim("w1", lease_ttl_s=60, session=DEAD)
+        q.claim("w2", lease_ttl_s=60, session=DEAD)
+    clock.now += 600
+    config, plan = _plan(doctor_url, clock)
+    assert sorted(a.target for a in plan) == sorted([first.id, second.id])
+
+    def stop_at_the_second(ticket_id: str) -> None:
+        if ticket_id == plan[1].target:
+            private_pg.stop()
+
+    try:
+        report = apply_queue_repairs(plan, config, journal=tmp_path, race_hook=stop_at_the_second)
+    finally:
+        private_pg.start()
+    assert [r.outcome for r in report.results] == ["applied", "failed"], report.results
+    assert report.unverified is not None
+    assert report.unverified.startswith("the queue could not be scanned again"), report.unverified
+    assert (report.remaining, report.exit_code) == ((), 2)
+    assert report.to_json()["unverified"] == report.unverified
+    assert [e.outcome for e in read_journal(tmp_path)] == ["applied", "failed"]
+    with open_queue(url, clock=clock, server_clock=False) as q:
+        done, left = q.get(plan[0].target), q.get(plan[1].target)
+    assert (done.status, done.lease_epoch) == ("todo", 2)
+    assert (left.status, left.lease_epoch) == ("claimed", 1)
+
+
+@pytest.mark.postgres
+def test_a_queue_that_goes_away_before_the_first_repair_is_one_error_and_changes_nothing(
+    tmp_path: Path, clock: Clock, private_pg: PrivatePostgres
+) -> None:
+    # The connection dropped (a restart) once the repair had opened the queue, before it
+    # looked for live holders: `internal error (a bug in rundoctor): QueueError …`, exit 70.
+    url, doctor_url = _fresh_schema(private_pg)
+    with open_queue(url, clock=clock, server_clock=False) as q:
+        t = q.enqueue("a", "/p/a.dot")
+        q.claim("w1", lease_ttl_s=60, session=DEAD)
+    clock.now += 600
+    config, plan = _plan(doctor_url, clock)
+    assert [a.target for a in plan] == [t.id]
+
+    def restart_once_open(ticket_id: str) -> None:
+        if ticket_id == "":
+            private_pg.restart()
+
+    with pytest.raises(IngestError, match=r"failed before any repair was made: .*connection"):
+        apply_queue_repairs(plan, config, journal=tmp_path, race_hook=restart_once_open)
+    assert read_journal(tmp_path) == []
+    with open_queue(url, clock=clock, server_clock=False) as q:
+        after = q.get(t.id)
+    assert (after.status, after.lease_epoch) == ("claimed", 1)
 
 
 @pytest.mark.parametrize(
