@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -446,13 +446,30 @@ def test_reclaim_on_postgresql_journals_where_it_is_told(
     assert [e.outcome for e in read_journal(journal)] == ["applied"]
 
 
-def _fresh_schema(pg: PrivatePostgres) -> tuple[str, str]:
-    """A new schema on the private cluster (its tests share one database): the executor's URL
-    and the doctor's for it."""
+def _dead_leases(
+    pg: PrivatePostgres, clock: Clock, n: int
+) -> tuple[str, DoctorConfig, list[Action]]:
+    """``n`` tickets leased by a dead worker, in a new schema on the private cluster (its
+    tests share one database), ten minutes later: the executor's URL, the doctor's config and
+    the plan, one reclaim each."""
     schema = f"rd_repair_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg.url, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA {schema}")
-    return f"{pg.url}?options=-csearch_path%3D{schema}", f"{pg.url}?schema={schema}"
+    url = f"{pg.url}?options=-csearch_path%3D{schema}"
+    with open_queue(url, clock=clock, server_clock=False) as q:
+        ids = [q.enqueue(f"t{i}", "/p/t.dot").id for i in range(n)]
+        for i in range(n):
+            q.claim(f"w{i}", lease_ttl_s=60, session=DEAD)
+    clock.now += 600
+    config, plan = _plan(f"{pg.url}?schema={schema}", clock)
+    assert sorted(a.target for a in plan) == sorted(ids)
+    return url, config, plan
+
+
+def _at(point: str, fault: Callable[[], None]) -> Callable[[str], None]:
+    """A repair's ``race_hook`` that brings ``fault`` at ``point`` (a ticket's id: as its
+    reclaim is about to act; ``""``: once the queue is open)."""
+    return lambda ticket_id: fault() if ticket_id == point else None
 
 
 @pytest.mark.postgres
@@ -463,21 +480,10 @@ def test_a_queue_that_goes_away_mid_repair_still_reports_what_was_applied(
     # the scan that verifies the repairs failed and `doctor repair --db --apply` ended with
     # `error: cannot connect to the queue …` alone, exit 2: the reclaim it had made (and
     # journaled) was never reported, as if nothing had been done.
-    url, doctor_url = _fresh_schema(private_pg)
-    with open_queue(url, clock=clock, server_clock=False) as q:
-        first, second = q.enqueue("a", "/p/a.dot"), q.enqueue("b", "/p/b.dot")
-        q.claim("w1", lease_ttl_s=60, session=DEAD)
-        q.claim("w2", lease_ttl_s=60, session=DEAD)
-    clock.now += 600
-    config, plan = _plan(doctor_url, clock)
-    assert sorted(a.target for a in plan) == sorted([first.id, second.id])
-
-    def stop_at_the_second(ticket_id: str) -> None:
-        if ticket_id == plan[1].target:
-            private_pg.stop()
-
+    url, config, plan = _dead_leases(private_pg, clock, 2)
+    stop = _at(plan[1].target, private_pg.stop)  # as the second reclaim is about to act
     try:
-        report = apply_queue_repairs(plan, config, journal=tmp_path, race_hook=stop_at_the_second)
+        report = apply_queue_repairs(plan, config, journal=tmp_path, race_hook=stop)
     finally:
         private_pg.start()
     assert [r.outcome for r in report.results] == ["applied", "failed"], report.results
@@ -498,23 +504,12 @@ def test_a_queue_that_goes_away_before_the_first_repair_is_one_error_and_changes
 ) -> None:
     # The connection dropped (a restart) once the repair had opened the queue, before it
     # looked for live holders: `internal error (a bug in rundoctor): QueueError …`, exit 70.
-    url, doctor_url = _fresh_schema(private_pg)
-    with open_queue(url, clock=clock, server_clock=False) as q:
-        t = q.enqueue("a", "/p/a.dot")
-        q.claim("w1", lease_ttl_s=60, session=DEAD)
-    clock.now += 600
-    config, plan = _plan(doctor_url, clock)
-    assert [a.target for a in plan] == [t.id]
-
-    def restart_once_open(ticket_id: str) -> None:
-        if ticket_id == "":
-            private_pg.restart()
-
+    url, config, plan = _dead_leases(private_pg, clock, 1)
     with pytest.raises(IngestError, match=r"failed before any repair was made: .*connection"):
-        apply_queue_repairs(plan, config, journal=tmp_path, race_hook=restart_once_open)
+        apply_queue_repairs(plan, config, journal=tmp_path, race_hook=_at("", private_pg.restart))
     assert read_journal(tmp_path) == []
     with open_queue(url, clock=clock, server_clock=False) as q:
-        after = q.get(t.id)
+        after = q.get(plan[0].target)
     assert (after.status, after.lease_epoch) == ("claimed", 1)
 
 
