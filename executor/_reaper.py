@@ -54,12 +54,13 @@ from executor._queue import Lease, Queue, Ticket
 from executor._stage_mark import kill_marked
 from rundoctor.atomic import create_file
 from rundoctor.clock import Clock
-from rundoctor.liveness import owner_alive, process_alive
+from rundoctor.liveness import boot_id, owner_alive, process_alive
 from rundoctor.paths import read_regular_bytes
 from rundoctor.words import noun, plural
 
 __all__ = [
     "PROCESS_FILE",
+    "ReapFailed",
     "ReapInterrupted",
     "Reclaim",
     "kill_stage_escapees",
@@ -133,15 +134,21 @@ def kill_stage_groups(run_path: Path, *, grace_s: float = 0.0) -> tuple[int, ...
     """SIGKILL the process groups of the run's stage attempts that are still running.
 
     A group is killed only when its leader's pid still runs with the recorded start time, so
-    a reused pid is never hit.
+    a reused pid is never hit, and only when the attempt was recorded in this boot of this
+    host (``boot_id``; a record without one, written before it was kept, is believed): after
+    a reboot, or on another host sharing the runs root, the same pid and start time name
+    another process (a deterministic boot starts the same services at the same ticks).
     """
     killed: list[int] = []
+    here = boot_id()
     for info in _process_records(run_path):
         try:
             pid, pgid = int(info["pid"]), int(info["pgid"])
             start = info.get("pid_start_time")
         except (ValueError, KeyError, TypeError):
             continue
+        if info.get("boot_id") is not None and info.get("boot_id") != here:
+            continue  # another boot's process: its pid names none of ours
         start = start if isinstance(start, int) else None
         if pgid <= 1 or not process_alive(pid, start):
             continue
@@ -355,10 +362,23 @@ def reap(
                 lapsed.append((t, _silent(t, silent), None))
     # Proven deaths first: a lapsed lease may belong to a worker frozen inside a transaction
     # that still locks its row, and its reclaim waits for that lock (chaos seed 120).
-    return [
-        _reclaim(queue, config, t, reason, clock, claim_grace_s=grace)
-        for t, reason, grace in dead + lapsed
-    ]
+    done: list[Reclaim] = []
+    for t, reason, claim_grace in dead + lapsed:
+        try:
+            done.append(_reclaim(queue, config, t, reason, clock, claim_grace_s=claim_grace))
+        except QueueError as exc:  # the reclaims made are made: the caller reports them
+            raise ReapFailed(done, exc) from exc
+    return done
+
+
+class ReapFailed(QueueError):
+    """The queue failed during a :func:`reap` pass (a server restarted, a connection
+    dropped): ``found`` holds what the pass had reclaimed before (done in the queue, so
+    ``doctor reap`` still reports them); the message is the queue's error."""
+
+    def __init__(self, found: list[Reclaim], error: QueueError) -> None:
+        super().__init__(str(error), lasting=error.lasting)
+        self.found = found
 
 
 class ReapInterrupted(KeyboardInterrupt):
@@ -384,9 +404,10 @@ def reap_observed(
     standing still for half its TTL), another pass every ``reaper_interval_s``. A holder that
     heartbeats meanwhile keeps its lease; a proven-dead one's is taken at the first pass.
     ``say`` is told, once, what the pass waits for; a queue that fails while it waits ends the
-    wait (``say`` is told why, the held leases are left untaken), and what the first pass
-    reclaimed is returned. Ctrl-C while it waits raises :class:`ReapInterrupted` holding
-    what the passes reclaimed.
+    wait (``say`` is told why, the held leases are left untaken), and what the passes
+    reclaimed is returned. A queue that fails during the first pass raises its
+    :class:`ReapFailed`, holding what that pass reclaimed. Ctrl-C while it waits raises
+    :class:`ReapInterrupted` holding what the passes reclaimed.
 
     >>> from executor._queue import open_queue, SessionInfo
     >>> now = [1000.0]
@@ -415,6 +436,7 @@ def reap_observed(
             try:
                 found += reap(queue, config, host=host, clock=clock, watch=watch)
             except QueueError as exc:  # what the earlier passes reclaimed is still reported
+                found += exc.found if isinstance(exc, ReapFailed) else []
                 if say is not None:
                     say(f"{exc}; {plural(n, 'lease')} watched {noun(n, 'is', 'are')} left untaken")
                 break

@@ -21,9 +21,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,7 +30,7 @@ from doctor import DoctorConfig, scan
 from doctor._repair import apply_queue_repairs, plan_repairs
 from executor import ExecutorConfig, Queue, SessionInfo, Ticket, open_queue
 from executor._reaper import reap, reap_observed
-from tests.helpers import REPO, run_doctor, wait_until
+from tests.helpers import REPO, ReaperSeam, run_doctor, wait_until
 
 #: Heartbeats a second apart, reaper passes a tenth of one: after a step, a reaper pass comes
 #: long before the worker's next heartbeat could move its lease into the new time.
@@ -386,39 +385,6 @@ def test_repair_apply_takes_a_dead_workers_lease_before_it_watches_a_live_ones(
     assert queue.get(running.id).status == "running"
 
 
-class _HeartbeatAfterJudgment(Queue):
-    """A reaper's queue on which the worker's heartbeat lands between the judgment and the
-    act: the pass reads the leases (``tickets``, then ``expired``, its last read), then this
-    waits until the real worker's next heartbeat is in the row, then the pass acts on what it
-    read."""
-
-    def __init__(self, inner: Queue, ticket_id: str) -> None:
-        super().__init__(clock=inner.now)
-        self.inner, self.ticket_id, self.seen = inner, ticket_id, None
-
-    def now(self) -> float:
-        return self.inner.now()
-
-    def tickets(self, *, status: str | Iterable[str] | None = None) -> list[Ticket]:
-        found = self.inner.tickets(status=status)
-        self.seen = next((t.last_heartbeat_at for t in found if t.id == self.ticket_id), None)
-        return found
-
-    def expired(self, now: float, *, claim_grace_s: float = 0.0) -> list[Ticket]:
-        found = self.inner.expired(now, claim_grace_s=claim_grace_s)
-        wait_until(lambda: self.inner.get(self.ticket_id).last_heartbeat_at != self.seen)
-        return found
-
-    def reclaim(self, ticket_id: str, **kw: Any) -> Ticket:
-        return self.inner.reclaim(ticket_id, **kw)
-
-    def _transaction(self, *, write: bool = True) -> contextlib.AbstractContextManager[Any]:
-        raise AssertionError("only the inner queue runs transactions")
-
-    def close(self) -> None:
-        """The inner queue is the test's."""
-
-
 def _kept(queue: Queue, running: Ticket, tmp: Path) -> None:
     """``running``'s worker kept its lease and its stage, and completes it at epoch 1."""
     after = queue.get(running.id)
@@ -444,8 +410,14 @@ def test_a_reaper_whose_judgment_a_heartbeat_outran_kills_nothing(
     # the pass killed the stage, wrote "lost worker" into final.json, and only then its
     # compare-and-set (on the epoch alone) took the renewed lease: the ticket ran again.
     running, _ = _worker_running(tmp_path, host, queue, workers, reaper=False)
+
+    def heartbeat_lands() -> None:  # after the pass read the lease, before it acts
+        (seen,) = [t.last_heartbeat_at for t in seam.read if t.id == running.id]
+        wait_until(lambda: queue.get(running.id).last_heartbeat_at != seen)
+
     with open_queue(str(tmp_path / "queue.db"), clock=lambda: host.now() + STEP_S) as ahead:
-        (r,) = reap(_HeartbeatAfterJudgment(ahead, running.id), CONFIG, clock=host.now)
+        seam = ReaperSeam(ahead, judged=heartbeat_lands)
+        (r,) = reap(seam, CONFIG, clock=host.now)
     assert (r.status, r.killed_groups, r.terminalized) == ("", (), False), r
     _kept(queue, running, tmp_path)
 
@@ -470,8 +442,9 @@ def test_repair_apply_whose_judgment_a_heartbeat_outran_kills_nothing(
     config = _doctor_ahead(tmp_path / "queue.db", host, "pinned")
     plan = plan_repairs(scan(config), config)
 
-    def wake(ticket_id: str) -> None:
-        assert ticket_id == running.id
+    def wake(ticket_id: str) -> None:  # the worker is frozen: no heartbeat lands before
+        if ticket_id != running.id:
+            return  # "": the queue just opened
         seen = queue.get(ticket_id).last_heartbeat_at
         os.kill(worker.pid, signal.SIGCONT)
         wait_until(lambda: queue.get(ticket_id).last_heartbeat_at != seen)
