@@ -455,3 +455,31 @@ def test_repair_apply_whose_judgment_a_heartbeat_outran_kills_nothing(
     assert "renewed the lease since it was judged lost" in outcome.message, outcome.message
     assert "nothing was killed" in outcome.message, outcome.message
     _kept(queue, running, tmp_path)
+
+
+def test_a_worker_frozen_past_its_lease_writes_nothing_into_the_run_the_reaper_ended(
+    tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]]
+) -> None:
+    # The woken worker's events went aside (late-events.ndjson), but it rewrote the run's
+    # checkpoint.json and work/status.json after the reaper had terminalized it: the node
+    # "completed", failed by the reaper's SIGKILL, and the doctor read checkpoint_drift.
+    running, frozen = _worker_running(tmp_path, host, queue, workers, reaper=False)
+    os.kill(frozen.pid, signal.SIGSTOP)
+    wait_until(lambda: queue.expired(queue.now()))
+    (r,) = reap(queue, CONFIG, clock=host.now)
+    assert (r.status, r.terminalized) == ("todo", True), r
+    run = Path(running.run_path or "")
+    kept = ("checkpoint.json", "final.json", "progress.ndjson", "live.json", "work/status.json")
+
+    def record() -> dict[str, bytes | None]:
+        return {f: (run / f).read_bytes() if (run / f).exists() else None for f in kept}
+
+    before = record()
+    os.kill(frozen.pid, signal.SIGCONT)
+    wait_until(lambda: (run / "late-events.ndjson").exists())  # it woke, and wrote aside
+    frozen.terminate()
+    out, _ = frozen.communicate(timeout=30)
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert (stats["completed"], stats["fenced"]) == (0, 1), stats
+    assert record() == before
+    assert not list(run.glob("work/attempt-2"))
