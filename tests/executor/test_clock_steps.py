@@ -483,3 +483,25 @@ def test_a_worker_frozen_past_its_lease_writes_nothing_into_the_run_the_reaper_e
     assert (stats["completed"], stats["fenced"]) == (0, 1), stats
     assert record() == before
     assert not list(run.glob("work/attempt-2"))
+
+
+def test_a_worker_woken_past_its_self_fence_renews_no_lease(
+    tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]]
+) -> None:
+    # Woken from a freeze longer than its self-fence, the worker's watchdog canceled its run,
+    # but its heartbeat thread still renewed the lease (a heartbeat_gap of the freeze): the
+    # ticket stayed leased, no one working under it, for a whole TTL more before a reaper
+    # could take it (chaos seed 4 on PostgreSQL: sigstop reclaim latency p99 7.2 s, bound 5 s).
+    running, frozen = _worker_running(tmp_path, host, queue, workers, reaper=False)
+    os.kill(frozen.pid, signal.SIGSTOP)
+    before = queue.get(running.id)
+    wait_until(lambda: queue.expired(queue.now()))  # silent past its TTL, so its self-fence
+    os.kill(frozen.pid, signal.SIGCONT)
+    run = Path(running.run_path or "")
+    wait_until(lambda: (run / "final.json").exists())  # the watchdog canceled the run
+    assert json.loads((run / "final.json").read_text())["status"] == "canceled"
+    after = queue.get(running.id)
+    assert (after.lease_epoch, after.last_heartbeat_at) == (1, before.last_heartbeat_at)
+    assert (after.lease_expires_at, after.status) == (before.lease_expires_at, "running")
+    assert "heartbeat_gap" not in _events(queue, running)
+    assert [t.id for t in queue.expired(queue.now())] == [running.id]  # a reaper takes it now
