@@ -31,6 +31,7 @@ from doctor._version import package_version
 from executor.console import (
     console,
     diagnose_progress,
+    fail,
     listed,
     plain,
     reported,
@@ -577,6 +578,8 @@ def _print_repair(console: Console, report: RepairReport | QueueRepairReport, ag
                 where = ref.scope or "top level"
                 console.print(f"    {label}: {ref.code} ({plain(where)})", soft_wrap=True)
     errors = sum(1 for f in report.remaining if f.severity in ("error", "critical"))
+    if isinstance(report, QueueRepairReport) and report.unverified:
+        return  # the findings left are unknown: the error line after this says why
     if isinstance(report, QueueRepairReport):
         console.print(
             f"The queue has {_count(len(report.remaining), 'finding')} left, {errors} at error "
@@ -737,6 +740,8 @@ def _repair_queue(
         _print_queue_repair(
             queue, where, report, plan, apply=apply, as_json=as_json, db=db, config=config
         )
+    if report is not None and report.unverified:  # after what was done: it is reported
+        fail(report.unverified, code)
     raise typer.Exit(code)
 
 

@@ -216,11 +216,16 @@ class QueueRepairReport:
     journal: str
     results: tuple[ActionResult, ...]
     remaining: tuple[FindingRef, ...]
+    #: Why the queue could not be scanned again after the repairs (it failed: a server
+    #: restarted, a connection dropped), or None when it was: ``remaining`` is then empty,
+    #: and unknown.
+    unverified: str | None = None
 
     @property
     def exit_code(self) -> int:
-        """As :attr:`RepairReport.exit_code`."""
-        return _exit_code(self.results, self.remaining)
+        """As :attr:`RepairReport.exit_code`; 2 when the queue failed before the repairs
+        could be verified (:attr:`unverified`)."""
+        return 2 if self.unverified else _exit_code(self.results, self.remaining)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -228,6 +233,7 @@ class QueueRepairReport:
             "journal": self.journal,
             "results": [r.to_json() for r in self.results],
             "remaining": [f.to_json() for f in self.remaining],
+            "unverified": self.unverified,
         }
 
 

@@ -43,7 +43,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 from doctor._config import DoctorConfig
 from doctor._detectors._queue import LEASED, iso_s, same_host, this_host
 from doctor._diagnose import scan
-from doctor._errors import IngestError, UsageError
+from doctor._errors import DoctorError, IngestError, UsageError
 from doctor._facts import iso
 from doctor._journal import JOURNAL, JournalEntry, append_entry, read_journal
 from doctor._model import noun
@@ -139,11 +139,21 @@ def _queue_url(source: QueueSource) -> str:
 
 class _OneLease(Queue):
     """The queue as :func:`executor.reap` sees it for one repair: the one ticket, and
-    only while it holds the lease at ``epoch`` (the compare-and-set's expected value)."""
+    only while it holds the lease at ``epoch`` (the compare-and-set's expected value).
+    ``race_hook`` (a test seam, None outside tests) is called with the ticket id once the
+    reaper has read the lease it judges, before it acts."""
 
-    def __init__(self, inner: Queue, ticket_id: str, epoch: int, clock: Callable[[], float]):
+    def __init__(
+        self,
+        inner: Queue,
+        ticket_id: str,
+        epoch: int,
+        clock: Callable[[], float],
+        race_hook: Callable[[str], None] | None = None,
+    ):
         super().__init__(clock=clock)
         self._inner, self._ticket_id, self._epoch = inner, ticket_id, epoch
+        self._race_hook = race_hook
 
     def _mine(self, found: Iterable[Ticket]) -> list[Ticket]:
         return [t for t in found if t.id == self._ticket_id and t.lease_epoch == self._epoch]
@@ -152,7 +162,10 @@ class _OneLease(Queue):
         return self._mine(self._inner.tickets(status=status))
 
     def expired(self, now: float, *, claim_grace_s: float = 0.0) -> list[Ticket]:
-        return self._mine(self._inner.expired(now, claim_grace_s=claim_grace_s))
+        found = self._mine(self._inner.expired(now, claim_grace_s=claim_grace_s))
+        if self._race_hook is not None:  # the pass's last read: it acts on what it read
+            self._race_hook(self._ticket_id)
+        return found
 
     def now(self) -> float:
         """The queue's clock (a PostgreSQL server's), which its leases are aged in."""
@@ -168,6 +181,7 @@ class _OneLease(Queue):
         window_s: float,
         claim_grace_s: float | None = 0.0,
         judged: Ticket | None = None,
+        stop_holder: Callable[[Ticket], str] | None = None,
     ) -> Ticket:
         return self._inner.reclaim(
             ticket_id,
@@ -177,6 +191,7 @@ class _OneLease(Queue):
             window_s=window_s,
             claim_grace_s=claim_grace_s,
             judged=judged,
+            stop_holder=stop_holder,
         )
 
     def _transaction(self, *, write: bool = True) -> contextlib.AbstractContextManager[Any]:
@@ -196,6 +211,8 @@ class _QueueCtx:
     spared: dict[str, str] = dataclasses.field(default_factory=dict)
     #: Such leases that stood still while watched: how many seconds each was watched.
     watched: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: The test seam of :class:`_OneLease`.
+    race_hook: Callable[[str], None] | None = None
 
 
 class _Breaker(Exception):
@@ -266,7 +283,7 @@ def _reap_one(q: _QueueCtx, t: Ticket, epoch: int) -> str:
     if t.id in q.spared:
         raise _Refused(q.spared[t.id])
     clock = _host_clock(q.config)
-    view = _OneLease(q.queue, t.id, epoch, clock)
+    view = _OneLease(q.queue, t.id, epoch, clock, q.race_hook)
     done = reap(view, q.executor, host=host, clock=clock)  # aged at view.now(): the queue's
     if not done:
         raise _Refused(_not_lost(t, q.executor, host, q.queue.now()))
@@ -291,9 +308,17 @@ def _reap_one(q: _QueueCtx, t: Ticket, epoch: int) -> str:
     if not r.status:
         raise _Refused(
             f"the compare-and-set on lease epoch {epoch} lost: the ticket changed while it was "
-            f"being reclaimed{did}"
+            f"being reclaimed ({_fenced_why(q.queue, t.id)}), so nothing was killed nor written"
         )
     return f"reclaimed lease epoch {epoch} ({r.reason}): the ticket is {r.status} now{did}"
+
+
+def _fenced_why(queue: Queue, ticket_id: str) -> str:
+    """Why the ticket's last reclaim was fenced, as its ``fenced`` event says."""
+    for e in reversed(queue.events(ticket_id)):
+        if e.event == "fenced" and e.detail.get("action") == "reclaim":
+            return str(e.detail.get("reason"))
+    return "its lease moved"
 
 
 def _live_lapses(q: _QueueCtx, plan: Sequence[Action]) -> list[Ticket]:
@@ -454,6 +479,7 @@ def apply_queue_repairs(
     breaker_tries: int = BREAKER_TRIES,
     breaker_window_s: float = BREAKER_WINDOW_S,
     say: Callable[[str], None] | None = None,
+    race_hook: Callable[[str], None] | None = None,
 ) -> QueueRepairReport:
     """Carry out the queue actions of ``plan`` on the queue at ``config.db``, journaled in
     :func:`queue_journal_dir`'s ``repairs.ndjson``; the queue is scanned again (alone, without
@@ -469,6 +495,17 @@ def apply_queue_repairs(
     watch_lapses`; ``say`` is told once): one that heartbeats meanwhile is left to its worker
     (the queue's clock stepped forward), one that stands still is reclaimed. A dead holder's
     lease, or one held on another host, is reclaimed without waiting, as the reaper does.
+
+    A reclaim is fenced first, as the reaper's: a lease whose worker heartbeat after the
+    repair judged it lost is refused, its stages left running. ``race_hook`` is a test seam,
+    None outside tests: called with ``""`` once the queue is open, before the repair's first
+    look at it, and with a ticket's id once its reclaim has read the lease it judges, before
+    it acts.
+
+    A queue that fails (a server restarted, a connection dropped) before any action is an
+    :class:`IngestError`; after one, the actions still run (each one that meets the failure
+    is ``failed``, journaled) and the report says what was done, with ``unverified`` set
+    when the scan that verifies them failed.
     """
     journal_dir = queue_journal_dir(config, journal)
     source = parse_queue_url(config.db or "")
@@ -485,8 +522,15 @@ def apply_queue_repairs(
         raise IngestError(f"cannot open the queue {source.display} for repairs: {exc}") from exc
     done: dict[int, ActionResult] = {}
     with queue:
-        q = _QueueCtx(queue, config, executor_config or ExecutorConfig())
-        live = _live_lapses(q, plan)
+        q = _QueueCtx(queue, config, executor_config or ExecutorConfig(), race_hook=race_hook)
+        try:
+            if race_hook is not None:
+                race_hook("")
+            live = _live_lapses(q, plan)
+        except QueueError as exc:  # nothing was done yet: one line, exit 2
+            raise IngestError(
+                f"the queue {source.display} failed before any repair was made: {exc}"
+            ) from exc
         watched = {t.id for t in live}
         # The others first: a dead worker's stages are not left running while the doctor
         # watches a live one's lease.
@@ -500,17 +544,24 @@ def apply_queue_repairs(
                 ctx, q, source.display, plan[i], breaker_tries, breaker_window_s
             )
     results = [done[i] for i in range(len(plan))]
+    unverified: str | None = None
     if any(r.outcome == "applied" for r in results):
         # One scan verifies them all: a scan after each action made a plan of thousands of
         # reclaims on a large queue take days.
-        after = scan(alone).findings
-        results = _attribute(results, *_diff(current, after))
-        current = after
+        try:
+            after = scan(alone).findings
+        except DoctorError as exc:  # what was applied is journaled, and reported all the same
+            unverified = f"the queue could not be scanned again to verify the repairs: {exc}"
+            current = ()
+        else:
+            results = _attribute(results, *_diff(current, after))
+            current = after
     return QueueRepairReport(
         queue=source.display,
         journal=str(journal_dir / JOURNAL),
         results=tuple(results),
         remaining=tuple(FindingRef.of(f) for f in current),
+        unverified=unverified,
     )
 
 

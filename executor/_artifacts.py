@@ -268,7 +268,7 @@ class RunWriter:
                 ts=self.now(), run_id=self.run_id, id=secrets.token_hex(4), epoch=self.epoch
             )
             line = stamped.to_line()
-            if self._sealed_by_other():
+            if self.sealed_by_other():
                 # The reaper terminalized this run after taking the lease from this (frozen)
                 # worker: the record is closed. Late lines are kept aside, not lost, and never
                 # follow the terminal event (chaos seed 2).
@@ -296,8 +296,13 @@ class RunWriter:
             os.close(fd)
 
     def write_json(self, rel: str, value: Any) -> Path:
-        """Write a document atomically at ``rel`` (relative to the scope)."""
+        """Write a document atomically at ``rel`` (relative to the scope); not once the
+        reaper ended the scope (:meth:`sealed_by_other`): a frozen worker woken after its
+        lease was taken rewrote ``checkpoint.json`` and the node's ``status.json`` of the run
+        the reaper had terminalized (the node "completed", killed by the reaper's SIGKILL)."""
         path = self.path / rel
+        if self.sealed_by_other():
+            return path
         make_dirs(path.parent)
         atomic_write_json(path, value, fsync=self.fsync)
         return path
@@ -309,8 +314,11 @@ class RunWriter:
 
     def node_status(self, node_id: str, doc: dict[str, Any]) -> None:
         """Write ``<node>/status.json``: a hard link to the node's last attempt status when it
-        says the same (no second fsync for the same bytes), else a document of its own."""
+        says the same (no second fsync for the same bytes), else a document of its own; not
+        once the reaper ended the scope."""
         last = self._statuses.pop(node_id, None)
+        if self.sealed_by_other():
+            return
         if last is None or last[1] != doc:
             self.write_json(f"{node_id}/status.json", doc)
             return
@@ -365,8 +373,9 @@ class RunWriter:
         self._own_final = True
         return final, True
 
-    def _sealed_by_other(self) -> bool:
-        """True once someone else (the reaper) wrote this scope's final.json."""
+    def sealed_by_other(self) -> bool:
+        """True once someone else (the reaper) wrote this scope's final.json: the record is
+        closed, and this writer's worker no longer holds the lease."""
         return not self._own_final and (self.path / "final.json").exists()
 
     def terminalize(self, status: str, reason: str, **totals: Any) -> tuple[str, str]:

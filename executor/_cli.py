@@ -32,7 +32,7 @@ from executor._graph import load_graph
 from executor._queue import PRESSING_ORDER, Queue, Ticket, open_queue
 from executor._queue_lifecycle import check_column, check_text
 from executor._queue_reads import check_statuses
-from executor._reaper import ReapInterrupted, Reclaim, reap_observed
+from executor._reaper import ReapFailed, ReapInterrupted, Reclaim, reap_observed
 from executor._runner import RunResult, missing_agent_command, new_run_id, run_pipeline
 from executor._stage import OUT_OF_FDS, fd_limit
 from executor._worker import (
@@ -678,7 +678,7 @@ def reap_cmd(
     ] = False,
 ) -> None:
     """One reaper pass: reclaim dead or expired workers' tickets."""
-    interrupted = False
+    interrupted, failed = False, ""
     with reported(ExecutorError):
         queue = _open_existing(db)
         try:
@@ -688,6 +688,10 @@ def reap_cmd(
             )
         except ReapInterrupted as exc:  # Ctrl-C while it watched: report what it reclaimed
             done, interrupted = exc.found, True
+        except ReapFailed as exc:  # the queue failed mid-pass: report what it reclaimed
+            if not exc.found:
+                raise
+            done, failed = exc.found, str(exc)
         finally:
             queue.close()
     if interrupted and not done:
@@ -695,6 +699,8 @@ def reap_cmd(
     _print_reclaims(done, as_json)
     if interrupted:
         fail("interrupted", INTERRUPTED)
+    if failed:
+        fail(failed)
 
 
 def _print_reclaims(done: list[Reclaim], as_json: bool) -> None:

@@ -63,6 +63,12 @@ class LeaseKeeper:
         queue: Queue | None = None
         try:
             while not self.done.wait(interval):
+                if self.fenced.is_set() or self._silent_past_fence():
+                    # The slot fenced itself (or is about to: woken from a freeze longer than
+                    # self_fence_s, this thread may run before the watchdog): its run is being
+                    # canceled, and a beat now would renew a lease no one works under, which
+                    # the reaper then waited a whole TTL more to take back (chaos seed 4).
+                    return
                 try:
                     if queue is None:  # opened here, so a database that blinked is retried
                         queue = self.connect()
@@ -84,13 +90,17 @@ class LeaseKeeper:
             if queue is not None:
                 queue.close()
 
+    def _silent_past_fence(self) -> bool:
+        """True when no heartbeat succeeded for ``self_fence_s``: the slot must fence itself."""
+        return time.monotonic() - self.last_ok > self.config.self_fence_s
+
     def _watch(self) -> None:
         # Separate from the heartbeat thread, which may be stuck in a database call.
         while not self.done.wait(min(0.5, self.config.heartbeat_interval_s / 2)):
             if self.stop.is_set():
                 self.cancel.set()  # the worker is shutting down: cancel, then release
                 return
-            if time.monotonic() - self.last_ok > self.config.self_fence_s:
+            if self._silent_past_fence():
                 self.fenced.set()
                 self.cancel.set()
                 return

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 from executor import _schema as sql
-from executor._errors import FencedError, UsageError
+from executor._errors import FencedError, QueueError, UsageError
 from executor._queue_base import QueueBase, raise_fenced, require_seconds, to_ticket
 from executor._records import LEASED_STATUSES, Ticket
 from executor._schema import Tx
@@ -60,6 +61,7 @@ class ReaperPrimitives(QueueBase):
         window_s: float,
         claim_grace_s: float | None = 0.0,
         judged: Ticket | None = None,
+        stop_holder: Callable[[Ticket], str] | None = None,
     ) -> Ticket:
         """Take a dead or expired worker's lease back: compare-and-set on ``expected_epoch``.
 
@@ -75,13 +77,24 @@ class ReaperPrimitives(QueueBase):
         clock stepped back, every lease claimed before the step was claimed "in the future",
         and the check refused even a dead worker's ticket for as long as the step.
 
-        ``judged`` is the row the caller judged, whose run it killed and terminalized: when
-        the ticket's worker started another run since (its ``run_id`` differs: the ``start``
-        committed while the reclaim waited for a lock), that run was never stopped and the
-        reclaim is refused too (:class:`FencedError`); the next reaper pass judges the row as
-        it is. Chaos seed 71: a reaper that read a claimed, expired ticket during a stall
-        reclaimed it after its worker's ``start`` committed, and the run it never killed went
-        on to succeed under the reclaimed lease, then ran again.
+        ``judged`` is the row the caller judged lost: when the ticket's holder wrote on the
+        lease since, the reclaim is refused too (:class:`FencedError`) and the next reaper
+        pass judges the row as it is. A new run (its ``run_id`` differs: the ``start``
+        committed while the reclaim waited for a lock) was never judged, let alone stopped.
+        Chaos seed 71: a reaper that read a claimed, expired ticket during a stall reclaimed
+        it after its worker's ``start`` committed, and the run it never killed went on to
+        succeed under the reclaimed lease, then ran again. A heartbeat since (its
+        ``last_heartbeat_at`` or ``lease_expires_at`` differs) says the holder lives: a worker
+        whose heartbeats were held up (a database stall, a frozen moment) got through between
+        the judgment and the reclaim.
+
+        ``stop_holder`` stops what the lease's holder was doing (the reaper kills the stages
+        of its run and terminalizes it): it is called with the locked row once the
+        compare-and-set is known to win, before the ticket changes, and what it returns is
+        added to the reason. The fence comes first: a holder that renewed its lease in time
+        keeps its stages, and one that tries once ``stop_holder`` began waits for the row and
+        is fenced, since no worker can write on the lease until the reclaim commits. Called
+        again if the database aborts the transaction (a deadlock), so it must be idempotent.
 
         >>> from executor import SessionInfo, open_queue
         >>> q = open_queue(":memory:", clock=lambda: 100.0)
@@ -105,42 +118,41 @@ class ReaperPrimitives(QueueBase):
                 raise self._unknown(tx, ticket_id)
             before = to_ticket(row)
             current = before.lease_epoch == expected_epoch and before.status in LEASED_STATUSES
-            if current and judged is not None and before.run_id != judged.run_id:
-                why = f"run {before.run_id} started since the ticket was judged ({judged.status})"
+            claimed_by = math.inf if claim_grace_s is None else now - claim_grace_s
+            why = _moved_since(before, judged) if current else None
+            if current and why is None and claim_grace_s is not None:
+                claimed = before.claimed_at if before.claimed_at is not None else before.updated_at
+                if claimed > claimed_by:
+                    why = (
+                        f"claimed {now - claimed:g}s ago, inside the {claim_grace_s:g}s claim "
+                        "grace period"
+                    )
+            if not current or why is not None:
                 return self._reject(tx, ticket_id, expected_epoch, None, "reclaim", now, why=why)
+            # Fenced first, then the holder is stopped: under the row's lock, before it changes.
+            told = reason + (stop_holder(before) if stop_holder is not None else "")
             recent = tx.count(sql.RECLAIMS_SINCE, (ticket_id, now - window_s)) + 1
             quarantine = recent > quarantine_after
             why = (
                 f"reclaimed {recent} times within {window_s:g}s"
-                f" (more than {quarantine_after}); last: {reason}"
+                f" (more than {quarantine_after}); last: {told}"
                 if quarantine
-                else reason
+                else told
             )
             status = "quarantined" if quarantine else "todo"
             finished = now if quarantine else None
-            claimed_by = math.inf if claim_grace_s is None else now - claim_grace_s
             cas = (ticket_id, expected_epoch, claimed_by)
             after_row = tx.one(sql.RECLAIM, (status, why, finished, now, *cas))
-            if after_row is not None:
-                after = to_ticket(after_row)
-                self._record_reclaim(
-                    tx,
-                    before,
-                    after,
-                    _Reclaim(now, expected_epoch, reason, recent, why if quarantine else None),
-                )
-                return after
-            grace = None
-            if (
-                claim_grace_s is not None
-                and before.lease_epoch == expected_epoch
-                and before.status in LEASED_STATUSES
-            ):
-                since = now - (
-                    before.claimed_at if before.claimed_at is not None else before.updated_at
-                )
-                grace = f"claimed {since:g}s ago, inside the {claim_grace_s:g}s claim grace period"
-            return self._reject(tx, ticket_id, expected_epoch, None, "reclaim", now, why=grace)
+            if after_row is None:  # the row is locked and was checked above
+                raise QueueError(f"ticket {ticket_id} changed inside its own transaction")
+            after = to_ticket(after_row)
+            self._record_reclaim(
+                tx,
+                before,
+                after,
+                _Reclaim(now, expected_epoch, told, recent, why if quarantine else None),
+            )
+            return after
 
         return raise_fenced(self._atomic(run))
 
@@ -178,6 +190,20 @@ class ReaperPrimitives(QueueBase):
                 detail={"reason": r.quarantined_why},
             )
             self._block_dependants(tx, ticket_id, "quarantined", r.now)
+
+
+def _moved_since(row: Ticket, judged: Ticket | None) -> str | None:
+    """Why the lease ``row`` (at the judged epoch) is no longer the one judged lost, or None."""
+    if judged is None:
+        return None
+    if row.run_id != judged.run_id:
+        return f"run {row.run_id} started since the ticket was judged ({judged.status})"
+    if (row.last_heartbeat_at, row.lease_expires_at) != (
+        judged.last_heartbeat_at,
+        judged.lease_expires_at,
+    ):
+        return f"its holder {row.lease_owner} renewed the lease since it was judged lost"
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,13 +15,16 @@ One pass (:func:`reap`) looks at every leased ticket (``claimed`` or ``running``
   :func:`watch_lapses` watches the leases it is given (``doctor repair --db``: those whose
   holder still runs on the repairing host).
 
-Before the ticket goes back to ``todo``, the dead worker's stage process groups that are still
-running are killed (each attempt records ``process.json``: pid, pgid and start time), and its
-run directory is terminalized: ``final.json`` with status ``fail`` and a reason naming the lost
+The fence comes first: the reclaim locks the ticket's row and compares it with the row the
+pass judged (the lease epoch, the run, the last heartbeat). When anything moved meanwhile (the
+epoch: someone else handled it; a heartbeat: the worker lives), nothing is done. Only when the
+compare-and-set wins, and while the row stays locked (no worker can claim the ticket, nor its
+holder write on the lease), the lost worker's stage process groups that are still running are
+killed (each attempt records ``process.json``: pid, pgid and start time), and its run
+directory is terminalized: ``final.json`` with status ``fail`` and a reason naming the lost
 worker, written only if no ``final.json`` exists yet (first writer wins, atomically), then a
-``run_failed`` event. Only then the compare-and-set on the lease epoch requeues the ticket;
-when the epoch moved meanwhile, nothing is requeued (someone else handled it). Tickets
-reclaimed more than ``quarantine_after`` times within ``quarantine_window_s`` are quarantined.
+``run_failed`` event; then the ticket goes back to ``todo``. Tickets reclaimed more than
+``quarantine_after`` times within ``quarantine_window_s`` are quarantined.
 
 A run whose own worker already wrote ``final.json`` with status ``success`` at the ticket's
 current lease epoch did its work: the worker was lost (or its database blinked) between the
@@ -51,12 +54,13 @@ from executor._queue import Lease, Queue, Ticket
 from executor._stage_mark import kill_marked
 from rundoctor.atomic import create_file
 from rundoctor.clock import Clock
-from rundoctor.liveness import owner_alive, process_alive
+from rundoctor.liveness import boot_id, owner_alive, process_alive
 from rundoctor.paths import read_regular_bytes
 from rundoctor.words import noun, plural
 
 __all__ = [
     "PROCESS_FILE",
+    "ReapFailed",
     "ReapInterrupted",
     "Reclaim",
     "kill_stage_escapees",
@@ -130,15 +134,21 @@ def kill_stage_groups(run_path: Path, *, grace_s: float = 0.0) -> tuple[int, ...
     """SIGKILL the process groups of the run's stage attempts that are still running.
 
     A group is killed only when its leader's pid still runs with the recorded start time, so
-    a reused pid is never hit.
+    a reused pid is never hit, and only when the attempt was recorded in this boot of this
+    host (``boot_id``; a record without one, written before it was kept, is believed): after
+    a reboot, or on another host sharing the runs root, the same pid and start time name
+    another process (a deterministic boot starts the same services at the same ticks).
     """
     killed: list[int] = []
+    here = boot_id()
     for info in _process_records(run_path):
         try:
             pid, pgid = int(info["pid"]), int(info["pgid"])
             start = info.get("pid_start_time")
         except (ValueError, KeyError, TypeError):
             continue
+        if info.get("boot_id") is not None and info.get("boot_id") != here:
+            continue  # another boot's process: its pid names none of ours
         start = start if isinstance(start, int) else None
         if pgid <= 1 or not process_alive(pid, start):
             continue
@@ -352,10 +362,23 @@ def reap(
                 lapsed.append((t, _silent(t, silent), None))
     # Proven deaths first: a lapsed lease may belong to a worker frozen inside a transaction
     # that still locks its row, and its reclaim waits for that lock (chaos seed 120).
-    return [
-        _reclaim(queue, config, t, reason, clock, claim_grace_s=grace)
-        for t, reason, grace in dead + lapsed
-    ]
+    done: list[Reclaim] = []
+    for t, reason, claim_grace in dead + lapsed:
+        try:
+            done.append(_reclaim(queue, config, t, reason, clock, claim_grace_s=claim_grace))
+        except QueueError as exc:  # the reclaims made are made: the caller reports them
+            raise ReapFailed(done, exc) from exc
+    return done
+
+
+class ReapFailed(QueueError):
+    """The queue failed during a :func:`reap` pass (a server restarted, a connection
+    dropped): ``found`` holds what the pass had reclaimed before (done in the queue, so
+    ``doctor reap`` still reports them); the message is the queue's error."""
+
+    def __init__(self, found: list[Reclaim], error: QueueError) -> None:
+        super().__init__(str(error), lasting=error.lasting)
+        self.found = found
 
 
 class ReapInterrupted(KeyboardInterrupt):
@@ -381,9 +404,10 @@ def reap_observed(
     standing still for half its TTL), another pass every ``reaper_interval_s``. A holder that
     heartbeats meanwhile keeps its lease; a proven-dead one's is taken at the first pass.
     ``say`` is told, once, what the pass waits for; a queue that fails while it waits ends the
-    wait (``say`` is told why, the held leases are left untaken), and what the first pass
-    reclaimed is returned. Ctrl-C while it waits raises :class:`ReapInterrupted` holding
-    what the passes reclaimed.
+    wait (``say`` is told why, the held leases are left untaken), and what the passes
+    reclaimed is returned. A queue that fails during the first pass raises its
+    :class:`ReapFailed`, holding what that pass reclaimed. Ctrl-C while it waits raises
+    :class:`ReapInterrupted` holding what the passes reclaimed.
 
     >>> from executor._queue import open_queue, SessionInfo
     >>> now = [1000.0]
@@ -412,6 +436,7 @@ def reap_observed(
             try:
                 found += reap(queue, config, host=host, clock=clock, watch=watch)
             except QueueError as exc:  # what the earlier passes reclaimed is still reported
+                found += exc.found if isinstance(exc, ReapFailed) else []
                 if say is not None:
                     say(f"{exc}; {plural(n, 'lease')} watched {noun(n, 'is', 'are')} left untaken")
                 break
@@ -479,34 +504,24 @@ def _reclaim(
     *,
     claim_grace_s: float | None,
 ) -> Reclaim:
-    """Take ``t`` back from its lost worker: adopt its succeeded run, or kill the run's stages,
-    terminalize the run, then reclaim the ticket (fenced at its epoch).
+    """Take ``t`` back from its lost worker: adopt its succeeded run, or reclaim the ticket
+    (fenced at its epoch, and refused if its holder wrote on the lease since ``t`` was read)
+    and, once the compare-and-set is known to win, kill the run's stages and terminalize the
+    run, under the row's lock, before the ticket goes back to ``todo``.
+
+    The fence comes first: a worker whose heartbeat got through after the judgment keeps its
+    lease and its stages (they were killed, "lost worker" written into ``final.json``, and
+    the compare-and-set on the epoch alone then took the renewed lease). No worker can claim
+    the ticket, nor its holder write on the lease, while the stages are killed: two executions
+    of one ticket never overlap.
 
     ``final.json`` and ``run_failed`` carry the time they are written, not the time the pass
     began: an earlier reclaim of the pass can wait seconds behind the database (a worker
     frozen while it held the SQLite lock), and a run stamped then ended "before" the events its
     woken worker wrote meanwhile (``post_terminal_activity``, chaos seed 39)."""
-    killed: tuple[int, ...] = ()
-    escapees: tuple[int, ...] = ()
-    written = False
-    if t.run_path:
-        run_path = Path(t.run_path)
-        if _succeeded(run_path, t.lease_epoch):
-            return _adopt(queue, t, reason)
-        # Kill the lost worker's stages before the ticket can be claimed again: two
-        # executions of one ticket must never overlap.
-        killed = kill_stage_groups(run_path)
-        escapees = kill_stage_escapees(run_path, killed)
-        try:
-            written = terminalize_lost_run(
-                run_path,
-                run_id=t.run_id or run_path.name,
-                reason=f"lost worker: {reason}; the ticket was reclaimed",
-                epoch=t.lease_epoch + 1,
-                now=clock(),
-            )
-        except OSError as exc:  # ENOSPC, EROFS: the queue still learns what happened
-            reason = f"{reason}; its run directory could not be terminalized ({exc})"
+    if t.run_path and _succeeded(Path(t.run_path), t.lease_epoch):
+        return _adopt(queue, t, reason)
+    stopped = _Stopped(reason, clock)
     try:
         after = queue.reclaim(
             t.id,
@@ -515,9 +530,51 @@ def _reclaim(
             quarantine_after=config.quarantine_after,
             window_s=config.quarantine_window_s,
             claim_grace_s=claim_grace_s,
-            judged=t,  # the run handled above: one started since is judged anew
+            judged=t,  # a holder that heartbeat, or started a run, since: refused
+            stop_holder=stopped,
         )
         status = after.status
     except FencedError:
         status = ""
-    return Reclaim(t.id, reason, status, killed, written, escapees)
+    return Reclaim(
+        t.id, reason + stopped.why, status, stopped.groups, stopped.written, stopped.escapees
+    )
+
+
+class _Stopped:
+    """What a reclaim did to its lost worker's run, once its compare-and-set won: the stages
+    killed (before the ticket can be claimed again: two executions of one ticket must never
+    overlap) and the run terminalized. Idempotent: the database may run the reclaim's
+    transaction again (a deadlock), and this again with it."""
+
+    def __init__(self, reason: str, clock: Clock) -> None:
+        self.reason, self.clock = reason, clock
+        self.groups: tuple[int, ...] = ()
+        self.escapees: tuple[int, ...] = ()
+        self.written = False
+        self.why = ""
+
+    def __call__(self, t: Ticket) -> str:
+        if not t.run_path:
+            return ""
+        run_path = Path(t.run_path)
+        killed = kill_stage_groups(run_path)
+        self.groups += tuple(g for g in killed if g not in self.groups)
+        self.escapees += tuple(
+            p for p in kill_stage_escapees(run_path, killed) if p not in self.escapees
+        )
+        self.why = ""
+        try:
+            self.written = (
+                terminalize_lost_run(
+                    run_path,
+                    run_id=t.run_id or run_path.name,
+                    reason=f"lost worker: {self.reason}; the ticket was reclaimed",
+                    epoch=t.lease_epoch + 1,
+                    now=self.clock(),
+                )
+                or self.written
+            )
+        except OSError as exc:  # ENOSPC, EROFS: the queue still learns what happened
+            self.why = f"; its run directory could not be terminalized ({exc})"
+        return self.why

@@ -62,6 +62,9 @@ __all__ = ["RunResult", "missing_agent_command", "new_run_id", "run_pipeline"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _NOT_COUNTED = frozenset({"transient_infra", "canceled"})
+#: Why a run whose worker was frozen past its lease stops once woken: the reaper killed its
+#: stages and wrote its final.json; its next attempt would run beside the ticket's next run.
+SEALED = "canceled: the reaper ended the run (its final.json) after taking the ticket's lease"
 
 
 def new_run_id(clock: Clock = time.time) -> str:
@@ -253,6 +256,9 @@ class _Engine:
         max_retries = node.max_retries if node.max_retries is not None else default
         attempt, retries = 1, 0
         while True:
+            if self.w.sealed_by_other():  # no new attempt in a run the reaper ended
+                self.s.token.cancel(SEALED)
+                return Outcome("fail", SEALED, "canceled"), retries
             outcome, spent = run_attempt(
                 self.w,
                 node,

@@ -59,7 +59,7 @@ from executor._artifacts import (
 from executor._config import ExecutorConfig
 from executor._graph import Node
 from executor._stage_mark import STAGE_MARK, kill_marked, new_mark
-from rundoctor.liveness import start_ticks
+from rundoctor.liveness import boot_id, start_ticks
 
 __all__ = [
     "EX_TEMPFAIL",
@@ -452,9 +452,11 @@ def _pipes(proc: subprocess.Popen[bytes], out: CappedLog, err: CappedLog) -> dic
 def _record(proc: subprocess.Popen[bytes], attempt_dir: Path, command: str, mark: str) -> None:
     """Write ``process.json``: who to stop if this executor dies (the reaper kills the group
     while its leader runs, and every process that carries the mark). No fsync: the file only
-    matters while this host is up (a crashed host has no processes)."""
+    matters while this host is up (a crashed host has no processes); ``boot_id`` says which
+    boot of which host that is, so that no reaper after a reboot, or on another host sharing
+    the runs root, takes the pid and start time for one of its own processes."""
     process = {"pid": proc.pid, "pgid": proc.pid, "pid_start_time": start_ticks(proc.pid)}
-    doc = {**process, "mark": mark, "command": command}
+    doc = {**process, "boot_id": boot_id(), "mark": mark, "command": command}
     atomic_write_json(attempt_dir / "process.json", doc, fsync=False)
 
 

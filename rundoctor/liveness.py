@@ -37,6 +37,7 @@ __all__ = [
     "YOUNGER_BY_S",
     "ProcessState",
     "WorkingProcess",
+    "boot_id",
     "exclude_owners",
     "exclude_self_as_owner",
     "excluded_owners",
@@ -154,6 +155,22 @@ def started_at(pid: int) -> float | None:
     if ticks is None or boot is None:
         return None
     return boot + ticks / CLOCK_TICKS
+
+
+@functools.cache
+def boot_id() -> str | None:
+    """This boot's id (``/proc/sys/kernel/random/boot_id``: random at each boot, so no two
+    machines nor two boots of one share it); ``None`` where the kernel has none. A pid and a
+    start time name a process only within one boot: after a reboot (a deterministic boot
+    starts the same services at the same ticks), or on another host, they name another.
+
+    >>> boot_id() is None or len(boot_id() or "") == 36
+    True
+    """
+    try:
+        return (_PROC / "sys" / "kernel" / "random" / "boot_id").read_text().strip() or None
+    except OSError:
+        return None
 
 
 @functools.cache

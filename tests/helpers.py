@@ -21,14 +21,17 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
+
+from executor import Queue, Ticket
 
 __all__ = [
     "NEEDS_ROOT_FOR_TMPFS",
     "PG_URL",
     "REPO",
+    "ReaperSeam",
     "as_a_user",
     "documented_names",
     "fill",
@@ -170,3 +173,48 @@ def wait_until(what: Callable[[], object], timeout: float = 30.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class ReaperSeam(Queue):
+    """The queue as a reaper pass uses it (``now``, ``tickets``, ``expired``, ``reclaim``,
+    ``complete``), each call handed to ``inner``, with a test's hooks at the pass's two
+    windows: ``judged()`` once the pass has read the leases it judges (``read``, from
+    ``tickets``; then ``expired``, its last read), ``acting(ticket_id)`` as each reclaim is
+    about to act. A seam, not a stand-in: the queue, its database and the processes are
+    real."""
+
+    def __init__(
+        self,
+        inner: Queue,
+        *,
+        judged: Callable[[], None] = lambda: None,
+        acting: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        super().__init__(clock=inner.now)
+        self.inner, self.judged, self.acting = inner, judged, acting
+        self.read: list[Ticket] = []
+
+    def now(self) -> float:
+        return self.inner.now()
+
+    def tickets(self, *, status: Any = None) -> list[Ticket]:
+        self.read = self.inner.tickets(status=status)  # the rows the pass judges
+        return self.read
+
+    def expired(self, now: float, *, claim_grace_s: float = 0.0) -> list[Ticket]:
+        found = self.inner.expired(now, claim_grace_s=claim_grace_s)
+        self.judged()
+        return found
+
+    def reclaim(self, ticket_id: str, **kw: Any) -> Ticket:
+        self.acting(ticket_id)
+        return self.inner.reclaim(ticket_id, **kw)
+
+    def complete(self, lease: Any, *, result: Any) -> Ticket:
+        return self.inner.complete(lease, result=result)
+
+    def _transaction(self, *, write: bool = True) -> contextlib.AbstractContextManager[Any]:
+        raise AssertionError("only the inner queue runs transactions")
+
+    def close(self) -> None:
+        """The inner queue is the test's to close."""

@@ -14,13 +14,14 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from doctor import DoctorConfig, UsageError, scan
+from doctor._errors import IngestError
 from doctor._journal import JOURNAL, read_journal
 from doctor._repair import (
     Action,
@@ -35,6 +36,7 @@ from executor import ExecutorConfig, Queue, SessionInfo, open_queue
 from executor._reaper import reap
 from fixtures import queues
 from rundoctor.liveness import start_ticks as proc_start_ticks
+from tests.executor.private_postgres import PrivatePostgres
 from tests.helpers import PG_URL, require_postgres, run_doctor
 
 NOW = 1_780_000_000.0  # 2026-05-28T20:26:40Z
@@ -442,6 +444,73 @@ def test_reclaim_on_postgresql_journals_where_it_is_told(
     (again,) = apply_queue_repairs(plan, config, journal=journal).results
     assert again.outcome == "noop"
     assert [e.outcome for e in read_journal(journal)] == ["applied"]
+
+
+def _dead_leases(
+    pg: PrivatePostgres, clock: Clock, n: int
+) -> tuple[str, DoctorConfig, list[Action]]:
+    """``n`` tickets leased by a dead worker, in a new schema on the private cluster (its
+    tests share one database), ten minutes later: the executor's URL, the doctor's config and
+    the plan, one reclaim each."""
+    schema = f"rd_repair_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg.url, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    url = f"{pg.url}?options=-csearch_path%3D{schema}"
+    with open_queue(url, clock=clock, server_clock=False) as q:
+        ids = [q.enqueue(f"t{i}", "/p/t.dot").id for i in range(n)]
+        for i in range(n):
+            q.claim(f"w{i}", lease_ttl_s=60, session=DEAD)
+    clock.now += 600
+    config, plan = _plan(f"{pg.url}?schema={schema}", clock)
+    assert sorted(a.target for a in plan) == sorted(ids)
+    return url, config, plan
+
+
+def _at(point: str, fault: Callable[[], None]) -> Callable[[str], None]:
+    """A repair's ``race_hook`` that brings ``fault`` at ``point`` (a ticket's id: as its
+    reclaim is about to act; ``""``: once the queue is open)."""
+    return lambda ticket_id: fault() if ticket_id == point else None
+
+
+@pytest.mark.postgres
+def test_a_queue_that_goes_away_mid_repair_still_reports_what_was_applied(
+    tmp_path: Path, clock: Clock, private_pg: PrivatePostgres
+) -> None:
+    # The server stopped (`pg_ctl stop`) after the first of two reclaims committed. Before,
+    # the scan that verifies the repairs failed and `doctor repair --db --apply` ended with
+    # `error: cannot connect to the queue …` alone, exit 2: the reclaim it had made (and
+    # journaled) was never reported, as if nothing had been done.
+    url, config, plan = _dead_leases(private_pg, clock, 2)
+    stop = _at(plan[1].target, private_pg.stop)  # as the second reclaim is about to act
+    try:
+        report = apply_queue_repairs(plan, config, journal=tmp_path, race_hook=stop)
+    finally:
+        private_pg.start()
+    assert [r.outcome for r in report.results] == ["applied", "failed"], report.results
+    assert report.unverified is not None
+    assert report.unverified.startswith("the queue could not be scanned again"), report.unverified
+    assert (report.remaining, report.exit_code) == ((), 2)
+    assert report.to_json()["unverified"] == report.unverified
+    assert [e.outcome for e in read_journal(tmp_path)] == ["applied", "failed"]
+    with open_queue(url, clock=clock, server_clock=False) as q:
+        done, left = q.get(plan[0].target), q.get(plan[1].target)
+    assert (done.status, done.lease_epoch) == ("todo", 2)
+    assert (left.status, left.lease_epoch) == ("claimed", 1)
+
+
+@pytest.mark.postgres
+def test_a_queue_that_goes_away_before_the_first_repair_is_one_error_and_changes_nothing(
+    tmp_path: Path, clock: Clock, private_pg: PrivatePostgres
+) -> None:
+    # The connection dropped (a restart) once the repair had opened the queue, before it
+    # looked for live holders: `internal error (a bug in rundoctor): QueueError …`, exit 70.
+    url, config, plan = _dead_leases(private_pg, clock, 1)
+    with pytest.raises(IngestError, match=r"failed before any repair was made: .*connection"):
+        apply_queue_repairs(plan, config, journal=tmp_path, race_hook=_at("", private_pg.restart))
+    assert read_journal(tmp_path) == []
+    with open_queue(url, clock=clock, server_clock=False) as q:
+        after = q.get(plan[0].target)
+    assert (after.status, after.lease_epoch) == ("claimed", 1)
 
 
 @pytest.mark.parametrize(

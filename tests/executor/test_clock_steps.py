@@ -30,7 +30,7 @@ from doctor import DoctorConfig, scan
 from doctor._repair import apply_queue_repairs, plan_repairs
 from executor import ExecutorConfig, Queue, SessionInfo, Ticket, open_queue
 from executor._reaper import reap, reap_observed
-from tests.helpers import REPO, run_doctor, wait_until
+from tests.helpers import REPO, ReaperSeam, run_doctor, wait_until
 
 #: Heartbeats a second apart, reaper passes a tenth of one: after a step, a reaper pass comes
 #: long before the worker's next heartbeat could move its lease into the new time.
@@ -62,9 +62,11 @@ class Host:
     def now(self) -> float:
         return time.time() + float(self.file.read_text())
 
-    def spawn(self, url: str, root: Path, *, reaper: bool) -> subprocess.Popen[str]:
+    def spawn(
+        self, url: str, root: Path, *, reaper: bool, config: ExecutorConfig = CONFIG
+    ) -> subprocess.Popen[str]:
         """A real worker process on this clock."""
-        fields = dataclasses.asdict(CONFIG)
+        fields = dataclasses.asdict(config)
         code = textwrap.dedent(
             f"""
             import json, signal, threading, time
@@ -307,8 +309,14 @@ def test_repair_apply_right_after_a_step_forward_leaves_a_live_workers_lease(
     report = apply_queue_repairs(plan, config, journal=tmp_path, say=said.append)
     (outcome,) = report.results
     assert outcome.outcome == "refused", outcome.message
-    assert "heartbeat while the doctor watched" in outcome.message, outcome.message
-    assert len(said) == 1 and "watching for a heartbeat" in said[0], said
+    if how == "stepped" and not said:
+        # The worker's heartbeat since the scan stamped its lease in the stepped time: the
+        # repair found it live at once (the scan and the plan take longer than a heartbeat
+        # interval on a loaded machine), and had nothing to watch.
+        assert "no longer looks lost" in outcome.message, outcome.message
+    else:
+        assert "heartbeat while the doctor watched" in outcome.message, outcome.message
+        assert len(said) == 1 and "watching for a heartbeat" in said[0], said
     after = queue.get(running.id)
     assert (after.status, after.lease_epoch, after.run_id) == ("running", 1, running.run_id)
     assert _alive(_stage_pid(running.run_path))
@@ -375,3 +383,125 @@ def test_repair_apply_takes_a_dead_workers_lease_before_it_watches_a_live_ones(
     outcomes = {r.action.target: r.outcome for r in report.results}
     assert outcomes[dead.id] == "applied" and outcomes[running.id] == "refused", report.results
     assert queue.get(running.id).status == "running"
+
+
+def _kept(queue: Queue, running: Ticket, tmp: Path) -> None:
+    """``running``'s worker kept its lease and its stage, and completes it at epoch 1."""
+    after = queue.get(running.id)
+    assert (after.status, after.lease_epoch, after.run_id) == ("running", 1, running.run_id)
+    assert _alive(_stage_pid(running.run_path))
+    assert not (Path(running.run_path or "") / "final.json").exists()
+    (fenced,) = [e for e in queue.events(running.id) if e.event == "fenced"]
+    assert fenced.detail["action"] == "reclaim", fenced.detail
+    assert "renewed the lease since it was judged lost" in fenced.detail["reason"], fenced.detail
+    (tmp / "go").touch()
+    wait_until(lambda: queue.get(running.id).status == "done")
+    done = queue.get(running.id)
+    assert (done.lease_epoch, done.crash_recoveries) == (1, 0), _events(queue, running)
+    final = json.loads((Path(running.run_path or "") / "final.json").read_text())
+    assert (final["status"], final["epoch"]) == ("success", 1), final
+
+
+def test_a_reaper_whose_judgment_a_heartbeat_outran_kills_nothing(
+    tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]]
+) -> None:
+    # A one-shot pass that believes the stamps, on a clock an hour ahead of the worker's:
+    # the live lease looks lapsed. The worker's heartbeat lands after the pass read it. Before,
+    # the pass killed the stage, wrote "lost worker" into final.json, and only then its
+    # compare-and-set (on the epoch alone) took the renewed lease: the ticket ran again.
+    running, _ = _worker_running(tmp_path, host, queue, workers, reaper=False)
+
+    def heartbeat_lands() -> None:  # after the pass read the lease, before it acts
+        (seen,) = [t.last_heartbeat_at for t in seam.read if t.id == running.id]
+        wait_until(lambda: queue.get(running.id).last_heartbeat_at != seen)
+
+    with open_queue(str(tmp_path / "queue.db"), clock=lambda: host.now() + STEP_S) as ahead:
+        seam = ReaperSeam(ahead, judged=heartbeat_lands)
+        (r,) = reap(seam, CONFIG, clock=host.now)
+    assert (r.status, r.killed_groups, r.terminalized) == ("", (), False), r
+    _kept(queue, running, tmp_path)
+
+
+#: Leases of 10 s: the doctor watches a frozen holder for 5 s, which wakes well inside its
+#: self-fence (9 s) and heartbeats.
+SLOW = dataclasses.replace(CONFIG, lease_ttl_s=10.0, self_fence_s=9.0)
+
+
+def test_repair_apply_whose_judgment_a_heartbeat_outran_kills_nothing(
+    tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]]
+) -> None:
+    # `doctor repair --db --apply` watched a frozen worker's lease stand still for half its
+    # TTL and judged it lost; the worker woke and heartbeat before the reclaim acted. Before,
+    # the reclaim (executor.reap) killed its stage and wrote "lost worker" into final.json
+    # first, then took the renewed lease.
+    ticket = _waiting(tmp_path, queue)
+    worker = host.spawn(str(tmp_path / "queue.db"), tmp_path / "runs", reaper=False, config=SLOW)
+    workers.append(worker)
+    running = _running(queue, ticket)
+    os.kill(worker.pid, signal.SIGSTOP)
+    config = _doctor_ahead(tmp_path / "queue.db", host, "pinned")
+    plan = plan_repairs(scan(config), config)
+
+    def wake(ticket_id: str) -> None:  # the worker is frozen: no heartbeat lands before
+        if ticket_id != running.id:
+            return  # "": the queue just opened
+        seen = queue.get(ticket_id).last_heartbeat_at
+        os.kill(worker.pid, signal.SIGCONT)
+        wait_until(lambda: queue.get(ticket_id).last_heartbeat_at != seen)
+
+    report = apply_queue_repairs(plan, config, journal=tmp_path, race_hook=wake)
+    (outcome,) = report.results
+    assert outcome.outcome == "refused", outcome.message
+    assert "renewed the lease since it was judged lost" in outcome.message, outcome.message
+    assert "nothing was killed" in outcome.message, outcome.message
+    _kept(queue, running, tmp_path)
+
+
+def test_a_worker_frozen_past_its_lease_writes_nothing_into_the_run_the_reaper_ended(
+    tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]]
+) -> None:
+    # The woken worker's events went aside (late-events.ndjson), but it rewrote the run's
+    # checkpoint.json and work/status.json after the reaper had terminalized it: the node
+    # "completed", failed by the reaper's SIGKILL, and the doctor read checkpoint_drift.
+    running, frozen = _worker_running(tmp_path, host, queue, workers, reaper=False)
+    os.kill(frozen.pid, signal.SIGSTOP)
+    wait_until(lambda: queue.expired(queue.now()))
+    (r,) = reap(queue, CONFIG, clock=host.now)
+    assert (r.status, r.terminalized) == ("todo", True), r
+    run = Path(running.run_path or "")
+    kept = ("checkpoint.json", "final.json", "progress.ndjson", "live.json", "work/status.json")
+
+    def record() -> dict[str, bytes | None]:
+        return {f: (run / f).read_bytes() if (run / f).exists() else None for f in kept}
+
+    before = record()
+    os.kill(frozen.pid, signal.SIGCONT)
+    wait_until(lambda: (run / "late-events.ndjson").exists())  # it woke, and wrote aside
+    frozen.terminate()
+    out, _ = frozen.communicate(timeout=30)
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert (stats["completed"], stats["fenced"]) == (0, 1), stats
+    assert record() == before
+    assert not list(run.glob("work/attempt-2"))
+
+
+def test_a_worker_woken_past_its_self_fence_renews_no_lease(
+    tmp_path: Path, host: Host, queue: Queue, workers: list[subprocess.Popen[str]]
+) -> None:
+    # Woken from a freeze longer than its self-fence, the worker's watchdog canceled its run,
+    # but its heartbeat thread still renewed the lease (a heartbeat_gap of the freeze): the
+    # ticket stayed leased, no one working under it, for a whole TTL more before a reaper
+    # could take it (chaos seed 4 on PostgreSQL: sigstop reclaim latency p99 7.2 s, bound 5 s).
+    running, frozen = _worker_running(tmp_path, host, queue, workers, reaper=False)
+    os.kill(frozen.pid, signal.SIGSTOP)
+    before = queue.get(running.id)
+    wait_until(lambda: queue.expired(queue.now()))  # silent past its TTL, so its self-fence
+    os.kill(frozen.pid, signal.SIGCONT)
+    run = Path(running.run_path or "")
+    wait_until(lambda: (run / "final.json").exists())  # the watchdog canceled the run
+    assert json.loads((run / "final.json").read_text())["status"] == "canceled"
+    after = queue.get(running.id)
+    assert (after.lease_epoch, after.last_heartbeat_at) == (1, before.last_heartbeat_at)
+    assert (after.lease_expires_at, after.status) == (before.lease_expires_at, "running")
+    assert "heartbeat_gap" not in _events(queue, running)
+    assert [t.id for t in queue.expired(queue.now())] == [running.id]  # a reaper takes it now

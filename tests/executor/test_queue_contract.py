@@ -317,6 +317,59 @@ def test_reclaim_fails_when_the_epoch_moved(queue: Queue, clock: FakeClock) -> N
     ]
 
 
+def test_a_reclaim_judged_before_a_heartbeat_is_refused_and_stops_nothing(
+    queue: Queue, clock: FakeClock
+) -> None:
+    # The fence comes first: a holder whose heartbeat landed after the reaper judged its lease
+    # lost lives, and keeps its lease and its stages (``stop_holder`` is never called).
+    queue.enqueue("x", GRAPH)
+    lease = claim(queue, ttl=10)
+    queue.start(lease, run_id="run-1", run_path="/runs/run-1", session=ME, lease_ttl_s=10)
+    clock.advance(11)
+    (judged,) = queue.expired(clock.now)
+    queue.heartbeat(lease, lease_ttl_s=10)
+    stopped: list[Ticket] = []
+    with pytest.raises(FencedError, match="renewed the lease since it was judged lost"):
+        reclaim(queue, lease, judged=judged, stop_holder=lambda t: stopped.append(t) or "")
+    assert stopped == []
+    t = queue.get(lease.ticket_id)
+    assert (t.status, t.lease_epoch, t.run_id) == ("running", 1, "run-1")
+
+
+def test_a_holder_that_writes_while_its_reclaim_stops_it_is_fenced(
+    queue: Queue, backend: Backend, clock: FakeClock
+) -> None:
+    # ``stop_holder`` runs once the compare-and-set is known to win, with the row locked: a
+    # heartbeat the holder sends meanwhile waits for the reclaim and is fenced, and what
+    # ``stop_holder`` returns ends the reason.
+    queue.enqueue("x", GRAPH)
+    lease = claim(queue, ttl=10)
+    clock.advance(11)
+    (judged,) = queue.expired(clock.now)
+    holder = backend.open(clock)
+    beats: list[BaseException | None] = []
+
+    def beat() -> None:
+        try:
+            holder.heartbeat(lease, lease_ttl_s=10)
+            beats.append(None)
+        except QueueError as exc:
+            beats.append(exc)
+
+    thread = threading.Thread(target=beat)
+
+    def stop(row: Ticket) -> str:
+        assert (row.status, row.lease_epoch) == ("claimed", 1)
+        thread.start()
+        return "; its run was stopped"
+
+    t = reclaim(queue, lease, judged=judged, stop_holder=stop)
+    thread.join()
+    holder.close()
+    assert (t.status, t.reason) == ("todo", "worker died; its run was stopped")
+    assert len(beats) == 1 and isinstance(beats[0], FencedError), beats
+
+
 def test_reclaim_clears_owner_and_session_and_bumps_the_epoch(
     queue: Queue, clock: FakeClock
 ) -> None:

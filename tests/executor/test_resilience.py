@@ -15,6 +15,7 @@ import os
 import resource
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -38,7 +39,7 @@ from executor import (
     WorkerError,
     open_queue,
 )
-from executor._reaper import reap
+from executor._reaper import ReapFailed, reap
 from executor._resilience import Fleet, logged, persist
 from executor._runner import run_pipeline
 from executor._stage_mark import STAGE_MARK
@@ -47,8 +48,8 @@ from executor._worker import WorkerStats, run_worker
 from rundoctor.liveness import process_alive
 from tests.executor.conftest import Backend
 from tests.executor.private_postgres import PrivatePostgres
+from tests.helpers import ReaperSeam, tmpfs, wait_until
 from tests.helpers import fill as fill_disk
-from tests.helpers import tmpfs, wait_until
 
 #: Lease budgets long enough that no worker fences itself during a few seconds of outage.
 PATIENT = ExecutorConfig(
@@ -492,6 +493,39 @@ def _all_done(url: str, ids: list[str]) -> Callable[[], bool]:
             return False  # the server is still coming back
 
     return check
+
+
+@pytest.mark.postgres
+def test_a_reaper_pass_the_database_fails_half_way_still_reports_what_it_reclaimed(
+    pg_url: str, private_pg: PrivatePostgres
+) -> None:
+    # Three dead workers' tickets; the server stops as the second reclaim is about to act.
+    # Before, the pass raised the queue's error alone: `doctor reap` said `error: … connection
+    # …`, exit 2, and never reported the first reclaim, made (its stages killed, its run
+    # terminalized) and committed.
+    dead = SessionInfo("rd-gone", 99_999_999, 99_999_999, 1, socket.gethostname())
+    with open_queue(pg_url) as q:
+        ids = [q.enqueue(f"t{i}", "/p/t.dot").id for i in range(3)]
+        for i in range(3):
+            assert q.claim(f"w{i}", lease_ttl_s=60, session=dead) is not None
+    acted: list[str] = []
+
+    def stop_at_the_second(ticket_id: str) -> None:
+        acted.append(ticket_id)
+        if len(acted) == 2:
+            private_pg.stop()
+
+    try:
+        with open_queue(pg_url) as q, pytest.raises(ReapFailed) as failed:
+            reap(ReaperSeam(q, acting=stop_at_the_second), ExecutorConfig())
+    finally:
+        private_pg.start()
+    assert [(r.ticket_id, r.status) for r in failed.value.found] == [(acted[0], "todo")]
+    assert "connection" in str(failed.value), failed.value
+    with open_queue(pg_url) as q:
+        states = {i: (q.get(i).status, q.get(i).lease_epoch) for i in ids}
+    assert states[acted[0]] == ("todo", 2)
+    assert sorted(states.values()) == [("claimed", 1), ("claimed", 1), ("todo", 2)]
 
 
 @pytest.mark.postgres

@@ -564,3 +564,20 @@ def test_canceling_during_a_fan_out_stops_every_branch_and_terminalizes_each(
     d = doctor.diagnose_path(r.path, doctor.DoctorConfig())
     assert d.state == "canceled"
     assert [f for f in d.findings if f.severity >= doctor.Severity.ERROR] == []
+
+
+def test_no_attempt_starts_in_a_run_whose_final_json_someone_else_wrote(tmp_path: Path) -> None:
+    # The reaper ended the run of a worker frozen past its lease (final.json written, stages
+    # killed); woken, the worker retried the killed stage's transient failure in that run,
+    # beside the ticket's next execution. Here the stage itself writes the run's final.json,
+    # as the reaper would, then fails transiently: the retry would have been attempt 2.
+    stage = "echo '{}' > $KILROY_LOGS_ROOT/final.json; echo 'Connection refused' >&2; exit 1"
+    g = graph(("w", stage, ", max_retries=3"), edges="  start -> w -> exit")
+    r = run(tmp_path, g)
+    run_dir = tmp_path / "runs" / "r1"
+    assert (run_dir / "w" / "attempt-1").is_dir()
+    assert not (run_dir / "w" / "attempt-2").exists()
+    assert json.loads((run_dir / "final.json").read_text()) == {}
+    assert r.status == "fail", r
+    late = (run_dir / "late-events.ndjson").read_text()
+    assert '"will_retry":true' in late.replace(" ", ""), late

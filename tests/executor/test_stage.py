@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from executor._artifacts import clear_status_files, ingest_status
+from executor._reaper import kill_stage_groups
 from executor._stage import Beat, ProcessResult, classify, run_process, stage_env
+from rundoctor.liveness import boot_id, start_ticks
 
 
 def alive(pid: int) -> bool:
@@ -304,3 +307,26 @@ def test_a_daemon_that_left_the_stage_s_group_ends_with_its_attempt(tmp_path: Pa
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(daemon, 9)
+
+
+def test_the_reaper_kills_no_group_a_process_json_of_another_boot_names(tmp_path: Path) -> None:
+    # A pid and a start time name a process within one boot of one host only: after a reboot
+    # (a deterministic boot starts the same services at the same ticks), or on another host
+    # sharing the runs root, a lost run's process.json named a live process of someone
+    # else's, and the reaper killed its whole group. Each record now says its boot.
+    assert run(tmp_path, "exit 0").ok
+    assert json.loads((tmp_path / "process.json").read_text())["boot_id"] == boot_id()
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        attempt = tmp_path / "run" / "build" / "attempt-1"
+        attempt.mkdir(parents=True)
+        record = {"pid": other.pid, "pgid": other.pid, "pid_start_time": start_ticks(other.pid)}
+        (attempt / "process.json").write_text(json.dumps({**record, "boot_id": "another-boot"}))
+        assert kill_stage_groups(tmp_path / "run") == ()
+        assert alive(other.pid)
+        (attempt / "process.json").write_text(json.dumps({**record, "boot_id": boot_id()}))
+        assert kill_stage_groups(tmp_path / "run") == (other.pid,)
+        assert gone(other.pid)
+    finally:
+        other.kill()
+        other.wait()
