@@ -267,23 +267,64 @@ def _empty_value(args: Sequence[str]) -> str | None:
     return None
 
 
-def _empty_argument(args: Sequence[str]) -> bool:
+def _empty_argument(args: Sequence[str], group: Any = None) -> bool:
     """Whether ``args`` hold an empty (or blank) word that no option takes as its value: an
     argument (``doctor run "$GRAPH"`` with ``GRAPH`` unset), which typer would read as the
-    current directory, ``.``. A word after an option is taken as its value (a flag's is
-    left to the command).
+    current directory, ``.``. Which options take a value is read from the commands' own
+    parameters below ``group`` (a flag's next word is an argument: ``doctor scan --json ""``
+    was "got unexpected extra argument(s) ()"); an option the command does not have is taken
+    to have a value, for click to name it. After ``--`` every word is an argument.
 
     >>> _empty_argument(["run", ""]), _empty_argument(["chaos", "check", " "])
     (True, True)
     >>> _empty_argument(["enqueue", "g.dot", "--title", ""]), _empty_argument(["--", ""])
-    (False, False)
+    (False, True)
     """
-    for i, arg in enumerate(args):
+    if all(arg.strip() for arg in args):
+        return False  # the common case: nothing to look up, no command module imported
+    command, flags = group, _flags(group)
+    words = iter(args)
+    for arg in words:
         if arg == "--":
-            break
-        if not arg.strip() and (i == 0 or not args[i - 1].startswith("-")):
+            return any(not rest.strip() for rest in words)
+        if not arg.strip():
             return True
+        if arg.startswith("-") and len(arg) > 1:
+            if "=" not in arg and arg not in flags:
+                next(words, None)  # the option's value: its own check names it
+            continue
+        sub = _subcommand(command, arg)
+        if sub is not None:
+            command, flags = sub, _flags(sub)
     return False
+
+
+def _subcommand(group: Any, name: str) -> Any:
+    """The command ``name`` of ``group``, or None (no group, no such command)."""
+    commands = getattr(group, "commands", None)
+    if commands is None:
+        return None
+    try:
+        return commands[name]
+    except (KeyError, LookupError, ImportError):
+        return None
+
+
+#: The options every command has that take no value (context_settings' help names).
+_HELP_FLAGS = frozenset({"-h", "--help"})
+
+
+def _flags(command: Any) -> frozenset[str]:
+    """The option names of ``command`` that take no value (flags, counts, help).
+
+    >>> sorted(_flags(None))
+    ['--help', '-h']
+    """
+    names = set(_HELP_FLAGS)
+    for param in getattr(command, "params", ()):
+        if getattr(param, "is_flag", False) or getattr(param, "count", False):
+            names.update(getattr(param, "opts", ()), getattr(param, "secondary_opts", ()))
+    return frozenset(names)
 
 
 class OneLineGroup(TyperGroup):
@@ -333,7 +374,7 @@ class OneLineGroup(TyperGroup):
                     f"is empty; pass {EMPTY_REFUSED[empty]} (an unset variable?)",
                     param_hint=f"'{empty}'",
                 )
-            if _empty_argument(sys.argv[1:] if args is None else args):
+            if _empty_argument(sys.argv[1:] if args is None else args, self):
                 raise click_errors.UsageError("an argument is empty (an unset variable?)")
             rv = super().main(
                 args=args,

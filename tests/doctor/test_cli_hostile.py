@@ -111,6 +111,29 @@ def test_an_empty_argument_is_refused_not_read_as_here(tmp_path: Path, command: 
     assert list(tmp_path.iterdir()) == []  # no queue made
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["scan", "--root", str(HEALTHY_ROOT), "--json", "{v}"],
+        ["diagnose", "--run-id", "healthy01", "--root", str(HEALTHY_ROOT), "-v", "{v}"],
+        ["checks", "--json", "{v}"],
+        ["run", "--", "{v}"],
+    ],
+    ids=["scan-json", "diagnose-v", "checks-json", "after-dashdash"],
+)
+def test_an_empty_word_after_a_flag_or_dashdash_is_an_empty_argument(
+    tmp_path: Path, command: list[str]
+) -> None:
+    # `doctor scan --json "$X"` with X unset. Before: a blank word after any option was taken
+    # as that option's value and left to the command: "got unexpected extra argument(s) ()";
+    # after `--`, `doctor run -- ""` read '' as '.' ("cannot read pipeline graph '.'").
+    for value in ("", " "):
+        args = [a.format(v=value) for a in command]
+        line = _one_line_error(run_doctor(*args, cwd=tmp_path, timeout=60))
+        assert line.startswith("error: an argument is empty (an unset variable?)"), line
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_watch_refuses_an_interval_past_a_century(tmp_path: Path) -> None:
     # Before: the first pass ran, then Event.wait overflowed time_t (exit 70).
     line = _one_line_error(
