@@ -30,7 +30,15 @@ import typer
 from typer._click import exceptions as click_errors
 from typer.core import TyperGroup
 
-from rundoctor.errors import BROKEN_PIPE, INTERRUPTED, interrupted, silence_stdout
+from rundoctor.errors import (
+    BROKEN_PIPE,
+    INTERRUPTED,
+    close_matches,
+    did_you_mean,
+    interrupted,
+    silence_stdout,
+)
+from rundoctor.terminal import quoted
 
 if TYPE_CHECKING:  # Rich is imported by what prints: `doctor --help` does not need it
     from rich.console import Console
@@ -340,6 +348,30 @@ class OneLineGroup(TyperGroup):
                 fail("interrupted", INTERRUPTED)
             raise
 
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """The command ``args[0]`` names; an unknown one is named with the closest commands
+        (hidden ones never offered), else with the whole list: `error: no such command
+        'scna' (did you mean 'scan'?)`, where click said "No such command 'scna'. Did you
+        mean 'scan'?" and, with none close, nothing of what there is."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click_errors.UsageError as exc:
+            if (
+                args
+                and not isinstance(exc, click_errors.NoSuchOption)
+                and exc.message.startswith("No such command")
+            ):
+                exc.message = _unknown_command(args[0], self.shown_commands(ctx))
+            raise
+
+    def shown_commands(self, ctx: Any) -> list[str]:
+        """The names of the commands the help lists (not the hidden ones), in its order."""
+        return [
+            name
+            for name in self.list_commands(ctx)
+            if not getattr(self.get_command(ctx, name), "hidden", False)
+        ]
+
     def _path(self, prog_name: str | None, args: Sequence[str]) -> str:
         """The command ``args`` name below this group, as ``doctor chaos run``.
 
@@ -385,8 +417,10 @@ class OneLineGroup(TyperGroup):
             )
             code = rv if isinstance(rv, int) else 0
         except click_errors.NoArgsIsHelpError as exc:
-            sys.stderr.write(exc.format_message() + "\n")
-            code = 2
+            # `doctor` or `doctor chaos` alone: a usage error like any other (a script's
+            # `doctor $CMD` with CMD unset must not pass), in one line that lists the commands.
+            exc.message = "missing command; " + _command_list(_shown(exc.ctx))
+            code = _usage_line(exc)
         except click_errors.ClickException as exc:
             argv = sys.argv[1:] if args is None else args
             code = _usage_line(exc, argv, self._path(prog_name, argv))
@@ -401,6 +435,54 @@ class OneLineGroup(TyperGroup):
         return code
 
 
+def _shown(ctx: Any) -> list[str]:
+    """The commands the help of ``ctx``'s group lists (:meth:`OneLineGroup.shown_commands`;
+    for another click group, the ones that are not hidden)."""
+    group = ctx.command
+    if isinstance(group, OneLineGroup):
+        return group.shown_commands(ctx)
+    return [n for n in group.list_commands(ctx) if not group.get_command(ctx, n).hidden]
+
+
+def _unknown_command(name: str, commands: Sequence[str]) -> str:
+    """An unknown command's error: the closest commands, else all of them.
+
+    >>> _unknown_command("scna", ["scan", "checks"])
+    "no such command 'scna' (did you mean 'scan'?)"
+    >>> _unknown_command("frobnicate", ["scan", "checks"])
+    "no such command 'frobnicate'; the commands are scan, checks"
+    """
+    close = close_matches(name, commands)
+    if close:
+        return f"no such command {quoted(name)}{did_you_mean(close)}"
+    return f"no such command {quoted(name)}; {_command_list(commands)}"
+
+
+def _command_list(commands: Sequence[str]) -> str:
+    """``the commands are a, b, c`` (``the command is a``).
+
+    >>> _command_list(["prune"])
+    'the command is prune'
+    """
+    return ("the command is " if len(commands) == 1 else "the commands are ") + ", ".join(commands)
+
+
+def _unknown_option(exc: click_errors.NoSuchOption) -> str:
+    """An unknown option's error, with the closest of the command's options: `no such option
+    '--jsn' (did you mean '--json'?)`, where click said "(Possible options: --json,
+    --since)", and for `--verison` offered the one option `doctor` has."""
+    ctx = getattr(exc, "ctx", None)
+    known: list[str] = [
+        opt
+        for param in getattr(getattr(ctx, "command", None), "params", ())
+        if not getattr(param, "hidden", False)
+        for opt in (*getattr(param, "opts", ()), *getattr(param, "secondary_opts", ()))
+    ]
+    names = [*known, *(ctx.help_option_names if ctx is not None else ())]
+    close = close_matches(exc.option_name, names) or list(exc.possibilities or ())
+    return f"no such option {quoted(exc.option_name)}{did_you_mean(close)}"
+
+
 def _usage_line(
     exc: click_errors.ClickException, argv: Sequence[str] = (), path: str = "doctor"
 ) -> int:
@@ -409,6 +491,8 @@ def _usage_line(
     else ``path``: an option missing its value is raised before the command has a context."""
     if isinstance(exc, click_errors.BadParameter):
         exc.message = _plain_value_error(exc) or exc.message
+    if isinstance(exc, click_errors.NoSuchOption):
+        exc.message, exc.possibilities = _unknown_option(exc), None
     message = " ".join(exc.format_message().split())
     ctx = getattr(exc, "ctx", None)
     hint = _stray_hint(exc, ctx, argv) if ctx is not None else None

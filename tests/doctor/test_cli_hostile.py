@@ -772,3 +772,49 @@ def test_a_run_id_not_utf8_as_the_doctor_shows_it_names_the_run(tmp_path: Path) 
         check=False,
     )
     assert pasted.stdout.startswith("r\\xfe · state orphaned · 1 repair planned"), pasted
+
+
+# -- a group without its command, an unknown command or option --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "commands", "where"),
+    [
+        ((), "the commands are diagnose, scan, checks, repair, report, run, enqueue, worker, "
+         "reap, tickets, watch, metrics, cache, chaos", "doctor"),
+        (("chaos",), "the commands are run, faults, check", "doctor chaos"),
+        (("cache",), "the command is prune", "doctor cache"),
+    ],
+    ids=["doctor", "chaos", "cache"],
+)  # fmt: skip
+def test_a_group_without_its_command_is_one_line_listing_the_commands(
+    args: tuple[str, ...], commands: str, where: str
+) -> None:
+    # `doctor $CMD` with CMD unset. Before: the whole help (26 lines for `doctor`) on stderr,
+    # exit 2: the one usage error not in the one-line shape.
+    result = _doctor(*args)
+    line = _one_line_error(result)
+    assert line == f"error: missing command; {commands} (see `{where} --help`)"
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("scna",), "error: no such command 'scna' (did you mean 'scan'?) (see `doctor --help`)"),
+        (("cache", "prne"), "error: no such command 'prne' (did you mean 'prune'?)"),
+        (("chaos", "workr"), "error: no such command 'workr'; the commands are run, faults, check"),
+        (("frobnicate",), "error: no such command 'frobnicate'; the commands are diagnose, scan,"),
+        (("scan", "--jsn"), "error: no such option '--jsn' (did you mean '--json'"),
+        (("tickets", "--stat", "x"), "error: no such option '--stat' (did you mean '--status'?)"),
+        (("--verison",), "error: no such option '--verison' (did you mean '--version'?)"),
+    ],
+    ids=["command", "cache", "hidden", "none-close", "option", "tickets", "version"],
+)
+def test_an_unknown_command_or_option_gets_did_you_mean_in_the_tools_words(
+    args: tuple[str, ...], says: str
+) -> None:
+    # Before: "no such command 'scna'. Did you mean 'scan'?", "(Possible options: --json,
+    # --since)", the hidden `chaos worker` offered for `workr`, and for a name close to none
+    # nothing of what there is.
+    assert _one_line_error(_doctor(*args)).startswith(says)
