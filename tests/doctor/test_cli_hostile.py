@@ -818,3 +818,20 @@ def test_an_unknown_command_or_option_gets_did_you_mean_in_the_tools_words(
     # --since)", the hidden `chaos worker` offered for `workr`, and for a name close to none
     # nothing of what there is.
     assert _one_line_error(_doctor(*args)).startswith(says)
+
+
+def test_an_agent_command_that_is_not_utf8_is_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    # Before: `doctor run --agent-command $'\xff'` crashed writing run_config.json
+    # ("internal error (a bug in rundoctor): UnicodeEncodeError", exit 70), leaving a run
+    # directory with no final.json; RUNDOCTOR_AGENT_COMMAND the same for a worker's runs.
+    runs = tmp_path / "runs"
+    done = run_doctor("run", GRAPH, "--root", runs, "--agent-command", b"claude \xff")
+    assert "agent_command element '\\xff' is not UTF-8 text" in _one_line_error(done)
+    worker = run_doctor(
+        "worker", "--once", "--create-queue", "--db", tmp_path / "q.db", "--root", runs,
+        env={"RUNDOCTOR_AGENT_COMMAND": os.fsdecode(b"x\xff")},
+    )  # fmt: skip
+    assert "is not UTF-8 text" in _one_line_error(worker)
+    assert list(tmp_path.iterdir()) == []
