@@ -22,7 +22,7 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
@@ -109,7 +109,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
     # The message quotes user input and artifact text: escape it, or "[/x]" in a run id is
     # read as markup (and raises), and a line break or escape sequence in it would break the
     # one line or reach the terminal; soft_wrap keeps it one line whatever the width.
-    Console(stderr=True, highlight=False).print(
+    Console(stderr=True, highlight=False, _environ=_sized_environ()).print(
         f"[red]error:[/red] {escape(printable(message))}", soft_wrap=True
     )
     raise typer.Exit(code)
@@ -216,7 +216,7 @@ def transient_bar(what: str, count: ProgressColumn) -> Iterator[tuple[Progress, 
         BarColumn(),
         count,
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=Console(stderr=True, _environ=_sized_environ()),
         transient=True,
     )
     task = bar.add_task(what, total=None)
@@ -624,12 +624,12 @@ def console(*, stderr: bool = False) -> Console:
     unless ``COLUMNS`` asks for a width.
 
     >>> import os, sys
-    >>> console().soft_wrap == (not sys.stdout.isatty() and not os.environ.get("COLUMNS"))
+    >>> console().soft_wrap == (not sys.stdout.isatty() and not _columns(os.environ))
     True
     """
 
     stream = sys.stderr if stderr else sys.stdout
-    if stream.isatty() or os.environ.get("COLUMNS"):
+    if stream.isatty() or _columns(os.environ):
         return quiet_console(highlight=False, stderr=stderr)
     return quiet_console(highlight=False, stderr=stderr, soft_wrap=True, width=PIPE_WIDTH)
 
@@ -637,12 +637,38 @@ def console(*, stderr: bool = False) -> Console:
 def quiet_console(**options: Any) -> Console:
     """A Rich ``Console(**options)`` that ends the command quietly with
     :data:`~rundoctor.errors.BROKEN_PIPE` (141) when the reader of its output goes away
-    (``| head``), where Rich's own ends it with 1, the code of "findings at error".
+    (``| head``), where Rich's own ends it with 1, the code of "findings at error". A
+    ``COLUMNS`` or ``LINES`` that is no size (``0``, ``-5``, ``abc``) is read as unset.
 
     >>> quiet_console(highlight=False).on_broken_pipe.__qualname__
     '_quiet_class.<locals>.Quiet.on_broken_pipe'
     """
-    return _quiet_class()(**options)
+    return _quiet_class()(**{"_environ": _sized_environ(), **options})
+
+
+def _columns(environ: Any) -> int | None:
+    """``COLUMNS`` when it is a width (a whole number of 1 or more), else None.
+
+    >>> _columns({"COLUMNS": "100"}), _columns({"COLUMNS": "0"}), _columns({"COLUMNS": "-5"})
+    (100, None, None)
+    """
+    value = str(environ.get("COLUMNS", "")).strip()
+    return int(value) if value.isascii() and value.isdigit() and int(value) > 0 else None
+
+
+def _sized_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment Rich reads its size from, without a ``COLUMNS`` or ``LINES`` that is
+    no size: Rich took ``COLUMNS=0`` as a width of 0, and a scan's table, the tickets'
+    table and a diagnosis printed nothing at all, exit 0.
+
+    >>> _sized_environ({"COLUMNS": "0", "LINES": "40", "TERM": "dumb"})
+    {'LINES': '40', 'TERM': 'dumb'}
+    """
+    sized = dict(os.environ if environ is None else environ)
+    for name in ("COLUMNS", "LINES"):
+        if name in sized and _columns({"COLUMNS": sized[name]}) is None:
+            del sized[name]
+    return sized
 
 
 @functools.cache

@@ -835,3 +835,19 @@ def test_an_agent_command_that_is_not_utf8_is_refused_before_anything_runs(
     )  # fmt: skip
     assert "is not UTF-8 text" in _one_line_error(worker)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("columns", ["0", "-5", "abc", " "])
+def test_a_columns_that_is_no_width_is_read_as_unset(columns: str, tmp_path: Path) -> None:
+    # Before: COLUMNS=0 was a width of 0 to Rich: `scan`, `tickets` and `diagnose` printed
+    # nothing at all, exit 0; `-5` or `abc` laid a piped table out at 80 columns, cut.
+    db = tmp_path / "q.db"
+    assert _doctor("enqueue", GRAPH, "--db", db, "--title", "t" * 120).returncode == 0
+    env = {"COLUMNS": columns}
+    scan = _doctor("scan", "--root", HEALTHY_ROOT, env=env)
+    (row,) = [line for line in scan.stdout.splitlines() if line.startswith("healthy01 ")]
+    assert "succeeded" in row and not row.endswith("…"), scan.stdout
+    tickets = _doctor("tickets", "--db", db, env=env)
+    assert "t" * 120 in tickets.stdout, tickets.stdout
+    diagnosis = _doctor("diagnose", "--run-id", "healthy01", "--root", HEALTHY_ROOT, env=env)
+    assert diagnosis.stdout.startswith("healthy01 (kilroy) · state succeeded"), diagnosis.stdout
