@@ -307,6 +307,69 @@ def _empty_argument(args: Sequence[str], group: Any = None) -> bool:
     return False
 
 
+def _repeated_option(args: Sequence[str], group: Any = None) -> str | None:
+    """The error for an option that takes one value given two different ones (``doctor
+    diagnose --run-id a --run-id b`` diagnosed ``b`` alone, saying nothing of ``a``), else
+    None. Options the commands below ``group`` take many times (``--root``, ``--check``),
+    flags, and one value given twice are no error.
+
+    >>> app = typer.Typer()
+    >>> @app.command()
+    ... def tickets(db: str = typer.Option(""), status: list[str] = typer.Option([])) -> None:
+    ...     pass
+    >>> @app.command()
+    ... def reap() -> None:
+    ...     pass
+    >>> group = typer.main.get_command(app)
+    >>> _repeated_option(["tickets", "--db", "a", "--db", "b"], group)
+    "--db is given twice ('a' and 'b'); it takes one value"
+    >>> _repeated_option(["tickets", "--db=a", "--db", "a", "--status", "x", "--status", "y"],
+    ...                  group)
+    """
+    names = [arg.partition("=")[0] for arg in args if arg.startswith("--") and arg != "--"]
+    if len(names) == len(set(names)):
+        return None  # the common case: no option twice, no command module imported
+    command, params = group, _params(group)
+    seen: dict[str, tuple[str, str]] = {}
+    words = iter(args)
+    for arg in words:
+        if arg == "--":
+            break
+        if arg.startswith("-") and len(arg) > 1:
+            name, eq, value = arg.partition("=")
+            param = params.get(name)
+            if param is not None and (
+                getattr(param, "is_flag", False) or getattr(param, "count", False)
+            ):
+                continue
+            if not eq:
+                value = next(words, None)  # type: ignore[assignment]
+                if value is None:
+                    break
+            if param is None or getattr(param, "multiple", False):
+                continue
+            first = seen.setdefault(param.name, (name, value))
+            if first[1] != value:
+                return (
+                    f"{first[0]} is given twice ({quoted(first[1])} and {quoted(value)}); it "
+                    "takes one value"
+                )
+            continue
+        sub = _subcommand(command, arg)
+        if sub is not None:
+            command, params, seen = sub, _params(sub), {}
+    return None
+
+
+def _params(command: Any) -> dict[str, Any]:
+    """``command``'s parameters by each of their option names (``{}`` for None)."""
+    return {
+        name: param
+        for param in getattr(command, "params", ())
+        for name in (*getattr(param, "opts", ()), *getattr(param, "secondary_opts", ()))
+    }
+
+
 def _subcommand(group: Any, name: str) -> Any:
     """The command ``name`` of ``group``, or None (no group, no such command)."""
     commands = getattr(group, "commands", None)
@@ -408,6 +471,9 @@ class OneLineGroup(TyperGroup):
                 )
             if _empty_argument(sys.argv[1:] if args is None else args, self):
                 raise click_errors.UsageError("an argument is empty (an unset variable?)")
+            repeated = _repeated_option(sys.argv[1:] if args is None else args, self)
+            if repeated is not None:
+                raise click_errors.UsageError(repeated)
             rv = super().main(
                 args=args,
                 prog_name=prog_name,
@@ -478,8 +544,7 @@ def _unknown_option(exc: click_errors.NoSuchOption) -> str:
         if not getattr(param, "hidden", False)
         for opt in (*getattr(param, "opts", ()), *getattr(param, "secondary_opts", ()))
     ]
-    names = [*known, *(ctx.help_option_names if ctx is not None else ())]
-    close = close_matches(exc.option_name, names) or list(exc.possibilities or ())
+    close = close_matches(exc.option_name, known)  # never --help for --check
     return f"no such option {quoted(exc.option_name)}{did_you_mean(close)}"
 
 

@@ -808,15 +808,16 @@ def test_a_group_without_its_command_is_one_line_listing_the_commands(
         (("scan", "--jsn"), "error: no such option '--jsn' (did you mean '--json'"),
         (("tickets", "--stat", "x"), "error: no such option '--stat' (did you mean '--status'?)"),
         (("--verison",), "error: no such option '--verison' (did you mean '--version'?)"),
+        (("scan", "--check", "x"), "error: no such option '--check' (see `doctor scan --help`)"),
     ],
-    ids=["command", "cache", "hidden", "none-close", "option", "tickets", "version"],
+    ids=["command", "cache", "hidden", "none-close", "option", "tickets", "version", "no-help"],
 )
 def test_an_unknown_command_or_option_gets_did_you_mean_in_the_tools_words(
     args: tuple[str, ...], says: str
 ) -> None:
     # Before: "no such command 'scna'. Did you mean 'scan'?", "(Possible options: --json,
     # --since)", the hidden `chaos worker` offered for `workr`, and for a name close to none
-    # nothing of what there is.
+    # nothing of what there is; `scan --check` is offered no `--help`.
     assert _one_line_error(_doctor(*args)).startswith(says)
 
 
@@ -851,3 +852,29 @@ def test_a_columns_that_is_no_width_is_read_as_unset(columns: str, tmp_path: Pat
     assert "t" * 120 in tickets.stdout, tickets.stdout
     diagnosis = _doctor("diagnose", "--run-id", "healthy01", "--root", HEALTHY_ROOT, env=env)
     assert diagnosis.stdout.startswith("healthy01 (kilroy) · state succeeded"), diagnosis.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("diagnose", "--run-id", "nope", "--run-id", "healthy01", "--root", str(HEALTHY_ROOT)),
+        ("scan", "--root", str(HEALTHY_ROOT), "--since=1h", "--since", "2h"),
+        ("chaos", "run", "--seed", "1", "--seed", "2", "--out", "{tmp}/c"),
+    ],
+    ids=["diagnose", "scan", "chaos"],
+)
+def test_an_option_of_one_value_given_two_is_refused(args: tuple[str, ...], tmp_path: Path) -> None:
+    # Before: the last one won without a word: `diagnose --run-id nope --run-id healthy01`
+    # diagnosed healthy01, exit 0, and `chaos run --seed 1 --seed 2` ran seed 2.
+    result = _doctor(*(a.format(tmp=tmp_path) for a in args))
+    line = _one_line_error(result)
+    assert re.match(r"error: --(run-id|since|seed) is given twice \('.+' and '.+'\); it takes "
+                    r"one value \(see `doctor [a-z ]+ --help`\)$", line), line  # fmt: skip
+    assert result.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_options_given_many_times_or_one_value_twice_are_no_error() -> None:
+    same = _doctor("diagnose", "--run-id", "healthy01", "--run-id=healthy01", "--root",
+                   HEALTHY_ROOT, "--root", HEALTHY_ROOT, "--json", "--json", "--check",
+                   "idle_gap", "--check", "swallowed_error")  # fmt: skip
+    assert same.returncode == 0, same.stderr
