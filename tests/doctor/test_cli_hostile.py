@@ -878,3 +878,18 @@ def test_options_given_many_times_or_one_value_twice_are_no_error() -> None:
                    HEALTHY_ROOT, "--root", HEALTHY_ROOT, "--json", "--json", "--check",
                    "idle_gap", "--check", "swallowed_error")  # fmt: skip
     assert same.returncode == 0, same.stderr
+
+
+def test_a_markdown_report_out_of_any_name_links_its_timeline(tmp_path: Path) -> None:
+    # Before: `report --out $'\xff.md'` wrote the SVG, then crashed writing the report
+    # (UnicodeEncodeError, exit 70); `--out 'my report (1).md'` linked `](my report
+    # (1).timeline.svg)`, which no Markdown reader takes as a link.
+    from urllib.parse import unquote_to_bytes
+
+    out = os.fsencode(tmp_path) + b"/my r\xff (1).md"
+    done = run_doctor("report", "--run-id", "healthy01", "--root", HEALTHY_ROOT, "--out", out)
+    assert done.returncode == 0 and done.stderr == "", done
+    with open(out, encoding="utf-8") as fh:
+        text = fh.read()
+    (target,) = re.findall(r"!\[Timeline of run healthy01\]\(([^()\s]+)\)", text)
+    assert os.path.isfile(os.fsencode(tmp_path) + b"/" + unquote_to_bytes(target)), target
