@@ -289,7 +289,21 @@ def _open_existing(db: str | None) -> Queue:
 
 
 def _progress(console: Console) -> Any:
+    """The run's progress lines on ``console``. A reader that goes away (``doctor run G 2>&1
+    | head -1``) silences them and the run goes on to its own end: the broken pipe was raised
+    inside the runner, which ended a run that would have succeeded as failed
+    (``executor error: SystemExit: 141``)."""
+
     def show(e: Event) -> None:
+        if console.quiet:
+            return
+        try:
+            _show(e)
+        except SystemExit as exc:  # the quiet console's broken pipe: it is quiet from now on
+            if exc.code != BROKEN_PIPE:
+                raise
+
+    def _show(e: Event) -> None:
         data = e.to_json()
         name = data.get("event")
         node = data.get("node_id") or ""

@@ -893,3 +893,22 @@ def test_a_markdown_report_out_of_any_name_links_its_timeline(tmp_path: Path) ->
         text = fh.read()
     (target,) = re.findall(r"!\[Timeline of run healthy01\]\(([^()\s]+)\)", text)
     assert os.path.isfile(os.fsencode(tmp_path) + b"/" + unquote_to_bytes(target)), target
+
+
+def test_a_run_whose_progress_reader_goes_away_runs_to_its_own_end(tmp_path: Path) -> None:
+    # `doctor run G 2>&1 | head -1`. Before: the broken pipe was raised inside the runner, and
+    # a run that would have succeeded ended failed, "executor error: SystemExit: 141".
+    script = Path(sys.executable).parent / "doctor"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "doctor"]
+    runs = tmp_path / "runs"
+    with subprocess.Popen(
+        [*command, "run", str(GRAPH), "--root", str(runs)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")},
+    ) as proc:  # fmt: skip
+        assert proc.stderr is not None
+        proc.stderr.close()  # before the run prints its first line
+        assert proc.wait(timeout=60) == 0
+    (run,) = runs.iterdir()
+    final = json.loads((run / "final.json").read_text())
+    assert (final["status"], final["failure_reason"]) == ("success", "")
