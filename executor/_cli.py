@@ -16,7 +16,7 @@ import re
 import shlex
 import signal
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -288,22 +288,29 @@ def _open_existing(db: str | None) -> Queue:
         _no_queue(db)
 
 
-def _progress(console: Console) -> Any:
-    """The run's progress lines on ``console``. A reader that goes away (``doctor run G 2>&1
-    | head -1``) silences them and the run goes on to its own end: the broken pipe was raised
-    inside the runner, which ended a run that would have succeeded as failed
-    (``executor error: SystemExit: 141``)."""
+def _while_read(console: Console, show: Callable[..., None]) -> Callable[..., None]:
+    """``show``, printing on ``console``, silenced once the console's reader goes away
+    (``doctor run G 2>&1 | head -1``): the work goes on to its own end. The quiet console's
+    broken-pipe exit was raised inside the runner or a worker's slot: a run that would have
+    succeeded ended failed (``executor error: SystemExit: 141``), and a worker's slot thread
+    ended without a word, its other tickets left unclaimed."""
 
-    def show(e: Event) -> None:
+    def guarded(*args: Any) -> None:
         if console.quiet:
             return
         try:
-            _show(e)
+            show(*args)
         except SystemExit as exc:  # the quiet console's broken pipe: it is quiet from now on
             if exc.code != BROKEN_PIPE:
                 raise
 
-    def _show(e: Event) -> None:
+    return guarded
+
+
+def _progress(console: Console) -> Any:
+    """The run's progress lines on ``console`` (:func:`_while_read`)."""
+
+    def show(e: Event) -> None:
         data = e.to_json()
         name = data.get("event")
         node = data.get("node_id") or ""
@@ -335,7 +342,7 @@ def _progress(console: Console) -> Any:
                 soft_wrap=True,
             )
 
-    return show
+    return _while_read(console, show)
 
 
 def _run_here(graph: Path, runs: Path, config: ExecutorConfig, on_event: Any) -> RunResult:
@@ -554,7 +561,7 @@ def enqueue_cmd(
 
 
 def _ticket_line(console: Console) -> TicketHook:
-    """One line on stderr per ticket claimed and per ticket finished."""
+    """One line on stderr per ticket claimed and per ticket finished (:func:`_while_read`)."""
 
     def show(event: str, ticket: Ticket, result: RunResult | None) -> None:
         name = f"{plain(ticket.id)} ({plain(ticket.title)})"
@@ -575,7 +582,7 @@ def _ticket_line(console: Console) -> TicketHook:
                 soft_wrap=True,
             )
 
-    return show
+    return _while_read(console, show)
 
 
 @app.command("worker")

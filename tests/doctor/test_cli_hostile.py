@@ -895,20 +895,37 @@ def test_a_markdown_report_out_of_any_name_links_its_timeline(tmp_path: Path) ->
     assert os.path.isfile(os.fsencode(tmp_path) + b"/" + unquote_to_bytes(target)), target
 
 
-def test_a_run_whose_progress_reader_goes_away_runs_to_its_own_end(tmp_path: Path) -> None:
-    # `doctor run G 2>&1 | head -1`. Before: the broken pipe was raised inside the runner, and
-    # a run that would have succeeded ended failed, "executor error: SystemExit: 141".
+def _with_stderr_gone(*args: str | Path) -> int:
+    """``doctor ARGS`` whose standard error's reader goes away before its first line."""
     script = Path(sys.executable).parent / "doctor"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "doctor"]
-    runs = tmp_path / "runs"
     with subprocess.Popen(
-        [*command, "run", str(GRAPH), "--root", str(runs)],
+        [*command, *map(str, args)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO,
         env={k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")},
     ) as proc:  # fmt: skip
         assert proc.stderr is not None
-        proc.stderr.close()  # before the run prints its first line
-        assert proc.wait(timeout=60) == 0
+        proc.stderr.close()
+        return proc.wait(timeout=60)
+
+
+def test_a_run_whose_progress_reader_goes_away_runs_to_its_own_end(tmp_path: Path) -> None:
+    # `doctor run G 2>&1 | head -1`. Before: the broken pipe was raised inside the runner, and
+    # a run that would have succeeded ended failed, "executor error: SystemExit: 141".
+    runs = tmp_path / "runs"
+    assert _with_stderr_gone("run", GRAPH, "--root", runs) == 0
     (run,) = runs.iterdir()
     final = json.loads((run / "final.json").read_text())
     assert (final["status"], final["failure_reason"]) == ("success", "")
+
+
+def test_a_worker_whose_reader_goes_away_runs_every_ticket(tmp_path: Path) -> None:
+    # `doctor worker --once 2>&1 | head -1`. Before: the broken pipe ended the slot's thread
+    # without a word after its first line, and the worker stopped with tickets still to do
+    # (or, its first line lost, holding a claimed ticket it never ran).
+    db = tmp_path / "q.db"
+    for _ in range(2):
+        assert _doctor("enqueue", GRAPH, "--db", db).returncode == 0
+    assert _with_stderr_gone("worker", "--once", "--db", db, "--root", tmp_path / "runs") == 0
+    tickets = json.loads(_doctor("tickets", "--db", db, "--json").stdout)
+    assert [t["status"] for t in tickets] == ["done", "done"]
