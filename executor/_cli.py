@@ -16,7 +16,7 @@ import re
 import shlex
 import signal
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -51,6 +51,7 @@ from executor.console import (
     plain,
     print_pages,
     reported,
+    while_read,
 )
 from rundoctor.errors import (
     BROKEN_PIPE,
@@ -288,27 +289,8 @@ def _open_existing(db: str | None) -> Queue:
         _no_queue(db)
 
 
-def _while_read(console: Console, show: Callable[..., None]) -> Callable[..., None]:
-    """``show``, printing on ``console``, silenced once the console's reader goes away
-    (``doctor run G 2>&1 | head -1``): the work goes on to its own end. The quiet console's
-    broken-pipe exit was raised inside the runner or a worker's slot: a run that would have
-    succeeded ended failed (``executor error: SystemExit: 141``), and a worker's slot thread
-    ended without a word, its other tickets left unclaimed."""
-
-    def guarded(*args: Any) -> None:
-        if console.quiet:
-            return
-        try:
-            show(*args)
-        except SystemExit as exc:  # the quiet console's broken pipe: it is quiet from now on
-            if exc.code != BROKEN_PIPE:
-                raise
-
-    return guarded
-
-
 def _progress(console: Console) -> Any:
-    """The run's progress lines on ``console`` (:func:`_while_read`)."""
+    """The run's progress lines on ``console`` (:func:`executor.console.while_read`)."""
 
     def show(e: Event) -> None:
         data = e.to_json()
@@ -342,7 +324,7 @@ def _progress(console: Console) -> Any:
                 soft_wrap=True,
             )
 
-    return _while_read(console, show)
+    return while_read(console, show)
 
 
 def _run_here(graph: Path, runs: Path, config: ExecutorConfig, on_event: Any) -> RunResult:
@@ -561,7 +543,7 @@ def enqueue_cmd(
 
 
 def _ticket_line(console: Console) -> TicketHook:
-    """One line on stderr per ticket claimed and per ticket finished (:func:`_while_read`)."""
+    """One line on stderr per ticket claimed and per ticket finished (``while_read``)."""
 
     def show(event: str, ticket: Ticket, result: RunResult | None) -> None:
         name = f"{plain(ticket.id)} ({plain(ticket.title)})"
@@ -582,7 +564,7 @@ def _ticket_line(console: Console) -> TicketHook:
                 soft_wrap=True,
             )
 
-    return _while_read(console, show)
+    return while_read(console, show)
 
 
 @app.command("worker")
@@ -705,7 +687,9 @@ def reap_cmd(
         try:
             notice = _stderr()
             done = reap_observed(
-                queue, ExecutorConfig(), say=lambda line: notice.print(line, soft_wrap=True)
+                queue,
+                ExecutorConfig(),
+                say=while_read(notice, lambda line: notice.print(line, soft_wrap=True)),
             )
         except ReapInterrupted as exc:  # Ctrl-C while it watched: report what it reclaimed
             done, interrupted = exc.found, True

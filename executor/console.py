@@ -64,6 +64,7 @@ __all__ = [
     "reported",
     "scan_progress",
     "transient_bar",
+    "while_read",
 ]
 
 #: The width a table is laid out in when output is not a terminal (as wide as its content).
@@ -680,6 +681,34 @@ def _interrupted_line() -> int:
         fail("interrupted", INTERRUPTED)
     except typer.Exit as done:
         return done.exit_code
+
+
+def while_read(console: Console, show: Callable[..., None]) -> Callable[..., None]:
+    """``show`` (a callback that prints on ``console``, a :func:`quiet_console`), silenced
+    once the console's reader goes away (``doctor run G 2>&1 | head -1``), so that the work
+    it reports on goes on to its own end. The quiet console's broken-pipe exit (141) was
+    raised inside the library calling back: a run that would have succeeded ended failed
+    (``executor error: SystemExit: 141``), a worker's slot thread ended without a word, its
+    other tickets left unclaimed.
+
+    >>> import io
+    >>> out = quiet_console(file=io.StringIO())
+    >>> say = while_read(out, lambda line: out.print(line))
+    >>> say("kept"); out.quiet = True; say("dropped")
+    >>> out.file.getvalue().splitlines()
+    ['kept']
+    """
+
+    def guarded(*args: Any) -> None:
+        if console.quiet:
+            return
+        try:
+            show(*args)
+        except SystemExit as exc:  # the quiet console's broken pipe: it is quiet from now on
+            if exc.code != BROKEN_PIPE:
+                raise
+
+    return guarded
 
 
 def console(*, stderr: bool = False) -> Console:
