@@ -111,9 +111,27 @@ def fail(message: str, code: int = 2) -> NoReturn:
     # read as markup (and raises), and a line break or escape sequence in it would break the
     # one line or reach the terminal; soft_wrap keeps it one line whatever the width.
     Console(stderr=True, highlight=False, _environ=_sized_environ()).print(
-        f"[red]error:[/red] {escape(printable(message))}", soft_wrap=True
+        f"[red]error:[/red] {escape(printable(_bytes_as_shown(message)))}", soft_wrap=True
     )
     raise typer.Exit(code)
+
+
+#: A byte that is not UTF-8 as ``repr`` writes it (``os.fsdecode``'s surrogate, ``\udcff``),
+#: its backslash not itself escaped.
+_REPR_SURROGATE = re.compile(r"(?<!\\)((?:\\\\)*)\\udc([89a-f][0-9a-f])")
+
+
+def _bytes_as_shown(message: str) -> str:
+    """``message`` with each byte that is not UTF-8, as a value's ``repr`` quoted it
+    (``'\\udcff'``), written ``\\xff``, as every name the tools show is: `unknown check
+    '\\udcff'` named a character nobody typed.
+
+    >>> print(_bytes_as_shown(repr("r" + b"\\xff".decode("utf-8", "surrogateescape"))))
+    'r\\xff'
+    >>> print(_bytes_as_shown(r"'a\\\\udcff'"))  # a backslash typed before 'udcff': kept
+    'a\\\\udcff'
+    """
+    return _REPR_SURROGATE.sub(r"\1\\x\2", message)
 
 
 def is_interrupt(exc: BaseException | None) -> bool:

@@ -929,3 +929,22 @@ def test_a_worker_whose_reader_goes_away_runs_every_ticket(tmp_path: Path) -> No
     assert _with_stderr_gone("worker", "--once", "--db", db, "--root", tmp_path / "runs") == 0
     tickets = json.loads(_doctor("tickets", "--db", db, "--json").stdout)
     assert [t["status"] for t in tickets] == ["done", "done"]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("diagnose", "--run-id", "healthy01", "--root", HEALTHY_ROOT, "--check", b"x\xff"),
+         "error: unknown check 'x\\xff'"),
+        (("scan", "--root", HEALTHY_ROOT, "--since", b"\xff"), "error: --since '\\xff' is neither"),
+        (("chaos", "run", "--seed", "1", "--faults", b"\xfe"), "error: unknown fault '\\xfe'"),
+    ],
+    ids=["check", "since", "fault"],
+)  # fmt: skip
+def test_a_value_that_is_not_utf8_is_named_as_the_tools_show_such_bytes(
+    args: tuple[str | bytes | Path, ...], says: str
+) -> None:
+    # Before: "unknown check 'x\udcff'": Python's repr of the byte, a character nobody typed,
+    # where every name the tools show writes such a byte \xff.
+    line = _one_line_error(run_doctor(*args))
+    assert line.startswith(says) and "\\udc" not in line, line
