@@ -44,7 +44,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import chaos
 from chaos._checkers import Verdict, check
-from chaos._collect import collect, prepare_db, prepare_out
+from chaos._collect import check_out, collect, prepare_db, prepare_out
 from chaos._config import CampaignConfig, plan_schedule
 from chaos._errors import CampaignError, FaultNotApplicable, FaultSkipped
 from chaos._faults import select_faults
@@ -378,33 +378,43 @@ def run_campaign(
     """
     config.validate()
     say = log or (lambda _: None)
-    out = prepare_out(config.out)
-    rng = random.Random(config.seed)
-    faults = {f.name: f for f in select_faults(config.faults)}
-    workload = build_workload(rng, out / "campaign" / "pipelines")
-    schedule = plan_schedule(rng, config.duration_s, tuple(faults), mean_gap_s=config.mean_gap_s)
-    arrivals = workload.arrivals(random.Random(f"{config.seed}/arrivals"))
-    executor = config.executor
+    # Every input is accepted before anything is made or removed: --out is checked, then the
+    # database is reached (a PostgreSQL campaign's schema made), and only then is --out
+    # cleared of a previous campaign and created; a refused --db leaves it as it was.
+    out = check_out(config.out)
     url, cleanup = prepare_db(config, out / "campaign")
-    if on_start is not None:
-        on_start()
-    started = clock()
-    meta = Meta(
-        time=started,
-        seed=config.seed,
-        duration_s=config.duration_s,
-        workers=config.workers,
-        db=redact(url if config.db is None else config.db, drop=True),
-        faults=tuple(faults),
-        schedule=schedule,
-        bounds=config.bounds(),
-        replay=config.replay_command(),
-        config=executor.to_json(),
-    )
-    try:  # its workers run from the checkout, not from here: every path they get is absolute
-        camp = _Campaign(dataclasses.replace(config, out=out), url, executor, clock, say)
-    except ExecutorError as exc:
-        raise CampaignError(f"cannot open the queue {meta.db!r}: {exc}") from exc
+    try:  # the schema made for the campaign is dropped whatever stops it from here
+        prepare_out(out)
+        rng = random.Random(config.seed)
+        faults = {f.name: f for f in select_faults(config.faults)}
+        workload = build_workload(rng, out / "campaign" / "pipelines")
+        schedule = plan_schedule(
+            rng, config.duration_s, tuple(faults), mean_gap_s=config.mean_gap_s
+        )
+        arrivals = workload.arrivals(random.Random(f"{config.seed}/arrivals"))
+        executor = config.executor
+        if on_start is not None:
+            on_start()
+        started = clock()
+        meta = Meta(
+            time=started,
+            seed=config.seed,
+            duration_s=config.duration_s,
+            workers=config.workers,
+            db=redact(url if config.db is None else config.db, drop=True),
+            faults=tuple(faults),
+            schedule=schedule,
+            bounds=config.bounds(),
+            replay=config.replay_command(),
+            config=executor.to_json(),
+        )
+        try:  # its workers run from the checkout, not from here: every path they get is absolute
+            camp = _Campaign(dataclasses.replace(config, out=out), url, executor, clock, say)
+        except ExecutorError as exc:
+            raise CampaignError(f"cannot open the queue {meta.db!r}: {exc}") from exc
+    except BaseException:
+        cleanup()
+        raise
     unmount = mount_runs(camp.runs_root, config.runs_tmpfs_mb) if config.runs_tmpfs_mb else None
     try:
         try:

@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import doctor
 from chaos._config import CampaignConfig
@@ -42,7 +41,7 @@ from rundoctor.passwords import redact
 from rundoctor.paths import expand_user, make_dirs, remove_tree
 from rundoctor.terminal import printable
 
-__all__ = ["collect", "prepare_db", "prepare_out", "run_facts"]
+__all__ = ["check_out", "collect", "prepare_db", "prepare_out", "run_facts"]
 
 _OURS = frozenset({"campaign", "history.ndjson", "report.md", "report.json"})
 _CHECKS = ("deterministic_failure_cycle_check", "subgraph_deterministic_failure_cycle_check")
@@ -52,6 +51,25 @@ _FINAL_STATUSES = frozenset({"success", "fail", "canceled"})
 
 def prepare_out(out: Path) -> Path:
     """Create ``out`` (or clear a previous campaign's files from it); refuse anything else."""
+    out = check_out(out)
+    try:
+        for name in _OURS:  # a campaign's runs may nest past any recursion limit
+            remove_tree(out / name)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot clear the previous campaign from --out {str(out)!r}: {exc}"
+        ) from exc
+    try:
+        for sub in ("pipelines", "runs", "workers"):
+            make_dirs(out / "campaign" / sub)
+    except OSError as exc:
+        raise UsageError(f"cannot create --out {str(out)!r}: {exc.strerror}") from exc
+    return out
+
+
+def check_out(out: Path) -> Path:
+    """``out`` resolved, when a campaign may use it (new, or empty, or a previous campaign's
+    directory); refuse anything else. Reads only: nothing is created or removed."""
     try:
         # Strict, so that a symlink loop is refused here on every Python: 3.13's non-strict
         # resolve no longer raises for one (RuntimeError before), and `--out loop` then failed
@@ -85,18 +103,6 @@ def prepare_out(out: Path) -> Path:
                 f"--out {str(out)!r} holds other files ({', '.join(foreign[:3])}); pass an "
                 "empty or new directory"
             )
-        try:
-            for name in _OURS:  # a campaign's runs may nest past any recursion limit
-                remove_tree(out / name)
-        except OSError as exc:
-            raise UsageError(
-                f"cannot clear the previous campaign from --out {str(out)!r}: {exc}"
-            ) from exc
-    try:
-        for sub in ("pipelines", "runs", "workers"):
-            make_dirs(out / "campaign" / sub)
-    except OSError as exc:
-        raise UsageError(f"cannot create --out {str(out)!r}: {exc.strerror}") from exc
     return out
 
 
@@ -121,23 +127,32 @@ def prepare_db(config: CampaignConfig, directory: Path) -> tuple[str, Callable[[
                 )
             _remove_sqlite(path)
         return _absolute(url), lambda: None
-    if "options=" in url:
-        return url, lambda: None
-    if any(k == "schema" for k, _ in parse_qsl(url.partition("?")[2])):
-        raise UsageError(
-            f"--db {redact(url, drop=True)!r}: a campaign makes a schema of its own "
-            "(chaos_<seed>_…) and drops it after; pass the URL without schema=, or with "
-            "options=-csearch_path%3DNAME to choose the schema yourself"
-        )
     import psycopg
 
+    shown = redact(url, drop=True)
+    if "options=" in url:
+        # The caller chose the schema: it must exist, or the queue's tables have nowhere to
+        # go, and the campaign failed only once it had started (its replay printed).
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+                row = conn.execute("SELECT current_schema()").fetchone()
+        except psycopg.Error as exc:
+            raise CampaignError(f"cannot reach --db {shown!r}: {_first_line(exc)}") from exc
+        if row is None or row[0] is None:
+            raise UsageError(
+                f"--db {shown!r}: its search_path (options=) names no schema that exists; "
+                "create it first (CREATE SCHEMA NAME), or leave options= out and the campaign "
+                "makes a schema of its own"
+            )
+        return url, lambda: None
     schema = f"chaos_{config.seed}_{time.time_ns() // 1000:x}"
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
             conn.execute(f"CREATE SCHEMA {schema}")
     except psycopg.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CampaignError(f"cannot create schema {schema} for the campaign: {first}") from exc
+        raise CampaignError(
+            f"cannot create schema {schema} for the campaign in --db {shown!r}: {_first_line(exc)}"
+        ) from exc
 
     def drop() -> None:
         try:
@@ -148,6 +163,11 @@ def prepare_db(config: CampaignConfig, directory: Path) -> tuple[str, Callable[[
 
     sep = "&" if "?" in url else "?"
     return f"{url}{sep}options=-csearch_path%3D{schema}", drop
+
+
+def _first_line(exc: Exception) -> str:
+    """The first line of a database error (libpq's carry a hint and a caret on more)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _absolute(url: str) -> str:

@@ -228,6 +228,7 @@ def _check_db(db: str) -> None:
     chaos._errors.UsageError: --db '/dev/null' is not a regular file: ...
     """
     if db.startswith(("postgresql://", "postgres://")):
+        _check_postgres_url(db)
         return
     if "://" in db and not db.startswith("sqlite://"):
         raise UsageError(
@@ -238,6 +239,39 @@ def _check_db(db: str) -> None:
     if path.exists() and not path.is_file():
         what = "a directory" if path.is_dir() else "not a regular file"
         raise UsageError(f"--db {db!r} is {what}: pass a new SQLite file (a path or sqlite:///…)")
+
+
+def _check_postgres_url(url: str) -> None:
+    """Refuse a PostgreSQL ``--db`` that libpq cannot read (an unknown query parameter, a
+    bad ``sslmode``) or that names a schema (``schema=``, even empty): a campaign makes its
+    own. Both were refused only once the campaign directory was made, and the previous
+    campaign in ``--out`` cleared.
+
+    >>> _check_postgres_url("postgresql://u@h/db?foo=1")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    chaos._errors.UsageError: --db '...' is no PostgreSQL URL libpq reads: invalid URI query ...
+    >>> _check_postgres_url("postgresql://u@h/db?schema=")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    chaos._errors.UsageError: --db '...?schema=': a campaign makes a schema of its own ...
+    """
+    from urllib.parse import parse_qsl
+
+    shown = redact(url, drop=True)
+    query = url.partition("?")[2]
+    if any(k == "schema" for k, _ in parse_qsl(query, keep_blank_values=True)):
+        raise UsageError(
+            f"--db {shown!r}: a campaign makes a schema of its own (chaos_<seed>_…) and drops "
+            "it after; pass the URL without schema=, or with options=-csearch_path%3DNAME to "
+            "choose the schema yourself"
+        )
+    from psycopg import Error
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(url)
+    except Error as exc:
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"--db {shown!r} is no PostgreSQL URL libpq reads: {why}") from None
 
 
 def _check_runs_tmpfs(size_mb: int) -> None:

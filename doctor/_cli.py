@@ -36,6 +36,7 @@ from executor.console import (
     plain,
     reported,
     scan_progress,
+    while_read,
 )
 from rundoctor.errors import (
     BROKEN_PIPE,
@@ -746,8 +747,10 @@ def _repair_queue(
 
 
 def _say(line: str) -> None:
-    """One line on stderr (what a command waits for, while it waits)."""
-    console(stderr=True).print(plain(line), soft_wrap=True)
+    """One line on stderr (what a command waits for, while it waits); a reader gone away
+    silences it, and the repair goes on (:func:`executor.console.while_read`)."""
+    notice = console(stderr=True)
+    while_read(notice, lambda text: notice.print(plain(text), soft_wrap=True))(line)
 
 
 def _print_queue_repair(

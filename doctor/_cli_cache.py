@@ -20,7 +20,7 @@ from doctor._cache_prune import PruneResult, prune_cache
 from doctor._cli import JsonOpt
 from doctor._config import DoctorConfig
 from doctor._errors import UsageError
-from executor.console import reported
+from executor.console import OneLineGroup, reported
 from rundoctor.durations import DurationError, parse_duration
 from rundoctor.errors import write_whole
 from rundoctor.paths import NoHomeError, expand_user, state_home
@@ -29,6 +29,7 @@ from rundoctor.terminal import printable
 __all__ = ["app"]
 
 app = typer.Typer(
+    cls=OneLineGroup,  # its usage errors and unknown commands in the one-line shape
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,

@@ -236,6 +236,10 @@ class LazyGroup(OneLineGroup):
             _defer_coercion(command.get_params(ctx))
         return name, command, rest
 
+    def shown_commands(self, ctx: Context) -> list[str]:
+        """The commands the help lists, without importing the mounted ones."""
+        return [n for n in self.list_commands(ctx) if not self._listed(n).hidden]
+
     def list_commands(self, ctx: Context) -> list[str]:
         """The commands' names in order (typer's own would build every command to list them)."""
         return list(self.commands)

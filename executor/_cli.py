@@ -51,6 +51,7 @@ from executor.console import (
     plain,
     print_pages,
     reported,
+    while_read,
 )
 from rundoctor.errors import (
     BROKEN_PIPE,
@@ -289,6 +290,8 @@ def _open_existing(db: str | None) -> Queue:
 
 
 def _progress(console: Console) -> Any:
+    """The run's progress lines on ``console`` (:func:`executor.console.while_read`)."""
+
     def show(e: Event) -> None:
         data = e.to_json()
         name = data.get("event")
@@ -321,7 +324,7 @@ def _progress(console: Console) -> Any:
                 soft_wrap=True,
             )
 
-    return show
+    return while_read(console, show)
 
 
 def _run_here(graph: Path, runs: Path, config: ExecutorConfig, on_event: Any) -> RunResult:
@@ -540,7 +543,7 @@ def enqueue_cmd(
 
 
 def _ticket_line(console: Console) -> TicketHook:
-    """One line on stderr per ticket claimed and per ticket finished."""
+    """One line on stderr per ticket claimed and per ticket finished (``while_read``)."""
 
     def show(event: str, ticket: Ticket, result: RunResult | None) -> None:
         name = f"{plain(ticket.id)} ({plain(ticket.title)})"
@@ -561,7 +564,7 @@ def _ticket_line(console: Console) -> TicketHook:
                 soft_wrap=True,
             )
 
-    return show
+    return while_read(console, show)
 
 
 @app.command("worker")
@@ -684,7 +687,9 @@ def reap_cmd(
         try:
             notice = _stderr()
             done = reap_observed(
-                queue, ExecutorConfig(), say=lambda line: notice.print(line, soft_wrap=True)
+                queue,
+                ExecutorConfig(),
+                say=while_read(notice, lambda line: notice.print(line, soft_wrap=True)),
             )
         except ReapInterrupted as exc:  # Ctrl-C while it watched: report what it reclaimed
             done, interrupted = exc.found, True

@@ -24,6 +24,7 @@ from typing import Any
 
 from executor._errors import BudgetError, UsageError
 from rundoctor.durations import MAX_SECONDS
+from rundoctor.terminal import printable
 
 __all__ = ["AGENT_PLACEHOLDERS", "MIN_LEASE_TTL_S", "ExecutorConfig"]
 
@@ -189,6 +190,14 @@ class ExecutorConfig:
 
     def _check_agent_command(self) -> None:
         for part in self.agent_command:
+            try:  # each run records its configuration as JSON text (run_config.json)
+                part.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UsageError(
+                    f"agent_command element '{printable(part)}' is not UTF-8 text (a byte "
+                    "such as \\xff is no character): each run records its agent command in "
+                    "run_config.json, as text; pass a command whose words are UTF-8"
+                ) from None
             try:
                 names = {f for _, f, _, _ in string.Formatter().parse(part) if f is not None}
             except ValueError as exc:

@@ -22,7 +22,7 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
@@ -30,7 +30,15 @@ import typer
 from typer._click import exceptions as click_errors
 from typer.core import TyperGroup
 
-from rundoctor.errors import BROKEN_PIPE, INTERRUPTED, interrupted, silence_stdout
+from rundoctor.errors import (
+    BROKEN_PIPE,
+    INTERRUPTED,
+    close_matches,
+    did_you_mean,
+    interrupted,
+    silence_stdout,
+)
+from rundoctor.terminal import quoted
 
 if TYPE_CHECKING:  # Rich is imported by what prints: `doctor --help` does not need it
     from rich.console import Console
@@ -56,6 +64,7 @@ __all__ = [
     "reported",
     "scan_progress",
     "transient_bar",
+    "while_read",
 ]
 
 #: The width a table is laid out in when output is not a terminal (as wide as its content).
@@ -101,10 +110,28 @@ def fail(message: str, code: int = 2) -> NoReturn:
     # The message quotes user input and artifact text: escape it, or "[/x]" in a run id is
     # read as markup (and raises), and a line break or escape sequence in it would break the
     # one line or reach the terminal; soft_wrap keeps it one line whatever the width.
-    Console(stderr=True, highlight=False).print(
-        f"[red]error:[/red] {escape(printable(message))}", soft_wrap=True
+    Console(stderr=True, highlight=False, _environ=_sized_environ()).print(
+        f"[red]error:[/red] {escape(printable(_bytes_as_shown(message)))}", soft_wrap=True
     )
     raise typer.Exit(code)
+
+
+#: A byte that is not UTF-8 as ``repr`` writes it (``os.fsdecode``'s surrogate, ``\udcff``),
+#: its backslash not itself escaped.
+_REPR_SURROGATE = re.compile(r"(?<!\\)((?:\\\\)*)\\udc([89a-f][0-9a-f])")
+
+
+def _bytes_as_shown(message: str) -> str:
+    """``message`` with each byte that is not UTF-8, as a value's ``repr`` quoted it
+    (``'\\udcff'``), written ``\\xff``, as every name the tools show is: `unknown check
+    '\\udcff'` named a character nobody typed.
+
+    >>> print(_bytes_as_shown(repr("r" + b"\\xff".decode("utf-8", "surrogateescape"))))
+    'r\\xff'
+    >>> print(_bytes_as_shown(r"'a\\\\udcff'"))  # a backslash typed before 'udcff': kept
+    'a\\\\udcff'
+    """
+    return _REPR_SURROGATE.sub(r"\1\\x\2", message)
 
 
 def is_interrupt(exc: BaseException | None) -> bool:
@@ -208,7 +235,7 @@ def transient_bar(what: str, count: ProgressColumn) -> Iterator[tuple[Progress, 
         BarColumn(),
         count,
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=Console(stderr=True, _environ=_sized_environ()),
         transient=True,
     )
     task = bar.add_task(what, total=None)
@@ -267,23 +294,127 @@ def _empty_value(args: Sequence[str]) -> str | None:
     return None
 
 
-def _empty_argument(args: Sequence[str]) -> bool:
+def _empty_argument(args: Sequence[str], group: Any = None) -> bool:
     """Whether ``args`` hold an empty (or blank) word that no option takes as its value: an
     argument (``doctor run "$GRAPH"`` with ``GRAPH`` unset), which typer would read as the
-    current directory, ``.``. A word after an option is taken as its value (a flag's is
-    left to the command).
+    current directory, ``.``. Which options take a value is read from the commands' own
+    parameters below ``group`` (a flag's next word is an argument: ``doctor scan --json ""``
+    was "got unexpected extra argument(s) ()"); an option the command does not have is taken
+    to have a value, for click to name it. After ``--`` every word is an argument.
 
     >>> _empty_argument(["run", ""]), _empty_argument(["chaos", "check", " "])
     (True, True)
     >>> _empty_argument(["enqueue", "g.dot", "--title", ""]), _empty_argument(["--", ""])
-    (False, False)
+    (False, True)
     """
-    for i, arg in enumerate(args):
+    if all(arg.strip() for arg in args):
+        return False  # the common case: nothing to look up, no command module imported
+    command, flags = group, _flags(group)
+    words = iter(args)
+    for arg in words:
+        if arg == "--":
+            return any(not rest.strip() for rest in words)
+        if not arg.strip():
+            return True
+        if arg.startswith("-") and len(arg) > 1:
+            if "=" not in arg and arg not in flags:
+                next(words, None)  # the option's value: its own check names it
+            continue
+        sub = _subcommand(command, arg)
+        if sub is not None:
+            command, flags = sub, _flags(sub)
+    return False
+
+
+def _repeated_option(args: Sequence[str], group: Any = None) -> str | None:
+    """The error for an option that takes one value given two different ones (``doctor
+    diagnose --run-id a --run-id b`` diagnosed ``b`` alone, saying nothing of ``a``), else
+    None. Options the commands below ``group`` take many times (``--root``, ``--check``),
+    flags, and one value given twice are no error.
+
+    >>> app = typer.Typer()
+    >>> @app.command()
+    ... def tickets(db: str = typer.Option(""), status: list[str] = typer.Option([])) -> None:
+    ...     pass
+    >>> @app.command()
+    ... def reap() -> None:
+    ...     pass
+    >>> group = typer.main.get_command(app)
+    >>> _repeated_option(["tickets", "--db", "a", "--db", "b"], group)
+    "--db is given twice ('a' and 'b'); it takes one value"
+    >>> _repeated_option(["tickets", "--db=a", "--db", "a", "--status", "x", "--status", "y"],
+    ...                  group)
+    """
+    names = [arg.partition("=")[0] for arg in args if arg.startswith("--") and arg != "--"]
+    if len(names) == len(set(names)):
+        return None  # the common case: no option twice, no command module imported
+    command, params = group, _params(group)
+    seen: dict[str, tuple[str, str]] = {}
+    words = iter(args)
+    for arg in words:
         if arg == "--":
             break
-        if not arg.strip() and (i == 0 or not args[i - 1].startswith("-")):
-            return True
-    return False
+        if arg.startswith("-") and len(arg) > 1:
+            name, eq, value = arg.partition("=")
+            param = params.get(name)
+            if param is not None and (
+                getattr(param, "is_flag", False) or getattr(param, "count", False)
+            ):
+                continue
+            if not eq:
+                value = next(words, None)  # type: ignore[assignment]
+                if value is None:
+                    break
+            if param is None or getattr(param, "multiple", False):
+                continue
+            first = seen.setdefault(param.name, (name, value))
+            if first[1] != value:
+                return (
+                    f"{first[0]} is given twice ({quoted(first[1])} and {quoted(value)}); it "
+                    "takes one value"
+                )
+            continue
+        sub = _subcommand(command, arg)
+        if sub is not None:
+            command, params, seen = sub, _params(sub), {}
+    return None
+
+
+def _params(command: Any) -> dict[str, Any]:
+    """``command``'s parameters by each of their option names (``{}`` for None)."""
+    return {
+        name: param
+        for param in getattr(command, "params", ())
+        for name in (*getattr(param, "opts", ()), *getattr(param, "secondary_opts", ()))
+    }
+
+
+def _subcommand(group: Any, name: str) -> Any:
+    """The command ``name`` of ``group``, or None (no group, no such command)."""
+    commands = getattr(group, "commands", None)
+    if commands is None:
+        return None
+    try:
+        return commands[name]
+    except (KeyError, LookupError, ImportError):
+        return None
+
+
+#: The options every command has that take no value (context_settings' help names).
+_HELP_FLAGS = frozenset({"-h", "--help"})
+
+
+def _flags(command: Any) -> frozenset[str]:
+    """The option names of ``command`` that take no value (flags, counts, help).
+
+    >>> sorted(_flags(None))
+    ['--help', '-h']
+    """
+    names = set(_HELP_FLAGS)
+    for param in getattr(command, "params", ()):
+        if getattr(param, "is_flag", False) or getattr(param, "count", False):
+            names.update(getattr(param, "opts", ()), getattr(param, "secondary_opts", ()))
+    return frozenset(names)
 
 
 class OneLineGroup(TyperGroup):
@@ -298,6 +429,30 @@ class OneLineGroup(TyperGroup):
             if is_interrupt(exc):
                 fail("interrupted", INTERRUPTED)
             raise
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """The command ``args[0]`` names; an unknown one is named with the closest commands
+        (hidden ones never offered), else with the whole list: `error: no such command
+        'scna' (did you mean 'scan'?)`, where click said "No such command 'scna'. Did you
+        mean 'scan'?" and, with none close, nothing of what there is."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click_errors.UsageError as exc:
+            if (
+                args
+                and not isinstance(exc, click_errors.NoSuchOption)
+                and exc.message.startswith("No such command")
+            ):
+                exc.message = _unknown_command(args[0], self.shown_commands(ctx))
+            raise
+
+    def shown_commands(self, ctx: Any) -> list[str]:
+        """The names of the commands the help lists (not the hidden ones), in its order."""
+        return [
+            name
+            for name in self.list_commands(ctx)
+            if not getattr(self.get_command(ctx, name), "hidden", False)
+        ]
 
     def _path(self, prog_name: str | None, args: Sequence[str]) -> str:
         """The command ``args`` name below this group, as ``doctor chaos run``.
@@ -333,8 +488,11 @@ class OneLineGroup(TyperGroup):
                     f"is empty; pass {EMPTY_REFUSED[empty]} (an unset variable?)",
                     param_hint=f"'{empty}'",
                 )
-            if _empty_argument(sys.argv[1:] if args is None else args):
+            if _empty_argument(sys.argv[1:] if args is None else args, self):
                 raise click_errors.UsageError("an argument is empty (an unset variable?)")
+            repeated = _repeated_option(sys.argv[1:] if args is None else args, self)
+            if repeated is not None:
+                raise click_errors.UsageError(repeated)
             rv = super().main(
                 args=args,
                 prog_name=prog_name,
@@ -344,8 +502,10 @@ class OneLineGroup(TyperGroup):
             )
             code = rv if isinstance(rv, int) else 0
         except click_errors.NoArgsIsHelpError as exc:
-            sys.stderr.write(exc.format_message() + "\n")
-            code = 2
+            # `doctor` or `doctor chaos` alone: a usage error like any other (a script's
+            # `doctor $CMD` with CMD unset must not pass), in one line that lists the commands.
+            exc.message = "missing command; " + _command_list(_shown(exc.ctx))
+            code = _usage_line(exc)
         except click_errors.ClickException as exc:
             argv = sys.argv[1:] if args is None else args
             code = _usage_line(exc, argv, self._path(prog_name, argv))
@@ -360,6 +520,53 @@ class OneLineGroup(TyperGroup):
         return code
 
 
+def _shown(ctx: Any) -> list[str]:
+    """The commands the help of ``ctx``'s group lists (:meth:`OneLineGroup.shown_commands`;
+    for another click group, the ones that are not hidden)."""
+    group = ctx.command
+    if isinstance(group, OneLineGroup):
+        return group.shown_commands(ctx)
+    return [n for n in group.list_commands(ctx) if not group.get_command(ctx, n).hidden]
+
+
+def _unknown_command(name: str, commands: Sequence[str]) -> str:
+    """An unknown command's error: the closest commands, else all of them.
+
+    >>> _unknown_command("scna", ["scan", "checks"])
+    "no such command 'scna' (did you mean 'scan'?)"
+    >>> _unknown_command("frobnicate", ["scan", "checks"])
+    "no such command 'frobnicate'; the commands are scan, checks"
+    """
+    close = close_matches(name, commands)
+    if close:
+        return f"no such command {quoted(name)}{did_you_mean(close)}"
+    return f"no such command {quoted(name)}; {_command_list(commands)}"
+
+
+def _command_list(commands: Sequence[str]) -> str:
+    """``the commands are a, b, c`` (``the command is a``).
+
+    >>> _command_list(["prune"])
+    'the command is prune'
+    """
+    return ("the command is " if len(commands) == 1 else "the commands are ") + ", ".join(commands)
+
+
+def _unknown_option(exc: click_errors.NoSuchOption) -> str:
+    """An unknown option's error, with the closest of the command's options: `no such option
+    '--jsn' (did you mean '--json'?)`, where click said "(Possible options: --json,
+    --since)", and for `--verison` offered the one option `doctor` has."""
+    ctx = getattr(exc, "ctx", None)
+    known: list[str] = [
+        opt
+        for param in getattr(getattr(ctx, "command", None), "params", ())
+        if not getattr(param, "hidden", False)
+        for opt in (*getattr(param, "opts", ()), *getattr(param, "secondary_opts", ()))
+    ]
+    close = close_matches(exc.option_name, known)  # never --help for --check
+    return f"no such option {quoted(exc.option_name)}{did_you_mean(close)}"
+
+
 def _usage_line(
     exc: click_errors.ClickException, argv: Sequence[str] = (), path: str = "doctor"
 ) -> int:
@@ -368,6 +575,8 @@ def _usage_line(
     else ``path``: an option missing its value is raised before the command has a context."""
     if isinstance(exc, click_errors.BadParameter):
         exc.message = _plain_value_error(exc) or exc.message
+    if isinstance(exc, click_errors.NoSuchOption):
+        exc.message, exc.possibilities = _unknown_option(exc), None
     message = " ".join(exc.format_message().split())
     ctx = getattr(exc, "ctx", None)
     hint = _stray_hint(exc, ctx, argv) if ctx is not None else None
@@ -492,6 +701,34 @@ def _interrupted_line() -> int:
         return done.exit_code
 
 
+def while_read(console: Console, show: Callable[..., None]) -> Callable[..., None]:
+    """``show`` (a callback that prints on ``console``, a :func:`quiet_console`), silenced
+    once the console's reader goes away (``doctor run G 2>&1 | head -1``), so that the work
+    it reports on goes on to its own end. The quiet console's broken-pipe exit (141) was
+    raised inside the library calling back: a run that would have succeeded ended failed
+    (``executor error: SystemExit: 141``), a worker's slot thread ended without a word, its
+    other tickets left unclaimed.
+
+    >>> import io
+    >>> out = quiet_console(file=io.StringIO())
+    >>> say = while_read(out, lambda line: out.print(line))
+    >>> say("kept"); out.quiet = True; say("dropped")
+    >>> out.file.getvalue().splitlines()
+    ['kept']
+    """
+
+    def guarded(*args: Any) -> None:
+        if console.quiet:
+            return
+        try:
+            show(*args)
+        except SystemExit as exc:  # the quiet console's broken pipe: it is quiet from now on
+            if exc.code != BROKEN_PIPE:
+                raise
+
+    return guarded
+
+
 def console(*, stderr: bool = False) -> Console:
     """A console for a command's output: wrapped to the terminal, never hard-wrapped in a pipe.
 
@@ -499,12 +736,12 @@ def console(*, stderr: bool = False) -> Console:
     unless ``COLUMNS`` asks for a width.
 
     >>> import os, sys
-    >>> console().soft_wrap == (not sys.stdout.isatty() and not os.environ.get("COLUMNS"))
+    >>> console().soft_wrap == (not sys.stdout.isatty() and not _columns(os.environ))
     True
     """
 
     stream = sys.stderr if stderr else sys.stdout
-    if stream.isatty() or os.environ.get("COLUMNS"):
+    if stream.isatty() or _columns(os.environ):
         return quiet_console(highlight=False, stderr=stderr)
     return quiet_console(highlight=False, stderr=stderr, soft_wrap=True, width=PIPE_WIDTH)
 
@@ -512,12 +749,38 @@ def console(*, stderr: bool = False) -> Console:
 def quiet_console(**options: Any) -> Console:
     """A Rich ``Console(**options)`` that ends the command quietly with
     :data:`~rundoctor.errors.BROKEN_PIPE` (141) when the reader of its output goes away
-    (``| head``), where Rich's own ends it with 1, the code of "findings at error".
+    (``| head``), where Rich's own ends it with 1, the code of "findings at error". A
+    ``COLUMNS`` or ``LINES`` that is no size (``0``, ``-5``, ``abc``) is read as unset.
 
     >>> quiet_console(highlight=False).on_broken_pipe.__qualname__
     '_quiet_class.<locals>.Quiet.on_broken_pipe'
     """
-    return _quiet_class()(**options)
+    return _quiet_class()(**{"_environ": _sized_environ(), **options})
+
+
+def _columns(environ: Any) -> int | None:
+    """``COLUMNS`` when it is a width (a whole number of 1 or more), else None.
+
+    >>> _columns({"COLUMNS": "100"}), _columns({"COLUMNS": "0"}), _columns({"COLUMNS": "-5"})
+    (100, None, None)
+    """
+    value = str(environ.get("COLUMNS", "")).strip()
+    return int(value) if value.isascii() and value.isdigit() and int(value) > 0 else None
+
+
+def _sized_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment Rich reads its size from, without a ``COLUMNS`` or ``LINES`` that is
+    no size: Rich took ``COLUMNS=0`` as a width of 0, and a scan's table, the tickets'
+    table and a diagnosis printed nothing at all, exit 0.
+
+    >>> _sized_environ({"COLUMNS": "0", "LINES": "40", "TERM": "dumb"})
+    {'LINES': '40', 'TERM': 'dumb'}
+    """
+    sized = dict(os.environ if environ is None else environ)
+    for name in ("COLUMNS", "LINES"):
+        if name in sized and _columns({"COLUMNS": sized[name]}) is None:
+            del sized[name]
+    return sized
 
 
 @functools.cache

@@ -19,9 +19,11 @@ the CLI) naming the limit and how to raise it.
 
 from __future__ import annotations
 
+import os
 from html import escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from markdown_it import MarkdownIt
 
@@ -145,7 +147,16 @@ def _omitted(timeline: Timeline) -> str:
 
 
 def _with_svg_link(text: str, svg_name: str, run_id: str) -> str:
-    link = f"![Timeline of run {run_id}]({svg_name})\n\n"
+    r"""``text`` with the image link to the timeline SVG under its "Timeline" heading. The
+    file name is percent-encoded, as a link's destination is: a space or a parenthesis in it
+    ended the link (``my report.timeline.svg``), and a byte that is not UTF-8 (a Latin-1
+    ``--out``) could not be written at all (``UnicodeEncodeError``, exit 70).
+
+    >>> _with_svg_link("# R\n", "my r\udcff (1).timeline.svg", "r1")
+    '# R\n\n![Timeline of run r1](my%20r%FF%20%281%29.timeline.svg)\n\n'
+    """
+    target = quote(os.fsencode(svg_name), safe="")
+    link = f"![Timeline of run {run_id}]({target})\n\n"
     head, sep, tail = text.partition(_TIMELINE_H2)
     return head + sep + "\n" + link + tail.lstrip("\n") if sep else text + "\n" + link
 

@@ -219,6 +219,49 @@ def test_a_postgresql_url_naming_a_schema_is_refused_in_one_line_before_connecti
     assert "s3cret" not in done.stderr + done.stdout
 
 
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("?foo=bar", "is no PostgreSQL URL libpq reads: invalid URI query parameter"),
+        ("?schema=", "a campaign makes a schema of its own"),
+        ("?sslmode=bogus", "invalid sslmode value"),
+        ("?options=-csearch_path%3D{schema}", "names no schema that exists"),
+        ("", "cannot create schema chaos_1_"),  # a server that refuses (port 9 has none)
+    ],
+    ids=["parameter", "empty-schema", "sslmode", "no-such-search-path", "unreachable"],
+)
+def test_a_postgresql_db_no_campaign_can_use_leaves_out_as_it_was(
+    tmp_path: Path, query: str, says: str
+) -> None:
+    # Before: `--out/campaign` was made, and a previous campaign in --out cleared away, before
+    # the URL failed at the schema (`?foo=bar`, `?schema=`), or once the campaign had printed
+    # its replay (`options=` naming no schema).
+    from tests.helpers import PG_URL, require_postgres
+
+    if "options" in query:
+        require_postgres()
+    base = PG_URL if "options" in query else "postgresql://postgres@127.0.0.1:9/test"
+    schema = f"no_such_schema_{os.getpid()}_{tmp_path.name}".lower()
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "report.md").write_text("the previous campaign's report\n")
+    url = base + query.format(schema=schema)
+    try:
+        done = run("-m", "chaos", "run", "--seed", "1", "--duration", "1", "--db", url,
+                   "--out", str(out))  # fmt: skip
+    finally:
+        if "options" in query:  # a campaign that ran (the bug) made the schema its queue's
+            import psycopg
+
+            with psycopg.connect(PG_URL, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    assert done.returncode == 2 and done.stdout == "", done
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: ") and says in line, line
+    assert [p.name for p in out.iterdir()] == ["report.md"]
+    assert (out / "report.md").read_text() == "the previous campaign's report\n"
+
+
 def test_a_password_in_the_db_urls_query_is_never_printed(tmp_path: Path) -> None:
     # Port 9 has no server: the campaign stops at its schema, in one line (its replay command
     # is printed only once the database was accepted).
@@ -385,8 +428,10 @@ def test_a_campaign_refuses_what_it_cannot_run_in_one_line(
     # --runs-tmpfs of 31 digits was mounted (as root), and disk_full filled it from memory; a
     # --duration of 5218w planned a billion faults, taking the machine's memory (1 GB in 40 s).
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    # One --duration: an option of one value given two is refused before anything else.
+    short = () if "--duration" in args else ("--duration", "1")
     done = subprocess.run(
-        [sys.executable, "-m", "doctor", "chaos", "run", "--seed", "1", "--duration", "1", *args],
+        [sys.executable, "-m", "doctor", "chaos", "run", "--seed", "1", *short, *args],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip

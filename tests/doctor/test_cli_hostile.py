@@ -111,6 +111,29 @@ def test_an_empty_argument_is_refused_not_read_as_here(tmp_path: Path, command: 
     assert list(tmp_path.iterdir()) == []  # no queue made
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["scan", "--root", str(HEALTHY_ROOT), "--json", "{v}"],
+        ["diagnose", "--run-id", "healthy01", "--root", str(HEALTHY_ROOT), "-v", "{v}"],
+        ["checks", "--json", "{v}"],
+        ["run", "--", "{v}"],
+    ],
+    ids=["scan-json", "diagnose-v", "checks-json", "after-dashdash"],
+)
+def test_an_empty_word_after_a_flag_or_dashdash_is_an_empty_argument(
+    tmp_path: Path, command: list[str]
+) -> None:
+    # `doctor scan --json "$X"` with X unset. Before: a blank word after any option was taken
+    # as that option's value and left to the command: "got unexpected extra argument(s) ()";
+    # after `--`, `doctor run -- ""` read '' as '.' ("cannot read pipeline graph '.'").
+    for value in ("", " "):
+        args = [a.format(v=value) for a in command]
+        line = _one_line_error(run_doctor(*args, cwd=tmp_path, timeout=60))
+        assert line.startswith("error: an argument is empty (an unset variable?)"), line
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_watch_refuses_an_interval_past_a_century(tmp_path: Path) -> None:
     # Before: the first pass ran, then Event.wait overflowed time_t (exit 70).
     line = _one_line_error(
@@ -749,3 +772,179 @@ def test_a_run_id_not_utf8_as_the_doctor_shows_it_names_the_run(tmp_path: Path) 
         check=False,
     )
     assert pasted.stdout.startswith("r\\xfe · state orphaned · 1 repair planned"), pasted
+
+
+# -- a group without its command, an unknown command or option --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "commands", "where"),
+    [
+        ((), "the commands are diagnose, scan, checks, repair, report, run, enqueue, worker, "
+         "reap, tickets, watch, metrics, cache, chaos", "doctor"),
+        (("chaos",), "the commands are run, faults, check", "doctor chaos"),
+        (("cache",), "the command is prune", "doctor cache"),
+    ],
+    ids=["doctor", "chaos", "cache"],
+)  # fmt: skip
+def test_a_group_without_its_command_is_one_line_listing_the_commands(
+    args: tuple[str, ...], commands: str, where: str
+) -> None:
+    # `doctor $CMD` with CMD unset. Before: the whole help (26 lines for `doctor`) on stderr,
+    # exit 2: the one usage error not in the one-line shape.
+    result = _doctor(*args)
+    line = _one_line_error(result)
+    assert line == f"error: missing command; {commands} (see `{where} --help`)"
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("scna",), "error: no such command 'scna' (did you mean 'scan'?) (see `doctor --help`)"),
+        (("cache", "prne"), "error: no such command 'prne' (did you mean 'prune'?)"),
+        (("chaos", "workr"), "error: no such command 'workr'; the commands are run, faults, check"),
+        (("frobnicate",), "error: no such command 'frobnicate'; the commands are diagnose, scan,"),
+        (("scan", "--jsn"), "error: no such option '--jsn' (did you mean '--json'"),
+        (("tickets", "--stat", "x"), "error: no such option '--stat' (did you mean '--status'?)"),
+        (("--verison",), "error: no such option '--verison' (did you mean '--version'?)"),
+        (("scan", "--check", "x"), "error: no such option '--check' (see `doctor scan --help`)"),
+    ],
+    ids=["command", "cache", "hidden", "none-close", "option", "tickets", "version", "no-help"],
+)
+def test_an_unknown_command_or_option_gets_did_you_mean_in_the_tools_words(
+    args: tuple[str, ...], says: str
+) -> None:
+    # Before: "no such command 'scna'. Did you mean 'scan'?", "(Possible options: --json,
+    # --since)", the hidden `chaos worker` offered for `workr`, and for a name close to none
+    # nothing of what there is; `scan --check` is offered no `--help`.
+    assert _one_line_error(_doctor(*args)).startswith(says)
+
+
+def test_an_agent_command_that_is_not_utf8_is_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    # Before: `doctor run --agent-command $'\xff'` crashed writing run_config.json
+    # ("internal error (a bug in rundoctor): UnicodeEncodeError", exit 70), leaving a run
+    # directory with no final.json; RUNDOCTOR_AGENT_COMMAND the same for a worker's runs.
+    runs = tmp_path / "runs"
+    done = run_doctor("run", GRAPH, "--root", runs, "--agent-command", b"claude \xff")
+    assert "agent_command element '\\xff' is not UTF-8 text" in _one_line_error(done)
+    worker = run_doctor(
+        "worker", "--once", "--create-queue", "--db", tmp_path / "q.db", "--root", runs,
+        env={"RUNDOCTOR_AGENT_COMMAND": os.fsdecode(b"x\xff")},
+    )  # fmt: skip
+    assert "is not UTF-8 text" in _one_line_error(worker)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("columns", ["0", "-5", "abc", " "])
+def test_a_columns_that_is_no_width_is_read_as_unset(columns: str, tmp_path: Path) -> None:
+    # Before: COLUMNS=0 was a width of 0 to Rich: `scan`, `tickets` and `diagnose` printed
+    # nothing at all, exit 0; `-5` or `abc` laid a piped table out at 80 columns, cut.
+    db = tmp_path / "q.db"
+    assert _doctor("enqueue", GRAPH, "--db", db, "--title", "t" * 120).returncode == 0
+    env = {"COLUMNS": columns}
+    scan = _doctor("scan", "--root", HEALTHY_ROOT, env=env)
+    (row,) = [line for line in scan.stdout.splitlines() if line.startswith("healthy01 ")]
+    assert "succeeded" in row and not row.endswith("…"), scan.stdout
+    tickets = _doctor("tickets", "--db", db, env=env)
+    assert "t" * 120 in tickets.stdout, tickets.stdout
+    diagnosis = _doctor("diagnose", "--run-id", "healthy01", "--root", HEALTHY_ROOT, env=env)
+    assert diagnosis.stdout.startswith("healthy01 (kilroy) · state succeeded"), diagnosis.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("diagnose", "--run-id", "nope", "--run-id", "healthy01", "--root", str(HEALTHY_ROOT)),
+        ("scan", "--root", str(HEALTHY_ROOT), "--since=1h", "--since", "2h"),
+        ("chaos", "run", "--seed", "1", "--seed", "2", "--out", "{tmp}/c"),
+    ],
+    ids=["diagnose", "scan", "chaos"],
+)
+def test_an_option_of_one_value_given_two_is_refused(args: tuple[str, ...], tmp_path: Path) -> None:
+    # Before: the last one won without a word: `diagnose --run-id nope --run-id healthy01`
+    # diagnosed healthy01, exit 0, and `chaos run --seed 1 --seed 2` ran seed 2.
+    result = _doctor(*(a.format(tmp=tmp_path) for a in args))
+    line = _one_line_error(result)
+    assert re.match(r"error: --(run-id|since|seed) is given twice \('.+' and '.+'\); it takes "
+                    r"one value \(see `doctor [a-z ]+ --help`\)$", line), line  # fmt: skip
+    assert result.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_options_given_many_times_or_one_value_twice_are_no_error() -> None:
+    same = _doctor("diagnose", "--run-id", "healthy01", "--run-id=healthy01", "--root",
+                   HEALTHY_ROOT, "--root", HEALTHY_ROOT, "--json", "--json", "--check",
+                   "idle_gap", "--check", "swallowed_error")  # fmt: skip
+    assert same.returncode == 0, same.stderr
+
+
+def test_a_markdown_report_out_of_any_name_links_its_timeline(tmp_path: Path) -> None:
+    # Before: `report --out $'\xff.md'` wrote the SVG, then crashed writing the report
+    # (UnicodeEncodeError, exit 70); `--out 'my report (1).md'` linked `](my report
+    # (1).timeline.svg)`, which no Markdown reader takes as a link.
+    from urllib.parse import unquote_to_bytes
+
+    out = os.fsencode(tmp_path) + b"/my r\xff (1).md"
+    done = run_doctor("report", "--run-id", "healthy01", "--root", HEALTHY_ROOT, "--out", out)
+    assert done.returncode == 0 and done.stderr == "", done
+    with open(out, encoding="utf-8") as fh:
+        text = fh.read()
+    (target,) = re.findall(r"!\[Timeline of run healthy01\]\(([^()\s]+)\)", text)
+    assert os.path.isfile(os.fsencode(tmp_path) + b"/" + unquote_to_bytes(target)), target
+
+
+def _with_stderr_gone(*args: str | Path) -> int:
+    """``doctor ARGS`` whose standard error's reader goes away before its first line."""
+    script = Path(sys.executable).parent / "doctor"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "doctor"]
+    with subprocess.Popen(
+        [*command, *map(str, args)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")},
+    ) as proc:  # fmt: skip
+        assert proc.stderr is not None
+        proc.stderr.close()
+        return proc.wait(timeout=60)
+
+
+def test_a_run_whose_progress_reader_goes_away_runs_to_its_own_end(tmp_path: Path) -> None:
+    # `doctor run G 2>&1 | head -1`. Before: the broken pipe was raised inside the runner, and
+    # a run that would have succeeded ended failed, "executor error: SystemExit: 141".
+    runs = tmp_path / "runs"
+    assert _with_stderr_gone("run", GRAPH, "--root", runs) == 0
+    (run,) = runs.iterdir()
+    final = json.loads((run / "final.json").read_text())
+    assert (final["status"], final["failure_reason"]) == ("success", "")
+
+
+def test_a_worker_whose_reader_goes_away_runs_every_ticket(tmp_path: Path) -> None:
+    # `doctor worker --once 2>&1 | head -1`. Before: the broken pipe ended the slot's thread
+    # without a word after its first line, and the worker stopped with tickets still to do
+    # (or, its first line lost, holding a claimed ticket it never ran).
+    db = tmp_path / "q.db"
+    for _ in range(2):
+        assert _doctor("enqueue", GRAPH, "--db", db).returncode == 0
+    assert _with_stderr_gone("worker", "--once", "--db", db, "--root", tmp_path / "runs") == 0
+    tickets = json.loads(_doctor("tickets", "--db", db, "--json").stdout)
+    assert [t["status"] for t in tickets] == ["done", "done"]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("diagnose", "--run-id", "healthy01", "--root", HEALTHY_ROOT, "--check", b"x\xff"),
+         "error: unknown check 'x\\xff'"),
+        (("scan", "--root", HEALTHY_ROOT, "--since", b"\xff"), "error: --since '\\xff' is neither"),
+        (("chaos", "run", "--seed", "1", "--faults", b"\xfe"), "error: unknown fault '\\xfe'"),
+    ],
+    ids=["check", "since", "fault"],
+)  # fmt: skip
+def test_a_value_that_is_not_utf8_is_named_as_the_tools_show_such_bytes(
+    args: tuple[str | bytes | Path, ...], says: str
+) -> None:
+    # Before: "unknown check 'x\udcff'": Python's repr of the byte, a character nobody typed,
+    # where every name the tools show writes such a byte \xff.
+    line = _one_line_error(run_doctor(*args))
+    assert line.startswith(says) and "\\udc" not in line, line
