@@ -6,6 +6,9 @@ r"""What ``doctor report --json`` prints: the report written, as a record a scri
 (['r1.md', 'r1.timeline.svg'], None, 4)
 >>> report_record("fleet", html=False, run_id=None, out=None, text="# fleet\n")["text"]
 '# fleet\n'
+>>> odd = Path(b"r\xff.md".decode("utf-8", "surrogateescape"))
+>>> report_record("postmortem", html=False, run_id="r1", out=odd, text="")["files"]
+['r\\xff.md', 'r\\xff.timeline.svg']
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from doctor._layout import display_name
 from reports._html import svg_path_for
 
 __all__ = ["REPORT_SCHEMA", "report_record"]
@@ -32,12 +36,13 @@ def report_record(
     """The report just rendered: its ``kind``, ``format``, ``run_id`` (a postmortem's),
     the ``files`` written (with ``--out``: the report, and a Markdown postmortem's timeline
     SVG beside it), its size in UTF-8 ``bytes``, and its ``text`` when nothing was written
-    (None otherwise: the text is in the file)."""
+    (None otherwise: the text is in the file). A name that is not UTF-8 is written as the
+    doctor writes file names (``\\xNN``: :func:`doctor._layout.display_name`)."""
     files = []
     if out is not None:
-        files.append(str(out))
+        files.append(display_name(str(out)))
         if kind == "postmortem" and not html:
-            files.append(str(svg_path_for(out)))
+            files.append(display_name(str(svg_path_for(out))))
     return {
         "schema": REPORT_SCHEMA,
         "kind": kind,
