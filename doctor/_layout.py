@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rundoctor.paths import file_kind
+from rundoctor.paths import display_name, file_kind
 
 __all__ = [
     "CHECKPOINT",
@@ -135,17 +135,6 @@ def symlink_detail(path: Path) -> str:
     if len(shown) > _TARGET_SHOWN:
         shown = shown[: _TARGET_SHOWN - 1] + "…"
     return f"{SYMLINK}{shown}, not followed: the doctor reads nothing through a symlink"
-
-
-def display_name(name: str) -> str:
-    """A file name as text: bytes that are not UTF-8 (held as surrogates) written ``\\xNN``.
-
-    >>> display_name("node" + b"\\xff".decode("utf-8", "surrogateescape"))
-    'node\\\\xff'
-    >>> display_name("build")
-    'build'
-    """
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 #: A byte of a name that is not UTF-8, as the doctor shows it (:func:`display_name`).

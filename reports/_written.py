@@ -16,8 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from doctor._layout import display_name
 from reports._html import svg_path_for
+from rundoctor.paths import display_name
 
 __all__ = ["REPORT_SCHEMA", "report_record"]
 
@@ -37,7 +37,7 @@ def report_record(
     the ``files`` written (with ``--out``: the report, and a Markdown postmortem's timeline
     SVG beside it), its size in UTF-8 ``bytes``, and its ``text`` when nothing was written
     (None otherwise: the text is in the file). A name that is not UTF-8 is written as the
-    doctor writes file names (``\\xNN``: :func:`doctor._layout.display_name`)."""
+    doctor writes file names (``\\xNN``: :func:`rundoctor.paths.display_name`)."""
     files = []
     if out is not None:
         files.append(display_name(str(out)))

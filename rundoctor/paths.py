@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 __all__ = [
     "NoHomeError",
+    "display_name",
     "expand_queue_path",
     "expand_user",
     "file_kind",
@@ -30,6 +31,17 @@ __all__ = [
 
 #: How a directory is opened on the way down: never through a symlink, never inherited.
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def display_name(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (held as surrogates) written ``\\xNN``.
+
+    >>> display_name("node" + b"\\xff".decode("utf-8", "surrogateescape"))
+    'node\\\\xff'
+    >>> display_name("build")
+    'build'
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def file_kind(mode: int) -> str:
