@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from doctor._cache import MAX_ENTRY_BYTES
+from doctor._cache_lock import partitions_removable
 from doctor._ndjson import open_regular
 from rundoctor.paths import file_kind
 
@@ -325,11 +326,15 @@ def _drop_events(
         if dry_run:
             any_removed = True
         else:
-            try:
-                os.rmdir(folder)
-                any_removed = True
-            except OSError:  # a scan's new file: its entry names it
-                pass
+            # Not while a scan writes events: it may have made this folder to write into it
+            # (left empty, to the next prune, then).
+            with partitions_removable(events.parent) as free:
+                try:
+                    if free:
+                        os.rmdir(folder)
+                        any_removed = True
+                except OSError:  # a scan's new file: its entry names it
+                    pass
     return total if any_removed else None
 
 
