@@ -23,8 +23,10 @@ regular files is left with them, an entry that cannot be read (no permission) or
 directory that cannot be looked at (no permission on a parent) is not taken for gone.
 
 Prune may run while scans use the cache. An entry a scan saves anew after prune judged the
-old one is not removed (it is renamed aside, compared and put back), and a run's events
-written after its entry, a running scan's that will name them, stay. A cache is derived
+old one is not removed (it is renamed aside, compared and put back), a run's events
+written after its entry, a running scan's that will name them, stay, and a partition it
+emptied is removed only while no scan writes events (:mod:`doctor._cache_lock`), else left
+to the next prune. A cache is derived
 data: whatever is pruned costs at most a run read again, never a result.
 """
 
