@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import duckdb
 
+from doctor._cache_lock import events_written
 from doctor._errors import UsageError
 from doctor._kept import SEVERITY_LABELS, KeptFindings
 from doctor._layout import (
@@ -663,7 +664,10 @@ class RunCache:
                 streams.setdefault(run_id, []).append((int(sid), scope))
         batch = uuid.uuid4().hex
         try:
-            return self._write_events(con, keys, streams, batch)
+            # A prune removes no emptied partition meanwhile (it was between our mkdir and
+            # the COPY into it): doctor._cache_lock.
+            with events_written(self.root):
+                return self._write_events(con, keys, streams, batch)
         except BaseException:
             # A failed write (a full disk) leaves no part of its files: no entry names them.
             for run_id in streams:

@@ -23,8 +23,10 @@ regular files is left with them, an entry that cannot be read (no permission) or
 directory that cannot be looked at (no permission on a parent) is not taken for gone.
 
 Prune may run while scans use the cache. An entry a scan saves anew after prune judged the
-old one is not removed (it is renamed aside, compared and put back), and a run's events
-written after its entry, a running scan's that will name them, stay. A cache is derived
+old one is not removed (it is renamed aside, compared and put back), a run's events
+written after its entry, a running scan's that will name them, stay, and a partition it
+emptied is removed only while no scan writes events (:mod:`doctor._cache_lock`), else left
+to the next prune. A cache is derived
 data: whatever is pruned costs at most a run read again, never a result.
 """
 
@@ -42,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from doctor._cache import MAX_ENTRY_BYTES
+from doctor._cache_lock import partitions_removable
 from doctor._ndjson import open_regular
 from rundoctor.paths import file_kind
 
@@ -325,11 +328,15 @@ def _drop_events(
         if dry_run:
             any_removed = True
         else:
-            try:
-                os.rmdir(folder)
-                any_removed = True
-            except OSError:  # a scan's new file: its entry names it
-                pass
+            # Not while a scan writes events: it may have made this folder to write into it
+            # (left empty, to the next prune, then).
+            with partitions_removable(events.parent) as free:
+                try:
+                    if free:
+                        os.rmdir(folder)
+                        any_removed = True
+                except OSError:  # a scan's new file: its entry names it
+                    pass
     return total if any_removed else None
 
 

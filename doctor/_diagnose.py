@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, overload
 from doctor._budget import budget_detail, exceeded
 from doctor._config import DoctorConfig
 from doctor._detectors import Context
-from doctor._discovery import locate_run, runs_to_scan
+from doctor._discovery import locate_run, removed_runs, runs_to_scan
 from doctor._documents import total_cost
 from doctor._errors import RootError, UsageError
 from doctor._facts import compute_facts
@@ -386,6 +386,7 @@ def _noted(result: ScanResult, notes: list[str]) -> ScanResult:
     ``fleet.root_notes``."""
     if not notes:
         return result
+    notes = [*notes, *result.fleet.get("root_notes", ())]
     return dataclasses.replace(result, fleet={**result.fleet, "root_notes": notes})
 
 
@@ -435,6 +436,13 @@ def _undiagnosable(layout: RunLayout, exc: Exception, config: DoctorConfig) -> D
     )
 
 
+def _still_there(layouts: list[RunLayout]) -> tuple[list[RunLayout], list[str]]:
+    """The runs whose directory is still there once they were diagnosed, and a note naming
+    the others: what was left of a run removed while it was read is no result."""
+    gone, notes = removed_runs([x.path for x in layouts])
+    return [x for x in layouts if x.path not in gone] if gone else layouts, notes
+
+
 def _scan_layouts(
     config: DoctorConfig,
     layouts: list[RunLayout],
@@ -445,6 +453,8 @@ def _scan_layouts(
     from doctor._scan import fleet_findings, scan_runs
 
     outcomes, read = scan_runs(config, layouts, _settings_key(config), progress, warm=warm)
+    listed = len(layouts)
+    layouts, gone_notes = _still_there(layouts)
     by_run: dict[str | None, list[Finding]] = {}
     found, queue_notes = fleet_findings(config, layouts, outcomes)
     for f in found:
@@ -482,8 +492,10 @@ def _scan_layouts(
         "events": sum(int(f.get("events") or 0) for f in facts),
         "cost_usd": _fleet_cost(facts),
         "read": read,
-        "reused": len(layouts) - read,
+        "reused": listed - read,
     }
+    if gone_notes:
+        fleet["root_notes"] = gone_notes
     notes = cache_notes(outcomes[x.run_id] for x in layouts)
     if notes:
         fleet["cache_notes"] = notes

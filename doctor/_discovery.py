@@ -414,6 +414,31 @@ def _named_by_manifest(run_id: str, runs: Sequence[Path]) -> list[Path]:
     return [p for p in runs if _manifest_key(p / "manifest.json", "run_id") == run_id]
 
 
+def removed_runs(paths: Sequence[Path]) -> tuple[set[Path], list[str]]:
+    """The run directories among ``paths`` that are gone now, and a root note saying so.
+
+    A run removed while a scan read it (a retention job's ``rm -rf``) was diagnosed from
+    what was left of it when its batch was read: a run that had succeeded came out
+    ``orphaned`` with a ``missing_final`` error (its final.json gone first), or with an
+    ``unreadable_artifact`` error advising to restore a stream deleted on purpose. It is
+    left out of the scan, and said so.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "kept").mkdir()
+    >>> gone, (note,) = removed_runs([root / "kept", root / "deleted"])
+    >>> [p.name for p in gone], note.replace(str(root), "R")
+    (['deleted'], '1 run removed while the scan read it, left out: R/deleted')
+    """
+    gone = [p for p in paths if not os.path.isdir(p)]
+    if not gone:
+        return set(), []
+    them = "it" if len(gone) == 1 else "them"
+    return set(gone), [
+        f"{_count(len(gone), 'run')} removed while the scan read {them}, left out: {_listed(gone)}"
+    ]
+
+
 def _count(n: int, noun: str) -> str:
     """
     >>> _count(1, "symlink"), _count(90001, "directory")

@@ -269,7 +269,14 @@ def _batch(
         config,
         settings,
         tuple(layouts),
-        {x.run_id: entries[x.run_id] for x in layouts if x.run_id in entries},
+        # Only what a read resumes from: the cached diagnosis is not the batch's, and its
+        # facts, read again from the entry's file to be sent to a worker, were gone when a
+        # prune or another scan had removed or replaced the entry since (the scan crashed).
+        {
+            x.run_id: dataclasses.replace(entries[x.run_id], diagnosis=None)
+            for x in layouts
+            if x.run_id in entries
+        },
         {x.run_id: prints.get(x.run_id, {}) for x in layouts},
         config.threads or _small_batch_threads(layouts, sizes),
         excluded_owners(),

@@ -8,8 +8,9 @@ the plan has it diagnosed on a thread of its own while it plans the other runs
 thread to a warm child process (:mod:`doctor._scan_child`). However it runs, a
 batch is diagnosed :func:`_safely`: one that fails with cached entries is read once more from
 scratch, and one over the resource budget is diagnosed run by run (:func:`_one_by_one`).
-Ctrl-C, or a batch's error, ends a pool's work at once: no batch left is started. SIGTERM
-while the workers run ends it as Ctrl-C does (:func:`_terminated_as_interrupt`).
+Ctrl-C, or a batch's error, ends a pool's work at once: no batch left is started, and the
+batches the workers hold are interrupted (:func:`_stop_batch_on`). SIGTERM while the workers
+run ends it as Ctrl-C does (:func:`_terminated_as_interrupt`).
 """
 
 from __future__ import annotations
@@ -139,6 +140,10 @@ _stopping: Event | None = None
 #: In a worker of :func:`_in_pool` whose scan takes Ctrl-C: Ctrl-C interrupts its batches
 #: (and only them: :func:`_unless_stopped`).
 _batches_take_ctrl_c = False
+#: In a worker: whether it is diagnosing a batch now, under :data:`_batch_lock` (what
+#: :func:`_stop_batch_on` reads to interrupt it).
+_in_batch = False
+_batch_lock = threading.Lock()
 
 
 def _worker_start(stop: Event, parent: int | None = None) -> None:
@@ -163,6 +168,31 @@ def _worker_start(stop: Event, parent: int | None = None) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # drops one pending
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         _die_with(parent)
+        if _batches_take_ctrl_c:
+            watcher = threading.Thread(
+                target=_stop_batch_on,
+                args=(stop, threading.main_thread().ident),
+                name="rundoctor-scan-stop",
+                daemon=True,
+            )
+            watcher.start()
+
+
+def _stop_batch_on(stop: Event, main: int) -> None:
+    """A worker's watch of the scan's ``stop``: set while the worker diagnoses a batch, it
+    interrupts the batch as Ctrl-C does (a SIGINT to the worker's main thread: Python's
+    handler and the DuckDB relay, :mod:`doctor._interrupts`).
+
+    The scan sets ``stop`` on Ctrl-C, SIGTERM or a batch's error, and then waits for the
+    batches its workers hold. A worker takes Ctrl-C only in a batch, so one that came just
+    before it took its next batch was dropped, and that batch ran to its end (a batch of
+    huge runs: minutes), as did every batch held when the scan was sent SIGTERM alone
+    (``timeout``, a service stop, ``kill``): the scan waited for them all.
+    """
+    stop.wait()
+    with _batch_lock:
+        if _in_batch:
+            signal.pthread_kill(main, signal.SIGINT)
 
 
 def _die_with(parent: int) -> None:
@@ -186,13 +216,31 @@ def _die_with(parent: int) -> None:
 def _unless_stopped(batch: _Batch) -> list[RunOutcome]:
     """:func:`_safely`, in a worker, unless the scan is ending (nothing, then); Ctrl-C
     interrupts it (its ``KeyboardInterrupt`` goes back to the scan as the batch's result)."""
+    global _in_batch
     if not _batches_take_ctrl_c:
         return [] if _stopping is not None and _stopping.is_set() else _safely(batch)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:  # ``stop`` looked at once Ctrl-C is taken: a Ctrl-C before is the scan's, and sets it
+    try:
+        with _batch_lock:
+            _in_batch = True
+        # ``stop`` looked at once Ctrl-C is taken and the batch is marked: one set before
+        # is seen here, one set after interrupts the batch (:func:`_stop_batch_on`).
         return [] if _stopping is not None and _stopping.is_set() else _safely(batch)
     finally:
+        try:
+            with _batch_lock:
+                _in_batch = False
+        finally:
+            _ignore_ctrl_c()
+
+
+def _ignore_ctrl_c() -> None:
+    """Ctrl-C ignored again after a batch, even when one pending is raised as it is set."""
+    try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise
 
 
 @contextlib.contextmanager
@@ -206,9 +254,9 @@ def _terminated_as_interrupt() -> Iterator[Callable[[], None]]:
     it (:func:`_worker_start`), but the semaphores of the pool's queues and of ``stop`` were
     never released, and multiprocessing's resource tracker, outliving it, printed a warning
     of leaked semaphores on the scan's standard error after it had ended. Stopped as Ctrl-C
-    stops it, the scan starts no batch more, waits for those its workers are diagnosing (a
-    batch is bounded: :data:`doctor._scan_batch.BATCH_BYTES`; a SIGTERM to the workers could
-    leave the pool's queues locked, and a Ctrl-C to one still starting prints a traceback),
+    stops it, the scan starts no batch more, has its workers interrupt the batches they hold
+    (:func:`_stop_batch_on`; a SIGTERM to the workers could leave the pool's queues locked,
+    and a Ctrl-C to one still starting prints a traceback) and waits for them,
     releases the pool and says ``error: interrupted`` (exit 130, as SIGTERM does while a
     document is printed: :func:`rundoctor.errors.whole_output`). Only where SIGTERM's action
     is the default one, on the main thread: a command's own handler (``doctor watch``'s) is
@@ -298,7 +346,7 @@ def _in_pool(
         except BaseException:
             # Ctrl-C, SIGTERM or a batch's error: the batches not started are dropped (those
             # a worker already holds included: ``stop``), and the running ones (stopped at
-            # once when Ctrl-C reached the workers too: doctor._interrupts) waited for. The
+            # once: _stop_batch_on, doctor._interrupts) waited for. The
             # pool's own exit would have run every batch left first.
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)

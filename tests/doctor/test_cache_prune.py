@@ -7,11 +7,13 @@ deleted and 20 added, 70 entries).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from doctor._cache import MAX_ENTRY_BYTES
@@ -243,6 +245,35 @@ main()
 """
 
 
+@contextlib.contextmanager
+def _held_scan(tmp_path: Path, cache: Path, script: str, said: str) -> Iterator[list[str]]:
+    """``doctor scan --root root --json`` with the cache, run by ``python -c script`` from
+    ``tmp_path``; the block runs once its first line on stderr is ``said``, then a line goes
+    to its stdin. The list yielded holds the scan's stdout after the block."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
+    scan = subprocess.Popen(
+        [sys.executable, "-c", script, "scan", "--root", "root", "--json"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(REPO), "RUNDOCTOR_CACHE": str(cache)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert scan.stdin is not None and scan.stderr is not None
+    out: list[str] = []
+    try:
+        assert scan.stderr.readline() == said
+        yield out
+        stdout, err = scan.communicate("\n", timeout=300)
+    finally:
+        if scan.poll() is None:
+            scan.kill()
+            scan.communicate()
+    assert scan.returncode in (0, 1), err
+    out.append(stdout)
+
+
 def test_a_prune_while_a_scan_writes_leaves_what_the_scan_is_saving(tmp_path: Path) -> None:
     # A prune removed every file of a pruned run's events partition: a scan writing that run
     # anew (its entry was damaged) lost the events it had just written, and its entry named
@@ -253,19 +284,7 @@ def test_a_prune_while_a_scan_writes_leaves_what_the_scan_is_saving(tmp_path: Pa
     keys = _keys(cache)
     (cache / "runs" / f"{keys['a']}.json").write_text('{"run_pa')  # damaged: read again
     shutil.rmtree(root / "c")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNDOCTOR_")}
-    scan = subprocess.Popen(
-        [sys.executable, "-c", _HELD_SCAN, "scan", "--root", "root", "--json"],
-        cwd=tmp_path,
-        env={**env, "PYTHONPATH": str(REPO), "RUNDOCTOR_CACHE": str(cache)},
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert scan.stdin is not None and scan.stderr is not None
-    try:
-        assert scan.stderr.readline() == f"held {keys['a']}\n"
+    with _held_scan(tmp_path, cache, _HELD_SCAN, f"held {keys['a']}\n") as out:
         files = (cache / "events" / f"run={keys['a']}").iterdir()
         newest = max(files, key=lambda p: p.stat().st_mtime_ns)  # the scan's, written now
         pruned = run_doctor("cache", "prune", "--cache", cache, "--json")
@@ -276,15 +295,52 @@ def test_a_prune_while_a_scan_writes_leaves_what_the_scan_is_saving(tmp_path: Pa
             (keys["c"], "gone"),
         ]
         assert newest.exists()
-        out, err = scan.communicate("\n", timeout=300)
-    finally:
-        if scan.poll() is None:
-            scan.kill()
-            scan.communicate()
-    assert scan.returncode in (0, 1), err
-    assert sorted(r["run_id"] for r in json.loads(out)["runs"]) == ["a", "b"]
+    assert sorted(r["run_id"] for r in json.loads(out[0])["runs"]) == ["a", "b"]
     fleet = _scan(tmp_path, cache)  # what the scan saved is whole: nothing read again
     assert (fleet["read"], fleet["reused"]) == (0, 2)
+
+
+# A real `doctor scan` that stops once it has made a run's events partition, before it
+# writes the run's events into it: says so on stderr, waits for a line on stdin.
+_MKDIR_HELD_SCAN = """
+import pathlib, sys
+mkdir = pathlib.Path.mkdir
+def hold(self, *args, **kwargs):
+    mkdir(self, *args, **kwargs)
+    if self.name.startswith("run="):
+        print("made " + self.name, file=sys.stderr, flush=True)
+        sys.stdin.readline()
+pathlib.Path.mkdir = hold
+from doctor._cli import main
+main()
+"""
+
+
+def test_a_prune_leaves_the_partition_a_scan_made_to_write_into(tmp_path: Path) -> None:
+    # A prune that removed a run's last events files (its entry older than --older-than)
+    # then removed the emptied folder, the one a scan reading the run again had just made
+    # to write its new events into: the scan's COPY failed, and its batch was "not saved to
+    # the cache" (the next scan read it again).
+    cache = tmp_path / "cache"
+    root = _fleet(tmp_path, ("a",))
+    _scan(tmp_path, cache)
+    keys = _keys(cache)
+    stream = root / "a" / "progress.ndjson"
+    text = stream.read_text()
+    stream.unlink()
+    stream.write_text(text)  # rewritten: read from scratch, its events written anew
+    month_ago = stream.stat().st_mtime - 31 * DAY
+    for path in (cache / "runs" / f"{keys['a']}.json", *(cache / "events").rglob("*.parquet")):
+        os.utime(path, (month_ago, month_ago))
+    with _held_scan(tmp_path, cache, _MKDIR_HELD_SCAN, f"made run={keys['a']}\n") as out:
+        pruned = run_doctor("cache", "prune", "--cache", cache, "--older-than", "30d", "--json")
+        assert pruned.returncode == 0, pruned.stderr
+        said = json.loads(pruned.stdout)
+        assert [(p["key"], p["reason"]) for p in said["removed"]] == [(keys["a"], "older")]
+        assert (cache / "events" / f"run={keys['a']}").is_dir()  # left, empty, to the scan
+    assert "cache_notes" not in json.loads(out[0])["fleet"]
+    fleet = _scan(tmp_path, cache)  # what the scan saved is whole: nothing read again
+    assert (fleet["read"], fleet["reused"]) == (0, 1)
 
 
 def test_an_entry_a_scan_saves_after_prune_judged_the_old_one_stays(tmp_path: Path) -> None:

@@ -1008,3 +1008,34 @@ def test_facts_looked_into_after_a_rescan_are_read_from_the_entry(tmp_path: Path
         entry.unlink()
     with pytest.raises(ValueError, match="was replaced or removed since the scan read it"):
         second.facts["attempt_spans"]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="a scan's pool needs two cores")
+def test_runs_resumed_by_workers_after_a_prune_removed_their_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A rescan sent each grown run's cache entry to a worker with its batch, the cached
+    # diagnosis too, whose facts are read again from the entry's file: a `doctor cache
+    # prune` (or another scan) that had removed or replaced the entry since crashed the
+    # scan, "internal error: ValueError: the scan cache entry … was replaced or removed"
+    # (found by fleet11: two scans and a loop of prunes on one cache).
+    from fixtures.fleet import build_fleet
+
+    root = build_fleet(tmp_path / "fleet", runs=4, events_per_run=40)
+    cache = tmp_path / "cache"
+    config = DoctorConfig(roots=(root,), cache_dir=cache, now=1_790_000_000.0)
+    scan(config)
+    for run in root.iterdir():  # every run grew: each is resumed from its entry
+        with (run / "progress.ndjson").open("a") as fh:
+            fh.write(_line("stage_heartbeat", "23:00:00", node_id="node_1"))
+    expected = _uncached(config)
+    monkeypatch.setattr(_scan, "PARALLEL_MIN_BYTES", 0)  # two worker processes
+    monkeypatch.setattr(_scan_batch, "BATCH_RUNS", 1)
+
+    def pruned_once_planned(done: int, total: int) -> None:
+        for entry in (cache / "runs").glob("*.json"):  # as a prune does, after the plan
+            entry.unlink()
+
+    result = scan(config, progress=pruned_once_planned)
+    assert result.fleet["read"] == 4
+    assert _json(result) == expected

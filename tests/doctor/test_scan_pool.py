@@ -87,20 +87,33 @@ main()
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="a scan's pool needs two cores")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("batch", ["waits for the scan's stop", "would last 600 s"])
 def test_a_scan_stopped_by_a_signal_ends_quietly_and_releases_its_pool(
-    tmp_path: Path, sig: signal.Signals
+    tmp_path: Path, sig: signal.Signals, batch: str
 ) -> None:
     # SIGTERM (`timeout`, a service stop) to the scan's process while its workers diagnosed
     # killed it where it stood: the pool's semaphores were never released, and
     # multiprocessing's resource tracker printed "There appear to be 10 leaked semaphore
     # objects to clean up at shutdown" after the scan had ended. It now stops as Ctrl-C
     # does: no batch more, the pool released, `error: interrupted`, 130.
+    # A signal to the scan's process alone reaches no worker (nor does a Ctrl-C that came
+    # just before a worker took its batch): the scan waited for the batch a worker held to
+    # end, here after 600 s (a scan sent SIGTERM through `| head` hung so). The scan's stop
+    # now interrupts it.
+    hold, script, said = {
+        "waits for the scan's stop": (("scan_hold", _HOLD), [_HELD_SCAN], "holding a batch"),
+        "would last 600 s": (
+            ("start_hold", _HOLD_START),
+            [_START_HELD_SCAN, "started"],
+            "diagnosing",
+        ),
+    }[batch]
     returncode, lines, out = _signalled_scan(
         tmp_path,
-        ("scan_hold", _HOLD),
-        [_HELD_SCAN],
-        "holding a batch",
-        lambda p: p.send_signal(sig),
+        hold,
+        script,
+        said,
+        lambda p: p.send_signal(sig),  # the scan's process alone
     )
     assert (returncode, lines) == (130, ["error: interrupted"])
     assert out == ""
