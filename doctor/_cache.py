@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     import duckdb
 
 from doctor._cache_lock import events_written
-from doctor._errors import UsageError
+from doctor._errors import CacheEntryGone, UsageError
 from doctor._kept import SEVERITY_LABELS, KeptFindings
 from doctor._layout import (
     CHECKPOINT,
@@ -402,7 +402,9 @@ class _FactsOnDisk:
     def read(self) -> bytes:
         """The facts' JSON text. When the entry was replaced since (a concurrent scan wrote
         the run's diagnosis anew: its files changed), that entry's facts, if it is still the
-        run's; else ``ValueError``, saying so."""
+        run's; else :class:`~doctor._errors.CacheEntryGone` (a ``ValueError`` too), saying so:
+        one line and exit 2 at the command line (``doctor metrics``, ``report --fleet``), not
+        an internal error."""
         data = b""
         with contextlib.suppress(OSError), open_regular(Path(self.path)) as fh:
             data = os.pread(fh.fileno(), self.size, self.offset)
@@ -411,9 +413,10 @@ class _FactsOnDisk:
         return self._replaced()
 
     def _replaced(self) -> bytes:
-        gone = ValueError(
+        gone = CacheEntryGone(
             f"the scan cache entry {self.path!r} was replaced or removed since the scan read "
-            "it, and is no other diagnosis of this run: scan again"
+            "it (a concurrent `doctor cache prune` or scan), and is no other diagnosis of "
+            "this run: scan again"
         )
         try:
             raw = read_regular_bytes(Path(self.path), max_bytes=MAX_ENTRY_BYTES)

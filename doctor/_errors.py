@@ -9,6 +9,7 @@ to one red line on stderr and a documented exit code (2 for usage and input erro
      ├── UnsafeRunId           an id that is absolute or holds ``..``
      ├── RootError             a root that does not exist or cannot be read
      ├── IngestError           a dependency (duckdb, polars, pyarrow) failed on our input
+     │    └── CacheEntryGone   a scan cache entry removed under the command that read it
      └── OverBudget            a run that cannot be read within the resource budget
 
 Dependency errors are wrapped at the boundary with ``raise ... from``.
@@ -21,6 +22,7 @@ from collections.abc import Iterable
 from rundoctor.errors import close_matches, did_you_mean
 
 __all__ = [
+    "CacheEntryGone",
     "DoctorError",
     "IngestError",
     "OverBudget",
@@ -84,6 +86,12 @@ class RunNotFound(DoctorError):
 
 class IngestError(DoctorError):
     """Reading artifacts failed inside a dependency in a way ingestion could not absorb."""
+
+
+class CacheEntryGone(IngestError, ValueError):
+    """A scan cache entry whose facts a result reads lazily was removed or replaced since the
+    scan read it (a concurrent ``doctor cache prune`` or scan): the command says to scan
+    again (exit 2). A ``ValueError`` too, as the damaged entries the scan reads around."""
 
 
 class OverBudget(DoctorError):

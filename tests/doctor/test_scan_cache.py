@@ -432,6 +432,26 @@ def test_a_rescan_after_a_named_stage_process_ended_rereads_its_run(tmp_path: Pa
     assert _json(again) == _uncached(config)
 
 
+def test_facts_of_a_kept_run_whose_entry_went_are_a_doctor_error_not_a_crash(
+    config: DoctorConfig,
+) -> None:
+    # A kept run's facts are read from its entry when looked into (`doctor metrics`, `report
+    # --fleet`); a prune that removed the entry meanwhile was a ValueError, which the
+    # command line shows as an internal error, exit 70 (found by fleet11).
+    from doctor._errors import DoctorError
+
+    scan(config)
+    again = scan(config)
+    assert again.fleet["read"] == 0
+    cache = config.cache_dir
+    assert cache is not None
+    for entry in (cache / "runs").glob("*.json"):
+        entry.unlink()
+    with pytest.raises(DoctorError, match="replaced or removed since the scan read it") as err:
+        [dict(d.facts) for d in again.diagnoses]  # as `doctor metrics` reads them
+    assert err.value.exit_code == 2 and isinstance(err.value, ValueError)
+
+
 def test_batches_of_any_size_give_the_same_result(
     config: DoctorConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
