@@ -322,14 +322,16 @@ _MONTH_DAY = re.compile(rf"{_MONTH}\ <n>")
 # top-level domain (``_TLD``), so dotted config keys and class names ("mapred.task.id") stay
 # words.
 # With a mailbox before it ("alice@example.com", version 4), the address is one value too. A
-# label may be "<n>" (what the number masks left of a name with digits), and a "/" may follow
-# (version 6): Java's "host/10.1.2.3:9000", an image "registry.example.com/api:1.2"; a path
-# after the name was taken whole by the leading masks already.
-_DNS_NAME = rf"(?:<n>|[a-z0-9][a-z0-9-]*)(?:\.(?:<n>|[a-z0-9-]+))*\.{_TLD}"
+# label may be "<n>" (what the number masks left of a name with digits) or "<addr>" (what the
+# address masks left: "0:::.local" is "<addr>.local" there, one address, as its signature
+# "<n>.local" is when signed again), and a "/" may follow (version 6): Java's
+# "host/10.1.2.3:9000", an image "registry.example.com/api:1.2"; a path after the name was
+# taken whole by the leading masks already.
+_DNS_NAME = rf"(?:<n>|<addr>|[a-z0-9][a-z0-9-]*)(?:\.(?:<n>|<addr>|[a-z0-9-]+))*\.{_TLD}"
 _HOSTNAME = re.compile(
-    rf"(?<![\w.<>@/+-])(?:(?:[\w.+-]|<n>)++@)?{_DNS_NAME}\.?(?![\w<>@-]|\.\w)"
+    rf"(?<![\w.<>@/+-])(?:(?:[\w.+-]|<n>|<addr>)++@)?{_DNS_NAME}\.?(?![\w<>@-]|\.\w)"
     # A mailbox in angle brackets, as mail headers and servers write it: "<alice@example.com>".
-    rf"|<(?<![\w<>]<)(?:[\w.+-]|<n>)++@{_DNS_NAME}>(?![\w<>])"
+    rf"|<(?<![\w<>]<)(?:[\w.+-]|<n>|<addr>)++@{_DNS_NAME}>(?![\w<>])"
 )
 _HOSTNAME_HINT = re.compile(rf"\.{_TLD}\b")
 # A compound name (version 7): five or more fields joined by colons in one token that starts with
@@ -353,7 +355,7 @@ _COMPOUND = re.compile(
 _VALUE_ADDRESS = re.compile(r"(?<=>)\ \(<addr>\)(?=[\s,;:.)\]]|$)")
 # A percent sign after a space is its number's (version 7): some formatters write "93.5 %" where
 # others write "93.5%" for one value.
-_SPACED_PERCENT = re.compile(r"(?<=<n>)\ %(?![\w%])")
+_SPACED_PERCENT = re.compile(r"(?<=<n>)\ %(?![\w%<])")
 # An address inside a host before a port: "a.<addr>:<n>", "<addr>-x:<n>" (see ``_addresses``).
 _ADDRESS_PORT = re.compile(r"<addr>(?:[\w.-]|<n>|<addr>)*+:<(?:n|addr)>")
 _SEP = r"(?:[,;]\ ?|\ )"
@@ -699,7 +701,11 @@ def canonical_signature(text: str) -> str:
             return found
     text = key.decode("utf-8", "surrogatepass")
     if "\x1b" in text:
-        text = _CSI.sub("", text)
+        # Until none is left: removing one can join an ESC and what follows it into another
+        # ("\x1b\x1b[0m[[" leaves "\x1b[["), which a second signing would remove.
+        text, removed = _CSI.subn("", text)
+        while removed and "\x1b[" in text:
+            text, removed = _CSI.subn("", text)
     if "\\u" in text and "{" in text:
         text = _JSON_ESCAPE.sub("?", text)
     if len(text) > _MAX_SCAN and "00" in text:
@@ -891,6 +897,13 @@ def _mask_words(text: str, p: _Patterns, plain: bool, months: bool, colons: bool
         text = p.hostname.sub("<addr>", text)
     if "<addr>" in text:
         text = _addresses(text, p, plain)
+        # An address made "<n>" can join what follows into a host name that a second signing
+        # would take ("<addr>.<n>.internal" from "x.internal..y.internal"): again, until none.
+        while "." in text and p.hostname_hint.search(text):
+            masked = p.hostname.sub("<addr>", text)
+            if masked == text:
+                break
+            text = _addresses(masked, p, plain)
     # A colon before a space separates words, not the fields of a name.
     if colons and text.count(":") - text.count(": ") >= 4 and "<" in text:
         text = p.compound.sub("<url>", text)

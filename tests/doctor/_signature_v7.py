@@ -188,11 +188,11 @@ _CALENDAR = re.compile(
 _MONTH_DAY = re.compile(rf"{_MONTH}\ <n>")
 # A DNS host name without digits ("ns.example.com", "www.cse.cuhk.edu.hk"): known by its generic
 # top-level domain, so dotted config keys and class names ("mapred.task.id") stay words.
-_DNS_NAME = rf"(?:<n>|[a-z0-9][a-z0-9-]*)(?:\.(?:<n>|[a-z0-9-]+))*\.{_TLD}"
+_DNS_NAME = rf"(?:<n>|<addr>|[a-z0-9][a-z0-9-]*)(?:\.(?:<n>|<addr>|[a-z0-9-]+))*\.{_TLD}"
 _HOSTNAME = re.compile(
-    rf"(?<![\w.<>@/+-])(?:(?:[\w.+-]|<n>)+@)?{_DNS_NAME}\.?(?![\w<>@-]|\.\w)"
+    rf"(?<![\w.<>@/+-])(?:(?:[\w.+-]|<n>|<addr>)+@)?{_DNS_NAME}\.?(?![\w<>@-]|\.\w)"
     # A mailbox in angle brackets, as mail headers and servers write it: "<alice@example.com>".
-    rf"|<(?<![\w<>]<)(?:[\w.+-]|<n>)+@{_DNS_NAME}>(?![\w<>])"
+    rf"|<(?<![\w<>]<)(?:[\w.+-]|<n>|<addr>)+@{_DNS_NAME}>(?![\w<>])"
 )
 _HOSTNAME_HINT = re.compile(rf"\.{_TLD}\b")
 # Five or more colon-joined fields in one token, one holding a value: one "<url>" (version 7).
@@ -203,7 +203,7 @@ _COMPOUND = re.compile(
     re.VERBOSE,
 )
 # A percent sign after a space is its number's (version 7).
-_SPACED_PERCENT = re.compile(r"(?<=<n>)\ %(?![\w%])")
+_SPACED_PERCENT = re.compile(r"(?<=<n>)\ %(?![\w%<])")
 # An address in round brackets right after a value is dropped (version 7).
 _VALUE_ADDRESS = re.compile(r"(?<=>)\ \(<addr>\)(?=[\s,;:.)\]]|$)")
 _SEP = r"(?:[,;]\ ?|\ )"
@@ -371,7 +371,7 @@ def canonical_signature(text: str) -> str:
     >>> canonical_signature('{"b": "timeout", "a": 2, "id": "a81f"}')
     '{a: <n>, b: timeout, id: <n>}'
     >>> canonical_signature("connect to db.internal:5432 failed (pid 4242, 1.5 KB read)")
-    'connect to <addr> failed (pid <n>, <size> read)'
+    'connect to <n> failed (pid <n>, <size> read)'
     >>> canonical_signature("   ")
     '<empty>'
     """
@@ -379,7 +379,9 @@ def canonical_signature(text: str) -> str:
         return EMPTY_SIGNATURE
     data = text.encode("utf-8", "surrogatepass").translate(_ZERO_DIGITS)
     if b"\x1b" in data:
-        data = _CSI.sub(b"", data)
+        data, found = _CSI.subn(b"", data)
+        while found and b"\x1b[" in data:
+            data, found = _CSI.subn(b"", data)
     if b"{" in data:
         data = _JSON_ESCAPE.sub(b"?", data)
     if b"00" in data:
@@ -441,9 +443,18 @@ def _mask(text: str) -> str:
         text = _HOSTNAME.sub("<addr>", text)
     # An address is a value like a number (version 7); one in brackets right after a value is
     # that value's address. "x.c:<addr>" becomes "x.c:<n>", a host and port: taken whole.
-    text = _VALUE_ADDRESS.sub("", text).replace("<addr>", "<n>")
     while True:
-        masked = _HOST_PREFIX.sub(">n<", text[::-1])[::-1]
+        text = _VALUE_ADDRESS.sub("", text).replace("<addr>", "<n>")
+        while True:
+            masked = _HOST_PREFIX.sub(">n<", text[::-1])[::-1]
+            if masked == text:
+                break
+            text = masked
+        # An address made "<n>" can join what follows into a host name that a second signing
+        # would take ("<addr>.<n>.internal" from "x.internal..y.internal"): again, until none.
+        if "." not in text or not _HOSTNAME_HINT.search(text):
+            break
+        masked = _HOSTNAME.sub("<addr>", text)
         if masked == text:
             break
         text = masked
