@@ -73,7 +73,10 @@ import sys
 from doctor import _scan_pool
 
 def hold(batch):
-    print("holding a batch", file=sys.stderr, flush=True)
+    # One write of the whole line: both workers hold a batch, and print's two writes (the text,
+    # then the newline) of one were once read between the other's ("holding a batchholding").
+    sys.stderr.write("holding a batch\\n")
+    sys.stderr.flush()
     _scan_pool._stopping.wait(600)
     return []
 """
