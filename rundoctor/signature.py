@@ -85,6 +85,8 @@ _DIGITS = re.compile(r"[0-9]+")
 # A terminal escape sequence (ECMA-48 CSI: ESC [, parameters, intermediates, a final byte):
 # a coloured ``FAILED`` and a plain one are one failure. Its digits are zeros by then.
 _CSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+#: Passes of ``_CSI`` after the first, at most (see :func:`canonical_signature`).
+_CSI_PASSES = 4
 # A JSON escape of one character ("\u003c", as Go's encoding/json writes "<"; "\u00e9"): with its
 # digits zeroed it names another character, and once digit runs are collapsed it is no escape
 # at all, so the JSON pass failed on the whole object and key order mattered again. In a text
@@ -701,10 +703,14 @@ def canonical_signature(text: str) -> str:
             return found
     text = key.decode("utf-8", "surrogatepass")
     if "\x1b" in text:
-        # Until none is left: removing one can join an ESC and what follows it into another
-        # ("\x1b\x1b[0m[[" leaves "\x1b[["), which a second signing would remove.
+        # Again while one is left, a few times: removing one can join an ESC and what follows
+        # it into another ("\x1b\x1b[0m[[" leaves "\x1b[["), which a second signing would
+        # remove. Bounded: each pass is over the whole text, and escapes nested deeper than
+        # this are a hostile text, not a terminal's (a megabyte of them took minutes).
         text, removed = _CSI.subn("", text)
-        while removed and "\x1b[" in text:
+        for _ in range(_CSI_PASSES):
+            if not removed or "\x1b[" not in text:
+                break
             text, removed = _CSI.subn("", text)
     if "\\u" in text and "{" in text:
         text = _JSON_ESCAPE.sub("?", text)

@@ -380,7 +380,9 @@ def canonical_signature(text: str) -> str:
     data = text.encode("utf-8", "surrogatepass").translate(_ZERO_DIGITS)
     if b"\x1b" in data:
         data, found = _CSI.subn(b"", data)
-        while found and b"\x1b[" in data:
+        for _ in range(4):
+            if not found or b"\x1b[" not in data:
+                break
             data, found = _CSI.subn(b"", data)
     if b"{" in data:
         data = _JSON_ESCAPE.sub(b"?", data)

@@ -251,6 +251,18 @@ def test_texts_once_signed_differently_twice_sign_alike(text: str) -> None:
     assert canonical_signature(signature) == signature
 
 
+def test_nested_escape_sequences_are_removed_in_a_bounded_number_of_passes() -> None:
+    # Removing one escape sequence can make another, so they are removed again while one is
+    # left, but only a few times: each pass is over the whole text, and a megabyte of nested
+    # escapes (a hostile text) took minutes when they were removed until none was left.
+    from rundoctor.signature import _CSI_PASSES
+
+    deep = _CSI_PASSES + 6
+    left = canonical_signature("\x1b" * deep + "[m" * deep + " failed")
+    assert left.count("\x1b") == deep - 1 - _CSI_PASSES  # one layer a pass
+    assert canonical_signature("\x1b" * 3 + "[m" * 3 + " failed") == "failed"
+
+
 @PROPERTIES
 @given(TEXTS)
 def test_signature_is_idempotent(text: str) -> None:
